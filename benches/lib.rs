@@ -1,0 +1,1 @@
+//! Criterion benches for palisade; the benches are the `[[bench]]` targets of this package.

@@ -1,0 +1,515 @@
+//! The [`Classify`] trait, the [`DefaultClassifier`] and its [`ClassifierBuilder`].
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use crate::error::{Classified, ConfigError, ResponseClass};
+use crate::{BoxError, Category, Class, hint, registry};
+
+/// Decides whether an outcome is a success or a failure, and of what class.
+///
+/// It sees the whole `Result`: an `Ok` HTTP 503 can be a failure, an `Err` can be accepted as a
+/// normal outcome (return `None` and the classify layer passes it up as
+/// [`Category::Ignored`]). `None` means success.
+///
+/// Closures implement it through [`classify_fn`].
+pub trait Classify<Res, E> {
+    /// The verdict on one outcome: `None` for success, `Some(class)` for a failure.
+    fn classify(&self, result: &Result<Res, E>) -> Option<Class>;
+}
+
+impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for &C {
+    fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
+        (**self).classify(result)
+    }
+}
+
+impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for Arc<C> {
+    fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
+        (**self).classify(result)
+    }
+}
+
+/// A [`Classify`] made from a closure; see [`classify_fn`].
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F>(F);
+
+impl<F> fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClassifyFn")
+            .field(&std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+/// Makes a [`Classify`] from a closure over `&Result<Res, E>`.
+///
+/// ```
+/// use palisade_classify::{classify_fn, BoxError, Category, Class, Classify, DefaultClassifier};
+///
+/// // A response type whose status says whether it worked; errors go to the default rules.
+/// struct Reply { status: u16 }
+/// let defaults = DefaultClassifier::default();
+/// let classifier = classify_fn(move |r: &Result<Reply, BoxError>| match r {
+///     Ok(reply) if reply.status == 429 => Some(Class::new(Category::RateLimited)),
+///     Ok(reply) if reply.status >= 500 => Some(Class::new(Category::ServerError)),
+///     Ok(_) => None,
+///     Err(e) => Some(defaults.classify_error(&**e)),
+/// });
+/// assert_eq!(classifier.classify(&Ok(Reply { status: 200 })), None);
+/// assert_eq!(
+///     classifier.classify(&Ok(Reply { status: 503 })).unwrap().category,
+///     Category::ServerError
+/// );
+/// ```
+pub fn classify_fn<F>(f: F) -> ClassifyFn<F> {
+    ClassifyFn(f)
+}
+
+impl<Res, E, F> Classify<Res, E> for ClassifyFn<F>
+where
+    F: Fn(&Result<Res, E>) -> Option<Class>,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
+        (self.0)(result)
+    }
+}
+
+type TypeRule = Arc<dyn Fn(&(dyn Error + 'static)) -> Option<Class> + Send + Sync>;
+
+struct Rules {
+    type_rules: Vec<TypeRule>,
+    messages: RegexSet,
+    message_classes: Vec<Class>,
+    hint: Option<Regex>,
+    max_hint: Duration,
+    unknown: Class,
+    builtin_types: bool,
+}
+
+/// The default pattern rules, in order (first match wins). Each is case-insensitive.
+pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
+    (
+        r"rate.?limit|too many requests|\b429\b|quota exceeded",
+        Category::RateLimited,
+    ),
+    (
+        r"\b401\b|\b403\b|unauthori[sz]ed|authentication|forbidden|invalid api.?key",
+        Category::Authentication,
+    ),
+    (r"\b404\b|not.?found", Category::NotFound),
+    (
+        r"timed.?out|deadline (?:exceeded|elapsed)",
+        Category::Timeout,
+    ),
+    (
+        r"\b5\d\d\b|internal.?server|bad gateway|service unavailable|gateway time.?out",
+        Category::ServerError,
+    ),
+    (r"time.?out", Category::Timeout),
+    (
+        r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|connect(?:ion)? error",
+        Category::Network,
+    ),
+    (
+        r"out of memory|no space left|disk full|resource.?exhausted|pool (?:exhausted|depleted)|overloaded|capacity",
+        Category::ResourceExhausted,
+    ),
+    (
+        r"\b400\b|\b422\b|invalid|malformed|validation|bad request",
+        Category::Validation,
+    ),
+    (r"cancell?ed", Category::Cancelled),
+];
+
+/// The pattern that finds a retry hint in an error message: `retry after 30 seconds`,
+/// `retry-after: 2`, `try again in 1.5s`, `retry in 500ms`.
+pub const DEFAULT_HINT_PATTERN: &str = r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?)?\b";
+
+/// The default clamp on a retry hint read from a message: 10 minutes.
+pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(600);
+
+static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
+    ClassifierBuilder::new()
+        .build_rules()
+        .expect("the built-in rules are valid")
+});
+
+/// The classifier palisade uses when told nothing else, extensible through
+/// [`ClassifierBuilder`].
+///
+/// For an error it walks the `source()` chain, top first, and for each error tries in order:
+/// the class an inner classify layer already gave it ([`Classified`], [`FailedResponse`]); the
+/// user's type rules; error types that [`register`](crate::register)ed their class (palisade's
+/// own errors); `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
+/// the message rules on each error's message, top first. A failure nothing matched gets the
+/// *unknown* class: `Category::Unknown`, retryable, as the reference design asks, because an
+/// unrecognised failure is more often a passing fault than a permanent one and the retry budget
+/// bounds the cost of being wrong. Change it with [`ClassifierBuilder::unknown`].
+///
+/// When the chosen class has no `retry_after`, a retry hint in any message of the chain
+/// (`retry after 30 seconds`, `try again in 1.5s`) fills it, clamped to
+/// [`ClassifierBuilder::max_hint`].
+///
+/// As a [`Classify`], every `Ok` is a success; pair it with a response rule through
+/// [`classify_fn`] when responses can fail.
+///
+/// Cloning is cheap: the default rules are static and built rules are shared.
+///
+/// [`FailedResponse`]: crate::FailedResponse
+#[derive(Clone)]
+pub struct DefaultClassifier {
+    rules: RulesRef,
+}
+
+#[derive(Clone)]
+enum RulesRef {
+    Static(&'static Rules),
+    Shared(Arc<Rules>),
+}
+
+impl Default for DefaultClassifier {
+    fn default() -> Self {
+        DefaultClassifier {
+            rules: RulesRef::Static(&DEFAULT_RULES),
+        }
+    }
+}
+
+impl fmt::Debug for DefaultClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules = self.rules();
+        f.debug_struct("DefaultClassifier")
+            .field("type_rules", &rules.type_rules.len())
+            .field("message_rules", &rules.messages.patterns())
+            .field("unknown", &rules.unknown)
+            .finish()
+    }
+}
+
+impl DefaultClassifier {
+    /// The built-in rules only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder whose rules come before the built-in ones.
+    pub fn builder() -> ClassifierBuilder {
+        ClassifierBuilder::new()
+    }
+
+    fn rules(&self) -> &Rules {
+        match &self.rules {
+            RulesRef::Static(r) => r,
+            RulesRef::Shared(r) => r,
+        }
+    }
+
+    /// The class of an error, walking its `source()` chain.
+    pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Class {
+        let rules = self.rules();
+        let class = chain(err)
+            .find_map(|e| known_class(rules, e))
+            .or_else(|| {
+                chain(err).find_map(|e| {
+                    let text = e.to_string();
+                    rules
+                        .messages
+                        .matches(&text)
+                        .iter()
+                        .next()
+                        .map(|i| rules.message_classes[i])
+                })
+            })
+            .unwrap_or(rules.unknown);
+        if class.retry_after.is_some() || class.category == Category::Ignored {
+            return class;
+        }
+        match rules.hint.as_ref().and_then(|re| {
+            chain(err).find_map(|e| message_hint(re, &e.to_string(), rules.max_hint))
+        }) {
+            Some(after) => class.with_retry_after(after),
+            None => class,
+        }
+    }
+}
+
+impl<Res> Classify<Res, BoxError> for DefaultClassifier {
+    fn classify(&self, result: &Result<Res, BoxError>) -> Option<Class> {
+        match result {
+            Ok(_) => None,
+            Err(e) => Some(self.classify_error(&**e)),
+        }
+    }
+}
+
+/// The class of any error that reached a layer, reading what the classify layer decided at the
+/// source and otherwise applying the [`DefaultClassifier`]'s built-in rules.
+///
+/// ```
+/// use palisade_classify::{class_of, BoxError, Category};
+/// use std::io;
+///
+/// let err: BoxError = Box::new(io::Error::from(io::ErrorKind::ConnectionRefused));
+/// assert_eq!(class_of(&err).category, Category::Network);
+///
+/// let err: BoxError = "upstream said: rate limit reached, retry after 3 seconds".into();
+/// let class = class_of(&err);
+/// assert_eq!(class.category, Category::RateLimited);
+/// assert_eq!(class.retry_after, Some(std::time::Duration::from_secs(3)));
+/// ```
+pub fn class_of(err: &BoxError) -> Class {
+    class_of_dyn(&**err)
+}
+
+/// [`class_of`] for a borrowed error of any kind.
+pub fn class_of_dyn(err: &(dyn Error + 'static)) -> Class {
+    DefaultClassifier::default().classify_error(err)
+}
+
+fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    // Bounded so that a cyclic `source()` implementation cannot hang the caller.
+    std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source()).take(64)
+}
+
+fn known_class(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
+    if let Some(c) = err.downcast_ref::<Classified>() {
+        return Some(c.class());
+    }
+    if let Some(c) = err.downcast_ref::<ResponseClass>() {
+        return Some(c.0);
+    }
+    if let Some(class) = rules.type_rules.iter().find_map(|rule| rule(err)) {
+        return Some(class);
+    }
+    if let Some(class) = registry::registered_class(err) {
+        return Some(class);
+    }
+    if !rules.builtin_types {
+        return None;
+    }
+    if let Some(class) = err
+        .downcast_ref::<io::Error>()
+        .and_then(|io| io_class(io.kind()))
+    {
+        return Some(class);
+    }
+    if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
+        return Some(Class::new(Category::Timeout));
+    }
+    None
+}
+
+/// The class of an `std::io::ErrorKind`, when the kind says enough.
+pub fn io_class(kind: io::ErrorKind) -> Option<Class> {
+    use io::ErrorKind as K;
+    let category = match kind {
+        K::TimedOut => Category::Timeout,
+        K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::BrokenPipe
+        | K::AddrNotAvailable
+        | K::AddrInUse
+        | K::UnexpectedEof
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::NetworkDown => Category::Network,
+        K::WouldBlock | K::Interrupted => Category::Transient,
+        K::NotFound => Category::NotFound,
+        K::PermissionDenied => Category::Authentication,
+        K::InvalidInput | K::InvalidData => Category::Validation,
+        K::OutOfMemory | K::StorageFull | K::QuotaExceeded => Category::ResourceExhausted,
+        _ => return None,
+    };
+    Some(Class::new(category))
+}
+
+fn message_hint(re: &Regex, text: &str, max: Duration) -> Option<Duration> {
+    let caps = re.captures(text)?;
+    let value = caps.get(1)?.as_str();
+    let scale = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
+        Some(u) if u.starts_with("ms") || u.starts_with("milli") => 0.001,
+        Some(u) if u.starts_with('m') => 60.0,
+        _ => 1.0,
+    };
+    let secs: f64 = value.parse().ok()?;
+    hint::secs_f64(secs * scale, max)
+}
+
+/// Builds a [`DefaultClassifier`] with rules of your own before (or instead of) the built-in
+/// ones. Rules are tried in the order they were added; the first match wins.
+///
+/// ```
+/// use palisade_classify::{BoxError, Category, Class, ClassifierBuilder};
+///
+/// let classifier = ClassifierBuilder::new()
+///     .message("model is loading", Class::new(Category::Transient))
+///     .message("context length", Class::new(Category::Validation))
+///     .build()?;
+/// let err: BoxError = "Model is loading, please wait".into();
+/// assert_eq!(classifier.classify_error(&*err).category, Category::Transient);
+///
+/// let bad = ClassifierBuilder::new().message("(unclosed", Class::new(Category::Validation)).build();
+/// assert_eq!(bad.unwrap_err().field(), "message[0]");
+/// # Ok::<(), palisade_classify::ConfigError>(())
+/// ```
+pub struct ClassifierBuilder {
+    type_rules: Vec<TypeRule>,
+    messages: Vec<(String, Class)>,
+    defaults: bool,
+    hint: Option<String>,
+    max_hint: Duration,
+    unknown: Class,
+}
+
+impl fmt::Debug for ClassifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifierBuilder")
+            .field("type_rules", &self.type_rules.len())
+            .field("messages", &self.messages)
+            .field("defaults", &self.defaults)
+            .field("hint", &self.hint)
+            .field("max_hint", &self.max_hint)
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
+impl Default for ClassifierBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClassifierBuilder {
+    /// A builder with the built-in rules enabled and no rules of its own.
+    pub fn new() -> Self {
+        ClassifierBuilder {
+            type_rules: Vec::new(),
+            messages: Vec::new(),
+            defaults: true,
+            hint: Some(DEFAULT_HINT_PATTERN.to_owned()),
+            max_hint: DEFAULT_MAX_HINT,
+            unknown: Class::new(Category::Unknown),
+        }
+    }
+
+    /// Errors of type `T`, anywhere in the chain, get `class`.
+    pub fn error_type<T: Error + 'static>(self, class: Class) -> Self {
+        self.error_fn(move |_: &T| Some(class))
+    }
+
+    /// Errors of type `T`, anywhere in the chain, get the class `f` returns (`None`: try the
+    /// next rule).
+    pub fn error_fn<T, F>(mut self, f: F) -> Self
+    where
+        T: Error + 'static,
+        F: Fn(&T) -> Option<Class> + Send + Sync + 'static,
+    {
+        self.type_rules
+            .push(Arc::new(move |e: &(dyn Error + 'static)| {
+                e.downcast_ref::<T>().and_then(&f)
+            }));
+        self
+    }
+
+    /// Errors whose message matches `pattern` (a case-insensitive regular expression) get
+    /// `class`. An invalid pattern fails [`build`](Self::build) with the field `message[i]`.
+    pub fn message(mut self, pattern: impl Into<String>, class: Class) -> Self {
+        self.messages.push((pattern.into(), class));
+        self
+    }
+
+    /// Whether the built-in type and message rules follow the user's (default `true`).
+    pub fn defaults(mut self, enabled: bool) -> Self {
+        self.defaults = enabled;
+        self
+    }
+
+    /// The pattern that extracts a retry hint from a message: a case-insensitive regular
+    /// expression whose first group is a number and whose optional second group is a unit
+    /// (`ms`, `s`, `m`); `None` disables hints.
+    pub fn hint_pattern(mut self, pattern: Option<String>) -> Self {
+        self.hint = pattern;
+        self
+    }
+
+    /// The longest retry hint taken from a message (default 10 minutes); longer ones are
+    /// clamped to it.
+    pub fn max_hint(mut self, max: Duration) -> Self {
+        self.max_hint = max;
+        self
+    }
+
+    /// The class of a failure no rule matched (default: `Category::Unknown`, retryable).
+    pub fn unknown(mut self, class: Class) -> Self {
+        self.unknown = class;
+        self
+    }
+
+    /// Builds the classifier, compiling the patterns.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `message[i]` or `hint_pattern` when a pattern does not compile.
+    pub fn build(self) -> Result<DefaultClassifier, ConfigError> {
+        Ok(DefaultClassifier {
+            rules: RulesRef::Shared(Arc::new(self.build_rules()?)),
+        })
+    }
+
+    fn build_rules(self) -> Result<Rules, ConfigError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut classes = Vec::new();
+        for (i, (pattern, class)) in self.messages.into_iter().enumerate() {
+            // Compile each alone first, so the error names the rule.
+            RegexBuilder::new(&pattern)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| ConfigError::new(format!("message[{i}]"), regex_rule(&e)))?;
+            patterns.push(pattern);
+            classes.push(class);
+        }
+        if self.defaults {
+            for (pattern, category) in DEFAULT_MESSAGE_RULES {
+                patterns.push((*pattern).to_owned());
+                classes.push(Class::new(*category));
+            }
+        }
+        let messages = RegexSetBuilder::new(&patterns)
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| ConfigError::new("message", regex_rule(&e)))?;
+        let hint = match self.hint {
+            Some(p) => Some(
+                RegexBuilder::new(&p)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| ConfigError::new("hint_pattern", regex_rule(&e)))?,
+            ),
+            None => None,
+        };
+        Ok(Rules {
+            type_rules: self.type_rules,
+            messages,
+            message_classes: classes,
+            hint,
+            max_hint: self.max_hint,
+            unknown: self.unknown,
+            builtin_types: self.defaults,
+        })
+    }
+}
+
+fn regex_rule(e: &regex::Error) -> String {
+    format!("must be a valid regular expression: {e}")
+}
+
+#[cfg(test)]
+mod tests;

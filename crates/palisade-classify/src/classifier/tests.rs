@@ -1,0 +1,277 @@
+use super::*;
+use crate::{FailedResponse, HasClass, register};
+use std::fmt;
+
+fn boxed(msg: &str) -> BoxError {
+    msg.into()
+}
+
+fn cat(msg: &str) -> Category {
+    class_of(&boxed(msg)).category
+}
+
+#[test]
+fn reference_message_rules() {
+    assert_eq!(cat("Rate limit exceeded"), Category::RateLimited);
+    assert_eq!(cat("ratelimited by upstream"), Category::RateLimited);
+    assert_eq!(cat("HTTP 429 Too Many Requests"), Category::RateLimited);
+    assert_eq!(cat("401 Unauthorized"), Category::Authentication);
+    assert_eq!(cat("authentication failed"), Category::Authentication);
+    assert_eq!(cat("404"), Category::NotFound);
+    assert_eq!(cat("model not found"), Category::NotFound);
+    for m in [
+        "500",
+        "502 Bad Gateway",
+        "503 service unavailable",
+        "504",
+        "Internal Server Error",
+    ] {
+        assert_eq!(cat(m), Category::ServerError, "{m}");
+    }
+    assert_eq!(cat("operation timed out after 500 ms"), Category::Timeout);
+    assert_eq!(cat("TimeoutError: read"), Category::Timeout);
+    assert_eq!(cat("connection refused"), Category::Network);
+    assert_eq!(cat("dns lookup failed"), Category::Network);
+    assert_eq!(
+        cat("connection pool exhausted"),
+        Category::ResourceExhausted
+    );
+    assert_eq!(cat("invalid input: temperature"), Category::Validation);
+    assert_eq!(cat("request cancelled"), Category::Cancelled);
+    assert_eq!(cat("the flux capacitor wobbled"), Category::Unknown);
+}
+
+#[test]
+fn retryability_follows_the_reference() {
+    assert!(!class_of(&boxed("401 unauthorized")).retryable);
+    assert!(!class_of(&boxed("404 not found")).retryable);
+    assert!(!class_of(&boxed("invalid input")).retryable);
+    assert!(class_of(&boxed("503")).retryable);
+    assert!(class_of(&boxed("timed out")).retryable);
+    // Unclassified errors default to retryable.
+    assert!(class_of(&boxed("something odd")).retryable);
+}
+
+#[test]
+fn status_numbers_need_word_boundaries() {
+    // "500ms" is a duration, not a status.
+    assert_eq!(cat("slow call: 500ms"), Category::Unknown);
+    assert_eq!(cat("port 4011 closed"), Category::Unknown);
+}
+
+#[test]
+fn retry_hints_in_messages() {
+    let after = |m: &str| class_of(&boxed(m)).retry_after;
+    assert_eq!(
+        after("rate limited, retry after 30 seconds"),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(after("429: retry-after: 2"), Some(Duration::from_secs(2)));
+    assert_eq!(
+        after("rate limit: try again in 1.5s"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        after("overloaded, retry in 250ms"),
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        after("rate limit, retry after 2 minutes"),
+        Some(Duration::from_secs(120))
+    );
+    // Clamped to the default maximum hint.
+    assert_eq!(
+        after("rate limit, retry after 99999 seconds"),
+        Some(DEFAULT_MAX_HINT)
+    );
+    assert_eq!(after("rate limit"), None);
+}
+
+#[derive(Debug)]
+struct Outer(BoxError);
+impl fmt::Display for Outer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("calling the tool")
+    }
+}
+impl Error for Outer {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+#[test]
+fn walks_the_source_chain() {
+    let io = io::Error::from(io::ErrorKind::TimedOut);
+    let err: BoxError = Box::new(Outer(Box::new(io)));
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    let err: BoxError = Box::new(Outer("rate limit hit".into()));
+    assert_eq!(class_of(&err).category, Category::RateLimited);
+}
+
+#[test]
+fn io_kinds() {
+    use io::ErrorKind as K;
+    for (kind, category) in [
+        (K::TimedOut, Category::Timeout),
+        (K::ConnectionReset, Category::Network),
+        (K::BrokenPipe, Category::Network),
+        (K::NotFound, Category::NotFound),
+        (K::PermissionDenied, Category::Authentication),
+        (K::InvalidInput, Category::Validation),
+        (K::OutOfMemory, Category::ResourceExhausted),
+        (K::Interrupted, Category::Transient),
+    ] {
+        let err: BoxError = Box::new(io::Error::from(kind));
+        assert_eq!(class_of(&err).category, category, "{kind:?}");
+    }
+    // An io::Error of kind Other falls through to the message rules.
+    let err: BoxError = Box::new(io::Error::other("rate limit"));
+    assert_eq!(class_of(&err).category, Category::RateLimited);
+}
+
+#[tokio::test(start_paused = true)]
+async fn elapsed_errors_are_timeouts() {
+    let elapsed = tokio::time::timeout(Duration::from_millis(1), std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    let err: BoxError = Box::new(elapsed);
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    let err: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+    assert_eq!(class_of(&err).category, Category::Timeout);
+}
+
+#[test]
+fn classified_and_failed_responses_keep_their_class() {
+    let class = Class::new(Category::ResourceExhausted).with_retry_after(Duration::from_secs(9));
+    let err: BoxError = Box::new(Classified::new(class, "whatever 404"));
+    assert_eq!(class_of(&err), class);
+    let err: BoxError = Box::new(FailedResponse::new(vec![1u8, 2, 3], class));
+    assert_eq!(class_of(&err), class);
+    // Even beneath another error.
+    let err: BoxError = Box::new(Outer(Box::new(FailedResponse::new((), class))));
+    assert_eq!(class_of(&err), class);
+}
+
+#[derive(Debug)]
+struct Quota(u64);
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "quota: not found {}", self.0)
+    }
+}
+impl Error for Quota {}
+impl HasClass for Quota {
+    fn class(&self) -> Class {
+        Class::new(Category::ResourceExhausted).with_retry_after(Duration::from_secs(self.0))
+    }
+}
+
+#[test]
+fn registered_types_win_over_messages() {
+    register::<Quota>();
+    register::<Quota>(); // idempotent
+    let err: BoxError = Box::new(Quota(4));
+    let class = class_of(&err);
+    assert_eq!(class.category, Category::ResourceExhausted);
+    assert_eq!(class.retry_after, Some(Duration::from_secs(4)));
+}
+
+#[derive(Debug)]
+struct Billing;
+impl fmt::Display for Billing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("503 billing")
+    }
+}
+impl Error for Billing {}
+
+#[test]
+fn user_rules_come_first_in_order() {
+    let c = ClassifierBuilder::new()
+        .error_type::<Billing>(Class::new(Category::Authentication))
+        .message("flux", Class::new(Category::Transient))
+        .message("flux capacitor", Class::new(Category::Validation))
+        .unknown(Class::new(Category::Unknown).with_retryable(false))
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.classify_error(&Billing).category,
+        Category::Authentication
+    );
+    assert_eq!(
+        c.classify_error(&*boxed("FLUX capacitor")).category,
+        Category::Transient
+    );
+    // Built-in rules still follow.
+    assert_eq!(
+        c.classify_error(&*boxed("rate limit")).category,
+        Category::RateLimited
+    );
+    let unknown = c.classify_error(&*boxed("?"));
+    assert_eq!(unknown.category, Category::Unknown);
+    assert!(!unknown.retryable);
+}
+
+#[test]
+fn defaults_can_be_switched_off() {
+    let c = ClassifierBuilder::new().defaults(false).build().unwrap();
+    assert_eq!(
+        c.classify_error(&*boxed("rate limit")).category,
+        Category::Unknown
+    );
+    let io = io::Error::from(io::ErrorKind::TimedOut);
+    assert_eq!(c.classify_error(&io).category, Category::Unknown);
+}
+
+#[test]
+fn bad_patterns_are_typed_errors_naming_the_field() {
+    let e = ClassifierBuilder::new()
+        .message("ok", Class::new(Category::Transient))
+        .message("[unclosed", Class::new(Category::Transient))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "message[1]");
+    assert!(e.to_string().contains("regular expression"), "{e}");
+    let e = ClassifierBuilder::new()
+        .hint_pattern(Some("(".into()))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "hint_pattern");
+}
+
+#[test]
+fn hints_can_be_disabled_and_clamped() {
+    let c = ClassifierBuilder::new().hint_pattern(None).build().unwrap();
+    assert_eq!(
+        c.classify_error(&*boxed("rate limit, retry after 3"))
+            .retry_after,
+        None
+    );
+    let c = ClassifierBuilder::new()
+        .max_hint(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.classify_error(&*boxed("rate limit, retry after 30"))
+            .retry_after,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn cyclic_sources_terminate() {
+    #[derive(Debug)]
+    struct Cycle;
+    impl fmt::Display for Cycle {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cycle")
+        }
+    }
+    impl Error for Cycle {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&Cycle)
+        }
+    }
+    assert_eq!(class_of_dyn(&Cycle).category, Category::Unknown);
+}

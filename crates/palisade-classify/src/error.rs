@@ -1,0 +1,205 @@
+//! Error types of the classify layer, and the configuration error every palisade crate shares.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+
+use crate::{BoxError, Class};
+
+/// An error that left the classify layer, with the class the classifier gave it.
+///
+/// `Display` and `source()` are those of the wrapped error (the wrapper is transparent), so logs
+/// read as before; [`class_of`](crate::class_of) finds the class without classifying again.
+/// Use [`Classified::inner`] or [`Classified::into_inner`] to reach the original error.
+pub struct Classified {
+    class: Class,
+    inner: BoxError,
+}
+
+impl Classified {
+    /// Wraps `inner` with its class.
+    pub fn new(class: Class, inner: impl Into<BoxError>) -> Self {
+        Classified {
+            class,
+            inner: inner.into(),
+        }
+    }
+
+    /// The class the classifier gave this error.
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    /// The original error.
+    pub fn inner(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+
+    /// Unwraps the original error.
+    pub fn into_inner(self) -> BoxError {
+        self.inner
+    }
+}
+
+impl fmt::Debug for Classified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Classified")
+            .field("class", &self.class)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl fmt::Display for Classified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl Error for Classified {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// A response that arrived but was judged a failure (an HTTP 503, a gRPC status in an `Ok`).
+///
+/// It travels up the stack as an error so that retry, breaker and route treat it as the failure
+/// it is; the caller or the outermost layer can turn it back into the response with
+/// [`FailedResponse::restore`] or [`FailedResponse::into_response`].
+///
+/// `Debug` and `Display` do not require `R: Debug`: they show the class only.
+///
+/// # Example
+/// ```
+/// use palisade_classify::{BoxError, Category, Class, FailedResponse};
+///
+/// let err: BoxError = Box::new(FailedResponse::new(503u16, Class::new(Category::ServerError)));
+/// let response: Result<u16, BoxError> = FailedResponse::restore(err);
+/// assert_eq!(response.unwrap(), 503);
+/// ```
+pub struct FailedResponse<R> {
+    response: R,
+    tag: ResponseClass,
+}
+
+impl<R> FailedResponse<R> {
+    /// Wraps a response judged a failure.
+    pub fn new(response: R, class: Class) -> Self {
+        FailedResponse {
+            response,
+            tag: ResponseClass(class),
+        }
+    }
+
+    /// The class the classifier gave the response.
+    pub fn class(&self) -> Class {
+        self.tag.0
+    }
+
+    /// The response.
+    pub fn response(&self) -> &R {
+        &self.response
+    }
+
+    /// The response, mutably.
+    pub fn response_mut(&mut self) -> &mut R {
+        &mut self.response
+    }
+
+    /// Unwraps the response.
+    pub fn into_response(self) -> R {
+        self.response
+    }
+}
+
+impl<R: 'static> FailedResponse<R> {
+    /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`;
+    /// any other error comes back unchanged.
+    pub fn restore(err: BoxError) -> Result<R, BoxError> {
+        match err.downcast::<FailedResponse<R>>() {
+            Ok(failed) => Ok(failed.response),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl<R> fmt::Debug for FailedResponse<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedResponse")
+            .field("response", &std::any::type_name::<R>())
+            .field("class", &self.tag.0)
+            .finish()
+    }
+}
+
+impl<R> fmt::Display for FailedResponse<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "response classified as a failure: {}", self.tag.0)
+    }
+}
+
+impl<R> Error for FailedResponse<R> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        // The class travels in a non-generic error so that `class_of` can find it by downcast
+        // without knowing `R`.
+        Some(&self.tag)
+    }
+}
+
+/// The source of a [`FailedResponse`]: the class the response was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseClass(pub Class);
+
+impl fmt::Display for ResponseClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "classified as {}", self.0)
+    }
+}
+
+impl Error for ResponseClass {}
+
+/// Invalid configuration, reported when a layer, policy or classifier is built.
+///
+/// Every palisade crate uses this type, so a configuration mistake always names the field and
+/// the rule it broke.
+///
+/// ```
+/// use palisade_classify::ConfigError;
+///
+/// let err = ConfigError::new("window", "must be greater than zero");
+/// assert_eq!(err.to_string(), "invalid configuration: `window` must be greater than zero");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: Cow<'static, str>,
+    rule: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// A configuration error for `field`, which broke `rule`.
+    pub fn new(field: impl Into<Cow<'static, str>>, rule: impl Into<Cow<'static, str>>) -> Self {
+        ConfigError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The field that was wrong.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The rule it broke.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: `{}` {}", self.field, self.rule)
+    }
+}
+
+impl Error for ConfigError {}

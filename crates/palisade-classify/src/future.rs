@@ -1,0 +1,59 @@
+//! The classify layer's [`ResponseFuture`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use crate::{BoxError, Category, Class, Classified, Classify, FailedResponse};
+
+pin_project! {
+    /// The future of a [`ClassifyService`](crate::ClassifyService) call.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: F,
+        classifier: C,
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(inner: F, classifier: C) -> Self {
+        ResponseFuture { inner, classifier }
+    }
+}
+
+/// Applies the verdict: successes pass through untouched, failures leave as errors carrying
+/// their class.
+pub(crate) fn apply<Res, C>(classifier: &C, result: Result<Res, BoxError>) -> Result<Res, BoxError>
+where
+    Res: Send + Sync + 'static,
+    C: Classify<Res, BoxError>,
+{
+    match (classifier.classify(&result), result) {
+        (None, Ok(res)) => Ok(res),
+        (None, Err(err)) => Err(Box::new(Classified::new(
+            Class::new(Category::Ignored),
+            err,
+        ))),
+        (Some(class), Ok(res)) => Err(Box::new(FailedResponse::new(res, class))),
+        (Some(class), Err(err)) => Err(Box::new(Classified::new(class, err))),
+    }
+}
+
+impl<F, C, Res, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    Res: Send + Sync + 'static,
+    C: Classify<Res, BoxError>,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        Poll::Ready(apply(this.classifier, result))
+    }
+}

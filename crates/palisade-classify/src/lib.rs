@@ -1,0 +1,106 @@
+//! The classification spine of palisade: the verdict every other layer reads.
+//!
+//! Every outcome of a call is classified exactly once, by [`ClassifyLayer`], the layer closest
+//! to the endpoint. A success passes through untouched. A failure leaves the layer as a
+//! [`BoxError`] that carries its [`Class`]: what went wrong ([`Category`]), how bad it is
+//! ([`Severity`]), whether a retry may help, and how long the server asked the caller to wait.
+//! Retry, breaker, route and fallback above it read the class with [`class_of`] instead of
+//! classifying again.
+//!
+//! From the class follow the [`FaultLevel`] (L1 transient: retry with backoff; L2 resource:
+//! clean up and back off hard; L3 logic: do not retry, compensate or escalate) and whether the
+//! outcome counts against the endpoint's health ([`Class::counts_against_health`],
+//! [`HealthImpact`]).
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_classify::{class_of, classify_fn, BoxError, Category, Class, ClassifyLayer,
+//!     DefaultClassifier, FailedResponse};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A flaky agent: answers with a status code, sometimes fails outright.
+//! let agent = service_fn(|prompt: &'static str| async move {
+//!     match prompt {
+//!         "hello" => Ok::<u16, BoxError>(200),
+//!         "busy" => Ok(429),
+//!         _ => Err("connection reset by peer".into()),
+//!     }
+//! });
+//!
+//! let defaults = DefaultClassifier::default();
+//! let classifier = classify_fn(move |r: &Result<u16, BoxError>| match r {
+//!     Ok(429) => Some(Class::new(Category::RateLimited)),
+//!     Ok(status) if *status >= 500 => Some(Class::new(Category::ServerError)),
+//!     Ok(_) => None,
+//!     Err(e) => Some(defaults.classify_error(&**e)),
+//! });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(ClassifyLayer::new(classifier))
+//!     .service(agent);
+//!
+//! assert_eq!(svc.ready().await.unwrap().call("hello").await.unwrap(), 200);
+//!
+//! let err = svc.ready().await.unwrap().call("busy").await.unwrap_err();
+//! assert_eq!(class_of(&err).category, Category::RateLimited);
+//! // The failing response can be restored by whoever wants it after all.
+//! assert_eq!(FailedResponse::<u16>::restore(err).unwrap(), 429);
+//!
+//! let err = svc.ready().await.unwrap().call("?").await.unwrap_err();
+//! assert_eq!(class_of(&err).category, Category::Network);
+//! assert_eq!(err.to_string(), "connection reset by peer");
+//! # }
+//! ```
+//!
+//! # Classification rules
+//!
+//! [`DefaultClassifier`] tries, for each error of the `source()` chain: a class already given
+//! ([`Classified`], [`FailedResponse`]); the user's type rules; [`register`]ed error types
+//! (palisade's own errors: timeouts, open circuits, ...); `std::io::ErrorKind`s; tower's and
+//! tokio's `Elapsed`. Then message patterns, from the reference design and extended by the
+//! user with [`ClassifierBuilder`]. Anything else is `Unknown` and, as the reference design
+//! says, retryable (configurable). Retry hints in messages (`retry after 30 seconds`) become
+//! [`Class::retry_after`].
+//!
+//! # Errors
+//!
+//! Errors leave [`ClassifyService`] as [`Classified`], which displays as the original error and
+//! exposes it through [`Classified::inner`]. Failing `Ok` responses leave as
+//! [`FailedResponse<R>`]. Errors the classifier accepted as normal outcomes leave as
+//! [`Classified`] with [`Category::Ignored`]: not retried, not counted against health.
+//!
+//! # Server hints
+//!
+//! The [`hint`] module parses `retry-after-ms`, `Retry-After`, `grpc-retry-pushback-ms` and
+//! `x-should-retry` into clamped durations.
+//!
+//! # Statistics
+//!
+//! [`ErrorStats`] is the reference design's error aggregator: failures per category over a
+//! sliding window in fixed memory, with rates and pattern detection.
+
+mod class;
+mod classifier;
+pub mod error;
+pub mod future;
+pub mod hint;
+mod layer;
+mod registry;
+mod service;
+mod stats;
+
+pub use class::{Category, Class, FaultLevel, HealthImpact, Severity};
+pub use classifier::{
+    ClassifierBuilder, Classify, ClassifyFn, DEFAULT_HINT_PATTERN, DEFAULT_MAX_HINT,
+    DEFAULT_MESSAGE_RULES, DefaultClassifier, class_of, class_of_dyn, classify_fn, io_class,
+};
+pub use error::{Classified, ConfigError, FailedResponse};
+pub use layer::ClassifyLayer;
+pub use registry::{HasClass, register};
+pub use service::ClassifyService;
+pub use stats::{ErrorSnapshot, ErrorStats, ErrorStatsBuilder};
+
+/// The error type that crosses palisade's layers, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,400 @@
+//! [`ErrorStats`]: the reference design's error aggregator, in fixed memory and without locks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{Category, Class, ConfigError};
+
+const CATEGORIES: usize = Category::ALL.len();
+/// An epoch value meaning "a writer is resetting this bucket".
+const RESETTING: u64 = u64::MAX;
+
+struct Bucket {
+    /// The number of the time slot this bucket holds, plus one (0: never used).
+    epoch: AtomicU64,
+    counts: [AtomicU32; CATEGORIES],
+}
+
+/// Failures per category over a sliding time window: counts, error rate, pattern detection.
+///
+/// The window is a fixed ring of buckets (default: 300 s in 60 buckets of 5 s), so memory does
+/// not grow with traffic and the window slides with bucket resolution. Recording is two or
+/// three atomic operations and never locks; reading sums the buckets. Time is passed in as a
+/// [`tokio::time::Instant`], so the aggregator works under the paused clock and in the
+/// simulator.
+///
+/// A bucket that is being recycled while another thread records into it may, in that instant,
+/// lose the other thread's sample: counts are exact for one writer and may be short by a few
+/// samples per bucket rotation under contention, never over.
+///
+/// ```
+/// use palisade_classify::{Category, Class, ErrorStats};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let start = Instant::now();
+/// let stats = ErrorStats::builder().window(Duration::from_secs(60)).build(start)?;
+/// for _ in 0..5 {
+///     stats.record(Class::new(Category::RateLimited), start);
+/// }
+/// assert_eq!(stats.count(Category::RateLimited, start), 5);
+/// assert!(stats.is_pattern_detected(Category::RateLimited, 5, start));
+/// // A minute later the window has slid past them.
+/// let later = start + Duration::from_secs(61);
+/// assert_eq!(stats.count(Category::RateLimited, later), 0);
+/// # Ok::<(), palisade_classify::ConfigError>(())
+/// ```
+pub struct ErrorStats {
+    origin: Instant,
+    bucket_nanos: u64,
+    window: Duration,
+    buckets: Box<[Bucket]>,
+}
+
+impl fmt::Debug for ErrorStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorStats")
+            .field("window", &self.window)
+            .field("buckets", &self.buckets.len())
+            .finish()
+    }
+}
+
+/// Configures an [`ErrorStats`].
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorStatsBuilder {
+    window: Duration,
+    buckets: usize,
+}
+
+impl Default for ErrorStatsBuilder {
+    fn default() -> Self {
+        ErrorStatsBuilder {
+            window: Duration::from_secs(300),
+            buckets: 60,
+        }
+    }
+}
+
+impl ErrorStatsBuilder {
+    /// How far back the statistics look (default 300 s).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How many buckets divide the window (default 60): the resolution of the slide.
+    pub fn buckets(mut self, buckets: usize) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// Builds the aggregator, counting time from `origin`.
+    ///
+    /// # Errors
+    /// `window` must be at least one nanosecond per bucket; `buckets` must be between 1 and
+    /// 65 536.
+    pub fn build(self, origin: Instant) -> Result<ErrorStats, ConfigError> {
+        if self.buckets == 0 || self.buckets > 65_536 {
+            return Err(ConfigError::new("buckets", "must be between 1 and 65536"));
+        }
+        if self.window.is_zero() {
+            return Err(ConfigError::new("window", "must be greater than zero"));
+        }
+        let bucket_nanos = u64::try_from(self.window.as_nanos() / self.buckets as u128)
+            .map_err(|_| ConfigError::new("window", "must be shorter than 584 years"))?;
+        if bucket_nanos == 0 {
+            return Err(ConfigError::new(
+                "window",
+                "must be at least one nanosecond per bucket",
+            ));
+        }
+        let buckets = (0..self.buckets)
+            .map(|_| Bucket {
+                epoch: AtomicU64::new(0),
+                counts: std::array::from_fn(|_| AtomicU32::new(0)),
+            })
+            .collect();
+        Ok(ErrorStats {
+            origin,
+            bucket_nanos,
+            window: Duration::from_nanos(bucket_nanos * self.buckets as u64),
+            buckets,
+        })
+    }
+}
+
+/// What an [`ErrorStats`] saw over its window, at one instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ErrorSnapshot {
+    /// Failures per category, indexed by [`Category::index`].
+    pub counts: [u64; CATEGORIES],
+    /// All failures in the window.
+    pub total: u64,
+    /// Failures per second over the window.
+    pub rate_per_second: f64,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl ErrorSnapshot {
+    /// The failures of one category.
+    pub fn count(&self, category: Category) -> u64 {
+        self.counts[category.index()]
+    }
+}
+
+impl ErrorStats {
+    /// A builder with the reference design's defaults (300 s window, 60 buckets).
+    pub fn builder() -> ErrorStatsBuilder {
+        ErrorStatsBuilder::default()
+    }
+
+    /// The window, rounded down to a whole number of nanoseconds per bucket.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn slot(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX - 2)
+    }
+
+    /// Records one failure of `class` at `now`.
+    pub fn record(&self, class: Class, now: Instant) {
+        self.record_category(class.category, now);
+    }
+
+    /// Records one failure of `category` at `now`.
+    pub fn record_category(&self, category: Category, now: Instant) {
+        let slot = self.slot(now);
+        let want = slot + 1;
+        let bucket = &self.buckets[(slot % self.buckets.len() as u64) as usize];
+        let mut spins = 0;
+        loop {
+            let seen = bucket.epoch.load(Ordering::Acquire);
+            if seen == want {
+                break;
+            }
+            if seen == RESETTING {
+                // Another writer is clearing this bucket: a handful of stores.
+                spins += 1;
+                if spins > 64 {
+                    return;
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            if seen > want {
+                // A late sample for a slot the ring has already moved past: too old to count.
+                return;
+            }
+            if bucket
+                .epoch
+                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                for c in &bucket.counts {
+                    c.store(0, Ordering::Relaxed);
+                }
+                bucket.epoch.store(want, Ordering::Release);
+                break;
+            }
+        }
+        bucket.counts[category.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sums each category over the buckets inside the window ending at `now`.
+    fn sum(&self, now: Instant) -> [u64; CATEGORIES] {
+        let newest = self.slot(now) + 1;
+        let oldest = newest.saturating_sub(self.buckets.len() as u64 - 1);
+        let mut counts = [0u64; CATEGORIES];
+        for bucket in self.buckets.iter() {
+            let epoch = bucket.epoch.load(Ordering::Acquire);
+            if epoch == RESETTING || epoch < oldest || epoch > newest || epoch == 0 {
+                continue;
+            }
+            for (sum, c) in counts.iter_mut().zip(&bucket.counts) {
+                *sum += u64::from(c.load(Ordering::Relaxed));
+            }
+        }
+        counts
+    }
+
+    /// Failures of `category` in the window ending at `now`.
+    pub fn count(&self, category: Category, now: Instant) -> u64 {
+        self.sum(now)[category.index()]
+    }
+
+    /// All failures in the window ending at `now`.
+    pub fn total(&self, now: Instant) -> u64 {
+        self.sum(now).iter().sum()
+    }
+
+    /// Failures per second over the window ending at `now`.
+    pub fn error_rate(&self, now: Instant) -> f64 {
+        self.total(now) as f64 / self.window.as_secs_f64()
+    }
+
+    /// Whether `category` reached `threshold` failures in the window ending at `now` (the
+    /// reference design's "pattern detected", threshold 5 by default in its examples).
+    pub fn is_pattern_detected(&self, category: Category, threshold: u64, now: Instant) -> bool {
+        self.count(category, now) >= threshold
+    }
+
+    /// Everything at once.
+    pub fn snapshot(&self, now: Instant) -> ErrorSnapshot {
+        let counts = self.sum(now);
+        let total = counts.iter().sum();
+        ErrorSnapshot {
+            counts,
+            total,
+            rate_per_second: total as f64 / self.window.as_secs_f64(),
+            window: self.window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stats(window_s: u64, buckets: usize, origin: Instant) -> ErrorStats {
+        ErrorStats::builder()
+            .window(Duration::from_secs(window_s))
+            .buckets(buckets)
+            .build(origin)
+            .unwrap()
+    }
+
+    #[test]
+    fn bad_configuration_names_the_field() {
+        let t = Instant::now();
+        let e = ErrorStats::builder()
+            .window(Duration::ZERO)
+            .build(t)
+            .unwrap_err();
+        assert_eq!(e.field(), "window");
+        let e = ErrorStats::builder().buckets(0).build(t).unwrap_err();
+        assert_eq!(e.field(), "buckets");
+        let e = ErrorStats::builder()
+            .window(Duration::from_nanos(10))
+            .buckets(20)
+            .build(t)
+            .unwrap_err();
+        assert_eq!(e.field(), "window");
+    }
+
+    #[test]
+    fn window_slides_bucket_by_bucket() {
+        let t0 = Instant::now();
+        let s = stats(10, 10, t0); // 1 s buckets
+        for i in 0..10 {
+            s.record_category(Category::Timeout, t0 + Duration::from_secs(i));
+        }
+        assert_eq!(
+            s.count(Category::Timeout, t0 + Duration::from_millis(9_999)),
+            10
+        );
+        // Step past each boundary: one sample leaves per second.
+        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(10)), 9);
+        assert_eq!(
+            s.count(Category::Timeout, t0 + Duration::from_millis(10_999)),
+            9
+        );
+        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(11)), 8);
+        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_millis(18_999)), 1);
+        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(19)), 0);
+        assert_eq!(s.count(Category::Network, t0), 0);
+    }
+
+    #[test]
+    fn recycled_buckets_start_from_zero_and_late_samples_are_dropped() {
+        let t0 = Instant::now();
+        let s = stats(4, 4, t0);
+        s.record_category(Category::Network, t0);
+        s.record_category(Category::Network, t0);
+        // Same bucket index, four slots later: the old counts are gone.
+        let t4 = t0 + Duration::from_secs(4);
+        s.record_category(Category::Network, t4);
+        assert_eq!(s.count(Category::Network, t4), 1);
+        // A sample stamped before the bucket's current slot is too old.
+        s.record_category(Category::Network, t0);
+        assert_eq!(s.count(Category::Network, t4), 1);
+        // Idle for a long time: nothing stale is reported.
+        assert_eq!(s.total(t0 + Duration::from_secs(1000)), 0);
+    }
+
+    #[test]
+    fn rate_and_patterns() {
+        let t0 = Instant::now();
+        let s = ErrorStats::builder().build(t0).unwrap();
+        assert_eq!(s.window(), Duration::from_secs(300));
+        for _ in 0..4 {
+            s.record(Class::new(Category::RateLimited), t0);
+        }
+        assert!(!s.is_pattern_detected(Category::RateLimited, 5, t0));
+        s.record(Class::new(Category::RateLimited), t0);
+        s.record(Class::new(Category::ServerError), t0);
+        assert!(s.is_pattern_detected(Category::RateLimited, 5, t0));
+        let snap = s.snapshot(t0);
+        assert_eq!(snap.total, 6);
+        assert_eq!(snap.count(Category::ServerError), 1);
+        assert!((snap.rate_per_second - 6.0 / 300.0).abs() < 1e-12);
+        assert!((s.error_rate(t0) - 0.02).abs() < 1e-12);
+    }
+
+    #[test]
+    fn two_threads_never_overcount() {
+        let t0 = Instant::now();
+        let s = std::sync::Arc::new(stats(10, 10, t0));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        s.record_category(Category::Timeout, t0 + Duration::from_millis(i / 4));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // All samples fall in the window ending at 5 s: at most 40 000, and only the instant of
+        // each of the 5 bucket rotations can lose a few.
+        let n = s.count(Category::Timeout, t0 + Duration::from_secs(5));
+        assert!(n <= 40_000, "{n}");
+        assert!(n >= 39_000, "{n}");
+    }
+
+    proptest! {
+        /// Against a reference model that keeps every sample.
+        #[test]
+        fn matches_a_model(steps in proptest::collection::vec((0u64..3_000, 0usize..12), 1..200),
+                           query in 0u64..40_000) {
+            let t0 = Instant::now();
+            let s = stats(10, 10, t0);
+            let mut t = 0u64;
+            let mut samples = Vec::new();
+            for (dt, cat) in steps {
+                t += dt;
+                let category = Category::ALL[cat];
+                s.record_category(category, t0 + Duration::from_millis(t));
+                samples.push((t, category));
+            }
+            let q = t + query;
+            // Bucketed model: a sample counts while its 1 s slot is among the newest 10.
+            let slot_q = q / 1000;
+            for category in Category::ALL {
+                let model = samples.iter().filter(|(ts, c)| *c == category && ts / 1000 + 10 > slot_q).count() as u64;
+                prop_assert_eq!(s.count(category, t0 + Duration::from_millis(q)), model);
+            }
+        }
+    }
+}

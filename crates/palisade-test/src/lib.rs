@@ -1,0 +1,173 @@
+//! Test support shared by palisade's crates (`publish = false`).
+//!
+//! * [`Flaky`]: a service that fails on a script or at a seeded rate, with a chosen error or
+//!   latency, and counts its calls.
+//! * [`StatsAlloc`] / [`Region`]: a global allocator that counts allocations, for benches and
+//!   tests that assert the happy path allocates nothing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_classify::BoxError;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tower_service::Service;
+
+/// A global allocator that counts allocations: `stats_alloc`'s, re-exported so that benches
+/// and tests share one choice (and the workspace stays free of `unsafe`).
+///
+/// ```
+/// use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+/// use std::alloc::System;
+///
+/// #[global_allocator]
+/// static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+///
+/// let region = Region::new(GLOBAL);
+/// let v = vec![1u8; 16];
+/// assert_eq!(region.change().allocations, 1);
+/// drop(v);
+/// ```
+pub use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+/// One scripted outcome of a [`Flaky`] call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Answer with this value.
+    Ok(u32),
+    /// Fail with this message (classified by its text).
+    Err(&'static str),
+}
+
+/// A flaky service for tests: follows a script, then fails at a seeded rate.
+///
+/// Clones share the script, the counter and the rng.
+#[derive(Clone, Debug)]
+pub struct Flaky {
+    inner: Arc<FlakyInner>,
+    latency: Duration,
+}
+
+#[derive(Debug)]
+struct FlakyInner {
+    script: Vec<Step>,
+    calls: AtomicUsize,
+    failure_rate: f64,
+    error: &'static str,
+    rng: std::sync::Mutex<SmallRng>,
+}
+
+impl Flaky {
+    /// Follows `script` call by call, then succeeds forever.
+    pub fn script(script: Vec<Step>) -> Self {
+        Self::build(script, 0.0, "503 service unavailable", 0)
+    }
+
+    /// Fails with `error` at `rate` (0.0 to 1.0), seeded.
+    pub fn rate(rate: f64, error: &'static str, seed: u64) -> Self {
+        Self::build(Vec::new(), rate, error, seed)
+    }
+
+    fn build(script: Vec<Step>, failure_rate: f64, error: &'static str, seed: u64) -> Self {
+        Flaky {
+            inner: Arc::new(FlakyInner {
+                script,
+                calls: AtomicUsize::new(0),
+                failure_rate,
+                error,
+                rng: std::sync::Mutex::new(SmallRng::seed_from_u64(seed)),
+            }),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// Every call takes `latency` (on the tokio clock).
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Calls made so far, by all clones.
+    pub fn calls(&self) -> usize {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+
+    fn next(&self) -> Step {
+        let n = self.inner.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(step) = self.inner.script.get(n) {
+            return step.clone();
+        }
+        let fail = self.inner.failure_rate > 0.0 && {
+            let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
+            rng.random_bool(self.inner.failure_rate.clamp(0.0, 1.0))
+        };
+        if fail {
+            Step::Err(self.inner.error)
+        } else {
+            Step::Ok(n as u32)
+        }
+    }
+}
+
+impl<Req> Service<Req> for Flaky {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Req) -> Self::Future {
+        let step = self.next();
+        let latency = self.latency;
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            match step {
+                Step::Ok(v) => Ok(v),
+                Step::Err(msg) => Err(msg.into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_the_script_then_succeeds() {
+        let svc = Flaky::script(vec![Step::Err("boom"), Step::Ok(7)]);
+        assert_eq!(
+            svc.clone().oneshot(()).await.unwrap_err().to_string(),
+            "boom"
+        );
+        assert_eq!(svc.clone().oneshot(()).await.unwrap(), 7);
+        assert_eq!(svc.clone().oneshot(()).await.unwrap(), 2);
+        assert_eq!(svc.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seeded_rate_is_reproducible_and_latency_is_virtual() {
+        let run = |seed| async move {
+            let svc = Flaky::rate(0.5, "503", seed).with_latency(Duration::from_secs(1));
+            let mut out = Vec::new();
+            for _ in 0..32 {
+                out.push(svc.clone().oneshot(()).await.is_ok());
+            }
+            out
+        };
+        let start = tokio::time::Instant::now();
+        let a = run(7).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(32));
+        assert_eq!(a, run(7).await);
+        assert!(a.iter().any(|ok| *ok) && a.iter().any(|ok| !*ok));
+    }
+}

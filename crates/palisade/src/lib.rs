@@ -1,0 +1,43 @@
+//! palisade: tower middleware that keeps agent services alive when what they depend on fails.
+//!
+//! Each resilience pattern is a tower `Layer` in its own crate, re-exported here behind a
+//! feature of the same name (all on by default through `full`):
+//!
+//! | module | crate | what it does |
+//! |---|---|---|
+//! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
+//!
+//! # Stacking order
+//!
+//! Outermost first:
+//!
+//! ```text
+//! caller ─▶ fallback ─▶ deadline ─▶ retry(+budget) ─▶ breaker ─▶ timeout ─▶ route ─▶ classify ─▶ endpoint
+//! ```
+//!
+//! `classify` sits closest to each endpoint and classifies every outcome exactly once; every
+//! layer above reads that verdict with [`classify::class_of`].
+//!
+//! # Example
+//!
+//! ```
+//! use palisade::classify::{class_of, BoxError, Category, ClassifyLayer, DefaultClassifier};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let tool = service_fn(|_: ()| async { Err::<(), BoxError>("503 Service Unavailable".into()) });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(ClassifyLayer::new(DefaultClassifier::default()))
+//!     .service(tool);
+//! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+//! assert_eq!(class_of(&err).category, Category::ServerError);
+//! # }
+//! ```
+
+#[cfg(feature = "classify")]
+#[doc(inline)]
+pub use palisade_classify as classify;
+
+#[cfg(feature = "classify")]
+pub use palisade_classify::BoxError;

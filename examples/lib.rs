@@ -1,0 +1,1 @@
+//! Runnable programs showing palisade stacks; see the `[[example]]` entries of this package.
