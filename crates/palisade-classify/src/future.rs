@@ -31,7 +31,17 @@ where
     Res: Send + Sync + 'static,
     C: Classify<Res, BoxError>,
 {
-    match (classifier.classify(&result), result) {
+    let verdict = classifier.classify(&result);
+    if let Some(class) = verdict {
+        tracing::debug!(
+            category = class.category.as_str(),
+            retryable = class.retryable,
+            retry_after = ?class.retry_after,
+            response = result.is_ok(),
+            "classified a failure"
+        );
+    }
+    match (verdict, result) {
         (None, Ok(res)) => Ok(res),
         (None, Err(err)) => Err(Box::new(Classified::new(
             Class::new(Category::Ignored),

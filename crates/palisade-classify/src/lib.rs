@@ -91,6 +91,9 @@ mod registry;
 mod service;
 mod stats;
 
+#[cfg(test)]
+mod tests;
+
 pub use class::{Category, Class, FaultLevel, HealthImpact, Severity};
 pub use classifier::{
     ClassifierBuilder, Classify, ClassifyFn, DEFAULT_HINT_PATTERN, DEFAULT_MAX_HINT,

@@ -308,7 +308,10 @@ mod tests {
             9
         );
         assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(11)), 8);
-        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_millis(18_999)), 1);
+        assert_eq!(
+            s.count(Category::Timeout, t0 + Duration::from_millis(18_999)),
+            1
+        );
         assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(19)), 0);
         assert_eq!(s.count(Category::Network, t0), 0);
     }

@@ -1,0 +1,131 @@
+//! The classify layer as a service.
+
+use std::task::{Context, Poll};
+
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+use crate::{
+    BoxError, Category, Class, Classified, ClassifyLayer, DefaultClassifier, FailedResponse,
+    class_of, classify_fn,
+};
+
+#[derive(Debug, PartialEq)]
+struct Reply(u16);
+
+fn by_status() -> impl crate::Classify<Reply, BoxError> + Clone {
+    classify_fn(|r: &Result<Reply, BoxError>| match r {
+        Ok(Reply(s)) if *s >= 500 => Some(Class::new(Category::ServerError)),
+        Ok(_) => None,
+        Err(e) if e.to_string() == "miss" => None,
+        Err(e) => Some(DefaultClassifier::default().classify_error(&**e)),
+    })
+}
+
+#[tokio::test]
+async fn success_passes_through_untouched() {
+    let svc = ClassifyLayer::new(by_status()).layer(service_fn(|s: u16| async move {
+        Ok::<_, BoxError>(Reply(s))
+    }));
+    assert_eq!(svc.oneshot(200).await.unwrap(), Reply(200));
+}
+
+#[tokio::test]
+async fn failing_response_round_trips() {
+    let svc = ClassifyLayer::new(by_status()).layer(service_fn(|s: u16| async move {
+        Ok::<_, BoxError>(Reply(s))
+    }));
+    let err = svc.oneshot(503).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::ServerError);
+    let failed = err.downcast_ref::<FailedResponse<Reply>>().unwrap();
+    assert_eq!(failed.response(), &Reply(503));
+    assert_eq!(FailedResponse::<Reply>::restore(err).unwrap(), Reply(503));
+    // An error that is not a failed response comes back unchanged.
+    let other: BoxError = "boom".into();
+    assert_eq!(
+        FailedResponse::<Reply>::restore(other)
+            .unwrap_err()
+            .to_string(),
+        "boom"
+    );
+}
+
+#[tokio::test]
+async fn errors_carry_their_class_and_stay_transparent() {
+    let svc = ServiceBuilder::new()
+        .layer(ClassifyLayer::new(by_status()))
+        .service(service_fn(|_: ()| async {
+            Err::<Reply, BoxError>(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    let classified = err.downcast_ref::<Classified>().unwrap();
+    assert_eq!(
+        classified.to_string(),
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused).to_string()
+    );
+    assert!(classified.inner().is::<std::io::Error>());
+}
+
+#[tokio::test]
+async fn accepted_errors_are_ignored_not_retried() {
+    let svc = ClassifyLayer::new(by_status()).layer(service_fn(|_: ()| async {
+        Err::<Reply, BoxError>("miss".into())
+    }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    let class = class_of(&err);
+    assert_eq!(class.category, Category::Ignored);
+    assert!(!class.retryable);
+    assert!(!class.counts_against_health());
+}
+
+/// A service whose readiness fails.
+#[derive(Clone, Debug)]
+struct Broken;
+impl Service<()> for Broken {
+    type Response = Reply;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Reply, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Err("connection refused".into()))
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(Reply(200)))
+    }
+}
+
+#[tokio::test]
+async fn readiness_errors_are_classified_too() {
+    let mut svc = ClassifyLayer::new(DefaultClassifier::default()).layer(Broken);
+    let err = svc.ready().await.unwrap_err();
+    assert!(err.is::<Classified>());
+    assert_eq!(class_of(&err).category, Category::Network);
+}
+
+#[test]
+fn accessors() {
+    let mut svc = ClassifyLayer::new(DefaultClassifier::default()).layer(Broken);
+    let _: &Broken = svc.get_ref();
+    let _: &mut Broken = svc.get_mut();
+    let _: &DefaultClassifier = svc.classifier();
+    let _: Broken = svc.into_inner();
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn classes_serialize() {
+    let class =
+        Class::new(Category::RateLimited).with_retry_after(std::time::Duration::from_millis(1500));
+    let json = serde_json::to_string(&class).unwrap();
+    assert_eq!(
+        json,
+        r#"{"category":"rate_limited","severity":"medium","retryable":true,"retry_after":1500}"#
+    );
+    let back: Class = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, class);
+    let no_hint: Class =
+        serde_json::from_str(r#"{"category":"timeout","severity":"high","retryable":false}"#)
+            .unwrap();
+    assert_eq!(no_hint.retry_after, None);
+}
