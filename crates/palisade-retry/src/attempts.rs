@@ -1,0 +1,59 @@
+//! Per-request attempt limits.
+
+use std::fmt;
+
+/// Reads a per-request attempt limit from the request itself, overriding the layer's.
+///
+/// `None` keeps the layer's limit (fixed or adaptive); `Some(n)` allows `n` attempts in all,
+/// the first included (`Some(0)` is read as 1). Closures over `&Req` implement it through
+/// [`max_attempts_fn`]; the request type never has to carry `http::Extensions`, although a
+/// closure can read them:
+///
+/// ```
+/// use palisade_retry::{max_attempts_fn, MaxAttempts};
+///
+/// struct Job { name: &'static str, idempotent: bool }
+/// // Non-idempotent jobs are never retried.
+/// let per_job = max_attempts_fn(|job: &Job| (!job.idempotent).then_some(1));
+/// assert_eq!(per_job.max_attempts(&Job { name: "charge", idempotent: false }), Some(1));
+/// assert_eq!(per_job.max_attempts(&Job { name: "fetch", idempotent: true }), None);
+/// ```
+pub trait MaxAttempts<Req> {
+    /// The attempt limit for `req`, or `None` for the layer's.
+    fn max_attempts(&self, req: &Req) -> Option<u32>;
+}
+
+/// No per-request override: every request gets the layer's limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerLimit;
+
+impl<Req> MaxAttempts<Req> for LayerLimit {
+    #[inline]
+    fn max_attempts(&self, _req: &Req) -> Option<u32> {
+        None
+    }
+}
+
+/// A [`MaxAttempts`] made from a closure; see [`max_attempts_fn`].
+#[derive(Clone, Copy)]
+pub struct MaxAttemptsFn<F>(F);
+
+/// Makes a [`MaxAttempts`] from a closure `Fn(&Req) -> Option<u32>`.
+pub fn max_attempts_fn<F>(f: F) -> MaxAttemptsFn<F> {
+    MaxAttemptsFn(f)
+}
+
+impl<Req, F: Fn(&Req) -> Option<u32>> MaxAttempts<Req> for MaxAttemptsFn<F> {
+    #[inline]
+    fn max_attempts(&self, req: &Req) -> Option<u32> {
+        (self.0)(req)
+    }
+}
+
+impl<F> fmt::Debug for MaxAttemptsFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("MaxAttemptsFn")
+            .field(&std::any::type_name::<F>())
+            .finish()
+    }
+}

@@ -1,0 +1,252 @@
+//! Retry budgets: how many retries the whole system may send, whatever each request's own
+//! attempt limit says.
+//!
+//! A budget is shared: by every clone of a [`RetryLayer`](crate::RetryLayer) and its services,
+//! and by any layers handed the same `Arc`. Three models are provided, all lock-free over
+//! atomics (no mutex, no allocation after construction):
+//!
+//! | budget | model | a retry is allowed when |
+//! |---|---|---|
+//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `percent` × requests in the last `ttl` + `min_per_second` × `ttl` |
+//! | [`TokenBucket`] | gRPC's retry throttling | the bucket holds more than half of `max_tokens` (a failure costs one token, a success gives back `token_ratio`) |
+//! | [`RateCap`] | the reference design's system-wide budget | fewer than `per_second` × `window` retries were sent in the last `window` |
+//!
+//! [`Unlimited`] never refuses. Each budget also implements tower's
+//! [`tower::retry::budget::Budget`], so it plugs into `tower::retry` policies as well.
+//!
+//! # Fixed point
+//!
+//! Fractions are kept as integers: [`RatioBudget`] counts in millionths of a retry, so a
+//! `percent` of `0.6` allows exactly 6 retries per 10 requests (tower's `TpsBudget` rounds
+//! `1 / 0.6` down to 1 and allows one retry per request, tower issue 857);
+//! [`TokenBucket`] counts in thousandths of a token, as gRPC specifies.
+//!
+//! # Reservations
+//!
+//! [`Budget::try_withdraw`] returns a [`Withdrawal`]. The retry layer holds it while it sleeps
+//! before the retry and gives it back with [`Budget::refund`] when the retry is never sent (the
+//! caller dropped the future, the inner service failed to become ready), so a cancelled call
+//! leaves the budget as it found it.
+
+use std::fmt;
+use std::sync::Arc;
+
+mod rate;
+mod ratio;
+mod token;
+
+pub use rate::RateCap;
+pub use ratio::RatioBudget;
+pub use token::TokenBucket;
+
+/// A permission for one retry, returned by [`Budget::try_withdraw`].
+///
+/// Give it back with [`Budget::refund`] if the retry is not sent after all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a withdrawal is either spent on a retry or refunded"]
+pub struct Withdrawal {
+    tag: u64,
+}
+
+impl Withdrawal {
+    /// A withdrawal carrying `tag`, whatever a budget needs to undo it (for palisade's
+    /// windowed budgets, the time slot it was recorded in).
+    pub const fn new(tag: u64) -> Self {
+        Withdrawal { tag }
+    }
+
+    /// The tag given to [`Withdrawal::new`].
+    pub const fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+/// A retry budget: decides whether one more retry may be sent, system-wide.
+///
+/// The retry layer calls [`on_request`](Budget::on_request) once per request (not per attempt),
+/// [`on_success`](Budget::on_success) when a request succeeds, [`on_failure`](Budget::on_failure)
+/// for every failed attempt whose class is retryable, and [`try_withdraw`](Budget::try_withdraw)
+/// before each retry. Every method has a default that does nothing (and `try_withdraw` allows),
+/// so a budget implements only what its model counts.
+///
+/// Budgets read the time themselves (from `tokio::time`) so that layers that do not need the
+/// clock never read it; palisade's budgets have `*_at(now)` twins for tests and simulators.
+///
+/// Implemented for `Arc<B>` and `&B`, so one budget can be shared by any number of layers.
+pub trait Budget: Send + Sync {
+    /// Whether [`on_request`](Budget::on_request) counts anything. When `false`, the retry layer
+    /// skips the call on its happy path. (A method rather than a constant so that
+    /// `Arc<dyn Budget>` works; with a concrete type it folds to a constant.)
+    fn counts_requests(&self) -> bool {
+        false
+    }
+
+    /// Whether [`on_success`](Budget::on_success) counts anything.
+    fn counts_successes(&self) -> bool {
+        false
+    }
+
+    /// A request entered the retry layer (called once, before its first attempt).
+    fn on_request(&self) {}
+
+    /// A request ended in success.
+    fn on_success(&self) {}
+
+    /// An attempt failed with a retryable class (whether or not it will be retried).
+    fn on_failure(&self) {}
+
+    /// Asks for one retry. `None` means the budget is exhausted.
+    fn try_withdraw(&self) -> Option<Withdrawal> {
+        Some(Withdrawal::new(0))
+    }
+
+    /// Gives back a withdrawal whose retry was never sent.
+    fn refund(&self, withdrawal: Withdrawal) {
+        let _ = withdrawal;
+    }
+
+    /// How many retries the budget would allow right now (for tracing and metrics; may be
+    /// negative when more was spent than is currently earned).
+    fn balance(&self) -> i64 {
+        i64::MAX
+    }
+}
+
+impl<B: Budget + ?Sized> Budget for Arc<B> {
+    #[inline]
+    fn counts_requests(&self) -> bool {
+        (**self).counts_requests()
+    }
+    #[inline]
+    fn counts_successes(&self) -> bool {
+        (**self).counts_successes()
+    }
+
+    #[inline]
+    fn on_request(&self) {
+        (**self).on_request()
+    }
+    #[inline]
+    fn on_success(&self) {
+        (**self).on_success()
+    }
+    #[inline]
+    fn on_failure(&self) {
+        (**self).on_failure()
+    }
+    #[inline]
+    fn try_withdraw(&self) -> Option<Withdrawal> {
+        (**self).try_withdraw()
+    }
+    #[inline]
+    fn refund(&self, withdrawal: Withdrawal) {
+        (**self).refund(withdrawal)
+    }
+    #[inline]
+    fn balance(&self) -> i64 {
+        (**self).balance()
+    }
+}
+
+impl<B: Budget + ?Sized> Budget for &B {
+    #[inline]
+    fn counts_requests(&self) -> bool {
+        (**self).counts_requests()
+    }
+    #[inline]
+    fn counts_successes(&self) -> bool {
+        (**self).counts_successes()
+    }
+
+    #[inline]
+    fn on_request(&self) {
+        (**self).on_request()
+    }
+    #[inline]
+    fn on_success(&self) {
+        (**self).on_success()
+    }
+    #[inline]
+    fn on_failure(&self) {
+        (**self).on_failure()
+    }
+    #[inline]
+    fn try_withdraw(&self) -> Option<Withdrawal> {
+        (**self).try_withdraw()
+    }
+    #[inline]
+    fn refund(&self, withdrawal: Withdrawal) {
+        (**self).refund(withdrawal)
+    }
+    #[inline]
+    fn balance(&self) -> i64 {
+        (**self).balance()
+    }
+}
+
+/// A budget that never refuses: only the per-request attempt limit bounds retries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unlimited;
+
+impl Budget for Unlimited {}
+
+impl tower::retry::budget::Budget for Unlimited {
+    fn deposit(&self) {}
+
+    fn withdraw(&self) -> bool {
+        true
+    }
+}
+
+/// Stripes for per-thread counters: each thread picks one at first use, round robin.
+pub(crate) mod stripe {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    std::thread_local! {
+        static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+
+    /// This thread's stripe number (any `usize`; callers reduce it modulo their stripe count).
+    #[inline]
+    pub(crate) fn current() -> usize {
+        MINE.with(|mine| {
+            let id = mine.get();
+            if id != usize::MAX {
+                return id;
+            }
+            let id = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+            mine.set(id);
+            id
+        })
+    }
+
+    /// How many stripes a per-thread counter should have on this machine: twice the available
+    /// parallelism, rounded up to a power of two, between 4 and 64.
+    pub(crate) fn count() -> usize {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        (cores * 2).next_power_of_two().clamp(4, 64)
+    }
+}
+
+/// Formats a fixed-point number of millionths as a decimal for `Debug` output.
+pub(crate) struct Millionths(pub(crate) u64);
+
+impl fmt::Debug for Millionths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let frac = self.0 % 1_000_000;
+        if frac == 0 {
+            write!(f, "{}", self.0 / 1_000_000)
+        } else {
+            let digits = format!("{frac:06}");
+            write!(f, "{}.{}", self.0 / 1_000_000, digits.trim_end_matches('0'))
+        }
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests;
+#[cfg(test)]
+mod tests;

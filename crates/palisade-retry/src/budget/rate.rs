@@ -1,0 +1,136 @@
+//! The reference design's system-wide budget: at most N retries per second over a window.
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+use tokio::time::Instant;
+
+use super::{Budget, Withdrawal};
+use crate::sync::AtomicU64;
+use crate::window::{self, Clock, SLOTS, Take};
+
+/// The reference design's system-wide retry budget: at most `per_second` × `window` retries in
+/// any sliding `window` (defaults: 10 per second over 10 s, so 100 retries per 10 s).
+///
+/// It does not depend on the request rate: it caps retry load absolutely, which suits a
+/// dependency with a known capacity. A fixed ring of ten slots of `window / 10`; withdrawals are
+/// serialised by a compare-and-swap on the current slot (see [`RatioBudget`](super::RatioBudget)
+/// for the guarantees at slot boundaries).
+///
+/// # Example
+/// ```
+/// use palisade_retry::budget::{Budget, RateCap};
+/// use std::time::Duration;
+///
+/// let cap = RateCap::new(1, Duration::from_secs(2)).unwrap();
+/// assert!(cap.try_withdraw().is_some());
+/// assert!(cap.try_withdraw().is_some());
+/// assert!(cap.try_withdraw().is_none()); // 1 per second over 2 seconds
+/// ```
+pub struct RateCap {
+    clock: Clock,
+    window: Duration,
+    per_second: u32,
+    limit: u64,
+    retries: [AtomicU64; SLOTS],
+}
+
+impl RateCap {
+    /// At most `per_second` retries per second on average over a sliding `window` (1 second to
+    /// 1 hour): `⌊per_second × window⌋` retries per window.
+    pub fn new(per_second: u32, window: Duration) -> Result<Self, ConfigError> {
+        Self::with_origin(Instant::now(), per_second, window)
+    }
+
+    /// [`RateCap::new`] with the time slots aligned on `origin`.
+    pub fn with_origin(
+        origin: Instant,
+        per_second: u32,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "window",
+                "must be between 1 second and 1 hour",
+            ));
+        }
+        let limit = (per_second as u128 * window.as_millis() / 1000) as u64;
+        Ok(RateCap {
+            clock: Clock::new(origin, window),
+            window,
+            per_second,
+            limit,
+            retries: window::ring(),
+        })
+    }
+
+    /// Retries allowed per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Asks for one retry at `now`.
+    pub fn try_withdraw_at(&self, now: Instant) -> Option<Withdrawal> {
+        match window::try_take(&self.retries, self.clock.epoch(now), |_| self.limit) {
+            Take::Taken(epoch) => Some(Withdrawal::new(epoch as u64)),
+            Take::Refused => None,
+        }
+    }
+
+    /// Gives back a withdrawal whose retry was never sent.
+    pub fn refund_withdrawal(&self, withdrawal: Withdrawal) {
+        let epoch = withdrawal.tag() as u32;
+        window::sub_one(&self.retries[epoch as usize % SLOTS], epoch);
+    }
+
+    /// Retries counted in the window ending at `now`.
+    pub fn retries_at(&self, now: Instant) -> u64 {
+        window::sum(&self.retries, self.clock.epoch(now))
+    }
+
+    /// Retries still allowed at `now`.
+    pub fn balance_at(&self, now: Instant) -> i64 {
+        self.limit as i64 - self.retries_at(now) as i64
+    }
+}
+
+impl Default for RateCap {
+    /// The reference design's budget: 10 retries per second over 10 seconds.
+    fn default() -> Self {
+        RateCap::new(10, Duration::from_secs(10)).expect("valid defaults")
+    }
+}
+
+impl fmt::Debug for RateCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateCap")
+            .field("per_second", &self.per_second)
+            .field("window", &self.window)
+            .field("balance", &self.balance_at(Instant::now()))
+            .finish()
+    }
+}
+
+impl Budget for RateCap {
+    fn try_withdraw(&self) -> Option<Withdrawal> {
+        self.try_withdraw_at(Instant::now())
+    }
+
+    fn refund(&self, withdrawal: Withdrawal) {
+        self.refund_withdrawal(withdrawal)
+    }
+
+    fn balance(&self) -> i64 {
+        self.balance_at(Instant::now())
+    }
+}
+
+impl tower::retry::budget::Budget for RateCap {
+    /// Does nothing: the cap does not depend on the request rate.
+    fn deposit(&self) {}
+
+    fn withdraw(&self) -> bool {
+        self.try_withdraw_at(Instant::now()).is_some()
+    }
+}

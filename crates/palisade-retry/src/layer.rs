@@ -1,0 +1,311 @@
+//! [`RetryLayer`] and its [`RetryBuilder`]: configuration only.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_classify::{BoxError, ConfigError};
+use rand::rngs::SmallRng;
+use tower_layer::Layer;
+
+use crate::adaptive::{Adaptive, AdaptiveLimit};
+use crate::attempts::{LayerLimit, MaxAttemptsFn};
+use crate::backoff::{Backoff, Jitter};
+use crate::budget::RatioBudget;
+use crate::policy::Policy;
+use crate::rng::RngSource;
+use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
+
+/// The reference design's attempt limit: 3, the first attempt included.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The default initial delay for `RateLimited` failures: 5 s.
+pub const DEFAULT_RATE_LIMITED_DELAY: Duration = Duration::from_secs(5);
+
+/// The default ceiling on a server's retry hint: 60 s. A longer hint is not waited for.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Retries failed calls as their class allows, with backoff, within a budget and a deadline.
+///
+/// Clones share everything: the budget, the adaptive limit and the rng. See the
+/// [crate documentation](crate) for the behaviour and an example.
+pub struct RetryLayer<B: ?Sized = RatioBudget, A = LayerLimit> {
+    pub(crate) shared: Arc<Shared<B, A>>,
+}
+
+impl RetryLayer {
+    /// A layer with the reference design's defaults: 3 attempts; exponential backoff from 1 s,
+    /// factor 2, capped at 60 s, ±10 % jitter; 5 s before retrying a rate-limited call;
+    /// server hints honoured up to 60 s; its own [`RatioBudget`] with Finagle's defaults; an rng
+    /// seeded from the operating system.
+    pub fn new() -> Self {
+        RetryBuilder::new().build().expect("the defaults are valid")
+    }
+
+    /// A builder starting from the defaults of [`RetryLayer::new`].
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder::new()
+    }
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: ?Sized, A> RetryLayer<B, A> {
+    /// The budget this layer draws on.
+    pub fn budget(&self) -> &Arc<B> {
+        &self.shared.budget
+    }
+
+    /// The attempt limit a request without an override gets right now (the adaptive limit, if
+    /// adaptive attempts are on).
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.limit()
+    }
+}
+
+impl<B: ?Sized, A> Clone for RetryLayer<B, A> {
+    fn clone(&self) -> Self {
+        RetryLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryLayer<B, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
+    type Service = Retry<S, B, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_shared(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`RetryLayer`]; every setting starts at the default of [`RetryLayer::new`].
+///
+/// ```
+/// use palisade_retry::{budget::RatioBudget, Backoff, Jitter, RetryLayer};
+/// use std::{sync::Arc, time::Duration};
+///
+/// let shared = Arc::new(RatioBudget::default());
+/// let layer = RetryLayer::builder()
+///     .max_attempts(4)
+///     .backoff(Backoff::exponential(Duration::from_millis(50), 2.0).with_cap(Duration::from_secs(2)))
+///     .jitter(Jitter::Full)
+///     .budget(shared.clone()) // hand the same Arc to other layers to share it
+///     .seed(42)
+///     .build()
+///     .unwrap();
+/// assert_eq!(layer.max_attempts(), 4);
+/// assert!(Arc::ptr_eq(layer.budget(), &shared));
+/// ```
+pub struct RetryBuilder<B: ?Sized = RatioBudget, A = LayerLimit> {
+    backoff: Backoff,
+    jitter: Jitter,
+    rate_limited: Duration,
+    max_retry_after: Duration,
+    max_attempts: u32,
+    adaptive: Option<Adaptive>,
+    budget: Arc<B>,
+    rng: Option<RngSource>,
+    refresh: Option<RefreshHook>,
+    attempts: A,
+}
+
+impl RetryBuilder {
+    /// The defaults of [`RetryLayer::new`].
+    pub fn new() -> Self {
+        RetryBuilder {
+            backoff: Backoff::default(),
+            jitter: Jitter::default(),
+            rate_limited: DEFAULT_RATE_LIMITED_DELAY,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            adaptive: None,
+            budget: Arc::new(RatioBudget::default()),
+            rng: None,
+            refresh: None,
+            attempts: LayerLimit,
+        }
+    }
+}
+
+impl Default for RetryBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: ?Sized, A> RetryBuilder<B, A> {
+    /// Attempts per request, the first included (at least 1; 1 means no retries).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The backoff between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The jitter applied to each backoff delay.
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The initial delay before retrying a `RateLimited` failure (the backoff's shape and cap
+    /// still apply; a server's `retry_after` still wins when longer).
+    pub fn rate_limited_delay(mut self, delay: Duration) -> Self {
+        self.rate_limited = delay;
+        self
+    }
+
+    /// The longest server retry hint to honour; a failure whose hint is longer is returned at
+    /// once rather than waited for.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Adaptive attempts: the limit moves between 1 and twice [`max_attempts`](Self::max_attempts)
+    /// with the dependency's recent successes and failures.
+    pub fn adaptive(mut self, adaptive: Adaptive) -> Self {
+        self.adaptive = Some(adaptive);
+        self
+    }
+
+    /// Seeds the jitter's rng: the same seed and the same order of failures give the same
+    /// delays on every run.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(RngSource::seeded(seed));
+        self
+    }
+
+    /// Draws each jittered delay from a fresh rng made by `factory` (called on failures only).
+    pub fn rng_factory<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> SmallRng + Send + Sync + 'static,
+    {
+        self.rng = Some(RngSource::Factory(Arc::new(factory)));
+        self
+    }
+
+    /// An async hook that refreshes credentials. When an attempt fails with
+    /// `Category::Authentication`, the hook runs and, if it succeeds, the request is retried
+    /// once at once (within the attempt limit and the budget). If it fails, the authentication
+    /// error is returned. Without a hook, authentication failures are not retried.
+    ///
+    /// Concurrent failing requests each call the hook; make it coalesce refreshes if that
+    /// matters (a shared `tokio::sync::OnceCell` or a generation counter).
+    pub fn refresh<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.refresh = Some(Arc::new(move || Box::pin(hook()) as RefreshFuture));
+        self
+    }
+
+    /// The retry budget, shared with whoever else holds the same `Arc` (a budget value is
+    /// wrapped in a new `Arc`). Use [`Unlimited`](crate::budget::Unlimited) for none.
+    pub fn budget<B2: ?Sized>(self, budget: impl Into<Arc<B2>>) -> RetryBuilder<B2, A> {
+        RetryBuilder {
+            backoff: self.backoff,
+            jitter: self.jitter,
+            rate_limited: self.rate_limited,
+            max_retry_after: self.max_retry_after,
+            max_attempts: self.max_attempts,
+            adaptive: self.adaptive,
+            budget: budget.into(),
+            rng: self.rng,
+            refresh: self.refresh,
+            attempts: self.attempts,
+        }
+    }
+
+    /// Reads a per-request attempt limit from each request (see
+    /// [`MaxAttempts`](crate::MaxAttempts)); `None` keeps the layer's.
+    pub fn max_attempts_fn<F>(self, f: F) -> RetryBuilder<B, MaxAttemptsFn<F>> {
+        self.max_attempts_with(crate::attempts::max_attempts_fn(f))
+    }
+
+    /// Reads per-request attempt limits with any [`MaxAttempts`](crate::MaxAttempts).
+    pub fn max_attempts_with<A2>(self, attempts: A2) -> RetryBuilder<B, A2> {
+        RetryBuilder {
+            backoff: self.backoff,
+            jitter: self.jitter,
+            rate_limited: self.rate_limited,
+            max_retry_after: self.max_retry_after,
+            max_attempts: self.max_attempts,
+            adaptive: self.adaptive,
+            budget: self.budget,
+            rng: self.rng,
+            refresh: self.refresh,
+            attempts,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field: `max_attempts` is 0, `backoff.cap` is below the
+    /// initial delay, `backoff.factor` is below 1 or not finite, `jitter` has a proportional
+    /// factor outside 0..=1.
+    pub fn build(self) -> Result<RetryLayer<B, A>, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new("max_attempts", "must be at least 1"));
+        }
+        self.backoff.validate()?;
+        self.jitter.validate()?;
+        let shared = Shared {
+            policy: Policy {
+                backoff: self.backoff,
+                jitter: self.jitter,
+                rate_limited: self.rate_limited,
+                max_retry_after: self.max_retry_after,
+                refresh: self.refresh.is_some(),
+            },
+            max_attempts: self.max_attempts,
+            adaptive: self
+                .adaptive
+                .map(|a| AdaptiveLimit::new(a, self.max_attempts)),
+            budget: self.budget,
+            rng: self.rng.unwrap_or_else(RngSource::from_entropy),
+            refresh: self.refresh,
+            attempts: self.attempts,
+        };
+        Ok(RetryLayer {
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryBuilder<B, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
+            .field("rate_limited_delay", &self.rate_limited)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("adaptive", &self.adaptive)
+            .field("budget", &self.budget)
+            .field("rng", &self.rng)
+            .field("refresh", &self.refresh.is_some())
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}

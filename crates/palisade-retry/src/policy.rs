@@ -1,0 +1,339 @@
+//! The retry decision for one failed attempt: a plain struct that takes `now`, draws from a
+//! given rng and does no I/O.
+
+use std::time::Duration;
+
+use palisade_classify::{Category, Class};
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, Jitter};
+
+/// The settings the decision reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Policy {
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    /// The initial delay used instead of the backoff's for `RateLimited` failures.
+    pub(crate) rate_limited: Duration,
+    /// Server hints above this are not waited for: no retry.
+    pub(crate) max_retry_after: Duration,
+    /// Whether an authentication refresh hook is configured.
+    pub(crate) refresh: bool,
+}
+
+/// What is known about a failed attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Failure {
+    pub(crate) class: Class,
+    /// Attempts made so far, the failed one included (1 after the first attempt).
+    pub(crate) attempts: u32,
+    /// The attempt limit of this request.
+    pub(crate) limit: u32,
+    /// Whether credentials were already refreshed for this request.
+    pub(crate) refreshed: bool,
+    /// The previous delay (zero before the first retry).
+    pub(crate) previous: Duration,
+}
+
+/// What to do about a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Return the error.
+    Stop(Stop),
+    /// Call the refresh hook, then retry at once.
+    Refresh,
+    /// Retry after this delay.
+    Retry(Duration),
+}
+
+/// Why a failed attempt is not retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The class says a retry cannot help.
+    NotRetryable,
+    /// The request used all its attempts.
+    Attempts,
+    /// The server asked for a wait longer than `max_retry_after`.
+    RetryAfterTooLong,
+    /// The retry could not start before the deadline.
+    Deadline,
+}
+
+impl Stop {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Stop::NotRetryable => "not retryable",
+            Stop::Attempts => "attempts exhausted",
+            Stop::RetryAfterTooLong => "retry-after above the maximum",
+            Stop::Deadline => "deadline",
+        }
+    }
+}
+
+impl Policy {
+    /// The backoff for a failure of `category` (rate limiting starts from its own delay).
+    pub(crate) fn backoff_for(&self, category: Category) -> Backoff {
+        if category == Category::RateLimited {
+            self.backoff.with_initial(self.rate_limited)
+        } else {
+            self.backoff
+        }
+    }
+
+    /// Decides about `failure` at `now`, within `deadline`. `rng` is called only when the
+    /// jitter draws.
+    pub(crate) fn decide<R: Rng>(
+        &self,
+        failure: &Failure,
+        now: Instant,
+        deadline: Option<Instant>,
+        rng: impl FnOnce() -> R,
+    ) -> Decision {
+        let class = &failure.class;
+        let refresh = self.refresh && class.category == Category::Authentication;
+        if refresh {
+            if failure.refreshed {
+                return Decision::Stop(Stop::NotRetryable);
+            }
+        } else if !class.retryable
+            || matches!(class.category, Category::Cancelled | Category::Ignored)
+        {
+            return Decision::Stop(Stop::NotRetryable);
+        }
+        if failure.attempts >= failure.limit {
+            return Decision::Stop(Stop::Attempts);
+        }
+        if refresh {
+            if deadline.is_some_and(|d| now >= d) {
+                return Decision::Stop(Stop::Deadline);
+            }
+            return Decision::Refresh;
+        }
+
+        let backoff = self.backoff_for(class.category);
+        let base = backoff.delay(failure.attempts);
+        let (lo, hi) = self.jitter.bounds(base, &backoff, failure.previous);
+        let mut delay = if lo >= hi {
+            lo
+        } else {
+            self.jitter
+                .apply(base, &backoff, failure.previous, &mut rng())
+        };
+        if let Some(hint) = class.retry_after {
+            if hint > self.max_retry_after {
+                return Decision::Stop(Stop::RetryAfterTooLong);
+            }
+            delay = delay.max(hint);
+        }
+        if let Some(deadline) = deadline {
+            // A retry that would start at or after the deadline cannot finish before it.
+            if now.checked_add(delay).is_none_or(|at| at >= deadline) {
+                return Decision::Stop(Stop::Deadline);
+            }
+        }
+        Decision::Retry(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            backoff: Backoff::exponential(ms(100), 2.0).with_cap(ms(1000)),
+            jitter: Jitter::None,
+            rate_limited: ms(700),
+            max_retry_after: ms(5000),
+            refresh: false,
+        }
+    }
+
+    fn failure(category: Category, attempts: u32) -> Failure {
+        Failure {
+            class: Class::new(category),
+            attempts,
+            limit: 4,
+            refreshed: false,
+            previous: Duration::ZERO,
+        }
+    }
+
+    fn no_rng() -> SmallRng {
+        panic!("no jitter, no draw")
+    }
+
+    #[test]
+    fn exponential_delays_until_the_limit() {
+        let p = policy();
+        let now = Instant::now();
+        let got: Vec<_> = (1..=4)
+            .map(|n| p.decide(&failure(Category::ServerError, n), now, None, no_rng))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Decision::Retry(ms(100)),
+                Decision::Retry(ms(200)),
+                Decision::Retry(ms(400)),
+                Decision::Stop(Stop::Attempts),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_class_decides() {
+        let p = policy();
+        let now = Instant::now();
+        for cat in [
+            Category::Validation,
+            Category::NotFound,
+            Category::Authentication,
+            Category::Cancelled,
+            Category::Ignored,
+        ] {
+            assert_eq!(
+                p.decide(&failure(cat, 1), now, None, no_rng),
+                Decision::Stop(Stop::NotRetryable),
+                "{cat}"
+            );
+        }
+        // A class made retryable by its classifier is retried, but never a cancellation.
+        let mut f = failure(Category::Validation, 1);
+        f.class.retryable = true;
+        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Retry(ms(100)));
+        let mut f = failure(Category::Cancelled, 1);
+        f.class.retryable = true;
+        assert_eq!(
+            p.decide(&f, now, None, no_rng),
+            Decision::Stop(Stop::NotRetryable)
+        );
+        let mut f = failure(Category::Timeout, 1);
+        f.class.retryable = false;
+        assert_eq!(
+            p.decide(&f, now, None, no_rng),
+            Decision::Stop(Stop::NotRetryable)
+        );
+    }
+
+    #[test]
+    fn rate_limited_starts_from_its_own_delay() {
+        let p = policy();
+        let now = Instant::now();
+        assert_eq!(
+            p.decide(&failure(Category::RateLimited, 1), now, None, no_rng),
+            Decision::Retry(ms(700))
+        );
+        // The cap is raised to the rate-limited delay, and still applies.
+        assert_eq!(
+            p.decide(&failure(Category::RateLimited, 2), now, None, no_rng),
+            Decision::Retry(ms(1000))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_with_a_ceiling() {
+        let p = policy();
+        let now = Instant::now();
+        let with_hint = |hint| {
+            let mut f = failure(Category::RateLimited, 1);
+            f.class = f.class.with_retry_after(hint);
+            p.decide(&f, now, None, no_rng)
+        };
+        assert_eq!(with_hint(ms(10)), Decision::Retry(ms(700)));
+        assert_eq!(with_hint(ms(3000)), Decision::Retry(ms(3000)));
+        assert_eq!(with_hint(ms(4999)), Decision::Retry(ms(4999)));
+        assert_eq!(with_hint(ms(5000)), Decision::Retry(ms(5000)));
+        assert_eq!(with_hint(ms(5001)), Decision::Stop(Stop::RetryAfterTooLong));
+    }
+
+    #[test]
+    fn deadline_boundaries() {
+        let p = policy();
+        let now = Instant::now();
+        let at = |left: u64| {
+            p.decide(
+                &failure(Category::Network, 1),
+                now,
+                Some(now + ms(left)),
+                no_rng,
+            )
+        };
+        // The first retry waits 100 ms: it must start before the deadline.
+        assert_eq!(at(101), Decision::Retry(ms(100)));
+        assert_eq!(at(100), Decision::Stop(Stop::Deadline));
+        assert_eq!(at(99), Decision::Stop(Stop::Deadline));
+        // The same for a server's hint.
+        let mut f = failure(Category::RateLimited, 1);
+        f.class = f.class.with_retry_after(ms(2000));
+        assert_eq!(
+            p.decide(&f, now, Some(now + ms(1999)), no_rng),
+            Decision::Stop(Stop::Deadline)
+        );
+        assert_eq!(
+            p.decide(&f, now, Some(now + ms(2001)), no_rng),
+            Decision::Retry(ms(2000))
+        );
+    }
+
+    #[test]
+    fn authentication_refreshes_once() {
+        let p = Policy {
+            refresh: true,
+            ..policy()
+        };
+        let now = Instant::now();
+        let mut f = failure(Category::Authentication, 1);
+        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Refresh);
+        f.refreshed = true;
+        f.attempts = 2;
+        assert_eq!(
+            p.decide(&f, now, None, no_rng),
+            Decision::Stop(Stop::NotRetryable)
+        );
+        let mut f = failure(Category::Authentication, 4);
+        f.limit = 4;
+        assert_eq!(
+            p.decide(&f, now, None, no_rng),
+            Decision::Stop(Stop::Attempts)
+        );
+        let f = failure(Category::Authentication, 1);
+        assert_eq!(
+            p.decide(&f, now, Some(now), no_rng),
+            Decision::Stop(Stop::Deadline)
+        );
+    }
+
+    #[test]
+    fn jitter_draws_from_the_given_rng() {
+        let p = Policy {
+            jitter: Jitter::Full,
+            ..policy()
+        };
+        let now = Instant::now();
+        let draw = |seed| {
+            (1..=3)
+                .map(|n| {
+                    p.decide(&failure(Category::Network, n), now, None, || {
+                        SmallRng::seed_from_u64(seed)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+        for (n, d) in draw(3).into_iter().enumerate() {
+            let Decision::Retry(d) = d else {
+                panic!("{d:?}")
+            };
+            assert!(d <= ms(100) * 2u32.pow(n as u32));
+        }
+    }
+}

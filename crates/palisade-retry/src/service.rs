@@ -1,0 +1,199 @@
+//! [`Retry`]: the service.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_classify::{BoxError, Category, Class};
+use tower_service::Service;
+
+use crate::adaptive::AdaptiveLimit;
+use crate::attempts::{LayerLimit, MaxAttempts};
+use crate::budget::{Budget, RatioBudget};
+use crate::ctx;
+use crate::future::ResponseFuture;
+use crate::layer::RetryLayer;
+use crate::policy::Policy;
+use crate::rng::RngSource;
+
+pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+pub(crate) type RefreshHook = Arc<dyn Fn() -> RefreshFuture + Send + Sync>;
+
+/// Everything the clones of a layer, its services and their futures share.
+pub(crate) struct Shared<B: ?Sized, A> {
+    pub(crate) policy: Policy,
+    pub(crate) max_attempts: u32,
+    pub(crate) adaptive: Option<AdaptiveLimit>,
+    pub(crate) budget: Arc<B>,
+    pub(crate) rng: RngSource,
+    pub(crate) refresh: Option<RefreshHook>,
+    pub(crate) attempts: A,
+}
+
+impl<B: ?Sized, A> Shared<B, A> {
+    /// The limit of a request without an override.
+    #[inline]
+    pub(crate) fn limit(&self) -> u32 {
+        match &self.adaptive {
+            Some(adaptive) => adaptive.limit(),
+            None => self.max_attempts,
+        }
+    }
+
+    /// The limit of `req`.
+    #[inline]
+    pub(crate) fn limit_for<Req>(&self, req: &Req) -> u32
+    where
+        A: MaxAttempts<Req>,
+    {
+        match self.attempts.max_attempts(req) {
+            Some(n) => n.max(1),
+            None => self.limit(),
+        }
+    }
+}
+
+impl<B: Budget + ?Sized, A> Shared<B, A> {
+    /// A request ended in success.
+    #[inline]
+    pub(crate) fn succeeded(&self) {
+        if self.budget.counts_successes() {
+            self.budget.on_success();
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.success();
+        }
+    }
+
+    /// A request ended with an error of `class`.
+    pub(crate) fn failed(&self, class: &Class) {
+        match class.category {
+            Category::Ignored => self.succeeded(),
+            Category::Cancelled => {}
+            _ if class.retryable => {
+                if let Some(adaptive) = &self.adaptive {
+                    adaptive.failure();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Shared<B, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("max_attempts", &self.max_attempts)
+            .field("limit_now", &self.limit())
+            .field("backoff", &self.policy.backoff)
+            .field("jitter", &self.policy.jitter)
+            .field("rate_limited_delay", &self.policy.rate_limited)
+            .field("max_retry_after", &self.policy.max_retry_after)
+            .field("adaptive", &self.adaptive)
+            .field("budget", &self.budget)
+            .field("rng", &self.rng)
+            .field("refresh", &self.refresh.is_some())
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+/// Retries the inner service's failed calls as their class, the attempt limit, the budget and
+/// the deadline allow. Built by [`RetryLayer`].
+pub struct Retry<S, B: ?Sized = RatioBudget, A = LayerLimit> {
+    inner: S,
+    shared: Arc<Shared<B, A>>,
+}
+
+impl<S> Retry<S> {
+    /// Wraps `inner` with the defaults of [`RetryLayer::new`].
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&RetryLayer::new(), inner)
+    }
+}
+
+impl<S, B: ?Sized, A> Retry<S, B, A> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<B, A>>) -> Self {
+        Retry { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The budget this service draws on.
+    pub fn budget(&self) -> &Arc<B> {
+        &self.shared.budget
+    }
+
+    /// The attempt limit a request without an override gets right now.
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.limit()
+    }
+}
+
+impl<S: Clone, B: ?Sized, A> Clone for Retry<S, B, A> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Retry<S, B, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, Req, B, A> Service<Req> for Retry<S, B, A>
+where
+    S: Service<Req> + Clone,
+    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    Req: Clone,
+    B: Budget + ?Sized,
+    A: MaxAttempts<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Req, B, A>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        if shared.budget.counts_requests() {
+            shared.budget.on_request();
+        }
+        let limit = shared.limit_for(&req);
+        // Keep a copy only if another attempt may follow.
+        let retained = (limit > 1).then(|| req.clone());
+        // The ready instance goes into the future (it makes the retries); a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let future = ctx::with_timeouts(0, || inner.call(req));
+        ResponseFuture::new(future, inner, self.shared.clone(), retained, limit)
+    }
+}
