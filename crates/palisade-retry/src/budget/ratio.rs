@@ -81,6 +81,16 @@ impl RatioBudget {
         min_per_second: u32,
         percent: f64,
     ) -> Result<Self, ConfigError> {
+        Self::build(origin, ttl, min_per_second, percent, stripe::count())
+    }
+
+    pub(crate) fn build(
+        origin: Instant,
+        ttl: Duration,
+        min_per_second: u32,
+        percent: f64,
+        stripes: usize,
+    ) -> Result<Self, ConfigError> {
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
             return Err(ConfigError::new("ttl", "must be between 1 and 60 seconds"));
         }
@@ -99,7 +109,7 @@ impl RatioBudget {
             min_per_second,
             per_request,
             reserve,
-            stripes: (0..stripe::count())
+            stripes: (0..stripes.max(1))
                 .map(|_| Stripe(window::ring()))
                 .collect(),
             retries: window::ring(),

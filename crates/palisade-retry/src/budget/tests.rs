@@ -1,1 +1,518 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+
 use super::*;
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ratio(t0: Instant, ttl: u64, min_per_second: u32, percent: f64) -> RatioBudget {
+    RatioBudget::with_origin(t0, secs(ttl), min_per_second, percent).unwrap()
+}
+
+fn drain(b: &RatioBudget, now: Instant) -> u64 {
+    let mut n = 0;
+    while b.try_withdraw_at(now).is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// Finagle's statistical test: under a frozen clock, n requests allow percent × n retries on
+/// top of the reserve (min_per_second × ttl), ±1.
+#[test]
+fn finagle_statistics_under_a_frozen_clock() {
+    let t0 = Instant::now();
+    for (percent, min_per_second) in [(0.2, 10), (0.1, 0), (0.6, 0), (0.05, 3), (1.5, 1), (0.0, 5)]
+    {
+        let b = ratio(t0, 10, min_per_second, percent);
+        let n = 10_000u64;
+        for _ in 0..n {
+            b.deposit_at(t0);
+        }
+        let expected = percent * n as f64 + min_per_second as f64 * 10.0;
+        let got = drain(&b, t0) as f64;
+        assert!(
+            (got - expected).abs() <= 1.0,
+            "percent {percent}, reserve {min_per_second}/s: {got} retries, expected {expected}"
+        );
+        assert_eq!(b.balance_at(t0), 0);
+        assert_eq!(b.requests_at(t0), n);
+    }
+}
+
+/// The same, with retries interleaved with requests as a client would send them: every
+/// request fails and asks for a retry at once.
+#[test]
+fn finagle_statistics_interleaved() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 10, 0.2);
+    let mut retries = 0u64;
+    for _ in 0..10_000 {
+        b.deposit_at(t0);
+        retries += u64::from(b.try_withdraw_at(t0).is_some());
+    }
+    assert!((retries as i64 - 2100).abs() <= 1, "{retries}");
+}
+
+/// tower's TpsBudget treats 0.6 as 100 % (tower issue 857); this budget does not.
+#[test]
+fn fractional_percentages_are_exact() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 0.6);
+    for _ in 0..10 {
+        b.deposit_at(t0);
+    }
+    assert_eq!(drain(&b, t0), 6);
+
+    let tps = tower::retry::budget::TpsBudget::new(secs(10), 0, 0.6);
+    for _ in 0..10 {
+        tower::retry::budget::Budget::deposit(&tps);
+    }
+    let mut tower_allowed = 0;
+    while tower::retry::budget::Budget::withdraw(&tps) {
+        tower_allowed += 1;
+    }
+    assert_eq!(tower_allowed, 10, "tower's rounding, for the record");
+
+    // Six decimals are kept: 0.333333 of 3 000 000 requests.
+    let b = ratio(t0, 10, 0, 0.333_333);
+    assert!(format!("{b:?}").contains("percent: 0.333333"), "{b:?}");
+    for _ in 0..3_000 {
+        b.deposit_at(t0);
+    }
+    assert_eq!(drain(&b, t0), 999); // ⌊0.333333 × 3000⌋ = ⌊999.999⌋
+}
+
+#[test]
+fn deposits_expire_after_the_ttl() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 1.0);
+    b.deposit_at(t0);
+    // The deposit's slot [t0, t0 + 1 s) leaves the window 10 s after it opened.
+    assert_eq!(b.balance_at(t0 + secs(10) - ms(1)), 1);
+    assert_eq!(b.balance_at(t0 + secs(10) + ms(1)), 0);
+    assert_eq!(b.balance_at(t0 + secs(10)), 0);
+    // A deposit late in its slot lives between 9 and 10 s.
+    let b = ratio(t0, 10, 0, 1.0);
+    b.deposit_at(t0 + ms(999));
+    assert_eq!(b.balance_at(t0 + ms(999) + secs(9)), 1);
+    assert_eq!(b.balance_at(t0 + ms(999) + secs(9) + ms(2)), 0);
+}
+
+#[test]
+fn withdrawals_expire_too_and_the_reserve_refills() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 2, 1, 0.0); // reserve: 2 retries per 2 s window
+    assert_eq!(drain(&b, t0), 2);
+    assert_eq!(b.try_withdraw_at(t0 + secs(2) - ms(1)), None);
+    assert!(b.try_withdraw_at(t0 + secs(2) + ms(1)).is_some());
+}
+
+#[test]
+fn an_idle_budget_reads_as_new() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 1, 0.5);
+    for _ in 0..100 {
+        b.deposit_at(t0);
+    }
+    assert_eq!(drain(&b, t0), 60);
+    // An hour later, whatever slot the clock lands on, nothing old is left.
+    for later in [secs(3600), secs(3600) + ms(500), secs(86_400 * 30)] {
+        assert_eq!(b.balance_at(t0 + later), 10, "{later:?}");
+        assert_eq!(b.requests_at(t0 + later), 0);
+        assert_eq!(b.retries_at(t0 + later), 0);
+    }
+}
+
+#[test]
+fn late_clock_reads_land_in_the_right_slot() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 1.0);
+    b.deposit_at(t0 + secs(5));
+    // A thread that read the clock before: still inside the window.
+    b.deposit_at(t0 + secs(4));
+    assert_eq!(b.requests_at(t0 + secs(5)), 2);
+    // At t0 + 15 s the window holds slots 6..=15; slot 15 reuses slot 5's cell.
+    b.deposit_at(t0 + secs(15));
+    assert_eq!(b.requests_at(t0 + secs(15)), 1);
+    // A thread far behind, whose cell was reused: its deposit has expired for everyone and must
+    // neither count nor reset the new slot.
+    b.deposit_at(t0 + secs(5));
+    assert_eq!(b.requests_at(t0 + secs(15)), 1);
+    b.deposit_at(t0 + secs(15));
+    assert_eq!(b.requests_at(t0 + secs(15)), 2);
+}
+
+#[test]
+fn refunds_restore_the_balance() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 0.5);
+    for _ in 0..4 {
+        b.deposit_at(t0);
+    }
+    let w = b.try_withdraw_at(t0).unwrap();
+    assert_eq!(b.balance_at(t0), 1);
+    b.refund_withdrawal(w);
+    assert_eq!(b.balance_at(t0), 2);
+    // A withdrawal whose slot was reused is not refunded into the new slot.
+    let old = b.try_withdraw_at(t0).unwrap();
+    let t1 = t0 + secs(10);
+    let _fresh = b.try_withdraw_at(t1); // nothing earned yet at t1
+    for _ in 0..2 {
+        b.deposit_at(t1);
+    }
+    let new = b.try_withdraw_at(t1).unwrap();
+    assert_eq!(b.retries_at(t1), 1);
+    b.refund_withdrawal(old);
+    assert_eq!(b.retries_at(t1), 1);
+    b.refund_withdrawal(new);
+    assert_eq!(b.retries_at(t1), 0);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    assert_eq!(
+        RatioBudget::new(ms(999), 1, 0.2).unwrap_err().field(),
+        "ttl"
+    );
+    assert_eq!(
+        RatioBudget::new(secs(61), 1, 0.2).unwrap_err().field(),
+        "ttl"
+    );
+    assert_eq!(
+        RatioBudget::new(secs(10), 1, -0.1).unwrap_err().field(),
+        "percent"
+    );
+    assert_eq!(
+        RatioBudget::new(secs(10), 1, f64::NAN).unwrap_err().field(),
+        "percent"
+    );
+    assert_eq!(
+        RatioBudget::new(secs(10), 1, 1000.1).unwrap_err().field(),
+        "percent"
+    );
+    assert_eq!(TokenBucket::new(0, 0.1).unwrap_err().field(), "max_tokens");
+    assert_eq!(
+        TokenBucket::new(1001, 0.1).unwrap_err().field(),
+        "max_tokens"
+    );
+    assert_eq!(
+        TokenBucket::new(10, 0.0).unwrap_err().field(),
+        "token_ratio"
+    );
+    assert_eq!(
+        TokenBucket::new(10, 10.001).unwrap_err().field(),
+        "token_ratio"
+    );
+    assert_eq!(RateCap::new(10, ms(999)).unwrap_err().field(), "window");
+    let d = RatioBudget::default();
+    assert_eq!(
+        (d.ttl(), d.min_per_second(), d.percent()),
+        (secs(10), 10, 0.2)
+    );
+}
+
+#[test]
+fn token_bucket_follows_grpc() {
+    // gRPC's example: max_tokens 10, token_ratio 0.1.
+    let b = TokenBucket::new(10, 0.1).unwrap();
+    assert_eq!(b.balance(), 4);
+    for expected in [true, true, true, true, false, false] {
+        b.on_failure();
+        assert_eq!(b.try_withdraw().is_some(), expected, "{}", b.milli_tokens());
+    }
+    assert_eq!(b.milli_tokens(), 4000);
+    // Ten successes give back exactly one token: thousandths, not floats.
+    for _ in 0..10 {
+        b.on_success();
+    }
+    assert_eq!(b.milli_tokens(), 5000);
+    assert!(b.try_withdraw().is_none(), "exactly half is not enough");
+    b.on_success();
+    assert!(b.try_withdraw().is_some());
+    // Never above the maximum, never below zero.
+    for _ in 0..1000 {
+        b.on_success();
+    }
+    assert_eq!(b.milli_tokens(), 10_000);
+    for _ in 0..100 {
+        b.on_failure();
+    }
+    assert_eq!(b.milli_tokens(), 0);
+    assert_eq!(b.balance(), 0);
+    // Nothing to refund: the token was the failure's cost.
+    b.refund(Withdrawal::new(0));
+    assert_eq!(b.milli_tokens(), 0);
+}
+
+#[test]
+fn token_bucket_through_towers_trait() {
+    use tower::retry::budget::Budget as TowerBudget;
+    let b = TokenBucket::new(4, 1.0).unwrap();
+    assert!(TowerBudget::withdraw(&b)); // 3 > 2
+    assert!(!TowerBudget::withdraw(&b)); // 2
+    TowerBudget::deposit(&b); // 3
+    assert!(!TowerBudget::withdraw(&b)); // 2 again
+}
+
+#[test]
+fn rate_cap_caps_retries_per_window() {
+    let t0 = Instant::now();
+    let cap = RateCap::with_origin(t0, 10, secs(10)).unwrap();
+    assert_eq!(cap.limit(), 100);
+    let mut n = 0;
+    while cap.try_withdraw_at(t0).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 100);
+    assert_eq!(cap.balance_at(t0), 0);
+    assert!(cap.try_withdraw_at(t0 + secs(10) - ms(1)).is_none());
+    let w = cap.try_withdraw_at(t0 + secs(10) + ms(1)).unwrap();
+    cap.refund_withdrawal(w);
+    assert_eq!(cap.balance_at(t0 + secs(10) + ms(1)), 100);
+    // Fractional windows: 3 per second over 1.5 s.
+    let cap = RateCap::with_origin(t0, 3, ms(1500)).unwrap();
+    assert_eq!(cap.limit(), 4);
+}
+
+#[test]
+fn unlimited_and_shared_handles() {
+    let u = Unlimited;
+    assert!(u.try_withdraw().is_some());
+    assert_eq!(u.balance(), i64::MAX);
+    assert!(tower::retry::budget::Budget::withdraw(&u));
+
+    // Arc<B>, &B and Arc<dyn Budget> all forward.
+    let shared: Arc<dyn Budget> = Arc::new(RateCap::new(1, secs(1)).unwrap());
+    let again = shared.clone();
+    assert!(!shared.counts_requests());
+    assert!(again.try_withdraw().is_some());
+    assert!(shared.try_withdraw().is_none());
+    let ratio = RatioBudget::new(secs(1), 0, 1.0).unwrap();
+    let by_ref = &ratio;
+    assert!(by_ref.counts_requests());
+    by_ref.on_request();
+    assert!(Budget::try_withdraw(&Arc::new(by_ref)).is_some());
+}
+
+#[test]
+fn towers_trait_on_the_ratio_budget() {
+    use tower::retry::budget::Budget as TowerBudget;
+    let b = RatioBudget::new(secs(10), 0, 0.5).unwrap();
+    for _ in 0..4 {
+        TowerBudget::deposit(&b);
+    }
+    assert!(TowerBudget::withdraw(&b));
+    assert!(TowerBudget::withdraw(&b));
+    assert!(!TowerBudget::withdraw(&b));
+}
+
+#[test]
+fn two_threads_hammer_one_budget() {
+    let t0 = Instant::now();
+    let b = Arc::new(ratio(t0, 10, 5, 0.25));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let mut granted = 0u64;
+                for i in 0..20_000u32 {
+                    b.deposit_at(t0);
+                    if i % 2 == 0 {
+                        granted += u64::from(b.try_withdraw_at(t0).is_some());
+                    }
+                }
+                granted
+            })
+        })
+        .collect();
+    let granted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    // 40 000 requests: 10 000 + 50 reserve retries at most; all clocks in one slot, so exact.
+    assert!(granted <= 10_050, "{granted}");
+    assert_eq!(b.requests_at(t0), 40_000);
+    assert_eq!(b.retries_at(t0), granted);
+    // Whatever is left can still be taken, to the last one.
+    assert_eq!(granted + drain(&b, t0), 10_050);
+
+    let cap = Arc::new(RateCap::with_origin(t0, 100, secs(10)).unwrap());
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let cap = cap.clone();
+            std::thread::spawn(move || {
+                (0..5_000)
+                    .filter(|_| cap.try_withdraw_at(t0).is_some())
+                    .count()
+            })
+        })
+        .collect();
+    let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(granted, 1000);
+
+    let bucket = Arc::new(TokenBucket::new(1000, 0.5).unwrap());
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let bucket = bucket.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_000 {
+                    if i % 3 == 0 {
+                        bucket.on_failure();
+                    } else {
+                        bucket.on_success();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(bucket.milli_tokens() <= 1_000_000);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Request,
+    Retry,
+    Refund,
+    Advance(u64),
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => Just(Op::Request),
+            4 => Just(Op::Retry),
+            1 => Just(Op::Refund),
+            2 => (0u64..4_000).prop_map(Op::Advance),
+        ],
+        0..400,
+    )
+}
+
+proptest! {
+    /// Against a reference model: the ratio budget grants a retry exactly when the retries in
+    /// the window (slots of ttl/10, the current one included) plus one stay within
+    /// ⌊percent × requests in the window + min_per_second × ttl⌋.
+    #[test]
+    fn ratio_budget_never_allows_more_than_its_formula(
+        ops in ops(),
+        ttl in 1u64..=60,
+        min_per_second in 0u32..5,
+        percent_milli in 0u64..3_000,
+    ) {
+        let t0 = Instant::now();
+        let percent = percent_milli as f64 / 1000.0;
+        let b = ratio(t0, ttl, min_per_second, percent);
+        let slot = secs(ttl) / 10;
+        let epoch = |at: Duration| (at.as_nanos() / slot.as_nanos()) as i64;
+        let mut now = Duration::ZERO;
+        // (epoch, is_retry, still counted)
+        let mut log: Vec<(i64, bool)> = Vec::new();
+        let mut held: Vec<(Withdrawal, usize)> = Vec::new();
+        for op in ops {
+            let e = epoch(now);
+            let live = |log: &Vec<(i64, bool)>, retry: bool| {
+                log.iter().filter(|(at, r)| *r == retry && e - at < 10).count() as u64
+            };
+            match op {
+                Op::Request => {
+                    b.deposit_at(t0 + now);
+                    log.push((e, false));
+                }
+                Op::Retry => {
+                    let requests = live(&log, false);
+                    let retries = live(&log, true);
+                    let allowed = (requests as u128 * percent_milli as u128 * 1000
+                        + min_per_second as u128 * secs(ttl).as_micros())
+                        / 1_000_000;
+                    let model = (retries as u128 + 1) <= allowed;
+                    let got = b.try_withdraw_at(t0 + now);
+                    prop_assert_eq!(got.is_some(), model, "requests {} retries {} allowed {}", requests, retries, allowed);
+                    if let Some(w) = got {
+                        log.push((e, true));
+                        held.push((w, log.len() - 1));
+                    }
+                }
+                Op::Refund => {
+                    if let Some((w, i)) = held.pop() {
+                        b.refund_withdrawal(w);
+                        // The model forgets it if it still counts (an expired withdrawal's
+                        // refund changes nothing anyone reads).
+                        if e - log[i].0 < 10 {
+                            log[i].1 = false;
+                            log[i].0 = i64::MIN / 2; // neither a request nor a retry any more
+                        }
+                    }
+                }
+                Op::Advance(d) => now += ms(d),
+            }
+            let e = epoch(now);
+            let retries = log.iter().filter(|(at, r)| *r && e - at < 10).count() as i64;
+            prop_assert_eq!(b.retries_at(t0 + now) as i64, retries);
+        }
+    }
+
+    /// The rate cap grants exactly ⌊per_second × window⌋ retries per sliding window.
+    #[test]
+    fn rate_cap_never_allows_more_than_its_formula(
+        ops in ops(),
+        window_s in 1u64..=30,
+        per_second in 0u32..6,
+    ) {
+        let t0 = Instant::now();
+        let cap = RateCap::with_origin(t0, per_second, secs(window_s)).unwrap();
+        let slot = secs(window_s) / 10;
+        let epoch = |at: Duration| (at.as_nanos() / slot.as_nanos()) as i64;
+        let limit = per_second as u64 * window_s;
+        let mut now = Duration::ZERO;
+        let mut log: Vec<i64> = Vec::new();
+        for op in ops {
+            let e = epoch(now);
+            match op {
+                Op::Retry | Op::Request => {
+                    let live = log.iter().filter(|at| e - **at < 10).count() as u64;
+                    let got = cap.try_withdraw_at(t0 + now);
+                    prop_assert_eq!(got.is_some(), live < limit);
+                    if got.is_some() {
+                        log.push(e);
+                    }
+                }
+                Op::Refund => {}
+                Op::Advance(d) => now += ms(d),
+            }
+        }
+    }
+
+    /// The token bucket matches gRPC's arithmetic in thousandths.
+    #[test]
+    fn token_bucket_matches_its_model(
+        outcomes in prop::collection::vec(any::<bool>(), 0..500),
+        max_tokens in 1u32..50,
+        ratio_milli in 1u64..2_000,
+    ) {
+        let ratio_milli = ratio_milli.min(max_tokens as u64 * 1000);
+        let b = TokenBucket::new(max_tokens, ratio_milli as f64 / 1000.0).unwrap();
+        let max = max_tokens as u64 * 1000;
+        let mut model = max;
+        for ok in outcomes {
+            if ok {
+                b.on_success();
+                model = (model + ratio_milli).min(max);
+            } else {
+                b.on_failure();
+                model = model.saturating_sub(1000);
+                prop_assert_eq!(b.try_withdraw().is_some(), model * 2 > max);
+            }
+            prop_assert_eq!(b.milli_tokens(), model);
+        }
+    }
+}
