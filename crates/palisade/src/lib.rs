@@ -6,6 +6,7 @@
 //! | module | crate | what it does |
 //! |---|---|---|
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
+//! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
 //!
 //! # Stacking order
 //!
@@ -41,3 +42,7 @@ pub use palisade_classify as classify;
 
 #[cfg(feature = "classify")]
 pub use palisade_classify::BoxError;
+
+#[cfg(feature = "retry")]
+#[doc(inline)]
+pub use palisade_retry as retry;
