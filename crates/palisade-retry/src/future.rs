@@ -16,21 +16,50 @@ use tower_service::Service;
 use crate::budget::{Budget, Withdrawal};
 use crate::ctx;
 use crate::policy::{Decision, Failure};
-use crate::service::{RefreshFuture, Shared};
+use crate::service::{Handle, RefreshFuture};
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, E> {
+    enum State<F> {
         // An attempt is in flight.
         Calling { #[pin] future: F },
-        // The credential refresh hook runs; the authentication error waits to be returned if it
-        // fails.
-        Refreshing { hook: RefreshFuture, error: Option<E> },
-        // Backing off before the next attempt.
+        // The credential refresh hook runs (in `Slow::hook`).
+        Refreshing,
+        // Backing off before the next attempt (the timer is in `Slow::sleep`).
         Sleeping,
         // Waiting for the inner service to be ready for the next attempt.
         Ready,
         Done,
+    }
+}
+
+/// What only a failed request needs, boxed on its first failure so that the happy path's
+/// future stays small.
+struct Slow<E> {
+    /// Earlier attempts that failed with `Category::Timeout`.
+    timeouts: u32,
+    /// Credentials were refreshed already.
+    refreshed: bool,
+    /// The previous delay.
+    previous: Duration,
+    /// The budget withdrawal reserved for the next attempt, refunded if it is never sent.
+    reservation: Option<Withdrawal>,
+    /// The backoff timer, reused from one retry to the next.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The refresh hook's future, and the authentication error to return if it fails.
+    hook: Option<(RefreshFuture, E)>,
+}
+
+impl<E> Slow<E> {
+    fn new() -> Box<Self> {
+        Box::new(Slow {
+            timeouts: 0,
+            refreshed: false,
+            previous: Duration::ZERO,
+            reservation: None,
+            sleep: None,
+            hook: None,
+        })
     }
 }
 
@@ -39,6 +68,7 @@ pin_project! {
     ///
     /// Dropping it at any point releases everything it holds: the attempt in flight, the
     /// backoff timer, and the budget withdrawal reserved for a retry not yet sent (refunded).
+    #[project = Projection]
     pub struct ResponseFuture<S, Req, B, A>
     where
         S: Service<Req>,
@@ -46,17 +76,13 @@ pin_project! {
         B: ?Sized,
     {
         #[pin]
-        state: State<S::Future, S::Error>,
+        state: State<S::Future>,
         inner: S,
-        shared: Arc<Shared<B, A>>,
+        handle: Arc<Handle<B, A>>,
         request: Option<Req>,
         attempts: u32,
         limit: u32,
-        timeouts: u32,
-        refreshed: bool,
-        previous: Duration,
-        reservation: Option<Withdrawal>,
-        sleep: Option<Pin<Box<Sleep>>>,
+        slow: Option<Box<Slow<S::Error>>>,
     }
 
     impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
@@ -67,8 +93,8 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(withdrawal) = this.reservation.take() {
-                this.shared.budget.refund(withdrawal);
+            if let Some(withdrawal) = this.slow.as_mut().and_then(|slow| slow.reservation.take()) {
+                this.handle.shared.budget.refund(withdrawal);
             }
         }
     }
@@ -82,22 +108,18 @@ where
     pub(crate) fn new(
         future: S::Future,
         inner: S,
-        shared: Arc<Shared<B, A>>,
+        handle: Arc<Handle<B, A>>,
         request: Option<Req>,
         limit: u32,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
             inner,
-            shared,
+            handle,
             request,
             attempts: 1,
             limit,
-            timeouts: 0,
-            refreshed: false,
-            previous: Duration::ZERO,
-            reservation: None,
-            sleep: None,
+            slow: None,
         }
     }
 }
@@ -113,117 +135,148 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Calling { future } => {
-                    let error = match ready!(future.poll(cx)) {
-                        Ok(response) => {
-                            this.shared.succeeded();
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(response));
+        // The happy path: the first attempt answers. Everything else is out of line.
+        if let StateProj::Calling { future } = this.state.as_mut().project() {
+            match ready!(future.poll(cx)) {
+                Ok(response) => {
+                    this.handle.shared.succeeded();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                Err(error) => return drive(this, cx, Some(error)),
+            }
+        }
+        drive(this, cx, None)
+    }
+}
+
+/// Every state but a first answer: failures, backoff, refresh, retries.
+#[cold]
+#[inline(never)]
+fn drive<S, Req, B, A>(
+    mut this: Projection<'_, S, Req, B, A>,
+    cx: &mut Context<'_>,
+    mut failed: Option<S::Error>,
+) -> Poll<Result<S::Response, S::Error>>
+where
+    S: Service<Req>,
+    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    Req: Clone,
+    B: Budget + ?Sized,
+{
+    loop {
+        if let Some(error) = failed.take() {
+            let shared = &*this.handle.shared;
+            let slow = this.slow.get_or_insert_with(Slow::new);
+            let class = class_of_dyn(error.as_ref());
+            if class.category == Category::Timeout {
+                slow.timeouts += 1;
+            }
+            if class.retryable {
+                shared.budget.on_failure();
+            }
+            let now = Instant::now();
+            let failure = Failure {
+                class,
+                attempts: *this.attempts,
+                limit: if this.request.is_some() {
+                    *this.limit
+                } else {
+                    1
+                },
+                refreshed: slow.refreshed,
+                previous: slow.previous,
+            };
+            let decision = shared
+                .policy
+                .decide(&failure, now, ctx::deadline(), || shared.rng.next());
+            let delay = match decision {
+                Decision::Stop(stop) => {
+                    tracing::debug!(
+                        target: "palisade_retry",
+                        attempt = *this.attempts,
+                        category = class.category.as_str(),
+                        reason = stop.as_str(),
+                        "not retrying",
+                    );
+                    shared.failed(&class);
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                Decision::Refresh => None,
+                Decision::Retry(delay) => Some(delay),
+            };
+            let Some(withdrawal) = shared.budget.try_withdraw() else {
+                tracing::warn!(
+                    target: "palisade_retry",
+                    attempt = *this.attempts,
+                    category = class.category.as_str(),
+                    balance = shared.budget.balance(),
+                    "retry budget exhausted; returning the last error",
+                );
+                shared.failed(&class);
+                this.state.set(State::Done);
+                return Poll::Ready(Err(error));
+            };
+            slow.reservation = Some(withdrawal);
+            match delay {
+                None => {
+                    tracing::debug!(
+                        target: "palisade_retry",
+                        attempt = *this.attempts,
+                        category = class.category.as_str(),
+                        balance = shared.budget.balance(),
+                        "refreshing credentials before retrying",
+                    );
+                    let hook = shared
+                        .refresh
+                        .as_ref()
+                        .expect("a refresh decision implies a hook")(
+                    );
+                    slow.hook = Some((hook, error));
+                    this.state.set(State::Refreshing);
+                }
+                Some(delay) => {
+                    tracing::debug!(
+                        target: "palisade_retry",
+                        attempt = *this.attempts,
+                        category = class.category.as_str(),
+                        delay_ms = delay.as_millis() as u64,
+                        balance = shared.budget.balance(),
+                        "retrying",
+                    );
+                    drop(error);
+                    slow.previous = delay;
+                    if delay.is_zero() {
+                        this.state.set(State::Ready);
+                    } else {
+                        let at = now + delay;
+                        match &mut slow.sleep {
+                            Some(sleep) => sleep.as_mut().reset(at),
+                            None => slow.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
                         }
-                        Err(error) => error,
-                    };
-                    let shared = &**this.shared;
-                    let class = class_of_dyn(error.as_ref());
-                    if class.category == Category::Timeout {
-                        *this.timeouts += 1;
-                    }
-                    if class.retryable {
-                        shared.budget.on_failure();
-                    }
-                    let now = Instant::now();
-                    let failure = Failure {
-                        class,
-                        attempts: *this.attempts,
-                        limit: if this.request.is_some() {
-                            *this.limit
-                        } else {
-                            1
-                        },
-                        refreshed: *this.refreshed,
-                        previous: *this.previous,
-                    };
-                    let decision = shared
-                        .policy
-                        .decide(&failure, now, ctx::deadline(), || shared.rng.next());
-                    let delay = match decision {
-                        Decision::Stop(stop) => {
-                            tracing::debug!(
-                                target: "palisade_retry",
-                                attempt = *this.attempts,
-                                category = class.category.as_str(),
-                                reason = stop.as_str(),
-                                "not retrying",
-                            );
-                            shared.failed(&class);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error));
-                        }
-                        Decision::Refresh => None,
-                        Decision::Retry(delay) => Some(delay),
-                    };
-                    let Some(withdrawal) = shared.budget.try_withdraw() else {
-                        tracing::warn!(
-                            target: "palisade_retry",
-                            attempt = *this.attempts,
-                            category = class.category.as_str(),
-                            balance = shared.budget.balance(),
-                            "retry budget exhausted; returning the last error",
-                        );
-                        shared.failed(&class);
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
-                    };
-                    *this.reservation = Some(withdrawal);
-                    match delay {
-                        None => {
-                            tracing::debug!(
-                                target: "palisade_retry",
-                                attempt = *this.attempts,
-                                category = class.category.as_str(),
-                                balance = shared.budget.balance(),
-                                "refreshing credentials before retrying",
-                            );
-                            let hook = shared
-                                .refresh
-                                .as_ref()
-                                .expect("a refresh decision implies a hook")(
-                            );
-                            this.state.set(State::Refreshing {
-                                hook,
-                                error: Some(error),
-                            });
-                        }
-                        Some(delay) => {
-                            tracing::debug!(
-                                target: "palisade_retry",
-                                attempt = *this.attempts,
-                                category = class.category.as_str(),
-                                delay_ms = delay.as_millis() as u64,
-                                balance = shared.budget.balance(),
-                                "retrying",
-                            );
-                            drop(error);
-                            *this.previous = delay;
-                            if delay.is_zero() {
-                                this.state.set(State::Ready);
-                            } else {
-                                let at = now + delay;
-                                match this.sleep {
-                                    Some(sleep) => sleep.as_mut().reset(at),
-                                    None => {
-                                        *this.sleep = Some(Box::pin(tokio::time::sleep_until(at)))
-                                    }
-                                }
-                                this.state.set(State::Sleeping);
-                            }
-                        }
+                        this.state.set(State::Sleeping);
                     }
                 }
-                StateProj::Refreshing { hook, error } => match ready!(hook.as_mut().poll(cx)) {
+            }
+            continue;
+        }
+        match this.state.as_mut().project() {
+            StateProj::Calling { future } => match ready!(future.poll(cx)) {
+                Ok(response) => {
+                    this.handle.shared.succeeded();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(response));
+                }
+                Err(error) => failed = Some(error),
+            },
+            StateProj::Refreshing => {
+                let slow = this.slow.as_mut().expect("refreshing after a failure");
+                let (hook, _) = slow.hook.as_mut().expect("a hook while refreshing");
+                match ready!(hook.as_mut().poll(cx)) {
                     Ok(()) => {
-                        *this.refreshed = true;
+                        slow.hook = None;
+                        slow.refreshed = true;
                         this.state.set(State::Ready);
                     }
                     Err(hook_error) => {
@@ -233,49 +286,51 @@ where
                             error = %hook_error,
                             "credential refresh failed; returning the authentication error",
                         );
-                        let error = error.take().expect("the error waits in Refreshing");
-                        if let Some(withdrawal) = this.reservation.take() {
-                            this.shared.budget.refund(withdrawal);
+                        let (_, error) = slow.hook.take().expect("a hook while refreshing");
+                        if let Some(withdrawal) = slow.reservation.take() {
+                            this.handle.shared.budget.refund(withdrawal);
                         }
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                },
-                StateProj::Sleeping => {
-                    let sleep = this.sleep.as_mut().expect("a timer while sleeping");
-                    ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Ready);
                 }
-                StateProj::Ready => {
-                    if let Err(error) = ready!(this.inner.poll_ready(cx)) {
-                        if let Some(withdrawal) = this.reservation.take() {
-                            this.shared.budget.refund(withdrawal);
-                        }
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
-                    }
-                    *this.attempts += 1;
-                    // Clone only if yet another attempt may follow this one.
-                    let request = if *this.attempts < *this.limit {
-                        this.request.clone()
-                    } else {
-                        this.request.take()
-                    }
-                    .expect("a retry implies a retained request");
-                    // The withdrawal is spent: the retry is sent.
-                    *this.reservation = None;
-                    tracing::trace!(
-                        target: "palisade_retry",
-                        attempt = *this.attempts,
-                        timeouts = *this.timeouts,
-                        "sending retry",
-                    );
-                    let inner = &mut *this.inner;
-                    let future = ctx::with_timeouts(*this.timeouts, || inner.call(request));
-                    this.state.set(State::Calling { future });
-                }
-                StateProj::Done => panic!("retry ResponseFuture polled after completion"),
             }
+            StateProj::Sleeping => {
+                let slow = this.slow.as_mut().expect("sleeping after a failure");
+                let sleep = slow.sleep.as_mut().expect("a timer while sleeping");
+                ready!(sleep.as_mut().poll(cx));
+                this.state.set(State::Ready);
+            }
+            StateProj::Ready => {
+                let slow = this.slow.as_mut().expect("retrying after a failure");
+                if let Err(error) = ready!(this.inner.poll_ready(cx)) {
+                    if let Some(withdrawal) = slow.reservation.take() {
+                        this.handle.shared.budget.refund(withdrawal);
+                    }
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+                *this.attempts += 1;
+                // Clone only if yet another attempt may follow this one.
+                let request = if *this.attempts < *this.limit {
+                    this.request.clone()
+                } else {
+                    this.request.take()
+                }
+                .expect("a retry implies a retained request");
+                // The withdrawal is spent: the retry is sent.
+                slow.reservation = None;
+                tracing::trace!(
+                    target: "palisade_retry",
+                    attempt = *this.attempts,
+                    timeouts = slow.timeouts,
+                    "sending retry",
+                );
+                let inner = &mut *this.inner;
+                let future = ctx::with_timeouts(slow.timeouts, || inner.call(request));
+                this.state.set(State::Calling { future });
+            }
+            StateProj::Done => panic!("retry ResponseFuture polled after completion"),
         }
     }
 }
@@ -288,17 +343,18 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Calling { .. } => "calling",
-            State::Refreshing { .. } => "refreshing",
+            State::Refreshing => "refreshing",
             State::Sleeping => "sleeping",
             State::Ready => "ready",
             State::Done => "done",
         };
+        let slow = self.slow.as_deref();
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .field("attempts", &self.attempts)
             .field("limit", &self.limit)
-            .field("timeouts", &self.timeouts)
-            .field("reserved", &self.reservation.is_some())
+            .field("timeouts", &slow.map_or(0, |s| s.timeouts))
+            .field("reserved", &slow.is_some_and(|s| s.reservation.is_some()))
             .finish()
     }
 }

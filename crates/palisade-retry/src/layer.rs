@@ -15,7 +15,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::budget::RatioBudget;
 use crate::policy::Policy;
 use crate::rng::RngSource;
-use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
+use crate::service::{Handles, RefreshFuture, RefreshHook, Retry, Shared};
 
 /// The reference design's attempt limit: 3, the first attempt included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Clones share everything: the budget, the adaptive limit and the rng. See the
 /// [crate documentation](crate) for the behaviour and an example.
 pub struct RetryLayer<B: ?Sized = RatioBudget, A = LayerLimit> {
-    pub(crate) shared: Arc<Shared<B, A>>,
+    handles: Arc<Handles<B, A>>,
 }
 
 impl RetryLayer {
@@ -58,20 +58,20 @@ impl Default for RetryLayer {
 impl<B: ?Sized, A> RetryLayer<B, A> {
     /// The budget this layer draws on.
     pub fn budget(&self) -> &Arc<B> {
-        &self.shared.budget
+        &self.handles.shared.budget
     }
 
     /// The attempt limit a request without an override gets right now (the adaptive limit, if
     /// adaptive attempts are on).
     pub fn max_attempts(&self) -> u32 {
-        self.shared.limit()
+        self.handles.shared.limit()
     }
 }
 
 impl<B: ?Sized, A> Clone for RetryLayer<B, A> {
     fn clone(&self) -> Self {
         RetryLayer {
-            shared: self.shared.clone(),
+            handles: self.handles.clone(),
         }
     }
 }
@@ -79,7 +79,7 @@ impl<B: ?Sized, A> Clone for RetryLayer<B, A> {
 impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryLayer<B, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("shared", &self.shared)
+            .field("shared", &self.handles.shared)
             .finish()
     }
 }
@@ -88,7 +88,7 @@ impl<S, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
     type Service = Retry<S, B, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_shared(inner, self.shared.clone())
+        Retry::from_handles(inner, self.handles.clone())
     }
 }
 
@@ -288,7 +288,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             attempts: self.attempts,
         };
         Ok(RetryLayer {
-            shared: Arc::new(shared),
+            handles: Arc::new(Handles::new(shared)),
         })
     }
 }

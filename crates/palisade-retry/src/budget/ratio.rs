@@ -7,14 +7,35 @@ use palisade_classify::ConfigError;
 use tokio::time::Instant;
 
 use super::{Budget, Millionths, Withdrawal, stripe};
-use crate::sync::AtomicU64;
-use crate::window::{self, Clock, SLOTS, Take};
+use crate::sync::{AtomicU64, Ordering};
+use crate::window::{self, Clock, SLOTS, Take, pack, unpack};
 
 const MICRO: u64 = 1_000_000;
 
 /// One thread stripe of the request counters, on its own cache lines.
 #[repr(align(128))]
-struct Stripe([AtomicU64; SLOTS]);
+struct Stripe {
+    slots: [AtomicU64; SLOTS],
+    /// The sampled clock: `(epoch, shift)` packed. Deposits through
+    /// [`Budget::on_request`] read the clock every `2^shift`-th request of this stripe and use
+    /// `epoch` in between.
+    clock: AtomicU64,
+    /// Nanoseconds since the origin at the last clock read.
+    read_at: AtomicU64,
+}
+
+impl Stripe {
+    fn new() -> Self {
+        Stripe {
+            slots: window::ring(),
+            clock: AtomicU64::new(0),
+            read_at: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The largest sampling shift: the clock is read at least every 64th request of a stripe.
+const MAX_SHIFT: u32 = 6;
 
 /// Finagle's retry budget: over a sliding window of `ttl`, retries may not exceed
 /// `percent` × requests + `min_per_second` × `ttl`.
@@ -39,6 +60,18 @@ struct Stripe([AtomicU64; SLOTS]);
 /// callers can never take more than the formula allows; two callers whose clock reads straddle a
 /// slot boundary may each take the last retry. A slot's counts leave the window between
 /// `ttl − ttl/10` and `ttl` after they were made.
+///
+/// # Clock
+///
+/// [`deposit_at`](RatioBudget::deposit_at) and the `*_at` methods take the time as an argument
+/// and are exact. [`Budget::on_request`] (what the retry layer calls on every request) reads
+/// the clock only every 2^k-th request of a thread's stripe, with k adapting between 0 and 6 so
+/// that the sampled requests span less than 1/256 of a slot (a clock read costs about as much
+/// as the rest of the layer). Requests are counted in the slot of the last clock read, never a
+/// later one, so sampling can only make the budget stricter: a request may expire from the
+/// window up to one sampling interval early, and after a busy burst followed by a long silence
+/// up to 63 requests per stripe may land in an already expired slot.
+/// [`Budget::try_withdraw`] reads the clock every time and re-synchronises all stripes.
 ///
 /// # Example
 /// ```
@@ -109,8 +142,8 @@ impl RatioBudget {
             min_per_second,
             per_request,
             reserve,
-            stripes: (0..stripes.max(1))
-                .map(|_| Stripe(window::ring()))
+            stripes: (0..stripes.max(1).next_power_of_two())
+                .map(|_| Stripe::new())
                 .collect(),
             retries: window::ring(),
         })
@@ -138,14 +171,87 @@ impl RatioBudget {
 
     pub(crate) fn deposit_on(&self, stripe: usize, now: Instant) {
         let epoch = self.clock.epoch(now);
-        let stripe = &self.stripes[stripe % self.stripes.len()];
-        window::add(&stripe.0[epoch as usize % SLOTS], epoch, 1);
+        let stripe = self.stripe(stripe);
+        window::add(&stripe.slots[epoch as usize % SLOTS], epoch, 1);
+    }
+
+    #[inline]
+    fn stripe(&self, stripe: usize) -> &Stripe {
+        // The stripe count is a power of two: mask, do not divide.
+        &self.stripes[stripe & (self.stripes.len() - 1)]
+    }
+
+    /// Counts one request now, reading the clock only when this stripe's sample is due.
+    ///
+    /// Each stripe remembers the epoch of its last clock read and a sampling interval of
+    /// 2^shift requests. The interval doubles (up to 64) while that many requests take less
+    /// than 1/1024 of a slot, and drops back to 1 as soon as they take more than 1/256 of it,
+    /// so a busy stripe reads the clock rarely and a quiet one on every request. A request is
+    /// counted in the slot of the last clock read, never a later one: the error is on the safe
+    /// side (a deposit may expire up to one sampling interval early). After a busy burst and a
+    /// long silence, up to 63 requests of a stripe may so be counted in an expired slot;
+    /// [`try_withdraw`](Budget::try_withdraw) re-synchronises every stripe with the clock.
+    #[inline]
+    pub(crate) fn deposit_sampled(&self, stripe: usize) {
+        let stripe = self.stripe(stripe);
+        let (epoch, shift) = unpack(stripe.clock.load(Ordering::Relaxed));
+        let slot = &stripe.slots[epoch as usize % SLOTS];
+        let (tag, count) = unpack(slot.load(Ordering::Relaxed));
+        let due = tag != epoch || count.wrapping_add(1) & ((1 << shift) - 1) == 0;
+        if due {
+            self.deposit_reading_clock(stripe, Instant::now());
+        } else {
+            window::add(slot, epoch, 1);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn deposit_reading_clock(&self, stripe: &Stripe, now: Instant) {
+        let nanos = self.clock.nanos(now);
+        let epoch = self.clock.epoch_of(nanos);
+        let elapsed = nanos.saturating_sub(stripe.read_at.swap(nanos, Ordering::Relaxed));
+        let slot = self.clock.slot_nanos();
+        let _ = stripe
+            .clock
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let (cached, shift) = unpack(word);
+                if window::age(cached, epoch) > 0 {
+                    // Another thread on this stripe read a later clock: keep it.
+                    return None;
+                }
+                let shift = if elapsed > slot / 256 {
+                    0
+                } else if elapsed < slot / 1024 {
+                    (shift + 1).min(MAX_SHIFT)
+                } else {
+                    shift
+                };
+                Some(pack(epoch, shift))
+            });
+        window::add(&stripe.slots[epoch as usize % SLOTS], epoch, 1);
+    }
+
+    /// Moves every stripe's sampled clock to `epoch` (and to sampling every request) if it is
+    /// behind.
+    fn resync(&self, epoch: u32) {
+        for stripe in self.stripes.iter() {
+            let word = stripe.clock.load(Ordering::Relaxed);
+            if window::age(epoch, unpack(word).0) > 0 {
+                let _ = stripe.clock.compare_exchange(
+                    word,
+                    pack(epoch, 0),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
     }
 
     fn requests_in(&self, epoch: u32) -> u64 {
         self.stripes
             .iter()
-            .map(|stripe| window::sum(&stripe.0, epoch))
+            .map(|stripe| window::sum(&stripe.slots, epoch))
             .sum()
     }
 
@@ -213,13 +319,17 @@ impl Budget for RatioBudget {
         true
     }
 
+    /// Counts one request, reading the clock only every so often on a busy thread (see
+    /// [`RatioBudget`]'s "Clock" section).
     #[inline]
     fn on_request(&self) {
-        self.deposit_at(Instant::now())
+        self.deposit_sampled(stripe::current())
     }
 
     fn try_withdraw(&self) -> Option<Withdrawal> {
-        self.try_withdraw_at(Instant::now())
+        let now = Instant::now();
+        self.resync(self.clock.epoch(now));
+        self.try_withdraw_at(now)
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
@@ -232,12 +342,13 @@ impl Budget for RatioBudget {
 }
 
 impl tower::retry::budget::Budget for RatioBudget {
-    /// Counts one request (Finagle deposits once per request, not per retry).
+    /// Counts one request (Finagle deposits once per request, not per retry), as
+    /// [`Budget::on_request`] does.
     fn deposit(&self) {
-        self.deposit_at(Instant::now())
+        self.deposit_sampled(stripe::current())
     }
 
     fn withdraw(&self) -> bool {
-        self.try_withdraw_at(Instant::now()).is_some()
+        Budget::try_withdraw(self).is_some()
     }
 }
