@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use crate::adaptive::{Adaptive, AdaptiveLimit};
 use crate::attempts::{LayerLimit, MaxAttemptsFn};
 use crate::backoff::{Backoff, Jitter};
-use crate::budget::RatioBudget;
+use crate::budget::{IntoShared, RatioBudget};
 use crate::policy::Policy;
 use crate::rng::RngSource;
 use crate::service::{Handles, RefreshFuture, RefreshHook, Retry, Shared};
@@ -219,9 +219,9 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
         self
     }
 
-    /// The retry budget, shared with whoever else holds the same `Arc` (a budget value is
-    /// wrapped in a new `Arc`). Use [`Unlimited`](crate::budget::Unlimited) for none.
-    pub fn budget<B2: ?Sized>(self, budget: impl Into<Arc<B2>>) -> RetryBuilder<B2, A> {
+    /// The retry budget: a value (this layer's own) or an `Arc` shared with whoever else holds
+    /// it. Use [`Unlimited`](crate::budget::Unlimited) for none.
+    pub fn budget<B2: ?Sized>(self, budget: impl IntoShared<B2>) -> RetryBuilder<B2, A> {
         RetryBuilder {
             backoff: self.backoff,
             jitter: self.jitter,
@@ -229,7 +229,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             max_retry_after: self.max_retry_after,
             max_attempts: self.max_attempts,
             adaptive: self.adaptive,
-            budget: budget.into(),
+            budget: budget.into_shared(),
             rng: self.rng,
             refresh: self.refresh,
             attempts: self.attempts,

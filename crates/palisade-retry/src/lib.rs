@@ -11,6 +11,8 @@ mod policy;
 mod rng;
 mod service;
 mod sync;
+#[cfg(test)]
+mod tests;
 mod window;
 
 pub use adaptive::Adaptive;

@@ -72,7 +72,7 @@ impl Withdrawal {
 /// Budgets read the time themselves (from `tokio::time`) so that layers that do not need the
 /// clock never read it; palisade's budgets have `*_at(now)` twins for tests and simulators.
 ///
-/// Implemented for `Arc<B>` and `&B`, so one budget can be shared by any number of layers.
+/// The trait is dyn-compatible: layers can hold an `Arc<dyn Budget>`.
 pub trait Budget: Send + Sync {
     /// Whether [`on_request`](Budget::on_request) counts anything. When `false`, the retry layer
     /// skips the call on its happy path. (A method rather than a constant so that
@@ -112,75 +112,23 @@ pub trait Budget: Send + Sync {
     }
 }
 
-impl<B: Budget + ?Sized> Budget for Arc<B> {
-    #[inline]
-    fn counts_requests(&self) -> bool {
-        (**self).counts_requests()
-    }
-    #[inline]
-    fn counts_successes(&self) -> bool {
-        (**self).counts_successes()
-    }
+/// What [`RetryBuilder::budget`](crate::RetryBuilder::budget) accepts: a budget (wrapped in a
+/// new `Arc`, owned by that layer alone) or an `Arc` of one (shared with whoever else holds it,
+/// `Arc<dyn Budget>` included).
+pub trait IntoShared<B: ?Sized> {
+    /// The shared budget.
+    fn into_shared(self) -> Arc<B>;
+}
 
-    #[inline]
-    fn on_request(&self) {
-        (**self).on_request()
-    }
-    #[inline]
-    fn on_success(&self) {
-        (**self).on_success()
-    }
-    #[inline]
-    fn on_failure(&self) {
-        (**self).on_failure()
-    }
-    #[inline]
-    fn try_withdraw(&self) -> Option<Withdrawal> {
-        (**self).try_withdraw()
-    }
-    #[inline]
-    fn refund(&self, withdrawal: Withdrawal) {
-        (**self).refund(withdrawal)
-    }
-    #[inline]
-    fn balance(&self) -> i64 {
-        (**self).balance()
+impl<B: Budget> IntoShared<B> for B {
+    fn into_shared(self) -> Arc<B> {
+        Arc::new(self)
     }
 }
 
-impl<B: Budget + ?Sized> Budget for &B {
-    #[inline]
-    fn counts_requests(&self) -> bool {
-        (**self).counts_requests()
-    }
-    #[inline]
-    fn counts_successes(&self) -> bool {
-        (**self).counts_successes()
-    }
-
-    #[inline]
-    fn on_request(&self) {
-        (**self).on_request()
-    }
-    #[inline]
-    fn on_success(&self) {
-        (**self).on_success()
-    }
-    #[inline]
-    fn on_failure(&self) {
-        (**self).on_failure()
-    }
-    #[inline]
-    fn try_withdraw(&self) -> Option<Withdrawal> {
-        (**self).try_withdraw()
-    }
-    #[inline]
-    fn refund(&self, withdrawal: Withdrawal) {
-        (**self).refund(withdrawal)
-    }
-    #[inline]
-    fn balance(&self) -> i64 {
-        (**self).balance()
+impl<B: Budget + ?Sized> IntoShared<B> for Arc<B> {
+    fn into_shared(self) -> Arc<B> {
+        self
     }
 }
 

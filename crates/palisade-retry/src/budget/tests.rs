@@ -291,17 +291,16 @@ fn unlimited_and_shared_handles() {
     assert_eq!(u.balance(), i64::MAX);
     assert!(tower::retry::budget::Budget::withdraw(&u));
 
-    // Arc<B>, &B and Arc<dyn Budget> all forward.
+    // Arc<dyn Budget> works.
     let shared: Arc<dyn Budget> = Arc::new(RateCap::new(1, secs(1)).unwrap());
     let again = shared.clone();
     assert!(!shared.counts_requests());
     assert!(again.try_withdraw().is_some());
     assert!(shared.try_withdraw().is_none());
-    let ratio = RatioBudget::new(secs(1), 0, 1.0).unwrap();
-    let by_ref = &ratio;
-    assert!(by_ref.counts_requests());
-    by_ref.on_request();
-    assert!(Budget::try_withdraw(&Arc::new(by_ref)).is_some());
+    let ratio: Arc<dyn Budget> = Arc::new(RatioBudget::new(secs(1), 0, 1.0).unwrap());
+    assert!(ratio.counts_requests());
+    ratio.on_request();
+    assert!(ratio.try_withdraw().is_some());
 }
 
 #[test]
@@ -514,5 +513,94 @@ proptest! {
             }
             prop_assert_eq!(b.milli_tokens(), model);
         }
+    }
+}
+
+mod sampled {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use tokio::time::advance;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_clock_counts_every_request() {
+        let b = RatioBudget::new(secs(10), 10, 0.2).unwrap();
+        for _ in 0..10_000 {
+            b.on_request();
+        }
+        assert_eq!(b.requests_at(Instant::now()), 10_000);
+        let mut n = 0;
+        while b.try_withdraw().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 2_100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_rates_are_counted_exactly() {
+        let t0 = Instant::now();
+        let sampled = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        let exact = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        // One request every 50 ms: far more than 1/256 of a 1 s slot apart.
+        for _ in 0..600 {
+            sampled.on_request();
+            exact.deposit_at(Instant::now());
+            advance(ms(50)).await;
+            assert_eq!(
+                sampled.requests_at(Instant::now()),
+                exact.requests_at(Instant::now())
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampling_only_ever_undercounts() {
+        let t0 = Instant::now();
+        let sampled = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        let exact = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut max_gap = 0;
+        for i in 0..200_000u32 {
+            sampled.on_request();
+            exact.deposit_at(Instant::now());
+            // Bursts of back-to-back requests, pauses of up to 3 s.
+            let gap = match rng.random_range(0..1000) {
+                0 => ms(rng.random_range(0..3000)),
+                1..=20 => Duration::from_micros(rng.random_range(0..2000)),
+                _ => Duration::ZERO,
+            };
+            if !gap.is_zero() {
+                advance(gap).await;
+            }
+            if i % 97 == 0 {
+                let now = Instant::now();
+                let (s, e) = (sampled.requests_at(now), exact.requests_at(now));
+                assert!(s <= e, "sampled {s} > exact {e} at {i}");
+                max_gap = max_gap.max(e - s);
+            }
+        }
+        // The error is bounded by one sampling interval per slot boundary crossed in the window.
+        assert!(max_gap <= 64 * 11, "{max_gap}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_then_silence_then_a_withdrawal_resynchronises() {
+        let b = RatioBudget::new(secs(10), 0, 1.0).unwrap();
+        for _ in 0..10_000 {
+            b.on_request();
+        }
+        advance(secs(3600)).await;
+        for _ in 0..100 {
+            b.on_request();
+        }
+        let counted = b.requests_at(Instant::now());
+        assert!((100 - 63..=100).contains(&counted), "{counted}");
+        // A withdrawal reads the clock and puts every stripe back on it.
+        let w = b.try_withdraw().unwrap();
+        b.refund(w);
+        for _ in 0..100 {
+            b.on_request();
+        }
+        assert_eq!(b.requests_at(Instant::now()), counted + 100);
     }
 }

@@ -1,0 +1,665 @@
+//! Layer behaviour on the paused clock: delays, the class's decisions, budgets, cancellation.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, Class, Classified};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::time::{Instant, advance};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::budget::{Budget, RateCap, RatioBudget, Unlimited};
+use crate::{Adaptive, Backoff, Jitter, RetryLayer};
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+enum Answer {
+    Ok(u32),
+    Err(Class, &'static str),
+    /// Never answers.
+    Hang,
+}
+
+fn err(category: Category, msg: &'static str) -> Answer {
+    Answer::Err(Class::new(category), msg)
+}
+
+/// A scripted service that records when it was called.
+#[derive(Clone, Debug)]
+struct Script {
+    answers: Arc<Mutex<VecDeque<Answer>>>,
+    calls: Arc<Mutex<Vec<Duration>>>,
+    start: Instant,
+    /// Fail `poll_ready` once the call count reaches this.
+    unready_after: Option<usize>,
+}
+
+impl Script {
+    fn new(answers: impl IntoIterator<Item = Answer>) -> Self {
+        Script {
+            answers: Arc::new(Mutex::new(answers.into_iter().collect())),
+            calls: Arc::new(Mutex::new(Vec::new())),
+            start: Instant::now(),
+            unready_after: None,
+        }
+    }
+
+    fn calls(&self) -> Vec<Duration> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+impl<Req> Service<Req> for Script {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.unready_after {
+            Some(n) if self.count() >= n => Poll::Ready(Err("not ready".into())),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, _req: Req) -> Self::Future {
+        self.calls.lock().unwrap().push(self.start.elapsed());
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Answer::Ok(0));
+        Box::pin(async move {
+            match answer {
+                Answer::Ok(v) => Ok(v),
+                Answer::Err(class, msg) => Err(Box::new(Classified::new(class, msg)) as BoxError),
+                Answer::Hang => std::future::pending().await,
+            }
+        })
+    }
+}
+
+fn layer() -> crate::RetryBuilder<Unlimited> {
+    RetryLayer::builder()
+        .budget(Unlimited)
+        .jitter(Jitter::None)
+        .backoff(Backoff::exponential(ms(100), 2.0))
+        .seed(1)
+}
+
+async fn run<S: Service<u32, Response = u32, Error = BoxError>>(svc: S) -> Result<u32, String> {
+    svc.oneshot(0).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn exact_delays_for_each_backoff() {
+    let ms_list = |v: &[u64]| v.iter().map(|n| ms(*n)).collect::<Vec<_>>();
+    for (backoff, expected) in [
+        (Backoff::constant(ms(50)), ms_list(&[0, 50, 100, 150])),
+        (
+            Backoff::linear(ms(100), ms(50)),
+            ms_list(&[0, 100, 250, 450]),
+        ),
+        (
+            Backoff::exponential(ms(100), 2.0),
+            ms_list(&[0, 100, 300, 700]),
+        ),
+        (
+            Backoff::exponential(ms(100), 3.0).with_cap(ms(500)),
+            ms_list(&[0, 100, 400, 900]),
+        ),
+    ] {
+        let script = Script::new([
+            err(Category::ServerError, "e1"),
+            err(Category::ServerError, "e2"),
+            err(Category::ServerError, "e3"),
+            Answer::Ok(7),
+        ]);
+        let svc = layer()
+            .backoff(backoff)
+            .max_attempts(4)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        assert_eq!(run(svc).await, Ok(7));
+        assert_eq!(script.calls(), expected, "{backoff:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_seed_gives_exact_jittered_delays() {
+    let backoff = Backoff::exponential(ms(100), 2.0);
+    for jitter in [
+        Jitter::Full,
+        Jitter::Equal,
+        Jitter::Decorrelated,
+        Jitter::Proportional(0.5),
+    ] {
+        let attempt = || async {
+            let script = Script::new([
+                err(Category::Network, "e1"),
+                err(Category::Network, "e2"),
+                err(Category::Network, "e3"),
+            ]);
+            let svc = layer()
+                .backoff(backoff)
+                .jitter(jitter)
+                .max_attempts(4)
+                .seed(42)
+                .build()
+                .unwrap()
+                .layer(script.clone());
+            run(svc).await.unwrap();
+            script.calls()
+        };
+        let first = attempt().await;
+        assert_eq!(first, attempt().await, "{jitter:?} is reproducible");
+        // The documented derivation: the n-th jittered delay of a layer (n from 0) draws from
+        // `SmallRng::seed_from_u64(seed ^ n × 0x9E3779B97F4A7C15)`. tokio's timer wakes on the
+        // next whole millisecond.
+        let mut previous = Duration::ZERO;
+        let mut at = Duration::ZERO;
+        let mut expected = vec![at];
+        for n in 0..3u64 {
+            let mut rng = SmallRng::seed_from_u64(42 ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            previous = jitter.apply(backoff.delay(n as u32 + 1), &backoff, previous, &mut rng);
+            at = ms((at + previous).as_nanos().div_ceil(1_000_000) as u64);
+            expected.push(at);
+        }
+        assert_eq!(first, expected, "{jitter:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn boundaries_one_millisecond_either_side() {
+    async fn step(d: Duration) {
+        advance(d).await;
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let script = Script::new([
+        err(Category::ServerError, "e1"),
+        err(Category::ServerError, "e2"),
+    ]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    let task = tokio::spawn(run(svc));
+    tokio::task::yield_now().await;
+    assert_eq!(script.count(), 1);
+    step(ms(99)).await;
+    assert_eq!(script.count(), 1);
+    step(ms(2)).await;
+    assert_eq!(script.count(), 2);
+    // The second call was made when the clock reached 101 ms; the second delay is 200 ms.
+    step(ms(199)).await; // t = 300: 1 ms early
+    assert_eq!(script.count(), 2);
+    step(ms(2)).await; // t = 302: 1 ms late
+    assert_eq!(script.count(), 3);
+    assert_eq!(task.await.unwrap(), Ok(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_capped() {
+    let hinted = |secs| {
+        Answer::Err(
+            Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(secs)),
+            "429 slow down",
+        )
+    };
+    // A hint longer than the backoff is waited for.
+    let script = Script::new([hinted(2)]);
+    let svc = layer()
+        .rate_limited_delay(ms(500))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(2000)]);
+
+    // A hint shorter than the rate-limited delay does not shorten it.
+    let script = Script::new([Answer::Err(
+        Class::new(Category::RateLimited).with_retry_after(ms(10)),
+        "429",
+    )]);
+    let svc = layer()
+        .rate_limited_delay(ms(500))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(500)]);
+
+    // A hint above the maximum (60 s by default) is not waited for: the error comes back now.
+    let script = Script::new([hinted(61)]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    let start = Instant::now();
+    assert_eq!(run(svc).await, Err("429 slow down".into()));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(script.count(), 1);
+
+    // ... unless the maximum is raised; exactly at the maximum is still honoured.
+    let script = Script::new([hinted(61)]);
+    let svc = layer()
+        .max_retry_after(Duration::from_secs(61))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(61_000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limited_failures_start_from_their_own_delay() {
+    let script = Script::new([
+        err(Category::RateLimited, "429"),
+        err(Category::RateLimited, "429"),
+    ]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    // 5 s by default, then the backoff's factor: 10 s.
+    assert_eq!(script.calls(), [ms(0), ms(5_000), ms(15_000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_class_decides() {
+    for (category, calls) in [
+        (Category::Validation, 1),
+        (Category::NotFound, 1),
+        (Category::Authentication, 1), // no refresh hook
+        (Category::Cancelled, 1),
+        (Category::Ignored, 1),
+        (Category::Transient, 2),
+        (Category::Timeout, 2),
+        (Category::ResourceExhausted, 2),
+        (Category::Unknown, 2),
+    ] {
+        let script = Script::new([err(category, "boom")]);
+        let svc = layer().build().unwrap().layer(script.clone());
+        let out = run(svc).await;
+        assert_eq!(script.count(), calls, "{category}");
+        assert_eq!(out.is_ok(), calls == 2, "{category}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhaustion_returns_the_last_real_error() {
+    let script = Script::new([
+        err(Category::ServerError, "first"),
+        err(Category::Network, "second"),
+        err(Category::Timeout, "third"),
+        Answer::Ok(1),
+    ]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    let e = svc.oneshot(0).await.unwrap_err();
+    assert_eq!(e.to_string(), "third");
+    // The very error the service returned, class and all.
+    assert!(e.downcast_ref::<Classified>().is_some());
+    assert_eq!(script.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_is_final() {
+    let script = Script::new([Answer::Ok(5), err(Category::ServerError, "never seen")]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Ok(5));
+    assert_eq!(script.count(), 1);
+    let script = Script::new([err(Category::ServerError, "once"), Answer::Ok(6)]);
+    let svc = layer().build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Ok(6));
+    assert_eq!(script.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn authentication_refreshes_then_retries_once() {
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let refreshes = refreshes.clone();
+        move || {
+            let refreshes = refreshes.clone();
+            async move {
+                refreshes.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(ms(30)).await;
+                Ok::<(), BoxError>(())
+            }
+        }
+    };
+    let script = Script::new([
+        err(Category::Authentication, "401 unauthorized"),
+        err(Category::Authentication, "401 again"),
+    ]);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("401 again".into()));
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    // Retried as soon as the refresh finished, without backoff.
+    assert_eq!(script.calls(), [ms(0), ms(30)]);
+
+    let script = Script::new([err(Category::Authentication, "401"), Answer::Ok(3)]);
+    let svc = layer().refresh(hook).build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Ok(3));
+
+    // A failing hook returns the authentication error and gives the reserved retry back.
+    let cap = Arc::new(RateCap::new(5, Duration::from_secs(1)).unwrap());
+    let script = Script::new([err(Category::Authentication, "401 bad key")]);
+    let svc = layer()
+        .budget(cap.clone())
+        .refresh(|| async { Err::<(), BoxError>("vault down".into()) })
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("401 bad key".into()));
+    assert_eq!(script.count(), 1);
+    assert_eq!(cap.balance(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_attempt_limits() {
+    let failing = || Script::new((0..10).map(|_| err(Category::ServerError, "503")));
+    let layer = layer()
+        .max_attempts_fn(|req: &u32| (*req > 0).then_some(*req))
+        .build()
+        .unwrap();
+    for (req, calls) in [(0u32, 3), (1, 1), (5, 5)] {
+        let script = failing();
+        let svc = layer.layer(script.clone());
+        assert!(svc.oneshot(req).await.is_err());
+        assert_eq!(script.count(), calls, "request {req}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_attempts_follow_the_dependency() {
+    let layer = layer()
+        .max_attempts(2)
+        .adaptive(Adaptive::new(3, 2).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(layer.max_attempts(), 2);
+    for _ in 0..3 {
+        run(layer.layer(Script::new([]))).await.unwrap();
+    }
+    assert_eq!(layer.max_attempts(), 3);
+    for _ in 0..10 {
+        run(layer.layer(Script::new([]))).await.unwrap();
+    }
+    assert_eq!(layer.max_attempts(), 4, "at most twice the base");
+    // Two requests failing all their attempts shrink it by one.
+    for _ in 0..2 {
+        let script = Script::new((0..10).map(|_| err(Category::ServerError, "503")));
+        run(layer.layer(script)).await.unwrap_err();
+    }
+    assert_eq!(layer.max_attempts(), 3);
+    // Client faults are neither.
+    for _ in 0..5 {
+        run(layer.layer(Script::new([err(Category::Validation, "400")])))
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(layer.max_attempts(), 3);
+    for _ in 0..20 {
+        let script = Script::new((0..10).map(|_| err(Category::ServerError, "503")));
+        run(layer.layer(script)).await.unwrap_err();
+    }
+    assert_eq!(layer.max_attempts(), 1, "down to a single attempt");
+}
+
+/// A request that counts its clones.
+#[derive(Debug)]
+struct Counted(Arc<AtomicUsize>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Counted(self.0.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_is_cloned_only_when_another_attempt_may_follow() {
+    for (limit, answers, clones) in [
+        (1, vec![err(Category::ServerError, "503")], 0),
+        (3, vec![], 1),
+        (
+            3,
+            vec![
+                err(Category::ServerError, "503"),
+                err(Category::ServerError, "503"),
+                err(Category::ServerError, "503"),
+            ],
+            2,
+        ),
+        (3, vec![err(Category::ServerError, "503")], 2),
+    ] {
+        let n = Arc::new(AtomicUsize::new(0));
+        let svc = layer()
+            .max_attempts(limit)
+            .build()
+            .unwrap()
+            .layer(Script::new(answers.clone()));
+        let _ = svc.oneshot(Counted(n.clone())).await;
+        assert_eq!(n.load(Ordering::SeqCst), clones, "{limit} {answers:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_exhaustion_returns_the_last_error() {
+    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let script = Script::new([err(Category::ServerError, "only")]);
+    let svc = layer()
+        .budget(budget.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("only".into()));
+    assert_eq!(script.count(), 1);
+    assert_eq!(budget.retries_at(Instant::now()), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layers_share_a_budget() {
+    let cap = Arc::new(RateCap::new(1, Duration::from_secs(2)).unwrap());
+    let a = layer().budget(cap.clone()).build().unwrap();
+    let b = layer().budget(cap.clone()).build().unwrap();
+    let failing = || Script::new((0..10).map(|_| err(Category::ServerError, "503")));
+    let (sa, sb) = (failing(), failing());
+    run(a.layer(sa.clone())).await.unwrap_err();
+    run(b.layer(sb.clone())).await.unwrap_err();
+    // Two retries in the window, whichever layer sent them.
+    assert_eq!(sa.count() + sb.count(), 2 + 2);
+    assert_eq!(cap.balance(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_during_the_backoff_gives_the_retry_back() {
+    for budget in ["ratio", "cap"] {
+        let ratio = Arc::new(RatioBudget::new(Duration::from_secs(10), 1, 0.0).unwrap());
+        let cap = Arc::new(RateCap::new(1, Duration::from_secs(10)).unwrap());
+        let balance = || {
+            if budget == "ratio" {
+                ratio.balance()
+            } else {
+                cap.balance()
+            }
+        };
+        let script = Script::new([err(Category::ServerError, "503")]);
+        let builder = layer().backoff(Backoff::constant(ms(1000)));
+        let svc: Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>> =
+            if budget == "ratio" {
+                let svc = builder
+                    .budget(ratio.clone())
+                    .build()
+                    .unwrap()
+                    .layer(script.clone());
+                Box::new(move || Box::pin(svc.oneshot(0)))
+            } else {
+                let svc = builder
+                    .budget(cap.clone())
+                    .build()
+                    .unwrap()
+                    .layer(script.clone());
+                Box::new(move || Box::pin(svc.oneshot(0)))
+            };
+        let before = balance();
+        let mut fut = svc();
+        assert!(futures_poll(&mut fut).is_pending());
+        assert_eq!(script.count(), 1);
+        assert_eq!(
+            balance(),
+            before - 1,
+            "{budget}: a retry is reserved while sleeping"
+        );
+        advance(ms(500)).await;
+        drop(fut);
+        assert_eq!(balance(), before, "{budget}: the reservation came back");
+        // And no timer fires a retry later.
+        advance(ms(5000)).await;
+        assert_eq!(script.count(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_during_an_attempt_leaves_nothing_behind() {
+    let cap = Arc::new(RateCap::new(2, Duration::from_secs(1)).unwrap());
+    // Drop during the first attempt: nothing was reserved.
+    let script = Script::new([Answer::Hang]);
+    let svc = layer()
+        .budget(cap.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = Box::pin(svc.oneshot(0));
+    assert!(futures_poll(&mut fut).is_pending());
+    drop(fut);
+    assert_eq!(cap.balance(), 2);
+
+    // Drop during the retry: the retry was sent, so its withdrawal stays spent; nothing else.
+    let script = Script::new([err(Category::ServerError, "503"), Answer::Hang]);
+    let svc = layer()
+        .budget(cap.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = Box::pin(svc.oneshot(0));
+    assert!(futures_poll(&mut fut).is_pending());
+    advance(ms(100)).await;
+    assert!(futures_poll(&mut fut).is_pending());
+    assert_eq!(script.count(), 2);
+    assert_eq!(cap.balance(), 1);
+    drop(fut);
+    assert_eq!(cap.balance(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_readiness_error_before_a_retry_gives_the_retry_back() {
+    let cap = Arc::new(RateCap::new(2, Duration::from_secs(1)).unwrap());
+    let mut script = Script::new([err(Category::ServerError, "503")]);
+    script.unready_after = Some(1);
+    let svc = layer()
+        .budget(cap.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut svc = svc;
+    // The first readiness check passes (no calls yet).
+    let fut = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(0);
+    assert_eq!(fut.await.unwrap_err().to_string(), "not ready");
+    assert_eq!(script.count(), 1);
+    assert_eq!(cap.balance(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_bucket_counts_failures_and_successes() {
+    use crate::budget::TokenBucket;
+    let bucket = Arc::new(TokenBucket::new(4, 1.0).unwrap());
+    let l = layer().budget(bucket.clone()).build().unwrap();
+    // 503, 503 → retry (3 left > 2), then the second failure leaves 2: no more retries.
+    let script = Script::new([
+        err(Category::ServerError, "a"),
+        err(Category::ServerError, "b"),
+    ]);
+    assert_eq!(run(l.layer(script.clone())).await, Err("b".into()));
+    assert_eq!(script.count(), 2);
+    assert_eq!(bucket.milli_tokens(), 2000);
+    run(l.layer(Script::new([]))).await.unwrap();
+    assert_eq!(bucket.milli_tokens(), 3000);
+    // Non-retryable failures cost nothing.
+    run(l.layer(Script::new([err(Category::Validation, "400")])))
+        .await
+        .unwrap_err();
+    assert_eq!(bucket.milli_tokens(), 3000);
+}
+
+/// Polls once with a no-op waker.
+fn futures_poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    Pin::new(fut).poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
+/// A subscriber that keeps every event as a line of `name=value` fields.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = Line(format!("{} ", event.metadata().level()));
+        event.record(&mut line);
+        self.0.lock().unwrap().push(line.0.trim_end().to_owned());
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_is_traced() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let cap = Arc::new(RateCap::new(1, Duration::from_secs(1)).unwrap());
+    let script = Script::new([
+        err(Category::ServerError, "503"),
+        err(Category::Timeout, "timed out"),
+    ]);
+    let svc = layer().budget(cap).build().unwrap().layer(script);
+    assert_eq!(run(svc).await, Err("timed out".into()));
+    let lines = capture.0.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "DEBUG message=retrying attempt=1 category=\"server_error\" delay_ms=100 balance=0",
+            "TRACE message=sending retry attempt=2 timeouts=0",
+            "WARN message=retry budget exhausted; returning the last error attempt=2 category=\"timeout\" balance=0",
+        ]
+    );
+}
