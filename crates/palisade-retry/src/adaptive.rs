@@ -108,7 +108,7 @@ impl AdaptiveLimit {
             .successes
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        if n % self.config.grow_after == 0 {
+        if n.is_multiple_of(self.config.grow_after) {
             let top = self.top;
             let _ = self
                 .limit
@@ -129,7 +129,7 @@ impl AdaptiveLimit {
             .failures
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
-        if n % self.config.shrink_after == 0 {
+        if n.is_multiple_of(self.config.shrink_after) {
             let _ = self
                 .limit
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {

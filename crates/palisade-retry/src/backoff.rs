@@ -105,13 +105,13 @@ impl Backoff {
                 "must be at least the initial delay",
             ));
         }
-        if let Kind::Exponential(f) = self.kind {
-            if !f.is_finite() || f < 1.0 {
-                return Err(ConfigError::new(
-                    "backoff.factor",
-                    "must be a finite number of at least 1.0",
-                ));
-            }
+        if let Kind::Exponential(f) = self.kind
+            && (!f.is_finite() || f < 1.0)
+        {
+            return Err(ConfigError::new(
+                "backoff.factor",
+                "must be a finite number of at least 1.0",
+            ));
         }
         Ok(())
     }
