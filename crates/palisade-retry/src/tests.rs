@@ -663,3 +663,31 @@ async fn every_attempt_is_traced() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn unclassified_errors_are_read_by_the_default_rules() {
+    use palisade_test::{Flaky, Step};
+    // Plain errors, no classify layer: class_of falls back to the message rules.
+    let flaky = Flaky::script(vec![
+        Step::Err("503 service unavailable"),
+        Step::Err("connection reset by peer"),
+        Step::Ok(7),
+    ]);
+    let svc = layer().build().unwrap().layer(flaky.clone());
+    assert_eq!(svc.oneshot(()).await.unwrap(), 7);
+    assert_eq!(flaky.calls(), 3);
+
+    let flaky = Flaky::script(vec![Step::Err("400 bad request: invalid prompt")]);
+    let svc = layer().build().unwrap().layer(flaky.clone());
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(flaky.calls(), 1);
+
+    // A latency-bound flaky dependency on the paused clock: a seeded 50 % failure rate.
+    let flaky = Flaky::rate(0.5, "502 bad gateway", 3).with_latency(ms(20));
+    let l = layer().max_attempts(5).build().unwrap();
+    let mut ok = 0;
+    for _ in 0..20 {
+        ok += usize::from(l.layer(flaky.clone()).oneshot(()).await.is_ok());
+    }
+    assert!(ok >= 18, "{ok} of 20 succeeded within five attempts");
+}

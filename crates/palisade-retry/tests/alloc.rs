@@ -1,0 +1,54 @@
+//! The happy path allocates nothing (the only test of this binary: the counting allocator sees
+//! every thread).
+
+use std::alloc::System;
+use std::future::{Future, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use palisade_classify::BoxError;
+use palisade_retry::RetryLayer;
+use palisade_retry::budget::{RateCap, TokenBucket};
+use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+fn poll_now<F: Future>(fut: F) -> F::Output {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("answers at once"),
+    }
+}
+
+fn allocations<S: Service<u64, Response = u64>>(mut svc: S) -> u64 {
+    // Warm up: the thread's stripe, the clock samples.
+    for i in 0..1_000 {
+        let _ = poll_now(svc.call(i));
+    }
+    let region = Region::new(GLOBAL);
+    for i in 0..10_000 {
+        let _ = poll_now(svc.call(i));
+    }
+    region.change().allocations as u64
+}
+
+#[test]
+fn the_happy_path_allocates_nothing() {
+    let bare = service_fn(|x: u64| ready(Ok::<u64, BoxError>(x + 1)));
+    let ratio = RetryLayer::builder().seed(1).build().unwrap();
+    assert_eq!(allocations(ratio.layer(bare)), 0, "ratio budget");
+    let bucket = RetryLayer::builder()
+        .budget(TokenBucket::default())
+        .seed(1)
+        .build()
+        .unwrap();
+    assert_eq!(allocations(bucket.layer(bare)), 0, "token bucket");
+    let cap = RetryLayer::builder()
+        .budget(RateCap::default())
+        .seed(1)
+        .build()
+        .unwrap();
+    assert_eq!(allocations(cap.layer(bare)), 0, "rate cap");
+}
