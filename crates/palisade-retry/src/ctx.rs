@@ -1,16 +1,37 @@
 //! The deadline and escalation context shared with palisade-timeout.
+//!
+//! Until palisade-timeout's `context` module is wired in, tests set the context through the
+//! thread-locals below.
 
 use tokio::time::Instant;
 
 /// The deadline of the enclosing Deadline layer, if any.
 #[inline]
 pub(crate) fn deadline() -> Option<Instant> {
+    #[cfg(test)]
+    if let Some(deadline) = hooks::DEADLINE.get() {
+        return Some(deadline);
+    }
     None
 }
 
 /// Runs `call` with the number of earlier attempts of this request that timed out.
 #[inline]
 pub(crate) fn with_timeouts<R>(timeouts: u32, call: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    hooks::TIMEOUTS.with_borrow_mut(|seen| seen.push(timeouts));
     let _ = timeouts;
     call()
+}
+
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::cell::{Cell, RefCell};
+
+    use tokio::time::Instant;
+
+    std::thread_local! {
+        pub(crate) static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+        pub(crate) static TIMEOUTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
 }

@@ -691,3 +691,77 @@ async fn unclassified_errors_are_read_by_the_default_rules() {
     }
     assert!(ok >= 18, "{ok} of 20 succeeded within five attempts");
 }
+
+mod context {
+    use super::*;
+    use crate::ctx::hooks;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_stops_retries_before_a_wasted_sleep() {
+        let start = Instant::now();
+        // 250 ms left: the first retry (100 ms) fits, the second (200 ms more) would not.
+        hooks::DEADLINE.set(Some(start + ms(250)));
+        let script = Script::new([
+            err(Category::ServerError, "e1"),
+            err(Category::ServerError, "e2"),
+            err(Category::ServerError, "e3"),
+        ]);
+        let svc = layer()
+            .max_attempts(5)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        assert_eq!(run(svc).await, Err("e2".into()));
+        assert_eq!(script.calls(), [ms(0), ms(100)]);
+        // Returned at once after the second failure, not at the deadline.
+        assert_eq!(start.elapsed(), ms(100));
+
+        // A server hint that ends after the deadline: no retry at all.
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(1999)));
+        let script = Script::new([Answer::Err(
+            Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2)),
+            "429",
+        )]);
+        let svc = layer().build().unwrap().layer(script.clone());
+        assert_eq!(run(svc).await, Err("429".into()));
+        assert_eq!(script.count(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        hooks::DEADLINE.set(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_carries_the_timeouts_so_far() {
+        hooks::TIMEOUTS.with_borrow_mut(Vec::clear);
+        let script = Script::new([
+            err(Category::Timeout, "timed out"),
+            err(Category::ServerError, "503"),
+            err(Category::Timeout, "timed out"),
+            Answer::Ok(1),
+        ]);
+        let svc = layer()
+            .max_attempts(4)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        assert_eq!(run(svc).await, Ok(1));
+        assert_eq!(hooks::TIMEOUTS.take(), [0, 1, 1, 2]);
+    }
+}
+
+#[test]
+fn futures_and_layers_are_send_and_sync() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let layer = RetryLayer::new();
+    send_sync(&layer);
+    let mut svc = layer.layer(Script::new([]));
+    send_sync(&svc);
+    let fut = Service::<u32>::call(&mut svc, 1);
+    send(&fut);
+    let dynamic = RetryLayer::builder()
+        .budget(Arc::new(Unlimited) as Arc<dyn Budget>)
+        .build()
+        .unwrap();
+    send_sync(&dynamic);
+}
