@@ -81,6 +81,7 @@
 //! [`ErrorStats`] is the reference design's error aggregator: failures per category over a
 //! sliding window in fixed memory, with rates and pattern detection.
 
+pub mod attempt;
 mod class;
 mod classifier;
 pub mod error;
