@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_classify::attempt::{self, Attempt};
 use palisade_classify::{Category, class_of_dyn};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -48,6 +49,8 @@ struct Slow<E> {
     sleep: Option<Pin<Box<Sleep>>>,
     /// The refresh hook's future, and the authentication error to return if it fails.
     hook: Option<(RefreshFuture, E)>,
+    /// The endpoint a router below reported failing (see `palisade_classify::attempt`).
+    avoid: Option<u64>,
 }
 
 impl<E> Slow<E> {
@@ -59,6 +62,7 @@ impl<E> Slow<E> {
             reservation: None,
             sleep: None,
             hook: None,
+            avoid: None,
         })
     }
 }
@@ -111,6 +115,7 @@ where
         handle: Arc<Handle<B, A>>,
         request: Option<Req>,
         limit: u32,
+        avoid: Option<u64>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
@@ -119,7 +124,11 @@ where
             request,
             attempts: 1,
             limit,
-            slow: None,
+            slow: avoid.map(|avoid| {
+                let mut slow = Slow::new();
+                slow.avoid = Some(avoid);
+                slow
+            }),
         }
     }
 }
@@ -137,7 +146,7 @@ where
         let mut this = self.project();
         // The happy path: the first attempt answers. Everything else is out of line.
         if let StateProj::Calling { future } = this.state.as_mut().project() {
-            match ready!(future.poll(cx)) {
+            match ready!(poll_attempt(future, cx, *this.attempts, this.slow)) {
                 Ok(response) => {
                     this.handle.shared.succeeded();
                     this.state.set(State::Done);
@@ -148,6 +157,24 @@ where
         }
         drive(this, cx, None)
     }
+}
+
+/// Polls an attempt inside the attempt context, so that a router below knows which attempt
+/// this is and can report the endpoint that failed it.
+#[inline]
+fn poll_attempt<F: Future, E>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    number: u32,
+    slow: &mut Option<Box<Slow<E>>>,
+) -> Poll<F::Output> {
+    let avoid = slow.as_ref().and_then(|slow| slow.avoid);
+    let mut attempt = Attempt { number, avoid };
+    let out = attempt::scope(&mut attempt, || future.poll(cx));
+    if attempt.avoid != avoid {
+        slow.get_or_insert_with(Slow::new).avoid = attempt.avoid;
+    }
+    out
 }
 
 /// Every state but a first answer: failures, backoff, refresh, retries.
@@ -262,14 +289,16 @@ where
             continue;
         }
         match this.state.as_mut().project() {
-            StateProj::Calling { future } => match ready!(future.poll(cx)) {
-                Ok(response) => {
-                    this.handle.shared.succeeded();
-                    this.state.set(State::Done);
-                    return Poll::Ready(Ok(response));
+            StateProj::Calling { future } => {
+                match ready!(poll_attempt(future, cx, *this.attempts, this.slow)) {
+                    Ok(response) => {
+                        this.handle.shared.succeeded();
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    }
+                    Err(error) => failed = Some(error),
                 }
-                Err(error) => failed = Some(error),
-            },
+            }
             StateProj::Refreshing => {
                 let slow = this.slow.as_mut().expect("refreshing after a failure");
                 let (hook, _) = slow.hook.as_mut().expect("a hook while refreshing");
@@ -327,7 +356,15 @@ where
                     "sending retry",
                 );
                 let inner = &mut *this.inner;
-                let future = ctx::with_timeouts(slow.timeouts, || inner.call(request));
+                let mut attempt = Attempt {
+                    number: *this.attempts,
+                    avoid: slow.avoid,
+                };
+                let timeouts = slow.timeouts;
+                let future = attempt::scope(&mut attempt, || {
+                    ctx::with_timeouts(timeouts, || inner.call(request))
+                });
+                slow.avoid = attempt.avoid;
                 this.state.set(State::Calling { future });
             }
             StateProj::Done => panic!("retry ResponseFuture polled after completion"),

@@ -117,6 +117,12 @@
 //! attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt.
 //!
+//! # Attempts and routing
+//!
+//! Each attempt's `call` and every poll of its future run inside
+//! [`palisade_classify::attempt::scope`] with the attempt number and the endpoint a router below
+//! reported failing on an earlier attempt, so the router can send the retry elsewhere.
+//!
 //! # Randomness
 //!
 //! Jitter draws from a [`SmallRng`] made per delay (only failures draw): from a

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_classify::attempt::{self, Attempt};
 use palisade_classify::{BoxError, Category, Class};
 use tower_service::Service;
 
@@ -230,7 +231,19 @@ where
         // The ready instance goes into the future (it makes the retries); a clone stays.
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
-        let future = ctx::with_timeouts(0, || inner.call(req));
-        ResponseFuture::new(future, inner, self.handles.local().clone(), retained, limit)
+        // Layers below learn the attempt number, and a router may report a failed endpoint.
+        let mut attempt = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let future = attempt::scope(&mut attempt, || ctx::with_timeouts(0, || inner.call(req)));
+        ResponseFuture::new(
+            future,
+            inner,
+            self.handles.local().clone(),
+            retained,
+            limit,
+            attempt.avoid,
+        )
     }
 }

@@ -765,3 +765,63 @@ fn futures_and_layers_are_send_and_sync() {
         .unwrap();
     send_sync(&dynamic);
 }
+
+/// A stand-in for a router: picks endpoint `number` for attempt `number`, fails the first two
+/// attempts and reports the endpoint that failed.
+#[derive(Clone, Default)]
+struct Router {
+    seen: Arc<Mutex<Vec<palisade_classify::attempt::Attempt>>>,
+}
+
+impl Service<u32> for Router {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: u32) -> Self::Future {
+        use palisade_classify::attempt;
+        let current = attempt::current().expect("called inside the attempt scope");
+        self.seen.lock().unwrap().push(current);
+        let endpoint = 100 + u64::from(current.number);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if current.number < 3 {
+                // Reported while the attempt's future is polled.
+                attempt::report_failed_endpoint(endpoint);
+                Err(Box::new(Classified::new(Class::new(Category::Network), "reset")) as BoxError)
+            } else {
+                Ok(endpoint as u32)
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_tell_the_router_which_endpoint_failed() {
+    use palisade_classify::attempt::Attempt;
+    let router = Router::default();
+    let svc = layer().build().unwrap().layer(router.clone());
+    assert_eq!(svc.oneshot(0).await.unwrap(), 103);
+    assert_eq!(
+        *router.seen.lock().unwrap(),
+        [
+            Attempt {
+                number: 1,
+                avoid: None
+            },
+            Attempt {
+                number: 2,
+                avoid: Some(101)
+            },
+            Attempt {
+                number: 3,
+                avoid: Some(102)
+            },
+        ]
+    );
+    assert!(palisade_classify::attempt::current().is_none());
+}
