@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
+//! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
 //!
 //! # Stacking order
 //!
@@ -46,3 +47,7 @@ pub use palisade_classify::BoxError;
 #[cfg(feature = "retry")]
 #[doc(inline)]
 pub use palisade_retry as retry;
+
+#[cfg(feature = "route")]
+#[doc(inline)]
+pub use palisade_route as route;

@@ -1,0 +1,213 @@
+//! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use palisade_classify::{Category, Class, HealthImpact};
+use tokio::time::Instant;
+
+use crate::RouteConfig;
+use crate::health::Health;
+
+/// Milliseconds from `origin` to `now` (0 before it).
+pub(crate) fn ms_since(origin: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(origin).as_millis() as u64
+}
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Everything the router knows about one endpoint.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    /// Unique across all routers of the process: what the attempt context names.
+    pub(crate) token: u64,
+    pub(crate) tier: u8,
+    pub(crate) label: String,
+    pub(crate) config: RouteConfig,
+    pub(crate) origin: Instant,
+    health: AtomicU64,
+    pub(crate) in_flight: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since the origin until which the endpoint is ejected (0: never was).
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
+    /// Milliseconds since the origin until which a rate-limited endpoint is skipped.
+    cooldown_until: AtomicU64,
+    /// Outcomes in the current outlier interval.
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// Last active check, ms since origin + 1 (0: never).
+    last_check: AtomicU64,
+    /// The category of the last failure + 1 (0: none).
+    last_error: AtomicU8,
+    /// Active check history for the trend: a ring of per-bucket (slot+1, healthy, total).
+    trend: [AtomicU64; TREND_BUCKETS],
+}
+
+pub(crate) const TREND_BUCKETS: usize = 10;
+
+impl EndpointState {
+    pub(crate) fn new(
+        tier: u8,
+        label: String,
+        health: Health,
+        config: RouteConfig,
+        origin: Instant,
+    ) -> Self {
+        EndpointState {
+            token: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
+            tier,
+            label,
+            config,
+            origin,
+            health: AtomicU64::new(health.pack()),
+            in_flight: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            cooldown_until: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_check: AtomicU64::new(0),
+            last_error: AtomicU8::new(0),
+            trend: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Milliseconds since the router's origin.
+    pub(crate) fn now_ms(&self) -> u64 {
+        ms_since(self.origin, Instant::now())
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        Health::unpack(self.health.load(Ordering::Acquire))
+    }
+
+    fn update_health(&self, f: impl Fn(Health) -> Health) {
+        let _ = self
+            .health
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(f(Health::unpack(v)).pack())
+            });
+    }
+
+    pub(crate) fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn cooldown_until(&self) -> u64 {
+        self.cooldown_until.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_check(&self) -> Option<u64> {
+        self.last_check.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    pub(crate) fn last_error(&self) -> Option<Category> {
+        let i = self.last_error.load(Ordering::Relaxed);
+        (i > 0).then(|| Category::ALL[usize::from(i - 1)])
+    }
+
+    /// Ejects for base × (ejections + 1), capped. Returns the ejection's end.
+    pub(crate) fn eject(&self, cfg: &RouteConfig, now_ms: u64) -> u64 {
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let len = cfg
+            .outlier
+            .base_ejection
+            .saturating_mul(n)
+            .min(cfg.outlier.max_ejection);
+        let until = now_ms + len.as_millis() as u64;
+        self.ejected_until.store(until, Ordering::Release);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = len.as_millis() as u64, "endpoint ejected");
+        until
+    }
+
+    /// A successful call: the hot path. Two relaxed increments when the endpoint is settled.
+    pub(crate) fn on_success(&self, cfg: &RouteConfig, now_ms: impl FnOnce() -> u64) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if !self.health().is_settled_healthy() {
+            let now = now_ms();
+            self.update_health(|h| h.on_outcome(true, &cfg.health, now));
+        }
+    }
+
+    /// A failed call, judged by its class.
+    pub(crate) fn on_failure(&self, class: Class, cfg: &RouteConfig, now_ms: u64) {
+        match class.health_impact() {
+            HealthImpact::None => {}
+            HealthImpact::Soft => {
+                let wait = class
+                    .retry_after
+                    .unwrap_or(cfg.cooldown)
+                    .min(cfg.max_cooldown);
+                self.cooldown_until
+                    .fetch_max(now_ms + wait.as_millis() as u64, Ordering::AcqRel);
+                self.last_error
+                    .store(class.category.index() as u8 + 1, Ordering::Relaxed);
+            }
+            HealthImpact::Full => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                self.last_error
+                    .store(class.category.index() as u8 + 1, Ordering::Relaxed);
+                self.update_health(|h| h.on_outcome(false, &cfg.health, now_ms));
+            }
+        }
+    }
+
+    /// An active check's verdict.
+    pub(crate) fn on_check(
+        &self,
+        healthy: bool,
+        cfg: &RouteConfig,
+        now_ms: u64,
+        trend_bucket_ms: u64,
+    ) {
+        self.last_check.store(now_ms + 1, Ordering::Relaxed);
+        self.update_health(|h| h.on_check(healthy, &cfg.health, now_ms));
+        // Trend ring: (slot + 1) << 32 | healthy << 16 | total, one CAS.
+        let slot = now_ms / trend_bucket_ms.max(1) + 1;
+        let cell = &self.trend[(slot % TREND_BUCKETS as u64) as usize];
+        let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            let (s, ok, total) = (v >> 32, (v >> 16) & 0xffff, v & 0xffff);
+            let (ok, total) = if s == slot { (ok, total) } else { (0, 0) };
+            let ok = (ok + u64::from(healthy)).min(0xffff);
+            let total = (total + 1).min(0xffff);
+            Some((slot << 32) | (ok << 16) | total)
+        });
+    }
+
+    /// Healthy and total checks in the trend window ending at `now_ms`.
+    pub(crate) fn trend(&self, now_ms: u64, trend_bucket_ms: u64) -> (u64, u64) {
+        let newest = now_ms / trend_bucket_ms.max(1) + 1;
+        let oldest = newest.saturating_sub(TREND_BUCKETS as u64 - 1);
+        self.trend.iter().fold((0, 0), |(ok, total), cell| {
+            let v = cell.load(Ordering::Acquire);
+            let s = v >> 32;
+            if s >= oldest && s <= newest && s != 0 {
+                (ok + ((v >> 16) & 0xffff), total + (v & 0xffff))
+            } else {
+                (ok, total)
+            }
+        })
+    }
+
+    /// Takes the outcomes counted since the last interval.
+    pub(crate) fn take_interval(&self) -> (u64, u64) {
+        (
+            self.successes.swap(0, Ordering::AcqRel),
+            self.failures.swap(0, Ordering::AcqRel),
+        )
+    }
+}

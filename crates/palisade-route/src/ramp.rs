@@ -1,0 +1,206 @@
+//! [`Ramp`]: how a recovering or new endpoint's traffic share grows back to 100 %.
+
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+
+/// How traffic returns to an endpoint once it is trusted again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ramp {
+    /// The reference design's fixed steps: `steps` equal increments, `interval` apart, the
+    /// first at once (5 steps of 30 s: 20 % at once, 40 % after 30 s, ... 100 % after 120 s).
+    Steps {
+        /// How many increments (at least 1).
+        steps: u32,
+        /// Time between increments.
+        interval: Duration,
+    },
+    /// Envoy's slow start: over `window`, the share grows as `(t / window)^(1 / aggression)`,
+    /// never below `min_share`. `aggression` 1.0 is linear; above 1 it ramps faster early.
+    Linear {
+        /// Time to reach 100 %.
+        window: Duration,
+        /// The share at the start (0.0 to 1.0).
+        min_share: f64,
+        /// The curve's exponent denominator (> 0).
+        aggression: f64,
+    },
+}
+
+impl Default for Ramp {
+    fn default() -> Self {
+        Ramp::Steps {
+            steps: 5,
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Ramp {
+    /// Checks the parameters.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match *self {
+            Ramp::Steps { steps, interval } => {
+                if steps == 0 {
+                    return Err(ConfigError::new("ramp.steps", "must be at least 1"));
+                }
+                if interval.is_zero() && steps > 1 {
+                    return Err(ConfigError::new(
+                        "ramp.interval",
+                        "must be greater than zero when there is more than one step",
+                    ));
+                }
+            }
+            Ramp::Linear {
+                window,
+                min_share,
+                aggression,
+            } => {
+                if window.is_zero() {
+                    return Err(ConfigError::new("ramp.window", "must be greater than zero"));
+                }
+                if !(0.0..=1.0).contains(&min_share) {
+                    return Err(ConfigError::new(
+                        "ramp.min_share",
+                        "must be within 0.0..=1.0",
+                    ));
+                }
+                if !(aggression.is_finite() && aggression > 0.0) {
+                    return Err(ConfigError::new(
+                        "ramp.aggression",
+                        "must be a finite number greater than zero",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The traffic share `elapsed` after the ramp began, in `(0, 1]`.
+    pub fn share(&self, elapsed: Duration) -> f64 {
+        match *self {
+            Ramp::Steps { steps, interval } => {
+                let done = if interval.is_zero() {
+                    u128::from(steps)
+                } else {
+                    elapsed.as_nanos() / interval.as_nanos() + 1
+                };
+                done.min(u128::from(steps)) as f64 / f64::from(steps)
+            }
+            Ramp::Linear {
+                window,
+                min_share,
+                aggression,
+            } => {
+                let t = (elapsed.as_secs_f64() / window.as_secs_f64()).min(1.0);
+                t.powf(1.0 / aggression).max(min_share).clamp(0.0, 1.0)
+            }
+        }
+    }
+
+    /// How long the ramp takes to reach 100 %.
+    pub fn duration(&self) -> Duration {
+        match *self {
+            Ramp::Steps { steps, interval } => interval.saturating_mul(steps.saturating_sub(1)),
+            Ramp::Linear { window, .. } => window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reference_steps() {
+        let r = Ramp::default();
+        let s = |secs: u64, ms: u64| r.share(Duration::from_secs(secs) + Duration::from_millis(ms));
+        assert_eq!(s(0, 0), 0.2);
+        assert_eq!(s(29, 999), 0.2);
+        assert_eq!(s(30, 0), 0.4);
+        assert_eq!(s(89, 999), 0.6);
+        assert_eq!(s(90, 0), 0.8);
+        assert_eq!(s(119, 999), 0.8);
+        assert_eq!(s(120, 0), 1.0);
+        assert_eq!(s(10_000, 0), 1.0);
+        assert_eq!(r.duration(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn linear_and_aggression() {
+        let lin = Ramp::Linear {
+            window: Duration::from_secs(10),
+            min_share: 0.1,
+            aggression: 1.0,
+        };
+        assert_eq!(lin.share(Duration::ZERO), 0.1);
+        assert!((lin.share(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert_eq!(lin.share(Duration::from_secs(10)), 1.0);
+        let fast = Ramp::Linear {
+            window: Duration::from_secs(10),
+            min_share: 0.0,
+            aggression: 2.0,
+        };
+        assert!((fast.share(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_ramps_name_the_field() {
+        let e = Ramp::Steps {
+            steps: 0,
+            interval: Duration::from_secs(1),
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "ramp.steps");
+        let e = Ramp::Linear {
+            window: Duration::ZERO,
+            min_share: 0.0,
+            aggression: 1.0,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "ramp.window");
+        let e = Ramp::Linear {
+            window: Duration::from_secs(1),
+            min_share: 1.5,
+            aggression: 1.0,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "ramp.min_share");
+        let e = Ramp::Linear {
+            window: Duration::from_secs(1),
+            min_share: 0.0,
+            aggression: f64::NAN,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "ramp.aggression");
+    }
+
+    proptest! {
+        #[test]
+        fn shares_are_bounded_and_monotonic(
+            steps in 1u32..20, interval_ms in 1u64..100_000,
+            window_ms in 1u64..1_000_000, min_share in 0.0f64..=1.0, aggression in 0.05f64..10.0,
+            a in 0u64..2_000_000, b in 0u64..2_000_000,
+        ) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            for ramp in [
+                Ramp::Steps { steps, interval: Duration::from_millis(interval_ms) },
+                Ramp::Linear { window: Duration::from_millis(window_ms), min_share, aggression },
+            ] {
+                prop_assert!(ramp.validate().is_ok());
+                let s_lo = ramp.share(Duration::from_millis(lo));
+                let s_hi = ramp.share(Duration::from_millis(hi));
+                let linear = matches!(ramp, Ramp::Linear { .. });
+                prop_assert!(s_lo > 0.0 || linear);
+                prop_assert!((0.0..=1.0).contains(&s_lo) && (0.0..=1.0).contains(&s_hi));
+                prop_assert!(s_lo <= s_hi + 1e-12, "not monotonic: {s_lo} > {s_hi}");
+                prop_assert_eq!(ramp.share(ramp.duration()), 1.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! [`RouteHandle`] and the status snapshot: what a `/ready` endpoint and a dashboard read.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_classify::Category;
+use tokio::time::Instant;
+
+use crate::HealthState;
+use crate::endpoint::{EndpointState, TREND_BUCKETS, ms_since};
+use crate::service::Shared;
+
+/// A handle on a router's endpoints, usable from any task: status snapshots and the health
+/// checker. Cloning is cheap.
+pub struct RouteHandle<K> {
+    pub(crate) shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for RouteHandle<K> {
+    fn clone(&self) -> Self {
+        RouteHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for RouteHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteHandle").finish_non_exhaustive()
+    }
+}
+
+/// The reference design's health trend over a window of active checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trend {
+    /// At least 95 % of checks healthy.
+    Healthy,
+    /// At least 70 %.
+    Degrading,
+    /// Below 70 %.
+    Unhealthy,
+    /// No checks in the window.
+    Unknown,
+}
+
+/// One endpoint, at one instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointStatus<K> {
+    /// Its discovery key.
+    pub key: K,
+    /// Its priority tier.
+    pub tier: u8,
+    /// The token that names it in the [attempt context](palisade_classify::attempt).
+    pub token: u64,
+    /// Its health state.
+    pub state: HealthState,
+    /// The traffic share its health allows (0.0 to 1.0), before ejection and cool-down.
+    pub share: f64,
+    /// Whether outlier detection has it ejected now.
+    pub ejected: bool,
+    /// How often it was ejected so far.
+    pub ejections: u32,
+    /// Whether it is cooling down after a rate limit.
+    pub cooling_down: bool,
+    /// Consecutive healthy signals.
+    pub consecutive_healthy: u8,
+    /// Consecutive unhealthy signals.
+    pub consecutive_unhealthy: u8,
+    /// Calls in flight.
+    pub in_flight: u32,
+    /// How long ago the last active check ran.
+    pub last_check: Option<Duration>,
+    /// The category of the last failure seen.
+    pub last_error: Option<Category>,
+    /// The trend over [`RouteConfig::trend_window`](crate::RouteConfig::trend_window).
+    pub trend: Trend,
+    /// The healthy fraction of checks in that window (0.0 to 1.0), if any ran.
+    pub health_rate: Option<f64>,
+}
+
+impl<K: Clone> RouteHandle<K> {
+    pub(crate) fn endpoints(&self) -> Vec<(K, Arc<EndpointState>)> {
+        self.shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn trend_bucket_ms(&self) -> u64 {
+        (self.shared.config.trend_window.as_millis() as u64 / TREND_BUCKETS as u64).max(1)
+    }
+
+    /// A snapshot of every endpoint.
+    pub fn status(&self) -> Vec<EndpointStatus<K>> {
+        let now = ms_since(self.shared.origin, Instant::now());
+        let cfg = &self.shared.config;
+        self.endpoints()
+            .into_iter()
+            .map(|(key, s)| {
+                let health = s.health();
+                let (healthy, unhealthy) = health.consecutive();
+                let (ok, total) = s.trend(now, self.trend_bucket_ms());
+                let health_rate = (total > 0).then(|| ok as f64 / total as f64);
+                let trend = match health_rate {
+                    None => Trend::Unknown,
+                    Some(r) if r >= 0.95 => Trend::Healthy,
+                    Some(r) if r >= 0.70 => Trend::Degrading,
+                    Some(_) => Trend::Unhealthy,
+                };
+                EndpointStatus {
+                    key,
+                    tier: s.tier,
+                    token: s.token,
+                    state: health.state(&cfg.health, now),
+                    share: health.share(&cfg.health, now),
+                    ejected: s.ejected_until() > now,
+                    ejections: s.ejections(),
+                    cooling_down: s.cooldown_until() > now,
+                    consecutive_healthy: healthy,
+                    consecutive_unhealthy: unhealthy,
+                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    last_check: s
+                        .last_check()
+                        .map(|t| Duration::from_millis(now.saturating_sub(t))),
+                    last_error: s.last_error(),
+                    trend,
+                    health_rate,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether any endpoint can take traffic now (what a `/ready` endpoint answers).
+    pub fn is_ready(&self) -> bool {
+        self.status()
+            .iter()
+            .any(|s| s.share > 0.0 && !s.ejected && !s.cooling_down)
+    }
+}

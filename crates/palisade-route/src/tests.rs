@@ -1,0 +1,490 @@
+//! The router on the paused clock.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_classify::attempt::{self, Attempt};
+use palisade_classify::{BoxError, Category, class_of};
+use tokio::sync::mpsc;
+use tower::discover::Change;
+use tower::{Service, ServiceExt, service_fn};
+
+use crate::*;
+
+type Svc = tower::util::BoxCloneService<(), &'static str, BoxError>;
+
+/// An endpoint that answers its name while `up`, and fails with `error` otherwise.
+fn endpoint(name: &'static str, up: Arc<AtomicBool>, error: &'static str) -> Svc {
+    tower::util::BoxCloneService::new(service_fn(move |_: ()| {
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            if up {
+                Ok(name)
+            } else {
+                Err::<_, BoxError>(error.into())
+            }
+        }
+    }))
+}
+
+fn flags(n: usize) -> Vec<Arc<AtomicBool>> {
+    (0..n).map(|_| Arc::new(AtomicBool::new(true))).collect()
+}
+
+const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+fn route_of(cfg: RouteConfig, up: &[Arc<AtomicBool>]) -> Route<Static<Svc>> {
+    Route::new(
+        cfg,
+        up.iter()
+            .enumerate()
+            .map(|(i, f)| endpoint(NAMES[i], f.clone(), "503 service unavailable")),
+    )
+    .unwrap()
+}
+
+async fn call<D>(route: &mut Route<D>) -> Result<&'static str, BoxError>
+where
+    D: tower::discover::Discover<Key = usize, Service = Svc> + Unpin,
+    D::Error: Into<BoxError>,
+{
+    route.ready().await?.call(()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_and_the_ejection_ends() {
+    let up = flags(3);
+    up[1].store(false, Ordering::SeqCst);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    let mut failures = 0;
+    for _ in 0..200 {
+        if call(&mut route).await.is_err() {
+            failures += 1;
+        }
+    }
+    // Exactly the five failures that ejected it.
+    assert_eq!(failures, 5);
+    let st = handle.status();
+    assert!(st[1].ejected);
+    assert_eq!(st[1].ejections, 1);
+    assert_eq!(st[1].last_error, Some(Category::ServerError));
+    // The ejection lasts 30 s: at 29.999 s still out, at 30 s back.
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    assert!(handle.status()[1].ejected);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!handle.status()[1].ejected);
+    // Still failing: the second ejection lasts twice as long.
+    for _ in 0..200 {
+        let _ = call(&mut route).await;
+    }
+    let st = handle.status();
+    assert!(st[1].ejected);
+    assert_eq!(st[1].ejections, 2);
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    assert!(handle.status()[1].ejected);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!handle.status()[1].ejected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ejection_cap_always_allows_one_and_no_more() {
+    let up = flags(4);
+    for f in &up {
+        f.store(false, Ordering::SeqCst);
+    }
+    let cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    let mut route = route_of(cfg, &up);
+    for _ in 0..100 {
+        let _ = call(&mut route).await;
+    }
+    // 10 % of 4 rounds down to 0, but one is always allowed.
+    let ejected = route.handle().status().iter().filter(|s| s.ejected).count();
+    assert_eq!(ejected, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_eligible_fails_fast_with_the_soonest_return() {
+    let up = flags(1);
+    up[0].store(false, Ordering::SeqCst);
+    let cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    let mut route = route_of(cfg, &up);
+    for _ in 0..5 {
+        assert_eq!(
+            call(&mut route).await.unwrap_err().to_string(),
+            "503 service unavailable"
+        );
+    }
+    // The fifth failure ejects it at the next pick, for 30 s.
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, Some(Duration::from_secs(30)));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let err = call(&mut route).await.unwrap_err();
+    let class = class_of(&err);
+    assert_eq!(class.category, Category::ServerError);
+    assert_eq!(class.retry_after, Some(Duration::from_secs(20)));
+    assert!(!route.handle().is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_mode_spreads_over_all_rather_than_fail() {
+    let up = flags(4);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    // Active checks fail three of four endpoints ten times: Failed, no traffic.
+    let sick = check_fn(|k: &usize| {
+        let k = *k;
+        async move {
+            if k == 0 {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("down".into())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&sick, Duration::from_secs(1)).await;
+    }
+    let st = handle.status();
+    assert_eq!(st[0].state, HealthState::Healthy);
+    assert!(st[1..].iter().all(|s| s.state == HealthState::Failed));
+    // 1 of 4 can take traffic: below the 50 % panic threshold, so the first calls spread over
+    // all four. Their successes are healthy signals: the failed ones turn Recovering and ramp.
+    let mut seen = [0; 4];
+    for _ in 0..8 {
+        let name = call(&mut route).await.unwrap();
+        seen[NAMES.iter().position(|n| *n == name).unwrap()] += 1;
+    }
+    assert!(seen[1..].iter().sum::<i32>() >= 4, "{seen:?}");
+    for _ in 0..400 {
+        let name = call(&mut route).await.unwrap();
+        seen[NAMES.iter().position(|n| *n == name).unwrap()] += 1;
+    }
+    assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
+    assert!(
+        handle.status()[1..]
+            .iter()
+            .all(|s| s.state == HealthState::Recovering)
+    );
+
+    // Without panic mode only the healthy one is used.
+    let mut strict = route_of(
+        RouteConfig {
+            panic_threshold: 0.0,
+            ..RouteConfig::default()
+        },
+        &up,
+    );
+    let h = strict.handle();
+    for _ in 0..10 {
+        h.check_once(&sick, Duration::from_secs(1)).await;
+    }
+    for _ in 0..100 {
+        assert_eq!(call(&mut strict).await.unwrap(), "a");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_ramps_traffic_back_in_steps() {
+    let up = flags(2);
+    let cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    let mut route = route_of(cfg, &up);
+    let handle = route.handle();
+    let b_down = Arc::new(AtomicBool::new(true));
+    let flag = b_down.clone();
+    let check = check_fn(move |k: &usize| {
+        let fail = *k == 1 && flag.load(Ordering::SeqCst);
+        async move {
+            if fail {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    assert_eq!(handle.status()[1].state, HealthState::Failed);
+    b_down.store(false, Ordering::SeqCst);
+    handle.check_once(&check, Duration::from_secs(1)).await;
+    handle.check_once(&check, Duration::from_secs(1)).await;
+    assert_eq!(handle.status()[1].state, HealthState::Recovering);
+    assert_eq!(handle.status()[1].share, 0.0);
+    for _ in 0..50 {
+        assert_eq!(call(&mut route).await.unwrap(), "a");
+    }
+    handle.check_once(&check, Duration::from_secs(1)).await;
+    assert_eq!(handle.status()[1].share, 0.2);
+    // At 20 % against a's 100 %, b gets about a sixth of the traffic.
+    let mut b = 0;
+    for _ in 0..1200 {
+        if call(&mut route).await.unwrap() == "b" {
+            b += 1;
+        }
+    }
+    assert!((120..=280).contains(&b), "{b}");
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let st = handle.status();
+    assert_eq!(st[1].state, HealthState::Healthy);
+    assert_eq!(st[1].share, 1.0);
+    assert_eq!(st[1].trend, Trend::Unhealthy); // 3 good of 13 checks in the window
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiers_spill_over_as_the_first_degrades() {
+    let up = flags(3);
+    let cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    let eps = [(0u8, 0usize), (0, 1), (1, 2)]
+        .into_iter()
+        .map(|(tier, i)| (tier, endpoint(NAMES[i], up[i].clone(), "503")));
+    let mut route = Route::with_tiers(cfg, eps).unwrap();
+    let handle = route.handle();
+    for _ in 0..200 {
+        assert_ne!(
+            call(&mut route).await.unwrap(),
+            "c",
+            "tier 1 idles while tier 0 is healthy"
+        );
+    }
+    let check = check_fn(|k: &usize| {
+        let k = *k;
+        async move {
+            if k == 1 {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    // Tier 0 has half its capacity: 0.5 × 1.4 = 70 % stays, 30 % spills to tier 1.
+    let mut c = 0;
+    for _ in 0..2000 {
+        if call(&mut route).await.unwrap() == "c" {
+            c += 1;
+        }
+    }
+    assert!((500..=700).contains(&c), "{c}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_avoids_the_endpoint_that_just_failed() {
+    let up = flags(3);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let tokens: Vec<u64> = route.handle().status().iter().map(|s| s.token).collect();
+    for _ in 0..200 {
+        let mut state = Attempt {
+            number: 2,
+            avoid: Some(tokens[0]),
+        };
+        let name = attempt::scope(&mut state, || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(route.poll_ready(&mut cx).is_ready());
+            let mut fut = std::pin::pin!(route.call(()));
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => r.unwrap(),
+                Poll::Pending => unreachable!("endpoints answer at once"),
+            }
+        });
+        assert_ne!(name, "a");
+    }
+    // A failure inside the scope is reported back for the next attempt.
+    up[1].store(false, Ordering::SeqCst);
+    up[2].store(false, Ordering::SeqCst);
+    let mut reported = None;
+    for _ in 0..20 {
+        let mut state = Attempt::default();
+        let failed = attempt::scope(&mut state, || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = route.poll_ready(&mut cx);
+            let mut fut = std::pin::pin!(route.call(()));
+            matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(_)))
+        });
+        if failed {
+            reported = state.avoid;
+            break;
+        }
+    }
+    assert!(
+        reported == Some(tokens[1]) || reported == Some(tokens[2]),
+        "{reported:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_cool_down_without_ejecting() {
+    let up = flags(2);
+    let mut eps = vec![endpoint("a", up[0].clone(), "503")];
+    eps.push(endpoint(
+        "b",
+        Arc::new(AtomicBool::new(false)),
+        "429 rate limit, retry after 2",
+    ));
+    let mut route = Route::new(RouteConfig::default(), eps).unwrap();
+    let handle = route.handle();
+    let mut b_errors = 0;
+    for _ in 0..100 {
+        if call(&mut route).await.is_err() {
+            b_errors += 1;
+        }
+    }
+    // One 429 cools b for 2 s; nothing ejects it and a serves the rest.
+    assert_eq!(b_errors, 1);
+    let st = handle.status();
+    assert!(st[1].cooling_down && !st[1].ejected);
+    assert_eq!(st[1].state, HealthState::Healthy);
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert!(handle.status()[1].cooling_down);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!handle.status()[1].cooling_down);
+}
+
+/// Discovery through a channel.
+struct Channel(mpsc::UnboundedReceiver<Change<usize, Svc>>);
+
+impl futures_core::Stream for Channel {
+    type Item = Result<Change<usize, Svc>, BoxError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_changes_while_calls_are_in_flight() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let slow = tower::util::BoxCloneService::new(service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, BoxError>("slow")
+    }));
+    tx.send(Change::Insert(1, slow)).unwrap();
+    let cfg = RouteConfig {
+        slow_start: false,
+        ..RouteConfig::default()
+    };
+    let mut route = Route::discover(cfg, Channel(rx)).unwrap();
+    let handle = route.handle();
+    let in_flight = route.ready().await.unwrap().call(());
+    assert_eq!(handle.status()[0].in_flight, 1);
+    // Replace the endpoint set while the call runs.
+    tx.send(Change::Remove(1)).unwrap();
+    tx.send(Change::Insert(
+        2,
+        endpoint("new", Arc::new(AtomicBool::new(true)), "503"),
+    ))
+    .unwrap();
+    assert_eq!(call(&mut route).await.unwrap(), "new");
+    assert_eq!(route.keys().copied().collect::<Vec<_>>(), vec![2]);
+    // The call to the removed endpoint still completes.
+    assert_eq!(in_flight.await.unwrap(), "slow");
+    assert_eq!(handle.status().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_endpoints_slow_start() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(
+        1,
+        endpoint("old", Arc::new(AtomicBool::new(true)), "503"),
+    ))
+    .unwrap();
+    let mut route = Route::discover(
+        RouteConfig {
+            slow_start: false,
+            ..RouteConfig::default()
+        },
+        Channel(rx),
+    )
+    .unwrap();
+    let _ = call(&mut route).await.unwrap();
+    let mut route2 = {
+        let (tx2, rx2) = mpsc::unbounded_channel();
+        tx2.send(Change::Insert(
+            1,
+            endpoint("fresh", Arc::new(AtomicBool::new(true)), "503"),
+        ))
+        .unwrap();
+        Route::discover(RouteConfig::default(), Channel(rx2)).unwrap()
+    };
+    let _ = call(&mut route2).await.unwrap();
+    let st = route2.handle().status();
+    assert_eq!(st[0].state, HealthState::Recovering);
+    assert_eq!(st[0].share, 0.2);
+    drop(tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_rate_outliers_are_ejected_by_the_checker() {
+    let up = flags(6);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    // Endpoint f fails 40 % of its calls; the others never.
+    let mut n = 0u32;
+    let flaky = up[5].clone();
+    for _ in 0..2400 {
+        n += 1;
+        flaky.store(n % 5 >= 2, Ordering::SeqCst);
+        let _ = call(&mut route).await;
+    }
+    let ok = check_fn(|_: &usize| async { Ok::<(), BoxError>(()) });
+    handle.check_once(&ok, Duration::from_secs(1)).await;
+    let st = handle.status();
+    assert!(st[5].ejected, "{st:?}");
+    assert!(st[..5].iter().all(|s| !s.ejected));
+}
+
+#[test]
+fn bad_configuration_names_the_field() {
+    let up = flags(1);
+    let err = |cfg: RouteConfig| {
+        Route::new(cfg, up.iter().map(|f| endpoint("a", f.clone(), "503")))
+            .unwrap_err()
+            .field()
+            .to_owned()
+    };
+    let d = RouteConfig::default();
+    assert_eq!(
+        err(RouteConfig {
+            panic_threshold: 1.5,
+            ..d
+        }),
+        "panic_threshold"
+    );
+    assert_eq!(
+        err(RouteConfig {
+            overprovisioning: 0.5,
+            ..d
+        }),
+        "overprovisioning"
+    );
+    let mut o = d;
+    o.outlier.max_ejection = Duration::from_secs(1);
+    assert_eq!(err(o), "outlier.max_ejection");
+    let mut h = d;
+    h.health.failed_after = 1;
+    assert_eq!(err(h), "health.failed_after");
+    let mut r = d;
+    r.health.ramp = Ramp::Steps {
+        steps: 0,
+        interval: Duration::from_secs(1),
+    };
+    assert_eq!(err(r), "ramp.steps");
+}
