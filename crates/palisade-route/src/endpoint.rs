@@ -1,5 +1,6 @@
 //! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use palisade_classify::{Category, Class, HealthImpact};
@@ -24,6 +25,8 @@ pub(crate) struct EndpointState {
     pub(crate) label: String,
     pub(crate) config: RouteConfig,
     pub(crate) origin: Instant,
+    /// The router's event counter: bumped by anything that may change who is eligible.
+    epoch: Arc<AtomicU64>,
     health: AtomicU64,
     pub(crate) in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -52,8 +55,10 @@ impl EndpointState {
         health: Health,
         config: RouteConfig,
         origin: Instant,
+        epoch: Arc<AtomicU64>,
     ) -> Self {
         EndpointState {
+            epoch,
             token: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
             tier,
             label,
@@ -82,12 +87,19 @@ impl EndpointState {
         Health::unpack(self.health.load(Ordering::Acquire))
     }
 
+    /// Tells the router that eligibility may have changed (never on the settled success path).
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn update_health(&self, f: impl Fn(Health) -> Health) {
         let _ = self
             .health
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(f(Health::unpack(v)).pack())
             });
+        // After the change: a scan that reads the new epoch also reads the new state.
+        self.bump();
     }
 
     pub(crate) fn ejected_until(&self) -> u64 {
@@ -126,6 +138,7 @@ impl EndpointState {
         let until = now_ms + len.as_millis() as u64;
         self.ejected_until.store(until, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.bump();
         tracing::warn!(endpoint = %self.label, ejections = n, for_ms = len.as_millis() as u64, "endpoint ejected");
         until
     }
@@ -153,11 +166,13 @@ impl EndpointState {
                     .min(cfg.max_cooldown);
                 self.cooldown_until
                     .fetch_max(now_ms + wait.as_millis() as u64, Ordering::AcqRel);
+                self.bump();
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);
             }
             HealthImpact::Full => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                // Counted before the health update bumps the epoch, so the next pick sees it.
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,15 +42,23 @@ pub(crate) struct Shared<K> {
     /// The current endpoint set, for the handle and the checker. Written on discovery
     /// changes, read by status and checks: never on the per-call path.
     pub(crate) registry: Mutex<Vec<(K, Arc<EndpointState>)>>,
+    /// Bumped by every event that may change eligibility (failures, checks, ejections,
+    /// discovery); successes of healthy endpoints leave it alone.
+    pub(crate) epoch: Arc<AtomicU64>,
+    /// The epoch at which a full scan found every endpoint fully healthy in one tier: while the
+    /// epoch has not moved since, a pick needs no scan.
+    plain_at: AtomicU64,
 }
 
 /// Spreads calls over endpoints by their health; see the [crate docs](crate).
 ///
 /// # Clone
-/// A router over a static list is `Clone` when its endpoint services are: clones share every
-/// endpoint's health (atomics behind an `Arc`) and pick with their own rng. A router fed by a
-/// [`Discover`] applies the changes it polls to itself only: share it through
-/// `tower::buffer::Buffer`.
+/// Endpoint services must be `Clone`: each call runs on a clone of the chosen endpoint's
+/// service (as `ServiceExt::oneshot` would), so the router itself is cheap to clone (two `Arc`s
+/// and an rng), which matters under a retry layer that clones its inner service per request.
+/// Clones share every endpoint's health and pick with their own reproducible rng. A router fed
+/// by a [`Discover`] applies the changes it polls to itself (and clones made afterwards): poll
+/// discovery from one instance, for example behind `tower::buffer::Buffer`.
 ///
 /// # Readiness
 /// `poll_ready` applies discovery changes, picks an endpoint and waits for that endpoint to be
@@ -57,10 +66,17 @@ pub(crate) struct Shared<K> {
 /// [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above can act.
 pub struct Route<D: Discover> {
     shared: Arc<Shared<D::Key>>,
-    endpoints: Vec<Endpoint<D::Key, D::Service>>,
+    /// Copy-on-write: clones share it; a discovery change makes a new one.
+    endpoints: Arc<Vec<Endpoint<D::Key, D::Service>>>,
     discover: Option<D>,
     rng: SmallRng,
-    ready: Option<usize>,
+    /// Seeds for clones, so that each clone (one per request under a retry layer) picks
+    /// differently yet reproducibly. Per instance: never contended.
+    seeds: AtomicU64,
+    /// The endpoint `poll_ready` chose, as a ready clone of its service.
+    ready: Option<(usize, D::Service)>,
+    /// The endpoint `poll_ready` chose that was not ready yet.
+    pending: Option<(usize, D::Service)>,
     unavailable: Option<NoHealthyEndpoint>,
 }
 
@@ -71,16 +87,19 @@ where
     D::Service: Clone,
 {
     fn clone(&self) -> Self {
+        let seed = self
+            .seeds
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
         Route {
             shared: self.shared.clone(),
             endpoints: self.endpoints.clone(),
             discover: self.discover.clone(),
-            // A clone picks differently from its original, but reproducibly.
-            rng: SmallRng::seed_from_u64(
-                self.shared.config.seed ^ self.endpoints.len() as u64 ^ 0x9e37_79b9,
-            ),
+            // A clone picks differently from its original and its siblings, reproducibly.
+            rng: SmallRng::seed_from_u64(seed),
+            seeds: AtomicU64::new(seed ^ 0xd1b5_4a32_d192_ed03),
             // What poll_ready reserved belongs to the original.
             ready: None,
+            pending: None,
             unavailable: None,
         }
     }
@@ -101,7 +120,7 @@ where
     }
 }
 
-impl<S> Route<Static<S>> {
+impl<S: Clone> Route<Static<S>> {
     /// A router over a fixed list of endpoints, all in tier 0, keyed by position.
     ///
     /// # Errors
@@ -134,6 +153,7 @@ impl<D> Route<D>
 where
     D: Discover + Unpin,
     D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
     D::Error: Into<BoxError>,
 {
     /// A router whose endpoints come and go through `discover` (tier 0; new endpoints ramp up
@@ -165,6 +185,7 @@ where
 impl<D: Discover> Route<D>
 where
     D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
 {
     fn build(config: RouteConfig, discover: Option<D>) -> Result<Self, ConfigError> {
         config.validate()?;
@@ -174,11 +195,15 @@ where
                 config,
                 origin: Instant::now(),
                 registry: Mutex::new(Vec::new()),
+                epoch: Arc::new(AtomicU64::new(0)),
+                plain_at: AtomicU64::new(u64::MAX),
             }),
-            endpoints: Vec::new(),
+            endpoints: Arc::new(Vec::new()),
             discover,
             rng: SmallRng::seed_from_u64(config.seed),
+            seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
             ready: None,
+            pending: None,
             unavailable: None,
         })
     }
@@ -196,23 +221,27 @@ where
             health,
             self.shared.config,
             self.shared.origin,
+            self.shared.epoch.clone(),
         ));
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         tracing::debug!(endpoint = %state.label, tier, slow_start, "endpoint added");
         self.ready = None;
+        self.pending = None;
         let mut registry = self
             .shared
             .registry
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = self.endpoints.iter().position(|e| e.key == key) {
-            self.endpoints[i] = Endpoint {
+        let endpoints = Arc::make_mut(&mut self.endpoints);
+        if let Some(i) = endpoints.iter().position(|e| e.key == key) {
+            endpoints[i] = Endpoint {
                 key: key.clone(),
                 svc,
                 state: state.clone(),
             };
             registry.retain(|(k, _)| *k != key);
         } else {
-            self.endpoints.push(Endpoint {
+            endpoints.push(Endpoint {
                 key: key.clone(),
                 svc,
                 state: state.clone(),
@@ -224,9 +253,11 @@ where
     fn remove(&mut self, key: &D::Key) {
         if let Some(i) = self.endpoints.iter().position(|e| e.key == *key) {
             // Calls in flight keep their endpoint's state alive and finish normally.
-            let gone = self.endpoints.swap_remove(i);
+            let gone = Arc::make_mut(&mut self.endpoints).swap_remove(i);
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
             tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
             self.ready = None;
+            self.pending = None;
             self.shared
                 .registry
                 .lock()
@@ -248,111 +279,191 @@ where
     }
 }
 
+/// What one scan of the endpoints learns about one of them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    /// The traffic share health allows, zero while ejected or cooling down.
+    weight: f64,
+    tier: u8,
+    cooling: bool,
+    /// When it comes back by itself (end of ejection or cool-down), if later than now.
+    back: u64,
+}
+
+/// Endpoints the scan keeps on the stack; beyond this, slots are recomputed when needed.
+const CACHED: usize = 64;
+
+fn slot<K, S>(endpoints: &[Endpoint<K, S>], cfg: &RouteConfig, i: usize, now: u64) -> Slot {
+    {
+        let s = &endpoints[i].state;
+        let ejected = s.ejected_until();
+        let cooldown = s.cooldown_until();
+        let cooling = cooldown > now;
+        let weight = if cooling || ejected > now {
+            0.0
+        } else {
+            s.health().share(&cfg.health, now)
+        };
+        let back = ejected.max(cooldown);
+        Slot {
+            weight,
+            tier: s.tier,
+            cooling,
+            back: if back > now { back } else { 0 },
+        }
+    }
+}
+
 impl<D: Discover> Route<D> {
-    /// Picks an endpoint at `now` (ms since origin): eligibility, ejections, panic mode, tiers,
-    /// then power of two choices weighted by health. Allocates nothing.
-    fn pick(&mut self, now: u64) -> Result<usize, NoHealthyEndpoint> {
+    /// Applies consecutive-failure ejections within the cap (always allowing one). Only runs
+    /// when the scan saw a candidate: the failure path.
+    fn eject_candidates(&self, now: u64) {
         let cfg = &self.shared.config;
-        let eps = &self.endpoints;
-        if eps.is_empty() {
+        let n = self.endpoints.len();
+        let max_ejected = ((n as f64 * cfg.outlier.max_ejection_percent / 100.0) as usize).max(1);
+        let mut ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state.ejected_until() > now)
+            .count();
+        for e in self.endpoints.iter() {
+            if ejected >= max_ejected {
+                break;
+            }
+            if e.state.ejected_until() <= now
+                && e.state.consecutive_failures() >= cfg.outlier.consecutive_failures
+            {
+                e.state.eject(cfg, now);
+                ejected += 1;
+            }
+        }
+    }
+
+    /// Picks an endpoint at `now` (ms since origin): eligibility, ejections, panic mode, tiers,
+    /// then power of two choices weighted by health. One scan of the endpoints into a stack
+    /// cache; O(1) after it when every endpoint is plainly healthy. Allocates nothing.
+    fn pick(&mut self, now: u64) -> Result<usize, NoHealthyEndpoint> {
+        let n = self.endpoints.len();
+        if n == 0 {
             return Err(NoHealthyEndpoint { retry_after: None });
         }
-        let n = eps.len();
-
-        // Consecutive-failure ejections, within the cap (always at least one).
-        let max_ejected = ((n as f64 * cfg.outlier.max_ejection_percent / 100.0) as usize).max(1);
-        let mut ejected = eps.iter().filter(|e| e.state.ejected_until() > now).count();
-        if cfg.outlier.consecutive_failures > 0 {
-            for e in eps {
-                if ejected >= max_ejected {
-                    break;
-                }
-                if e.state.ejected_until() <= now
-                    && e.state.consecutive_failures() >= cfg.outlier.consecutive_failures
-                {
-                    e.state.eject(cfg, now);
-                    ejected += 1;
-                }
-            }
+        let avoid = attempt::current().and_then(|a| a.avoid);
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        if avoid.is_none() && self.shared.plain_at.load(Ordering::Acquire) == epoch {
+            // Nothing changed since every endpoint was seen fully healthy: classic power of two
+            // choices, no scan.
+            let load = |i: usize| self.endpoints[i].state.in_flight.load(Ordering::Relaxed);
+            let a = self.rng.random_range(0..n);
+            let b = self.rng.random_range(0..n);
+            return Ok(if load(b) < load(a) { b } else { a });
+        }
+        let threshold = self.shared.config.outlier.consecutive_failures;
+        if threshold > 0
+            && self.endpoints.iter().any(|e| {
+                e.state.consecutive_failures() >= threshold && e.state.ejected_until() <= now
+            })
+        {
+            self.eject_candidates(now);
         }
 
-        let weight = |e: &Endpoint<D::Key, D::Service>, panic: bool| -> f64 {
-            let s = &e.state;
-            if s.cooldown_until() > now {
-                0.0
-            } else if panic {
-                1.0
-            } else if s.ejected_until() > now {
-                0.0
-            } else {
-                s.health().share(&cfg.health, now)
+        let endpoints: &[Endpoint<D::Key, D::Service>] = &self.endpoints;
+        let cfg = &self.shared.config;
+        let rng = &mut self.rng;
+        let mut cache = [Slot::default(); CACHED];
+        let mut available = 0;
+        let mut uniform = true;
+        let first_tier = self.endpoints[0].state.tier;
+        for i in 0..n {
+            let slot = slot(endpoints, cfg, i, now);
+            if slot.weight > 0.0 {
+                available += 1;
             }
-        };
-        let available = eps.iter().filter(|e| weight(e, false) > 0.0).count();
+            uniform &= slot.weight == 1.0 && slot.tier == first_tier;
+            if let Some(cached) = cache.get_mut(i) {
+                *cached = slot;
+            }
+        }
+        let load = |i: usize| endpoints[i].state.in_flight.load(Ordering::Relaxed);
+        if uniform {
+            // If nothing happened during the scan, later picks can skip it.
+            self.shared.plain_at.store(epoch, Ordering::Release);
+        }
+        if uniform && avoid.is_none() {
+            // Every endpoint plainly healthy, one tier: classic power of two choices.
+            let a = rng.random_range(0..n);
+            let b = rng.random_range(0..n);
+            return Ok(if load(b) < load(a) { b } else { a });
+        }
+
         let panic = (available as f64) < cfg.panic_threshold * n as f64;
         if panic {
             tracing::debug!(available, endpoints = n, "panic mode: ignoring health");
         }
-        let avoid = attempt::current().and_then(|a| a.avoid);
+        let get = |i: usize| {
+            if i < CACHED {
+                cache[i]
+            } else {
+                slot(endpoints, cfg, i, now)
+            }
+        };
+        let weight = |slot: Slot| -> f64 {
+            if slot.cooling {
+                0.0
+            } else if panic {
+                1.0
+            } else {
+                slot.weight
+            }
+        };
 
         // Tiers in increasing order; each keeps min(1, health × overprovisioning) of what
         // reaches it and spills the rest.
-        let mut tier = eps.iter().map(|e| e.state.tier).min().unwrap_or(0);
+        let mut tier = (0..n).map(|i| get(i).tier).min().unwrap_or(0);
         let mut chosen = None;
         loop {
-            let (sum, count) = eps
-                .iter()
-                .filter(|e| e.state.tier == tier)
-                .fold((0.0, 0usize), |(s, c), e| (s + weight(e, panic), c + 1));
+            let (sum, count) = (0..n)
+                .map(get)
+                .filter(|s| s.tier == tier)
+                .fold((0.0, 0usize), |(sum, c), s| (sum + weight(s), c + 1));
             if sum > 0.0 {
                 chosen = Some(tier);
                 let capacity = (sum / count as f64 * cfg.overprovisioning).min(1.0);
-                if capacity >= 1.0 || self.rng.random::<f64>() < capacity {
+                if capacity >= 1.0 || rng.random::<f64>() < capacity {
                     break;
                 }
             }
-            match eps.iter().map(|e| e.state.tier).filter(|t| *t > tier).min() {
+            match (0..n).map(|i| get(i).tier).filter(|t| *t > tier).min() {
                 Some(next) => tier = next,
                 None => break,
             }
         }
         let Some(tier) = chosen else {
-            let retry_after = eps
-                .iter()
-                .filter_map(|e| {
-                    let back = e.state.ejected_until().max(e.state.cooldown_until());
-                    (back > now).then(|| back - now)
-                })
+            let retry_after = (0..n)
+                .map(|i| get(i).back)
+                .filter(|back| *back > now)
                 .min()
-                .map(Duration::from_millis);
+                .map(|back| Duration::from_millis(back - now));
             return Err(NoHealthyEndpoint { retry_after });
         };
 
         // Weighted draws within the tier, avoiding the endpoint that just failed this request
         // when another is eligible.
-        let others = eps
-            .iter()
-            .filter(|e| {
-                e.state.tier == tier && Some(e.state.token) != avoid && weight(e, panic) > 0.0
-            })
+        let token = |i: usize| endpoints[i].state.token;
+        let in_tier = |i: usize| get(i).tier == tier && weight(get(i)) > 0.0;
+        let others = (0..n)
+            .filter(|&i| in_tier(i) && Some(token(i)) != avoid)
             .count();
         let skip = if others > 0 { avoid } else { None };
-        let total: f64 = eps
-            .iter()
-            .filter(|e| e.state.tier == tier && Some(e.state.token) != skip)
-            .map(|e| weight(e, panic))
+        let eligible = |i: usize| in_tier(i) && Some(token(i)) != skip;
+        let total: f64 = (0..n)
+            .filter(|&i| eligible(i))
+            .map(|i| weight(get(i)))
             .sum();
         let draw = |rng: &mut SmallRng| -> usize {
             let mut r = rng.random::<f64>() * total;
             let mut last = 0;
-            for (i, e) in eps.iter().enumerate() {
-                if e.state.tier != tier || Some(e.state.token) == skip {
-                    continue;
-                }
-                let w = weight(e, panic);
-                if w <= 0.0 {
-                    continue;
-                }
+            for i in (0..n).filter(|&i| eligible(i)) {
+                let w = weight(get(i));
                 last = i;
                 if r < w {
                     return i;
@@ -361,14 +472,8 @@ impl<D: Discover> Route<D> {
             }
             last
         };
-        let a = draw(&mut self.rng);
-        let b = draw(&mut self.rng);
-        let load = |i: usize| {
-            eps[i]
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let a = draw(rng);
+        let b = draw(rng);
         Ok(if load(b) < load(a) { b } else { a })
     }
 }
@@ -378,7 +483,7 @@ where
     D: Discover + Unpin,
     D::Key: Clone + PartialEq + fmt::Debug,
     D::Error: Into<BoxError>,
-    D::Service: Service<Req>,
+    D::Service: Service<Req> + Clone,
     <D::Service as Service<Req>>::Error: Into<BoxError>,
 {
     type Response = <D::Service as Service<Req>>::Response;
@@ -393,25 +498,33 @@ where
         let now = ms_since(self.shared.origin, Instant::now());
         let mut last_error = None;
         for _ in 0..self.endpoints.len().max(1) {
-            let i = match self.pick(now) {
-                Ok(i) => i,
-                Err(none) => {
-                    self.unavailable = Some(none);
-                    return Poll::Ready(Ok(()));
-                }
+            // An endpoint that was not ready last time keeps its place in line.
+            let (i, mut svc) = match self.pending.take() {
+                Some(waiting) => waiting,
+                None => match self.pick(now) {
+                    Ok(i) => (i, self.endpoints[i].svc.clone()),
+                    Err(none) => {
+                        self.unavailable = Some(none);
+                        return Poll::Ready(Ok(()));
+                    }
+                },
             };
-            let ep = &mut self.endpoints[i];
-            match ep.svc.poll_ready(cx) {
+            match svc.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.ready = Some(i);
+                    self.ready = Some((i, svc));
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
                     let e: BoxError = e.into();
-                    ep.state.on_failure(class_of(&e), &self.shared.config, now);
+                    if let Some(ep) = self.endpoints.get(i) {
+                        ep.state.on_failure(class_of(&e), &self.shared.config, now);
+                    }
                     last_error = Some(e);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.pending = Some((i, svc));
+                    return Poll::Pending;
+                }
             }
         }
         Poll::Ready(Err(last_error.unwrap_or_else(|| {
@@ -424,10 +537,9 @@ where
             tracing::debug!(%none, "no endpoint for the call");
             return ResponseFuture::failed(Box::new(none));
         }
-        let Some(i) = self.ready.take() else {
+        let Some((i, mut svc)) = self.ready.take() else {
             return ResponseFuture::failed("Route::call without poll_ready returning Ready".into());
         };
-        let ep = &mut self.endpoints[i];
-        ResponseFuture::new(ep.svc.call(req), ep.state.clone())
+        ResponseFuture::new(svc.call(req), self.endpoints[i].state.clone())
     }
 }

@@ -488,3 +488,28 @@ fn bad_configuration_names_the_field() {
     };
     assert_eq!(err(r), "ramp.steps");
 }
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_health_and_pick_differently() {
+    let up = flags(4);
+    let route = route_of(RouteConfig::default(), &up);
+    // One clone per request, as a retry layer above makes them: the first picks must spread.
+    let mut firsts = [0; 4];
+    for _ in 0..400 {
+        let mut clone = route.clone();
+        let name = call(&mut clone).await.unwrap();
+        firsts[NAMES.iter().position(|n| *n == name).unwrap()] += 1;
+    }
+    assert!(firsts.iter().all(|n| *n > 60), "{firsts:?}");
+    // Health seen through one clone is seen by all.
+    up[2].store(false, Ordering::SeqCst);
+    let mut failing = route.clone();
+    for _ in 0..200 {
+        let _ = call(&mut failing).await;
+    }
+    assert!(route.handle().status()[2].ejected);
+    let mut other = route.clone();
+    for _ in 0..100 {
+        assert_ne!(call(&mut other).await.unwrap(), "c");
+    }
+}
