@@ -513,3 +513,45 @@ async fn clones_share_health_and_pick_differently() {
         assert_ne!(call(&mut other).await.unwrap(), "c");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_checker_runs_a_suite_on_an_interval_that_the_user_spawns() {
+    let up = flags(2);
+    let route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    let db_ok = Arc::new(AtomicBool::new(true));
+    let flag = db_ok.clone();
+    // Two checks; endpoint 1's second check fails while `db_ok` is false.
+    let suite = Suite::new()
+        .with(check_fn(|_: &usize| async { Ok::<(), BoxError>(()) }))
+        .with(check_fn(move |k: &usize| {
+            let fail = *k == 1 && !flag.load(Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err::<(), BoxError>("db down".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }));
+    db_ok.store(false, Ordering::SeqCst);
+    let checker = tokio::spawn(handle.health_checker(suite, Duration::from_secs(10)));
+    // Ticks at 0, 10, 20 s: three failures make endpoint 1 degraded.
+    tokio::time::sleep(Duration::from_millis(20_001)).await;
+    let st = handle.status();
+    assert_eq!(st[0].state, HealthState::Healthy);
+    assert_eq!(st[1].state, HealthState::Degraded);
+    assert_eq!(st[1].consecutive_unhealthy, 3);
+    assert_eq!(st[1].last_check, Some(Duration::from_millis(1)));
+    // Ten failures: failed.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    assert_eq!(handle.status()[1].state, HealthState::Failed);
+    db_ok.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let st = handle.status();
+    assert_eq!(st[1].state, HealthState::Recovering);
+    assert_eq!(st[1].share, 0.2);
+    assert_eq!(st[0].trend, Trend::Healthy);
+    assert_eq!(st[0].health_rate, Some(1.0));
+    checker.abort();
+}
