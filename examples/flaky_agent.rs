@@ -1,129 +1,165 @@
-//! A flaky LLM agent behind every palisade layer that exists so far, printing what each did.
+//! A flaky LLM provider behind every palisade layer that exists so far, printing what each did.
 //!
 //! `cargo run -p palisade-examples --example flaky_agent`
 //!
-//! The agent fails the way real providers do (rate limits with a retry hint, 5xx, dropped
-//! connections, bad requests, timeouts), chosen by a seeded rng so every run prints the same.
+//! Three replicas of a provider answer an agent's prompts, one per second of virtual time for
+//! three minutes (the run takes milliseconds: the tokio clock is paused and advances itself):
+//!
+//! * `east` has an outage from 0:30 to 1:30 (HTTP 503), and its health checks fail with it;
+//! * `west` rate-limits one call in eight (429, "retry after 2");
+//! * `backup` is a standby in priority tier 1, used only when tier 0 lacks capacity.
+//!
+//! The stack, outermost first: retry (3 attempts, exponential backoff, a shared ratio budget)
+//! → route (health-ramped, outlier ejection, tiers) → classify (one per replica). Each line
+//! shows what happened to one prompt; every 30 s the router's view of the replicas is printed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade::classify::{
-    BoxError, Category, Class, ClassifyLayer, DefaultClassifier, ErrorStats, FailedResponse,
-    class_of, classify_fn,
-};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, class_of};
+use palisade::retry::budget::RatioBudget;
+use palisade::retry::{Backoff, Jitter, RetryLayer};
+use palisade::route::{Route, RouteConfig, check_fn};
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
-/// What the fake provider answers: an HTTP-like status and a body.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
+/// What happened to the current prompt, replica by replica.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A replica's behaviour at `t` seconds into the run and for its `n`-th call.
+fn behaviour(name: &str, t: u64, n: u64) -> Result<(), &'static str> {
+    match name {
+        "east" if (30..90).contains(&t) => Err("503 service unavailable"),
+        "west" if n % 8 == 7 => Err("429 rate limit exceeded, retry after 2"),
+        _ => Ok(()),
+    }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), BoxError> {
-    let rng = std::sync::Arc::new(std::sync::Mutex::new(SmallRng::seed_from_u64(7)));
-    let agent = service_fn(move |prompt: String| {
-        let roll: u32 = rng.lock().expect("rng lock").random_range(0..100);
+    let start = Instant::now();
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let secs = move || start.elapsed().as_secs();
+
+    let replica = |name: &'static str| {
+        let log = log.clone();
+        let calls = Arc::new(AtomicU64::new(0));
+        let svc = service_fn(move |prompt: Arc<str>| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            let outcome = behaviour(name, secs(), n);
+            let log = log.clone();
+            async move {
+                // Every call takes 200 ms of virtual time.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match outcome {
+                    Ok(()) => {
+                        log.lock().expect("log").push(format!("{name}: ok"));
+                        Ok(format!("{name} answered {prompt:?}"))
+                    }
+                    Err(e) => {
+                        let err: BoxError = e.into();
+                        log.lock().expect("log").push(format!(
+                            "{name}: {} ({})",
+                            e,
+                            class_of(&err).category
+                        ));
+                        Err(err)
+                    }
+                }
+            }
+        });
+        ClassifyLayer::new(DefaultClassifier::default()).layer(svc)
+    };
+
+    let route = Route::with_tiers(
+        RouteConfig::default(),
+        [
+            (0, replica("east")),
+            (0, replica("west")),
+            (1, replica("backup")),
+        ],
+    )?;
+    let handle = route.handle();
+    // Active health checks every 10 s, on a task this program owns.
+    let checks = check_fn(move |key: &usize| {
+        let down = *key == 0 && behaviour("east", secs(), 0).is_err();
         async move {
-            match roll {
-                0..=54 => Ok(Reply {
-                    status: 200,
-                    body: format!("answer to {prompt:?}"),
-                }),
-                55..=64 => Ok(Reply {
-                    status: 429,
-                    body: "slow down".into(),
-                }),
-                65..=72 => Ok(Reply {
-                    status: 503,
-                    body: "overloaded".into(),
-                }),
-                73..=79 => Err::<Reply, BoxError>("rate limit reached: try again in 1.5s".into()),
-                80..=86 => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
-                87..=92 => Err("400 invalid request: max_tokens must be positive".into()),
-                _ => Err("upstream timed out after 30s".into()),
+            if down {
+                Err::<(), BoxError>("health check failed".into())
+            } else {
+                Ok(())
             }
         }
     });
+    let checker = tokio::spawn(handle.health_checker(checks, Duration::from_secs(10)));
 
-    // Responses are judged by status; errors by the default rules.
-    let defaults = DefaultClassifier::default();
-    let classifier = classify_fn(move |r: &Result<Reply, BoxError>| match r {
-        Ok(reply) if reply.status == 429 => {
-            Some(Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2)))
-        }
-        Ok(reply) if reply.status >= 500 => Some(Class::new(Category::ServerError)),
-        Ok(_) => None,
-        Err(e) => Some(defaults.classify_error(&**e)),
-    });
-    let mut svc = ServiceBuilder::new()
-        .layer(ClassifyLayer::new(classifier))
-        .service(agent);
+    let budget = Arc::new(RatioBudget::default());
+    let mut agent = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(3)
+                .backoff(Backoff::exponential(Duration::from_millis(100), 2.0))
+                .jitter(Jitter::Full)
+                .budget(budget.clone())
+                .seed(7)
+                .build()?,
+        )
+        .service(route);
 
-    let stats = ErrorStats::builder()
-        .window(Duration::from_secs(60))
-        .build(Instant::now())?;
-
-    println!("palisade flaky_agent: 20 calls to a flaky agent behind the classify layer\n");
+    let names = ["east", "west", "backup"];
+    let (mut ok, mut failed, mut upstream) = (0u32, 0u32, 0usize);
     println!(
-        "{:>4}  {:<36}  {:<19} {:<6} {:<8} {:<10} health",
-        "call", "outcome", "category", "level", "retry", "hint"
+        "palisade flaky_agent: 180 prompts, one a second, to three replicas behind retry → route → classify\n"
     );
-    for i in 1..=20 {
-        let result = svc.ready().await?.call(format!("question {i}")).await;
-        match result {
-            Ok(reply) => println!("{i:>4}  ok: {:<32}", reply.body),
-            Err(err) => {
-                let class = class_of(&err);
-                stats.record(class, Instant::now());
-                let what = match FailedResponse::<Reply>::restore(err) {
-                    Ok(reply) => format!("response {} {}", reply.status, reply.body),
-                    Err(err) => format!("error: {err}"),
-                };
+    for i in 0..180u64 {
+        let started = Instant::now();
+        let prompt: Arc<str> = format!("prompt {i}").into();
+        let result = agent.ready().await?.call(prompt).await;
+        let steps = std::mem::take(&mut *log.lock().expect("log"));
+        upstream += steps.len();
+        let took = started.elapsed();
+        let eventful = steps.len() > 1 || result.is_err() || !steps[0].starts_with("east");
+        match &result {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+        if eventful && (i < 40 || i % 5 == 0 || result.is_err() || steps.len() > 1) {
+            let verdict = match &result {
+                Ok(answer) => format!("ok ({})", answer.split(' ').next().unwrap_or("?")),
+                Err(e) => format!("FAILED: {e} [{}]", class_of(e).category),
+            };
+            println!(
+                "{:>3}s  #{i:<3} {verdict:<42} {:>5} ms  {}",
+                secs(),
+                took.as_millis(),
+                steps.join(" → ")
+            );
+        }
+        if i % 30 == 29 {
+            println!("\n  route at {}s:", secs());
+            for (s, name) in handle.status().iter().zip(names) {
                 println!(
-                    "{i:>4}  {:<36}  {:<19} {:<6} {:<8} {:<10} {:?}",
-                    truncate(&what, 36),
-                    class.category.to_string(),
-                    class.fault_level().to_string(),
-                    if class.retryable { "yes" } else { "no" },
-                    class
-                        .retry_after
-                        .map(|d| format!("{d:?}"))
-                        .unwrap_or_else(|| "-".into()),
-                    class.health_impact(),
+                    "    {name:<7} tier {} {:<10} share {:>4.0}%  ejected {:<5} cooling {:<5} last error {}",
+                    s.tier,
+                    s.state.as_str(),
+                    s.share * 100.0,
+                    s.ejected,
+                    s.cooling_down,
+                    s.last_error.map(Category::as_str).unwrap_or("-"),
                 );
             }
+            println!();
         }
+        tokio::time::sleep_until(start + Duration::from_secs(i + 1)).await;
     }
+    checker.abort();
 
-    let snap = stats.snapshot(Instant::now());
     println!(
-        "\nErrorStats over the last {:?}: {} failures ({:.3}/s)",
-        snap.window, snap.total, snap.rate_per_second
+        "\n{ok} of {} prompts answered ({:.1} %), {failed} failed; {upstream} upstream calls ({:.2} per prompt)",
+        ok + failed,
+        100.0 * f64::from(ok) / f64::from(ok + failed),
+        upstream as f64 / f64::from(ok + failed)
     );
-    for category in Category::ALL {
-        let n = snap.count(category);
-        if n > 0 {
-            let pattern = if stats.is_pattern_detected(category, 3, Instant::now()) {
-                "  <- pattern (>= 3)"
-            } else {
-                ""
-            };
-            println!("  {:<19} {n}{pattern}", category.to_string());
-        }
-    }
     Ok(())
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let cut: String = s.chars().take(n - 1).collect();
-        format!("{cut}…")
-    }
 }

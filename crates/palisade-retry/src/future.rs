@@ -332,7 +332,14 @@ where
             }
             StateProj::Ready => {
                 let slow = this.slow.as_mut().expect("retrying after a failure");
-                if let Err(error) = ready!(this.inner.poll_ready(cx)) {
+                // Readiness runs in the attempt's scope too: a router picks its endpoint here.
+                let mut next = Attempt {
+                    number: *this.attempts + 1,
+                    avoid: slow.avoid,
+                };
+                let inner = &mut *this.inner;
+                let ready = attempt::scope(&mut next, || inner.poll_ready(cx));
+                if let Err(error) = ready!(ready) {
                     if let Some(withdrawal) = slow.reservation.take() {
                         this.handle.shared.budget.refund(withdrawal);
                     }
