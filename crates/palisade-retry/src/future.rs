@@ -115,7 +115,6 @@ where
         handle: Arc<Handle<B, A>>,
         request: Option<Req>,
         limit: u32,
-        avoid: Option<u64>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
@@ -124,11 +123,7 @@ where
             request,
             attempts: 1,
             limit,
-            slow: avoid.map(|avoid| {
-                let mut slow = Slow::new();
-                slow.avoid = Some(avoid);
-                slow
-            }),
+            slow: None,
         }
     }
 }

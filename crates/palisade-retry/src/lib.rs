@@ -119,9 +119,10 @@
 //!
 //! # Attempts and routing
 //!
-//! Each attempt's `call` and every poll of its future run inside
-//! [`palisade_classify::attempt::scope`] with the attempt number and the endpoint a router below
-//! reported failing on an earlier attempt, so the router can send the retry elsewhere.
+//! Every poll of an attempt's future, and the readiness check and `call` of every retry, run
+//! inside [`palisade_classify::attempt::scope`] with the attempt number and the endpoint a
+//! router below reported failing on an earlier attempt, so the router can send the retry
+//! elsewhere. (The first attempt's `poll_ready` and `call` are the caller's and run outside.)
 //!
 //! # Randomness
 //!

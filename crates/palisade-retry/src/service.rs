@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::attempt::{self, Attempt};
 use palisade_classify::{BoxError, Category, Class};
 use tower_service::Service;
 
@@ -231,19 +230,10 @@ where
         // The ready instance goes into the future (it makes the retries); a clone stays.
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
-        // Layers below learn the attempt number, and a router may report a failed endpoint.
-        let mut attempt = Attempt {
-            number: 1,
-            avoid: None,
-        };
-        let future = attempt::scope(&mut attempt, || ctx::with_timeouts(0, || inner.call(req)));
-        ResponseFuture::new(
-            future,
-            inner,
-            self.handles.local().clone(),
-            retained,
-            limit,
-            attempt.avoid,
-        )
+        // The first attempt's call runs outside the attempt scope (nothing is known yet and a
+        // router picks in `poll_ready`, which the caller drove); its polls run inside it, so a
+        // router below can report the endpoint that failed.
+        let future = ctx::with_timeouts(0, || inner.call(req));
+        ResponseFuture::new(future, inner, self.handles.local().clone(), retained, limit)
     }
 }
