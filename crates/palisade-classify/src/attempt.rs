@@ -30,22 +30,31 @@ pub struct Attempt {
     /// number its attempts).
     pub number: u32,
     /// An endpoint that failed an earlier attempt of this request, as the token the router gave
-    /// it: the router prefers any other eligible endpoint.
+    /// it (never 0): the router prefers any other eligible endpoint.
     pub avoid: Option<u64>,
 }
 
+// Two word-sized cells rather than one `Cell<Option<Attempt>>`: a 24-byte cell costs several
+// times more to save and restore on every poll.
 thread_local! {
-    static CURRENT: Cell<Option<Attempt>> = const { Cell::new(None) };
+    /// Bit 63: inside a scope; low 32 bits: the attempt number.
+    static NUMBER: Cell<u64> = const { Cell::new(0) };
+    /// The endpoint to avoid; 0 for none (endpoint tokens are never 0).
+    static AVOID: Cell<u64> = const { Cell::new(0) };
 }
+
+const IN_SCOPE: u64 = 1 << 63;
 
 /// Restores the previous context even if the closure panics.
 struct Restore {
-    previous: Option<Attempt>,
+    number: u64,
+    avoid: u64,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        CURRENT.set(self.previous);
+        NUMBER.set(self.number);
+        AVOID.set(self.avoid);
     }
 }
 
@@ -53,26 +62,33 @@ impl Drop for Restore {
 /// reported into `state`.
 pub fn scope<R>(state: &mut Attempt, f: impl FnOnce() -> R) -> R {
     let restore = Restore {
-        previous: CURRENT.replace(Some(*state)),
+        number: NUMBER.replace(IN_SCOPE | u64::from(state.number)),
+        avoid: AVOID.replace(state.avoid.unwrap_or(0)),
     };
     let out = f();
-    if let Some(now) = CURRENT.get() {
-        *state = now;
-    }
+    let avoid = AVOID.get();
+    state.avoid = (avoid != 0).then_some(avoid);
     drop(restore);
     out
 }
 
 /// The current attempt, inside a [`scope`].
 pub fn current() -> Option<Attempt> {
-    CURRENT.get()
+    let number = NUMBER.get();
+    (number & IN_SCOPE != 0).then(|| {
+        let avoid = AVOID.get();
+        Attempt {
+            number: number as u32,
+            avoid: (avoid != 0).then_some(avoid),
+        }
+    })
 }
 
-/// Records that the endpoint with `token` failed this attempt (does nothing outside a scope).
+/// Records that the endpoint with `token` failed this attempt (does nothing outside a scope,
+/// or for the reserved token 0).
 pub fn report_failed_endpoint(token: u64) {
-    if let Some(mut a) = CURRENT.get() {
-        a.avoid = Some(token);
-        CURRENT.set(Some(a));
+    if NUMBER.get() & IN_SCOPE != 0 && token != 0 {
+        AVOID.set(token);
     }
 }
 
