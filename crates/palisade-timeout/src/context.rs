@@ -86,7 +86,10 @@ mod tests {
             .unwrap();
         let _guard = rt.enter();
         let now = Instant::now();
-        let (a, b) = (now + Duration::from_millis(10), now + Duration::from_millis(20));
+        let (a, b) = (
+            now + Duration::from_millis(10),
+            now + Duration::from_millis(20),
+        );
         assert_eq!(deadline(), None);
         with_deadline(b, || {
             assert_eq!(deadline(), Some(b));

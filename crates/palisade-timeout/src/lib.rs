@@ -1,6 +1,76 @@
 //! Per-attempt timeouts (with escalation) and whole-call deadlines for tower services.
 //!
-//! The [`context`] module carries the current deadline and the number of timed-out attempts
-//! between layers of a stack.
+//! - [`Timeout`] limits one attempt. Placed below a retry layer it bounds each attempt; a
+//!   timed-out attempt fails with [`Elapsed`](error::Elapsed), which
+//!   [`class_of`](palisade_classify::class_of) reads as `Timeout`, retryable. With
+//!   [`TimeoutLayer::escalate`] the next attempt gets a longer limit (`base × factor^n`, capped),
+//!   where `n` is the number of earlier attempts that timed out, published by the retry layer
+//!   through [`context::with_timeouts_so_far`].
+//! - [`Deadline`] limits the whole call. Placed above a retry layer it bounds all attempts and
+//!   backoff sleeps together; it fails with [`DeadlineExceeded`](error::DeadlineExceeded), `Timeout`
+//!   but **not** retryable. While it polls the call, the layers below read the deadline with
+//!   [`context::deadline`] (a retry does not start a backoff that would end after it).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_classify::{class_of, BoxError, Category};
+//! use palisade_timeout::{DeadlineLayer, TimeoutLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let slow = service_fn(|ms: u64| async move {
+//!     tokio::time::sleep(Duration::from_millis(ms)).await;
+//!     Ok::<u64, BoxError>(ms)
+//! });
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(2)))
+//!     .layer(TimeoutLayer::new(Duration::from_millis(100)).escalate(2.0, Duration::from_secs(1)).unwrap())
+//!     .service(slow);
+//!
+//! assert_eq!(svc.ready().await.unwrap().call(50).await.unwrap(), 50);
+//! let err = svc.ready().await.unwrap().call(150).await.unwrap_err();
+//! assert_eq!(err.to_string(), "request timed out");
+//! let class = class_of(&err);
+//! assert_eq!(class.category, Category::Timeout);
+//! assert!(class.retryable);
+//! # }
+//! ```
+//!
+//! # When the clock starts
+//!
+//! [`Timeout`] counts from the moment the inner future first returns `Pending`, not from
+//! `call`: its future polls the inner future first and creates the timer only then, so a
+//! response that is ready at once costs neither a timer nor a clock read (tower's `Timeout`
+//! creates a `Sleep` in `call`). Time a future spends between `call` and its first poll is
+//! therefore not counted; under a retry layer the first poll follows the call at once.
+//!
+//! [`Deadline`] counts from `call` (one clock read per call): a deadline is a promise to the
+//! caller about wall time, and the retry below reads it from the first attempt on. Its timer is
+//! also created only on the first `Pending`.
+//!
+//! # Errors
+//!
+//! Both services return [`BoxError`](palisade_classify::BoxError): the inner error converted,
+//! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded). Both error
+//! types are registered with [`palisade_classify::register`] when a layer or service is built.
+//! On expiry the inner future is dropped.
+//!
+//! # Readiness
+//!
+//! `poll_ready` is delegated; neither limit covers waiting for readiness.
 
 pub mod context;
+pub mod error;
+pub mod future;
+mod layer;
+mod service;
+mod state;
+
+pub use layer::{DeadlineLayer, TimeoutLayer};
+pub use service::{Deadline, Timeout};
+
+#[cfg(test)]
+mod tests;

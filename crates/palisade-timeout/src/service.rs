@@ -1,0 +1,136 @@
+//! The services: [`Timeout`] and [`Deadline`].
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_classify::BoxError;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::future::{DeadlineFuture, ResponseFuture};
+use crate::state::Limit;
+
+/// Fails a call that does not finish within its per-attempt limit with
+/// [`Elapsed`](crate::error::Elapsed).
+#[derive(Clone, Debug)]
+pub struct Timeout<S> {
+    inner: S,
+    limit: Limit,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner` with a per-call `timeout` (no escalation; use
+    /// [`TimeoutLayer::escalate`](crate::TimeoutLayer::escalate) for that).
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self::with_limit(inner, Limit::new(timeout))
+    }
+
+    pub(crate) fn with_limit(inner: S, limit: Limit) -> Self {
+        crate::error::register();
+        Timeout { inner, limit }
+    }
+
+    /// The base timeout.
+    pub fn timeout(&self) -> Duration {
+        self.limit.base()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Timeout<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let timeout = match self.limit.escalation() {
+            None => self.limit.base(),
+            Some(_) => self.limit.for_attempt(crate::context::timeouts_so_far()),
+        };
+        ResponseFuture::new(self.inner.call(req), timeout)
+    }
+}
+
+/// Fails a call that does not finish within its limit, counted from the call, with
+/// [`DeadlineExceeded`](crate::error::DeadlineExceeded), and publishes the deadline to the
+/// layers below through [`context::deadline`](crate::context::deadline).
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> Deadline<S> {
+    /// Wraps `inner`, granting each call `limit`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        crate::error::register();
+        Deadline { inner, limit }
+    }
+
+    /// The time each call is granted.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Deadline<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = DeadlineFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let deadline = Instant::now() + self.limit;
+        // The inner call runs in the deadline's context too (a retry may read it there).
+        let inner = crate::context::with_deadline(deadline, || self.inner.call(req));
+        DeadlineFuture::new(inner, deadline)
+    }
+}

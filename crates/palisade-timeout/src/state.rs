@@ -1,0 +1,104 @@
+//! The per-attempt limit and its escalation: plain arithmetic, no runtime.
+
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+
+/// A per-attempt timeout, optionally escalating after timed-out attempts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Limit {
+    base: Duration,
+    /// `(factor, cap)`: attempt `n` gets `base × factor^n`, at most `cap`.
+    escalation: Option<(f64, Duration)>,
+}
+
+impl Limit {
+    pub(crate) const fn new(base: Duration) -> Self {
+        Limit {
+            base,
+            escalation: None,
+        }
+    }
+
+    pub(crate) fn base(&self) -> Duration {
+        self.base
+    }
+
+    pub(crate) fn escalation(&self) -> Option<(f64, Duration)> {
+        self.escalation
+    }
+
+    /// Escalates by `factor` per earlier timed-out attempt, up to `cap`.
+    pub(crate) fn escalate(self, factor: f64, cap: Duration) -> Result<Self, ConfigError> {
+        if factor.is_nan() || factor < 1.0 || factor.is_infinite() {
+            return Err(ConfigError::new("factor", "must be a finite number >= 1"));
+        }
+        if cap < self.base {
+            return Err(ConfigError::new("cap", "must be >= the base timeout"));
+        }
+        Ok(Limit {
+            base: self.base,
+            escalation: Some((factor, cap)),
+        })
+    }
+
+    /// The limit for an attempt after `timeouts_so_far` earlier attempts timed out.
+    #[inline]
+    pub(crate) fn for_attempt(&self, timeouts_so_far: u32) -> Duration {
+        match self.escalation {
+            None => self.base,
+            Some(_) if timeouts_so_far == 0 => self.base,
+            Some((factor, cap)) => {
+                let exp = i32::try_from(timeouts_so_far).unwrap_or(i32::MAX);
+                let secs = self.base.as_secs_f64() * factor.powi(exp);
+                if secs >= cap.as_secs_f64() {
+                    cap
+                } else {
+                    Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn escalates_geometrically_up_to_the_cap() {
+        let limit = Limit::new(ms(100)).escalate(2.0, ms(500)).unwrap();
+        assert_eq!(limit.for_attempt(0), ms(100));
+        assert_eq!(limit.for_attempt(1), ms(200));
+        assert_eq!(limit.for_attempt(2), ms(400));
+        assert_eq!(limit.for_attempt(3), ms(500));
+        assert_eq!(limit.for_attempt(u32::MAX), ms(500));
+    }
+
+    #[test]
+    fn without_escalation_ignores_the_count() {
+        let limit = Limit::new(ms(100));
+        assert_eq!(limit.for_attempt(0), ms(100));
+        assert_eq!(limit.for_attempt(5), ms(100));
+    }
+
+    #[test]
+    fn factor_one_keeps_the_base() {
+        let limit = Limit::new(ms(100)).escalate(1.0, ms(100)).unwrap();
+        assert_eq!(limit.for_attempt(7), ms(100));
+    }
+
+    #[test]
+    fn bad_configuration_names_the_field() {
+        for factor in [0.5, f64::NAN, f64::INFINITY, -1.0] {
+            let err = Limit::new(ms(100)).escalate(factor, ms(500)).unwrap_err();
+            assert_eq!(err.field(), "factor", "{factor}");
+        }
+        let err = Limit::new(ms(100)).escalate(2.0, ms(99)).unwrap_err();
+        assert_eq!(err.field(), "cap");
+    }
+}

@@ -1,0 +1,231 @@
+use std::future::{Future, poll_fn, ready};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, class_of};
+use tokio::time::{Instant, sleep};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use crate::context;
+use crate::error::{DeadlineExceeded, Elapsed};
+use crate::{Deadline, DeadlineLayer, Timeout, TimeoutLayer};
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Answers `Ok(ms)` after sleeping `ms` milliseconds.
+fn slow() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
+    service_fn(|n: u64| async move {
+        sleep(ms(n)).await;
+        Ok::<u64, BoxError>(n)
+    })
+}
+
+async fn call<S: Service<u64, Response = u64, Error = BoxError>>(
+    svc: &mut S,
+    n: u64,
+) -> Result<u64, BoxError> {
+    svc.ready().await?.call(n).await
+}
+
+fn is<T: std::error::Error + 'static>(err: &BoxError) -> bool {
+    err.downcast_ref::<T>().is_some()
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_boundary() {
+    let mut svc = TimeoutLayer::new(ms(100)).layer(slow());
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 99).await.unwrap(), 99);
+    assert_eq!(start.elapsed(), ms(99));
+
+    let start = Instant::now();
+    let err = call(&mut svc, 101).await.unwrap_err();
+    assert!(is::<Elapsed>(&err), "{err}");
+    assert_eq!(err.to_string(), "request timed out");
+    assert_eq!(start.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_boundary() {
+    let mut svc = DeadlineLayer::new(ms(100)).layer(slow());
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 99).await.unwrap(), 99);
+    assert_eq!(start.elapsed(), ms(99));
+
+    let start = Instant::now();
+    let err = call(&mut svc, 101).await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err), "{err}");
+    assert_eq!(err.to_string(), "deadline exceeded");
+    assert_eq!(start.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through() {
+    let failing = service_fn(|_: u64| ready(Err::<u64, BoxError>("boom".into())));
+    let mut t = Timeout::new(failing, ms(10));
+    assert_eq!(call(&mut t, 0).await.unwrap_err().to_string(), "boom");
+    let mut d = Deadline::new(failing, ms(10));
+    assert_eq!(call(&mut d, 0).await.unwrap_err().to_string(), "boom");
+}
+
+#[tokio::test(start_paused = true)]
+async fn escalation_lengthens_each_attempt_up_to_the_cap() {
+    let mut svc = TimeoutLayer::new(ms(100))
+        .escalate(2.0, ms(300))
+        .unwrap()
+        .layer(slow());
+    for (n, limit) in [(0, 100), (1, 200), (2, 300), (3, 300)] {
+        svc.ready().await.unwrap();
+        let fut = context::with_timeouts_so_far(n, || svc.call(10_000));
+        let start = Instant::now();
+        assert!(is::<Elapsed>(&fut.await.unwrap_err()));
+        assert_eq!(start.elapsed(), ms(limit), "n = {n}");
+    }
+    // Just inside the escalated limit of the second attempt.
+    svc.ready().await.unwrap();
+    let fut = context::with_timeouts_so_far(1, || svc.call(199));
+    assert_eq!(fut.await.unwrap(), 199);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_escalation_the_count_is_ignored() {
+    let mut svc = TimeoutLayer::new(ms(100)).layer(slow());
+    svc.ready().await.unwrap();
+    let fut = context::with_timeouts_so_far(3, || svc.call(10_000));
+    let start = Instant::now();
+    assert!(fut.await.is_err());
+    assert_eq!(start.elapsed(), ms(100));
+}
+
+#[test]
+fn bad_escalation_names_the_field() {
+    let layer = TimeoutLayer::new(ms(100));
+    assert_eq!(layer.escalate(0.9, ms(500)).unwrap_err().field(), "factor");
+    assert_eq!(
+        layer.escalate(f64::NAN, ms(500)).unwrap_err().field(),
+        "factor"
+    );
+    assert_eq!(layer.escalate(2.0, ms(50)).unwrap_err().field(), "cap");
+    let ok = layer.escalate(1.5, ms(500)).unwrap();
+    assert_eq!(ok.escalation(), Some((1.5, ms(500))));
+    assert_eq!(ok.timeout(), ms(100));
+}
+
+/// Records `context::deadline()` as seen inside the inner future on each poll.
+fn probe(
+    seen: Arc<std::sync::Mutex<Vec<Option<Instant>>>>,
+) -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    service_fn(move |n: u64| {
+        let seen = seen.clone();
+        async move {
+            let sleep = sleep(ms(n));
+            let mut sleep = pin!(sleep);
+            poll_fn(|cx| {
+                seen.lock().unwrap().push(context::deadline());
+                sleep.as_mut().poll(cx)
+            })
+            .await;
+            Ok::<u64, BoxError>(n)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_is_visible_inside_and_nested_deadlines_take_the_minimum() {
+    let seen = Arc::default();
+    let start = Instant::now();
+    let mut svc = DeadlineLayer::new(ms(100))
+        .layer(DeadlineLayer::new(ms(1000)).layer(probe(Arc::clone(&seen))));
+    assert_eq!(context::deadline(), None);
+    assert_eq!(call(&mut svc, 50).await.unwrap(), 50);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(seen.iter().all(|d| *d == Some(start + ms(100))), "{seen:?}");
+    assert_eq!(context::deadline(), None);
+
+    // The outer, shorter deadline fires; the inner one would not have.
+    let start = Instant::now();
+    let err = call(&mut svc, 500).await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err));
+    assert_eq!(start.elapsed(), ms(100));
+
+    // The other way round: the inner, shorter one fires.
+    let mut svc = DeadlineLayer::new(ms(1000)).layer(DeadlineLayer::new(ms(100)).layer(slow()));
+    let start = Instant::now();
+    assert!(call(&mut svc, 500).await.is_err());
+    assert_eq!(start.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_does_not_publish_a_deadline() {
+    let seen = Arc::default();
+    let mut svc = TimeoutLayer::new(ms(100)).layer(probe(Arc::clone(&seen)));
+    call(&mut svc, 10).await.unwrap();
+    assert!(seen.lock().unwrap().iter().all(Option::is_none));
+}
+
+#[test]
+fn errors_are_classified() {
+    let _ = TimeoutLayer::new(ms(1));
+    let _ = DeadlineLayer::new(ms(1));
+    let elapsed = class_of(&BoxError::from(Elapsed::new()));
+    assert_eq!(elapsed.category, Category::Timeout);
+    assert!(elapsed.retryable);
+    let exceeded = class_of(&BoxError::from(DeadlineExceeded::new()));
+    assert_eq!(exceeded.category, Category::Timeout);
+    assert!(!exceeded.retryable);
+}
+
+#[test]
+fn a_ready_response_needs_no_timer() {
+    // No runtime at all: creating a `Sleep` would panic, so none is created.
+    let ready_svc = service_fn(|n: u64| ready(Ok::<u64, BoxError>(n)));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut t = Timeout::new(ready_svc, ms(1));
+    let fut = pin!(t.call(7));
+    assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(7))));
+    let mut d = Deadline::new(ready_svc, ms(1));
+    let fut = pin!(d.call(8));
+    assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(8))));
+}
+
+/// An inner future holding a clone of `token` until it is dropped.
+fn holder(token: Arc<()>) -> impl Service<u64, Response = u64, Error = BoxError> {
+    service_fn(move |n: u64| {
+        let token = Arc::clone(&token);
+        async move {
+            sleep(ms(n)).await;
+            drop(token);
+            Ok::<u64, BoxError>(n)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_futures_leave_nothing() {
+    let token = Arc::new(());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut t = Timeout::new(holder(Arc::clone(&token)), ms(100));
+    let mut d = Deadline::new(holder(Arc::clone(&token)), ms(100));
+    {
+        let mut a = Box::pin(t.call(1000));
+        let mut b = Box::pin(d.call(1000));
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&token), 5); // 1 + 2 services + 2 futures
+    }
+    assert_eq!(Arc::strong_count(&token), 3);
+
+    // On expiry the deadline drops the inner future before the caller drops the future.
+    let mut b = Box::pin(d.call(1000));
+    let err = (&mut b).await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err));
+    assert_eq!(Arc::strong_count(&token), 3);
+    drop(b);
+    drop((t, d));
+    assert_eq!(Arc::strong_count(&token), 1);
+}
