@@ -74,3 +74,95 @@ async fn retries_go_to_another_replica() {
     assert_eq!(calls[0].load(Ordering::SeqCst), 10);
     assert_eq!(calls[1].load(Ordering::SeqCst), 200);
 }
+
+/// deadline → retry → timeout(escalating): a timed-out attempt is retried with a longer
+/// per-attempt timeout, and retry never sleeps past the deadline.
+mod deadlines_and_escalation {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use palisade::classify::BoxError;
+    use palisade::retry::{Backoff, Jitter, RetryLayer};
+    use palisade_timeout::{DeadlineLayer, TimeoutLayer};
+    use tokio::time::Instant;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    fn retry(attempts: u32, delay: Duration) -> RetryLayer {
+        RetryLayer::builder()
+            .max_attempts(attempts)
+            .backoff(Backoff::constant(delay))
+            .jitter(Jitter::None)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_attempt_is_retried_with_a_longer_timeout() {
+        // The tool always needs 1.5 s; the first attempt may take 1 s, the next 2 s.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let tool = service_fn(move |_: ()| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<_, BoxError>("done")
+            }
+        });
+        let start = Instant::now();
+        let answer = ServiceBuilder::new()
+            .layer(retry(3, Duration::from_millis(100)))
+            .layer(
+                TimeoutLayer::new(Duration::from_secs(1))
+                    .escalate(2.0, Duration::from_secs(4))
+                    .unwrap(),
+            )
+            .service(tool)
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(answer, "done");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // 1 s timed out + 100 ms backoff + 1.5 s answer.
+        assert_eq!(start.elapsed(), Duration::from_millis(2600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_escalation_every_attempt_times_out() {
+        let tool = service_fn(|_: ()| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, BoxError>("done")
+        });
+        let err = ServiceBuilder::new()
+            .layer(retry(3, Duration::from_millis(100)))
+            .layer(TimeoutLayer::new(Duration::from_secs(1)))
+            .service(tool)
+            .oneshot(())
+            .await
+            .unwrap_err();
+        assert!(err.is::<palisade_timeout::error::Elapsed>(), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_once_when_the_next_backoff_would_pass_the_deadline() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let tool = service_fn(move |_: ()| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), BoxError>("503 service unavailable".into()) }
+        });
+        let start = Instant::now();
+        let err = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_secs(2)))
+            .layer(retry(5, Duration::from_millis(1500)))
+            .service(tool)
+            .oneshot(())
+            .await
+            .unwrap_err();
+        // Attempt 1 at 0 s, attempt 2 at 1.5 s; a third would start at 3 s, past the deadline:
+        // the last real error comes back at 1.5 s, without sleeping towards the deadline.
+        assert_eq!(err.to_string(), "503 service unavailable");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    }
+}

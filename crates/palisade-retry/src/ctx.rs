@@ -1,6 +1,6 @@
 //! The deadline and escalation context shared with palisade-timeout.
 //!
-//! Until palisade-timeout's `context` module is wired in, tests set the context through the
+//! Reads and sets `palisade_timeout::context`; unit tests can also set the context through the
 //! thread-locals below.
 
 use tokio::time::Instant;
@@ -12,7 +12,7 @@ pub(crate) fn deadline() -> Option<Instant> {
     if let Some(deadline) = hooks::DEADLINE.get() {
         return Some(deadline);
     }
-    None
+    palisade_timeout::context::deadline()
 }
 
 /// Runs `call` with the number of earlier attempts of this request that timed out.
@@ -20,8 +20,7 @@ pub(crate) fn deadline() -> Option<Instant> {
 pub(crate) fn with_timeouts<R>(timeouts: u32, call: impl FnOnce() -> R) -> R {
     #[cfg(test)]
     hooks::TIMEOUTS.with_borrow_mut(|seen| seen.push(timeouts));
-    let _ = timeouts;
-    call()
+    palisade_timeout::context::with_timeouts_so_far(timeouts, call)
 }
 
 #[cfg(test)]
