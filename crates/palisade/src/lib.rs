@@ -8,6 +8,7 @@
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
+//! | [`timeout`] | `palisade-timeout` | bounds each attempt (`Timeout`, escalating after timeouts) and the whole call (`Deadline`, visible to the layers inside) |
 //!
 //! # Stacking order
 //!
@@ -51,3 +52,7 @@ pub use palisade_retry as retry;
 #[cfg(feature = "route")]
 #[doc(inline)]
 pub use palisade_route as route;
+
+#[cfg(feature = "timeout")]
+#[doc(inline)]
+pub use palisade_timeout as timeout;
