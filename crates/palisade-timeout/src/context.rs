@@ -50,11 +50,11 @@ pub fn deadline() -> Option<Instant> {
 /// earlier wins).
 #[inline]
 pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    let effective = match self::deadline() {
-        Some(outer) if outer < deadline => outer,
-        _ => deadline,
-    };
-    DEADLINE.sync_scope(effective, f)
+    match self::deadline() {
+        // An enclosing deadline that is as early already applies: no new scope needed.
+        Some(outer) if outer <= deadline => f(),
+        _ => DEADLINE.sync_scope(deadline, f),
+    }
 }
 
 /// How many earlier attempts of the current request timed out, as set by a retry layer with
@@ -68,6 +68,10 @@ pub fn timeouts_so_far() -> u32 {
 /// request that timed out.
 #[inline]
 pub fn with_timeouts_so_far<R>(n: u32, f: impl FnOnce() -> R) -> R {
+    // 0 is what every layer reads outside a scope: skip the scope when nothing would change.
+    if n == timeouts_so_far() {
+        return f();
+    }
     TIMEOUTS.sync_scope(n, f)
 }
 
@@ -106,6 +110,8 @@ mod tests {
         with_timeouts_so_far(3, || {
             assert_eq!(timeouts_so_far(), 3);
             with_timeouts_so_far(1, || assert_eq!(timeouts_so_far(), 1));
+            with_timeouts_so_far(0, || assert_eq!(timeouts_so_far(), 0));
+            with_timeouts_so_far(3, || assert_eq!(timeouts_so_far(), 3));
             assert_eq!(timeouts_so_far(), 3);
         });
         assert_eq!(timeouts_so_far(), 0);

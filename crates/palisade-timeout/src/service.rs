@@ -128,9 +128,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let deadline = Instant::now() + self.limit;
-        // The inner call runs in the deadline's context too (a retry may read it there).
-        let inner = crate::context::with_deadline(deadline, || self.inner.call(req));
-        DeadlineFuture::new(inner, deadline)
+        // The inner future reads the deadline while it is polled (where a retry decides), so
+        // the call itself runs outside the deadline's scope: one clock read, no scope.
+        DeadlineFuture::new(self.inner.call(req), Instant::now() + self.limit)
     }
 }
