@@ -47,9 +47,16 @@
 //! creates a `Sleep` in `call`). Time a future spends between `call` and its first poll is
 //! therefore not counted; under a retry layer the first poll follows the call at once.
 //!
-//! [`Deadline`] counts from `call` (one clock read per call): a deadline is a promise to the
-//! caller about wall time, and the retry below reads it from the first attempt on. Its timer is
-//! also created only on the first `Pending`.
+//! [`Deadline`] counts from `call`: a deadline is a promise to the caller about wall time, and
+//! the layers below read it during the very first poll (a retry deciding whether a backoff
+//! fits), so the instant must exist before the first `Pending`. That is one clock read per call,
+//! which dominates its happy-path cost (measured: ~68 ns per ready call, about half of it in
+//! `clock_gettime` on the bench machine, versus ~19 ns for [`Timeout`] and ~65–100 ns for tower's
+//! `Timeout`). Its timer is also created only on the first `Pending`. The deadline is published
+//! while the response future is polled, not during the inner `call`.
+//!
+//! Both futures keep the timer inline (`Option<Sleep>`, no box), so they are about the size of
+//! tower's (136 bytes around a ready future against 120).
 //!
 //! # Errors
 //!
