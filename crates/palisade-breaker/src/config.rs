@@ -1,0 +1,186 @@
+//! [`BreakerConfig`]: when the breaker trips, how long it stays open, how it probes.
+
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+
+/// Where a rate is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// The last `n` outcomes (slides one outcome at a time).
+    Count(u32),
+    /// The outcomes of the last `span`, in `buckets` fixed buckets.
+    Time {
+        /// How far back.
+        span: Duration,
+        /// How many buckets divide it.
+        buckets: u32,
+    },
+}
+
+/// A rate that trips the breaker once at least `min_calls` outcomes are in the window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// The rate that trips it, in `(0, 1]`.
+    pub threshold: f64,
+    /// Outcomes the window needs before the rate can trip it (at least 1; at most the window's
+    /// size for a count window).
+    pub min_calls: u32,
+}
+
+/// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CancelPolicy {
+    /// Nothing: the caller gave up, the dependency did nothing wrong (the default).
+    #[default]
+    Ignore,
+    /// A failure.
+    Failure,
+    /// A failure when the call had run at least this long: a hung backend under an outer
+    /// timeout is still seen, an impatient caller is not blamed on it.
+    FailureAfter(Duration),
+}
+
+/// The configuration of a breaker. The defaults are the reference design's: 5 consecutive
+/// failures open it, 30 s before probing, at most 3 probes at once, 3 successes close it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it (5; `None` disables the rule).
+    pub consecutive_failures: Option<u32>,
+    /// The window the rates are measured over (`Count(100)`).
+    pub window: Window,
+    /// A failure rate that opens it (`None` by default).
+    pub failure_rate: Option<Rate>,
+    /// Calls slower than this are slow (`None` by default: no clock reads per call).
+    pub slow_call_duration: Option<Duration>,
+    /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
+    pub slow_call_rate: Option<Rate>,
+    /// The first open period (30 s).
+    pub open_duration: Duration,
+    /// Each consecutive re-open (a failed probe) multiplies the open period by this (2.0).
+    pub open_backoff: f64,
+    /// The longest open period (5 min).
+    pub max_open_duration: Duration,
+    /// Spread of the open period, as a fraction: ±10 % by default (0.1).
+    pub jitter: f64,
+    /// Probes admitted at once while half-open (3).
+    pub half_open_probes: u32,
+    /// Successful probes that close it (3).
+    pub success_threshold: u32,
+    /// What a dropped call means.
+    pub cancel: CancelPolicy,
+    /// The seed of the jitter.
+    pub seed: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: Some(5),
+            window: Window::Count(100),
+            failure_rate: None,
+            slow_call_duration: None,
+            slow_call_rate: None,
+            open_duration: Duration::from_secs(30),
+            open_backoff: 2.0,
+            max_open_duration: Duration::from_secs(300),
+            jitter: 0.1,
+            half_open_probes: 3,
+            success_threshold: 3,
+            cancel: CancelPolicy::Ignore,
+            seed: 0x0b4e_a4e5,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first field that breaks its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "must be at least 1 (or None)",
+            ));
+        }
+        let window_size = match self.window {
+            Window::Count(0) => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a count window must hold at least 1 outcome",
+                ));
+            }
+            Window::Count(n) => n,
+            Window::Time { span, buckets } => {
+                if buckets == 0 || buckets > 65_536 {
+                    return Err(ConfigError::new(
+                        "window.buckets",
+                        "must be between 1 and 65536",
+                    ));
+                }
+                if span.as_millis() < u128::from(buckets) {
+                    return Err(ConfigError::new(
+                        "window.span",
+                        "must be at least one millisecond per bucket",
+                    ));
+                }
+                u32::MAX
+            }
+        };
+        for (name, rate) in [
+            ("failure_rate", self.failure_rate),
+            ("slow_call_rate", self.slow_call_rate),
+        ] {
+            if let Some(r) = rate {
+                if !(r.threshold > 0.0 && r.threshold <= 1.0) {
+                    return Err(ConfigError::new(
+                        format!("{name}.threshold"),
+                        "must be greater than 0 and at most 1",
+                    ));
+                }
+                if r.min_calls == 0 || r.min_calls > window_size {
+                    return Err(ConfigError::new(
+                        format!("{name}.min_calls"),
+                        "must be at least 1 and at most the window's size",
+                    ));
+                }
+            }
+        }
+        if self.slow_call_rate.is_some() && self.slow_call_duration.is_none() {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be set when slow_call_rate is",
+            ));
+        }
+        if self.open_duration.is_zero() {
+            return Err(ConfigError::new(
+                "open_duration",
+                "must be greater than zero",
+            ));
+        }
+        if !(self.open_backoff.is_finite() && self.open_backoff >= 1.0) {
+            return Err(ConfigError::new(
+                "open_backoff",
+                "must be a finite number, at least 1",
+            ));
+        }
+        if self.max_open_duration < self.open_duration {
+            return Err(ConfigError::new(
+                "max_open_duration",
+                "must be at least open_duration",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(ConfigError::new("jitter", "must be within 0.0..1.0"));
+        }
+        if self.half_open_probes == 0 {
+            return Err(ConfigError::new("half_open_probes", "must be at least 1"));
+        }
+        if self.success_threshold == 0 {
+            return Err(ConfigError::new("success_threshold", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

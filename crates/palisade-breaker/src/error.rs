@@ -1,0 +1,48 @@
+//! The breaker's error.
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_classify::{Category, Class, HasClass, Severity};
+
+use crate::State;
+
+/// The breaker rejected the call without calling the dependency.
+///
+/// Its class is `ResourceExhausted` and **not retryable**: retrying against an open breaker
+/// only burns attempts and budget, so a retry layer above returns it at once and a fallback
+/// can answer instead. `retry_after` says when the breaker will probe again (the time left in
+/// its open period), for a `Retry-After` header or a scheduler; it is `None` while isolated or
+/// when all half-open probe slots are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitOpen {
+    /// How long until the breaker probes again, when known.
+    pub retry_after: Option<Duration>,
+    /// The state that rejected the call.
+    pub state: State,
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.state, self.retry_after) {
+            (State::Isolated, _) => f.write_str("circuit open (isolated)"),
+            (State::HalfOpen, _) => f.write_str("circuit open (half-open, probes busy)"),
+            (_, Some(d)) => write!(f, "circuit open (retry after {d:?})"),
+            (_, None) => f.write_str("circuit open"),
+        }
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
+
+impl HasClass for CircuitOpen {
+    fn class(&self) -> Class {
+        let class = Class::new(Category::ResourceExhausted)
+            .with_retryable(false)
+            .with_severity(Severity::High);
+        match self.retry_after {
+            Some(d) => class.with_retry_after(d),
+            None => class,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! [`BreakerHandle`]: manual control and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::State;
+use crate::state::{Core, STRIPES};
+
+/// One per thread stripe: its own reference count, so futures on different threads do not
+/// contend on one.
+#[derive(Debug)]
+pub(crate) struct Stripe {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+}
+
+/// What a breaker's layer, services, futures and handles share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) core: Core,
+    pub(crate) origin: Instant,
+}
+
+impl Shared {
+    pub(crate) fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64
+    }
+}
+
+/// The stripes of one breaker, owned by its layer and services (not by `Shared`, which the
+/// stripes point to).
+#[derive(Debug)]
+pub(crate) struct Stripes(pub(crate) [Arc<Stripe>; STRIPES]);
+
+impl Stripes {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Stripes> {
+        Arc::new(Stripes(std::array::from_fn(|index| {
+            Arc::new(Stripe {
+                shared: shared.clone(),
+                index,
+            })
+        })))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0[0].shared
+    }
+
+    /// This thread's stripe.
+    #[inline]
+    pub(crate) fn local(&self) -> &Arc<Stripe> {
+        thread_local! {
+            static INDEX: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES
+            };
+        }
+        &self.0[INDEX.with(|i| *i)]
+    }
+}
+
+/// Manual control and metrics of one breaker. Cheap to clone.
+///
+/// Operator actions take effect at once for every service sharing the breaker:
+/// [`isolate`](Self::isolate) forces it open (rejecting) until [`close`](Self::close) or
+/// [`reset`](Self::reset); [`disable`](Self::disable) lets everything through while still
+/// counting.
+#[derive(Clone, Debug)]
+pub struct BreakerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A breaker's numbers at one instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// The state.
+    pub state: State,
+    /// Successful calls since start (or the last reset).
+    pub successes: u64,
+    /// Calls that failed in a way that counts against health.
+    pub failures: u64,
+    /// Calls rejected without calling the dependency.
+    pub rejections: u64,
+    /// Failures in a row while closed.
+    pub consecutive_failures: u32,
+    /// Outcomes in the rate window, when a rate rule is configured.
+    pub window_calls: Option<u32>,
+    /// The failure rate in the window (0.0 to 1.0), when a rate rule is configured.
+    pub failure_rate: Option<f64>,
+    /// The slow-call rate in the window, when a rate rule is configured.
+    pub slow_call_rate: Option<f64>,
+    /// How long it has been in this state.
+    pub time_in_state: Duration,
+    /// While open: how long until it probes.
+    pub retry_after: Option<Duration>,
+    /// Consecutive re-openings (failed probes) behind the current open period.
+    pub reopens: u32,
+}
+
+impl BreakerHandle {
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.core.name
+    }
+
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.shared.core.state()
+    }
+
+    /// Forces the breaker open (rejecting every call) until closed or reset by hand.
+    pub fn isolate(&self) {
+        self.shared
+            .core
+            .force(State::Isolated, self.shared.now_ms());
+    }
+
+    /// Closes the breaker at once, clearing its failure counts.
+    pub fn close(&self) {
+        self.shared.core.force(State::Closed, self.shared.now_ms());
+    }
+
+    /// Lets every call through while still counting outcomes.
+    pub fn disable(&self) {
+        self.shared
+            .core
+            .force(State::Disabled, self.shared.now_ms());
+    }
+
+    /// Back to a new breaker: closed, every count cleared.
+    pub fn reset(&self) {
+        self.shared.core.reset(self.shared.now_ms());
+    }
+
+    /// A snapshot of the numbers.
+    pub fn metrics(&self) -> Metrics {
+        let n = self.shared.core.numbers(self.shared.now_ms());
+        let rate = |part: u32| {
+            n.window
+                .filter(|w| w.calls > 0)
+                .map(|w| f64::from(part) / f64::from(w.calls))
+        };
+        Metrics {
+            state: n.state,
+            successes: n.successes,
+            failures: n.failures,
+            rejections: n.rejections,
+            consecutive_failures: n.consecutive_failures,
+            window_calls: n.window.map(|w| w.calls),
+            failure_rate: n.window.and_then(|w| rate(w.failures)),
+            slow_call_rate: n.window.and_then(|w| rate(w.slow)),
+            time_in_state: Duration::from_millis(n.in_state_ms),
+            retry_after: (n.state == State::Open)
+                .then_some(n.open_for_ms)
+                .flatten()
+                .map(Duration::from_millis),
+            reopens: n.reopens,
+        }
+    }
+}

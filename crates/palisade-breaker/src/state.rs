@@ -1,0 +1,537 @@
+//! The breaker's decision logic: a lock-free state machine over a few atomics. It takes the
+//! time as milliseconds since the breaker's origin and does no I/O, so it is tested without a
+//! runtime (and under loom).
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{BreakerConfig, Window};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::window::{CountWindow, Counts, TimeWindow};
+
+/// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
+/// use the word the other way round).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls flow; outcomes are counted.
+    Closed,
+    /// Calls are rejected at once until the open period ends.
+    Open,
+    /// A bounded number of probe calls find out whether the dependency is back.
+    HalfOpen,
+    /// Forced open by an operator: rejecting until closed or reset by hand.
+    Isolated,
+    /// Never rejects; outcomes are still counted (metrics only).
+    Disabled,
+}
+
+impl State {
+    const fn code(self) -> u64 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+            State::Isolated => 3,
+            State::Disabled => 4,
+        }
+    }
+
+    fn from_code(c: u64) -> State {
+        match c & 0b111 {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            3 => State::Isolated,
+            _ => State::Disabled,
+        }
+    }
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Isolated => "isolated",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened to a breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// It moved from one state to another.
+    Transition {
+        /// The state it left.
+        from: State,
+        /// The state it entered.
+        to: State,
+    },
+    /// A call was rejected.
+    Rejected {
+        /// The state that rejected it.
+        state: State,
+    },
+}
+
+/// Hears a breaker's [`Event`]s. Called on the thread that caused the event, never while a
+/// lock is held (the breaker takes none); a panicking listener is caught and logged.
+pub trait Listener: Send + Sync {
+    /// One event of the breaker named `name`.
+    fn on_event(&self, name: &str, event: Event);
+}
+
+/// What the breaker admitted: the generation it belongs to, and whether it is a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    generation: u64,
+    pub(crate) probe: bool,
+}
+
+/// Why a call was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) state: State,
+    /// Milliseconds until the breaker will probe again, when known.
+    pub(crate) retry_after_ms: Option<u64>,
+}
+
+/// How a call ended, as far as the breaker cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    /// A failure that counts against health, with the server's retry hint if any.
+    Failure(Option<Duration>),
+    /// Neither (client faults, ignored errors, rate limits, cancellation by policy).
+    Neutral,
+}
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+pub(crate) const STRIPES: usize = 8;
+
+#[derive(Debug)]
+enum Rates {
+    None,
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+/// The shared state of one breaker.
+pub(crate) struct Core {
+    pub(crate) name: String,
+    pub(crate) cfg: BreakerConfig,
+    /// Generation (bits 3..) and state (bits 0..3).
+    word: AtomicU64,
+    /// When the open period ends, ms since origin.
+    open_until: AtomicU64,
+    /// When the current state was entered, ms since origin.
+    entered: AtomicU64,
+    reopens: AtomicU32,
+    consecutive: AtomicU32,
+    /// Probes in flight, tagged with the generation they belong to (high 32 bits), so a
+    /// count from an earlier half-open period is never mistaken for this one's.
+    probes: AtomicU64,
+    /// Successful probes, tagged the same way.
+    probe_successes: AtomicU64,
+    rates: Rates,
+    rng: AtomicU64,
+    /// Successes per thread stripe (the happy path writes only its own cache line).
+    pub(crate) successes: [Padded<AtomicU64>; STRIPES],
+    failures: AtomicU64,
+    rejections: AtomicU64,
+    pub(crate) listeners: Vec<Arc<dyn Listener>>,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+const TAG_MASK: u64 = 0xffff_ffff;
+
+const fn pack(generation: u64, state: State) -> u64 {
+    (generation << 3) | state.code()
+}
+
+impl Core {
+    pub(crate) fn new(name: String, cfg: BreakerConfig, listeners: Vec<Arc<dyn Listener>>) -> Core {
+        let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
+        let rates = match cfg.window {
+            _ if !needs_rates => Rates::None,
+            Window::Count(n) => Rates::Count(CountWindow::new(n as usize)),
+            Window::Time { span, buckets } => Rates::Time(TimeWindow::new(
+                buckets as usize,
+                (span.as_millis() / u128::from(buckets)) as u64,
+            )),
+        };
+        Core {
+            name,
+            cfg,
+            word: AtomicU64::new(pack(0, State::Closed)),
+            open_until: AtomicU64::new(0),
+            entered: AtomicU64::new(0),
+            reopens: AtomicU32::new(0),
+            consecutive: AtomicU32::new(0),
+            probes: AtomicU64::new(0),
+            probe_successes: AtomicU64::new(0),
+            rates,
+            rng: AtomicU64::new(cfg.seed),
+            successes: Default::default(),
+            failures: AtomicU64::new(0),
+            rejections: AtomicU64::new(0),
+            listeners,
+        }
+    }
+
+    /// The state now (an Open breaker whose period ended still reads Open until a call comes).
+    pub(crate) fn state(&self) -> State {
+        State::from_code(self.word.load(Ordering::Acquire))
+    }
+
+    /// Admits a call or refuses it. `now` is read only when the state needs it.
+    #[inline]
+    pub(crate) fn admit(&self, now: impl Fn() -> u64) -> Result<Ticket, Refused> {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let generation = word >> 3;
+            match State::from_code(word) {
+                State::Closed | State::Disabled => {
+                    return Ok(Ticket {
+                        generation,
+                        probe: false,
+                    });
+                }
+                State::Isolated => return Err(self.refuse(State::Isolated, None)),
+                State::Open => {
+                    let now = now();
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        return Err(self.refuse(State::Open, Some(until - now)));
+                    }
+                    // The open period is over: the first caller to see it starts probing.
+                    self.transition(word, State::HalfOpen, now);
+                }
+                State::HalfOpen => {
+                    let tag = generation & TAG_MASK;
+                    let max = u64::from(self.cfg.half_open_probes);
+                    let taken =
+                        self.probes
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                                let count = if p >> 32 == tag { p & TAG_MASK } else { 0 };
+                                (count < max).then_some((tag << 32) | (count + 1))
+                            });
+                    return match taken {
+                        // If the breaker moved on meanwhile, this ticket's outcome is ignored
+                        // and its slot is given back to a generation nobody counts any more.
+                        Ok(_) => Ok(Ticket {
+                            generation,
+                            probe: true,
+                        }),
+                        Err(_) => Err(self.refuse(State::HalfOpen, None)),
+                    };
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        self.emit(Event::Rejected { state });
+        Refused {
+            state,
+            retry_after_ms,
+        }
+    }
+
+    /// Gives a probe's slot back (on completion or drop).
+    pub(crate) fn release_probe(&self, ticket: Ticket) {
+        let tag = ticket.generation & TAG_MASK;
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p >> 32 == tag && p & TAG_MASK > 0).then(|| p - 1)
+            });
+    }
+
+    /// Records how an admitted call ended. `slow` is whether it was slow; `stripe` picks the
+    /// success counter; `now` is read only when a decision needs it.
+    pub(crate) fn record(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        slow: bool,
+        stripe: usize,
+        now: impl Fn() -> u64,
+    ) {
+        if ticket.probe {
+            self.release_probe(ticket);
+        }
+        match outcome {
+            Outcome::Success => {
+                self.successes[stripe % STRIPES]
+                    .0
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failure(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Neutral => return,
+        }
+        let word = self.word.load(Ordering::Acquire);
+        if word >> 3 != ticket.generation {
+            // Admitted in an earlier state: what it says is out of date.
+            return;
+        }
+        let failure = matches!(outcome, Outcome::Failure(_));
+        match State::from_code(word) {
+            State::Closed => {
+                let consecutive = if failure {
+                    self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+                } else {
+                    if self.consecutive.load(Ordering::Relaxed) != 0 {
+                        self.consecutive.store(0, Ordering::Relaxed);
+                    }
+                    0
+                };
+                let counts = self.record_rates(failure, slow, &now);
+                if self.should_trip(consecutive, counts) {
+                    let hint = match outcome {
+                        Outcome::Failure(hint) => hint,
+                        _ => None,
+                    };
+                    self.trip(word, hint, now());
+                }
+            }
+            State::HalfOpen => {
+                if let Outcome::Failure(hint) = outcome {
+                    self.reopens.fetch_add(1, Ordering::AcqRel);
+                    self.trip(word, hint, now());
+                } else {
+                    let tag = ticket.generation & TAG_MASK;
+                    let before = self
+                        .probe_successes
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                            let count = if p >> 32 == tag { p & TAG_MASK } else { 0 };
+                            Some((tag << 32) | (count + 1))
+                        })
+                        .unwrap_or(0);
+                    let count = if before >> 32 == tag {
+                        (before & TAG_MASK) + 1
+                    } else {
+                        1
+                    };
+                    if count >= u64::from(self.cfg.success_threshold) {
+                        self.close_from(word, now());
+                    }
+                }
+            }
+            State::Disabled => {
+                self.record_rates(failure, slow, &now);
+            }
+            State::Open | State::Isolated => {}
+        }
+    }
+
+    fn record_rates(&self, failure: bool, slow: bool, now: &impl Fn() -> u64) -> Counts {
+        match &self.rates {
+            Rates::None => Counts::default(),
+            Rates::Count(w) => w.record(failure, slow),
+            Rates::Time(w) => w.record(failure, slow, now()),
+        }
+    }
+
+    fn should_trip(&self, consecutive: u32, counts: Counts) -> bool {
+        if self
+            .cfg
+            .consecutive_failures
+            .is_some_and(|n| consecutive >= n)
+        {
+            return true;
+        }
+        let over = |rate: Option<crate::config::Rate>, n: u32| {
+            rate.is_some_and(|r| {
+                counts.calls >= r.min_calls && f64::from(n) >= r.threshold * f64::from(counts.calls)
+            })
+        };
+        over(self.cfg.failure_rate, counts.failures) || over(self.cfg.slow_call_rate, counts.slow)
+    }
+
+    /// The open period for the next opening: base × backoff^reopens, jittered, capped, and
+    /// never shorter than the server's hint.
+    fn open_period(&self, hint: Option<Duration>) -> Duration {
+        let cfg = &self.cfg;
+        let reopens = self.reopens.load(Ordering::Acquire).min(64);
+        let base = cfg.open_duration.as_secs_f64() * cfg.open_backoff.powi(reopens as i32);
+        let base = base.min(cfg.max_open_duration.as_secs_f64());
+        let r = self.next_random();
+        let jittered = base * (1.0 + cfg.jitter * (2.0 * r - 1.0));
+        let period =
+            Duration::from_secs_f64(jittered.clamp(0.0, cfg.max_open_duration.as_secs_f64()));
+        period.max(hint.unwrap_or(Duration::ZERO))
+    }
+
+    /// splitmix64 over an atomic: reproducible from the seed, lock-free, only on transitions.
+    fn next_random(&self) -> f64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn trip(&self, from_word: u64, hint: Option<Duration>, now: u64) {
+        let period = self.open_period(hint);
+        let until = now + period.as_millis() as u64;
+        // Publish the end of the period before the state, so whoever sees Open sees it.
+        let previous = self.open_until.swap(until, Ordering::AcqRel);
+        if !self.transition(from_word, State::Open, now) {
+            // Someone else moved the breaker first; undo our period if it is still ours.
+            let _ = self.open_until.compare_exchange(
+                until,
+                previous,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        } else {
+            tracing::warn!(
+                target: "palisade_breaker",
+                breaker = %self.name,
+                open_ms = period.as_millis() as u64,
+                "circuit opened"
+            );
+        }
+    }
+
+    fn close_from(&self, from_word: u64, now: u64) {
+        if self.transition(from_word, State::Closed, now) {
+            self.reopens.store(0, Ordering::Release);
+            self.consecutive.store(0, Ordering::Release);
+            self.reset_rates();
+        }
+    }
+
+    fn reset_rates(&self) {
+        match &self.rates {
+            Rates::None => {}
+            Rates::Count(w) => w.reset(),
+            Rates::Time(w) => w.reset(),
+        }
+    }
+
+    /// Moves from exactly `from_word` to `to` (next generation). Returns whether it did.
+    fn transition(&self, from_word: u64, to: State, now: u64) -> bool {
+        let next = pack((from_word >> 3) + 1, to);
+        if self
+            .word
+            .compare_exchange(from_word, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.entered.store(now, Ordering::Release);
+        let from = State::from_code(from_word);
+        tracing::info!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
+        self.emit(Event::Transition { from, to });
+        true
+    }
+
+    /// Forces a state by hand (isolate, close, disable). Returns the state it left.
+    pub(crate) fn force(&self, to: State, now: u64) -> State {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            if State::from_code(word) == to {
+                return to;
+            }
+            if self.transition(word, to, now) {
+                if to == State::Closed {
+                    self.reopens.store(0, Ordering::Release);
+                    self.consecutive.store(0, Ordering::Release);
+                    self.reset_rates();
+                }
+                return State::from_code(word);
+            }
+        }
+    }
+
+    /// Back to a new breaker's state: closed, all counts cleared.
+    pub(crate) fn reset(&self, now: u64) {
+        self.force(State::Closed, now);
+        self.reopens.store(0, Ordering::Release);
+        self.consecutive.store(0, Ordering::Release);
+        self.reset_rates();
+        for s in &self.successes {
+            s.0.store(0, Ordering::Relaxed);
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.rejections.store(0, Ordering::Relaxed);
+    }
+
+    fn emit(&self, event: Event) {
+        for listener in &self.listeners {
+            if catch_unwind(AssertUnwindSafe(|| listener.on_event(&self.name, event))).is_err() {
+                tracing::error!(target: "palisade_breaker", breaker = %self.name, ?event, "a breaker listener panicked");
+            }
+        }
+    }
+
+    /// Numbers for a metrics snapshot.
+    pub(crate) fn numbers(&self, now: u64) -> Numbers {
+        let counts = match &self.rates {
+            Rates::None => None,
+            Rates::Count(w) => Some(w.counts()),
+            Rates::Time(w) => Some(w.counts(now)),
+        };
+        Numbers {
+            state: self.state(),
+            successes: self
+                .successes
+                .iter()
+                .map(|s| s.0.load(Ordering::Relaxed))
+                .sum(),
+            failures: self.failures.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            window: counts,
+            in_state_ms: now.saturating_sub(self.entered.load(Ordering::Acquire)),
+            open_for_ms: self.open_until.load(Ordering::Acquire).checked_sub(now),
+            reopens: self.reopens.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Numbers {
+    pub(crate) state: State,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) rejections: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) window: Option<Counts>,
+    pub(crate) in_state_ms: u64,
+    pub(crate) open_for_ms: Option<u64>,
+    pub(crate) reopens: u32,
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests;
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests;

@@ -1,0 +1,378 @@
+//! The state machine alone, with explicit times (milliseconds since origin).
+
+use super::*;
+use crate::config::Rate;
+use proptest::prelude::*;
+
+fn core(cfg: BreakerConfig) -> Core {
+    cfg.validate().unwrap();
+    Core::new("test".into(), cfg, Vec::new())
+}
+
+fn no_jitter() -> BreakerConfig {
+    BreakerConfig {
+        jitter: 0.0,
+        ..BreakerConfig::default()
+    }
+}
+
+fn fail(c: &Core, now: u64) -> bool {
+    match c.admit(|| now) {
+        Ok(t) => {
+            c.record(t, Outcome::Failure(None), false, 0, || now);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn succeed(c: &Core, now: u64) -> bool {
+    match c.admit(|| now) {
+        Ok(t) => {
+            c.record(t, Outcome::Success, false, 0, || now);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn opens_after_five_consecutive_failures_and_probes_after_thirty_seconds() {
+    let c = core(no_jitter());
+    for _ in 0..4 {
+        assert!(fail(&c, 0));
+    }
+    assert!(succeed(&c, 0)); // a success breaks the streak
+    for _ in 0..4 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.state(), State::Closed);
+    assert!(fail(&c, 0));
+    assert_eq!(c.state(), State::Open);
+    let refused = c.admit(|| 29_999).unwrap_err();
+    assert_eq!(refused.retry_after_ms, Some(1));
+    // At 30 s exactly: half-open, three probes at once and no more.
+    let probes: Vec<_> = (0..3).map(|_| c.admit(|| 30_000).unwrap()).collect();
+    assert!(probes.iter().all(|t| t.probe));
+    assert_eq!(c.state(), State::HalfOpen);
+    assert!(c.admit(|| 30_000).is_err());
+    // Three successes close it.
+    for t in probes {
+        c.record(t, Outcome::Success, false, 0, || 30_001);
+    }
+    assert_eq!(c.state(), State::Closed);
+}
+
+#[test]
+fn a_failed_probe_reopens_for_longer_and_a_dropped_probe_frees_its_slot() {
+    let c = core(no_jitter());
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    let t1 = c.admit(|| 30_000).unwrap();
+    let t2 = c.admit(|| 30_000).unwrap();
+    let t3 = c.admit(|| 30_000).unwrap();
+    assert!(c.admit(|| 30_000).is_err());
+    // A cancelled probe (neutral) gives its slot back.
+    c.record(t1, Outcome::Neutral, false, 0, || 30_000);
+    let t4 = c.admit(|| 30_000).unwrap();
+    // A failure reopens, for twice as long.
+    c.record(t2, Outcome::Failure(None), false, 0, || 30_000);
+    assert_eq!(c.state(), State::Open);
+    assert_eq!(c.admit(|| 30_000).unwrap_err().retry_after_ms, Some(60_000));
+    // The other probes of the old half-open period are out of date: ignored.
+    c.record(t3, Outcome::Success, false, 0, || 30_001);
+    c.record(t4, Outcome::Success, false, 0, || 30_001);
+    assert_eq!(c.state(), State::Open);
+    // Probing again after 60 s: a fresh set of slots.
+    for _ in 0..3 {
+        assert!(c.admit(|| 90_000).unwrap().probe);
+    }
+}
+
+#[test]
+fn the_open_period_honours_the_hint_and_the_cap() {
+    let c = core(no_jitter());
+    for _ in 0..4 {
+        fail(&c, 0);
+    }
+    let t = c.admit(|| 0).unwrap();
+    c.record(
+        t,
+        Outcome::Failure(Some(Duration::from_secs(45))),
+        false,
+        0,
+        || 0,
+    );
+    assert_eq!(c.admit(|| 0).unwrap_err().retry_after_ms, Some(45_000));
+    // Re-opening doubles until the 5-minute cap.
+    let c = core(no_jitter());
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    let mut now = 0;
+    let mut periods = Vec::new();
+    for _ in 0..6 {
+        let wait = c.admit(|| now).unwrap_err().retry_after_ms.unwrap();
+        periods.push(wait / 1000);
+        now += wait;
+        let t = c.admit(|| now).unwrap();
+        c.record(t, Outcome::Failure(None), false, 0, || now);
+    }
+    assert_eq!(periods, [30, 60, 120, 240, 300, 300]);
+}
+
+#[test]
+fn jitter_stays_within_its_spread_and_is_reproducible() {
+    let run = || {
+        let c = core(BreakerConfig::default());
+        for _ in 0..5 {
+            fail(&c, 0);
+        }
+        c.admit(|| 0).unwrap_err().retry_after_ms.unwrap()
+    };
+    let a = run();
+    assert!((27_000..=33_000).contains(&a), "{a}");
+    assert_eq!(a, run());
+}
+
+#[test]
+fn failure_rate_over_a_sliding_count_window_with_a_minimum() {
+    let c = core(BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(10),
+        failure_rate: Some(Rate {
+            threshold: 0.5,
+            min_calls: 4,
+        }),
+        ..no_jitter()
+    });
+    // Below the minimum, even 3 failures of 3 do not trip it.
+    for _ in 0..3 {
+        fail(&c, 0);
+    }
+    assert_eq!(c.state(), State::Closed);
+    // A fresh start: 1000 successes, then the window slides: 5 failures of the last 10 trip it
+    // (tower-resilience's non-sliding window needed 1000).
+    c.reset(0);
+    for _ in 0..1000 {
+        succeed(&c, 0);
+    }
+    for i in 1..=5 {
+        fail(&c, 0);
+        assert_eq!(
+            c.state() == State::Open,
+            i == 5,
+            "after {i} failures: {:?}",
+            c.numbers(0).window
+        );
+    }
+}
+
+#[test]
+fn slow_call_rate_over_a_time_window() {
+    let c = core(BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Time {
+            span: Duration::from_secs(10),
+            buckets: 10,
+        },
+        slow_call_duration: Some(Duration::from_secs(2)),
+        slow_call_rate: Some(Rate {
+            threshold: 0.8,
+            min_calls: 5,
+        }),
+        ..no_jitter()
+    });
+    let slow = |now| {
+        let t = c.admit(|| now).unwrap();
+        c.record(t, Outcome::Success, true, 0, || now);
+    };
+    for i in 0..4 {
+        slow(i * 1000);
+    }
+    // 4 of 4 slow, but below the minimum of 5 calls.
+    assert_eq!(c.state(), State::Closed);
+    // The fifth call reaches the minimum: 4 slow of 5 is 80 %.
+    succeed(&c, 4_000);
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn neutral_outcomes_neither_help_nor_hurt() {
+    let c = core(no_jitter());
+    for _ in 0..4 {
+        fail(&c, 0);
+    }
+    for _ in 0..10 {
+        let t = c.admit(|| 0).unwrap();
+        c.record(t, Outcome::Neutral, false, 0, || 0);
+    }
+    assert!(fail(&c, 0));
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn isolate_disable_close_and_reset() {
+    let c = core(no_jitter());
+    c.force(State::Isolated, 0);
+    assert_eq!(c.admit(|| 1_000_000).unwrap_err().state, State::Isolated);
+    c.force(State::Disabled, 0);
+    for _ in 0..100 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.state(), State::Disabled);
+    c.force(State::Closed, 0);
+    assert!(succeed(&c, 0));
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    assert_eq!(c.state(), State::Open);
+    c.reset(0);
+    assert_eq!(c.state(), State::Closed);
+    let n = c.numbers(0);
+    assert_eq!((n.successes, n.failures, n.rejections), (0, 0, 0));
+}
+
+#[test]
+fn listeners_hear_transitions_and_a_panicking_one_is_contained() {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Log(Mutex<Vec<Event>>);
+    impl Listener for Arc<Log> {
+        fn on_event(&self, _: &str, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+    struct Panics;
+    impl Listener for Panics {
+        fn on_event(&self, _: &str, _: Event) {
+            panic!("listener bug");
+        }
+    }
+    let log = Arc::new(Log::default());
+    let c = Core::new(
+        "l".into(),
+        no_jitter(),
+        vec![Arc::new(Panics), Arc::new(log.clone())],
+    );
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    assert!(c.admit(|| 1).is_err());
+    assert_eq!(c.state(), State::Open);
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [
+            Event::Transition {
+                from: State::Closed,
+                to: State::Open
+            },
+            Event::Rejected { state: State::Open },
+        ]
+    );
+}
+
+/// The reference model: what the breaker should do, written plainly.
+#[derive(Debug)]
+struct Model {
+    state: State,
+    streak: u32,
+    until: u64,
+    reopens: u32,
+    probes: u32,
+    successes: u32,
+}
+
+impl Model {
+    fn admit(&mut self, now: u64) -> bool {
+        if self.state == State::Open && now >= self.until {
+            self.state = State::HalfOpen;
+            self.probes = 0;
+            self.successes = 0;
+        }
+        match self.state {
+            State::Closed => true,
+            State::HalfOpen if self.probes < 3 => {
+                self.probes += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn record(&mut self, failure: bool, probe: bool, now: u64) {
+        if probe {
+            self.probes -= 1;
+        }
+        match self.state {
+            State::Closed if failure => {
+                self.streak += 1;
+                if self.streak >= 5 {
+                    self.open(now);
+                }
+            }
+            State::Closed => self.streak = 0,
+            State::HalfOpen if failure => {
+                self.reopens += 1;
+                self.open(now);
+            }
+            State::HalfOpen => {
+                self.successes += 1;
+                if self.successes >= 3 {
+                    self.state = State::Closed;
+                    self.streak = 0;
+                    self.reopens = 0;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn open(&mut self, now: u64) {
+        self.state = State::Open;
+        let period = (30_000u64 << self.reopens.min(10)).min(300_000);
+        self.until = now + period;
+    }
+}
+
+proptest! {
+    /// Random outcomes and clock steps, one call at a time: the breaker and the model agree on
+    /// every admission and every state.
+    #[test]
+    fn agrees_with_the_model(steps in proptest::collection::vec((any::<bool>(), 0u64..20_000), 1..400)) {
+        let c = core(no_jitter());
+        let mut m = Model { state: State::Closed, streak: 0, until: 0, reopens: 0, probes: 0, successes: 0 };
+        let mut now = 0;
+        for (failure, dt) in steps {
+            now += dt;
+            let admitted = c.admit(|| now);
+            prop_assert_eq!(admitted.is_ok(), m.admit(now), "admission at {}", now);
+            if let Ok(t) = admitted {
+                let outcome = if failure { Outcome::Failure(None) } else { Outcome::Success };
+                c.record(t, outcome, false, 0, || now);
+                m.record(failure, t.probe, now);
+            }
+            prop_assert_eq!(c.state(), m.state, "state at {}", now);
+        }
+    }
+
+    /// Concurrent-looking interleavings: several probes admitted before any completes never
+    /// exceed the limit, and completing them in any order leaves no slot behind.
+    #[test]
+    fn probes_never_exceed_the_limit(order in Just((0..6usize).collect::<Vec<_>>()).prop_shuffle(), successes in any::<[bool; 6]>()) {
+        let c = core(BreakerConfig { success_threshold: 10, ..no_jitter() });
+        for _ in 0..5 {
+            fail(&c, 0);
+        }
+        let tickets: Vec<_> = (0..6).filter_map(|_| c.admit(|| 30_000).ok()).collect();
+        prop_assert_eq!(tickets.len(), 3);
+        for &i in order.iter().filter(|&&i| i < 3) {
+            let outcome = if successes[i] { Outcome::Success } else { Outcome::Neutral };
+            c.record(tickets[i], outcome, false, 0, || 30_000);
+        }
+        // Every slot came back: three new probes fit, a fourth does not.
+        let again: Vec<_> = (0..4).filter_map(|_| c.admit(|| 30_000).ok()).collect();
+        prop_assert_eq!(again.len(), 3);
+    }
+}
