@@ -229,3 +229,39 @@ async fn dropped_futures_leave_nothing() {
     drop((t, d));
     assert_eq!(Arc::strong_count(&token), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_limit_still_lets_a_ready_response_through() {
+    let ready_svc = service_fn(|n: u64| ready(Ok::<u64, BoxError>(n)));
+    let mut t = Timeout::new(ready_svc, Duration::ZERO);
+    assert_eq!(call(&mut t, 3).await.unwrap(), 3);
+    let mut d = Deadline::new(ready_svc, Duration::ZERO);
+    assert_eq!(call(&mut d, 4).await.unwrap(), 4);
+    // ... but anything that waits fails at once.
+    let mut t = Timeout::new(slow(), Duration::ZERO);
+    let start = Instant::now();
+    assert!(is::<Elapsed>(&call(&mut t, 1).await.unwrap_err()));
+    let mut d = Deadline::new(slow(), Duration::ZERO);
+    assert!(is::<DeadlineExceeded>(&call(&mut d, 1).await.unwrap_err()));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[test]
+fn layers_services_and_futures_are_send_and_sync() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let (tl, dl) = (TimeoutLayer::new(ms(1)), DeadlineLayer::new(ms(1)));
+    send_sync(&tl);
+    send_sync(&dl);
+    let mut t = tl.layer(slow());
+    let mut d = dl.layer(slow());
+    send_sync(&t);
+    send_sync(&d);
+    send(&t.call(1));
+    send(&d.call(1));
+}
