@@ -102,3 +102,29 @@ mod tests {
         assert_eq!(err.field(), "cap");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn escalation_is_monotone_bounded_and_geometric(
+            base_ms in 1u64..10_000,
+            factor in 1.0f64..4.0,
+            extra_ms in 0u64..100_000,
+            n in 0u32..80,
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let cap = base + Duration::from_millis(extra_ms);
+            let limit = Limit::new(base).escalate(factor, cap).unwrap();
+            let d = limit.for_attempt(n);
+            prop_assert!(d >= base && d <= cap);
+            prop_assert!(limit.for_attempt(n + 1) >= d);
+            let expected = (base.as_secs_f64() * factor.powi(n as i32)).min(cap.as_secs_f64());
+            prop_assert!((d.as_secs_f64() - expected).abs() <= 1e-6 * expected.max(1.0));
+        }
+    }
+}
