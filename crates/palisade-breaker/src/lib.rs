@@ -84,6 +84,8 @@ mod layer;
 mod service;
 mod state;
 mod sync;
+#[cfg(all(test, not(palisade_loom)))]
+mod tests;
 mod window;
 
 pub use config::{BreakerConfig, CancelPolicy, Rate, Window};
