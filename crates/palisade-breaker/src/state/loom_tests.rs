@@ -1,1 +1,119 @@
+//! Loom models of the breaker's concurrent paths.
+//!
+//! `RUSTFLAGS="--cfg palisade_loom" CARGO_TARGET_DIR=target/loom cargo test -p palisade-breaker --lib --release loom`
 
+use super::*;
+use loom::sync::Arc as LoomArc;
+use loom::sync::atomic::AtomicUsize;
+use loom::thread;
+
+fn cfg(probes: u32, success_threshold: u32, failures: u32) -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: Some(failures),
+        jitter: 0.0,
+        half_open_probes: probes,
+        success_threshold,
+        ..BreakerConfig::default()
+    }
+}
+
+/// Opens the breaker (one thread, before the model's threads start).
+fn open(c: &Core, failures: u32) {
+    for _ in 0..failures {
+        let t = c.admit(|| 0).unwrap();
+        c.record(t, Outcome::Failure(None), false, 0, || 0);
+    }
+    assert_eq!(c.state(), State::Open);
+}
+
+struct Count(LoomArc<AtomicUsize>);
+
+impl Listener for Count {
+    fn on_event(&self, _: &str, event: Event) {
+        if let Event::Transition {
+            to: State::Open, ..
+        } = event
+        {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn loom_racing_failures_open_it_exactly_once() {
+    loom::model(|| {
+        let opened = LoomArc::new(AtomicUsize::new(0));
+        let c = LoomArc::new(Core::new(
+            "l".into(),
+            cfg(1, 1, 2),
+            vec![Arc::new(Count(opened.clone()))],
+        ));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    let t = c.admit(|| 0).unwrap();
+                    c.record(t, Outcome::Failure(None), false, 0, || 0);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(c.state(), State::Open);
+        assert_eq!(opened.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn loom_half_open_never_admits_more_probes_than_configured_and_loses_none() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), cfg(1, 5, 1), Vec::new()));
+        open(&c, 1);
+        let in_flight = LoomArc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, in_flight) = (c.clone(), in_flight.clone());
+                thread::spawn(move || {
+                    if let Ok(t) = c.admit(|| 30_000) {
+                        assert!(t.probe);
+                        assert_eq!(
+                            in_flight.fetch_add(1, Ordering::SeqCst),
+                            0,
+                            "two probes at once"
+                        );
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        c.record(t, Outcome::Neutral, false, 0, || 30_000);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Every slot came back: one probe fits again, a second does not.
+        assert_eq!(c.state(), State::HalfOpen);
+        let t = c.admit(|| 30_000).unwrap();
+        assert!(c.admit(|| 30_000).is_err());
+        c.record(t, Outcome::Neutral, false, 0, || 30_000);
+    });
+}
+
+#[test]
+fn loom_a_probe_success_racing_a_probe_failure_never_leaves_it_stuck() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), cfg(2, 1, 1), Vec::new()));
+        open(&c, 1);
+        let a = c.admit(|| 30_000).unwrap();
+        let b = c.admit(|| 30_000).unwrap();
+        let c1 = c.clone();
+        let t1 = thread::spawn(move || c1.record(a, Outcome::Success, false, 0, || 30_000));
+        let c2 = c.clone();
+        let t2 = thread::spawn(move || c2.record(b, Outcome::Failure(None), false, 1, || 30_000));
+        t1.join().unwrap();
+        t2.join().unwrap();
+        // Whichever came first decided; the breaker is closed or open, never half-open.
+        let state = c.state();
+        assert!(matches!(state, State::Closed | State::Open), "{state:?}");
+    });
+}
