@@ -45,6 +45,7 @@ struct Guard {
 }
 
 impl Guard {
+    #[inline]
     fn finish(self, outcome: Outcome) {
         let shared = &self.stripe.shared;
         let slow = match (shared.core.cfg.slow_call_duration, self.started) {

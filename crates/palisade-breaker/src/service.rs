@@ -15,10 +15,13 @@ use crate::state::{Outcome, Refused, Ticket};
 /// given back when this is dropped.
 struct Reserved {
     decision: Result<Ticket, Refused>,
-    stripes: Arc<Stripes>,
+    /// Only a probe's reservation needs to give something back: the closed happy path clones
+    /// nothing.
+    stripes: Option<Arc<Stripes>>,
 }
 
 impl Reserved {
+    #[inline]
     fn take(mut self) -> Result<Ticket, Refused> {
         let decision = self.decision;
         // Disarm: the call now owns the ticket.
@@ -32,10 +35,10 @@ impl Reserved {
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        if let Ok(ticket) = self.decision
+        if let (Ok(ticket), Some(stripes)) = (self.decision, &self.stripes)
             && ticket.probe
         {
-            let shared = self.stripes.shared();
+            let shared = stripes.shared();
             shared
                 .core
                 .record(ticket, Outcome::Neutral, false, 0, || shared.now_ms());
@@ -101,11 +104,14 @@ impl<S> Breaker<S> {
         self.inner
     }
 
+    #[inline]
     fn decide(&self) -> Reserved {
         let shared = self.stripes.shared();
+        let decision = shared.core.admit(|| shared.now_ms());
+        let probe = matches!(decision, Ok(Ticket { probe: true, .. }));
         Reserved {
-            decision: shared.core.admit(|| shared.now_ms()),
-            stripes: self.stripes.clone(),
+            decision,
+            stripes: probe.then(|| self.stripes.clone()),
         }
     }
 }

@@ -271,6 +271,7 @@ impl Core {
 
     /// Records how an admitted call ended. `slow` is whether it was slow; `stripe` picks the
     /// success counter; `now` is read only when a decision needs it.
+    #[inline]
     pub(crate) fn record(
         &self,
         ticket: Ticket,
@@ -278,6 +279,34 @@ impl Core {
         slow: bool,
         stripe: usize,
         now: impl Fn() -> u64,
+    ) {
+        // The happy path: a success admitted while closed, no rate window. Count it, clear a
+        // failure streak if there is one, and nothing else.
+        if !ticket.probe
+            && outcome == Outcome::Success
+            && matches!(self.rates, Rates::None)
+            && self.word.load(Ordering::Acquire) == pack(ticket.generation, State::Closed)
+        {
+            self.successes[stripe % STRIPES]
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.record_slow(ticket, outcome, slow, stripe, &now);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_slow(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        slow: bool,
+        stripe: usize,
+        now: &dyn Fn() -> u64,
     ) {
         if ticket.probe {
             self.release_probe(ticket);
@@ -309,7 +338,7 @@ impl Core {
                     }
                     0
                 };
-                let counts = self.record_rates(failure, slow, &now);
+                let counts = self.record_rates(failure, slow, now);
                 if self.should_trip(consecutive, counts) {
                     let hint = match outcome {
                         Outcome::Failure(hint) => hint,
@@ -342,13 +371,13 @@ impl Core {
                 }
             }
             State::Disabled => {
-                self.record_rates(failure, slow, &now);
+                self.record_rates(failure, slow, now);
             }
             State::Open | State::Isolated => {}
         }
     }
 
-    fn record_rates(&self, failure: bool, slow: bool, now: &impl Fn() -> u64) -> Counts {
+    fn record_rates(&self, failure: bool, slow: bool, now: &dyn Fn() -> u64) -> Counts {
         match &self.rates {
             Rates::None => Counts::default(),
             Rates::Count(w) => w.record(failure, slow),

@@ -1,0 +1,185 @@
+//! The closed happy path of a circuit breaker: palisade's `Breaker` beside the bare service,
+//! tower-resilience's `CircuitBreakerLayer` and failsafe's `StateMachine`, in one run: time per
+//! call, allocations per call, response-future size, and throughput on 1 and 2 threads.
+//!
+//! `cargo bench -p palisade-benches --bench breaker`
+
+// criterion_group! generates undocumented items; throughput is wall time by definition.
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use failsafe::CircuitBreaker as _;
+use palisade::breaker::BreakerLayer;
+use palisade::classify::BoxError;
+use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Layer, Service, service_fn};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
+    service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))
+}
+
+fn poll_now<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("bench services answer at once"),
+    }
+}
+
+fn one_call<S: Service<u64, Response = u64>>(svc: &mut S, x: u64) -> Option<u64> {
+    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("bench services are always ready"),
+    }
+    poll_now(svc.call(x)).ok()
+}
+
+fn allocations_per_call(mut call: impl FnMut(u64)) -> f64 {
+    const N: u64 = 10_000;
+    for i in 0..100 {
+        call(i);
+    }
+    let region = Region::new(GLOBAL);
+    for i in 0..N {
+        call(black_box(i));
+    }
+    region.change().allocations as f64 / N as f64
+}
+
+/// Polls until ready, re-polling on `Pending` (allowed: a spurious poll is harmless), since a
+/// contended async mutex (tower-resilience's) may say `Pending` with nobody to wake us.
+fn spin_call<S: Service<u64, Response = u64>>(svc: &mut S, x: u64) -> Option<u64> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        std::hint::spin_loop();
+    }
+    let mut fut = std::pin::pin!(svc.call(x));
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out.ok();
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Calls per second with `threads` threads, each running `per_thread` calls on its own clone.
+fn throughput<S>(svc: &S, threads: usize, per_thread: u64) -> f64
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+{
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut svc = svc.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    black_box(spin_call(&mut svc, i));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (threads as u64 * per_thread) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn failsafe_throughput(threads: usize, per_thread: u64) -> f64 {
+    let cb = failsafe::Config::new().build();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let cb = cb.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    black_box(cb.call(|| Ok::<u64, ()>(black_box(i) + 1)).ok());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (threads as u64 * per_thread) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+
+    let mut group = c.benchmark_group("breaker/closed_happy_path");
+    group.measurement_time(Duration::from_secs(3));
+    let mut bare_svc = bare();
+    group.bench_function("bare", |b| b.iter(|| one_call(&mut bare_svc, black_box(1))));
+    let mut palisade = BreakerLayer::new("bench").layer(bare());
+    group.bench_function("palisade_breaker", |b| {
+        b.iter(|| one_call(&mut palisade, black_box(1)))
+    });
+    let resilience_layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .build()
+        .expect("tower-resilience config");
+    let mut resilience = resilience_layer.layer(bare());
+    group.bench_function("tower_resilience", |b| {
+        b.iter(|| one_call(&mut resilience, black_box(1)))
+    });
+    let failsafe_cb = failsafe::Config::new().build();
+    group.bench_function("failsafe", |b| {
+        b.iter(|| failsafe_cb.call(|| Ok::<u64, ()>(black_box(1) + 1)).ok())
+    });
+    group.finish();
+
+    // Set BENCH_ONLY_CRITERION to profile one criterion bench alone.
+    if std::env::var_os("BENCH_ONLY_CRITERION").is_some() {
+        return;
+    }
+    println!(
+        "breaker/closed_happy_path allocations per call: bare {:.3}, palisade_breaker {:.3}, tower_resilience {:.3}, failsafe {:.3}",
+        allocations_per_call(|i| {
+            black_box(one_call(&mut bare_svc, i));
+        }),
+        allocations_per_call(|i| {
+            black_box(one_call(&mut palisade, i));
+        }),
+        allocations_per_call(|i| {
+            black_box(one_call(&mut resilience, i));
+        }),
+        allocations_per_call(|i| {
+            black_box(failsafe_cb.call(|| Ok::<u64, ()>(i + 1)).ok());
+        }),
+    );
+    println!(
+        "breaker/closed_happy_path future size: bare {} B, palisade_breaker {} B, tower_resilience {} B (boxed)",
+        std::mem::size_of_val(&bare_svc.call(0)),
+        std::mem::size_of_val(&palisade.call(0)),
+        std::mem::size_of_val(&resilience.call(0)),
+    );
+
+    const PER_THREAD: u64 = 2_000_000;
+    for threads in [1, 2] {
+        // Best of three runs, in millions of calls per second.
+        let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(0.0, f64::max) / 1e6;
+        let palisade_svc = BreakerLayer::new("threads").layer(bare());
+        let resilience_svc = resilience_layer.layer(bare());
+        println!(
+            "breaker/throughput threads={threads}: bare {:.1} M/s, palisade_breaker {:.1} M/s, tower_resilience {:.1} M/s, failsafe {:.1} M/s",
+            best(&|| throughput(&bare(), threads, PER_THREAD)),
+            best(&|| throughput(&palisade_svc, threads, PER_THREAD)),
+            best(&|| throughput(&resilience_svc, threads, PER_THREAD / 10)),
+            best(&|| failsafe_throughput(threads, PER_THREAD)),
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
