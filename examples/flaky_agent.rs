@@ -9,18 +9,24 @@
 //! * `west` rate-limits one call in eight (429, "retry after 2");
 //! * `backup` is a standby in priority tier 1, used only when tier 0 lacks capacity.
 //!
-//! The stack, outermost first: retry (3 attempts, exponential backoff, a shared ratio budget)
-//! → route (health-ramped, outlier ejection, tiers) → classify (one per replica). Each line
-//! shows what happened to one prompt; every 30 s the router's view of the replicas is printed.
+//! * from 2:00 to 2:10 every replica hangs (a stuck upstream): only timeouts answer.
+//!
+//! The stack, outermost first, in the order palisade recommends: deadline (5 s for the whole
+//! call) → retry (3 attempts, exponential backoff, a shared ratio budget) → breaker (the
+//! provider as a whole) → timeout (1 s per attempt, escalating ×2 after a timeout) → route
+//! (health-ramped, outlier ejection, tiers) → classify (one per replica). Each line shows what
+//! happened to one prompt; every 30 s the router's and the breaker's view is printed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade::breaker::BreakerLayer;
 use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, class_of};
 use palisade::retry::budget::RatioBudget;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::route::{Route, RouteConfig, check_fn};
+use palisade::timeout::{DeadlineLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -30,6 +36,7 @@ type Log = Arc<Mutex<Vec<String>>>;
 /// A replica's behaviour at `t` seconds into the run and for its `n`-th call.
 fn behaviour(name: &str, t: u64, n: u64) -> Result<(), &'static str> {
     match name {
+        _ if (120..130).contains(&t) => Err("hang"),
         "east" if (30..90).contains(&t) => Err("503 service unavailable"),
         "west" if n % 8 == 7 => Err("429 rate limit exceeded, retry after 2"),
         _ => Ok(()),
@@ -50,7 +57,13 @@ async fn main() -> Result<(), BoxError> {
             let outcome = behaviour(name, secs(), n);
             let log = log.clone();
             async move {
-                // Every call takes 200 ms of virtual time.
+                // Every call takes 200 ms of virtual time; a hung one never answers.
+                if outcome == Err("hang") {
+                    log.lock()
+                        .expect("log")
+                        .push(format!("{name}: (no answer)"));
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 match outcome {
                     Ok(()) => {
@@ -95,7 +108,10 @@ async fn main() -> Result<(), BoxError> {
     let checker = tokio::spawn(handle.health_checker(checks, Duration::from_secs(10)));
 
     let budget = Arc::new(RatioBudget::default());
+    let breaker = BreakerLayer::new("provider");
+    let breaker_handle = breaker.handle();
     let mut agent = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(5)))
         .layer(
             RetryLayer::builder()
                 .max_attempts(3)
@@ -105,6 +121,8 @@ async fn main() -> Result<(), BoxError> {
                 .seed(7)
                 .build()?,
         )
+        .layer(breaker)
+        .layer(TimeoutLayer::new(Duration::from_secs(1)).escalate(2.0, Duration::from_secs(4))?)
         .service(route);
 
     let names = ["east", "west", "backup"];
@@ -137,7 +155,15 @@ async fn main() -> Result<(), BoxError> {
             );
         }
         if i % 30 == 29 {
-            println!("\n  route at {}s:", secs());
+            let m = breaker_handle.metrics();
+            println!(
+                "\n  breaker at {}s: {} ({} failures, {} rejected)",
+                secs(),
+                m.state,
+                m.failures,
+                m.rejections
+            );
+            println!("  route:");
             for (s, name) in handle.status().iter().zip(names) {
                 println!(
                     "    {name:<7} tier {} {:<10} share {:>4.0}%  ejected {:<5} cooling {:<5} last error {}",
