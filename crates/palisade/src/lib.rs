@@ -25,17 +25,27 @@
 //! # Example
 //!
 //! ```
-//! use palisade::classify::{class_of, BoxError, Category, ClassifyLayer, DefaultClassifier};
-//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use palisade::breaker::BreakerLayer;
+//! use palisade::classify::{BoxError, ClassifyLayer, DefaultClassifier, class_of};
+//! use palisade::retry::RetryLayer;
+//! use palisade::timeout::{DeadlineLayer, TimeoutLayer};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let tool = service_fn(|_: ()| async { Err::<(), BoxError>("503 Service Unavailable".into()) });
-//! let mut svc = ServiceBuilder::new()
+//! let tool = service_fn(|_: ()| async { Err::<(), BoxError>("404 model not found".into()) });
+//! let agent = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(30)))
+//!     .layer(RetryLayer::new())
+//!     .layer(BreakerLayer::new("llm"))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(10)))
 //!     .layer(ClassifyLayer::new(DefaultClassifier::default()))
 //!     .service(tool);
-//! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
-//! assert_eq!(class_of(&err).category, Category::ServerError);
+//! // A 404 is a client fault: not retried, not counted against the dependency.
+//! let err = agent.oneshot(()).await.unwrap_err();
+//! assert!(!class_of(&err).retryable);
+//! assert_eq!(err.to_string(), "404 model not found");
 //! # }
 //! ```
 
