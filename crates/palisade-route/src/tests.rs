@@ -555,3 +555,31 @@ async fn the_checker_runs_a_suite_on_an_interval_that_the_user_spawns() {
     assert_eq!(st[0].health_rate, Some(1.0));
     checker.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn failure_percentage_outliers_are_ejected_by_the_checker() {
+    // Success-rate ejection off, so only the failure-percentage rule can act.
+    let mut cfg = RouteConfig::default();
+    cfg.outlier.success_rate_stdev_factor = 0.0;
+    cfg.outlier.consecutive_failures = 0;
+    cfg.outlier.failure_percentage = 85.0;
+    cfg.outlier.max_ejection_percent = 50.0;
+    // Keep the health state machine out of the way (it would take e out first).
+    cfg.health.degraded_after = 255;
+    cfg.health.failed_after = 255;
+    let up = flags(5);
+    let mut route = route_of(cfg, &up);
+    let handle = route.handle();
+    // Endpoint e fails about 9 calls in 10 (≥ 85 %); d about 7 in 10 (below).
+    let (d, e) = (up[3].clone(), up[4].clone());
+    for n in 0..3000u32 {
+        d.store(n % 10 >= 7, Ordering::SeqCst);
+        e.store(n % 10 == 9, Ordering::SeqCst);
+        let _ = call(&mut route).await;
+    }
+    let ok = check_fn(|_: &usize| async { Ok::<(), BoxError>(()) });
+    handle.check_once(&ok, Duration::from_secs(1)).await;
+    let st = handle.status();
+    assert!(st[4].ejected, "{:?}", st[4]);
+    assert!(!st[3].ejected, "{:?}", st[3]);
+}
