@@ -9,66 +9,17 @@
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use palisade::breaker::BreakerLayer;
-use palisade::classify::BoxError;
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::{Layer, Service, service_fn};
+use palisade_benches::{allocations_per_call, bare, one_call, spin_call};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tower::{Layer, Service};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
-    service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))
-}
-
-fn poll_now<F: std::future::Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("bench services answer at once"),
-    }
-}
-
-fn one_call<S: Service<u64, Response = u64>>(svc: &mut S, x: u64) -> Option<u64> {
-    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("bench services are always ready"),
-    }
-    poll_now(svc.call(x)).ok()
-}
-
-fn allocations_per_call(mut call: impl FnMut(u64)) -> f64 {
-    const N: u64 = 10_000;
-    for i in 0..100 {
-        call(i);
-    }
-    let region = Region::new(GLOBAL);
-    for i in 0..N {
-        call(black_box(i));
-    }
-    region.change().allocations as f64 / N as f64
-}
-
-/// Polls until ready, re-polling on `Pending` (allowed: a spurious poll is harmless), since a
-/// contended async mutex (tower-resilience's) may say `Pending` with nobody to wake us.
-fn spin_call<S: Service<u64, Response = u64>>(svc: &mut S, x: u64) -> Option<u64> {
-    let mut cx = Context::from_waker(Waker::noop());
-    while !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
-        std::hint::spin_loop();
-    }
-    let mut fut = std::pin::pin!(svc.call(x));
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out.ok();
-        }
-        std::hint::spin_loop();
-    }
-}
 
 /// Calls per second with `threads` threads, each running `per_thread` calls on its own clone.
 fn throughput<S>(svc: &S, threads: usize, per_thread: u64) -> f64
@@ -145,16 +96,16 @@ fn bench(c: &mut Criterion) {
     }
     println!(
         "breaker/closed_happy_path allocations per call: bare {:.3}, palisade_breaker {:.3}, tower_resilience {:.3}, failsafe {:.3}",
-        allocations_per_call(|i| {
+        allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut bare_svc, i));
         }),
-        allocations_per_call(|i| {
+        allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut palisade, i));
         }),
-        allocations_per_call(|i| {
+        allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut resilience, i));
         }),
-        allocations_per_call(|i| {
+        allocations_per_call(GLOBAL, |i| {
             black_box(failsafe_cb.call(|| Ok::<u64, ()>(i + 1)).ok());
         }),
     );

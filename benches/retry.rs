@@ -10,33 +10,19 @@
 use std::alloc::System;
 use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::classify::BoxError;
 use palisade::retry::RetryLayer;
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use palisade_benches::{allocations_per_service, bare, poll_now, threaded};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Polls a future that is ready at once (every service here answers synchronously).
-fn poll_now<F: std::future::Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("bench services answer at once"),
-    }
-}
-
-fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
-    service_fn(|x: u64| ready(Ok::<u64, BoxError>(x + 1)))
-}
 
 /// tower's documented budget policy: deposit on success, withdraw before a retry.
 #[derive(Clone, Debug)]
@@ -60,44 +46,6 @@ impl Policy<u64, u64, BoxError> for TpsPolicy {
     fn clone_request(&mut self, req: &u64) -> Option<u64> {
         Some(*req)
     }
-}
-
-fn allocations_per_call<S: Service<u64, Response = u64>>(svc: &mut S) -> f64 {
-    const N: u64 = 10_000;
-    let region = Region::new(GLOBAL);
-    for i in 0..N {
-        let _ = black_box(poll_now(svc.call(black_box(i))).ok());
-    }
-    region.change().allocations as f64 / N as f64
-}
-
-/// Wall time for `threads` threads, each with its own clone of `svc`, to make `iters` calls.
-fn threaded<S>(svc: &S, threads: usize, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64> + Clone + Send,
-{
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let mut svc = svc.clone();
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    barrier.wait();
-                    for i in 0..iters {
-                        let _ = black_box(poll_now(svc.call(black_box(i))).ok());
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        // Outside a runtime, tokio's clock is the real one.
-        let start = tokio::time::Instant::now();
-        for h in handles {
-            h.join().unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 fn bench(c: &mut Criterion) {
@@ -161,9 +109,9 @@ fn bench(c: &mut Criterion) {
     println!(
         "retry/happy_path: allocations per call: bare {:.3}, tower retry+TpsBudget {:.3}, palisade retry+RatioBudget {:.3}; \
          future size: bare {bare_future} B, tower {tower_future} B, palisade {palisade_future} B",
-        allocations_per_call(&mut bare_svc),
-        allocations_per_call(&mut tower_svc),
-        allocations_per_call(&mut palisade_svc),
+        allocations_per_service(GLOBAL, &mut bare_svc),
+        allocations_per_service(GLOBAL, &mut tower_svc),
+        allocations_per_service(GLOBAL, &mut palisade_svc),
     );
 }
 

@@ -9,12 +9,12 @@
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use palisade::classify::BoxError;
 use palisade::route::{Route, RouteConfig};
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use palisade_benches::{allocations_per_service, one_call};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
@@ -25,32 +25,6 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn endpoint() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
     service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))
-}
-
-/// One call through `svc`: poll_ready and the response future, both ready at once.
-fn one_call<S: Service<u64, Response = u64>>(svc: &mut S, x: u64) -> Option<u64> {
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("bench endpoints are always ready"),
-    }
-    let mut fut = std::pin::pin!(svc.call(x));
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(out) => out.ok(),
-        Poll::Pending => panic!("bench endpoints answer at once"),
-    }
-}
-
-fn allocations_per_call<S: Service<u64, Response = u64>>(svc: &mut S) -> f64 {
-    const N: u64 = 10_000;
-    for i in 0..100 {
-        black_box(one_call(svc, i));
-    }
-    let region = Region::new(GLOBAL);
-    for i in 0..N {
-        black_box(one_call(svc, black_box(i)));
-    }
-    region.change().allocations as f64 / N as f64
 }
 
 fn bench(c: &mut Criterion) {
@@ -75,8 +49,8 @@ fn bench(c: &mut Criterion) {
         });
         println!(
             "route/happy_path/{n}: allocations per call: palisade_route {:.3}, tower_p2c {:.3}",
-            allocations_per_call(&mut route),
-            allocations_per_call(&mut balance),
+            allocations_per_service(GLOBAL, &mut route),
+            allocations_per_service(GLOBAL, &mut balance),
         );
     }
     group.finish();

@@ -9,39 +9,16 @@
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use palisade::classify::BoxError;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::timeout::{DeadlineLayer, TimeoutLayer};
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::{Layer, Service, service_fn};
+use palisade_benches::{allocations_per_service, bare, poll_now, threaded};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tower::{Layer, Service};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Polls a future that is ready at once (every service here answers synchronously).
-fn poll_now<F: std::future::Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("bench services answer at once"),
-    }
-}
-
-fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
-    service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))
-}
-
-fn allocations_per_call<S: Service<u64, Response = u64>>(svc: &mut S) -> f64 {
-    const N: u64 = 10_000;
-    let region = Region::new(GLOBAL);
-    for i in 0..N {
-        let _ = black_box(poll_now(svc.call(black_box(i))).ok());
-    }
-    region.change().allocations as f64 / N as f64
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,11 +56,11 @@ fn bench(c: &mut Criterion) {
 
     println!(
         "timeout/happy_path: allocations per call: bare {:.3}, tower_timeout {:.3}, timeout {:.3}, timeout_escalating {:.3}, deadline {:.3}",
-        allocations_per_call(&mut bare_svc),
-        allocations_per_call(&mut tower_timeout),
-        allocations_per_call(&mut timeout),
-        allocations_per_call(&mut escalating),
-        allocations_per_call(&mut deadline),
+        allocations_per_service(GLOBAL, &mut bare_svc),
+        allocations_per_service(GLOBAL, &mut tower_timeout),
+        allocations_per_service(GLOBAL, &mut timeout),
+        allocations_per_service(GLOBAL, &mut escalating),
+        allocations_per_service(GLOBAL, &mut deadline),
     );
     println!(
         "timeout/happy_path: future size: bare {} B, tower_timeout {} B, timeout {} B, deadline {} B",
@@ -92,6 +69,25 @@ fn bench(c: &mut Criterion) {
         std::mem::size_of_val(&timeout.call(0)),
         std::mem::size_of_val(&deadline.call(0)),
     );
+
+    // Throughput from one and two threads, each on its own clone, inside the runtime.
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("timeout/threads_{threads}"));
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function("bare", |b| {
+            b.iter_custom(|iters| threaded(&bare_svc, threads, iters))
+        });
+        group.bench_function("tower_timeout", |b| {
+            b.iter_custom(|iters| threaded(&tower_timeout, threads, iters))
+        });
+        group.bench_function("timeout", |b| {
+            b.iter_custom(|iters| threaded(&timeout, threads, iters))
+        });
+        group.bench_function("deadline", |b| {
+            b.iter_custom(|iters| threaded(&deadline, threads, iters))
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);
