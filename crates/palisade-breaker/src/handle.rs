@@ -124,6 +124,12 @@ impl BreakerHandle {
         self.shared.core.force(State::Closed, self.shared.now_ms());
     }
 
+    /// Opens the breaker now for one open period, as if it had tripped (it then probes as
+    /// usual). Used to propagate an open parent to its children.
+    pub fn trip(&self) {
+        self.shared.core.trip_now(self.shared.now_ms());
+    }
+
     /// Lets every call through while still counting outcomes.
     pub fn disable(&self) {
         self.shared

@@ -28,6 +28,10 @@
 //!   close it; any failure reopens it.
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
 //!   events (target `palisade_breaker`) and through [`Listener`]s.
+//! * **Per-key breakers** ([`KeyedBreakerLayer`]): one per provider, model, tool or tenant,
+//!   created on first use, looked up without a lock, bounded in memory; and a **hierarchy**: a
+//!   parent breaker above per-key children fails them all fast while open, and
+//!   [`KeyedHandle::propagate`] trips every child when the parent opens.
 //!
 //! # Example
 //!
@@ -80,6 +84,7 @@ mod config;
 pub mod error;
 pub mod future;
 mod handle;
+mod keyed;
 mod layer;
 mod service;
 mod state;
@@ -91,6 +96,7 @@ mod window;
 pub use config::{BreakerConfig, CancelPolicy, Rate, Window};
 pub use error::CircuitOpen;
 pub use handle::{BreakerHandle, Metrics};
+pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};
 pub use layer::{BreakerBuilder, BreakerLayer};
 pub use service::Breaker;
 pub use state::{Event, Listener, State};

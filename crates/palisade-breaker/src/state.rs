@@ -501,6 +501,22 @@ impl Core {
         }
     }
 
+    /// Opens the breaker by hand for one open period (as if it had tripped).
+    pub(crate) fn trip_now(&self, now: u64) {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            if matches!(State::from_code(word), State::Open | State::Isolated) {
+                return;
+            }
+            let period = self.open_period(None);
+            self.open_until
+                .store(now + period.as_millis() as u64, Ordering::Release);
+            if self.transition(word, State::Open, now) {
+                return;
+            }
+        }
+    }
+
     /// Back to a new breaker's state: closed, all counts cleared.
     pub(crate) fn reset(&self, now: u64) {
         self.force(State::Closed, now);

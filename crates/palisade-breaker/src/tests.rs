@@ -295,3 +295,209 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
         "window.buckets"
     );
 }
+
+mod keyed {
+    use super::*;
+
+    /// A model call: which model, and whether it works.
+    #[derive(Clone, Debug)]
+    struct Call {
+        model: &'static str,
+        ok: bool,
+    }
+
+    fn models() -> impl Service<Call, Response = (), Error = BoxError, Future: Send> + Clone {
+        service_fn(|c: Call| async move {
+            if c.ok {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("503 overloaded".into())
+            }
+        })
+    }
+
+    fn keyed(max_keys: usize) -> KeyedBreakerLayer<&'static str, fn(&Call) -> &'static str> {
+        KeyedBreakerLayer::builder("model")
+            .config(BreakerConfig {
+                jitter: 0.0,
+                ..BreakerConfig::default()
+            })
+            .max_keys(max_keys)
+            .idle_timeout(Duration::from_secs(60))
+            .build((|c: &Call| c.model) as fn(&Call) -> &'static str)
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_key_has_its_own_breaker() {
+        let layer = keyed(16);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        for _ in 0..5 {
+            let _ = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(Call {
+                    model: "big",
+                    ok: false,
+                })
+                .await;
+        }
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "big",
+                ok: true,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is::<CircuitOpen>());
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "small",
+                ok: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(handle.get(&"big").unwrap().state(), State::Open);
+        assert_eq!(handle.get(&"small").unwrap().state(), State::Closed);
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["big", "small"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_by_idle_eviction_and_max_keys() {
+        let layer = keyed(2);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        for model in ["a", "b"] {
+            svc.ready()
+                .await
+                .unwrap()
+                .call(Call { model, ok: true })
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "a",
+                ok: true,
+            })
+            .await
+            .unwrap();
+        // A third key: the least recently used (b) goes.
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "c",
+                ok: true,
+            })
+            .await
+            .unwrap();
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        // After the idle timeout, both old keys go when a new one arrives.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "d",
+                ok: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(handle.keys(), ["d"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_parent_fails_its_children_fast_and_propagates() {
+        let children = keyed(16);
+        let child_handle = children.handle();
+        let parent = BreakerLayer::builder("provider")
+            .configure(|c| c.jitter = 0.0)
+            .listener(child_handle.propagate())
+            .build()
+            .unwrap();
+        let parent_handle = parent.handle();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let inner = service_fn(move |c: Call| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if c.ok {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("503".into())
+                }
+            }
+        });
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(parent)
+            .layer(children)
+            .service(inner);
+        // Two models work, then the provider fails across models.
+        for model in ["a", "b"] {
+            svc.ready()
+                .await
+                .unwrap()
+                .call(Call { model, ok: true })
+                .await
+                .unwrap();
+        }
+        for (i, model) in ["a", "b", "a", "b", "a"].into_iter().enumerate() {
+            let _ = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(Call { model, ok: false })
+                .await;
+            assert_eq!(parent_handle.state() == State::Open, i == 4);
+        }
+        // The parent rejects every model without calling anything...
+        let before = calls.load(Ordering::SeqCst);
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "b",
+                ok: true,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is::<CircuitOpen>());
+        assert_eq!(calls.load(Ordering::SeqCst), before);
+        // ...and opening it tripped every child, which probe on their own later.
+        assert_eq!(child_handle.get(&"a").unwrap().state(), State::Open);
+        assert_eq!(child_handle.get(&"b").unwrap().state(), State::Open);
+    }
+
+    #[test]
+    fn bad_configuration_names_the_field() {
+        let err = KeyedBreakerLayer::builder("x")
+            .max_keys(0)
+            .build::<u32, _>(|c: &u32| *c)
+            .unwrap_err();
+        assert_eq!(err.field(), "max_keys");
+        let err = KeyedBreakerLayer::builder("x")
+            .config(BreakerConfig {
+                half_open_probes: 0,
+                ..BreakerConfig::default()
+            })
+            .build::<u32, _>(|c: &u32| *c)
+            .unwrap_err();
+        assert_eq!(err.field(), "half_open_probes");
+    }
+}

@@ -1,0 +1,342 @@
+//! Per-key breakers: one breaker per provider, model, tool or tenant, created on first use.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use palisade_classify::{BoxError, ConfigError};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::handle::{BreakerHandle, Shared, Stripes};
+use crate::state::{Core, Event, Listener, State};
+use crate::{BreakerConfig, CircuitOpen};
+
+struct Entry {
+    stripes: Arc<Stripes>,
+    /// Last use, in seconds since the registry's origin (written at most once a second).
+    last_used: AtomicU64,
+}
+
+/// The breakers of a [`KeyedBreakerLayer`], shared by its services and handles.
+struct Registry<K> {
+    name: String,
+    config: BreakerConfig,
+    origin: Instant,
+    max_keys: usize,
+    idle: Duration,
+    /// An immutable snapshot, swapped whole on insert or eviction: lookups take no lock.
+    map: ArcSwap<HashMap<K, Arc<Entry>>>,
+    /// Serializes writers only (first use of a key, eviction); readers never touch it.
+    write: std::sync::Mutex<()>,
+}
+
+impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
+    fn secs(&self) -> u64 {
+        self.origin.elapsed().as_secs()
+    }
+
+    #[inline]
+    fn get(&self, key: &K) -> Arc<Stripes> {
+        if let Some(entry) = self.map.load().get(key) {
+            let now = self.secs();
+            if entry.last_used.load(Ordering::Relaxed) != now {
+                entry.last_used.store(now, Ordering::Relaxed);
+            }
+            return entry.stripes.clone();
+        }
+        self.insert(key)
+    }
+
+    #[cold]
+    fn insert(&self, key: &K) -> Arc<Stripes> {
+        let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.map.load_full();
+        if let Some(entry) = current.get(key) {
+            return entry.stripes.clone();
+        }
+        let now = self.secs();
+        let mut next: HashMap<K, Arc<Entry>> = (*current).clone();
+        // Bounded memory: drop idle keys, then the least recently used if still full.
+        next.retain(|_, e| {
+            now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < self.idle.as_secs().max(1)
+        });
+        while next.len() >= self.max_keys {
+            let Some(oldest) = next
+                .iter()
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            next.remove(&oldest);
+        }
+        let stripes = Stripes::new(Arc::new(Shared {
+            core: Core::new(format!("{}[{key:?}]", self.name), self.config, Vec::new()),
+            origin: self.origin,
+        }));
+        next.insert(
+            key.clone(),
+            Arc::new(Entry {
+                stripes: stripes.clone(),
+                last_used: AtomicU64::new(now),
+            }),
+        );
+        tracing::debug!(target: "palisade_breaker", breaker = %self.name, ?key, keys = next.len(), "per-key breaker created");
+        self.map.store(Arc::new(next));
+        stripes
+    }
+}
+
+/// One circuit breaker per key taken from the request (a provider, a model, a tool, a tenant),
+/// created on first use. See [`KeyedBreakerLayer::builder`].
+///
+/// Looking a key up takes no lock: the keys live in an immutable map behind an
+/// [`ArcSwap`](arc_swap::ArcSwap), replaced whole when a key is added (rare). Memory is
+/// bounded: keys idle longer than [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are
+/// dropped when a new key arrives, and beyond [`max_keys`](KeyedBreakerBuilder::max_keys) the
+/// least recently used key is dropped (its breaker starts afresh if it comes back).
+///
+/// # Hierarchy
+/// Put a [`BreakerLayer`](crate::BreakerLayer) for the parent (a provider) above a keyed layer
+/// for the children (its models): an open parent fails every child's calls fast, without
+/// reaching them. Add [`KeyedHandle::propagate`] as a listener of the parent to also trip every
+/// child when the parent opens, so each child probes on its own afterwards.
+pub struct KeyedBreakerLayer<K, F> {
+    registry: Arc<Registry<K>>,
+    key: F,
+}
+
+impl<K, F: Clone> Clone for KeyedBreakerLayer<K, F> {
+    fn clone(&self) -> Self {
+        KeyedBreakerLayer {
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K, F> fmt::Debug for KeyedBreakerLayer<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakerLayer")
+            .field("name", &self.registry.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`KeyedBreakerLayer`].
+#[derive(Debug)]
+pub struct KeyedBreakerBuilder {
+    name: String,
+    config: BreakerConfig,
+    max_keys: usize,
+    idle: Duration,
+}
+
+impl KeyedBreakerLayer<(), ()> {
+    /// A builder for per-key breakers named `name[key]`.
+    pub fn builder(name: impl Into<String>) -> KeyedBreakerBuilder {
+        KeyedBreakerBuilder {
+            name: name.into(),
+            config: BreakerConfig::default(),
+            max_keys: 1024,
+            idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl KeyedBreakerBuilder {
+    /// The configuration every key's breaker gets.
+    pub fn config(mut self, config: BreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The most keys kept at once (1024).
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n;
+        self
+    }
+
+    /// Keys unused this long are dropped when a new key arrives (1 hour).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Builds the layer with `key` taking the key from each request.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the invalid field.
+    pub fn build<K, F>(self, key: F) -> Result<KeyedBreakerLayer<K, F>, ConfigError> {
+        self.config.validate()?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        if self.idle < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                "must be at least one second",
+            ));
+        }
+        palisade_classify::register::<CircuitOpen>();
+        Ok(KeyedBreakerLayer {
+            registry: Arc::new(Registry {
+                name: self.name,
+                config: self.config,
+                origin: Instant::now(),
+                max_keys: self.max_keys,
+                idle: self.idle,
+                map: ArcSwap::from_pointee(HashMap::new()),
+                write: std::sync::Mutex::new(()),
+            }),
+            key,
+        })
+    }
+}
+
+impl<K, F> KeyedBreakerLayer<K, F> {
+    /// A handle on every key's breaker.
+    pub fn handle(&self) -> KeyedHandle<K> {
+        KeyedHandle {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl<S, K, F: Clone> Layer<S> for KeyedBreakerLayer<K, F> {
+    type Service = KeyedBreaker<S, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedBreaker {
+            inner,
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// The service a [`KeyedBreakerLayer`] makes. Readiness is the inner service's; the key's
+/// breaker decides at `call`, failing fast with [`CircuitOpen`] when it is open.
+pub struct KeyedBreaker<S, K, F> {
+    inner: S,
+    registry: Arc<Registry<K>>,
+    key: F,
+}
+
+impl<S: Clone, K, F: Clone> Clone for KeyedBreaker<S, K, F> {
+    fn clone(&self) -> Self {
+        KeyedBreaker {
+            inner: self.inner.clone(),
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, F> fmt::Debug for KeyedBreaker<S, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreaker")
+            .field("inner", &self.inner)
+            .field("name", &self.registry.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for KeyedBreaker<S, K, F>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq + Clone + fmt::Debug,
+    F: Fn(&Req) -> K,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let stripes = self.registry.get(&(self.key)(&req));
+        let stripe = stripes.local();
+        let shared = &stripe.shared;
+        match shared.core.admit(|| shared.now_ms()) {
+            Ok(ticket) => ResponseFuture::new(self.inner.call(req), stripe.clone(), ticket),
+            Err(refused) => ResponseFuture::rejected(refused),
+        }
+    }
+}
+
+/// A handle on the breakers of a [`KeyedBreakerLayer`].
+pub struct KeyedHandle<K> {
+    registry: Arc<Registry<K>>,
+}
+
+impl<K> Clone for KeyedHandle<K> {
+    fn clone(&self) -> Self {
+        KeyedHandle {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedHandle")
+            .field("name", &self.registry.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
+    /// The handle of one key's breaker, if it exists.
+    pub fn get(&self, key: &K) -> Option<BreakerHandle> {
+        self.registry.map.load().get(key).map(|e| BreakerHandle {
+            shared: e.stripes.shared().clone(),
+        })
+    }
+
+    /// The keys that have a breaker now.
+    pub fn keys(&self) -> Vec<K> {
+        self.registry.map.load().keys().cloned().collect()
+    }
+
+    /// Trips every key's breaker (see [`BreakerHandle::trip`]).
+    pub fn trip_all(&self) {
+        for e in self.registry.map.load().values() {
+            let shared = e.stripes.shared();
+            shared.core.trip_now(shared.now_ms());
+        }
+    }
+
+    /// A [`Listener`] for a parent breaker that trips every child here when the parent opens.
+    pub fn propagate(&self) -> impl Listener + 'static
+    where
+        K: Send + Sync + 'static,
+    {
+        Propagate(self.clone())
+    }
+}
+
+struct Propagate<K>(KeyedHandle<K>);
+
+impl<K: Hash + Eq + Clone + fmt::Debug + Send + Sync> Listener for Propagate<K> {
+    fn on_event(&self, parent: &str, event: Event) {
+        if let Event::Transition {
+            to: State::Open, ..
+        } = event
+        {
+            tracing::info!(target: "palisade_breaker", parent, children = %self.0.registry.name, "parent opened: tripping its children");
+            self.0.trip_all();
+        }
+    }
+}
