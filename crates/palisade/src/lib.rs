@@ -6,6 +6,7 @@
 //! | module | crate | what it does |
 //! |---|---|---|
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
+//! | [`fallback`] | `palisade-fallback` | answers anyway when nothing else worked: static, computed, last-good and alternative-service answers, marked degraded |
 //! | [`breaker`] | `palisade-breaker` | guards a dependency as a whole: lock-free circuit breaker, sliding windows, half-open probes |
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
@@ -71,3 +72,7 @@ pub use palisade_timeout as timeout;
 #[cfg(feature = "breaker")]
 #[doc(inline)]
 pub use palisade_breaker as breaker;
+
+#[cfg(feature = "fallback")]
+#[doc(inline)]
+pub use palisade_fallback as fallback;

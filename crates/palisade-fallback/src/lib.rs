@@ -1,0 +1,74 @@
+//! Fallback for tower services: when nothing else worked, answer anyway — with a fixed answer,
+//! one computed from the failure or the request, the last good answer for the same key, or
+//! another service's (a fallback agent, a cheaper model, another provider) — and say honestly
+//! that it is a degraded one.
+//!
+//! [`FallbackLayer`] sits outermost in a palisade stack. It reads the class of each failure
+//! with [`class_of`](palisade_classify::class_of) and, by default, answers every failure except
+//! the caller's own cancellation and errors the classifier accepted as normal
+//! ([`handles`](FallbackLayer::handles) changes that). Its response is an [`Answer`]: the
+//! dependency's own ([`Answer::Primary`]), a fallback's marked [`Degraded`], or a failing
+//! response handed back ([`Answer::Restored`]) when no fallback answered.
+//!
+//! Strategies ([`Strategy`]): [`Static`], [`FromError`], [`FromRequest`], [`Alternative`]
+//! (another service), [`LastGood`] and [`Chain`], which tries them in order and fails with
+//! [`FallbackFailed`] holding every error in order.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
+//! use palisade_fallback::{Alternative, Answer, Chain, FallbackLayer, Static};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let big_model = service_fn(|_: String| async { Err::<String, BoxError>("503 overloaded".into()) });
+//! let small_model = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("short answer to {q}")) });
+//!
+//! let agent = ServiceBuilder::new()
+//!     .layer(FallbackLayer::new(
+//!         Chain::new()
+//!             .then(Alternative(small_model))
+//!             .then(Static("Sorry, try again later.".to_owned())),
+//!     ))
+//!     .layer(ClassifyLayer::new(DefaultClassifier::default()))
+//!     .service(big_model);
+//!
+//! let answer = agent.oneshot("why".to_owned()).await.unwrap();
+//! assert!(answer.is_degraded());
+//! assert_eq!(answer.degraded().unwrap().class.category.as_str(), "server_error");
+//! assert_eq!(answer.into_inner(), "short answer to why");
+//! # }
+//! ```
+//!
+//! # Requests
+//! Requests must be `Clone`, and are cloned only when the strategy needs them
+//! ([`Strategy::needs_request`]): never for [`Static`], [`FromError`] or [`LastGood`].
+//!
+//! # Errors
+//! A failure the layer does not handle passes through unchanged (or comes back restored, for a
+//! failing response). When every strategy fails: [`FallbackFailed`], with the original error
+//! first.
+//!
+//! # Performance
+//! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the
+//! response under a short lock); strategies allocate only after a failure.
+
+mod answer;
+pub mod error;
+pub mod future;
+mod layer;
+mod service;
+mod strategy;
+
+pub use answer::{Answer, Degraded};
+pub use error::FallbackFailed;
+pub use layer::{FallbackLayer, handles_by_default};
+pub use service::Fallback;
+pub use strategy::{
+    Alternative, Chain, Failure, FallbackFuture, FromError, FromRequest, LastGood, Static, Strategy,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! Fallback strategies: where a degraded answer comes from.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Class, ConfigError};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_service::Service;
+
+/// The future a strategy returns. Strategies only run after a failure, where allocating is
+/// allowed; the success path never builds one.
+pub type FallbackFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
+/// The failure a strategy answers for.
+#[derive(Debug)]
+pub struct Failure<'a> {
+    /// Its class.
+    pub class: Class,
+    /// The error itself.
+    pub error: &'a BoxError,
+}
+
+/// Where a degraded answer comes from.
+pub trait Strategy<Req, R>: Send + Sync + 'static {
+    /// A short name for logs and the [`Degraded`](crate::Degraded) marker.
+    fn name(&self) -> &'static str;
+
+    /// Whether the strategy needs the request: only then is the request cloned before the call.
+    fn needs_request(&self) -> bool {
+        false
+    }
+
+    /// A key taken from the request before the call, for strategies that remember answers.
+    fn key(&self, _req: &Req) -> Option<u64> {
+        None
+    }
+
+    /// Sees every successful response (with the key taken before the call).
+    fn on_success(&self, _key: Option<u64>, _response: &R) {}
+
+    /// Answers for a failure. `req` is the request when [`needs_request`](Self::needs_request)
+    /// said so.
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R>;
+}
+
+/// Always the same answer.
+#[derive(Clone, Debug)]
+pub struct Static<R>(pub R);
+
+impl<Req, R: Clone + Send + Sync + 'static> Strategy<Req, R> for Static<R> {
+    fn name(&self) -> &'static str {
+        "static"
+    }
+
+    fn fallback(&self, _: Option<Req>, _: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
+        Box::pin(std::future::ready(Ok(self.0.clone())))
+    }
+}
+
+/// An answer computed from the failure (its class and error).
+#[derive(Clone)]
+pub struct FromError<F>(pub F);
+
+impl<F> fmt::Debug for FromError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FromError")
+    }
+}
+
+impl<Req, R, F> Strategy<Req, R> for FromError<F>
+where
+    R: Send + 'static,
+    F: Fn(Class, &BoxError) -> Result<R, BoxError> + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        "from_error"
+    }
+
+    fn fallback(&self, _: Option<Req>, _: Option<u64>, failure: Failure<'_>) -> FallbackFuture<R> {
+        Box::pin(std::future::ready((self.0)(failure.class, failure.error)))
+    }
+}
+
+/// An answer computed from the request and the failure: the request is cloned before every
+/// call so it is there if the call fails.
+#[derive(Clone)]
+pub struct FromRequest<F>(pub F);
+
+impl<F> fmt::Debug for FromRequest<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FromRequest")
+    }
+}
+
+impl<Req, R, F> Strategy<Req, R> for FromRequest<F>
+where
+    Req: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Req, Class, &BoxError) -> Result<R, BoxError> + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        "from_request"
+    }
+
+    fn needs_request(&self) -> bool {
+        true
+    }
+
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        _: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R> {
+        Box::pin(std::future::ready(match req {
+            Some(req) => (self.0)(req, failure.class, failure.error),
+            None => Err("from_request fallback without a request".into()),
+        }))
+    }
+}
+
+/// Another service answers: a fallback agent, a cheaper model, another provider.
+#[derive(Clone, Debug)]
+pub struct Alternative<S>(pub S);
+
+impl<Req, R, S> Strategy<Req, R> for Alternative<S>
+where
+    Req: Send + 'static,
+    S: Service<Req, Response = R> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    fn name(&self) -> &'static str {
+        "service"
+    }
+
+    fn needs_request(&self) -> bool {
+        true
+    }
+
+    fn fallback(&self, req: Option<Req>, _: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
+        let svc = self.0.clone();
+        Box::pin(async move {
+            match req {
+                Some(req) => svc.oneshot(req).await.map_err(Into::into),
+                None => Err("service fallback without a request".into()),
+            }
+        })
+    }
+}
+
+/// The last good response for the same key, if it is fresh enough.
+///
+/// The key comes from the request before each call (a hash of what `key` returns). Recording a
+/// success takes a short lock on the cache (the only lock on the success path, and only with
+/// this strategy); the cache holds at most `capacity` keys, dropping the oldest entry when full.
+pub struct LastGood<R, F> {
+    key: F,
+    ttl: Duration,
+    capacity: usize,
+    hasher: std::collections::hash_map::RandomState,
+    cache: Arc<Mutex<HashMap<u64, (Instant, R)>>>,
+}
+
+impl<R, F> fmt::Debug for LastGood<R, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastGood")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, F> LastGood<R, F> {
+    /// Remembers the last good response per `key(&request)` for `ttl`, at most `capacity` keys.
+    ///
+    /// # Errors
+    /// `ttl` and `capacity` must be greater than zero.
+    pub fn new(key: F, ttl: Duration, capacity: usize) -> Result<Self, ConfigError> {
+        if ttl.is_zero() {
+            return Err(ConfigError::new("ttl", "must be greater than zero"));
+        }
+        if capacity == 0 {
+            return Err(ConfigError::new("capacity", "must be at least 1"));
+        }
+        Ok(LastGood {
+            key,
+            ttl,
+            capacity,
+            hasher: Default::default(),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+}
+
+impl<Req, R, F, K> Strategy<Req, R> for LastGood<R, F>
+where
+    R: Clone + Send + Sync + 'static,
+    F: Fn(&Req) -> K + Send + Sync + 'static,
+    K: Hash,
+{
+    fn name(&self) -> &'static str {
+        "last_good"
+    }
+
+    fn key(&self, req: &Req) -> Option<u64> {
+        Some(self.hasher.hash_one((self.key)(req)))
+    }
+
+    fn on_success(&self, key: Option<u64>, response: &R) {
+        let Some(key) = key else { return };
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.capacity && !cache.contains_key(&key) {
+            let oldest = cache.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(key, (now, response.clone()));
+    }
+
+    fn fallback(&self, _: Option<Req>, key: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
+        let found = key.and_then(|key| {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .map(|(_, r)| r.clone())
+        });
+        Box::pin(std::future::ready(found.ok_or_else(|| {
+            BoxError::from("no fresh last good response for this key")
+        })))
+    }
+}
+
+/// Tries strategies in order until one answers; when none does, the call fails with
+/// [`FallbackFailed`](crate::FallbackFailed) holding every error in order. The request is
+/// cloned when any member needs it; the first member that takes a key gives it to all.
+pub struct Chain<Req, R> {
+    members: Vec<Arc<dyn Strategy<Req, R>>>,
+}
+
+impl<Req: 'static, R: 'static> fmt::Debug for Chain<Req, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.members.iter().map(|m| m.name()))
+            .finish()
+    }
+}
+
+impl<Req, R> Default for Chain<Req, R> {
+    fn default() -> Self {
+        Chain {
+            members: Vec::new(),
+        }
+    }
+}
+
+impl<Req, R> Chain<Req, R> {
+    /// An empty chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a strategy to try after the ones already there.
+    pub fn then(mut self, strategy: impl Strategy<Req, R>) -> Self {
+        self.members.push(Arc::new(strategy));
+        self
+    }
+}
+
+/// What a chain's members failed with, carried to the service future.
+#[derive(Debug)]
+pub(crate) struct ChainErrors(pub(crate) Vec<BoxError>);
+
+impl fmt::Display for ChainErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} fallback strategies failed", self.0.len())
+    }
+}
+
+impl std::error::Error for ChainErrors {}
+
+impl<Req, R> Strategy<Req, R> for Chain<Req, R>
+where
+    Req: Clone + Send + 'static,
+    R: Send + 'static,
+{
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+
+    fn needs_request(&self) -> bool {
+        self.members.iter().any(|m| m.needs_request())
+    }
+
+    fn key(&self, req: &Req) -> Option<u64> {
+        self.members.iter().find_map(|m| m.key(req))
+    }
+
+    fn on_success(&self, key: Option<u64>, response: &R) {
+        for m in &self.members {
+            m.on_success(key, response);
+        }
+    }
+
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R> {
+        let members = self.members.clone();
+        let class = failure.class;
+        // The members see the original error as text; the chain reports every error in order.
+        let original: BoxError = failure.error.to_string().into();
+        Box::pin(async move {
+            let mut errors = Vec::new();
+            for m in members {
+                let req = if m.needs_request() { req.clone() } else { None };
+                match m
+                    .fallback(
+                        req,
+                        key,
+                        Failure {
+                            class,
+                            error: &original,
+                        },
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        tracing::info!(target: "palisade_fallback", strategy = m.name(), "chain member answered");
+                        return Ok(r);
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            Err(Box::new(ChainErrors(errors)) as BoxError)
+        })
+    }
+}

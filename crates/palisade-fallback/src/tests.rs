@@ -1,0 +1,294 @@
+//! The fallback layer on the paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_classify::{
+    BoxError, Category, Class, ClassifyLayer, DefaultClassifier, class_of, classify_fn,
+};
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::*;
+
+/// A request whose clones are counted.
+#[derive(Debug)]
+struct Req {
+    q: &'static str,
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for Req {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Req {
+            q: self.q,
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+fn req(q: &'static str) -> (Req, Arc<AtomicUsize>) {
+    let clones = Arc::new(AtomicUsize::new(0));
+    (
+        Req {
+            q,
+            clones: clones.clone(),
+        },
+        clones,
+    )
+}
+
+/// Fails with `msg` for prompts starting with "fail", answers otherwise.
+fn agent(
+    msg: &'static str,
+) -> impl tower::Service<Req, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |r: Req| async move {
+        if r.q.starts_with("fail") {
+            Err::<String, BoxError>(msg.into())
+        } else {
+            Ok(format!("answer to {}", r.q))
+        }
+    })
+}
+
+#[tokio::test]
+async fn success_passes_through_without_cloning_the_request() {
+    for strategy in [
+        Box::new(Static("static".to_owned())) as Box<dyn Strategy<Req, String>>,
+        Box::new(FromError(|_: Class, _: &BoxError| {
+            Ok::<_, BoxError>("e".to_owned())
+        })),
+    ] {
+        let svc = FallbackLayer::new(strategy).layer(agent("503"));
+        let (r, clones) = req("hello");
+        assert_eq!(
+            svc.oneshot(r).await.unwrap(),
+            Answer::Primary("answer to hello".to_owned())
+        );
+        assert_eq!(clones.load(Ordering::SeqCst), 0);
+    }
+}
+
+impl<Req, R> Strategy<Req, R> for Box<dyn Strategy<Req, R>>
+where
+    Req: 'static,
+    R: 'static,
+{
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn needs_request(&self) -> bool {
+        (**self).needs_request()
+    }
+    fn key(&self, req: &Req) -> Option<u64> {
+        (**self).key(req)
+    }
+    fn on_success(&self, key: Option<u64>, response: &R) {
+        (**self).on_success(key, response)
+    }
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R> {
+        (**self).fallback(req, key, failure)
+    }
+}
+
+#[tokio::test]
+async fn static_and_from_error_answer_failures_marked_degraded() {
+    let svc =
+        FallbackLayer::new(Static("sorry".to_owned())).layer(agent("503 service unavailable"));
+    let (r, clones) = req("fail 1");
+    let answer = svc.oneshot(r).await.unwrap();
+    assert_eq!(answer.get_ref(), "sorry");
+    let degraded = answer.degraded().unwrap();
+    assert_eq!(degraded.strategy, "static");
+    assert_eq!(degraded.class.category, Category::ServerError);
+    assert_eq!(clones.load(Ordering::SeqCst), 0);
+
+    let svc = FallbackLayer::new(FromError(|class: Class, e: &BoxError| {
+        Ok::<_, BoxError>(format!("{} ({e})", class.category))
+    }))
+    .layer(agent("429 rate limit"));
+    let (r, _) = req("fail 2");
+    assert_eq!(
+        svc.oneshot(r).await.unwrap().into_inner(),
+        "rate_limited (429 rate limit)"
+    );
+}
+
+#[tokio::test]
+async fn from_request_and_alternative_get_the_request() {
+    let svc = FallbackLayer::new(FromRequest(|r: Req, _: Class, _: &BoxError| {
+        Ok::<_, BoxError>(format!("echo {}", r.q))
+    }))
+    .layer(agent("503"));
+    let (r, clones) = req("fail x");
+    assert_eq!(svc.oneshot(r).await.unwrap().into_inner(), "echo fail x");
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        1,
+        "cloned once, before the call"
+    );
+
+    let backup = service_fn(|r: Req| async move { Ok::<_, BoxError>(format!("backup: {}", r.q)) });
+    let svc = FallbackLayer::new(Alternative(backup)).layer(agent("503"));
+    let (r, _) = req("fail y");
+    let answer = svc.oneshot(r).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, "service");
+    assert_eq!(answer.into_inner(), "backup: fail y");
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_good_answers_from_a_fresh_cache_only() {
+    // Key by the prompt's first word.
+    let strategy = LastGood::new(
+        |r: &Req| r.q.split(' ').nth(1).unwrap_or("").to_owned(),
+        Duration::from_secs(60),
+        2,
+    )
+    .unwrap();
+    let flaky = Arc::new(AtomicUsize::new(0));
+    let f = flaky.clone();
+    let svc = FallbackLayer::new(strategy).layer(service_fn(move |r: Req| {
+        let n = f.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                Ok(format!("fresh {}", r.q))
+            } else {
+                Err::<String, BoxError>("503".into())
+            }
+        }
+    }));
+    let (r, _) = req("ask weather");
+    assert_eq!(
+        svc.clone().oneshot(r).await.unwrap(),
+        Answer::Primary("fresh ask weather".into())
+    );
+    let (r, _) = req("ask weather");
+    let answer = svc.clone().oneshot(r).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, "last_good");
+    assert_eq!(answer.into_inner(), "fresh ask weather");
+    // Another key has nothing cached.
+    let (r, _) = req("ask news");
+    let err = svc.clone().oneshot(r).await.unwrap_err();
+    assert!(err.is::<FallbackFailed>());
+    // After the TTL, the cached answer is stale.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let (r, _) = req("ask weather");
+    assert!(svc.oneshot(r).await.unwrap_err().is::<FallbackFailed>());
+    assert_eq!(
+        LastGood::<String, fn(&Req) -> u8>::new(|_| 0, Duration::ZERO, 1)
+            .unwrap_err()
+            .field(),
+        "ttl"
+    );
+}
+
+#[tokio::test]
+async fn a_chain_tries_in_order_and_reports_every_error() {
+    let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
+    let chain = Chain::new()
+        .then(Alternative(down))
+        .then(FromError(|_: Class, _: &BoxError| {
+            Err::<String, BoxError>("no template".into())
+        }));
+    let svc = FallbackLayer::new(chain).layer(agent("503 primary down"));
+    let (r, _) = req("fail");
+    let err = svc.oneshot(r).await.unwrap_err();
+    let failed = err.downcast_ref::<FallbackFailed>().unwrap();
+    let messages: Vec<String> = failed.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(messages, ["503 primary down", "backup down", "no template"]);
+    let class = class_of(&err);
+    assert_eq!(class.category, Category::ServerError);
+    assert!(!class.retryable);
+
+    let chain = Chain::new()
+        .then(FromError(|_: Class, _: &BoxError| {
+            Err::<String, BoxError>("no".into())
+        }))
+        .then(Static("last resort".to_owned()));
+    let svc = FallbackLayer::new(chain).layer(agent("503"));
+    let (r, _) = req("fail");
+    assert_eq!(svc.oneshot(r).await.unwrap().into_inner(), "last resort");
+}
+
+#[tokio::test]
+async fn cancellations_are_not_answered_and_the_predicate_decides() {
+    let svc = FallbackLayer::new(Static("x".to_owned())).layer(agent("request cancelled"));
+    let (r, _) = req("fail");
+    assert_eq!(
+        svc.oneshot(r).await.unwrap_err().to_string(),
+        "request cancelled"
+    );
+
+    // Only server errors get a fallback here; a bad request stays an error.
+    let svc = FallbackLayer::new(Static("x".to_owned()))
+        .handles(|c| c.category == Category::ServerError)
+        .layer(agent("400 invalid request"));
+    let (r, _) = req("fail");
+    assert_eq!(
+        svc.oneshot(r).await.unwrap_err().to_string(),
+        "400 invalid request"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_response_comes_back_restored_when_nothing_answers() {
+    let classified = ClassifyLayer::new(classify_fn(|r: &Result<u16, BoxError>| match r {
+        Ok(s) if *s >= 500 => Some(Class::new(Category::ServerError)),
+        Ok(_) => None,
+        Err(e) => Some(DefaultClassifier::default().classify_error(&**e)),
+    }))
+    .layer(service_fn(|s: u16| async move { Ok::<u16, BoxError>(s) }));
+    let failing = FromError(|_: Class, _: &BoxError| Err::<u16, BoxError>("no fallback".into()));
+    let svc = FallbackLayer::new(failing).layer(classified.clone());
+    match svc.oneshot(503).await.unwrap() {
+        Answer::Restored { response, class } => {
+            assert_eq!(response, 503);
+            assert_eq!(class.category, Category::ServerError);
+        }
+        other => panic!("expected a restored response, got {other:?}"),
+    }
+    let strict = FallbackLayer::new(FromError(|_: Class, _: &BoxError| {
+        Err::<u16, BoxError>("no".into())
+    }))
+    .restore_failed_responses(false)
+    .layer(classified);
+    assert!(
+        strict
+            .oneshot(503)
+            .await
+            .unwrap_err()
+            .is::<FallbackFailed>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_leaves_nothing_behind() {
+    let slow_backup = service_fn(|_: Req| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, BoxError>("late".to_owned())
+    });
+    let layer = FallbackLayer::new(Alternative(slow_backup));
+    let strategy = layer.strategy.clone();
+    let svc = layer.layer(agent("503"));
+    let (r, clones) = req("fail");
+    let call = svc.oneshot(r);
+    // Give up while the fallback runs.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .is_err()
+    );
+    // The request clone and the strategy reference went with the future.
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        Arc::strong_count(&strategy),
+        1 + 1,
+        "the layer's and this test's only"
+    );
+}
