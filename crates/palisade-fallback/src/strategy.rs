@@ -54,6 +54,34 @@ pub trait Strategy<Req, R>: Send + Sync + 'static {
     ) -> FallbackFuture<R>;
 }
 
+/// A boxed strategy is a strategy, so strategies of different types can be chosen at run time.
+impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn needs_request(&self) -> bool {
+        (**self).needs_request()
+    }
+
+    fn key(&self, req: &Req) -> Option<u64> {
+        (**self).key(req)
+    }
+
+    fn on_success(&self, key: Option<u64>, response: &R) {
+        (**self).on_success(key, response)
+    }
+
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R> {
+        (**self).fallback(req, key, failure)
+    }
+}
+
 /// Always the same answer.
 #[derive(Clone, Debug)]
 pub struct Static<R>(pub R);

@@ -70,33 +70,6 @@ async fn success_passes_through_without_cloning_the_request() {
     }
 }
 
-impl<Req, R> Strategy<Req, R> for Box<dyn Strategy<Req, R>>
-where
-    Req: 'static,
-    R: 'static,
-{
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn needs_request(&self) -> bool {
-        (**self).needs_request()
-    }
-    fn key(&self, req: &Req) -> Option<u64> {
-        (**self).key(req)
-    }
-    fn on_success(&self, key: Option<u64>, response: &R) {
-        (**self).on_success(key, response)
-    }
-    fn fallback(
-        &self,
-        req: Option<Req>,
-        key: Option<u64>,
-        failure: Failure<'_>,
-    ) -> FallbackFuture<R> {
-        (**self).fallback(req, key, failure)
-    }
-}
-
 #[tokio::test]
 async fn static_and_from_error_answer_failures_marked_degraded() {
     let svc =
