@@ -10,6 +10,10 @@
 //! dependency's own ([`Answer::Primary`]), a fallback's marked [`Degraded`], or a failing
 //! response handed back ([`Answer::Restored`]) when no fallback answered.
 //!
+//! A [`Switchboard`] of named features ([`FeatureLayer`]) turns a feature off by hand or after
+//! repeated failures, answers with its fallback meanwhile, and turns it back on after a
+//! cool-down once a probe call succeeds.
+//!
 //! Strategies ([`Strategy`]): [`Static`], [`FromError`], [`FromRequest`], [`Alternative`]
 //! (another service), [`LastGood`] and [`Chain`], which tries them in order and fails with
 //! [`FallbackFailed`] holding every error in order.
@@ -61,6 +65,7 @@ pub mod future;
 mod layer;
 mod service;
 mod strategy;
+mod switchboard;
 
 pub use answer::{Answer, Degraded};
 pub use error::FallbackFailed;
@@ -68,6 +73,10 @@ pub use layer::{FallbackLayer, handles_by_default};
 pub use service::Fallback;
 pub use strategy::{
     Alternative, Chain, Failure, FallbackFuture, FromError, FromRequest, LastGood, Static, Strategy,
+};
+pub use switchboard::{
+    Feature, FeatureConfig, FeatureDisabled, FeatureLayer, FeatureState, FeatureStatus, Gate,
+    GateFuture, Switchboard,
 };
 
 #[cfg(test)]

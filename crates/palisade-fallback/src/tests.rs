@@ -265,3 +265,140 @@ async fn a_dropped_call_leaves_nothing_behind() {
         "the layer's and this test's only"
     );
 }
+
+mod switchboard {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    fn summariser(
+        up: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<u32, Response = String, Error = BoxError, Future: Send> + Clone {
+        service_fn(move |n: u32| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(format!("summary {n}"))
+                } else {
+                    Err::<String, BoxError>("503 overloaded".into())
+                }
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_feature_turns_itself_off_and_back_on_after_a_probe() {
+        let board = Switchboard::new();
+        let feature = board
+            .feature(
+                "summaries",
+                FeatureConfig {
+                    failures_to_disable: 3,
+                    window: Duration::from_secs(60),
+                    cooldown: Duration::from_secs(30),
+                },
+            )
+            .unwrap();
+        let up = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = FeatureLayer::new(feature.clone(), Static("no summary".to_owned()))
+            .layer(summariser(up.clone(), calls.clone()));
+        // Three failures (each answered by the fallback) turn it off.
+        for n in 0..3 {
+            let a = svc.clone().oneshot(n).await.unwrap();
+            assert_eq!(a.into_inner(), "no summary");
+        }
+        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        // While off, calls never reach it.
+        for n in 0..10 {
+            let a = svc.clone().oneshot(n).await.unwrap();
+            assert_eq!(
+                a.degraded().unwrap().class.category,
+                Category::ResourceExhausted
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // After the cool-down, one probe: it fails, so off for another 30 s.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let _ = svc.clone().oneshot(0).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            feature.state(),
+            FeatureState::AutoDisabled {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        // It recovers; the next probe succeeds and the feature is back on.
+        up.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_millis(29_999)).await;
+        let _ = svc.clone().oneshot(0).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "still cooling down");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            svc.clone().oneshot(7).await.unwrap(),
+            Answer::Primary("summary 7".to_owned())
+        );
+        assert_eq!(feature.state(), FeatureState::On);
+        let status = board.snapshot();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].name, "summaries");
+        // 60 s in: the first three failures have left the 60 s window; the failed probe is left.
+        assert_eq!(status[0].recent_failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn operators_switch_features_by_hand() {
+        let board = Switchboard::new();
+        let feature = board.feature("search", FeatureConfig::default()).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = FeatureLayer::new(feature.clone(), Static("off".to_owned()))
+            .layer(summariser(Arc::new(AtomicBool::new(true)), calls.clone()));
+        feature.disable();
+        assert_eq!(svc.clone().oneshot(1).await.unwrap().into_inner(), "off");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // Manual off does not end by itself.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(feature.state(), FeatureState::Disabled);
+        feature.enable();
+        assert_eq!(svc.oneshot(1).await.unwrap().into_inner(), "summary 1");
+        // The same name gives the same feature.
+        assert!(
+            board
+                .feature("search", FeatureConfig::default())
+                .unwrap()
+                .is_enabled()
+        );
+        let err = board
+            .feature(
+                "x",
+                FeatureConfig {
+                    failures_to_disable: 0,
+                    ..FeatureConfig::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.field(), "failures_to_disable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_faults_do_not_turn_a_feature_off() {
+        let board = Switchboard::new();
+        let feature = board
+            .feature(
+                "f",
+                FeatureConfig {
+                    failures_to_disable: 2,
+                    ..FeatureConfig::default()
+                },
+            )
+            .unwrap();
+        let svc = FeatureLayer::new(feature.clone(), Static(String::new())).layer(service_fn(
+            |_: u32| async { Err::<String, BoxError>("400 invalid request".into()) },
+        ));
+        for n in 0..10 {
+            let _ = svc.clone().oneshot(n).await;
+        }
+        assert!(feature.is_enabled());
+    }
+}

@@ -1,0 +1,474 @@
+//! The degradation switchboard: named features that can be turned off by hand or turn
+//! themselves off when they keep failing, answering with their fallback meanwhile.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, Class, ConfigError, ErrorStats, HasClass, class_of};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Fallback, FallbackLayer};
+
+const ON: u8 = 0;
+const MANUAL_OFF: u8 = 1;
+const AUTO_OFF: u8 = 2;
+
+/// When a feature turns itself off and back on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureConfig {
+    /// Failures within `window` that turn the feature off (5).
+    pub failures_to_disable: u32,
+    /// The window failures are counted over (60 s).
+    pub window: Duration,
+    /// How long it stays off before one probe call may try it again (30 s).
+    pub cooldown: Duration,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        FeatureConfig {
+            failures_to_disable: 5,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a feature is off, or that it is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureState {
+    /// Calls go to the feature.
+    On,
+    /// Turned off by an operator until turned on again.
+    Disabled,
+    /// Turned off by its own failures; a probe may try it once `retry_after` has passed.
+    AutoDisabled {
+        /// Time left before a probe may try it.
+        retry_after: Duration,
+    },
+}
+
+/// One feature's line on a status page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureStatus {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: FeatureState,
+    /// Failures counted in its window.
+    pub recent_failures: u64,
+}
+
+struct Inner {
+    name: String,
+    config: FeatureConfig,
+    origin: Instant,
+    state: AtomicU8,
+    /// While auto-disabled: when a probe may try, ms since origin.
+    until: AtomicU64,
+    probing: AtomicBool,
+    failures: ErrorStats,
+}
+
+/// A handle on one named feature: shared by its layers and the switchboard.
+#[derive(Clone)]
+pub struct Feature {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Feature")
+            .field("name", &self.inner.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// What a gate decided for one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    Probe,
+    No,
+}
+
+impl Feature {
+    fn now_ms(&self) -> u64 {
+        self.inner.origin.elapsed().as_millis() as u64
+    }
+
+    /// The feature's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Turns it on (clearing an automatic or manual off).
+    pub fn enable(&self) {
+        self.set(ON, "feature enabled");
+    }
+
+    /// Turns it off until [`enable`](Self::enable).
+    pub fn disable(&self) {
+        self.set(MANUAL_OFF, "feature disabled by hand");
+    }
+
+    fn set(&self, state: u8, message: &'static str) {
+        if self.inner.state.swap(state, Ordering::AcqRel) != state {
+            tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "{message}");
+        }
+    }
+
+    /// Its state now.
+    pub fn state(&self) -> FeatureState {
+        match self.inner.state.load(Ordering::Acquire) {
+            ON => FeatureState::On,
+            MANUAL_OFF => FeatureState::Disabled,
+            _ => FeatureState::AutoDisabled {
+                retry_after: Duration::from_millis(
+                    self.inner
+                        .until
+                        .load(Ordering::Acquire)
+                        .saturating_sub(self.now_ms()),
+                ),
+            },
+        }
+    }
+
+    /// Whether calls go to the feature now.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == ON
+    }
+
+    #[inline]
+    fn admit(&self) -> Admit {
+        match self.inner.state.load(Ordering::Acquire) {
+            ON => Admit::Yes,
+            MANUAL_OFF => Admit::No,
+            _ if self.now_ms() >= self.inner.until.load(Ordering::Acquire)
+                && self
+                    .inner
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok() =>
+            {
+                Admit::Probe
+            }
+            _ => Admit::No,
+        }
+    }
+
+    fn auto_disable(&self) {
+        let until = self.now_ms() + self.inner.config.cooldown.as_millis() as u64;
+        self.inner.until.store(until, Ordering::Release);
+        if self.inner.state.swap(AUTO_OFF, Ordering::AcqRel) != AUTO_OFF {
+            tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms = self.inner.config.cooldown.as_millis() as u64, "feature disabled by its failures");
+        }
+    }
+
+    fn outcome(&self, failure: Option<Class>, probe: bool) {
+        if probe {
+            self.inner.probing.store(false, Ordering::Release);
+        }
+        match failure {
+            // Only re-enable if still auto-disabled (an operator may have acted meanwhile).
+            None if probe
+                && self
+                    .inner
+                    .state
+                    .compare_exchange(AUTO_OFF, ON, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok() =>
+            {
+                tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature re-enabled after a successful probe");
+            }
+            None => {}
+            Some(class) => {
+                let now = Instant::now();
+                self.inner.failures.record(class, now);
+                if probe
+                    || self.inner.failures.total(now)
+                        >= u64::from(self.inner.config.failures_to_disable)
+                {
+                    self.auto_disable();
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> FeatureStatus {
+        FeatureStatus {
+            name: self.inner.name.clone(),
+            state: self.state(),
+            recent_failures: self.inner.failures.total(Instant::now()),
+        }
+    }
+}
+
+/// Named features, for a status page and for operators.
+#[derive(Clone, Default)]
+pub struct Switchboard {
+    features: Arc<Mutex<Vec<Feature>>>,
+}
+
+impl fmt::Debug for Switchboard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
+}
+
+impl Switchboard {
+    /// An empty switchboard.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The feature named `name`, registered with `config` on first use.
+    ///
+    /// # Errors
+    /// `failures_to_disable`, `window` and `cooldown` must be greater than zero.
+    pub fn feature(&self, name: &str, config: FeatureConfig) -> Result<Feature, ConfigError> {
+        if config.failures_to_disable == 0 {
+            return Err(ConfigError::new(
+                "failures_to_disable",
+                "must be at least 1",
+            ));
+        }
+        if config.cooldown.is_zero() {
+            return Err(ConfigError::new("cooldown", "must be greater than zero"));
+        }
+        let now = Instant::now();
+        let failures = ErrorStats::builder()
+            .window(config.window)
+            .buckets(10)
+            .build(now)?;
+        let mut features = self.features.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = features.iter().find(|f| f.inner.name == name) {
+            return Ok(f.clone());
+        }
+        let feature = Feature {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                config,
+                origin: now,
+                state: AtomicU8::new(ON),
+                until: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
+                failures,
+            }),
+        };
+        features.push(feature.clone());
+        Ok(feature)
+    }
+
+    /// Every feature's state, for a status page.
+    pub fn snapshot(&self) -> Vec<FeatureStatus> {
+        let features = self
+            .features
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        features.iter().map(Feature::status).collect()
+    }
+}
+
+/// The call did not reach the feature: it is off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureDisabled {
+    /// The feature's name.
+    pub feature: String,
+}
+
+impl fmt::Display for FeatureDisabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "feature {:?} is disabled", self.feature)
+    }
+}
+
+impl std::error::Error for FeatureDisabled {}
+
+impl HasClass for FeatureDisabled {
+    fn class(&self) -> Class {
+        // Not the dependency's fault right now, and retrying cannot help until it is back on.
+        Class::new(Category::ResourceExhausted).with_retryable(false)
+    }
+}
+
+/// Lets calls through to a feature while it is on, fails them at once with
+/// [`FeatureDisabled`] while it is off, and counts its failures (those that count against
+/// health) to turn it off automatically. Usually used through [`FeatureLayer`].
+#[derive(Clone, Debug)]
+pub struct Gate<S> {
+    inner: S,
+    feature: Feature,
+}
+
+impl<S, Req> Service<Req> for Gate<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.feature.inner.state.load(Ordering::Acquire) == MANUAL_OFF {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.feature.admit() {
+            Admit::No => GateFuture {
+                inner: None,
+                feature: None,
+                probe: false,
+                disabled: Some(self.feature.inner.name.clone()),
+            },
+            admit => GateFuture {
+                inner: Some(self.inner.call(req)),
+                feature: Some(self.feature.clone()),
+                probe: admit == Admit::Probe,
+                disabled: None,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`Gate`] call.
+    pub struct GateFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        feature: Option<Feature>,
+        probe: bool,
+        disabled: Option<String>,
+    }
+
+    impl<F> PinnedDrop for GateFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A dropped probe frees the probe slot without a verdict.
+            if let Some(feature) = this.feature.take()
+                && *this.probe
+            {
+                feature.inner.probing.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for GateFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for GateFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            let feature = this.disabled.take().unwrap_or_default();
+            return Poll::Ready(Err(Box::new(FeatureDisabled { feature })));
+        };
+        let result = ready!(inner.poll(cx)).map_err(Into::into);
+        this.inner.set(None);
+        if let Some(feature) = this.feature.take() {
+            let failure = match &result {
+                Ok(_) => None,
+                Err(e) => Some(class_of(e)).filter(Class::counts_against_health),
+            };
+            feature.outcome(failure, *this.probe);
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// A named feature with its fallback: while the feature is off, or when it fails, the fallback
+/// answers (marked degraded). The reference design's `feature("summaries")` layer.
+///
+/// ```
+/// use palisade_classify::BoxError;
+/// use palisade_fallback::{FeatureConfig, FeatureLayer, FeatureState, Static, Switchboard};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let board = Switchboard::new();
+/// let summaries = board.feature("summaries", FeatureConfig::default()).unwrap();
+/// let svc = ServiceBuilder::new()
+///     .layer(FeatureLayer::new(summaries.clone(), Static("(summary unavailable)".to_owned())))
+///     .service(service_fn(|text: String| async move { Ok::<_, BoxError>(format!("summary of {text}")) }));
+///
+/// summaries.disable();
+/// let answer = svc.oneshot("a long text".to_owned()).await.unwrap();
+/// assert!(answer.is_degraded());
+/// assert_eq!(answer.into_inner(), "(summary unavailable)");
+/// assert_eq!(board.snapshot()[0].state, FeatureState::Disabled);
+/// # }
+/// ```
+///
+/// # Tiers
+/// A condition's tiered strategies (the reference design's "primary service unavailable: wait
+/// and retry → use a backup service → queue for manual processing") are a [`Chain`]:
+/// `Chain::new().then(Alternative(primary_with_retry)).then(Alternative(backup)).then(FromRequest(queue))`.
+///
+/// [`Chain`]: crate::Chain
+pub struct FeatureLayer<St> {
+    feature: Feature,
+    fallback: FallbackLayer<St>,
+}
+
+impl<St> Clone for FeatureLayer<St> {
+    fn clone(&self) -> Self {
+        FeatureLayer {
+            feature: self.feature.clone(),
+            fallback: self.fallback.clone(),
+        }
+    }
+}
+
+impl<St> fmt::Debug for FeatureLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeatureLayer")
+            .field("feature", &self.feature)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> FeatureLayer<St> {
+    /// `feature`, answered by `fallback` while off or failing.
+    pub fn new(feature: Feature, fallback: St) -> Self {
+        palisade_classify::register::<FeatureDisabled>();
+        FeatureLayer {
+            feature,
+            fallback: FallbackLayer::new(fallback),
+        }
+    }
+}
+
+impl<S, St> Layer<S> for FeatureLayer<St> {
+    type Service = Fallback<Gate<S>, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.fallback.layer(Gate {
+            inner,
+            feature: self.feature.clone(),
+        })
+    }
+}
