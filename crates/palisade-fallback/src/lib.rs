@@ -14,6 +14,10 @@
 //! repeated failures, answers with its fallback meanwhile, and turns it back on after a
 //! cool-down once a probe call succeeds.
 //!
+//! The [`recovery`] module runs the reference design's escalation order for an agent call —
+//! retry with backoff, a fallback agent, degradation, a person — by fault level, and reports
+//! what it did.
+//!
 //! Strategies ([`Strategy`]): [`Static`], [`FromError`], [`FromRequest`], [`Alternative`]
 //! (another service), [`LastGood`] and [`Chain`], which tries them in order and fails with
 //! [`FallbackFailed`] holding every error in order.
@@ -63,6 +67,7 @@ mod answer;
 pub mod error;
 pub mod future;
 mod layer;
+pub mod recovery;
 mod service;
 mod strategy;
 mod switchboard;

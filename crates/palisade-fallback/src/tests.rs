@@ -402,3 +402,156 @@ mod switchboard {
         assert!(feature.is_enabled());
     }
 }
+
+mod recovery {
+    use super::*;
+    use crate::recovery::{EscalationSink, MemorySink, RecoveryManager, Step};
+
+    /// An agent that fails with `msg` for its first `fails` calls.
+    fn agent(
+        fails: usize,
+        msg: &'static str,
+    ) -> (
+        impl tower::Service<u32, Response = String, Error = BoxError, Future: Send> + Clone + Send,
+        Arc<AtomicUsize>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let svc = service_fn(move |n: u32| {
+            let i = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if i < fails {
+                    Err::<String, BoxError>(msg.into())
+                } else {
+                    Ok(format!("done {n}"))
+                }
+            }
+        });
+        (svc, calls)
+    }
+
+    fn manager(sink: &Arc<MemorySink>) -> RecoveryManager<u32, String> {
+        RecoveryManager::new("classifier", sink.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn l1_retries_with_the_reference_backoff() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let m = manager(&sink);
+        let (mut a, calls) = agent(2, "503 service unavailable");
+        let (answer, rec) = m.run(&mut a, 1).await.unwrap();
+        assert_eq!(answer, "done 1");
+        assert_eq!(rec.strategy, Step::Retry);
+        assert_eq!(rec.attempts, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(rec.elapsed, Duration::from_secs(3)); // 1 s + 2 s
+        assert_eq!(rec.errors.len(), 2);
+        assert_eq!(m.failures(), 0, "reset by the success");
+        assert!(sink.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn then_the_fallback_agent_then_degradation_then_a_person() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let (backup, _) = agent(0, "");
+        let m = manager(&sink).fallback_agent(backup);
+        let (mut a, _) = agent(100, "503");
+        let (answer, rec) = m.run(&mut a, 2).await.unwrap();
+        assert_eq!(
+            (answer.as_str(), rec.strategy, rec.attempts),
+            ("done 2", Step::FallbackAgent, 4)
+        );
+        assert_eq!(rec.elapsed, Duration::from_secs(7));
+        assert_eq!(m.failures(), 4);
+
+        let m = manager(&sink)
+            .degrade(|n: &u32, class: Class| Some(format!("cached {n} ({})", class.category)));
+        let (mut a, _) = agent(100, "503");
+        let (answer, rec) = m.run(&mut a, 3).await.unwrap();
+        assert_eq!(
+            (answer.as_str(), rec.strategy),
+            ("cached 3 (server_error)", Step::Degraded)
+        );
+
+        let m = manager(&sink);
+        let (mut a, _) = agent(100, "503");
+        let err = m.run(&mut a, 4).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Escalated);
+        let escalated = sink.take();
+        assert_eq!(escalated.len(), 1);
+        assert_eq!(escalated[0].agent, "classifier");
+        assert_eq!(escalated[0].recovery.attempts, 4);
+        assert_eq!(escalated[0].class.category, Category::ServerError);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn l2_cleans_up_and_resets_before_retrying() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let cleaned = Arc::new(AtomicUsize::new(0));
+        let reset = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (cleaned.clone(), reset.clone());
+        let m = manager(&sink)
+            .cleanup(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .reset(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+        let (mut a, _) = agent(1, "connection pool exhausted");
+        let (_, rec) = m.run(&mut a, 5).await.unwrap();
+        assert_eq!(rec.strategy, Step::Retry);
+        assert_eq!(
+            (cleaned.load(Ordering::SeqCst), reset.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn l3_compensates_and_goes_to_a_person_without_retrying() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let compensated = Arc::new(AtomicUsize::new(0));
+        let c = compensated.clone();
+        let (backup, backup_calls) = agent(0, "");
+        let m = manager(&sink).fallback_agent(backup).compensate(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let (mut a, calls) = agent(100, "400 invalid request: inconsistent data");
+        let err = m.run(&mut a, 6).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Escalated);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 0);
+        assert_eq!(compensated.load(Ordering::SeqCst), 1);
+        assert_eq!(sink.list().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_is_neither_retried_nor_escalated() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let m = manager(&sink);
+        let (mut a, calls) = agent(100, "request cancelled");
+        let err = m.run(&mut a, 7).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Cancelled);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(sink.list().is_empty());
+    }
+
+    #[test]
+    fn the_sink_is_bounded() {
+        assert_eq!(MemorySink::new(0).unwrap_err().field(), "capacity");
+        let sink = MemorySink::new(2).unwrap();
+        for agent in ["a", "b", "c"] {
+            sink.escalate(crate::recovery::Escalation {
+                agent: agent.into(),
+                class: Class::new(Category::Validation),
+                recovery: crate::recovery::Recovery {
+                    strategy: Step::Escalated,
+                    attempts: 1,
+                    errors: Vec::new(),
+                    elapsed: Duration::ZERO,
+                },
+            });
+        }
+        let agents: Vec<_> = sink.list().into_iter().map(|e| e.agent).collect();
+        assert_eq!(agents, ["b", "c"]);
+    }
+}

@@ -1,0 +1,362 @@
+//! Recovery escalation: the reference design's order for a failed agent call — retry with
+//! backoff, a fallback agent, degradation, then a person — chosen by fault level.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, Class, ConfigError, FaultLevel, class_of};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::util::BoxCloneService;
+use tower_service::Service;
+
+/// Which step of the escalation produced the answer (or gave up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The first call worked.
+    Primary,
+    /// A retry worked (L1, or L2 after clean-up).
+    Retry,
+    /// The fallback agent answered.
+    FallbackAgent,
+    /// A degraded answer was given.
+    Degraded,
+    /// Nothing worked: escalated to a person.
+    Escalated,
+    /// The caller cancelled: nothing to recover, nobody to tell.
+    Cancelled,
+}
+
+/// What recovery did for one call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recovery {
+    /// The step that answered (or gave up).
+    pub strategy: Step,
+    /// Calls made to the primary agent.
+    pub attempts: u32,
+    /// Every failure seen, in order, with its class.
+    pub errors: Vec<(Class, String)>,
+    /// Time from the first call to the end, on the tokio clock.
+    pub elapsed: Duration,
+}
+
+/// A call handed to a person: what failed and what was tried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Escalation {
+    /// The agent that failed.
+    pub agent: String,
+    /// The class of the last failure.
+    pub class: Class,
+    /// What recovery did.
+    pub recovery: Recovery,
+}
+
+/// Where escalations go: a review queue, a pager, a ticket system.
+pub trait EscalationSink: Send + Sync {
+    /// Receives one escalation.
+    fn escalate(&self, escalation: Escalation);
+}
+
+/// An in-memory, bounded [`EscalationSink`]: keeps the newest `capacity` escalations.
+#[derive(Debug)]
+pub struct MemorySink {
+    capacity: usize,
+    items: Mutex<VecDeque<Escalation>>,
+}
+
+impl MemorySink {
+    /// Keeps at most `capacity` escalations (the oldest are dropped first).
+    ///
+    /// # Errors
+    /// `capacity` must be at least 1.
+    pub fn new(capacity: usize) -> Result<Self, ConfigError> {
+        if capacity == 0 {
+            return Err(ConfigError::new("capacity", "must be at least 1"));
+        }
+        Ok(MemorySink {
+            capacity,
+            items: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The escalations held, oldest first.
+    pub fn list(&self) -> Vec<Escalation> {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Removes and returns the escalations held.
+    pub fn take(&self) -> Vec<Escalation> {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+}
+
+impl EscalationSink for MemorySink {
+    fn escalate(&self, escalation: Escalation) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        if items.len() == self.capacity {
+            items.pop_front();
+        }
+        items.push_back(escalation);
+    }
+}
+
+/// The outcome of [`RecoveryManager::run`] when nothing answered.
+#[derive(Debug)]
+pub struct Unrecovered {
+    /// The last error.
+    pub error: BoxError,
+    /// What recovery did (its strategy is `Escalated` or `Cancelled`).
+    pub recovery: Recovery,
+}
+
+impl fmt::Display for Unrecovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not recovered ({:?}): {}",
+            self.recovery.strategy, self.error
+        )
+    }
+}
+
+impl std::error::Error for Unrecovered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
+
+/// Runs the reference design's recovery order for one agent's calls.
+///
+/// By the first failure's [fault level](palisade_classify::FaultLevel):
+/// * **L1** (transient): retry with backoff (1 s, 2 s, 4 s by default), honouring a longer
+///   server hint;
+/// * **L2** (resource): run the clean-up hook, then the reset hook, then retry with backoff;
+/// * **L3** (logic): no retry; run the compensation hook, then escalate to a person;
+///
+/// then, for L1 and L2 still failing: the fallback agent, then degradation, then escalation to
+/// a person through the [`EscalationSink`]. The caller's own cancellation is never retried nor
+/// escalated. Failures per agent are counted and reset by a success.
+pub struct RecoveryManager<Req, R> {
+    agent: String,
+    backoff: Vec<Duration>,
+    fallback: Option<BoxCloneService<Req, R, BoxError>>,
+    degrade: Option<Degrade<Req, R>>,
+    cleanup: Option<Hook>,
+    reset: Option<Hook>,
+    compensate: Option<Hook>,
+    sink: Arc<dyn EscalationSink>,
+    failures: AtomicU32,
+}
+
+impl<Req, R> fmt::Debug for RecoveryManager<Req, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoveryManager")
+            .field("agent", &self.agent)
+            .field("backoff", &self.backoff)
+            .field("failures", &self.failures.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, R> RecoveryManager<Req, R>
+where
+    Req: Clone + Send + 'static,
+    R: Send + 'static,
+{
+    /// Recovery for `agent`, escalating to `sink`, with the reference backoff (1 s, 2 s, 4 s).
+    pub fn new(agent: impl Into<String>, sink: Arc<dyn EscalationSink>) -> Self {
+        RecoveryManager {
+            agent: agent.into(),
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(4),
+            ],
+            fallback: None,
+            degrade: None,
+            cleanup: None,
+            reset: None,
+            compensate: None,
+            sink,
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    /// The delays before each retry (one retry per delay).
+    pub fn backoff(mut self, delays: Vec<Duration>) -> Self {
+        self.backoff = delays;
+        self
+    }
+
+    /// An agent of a related role that answers when retries did not.
+    pub fn fallback_agent<S>(mut self, agent: S) -> Self
+    where
+        S: Service<Req, Response = R, Error = BoxError> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        self.fallback = Some(BoxCloneService::new(agent));
+        self
+    }
+
+    /// A degraded answer from the request and the failure's class (`None`: cannot degrade).
+    pub fn degrade(mut self, f: impl Fn(&Req, Class) -> Option<R> + Send + Sync + 'static) -> Self {
+        self.degrade = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs before L2 retries: release resources.
+    pub fn cleanup(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.cleanup = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs after the clean-up before L2 retries: reset the agent's state.
+    pub fn reset(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.reset = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for L3 failures: compensate what the call did.
+    pub fn compensate(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.compensate = Some(Arc::new(f));
+        self
+    }
+
+    /// Failures of this agent since its last success.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Calls `agent` with `req`, recovering as described above.
+    ///
+    /// # Errors
+    /// [`Unrecovered`] when nothing answered: escalated, or cancelled by the caller.
+    pub async fn run<S>(&self, agent: &mut S, req: Req) -> Result<(R, Recovery), Unrecovered>
+    where
+        S: Service<Req, Response = R>,
+        S::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let mut recovery = Recovery {
+            strategy: Step::Primary,
+            attempts: 0,
+            errors: Vec::new(),
+            elapsed: Duration::ZERO,
+        };
+        let finish = |mut recovery: Recovery, strategy| {
+            recovery.strategy = strategy;
+            recovery.elapsed = start.elapsed();
+            recovery
+        };
+
+        let mut error = match self.attempt(agent, req.clone(), &mut recovery).await {
+            Ok(r) => return Ok((r, finish(recovery, Step::Primary))),
+            Err(e) => e,
+        };
+        let mut class = class_of(&error);
+        if class.category == Category::Cancelled {
+            return Err(Unrecovered {
+                error,
+                recovery: finish(recovery, Step::Cancelled),
+            });
+        }
+
+        // By fault level: retries for L1 and L2 (after clean-up and reset), none for L3.
+        match class.fault_level() {
+            FaultLevel::Logic => {
+                if let Some(compensate) = &self.compensate {
+                    compensate();
+                }
+            }
+            level => {
+                if level == FaultLevel::Resource {
+                    if let Some(cleanup) = &self.cleanup {
+                        cleanup();
+                    }
+                    if let Some(reset) = &self.reset {
+                        reset();
+                    }
+                }
+                for delay in &self.backoff {
+                    if !class.retryable {
+                        break;
+                    }
+                    tokio::time::sleep((*delay).max(class.retry_after.unwrap_or_default())).await;
+                    match self.attempt(agent, req.clone(), &mut recovery).await {
+                        Ok(r) => return Ok((r, finish(recovery, Step::Retry))),
+                        Err(e) => {
+                            class = class_of(&e);
+                            error = e;
+                        }
+                    }
+                }
+            }
+        }
+
+        // An unrecoverable (L3) failure goes to a person after compensation; the rest may
+        // still be answered by another agent or degraded.
+        if class.category != Category::Cancelled && class.fault_level() != FaultLevel::Logic {
+            if let Some(fallback) = &self.fallback {
+                match fallback.clone().oneshot(req.clone()).await {
+                    Ok(r) => return Ok((r, finish(recovery, Step::FallbackAgent))),
+                    Err(e) => recovery.errors.push((class_of(&e), e.to_string())),
+                }
+            }
+            if let Some(r) = self
+                .degrade
+                .as_ref()
+                .and_then(|degrade| degrade(&req, class))
+            {
+                return Ok((r, finish(recovery, Step::Degraded)));
+            }
+        }
+        let recovery = finish(recovery, Step::Escalated);
+        tracing::error!(target: "palisade_fallback", agent = %self.agent, category = class.category.as_str(), attempts = recovery.attempts, "escalating to a person");
+        self.sink.escalate(Escalation {
+            agent: self.agent.clone(),
+            class,
+            recovery: recovery.clone(),
+        });
+        Err(Unrecovered { error, recovery })
+    }
+
+    async fn attempt<S>(
+        &self,
+        agent: &mut S,
+        req: Req,
+        recovery: &mut Recovery,
+    ) -> Result<R, BoxError>
+    where
+        S: Service<Req, Response = R>,
+        S::Error: Into<BoxError>,
+    {
+        recovery.attempts += 1;
+        let result = match agent.ready().await {
+            Ok(agent) => agent.call(req).await.map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        match &result {
+            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                recovery.errors.push((class_of(e), e.to_string()));
+            }
+        }
+        result
+    }
+}
