@@ -130,6 +130,12 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // The inner future reads the deadline while it is polled (where a retry decides), so
         // the call itself runs outside the deadline's scope: one clock read, no scope.
-        DeadlineFuture::new(self.inner.call(req), Instant::now() + self.limit)
+        let now = Instant::now();
+        // A limit too long to add to the clock means "no limit": about 30 years, as tokio's
+        // own `sleep` does, rather than a panic.
+        let deadline = now
+            .checked_add(self.limit)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        DeadlineFuture::new(self.inner.call(req), deadline)
     }
 }

@@ -265,3 +265,15 @@ fn layers_services_and_futures_are_send_and_sync() {
     send(&t.call(1));
     send(&d.call(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_enormous_deadline_means_no_limit_not_a_panic() {
+    use tower::ServiceExt;
+    let svc = crate::DeadlineLayer::new(std::time::Duration::MAX).layer(tower::service_fn(
+        |_: ()| async {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            Ok::<_, palisade_classify::BoxError>(7)
+        },
+    ));
+    assert_eq!(svc.oneshot(()).await.unwrap(), 7);
+}
