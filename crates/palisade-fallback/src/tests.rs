@@ -555,3 +555,69 @@ mod recovery {
         assert_eq!(agents, ["b", "c"]);
     }
 }
+
+/// The reference design's tiers for "primary service unavailable": wait and retry → use the
+/// backup service → queue for manual processing, as a chain of the same building blocks.
+#[tokio::test(start_paused = true)]
+async fn tiered_strategies_are_a_chain() {
+    let primary_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backup_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queue: Arc<std::sync::Mutex<Vec<&'static str>>> = Arc::default();
+    let service = |up: Arc<std::sync::atomic::AtomicBool>, name: &'static str| {
+        service_fn(move |r: Req| {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(format!("{name}: {}", r.q))
+                } else {
+                    Err::<String, BoxError>("503".into())
+                }
+            }
+        })
+    };
+    let primary = service(primary_up.clone(), "primary");
+    // Tier 1: wait a moment and try the primary again.
+    let p = primary.clone();
+    let wait_and_retry = service_fn(move |r: Req| {
+        let p = p.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            p.oneshot(r).await
+        }
+    });
+    let q = queue.clone();
+    let tiers = Chain::new()
+        .then(Alternative(wait_and_retry))
+        .then(Alternative(service(backup_up.clone(), "backup")))
+        .then(FromRequest(move |r: Req, _: Class, _: &BoxError| {
+            q.lock().unwrap().push(r.q);
+            Ok::<_, BoxError>("queued for manual processing".to_owned())
+        }));
+    let svc = FallbackLayer::new(tiers).layer(primary);
+
+    // Everything down: the request is queued for a person.
+    let (r, _) = req("report 1");
+    assert_eq!(
+        svc.clone().oneshot(r).await.unwrap().into_inner(),
+        "queued for manual processing"
+    );
+    assert_eq!(*queue.lock().unwrap(), ["report 1"]);
+    // The backup is up: it answers.
+    backup_up.store(true, Ordering::SeqCst);
+    let (r, _) = req("report 2");
+    assert_eq!(
+        svc.clone().oneshot(r).await.unwrap().into_inner(),
+        "backup: report 2"
+    );
+    // The primary comes back during the wait: the retry tier answers.
+    let flip = primary_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        flip.store(true, Ordering::SeqCst);
+    });
+    primary_up.store(false, Ordering::SeqCst);
+    let (r, _) = req("report 3");
+    let answer = svc.oneshot(r).await.unwrap();
+    assert!(answer.is_degraded());
+    assert_eq!(answer.into_inner(), "primary: report 3");
+}
