@@ -11,7 +11,8 @@
 //!
 //! * from 2:00 to 2:10 every replica hangs (a stuck upstream): only timeouts answer.
 //!
-//! The stack, outermost first, in the order palisade recommends: deadline (5 s for the whole
+//! The stack, outermost first, in the order palisade recommends: fallback (a canned answer,
+//! marked degraded) → deadline (5 s for the whole
 //! call) → retry (3 attempts, exponential backoff, a shared ratio budget) → breaker (the
 //! provider as a whole) → timeout (1 s per attempt, escalating ×2 after a timeout) → route
 //! (health-ramped, outlier ejection, tiers) → classify (one per replica). Each line shows what
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use palisade::breaker::BreakerLayer;
 use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, class_of};
+use palisade::fallback::{Answer, FallbackLayer, Static};
 use palisade::retry::budget::RatioBudget;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::route::{Route, RouteConfig, check_fn};
@@ -111,6 +113,9 @@ async fn main() -> Result<(), BoxError> {
     let breaker = BreakerLayer::new("provider");
     let breaker_handle = breaker.handle();
     let mut agent = ServiceBuilder::new()
+        .layer(FallbackLayer::new(Static(
+            "(the assistant is busy; here is a canned answer)".to_owned(),
+        )))
         .layer(DeadlineLayer::new(Duration::from_secs(5)))
         .layer(
             RetryLayer::builder()
@@ -126,9 +131,9 @@ async fn main() -> Result<(), BoxError> {
         .service(route);
 
     let names = ["east", "west", "backup"];
-    let (mut ok, mut failed, mut upstream) = (0u32, 0u32, 0usize);
+    let (mut ok, mut degraded, mut failed, mut upstream) = (0u32, 0u32, 0u32, 0usize);
     println!(
-        "palisade flaky_agent: 180 prompts, one a second, to three replicas behind retry → route → classify\n"
+        "palisade flaky_agent: 180 prompts, one a second, to three replicas behind\n  fallback → deadline → retry → breaker → timeout → route → classify\n"
     );
     for i in 0..180u64 {
         let started = Instant::now();
@@ -137,14 +142,26 @@ async fn main() -> Result<(), BoxError> {
         let steps = std::mem::take(&mut *log.lock().expect("log"));
         upstream += steps.len();
         let took = started.elapsed();
-        let eventful = steps.len() > 1 || result.is_err() || !steps[0].starts_with("east");
+        let unusual = !matches!(result, Ok(Answer::Primary(_)));
+        let eventful =
+            steps.len() > 1 || unusual || steps.first().is_none_or(|s| !s.starts_with("east"));
         match &result {
-            Ok(_) => ok += 1,
+            Ok(Answer::Primary(_)) => ok += 1,
+            Ok(_) => degraded += 1,
             Err(_) => failed += 1,
         }
-        if eventful && (i < 40 || i % 5 == 0 || result.is_err() || steps.len() > 1) {
+        if eventful && (i < 40 || i % 5 == 0 || unusual || steps.len() > 1) {
             let verdict = match &result {
-                Ok(answer) => format!("ok ({})", answer.split(' ').next().unwrap_or("?")),
+                Ok(Answer::Primary(answer)) => {
+                    format!("ok ({})", answer.split(' ').next().unwrap_or("?"))
+                }
+                Ok(Answer::Fallback { degraded, .. }) => format!(
+                    "DEGRADED: {} fallback after {}",
+                    degraded.strategy, degraded.class.category
+                ),
+                Ok(Answer::Restored { class, .. }) => {
+                    format!("restored failing response [{}]", class.category)
+                }
                 Err(e) => format!("FAILED: {e} [{}]", class_of(e).category),
             };
             println!(
@@ -182,10 +199,10 @@ async fn main() -> Result<(), BoxError> {
     checker.abort();
 
     println!(
-        "\n{ok} of {} prompts answered ({:.1} %), {failed} failed; {upstream} upstream calls ({:.2} per prompt)",
-        ok + failed,
-        100.0 * f64::from(ok) / f64::from(ok + failed),
-        upstream as f64 / f64::from(ok + failed)
+        "\n{ok} of {} prompts answered by the provider ({:.1} %), {degraded} by the fallback (marked degraded), {failed} failed; {upstream} upstream calls ({:.2} per prompt)",
+        ok + degraded + failed,
+        100.0 * f64::from(ok) / f64::from(ok + degraded + failed),
+        upstream as f64 / f64::from(ok + degraded + failed)
     );
     Ok(())
 }
