@@ -646,6 +646,9 @@ impl tracing::Subscriber for Capture {
 async fn every_attempt_is_traced() {
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(capture.clone());
+    // Another test running in parallel may have registered these callsites while no subscriber
+    // listened, caching "never"; recompute now that this thread's subscriber exists.
+    tracing::callsite::rebuild_interest_cache();
     let cap = Arc::new(RateCap::new(1, Duration::from_secs(1)).unwrap());
     let script = Script::new([
         err(Category::ServerError, "503"),
