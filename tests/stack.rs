@@ -166,3 +166,99 @@ mod deadlines_and_escalation {
         assert_eq!(start.elapsed(), Duration::from_millis(1500));
     }
 }
+
+/// The facade's recommended preset behaves as its parts promise, in the right order.
+mod preset {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use palisade::classify::{BoxError, Category, class_of};
+    use palisade::{ServiceBuilderExt, preset};
+    use tokio::time::Instant;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    fn flaky(
+        fails: usize,
+        msg: &'static str,
+    ) -> (
+        impl tower::Service<(), Response = &'static str, Error = BoxError, Future: Send> + Clone,
+        Arc<AtomicUsize>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let svc = service_fn(move |_: ()| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < fails {
+                    Err::<_, BoxError>(msg.into())
+                } else {
+                    Ok("ok")
+                }
+            }
+        });
+        (svc, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_within_the_deadline() {
+        let (svc, calls) = flaky(2, "503 service unavailable");
+        let start = Instant::now();
+        let agent = ServiceBuilder::new()
+            .palisade(preset::recommended("llm").build().unwrap())
+            .service(svc);
+        assert_eq!(agent.oneshot(()).await.unwrap(), "ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_faults_are_returned_at_once() {
+        let (svc, calls) = flaky(100, "404 model not found");
+        let agent = ServiceBuilder::new()
+            .palisade(preset::recommended("llm").build().unwrap())
+            .service(svc);
+        let err = agent.oneshot(()).await.unwrap_err();
+        assert_eq!(class_of(&err).category, Category::NotFound);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_dependency_is_cut_by_the_attempt_timeout_and_the_deadline() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let hung = service_fn(move |_: ()| {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<&'static str, BoxError>>()
+        });
+        let start = Instant::now();
+        let agent = ServiceBuilder::new()
+            .palisade(
+                preset::recommended("llm")
+                    .deadline(Duration::from_secs(5))
+                    .attempt_timeout(Duration::from_secs(2), None)
+                    .build()
+                    .unwrap(),
+            )
+            .service(hung);
+        let err = agent.oneshot(()).await.unwrap_err();
+        // Attempt 1 times out at 2 s; the next backoff plus attempt may not outlive the 5 s
+        // deadline, so the call ends by then, with a timeout.
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(class_of(&err).category, Category::Timeout);
+        assert!(calls.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn bad_configuration_names_the_field() {
+        let err = preset::recommended("llm")
+            .attempt_timeout(Duration::from_secs(1), Some((0.5, Duration::from_secs(2))))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "factor");
+    }
+}

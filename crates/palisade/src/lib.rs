@@ -23,6 +23,9 @@
 //! `classify` sits closest to each endpoint and classifies every outcome exactly once; every
 //! layer above reads that verdict with [`classify::class_of`].
 //!
+//! [`preset::recommended`] builds deadline → retry → breaker → timeout → classify as one layer,
+//! added with [`ServiceBuilderExt::palisade`].
+//!
 //! # Example
 //!
 //! ```
@@ -76,3 +79,19 @@ pub use palisade_breaker as breaker;
 #[cfg(feature = "fallback")]
 #[doc(inline)]
 pub use palisade_fallback as fallback;
+
+#[cfg(all(
+    feature = "classify",
+    feature = "timeout",
+    feature = "retry",
+    feature = "breaker"
+))]
+pub mod preset;
+
+#[cfg(all(
+    feature = "classify",
+    feature = "timeout",
+    feature = "retry",
+    feature = "breaker"
+))]
+pub use preset::ServiceBuilderExt;

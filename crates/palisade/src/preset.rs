@@ -1,0 +1,135 @@
+//! The recommended stack, in the recommended order, as one layer.
+
+use std::time::Duration;
+
+use tower::ServiceBuilder;
+use tower::layer::util::Stack;
+
+use crate::breaker::{BreakerConfig, BreakerLayer};
+use crate::classify::{ClassifyLayer, ConfigError, DefaultClassifier};
+use crate::retry::RetryLayer;
+use crate::timeout::{DeadlineLayer, TimeoutLayer};
+
+/// The recommended stack as one layer, outermost first: deadline → retry (with a ratio budget)
+/// → breaker → timeout (per attempt, escalating) → classify.
+///
+/// Put a [`FallbackLayer`](crate::fallback::FallbackLayer) above it for a last-resort answer,
+/// and a [`Route`](crate::route::Route) below it (between timeout and classify, so build those
+/// by hand) when the dependency has several endpoints.
+pub type Preset = Stack<
+    ClassifyLayer<DefaultClassifier>,
+    Stack<TimeoutLayer, Stack<BreakerLayer, Stack<RetryLayer, DeadlineLayer>>>,
+>;
+
+/// Builds a [`Preset`]; see [`recommended`].
+#[derive(Debug)]
+pub struct PresetBuilder {
+    name: String,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    escalation: Option<(f64, Duration)>,
+    retry: Option<RetryLayer>,
+    breaker: BreakerConfig,
+    classifier: DefaultClassifier,
+}
+
+/// The recommended stack for a dependency named `name`, with these defaults: a 30 s deadline
+/// for the whole call; retries as [`RetryLayer::new`] (3 attempts, exponential backoff with
+/// jitter, a ratio budget); the reference breaker (5 failures, 30 s open, 3 probes); a 10 s
+/// timeout per attempt, doubled after each timed-out attempt up to 30 s; the default classifier.
+///
+/// ```
+/// use palisade::classify::BoxError;
+/// use palisade::{ServiceBuilderExt, preset};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let llm = service_fn(|prompt: String| async move { Ok::<_, BoxError>(format!("answer to {prompt}")) });
+/// let agent = ServiceBuilder::new()
+///     .palisade(preset::recommended("llm").build()?)
+///     .service(llm);
+/// assert_eq!(agent.oneshot("hi".to_owned()).await?, "answer to hi");
+/// # Ok(()) }
+/// ```
+pub fn recommended(name: impl Into<String>) -> PresetBuilder {
+    PresetBuilder {
+        name: name.into(),
+        deadline: Duration::from_secs(30),
+        attempt_timeout: Duration::from_secs(10),
+        escalation: Some((2.0, Duration::from_secs(30))),
+        retry: None,
+        breaker: BreakerConfig::default(),
+        classifier: DefaultClassifier::default(),
+    }
+}
+
+impl PresetBuilder {
+    /// The limit on the whole call, retries and backoff included.
+    pub fn deadline(mut self, limit: Duration) -> Self {
+        self.deadline = limit;
+        self
+    }
+
+    /// The limit on each attempt, and how it escalates after timeouts (`None`: it does not).
+    pub fn attempt_timeout(mut self, limit: Duration, escalation: Option<(f64, Duration)>) -> Self {
+        self.attempt_timeout = limit;
+        self.escalation = escalation;
+        self
+    }
+
+    /// The retry layer (build it with [`RetryLayer::builder`]).
+    pub fn retry(mut self, retry: RetryLayer) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The breaker's configuration.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// The classifier at the bottom of the stack.
+    pub fn classifier(mut self, classifier: DefaultClassifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// Builds the stack.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the invalid field of the timeout or the breaker.
+    pub fn build(self) -> Result<Preset, ConfigError> {
+        let timeout = match self.escalation {
+            Some((factor, cap)) => TimeoutLayer::new(self.attempt_timeout).escalate(factor, cap)?,
+            None => TimeoutLayer::new(self.attempt_timeout),
+        };
+        let breaker = BreakerLayer::builder(self.name)
+            .config(self.breaker)
+            .build()?;
+        let retry = self.retry.unwrap_or_default();
+        Ok(Stack::new(
+            ClassifyLayer::new(self.classifier),
+            Stack::new(
+                timeout,
+                Stack::new(
+                    breaker,
+                    Stack::new(retry, DeadlineLayer::new(self.deadline)),
+                ),
+            ),
+        ))
+    }
+}
+
+/// palisade's layers as [`ServiceBuilder`] methods.
+pub trait ServiceBuilderExt<L>: Sized {
+    /// Adds a [`Preset`] (the recommended stack) below the layers already added.
+    fn palisade(self, preset: Preset) -> ServiceBuilder<Stack<Preset, L>>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn palisade(self, preset: Preset) -> ServiceBuilder<Stack<Preset, L>> {
+        self.layer(preset)
+    }
+}
