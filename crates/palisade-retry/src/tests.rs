@@ -612,9 +612,34 @@ fn futures_poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
 
-/// A subscriber that keeps every event as a line of `name=value` fields.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
+/// A process-wide subscriber that keeps every event, as a line of `name=value` fields, for the
+/// thread that asked for them.
+///
+/// It is installed as the global default rather than per test with `set_default`: tracing caches
+/// each callsite's interest process-wide, and a test on another thread that reaches a callsite
+/// first, while no scoped subscriber listens, can cache "never" for it. A global subscriber that
+/// is always interested leaves no such race.
+struct Capture;
+
+thread_local! {
+    static LINES: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Capture {
+    /// Starts keeping this thread's events.
+    fn start() {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Capture).expect("no other global subscriber");
+        });
+        LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops keeping this thread's events and returns them.
+    fn take() -> Vec<String> {
+        LINES.with(|l| l.borrow_mut().take()).unwrap_or_default()
+    }
+}
 
 struct Line(String);
 
@@ -634,9 +659,13 @@ impl tracing::Subscriber for Capture {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = Line(format!("{} ", event.metadata().level()));
-        event.record(&mut line);
-        self.0.lock().unwrap().push(line.0.trim_end().to_owned());
+        LINES.with(|l| {
+            if let Some(lines) = l.borrow_mut().as_mut() {
+                let mut line = Line(format!("{} ", event.metadata().level()));
+                event.record(&mut line);
+                lines.push(line.0.trim_end().to_owned());
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
@@ -644,11 +673,8 @@ impl tracing::Subscriber for Capture {
 
 #[tokio::test(start_paused = true)]
 async fn every_attempt_is_traced() {
-    let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
-    // Another test running in parallel may have registered these callsites while no subscriber
-    // listened, caching "never"; recompute now that this thread's subscriber exists.
-    tracing::callsite::rebuild_interest_cache();
+    // The paused-clock runtime is current-thread: every event of this call lands on this thread.
+    Capture::start();
     let cap = Arc::new(RateCap::new(1, Duration::from_secs(1)).unwrap());
     let script = Script::new([
         err(Category::ServerError, "503"),
@@ -656,7 +682,7 @@ async fn every_attempt_is_traced() {
     ]);
     let svc = layer().budget(cap).build().unwrap().layer(script);
     assert_eq!(run(svc).await, Err("timed out".into()));
-    let lines = capture.0.lock().unwrap().clone();
+    let lines = Capture::take();
     assert_eq!(
         lines,
         [
