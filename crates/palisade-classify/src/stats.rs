@@ -369,12 +369,13 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        // All samples fall in the window ending at 5 s: never more than 40 000. Only the
-        // instants of the 5 bucket rotations can lose samples (more if the rotating thread is
-        // preempted mid-rotation on a loaded machine), so the lower bound is loose.
+        // All samples fall in the window ending at 5 s: never more than 40 000. Samples are lost
+        // only while the other thread clears a bucket; each of the 5 slots is cleared once, and
+        // the clearing thread keeps all of its own 4 000 samples for that slot however long it is
+        // preempted. So at least half of them count, whatever the scheduler does.
         let n = s.count(Category::Timeout, t0 + Duration::from_secs(5));
         assert!(n <= 40_000, "{n}");
-        assert!(n >= 30_000, "{n}");
+        assert!(n >= 20_000, "{n}");
     }
 
     proptest! {
