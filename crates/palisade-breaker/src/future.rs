@@ -1,4 +1,4 @@
-//! The breaker's [`ResponseFuture`].
+//! The breaker's [`ResponseFuture`] and the [`Guard`] an admitted call holds.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,97 +8,150 @@ use std::time::Duration;
 
 use palisade_classify::{BoxError, class_of};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use crate::CancelPolicy;
 use crate::error::CircuitOpen;
 use crate::handle::Stripe;
 use crate::state::{Outcome, Refused, Ticket};
 
-pin_project! {
-    /// The future of a [`Breaker`](crate::Breaker) call.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: Option<F>,
-        // Present until the outcome is recorded; on drop before that, the cancel policy
-        // decides what the call meant.
-        guard: Option<Guard>,
-        rejected: Option<CircuitOpen>,
-    }
+/// `Guard::started` before the call starts: admitted by `poll_ready`, not called yet.
+const RESERVED: u64 = u64::MAX;
+/// `Guard::started` once the outcome is recorded.
+const DONE: u64 = u64::MAX - 1;
 
-    impl<F> PinnedDrop for ResponseFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(guard) = this.project().guard.take() {
-                guard.cancelled();
-            }
-        }
-    }
-}
-
+/// An admitted call's claim on its breaker, from `poll_ready` until its outcome is recorded.
+///
+/// Whatever happens to it, the breaker hears of it exactly once: [`finish`](Guard::finish)
+/// records the outcome; dropped before that, a reservation that was never called gives its
+/// probe slot back, and a started call is a cancellation, judged by the [`CancelPolicy`].
 #[derive(Debug)]
-struct Guard {
+pub(crate) struct Guard {
     stripe: Arc<Stripe>,
     ticket: Ticket,
-    /// When the call started, read only when a rule needs durations.
-    started: Option<Instant>,
+    /// [`RESERVED`], [`DONE`], or when the call started in nanoseconds since the breaker's
+    /// origin (0 when no rule reads durations, so the clock is not read).
+    started: u64,
 }
 
 impl Guard {
     #[inline]
-    fn finish(self, outcome: Outcome) {
+    pub(crate) fn reserve(stripe: Arc<Stripe>, ticket: Ticket) -> Guard {
+        Guard {
+            stripe,
+            ticket,
+            started: RESERVED,
+        }
+    }
+
+    /// The call starts now.
+    #[inline]
+    pub(crate) fn start(&mut self) {
         let shared = &self.stripe.shared;
-        let slow = match (shared.core.cfg.slow_call_duration, self.started) {
-            (Some(limit), Some(started)) => started.elapsed() >= limit,
-            _ => false,
+        self.started = if shared.core.timed {
+            shared.now_ns()
+        } else {
+            0
         };
+    }
+
+    /// How long the call has run, when durations are read and it has started.
+    fn elapsed(&self) -> Option<Duration> {
+        let shared = &self.stripe.shared;
+        (shared.core.timed && self.started < DONE)
+            .then(|| Duration::from_nanos(shared.now_ns().saturating_sub(self.started)))
+    }
+
+    /// Records how the call ended; later calls and the drop do nothing.
+    #[inline]
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if self.started == DONE {
+            return;
+        }
+        let shared = &self.stripe.shared;
+        let slow = match shared.core.cfg.slow_call_duration {
+            Some(limit) => self.elapsed().is_some_and(|d| d >= limit),
+            None => false,
+        };
+        self.started = DONE;
         shared
             .core
             .record(self.ticket, outcome, slow, self.stripe.index, || {
                 shared.now_ms()
             });
     }
+}
 
-    fn cancelled(self) {
-        let outcome = match self.stripe.shared.core.cfg.cancel {
-            CancelPolicy::Ignore => Outcome::Neutral,
-            CancelPolicy::Failure => Outcome::Failure(None),
-            CancelPolicy::FailureAfter(d) => {
-                if self.started.is_some_and(|s| s.elapsed() >= d) {
-                    Outcome::Failure(None)
-                } else {
-                    Outcome::Neutral
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let outcome = match self.started {
+            DONE => return,
+            // Never called: a probe gives its slot back; nothing else was taken.
+            RESERVED if !self.ticket.probe() => return,
+            RESERVED => Outcome::Neutral,
+            _ => match self.stripe.shared.core.cfg.cancel {
+                CancelPolicy::Ignore => Outcome::Neutral,
+                CancelPolicy::Failure => Outcome::Failure(None),
+                CancelPolicy::FailureAfter(d) => {
+                    if self.elapsed().is_some_and(|e| e >= d) {
+                        Outcome::Failure(None)
+                    } else {
+                        Outcome::Neutral
+                    }
                 }
-            }
+            },
         };
         self.finish(outcome);
     }
 }
 
+/// What a failed call means to the breaker: only what counts against health is a failure.
+pub(crate) fn outcome_of(error: &BoxError) -> Outcome {
+    let class = class_of(error);
+    if class.counts_against_health() {
+        Outcome::Failure(class.retry_after)
+    } else {
+        Outcome::Neutral
+    }
+}
+
+pin_project! {
+    /// The future of a [`Breaker`](crate::Breaker) call.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Admitted {
+            #[pin]
+            inner: F,
+            // Dropped with the future if the call never ends: a cancellation.
+            guard: Guard,
+        },
+        Rejected {
+            refused: Refused,
+        },
+        Done,
+    }
+}
+
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, stripe: Arc<Stripe>, ticket: Ticket) -> Self {
-        let cfg = &stripe.shared.core.cfg;
-        let timed =
-            cfg.slow_call_duration.is_some() || matches!(cfg.cancel, CancelPolicy::FailureAfter(_));
+    #[inline]
+    pub(crate) fn admitted(inner: F, mut guard: Guard) -> Self {
+        guard.start();
         ResponseFuture {
-            inner: Some(inner),
-            guard: Some(Guard {
-                started: timed.then(Instant::now),
-                stripe,
-                ticket,
-            }),
-            rejected: None,
+            kind: Kind::Admitted { inner, guard },
         }
     }
 
     pub(crate) fn rejected(refused: Refused) -> Self {
         ResponseFuture {
-            inner: None,
-            guard: None,
-            rejected: Some(CircuitOpen {
-                retry_after: refused.retry_after_ms.map(Duration::from_millis),
-                state: refused.state,
-            }),
+            kind: Kind::Rejected { refused },
         }
     }
 }
@@ -111,29 +164,23 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(match this.rejected.take() {
-                Some(open) => Box::new(open),
-                None => "breaker future polled after completion".into(),
-            }));
+        let mut kind = self.project().kind;
+        let result = match kind.as_mut().project() {
+            KindProj::Admitted { inner, guard } => {
+                let result = ready!(inner.poll(cx)).map_err(Into::into);
+                guard.finish(match &result {
+                    Ok(_) => Outcome::Success,
+                    Err(e) => outcome_of(e),
+                });
+                result
+            }
+            KindProj::Rejected { refused } => Err(Box::new(CircuitOpen {
+                retry_after: refused.retry_after_ms.map(Duration::from_millis),
+                state: refused.state,
+            }) as BoxError),
+            KindProj::Done => Err("breaker future polled after completion".into()),
         };
-        let result = ready!(inner.poll(cx)).map_err(Into::into);
-        this.inner.set(None);
-        if let Some(guard) = this.guard.take() {
-            let outcome = match &result {
-                Ok(_) => Outcome::Success,
-                Err(e) => {
-                    let class = class_of(e);
-                    if class.counts_against_health() {
-                        Outcome::Failure(class.retry_after)
-                    } else {
-                        Outcome::Neutral
-                    }
-                }
-            };
-            guard.finish(outcome);
-        }
+        kind.set(Kind::Done);
         Poll::Ready(result)
     }
 }

@@ -1,6 +1,7 @@
 //! [`BreakerHandle`]: manual control and metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -8,9 +9,10 @@ use tokio::time::Instant;
 use crate::State;
 use crate::state::{Core, STRIPES};
 
-/// One per thread stripe: its own reference count, so futures on different threads do not
-/// contend on one.
+/// One stripe: its own reference count, so the futures of service instances on different
+/// threads do not contend on one. Aligned so that two stripes never share a cache line.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Stripe {
     pub(crate) shared: Arc<Shared>,
     pub(crate) index: usize,
@@ -29,37 +31,54 @@ impl Shared {
             .saturating_duration_since(self.origin)
             .as_millis() as u64
     }
+
+    /// Nanoseconds since the origin (saturating far below the guard's sentinels).
+    pub(crate) fn now_ns(&self) -> u64 {
+        let nanos = Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX).min(u64::MAX / 2)
+    }
 }
 
 /// The stripes of one breaker, owned by its layer and services (not by `Shared`, which the
 /// stripes point to).
+///
+/// Each service instance takes a stripe when it is made or cloned, round robin, and its calls
+/// count there: instances on different threads (a clone per connection or per worker, as tower
+/// services are used) write different cache lines, and the hot path reads no thread-local.
 #[derive(Debug)]
-pub(crate) struct Stripes(pub(crate) [Arc<Stripe>; STRIPES]);
+pub(crate) struct Stripes {
+    stripes: [Arc<Stripe>; STRIPES],
+    next: AtomicUsize,
+}
 
 impl Stripes {
     pub(crate) fn new(shared: Arc<Shared>) -> Arc<Stripes> {
-        Arc::new(Stripes(std::array::from_fn(|index| {
-            Arc::new(Stripe {
-                shared: shared.clone(),
-                index,
-            })
-        })))
+        Arc::new(Stripes {
+            stripes: std::array::from_fn(|index| {
+                Arc::new(Stripe {
+                    shared: shared.clone(),
+                    index,
+                })
+            }),
+            next: AtomicUsize::new(0),
+        })
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.0[0].shared
+        &self.stripes[0].shared
     }
 
-    /// This thread's stripe.
+    /// The next stripe, round robin: for a new service instance.
+    pub(crate) fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % STRIPES
+    }
+
+    /// Stripe number `index` (taken modulo the number of stripes).
     #[inline]
-    pub(crate) fn local(&self) -> &Arc<Stripe> {
-        thread_local! {
-            static INDEX: usize = {
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES
-            };
-        }
-        &self.0[INDEX.with(|i| *i)]
+    pub(crate) fn get(&self, index: usize) -> &Arc<Stripe> {
+        &self.stripes[index % STRIPES]
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Guard, ResponseFuture};
 use crate::handle::{BreakerHandle, Shared, Stripes};
 use crate::state::{Core, Event, Listener, State};
 use crate::{BreakerConfig, CircuitOpen};
@@ -36,6 +36,14 @@ struct Registry<K> {
     map: ArcSwap<HashMap<K, Arc<Entry>>>,
     /// Serializes writers only (first use of a key, eviction); readers never touch it.
     write: std::sync::Mutex<()>,
+    /// Hands out stripes to service instances, round robin.
+    stripes: AtomicUsize,
+}
+
+impl<K> Registry<K> {
+    fn next_stripe(&self) -> usize {
+        self.stripes.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
@@ -196,6 +204,7 @@ impl KeyedBreakerBuilder {
                 idle: self.idle,
                 map: ArcSwap::from_pointee(HashMap::new()),
                 write: std::sync::Mutex::new(()),
+                stripes: AtomicUsize::new(0),
             }),
             key,
         })
@@ -219,6 +228,7 @@ impl<S, K, F: Clone> Layer<S> for KeyedBreakerLayer<K, F> {
             inner,
             registry: self.registry.clone(),
             key: self.key.clone(),
+            stripe: self.registry.next_stripe(),
         }
     }
 }
@@ -229,6 +239,8 @@ pub struct KeyedBreaker<S, K, F> {
     inner: S,
     registry: Arc<Registry<K>>,
     key: F,
+    /// This instance's stripe in every key's breaker (see `Stripes`).
+    stripe: usize,
 }
 
 impl<S: Clone, K, F: Clone> Clone for KeyedBreaker<S, K, F> {
@@ -237,6 +249,7 @@ impl<S: Clone, K, F: Clone> Clone for KeyedBreaker<S, K, F> {
             inner: self.inner.clone(),
             registry: self.registry.clone(),
             key: self.key.clone(),
+            stripe: self.registry.next_stripe(),
         }
     }
 }
@@ -267,10 +280,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let stripes = self.registry.get(&(self.key)(&req));
-        let stripe = stripes.local();
+        let stripe = stripes.get(self.stripe);
         let shared = &stripe.shared;
         match shared.core.admit(|| shared.now_ms()) {
-            Ok(ticket) => ResponseFuture::new(self.inner.call(req), stripe.clone(), ticket),
+            Ok(ticket) => ResponseFuture::admitted(
+                self.inner.call(req),
+                Guard::reserve(stripe.clone(), ticket),
+            ),
             Err(refused) => ResponseFuture::rejected(refused),
         }
     }

@@ -4,63 +4,28 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::{BoxError, class_of};
+use palisade_classify::BoxError;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Guard, ResponseFuture, outcome_of};
 use crate::handle::{BreakerHandle, Stripes};
-use crate::state::{Outcome, Refused, Ticket};
-
-/// A decision `poll_ready` made for the next call. A reserved probe slot that no call uses is
-/// given back when this is dropped.
-struct Reserved {
-    decision: Result<Ticket, Refused>,
-    /// Only a probe's reservation needs to give something back: the closed happy path clones
-    /// nothing.
-    stripes: Option<Arc<Stripes>>,
-}
-
-impl Reserved {
-    #[inline]
-    fn take(mut self) -> Result<Ticket, Refused> {
-        let decision = self.decision;
-        // Disarm: the call now owns the ticket.
-        self.decision = Err(Refused {
-            state: crate::State::Closed,
-            retry_after_ms: None,
-        });
-        decision
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if let (Ok(ticket), Some(stripes)) = (self.decision, &self.stripes)
-            && ticket.probe
-        {
-            let shared = stripes.shared();
-            shared
-                .core
-                .record(ticket, Outcome::Neutral, false, 0, || shared.now_ms());
-        }
-    }
-}
+use crate::state::Refused;
 
 /// Guards a service with a circuit breaker; see the [crate docs](crate).
 pub struct Breaker<S> {
     inner: S,
     stripes: Arc<Stripes>,
-    reserved: Option<Reserved>,
+    /// This instance's stripe (see [`Stripes`]).
+    stripe: usize,
+    /// What `poll_ready` decided for the next call. An admission holds a [`Guard`], so a
+    /// reserved probe slot that no call uses is given back when it is dropped.
+    slot: Option<Result<Guard, Refused>>,
 }
 
 impl<S: Clone> Clone for Breaker<S> {
     fn clone(&self) -> Self {
         // A reservation (a probe slot, perhaps) belongs to the instance that made it.
-        Breaker {
-            inner: self.inner.clone(),
-            stripes: self.stripes.clone(),
-            reserved: None,
-        }
+        Breaker::from_stripes(self.inner.clone(), self.stripes.clone())
     }
 }
 
@@ -77,8 +42,9 @@ impl<S> Breaker<S> {
     pub(crate) fn from_stripes(inner: S, stripes: Arc<Stripes>) -> Self {
         Breaker {
             inner,
+            stripe: stripes.pick(),
             stripes,
-            reserved: None,
+            slot: None,
         }
     }
 
@@ -105,14 +71,11 @@ impl<S> Breaker<S> {
     }
 
     #[inline]
-    fn decide(&self) -> Reserved {
-        let shared = self.stripes.shared();
-        let decision = shared.core.admit(|| shared.now_ms());
-        let probe = matches!(decision, Ok(Ticket { probe: true, .. }));
-        Reserved {
-            decision,
-            stripes: probe.then(|| self.stripes.clone()),
-        }
+    fn decide(&self) -> Result<Guard, Refused> {
+        let stripe = self.stripes.get(self.stripe);
+        let shared = &stripe.shared;
+        let ticket = shared.core.admit(|| shared.now_ms())?;
+        Ok(Guard::reserve(stripe.clone(), ticket))
     }
 }
 
@@ -125,18 +88,17 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.reserved.is_none() {
-            self.reserved = Some(self.decide());
-        }
-        let admitted = matches!(
-            self.reserved,
-            Some(Reserved {
-                decision: Ok(_),
-                ..
-            })
-        );
-        if !admitted {
+        let slot = self.slot.get_or_insert_with(|| {
+            let stripe = self.stripes.get(self.stripe);
+            let shared = &stripe.shared;
+            shared
+                .core
+                .admit(|| shared.now_ms())
+                .map(|ticket| Guard::reserve(stripe.clone(), ticket))
+        });
+        if slot.is_err() {
             // Open: ready at once, and the call fails fast (the `LoadShed` shape).
             return Poll::Ready(Ok(()));
         }
@@ -145,35 +107,19 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => {
                 let e: BoxError = e.into();
-                if let Some(Ok(ticket)) = self.reserved.take().map(Reserved::take) {
-                    let class = class_of(&e);
-                    let outcome = if class.counts_against_health() {
-                        Outcome::Failure(class.retry_after)
-                    } else {
-                        Outcome::Neutral
-                    };
-                    let stripe = self.stripes.local();
-                    let shared = &stripe.shared;
-                    shared
-                        .core
-                        .record(ticket, outcome, false, stripe.index, || shared.now_ms());
+                if let Some(Ok(mut guard)) = self.slot.take() {
+                    guard.finish(outcome_of(&e));
                 }
                 Poll::Ready(Err(e))
             }
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let decision = match self.reserved.take() {
-            Some(reserved) => reserved.take(),
-            // Called without poll_ready: decide now.
-            None => self.decide().take(),
-        };
-        match decision {
-            Ok(ticket) => {
-                let stripe = self.stripes.local().clone();
-                ResponseFuture::new(self.inner.call(req), stripe, ticket)
-            }
+        // Called without poll_ready: decide now.
+        match self.slot.take().unwrap_or_else(|| self.decide()) {
+            Ok(guard) => ResponseFuture::admitted(self.inner.call(req), guard),
             Err(refused) => ResponseFuture::rejected(refused),
         }
     }

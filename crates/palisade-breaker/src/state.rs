@@ -90,11 +90,27 @@ pub trait Listener: Send + Sync {
     fn on_event(&self, name: &str, event: Event);
 }
 
-/// What the breaker admitted: the generation it belongs to, and whether it is a probe.
+/// What the breaker admitted: the generation it belongs to (bits 1..) and whether it is a
+/// probe (bit 0), in one word so the response future carries 8 bytes for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Ticket {
-    generation: u64,
-    pub(crate) probe: bool,
+pub(crate) struct Ticket(u64);
+
+impl Ticket {
+    #[inline]
+    const fn new(generation: u64, probe: bool) -> Ticket {
+        Ticket((generation << 1) | probe as u64)
+    }
+
+    #[inline]
+    const fn generation(self) -> u64 {
+        self.0 >> 1
+    }
+
+    /// Whether this is a half-open probe (which holds a probe slot until it ends).
+    #[inline]
+    pub(crate) const fn probe(self) -> bool {
+        self.0 & 1 == 1
+    }
 }
 
 /// Why a call was not admitted.
@@ -132,6 +148,9 @@ enum Rates {
 pub(crate) struct Core {
     pub(crate) name: String,
     pub(crate) cfg: BreakerConfig,
+    /// Whether any rule reads call durations (a slow-call threshold or a cancel policy with a
+    /// duration): only then does a call read the clock when it starts.
+    pub(crate) timed: bool,
     /// Generation (bits 3..) and state (bits 0..3).
     word: AtomicU64,
     /// When the open period ends, ms since origin.
@@ -147,7 +166,7 @@ pub(crate) struct Core {
     probe_successes: AtomicU64,
     rates: Rates,
     rng: AtomicU64,
-    /// Successes per thread stripe (the happy path writes only its own cache line).
+    /// Successes per stripe (the happy path writes only its own cache line).
     pub(crate) successes: [Padded<AtomicU64>; STRIPES],
     failures: AtomicU64,
     rejections: AtomicU64,
@@ -180,8 +199,11 @@ impl Core {
                 (span.as_millis() / u128::from(buckets)) as u64,
             )),
         };
+        let timed = cfg.slow_call_duration.is_some()
+            || matches!(cfg.cancel, crate::CancelPolicy::FailureAfter(_));
         Core {
             name,
+            timed,
             cfg,
             word: AtomicU64::new(pack(0, State::Closed)),
             open_until: AtomicU64::new(0),
@@ -212,10 +234,7 @@ impl Core {
             let generation = word >> 3;
             match State::from_code(word) {
                 State::Closed | State::Disabled => {
-                    return Ok(Ticket {
-                        generation,
-                        probe: false,
-                    });
+                    return Ok(Ticket::new(generation, false));
                 }
                 State::Isolated => return Err(self.refuse(State::Isolated, None)),
                 State::Open => {
@@ -239,10 +258,7 @@ impl Core {
                     return match taken {
                         // If the breaker moved on meanwhile, this ticket's outcome is ignored
                         // and its slot is given back to a generation nobody counts any more.
-                        Ok(_) => Ok(Ticket {
-                            generation,
-                            probe: true,
-                        }),
+                        Ok(_) => Ok(Ticket::new(generation, true)),
                         Err(_) => Err(self.refuse(State::HalfOpen, None)),
                     };
                 }
@@ -261,7 +277,7 @@ impl Core {
 
     /// Gives a probe's slot back (on completion or drop).
     pub(crate) fn release_probe(&self, ticket: Ticket) {
-        let tag = ticket.generation & TAG_MASK;
+        let tag = ticket.generation() & TAG_MASK;
         let _ = self
             .probes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
@@ -282,10 +298,10 @@ impl Core {
     ) {
         // The happy path: a success admitted while closed, no rate window. Count it, clear a
         // failure streak if there is one, and nothing else.
-        if !ticket.probe
+        if !ticket.probe()
             && outcome == Outcome::Success
             && matches!(self.rates, Rates::None)
-            && self.word.load(Ordering::Acquire) == pack(ticket.generation, State::Closed)
+            && self.word.load(Ordering::Acquire) == pack(ticket.generation(), State::Closed)
         {
             self.successes[stripe % STRIPES]
                 .0
@@ -308,7 +324,7 @@ impl Core {
         stripe: usize,
         now: &dyn Fn() -> u64,
     ) {
-        if ticket.probe {
+        if ticket.probe() {
             self.release_probe(ticket);
         }
         match outcome {
@@ -323,7 +339,7 @@ impl Core {
             Outcome::Neutral => return,
         }
         let word = self.word.load(Ordering::Acquire);
-        if word >> 3 != ticket.generation {
+        if word >> 3 != ticket.generation() {
             // Admitted in an earlier state: what it says is out of date.
             return;
         }
@@ -352,7 +368,7 @@ impl Core {
                     self.reopens.fetch_add(1, Ordering::AcqRel);
                     self.trip(word, hint, now());
                 } else {
-                    let tag = ticket.generation & TAG_MASK;
+                    let tag = ticket.generation() & TAG_MASK;
                     let before = self
                         .probe_successes
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {

@@ -76,7 +76,7 @@ fn loom_half_open_never_admits_more_probes_than_configured_and_loses_none() {
                 let (c, in_flight) = (c.clone(), in_flight.clone());
                 thread::spawn(move || {
                     if let Ok(t) = c.admit(|| 30_000) {
-                        assert!(t.probe);
+                        assert!(t.probe());
                         assert_eq!(
                             in_flight.fetch_add(1, Ordering::SeqCst),
                             0,

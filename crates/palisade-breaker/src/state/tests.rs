@@ -53,7 +53,7 @@ fn opens_after_five_consecutive_failures_and_probes_after_thirty_seconds() {
     assert_eq!(refused.retry_after_ms, Some(1));
     // At 30 s exactly: half-open, three probes at once and no more.
     let probes: Vec<_> = (0..3).map(|_| c.admit(|| 30_000).unwrap()).collect();
-    assert!(probes.iter().all(|t| t.probe));
+    assert!(probes.iter().all(|t| t.probe()));
     assert_eq!(c.state(), State::HalfOpen);
     assert!(c.admit(|| 30_000).is_err());
     // Three successes close it.
@@ -86,7 +86,7 @@ fn a_failed_probe_reopens_for_longer_and_a_dropped_probe_frees_its_slot() {
     assert_eq!(c.state(), State::Open);
     // Probing again after 60 s: a fresh set of slots.
     for _ in 0..3 {
-        assert!(c.admit(|| 90_000).unwrap().probe);
+        assert!(c.admit(|| 90_000).unwrap().probe());
     }
 }
 
@@ -351,7 +351,7 @@ proptest! {
             if let Ok(t) = admitted {
                 let outcome = if failure { Outcome::Failure(None) } else { Outcome::Success };
                 c.record(t, outcome, false, 0, || now);
-                m.record(failure, t.probe, now);
+                m.record(failure, t.probe(), now);
             }
             prop_assert_eq!(c.state(), m.state, "state at {}", now);
         }
