@@ -1,14 +1,18 @@
 //! The deadline and escalation context shared by the layers of a stack.
 //!
-//! A [`Deadline`](crate::Deadline) future polls its inner future inside [`with_deadline`], so
+//! A [`Deadline`](crate::Deadline) future polls its inner future inside a deadline scope, so
 //! every layer below it (a retry deciding whether a backoff still fits, a nested timeout) can
 //! read the effective [`deadline`]. A retry layer calls each attempt's `inner.call(req)` inside
 //! [`with_timeouts_so_far`], so a [`Timeout`](crate::Timeout) configured to escalate gives the
 //! attempt a longer limit after earlier attempts timed out.
 //!
-//! Both values live in tokio task-locals set with [`LocalKey::sync_scope`] around a synchronous
-//! closure: they follow exactly one poll (or one call) and cost one thread-local read when
-//! nobody set them. Outside any scope, [`deadline`] is `None` and [`timeouts_so_far`] is 0.
+//! The deadline lives in thread-locals that a scope sets and restores around one synchronous
+//! poll, so it follows exactly that poll. It is **lazy**: a `Deadline` whose clock has not
+//! started yet (its first poll) publishes only its limit, and the clock is read when a layer
+//! below first asks for [`deadline`] or when the inner future first returns `Pending`. A
+//! response that is ready at once, with nobody asking, costs no clock read (a tokio clock
+//! read is about 30 ns on a virtual machine) and no timer. Outside any scope, [`deadline`] is
+//! `None` and [`timeouts_so_far`] is 0.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,36 +29,119 @@
 //!         assert_eq!(context::deadline(), Some(now + Duration::from_secs(5)));
 //!     });
 //! });
+//! // A deadline whose clock starts at the first read.
+//! let mut started = None;
+//! let seen = context::with_lazy_deadline(Duration::from_secs(2), &mut started, context::deadline);
+//! assert_eq!(seen, Some(started.unwrap() + Duration::from_secs(2)));
 //! assert_eq!(context::timeouts_so_far(), 0);
 //! assert_eq!(context::with_timeouts_so_far(2, context::timeouts_so_far), 2);
 //! # }
 //! ```
-//!
-//! [`LocalKey::sync_scope`]: tokio::task::LocalKey::sync_scope
+
+use std::cell::Cell;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+thread_local! {
+    /// The earliest deadline, among the enclosing scopes, whose clock has started.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The shortest limit among enclosing deadlines whose clock has not started: all of them
+    /// are in their first poll, so they start together, at [`NOW`].
+    static LAZY: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// When the lazy deadlines started, once somebody read the clock for them.
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
 tokio::task_local! {
-    static DEADLINE: Instant;
     static TIMEOUTS: u32;
 }
 
-/// The effective deadline of the innermost enclosing [`Deadline`](crate::Deadline) future being
-/// polled on this task (the earliest of all enclosing ones); `None` outside any.
+/// `start + limit`, or about 30 years from `start` when that overflows (as tokio's own `sleep`
+/// treats a limit too long to add): a limit that long means "no limit", never a panic.
+pub(crate) fn end(start: Instant, limit: Duration) -> Instant {
+    start
+        .checked_add(limit)
+        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// The effective deadline of the enclosing [`Deadline`](crate::Deadline) futures being polled
+/// on this thread (the earliest of them); `None` outside any.
+///
+/// The first call inside a deadline whose clock has not started reads the clock and starts it.
 #[inline]
 pub fn deadline() -> Option<Instant> {
-    DEADLINE.try_with(|d| *d).ok()
+    let started = STARTED.get();
+    let Some(limit) = LAZY.get() else {
+        return started;
+    };
+    let now = NOW.get().unwrap_or_else(|| {
+        let now = Instant::now();
+        NOW.set(Some(now));
+        now
+    });
+    let lazy = end(now, limit);
+    Some(started.map_or(lazy, |s| s.min(lazy)))
+}
+
+/// Restores the enclosing scope's deadline even if the closure panics.
+struct Restore {
+    started: Option<Instant>,
+    lazy: Option<Duration>,
+    now: Option<Instant>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        STARTED.set(self.started);
+        LAZY.set(self.lazy);
+        // An enclosing lazy deadline started when the clock was read in here too: it keeps the
+        // reading. Otherwise nothing outside this scope is waiting for one.
+        if self.lazy.is_none() {
+            NOW.set(self.now);
+        }
+    }
 }
 
 /// Runs `f` with `deadline` as the current deadline, combined with any enclosing one (the
 /// earlier wins).
 #[inline]
 pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    match self::deadline() {
-        // An enclosing deadline that is as early already applies: no new scope needed.
-        Some(outer) if outer <= deadline => f(),
-        _ => DEADLINE.sync_scope(deadline, f),
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+        now: NOW.get(),
+    };
+    if restore.started.is_none_or(|outer| deadline < outer) {
+        STARTED.set(Some(deadline));
     }
+    let out = f();
+    drop(restore);
+    out
+}
+
+/// Runs `f` under a deadline of `limit` from `*started`; when `*started` is `None`, the clock
+/// has not started: it starts at the first [`deadline`] read inside `f`, and `*started` is set
+/// to that instant afterwards (it stays `None` if nobody read it).
+#[inline]
+pub fn with_lazy_deadline<R>(
+    limit: Duration,
+    started: &mut Option<Instant>,
+    f: impl FnOnce() -> R,
+) -> R {
+    if let Some(start) = *started {
+        return with_deadline(end(start, limit), f);
+    }
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+        now: NOW.get(),
+    };
+    LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit))));
+    let out = f();
+    *started = NOW.get();
+    drop(restore);
+    out
 }
 
 /// How many earlier attempts of the current request timed out, as set by a retry layer with
@@ -115,5 +202,84 @@ mod tests {
             assert_eq!(timeouts_so_far(), 3);
         });
         assert_eq!(timeouts_so_far(), 0);
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_lazy_deadline_nobody_reads_never_starts() {
+        let mut started = None;
+        let out = with_lazy_deadline(Duration::from_secs(1), &mut started, || 7);
+        assert_eq!(out, 7);
+        assert_eq!(started, None);
+        assert_eq!(NOW.get(), None);
+        assert_eq!(LAZY.get(), None);
+    }
+
+    #[test]
+    fn lazy_and_started_deadlines_nest_to_the_earliest_and_restore() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+
+        // A started outer deadline, a lazy inner one that is earlier.
+        let mut inner = None;
+        with_deadline(t0 + ms(500), || {
+            with_lazy_deadline(ms(100), &mut inner, || {
+                assert_eq!(deadline(), Some(t0 + ms(100)));
+            });
+            assert_eq!(deadline(), Some(t0 + ms(500)));
+        });
+        assert_eq!(inner, Some(t0));
+        assert_eq!((deadline(), NOW.get()), (None, None));
+
+        // A lazy outer one (its first poll) over a started inner one that is later, and a
+        // second lazy one: the shortest limit wins, and both lazy ones learn the start.
+        let (mut outer, mut second) = (None, None);
+        with_lazy_deadline(ms(200), &mut outer, || {
+            with_deadline(t0 + ms(900), || {
+                with_lazy_deadline(ms(300), &mut second, || {
+                    assert_eq!(deadline(), Some(t0 + ms(200)));
+                });
+            });
+        });
+        assert_eq!((outer, second), (Some(t0), Some(t0)));
+        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
+
+        // Once started, the same deadline is published as started.
+        with_lazy_deadline(ms(200), &mut outer, || {
+            assert_eq!(LAZY.get(), None);
+            assert_eq!(deadline(), Some(t0 + ms(200)));
+        });
+    }
+
+    #[test]
+    fn a_panic_inside_restores_the_enclosing_scope() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let mut started = None;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_lazy_deadline(Duration::from_secs(1), &mut started, || {
+                let _ = deadline();
+                panic!("inner poll panicked");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
+        assert_eq!(STARTED.get(), None);
     }
 }

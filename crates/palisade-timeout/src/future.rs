@@ -62,31 +62,39 @@ where
 pin_project! {
     /// The response future of [`Deadline`](crate::Deadline).
     ///
-    /// Polls the inner future inside [`context::with_deadline`](crate::context::with_deadline);
-    /// the timer is created only when the inner future first returns `Pending`. On expiry the
-    /// inner future is dropped and the call fails with [`DeadlineExceeded`].
+    /// Polls the inner future inside a deadline scope
+    /// ([`context::with_lazy_deadline`](crate::context::with_lazy_deadline)). The limit is
+    /// counted from the first poll (tower callers poll right after `call`), and the clock is
+    /// read only when a layer below asks for the deadline or the inner future first returns
+    /// `Pending`; only then is a timer created. On expiry the inner future is dropped and the
+    /// call fails with [`DeadlineExceeded`].
     #[derive(Debug)]
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
-        deadline: Instant,
+        limit: Duration,
+        // When the clock started; `None` until somebody needed it.
+        started: Option<Instant>,
     }
 }
 
 impl<F> DeadlineFuture<F> {
-    pub(crate) fn new(inner: F, deadline: Instant) -> Self {
+    pub(crate) fn new(inner: F, limit: Duration) -> Self {
         DeadlineFuture {
             inner: Some(inner),
             sleep: None,
-            deadline,
+            limit,
+            started: None,
         }
     }
 
-    /// The instant this call fails at.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// The instant this call fails at, once its clock has started (see the type's docs);
+    /// `None` before.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started
+            .map(|start| crate::context::end(start, self.limit))
     }
 }
 
@@ -100,16 +108,19 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let deadline = *this.deadline;
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            panic!("DeadlineFuture polled after completion");
+            return Poll::Ready(Err("deadline future polled after completion".into()));
         };
-        if let Poll::Ready(out) = crate::context::with_deadline(deadline, || inner.poll(cx)) {
+        let limit = *this.limit;
+        let polled = crate::context::with_lazy_deadline(limit, this.started, || inner.poll(cx));
+        if let Poll::Ready(out) = polled {
             this.inner.set(None);
             return Poll::Ready(out.map_err(Into::into));
         }
         if this.sleep.is_none() {
-            this.sleep.set(Some(sleep_until(deadline)));
+            let start = *this.started.get_or_insert_with(Instant::now);
+            this.sleep
+                .set(Some(sleep_until(crate::context::end(start, limit))));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

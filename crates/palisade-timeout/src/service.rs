@@ -4,7 +4,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_classify::BoxError;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};
@@ -75,7 +74,8 @@ where
     }
 }
 
-/// Fails a call that does not finish within its limit, counted from the call, with
+/// Fails a call that does not finish within its limit, counted from the first poll (see
+/// [When the clock starts](crate#when-the-clock-starts)), with
 /// [`DeadlineExceeded`](crate::error::DeadlineExceeded), and publishes the deadline to the
 /// layers below through [`context::deadline`](crate::context::deadline).
 #[derive(Clone, Debug)]
@@ -129,13 +129,8 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         // The inner future reads the deadline while it is polled (where a retry decides), so
-        // the call itself runs outside the deadline's scope: one clock read, no scope.
-        let now = Instant::now();
-        // A limit too long to add to the clock means "no limit": about 30 years, as tokio's
-        // own `sleep` does, rather than a panic.
-        let deadline = now
-            .checked_add(self.limit)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-        DeadlineFuture::new(self.inner.call(req), deadline)
+        // the call itself runs outside the deadline's scope, and the clock starts at the first
+        // poll: no clock read here.
+        DeadlineFuture::new(self.inner.call(req), self.limit)
     }
 }

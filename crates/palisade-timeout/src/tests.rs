@@ -277,3 +277,46 @@ async fn an_enormous_deadline_means_no_limit_not_a_panic() {
     ));
     assert_eq!(svc.oneshot(()).await.unwrap(), 7);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_clock_starts_at_the_first_poll_and_only_when_needed() {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut d = Deadline::new(slow(), ms(100));
+    let mut fut = Box::pin(d.call(1000));
+    // Not polled yet: no clock read, no deadline.
+    assert_eq!(fut.deadline(), None);
+    tokio::time::advance(ms(40)).await;
+    let first_poll = Instant::now();
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    // Pending: the clock started at this poll, not at `call`.
+    assert_eq!(fut.deadline(), Some(first_poll + ms(100)));
+    let err = fut.await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err));
+    assert_eq!(first_poll.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_read_below_during_the_first_poll_starts_the_clock_there() {
+    // The inner future reads the deadline on its first poll (as a retry does after a failed
+    // attempt), then waits 30 ms; the deadline seen and the one enforced are the same.
+    let seen = Arc::default();
+    let mut d = DeadlineLayer::new(ms(100)).layer(probe(Arc::clone(&seen)));
+    let mut fut = Box::pin(d.call(30));
+    tokio::time::advance(ms(5)).await;
+    let first_poll = Instant::now();
+    assert!(
+        fut.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    assert_eq!(fut.deadline(), Some(first_poll + ms(100)));
+    assert_eq!(fut.await.unwrap(), 30);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(
+        seen.iter().all(|d| *d == Some(first_poll + ms(100))),
+        "{seen:?}"
+    );
+    // Nothing is left behind on this thread.
+    assert_eq!(context::deadline(), None);
+}
