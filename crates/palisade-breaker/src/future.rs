@@ -1,4 +1,4 @@
-//! The breaker's [`ResponseFuture`] and the [`Guard`] an admitted call holds.
+//! The breaker's [`ResponseFuture`], and the guard an admitted call holds.
 
 use std::future::Future;
 use std::pin::Pin;
