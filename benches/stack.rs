@@ -1,0 +1,113 @@
+//! The whole recommended stack on the happy path: palisade's preset (deadline → retry with a
+//! ratio budget → breaker → per-attempt timeout → classify) against the same stack built from
+//! tower's own layers and tower-resilience's breaker (tower `Timeout` as the deadline → tower
+//! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), in one run:
+//! time per call, allocations per call and response-future size.
+//!
+//! `cargo bench -p palisade-benches --bench stack`
+
+// criterion_group! generates undocumented items.
+#![allow(missing_docs)]
+
+use std::alloc::System;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use palisade::preset;
+use palisade_benches::{allocations_per_call, bare, one_call};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::{Policy, RetryLayer};
+use tower::timeout::TimeoutLayer;
+use tower::{Layer, Service, ServiceBuilder};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// tower's documented budget policy: deposit on success, withdraw before a retry.
+#[derive(Clone, Debug)]
+struct TpsPolicy {
+    budget: Arc<TpsBudget>,
+}
+
+impl<E> Policy<u64, u64, E> for TpsPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Ready<()>> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => self.budget.withdraw().then(|| ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+
+    let mut bare_svc = bare();
+    let mut palisade_svc = preset::recommended("bench")
+        .build()
+        .expect("preset")
+        .layer(bare());
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .build()
+        .expect("tower-resilience config");
+    let mut tower_svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(RetryLayer::new(TpsPolicy {
+            budget: Arc::new(TpsBudget::default()),
+        }))
+        .layer(breaker)
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(bare());
+
+    let mut group = c.benchmark_group("stack/happy_path");
+    group.bench_function("bare", |b| b.iter(|| one_call(&mut bare_svc, black_box(1))));
+    group.bench_function("palisade_preset", |b| {
+        b.iter(|| one_call(&mut palisade_svc, black_box(1)))
+    });
+    group.bench_function("tower_and_tower_resilience", |b| {
+        b.iter(|| one_call(&mut tower_svc, black_box(1)))
+    });
+    group.finish();
+
+    // Set BENCH_ONLY_CRITERION to profile one criterion bench alone.
+    if std::env::var_os("BENCH_ONLY_CRITERION").is_some() {
+        return;
+    }
+    println!(
+        "stack/happy_path allocations per call: bare {:.3}, palisade_preset {:.3}, tower_and_tower_resilience {:.3}",
+        allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut bare_svc, i));
+        }),
+        allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut palisade_svc, i));
+        }),
+        allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut tower_svc, i));
+        }),
+    );
+    println!(
+        "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B",
+        std::mem::size_of_val(&bare_svc.call(0)),
+        std::mem::size_of_val(&palisade_svc.call(0)),
+        std::mem::size_of_val(&tower_svc.call(0)),
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
