@@ -36,7 +36,9 @@ pin_project! {
 
 /// What only a failed request needs, boxed on its first failure so that the happy path's
 /// future stays small.
-struct Slow<E> {
+struct Slow<S, E> {
+    /// The service the retries go to (a clone, made at the first retry).
+    service: Option<S>,
     /// Earlier attempts that failed with `Category::Timeout`.
     timeouts: u32,
     /// Credentials were refreshed already.
@@ -53,9 +55,10 @@ struct Slow<E> {
     avoid: Option<u64>,
 }
 
-impl<E> Slow<E> {
+impl<S, E> Slow<S, E> {
     fn new() -> Box<Self> {
         Box::new(Slow {
+            service: None,
             timeouts: 0,
             refreshed: false,
             previous: Duration::ZERO,
@@ -81,12 +84,11 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        inner: S,
-        handle: Arc<Handle<B, A>>,
+        handle: Arc<Handle<S, B, A>>,
         request: Option<Req>,
         attempts: u32,
         limit: u32,
-        slow: Option<Box<Slow<S::Error>>>,
+        slow: Option<Box<Slow<S, S::Error>>>,
     }
 
     impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
@@ -111,14 +113,12 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        inner: S,
-        handle: Arc<Handle<B, A>>,
+        handle: Arc<Handle<S, B, A>>,
         request: Option<Req>,
         limit: u32,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
-            inner,
             handle,
             request,
             attempts: 1,
@@ -130,7 +130,7 @@ where
 
 impl<S, Req, B, A> Future for ResponseFuture<S, Req, B, A>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: AsRef<dyn Error + Send + Sync + 'static>,
     Req: Clone,
     B: Budget + ?Sized,
@@ -157,11 +157,11 @@ where
 /// Polls an attempt inside the attempt context, so that a router below knows which attempt
 /// this is and can report the endpoint that failed it.
 #[inline]
-fn poll_attempt<F: Future, E>(
+fn poll_attempt<F: Future, S, E>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,
     number: u32,
-    slow: &mut Option<Box<Slow<E>>>,
+    slow: &mut Option<Box<Slow<S, E>>>,
 ) -> Poll<F::Output> {
     let avoid = slow.as_ref().and_then(|slow| slow.avoid);
     let mut attempt = Attempt { number, avoid };
@@ -181,7 +181,7 @@ fn drive<S, Req, B, A>(
     mut failed: Option<S::Error>,
 ) -> Poll<Result<S::Response, S::Error>>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: AsRef<dyn Error + Send + Sync + 'static>,
     Req: Clone,
     B: Budget + ?Sized,
@@ -332,7 +332,9 @@ where
                     number: *this.attempts + 1,
                     avoid: slow.avoid,
                 };
-                let inner = &mut *this.inner;
+                let inner = slow
+                    .service
+                    .get_or_insert_with(|| this.handle.retry_service());
                 let ready = attempt::scope(&mut next, || inner.poll_ready(cx));
                 if let Err(error) = ready!(ready) {
                     if let Some(withdrawal) = slow.reservation.take() {
@@ -357,7 +359,10 @@ where
                     timeouts = slow.timeouts,
                     "sending retry",
                 );
-                let inner = &mut *this.inner;
+                let inner = slow
+                    .service
+                    .as_mut()
+                    .expect("the retry service was made ready");
                 let mut attempt = Attempt {
                     number: *this.attempts,
                     avoid: slow.avoid,

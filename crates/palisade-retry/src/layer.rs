@@ -15,7 +15,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::budget::{IntoShared, RatioBudget};
 use crate::policy::Policy;
 use crate::rng::RngSource;
-use crate::service::{Handles, RefreshFuture, RefreshHook, Retry, Shared};
+use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
 
 /// The reference design's attempt limit: 3, the first attempt included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Clones share everything: the budget, the adaptive limit and the rng. See the
 /// [crate documentation](crate) for the behaviour and an example.
 pub struct RetryLayer<B: ?Sized = RatioBudget, A = LayerLimit> {
-    handles: Arc<Handles<B, A>>,
+    shared: Arc<Shared<B, A>>,
 }
 
 impl RetryLayer {
@@ -58,20 +58,20 @@ impl Default for RetryLayer {
 impl<B: ?Sized, A> RetryLayer<B, A> {
     /// The budget this layer draws on.
     pub fn budget(&self) -> &Arc<B> {
-        &self.handles.shared.budget
+        &self.shared.budget
     }
 
     /// The attempt limit a request without an override gets right now (the adaptive limit, if
     /// adaptive attempts are on).
     pub fn max_attempts(&self) -> u32 {
-        self.handles.shared.limit()
+        self.shared.limit()
     }
 }
 
 impl<B: ?Sized, A> Clone for RetryLayer<B, A> {
     fn clone(&self) -> Self {
         RetryLayer {
-            handles: self.handles.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -79,16 +79,16 @@ impl<B: ?Sized, A> Clone for RetryLayer<B, A> {
 impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryLayer<B, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("shared", &self.handles.shared)
+            .field("shared", &self.shared)
             .finish()
     }
 }
 
-impl<S, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
+impl<S: Clone, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
     type Service = Retry<S, B, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_handles(inner, self.handles.clone())
+        Retry::from_shared(inner, self.shared.clone())
     }
 }
 
@@ -288,7 +288,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             attempts: self.attempts,
         };
         Ok(RetryLayer {
-            handles: Arc::new(Handles::new(shared)),
+            shared: Arc::new(shared),
         })
     }
 }

@@ -86,9 +86,14 @@
 //! and not for the last attempt. Make large requests cheap to clone by sharing them, e.g.
 //! `Arc<Prompt>` or `bytes::Bytes` bodies, so a clone is a reference count increment.
 //!
-//! The inner service must be `Clone` too: each response future owns the instance that was
-//! ready when the call was made (and drives the retries with it), while a clone stays behind in
-//! the service, as in tower's `Retry`.
+//! The inner service must be `Clone` too, but a call that succeeds at once clones nothing: the
+//! first attempt goes to the wrapped instance (which `poll_ready` made ready), and only when a
+//! request first fails does its future take a clone for the retries, from a spare cloned when
+//! the layer wrapped the service (the spare sits behind a mutex that only that first retry
+//! locks). tower's `Retry` instead clones the inner service on every call, so every layer below
+//! it pays its clone (reference counts shared by all threads) even when nothing fails. Retries
+//! therefore see the service as it was wrapped: changes made through
+//! [`Retry::get_mut`] reach the first attempts only.
 //!
 //! # Readiness
 //!

@@ -3,9 +3,8 @@
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use palisade_classify::{BoxError, Category, Class};
@@ -102,28 +101,44 @@ impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Shared<B, A> {
     }
 }
 
-/// A reference to [`Shared`] on its own cache lines. Each thread takes its response futures'
-/// references from its own handle, so the per-call reference count never bounces between
-/// cores (a single shared `Arc` costs two contended atomic operations per call).
+/// What a response future reaches on the slow path, on its own cache lines. Each thread takes
+/// its response futures' references from its own handle, so the per-call reference count never
+/// bounces between cores (a single shared `Arc` costs two contended atomic operations per
+/// call).
 #[repr(align(128))]
-pub(crate) struct Handle<B: ?Sized, A> {
+pub(crate) struct Handle<S, B: ?Sized, A> {
     pub(crate) shared: Arc<Shared<B, A>>,
+    /// The service retries go to (see [`Handle::retry_service`]).
+    spare: Arc<Mutex<S>>,
 }
 
-/// The striped handles of one layer (allocated once, when the layer is built).
-pub(crate) struct Handles<B: ?Sized, A> {
-    pub(crate) shared: Arc<Shared<B, A>>,
-    stripes: Box<[Arc<Handle<B, A>>]>,
+impl<S: Clone, B: ?Sized, A> Handle<S, B, A> {
+    /// A new instance of the wrapped service for the retries of one request: a clone of the
+    /// spare kept when the layer wrapped it. Only a failed request gets here, so the happy path
+    /// clones no service (tower's `Retry` clones the inner service on every call).
+    pub(crate) fn retry_service(&self) -> S {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
-impl<B: ?Sized, A> Handles<B, A> {
-    pub(crate) fn new(shared: Shared<B, A>) -> Self {
-        let shared = Arc::new(shared);
+/// The striped handles of one service (allocated when the layer wraps it).
+pub(crate) struct Handles<S, B: ?Sized, A> {
+    pub(crate) shared: Arc<Shared<B, A>>,
+    stripes: Box<[Arc<Handle<S, B, A>>]>,
+}
+
+impl<S, B: ?Sized, A> Handles<S, B, A> {
+    pub(crate) fn new(shared: Arc<Shared<B, A>>, spare: S) -> Self {
+        let spare = Arc::new(Mutex::new(spare));
         Handles {
             stripes: (0..stripe::count())
                 .map(|_| {
                     Arc::new(Handle {
                         shared: shared.clone(),
+                        spare: spare.clone(),
                     })
                 })
                 .collect(),
@@ -133,7 +148,7 @@ impl<B: ?Sized, A> Handles<B, A> {
 
     /// This thread's handle.
     #[inline]
-    pub(crate) fn local(&self) -> &Arc<Handle<B, A>> {
+    pub(crate) fn local(&self) -> &Arc<Handle<S, B, A>> {
         // The stripe count is a power of two: mask, do not divide.
         &self.stripes[stripe::current() & (self.stripes.len() - 1)]
     }
@@ -141,12 +156,16 @@ impl<B: ?Sized, A> Handles<B, A> {
 
 /// Retries the inner service's failed calls as their class, the attempt limit, the budget and
 /// the deadline allow. Built by [`RetryLayer`].
+///
+/// The first attempt goes to the wrapped service; the retries of a request go to a clone of it,
+/// made only when the request first fails (from a spare clone taken when the layer wrapped the
+/// service), so a call that succeeds at once clones no service.
 pub struct Retry<S, B: ?Sized = RatioBudget, A = LayerLimit> {
     inner: S,
-    handles: Arc<Handles<B, A>>,
+    handles: Arc<Handles<S, B, A>>,
 }
 
-impl<S> Retry<S> {
+impl<S: Clone> Retry<S> {
     /// Wraps `inner` with the defaults of [`RetryLayer::new`].
     pub fn new(inner: S) -> Self {
         tower_layer::Layer::layer(&RetryLayer::new(), inner)
@@ -154,7 +173,11 @@ impl<S> Retry<S> {
 }
 
 impl<S, B: ?Sized, A> Retry<S, B, A> {
-    pub(crate) fn from_handles(inner: S, handles: Arc<Handles<B, A>>) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<B, A>>) -> Self
+    where
+        S: Clone,
+    {
+        let handles = Arc::new(Handles::new(shared, inner.clone()));
         Retry { inner, handles }
     }
 
@@ -227,13 +250,10 @@ where
         let limit = shared.limit_for(&req);
         // Keep a copy only if another attempt may follow.
         let retained = (limit > 1).then(|| req.clone());
-        // The ready instance goes into the future (it makes the retries); a clone stays.
-        let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
         // The first attempt's call runs outside the attempt scope (nothing is known yet and a
         // router picks in `poll_ready`, which the caller drove); its polls run inside it, so a
         // router below can report the endpoint that failed.
-        let future = ctx::with_timeouts(0, || inner.call(req));
-        ResponseFuture::new(future, inner, self.handles.local().clone(), retained, limit)
+        let future = ctx::with_timeouts(0, || self.inner.call(req));
+        ResponseFuture::new(future, self.handles.local().clone(), retained, limit)
     }
 }

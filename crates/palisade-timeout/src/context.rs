@@ -6,8 +6,8 @@
 //! [`with_timeouts_so_far`], so a [`Timeout`](crate::Timeout) configured to escalate gives the
 //! attempt a longer limit after earlier attempts timed out.
 //!
-//! The deadline lives in thread-locals that a scope sets and restores around one synchronous
-//! poll, so it follows exactly that poll. It is **lazy**: a `Deadline` whose clock has not
+//! Both live in thread-locals that a scope sets and restores around one synchronous poll or
+//! call, so they follow exactly that poll or call. It is **lazy**: a `Deadline` whose clock has not
 //! started yet (its first poll) publishes only its limit, and the clock is read when a layer
 //! below first asks for [`deadline`] or when the inner future first returns `Pending`. A
 //! response that is ready at once, with nobody asking, costs no clock read (a tokio clock
@@ -53,8 +53,9 @@ thread_local! {
     static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-tokio::task_local! {
-    static TIMEOUTS: u32;
+thread_local! {
+    /// How many earlier attempts of the current request timed out.
+    static TIMEOUTS: Cell<u32> = const { Cell::new(0) };
 }
 
 /// `start + limit`, or about 30 years from `start` when that overflows (as tokio's own `sleep`
@@ -148,18 +149,31 @@ pub fn with_lazy_deadline<R>(
 /// [`with_timeouts_so_far`]; 0 outside any.
 #[inline]
 pub fn timeouts_so_far() -> u32 {
-    TIMEOUTS.try_with(|n| *n).unwrap_or(0)
+    TIMEOUTS.get()
+}
+
+/// Puts the enclosing count back even if the closure panics.
+struct RestoreTimeouts(u32);
+
+impl Drop for RestoreTimeouts {
+    fn drop(&mut self) {
+        TIMEOUTS.set(self.0);
+    }
 }
 
 /// Runs `f` (typically an attempt's `inner.call(req)`) with `n` earlier attempts of this
 /// request that timed out.
 #[inline]
 pub fn with_timeouts_so_far<R>(n: u32, f: impl FnOnce() -> R) -> R {
-    // 0 is what every layer reads outside a scope: skip the scope when nothing would change.
-    if n == timeouts_so_far() {
+    let outer = TIMEOUTS.replace(n);
+    // 0 is what every layer reads outside a scope: nothing to restore when nothing changed.
+    if outer == n {
         return f();
     }
-    TIMEOUTS.sync_scope(n, f)
+    let restore = RestoreTimeouts(outer);
+    let out = f();
+    drop(restore);
+    out
 }
 
 #[cfg(test)]
