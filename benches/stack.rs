@@ -2,7 +2,8 @@
 //! ratio budget → breaker → per-attempt timeout → classify) against the same stack built from
 //! tower's own layers and tower-resilience's breaker (tower `Timeout` as the deadline → tower
 //! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), in one run:
-//! time per call, allocations per call and response-future size.
+//! time per call, allocations per call, response-future size, and per-call time from one and
+//! two threads, each with its own clone of the stack.
 //!
 //! `cargo bench -p palisade-benches --bench stack`
 
@@ -15,9 +16,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::preset;
-use palisade_benches::{allocations_per_call, bare, one_call};
+use palisade_benches::{allocations_per_call, bare, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer};
@@ -84,6 +85,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| one_call(&mut tower_svc, black_box(1)))
     });
     group.finish();
+
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("stack/threads_{threads}"));
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function("palisade_preset", |b| {
+            b.iter_custom(|iters| threaded(&palisade_svc, threads, iters))
+        });
+        group.bench_function("tower_and_tower_resilience", |b| {
+            b.iter_custom(|iters| threaded(&tower_svc, threads, iters))
+        });
+        group.finish();
+    }
 
     // Set BENCH_ONLY_CRITERION to profile one criterion bench alone.
     if std::env::var_os("BENCH_ONLY_CRITERION").is_some() {
