@@ -1,5 +1,6 @@
 //! The fallback layer's success path: time per call, allocations per call and future size for
-//! the static, function and service strategies, beside the bare service.
+//! the static, function and service strategies, beside the bare service; and per-call time from
+//! one and two threads.
 //!
 //! `cargo bench -p palisade-benches --bench fallback`
 
@@ -9,12 +10,12 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::classify::{BoxError, Class};
 use palisade::fallback::{Alternative, Answer, FallbackLayer, FromError, Static};
-use palisade_benches::{allocations_per_call, bare, one_call, poll_now};
+use palisade_benches::{allocations_per_call, bare, one_call, poll_now, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -44,6 +45,21 @@ fn bench(c: &mut Criterion) {
         b.iter(|| answer_call(&mut alternative, black_box(1)))
     });
     group.finish();
+
+    // Each thread its own clone of the service, as a server has one per connection.
+    let unwrapped =
+        ServiceExt::<u64>::map_response(fixed.clone(), Answer::into_inner as fn(_) -> _);
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("fallback/threads_{threads}"));
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function("bare", |b| {
+            b.iter_custom(|iters| threaded(&bare_svc, threads, iters))
+        });
+        group.bench_function("static", |b| {
+            b.iter_custom(|iters| threaded(&unwrapped, threads, iters))
+        });
+        group.finish();
+    }
 
     println!(
         "fallback/success_path allocations per call: bare {:.3}, static {:.3}, from_error {:.3}, service {:.3}",

@@ -91,6 +91,7 @@ mod layer;
 mod registry;
 mod service;
 mod stats;
+pub mod stripe;
 
 #[cfg(test)]
 mod tests;

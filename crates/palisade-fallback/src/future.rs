@@ -9,7 +9,9 @@ use std::task::{Context, Poll, ready};
 use palisade_classify::{BoxError, Class, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 
-use crate::layer::Handles;
+use palisade_classify::stripe::Stripe;
+
+use crate::layer::Config;
 use crate::strategy::{ChainErrors, Failure, FallbackFuture};
 use crate::{Answer, Degraded, FallbackFailed, Strategy};
 
@@ -27,11 +29,9 @@ pin_project! {
     pub struct ResponseFuture<F, St, Req, R> {
         #[pin]
         state: State<F, R>,
-        strategy: Arc<St>,
+        config: Arc<Stripe<Arc<Config<St>>>>,
         kept: Option<Req>,
         key: Option<u64>,
-        handles: Handles,
-        restore: bool,
     }
 }
 
@@ -44,19 +44,15 @@ impl<F, St, Req, R> fmt::Debug for ResponseFuture<F, St, Req, R> {
 impl<F, St, Req, R> ResponseFuture<F, St, Req, R> {
     pub(crate) fn new(
         inner: F,
-        strategy: Arc<St>,
+        config: Arc<Stripe<Arc<Config<St>>>>,
         kept: Option<Req>,
         key: Option<u64>,
-        handles: Handles,
-        restore: bool,
     ) -> Self {
         ResponseFuture {
             state: State::Primary { inner },
-            strategy,
+            config,
             kept,
             key,
-            handles,
-            restore,
         }
     }
 }
@@ -98,24 +94,24 @@ where
                 StateProj::Primary { inner } => {
                     let error: BoxError = match ready!(inner.poll(cx)) {
                         Ok(response) => {
-                            this.strategy.on_success(*this.key, &response);
+                            this.config.strategy.on_success(*this.key, &response);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Answer::Primary(response)));
                         }
                         Err(e) => e.into(),
                     };
                     let class = class_of(&error);
-                    if !(this.handles)(&class) {
+                    if !(this.config.handles)(&class) {
                         this.state.set(State::Done);
-                        return Poll::Ready(unanswered(error, *this.restore, |e| e));
+                        return Poll::Ready(unanswered(error, this.config.restore, |e| e));
                     }
                     tracing::info!(
                         target: "palisade_fallback",
-                        strategy = this.strategy.name(),
+                        strategy = this.config.strategy.name(),
                         category = class.category.as_str(),
                         "answering a failure with a fallback"
                     );
-                    let fut = this.strategy.fallback(
+                    let fut = this.config.strategy.fallback(
                         this.kept.take(),
                         *this.key,
                         Failure {
@@ -145,12 +141,12 @@ where
                             response,
                             degraded: Degraded {
                                 class,
-                                strategy: this.strategy.name(),
+                                strategy: this.config.strategy.name(),
                             },
                         }),
                         Err(failed) => {
-                            tracing::warn!(target: "palisade_fallback", strategy = this.strategy.name(), error = %failed, "fallback failed");
-                            unanswered(original, *this.restore, |original| {
+                            tracing::warn!(target: "palisade_fallback", strategy = this.config.strategy.name(), error = %failed, "fallback failed");
+                            unanswered(original, this.config.restore, |original| {
                                 let mut errors = vec![original];
                                 match failed.downcast::<ChainErrors>() {
                                     Ok(chain) => errors.extend(chain.0),

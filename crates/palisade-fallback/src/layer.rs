@@ -10,6 +10,34 @@ use crate::{Fallback, FallbackFailed};
 
 pub(crate) type Handles = Arc<dyn Fn(&Class) -> bool + Send + Sync>;
 
+/// The layer's settings. A service shares them with its futures through stripes (see
+/// [`palisade_classify::stripe`]), so that calls on different threads never contend on one
+/// reference count.
+pub(crate) struct Config<St> {
+    pub(crate) strategy: Arc<St>,
+    pub(crate) handles: Handles,
+    pub(crate) restore: bool,
+}
+
+impl<St> Clone for Config<St> {
+    fn clone(&self) -> Self {
+        Config {
+            strategy: self.strategy.clone(),
+            handles: self.handles.clone(),
+            restore: self.restore,
+        }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for Config<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("strategy", &self.strategy)
+            .field("restore", &self.restore)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The default choice of failures to answer for: all of them, except the caller's own
 /// cancellation and errors the classifier accepted as normal outcomes.
 pub fn handles_by_default(class: &Class) -> bool {
@@ -18,27 +46,20 @@ pub fn handles_by_default(class: &Class) -> bool {
 
 /// Answers failures of the inner service with a strategy; see the [crate docs](crate).
 pub struct FallbackLayer<St> {
-    pub(crate) strategy: Arc<St>,
-    pub(crate) handles: Handles,
-    pub(crate) restore: bool,
+    pub(crate) config: Config<St>,
 }
 
 impl<St> Clone for FallbackLayer<St> {
     fn clone(&self) -> Self {
         FallbackLayer {
-            strategy: self.strategy.clone(),
-            handles: self.handles.clone(),
-            restore: self.restore,
+            config: self.config.clone(),
         }
     }
 }
 
 impl<St: fmt::Debug> fmt::Debug for FallbackLayer<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FallbackLayer")
-            .field("strategy", &self.strategy)
-            .field("restore", &self.restore)
-            .finish_non_exhaustive()
+        f.debug_tuple("FallbackLayer").field(&self.config).finish()
     }
 }
 
@@ -48,15 +69,17 @@ impl<St> FallbackLayer<St> {
     pub fn new(strategy: St) -> Self {
         palisade_classify::register::<FallbackFailed>();
         FallbackLayer {
-            strategy: Arc::new(strategy),
-            handles: Arc::new(handles_by_default),
-            restore: true,
+            config: Config {
+                strategy: Arc::new(strategy),
+                handles: Arc::new(handles_by_default),
+                restore: true,
+            },
         }
     }
 
     /// Chooses which failures the fallback answers for, by class.
     pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
-        self.handles = Arc::new(predicate);
+        self.config.handles = Arc::new(predicate);
         self
     }
 
@@ -64,7 +87,7 @@ impl<St> FallbackLayer<St> {
     /// handed back as [`Answer::Restored`](crate::Answer::Restored) when no fallback answers
     /// (default `true`); otherwise the error stays an error.
     pub fn restore_failed_responses(mut self, restore: bool) -> Self {
-        self.restore = restore;
+        self.config.restore = restore;
         self
     }
 }

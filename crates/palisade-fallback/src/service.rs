@@ -8,15 +8,19 @@ use palisade_classify::BoxError;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::Handles;
+use palisade_classify::stripe::{Stripe, Striped};
+
+use crate::layer::Config;
 use crate::{Answer, FallbackLayer, Strategy};
 
 /// Answers the inner service's failures with a [`Strategy`].
 pub struct Fallback<S, St> {
     inner: S,
+    /// Read by `call` (the key and whether to keep the request).
     strategy: Arc<St>,
-    handles: Handles,
-    restore: bool,
+    /// What the response futures hold: their thread's stripe.
+    config: Arc<Striped<Arc<Config<St>>>>,
+    stripe: Arc<Stripe<Arc<Config<St>>>>,
 }
 
 impl<S: Clone, St> Clone for Fallback<S, St> {
@@ -24,8 +28,8 @@ impl<S: Clone, St> Clone for Fallback<S, St> {
         Fallback {
             inner: self.inner.clone(),
             strategy: self.strategy.clone(),
-            handles: self.handles.clone(),
-            restore: self.restore,
+            stripe: self.config.pick().clone(),
+            config: self.config.clone(),
         }
     }
 }
@@ -41,11 +45,12 @@ impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for Fallback<S, St> {
 
 impl<S, St> Fallback<S, St> {
     pub(crate) fn from_layer(inner: S, layer: &FallbackLayer<St>) -> Self {
+        let config = Arc::new(Striped::new(Arc::new(layer.config.clone())));
         Fallback {
             inner,
-            strategy: layer.strategy.clone(),
-            handles: layer.handles.clone(),
-            restore: layer.restore,
+            strategy: layer.config.strategy.clone(),
+            stripe: config.pick().clone(),
+            config,
         }
     }
 
@@ -87,13 +92,6 @@ where
         let key = self.strategy.key(&req);
         // The request is cloned only when the strategy will need it.
         let kept = self.strategy.needs_request().then(|| req.clone());
-        ResponseFuture::new(
-            self.inner.call(req),
-            self.strategy.clone(),
-            kept,
-            key,
-            self.handles.clone(),
-            self.restore,
-        )
+        ResponseFuture::new(self.inner.call(req), self.stripe.clone(), kept, key)
     }
 }

@@ -247,7 +247,7 @@ async fn a_dropped_call_leaves_nothing_behind() {
         Ok::<_, BoxError>("late".to_owned())
     });
     let layer = FallbackLayer::new(Alternative(slow_backup));
-    let strategy = layer.strategy.clone();
+    let strategy = layer.config.strategy.clone();
     let svc = layer.layer(agent("503"));
     let (r, clones) = req("fail");
     let call = svc.oneshot(r);

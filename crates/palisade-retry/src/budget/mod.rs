@@ -147,37 +147,7 @@ impl tower::retry::budget::Budget for Unlimited {
 }
 
 /// Stripes for per-thread counters: each thread picks one at first use, round robin.
-pub(crate) mod stripe {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-    std::thread_local! {
-        static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-
-    /// This thread's stripe number (any `usize`; callers reduce it modulo their stripe count).
-    #[inline]
-    pub(crate) fn current() -> usize {
-        MINE.with(|mine| {
-            let id = mine.get();
-            if id != usize::MAX {
-                return id;
-            }
-            let id = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
-            mine.set(id);
-            id
-        })
-    }
-
-    /// How many stripes a per-thread counter should have on this machine: twice the available
-    /// parallelism, rounded up to a power of two, between 4 and 64.
-    pub(crate) fn count() -> usize {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        (cores * 2).next_power_of_two().clamp(4, 64)
-    }
-}
+pub(crate) use palisade_classify::stripe;
 
 /// Formats a fixed-point number of millionths as a decimal for `Debug` output.
 pub(crate) struct Millionths(pub(crate) u64);

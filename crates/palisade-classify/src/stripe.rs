@@ -1,0 +1,157 @@
+//! Per-thread striping, for state that every call touches.
+//!
+//! A response future that must reach shared state when it completes holds a reference count
+//! on it. If every call on every thread clones the same `Arc`, the count's cache line bounces
+//! between cores on each call: on two threads that made the fallback layer's happy path 3.5×
+//! slower than on one. [`Striped`] keeps a copy of a small value (typically an `Arc`) in
+//! several reference-counted stripes, each on its own cache lines. Each service instance
+//! [`pick`](Striped::pick)s one when it is made or cloned (round robin) and its calls clone
+//! only that one; instances are cloned per connection or per worker, so threads rarely write
+//! the same line. For state keyed by thread rather than by instance, [`current`] gives this
+//! thread's stripe number.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use palisade_classify::stripe::Striped;
+//!
+//! let shared = Striped::new(Arc::new(String::from("config")));
+//! let a = shared.pick().clone(); // one instance's stripe
+//! let b = shared.pick().clone(); // the next instance's: another cache line
+//! assert!(!Arc::ptr_eq(&a, &b));
+//! assert_eq!(a.as_str(), "config");
+//! assert_eq!(shared.get().as_str(), "config");
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe number, assigned round robin at the thread's first use (any `usize`;
+/// callers reduce it modulo their stripe count).
+#[inline]
+pub fn current() -> usize {
+    MINE.with(|mine| {
+        let id = mine.get();
+        if id != usize::MAX {
+            return id;
+        }
+        let id = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        mine.set(id);
+        id
+    })
+}
+
+/// How many stripes per-thread state should have on this machine: twice the available
+/// parallelism, rounded up to a power of two, between 4 and 64.
+pub fn count() -> usize {
+    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+    (cores * 2).next_power_of_two().clamp(4, 64)
+}
+
+/// One stripe of a [`Striped`] value: its own copy, on its own cache lines. Dereferences to
+/// the value.
+#[repr(align(128))]
+pub struct Stripe<T>(T);
+
+impl<T> Deref for Stripe<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Stripe<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A value shared through one reference-counted [`Stripe`] per thread stripe, each holding
+/// its own clone of it (typically a few `Arc`s, so that what the value points to is shared and
+/// reading it from a future is one pointer away).
+pub struct Striped<T> {
+    /// A power-of-two number of stripes.
+    stripes: Box<[Arc<Stripe<T>>]>,
+    /// The next stripe [`pick`](Striped::pick) hands out.
+    next: AtomicUsize,
+}
+
+impl<T: Clone> Striped<T> {
+    /// Spreads clones of `value` over [`count()`] stripes.
+    pub fn new(value: T) -> Self {
+        Striped {
+            stripes: (0..count())
+                .map(|_| Arc::new(Stripe(value.clone())))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> Striped<T> {
+    /// The next stripe, round robin: for a new instance of a service that keeps one stripe
+    /// for all its calls (instances are cloned per connection or per worker, so they spread
+    /// over the stripes, and a call reads no thread-local).
+    pub fn pick(&self) -> &Arc<Stripe<T>> {
+        &self.stripes[self.next.fetch_add(1, Ordering::Relaxed) & (self.stripes.len() - 1)]
+    }
+
+    /// The value (the first stripe's copy).
+    #[inline]
+    pub fn get(&self) -> &T {
+        &self.stripes[0]
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Striped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Striped")
+            .field("value", self.get())
+            .field("stripes", &self.stripes.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_are_a_power_of_two_and_threads_keep_theirs() {
+        let n = count();
+        assert!(n.is_power_of_two() && (4..=64).contains(&n));
+        assert_eq!(current(), current());
+        let here = current();
+        let there = std::thread::spawn(current).join().unwrap();
+        assert_ne!(here, there);
+    }
+
+    #[test]
+    fn every_stripe_holds_a_clone_of_the_value() {
+        let value = Arc::new(vec![1, 2, 3]);
+        let striped = Striped::new(value.clone());
+        assert_eq!(Arc::strong_count(&value), 1 + count());
+        let picks: Vec<_> = (0..count() + 1).map(|_| striped.pick().clone()).collect();
+        for (i, pick) in picks.iter().enumerate() {
+            let seen: &Arc<Vec<i32>> = pick;
+            assert!(Arc::ptr_eq(seen, &value));
+            // Round robin: every stripe once, then the first again.
+            let same = Arc::ptr_eq(pick, &picks[0]);
+            assert_eq!(same, i == 0 || i == count(), "pick {i}");
+        }
+        // Each stripe is its own allocation, on its own cache lines.
+        assert!(std::mem::align_of::<Stripe<u8>>() >= 128);
+        drop((striped, picks));
+        assert_eq!(Arc::strong_count(&value), 1);
+    }
+}
