@@ -10,10 +10,10 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use palisade::classify::BoxError;
 use palisade::route::{Route, RouteConfig};
-use palisade_benches::{allocations_per_service, one_call};
+use palisade_benches::{allocations_per_service, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
@@ -54,6 +54,18 @@ fn bench(c: &mut Criterion) {
         );
     }
     group.finish();
+
+    // Each thread its own clone of the router over 3 shared endpoints (tower's `Balance` is not
+    // `Clone`: its instances cannot share endpoints, so it has no counterpart here).
+    let route = Route::new(RouteConfig::default(), (0..3).map(|_| endpoint())).unwrap();
+    for threads in [1usize, 2] {
+        let mut group = c.benchmark_group(format!("route/threads_{threads}"));
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_function("palisade_route_3", |b| {
+            b.iter_custom(|iters| threaded(&route, threads, iters))
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

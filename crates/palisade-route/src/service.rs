@@ -342,7 +342,9 @@ impl<D: Discover> Route<D> {
     /// Picks an endpoint at `now` (ms since origin): eligibility, ejections, panic mode, tiers,
     /// then power of two choices weighted by health. One scan of the endpoints into a stack
     /// cache; O(1) after it when every endpoint is plainly healthy. Allocates nothing.
-    fn pick(&mut self, now: u64) -> Result<usize, NoHealthyEndpoint> {
+    /// Picks an endpoint. `now` reads the clock: only a pick that has to look at health,
+    /// ejections or cool-downs needs it, so the fast path reads no clock.
+    fn pick(&mut self, now: impl FnOnce() -> u64) -> Result<usize, NoHealthyEndpoint> {
         let n = self.endpoints.len();
         if n == 0 {
             return Err(NoHealthyEndpoint { retry_after: None });
@@ -357,6 +359,7 @@ impl<D: Discover> Route<D> {
             let b = self.rng.random_range(0..n);
             return Ok(if load(b) < load(a) { b } else { a });
         }
+        let now = now();
         let threshold = self.shared.config.outlier.consecutive_failures;
         if threshold > 0
             && self.endpoints.iter().any(|e| {
@@ -495,7 +498,8 @@ where
         if self.ready.is_some() || self.unavailable.is_some() {
             return Poll::Ready(Ok(()));
         }
-        let now = ms_since(self.shared.origin, Instant::now());
+        let origin = self.shared.origin;
+        let now = || ms_since(origin, Instant::now());
         let mut last_error = None;
         for _ in 0..self.endpoints.len().max(1) {
             // An endpoint that was not ready last time keeps its place in line.
@@ -517,7 +521,8 @@ where
                 Poll::Ready(Err(e)) => {
                     let e: BoxError = e.into();
                     if let Some(ep) = self.endpoints.get(i) {
-                        ep.state.on_failure(class_of(&e), &self.shared.config, now);
+                        ep.state
+                            .on_failure(class_of(&e), &self.shared.config, now());
                     }
                     last_error = Some(e);
                 }
