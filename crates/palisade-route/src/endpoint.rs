@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use palisade_classify::{Category, Class, HealthImpact};
+use palisade_classify::{Category, Class, HealthImpact, stripe};
 use tokio::time::Instant;
 
 use crate::RouteConfig;
@@ -28,15 +28,18 @@ pub(crate) struct EndpointState {
     /// The router's event counter: bumped by anything that may change who is eligible.
     epoch: Arc<AtomicU64>,
     health: AtomicU64,
-    pub(crate) in_flight: AtomicU32,
+    /// Calls in flight: the load power-of-two-choices compares. Every call writes it, so it
+    /// has cache lines of its own and does not evict the fields every pick reads.
+    pub(crate) in_flight: Load,
     consecutive_failures: AtomicU32,
     /// Milliseconds since the origin until which the endpoint is ejected (0: never was).
     ejected_until: AtomicU64,
     ejections: AtomicU32,
     /// Milliseconds since the origin until which a rate-limited endpoint is skipped.
     cooldown_until: AtomicU64,
-    /// Outcomes in the current outlier interval.
-    successes: AtomicU64,
+    /// Successes in the current outlier interval, counted per lane (see [`LaneRef`]).
+    lanes: Box<[Lane]>,
+    /// Failures in the current outlier interval.
     failures: AtomicU64,
     /// Last active check, ms since origin + 1 (0: never).
     last_check: AtomicU64,
@@ -47,6 +50,52 @@ pub(crate) struct EndpointState {
 }
 
 pub(crate) const TREND_BUCKETS: usize = 10;
+
+/// An endpoint's load, on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Load(AtomicU32);
+
+impl std::ops::Deref for Load {
+    type Target = AtomicU32;
+
+    fn deref(&self) -> &AtomicU32 {
+        &self.0
+    }
+}
+
+/// One lane's success counter, on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Lane {
+    successes: AtomicU64,
+}
+
+/// One lane's reference to an endpoint's state, on its own cache lines.
+///
+/// Each router instance takes a lane when it is made or cloned (round robin), and its calls
+/// hold that lane's reference and count their successes in that lane: instances on different
+/// threads (a clone per connection or per worker) never write the same reference count or
+/// counter. Only the load (`in_flight`), which power-of-two-choices must compare across all
+/// callers, stays one shared counter per endpoint.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct LaneRef {
+    pub(crate) state: Arc<EndpointState>,
+    pub(crate) lane: usize,
+}
+
+/// The lane references of `state`, one per stripe (a power of two).
+pub(crate) fn lane_refs(state: &Arc<EndpointState>) -> Arc<[Arc<LaneRef>]> {
+    (0..state.lanes.len())
+        .map(|lane| {
+            Arc::new(LaneRef {
+                state: state.clone(),
+                lane,
+            })
+        })
+        .collect()
+}
 
 impl EndpointState {
     pub(crate) fn new(
@@ -65,12 +114,12 @@ impl EndpointState {
             config,
             origin,
             health: AtomicU64::new(health.pack()),
-            in_flight: AtomicU32::new(0),
+            in_flight: Load::default(),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             cooldown_until: AtomicU64::new(0),
-            successes: AtomicU64::new(0),
+            lanes: (0..stripe::count()).map(|_| Lane::default()).collect(),
             failures: AtomicU64::new(0),
             last_check: AtomicU64::new(0),
             last_error: AtomicU8::new(0),
@@ -144,8 +193,10 @@ impl EndpointState {
     }
 
     /// A successful call: the hot path. Two relaxed increments when the endpoint is settled.
-    pub(crate) fn on_success(&self, cfg: &RouteConfig, now_ms: impl FnOnce() -> u64) {
-        self.successes.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn on_success(&self, lane: usize, cfg: &RouteConfig, now_ms: impl FnOnce() -> u64) {
+        self.lanes[lane % self.lanes.len()]
+            .successes
+            .fetch_add(1, Ordering::Relaxed);
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
@@ -220,9 +271,11 @@ impl EndpointState {
 
     /// Takes the outcomes counted since the last interval.
     pub(crate) fn take_interval(&self) -> (u64, u64) {
-        (
-            self.successes.swap(0, Ordering::AcqRel),
-            self.failures.swap(0, Ordering::AcqRel),
-        )
+        let successes = self
+            .lanes
+            .iter()
+            .map(|lane| lane.successes.swap(0, Ordering::AcqRel))
+            .sum();
+        (successes, self.failures.swap(0, Ordering::AcqRel))
     }
 }

@@ -9,15 +9,15 @@ use std::task::{Context, Poll, ready};
 use palisade_classify::{BoxError, HealthImpact, attempt, class_of};
 use pin_project_lite::pin_project;
 
-use crate::endpoint::EndpointState;
+use crate::endpoint::LaneRef;
 
 /// Counts the call in its endpoint's load until the future completes or is dropped.
 #[derive(Debug)]
-struct InFlight(Arc<EndpointState>);
+struct InFlight(Arc<LaneRef>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -33,11 +33,11 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, state: Arc<EndpointState>) -> Self {
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(inner: F, lane: Arc<LaneRef>) -> Self {
+        lane.state.in_flight.fetch_add(1, Ordering::Relaxed);
         ResponseFuture {
             inner: Some(inner),
-            in_flight: Some(InFlight(state)),
+            in_flight: Some(InFlight(lane)),
             error: None,
         }
     }
@@ -74,11 +74,11 @@ where
         let Some(guard) = this.in_flight.take() else {
             return Poll::Ready(result.map_err(Into::into));
         };
-        let state = &guard.0;
+        let state = &guard.0.state;
         let cfg = &state.config;
         match result {
             Ok(res) => {
-                state.on_success(cfg, || state.now_ms());
+                state.on_success(guard.0.lane, cfg, || state.now_ms());
                 Poll::Ready(Ok(res))
             }
             Err(e) => {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::endpoint::{EndpointState, ms_since};
+use crate::endpoint::{EndpointState, LaneRef, lane_refs, ms_since};
 use crate::future::ResponseFuture;
 use crate::health::Health;
 use crate::{NoHealthyEndpoint, RouteConfig, RouteHandle, Static};
@@ -23,6 +23,8 @@ pub(crate) struct Endpoint<K, S> {
     key: K,
     svc: S,
     state: Arc<EndpointState>,
+    /// One reference to `state` per lane; a call holds its router instance's.
+    lanes: Arc<[Arc<LaneRef>]>,
 }
 
 impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
@@ -31,6 +33,7 @@ impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
             key: self.key.clone(),
             svc: self.svc.clone(),
             state: self.state.clone(),
+            lanes: self.lanes.clone(),
         }
     }
 }
@@ -48,6 +51,8 @@ pub(crate) struct Shared<K> {
     /// The epoch at which a full scan found every endpoint fully healthy in one tier: while the
     /// epoch has not moved since, a pick needs no scan.
     plain_at: AtomicU64,
+    /// Hands out lanes to router instances, round robin (see `LaneRef`).
+    next_lane: AtomicUsize,
 }
 
 /// Spreads calls over endpoints by their health; see the [crate docs](crate).
@@ -55,7 +60,8 @@ pub(crate) struct Shared<K> {
 /// # Clone
 /// Endpoint services must be `Clone`: each call runs on a clone of the chosen endpoint's
 /// service (as `ServiceExt::oneshot` would), so the router itself is cheap to clone (two `Arc`s
-/// and an rng), which matters under a retry layer that clones its inner service per request.
+/// and an rng). Give each connection or worker its own clone: each clone counts its calls in
+/// its own lane, so clones on different threads do not contend.
 /// Clones share every endpoint's health and pick with their own reproducible rng. A router fed
 /// by a [`Discover`] applies the changes it polls to itself (and clones made afterwards): poll
 /// discovery from one instance, for example behind `tower::buffer::Buffer`.
@@ -70,9 +76,11 @@ pub struct Route<D: Discover> {
     endpoints: Arc<Vec<Endpoint<D::Key, D::Service>>>,
     discover: Option<D>,
     rng: SmallRng,
-    /// Seeds for clones, so that each clone (one per request under a retry layer) picks
+    /// Seeds for clones, so that each clone (one per connection or worker, say) picks
     /// differently yet reproducibly. Per instance: never contended.
     seeds: AtomicU64,
+    /// This instance's lane in every endpoint (see `LaneRef`).
+    lane: usize,
     /// The endpoint `poll_ready` chose, as a ready clone of its service.
     ready: Option<(usize, D::Service)>,
     /// The endpoint `poll_ready` chose that was not ready yet.
@@ -91,6 +99,7 @@ where
             .seeds
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
         Route {
+            lane: self.shared.next_lane.fetch_add(1, Ordering::Relaxed),
             shared: self.shared.clone(),
             endpoints: self.endpoints.clone(),
             discover: self.discover.clone(),
@@ -197,7 +206,9 @@ where
                 registry: Mutex::new(Vec::new()),
                 epoch: Arc::new(AtomicU64::new(0)),
                 plain_at: AtomicU64::new(u64::MAX),
+                next_lane: AtomicUsize::new(1),
             }),
+            lane: 0,
             endpoints: Arc::new(Vec::new()),
             discover,
             rng: SmallRng::seed_from_u64(config.seed),
@@ -237,6 +248,7 @@ where
             endpoints[i] = Endpoint {
                 key: key.clone(),
                 svc,
+                lanes: lane_refs(&state),
                 state: state.clone(),
             };
             registry.retain(|(k, _)| *k != key);
@@ -244,6 +256,7 @@ where
             endpoints.push(Endpoint {
                 key: key.clone(),
                 svc,
+                lanes: lane_refs(&state),
                 state: state.clone(),
             });
         }
@@ -545,6 +558,7 @@ where
         let Some((i, mut svc)) = self.ready.take() else {
             return ResponseFuture::failed("Route::call without poll_ready returning Ready".into());
         };
-        ResponseFuture::new(svc.call(req), self.endpoints[i].state.clone())
+        let lanes = &self.endpoints[i].lanes;
+        ResponseFuture::new(svc.call(req), lanes[self.lane & (lanes.len() - 1)].clone())
     }
 }
