@@ -88,6 +88,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("failsafe", |b| {
         b.iter(|| failsafe_cb.call(|| Ok::<u64, ()>(black_box(1) + 1)).ok())
     });
+    // Per-key breakers: four keys, the lookup included.
+    let keyed_layer = palisade::breaker::KeyedBreakerLayer::builder("bench")
+        .build(|x: &u64| *x % 4)
+        .expect("keyed config");
+    let mut keyed = keyed_layer.layer(bare());
+    group.bench_function("palisade_keyed_4", |b| {
+        b.iter(|| one_call(&mut keyed, black_box(1)))
+    });
     group.finish();
 
     // Set BENCH_ONLY_CRITERION to profile one criterion bench alone.
@@ -121,11 +129,13 @@ fn bench(c: &mut Criterion) {
         // Best of three runs, in millions of calls per second.
         let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(0.0, f64::max) / 1e6;
         let palisade_svc = BreakerLayer::new("threads").layer(bare());
+        let keyed_svc = keyed_layer.layer(bare());
         let resilience_svc = resilience_layer.layer(bare());
         println!(
-            "breaker/throughput threads={threads}: bare {:.1} M/s, palisade_breaker {:.1} M/s, tower_resilience {:.1} M/s, failsafe {:.1} M/s",
+            "breaker/throughput threads={threads}: bare {:.1} M/s, palisade_breaker {:.1} M/s, palisade_keyed_4 {:.1} M/s, tower_resilience {:.1} M/s, failsafe {:.1} M/s",
             best(&|| throughput(&bare(), threads, PER_THREAD)),
             best(&|| throughput(&palisade_svc, threads, PER_THREAD)),
+            best(&|| throughput(&keyed_svc, threads, PER_THREAD)),
             best(&|| throughput(&resilience_svc, threads, PER_THREAD / 10)),
             best(&|| failsafe_throughput(threads, PER_THREAD)),
         );

@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::{Guard, ResponseFuture};
-use crate::handle::{BreakerHandle, Shared, Stripes};
+use crate::handle::{BreakerHandle, Shared, Stripe, Stripes};
 use crate::state::{Core, Event, Listener, State};
 use crate::{BreakerConfig, CircuitOpen};
 
@@ -51,16 +51,18 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         self.origin.elapsed().as_secs()
     }
 
+    /// Stripe `stripe` of `key`'s breaker, created on first use. Only the stripe's reference
+    /// count is touched, not the breaker's (which every thread shares).
     #[inline]
-    fn get(&self, key: &K) -> Arc<Stripes> {
+    fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe> {
         if let Some(entry) = self.map.load().get(key) {
             let now = self.secs();
             if entry.last_used.load(Ordering::Relaxed) != now {
                 entry.last_used.store(now, Ordering::Relaxed);
             }
-            return entry.stripes.clone();
+            return entry.stripes.get(stripe).clone();
         }
-        self.insert(key)
+        self.insert(key).get(stripe).clone()
     }
 
     #[cold]
@@ -279,14 +281,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let stripes = self.registry.get(&(self.key)(&req));
-        let stripe = stripes.get(self.stripe);
+        let stripe = self.registry.stripe(&(self.key)(&req), self.stripe);
         let shared = &stripe.shared;
         match shared.core.admit(|| shared.now_ms()) {
-            Ok(ticket) => ResponseFuture::admitted(
-                self.inner.call(req),
-                Guard::reserve(stripe.clone(), ticket),
-            ),
+            Ok(ticket) => {
+                ResponseFuture::admitted(self.inner.call(req), Guard::reserve(stripe, ticket))
+            }
             Err(refused) => ResponseFuture::rejected(refused),
         }
     }
