@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_classify::stripe::{Stripe, Striped};
 use palisade_classify::{BoxError, Category, Class, ConfigError, ErrorStats, HasClass, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -304,10 +305,37 @@ impl HasClass for FeatureDisabled {
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureDisabled`] while it is off, and counts its failures (those that count against
 /// health) to turn it off automatically. Usually used through [`FeatureLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Gate<S> {
     inner: S,
     feature: Feature,
+    /// The feature, striped: each gate instance's futures hold its own stripe's reference, so
+    /// instances on different threads never share a reference count.
+    stripes: Arc<Striped<Feature>>,
+    stripe: Arc<Stripe<Feature>>,
+}
+
+impl<S> Gate<S> {
+    fn new(inner: S, feature: Feature) -> Self {
+        let stripes = Arc::new(Striped::new(feature.clone()));
+        Gate {
+            inner,
+            stripe: stripes.pick().clone(),
+            stripes,
+            feature,
+        }
+    }
+}
+
+impl<S: Clone> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            inner: self.inner.clone(),
+            feature: self.feature.clone(),
+            stripe: self.stripes.pick().clone(),
+            stripes: self.stripes.clone(),
+        }
+    }
 }
 
 impl<S, Req> Service<Req> for Gate<S>
@@ -336,7 +364,7 @@ where
             },
             admit => GateFuture {
                 inner: Some(self.inner.call(req)),
-                feature: Some(self.feature.clone()),
+                feature: Some(self.stripe.clone()),
                 probe: admit == Admit::Probe,
                 disabled: None,
             },
@@ -349,7 +377,7 @@ pin_project! {
     pub struct GateFuture<F> {
         #[pin]
         inner: Option<F>,
-        feature: Option<Feature>,
+        feature: Option<Arc<Stripe<Feature>>>,
         probe: bool,
         disabled: Option<String>,
     }
@@ -466,9 +494,6 @@ impl<S, St> Layer<S> for FeatureLayer<St> {
     type Service = Fallback<Gate<S>, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.fallback.layer(Gate {
-            inner,
-            feature: self.feature.clone(),
-        })
+        self.fallback.layer(Gate::new(inner, self.feature.clone()))
     }
 }
