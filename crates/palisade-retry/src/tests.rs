@@ -853,3 +853,74 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
     );
     assert!(palisade_classify::attempt::current().is_none());
 }
+
+/// A service that counts its clones and, like a semaphore-backed service, must be made ready
+/// on the very instance that is then called.
+#[derive(Debug)]
+struct Strict {
+    clones: Arc<AtomicUsize>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
+    ready: bool,
+}
+
+impl Clone for Strict {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Strict {
+            clones: self.clones.clone(),
+            answers: self.answers.clone(),
+            // A clone has reserved nothing.
+            ready: false,
+        }
+    }
+}
+
+impl Service<u32> for Strict {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        assert!(self.ready, "called without poll_ready on this instance");
+        self.ready = false;
+        std::future::ready(match self.answers.lock().unwrap().pop_front() {
+            Some(Answer::Err(class, msg)) => Err(Box::new(Classified::new(class, msg)) as BoxError),
+            _ => Ok(1),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_clones_no_service_and_retries_use_a_readied_clone() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(Mutex::new(VecDeque::new()));
+    let strict = Strict {
+        clones: clones.clone(),
+        answers: answers.clone(),
+        ready: false,
+    };
+    let mut svc = layer().build().unwrap().layer(strict);
+    // The layer keeps one spare clone for retries.
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+    for _ in 0..100 {
+        assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        1,
+        "the happy path cloned a service"
+    );
+
+    // A failing request takes one clone of the spare, makes it ready and retries on it.
+    answers.lock().unwrap().extend([
+        err(Category::ServerError, "503"),
+        err(Category::ServerError, "503"),
+    ]);
+    assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
+    assert_eq!(clones.load(Ordering::SeqCst), 2);
+}
