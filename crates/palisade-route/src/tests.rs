@@ -493,7 +493,8 @@ fn bad_configuration_names_the_field() {
 async fn clones_share_health_and_pick_differently() {
     let up = flags(4);
     let route = route_of(RouteConfig::default(), &up);
-    // One clone per request (as a caller cloning per connection or per task makes them): the first picks must spread.
+    // One clone per request (as a caller that clones per connection or per task makes them):
+    // the first picks must spread.
     let mut firsts = [0; 4];
     for _ in 0..400 {
         let mut clone = route.clone();
