@@ -93,7 +93,9 @@
 //! locks). tower's `Retry` instead clones the inner service on every call, so every layer below
 //! it pays its clone (reference counts shared by all threads) even when nothing fails. Retries
 //! therefore see the service as it was wrapped: changes made through
-//! [`Retry::get_mut`] reach the first attempts only.
+//! [`Retry::get_mut`] reach the first attempts only, and a service whose instances drift apart
+//! (a router that polls its own discovery stream, say) belongs behind a
+//! `tower::buffer::Buffer`, whose clones all reach one instance.
 //!
 //! # Readiness
 //!
