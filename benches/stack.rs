@@ -3,7 +3,9 @@
 //! tower's own layers and tower-resilience's breaker (tower `Timeout` as the deadline → tower
 //! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), in one run:
 //! time per call, allocations per call, response-future size, and per-call time from one and
-//! two threads, each with its own clone of the stack.
+//! two threads, each with its own clone of the stack. Beside them, the whole designed flow
+//! (fallback → deadline → retry → breaker → timeout → route over three classified endpoints),
+//! which tower's own layers cannot build (`Balance` is not `Clone`, and `Retry` needs it).
 //!
 //! `cargo bench -p palisade-benches --bench stack`
 
@@ -17,13 +19,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use palisade::breaker::BreakerLayer;
+use palisade::classify::{ClassifyLayer, DefaultClassifier};
+use palisade::fallback::{Answer, FallbackLayer, Static};
 use palisade::preset;
+use palisade::route::{Route, RouteConfig};
+use palisade::timeout::DeadlineLayer;
 use palisade_benches::{allocations_per_call, bare, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, RetryLayer};
 use tower::timeout::TimeoutLayer;
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -76,6 +83,21 @@ fn bench(c: &mut Criterion) {
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
         .service(bare());
 
+    // The whole designed flow: fallback → deadline → retry → breaker → timeout → route over
+    // three classified endpoints.
+    let endpoints = (0..3).map(|_| ClassifyLayer::new(DefaultClassifier::default()).layer(bare()));
+    let full_stack = ServiceBuilder::new()
+        .layer(FallbackLayer::new(Static(0u64)))
+        .layer(DeadlineLayer::new(Duration::from_secs(30)))
+        .layer(palisade::retry::RetryLayer::new())
+        .layer(BreakerLayer::new("full"))
+        .layer(palisade::timeout::TimeoutLayer::new(Duration::from_secs(
+            10,
+        )))
+        .service(Route::new(RouteConfig::default(), endpoints).expect("route"));
+    let mut full_svc =
+        ServiceExt::<u64>::map_response(full_stack, Answer::into_inner as fn(_) -> _);
+
     let mut group = c.benchmark_group("stack/happy_path");
     group.bench_function("bare", |b| b.iter(|| one_call(&mut bare_svc, black_box(1))));
     group.bench_function("palisade_preset", |b| {
@@ -83,6 +105,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("tower_and_tower_resilience", |b| {
         b.iter(|| one_call(&mut tower_svc, black_box(1)))
+    });
+    group.bench_function("palisade_full_flow_3_endpoints", |b| {
+        b.iter(|| one_call(&mut full_svc, black_box(1)))
     });
     group.finish();
 
@@ -95,6 +120,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("tower_and_tower_resilience", |b| {
             b.iter_custom(|iters| threaded(&tower_svc, threads, iters))
         });
+        group.bench_function("palisade_full_flow_3_endpoints", |b| {
+            b.iter_custom(|iters| threaded(&full_svc, threads, iters))
+        });
         group.finish();
     }
 
@@ -103,7 +131,7 @@ fn bench(c: &mut Criterion) {
         return;
     }
     println!(
-        "stack/happy_path allocations per call: bare {:.3}, palisade_preset {:.3}, tower_and_tower_resilience {:.3}",
+        "stack/happy_path allocations per call: bare {:.3}, palisade_preset {:.3}, tower_and_tower_resilience {:.3}, palisade_full_flow_3_endpoints {:.3}",
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut bare_svc, i));
         }),
@@ -113,12 +141,16 @@ fn bench(c: &mut Criterion) {
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut tower_svc, i));
         }),
+        allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut full_svc, i));
+        }),
     );
     println!(
-        "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B",
+        "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B, palisade_full_flow_3_endpoints {} B",
         std::mem::size_of_val(&bare_svc.call(0)),
         std::mem::size_of_val(&palisade_svc.call(0)),
         std::mem::size_of_val(&tower_svc.call(0)),
+        std::mem::size_of_val(&full_svc.call(0)),
     );
 }
 
