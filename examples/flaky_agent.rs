@@ -183,10 +183,11 @@ async fn main() -> Result<(), BoxError> {
             println!("  route:");
             for (s, name) in handle.status().iter().zip(names) {
                 println!(
-                    "    {name:<7} tier {} {:<10} share {:>4.0}%  ejected {:<5} cooling {:<5} last error {}",
+                    "    {name:<7} tier {} {:<10} share {:>4.0}%  healthy signals in a row {}  ejected {:<5} cooling {:<5} last error {}",
                     s.tier,
                     s.state.as_str(),
                     s.share * 100.0,
+                    s.consecutive_healthy,
                     s.ejected,
                     s.cooling_down,
                     s.last_error.map(Category::as_str).unwrap_or("-"),
