@@ -76,7 +76,7 @@ impl<T: fmt::Debug> fmt::Debug for Stripe<T> {
     }
 }
 
-/// A value shared through one reference-counted [`Stripe`] per thread stripe, each holding
+/// A value shared through several reference-counted [`Stripe`]s, each holding
 /// its own clone of it (typically a few `Arc`s, so that what the value points to is shared and
 /// reading it from a future is one pointer away).
 pub struct Striped<T> {
