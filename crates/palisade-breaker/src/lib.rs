@@ -78,8 +78,8 @@
 //! admit, a reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner
-//! future plus 24 bytes. Rate windows add their atomic updates (and a clock read for time windows); slow-call
-//! and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
+//! future plus 24 bytes. Rate windows add their atomic updates (and a clock read for time
+//! windows); slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
 //! breaker` measures it beside tower-resilience's and failsafe's breakers.
 
 mod config;

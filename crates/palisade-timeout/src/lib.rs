@@ -57,7 +57,7 @@
 //! is published while the response future is polled, not during the inner `call`.
 //!
 //! Both futures keep the timer inline (`Option<Sleep>`, no box), so they are about the size of
-//! tower's (136 bytes around a ready future against 120).
+//! tower's (136 and 152 bytes around a 24-byte ready future, against 120).
 //!
 //! # Errors
 //!
