@@ -61,7 +61,10 @@
 //!
 //! # Performance
 //! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the
-//! response under a short lock); strategies allocate only after a failure.
+//! response under a short lock); strategies allocate only after a failure. Each service
+//! instance's futures share the layer's settings through the instance's own stripe (see
+//! [`palisade_classify::stripe`]), so clones on different threads never write the same
+//! reference count.
 
 mod answer;
 pub mod error;

@@ -149,10 +149,10 @@
 //!
 //! # Performance
 //!
-//! The happy path takes no lock, allocates nothing and boxes no future; the response future
-//! keeps what only failures need behind one pointer. Each thread takes its references to the
-//! shared state from its own cache line, so calls from many threads do not contend on a
-//! reference count. `cargo bench -p palisade-benches --bench retry` compares it with tower's
+//! The happy path takes no lock, allocates nothing, boxes no future and clones no service; the
+//! response future keeps what only failures need behind one pointer. Each thread takes its
+//! references to the shared state from its own cache line, so calls from many threads do not
+//! contend on a reference count. `cargo bench -p palisade-benches --bench retry` compares it with tower's
 //! `Retry` and `TpsBudget`.
 
 mod adaptive;
