@@ -27,7 +27,10 @@
 //!   `retry_after` is the soonest ejection or cool-down to end.
 //!
 //! The per-call path takes no lock and allocates nothing: endpoint health lives in atomics
-//! (the state machine packs into one `u64` updated by compare-and-swap).
+//! (the state machine packs into one `u64` updated by compare-and-swap). While every endpoint
+//! is plainly healthy a pick reads no clock and scans nothing. Each router instance counts its
+//! calls in its own lane of every endpoint; only the load that power-of-two-choices compares is
+//! one counter per endpoint, shared by all callers.
 //!
 //! # Example
 //!
