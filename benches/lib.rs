@@ -115,3 +115,45 @@ where
         start.elapsed()
     })
 }
+
+/// tower's documented budget policy for its `Retry`: deposit on success, withdraw before a
+/// retry. The peer that palisade's retry is measured against.
+#[derive(Clone, Debug)]
+pub struct TpsPolicy {
+    /// The budget every clone shares.
+    pub budget: std::sync::Arc<tower::retry::budget::TpsBudget>,
+}
+
+impl TpsPolicy {
+    /// A policy over a fresh `TpsBudget` with tower's defaults.
+    pub fn new() -> Self {
+        TpsPolicy {
+            budget: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl Default for TpsPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for TpsPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => self.budget.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}

@@ -8,52 +8,22 @@
 #![allow(missing_docs)]
 
 use std::alloc::System;
-use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade::classify::BoxError;
 use palisade::retry::RetryLayer;
-use palisade_benches::{allocations_per_service, bare, poll_now, threaded};
+use palisade_benches::{TpsPolicy, allocations_per_service, bare, poll_now, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tower::retry::RetryLayer as TowerRetryLayer;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::retry::{Policy, RetryLayer as TowerRetryLayer};
 use tower::{Layer, Service};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// tower's documented budget policy: deposit on success, withdraw before a retry.
-#[derive(Clone, Debug)]
-struct TpsPolicy {
-    budget: Arc<TpsBudget>,
-}
-
-impl Policy<u64, u64, BoxError> for TpsPolicy {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, BoxError>) -> Option<Ready<()>> {
-        match result {
-            Ok(_) => {
-                self.budget.deposit();
-                None
-            }
-            Err(_) => self.budget.withdraw().then(|| ready(())),
-        }
-    }
-
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let mut bare_svc = bare();
-    let mut tower_svc = TowerRetryLayer::new(TpsPolicy {
-        budget: Arc::new(TpsBudget::default()),
-    })
-    .layer(bare());
+    let mut tower_svc = TowerRetryLayer::new(TpsPolicy::new()).layer(bare());
     let mut palisade_svc = RetryLayer::builder().seed(1).build().unwrap().layer(bare());
 
     let mut unlimited_svc = RetryLayer::builder()

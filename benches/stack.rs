@@ -13,9 +13,7 @@
 #![allow(missing_docs)]
 
 use std::alloc::System;
-use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -25,39 +23,14 @@ use palisade::fallback::{Answer, FallbackLayer, Static};
 use palisade::preset;
 use palisade::route::{Route, RouteConfig};
 use palisade::timeout::DeadlineLayer;
-use palisade_benches::{allocations_per_call, bare, one_call, threaded};
+use palisade_benches::{TpsPolicy, allocations_per_call, bare, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::retry::{Policy, RetryLayer};
+use tower::retry::RetryLayer;
 use tower::timeout::TimeoutLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// tower's documented budget policy: deposit on success, withdraw before a retry.
-#[derive(Clone, Debug)]
-struct TpsPolicy {
-    budget: Arc<TpsBudget>,
-}
-
-impl<E> Policy<u64, u64, E> for TpsPolicy {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut u64, result: &mut Result<u64, E>) -> Option<Ready<()>> {
-        match result {
-            Ok(_) => {
-                self.budget.deposit();
-                None
-            }
-            Err(_) => self.budget.withdraw().then(|| ready(())),
-        }
-    }
-
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -76,9 +49,7 @@ fn bench(c: &mut Criterion) {
         .expect("tower-resilience config");
     let mut tower_svc = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
-        .layer(RetryLayer::new(TpsPolicy {
-            budget: Arc::new(TpsBudget::default()),
-        }))
+        .layer(RetryLayer::new(TpsPolicy::new()))
         .layer(breaker)
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
         .service(bare());
