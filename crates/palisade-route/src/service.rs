@@ -58,11 +58,13 @@ pub(crate) struct Shared<K> {
 /// Spreads calls over endpoints by their health; see the [crate docs](crate).
 ///
 /// # Clone
-/// Endpoint services must be `Clone`: each call runs on a clone of the chosen endpoint's
-/// service (as `ServiceExt::oneshot` would), so the router itself is cheap to clone (two `Arc`s
-/// and an rng). Give each connection or worker its own clone: each clone counts its calls in
-/// its own lane, so clones on different threads do not contend.
-/// Clones share every endpoint's health and pick with their own reproducible rng. A router fed
+/// Endpoint services must be `Clone`: each router instance keeps its own clone of every
+/// endpoint's service and calls it directly, as tower's `Balance` does, so no call clones a
+/// service; cloning the router clones those (and two `Arc`s and an rng). A service whose
+/// readiness fails is replaced by a fresh clone. Give each connection or worker its own clone
+/// of the router: each clone also counts its calls in its own lane, so clones on different
+/// threads do not contend. Clones share every endpoint's health and pick with their own
+/// reproducible rng. A router fed
 /// by a [`Discover`] applies the changes it polls to itself (and clones made afterwards): poll
 /// discovery from one instance, for example behind `tower::buffer::Buffer`.
 ///
@@ -81,10 +83,14 @@ pub struct Route<D: Discover> {
     seeds: AtomicU64,
     /// This instance's lane in every endpoint (see `LaneRef`).
     lane: usize,
-    /// The endpoint `poll_ready` chose, as a ready clone of its service.
-    ready: Option<(usize, D::Service)>,
+    /// This instance's own copy of each endpoint's service, in the order of `endpoints`: a
+    /// call goes to the instance's copy, so no call clones a service (tower's `Balance` owns
+    /// its services the same way).
+    services: Vec<D::Service>,
+    /// The endpoint `poll_ready` chose, whose service in `services` is ready.
+    ready: Option<usize>,
     /// The endpoint `poll_ready` chose that was not ready yet.
-    pending: Option<(usize, D::Service)>,
+    pending: Option<usize>,
     unavailable: Option<NoHealthyEndpoint>,
 }
 
@@ -106,7 +112,8 @@ where
             // A clone picks differently from its original and its siblings, reproducibly.
             rng: SmallRng::seed_from_u64(seed),
             seeds: AtomicU64::new(seed ^ 0xd1b5_4a32_d192_ed03),
-            // What poll_ready reserved belongs to the original.
+            // Clones of the original's services: what its poll_ready reserved stays with it.
+            services: self.services.clone(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -213,6 +220,7 @@ where
             discover,
             rng: SmallRng::seed_from_u64(config.seed),
             seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
+            services: Vec::new(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -244,21 +252,19 @@ where
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let endpoints = Arc::make_mut(&mut self.endpoints);
+        let endpoint = Endpoint {
+            key: key.clone(),
+            svc: svc.clone(),
+            lanes: lane_refs(&state),
+            state: state.clone(),
+        };
         if let Some(i) = endpoints.iter().position(|e| e.key == key) {
-            endpoints[i] = Endpoint {
-                key: key.clone(),
-                svc,
-                lanes: lane_refs(&state),
-                state: state.clone(),
-            };
+            endpoints[i] = endpoint;
+            self.services[i] = svc;
             registry.retain(|(k, _)| *k != key);
         } else {
-            endpoints.push(Endpoint {
-                key: key.clone(),
-                svc,
-                lanes: lane_refs(&state),
-                state: state.clone(),
-            });
+            endpoints.push(endpoint);
+            self.services.push(svc);
         }
         registry.push((key, state));
     }
@@ -267,6 +273,7 @@ where
         if let Some(i) = self.endpoints.iter().position(|e| e.key == *key) {
             // Calls in flight keep their endpoint's state alive and finish normally.
             let gone = Arc::make_mut(&mut self.endpoints).swap_remove(i);
+            self.services.swap_remove(i);
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
             tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
             self.ready = None;
@@ -516,31 +523,34 @@ where
         let mut last_error = None;
         for _ in 0..self.endpoints.len().max(1) {
             // An endpoint that was not ready last time keeps its place in line.
-            let (i, mut svc) = match self.pending.take() {
+            let i = match self.pending.take() {
                 Some(waiting) => waiting,
                 None => match self.pick(now) {
-                    Ok(i) => (i, self.endpoints[i].svc.clone()),
+                    Ok(i) => i,
                     Err(none) => {
                         self.unavailable = Some(none);
                         return Poll::Ready(Ok(()));
                     }
                 },
             };
-            match svc.poll_ready(cx) {
+            match self.services[i].poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    self.ready = Some((i, svc));
+                    self.ready = Some(i);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
                     let e: BoxError = e.into();
-                    if let Some(ep) = self.endpoints.get(i) {
-                        ep.state
-                            .on_failure(class_of(&e), &self.shared.config, now());
-                    }
+                    let endpoint = &self.endpoints[i];
+                    endpoint
+                        .state
+                        .on_failure(class_of(&e), &self.shared.config, now());
+                    // A service that failed its readiness is spent: the next call gets a fresh
+                    // clone of the endpoint's service.
+                    self.services[i] = endpoint.svc.clone();
                     last_error = Some(e);
                 }
                 Poll::Pending => {
-                    self.pending = Some((i, svc));
+                    self.pending = Some(i);
                     return Poll::Pending;
                 }
             }
@@ -555,10 +565,11 @@ where
             tracing::debug!(%none, "no endpoint for the call");
             return ResponseFuture::failed(Box::new(none));
         }
-        let Some((i, mut svc)) = self.ready.take() else {
+        let Some(i) = self.ready.take() else {
             return ResponseFuture::failed("Route::call without poll_ready returning Ready".into());
         };
         let lanes = &self.endpoints[i].lanes;
-        ResponseFuture::new(svc.call(req), lanes[self.lane & (lanes.len() - 1)].clone())
+        let future = self.services[i].call(req);
+        ResponseFuture::new(future, lanes[self.lane & (lanes.len() - 1)].clone())
     }
 }
