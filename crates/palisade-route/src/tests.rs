@@ -584,3 +584,75 @@ async fn failure_percentage_outliers_are_ejected_by_the_checker() {
     assert!(st[4].ejected, "{:?}", st[4]);
     assert!(!st[3].ejected, "{:?}", st[3]);
 }
+
+/// An endpoint that counts its clones, must be made ready on the very instance that is called
+/// (as a semaphore-backed client must), and fails its readiness while `broken` is set.
+#[derive(Debug)]
+struct Counted {
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    broken: Arc<AtomicBool>,
+    ready: bool,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            clones: self.clones.clone(),
+            broken: self.broken.clone(),
+            ready: false,
+        }
+    }
+}
+
+impl Service<()> for Counted {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.broken.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(Err("connection refused".into()));
+        }
+        self.ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        assert!(self.ready, "called without poll_ready on this instance");
+        self.ready = false;
+        std::future::ready(Ok("ok"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let broken = Arc::new(AtomicBool::new(false));
+    let endpoint = Counted {
+        clones: clones.clone(),
+        broken: broken.clone(),
+        ready: false,
+    };
+    let mut route = Route::new(RouteConfig::default(), [endpoint]).unwrap();
+    let made = clones.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        assert_eq!(route.ready().await.unwrap().call(()).await.unwrap(), "ok");
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        made,
+        "a call cloned a service"
+    );
+
+    // A readiness failure spends the instance: the router takes a fresh clone, which works.
+    broken.store(true, Ordering::SeqCst);
+    assert!(route.ready().await.is_err());
+    assert_eq!(clones.load(Ordering::SeqCst), made + 1);
+    assert_eq!(route.ready().await.unwrap().call(()).await.unwrap(), "ok");
+
+    // A clone of the router has its own services.
+    let mut other = route.clone();
+    assert_eq!(clones.load(Ordering::SeqCst), made + 2);
+    assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), "ok");
+}
