@@ -90,15 +90,10 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let slot = self.slot.get_or_insert_with(|| {
-            let stripe = self.stripes.get(self.stripe);
-            let shared = &stripe.shared;
-            shared
-                .core
-                .admit(|| shared.now_ms())
-                .map(|ticket| Guard::reserve(stripe.clone(), ticket))
-        });
-        if slot.is_err() {
+        if self.slot.is_none() {
+            self.slot = Some(self.decide());
+        }
+        if matches!(self.slot, Some(Err(_))) {
             // Open: ready at once, and the call fails fast (the `LoadShed` shape).
             return Poll::Ready(Ok(()));
         }
