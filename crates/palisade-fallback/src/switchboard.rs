@@ -308,21 +308,19 @@ impl HasClass for FeatureDisabled {
 #[derive(Debug)]
 pub struct Gate<S> {
     inner: S,
-    feature: Feature,
-    /// The feature, striped: each gate instance's futures hold its own stripe's reference, so
-    /// instances on different threads never share a reference count.
+    /// The feature, striped: each gate instance reads its own stripe and its futures hold that
+    /// stripe's reference, so instances on different threads never share a reference count.
     stripes: Arc<Striped<Feature>>,
-    stripe: Arc<Stripe<Feature>>,
+    feature: Arc<Stripe<Feature>>,
 }
 
 impl<S> Gate<S> {
     fn new(inner: S, feature: Feature) -> Self {
-        let stripes = Arc::new(Striped::new(feature.clone()));
+        let stripes = Arc::new(Striped::new(feature));
         Gate {
             inner,
-            stripe: stripes.pick().clone(),
+            feature: stripes.pick().clone(),
             stripes,
-            feature,
         }
     }
 }
@@ -331,8 +329,7 @@ impl<S: Clone> Clone for Gate<S> {
     fn clone(&self) -> Self {
         Gate {
             inner: self.inner.clone(),
-            feature: self.feature.clone(),
-            stripe: self.stripes.pick().clone(),
+            feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
     }
@@ -364,7 +361,7 @@ where
             },
             admit => GateFuture {
                 inner: Some(self.inner.call(req)),
-                feature: Some(self.stripe.clone()),
+                feature: Some(self.feature.clone()),
                 probe: admit == Admit::Probe,
                 disabled: None,
             },
