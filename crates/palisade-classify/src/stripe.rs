@@ -7,8 +7,8 @@
 //! several reference-counted stripes, each on its own cache lines. Each service instance
 //! [`pick`](Striped::pick)s one when it is made or cloned (round robin) and its calls clone
 //! only that one; instances are cloned per connection or per worker, so threads rarely write
-//! the same line. For state keyed by thread rather than by instance, [`current`] gives this
-//! thread's stripe number.
+//! the same line. For state reached by thread rather than by instance,
+//! [`local`](Striped::local) gives this thread's stripe.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -99,6 +99,13 @@ impl<T: Clone> Striped<T> {
 }
 
 impl<T> Striped<T> {
+    /// This thread's stripe (see [`current`]): for state that calls reach by thread rather
+    /// than by service instance.
+    #[inline]
+    pub fn local(&self) -> &Arc<Stripe<T>> {
+        &self.stripes[current() & (self.stripes.len() - 1)]
+    }
+
     /// The next stripe, round robin: for a new instance of a service that keeps one stripe
     /// for all its calls (instances are cloned per connection or per worker, so they spread
     /// over the stripes, and a call reads no thread-local).

@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_classify::attempt::{self, Attempt};
+use palisade_classify::stripe::Stripe;
 use palisade_classify::{Category, class_of_dyn};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -84,7 +85,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        handle: Arc<Handle<S, B, A>>,
+        handle: Arc<Stripe<Handle<S, B, A>>>,
         request: Option<Req>,
         attempts: u32,
         limit: u32,
@@ -113,7 +114,7 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        handle: Arc<Handle<S, B, A>>,
+        handle: Arc<Stripe<Handle<S, B, A>>>,
         request: Option<Req>,
         limit: u32,
     ) -> Self {

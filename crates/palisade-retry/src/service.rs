@@ -7,12 +7,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use palisade_classify::stripe::Striped;
 use palisade_classify::{BoxError, Category, Class};
 use tower_service::Service;
 
 use crate::adaptive::AdaptiveLimit;
 use crate::attempts::{LayerLimit, MaxAttempts};
-use crate::budget::{Budget, RatioBudget, stripe};
+use crate::budget::{Budget, RatioBudget};
 use crate::ctx;
 use crate::future::ResponseFuture;
 use crate::layer::RetryLayer;
@@ -101,15 +102,22 @@ impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Shared<B, A> {
     }
 }
 
-/// What a response future reaches on the slow path, on its own cache lines. Each thread takes
-/// its response futures' references from its own handle, so the per-call reference count never
-/// bounces between cores (a single shared `Arc` costs two contended atomic operations per
-/// call).
-#[repr(align(128))]
+/// What a response future reaches. Each thread takes its response futures' references from
+/// its own stripe of it ([`Striped::local`]), so the per-call reference count never bounces
+/// between cores (a single shared `Arc` costs two contended atomic operations per call).
 pub(crate) struct Handle<S, B: ?Sized, A> {
     pub(crate) shared: Arc<Shared<B, A>>,
     /// The service retries go to (see [`Handle::retry_service`]).
     spare: Arc<Mutex<S>>,
+}
+
+impl<S, B: ?Sized, A> Clone for Handle<S, B, A> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: self.shared.clone(),
+            spare: self.spare.clone(),
+        }
+    }
 }
 
 impl<S: Clone, B: ?Sized, A> Handle<S, B, A> {
@@ -124,33 +132,23 @@ impl<S: Clone, B: ?Sized, A> Handle<S, B, A> {
     }
 }
 
-/// The striped handles of one service (allocated when the layer wraps it).
+/// The striped handles of one service (allocated when the layer wraps it), and the shared
+/// state at hand for `call`.
 pub(crate) struct Handles<S, B: ?Sized, A> {
     pub(crate) shared: Arc<Shared<B, A>>,
-    stripes: Box<[Arc<Handle<S, B, A>>]>,
+    pub(crate) stripes: Striped<Handle<S, B, A>>,
 }
 
 impl<S, B: ?Sized, A> Handles<S, B, A> {
-    pub(crate) fn new(shared: Arc<Shared<B, A>>, spare: S) -> Self {
-        let spare = Arc::new(Mutex::new(spare));
+    /// This service's handles: the layer's shared state and a spare of `inner` for retries.
+    fn new(shared: Arc<Shared<B, A>>, spare: S) -> Self {
         Handles {
-            stripes: (0..stripe::count())
-                .map(|_| {
-                    Arc::new(Handle {
-                        shared: shared.clone(),
-                        spare: spare.clone(),
-                    })
-                })
-                .collect(),
+            stripes: Striped::new(Handle {
+                shared: shared.clone(),
+                spare: Arc::new(Mutex::new(spare)),
+            }),
             shared,
         }
-    }
-
-    /// This thread's handle.
-    #[inline]
-    pub(crate) fn local(&self) -> &Arc<Handle<S, B, A>> {
-        // The stripe count is a power of two: mask, do not divide.
-        &self.stripes[stripe::current() & (self.stripes.len() - 1)]
     }
 }
 
@@ -254,6 +252,11 @@ where
         // router picks in `poll_ready`, which the caller drove); its polls run inside it, so a
         // router below can report the endpoint that failed.
         let future = ctx::with_timeouts(0, || self.inner.call(req));
-        ResponseFuture::new(future, self.handles.local().clone(), retained, limit)
+        ResponseFuture::new(
+            future,
+            self.handles.stripes.local().clone(),
+            retained,
+            limit,
+        )
     }
 }
