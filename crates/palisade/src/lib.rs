@@ -11,6 +11,7 @@
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
 //! | [`timeout`] | `palisade-timeout` | bounds each attempt (`Timeout`, escalating after timeouts) and the whole call (`Deadline`, visible to the layers inside) |
+//! | [`chaos`] | `palisade-chaos` | injects seeded faults to test all of the above: failures, responses, latency, hangs, outage windows, capacity limits; a passthrough when switched off |
 //!
 //! # Stacking order
 //!
@@ -79,6 +80,10 @@ pub use palisade_breaker as breaker;
 #[cfg(feature = "fallback")]
 #[doc(inline)]
 pub use palisade_fallback as fallback;
+
+#[cfg(feature = "chaos")]
+#[doc(inline)]
+pub use palisade_chaos as chaos;
 
 #[cfg(all(
     feature = "classify",

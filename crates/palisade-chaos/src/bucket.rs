@@ -1,0 +1,194 @@
+//! The token bucket behind a [`Capacity`](crate::Capacity): plain arithmetic on time since the
+//! epoch, no clock and no I/O.
+
+use std::time::Duration;
+
+/// Calls per second over time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Rate {
+    Fixed(f64),
+    Ramp {
+        from: f64,
+        to: f64,
+        start: Duration,
+        ramp: Duration,
+    },
+}
+
+impl Rate {
+    /// The rate at `t`.
+    pub(crate) fn at(&self, t: Duration) -> f64 {
+        match *self {
+            Rate::Fixed(r) => r,
+            Rate::Ramp {
+                from,
+                to,
+                start,
+                ramp,
+            } => {
+                if t < start {
+                    from
+                } else if t >= start.saturating_add(ramp) {
+                    to
+                } else {
+                    let x = (t - start).as_secs_f64() / ramp.as_secs_f64();
+                    from + (to - from) * x
+                }
+            }
+        }
+    }
+
+    /// The calls admitted over `[0, t)` at this rate: the integral of the rate.
+    pub(crate) fn integral(&self, t: Duration) -> f64 {
+        let secs = t.as_secs_f64();
+        match *self {
+            Rate::Fixed(r) => r * secs,
+            Rate::Ramp {
+                from,
+                to,
+                start,
+                ramp,
+            } => {
+                let s = start.as_secs_f64();
+                let w = ramp.as_secs_f64();
+                if t < start {
+                    from * secs
+                } else if t >= start.saturating_add(ramp) {
+                    from * s + (from + to) / 2.0 * w + to * (secs - s - w).max(0.0)
+                } else {
+                    let x = secs - s;
+                    from * secs + (to - from) * x * x / (2.0 * w)
+                }
+            }
+        }
+    }
+}
+
+/// A token bucket's state.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    /// When the bucket was last refilled; `None` before the first call (the bucket is full).
+    last: Option<Duration>,
+}
+
+impl Bucket {
+    /// Admits a call at `now` if a token is left, taking it.
+    pub(crate) fn try_take(&mut self, rate: &Rate, burst: Option<f64>, now: Duration) -> bool {
+        let cap = match burst {
+            Some(b) => b,
+            None => {
+                let r = rate.at(now);
+                if r > 0.0 {
+                    (r / 10.0).ceil().max(1.0)
+                } else {
+                    0.0
+                }
+            }
+        };
+        self.tokens = match self.last {
+            None => cap,
+            Some(last) if now > last => {
+                let added = rate.integral(now) - rate.integral(last);
+                (self.tokens + added.max(0.0)).min(cap)
+            }
+            Some(_) => self.tokens.min(cap),
+        };
+        self.last = Some(self.last.map_or(now, |last| last.max(now)));
+        // Tolerates the rounding of the integral at exact refill boundaries.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn ramp_rate_and_integral() {
+        let r = Rate::Ramp {
+            from: 10.0,
+            to: 110.0,
+            start: Duration::from_secs(10),
+            ramp: Duration::from_secs(10),
+        };
+        assert_eq!(r.at(ms(9_999)), 10.0);
+        assert_eq!(r.at(ms(10_000)), 10.0);
+        assert!((r.at(ms(15_000)) - 60.0).abs() < 1e-9);
+        assert_eq!(r.at(ms(20_000)), 110.0);
+        assert!((r.integral(ms(10_000)) - 100.0).abs() < 1e-9);
+        // 10 s at 10/s, then the ramp's average 60/s for 10 s, then 110/s for 1 s.
+        assert!((r.integral(ms(20_000)) - 700.0).abs() < 1e-9);
+        assert!((r.integral(ms(21_000)) - 810.0).abs() < 1e-9);
+        // Continuous at the ends of the ramp.
+        let eps = Duration::from_nanos(1);
+        assert!((r.integral(ms(20_000) - eps) - 700.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zero_length_ramp_is_a_step() {
+        let r = Rate::Ramp {
+            from: 1.0,
+            to: 5.0,
+            start: Duration::from_secs(2),
+            ramp: Duration::ZERO,
+        };
+        assert_eq!(r.at(ms(1_999)), 1.0);
+        assert_eq!(r.at(ms(2_000)), 5.0);
+        assert!((r.integral(ms(3_000)) - 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bucket_starts_full_then_refills_at_the_rate() {
+        let rate = Rate::Fixed(100.0);
+        let mut b = Bucket::default();
+        // Default burst: a tenth of a second of calls.
+        let first: usize = (0..20).filter(|_| b.try_take(&rate, None, ms(0))).count();
+        assert_eq!(first, 10);
+        // One token every 10 ms.
+        assert!(!b.try_take(&rate, None, ms(9)));
+        assert!(b.try_take(&rate, None, ms(10)));
+        assert!(!b.try_take(&rate, None, ms(10)));
+        // A long pause fills it up to the burst only.
+        let later: usize = (0..20)
+            .filter(|_| b.try_take(&rate, None, ms(10_000)))
+            .count();
+        assert_eq!(later, 10);
+    }
+
+    #[test]
+    fn explicit_burst_and_zero_rate() {
+        let mut b = Bucket::default();
+        let n = (0..10)
+            .filter(|_| b.try_take(&Rate::Fixed(1.0), Some(3.0), ms(0)))
+            .count();
+        assert_eq!(n, 3);
+        let mut z = Bucket::default();
+        assert!(!z.try_take(&Rate::Fixed(0.0), None, ms(0)));
+        assert!(!z.try_take(&Rate::Fixed(0.0), None, ms(100_000)));
+        // A slow rate still admits whole calls.
+        let mut slow = Bucket::default();
+        assert!(slow.try_take(&Rate::Fixed(0.5), None, ms(0)));
+        assert!(!slow.try_take(&Rate::Fixed(0.5), None, ms(1_999)));
+        assert!(slow.try_take(&Rate::Fixed(0.5), None, ms(2_000)));
+    }
+
+    #[test]
+    fn time_going_backwards_adds_nothing() {
+        let rate = Rate::Fixed(10.0);
+        let mut b = Bucket::default();
+        assert!(b.try_take(&rate, None, ms(1_000)));
+        assert!(!b.try_take(&rate, None, ms(500)));
+        assert!(!b.try_take(&rate, None, ms(1_050)));
+        assert!(b.try_take(&rate, None, ms(1_100)));
+    }
+}

@@ -1,0 +1,195 @@
+//! When a fault applies ([`Schedule`]) and how long it waits ([`Latency`]).
+
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+
+use crate::rng::Draws;
+
+/// When a fault or a capacity applies, in time since the layer's epoch
+/// ([`ChaosLayer::epoch`](crate::ChaosLayer::epoch), by default the instant the layer was built).
+///
+/// Times before the epoch count as the epoch itself.
+///
+/// ```
+/// use palisade_chaos::Schedule;
+/// use std::time::Duration;
+///
+/// let s = |secs| Duration::from_secs(secs);
+/// let outage = Schedule::window(s(10), s(20));
+/// assert!(!outage.contains(s(9)));
+/// assert!(outage.contains(s(10)));
+/// assert!(!outage.contains(s(20)));
+///
+/// // Down 2 s, up 3 s, from 10 s to 30 s.
+/// let flapping = Schedule::flapping(s(10), s(30), s(2), s(3));
+/// assert!(flapping.contains(s(11)));
+/// assert!(!flapping.contains(s(12)));
+/// assert!(flapping.contains(s(15)));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// Always (the default).
+    #[default]
+    Always,
+    /// During `[start, end)`.
+    Window {
+        /// The first instant covered.
+        start: Duration,
+        /// The first instant no longer covered.
+        end: Duration,
+    },
+    /// During any of several `[start, end)` windows.
+    Windows(Vec<(Duration, Duration)>),
+    /// From `start` until `end`, alternately `down` long (the fault applies) then `up` long (it
+    /// does not), starting down.
+    Flapping {
+        /// When the first down period begins.
+        start: Duration,
+        /// When flapping stops (the fault no longer applies from here on).
+        end: Duration,
+        /// How long each down period lasts.
+        down: Duration,
+        /// How long each up period lasts.
+        up: Duration,
+    },
+}
+
+impl Schedule {
+    /// During `[start, end)`.
+    pub fn window(start: Duration, end: Duration) -> Self {
+        Schedule::Window { start, end }
+    }
+
+    /// From `start` until `end`, `down` long on, then `up` long off, starting on.
+    pub fn flapping(start: Duration, end: Duration, down: Duration, up: Duration) -> Self {
+        Schedule::Flapping {
+            start,
+            end,
+            down,
+            up,
+        }
+    }
+
+    /// Whether the schedule covers the instant `since_epoch` after the epoch.
+    pub fn contains(&self, since_epoch: Duration) -> bool {
+        let t = since_epoch;
+        match self {
+            Schedule::Always => true,
+            Schedule::Window { start, end } => *start <= t && t < *end,
+            Schedule::Windows(windows) => windows.iter().any(|(s, e)| *s <= t && t < *e),
+            Schedule::Flapping {
+                start,
+                end,
+                down,
+                up,
+            } => {
+                if t < *start || t >= *end {
+                    return false;
+                }
+                let period = down.as_nanos().saturating_add(up.as_nanos());
+                if period == 0 {
+                    return false;
+                }
+                (t - *start).as_nanos() % period < down.as_nanos()
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let window = |field: String, start: Duration, end: Duration| {
+            if start > end {
+                Err(ConfigError::new(field, "must not start after it ends"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Schedule::Always => Ok(()),
+            Schedule::Window { start, end } => window(format!("{field}.start"), *start, *end),
+            Schedule::Windows(windows) => {
+                for (i, (start, end)) in windows.iter().enumerate() {
+                    window(format!("{field}.windows[{i}]"), *start, *end)?;
+                }
+                Ok(())
+            }
+            Schedule::Flapping {
+                start,
+                end,
+                down,
+                up,
+            } => {
+                window(format!("{field}.start"), *start, *end)?;
+                if down.is_zero() {
+                    return Err(ConfigError::new(
+                        format!("{field}.down"),
+                        "must be greater than zero",
+                    ));
+                }
+                if up.is_zero() {
+                    return Err(ConfigError::new(
+                        format!("{field}.up"),
+                        "must be greater than zero",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Latency added before a call proceeds, or before an injected outcome is returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniformly distributed in `[min, max]`.
+    Uniform {
+        /// The shortest latency.
+        min: Duration,
+        /// The longest latency.
+        max: Duration,
+    },
+    /// Exponentially distributed with this mean, capped at `max`: mostly short, with a long tail.
+    Exponential {
+        /// The mean of the uncapped distribution.
+        mean: Duration,
+        /// The cap.
+        max: Duration,
+    },
+}
+
+impl Latency {
+    /// One sample, drawn from `draws` when the latency is random.
+    pub(crate) fn sample(&self, draws: &mut Draws<'_>) -> Duration {
+        match self {
+            Latency::Fixed(d) => *d,
+            Latency::Uniform { min, max } => {
+                if min >= max {
+                    return *min;
+                }
+                let span = (*max - *min).as_secs_f64() * draws.unit();
+                min.saturating_add(Duration::try_from_secs_f64(span).unwrap_or(*max - *min))
+                    .min(*max)
+            }
+            Latency::Exponential { mean, max } => {
+                // `unit()` is in [0, 1), so `1 - u` is in (0, 1] and its logarithm is finite.
+                let secs = -mean.as_secs_f64() * (1.0 - draws.unit()).ln();
+                match Duration::try_from_secs_f64(secs) {
+                    Ok(d) => d.min(*max),
+                    Err(_) => *max,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        match self {
+            Latency::Uniform { min, max } if min > max => Err(ConfigError::new(
+                format!("{field}.min"),
+                "must not be greater than max",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
