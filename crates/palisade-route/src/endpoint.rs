@@ -176,19 +176,29 @@ impl EndpointState {
         (i > 0).then(|| Category::ALL[usize::from(i - 1)])
     }
 
-    /// Ejects for base × (ejections + 1), capped. Returns the ejection's end.
+    /// Whether no active check has judged it: then real calls are its only signals, and an
+    /// endpoint the health machine holds out gets a trial when its hold ends.
+    pub(crate) fn trials(&self) -> bool {
+        self.last_check.load(Ordering::Relaxed) == 0
+    }
+
+    /// Ejects for base × strikes (times in a row it was taken out), capped; an endpoint the
+    /// health machine already holds out stays ejected until its hold ends. Returns the
+    /// ejection's end.
     pub(crate) fn eject(&self, cfg: &RouteConfig, now_ms: u64) -> u64 {
+        let mut until = now_ms;
+        let _ = self
+            .health
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let (health, end) = Health::unpack(v).eject(cfg, now_ms);
+                until = end;
+                Some(health.pack())
+            });
         let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        let len = cfg
-            .outlier
-            .base_ejection
-            .saturating_mul(n)
-            .min(cfg.outlier.max_ejection);
-        let until = now_ms + len.as_millis() as u64;
         self.ejected_until.store(until, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
-        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = len.as_millis() as u64, "endpoint ejected");
+        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = until - now_ms, "endpoint ejected");
         until
     }
 
@@ -202,7 +212,7 @@ impl EndpointState {
         }
         if !self.health().is_settled_healthy() {
             let now = now_ms();
-            self.update_health(|h| h.on_outcome(true, &cfg.health, now));
+            self.update_health(|h| h.on_outcome(true, cfg, now));
         }
     }
 
@@ -227,7 +237,7 @@ impl EndpointState {
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);
-                self.update_health(|h| h.on_outcome(false, &cfg.health, now_ms));
+                self.update_health(|h| h.on_outcome(false, cfg, now_ms));
             }
         }
     }
@@ -241,7 +251,7 @@ impl EndpointState {
         trend_bucket_ms: u64,
     ) {
         self.last_check.store(now_ms + 1, Ordering::Relaxed);
-        self.update_health(|h| h.on_check(healthy, &cfg.health, now_ms));
+        self.update_health(|h| h.on_check(healthy, cfg, now_ms));
         // Trend ring: (slot + 1) << 32 | healthy << 16 | total, one CAS.
         let slot = now_ms / trend_bucket_ms.max(1) + 1;
         let cell = &self.trend[(slot % TREND_BUCKETS as u64) as usize];

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use palisade_classify::ConfigError;
 
-use crate::Ramp;
+use crate::{Ramp, RouteConfig};
 
 /// An endpoint's health, as the reference design names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,39 +99,58 @@ enum Phase {
     /// Degraded after failing while recovering: no traffic.
     DegradedZero = 2,
     Failed = 3,
-    /// Recovering, not yet ramping: no traffic.
+    /// Recovering, not yet ramping: no traffic under active checks, a trial share without.
     Recovering = 4,
-    /// Recovering and ramping since `ramp_start`.
+    /// Recovering and ramping since `ms`.
     Ramping = 5,
 }
 
-/// One endpoint's health: phase, consecutive counts and ramp start (milliseconds since the
-/// router's origin). Packs into a `u64`: 3 bits phase, 8 + 8 bits counts, 45 bits of ms.
+/// The share of an endpoint on trial when the ramp's first step is zero (a linear ramp with
+/// `min_share` 0): Envoy's slow start never weighs an endpoint below 10 % either
+/// (`min_weight_percent`).
+const MIN_TRIAL_SHARE: f64 = 0.1;
+
+/// One endpoint's health: phase, consecutive counts, strikes (times in a row it was taken out
+/// of traffic) and one instant in milliseconds since the router's origin: the ramp's start
+/// while ramping, the end of the hold while it has no traffic. Packs into a `u64`: 3 bits
+/// phase, 8 + 8 bits counts, 5 bits strikes, 40 bits of ms (34 years).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Health {
     phase: Phase,
     unhealthy: u8,
     healthy: u8,
-    ramp_start_ms: u64,
+    strikes: u8,
+    ms: u64,
 }
 
-const MS_MASK: u64 = (1 << 45) - 1;
+const MS_MASK: u64 = (1 << 40) - 1;
+const MAX_STRIKES: u8 = (1 << 5) - 1;
+
+/// How long the `strikes`-th exclusion in a row lasts: base × strikes, capped (Envoy's
+/// ejection time).
+fn exclusion_ms(cfg: &RouteConfig, strikes: u8) -> u64 {
+    let o = &cfg.outlier;
+    o.base_ejection
+        .saturating_mul(u32::from(strikes.max(1)))
+        .min(o.max_ejection)
+        .as_millis() as u64
+}
 
 impl Health {
     pub(crate) const HEALTHY: Health = Health {
         phase: Phase::Healthy,
         unhealthy: 0,
         healthy: 0,
-        ramp_start_ms: 0,
+        strikes: 0,
+        ms: 0,
     };
 
     /// A new endpoint that ramps up from `now_ms` (slow start).
     pub(crate) fn ramping(now_ms: u64) -> Health {
         Health {
             phase: Phase::Ramping,
-            unhealthy: 0,
-            healthy: 0,
-            ramp_start_ms: now_ms & MS_MASK,
+            ms: now_ms & MS_MASK,
+            ..Health::HEALTHY
         }
     }
 
@@ -139,7 +158,8 @@ impl Health {
         (self.phase as u64)
             | (u64::from(self.unhealthy) << 3)
             | (u64::from(self.healthy) << 11)
-            | ((self.ramp_start_ms & MS_MASK) << 19)
+            | (u64::from(self.strikes & MAX_STRIKES) << 19)
+            | ((self.ms & MS_MASK) << 24)
     }
 
     pub(crate) fn unpack(v: u64) -> Health {
@@ -155,23 +175,54 @@ impl Health {
             phase,
             unhealthy: ((v >> 3) & 0xff) as u8,
             healthy: ((v >> 11) & 0xff) as u8,
-            ramp_start_ms: v >> 19,
+            strikes: ((v >> 19) & u64::from(MAX_STRIKES)) as u8,
+            ms: v >> 24,
         }
     }
 
     /// Whether a passive success changes nothing (the common case: skip the write).
     pub(crate) fn is_settled_healthy(self) -> bool {
-        self.phase == Phase::Healthy && self.unhealthy == 0
+        self.phase == Phase::Healthy && self.unhealthy == 0 && self.strikes == 0
     }
 
     fn ramp_done(self, cfg: &HealthConfig, now_ms: u64) -> bool {
         self.phase == Phase::Ramping
-            && now_ms.saturating_sub(self.ramp_start_ms) >= cfg.ramp.duration().as_millis() as u64
+            && now_ms.saturating_sub(self.ms) >= cfg.ramp.duration().as_millis() as u64
     }
 
-    /// The state as the reference design names it, at `now_ms`.
-    pub(crate) fn state(self, cfg: &HealthConfig, now_ms: u64) -> HealthState {
+    /// Whether the machine gives it no traffic: failed, degraded from recovering, or degraded
+    /// with a zero [`degraded_share`](HealthConfig::degraded_share). Recovering is not out: it
+    /// is on its way back.
+    fn is_out(self, cfg: &HealthConfig) -> bool {
         match self.phase {
+            Phase::DegradedZero | Phase::Failed => true,
+            Phase::Degraded => cfg.degraded_share == 0.0,
+            _ => false,
+        }
+    }
+
+    /// Without active checks, the end of the hold of an endpoint that is out (0 when it is not
+    /// out): until then it gets nothing, from then on a trial.
+    pub(crate) fn held_until(self, cfg: &HealthConfig) -> u64 {
+        if self.is_out(cfg) { self.ms } else { 0 }
+    }
+
+    /// Whether, without active checks, it is on trial at `now_ms`: out, and its hold is over.
+    fn on_trial(self, cfg: &HealthConfig, now_ms: u64) -> bool {
+        self.is_out(cfg) && now_ms >= self.ms
+    }
+
+    /// The share of an endpoint on trial: the ramp's first step.
+    fn trial_share(cfg: &HealthConfig) -> f64 {
+        let first = cfg.ramp.share(Duration::ZERO);
+        if first > 0.0 { first } else { MIN_TRIAL_SHARE }
+    }
+
+    /// The state at `now_ms`. `trials`: no active check judges the endpoint, so an endpoint
+    /// whose hold is over, or that is recovering, is on trial (shown as recovering).
+    pub(crate) fn state(self, cfg: &HealthConfig, now_ms: u64, trials: bool) -> HealthState {
+        match self.phase {
+            _ if trials && self.on_trial(cfg, now_ms) => HealthState::Recovering,
             Phase::Healthy => HealthState::Healthy,
             Phase::Degraded | Phase::DegradedZero => HealthState::Degraded,
             Phase::Failed => HealthState::Failed,
@@ -181,14 +232,17 @@ impl Health {
         }
     }
 
-    /// The traffic share at `now_ms`, in `0.0..=1.0`.
-    pub(crate) fn share(self, cfg: &HealthConfig, now_ms: u64) -> f64 {
+    /// The traffic share at `now_ms`, in `0.0..=1.0`; `trials` as for [`state`](Self::state).
+    pub(crate) fn share(self, cfg: &HealthConfig, now_ms: u64, trials: bool) -> f64 {
+        if trials && (self.phase == Phase::Recovering || self.on_trial(cfg, now_ms)) {
+            return Health::trial_share(cfg);
+        }
         match self.phase {
             Phase::Healthy => 1.0,
             Phase::Degraded => cfg.degraded_share,
             Phase::DegradedZero | Phase::Failed | Phase::Recovering => 0.0,
             Phase::Ramping => cfg.ramp.share(Duration::from_millis(
-                now_ms.saturating_sub(self.ramp_start_ms),
+                now_ms.saturating_sub(self.ms),
             )),
         }
     }
@@ -197,16 +251,46 @@ impl Health {
         (self.healthy, self.unhealthy)
     }
 
-    /// An active check's verdict (the reference design's transitions).
+    /// Takes it out of traffic until `now_ms` + the next exclusion's length (one more strike).
+    fn hold(mut self, cfg: &RouteConfig, now_ms: u64) -> Health {
+        self.strikes = (self.strikes + 1).min(MAX_STRIKES);
+        self.ms = (now_ms + exclusion_ms(cfg, self.strikes)) & MS_MASK;
+        self
+    }
+
+    /// An outlier ejection at `now_ms`: the updated health and the ejection's end. An ejection
+    /// and a hold of the health machine are one strike: ejecting an endpoint the machine holds
+    /// ends with the hold; otherwise it is the next strike.
     #[must_use]
-    pub(crate) fn on_check(mut self, healthy: bool, cfg: &HealthConfig, now_ms: u64) -> Health {
-        if self.ramp_done(cfg, now_ms) {
+    pub(crate) fn eject(mut self, cfg: &RouteConfig, now_ms: u64) -> (Health, u64) {
+        if self.is_out(&cfg.health) && self.ms > now_ms {
+            return (self, self.ms);
+        }
+        self.strikes = (self.strikes + 1).min(MAX_STRIKES);
+        (self, now_ms + exclusion_ms(cfg, self.strikes))
+    }
+
+    /// An active check's verdict.
+    #[must_use]
+    pub(crate) fn on_check(self, healthy: bool, cfg: &RouteConfig, now_ms: u64) -> Health {
+        self.signal(healthy, false, cfg, now_ms)
+    }
+
+    /// The transitions, for both kinds of signal. Entering a zero-traffic phase holds the
+    /// endpoint out for the next exclusion time; a passive failure on trial (out, hold over)
+    /// holds it again, for longer. Strikes are cleared once it is fully healthy again.
+    fn signal(mut self, healthy: bool, passive: bool, cfg: &RouteConfig, now_ms: u64) -> Health {
+        let h = &cfg.health;
+        if self.ramp_done(h, now_ms) {
             self = Health::HEALTHY;
         }
+        let was_out = self.is_out(h);
+        let trial_failed = passive && !healthy && self.on_trial(h, now_ms);
         if healthy {
             self.unhealthy = 0;
             self.healthy = self.healthy.saturating_add(1);
             match self.phase {
+                Phase::Healthy if self.healthy >= h.min_healthy_checks => self.strikes = 0,
                 Phase::Healthy | Phase::Ramping => {}
                 Phase::Degraded | Phase::DegradedZero | Phase::Failed => {
                     self.phase = Phase::Recovering;
@@ -214,15 +298,15 @@ impl Health {
                 }
                 Phase::Recovering => {}
             }
-            if self.phase == Phase::Recovering && self.healthy >= cfg.min_healthy_checks {
+            if self.phase == Phase::Recovering && self.healthy >= h.min_healthy_checks {
                 self.phase = Phase::Ramping;
-                self.ramp_start_ms = now_ms & MS_MASK;
+                self.ms = now_ms & MS_MASK;
             }
         } else {
             self.healthy = 0;
             self.unhealthy = self.unhealthy.saturating_add(1);
             match self.phase {
-                Phase::Healthy if self.unhealthy >= cfg.degraded_after => {
+                Phase::Healthy if self.unhealthy >= h.degraded_after => {
                     self.phase = Phase::Degraded;
                 }
                 Phase::Recovering | Phase::Ramping => {
@@ -232,9 +316,12 @@ impl Health {
                 _ => {}
             }
             if matches!(self.phase, Phase::Degraded | Phase::DegradedZero)
-                && self.unhealthy >= cfg.failed_after
+                && self.unhealthy >= h.failed_after
             {
                 self.phase = Phase::Failed;
+            }
+            if (!was_out && self.is_out(h)) || trial_failed {
+                self = self.hold(cfg, now_ms);
             }
         }
         self
@@ -246,16 +333,16 @@ impl Health {
     /// receiving traffic, so there is nothing to ramp), instead of dropping to 0 % as a
     /// recovering endpoint would.
     #[must_use]
-    pub(crate) fn on_outcome(mut self, success: bool, cfg: &HealthConfig, now_ms: u64) -> Health {
+    pub(crate) fn on_outcome(mut self, success: bool, cfg: &RouteConfig, now_ms: u64) -> Health {
         if success && self.phase == Phase::Degraded {
             self.unhealthy = 0;
             self.healthy = self.healthy.saturating_add(1);
-            if self.healthy >= cfg.min_healthy_checks {
+            if self.healthy >= cfg.health.min_healthy_checks {
                 self = Health::HEALTHY;
             }
             return self;
         }
-        self.on_check(success, cfg, now_ms)
+        self.signal(success, true, cfg, now_ms)
     }
 }
 
@@ -264,62 +351,62 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run(h: Health, signals: &[bool], cfg: &HealthConfig, now: u64) -> Health {
+    fn run(h: Health, signals: &[bool], cfg: &RouteConfig, now: u64) -> Health {
         signals.iter().fold(h, |h, s| h.on_check(*s, cfg, now))
     }
 
     #[test]
     fn reference_transitions() {
-        let cfg = HealthConfig::default();
+        let cfg = RouteConfig::default();
         let h = Health::HEALTHY;
         let h = run(h, &[false, false], &cfg, 0);
-        assert_eq!(h.state(&cfg, 0), HealthState::Healthy);
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Healthy);
         let h = h.on_check(false, &cfg, 0);
-        assert_eq!(h.state(&cfg, 0), HealthState::Degraded);
-        assert_eq!(h.share(&cfg, 0), 0.5);
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Degraded);
+        assert_eq!(h.share(&cfg.health, 0, false), 0.5);
         let h = run(h, &[false; 6], &cfg, 0);
-        assert_eq!(h.state(&cfg, 0), HealthState::Degraded);
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Degraded);
         let h = h.on_check(false, &cfg, 0); // the 10th
-        assert_eq!(h.state(&cfg, 0), HealthState::Failed);
-        assert_eq!(h.share(&cfg, 0), 0.0);
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Failed);
+        assert_eq!(h.share(&cfg.health, 0, false), 0.0);
         // One healthy check: recovering at 0 %.
         let h = h.on_check(true, &cfg, 1_000);
-        assert_eq!(h.state(&cfg, 1_000), HealthState::Recovering);
-        assert_eq!(h.share(&cfg, 1_000), 0.0);
+        assert_eq!(h.state(&cfg.health, 1_000, false), HealthState::Recovering);
+        assert_eq!(h.share(&cfg.health, 1_000, false), 0.0);
         let h = h.on_check(true, &cfg, 2_000);
-        assert_eq!(h.share(&cfg, 2_000), 0.0);
+        assert_eq!(h.share(&cfg.health, 2_000, false), 0.0);
         // The third: ramp starts at 20 %.
         let h = h.on_check(true, &cfg, 3_000);
-        assert_eq!(h.state(&cfg, 3_000), HealthState::Recovering);
-        assert_eq!(h.share(&cfg, 3_000), 0.2);
-        assert_eq!(h.share(&cfg, 32_999), 0.2);
-        assert_eq!(h.share(&cfg, 33_000), 0.4);
-        assert_eq!(h.state(&cfg, 122_999), HealthState::Recovering);
-        assert_eq!(h.state(&cfg, 123_000), HealthState::Healthy);
-        assert_eq!(h.share(&cfg, 123_000), 1.0);
+        assert_eq!(h.state(&cfg.health, 3_000, false), HealthState::Recovering);
+        assert_eq!(h.share(&cfg.health, 3_000, false), 0.2);
+        assert_eq!(h.share(&cfg.health, 32_999, false), 0.2);
+        assert_eq!(h.share(&cfg.health, 33_000, false), 0.4);
+        assert_eq!(h.state(&cfg.health, 122_999, false), HealthState::Recovering);
+        assert_eq!(h.state(&cfg.health, 123_000, false), HealthState::Healthy);
+        assert_eq!(h.share(&cfg.health, 123_000, false), 1.0);
     }
 
     #[test]
     fn a_failed_check_while_recovering_drops_to_degraded_at_zero() {
-        let cfg = HealthConfig::default();
+        let cfg = RouteConfig::default();
         let h = run(Health::HEALTHY, &[false; 10], &cfg, 0);
         let h = run(h, &[true, true, true], &cfg, 0);
-        assert_eq!(h.share(&cfg, 0), 0.2);
+        assert_eq!(h.share(&cfg.health, 0, false), 0.2);
         let h = h.on_check(false, &cfg, 10);
-        assert_eq!(h.state(&cfg, 10), HealthState::Degraded);
-        assert_eq!(h.share(&cfg, 10), 0.0);
+        assert_eq!(h.state(&cfg.health, 10, false), HealthState::Degraded);
+        assert_eq!(h.share(&cfg.health, 10, false), 0.0);
         // Nine more failures make it failed again.
         let h = run(h, &[false; 9], &cfg, 10);
-        assert_eq!(h.state(&cfg, 10), HealthState::Failed);
+        assert_eq!(h.state(&cfg.health, 10, false), HealthState::Failed);
     }
 
     #[test]
     fn passive_successes_restore_a_degraded_endpoint_without_zeroing_it() {
-        let cfg = HealthConfig::default();
+        let cfg = RouteConfig::default();
         let h = run(Health::HEALTHY, &[false; 3], &cfg, 0);
         let h = h.on_outcome(true, &cfg, 0);
-        assert_eq!(h.state(&cfg, 0), HealthState::Degraded);
-        assert_eq!(h.share(&cfg, 0), 0.5);
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Degraded);
+        assert_eq!(h.share(&cfg.health, 0, false), 0.5);
         let h = h.on_outcome(true, &cfg, 0).on_outcome(true, &cfg, 0);
         assert_eq!(h, Health::HEALTHY);
     }
@@ -342,23 +429,30 @@ mod tests {
 
     proptest! {
         #[test]
-        fn pack_round_trips(phase in 0u64..6, u in any::<u8>(), h in any::<u8>(), ms in 0u64..(1 << 45)) {
-            let v = phase | (u64::from(u) << 3) | (u64::from(h) << 11) | (ms << 19);
+        fn pack_round_trips(phase in 0u64..6, u in any::<u8>(), h in any::<u8>(), strikes in 0u64..32, ms in 0u64..(1 << 40)) {
+            let v = phase | (u64::from(u) << 3) | (u64::from(h) << 11) | (strikes << 19) | (ms << 24);
             prop_assert_eq!(Health::unpack(v).pack(), v);
         }
 
         #[test]
         fn shares_stay_in_bounds(signals in proptest::collection::vec((any::<bool>(), any::<bool>(), 0u64..60_000), 0..200)) {
-            let cfg = HealthConfig::default();
+            let cfg = RouteConfig::default();
             let mut h = Health::HEALTHY;
             let mut now = 0;
             for (passive, ok, dt) in signals {
                 now += dt;
                 h = if passive { h.on_outcome(ok, &cfg, now) } else { h.on_check(ok, &cfg, now) };
-                let s = h.share(&cfg, now);
+                let s = h.share(&cfg.health, now, false);
+                let trial = h.share(&cfg.health, now, true);
+                prop_assert!((0.0..=1.0).contains(&trial));
                 prop_assert!((0.0..=1.0).contains(&s));
                 // Failed and zero-traffic states really get nothing.
-                if h.state(&cfg, now) == HealthState::Failed { prop_assert_eq!(s, 0.0); }
+                if h.state(&cfg.health, now, false) == HealthState::Failed { prop_assert_eq!(s, 0.0); }
+                // Without active checks nothing is out for good: it is held or on trial.
+                if h.is_out(&cfg.health) {
+                    prop_assert!(trial > 0.0 || h.held_until(&cfg.health) > now);
+                    prop_assert!(h.held_until(&cfg.health) <= now + 300_000);
+                }
                 prop_assert_eq!(Health::unpack(h.pack()), h);
             }
         }

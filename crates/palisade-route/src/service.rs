@@ -314,23 +314,29 @@ struct Slot {
 const CACHED: usize = 64;
 
 fn slot<K, S>(endpoints: &[Endpoint<K, S>], cfg: &RouteConfig, i: usize, now: u64) -> Slot {
-    {
-        let s = &endpoints[i].state;
-        let ejected = s.ejected_until();
-        let cooldown = s.cooldown_until();
-        let cooling = cooldown > now;
-        let weight = if cooling || ejected > now {
-            0.0
-        } else {
-            s.health().share(&cfg.health, now)
-        };
-        let back = ejected.max(cooldown);
-        Slot {
-            weight,
-            tier: s.tier,
-            cooling,
-            back: if back > now { back } else { 0 },
-        }
+    let s = &endpoints[i].state;
+    let ejected = s.ejected_until();
+    let cooldown = s.cooldown_until();
+    let cooling = cooldown > now;
+    let health = s.health();
+    let trials = s.trials();
+    let weight = if cooling || ejected > now {
+        0.0
+    } else {
+        health.share(&cfg.health, now, trials)
+    };
+    // Without active checks, an endpoint the health machine holds out returns for a trial.
+    let held = if trials {
+        health.held_until(&cfg.health)
+    } else {
+        0
+    };
+    let back = ejected.max(cooldown).max(held);
+    Slot {
+        weight,
+        tier: s.tier,
+        cooling,
+        back: if back > now { back } else { 0 },
     }
 }
 
