@@ -280,13 +280,13 @@ impl<Res> Capacity<Res> {
                 rate("to", to)?;
             }
         }
-        if let Some(burst) = self.burst {
-            if !(burst.is_finite() && burst >= 1.0) {
-                return Err(ConfigError::new(
-                    format!("{field}.burst"),
-                    "must be a finite number of at least 1",
-                ));
-            }
+        if let Some(burst) = self.burst
+            && !(burst.is_finite() && burst >= 1.0)
+        {
+            return Err(ConfigError::new(
+                format!("{field}.burst"),
+                "must be a finite number of at least 1",
+            ));
         }
         self.over.validate(&format!("{field}.over"))?;
         self.schedule.validate(&format!("{field}.schedule"))

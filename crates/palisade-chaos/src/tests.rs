@@ -1,1 +1,778 @@
+//! Layer behaviour on a paused clock.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, Class, class_of};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+use crate::error::Injected;
+use crate::{Capacity, ChaosCounts, ChaosLayer, Effect, Fault, Latency, Schedule};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn class(category: Category) -> Class {
+    Class::new(category)
+}
+
+/// An echo service that counts its calls.
+fn echo(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |x: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, BoxError>(x) }
+    })
+}
+
+fn layer(faults: Vec<Fault<u32>>) -> ChaosLayer<u32> {
+    faults
+        .into_iter()
+        .fold(ChaosLayer::builder(), |b, f| b.fault(f))
+        .build()
+        .unwrap()
+}
+
+async fn call<S: Service<u32, Error = BoxError>>(
+    svc: &mut S,
+    x: u32,
+) -> Result<S::Response, BoxError> {
+    svc.ready().await?.call(x).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_carries_its_class_and_skips_the_inner_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hint = class(Category::RateLimited).with_retry_after(secs(3));
+    let chaos = layer(vec![Fault::fail(hint)]);
+    let handle = chaos.handle();
+    let mut svc = ServiceBuilder::new()
+        .layer(chaos)
+        .service(echo(calls.clone()));
+
+    let start = Instant::now();
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "no latency unless asked");
+    assert_eq!(class_of(&err), hint);
+    assert_eq!(class_of(&err).retry_after, Some(secs(3)));
+    assert_eq!(err.downcast_ref::<Injected>().unwrap().class(), hint);
+    assert!(err.to_string().starts_with("injected fault: rate_limited"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        handle.injected(),
+        ChaosCounts {
+            failed: 1,
+            ..ChaosCounts::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_after_is_a_slow_failure() {
+    let chaos = layer(vec![
+        Fault::fail(class(Category::Timeout)).after(Latency::Fixed(ms(200))),
+    ]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let start = Instant::now();
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(class_of(&err).category, Category::Timeout);
+}
+
+/// `Layer::layer` under a shorter name for these tests.
+trait LayerOn {
+    fn layer_on<S>(&self, inner: S) -> crate::Chaos<S, u32>;
+}
+
+impl LayerOn for ChaosLayer<u32> {
+    fn layer_on<S>(&self, inner: S) -> crate::Chaos<S, u32> {
+        tower_layer::Layer::layer(self, inner)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn respond_builds_a_response_per_call() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let built = Arc::new(AtomicUsize::new(0));
+    let b = built.clone();
+    let chaos = layer(vec![
+        Fault::respond(move || 429 + b.fetch_add(1, Ordering::SeqCst) as u32)
+            .after(Latency::Fixed(ms(30))),
+    ]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 1).await.unwrap(), 429);
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(call(&mut svc, 1).await.unwrap(), 430);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(handle.injected().responded, 2);
+    assert_eq!(handle.injected().total(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_calls_the_inner_service_at_once_and_polls_it_after_the_delay() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let polled_at = Arc::new(std::sync::Mutex::new(None));
+    let (c, p) = (calls.clone(), polled_at.clone());
+    let inner = service_fn(move |x: u32| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let p = p.clone();
+        async move {
+            *p.lock().unwrap() = Some(Instant::now());
+            Ok::<_, BoxError>(x)
+        }
+    });
+    let chaos = layer(vec![Fault::delay(Latency::Fixed(ms(50)))]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(inner);
+    let start = Instant::now();
+    let fut = svc.ready().await.unwrap().call(7);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "called in `call`");
+    assert_eq!(fut.await.unwrap(), 7);
+    assert_eq!(start.elapsed(), ms(50));
+    assert_eq!(polled_at.lock().unwrap().unwrap() - start, ms(50));
+    assert_eq!(handle.injected().delayed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_add_up_and_precede_a_failure() {
+    let chaos = layer(vec![
+        Fault::delay(Latency::Fixed(ms(10))),
+        Fault::delay(Latency::Fixed(ms(20))),
+    ]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 3).await.unwrap(), 3);
+    assert_eq!(start.elapsed(), ms(30));
+
+    let chaos = layer(vec![
+        Fault::delay(Latency::Fixed(ms(10))),
+        Fault::fail(class(Category::ServerError)).after(Latency::Fixed(ms(5))),
+    ]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let start = Instant::now();
+    call(&mut svc, 3).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(15));
+    // Counted by its final outcome.
+    assert_eq!(handle.injected().failed, 1);
+    assert_eq!(handle.injected().delayed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_fault_that_hits_decides() {
+    let chaos = layer(vec![
+        Fault::fail(class(Category::ServerError)),
+        Fault::fail(class(Category::Timeout)),
+    ]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::ServerError);
+
+    let chaos = layer(vec![
+        Fault::fail(class(Category::ServerError)).rate(0.0),
+        Fault::fail(class(Category::Timeout)),
+    ]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let err = call(&mut svc, 1).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_latencies_stay_in_bounds() {
+    let chaos = layer(vec![Fault::delay(Latency::Uniform {
+        min: ms(10),
+        max: ms(30),
+    })]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        call(&mut svc, 0).await.unwrap();
+        let d = start.elapsed();
+        assert!((ms(10)..=ms(30)).contains(&d), "{d:?}");
+        seen.push(d);
+    }
+    assert!(seen.iter().any(|d| *d < ms(15)) && seen.iter().any(|d| *d > ms(25)));
+
+    let chaos = layer(vec![Fault::delay(Latency::Exponential {
+        mean: ms(100),
+        max: ms(250),
+    })]);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut total = Duration::ZERO;
+    let mut capped = 0;
+    let n = 2_000;
+    for _ in 0..n {
+        let start = Instant::now();
+        call(&mut svc, 0).await.unwrap();
+        let d = start.elapsed();
+        assert!(d <= ms(250));
+        capped += usize::from(d == ms(250));
+        total += d;
+    }
+    // P(X > 2.5 mean) = e^-2.5 ≈ 8.2%; the capped mean is 100 ms × (1 - e^-2.5) ≈ 91.8 ms.
+    let mean = total / n;
+    assert!((ms(85)..ms(99)).contains(&mean), "{mean:?}");
+    assert!((100..230).contains(&capped), "{capped}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hang_stays_pending_until_an_outer_timeout() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::hang()]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let start = Instant::now();
+    let fut = svc.ready().await.unwrap().call(1);
+    assert!(timeout(secs(5), fut).await.is_err());
+    assert_eq!(start.elapsed(), secs(5));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(handle.injected().hung, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_boundaries() {
+    let chaos = layer(vec![
+        Fault::fail(class(Category::ServerError)).during(Schedule::window(secs(10), secs(20))),
+    ]);
+    let epoch = chaos.epoch();
+    assert_eq!(epoch, Instant::now());
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let eps = Duration::from_nanos(1);
+    for (at, fails) in [
+        (Duration::ZERO, false),
+        (secs(10) - ms(1), false),
+        (secs(10), true),
+        (secs(15), true),
+        (secs(20) - ms(1), true),
+        (secs(20), false),
+        (secs(20) + eps, false),
+    ] {
+        sleep_until(epoch + at).await;
+        assert_eq!(call(&mut svc, 0).await.is_err(), fails, "at {at:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_windows() {
+    let chaos = layer(vec![Fault::fail(class(Category::Network)).during(
+        Schedule::Windows(vec![(secs(1), secs(2)), (secs(5), secs(6))]),
+    )]);
+    let epoch = chaos.epoch();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut failing = Vec::new();
+    for tenth in 0..70 {
+        sleep_until(epoch + ms(tenth * 100)).await;
+        if call(&mut svc, 0).await.is_err() {
+            failing.push(tenth);
+        }
+    }
+    let expected: Vec<u64> = (10..20).chain(50..60).collect();
+    assert_eq!(failing, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_alternates_down_and_up() {
+    // Down 2 s, up 3 s, from 10 s to 24 s: down [10,12) [15,17) [20,22), then nothing.
+    let chaos =
+        layer(vec![Fault::fail(class(Category::ServerError)).during(
+            Schedule::flapping(secs(10), secs(24), secs(2), secs(3)),
+        )]);
+    let epoch = chaos.epoch();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut failing = Vec::new();
+    for tenth in 0..300 {
+        sleep_until(epoch + ms(tenth * 100)).await;
+        if call(&mut svc, 0).await.is_err() {
+            failing.push(tenth);
+        }
+    }
+    let expected: Vec<u64> = (100..120).chain(150..170).chain(200..220).collect();
+    assert_eq!(failing, expected);
+}
+
+#[test]
+fn schedule_contains() {
+    let f = Schedule::flapping(secs(10), secs(24), secs(2), secs(3));
+    let eps = Duration::from_nanos(1);
+    assert!(!f.contains(secs(10) - eps));
+    assert!(f.contains(secs(10)));
+    assert!(f.contains(secs(12) - eps));
+    assert!(!f.contains(secs(12)));
+    assert!(!f.contains(secs(15) - eps));
+    assert!(f.contains(secs(15)));
+    // Cut short by the end, even in a down period.
+    let g = Schedule::flapping(secs(0), secs(1), secs(2), secs(3));
+    assert!(g.contains(ms(999)));
+    assert!(!g.contains(secs(1)));
+    assert!(Schedule::Always.contains(Duration::MAX));
+    assert!(!Schedule::window(secs(1), secs(1)).contains(secs(1)));
+    assert!(!Schedule::Windows(Vec::new()).contains(secs(1)));
+}
+
+/// The outcomes (failed or not) of `n` calls through a layer failing at `rate` with `seed`.
+async fn outcomes(seed: u64, rate: f64, n: usize) -> Vec<bool> {
+    let chaos = ChaosLayer::builder()
+        .fault(Fault::fail(class(Category::Transient)).rate(rate))
+        .seed(seed)
+        .build()
+        .unwrap();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(call(&mut svc, 0).await.is_err());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn rates_are_binomially_plausible_and_reproducible() {
+    let n = 10_000;
+    let a = outcomes(7, 0.3, n).await;
+    let failed = a.iter().filter(|f| **f).count() as f64;
+    // Mean 3000, standard deviation √(n p (1-p)) ≈ 45.8: within 5 of them.
+    assert!((failed - 3000.0).abs() < 230.0, "{failed}");
+    // No long runs that a broken generator would produce.
+    let longest = a
+        .split(|f| !*f)
+        .map(<[bool]>::len)
+        .max()
+        .unwrap_or_default();
+    assert!(longest < 20, "{longest}");
+
+    assert_eq!(a, outcomes(7, 0.3, n).await, "same seed, same faults");
+    assert_ne!(a, outcomes(8, 0.3, n).await, "another seed, other faults");
+
+    assert!(outcomes(7, 0.0, 100).await.iter().all(|f| !*f));
+    assert!(outcomes(7, 1.0, 100).await.iter().all(|f| *f));
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_random_sequence() {
+    // Calls alternating between two clones draw the same sequence as calls through one service.
+    let one = outcomes(11, 0.5, 100).await;
+    let chaos = ChaosLayer::builder()
+        .fault(Fault::fail(class(Category::Transient)).rate(0.5))
+        .seed(11)
+        .build()
+        .unwrap();
+    let mut a = chaos.layer_on(echo(Arc::default()));
+    let mut b = a.clone();
+    let mut two = Vec::new();
+    for i in 0..100 {
+        let svc = if i % 2 == 0 { &mut a } else { &mut b };
+        two.push(call(svc, 0).await.is_err());
+    }
+    assert_eq!(one, two);
+}
+
+/// Offers `per_second` evenly spaced calls for `seconds`, counting the admitted ones per second.
+async fn offer<S: Service<u32, Response = u32, Error = BoxError>>(
+    svc: &mut S,
+    epoch: Instant,
+    per_second: u64,
+    seconds: u64,
+) -> Vec<u64> {
+    let step = Duration::from_secs(1) / u32::try_from(per_second).unwrap();
+    let mut passed = vec![0; usize::try_from(seconds).unwrap()];
+    for i in 0..per_second * seconds {
+        sleep_until(epoch + step * u32::try_from(i).unwrap()).await;
+        if call(svc, 0).await.is_ok() {
+            passed[usize::try_from(i / per_second).unwrap()] += 1;
+        }
+    }
+    passed
+}
+
+#[tokio::test(start_paused = true)]
+async fn fixed_capacity_admits_its_rate() {
+    let throttled = class(Category::RateLimited).with_retry_after(secs(1));
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(100.0, Effect::Fail(throttled)))
+        .build()
+        .unwrap();
+    let handle = chaos.handle();
+    let epoch = chaos.epoch();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let passed = offer(&mut svc, epoch, 200, 10).await;
+    let total: u64 = passed.iter().sum();
+    // 100/s for 10 s, plus the initial burst of 10.
+    assert!((1000..=1012).contains(&total), "{total} {passed:?}");
+    for (second, n) in passed.iter().enumerate().skip(1) {
+        assert!((99..=101).contains(n), "second {second}: {n}");
+    }
+    let counts = handle.injected();
+    assert_eq!(counts.over_capacity, 2000 - total);
+    assert_eq!(counts.failed, 2000 - total);
+
+    // A refused call carries the capacity's class and hint.
+    let mut burst = Vec::new();
+    for _ in 0..20 {
+        burst.push(call(&mut svc, 0).await);
+    }
+    let err = burst.into_iter().find_map(Result::err).unwrap();
+    assert_eq!(class_of(&err), throttled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn burst_is_settable() {
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(1.0, Effect::Fail(class(Category::ResourceExhausted))).burst(5.0))
+        .build()
+        .unwrap();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let mut ok = 0;
+    for _ in 0..20 {
+        ok += usize::from(call(&mut svc, 0).await.is_ok());
+    }
+    assert_eq!(ok, 5);
+    sleep(secs(2)).await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        ok += usize::from(call(&mut svc, 0).await.is_ok());
+    }
+    assert_eq!(ok, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ramp_capacity_rises_linearly() {
+    // 10/s before 2 s, rising to 110/s by 12 s, offered 200/s for 14 s.
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::ramp(
+            10.0,
+            110.0,
+            secs(2),
+            secs(10),
+            Effect::Fail(class(Category::ResourceExhausted)),
+        ))
+        .build()
+        .unwrap();
+    let epoch = chaos.epoch();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let passed = offer(&mut svc, epoch, 200, 14).await;
+    // Second 1 runs at 10/s; second k of the ramp averages 10 + 10 (k - 2) + 5.
+    assert!((9..=11).contains(&passed[1]), "{passed:?}");
+    for k in 2..12 {
+        let expected = 15 + 10 * (k as i64 - 2);
+        let got = passed[k] as i64;
+        assert!(
+            (got - expected).abs() <= 2,
+            "second {k}: {got} vs {expected}; {passed:?}"
+        );
+    }
+    for k in 12..14 {
+        assert!((109..=111).contains(&passed[k]), "second {k}: {passed:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_applies_only_during_its_schedule() {
+    let chaos = ChaosLayer::builder()
+        .capacity(
+            Capacity::fixed(0.0, Effect::Fail(class(Category::ResourceExhausted)))
+                .during(Schedule::window(secs(1), secs(2))),
+        )
+        .build()
+        .unwrap();
+    let epoch = chaos.epoch();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    for _ in 0..50 {
+        call(&mut svc, 0).await.unwrap();
+    }
+    sleep_until(epoch + secs(1)).await;
+    for _ in 0..5 {
+        call(&mut svc, 0).await.unwrap_err();
+    }
+    sleep_until(epoch + secs(2)).await;
+    call(&mut svc, 0).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_capacity_delay_queues_then_faults_still_apply() {
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(1.0, Effect::Delay(Latency::Fixed(ms(100)))))
+        .fault(Fault::delay(Latency::Fixed(ms(1))))
+        .build()
+        .unwrap();
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let start = Instant::now();
+    call(&mut svc, 0).await.unwrap();
+    assert_eq!(start.elapsed(), ms(1));
+    let start = Instant::now();
+    call(&mut svc, 0).await.unwrap();
+    assert_eq!(start.elapsed(), ms(101));
+    let counts = handle.injected();
+    assert_eq!((counts.delayed, counts.over_capacity), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_switches_injection_for_every_clone() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::fail(class(Category::ServerError))]);
+    let mut a = chaos.layer_on(echo(calls.clone()));
+    let mut b = a.clone();
+    let handle = a.handle();
+    assert!(handle.is_enabled());
+    call(&mut a, 0).await.unwrap_err();
+
+    chaos.handle().disable();
+    assert!(!handle.is_enabled());
+    assert_eq!(call(&mut a, 4).await.unwrap(), 4);
+    assert_eq!(call(&mut b, 5).await.unwrap(), 5);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(handle.injected().failed, 1);
+    // Disabled, no random number is drawn.
+    assert_eq!(chaos.shared.draws.load(Ordering::Relaxed), 0);
+
+    handle.enable();
+    call(&mut b, 0).await.unwrap_err();
+    assert_eq!(handle.injected().failed, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn built_disabled_is_a_passthrough_until_enabled() {
+    let chaos = ChaosLayer::builder()
+        .fault(Fault::<u32>::hang())
+        .enabled(false)
+        .build()
+        .unwrap();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    assert_eq!(call(&mut svc, 9).await.unwrap(), 9);
+    assert_eq!(chaos.handle().injected(), ChaosCounts::default());
+    chaos.handle().enable();
+    assert!(timeout(secs(1), call(&mut svc, 9)).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_and_readiness_pass_through() {
+    let chaos = layer(vec![Fault::delay(Latency::Fixed(ms(5)))]);
+    let inner = service_fn(|_: u32| async {
+        Err::<u32, _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    });
+    let mut svc = chaos.layer_on(inner);
+    let err = call(&mut svc, 0).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+
+    /// Never ready.
+    struct Unready;
+    impl Service<u32> for Unready {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u32, BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Pending
+        }
+        fn call(&mut self, x: u32) -> Self::Future {
+            std::future::ready(Ok(x))
+        }
+    }
+    let mut svc = chaos.layer_on(Unready);
+    assert!(timeout(secs(1), svc.ready()).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_epoch_can_be_given() {
+    let epoch = Instant::now() + secs(100);
+    let chaos = ChaosLayer::builder()
+        .fault(Fault::fail(class(Category::ServerError)).during(Schedule::window(secs(1), secs(2))))
+        .epoch(epoch)
+        .build()
+        .unwrap();
+    assert_eq!(chaos.epoch(), epoch);
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    sleep_until(epoch - ms(500)).await;
+    call(&mut svc, 0).await.unwrap();
+    sleep_until(epoch + ms(1_500)).await;
+    call(&mut svc, 0).await.unwrap_err();
+}
+
+fn field_of(builder: crate::ChaosBuilder<u32>) -> String {
+    builder.build().unwrap_err().field().to_owned()
+}
+
+#[test]
+fn build_errors_name_the_field() {
+    let b = ChaosLayer::<u32>::builder;
+    let fail = || Fault::<u32>::fail(class(Category::ServerError));
+    let over = || Effect::<u32>::Fail(class(Category::RateLimited));
+    assert_eq!(field_of(b().fault(fail().rate(1.5))), "faults[0].rate");
+    assert_eq!(
+        field_of(b().fault(fail()).fault(fail().rate(-0.1))),
+        "faults[1].rate"
+    );
+    assert_eq!(field_of(b().fault(fail().rate(f64::NAN))), "faults[0].rate");
+    assert_eq!(
+        field_of(b().fault(Fault::delay(Latency::Uniform {
+            min: ms(2),
+            max: ms(1)
+        }))),
+        "faults[0].latency.min"
+    );
+    assert_eq!(
+        field_of(b().fault(fail().after(Latency::Uniform {
+            min: ms(2),
+            max: ms(1)
+        }))),
+        "faults[0].after.min"
+    );
+    assert_eq!(
+        field_of(b().fault(Fault::hang().after(Latency::Fixed(ms(1))))),
+        "faults[0].after"
+    );
+    assert_eq!(
+        field_of(b().fault(fail().during(Schedule::window(secs(2), secs(1))))),
+        "faults[0].schedule.start"
+    );
+    assert_eq!(
+        field_of(b().fault(fail().during(Schedule::Windows(vec![
+            (secs(0), secs(1)),
+            (secs(3), secs(2))
+        ])))),
+        "faults[0].schedule.windows[1]"
+    );
+    assert_eq!(
+        field_of(b().fault(fail().during(Schedule::flapping(
+            secs(0),
+            secs(9),
+            Duration::ZERO,
+            secs(1)
+        )))),
+        "faults[0].schedule.down"
+    );
+    assert_eq!(
+        field_of(b().fault(fail().during(Schedule::flapping(
+            secs(0),
+            secs(9),
+            secs(1),
+            Duration::ZERO
+        )))),
+        "faults[0].schedule.up"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::fixed(-1.0, over()))),
+        "capacities[0].per_second"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::fixed(f64::NAN, over()))),
+        "capacities[0].per_second"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::fixed(f64::INFINITY, over()))),
+        "capacities[0].per_second"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::ramp(1.0, f64::NAN, secs(0), secs(1), over()))),
+        "capacities[0].to"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::ramp(-1.0, 1.0, secs(0), secs(1), over()))),
+        "capacities[0].from"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::fixed(1.0, over()).burst(0.5))),
+        "capacities[0].burst"
+    );
+    assert_eq!(
+        field_of(b().capacity(Capacity::fixed(
+            1.0,
+            Effect::Delay(Latency::Uniform {
+                min: ms(2),
+                max: ms(1)
+            })
+        ))),
+        "capacities[0].over.latency.min"
+    );
+    assert_eq!(
+        field_of(
+            b().capacity(Capacity::fixed(1.0, over()).during(Schedule::window(secs(2), secs(1))))
+        ),
+        "capacities[0].schedule.start"
+    );
+    let err = b().fault(fail().rate(2.0)).build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `faults[0].rate` must be a number in 0..=1"
+    );
+
+    // Edges that are valid.
+    assert!(
+        b().fault(fail().rate(0.0))
+            .fault(fail().rate(1.0))
+            .build()
+            .is_ok()
+    );
+    assert!(
+        b().fault(fail().during(Schedule::window(secs(1), secs(1))))
+            .build()
+            .is_ok()
+    );
+    assert!(b().capacity(Capacity::fixed(0.0, over())).build().is_ok());
+    assert!(
+        b().capacity(Capacity::ramp(0.0, 5.0, secs(1), Duration::ZERO, over()))
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn extreme_latencies_do_not_panic() {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    for latency in [
+        Latency::Uniform {
+            min: Duration::ZERO,
+            max: Duration::MAX,
+        },
+        Latency::Uniform {
+            min: Duration::MAX,
+            max: Duration::MAX,
+        },
+        Latency::Exponential {
+            mean: Duration::MAX,
+            max: Duration::MAX,
+        },
+        Latency::Exponential {
+            mean: Duration::ZERO,
+            max: Duration::ZERO,
+        },
+    ] {
+        for _ in 0..1000 {
+            let mut draws = crate::rng::Draws::new(1, &counter);
+            latency.sample(&mut draws);
+        }
+    }
+}
+
+#[test]
+fn debug_output_does_not_need_debug_responses() {
+    struct NoDebug;
+    let fault = Fault::respond(|| NoDebug).rate(0.5);
+    let text = format!("{fault:?}");
+    assert!(
+        text.contains("Respond(..)") && text.contains("0.5"),
+        "{text}"
+    );
+    let copy = fault.clone();
+    let chaos = ChaosLayer::builder()
+        .fault(fault)
+        .fault(copy)
+        .build()
+        .unwrap();
+    let text = format!("{chaos:?}");
+    assert!(
+        text.contains("ChaosLayer") && text.contains("enabled: true"),
+        "{text}"
+    );
+    assert!(format!("{:?}", Capacity::<NoDebug>::fixed(1.0, Effect::Hang)).contains("Fixed"));
+}
