@@ -15,9 +15,11 @@ use crate::HealthConfig;
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint (5; 0 disables).
     pub consecutive_failures: u32,
-    /// The first ejection's length; the n-th lasts n times as long (30 s).
+    /// The first ejection's length; the n-th in a row lasts n times as long (30 s). Also how
+    /// long the health machine holds an endpoint at 0 % without active checks before its
+    /// [trial](crate#without-active-checks-trials).
     pub base_ejection: Duration,
-    /// The longest ejection (300 s).
+    /// The longest ejection or hold (300 s).
     pub max_ejection: Duration,
     /// At most this percentage of endpoints is ejected at once, always allowing one (10 %).
     pub max_ejection_percent: f64,

@@ -9,7 +9,8 @@ use palisade_classify::{Category, Class, HasClass};
 ///
 /// Its class is a retryable `ServerError` that counts against health (for a breaker above, the
 /// dependency as a whole is down), with `retry_after` the soonest moment an endpoint comes back
-/// by itself (an ejection or cool-down ending), when one is known.
+/// by itself (an ejection, a [hold](crate#without-active-checks-trials) or a cool-down ending),
+/// when one is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoHealthyEndpoint {
     /// When the soonest endpoint comes back by itself, if any will.

@@ -15,9 +15,11 @@ pub enum HealthState {
     /// Unhealthy signals in a row: reduced traffic ([`HealthConfig::degraded_share`]), or none
     /// when it fell back from recovering.
     Degraded,
-    /// Too many unhealthy signals: no traffic.
+    /// Too many unhealthy signals: no traffic (without active checks, until its hold ends).
     Failed,
     /// Healthy again: no traffic until enough healthy checks in a row, then ramping up.
+    /// Without active checks, the ramp's first step while real calls prove it (a
+    /// [trial](crate#without-active-checks-trials)).
     Recovering,
 }
 
@@ -45,7 +47,9 @@ pub struct HealthConfig {
     /// The traffic share of an endpoint that degraded from healthy (0.5). The reference design
     /// does not say; half keeps it observable without trusting it fully.
     pub degraded_share: f64,
-    /// How traffic ramps back (5 steps, 30 s apart).
+    /// How traffic ramps back (5 steps, 30 s apart: 20 % at once, 100 % after 120 s). Its
+    /// first step is also the share of an endpoint on
+    /// [trial](crate#without-active-checks-trials).
     pub ramp: Ramp,
 }
 
@@ -241,9 +245,9 @@ impl Health {
             Phase::Healthy => 1.0,
             Phase::Degraded => cfg.degraded_share,
             Phase::DegradedZero | Phase::Failed | Phase::Recovering => 0.0,
-            Phase::Ramping => cfg.ramp.share(Duration::from_millis(
-                now_ms.saturating_sub(self.ms),
-            )),
+            Phase::Ramping => cfg
+                .ramp
+                .share(Duration::from_millis(now_ms.saturating_sub(self.ms))),
         }
     }
 
@@ -381,7 +385,10 @@ mod tests {
         assert_eq!(h.share(&cfg.health, 3_000, false), 0.2);
         assert_eq!(h.share(&cfg.health, 32_999, false), 0.2);
         assert_eq!(h.share(&cfg.health, 33_000, false), 0.4);
-        assert_eq!(h.state(&cfg.health, 122_999, false), HealthState::Recovering);
+        assert_eq!(
+            h.state(&cfg.health, 122_999, false),
+            HealthState::Recovering
+        );
         assert_eq!(h.state(&cfg.health, 123_000, false), HealthState::Healthy);
         assert_eq!(h.share(&cfg.health, 123_000, false), 1.0);
     }

@@ -6,15 +6,17 @@
 //! * **Health state machine** (the reference design's): Healthy → Degraded after 3 unhealthy
 //!   signals in a row → Failed after 10; a healthy signal makes it Recovering at 0 %; after 3
 //!   healthy signals in a row its traffic [ramps](Ramp) up in steps to 100 %; an unhealthy
-//!   signal while recovering drops it to Degraded at 0 %. See [`HealthConfig`].
+//!   signal while recovering drops it to Degraded at 0 %. See [`HealthConfig`]. Without active
+//!   checks nothing stays at 0 % for good: see [trials](#without-active-checks-trials).
 //! * **Signals** come from active checks ([`HealthCheck`], run by
 //!   [`RouteHandle::health_checker`], a future you spawn) and from real calls, read with
 //!   [`class_of`](palisade_classify::class_of): only failures that
 //!   [count against health](palisade_classify::Class::counts_against_health) count; a rate
 //!   limit (`HealthImpact::Soft`) only cools the endpoint down for its `retry_after`.
 //! * **Outlier ejection**, after Envoy's ([`OutlierConfig`]): consecutive failures, failure
-//!   percentage, success rate below mean − k·σ; ejections last base × count, capped, and at most
-//!   a percentage of endpoints is ejected at once (always allowing one).
+//!   percentage, success rate below mean − k·σ; ejections last base × the times in a row the
+//!   endpoint was taken out, capped, and at most a percentage of endpoints is ejected at once
+//!   (always allowing one).
 //! * **Panic mode**: when fewer than [`RouteConfig::panic_threshold`] of the endpoints can take
 //!   traffic, health is ignored and calls spread over all of them rather than fail.
 //! * **Priority tiers** for active-passive failover: traffic stays on the lowest tier while its
@@ -31,6 +33,51 @@
 //! is plainly healthy a pick reads no clock and scans nothing. Each router instance counts its
 //! calls in its own lane of every endpoint; only the load that power-of-two-choices compares is
 //! one counter per endpoint, shared by all callers.
+//!
+//! # Without active checks: trials
+//!
+//! An endpoint that gets no traffic sends no signals, so with real calls as the only signals
+//! an endpoint at 0 % would never come back. Envoy's answer for passive health checking is the
+//! ejection time: an ejected host is returned to service once its ejection time is over, and
+//! real traffic judges it again; a host that still fails is ejected again, for longer (the
+//! [outlier detection overview](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier):
+//! base ejection time × the times it was ejected, at most
+//! [`max_ejection`](OutlierConfig::max_ejection); Envoy lowers the multiplier again while the
+//! host stays healthy). The router applies the same rule to its health state machine:
+//!
+//! * When an endpoint's health takes it to 0 % (Failed, or Degraded after failing while
+//!   recovering), it is **held** out for the next ejection time:
+//!   [`base_ejection`](OutlierConfig::base_ejection) × its strikes, capped. Outlier ejections
+//!   and holds count strikes together: ejecting an endpoint that is held ends with the hold
+//!   rather than adding a strike, so one bad spell lengthens the next one once.
+//! * When the hold (and any ejection) is over, the endpoint is **on trial**: it shows as
+//!   [`Recovering`](HealthState::Recovering) and takes the ramp's first step of traffic (20 %
+//!   by default; at least 10 %, Envoy's slow-start `min_weight_percent` default, for a ramp
+//!   that starts at zero). Real calls are its checks: after
+//!   [`min_healthy_checks`](HealthConfig::min_healthy_checks) successes in a row it ramps up
+//!   as usual; a failure holds it out again for the next, longer ejection time.
+//! * Strikes are cleared once the endpoint is fully healthy again: its ramp is done, or it is
+//!   at full traffic after `min_healthy_checks` successes in a row.
+//!
+//! An endpoint that an active check has judged is left to the checks (they bring it back
+//! through Recovering), since a probe is cheaper than a real call to learn that it is still
+//! down. An outlier ejection of an endpoint whose health still allows traffic (degraded at
+//! 50 %, say) returns it at that share when it ends, as Envoy does.
+//!
+//! With the defaults, a replica that fails every call is out for 30 s after its first five
+//! failures, comes back degraded at half its share (five more failures), then is out for 60 s,
+//! 90 s, ... up to 300 s, each trial costing one failed call. At 100 calls per second over
+//! three replicas that is 5 of the 3,000 calls of the first 30 s after detection (0.17 %),
+//! then one call per minute or more. A replica that was bad for less than 30 s is back at
+//! half its share when its ejection ends and at its full share after three successes; one
+//! that reached Failed gets a trial when its hold ends and its full share 120 s (the ramp)
+//! after three successes. The defaults are Envoy's (`base_ejection_time` 30 s,
+//! `max_ejection_time` 300 s, `consecutive_5xx` 5, `max_ejection_percent` 10, which with
+//! three endpoints still ejects one).
+//!
+//! The pick does not change for any of this: while every endpoint is plainly healthy it reads
+//! no clock; an endpoint held or on trial is not plainly healthy, so picks then scan with the
+//! time, which is how they see a hold end.
 //!
 //! # Example
 //!

@@ -53,11 +53,13 @@ pub struct EndpointStatus<K> {
     pub tier: u8,
     /// The token that names it in the [attempt context](palisade_classify::attempt).
     pub token: u64,
-    /// Its health state.
+    /// Its health state (an endpoint on [trial](crate#without-active-checks-trials) is
+    /// recovering).
     pub state: HealthState,
     /// The traffic share its health allows (0.0 to 1.0), before ejection and cool-down.
     pub share: f64,
-    /// Whether outlier detection has it ejected now.
+    /// Whether outlier detection has it ejected now (a hold of the health machine is shown by
+    /// `state` and `share`, not here).
     pub ejected: bool,
     /// How often it was ejected so far.
     pub ejections: u32,

@@ -656,3 +656,224 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
     assert_eq!(clones.load(Ordering::SeqCst), made + 2);
     assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), "ok");
 }
+
+/// An endpoint like [`endpoint`] that also logs when each call reaches it (ms since made).
+fn logged(name: &'static str, up: Arc<AtomicBool>, log: Arc<std::sync::Mutex<Vec<u64>>>) -> Svc {
+    let start = tokio::time::Instant::now();
+    tower::util::BoxCloneService::new(service_fn(move |_: ()| {
+        log.lock().unwrap().push(start.elapsed().as_millis() as u64);
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            if up {
+                Ok(name)
+            } else {
+                Err::<_, BoxError>("503 service unavailable".into())
+            }
+        }
+    }))
+}
+
+/// Three replicas without active checks; b (index 1) logs its calls.
+fn three_with_b_logged(
+    cfg: RouteConfig,
+    b_up: &Arc<AtomicBool>,
+) -> (Route<Static<Svc>>, Arc<std::sync::Mutex<Vec<u64>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let up = Arc::new(AtomicBool::new(true));
+    let eps = [
+        endpoint("a", up.clone(), "503"),
+        logged("b", b_up.clone(), log.clone()),
+        endpoint("c", up, "503"),
+    ];
+    (Route::new(cfg, eps).unwrap(), log)
+}
+
+/// One call every 100 ms for `ms` of paused time; returns the number of calls.
+async fn drive(route: &mut Route<Static<Svc>>, ms: u64) -> usize {
+    for _ in 0..ms / 100 {
+        let _ = call(route).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (ms / 100) as usize
+}
+
+/// The calls of a log grouped into bursts: calls less than 5 s apart belong together.
+fn bursts(log: &[u64]) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = Vec::new();
+    for &t in log {
+        match out.last_mut() {
+            Some(b) if t - b[b.len() - 1] < 5_000 => b.push(t),
+            _ => out.push(vec![t]),
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_endpoint_gets_trials_spaced_by_growing_ejections() {
+    let b_up = Arc::new(AtomicBool::new(false));
+    let (mut route, log) = three_with_b_logged(RouteConfig::default(), &b_up);
+    let handle = route.handle();
+    let calls = drive(&mut route, 500_000).await;
+    let log = log.lock().unwrap().clone();
+    let bursts = bursts(&log);
+    // Detection: five failures eject it. Then it returns after each exclusion and is taken out
+    // again, for base × strikes: 30 s, 60 s, 90 s, 120 s, 150 s.
+    assert!(bursts.len() >= 6, "{bursts:?}");
+    assert_eq!(bursts[0].len(), 5, "{bursts:?}");
+    // Back from the first ejection it is still degraded (50 %): five more failures.
+    assert_eq!(bursts[1].len(), 5, "{bursts:?}");
+    for (k, pair) in bursts.windows(2).enumerate() {
+        let gap = pair[1][0] - pair[0][pair[0].len() - 1];
+        let exclusion = 30_000 * (k as u64 + 1);
+        // No call during the exclusion, and a trial soon after it.
+        assert!(
+            (exclusion..exclusion + 10_000).contains(&gap),
+            "exclusion {k}: {gap} ms, {bursts:?}"
+        );
+        // Each trial of a failed endpoint costs one call.
+        if k >= 1 {
+            assert_eq!(pair[1].len(), 1, "{bursts:?}");
+        }
+    }
+    // After detection, at most 1 % of the calls reach the bad replica.
+    let after = log.len() - bursts[0].len();
+    assert!(
+        after * 100 <= calls - 50,
+        "{after} of {calls} calls after detection"
+    );
+    let st = &handle.status()[1];
+    assert_eq!(st.state, HealthState::Failed);
+    assert_eq!(st.share, 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_endpoint_comes_back_without_checks_and_ramps_to_its_share() {
+    let b_up = Arc::new(AtomicBool::new(false));
+    let (mut route, log) = three_with_b_logged(RouteConfig::default(), &b_up);
+    let handle = route.handle();
+    // Ejected after 5 failures (30 s), back degraded, 5 more failures: failed, out for 60 s.
+    drive(&mut route, 40_000).await;
+    let last_failure = *log.lock().unwrap().last().unwrap();
+    let st = &handle.status()[1];
+    assert_eq!(
+        (st.state, st.share, st.ejections),
+        (HealthState::Failed, 0.0, 2)
+    );
+    let back = last_failure + 60_000;
+    // The replica is fine again; nothing tells the router until the hold ends.
+    b_up.store(true, Ordering::SeqCst);
+    let made = log.lock().unwrap().len();
+    let now = 40_000;
+    drive(&mut route, back - now - 100).await;
+    assert_eq!(log.lock().unwrap().len(), made, "no call while held");
+    assert_eq!(handle.status()[1].state, HealthState::Failed);
+    // Its trial: recovering at the first ramp step, and it gets calls again.
+    drive(&mut route, 200).await;
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.share), (HealthState::Recovering, 0.2));
+    drive(&mut route, 10_000).await;
+    assert!(log.lock().unwrap().len() > made + 3);
+    let st = &handle.status()[1];
+    assert_eq!(st.state, HealthState::Recovering);
+    assert!(st.share >= 0.2, "{st:?}");
+    // A healthy streak ramped it: full share within the ramp (120 s), and about a third of
+    // the calls.
+    drive(&mut route, 120_000).await;
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.share), (HealthState::Healthy, 1.0));
+    let before = log.lock().unwrap().len();
+    let calls = drive(&mut route, 300_000).await;
+    let b = log.lock().unwrap().len() - before;
+    assert!(
+        (calls * 28 / 100..=calls * 38 / 100).contains(&b),
+        "{b} of {calls}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
+    // No consecutive-failure ejection: only the health state machine acts.
+    let mut cfg = RouteConfig::default();
+    cfg.outlier.consecutive_failures = 0;
+    let b_up = Arc::new(AtomicBool::new(false));
+    let (mut route, log) = three_with_b_logged(cfg, &b_up);
+    let handle = route.handle();
+    drive(&mut route, 10_000).await;
+    // Ten failures: failed; three went to it at full share, seven at the degraded half.
+    let failed_at = *log.lock().unwrap().last().unwrap();
+    assert_eq!(log.lock().unwrap().len(), 10);
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.share), (HealthState::Failed, 0.0));
+    assert!(!st.ejected && st.ejections == 0);
+    b_up.store(true, Ordering::SeqCst);
+    // Held for the first ejection time (30 s), then on trial.
+    drive(&mut route, failed_at + 30_000 - 10_000 - 100).await;
+    assert_eq!(log.lock().unwrap().len(), 10, "no call while held");
+    drive(&mut route, 10_000).await;
+    assert!(log.lock().unwrap().len() > 13);
+    drive(&mut route, 120_000).await;
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.share), (HealthState::Healthy, 1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
+    let mut cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    cfg.outlier.consecutive_failures = 0;
+    let up = flags(1);
+    up[0].store(false, Ordering::SeqCst);
+    let mut route = route_of(cfg, &up);
+    for _ in 0..10 {
+        assert!(call(&mut route).await.is_err());
+    }
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, Some(Duration::from_secs(30)));
+    // On trial at 30 s: the call reaches it, fails, and holds it for 60 s.
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    assert!(
+        call(&mut route)
+            .await
+            .unwrap_err()
+            .is::<NoHealthyEndpoint>()
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        call(&mut route).await.unwrap_err().to_string(),
+        "503 service unavailable"
+    );
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, Some(Duration::from_secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_active_checks_the_checks_decide_the_return() {
+    let up = flags(3);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    let sick = check_fn(|k: &usize| {
+        let k = *k;
+        async move {
+            if k == 1 {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&sick, Duration::from_secs(1)).await;
+    }
+    // Long after any ejection time, failing checks still keep it out: no trial.
+    tokio::time::advance(Duration::from_secs(600)).await;
+    for _ in 0..300 {
+        assert_ne!(call(&mut route).await.unwrap(), "b");
+    }
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.share), (HealthState::Failed, 0.0));
+}
