@@ -198,7 +198,7 @@ impl EndpointState {
         self.ejected_until.store(until, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
-        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = until - now_ms, "endpoint ejected");
+        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = until.saturating_sub(now_ms), "endpoint ejected");
         until
     }
 

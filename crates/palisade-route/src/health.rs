@@ -419,6 +419,72 @@ mod tests {
     }
 
     #[test]
+    fn without_checks_a_held_endpoint_gets_trials_and_the_holds_grow() {
+        let cfg = RouteConfig::default();
+        let hc = &cfg.health;
+        let h = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
+        assert_eq!(h.state(hc, 0, true), HealthState::Failed);
+        assert_eq!(h.held_until(hc), 30_000);
+        assert_eq!(h.share(hc, 29_999, true), 0.0);
+        assert_eq!(h.share(hc, 30_000, true), 0.2);
+        assert_eq!(h.state(hc, 30_000, true), HealthState::Recovering);
+        // Under active checks the hold gives nothing: the checks decide.
+        assert_eq!(h.share(hc, 30_000, false), 0.0);
+        assert_eq!(h.state(hc, 30_000, false), HealthState::Failed);
+        // A failed trial holds it for the second exclusion time, 60 s.
+        let h = h.on_outcome(false, &cfg, 30_000);
+        assert_eq!(h.held_until(hc), 90_000);
+        // A failure while held (a call that was in flight) changes no hold.
+        assert_eq!(h.on_outcome(false, &cfg, 40_000).held_until(hc), 90_000);
+        // A passing trial: recovering at the trial share, ramping after three successes.
+        let h = h.on_outcome(true, &cfg, 90_000);
+        assert_eq!(h.share(hc, 90_000, true), 0.2);
+        assert_eq!(h.held_until(hc), 0);
+        let h = h
+            .on_outcome(true, &cfg, 90_500)
+            .on_outcome(true, &cfg, 91_000);
+        assert_eq!(h.share(hc, 121_000, true), 0.4);
+        assert!(!h.is_settled_healthy());
+        // Ramped: strikes cleared, so the next bad spell starts at 30 s again.
+        let h = h.on_outcome(true, &cfg, 211_000);
+        assert!(h.is_settled_healthy());
+        let h = (0..10).fold(h, |h, _| h.on_outcome(false, &cfg, 300_000));
+        assert_eq!(h.held_until(hc), 330_000);
+    }
+
+    #[test]
+    fn an_ejection_and_a_hold_are_one_strike() {
+        let cfg = RouteConfig::default();
+        let (h, until) = Health::HEALTHY.eject(&cfg, 0);
+        assert_eq!(until, 30_000);
+        // Back, failing: held at the second strike, and an ejection now ends with the hold.
+        let h = (0..10).fold(h, |h, _| h.on_outcome(false, &cfg, 30_000));
+        assert_eq!(h.held_until(&cfg.health), 90_000);
+        let (same, until) = h.eject(&cfg, 30_000);
+        assert_eq!((same, until), (h, 90_000));
+        // Not held: the next strike. Capped at max_ejection.
+        let (_, until) = h.eject(&cfg, 90_000);
+        assert_eq!(until, 180_000);
+        let mut h = Health::HEALTHY;
+        for _ in 0..40 {
+            h = h.eject(&cfg, 0).0;
+        }
+        assert_eq!(h.eject(&cfg, 0).1, 300_000);
+    }
+
+    #[test]
+    fn a_ramp_that_starts_at_zero_still_gives_a_trial() {
+        let mut cfg = RouteConfig::default();
+        cfg.health.ramp = Ramp::Linear {
+            window: Duration::from_secs(60),
+            min_share: 0.0,
+            aggression: 1.0,
+        };
+        let h = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
+        assert_eq!(h.share(&cfg.health, 30_000, true), MIN_TRIAL_SHARE);
+    }
+
+    #[test]
     fn config_errors_name_the_field() {
         let bad = |f: fn(&mut HealthConfig)| {
             let mut c = HealthConfig::default();
