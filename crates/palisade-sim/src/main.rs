@@ -1,0 +1,209 @@
+//! `palisade-sim`: every scenario, every stack, one table.
+//!
+//! ```text
+//! cargo run --release -p palisade-sim                       # everything, as a table
+//! cargo run --release -p palisade-sim -- -s outage --fault-len 15 --rate 150
+//! cargo run --release -p palisade-sim -- --json > report.json
+//! cargo run --release -p palisade-sim -- --svg charts/
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use palisade_sim::scenario::{Scenario, ScenarioKind};
+use palisade_sim::stack::StackKind;
+
+/// Runs resilience stacks through faults in virtual time and prints what each did.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-sim", version)]
+struct Args {
+    /// Scenarios to run (default: all): outage, bad-replica, rate-limit, latency-spike,
+    /// flapping, brownout, failover, degraded.
+    #[arg(short, long = "scenario", value_parser = parse_scenario)]
+    scenarios: Vec<ScenarioKind>,
+    /// Stacks to run (default: all): none, naive, tower, palisade.
+    #[arg(long = "stack", value_parser = parse_stack)]
+    stacks: Vec<StackKind>,
+    /// Requests per second (each scenario's default otherwise).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Length of the fault, in seconds.
+    #[arg(long)]
+    fault_len: Option<f64>,
+    /// Length of the run, in seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Number of replicas.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Calls per second the upstream serves (rate-limit) or returns to (brownout).
+    #[arg(long)]
+    capacity: Option<f64>,
+    /// How long capacity takes to return (brownout), in seconds.
+    #[arg(long)]
+    ramp: Option<f64>,
+    /// The server's retry hint on a 429, in seconds.
+    #[arg(long)]
+    hint: Option<f64>,
+    /// Each request's deadline, in seconds.
+    #[arg(long)]
+    deadline: Option<f64>,
+    /// The per-attempt timeout, in seconds.
+    #[arg(long)]
+    attempt_timeout: Option<f64>,
+    /// The seed of every random choice.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the whole report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write one SVG chart per scenario into this directory.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
+}
+
+fn parse_scenario(s: &str) -> Result<ScenarioKind, String> {
+    ScenarioKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = ScenarioKind::ALL.iter().map(|k| k.name()).collect();
+        format!("no scenario {s:?}; the scenarios are {}", names.join(", "))
+    })
+}
+
+fn parse_stack(s: &str) -> Result<StackKind, String> {
+    StackKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = StackKind::ALL.iter().map(|k| k.name()).collect();
+        format!("no stack {s:?}; the stacks are {}", names.join(", "))
+    })
+}
+
+fn seconds(name: &str, s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("--{name} must be a number of seconds, at least 0"))
+}
+
+impl Args {
+    fn scenarios(&self) -> Result<Vec<Scenario>, String> {
+        let kinds = if self.scenarios.is_empty() {
+            ScenarioKind::ALL.to_vec()
+        } else {
+            self.scenarios.clone()
+        };
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let mut s = Scenario::new(kind);
+                let p = &mut s.params;
+                if let Some(v) = self.rate {
+                    p.rate = v;
+                }
+                if let Some(v) = self.fault_len {
+                    p.fault_len = seconds("fault-len", v)?;
+                }
+                if let Some(v) = self.duration {
+                    p.duration = seconds("duration", v)?;
+                }
+                if let Some(v) = self.replicas {
+                    p.replicas = v;
+                }
+                if let Some(v) = self.capacity {
+                    p.capacity = v;
+                }
+                if let Some(v) = self.ramp {
+                    p.ramp = seconds("ramp", v)?;
+                }
+                if let Some(v) = self.hint {
+                    p.hint = seconds("hint", v)?;
+                }
+                if let Some(v) = self.deadline {
+                    p.deadline = seconds("deadline", v)?;
+                }
+                if let Some(v) = self.attempt_timeout {
+                    p.attempt_timeout = seconds("attempt-timeout", v)?;
+                }
+                if let Some(v) = self.seed {
+                    p.seed = v;
+                }
+                p.validate().map_err(|e| format!("scenario {kind}: {e}"))?;
+                Ok(s)
+            })
+            .collect()
+    }
+}
+
+// The progress bar measures real time on purpose: it shows how long the run takes a person.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let scenarios = match args.scenarios() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stacks = if args.stacks.is_empty() {
+        StackKind::ALL.to_vec()
+    } else {
+        args.stacks.clone()
+    };
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = false;
+    let progress = |done: usize, total: usize| {
+        if tty && (shown || started.elapsed() > Duration::from_secs(1)) {
+            shown = true;
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} runs",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            if done == total {
+                eprint!("\r{}\r", " ".repeat(width + 20));
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let report = match palisade_sim::run_all(&scenarios, &stacks, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match report.json() {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("palisade-sim: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!(
+            "palisade-sim: {} scenarios × {} stacks in virtual time ({:.1} s of real time)\n",
+            scenarios.len(),
+            stacks.len(),
+            started.elapsed().as_secs_f64()
+        );
+        print!("{}", report.table());
+    }
+    if let Some(dir) = &args.svg {
+        match report.svg(dir) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("palisade-sim: writing charts to {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,306 @@
+//! The figures of one run, computed from its [`Log`].
+//!
+//! Requests are placed in time by when they were **sent**; attempts by when they reached the
+//! upstream. Time is cut into 100 ms bins for the figures that look for a moment.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::record::{AttemptOutcome, Log};
+use crate::scenario::{Scenario, ScenarioKind};
+use crate::stack::StackKind;
+
+const BIN: Duration = Duration::from_millis(100);
+/// Bins in one second.
+const SECOND: usize = 10;
+
+/// What one stack did in one scenario.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Figures {
+    /// The scenario.
+    pub scenario: ScenarioKind,
+    /// The stack.
+    pub stack: StackKind,
+    /// Requests sent.
+    pub requests: usize,
+    /// Share of requests answered by the upstream.
+    pub success: f64,
+    /// The same, for requests sent during the fault.
+    pub success_fault: f64,
+    /// The same, for requests sent after the fault (when the run goes on after it).
+    pub success_after: Option<f64>,
+    /// Upstream calls per request sent during the fault.
+    pub load_fault: f64,
+    /// Upstream calls per request over the whole run.
+    pub load: f64,
+    /// Median latency of all requests, answered or not, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
+    /// Longest latency, in milliseconds.
+    pub max_ms: f64,
+    /// From the fault's start until traffic to the faulty replica fell to a tenth of its usual
+    /// share for a whole second (`None`: it never did, or the scenario has no faulty replica).
+    pub detect_ms: Option<f64>,
+    /// From the upstream's recovery until every 1 s window of requests succeeds at ≥ 99 %
+    /// (`None`: never within the run, or no recovery in this scenario; see `recovered`).
+    pub recover_ms: Option<f64>,
+    /// Whether every 1 s window succeeded at ≥ 99 % by the end of the run (`None`: the
+    /// scenario has no recovery).
+    pub recovered: Option<bool>,
+    /// Share of attempts that went to the faulty replica after detection, until the fault ended.
+    pub bad_share: Option<f64>,
+    /// Requests whose caller gave up at its deadline before the stack answered.
+    pub cut_off: usize,
+    /// Requests the stack answered without sending a single attempt upstream (an open
+    /// breaker, no eligible endpoint, a spent budget).
+    pub local: usize,
+    /// Retries that reached the upstream before the server's retry hint allowed them.
+    pub early_retries: u64,
+    /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp;
+    /// `rate-limit`: over the run).
+    pub served: Option<f64>,
+    /// Upstream calls per request while capacity returns (`brownout`).
+    pub load_ramp: Option<f64>,
+    /// Mean latency of the requests that succeeded after a retry, in milliseconds.
+    pub retried_ms: Option<f64>,
+    /// `bad-replica`: from the replica's recovery until it served a call again.
+    pub returned_ms: Option<f64>,
+    /// Per second: requests sent, answered, and attempts at the upstream.
+    pub series: Vec<Second>,
+}
+
+/// One second of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Second {
+    /// Seconds since the start.
+    pub t: u32,
+    /// Requests sent in this second.
+    pub sent: u32,
+    /// Of those, answered by the upstream.
+    pub ok: u32,
+    /// Attempts that reached the upstream in this second.
+    pub attempts: u32,
+}
+
+fn bin_of(t: Duration) -> usize {
+    (t.as_nanos() / BIN.as_nanos()) as usize
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Measures a run.
+pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
+    let p = &scenario.params;
+    let (fault_start, fault_end) = scenario.fault_window();
+    let in_fault = |t: Duration| t >= fault_start && t < fault_end;
+    let bins = bin_of(p.duration) + 1;
+    let bad = scenario.bad_replicas();
+
+    // Per bin: requests sent, answered; attempts, attempts to a faulty replica.
+    let mut sent = vec![0usize; bins];
+    let mut ok = vec![0usize; bins];
+    let mut attempts = vec![0usize; bins + 1];
+    let mut to_bad = vec![0usize; bins + 1];
+    for r in &log.requests {
+        let b = bin_of(r.sent).min(bins - 1);
+        sent[b] += 1;
+        ok[b] += usize::from(r.ok);
+    }
+    for a in &log.attempts {
+        let b = bin_of(a.at).min(bins);
+        attempts[b] += 1;
+        to_bad[b] += usize::from(bad.contains(&usize::from(a.replica)));
+    }
+
+    let n = log.requests.len();
+    let answered = log.requests.iter().filter(|r| r.ok).count();
+    let fault_requests: Vec<_> = log.requests.iter().filter(|r| in_fault(r.sent)).collect();
+    let after: Vec<_> = log
+        .requests
+        .iter()
+        .filter(|r| r.sent >= fault_end)
+        .collect();
+    let fault_attempts = log.attempts.iter().filter(|a| in_fault(a.at)).count();
+
+    let mut latencies: Vec<Duration> = log.requests.iter().map(|r| r.latency).collect();
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .map_or(0.0, ms)
+    };
+
+    // Detection: the first bin from which, for a whole second within the fault, the faulty
+    // replicas got at most a tenth of their share before the fault.
+    let detect = (!bad.is_empty())
+        .then(|| {
+            let (b0, b1) = (bin_of(fault_start), bin_of(fault_end).min(bins));
+            let before = b0.saturating_sub(5 * SECOND)..b0;
+            let usual = if before.is_empty() {
+                bad.len() as f64 / p.replicas as f64
+            } else {
+                ratio(
+                    to_bad[before.clone()].iter().sum(),
+                    sent[before].iter().sum(),
+                )
+            };
+            (b0..b1).find(|&b| {
+                let end = (b + SECOND).min(b1);
+                let bad_sum: usize = to_bad[b..end].iter().sum();
+                let sent_sum: usize = sent[b..end].iter().sum();
+                sent_sum > 0 && (bad_sum as f64) <= 0.1 * usual * sent_sum as f64
+            })
+        })
+        .flatten();
+    let detect_at = detect.map(|b| BIN * b as u32);
+    let bad_share = detect_at.map(|d| {
+        let window = log
+            .attempts
+            .iter()
+            .filter(|a| a.at >= d && a.at < fault_end);
+        let (all, to) = window.fold((0, 0), |(all, to), a| {
+            (
+                all + 1,
+                to + usize::from(bad.contains(&usize::from(a.replica))),
+            )
+        });
+        ratio(to, all)
+    });
+
+    // Recovery: from the recovery on, the last 1 s window below 99 % ends it.
+    let (recover, recovered) = match scenario.recovery_at() {
+        Some(at) => {
+            let first = bin_of(at);
+            let last_start = bins.saturating_sub(SECOND + 1);
+            let failing = (first..=last_start).rev().find(|&b| {
+                let s: usize = sent[b..b + SECOND].iter().sum();
+                let o: usize = ok[b..b + SECOND].iter().sum();
+                s > 0 && (o as f64) < 0.99 * s as f64
+            });
+            match failing {
+                None => (Some(0.0), Some(true)),
+                Some(b) if b == last_start => (None, Some(false)),
+                Some(b) => (
+                    Some(ms((BIN * (b as u32 + 1)).saturating_sub(at))),
+                    Some(true),
+                ),
+            }
+        }
+        None => (None, None),
+    };
+
+    // Served against capacity.
+    let (served, load_ramp) = match scenario.kind {
+        ScenarioKind::Brownout => {
+            let ramp_start = p.fault_start + p.fault_len;
+            let ramp_end = ramp_start + p.ramp;
+            let possible = possible(scenario, ramp_start, ramp_end);
+            let in_ramp = |t: Duration| t >= ramp_start && t < ramp_end;
+            let done = log
+                .attempts
+                .iter()
+                .filter(|a| in_ramp(a.at) && a.outcome == AttemptOutcome::Ok)
+                .count();
+            let calls = log.attempts.iter().filter(|a| in_ramp(a.at)).count();
+            let requests = log.requests.iter().filter(|r| in_ramp(r.sent)).count();
+            (
+                Some(done as f64 / possible.max(1.0)),
+                Some(ratio(calls, requests)),
+            )
+        }
+        ScenarioKind::RateLimit => {
+            let possible = possible(scenario, Duration::ZERO, p.duration);
+            let done = log
+                .attempts
+                .iter()
+                .filter(|a| a.outcome == AttemptOutcome::Ok)
+                .count();
+            (Some(done as f64 / possible.max(1.0)), None)
+        }
+        _ => (None, None),
+    };
+
+    let retried: Vec<_> = log
+        .requests
+        .iter()
+        .filter(|r| r.ok && r.attempts > 1)
+        .collect();
+    let retried_ms = (!retried.is_empty())
+        .then(|| retried.iter().map(|r| ms(r.latency)).sum::<f64>() / retried.len() as f64);
+
+    let returned_ms = match scenario.kind {
+        ScenarioKind::BadReplica => log
+            .attempts
+            .iter()
+            .find(|a| a.replica == 0 && a.at >= fault_end && a.outcome == AttemptOutcome::Ok)
+            .map(|a| ms(a.at - fault_end)),
+        _ => None,
+    };
+
+    let seconds = (p.duration.as_secs_f64().ceil() as usize).max(1);
+    let series = (0..seconds)
+        .map(|s| {
+            let range = (s * SECOND).min(bins)..((s + 1) * SECOND).min(bins);
+            Second {
+                t: s as u32,
+                sent: sent[range.clone()].iter().sum::<usize>() as u32,
+                ok: ok[range.clone()].iter().sum::<usize>() as u32,
+                attempts: attempts[range].iter().sum::<usize>() as u32,
+            }
+        })
+        .collect();
+
+    Figures {
+        scenario: scenario.kind,
+        stack,
+        requests: n,
+        success: ratio(answered, n),
+        success_fault: ratio(
+            fault_requests.iter().filter(|r| r.ok).count(),
+            fault_requests.len(),
+        ),
+        success_after: (!after.is_empty())
+            .then(|| ratio(after.iter().filter(|r| r.ok).count(), after.len())),
+        load_fault: ratio(fault_attempts, fault_requests.len()),
+        load: ratio(log.attempts.len(), n),
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        detect_ms: detect_at.map(|d| ms(d.saturating_sub(fault_start))),
+        recover_ms: recover,
+        recovered,
+        bad_share,
+        cut_off: log.requests.iter().filter(|r| r.cut_off).count(),
+        local: log.requests.iter().filter(|r| r.attempts == 0).count(),
+        early_retries: log.early_retries,
+        served,
+        load_ramp,
+        retried_ms,
+        returned_ms,
+        series,
+    }
+}
+
+/// Calls the upstream could have served in `[from, to)`: the capacity, or the request rate
+/// where that is lower, integrated in 10 ms steps.
+fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
+    let step = Duration::from_millis(10);
+    let rate = scenario.params.rate;
+    let mut t = from;
+    let mut sum = 0.0;
+    while t < to {
+        let cap = scenario.capacity_at(t).unwrap_or(f64::INFINITY);
+        sum += cap.min(rate) * step.as_secs_f64();
+        t += step;
+    }
+    sum
+}

@@ -1,0 +1,247 @@
+//! The simulator's output: a table for the terminal, JSON, and SVG charts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::goals::Goal;
+use crate::metrics::Figures;
+use crate::scenario::Scenario;
+
+/// Everything one invocation measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// The scenarios, with their parameters.
+    pub scenarios: Vec<Scenario>,
+    /// Every stack's figures in every scenario, scenario by scenario.
+    pub runs: Vec<Figures>,
+    /// palisade's goals, judged.
+    pub goals: Vec<Goal>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", x * 100.0)
+}
+
+fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.map_or_else(|| "-".to_owned(), f)
+}
+
+impl Report {
+    /// The table, one row per scenario and stack, then the goals.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let header = [
+            "scenario",
+            "stack",
+            "ok %",
+            "fault %",
+            "after %",
+            "calls/req",
+            "fault c/r",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "detect ms",
+            "recover ms",
+            "to bad %",
+            "early",
+            "served %",
+            "retried ms",
+        ];
+        let mut rows = vec![header.map(str::to_owned).to_vec()];
+        for f in &self.runs {
+            let recover = match (f.recover_ms, f.recovered) {
+                (Some(ms), _) => format!("{ms:.0}"),
+                (None, Some(false)) => "never".to_owned(),
+                _ => "-".to_owned(),
+            };
+            let detect = match (f.detect_ms, self.has_bad_replica(f)) {
+                (Some(ms), _) => format!("{ms:.0}"),
+                (None, true) => "never".to_owned(),
+                (None, false) => "-".to_owned(),
+            };
+            rows.push(vec![
+                f.scenario.to_string(),
+                f.stack.to_string(),
+                pct(f.success),
+                pct(f.success_fault),
+                opt(f.success_after, pct),
+                format!("{:.2}", f.load),
+                format!("{:.2}", f.load_fault),
+                format!("{:.0}", f.p50_ms),
+                format!("{:.0}", f.p99_ms),
+                format!("{:.0}", f.max_ms),
+                detect,
+                recover,
+                opt(f.bad_share, pct),
+                f.early_retries.to_string(),
+                opt(f.served, pct),
+                opt(f.retried_ms, |v| format!("{v:.0}")),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut last_scenario = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            if i > 1 && row[0] != last_scenario {
+                out.push('\n');
+            }
+            last_scenario.clone_from(&row[0]);
+            for (c, cell) in row.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if c < 2 {
+                    let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
+                } else {
+                    let _ = write!(out, "{}{cell}  ", " ".repeat(pad));
+                }
+            }
+            let trimmed = out.trim_end().len();
+            out.truncate(trimmed);
+            out.push('\n');
+        }
+        if !self.goals.is_empty() {
+            let met = self.goals.iter().filter(|g| g.met).count();
+            let _ = writeln!(out, "\npalisade's goals: {met} of {} met", self.goals.len());
+            for g in &self.goals {
+                let _ = writeln!(
+                    out,
+                    "  {} {:<13} {} — {}",
+                    if g.met { "ok  " } else { "MISS" },
+                    g.scenario.to_string(),
+                    g.goal,
+                    g.measured
+                );
+            }
+        }
+        out
+    }
+
+    fn has_bad_replica(&self, f: &Figures) -> bool {
+        self.scenarios
+            .iter()
+            .find(|s| s.kind == f.scenario)
+            .is_some_and(|s| !s.bad_replicas().is_empty())
+    }
+
+    /// The report as pretty-printed JSON.
+    ///
+    /// # Errors
+    /// Never in practice: every figure is a plain number or string.
+    pub fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+
+    /// One SVG chart per scenario in `dir` (created if missing), `<scenario>.svg`: success rate
+    /// and upstream load per second, a line per stack, the fault window shaded.
+    ///
+    /// # Errors
+    /// The directory or a file cannot be written.
+    pub fn svg(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, Box<dyn std::error::Error>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        for scenario in &self.scenarios {
+            let runs: Vec<&Figures> = self
+                .runs
+                .iter()
+                .filter(|f| f.scenario == scenario.kind)
+                .collect();
+            let path = dir.join(format!("{}.svg", scenario.kind));
+            chart(&path, scenario, &runs)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+const COLOURS: [RGBColor; 5] = [
+    RGBColor(150, 150, 150),
+    RGBColor(230, 120, 30),
+    RGBColor(40, 110, 200),
+    RGBColor(20, 160, 80),
+    RGBColor(180, 40, 160),
+];
+
+fn chart(
+    path: &Path,
+    scenario: &Scenario,
+    runs: &[&Figures],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 620)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "{} — {} requests/s, seed {}",
+        scenario.kind, scenario.params.rate, scenario.params.seed
+    );
+    let root = root.titled(&title, ("sans-serif", 20))?;
+    let (top, bottom) = root.split_vertically(300);
+    let seconds = runs.iter().map(|f| f.series.len()).max().unwrap_or(1) as f64;
+    let (fs, fe) = scenario.fault_window();
+    let (fs, fe) = (fs.as_secs_f64(), fe.as_secs_f64());
+    let max_load = runs
+        .iter()
+        .flat_map(|f| f.series.iter().map(|s| s.attempts))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+
+    let mut success = ChartBuilder::on(&top)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .caption(
+            "answered, % of requests sent each second",
+            ("sans-serif", 15),
+        )
+        .build_cartesian_2d(0.0..seconds, 0.0..105.0)?;
+    success.configure_mesh().x_desc("s").draw()?;
+    success.draw_series(std::iter::once(Rectangle::new(
+        [(fs, 0.0), (fe, 105.0)],
+        RGBColor(250, 215, 215).filled(),
+    )))?;
+    for (i, f) in runs.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points = f.series.iter().filter(|s| s.sent > 0).map(|s| {
+            (
+                f64::from(s.t) + 0.5,
+                100.0 * f64::from(s.ok) / f64::from(s.sent),
+            )
+        });
+        success
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+            .label(f.stack.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+    }
+    success
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    let mut load = ChartBuilder::on(&bottom)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .caption("upstream calls each second", ("sans-serif", 15))
+        .build_cartesian_2d(0.0..seconds, 0.0..max_load)?;
+    load.configure_mesh().x_desc("s").draw()?;
+    load.draw_series(std::iter::once(Rectangle::new(
+        [(fs, 0.0), (fe, max_load)],
+        RGBColor(250, 215, 215).filled(),
+    )))?;
+    for (i, f) in runs.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points = f
+            .series
+            .iter()
+            .map(|s| (f64::from(s.t) + 0.5, f64::from(s.attempts)));
+        load.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+    }
+    root.present()?;
+    Ok(())
+}

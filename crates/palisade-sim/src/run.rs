@@ -1,0 +1,74 @@
+//! Running a scenario's traffic through a stack in virtual time.
+
+use std::time::Duration;
+
+use palisade::classify::BoxError;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::metrics::{self, Figures};
+use crate::record::{Log, Recorder};
+use crate::scenario::Scenario;
+use crate::stack::{self, Client, StackKind};
+use crate::{Reply, Req};
+
+/// Runs `scenario` through `stack` on a fresh runtime whose clock is paused, and measures it.
+///
+/// The traffic is open loop: request `i` is sent at `i / rate` seconds whatever happened to
+/// the others, on its own task with its own clone of the stack, and its caller gives up at the
+/// scenario's deadline. The same scenario, parameters and stack give the same figures.
+///
+/// # Errors
+/// Invalid parameters, or a layer's configuration error.
+pub fn run(scenario: &Scenario, stack: StackKind) -> Result<Figures, BoxError> {
+    let log = record(scenario, stack)?;
+    Ok(metrics::measure(scenario, stack, &log))
+}
+
+/// Runs `scenario` through `stack` and returns everything that happened, unmeasured.
+///
+/// # Errors
+/// Invalid parameters, or a layer's configuration error.
+pub fn record(scenario: &Scenario, stack: StackKind) -> Result<Log, BoxError> {
+    scenario.params.validate()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
+    runtime.block_on(traffic(scenario, stack))
+}
+
+async fn traffic(scenario: &Scenario, kind: StackKind) -> Result<Log, BoxError> {
+    let p = &scenario.params;
+    let epoch = Instant::now();
+    let count = (p.duration.as_secs_f64() * p.rate).floor() as usize;
+    let recorder = Recorder::new(epoch, count);
+    let mut replicas = Vec::with_capacity(p.replicas);
+    for i in 0..p.replicas {
+        let chaos = scenario.chaos(i, epoch)?;
+        let upstream = service_fn(|_: Req| async { Ok::<_, BoxError>(Reply) });
+        let replica: Client = BoxCloneSyncService::new(recorder.replica(i, chaos.layer(upstream)));
+        replicas.push(replica);
+    }
+    let client = stack::build(kind, scenario, replicas)?;
+    let mut tasks = Vec::with_capacity(count);
+    for id in 0..count as u64 {
+        let at = epoch + Duration::from_secs_f64(id as f64 / p.rate);
+        tokio::time::sleep_until(at).await;
+        let client = client.clone();
+        let recorder = recorder.clone();
+        let deadline = p.deadline;
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let answer = tokio::time::timeout(deadline, client.oneshot(Req { id })).await;
+            recorder.request(id, sent, matches!(answer, Ok(Ok(_))), answer.is_err());
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    // Attempts still in flight (a hang the stack never cut) end with the run.
+    drop(client);
+    Ok(recorder.finish())
+}
