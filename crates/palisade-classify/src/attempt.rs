@@ -9,6 +9,18 @@
 //! closure, so it follows the attempt exactly for the duration of one poll and costs a
 //! thread-local read when nobody uses it.
 //!
+//! # Timed-out attempts
+//!
+//! A per-attempt timeout that elapses drops the attempt's future inside [`time_out`]; while it
+//! does, [`timing_out`] is true, so a router below can tell "this attempt was too slow" from
+//! any other drop (the caller gave up, a whole-call deadline, a retry cancelling an attempt)
+//! and count it against the endpoint as a failure of class `Timeout`, as Envoy's outlier
+//! detection counts a local timeout as a locally originated failure of the host. Only the drop
+//! of a future that did not complete needs to ask, so the happy path never reads the flag. The
+//! flag is independent of [`scope`]: it works under a timeout with no retry layer above.
+//! Like the rest of the context it does not cross a task boundary: a future dropped on
+//! another task (behind a `Buffer`, say) sees `false`.
+//!
 //! ```
 //! use palisade_classify::attempt::{self, Attempt};
 //!
@@ -41,6 +53,8 @@ thread_local! {
     static NUMBER: Cell<u64> = const { Cell::new(0) };
     /// The endpoint to avoid; 0 for none (endpoint tokens are never 0).
     static AVOID: Cell<u64> = const { Cell::new(0) };
+    /// True while a per-attempt timeout drops its attempt (see [`time_out`]).
+    static TIMING_OUT: Cell<bool> = const { Cell::new(false) };
 }
 
 const IN_SCOPE: u64 = 1 << 63;
@@ -92,6 +106,52 @@ pub fn report_failed_endpoint(token: u64) {
     }
 }
 
+/// Puts the enclosing timing-out flag back even if the closure panics.
+struct RestoreTimingOut(bool);
+
+impl Drop for RestoreTimingOut {
+    fn drop(&mut self) {
+        TIMING_OUT.set(self.0);
+    }
+}
+
+/// Runs `f`, typically the drop of an attempt's future, as the work of that attempt's own
+/// timeout: [`timing_out`] is true inside `f` and back to what it was afterwards, even if `f`
+/// panics.
+///
+/// A per-attempt timeout calls this when its timer fires, and only then; a drop for any other
+/// reason stays outside it.
+///
+/// ```
+/// use palisade_classify::attempt;
+///
+/// struct Attempt;
+/// impl Drop for Attempt {
+///     fn drop(&mut self) {
+///         // A router's in-flight call: counts the endpoint as failed only if timed out.
+///         assert!(attempt::timing_out());
+///     }
+/// }
+///
+/// let call = Attempt;
+/// attempt::time_out(|| drop(call));
+/// assert!(!attempt::timing_out());
+/// ```
+#[inline]
+pub fn time_out<R>(f: impl FnOnce() -> R) -> R {
+    let restore = RestoreTimingOut(TIMING_OUT.replace(true));
+    let out = f();
+    drop(restore);
+    out
+}
+
+/// Whether the code running now is run by [`time_out`]: an attempt being dropped because its
+/// per-attempt timeout elapsed. One thread-local read; `false` outside.
+#[inline]
+pub fn timing_out() -> bool {
+    TIMING_OUT.get()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +186,45 @@ mod tests {
         let r = std::panic::catch_unwind(move || scope(&mut a, || panic!("boom")));
         assert!(r.is_err());
         assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn time_out_flags_only_its_closure_and_nests() {
+        assert!(!timing_out());
+        let seen = time_out(|| {
+            let inner = time_out(timing_out);
+            (timing_out(), inner)
+        });
+        assert_eq!(seen, (true, true));
+        assert!(!timing_out());
+        // Independent of the attempt scope, both ways.
+        let mut a = Attempt::default();
+        time_out(|| scope(&mut a, || assert!(timing_out())));
+        scope(&mut a, || {
+            assert!(!timing_out());
+            time_out(|| assert!(timing_out()));
+            assert!(!timing_out());
+        });
+    }
+
+    #[test]
+    fn time_out_restores_after_a_panic() {
+        struct Panics;
+        impl Drop for Panics {
+            fn drop(&mut self) {
+                assert!(timing_out());
+                panic!("drop panicked");
+            }
+        }
+        let r = std::panic::catch_unwind(|| time_out(|| drop(Panics)));
+        assert!(r.is_err());
+        assert!(!timing_out());
+        // A panic inside a nested one restores the outer flag, not `false`.
+        time_out(|| {
+            let r = std::panic::catch_unwind(|| time_out(|| panic!("boom")));
+            assert!(r.is_err());
+            assert!(timing_out());
+        });
+        assert!(!timing_out());
     }
 }

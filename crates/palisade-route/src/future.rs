@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::{BoxError, HealthImpact, attempt, class_of};
+use palisade_classify::{BoxError, Category, Class, HealthImpact, attempt, class_of};
 use pin_project_lite::pin_project;
 
 use crate::endpoint::LaneRef;
@@ -14,6 +14,18 @@ use crate::endpoint::LaneRef;
 /// Counts the call in its endpoint's load until the future completes or is dropped.
 #[derive(Debug)]
 struct InFlight(Arc<LaneRef>);
+
+impl InFlight {
+    /// Records a failure of `class` for the endpoint: the one path for returned errors and
+    /// timed-out attempts alike.
+    fn fail(&self, class: Class) {
+        let state = &self.0.state;
+        if class.health_impact() != HealthImpact::None {
+            attempt::report_failed_endpoint(state.token);
+        }
+        state.on_failure(class, &state.config, state.now_ms());
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -23,12 +35,33 @@ impl Drop for InFlight {
 
 pin_project! {
     /// The future of a [`Route`](crate::Route) call.
+    ///
+    /// # Drop
+    /// Dropped before it completes, the call leaves its endpoint's load and is otherwise
+    /// neutral (the caller gave up, a whole-call deadline fired, a retry cancelled it), unless
+    /// it is dropped inside [`attempt::time_out`]: then a per-attempt timeout above has
+    /// elapsed, and the call counts as a failure of class
+    /// [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, exactly as a
+    /// returned timeout error (see [Timeouts](crate#timeouts)).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
+        // `Some` until the call completes: the drop looks at the attempt context only then.
         in_flight: Option<InFlight>,
         error: Option<BoxError>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // The guard, taken either way, leaves the endpoint's load as it goes.
+            if let Some(guard) = this.in_flight.take()
+                && attempt::timing_out()
+            {
+                guard.fail(Class::new(Category::Timeout));
+            }
+        }
     }
 }
 
@@ -74,20 +107,15 @@ where
         let Some(guard) = this.in_flight.take() else {
             return Poll::Ready(result.map_err(Into::into));
         };
-        let state = &guard.0.state;
-        let cfg = &state.config;
         match result {
             Ok(res) => {
-                state.on_success(guard.0.lane, cfg, || state.now_ms());
+                let state = &guard.0.state;
+                state.on_success(guard.0.lane, &state.config, || state.now_ms());
                 Poll::Ready(Ok(res))
             }
             Err(e) => {
                 let e: BoxError = e.into();
-                let class = class_of(&e);
-                if class.health_impact() != HealthImpact::None {
-                    attempt::report_failed_endpoint(state.token);
-                }
-                state.on_failure(class, cfg, state.now_ms());
+                guard.fail(class_of(&e));
                 Poll::Ready(Err(e))
             }
         }

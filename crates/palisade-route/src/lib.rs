@@ -79,6 +79,30 @@
 //! no clock; an endpoint held or on trial is not plainly healthy, so picks then scan with the
 //! time, which is how they see a hold end.
 //!
+//! # Timeouts
+//!
+//! A call that a per-attempt timeout above the router cuts off never returns an error to the
+//! router: its future is dropped. Dropped like that, a slow endpoint would never fail a call
+//! and would keep its share of traffic however slow it got. So a call dropped while
+//! [`attempt::timing_out`](palisade_classify::attempt::timing_out) is true, which
+//! `palisade-timeout`'s `Timeout` sets around the drop of an attempt whose time is up (see
+//! [`attempt::time_out`](palisade_classify::attempt::time_out)), is recorded as a failure of
+//! class [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, by the same path
+//! as a returned error of that class: it counts toward consecutive-failure ejection, the
+//! failure percentage and the health state machine, and a retry's next attempt avoids the
+//! endpoint. That is Envoy's rule: its
+//! [outlier detection](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier)
+//! counts a timeout as a locally originated failure of the host, an error like a 5xx unless
+//! local and external errors are split.
+//!
+//! Every other early drop is neutral, as before: the call only leaves its endpoint's load. A
+//! whole-call deadline that fires (`palisade-timeout`'s `Deadline`) is not evidence against the
+//! endpoint of the attempt in flight, nor is a caller giving up or a retry cancelling an
+//! attempt. The check costs one thread-local read, made only when a call is dropped before it
+//! completes; a completed call does not look. The timeout's mark does not cross a task
+//! boundary: with a `Buffer` between the timeout and the router, the router does not learn of
+//! the timeout.
+//!
 //! # Example
 //!
 //! ```

@@ -877,3 +877,177 @@ async fn with_active_checks_the_checks_decide_the_return() {
     let st = &handle.status()[1];
     assert_eq!((st.state, st.share), (HealthState::Failed, 0.0));
 }
+
+// Timed-out attempts: palisade's `Timeout` above the router drops the attempt marked, and the
+// router counts it against the endpoint; every other drop is neutral.
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// An endpoint that never answers while `hang`, and answers its name otherwise.
+fn hanging(name: &'static str, hang: Arc<AtomicBool>) -> Svc {
+    tower::util::BoxCloneService::new(service_fn(move |_: ()| {
+        let hang = hang.load(Ordering::SeqCst);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, BoxError>(name)
+        }
+    }))
+}
+
+/// Neither failed nor ejected, nothing in flight.
+fn untouched(st: &EndpointStatus<usize>) {
+    assert!(!st.ejected, "{st:?}");
+    assert_eq!(st.state, HealthState::Healthy, "{st:?}");
+    assert_eq!(st.consecutive_unhealthy, 0, "{st:?}");
+    assert_eq!(st.last_error, None, "{st:?}");
+    assert_eq!(st.in_flight, 0, "{st:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_out_attempts_eject_a_hanging_endpoint() {
+    use palisade_timeout::TimeoutLayer;
+    use palisade_timeout::error::Elapsed;
+    use tower::Layer;
+
+    let hang = Arc::new(AtomicBool::new(true));
+    let up = Arc::new(AtomicBool::new(true));
+    let route = Route::new(
+        RouteConfig::default(),
+        [hanging("a", hang), endpoint("b", up, "503")],
+    )
+    .unwrap();
+    let handle = route.handle();
+    let mut svc = TimeoutLayer::new(ms(1000)).layer(route);
+    let mut timeouts = 0;
+    for i in 0..200 {
+        let start = tokio::time::Instant::now();
+        match svc.ready().await.unwrap().call(()).await {
+            Ok(name) => {
+                assert_eq!(name, "b");
+                assert_eq!(start.elapsed(), Duration::ZERO);
+            }
+            Err(e) => {
+                assert!(e.is::<Elapsed>(), "{e}");
+                assert_eq!(start.elapsed(), ms(1000));
+                timeouts += 1;
+                let st = &handle.status()[0];
+                assert_eq!(st.consecutive_unhealthy, timeouts, "call {i}");
+                assert_eq!(st.last_error, Some(Category::Timeout));
+                assert_eq!(st.in_flight, 0);
+            }
+        }
+    }
+    // Exactly the five timed-out attempts that ejected it (`consecutive_failures`); the
+    // health machine counted them too (Degraded after three).
+    assert_eq!(timeouts, 5);
+    let st = handle.status();
+    assert!(st[0].ejected, "{:?}", st[0]);
+    assert_eq!(st[0].ejections, 1);
+    assert_eq!(st[0].state, HealthState::Degraded);
+    untouched(&st[1]);
+    // While it is ejected (30 s), every call goes to b at once.
+    for _ in 0..50 {
+        assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "b");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_is_reported_to_the_retry() {
+    use palisade_timeout::TimeoutLayer;
+    use tower::Layer;
+
+    let route = Route::new(
+        RouteConfig::default(),
+        [hanging("a", Arc::new(AtomicBool::new(true)))],
+    )
+    .unwrap();
+    let token = route.handle().status()[0].token;
+    let mut svc = TimeoutLayer::new(ms(1000)).layer(route);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut state = Attempt {
+        number: 1,
+        avoid: None,
+    };
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut = std::pin::pin!(svc.call(()));
+    let first = attempt::scope(&mut state, || fut.as_mut().poll(&mut cx));
+    assert!(first.is_pending());
+    tokio::time::advance(ms(1000)).await;
+    let second = attempt::scope(&mut state, || fut.as_mut().poll(&mut cx));
+    assert!(matches!(second, Poll::Ready(Err(_))));
+    // The next attempt avoids it; nothing leaks out of the poll.
+    assert_eq!(state.avoid, Some(token));
+    assert!(!attempt::timing_out());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_dropping_the_call_does_not_count_against_the_endpoint() {
+    let mut route = Route::new(
+        RouteConfig::default(),
+        [hanging("a", Arc::new(AtomicBool::new(true)))],
+    )
+    .unwrap();
+    let handle = route.handle();
+    for _ in 0..20 {
+        // Gives up after a second (tokio's timeout, which says nothing about the endpoint).
+        let gave_up = tokio::time::timeout(ms(1000), call(&mut route)).await;
+        assert!(gave_up.is_err());
+        // Cancelled inside a retry's attempt scope: not reported for the next attempt either.
+        let mut state = Attempt::default();
+        attempt::scope(&mut state, || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(route.poll_ready(&mut cx).is_ready());
+            let mut fut = Box::pin(route.call(()));
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            drop(fut);
+        });
+        assert_eq!(state.avoid, None);
+    }
+    untouched(&handle.status()[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_firing_does_not_count_against_the_endpoint() {
+    use palisade_timeout::error::{DeadlineExceeded, Elapsed};
+    use palisade_timeout::{DeadlineLayer, TimeoutLayer};
+    use tower::Layer;
+
+    let route = || {
+        Route::new(
+            RouteConfig::default(),
+            [hanging("a", Arc::new(AtomicBool::new(true)))],
+        )
+        .unwrap()
+    };
+    // The designed order: a whole-call deadline above the per-attempt timeout, firing first.
+    let r = route();
+    let handle = r.handle();
+    let mut svc = DeadlineLayer::new(ms(500)).layer(TimeoutLayer::new(ms(1000)).layer(r));
+    for _ in 0..20 {
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>(), "{err}");
+    }
+    untouched(&handle.status()[0]);
+    // A deadline right above the router, or below the timeout, fires first: neutral too.
+    let r = route();
+    let handle = r.handle();
+    let mut svc = TimeoutLayer::new(ms(1000)).layer(DeadlineLayer::new(ms(500)).layer(r));
+    for _ in 0..20 {
+        let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>(), "{err}");
+    }
+    untouched(&handle.status()[0]);
+    // The control: the same stack with the timeout firing first counts.
+    let r = route();
+    let handle = r.handle();
+    let mut svc = DeadlineLayer::new(ms(2000)).layer(TimeoutLayer::new(ms(1000)).layer(r));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<Elapsed>(), "{err}");
+    let st = &handle.status()[0];
+    assert_eq!(st.consecutive_unhealthy, 1);
+    assert_eq!(st.last_error, Some(Category::Timeout));
+}

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_classify::{BoxError, attempt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
@@ -16,10 +16,15 @@ pin_project! {
     ///
     /// Polls the inner future first; the timer is created only when the inner future first
     /// returns `Pending`, so a response that is ready at once costs no timer and no clock read.
+    ///
+    /// When the timer fires, the future drops the attempt (the inner future) itself, inside
+    /// [`attempt::time_out`](palisade_classify::attempt::time_out), before it fails with
+    /// [`Elapsed`]: a router below counts that drop against the endpoint the attempt went to
+    /// (see [Timed-out attempts](crate#timed-out-attempts)).
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
@@ -29,7 +34,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration) -> Self {
         ResponseFuture {
-            inner,
+            inner: Some(inner),
             sleep: None,
             timeout,
         }
@@ -46,15 +51,24 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Poll::Ready(out) = this.inner.poll(cx) {
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err("timeout future polled after completion".into()));
+        };
+        if let Poll::Ready(out) = inner.poll(cx) {
+            // The inner future stays until this one is dropped, as tower's: nothing to pay for
+            // on the happy path.
             return Poll::Ready(out.map_err(Into::into));
         }
         if this.sleep.is_none() {
             this.sleep.set(Some(sleep(*this.timeout)));
         }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
+        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));
         }
+        // Elapsed: drop the attempt now, marked as timed out, so that a router below records
+        // a timeout of its endpoint; any later drop of a future in there is neutral.
+        attempt::time_out(|| this.inner.set(None));
+        this.sleep.set(None);
         Poll::Ready(Err(Elapsed::new().into()))
     }
 }
@@ -67,7 +81,9 @@ pin_project! {
     /// counted from the first poll (tower callers poll right after `call`), and the clock is
     /// read only when a layer below asks for the deadline or the inner future first returns
     /// `Pending`; only then is a timer created. On expiry the inner future is dropped and the
-    /// call fails with [`DeadlineExceeded`].
+    /// call fails with [`DeadlineExceeded`]. That drop is not marked as a timed-out attempt
+    /// (unlike [`ResponseFuture`]'s): the caller's time is spent, which says nothing against
+    /// the endpoint of the attempt in flight, so a router below stays neutral.
     #[derive(Debug)]
     pub struct DeadlineFuture<F> {
         #[pin]

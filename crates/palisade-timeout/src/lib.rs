@@ -59,6 +59,28 @@
 //! Both futures keep the timer inline (`Option<Sleep>`, no box), so they are about the size of
 //! tower's (136 and 152 bytes around a 24-byte ready future, against 120).
 //!
+//! # Timed-out attempts
+//!
+//! When a [`Timeout`] elapses, its future drops the attempt itself, inside
+//! [`attempt::time_out`](palisade_classify::attempt::time_out), and only then fails with
+//! [`Elapsed`](error::Elapsed). A router below (`palisade-route`) sees that drop and records a
+//! failure of class `Timeout` for the endpoint the attempt went to: it counts toward
+//! consecutive-failure ejection and the health state machine exactly as a returned timeout
+//! error would, and a retry above avoids that endpoint for its next attempt. Without it a slow
+//! endpoint never fails a call (its calls are cut off above the router, never answered) and
+//! keeps its share of traffic. This is how Envoy treats a router timeout: its
+//! [outlier detection](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier)
+//! counts a timeout as a locally originated failure of the host (and as a 5xx for
+//! `consecutive_5xx` unless `split_external_local_origin_errors` is set).
+//!
+//! Any other drop stays neutral: a [`Deadline`] that fires ends the whole call because the
+//! caller's time is spent, which says nothing about the endpoint of the attempt in flight; a
+//! caller that gives up or a retry that cancels an attempt neither. The mark is a thread-local
+//! set around that one drop, so it reaches a router in the same task (through classify, breaker
+//! and the like) but not one behind a task boundary such as `tower::buffer::Buffer`, where the
+//! drop happens later, on the worker; there the timeout is still an error for the layers above,
+//! only the router does not learn of it.
+//!
 //! # Errors
 //!
 //! Both services return [`BoxError`](palisade_classify::BoxError): the inner error converted,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, class_of};
+use palisade_classify::{BoxError, Category, attempt, class_of};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -319,4 +319,115 @@ async fn a_deadline_read_below_during_the_first_poll_starts_the_clock_there() {
     );
     // Nothing is left behind on this thread.
     assert_eq!(context::deadline(), None);
+}
+
+/// Never completes; records [`attempt::timing_out`] when dropped, and panics then if asked.
+struct Probe {
+    seen: Arc<std::sync::Mutex<Vec<bool>>>,
+    panic: bool,
+}
+
+impl Future for Probe {
+    type Output = Result<u64, BoxError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Pending
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let timing_out = attempt::timing_out();
+        self.seen.lock().unwrap().push(timing_out);
+        if self.panic {
+            panic!("the attempt's drop panicked");
+        }
+    }
+}
+
+fn hanging(
+    seen: &Arc<std::sync::Mutex<Vec<bool>>>,
+    panic: bool,
+) -> impl Service<u64, Response = u64, Error = BoxError, Future = Probe> + Clone {
+    let seen = Arc::clone(seen);
+    service_fn(move |_: u64| Probe {
+        seen: Arc::clone(&seen),
+        panic,
+    })
+}
+
+fn seen_so_far(seen: &Arc<std::sync::Mutex<Vec<bool>>>) -> Vec<bool> {
+    std::mem::take(&mut *seen.lock().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_elapsed_timeout_drops_its_attempt_marked_as_timed_out() {
+    let seen = Arc::default();
+    let mut svc = TimeoutLayer::new(ms(100)).layer(hanging(&seen, false));
+    svc.ready().await.unwrap();
+    let mut fut = pin!(svc.call(0));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(ms(99)).await;
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(seen_so_far(&seen), []);
+    tokio::time::advance(ms(1)).await;
+    let Poll::Ready(Err(err)) = fut.as_mut().poll(&mut cx) else {
+        panic!("the timeout should have fired");
+    };
+    assert!(is::<Elapsed>(&err));
+    // Dropped inside the poll, marked; the mark is gone once the poll returns.
+    assert_eq!(seen_so_far(&seen), [true]);
+    assert!(!attempt::timing_out());
+    // Polled again: an error, no panic, nothing dropped twice.
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+    assert_eq!(seen_so_far(&seen), []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_drops_of_the_attempt_are_not_marked() {
+    let seen = Arc::default();
+    // The caller gives up before the timeout.
+    let mut svc = TimeoutLayer::new(ms(100)).layer(hanging(&seen, false));
+    let gave_up = tokio::time::timeout(ms(50), call(&mut svc, 0)).await;
+    assert!(gave_up.is_err());
+    assert_eq!(seen_so_far(&seen), [false]);
+    // A deadline fires, alone or above a longer per-attempt timeout.
+    let mut svc = DeadlineLayer::new(ms(100)).layer(hanging(&seen, false));
+    assert!(is::<DeadlineExceeded>(
+        &call(&mut svc, 0).await.unwrap_err()
+    ));
+    assert_eq!(seen_so_far(&seen), [false]);
+    let mut svc =
+        DeadlineLayer::new(ms(100)).layer(TimeoutLayer::new(ms(200)).layer(hanging(&seen, false)));
+    assert!(is::<DeadlineExceeded>(
+        &call(&mut svc, 0).await.unwrap_err()
+    ));
+    assert_eq!(seen_so_far(&seen), [false]);
+    // A deadline below a timeout that fires first is part of the timed-out attempt.
+    let mut svc =
+        TimeoutLayer::new(ms(100)).layer(DeadlineLayer::new(ms(200)).layer(hanging(&seen, false)));
+    assert!(is::<Elapsed>(&call(&mut svc, 0).await.unwrap_err()));
+    assert_eq!(seen_so_far(&seen), [true]);
+    assert!(!attempt::timing_out());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_drop_of_the_attempt_clears_the_mark() {
+    let seen = Arc::default();
+    let mut svc = TimeoutLayer::new(ms(100)).layer(hanging(&seen, true));
+    svc.ready().await.unwrap();
+    let mut fut = Box::pin(svc.call(0));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(ms(100)).await;
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = fut.as_mut().poll(&mut cx);
+    }));
+    assert!(polled.is_err());
+    assert_eq!(seen_so_far(&seen), [true]);
+    assert!(!attempt::timing_out());
+    // The attempt is gone: dropping the future drops nothing twice.
+    drop(fut);
+    assert_eq!(seen_so_far(&seen), []);
 }
