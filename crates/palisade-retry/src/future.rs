@@ -195,7 +195,10 @@ where
             if class.category == Category::Timeout {
                 slow.timeouts += 1;
             }
-            if class.retryable {
+            // A failure the server paced (a rate limit with a hint) is not evidence that the
+            // dependency is failing: it does not count toward throttling.
+            let paced = class.category == Category::RateLimited && class.retry_after.is_some();
+            if class.retryable && !paced {
                 shared.budget.on_failure();
             }
             let now = Instant::now();

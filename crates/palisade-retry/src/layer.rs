@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use crate::adaptive::{Adaptive, AdaptiveLimit};
 use crate::attempts::{LayerLimit, MaxAttemptsFn};
 use crate::backoff::{Backoff, Jitter};
-use crate::budget::{IntoShared, RatioBudget};
+use crate::budget::{IntoShared, Throttled};
 use crate::policy::Policy;
 use crate::rng::RngSource;
 use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
@@ -30,15 +30,16 @@ pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 ///
 /// Clones share everything: the budget, the adaptive limit and the rng. See the
 /// [crate documentation](crate) for the behaviour and an example.
-pub struct RetryLayer<B: ?Sized = RatioBudget, A = LayerLimit> {
+pub struct RetryLayer<B: ?Sized = Throttled, A = LayerLimit> {
     shared: Arc<Shared<B, A>>,
 }
 
 impl RetryLayer {
-    /// A layer with the reference design's defaults: 3 attempts; exponential backoff from 1 s,
-    /// factor 2, capped at 60 s, ±10 % jitter; 5 s before retrying a rate-limited call;
-    /// server hints honoured up to 60 s; its own [`RatioBudget`] with Finagle's defaults; an rng
-    /// seeded from the operating system.
+    /// A layer with these defaults: 3 attempts; exponential backoff from 1 s, factor 2, capped
+    /// at 60 s, ±10 % jitter; 5 s before retrying a rate-limited call that gave no hint;
+    /// server hints honoured exactly, up to 60 s; its own [`Throttled`] budget (10 % of
+    /// requests, stopped while the dependency fails more than it answers); an rng seeded from
+    /// the operating system.
     pub fn new() -> Self {
         RetryBuilder::new().build().expect("the defaults are valid")
     }
@@ -110,7 +111,7 @@ impl<S: Clone, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
 /// assert_eq!(layer.max_attempts(), 4);
 /// assert!(Arc::ptr_eq(layer.budget(), &shared));
 /// ```
-pub struct RetryBuilder<B: ?Sized = RatioBudget, A = LayerLimit> {
+pub struct RetryBuilder<B: ?Sized = Throttled, A = LayerLimit> {
     backoff: Backoff,
     jitter: Jitter,
     rate_limited: Duration,
@@ -133,7 +134,7 @@ impl RetryBuilder {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             adaptive: None,
-            budget: Arc::new(RatioBudget::default()),
+            budget: Arc::new(Throttled::default()),
             rng: None,
             refresh: None,
             attempts: LayerLimit,

@@ -10,8 +10,8 @@
 //! |---|---|
 //! | not retryable (validation, not found, a cancellation, an ignored error, ...) | returns it at once |
 //! | retryable | waits the [`Backoff`] delay, spread by the [`Jitter`], then tries again |
-//! | with a server hint (`retry_after`) | waits at least that long; a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
-//! | `RateLimited` | starts its backoff from its own, longer delay ([`rate_limited_delay`](RetryBuilder::rate_limited_delay), 5 s) |
+//! | with a server hint (`retry_after`) | waits exactly that long, instead of the backoff (gRPC A6, RFC 9110's `Retry-After`); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
+//! | `RateLimited` without a hint | starts its backoff from its own, longer delay ([`rate_limited_delay`](RetryBuilder::rate_limited_delay), 5 s) |
 //! | `Authentication`, with a [`refresh`](RetryBuilder::refresh) hook | runs the hook, then retries once at once |
 //! | `Timeout` | retries; an escalating per-attempt timeout below lengthens the next attempt (see *Deadlines and timeouts*) |
 //!
@@ -72,9 +72,14 @@
 //!
 //! A per-request attempt limit cannot stop a retry storm: when a dependency fails, every
 //! request multiplies its load by the limit. A [budget] caps retries across all
-//! requests: [`RatioBudget`](budget::RatioBudget) (Finagle's, the default: 20 % of requests
-//! plus 10 per second), [`TokenBucket`](budget::TokenBucket) (gRPC's) or
-//! [`RateCap`](budget::RateCap) (a fixed number per second). They are lock-free, allocate
+//! requests: [`RatioBudget`](budget::RatioBudget) (Finagle's: a share of requests plus a
+//! reserve), [`TokenBucket`](budget::TokenBucket) (gRPC's retry throttling),
+//! [`RateCap`](budget::RateCap) (a fixed number per second), or
+//! [`Throttled`](budget::Throttled), a budget behind a throttle and the default: retries stay
+//! under 10 % of requests (the Google SRE book's per-client retry budget) and stop altogether
+//! while the dependency fails more calls than it answers (gRPC's throttling), so an outage or a
+//! brownout is not made worse by retries that cannot succeed. A failure with a server's hint
+//! (a rate limit with `Retry-After`) is paced by the server and does not close the throttle. They are lock-free, allocate
 //! nothing after construction, are shared by every clone of a layer and by every layer given
 //! the same `Arc`, and also implement tower's `retry::budget::Budget`. An exhausted budget is
 //! reported with a `WARN` event and the last error is returned.

@@ -111,21 +111,26 @@ impl Policy {
             return Decision::Refresh;
         }
 
-        let backoff = self.backoff_for(class.category);
-        let base = backoff.delay(failure.attempts);
-        let (lo, hi) = self.jitter.bounds(base, &backoff, failure.previous);
-        let mut delay = if lo >= hi {
-            lo
-        } else {
-            self.jitter
-                .apply(base, &backoff, failure.previous, &mut rng())
-        };
-        if let Some(hint) = class.retry_after {
-            if hint > self.max_retry_after {
+        let delay = match class.retry_after {
+            // The server said when to come back: wait exactly that long, neither the backoff
+            // nor the rate-limited delay on top (gRPC A6: "the client will retry after the
+            // delay specified by the server"; RFC 9110 §10.2.3, Retry-After).
+            Some(hint) if hint > self.max_retry_after => {
                 return Decision::Stop(Stop::RetryAfterTooLong);
             }
-            delay = delay.max(hint);
-        }
+            Some(hint) => hint,
+            None => {
+                let backoff = self.backoff_for(class.category);
+                let base = backoff.delay(failure.attempts);
+                let (lo, hi) = self.jitter.bounds(base, &backoff, failure.previous);
+                if lo >= hi {
+                    lo
+                } else {
+                    self.jitter
+                        .apply(base, &backoff, failure.previous, &mut rng())
+                }
+            }
+        };
         if let Some(deadline) = deadline {
             // A retry that would start at or after the deadline cannot finish before it.
             if now.checked_add(delay).is_none_or(|at| at >= deadline) {
@@ -239,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor_with_a_ceiling() {
+    fn retry_after_is_the_delay_with_a_ceiling() {
         let p = policy();
         let now = Instant::now();
         let with_hint = |hint| {
@@ -247,7 +252,12 @@ mod tests {
             f.class = f.class.with_retry_after(hint);
             p.decide(&f, now, None, no_rng)
         };
-        assert_eq!(with_hint(ms(10)), Decision::Retry(ms(700)));
+        // A hint shorter than the rate-limited delay is honoured as given, not stretched.
+        assert_eq!(with_hint(ms(10)), Decision::Retry(ms(10)));
+        // Whatever the attempt, and for other categories too.
+        let mut f = failure(Category::ServerError, 2);
+        f.class = f.class.with_retry_after(ms(30));
+        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Retry(ms(30)));
         assert_eq!(with_hint(ms(3000)), Decision::Retry(ms(3000)));
         assert_eq!(with_hint(ms(4999)), Decision::Retry(ms(4999)));
         assert_eq!(with_hint(ms(5000)), Decision::Retry(ms(5000)));

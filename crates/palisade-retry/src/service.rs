@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::adaptive::AdaptiveLimit;
 use crate::attempts::{LayerLimit, MaxAttempts};
-use crate::budget::{Budget, RatioBudget};
+use crate::budget::{Budget, Throttled};
 use crate::ctx;
 use crate::future::ResponseFuture;
 use crate::layer::RetryLayer;
@@ -158,7 +158,7 @@ impl<S, B: ?Sized, A> Handles<S, B, A> {
 /// The first attempt goes to the wrapped service; the retries of a request go to a clone of it,
 /// made only when the request first fails (from a spare clone taken when the layer wrapped the
 /// service), so a call that succeeds at once clones no service.
-pub struct Retry<S, B: ?Sized = RatioBudget, A = LayerLimit> {
+pub struct Retry<S, B: ?Sized = Throttled, A = LayerLimit> {
     inner: S,
     handles: Arc<Handles<S, B, A>>,
 }

@@ -221,7 +221,7 @@ async fn retry_after_is_honoured_and_capped() {
             "429 slow down",
         )
     };
-    // A hint longer than the backoff is waited for.
+    // A hint longer than the backoff is waited for, exactly.
     let script = Script::new([hinted(2)]);
     let svc = layer()
         .rate_limited_delay(ms(500))
@@ -231,7 +231,7 @@ async fn retry_after_is_honoured_and_capped() {
     assert_eq!(run(svc).await, Ok(0));
     assert_eq!(script.calls(), [ms(0), ms(2000)]);
 
-    // A hint shorter than the rate-limited delay does not shorten it.
+    // A hint shorter than the rate-limited delay is the delay: the server said when.
     let script = Script::new([Answer::Err(
         Class::new(Category::RateLimited).with_retry_after(ms(10)),
         "429",
@@ -242,7 +242,7 @@ async fn retry_after_is_honoured_and_capped() {
         .unwrap()
         .layer(script.clone());
     assert_eq!(run(svc).await, Ok(0));
-    assert_eq!(script.calls(), [ms(0), ms(500)]);
+    assert_eq!(script.calls(), [ms(0), ms(10)]);
 
     // A hint above the maximum (60 s by default) is not waited for: the error comes back now.
     let script = Script::new([hinted(61)]);
@@ -923,4 +923,54 @@ async fn a_success_clones_no_service_and_retries_use_a_readied_clone() {
     ]);
     assert_eq!(svc.ready().await.unwrap().call(0).await.unwrap(), 1);
     assert_eq!(clones.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_budget_stops_retries_while_the_dependency_fails_but_not_for_paced_failures() {
+    use crate::budget::Throttled;
+    let budget = Arc::new(Throttled::default());
+    // Retryable failures without a hint: each takes a token. After five (two requests of three
+    // attempts use six attempts) the throttle is at half and no more retries go out.
+    for _ in 0..2 {
+        let script = Script::new([
+            err(Category::ServerError, "503"),
+            err(Category::ServerError, "503"),
+            err(Category::ServerError, "503"),
+        ]);
+        let svc = layer()
+            .budget(budget.clone())
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        let _ = run(svc).await;
+    }
+    assert!(!budget.throttle().allows_retry());
+    let script = Script::new([err(Category::ServerError, "503")]);
+    let svc = layer()
+        .budget(budget.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("503".into()));
+    assert_eq!(script.count(), 1, "throttled: no retry");
+
+    // A rate limit with a server hint is paced by the server: it takes no token, so a
+    // throttle with tokens to spare stays open however many there are.
+    let budget = Arc::new(Throttled::default());
+    for _ in 0..20 {
+        budget.on_request();
+    }
+    let hinted = Answer::Err(
+        Class::new(Category::RateLimited).with_retry_after(ms(300)),
+        "429",
+    );
+    let script = Script::new([hinted.clone(), hinted]);
+    let svc = layer()
+        .budget(budget.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(300), ms(600)]);
+    assert_eq!(budget.throttle().milli_tokens(), 10_000);
 }

@@ -9,7 +9,8 @@
 //! |---|---|---|
 //! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `percent` × requests in the last `ttl` + `min_per_second` × `ttl` |
 //! | [`TokenBucket`] | gRPC's retry throttling | the bucket holds more than half of `max_tokens` (a failure costs one token, a success gives back `token_ratio`) |
-//! | [`RateCap`] | the reference design's system-wide budget | fewer than `per_second` × `window` retries were sent in the last `window` |
+//! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the last `window` |
+//! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (10 % of requests) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
 //!
 //! [`Unlimited`] never refuses. Each budget also implements tower's
 //! [`tower::retry::budget::Budget`], so it plugs into `tower::retry` policies as well.
@@ -33,10 +34,12 @@ use std::sync::Arc;
 
 mod rate;
 mod ratio;
+mod throttled;
 mod token;
 
 pub use rate::RateCap;
 pub use ratio::RatioBudget;
+pub use throttled::Throttled;
 pub use token::TokenBucket;
 
 /// A permission for one retry, returned by [`Budget::try_withdraw`].

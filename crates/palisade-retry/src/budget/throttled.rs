@@ -1,0 +1,167 @@
+//! A budget behind gRPC's retry throttling: the default of [`RetryLayer`](crate::RetryLayer).
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+
+use super::{Budget, RatioBudget, TokenBucket, Withdrawal};
+
+/// A budget behind a throttle: a retry needs both the throttle's leave (gRPC's retry
+/// throttling, a [`TokenBucket`]) and a withdrawal from the budget (by default a
+/// [`RatioBudget`]).
+///
+/// The two bound different things. The ratio bounds how much extra load retries may add while
+/// the dependency mostly works: the Google SRE book (*Handling Overload*, "per-client retry
+/// budget") retries a request only while retries stay under 10 % of requests. The throttle
+/// stops retries altogether while the dependency mostly fails, as gRPC's retry throttling does
+/// (proposal A6): every retryable failure takes a token, every successful request puts back
+/// `token_ratio`, and retries go out only while more than half the bucket is left. A retry
+/// during an outage or while capacity is returning after one only adds load that fails, so the
+/// throttle closes within a few failures and opens again within a few successes.
+///
+/// The defaults ([`Throttled::default`], what [`RetryLayer::new`](crate::RetryLayer::new)
+/// uses):
+/// - the ratio: 10 % of the requests of the last 10 s, plus a reserve of 1 retry per second so
+///   that a client that sends little can retry at all;
+/// - the throttle: 10 tokens, 1 token back per successful request, so retries stop once
+///   failures outnumber successes by five and come back when successes catch up: a dependency
+///   that answers at least about half of its calls is still retried, one that answers fewer is
+///   not.
+///
+/// A failure that carries a server's retry hint (`RateLimited` with a `Retry-After`) does not
+/// take a token: the server has said when to come back, and the retry waits exactly that long.
+///
+/// # Example
+/// ```
+/// use palisade_retry::budget::{Budget, Throttled};
+///
+/// let budget = Throttled::default();
+/// for _ in 0..100 {
+///     budget.on_request();
+/// }
+/// assert!(budget.try_withdraw().is_some());
+/// for _ in 0..5 {
+///     budget.on_failure(); // the dependency fails: 5 of 10 tokens left
+/// }
+/// assert!(budget.try_withdraw().is_none());
+/// budget.on_success(); // 6 of 10
+/// assert!(budget.try_withdraw().is_some());
+/// ```
+pub struct Throttled<B = RatioBudget> {
+    budget: B,
+    throttle: TokenBucket,
+}
+
+impl<B> Throttled<B> {
+    /// `budget` behind `throttle`.
+    pub fn new(budget: B, throttle: TokenBucket) -> Self {
+        Throttled { budget, throttle }
+    }
+
+    /// The budget behind the throttle.
+    pub fn budget(&self) -> &B {
+        &self.budget
+    }
+
+    /// The throttle.
+    pub fn throttle(&self) -> &TokenBucket {
+        &self.throttle
+    }
+}
+
+impl Throttled {
+    /// The default ratio budget: 10 s, a reserve of 1 per second, 10 %.
+    ///
+    /// # Errors
+    /// Never for these values; the signature is [`RatioBudget::new`]'s.
+    pub fn default_ratio() -> Result<RatioBudget, ConfigError> {
+        RatioBudget::new(Duration::from_secs(10), 1, 0.1)
+    }
+
+    /// The default throttle: 10 tokens, 1 back per success.
+    ///
+    /// # Errors
+    /// Never for these values; the signature is [`TokenBucket::new`]'s.
+    pub fn default_throttle() -> Result<TokenBucket, ConfigError> {
+        TokenBucket::new(10, 1.0)
+    }
+}
+
+impl Default for Throttled {
+    fn default() -> Self {
+        Throttled::new(
+            Throttled::default_ratio().expect("valid defaults"),
+            Throttled::default_throttle().expect("valid defaults"),
+        )
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for Throttled<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Throttled")
+            .field("budget", &self.budget)
+            .field("throttle", &self.throttle)
+            .finish()
+    }
+}
+
+impl<B: Budget> Budget for Throttled<B> {
+    #[inline]
+    fn counts_requests(&self) -> bool {
+        self.budget.counts_requests()
+    }
+
+    #[inline]
+    fn counts_successes(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn on_request(&self) {
+        self.budget.on_request();
+    }
+
+    #[inline]
+    fn on_success(&self) {
+        self.throttle.on_success();
+        if self.budget.counts_successes() {
+            self.budget.on_success();
+        }
+    }
+
+    fn on_failure(&self) {
+        self.throttle.on_failure();
+        self.budget.on_failure();
+    }
+
+    fn try_withdraw(&self) -> Option<Withdrawal> {
+        if self.throttle.allows_retry() {
+            self.budget.try_withdraw()
+        } else {
+            None
+        }
+    }
+
+    fn refund(&self, withdrawal: Withdrawal) {
+        self.budget.refund(withdrawal);
+    }
+
+    fn balance(&self) -> i64 {
+        self.budget.balance().min(self.throttle.balance())
+    }
+}
+
+impl<B: Budget> tower::retry::budget::Budget for Throttled<B> {
+    /// A successful request.
+    fn deposit(&self) {
+        Budget::on_request(self);
+        Budget::on_success(self);
+    }
+
+    /// A failure: takes a token, then asks for a retry.
+    fn withdraw(&self) -> bool {
+        Budget::on_failure(self);
+        Budget::try_withdraw(self).is_some()
+    }
+}
