@@ -41,25 +41,46 @@ pub enum CancelPolicy {
     FailureAfter(Duration),
 }
 
-/// The configuration of a breaker. The defaults are the reference design's: 5 consecutive
-/// failures open it, 30 s before probing, at most 3 probes at once, 3 successes close it.
+/// The configuration of a breaker.
+///
+/// # Defaults, and why
+///
+/// The defaults open the breaker only on a dependency that fails almost everything, and let it
+/// find out quickly when the dependency is back:
+///
+/// - **A failure rate, not a streak**: at least 90 % of the last 50 calls failed
+///   (`failure_rate`, over `Window::Count(50)`; `consecutive_failures` is off). A dependency
+///   that still answers some of its calls (one whose capacity is coming back after an outage,
+///   or one failing half its calls) is better served by retries within a budget than by
+///   rejecting everything; a streak of five is common in such a dependency and would re-open
+///   the breaker again and again. Resilience4j and Polly trip on a failure rate over a minimum
+///   number of calls for the same reason. A count window reads no clock on the happy path.
+/// - **A short open period that probes often**: 500 ms, ×1.5 after each failed probe, at most
+///   750 ms, ±10 % jitter. While open the breaker costs the dependency a few probes per
+///   second (under 0.1 calls per request at 100 requests/s), and it closes within about
+///   three quarters of a second of the dependency's recovery. A long open period (the classic
+///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures.
+/// - 3 probes at once while half-open, 3 successes close it, any failure re-opens it.
+///
+/// `palisade-sim` (`cargo run --release -p palisade-sim`) shows the effect of each choice in
+/// its `outage`, `brownout`, `flapping` and `degraded` scenarios.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BreakerConfig {
-    /// Consecutive failures that open it (5; `None` disables the rule).
+    /// Consecutive failures that open it (`None`, the default, disables the rule).
     pub consecutive_failures: Option<u32>,
-    /// The window the rates are measured over (`Count(100)`).
+    /// The window the rates are measured over (`Count(50)`).
     pub window: Window,
-    /// A failure rate that opens it (`None` by default).
+    /// A failure rate that opens it (90 % of at least 50 calls by default).
     pub failure_rate: Option<Rate>,
     /// Calls slower than this are slow (`None` by default: no clock reads per call).
     pub slow_call_duration: Option<Duration>,
     /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
     pub slow_call_rate: Option<Rate>,
-    /// The first open period (30 s).
+    /// The first open period (500 ms).
     pub open_duration: Duration,
-    /// Each consecutive re-open (a failed probe) multiplies the open period by this (2.0).
+    /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5).
     pub open_backoff: f64,
-    /// The longest open period (5 min).
+    /// The longest open period (750 ms).
     pub max_open_duration: Duration,
     /// Spread of the open period, as a fraction: ±10 % by default (0.1).
     pub jitter: f64,
@@ -76,14 +97,17 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            consecutive_failures: Some(5),
-            window: Window::Count(100),
-            failure_rate: None,
+            consecutive_failures: None,
+            window: Window::Count(50),
+            failure_rate: Some(Rate {
+                threshold: 0.9,
+                min_calls: 50,
+            }),
             slow_call_duration: None,
             slow_call_rate: None,
-            open_duration: Duration::from_secs(30),
-            open_backoff: 2.0,
-            max_open_duration: Duration::from_secs(300),
+            open_duration: Duration::from_millis(500),
+            open_backoff: 1.5,
+            max_open_duration: Duration::from_millis(750),
             jitter: 0.1,
             half_open_probes: 3,
             success_threshold: 3,
@@ -94,6 +118,26 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
+    /// The classic breaker of Nygard's *Release It!* and Hystrix-era libraries: 5 consecutive
+    /// failures open it for 30 s, doubling after each failed probe up to 5 min; 3 probes,
+    /// 3 successes close it.
+    ///
+    /// It is not the default because of what it does to a dependency that fails for a while and
+    /// comes back: a 10 s outage becomes 30 s of rejections, and a dependency whose capacity
+    /// returns gradually re-trips it on every overloaded moment (both measured by `palisade-sim`'s
+    /// `outage` and `brownout` scenarios). Use it where a long, fixed back-off is wanted.
+    pub fn classic() -> Self {
+        BreakerConfig {
+            consecutive_failures: Some(5),
+            window: Window::Count(100),
+            failure_rate: None,
+            open_duration: Duration::from_secs(30),
+            open_backoff: 2.0,
+            max_open_duration: Duration::from_secs(300),
+            ..BreakerConfig::default()
+        }
+    }
+
     /// Checks every field.
     ///
     /// # Errors

@@ -6,10 +6,11 @@
 //! * **States** ([`State`]): `Closed` (calls flow), `Open` (rejecting: "open" as in an open
 //!   circuit), `HalfOpen` (probing), `Isolated` (forced open by an operator) and `Disabled`
 //!   (never rejects, still counts).
-//! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures (5 by default);
-//!   failure rate and slow-call rate over a [`Window`] — the last N outcomes (a window that
-//!   slides one outcome at a time: after 1 000 successes, N failures fill it) or fixed time
-//!   buckets — each with a minimum number of calls.
+//! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures; failure rate and
+//!   slow-call rate over a [`Window`] — the last N outcomes (a window that slides one outcome
+//!   at a time: after 1 000 successes, N failures fill it) or fixed time buckets — each with a
+//!   minimum number of calls. By default: 90 % of the last 50 calls failed (see
+//!   [`BreakerConfig`]'s *Defaults, and why*).
 //! * **What counts**: the class of each outcome, read with
 //!   [`class_of`](palisade_classify::class_of). Only failures that
 //!   [count against health](palisade_classify::Class::counts_against_health) count; client
@@ -48,15 +49,16 @@
 //!     .layer(layer)
 //!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("503 service unavailable".into()) }));
 //!
-//! for _ in 0..5 {
+//! for _ in 0..50 {
 //!     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
 //!     assert_eq!(err.to_string(), "503 service unavailable");
 //! }
-//! // Five failures in a row: open. The next call fails at once without reaching the service.
+//! // 50 calls, at least 90 % of them failed: open. The next call fails at once without
+//! // reaching the service, and says when the breaker will probe again (in about 500 ms).
 //! assert_eq!(handle.state(), State::Open);
 //! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
 //! let open = err.downcast_ref::<CircuitOpen>().unwrap();
-//! assert!(open.retry_after.unwrap() > std::time::Duration::from_secs(25));
+//! assert!(open.retry_after.unwrap() <= std::time::Duration::from_millis(550));
 //! assert!(!class_of(&err).retryable);
 //! # }
 //! ```
@@ -78,8 +80,9 @@
 //! admit, a reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner
-//! future plus 24 bytes. Rate windows add their atomic updates (and a clock read for time
-//! windows); slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
+//! future plus 24 bytes. A count window (the default) costs a success three shared loads
+//! while it holds only successes, and its atomic updates once it holds a failure; a time
+//! window costs its updates and a clock read on every call; slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
 //! breaker` measures it beside tower-resilience's and failsafe's breakers.
 
 mod config;

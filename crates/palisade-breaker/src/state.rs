@@ -296,11 +296,18 @@ impl Core {
         stripe: usize,
         now: impl Fn() -> u64,
     ) {
-        // The happy path: a success admitted while closed, no rate window. Count it, clear a
-        // failure streak if there is one, and nothing else.
+        // The happy path: a success admitted while closed that changes no rate window (there
+        // is none, or a count window already full of plain successes, where recording one more
+        // replaces a success with a success). Count it, clear a failure streak if there is
+        // one, and nothing else: no shared write while the dependency is healthy.
+        let unchanged = match &self.rates {
+            Rates::None => true,
+            Rates::Count(w) => !slow && w.all_successes(),
+            Rates::Time(_) => false,
+        };
         if !ticket.probe()
             && outcome == Outcome::Success
-            && matches!(self.rates, Rates::None)
+            && unchanged
             && self.word.load(Ordering::Acquire) == pack(ticket.generation(), State::Closed)
         {
             self.successes[stripe % STRIPES]

@@ -14,6 +14,7 @@ use crate::*;
 fn layer(f: impl FnOnce(&mut BreakerConfig)) -> BreakerLayer {
     BreakerLayer::builder("t")
         .configure(|c| {
+            *c = BreakerConfig::classic();
             c.jitter = 0.0;
             f(c)
         })
@@ -320,7 +321,7 @@ mod keyed {
         KeyedBreakerLayer::builder("model")
             .config(BreakerConfig {
                 jitter: 0.0,
-                ..BreakerConfig::default()
+                ..BreakerConfig::classic()
             })
             .max_keys(max_keys)
             .idle_timeout(Duration::from_secs(60))
@@ -426,7 +427,10 @@ mod keyed {
         let children = keyed(16);
         let child_handle = children.handle();
         let parent = BreakerLayer::builder("provider")
-            .configure(|c| c.jitter = 0.0)
+            .configure(|c| {
+                *c = BreakerConfig::classic();
+                c.jitter = 0.0;
+            })
             .listener(child_handle.propagate())
             .build()
             .unwrap();
@@ -494,7 +498,7 @@ mod keyed {
         let err = KeyedBreakerLayer::builder("x")
             .config(BreakerConfig {
                 half_open_probes: 0,
-                ..BreakerConfig::default()
+                ..BreakerConfig::classic()
             })
             .build::<u32, _>(|c: &u32| *c)
             .unwrap_err();

@@ -57,6 +57,15 @@ impl CountWindow {
         self.counts()
     }
 
+    /// Whether the window is full and holds only successes that were not slow: recording
+    /// another such success would change nothing.
+    #[inline]
+    pub(crate) fn all_successes(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0
+            && self.slow.load(Ordering::Relaxed) == 0
+            && self.calls.load(Ordering::Relaxed) as usize == self.ring.len()
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         Counts {
             calls: self.calls.load(Ordering::Relaxed),

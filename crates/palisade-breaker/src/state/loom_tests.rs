@@ -13,7 +13,7 @@ fn cfg(probes: u32, success_threshold: u32, failures: u32) -> BreakerConfig {
         jitter: 0.0,
         half_open_probes: probes,
         success_threshold,
-        ..BreakerConfig::default()
+        ..BreakerConfig::classic()
     }
 }
 

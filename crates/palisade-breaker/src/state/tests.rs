@@ -12,7 +12,7 @@ fn core(cfg: BreakerConfig) -> Core {
 fn no_jitter() -> BreakerConfig {
     BreakerConfig {
         jitter: 0.0,
-        ..BreakerConfig::default()
+        ..BreakerConfig::classic()
     }
 }
 
@@ -125,7 +125,7 @@ fn the_open_period_honours_the_hint_and_the_cap() {
 #[test]
 fn jitter_stays_within_its_spread_and_is_reproducible() {
     let run = || {
-        let c = core(BreakerConfig::default());
+        let c = core(BreakerConfig::classic());
         for _ in 0..5 {
             fail(&c, 0);
         }
@@ -375,4 +375,55 @@ proptest! {
         let again: Vec<_> = (0..4).filter_map(|_| c.admit(|| 30_000).ok()).collect();
         prop_assert_eq!(again.len(), 3);
     }
+}
+
+#[test]
+fn the_default_opens_on_ninety_percent_of_fifty_calls() {
+    let c = core(BreakerConfig::default());
+    for _ in 0..50 {
+        assert!(succeed(&c, 0));
+    }
+    // 44 failures of the last 50: under 90 %, still closed.
+    for _ in 0..44 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.state(), State::Closed);
+    // The 45th makes 90 %: open, for about 500 ms.
+    assert!(fail(&c, 0));
+    assert_eq!(c.state(), State::Open);
+    let open = c.numbers(0).open_for_ms.unwrap();
+    assert!((450..=550).contains(&open), "{open}");
+    // Streaks of eight failures, 80 % of all calls, never open it.
+    let c = core(BreakerConfig::default());
+    for i in 0..1000 {
+        assert!(if i % 10 >= 8 {
+            succeed(&c, 0)
+        } else {
+            fail(&c, 0)
+        });
+    }
+    assert_eq!(c.state(), State::Closed);
+}
+
+#[test]
+fn successes_still_slide_a_window_that_holds_a_failure() {
+    let c = core(BreakerConfig::default());
+    let window = |c: &Core| c.numbers(0).window.unwrap();
+    for _ in 0..50 {
+        succeed(&c, 0);
+    }
+    // Full of successes: one more changes nothing (and is not recorded).
+    succeed(&c, 0);
+    assert_eq!(window(&c).calls, 50);
+    assert_eq!(window(&c).failures, 0);
+    assert!(fail(&c, 0));
+    assert_eq!(window(&c).failures, 1);
+    // 49 successes later the failure is still among the last 50; the 50th pushes it out.
+    for _ in 0..49 {
+        succeed(&c, 0);
+    }
+    assert_eq!(window(&c).failures, 1);
+    succeed(&c, 0);
+    assert_eq!(window(&c).failures, 0);
+    assert_eq!(window(&c).calls, 50);
 }
