@@ -776,3 +776,34 @@ fn debug_output_does_not_need_debug_responses() {
     );
     assert!(format!("{:?}", Capacity::<NoDebug>::fixed(1.0, Effect::Hang)).contains("Fixed"));
 }
+
+#[test]
+fn layer_service_and_future_are_send_and_sync_for_any_response() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    struct NotSync(#[allow(dead_code)] std::cell::Cell<u8>);
+    send_sync::<ChaosLayer<std::rc::Rc<u8>>>();
+    send_sync::<crate::ChaosHandle>();
+    send_sync::<crate::Chaos<(), std::rc::Rc<u8>>>();
+    send::<crate::future::ResponseFuture<std::future::Ready<Result<NotSync, BoxError>>, NotSync>>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_capacity_can_answer_with_a_response() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(10.0, Effect::respond(|| 429)).burst(2.0))
+        .build()
+        .unwrap();
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let answers = [
+        call(&mut svc, 200).await.unwrap(),
+        call(&mut svc, 200).await.unwrap(),
+        call(&mut svc, 200).await.unwrap(),
+    ];
+    assert_eq!(answers, [200, 200, 429]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let counts = handle.injected();
+    assert_eq!((counts.responded, counts.over_capacity), (1, 1));
+}
