@@ -3,17 +3,19 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_classify::{Category, Class, HasClass, Severity};
+use palisade_classify::{Category, Class, HasClass};
 
 use crate::State;
 
 /// The breaker rejected the call without calling the dependency.
 ///
-/// Its class is `ResourceExhausted` and **not retryable**: retrying against an open breaker
-/// only burns attempts and budget, so a retry layer above returns it at once and a fallback
-/// can answer instead. `retry_after` says when the breaker will probe again (the time left in
-/// its open period), for a `Retry-After` header or a scheduler; it is `None` while isolated or
-/// when all half-open probe slots are taken.
+/// Its class is [`Category::Rejected`]: it never counts against health (the breaker counted
+/// the failures that opened it), and it is retryable, except while an operator keeps the
+/// breaker isolated. `retry_after` says when the breaker will probe again (the time left in its
+/// open period); a retry layer above waits exactly that long and tries again without spending
+/// retry budget, since the rejected attempt added no load: the breaker stays the one control
+/// of what reaches the dependency (probes while half-open, everything once closed).
+/// `retry_after` is `None` while isolated or when all half-open probe slots are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitOpen {
     /// How long until the breaker probes again, when known.
@@ -37,9 +39,7 @@ impl std::error::Error for CircuitOpen {}
 
 impl HasClass for CircuitOpen {
     fn class(&self) -> Class {
-        let class = Class::new(Category::ResourceExhausted)
-            .with_retryable(false)
-            .with_severity(Severity::High);
+        let class = Class::new(Category::Rejected).with_retryable(self.state != State::Isolated);
         match self.retry_after {
             Some(d) => class.with_retry_after(d),
             None => class,

@@ -59,7 +59,8 @@
 //! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
 //! let open = err.downcast_ref::<CircuitOpen>().unwrap();
 //! assert!(open.retry_after.unwrap() <= std::time::Duration::from_millis(550));
-//! assert!(!class_of(&err).retryable);
+//! // Retryable after that time: a retry layer above waits for it, spending no retry budget.
+//! assert!(class_of(&err).retryable);
 //! # }
 //! ```
 //!

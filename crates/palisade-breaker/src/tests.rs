@@ -120,8 +120,25 @@ async fn an_open_breaker_is_ready_even_when_the_service_is_not() {
         err.downcast_ref::<CircuitOpen>().unwrap().state,
         State::Isolated
     );
+    // Isolated by an operator: retrying cannot help until they act.
     assert!(!class_of(&err).retryable);
-    assert_eq!(class_of(&err).category, Category::ResourceExhausted);
+    assert_eq!(class_of(&err).category, Category::Rejected);
+    assert!(!class_of(&err).counts_against_health());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_refusal_is_retryable_after_its_hint() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|_| {});
+    let handle = l.handle();
+    let mut svc = l.layer(failing("503", calls.clone()));
+    handle.trip();
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    let class = class_of(&err);
+    assert_eq!(class.category, Category::Rejected);
+    assert!(class.retryable);
+    assert_eq!(class.retry_after, Some(Duration::from_secs(30)));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 /// A future that never completes.

@@ -38,11 +38,17 @@ pub enum Category {
     /// as an error). It still travels up as an error, but it is never retried and never counts
     /// against health: the "ignorable" outcome of Finagle's response classifiers.
     Ignored,
+    /// The call never reached the dependency: a layer that protects it refused to send it (an
+    /// open circuit breaker, a load shed). It says nothing new about the dependency (the
+    /// refusing layer counted what made it refuse), so it never counts against health, and it
+    /// is retryable: a retry after the `retry_after` the refusal gives, if any, may be let
+    /// through. A retry layer spends no retry budget on it, since it added no load.
+    Rejected,
 }
 
 impl Category {
     /// Every category, in declaration order (useful for metrics tables).
-    pub const ALL: [Category; 12] = [
+    pub const ALL: [Category; 13] = [
         Category::Transient,
         Category::RateLimited,
         Category::Authentication,
@@ -55,6 +61,7 @@ impl Category {
         Category::Cancelled,
         Category::Unknown,
         Category::Ignored,
+        Category::Rejected,
     ];
 
     /// A dense index in `0..Category::ALL.len()`, for per-category counters.
@@ -77,6 +84,7 @@ impl Category {
             Category::Cancelled => "cancelled",
             Category::Unknown => "unknown",
             Category::Ignored => "ignored",
+            Category::Rejected => "rejected",
         }
     }
 
@@ -89,7 +97,7 @@ impl Category {
             | Category::Timeout
             | Category::Network
             | Category::Unknown => FaultLevel::Transient,
-            Category::ResourceExhausted => FaultLevel::Resource,
+            Category::ResourceExhausted | Category::Rejected => FaultLevel::Resource,
             Category::Authentication
             | Category::Validation
             | Category::NotFound
@@ -112,7 +120,8 @@ impl Category {
             | Category::Validation
             | Category::NotFound
             | Category::Cancelled
-            | Category::Ignored => HealthImpact::None,
+            | Category::Ignored
+            | Category::Rejected => HealthImpact::None,
         }
     }
 
@@ -135,7 +144,8 @@ impl Category {
             | Category::ServerError
             | Category::Timeout
             | Category::Network
-            | Category::Unknown => Severity::Medium,
+            | Category::Unknown
+            | Category::Rejected => Severity::Medium,
             Category::Authentication | Category::ResourceExhausted => Severity::High,
         }
     }
@@ -155,6 +165,7 @@ impl Category {
             Category::Cancelled => "nothing: the caller gave up",
             Category::Unknown => "retry with backoff",
             Category::Ignored => "nothing: a normal outcome",
+            Category::Rejected => "retry once the refusing layer lets calls through again",
         }
     }
 }
@@ -401,6 +412,7 @@ mod tests {
             (Cancelled, FaultLevel::Logic, HealthImpact::None, false),
             (Unknown, FaultLevel::Transient, HealthImpact::Full, true),
             (Ignored, FaultLevel::Logic, HealthImpact::None, false),
+            (Rejected, FaultLevel::Resource, HealthImpact::None, true),
         ] {
             let c = Class::new(cat);
             assert_eq!(c.fault_level(), level, "{cat}");

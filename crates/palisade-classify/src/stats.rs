@@ -381,7 +381,7 @@ mod tests {
     proptest! {
         /// Against a reference model that keeps every sample.
         #[test]
-        fn matches_a_model(steps in proptest::collection::vec((0u64..3_000, 0usize..12), 1..200),
+        fn matches_a_model(steps in proptest::collection::vec((0u64..3_000, 0usize..13), 1..200),
                            query in 0u64..40_000) {
             let t0 = Instant::now();
             let s = stats(10, 10, t0);

@@ -196,9 +196,11 @@ where
                 slow.timeouts += 1;
             }
             // A failure the server paced (a rate limit with a hint) is not evidence that the
-            // dependency is failing: it does not count toward throttling.
+            // dependency is failing, and a refusal by a protecting layer (an open breaker)
+            // never reached it: neither counts toward throttling.
+            let rejected = class.category == Category::Rejected;
             let paced = class.category == Category::RateLimited && class.retry_after.is_some();
-            if class.retryable && !paced {
+            if class.retryable && !paced && !rejected {
                 shared.budget.on_failure();
             }
             let now = Instant::now();
@@ -232,7 +234,13 @@ where
                 Decision::Refresh => None,
                 Decision::Retry(delay) => Some(delay),
             };
-            let Some(withdrawal) = shared.budget.try_withdraw() else {
+            // Retrying a refused call spends no budget: the refused attempt added no load, and
+            // the refusing layer decides what reaches the dependency.
+            let withdrawal = if rejected {
+                None
+            } else if let Some(withdrawal) = shared.budget.try_withdraw() {
+                Some(withdrawal)
+            } else {
                 tracing::warn!(
                     target: "palisade_retry",
                     attempt = *this.attempts,
@@ -244,7 +252,7 @@ where
                 this.state.set(State::Done);
                 return Poll::Ready(Err(error));
             };
-            slow.reservation = Some(withdrawal);
+            slow.reservation = withdrawal;
             match delay {
                 None => {
                     tracing::debug!(

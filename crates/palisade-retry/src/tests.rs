@@ -974,3 +974,32 @@ async fn the_default_budget_stops_retries_while_the_dependency_fails_but_not_for
     assert_eq!(script.calls(), [ms(0), ms(300), ms(600)]);
     assert_eq!(budget.throttle().milli_tokens(), 10_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_call_is_retried_after_its_hint_without_budget() {
+    // A budget that allows no retry at all, and a throttle at zero.
+    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let refused = Answer::Err(
+        Class::new(Category::Rejected).with_retry_after(ms(400)),
+        "circuit open",
+    );
+    let script = Script::new([refused]);
+    let svc = layer()
+        .budget(budget.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(400)]);
+    assert_eq!(budget.retries_at(Instant::now()), 0);
+
+    // A real failure with the same budget is not retried.
+    let script = Script::new([err(Category::ServerError, "503")]);
+    let svc = layer()
+        .budget(budget)
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("503".into()));
+    assert_eq!(script.count(), 1);
+}

@@ -65,6 +65,11 @@ pub struct Figures {
     pub load_ramp: Option<f64>,
     /// Mean latency of the requests that succeeded after a retry, in milliseconds.
     pub retried_ms: Option<f64>,
+    /// Mean time from a failure that carried a server's retry hint to the retry that followed
+    /// it, in milliseconds (`None`: no such retry).
+    pub hint_wait_ms: Option<f64>,
+    /// The mean of those hints, in milliseconds.
+    pub hint_ms: Option<f64>,
     /// `bad-replica`: from the replica's recovery until it served a call again.
     pub returned_ms: Option<f64>,
     /// Per second: requests sent, answered, and attempts at the upstream.
@@ -222,7 +227,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             let done = log
                 .attempts
                 .iter()
-                .filter(|a| a.outcome == AttemptOutcome::Ok)
+                .filter(|a| a.at < p.duration && a.outcome == AttemptOutcome::Ok)
                 .count();
             (Some(done as f64 / possible.max(1.0)), None)
         }
@@ -236,6 +241,14 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         .collect();
     let retried_ms = (!retried.is_empty())
         .then(|| retried.iter().map(|r| ms(r.latency)).sum::<f64>() / retried.len() as f64);
+
+    let waits = &log.hinted_waits;
+    let mean = |f: fn(&(Duration, Duration)) -> Duration| {
+        (!waits.is_empty())
+            .then(|| waits.iter().map(|w| ms(f(w))).sum::<f64>() / waits.len() as f64)
+    };
+    let hint_wait_ms = mean(|w| w.0);
+    let hint_ms = mean(|w| w.1);
 
     let returned_ms = match scenario.kind {
         ScenarioKind::BadReplica => log
@@ -285,6 +298,8 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         served,
         load_ramp,
         retried_ms,
+        hint_wait_ms,
+        hint_ms,
         returned_ms,
         series,
     }

@@ -60,8 +60,12 @@ pub struct Log {
     pub attempts: Vec<AttemptRecord>,
     /// Retries that reached the upstream before the server's retry hint allowed them.
     pub early_retries: u64,
+    /// For each retry that followed a failure with a server's hint: how long after that
+    /// failure it reached the upstream, and the hint.
+    pub hinted_waits: Vec<(Duration, Duration)>,
     per_request: Vec<u32>,
-    not_before: HashMap<u64, Instant>,
+    /// Per request: when its last attempt failed with a hint, and the hint.
+    hinted: HashMap<u64, (Instant, Duration)>,
 }
 
 /// The shared recorder of one run.
@@ -126,8 +130,11 @@ impl Recorder {
         if let Some(n) = log.per_request.get_mut(req as usize) {
             *n += 1;
         }
-        if log.not_before.remove(&req).is_some_and(|t| now < t) {
-            log.early_retries += 1;
+        if let Some((failed, hint)) = log.hinted.remove(&req) {
+            if now < failed + hint {
+                log.early_retries += 1;
+            }
+            log.hinted_waits.push((now - failed, hint));
         }
         log.attempts.push(AttemptRecord {
             at: now - self.epoch,
@@ -145,7 +152,7 @@ impl Recorder {
             Err(e) => {
                 let class = class_of(e);
                 if let Some(after) = class.retry_after {
-                    log.not_before.insert(req, now + after);
+                    log.hinted.insert(req, (now, after));
                 }
                 AttemptOutcome::Failed(class.category)
             }

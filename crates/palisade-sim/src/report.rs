@@ -50,6 +50,7 @@ impl Report {
             "early",
             "served %",
             "retried ms",
+            "hint wait ms",
         ];
         let mut rows = vec![header.map(str::to_owned).to_vec()];
         for f in &self.runs {
@@ -80,6 +81,7 @@ impl Report {
                 f.early_retries.to_string(),
                 opt(f.served, pct),
                 opt(f.retried_ms, |v| format!("{v:.0}")),
+                opt(f.hint_wait_ms, |v| format!("{v:.0}")),
             ]);
         }
         let widths: Vec<usize> = (0..header.len())

@@ -91,7 +91,9 @@ pub fn build(
     replicas: Vec<Client>,
 ) -> Result<Client, BoxError> {
     let p = &scenario.params;
-    let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(p.seed ^ 0x005e_ed0f_5ac4)));
+    let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(
+        p.seed ^ 0x005e_ed0f_5ac4,
+    )));
     Ok(match kind {
         StackKind::None => BoxCloneSyncService::new(RoundRobin::new(replicas)),
         StackKind::Naive => naive(RoundRobin::new(replicas), rng),
