@@ -28,6 +28,29 @@ pub struct Rate {
     pub min_calls: u32,
 }
 
+/// Client-side adaptive throttling, from the Google SRE book (*Handling Overload*): while the
+/// breaker is closed, it refuses each request locally with probability
+/// `max(0, (requests − k × accepts) / (requests + 1))`, counted over the last `window`
+/// requests (refused ones included).
+///
+/// A dependency that accepts only part of what it is sent (its capacity is returning after an
+/// outage, it is overloaded) keeps getting about `k` times what it accepts: enough to use all
+/// of its capacity and to notice when it grows, without the rest of the traffic piling onto
+/// it. The breaker's trip rule then sees about `1 − 1/k` of failures (50 % with `k` = 2)
+/// rather than the dependency's whole overload, and stays closed. A healthy dependency
+/// (`accepts` = `requests`) is never throttled, and while the window holds no refusal a call
+/// costs the throttle three shared loads and no write. The throttle acts only once its window
+/// holds at least a fifth of `window` requests, so a client that sends little is not
+/// throttled by its first two failures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    /// How many times what the dependency accepts is still sent (at least 1; 2 in the SRE
+    /// book).
+    pub k: f64,
+    /// How many of the latest requests are counted (1 to 65536).
+    pub window: u32,
+}
+
 /// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CancelPolicy {
@@ -45,22 +68,29 @@ pub enum CancelPolicy {
 ///
 /// # Defaults, and why
 ///
-/// The defaults open the breaker only on a dependency that fails almost everything, and let it
-/// find out quickly when the dependency is back:
+/// The defaults open the breaker only on a dependency that fails almost everything, shed load
+/// in proportion to what a struggling dependency still accepts, and find out quickly when it
+/// is back:
 ///
-/// - **A failure rate, not a streak**: at least 90 % of the last 50 calls failed
-///   (`failure_rate`, over `Window::Count(50)`; `consecutive_failures` is off). A dependency
-///   that still answers some of its calls (one whose capacity is coming back after an outage,
-///   or one failing half its calls) is better served by retries within a budget than by
-///   rejecting everything; a streak of five is common in such a dependency and would re-open
-///   the breaker again and again. Resilience4j and Polly trip on a failure rate over a minimum
-///   number of calls for the same reason. A count window reads no clock on the happy path.
+/// - **A failure rate, not a streak**: at least 90 % of the last 30 calls failed
+///   (`failure_rate`, over `Window::Count(30)`; `consecutive_failures` is off). A dependency
+///   that still answers some of its calls (one failing half of them, one whose capacity is
+///   coming back) is better served by retries within a budget than by rejecting everything;
+///   a streak of five is common in such a dependency and would re-open the breaker again and
+///   again. Resilience4j and Polly trip on a failure rate over a minimum number of calls for
+///   the same reason. A count window reads no clock, and while it holds only successes a call
+///   writes nothing to it.
+/// - **Adaptive throttling while closed** ([`Throttle`], `k` = 3 over the last 100 requests),
+///   after the Google SRE book: a dependency that accepts only part of what it is sent keeps
+///   getting three times what it accepts, so its returning capacity is used as it returns and
+///   the breaker sees about two thirds of failures, not the whole overload, and stays closed.
+///   `k` = 2, the book's value, also throttles a dependency that fails half its calls at
+///   random; 3 leaves such a dependency to the retry budget.
 /// - **A short open period that probes often**: 500 ms, ×1.5 after each failed probe, at most
-///   750 ms, ±10 % jitter. While open the breaker costs the dependency a few probes per
-///   second (under 0.1 calls per request at 100 requests/s), and it closes within about
+///   750 ms, ±10 % jitter, one probe at a time, two successes in a row close it. While open
+///   the breaker costs the dependency under two probes a second, and it closes within about
 ///   three quarters of a second of the dependency's recovery. A long open period (the classic
 ///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures.
-/// - 3 probes at once while half-open, 3 successes close it, any failure re-opens it.
 ///
 /// `palisade-sim` (`cargo run --release -p palisade-sim`) shows the effect of each choice in
 /// its `outage`, `brownout`, `flapping` and `degraded` scenarios.
@@ -68,9 +98,9 @@ pub enum CancelPolicy {
 pub struct BreakerConfig {
     /// Consecutive failures that open it (`None`, the default, disables the rule).
     pub consecutive_failures: Option<u32>,
-    /// The window the rates are measured over (`Count(50)`).
+    /// The window the rates are measured over (`Count(30)`).
     pub window: Window,
-    /// A failure rate that opens it (90 % of at least 50 calls by default).
+    /// A failure rate that opens it (90 % of at least 30 calls by default).
     pub failure_rate: Option<Rate>,
     /// Calls slower than this are slow (`None` by default: no clock reads per call).
     pub slow_call_duration: Option<Duration>,
@@ -84,12 +114,14 @@ pub struct BreakerConfig {
     pub max_open_duration: Duration,
     /// Spread of the open period, as a fraction: ±10 % by default (0.1).
     pub jitter: f64,
-    /// Probes admitted at once while half-open (3).
+    /// Probes admitted at once while half-open (1).
     pub half_open_probes: u32,
-    /// Successful probes that close it (3).
+    /// Successful probes that close it (2).
     pub success_threshold: u32,
     /// What a dropped call means.
     pub cancel: CancelPolicy,
+    /// Adaptive throttling while closed (`k` 3, over the last 100 requests; `None` disables it).
+    pub throttle: Option<Throttle>,
     /// The seed of the jitter.
     pub seed: u64,
 }
@@ -98,10 +130,10 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             consecutive_failures: None,
-            window: Window::Count(50),
+            window: Window::Count(30),
             failure_rate: Some(Rate {
                 threshold: 0.9,
-                min_calls: 50,
+                min_calls: 30,
             }),
             slow_call_duration: None,
             slow_call_rate: None,
@@ -109,9 +141,13 @@ impl Default for BreakerConfig {
             open_backoff: 1.5,
             max_open_duration: Duration::from_millis(750),
             jitter: 0.1,
-            half_open_probes: 3,
-            success_threshold: 3,
+            half_open_probes: 1,
+            success_threshold: 2,
             cancel: CancelPolicy::Ignore,
+            throttle: Some(Throttle {
+                k: 3.0,
+                window: 100,
+            }),
             seed: 0x0b4e_a4e5,
         }
     }
@@ -134,6 +170,9 @@ impl BreakerConfig {
             open_duration: Duration::from_secs(30),
             open_backoff: 2.0,
             max_open_duration: Duration::from_secs(300),
+            half_open_probes: 3,
+            success_threshold: 3,
+            throttle: None,
             ..BreakerConfig::default()
         }
     }
@@ -224,6 +263,20 @@ impl BreakerConfig {
         }
         if self.success_threshold == 0 {
             return Err(ConfigError::new("success_threshold", "must be at least 1"));
+        }
+        if let Some(t) = self.throttle {
+            if !(t.k.is_finite() && t.k >= 1.0) {
+                return Err(ConfigError::new(
+                    "throttle.k",
+                    "must be a finite number, at least 1",
+                ));
+            }
+            if t.window == 0 || t.window > 65_536 {
+                return Err(ConfigError::new(
+                    "throttle.window",
+                    "must be between 1 and 65536",
+                ));
+            }
         }
         Ok(())
     }

@@ -15,7 +15,9 @@ use crate::State;
 /// open period); a retry layer above waits exactly that long and tries again without spending
 /// retry budget, since the rejected attempt added no load: the breaker stays the one control
 /// of what reaches the dependency (probes while half-open, everything once closed).
-/// `retry_after` is `None` while isolated or when all half-open probe slots are taken.
+/// `retry_after` is `None` while isolated, when all half-open probe slots are taken, and when
+/// a closed breaker's adaptive [`Throttle`](crate::Throttle) refused the call (`state` is then
+/// `Closed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitOpen {
     /// How long until the breaker probes again, when known.
@@ -29,6 +31,9 @@ impl fmt::Display for CircuitOpen {
         match (self.state, self.retry_after) {
             (State::Isolated, _) => f.write_str("circuit open (isolated)"),
             (State::HalfOpen, _) => f.write_str("circuit open (half-open, probes busy)"),
+            (State::Closed, _) => {
+                f.write_str("circuit throttled (the dependency accepts too few calls)")
+            }
             (_, Some(d)) => write!(f, "circuit open (retry after {d:?})"),
             (_, None) => f.write_str("circuit open"),
         }

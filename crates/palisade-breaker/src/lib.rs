@@ -9,8 +9,12 @@
 //! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures; failure rate and
 //!   slow-call rate over a [`Window`] — the last N outcomes (a window that slides one outcome
 //!   at a time: after 1 000 successes, N failures fill it) or fixed time buckets — each with a
-//!   minimum number of calls. By default: 90 % of the last 50 calls failed (see
+//!   minimum number of calls. By default: 90 % of the last 30 calls failed (see
 //!   [`BreakerConfig`]'s *Defaults, and why*).
+//! * **Adaptive throttling** while closed ([`Throttle`]): requests are refused locally in
+//!   proportion to how little the dependency accepts (the Google SRE book's client-side
+//!   throttling), so a dependency with part of its capacity gets about three times what it
+//!   can take, not everything.
 //! * **What counts**: the class of each outcome, read with
 //!   [`class_of`](palisade_classify::class_of). Only failures that
 //!   [count against health](palisade_classify::Class::counts_against_health) count; client
@@ -49,13 +53,19 @@
 //!     .layer(layer)
 //!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("503 service unavailable".into()) }));
 //!
-//! for _ in 0..50 {
+//! // Every call fails. The throttle soon refuses some locally ("circuit throttled"); once 30
+//! // calls have reached the service and at least 90 % of them failed, the breaker opens.
+//! let mut reached = 0;
+//! while handle.state() != State::Open {
 //!     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
-//!     assert_eq!(err.to_string(), "503 service unavailable");
+//!     if err.downcast_ref::<CircuitOpen>().is_none() {
+//!         assert_eq!(err.to_string(), "503 service unavailable");
+//!         reached += 1;
+//!     }
 //! }
-//! // 50 calls, at least 90 % of them failed: open. The next call fails at once without
-//! // reaching the service, and says when the breaker will probe again (in about 500 ms).
-//! assert_eq!(handle.state(), State::Open);
+//! assert_eq!(reached, 30);
+//! // Open: the next call fails at once without reaching the service, and says when the
+//! // breaker will probe again (in about 500 ms).
 //! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
 //! let open = err.downcast_ref::<CircuitOpen>().unwrap();
 //! assert!(open.retry_after.unwrap() <= std::time::Duration::from_millis(550));
@@ -99,7 +109,7 @@ mod sync;
 mod tests;
 mod window;
 
-pub use config::{BreakerConfig, CancelPolicy, Rate, Window};
+pub use config::{BreakerConfig, CancelPolicy, Rate, Throttle, Window};
 pub use error::CircuitOpen;
 pub use handle::{BreakerHandle, Metrics};
 pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};

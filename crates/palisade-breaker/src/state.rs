@@ -165,6 +165,9 @@ pub(crate) struct Core {
     /// Successful probes, tagged the same way.
     probe_successes: AtomicU64,
     rates: Rates,
+    /// The adaptive throttle's window: each request accepted (a success) or not (a failure,
+    /// or refused by the throttle itself).
+    throttle: Option<CountWindow>,
     rng: AtomicU64,
     /// Successes per stripe (the happy path writes only its own cache line).
     pub(crate) successes: [Padded<AtomicU64>; STRIPES],
@@ -213,6 +216,7 @@ impl Core {
             probes: AtomicU64::new(0),
             probe_successes: AtomicU64::new(0),
             rates,
+            throttle: cfg.throttle.map(|t| CountWindow::new(t.window as usize)),
             rng: AtomicU64::new(cfg.seed),
             successes: Default::default(),
             failures: AtomicU64::new(0),
@@ -233,7 +237,17 @@ impl Core {
             let word = self.word.load(Ordering::Acquire);
             let generation = word >> 3;
             match State::from_code(word) {
-                State::Closed | State::Disabled => {
+                State::Closed => {
+                    if let Some(w) = &self.throttle
+                        && !w.all_successes()
+                        && self.throttles(w)
+                    {
+                        w.record(true, false);
+                        return Err(self.refuse(State::Closed, None));
+                    }
+                    return Ok(Ticket::new(generation, false));
+                }
+                State::Disabled => {
                     return Ok(Ticket::new(generation, false));
                 }
                 State::Isolated => return Err(self.refuse(State::Isolated, None)),
@@ -264,6 +278,27 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Whether the adaptive throttle refuses this request: with probability
+    /// `max(0, (requests − k × accepts) / (requests + 1))` over its window, once the window
+    /// holds at least a fifth of its size.
+    #[cold]
+    #[inline(never)]
+    fn throttles(&self, w: &CountWindow) -> bool {
+        let Some(t) = self.cfg.throttle else {
+            return false;
+        };
+        let counts = w.counts();
+        // A window too empty to judge (a client that sends little, a breaker that just
+        // closed) throttles nothing: two failures are not a trend.
+        if counts.calls < (t.window / 5).max(1) {
+            return false;
+        }
+        let requests = f64::from(counts.calls);
+        let accepts = f64::from(counts.calls.saturating_sub(counts.failures));
+        let p = (requests - t.k * accepts) / (requests + 1.0);
+        p > 0.0 && self.next_random() < p
     }
 
     fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
@@ -304,7 +339,10 @@ impl Core {
             Rates::None => true,
             Rates::Count(w) => !slow && w.all_successes(),
             Rates::Time(_) => false,
-        };
+        } && self
+            .throttle
+            .as_ref()
+            .is_none_or(CountWindow::all_successes);
         if !ticket.probe()
             && outcome == Outcome::Success
             && unchanged
@@ -361,6 +399,9 @@ impl Core {
                     }
                     0
                 };
+                if let Some(w) = &self.throttle {
+                    w.record(failure, false);
+                }
                 let counts = self.record_rates(failure, slow, now);
                 if self.should_trip(consecutive, counts) {
                     let hint = match outcome {
@@ -481,11 +522,16 @@ impl Core {
         }
     }
 
+    /// Clears the rate windows and the throttle's: a breaker that closes starts afresh, its
+    /// probes having just shown the dependency answers.
     fn reset_rates(&self) {
         match &self.rates {
             Rates::None => {}
             Rates::Count(w) => w.reset(),
             Rates::Time(w) => w.reset(),
+        }
+        if let Some(w) = &self.throttle {
+            w.reset();
         }
     }
 

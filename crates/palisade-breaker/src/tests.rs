@@ -273,6 +273,24 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
         err(|c| c.consecutive_failures = Some(0)),
         "consecutive_failures"
     );
+    assert_eq!(
+        err(|c| c.throttle = Some(Throttle {
+            k: 0.5,
+            window: 100
+        })),
+        "throttle.k"
+    );
+    assert_eq!(
+        err(|c| c.throttle = Some(Throttle {
+            k: f64::NAN,
+            window: 100
+        })),
+        "throttle.k"
+    );
+    assert_eq!(
+        err(|c| c.throttle = Some(Throttle { k: 2.0, window: 0 })),
+        "throttle.window"
+    );
     assert_eq!(err(|c| c.window = Window::Count(0)), "window");
     assert_eq!(
         err(|c| c.failure_rate = Some(Rate {

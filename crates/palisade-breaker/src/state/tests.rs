@@ -1,7 +1,7 @@
 //! The state machine alone, with explicit times (milliseconds since origin).
 
 use super::*;
-use crate::config::Rate;
+use crate::config::{Rate, Throttle};
 use proptest::prelude::*;
 
 fn core(cfg: BreakerConfig) -> Core {
@@ -378,23 +378,27 @@ proptest! {
 }
 
 #[test]
-fn the_default_opens_on_ninety_percent_of_fifty_calls() {
-    let c = core(BreakerConfig::default());
-    for _ in 0..50 {
+fn the_default_opens_on_ninety_percent_of_thirty_calls() {
+    let cfg = BreakerConfig {
+        throttle: None,
+        ..BreakerConfig::default()
+    };
+    let c = core(cfg);
+    for _ in 0..30 {
         assert!(succeed(&c, 0));
     }
-    // 44 failures of the last 50: under 90 %, still closed.
-    for _ in 0..44 {
+    // 26 failures of the last 30: under 90 %, still closed.
+    for _ in 0..26 {
         assert!(fail(&c, 0));
     }
     assert_eq!(c.state(), State::Closed);
-    // The 45th makes 90 %: open, for about 500 ms.
+    // The 27th makes 90 %: open, for about 500 ms.
     assert!(fail(&c, 0));
     assert_eq!(c.state(), State::Open);
     let open = c.numbers(0).open_for_ms.unwrap();
     assert!((450..=550).contains(&open), "{open}");
     // Streaks of eight failures, 80 % of all calls, never open it.
-    let c = core(BreakerConfig::default());
+    let c = core(cfg);
     for i in 0..1000 {
         assert!(if i % 10 >= 8 {
             succeed(&c, 0)
@@ -407,23 +411,136 @@ fn the_default_opens_on_ninety_percent_of_fifty_calls() {
 
 #[test]
 fn successes_still_slide_a_window_that_holds_a_failure() {
-    let c = core(BreakerConfig::default());
+    let c = core(BreakerConfig {
+        throttle: None,
+        ..BreakerConfig::default()
+    });
     let window = |c: &Core| c.numbers(0).window.unwrap();
-    for _ in 0..50 {
+    for _ in 0..30 {
         succeed(&c, 0);
     }
     // Full of successes: one more changes nothing (and is not recorded).
     succeed(&c, 0);
-    assert_eq!(window(&c).calls, 50);
+    assert_eq!(window(&c).calls, 30);
     assert_eq!(window(&c).failures, 0);
     assert!(fail(&c, 0));
     assert_eq!(window(&c).failures, 1);
-    // 49 successes later the failure is still among the last 50; the 50th pushes it out.
-    for _ in 0..49 {
+    // 29 successes later the failure is still among the last 30; the 30th pushes it out.
+    for _ in 0..29 {
         succeed(&c, 0);
     }
     assert_eq!(window(&c).failures, 1);
     succeed(&c, 0);
     assert_eq!(window(&c).failures, 0);
-    assert_eq!(window(&c).calls, 50);
+    assert_eq!(window(&c).calls, 30);
+}
+
+/// Offers `n` requests to `c`. The dependency accepts calls either at random, one in `every`
+/// of those that reach it (`capacity` false), or up to a capacity of one per `every` requests
+/// offered so far (`capacity` true), failing the rest. Returns how many reached it.
+fn offer(c: &Core, n: u32, every: u32, capacity: bool) -> u32 {
+    let (mut sent, mut accepted) = (0, 0);
+    for i in 1..=n {
+        if let Ok(t) = c.admit(|| 0) {
+            sent += 1;
+            let accept = if capacity {
+                accepted < i / every
+            } else {
+                sent % every == 0
+            };
+            accepted += u32::from(accept);
+            let outcome = if accept {
+                Outcome::Success
+            } else {
+                Outcome::Failure(None)
+            };
+            c.record(t, outcome, false, 0, || 0);
+        }
+    }
+    sent
+}
+
+#[test]
+fn the_throttle_sends_about_k_times_what_is_accepted() {
+    // No trip rule, so only the throttle acts.
+    let cfg = BreakerConfig {
+        failure_rate: None,
+        ..BreakerConfig::default()
+    };
+    // A healthy dependency is never throttled.
+    let c = core(cfg);
+    assert_eq!(offer(&c, 10_000, 1, false), 10_000);
+    // Capacity for one request in ten: the throttle sends about k = 3 times that, and refuses
+    // the rest locally, so the dependency is offered 30 % of the traffic, not all of it.
+    let c = core(cfg);
+    let sent = offer(&c, 10_000, 10, true);
+    assert!((2_500..=3_500).contains(&sent), "{sent}");
+    assert!(c.numbers(0).rejections > 6_000);
+    // Half accepted at random: 3 × 50 % is more than all, so nothing is refused.
+    let c = core(cfg);
+    assert_eq!(offer(&c, 10_000, 2, false), 10_000);
+    // k = 2, the SRE book's value, throttles a dependency that fails two calls in three at
+    // random; 3 does not.
+    let c = core(BreakerConfig {
+        throttle: Some(Throttle {
+            k: 2.0,
+            window: 100,
+        }),
+        ..cfg
+    });
+    assert!(offer(&c, 10_000, 3, false) < 9_000);
+    let c = core(cfg);
+    assert_eq!(offer(&c, 10_000, 2, false), 10_000);
+}
+
+#[test]
+fn a_breaker_that_closes_forgets_what_the_throttle_saw() {
+    let c = core(BreakerConfig::default());
+    // An outage: every call fails until the failure rate opens the breaker.
+    while c.state() == State::Closed {
+        fail(&c, 0);
+    }
+    // Two probes succeed after the open period: closed, and nothing is throttled.
+    assert!(succeed(&c, 1_000));
+    assert!(succeed(&c, 1_000));
+    assert_eq!(c.state(), State::Closed);
+    for _ in 0..100 {
+        assert!(
+            succeed(&c, 1_000),
+            "a closed breaker that just closed throttles nothing"
+        );
+    }
+}
+
+#[test]
+fn a_throttled_call_is_a_retryable_rejection_without_hint() {
+    let c = core(BreakerConfig {
+        failure_rate: None,
+        ..BreakerConfig::default()
+    });
+    offer(&c, 1_000, 100, true);
+    let refused = loop {
+        match c.admit(|| 0) {
+            Err(r) => break r,
+            Ok(t) => c.record(t, Outcome::Failure(None), false, 0, || 0),
+        }
+    };
+    assert_eq!(refused.state, State::Closed);
+    assert_eq!(refused.retry_after_ms, None);
+}
+
+#[test]
+fn the_throttle_waits_for_a_fifth_of_its_window() {
+    let c = core(BreakerConfig {
+        failure_rate: None,
+        ..BreakerConfig::default()
+    });
+    // 19 failures in a row: too few requests to judge, nothing refused.
+    for _ in 0..19 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.numbers(0).rejections, 0);
+    // From the 20th on, a dependency that accepts nothing gets almost nothing.
+    let refused = (0..100).filter(|_| !fail(&c, 0)).count();
+    assert!(refused > 80, "{refused}");
 }
