@@ -1,0 +1,264 @@
+//! The simulator's own output, checked: runs are reproducible, each scenario's fault happens
+//! where it should, and palisade's stack meets its goals on the default seed.
+
+use std::sync::OnceLock;
+
+use palisade_sim::metrics::Figures;
+use palisade_sim::report::Report;
+use palisade_sim::scenario::{Scenario, ScenarioKind};
+use palisade_sim::stack::StackKind;
+
+/// Every scenario on every stack with the default parameters, run once per test binary.
+fn default_report() -> &'static Report {
+    static REPORT: OnceLock<Report> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let scenarios: Vec<_> = ScenarioKind::ALL.into_iter().map(Scenario::new).collect();
+        palisade_sim::run_all(&scenarios, &StackKind::ALL, |_, _| {}).unwrap()
+    })
+}
+
+fn figures(scenario: ScenarioKind, stack: StackKind) -> &'static Figures {
+    default_report()
+        .runs
+        .iter()
+        .find(|f| f.scenario == scenario && f.stack == stack)
+        .unwrap()
+}
+
+fn pal(scenario: ScenarioKind) -> &'static Figures {
+    figures(scenario, StackKind::Palisade)
+}
+
+fn none(scenario: ScenarioKind) -> &'static Figures {
+    figures(scenario, StackKind::None)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_json_and_another_seed_another() {
+    let scenarios: Vec<_> = [ScenarioKind::Degraded, ScenarioKind::BadReplica]
+        .into_iter()
+        .map(Scenario::new)
+        .collect();
+    let run = |s: &[Scenario]| {
+        palisade_sim::run_all(s, &StackKind::ALL, |_, _| {})
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let first = run(&scenarios);
+    assert_eq!(first, run(&scenarios));
+    let mut reseeded = scenarios.clone();
+    for s in &mut reseeded {
+        s.params.seed = 2;
+    }
+    assert_ne!(first, run(&reseeded));
+}
+
+#[test]
+fn each_fault_happens_when_and_where_it_should() {
+    use ScenarioKind::*;
+    // Without protection, the outage fails every request sent during it, and only those.
+    let f = none(Outage);
+    assert_eq!(f.success_fault, 0.0);
+    assert_eq!(f.success_after, Some(1.0));
+    assert!((f.success - 0.75).abs() < 0.01, "{}", f.success);
+    assert!((f.load_fault - 1.0).abs() < 0.01);
+    // One replica of three fails: a third of the requests during the fault.
+    let f = none(BadReplica);
+    assert!(
+        (f.success_fault - 2.0 / 3.0).abs() < 0.02,
+        "{}",
+        f.success_fault
+    );
+    assert_eq!(f.success_after, Some(1.0));
+    // 80 requests/s against 50 calls/s: about 50/80 answered.
+    let f = none(RateLimit);
+    assert!((f.success - 50.0 / 80.0).abs() < 0.02, "{}", f.success);
+    // One of two replicas takes about 5 s: every request answered, the slow ones late.
+    let f = none(LatencySpike);
+    assert_eq!(f.success, 1.0);
+    assert!(
+        f.p99_ms > 4_000.0 && f.max_ms < 6_100.0,
+        "{} {}",
+        f.p99_ms,
+        f.max_ms
+    );
+    // Down half the time while flapping.
+    let f = none(Flapping);
+    assert!((f.success_fault - 0.5).abs() < 0.05, "{}", f.success_fault);
+    // The brownout: nothing during the outage, then capacity returns over the ramp, all of it
+    // used by a client that sends everything.
+    let f = none(Brownout);
+    assert!(f.success_fault < 0.5, "{}", f.success_fault);
+    assert!(f.served.unwrap() > 0.95, "{:?}", f.served);
+    // Round robin over a dead primary and a live standby: half fail.
+    let f = none(Failover);
+    assert!((f.success_fault - 0.5).abs() < 0.02, "{}", f.success_fault);
+    // Degraded: about half fail, some with a hint, a few hang until the caller's deadline.
+    let f = none(Degraded);
+    assert!(
+        (0.35..0.55).contains(&f.success_fault),
+        "{}",
+        f.success_fault
+    );
+    assert_eq!(f.max_ms, 10_000.0);
+}
+
+#[test]
+fn outage_goals() {
+    let p = pal(ScenarioKind::Outage);
+    assert!(p.load_fault <= 0.10, "{}", p.load_fault);
+    assert!(
+        p.recover_ms.is_some_and(|r| r <= 1_000.0),
+        "{:?}",
+        p.recover_ms
+    );
+    assert_eq!(p.cut_off, 0);
+    assert!(p.success >= none(ScenarioKind::Outage).success);
+    assert!(p.success >= figures(ScenarioKind::Outage, StackKind::Tower).success);
+}
+
+#[test]
+fn brownout_goals() {
+    let p = pal(ScenarioKind::Brownout);
+    assert!(p.served.unwrap() >= 0.95, "{:?}", p.served);
+    assert!(p.load_ramp.unwrap() <= 1.1, "{:?}", p.load_ramp);
+    assert!(p.success >= none(ScenarioKind::Brownout).success);
+}
+
+#[test]
+fn bad_replica_goals() {
+    let p = pal(ScenarioKind::BadReplica);
+    assert!(p.success >= 0.999, "{}", p.success);
+    assert!(p.bad_share.unwrap() <= 0.01, "{:?}", p.bad_share);
+    // Back in traffic with no active checks, within its ejection time (30 s) and a ramp step.
+    assert!(
+        p.returned_ms.is_some_and(|r| r <= 60_000.0),
+        "{:?}",
+        p.returned_ms
+    );
+}
+
+#[test]
+fn rate_limit_goals() {
+    let s = Scenario::new(ScenarioKind::RateLimit);
+    let p = pal(ScenarioKind::RateLimit);
+    assert_eq!(p.early_retries, 0);
+    assert!(p.served.unwrap() >= 0.98, "{:?}", p.served);
+    let hint = s.params.hint.as_secs_f64() * 1000.0;
+    let wait = p.hint_wait_ms.unwrap();
+    assert!((wait - hint).abs() <= 0.1 * hint, "{wait}");
+    assert!(p.load <= 1.2, "{}", p.load);
+    // 429s never open the breaker: no request was refused without reaching the upstream.
+    assert_eq!(p.local, 0);
+    // The stacks that ignore the hint retry early.
+    assert!(figures(ScenarioKind::RateLimit, StackKind::Tower).early_retries > 0);
+}
+
+#[test]
+fn latency_spike_goals() {
+    let s = Scenario::new(ScenarioKind::LatencySpike);
+    let p = pal(ScenarioKind::LatencySpike);
+    assert!(p.success >= 0.99, "{}", p.success);
+    assert!(
+        p.p99_ms < 2.0 * s.params.attempt_timeout.as_secs_f64() * 1000.0,
+        "{}",
+        p.p99_ms
+    );
+}
+
+#[test]
+fn flapping_goals() {
+    let p = pal(ScenarioKind::Flapping);
+    // Down 15 s of the 40 s run.
+    assert!(p.success >= 25.0 / 40.0, "{}", p.success);
+    assert!(p.load <= figures(ScenarioKind::Flapping, StackKind::Tower).load);
+}
+
+#[test]
+fn failover_goals() {
+    let p = pal(ScenarioKind::Failover);
+    assert!(p.success >= 0.99, "{}", p.success);
+    assert!(
+        p.detect_ms.is_some_and(|d| d <= 1_000.0),
+        "{:?}",
+        p.detect_ms
+    );
+}
+
+#[test]
+fn degraded_goals_met_today() {
+    let p = pal(ScenarioKind::Degraded);
+    let naive = figures(ScenarioKind::Degraded, StackKind::Naive);
+    assert!(p.success > none(ScenarioKind::Degraded).success);
+    assert!(p.load <= naive.load);
+    // Every hung attempt is cut by the attempt timeout: no caller waits for its deadline.
+    assert_eq!(p.cut_off, 0);
+}
+
+#[test]
+fn palisade_never_loads_the_upstream_more_than_tower() {
+    for kind in ScenarioKind::ALL {
+        let (p, t) = (pal(kind), figures(kind, StackKind::Tower));
+        assert!(p.load <= t.load, "{kind}: {} against {}", p.load, t.load);
+    }
+}
+
+#[test]
+fn the_judged_goals_agree_with_the_figures() {
+    let report = default_report();
+    let met = |scenario: ScenarioKind, prefix: &str| {
+        report
+            .goals
+            .iter()
+            .find(|g| g.scenario == scenario && g.goal.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no goal {prefix:?} in {scenario}"))
+            .met
+    };
+    assert!(met(ScenarioKind::Outage, "≤ 0.10 upstream calls"));
+    assert!(met(ScenarioKind::RateLimit, "no retry before its hint"));
+    assert!(met(ScenarioKind::Failover, "traffic on the standby"));
+    // A goal the naive loop's unbounded retries win is judged as missed, not hidden.
+    assert!(!met(ScenarioKind::Degraded, "more real answers than naive"));
+    // Every goal appears in the table.
+    let table = report.table();
+    assert!(table.contains("palisade's goals:"));
+    for g in &report.goals {
+        assert!(table.contains(&g.goal), "{}", g.goal);
+    }
+}
+
+#[test]
+fn charts_are_written_one_per_scenario() {
+    let dir = std::env::temp_dir().join(format!("palisade-sim-charts-{}", std::process::id()));
+    let scenario = Scenario {
+        params: palisade_sim::scenario::Params {
+            duration: std::time::Duration::from_secs(20),
+            ..ScenarioKind::Outage.defaults()
+        },
+        kind: ScenarioKind::Outage,
+    };
+    let report = palisade_sim::run_all(&[scenario], &StackKind::ALL, |_, _| {}).unwrap();
+    let files = report.svg(&dir).unwrap();
+    assert_eq!(files.len(), 1);
+    let svg = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(svg.starts_with("<svg"));
+    for stack in StackKind::ALL {
+        assert!(svg.contains(stack.name()), "{stack} is in the legend");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_parameters_are_refused_naming_the_field() {
+    let mut s = Scenario::new(ScenarioKind::Outage);
+    s.params.rate = 0.0;
+    let err = palisade_sim::run(&s, StackKind::None).unwrap_err();
+    assert!(err.to_string().contains("rate"), "{err}");
+    let mut s = Scenario::new(ScenarioKind::BadReplica);
+    s.params.replicas = 0;
+    let err = palisade_sim::run(&s, StackKind::Palisade).unwrap_err();
+    assert!(err.to_string().contains("replicas"), "{err}");
+    assert_eq!(ScenarioKind::from_name("no-such"), None);
+    assert_eq!(StackKind::from_name("tower"), Some(StackKind::Tower));
+}
