@@ -47,7 +47,7 @@ fn the_same_seed_gives_the_same_json_and_another_seed_another() {
     };
     let first = run(&scenarios);
     assert_eq!(first, run(&scenarios));
-    let mut reseeded = scenarios.clone();
+    let mut reseeded = scenarios;
     for s in &mut reseeded {
         s.params.seed = 2;
     }
