@@ -319,3 +319,102 @@ fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
     }
     sum
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{AttemptRecord, RequestRecord};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// An outage scenario of 10 s, fault from 2 s to 4 s, 10 requests/s.
+    fn scenario() -> Scenario {
+        let mut s = Scenario::new(ScenarioKind::Outage);
+        s.params.rate = 10.0;
+        s.params.duration = Duration::from_secs(10);
+        s.params.fault_start = Duration::from_secs(2);
+        s.params.fault_len = Duration::from_secs(2);
+        s
+    }
+
+    /// Every 100 ms a request; `ok(t)` says whether it succeeded; one attempt each, to
+    /// replica 0, except where `local(t)` (refused without an attempt).
+    fn log(ok: impl Fn(u64) -> bool, local: impl Fn(u64) -> bool) -> Log {
+        let mut log = Log::default();
+        for i in 0..100u64 {
+            let t = i * 100;
+            log.requests.push(RequestRecord {
+                sent: ms(t),
+                latency: ms(50),
+                ok: ok(t),
+                attempts: u32::from(!local(t)),
+                cut_off: false,
+            });
+            if !local(t) {
+                log.attempts.push(AttemptRecord {
+                    at: ms(t),
+                    replica: 0,
+                    outcome: if ok(t) {
+                        AttemptOutcome::Ok
+                    } else {
+                        AttemptOutcome::Failed(palisade::classify::Category::ServerError)
+                    },
+                });
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn success_load_and_windows() {
+        let s = scenario();
+        let in_fault = |t: u64| (2_000..4_000).contains(&t);
+        let f = measure(&s, StackKind::None, &log(|t| !in_fault(t), |_| false));
+        assert_eq!(f.requests, 100);
+        assert!((f.success - 0.8).abs() < 1e-9);
+        assert_eq!(f.success_fault, 0.0);
+        assert_eq!(f.success_after, Some(1.0));
+        assert!((f.load_fault - 1.0).abs() < 1e-9);
+        assert_eq!(
+            f.detect_ms, None,
+            "every request still reaches the upstream"
+        );
+        assert_eq!(f.recover_ms, Some(0.0));
+        assert_eq!(f.p50_ms, 50.0);
+        assert_eq!(f.series.len(), 10);
+        assert_eq!(
+            f.series[2],
+            Second {
+                t: 2,
+                sent: 10,
+                ok: 0,
+                attempts: 10
+            }
+        );
+    }
+
+    #[test]
+    fn detection_and_recovery_are_timed() {
+        let s = scenario();
+        // Failing from 2 s; refused locally from 2.5 s to 4 s; failing again until 5 s,
+        // although the upstream recovered at 4 s.
+        let fails = |t: u64| (2_000..5_000).contains(&t);
+        let local = |t: u64| (2_500..4_000).contains(&t);
+        let f = measure(&s, StackKind::Palisade, &log(|t| !fails(t), local));
+        // From 2.4 s, the next second holds 1 attempt of 10 requests: a tenth of the usual
+        // share, so detected 400 ms after the start (2.3 s would hold 2).
+        assert_eq!(f.detect_ms, Some(400.0));
+        // The last 1 s window below 99 % starts at 4.9 s: recovered 1 s after 4 s.
+        assert_eq!(f.recover_ms, Some(1_000.0));
+        assert_eq!(f.recovered, Some(true));
+        assert_eq!(f.local, 15);
+        // One replica: the one attempt sent after detection (at 2.4 s) went to it.
+        assert_eq!(f.bad_share, Some(1.0));
+        // Still failing in the last window of the run: never recovered.
+        let f = measure(&s, StackKind::Palisade, &log(|t| t < 2_000, |_| false));
+        assert_eq!(f.recover_ms, None);
+        assert_eq!(f.recovered, Some(false));
+    }
+}
