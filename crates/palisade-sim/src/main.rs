@@ -185,12 +185,13 @@ fn main() -> ExitCode {
         }
     } else {
         println!(
-            "palisade-sim: {} scenarios × {} stacks in virtual time ({:.1} s of real time)\n",
+            "palisade-sim: {} scenarios × {} stacks in virtual time, open-loop traffic, seeded\n",
             scenarios.len(),
             stacks.len(),
-            started.elapsed().as_secs_f64()
         );
         print!("{}", report.table());
+        // Real time goes to stderr, so the same seed prints the same table, byte for byte.
+        eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
     }
     if let Some(dir) = &args.svg {
         match report.svg(dir) {
