@@ -32,7 +32,7 @@ pub struct Figures {
     pub success_after: Option<f64>,
     /// Upstream calls per request sent during the fault.
     pub load_fault: f64,
-    /// Upstream calls per request over the whole run.
+    /// Upstream calls per request over the whole run (the measured requests' attempts).
     pub load: f64,
     /// Median latency of all requests, answered or not, in milliseconds.
     pub p50_ms: f64,
@@ -284,7 +284,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         success_after: (!after.is_empty())
             .then(|| ratio(after.iter().filter(|r| r.ok).count(), after.len())),
         load_fault: ratio(fault_attempts, fault_requests.len()),
-        load: ratio(log.attempts.len(), n),
+        load: ratio(log.attempts.iter().filter(|a| a.req < n as u64).count(), n),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
@@ -356,6 +356,7 @@ mod tests {
                 log.attempts.push(AttemptRecord {
                     at: ms(t),
                     replica: 0,
+                    req: i,
                     outcome: if ok(t) {
                         AttemptOutcome::Ok
                     } else {

@@ -47,6 +47,8 @@ pub struct AttemptRecord {
     pub at: Duration,
     /// Which replica got it.
     pub replica: u16,
+    /// The request it belongs to.
+    pub req: u64,
     /// What became of it.
     pub outcome: AttemptOutcome,
 }
@@ -72,19 +74,23 @@ pub struct Log {
 #[derive(Clone, Debug)]
 pub struct Recorder {
     epoch: Instant,
+    /// Requests from this number on are unmeasured trailing traffic.
+    measured: u64,
     log: Arc<Mutex<Log>>,
 }
 
 impl Recorder {
-    /// A recorder for `requests` requests, its clock starting at `epoch`.
-    pub fn new(epoch: Instant, requests: usize) -> Self {
+    /// A recorder for `requests` measured requests (numbered from 0) followed by `trailing`
+    /// unmeasured ones, its clock starting at `epoch`.
+    pub fn new(epoch: Instant, requests: usize, trailing: usize) -> Self {
         let log = Log {
             requests: Vec::with_capacity(requests),
-            per_request: vec![0; requests],
+            per_request: vec![0; requests + trailing],
             ..Log::default()
         };
         Recorder {
             epoch,
+            measured: requests as u64,
             log: Arc::new(Mutex::new(log)),
         }
     }
@@ -94,8 +100,11 @@ impl Recorder {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a finished request.
+    /// Records a finished request (trailing ones are not recorded).
     pub fn request(&self, id: u64, sent: Instant, ok: bool, cut_off: bool) {
+        if id >= self.measured {
+            return;
+        }
         let now = Instant::now();
         let mut log = self.lock();
         let attempts = log.per_request.get(id as usize).copied().unwrap_or(0);
@@ -130,7 +139,9 @@ impl Recorder {
         if let Some(n) = log.per_request.get_mut(req as usize) {
             *n += 1;
         }
-        if let Some((failed, hint)) = log.hinted.remove(&req) {
+        if let Some((failed, hint)) = log.hinted.remove(&req)
+            && req < self.measured
+        {
             if now < failed + hint {
                 log.early_retries += 1;
             }
@@ -139,6 +150,7 @@ impl Recorder {
         log.attempts.push(AttemptRecord {
             at: now - self.epoch,
             replica,
+            req,
             outcome: AttemptOutcome::Dropped,
         });
         log.attempts.len() - 1

@@ -17,7 +17,9 @@ use crate::{Reply, Req};
 ///
 /// The traffic is open loop: request `i` is sent at `i / rate` seconds whatever happened to
 /// the others, on its own task with its own clone of the stack, and its caller gives up at the
-/// scenario's deadline. The same scenario, parameters and stack give the same figures.
+/// scenario's deadline. Traffic goes on for one deadline past the run's duration, unmeasured,
+/// so that the last requests' retries meet the load they would meet in a service that keeps
+/// running. The same scenario, parameters and stack give the same figures.
 ///
 /// # Errors
 /// Invalid parameters, or a layer's configuration error.
@@ -42,8 +44,12 @@ pub fn record(scenario: &Scenario, stack: StackKind) -> Result<Log, BoxError> {
 async fn traffic(scenario: &Scenario, kind: StackKind) -> Result<Log, BoxError> {
     let p = &scenario.params;
     let epoch = Instant::now();
+    // The requests measured, sent during the run, then as many again as a deadline's worth,
+    // unmeasured: retries still pending at the end compete with traffic as they would in
+    // a service that keeps running, instead of finding an idle upstream.
     let count = (p.duration.as_secs_f64() * p.rate).floor() as usize;
-    let recorder = Recorder::new(epoch, count);
+    let trailing = (p.deadline.as_secs_f64() * p.rate).ceil() as usize;
+    let recorder = Recorder::new(epoch, count, trailing);
     let mut replicas = Vec::with_capacity(p.replicas);
     for i in 0..p.replicas {
         let chaos = scenario.chaos(i, epoch)?;
@@ -52,8 +58,8 @@ async fn traffic(scenario: &Scenario, kind: StackKind) -> Result<Log, BoxError> 
         replicas.push(replica);
     }
     let client = stack::build(kind, scenario, replicas)?;
-    let mut tasks = Vec::with_capacity(count);
-    for id in 0..count as u64 {
+    let mut tasks = Vec::with_capacity(count + trailing);
+    for id in 0..(count + trailing) as u64 {
         let at = epoch + Duration::from_secs_f64(id as f64 / p.rate);
         tokio::time::sleep_until(at).await;
         let client = client.clone();
