@@ -1,4 +1,4 @@
-//! A flaky LLM provider behind every palisade layer that exists so far, printing what each did.
+//! A flaky LLM provider behind the whole palisade flow, printing what each layer did.
 //!
 //! `cargo run -p palisade-examples --example flaky_agent`
 //!
@@ -7,16 +7,21 @@
 //!
 //! * `east` has an outage from 0:30 to 1:30 (HTTP 503), and its health checks fail with it;
 //! * `west` rate-limits one call in eight (429, "retry after 2");
-//! * `backup` is a standby in priority tier 1, used only when tier 0 lacks capacity.
-//!
+//! * `backup` is a standby in priority tier 1, used only when tier 0 lacks capacity;
 //! * from 2:00 to 2:10 every replica hangs (a stuck upstream): only timeouts answer.
 //!
 //! The stack, outermost first, in the order palisade recommends: fallback (a canned answer,
-//! marked degraded) → deadline (5 s for the whole
-//! call) → retry (3 attempts, exponential backoff, a shared ratio budget) → breaker (the
-//! provider as a whole) → timeout (1 s per attempt, escalating ×2 after a timeout) → route
-//! (health-ramped, outlier ejection, tiers) → classify (one per replica). Each line shows what
-//! happened to one prompt; every 30 s the router's and the breaker's view is printed.
+//! marked degraded) → deadline (5 s for the whole call) → retry (3 attempts, exponential
+//! backoff, the default `Throttled` budget) → breaker (the provider as a whole, default
+//! configuration) → timeout (1 s per attempt, escalating ×2 after a timeout) → route
+//! (health-ramped, outlier ejection, tiers) → classify (one per replica).
+//!
+//! Prompts go one after another: a prompt sent while the previous one was still being answered
+//! waits for it, so `time` (when the prompt was sent) can run behind its number. A line is
+//! printed for each prompt that took more than one upstream call or did not get the
+//! provider's answer, and for every tenth prompt; every 30 s the breaker's and the router's
+//! view is printed. The last two lines compare the stack with the same prompts, sent at the
+//! same instants, each once to one replica in turn without any layer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +30,7 @@ use std::time::Duration;
 use palisade::breaker::BreakerLayer;
 use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, class_of};
 use palisade::fallback::{Answer, FallbackLayer, Static};
-use palisade::retry::budget::RatioBudget;
+use palisade::retry::budget::Throttled;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::route::{Route, RouteConfig, check_fn};
 use palisade::timeout::{DeadlineLayer, TimeoutLayer};
@@ -109,7 +114,7 @@ async fn main() -> Result<(), BoxError> {
     });
     let checker = tokio::spawn(handle.health_checker(checks, Duration::from_secs(10)));
 
-    let budget = Arc::new(RatioBudget::default());
+    let budget = Arc::new(Throttled::default());
     let breaker = BreakerLayer::new("provider");
     let breaker_handle = breaker.handle();
     let mut agent = ServiceBuilder::new()
@@ -131,26 +136,34 @@ async fn main() -> Result<(), BoxError> {
         .service(route);
 
     let names = ["east", "west", "backup"];
+    let mut sent_at = Vec::with_capacity(180);
     let (mut ok, mut degraded, mut failed, mut upstream) = (0u32, 0u32, 0u32, 0usize);
     println!(
         "palisade flaky_agent: 180 prompts, one a second, to three replicas behind\n  fallback → deadline → retry → breaker → timeout → route → classify\n"
     );
+    let header = format!(
+        "{:>4}  {:<4} {:<42} {:>7}  {}",
+        "time", "#", "answer", "took", "upstream calls, in order"
+    );
+    println!("{header}");
     for i in 0..180u64 {
         let started = Instant::now();
+        sent_at.push(started.duration_since(start).as_secs());
         let prompt: Arc<str> = format!("prompt {i}").into();
         let result = agent.ready().await?.call(prompt).await;
         let steps = std::mem::take(&mut *log.lock().expect("log"));
         upstream += steps.len();
         let took = started.elapsed();
         let unusual = !matches!(result, Ok(Answer::Primary(_)));
-        let eventful =
-            steps.len() > 1 || unusual || steps.first().is_none_or(|s| !s.starts_with("east"));
+        // A prompt is worth a line when it took more than one upstream call or did not get
+        // the provider's answer; every tenth prompt is shown anyway.
+        let eventful = steps.len() != 1 || unusual;
         match &result {
             Ok(Answer::Primary(_)) => ok += 1,
             Ok(_) => degraded += 1,
             Err(_) => failed += 1,
         }
-        if eventful && (i < 40 || i % 5 == 0 || unusual || steps.len() > 1) {
+        if eventful || i % 10 == 0 {
             let verdict = match &result {
                 Ok(Answer::Primary(answer)) => {
                     format!("ok ({})", answer.split(' ').next().unwrap_or("?"))
@@ -164,26 +177,32 @@ async fn main() -> Result<(), BoxError> {
                 }
                 Err(e) => format!("FAILED: {e} [{}]", class_of(e).category),
             };
-            println!(
-                "{:>3}s  #{i:<3} {verdict:<42} {:>5} ms  {}",
-                secs(),
-                took.as_millis(),
+            let calls = if steps.is_empty() {
+                "(none)".to_owned()
+            } else {
                 steps.join(" → ")
+            };
+            println!(
+                "{:>3}s  {i:<4} {verdict:<42} {:>4} ms  {calls}",
+                started.duration_since(start).as_secs(),
+                took.as_millis(),
             );
         }
         if i % 30 == 29 {
             let m = breaker_handle.metrics();
             println!(
-                "\n  breaker at {}s: {} ({} failures, {} rejected)",
+                "\n  breaker at {}s: {}, {:.0} % of the last {} calls failed ({} failures, {} calls refused in all)",
                 secs(),
                 m.state,
+                100.0 * m.failure_rate.unwrap_or(0.0),
+                m.window_calls.unwrap_or(0),
                 m.failures,
                 m.rejections
             );
             println!("  route:");
             for (s, name) in handle.status().iter().zip(names) {
                 println!(
-                    "    {name:<7} tier {} {:<10} share {:>4.0}%  healthy signals in a row {}  ejected {:<5} cooling {:<5} last error {}",
+                    "    {name:<7} tier {} {:<10} share {:>4.0}%  healthy signals in a row {:>2}  ejected {:<5} cooling {:<5} last error {}",
                     s.tier,
                     s.state.as_str(),
                     s.share * 100.0,
@@ -194,16 +213,40 @@ async fn main() -> Result<(), BoxError> {
                 );
             }
             println!();
+            if i < 179 {
+                println!("{header}");
+            }
         }
         tokio::time::sleep_until(start + Duration::from_secs(i + 1)).await;
     }
     checker.abort();
 
+    let prompts = ok + degraded + failed;
+    let pct = |n: u32| 100.0 * f64::from(n) / f64::from(prompts);
     println!(
-        "\n{ok} of {} prompts answered by the provider ({:.1} %), {degraded} by the fallback (marked degraded), {failed} failed; {upstream} upstream calls ({:.2} per prompt)",
-        ok + degraded + failed,
-        100.0 * f64::from(ok) / f64::from(ok + degraded + failed),
-        upstream as f64 / f64::from(ok + degraded + failed)
+        "with palisade: {ok} of {prompts} prompts answered by the provider ({:.1} %), {degraded} by the fallback (marked degraded), {failed} failed; {upstream} upstream calls ({:.2} per prompt)",
+        pct(ok),
+        upstream as f64 / f64::from(prompts)
+    );
+
+    // The same prompts sent at the same instants with no layer at all: each goes once to one
+    // replica in turn (round robin over all three, as DNS or a plain load balancer spreads
+    // calls), and the same behaviour function decides its outcome.
+    let (mut bare_ok, mut bare_err, mut bare_hung) = (0u32, 0u32, 0u32);
+    let mut bare_calls = [0u64; 3];
+    for (i, &t) in sent_at.iter().enumerate() {
+        let r = i % names.len();
+        let n = bare_calls[r];
+        bare_calls[r] += 1;
+        match behaviour(names[r], t, n) {
+            Ok(()) => bare_ok += 1,
+            Err("hang") => bare_hung += 1,
+            Err(_) => bare_err += 1,
+        }
+    }
+    println!(
+        "without it:    {bare_ok} of {prompts} answered ({:.1} %), {bare_err} errors, {bare_hung} never answered (no timeout); {prompts} upstream calls (1.00 per prompt)",
+        pct(bare_ok)
     );
     Ok(())
 }

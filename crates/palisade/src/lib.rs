@@ -7,8 +7,8 @@
 //! |---|---|---|
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
 //! | [`fallback`] | `palisade-fallback` | answers anyway when nothing else worked: static, computed, last-good and alternative-service answers, marked degraded |
-//! | [`breaker`] | `palisade-breaker` | guards a dependency as a whole: lock-free circuit breaker, sliding windows, half-open probes |
-//! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter, within lock-free retry budgets and the deadline |
+//! | [`breaker`] | `palisade-breaker` | guards a dependency as a whole: lock-free circuit breaker, failure-rate and slow-call rules over sliding windows, client-side adaptive throttling while closed, half-open probes |
+//! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter or a server's hint, within lock-free retry budgets (by default behind gRPC-style retry throttling) and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
 //! | [`timeout`] | `palisade-timeout` | bounds each attempt (`Timeout`, escalating after timeouts) and the whole call (`Deadline`, visible to the layers inside) |
 //! | [`chaos`] | `palisade-chaos` | injects seeded faults to test all of the above: failures, responses, latency, hangs, outage windows, capacity limits; a passthrough when switched off |
@@ -25,7 +25,9 @@
 //! layer above reads that verdict with [`classify::class_of`].
 //!
 //! [`preset::recommended`] builds deadline → retry → breaker → timeout → classify as one layer,
-//! added with [`ServiceBuilderExt::palisade`].
+//! added with [`ServiceBuilderExt::palisade`]. The `palisade-sim` crate of the repository runs
+//! that stack beside tower's layers through faults in virtual time
+//! (`cargo run --release -p palisade-sim`).
 //!
 //! # Example
 //!

@@ -10,8 +10,8 @@ use crate::classify::{ClassifyLayer, ConfigError, DefaultClassifier};
 use crate::retry::RetryLayer;
 use crate::timeout::{DeadlineLayer, TimeoutLayer};
 
-/// The recommended stack as one layer, outermost first: deadline → retry (with a ratio budget)
-/// → breaker → timeout (per attempt, escalating) → classify.
+/// The recommended stack as one layer, outermost first: deadline → retry (within a retry
+/// budget) → breaker → timeout (per attempt, escalating) → classify.
 ///
 /// Put a [`FallbackLayer`](crate::fallback::FallbackLayer) above it for a last-resort answer,
 /// and a [`Route`](crate::route::Route) below it (between timeout and classify, so build those
@@ -33,10 +33,28 @@ pub struct PresetBuilder {
     classifier: DefaultClassifier,
 }
 
-/// The recommended stack for a dependency named `name`, with these defaults: a 30 s deadline
-/// for the whole call; retries as [`RetryLayer::new`] (3 attempts, exponential backoff with
-/// jitter, a ratio budget); the reference breaker (5 failures, 30 s open, 3 probes); a 10 s
-/// timeout per attempt, doubled after each timed-out attempt up to 30 s; the default classifier.
+/// The recommended stack for a dependency named `name`, with these defaults:
+///
+/// - a 30 s deadline for the whole call, retries and their waits included;
+/// - retries as [`RetryLayer::new`]: 3 attempts, exponential backoff from 1 s with ±10 %
+///   jitter, a server's retry hint taken as the delay exactly, and a
+///   [`Throttled`](crate::retry::budget::Throttled) budget (retries up to 10 % of requests
+///   plus 1 a second, stopped by gRPC-style retry throttling while the dependency mostly
+///   fails); a call the breaker refused, open or throttling
+///   ([`Category::Rejected`](crate::classify::Category::Rejected)), is retried after its hint
+///   without spending budget;
+/// - the breaker as [`BreakerConfig::default`]: it opens when 90 % of the last 30 calls
+///   failed, throttles adaptively while closed (the Google SRE book's client-side throttling,
+///   `k` = 3 over the last 100 requests), stays open 500 ms (×1.5 per failed probe, at most
+///   750 ms), probes one call at a time and closes after 2 successes. Pass
+///   [`BreakerConfig::classic`] to [`PresetBuilder::breaker`] for 5 failures in a row and
+///   30 s open;
+/// - a 10 s timeout per attempt, doubled after each timed-out attempt up to 30 s;
+/// - the default classifier.
+///
+/// `cargo run --release -p palisade-sim` runs this stack (with each scenario's deadline and
+/// attempt timeout), tower's own retry and timeout layers and two baselines through outages,
+/// rate limits, latency spikes and brownouts in virtual time, and prints what each achieved.
 ///
 /// ```
 /// use palisade::classify::BoxError;
