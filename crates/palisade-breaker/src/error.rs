@@ -15,9 +15,12 @@ use crate::State;
 /// open period); a retry layer above waits exactly that long and tries again without spending
 /// retry budget, since the rejected attempt added no load: the breaker stays the one control
 /// of what reaches the dependency (probes while half-open, everything once closed).
-/// `retry_after` is `None` while isolated, when all half-open probe slots are taken, and when
-/// a closed breaker's adaptive [`Throttle`](crate::Throttle) refused the call (`state` is then
-/// `Closed`).
+/// While half-open with every probe slot taken, `retry_after` is about one open period
+/// (spread between half and one and a half of `open_duration`, so that the refused calls do
+/// not all come back at once): by then the probes have closed or re-opened the breaker.
+/// `retry_after` is `None` while isolated and when a closed breaker's adaptive
+/// [`Throttle`](crate::Throttle) refused the call (`state` is then `Closed`): a retry of a
+/// throttled call is an ordinary retry, within the retry budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CircuitOpen {
     /// How long until the breaker probes again, when known.

@@ -273,7 +273,13 @@ impl Core {
                         // If the breaker moved on meanwhile, this ticket's outcome is ignored
                         // and its slot is given back to a generation nobody counts any more.
                         Ok(_) => Ok(Ticket::new(generation, true)),
-                        Err(_) => Err(self.refuse(State::HalfOpen, None)),
+                        // The probes in flight decide within about one open period: come
+                        // back then, spread so that the refused do not return together.
+                        Err(_) => {
+                            let spread = 0.5 + self.next_random();
+                            let hint = self.cfg.open_duration.mul_f64(spread);
+                            Err(self.refuse(State::HalfOpen, Some(hint.as_millis() as u64)))
+                        }
                     };
                 }
             }

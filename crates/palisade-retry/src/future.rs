@@ -234,9 +234,11 @@ where
                 Decision::Refresh => None,
                 Decision::Retry(delay) => Some(delay),
             };
-            // Retrying a refused call spends no budget: the refused attempt added no load, and
-            // the refusing layer decides what reaches the dependency.
-            let withdrawal = if rejected {
+            // Retrying a call refused with a time to come back (an open breaker's remaining
+            // period) spends no budget: the refused attempt added no load, and the refusing
+            // layer decides what reaches the dependency then. A refusal without one (a
+            // throttle shedding load, busy half-open probes) is budgeted like any retry.
+            let withdrawal = if rejected && class.retry_after.is_some() {
                 None
             } else if let Some(withdrawal) = shared.budget.try_withdraw() {
                 Some(withdrawal)

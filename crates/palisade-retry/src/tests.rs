@@ -1003,3 +1003,17 @@ async fn a_refused_call_is_retried_after_its_hint_without_budget() {
     assert_eq!(run(svc).await, Err("503".into()));
     assert_eq!(script.count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_without_a_time_to_come_back_is_budgeted() {
+    // A throttle shedding load refuses without a hint: retrying it is an ordinary retry.
+    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let script = Script::new([err(Category::Rejected, "circuit throttled")]);
+    let svc = layer()
+        .budget(budget)
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("circuit throttled".into()));
+    assert_eq!(script.count(), 1);
+}

@@ -544,3 +544,22 @@ fn the_throttle_waits_for_a_fifth_of_its_window() {
     let refused = (0..100).filter(|_| !fail(&c, 0)).count();
     assert!(refused > 80, "{refused}");
 }
+
+#[test]
+fn busy_probes_refuse_with_a_spread_time_to_come_back() {
+    let c = core(BreakerConfig::default());
+    while c.state() == State::Closed {
+        fail(&c, 0);
+    }
+    // After the open period one probe goes out; the calls behind it are refused and told to
+    // come back in about one open period (250 to 750 ms), not all at the same moment.
+    let probe = c.admit(|| 1_000).unwrap();
+    assert!(probe.probe());
+    let hints: Vec<u64> = (0..20)
+        .map(|_| c.admit(|| 1_000).unwrap_err())
+        .inspect(|r| assert_eq!(r.state, State::HalfOpen))
+        .map(|r| r.retry_after_ms.unwrap())
+        .collect();
+    assert!(hints.iter().all(|h| (250..=750).contains(h)), "{hints:?}");
+    assert!(hints.iter().any(|h| *h != hints[0]), "{hints:?}");
+}
