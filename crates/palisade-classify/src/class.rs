@@ -42,7 +42,8 @@ pub enum Category {
     /// open circuit breaker, a load shed). It says nothing new about the dependency (the
     /// refusing layer counted what made it refuse), so it never counts against health, and it
     /// is retryable: a retry after the `retry_after` the refusal gives, if any, may be let
-    /// through. A retry layer spends no retry budget on it, since it added no load.
+    /// through. palisade's retry layer spends no retry budget on a refusal that says when to
+    /// come back (it added no load); one that does not is retried within the budget.
     Rejected,
 }
 
