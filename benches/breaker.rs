@@ -1,5 +1,6 @@
-//! The closed happy path of a circuit breaker: palisade's `Breaker` beside the bare service,
-//! tower-resilience's `CircuitBreakerLayer` and failsafe's `StateMachine`, in one run: time per
+//! The closed happy path of a circuit breaker: palisade's `Breaker` with its default
+//! configuration (a failure rate over a count window and the adaptive throttle) and with
+//! `BreakerConfig::classic()` (no window) beside the bare service, tower-resilience's `CircuitBreakerLayer` and failsafe's `StateMachine`, in one run: time per
 //! call, allocations per call, response-future size, and throughput on 1 and 2 threads.
 //!
 //! `cargo bench -p palisade-benches --bench breaker`
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
-use palisade::breaker::BreakerLayer;
+use palisade::breaker::{BreakerConfig, BreakerLayer};
 use palisade_benches::{allocations_per_call, bare, one_call, spin_call};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::{Layer, Service};
@@ -77,6 +78,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("palisade_breaker", |b| {
         b.iter(|| one_call(&mut palisade, black_box(1)))
     });
+    let classic_layer = || {
+        BreakerLayer::builder("classic")
+            .config(BreakerConfig::classic())
+            .build()
+            .expect("classic config")
+    };
+    let mut classic = classic_layer().layer(bare());
+    group.bench_function("palisade_breaker_classic", |b| {
+        b.iter(|| one_call(&mut classic, black_box(1)))
+    });
     let resilience_layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .build()
         .expect("tower-resilience config");
@@ -103,12 +114,15 @@ fn bench(c: &mut Criterion) {
         return;
     }
     println!(
-        "breaker/closed_happy_path allocations per call: bare {:.3}, palisade_breaker {:.3}, tower_resilience {:.3}, failsafe {:.3}",
+        "breaker/closed_happy_path allocations per call: bare {:.3}, palisade_breaker {:.3}, palisade_breaker_classic {:.3}, tower_resilience {:.3}, failsafe {:.3}",
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut bare_svc, i));
         }),
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut palisade, i));
+        }),
+        allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut classic, i));
         }),
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut resilience, i));
@@ -129,12 +143,14 @@ fn bench(c: &mut Criterion) {
         // Best of three runs, in millions of calls per second.
         let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(0.0, f64::max) / 1e6;
         let palisade_svc = BreakerLayer::new("threads").layer(bare());
+        let classic_svc = classic_layer().layer(bare());
         let keyed_svc = keyed_layer.layer(bare());
         let resilience_svc = resilience_layer.layer(bare());
         println!(
-            "breaker/throughput threads={threads}: bare {:.1} M/s, palisade_breaker {:.1} M/s, palisade_keyed_4 {:.1} M/s, tower_resilience {:.1} M/s, failsafe {:.1} M/s",
+            "breaker/throughput threads={threads}: bare {:.1} M/s, palisade_breaker {:.1} M/s, palisade_breaker_classic {:.1} M/s, palisade_keyed_4 {:.1} M/s, tower_resilience {:.1} M/s, failsafe {:.1} M/s",
             best(&|| throughput(&bare(), threads, PER_THREAD)),
             best(&|| throughput(&palisade_svc, threads, PER_THREAD)),
+            best(&|| throughput(&classic_svc, threads, PER_THREAD)),
             best(&|| throughput(&keyed_svc, threads, PER_THREAD)),
             best(&|| throughput(&resilience_svc, threads, PER_THREAD / 10)),
             best(&|| failsafe_throughput(threads, PER_THREAD)),

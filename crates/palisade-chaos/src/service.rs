@@ -90,10 +90,24 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        // Disabled: one relaxed load and the inner call, small enough to inline into the
+        // caller; the decision is kept out of line so it does not stand in the way.
         if !self.shared.is_enabled() {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
+        self.call_enabled(req)
+    }
+}
+
+impl<S, Res> Chaos<S, Res> {
+    /// A call while injection is on: decide its fate, then call the inner service or not.
+    #[inline(never)]
+    fn call_enabled<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, Res>
+    where
+        S: Service<Req, Response = Res>,
+    {
         let since = Instant::now().saturating_duration_since(self.config.epoch);
         match self.config.decide(&self.shared, since) {
             Decision::Pass => ResponseFuture::passthrough(self.inner.call(req)),
