@@ -165,3 +165,82 @@ impl<B: Budget> tower::retry::budget::Budget for Throttled<B> {
         Budget::try_withdraw(self).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn the_defaults_are_ten_percent_with_a_reserve_of_one_a_second_behind_ten_tokens() {
+        let t = Throttled::default();
+        assert_eq!(t.budget().ttl(), Duration::from_secs(10));
+        assert_eq!(t.budget().min_per_second(), 1);
+        assert!((t.budget().percent() - 0.1).abs() < 1e-9);
+        assert_eq!(t.throttle().milli_tokens(), 10_000);
+        assert!(format!("{t:?}").starts_with("Throttled { budget: RatioBudget"));
+    }
+
+    #[test]
+    fn requests_reach_the_budget_and_refunds_come_back() {
+        let t = Throttled::default();
+        assert!(t.counts_requests());
+        assert!(t.counts_successes());
+        // Whether requests are counted is the inner budget's to say.
+        let unlimited = Throttled::new(
+            super::super::Unlimited,
+            Throttled::default_throttle().unwrap(),
+        );
+        assert!(!unlimited.counts_requests());
+        let now = Instant::now();
+        // The reserve alone: 10 retries in the window; 100 requests add 10 more.
+        assert_eq!(t.balance(), 4, "the throttle's 4 before it reaches half");
+        for _ in 0..100 {
+            t.on_request();
+        }
+        assert_eq!(t.budget().requests_at(now), 100);
+        let w = t.try_withdraw().unwrap();
+        assert_eq!(t.budget().retries_at(now), 1);
+        t.refund(w);
+        assert_eq!(t.budget().retries_at(now), 0);
+    }
+
+    #[test]
+    fn the_balance_is_the_smaller_of_the_two() {
+        // A budget with room for 20 (ttl 10 s × 2 a second) behind the throttle's 4.
+        let t = Throttled::new(
+            RatioBudget::new(Duration::from_secs(10), 2, 0.0).unwrap(),
+            Throttled::default_throttle().unwrap(),
+        );
+        assert_eq!(t.balance(), 4);
+        // A budget with room for 1 behind the same throttle.
+        let t = Throttled::new(
+            RatioBudget::new(Duration::from_secs(1), 1, 0.0).unwrap(),
+            Throttled::default_throttle().unwrap(),
+        );
+        assert_eq!(t.balance(), 1);
+        assert!(t.try_withdraw().is_some());
+        assert_eq!(t.balance(), 0);
+        assert!(t.try_withdraw().is_none());
+    }
+
+    #[test]
+    fn as_a_tower_budget_a_failure_takes_a_token_and_asks() {
+        use tower::retry::budget::Budget as _;
+        let t = Throttled::default();
+        tower::retry::budget::Budget::deposit(&t);
+        assert_eq!(t.budget().requests_at(Instant::now()), 1);
+        // Four failures leave 6 tokens: still allowed; the fifth leaves 5: refused.
+        for _ in 0..4 {
+            assert!(t.withdraw());
+        }
+        assert!(!t.withdraw());
+        // A deposit is a success: a token back, so the throttle allows retries again...
+        t.deposit();
+        assert_eq!(t.throttle().milli_tokens(), 6_000);
+        assert!(t.throttle().allows_retry());
+        // ...until the next failure takes it.
+        assert!(!t.withdraw());
+        assert_eq!(t.throttle().milli_tokens(), 5_000);
+    }
+}
