@@ -28,7 +28,7 @@ impl fmt::Debug for BreakerLayer {
 }
 
 impl BreakerLayer {
-    /// A breaker named `name` with the reference design's defaults.
+    /// A breaker named `name` with the defaults of [`BreakerConfig`](crate::BreakerConfig).
     pub fn new(name: impl Into<String>) -> Self {
         BreakerLayer::builder(name)
             .build()

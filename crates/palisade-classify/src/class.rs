@@ -5,8 +5,10 @@ use std::time::Duration;
 
 /// What kind of failure an outcome is.
 ///
-/// The categories are those of the reference design plus `ResourceExhausted` (overload),
-/// `Cancelled` (the caller gave up) and `Ignored` (an error accepted as a normal outcome). The enum is `#[non_exhaustive]`: match with a wildcard arm.
+/// The categories cover what callers of remote services meet (transient faults, rate limits,
+/// authentication, validation, not found, server errors, timeouts, network faults), plus
+/// `ResourceExhausted` (overload), `Cancelled` (the caller gave up), `Ignored` (an error
+/// accepted as a normal outcome) and `Rejected` (a protecting layer refused to send the call). The enum is `#[non_exhaustive]`: match with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
@@ -151,7 +153,7 @@ impl Category {
         }
     }
 
-    /// What the reference design suggests doing about a failure of this category.
+    /// What is usually worth doing about a failure of this category.
     pub const fn suggested_action(self) -> &'static str {
         match self {
             Category::Transient => "retry at once",
@@ -177,7 +179,8 @@ impl fmt::Display for Category {
     }
 }
 
-/// How bad a failure is, from the reference design.
+/// How bad a failure is: low (log and go on), medium (retry or fall back), high (needs
+/// attention), critical (the system is failing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
@@ -210,7 +213,8 @@ impl fmt::Display for Severity {
     }
 }
 
-/// The reference design's three fault levels, which choose the recovery strategy.
+/// Three fault levels, which choose the recovery strategy: transient (retry with backoff),
+/// resource (clean up, reset, back off hard), logic (no retry: compensate or escalate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]

@@ -148,7 +148,7 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// user's type rules; error types that [`register`](crate::register)ed their class (palisade's
 /// own errors); `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
 /// the message rules on each error's message, top first. A failure nothing matched gets the
-/// *unknown* class: `Category::Unknown`, retryable, as the reference design asks, because an
+/// *unknown* class: `Category::Unknown`, retryable, because an
 /// unrecognised failure is more often a passing fault than a permanent one and the retry budget
 /// bounds the cost of being wrong. Change it with [`ClassifierBuilder::unknown`].
 ///

@@ -59,9 +59,10 @@
 //! [`DefaultClassifier`] tries, for each error of the `source()` chain: a class already given
 //! ([`Classified`], [`FailedResponse`]); the user's type rules; [`register`]ed error types
 //! (palisade's own errors: timeouts, open circuits, ...); `std::io::ErrorKind`s; tower's and
-//! tokio's `Elapsed`. Then message patterns, from the reference design and extended by the
-//! user with [`ClassifierBuilder`]. Anything else is `Unknown` and, as the reference design
-//! says, retryable (configurable). Retry hints in messages (`retry after 30 seconds`) become
+//! tokio's `Elapsed`. Then message patterns (`rate.?limit`, `401|unauthorized`, `5\d\d`, ...),
+//! extended by the user with [`ClassifierBuilder`]. Anything else is `Unknown` and retryable
+//! (configurable): an unrecognised failure is more often passing than permanent, and the retry
+//! budget bounds the cost of being wrong. Retry hints in messages (`retry after 30 seconds`) become
 //! [`Class::retry_after`].
 //!
 //! # Errors
@@ -78,7 +79,7 @@
 //!
 //! # Statistics
 //!
-//! [`ErrorStats`] is the reference design's error aggregator: failures per category over a
+//! [`ErrorStats`] is an error aggregator: failures per category over a
 //! sliding window in fixed memory, with rates and pattern detection.
 
 pub mod attempt;

@@ -1,4 +1,4 @@
-//! [`ErrorStats`]: the reference design's error aggregator, in fixed memory and without locks.
+//! [`ErrorStats`]: an error aggregator over a sliding window, in fixed memory and without locks.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -149,7 +149,7 @@ impl ErrorSnapshot {
 }
 
 impl ErrorStats {
-    /// A builder with the reference design's defaults (300 s window, 60 buckets).
+    /// A builder with the defaults: a 300 s window in 60 buckets.
     pub fn builder() -> ErrorStatsBuilder {
         ErrorStatsBuilder::default()
     }
@@ -240,8 +240,8 @@ impl ErrorStats {
         self.total(now) as f64 / self.window.as_secs_f64()
     }
 
-    /// Whether `category` reached `threshold` failures in the window ending at `now` (the
-    /// reference design's "pattern detected", threshold 5 by default in its examples).
+    /// Whether `category` reached `threshold` failures in the window ending at `now`: a
+    /// pattern worth an alert (5 is a common threshold).
     pub fn is_pattern_detected(&self, category: Category, threshold: u64, now: Instant) -> bool {
         self.count(category, now) >= threshold
     }

@@ -14,7 +14,7 @@
 //! repeated failures, answers with its fallback meanwhile, and turns it back on after a
 //! cool-down once a probe call succeeds.
 //!
-//! The [`recovery`] module runs the reference design's escalation order for an agent call —
+//! The [`recovery`] module runs an escalation order for an agent call —
 //! retry with backoff, a fallback agent, degradation, a person — by fault level, and reports
 //! what it did.
 //!

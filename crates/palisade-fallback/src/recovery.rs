@@ -1,4 +1,4 @@
-//! Recovery escalation: the reference design's order for a failed agent call — retry with
+//! Recovery escalation: an order for a failed agent call — retry with
 //! backoff, a fallback agent, degradation, then a person — chosen by fault level.
 
 use std::collections::VecDeque;
@@ -140,7 +140,7 @@ impl std::error::Error for Unrecovered {
 type Hook = Arc<dyn Fn() + Send + Sync>;
 type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 
-/// Runs the reference design's recovery order for one agent's calls.
+/// Runs the recovery order for one agent's calls.
 ///
 /// By the first failure's [fault level](palisade_classify::FaultLevel):
 /// * **L1** (transient): retry with backoff (1 s, 2 s, 4 s by default), honouring a longer

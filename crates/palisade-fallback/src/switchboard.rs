@@ -425,7 +425,7 @@ where
 }
 
 /// A named feature with its fallback: while the feature is off, or when it fails, the fallback
-/// answers (marked degraded). The reference design's `feature("summaries")` layer.
+/// answers (marked degraded): a feature flag with a fallback, as a layer.
 ///
 /// ```
 /// use palisade_classify::BoxError;
@@ -449,8 +449,8 @@ where
 /// ```
 ///
 /// # Tiers
-/// A condition's tiered strategies (the reference design's "primary service unavailable: wait
-/// and retry → use a backup service → queue for manual processing") are a [`Chain`]:
+/// A condition's tiered strategies (for "primary service unavailable": wait and retry → use a
+/// backup service → queue for manual processing) are a [`Chain`]:
 /// `Chain::new().then(Alternative(primary_with_retry)).then(Alternative(backup)).then(FromRequest(queue))`.
 ///
 /// [`Chain`]: crate::Chain

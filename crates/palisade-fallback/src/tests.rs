@@ -556,7 +556,7 @@ mod recovery {
     }
 }
 
-/// The reference design's tiers for "primary service unavailable": wait and retry → use the
+/// Tiers for "primary service unavailable": wait and retry → use the
 /// backup service → queue for manual processing, as a chain of the same building blocks.
 #[tokio::test(start_paused = true)]
 async fn tiered_strategies_are_a_chain() {

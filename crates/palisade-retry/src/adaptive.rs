@@ -4,7 +4,7 @@ use palisade_classify::ConfigError;
 
 use crate::sync::{AtomicU32, Ordering};
 
-/// The reference design's adaptive attempts: after `grow_after` consecutive successful requests
+/// Adaptive attempts: after `grow_after` consecutive successful requests
 /// the attempt limit grows by one (up to twice the configured maximum), after `shrink_after`
 /// consecutive failed requests it shrinks by one (down to 1, no retries).
 ///
@@ -60,7 +60,7 @@ impl Adaptive {
 }
 
 impl Default for Adaptive {
-    /// The reference design's: grow after 10 successes, shrink after 5 failures.
+    /// Grow after 10 successes, shrink after 5 failures.
     fn default() -> Self {
         Adaptive {
             grow_after: 10,

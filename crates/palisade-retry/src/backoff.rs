@@ -5,7 +5,7 @@ use std::time::Duration;
 use palisade_classify::ConfigError;
 use rand::Rng;
 
-/// The reference design's cap on any backoff delay: 60 s.
+/// The default cap on any backoff delay: 60 s.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(60);
 
 /// The delay before the n-th retry, before jitter: constant, linear or exponential, never more
@@ -140,7 +140,7 @@ impl Backoff {
 }
 
 impl Default for Backoff {
-    /// The reference design's: exponential from 1 s, factor 2, capped at 60 s.
+    /// Exponential from 1 s, factor 2, capped at 60 s.
     fn default() -> Self {
         Backoff::exponential(Duration::from_secs(1), 2.0)
     }
@@ -174,7 +174,7 @@ pub enum Jitter {
 }
 
 impl Default for Jitter {
-    /// The reference design's: ±10 %.
+    /// ±10 %.
     fn default() -> Self {
         Jitter::Proportional(0.1)
     }

@@ -17,7 +17,7 @@ use crate::policy::Policy;
 use crate::rng::RngSource;
 use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
 
-/// The reference design's attempt limit: 3, the first attempt included.
+/// The default attempt limit: 3, the first attempt included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// The default initial delay for `RateLimited` failures: 5 s.

@@ -47,7 +47,7 @@ where
     }
 }
 
-/// Several checks that must all pass (the reference design's health-check suite), run in order;
+/// Several checks that must all pass (a health-check suite), run in order;
 /// the first failure is the verdict.
 pub struct Suite<K> {
     checks: Vec<Box<dyn HealthCheck<K>>>,

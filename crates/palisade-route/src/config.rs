@@ -53,7 +53,7 @@ impl Default for OutlierConfig {
 /// The configuration of a [`Route`](crate::Route).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RouteConfig {
-    /// The health state machine (the reference design's thresholds and ramp).
+    /// The health state machine (its thresholds and ramp).
     pub health: HealthConfig,
     /// Passive outlier detection.
     pub outlier: OutlierConfig,

@@ -1,4 +1,4 @@
-//! The per-endpoint health state machine of the reference design, as a pure value that packs
+//! The per-endpoint health state machine, as a pure value that packs
 //! into one `u64` so the router updates it with a compare-and-swap and reads it without a lock.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use palisade_classify::ConfigError;
 
 use crate::{Ramp, RouteConfig};
 
-/// An endpoint's health, as the reference design names it.
+/// An endpoint's health: healthy, degraded, recovering (ramping back) or failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HealthState {
     /// Full traffic.
@@ -35,7 +35,7 @@ impl HealthState {
     }
 }
 
-/// Thresholds of the health state machine; the defaults are the reference design's.
+/// Thresholds of the health state machine.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HealthConfig {
     /// Consecutive unhealthy signals that make a healthy endpoint degraded (3).
@@ -44,8 +44,8 @@ pub struct HealthConfig {
     pub failed_after: u8,
     /// Consecutive healthy signals a recovering endpoint needs before its traffic ramps (3).
     pub min_healthy_checks: u8,
-    /// The traffic share of an endpoint that degraded from healthy (0.5). The reference design
-    /// does not say; half keeps it observable without trusting it fully.
+    /// The traffic share of an endpoint that degraded from healthy (0.5): half keeps it
+    /// observable without trusting it fully.
     pub degraded_share: f64,
     /// How traffic ramps back (5 steps, 30 s apart: 20 % at once, 100 % after 120 s). Its
     /// first step is also the share of an endpoint on

@@ -3,7 +3,7 @@
 //! [`Route`] spreads calls over endpoints by their health, stops sending to sick ones, and
 //! brings recovered ones back gradually so they are not knocked over again.
 //!
-//! * **Health state machine** (the reference design's): Healthy → Degraded after 3 unhealthy
+//! * **Health state machine**: Healthy → Degraded after 3 unhealthy
 //!   signals in a row → Failed after 10; a healthy signal makes it Recovering at 0 %; after 3
 //!   healthy signals in a row its traffic [ramps](Ramp) up in steps to 100 %; an unhealthy
 //!   signal while recovering drops it to Degraded at 0 %. See [`HealthConfig`]. Without active

@@ -7,7 +7,7 @@ use palisade_classify::ConfigError;
 /// How traffic returns to an endpoint once it is trusted again.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Ramp {
-    /// The reference design's fixed steps: `steps` equal increments, `interval` apart, the
+    /// Fixed steps: `steps` equal increments, `interval` apart, the
     /// first at once (5 steps of 30 s: 20 % at once, 40 % after 30 s, ... 100 % after 120 s).
     Steps {
         /// How many increments (at least 1).

@@ -31,7 +31,7 @@ impl<K> fmt::Debug for RouteHandle<K> {
     }
 }
 
-/// The reference design's health trend over a window of active checks.
+/// An endpoint's health trend over a window of active checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trend {
     /// At least 95 % of checks healthy.

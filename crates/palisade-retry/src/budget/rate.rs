@@ -1,4 +1,4 @@
-//! The reference design's system-wide budget: at most N retries per second over a window.
+//! A fixed system-wide budget: at most N retries per second over a window.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use super::{Budget, Withdrawal};
 use crate::sync::AtomicU64;
 use crate::window::{self, Clock, SLOTS, Take};
 
-/// The reference design's system-wide retry budget: at most `per_second` × `window` retries in
+/// A fixed system-wide retry budget: at most `per_second` × `window` retries in
 /// any sliding `window` (defaults: 10 per second over 10 s, so 100 retries per 10 s).
 ///
 /// It does not depend on the request rate: it caps retry load absolutely, which suits a
@@ -96,7 +96,7 @@ impl RateCap {
 }
 
 impl Default for RateCap {
-    /// The reference design's budget: 10 retries per second over 10 seconds.
+    /// 10 retries per second over 10 seconds.
     fn default() -> Self {
         RateCap::new(10, Duration::from_secs(10)).expect("valid defaults")
     }
