@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tower_retry_tps_budget", |b| {
         b.iter(|| poll_now(tower_svc.call(black_box(1))).ok())
     });
-    group.bench_function("palisade_retry_ratio_budget", |b| {
+    group.bench_function("palisade_retry_default_budget", |b| {
         b.iter(|| poll_now(palisade_svc.call(black_box(1))).ok())
     });
     group.bench_function("palisade_retry_no_budget", |b| {
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function("tower_retry_tps_budget", |b| {
             b.iter_custom(|iters| threaded(&tower_svc, threads, iters))
         });
-        group.bench_function("palisade_retry_ratio_budget", |b| {
+        group.bench_function("palisade_retry_default_budget", |b| {
             b.iter_custom(|iters| threaded(&palisade_svc, threads, iters))
         });
         group.finish();
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
     let tower_future = std::mem::size_of_val(&tower_svc.call(0));
     let palisade_future = std::mem::size_of_val(&palisade_svc.call(0));
     println!(
-        "retry/happy_path: allocations per call: bare {:.3}, tower retry+TpsBudget {:.3}, palisade retry+RatioBudget {:.3}; \
+        "retry/happy_path: allocations per call: bare {:.3}, tower retry+TpsBudget {:.3}, palisade retry+Throttled (the default) {:.3}; \
          future size: bare {bare_future} B, tower {tower_future} B, palisade {palisade_future} B",
         allocations_per_service(GLOBAL, &mut bare_svc),
         allocations_per_service(GLOBAL, &mut tower_svc),

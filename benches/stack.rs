@@ -1,5 +1,5 @@
-//! The whole recommended stack on the happy path: palisade's preset (deadline → retry with a
-//! ratio budget → breaker → per-attempt timeout → classify) against the same stack built from
+//! The whole recommended stack on the happy path: palisade's preset (deadline → retry with
+//! the default budget → breaker → per-attempt timeout → classify) against the same stack built from
 //! tower's own layers and tower-resilience's breaker (tower `Timeout` as the deadline → tower
 //! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), in one run:
 //! time per call, allocations per call, response-future size, and per-call time from one and
