@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use palisade_classify::stripe::{Stripe, Striped};
 use palisade_classify::{BoxError, Category, Class, ConfigError, ErrorStats, HasClass, class_of};
 use pin_project_lite::pin_project;
@@ -50,7 +51,8 @@ pub enum FeatureState {
     On,
     /// Turned off by an operator until turned on again.
     Disabled,
-    /// Turned off by its own failures; a probe may try it once `retry_after` has passed.
+    /// Turned off by its own failures; a probe may try it once `retry_after` has passed, and
+    /// a probe that succeeds turns it back on with a clean record.
     AutoDisabled {
         /// Time left before a probe may try it.
         retry_after: Duration,
@@ -76,7 +78,17 @@ struct Inner {
     /// While auto-disabled: when a probe may try, ms since origin.
     until: AtomicU64,
     probing: AtomicBool,
-    failures: ErrorStats,
+    /// Failures in the window. Replaced by an empty window when the feature is turned back on;
+    /// read and written only after a failure and for a status page, never on the success path.
+    failures: ArcSwap<ErrorStats>,
+}
+
+/// An empty failure window for `config`.
+fn failure_window(config: &FeatureConfig, now: Instant) -> Result<ErrorStats, ConfigError> {
+    ErrorStats::builder()
+        .window(config.window)
+        .buckets(10)
+        .build(now)
 }
 
 /// A handle on one named feature: shared by its layers and the switchboard.
@@ -112,9 +124,12 @@ impl Feature {
         &self.inner.name
     }
 
-    /// Turns it on (clearing an automatic or manual off).
+    /// Turns it on (clearing an automatic or manual off). A feature turned back on starts
+    /// with a clean record: the failures counted before are forgotten.
     pub fn enable(&self) {
-        self.set(ON, "feature enabled");
+        if self.set(ON, "feature enabled") {
+            self.clear_failures();
+        }
     }
 
     /// Turns it off until [`enable`](Self::enable).
@@ -122,9 +137,21 @@ impl Feature {
         self.set(MANUAL_OFF, "feature disabled by hand");
     }
 
-    fn set(&self, state: u8, message: &'static str) {
-        if self.inner.state.swap(state, Ordering::AcqRel) != state {
+    /// Sets the state; whether it changed.
+    fn set(&self, state: u8, message: &'static str) -> bool {
+        let changed = self.inner.state.swap(state, Ordering::AcqRel) != state;
+        if changed {
             tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "{message}");
+        }
+        changed
+    }
+
+    /// Forgets the failures counted so far: the failures that turned the feature off say
+    /// nothing about it once it is back on.
+    fn clear_failures(&self) {
+        // The configuration was validated when the feature was made, so this cannot fail.
+        if let Ok(fresh) = failure_window(&self.inner.config, Instant::now()) {
+            self.inner.failures.store(Arc::new(fresh));
         }
     }
 
@@ -188,15 +215,15 @@ impl Feature {
                     .compare_exchange(AUTO_OFF, ON, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok() =>
             {
+                self.clear_failures();
                 tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature re-enabled after a successful probe");
             }
             None => {}
             Some(class) => {
                 let now = Instant::now();
-                self.inner.failures.record(class, now);
-                if probe
-                    || self.inner.failures.total(now)
-                        >= u64::from(self.inner.config.failures_to_disable)
+                let failures = self.inner.failures.load();
+                failures.record(class, now);
+                if probe || failures.total(now) >= u64::from(self.inner.config.failures_to_disable)
                 {
                     self.auto_disable();
                 }
@@ -208,7 +235,7 @@ impl Feature {
         FeatureStatus {
             name: self.inner.name.clone(),
             state: self.state(),
-            recent_failures: self.inner.failures.total(Instant::now()),
+            recent_failures: self.inner.failures.load().total(Instant::now()),
         }
     }
 }
@@ -246,10 +273,7 @@ impl Switchboard {
             return Err(ConfigError::new("cooldown", "must be greater than zero"));
         }
         let now = Instant::now();
-        let failures = ErrorStats::builder()
-            .window(config.window)
-            .buckets(10)
-            .build(now)?;
+        let failures = failure_window(&config, now)?;
         let mut features = self.features.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = features.iter().find(|f| f.inner.name == name) {
             return Ok(f.clone());
@@ -262,7 +286,7 @@ impl Switchboard {
                 state: AtomicU8::new(ON),
                 until: AtomicU64::new(0),
                 probing: AtomicBool::new(false),
-                failures,
+                failures: ArcSwap::from_pointee(failures),
             }),
         };
         features.push(feature.clone());

@@ -343,8 +343,53 @@ mod switchboard {
         let status = board.snapshot();
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].name, "summaries");
-        // 60 s in: the first three failures have left the 60 s window; the failed probe is left.
-        assert_eq!(status[0].recent_failures, 1);
+        // Back on after a good probe: the failed probe and the three before are forgotten.
+        assert_eq!(status[0].recent_failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovered_feature_starts_with_a_clean_record() {
+        let board = Switchboard::new();
+        let config = FeatureConfig {
+            failures_to_disable: 3,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+        };
+        let feature = board.feature("summaries", config).unwrap();
+        let up = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = FeatureLayer::new(feature.clone(), Static("no summary".to_owned()))
+            .layer(summariser(up.clone(), calls.clone()));
+        for n in 0..3 {
+            let _ = svc.clone().oneshot(n).await.unwrap();
+        }
+        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        // 30 s later (the three failures still inside the 60 s window) a probe succeeds.
+        up.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!svc.clone().oneshot(0).await.unwrap().is_degraded());
+        assert_eq!(feature.state(), FeatureState::On);
+        assert_eq!(board.snapshot()[0].recent_failures, 0);
+        // Two failures after the recovery leave it on; the third within the window turns it off.
+        up.store(false, Ordering::SeqCst);
+        for n in 0..2 {
+            let _ = svc.clone().oneshot(n).await.unwrap();
+            assert_eq!(
+                feature.state(),
+                FeatureState::On,
+                "failure {n} after recovery"
+            );
+        }
+        assert_eq!(board.snapshot()[0].recent_failures, 2);
+        let _ = svc.clone().oneshot(2).await.unwrap();
+        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), 7);
+
+        // Turned back on by hand from an automatic off, it starts clean too.
+        feature.enable();
+        assert_eq!(board.snapshot()[0].recent_failures, 0);
+        let _ = svc.clone().oneshot(3).await.unwrap();
+        assert_eq!(feature.state(), FeatureState::On);
     }
 
     #[tokio::test(start_paused = true)]
