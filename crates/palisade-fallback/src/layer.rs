@@ -38,10 +38,40 @@ impl<St: fmt::Debug> fmt::Debug for Config<St> {
     }
 }
 
-/// The default choice of failures to answer for: all of them, except the caller's own
-/// cancellation and errors the classifier accepted as normal outcomes.
+/// The default choice of failures to answer for: failures of the dependency, not of the caller.
+///
+/// Answered: server errors, transient faults, network faults, timeouts, rate limits, resource
+/// exhaustion, refusals by a protecting layer ([`Category::Rejected`]: an open breaker, a
+/// throttle, a feature switched off) and failures nothing is known about
+/// ([`Category::Unknown`]).
+///
+/// Not answered: the caller's own faults ([`Category::Validation`], [`Category::NotFound`],
+/// [`Category::Authentication`]), where a canned reply to a malformed request would hide a bug;
+/// the caller's cancellation; and errors the classifier accepted as normal outcomes
+/// ([`Category::Ignored`]). A category added to palisade later is not answered until it is
+/// listed here. To answer client faults too, widen the choice with
+/// [`FallbackLayer::handles`]:
+///
+/// ```
+/// use palisade_classify::Category;
+/// use palisade_fallback::{FallbackLayer, Static, handles_by_default};
+///
+/// let layer = FallbackLayer::new(Static("try again later".to_owned()))
+///     .handles(|class| handles_by_default(class) || class.category == Category::Validation);
+/// # let _ = layer;
+/// ```
 pub fn handles_by_default(class: &Class) -> bool {
-    !matches!(class.category, Category::Cancelled | Category::Ignored)
+    matches!(
+        class.category,
+        Category::ServerError
+            | Category::Transient
+            | Category::Network
+            | Category::Timeout
+            | Category::RateLimited
+            | Category::ResourceExhausted
+            | Category::Rejected
+            | Category::Unknown
+    )
 }
 
 /// Answers failures of the inner service with a strategy; see the [crate docs](crate).
@@ -64,8 +94,8 @@ impl<St: fmt::Debug> fmt::Debug for FallbackLayer<St> {
 }
 
 impl<St> FallbackLayer<St> {
-    /// Answers every failure but cancellations with `strategy`, and hands back failing
-    /// responses when no fallback answers.
+    /// Answers the dependency's failures ([`handles_by_default`]) with `strategy`, and hands back
+    /// failing responses when no fallback answers.
     pub fn new(strategy: St) -> Self {
         palisade_classify::register::<FallbackFailed>();
         FallbackLayer {
@@ -77,7 +107,9 @@ impl<St> FallbackLayer<St> {
         }
     }
 
-    /// Chooses which failures the fallback answers for, by class.
+    /// Chooses which failures the fallback answers for, by class, in place of
+    /// [`handles_by_default`]. A failure it does not answer passes through unchanged (or comes
+    /// back [restored](Self::restore_failed_responses), for a failing response).
     pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
         self.config.handles = Arc::new(predicate);
         self

@@ -4,9 +4,12 @@
 //! that it is a degraded one.
 //!
 //! [`FallbackLayer`] sits outermost in a palisade stack. It reads the class of each failure
-//! with [`class_of`](palisade_classify::class_of) and, by default, answers every failure except
-//! the caller's own cancellation and errors the classifier accepted as normal
-//! ([`handles`](FallbackLayer::handles) changes that). Its response is an [`Answer`]: the
+//! with [`class_of`](palisade_classify::class_of) and, by default, answers the dependency's
+//! failures (server errors, network faults, timeouts, rate limits, an open breaker's or a
+//! throttle's refusal), not the caller's own faults: a malformed request, a missing resource or
+//! refused credentials stay errors, as does the caller's cancellation
+//! ([`handles_by_default`] lists them; [`handles`](FallbackLayer::handles) changes the choice).
+//! Its response is an [`Answer`]: the
 //! dependency's own ([`Answer::Primary`]), a fallback's marked [`Degraded`], or a failing
 //! response handed back ([`Answer::Restored`]) when no fallback answered.
 //!

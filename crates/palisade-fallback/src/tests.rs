@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_classify::{
-    BoxError, Category, Class, ClassifyLayer, DefaultClassifier, class_of, classify_fn,
+    BoxError, Category, Class, Classified, ClassifyLayer, DefaultClassifier, class_of, classify_fn,
 };
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -207,6 +207,106 @@ async fn cancellations_are_not_answered_and_the_predicate_decides() {
         svc.oneshot(r).await.unwrap_err().to_string(),
         "400 invalid request"
     );
+}
+
+/// Fails every call with an error of exactly `category`.
+fn failing_with(
+    category: Category,
+) -> impl tower::Service<Req, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_: Req| async move {
+        Err::<String, BoxError>(Box::new(Classified::new(Class::new(category), "boom")))
+    })
+}
+
+#[tokio::test]
+async fn the_default_answers_the_dependencys_failures_not_the_callers() {
+    let answered = [
+        Category::ServerError,
+        Category::Transient,
+        Category::Network,
+        Category::Timeout,
+        Category::RateLimited,
+        Category::ResourceExhausted,
+        Category::Rejected,
+        Category::Unknown,
+    ];
+    let not_answered = [
+        Category::Validation,
+        Category::NotFound,
+        Category::Authentication,
+        Category::Cancelled,
+        Category::Ignored,
+    ];
+    assert_eq!(
+        answered.len() + not_answered.len(),
+        Category::ALL.len(),
+        "every category is decided"
+    );
+    for category in answered {
+        assert!(handles_by_default(&Class::new(category)), "{category}");
+        let svc = FallbackLayer::new(Static("canned".to_owned())).layer(failing_with(category));
+        let answer = svc.oneshot(req("q").0).await.unwrap();
+        assert_eq!(answer.degraded().unwrap().class.category, category);
+    }
+    for category in not_answered {
+        assert!(!handles_by_default(&Class::new(category)), "{category}");
+        let svc = FallbackLayer::new(Static("canned".to_owned())).layer(failing_with(category));
+        let err = svc.oneshot(req("q").0).await.unwrap_err();
+        // Unchanged: the caller's own error, not a fallback's.
+        assert_eq!(
+            err.downcast_ref::<Classified>().unwrap().class().category,
+            category
+        );
+    }
+
+    // The same through the default classifier, from an LLM provider's messages.
+    let svc = FallbackLayer::new(Static("canned".to_owned())).layer(agent(
+        "400 Bad Request: invalid_request_error: messages: field required",
+    ));
+    let err = svc.oneshot(req("fail").0).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Validation);
+    let svc = FallbackLayer::new(Static("canned".to_owned()))
+        .layer(agent("401 Unauthorized: invalid x-api-key"));
+    let err = svc.oneshot(req("fail").0).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Authentication);
+    let svc = FallbackLayer::new(Static("canned".to_owned()))
+        .layer(agent("529 overloaded_error: Overloaded"));
+    assert_eq!(
+        svc.oneshot(req("fail").0).await.unwrap().into_inner(),
+        "canned"
+    );
+}
+
+#[tokio::test]
+async fn client_faults_are_answered_only_when_asked() {
+    let svc = FallbackLayer::new(Static("canned".to_owned()))
+        .handles(|c| handles_by_default(c) || c.category == Category::Validation)
+        .layer(failing_with(Category::Validation));
+    let answer = svc.oneshot(req("q").0).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Validation
+    );
+    // Still only what was asked for.
+    let svc = FallbackLayer::new(Static("canned".to_owned()))
+        .handles(|c| handles_by_default(c) || c.category == Category::Validation)
+        .layer(failing_with(Category::NotFound));
+    assert!(svc.oneshot(req("q").0).await.is_err());
+
+    // A failing response of the caller's own fault comes back as it was, not replaced.
+    let classified = ClassifyLayer::new(classify_fn(|r: &Result<u16, BoxError>| match r {
+        Ok(400) => Some(Class::new(Category::Validation)),
+        _ => None,
+    }))
+    .layer(service_fn(|s: u16| async move { Ok::<u16, BoxError>(s) }));
+    let svc = FallbackLayer::new(Static(200u16)).layer(classified);
+    match svc.oneshot(400).await.unwrap() {
+        Answer::Restored { response, class } => {
+            assert_eq!(response, 400);
+            assert_eq!(class.category, Category::Validation);
+        }
+        other => panic!("expected the 400 back, got {other:?}"),
+    }
 }
 
 #[tokio::test]
