@@ -9,7 +9,9 @@ use palisade_classify::Class;
 pub struct Degraded {
     /// The class of the failure the answer replaces.
     pub class: Class,
-    /// The strategy that answered (`"static"`, `"from_error"`, `"service"`, `"last_good"`, ...).
+    /// The [name](crate::Strategy::name) of the strategy that answered (`"static"`,
+    /// `"from_error"`, `"service"`, `"last_good"`, ...): for a [`Chain`](crate::Chain), the
+    /// member that answered.
     pub strategy: &'static str,
 }
 

@@ -19,9 +19,59 @@ pin_project! {
     #[project = StateProj]
     enum State<F, R> {
         Primary { #[pin] inner: F },
-        Fallback { fut: FallbackFuture<R>, original: Option<BoxError>, class: Class },
+        // Boxed: the failure path may allocate, and the future stays as small as the call's.
+        Fallback { run: Box<Running<R>> },
         Done,
     }
+}
+
+/// The failure path: the strategy running (for a chain, one member after the other), and what
+/// failed so far.
+struct Running<R> {
+    fut: FallbackFuture<R>,
+    /// The member running (its index in a chain; 0 for a strategy that answers by itself).
+    member: usize,
+    /// Its name.
+    name: &'static str,
+    /// The call's own error, lent to each member in turn.
+    original: Option<BoxError>,
+    class: Class,
+    /// The members tried before, beside their failures.
+    failures: Vec<(&'static str, BoxError)>,
+}
+
+/// The `i`-th strategy to try: a chain's `i`-th member, or the strategy itself when it answers
+/// by itself.
+fn member<'a, Req, R, St: Strategy<Req, R>>(
+    strategy: &'a St,
+    i: usize,
+) -> Option<&'a (dyn Strategy<Req, R> + 'a)> {
+    match strategy.members() {
+        Some(members) => members.get(i).map(|m| &**m),
+        None => (i == 0).then_some(strategy as &dyn Strategy<Req, R>),
+    }
+}
+
+/// Starts the `i`-th strategy on the failure: its name and future, or `None` when none is left.
+/// The kept request is cloned while a later member needs it too; the last one takes it.
+fn start<Req: Clone, R, St: Strategy<Req, R>>(
+    strategy: &St,
+    i: usize,
+    kept: &mut Option<Req>,
+    key: Option<u64>,
+    class: Class,
+    error: &BoxError,
+) -> Option<(&'static str, FallbackFuture<R>)> {
+    let m = member(strategy, i)?;
+    let req = if m.needs_request() {
+        let later = (i + 1..)
+            .map_while(|j| member(strategy, j))
+            .any(|m| m.needs_request());
+        if later { kept.clone() } else { kept.take() }
+    } else {
+        None
+    };
+    Some((m.name(), m.fallback(req, key, Failure { class, error })))
 }
 
 pin_project! {
@@ -83,6 +133,7 @@ where
     F: Future<Output = Result<R, E>>,
     E: Into<BoxError>,
     St: Strategy<Req, R>,
+    Req: Clone,
     R: Send + Sync + 'static,
 {
     type Output = Result<Answer<R>, BoxError>;
@@ -111,51 +162,70 @@ where
                         category = class.category.as_str(),
                         "answering a failure with a fallback"
                     );
-                    let fut = this.config.strategy.fallback(
-                        this.kept.take(),
-                        *this.key,
-                        Failure {
-                            class,
-                            error: &error,
-                        },
-                    );
+                    let strategy = &*this.config.strategy;
+                    let Some((name, fut)) = start(strategy, 0, this.kept, *this.key, class, &error)
+                    else {
+                        // An empty chain: nothing to try.
+                        this.state.set(State::Done);
+                        return Poll::Ready(unanswered(error, this.config.restore, |original| {
+                            Box::new(FallbackFailed::new(original, Vec::new()))
+                        }));
+                    };
                     this.state.set(State::Fallback {
-                        fut,
-                        original: Some(error),
-                        class,
+                        run: Box::new(Running {
+                            fut,
+                            member: 0,
+                            name,
+                            original: Some(error),
+                            class,
+                            failures: Vec::new(),
+                        }),
                     });
                 }
-                StateProj::Fallback {
-                    fut,
-                    original,
-                    class,
-                } => {
-                    let result = ready!(fut.as_mut().poll(cx));
-                    let class = *class;
-                    let original = original
+                StateProj::Fallback { run } => {
+                    let result = ready!(run.fut.as_mut().poll(cx));
+                    let strategy = &*this.config.strategy;
+                    match result {
+                        Ok(response) => {
+                            if strategy.members().is_some() {
+                                tracing::info!(target: "palisade_fallback", strategy = run.name, "chain member answered");
+                            }
+                            let degraded = Degraded {
+                                class: run.class,
+                                strategy: run.name,
+                            };
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(Answer::Fallback { response, degraded }));
+                        }
+                        Err(failed) => {
+                            tracing::debug!(target: "palisade_fallback", strategy = run.name, error = %failed, "fallback strategy failed");
+                            // A strategy that ran others itself lists their failures by name.
+                            match failed.downcast::<ChainErrors>() {
+                                Ok(chain) => run.failures.extend(chain.0),
+                                Err(other) => run.failures.push((run.name, other)),
+                            }
+                        }
+                    }
+                    run.member += 1;
+                    if let Some(original) = &run.original
+                        && let Some((name, fut)) = start(
+                            strategy, run.member, this.kept, *this.key, run.class, original,
+                        )
+                    {
+                        run.name = name;
+                        run.fut = fut;
+                        continue;
+                    }
+                    tracing::warn!(target: "palisade_fallback", strategy = strategy.name(), failures = run.failures.len(), "every fallback failed");
+                    let original = run
+                        .original
                         .take()
                         .unwrap_or_else(|| "fallback polled after completion".into());
+                    let failures = std::mem::take(&mut run.failures);
                     this.state.set(State::Done);
-                    return Poll::Ready(match result {
-                        Ok(response) => Ok(Answer::Fallback {
-                            response,
-                            degraded: Degraded {
-                                class,
-                                strategy: this.config.strategy.name(),
-                            },
-                        }),
-                        Err(failed) => {
-                            tracing::warn!(target: "palisade_fallback", strategy = this.config.strategy.name(), error = %failed, "fallback failed");
-                            unanswered(original, this.config.restore, |original| {
-                                let mut errors = vec![original];
-                                match failed.downcast::<ChainErrors>() {
-                                    Ok(chain) => errors.extend(chain.0),
-                                    Err(other) => errors.push(other),
-                                }
-                                Box::new(FallbackFailed::new(errors))
-                            })
-                        }
-                    });
+                    return Poll::Ready(unanswered(original, this.config.restore, |original| {
+                        Box::new(FallbackFailed::new(original, failures))
+                    }));
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err("fallback future polled after completion".into()));

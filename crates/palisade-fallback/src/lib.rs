@@ -23,8 +23,10 @@
 //! what it did.
 //!
 //! Strategies ([`Strategy`]): [`Static`], [`FromError`], [`FromRequest`], [`Alternative`]
-//! (another service), [`LastGood`] and [`Chain`], which tries them in order and fails with
-//! [`FallbackFailed`] holding every error in order.
+//! (another service), [`LastGood`] and [`Chain`], which tries them in order, each with the
+//! call's own error; [`Named`] renames one. An answer's [`Degraded`] marker names the strategy
+//! that answered (for a chain, the member), and when every strategy fails, [`FallbackFailed`]
+//! names each beside its failure.
 //!
 //! # Example
 //!
@@ -49,7 +51,9 @@
 //!
 //! let answer = agent.oneshot("why".to_owned()).await.unwrap();
 //! assert!(answer.is_degraded());
-//! assert_eq!(answer.degraded().unwrap().class.category.as_str(), "server_error");
+//! let degraded = answer.degraded().unwrap();
+//! assert_eq!(degraded.class.category.as_str(), "server_error");
+//! assert_eq!(degraded.strategy, "service", "the chain's member that answered");
 //! assert_eq!(answer.into_inner(), "short answer to why");
 //! # }
 //! ```
@@ -60,8 +64,8 @@
 //!
 //! # Errors
 //! A failure the layer does not handle passes through unchanged (or comes back restored, for a
-//! failing response). When every strategy fails: [`FallbackFailed`], with the original error
-//! first.
+//! failing response). When every strategy fails: [`FallbackFailed`], with the call's own error
+//! and each strategy's name beside its failure.
 //!
 //! # Performance
 //! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the
@@ -84,7 +88,8 @@ pub use error::FallbackFailed;
 pub use layer::{FallbackLayer, handles_by_default};
 pub use service::Fallback;
 pub use strategy::{
-    Alternative, Chain, Failure, FallbackFuture, FromError, FromRequest, LastGood, Static, Strategy,
+    Alternative, Chain, Failure, FallbackFuture, FromError, FromRequest, LastGood, Named, Static,
+    Strategy,
 };
 pub use switchboard::{
     Feature, FeatureConfig, FeatureDisabled, FeatureLayer, FeatureState, FeatureStatus, Gate,

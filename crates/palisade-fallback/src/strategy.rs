@@ -22,14 +22,25 @@ pub type FallbackFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + 
 pub struct Failure<'a> {
     /// Its class.
     pub class: Class,
-    /// The error itself.
+    /// The error itself: the call's own error, also for the members of a [`Chain`], so a
+    /// strategy can downcast it.
     pub error: &'a BoxError,
 }
 
 /// Where a degraded answer comes from.
-pub trait Strategy<Req, R>: Send + Sync + 'static {
-    /// A short name for logs and the [`Degraded`](crate::Degraded) marker.
+pub trait Strategy<Req, R>: Send + Sync {
+    /// A short name for logs, the [`Degraded`](crate::Degraded) marker and
+    /// [`FallbackFailed`](crate::FallbackFailed); [`Named`] gives a strategy another.
     fn name(&self) -> &'static str;
+
+    /// For a strategy made of others tried in order (a [`Chain`]): those strategies. The
+    /// fallback layer then tries them itself, one after the other, so that each receives the
+    /// call's own error, the answer names the member that gave it and an all-failed error
+    /// names each member beside its failure. `None` (the default): the strategy answers by
+    /// itself through [`fallback`](Self::fallback).
+    fn members(&self) -> Option<&[Arc<dyn Strategy<Req, R>>]> {
+        None
+    }
 
     /// Whether the strategy needs the request: only then is the request cloned before the call.
     fn needs_request(&self) -> bool {
@@ -60,6 +71,10 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
         (**self).name()
     }
 
+    fn members(&self) -> Option<&[Arc<dyn Strategy<Req, R>>]> {
+        (**self).members()
+    }
+
     fn needs_request(&self) -> bool {
         (**self).needs_request()
     }
@@ -79,6 +94,60 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
         failure: Failure<'_>,
     ) -> FallbackFuture<R> {
         (**self).fallback(req, key, failure)
+    }
+}
+
+/// A strategy under another name, for logs, the [`Degraded`](crate::Degraded) marker and
+/// [`FallbackFailed`](crate::FallbackFailed): two [`Alternative`]s in a chain are otherwise
+/// both `"service"`.
+///
+/// ```
+/// use palisade_classify::BoxError;
+/// use palisade_fallback::{Alternative, Chain, Named, Static};
+/// use tower::service_fn;
+///
+/// let small_model = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("short: {q}")) });
+/// let other_provider = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("other: {q}")) });
+/// let chain = Chain::new()
+///     .then(Named("small_model", Alternative(small_model)))
+///     .then(Named("other_provider", Alternative(other_provider)))
+///     .then(Static("Sorry, try again later.".to_owned()));
+/// # let _ = chain;
+/// ```
+///
+/// A named [`Chain`] keeps its name for logs only: its members answer, and fail, under their
+/// own names.
+#[derive(Clone, Debug)]
+pub struct Named<St>(pub &'static str, pub St);
+
+impl<Req, R, St: Strategy<Req, R>> Strategy<Req, R> for Named<St> {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn members(&self) -> Option<&[Arc<dyn Strategy<Req, R>>]> {
+        self.1.members()
+    }
+
+    fn needs_request(&self) -> bool {
+        self.1.needs_request()
+    }
+
+    fn key(&self, req: &Req) -> Option<u64> {
+        self.1.key(req)
+    }
+
+    fn on_success(&self, key: Option<u64>, response: &R) {
+        self.1.on_success(key, response)
+    }
+
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<R> {
+        self.1.fallback(req, key, failure)
     }
 }
 
@@ -274,8 +343,17 @@ where
 }
 
 /// Tries strategies in order until one answers; when none does, the call fails with
-/// [`FallbackFailed`](crate::FallbackFailed) holding every error in order. The request is
-/// cloned when any member needs it; the first member that takes a key gives it to all.
+/// [`FallbackFailed`](crate::FallbackFailed), which names each member beside its failure.
+///
+/// Under a fallback layer, every member receives the call's own error (a [`FromError`] can
+/// downcast it), and the answer's [`Degraded`](crate::Degraded) marker names the member that
+/// answered, not the chain. The request is cloned for each member that needs it while a later
+/// one needs it too (the last takes it); the first member that takes a key gives it to all,
+/// and every member sees every success. A chain added to a chain adds its members.
+///
+/// Tried directly through [`Strategy::fallback`], outside a fallback layer, a chain runs its
+/// members itself; the error it is given is borrowed only for that call, so the members see
+/// it as text there, and their failures come back as one error that lists them.
 pub struct Chain<Req, R> {
     members: Vec<Arc<dyn Strategy<Req, R>>>,
 }
@@ -302,20 +380,27 @@ impl<Req, R> Chain<Req, R> {
         Self::default()
     }
 
-    /// Adds a strategy to try after the ones already there.
-    pub fn then(mut self, strategy: impl Strategy<Req, R>) -> Self {
-        self.members.push(Arc::new(strategy));
+    /// Adds a strategy to try after the ones already there (a chain's members, for a chain).
+    pub fn then(mut self, strategy: impl Strategy<Req, R> + 'static) -> Self {
+        match strategy.members() {
+            Some(members) => self.members.extend(members.iter().cloned()),
+            None => self.members.push(Arc::new(strategy)),
+        }
         self
     }
 }
 
-/// What a chain's members failed with, carried to the service future.
+/// What a chain's members failed with when the chain ran them itself, each beside its name.
 #[derive(Debug)]
-pub(crate) struct ChainErrors(pub(crate) Vec<BoxError>);
+pub(crate) struct ChainErrors(pub(crate) Vec<(&'static str, BoxError)>);
 
 impl fmt::Display for ChainErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} fallback strategies failed", self.0.len())
+        write!(f, "{} fallback strategies failed", self.0.len())?;
+        for (i, (name, e)) in self.0.iter().enumerate() {
+            write!(f, "{} {name}: {e}", if i == 0 { ":" } else { ";" })?;
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +413,10 @@ where
 {
     fn name(&self) -> &'static str {
         "chain"
+    }
+
+    fn members(&self) -> Option<&[Arc<dyn Strategy<Req, R>>]> {
+        Some(&self.members)
     }
 
     fn needs_request(&self) -> bool {
@@ -352,7 +441,8 @@ where
     ) -> FallbackFuture<R> {
         let members = self.members.clone();
         let class = failure.class;
-        // The members see the original error as text; the chain reports every error in order.
+        // Outside a fallback layer (which runs the members itself, see `members`) the error is
+        // borrowed only for this call: the members see it as text.
         let original: BoxError = failure.error.to_string().into();
         Box::pin(async move {
             let mut errors = Vec::new();
@@ -373,7 +463,7 @@ where
                         tracing::info!(target: "palisade_fallback", strategy = m.name(), "chain member answered");
                         return Ok(r);
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.push((m.name(), e)),
                 }
             }
             Err(Box::new(ChainErrors(errors)) as BoxError)

@@ -173,8 +173,27 @@ async fn a_chain_tries_in_order_and_reports_every_error() {
     let (r, _) = req("fail");
     let err = svc.oneshot(r).await.unwrap_err();
     let failed = err.downcast_ref::<FallbackFailed>().unwrap();
-    let messages: Vec<String> = failed.errors().iter().map(|e| e.to_string()).collect();
-    assert_eq!(messages, ["503 primary down", "backup down", "no template"]);
+    assert_eq!(failed.original().to_string(), "503 primary down");
+    let failures: Vec<(&str, String)> = failed
+        .failures()
+        .iter()
+        .map(|(name, e)| (*name, e.to_string()))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("service", "backup down".to_owned()),
+            ("from_error", "no template".to_owned())
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "the call and 2 fallback(s) failed: 503 primary down; service: backup down; from_error: no template"
+    );
+    assert_eq!(
+        std::error::Error::source(&*err).unwrap().to_string(),
+        "503 primary down"
+    );
     let class = class_of(&err);
     assert_eq!(class.category, Category::ServerError);
     assert!(!class.retryable);
@@ -186,7 +205,105 @@ async fn a_chain_tries_in_order_and_reports_every_error() {
         .then(Static("last resort".to_owned()));
     let svc = FallbackLayer::new(chain).layer(agent("503"));
     let (r, _) = req("fail");
-    assert_eq!(svc.oneshot(r).await.unwrap().into_inner(), "last resort");
+    let answer = svc.oneshot(r).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().strategy,
+        "static",
+        "the member that answered, not the chain"
+    );
+    assert_eq!(answer.into_inner(), "last resort");
+
+    // An empty chain answers nothing and tried nothing.
+    let svc = FallbackLayer::new(Chain::new()).layer(agent("503 primary down"));
+    let err = svc.oneshot(req("fail").0).await.unwrap_err();
+    let failed = err.downcast_ref::<FallbackFailed>().unwrap();
+    assert!(failed.failures().is_empty());
+    assert_eq!(
+        err.to_string(),
+        "the call and 0 fallback(s) failed: 503 primary down"
+    );
+}
+
+#[tokio::test]
+async fn chain_members_receive_the_original_error() {
+    let refused = service_fn(|_: Req| async {
+        Err::<String, BoxError>(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
+    });
+    let by_kind = |_: Class, e: &BoxError| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => Ok::<_, BoxError>(format!("offline ({:?})", io.kind())),
+        None => Err(format!("not an io::Error: {e}").into()),
+    };
+    let chain = Chain::new()
+        .then(Named(
+            "template",
+            FromError(|_: Class, _: &BoxError| Err::<String, BoxError>("no template".into())),
+        ))
+        .then(Named("by_kind", FromError(by_kind)))
+        .then(Static("never".to_owned()));
+    let svc = FallbackLayer::new(chain).layer(refused);
+    let answer = svc.oneshot(req("q").0).await.unwrap();
+    let degraded = *answer.degraded().unwrap();
+    assert_eq!(degraded.strategy, "by_kind");
+    assert_eq!(degraded.class.category, Category::Network);
+    assert_eq!(answer.into_inner(), "offline (ConnectionRefused)");
+}
+
+#[tokio::test]
+async fn nested_and_named_chains_run_member_by_member() {
+    let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
+    let echo = |r: Req, _: Class, _: &BoxError| Ok::<_, BoxError>(format!("echo {}", r.q));
+    let inner = Chain::new()
+        .then(Named("backup", Alternative(down)))
+        .then(Named("echo", FromRequest(echo)));
+    let outer = Chain::new()
+        .then(Named("tiers", inner))
+        .then(Static("last".to_owned()));
+    let svc = FallbackLayer::new(outer).layer(agent("503"));
+    let (r, clones) = req("fail 1");
+    let answer = svc.oneshot(r).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, "echo");
+    assert_eq!(answer.into_inner(), "echo fail 1");
+    // Kept once before the call, cloned for "backup" (a later member needs it), taken by "echo".
+    assert_eq!(clones.load(Ordering::SeqCst), 2);
+}
+
+/// A strategy that runs a chain itself, through `Strategy::fallback`, without handing its
+/// members to the layer.
+struct Opaque(Chain<Req, String>);
+
+impl Strategy<Req, String> for Opaque {
+    fn name(&self) -> &'static str {
+        "opaque"
+    }
+
+    fn needs_request(&self) -> bool {
+        self.0.needs_request()
+    }
+
+    fn fallback(
+        &self,
+        req: Option<Req>,
+        key: Option<u64>,
+        failure: Failure<'_>,
+    ) -> FallbackFuture<String> {
+        self.0.fallback(req, key, failure)
+    }
+}
+
+#[tokio::test]
+async fn a_chain_run_outside_the_layer_still_names_its_members() {
+    let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
+    let seen = |_: Class, e: &BoxError| Err::<String, BoxError>(format!("saw {e}").into());
+    let chain = Chain::new().then(Alternative(down)).then(FromError(seen));
+    let svc = FallbackLayer::new(Opaque(chain)).layer(agent("503 primary down"));
+    let err = svc.oneshot(req("fail").0).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the call and 2 fallback(s) failed: 503 primary down; service: backup down; \
+         from_error: saw 503 primary down"
+    );
 }
 
 #[tokio::test]
