@@ -9,9 +9,9 @@
 //! throttle's refusal), not the caller's own faults: a malformed request, a missing resource or
 //! refused credentials stay errors, as does the caller's cancellation
 //! ([`handles_by_default`] lists them; [`handles`](FallbackLayer::handles) changes the choice).
-//! Its response is an [`Answer`]: the
-//! dependency's own ([`Answer::Primary`]), a fallback's marked [`Degraded`], or a failing
-//! response handed back ([`Answer::Restored`]) when no fallback answered.
+//! Its response is an [`Answer`]: the dependency's own ([`Answer::Primary`]), a fallback's
+//! marked [`Degraded`], or a failing response handed back ([`Answer::Restored`]) when no
+//! fallback answered.
 //!
 //! A [`Switchboard`] of named features ([`FeatureLayer`]) turns a feature off by hand or after
 //! repeated failures, answers with its fallback meanwhile, and turns it back on after a
