@@ -87,33 +87,99 @@ struct Rules {
     messages: RegexSet,
     message_classes: Vec<Class>,
     hint: Option<Regex>,
-    max_hint: Duration,
     unknown: Class,
     builtin_types: bool,
 }
 
+/// The shapes in which a status code (`$code`, a regex fragment such as `5\d\d`) counts as an
+/// HTTP status in a message. A number anywhere else (`512 tokens`, `line 503`, `port 4011`,
+/// `500ms`) is not a status.
+macro_rules! http_status {
+    ($code:literal) => {
+        concat!(
+            // The whole message, or its start, as in a status line: "503", "503 Service
+            // Unavailable", "404 page not found".
+            r"^\W*",
+            $code,
+            r"\b",
+            // "HTTP 503", "HTTP/1.1 503", "HTTP status 503", "HTTP Error 503: ...".
+            r"|\bhttp(?:/[\d.]+)?(?:[\s_-]*(?:status|error|response|code))*[\s:=#]*",
+            $code,
+            r"\b",
+            // "status 503", "status code: 503", "status_code=503", "statusCode: 503",
+            // "(status 500)", "\"status\": 503", "status was 502".
+            r"|\bstatus(?:[\s_-]*code)?\W{0,3}(?:(?:is|was|of)\s+)?",
+            $code,
+            r"\b",
+            // "Error code: 429 - {...}" (OpenAI's and Anthropic's SDKs), "\"code\": 503" (Google's
+            // JSON errors), "code=503".
+            r"|\bcode\W{1,3}",
+            $code,
+            r"\b",
+            // "returned 504", "responded with 503", "returned HTTP status 500".
+            r"|\b(?:returned|responded with|replied with)\s+(?:an?\s+)?(?:http\s+)?(?:status\s+)?",
+            r"(?:code\s+)?(?:error\s+)?",
+            $code,
+            r"\b",
+            // reqwest: "HTTP status server error (503 Service Unavailable) for url (...)".
+            r"|(?:server|client) error \(",
+            $code,
+            r"\b",
+        )
+    };
+}
+
 /// The default pattern rules, in order (first match wins). Each is case-insensitive.
+///
+/// A status code counts only where a message says it is one: as the message or its first
+/// word (`503`, `503 Service Unavailable`), after `HTTP` (`HTTP 503`, `HTTP/1.1 503`), after
+/// `status` or `code` (`status 503`, `status code: 503`, `(status 500)`, `Error code: 429`,
+/// `"code": 503`), after `returned` or `responded with`, or in reqwest's `server error (503 ...)`.
+/// `prompt is 512 tokens over the limit` and `failed to parse JSON at line 503` are not server
+/// errors. A message that opens with a number is read as a status line (`503 overloaded`), so
+/// `512 tokens exceed the limit` is one. Reason phrases and the names providers and gRPC give their errors
+/// (`Service Unavailable`, `rate_limit_error`, `DEADLINE_EXCEEDED`, `ThrottlingException`,
+/// `status: Unavailable`) count on their own.
 pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
     (
-        r"rate.?limit|too many requests|\b429\b|quota exceeded",
+        concat!(
+            r"\brate.?limit|too many requests|throttl|quota.?exceeded|exceeded your (?:current )?quota|",
+            http_status!("429"),
+        ),
         Category::RateLimited,
     ),
     (
-        r"\b401\b|\b403\b|unauthori[sz]ed|authentication|forbidden|invalid api.?key",
+        concat!(
+            r"unauthori[sz]ed|unauthenticated|authentication|forbidden|permission.?denied|",
+            r"permission_error|does not have permission|access.?denied|",
+            r"(?:invalid|incorrect) (?:x-)?api.?key|api.?key.?(?:not.?valid|invalid)|",
+            http_status!("40[13]"),
+        ),
         Category::Authentication,
     ),
-    (r"\b404\b|not.?found", Category::NotFound),
     (
-        r"timed.?out|deadline (?:exceeded|elapsed)",
+        concat!(r"not.?found|does not exist|", http_status!("404")),
+        Category::NotFound,
+    ),
+    (
+        r"timed.?out|deadline.?(?:exceeded|expired)|deadline (?:has )?elapsed",
         Category::Timeout,
     ),
     (
-        r"\b5\d\d\b|internal.?server|bad gateway|service unavailable|gateway time.?out",
+        concat!(
+            r"internal.?server|internal.?error|server.?error|server had an error|bad.?gateway|",
+            r"service.?unavailable|\bunavailable\b|gateway.?time.?out|status: internal\b|",
+            http_status!(r"5\d\d"),
+        ),
         Category::ServerError,
     ),
     (r"time.?out", Category::Timeout),
     (
-        r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|connect(?:ion)? error",
+        concat!(
+            r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|",
+            r"connect(?:ion)? error|error trying to connect|transport error|refused.?stream|",
+            r"unexpected (?:eof|end of file)",
+        ),
         Category::Network,
     ),
     (
@@ -121,7 +187,10 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
         Category::ResourceExhausted,
     ),
     (
-        r"\b400\b|\b422\b|invalid|malformed|validation|bad request",
+        concat!(
+            r"invalid|malformed|validation|bad request|unprocessable|too.?large|",
+            http_status!("4(?:00|13|22)"),
+        ),
         Category::Validation,
     ),
     (r"cancell?ed", Category::Cancelled),
@@ -130,9 +199,6 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
 /// The pattern that finds a retry hint in an error message: `retry after 30 seconds`,
 /// `retry-after: 2`, `try again in 1.5s`, `retry in 500ms`.
 pub const DEFAULT_HINT_PATTERN: &str = r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?)?\b";
-
-/// The default clamp on a retry hint read from a message: 10 minutes.
-pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(600);
 
 static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
     ClassifierBuilder::new()
@@ -153,8 +219,8 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// bounds the cost of being wrong. Change it with [`ClassifierBuilder::unknown`].
 ///
 /// When the chosen class has no `retry_after`, a retry hint in any message of the chain
-/// (`retry after 30 seconds`, `try again in 1.5s`) fills it, clamped to
-/// [`ClassifierBuilder::max_hint`].
+/// (`retry after 30 seconds`, `try again in 1.5s`) fills it, as long as the message says (up to
+/// [`hint::LONGEST`]): a layer above, not the classifier, decides whether a wait is too long.
 ///
 /// As a [`Classify`], every `Ok` is a success; pair it with a response rule through
 /// [`classify_fn`] when responses can fail.
@@ -230,9 +296,11 @@ impl DefaultClassifier {
         if class.retry_after.is_some() || class.category == Category::Ignored {
             return class;
         }
-        match rules.hint.as_ref().and_then(|re| {
-            chain(err).find_map(|e| message_hint(re, &e.to_string(), rules.max_hint))
-        }) {
+        match rules
+            .hint
+            .as_ref()
+            .and_then(|re| chain(err).find_map(|e| message_hint(re, &e.to_string())))
+        {
             Some(after) => class.with_retry_after(after),
             None => class,
         }
@@ -331,16 +399,21 @@ pub fn io_class(kind: io::ErrorKind) -> Option<Class> {
     Some(Class::new(category))
 }
 
-fn message_hint(re: &Regex, text: &str, max: Duration) -> Option<Duration> {
+fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     let caps = re.captures(text)?;
     let value = caps.get(1)?.as_str();
-    let scale = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
-        Some(u) if u.starts_with("ms") || u.starts_with("milli") => 0.001,
-        Some(u) if u.starts_with('m') => 60.0,
-        _ => 1.0,
+    let (unit, scale) = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
+        Some(u) if u.starts_with("ms") || u.starts_with("milli") => {
+            (Duration::from_millis(1), 0.001)
+        }
+        Some(u) if u.starts_with('m') => (Duration::from_secs(60), 60.0),
+        _ => (Duration::from_secs(1), 1.0),
     };
-    let secs: f64 = value.parse().ok()?;
-    hint::secs_f64(secs * scale, max)
+    // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`).
+    hint::decimal(value, unit).or_else(|| {
+        let n: f64 = value.parse().ok()?;
+        hint::secs_f64((n * scale).min(f64::MAX))
+    })
 }
 
 /// Builds a [`DefaultClassifier`] with rules of your own before (or instead of) the built-in
@@ -365,7 +438,6 @@ pub struct ClassifierBuilder {
     messages: Vec<(String, Class)>,
     defaults: bool,
     hint: Option<String>,
-    max_hint: Duration,
     unknown: Class,
 }
 
@@ -376,7 +448,6 @@ impl fmt::Debug for ClassifierBuilder {
             .field("messages", &self.messages)
             .field("defaults", &self.defaults)
             .field("hint", &self.hint)
-            .field("max_hint", &self.max_hint)
             .field("unknown", &self.unknown)
             .finish()
     }
@@ -396,7 +467,6 @@ impl ClassifierBuilder {
             messages: Vec::new(),
             defaults: true,
             hint: Some(DEFAULT_HINT_PATTERN.to_owned()),
-            max_hint: DEFAULT_MAX_HINT,
             unknown: Class::new(Category::Unknown),
         }
     }
@@ -438,13 +508,6 @@ impl ClassifierBuilder {
     /// (`ms`, `s`, `m`); `None` disables hints.
     pub fn hint_pattern(mut self, pattern: Option<String>) -> Self {
         self.hint = pattern;
-        self
-    }
-
-    /// The longest retry hint taken from a message (default 10 minutes); longer ones are
-    /// clamped to it.
-    pub fn max_hint(mut self, max: Duration) -> Self {
-        self.max_hint = max;
         self
     }
 
@@ -500,7 +563,6 @@ impl ClassifierBuilder {
             messages,
             message_classes: classes,
             hint,
-            max_hint: self.max_hint,
             unknown: self.unknown,
             builtin_types: self.defaults,
         })

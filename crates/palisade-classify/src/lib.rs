@@ -59,11 +59,15 @@
 //! [`DefaultClassifier`] tries, for each error of the `source()` chain: a class already given
 //! ([`Classified`], [`FailedResponse`]); the user's type rules; [`register`]ed error types
 //! (palisade's own errors: timeouts, open circuits, ...); `std::io::ErrorKind`s; tower's and
-//! tokio's `Elapsed`. Then message patterns (`rate.?limit`, `401|unauthorized`, `5\d\d`, ...),
-//! extended by the user with [`ClassifierBuilder`]. Anything else is `Unknown` and retryable
+//! tokio's `Elapsed`. Then message patterns ([`DEFAULT_MESSAGE_RULES`]: `rate limit`,
+//! `unauthorized`, `Service Unavailable`, ...), extended by the user with [`ClassifierBuilder`].
+//! A number in a message is a status code only where the message says so (`HTTP 503`,
+//! `status code: 503`, `Error code: 429`, a message that opens with the code): "prompt is 512
+//! tokens over the limit" is not a server error. Anything else is `Unknown` and retryable
 //! (configurable): an unrecognised failure is more often passing than permanent, and the retry
-//! budget bounds the cost of being wrong. Retry hints in messages (`retry after 30 seconds`) become
-//! [`Class::retry_after`].
+//! budget bounds the cost of being wrong. Retry hints in messages (`retry after 30 seconds`)
+//! become [`Class::retry_after`], as long as the message says: the retry layer, not the
+//! classifier, decides whether a wait is too long.
 //!
 //! # Errors
 //!
@@ -75,7 +79,9 @@
 //! # Server hints
 //!
 //! The [`hint`] module parses `retry-after-ms`, `Retry-After`, `grpc-retry-pushback-ms` and
-//! `x-should-retry` into clamped durations.
+//! `x-should-retry` into the durations the server asked for, never cut short (a ceiling is the
+//! reading layer's decision). `Retry-After` dates are measured from a `now` the caller gives, or
+//! from [`hint::wall_clock`], which follows tokio's clock so paused-clock tests cover them.
 //!
 //! # Statistics
 //!
@@ -99,8 +105,8 @@ mod tests;
 
 pub use class::{Category, Class, FaultLevel, HealthImpact, Severity};
 pub use classifier::{
-    ClassifierBuilder, Classify, ClassifyFn, DEFAULT_HINT_PATTERN, DEFAULT_MAX_HINT,
-    DEFAULT_MESSAGE_RULES, DefaultClassifier, class_of, class_of_dyn, classify_fn, io_class,
+    ClassifierBuilder, Classify, ClassifyFn, DEFAULT_HINT_PATTERN, DEFAULT_MESSAGE_RULES,
+    DefaultClassifier, class_of, class_of_dyn, classify_fn, io_class,
 };
 pub use error::{Classified, ConfigError, FailedResponse};
 pub use layer::ClassifyLayer;

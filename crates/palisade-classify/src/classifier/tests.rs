@@ -60,6 +60,55 @@ fn status_numbers_need_word_boundaries() {
 }
 
 #[test]
+fn status_codes_count_only_in_an_http_context() {
+    // The false positives: numbers that are not statuses.
+    assert_eq!(
+        cat("prompt is 512 tokens over the limit"),
+        Category::Unknown
+    );
+    assert_eq!(cat("failed to parse JSON at line 503"), Category::Unknown);
+    for m in [
+        "read 404 bytes",
+        "job 401 done",
+        "batch of 422 items",
+        "4290 > 4096 tokens",
+        "used 429 of 1000 credits today",
+    ] {
+        assert_eq!(cat(m), Category::Unknown, "{m}");
+    }
+    for m in [
+        "HTTP 503",
+        "HTTP/1.1 503",
+        "http status 500",
+        "status 503",
+        "status code: 503",
+        "status_code=502",
+        "statusCode: 500",
+        "(status 500)",
+        "returned 504",
+        "server responded with 503",
+        "Error code: 529 - {}",
+        "{\"code\": 503}",
+        "503 Service Unavailable",
+        "502 Bad Gateway",
+        "599",
+    ] {
+        assert_eq!(cat(m), Category::ServerError, "{m}");
+    }
+    for (m, category) in [
+        ("HTTP 429", Category::RateLimited),
+        ("status code: 401", Category::Authentication),
+        ("returned 403", Category::Authentication),
+        ("status 404", Category::NotFound),
+        ("HTTP 400", Category::Validation),
+        ("status code 422", Category::Validation),
+        ("Error code: 400 - {}", Category::Validation),
+    ] {
+        assert_eq!(cat(m), category, "{m}");
+    }
+}
+
+#[test]
 fn retry_hints_in_messages() {
     let after = |m: &str| class_of(&boxed(m)).retry_after;
     assert_eq!(
@@ -79,11 +128,18 @@ fn retry_hints_in_messages() {
         after("rate limit, retry after 2 minutes"),
         Some(Duration::from_secs(120))
     );
-    // Clamped to the default maximum hint.
+    // As long as the message says: whether that is too long is the retry layer's call.
     assert_eq!(
         after("rate limit, retry after 99999 seconds"),
-        Some(DEFAULT_MAX_HINT)
+        Some(Duration::from_secs(99_999))
     );
+    assert_eq!(
+        after("quota exceeded, retry in 60 minutes"),
+        Some(Duration::from_secs(3600))
+    );
+    // Absurd values saturate instead of vanishing.
+    let absurd = format!("rate limit, retry after {} seconds", "9".repeat(400));
+    assert_eq!(after(&absurd), Some(hint::LONGEST));
     assert_eq!(after("rate limit"), None);
 }
 
@@ -241,21 +297,12 @@ fn bad_patterns_are_typed_errors_naming_the_field() {
 }
 
 #[test]
-fn hints_can_be_disabled_and_clamped() {
+fn hints_can_be_disabled() {
     let c = ClassifierBuilder::new().hint_pattern(None).build().unwrap();
     assert_eq!(
         c.classify_error(&*boxed("rate limit, retry after 3"))
             .retry_after,
         None
-    );
-    let c = ClassifierBuilder::new()
-        .max_hint(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    assert_eq!(
-        c.classify_error(&*boxed("rate limit, retry after 30"))
-            .retry_after,
-        Some(Duration::from_secs(5))
     );
 }
 
