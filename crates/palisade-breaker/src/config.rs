@@ -91,6 +91,11 @@ pub enum CancelPolicy {
 ///   the breaker costs the dependency under two probes a second, and it closes within about
 ///   three quarters of a second of the dependency's recovery. A long open period (the classic
 ///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures.
+/// - **A probe gets a minute** (`probe_timeout`, 60 s): with one probe at a time, a probe that
+///   never answers would otherwise keep the breaker half-open, refusing everything, for as
+///   long as it hangs. A minute is longer than most calls legitimately take (LLM completions
+///   included), so a slow but healthy dependency still closes the breaker; a timeout layer
+///   below the breaker, where there is one, usually ends a hung probe sooner.
 ///
 /// `palisade-sim` (`cargo run --release -p palisade-sim`) shows the effect of each choice in
 /// its `outage`, `brownout`, `flapping` and `degraded` scenarios.
@@ -118,6 +123,14 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// Successful probes that close it (2).
     pub success_threshold: u32,
+    /// The longest a half-open probe may take (60 s). Once every probe slot has been held this
+    /// long (from the probe's admission), the next call that finds no slot free counts the
+    /// probes as failed and re-opens the breaker, as a failed probe does; a probe that ends
+    /// after running this long counts as a failure however it ends (success, error or drop).
+    /// It bounds probes even with no timeout layer below the breaker. Set it above the slowest
+    /// call the dependency makes when healthy: a probe slower than this never closes the
+    /// breaker.
+    pub probe_timeout: Duration,
     /// What a dropped call means.
     pub cancel: CancelPolicy,
     /// Adaptive throttling while closed (`k` 3, over the last 100 requests; `None` disables it).
@@ -143,6 +156,7 @@ impl Default for BreakerConfig {
             jitter: 0.1,
             half_open_probes: 1,
             success_threshold: 2,
+            probe_timeout: Duration::from_secs(60),
             cancel: CancelPolicy::Ignore,
             throttle: Some(Throttle {
                 k: 3.0,
@@ -263,6 +277,12 @@ impl BreakerConfig {
         }
         if self.success_threshold == 0 {
             return Err(ConfigError::new("success_threshold", "must be at least 1"));
+        }
+        if self.probe_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "probe_timeout",
+                "must be at least one millisecond",
+            ));
         }
         if let Some(t) = self.throttle {
             if !(t.k.is_finite() && t.k >= 1.0) {

@@ -47,18 +47,32 @@ impl Guard {
     #[inline]
     pub(crate) fn start(&mut self) {
         let shared = &self.stripe.shared;
-        self.started = if shared.core.timed {
+        self.started = if shared.core.timed || self.ticket.probe() {
             shared.now_ns()
         } else {
             0
         };
     }
 
-    /// How long the call has run, when durations are read and it has started.
+    /// How long the call has run, when durations are read (or it is a probe) and it has
+    /// started.
     fn elapsed(&self) -> Option<Duration> {
         let shared = &self.stripe.shared;
-        (shared.core.timed && self.started < DONE)
+        ((shared.core.timed || self.ticket.probe()) && self.started < DONE)
             .then(|| Duration::from_nanos(shared.now_ns().saturating_sub(self.started)))
+    }
+
+    /// A probe that ran for the probe timeout or longer failed, however it ended.
+    #[cold]
+    #[inline(never)]
+    fn probe_outcome(&self, outcome: Outcome) -> Outcome {
+        let limit = self.stripe.shared.core.cfg.probe_timeout;
+        match outcome {
+            Outcome::Success | Outcome::Neutral if self.elapsed().is_some_and(|d| d >= limit) => {
+                Outcome::Failure(None)
+            }
+            outcome => outcome,
+        }
     }
 
     /// Records how the call ended; later calls and the drop do nothing.
@@ -67,6 +81,11 @@ impl Guard {
         if self.started == DONE {
             return;
         }
+        let outcome = if self.ticket.probe() {
+            self.probe_outcome(outcome)
+        } else {
+            outcome
+        };
         let shared = &self.stripe.shared;
         let slow = match shared.core.cfg.slow_call_duration {
             Some(limit) => self.elapsed().is_some_and(|d| d >= limit),
@@ -134,7 +153,8 @@ pin_project! {
             guard: Guard,
         },
         Rejected {
-            refused: Refused,
+            // Taken when the future completes, so the error gets the breaker's name by move.
+            refused: Option<Refused>,
         },
         Done,
     }
@@ -151,7 +171,9 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn rejected(refused: Refused) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { refused },
+            kind: Kind::Rejected {
+                refused: Some(refused),
+            },
         }
     }
 }
@@ -174,10 +196,14 @@ where
                 });
                 result
             }
-            KindProj::Rejected { refused } => Err(Box::new(CircuitOpen {
-                retry_after: refused.retry_after_ms.map(Duration::from_millis),
-                state: refused.state,
-            }) as BoxError),
+            KindProj::Rejected { refused } => match refused.take() {
+                Some(refused) => Err(Box::new(CircuitOpen {
+                    retry_after: refused.retry_after_ms.map(Duration::from_millis),
+                    state: refused.state,
+                    breaker: refused.breaker,
+                }) as BoxError),
+                None => Err("breaker future polled after completion".into()),
+            },
             KindProj::Done => Err("breaker future polled after completion".into()),
         };
         kind.set(Kind::Done);

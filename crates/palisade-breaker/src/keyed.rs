@@ -21,8 +21,20 @@ use crate::{BreakerConfig, CircuitOpen};
 
 struct Entry {
     stripes: Arc<Stripes>,
-    /// Last use, in seconds since the registry's origin (written at most once a second).
+    /// Last use, in milliseconds since the registry's origin (written at most once a
+    /// millisecond).
     last_used: AtomicU64,
+}
+
+impl Entry {
+    fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// How much longer this key's breaker rejects calls (see [`Core::rejecting_for`]).
+    fn rejecting_for(&self, now: u64) -> Option<u64> {
+        self.stripes.shared().core.rejecting_for(now)
+    }
 }
 
 /// The breakers of a [`KeyedBreakerLayer`], shared by its services and handles.
@@ -47,8 +59,11 @@ impl<K> Registry<K> {
 }
 
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
-    fn secs(&self) -> u64 {
-        self.origin.elapsed().as_secs()
+    /// Milliseconds since the origin (the clock the keys' breakers use too).
+    fn millis(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64
     }
 
     /// Stripe `stripe` of `key`'s breaker, created on first use. Only the stripe's reference
@@ -56,7 +71,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     #[inline]
     fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe> {
         if let Some(entry) = self.map.load().get(key) {
-            let now = self.secs();
+            let now = self.millis();
             if entry.last_used.load(Ordering::Relaxed) != now {
                 entry.last_used.store(now, Ordering::Relaxed);
             }
@@ -72,24 +87,52 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if let Some(entry) = current.get(key) {
             return entry.stripes.clone();
         }
-        let now = self.secs();
+        let now = self.millis();
         let mut next: HashMap<K, Arc<Entry>> = (*current).clone();
-        // Bounded memory: drop idle keys, then the least recently used if still full.
+        // Bounded memory. First the idle keys go, except those whose breaker still rejects
+        // calls (open with time left, or isolated): evicted, it would come back closed and let
+        // everything through to a dependency it has just seen failing.
+        let idle = self.idle.as_millis() as u64;
         next.retain(|_, e| {
-            now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < self.idle.as_secs().max(1)
+            now.saturating_sub(e.last_used()) < idle || e.rejecting_for(now).is_some()
         });
+        // Then, while full, the least recently used of the breakers that admit calls; only if
+        // every breaker rejects, the one that would probe soonest, with a warning.
         while next.len() >= self.max_keys {
-            let Some(oldest) = next
+            let victim = next
                 .iter()
-                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone())
-            else {
-                break;
+                .filter(|(_, e)| e.rejecting_for(now).is_none())
+                .min_by_key(|(_, e)| e.last_used())
+                .map(|(k, _)| k.clone());
+            let victim = match victim {
+                Some(k) => k,
+                None => {
+                    let Some((k, e)) = next
+                        .iter()
+                        .min_by_key(|(_, e)| (e.rejecting_for(now).unwrap_or(0), e.last_used()))
+                    else {
+                        break;
+                    };
+                    tracing::warn!(
+                        target: "palisade_breaker",
+                        breaker = %e.stripes.shared().core.name,
+                        key = ?k,
+                        open_for_ms = e.rejecting_for(now).unwrap_or(0),
+                        max_keys = self.max_keys,
+                        "evicting an open per-key breaker: every key's breaker is open and \
+                         max_keys is reached; the key starts afresh, closed, if it comes back"
+                    );
+                    k.clone()
+                }
             };
-            next.remove(&oldest);
+            next.remove(&victim);
         }
         let stripes = Stripes::new(Arc::new(Shared {
-            core: Core::new(format!("{}[{key:?}]", self.name), self.config, Vec::new()),
+            core: Core::new(
+                format!("{}[{key:?}]", self.name).into(),
+                self.config,
+                Vec::new(),
+            ),
             origin: self.origin,
         }));
         next.insert(
@@ -110,9 +153,13 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 ///
 /// Looking a key up takes no lock: the keys live in an immutable map behind an
 /// [`ArcSwap`](arc_swap::ArcSwap), replaced whole when a key is added (rare). Memory is
-/// bounded: keys idle longer than [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are
-/// dropped when a new key arrives, and beyond [`max_keys`](KeyedBreakerBuilder::max_keys) the
-/// least recently used key is dropped (its breaker starts afresh if it comes back).
+/// bounded: when a new key arrives, keys idle longer than
+/// [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are dropped, and beyond
+/// [`max_keys`](KeyedBreakerBuilder::max_keys) the least recently used key (to the
+/// millisecond) is dropped; a dropped key's breaker starts afresh, closed, if it comes back.
+/// A breaker that still rejects calls (open with time left in its open period, or isolated)
+/// is never dropped for being idle, and is dropped for room only when every key's breaker
+/// rejects; then the one whose open period ends first goes, with a `tracing` warning.
 ///
 /// # Hierarchy
 /// Put a [`BreakerLayer`](crate::BreakerLayer) for the parent (a provider) above a keyed layer
@@ -169,13 +216,15 @@ impl KeyedBreakerBuilder {
         self
     }
 
-    /// The most keys kept at once (1024).
+    /// The most keys kept at once (1024). Beyond it the least recently used key whose breaker
+    /// admits calls is dropped (see [`KeyedBreakerLayer`]).
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
     }
 
-    /// Keys unused this long are dropped when a new key arrives (1 hour).
+    /// Keys unused this long are dropped when a new key arrives (1 hour), unless their breaker
+    /// still rejects calls.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -351,7 +400,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug + Send + Sync> Listener for Propagate<K> 
             to: State::Open, ..
         } = event
         {
-            tracing::info!(target: "palisade_breaker", parent, children = %self.0.registry.name, "parent opened: tripping its children");
+            tracing::info!(target: "palisade_breaker", breaker = %self.0.registry.name, parent, "parent opened: tripping its children");
             self.0.trip_all();
         }
     }

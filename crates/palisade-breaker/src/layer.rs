@@ -105,7 +105,7 @@ impl BreakerBuilder {
         palisade_classify::register::<CircuitOpen>();
         Ok(BreakerLayer {
             stripes: Stripes::new(Arc::new(Shared {
-                core: Core::new(self.name, self.config, self.listeners),
+                core: Core::new(self.name.into(), self.config, self.listeners),
                 origin: Instant::now(),
             })),
         })

@@ -28,13 +28,17 @@
 //!   jittered and capped, and is never shorter than a server's `retry_after` on the failure
 //!   that tripped it.
 //! * **Half-open** admits at most [`half_open_probes`](BreakerConfig::half_open_probes) calls
-//!   at once; a probe's slot comes back when it completes or is dropped, so the breaker cannot
-//!   get stuck half-open. [`success_threshold`](BreakerConfig::success_threshold) successes
-//!   close it; any failure reopens it.
+//!   at once; a probe's slot comes back when it completes or is dropped, and a probe that takes
+//!   longer than [`probe_timeout`](BreakerConfig::probe_timeout) (60 s) counts as failed, even
+//!   with no timeout layer below: the next call that finds every slot held that long re-opens
+//!   the breaker, so a hung probe cannot keep it half-open.
+//!   [`success_threshold`](BreakerConfig::success_threshold) successes close it; any failure
+//!   reopens it.
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
 //!   events (target `palisade_breaker`) and through [`Listener`]s.
 //! * **Per-key breakers** ([`KeyedBreakerLayer`]): one per provider, model, tool or tenant,
-//!   created on first use, looked up without a lock, bounded in memory; and a **hierarchy**: a
+//!   created on first use, looked up without a lock, bounded in memory (idle keys go first; a
+//!   breaker that is still open is kept until its open period ends); and a **hierarchy**: a
 //!   parent breaker above per-key children fails them all fast while open, and
 //!   [`KeyedHandle::propagate`] trips every child when the parent opens.
 //!
@@ -69,6 +73,9 @@
 //! let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
 //! let open = err.downcast_ref::<CircuitOpen>().unwrap();
 //! assert!(open.retry_after.unwrap() <= std::time::Duration::from_millis(550));
+//! // It names the breaker: "circuit 'llm' open, retry in 482 ms".
+//! assert_eq!(&*open.breaker, "llm");
+//! assert!(err.to_string().starts_with("circuit 'llm' open, retry in "));
 //! // Retryable after that time: a retry layer above waits for it, spending no retry budget.
 //! assert!(class_of(&err).retryable);
 //! # }
@@ -83,11 +90,14 @@
 //! Every service a layer makes, and every clone, shares one breaker.
 //!
 //! # Errors
-//! [`CircuitOpen`] when rejected; otherwise the inner service's error, unchanged, as a
-//! `BoxError`.
+//! [`CircuitOpen`] when rejected, naming the breaker that refused and the time left before it
+//! probes (`circuit 'llm' open, retry in 480 ms`); otherwise the inner service's error,
+//! unchanged, as a `BoxError`. The breaker's `tracing` events (target `palisade_breaker`) carry
+//! its name in a `breaker` field.
 //!
 //! # Performance
-//! The closed happy path takes no lock, allocates nothing and boxes nothing: an atomic load to
+//! The closed happy path takes no lock, allocates nothing, boxes nothing and reads no clock
+//! unless a rule needs durations: an atomic load to
 //! admit, a reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner

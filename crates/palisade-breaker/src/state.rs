@@ -114,11 +114,13 @@ impl Ticket {
 }
 
 /// Why a call was not admitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Refused {
     pub(crate) state: State,
     /// Milliseconds until the breaker will probe again, when known.
     pub(crate) retry_after_ms: Option<u64>,
+    /// The name of the breaker that refused (a reference count, not a copy).
+    pub(crate) breaker: Arc<str>,
 }
 
 /// How a call ended, as far as the breaker cares.
@@ -146,7 +148,7 @@ enum Rates {
 
 /// The shared state of one breaker.
 pub(crate) struct Core {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) cfg: BreakerConfig,
     /// Whether any rule reads call durations (a slow-call threshold or a cancel policy with a
     /// duration): only then does a call read the clock when it starts.
@@ -164,6 +166,10 @@ pub(crate) struct Core {
     probes: AtomicU64,
     /// Successful probes, tagged the same way.
     probe_successes: AtomicU64,
+    /// When the latest probe was admitted, ms since origin (never decreases). Written before
+    /// the probe's slot is taken, so a caller that finds every slot taken reads a time no
+    /// earlier than any probe in flight was admitted.
+    probe_since: AtomicU64,
     rates: Rates,
     /// The adaptive throttle's window: each request accepted (a success) or not (a failure,
     /// or refused by the throttle itself).
@@ -192,7 +198,11 @@ const fn pack(generation: u64, state: State) -> u64 {
 }
 
 impl Core {
-    pub(crate) fn new(name: String, cfg: BreakerConfig, listeners: Vec<Arc<dyn Listener>>) -> Core {
+    pub(crate) fn new(
+        name: Arc<str>,
+        cfg: BreakerConfig,
+        listeners: Vec<Arc<dyn Listener>>,
+    ) -> Core {
         let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
         let rates = match cfg.window {
             _ if !needs_rates => Rates::None,
@@ -215,6 +225,7 @@ impl Core {
             consecutive: AtomicU32::new(0),
             probes: AtomicU64::new(0),
             probe_successes: AtomicU64::new(0),
+            probe_since: AtomicU64::new(0),
             rates,
             throttle: cfg.throttle.map(|t| CountWindow::new(t.window as usize)),
             rng: AtomicU64::new(cfg.seed),
@@ -263,24 +274,44 @@ impl Core {
                 State::HalfOpen => {
                     let tag = generation & TAG_MASK;
                     let max = u64::from(self.cfg.half_open_probes);
-                    let taken =
-                        self.probes
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                                let count = if p >> 32 == tag { p & TAG_MASK } else { 0 };
-                                (count < max).then_some((tag << 32) | (count + 1))
-                            });
-                    return match taken {
-                        // If the breaker moved on meanwhile, this ticket's outcome is ignored
-                        // and its slot is given back to a generation nobody counts any more.
-                        Ok(_) => Ok(Ticket::new(generation, true)),
-                        // The probes in flight decide within about one open period: come
-                        // back then, spread so that the refused do not return together.
-                        Err(_) => {
-                            let spread = 0.5 + self.next_random();
-                            let hint = self.cfg.open_duration.mul_f64(spread);
-                            Err(self.refuse(State::HalfOpen, Some(hint.as_millis() as u64)))
+                    let mut clock = None;
+                    let mut p = self.probes.load(Ordering::Acquire);
+                    loop {
+                        let count = if p >> 32 == tag { p & TAG_MASK } else { 0 };
+                        if count >= max {
+                            break;
                         }
-                    };
+                        // The admission time goes out before the slot is taken (see
+                        // `probe_since`).
+                        let t = *clock.get_or_insert_with(&now);
+                        self.probe_since.fetch_max(t, Ordering::AcqRel);
+                        match self.probes.compare_exchange(
+                            p,
+                            (tag << 32) | (count + 1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            // If the breaker moves on meanwhile, this ticket's outcome is
+                            // ignored and its slot is given back to a generation nobody
+                            // counts any more.
+                            Ok(_) => return Ok(Ticket::new(generation, true)),
+                            Err(actual) => p = actual,
+                        }
+                    }
+                    // Every slot is taken. Probes that have held them for the probe timeout
+                    // are counted as failed: the breaker re-opens, and their own outcomes,
+                    // whenever they come, belong to a generation nobody counts any more.
+                    let since = self.probe_since.load(Ordering::Acquire);
+                    let t = *clock.get_or_insert_with(&now);
+                    if t.saturating_sub(since) >= self.cfg.probe_timeout.as_millis() as u64 {
+                        self.probes_timed_out(word, t);
+                        continue;
+                    }
+                    // The probes in flight decide within about one open period: come back
+                    // then, spread so that the refused do not return together.
+                    let spread = 0.5 + self.next_random();
+                    let hint = self.cfg.open_duration.mul_f64(spread);
+                    return Err(self.refuse(State::HalfOpen, Some(hint.as_millis() as u64)));
                 }
             }
         }
@@ -307,12 +338,43 @@ impl Core {
         p > 0.0 && self.next_random() < p
     }
 
+    /// Re-opens a half-open breaker whose probes have held every slot for the probe timeout,
+    /// as a failed probe would.
+    #[cold]
+    #[inline(never)]
+    fn probes_timed_out(&self, word: u64, now: u64) {
+        if self.trip(word, None, now, true) {
+            tracing::warn!(
+                target: "palisade_breaker",
+                breaker = %self.name,
+                probe_timeout_ms = self.cfg.probe_timeout.as_millis() as u64,
+                "half-open probe timed out: counted as failed"
+            );
+        }
+    }
+
     fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
         self.rejections.fetch_add(1, Ordering::Relaxed);
         self.emit(Event::Rejected { state });
         Refused {
             state,
             retry_after_ms,
+            breaker: self.name.clone(),
+        }
+    }
+
+    /// How much longer the breaker rejects calls if left alone: the time left in its open
+    /// period, `u64::MAX` while isolated; `None` when it admits calls (closed, disabled,
+    /// half-open, or open with its period over).
+    pub(crate) fn rejecting_for(&self, now: u64) -> Option<u64> {
+        match self.state() {
+            State::Isolated => Some(u64::MAX),
+            State::Open => self
+                .open_until
+                .load(Ordering::Acquire)
+                .checked_sub(now)
+                .filter(|&left| left > 0),
+            State::Closed | State::HalfOpen | State::Disabled => None,
         }
     }
 
@@ -414,13 +476,12 @@ impl Core {
                         Outcome::Failure(hint) => hint,
                         _ => None,
                     };
-                    self.trip(word, hint, now());
+                    self.trip(word, hint, now(), false);
                 }
             }
             State::HalfOpen => {
                 if let Outcome::Failure(hint) = outcome {
-                    self.reopens.fetch_add(1, Ordering::AcqRel);
-                    self.trip(word, hint, now());
+                    self.trip(word, hint, now(), true);
                 } else {
                     let tag = ticket.generation() & TAG_MASK;
                     let before = self
@@ -471,11 +532,11 @@ impl Core {
         over(self.cfg.failure_rate, counts.failures) || over(self.cfg.slow_call_rate, counts.slow)
     }
 
-    /// The open period for the next opening: base × backoff^reopens, jittered, capped, and
-    /// never shorter than the server's hint.
-    fn open_period(&self, hint: Option<Duration>) -> Duration {
+    /// The open period after `reopens` consecutive re-openings: base × backoff^reopens,
+    /// jittered, capped, and never shorter than the server's hint.
+    fn open_period(&self, reopens: u32, hint: Option<Duration>) -> Duration {
         let cfg = &self.cfg;
-        let reopens = self.reopens.load(Ordering::Acquire).min(64);
+        let reopens = reopens.min(64);
         let base = cfg.open_duration.as_secs_f64() * cfg.open_backoff.powi(reopens as i32);
         let base = base.min(cfg.max_open_duration.as_secs_f64());
         let r = self.next_random();
@@ -497,12 +558,16 @@ impl Core {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn trip(&self, from_word: u64, hint: Option<Duration>, now: u64) {
-        let period = self.open_period(hint);
+    /// Opens the breaker from exactly `from_word`; `reopening` when a probe failed (the open
+    /// period then grows). Returns whether it did: of racing callers, one opens it, and only
+    /// that one counts a re-opening.
+    fn trip(&self, from_word: u64, hint: Option<Duration>, now: u64, reopening: bool) -> bool {
+        let reopens = self.reopens.load(Ordering::Acquire) + u32::from(reopening);
+        let period = self.open_period(reopens, hint);
         let until = now + period.as_millis() as u64;
         // Publish the end of the period before the state, so whoever sees Open sees it.
         let previous = self.open_until.swap(until, Ordering::AcqRel);
-        if !self.transition(from_word, State::Open, now) {
+        if !self.swap_state(from_word, State::Open, now) {
             // Someone else moved the breaker first; undo our period if it is still ours.
             let _ = self.open_until.compare_exchange(
                 until,
@@ -510,14 +575,20 @@ impl Core {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
-        } else {
-            tracing::warn!(
-                target: "palisade_breaker",
-                breaker = %self.name,
-                open_ms = period.as_millis() as u64,
-                "circuit opened"
-            );
+            return false;
         }
+        if reopening {
+            self.reopens.fetch_add(1, Ordering::AcqRel);
+        }
+        self.announce(State::from_code(from_word), State::Open);
+        tracing::warn!(
+            target: "palisade_breaker",
+            breaker = %self.name,
+            open_ms = period.as_millis() as u64,
+            reopens,
+            "circuit opened"
+        );
+        true
     }
 
     fn close_from(&self, from_word: u64, now: u64) {
@@ -541,8 +612,18 @@ impl Core {
         }
     }
 
-    /// Moves from exactly `from_word` to `to` (next generation). Returns whether it did.
+    /// Moves from exactly `from_word` to `to` (next generation) and says so. Returns whether
+    /// it did.
     fn transition(&self, from_word: u64, to: State, now: u64) -> bool {
+        if !self.swap_state(from_word, to, now) {
+            return false;
+        }
+        self.announce(State::from_code(from_word), to);
+        true
+    }
+
+    /// Moves from exactly `from_word` to `to` (next generation), silently.
+    fn swap_state(&self, from_word: u64, to: State, now: u64) -> bool {
         let next = pack((from_word >> 3) + 1, to);
         if self
             .word
@@ -552,10 +633,13 @@ impl Core {
             return false;
         }
         self.entered.store(now, Ordering::Release);
-        let from = State::from_code(from_word);
+        true
+    }
+
+    /// Tells tracing and the listeners about a transition.
+    fn announce(&self, from: State, to: State) {
         tracing::info!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
         self.emit(Event::Transition { from, to });
-        true
     }
 
     /// Forces a state by hand (isolate, close, disable). Returns the state it left.
@@ -583,7 +667,7 @@ impl Core {
             if matches!(State::from_code(word), State::Open | State::Isolated) {
                 return;
             }
-            let period = self.open_period(None);
+            let period = self.open_period(self.reopens.load(Ordering::Acquire), None);
             self.open_until
                 .store(now + period.as_millis() as u64, Ordering::Release);
             if self.transition(word, State::Open, now) {

@@ -316,6 +316,11 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
     assert_eq!(err(|c| c.half_open_probes = 0), "half_open_probes");
     assert_eq!(err(|c| c.success_threshold = 0), "success_threshold");
     assert_eq!(err(|c| c.open_duration = Duration::ZERO), "open_duration");
+    assert_eq!(err(|c| c.probe_timeout = Duration::ZERO), "probe_timeout");
+    assert_eq!(
+        err(|c| c.probe_timeout = Duration::from_micros(500)),
+        "probe_timeout"
+    );
     assert_eq!(
         err(|c| c.slow_call_rate = Some(Rate {
             threshold: 0.5,
@@ -330,6 +335,91 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
         }),
         "window.buckets"
     );
+}
+
+/// A service that answers `Ok` after `delay_ms` (read at each call), or never while `hang`.
+fn answering(
+    hang: Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) -> impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_: ()| {
+        let hang = hang.load(Ordering::SeqCst);
+        let delay = Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(delay).await;
+            Ok::<_, BoxError>(())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_does_not_wedge_the_breaker_half_open() {
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The defaults: one probe at a time, a probe timeout of 60 s; no timeout layer below.
+    let l = BreakerLayer::new("llm");
+    let handle = l.handle();
+    let svc = l.layer(answering(hang.clone(), Arc::default()));
+    handle.trip();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The probe goes out at 1 s and never answers.
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut probe = Box::pin(svc.clone().oneshot(()));
+    assert!(probe.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(handle.state(), State::HalfOpen);
+    let refused = |err: BoxError| err.downcast_ref::<CircuitOpen>().unwrap().clone();
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("circuit 'llm' open (half-open, its probes busy), retry in "),
+        "{err}"
+    );
+    assert_eq!(&*refused(err).breaker, "llm");
+    // Just before the probe has held its slot for 60 s: still half-open, still refusing.
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(refused(err).state, State::HalfOpen);
+    // At 60 s the hung probe counts as a failed one: the breaker re-opens...
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let err = svc.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(refused(err).state, State::Open);
+    assert_eq!(handle.metrics().reopens, 1);
+    // ...and probes again once that period is over: the dependency answers, it closes.
+    hang.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(750)).await;
+    svc.clone().oneshot(()).await.unwrap();
+    svc.clone().oneshot(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    // The hung probe, abandoned at last, is out of date: it changes nothing.
+    drop(probe);
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_answers_after_the_probe_timeout_counts_as_failed() {
+    let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(10_000));
+    let l = layer(|c| {
+        c.probe_timeout = Duration::from_secs(10);
+        c.success_threshold = 1;
+    });
+    let handle = l.handle();
+    let svc = l.layer(answering(Arc::default(), delay_ms.clone()));
+    handle.trip();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // The probe succeeds, but after 10 s: the caller gets its answer, the breaker counts a
+    // failed probe and re-opens for twice as long.
+    svc.clone().oneshot(()).await.unwrap();
+    let m = handle.metrics();
+    assert_eq!((m.state, m.reopens, m.failures), (State::Open, 1, 1));
+    assert_eq!(m.retry_after, Some(Duration::from_secs(60)));
+    // Within the timeout, a success closes it.
+    delay_ms.store(9_999, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    svc.clone().oneshot(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
 }
 
 mod keyed {
@@ -390,7 +480,14 @@ mod keyed {
             })
             .await
             .unwrap_err();
-        assert!(err.is::<CircuitOpen>());
+        assert_eq!(
+            &*err.downcast_ref::<CircuitOpen>().unwrap().breaker,
+            "model[\"big\"]"
+        );
+        assert_eq!(
+            err.to_string(),
+            "circuit 'model[\"big\"]' open, retry in 30 s"
+        );
         svc.ready()
             .await
             .unwrap()
@@ -516,11 +613,203 @@ mod keyed {
             })
             .await
             .unwrap_err();
-        assert!(err.is::<CircuitOpen>());
+        // It names the parent that refused, not the child the call was for.
+        assert_eq!(
+            &*err.downcast_ref::<CircuitOpen>().unwrap().breaker,
+            "provider"
+        );
+        assert_eq!(err.to_string(), "circuit 'provider' open, retry in 30 s");
         assert_eq!(calls.load(Ordering::SeqCst), before);
         // ...and opening it tripped every child, which probe on their own later.
         assert_eq!(child_handle.get(&"a").unwrap().state(), State::Open);
         assert_eq!(child_handle.get(&"b").unwrap().state(), State::Open);
+    }
+
+    /// Calls `model` once (working), `n` times.
+    async fn use_key<S>(svc: &mut S, model: &'static str)
+    where
+        S: Service<Call, Response = (), Error = BoxError>,
+    {
+        let _ = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Call { model, ok: true })
+            .await;
+    }
+
+    /// Opens `model`'s breaker: five failures.
+    async fn open_key<S>(svc: &mut S, model: &'static str)
+    where
+        S: Service<Call, Response = (), Error = BoxError>,
+    {
+        for _ in 0..5 {
+            let _ = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(Call { model, ok: false })
+                .await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_new_keys_never_evicts_an_open_breaker() {
+        let layer = keyed(2);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        open_key(&mut svc, "busy").await;
+        tokio::time::advance(Duration::from_millis(900)).await;
+        // From 1 s on, a new key every millisecond, and a call to the busy key every 100 ms.
+        // Each new key evicts one: never the open breaker, which keeps rejecting.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        for i in 0..300 {
+            if i % 100 == 50 {
+                use_key(&mut svc, "busy").await;
+            }
+            let key: &'static str = Box::leak(format!("new-{i}").into_boxed_str());
+            use_key(&mut svc, key).await;
+            assert_eq!(
+                handle.get(&"busy").map(|h| h.state()),
+                Some(State::Open),
+                "after {key}"
+            );
+            assert_eq!(handle.keys().len(), 2);
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recency_is_kept_to_the_millisecond() {
+        // Whichever of two keys was used last, 5 ms later than the other, stays.
+        for (last, evicted) in [("a", "b"), ("b", "a")] {
+            let layer = keyed(2);
+            let handle = layer.handle();
+            let mut svc = layer.layer(models());
+            use_key(&mut svc, "a").await;
+            use_key(&mut svc, "b").await;
+            tokio::time::advance(Duration::from_millis(5)).await;
+            use_key(&mut svc, last).await;
+            use_key(&mut svc, "c").await;
+            let mut keys = handle.keys();
+            keys.sort();
+            assert_eq!(keys, [last, "c"], "{evicted} should go");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_open_breaker_stays_until_its_open_period_ends() {
+        let layer = KeyedBreakerLayer::builder("model")
+            .config(BreakerConfig {
+                jitter: 0.0,
+                ..BreakerConfig::classic()
+            })
+            .idle_timeout(Duration::from_secs(1))
+            .build((|c: &Call| c.model) as fn(&Call) -> &'static str)
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        open_key(&mut svc, "a").await;
+        use_key(&mut svc, "b").await;
+        // Both idle for 2 s: b goes, a (open for 28 s more) stays, still open.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        use_key(&mut svc, "c").await;
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
+        // Once its open period is over, an idle key goes like any other.
+        tokio::time::advance(Duration::from_secs(28)).await;
+        use_key(&mut svc, "d").await;
+        assert_eq!(handle.keys(), ["d"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and_warns() {
+        let (capture, _guard) = Capture::install();
+        let layer = keyed(2);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        open_key(&mut svc, "a").await;
+        tokio::time::advance(Duration::from_secs(10)).await;
+        open_key(&mut svc, "b").await;
+        // Both open (a for 20 s more, b for 30 s), and a new key needs room: a goes.
+        use_key(&mut svc, "c").await;
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["b", "c"]);
+        assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
+        let warning = capture
+            .events()
+            .into_iter()
+            .find(|e| e.message().starts_with("evicting an open per-key breaker"))
+            .expect("a warning");
+        assert_eq!(warning.field("breaker"), Some("model[\"a\"]"));
+        assert_eq!(warning.field("open_for_ms"), Some("20000"));
+        assert_eq!(warning.level, tracing::Level::WARN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracing_events_name_the_breaker() {
+        let (capture, _guard) = Capture::install();
+        let children = keyed(16);
+        let parent = BreakerLayer::builder("provider")
+            .configure(|c| {
+                *c = BreakerConfig::classic();
+                c.jitter = 0.0;
+                c.half_open_probes = 1;
+                c.probe_timeout = Duration::from_secs(1);
+            })
+            .listener(children.handle().propagate())
+            .build()
+            .unwrap();
+        let parent_handle = parent.handle();
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(parent)
+            .layer(children)
+            .service(service_fn(|c: Call| async move {
+                if c.model == "hang" {
+                    std::future::pending::<()>().await;
+                }
+                if c.ok {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("503".into())
+                }
+            }));
+        open_key(&mut svc, "a").await;
+        // Half-open, with a probe that hangs past the probe timeout.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut hung = Box::pin(svc.clone().oneshot(Call {
+            model: "hang",
+            ok: true,
+        }));
+        assert!(hung.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        use_key(&mut svc, "b").await;
+        assert_eq!(parent_handle.metrics().reopens, 1);
+        let events = capture.events();
+        for message in [
+            "per-key breaker created",
+            "circuit opened",
+            "circuit state changed",
+            "parent opened: tripping its children",
+            "half-open probe timed out: counted as failed",
+        ] {
+            assert!(
+                events.iter().any(|e| e.message() == message),
+                "no {message:?} in {events:#?}"
+            );
+        }
+        for e in &events {
+            let name = e.field("breaker").unwrap_or_else(|| panic!("{e:?}"));
+            assert!(
+                name.starts_with("provider") || name.starts_with("model"),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]
@@ -539,4 +828,72 @@ mod keyed {
             .unwrap_err();
         assert_eq!(err.field(), "half_open_probes");
     }
+}
+
+/// Records the `palisade_breaker` tracing events of the current thread, while installed.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<Captured>>>);
+
+#[derive(Debug)]
+struct Captured {
+    level: tracing::Level,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Captured {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn message(&self) -> &str {
+        self.field("message").unwrap_or_default()
+    }
+}
+
+impl Capture {
+    fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let guard = tracing::subscriber::set_default(capture.clone());
+        (capture, guard)
+    }
+
+    fn events(&self) -> Vec<Captured> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl tracing::field::Visit for Captured {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.fields.push((field.name(), format!("{value:?}")));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "palisade_breaker"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut captured = Captured {
+            level: *event.metadata().level(),
+            fields: Vec::new(),
+        };
+        event.record(&mut captured);
+        self.0.lock().unwrap().push(captured);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -117,3 +117,31 @@ fn loom_a_probe_success_racing_a_probe_failure_never_leaves_it_stuck() {
         assert!(matches!(state, State::Closed | State::Open), "{state:?}");
     });
 }
+
+#[test]
+fn loom_a_probe_being_admitted_is_never_mistaken_for_a_hung_one() {
+    loom::model(|| {
+        // One probe at a time, two successes to close, a probe timeout of 60 s.
+        let c = LoomArc::new(Core::new("l".into(), cfg(1, 2, 1), Vec::new()));
+        open(&c, 1);
+        // A first probe at 30 s succeeds; the slot is free, the last admission long ago.
+        let first = c.admit(|| 30_000).unwrap();
+        c.record(first, Outcome::Success, false, 0, || 30_000);
+        // At 100 s two callers race: one takes the slot, the other must see that probe as
+        // just admitted, not as one holding the slot since 30 s.
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                thread::spawn(move || c.admit(|| 100_000).is_ok())
+            })
+            .collect();
+        let admitted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(admitted, 1);
+        assert_eq!(c.state(), State::HalfOpen);
+        assert_eq!(c.reopens.load(Ordering::SeqCst), 0);
+    });
+}

@@ -563,3 +563,102 @@ fn busy_probes_refuse_with_a_spread_time_to_come_back() {
     assert!(hints.iter().all(|h| (250..=750).contains(h)), "{hints:?}");
     assert!(hints.iter().any(|h| *h != hints[0]), "{hints:?}");
 }
+
+#[test]
+fn a_hint_shorter_than_the_open_period_leaves_the_open_period() {
+    let c = core(no_jitter());
+    for _ in 0..4 {
+        fail(&c, 0);
+    }
+    let t = c.admit(|| 0).unwrap();
+    c.record(
+        t,
+        Outcome::Failure(Some(Duration::from_secs(5))),
+        false,
+        0,
+        || 0,
+    );
+    // The server would take calls again in 5 s; the breaker still waits its 30 s.
+    assert_eq!(c.admit(|| 0).unwrap_err().retry_after_ms, Some(30_000));
+    assert_eq!(c.admit(|| 29_999).unwrap_err().state, State::Open);
+    assert!(c.admit(|| 30_000).unwrap().probe());
+}
+
+/// Opens the default breaker at 0 and admits its one probe at 1 s (after the open period).
+fn default_with_a_probe_in_flight() -> (Core, Ticket) {
+    let c = core(BreakerConfig::default());
+    while c.state() == State::Closed {
+        fail(&c, 0);
+    }
+    let probe = c.admit(|| 1_000).unwrap();
+    assert!(probe.probe());
+    (c, probe)
+}
+
+#[test]
+fn a_hung_probe_is_counted_as_failed_after_the_probe_timeout() {
+    let (c, hung) = default_with_a_probe_in_flight();
+    // For a minute the probe holds the one slot: the others are refused, half-open.
+    for now in [1_000, 30_000, 60_999] {
+        assert_eq!(c.admit(|| now).unwrap_err().state, State::HalfOpen, "{now}");
+    }
+    assert_eq!(c.numbers(60_999).reopens, 0);
+    // At 61 s the probe has held it for 60 s: it counts as a failed probe, the breaker
+    // re-opens (for 750 ms, the grown period, less its jitter) and this call is refused open.
+    let refused = c.admit(|| 61_000).unwrap_err();
+    assert_eq!(refused.state, State::Open);
+    assert!(
+        (675..=750).contains(&refused.retry_after_ms.unwrap()),
+        "{refused:?}"
+    );
+    assert_eq!(c.numbers(61_000).reopens, 1);
+    // Then it probes again, with a fresh slot; the hung probe's late end changes nothing.
+    let probe = c.admit(|| 62_000).unwrap();
+    assert!(probe.probe());
+    c.record(hung, Outcome::Success, false, 0, || 62_000);
+    assert_eq!(c.state(), State::HalfOpen);
+    assert!(c.admit(|| 62_000).is_err(), "one probe at a time");
+    c.record(probe, Outcome::Success, false, 0, || 62_001);
+    assert!(succeed(&c, 62_002));
+    assert_eq!(c.state(), State::Closed);
+}
+
+#[test]
+fn the_probe_timeout_runs_from_the_latest_probe_not_from_half_open() {
+    let (c, first) = default_with_a_probe_in_flight();
+    // The first probe succeeds (one of two needed); the second is admitted 61 s after the
+    // breaker went half-open, and has its own minute.
+    c.record(first, Outcome::Success, false, 0, || 1_500);
+    let second = c.admit(|| 62_000).unwrap();
+    assert!(second.probe());
+    assert_eq!(c.admit(|| 62_000).unwrap_err().state, State::HalfOpen);
+    assert_eq!(c.admit(|| 121_999).unwrap_err().state, State::HalfOpen);
+    assert_eq!(c.admit(|| 122_000).unwrap_err().state, State::Open);
+}
+
+#[test]
+fn with_several_probes_it_waits_until_every_slot_has_been_held_that_long() {
+    let c = core(BreakerConfig {
+        probe_timeout: Duration::from_secs(10),
+        ..no_jitter()
+    });
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    // Three probes, admitted at 30, 32 and 34 s; they all hang.
+    for now in [30_000, 32_000, 34_000] {
+        assert!(c.admit(|| now).unwrap().probe());
+    }
+    assert_eq!(c.admit(|| 43_999).unwrap_err().state, State::HalfOpen);
+    // 10 s after the latest: counted as a failed probe, the open period doubles.
+    let refused = c.admit(|| 44_000).unwrap_err();
+    assert_eq!(refused.state, State::Open);
+    assert_eq!(refused.retry_after_ms, Some(60_000));
+}
+
+#[test]
+fn a_refused_call_names_its_breaker() {
+    let c = Core::new("llm".into(), no_jitter(), Vec::new());
+    c.force(State::Isolated, 0);
+    assert_eq!(&*c.admit(|| 0).unwrap_err().breaker, "llm");
+}
