@@ -305,6 +305,10 @@ impl Switchboard {
 }
 
 /// The call did not reach the feature: it is off.
+///
+/// Its class is [`Category::Rejected`], not retryable: a refusal says nothing new about the
+/// dependency (the failures that turned the feature off were counted already), and retrying
+/// cannot help until the feature is back on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureDisabled {
     /// The feature's name.
@@ -321,8 +325,9 @@ impl std::error::Error for FeatureDisabled {}
 
 impl HasClass for FeatureDisabled {
     fn class(&self) -> Class {
-        // Not the dependency's fault right now, and retrying cannot help until it is back on.
-        Class::new(Category::ResourceExhausted).with_retryable(false)
+        // The switchboard refused to send the call: not the dependency's fault right now (so it
+        // never counts against health), and retrying cannot help until the feature is back on.
+        Class::new(Category::Rejected).with_retryable(false)
     }
 }
 

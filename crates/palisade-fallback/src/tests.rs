@@ -530,10 +530,8 @@ mod switchboard {
         // While off, calls never reach it.
         for n in 0..10 {
             let a = svc.clone().oneshot(n).await.unwrap();
-            assert_eq!(
-                a.degraded().unwrap().class.category,
-                Category::ResourceExhausted
-            );
+            // A refusal, not a failure of the dependency.
+            assert_eq!(a.degraded().unwrap().class.category, Category::Rejected);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // After the cool-down, one probe: it fails, so off for another 30 s.
