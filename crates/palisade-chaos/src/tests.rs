@@ -303,6 +303,18 @@ async fn flapping_alternates_down_and_up() {
 }
 
 #[test]
+fn flapping_counts_its_periods_from_its_start() {
+    // Down 2 s, up 3 s from 1 s: down [1,3) [6,8), up [3,6) [8,11). A start that is not a
+    // multiple of the period shows the phase is taken from the start.
+    let f = Schedule::flapping(secs(1), secs(11), secs(2), secs(3));
+    let down: Vec<u64> = (0..110)
+        .filter(|tenth| f.contains(ms(tenth * 100)))
+        .collect();
+    let expected: Vec<u64> = (10..30).chain(60..80).collect();
+    assert_eq!(down, expected);
+}
+
+#[test]
 fn schedule_contains() {
     let f = Schedule::flapping(secs(10), secs(24), secs(2), secs(3));
     let eps = Duration::from_nanos(1);
@@ -548,8 +560,11 @@ async fn built_disabled_is_a_passthrough_until_enabled() {
         .enabled(false)
         .build()
         .unwrap();
+    assert!(!chaos.handle().is_enabled());
     let mut svc = chaos.layer_on(echo(Arc::default()));
-    assert_eq!(call(&mut svc, 9).await.unwrap(), 9);
+    // Bounded, so a layer that ignores the switch fails here instead of hanging.
+    let answer = timeout(secs(1), call(&mut svc, 9)).await;
+    assert_eq!(answer.expect("disabled, the call passes").unwrap(), 9);
     assert_eq!(chaos.handle().injected(), ChaosCounts::default());
     chaos.handle().enable();
     assert!(timeout(secs(1), call(&mut svc, 9)).await.is_err());
@@ -724,6 +739,119 @@ fn build_errors_name_the_field() {
             .build()
             .is_ok()
     );
+}
+
+#[test]
+fn uniform_latency_is_spread_evenly_between_its_bounds() {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let latency = Latency::Uniform {
+        min: ms(10),
+        max: ms(30),
+    };
+    let n = 4_000u32;
+    let mut total = Duration::ZERO;
+    let mut quarters = [0u32; 4];
+    for _ in 0..n {
+        let d = latency.sample(&mut crate::rng::Draws::new(5, &counter));
+        assert!((ms(10)..ms(30)).contains(&d), "{d:?}");
+        total += d;
+        quarters[usize::try_from((d - ms(10)).as_micros() / 5_000).unwrap()] += 1;
+    }
+    let mean = total / n;
+    assert!((ms(19)..ms(21)).contains(&mean), "{mean:?}");
+    // A quarter of the span each, within about 5 standard deviations (27).
+    for q in quarters {
+        assert!((850..1150).contains(&q), "{quarters:?}");
+    }
+    // A degenerate range is its bound, and is valid.
+    let point = Latency::Uniform {
+        min: ms(7),
+        max: ms(7),
+    };
+    assert_eq!(
+        point.sample(&mut crate::rng::Draws::new(5, &counter)),
+        ms(7)
+    );
+    assert!(
+        ChaosLayer::<u32>::builder()
+            .fault(Fault::delay(point))
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn capacity_reports_its_rate_over_time() {
+    let over = || Effect::<u32>::Fail(class(Category::RateLimited));
+    let fixed = Capacity::fixed(7.5, over());
+    assert_eq!(fixed.rate_at(Duration::ZERO), 7.5);
+    assert_eq!(fixed.rate_at(secs(1_000)), 7.5);
+    let ramp = Capacity::ramp(10.0, 110.0, secs(2), secs(10), over());
+    assert_eq!(ramp.rate_at(secs(1)), 10.0);
+    assert_eq!(ramp.rate_at(secs(2)), 10.0);
+    assert!((ramp.rate_at(secs(7)) - 60.0).abs() < 1e-9);
+    assert_eq!(ramp.rate_at(secs(12)), 110.0);
+    assert_eq!(ramp.rate_at(secs(60)), 110.0);
+}
+
+#[test]
+fn counts_total_every_injected_outcome_but_over_capacity() {
+    let counts = ChaosCounts {
+        failed: 1,
+        responded: 2,
+        delayed: 4,
+        hung: 8,
+        over_capacity: 16,
+    };
+    assert_eq!(counts.total(), 15);
+    assert_eq!(ChaosCounts::default().total(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn debug_output_names_the_configuration_and_the_state() {
+    let builder = ChaosLayer::builder()
+        .fault(Fault::fail(class(Category::ServerError)).rate(0.25))
+        .capacity(Capacity::fixed(
+            3.0,
+            Effect::Fail(class(Category::RateLimited)),
+        ))
+        .seed(4242);
+    let text = format!("{builder:?}");
+    for part in ["ChaosBuilder", "faults", "0.25", "capacities", "seed: 4242"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let chaos = builder.build().unwrap();
+    let text = format!("{chaos:?}");
+    for part in ["Config", "0.25", "Fixed(3.0)", "seed: 4242", "epoch"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let svc = chaos.layer_on(service_fn(|x: u32| async move { Ok::<_, BoxError>(x) }));
+    chaos.handle().disable();
+    let text = format!("{svc:?}");
+    for part in ["Chaos", "inner: ServiceFn", "seed: 4242", "enabled: false"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+
+    type Fut = crate::future::ResponseFuture<std::future::Ready<Result<u32, BoxError>>, u32>;
+    let state = |fut: Fut| format!("{fut:?}");
+    let ready = || std::future::ready(Ok(1));
+    assert_eq!(
+        state(Fut::passthrough(ready())),
+        r#"ResponseFuture { state: "Passthrough" }"#
+    );
+    assert_eq!(
+        state(Fut::delayed(ms(1), ready())),
+        r#"ResponseFuture { state: "Delayed" }"#
+    );
+    assert_eq!(
+        state(Fut::injected(ms(1), Ok(2))),
+        r#"ResponseFuture { state: "Injected" }"#
+    );
+    assert_eq!(
+        state(Fut::injected(Duration::ZERO, Ok(2))),
+        r#"ResponseFuture { state: "Injected" }"#
+    );
+    assert_eq!(state(Fut::hang()), r#"ResponseFuture { state: "Hang" }"#);
 }
 
 #[test]
