@@ -190,3 +190,339 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
     }
     goals
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Figures of `stack` in `kind` that meet no goal by accident: everything zero or `None`.
+    fn figures(kind: ScenarioKind, stack: StackKind) -> Figures {
+        Figures {
+            scenario: kind,
+            stack,
+            requests: 0,
+            success: 0.0,
+            success_fault: 0.0,
+            success_after: None,
+            load_fault: 0.0,
+            load: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            detect_ms: None,
+            recover_ms: None,
+            recovered: None,
+            bad_share: None,
+            cut_off: 0,
+            local: 0,
+            early_retries: 0,
+            served: None,
+            load_ramp: None,
+            retried_ms: None,
+            hint_wait_ms: None,
+            hint_ms: None,
+            returned_ms: None,
+            series: Vec::new(),
+        }
+    }
+
+    /// Palisade's goals in `kind`, judged on `pal` alone: (measured, met) per goal.
+    fn judged(kind: ScenarioKind, pal: &Figures) -> Vec<(String, bool)> {
+        judge(&Scenario::new(kind), std::slice::from_ref(pal))
+            .into_iter()
+            .map(|g| {
+                assert_eq!(g.scenario, kind);
+                (g.measured, g.met)
+            })
+            .collect()
+    }
+
+    fn met(kind: ScenarioKind, pal: &Figures) -> Vec<bool> {
+        judged(kind, pal).into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn names(kind: ScenarioKind, runs: &[Figures]) -> Vec<String> {
+        judge(&Scenario::new(kind), runs)
+            .into_iter()
+            .map(|g| g.goal)
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_judged_without_palisade() {
+        let kind = ScenarioKind::Outage;
+        let runs = [
+            figures(kind, StackKind::None),
+            figures(kind, StackKind::Tower),
+        ];
+        assert!(judge(&Scenario::new(kind), &runs).is_empty());
+    }
+
+    #[test]
+    fn outage_goals_and_their_edges() {
+        let k = ScenarioKind::Outage;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.load_fault = 0.1;
+        pal.recover_ms = Some(1000.0);
+        assert_eq!(
+            judged(k, &pal),
+            [
+                ("0.100".to_owned(), true),
+                ("1000 ms".to_owned(), true),
+                ("0 cut off".to_owned(), true),
+            ]
+        );
+        pal.load_fault = 0.1001;
+        pal.recover_ms = Some(1000.5);
+        pal.cut_off = 2;
+        assert_eq!(
+            judged(k, &pal),
+            [
+                ("0.100".to_owned(), false),
+                ("1000 ms".to_owned(), false),
+                ("2 cut off".to_owned(), false),
+            ]
+        );
+        pal.recover_ms = None;
+        assert_eq!(judged(k, &pal)[1], ("never".to_owned(), false));
+    }
+
+    #[test]
+    fn brownout_goals_and_their_edges() {
+        let k = ScenarioKind::Brownout;
+        let mut pal = figures(k, StackKind::Palisade);
+        // Not measured: nothing served, unbounded load.
+        assert_eq!(
+            judged(k, &pal),
+            [("0.00 %".to_owned(), false), ("inf".to_owned(), false)]
+        );
+        pal.served = Some(0.95);
+        pal.load_ramp = Some(1.1);
+        assert_eq!(
+            judged(k, &pal),
+            [("95.00 %".to_owned(), true), ("1.100".to_owned(), true)]
+        );
+        pal.served = Some(0.9499);
+        pal.load_ramp = Some(1.1001);
+        assert_eq!(met(k, &pal), [false, false]);
+    }
+
+    #[test]
+    fn bad_replica_goals_and_their_edges() {
+        let k = ScenarioKind::BadReplica;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.success = 0.999;
+        pal.bad_share = Some(0.01);
+        pal.returned_ms = Some(1234.4);
+        assert_eq!(
+            judged(k, &pal),
+            [
+                ("99.90 %".to_owned(), true),
+                ("1.00 %".to_owned(), true),
+                ("1234 ms".to_owned(), true),
+            ]
+        );
+        pal.success = 0.9989;
+        pal.bad_share = Some(0.0101);
+        pal.returned_ms = None;
+        assert_eq!(met(k, &pal), [false, false, false]);
+        // Never detected: every attempt may have gone to it.
+        pal.bad_share = None;
+        assert_eq!(judged(k, &pal)[1], ("not detected".to_owned(), false));
+    }
+
+    #[test]
+    fn rate_limit_goals_and_their_edges() {
+        let k = ScenarioKind::RateLimit;
+        assert_eq!(Scenario::new(k).params.hint.as_millis(), 1000);
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.served = Some(0.98);
+        pal.hint_wait_ms = Some(1100.0);
+        pal.load = 1.2;
+        assert_eq!(
+            judged(k, &pal),
+            [
+                ("0".to_owned(), true),
+                ("98.00 %".to_owned(), true),
+                ("1100 ms".to_owned(), true),
+                ("1.200".to_owned(), true),
+                ("0".to_owned(), true),
+            ]
+        );
+        assert_eq!(
+            names(k, std::slice::from_ref(&pal))[2],
+            "retries wait their hint: mean wait within 10 % of it (1000 ms)"
+        );
+        pal.hint_wait_ms = Some(900.0);
+        assert!(met(k, &pal)[2]);
+        for wait in [Some(899.9), Some(1100.1), None] {
+            pal.hint_wait_ms = wait;
+            assert!(!met(k, &pal)[2], "{wait:?}");
+        }
+        pal.early_retries = 1;
+        pal.served = Some(0.9799);
+        pal.load = 1.2001;
+        pal.local = 3;
+        assert_eq!(
+            judged(k, &pal),
+            [
+                ("1".to_owned(), false),
+                ("97.99 %".to_owned(), false),
+                ("never".to_owned(), false),
+                ("1.200".to_owned(), false),
+                ("3".to_owned(), false),
+            ]
+        );
+        pal.served = None;
+        assert_eq!(judged(k, &pal)[1], ("0.00 %".to_owned(), false));
+    }
+
+    #[test]
+    fn latency_spike_goals_and_their_edges() {
+        let k = ScenarioKind::LatencySpike;
+        assert_eq!(Scenario::new(k).params.attempt_timeout.as_millis(), 1000);
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.success = 0.99;
+        pal.p99_ms = 1999.9;
+        assert_eq!(
+            judged(k, &pal),
+            [("99.00 %".to_owned(), true), ("2000 ms".to_owned(), true)]
+        );
+        assert_eq!(
+            names(k, std::slice::from_ref(&pal))[1],
+            "p99 under twice the attempt timeout (2000 ms)"
+        );
+        pal.success = 0.9899;
+        pal.p99_ms = 2000.0;
+        assert_eq!(met(k, &pal), [false, false]);
+        // The limit follows the attempt timeout.
+        let mut s = Scenario::new(k);
+        s.params.attempt_timeout = Duration::from_millis(1_500);
+        pal.p99_ms = 2999.0;
+        let p99 = &judge(&s, std::slice::from_ref(&pal))[1];
+        assert_eq!(p99.goal, "p99 under twice the attempt timeout (3000 ms)");
+        assert!(p99.met);
+    }
+
+    #[test]
+    fn flapping_asks_for_the_up_time_share() {
+        let k = ScenarioKind::Flapping;
+        let s = Scenario::new(k);
+        // Down half of the 30 s of flapping, in a 40 s run: up 62.5 % of the time.
+        assert_eq!(
+            s.fault_window(),
+            (Duration::from_secs(5), Duration::from_secs(35))
+        );
+        assert_eq!(s.params.duration, Duration::from_secs(40));
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.success = 0.625;
+        assert_eq!(judged(k, &pal), [("62.50 %".to_owned(), true)]);
+        assert_eq!(
+            names(k, std::slice::from_ref(&pal)),
+            ["success ≥ the up-time share (62.50 %)"]
+        );
+        pal.success = 0.6249;
+        assert_eq!(met(k, &pal), [false]);
+    }
+
+    #[test]
+    fn failover_goals_and_their_edges() {
+        let k = ScenarioKind::Failover;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.success = 0.99;
+        pal.detect_ms = Some(1000.0);
+        assert_eq!(
+            judged(k, &pal),
+            [("99.00 %".to_owned(), true), ("1000 ms".to_owned(), true)]
+        );
+        pal.success = 0.9899;
+        pal.detect_ms = Some(1000.1);
+        assert_eq!(met(k, &pal), [false, false]);
+        pal.detect_ms = None;
+        assert_eq!(judged(k, &pal)[1], ("never".to_owned(), false));
+    }
+
+    #[test]
+    fn degraded_compares_with_none_and_naive() {
+        let k = ScenarioKind::Degraded;
+        let mut pal = figures(k, StackKind::Palisade);
+        // Alone, there is nothing to compare with.
+        assert!(met(k, &pal).is_empty());
+        let mut none = figures(k, StackKind::None);
+        let mut naive = figures(k, StackKind::Naive);
+        none.success = 0.5;
+        naive.success = 0.7;
+        naive.load = 2.0;
+        pal.success = 0.7;
+        pal.load = 2.0;
+        let goals = judge(&Scenario::new(k), &[none, naive.clone(), pal.clone()]);
+        let summary: Vec<(&str, &str, bool)> = goals
+            .iter()
+            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "more real answers than none",
+                    "70.00 % against 50.00 %",
+                    true
+                ),
+                // Strictly more: as many is not better.
+                (
+                    "more real answers than naive",
+                    "70.00 % against 70.00 %",
+                    false
+                ),
+                (
+                    "no more upstream load than naive",
+                    "2.000 against 2.000",
+                    true
+                ),
+                ("success at least none's", "70.00 % against 50.00 %", true),
+                ("success at least naive's", "70.00 % against 70.00 %", true),
+            ]
+        );
+        pal.load = 2.001;
+        pal.success = 0.7001;
+        let met: Vec<bool> = judge(&Scenario::new(k), &[naive, pal])
+            .iter()
+            .map(|g| g.met)
+            .collect();
+        assert_eq!(met, [true, false, true]);
+    }
+
+    #[test]
+    fn palisade_is_compared_with_every_other_stack_and_tower_on_load() {
+        let k = ScenarioKind::Outage;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.success = 0.8;
+        pal.load = 1.5;
+        let mut none = figures(k, StackKind::None);
+        none.success = 0.8;
+        let mut tower = figures(k, StackKind::Tower);
+        tower.success = 0.8001;
+        tower.load = 1.5;
+        let goals = judge(&Scenario::new(k), &[none, pal.clone(), tower.clone()]);
+        let tail: Vec<(&str, &str, bool)> = goals[3..]
+            .iter()
+            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("success at least none's", "80.00 % against 80.00 %", true),
+                ("success at least tower's", "80.00 % against 80.01 %", false),
+                (
+                    "no more upstream load than tower",
+                    "1.500 against 1.500",
+                    true
+                ),
+            ]
+        );
+        tower.load = 1.4999;
+        let goals = judge(&Scenario::new(k), &[pal, tower]);
+        assert!(!goals.last().unwrap().met);
+    }
+}

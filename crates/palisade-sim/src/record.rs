@@ -206,3 +206,179 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use palisade::chaos::error::Injected;
+    use palisade::classify::Class;
+    use tokio::time::{advance, sleep};
+    use tower::{ServiceExt, service_fn};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A replica that answers after 10 ms; request `id` fails as `fail(id)` says.
+    fn replica(
+        fail: fn(u64) -> Option<Class>,
+    ) -> impl Service<Req, Response = Reply, Error = BoxError, Future: Send + 'static> + Clone {
+        palisade::classify::register::<Injected>();
+        service_fn(move |req: Req| async move {
+            sleep(ms(10)).await;
+            match fail(req.id) {
+                Some(class) => Err::<Reply, BoxError>(Box::new(Injected::new(class))),
+                None => Ok(Reply),
+            }
+        })
+    }
+
+    async fn attempt<S>(svc: &mut S, id: u64) -> Result<Reply, BoxError>
+    where
+        S: Service<Req, Response = Reply, Error = BoxError>,
+    {
+        svc.ready().await?.call(Req { id }).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_recorded_with_their_attempts_sorted_by_sending() {
+        advance(ms(1_000)).await;
+        let epoch = Instant::now();
+        // Two measured requests, then one trailing.
+        let recorder = Recorder::new(epoch, 2, 1);
+        let mut upstream = recorder.replica(3, replica(|_| None));
+
+        advance(ms(100)).await;
+        let sent1 = Instant::now();
+        attempt(&mut upstream, 1).await.unwrap();
+        attempt(&mut upstream, 1).await.unwrap();
+        advance(ms(5)).await;
+        recorder.request(1, sent1, true, false);
+        // Sent earlier, finished later, cut off, never attempted.
+        recorder.request(0, epoch + ms(50), false, true);
+        // Trailing: its attempts are recorded, the request is not.
+        attempt(&mut upstream, 2).await.unwrap();
+        recorder.request(2, epoch + ms(200), true, false);
+
+        let log = recorder.finish();
+        assert_eq!(
+            log.requests,
+            [
+                RequestRecord {
+                    sent: ms(50),
+                    latency: ms(75),
+                    ok: false,
+                    attempts: 0,
+                    cut_off: true,
+                },
+                RequestRecord {
+                    sent: ms(100),
+                    latency: ms(25),
+                    ok: true,
+                    attempts: 2,
+                    cut_off: false,
+                },
+            ]
+        );
+        let at: Vec<_> = log
+            .attempts
+            .iter()
+            .map(|a| (a.at, a.replica, a.req))
+            .collect();
+        assert_eq!(at, [(ms(100), 3, 1), (ms(110), 3, 1), (ms(125), 3, 2)]);
+        assert!(log.attempts.iter().all(|a| a.outcome == AttemptOutcome::Ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_is_the_replicas() {
+        /// Never ready.
+        #[derive(Clone)]
+        struct Unready;
+        impl Service<Req> for Unready {
+            type Response = Reply;
+            type Error = BoxError;
+            type Future = std::future::Ready<Result<Reply, BoxError>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                Poll::Pending
+            }
+            fn call(&mut self, _: Req) -> Self::Future {
+                std::future::ready(Ok(Reply))
+            }
+        }
+        let recorder = Recorder::new(Instant::now(), 1, 0);
+        let upstream = recorder.replica(0, Unready);
+        let waited = tokio::time::timeout(ms(1_000), upstream.ready_oneshot()).await;
+        assert!(
+            waited.is_err(),
+            "a replica that is not ready is not made ready"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_are_ok_failed_or_dropped() {
+        let recorder = Recorder::new(Instant::now(), 3, 0);
+        let mut upstream = recorder.replica(
+            0,
+            replica(|id| (id == 1).then(|| Class::new(Category::ServerError))),
+        );
+        attempt(&mut upstream, 0).await.unwrap();
+        attempt(&mut upstream, 1).await.unwrap_err();
+        // Dropped before the replica answered.
+        let pending = upstream.ready().await.unwrap().call(Req { id: 2 });
+        drop(pending);
+        let outcomes: Vec<_> = recorder
+            .finish()
+            .attempts
+            .iter()
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                AttemptOutcome::Ok,
+                AttemptOutcome::Failed(Category::ServerError),
+                AttemptOutcome::Dropped,
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_timed_against_the_hint_they_followed() {
+        let epoch = Instant::now();
+        // Request 0 always fails with a 1 s hint, 1 with a hint but is trailing, 2 with no
+        // hint.
+        let recorder = Recorder::new(epoch, 1, 2);
+        let mut upstream = recorder.replica(
+            0,
+            replica(|id| match id {
+                0 | 1 => Some(Class::new(Category::RateLimited).with_retry_after(ms(1_000))),
+                _ => Some(Class::new(Category::ServerError)),
+            }),
+        );
+        // Each attempt fails 10 ms after it is sent. Retried 500 ms after a failure: early,
+        // twice; then exactly at the hint: in time; then past it.
+        attempt(&mut upstream, 0).await.unwrap_err();
+        for wait in [500, 500, 1_000, 1_500] {
+            advance(ms(wait)).await;
+            attempt(&mut upstream, 0).await.unwrap_err();
+        }
+        // The last failure's hint is never followed by a retry, so it is not counted.
+        // Trailing requests and failures without a hint count nothing.
+        for id in [1, 1, 2, 2] {
+            attempt(&mut upstream, id).await.unwrap_err();
+        }
+        let log = recorder.finish();
+        assert_eq!(log.early_retries, 2);
+        let hint = ms(1_000);
+        assert_eq!(
+            log.hinted_waits,
+            [
+                (ms(500), hint),
+                (ms(500), hint),
+                (ms(1_000), hint),
+                (ms(1_500), hint)
+            ]
+        );
+    }
+}
