@@ -418,4 +418,154 @@ mod tests {
         assert_eq!(f.recover_ms, None);
         assert_eq!(f.recovered, Some(false));
     }
+
+    fn request(sent: u64, latency: u64, ok: bool, attempts: u32) -> RequestRecord {
+        RequestRecord {
+            sent: ms(sent),
+            latency: ms(latency),
+            ok,
+            attempts,
+            cut_off: false,
+        }
+    }
+
+    fn attempt(at: u64, replica: u16, req: u64, ok: bool) -> AttemptRecord {
+        AttemptRecord {
+            at: ms(at),
+            replica,
+            req,
+            outcome: if ok {
+                AttemptOutcome::Ok
+            } else {
+                AttemptOutcome::Failed(palisade::classify::Category::ServerError)
+            },
+        }
+    }
+
+    #[test]
+    fn retried_latency_hints_and_load_of_the_measured_requests() {
+        let s = scenario();
+        let mut log = Log::default();
+        log.requests = vec![
+            request(0, 300, true, 2),
+            request(100, 100, true, 1),
+            request(200, 500, true, 3),
+            request(300, 900, false, 2),
+            // Sent at the end of the run or after it: counted in the totals, in no second.
+            request(10_000, 100, true, 1),
+            request(12_000, 100, true, 1),
+        ];
+        for (at, req) in [(0, 0), (200, 0), (100, 1), (200, 2), (400, 2), (900, 2)] {
+            log.attempts.push(attempt(at, 0, req, true));
+        }
+        log.attempts.push(attempt(300, 0, 3, false));
+        log.attempts.push(attempt(1_300, 0, 3, false));
+        log.attempts.push(attempt(10_000, 0, 4, true));
+        log.attempts.push(attempt(12_000, 0, 5, true));
+        // Trailing traffic, numbered after the measured requests.
+        log.attempts.push(attempt(9_000, 0, 6, true));
+        log.attempts.push(attempt(9_100, 0, 7, true));
+        log.hinted_waits = vec![(ms(100), ms(200)), (ms(300), ms(400))];
+        let f = measure(&s, StackKind::Palisade, &log);
+        // The successful requests that took more than one attempt: 300 and 500 ms.
+        assert_eq!(f.retried_ms, Some(400.0));
+        assert_eq!(f.hint_wait_ms, Some(200.0));
+        assert_eq!(f.hint_ms, Some(300.0));
+        // 10 attempts of the 6 measured requests; the trailing ones are not theirs.
+        assert!((f.load - 10.0 / 6.0).abs() < 1e-9, "{}", f.load);
+        let sent: u32 = f.series.iter().map(|x| x.sent).sum();
+        assert_eq!((f.series.len(), sent), (10, 4));
+        // The trailing attempts at 9 s and 9.1 s; none of those at or after the end.
+        assert_eq!(f.series[9].attempts, 2);
+
+        // None of either.
+        log.requests.retain(|r| r.attempts < 2);
+        log.hinted_waits.clear();
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!(
+            (f.retried_ms, f.hint_wait_ms, f.hint_ms),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn brownout_served_against_the_returning_capacity() {
+        // Out 2 s to 4 s, then capacity from 0 to 20/s over 4 s to 6 s, offered 10/s: the
+        // upstream could serve 10 (t - 4) calls/s in the first second of the ramp and 10/s
+        // in the second, 4.95 + 10 calls in 10 ms steps.
+        let mut s = Scenario::new(ScenarioKind::Brownout);
+        s.params.rate = 10.0;
+        s.params.duration = Duration::from_secs(10);
+        s.params.fault_start = Duration::from_secs(2);
+        s.params.fault_len = Duration::from_secs(2);
+        s.params.ramp = Duration::from_secs(2);
+        s.params.capacity = 20.0;
+        let possible = possible(&s, ms(4_000), ms(6_000));
+        assert!((possible - 14.95).abs() < 1e-9, "{possible}");
+
+        let mut log = Log::default();
+        for i in 0..20u64 {
+            let t = 4_000 + 100 * i;
+            log.requests.push(request(t, 50, i < 12, 1));
+            log.attempts.push(attempt(t, 0, i, i < 12));
+        }
+        // Five retries in the ramp; successes just before and at its end do not count.
+        for i in 0..5u64 {
+            log.attempts
+                .push(attempt(4_050 + 100 * i, 0, 12 + i, false));
+        }
+        log.requests.push(request(3_990, 50, true, 1));
+        log.attempts.push(attempt(3_990, 0, 20, true));
+        log.requests.push(request(6_000, 50, true, 1));
+        log.attempts.push(attempt(6_000, 0, 21, true));
+        let f = measure(&s, StackKind::Palisade, &log);
+        let served = f.served.unwrap();
+        assert!((served - 12.0 / 14.95).abs() < 1e-9, "{served}");
+        assert_eq!(f.load_ramp, Some(25.0 / 20.0));
+    }
+
+    #[test]
+    fn rate_limit_served_against_the_limit() {
+        let mut s = Scenario::new(ScenarioKind::RateLimit);
+        s.params.rate = 10.0;
+        s.params.duration = Duration::from_secs(10);
+        s.params.capacity = 5.0;
+        // 5/s for 10 s.
+        assert!((possible(&s, Duration::ZERO, s.params.duration) - 50.0).abs() < 1e-9);
+        let mut log = Log::default();
+        for i in 0..40u64 {
+            log.requests.push(request(250 * i, 50, i % 4 != 3, 1));
+            log.attempts.push(attempt(250 * i, 0, i, i % 4 != 3));
+        }
+        // After the run: not counted.
+        log.attempts.push(attempt(10_000, 0, 40, true));
+        let f = measure(&s, StackKind::Palisade, &log);
+        let served = f.served.unwrap();
+        assert!((served - 0.6).abs() < 1e-9, "{served}");
+        assert_eq!(f.load_ramp, None);
+        // Other scenarios measure neither.
+        let f = measure(&scenario(), StackKind::Palisade, &log);
+        assert_eq!((f.served, f.load_ramp), (None, None));
+    }
+
+    #[test]
+    fn a_bad_replica_returns_at_its_first_success_after_the_fault() {
+        let mut s = Scenario::new(ScenarioKind::BadReplica);
+        s.params.duration = Duration::from_secs(10);
+        s.params.fault_start = Duration::from_secs(2);
+        s.params.fault_len = Duration::from_secs(2);
+        let mut log = Log::default();
+        log.requests.push(request(0, 50, true, 4));
+        log.attempts.push(attempt(3_900, 0, 0, true));
+        log.attempts.push(attempt(4_000, 1, 0, true));
+        log.attempts.push(attempt(4_100, 0, 0, false));
+        log.attempts.push(attempt(4_250, 0, 0, true));
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!(f.returned_ms, Some(250.0));
+        // Only `bad-replica` has a replica coming back.
+        assert_eq!(
+            measure(&scenario(), StackKind::Palisade, &log).returned_ms,
+            None
+        );
+    }
 }
