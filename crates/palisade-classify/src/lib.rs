@@ -83,14 +83,22 @@
 //! reading layer's decision). `Retry-After` dates are measured from a `now` the caller gives, or
 //! from [`hint::wall_clock`], which follows tokio's clock so paused-clock tests cover them.
 //!
+//! # Context between layers
+//!
+//! Besides the class, the layers of a stack share a small per-call [`context`]: the deadline of
+//! the whole call, and the attempt (its number, the endpoint to avoid, how many earlier attempts
+//! timed out, whether one is being dropped for its timeout). It lives here so that every layer
+//! reaches it through this crate alone; it follows one poll on one thread (see the module for
+//! the boundaries it does not cross yet).
+//!
 //! # Statistics
 //!
 //! [`ErrorStats`] is an error aggregator: failures per category over a
 //! sliding window in fixed memory, with rates and pattern detection.
 
-pub mod attempt;
 mod class;
 mod classifier;
+pub mod context;
 pub mod error;
 pub mod future;
 pub mod hint;
@@ -108,6 +116,9 @@ pub use classifier::{
     ClassifierBuilder, Classify, ClassifyFn, DEFAULT_HINT_PATTERN, DEFAULT_MESSAGE_RULES,
     DefaultClassifier, class_of, class_of_dyn, classify_fn, io_class,
 };
+/// The attempt context, at its path from before [`context`] held it: the same module as
+/// [`context::attempt`].
+pub use context::attempt;
 pub use error::{Classified, ConfigError, FailedResponse};
 pub use layer::ClassifyLayer;
 pub use registry::{HasClass, register};

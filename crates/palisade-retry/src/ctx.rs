@@ -1,18 +1,19 @@
-//! The deadline and escalation context shared with palisade-timeout.
+//! The deadline and escalation parts of the context between layers.
 //!
-//! Reads and sets `palisade_timeout::context`; unit tests can also set the context through the
-//! thread-locals below.
+//! Reads and sets [`palisade_classify::context`]; unit tests can also set the context through
+//! the thread-locals below.
 
+use palisade_classify::context;
 use tokio::time::Instant;
 
-/// The deadline of the enclosing Deadline layer, if any.
+/// The deadline of the enclosing deadline scope (palisade-timeout's `Deadline`), if any.
 #[inline]
 pub(crate) fn deadline() -> Option<Instant> {
     #[cfg(test)]
     if let Some(deadline) = hooks::DEADLINE.get() {
         return Some(deadline);
     }
-    palisade_timeout::context::deadline()
+    context::deadline()
 }
 
 /// Runs `call` with the number of earlier attempts of this request that timed out.
@@ -20,7 +21,7 @@ pub(crate) fn deadline() -> Option<Instant> {
 pub(crate) fn with_timeouts<R>(timeouts: u32, call: impl FnOnce() -> R) -> R {
     #[cfg(test)]
     hooks::TIMEOUTS.with_borrow_mut(|seen| seen.push(timeouts));
-    palisade_timeout::context::with_timeouts_so_far(timeouts, call)
+    context::attempt::with_timeouts_so_far(timeouts, call)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::attempt::{self, Attempt};
+use palisade_classify::context::attempt::{self, Attempt};
 use palisade_classify::stripe::Stripe;
 use palisade_classify::{Category, class_of_dyn};
 use pin_project_lite::pin_project;
@@ -52,7 +52,7 @@ struct Slow<S, E> {
     sleep: Option<Pin<Box<Sleep>>>,
     /// The refresh hook's future, and the authentication error to return if it fails.
     hook: Option<(RefreshFuture, E)>,
-    /// The endpoint a router below reported failing (see `palisade_classify::attempt`).
+    /// The endpoint a router below reported failing (see `palisade_classify::context::attempt`).
     avoid: Option<u64>,
 }
 

@@ -128,12 +128,17 @@
 //! when the next attempt could not start before the deadline (after its backoff or a server
 //! hint), the last error is returned at once. Each attempt is made with the number of earlier
 //! attempts of the request that timed out, so a `Timeout` layer below with escalation
-//! configured gives a timed-out request a longer timeout on its next attempt.
+//! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
+//! [`palisade_classify::context`] ([`deadline`](palisade_classify::context::deadline),
+//! [`with_timeouts_so_far`](palisade_classify::context::attempt::with_timeouts_so_far)): retry
+//! does not depend on palisade-timeout. Like the rest of that context they follow one poll on
+//! one thread, so they do not reach through a `Buffer` or a spawned task between the layers
+//! (see [the context's docs](palisade_classify::context#boundaries-it-does-not-cross-yet)).
 //!
 //! # Attempts and routing
 //!
 //! Every poll of an attempt's future, and the readiness check and `call` of every retry, run
-//! inside [`palisade_classify::attempt::scope`] with the attempt number and the endpoint a
+//! inside [`palisade_classify::context::attempt::scope`] with the attempt number and the endpoint a
 //! router below reported failing on an earlier attempt, so the router can send the retry
 //! elsewhere. (The first attempt's `poll_ready` and `call` are the caller's and run outside.)
 //!

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::{BoxError, Category, Class, HealthImpact, attempt, class_of};
+use palisade_classify::context::attempt;
+use palisade_classify::{BoxError, Category, Class, HealthImpact, class_of};
 use pin_project_lite::pin_project;
 
 use crate::endpoint::LaneRef;

@@ -24,7 +24,7 @@
 //! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
 //!   eligible: the retry layer runs its attempts in an
-//!   [`attempt` scope](palisade_classify::attempt) that the router reads and reports to.
+//!   [`attempt` scope](palisade_classify::context::attempt) that the router reads and reports to.
 //! * **No eligible endpoint**: the call fails at once with [`NoHealthyEndpoint`], whose
 //!   `retry_after` is the soonest ejection or cool-down to end.
 //!
@@ -84,12 +84,12 @@
 //! A call that a per-attempt timeout above the router cuts off never returns an error to the
 //! router: its future is dropped. Dropped like that, a slow endpoint would never fail a call
 //! and would keep its share of traffic however slow it got. So a call dropped while
-//! [`attempt::timing_out`](palisade_classify::attempt::timing_out) is true, which
+//! [`attempt::timing_out`](palisade_classify::context::attempt::timing_out) is true, which
 //! `palisade-timeout`'s `Timeout` sets around the drop of an attempt whose time is up (see
-//! [`attempt::time_out`](palisade_classify::attempt::time_out)), is recorded as a failure of
-//! class [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, by the same path
-//! as a returned error of that class: it counts toward consecutive-failure ejection, the
-//! failure percentage and the health state machine, and a retry's next attempt avoids the
+//! [`attempt::time_out`](palisade_classify::context::attempt::time_out)), is recorded as a
+//! failure of class [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, by the
+//! same path as a returned error of that class: it counts toward consecutive-failure ejection,
+//! the failure percentage and the health state machine, and a retry's next attempt avoids the
 //! endpoint. That is Envoy's rule: its
 //! [outlier detection](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier)
 //! counts a timeout as a locally originated failure of the host, an error like a 5xx unless

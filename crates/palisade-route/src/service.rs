@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, ConfigError, attempt, class_of};
+use palisade_classify::context::attempt;
+use palisade_classify::{BoxError, ConfigError, class_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;

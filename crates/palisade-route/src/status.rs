@@ -51,7 +51,7 @@ pub struct EndpointStatus<K> {
     pub key: K,
     /// Its priority tier.
     pub tier: u8,
-    /// The token that names it in the [attempt context](palisade_classify::attempt).
+    /// The token that names it in the [attempt context](palisade_classify::context::attempt).
     pub token: u64,
     /// Its health state (an endpoint on [trial](crate#without-active-checks-trials) is
     /// recovering).

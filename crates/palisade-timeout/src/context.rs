@@ -1,18 +1,18 @@
-//! The deadline and escalation context shared by the layers of a stack.
+//! The deadline and escalation context, as this crate's layers publish and read it.
 //!
-//! A [`Deadline`](crate::Deadline) future polls its inner future inside a deadline scope, so
-//! every layer below it (a retry deciding whether a backoff still fits, a nested timeout) can
-//! read the effective [`deadline`]. A retry layer calls each attempt's `inner.call(req)` inside
-//! [`with_timeouts_so_far`], so a [`Timeout`](crate::Timeout) configured to escalate gives the
-//! attempt a longer limit after earlier attempts timed out.
+//! These items live in [`palisade_classify::context`], the one module for everything palisade's
+//! layers pass each other (the deadline and the attempt), and are re-exported here at the path
+//! they had before it: `palisade_timeout::context::deadline` and
+//! `palisade_classify::context::deadline` are the same function.
 //!
-//! Both live in thread-locals that a scope sets and restores around one synchronous poll or
-//! call, so they follow exactly that poll or call. It is **lazy**: a `Deadline` whose clock has not
-//! started yet (its first poll) publishes only its limit, and the clock is read when a layer
-//! below first asks for [`deadline`] or when the inner future first returns `Pending`. A
-//! response that is ready at once, with nobody asking, costs no clock read (a tokio clock
-//! read is about 30 ns on a virtual machine) and no timer. Outside any scope, [`deadline`] is
-//! `None` and [`timeouts_so_far`] is 0.
+//! A [`Deadline`](crate::Deadline) future polls its inner future inside
+//! [`with_lazy_deadline`], so every layer below it (a retry deciding whether a backoff still
+//! fits, a nested deadline) reads the effective [`deadline`]. A retry layer makes each
+//! attempt's `inner.call(req)` inside [`with_timeouts_so_far`], so a [`Timeout`](crate::Timeout)
+//! configured to escalate reads [`timeouts_so_far`] and gives the attempt a longer limit after
+//! earlier attempts timed out. Both follow one poll or call on one thread; see
+//! [`palisade_classify::context`] for the lazy deadline and the boundaries (a `Buffer`, a
+//! spawned task) the context does not cross yet.
 //!
 //! ```
 //! use std::time::Duration;
@@ -21,279 +21,14 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let now = Instant::now();
+//! let at = Instant::now() + Duration::from_secs(5);
 //! assert_eq!(context::deadline(), None);
-//! context::with_deadline(now + Duration::from_secs(5), || {
-//!     // Nested deadlines combine to the earliest.
-//!     context::with_deadline(now + Duration::from_secs(9), || {
-//!         assert_eq!(context::deadline(), Some(now + Duration::from_secs(5)));
-//!     });
+//! context::with_deadline(at, || {
+//!     assert_eq!(palisade_classify::context::deadline(), Some(at));
 //! });
-//! // A deadline whose clock starts at the first read.
-//! let mut started = None;
-//! let seen = context::with_lazy_deadline(Duration::from_secs(2), &mut started, context::deadline);
-//! assert_eq!(seen, Some(started.unwrap() + Duration::from_secs(2)));
-//! assert_eq!(context::timeouts_so_far(), 0);
 //! assert_eq!(context::with_timeouts_so_far(2, context::timeouts_so_far), 2);
 //! # }
 //! ```
 
-use std::cell::Cell;
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-thread_local! {
-    /// The earliest deadline, among the enclosing scopes, whose clock has started.
-    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The shortest limit among enclosing deadlines whose clock has not started: all of them
-    /// are in their first poll, so they start together, at [`NOW`].
-    static LAZY: Cell<Option<Duration>> = const { Cell::new(None) };
-    /// When the lazy deadlines started, once somebody read the clock for them.
-    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-thread_local! {
-    /// How many earlier attempts of the current request timed out.
-    static TIMEOUTS: Cell<u32> = const { Cell::new(0) };
-}
-
-/// `start + limit`, or about 30 years from `start` when that overflows (as tokio's own `sleep`
-/// treats a limit too long to add): a limit that long means "no limit", never a panic.
-pub(crate) fn end(start: Instant, limit: Duration) -> Instant {
-    start
-        .checked_add(limit)
-        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
-}
-
-/// The effective deadline of the enclosing [`Deadline`](crate::Deadline) futures being polled
-/// on this thread (the earliest of them); `None` outside any.
-///
-/// The first call inside a deadline whose clock has not started reads the clock and starts it.
-#[inline]
-pub fn deadline() -> Option<Instant> {
-    let started = STARTED.get();
-    let Some(limit) = LAZY.get() else {
-        return started;
-    };
-    let now = NOW.get().unwrap_or_else(|| {
-        let now = Instant::now();
-        NOW.set(Some(now));
-        now
-    });
-    let lazy = end(now, limit);
-    Some(started.map_or(lazy, |s| s.min(lazy)))
-}
-
-/// Restores the enclosing scope's deadline even if the closure panics.
-struct Restore {
-    started: Option<Instant>,
-    lazy: Option<Duration>,
-    now: Option<Instant>,
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        STARTED.set(self.started);
-        LAZY.set(self.lazy);
-        // An enclosing lazy deadline started when the clock was read in here too: it keeps the
-        // reading. Otherwise nothing outside this scope is waiting for one.
-        if self.lazy.is_none() {
-            NOW.set(self.now);
-        }
-    }
-}
-
-/// Runs `f` with `deadline` as the current deadline, combined with any enclosing one (the
-/// earlier wins).
-#[inline]
-pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    let restore = Restore {
-        started: STARTED.get(),
-        lazy: LAZY.get(),
-        now: NOW.get(),
-    };
-    if restore.started.is_none_or(|outer| deadline < outer) {
-        STARTED.set(Some(deadline));
-    }
-    let out = f();
-    drop(restore);
-    out
-}
-
-/// Runs `f` under a deadline of `limit` from `*started`; when `*started` is `None`, the clock
-/// has not started: it starts at the first [`deadline`] read inside `f`, and `*started` is set
-/// to that instant afterwards (it stays `None` if nobody read it).
-#[inline]
-pub fn with_lazy_deadline<R>(
-    limit: Duration,
-    started: &mut Option<Instant>,
-    f: impl FnOnce() -> R,
-) -> R {
-    if let Some(start) = *started {
-        return with_deadline(end(start, limit), f);
-    }
-    let restore = Restore {
-        started: STARTED.get(),
-        lazy: LAZY.get(),
-        now: NOW.get(),
-    };
-    LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit))));
-    let out = f();
-    *started = NOW.get();
-    drop(restore);
-    out
-}
-
-/// How many earlier attempts of the current request timed out, as set by a retry layer with
-/// [`with_timeouts_so_far`]; 0 outside any.
-#[inline]
-pub fn timeouts_so_far() -> u32 {
-    TIMEOUTS.get()
-}
-
-/// Puts the enclosing count back even if the closure panics.
-struct RestoreTimeouts(u32);
-
-impl Drop for RestoreTimeouts {
-    fn drop(&mut self) {
-        TIMEOUTS.set(self.0);
-    }
-}
-
-/// Runs `f` (typically an attempt's `inner.call(req)`) with `n` earlier attempts of this
-/// request that timed out.
-#[inline]
-pub fn with_timeouts_so_far<R>(n: u32, f: impl FnOnce() -> R) -> R {
-    let outer = TIMEOUTS.replace(n);
-    // 0 is what every layer reads outside a scope: nothing to restore when nothing changed.
-    if outer == n {
-        return f();
-    }
-    let restore = RestoreTimeouts(outer);
-    let out = f();
-    drop(restore);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn deadlines_nest_to_the_minimum_and_restore() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let now = Instant::now();
-        let (a, b) = (
-            now + Duration::from_millis(10),
-            now + Duration::from_millis(20),
-        );
-        assert_eq!(deadline(), None);
-        with_deadline(b, || {
-            assert_eq!(deadline(), Some(b));
-            with_deadline(a, || assert_eq!(deadline(), Some(a)));
-            assert_eq!(deadline(), Some(b));
-        });
-        with_deadline(a, || with_deadline(b, || assert_eq!(deadline(), Some(a))));
-        assert_eq!(deadline(), None);
-    }
-
-    #[test]
-    fn timeouts_so_far_scopes_and_restores() {
-        assert_eq!(timeouts_so_far(), 0);
-        with_timeouts_so_far(3, || {
-            assert_eq!(timeouts_so_far(), 3);
-            with_timeouts_so_far(1, || assert_eq!(timeouts_so_far(), 1));
-            with_timeouts_so_far(0, || assert_eq!(timeouts_so_far(), 0));
-            with_timeouts_so_far(3, || assert_eq!(timeouts_so_far(), 3));
-            assert_eq!(timeouts_so_far(), 3);
-        });
-        assert_eq!(timeouts_so_far(), 0);
-    }
-}
-
-#[cfg(test)]
-mod lazy_tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn a_lazy_deadline_nobody_reads_never_starts() {
-        let mut started = None;
-        let out = with_lazy_deadline(Duration::from_secs(1), &mut started, || 7);
-        assert_eq!(out, 7);
-        assert_eq!(started, None);
-        assert_eq!(NOW.get(), None);
-        assert_eq!(LAZY.get(), None);
-    }
-
-    #[test]
-    fn lazy_and_started_deadlines_nest_to_the_earliest_and_restore() {
-        let rt = runtime();
-        let _guard = rt.enter();
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-
-        // A started outer deadline, a lazy inner one that is earlier.
-        let mut inner = None;
-        with_deadline(t0 + ms(500), || {
-            with_lazy_deadline(ms(100), &mut inner, || {
-                assert_eq!(deadline(), Some(t0 + ms(100)));
-            });
-            assert_eq!(deadline(), Some(t0 + ms(500)));
-        });
-        assert_eq!(inner, Some(t0));
-        assert_eq!((deadline(), NOW.get()), (None, None));
-
-        // A lazy outer one (its first poll) over a started inner one that is later, and a
-        // second lazy one: the shortest limit wins, and both lazy ones learn the start.
-        let (mut outer, mut second) = (None, None);
-        with_lazy_deadline(ms(200), &mut outer, || {
-            with_deadline(t0 + ms(900), || {
-                with_lazy_deadline(ms(300), &mut second, || {
-                    assert_eq!(deadline(), Some(t0 + ms(200)));
-                });
-            });
-        });
-        assert_eq!((outer, second), (Some(t0), Some(t0)));
-        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
-
-        // Once started, the same deadline is published as started.
-        with_lazy_deadline(ms(200), &mut outer, || {
-            assert_eq!(LAZY.get(), None);
-            assert_eq!(deadline(), Some(t0 + ms(200)));
-        });
-    }
-
-    #[test]
-    fn a_panic_inside_restores_the_enclosing_scope() {
-        let rt = runtime();
-        let _guard = rt.enter();
-        let mut started = None;
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            with_lazy_deadline(Duration::from_secs(1), &mut started, || {
-                let _ = deadline();
-                panic!("inner poll panicked");
-            })
-        }));
-        assert!(caught.is_err());
-        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
-        assert_eq!(STARTED.get(), None);
-    }
-}
+pub use palisade_classify::context::attempt::{timeouts_so_far, with_timeouts_so_far};
+pub use palisade_classify::context::{deadline, with_deadline, with_lazy_deadline};

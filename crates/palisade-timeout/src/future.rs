@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, attempt};
+use palisade_classify::BoxError;
+use palisade_classify::context::{self, attempt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
@@ -18,7 +19,7 @@ pin_project! {
     /// returns `Pending`, so a response that is ready at once costs no timer and no clock read.
     ///
     /// When the timer fires, the future drops the attempt (the inner future) itself, inside
-    /// [`attempt::time_out`](palisade_classify::attempt::time_out), before it fails with
+    /// [`attempt::time_out`](palisade_classify::context::attempt::time_out), before it fails with
     /// [`Elapsed`]: a router below counts that drop against the endpoint the attempt went to
     /// (see [Timed-out attempts](crate#timed-out-attempts)).
     #[derive(Debug)]
@@ -77,11 +78,11 @@ pin_project! {
     /// The response future of [`Deadline`](crate::Deadline).
     ///
     /// Polls the inner future inside a deadline scope
-    /// ([`context::with_lazy_deadline`](crate::context::with_lazy_deadline)). The limit is
-    /// counted from the first poll (tower callers poll right after `call`), and the clock is
-    /// read only when a layer below asks for the deadline or the inner future first returns
-    /// `Pending`; only then is a timer created. On expiry the inner future is dropped and the
-    /// call fails with [`DeadlineExceeded`]. That drop is not marked as a timed-out attempt
+    /// ([`context::with_lazy_deadline`](palisade_classify::context::with_lazy_deadline)). The
+    /// limit is counted from the first poll (tower callers poll right after `call`), and the
+    /// clock is read only when a layer below asks for the deadline or the inner future first
+    /// returns `Pending`; only then is a timer created. On expiry the inner future is dropped
+    /// and the call fails with [`DeadlineExceeded`]. That drop is not marked as a timed-out attempt
     /// (unlike [`ResponseFuture`]'s): the caller's time is spent, which says nothing against
     /// the endpoint of the attempt in flight, so a router below stays neutral.
     #[derive(Debug)]
@@ -110,7 +111,7 @@ impl<F> DeadlineFuture<F> {
     /// `None` before.
     pub fn deadline(&self) -> Option<Instant> {
         self.started
-            .map(|start| crate::context::end(start, self.limit))
+            .map(|start| context::deadline_after(start, self.limit))
     }
 }
 
@@ -128,7 +129,7 @@ where
             return Poll::Ready(Err("deadline future polled after completion".into()));
         };
         let limit = *this.limit;
-        let polled = crate::context::with_lazy_deadline(limit, this.started, || inner.poll(cx));
+        let polled = context::with_lazy_deadline(limit, this.started, || inner.poll(cx));
         if let Poll::Ready(out) = polled {
             this.inner.set(None);
             return Poll::Ready(out.map_err(Into::into));
@@ -136,7 +137,7 @@ where
         if this.sleep.is_none() {
             let start = *this.started.get_or_insert_with(Instant::now);
             this.sleep
-                .set(Some(sleep_until(crate::context::end(start, limit))));
+                .set(Some(sleep_until(context::deadline_after(start, limit))));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

@@ -62,7 +62,7 @@
 //! # Timed-out attempts
 //!
 //! When a [`Timeout`] elapses, its future drops the attempt itself, inside
-//! [`attempt::time_out`](palisade_classify::attempt::time_out), and only then fails with
+//! [`attempt::time_out`](palisade_classify::context::attempt::time_out), and only then fails with
 //! [`Elapsed`](error::Elapsed). A router below (`palisade-route`) sees that drop and records a
 //! failure of class `Timeout` for the endpoint the attempt went to: it counts toward
 //! consecutive-failure ejection and the health state machine exactly as a returned timeout

@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_classify::BoxError;
+use palisade_classify::context::attempt;
 use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};
@@ -68,7 +69,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let timeout = match self.limit.escalation() {
             None => self.limit.base(),
-            Some(_) => self.limit.for_attempt(crate::context::timeouts_so_far()),
+            Some(_) => self.limit.for_attempt(attempt::timeouts_so_far()),
         };
         ResponseFuture::new(self.inner.call(req), timeout)
     }

@@ -7,7 +7,11 @@
 //!
 //! The context lives in a thread-local that [`scope`] sets and restores around a synchronous
 //! closure, so it follows the attempt exactly for the duration of one poll and costs a
-//! thread-local read when nobody uses it.
+//! thread-local read when nobody uses it. (See [the parent module](super) for the boundaries
+//! this does not cross yet.)
+//!
+//! This module is also reachable as `palisade_classify::attempt`, its path before the context
+//! had one module.
 //!
 //! # Timed-out attempts
 //!
@@ -21,8 +25,15 @@
 //! Like the rest of the context it does not cross a task boundary: a future dropped on
 //! another task (behind a `Buffer`, say) sees `false`.
 //!
+//! # Escalation
+//!
+//! A retry layer makes each attempt's `inner.call(req)` inside [`with_timeouts_so_far`], so a
+//! per-attempt timeout configured to escalate (palisade-timeout's `TimeoutLayer::escalate`)
+//! reads [`timeouts_so_far`] in its `call` and gives the attempt a longer limit after earlier
+//! attempts timed out. Outside any such scope the count is 0.
+//!
 //! ```
-//! use palisade_classify::attempt::{self, Attempt};
+//! use palisade_classify::context::attempt::{self, Attempt};
 //!
 //! let mut state = Attempt::default();
 //! attempt::scope(&mut state, || {
@@ -31,6 +42,9 @@
 //! });
 //! assert_eq!(state.avoid, Some(7)); // the retry remembers it for the next attempt
 //! assert!(attempt::current().is_none());
+//!
+//! assert_eq!(attempt::timeouts_so_far(), 0);
+//! assert_eq!(attempt::with_timeouts_so_far(2, attempt::timeouts_so_far), 2);
 //! ```
 
 use std::cell::Cell;
@@ -55,6 +69,11 @@ thread_local! {
     static AVOID: Cell<u64> = const { Cell::new(0) };
     /// True while a per-attempt timeout drops its attempt (see [`time_out`]).
     static TIMING_OUT: Cell<bool> = const { Cell::new(false) };
+}
+
+thread_local! {
+    /// How many earlier attempts of the current request timed out.
+    static TIMEOUTS: Cell<u32> = const { Cell::new(0) };
 }
 
 const IN_SCOPE: u64 = 1 << 63;
@@ -123,7 +142,7 @@ impl Drop for RestoreTimingOut {
 /// reason stays outside it.
 ///
 /// ```
-/// use palisade_classify::attempt;
+/// use palisade_classify::context::attempt;
 ///
 /// struct Attempt;
 /// impl Drop for Attempt {
@@ -150,6 +169,37 @@ pub fn time_out<R>(f: impl FnOnce() -> R) -> R {
 #[inline]
 pub fn timing_out() -> bool {
     TIMING_OUT.get()
+}
+
+/// How many earlier attempts of the current request timed out, as set by a retry layer with
+/// [`with_timeouts_so_far`]; 0 outside any.
+#[inline]
+pub fn timeouts_so_far() -> u32 {
+    TIMEOUTS.get()
+}
+
+/// Puts the enclosing count back even if the closure panics.
+struct RestoreTimeouts(u32);
+
+impl Drop for RestoreTimeouts {
+    fn drop(&mut self) {
+        TIMEOUTS.set(self.0);
+    }
+}
+
+/// Runs `f` (typically an attempt's `inner.call(req)`) with `n` earlier attempts of this
+/// request that timed out.
+#[inline]
+pub fn with_timeouts_so_far<R>(n: u32, f: impl FnOnce() -> R) -> R {
+    let outer = TIMEOUTS.replace(n);
+    // 0 is what every layer reads outside a scope: nothing to restore when nothing changed.
+    if outer == n {
+        return f();
+    }
+    let restore = RestoreTimeouts(outer);
+    let out = f();
+    drop(restore);
+    out
 }
 
 #[cfg(test)]
@@ -226,5 +276,18 @@ mod tests {
             assert!(timing_out());
         });
         assert!(!timing_out());
+    }
+
+    #[test]
+    fn timeouts_so_far_scopes_and_restores() {
+        assert_eq!(timeouts_so_far(), 0);
+        with_timeouts_so_far(3, || {
+            assert_eq!(timeouts_so_far(), 3);
+            with_timeouts_so_far(1, || assert_eq!(timeouts_so_far(), 1));
+            with_timeouts_so_far(0, || assert_eq!(timeouts_so_far(), 0));
+            with_timeouts_so_far(3, || assert_eq!(timeouts_so_far(), 3));
+            assert_eq!(timeouts_so_far(), 3);
+        });
+        assert_eq!(timeouts_so_far(), 0);
     }
 }

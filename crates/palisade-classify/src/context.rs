@@ -1,0 +1,78 @@
+//! The per-call context that passes between palisade's layers: the deadline and the attempt.
+//!
+//! Apart from the [`Class`](crate::Class) of an outcome, this is all the layers of a stack tell
+//! each other:
+//!
+//! | What | Set by | Read by |
+//! |---|---|---|
+//! | the deadline of the whole call: [`deadline`] | palisade-timeout's `Deadline`, around each poll of its call ([`with_lazy_deadline`]) | retry (no backoff that would end after it), a nested `Deadline` |
+//! | the attempt: its number and the endpoint to avoid, [`attempt::current`] | retry, around each poll of an attempt ([`attempt::scope`]) | a router picking an endpoint, reporting one that failed ([`attempt::report_failed_endpoint`]) |
+//! | how many earlier attempts timed out: [`attempt::timeouts_so_far`] | retry, around each attempt's `call` ([`attempt::with_timeouts_so_far`]) | palisade-timeout's `Timeout`, to escalate its limit |
+//! | "this attempt is being dropped because its time is up": [`attempt::timing_out`] | palisade-timeout's `Timeout`, around that one drop ([`attempt::time_out`]) | a router, to count the timeout against the endpoint |
+//!
+//! It lives in the core crate so that every layer reaches it without depending on another
+//! layer's crate (retry reads the deadline without palisade-timeout).
+//!
+//! # Scope: one poll or call, on one thread
+//!
+//! Each part is a thread-local that a `with_*`/[`attempt::scope`]/[`attempt::time_out`] call
+//! sets, runs a synchronous closure under (one poll, one `call`, one drop) and restores
+//! afterwards, even if the closure panics. Scopes nest: nested deadlines combine to the
+//! earliest, an inner attempt scope shadows the outer one. Outside any scope, [`deadline`] is
+//! `None`, [`attempt::current`] is `None`, [`attempt::timeouts_so_far`] is 0 and
+//! [`attempt::timing_out`] is `false`. Reading a part costs a thread-local read, and a layer
+//! that does not need a part never reads it.
+//!
+//! The deadline is **lazy**: a `Deadline` whose clock has not started yet (its first poll)
+//! publishes only its limit, and the clock is read when a layer below first asks for
+//! [`deadline`] or when the inner future first returns `Pending`. A response that is ready at
+//! once, with nobody asking, costs no clock read (a tokio clock read is about 30 ns on a
+//! virtual machine) and no timer.
+//!
+//! # Boundaries it does not cross yet
+//!
+//! Because the context follows the poll on the current thread, it does not reach code that runs
+//! on another task: below a `tower::buffer::Buffer` (whose worker polls the inner service),
+//! inside a spawned task, or in a client whose `poll_ready` and `call` run on a task of its own
+//! (tonic's `Channel` is a buffer). There the layers below see no deadline, no attempt, a
+//! count of 0 and no timing-out mark: a retry above does not steer its next attempt away from
+//! the endpoint that failed, a timeout below does not escalate, a retry below does not see the
+//! deadline above, and nothing says so at run time. Carrying the context across those
+//! boundaries (in the request, where its type allows) is not done yet; until then keep the
+//! layers that talk through the context on the same side of any such boundary.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_classify::context;
+//! use tokio::time::Instant;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let now = Instant::now();
+//! assert_eq!(context::deadline(), None);
+//! context::with_deadline(now + Duration::from_secs(5), || {
+//!     // Nested deadlines combine to the earliest.
+//!     context::with_deadline(now + Duration::from_secs(9), || {
+//!         assert_eq!(context::deadline(), Some(now + Duration::from_secs(5)));
+//!     });
+//! });
+//! // A deadline whose clock starts at the first read.
+//! let mut started = None;
+//! let seen = context::with_lazy_deadline(Duration::from_secs(2), &mut started, context::deadline);
+//! assert_eq!(seen, Some(started.unwrap() + Duration::from_secs(2)));
+//!
+//! // The attempt, as a retry sets it and a router reads it.
+//! let mut attempt = context::attempt::Attempt { number: 2, avoid: Some(7) };
+//! context::attempt::scope(&mut attempt, || {
+//!     assert_eq!(context::attempt::current().unwrap().avoid, Some(7));
+//! });
+//! assert_eq!(context::attempt::current(), None);
+//! # }
+//! ```
+
+pub mod attempt;
+mod deadline;
+
+pub use deadline::{deadline, deadline_after, with_deadline, with_lazy_deadline};

@@ -1,0 +1,217 @@
+//! The deadline: when the whole call must be done. Documented with the parent module.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+thread_local! {
+    /// The earliest deadline, among the enclosing scopes, whose clock has started.
+    static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The shortest limit among enclosing deadlines whose clock has not started: all of them
+    /// are in their first poll, so they start together, at [`NOW`].
+    static LAZY: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// When the lazy deadlines started, once somebody read the clock for them.
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The instant a deadline of `limit` started at `start` ends: `start + limit`, or about 30 years
+/// from `start` when that overflows (as tokio's own `sleep` treats a limit too long to add), so
+/// a limit that long means "no limit", never a panic.
+///
+/// [`with_lazy_deadline`] publishes exactly this instant once its clock has started; a deadline
+/// future arms its timer with it so that the timer and what the layers below read agree.
+#[inline]
+pub fn deadline_after(start: Instant, limit: Duration) -> Instant {
+    start
+        .checked_add(limit)
+        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// The effective deadline of the enclosing deadline scopes on this thread (the earliest of
+/// them), as set by palisade-timeout's `Deadline` while it polls its call; `None` outside any.
+///
+/// The first call inside a deadline whose clock has not started reads the clock and starts it.
+#[inline]
+pub fn deadline() -> Option<Instant> {
+    let started = STARTED.get();
+    let Some(limit) = LAZY.get() else {
+        return started;
+    };
+    let now = NOW.get().unwrap_or_else(|| {
+        let now = Instant::now();
+        NOW.set(Some(now));
+        now
+    });
+    let lazy = deadline_after(now, limit);
+    Some(started.map_or(lazy, |s| s.min(lazy)))
+}
+
+/// Restores the enclosing scope's deadline even if the closure panics.
+struct Restore {
+    started: Option<Instant>,
+    lazy: Option<Duration>,
+    now: Option<Instant>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        STARTED.set(self.started);
+        LAZY.set(self.lazy);
+        // An enclosing lazy deadline started when the clock was read in here too: it keeps the
+        // reading. Otherwise nothing outside this scope is waiting for one.
+        if self.lazy.is_none() {
+            NOW.set(self.now);
+        }
+    }
+}
+
+/// Runs `f` with `deadline` as the current deadline, combined with any enclosing one (the
+/// earlier wins).
+#[inline]
+pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+        now: NOW.get(),
+    };
+    if restore.started.is_none_or(|outer| deadline < outer) {
+        STARTED.set(Some(deadline));
+    }
+    let out = f();
+    drop(restore);
+    out
+}
+
+/// Runs `f` under a deadline of `limit` from `*started`; when `*started` is `None`, the clock
+/// has not started: it starts at the first [`deadline`] read inside `f`, and `*started` is set
+/// to that instant afterwards (it stays `None` if nobody read it).
+#[inline]
+pub fn with_lazy_deadline<R>(
+    limit: Duration,
+    started: &mut Option<Instant>,
+    f: impl FnOnce() -> R,
+) -> R {
+    if let Some(start) = *started {
+        return with_deadline(deadline_after(start, limit), f);
+    }
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+        now: NOW.get(),
+    };
+    LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit))));
+    let out = f();
+    *started = NOW.get();
+    drop(restore);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn deadlines_nest_to_the_minimum_and_restore() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let now = Instant::now();
+        let (a, b) = (
+            now + Duration::from_millis(10),
+            now + Duration::from_millis(20),
+        );
+        assert_eq!(deadline(), None);
+        with_deadline(b, || {
+            assert_eq!(deadline(), Some(b));
+            with_deadline(a, || assert_eq!(deadline(), Some(a)));
+            assert_eq!(deadline(), Some(b));
+        });
+        with_deadline(a, || with_deadline(b, || assert_eq!(deadline(), Some(a))));
+        assert_eq!(deadline(), None);
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_lazy_deadline_nobody_reads_never_starts() {
+        let mut started = None;
+        let out = with_lazy_deadline(Duration::from_secs(1), &mut started, || 7);
+        assert_eq!(out, 7);
+        assert_eq!(started, None);
+        assert_eq!(NOW.get(), None);
+        assert_eq!(LAZY.get(), None);
+    }
+
+    #[test]
+    fn lazy_and_started_deadlines_nest_to_the_earliest_and_restore() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+
+        // A started outer deadline, a lazy inner one that is earlier.
+        let mut inner = None;
+        with_deadline(t0 + ms(500), || {
+            with_lazy_deadline(ms(100), &mut inner, || {
+                assert_eq!(deadline(), Some(t0 + ms(100)));
+            });
+            assert_eq!(deadline(), Some(t0 + ms(500)));
+        });
+        assert_eq!(inner, Some(t0));
+        assert_eq!((deadline(), NOW.get()), (None, None));
+
+        // A lazy outer one (its first poll) over a started inner one that is later, and a
+        // second lazy one: the shortest limit wins, and both lazy ones learn the start.
+        let (mut outer, mut second) = (None, None);
+        with_lazy_deadline(ms(200), &mut outer, || {
+            with_deadline(t0 + ms(900), || {
+                with_lazy_deadline(ms(300), &mut second, || {
+                    assert_eq!(deadline(), Some(t0 + ms(200)));
+                });
+            });
+        });
+        assert_eq!((outer, second), (Some(t0), Some(t0)));
+        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
+
+        // Once started, the same deadline is published as started.
+        with_lazy_deadline(ms(200), &mut outer, || {
+            assert_eq!(LAZY.get(), None);
+            assert_eq!(deadline(), Some(t0 + ms(200)));
+        });
+    }
+
+    #[test]
+    fn a_panic_inside_restores_the_enclosing_scope() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let mut started = None;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_lazy_deadline(Duration::from_secs(1), &mut started, || {
+                let _ = deadline();
+                panic!("inner poll panicked");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
+        assert_eq!(STARTED.get(), None);
+    }
+}
