@@ -127,6 +127,52 @@ mod deadlines_and_escalation {
         assert_eq!(start.elapsed(), Duration::from_millis(2600));
     }
 
+    /// deadline → retry → timeout(escalating) → tool: the tool reads, through
+    /// `palisade::classify::context`, the deadline `Deadline` set and the count retry set,
+    /// and the timeout escalated on that count; `palisade::timeout::context` re-exports the
+    /// same functions.
+    #[tokio::test(start_paused = true)]
+    async fn every_layer_reads_the_one_context() {
+        use palisade::classify::context;
+        use std::sync::Mutex;
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let tool = service_fn(move |_: ()| {
+            let timeouts = context::attempt::timeouts_so_far();
+            assert_eq!(timeouts, palisade::timeout::context::timeouts_so_far());
+            let record = record.clone();
+            async move {
+                let deadline = context::deadline();
+                assert_eq!(deadline, palisade::timeout::context::deadline());
+                record.lock().unwrap().push((timeouts, deadline));
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<_, BoxError>("done")
+            }
+        });
+        let start = Instant::now();
+        let answer = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_secs(10)))
+            .layer(retry(3, Duration::from_millis(100)))
+            .layer(
+                TimeoutLayer::new(Duration::from_secs(1))
+                    .escalate(2.0, Duration::from_secs(4))
+                    .unwrap(),
+            )
+            .service(tool)
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(answer, "done");
+        let at = Some(start + Duration::from_secs(10));
+        assert_eq!(*seen.lock().unwrap(), [(0, at), (1, at)]);
+        assert_eq!(start.elapsed(), Duration::from_millis(2600));
+        assert_eq!(
+            (context::deadline(), context::attempt::timeouts_so_far()),
+            (None, 0)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn without_escalation_every_attempt_times_out() {
         let tool = service_fn(|_: ()| async {

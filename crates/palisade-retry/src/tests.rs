@@ -776,6 +776,90 @@ mod context {
         assert_eq!(run(svc).await, Ok(1));
         assert_eq!(hooks::TIMEOUTS.take(), [0, 1, 1, 2]);
     }
+
+    /// The same as the first half of `the_deadline_stops_retries_before_a_wasted_sleep`, with
+    /// the deadline set through `palisade_classify::context` around each poll, as a `Deadline`
+    /// layer above does, instead of the test hook.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_set_through_the_classify_context_stops_retries() {
+        use palisade_classify::context;
+
+        let start = Instant::now();
+        let at = start + ms(250);
+        let script = Script::new([
+            err(Category::ServerError, "e1"),
+            err(Category::ServerError, "e2"),
+            err(Category::ServerError, "e3"),
+        ]);
+        let mut svc = layer()
+            .max_attempts(5)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        let mut fut = std::pin::pin!(svc.call(0));
+        let out = std::future::poll_fn(|cx| context::with_deadline(at, || fut.as_mut().poll(cx)))
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(out, Err("e2".into()));
+        assert_eq!(script.calls(), [ms(0), ms(100)]);
+        assert_eq!(start.elapsed(), ms(100));
+
+        // Without the scope the same script is retried up to its end.
+        let script = Script::new([
+            err(Category::ServerError, "e1"),
+            err(Category::ServerError, "e2"),
+            err(Category::ServerError, "e3"),
+        ]);
+        let svc = layer()
+            .max_attempts(3)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        assert_eq!(run(svc).await, Err("e3".into()));
+        assert_eq!(script.count(), 3);
+    }
+
+    /// What each attempt's `call` reads from `palisade_classify::context`, where palisade-timeout's
+    /// `Timeout` reads it to escalate.
+    #[derive(Clone)]
+    struct ReadsTimeouts {
+        script: Script,
+        seen: Arc<Mutex<Vec<u32>>>,
+    }
+
+    impl Service<u32> for ReadsTimeouts {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = <Script as Service<u32>>::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Service::<u32>::poll_ready(&mut self.script, cx)
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            let n = palisade_classify::context::attempt::timeouts_so_far();
+            self.seen.lock().unwrap().push(n);
+            self.script.call(req)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_publishes_its_timeouts_through_the_classify_context() {
+        let svc = ReadsTimeouts {
+            script: Script::new([
+                err(Category::Timeout, "timed out"),
+                err(Category::ServerError, "503"),
+                err(Category::Timeout, "timed out"),
+                Answer::Ok(1),
+            ]),
+            seen: Arc::default(),
+        };
+        let seen = svc.seen.clone();
+        let retry = layer().max_attempts(4).build().unwrap().layer(svc);
+        assert_eq!(run(retry).await, Ok(1));
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 1, 2]);
+        assert_eq!(palisade_classify::context::attempt::timeouts_so_far(), 0);
+    }
 }
 
 #[test]
