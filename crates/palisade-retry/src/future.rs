@@ -222,6 +222,7 @@ where
                 Decision::Stop(stop) => {
                     tracing::debug!(
                         target: "palisade_retry",
+                        dependency = %shared.name,
                         attempt = *this.attempts,
                         category = class.category.as_str(),
                         reason = stop.as_str(),
@@ -245,6 +246,7 @@ where
             } else {
                 tracing::warn!(
                     target: "palisade_retry",
+                    dependency = %shared.name,
                     attempt = *this.attempts,
                     category = class.category.as_str(),
                     balance = shared.budget.balance(),
@@ -259,6 +261,7 @@ where
                 None => {
                     tracing::debug!(
                         target: "palisade_retry",
+                        dependency = %shared.name,
                         attempt = *this.attempts,
                         category = class.category.as_str(),
                         balance = shared.budget.balance(),
@@ -275,6 +278,7 @@ where
                 Some(delay) => {
                     tracing::debug!(
                         target: "palisade_retry",
+                        dependency = %shared.name,
                         attempt = *this.attempts,
                         category = class.category.as_str(),
                         delay_ms = delay.as_millis() as u64,
@@ -320,6 +324,7 @@ where
                     Err(hook_error) => {
                         tracing::warn!(
                             target: "palisade_retry",
+                            dependency = %this.handle.shared.name,
                             attempt = *this.attempts,
                             error = %hook_error,
                             "credential refresh failed; returning the authentication error",
@@ -369,6 +374,7 @@ where
                 slow.reservation = None;
                 tracing::trace!(
                     target: "palisade_retry",
+                    dependency = %this.handle.shared.name,
                     attempt = *this.attempts,
                     timeouts = slow.timeouts,
                     "sending retry",

@@ -121,6 +121,7 @@ pub struct RetryBuilder<B: ?Sized = Throttled, A = LayerLimit> {
     budget: Arc<B>,
     rng: Option<RngSource>,
     refresh: Option<RefreshHook>,
+    name: Arc<str>,
     attempts: A,
 }
 
@@ -137,6 +138,7 @@ impl RetryBuilder {
             budget: Arc::new(Throttled::default()),
             rng: None,
             refresh: None,
+            name: Arc::from("retry"),
             attempts: LayerLimit,
         }
     }
@@ -188,6 +190,14 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
         self
     }
 
+    /// The name of the dependency this layer retries calls to ("retry" by default): every
+    /// tracing event of the layer carries it as `dependency`, so a log line says whose calls
+    /// were retried or refused. The preset names it after the dependency.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Seeds the jitter's rng: the same seed and the same order of failures give the same
     /// delays on every run.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -233,6 +243,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             budget: budget.into_shared(),
             rng: self.rng,
             refresh: self.refresh,
+            name: self.name,
             attempts: self.attempts,
         }
     }
@@ -255,6 +266,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             budget: self.budget,
             rng: self.rng,
             refresh: self.refresh,
+            name: self.name,
             attempts,
         }
     }
@@ -286,6 +298,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             budget: self.budget,
             rng: self.rng.unwrap_or_else(RngSource::from_entropy),
             refresh: self.refresh,
+            name: self.name,
             attempts: self.attempts,
         };
         Ok(RetryLayer {
@@ -297,6 +310,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
 impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryBuilder<B, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBuilder")
+            .field("name", &self.name)
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
             .field("jitter", &self.jitter)

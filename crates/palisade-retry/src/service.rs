@@ -31,6 +31,8 @@ pub(crate) struct Shared<B: ?Sized, A> {
     pub(crate) budget: Arc<B>,
     pub(crate) rng: RngSource,
     pub(crate) refresh: Option<RefreshHook>,
+    /// The dependency's name, for tracing.
+    pub(crate) name: Arc<str>,
     pub(crate) attempts: A,
 }
 
@@ -87,6 +89,7 @@ impl<B: Budget + ?Sized, A> Shared<B, A> {
 impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Shared<B, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
+            .field("name", &self.name)
             .field("max_attempts", &self.max_attempts)
             .field("limit_now", &self.limit())
             .field("backoff", &self.policy.backoff)

@@ -680,15 +680,20 @@ async fn every_attempt_is_traced() {
         err(Category::ServerError, "503"),
         err(Category::Timeout, "timed out"),
     ]);
-    let svc = layer().budget(cap).build().unwrap().layer(script);
+    let svc = layer()
+        .name("llm")
+        .budget(cap)
+        .build()
+        .unwrap()
+        .layer(script);
     assert_eq!(run(svc).await, Err("timed out".into()));
     let lines = Capture::take();
     assert_eq!(
         lines,
         [
-            "DEBUG message=retrying attempt=1 category=\"server_error\" delay_ms=100 balance=0",
-            "TRACE message=sending retry attempt=2 timeouts=0",
-            "WARN message=retry budget exhausted; returning the last error attempt=2 category=\"timeout\" balance=0",
+            "DEBUG message=retrying dependency=llm attempt=1 category=\"server_error\" delay_ms=100 balance=0",
+            "TRACE message=sending retry dependency=llm attempt=2 timeouts=0",
+            "WARN message=retry budget exhausted; returning the last error dependency=llm attempt=2 category=\"timeout\" balance=0",
         ]
     );
 }

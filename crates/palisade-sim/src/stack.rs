@@ -110,7 +110,10 @@ pub fn build(
             BoxCloneSyncService::new(svc)
         }
         StackKind::Palisade => {
-            let retry = RetryLayer::builder().seed(p.seed).build()?;
+            let retry = RetryLayer::builder()
+                .name("upstream")
+                .seed(p.seed)
+                .build()?;
             let preset = preset::recommended("upstream")
                 .deadline(p.deadline)
                 .attempt_timeout(p.attempt_timeout, Some((2.0, p.deadline)))

@@ -96,7 +96,10 @@ impl PresetBuilder {
         self
     }
 
-    /// The retry layer (build it with [`RetryLayer::builder`]).
+    /// The retry layer (build it with [`RetryLayer::builder`], and give it the dependency's
+    /// name with [`RetryBuilder::name`](crate::retry::RetryBuilder::name) so that its tracing
+    /// events say whose calls they retried; without this call the preset names its retry layer
+    /// after the dependency itself).
     pub fn retry(mut self, retry: RetryLayer) -> Self {
         self.retry = Some(retry);
         self
@@ -123,10 +126,13 @@ impl PresetBuilder {
             Some((factor, cap)) => TimeoutLayer::new(self.attempt_timeout).escalate(factor, cap)?,
             None => TimeoutLayer::new(self.attempt_timeout),
         };
+        let retry = match self.retry {
+            Some(retry) => retry,
+            None => RetryLayer::builder().name(self.name.as_str()).build()?,
+        };
         let breaker = BreakerLayer::builder(self.name)
             .config(self.breaker)
             .build()?;
-        let retry = self.retry.unwrap_or_default();
         Ok(Stack::new(
             ClassifyLayer::new(self.classifier),
             Stack::new(
