@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use crate::budget::{Budget, Withdrawal};
 use crate::ctx;
-use crate::policy::{Decision, Failure};
+use crate::policy::{self, Decision, Failure};
 use crate::service::{Handle, RefreshFuture};
 
 pin_project! {
@@ -195,12 +195,7 @@ where
             if class.category == Category::Timeout {
                 slow.timeouts += 1;
             }
-            // A failure the server paced (a rate limit with a hint) is not evidence that the
-            // dependency is failing, and a refusal by a protecting layer (an open breaker)
-            // never reached it: neither counts toward throttling.
-            let rejected = class.category == Category::Rejected;
-            let paced = class.category == Category::RateLimited && class.retry_after.is_some();
-            if class.retryable && !paced && !rejected {
+            if policy::counts_toward_throttling(&class) {
                 shared.budget.on_failure();
             }
             let now = Instant::now();
@@ -235,11 +230,7 @@ where
                 Decision::Refresh => None,
                 Decision::Retry(delay) => Some(delay),
             };
-            // Retrying a call refused with a time to come back (an open breaker's remaining
-            // period) spends no budget: the refused attempt added no load, and the refusing
-            // layer decides what reaches the dependency then. A refusal without one (a
-            // throttle shedding load, busy half-open probes) is budgeted like any retry.
-            let withdrawal = if rejected && class.retry_after.is_some() {
+            let withdrawal = if !policy::spends_budget(&class) {
                 None
             } else if let Some(withdrawal) = shared.budget.try_withdraw() {
                 Some(withdrawal)

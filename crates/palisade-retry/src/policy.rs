@@ -71,6 +71,25 @@ impl Stop {
     }
 }
 
+/// Whether a failure counts toward the budget's throttling ([`Budget::on_failure`]): a
+/// retryable failure does, except one the server paced (a rate limit with a hint: not evidence
+/// that the dependency is failing) and a refusal by a protecting layer (an open breaker: it
+/// never reached the dependency).
+///
+/// [`Budget::on_failure`]: crate::budget::Budget::on_failure
+pub(crate) fn counts_toward_throttling(class: &Class) -> bool {
+    let paced = class.category == Category::RateLimited && class.retry_after.is_some();
+    class.retryable && !paced && class.category != Category::Rejected
+}
+
+/// Whether retrying a failure spends budget. A call refused with a time to come back (an open
+/// breaker's remaining period) does not: the refused attempt added no load, and the refusing
+/// layer decides what reaches the dependency then. A refusal without one (a throttle shedding
+/// load) is budgeted like any retry.
+pub(crate) fn spends_budget(class: &Class) -> bool {
+    !(class.category == Category::Rejected && class.retry_after.is_some())
+}
+
 impl Policy {
     /// The backoff for a failure of `category` (rate limiting starts from its own delay).
     pub(crate) fn backoff_for(&self, category: Category) -> Backoff {
@@ -226,6 +245,29 @@ mod tests {
             p.decide(&f, now, None, no_rng),
             Decision::Stop(Stop::NotRetryable)
         );
+    }
+
+    #[test]
+    fn what_counts_toward_throttling_and_what_spends_budget() {
+        let hint = ms(300);
+        let server = Class::new(Category::ServerError);
+        let limited = Class::new(Category::RateLimited);
+        let refused = Class::new(Category::Rejected);
+        // Real failures of the dependency: counted, budgeted.
+        assert!(counts_toward_throttling(&server));
+        assert!(counts_toward_throttling(&server.with_retry_after(hint)));
+        assert!(counts_toward_throttling(&limited));
+        assert!(spends_budget(&server) && spends_budget(&limited));
+        // Paced by the server: not counted, still budgeted.
+        assert!(!counts_toward_throttling(&limited.with_retry_after(hint)));
+        assert!(spends_budget(&limited.with_retry_after(hint)));
+        // Refused before reaching it: never counted; free only with a time to come back.
+        assert!(!counts_toward_throttling(&refused));
+        assert!(!counts_toward_throttling(&refused.with_retry_after(hint)));
+        assert!(spends_budget(&refused));
+        assert!(!spends_budget(&refused.with_retry_after(hint)));
+        // Not retryable: not counted.
+        assert!(!counts_toward_throttling(&Class::new(Category::Validation)));
     }
 
     #[test]
