@@ -64,10 +64,7 @@ fn failsafe_throughput(threads: usize, per_thread: u64) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::time_runtime();
     let _guard = rt.enter();
 
     let mut group = c.benchmark_group("breaker/closed_happy_path");

@@ -13,6 +13,15 @@ use palisade::classify::BoxError;
 use palisade_test::{Region, StatsAlloc};
 use tower::{Service, service_fn};
 
+/// A current-thread tokio runtime with the time driver, for the layers that read
+/// `tokio::time`; enter it (`let _guard = rt.enter();`) before building the services.
+pub fn time_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime with the time driver")
+}
+
 /// The service every bench wraps: answers `x + 1` at once.
 pub fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
     service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))

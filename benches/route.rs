@@ -35,10 +35,7 @@ fn endpoint() -> impl Service<u64, Response = u64, Error = BoxError, Future: Sen
 
 fn bench(c: &mut Criterion) {
     // tokio::time::Instant::now needs no runtime, but enter one as a service would have.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::time_runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("route/happy_path");
     for n in [3usize, 32] {

@@ -33,10 +33,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::time_runtime();
     let _guard = rt.enter();
 
     let mut bare_svc = bare();

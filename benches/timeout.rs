@@ -21,10 +21,7 @@ use tower::{Layer, Service};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = palisade_benches::time_runtime();
     let _entered = rt.enter();
     let limit = Duration::from_secs(1);
 
