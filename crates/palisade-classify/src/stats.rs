@@ -164,6 +164,32 @@ impl ErrorStats {
         u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX - 2)
     }
 
+    /// Forgets every failure counted so far, as if the aggregator were new (its window and
+    /// buckets stay as configured). Lock-free: a bucket that a concurrent [`record`] is
+    /// recycling at that moment is left to it, and holds only that newer sample afterwards.
+    ///
+    /// [`record`]: ErrorStats::record
+    pub fn clear(&self) {
+        for bucket in self.buckets.iter() {
+            let seen = bucket.epoch.load(Ordering::Acquire);
+            if seen == 0 || seen == RESETTING {
+                continue;
+            }
+            if bucket
+                .epoch
+                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // A writer moved it on meanwhile: it now holds only samples newer than this call.
+                continue;
+            }
+            for count in &bucket.counts {
+                count.store(0, Ordering::Relaxed);
+            }
+            bucket.epoch.store(0, Ordering::Release);
+        }
+    }
+
     /// Records one failure of `class` at `now`.
     pub fn record(&self, class: Class, now: Instant) {
         self.record_category(class.category, now);
@@ -288,6 +314,30 @@ mod tests {
             .build(t)
             .unwrap_err();
         assert_eq!(e.field(), "window");
+    }
+
+    #[test]
+    fn clear_forgets_everything_and_counting_resumes() {
+        let t0 = Instant::now();
+        let s = stats(10, 10, t0);
+        for i in 0..5 {
+            s.record_category(Category::Timeout, t0 + Duration::from_secs(i));
+            s.record_category(Category::ServerError, t0 + Duration::from_secs(i));
+        }
+        let t = t0 + Duration::from_secs(5);
+        assert_eq!(s.total(t), 10);
+        s.clear();
+        assert_eq!(s.total(t), 0);
+        assert_eq!(s.count(Category::Timeout, t), 0);
+        // New failures count from zero, in buckets that held old ones too.
+        s.record_category(Category::Timeout, t);
+        s.record_category(Category::Timeout, t0 + Duration::from_secs(12));
+        assert_eq!(s.count(Category::Timeout, t0 + Duration::from_secs(12)), 2);
+        // Clearing an unused aggregator changes nothing.
+        let fresh = stats(10, 10, t0);
+        fresh.clear();
+        fresh.record_category(Category::Network, t0);
+        assert_eq!(fresh.total(t0), 1);
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use palisade_classify::stripe::{Stripe, Striped};
 use palisade_classify::{BoxError, Category, Class, ConfigError, ErrorStats, HasClass, class_of};
 use pin_project_lite::pin_project;
@@ -80,7 +79,7 @@ struct Inner {
     probing: AtomicBool,
     /// Failures in the window. Replaced by an empty window when the feature is turned back on;
     /// read and written only after a failure and for a status page, never on the success path.
-    failures: ArcSwap<ErrorStats>,
+    failures: ErrorStats,
 }
 
 /// An empty failure window for `config`.
@@ -149,10 +148,7 @@ impl Feature {
     /// Forgets the failures counted so far: the failures that turned the feature off say
     /// nothing about it once it is back on.
     fn clear_failures(&self) {
-        // The configuration was validated when the feature was made, so this cannot fail.
-        if let Ok(fresh) = failure_window(&self.inner.config, Instant::now()) {
-            self.inner.failures.store(Arc::new(fresh));
-        }
+        self.inner.failures.clear();
     }
 
     /// Its state now.
@@ -221,7 +217,7 @@ impl Feature {
             None => {}
             Some(class) => {
                 let now = Instant::now();
-                let failures = self.inner.failures.load();
+                let failures = &self.inner.failures;
                 failures.record(class, now);
                 if probe || failures.total(now) >= u64::from(self.inner.config.failures_to_disable)
                 {
@@ -235,7 +231,7 @@ impl Feature {
         FeatureStatus {
             name: self.inner.name.clone(),
             state: self.state(),
-            recent_failures: self.inner.failures.load().total(Instant::now()),
+            recent_failures: self.inner.failures.total(Instant::now()),
         }
     }
 }
@@ -286,7 +282,7 @@ impl Switchboard {
                 state: AtomicU8::new(ON),
                 until: AtomicU64::new(0),
                 probing: AtomicBool::new(false),
-                failures: ArcSwap::from_pointee(failures),
+                failures,
             }),
         };
         features.push(feature.clone());
