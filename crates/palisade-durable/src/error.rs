@@ -1,0 +1,118 @@
+//! Errors: each names what happened.
+
+use palisade_classify::BoxError;
+
+/// A store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer got there first: the workflow or entry exists, or another process holds
+    /// the workflow's claim. The caller must stop writing to that workflow.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed (I/O, SQL, connection).
+    #[error("store backend failed: {0}")]
+    Backend(#[source] BoxError),
+    /// Data read back could not be decoded (a journal entry that is not valid JSON, ...).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store's worker thread or connection is gone.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// A backend failure from any error.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// A saga could not be defined, started, recovered or inspected.
+///
+/// A saga whose *steps* fail is not an error of the engine: it ends in a failed state, reported
+/// in its outcome.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SagaError {
+    /// The store failed; the saga stays as its journal says and is resumed by a later recovery.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No definition of that name was registered with the engine.
+    #[error("no saga definition named {0:?}")]
+    UnknownDefinition(String),
+    /// No saga with that id.
+    #[error("no saga {0:?}")]
+    NotFound(String),
+    /// A saga with that id exists already.
+    #[error("saga {0:?} exists already")]
+    AlreadyExists(String),
+    /// The journal contradicts the definition (more steps than defined, an entry that cannot
+    /// be decoded, entries out of order).
+    #[error("journal of saga {saga:?} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The saga.
+        saga: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The saga is not in a state that allows this (retrying a review item of a saga that is
+    /// not escalated, ...).
+    #[error("saga {saga:?} is {state}, cannot {action}")]
+    WrongState {
+        /// The saga.
+        saga: String,
+        /// Its state.
+        state: String,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// Another process holds the saga's claim.
+    #[error("saga {0:?} is claimed by another process")]
+    Claimed(String),
+    /// A review item was not found.
+    #[error("no review item {0:?}")]
+    NoReviewItem(String),
+}
+
+/// A checkpoint could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The agent has no checkpoint (or none of that version).
+    #[error("no checkpoint for agent {agent:?}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    NotFound {
+        /// The agent.
+        agent: String,
+        /// The version asked for, if one was.
+        version: Option<u64>,
+    },
+    /// A checkpoint's data does not match its recorded checksum.
+    #[error(
+        "checkpoint {agent:?} version {version} is corrupt: checksum {actual} instead of {expected}"
+    )]
+    Corrupt {
+        /// The agent.
+        agent: String,
+        /// The version.
+        version: u64,
+        /// The checksum recorded when it was saved.
+        expected: String,
+        /// The checksum of the data read back.
+        actual: String,
+    },
+    /// Every stored version is corrupt.
+    #[error("no good checkpoint for agent {agent:?}: all {corrupt} stored versions are corrupt")]
+    NoGoodVersion {
+        /// The agent.
+        agent: String,
+        /// How many versions were tried.
+        corrupt: usize,
+    },
+    /// The state could not be serialized or deserialized.
+    #[error("checkpoint state could not be (de)serialized: {0}")]
+    Serde(#[from] serde_json::Error),
+}

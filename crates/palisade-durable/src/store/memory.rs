@@ -1,0 +1,286 @@
+//! The in-memory store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
+    WorkflowRecord,
+};
+use crate::error::StoreError;
+
+/// A store in memory, for tests and examples: everything is lost with the process.
+///
+/// Clones share the same data, so a test can "restart" an engine on a clone of the store it
+/// crashed. Operations take a short mutex and never wait on I/O.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    order: Vec<String>,
+    workflows: HashMap<String, (WorkflowRecord, Vec<JournalEntry>)>,
+    reviews: BTreeMap<String, (u64, StoredReview)>,
+    review_seq: u64,
+    checkpoints: HashMap<String, BTreeMap<u64, StoredCheckpoint>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than losing the store would, so a poisoned lock is taken over.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl Inner {
+    fn append(&mut self, a: Append) -> Result<(), StoreError> {
+        let entry = JournalEntry {
+            seq: a.seq,
+            at_ms: a.at_ms,
+            event: a.event,
+        };
+        let owner = (!a.release).then(|| a.owner.clone());
+        if a.seq == 0 {
+            if self.workflows.contains_key(&a.id) {
+                return Err(StoreError::Conflict(format!(
+                    "workflow {} exists already",
+                    a.id
+                )));
+            }
+            let rec = WorkflowRecord {
+                id: a.id.clone(),
+                kind: a.kind,
+                name: a.name,
+                state: a.state,
+                owner,
+                lease_until_ms: a.lease_until_ms,
+                created_ms: a.at_ms,
+                updated_ms: a.at_ms,
+                entries: 1,
+            };
+            self.order.push(a.id.clone());
+            self.workflows.insert(a.id, (rec, vec![entry]));
+            return Ok(());
+        }
+        let Some((rec, journal)) = self.workflows.get_mut(&a.id) else {
+            return Err(StoreError::Conflict(format!(
+                "workflow {} does not exist",
+                a.id
+            )));
+        };
+        check_append(rec, &a.owner, a.seq)?;
+        journal.push(entry);
+        rec.state = a.state;
+        rec.owner = owner;
+        rec.lease_until_ms = a.lease_until_ms;
+        rec.updated_ms = a.at_ms;
+        rec.entries += 1;
+        Ok(())
+    }
+}
+
+/// The checks every store makes before appending entry `seq` for `owner`.
+pub(crate) fn check_append(rec: &WorkflowRecord, owner: &str, seq: u64) -> Result<(), StoreError> {
+    if rec.owner.as_deref() != Some(owner) {
+        return Err(StoreError::Conflict(format!(
+            "workflow {} is claimed by {}, not {owner}",
+            rec.id,
+            rec.owner.as_deref().unwrap_or("nobody")
+        )));
+    }
+    if seq != rec.entries {
+        return Err(StoreError::Conflict(format!(
+            "workflow {}: entry {seq} does not follow entry {}",
+            rec.id,
+            rec.entries.wrapping_sub(1)
+        )));
+    }
+    Ok(())
+}
+
+impl Store for MemoryStore {
+    fn append(&self, append: Append) -> BoxFuture<'_, Result<(), StoreError>> {
+        ready(self.lock().append(append))
+    }
+
+    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+        let inner = self.lock();
+        ready(Ok(inner
+            .workflows
+            .get(id)
+            .map(|(_, j)| j.clone())
+            .unwrap_or_default()))
+    }
+
+    fn workflows<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
+        let inner = self.lock();
+        ready(Ok(inner
+            .order
+            .iter()
+            .filter_map(|id| inner.workflows.get(id))
+            .map(|(r, _)| r)
+            .filter(|r| kind.is_none_or(|k| k == r.kind))
+            .cloned()
+            .collect()))
+    }
+
+    fn workflow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
+        ready(Ok(self.lock().workflows.get(id).map(|(r, _)| r.clone())))
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let mut inner = self.lock();
+        let Inner {
+            order, workflows, ..
+        } = &mut *inner;
+        let mut got = Vec::new();
+        for id in order.iter() {
+            if got.len() >= claim.limit {
+                break;
+            }
+            if let Some((rec, _)) = workflows.get_mut(id)
+                && claim.may_take(rec)
+            {
+                rec.owner = Some(claim.owner.clone());
+                rec.lease_until_ms = claim.lease_until_ms;
+                got.push(id.clone());
+            }
+        }
+        ready(Ok(got))
+    }
+
+    fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut inner = self.lock();
+        let n = match inner.reviews.get(&item.id) {
+            Some((n, _)) => *n,
+            None => {
+                inner.review_seq += 1;
+                inner.review_seq
+            }
+        };
+        inner.reviews.insert(item.id.clone(), (n, item));
+        ready(Ok(()))
+    }
+
+    fn review_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
+        ready(Ok(self.lock().reviews.get(id).map(|(_, r)| r.clone())))
+    }
+
+    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
+        let inner = self.lock();
+        let mut all: Vec<_> = inner.reviews.values().cloned().collect();
+        all.sort_by_key(|(n, _)| *n);
+        ready(Ok(all.into_iter().map(|(_, r)| r).collect()))
+    }
+
+    fn checkpoint_put(
+        &self,
+        checkpoint: StoredCheckpoint,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut inner = self.lock();
+        let versions = inner
+            .checkpoints
+            .entry(checkpoint.agent.clone())
+            .or_default();
+        if versions.contains_key(&checkpoint.version) {
+            return ready(Err(StoreError::Conflict(format!(
+                "checkpoint {} version {} exists already",
+                checkpoint.agent, checkpoint.version
+            ))));
+        }
+        versions.insert(checkpoint.version, checkpoint);
+        ready(Ok(()))
+    }
+
+    fn checkpoint_get<'a>(
+        &'a self,
+        agent: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
+        ready(Ok(self
+            .lock()
+            .checkpoints
+            .get(agent)
+            .and_then(|v| v.get(&version))
+            .cloned()))
+    }
+
+    fn checkpoint_versions<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
+        ready(Ok(self
+            .lock()
+            .checkpoints
+            .get(agent)
+            .map(|v| {
+                v.values()
+                    .rev()
+                    .map(|c| CheckpointMeta {
+                        version: c.version,
+                        at_ms: c.at_ms,
+                        checksum: c.checksum.clone(),
+                        len: c.data.len() as u64,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()))
+    }
+
+    fn checkpoint_prune<'a>(
+        &'a self,
+        agent: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let Some(v) = inner.checkpoints.get_mut(agent) else {
+            return ready(Ok(0));
+        };
+        let drop_n = v.len().saturating_sub(keep);
+        let old: Vec<u64> = v.keys().take(drop_n).copied().collect();
+        for k in &old {
+            v.remove(k);
+        }
+        ready(Ok(old.len() as u64))
+    }
+}
+
+impl MemoryStore {
+    /// Overwrites the data of a stored checkpoint without updating its checksum: a test hook
+    /// that simulates corruption on disk.
+    pub fn corrupt_checkpoint(&self, agent: &str, version: u64, data: Vec<u8>) -> bool {
+        match self
+            .lock()
+            .checkpoints
+            .get_mut(agent)
+            .and_then(|v| v.get_mut(&version))
+        {
+            Some(c) => {
+                c.data = data;
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Where journals, review items and checkpoints live: the [`Store`] trait and its
+//! implementations.
+//!
+//! | store | for | durability |
+//! |---|---|---|
+//! | [`MemoryStore`] | tests, examples | none: gone with the process |
+//! | [`SqliteStore`] (feature `sqlite`, default) | one machine; the embedded default, no server | a file on local disk, WAL mode, one transaction per append |
+//! | `PostgresStore` (feature `postgres`) | several processes or machines sharing one journal | a PostgreSQL database |
+//!
+//! # Why one object-safe trait
+//!
+//! [`Store`] is object-safe: its methods return a boxed future ([`BoxFuture`]) so that an
+//! engine, a checkpoint store and the command-line tool can all hold an `Arc<dyn Store>` chosen
+//! at run time (from a config file or a URL) without making every type generic over the
+//! backend. The box costs one allocation per store operation, which is noise next to the
+//! `fsync` or the network round trip each operation already pays; the request path of
+//! palisade's middleware never touches a store.
+//!
+//! # The model
+//!
+//! A *workflow* (a saga, a two-phase commit) has an id, a kind, a name, a state string, and a
+//! journal: entries numbered `0, 1, 2, ...` that are only ever appended. [`Store::append`]
+//! writes one entry and the workflow's new state in one transaction, and only for the process
+//! that holds the workflow's *claim* (its owner): a second writer gets
+//! [`StoreError::Conflict`] instead of interleaving its entries. A claim is a lease: it lasts
+//! until `lease_until_ms` and each append renews it; [`Store::claim`] hands unowned or expired
+//! workflows (and a restarted owner's own) to a process.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// The future a [`Store`] method returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One journal entry to write, with the workflow's state after it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Append {
+    /// The workflow's id.
+    pub id: String,
+    /// The workflow's kind (`"saga"`, `"2pc"`); stored when `seq` is 0.
+    pub kind: String,
+    /// The workflow's name (a saga definition's name); stored when `seq` is 0.
+    pub name: String,
+    /// The entry's number: 0 creates the workflow, then one more than the last entry.
+    pub seq: u64,
+    /// When the entry was written, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The entry itself.
+    pub event: serde_json::Value,
+    /// The workflow's state after this entry.
+    pub state: String,
+    /// The process writing it; must hold the workflow's claim (or create it).
+    pub owner: String,
+    /// The claim is renewed until then (milliseconds since the Unix epoch).
+    pub lease_until_ms: u64,
+    /// Give up the claim with this entry (the workflow finished, or waits for a person).
+    pub release: bool,
+}
+
+impl Append {
+    /// An entry to append; the claim is kept (set [`Append::release`] to give it up).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: impl Into<String>,
+        kind: impl Into<String>,
+        name: impl Into<String>,
+        seq: u64,
+        at_ms: u64,
+        event: serde_json::Value,
+        state: impl Into<String>,
+        owner: impl Into<String>,
+        lease_until_ms: u64,
+    ) -> Self {
+        Append {
+            id: id.into(),
+            kind: kind.into(),
+            name: name.into(),
+            seq,
+            at_ms,
+            event,
+            state: state.into(),
+            owner: owner.into(),
+            lease_until_ms,
+            release: false,
+        }
+    }
+
+    /// The same entry, giving up the claim or not.
+    pub fn with_release(mut self, release: bool) -> Self {
+        self.release = release;
+        self
+    }
+}
+
+/// One entry of a workflow's journal, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Its number, from 0.
+    pub seq: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The entry.
+    pub event: serde_json::Value,
+}
+
+/// A workflow as the store knows it: the latest state and who holds its claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    /// Its id.
+    pub id: String,
+    /// `"saga"`, `"2pc"`, ...
+    pub kind: String,
+    /// The definition's name.
+    pub name: String,
+    /// The state after the latest entry.
+    pub state: String,
+    /// The process holding the claim, if any.
+    pub owner: Option<String>,
+    /// When the claim expires (ms since the Unix epoch; meaningless without an owner).
+    pub lease_until_ms: u64,
+    /// When the first entry was written.
+    pub created_ms: u64,
+    /// When the latest entry was written.
+    pub updated_ms: u64,
+    /// The number of entries.
+    pub entries: u64,
+}
+
+/// A request to claim workflows: those of `kind` in one of `states` that nobody holds, whose
+/// claim expired before `now_ms`, or that `owner` itself held (a restarted process takes its
+/// own work back at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claim {
+    /// The workflow kind.
+    pub kind: String,
+    /// The states that may be claimed.
+    pub states: Vec<String>,
+    /// Who claims.
+    pub owner: String,
+    /// Now, in ms since the Unix epoch.
+    pub now_ms: u64,
+    /// The claim lasts until then.
+    pub lease_until_ms: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// Only this workflow, if set.
+    pub only: Option<String>,
+}
+
+impl Claim {
+    /// A claim of up to `limit` workflows of `kind` in `states`.
+    pub fn new(
+        kind: impl Into<String>,
+        states: &[&str],
+        owner: impl Into<String>,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Self {
+        Claim {
+            kind: kind.into(),
+            states: states.iter().map(|s| s.to_string()).collect(),
+            owner: owner.into(),
+            now_ms,
+            lease_until_ms,
+            limit,
+            only: None,
+        }
+    }
+
+    /// The same claim, for workflow `id` only.
+    pub fn only(mut self, id: impl Into<String>) -> Self {
+        self.only = Some(id.into());
+        self
+    }
+
+    pub(crate) fn may_take(&self, rec: &WorkflowRecord) -> bool {
+        rec.kind == self.kind
+            && self.states.contains(&rec.state)
+            && self.only.as_ref().is_none_or(|id| *id == rec.id)
+            && match &rec.owner {
+                None => true,
+                Some(o) => *o == self.owner || rec.lease_until_ms < self.now_ms,
+            }
+    }
+}
+
+/// A stored review item: an id, the saga it belongs to, its status, and its body (JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredReview {
+    /// Its id.
+    pub id: String,
+    /// The workflow it concerns.
+    pub workflow_id: String,
+    /// `open`, `retry_requested`, `retried`, `discarded`.
+    pub status: String,
+    /// When it last changed (ms since the Unix epoch).
+    pub updated_ms: u64,
+    /// Everything else, as JSON (a review item's details).
+    pub body: serde_json::Value,
+}
+
+/// A stored checkpoint: an agent's state at one version.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCheckpoint {
+    /// Whose state.
+    pub agent: String,
+    /// Its version, from 1.
+    pub version: u64,
+    /// When it was saved (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The SHA-256 of `data`, lower-case hex.
+    pub checksum: String,
+    /// The state.
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for StoredCheckpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCheckpoint")
+            .field("agent", &self.agent)
+            .field("version", &self.version)
+            .field("at_ms", &self.at_ms)
+            .field("checksum", &self.checksum)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// A checkpoint without its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Its version.
+    pub version: u64,
+    /// When it was saved.
+    pub at_ms: u64,
+    /// The checksum recorded when it was saved.
+    pub checksum: String,
+    /// The length of its data in bytes.
+    pub len: u64,
+}
+
+/// The storage behind journals, the review queue and checkpoints.
+///
+/// Implementations must make [`append`](Store::append) atomic (the entry and the state, or
+/// neither) and durable before its future resolves, and must refuse an append that does not
+/// follow the journal's last entry or comes from a process that does not hold the claim. All
+/// methods may be called concurrently.
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Appends one entry and sets the workflow's state, in one transaction.
+    ///
+    /// `seq` 0 creates the workflow (with `owner` holding the claim); a workflow that exists
+    /// already is a [`StoreError::Conflict`]. Any other `seq` must be one more than the last
+    /// entry's, and `owner` must hold the claim (an expired lease still counts while nobody
+    /// else has claimed the workflow); otherwise [`StoreError::Conflict`].
+    fn append(&self, append: Append) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The journal of workflow `id`, oldest first (empty if there is none).
+    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>>;
+
+    /// Every workflow of `kind` (all kinds with `None`), oldest first.
+    fn workflows<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>>;
+
+    /// Workflow `id`, if it exists.
+    fn workflow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>>;
+
+    /// Claims workflows for `claim.owner`; returns their ids. Two processes claiming at once
+    /// never get the same workflow.
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Inserts or replaces a review item.
+    fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Review item `id`.
+    fn review_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>>;
+
+    /// Every review item, oldest first.
+    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>>;
+
+    /// Saves a checkpoint; a version that exists already is a [`StoreError::Conflict`].
+    fn checkpoint_put(&self, checkpoint: StoredCheckpoint)
+    -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Checkpoint `version` of `agent`.
+    fn checkpoint_get<'a>(
+        &'a self,
+        agent: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>>;
+
+    /// The checkpoints of `agent`, newest first.
+    fn checkpoint_versions<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>>;
+
+    /// Deletes all but the newest `keep` checkpoints of `agent`; returns how many went.
+    fn checkpoint_prune<'a>(
+        &'a self,
+        agent: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+}

@@ -1,0 +1,528 @@
+//! The embedded store: SQLite on local disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::memory::check_append;
+use super::{
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
+    WorkflowRecord,
+};
+use crate::error::StoreError;
+
+/// Options of a [`SqliteStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// `PRAGMA synchronous = FULL` (the default, `true`): an append that returned survives a
+    /// power cut. With `false` (`NORMAL`, still in WAL mode) it survives the process being
+    /// killed but the last appends may be lost in a power cut; appends are several times faster.
+    pub durable: bool,
+    /// How long a writer waits for another process's lock on the same file before failing
+    /// (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durable: true,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The same options, durable against power cuts or only against process crashes.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// The same options with another busy timeout.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The embedded default store: one SQLite file on local disk, no server.
+///
+/// The file is opened in WAL mode (readers never block the writer) and every
+/// [`append`](Store::append) is one `IMMEDIATE` transaction: the entry and the workflow's new
+/// state are on disk, or neither is, before the future resolves.
+///
+/// # Threads
+///
+/// SQLite calls block, so they never run on the async runtime's threads: the store owns one
+/// dedicated thread (named `palisade-sqlite`) holding the connection, and each operation is
+/// sent to it and awaited. One connection serializes the operations of this process, which
+/// costs nothing SQLite would not impose anyway (it has one writer at a time), keeps the
+/// prepared-statement cache warm, and works under any runtime flavour (a `current_thread`
+/// runtime included) without tying up tokio's blocking pool. The thread ends when the last
+/// clone of the store is dropped, after finishing the operations already sent.
+///
+/// Several processes may open the same file (the command-line tool next to a running
+/// service): writers wait up to [`SqliteOptions::busy_timeout`] for each other, and claims
+/// keep them off each other's workflows.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+    owner TEXT, lease_until INTEGER NOT NULL, created INTEGER NOT NULL,
+    updated INTEGER NOT NULL, entries INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS workflows_kind_state ON workflows (kind, state);
+CREATE TABLE IF NOT EXISTS journal (
+    workflow TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, event TEXT NOT NULL,
+    PRIMARY KEY (workflow, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+    updated INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    agent TEXT NOT NULL, version INTEGER NOT NULL, at INTEGER NOT NULL,
+    checksum TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (agent, version));
+";
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn json(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{e}: {text:.80}")))
+}
+
+fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
+    Ok(WorkflowRecord {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        state: r.get(3)?,
+        owner: r.get(4)?,
+        lease_until_ms: r.get::<_, i64>(5)? as u64,
+        created_ms: r.get::<_, i64>(6)? as u64,
+        updated_ms: r.get::<_, i64>(7)? as u64,
+        entries: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+const WORKFLOW_COLUMNS: &str =
+    "id, kind, name, state, owner, lease_until, created, updated, entries";
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` with the default, durable options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path`.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(options.busy_timeout).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if options.durable { "FULL" } else { "NORMAL" },
+        )
+        .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("palisade-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(StoreError::backend)?;
+        Ok(SqliteStore { jobs, path })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn run<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.jobs.send(Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        }));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    /// Overwrites the data of a stored checkpoint without updating its checksum: a test hook
+    /// that simulates corruption on disk. Returns whether the checkpoint existed.
+    pub async fn corrupt_checkpoint(
+        &self,
+        agent: &str,
+        version: u64,
+        data: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let agent = agent.to_owned();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE checkpoints SET data = ?3 WHERE agent = ?1 AND version = ?2",
+                    params![agent, version as i64, data],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
+    let event = a.event.to_string();
+    let owner = (!a.release).then_some(a.owner.as_str());
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    if a.seq == 0 {
+        tx.execute(
+            "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1)",
+            params![a.id, a.kind, a.name, a.state, owner, a.lease_until_ms as i64, a.at_ms as i64],
+        )
+        .map_err(|e| {
+            if is_constraint(&e) {
+                StoreError::Conflict(format!("workflow {} exists already", a.id))
+            } else {
+                db(e)
+            }
+        })?;
+    } else {
+        let rec = tx
+            .query_row(
+                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
+                [&a.id],
+                workflow_row,
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| StoreError::Conflict(format!("workflow {} does not exist", a.id)))?;
+        check_append(&rec, &a.owner, a.seq)?;
+        tx.execute(
+            "UPDATE workflows SET state = ?2, owner = ?3, lease_until = ?4, updated = ?5,
+             entries = entries + 1 WHERE id = ?1",
+            params![
+                a.id,
+                a.state,
+                owner,
+                a.lease_until_ms as i64,
+                a.at_ms as i64
+            ],
+        )
+        .map_err(db)?;
+    }
+    tx.execute(
+        "INSERT INTO journal (workflow, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
+        params![a.id, a.seq as i64, a.at_ms as i64, event],
+    )
+    .map_err(|e| {
+        if is_constraint(&e) {
+            StoreError::Conflict(format!("workflow {}: entry {} exists", a.id, a.seq))
+        } else {
+            db(e)
+        }
+    })?;
+    tx.commit().map_err(db)
+}
+
+fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let candidates = {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows
+                 WHERE kind = ?1 AND (?2 IS NULL OR id = ?2)
+                   AND (owner IS NULL OR owner = ?3 OR lease_until < ?4)
+                 ORDER BY rowid"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(
+                params![c.kind, c.only, c.owner, c.now_ms as i64],
+                workflow_row,
+            )
+            .map_err(db)?;
+        let mut got = Vec::new();
+        for r in rows {
+            let r = r.map_err(db)?;
+            if got.len() >= c.limit {
+                break;
+            }
+            if c.may_take(&r) {
+                got.push(r.id);
+            }
+        }
+        got
+    };
+    for id in &candidates {
+        tx.execute(
+            "UPDATE workflows SET owner = ?2, lease_until = ?3 WHERE id = ?1",
+            params![id, c.owner, c.lease_until_ms as i64],
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(candidates)
+}
+
+fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn review_from(
+    (id, workflow_id, status, updated, body): (String, String, String, i64, String),
+) -> Result<StoredReview, StoreError> {
+    Ok(StoredReview {
+        id,
+        workflow_id,
+        status,
+        updated_ms: updated as u64,
+        body: json(&body)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |c| append(c, a))
+    }
+
+    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, at, event FROM journal WHERE workflow = ?1 ORDER BY seq",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (seq, at, event) = r.map_err(db)?;
+                out.push(JournalEntry {
+                    seq: seq as u64,
+                    at_ms: at as u64,
+                    event: json(&event)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn workflows<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
+        let kind = kind.map(str::to_owned);
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ?1 IS NULL OR kind = ?1
+                     ORDER BY rowid"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([kind], workflow_row).map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+    }
+
+    fn workflow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
+                [id],
+                workflow_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+    }
+
+    fn claim(&self, c: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.run(move |conn| claim(conn, c))
+    }
+
+    fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO reviews (id, workflow, status, updated, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET workflow = excluded.workflow,
+                   status = excluded.status, updated = excluded.updated, body = excluded.body",
+                params![
+                    item.id,
+                    item.workflow_id,
+                    item.status,
+                    item.updated_ms as i64,
+                    item.body.to_string()
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn review_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT id, workflow, status, updated, body FROM reviews WHERE id = ?1",
+                [id],
+                review_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(review_from)
+            .transpose()
+        })
+    }
+
+    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
+        self.run(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, workflow, status, updated, body FROM reviews ORDER BY rowid",
+                )
+                .map_err(db)?;
+            let rows = stmt.query_map([], review_row).map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(review_from(r.map_err(db)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![cp.agent, cp.version as i64, cp.at_ms as i64, cp.checksum, cp.data],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict(format!(
+                        "checkpoint {} version {} exists already",
+                        cp.agent, cp.version
+                    ))
+                } else {
+                    db(e)
+                }
+            })?;
+            Ok(())
+        })
+    }
+
+    fn checkpoint_get<'a>(
+        &'a self,
+        agent: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
+        let agent = agent.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT at, checksum, data FROM checkpoints WHERE agent = ?1 AND version = ?2",
+                params![agent, version as i64],
+                |r| {
+                    Ok(StoredCheckpoint {
+                        agent: agent.clone(),
+                        version,
+                        at_ms: r.get::<_, i64>(0)? as u64,
+                        checksum: r.get(1)?,
+                        data: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+    }
+
+    fn checkpoint_versions<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
+        let agent = agent.to_owned();
+        self.run(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT version, at, checksum, length(data) FROM checkpoints
+                     WHERE agent = ?1 ORDER BY version DESC",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([agent], |r| {
+                    Ok(CheckpointMeta {
+                        version: r.get::<_, i64>(0)? as u64,
+                        at_ms: r.get::<_, i64>(1)? as u64,
+                        checksum: r.get(2)?,
+                        len: r.get::<_, i64>(3)? as u64,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+    }
+
+    fn checkpoint_prune<'a>(
+        &'a self,
+        agent: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let agent = agent.to_owned();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM checkpoints WHERE agent = ?1 AND version NOT IN
+                     (SELECT version FROM checkpoints WHERE agent = ?1 ORDER BY version DESC LIMIT ?2)",
+                    params![agent, keep.min(i64::MAX as usize) as i64],
+                )
+                .map_err(db)?;
+            Ok(n as u64)
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! One behavioural suite, run against every store: the in-memory store, SQLite, and PostgreSQL
+//! (feature `postgres`, with `PALISADE_PG_URL` set).
+
+mod suite;
+
+/// Runs every suite function against the store a `$make` expression builds (an async block
+/// returning `(Arc<dyn Store>, guard)`, the guard kept alive for the test).
+macro_rules! store_suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            store_suite!(@tests $make;
+                append_and_read, append_conflicts, claims, claims_are_exclusive,
+                reviews, checkpoints_store);
+        }
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((store, _guard)) = $make.await else { return };
+                suite::$name(store).await;
+            }
+        )*
+    };
+}
+
+use palisade_durable::store::{MemoryStore, SqliteStore, Store};
+use std::sync::Arc;
+
+store_suite!(memory, async {
+    Some((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()))
+});
+
+store_suite!(sqlite, async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("journal.db")).unwrap();
+    Some((Arc::new(store) as Arc<dyn Store>, dir))
+});

@@ -1,0 +1,273 @@
+//! The behaviour every store must have.
+
+#![allow(dead_code)]
+
+use palisade_durable::error::StoreError;
+use palisade_durable::store::{Append, Claim, Store, StoredCheckpoint, StoredReview};
+use serde_json::json;
+use std::sync::Arc;
+
+fn entry(id: &str, seq: u64, owner: &str, state: &str) -> Append {
+    Append::new(
+        id,
+        "saga",
+        "order",
+        seq,
+        1_000 + seq,
+        json!({ "n": seq }),
+        state,
+        owner,
+        10_000,
+    )
+}
+
+pub(crate) async fn append_and_read(store: Arc<dyn Store>) {
+    assert!(store.journal("a").await.unwrap().is_empty());
+    assert!(store.workflow("a").await.unwrap().is_none());
+    for seq in 0..3 {
+        store
+            .append(entry("a", seq, "w1", "running"))
+            .await
+            .unwrap();
+    }
+    store
+        .append(entry("b", 0, "w1", "running").with_release(true))
+        .await
+        .unwrap();
+    let j = store.journal("a").await.unwrap();
+    assert_eq!(j.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(j[2].event, json!({ "n": 2 }));
+    assert_eq!(j[1].at_ms, 1_001);
+    let rec = store.workflow("a").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state.as_str(), rec.owner.as_deref(), rec.entries),
+        ("running", Some("w1"), 3)
+    );
+    assert_eq!((rec.created_ms, rec.updated_ms), (1_000, 1_002));
+    let all = store.workflows(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(all[1].owner, None, "a released workflow has no owner");
+    assert!(store.workflows(Some("2pc")).await.unwrap().is_empty());
+    assert_eq!(store.workflows(Some("saga")).await.unwrap().len(), 2);
+}
+
+pub(crate) async fn append_conflicts(store: Arc<dyn Store>) {
+    store.append(entry("a", 0, "w1", "running")).await.unwrap();
+    // The same workflow again.
+    assert!(matches!(
+        store.append(entry("a", 0, "w1", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A gap, a repeat.
+    assert!(matches!(
+        store.append(entry("a", 2, "w1", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.append(entry("a", 1, "w1", "running")).await.unwrap();
+    assert!(matches!(
+        store.append(entry("a", 1, "w1", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Someone without the claim.
+    assert!(matches!(
+        store.append(entry("a", 2, "w2", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An unknown workflow.
+    assert!(matches!(
+        store.append(entry("zz", 3, "w1", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Nothing of the refused appends was written.
+    assert_eq!(store.journal("a").await.unwrap().len(), 2);
+    assert_eq!(store.workflow("a").await.unwrap().unwrap().entries, 2);
+    // A released workflow takes appends only after a claim.
+    store
+        .append(entry("a", 2, "w1", "escalated").with_release(true))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append(entry("a", 3, "w1", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub(crate) async fn claims(store: Arc<dyn Store>) {
+    // a: held by w1 until 10 000; b: released; c: finished; d: w2's, expired at 10 000.
+    store.append(entry("a", 0, "w1", "running")).await.unwrap();
+    store
+        .append(entry("b", 0, "w1", "compensating").with_release(true))
+        .await
+        .unwrap();
+    store
+        .append(entry("c", 0, "w1", "completed").with_release(true))
+        .await
+        .unwrap();
+    store.append(entry("d", 0, "w2", "running")).await.unwrap();
+    let states = ["running", "compensating"];
+    let claim = |owner: &str, now: u64| Claim::new("saga", &states, owner, now, now + 500, 10);
+
+    // w3 before any lease expires: only the released one.
+    assert_eq!(store.claim(claim("w3", 5_000)).await.unwrap(), ["b"]);
+    // w1 takes its own back at once, not w3's fresh claim.
+    assert_eq!(store.claim(claim("w1", 5_000)).await.unwrap(), ["a"]);
+    // After the leases expired, w4 gets everything unfinished but the kind filter holds.
+    let mut got = store.claim(claim("w4", 20_000)).await.unwrap();
+    got.sort();
+    assert_eq!(got, ["a", "b", "d"]);
+    assert!(
+        store
+            .claim(Claim::new("2pc", &states, "w4", 20_000, 20_500, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store.workflow("d").await.unwrap().unwrap();
+    assert_eq!((d.owner.as_deref(), d.lease_until_ms), (Some("w4"), 20_500));
+    // The old owner is fenced off.
+    assert!(matches!(
+        store.append(entry("d", 1, "w2", "running")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.append(entry("d", 1, "w4", "running")).await.unwrap();
+    // Limit and `only`.
+    assert_eq!(
+        store
+            .claim(Claim::new("saga", &states, "w5", 30_000, 30_500, 1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim(Claim::new("saga", &states, "w6", 40_000, 40_500, 10).only("d"))
+            .await
+            .unwrap(),
+        ["d"]
+    );
+}
+
+pub(crate) async fn claims_are_exclusive(store: Arc<dyn Store>) {
+    for i in 0..40 {
+        store
+            .append(entry(&format!("s{i:02}"), 0, "dead", "running"))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim(Claim::new(
+                        "saga",
+                        &["running"],
+                        format!("w{w}"),
+                        50_000,
+                        90_000,
+                        3,
+                    ))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for id in &got {
+                    // Finish it, so that its owner does not take it back.
+                    store
+                        .append(entry(id, 1, &format!("w{w}"), "completed").with_release(true))
+                        .await
+                        .unwrap();
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(n, all.len(), "a workflow was claimed twice");
+    assert_eq!(n, 40);
+}
+
+pub(crate) async fn reviews(store: Arc<dyn Store>) {
+    assert!(store.review_get("r1").await.unwrap().is_none());
+    let item = |id: &str, status: &str, n: u64| StoredReview {
+        id: id.into(),
+        workflow_id: "a".into(),
+        status: status.into(),
+        updated_ms: n,
+        body: json!({ "errors": [n] }),
+    };
+    store.review_put(item("r1", "open", 1)).await.unwrap();
+    store.review_put(item("r2", "open", 2)).await.unwrap();
+    store
+        .review_put(item("r1", "retry_requested", 3))
+        .await
+        .unwrap();
+    let list = store.review_list().await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|r| (r.id.as_str(), r.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("r1", "retry_requested"), ("r2", "open")],
+        "oldest first, updated in place"
+    );
+    assert_eq!(
+        store.review_get("r1").await.unwrap().unwrap().body,
+        json!({ "errors": [3] })
+    );
+}
+
+pub(crate) async fn checkpoints_store(store: Arc<dyn Store>) {
+    let cp = |v: u64| StoredCheckpoint {
+        agent: "crawler".into(),
+        version: v,
+        at_ms: 100 * v,
+        checksum: format!("sum{v}"),
+        data: vec![v as u8; v as usize],
+    };
+    for v in 1..=4 {
+        store.checkpoint_put(cp(v)).await.unwrap();
+    }
+    assert!(matches!(
+        store.checkpoint_put(cp(2)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let versions = store.checkpoint_versions("crawler").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [4, 3, 2, 1]
+    );
+    assert_eq!((versions[0].len, versions[0].at_ms), (4, 400));
+    assert_eq!(
+        store.checkpoint_get("crawler", 3).await.unwrap().unwrap(),
+        cp(3)
+    );
+    assert!(store.checkpoint_get("crawler", 9).await.unwrap().is_none());
+    assert!(
+        store
+            .checkpoint_versions("nobody")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.checkpoint_prune("crawler", 2).await.unwrap(), 2);
+    assert_eq!(store.checkpoint_prune("crawler", 2).await.unwrap(), 0);
+    let versions = store.checkpoint_versions("crawler").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [4, 3]
+    );
+    assert_eq!(store.checkpoint_prune("nobody", 1).await.unwrap(), 0);
+}
