@@ -97,8 +97,8 @@
 //! # Errors
 //!
 //! Both services return [`BoxError`](palisade_classify::BoxError): the inner error converted,
-//! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded). Both error
-//! types are registered with [`palisade_classify::register`] when a layer or service is built.
+//! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded), whose
+//! classes [`class_of`](palisade_classify::class_of) knows with nothing to register.
 //! On expiry the inner future is dropped.
 //!
 //! # Readiness

@@ -26,7 +26,6 @@ impl<S> Timeout<S> {
     }
 
     pub(crate) fn with_limit(inner: S, limit: Limit) -> Self {
-        crate::error::register();
         Timeout { inner, limit }
     }
 
@@ -93,7 +92,6 @@ pub struct Deadline<S> {
 impl<S> Deadline<S> {
     /// Wraps `inner`, granting each call `limit`.
     pub fn new(inner: S, limit: Duration) -> Self {
-        crate::error::register();
         Deadline { inner, limit }
     }
 
