@@ -284,7 +284,7 @@ impl<S, K, F: Clone> Layer<S> for KeyedBreakerLayer<K, F> {
 }
 
 /// The service a [`KeyedBreakerLayer`] makes. Readiness is the inner service's; the key's
-/// breaker decides at `call`, failing fast with [`CircuitOpen`] when it is open.
+/// breaker decides at `call`, failing fast with [`CircuitOpen`](crate::CircuitOpen) when it is open.
 pub struct KeyedBreaker<S, K, F> {
     inner: S,
     registry: Arc<Registry<K>>,
