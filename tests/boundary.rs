@@ -191,6 +191,7 @@ fn escalating() -> TimeoutLayer {
 /// buffer's worker, yet the second attempt gets the escalated 2 s and succeeds.
 #[tokio::test(start_paused = true)]
 async fn behind_a_buffer_the_timeout_still_escalates() {
+    let warnings = palisade_test::Warnings::start();
     let calls = Arc::new(AtomicUsize::new(0));
     let below = Buffer::new(
         ResumeLayer::new().layer(escalating().layer(slow_tool(calls.clone()))),
@@ -208,11 +209,14 @@ async fn behind_a_buffer_the_timeout_still_escalates() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // 1 s timed out + 100 ms backoff + 1.5 s answer.
     assert_eq!(start.elapsed(), Duration::from_millis(2600));
+    assert_eq!(warnings.count(), 0, "nothing was lost");
 }
 
-/// Without the pair every attempt gets the base 1 s and times out.
+/// Without the pair every attempt gets the base 1 s and times out, and the timeout says once
+/// that it lost the count.
 #[tokio::test(start_paused = true)]
-async fn behind_a_buffer_without_the_pair_the_timeout_never_escalates() {
+async fn behind_a_buffer_without_the_pair_the_timeout_never_escalates_and_warns() {
+    let warnings = palisade_test::Warnings::start();
     let calls = Arc::new(AtomicUsize::new(0));
     let below = Buffer::new(escalating().layer(slow_tool(calls.clone())), 8);
     let err = ServiceBuilder::new()
@@ -223,6 +227,7 @@ async fn behind_a_buffer_without_the_pair_the_timeout_never_escalates() {
         .unwrap_err();
     assert!(err.is::<palisade::timeout::error::Elapsed>(), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(warnings.count(), 1);
 }
 
 /// A tool that always fails with a retryable error, recording when it was called.
