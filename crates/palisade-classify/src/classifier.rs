@@ -1,5 +1,6 @@
 //! The [`Classify`] trait, the [`DefaultClassifier`] and its [`ClassifierBuilder`].
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -21,17 +22,33 @@ use crate::{BoxError, Category, Class, hint, registry};
 pub trait Classify<Res, E> {
     /// The verdict on one outcome: `None` for success, `Some(class)` for a failure.
     fn classify(&self, result: &Result<Res, E>) -> Option<Class>;
+
+    /// What failed, in a few words, for a response judged a failure (`HTTP 503 Service
+    /// Unavailable`, `gRPC UNAVAILABLE`): the start of its
+    /// [`FailedResponse`](crate::FailedResponse)'s message. Called only for such responses;
+    /// `None` (the default) leaves the message at the class.
+    fn describe(&self, _response: &Res) -> Option<Cow<'static, str>> {
+        None
+    }
 }
 
 impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for &C {
     fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
         (**self).classify(result)
     }
+
+    fn describe(&self, response: &Res) -> Option<Cow<'static, str>> {
+        (**self).describe(response)
+    }
 }
 
 impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for Arc<C> {
     fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
         (**self).classify(result)
+    }
+
+    fn describe(&self, response: &Res) -> Option<Cow<'static, str>> {
+        (**self).describe(response)
     }
 }
 
