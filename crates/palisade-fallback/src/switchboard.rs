@@ -451,7 +451,7 @@ where
 /// # Tiers
 /// A condition's tiered strategies (for "primary service unavailable": wait and retry → use a
 /// backup service → queue for manual processing) are a [`Chain`]:
-/// `Chain::new().then(Alternative(primary_with_retry)).then(Alternative(backup)).then(FromRequest(queue))`.
+/// `Chain::new().then(Alternative::new(primary_with_retry)).then(Alternative::new(backup)).then(FromRequest(queue))`.
 ///
 /// [`Chain`]: crate::Chain
 pub struct FeatureLayer<St> {

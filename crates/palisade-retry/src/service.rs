@@ -1,6 +1,5 @@
 //! [`Retry`]: the service.
 
-use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -230,18 +229,18 @@ impl<S: fmt::Debug, B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Retry<
 impl<S, Req, B, A> Service<Req> for Retry<S, B, A>
 where
     S: Service<Req> + Clone,
-    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
     A: MaxAttempts<Req>,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = ResponseFuture<S, Req, B, A>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
