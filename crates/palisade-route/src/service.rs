@@ -206,6 +206,7 @@ where
 {
     fn build(config: RouteConfig, discover: Option<D>) -> Result<Self, ConfigError> {
         config.validate()?;
+        palisade_classify::register::<NoHealthyEndpoint>();
         Ok(Route {
             shared: Arc::new(Shared {
                 config,
