@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("from_error", |b| {
         b.iter(|| answer_call(&mut computed, black_box(1)))
     });
-    let mut alternative = FallbackLayer::new(Alternative(bare())).layer(bare());
+    let mut alternative = FallbackLayer::new(Alternative::new(bare())).layer(bare());
     group.bench_function("service", |b| {
         b.iter(|| answer_call(&mut alternative, black_box(1)))
     });

@@ -99,6 +99,7 @@ mod deadlines_and_escalation {
 
     #[tokio::test(start_paused = true)]
     async fn a_timed_out_attempt_is_retried_with_a_longer_timeout() {
+        let warnings = palisade_test::Warnings::start();
         // The tool always needs 1.5 s; the first attempt may take 1 s, the next 2 s.
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
@@ -125,6 +126,8 @@ mod deadlines_and_escalation {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // 1 s timed out + 100 ms backoff + 1.5 s answer.
         assert_eq!(start.elapsed(), Duration::from_millis(2600));
+        // Timeout and retry in one task: no context was lost, nothing to warn about.
+        assert_eq!(warnings.count(), 0);
     }
 
     /// deadline → retry → timeout(escalating) → tool: the tool reads, through

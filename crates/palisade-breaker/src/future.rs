@@ -197,11 +197,11 @@ where
                 result
             }
             KindProj::Rejected { refused } => match refused.take() {
-                Some(refused) => Err(Box::new(CircuitOpen {
-                    retry_after: refused.retry_after_ms.map(Duration::from_millis),
-                    state: refused.state,
-                    breaker: refused.breaker,
-                }) as BoxError),
+                Some(refused) => Err(Box::new(CircuitOpen::new(
+                    refused.breaker,
+                    refused.state,
+                    refused.retry_after_ms.map(Duration::from_millis),
+                )) as BoxError),
                 None => Err("breaker future polled after completion".into()),
             },
             KindProj::Done => Err("breaker future polled after completion".into()),

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::BreakerConfig;
 use crate::future::{Guard, ResponseFuture};
 use crate::handle::{BreakerHandle, Shared, Stripe, Stripes};
 use crate::state::{Core, Event, Listener, State};
-use crate::{BreakerConfig, CircuitOpen};
 
 struct Entry {
     stripes: Arc<Stripes>,
@@ -245,7 +245,6 @@ impl KeyedBreakerBuilder {
                 "must be at least one second",
             ));
         }
-        palisade_classify::register::<CircuitOpen>();
         Ok(KeyedBreakerLayer {
             registry: Arc::new(Registry {
                 name: self.name,
@@ -285,7 +284,7 @@ impl<S, K, F: Clone> Layer<S> for KeyedBreakerLayer<K, F> {
 }
 
 /// The service a [`KeyedBreakerLayer`] makes. Readiness is the inner service's; the key's
-/// breaker decides at `call`, failing fast with [`CircuitOpen`] when it is open.
+/// breaker decides at `call`, failing fast with [`CircuitOpen`](crate::CircuitOpen) when it is open.
 pub struct KeyedBreaker<S, K, F> {
     inner: S,
     registry: Arc<Registry<K>>,

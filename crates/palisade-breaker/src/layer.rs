@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use crate::handle::{BreakerHandle, Shared, Stripes};
 use crate::state::{Core, Listener};
-use crate::{Breaker, BreakerConfig, CircuitOpen};
+use crate::{Breaker, BreakerConfig};
 
 /// Puts one circuit breaker in front of a service. Every service this layer makes, and every
 /// clone of them, shares the same breaker: it guards the dependency as a whole.
@@ -102,7 +102,6 @@ impl BreakerBuilder {
     /// A [`ConfigError`] naming the first invalid field.
     pub fn build(self) -> Result<BreakerLayer, ConfigError> {
         self.config.validate()?;
-        palisade_classify::register::<CircuitOpen>();
         Ok(BreakerLayer {
             stripes: Stripes::new(Arc::new(Shared {
                 core: Core::new(self.name.into(), self.config, self.listeners),

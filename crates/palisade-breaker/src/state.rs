@@ -12,57 +12,29 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::window::{CountWindow, Counts, TimeWindow};
 
 /// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
-/// use the word the other way round).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Calls flow; outcomes are counted.
-    Closed,
-    /// Calls are rejected at once until the open period ends.
-    Open,
-    /// A bounded number of probe calls find out whether the dependency is back.
-    HalfOpen,
-    /// Forced open by an operator: rejecting until closed or reset by hand.
-    Isolated,
-    /// Never rejects; outcomes are still counted (metrics only).
-    Disabled,
-}
+/// use the word the other way round). Defined with the breaker's error in
+/// [`palisade_classify::failure`].
+pub use palisade_classify::failure::BreakerState as State;
 
-impl State {
-    const fn code(self) -> u64 {
-        match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-            State::Isolated => 3,
-            State::Disabled => 4,
-        }
-    }
-
-    fn from_code(c: u64) -> State {
-        match c & 0b111 {
-            0 => State::Closed,
-            1 => State::Open,
-            2 => State::HalfOpen,
-            3 => State::Isolated,
-            _ => State::Disabled,
-        }
-    }
-
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-            State::Isolated => "isolated",
-            State::Disabled => "disabled",
-        }
+/// The state's code in the low 3 bits of the state word.
+const fn code(state: State) -> u64 {
+    match state {
+        State::Closed => 0,
+        State::Open => 1,
+        State::HalfOpen => 2,
+        State::Isolated => 3,
+        State::Disabled => 4,
     }
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The state whose code is in the low 3 bits of `word`.
+fn from_code(word: u64) -> State {
+    match word & 0b111 {
+        0 => State::Closed,
+        1 => State::Open,
+        2 => State::HalfOpen,
+        3 => State::Isolated,
+        _ => State::Disabled,
     }
 }
 
@@ -194,7 +166,7 @@ impl fmt::Debug for Core {
 const TAG_MASK: u64 = 0xffff_ffff;
 
 const fn pack(generation: u64, state: State) -> u64 {
-    (generation << 3) | state.code()
+    (generation << 3) | code(state)
 }
 
 impl Core {
@@ -238,7 +210,7 @@ impl Core {
 
     /// The state now (an Open breaker whose period ended still reads Open until a call comes).
     pub(crate) fn state(&self) -> State {
-        State::from_code(self.word.load(Ordering::Acquire))
+        from_code(self.word.load(Ordering::Acquire))
     }
 
     /// Admits a call or refuses it. `now` is read only when the state needs it.
@@ -247,7 +219,7 @@ impl Core {
         loop {
             let word = self.word.load(Ordering::Acquire);
             let generation = word >> 3;
-            match State::from_code(word) {
+            match from_code(word) {
                 State::Closed => {
                     if let Some(w) = &self.throttle
                         && !w.all_successes()
@@ -457,7 +429,7 @@ impl Core {
             return;
         }
         let failure = matches!(outcome, Outcome::Failure(_));
-        match State::from_code(word) {
+        match from_code(word) {
             State::Closed => {
                 let consecutive = if failure {
                     self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
@@ -580,7 +552,7 @@ impl Core {
         if reopening {
             self.reopens.fetch_add(1, Ordering::AcqRel);
         }
-        self.announce(State::from_code(from_word), State::Open);
+        self.announce(from_code(from_word), State::Open);
         tracing::warn!(
             target: "palisade_breaker",
             breaker = %self.name,
@@ -618,7 +590,7 @@ impl Core {
         if !self.swap_state(from_word, to, now) {
             return false;
         }
-        self.announce(State::from_code(from_word), to);
+        self.announce(from_code(from_word), to);
         true
     }
 
@@ -646,7 +618,7 @@ impl Core {
     pub(crate) fn force(&self, to: State, now: u64) -> State {
         loop {
             let word = self.word.load(Ordering::Acquire);
-            if State::from_code(word) == to {
+            if from_code(word) == to {
                 return to;
             }
             if self.transition(word, to, now) {
@@ -655,7 +627,7 @@ impl Core {
                     self.consecutive.store(0, Ordering::Release);
                     self.reset_rates();
                 }
-                return State::from_code(word);
+                return from_code(word);
             }
         }
     }
@@ -664,7 +636,7 @@ impl Core {
     pub(crate) fn trip_now(&self, now: u64) {
         loop {
             let word = self.word.load(Ordering::Acquire);
-            if matches!(State::from_code(word), State::Open | State::Isolated) {
+            if matches!(from_code(word), State::Open | State::Isolated) {
                 return;
             }
             let period = self.open_period(self.reopens.load(Ordering::Acquire), None);

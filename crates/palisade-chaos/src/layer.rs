@@ -263,7 +263,6 @@ impl<Res> ChaosBuilder<Res> {
         for (i, capacity) in self.capacities.iter().enumerate() {
             capacity.validate(&format!("capacities[{i}]"))?;
         }
-        palisade_classify::register::<crate::error::Injected>();
         let shared = Shared::new(self.enabled, self.capacities.len());
         Ok(ChaosLayer {
             config: Arc::new(Config {

@@ -105,9 +105,8 @@
 //! # Errors
 //!
 //! Errors of the inner service pass through, converted into [`BoxError`](palisade_classify::BoxError).
-//! Injected failures are [`error::Injected`]; its type is registered with
-//! [`palisade_classify::register`] when a layer is built, so
-//! [`class_of`](palisade_classify::class_of) reads the configured class.
+//! Injected failures are [`error::Injected`], which carries the configured class:
+//! [`class_of`](palisade_classify::class_of) reads it, with nothing to register.
 
 mod bucket;
 pub mod error;

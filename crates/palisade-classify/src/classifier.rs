@@ -1,5 +1,6 @@
 //! The [`Classify`] trait, the [`DefaultClassifier`] and its [`ClassifierBuilder`].
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -21,17 +22,33 @@ use crate::{BoxError, Category, Class, hint, registry};
 pub trait Classify<Res, E> {
     /// The verdict on one outcome: `None` for success, `Some(class)` for a failure.
     fn classify(&self, result: &Result<Res, E>) -> Option<Class>;
+
+    /// What failed, in a few words, for a response judged a failure (`HTTP 503 Service
+    /// Unavailable`, `gRPC UNAVAILABLE`): the start of its
+    /// [`FailedResponse`](crate::FailedResponse)'s message. Called only for such responses;
+    /// `None` (the default) leaves the message at the class.
+    fn describe(&self, _response: &Res) -> Option<Cow<'static, str>> {
+        None
+    }
 }
 
 impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for &C {
     fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
         (**self).classify(result)
     }
+
+    fn describe(&self, response: &Res) -> Option<Cow<'static, str>> {
+        (**self).describe(response)
+    }
 }
 
 impl<Res, E, C: Classify<Res, E> + ?Sized> Classify<Res, E> for Arc<C> {
     fn classify(&self, result: &Result<Res, E>) -> Option<Class> {
         (**self).classify(result)
+    }
+
+    fn describe(&self, response: &Res) -> Option<Cow<'static, str>> {
+        (**self).describe(response)
     }
 }
 
@@ -211,8 +228,8 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 ///
 /// For an error it walks the `source()` chain, top first, and for each error tries in order:
 /// the class an inner classify layer already gave it ([`Classified`], [`FailedResponse`]); the
-/// user's type rules; error types that [`register`](crate::register)ed their class (palisade's
-/// own errors); `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
+/// user's type rules; palisade's own errors ([`failure`](crate::failure)); error types whose
+/// class the user [`register`](crate::register)ed; `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
 /// the message rules on each error's message, top first. A failure nothing matched gets the
 /// *unknown* class: `Category::Unknown`, retryable, because an
 /// unrecognised failure is more often a passing fault than a permanent one and the retry budget
@@ -353,6 +370,9 @@ fn known_class(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
         return Some(c.0);
     }
     if let Some(class) = rules.type_rules.iter().find_map(|rule| rule(err)) {
+        return Some(class);
+    }
+    if let Some(class) = crate::failure::own_class(err) {
         return Some(class);
     }
     if let Some(class) = registry::registered_class(err) {

@@ -29,17 +29,26 @@
 //! once, with nobody asking, costs no clock read (a tokio clock read is about 30 ns on a
 //! virtual machine) and no timer.
 //!
-//! # Boundaries it does not cross yet
+//! # Task boundaries
 //!
-//! Because the context follows the poll on the current thread, it does not reach code that runs
-//! on another task: below a `tower::buffer::Buffer` (whose worker polls the inner service),
-//! inside a spawned task, or in a client whose `poll_ready` and `call` run on a task of its own
-//! (tonic's `Channel` is a buffer). There the layers below see no deadline, no attempt, a
-//! count of 0 and no timing-out mark: a retry above does not steer its next attempt away from
-//! the endpoint that failed, a timeout below does not escalate, a retry below does not see the
-//! deadline above, and nothing says so at run time. Carrying the context across those
-//! boundaries (in the request, where its type allows) is not done yet; until then keep the
-//! layers that talk through the context on the same side of any such boundary.
+//! Because the context follows the poll on the current thread, it does not by itself reach
+//! code that runs on another task:
+//! - behind a `tower::buffer::Buffer`, the worker task runs `poll_ready` and `call` of the
+//!   service below (the response future is still polled, and dropped, by the caller): a
+//!   router there picks its endpoint without the attempt, and a timeout there reads a count of
+//!   0 and does not escalate; a deadline above and a retry below still work, since both act
+//!   while the future is polled;
+//! - inside a spawned task, or a client whose calls run on a task of its own (tonic's
+//!   `Channel` is a buffer), nothing crosses at all.
+//!
+//! Put [`carry::CarryLayer`] just above such a boundary and [`carry::ResumeLayer`] just below
+//! it: the context travels in the request (any type that implements [`carry::Carrier`];
+//! `http::Request` does with the `http` feature) and reports come back. Where the pair is
+//! missing, the layers that can tell say so once at run time with a `tracing` warning: a
+//! router whose call ran outside any attempt while its response is polled inside one (a
+//! buffer between a retry and the router), and an escalating timeout in the same position.
+//! A spawned task that drops the attempt altogether cannot be told apart from a stack with no
+//! retry layer: there, only the pair helps.
 //!
 //! # Example
 //!
@@ -73,6 +82,8 @@
 //! ```
 
 pub mod attempt;
+pub mod carry;
 mod deadline;
 
+pub use carry::{Carried, Carrier, CarryLayer, ResumeLayer};
 pub use deadline::{deadline, deadline_after, with_deadline, with_lazy_deadline};

@@ -4,6 +4,8 @@ use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 
+use sync_wrapper::SyncWrapper;
+
 use crate::{BoxError, Class};
 
 /// An error that left the classify layer, with the class the classifier gave it.
@@ -68,28 +70,51 @@ impl Error for Classified {
 /// it is; the caller or the outermost layer can turn it back into the response with
 /// [`FailedResponse::restore`] or [`FailedResponse::into_response`].
 ///
-/// `Debug` and `Display` do not require `R: Debug`: they show the class only.
+/// It says what failed: its message is the classifier's summary of the response when it gave
+/// one ([`Classify::describe`](crate::Classify::describe): `HTTP 503 Service Unavailable`, a
+/// gRPC status), then the class: `HTTP 503 Service Unavailable, classified as server_error
+/// (medium, retryable)`; without one, `response classified as a failure: server_error
+/// (medium, retryable)`. `Debug` and `Display` do not require `R: Debug`.
+///
+/// The response only needs to be `Send`, not `Sync` (an axum or hyper body is not): it is
+/// reachable through `&mut` or by value only, so the error is `Sync` whatever `R` is, as a
+/// [`BoxError`] must be.
 ///
 /// # Example
 /// ```
 /// use palisade_classify::{BoxError, Category, Class, FailedResponse};
 ///
-/// let err: BoxError = Box::new(FailedResponse::new(503u16, Class::new(Category::ServerError)));
+/// let failed = FailedResponse::new(503u16, Class::new(Category::ServerError))
+///     .with_summary("HTTP 503 Service Unavailable");
+/// assert_eq!(
+///     failed.to_string(),
+///     "HTTP 503 Service Unavailable, classified as server_error (medium, retryable)"
+/// );
+/// let err: BoxError = Box::new(failed);
 /// let response: Result<u16, BoxError> = FailedResponse::restore(err);
 /// assert_eq!(response.unwrap(), 503);
 /// ```
 pub struct FailedResponse<R> {
-    response: R,
+    response: SyncWrapper<R>,
     tag: ResponseClass,
+    summary: Option<Cow<'static, str>>,
 }
 
 impl<R> FailedResponse<R> {
     /// Wraps a response judged a failure.
     pub fn new(response: R, class: Class) -> Self {
         FailedResponse {
-            response,
+            response: SyncWrapper::new(response),
             tag: ResponseClass(class),
+            summary: None,
         }
+    }
+
+    /// Says what failed, in a few words (`HTTP 503 Service Unavailable`): the start of its
+    /// message.
+    pub fn with_summary(mut self, summary: impl Into<Cow<'static, str>>) -> Self {
+        self.summary = Some(summary.into());
+        self
     }
 
     /// The class the classifier gave the response.
@@ -97,28 +122,28 @@ impl<R> FailedResponse<R> {
         self.tag.0
     }
 
-    /// The response.
-    pub fn response(&self) -> &R {
-        &self.response
+    /// What failed, as the classifier summed it up, if it did.
+    pub fn summary(&self) -> Option<&str> {
+        self.summary.as_deref()
     }
 
     /// The response, mutably.
     pub fn response_mut(&mut self) -> &mut R {
-        &mut self.response
+        self.response.get_mut()
     }
 
     /// Unwraps the response.
     pub fn into_response(self) -> R {
-        self.response
+        self.response.into_inner()
     }
 }
 
-impl<R: 'static> FailedResponse<R> {
+impl<R: Send + 'static> FailedResponse<R> {
     /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`;
     /// any other error comes back unchanged.
     pub fn restore(err: BoxError) -> Result<R, BoxError> {
         match err.downcast::<FailedResponse<R>>() {
-            Ok(failed) => Ok(failed.response),
+            Ok(failed) => Ok(failed.into_response()),
             Err(err) => Err(err),
         }
     }
@@ -129,13 +154,17 @@ impl<R> fmt::Debug for FailedResponse<R> {
         f.debug_struct("FailedResponse")
             .field("response", &std::any::type_name::<R>())
             .field("class", &self.tag.0)
+            .field("summary", &self.summary)
             .finish()
     }
 }
 
 impl<R> fmt::Display for FailedResponse<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "response classified as a failure: {}", self.tag.0)
+        match &self.summary {
+            Some(summary) => write!(f, "{summary}, classified as {}", self.tag.0),
+            None => write!(f, "response classified as a failure: {}", self.tag.0),
+        }
     }
 }
 

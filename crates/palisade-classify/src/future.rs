@@ -28,7 +28,7 @@ impl<F, C> ResponseFuture<F, C> {
 /// their class.
 pub(crate) fn apply<Res, C>(classifier: &C, result: Result<Res, BoxError>) -> Result<Res, BoxError>
 where
-    Res: Send + Sync + 'static,
+    Res: Send + 'static,
     C: Classify<Res, BoxError>,
 {
     let verdict = classifier.classify(&result);
@@ -47,7 +47,14 @@ where
             Class::new(Category::Ignored),
             err,
         ))),
-        (Some(class), Ok(res)) => Err(Box::new(FailedResponse::new(res, class))),
+        (Some(class), Ok(res)) => {
+            let summary = classifier.describe(&res);
+            let failed = FailedResponse::new(res, class);
+            Err(Box::new(match summary {
+                Some(summary) => failed.with_summary(summary),
+                None => failed,
+            }))
+        }
         (Some(class), Err(err)) => Err(Box::new(Classified::new(class, err))),
     }
 }
@@ -56,7 +63,7 @@ impl<F, C, Res, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    Res: Send + Sync + 'static,
+    Res: Send + 'static,
     C: Classify<Res, BoxError>,
 {
     type Output = Result<Res, BoxError>;

@@ -57,8 +57,9 @@
 //! # Classification rules
 //!
 //! [`DefaultClassifier`] tries, for each error of the `source()` chain: a class already given
-//! ([`Classified`], [`FailedResponse`]); the user's type rules; [`register`]ed error types
-//! (palisade's own errors: timeouts, open circuits, ...); `std::io::ErrorKind`s; tower's and
+//! ([`Classified`], [`FailedResponse`]); the user's type rules; palisade's own errors
+//! ([`failure`]: timeouts, open circuits, ...); [`register`]ed error types of the user's;
+//! `std::io::ErrorKind`s; tower's and
 //! tokio's `Elapsed`. Then message patterns ([`DEFAULT_MESSAGE_RULES`]: `rate limit`,
 //! `unauthorized`, `Service Unavailable`, ...), extended by the user with [`ClassifierBuilder`].
 //! A number in a message is a status code only where the message says so (`HTTP 503`,
@@ -100,6 +101,7 @@ mod class;
 mod classifier;
 pub mod context;
 pub mod error;
+pub mod failure;
 pub mod future;
 pub mod hint;
 mod layer;

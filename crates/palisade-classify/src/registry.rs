@@ -10,10 +10,11 @@ use crate::Class;
 
 /// An error type that knows its own class.
 ///
-/// palisade's own failures (`Elapsed`, `CircuitOpen`, `NoHealthyEndpoint`, ...) implement it and
-/// are [`register`]ed by their layers, so [`class_of`](crate::class_of) reads their class from
-/// anywhere in an error's `source()` chain while users can still `downcast_ref` them as usual.
-/// Implement it for your own error types and call [`register`] once at start-up.
+/// palisade's own failures ([`failure`](crate::failure): `Elapsed`, `CircuitOpen`,
+/// `NoHealthyEndpoint`, ...) implement it, and [`class_of`](crate::class_of) knows them by
+/// type. Implement it for your own error types and call [`register`] once at start-up: then
+/// `class_of` reads their class from anywhere in an error's `source()` chain, while users can
+/// still `downcast_ref` them as usual.
 ///
 /// ```
 /// use palisade_classify::{class_of, register, BoxError, Category, Class, HasClass};

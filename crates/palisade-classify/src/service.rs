@@ -52,7 +52,7 @@ impl<S, C, Req> Service<Req> for ClassifyService<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    S::Response: Send + Sync + 'static,
+    S::Response: Send + 'static,
     C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;

@@ -34,10 +34,10 @@ async fn failing_response_round_trips() {
     let svc = ClassifyLayer::new(by_status()).layer(service_fn(|s: u16| async move {
         Ok::<_, BoxError>(Reply(s))
     }));
-    let err = svc.oneshot(503).await.unwrap_err();
+    let mut err = svc.oneshot(503).await.unwrap_err();
     assert_eq!(class_of(&err).category, Category::ServerError);
-    let failed = err.downcast_ref::<FailedResponse<Reply>>().unwrap();
-    assert_eq!(failed.response(), &Reply(503));
+    let failed = err.downcast_mut::<FailedResponse<Reply>>().unwrap();
+    assert_eq!(failed.response_mut(), &mut Reply(503));
     assert_eq!(FailedResponse::<Reply>::restore(err).unwrap(), Reply(503));
     // An error that is not a failed response comes back unchanged.
     let other: BoxError = "boom".into();
@@ -128,4 +128,47 @@ fn classes_serialize() {
         serde_json::from_str(r#"{"category":"timeout","severity":"high","retryable":false}"#)
             .unwrap();
     assert_eq!(no_hint.retry_after, None);
+}
+
+/// A response that is `Send` but not `Sync` (an axum or hyper body is not), classified as a
+/// failure, travels as a `BoxError` and comes back; the classifier's summary names it.
+#[tokio::test]
+async fn a_response_that_is_not_sync_is_classified_and_restored() {
+    use std::borrow::Cow;
+    use std::cell::Cell;
+
+    /// `Cell` makes it `!Sync`.
+    #[derive(Debug, PartialEq)]
+    struct Body(Cell<u16>);
+
+    #[derive(Clone)]
+    struct ByStatus;
+    impl crate::Classify<Body, BoxError> for ByStatus {
+        fn classify(&self, result: &Result<Body, BoxError>) -> Option<Class> {
+            match result {
+                Ok(b) if b.0.get() >= 500 => Some(Class::new(Category::ServerError)),
+                Ok(_) => None,
+                Err(_) => Some(Class::new(Category::Unknown)),
+            }
+        }
+        fn describe(&self, response: &Body) -> Option<Cow<'static, str>> {
+            Some(format!("HTTP {}", response.0.get()).into())
+        }
+    }
+
+    let svc = ClassifyLayer::new(ByStatus).layer(service_fn(|s: u16| async move {
+        Ok::<_, BoxError>(Body(Cell::new(s)))
+    }));
+    assert_eq!(
+        svc.clone().oneshot(200).await.unwrap(),
+        Body(Cell::new(200))
+    );
+    let err = svc.oneshot(503).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "HTTP 503, classified as server_error (medium, retryable)"
+    );
+    assert_eq!(class_of(&err).category, Category::ServerError);
+    let failed = FailedResponse::<Body>::restore(err).unwrap();
+    assert_eq!(failed, Body(Cell::new(503)));
 }

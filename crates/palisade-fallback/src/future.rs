@@ -53,8 +53,9 @@ fn member<'a, Req, R, St: Strategy<Req, R>>(
 }
 
 /// Starts the `i`-th strategy on the failure: its name and future, or `None` when none is left.
-/// The kept request is cloned while a later member needs it too; the last one takes it.
-fn start<Req: Clone, R, St: Strategy<Req, R>>(
+/// A single strategy takes the kept request; each member of a chain takes its own copy of it
+/// (if it keeps requests at all), so the request is cloned on the failure path only.
+fn start<Req, R, St: Strategy<Req, R>>(
     strategy: &St,
     i: usize,
     kept: &mut Option<Req>,
@@ -63,13 +64,10 @@ fn start<Req: Clone, R, St: Strategy<Req, R>>(
     error: &BoxError,
 ) -> Option<(&'static str, FallbackFuture<R>)> {
     let m = member(strategy, i)?;
-    let req = if m.needs_request() {
-        let later = (i + 1..)
-            .map_while(|j| member(strategy, j))
-            .any(|m| m.needs_request());
-        if later { kept.clone() } else { kept.take() }
+    let req = if strategy.members().is_some() {
+        kept.as_ref().and_then(|r| m.keep_request(r))
     } else {
-        None
+        kept.take()
     };
     Some((m.name(), m.fallback(req, key, Failure { class, error })))
 }
@@ -108,7 +106,7 @@ impl<F, St, Req, R> ResponseFuture<F, St, Req, R> {
 }
 
 /// A failure no fallback answered: the failing response handed back if allowed, else `error`.
-fn unanswered<R: Send + Sync + 'static>(
+fn unanswered<R: Send + 'static>(
     original: BoxError,
     restore: bool,
     error: impl FnOnce(BoxError) -> BoxError,
@@ -133,8 +131,7 @@ where
     F: Future<Output = Result<R, E>>,
     E: Into<BoxError>,
     St: Strategy<Req, R>,
-    Req: Clone,
-    R: Send + Sync + 'static,
+    R: Send + 'static,
 {
     type Output = Result<Answer<R>, BoxError>;
 

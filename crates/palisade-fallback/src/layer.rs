@@ -6,7 +6,7 @@ use std::sync::Arc;
 use palisade_classify::{Category, Class};
 use tower_layer::Layer;
 
-use crate::{Fallback, FallbackFailed};
+use crate::Fallback;
 
 pub(crate) type Handles = Arc<dyn Fn(&Class) -> bool + Send + Sync>;
 
@@ -97,7 +97,6 @@ impl<St> FallbackLayer<St> {
     /// Answers the dependency's failures ([`handles_by_default`]) with `strategy`, and hands back
     /// failing responses when no fallback answers.
     pub fn new(strategy: St) -> Self {
-        palisade_classify::register::<FallbackFailed>();
         FallbackLayer {
             config: Config {
                 strategy: Arc::new(strategy),

@@ -43,7 +43,7 @@
 //! let agent = ServiceBuilder::new()
 //!     .layer(FallbackLayer::new(
 //!         Chain::new()
-//!             .then(Alternative(small_model))
+//!             .then(Alternative::new(small_model))
 //!             .then(Static("Sorry, try again later.".to_owned())),
 //!     ))
 //!     .layer(ClassifyLayer::new(DefaultClassifier::default()))
@@ -59,8 +59,12 @@
 //! ```
 //!
 //! # Requests
-//! Requests must be `Clone`, and are cloned only when the strategy needs them
-//! ([`Strategy::needs_request`]): never for [`Static`], [`FromError`] or [`LastGood`].
+//! The layer needs nothing of the request type: a request is cloned, before the call, only
+//! when the strategy answers from it ([`Strategy::keep_request`]: [`FromRequest`] and
+//! [`Alternative`] do, and they alone ask for `Req: Clone`), never for [`Static`],
+//! [`FromError`] or [`LastGood`]. Responses need only be `Send` (an axum or hyper response
+//! is not `Sync`); [`Static`] and [`LastGood`] keep a shared copy and so ask for `Clone + Sync`,
+//! where [`FromError`] builds an answer per call.
 //!
 //! # Errors
 //! A failure the layer does not handle passes through unchanged (or comes back restored, for a

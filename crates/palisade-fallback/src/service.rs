@@ -74,9 +74,8 @@ impl<S, St, Req> Service<Req> for Fallback<S, St>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    S::Response: Send + Sync + 'static,
+    S::Response: Send + 'static,
     St: Strategy<Req, S::Response>,
-    Req: Clone,
 {
     type Response = Answer<S::Response>;
     type Error = BoxError;
@@ -91,7 +90,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.strategy.key(&req);
         // The request is cloned only when the strategy will need it.
-        let kept = self.strategy.needs_request().then(|| req.clone());
+        let kept = self.strategy.keep_request(&req);
         ResponseFuture::new(self.inner.call(req), self.stripe.clone(), kept, key)
     }
 }

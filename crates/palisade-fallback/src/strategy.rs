@@ -42,9 +42,12 @@ pub trait Strategy<Req, R>: Send + Sync {
         None
     }
 
-    /// Whether the strategy needs the request: only then is the request cloned before the call.
-    fn needs_request(&self) -> bool {
-        false
+    /// A copy of the request for [`fallback`](Self::fallback), taken before the call, when
+    /// the strategy needs one: only strategies that answer from the request clone it (and only
+    /// their implementations ask for `Req: Clone`). `None` (the default): the request is not
+    /// kept, and the fallback layer needs nothing of the request type.
+    fn keep_request(&self, _req: &Req) -> Option<Req> {
+        None
     }
 
     /// A key taken from the request before the call, for strategies that remember answers.
@@ -55,8 +58,8 @@ pub trait Strategy<Req, R>: Send + Sync {
     /// Sees every successful response (with the key taken before the call).
     fn on_success(&self, _key: Option<u64>, _response: &R) {}
 
-    /// Answers for a failure. `req` is the request when [`needs_request`](Self::needs_request)
-    /// said so.
+    /// Answers for a failure. `req` is the copy [`keep_request`](Self::keep_request) took, if
+    /// any.
     fn fallback(
         &self,
         req: Option<Req>,
@@ -75,8 +78,8 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
         (**self).members()
     }
 
-    fn needs_request(&self) -> bool {
-        (**self).needs_request()
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        (**self).keep_request(req)
     }
 
     fn key(&self, req: &Req) -> Option<u64> {
@@ -109,8 +112,8 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
 /// let small_model = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("short: {q}")) });
 /// let other_provider = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("other: {q}")) });
 /// let chain = Chain::new()
-///     .then(Named("small_model", Alternative(small_model)))
-///     .then(Named("other_provider", Alternative(other_provider)))
+///     .then(Named("small_model", Alternative::new(small_model)))
+///     .then(Named("other_provider", Alternative::new(other_provider)))
 ///     .then(Static("Sorry, try again later.".to_owned()));
 /// # let _ = chain;
 /// ```
@@ -129,8 +132,8 @@ impl<Req, R, St: Strategy<Req, R>> Strategy<Req, R> for Named<St> {
         self.1.members()
     }
 
-    fn needs_request(&self) -> bool {
-        self.1.needs_request()
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        self.1.keep_request(req)
     }
 
     fn key(&self, req: &Req) -> Option<u64> {
@@ -151,7 +154,10 @@ impl<Req, R, St: Strategy<Req, R>> Strategy<Req, R> for Named<St> {
     }
 }
 
-/// Always the same answer.
+/// Always the same answer, cloned from one shared value (so `R: Clone + Sync`).
+///
+/// For a response that is neither (an axum or hyper `Response`), build the answer per call
+/// with [`FromError`]: `FromError(|_, _| Ok(Response::new(..)))`.
 #[derive(Clone, Debug)]
 pub struct Static<R>(pub R);
 
@@ -202,7 +208,7 @@ impl<F> fmt::Debug for FromRequest<F> {
 
 impl<Req, R, F> Strategy<Req, R> for FromRequest<F>
 where
-    Req: Send + 'static,
+    Req: Clone + Send + 'static,
     R: Send + 'static,
     F: Fn(Req, Class, &BoxError) -> Result<R, BoxError> + Send + Sync + 'static,
 {
@@ -210,8 +216,8 @@ where
         "from_request"
     }
 
-    fn needs_request(&self) -> bool {
-        true
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
     }
 
     fn fallback(
@@ -228,13 +234,44 @@ where
 }
 
 /// Another service answers: a fallback agent, a cheaper model, another provider.
-#[derive(Clone, Debug)]
-pub struct Alternative<S>(pub S);
+///
+/// The service only needs to be `Clone + Send` (tower's `BoxCloneService` is not `Sync`): it is
+/// kept behind a mutex that is taken only on the failure path, to clone it for one answer.
+/// The request is cloned before every call, so it is there if the call fails.
+pub struct Alternative<S>(Mutex<S>);
+
+impl<S> Alternative<S> {
+    /// Answers failures with `service`.
+    pub fn new(service: S) -> Self {
+        Alternative(Mutex::new(service))
+    }
+
+    fn service(&self) -> S
+    where
+        S: Clone,
+    {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<S: Clone> Clone for Alternative<S> {
+    fn clone(&self) -> Self {
+        Alternative::new(self.service())
+    }
+}
+
+impl<S> fmt::Debug for Alternative<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Alternative")
+            .field(&std::any::type_name::<S>())
+            .finish()
+    }
+}
 
 impl<Req, R, S> Strategy<Req, R> for Alternative<S>
 where
-    Req: Send + 'static,
-    S: Service<Req, Response = R> + Clone + Send + Sync + 'static,
+    Req: Clone + Send + 'static,
+    S: Service<Req, Response = R> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
@@ -242,12 +279,12 @@ where
         "service"
     }
 
-    fn needs_request(&self) -> bool {
-        true
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
     }
 
     fn fallback(&self, req: Option<Req>, _: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
-        let svc = self.0.clone();
+        let svc = self.service();
         Box::pin(async move {
             match req {
                 Some(req) => svc.oneshot(req).await.map_err(Into::into),
@@ -419,8 +456,10 @@ where
         Some(&self.members)
     }
 
-    fn needs_request(&self) -> bool {
-        self.members.iter().any(|m| m.needs_request())
+    /// The copy of the first member that keeps one; each member that answers from the
+    /// request then takes its own copy of it, on the failure path.
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        self.members.iter().find_map(|m| m.keep_request(req))
     }
 
     fn key(&self, req: &Req) -> Option<u64> {
@@ -447,7 +486,7 @@ where
         Box::pin(async move {
             let mut errors = Vec::new();
             for m in members {
-                let req = if m.needs_request() { req.clone() } else { None };
+                let req = req.as_ref().and_then(|r| m.keep_request(r));
                 match m
                     .fallback(
                         req,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_classify::stripe::{Stripe, Striped};
-use palisade_classify::{BoxError, Category, Class, ConfigError, ErrorStats, HasClass, class_of};
+use palisade_classify::{BoxError, Class, ConfigError, ErrorStats, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -300,32 +300,7 @@ impl Switchboard {
     }
 }
 
-/// The call did not reach the feature: it is off.
-///
-/// Its class is [`Category::Rejected`], not retryable: a refusal says nothing new about the
-/// dependency (the failures that turned the feature off were counted already), and retrying
-/// cannot help until the feature is back on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FeatureDisabled {
-    /// The feature's name.
-    pub feature: String,
-}
-
-impl fmt::Display for FeatureDisabled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "feature {:?} is disabled", self.feature)
-    }
-}
-
-impl std::error::Error for FeatureDisabled {}
-
-impl HasClass for FeatureDisabled {
-    fn class(&self) -> Class {
-        // The switchboard refused to send the call: not the dependency's fault right now (so it
-        // never counts against health), and retrying cannot help until the feature is back on.
-        Class::new(Category::Rejected).with_retryable(false)
-    }
-}
+pub use palisade_classify::failure::FeatureDisabled;
 
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureDisabled`] while it is off, and counts its failures (those that count against
@@ -476,7 +451,7 @@ where
 /// # Tiers
 /// A condition's tiered strategies (for "primary service unavailable": wait and retry → use a
 /// backup service → queue for manual processing) are a [`Chain`]:
-/// `Chain::new().then(Alternative(primary_with_retry)).then(Alternative(backup)).then(FromRequest(queue))`.
+/// `Chain::new().then(Alternative::new(primary_with_retry)).then(Alternative::new(backup)).then(FromRequest(queue))`.
 ///
 /// [`Chain`]: crate::Chain
 pub struct FeatureLayer<St> {
@@ -504,7 +479,6 @@ impl<St> fmt::Debug for FeatureLayer<St> {
 impl<St> FeatureLayer<St> {
     /// `feature`, answered by `fallback` while off or failing.
     pub fn new(feature: Feature, fallback: St) -> Self {
-        palisade_classify::register::<FeatureDisabled>();
         FeatureLayer {
             feature,
             fallback: FallbackLayer::new(fallback),

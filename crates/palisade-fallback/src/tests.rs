@@ -108,7 +108,7 @@ async fn from_request_and_alternative_get_the_request() {
     );
 
     let backup = service_fn(|r: Req| async move { Ok::<_, BoxError>(format!("backup: {}", r.q)) });
-    let svc = FallbackLayer::new(Alternative(backup)).layer(agent("503"));
+    let svc = FallbackLayer::new(Alternative::new(backup)).layer(agent("503"));
     let (r, _) = req("fail y");
     let answer = svc.oneshot(r).await.unwrap();
     assert_eq!(answer.degraded().unwrap().strategy, "service");
@@ -164,11 +164,12 @@ async fn last_good_answers_from_a_fresh_cache_only() {
 #[tokio::test]
 async fn a_chain_tries_in_order_and_reports_every_error() {
     let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
-    let chain = Chain::new()
-        .then(Alternative(down))
-        .then(FromError(|_: Class, _: &BoxError| {
-            Err::<String, BoxError>("no template".into())
-        }));
+    let chain =
+        Chain::new()
+            .then(Alternative::new(down))
+            .then(FromError(|_: Class, _: &BoxError| {
+                Err::<String, BoxError>("no template".into())
+            }));
     let svc = FallbackLayer::new(chain).layer(agent("503 primary down"));
     let (r, _) = req("fail");
     let err = svc.oneshot(r).await.unwrap_err();
@@ -255,7 +256,7 @@ async fn nested_and_named_chains_run_member_by_member() {
     let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
     let echo = |r: Req, _: Class, _: &BoxError| Ok::<_, BoxError>(format!("echo {}", r.q));
     let inner = Chain::new()
-        .then(Named("backup", Alternative(down)))
+        .then(Named("backup", Alternative::new(down)))
         .then(Named("echo", FromRequest(echo)));
     let outer = Chain::new()
         .then(Named("tiers", inner))
@@ -265,8 +266,9 @@ async fn nested_and_named_chains_run_member_by_member() {
     let answer = svc.oneshot(r).await.unwrap();
     assert_eq!(answer.degraded().unwrap().strategy, "echo");
     assert_eq!(answer.into_inner(), "echo fail 1");
-    // Kept once before the call, cloned for "backup" (a later member needs it), taken by "echo".
-    assert_eq!(clones.load(Ordering::SeqCst), 2);
+    // Kept once before the call (by the first member that answers from the request); on the
+    // failure path each such member tried clones its own copy of it: "backup", "echo".
+    assert_eq!(clones.load(Ordering::SeqCst), 3);
 }
 
 /// A strategy that runs a chain itself, through `Strategy::fallback`, without handing its
@@ -278,8 +280,8 @@ impl Strategy<Req, String> for Opaque {
         "opaque"
     }
 
-    fn needs_request(&self) -> bool {
-        self.0.needs_request()
+    fn keep_request(&self, req: &Req) -> Option<Req> {
+        self.0.keep_request(req)
     }
 
     fn fallback(
@@ -296,7 +298,9 @@ impl Strategy<Req, String> for Opaque {
 async fn a_chain_run_outside_the_layer_still_names_its_members() {
     let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
     let seen = |_: Class, e: &BoxError| Err::<String, BoxError>(format!("saw {e}").into());
-    let chain = Chain::new().then(Alternative(down)).then(FromError(seen));
+    let chain = Chain::new()
+        .then(Alternative::new(down))
+        .then(FromError(seen));
     let svc = FallbackLayer::new(Opaque(chain)).layer(agent("503 primary down"));
     let err = svc.oneshot(req("fail").0).await.unwrap_err();
     assert_eq!(
@@ -463,7 +467,7 @@ async fn a_dropped_call_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         Ok::<_, BoxError>("late".to_owned())
     });
-    let layer = FallbackLayer::new(Alternative(slow_backup));
+    let layer = FallbackLayer::new(Alternative::new(slow_backup));
     let strategy = layer.config.strategy.clone();
     let svc = layer.layer(agent("503"));
     let (r, clones) = req("fail");
@@ -847,8 +851,8 @@ async fn tiered_strategies_are_a_chain() {
     });
     let q = queue.clone();
     let tiers = Chain::new()
-        .then(Alternative(wait_and_retry))
-        .then(Alternative(service(backup_up.clone(), "backup")))
+        .then(Alternative::new(wait_and_retry))
+        .then(Alternative::new(service(backup_up.clone(), "backup")))
         .then(FromRequest(move |r: Req, _: Class, _: &BoxError| {
             q.lock().unwrap().push(r.q);
             Ok::<_, BoxError>("queued for manual processing".to_owned())

@@ -1,6 +1,5 @@
 //! [`ResponseFuture`]: the attempts of one request.
 
-use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use palisade_classify::context::attempt::{self, Attempt};
 use palisade_classify::stripe::Stripe;
-use palisade_classify::{Category, class_of_dyn};
+use palisade_classify::{BoxError, Category, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -89,7 +88,7 @@ pin_project! {
         request: Option<Req>,
         attempts: u32,
         limit: u32,
-        slow: Option<Box<Slow<S, S::Error>>>,
+        slow: Option<Box<Slow<S, BoxError>>>,
     }
 
     impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
@@ -132,11 +131,11 @@ where
 impl<S, Req, B, A> Future for ResponseFuture<S, Req, B, A>
 where
     S: Service<Req> + Clone,
-    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -148,7 +147,7 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
                 }
-                Err(error) => return drive(this, cx, Some(error)),
+                Err(error) => return drive(this, cx, Some(error.into())),
             }
         }
         drive(this, cx, None)
@@ -179,11 +178,11 @@ fn poll_attempt<F: Future, S, E>(
 fn drive<S, Req, B, A>(
     mut this: Projection<'_, S, Req, B, A>,
     cx: &mut Context<'_>,
-    mut failed: Option<S::Error>,
-) -> Poll<Result<S::Response, S::Error>>
+    mut failed: Option<BoxError>,
+) -> Poll<Result<S::Response, BoxError>>
 where
     S: Service<Req> + Clone,
-    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
 {
@@ -191,7 +190,7 @@ where
         if let Some(error) = failed.take() {
             let shared = &*this.handle.shared;
             let slow = this.slow.get_or_insert_with(Slow::new);
-            let class = class_of_dyn(error.as_ref());
+            let class = class_of(&error);
             if class.category == Category::Timeout {
                 slow.timeouts += 1;
             }
@@ -300,7 +299,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     }
-                    Err(error) => failed = Some(error),
+                    Err(error) => failed = Some(error.into()),
                 }
             }
             StateProj::Refreshing => {
@@ -351,7 +350,7 @@ where
                         this.handle.shared.budget.refund(withdrawal);
                     }
                     this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
+                    return Poll::Ready(Err(error.into()));
                 }
                 *this.attempts += 1;
                 // Clone only if yet another attempt may follow this one.

@@ -111,10 +111,10 @@
 //!
 //! # Errors
 //!
-//! The error type is the inner service's, and it must give access to the error with
-//! `AsRef<dyn Error + Send + Sync>` so its class can be read: `BoxError` (what palisade's layers
-//! return) does. This layer adds no error of its own: when it stops, the caller gets the last
-//! real error.
+//! The inner service's error only needs `Into<BoxError>`, as every palisade and tower layer
+//! asks; the layer returns [`BoxError`](palisade_classify::BoxError), like the others. It adds
+//! no error of its own: when it stops, the caller gets the last real error (downcast it as
+//! usual).
 //!
 //! # Cancellation
 //!

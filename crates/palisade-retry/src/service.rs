@@ -1,12 +1,12 @@
 //! [`Retry`]: the service.
 
-use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use palisade_classify::context::attempt::{self, Attempt};
 use palisade_classify::stripe::Striped;
 use palisade_classify::{BoxError, Category, Class};
 use tower_service::Service;
@@ -229,18 +229,18 @@ impl<S: fmt::Debug, B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for Retry<
 impl<S, Req, B, A> Service<Req> for Retry<S, B, A>
 where
     S: Service<Req> + Clone,
-    S::Error: AsRef<dyn Error + Send + Sync + 'static>,
+    S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
     A: MaxAttempts<Req>,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = ResponseFuture<S, Req, B, A>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -251,10 +251,17 @@ where
         let limit = shared.limit_for(&req);
         // Keep a copy only if another attempt may follow.
         let retained = (limit > 1).then(|| req.clone());
-        // The first attempt's call runs outside the attempt scope (nothing is known yet and a
-        // router picks in `poll_ready`, which the caller drove); its polls run inside it, so a
-        // router below can report the endpoint that failed.
-        let future = ctx::with_timeouts(0, || self.inner.call(req));
+        // The first attempt's call runs inside its attempt scope, as every later one does:
+        // nothing is to be avoided yet, but a layer below can tell that a retry is above it,
+        // and a `CarryLayer` below carries the attempt (and its report channel) across a task
+        // boundary. Its polls run inside the scope too, so a router below can report the
+        // endpoint that failed.
+        let inner = &mut self.inner;
+        let mut first = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let future = attempt::scope(&mut first, || ctx::with_timeouts(0, || inner.call(req)));
         ResponseFuture::new(
             future,
             self.handles.stripes.local().clone(),

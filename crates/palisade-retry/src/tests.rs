@@ -929,7 +929,11 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
     assert_eq!(
         *router.seen.lock().unwrap(),
         [
-            None,
+            // The first call runs in its attempt's scope too, with nothing to avoid.
+            Some(Attempt {
+                number: 1,
+                avoid: None,
+            }),
             Some(Attempt {
                 number: 2,
                 avoid: Some(101)

@@ -224,7 +224,6 @@ mod tests {
     fn replica(
         fail: fn(u64) -> Option<Class>,
     ) -> impl Service<Req, Response = Reply, Error = BoxError, Future: Send + 'static> + Clone {
-        palisade::classify::register::<Injected>();
         service_fn(move |req: Req| async move {
             sleep(ms(10)).await;
             match fail(req.id) {

@@ -2,6 +2,7 @@
 //!
 //! * [`Flaky`]: a service that fails on a script or at a seeded rate, with a chosen error or
 //!   latency, and counts its calls.
+//! * [`count_warnings`] / [`Warnings`]: count the `tracing` warnings a closure or a test emits.
 //! * [`StatsAlloc`] / [`Region`]: a global allocator that counts allocations, for benches and
 //!   tests that assert the happy path allocates nothing.
 
@@ -169,5 +170,75 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(32));
         assert_eq!(a, run(7).await);
         assert!(a.iter().any(|ok| *ok) && a.iter().any(|ok| !*ok));
+    }
+}
+
+/// Counts the `tracing` events at `WARN` level emitted on this thread while
+/// [`count_warnings`] runs its closure; no output, no global subscriber.
+///
+/// ```
+/// let (n, out) = palisade_test::count_warnings(|| {
+///     tracing::warn!("one");
+///     tracing::info!("not counted");
+///     7
+/// });
+/// assert_eq!((n, out), (1, 7));
+/// ```
+pub fn count_warnings<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    let counter = WarnCounter::default();
+    let count = counter.0.clone();
+    let out = tracing::subscriber::with_default(counter, f);
+    (count.load(std::sync::atomic::Ordering::Relaxed), out)
+}
+
+#[derive(Default)]
+struct WarnCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for WarnCounter {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Counts the `tracing` warnings emitted on this thread from now until it is dropped (for
+/// async tests on a current-thread runtime, where [`count_warnings`]'s closure cannot await).
+///
+/// ```
+/// let warnings = palisade_test::Warnings::start();
+/// tracing::warn!("one");
+/// assert_eq!(warnings.count(), 1);
+/// ```
+#[derive(Debug)]
+pub struct Warnings {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Warnings {
+    /// Starts counting.
+    pub fn start() -> Self {
+        let counter = WarnCounter::default();
+        let count = counter.0.clone();
+        Warnings {
+            count,
+            _guard: tracing::subscriber::set_default(counter),
+        }
+    }
+
+    /// The warnings counted so far.
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
+        // An escalating timeout whose call ran outside any attempt scope.
+        unscoped: bool,
     }
 }
 
@@ -38,8 +41,33 @@ impl<F> ResponseFuture<F> {
             inner: Some(inner),
             sleep: None,
             timeout,
+            unscoped: false,
         }
     }
+
+    pub(crate) fn called_unscoped(mut self, unscoped: bool) -> Self {
+        self.unscoped = unscoped;
+        self
+    }
+}
+
+/// Set once the lost-context warning has been given, so it is given once per process.
+static WARNED_LOST_CONTEXT: AtomicBool = AtomicBool::new(false);
+
+/// Warns once when an escalating timeout's call ran outside the attempt its future is polled
+/// in: a task boundary between the retry above and this timeout dropped the count of
+/// timed-out attempts. Returns whether this call gave the warning.
+fn warn_lost_context() -> bool {
+    if attempt::current().is_none() || WARNED_LOST_CONTEXT.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    tracing::warn!(
+        "palisade-timeout: an escalating timeout was called outside the retry attempt it runs \
+         in (a tower Buffer or another task boundary sits between them), so it cannot see how \
+         many attempts timed out and never escalates; put \
+         palisade::context::carry::CarryLayer above the boundary and ResumeLayer below it"
+    );
+    true
 }
 
 impl<F, T, E> Future for ResponseFuture<F>
@@ -61,6 +89,9 @@ where
             return Poll::Ready(out.map_err(Into::into));
         }
         if this.sleep.is_none() {
+            if *this.unscoped {
+                warn_lost_context();
+            }
             this.sleep.set(Some(sleep(*this.timeout)));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
@@ -98,12 +129,14 @@ pin_project! {
 }
 
 impl<F> DeadlineFuture<F> {
-    pub(crate) fn new(inner: F, limit: Duration) -> Self {
+    /// `started` is when the clock started if a layer below read the deadline during the
+    /// call, `None` otherwise.
+    pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
             inner: Some(inner),
             sleep: None,
             limit,
-            started: None,
+            started,
         }
     }
 

@@ -19,7 +19,6 @@ impl TimeoutLayer {
     /// Fails each call that does not finish within `timeout` with
     /// [`Elapsed`](crate::error::Elapsed).
     pub fn new(timeout: Duration) -> Self {
-        crate::error::register();
         TimeoutLayer {
             limit: Limit::new(timeout),
         }
@@ -69,7 +68,6 @@ impl DeadlineLayer {
     /// Fails each call that does not finish within `limit` of the call with
     /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
     pub fn new(limit: Duration) -> Self {
-        crate::error::register();
         DeadlineLayer { limit }
     }
 

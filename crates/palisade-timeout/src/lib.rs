@@ -48,13 +48,15 @@
 //! therefore not counted; under a retry layer the first poll follows the call at once.
 //!
 //! [`Deadline`] counts from the first poll of its future (which a tower caller makes right
-//! after `call`), and its clock is lazy: during that first poll it publishes only its limit,
+//! after `call`), or from its `call` if a layer below reads the deadline there, and its clock
+//! is lazy: during the call and the first poll it publishes only its limit,
 //! and the clock is read when a layer below first asks for
 //! [`context::deadline`] (a retry deciding whether a backoff fits, after a failed attempt) or
 //! when the inner future first returns `Pending`. A call whose response is ready at once, with
 //! nobody asking, reads no clock and creates no timer, so a deadline over a fast path is about
 //! as cheap as [`Timeout`] (a tokio clock read costs ~30 ns on the bench machine). The deadline
-//! is published while the response future is polled, not during the inner `call`.
+//! is published around the inner `call` and every poll of the response future; a
+//! `CarryLayer` below reads it in `call` to send it across a task boundary.
 //!
 //! Both futures keep the timer inline (`Option<Sleep>`, no box), so they are about the size of
 //! tower's (136 and 152 bytes around a 24-byte ready future, against 120).
@@ -77,15 +79,26 @@
 //! caller's time is spent, which says nothing about the endpoint of the attempt in flight; a
 //! caller that gives up or a retry that cancels an attempt neither. The mark is a thread-local
 //! set around that one drop, so it reaches a router in the same task (through classify, breaker
-//! and the like) but not one behind a task boundary such as `tower::buffer::Buffer`, where the
-//! drop happens later, on the worker; there the timeout is still an error for the layers above,
-//! only the router does not learn of it.
+//! and the like), and one behind a `tower::buffer::Buffer` too (the buffer's response future
+//! owns the router's once the worker has made the call, and is dropped by the caller), but not
+//! one on a task of its own (a spawned call keeps running after the timeout drops its handle):
+//! there the timeout is still an error for the layers above, only the router does not learn of
+//! it.
+//!
+//! # Escalation across a task boundary
+//!
+//! An escalating [`Timeout`] reads how many earlier attempts timed out in its `call`. Behind a
+//! `Buffer` (or any service that calls on a task of its own) that `call` runs on the worker,
+//! where the retry above set nothing, so every attempt would get the base limit. Put
+//! `palisade_classify::context::carry::CarryLayer` above the boundary and `ResumeLayer` below
+//! it and the count crosses in the request. Without them, an escalating timeout whose call saw
+//! no attempt while its future is polled inside one says so once, with a `tracing` warning.
 //!
 //! # Errors
 //!
 //! Both services return [`BoxError`](palisade_classify::BoxError): the inner error converted,
-//! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded). Both error
-//! types are registered with [`palisade_classify::register`] when a layer or service is built.
+//! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded), whose
+//! classes [`class_of`](palisade_classify::class_of) knows with nothing to register.
 //! On expiry the inner future is dropped.
 //!
 //! # Readiness

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_classify::BoxError;
-use palisade_classify::context::attempt;
+use palisade_classify::context::{self, attempt};
 use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};
@@ -26,7 +26,6 @@ impl<S> Timeout<S> {
     }
 
     pub(crate) fn with_limit(inner: S, limit: Limit) -> Self {
-        crate::error::register();
         Timeout { inner, limit }
     }
 
@@ -67,11 +66,16 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let timeout = match self.limit.escalation() {
-            None => self.limit.base(),
-            Some(_) => self.limit.for_attempt(attempt::timeouts_so_far()),
+        let (timeout, unscoped) = match self.limit.escalation() {
+            None => (self.limit.base(), false),
+            // No attempt around the call: either no retry above, or one across a task
+            // boundary; the future tells them apart if it ever needs its timer.
+            Some(_) => (
+                self.limit.for_attempt(attempt::timeouts_so_far()),
+                attempt::current().is_none(),
+            ),
         };
-        ResponseFuture::new(self.inner.call(req), timeout)
+        ResponseFuture::new(self.inner.call(req), timeout).called_unscoped(unscoped)
     }
 }
 
@@ -88,7 +92,6 @@ pub struct Deadline<S> {
 impl<S> Deadline<S> {
     /// Wraps `inner`, granting each call `limit`.
     pub fn new(inner: S, limit: Duration) -> Self {
-        crate::error::register();
         Deadline { inner, limit }
     }
 
@@ -129,9 +132,12 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        // The inner future reads the deadline while it is polled (where a retry decides), so
-        // the call itself runs outside the deadline's scope, and the clock starts at the first
-        // poll: no clock read here.
-        DeadlineFuture::new(self.inner.call(req), self.limit)
+        // The deadline is published lazily around the call too: a layer below that reads it
+        // there (a `CarryLayer` about to send the call to another task) starts the clock now;
+        // otherwise nobody reads it, no clock is read, and the clock starts at the first poll.
+        let mut started = None;
+        let inner = &mut self.inner;
+        let future = context::with_lazy_deadline(self.limit, &mut started, || inner.call(req));
+        DeadlineFuture::new(future, self.limit, started)
     }
 }

@@ -431,3 +431,72 @@ async fn a_panicking_drop_of_the_attempt_clears_the_mark() {
     drop(fut);
     assert_eq!(seen_so_far(&seen), []);
 }
+
+/// An escalating timeout behind a task boundary (its call outside the retry's attempt, its
+/// future polled inside it) warns once; the same timeout called inside the attempt does not.
+#[tokio::test(start_paused = true)]
+async fn an_escalating_timeout_that_lost_its_context_warns_once() {
+    let layer = TimeoutLayer::new(ms(100)).escalate(2.0, ms(1_000)).unwrap();
+    let mut svc = layer.layer(slow());
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut state = attempt::Attempt {
+        number: 1,
+        avoid: None,
+    };
+    // Polled until its timer is armed (the first Pending), inside the attempt.
+    let mut run = |scoped_call: bool| {
+        let fut = if scoped_call {
+            attempt::scope(&mut state, || svc.call(10_000))
+        } else {
+            svc.call(10_000)
+        };
+        let mut fut = Box::pin(fut);
+        palisade_test::count_warnings(|| {
+            attempt::scope(&mut state, || {
+                assert!(fut.as_mut().poll(&mut cx).is_pending())
+            })
+        })
+        .0
+    };
+    assert_eq!(run(true), 0, "called inside the attempt: nothing lost");
+    assert_eq!(run(false), 1, "called outside: the count cannot reach it");
+    assert_eq!(run(false), 0, "once per process");
+    // Without a retry above (no attempt at call or poll), nothing to warn about.
+    let mut fut = Box::pin(svc.call(10_000));
+    let (n, _) = palisade_test::count_warnings(|| fut.as_mut().poll(&mut cx));
+    assert_eq!(n, 0);
+}
+
+/// The deadline is published around the inner call, lazily: a layer below that reads it there
+/// starts the clock at the call (and sees the same instant the deadline then fires at); one
+/// that does not read it leaves the clock to the first poll.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_is_readable_in_the_inner_call() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let mut svc = DeadlineLayer::new(ms(100)).layer(service_fn(move |n: u64| {
+        *record.lock().unwrap() = context::deadline();
+        async move {
+            sleep(ms(n)).await;
+            Ok::<u64, BoxError>(n)
+        }
+    }));
+    let start = Instant::now();
+    let fut = svc.call(60);
+    assert_eq!(*seen.lock().unwrap(), Some(start + ms(100)));
+    // Time passes before the first poll: it counts, since the clock started at the call.
+    sleep(ms(50)).await;
+    let err = fut.await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err), "{err}");
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(context::deadline(), None);
+
+    // Nobody reads it in the call: the clock starts at the first poll, as before.
+    let mut quiet = DeadlineLayer::new(ms(100)).layer(slow());
+    let fut = quiet.call(60);
+    sleep(ms(50)).await;
+    let start = Instant::now();
+    assert_eq!(fut.await.unwrap(), 60);
+    assert_eq!(start.elapsed(), ms(60));
+}

@@ -24,6 +24,12 @@
 //! `classify` sits closest to each endpoint and classifies every outcome exactly once; every
 //! layer above reads that verdict with [`classify::class_of`].
 //!
+//! The layers also pass each other a small [`context`]: the deadline, and the attempt (which
+//! endpoint failed last, how many attempts timed out). It follows the poll on the current
+//! task; where a `tower::buffer::Buffer`, a spawned task or a client with its own task sits
+//! between two layers, put [`context::CarryLayer`] above it and [`context::ResumeLayer`] below
+//! it so the context travels in the request (see [`context::carry`]).
+//!
 //! [`preset::recommended`] builds deadline → retry → breaker → timeout → classify as one layer,
 //! added with [`ServiceBuilderExt::palisade`]. The `palisade-sim` crate of the repository runs
 //! that stack beside tower's layers through faults in virtual time
@@ -62,6 +68,12 @@ pub use palisade_classify as classify;
 
 #[cfg(feature = "classify")]
 pub use palisade_classify::BoxError;
+
+/// The context the layers pass each other (deadline, attempt), and the layers that carry it
+/// across a task boundary such as `tower::buffer::Buffer` or a spawned task
+/// ([`CarryLayer`](context::CarryLayer) above it, [`ResumeLayer`](context::ResumeLayer) below).
+#[cfg(feature = "classify")]
+pub use palisade_classify::context;
 
 #[cfg(feature = "retry")]
 #[doc(inline)]

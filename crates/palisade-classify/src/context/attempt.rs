@@ -7,8 +7,8 @@
 //!
 //! The context lives in a thread-local that [`scope`] sets and restores around a synchronous
 //! closure, so it follows the attempt exactly for the duration of one poll and costs a
-//! thread-local read when nobody uses it. (See [the parent module](super) for the boundaries
-//! this does not cross yet.)
+//! thread-local read when nobody uses it. (See [the parent module](super) for task boundaries
+//! and how the context crosses them.)
 //!
 //! This module is also reachable as `palisade_classify::attempt`, its path before the context
 //! had one module.

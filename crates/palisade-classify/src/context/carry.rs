@@ -1,0 +1,637 @@
+//! Carrying the context across a task boundary, in the request.
+//!
+//! The [context](super) follows the poll on the current thread. It does not reach code that
+//! runs on another task: the worker of a `tower::buffer::Buffer` (which runs `poll_ready` and
+//! `call` of the service below it), a spawned task, a client whose `call` runs on a task of its
+//! own. Put [`CarryLayer`] just above such a boundary and [`ResumeLayer`] just below it, and the
+//! layers on both sides talk as if nothing were between them:
+//!
+//! ```text
+//!   Retry / Deadline          sets the context while it polls and calls
+//!   CarryLayer                copies it into the request (and listens for reports)
+//!   ── Buffer, spawn, … ──    the boundary
+//!   ResumeLayer               takes it out and sets it again around call and every poll
+//!   Route / Timeout / Retry   read it as usual
+//! ```
+//!
+//! What crosses, and in which direction:
+//! - down: the deadline (as an instant: a lazy deadline starts its clock when carried), the
+//!   attempt ([`Attempt`]: its number and the endpoint to avoid) and the number of earlier
+//!   attempts that timed out (so a timeout below escalates);
+//! - up: the endpoint a router below reported failing
+//!   ([`attempt::report_failed_endpoint`]), so the retry above sends the next attempt
+//!   elsewhere.
+//!
+//! What does not cross: "this attempt is being dropped because its time is up"
+//! ([`attempt::timing_out`]). Behind a `Buffer` it needs no carrying (the response future
+//! below the buffer is dropped on the caller's task, inside the timeout's drop); across a
+//! spawned task the future below is not dropped with the one above at all.
+//!
+//! # The request carries it
+//!
+//! The context travels in the request, so the request type must have room for it:
+//! implement [`Carrier`] (two methods) for your own request type. With the `http` feature,
+//! `http::Request<B>` implements it through its extensions.
+//!
+//! # Cost
+//!
+//! Nothing is carried, and nothing allocated, when there is no context to carry (no deadline,
+//! no attempt, no timed-out attempts). Otherwise each call allocates one shared cell for the
+//! report back (only under an attempt scope), plus whatever the request type needs to hold a
+//! [`Carried`] (for `http::Request`, the extensions map). A boundary such as `Buffer` already
+//! allocates per call.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use palisade_classify::context::{self, attempt::{self, Attempt}};
+//! use palisade_classify::context::carry::{Carried, Carrier, CarryLayer, ResumeLayer};
+//! use tower::{Layer, Service, service_fn};
+//!
+//! /// A request type with room for the context.
+//! struct Prompt {
+//!     text: String,
+//!     context: Option<Carried>,
+//! }
+//!
+//! impl Carrier for Prompt {
+//!     fn carry_context(&mut self, context: Carried) {
+//!         self.context = Some(context);
+//!     }
+//!     fn take_context(&mut self) -> Option<Carried> {
+//!         self.context.take()
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Below the boundary: a "router" that sees the attempt and reports endpoint 7 failing.
+//! let below = service_fn(|p: Prompt| async move {
+//!     assert_eq!(attempt::current().map(|a| a.number), Some(2));
+//!     attempt::report_failed_endpoint(7);
+//!     Ok::<_, Infallible>(p.text.len())
+//! });
+//! // The boundary: here a task of its own per call.
+//! let below = ResumeLayer::new().layer(below);
+//! let boundary = service_fn(move |p: Prompt| {
+//!     let mut below = below.clone();
+//!     async move { tokio::spawn(below.call(p)).await.unwrap() }
+//! });
+//! let mut above = CarryLayer::new().layer(boundary);
+//!
+//! // Above: a retry's attempt scope around the call and each poll.
+//! let mut state = Attempt { number: 2, avoid: None };
+//! let prompt = Prompt { text: "hello".into(), context: None };
+//! let call = attempt::scope(&mut state, || above.call(prompt));
+//! let mut call = std::pin::pin!(call);
+//! let out = std::future::poll_fn(|cx| attempt::scope(&mut state, || call.as_mut().poll(cx))).await;
+//! assert_eq!(out.unwrap(), 5);
+//! assert_eq!(state.avoid, Some(7)); // the report crossed back
+//! # use std::future::Future;
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::attempt::{self, Attempt};
+use super::{deadline, with_deadline};
+
+/// The context of one call, as it crosses a task boundary inside the request.
+///
+/// Made by [`Carry`] from the context it runs in, read by [`Resume`]; its fields are private
+/// so that only those two interpret it. Cloning it shares the report channel.
+#[derive(Clone)]
+pub struct Carried {
+    deadline: Option<Instant>,
+    attempt: Option<Attempt>,
+    timeouts: u32,
+    /// Where the side below reports the endpoint that failed (0 for none); present only under
+    /// an attempt scope.
+    report: Option<Arc<AtomicU64>>,
+}
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Carried")
+            .field("deadline", &self.deadline)
+            .field("attempt", &self.attempt)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Carried {
+    /// The context of the current thread, or `None` when there is none to carry.
+    fn capture() -> Option<Carried> {
+        let deadline = deadline();
+        let attempt = attempt::current();
+        let timeouts = attempt::timeouts_so_far();
+        if deadline.is_none() && attempt.is_none() && timeouts == 0 {
+            return None;
+        }
+        Some(Carried {
+            deadline,
+            attempt,
+            timeouts,
+            report: attempt.map(|_| Arc::new(AtomicU64::new(0))),
+        })
+    }
+
+    /// The deadline it carries, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The attempt it carries, if any.
+    pub fn attempt(&self) -> Option<Attempt> {
+        self.attempt
+    }
+
+    /// How many earlier attempts of the request timed out.
+    pub fn timeouts_so_far(&self) -> u32 {
+        self.timeouts
+    }
+}
+
+/// A request type that can carry palisade's [context](super) across a task boundary.
+///
+/// Two methods: store a [`Carried`] in the request, take it out again. [`CarryLayer`] calls
+/// the first above the boundary, [`ResumeLayer`] the second below it. `take_context` must
+/// return what `carry_context` stored (and `None` when nothing was), once.
+pub trait Carrier {
+    /// Stores `context` in the request, replacing any stored before.
+    fn carry_context(&mut self, context: Carried);
+
+    /// Takes the stored context out of the request.
+    fn take_context(&mut self) -> Option<Carried>;
+}
+
+#[cfg(feature = "http")]
+impl<B> Carrier for http::Request<B> {
+    fn carry_context(&mut self, context: Carried) {
+        self.extensions_mut().insert(context);
+    }
+
+    fn take_context(&mut self) -> Option<Carried> {
+        self.extensions_mut().remove::<Carried>()
+    }
+}
+
+/// Puts [`Carry`] in front of a service: place it just above a task boundary, with
+/// [`ResumeLayer`] just below it (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CarryLayer(());
+
+impl CarryLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        CarryLayer(())
+    }
+}
+
+impl<S> Layer<S> for CarryLayer {
+    type Service = Carry<S>;
+
+    fn layer(&self, inner: S) -> Carry<S> {
+        Carry { inner }
+    }
+}
+
+/// Copies the current context into each request and passes back what the side below
+/// reported; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Carry<S> {
+    inner: S,
+}
+
+impl<S> Carry<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Carry { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for Carry<S>
+where
+    S: Service<Req>,
+    Req: Carrier,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = CarryFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let carried = Carried::capture();
+        let report = carried.as_ref().and_then(|c| c.report.clone());
+        if let Some(carried) = carried {
+            req.carry_context(carried);
+        }
+        CarryFuture {
+            inner: self.inner.call(req),
+            report,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Carry`]: when the call completes, passes the endpoint the side
+    /// below reported failing to the attempt scope it is polled in.
+    #[derive(Debug)]
+    pub struct CarryFuture<F> {
+        #[pin]
+        inner: F,
+        report: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl<F: Future> Future for CarryFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        if let Some(report) = this.report {
+            let token = report.load(Ordering::Acquire);
+            if token != 0 {
+                attempt::report_failed_endpoint(token);
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// Puts [`Resume`] in front of a service: place it just below a task boundary, with
+/// [`CarryLayer`] just above it (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResumeLayer(());
+
+impl ResumeLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        ResumeLayer(())
+    }
+}
+
+impl<S> Layer<S> for ResumeLayer {
+    type Service = Resume<S>;
+
+    fn layer(&self, inner: S) -> Resume<S> {
+        Resume { inner }
+    }
+}
+
+/// Takes the context a [`Carry`] above put in the request and sets it again around the call
+/// and every poll of the call's future; see the [module docs](self).
+///
+/// A request that carries nothing is passed through untouched.
+#[derive(Clone, Debug)]
+pub struct Resume<S> {
+    inner: S,
+}
+
+impl<S> Resume<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Resume { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Runs `f` inside the carried deadline and attempt scopes.
+fn within<R>(deadline: Option<Instant>, attempt: &mut Option<Attempt>, f: impl FnOnce() -> R) -> R {
+    match (deadline, attempt) {
+        (Some(at), Some(state)) => with_deadline(at, || attempt::scope(state, f)),
+        (Some(at), None) => with_deadline(at, f),
+        (None, Some(state)) => attempt::scope(state, f),
+        (None, None) => f(),
+    }
+}
+
+impl<S, Req> Service<Req> for Resume<S>
+where
+    S: Service<Req>,
+    Req: Carrier,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResumeFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let Some(carried) = req.take_context() else {
+            return ResumeFuture {
+                inner: self.inner.call(req),
+                carried: None,
+            };
+        };
+        let mut scope = carried.attempt;
+        let inner = &mut self.inner;
+        let future = within(carried.deadline, &mut scope, || {
+            attempt::with_timeouts_so_far(carried.timeouts, || inner.call(req))
+        });
+        let mut resumed = Resumed {
+            deadline: carried.deadline,
+            attempt: carried.attempt,
+            report: carried.report,
+        };
+        resumed.pass_back(scope);
+        ResumeFuture {
+            inner: future,
+            carried: Some(resumed),
+        }
+    }
+}
+
+/// What a [`ResumeFuture`] sets around each poll.
+#[derive(Debug)]
+struct Resumed {
+    deadline: Option<Instant>,
+    attempt: Option<Attempt>,
+    report: Option<Arc<AtomicU64>>,
+}
+
+impl Resumed {
+    /// Stores what the side below reported during a scope that started from `self.attempt`.
+    fn pass_back(&mut self, after: Option<Attempt>) {
+        let (Some(before), Some(after), Some(report)) = (self.attempt, after, &self.report) else {
+            return;
+        };
+        if after.avoid != before.avoid {
+            if let Some(token) = after.avoid {
+                report.store(token, Ordering::Release);
+            }
+            self.attempt = Some(after);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Resume`]: polls the call inside the carried context.
+    #[derive(Debug)]
+    pub struct ResumeFuture<F> {
+        #[pin]
+        inner: F,
+        carried: Option<Resumed>,
+    }
+}
+
+impl<F: Future> Future for ResumeFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(carried) = this.carried else {
+            return this.inner.poll(cx);
+        };
+        let mut scope = carried.attempt;
+        let inner = this.inner;
+        let out = within(carried.deadline, &mut scope, || inner.poll(cx));
+        carried.pass_back(scope);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Req(Option<Carried>);
+
+    impl Carrier for Req {
+        fn carry_context(&mut self, context: Carried) {
+            self.0 = Some(context);
+        }
+        fn take_context(&mut self) -> Option<Carried> {
+            self.0.take()
+        }
+    }
+
+    /// What the service below saw in its call and in its future's polls.
+    #[derive(Clone, Copy, Debug, Default, PartialEq)]
+    struct Seen {
+        deadline: Option<Instant>,
+        attempt: Option<Attempt>,
+        timeouts: u32,
+    }
+
+    fn seen() -> Seen {
+        Seen {
+            deadline: deadline(),
+            attempt: attempt::current(),
+            timeouts: attempt::timeouts_so_far(),
+        }
+    }
+
+    /// A service that records what it sees, reports `report` failing from its future, and
+    /// answers whether the request still carried anything.
+    #[derive(Clone)]
+    struct Below {
+        report: u64,
+    }
+
+    impl Service<Req> for Below {
+        type Response = (Seen, Seen, bool);
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<(Seen, Seen, bool), Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Req) -> Self::Future {
+            let at_call = seen();
+            let left = req.0.is_some();
+            let report = self.report;
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let at_poll = seen();
+                if report != 0 {
+                    attempt::report_failed_endpoint(report);
+                }
+                Ok((at_call, at_poll, left))
+            })
+        }
+    }
+
+    /// Carry, then a boundary that runs the rest on a task of its own, then Resume.
+    fn across_a_task(
+        report: u64,
+    ) -> Carry<impl Service<Req, Response = (Seen, Seen, bool), Error = Infallible>> {
+        let below = Resume::new(Below { report });
+        let boundary = tower::service_fn(move |req: Req| {
+            let mut below = below.clone();
+            async move {
+                let call = below.call(req);
+                Ok::<_, Infallible>(tokio::spawn(call).await.unwrap().unwrap())
+            }
+        });
+        Carry::new(boundary)
+    }
+
+    async fn drive<F: Future>(state: &mut Attempt, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| attempt::scope(state, || future.as_mut().poll(cx))).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_context_crosses_a_spawned_task_both_ways() {
+        let at = Instant::now() + Duration::from_secs(3);
+        let mut svc = across_a_task(9);
+        let mut state = Attempt {
+            number: 3,
+            avoid: Some(4),
+        };
+        let call = with_deadline(at, || {
+            attempt::scope(&mut state, || {
+                attempt::with_timeouts_so_far(2, || svc.call(Req(None)))
+            })
+        });
+        let (at_call, at_poll, left) = drive(&mut state, call).await.unwrap();
+        let expected = Seen {
+            deadline: Some(at),
+            attempt: Some(Attempt {
+                number: 3,
+                avoid: Some(4),
+            }),
+            timeouts: 2,
+        };
+        assert_eq!(at_call, expected);
+        // The polls see the deadline and the attempt (escalation is read at call time only).
+        assert_eq!(
+            at_poll,
+            Seen {
+                timeouts: 0,
+                ..expected
+            }
+        );
+        assert!(!left, "Resume takes the context out of the request");
+        assert_eq!(state.avoid, Some(9), "the report below crossed back up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_pair_nothing_crosses() {
+        let mut below = Below { report: 9 };
+        let boundary = tower::service_fn(move |req: Req| {
+            let call = below.call(req);
+            async move { Ok::<_, Infallible>(tokio::spawn(call).await.unwrap().unwrap()) }
+        });
+        let mut svc = boundary;
+        let mut state = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let call = attempt::scope(&mut state, || svc.call(Req(None)));
+        let (_, at_poll, _) = drive(&mut state, call).await.unwrap();
+        assert_eq!(at_poll, Seen::default());
+        assert_eq!(state.avoid, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_context_carries_nothing_and_reports_nothing() {
+        let mut svc = across_a_task(9);
+        let (at_call, at_poll, left) = svc.call(Req(None)).await.unwrap();
+        assert_eq!(
+            (at_call, at_poll, left),
+            (Seen::default(), Seen::default(), false)
+        );
+        assert_eq!(attempt::current(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_alone_crosses_without_a_report_channel() {
+        let at = Instant::now() + Duration::from_secs(1);
+        let mut svc = across_a_task(9);
+        let call = with_deadline(at, || svc.call(Req(None)));
+        let (at_call, at_poll, _) = call.await.unwrap();
+        assert_eq!(at_call.deadline, Some(at));
+        assert_eq!(at_poll.deadline, Some(at));
+        assert_eq!(at_poll.attempt, None);
+        let carried = with_deadline(at, Carried::capture).unwrap();
+        assert!(carried.report.is_none());
+        assert_eq!(
+            (
+                carried.deadline(),
+                carried.attempt(),
+                carried.timeouts_so_far()
+            ),
+            (Some(at), None, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_avoid_is_not_reported_again() {
+        let mut svc = across_a_task(0);
+        let mut state = Attempt {
+            number: 2,
+            avoid: Some(5),
+        };
+        let call = attempt::scope(&mut state, || svc.call(Req(None)));
+        let mut state_after = Attempt {
+            number: 2,
+            avoid: None,
+        };
+        // Polled under a scope whose avoid was cleared: nothing reported below, nothing set.
+        drive(&mut state_after, call).await.unwrap();
+        assert_eq!(state_after.avoid, None);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_requests_carry_it_in_their_extensions() {
+        let mut req = http::Request::new(());
+        assert!(req.take_context().is_none());
+        let mut state = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let carried = attempt::scope(&mut state, Carried::capture).unwrap();
+        req.carry_context(carried);
+        let back = req.take_context().unwrap();
+        assert_eq!(back.attempt().map(|a| a.number), Some(1));
+        assert!(req.take_context().is_none());
+    }
+}
