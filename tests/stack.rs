@@ -311,3 +311,45 @@ mod preset {
         assert_eq!(err.field(), "factor");
     }
 }
+
+/// The preset takes any classifier and any retry budget: here a classifier that reads a
+/// status in an `Ok` response, and an unlimited budget. A 503 that arrives as `Ok` is retried.
+#[tokio::test(start_paused = true)]
+async fn the_preset_takes_any_classifier_and_any_budget() {
+    use palisade::ServiceBuilderExt;
+    use palisade::classify::{BoxError, Class, classify_fn};
+    use palisade::retry::RetryLayer;
+    use palisade::retry::budget::Unlimited;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use tower::service_fn;
+
+    let calls = Arc::new(AtomicU16::new(0));
+    let counter = calls.clone();
+    // Answers 503 twice, then 200, always as `Ok`.
+    let api = service_fn(move |_: ()| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<u16, BoxError>(if n < 2 { 503 } else { 200 }) }
+    });
+    let by_status = classify_fn(|r: &Result<u16, BoxError>| match r {
+        Ok(s) if *s >= 500 => Some(Class::new(Category::ServerError)),
+        Ok(_) => None,
+        Err(_) => Some(Class::new(Category::Unknown)),
+    });
+    let preset = palisade::preset::recommended("api")
+        .classifier(by_status)
+        .retry(
+            RetryLayer::builder()
+                .budget(Unlimited)
+                .backoff(palisade::retry::Backoff::constant(
+                    std::time::Duration::from_millis(10),
+                ))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().palisade(preset).service(api);
+    assert_eq!(svc.oneshot(()).await.unwrap(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

@@ -7,7 +7,8 @@ use tower::layer::util::Stack;
 
 use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::classify::{ClassifyLayer, ConfigError, DefaultClassifier};
-use crate::retry::RetryLayer;
+use crate::retry::budget::Throttled;
+use crate::retry::{LayerLimit, RetryLayer};
 use crate::timeout::{DeadlineLayer, TimeoutLayer};
 
 /// The recommended stack as one layer, outermost first: deadline → retry (within a retry
@@ -16,21 +17,45 @@ use crate::timeout::{DeadlineLayer, TimeoutLayer};
 /// Put a [`FallbackLayer`](crate::fallback::FallbackLayer) above it for a last-resort answer,
 /// and a [`Route`](crate::route::Route) below it (between timeout and classify, so build those
 /// by hand) when the dependency has several endpoints.
-pub type Preset = Stack<
-    ClassifyLayer<DefaultClassifier>,
-    Stack<TimeoutLayer, Stack<BreakerLayer, Stack<RetryLayer, DeadlineLayer>>>,
+///
+/// Its type parameters are the classifier (`C`, [`DefaultClassifier`] unless
+/// [`PresetBuilder::classifier`] chose another, such as an HTTP classifier), and the retry
+/// layer's budget and attempt limit (`B`, `A`, as [`RetryLayer`]'s, chosen by
+/// [`PresetBuilder::retry`]).
+pub type Preset<C = DefaultClassifier, B = Throttled, A = LayerLimit> = Stack<
+    ClassifyLayer<C>,
+    Stack<TimeoutLayer, Stack<BreakerLayer, Stack<RetryLayer<B, A>, DeadlineLayer>>>,
 >;
 
 /// Builds a [`Preset`]; see [`recommended`].
 #[derive(Debug)]
-pub struct PresetBuilder {
+pub struct PresetBuilder<C = DefaultClassifier, B: ?Sized = Throttled, A = LayerLimit> {
     name: String,
     deadline: Duration,
     attempt_timeout: Duration,
     escalation: Option<(f64, Duration)>,
-    retry: Option<RetryLayer>,
+    retry: Retry<B, A>,
     breaker: BreakerConfig,
-    classifier: DefaultClassifier,
+    classifier: C,
+}
+
+/// The retry layer of a preset: given, or the default one to be named after the dependency.
+enum Retry<B: ?Sized, A> {
+    Given(RetryLayer<B, A>),
+    Default(fn(&str) -> Result<RetryLayer<B, A>, ConfigError>),
+}
+
+impl<B: ?Sized, A> std::fmt::Debug for Retry<B, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retry::Given(_) => f.write_str("Given"),
+            Retry::Default(_) => f.write_str("Default"),
+        }
+    }
+}
+
+fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
+    RetryLayer::builder().name(name).build()
 }
 
 /// The recommended stack for a dependency named `name`, with these defaults:
@@ -76,13 +101,13 @@ pub fn recommended(name: impl Into<String>) -> PresetBuilder {
         deadline: Duration::from_secs(30),
         attempt_timeout: Duration::from_secs(10),
         escalation: Some((2.0, Duration::from_secs(30))),
-        retry: None,
+        retry: Retry::Default(default_retry),
         breaker: BreakerConfig::default(),
         classifier: DefaultClassifier::default(),
     }
 }
 
-impl PresetBuilder {
+impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// The limit on the whole call, retries and backoff included.
     pub fn deadline(mut self, limit: Duration) -> Self {
         self.deadline = limit;
@@ -100,9 +125,18 @@ impl PresetBuilder {
     /// name with [`RetryBuilder::name`](crate::retry::RetryBuilder::name) so that its tracing
     /// events say whose calls they retried; without this call the preset names its retry layer
     /// after the dependency itself).
-    pub fn retry(mut self, retry: RetryLayer) -> Self {
-        self.retry = Some(retry);
-        self
+    ///
+    /// Any budget and attempt limit: the preset's type follows the layer's.
+    pub fn retry<B2: ?Sized, A2>(self, retry: RetryLayer<B2, A2>) -> PresetBuilder<C, B2, A2> {
+        PresetBuilder {
+            name: self.name,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            escalation: self.escalation,
+            retry: Retry::Given(retry),
+            breaker: self.breaker,
+            classifier: self.classifier,
+        }
     }
 
     /// The breaker's configuration.
@@ -111,24 +145,33 @@ impl PresetBuilder {
         self
     }
 
-    /// The classifier at the bottom of the stack.
-    pub fn classifier(mut self, classifier: DefaultClassifier) -> Self {
-        self.classifier = classifier;
-        self
+    /// The classifier at the bottom of the stack: any [`Classify`](crate::classify::Classify)
+    /// implementation (an HTTP or gRPC classifier for an HTTP client, a
+    /// [`ClassifierBuilder`](crate::classify::ClassifierBuilder)'s, your own).
+    pub fn classifier<C2>(self, classifier: C2) -> PresetBuilder<C2, B, A> {
+        PresetBuilder {
+            name: self.name,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            escalation: self.escalation,
+            retry: self.retry,
+            breaker: self.breaker,
+            classifier,
+        }
     }
 
     /// Builds the stack.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the invalid field of the timeout or the breaker.
-    pub fn build(self) -> Result<Preset, ConfigError> {
+    pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
         let timeout = match self.escalation {
             Some((factor, cap)) => TimeoutLayer::new(self.attempt_timeout).escalate(factor, cap)?,
             None => TimeoutLayer::new(self.attempt_timeout),
         };
         let retry = match self.retry {
-            Some(retry) => retry,
-            None => RetryLayer::builder().name(self.name.as_str()).build()?,
+            Retry::Given(retry) => retry,
+            Retry::Default(default) => default(&self.name)?,
         };
         let breaker = BreakerLayer::builder(self.name)
             .config(self.breaker)
@@ -149,11 +192,17 @@ impl PresetBuilder {
 /// palisade's layers as [`ServiceBuilder`] methods.
 pub trait ServiceBuilderExt<L>: Sized {
     /// Adds a [`Preset`] (the recommended stack) below the layers already added.
-    fn palisade(self, preset: Preset) -> ServiceBuilder<Stack<Preset, L>>;
+    fn palisade<C, B: ?Sized, A>(
+        self,
+        preset: Preset<C, B, A>,
+    ) -> ServiceBuilder<Stack<Preset<C, B, A>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn palisade(self, preset: Preset) -> ServiceBuilder<Stack<Preset, L>> {
+    fn palisade<C, B: ?Sized, A>(
+        self,
+        preset: Preset<C, B, A>,
+    ) -> ServiceBuilder<Stack<Preset<C, B, A>, L>> {
         self.layer(preset)
     }
 }
