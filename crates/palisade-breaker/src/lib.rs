@@ -106,6 +106,8 @@
 //! window costs its updates and a clock read on every call; slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
 //! breaker` measures it beside tower-resilience's and failsafe's breakers.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 pub mod error;
 pub mod future;

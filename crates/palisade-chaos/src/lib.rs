@@ -108,6 +108,8 @@
 //! Injected failures are [`error::Injected`], which carries the configured class:
 //! [`class_of`](palisade_classify::class_of) reads it, with nothing to register.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod bucket;
 pub mod error;
 mod fault;

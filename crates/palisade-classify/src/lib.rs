@@ -97,6 +97,8 @@
 //! [`ErrorStats`] is an error aggregator: failures per category over a
 //! sliding window in fixed memory, with rates and pattern detection.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod class;
 mod classifier;
 pub mod context;

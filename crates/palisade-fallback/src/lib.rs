@@ -78,6 +78,8 @@
 //! [`palisade_classify::stripe`]), so clones on different threads never write the same
 //! reference count.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod answer;
 pub mod error;
 pub mod future;

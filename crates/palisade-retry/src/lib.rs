@@ -166,6 +166,8 @@
 //! contend on a reference count. `cargo bench -p palisade-benches --bench retry` compares it with tower's
 //! `Retry` and `TpsBudget`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod adaptive;
 mod attempts;
 mod backoff;

@@ -105,6 +105,8 @@
 //!
 //! `poll_ready` is delegated; neither limit covers waiting for readiness.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod context;
 pub mod error;
 pub mod future;

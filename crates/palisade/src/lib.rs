@@ -62,6 +62,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "classify")]
 #[doc(inline)]
 pub use palisade_classify as classify;
@@ -107,10 +109,5 @@ pub use palisade_chaos as chaos;
 ))]
 pub mod preset;
 
-#[cfg(all(
-    feature = "classify",
-    feature = "timeout",
-    feature = "retry",
-    feature = "breaker"
-))]
-pub use preset::ServiceBuilderExt;
+mod builder;
+pub use builder::ServiceBuilderExt;

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 
 use crate::breaker::{BreakerConfig, BreakerLayer};
@@ -63,7 +62,7 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 /// - a 30 s deadline for the whole call, retries and their waits included;
 /// - retries as [`RetryLayer::new`]: 3 attempts, exponential backoff from 1 s with ±10 %
 ///   jitter, a server's retry hint taken as the delay exactly, and a
-///   [`Throttled`](crate::retry::budget::Throttled) budget (retries up to 10 % of requests
+///   [`Throttled`] budget (retries up to 10 % of requests
 ///   plus 1 a second, stopped by gRPC-style retry throttling while the dependency mostly
 ///   fails); a call the breaker refused, open or throttling
 ///   ([`Category::Rejected`](crate::classify::Category::Rejected)), is retried after its hint
@@ -186,23 +185,5 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
                 ),
             ),
         ))
-    }
-}
-
-/// palisade's layers as [`ServiceBuilder`] methods.
-pub trait ServiceBuilderExt<L>: Sized {
-    /// Adds a [`Preset`] (the recommended stack) below the layers already added.
-    fn palisade<C, B: ?Sized, A>(
-        self,
-        preset: Preset<C, B, A>,
-    ) -> ServiceBuilder<Stack<Preset<C, B, A>, L>>;
-}
-
-impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn palisade<C, B: ?Sized, A>(
-        self,
-        preset: Preset<C, B, A>,
-    ) -> ServiceBuilder<Stack<Preset<C, B, A>, L>> {
-        self.layer(preset)
     }
 }
