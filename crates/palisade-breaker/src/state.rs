@@ -327,6 +327,7 @@ impl Core {
 
     fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
         self.rejections.fetch_add(1, Ordering::Relaxed);
+        palisade_classify::metrics::breaker_rejected(&self.name, state.as_str());
         self.emit(Event::Rejected { state });
         Refused {
             state,
@@ -611,6 +612,12 @@ impl Core {
     /// Tells tracing and the listeners about a transition.
     fn announce(&self, from: State, to: State) {
         tracing::info!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
+        palisade_classify::metrics::breaker_transition(
+            &self.name,
+            from.as_str(),
+            to.as_str(),
+            code(to) as u8,
+        );
         self.emit(Event::Transition { from, to });
     }
 

@@ -107,6 +107,7 @@ pub mod failure;
 pub mod future;
 pub mod hint;
 mod layer;
+pub mod metrics;
 mod registry;
 mod service;
 mod stats;

@@ -191,6 +191,10 @@ where
                                 class: run.class,
                                 strategy: run.name,
                             };
+                            palisade_classify::metrics::fallback_answered(
+                                run.name,
+                                run.class.category,
+                            );
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Answer::Fallback { response, degraded }));
                         }
@@ -214,6 +218,7 @@ where
                         continue;
                     }
                     tracing::warn!(target: "palisade_fallback", strategy = strategy.name(), failures = run.failures.len(), "every fallback failed");
+                    palisade_classify::metrics::fallback_failed(strategy.name());
                     let original = run
                         .original
                         .take()

@@ -222,6 +222,7 @@ where
                         reason = stop.as_str(),
                         "not retrying",
                     );
+                    palisade_classify::metrics::gave_up(&shared.name, stop.label());
                     shared.failed(&class);
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
@@ -242,6 +243,7 @@ where
                     balance = shared.budget.balance(),
                     "retry budget exhausted; returning the last error",
                 );
+                palisade_classify::metrics::budget_exhausted(&shared.name);
                 shared.failed(&class);
                 this.state.set(State::Done);
                 return Poll::Ready(Err(error));
@@ -257,6 +259,7 @@ where
                         balance = shared.budget.balance(),
                         "refreshing credentials before retrying",
                     );
+                    palisade_classify::metrics::retried(&shared.name, class.category);
                     let hook = shared
                         .refresh
                         .as_ref()
@@ -275,6 +278,7 @@ where
                         balance = shared.budget.balance(),
                         "retrying",
                     );
+                    palisade_classify::metrics::retried(&shared.name, class.category);
                     drop(error);
                     slow.previous = delay;
                     if delay.is_zero() {

@@ -69,6 +69,16 @@ impl Stop {
             Stop::Deadline => "deadline",
         }
     }
+
+    /// The reason as a metric label.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Stop::NotRetryable => "not_retryable",
+            Stop::Attempts => "attempts_spent",
+            Stop::RetryAfterTooLong => "retry_after_too_long",
+            Stop::Deadline => "deadline",
+        }
+    }
 }
 
 /// Whether a failure counts toward the budget's throttling ([`Budget::on_failure`]): a

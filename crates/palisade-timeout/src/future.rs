@@ -101,6 +101,7 @@ where
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
         this.sleep.set(None);
+        palisade_classify::metrics::timeout_elapsed("attempt");
         Poll::Ready(Err(Elapsed::new().into()))
     }
 }
@@ -178,6 +179,7 @@ where
         // Expired: drop the inner future (and whatever it holds) and the timer now.
         this.inner.set(None);
         this.sleep.set(None);
+        palisade_classify::metrics::timeout_elapsed("deadline");
         Poll::Ready(Err(DeadlineExceeded::new().into()))
     }
 }

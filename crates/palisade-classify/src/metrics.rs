@@ -1,0 +1,168 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) crate's facade, behind the
+//! `metrics` feature (`palisade/metrics` in the facade).
+//!
+//! The `metrics` facade is the ecosystem's common ground: install any recorder (Prometheus,
+//! OpenTelemetry, StatsD exporters exist for it) and palisade's layers report to it. Without
+//! the feature every function here is an empty inline function, and without an installed
+//! recorder the calls cost a branch each: nothing is allocated or formatted on the happy path
+//! either way (measured in `benches/stack.rs`).
+//!
+//! Names follow the OpenTelemetry conventions (dotted, lower case, unit in the instrument, not
+//! the name; an exporter for Prometheus turns `palisade.calls` into `palisade_calls_total`).
+//! Labels name the dependency the way each layer knows it: the retry layer's
+//! [name](https://docs.rs/palisade-retry), the breaker's name, the name given to
+//! [`MetricsLayer`].
+//!
+//! | name | kind | labels | recorded by | when |
+//! |---|---|---|---|---|
+//! | `palisade.calls` | counter | `dependency`, `outcome` (`success` or the failure's [`Category`](crate::Category), e.g. `server_error`) | [`MetricsLayer`] | every call |
+//! | `palisade.call.duration` | histogram, seconds | `dependency`, `outcome` (`success`, `failure`) | [`MetricsLayer`] | every call |
+//! | `palisade.retry.retries` | counter | `dependency`, `category` | palisade-retry | a failed attempt is retried |
+//! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
+//! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`) | palisade-retry | a failure was returned without a retry |
+//! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` | palisade-breaker | a state change |
+//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 disabled |
+//! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |
+//! | `palisade.timeout.elapsed` | counter | `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
+//! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
+//! | `palisade.fallback.failed` | counter | `strategy` | palisade-fallback | every fallback strategy failed |
+//!
+//! Counters are registered when the event happens (a failure path, where allocating the label
+//! set is allowed), except those of [`MetricsLayer`], which it registers once when built so
+//! that a successful call allocates nothing: install the recorder before building it.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "metrics")]
+//! # {
+//! use palisade_classify::metrics::MetricsLayer;
+//! use palisade_classify::BoxError;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // With a recorder installed (`metrics::set_global_recorder`), this counts each call by
+//! // outcome and records its duration, labelled `dependency = "llm"`.
+//! let llm = MetricsLayer::new("llm").layer(service_fn(|_: ()| async { Ok::<_, BoxError>("hi") }));
+//! assert_eq!(llm.oneshot(()).await.unwrap(), "hi");
+//! # }
+//! # }
+//! ```
+
+#[cfg(feature = "metrics")]
+mod layer;
+
+#[cfg(feature = "metrics")]
+pub use layer::{Metrics, MetricsFuture, MetricsLayer};
+
+/// The metric names, as constants.
+pub mod names {
+    /// Calls by outcome ([`MetricsLayer`](super)).
+    pub const CALLS: &str = "palisade.calls";
+    /// Call durations in seconds ([`MetricsLayer`](super)).
+    pub const CALL_DURATION: &str = "palisade.call.duration";
+    /// Retries sent.
+    pub const RETRIES: &str = "palisade.retry.retries";
+    /// Retries the budget refused.
+    pub const BUDGET_EXHAUSTED: &str = "palisade.retry.budget_exhausted";
+    /// Failures returned without a retry.
+    pub const GAVE_UP: &str = "palisade.retry.gave_up";
+    /// Breaker state changes.
+    pub const BREAKER_TRANSITIONS: &str = "palisade.breaker.transitions";
+    /// A breaker's current state.
+    pub const BREAKER_STATE: &str = "palisade.breaker.state";
+    /// Calls a breaker refused.
+    pub const BREAKER_REJECTIONS: &str = "palisade.breaker.rejections";
+    /// Timeouts and deadlines that fired.
+    pub const TIMEOUT_ELAPSED: &str = "palisade.timeout.elapsed";
+    /// Degraded answers served.
+    pub const FALLBACK_ANSWERS: &str = "palisade.fallback.answers";
+    /// Calls no fallback strategy could answer.
+    pub const FALLBACK_FAILED: &str = "palisade.fallback.failed";
+}
+
+#[cfg(feature = "metrics")]
+fn label(value: &str) -> metrics::SharedString {
+    metrics::SharedString::from(value.to_owned())
+}
+
+/// Counts a retry of a failure of `category` for `dependency`.
+#[inline]
+pub fn retried(dependency: &str, category: crate::Category) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::RETRIES, "dependency" => label(dependency), "category" => category.as_str())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (dependency, category);
+}
+
+/// Counts a retry the budget refused for `dependency`.
+#[inline]
+pub fn budget_exhausted(dependency: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::BUDGET_EXHAUSTED, "dependency" => label(dependency)).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = dependency;
+}
+
+/// Counts a failure returned without a retry, for `reason`.
+#[inline]
+pub fn gave_up(dependency: &str, reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::GAVE_UP, "dependency" => label(dependency), "reason" => reason)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (dependency, reason);
+}
+
+/// Records a breaker's state change; `code` is the new state's gauge value (see the table).
+#[inline]
+pub fn breaker_transition(breaker: &str, from: &'static str, to: &'static str, code: u8) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(names::BREAKER_TRANSITIONS, "breaker" => label(breaker), "from" => from, "to" => to)
+            .increment(1);
+        metrics::gauge!(names::BREAKER_STATE, "breaker" => label(breaker)).set(f64::from(code));
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (breaker, from, to, code);
+}
+
+/// Counts a call the breaker refused in `state`.
+#[inline]
+pub fn breaker_rejected(breaker: &str, state: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::BREAKER_REJECTIONS, "breaker" => label(breaker), "state" => state)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (breaker, state);
+}
+
+/// Counts a timeout (`"attempt"`) or a deadline (`"deadline"`) that fired.
+#[inline]
+pub fn timeout_elapsed(kind: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::TIMEOUT_ELAPSED, "kind" => kind).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = kind;
+}
+
+/// Counts a degraded answer from `strategy` to a failure of `category`.
+#[inline]
+pub fn fallback_answered(strategy: &'static str, category: crate::Category) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::FALLBACK_ANSWERS, "strategy" => strategy, "category" => category.as_str())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (strategy, category);
+}
+
+/// Counts a call that no fallback strategy could answer.
+#[inline]
+pub fn fallback_failed(strategy: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::FALLBACK_FAILED, "strategy" => strategy).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = strategy;
+}

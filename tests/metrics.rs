@@ -1,0 +1,157 @@
+//! What the layers report through the `metrics` facade, read back from a debugging recorder
+//! installed for this test binary.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use palisade::breaker::{BreakerConfig, BreakerLayer};
+use palisade::classify::metrics::{MetricsLayer, names};
+use palisade::classify::{BoxError, ClassifyLayer, DefaultClassifier};
+use palisade::fallback::{FallbackLayer, Static};
+use palisade::retry::{Backoff, Jitter, RetryLayer};
+use palisade::timeout::TimeoutLayer;
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this binary");
+        snapshotter
+    })
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The counter `name` with exactly these labels (in any order), 0 if never registered: the
+/// sum of every snapshot so far (a debugging recorder's snapshot resets its counters).
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    static TOTALS: Mutex<BTreeMap<(String, Labels), u64>> = Mutex::new(BTreeMap::new());
+    let mut totals = TOTALS.lock().unwrap();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        if let DebugValue::Counter(n) = value {
+            let key = key.key();
+            let mut labels: Labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            *totals.entry((key.name().to_owned(), labels)).or_default() += n;
+        }
+    }
+    let mut want: Labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    want.sort();
+    totals.get(&(name.to_owned(), want)).copied().unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_layer_reports_what_it_did() {
+    let _ = snapshotter();
+    // Always fails with a retryable server error.
+    let tool =
+        service_fn(|_: ()| async { Err::<&str, BoxError>("503 service unavailable".into()) });
+    let breaker = BreakerConfig {
+        failure_rate: None,
+        consecutive_failures: Some(2),
+        ..BreakerConfig::default()
+    };
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new("tool"))
+        .layer(FallbackLayer::new(Static("sorry")))
+        .layer(
+            RetryLayer::builder()
+                .name("tool")
+                .max_attempts(2)
+                .backoff(Backoff::constant(Duration::from_millis(10)))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            BreakerLayer::builder("tool")
+                .config(breaker)
+                .build()
+                .unwrap(),
+        )
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .layer(ClassifyLayer::new(DefaultClassifier::default()))
+        .service(tool);
+
+    // First call: two attempts fail (a retry), the breaker opens, the fallback answers.
+    let answer = svc.clone().oneshot(()).await.unwrap();
+    assert_eq!(answer.into_inner(), "sorry");
+    assert_eq!(
+        counter(
+            names::RETRIES,
+            &[("dependency", "tool"), ("category", "server_error")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            names::GAVE_UP,
+            &[("dependency", "tool"), ("reason", "attempts_spent")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            names::BREAKER_TRANSITIONS,
+            &[("breaker", "tool"), ("from", "closed"), ("to", "open")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            names::FALLBACK_ANSWERS,
+            &[("strategy", "static"), ("category", "server_error")]
+        ),
+        1
+    );
+    // The fallback answered, so the caller saw a success.
+    assert_eq!(
+        counter(
+            names::CALLS,
+            &[("dependency", "tool"), ("outcome", "success")]
+        ),
+        1
+    );
+
+    // Second call: refused by the open breaker, retried after its hint, refused again.
+    let answer = svc.clone().oneshot(()).await.unwrap();
+    assert!(answer.degraded().is_some());
+    assert!(
+        counter(
+            names::BREAKER_REJECTIONS,
+            &[("breaker", "tool"), ("state", "open")]
+        ) >= 1
+    );
+
+    // A timeout and a deadline that fire are counted by kind.
+    let slow = service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, BoxError>(())
+    });
+    let before = counter(names::TIMEOUT_ELAPSED, &[("kind", "attempt")]);
+    let timed = TimeoutLayer::new(Duration::from_millis(100)).layer(slow);
+    assert!(timed.oneshot(()).await.is_err());
+    assert_eq!(
+        counter(names::TIMEOUT_ELAPSED, &[("kind", "attempt")]),
+        before + 1
+    );
+    let before = counter(names::TIMEOUT_ELAPSED, &[("kind", "deadline")]);
+    let bounded = palisade::timeout::DeadlineLayer::new(Duration::from_millis(100)).layer(slow);
+    assert!(bounded.oneshot(()).await.is_err());
+    assert_eq!(
+        counter(names::TIMEOUT_ELAPSED, &[("kind", "deadline")]),
+        before + 1
+    );
+}
