@@ -12,3 +12,6 @@ mod replay;
 
 pub use guard::{BodyTimeout, Guard, GuardFuture, GuardLayer, GuardedBody, IdleTimeout};
 pub use replay::{NotReplayable, Replay, ReplayAttempts, ReplayBody, ReplayFuture, ReplayLayer};
+
+#[cfg(test)]
+mod tests;
