@@ -4,6 +4,11 @@
 #[allow(dead_code, unreachable_pub)]
 mod llm_client;
 
+#[cfg(feature = "axum")]
+#[path = "../examples/axum_agent/demo.rs"]
+#[allow(dead_code)]
+mod axum_agent;
+
 use std::time::Duration;
 
 #[tokio::test(start_paused = true)]
@@ -28,4 +33,46 @@ async fn llm_client_palisade_answers_what_the_bare_client_cannot() {
         "{:?}",
         report.palisade[5]
     );
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn axum_agent_scripted_run() {
+    let (lines, tool) = axum_agent::run().await.unwrap();
+    for line in &lines {
+        println!("{line}");
+    }
+    let line = |what: &str| lines.iter().filter(|l| l.what == what).collect::<Vec<_>>();
+    assert_eq!(line("liveness")[0].status, 200);
+    assert_eq!(line("readiness")[0].status, 200);
+    assert_eq!(line("ask (tool up)")[0].body, "the tool says 42");
+    let down = line("ask (tool down)");
+    // The first failures are the tool's (502 after the retries); then the breaker is open: 503
+    // at once, saying when to come back.
+    assert_eq!(down[0].status, 502);
+    let open = down.last().unwrap();
+    assert_eq!(open.status, 503, "{open}");
+    assert_eq!(open.took, Duration::ZERO);
+    assert!(
+        open.headers.iter().any(|(k, _)| k == "retry-after"),
+        "{open}"
+    );
+    let ready = line("readiness (breaker open)")[0];
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains(r#""state":"open""#), "{}", ready.body);
+    let fallback = line("ask-or-fallback (breaker open)")[0];
+    assert_eq!(fallback.status, 200);
+    assert!(
+        fallback
+            .headers
+            .contains(&("x-palisade-degraded".to_owned(), "from_error".to_owned()))
+    );
+    assert_eq!(line("ask (tool back)")[0].status, 200);
+    assert_eq!(line("readiness (closed again)")[0].status, 200);
+    let slow = line("ask, slow, caller waits 100 ms")[0];
+    assert_eq!((slow.status, slow.took), (504, Duration::from_millis(100)));
+    // The tool was told the time left: 2 s at first, 100 ms for the impatient caller.
+    let deadlines = tool.deadlines.lock().unwrap().clone();
+    assert_eq!(deadlines.first().map(String::as_str), Some("2000"));
+    assert_eq!(deadlines.last().map(String::as_str), Some("100"));
 }
