@@ -2,7 +2,7 @@
 //! routers and checks you register).
 //!
 //! [`Health`] collects what readiness depends on; serve it as a plain tower service
-//! ([`Health::service`]) or, with the `axum` feature, as an axum `Router` ([`Health::router`])
+//! ([`Health::service`]) or, with the `axum` feature, as an axum `Router` (`Health::router`)
 //! to merge into your app.
 //!
 //! - `/health` answers 200 `{"status":"ok"}` while the process serves at all: a liveness probe

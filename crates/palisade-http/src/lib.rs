@@ -1,4 +1,101 @@
-//! HTTP for palisade.
+//! HTTP, hyper, axum and gRPC for palisade: what an HTTP response or a client error means for
+//! the layers above, what the server asked for in its headers, and palisade's failures as
+//! HTTP responses on a server.
+//!
+//! # Clients
+//!
+//! - [`HttpClassifier`] classifies `http::Response`s by status (5xx retryable except 501 and
+//!   505; 502, 503, 504 as server or transport faults; 429 rate limited; 408 timeout; 401/403
+//!   authentication; other 4xx client faults; per-status overrides) and hyper's and
+//!   hyper-util's client errors by kind ([`transport`]: connect, closed, timeout, protocol).
+//!   Give it to the classify layer, or to palisade's preset, and a 503 that arrives as `Ok` is
+//!   retried and counted by the breaker like any failure.
+//! - [`hint`]: the server's word in the response headers, through palisade's shared parsers:
+//!   `retry-after-ms`, `Retry-After` (seconds or an HTTP-date,
+//!   [RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)),
+//!   `grpc-retry-pushback-ms`, `x-should-retry`, and LLM APIs' `x-ratelimit-reset-*`. The
+//!   retry layer waits exactly as long as the server asked.
+//! - [`grpc`]: [`GrpcClassifier`](grpc::GrpcClassifier) for `grpc-status`, and the
+//!   `grpc-timeout` format.
+//! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer));
+//!   response bodies watched while they stream ([`GuardLayer`](body::GuardLayer): an idle
+//!   timeout between frames, a whole-body limit, gRPC trailers).
+//! - [`deadline`]: the time left until palisade's deadline, sent as `grpc-timeout` or a
+//!   millisecond header ([`PropagateDeadlineLayer`](deadline::PropagateDeadlineLayer)).
+//!
+//! # Servers
+//!
+//! - [`ErrorResponseLayer`] turns palisade's failures into responses (an open breaker 503 with
+//!   `Retry-After`, a timeout 504, a rate limit 429, a failing response restored as it was, a
+//!   fallback's answer marked `x-palisade-degraded`), so palisade's layers stack on an axum
+//!   `Router` or a hyper server, whose error type is `Infallible`. [`HttpError`] and
+//!   [`HttpAnswer`] are the same as axum's `IntoResponse` (feature `axum`).
+//! - [`health`]: `GET /health` and `GET /ready` from the breakers (and, feature `route`, the
+//!   routers) you register, as a tower service or an axum `Router`.
+//! - [`ServerDeadlineLayer`](deadline::ServerDeadlineLayer) runs each request under the
+//!   deadline its caller sent.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use palisade::{ServiceBuilderExt, preset};
+//! use palisade_classify::BoxError;
+//! use palisade_http::HttpClassifier;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // An LLM API that rate-limits the first call, asking for 200 ms. (In a real program: a
+//! // hyper-util `Client`, whose requests with `Full<Bytes>` bodies are `Clone`.)
+//! let calls = AtomicU32::new(0);
+//! let api = service_fn(move |_: Request<String>| {
+//!     let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+//!     async move {
+//!         let response = if first {
+//!             Response::builder().status(429).header("retry-after-ms", "200").body(String::new())
+//!         } else {
+//!             Response::builder().status(200).body("hello".to_owned())
+//!         };
+//!         Ok::<_, BoxError>(response?)
+//!     }
+//! });
+//! let llm = ServiceBuilder::new()
+//!     .palisade(preset::recommended("llm").classifier(HttpClassifier::new()).build()?)
+//!     .service(api);
+//!
+//! let start = tokio::time::Instant::now();
+//! let response = llm.oneshot(Request::new("hi".to_owned())).await?;
+//! assert_eq!(response.body(), "hello");
+//! assert_eq!(start.elapsed(), Duration::from_millis(200));
+//! # Ok(()) }
+//! ```
+//!
+//! # Stacking order
+//!
+//! A client, outermost first: deadline → retry → breaker → attempt timeout → classify (with
+//! [`HttpClassifier`]) → [`PropagateDeadline`](deadline::PropagateDeadline) →
+//! [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
+//! request bodies are not `Clone`. A server: [`ErrorResponse`](respond::ErrorResponse) →
+//! [`ServerDeadline`](deadline::ServerDeadline) → your layers → the handlers.
+//!
+//! # Examples
+//!
+//! `cargo run -p palisade-http --example llm_client` (a hyper-util client against a fake,
+//! flaky LLM provider, with and without palisade) and
+//! `cargo run -p palisade-http --example axum_agent --features axum` (an axum server calling a
+//! flaky tool, with health endpoints and a scripted run). Both use 127.0.0.1 only.
+//!
+//! # Features
+//!
+//! | feature | what |
+//! |---|---|
+//! | `hyper` (default) | hyper's and hyper-util's client errors classified by kind |
+//! | `axum` | `IntoResponse` for [`HttpError`] and [`HttpAnswer`]; `Health::router` |
+//! | `tower-http` | the `tower_http` module: tower-http's classifiers for palisade, and palisade's for tower-http |
+//! | `route` | routers' readiness in `/ready` (`Health::route`) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -9,6 +106,9 @@ pub mod health;
 pub mod hint;
 pub mod respond;
 mod status;
+#[cfg(feature = "tower-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-http")))]
+pub mod tower_http;
 pub mod transport;
 
 pub use respond::{ErrorResponseLayer, HttpAnswer, HttpError};
