@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use palisade_classify::context::attempt;
@@ -34,6 +34,51 @@ impl Drop for InFlight {
     }
 }
 
+/// What a call is, besides its endpoint's future.
+#[derive(Debug)]
+enum Call {
+    /// Made and counted in its endpoint's load until it completes or is dropped.
+    InFlight {
+        guard: InFlight,
+        /// `call` ran outside any attempt scope: the first poll looks for one (see
+        /// [`context_lost`]).
+        check_scope: bool,
+    },
+    /// Failed before reaching an endpoint.
+    Failed(BoxError),
+    /// Completed (or its error was returned).
+    Done,
+}
+
+/// Set once the context-lost warning was logged: once per process.
+static CONTEXT_LOST_WARNED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+thread_local! {
+    /// How often this thread saw the context lost (the warning itself is once per process).
+    pub(crate) static CONTEXT_LOST_SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A call was made outside any attempt scope and its future is polled inside one: something
+/// between a retry layer and the router (a `Buffer`, a client that calls on its own task) ran
+/// `poll_ready` and `call` on another task, so retries cannot avoid the endpoint that just
+/// failed. Warns once per process.
+#[cold]
+pub(crate) fn context_lost() {
+    #[cfg(test)]
+    CONTEXT_LOST_SEEN.with(|n| n.set(n.get() + 1));
+    if !CONTEXT_LOST_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "the attempt context was lost between a retry layer and palisade-route's Route: the \
+             router's poll_ready and call ran outside the retry's attempt scope (a Buffer, or a \
+             client that calls on its own task, sits between them), so a retry cannot avoid the \
+             endpoint that failed the previous attempt. Fix: put \
+             `palisade::context::CarryLayer` above the boundary and \
+             `palisade::context::ResumeLayer` below it (warned once per process)"
+        );
+    }
+}
+
 pin_project! {
     /// The future of a [`Route`](crate::Route) call.
     ///
@@ -48,16 +93,15 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        // `Some` until the call completes: the drop looks at the attempt context only then.
-        in_flight: Option<InFlight>,
-        error: Option<BoxError>,
+        // `InFlight` until the call completes: the drop looks at the attempt context only then.
+        call: Call,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // The guard, taken either way, leaves the endpoint's load as it goes.
-            if let Some(guard) = this.in_flight.take()
+            if let Call::InFlight { guard, .. } = std::mem::replace(this.call, Call::Done)
                 && attempt::timing_out()
             {
                 guard.fail(Class::new(Category::Timeout));
@@ -67,20 +111,22 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, lane: Arc<LaneRef>) -> Self {
+    /// A call of `lane`'s endpoint; `check_scope`: `call` ran outside any attempt scope.
+    pub(crate) fn new(inner: F, lane: Arc<LaneRef>, check_scope: bool) -> Self {
         lane.state.in_flight.fetch_add(1, Ordering::Relaxed);
         ResponseFuture {
             inner: Some(inner),
-            in_flight: Some(InFlight(lane)),
-            error: None,
+            call: Call::InFlight {
+                guard: InFlight(lane),
+                check_scope,
+            },
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             inner: None,
-            in_flight: None,
-            error: Some(error),
+            call: Call::Failed(error),
         }
     }
 }
@@ -95,17 +141,25 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let error = this
-                .error
-                .take()
-                .unwrap_or_else(|| "route future polled after completion".into());
+            let error = match std::mem::replace(this.call, Call::Done) {
+                Call::Failed(error) => error,
+                _ => "route future polled after completion".into(),
+            };
             return Poll::Ready(Err(error));
         };
+        if let Call::InFlight { check_scope, .. } = this.call
+            && *check_scope
+        {
+            *check_scope = false;
+            if attempt::current().is_some() {
+                context_lost();
+            }
+        }
         let result = ready!(inner.poll(cx));
         this.inner.set(None);
         // The guard releases the endpoint's load slot when it goes out of scope below; dropping
         // the future early releases it too.
-        let Some(guard) = this.in_flight.take() else {
+        let Call::InFlight { guard, .. } = std::mem::replace(this.call, Call::Done) else {
             return Poll::Ready(result.map_err(Into::into));
         };
         match result {

@@ -24,7 +24,11 @@
 //! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
 //!   eligible: the retry layer runs its attempts in an
-//!   [`attempt` scope](palisade_classify::context::attempt) that the router reads and reports to.
+//!   [`attempt` scope](palisade_classify::context::attempt) that the router reads and reports to
+//!   (see [Retries](#retries-and-the-attempt-context)).
+//! * **Discovery**: endpoints come and go through a tower [`Discover`](tower::discover::Discover)
+//!   ([`Route::discover`]); every clone of the router shares the one endpoint set (see
+//!   [Discovery](#discovery)).
 //! * **No eligible endpoint**: the call fails at once with [`NoHealthyEndpoint`], whose
 //!   `retry_after` is the soonest ejection or cool-down to end.
 //!
@@ -103,6 +107,69 @@
 //! boundary: with a `Buffer` between the timeout and the router, the router does not learn of
 //! the timeout.
 //!
+//! # Retries and the attempt context
+//!
+//! A retry layer above runs each attempt, its `poll_ready`, its `call` and every poll of its
+//! future, inside an [`attempt` scope](palisade_classify::context::attempt) that names the
+//! endpoint that failed the previous attempt of the request (`avoid`). The router reads it in
+//! three places:
+//!
+//! * `poll_ready` picks an endpoint other than `avoid` when another is eligible.
+//! * `call` reads it again (one thread-local read), for when `poll_ready` ran outside the
+//!   scope: behind a `tower::buffer::Buffer` or any boundary that polls the router ready on
+//!   another task, with the scope carried to `call` by the pair of layers in
+//!   `palisade::context` (see below). If `avoid` is the endpoint `poll_ready` reserved and
+//!   another is eligible, the router picks again without it (the same pick, allocating
+//!   nothing) and polls that endpoint's service once with a no-op waker: if it is ready, the
+//!   request goes there, and the reserved service, ready as tower's contract allows it to
+//!   stay, is kept for this instance's next call; if it is not ready (or there is no other
+//!   eligible endpoint), the request goes to the reserved one.
+//! * The response future reports a failure that counts against health as the endpoint to
+//!   avoid next time.
+//!
+//! A boundary between the retry layer and the router that carries nothing (a `Buffer` alone, a
+//! client that calls on its own task) runs both `poll_ready` and `call` outside the scope,
+//! while the response future is still polled inside it. The router notices that on the future's
+//! first poll (a bit in the future, and one thread-local read on that poll only when `call`
+//! saw no scope) and logs a `tracing` warning, once per process, saying that retries cannot
+//! avoid the failed endpoint there and naming the fix: put `palisade::context::CarryLayer`
+//! above the boundary and `palisade::context::ResumeLayer` below it.
+//!
+//! # Discovery
+//!
+//! A router made with [`Route::discover`] and all its clones share one endpoint set, so they
+//! can be cloned freely (a retry layer clones its service for each retried request, a server
+//! clones its stack per connection) without a `Buffer` in front and without `D: Clone`:
+//!
+//! * **One driver at a time.** Discovery is polled from `poll_ready`, by whichever instance gets
+//!   there first once the stream has woken (a `try_lock`; the others carry on with the set they
+//!   have). A change is applied once, to the shared set. Polling from `poll_ready` is what
+//!   tower's own `Balance` does; sharing the stream rather than spawning a task for it means no
+//!   runtime is needed, nothing runs in the background where a user did not put it (no task to
+//!   leak or to stop), and changes land deterministically, at the next `poll_ready`, on a
+//!   paused-clock test or in the simulator. The stream is polled with a waker of the router's
+//!   own that marks it as woken and wakes the task that polled it last, as a router that owned
+//!   its stream would be woken; a clone waiting for an endpoint's readiness on another task
+//!   learns of the change when it is next polled.
+//! * **Noticing a change costs one atomic load.** Each instance keeps its own copy of the
+//!   endpoint list and its own clones of the endpoint services (and its own lane, see above);
+//!   on every `poll_ready` it compares the set's version with the one it copied, and only when
+//!   they differ takes the new list (a lock and allocations, on a change only), keeping its
+//!   services of the endpoints that stayed, with whatever `poll_ready` reserved, and cloning
+//!   the services of new ones. Until the stream wakes, `poll_ready` reads one more atomic flag
+//!   and takes no lock.
+//! * **Errors do not fail calls.** A discovery error is logged with `tracing::warn!` and the
+//!   router keeps routing over the endpoints discovery gave so far; the stream is polled again
+//!   at the next `poll_ready`. That is what Envoy does when an update of its endpoints fails
+//!   and what gRPC does when its resolver fails after having given addresses: a resolver
+//!   hiccup is no reason to fail requests that have healthy endpoints, and an error from
+//!   `poll_ready` would do worse than that (tower treats it as the end of the service: a
+//!   `Buffer` in front would fail every later request). With no endpoint at all, calls fail
+//!   with [`NoHealthyEndpoint`] as they would anyway.
+//! * **Discovery ending keeps the last set**, for good.
+//! * **Removal** takes the endpoint out of every instance's next pick; calls in flight to it
+//!   finish normally.
+//!
 //! # Example
 //!
 //! ```
@@ -147,6 +214,7 @@ pub mod future;
 mod health;
 mod ramp;
 mod service;
+mod set;
 mod status;
 
 pub use check::{CheckFn, CheckFuture, HealthCheck, Suite, check_fn};

@@ -1,10 +1,10 @@
 //! [`Route`]: the service that spreads calls over endpoints by their health.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use palisade_classify::context::attempt;
@@ -12,32 +12,13 @@ use palisade_classify::{BoxError, ConfigError, class_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use tower::discover::{Change, Discover};
+use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::endpoint::{EndpointState, LaneRef, lane_refs, ms_since};
+use crate::endpoint::{EndpointState, ms_since};
 use crate::future::ResponseFuture;
-use crate::health::Health;
+use crate::set::{Endpoint, List, Set};
 use crate::{NoHealthyEndpoint, RouteConfig, RouteHandle, Static};
-
-pub(crate) struct Endpoint<K, S> {
-    key: K,
-    svc: S,
-    state: Arc<EndpointState>,
-    /// One reference to `state` per lane; a call holds its router instance's.
-    lanes: Arc<[Arc<LaneRef>]>,
-}
-
-impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
-    fn clone(&self) -> Self {
-        Endpoint {
-            key: self.key.clone(),
-            svc: self.svc.clone(),
-            state: self.state.clone(),
-            lanes: self.lanes.clone(),
-        }
-    }
-}
 
 /// What the router shares with its handle and health checker.
 pub(crate) struct Shared<K> {
@@ -59,25 +40,38 @@ pub(crate) struct Shared<K> {
 /// Spreads calls over endpoints by their health; see the [crate docs](crate).
 ///
 /// # Clone
+/// Clones share one endpoint set: a change that discovery makes reaches every clone, those
+/// made before it and after it alike, and a clone never needs a `tower::buffer::Buffer` to
+/// stay in step, so a retry layer above can clone the router freely (`D` itself need not be
+/// `Clone`). Discovery is polled by whichever clone's `poll_ready` runs first after the
+/// stream woke, and each clone notices a new set with one atomic load (see
+/// [Discovery](crate#discovery)). Clones share every endpoint's health, and pick with their
+/// own reproducible rng.
+///
 /// Endpoint services must be `Clone`: each router instance keeps its own clone of every
 /// endpoint's service and calls it directly, as tower's `Balance` does, so no call clones a
-/// service; cloning the router clones those (and two `Arc`s and an rng). A service whose
-/// readiness fails is replaced by a fresh clone. Give each connection or worker its own clone
-/// of the router: each clone also counts its calls in its own lane, so clones on different
-/// threads do not contend. Clones share every endpoint's health and pick with their own
-/// reproducible rng. A router fed
-/// by a [`Discover`] applies the changes it polls to itself (and clones made afterwards): poll
-/// discovery from one instance, for example behind `tower::buffer::Buffer`.
+/// service; cloning the router clones those (and a few `Arc`s and an rng), and a clone takes
+/// its own copies of endpoints that discovery adds later. A service whose readiness fails is
+/// replaced by a fresh clone. Give each connection or worker its own clone of the router: each
+/// clone also counts its calls in its own lane, so clones on different threads do not contend.
 ///
 /// # Readiness
-/// `poll_ready` applies discovery changes, picks an endpoint and waits for that endpoint to be
-/// ready. When no endpoint is eligible it reports ready anyway and the call fails at once with
-/// [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above can act.
+/// `poll_ready` applies discovery changes if the stream woke, picks an endpoint and waits for
+/// that endpoint to be ready. When no endpoint is eligible it reports ready anyway and the call
+/// fails at once with [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above
+/// can act. A discovery error does not fail `poll_ready`: it is logged and the router keeps the
+/// endpoints it has (see [Discovery](crate#discovery)). `call` may send the request to another
+/// ready endpoint than the one `poll_ready` chose, when a retry's attempt context (only known at
+/// `call` behind a boundary) says to avoid the chosen one (see
+/// [Retries](crate#retries-and-the-attempt-context)).
 pub struct Route<D: Discover> {
     shared: Arc<Shared<D::Key>>,
-    /// Copy-on-write: clones share it; a discovery change makes a new one.
-    endpoints: Arc<Vec<Endpoint<D::Key, D::Service>>>,
-    discover: Option<D>,
+    /// The endpoint set and discovery, shared by every clone.
+    set: Arc<Set<D>>,
+    /// This instance's copy of the set's list, as of `version`; copy-on-write.
+    endpoints: List<D::Key, D::Service>,
+    /// The set's version `endpoints` was copied at.
+    version: u64,
     rng: SmallRng,
     /// Seeds for clones, so that each clone (one per connection or worker, say) picks
     /// differently yet reproducibly. Per instance: never contended.
@@ -97,7 +91,7 @@ pub struct Route<D: Discover> {
 
 impl<D> Clone for Route<D>
 where
-    D: Discover + Clone,
+    D: Discover,
     D::Key: Clone,
     D::Service: Clone,
 {
@@ -108,8 +102,10 @@ where
         Route {
             lane: self.shared.next_lane.fetch_add(1, Ordering::Relaxed),
             shared: self.shared.clone(),
+            set: self.set.clone(),
             endpoints: self.endpoints.clone(),
-            discover: self.discover.clone(),
+            // The clone catches up with the set at its first poll_ready if this copy is old.
+            version: self.version,
             // A clone picks differently from its original and its siblings, reproducibly.
             rng: SmallRng::seed_from_u64(seed),
             seeds: AtomicU64::new(seed ^ 0xd1b5_4a32_d192_ed03),
@@ -160,8 +156,10 @@ impl<S: Clone> Route<Static<S>> {
     ) -> Result<Self, ConfigError> {
         let mut route = Route::build(config, None)?;
         for (i, (tier, svc)) in endpoints.into_iter().enumerate() {
-            route.insert(i, svc, tier, false);
+            route.set.insert(&route.shared, i, svc, tier, false);
         }
+        route.set.publish(&route.shared);
+        route.sync();
         Ok(route)
     }
 }
@@ -176,26 +174,38 @@ where
     /// A router whose endpoints come and go through `discover` (tier 0; new endpoints ramp up
     /// when [`RouteConfig::slow_start`] is on).
     ///
+    /// The router and all its clones share the endpoint set; discovery is polled from their
+    /// `poll_ready`, no task is spawned and no runtime is needed (see
+    /// [Discovery](crate#discovery)).
+    ///
+    /// ```
+    /// use palisade_classify::BoxError;
+    /// use palisade_route::{Route, RouteConfig};
+    /// use tower::discover::ServiceList;
+    /// use tower::{Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let replica = |name: &'static str| service_fn(move |_: ()| async move {
+    ///     Ok::<_, BoxError>(name)
+    /// });
+    /// let route = Route::discover(
+    ///     RouteConfig::default(),
+    ///     ServiceList::new([replica("a"), replica("b")]),
+    /// )?;
+    /// // A clone made before discovery was ever polled: whichever polls first applies the
+    /// // changes, for both.
+    /// let mut clone = route.clone();
+    /// let name = clone.ready().await?.call(()).await?;
+    /// assert!(name == "a" || name == "b");
+    /// assert_eq!(route.handle().status().len(), 2);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// A [`ConfigError`] naming the first invalid field of `config`.
     pub fn discover(config: RouteConfig, discover: D) -> Result<Self, ConfigError> {
         Route::build(config, Some(discover))
-    }
-
-    fn apply_changes(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
-        while let Some(d) = self.discover.as_mut() {
-            match Pin::new(d).poll_discover(cx) {
-                Poll::Ready(Some(Ok(Change::Insert(key, svc)))) => {
-                    let slow = self.shared.config.slow_start;
-                    self.insert(key, svc, 0, slow);
-                }
-                Poll::Ready(Some(Ok(Change::Remove(key)))) => self.remove(&key),
-                Poll::Ready(Some(Err(e))) => return Err(e.into()),
-                Poll::Ready(None) => self.discover = None,
-                Poll::Pending => break,
-            }
-        }
-        Ok(())
     }
 }
 
@@ -206,7 +216,6 @@ where
 {
     fn build(config: RouteConfig, discover: Option<D>) -> Result<Self, ConfigError> {
         config.validate()?;
-        palisade_classify::register::<NoHealthyEndpoint>();
         Ok(Route {
             shared: Arc::new(Shared {
                 config,
@@ -216,9 +225,10 @@ where
                 plain_at: AtomicU64::new(u64::MAX),
                 next_lane: AtomicUsize::new(1),
             }),
+            set: Arc::new(Set::new(discover)),
             lane: 0,
             endpoints: Arc::new(Vec::new()),
-            discover,
+            version: 0,
             rng: SmallRng::seed_from_u64(config.seed),
             seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
             services: Vec::new(),
@@ -228,65 +238,6 @@ where
         })
     }
 
-    fn insert(&mut self, key: D::Key, svc: D::Service, tier: u8, slow_start: bool) {
-        let now = ms_since(self.shared.origin, Instant::now());
-        let health = if slow_start {
-            Health::ramping(now)
-        } else {
-            Health::HEALTHY
-        };
-        let state = Arc::new(EndpointState::new(
-            tier,
-            format!("{key:?}"),
-            health,
-            self.shared.config,
-            self.shared.origin,
-            self.shared.epoch.clone(),
-        ));
-        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-        tracing::debug!(endpoint = %state.label, tier, slow_start, "endpoint added");
-        self.ready = None;
-        self.pending = None;
-        let mut registry = self
-            .shared
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let endpoints = Arc::make_mut(&mut self.endpoints);
-        let endpoint = Endpoint {
-            key: key.clone(),
-            svc: svc.clone(),
-            lanes: lane_refs(&state),
-            state: state.clone(),
-        };
-        if let Some(i) = endpoints.iter().position(|e| e.key == key) {
-            endpoints[i] = endpoint;
-            self.services[i] = svc;
-            registry.retain(|(k, _)| *k != key);
-        } else {
-            endpoints.push(endpoint);
-            self.services.push(svc);
-        }
-        registry.push((key, state));
-    }
-
-    fn remove(&mut self, key: &D::Key) {
-        if let Some(i) = self.endpoints.iter().position(|e| e.key == *key) {
-            // Calls in flight keep their endpoint's state alive and finish normally.
-            let gone = Arc::make_mut(&mut self.endpoints).swap_remove(i);
-            self.services.swap_remove(i);
-            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-            tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
-            self.ready = None;
-            self.pending = None;
-            self.shared
-                .registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(k, _)| k != key);
-        }
-    }
-
     /// A handle for status and health checks, usable from other tasks.
     pub fn handle(&self) -> RouteHandle<D::Key> {
         RouteHandle {
@@ -294,9 +245,75 @@ where
         }
     }
 
-    /// The endpoints' keys, in the router's order.
+    /// The endpoints' keys, in the router's order, as this instance last saw them (at its
+    /// last `poll_ready`).
     pub fn keys(&self) -> impl Iterator<Item = &D::Key> {
         self.endpoints.iter().map(|e| &e.key)
+    }
+
+    /// The token of the endpoint `poll_ready` reserved, if any.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> Option<u64> {
+        self.ready.map(|i| self.endpoints[i].state.token)
+    }
+
+    /// Discovery errors seen so far (each one was logged).
+    #[cfg(test)]
+    pub(crate) fn discovery_errors(&self) -> u64 {
+        self.set.errors()
+    }
+
+    /// Loads the router's epoch, then catches up with the shared set if it changed; returns
+    /// the epoch, for [`pick`](Self::pick). The happy path is two atomic loads.
+    ///
+    /// The order matters: the set's version is bumped before the epoch, so an instance that
+    /// read the new epoch reads the new version too and picks from the new list; one that read
+    /// the old epoch can only mark that old epoch as plainly healthy, which the new one voids.
+    #[inline]
+    fn sync(&mut self) -> u64 {
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let version = self.set.version();
+        if version != self.version {
+            self.refresh(version);
+        }
+        epoch
+    }
+
+    /// Takes the set's current list: keeps this instance's services of the endpoints that
+    /// stayed (with what `poll_ready` reserved), clones the services of new ones. Only on a
+    /// discovery change: may allocate.
+    #[cold]
+    fn refresh(&mut self, version: u64) {
+        let list = self.set.list();
+        let mut old: Vec<Option<D::Service>> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let was: HashMap<u64, usize> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.state.token, i))
+            .collect();
+        let now_at = |i: Option<usize>| {
+            let token = self.endpoints[i?].state.token;
+            list.iter().position(|e| e.state.token == token)
+        };
+        let (ready, pending) = (now_at(self.ready), now_at(self.pending));
+        self.services = list
+            .iter()
+            .map(|e| {
+                was.get(&e.state.token)
+                    .and_then(|&i| old[i].take())
+                    .unwrap_or_else(|| e.service())
+            })
+            .collect();
+        self.ready = ready;
+        self.pending = pending;
+        // Nothing was eligible in the old list; the new one gets a fresh pick.
+        self.unavailable = None;
+        self.endpoints = list;
+        self.version = version;
     }
 }
 
@@ -366,19 +383,29 @@ impl<D: Discover> Route<D> {
         }
     }
 
-    /// Picks an endpoint at `now` (ms since origin): eligibility, ejections, panic mode, tiers,
-    /// then power of two choices weighted by health. One scan of the endpoints into a stack
-    /// cache; O(1) after it when every endpoint is plainly healthy. Allocates nothing.
-    /// Picks an endpoint. `now` reads the clock: only a pick that has to look at health,
-    /// ejections or cool-downs needs it, so the fast path reads no clock.
-    fn pick(&mut self, now: impl FnOnce() -> u64) -> Result<usize, NoHealthyEndpoint> {
+    /// Picks an endpoint: eligibility, ejections, panic mode, tiers, then power of two choices
+    /// weighted by health, avoiding the endpoint with token `avoid` when another is eligible.
+    /// One scan of the endpoints into a stack cache; O(1) after it when every endpoint is
+    /// plainly healthy. Allocates nothing.
+    ///
+    /// `epoch` is the router's epoch as [`sync`](Self::sync) read it before this instance's
+    /// list was brought up to date; `None` when the list may be older than the epoch (at
+    /// `call`): then the pick neither takes the no-scan path nor marks the epoch. `now` reads
+    /// the clock: only a pick that has to look at health, ejections or cool-downs needs it, so
+    /// the fast path reads no clock.
+    fn pick(
+        &mut self,
+        epoch: Option<u64>,
+        avoid: Option<u64>,
+        now: impl FnOnce() -> u64,
+    ) -> Result<usize, NoHealthyEndpoint> {
         let n = self.endpoints.len();
         if n == 0 {
             return Err(NoHealthyEndpoint { retry_after: None });
         }
-        let avoid = attempt::current().and_then(|a| a.avoid);
-        let epoch = self.shared.epoch.load(Ordering::Acquire);
-        if avoid.is_none() && self.shared.plain_at.load(Ordering::Acquire) == epoch {
+        if avoid.is_none()
+            && epoch.is_some_and(|e| self.shared.plain_at.load(Ordering::Acquire) == e)
+        {
             // Nothing changed since every endpoint was seen fully healthy: classic power of two
             // choices, no scan.
             let load = |i: usize| self.endpoints[i].state.in_flight.load(Ordering::Relaxed);
@@ -414,7 +441,7 @@ impl<D: Discover> Route<D> {
             }
         }
         let load = |i: usize| endpoints[i].state.in_flight.load(Ordering::Relaxed);
-        if uniform {
+        if uniform && let Some(epoch) = epoch {
             // If nothing happened during the scan, later picks can skip it.
             self.shared.plain_at.store(epoch, Ordering::Release);
         }
@@ -521,10 +548,14 @@ where
     type Future = ResponseFuture<<D::Service as Service<Req>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.apply_changes(cx)?;
+        if self.set.woken() {
+            self.set.drive(&self.shared, cx.waker());
+        }
+        let mut epoch = self.sync();
         if self.ready.is_some() || self.unavailable.is_some() {
             return Poll::Ready(Ok(()));
         }
+        let avoid = attempt::current().and_then(|a| a.avoid);
         let origin = self.shared.origin;
         let now = || ms_since(origin, Instant::now());
         let mut last_error = None;
@@ -532,7 +563,7 @@ where
             // An endpoint that was not ready last time keeps its place in line.
             let i = match self.pending.take() {
                 Some(waiting) => waiting,
-                None => match self.pick(now) {
+                None => match self.pick(Some(epoch), avoid, now) {
                     Ok(i) => i,
                     Err(none) => {
                         self.unavailable = Some(none);
@@ -546,15 +577,9 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
-                    let e: BoxError = e.into();
-                    let endpoint = &self.endpoints[i];
-                    endpoint
-                        .state
-                        .on_failure(class_of(&e), &self.shared.config, now());
-                    // A service that failed its readiness is spent: the next call gets a fresh
-                    // clone of the endpoint's service.
-                    self.services[i] = endpoint.svc.clone();
-                    last_error = Some(e);
+                    last_error = Some(self.not_ready(i, e.into()));
+                    // The failure moved the epoch.
+                    epoch = self.sync();
                 }
                 Poll::Pending => {
                     self.pending = Some(i);
@@ -572,11 +597,72 @@ where
             tracing::debug!(%none, "no endpoint for the call");
             return ResponseFuture::failed(Box::new(none));
         }
-        let Some(i) = self.ready.take() else {
+        let Some(mut i) = self.ready.take() else {
             return ResponseFuture::failed("Route::call without poll_ready returning Ready".into());
         };
+        let scope = attempt::current();
+        if let Some(avoid) = scope.and_then(|a| a.avoid)
+            && self.endpoints[i].state.token == avoid
+            && let Some(other) = self.divert::<Req>(i, avoid)
+        {
+            // The reserved service stays ready for this instance's next call.
+            self.ready = Some(i);
+            i = other;
+        }
         let lanes = &self.endpoints[i].lanes;
         let future = self.services[i].call(req);
-        ResponseFuture::new(future, lanes[self.lane & (lanes.len() - 1)].clone())
+        ResponseFuture::new(
+            future,
+            lanes[self.lane & (lanes.len() - 1)].clone(),
+            scope.is_none(),
+        )
+    }
+}
+
+impl<D: Discover> Route<D>
+where
+    D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
+{
+    /// Records that endpoint `i`'s service failed its readiness and replaces that spent
+    /// service with a fresh clone; returns the error.
+    #[cold]
+    fn not_ready(&mut self, i: usize, e: BoxError) -> BoxError {
+        let endpoint = &self.endpoints[i];
+        let now = ms_since(self.shared.origin, Instant::now());
+        endpoint
+            .state
+            .on_failure(class_of(&e), &self.shared.config, now);
+        self.services[i] = endpoint.service();
+        e
+    }
+
+    /// At `call`, when the attempt context says to avoid the reserved endpoint `i` (with token
+    /// `avoid`): another eligible endpoint whose service is ready now, polled once with a no-op
+    /// waker, if there is one. Allocates nothing.
+    #[cold]
+    fn divert<Req>(&mut self, i: usize, avoid: u64) -> Option<usize>
+    where
+        D::Service: Service<Req>,
+        <D::Service as Service<Req>>::Error: Into<BoxError>,
+    {
+        if self.endpoints.len() < 2 {
+            return None;
+        }
+        let origin = self.shared.origin;
+        let j = self
+            .pick(None, Some(avoid), || ms_since(origin, Instant::now()))
+            .ok()
+            .filter(|&j| j != i)?;
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.services[j].poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Some(j),
+            Poll::Ready(Err(e)) => {
+                self.not_ready(j, e.into());
+                None
+            }
+            // Whoever polls it next (this instance's poll_ready) registers a real waker.
+            Poll::Pending => None,
+        }
     }
 }

@@ -973,7 +973,8 @@ async fn a_timed_out_attempt_is_reported_to_the_retry() {
         avoid: None,
     };
     assert!(svc.poll_ready(&mut cx).is_ready());
-    let mut fut = std::pin::pin!(svc.call(()));
+    // Called and polled in the attempt, as a retry does.
+    let mut fut = std::pin::pin!(attempt::scope(&mut state, || svc.call(())));
     let first = attempt::scope(&mut state, || fut.as_mut().poll(&mut cx));
     assert!(first.is_pending());
     tokio::time::advance(ms(1000)).await;
@@ -1050,4 +1051,469 @@ async fn a_deadline_firing_does_not_count_against_the_endpoint() {
     let st = &handle.status()[0];
     assert_eq!(st.consecutive_unhealthy, 1);
     assert_eq!(st.last_error, Some(Category::Timeout));
+}
+
+// Discovery feeding clones: one shared endpoint set.
+
+fn no_slow_start() -> RouteConfig {
+    RouteConfig {
+        slow_start: false,
+        ..RouteConfig::default()
+    }
+}
+
+fn up(name: &'static str) -> Svc {
+    endpoint(
+        name,
+        Arc::new(AtomicBool::new(true)),
+        "503 service unavailable",
+    )
+}
+
+/// The names `n` calls through `route` reached.
+async fn names<D>(route: &mut Route<D>, n: usize) -> Vec<&'static str>
+where
+    D: tower::discover::Discover<Key = usize, Service = Svc> + Unpin,
+    D::Error: Into<BoxError>,
+{
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(call(route).await.unwrap());
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+fn keys<D>(route: &Route<D>) -> Vec<usize>
+where
+    D: tower::discover::Discover<Key = usize>,
+    D::Service: Clone,
+{
+    let mut keys: Vec<usize> = route.keys().copied().collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_of_a_discovered_router_see_changes_made_after_cloning() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let mut first = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    assert_eq!(names(&mut first, 20).await, ["a"]);
+    let mut second = first.clone();
+    assert_eq!(names(&mut second, 20).await, ["a"]);
+
+    // An insert after cloning reaches both, whichever polls discovery.
+    tx.send(Change::Insert(2, up("b"))).unwrap();
+    assert_eq!(names(&mut second, 100).await, ["a", "b"]);
+    assert_eq!(names(&mut first, 100).await, ["a", "b"]);
+    assert_eq!(keys(&first), [1, 2]);
+    assert_eq!(keys(&second), [1, 2]);
+
+    // So does a removal, and a clone of a clone.
+    let mut third = second.clone();
+    tx.send(Change::Remove(1)).unwrap();
+    assert_eq!(names(&mut first, 100).await, ["b"]);
+    assert_eq!(names(&mut second, 100).await, ["b"]);
+    assert_eq!(names(&mut third, 100).await, ["b"]);
+    assert_eq!(keys(&second), [2]);
+    assert_eq!(first.handle().status().len(), 1);
+
+    // Replacing an endpoint under the same key reaches every clone too.
+    tx.send(Change::Insert(2, up("b2"))).unwrap();
+    assert_eq!(names(&mut third, 20).await, ["b2"]);
+    assert_eq!(names(&mut first, 20).await, ["b2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_made_before_any_change_sees_later_changes() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    // Made before the router ever polled discovery, and the original never polls it.
+    let mut clone = route.clone();
+    let err = call(&mut clone).await.unwrap_err();
+    assert!(err.is::<NoHealthyEndpoint>(), "{err}");
+    tx.send(Change::Insert(7, up("a"))).unwrap();
+    assert_eq!(names(&mut clone, 10).await, ["a"]);
+    // The original, never polled, catches up on its first call.
+    let mut route = route;
+    assert_eq!(keys(&route), Vec::<usize>::new());
+    assert_eq!(names(&mut route, 10).await, ["a"]);
+    assert_eq!(keys(&route), [7]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_router_over_a_discover_that_is_not_clone_is_clone_and_send() {
+    fn clone_and_send<T: Clone + Send + 'static>(_: &T) {}
+    let (tx, rx) = mpsc::unbounded_channel();
+    // `Channel` is neither `Clone` nor `Sync`.
+    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    clone_and_send(&route);
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    // Clones on other tasks: they share the set the caller's changes go to.
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let mut clone = route.clone();
+            tokio::spawn(async move { names(&mut clone, 10).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), ["a"]);
+    }
+    tx.send(Change::Insert(2, up("b"))).unwrap();
+    let mut late = route.clone();
+    let task = tokio::spawn(async move { names(&mut late, 100).await });
+    assert_eq!(task.await.unwrap(), ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_seen_by_one_clone_lets_the_other_clones_call_finish() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let slow = tower::util::BoxCloneService::new(service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, BoxError>("slow")
+    }));
+    tx.send(Change::Insert(1, slow)).unwrap();
+    let mut first = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let handle = first.handle();
+    let mut second = first.clone();
+    let in_flight = first.ready().await.unwrap().call(());
+    assert_eq!(handle.status()[0].in_flight, 1);
+    tx.send(Change::Remove(1)).unwrap();
+    tx.send(Change::Insert(2, up("new"))).unwrap();
+    // The other clone applies the removal; the first one's call still completes.
+    assert_eq!(call(&mut second).await.unwrap(), "new");
+    assert_eq!(handle.status().len(), 1);
+    assert_eq!(in_flight.await.unwrap(), "slow");
+    assert_eq!(call(&mut first).await.unwrap(), "new");
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_of_a_discovered_router_share_endpoint_health() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let handle = route.handle();
+    let mut failing = route.clone();
+    let mut other = route.clone();
+    let b_up = Arc::new(AtomicBool::new(true));
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    tx.send(Change::Insert(2, endpoint("b", b_up.clone(), "503")))
+        .unwrap();
+    assert_eq!(names(&mut other, 100).await, ["a", "b"]);
+    // b fails calls made through one clone: it is ejected for all of them.
+    b_up.store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        let _ = call(&mut failing).await;
+    }
+    let st = handle.status();
+    assert!(st.iter().find(|s| s.key == 2).unwrap().ejected, "{st:?}");
+    assert_eq!(names(&mut other, 100).await, ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_change_seen_by_a_second_poll_ready_keeps_or_renews_the_reservation() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Nothing to route to: ready, to fail the call at once ...
+    assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(route.reserved(), None);
+    // ... unless an endpoint arrives before the call and poll_ready is asked again.
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let a = route.handle().status()[0].token;
+    assert_eq!(route.reserved(), Some(a));
+    // Changes that keep the reserved endpoint keep the reservation, in the new list.
+    tx.send(Change::Insert(0, up("z"))).unwrap();
+    for key in 2..12 {
+        tx.send(Change::Insert(key, up("b"))).unwrap();
+        assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(route.reserved(), Some(a));
+    }
+    assert_eq!(keys(&route), (0..12).collect::<Vec<_>>());
+    assert_eq!(poll_now(route.call(())), "a");
+
+    // A removal before it moves the reserved endpoint in the list: the reservation follows.
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(0, up("z"))).unwrap();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    assert!(route.poll_ready(&mut cx).is_ready());
+    let a = route.handle().status()[1].token;
+    while route.reserved() != Some(a) {
+        assert_eq!(poll_now(route.call(())), "z");
+        assert!(route.poll_ready(&mut cx).is_ready());
+    }
+    tx.send(Change::Remove(0)).unwrap();
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(route.reserved(), Some(a));
+    assert_eq!(poll_now(route.call(())), "a");
+}
+
+/// Discovery that can fail: a channel of results.
+struct Fallible(mpsc::UnboundedReceiver<Result<Change<usize, Svc>, BoxError>>);
+
+impl futures_core::Stream for Fallible {
+    type Item = Result<Change<usize, Svc>, BoxError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_error_is_logged_and_the_endpoints_kept() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Ok(Change::Insert(1, up("a")))).unwrap();
+    tx.send(Err("resolver unreachable".into())).unwrap();
+    tx.send(Ok(Change::Insert(2, up("b")))).unwrap();
+    let mut route = Route::discover(no_slow_start(), Fallible(rx)).unwrap();
+    let mut clone = route.clone();
+    // The first poll applies the insert before the error, logs the error, and is ready.
+    assert_eq!(call(&mut route).await.unwrap(), "a");
+    assert_eq!(route.discovery_errors(), 1);
+    assert_eq!(keys(&route), [1]);
+    // The next poll, of any clone, reads on past the error.
+    assert_eq!(names(&mut clone, 100).await, ["a", "b"]);
+    assert_eq!(names(&mut route, 100).await, ["a", "b"]);
+    assert_eq!(clone.discovery_errors(), 1);
+    // Discovery ending keeps the last set.
+    drop(tx);
+    assert_eq!(names(&mut route, 100).await, ["a", "b"]);
+    assert_eq!(names(&mut clone, 100).await, ["a", "b"]);
+    assert_eq!(route.handle().status().len(), 2);
+}
+
+/// An endpoint that answers its name, ready only while `open`.
+#[derive(Clone)]
+struct Gate {
+    name: &'static str,
+    open: Arc<AtomicBool>,
+}
+
+impl Service<()> for Gate {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(self.name))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_on_a_removed_endpoint_is_woken_by_discovery() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stuck = Gate {
+        name: "stuck",
+        open: Arc::new(AtomicBool::new(false)),
+    };
+    tx.send(Change::Insert(1, tower::util::BoxCloneService::new(stuck)))
+        .unwrap();
+    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let start = tokio::time::Instant::now();
+    let task = tokio::spawn(async move {
+        // Bounded, so that a router nobody wakes fails the test rather than hangs it.
+        let answer = tokio::time::timeout(Duration::from_secs(1), call(&mut route)).await;
+        (answer, start.elapsed())
+    });
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "waits for the endpoint to be ready");
+    tx.send(Change::Remove(1)).unwrap();
+    tx.send(Change::Insert(2, up("b"))).unwrap();
+    let (answer, waited) = task.await.unwrap();
+    assert_eq!(answer.expect("woken by the change").unwrap(), "b");
+    assert_eq!(
+        waited,
+        Duration::ZERO,
+        "woken by the change, not by the timer"
+    );
+}
+
+// The avoid hint at call time: poll_ready ran outside the attempt scope (behind a boundary),
+// call inside it.
+
+/// Polls `route` ready outside any attempt scope; returns the reserved endpoint's token.
+fn reserve<D>(route: &mut Route<D>) -> u64
+where
+    D: tower::discover::Discover<Key = usize, Service = Svc> + Unpin,
+    D::Error: Into<BoxError>,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    route.reserved().expect("an endpoint is reserved")
+}
+
+/// Calls `route` inside an attempt scope that avoids `avoid`; returns the answer.
+fn call_avoiding<D>(route: &mut Route<D>, avoid: u64) -> &'static str
+where
+    D: tower::discover::Discover<Key = usize, Service = Svc> + Unpin,
+    D::Error: Into<BoxError>,
+{
+    let mut state = Attempt {
+        number: 2,
+        avoid: Some(avoid),
+    };
+    let mut fut = attempt::scope(&mut state, || Box::pin(route.call(())));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match attempt::scope(&mut state, || fut.as_mut().poll(&mut cx)) {
+        Poll::Ready(r) => r.unwrap(),
+        Poll::Pending => unreachable!("endpoints answer at once"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_avoid_hint_read_at_call_time_diverts_to_another_ready_endpoint() {
+    let flags = flags(3);
+    let mut route = route_of(RouteConfig::default(), &flags);
+    let name_of = |route: &Route<Static<Svc>>, token: u64| {
+        let st = route.handle().status();
+        NAMES[st.iter().position(|s| s.token == token).unwrap()]
+    };
+    for _ in 0..100 {
+        let reserved = reserve(&mut route);
+        let answer = call_avoiding(&mut route, reserved);
+        assert_ne!(answer, name_of(&route, reserved));
+        // The reserved service stays ready for the next call of this instance.
+        assert_eq!(route.reserved(), Some(reserved));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_eq!(route.reserved(), Some(reserved));
+        let next = poll_now(route.call(()));
+        assert_eq!(next, name_of(&route, reserved));
+    }
+    // Avoiding an endpoint that is not the reserved one changes nothing.
+    let reserved = reserve(&mut route);
+    let st = route.handle().status();
+    let other = st.iter().find(|s| s.token != reserved).unwrap().token;
+    assert_eq!(call_avoiding(&mut route, other), name_of(&route, reserved));
+    assert_eq!(route.reserved(), None);
+}
+
+fn poll_now<F: std::future::Future<Output = Result<&'static str, BoxError>>>(
+    fut: F,
+) -> &'static str {
+    let mut fut = std::pin::pin!(fut);
+    match fut
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(r) => r.unwrap(),
+        Poll::Pending => unreachable!("endpoints answer at once"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_one_eligible_endpoint_the_call_goes_to_the_reserved_one() {
+    // One endpoint.
+    let mut single = route_of(RouteConfig::default(), &flags(1));
+    for _ in 0..10 {
+        let reserved = reserve(&mut single);
+        assert_eq!(call_avoiding(&mut single, reserved), "a");
+    }
+    // Two, one of them ejected.
+    let up = flags(2);
+    let cfg = RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    };
+    let mut route = route_of(cfg, &up);
+    up[1].store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        let _ = call(&mut route).await;
+    }
+    up[1].store(true, Ordering::SeqCst);
+    assert!(route.handle().status()[1].ejected);
+    for _ in 0..20 {
+        let reserved = reserve(&mut route);
+        assert_eq!(call_avoiding(&mut route, reserved), "a");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_other_endpoint_is_not_ready_the_call_goes_to_the_reserved_one() {
+    let open = Arc::new(AtomicBool::new(true));
+    let gate = |name, open: &Arc<AtomicBool>| {
+        tower::util::BoxCloneService::new(Gate {
+            name,
+            open: open.clone(),
+        })
+    };
+    let mut route = Route::new(
+        RouteConfig::default(),
+        [
+            gate("a", &Arc::new(AtomicBool::new(true))),
+            gate("b", &open),
+        ],
+    )
+    .unwrap();
+    let a = route.handle().status()[0].token;
+    let mut checked = 0;
+    for _ in 0..100 {
+        open.store(true, Ordering::SeqCst);
+        let reserved = reserve(&mut route);
+        if reserved != a {
+            assert_eq!(poll_now(route.call(())), "b");
+            continue;
+        }
+        // b was ready when polled, but is not now: the call keeps to a.
+        open.store(false, Ordering::SeqCst);
+        assert_eq!(call_avoiding(&mut route, a), "a");
+        assert_eq!(route.reserved(), None);
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_made_outside_the_attempt_scope_and_polled_inside_is_noticed() {
+    use crate::future::CONTEXT_LOST_SEEN;
+    // Each time it is noticed (on this thread) ...
+    let seen = || CONTEXT_LOST_SEEN.with(std::cell::Cell::get);
+    // ... and the warning, given once per process (no other test of this crate loses it).
+    let warnings = palisade_test::Warnings::start();
+    let mut route = route_of(RouteConfig::default(), &flags(2));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut state = Attempt::default();
+    let before = seen();
+    // All in the scope: nothing lost.
+    attempt::scope(&mut state, || {
+        assert!(route.poll_ready(&mut cx).is_ready());
+        let _ = poll_now(route.call(()));
+    });
+    // No scope at all (no retry above): nothing lost.
+    let _ = call(&mut route).await.unwrap();
+    assert_eq!(seen(), before);
+    // Called outside, polled inside: noticed, on the first poll only.
+    let hang = Arc::new(AtomicBool::new(true));
+    let mut slow = Route::new(RouteConfig::default(), [hanging("h", hang)]).unwrap();
+    assert!(slow.poll_ready(&mut cx).is_ready());
+    let mut fut = Box::pin(slow.call(()));
+    for _ in 0..3 {
+        assert!(attempt::scope(&mut state, || fut.as_mut().poll(&mut cx)).is_pending());
+    }
+    assert_eq!(seen(), before + 1);
+    assert_eq!(warnings.count(), 1);
+
+    // Behind a Buffer, the router's poll_ready and call run on the buffer's worker task,
+    // outside the caller's scope; the response future is polled inside it.
+    let mut buffered = tower::buffer::Buffer::new(route_of(RouteConfig::default(), &flags(2)), 8);
+    let before = seen();
+    buffered.ready().await.unwrap();
+    let fut = buffered.call(());
+    let mut fut = std::pin::pin!(fut);
+    let answer = std::future::poll_fn(|cx| attempt::scope(&mut state, || fut.as_mut().poll(cx)))
+        .await
+        .unwrap();
+    assert!(["a", "b"].contains(&answer));
+    assert_eq!(seen(), before + 1);
+    assert_eq!(warnings.count(), 1, "once per process");
 }

@@ -1,0 +1,17 @@
+//! Request and response bodies: replay for retries, timeouts and trailers while streaming.
+//!
+//! - [`ReplayLayer`] keeps request bodies up to a limit in memory so that a retry layer above
+//!   can send a request again (`Request<Incoming>` and axum's requests are not `Clone`);
+//!   [`ReplayAttempts`] gives a body over the limit a single attempt.
+//! - [`GuardLayer`] watches response bodies as they stream: an idle timeout between frames, a
+//!   whole-body limit, and the gRPC status of the trailers; a body that fails yields an error
+//!   that carries its class.
+
+mod guard;
+mod replay;
+
+pub use guard::{BodyTimeout, Guard, GuardFuture, GuardLayer, GuardedBody, IdleTimeout};
+pub use replay::{NotReplayable, Replay, ReplayAttempts, ReplayBody, ReplayFuture, ReplayLayer};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,553 @@
+//! Replayable request bodies: [`ReplayLayer`], [`Replay`], [`ReplayBody`], [`ReplayAttempts`].
+
+use std::collections::VecDeque;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame, SizeHint};
+use palisade_classify::{BoxError, Category, Class, HasClass};
+use palisade_retry::MaxAttempts;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The body of a request that could not be kept for replay was asked for a second time.
+///
+/// Its class is `Validation`, not retryable: the request cannot be sent again. With
+/// [`ReplayAttempts`] on the retry layer, no second attempt is made and this never happens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotReplayable(());
+
+impl fmt::Display for NotReplayable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body larger than the replay limit cannot be sent again")
+    }
+}
+
+impl Error for NotReplayable {}
+
+impl HasClass for NotReplayable {
+    fn class(&self) -> Class {
+        Class::new(Category::Validation).with_retryable(false)
+    }
+}
+
+/// A request body that a retry can send again: either kept whole in memory (cloning it is a
+/// reference-count increment and replays it from the start), or streamed once.
+///
+/// Made by [`Replay`]. A clone of a body that was not kept ([`is_replayable`] is `false`) fails
+/// with [`NotReplayable`] when read: pair the retry layer with [`ReplayAttempts`] so that such a
+/// request gets one attempt and is never cloned.
+///
+/// [`is_replayable`]: ReplayBody::is_replayable
+pub struct ReplayBody<B> {
+    kind: Kind<B>,
+}
+
+enum Kind<B> {
+    Full {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+        // 0: the data is next, 1: the trailers, 2: done.
+        next: u8,
+    },
+    Once {
+        prefix: VecDeque<Bytes>,
+        rest: Option<B>,
+    },
+    Taken {
+        reported: bool,
+    },
+}
+
+impl<B> ReplayBody<B> {
+    /// A body kept whole: `data`, then `trailers` if any.
+    pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        ReplayBody {
+            kind: Kind::Full {
+                data,
+                trailers,
+                next: 0,
+            },
+        }
+    }
+
+    /// An empty body (replayable).
+    pub fn empty() -> Self {
+        Self::full(Bytes::new(), None)
+    }
+
+    /// A body that streams `rest` after `prefix`, once: not replayable.
+    pub fn once(prefix: impl IntoIterator<Item = Bytes>, rest: B) -> Self {
+        ReplayBody {
+            kind: Kind::Once {
+                prefix: prefix.into_iter().collect(),
+                rest: Some(rest),
+            },
+        }
+    }
+
+    /// Whether a clone replays this body (it was kept whole).
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Full { .. })
+    }
+
+    /// The kept bytes, when the body was kept whole.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl<B> Clone for ReplayBody<B> {
+    fn clone(&self) -> Self {
+        match &self.kind {
+            Kind::Full { data, trailers, .. } => Self::full(data.clone(), trailers.clone()),
+            Kind::Once { .. } | Kind::Taken { .. } => ReplayBody {
+                kind: Kind::Taken { reported: false },
+            },
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Full { data, trailers, .. } => f
+                .debug_struct("ReplayBody::Full")
+                .field("len", &data.len())
+                .field("trailers", &trailers.is_some())
+                .finish(),
+            Kind::Once { prefix, .. } => f
+                .debug_struct("ReplayBody::Once")
+                .field("prefix", &prefix.iter().map(Bytes::len).sum::<usize>())
+                .finish(),
+            Kind::Taken { .. } => f.write_str("ReplayBody::Taken"),
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full {
+                data,
+                trailers,
+                next,
+            } => {
+                if *next == 0 {
+                    *next = 1;
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
+                    }
+                }
+                if *next == 1 {
+                    *next = 2;
+                    if let Some(t) = trailers {
+                        return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Kind::Once { prefix, rest } => {
+                if let Some(chunk) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                let Some(body) = rest else {
+                    return Poll::Ready(None);
+                };
+                match ready!(Pin::new(body).poll_frame(cx)) {
+                    Some(Ok(frame)) => Poll::Ready(Some(Ok(
+                        frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                    ))),
+                    Some(Err(e)) => {
+                        *rest = None;
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    None => {
+                        *rest = None;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+            Kind::Taken { reported } => {
+                if mem::replace(reported, true) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(Box::new(NotReplayable(())))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full {
+                data,
+                trailers,
+                next,
+            } => match next {
+                0 => data.is_empty() && trailers.is_none(),
+                1 => trailers.is_none(),
+                _ => true,
+            },
+            Kind::Once { prefix, rest } => {
+                prefix.is_empty() && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
+            Kind::Taken { reported } => *reported,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data, next, .. } => {
+                SizeHint::with_exact(if *next == 0 { data.len() as u64 } else { 0 })
+            }
+            Kind::Once { prefix, rest } => {
+                let kept: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let rest = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), Body::size_hint);
+                let mut hint = SizeHint::new();
+                hint.set_lower(kept.saturating_add(rest.lower()));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(kept.saturating_add(upper));
+                }
+                hint
+            }
+            Kind::Taken { .. } => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Makes requests replayable for a retry layer above: see [`Replay`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLayer {
+    limit: usize,
+}
+
+impl ReplayLayer {
+    /// Keeps request bodies of up to `limit` bytes for replay.
+    pub fn new(limit: usize) -> Self {
+        ReplayLayer { limit }
+    }
+
+    /// The largest body kept, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl<S> Layer<S> for ReplayLayer {
+    type Service = Replay<S>;
+
+    fn layer(&self, inner: S) -> Replay<S> {
+        Replay::new(inner, self.limit)
+    }
+}
+
+/// Reads each request's body into memory, up to a limit, so that the request can be cloned and
+/// sent again: `Request<B>` in, `Request<ReplayBody<B>>` to the inner service (a retry layer,
+/// which needs `Clone` requests; `Request<hyper::body::Incoming>` and axum's request are not).
+///
+/// A body of up to `limit` bytes (trailers included as they come) is read whole before the
+/// inner service is called, and every clone replays it. A larger one (by its size hint, or once
+/// `limit` bytes have arrived) is sent as it streams, once: what was read is sent first, then
+/// the rest; a `DEBUG` event (target `palisade_http::body`) says the request goes without
+/// retry, and [`ReplayBody::is_replayable`] is `false`, which [`ReplayAttempts`] turns into a
+/// limit of one attempt. An empty body costs nothing.
+///
+/// # Errors
+///
+/// A body that fails while being read fails the call with its error, before the inner service
+/// is called.
+///
+/// # Readiness
+///
+/// `poll_ready` is the inner service's. A call that must read its body first takes the ready
+/// inner service into its future and leaves a clone in its place.
+#[derive(Clone, Debug)]
+pub struct Replay<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Replay<S> {
+    /// Wraps `inner`, keeping bodies of up to `limit` bytes.
+    pub fn new(inner: S, limit: usize) -> Self {
+        Replay { inner, limit }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn sent_once(limit: usize) {
+    tracing::debug!(
+        target: "palisade_http::body",
+        limit,
+        "request body larger than the replay limit: sent once, without retry"
+    );
+}
+
+impl<S, B> Service<Request<B>> for Replay<S>
+where
+    S: Service<Request<ReplayBody<B>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ReplayFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        if body.is_end_stream() {
+            let req = Request::from_parts(parts, ReplayBody::empty());
+            return ReplayFuture::calling(self.inner.call(req));
+        }
+        if body.size_hint().lower() > self.limit as u64 {
+            sent_once(self.limit);
+            let req = Request::from_parts(parts, ReplayBody::once([], body));
+            return ReplayFuture::calling(self.inner.call(req));
+        }
+        let clone = self.inner.clone();
+        let service = mem::replace(&mut self.inner, clone);
+        ReplayFuture {
+            state: State::Reading {
+                read: Some(Reading {
+                    parts,
+                    body,
+                    chunks: Vec::new(),
+                    len: 0,
+                    trailers: None,
+                    service,
+                }),
+            },
+            limit: self.limit,
+        }
+    }
+}
+
+struct Reading<S, B> {
+    parts: http::request::Parts,
+    body: B,
+    chunks: Vec<Bytes>,
+    len: usize,
+    trailers: Option<HeaderMap>,
+    service: S,
+}
+
+pin_project! {
+    /// The response future of [`Replay`].
+    pub struct ReplayFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        limit: usize,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        Reading { read: Option<Reading<S, B>> },
+        Calling { #[pin] future: S::Future },
+    }
+}
+
+impl<S, B> ReplayFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn calling(future: S::Future) -> Self {
+        ReplayFuture {
+            state: State::Calling { future },
+            limit: 0,
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ReplayFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Reading { .. } => "Reading",
+            State::Calling { .. } => "Calling",
+        };
+        f.debug_struct("ReplayFuture")
+            .field("state", &state)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    }
+}
+
+impl<S, B> Future for ReplayFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    S::Error: Into<BoxError>,
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+                StateProj::Reading { read } => {
+                    let Some(r) = read.as_mut() else {
+                        return Poll::Ready(Err("replay future polled after completion".into()));
+                    };
+                    // Read until the end, or past the limit.
+                    let done = loop {
+                        match ready!(Pin::new(&mut r.body).poll_frame(cx)) {
+                            Some(Ok(frame)) => match frame.into_data() {
+                                Ok(mut data) => {
+                                    let chunk = data.copy_to_bytes(data.remaining());
+                                    r.len += chunk.len();
+                                    r.chunks.push(chunk);
+                                    if r.len > *this.limit {
+                                        break false;
+                                    }
+                                }
+                                Err(frame) => {
+                                    if let Ok(t) = frame.into_trailers() {
+                                        match &mut r.trailers {
+                                            Some(all) => all.extend(t),
+                                            None => r.trailers = Some(t),
+                                        }
+                                    }
+                                }
+                            },
+                            Some(Err(e)) => {
+                                *read = None;
+                                return Poll::Ready(Err(e.into()));
+                            }
+                            None => break true,
+                        }
+                    };
+                    let Some(Reading {
+                        parts,
+                        body,
+                        chunks,
+                        len,
+                        trailers,
+                        mut service,
+                    }) = read.take()
+                    else {
+                        return Poll::Ready(Err("replay future polled after completion".into()));
+                    };
+                    let body = if done {
+                        ReplayBody::full(concat(chunks, len), trailers)
+                    } else {
+                        sent_once(*this.limit);
+                        ReplayBody::once(chunks, body)
+                    };
+                    let future = service.call(Request::from_parts(parts, body));
+                    this.state.set(State::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+/// The retry attempt limit for [`ReplayBody`] requests: one attempt for a body that was not
+/// kept for replay, `A`'s limit for the others.
+///
+/// Give it to the retry layer with `RetryBuilder::max_attempts_with`:
+///
+/// ```
+/// use palisade_http::body::ReplayAttempts;
+/// use palisade_retry::{LayerLimit, RetryLayer};
+///
+/// let retry = RetryLayer::builder()
+///     .max_attempts(3)
+///     .max_attempts_with(ReplayAttempts::new(LayerLimit))
+///     .build()
+///     .unwrap();
+/// # let _ = retry;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayAttempts<A> {
+    inner: A,
+}
+
+impl<A> ReplayAttempts<A> {
+    /// One attempt for bodies not kept, `inner`'s limit otherwise.
+    pub fn new(inner: A) -> Self {
+        ReplayAttempts { inner }
+    }
+}
+
+impl<A, B> MaxAttempts<Request<ReplayBody<B>>> for ReplayAttempts<A>
+where
+    A: MaxAttempts<Request<ReplayBody<B>>>,
+{
+    fn max_attempts(&self, req: &Request<ReplayBody<B>>) -> Option<u32> {
+        if req.body().is_replayable() {
+            self.inner.max_attempts(req)
+        } else {
+            Some(1)
+        }
+    }
+}

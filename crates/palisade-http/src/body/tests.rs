@@ -1,0 +1,420 @@
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use palisade_classify::{BoxError, Category, Class, class_of};
+use palisade_retry::{LayerLimit, MaxAttempts};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+use super::*;
+use crate::grpc::GrpcClassifier;
+
+/// A scripted body: frames, then `Pending` forever if `stall`, else the end. Counts its polls.
+struct Script {
+    frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+    stall: bool,
+    hint: Option<u64>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl Script {
+    fn new(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Self {
+        Script {
+            frames: frames.into(),
+            stall: false,
+            hint: None,
+            polls: Arc::default(),
+        }
+    }
+
+    fn data(chunks: &[&'static str]) -> Self {
+        Self::new(
+            chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect(),
+        )
+    }
+}
+
+impl Body for Script {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        match self.frames.pop_front() {
+            Some(f) => Poll::Ready(Some(f)),
+            None if self.stall => Poll::Pending,
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.stall && self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.hint {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+fn trailers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    for (k, v) in pairs {
+        t.insert(*k, v.parse().unwrap());
+    }
+    t
+}
+
+/// Collects a body's data and trailers, or its error.
+async fn collect<B>(body: B) -> Result<(Bytes, Option<HeaderMap>), BoxError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let collected = body.collect().await.map_err(Into::into)?;
+    let trailers = collected.trailers().cloned();
+    Ok((collected.to_bytes(), trailers))
+}
+
+/// A service that records each request body it receives (replayed twice: as sent and as a
+/// clone would be).
+fn recorder(
+    seen: Arc<Mutex<Vec<ReplayBody<Script>>>>,
+) -> impl tower::Service<Request<ReplayBody<Script>>, Response = (), Error = BoxError, Future: Send>
++ Clone {
+    service_fn(move |req: Request<ReplayBody<Script>>| {
+        seen.lock().unwrap().push(req.into_body());
+        async { Ok::<_, BoxError>(()) }
+    })
+}
+
+#[tokio::test]
+async fn a_body_within_the_limit_is_kept_and_every_clone_replays_it() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let body = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"hello "))),
+        Ok(Frame::data(Bytes::from_static(b"world"))),
+        Ok(Frame::trailers(trailers(&[("x-sum", "1")]))),
+    ]);
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(11))
+        .service(recorder(seen.clone()));
+    svc.oneshot(Request::new(body)).await.unwrap();
+    let body = seen.lock().unwrap().pop().unwrap();
+    assert!(body.is_replayable());
+    assert_eq!(body.bytes().unwrap(), "hello world");
+    assert_eq!(body.size_hint().exact(), Some(11));
+    let copy = body.clone();
+    // Read one partly: a clone of it still replays from the start.
+    let mut partly = body.clone();
+    let first = std::pin::pin!(&mut partly).frame().await;
+    assert!(first.is_some());
+    let again = partly.clone();
+    for b in [body, copy, again] {
+        let (data, t) = collect(b).await.unwrap();
+        assert_eq!(data, "hello world");
+        assert_eq!(t.unwrap()["x-sum"], "1");
+    }
+}
+
+#[tokio::test]
+async fn one_byte_over_the_limit_goes_once_whole() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(10))
+        .service(recorder(seen.clone()));
+    svc.oneshot(Request::new(Script::data(&["hello ", "world"])))
+        .await
+        .unwrap();
+    let body = seen.lock().unwrap().pop().unwrap();
+    assert!(!body.is_replayable());
+    assert_eq!(body.bytes(), None);
+    let clone = body.clone();
+    let (data, _) = collect(body).await.unwrap();
+    assert_eq!(data, "hello world");
+    // A clone of it cannot be sent.
+    let err = collect(clone).await.unwrap_err();
+    assert!(err.is::<NotReplayable>());
+    assert_eq!(
+        crate::transport::classifier().classify_error(&*err),
+        Class::new(Category::Validation).with_retryable(false)
+    );
+}
+
+#[tokio::test]
+async fn a_body_known_to_be_too_large_is_not_read_ahead() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut body = Script::data(&["0123456789", "abc"]);
+    body.hint = Some(13);
+    let polls = body.polls.clone();
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(12))
+        .service(recorder(seen.clone()));
+    svc.oneshot(Request::new(body)).await.unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+    let body = seen.lock().unwrap().pop().unwrap();
+    assert!(!body.is_replayable());
+    assert_eq!(body.size_hint().exact(), Some(13));
+    assert_eq!(collect(body).await.unwrap().0, "0123456789abc");
+}
+
+#[tokio::test]
+async fn an_empty_body_is_replayable_at_no_cost() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let body = Script::data(&[]);
+    let polls = body.polls.clone();
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(0))
+        .service(recorder(seen.clone()));
+    svc.oneshot(Request::new(body)).await.unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+    let body = seen.lock().unwrap().pop().unwrap();
+    assert!(body.is_replayable());
+    assert!(body.is_end_stream());
+}
+
+#[tokio::test]
+async fn a_body_that_fails_while_read_fails_the_call_before_the_service() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let body = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"par"))),
+        Err("client went away".into()),
+    ]);
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(100))
+        .service(recorder(seen.clone()));
+    let err = svc.oneshot(Request::new(body)).await.unwrap_err();
+    assert_eq!(err.to_string(), "client went away");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn replay_attempts_give_a_body_not_kept_one_attempt() {
+    let attempts = ReplayAttempts::new(LayerLimit);
+    let kept = Request::new(ReplayBody::<Script>::full(Bytes::from_static(b"x"), None));
+    assert_eq!(attempts.max_attempts(&kept), None);
+    let once = Request::new(ReplayBody::once([], Script::data(&["x"])));
+    assert_eq!(attempts.max_attempts(&once), Some(1));
+    let five = ReplayAttempts::new(palisade_retry::max_attempts_fn(
+        |_: &Request<ReplayBody<Script>>| Some(5),
+    ));
+    assert_eq!(five.max_attempts(&kept), Some(5));
+    assert_eq!(five.max_attempts(&once), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_sends_the_kept_body_again() {
+    use palisade_retry::{Backoff, RetryLayer, budget::Unlimited};
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let flaky = service_fn(move |req: Request<ReplayBody<Script>>| {
+        let b = b.clone();
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let data = collect(req.into_body()).await?.0;
+            b.lock().unwrap().push(data);
+            if n == 0 {
+                Err::<(), BoxError>("503 service unavailable".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(64))
+        .layer(
+            RetryLayer::builder()
+                .budget(Unlimited)
+                .backoff(Backoff::constant(Duration::from_millis(5)))
+                .max_attempts_with(ReplayAttempts::new(LayerLimit))
+                .build()
+                .unwrap(),
+        )
+        .layer(palisade_classify::ClassifyLayer::new(
+            palisade_classify::DefaultClassifier::new(),
+        ))
+        .service(flaky);
+    svc.clone()
+        .oneshot(Request::new(Script::data(&["ab", "cd"])))
+        .await
+        .unwrap();
+    assert_eq!(*bodies.lock().unwrap(), ["abcd", "abcd"]);
+
+    // Too large: one attempt, its error comes back.
+    calls.store(0, Ordering::SeqCst);
+    bodies.lock().unwrap().clear();
+    let err = svc
+        .oneshot(Request::new(Script::data(&[LONG, LONG])))
+        .await
+        .unwrap_err();
+    assert_eq!(class_of(&err).category, Category::ServerError);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+const LONG: &str = "0123456789012345678901234567890123456789";
+
+// ---- guarded bodies ----
+
+async fn guarded(layer: GuardLayer, body: Script) -> GuardedBody<Script> {
+    let body = Mutex::new(Some(body));
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_: ()| {
+            let body = body.lock().unwrap().take().unwrap();
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        }))
+        .oneshot(())
+        .await
+        .unwrap()
+        .into_body()
+}
+
+fn grpc_script() -> Script {
+    Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+        Ok(Frame::trailers(trailers(&[
+            ("grpc-status", "14"),
+            ("grpc-message", "backend%20down"),
+        ]))),
+    ])
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_whole_body_limit_fails_the_body_at_its_end_not_before() {
+    let mut script = Script::data(&["a"]);
+    script.stall = true;
+    let layer = GuardLayer::new().body_timeout(Duration::from_secs(10));
+    let body = guarded(layer, script).await;
+    let mut body = std::pin::pin!(body);
+    let start = Instant::now();
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "a"
+    );
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    assert_eq!(err.to_string(), "response body not finished within 10s");
+    // Done: no more frames.
+    assert!(body.frame().await.is_none());
+    assert!(body.is_end_stream());
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_frame_restarts_the_idle_timeout() {
+    // Frames every 4 s (the body's stalls are timed by the test) never trip a 5 s idle limit.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let rx = Mutex::new(Some(rx));
+    let guarded_body = ServiceBuilder::new()
+        .layer(GuardLayer::new().idle_timeout(Duration::from_secs(5)))
+        .service(service_fn(move |_: ()| {
+            let body = RxBody(rx.lock().unwrap().take());
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        }))
+        .oneshot(())
+        .await
+        .unwrap()
+        .into_body();
+    let mut body = std::pin::pin!(guarded_body);
+    for i in 0..3 {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from(format!("{i}"))))).await;
+        });
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), format!("{i}"));
+    }
+    let start = Instant::now();
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert!(err.to_string().contains("idle for 5s"));
+}
+
+type Rx = tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>;
+
+struct RxBody(Option<Rx>);
+
+impl Body for RxBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.0 {
+            Some(rx) => rx.poll_recv(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_trailers_are_reported_and_passed_through_or_failed() {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let r = reports.clone();
+    let layer = GuardLayer::new()
+        .grpc_trailers(GrpcClassifier::new())
+        .on_failure(move |class, err| r.lock().unwrap().push((class.category, err.to_string())));
+    let (_, t) = collect(guarded(layer.clone(), grpc_script()).await)
+        .await
+        .unwrap();
+    assert_eq!(t.unwrap()["grpc-status"], "14");
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [(
+            Category::Network,
+            "gRPC UNAVAILABLE: backend down".to_owned()
+        )]
+    );
+
+    let err = collect(guarded(layer.trailers_as_errors(true), grpc_script()).await)
+        .await
+        .unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    assert_eq!(reports.lock().unwrap().len(), 2);
+
+    // An OK status is no failure.
+    let ok = Script::new(vec![Ok(Frame::trailers(trailers(&[("grpc-status", "0")])))]);
+    let layer = GuardLayer::new()
+        .grpc_trailers(GrpcClassifier::new())
+        .trailers_as_errors(true);
+    assert!(collect(guarded(layer, ok).await).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_error_mid_stream_is_classified_and_ends_the_body() {
+    let script = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"a"))),
+        Err(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        ))),
+        Ok(Frame::data(Bytes::from_static(b"never"))),
+    ]);
+    let body = guarded(GuardLayer::new(), script).await;
+    let mut body = std::pin::pin!(body);
+    assert!(body.frame().await.unwrap().is_ok());
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    assert!(body.frame().await.is_none());
+}

@@ -1,0 +1,619 @@
+//! gRPC over HTTP/2: [`GrpcClassifier`] for `grpc-status`, its [`Code`]s, and the
+//! `grpc-timeout` header's format.
+//!
+//! A gRPC call's status travels in `grpc-status` (with `grpc-message`): in the response's
+//! headers when the server answers with no message at all ("trailers-only", the shape of most
+//! failures), otherwise in the trailers after the body. [`GrpcClassifier`] classifies the
+//! first when the response arrives; the trailers come later, and
+//! [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers) reads them as the body
+//! ends. Codes and their meaning are those of
+//! [gRPC's status codes](https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Response, StatusCode};
+use palisade_classify::{BoxError, Category, Class, Classify, ConfigError, HasClass};
+
+use crate::hint::{ServerHints, text};
+use crate::status::apply_hints;
+
+/// `grpc-status`.
+pub const GRPC_STATUS: &str = "grpc-status";
+/// `grpc-message`.
+pub const GRPC_MESSAGE: &str = "grpc-message";
+/// `grpc-timeout`.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// A gRPC status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// 0: success.
+    Ok,
+    /// 1: the caller cancelled the call.
+    Cancelled,
+    /// 2: an error nothing more is known about.
+    Unknown,
+    /// 3: the request is invalid whatever the server's state.
+    InvalidArgument,
+    /// 4: the deadline passed before the call completed.
+    DeadlineExceeded,
+    /// 5: what was asked for does not exist.
+    NotFound,
+    /// 6: what the call would create already exists.
+    AlreadyExists,
+    /// 7: the caller may not do this.
+    PermissionDenied,
+    /// 8: a quota or a resource ran out (a rate limit, a full disk).
+    ResourceExhausted,
+    /// 9: the system is not in a state in which the call can run.
+    FailedPrecondition,
+    /// 10: the call was aborted, typically by a concurrency conflict.
+    Aborted,
+    /// 11: out of the valid range.
+    OutOfRange,
+    /// 12: the method is not implemented or not supported.
+    Unimplemented,
+    /// 13: an internal error of the server.
+    Internal,
+    /// 14: the service is unavailable right now (a transient condition).
+    Unavailable,
+    /// 15: unrecoverable data loss or corruption.
+    DataLoss,
+    /// 16: the caller's credentials are missing or invalid.
+    Unauthenticated,
+}
+
+impl Code {
+    const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// The code of a number; a number outside 0..=16 is [`Code::Unknown`], as gRPC treats it.
+    pub fn from_i32(n: i32) -> Code {
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or(Code::Unknown)
+    }
+
+    /// The code of a `grpc-status` value; `None` when it is not a number.
+    pub fn from_header(value: &str) -> Option<Code> {
+        value.trim().parse::<i32>().ok().map(Code::from_i32)
+    }
+
+    /// The number.
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    /// The canonical name: `UNAVAILABLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// The code gRPC gives a response whose HTTP status is not 200 and that carries no
+    /// `grpc-status` (a proxy's error page, say), as gRPC's
+    /// [HTTP to gRPC status mapping](https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md)
+    /// says; `None` for 200.
+    pub fn from_http(status: StatusCode) -> Option<Code> {
+        Some(match status.as_u16() {
+            200 => return None,
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502..=504 => Code::Unavailable,
+            _ => Code::Unknown,
+        })
+    }
+
+    /// The class of a failing code ([`GrpcClassifier`]'s table); `None` for [`Code::Ok`].
+    pub fn class(self) -> Option<Class> {
+        let category = match self {
+            Code::Ok => return None,
+            Code::Cancelled => Category::Cancelled,
+            Code::Unknown | Code::Internal => Category::ServerError,
+            Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::OutOfRange => Category::Validation,
+            Code::DeadlineExceeded => Category::Timeout,
+            Code::NotFound => Category::NotFound,
+            Code::PermissionDenied | Code::Unauthenticated => Category::Authentication,
+            Code::ResourceExhausted => Category::RateLimited,
+            Code::Aborted => Category::Transient,
+            Code::Unimplemented | Code::DataLoss => {
+                return Some(Class::new(Category::ServerError).with_retryable(false));
+            }
+            Code::Unavailable => Category::Network,
+        };
+        Some(Class::new(category))
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failing gRPC status, as read from headers or trailers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcStatus {
+    /// The code.
+    pub code: Code,
+    /// `grpc-message`, percent-decoded; empty when absent.
+    pub message: String,
+}
+
+impl GrpcStatus {
+    /// The status in `headers` (or trailers), if they carry a `grpc-status`.
+    pub fn from_headers(headers: &HeaderMap) -> Option<GrpcStatus> {
+        let code = Code::from_header(text(headers, GRPC_STATUS)?)?;
+        let message = headers
+            .get(GRPC_MESSAGE)
+            .map(|v| percent_decode(v.as_bytes()))
+            .unwrap_or_default();
+        Some(GrpcStatus { code, message })
+    }
+}
+
+impl fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "gRPC {}", self.code)
+        } else {
+            write!(f, "gRPC {}: {}", self.code, self.message)
+        }
+    }
+}
+
+impl Error for GrpcStatus {}
+
+impl HasClass for GrpcStatus {
+    fn class(&self) -> Class {
+        self.code.class().unwrap_or(Class::new(Category::Ignored))
+    }
+}
+
+/// `grpc-message` is percent-encoded; a malformed escape is kept as it is.
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Classifies gRPC responses by `grpc-status`, and client errors by kind.
+///
+/// | code | class |
+/// |---|---|
+/// | `OK` | success |
+/// | `CANCELLED` | `Cancelled`, not retryable |
+/// | `UNKNOWN`, `INTERNAL` | `ServerError`, retryable |
+/// | `INVALID_ARGUMENT`, `ALREADY_EXISTS`, `FAILED_PRECONDITION`, `OUT_OF_RANGE` | `Validation`, not retryable |
+/// | `DEADLINE_EXCEEDED` | `Timeout`, retryable |
+/// | `NOT_FOUND` | `NotFound`, not retryable |
+/// | `PERMISSION_DENIED`, `UNAUTHENTICATED` | `Authentication`, not retryable |
+/// | `RESOURCE_EXHAUSTED` | `RateLimited`, retryable, with the server's pushback as its wait |
+/// | `ABORTED` | `Transient`, retryable |
+/// | `UNIMPLEMENTED`, `DATA_LOSS` | `ServerError`, not retryable |
+/// | `UNAVAILABLE` | `Network`, retryable (gRPC's one code that is always safe to retry) |
+///
+/// A response with `grpc-status` in its headers (trailers-only) is classified by it; one
+/// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`); a
+/// 200 without is a success as far as its head goes, its status coming in the trailers (see
+/// [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers)).
+/// `grpc-retry-pushback-ms` sets the wait of any failing code, and a negative one makes it not
+/// retryable ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md));
+/// the other [server hints](crate::hint) apply as for HTTP. Errors are classified like
+/// [`HttpClassifier`](crate::HttpClassifier)'s.
+///
+/// ```
+/// use http::Response;
+/// use palisade_classify::{BoxError, Category, Classify};
+/// use palisade_http::grpc::GrpcClassifier;
+/// use std::time::Duration;
+///
+/// let exhausted = Response::builder()
+///     .header("grpc-status", "8")
+///     .header("grpc-message", "quota%20exceeded")
+///     .header("grpc-retry-pushback-ms", "250")
+///     .body(())
+///     .unwrap();
+/// let classifier = GrpcClassifier::new();
+/// let class = classifier.classify(&Ok::<_, BoxError>(exhausted)).unwrap();
+/// assert_eq!(class.category, Category::RateLimited);
+/// assert_eq!(class.retry_after, Some(Duration::from_millis(250)));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct GrpcClassifier {
+    overrides: Option<Arc<[(Code, Option<Class>)]>>,
+}
+
+impl GrpcClassifier {
+    /// The table above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder for overrides.
+    pub fn builder() -> GrpcClassifierBuilder {
+        GrpcClassifierBuilder::default()
+    }
+
+    /// The class of a code, overrides included; `None` for a success.
+    pub fn classify_code(&self, code: Code) -> Option<Class> {
+        if let Some(overrides) = &self.overrides
+            && let Some((_, class)) = overrides.iter().find(|(c, _)| *c == code)
+        {
+            return *class;
+        }
+        code.class()
+    }
+
+    /// The class of headers or trailers that carry a failing `grpc-status`, refined by their
+    /// hints, and the status.
+    pub fn classify_trailers(&self, headers: &HeaderMap) -> Option<(Class, GrpcStatus)> {
+        let status = GrpcStatus::from_headers(headers)?;
+        let class = self.classify_code(status.code)?;
+        let hints = ServerHints::from_headers(headers, palisade_classify::hint::wall_clock());
+        Some((apply_hints(class, &hints), status))
+    }
+
+    /// The class of a response's head; `None` for a success (or a status still to come in the
+    /// trailers).
+    pub fn classify_response<B>(&self, response: &Response<B>) -> Option<Class> {
+        let headers = response.headers();
+        let code = match text(headers, GRPC_STATUS).and_then(Code::from_header) {
+            Some(code) => code,
+            None => Code::from_http(response.status())?,
+        };
+        let class = self.classify_code(code)?;
+        let hints = ServerHints::from_headers(headers, palisade_classify::hint::wall_clock());
+        Some(apply_hints(class, &hints))
+    }
+}
+
+impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
+    fn classify(&self, result: &Result<Response<B>, BoxError>) -> Option<Class> {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(err) => Some(crate::transport::classify_error(&**err)),
+        }
+    }
+
+    fn describe(&self, response: &Response<B>) -> Option<Cow<'static, str>> {
+        match GrpcStatus::from_headers(response.headers()) {
+            Some(status) => Some(Cow::Owned(status.to_string())),
+            None => Some(Cow::Owned(format!(
+                "gRPC {} ({})",
+                Code::from_http(response.status()).unwrap_or(Code::Ok),
+                crate::status::describe_status(response.status())
+            ))),
+        }
+    }
+}
+
+/// Builds a [`GrpcClassifier`].
+#[derive(Clone, Debug, Default)]
+pub struct GrpcClassifierBuilder {
+    overrides: Vec<(Code, Option<Class>)>,
+}
+
+impl GrpcClassifierBuilder {
+    /// `code` gets `class` in place of the table's.
+    pub fn code(mut self, code: Code, class: Class) -> Self {
+        self.overrides.push((code, Some(class)));
+        self
+    }
+
+    /// `code` is a success (a `NOT_FOUND` that answers a lookup).
+    pub fn success(mut self, code: Code) -> Self {
+        self.overrides.push((code, None));
+        self
+    }
+
+    /// Builds the classifier.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `code[i]` when a code is given twice.
+    pub fn build(self) -> Result<GrpcClassifier, ConfigError> {
+        for (i, (code, _)) in self.overrides.iter().enumerate() {
+            if self.overrides[..i].iter().any(|(c, _)| c == code) {
+                return Err(ConfigError::new(
+                    format!("code[{i}]"),
+                    format!("gives {code} a second time"),
+                ));
+            }
+        }
+        Ok(GrpcClassifier {
+            overrides: (!self.overrides.is_empty()).then(|| self.overrides.into()),
+        })
+    }
+}
+
+/// The largest value `grpc-timeout` carries: eight digits.
+const MAX_TIMEOUT_VALUE: u128 = 99_999_999;
+
+/// Formats a duration as a `grpc-timeout` value: at most eight digits and a unit (`H`, `M`,
+/// `S`, `m`, `u`, `n`), in the coarsest unit that states it exactly (`250m`, `30S`), else the
+/// finest unit it fits in, rounded up (`1000001u`); zero is `0n`.
+///
+/// ```
+/// use palisade_http::grpc::{format_timeout, parse_timeout};
+/// use std::time::Duration;
+///
+/// assert_eq!(format_timeout(Duration::from_millis(250)), "250m");
+/// assert_eq!(format_timeout(Duration::from_secs(30)), "30S");
+/// assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_timeout("123456789S"), None); // nine digits
+/// ```
+pub fn format_timeout(d: Duration) -> String {
+    const UNITS: [(u128, char); 6] = [
+        (3_600_000_000_000, 'H'),
+        (60_000_000_000, 'M'),
+        (1_000_000_000, 'S'),
+        (1_000_000, 'm'),
+        (1_000, 'u'),
+        (1, 'n'),
+    ];
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0n".to_owned();
+    }
+    if let Some((unit, c)) = UNITS
+        .iter()
+        .find(|(unit, _)| nanos.is_multiple_of(*unit) && nanos / unit <= MAX_TIMEOUT_VALUE)
+    {
+        return format!("{}{c}", nanos / unit);
+    }
+    for (unit, c) in UNITS.iter().rev() {
+        let value = nanos.div_ceil(*unit);
+        if value <= MAX_TIMEOUT_VALUE {
+            return format!("{value}{c}");
+        }
+    }
+    format!("{MAX_TIMEOUT_VALUE}H")
+}
+
+/// Parses a `grpc-timeout` value (one to eight digits and a unit); `None` when malformed.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    let unit = v.chars().last()?;
+    let digits = &v[..v.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn grpc(headers: &[(&str, &str)]) -> Result<Response<()>, BoxError> {
+        let mut b = Response::builder();
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        Ok(b.body(()).unwrap())
+    }
+
+    #[test]
+    fn the_code_table() {
+        use Category::*;
+        let c = GrpcClassifier::new();
+        assert_eq!(c.classify(&grpc(&[("grpc-status", "0")])), None);
+        for (code, category, retryable) in [
+            (1, Cancelled, false),
+            (2, ServerError, true),
+            (3, Validation, false),
+            (4, Timeout, true),
+            (5, NotFound, false),
+            (6, Validation, false),
+            (7, Authentication, false),
+            (8, RateLimited, true),
+            (9, Validation, false),
+            (10, Transient, true),
+            (11, Validation, false),
+            (12, ServerError, false),
+            (13, ServerError, true),
+            (14, Network, true),
+            (15, ServerError, false),
+            (16, Authentication, false),
+            (99, ServerError, true),
+        ] {
+            let class = c
+                .classify(&grpc(&[("grpc-status", &code.to_string())]))
+                .unwrap();
+            assert_eq!(
+                (class.category, class.retryable),
+                (category, retryable),
+                "{code}"
+            );
+        }
+        // Not a number: the HTTP status decides (200: still to come in the trailers).
+        assert_eq!(c.classify(&grpc(&[("grpc-status", "x")])), None);
+    }
+
+    #[test]
+    fn http_statuses_without_grpc_status() {
+        let c = GrpcClassifier::new();
+        let r = Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap());
+        assert_eq!(c.classify(&r).unwrap().category, Category::Network);
+        assert_eq!(
+            Classify::<Response<()>, BoxError>::describe(&c, r.as_ref().unwrap()).as_deref(),
+            Some("gRPC UNAVAILABLE (HTTP 503 Service Unavailable)")
+        );
+        let r = Ok::<_, BoxError>(Response::builder().status(404).body(()).unwrap());
+        assert!(!c.classify(&r).unwrap().retryable); // UNIMPLEMENTED
+        assert_eq!(c.classify(&grpc(&[])), None);
+    }
+
+    #[test]
+    fn pushback_and_messages() {
+        let c = GrpcClassifier::new();
+        let r = grpc(&[("grpc-status", "8"), ("grpc-retry-pushback-ms", "-1")]);
+        assert!(!c.classify(&r).unwrap().retryable);
+        let r = grpc(&[("grpc-status", "14"), ("grpc-retry-pushback-ms", "40")]);
+        assert_eq!(
+            c.classify(&r).unwrap().retry_after,
+            Some(Duration::from_millis(40))
+        );
+        let r = grpc(&[("grpc-status", "14"), ("grpc-message", "backend%20down%2")]);
+        assert_eq!(
+            Classify::<Response<()>, BoxError>::describe(&c, r.as_ref().unwrap()).as_deref(),
+            Some("gRPC UNAVAILABLE: backend down%2")
+        );
+    }
+
+    #[test]
+    fn overrides() {
+        let c = GrpcClassifier::builder()
+            .success(Code::NotFound)
+            .code(
+                Code::Internal,
+                Class::new(Category::ServerError).with_retryable(false),
+            )
+            .build()
+            .unwrap();
+        assert_eq!(c.classify(&grpc(&[("grpc-status", "5")])), None);
+        assert!(
+            !c.classify(&grpc(&[("grpc-status", "13")]))
+                .unwrap()
+                .retryable
+        );
+        let err = GrpcClassifier::builder()
+            .success(Code::NotFound)
+            .success(Code::NotFound)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "code[1]");
+    }
+
+    #[test]
+    fn trailers() {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", "14".parse().unwrap());
+        let (class, status) = GrpcClassifier::new().classify_trailers(&t).unwrap();
+        assert_eq!(class.category, Category::Network);
+        assert_eq!(status.to_string(), "gRPC UNAVAILABLE");
+        t.insert("grpc-status", "0".parse().unwrap());
+        assert_eq!(GrpcClassifier::new().classify_trailers(&t), None);
+    }
+
+    #[test]
+    fn timeouts() {
+        for (d, s) in [
+            (Duration::ZERO, "0n"),
+            (Duration::from_millis(250), "250m"),
+            (Duration::from_secs(30), "30S"),
+            (Duration::from_secs(120), "2M"),
+            (Duration::from_secs(7200), "2H"),
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_micros(1_500), "1500u"),
+            (Duration::from_nanos(1_000_000_001), "1000001u"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ] {
+            assert_eq!(format_timeout(d), s, "{d:?}");
+        }
+        for bad in ["", "m", "10", "10x", "-1m", "123456789m", "1.5S", "１m"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn timeouts_round_trip_never_shorter(nanos in 0u64..u64::MAX / 2) {
+            let d = Duration::from_nanos(nanos);
+            let text = format_timeout(d);
+            let back = parse_timeout(&text).unwrap();
+            prop_assert!(back >= d, "{text} {back:?} < {d:?}");
+            // Rounded up by less than one unit of the finest unit that fits.
+            prop_assert!(back - d < Duration::from_nanos(nanos / 99_999_999 + 1).max(Duration::from_nanos(1)) * 1000, "{text}");
+        }
+
+        #[test]
+        fn grpc_parsers_never_panic(value in "\\PC{0,20}", bytes in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let _ = parse_timeout(&value);
+            let _ = Code::from_header(&value);
+            let _ = percent_decode(value.as_bytes());
+            let _ = percent_decode(&bytes);
+        }
+    }
+}

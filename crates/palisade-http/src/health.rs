@@ -1,0 +1,417 @@
+//! Health endpoints: `GET /health` (liveness) and `GET /ready` (readiness, from the breakers,
+//! routers and checks you register).
+//!
+//! [`Health`] collects what readiness depends on; serve it as a plain tower service
+//! ([`Health::service`]) or, with the `axum` feature, as an axum `Router` ([`Health::router`])
+//! to merge into your app.
+//!
+//! - `/health` answers 200 `{"status":"ok"}` while the process serves at all: a liveness probe
+//!   restarts a process that stops answering, so it checks nothing else.
+//! - `/ready` answers 200 when every required part is ready and 503 otherwise, with a JSON body
+//!   that lists each part: `{"status":"ready","checks":[{"kind":"breaker","name":"llm",
+//!   "ready":true,"state":"closed"}, ...]}`. A breaker is not ready while open or isolated
+//!   (half-open is ready: its probes need traffic to close it); a router
+//!   (feature `route`) while no endpoint can take calls; your own checks when they say so.
+//!
+//! Whether an open breaker should take the whole instance out of its load balancer depends on
+//! what the breaker guards: a dependency every request needs, yes; one that a few requests
+//! use, or one that every instance shares (so that all of them would leave together), rather
+//! not. Register those with [`Health::breaker_report_only`]: listed, never blocking.
+//!
+//! ```
+//! use http::Request;
+//! use palisade_breaker::BreakerLayer;
+//! use palisade_http::health::Health;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let breaker = BreakerLayer::new("llm");
+//! let health = Health::new().breaker(breaker.handle()).check("warm", || true);
+//!
+//! let ready = health.service().oneshot(Request::get("/ready").body(()).unwrap()).await.unwrap();
+//! assert_eq!(ready.status(), 200);
+//! breaker.handle().isolate();
+//! let ready = health.service().oneshot(Request::get("/ready").body(()).unwrap()).await.unwrap();
+//! assert_eq!(ready.status(), 503);
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use palisade_breaker::{BreakerHandle, State};
+use tower_service::Service;
+
+use crate::respond::json_string;
+
+/// One part's readiness, as `/ready` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    /// `breaker`, `route` or `check`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// Whether it is ready.
+    pub ready: bool,
+    /// Whether its readiness counts toward the instance's.
+    pub required: bool,
+    /// More fields for the JSON object, already encoded (`"state":"open"`), or empty.
+    pub detail: String,
+}
+
+type Probe = Arc<dyn Fn() -> Part + Send + Sync>;
+
+/// What readiness depends on; cheap to clone (the parts are shared).
+#[derive(Clone, Default)]
+pub struct Health {
+    parts: Vec<Probe>,
+    health_path: Option<Arc<str>>,
+    ready_path: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("parts", &self.parts.len())
+            .field("health_path", &self.health_path_str())
+            .field("ready_path", &self.ready_path_str())
+            .finish()
+    }
+}
+
+fn breaker_part(handle: &BreakerHandle, required: bool) -> Part {
+    let metrics = handle.metrics();
+    let state = metrics.state;
+    let mut detail = format!(r#""state":"{}""#, state.as_str());
+    if let Some(after) = metrics.retry_after {
+        detail.push_str(&format!(r#","retry_after_ms":{}"#, after.as_millis()));
+    }
+    Part {
+        kind: "breaker",
+        name: handle.name().to_owned(),
+        ready: !matches!(state, State::Open | State::Isolated),
+        required,
+        detail,
+    }
+}
+
+impl Health {
+    /// Nothing registered yet: always ready. Paths `/health` and `/ready`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Readiness requires this breaker to be closed, half-open or disabled.
+    pub fn breaker(mut self, handle: BreakerHandle) -> Self {
+        self.parts
+            .push(Arc::new(move || breaker_part(&handle, true)));
+        self
+    }
+
+    /// Lists this breaker's state in `/ready` without letting it decide readiness.
+    pub fn breaker_report_only(mut self, handle: BreakerHandle) -> Self {
+        self.parts
+            .push(Arc::new(move || breaker_part(&handle, false)));
+        self
+    }
+
+    /// Readiness requires `check` to return `true` (it runs on every `/ready` request: keep
+    /// it cheap, reading state that something else keeps up to date).
+    pub fn check<F>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> bool + Send + Sync + 'static,
+    {
+        let name = name.into();
+        self.parts.push(Arc::new(move || Part {
+            kind: "check",
+            name: name.clone(),
+            ready: check(),
+            required: true,
+            detail: String::new(),
+        }));
+        self
+    }
+
+    /// Readiness requires this router to have an endpoint that can take calls
+    /// (`RouteHandle::is_ready`); `/ready` lists each endpoint's state, share and ejection.
+    #[cfg(feature = "route")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "route")))]
+    pub fn route<K>(
+        mut self,
+        name: impl Into<String>,
+        handle: palisade_route::RouteHandle<K>,
+    ) -> Self
+    where
+        K: Clone + fmt::Display + Send + Sync + 'static,
+    {
+        let name = name.into();
+        self.parts.push(Arc::new(move || {
+            let endpoints: Vec<String> = handle
+                .status()
+                .iter()
+                .map(|e| {
+                    format!(
+                        r#"{{"key":{},"state":"{}","share":{:.3},"ejected":{}}}"#,
+                        json_string(&e.key.to_string()),
+                        e.state.as_str(),
+                        e.share,
+                        e.ejected
+                    )
+                })
+                .collect();
+            Part {
+                kind: "route",
+                name: name.clone(),
+                ready: handle.is_ready(),
+                required: true,
+                detail: format!(r#""endpoints":[{}]"#, endpoints.join(",")),
+            }
+        }));
+        self
+    }
+
+    /// Serves liveness at `path` instead of `/health`.
+    pub fn health_path(mut self, path: impl Into<Arc<str>>) -> Self {
+        self.health_path = Some(path.into());
+        self
+    }
+
+    /// Serves readiness at `path` instead of `/ready`.
+    pub fn ready_path(mut self, path: impl Into<Arc<str>>) -> Self {
+        self.ready_path = Some(path.into());
+        self
+    }
+
+    fn health_path_str(&self) -> &str {
+        self.health_path.as_deref().unwrap_or("/health")
+    }
+
+    fn ready_path_str(&self) -> &str {
+        self.ready_path.as_deref().unwrap_or("/ready")
+    }
+
+    /// Every registered part, as it is now.
+    pub fn parts(&self) -> Vec<Part> {
+        self.parts.iter().map(|p| p()).collect()
+    }
+
+    /// Whether every required part is ready.
+    pub fn is_ready(&self) -> bool {
+        self.parts().iter().all(|p| p.ready || !p.required)
+    }
+
+    /// The readiness response: its status (200 or 503) and JSON body.
+    pub fn readiness(&self) -> (StatusCode, String) {
+        let parts = self.parts();
+        let ready = parts.iter().all(|p| p.ready || !p.required);
+        let listed: Vec<String> = parts
+            .iter()
+            .map(|p| {
+                let mut o = format!(
+                    r#"{{"kind":"{}","name":{},"ready":{},"required":{}"#,
+                    p.kind,
+                    json_string(&p.name),
+                    p.ready,
+                    p.required
+                );
+                if !p.detail.is_empty() {
+                    o.push(',');
+                    o.push_str(&p.detail);
+                }
+                o.push('}');
+                o
+            })
+            .collect();
+        let body = format!(
+            r#"{{"status":"{}","checks":[{}]}}"#,
+            if ready { "ready" } else { "not_ready" },
+            listed.join(",")
+        );
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, body)
+    }
+
+    /// The liveness response: 200 `{"status":"ok"}`.
+    pub fn liveness(&self) -> (StatusCode, String) {
+        (StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
+    }
+
+    /// The endpoints as a tower service: `GET`/`HEAD` on the two paths, 404 elsewhere, 405 for
+    /// other methods.
+    pub fn service(&self) -> HealthService {
+        HealthService {
+            health: Arc::new(self.clone()),
+        }
+    }
+
+    /// The endpoints as an axum `Router`, to merge into an app
+    /// (`app.merge(health.router())`).
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        use axum::routing::get;
+        let live = self.clone();
+        let ready = self.clone();
+        axum::Router::new()
+            .route(
+                self.health_path_str(),
+                get(move || {
+                    let (status, body) = live.liveness();
+                    std::future::ready(json::<axum::body::Body>(status, body))
+                }),
+            )
+            .route(
+                self.ready_path_str(),
+                get(move || {
+                    let (status, body) = ready.readiness();
+                    std::future::ready(json::<axum::body::Body>(status, body))
+                }),
+            )
+    }
+}
+
+fn json<B: From<String>>(status: StatusCode, body: String) -> Response<B> {
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// [`Health`] as a tower service; see [`Health::service`].
+#[derive(Clone, Debug)]
+pub struct HealthService {
+    health: Arc<Health>,
+}
+
+impl<B> Service<Request<B>> for HealthService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let (status, body) = if path == self.health.health_path_str() {
+            self.health.liveness()
+        } else if path == self.health.ready_path_str() {
+            self.health.readiness()
+        } else {
+            return ready(Ok(json(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not found"}"#.to_owned(),
+            )));
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return ready(Ok(json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method not allowed"}"#.to_owned(),
+            )));
+        }
+        ready(Ok(json(status, body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use palisade_breaker::BreakerLayer;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tower::ServiceExt;
+
+    async fn get(health: &Health, path: &str) -> (u16, String) {
+        let r = health
+            .service()
+            .oneshot(Request::get(path).body(()).unwrap())
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_follows_breakers_and_checks() {
+        let llm = BreakerLayer::new("llm");
+        let search = BreakerLayer::new("search");
+        let warm = Arc::new(AtomicBool::new(true));
+        let w = warm.clone();
+        let health = Health::new()
+            .breaker(llm.handle())
+            .breaker_report_only(search.handle())
+            .check("cache \"warm\"", move || w.load(Ordering::SeqCst));
+
+        assert_eq!(
+            get(&health, "/health").await,
+            (200, r#"{"status":"ok"}"#.to_owned())
+        );
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            r#"{"status":"ready","checks":[{"kind":"breaker","name":"llm","ready":true,"required":true,"state":"closed"},{"kind":"breaker","name":"search","ready":true,"required":false,"state":"closed"},{"kind":"check","name":"cache \"warm\"","ready":true,"required":true}]}"#
+        );
+
+        // A report-only breaker never blocks readiness.
+        search.handle().isolate();
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(r#""name":"search","ready":false,"required":false,"state":"isolated""#)
+        );
+
+        llm.handle().trip();
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with(r#"{"status":"not_ready""#), "{body}");
+        assert!(
+            body.contains(
+                r#""name":"llm","ready":false,"required":true,"state":"open","retry_after_ms":"#
+            ),
+            "{body}"
+        );
+        assert!(!health.is_ready());
+
+        llm.handle().reset();
+        assert!(health.is_ready());
+        warm.store(false, Ordering::SeqCst);
+        assert_eq!(get(&health, "/ready").await.0, 503);
+    }
+
+    #[tokio::test]
+    async fn paths_and_methods() {
+        let health = Health::new().health_path("/livez").ready_path("/readyz");
+        assert_eq!(get(&health, "/livez").await.0, 200);
+        assert_eq!(get(&health, "/readyz").await.0, 200);
+        assert_eq!(get(&health, "/health").await.0, 404);
+        let r = health
+            .service()
+            .oneshot(Request::post("/readyz").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        let r = health
+            .service()
+            .oneshot(Request::head("/readyz").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

@@ -1,0 +1,689 @@
+//! Serving: palisade's failures as HTTP responses, so that its layers stack on a server whose
+//! error type is `Infallible` (axum's `Router`, hyper's `serve_connection`).
+//!
+//! [`ErrorResponseLayer`] goes on top of the stack; [`Responder`] is the mapping it applies,
+//! usable on its own; [`HttpError`] and [`HttpAnswer`] are the same mapping as axum's
+//! `IntoResponse` (feature `axum`).
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderName, Response, StatusCode};
+use palisade_classify::failure::{CircuitOpen, FallbackFailed, FeatureDisabled, NoHealthyEndpoint};
+use palisade_classify::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
+use palisade_fallback::Answer;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// `x-palisade-degraded`: set on a fallback's answer, naming the strategy that gave it.
+pub const X_PALISADE_DEGRADED: HeaderName = HeaderName::from_static("x-palisade-degraded");
+
+/// A response type that becomes an `http::Response`: the response itself, or a fallback's
+/// [`Answer`] (marked `x-palisade-degraded: <strategy>` when a fallback gave it).
+pub trait IntoHttpResponse {
+    /// The response's body type.
+    type Body;
+
+    /// The response.
+    fn into_http_response(self) -> Response<Self::Body>;
+}
+
+impl<B> IntoHttpResponse for Response<B> {
+    type Body = B;
+
+    fn into_http_response(self) -> Response<B> {
+        self
+    }
+}
+
+impl<B> IntoHttpResponse for Answer<Response<B>> {
+    type Body = B;
+
+    /// The response; a fallback's answer gets the `x-palisade-degraded` header with the name
+    /// of the strategy that answered (its class stays in the [`Degraded`] extension).
+    ///
+    /// [`Degraded`]: palisade_fallback::Degraded
+    fn into_http_response(self) -> Response<B> {
+        match self {
+            Answer::Primary(response) | Answer::Restored { response, .. } => response,
+            Answer::Fallback {
+                mut response,
+                degraded,
+            } => {
+                response.headers_mut().insert(
+                    X_PALISADE_DEGRADED,
+                    HeaderValue::from_str(degraded.strategy)
+                        .unwrap_or(HeaderValue::from_static("fallback")),
+                );
+                response.extensions_mut().insert(degraded);
+                response
+            }
+        }
+    }
+}
+
+/// How a failure becomes a response: a status per category, server hints as headers, a small
+/// JSON body.
+///
+/// | the failure | response |
+/// |---|---|
+/// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`] | that response, as it was |
+/// | an open breaker ([`CircuitOpen`]), no healthy endpoint ([`NoHealthyEndpoint`]), a switched-off feature ([`FeatureDisabled`]) | 503 Service Unavailable |
+/// | otherwise, by its [class](class_of): `Timeout` (palisade's `Elapsed`, `DeadlineExceeded`) | 504 Gateway Timeout |
+/// | `RateLimited` | 429 Too Many Requests |
+/// | `Rejected`, `ResourceExhausted`, `Transient` | 503 Service Unavailable |
+/// | `ServerError`, `Network` (a dependency failed or could not be reached) | 502 Bad Gateway |
+/// | anything else | 500 Internal Server Error |
+///
+/// The failure reached the top of a server's stack, so it is the server's, not the caller's:
+/// a 5xx, except a rate limit. Change a category's status with
+/// [`ResponderBuilder::status`].
+///
+/// A class with a `retry_after` sets `Retry-After` (whole seconds, rounded up, per
+/// [RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)) and
+/// `retry-after-ms` (for clients that read the finer one, as OpenAI's and Anthropic's SDKs do);
+/// `x-should-retry` says whether the class is retryable. The body is
+/// `{"error":{"type":"<category>","message":"<the error>"}}` (the message can be left out with
+/// [`ResponderBuilder::messages`]).
+///
+/// ```
+/// use http::Response;
+/// use palisade_classify::BoxError;
+/// use palisade_classify::failure::{BreakerState, CircuitOpen};
+/// use palisade_http::respond::Responder;
+/// use std::time::Duration;
+///
+/// let open: BoxError = Box::new(CircuitOpen::new("llm".into(), BreakerState::Open, Some(Duration::from_millis(1500))));
+/// let response: Response<String> = Responder::new().respond(open);
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["retry-after"], "2");
+/// assert_eq!(response.headers()["retry-after-ms"], "1500");
+/// assert_eq!(response.body(), r#"{"error":{"type":"rejected","message":"circuit 'llm' open, retry in 1.5 s"}}"#);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Responder {
+    statuses: [StatusCode; Category::ALL.len()],
+    messages: bool,
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn default_status(category: Category) -> StatusCode {
+    match category {
+        Category::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Category::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Category::Rejected | Category::ResourceExhausted | Category::Transient => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Category::ServerError | Category::Network => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl Responder {
+    /// The mapping in the table above.
+    pub fn new() -> Self {
+        Responder {
+            statuses: Category::ALL.map(default_status),
+            messages: true,
+        }
+    }
+
+    /// A builder to change statuses and options.
+    pub fn builder() -> ResponderBuilder {
+        ResponderBuilder {
+            responder: Self::new(),
+            invalid: None,
+        }
+    }
+
+    /// The status a failure of `category` gets (unless its type says otherwise).
+    pub fn status(&self, category: Category) -> StatusCode {
+        self.statuses[category.index()]
+    }
+
+    /// The response for `err`.
+    pub fn respond<B>(&self, err: BoxError) -> Response<B>
+    where
+        B: From<String> + Send + 'static,
+    {
+        let err = match FailedResponse::<Response<B>>::restore(err) {
+            Ok(response) => return response,
+            Err(err) => err,
+        };
+        let err = match err.downcast::<FallbackFailed>() {
+            Ok(failed) => {
+                let (original, _) = (*failed).into_parts();
+                match FailedResponse::<Response<B>>::restore(original) {
+                    Ok(response) => return response,
+                    Err(original) => {
+                        // Answer for the failure of the call itself, which the fallbacks
+                        // could not hide; its class is the original's.
+                        return self.build(&*original, class_of(&original));
+                    }
+                }
+            }
+            Err(err) => err,
+        };
+        let class = class_of(&err);
+        self.build(&*err, class)
+    }
+
+    fn build<B: From<String>>(&self, err: &(dyn Error + 'static), class: Class) -> Response<B> {
+        let status = if err.is::<CircuitOpen>()
+            || err.is::<NoHealthyEndpoint>()
+            || err.is::<FeatureDisabled>()
+        {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            self.status(class.category)
+        };
+        let body = if self.messages {
+            format!(
+                r#"{{"error":{{"type":"{}","message":{}}}}}"#,
+                class.category.as_str(),
+                json_string(&err.to_string())
+            )
+        } else {
+            format!(r#"{{"error":{{"type":"{}"}}}}"#, class.category.as_str())
+        };
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(after) = class.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(after)));
+            headers.insert(
+                crate::hint::RETRY_AFTER_MS,
+                HeaderValue::from(ceil_millis(after)),
+            );
+        }
+        headers.insert(
+            crate::hint::X_SHOULD_RETRY,
+            HeaderValue::from_static(if class.retryable { "true" } else { "false" }),
+        );
+        response
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn ceil_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// `s` as a JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Builds a [`Responder`].
+#[derive(Clone, Debug)]
+pub struct ResponderBuilder {
+    responder: Responder,
+    invalid: Option<ConfigError>,
+}
+
+impl ResponderBuilder {
+    /// Failures of `category` get `status` (a 4xx or 5xx).
+    pub fn status(mut self, category: Category, status: StatusCode) -> Self {
+        if !(status.is_client_error() || status.is_server_error()) && self.invalid.is_none() {
+            self.invalid = Some(ConfigError::new(
+                format!("status[{category}]"),
+                "must be a client or server error status (4xx or 5xx)",
+            ));
+        }
+        self.responder.statuses[category.index()] = status;
+        self
+    }
+
+    /// Whether the body carries the error's message (default `true`; turn it off when
+    /// messages may say more than callers should read).
+    pub fn messages(mut self, enabled: bool) -> Self {
+        self.responder.messages = enabled;
+        self
+    }
+
+    /// Builds the responder.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `status[<category>]` when a status is not a 4xx or 5xx.
+    pub fn build(self) -> Result<Responder, ConfigError> {
+        match self.invalid {
+            Some(err) => Err(err),
+            None => Ok(self.responder),
+        }
+    }
+
+    /// Builds the layer that applies the responder.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn layer(self) -> Result<ErrorResponseLayer, ConfigError> {
+        Ok(ErrorResponseLayer {
+            responder: self.build()?,
+        })
+    }
+}
+
+/// Turns the errors of the service below into responses: see [`ErrorResponse`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorResponseLayer {
+    responder: Responder,
+}
+
+impl ErrorResponseLayer {
+    /// The layer, with [`Responder::new`]'s mapping.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder for the mapping; finish it with [`ResponderBuilder::layer`].
+    pub fn builder() -> ResponderBuilder {
+        Responder::builder()
+    }
+}
+
+impl<S> Layer<S> for ErrorResponseLayer {
+    type Service = ErrorResponse<S>;
+
+    fn layer(&self, inner: S) -> ErrorResponse<S> {
+        ErrorResponse {
+            inner,
+            responder: self.responder,
+            not_ready: None,
+        }
+    }
+}
+
+/// A service whose errors are responses ([`Responder`]'s) and whose answers are plain
+/// responses ([`IntoHttpResponse`]): its error type is `Infallible`, as axum's `Router::layer`
+/// and hyper's servers want, with no `HandleErrorLayer`.
+///
+/// # Example
+///
+/// ```
+/// use http::{Request, Response};
+/// use palisade_classify::BoxError;
+/// use palisade_classify::failure::Elapsed;
+/// use palisade_http::respond::ErrorResponseLayer;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let slow = service_fn(|_: Request<String>| async {
+///     Err::<Response<String>, BoxError>(Box::new(Elapsed::new()))
+/// });
+/// let svc = ServiceBuilder::new().layer(ErrorResponseLayer::new()).service(slow);
+/// let response = svc.oneshot(Request::new(String::new())).await.unwrap();
+/// assert_eq!(response.status(), 504);
+/// # }
+/// ```
+///
+/// # Readiness
+///
+/// Always ready: an error from the inner service's `poll_ready` is kept and answered as the
+/// next call's response (that call does not reach the inner service).
+pub struct ErrorResponse<S> {
+    inner: S,
+    responder: Responder,
+    /// The error of a failed `poll_ready`, kept for the next call; not copied by `Clone`.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for ErrorResponse<S> {
+    fn clone(&self) -> Self {
+        // A clone was not the instance that failed to get ready.
+        ErrorResponse {
+            inner: self.inner.clone(),
+            responder: self.responder,
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ErrorResponse<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorResponse")
+            .field("inner", &self.inner)
+            .field("responder", &self.responder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> ErrorResponse<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, responder: Responder) -> Self {
+        ErrorResponse {
+            inner,
+            responder,
+            not_ready: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for ErrorResponse<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Response: IntoHttpResponse,
+    <S::Response as IntoHttpResponse>::Body: From<String> + Send + 'static,
+{
+    type Response = Response<<S::Response as IntoHttpResponse>::Body>;
+    type Error = Infallible;
+    type Future = ErrorResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => {}
+            Err(e) => self.not_ready = Some(e.into()),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let inner = match self.not_ready.take() {
+            Some(err) => Err(Some(err)),
+            None => Ok(self.inner.call(req)),
+        };
+        ErrorResponseFuture {
+            inner: match inner {
+                Ok(future) => Inner::Called { future },
+                Err(err) => Inner::NotReady { err },
+            },
+            responder: self.responder,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ErrorResponse`].
+    pub struct ErrorResponseFuture<F> {
+        #[pin]
+        inner: Inner<F>,
+        responder: Responder,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F> {
+        Called { #[pin] future: F },
+        NotReady { err: Option<BoxError> },
+    }
+}
+
+impl<F> fmt::Debug for ErrorResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorResponseFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for ErrorResponseFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxError>,
+    R: IntoHttpResponse,
+    R::Body: From<String> + Send + 'static,
+{
+    type Output = Result<Response<R::Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let err = match this.inner.project() {
+            InnerProj::Called { future } => match ready!(future.poll(cx)) {
+                Ok(response) => return Poll::Ready(Ok(response.into_http_response())),
+                Err(e) => e.into(),
+            },
+            InnerProj::NotReady { err } => err
+                .take()
+                .unwrap_or_else(|| "error response future polled after completion".into()),
+        };
+        Poll::Ready(Ok(this.responder.respond(err)))
+    }
+}
+
+/// A palisade failure as a response: [`Responder::new`]'s, as axum's `IntoResponse` with the
+/// `axum` feature (`Result<T, HttpError>` handlers, `?` on a `BoxError`).
+#[derive(Debug)]
+pub struct HttpError(pub BoxError);
+
+impl<E: Into<BoxError>> From<E> for HttpError {
+    fn from(err: E) -> Self {
+        HttpError(err.into())
+    }
+}
+
+impl HttpError {
+    /// The response, with any body that can be made from a `String`.
+    pub fn into_response_with<B: From<String> + Send + 'static>(self) -> Response<B> {
+        Responder::new().respond(self.0)
+    }
+}
+
+/// A fallback's [`Answer`] as a response ([`IntoHttpResponse`]'s), as axum's `IntoResponse`
+/// with the `axum` feature.
+#[derive(Debug)]
+pub struct HttpAnswer<R>(pub Answer<R>);
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum::response::{IntoResponse, Response};
+
+    use super::{HttpAnswer, HttpError, X_PALISADE_DEGRADED};
+    use palisade_fallback::Answer;
+
+    impl IntoResponse for HttpError {
+        fn into_response(self) -> Response {
+            self.into_response_with()
+        }
+    }
+
+    impl<R: IntoResponse> IntoResponse for HttpAnswer<R> {
+        fn into_response(self) -> Response {
+            match self.0 {
+                Answer::Primary(r) | Answer::Restored { response: r, .. } => r.into_response(),
+                Answer::Fallback { response, degraded } => {
+                    let mut response = response.into_response();
+                    if let Ok(v) = http::HeaderValue::from_str(degraded.strategy) {
+                        response.headers_mut().insert(X_PALISADE_DEGRADED, v);
+                    }
+                    response.extensions_mut().insert(degraded);
+                    response
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_classify::failure::{BreakerState, DeadlineExceeded, Elapsed};
+    use palisade_classify::{Class, Classified};
+    use palisade_fallback::Degraded;
+
+    fn respond(err: BoxError) -> Response<String> {
+        Responder::new().respond(err)
+    }
+
+    #[test]
+    fn statuses_by_type_and_class() {
+        let open = CircuitOpen::new(
+            "llm".into(),
+            BreakerState::Open,
+            Some(Duration::from_millis(480)),
+        );
+        let r = respond(Box::new(open));
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["retry-after-ms"], "480");
+        assert_eq!(r.headers()["x-should-retry"], "true");
+        assert_eq!(r.headers()["content-type"], "application/json");
+
+        let isolated = CircuitOpen::new("llm".into(), BreakerState::Isolated, None);
+        let r = respond(Box::new(isolated));
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().get("retry-after").is_none());
+        assert_eq!(r.headers()["x-should-retry"], "false");
+
+        assert_eq!(respond(Box::new(Elapsed::new())).status(), 504);
+        let r = respond(Box::new(DeadlineExceeded::new()));
+        assert_eq!(r.status(), 504);
+        assert_eq!(r.headers()["x-should-retry"], "false");
+        assert_eq!(
+            r.body(),
+            r#"{"error":{"type":"timeout","message":"deadline exceeded"}}"#
+        );
+        assert_eq!(
+            respond(Box::new(NoHealthyEndpoint { retry_after: None })).status(),
+            503
+        );
+
+        let limited = Classified::new(
+            Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2)),
+            "slow down",
+        );
+        let r = respond(Box::new(limited));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert_eq!(r.headers()["retry-after-ms"], "2000");
+
+        let io: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(respond(io).status(), 502);
+        let odd: BoxError = "something odd".into();
+        let r = respond(odd);
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.headers()["x-should-retry"], "true"); // unknown: retryable
+    }
+
+    #[test]
+    fn failed_responses_are_restored_also_from_a_failed_fallback() {
+        let original = Response::builder()
+            .status(503)
+            .header("x-upstream", "1")
+            .body("busy".to_owned())
+            .unwrap();
+        let failed: BoxError = Box::new(FailedResponse::new(
+            original,
+            Class::new(Category::ServerError),
+        ));
+        let r = respond(failed);
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (503, "busy"));
+        assert_eq!(r.headers()["x-upstream"], "1");
+
+        let original = Response::builder()
+            .status(429)
+            .body("later".to_owned())
+            .unwrap();
+        let failed: BoxError = Box::new(FailedResponse::new(
+            original,
+            Class::new(Category::RateLimited),
+        ));
+        let fallback_failed: BoxError = Box::new(FallbackFailed::new(
+            failed,
+            vec![("static", "no page".into())],
+        ));
+        let r = respond(fallback_failed);
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (429, "later"));
+
+        // A failed fallback over an error: answered for the original's class.
+        let fallback_failed: BoxError = Box::new(FallbackFailed::new(
+            Box::new(Elapsed::new()),
+            vec![("static", "no page".into())],
+        ));
+        assert_eq!(respond(fallback_failed).status(), 504);
+    }
+
+    #[test]
+    fn messages_are_json_escaped_or_left_out() {
+        let r = respond("a \"quoted\"\nline\u{1}".into());
+        assert!(
+            r.body()
+                .ends_with(r#""message":"a \"quoted\"\nline\u0001"}}"#),
+            "{}",
+            r.body()
+        );
+        let quiet = Responder::builder().messages(false).build().unwrap();
+        let r: Response<String> = quiet.respond("secret".into());
+        assert!(!r.body().contains("secret"));
+    }
+
+    #[test]
+    fn statuses_can_be_changed_but_not_to_successes() {
+        let r = Responder::builder()
+            .status(Category::Unknown, StatusCode::SERVICE_UNAVAILABLE)
+            .build()
+            .unwrap();
+        let resp: Response<String> = r.respond("something odd".into());
+        assert_eq!(resp.status(), 503);
+        let err = Responder::builder()
+            .status(Category::Timeout, StatusCode::OK)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "status[timeout]");
+    }
+
+    #[test]
+    fn degraded_answers_are_marked() {
+        let degraded = Degraded {
+            class: Class::new(Category::ServerError),
+            strategy: "static",
+        };
+        let answer = Answer::Fallback {
+            response: Response::new(String::from("cached")),
+            degraded,
+        };
+        let r = answer.into_http_response();
+        assert_eq!(r.headers()[X_PALISADE_DEGRADED], "static");
+        assert_eq!(r.extensions().get::<Degraded>(), Some(&degraded));
+        let r = Answer::Primary(Response::new(String::new())).into_http_response();
+        assert!(r.headers().get(X_PALISADE_DEGRADED).is_none());
+    }
+}

@@ -1,0 +1,543 @@
+//! [`HttpClassifier`]: the verdict on an HTTP response or a client error.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use palisade_classify::{BoxError, Category, Class, Classify, ConfigError, DefaultClassifier};
+
+use crate::hint::ServerHints;
+
+/// The class of a status code by the rules of [`HttpClassifier`], without overrides or hints;
+/// `None` for a success (1xx, 2xx, 3xx).
+///
+/// ```
+/// use http::StatusCode;
+/// use palisade_classify::Category;
+/// use palisade_http::status_class;
+///
+/// assert_eq!(status_class(StatusCode::OK), None);
+/// assert_eq!(status_class(StatusCode::TOO_MANY_REQUESTS).unwrap().category, Category::RateLimited);
+/// assert!(!status_class(StatusCode::NOT_IMPLEMENTED).unwrap().retryable);
+/// ```
+pub fn status_class(status: StatusCode) -> Option<Class> {
+    let code = status.as_u16();
+    let category = match code {
+        ..400 => return None,
+        408 => Category::Timeout,
+        429 => Category::RateLimited,
+        401 | 403 | 407 => Category::Authentication,
+        404 | 410 => Category::NotFound,
+        400..=499 => Category::Validation,
+        // Not implemented, HTTP version not supported: asking again cannot help.
+        501 | 505 => return Some(Class::new(Category::ServerError).with_retryable(false)),
+        // Bad gateway: a proxy could not reach, or got nonsense from, the server behind it.
+        502 => Category::Network,
+        504 => Category::Timeout,
+        // Anthropic's API answers 529 when it is overloaded.
+        529 => Category::ResourceExhausted,
+        _ => Category::ServerError,
+    };
+    Some(Class::new(category))
+}
+
+/// `HTTP 503 Service Unavailable`: a status in a few words.
+pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
+    match status.canonical_reason() {
+        Some(reason) => Cow::Owned(format!("HTTP {} {reason}", status.as_u16())),
+        None => Cow::Owned(format!("HTTP {}", status.as_u16())),
+    }
+}
+
+/// Classifies `http::Response`s by status and headers, and client errors by kind.
+///
+/// # Statuses
+///
+/// | status | class |
+/// |---|---|
+/// | 1xx, 2xx, 3xx | success |
+/// | 408 Request Timeout | `Timeout`, retryable |
+/// | 429 Too Many Requests | `RateLimited`, retryable |
+/// | 401, 403, 407 | `Authentication`, not retryable |
+/// | 404, 410 | `NotFound`, not retryable |
+/// | other 4xx | `Validation`, not retryable |
+/// | 500 and other 5xx | `ServerError`, retryable |
+/// | 501 Not Implemented, 505 HTTP Version Not Supported | `ServerError`, not retryable |
+/// | 502 Bad Gateway | `Network`, retryable (a proxy could not reach the server) |
+/// | 503 Service Unavailable | `ServerError`, retryable |
+/// | 504 Gateway Timeout | `Timeout`, retryable |
+/// | 529 (Anthropic's API: overloaded) | `ResourceExhausted`, retryable |
+///
+/// Override any status with [`HttpClassifierBuilder::status`] (or declare it a success with
+/// [`HttpClassifierBuilder::success`]).
+///
+/// # Server hints
+///
+/// A failing response's headers refine its class (see [`hint`](crate::hint)):
+/// `retry-after-ms`, `Retry-After` and `grpc-retry-pushback-ms` set
+/// [`Class::retry_after`]; a negative or malformed `grpc-retry-pushback-ms` makes it not
+/// retryable; for a rate-limited response without any of those, the reset of the exhausted
+/// limit (`x-ratelimit-reset-requests`/`-tokens`) is the wait; `x-should-retry: true|false`
+/// then decides retryability, whatever the status. A successful response is a success whatever
+/// its headers say.
+///
+/// # Errors
+///
+/// An `Err` is classified by the [`transport`](crate::transport) rules (hyper's and hyper-util's
+/// errors by kind: connect, closed, timeout, protocol) and then palisade's default rules; pass
+/// your own with [`HttpClassifierBuilder::errors`].
+///
+/// # Clone
+///
+/// The classify layer clones its classifier for every call: a clone is a reference-count
+/// increment at most.
+///
+/// # Example
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use palisade_classify::{BoxError, Category, Class, Classify};
+/// use palisade_http::HttpClassifier;
+/// use std::time::Duration;
+///
+/// let classifier = HttpClassifier::new();
+/// let busy = Response::builder()
+///     .status(429)
+///     .header("retry-after-ms", "200")
+///     .body(())
+///     .unwrap();
+/// let class = classifier.classify(&Ok::<_, BoxError>(busy)).unwrap();
+/// assert_eq!(class.category, Category::RateLimited);
+/// assert_eq!(class.retry_after, Some(Duration::from_millis(200)));
+///
+/// // A cache whose 404 is an answer, and a 409 worth retrying.
+/// let classifier = HttpClassifier::builder()
+///     .success(404)
+///     .status(409, Class::new(Category::Transient))
+///     .build()
+///     .unwrap();
+/// let not_found = Response::builder().status(404).body(()).unwrap();
+/// assert_eq!(classifier.classify(&Ok::<_, BoxError>(not_found)), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct HttpClassifier {
+    overrides: Option<Arc<[(StatusCode, Option<Class>)]>>,
+    errors: Option<DefaultClassifier>,
+    hints: Hints,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hints {
+    enabled: bool,
+    server_clock: bool,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            enabled: true,
+            server_clock: false,
+        }
+    }
+}
+
+impl fmt::Debug for HttpClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClassifier")
+            .field("overrides", &self.overrides.as_deref().unwrap_or(&[]))
+            .field("errors", &self.errors)
+            .field("hints", &self.hints.enabled)
+            .field("server_clock", &self.hints.server_clock)
+            .finish()
+    }
+}
+
+impl HttpClassifier {
+    /// The rules in the table above, server hints read, dates measured on this process's clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder for overrides and options.
+    pub fn builder() -> HttpClassifierBuilder {
+        HttpClassifierBuilder::default()
+    }
+
+    /// The class of a status, overrides included; `None` for a success.
+    pub fn classify_status(&self, status: StatusCode) -> Option<Class> {
+        if let Some(overrides) = &self.overrides
+            && let Some((_, class)) = overrides.iter().find(|(s, _)| *s == status)
+        {
+            return *class;
+        }
+        status_class(status)
+    }
+
+    /// The class of a response: its status, refined by its headers; `None` for a success.
+    pub fn classify_response<B>(&self, response: &Response<B>) -> Option<Class> {
+        let class = self.classify_status(response.status())?;
+        if !self.hints.enabled {
+            return Some(class);
+        }
+        let headers = response.headers();
+        let hints = if self.hints.server_clock {
+            ServerHints::from_headers_server_clock(headers)
+        } else {
+            ServerHints::from_headers(headers, palisade_classify::hint::wall_clock())
+        };
+        Some(apply_hints(class, &hints))
+    }
+
+    /// The class of a client error: the [`transport`](crate::transport) rules, then palisade's
+    /// defaults (or the classifier given to [`HttpClassifierBuilder::errors`]).
+    pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Class {
+        match &self.errors {
+            Some(errors) => errors.classify_error(err),
+            None => crate::transport::classify_error(err),
+        }
+    }
+}
+
+/// Refines `class` with what a response's headers said (see [`HttpClassifier`]'s *Server
+/// hints*).
+pub fn apply_hints(mut class: Class, hints: &ServerHints) -> Class {
+    if let Some(after) = hints.retry_after {
+        class.retry_after = Some(after);
+    } else if class.category == Category::RateLimited
+        && let Some(reset) = hints.rate_limit_reset
+    {
+        class.retry_after = Some(reset);
+    }
+    if hints.pushback == Some(palisade_classify::hint::Pushback::DoNotRetry) {
+        class.retryable = false;
+    }
+    if let Some(should) = hints.should_retry {
+        class.retryable = should;
+    }
+    class
+}
+
+impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
+    fn classify(&self, result: &Result<Response<B>, BoxError>) -> Option<Class> {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(err) => Some(self.classify_error(&**err)),
+        }
+    }
+
+    fn describe(&self, response: &Response<B>) -> Option<Cow<'static, str>> {
+        Some(describe_status(response.status()))
+    }
+}
+
+/// Builds an [`HttpClassifier`]; see [`HttpClassifier::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct HttpClassifierBuilder {
+    overrides: Vec<(u16, Option<Class>)>,
+    errors: Option<DefaultClassifier>,
+    hints: Hints,
+}
+
+impl HttpClassifierBuilder {
+    /// Status `code` gets `class` (its hints still apply), in place of the default rule.
+    pub fn status(mut self, code: u16, class: Class) -> Self {
+        self.overrides.push((code, Some(class)));
+        self
+    }
+
+    /// Status `code` is a success (a cache's 404, a 409 that means "already done").
+    pub fn success(mut self, code: u16) -> Self {
+        self.overrides.push((code, None));
+        self
+    }
+
+    /// The classifier for errors (default: [`transport::classifier`](crate::transport::classifier)).
+    /// Build yours on [`transport::rules`](crate::transport::rules) to keep hyper's error kinds.
+    pub fn errors(mut self, classifier: DefaultClassifier) -> Self {
+        self.errors = Some(classifier);
+        self
+    }
+
+    /// Whether failing responses' headers refine their class (default `true`).
+    pub fn server_hints(mut self, enabled: bool) -> Self {
+        self.hints.enabled = enabled;
+        self
+    }
+
+    /// Whether an HTTP-date `Retry-After` is measured from the response's `Date` header
+    /// (the server's clock, immune to clock skew; default `false`: this process's clock, which
+    /// tokio's paused clock controls in tests).
+    pub fn dates_from_server_clock(mut self, enabled: bool) -> Self {
+        self.hints.server_clock = enabled;
+        self
+    }
+
+    /// Builds the classifier.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `status[i]` when an override's code is not a valid status
+    /// (100 to 999), or when a code is given twice.
+    pub fn build(self) -> Result<HttpClassifier, ConfigError> {
+        let mut overrides: Vec<(StatusCode, Option<Class>)> = Vec::new();
+        for (i, (code, class)) in self.overrides.into_iter().enumerate() {
+            let status = StatusCode::from_u16(code).map_err(|_| {
+                ConfigError::new(
+                    format!("status[{i}]"),
+                    "must be a status code from 100 to 999",
+                )
+            })?;
+            if overrides.iter().any(|(s, _)| *s == status) {
+                return Err(ConfigError::new(
+                    format!("status[{i}]"),
+                    format!("gives status {code} a second time"),
+                ));
+            }
+            overrides.push((status, class));
+        }
+        Ok(HttpClassifier {
+            overrides: (!overrides.is_empty()).then(|| overrides.into()),
+            errors: self.errors,
+            hints: self.hints,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> Result<Response<()>, BoxError> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        Ok(b.body(()).unwrap())
+    }
+
+    fn class(status: u16, headers: &[(&str, &str)]) -> Option<Class> {
+        HttpClassifier::new().classify(&response(status, headers))
+    }
+
+    #[test]
+    fn the_status_table() {
+        use Category::*;
+        for ok in [100, 200, 201, 204, 301, 304, 399] {
+            assert_eq!(class(ok, &[]), None, "{ok}");
+        }
+        for (status, category, retryable) in [
+            (400, Validation, false),
+            (401, Authentication, false),
+            (403, Authentication, false),
+            (404, NotFound, false),
+            (408, Timeout, true),
+            (409, Validation, false),
+            (410, NotFound, false),
+            (413, Validation, false),
+            (422, Validation, false),
+            (429, RateLimited, true),
+            (499, Validation, false),
+            (500, ServerError, true),
+            (501, ServerError, false),
+            (502, Network, true),
+            (503, ServerError, true),
+            (504, Timeout, true),
+            (505, ServerError, false),
+            (507, ServerError, true),
+            (529, ResourceExhausted, true),
+            (599, ServerError, true),
+            (600, ServerError, true),
+        ] {
+            let c = class(status, &[]).unwrap();
+            assert_eq!((c.category, c.retryable), (category, retryable), "{status}");
+            assert_eq!(c.retry_after, None);
+        }
+    }
+
+    #[test]
+    fn counts_against_health_as_the_category_says() {
+        assert!(class(503, &[]).unwrap().counts_against_health());
+        assert!(class(502, &[]).unwrap().counts_against_health());
+        assert!(!class(429, &[]).unwrap().counts_against_health());
+        assert!(!class(400, &[]).unwrap().counts_against_health());
+        assert!(!class(401, &[]).unwrap().counts_against_health());
+    }
+
+    #[test]
+    fn hints_refine_the_class() {
+        let c = class(429, &[("retry-after-ms", "200")]).unwrap();
+        assert_eq!(c.retry_after, Some(Duration::from_millis(200)));
+        let c = class(503, &[("retry-after", "7")]).unwrap();
+        assert_eq!(c.retry_after, Some(Duration::from_secs(7)));
+        // x-should-retry overrides either way.
+        let c = class(400, &[("x-should-retry", "true")]).unwrap();
+        assert!(c.retryable);
+        let c = class(503, &[("x-should-retry", "false")]).unwrap();
+        assert!(!c.retryable);
+        // Negative pushback: do not retry; x-should-retry still has the last word.
+        assert!(
+            !class(503, &[("grpc-retry-pushback-ms", "-1")])
+                .unwrap()
+                .retryable
+        );
+        assert!(
+            class(
+                503,
+                &[("grpc-retry-pushback-ms", "-1"), ("x-should-retry", "true")]
+            )
+            .unwrap()
+            .retryable
+        );
+        // Rate-limit resets count for a 429 only, and only without an explicit wait.
+        let resets = [("x-ratelimit-reset-requests", "1s")];
+        assert_eq!(
+            class(429, &resets).unwrap().retry_after,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(class(500, &resets).unwrap().retry_after, None);
+        assert_eq!(
+            class(429, &[resets[0], ("retry-after-ms", "30")])
+                .unwrap()
+                .retry_after,
+            Some(Duration::from_millis(30))
+        );
+        // A success is a success whatever its headers say.
+        assert_eq!(
+            class(200, &[("x-should-retry", "true"), ("retry-after", "1")]),
+            None
+        );
+    }
+
+    #[test]
+    fn hints_can_be_switched_off() {
+        let c = HttpClassifier::builder()
+            .server_hints(false)
+            .build()
+            .unwrap()
+            .classify(&response(429, &[("retry-after-ms", "200")]))
+            .unwrap();
+        assert_eq!(c.retry_after, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_dates_follow_the_paused_clock() {
+        let date = httpdate::fmt_http_date(
+            palisade_classify::hint::wall_clock() + Duration::from_secs(30),
+        );
+        let first = class(503, &[("retry-after", &date)])
+            .unwrap()
+            .retry_after
+            .unwrap();
+        assert!(first > Duration::from_secs(28) && first <= Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let later = class(503, &[("retry-after", &date)])
+            .unwrap()
+            .retry_after
+            .unwrap();
+        assert!(first - later >= Duration::from_millis(19_999), "{later:?}");
+    }
+
+    #[test]
+    fn server_clock_dates() {
+        let c = HttpClassifier::builder()
+            .dates_from_server_clock(true)
+            .build()
+            .unwrap()
+            .classify(&response(
+                503,
+                &[
+                    ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                    ("retry-after", "Wed, 21 Oct 2015 07:28:09 GMT"),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(c.retry_after, Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn overrides() {
+        let classifier = HttpClassifier::builder()
+            .status(429, Class::new(Category::ResourceExhausted))
+            .success(404)
+            .build()
+            .unwrap();
+        let c = classifier
+            .classify(&response(429, &[("retry-after", "3")]))
+            .unwrap();
+        assert_eq!(c.category, Category::ResourceExhausted);
+        assert_eq!(c.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(classifier.classify(&response(404, &[])), None);
+        assert_eq!(
+            classifier.classify(&response(503, &[])).unwrap().category,
+            Category::ServerError
+        );
+    }
+
+    #[test]
+    fn invalid_overrides_fail_the_build() {
+        let err = HttpClassifier::builder()
+            .success(404)
+            .status(42, Class::new(Category::Transient))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "status[1]");
+        let err = HttpClassifier::builder()
+            .success(404)
+            .status(404, Class::new(Category::Transient))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "status[1]");
+    }
+
+    #[test]
+    fn describe_says_the_status() {
+        let c = HttpClassifier::new();
+        let r = response(503, &[]).unwrap();
+        assert_eq!(
+            Classify::<Response<()>, BoxError>::describe(&c, &r).as_deref(),
+            Some("HTTP 503 Service Unavailable")
+        );
+        assert_eq!(
+            describe_status(StatusCode::from_u16(599).unwrap()),
+            "HTTP 599"
+        );
+    }
+
+    #[test]
+    fn failed_responses_read_as_http_statuses() {
+        use palisade_classify::{ClassifyLayer, FailedResponse, class_of};
+        use tower::{Service, ServiceExt, service_fn};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut svc = tower::ServiceBuilder::new()
+                .layer(ClassifyLayer::new(HttpClassifier::new()))
+                .service(service_fn(|_: ()| async {
+                    Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap())
+                }));
+            let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+            assert_eq!(class_of(&err).category, Category::ServerError);
+            assert_eq!(
+                err.to_string(),
+                "HTTP 503 Service Unavailable, classified as server_error (medium, retryable)"
+            );
+            let restored = FailedResponse::<Response<()>>::restore(err).unwrap();
+            assert_eq!(restored.status(), 503);
+        });
+    }
+
+    #[test]
+    fn errors_by_the_transport_rules_then_the_defaults() {
+        let c = HttpClassifier::new();
+        let err: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(
+            c.classify(&Err::<Response<()>, _>(err)).unwrap().category,
+            Category::Network
+        );
+        let err: BoxError = "rate limit reached".into();
+        assert_eq!(c.classify_error(&*err).category, Category::RateLimited);
+    }
+}

@@ -1,0 +1,130 @@
+//! Classes of transport errors: hyper's and hyper-util's client errors, by kind.
+//!
+//! | error | class |
+//! |---|---|
+//! | hyper-util: the connection could not be made (`is_connect`) | `Network`, retryable (the request was never sent); `Timeout` when the connect timed out |
+//! | hyper-util: the request was refused before it was sent (unsupported method or version, a relative URI) | `Validation`, not retryable |
+//! | hyper: a timeout (`is_timeout`) | `Timeout` |
+//! | hyper: the connection closed before the message completed, the channel closed, the request was canceled because its connection went away, a shutdown error (`is_incomplete_message`, `is_closed`, `is_canceled`, `is_shutdown`) | `Network`, retryable |
+//! | hyper: a message that is not valid HTTP (`is_parse`) | `ServerError`, retryable: a protocol fault of the server or a proxy |
+//! | hyper: the caller aborted the body (`is_body_write_aborted`) | `Cancelled` |
+//! | hyper: a user error with a cause (a request body that failed) | the cause's class |
+//! | a request body that could not be replayed ([`NotReplayable`]) | `Validation`, not retryable |
+//!
+//! Anything else (h2 stream errors, io errors in the chain) goes to the rules of palisade's
+//! default classifier: io error kinds, then messages (`refused stream`, `connection reset`).
+//!
+//! These rules are type rules of a [`ClassifierBuilder`]; [`rules`] adds them to yours.
+
+use std::error::Error;
+use std::sync::LazyLock;
+
+use palisade_classify::{Category, Class, ClassifierBuilder, DefaultClassifier};
+
+use crate::body::NotReplayable;
+
+static DEFAULT: LazyLock<DefaultClassifier> = LazyLock::new(|| {
+    rules(ClassifierBuilder::new())
+        .build()
+        .expect("the transport rules add no patterns")
+});
+
+/// palisade's default classifier with the transport rules of this module before its own.
+///
+/// Cheap: built once, shared by every clone.
+pub fn classifier() -> DefaultClassifier {
+    DEFAULT.clone()
+}
+
+/// Adds the transport rules of this module to `builder`, before the rules added after this
+/// call.
+///
+/// ```
+/// use palisade_classify::{Category, Class, ClassifierBuilder};
+///
+/// let classifier = palisade_http::transport::rules(ClassifierBuilder::new())
+///     .message("model is loading", Class::new(Category::Transient))
+///     .build()?;
+/// # let _ = classifier;
+/// # Ok::<(), palisade_classify::ConfigError>(())
+/// ```
+pub fn rules(builder: ClassifierBuilder) -> ClassifierBuilder {
+    let builder = builder
+        .error_fn(|_: &NotReplayable| Some(Class::new(Category::Validation).with_retryable(false)));
+    #[cfg(feature = "hyper")]
+    let builder = builder
+        .error_fn(|e: &hyper_util::client::legacy::Error| legacy_class(e))
+        .error_fn(|e: &hyper::Error| hyper_class(e));
+    builder
+}
+
+/// Whether an io error anywhere in the chain below `err` is a timeout.
+#[cfg(feature = "hyper")]
+fn timed_out(err: &(dyn Error + 'static)) -> bool {
+    let mut next = err.source();
+    let mut depth = 0;
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        depth += 1;
+        if depth > 32 {
+            break;
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(feature = "hyper")]
+fn legacy_class(err: &hyper_util::client::legacy::Error) -> Option<Class> {
+    if err.is_connect() {
+        // Nothing was sent: always safe to try again.
+        let category = if timed_out(err) {
+            Category::Timeout
+        } else {
+            Category::Network
+        };
+        return Some(Class::new(category).with_retryable(true));
+    }
+    // The kind is private; its name is in the message: `client error (UserAbsoluteUriRequired)`.
+    if err.source().is_none() && err.to_string().contains("(User") {
+        return Some(Class::new(Category::Validation).with_retryable(false));
+    }
+    // Otherwise the cause (a `hyper::Error`) says more.
+    None
+}
+
+#[cfg(feature = "hyper")]
+fn hyper_class(err: &hyper::Error) -> Option<Class> {
+    let class = |category| Some(Class::new(category));
+    if err.is_timeout() {
+        class(Category::Timeout)
+    } else if err.is_body_write_aborted() {
+        class(Category::Cancelled)
+    } else if err.is_user() {
+        // A body that failed (a replay refused, a body timeout): its cause decides; without
+        // one, the request itself was unusable.
+        match err.source() {
+            Some(_) => None,
+            None => Some(Class::new(Category::Validation).with_retryable(false)),
+        }
+    } else if err.is_incomplete_message()
+        || err.is_closed()
+        || err.is_canceled()
+        || err.is_shutdown()
+    {
+        class(Category::Network)
+    } else if err.is_parse() {
+        Some(Class::new(Category::ServerError).with_retryable(true))
+    } else {
+        None
+    }
+}
+
+/// The class of an error by the transport rules, then palisade's defaults.
+pub(crate) fn classify_error(err: &(dyn Error + 'static)) -> Class {
+    DEFAULT.classify_error(err)
+}

@@ -1,0 +1,78 @@
+//! The examples' programs, run on tokio's paused clock so that they cannot rot.
+
+#[path = "../examples/llm_client/demo.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod llm_client;
+
+#[cfg(feature = "axum")]
+#[path = "../examples/axum_agent/demo.rs"]
+#[allow(dead_code)]
+mod axum_agent;
+
+use std::time::Duration;
+
+#[tokio::test(start_paused = true)]
+async fn llm_client_palisade_answers_what_the_bare_client_cannot() {
+    let report = llm_client::run(12).await.unwrap();
+    println!("{report}");
+    let ok = |o: &[llm_client::Outcome]| o.iter().filter(|o| o.status == Some(200)).count();
+    // Bare: every fault reaches the caller (429s, 503s; the stalls answer, late).
+    assert_eq!(ok(&report.bare), 8);
+    assert!(report.bare.iter().all(|o| o.calls == 1));
+    assert_eq!(report.bare[5].took, Duration::from_secs(3));
+    // palisade: all but request 9 (down every time) answered.
+    assert_eq!(ok(&report.palisade), 11);
+    assert_eq!(report.palisade[9].status, Some(503));
+    assert_eq!(report.palisade[9].calls, 3);
+    // The 429 waited the server's 150 ms, the stall was cut at 500 ms.
+    assert_eq!(report.palisade[1].took, Duration::from_millis(150));
+    assert_eq!(report.palisade[1].calls, 2);
+    assert_eq!(report.palisade[5].calls, 2);
+    assert!(
+        report.palisade[5].took < Duration::from_secs(1),
+        "{:?}",
+        report.palisade[5]
+    );
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn axum_agent_scripted_run() {
+    let (lines, tool) = axum_agent::run().await.unwrap();
+    for line in &lines {
+        println!("{line}");
+    }
+    let line = |what: &str| lines.iter().filter(|l| l.what == what).collect::<Vec<_>>();
+    assert_eq!(line("liveness")[0].status, 200);
+    assert_eq!(line("readiness")[0].status, 200);
+    assert_eq!(line("ask (tool up)")[0].body, "the tool says 42");
+    let down = line("ask (tool down)");
+    // The first failures are the tool's (502 after the retries); then the breaker is open: 503
+    // at once, saying when to come back.
+    assert_eq!(down[0].status, 502);
+    let open = down.last().unwrap();
+    assert_eq!(open.status, 503, "{open}");
+    assert_eq!(open.took, Duration::ZERO);
+    assert!(
+        open.headers.iter().any(|(k, _)| k == "retry-after"),
+        "{open}"
+    );
+    let ready = line("readiness (breaker open)")[0];
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains(r#""state":"open""#), "{}", ready.body);
+    let fallback = line("ask-or-fallback (breaker open)")[0];
+    assert_eq!(fallback.status, 200);
+    assert!(
+        fallback
+            .headers
+            .contains(&("x-palisade-degraded".to_owned(), "from_error".to_owned()))
+    );
+    assert_eq!(line("ask (tool back)")[0].status, 200);
+    assert_eq!(line("readiness (closed again)")[0].status, 200);
+    let slow = line("ask, slow, caller waits 100 ms")[0];
+    assert_eq!((slow.status, slow.took), (504, Duration::from_millis(100)));
+    // The tool was told the time left: 2 s at first, 100 ms for the impatient caller.
+    let deadlines = tool.deadlines.lock().unwrap().clone();
+    assert_eq!(deadlines.first().map(String::as_str), Some("2000"));
+    assert_eq!(deadlines.last().map(String::as_str), Some("100"));
+}

@@ -1,0 +1,283 @@
+//! The endpoint set that every clone of a router shares, and the discovery that feeds it.
+//!
+//! One [`Set`] per router, behind an `Arc` that all its clones hold. Discovery changes are
+//! applied here, once, by whichever instance polls discovery first after the stream woke; each
+//! instance notices a new set through one atomic load of [`Set::version`] and then refreshes
+//! its own copy (see `Route::sync`). Why no spawned task: see the crate docs,
+//! [Discovery](crate#discovery).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use palisade_classify::BoxError;
+use tokio::time::Instant;
+use tower::discover::{Change, Discover};
+
+use crate::endpoint::{EndpointState, LaneRef, lane_refs, ms_since};
+use crate::health::Health;
+use crate::service::Shared;
+
+/// One endpoint as the router sees it.
+pub(crate) struct Endpoint<K, S> {
+    pub(crate) key: K,
+    /// The endpoint's service as discovery gave it, which each router instance clones to call
+    /// its own copy. Locked only to take such a clone (never on the per-call path); behind a
+    /// lock so that the shared list, and so the router, is `Send` for any `Send` service, not
+    /// only `Sync` ones (tower's `BoxCloneService` is not `Sync`).
+    svc: Mutex<S>,
+    pub(crate) state: Arc<EndpointState>,
+    /// One reference to `state` per lane; a call holds its router instance's.
+    pub(crate) lanes: Arc<[Arc<LaneRef>]>,
+}
+
+impl<K, S: Clone> Endpoint<K, S> {
+    /// A fresh clone of the endpoint's service.
+    pub(crate) fn service(&self) -> S {
+        lock(&self.svc).clone()
+    }
+}
+
+impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
+    fn clone(&self) -> Self {
+        Endpoint {
+            key: self.key.clone(),
+            svc: Mutex::new(self.service()),
+            state: self.state.clone(),
+            lanes: self.lanes.clone(),
+        }
+    }
+}
+
+/// The list every instance copies.
+pub(crate) type List<K, S> = Arc<Vec<Endpoint<K, S>>>;
+
+/// Locks, ignoring poison: every writer leaves the data consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The waker discovery is polled with: it marks the stream as having something to say, and
+/// wakes the task that polled it last (as a router that owns its stream would be woken).
+#[derive(Debug, Default)]
+struct Wakeup {
+    /// Set when the stream may yield: the next `poll_ready` of any instance polls it.
+    dirty: AtomicBool,
+    /// The task of the instance that drove discovery last.
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.dirty.store(true, Ordering::Release);
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+/// The endpoint set shared by every clone of a router, and its discovery stream.
+pub(crate) struct Set<D: Discover> {
+    /// The current endpoints: written only under the `discover` lock (or while building), read
+    /// by an instance only when `version` moved.
+    endpoints: Mutex<List<D::Key, D::Service>>,
+    /// Bumped after each batch of changes is written to `endpoints`, before the router's epoch.
+    version: AtomicU64,
+    /// The discovery stream; `None` once it ended, and for a fixed list.
+    discover: Mutex<Option<D>>,
+    wakeup: Arc<Wakeup>,
+    /// `wakeup` as a waker, made once.
+    waker: Waker,
+    /// Discovery errors seen so far (each one logged).
+    errors: AtomicU64,
+}
+
+impl<D: Discover> fmt::Debug for Set<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Set")
+            .field("version", &self.version)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Discover> Set<D> {
+    pub(crate) fn new(discover: Option<D>) -> Self {
+        let wakeup = Arc::new(Wakeup {
+            // A stream is polled once before anything woke it, as any stream is.
+            dirty: AtomicBool::new(discover.is_some()),
+            task: Mutex::new(None),
+        });
+        Set {
+            endpoints: Mutex::new(Arc::new(Vec::new())),
+            version: AtomicU64::new(0),
+            discover: Mutex::new(discover),
+            waker: Waker::from(wakeup.clone()),
+            wakeup,
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The version of the set: one atomic load, what each instance compares on every
+    /// `poll_ready`. Load the router's epoch before it (see `Route::sync`).
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The current list, at least as new as the last [`version`](Self::version) read.
+    pub(crate) fn list(&self) -> List<D::Key, D::Service> {
+        lock(&self.endpoints).clone()
+    }
+
+    /// Whether discovery woke since it was last polled: one atomic load.
+    #[inline]
+    pub(crate) fn woken(&self) -> bool {
+        self.wakeup.dirty.load(Ordering::Acquire)
+    }
+
+    /// Discovery errors seen so far.
+    #[cfg(test)]
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+impl<D> Set<D>
+where
+    D: Discover + Unpin,
+    D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
+    D::Error: Into<BoxError>,
+{
+    /// Polls discovery and applies what it yields, unless another instance is doing so now (it
+    /// applies what there is; anything that arrives after it looked wakes the stream again).
+    /// `task` is woken when discovery next has something to say.
+    pub(crate) fn drive(&self, shared: &Shared<D::Key>, task: &Waker) {
+        let mut discover = match self.discover.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        // Cleared before polling: a wake from now on is seen by the next poll_ready.
+        if !self.wakeup.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut registered = lock(&self.wakeup.task);
+            if !registered.as_ref().is_some_and(|t| t.will_wake(task)) {
+                *registered = Some(task.clone());
+            }
+        }
+        let mut cx = Context::from_waker(&self.waker);
+        let mut changed = false;
+        while let Some(stream) = discover.as_mut() {
+            match Pin::new(stream).poll_discover(&mut cx) {
+                Poll::Ready(Some(Ok(Change::Insert(key, svc)))) => {
+                    self.insert(shared, key, svc, 0, shared.config.slow_start);
+                    changed = true;
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => changed |= self.remove(shared, &key),
+                Poll::Ready(Some(Err(e))) => {
+                    let e: BoxError = e.into();
+                    let n = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        error = %e,
+                        errors = n,
+                        "endpoint discovery failed; routing over the endpoints it gave so far"
+                    );
+                    // The stream may have more to say: the next poll_ready asks again, rather
+                    // than this one spinning on a stream that keeps failing.
+                    self.wakeup.dirty.store(true, Ordering::Release);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    tracing::debug!("endpoint discovery ended; keeping the last endpoint set");
+                    *discover = None;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if changed {
+            self.publish(shared);
+        }
+    }
+}
+
+impl<D: Discover> Set<D>
+where
+    D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
+{
+    /// Adds an endpoint, or replaces the one with the same key (whose calls in flight finish
+    /// normally). Visible to the instances once [`publish`](Self::publish)ed.
+    pub(crate) fn insert(
+        &self,
+        shared: &Shared<D::Key>,
+        key: D::Key,
+        svc: D::Service,
+        tier: u8,
+        slow_start: bool,
+    ) {
+        let now = ms_since(shared.origin, Instant::now());
+        let health = if slow_start {
+            Health::ramping(now)
+        } else {
+            Health::HEALTHY
+        };
+        let state = Arc::new(EndpointState::new(
+            tier,
+            format!("{key:?}"),
+            health,
+            shared.config,
+            shared.origin,
+            shared.epoch.clone(),
+        ));
+        tracing::debug!(endpoint = %state.label, tier, slow_start, "endpoint added");
+        let endpoint = Endpoint {
+            key: key.clone(),
+            svc: Mutex::new(svc),
+            lanes: lane_refs(&state),
+            state: state.clone(),
+        };
+        let mut registry = lock(&shared.registry);
+        let mut list = lock(&self.endpoints);
+        let endpoints = Arc::make_mut(&mut list);
+        if let Some(i) = endpoints.iter().position(|e| e.key == key) {
+            endpoints[i] = endpoint;
+            registry.retain(|(k, _)| *k != key);
+        } else {
+            endpoints.push(endpoint);
+        }
+        registry.push((key, state));
+    }
+
+    /// Removes an endpoint; its calls in flight keep its state alive and finish normally.
+    /// Returns whether there was one.
+    fn remove(&self, shared: &Shared<D::Key>, key: &D::Key) -> bool {
+        let mut registry = lock(&shared.registry);
+        let mut list = lock(&self.endpoints);
+        let Some(i) = list.iter().position(|e| e.key == *key) else {
+            return false;
+        };
+        let gone = Arc::make_mut(&mut list).remove(i);
+        tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
+        registry.retain(|(k, _)| k != key);
+        true
+    }
+
+    /// Makes the changes so far visible: the set's version first, then the router's epoch,
+    /// so that an instance that sees the new epoch also sees the new version (and does not
+    /// mark an old list as plainly healthy at the new epoch).
+    pub(crate) fn publish(&self, shared: &Shared<D::Key>) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        shared.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
