@@ -31,6 +31,7 @@ async fn classify_behind_the_facade_reads_every_failure() {
 /// retry → route → classify: a retry never goes back to the replica that just failed it.
 #[tokio::test(start_paused = true)]
 async fn retries_go_to_another_replica() {
+    let warnings = palisade_test::Warnings::start();
     use palisade::classify::BoxError;
     use palisade::retry::RetryLayer;
     use palisade::route::{Route, RouteConfig};
@@ -73,6 +74,8 @@ async fn retries_go_to_another_replica() {
     // request succeeded with two attempts at most.
     assert_eq!(calls[0].load(Ordering::SeqCst), 10);
     assert_eq!(calls[1].load(Ordering::SeqCst), 200);
+    // Retry and router in one task: the router never thinks the attempt context was lost.
+    assert_eq!(warnings.containing("context"), 0);
 }
 
 /// deadline → retry → timeout(escalating): a timed-out attempt is retried with a longer

@@ -186,13 +186,27 @@ mod tests {
 /// ```
 pub fn count_warnings<R>(f: impl FnOnce() -> R) -> (usize, R) {
     let counter = WarnCounter::default();
-    let count = counter.0.clone();
+    let seen = counter.0.clone();
     let out = tracing::subscriber::with_default(counter, f);
-    (count.load(std::sync::atomic::Ordering::Relaxed), out)
+    let n = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+    (n, out)
 }
 
+type Messages = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Keeps the message of every warning.
 #[derive(Default)]
-struct WarnCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+struct WarnCounter(Messages);
+
+struct Message<'a>(&'a mut String);
+
+impl tracing::field::Visit for Message<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
 
 impl tracing::Subscriber for WarnCounter {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
@@ -205,7 +219,12 @@ impl tracing::Subscriber for WarnCounter {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
         if *event.metadata().level() == tracing::Level::WARN {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut message = String::new();
+            event.record(&mut Message(&mut message));
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(message);
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
@@ -217,12 +236,14 @@ impl tracing::Subscriber for WarnCounter {
 ///
 /// ```
 /// let warnings = palisade_test::Warnings::start();
-/// tracing::warn!("one");
-/// assert_eq!(warnings.count(), 1);
+/// tracing::warn!("context lost");
+/// tracing::warn!("budget exhausted");
+/// assert_eq!(warnings.count(), 2);
+/// assert_eq!(warnings.containing("context"), 1);
 /// ```
 #[derive(Debug)]
 pub struct Warnings {
-    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    seen: Messages,
     _guard: tracing::subscriber::DefaultGuard,
 }
 
@@ -230,15 +251,25 @@ impl Warnings {
     /// Starts counting.
     pub fn start() -> Self {
         let counter = WarnCounter::default();
-        let count = counter.0.clone();
+        let seen = counter.0.clone();
         Warnings {
-            count,
+            seen,
             _guard: tracing::subscriber::set_default(counter),
         }
     }
 
     /// The warnings counted so far.
     pub fn count(&self) -> usize {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The warnings so far whose message contains `text`.
+    pub fn containing(&self, text: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|m| m.contains(text))
+            .count()
     }
 }

@@ -127,4 +127,16 @@ mod proptests {
             prop_assert!((d.as_secs_f64() - expected).abs() <= 1e-6 * expected.max(1.0));
         }
     }
+
+    /// The first attempt gets the base limit exactly, even where going through `f64` seconds
+    /// would round it (a limit of ten million seconds and one nanosecond).
+    #[test]
+    fn the_first_attempt_gets_the_base_exactly() {
+        let base = Duration::new(10_000_000, 1);
+        let limit = Limit::new(base)
+            .escalate(2.0, Duration::from_secs(100_000_000))
+            .unwrap();
+        assert_eq!(limit.for_attempt(0), base);
+        assert_ne!(Duration::from_secs_f64(base.as_secs_f64()), base);
+    }
 }

@@ -500,3 +500,56 @@ async fn the_deadline_is_readable_in_the_inner_call() {
     assert_eq!(fut.await.unwrap(), 60);
     assert_eq!(start.elapsed(), ms(60));
 }
+
+/// The accessors report what the layer and services were built with.
+#[test]
+fn accessors_report_the_configuration() {
+    let layer = DeadlineLayer::new(ms(250));
+    assert_eq!(layer.limit(), ms(250));
+    let deadline = layer.layer(slow());
+    assert_eq!(deadline.limit(), ms(250));
+    let timeout = TimeoutLayer::new(ms(40)).layer(slow());
+    assert_eq!(timeout.timeout(), ms(40));
+}
+
+/// A service whose readiness is pending, then fails.
+#[derive(Clone)]
+struct NotReady {
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Service<u64> for NotReady {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u64, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Poll::Pending,
+            _ => Poll::Ready(Err("overloaded".into())),
+        }
+    }
+
+    fn call(&mut self, n: u64) -> Self::Future {
+        ready(Ok(n))
+    }
+}
+
+/// Both services pass their inner service's readiness through: pending, then its error.
+#[test]
+fn readiness_is_the_inner_services() {
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let not_ready = || NotReady {
+        polls: Arc::default(),
+    };
+    let mut timeout = TimeoutLayer::new(ms(40)).layer(not_ready());
+    assert!(timeout.poll_ready(&mut cx).is_pending());
+    match timeout.poll_ready(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "overloaded"),
+        _ => panic!("the inner error"),
+    }
+    let mut deadline = DeadlineLayer::new(ms(40)).layer(not_ready());
+    assert!(deadline.poll_ready(&mut cx).is_pending());
+    assert!(matches!(deadline.poll_ready(&mut cx), Poll::Ready(Err(_))));
+}
