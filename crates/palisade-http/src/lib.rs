@@ -43,6 +43,7 @@
 //! use palisade::{ServiceBuilderExt, preset};
 //! use palisade_classify::BoxError;
 //! use palisade_http::HttpClassifier;
+//! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -50,7 +51,7 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! // An LLM API that rate-limits the first call, asking for 200 ms. (In a real program: a
 //! // hyper-util `Client`, whose requests with `Full<Bytes>` bodies are `Clone`.)
-//! let calls = AtomicU32::new(0);
+//! let calls = Arc::new(AtomicU32::new(0));
 //! let api = service_fn(move |_: Request<String>| {
 //!     let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
 //!     async move {
