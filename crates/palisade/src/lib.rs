@@ -101,6 +101,10 @@ pub use palisade_fallback as fallback;
 #[doc(inline)]
 pub use palisade_chaos as chaos;
 
+#[cfg(feature = "http-layers")]
+#[doc(inline)]
+pub use palisade_http as http;
+
 #[cfg(all(
     feature = "classify",
     feature = "timeout",
