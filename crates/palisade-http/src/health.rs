@@ -414,4 +414,41 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+
+    #[cfg(feature = "route")]
+    #[tokio::test(start_paused = true)]
+    async fn routes_list_their_endpoints() {
+        use palisade_classify::{ClassifyLayer, DefaultClassifier};
+        use palisade_route::{Route, RouteConfig};
+        use tower::{Layer, Service, service_fn};
+
+        let replica = |up: bool| {
+            ClassifyLayer::new(DefaultClassifier::default()).layer(service_fn(
+                move |_: ()| async move {
+                    if up {
+                        Ok::<_, palisade_classify::BoxError>(())
+                    } else {
+                        Err("503 service unavailable".into())
+                    }
+                },
+            ))
+        };
+        let mut route =
+            Route::new(RouteConfig::default(), [replica(true), replica(false)]).unwrap();
+        let health = Health::new().route("llm", route.handle());
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(r#"{"kind":"route","name":"llm","ready":true,"required":true,"endpoints":[{"key":"0","state":"healthy","share":"#), "{body}");
+        for _ in 0..40 {
+            let _ = route.ready().await.unwrap().call(()).await;
+        }
+        let (status, body) = get(&health, "/ready").await;
+        // Replica 1 is ejected; replica 0 still serves: ready.
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(r#""key":"1","#) && body.contains(r#""ejected":true"#),
+            "{body}"
+        );
+        assert_eq!(health.is_ready(), route.handle().is_ready());
+    }
 }
