@@ -686,4 +686,49 @@ mod tests {
         let r = Answer::Primary(Response::new(String::new())).into_http_response();
         assert!(r.headers().get(X_PALISADE_DEGRADED).is_none());
     }
+
+    /// Fails `poll_ready` once, then answers 200; counts its calls.
+    #[derive(Clone, Default)]
+    struct NotReadyOnce {
+        failed: bool,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Service<()> for NotReadyOnce {
+        type Response = Response<String>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if std::mem::replace(&mut self.failed, true) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Ready(Err(Box::new(Elapsed::new())))
+            }
+        }
+
+        fn call(&mut self, _: ()) -> Self::Future {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(Response::new("ok".to_owned())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_ready_error_answers_the_next_call_and_is_not_cloned() {
+        use tower::ServiceExt;
+        let inner = NotReadyOnce::default();
+        let calls = inner.calls.clone();
+        let mut svc = ErrorResponseLayer::new().layer(inner);
+        let ready = svc.ready().await.unwrap();
+        // A clone made now does not inherit the kept error.
+        let clone = ready.clone();
+        let r = ready.call(()).await.unwrap();
+        assert_eq!(r.status(), 504);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let r = clone.oneshot(()).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = svc.oneshot(()).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }
