@@ -120,3 +120,15 @@ pub enum CheckpointError {
     #[error("checkpoint state could not be (de)serialized: {0}")]
     Serde(#[from] serde_json::Error),
 }
+
+/// An agent lifecycle operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// The transition is not allowed; nothing was saved.
+    #[error(transparent)]
+    InvalidTransition(crate::lifecycle::InvalidTransition),
+    /// Saving or loading the checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(CheckpointError),
+}

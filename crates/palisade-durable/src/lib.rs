@@ -52,6 +52,13 @@
 //! # }
 //! ```
 //!
+//! # Checkpoints
+//!
+//! [`Checkpoints`](checkpoint::Checkpoints) save an agent's state as numbered versions with a
+//! SHA-256 checksum, load the newest good one (reporting, never returning, corrupt ones) and
+//! keep the last N; [`Lifecycle`](lifecycle::Lifecycle) checkpoints each transition of an
+//! agent (initialized → waiting → processing → completed | failed) and refuses invalid ones.
+//!
 //! # Stores
 //!
 //! | store | use |
@@ -72,9 +79,11 @@
 //! ([`wall_clock`](palisade_classify::hint::wall_clock)), so tests on the paused clock run
 //! instantly and deterministically.
 
+pub mod checkpoint;
 mod engine;
 pub mod error;
 pub mod journal;
+pub mod lifecycle;
 pub mod review;
 pub mod saga;
 pub mod store;

@@ -124,3 +124,31 @@ async fn list_show_retry_and_discard() {
     assert!(!ok && err.contains("no store"), "{err}");
     assert!(!dir.path().join("missing.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_on_disk_fall_back_and_list() {
+    use palisade_durable::checkpoint::{Checkpoints, checksum};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    let sqlite = SqliteStore::open(&db).unwrap();
+    let cps = Checkpoints::new(Arc::new(sqlite.clone()))
+        .keep_last(2)
+        .unwrap();
+    for page in 1..=3u32 {
+        cps.save("crawler", &json!({ "page": page })).await.unwrap();
+    }
+    assert!(
+        sqlite
+            .corrupt_checkpoint("crawler", 3, b"{}".to_vec())
+            .await
+            .unwrap()
+    );
+    let loaded = cps.load_latest::<Value>("crawler").await.unwrap();
+    assert_eq!((loaded.version, loaded.state), (2, json!({ "page": 2 })));
+    assert_eq!(loaded.corrupt.len(), 1);
+
+    let (ok, out, _) = cli(&db, &["checkpoints", "list", "crawler"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 version(s)"), "{out}");
+    assert!(out.contains(&checksum(br#"{"page":2}"#)), "{out}");
+}

@@ -8,6 +8,7 @@
 //! palisade-durable --db journal.db review show <item-id>
 //! palisade-durable --db journal.db review retry <item-id>
 //! palisade-durable --db journal.db review discard <item-id> --note "refunded by hand"
+//! palisade-durable --db journal.db checkpoints list <agent>
 //! ```
 //!
 //! `--json` prints JSON instead of text. `review retry` records the request; the service runs
@@ -18,9 +19,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use palisade_durable::ReviewQueue;
 use palisade_durable::journal::{Journal, SagaState};
 use palisade_durable::store::{SqliteStore, Store};
+use palisade_durable::{ReviewQueue, checkpoint::Checkpoints};
 
 /// Inspect and act on a palisade-durable SQLite store.
 #[derive(Debug, Parser)]
@@ -44,6 +45,9 @@ enum Command {
     /// Escalated work waiting for a person.
     #[command(subcommand)]
     Review(ReviewCmd),
+    /// Agent checkpoints.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +91,15 @@ enum ReviewCmd {
         /// Why (kept with the item and in the saga's journal).
         #[arg(long)]
         note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsCmd {
+    /// An agent's checkpoint versions, newest first.
+    List {
+        /// The agent.
+        agent: String,
     },
 }
 
@@ -254,6 +267,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     println!("discarded {}: saga {} is now failed", i.id, i.saga_id);
                 }
             }
+        }
+        Command::Checkpoints(CheckpointsCmd::List { agent }) => {
+            let versions = Checkpoints::new(store).versions(&agent).await?;
+            if cli.json {
+                return print_json(&versions);
+            }
+            println!(
+                "{:<8} {:<15} {:<10} SHA-256",
+                "VERSION", "SAVED (ms)", "BYTES"
+            );
+            for v in &versions {
+                println!(
+                    "{:<8} {:<15} {:<10} {}",
+                    v.version, v.at_ms, v.len, v.checksum
+                );
+            }
+            println!("{} version(s)", versions.len());
         }
     }
     Ok(())
