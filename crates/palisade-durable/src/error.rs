@@ -16,7 +16,8 @@ pub enum StoreError {
     /// Data read back could not be decoded (a journal entry that is not valid JSON, ...).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The store's worker thread or connection is gone.
+    /// The store's connection is gone, or the blocking task running the operation was lost
+    /// (the runtime is shutting down).
     #[error("store is closed")]
     Closed,
 }
@@ -44,6 +45,9 @@ pub enum SagaError {
     /// No saga with that id.
     #[error("no saga {0:?}")]
     NotFound(String),
+    /// A saga id that is empty or longer than 200 bytes.
+    #[error("invalid saga id {0:?}: must be 1 to 200 bytes")]
+    InvalidId(String),
     /// A saga with that id exists already.
     #[error("saga {0:?} exists already")]
     AlreadyExists(String),
@@ -115,4 +119,16 @@ pub enum CheckpointError {
     /// The state could not be serialized or deserialized.
     #[error("checkpoint state could not be (de)serialized: {0}")]
     Serde(#[from] serde_json::Error),
+}
+
+/// An agent lifecycle operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// The transition is not allowed; nothing was saved.
+    #[error(transparent)]
+    InvalidTransition(crate::lifecycle::InvalidTransition),
+    /// Saving or loading the checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(CheckpointError),
 }

@@ -1,23 +1,94 @@
-//! Durable agent workflows: sagas with compensation on a journal, checkpoints, a review queue.
+//! Durable agent workflows for tower services: sagas with compensation on a write-ahead
+//! journal, a review queue for what needs a person, and checkpoints of agent state.
 //!
-//! Everything durable goes through one [`Store`](store::Store): in memory for tests
-//! ([`MemoryStore`](store::MemoryStore)), SQLite on local disk as the embedded default
-//! ([`SqliteStore`](store::SqliteStore)), PostgreSQL for fleets (feature `postgres`).
+//! A multi-step agent pipeline (crawl, classify, report, mail) cannot be made atomic: each
+//! step talks to another system. A **saga** runs the steps in order and, when one fails, runs
+//! the *compensations* of the steps already done, newest first. [`Sagas`] does this on a
+//! journal: every transition is written to the [store] before it is acted on, so a
+//! process killed at any instant resumes on restart ([`Sagas::recover`]) without running a
+//! completed step again and compensating each completed step exactly once. Compensations that
+//! keep failing are escalated to the [`ReviewQueue`], never dropped.
+//!
+//! Each step is a tower [`Service`](tower::Service): put palisade's retry, timeout and breaker
+//! layers around it as around any other call.
 //!
 //! # Example
 //!
 //! ```
-//! use palisade_durable::store::{Append, MemoryStore, Store};
+//! use std::sync::Arc;
+//! use palisade_classify::BoxError;
+//! use palisade_durable::saga::{CompensationRequest, StepRequest};
+//! use palisade_durable::store::{MemoryStore, Store};
+//! use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};
+//! use serde_json::{json, Value};
+//! use tower::service_fn;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let store = MemoryStore::new();
-//! let entry = Append::new("order-1", "saga", "order", 0, 0, serde_json::json!({"type": "started"}),
-//!     "running", "worker-1", 60_000);
-//! store.append(entry).await.unwrap();
-//! assert_eq!(store.journal("order-1").await.unwrap().len(), 1);
+//! let book = Step::new("book", service_fn(|req: StepRequest| async move {
+//!     // `req.idempotency_key` ("trip-1/0") lets the tool recognise a repeat.
+//!     Ok::<_, BoxError>(json!({ "booking": format!("B-{}", req.idempotency_key) }))
+//! }))
+//! .compensate(service_fn(|req: CompensationRequest| async move {
+//!     println!("cancelling {}", req.output.unwrap_or(Value::Null)["booking"]);
+//!     Ok::<_, BoxError>(())
+//! }));
+//! let pay = Step::new("pay", service_fn(|_req: StepRequest| async {
+//!     Err::<Value, BoxError>("402 payment required: card declined".into())
+//! }));
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let sagas = Sagas::builder(store)
+//!     .define(SagaDefinition::new("trip", vec![book, pay]).unwrap())
+//!     .build()
+//!     .unwrap();
+//!
+//! let trip = sagas.run("trip", "trip-1", json!({ "to": "Lisbon" })).await.unwrap();
+//! assert_eq!(trip.state, SagaState::Compensated);
+//! assert!(trip.steps[1].error.as_ref().unwrap().message.contains("card declined"));
+//!
+//! // On restart, resume whatever was interrupted (nothing, here).
+//! assert!(sagas.recover().await.unwrap().resumed.is_empty());
 //! # }
 //! ```
+//!
+//! # Checkpoints
+//!
+//! [`Checkpoints`](checkpoint::Checkpoints) save an agent's state as numbered versions with a
+//! SHA-256 checksum, load the newest good one (reporting, never returning, corrupt ones) and
+//! keep the last N; [`Lifecycle`](lifecycle::Lifecycle) checkpoints each transition of an
+//! agent (initialized → waiting → processing → completed | failed) and refuses invalid ones.
+//!
+//! # Stores
+//!
+//! | store | use |
+//! |---|---|
+//! | [`MemoryStore`](store::MemoryStore) | tests |
+//! | [`SqliteStore`](store::SqliteStore) (feature `sqlite`, default) | the embedded default: one file on local disk, no server |
+//!
+//! # Errors
+//!
+//! A step that fails is not an error of [`Sagas::run`]: it returns the saga as it ended
+//! ([`SagaInfo::state`]). Errors are the engine's own ([`error::SagaError`]): an unknown
+//! definition, a duplicate id, a store failure. Bad configuration is a
+//! [`ConfigError`](palisade_classify::ConfigError) from the builders, never a panic.
+//!
+//! # Sagas and time
+//!
+//! Compensation backoff sleeps on `tokio::time`, and journal timestamps follow tokio's clock
+//! ([`wall_clock`](palisade_classify::hint::wall_clock)), so tests on the paused clock run
+//! instantly and deterministically.
 
+pub mod checkpoint;
+mod engine;
 pub mod error;
+pub mod journal;
+pub mod lifecycle;
+pub mod review;
+pub mod saga;
 pub mod store;
+
+pub use engine::{Recovery, Sagas, SagasBuilder};
+pub use journal::{SagaInfo, SagaState};
+pub use review::{ReviewItem, ReviewQueue};
+pub use saga::{SagaDefinition, Step};

@@ -12,12 +12,19 @@ macro_rules! store_suite {
             use super::*;
             store_suite!(@tests $make;
                 append_and_read, append_conflicts, claims, claims_are_exclusive,
-                reviews, checkpoints_store);
+                reviews, checkpoints_store,
+                saga_completes, saga_compensates_in_reverse, saga_first_step_fails,
+                compensation_retried_then_escalated_then_retried,
+                hopeless_compensation_escalates_at_once_and_discard,
+                requested_retry_runs_on_recover, recover_repeats_an_idempotent_step,
+                recover_compensates_an_interrupted_step, recover_escalates_an_uncertain_step,
+                recover_reruns_an_interrupted_compensation_once,
+                another_process_takes_over_after_the_lease, unknown_definition_on_recovery);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[tokio::test(start_paused = true)]
             async fn $name() {
                 let Some((store, _guard)) = $make.await else { return };
                 suite::$name(store).await;

@@ -1,7 +1,7 @@
 //! The embedded store: SQLite on local disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -49,8 +49,6 @@ impl SqliteOptions {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// The embedded default store: one SQLite file on local disk, no server.
 ///
 /// The file is opened in WAL mode (readers never block the writer) and every
@@ -59,20 +57,22 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 ///
 /// # Threads
 ///
-/// SQLite calls block, so they never run on the async runtime's threads: the store owns one
-/// dedicated thread (named `palisade-sqlite`) holding the connection, and each operation is
-/// sent to it and awaited. One connection serializes the operations of this process, which
-/// costs nothing SQLite would not impose anyway (it has one writer at a time), keeps the
-/// prepared-statement cache warm, and works under any runtime flavour (a `current_thread`
-/// runtime included) without tying up tokio's blocking pool. The thread ends when the last
-/// clone of the store is dropped, after finishing the operations already sent.
+/// SQLite calls block, so they never run on the async runtime's worker threads: each
+/// operation runs on tokio's blocking pool (`tokio::task::spawn_blocking`), holding the
+/// store's one connection behind a mutex. One connection serializes the operations of this
+/// process, which costs nothing SQLite would not impose anyway (one writer at a time) and
+/// keeps the prepared-statement cache warm. The blocking pool, rather than a thread of the
+/// store's own, is what tokio's paused test clock knows about: it does not jump ahead while
+/// an operation is on disk, so tests with `start_paused` see the store's latency as zero
+/// instead of as "idle". The store spawns nothing of its own. Its methods must be awaited
+/// inside a tokio runtime.
 ///
 /// Several processes may open the same file (the command-line tool next to a running
 /// service): writers wait up to [`SqliteOptions::busy_timeout`] for each other, and claims
 /// keep them off each other's workflows.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -142,17 +142,10 @@ impl SqliteStore {
         )
         .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("palisade-sqlite".into())
-            .spawn(move || {
-                let mut conn = conn;
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
-                }
-            })
-            .map_err(StoreError::backend)?;
-        Ok(SqliteStore { jobs, path })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
     }
 
     /// The file this store writes.
@@ -165,13 +158,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self.jobs.send(Box::new(move |conn| {
-            let _ = tx.send(f(conn));
-        }));
+        let conn = self.conn.clone();
         Box::pin(async move {
-            sent.map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
+            tokio::task::spawn_blocking(move || {
+                // A panic inside rusqlite cannot leave a half-done transaction behind (it is
+                // rolled back when dropped), so a poisoned lock is taken over.
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut conn)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
         })
     }
 

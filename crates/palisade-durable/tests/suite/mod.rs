@@ -2,6 +2,10 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod sagas;
+
+pub(crate) use sagas::*;
+
 use palisade_durable::error::StoreError;
 use palisade_durable::store::{Append, Claim, Store, StoredCheckpoint, StoredReview};
 use serde_json::json;

@@ -1,0 +1,290 @@
+//! `palisade-durable`: look at and act on the sagas, review queue and checkpoints in a SQLite
+//! store, while the service that owns them runs.
+//!
+//! ```text
+//! palisade-durable --db journal.db sagas list [--state escalated]
+//! palisade-durable --db journal.db sagas show <saga-id>
+//! palisade-durable --db journal.db review list [--all]
+//! palisade-durable --db journal.db review show <item-id>
+//! palisade-durable --db journal.db review retry <item-id>
+//! palisade-durable --db journal.db review discard <item-id> --note "refunded by hand"
+//! palisade-durable --db journal.db checkpoints list <agent>
+//! ```
+//!
+//! `--json` prints JSON instead of text. `review retry` records the request; the service runs
+//! it on its next recovery, because only the service has the steps' code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use palisade_durable::journal::{Journal, SagaState};
+use palisade_durable::store::{SqliteStore, Store};
+use palisade_durable::{ReviewQueue, checkpoint::Checkpoints};
+
+/// Inspect and act on a palisade-durable SQLite store.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-durable", version)]
+struct Cli {
+    /// The store's SQLite file (it must exist).
+    #[arg(long, env = "PALISADE_DB")]
+    db: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sagas and their journals.
+    #[command(subcommand)]
+    Sagas(SagasCmd),
+    /// Escalated work waiting for a person.
+    #[command(subcommand)]
+    Review(ReviewCmd),
+    /// Agent checkpoints.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SagasCmd {
+    /// Every saga with its state, oldest first.
+    List {
+        /// Only sagas in this state (running, compensating, completed, compensated, failed,
+        /// escalated).
+        #[arg(long)]
+        state: Option<SagaState>,
+    },
+    /// One saga, step by step, with its journal.
+    Show {
+        /// The saga's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReviewCmd {
+    /// Pending items (open or retry requested); `--all` shows closed ones too.
+    List {
+        /// Show closed items too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One item with its context and error history.
+    Show {
+        /// The item's id.
+        id: String,
+    },
+    /// Ask for the item's work to be retried by the service's next recovery.
+    Retry {
+        /// The item's id.
+        id: String,
+    },
+    /// Give up the item's work: the saga's remaining compensations will not run.
+    Discard {
+        /// The item's id.
+        id: String,
+        /// Why (kept with the item and in the saga's journal).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsCmd {
+    /// An agent's checkpoint versions, newest first.
+    List {
+        /// The agent.
+        agent: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    if !cli.db.exists() {
+        return Err(format!("no store at {}", cli.db.display()).into());
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cli.db)?);
+    match cli.command {
+        Command::Sagas(SagasCmd::List { state }) => {
+            let list: Vec<_> = Journal::new(store)
+                .list()
+                .await?
+                .into_iter()
+                .filter(|s| state.is_none_or(|st| st == s.state))
+                .collect();
+            if cli.json {
+                return print_json(&list);
+            }
+            println!("{:<32} {:<20} {:<13} OWNER", "ID", "NAME", "STATE");
+            for s in &list {
+                println!(
+                    "{:<32} {:<20} {:<13} {}",
+                    s.id,
+                    s.name,
+                    s.state,
+                    s.owner.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} saga(s)", list.len());
+        }
+        Command::Sagas(SagasCmd::Show { id }) => {
+            let info = Journal::new(store).inspect(&id).await?;
+            if cli.json {
+                return print_json(&info);
+            }
+            println!("saga {} ({}): {}", info.id, info.name, info.state);
+            println!("input: {}", info.input);
+            for (i, s) in info.steps.iter().enumerate() {
+                println!(
+                    "  {i}. {:<20} {:<10} attempts {}  compensation {:?} ({} attempts)",
+                    s.name,
+                    format!("{:?}", s.status).to_lowercase(),
+                    s.attempts,
+                    s.compensation,
+                    s.compensation_attempts
+                );
+                if let Some(e) = &s.error {
+                    println!("       failed: {} [{}]", e.message, e.class);
+                }
+                for e in &s.compensation_errors {
+                    println!("       compensation failed: {} [{}]", e.message, e.class);
+                }
+            }
+            if let Some(r) = &info.review {
+                println!("review item: {r}");
+            }
+            println!("journal:");
+            for r in &info.journal {
+                println!(
+                    "  {:>4} {} {}",
+                    r.seq,
+                    r.at_ms,
+                    serde_json::to_string(&r.event)?
+                );
+            }
+        }
+        Command::Review(cmd) => {
+            let queue = ReviewQueue::new(store);
+            match cmd {
+                ReviewCmd::List { all } => {
+                    let items: Vec<_> = queue
+                        .list()
+                        .await?
+                        .into_iter()
+                        .filter(|i| all || i.status.is_pending())
+                        .collect();
+                    if cli.json {
+                        return print_json(&items);
+                    }
+                    println!(
+                        "{:<36} {:<16} {:<16} {:<22} ERRORS",
+                        "ID", "STATUS", "STEP", "REASON"
+                    );
+                    for i in &items {
+                        println!(
+                            "{:<36} {:<16} {:<16} {:<22} {}",
+                            i.id,
+                            i.status,
+                            i.step_name,
+                            i.reason.to_string(),
+                            i.errors.len()
+                        );
+                    }
+                    println!("{} item(s)", items.len());
+                }
+                ReviewCmd::Show { id } => {
+                    let i = queue.inspect(&id).await?;
+                    if cli.json {
+                        return print_json(&i);
+                    }
+                    println!("review item {} ({})", i.id, i.status);
+                    println!(
+                        "saga {} ({}), step {} {:?}",
+                        i.saga_id, i.saga_name, i.step, i.step_name
+                    );
+                    println!("reason: {} (escalated {} time(s))", i.reason, i.escalations);
+                    println!("input: {}", i.input);
+                    if let Some(o) = &i.output {
+                        println!("step output: {o}");
+                    }
+                    if let Some(c) = &i.cause {
+                        println!("saga failed because: {} [{}]", c.message, c.class);
+                    }
+                    for (n, e) in i.errors.iter().enumerate() {
+                        println!("  attempt {}: {} [{}]", n + 1, e.message, e.class);
+                    }
+                    if let Some(n) = &i.note {
+                        println!("note: {n}");
+                    }
+                }
+                ReviewCmd::Retry { id } => {
+                    let i = queue.request_retry(&id).await?;
+                    if cli.json {
+                        return print_json(&i);
+                    }
+                    println!(
+                        "retry requested for {}: the service runs it on its next recovery",
+                        i.id
+                    );
+                }
+                ReviewCmd::Discard { id, note } => {
+                    let i = queue.discard(&id, &note).await?;
+                    if cli.json {
+                        return print_json(&i);
+                    }
+                    println!("discarded {}: saga {} is now failed", i.id, i.saga_id);
+                }
+            }
+        }
+        Command::Checkpoints(CheckpointsCmd::List { agent }) => {
+            let versions = Checkpoints::new(store).versions(&agent).await?;
+            if cli.json {
+                return print_json(&versions);
+            }
+            println!(
+                "{:<8} {:<15} {:<10} SHA-256",
+                "VERSION", "SAVED (ms)", "BYTES"
+            );
+            for v in &versions {
+                println!(
+                    "{:<8} {:<15} {:<10} {}",
+                    v.version, v.at_ms, v.len, v.checksum
+                );
+            }
+            println!("{} version(s)", versions.len());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Checkpoints: an agent's state, versioned and checksummed, with fallback to the newest good
+//! version.
+
+use std::fmt;
+use std::sync::Arc;
+
+use palisade_classify::ConfigError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::engine::now_ms;
+use crate::error::{CheckpointError, StoreError};
+use crate::store::{CheckpointMeta, Store, StoredCheckpoint};
+
+/// The SHA-256 of `data`, as lower-case hex.
+pub fn checksum(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Loaded<T> {
+    /// Its version.
+    pub version: u64,
+    /// When it was saved (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The state.
+    pub state: T,
+    /// The newer versions that were skipped because their data did not match their checksum
+    /// ([`CheckpointError::Corrupt`]), newest first. Empty when the latest version was good.
+    pub corrupt: Vec<CheckpointError>,
+}
+
+/// Saves and loads agents' checkpoints in a store.
+///
+/// Each save is a new version (1, 2, ...) with the time and the SHA-256 of the data. Loading
+/// verifies the checksum: [`load_latest`](Checkpoints::load_latest) falls back to the newest
+/// version that verifies and reports the corrupt ones it skipped in [`Loaded::corrupt`];
+/// [`load_version`](Checkpoints::load_version) fails with [`CheckpointError::Corrupt`].
+/// Corrupt data is never returned as state.
+///
+/// ```
+/// use std::sync::Arc;
+/// use palisade_durable::checkpoint::Checkpoints;
+/// use palisade_durable::store::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = MemoryStore::new();
+/// let cps = Checkpoints::new(Arc::new(store.clone())).keep_last(2).unwrap();
+/// for page in 1..=3u32 {
+///     cps.save("crawler", &page).await.unwrap();
+/// }
+/// assert_eq!(cps.versions("crawler").await.unwrap().len(), 2); // version 1 was pruned
+///
+/// store.corrupt_checkpoint("crawler", 3, b"garbage".to_vec());
+/// let loaded = cps.load_latest::<u32>("crawler").await.unwrap();
+/// assert_eq!((loaded.version, loaded.state), (2, 2));
+/// assert_eq!(loaded.corrupt.len(), 1); // version 3, reported
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Checkpoints {
+    store: Arc<dyn Store>,
+    keep: Option<usize>,
+}
+
+impl fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("store", &self.store)
+            .field("keep", &self.keep)
+            .finish()
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoints in `store`, keeping every version.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Checkpoints { store, keep: None }
+    }
+
+    /// The same, keeping only the newest `n` versions of each agent (older ones are deleted
+    /// after each save). `n` must be at least 1.
+    pub fn keep_last(mut self, n: usize) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::new("keep_last", "must be at least 1"));
+        }
+        self.keep = Some(n);
+        Ok(self)
+    }
+
+    /// Saves `data` as the next version of `agent`'s state.
+    pub async fn save_bytes(
+        &self,
+        agent: &str,
+        data: Vec<u8>,
+    ) -> Result<CheckpointMeta, CheckpointError> {
+        let latest = self
+            .store
+            .checkpoint_versions(agent)
+            .await?
+            .first()
+            .map_or(0, |m| m.version);
+        let meta = CheckpointMeta {
+            version: latest + 1,
+            at_ms: now_ms(),
+            checksum: checksum(&data),
+            len: data.len() as u64,
+        };
+        self.store
+            .checkpoint_put(StoredCheckpoint {
+                agent: agent.to_owned(),
+                version: meta.version,
+                at_ms: meta.at_ms,
+                checksum: meta.checksum.clone(),
+                data,
+            })
+            .await?;
+        if let Some(keep) = self.keep {
+            self.store.checkpoint_prune(agent, keep).await?;
+        }
+        Ok(meta)
+    }
+
+    /// Saves `state` (as JSON) as the next version of `agent`'s state.
+    pub async fn save<T: Serialize + ?Sized>(
+        &self,
+        agent: &str,
+        state: &T,
+    ) -> Result<CheckpointMeta, CheckpointError> {
+        self.save_bytes(agent, serde_json::to_vec(state)?).await
+    }
+
+    fn verify(cp: StoredCheckpoint) -> Result<StoredCheckpoint, CheckpointError> {
+        let actual = checksum(&cp.data);
+        if actual != cp.checksum {
+            tracing::error!(agent = %cp.agent, version = cp.version, "checkpoint is corrupt");
+            return Err(CheckpointError::Corrupt {
+                agent: cp.agent,
+                version: cp.version,
+                expected: cp.checksum,
+                actual,
+            });
+        }
+        Ok(cp)
+    }
+
+    /// Version `version` of `agent`'s state, verified.
+    pub async fn load_version_bytes(
+        &self,
+        agent: &str,
+        version: u64,
+    ) -> Result<Loaded<Vec<u8>>, CheckpointError> {
+        let cp = self
+            .store
+            .checkpoint_get(agent, version)
+            .await?
+            .ok_or_else(|| CheckpointError::NotFound {
+                agent: agent.to_owned(),
+                version: Some(version),
+            })?;
+        let cp = Self::verify(cp)?;
+        Ok(Loaded {
+            version: cp.version,
+            at_ms: cp.at_ms,
+            state: cp.data,
+            corrupt: Vec::new(),
+        })
+    }
+
+    /// The newest version of `agent`'s state whose checksum verifies; newer, corrupt versions
+    /// are skipped and reported in [`Loaded::corrupt`].
+    pub async fn load_latest_bytes(&self, agent: &str) -> Result<Loaded<Vec<u8>>, CheckpointError> {
+        let versions = self.store.checkpoint_versions(agent).await?;
+        if versions.is_empty() {
+            return Err(CheckpointError::NotFound {
+                agent: agent.to_owned(),
+                version: None,
+            });
+        }
+        let mut corrupt = Vec::new();
+        for meta in &versions {
+            match self.load_version_bytes(agent, meta.version).await {
+                Ok(mut loaded) => {
+                    loaded.corrupt = corrupt;
+                    return Ok(loaded);
+                }
+                Err(e @ CheckpointError::Corrupt { .. }) => corrupt.push(e),
+                // Pruned between the listing and the read: try the next one.
+                Err(CheckpointError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if corrupt.is_empty() {
+            return Err(CheckpointError::NotFound {
+                agent: agent.to_owned(),
+                version: None,
+            });
+        }
+        Err(CheckpointError::NoGoodVersion {
+            agent: agent.to_owned(),
+            corrupt: corrupt.len(),
+        })
+    }
+
+    /// Like [`load_latest_bytes`](Checkpoints::load_latest_bytes), decoded from JSON.
+    ///
+    /// Data that verifies but does not decode as `T` is an error
+    /// ([`CheckpointError::Serde`]), not a reason to fall back: it is what was saved.
+    pub async fn load_latest<T: DeserializeOwned>(
+        &self,
+        agent: &str,
+    ) -> Result<Loaded<T>, CheckpointError> {
+        decode(self.load_latest_bytes(agent).await?)
+    }
+
+    /// Like [`load_version_bytes`](Checkpoints::load_version_bytes), decoded from JSON.
+    pub async fn load_version<T: DeserializeOwned>(
+        &self,
+        agent: &str,
+        version: u64,
+    ) -> Result<Loaded<T>, CheckpointError> {
+        decode(self.load_version_bytes(agent, version).await?)
+    }
+
+    /// `agent`'s versions, newest first.
+    pub async fn versions(&self, agent: &str) -> Result<Vec<CheckpointMeta>, StoreError> {
+        self.store.checkpoint_versions(agent).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(l: Loaded<Vec<u8>>) -> Result<Loaded<T>, CheckpointError> {
+    Ok(Loaded {
+        version: l.version,
+        at_ms: l.at_ms,
+        state: serde_json::from_slice(&l.state)?,
+        corrupt: l.corrupt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn sha256_of_known_inputs() {
+        assert_eq!(
+            checksum(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            checksum(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn fall_back_report_and_give_up() {
+        let store = MemoryStore::new();
+        let cps = Checkpoints::new(Arc::new(store.clone()));
+        assert!(matches!(
+            cps.load_latest::<u32>("a").await,
+            Err(CheckpointError::NotFound { version: None, .. })
+        ));
+        for v in 1..=3u32 {
+            assert_eq!(
+                cps.save("a", &(v * 10)).await.unwrap().version,
+                u64::from(v)
+            );
+        }
+        let l = cps.load_latest::<u32>("a").await.unwrap();
+        assert_eq!((l.version, l.state, l.corrupt.len()), (3, 30, 0));
+        assert_eq!(cps.load_version::<u32>("a", 1).await.unwrap().state, 10);
+        assert!(matches!(
+            cps.load_version::<u32>("a", 7).await,
+            Err(CheckpointError::NotFound {
+                version: Some(7),
+                ..
+            })
+        ));
+
+        store.corrupt_checkpoint("a", 3, b"31".to_vec());
+        store.corrupt_checkpoint("a", 2, b"21".to_vec());
+        let l = cps.load_latest::<u32>("a").await.unwrap();
+        assert_eq!((l.version, l.state), (1, 10));
+        let skipped: Vec<u64> = l
+            .corrupt
+            .iter()
+            .map(|e| match e {
+                CheckpointError::Corrupt { version, .. } => *version,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(skipped, [3, 2]);
+        // Asked for by version, corruption is an error, never data.
+        let err = cps.load_version::<u32>("a", 3).await.unwrap_err();
+        assert!(err.to_string().contains("version 3 is corrupt"), "{err}");
+
+        store.corrupt_checkpoint("a", 1, b"11".to_vec());
+        assert!(matches!(
+            cps.load_latest::<u32>("a").await,
+            Err(CheckpointError::NoGoodVersion { corrupt: 3, .. })
+        ));
+        // A new save goes on from the newest version, corrupt or not.
+        assert_eq!(cps.save("a", &40u32).await.unwrap().version, 4);
+        assert_eq!(cps.load_latest::<u32>("a").await.unwrap().state, 40);
+        // Data that verifies but is not the type asked for.
+        assert!(matches!(
+            cps.load_latest::<String>("a").await,
+            Err(CheckpointError::Serde(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn keep_last_prunes() {
+        let cps = Checkpoints::new(Arc::new(MemoryStore::new()))
+            .keep_last(3)
+            .unwrap();
+        for v in 0..10u32 {
+            cps.save("a", &v).await.unwrap();
+        }
+        let versions: Vec<u64> = cps
+            .versions("a")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, [10, 9, 8]);
+        assert!(
+            Checkpoints::new(Arc::new(MemoryStore::new()))
+                .keep_last(0)
+                .is_err()
+        );
+    }
+}

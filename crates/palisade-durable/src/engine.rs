@@ -1,0 +1,852 @@
+//! The saga engine: runs sagas, writes every transition ahead, recovers after a crash.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use palisade_classify::{Category, Class, ConfigError};
+use palisade_retry::{Backoff, Jitter};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tower::ServiceExt;
+
+use crate::error::{SagaError, StoreError};
+use crate::journal::{
+    CompensationStatus, ErrorRecord, EscalationReason, Event, Journal, KIND, SagaInfo, SagaState,
+    SagaSummary, StepStatus,
+};
+use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
+use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
+use crate::store::{Append, Claim, Store};
+
+/// Now, in ms since the Unix epoch, on tokio's clock (so paused-clock tests move it).
+pub(crate) fn now_ms() -> u64 {
+    palisade_classify::hint::wall_clock()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Appends a saga's events for one owner, keeping its [`SagaInfo`] in step.
+pub(crate) struct Writer {
+    store: Arc<dyn Store>,
+    owner: String,
+    lease_ms: u64,
+    pub(crate) info: SagaInfo,
+}
+
+impl Writer {
+    pub(crate) fn new(store: Arc<dyn Store>, owner: String, lease_ms: u64, info: SagaInfo) -> Self {
+        Writer {
+            store,
+            owner,
+            lease_ms,
+            info,
+        }
+    }
+
+    /// Writes `event` to the journal (durably), then applies it.
+    pub(crate) async fn log(&mut self, event: Event) -> Result<(), SagaError> {
+        let state = event.state_after(self.info.state);
+        let now = now_ms();
+        let append = Append::new(
+            self.info.id.clone(),
+            KIND,
+            self.info.name.clone(),
+            self.info.next_seq(),
+            now,
+            serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            state.as_str(),
+            self.owner.clone(),
+            now.saturating_add(self.lease_ms),
+        )
+        .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
+        self.store.append(append).await?;
+        self.info
+            .apply(&event)
+            .map_err(|reason| SagaError::Inconsistent {
+                saga: self.info.id.clone(),
+                reason,
+            })?;
+        self.info.journal.push(crate::journal::Record {
+            seq: self.info.next_seq(),
+            at_ms: now,
+            event,
+        });
+        Ok(())
+    }
+}
+
+/// The saga engine: definitions, a store, and how compensations are retried.
+///
+/// Cloning is cheap and clones share everything; run sagas concurrently from as many tasks
+/// as needed.
+///
+/// # Write-ahead
+///
+/// Every transition (step started, step completed with its output, step failed with its class,
+/// compensation started, completed or failed, escalation, saga finished) is appended to the
+/// saga's journal, durably, *before* the engine acts on it. A process killed at any instant
+/// therefore leaves a journal that says exactly what may have happened, and
+/// [`recover`](Sagas::recover) resumes from there:
+///
+/// * a completed step is never run again: its output is in the journal;
+/// * a step that was started but has no outcome is repeated if it is
+///   [idempotent](crate::saga::Step::idempotent) (with the same idempotency key); otherwise
+///   it may have taken effect, so it fails as *interrupted* and is compensated like a
+///   completed step (its compensation gets `output: None`), or escalated if it has no
+///   compensation;
+/// * a compensation that was started but has no outcome is called again (compensations must
+///   be idempotent; they get a stable key), and a compensation whose success is journaled is
+///   never called again, so each completed step is compensated exactly once.
+///
+/// # Compensation
+///
+/// When a step fails, the completed steps are compensated newest first. A compensation that
+/// fails is retried after a backoff ([`Backoff`] and [`Jitter`] from `palisade-retry`,
+/// default 100 ms doubling to 10 s, ±10 %, drawn from a seeded rng so that a seed gives the
+/// same delays) up to [`compensation_attempts`](SagasBuilder::compensation_attempts) times
+/// (default 5), unless its class says retrying cannot help (not retryable: a validation error,
+/// refused credentials); then the saga is escalated to the [review queue](ReviewQueue) and
+/// stops there: earlier compensations wait, in order, for a person to retry or discard it.
+/// Nothing is dropped silently.
+///
+/// # Claims
+///
+/// Each saga is claimed by one process ([`owner`](SagasBuilder::owner), default `"local"`)
+/// with a lease ([`lease`](SagasBuilder::lease), default 60 s) renewed by every journal
+/// entry. A process that recovers takes the unfinished sagas nobody holds, those whose lease
+/// expired, and its own (a restart with the same owner resumes its sagas at once). Give each
+/// process of a fleet its own owner name. A process whose lease expired and was taken over is
+/// refused its next journal entry ([`StoreError::Conflict`]) and stops touching the saga.
+#[derive(Clone)]
+pub struct Sagas {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    defs: HashMap<String, SagaDefinition>,
+    owner: String,
+    lease: Duration,
+    attempts: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    seed: u64,
+    active: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for Sagas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.inner.defs.keys().collect();
+        names.sort();
+        f.debug_struct("Sagas")
+            .field("store", &self.inner.store)
+            .field("definitions", &names)
+            .field("owner", &self.inner.owner)
+            .field("lease", &self.inner.lease)
+            .field("compensation_attempts", &self.inner.attempts)
+            .finish()
+    }
+}
+
+/// Builds a [`Sagas`] engine.
+#[derive(Debug)]
+pub struct SagasBuilder {
+    store: Arc<dyn Store>,
+    defs: Vec<SagaDefinition>,
+    owner: String,
+    lease: Duration,
+    attempts: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    seed: u64,
+}
+
+impl SagasBuilder {
+    /// Registers a definition (its name must be unique).
+    pub fn define(mut self, definition: SagaDefinition) -> Self {
+        self.defs.push(definition);
+        self
+    }
+
+    /// The name this process claims sagas under (default `"local"`). Each process sharing a
+    /// store needs its own; a restarted process should keep its name.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// How long a claim lasts without a journal entry (default 60 s, at least 1 s). Longer
+    /// than the slowest step, or another process may take the saga over while it runs.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How many times a compensation is tried before it is escalated (default 5, at least 1).
+    pub fn compensation_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The delay between compensation attempts (default: 100 ms doubling to 10 s, ±10 %).
+    pub fn compensation_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
+        self.backoff = backoff;
+        self.jitter = jitter;
+        self
+    }
+
+    /// The seed of the jitter's rng (default 0): the delays of one saga's compensations
+    /// depend only on the seed, the saga id, the step and the attempt.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Checks every option and builds the engine.
+    pub fn build(self) -> Result<Sagas, ConfigError> {
+        if self.owner.is_empty() {
+            return Err(ConfigError::new("owner", "must not be empty"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::new("lease", "must be at least 1 s"));
+        }
+        if self.attempts == 0 {
+            return Err(ConfigError::new(
+                "compensation_attempts",
+                "must be at least 1",
+            ));
+        }
+        self.backoff.validate()?;
+        self.jitter.validate()?;
+        let mut defs = HashMap::new();
+        for d in self.defs {
+            let name = d.name.clone();
+            if defs.insert(name.clone(), d).is_some() {
+                return Err(ConfigError::new(
+                    "define",
+                    format!("definition {name:?} is registered twice"),
+                ));
+            }
+        }
+        Ok(Sagas {
+            inner: Arc::new(Inner {
+                store: self.store,
+                defs,
+                owner: self.owner,
+                lease: self.lease,
+                attempts: self.attempts,
+                backoff: self.backoff,
+                jitter: self.jitter,
+                seed: self.seed,
+                active: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+/// What [`Sagas::recover`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The sagas it resumed or retried, as they ended (or parked, escalated).
+    pub resumed: Vec<SagaInfo>,
+    /// The sagas it could not resume, and why. They stay as their journal says.
+    pub failed: Vec<(String, SagaError)>,
+}
+
+/// What to do next, decided from the journal alone.
+#[derive(Debug, PartialEq)]
+enum Action {
+    Run(usize, u32),
+    Interrupt(usize),
+    Compensate(usize, u32),
+    Escalate(usize, EscalationReason),
+    Finish(SagaState),
+    Park,
+}
+
+fn next_action(info: &SagaInfo, def: &SagaDefinition, max_attempts: u32) -> Action {
+    if info.state.is_final() || info.state == SagaState::Escalated {
+        return Action::Park;
+    }
+    if info.discarded {
+        return Action::Finish(SagaState::Failed);
+    }
+    let failed = info
+        .steps
+        .iter()
+        .any(|s| matches!(s.status, StepStatus::Failed | StepStatus::Uncertain));
+    if !failed {
+        for (i, s) in info.steps.iter().enumerate() {
+            match s.status {
+                StepStatus::Completed => continue,
+                StepStatus::Started if def.steps[i].idempotent => {
+                    return Action::Run(i, s.attempts + 1);
+                }
+                StepStatus::Started => return Action::Interrupt(i),
+                _ => return Action::Run(i, 1),
+            }
+        }
+        return Action::Finish(SagaState::Completed);
+    }
+    for (i, s) in info.steps.iter().enumerate().rev() {
+        if !matches!(s.status, StepStatus::Completed | StepStatus::Uncertain) {
+            continue;
+        }
+        match s.compensation {
+            CompensationStatus::Completed | CompensationStatus::Settled => continue,
+            CompensationStatus::Escalated => return Action::Park,
+            _ => {}
+        }
+        if def.steps[i].compensation.is_none() {
+            if s.status == StepStatus::Uncertain {
+                return Action::Escalate(i, EscalationReason::UncertainStep);
+            }
+            continue;
+        }
+        if s.compensation == CompensationStatus::Failed && s.attempts_since_review > 0 {
+            let hopeless = s
+                .compensation_errors
+                .last()
+                .is_some_and(|e| !e.class.retryable);
+            if hopeless || s.attempts_since_review >= max_attempts {
+                return Action::Escalate(i, EscalationReason::CompensationFailed);
+            }
+        }
+        return Action::Compensate(i, s.compensation_attempts + 1);
+    }
+    let undone = info
+        .steps
+        .iter()
+        .any(|s| s.compensation == CompensationStatus::Completed);
+    Action::Finish(if undone {
+        SagaState::Compensated
+    } else {
+        SagaState::Failed
+    })
+}
+
+struct ActiveGuard<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Sagas {
+    /// An engine over `store`; register definitions with [`SagasBuilder::define`].
+    pub fn builder(store: Arc<dyn Store>) -> SagasBuilder {
+        SagasBuilder {
+            store,
+            defs: Vec::new(),
+            owner: "local".into(),
+            lease: Duration::from_secs(60),
+            attempts: 5,
+            backoff: Backoff::exponential(Duration::from_millis(100), 2.0)
+                .with_cap(Duration::from_secs(10)),
+            jitter: Jitter::Proportional(0.1),
+            seed: 0,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Read-only access to the journal.
+    pub fn journal(&self) -> Journal {
+        Journal::new(self.inner.store.clone())
+    }
+
+    /// The review queue.
+    pub fn review_queue(&self) -> ReviewQueue {
+        ReviewQueue::new(self.inner.store.clone())
+    }
+
+    /// Every saga with its state, oldest first.
+    pub async fn list(&self) -> Result<Vec<SagaSummary>, SagaError> {
+        self.journal().list().await
+    }
+
+    /// Saga `id`, step by step.
+    pub async fn inspect(&self, id: &str) -> Result<SagaInfo, SagaError> {
+        self.journal().inspect(id).await
+    }
+
+    fn enter(&self, id: &str) -> Option<ActiveGuard<'_>> {
+        let mut set = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(id.to_owned()).then(|| ActiveGuard {
+            set: &self.inner.active,
+            id: id.to_owned(),
+        })
+    }
+
+    fn writer(&self, info: SagaInfo) -> Writer {
+        Writer::new(
+            self.inner.store.clone(),
+            self.inner.owner.clone(),
+            self.inner.lease.as_millis() as u64,
+            info,
+        )
+    }
+
+    fn definition(&self, name: &str) -> Result<&SagaDefinition, SagaError> {
+        self.inner
+            .defs
+            .get(name)
+            .ok_or_else(|| SagaError::UnknownDefinition(name.to_owned()))
+    }
+
+    /// Starts saga `id` of definition `name` with `input` and drives it to its end: every step
+    /// completed, or the completed ones compensated, or escalated to the review queue.
+    ///
+    /// A failing step is not an error here: the returned [`SagaInfo`] says how the saga ended.
+    /// Errors are the engine's: an unknown definition, an id that exists
+    /// ([`SagaError::AlreadyExists`]), an id that is empty or longer than 200 bytes
+    /// ([`SagaError::InvalidId`]), a store failure (the saga then stays as journaled and the
+    /// next [`recover`](Sagas::recover) resumes it).
+    pub async fn run(
+        &self,
+        name: &str,
+        id: &str,
+        input: serde_json::Value,
+    ) -> Result<SagaInfo, SagaError> {
+        if id.is_empty() || id.len() > 200 {
+            return Err(SagaError::InvalidId(id.to_owned()));
+        }
+        let def = self.definition(name)?;
+        let _guard = self
+            .enter(id)
+            .ok_or_else(|| SagaError::AlreadyExists(id.to_owned()))?;
+        let start = Event::SagaStarted {
+            name: name.to_owned(),
+            steps: def.step_names(),
+            input: input.clone(),
+        };
+        let now = now_ms();
+        let append = Append::new(
+            id,
+            KIND,
+            name,
+            0,
+            now,
+            serde_json::to_value(&start).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            SagaState::Running.as_str(),
+            self.inner.owner.clone(),
+            now.saturating_add(self.inner.lease.as_millis() as u64),
+        );
+        match self.inner.store.append(append).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(SagaError::AlreadyExists(id.to_owned())),
+            Err(e) => return Err(e.into()),
+        }
+        let info = SagaInfo::from_journal(
+            id,
+            vec![crate::store::JournalEntry {
+                seq: 0,
+                at_ms: now,
+                event: serde_json::to_value(&start).unwrap_or_default(),
+            }],
+        )?;
+        self.drive(def, self.writer(info)).await
+    }
+
+    /// Resumes every unfinished saga this process may claim (see *Claims*), and runs the review
+    /// items a person asked to retry. Call it when a process starts, before running new
+    /// sagas, and from time to time in a fleet (to take over the sagas of dead processes).
+    ///
+    /// Sagas are resumed one after another, in the order they were started. One that cannot
+    /// be resumed (its definition is not registered here, the store fails) is reported in
+    /// [`Recovery::failed`] and left as it is; the others go on.
+    pub async fn recover(&self) -> Result<Recovery, SagaError> {
+        let mut report = Recovery::default();
+        for item in self.review_queue().list().await? {
+            if item.status == ReviewStatus::RetryRequested {
+                match self.retry_review(&item.id).await {
+                    Ok(info) => report.resumed.push(info),
+                    Err(SagaError::Claimed(_)) => {}
+                    Err(e) => report.failed.push((item.saga_id.clone(), e)),
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        loop {
+            let now = now_ms();
+            let ids = self
+                .inner
+                .store
+                .claim(Claim::new(
+                    KIND,
+                    &[
+                        SagaState::Running.as_str(),
+                        SagaState::Compensating.as_str(),
+                    ],
+                    self.inner.owner.clone(),
+                    now,
+                    now.saturating_add(self.inner.lease.as_millis() as u64),
+                    32,
+                ))
+                .await?;
+            let fresh: Vec<String> = ids
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for id in fresh {
+                match self.resume(&id).await {
+                    Ok(Some(info)) => report.resumed.push(info),
+                    Ok(None) => {}
+                    Err(e) => report.failed.push((id, e)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Resumes one claimed saga; `None` if this process is running it already.
+    async fn resume(&self, id: &str) -> Result<Option<SagaInfo>, SagaError> {
+        let Some(_guard) = self.enter(id) else {
+            return Ok(None);
+        };
+        let info = SagaInfo::from_journal(id, self.inner.store.journal(id).await?)?;
+        let def = self.definition(&info.name)?;
+        if info.steps.len() != def.steps.len() {
+            return Err(SagaError::Inconsistent {
+                saga: id.to_owned(),
+                reason: format!(
+                    "journal has {} steps, definition {:?} has {}",
+                    info.steps.len(),
+                    def.name,
+                    def.steps.len()
+                ),
+            });
+        }
+        tracing::info!(saga = id, state = %info.state, "resuming saga");
+        self.drive(def, self.writer(info)).await.map(Some)
+    }
+
+    /// Retries review item `id` now: the escalated compensation gets a fresh set of attempts
+    /// (an interrupted step the person vouched for is taken as settled), and the saga's
+    /// compensation goes on from there. If it fails again it is escalated again, to the same
+    /// item, with the new errors added.
+    pub async fn retry_review(&self, id: &str) -> Result<SagaInfo, SagaError> {
+        let queue = self.review_queue();
+        let item = queue.inspect(id).await?;
+        if !item.status.is_pending() {
+            return Err(SagaError::WrongState {
+                saga: item.saga_id,
+                state: format!("review item {}", item.status),
+                action: "retry it",
+            });
+        }
+        let def = self.definition(&item.saga_name)?;
+        let Some(_guard) = self.enter(&item.saga_id) else {
+            return Err(SagaError::Claimed(item.saga_id));
+        };
+        let now = now_ms();
+        let claimed = self
+            .inner
+            .store
+            .claim(
+                Claim::new(
+                    KIND,
+                    &[SagaState::Escalated.as_str()],
+                    self.inner.owner.clone(),
+                    now,
+                    now.saturating_add(self.inner.lease.as_millis() as u64),
+                    1,
+                )
+                .only(item.saga_id.clone()),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Err(SagaError::Claimed(item.saga_id));
+        }
+        let info = SagaInfo::from_journal(
+            &item.saga_id,
+            self.inner.store.journal(&item.saga_id).await?,
+        )?;
+        let mut w = self.writer(info);
+        w.log(Event::ReviewRetried {
+            review: id.to_owned(),
+        })
+        .await?;
+        self.drive(def, w).await
+    }
+
+    fn delay(&self, saga: &str, step: usize, retry: u32) -> Duration {
+        // Seeded per saga, step and attempt, so concurrent sagas do not change each other's
+        // delays.
+        let mut h: u64 = self.inner.seed ^ 0xcbf2_9ce4_8422_2325;
+        for b in saga.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h ^= (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(retry);
+        let mut rng = SmallRng::seed_from_u64(h);
+        let b = &self.inner.backoff;
+        let prev = if retry > 1 {
+            b.delay(retry - 1)
+        } else {
+            Duration::ZERO
+        };
+        self.inner.jitter.apply(b.delay(retry), b, prev, &mut rng)
+    }
+
+    async fn drive(&self, def: &SagaDefinition, mut w: Writer) -> Result<SagaInfo, SagaError> {
+        loop {
+            let action = next_action(&w.info, def, self.inner.attempts);
+            let id = w.info.id.clone();
+            match action {
+                Action::Park => return Ok(w.info),
+                Action::Run(i, attempt) => {
+                    w.log(Event::StepStarted { step: i, attempt }).await?;
+                    let req = StepRequest {
+                        saga_id: id.clone(),
+                        step: i,
+                        name: def.steps[i].name.clone(),
+                        idempotency_key: step_key(&id, i),
+                        attempt,
+                        input: w.info.input.clone(),
+                        previous: w.info.steps[..i]
+                            .iter()
+                            .map(|s| s.output.clone().unwrap_or_default())
+                            .collect(),
+                    };
+                    tracing::debug!(saga = %id, step = i, attempt, "step started");
+                    match def.steps[i].service.clone().oneshot(req).await {
+                        Ok(output) => w.log(Event::StepCompleted { step: i, output }).await?,
+                        Err(e) => {
+                            let error = ErrorRecord::of(&e, now_ms());
+                            tracing::warn!(saga = %id, step = i, class = %error.class,
+                                error = %error.message, "step failed; compensating");
+                            w.log(Event::StepFailed {
+                                step: i,
+                                error,
+                                interrupted: false,
+                            })
+                            .await?
+                        }
+                    }
+                }
+                Action::Interrupt(i) => {
+                    tracing::warn!(saga = %id, step = i,
+                        "step was interrupted and is not idempotent; treating it as possibly done");
+                    w.log(Event::StepFailed {
+                        step: i,
+                        error: ErrorRecord {
+                            message: "interrupted: the process stopped before the step's outcome \
+                                      was journaled, and the step is not idempotent"
+                                .into(),
+                            class: Class::new(Category::Unknown).with_retryable(false),
+                            at_ms: now_ms(),
+                        },
+                        interrupted: true,
+                    })
+                    .await?;
+                }
+                Action::Compensate(i, attempt) => {
+                    let s = &w.info.steps[i];
+                    if s.compensation == CompensationStatus::Failed && s.attempts_since_review > 0 {
+                        let d = self.delay(&id, i, s.attempts_since_review);
+                        tokio::time::sleep(d).await;
+                    }
+                    let Some(comp) = def.steps[i].compensation.clone() else {
+                        continue;
+                    };
+                    w.log(Event::CompensationStarted { step: i, attempt })
+                        .await?;
+                    let s = &w.info.steps[i];
+                    let req = CompensationRequest {
+                        saga_id: id.clone(),
+                        step: i,
+                        name: s.name.clone(),
+                        idempotency_key: compensation_key(&id, i),
+                        step_key: step_key(&id, i),
+                        attempt,
+                        input: w.info.input.clone(),
+                        output: s.output.clone(),
+                        cause: w
+                            .info
+                            .steps
+                            .iter()
+                            .filter_map(|s| s.error.as_ref())
+                            .next_back()
+                            .map(|e| e.message.clone()),
+                    };
+                    match comp.oneshot(req).await {
+                        Ok(()) => w.log(Event::CompensationCompleted { step: i }).await?,
+                        Err(e) => {
+                            let error = ErrorRecord::of(&e, now_ms());
+                            tracing::warn!(saga = %id, step = i, attempt, class = %error.class,
+                                error = %error.message, "compensation failed");
+                            w.log(Event::CompensationFailed {
+                                step: i,
+                                attempt,
+                                error,
+                            })
+                            .await?
+                        }
+                    }
+                }
+                Action::Escalate(i, reason) => {
+                    let review = step_key(&id, i);
+                    tracing::error!(saga = %id, step = i, %reason, review = %review,
+                        "escalated to the review queue");
+                    w.log(Event::Escalated {
+                        step: i,
+                        review: review.clone(),
+                        reason,
+                    })
+                    .await?;
+                    self.put_review(&w.info, i, reason).await?;
+                }
+                Action::Finish(state) => {
+                    w.log(Event::SagaFinished { state }).await?;
+                    tracing::info!(saga = %id, %state, "saga finished");
+                    if let Some(review) = w.info.review.clone() {
+                        let queue = self.review_queue();
+                        if let Ok(mut item) = queue.inspect(&review).await
+                            && item.status.is_pending()
+                        {
+                            item.status = ReviewStatus::Retried;
+                            item.updated_ms = now_ms();
+                            self.inner.store.review_put(item.to_stored()).await?;
+                        }
+                    }
+                    return Ok(w.info);
+                }
+            }
+        }
+    }
+
+    async fn put_review(
+        &self,
+        info: &SagaInfo,
+        step: usize,
+        reason: EscalationReason,
+    ) -> Result<(), SagaError> {
+        let id = step_key(&info.id, step);
+        let previous = match self.inner.store.review_get(&id).await? {
+            Some(s) => Some(ReviewItem::from_stored(s)?),
+            None => None,
+        };
+        let item = ReviewItem::from_saga(info, step, reason, previous, now_ms());
+        self.inner.store.review_put(item.to_stored()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::Step;
+    use crate::store::MemoryStore;
+    use palisade_classify::BoxError;
+    use tower::service_fn;
+
+    fn ok_step(name: &str) -> Step {
+        Step::new(
+            name.to_owned(),
+            service_fn(|_req: StepRequest| async { Ok::<_, BoxError>(serde_json::Value::Null) }),
+        )
+    }
+
+    #[test]
+    fn builder_checks_every_option() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let field = |b: SagasBuilder| b.build().unwrap_err().field().to_owned();
+        assert_eq!(field(Sagas::builder(store.clone()).owner("")), "owner");
+        assert_eq!(
+            field(Sagas::builder(store.clone()).lease(Duration::from_millis(10))),
+            "lease"
+        );
+        assert_eq!(
+            field(Sagas::builder(store.clone()).compensation_attempts(0)),
+            "compensation_attempts"
+        );
+        assert_eq!(
+            field(Sagas::builder(store.clone()).compensation_backoff(
+                Backoff::exponential(Duration::from_millis(1), 0.5),
+                Jitter::None
+            )),
+            "backoff.factor"
+        );
+        let def = || SagaDefinition::new("d", vec![ok_step("a")]).unwrap();
+        assert_eq!(
+            field(Sagas::builder(store.clone()).define(def()).define(def())),
+            "define"
+        );
+        assert!(Sagas::builder(store).define(def()).build().is_ok());
+    }
+
+    #[test]
+    fn definitions_are_checked() {
+        let err = |r: Result<SagaDefinition, ConfigError>| r.unwrap_err().field().to_owned();
+        assert_eq!(
+            err(SagaDefinition::new("", vec![ok_step("a")])),
+            "saga.name"
+        );
+        assert_eq!(err(SagaDefinition::new("d", vec![])), "saga.steps");
+        assert_eq!(
+            err(SagaDefinition::new("d", vec![ok_step("a"), ok_step("a")])),
+            "saga.steps"
+        );
+        assert_eq!(
+            err(SagaDefinition::new("d", vec![ok_step("")])),
+            "saga.steps"
+        );
+    }
+
+    #[test]
+    fn jitter_is_seeded_per_saga_step_and_attempt() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sagas = |seed| Sagas::builder(store.clone()).seed(seed).build().unwrap();
+        let (a, b) = (sagas(1), sagas(1));
+        let delays = |s: &Sagas| (1..=5).map(|n| s.delay("x", 2, n)).collect::<Vec<_>>();
+        assert_eq!(delays(&a), delays(&b));
+        assert_ne!(delays(&a), delays(&sagas(2)));
+        for (n, d) in delays(&a).into_iter().enumerate() {
+            let base = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(10));
+            assert!(
+                d >= base.mul_f64(0.9) && d <= base.mul_f64(1.1),
+                "{n}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn states_round_trip_and_events_keep_their_shape() {
+        for s in SagaState::ALL {
+            assert_eq!(s.as_str().parse::<SagaState>().unwrap(), s);
+        }
+        assert!("nope".parse::<SagaState>().is_err());
+        // The journal format is a stored format: these shapes must not change.
+        let e = Event::StepStarted {
+            step: 2,
+            attempt: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type": "step_started", "step": 2, "attempt": 1})
+        );
+        let f = Event::SagaFinished {
+            state: SagaState::Compensated,
+        };
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"type":"saga_finished","state":"compensated"}"#
+        );
+    }
+}

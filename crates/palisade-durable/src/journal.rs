@@ -1,0 +1,554 @@
+//! What a saga's journal says: its [`Event`]s, and the [`SagaInfo`] they fold into.
+
+use std::fmt;
+use std::str::FromStr;
+
+use palisade_classify::{BoxError, Class, class_of};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::SagaError;
+use crate::store::{JournalEntry, Store};
+
+/// The workflow kind sagas are stored under.
+pub(crate) const KIND: &str = "saga";
+
+/// Where a saga is.
+///
+/// | state | meaning | what happens next |
+/// |---|---|---|
+/// | `Running` | steps are being run | the next step, or recovery resumes it |
+/// | `Compensating` | a step failed; completed steps are being undone, newest first | the next compensation |
+/// | `Completed` | every step succeeded | nothing: final |
+/// | `Compensated` | a step failed and every compensation that was needed ran | nothing: final |
+/// | `Failed` | a step failed and nothing was undone: no completed step had a compensation, or a person discarded the escalated work | nothing: final |
+/// | `Escalated` | a compensation kept failing (or an interrupted step could not be settled); a review item waits for a person | retry or discard from the review queue |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SagaState {
+    /// Steps are running.
+    Running,
+    /// Completed steps are being compensated.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed; every needed compensation ran.
+    Compensated,
+    /// A step failed; nothing was undone.
+    Failed,
+    /// Waiting for a person in the review queue.
+    Escalated,
+}
+
+impl SagaState {
+    /// Every state.
+    pub const ALL: [SagaState; 6] = [
+        SagaState::Running,
+        SagaState::Compensating,
+        SagaState::Completed,
+        SagaState::Compensated,
+        SagaState::Failed,
+        SagaState::Escalated,
+    ];
+
+    /// The snake-case name stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Compensating => "compensating",
+            SagaState::Completed => "completed",
+            SagaState::Compensated => "compensated",
+            SagaState::Failed => "failed",
+            SagaState::Escalated => "escalated",
+        }
+    }
+
+    /// Whether the saga is over (`Completed`, `Compensated`, `Failed`).
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            SagaState::Completed | SagaState::Compensated | SagaState::Failed
+        )
+    }
+}
+
+impl fmt::Display for SagaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`SagaState`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown saga state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for SagaState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SagaState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// A failure as the journal keeps it: the message and the class
+/// [`class_of`] gave it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// The error's message (with its sources, `: `-separated).
+    pub message: String,
+    /// Its class.
+    pub class: Class,
+    /// When it happened (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+impl ErrorRecord {
+    /// The record of `err`, classified with [`class_of`].
+    pub fn of(err: &BoxError, at_ms: u64) -> Self {
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            let m = s.to_string();
+            if !message.contains(&m) {
+                message.push_str(": ");
+                message.push_str(&m);
+            }
+            source = s.source();
+        }
+        ErrorRecord {
+            message,
+            class: class_of(err),
+            at_ms,
+        }
+    }
+}
+
+/// Why work was escalated to a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EscalationReason {
+    /// A compensation failed with an error that retrying cannot fix, or failed every attempt.
+    CompensationFailed,
+    /// A step that is not idempotent was interrupted by a crash, so it may or may not have
+    /// taken effect, and it has no compensation to undo it if it did.
+    UncertainStep,
+}
+
+impl fmt::Display for EscalationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EscalationReason::CompensationFailed => "compensation failed",
+            EscalationReason::UncertainStep => "interrupted step with no compensation",
+        })
+    }
+}
+
+/// One journal entry of a saga. Each is written (durably) before the engine acts on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The saga was started with this input.
+    SagaStarted {
+        /// The definition's name.
+        name: String,
+        /// The step names, in order.
+        steps: Vec<String>,
+        /// The saga's input, given to every step.
+        input: Value,
+    },
+    /// Step `step` is about to be called (attempt 2 and up only after a crash, for an
+    /// idempotent step).
+    StepStarted {
+        /// The step's index.
+        step: usize,
+        /// Its attempt number, from 1.
+        attempt: u32,
+    },
+    /// Step `step` succeeded with `output`.
+    StepCompleted {
+        /// The step's index.
+        step: usize,
+        /// What it returned.
+        output: Value,
+    },
+    /// Step `step` failed (or was interrupted by a crash and cannot be repeated).
+    StepFailed {
+        /// The step's index.
+        step: usize,
+        /// The failure.
+        error: ErrorRecord,
+        /// Whether the step was interrupted (it may have taken effect).
+        interrupted: bool,
+    },
+    /// The compensation of step `step` is about to be called.
+    CompensationStarted {
+        /// The step's index.
+        step: usize,
+        /// Its attempt number, from 1.
+        attempt: u32,
+    },
+    /// The compensation of step `step` succeeded.
+    CompensationCompleted {
+        /// The step's index.
+        step: usize,
+    },
+    /// The compensation of step `step` failed.
+    CompensationFailed {
+        /// The step's index.
+        step: usize,
+        /// Its attempt number.
+        attempt: u32,
+        /// The failure.
+        error: ErrorRecord,
+    },
+    /// Work on step `step` was handed to a person: review item `review`.
+    Escalated {
+        /// The step's index.
+        step: usize,
+        /// The review item's id.
+        review: String,
+        /// Why.
+        reason: EscalationReason,
+    },
+    /// A person asked to retry the escalated work.
+    ReviewRetried {
+        /// The review item's id.
+        review: String,
+    },
+    /// A person discarded the escalated work: it will not be done.
+    ReviewDiscarded {
+        /// The review item's id.
+        review: String,
+        /// What they said.
+        note: String,
+    },
+    /// The saga is over.
+    SagaFinished {
+        /// Its final state.
+        state: SagaState,
+    },
+}
+
+impl Event {
+    /// The saga's state once this event is written, given the state before it.
+    pub(crate) fn state_after(&self, before: SagaState) -> SagaState {
+        match self {
+            Event::SagaStarted { .. } | Event::StepStarted { .. } | Event::StepCompleted { .. } => {
+                SagaState::Running
+            }
+            Event::StepFailed { .. }
+            | Event::CompensationStarted { .. }
+            | Event::CompensationCompleted { .. }
+            | Event::CompensationFailed { .. }
+            | Event::ReviewRetried { .. } => SagaState::Compensating,
+            Event::Escalated { .. } => SagaState::Escalated,
+            Event::ReviewDiscarded { .. } => before,
+            Event::SagaFinished { state } => *state,
+        }
+    }
+}
+
+/// Where one step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// Started, no outcome written yet (running now, or interrupted by a crash).
+    Started,
+    /// Succeeded.
+    Completed,
+    /// Failed before taking effect.
+    Failed,
+    /// Interrupted by a crash and not repeatable: it may have taken effect.
+    Uncertain,
+}
+
+/// Where the compensation of one step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CompensationStatus {
+    /// Not needed (yet): the step has not taken effect, or the saga has not failed.
+    NotNeeded,
+    /// Started, no outcome written yet.
+    Started,
+    /// Its latest attempt failed.
+    Failed,
+    /// It ran.
+    Completed,
+    /// Handed to a person.
+    Escalated,
+    /// A person settled it (retried past it, or discarded it).
+    Settled,
+}
+
+/// One step of a saga, as its journal tells it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// The step's name.
+    pub name: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// How many times it was started.
+    pub attempts: u32,
+    /// What it returned, once completed.
+    pub output: Option<Value>,
+    /// Why it failed, if it did.
+    pub error: Option<ErrorRecord>,
+    /// Where its compensation stands.
+    pub compensation: CompensationStatus,
+    /// How many times its compensation was started (in all).
+    pub compensation_attempts: u32,
+    /// Compensation attempts since the last retry asked by a person.
+    pub(crate) attempts_since_review: u32,
+    /// Every failure of its compensation, oldest first.
+    pub compensation_errors: Vec<ErrorRecord>,
+}
+
+/// A saga as its journal tells it: the result of [`inspect`](crate::Sagas::inspect), and the
+/// outcome of [`run`](crate::Sagas::run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SagaInfo {
+    /// Its id.
+    pub id: String,
+    /// Its definition's name.
+    pub name: String,
+    /// Its input.
+    pub input: Value,
+    /// Where it is.
+    pub state: SagaState,
+    /// Its steps, in order.
+    pub steps: Vec<StepInfo>,
+    /// The open or latest review item, if it was escalated.
+    pub review: Option<String>,
+    /// Whether a person discarded escalated work.
+    pub discarded: bool,
+    /// The journal, oldest first.
+    pub journal: Vec<Record>,
+}
+
+/// One decoded journal entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Its number.
+    pub seq: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The event.
+    pub event: Event,
+}
+
+impl SagaInfo {
+    /// Folds a saga's journal.
+    pub fn from_journal(id: &str, entries: Vec<JournalEntry>) -> Result<Self, SagaError> {
+        let bad = |reason: String| SagaError::Inconsistent {
+            saga: id.to_owned(),
+            reason,
+        };
+        let mut it = entries.into_iter();
+        let first = it
+            .next()
+            .ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        let event: Event = serde_json::from_value(first.event)
+            .map_err(|e| bad(format!("entry 0 cannot be decoded: {e}")))?;
+        let Event::SagaStarted { name, steps, input } = event.clone() else {
+            return Err(bad("entry 0 does not start the saga".into()));
+        };
+        let mut info = SagaInfo {
+            id: id.to_owned(),
+            name,
+            input,
+            state: SagaState::Running,
+            steps: steps
+                .into_iter()
+                .map(|name| StepInfo {
+                    name,
+                    status: StepStatus::Pending,
+                    attempts: 0,
+                    output: None,
+                    error: None,
+                    compensation: CompensationStatus::NotNeeded,
+                    compensation_attempts: 0,
+                    attempts_since_review: 0,
+                    compensation_errors: Vec::new(),
+                })
+                .collect(),
+            review: None,
+            discarded: false,
+            journal: vec![Record {
+                seq: first.seq,
+                at_ms: first.at_ms,
+                event,
+            }],
+        };
+        for (n, e) in it.enumerate() {
+            if e.seq != n as u64 + 1 {
+                return Err(bad(format!("entry {} follows entry {n}", e.seq)));
+            }
+            let event: Event = serde_json::from_value(e.event)
+                .map_err(|err| bad(format!("entry {} cannot be decoded: {err}", e.seq)))?;
+            info.apply(&event).map_err(bad)?;
+            info.journal.push(Record {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                event,
+            });
+        }
+        Ok(info)
+    }
+
+    /// The number of the next journal entry.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.journal.len() as u64
+    }
+
+    fn step_mut(&mut self, step: usize) -> Result<&mut StepInfo, String> {
+        let n = self.steps.len();
+        self.steps
+            .get_mut(step)
+            .ok_or_else(|| format!("step {step} of {n}"))
+    }
+
+    /// Applies one event (already written) to the view.
+    pub(crate) fn apply(&mut self, event: &Event) -> Result<(), String> {
+        self.state = event.state_after(self.state);
+        match event {
+            Event::SagaStarted { .. } => return Err("a second start".into()),
+            Event::StepStarted { step, attempt } => {
+                let s = self.step_mut(*step)?;
+                s.status = StepStatus::Started;
+                s.attempts = *attempt;
+            }
+            Event::StepCompleted { step, output } => {
+                let s = self.step_mut(*step)?;
+                s.status = StepStatus::Completed;
+                s.output = Some(output.clone());
+            }
+            Event::StepFailed {
+                step,
+                error,
+                interrupted,
+            } => {
+                let s = self.step_mut(*step)?;
+                s.status = if *interrupted {
+                    StepStatus::Uncertain
+                } else {
+                    StepStatus::Failed
+                };
+                s.error = Some(error.clone());
+            }
+            Event::CompensationStarted { step, .. } => {
+                let s = self.step_mut(*step)?;
+                s.compensation = CompensationStatus::Started;
+                s.compensation_attempts += 1;
+                s.attempts_since_review += 1;
+            }
+            Event::CompensationCompleted { step } => {
+                self.step_mut(*step)?.compensation = CompensationStatus::Completed;
+            }
+            Event::CompensationFailed { step, error, .. } => {
+                let s = self.step_mut(*step)?;
+                s.compensation = CompensationStatus::Failed;
+                s.compensation_errors.push(error.clone());
+            }
+            Event::Escalated { step, review, .. } => {
+                self.step_mut(*step)?.compensation = CompensationStatus::Escalated;
+                self.review = Some(review.clone());
+            }
+            Event::ReviewRetried { .. } => {
+                for s in &mut self.steps {
+                    if s.compensation == CompensationStatus::Escalated {
+                        s.attempts_since_review = 0;
+                        s.compensation =
+                            if s.status == StepStatus::Uncertain && s.compensation_attempts == 0 {
+                                // Nothing to run again: the person vouched for the step.
+                                CompensationStatus::Settled
+                            } else {
+                                CompensationStatus::Failed
+                            };
+                    }
+                }
+            }
+            Event::ReviewDiscarded { .. } => {
+                self.discarded = true;
+                for s in &mut self.steps {
+                    if s.compensation == CompensationStatus::Escalated {
+                        s.compensation = CompensationStatus::Settled;
+                    }
+                }
+            }
+            Event::SagaFinished { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Read-only access to the sagas of a store, without their definitions: what the command-line
+/// tool and dashboards use.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    store: std::sync::Arc<dyn Store>,
+}
+
+/// One line of [`Journal::list`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaSummary {
+    /// Its id.
+    pub id: String,
+    /// Its definition's name.
+    pub name: String,
+    /// Where it is.
+    pub state: SagaState,
+    /// The process holding its claim, if any.
+    pub owner: Option<String>,
+    /// When it started (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When its journal last grew.
+    pub updated_ms: u64,
+}
+
+impl Journal {
+    /// Reads the sagas of `store`.
+    pub fn new(store: std::sync::Arc<dyn Store>) -> Self {
+        Journal { store }
+    }
+
+    /// Every saga, oldest first, with its state.
+    pub async fn list(&self) -> Result<Vec<SagaSummary>, SagaError> {
+        self.store
+            .workflows(Some(KIND))
+            .await?
+            .into_iter()
+            .map(|w| {
+                let state = w
+                    .state
+                    .parse()
+                    .map_err(|e: UnknownState| SagaError::Inconsistent {
+                        saga: w.id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(SagaSummary {
+                    id: w.id,
+                    name: w.name,
+                    state,
+                    owner: w.owner,
+                    created_ms: w.created_ms,
+                    updated_ms: w.updated_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Saga `id`, step by step, with its whole journal.
+    pub async fn inspect(&self, id: &str) -> Result<SagaInfo, SagaError> {
+        SagaInfo::from_journal(id, self.store.journal(id).await?)
+    }
+}

@@ -1,0 +1,243 @@
+//! The review queue: escalated work waiting for a person, who may retry or discard it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{Writer, now_ms};
+use crate::error::{SagaError, StoreError};
+use crate::journal::{ErrorRecord, EscalationReason, Event, KIND, SagaInfo, SagaState};
+use crate::store::{Claim, Store, StoredReview};
+
+/// Where a review item stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReviewStatus {
+    /// Waiting for a person.
+    Open,
+    /// A person asked for a retry; the next [`recover`](crate::Sagas::recover) of a process
+    /// that has the saga's definition runs it.
+    RetryRequested,
+    /// Retried, and the saga went on.
+    Retried,
+    /// A person discarded it; the saga ended `Failed`.
+    Discarded,
+}
+
+impl ReviewStatus {
+    /// The snake-case name stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Open => "open",
+            ReviewStatus::RetryRequested => "retry_requested",
+            ReviewStatus::Retried => "retried",
+            ReviewStatus::Discarded => "discarded",
+        }
+    }
+
+    /// Whether a person still has to act (`Open`) or a process has to (`RetryRequested`).
+    pub const fn is_pending(self) -> bool {
+        matches!(self, ReviewStatus::Open | ReviewStatus::RetryRequested)
+    }
+}
+
+impl fmt::Display for ReviewStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Work escalated to a person, with the context needed to decide: the saga, its input (the
+/// request), the step, why, and every error on the way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// Its id: `"{saga_id}/{step}"`.
+    pub id: String,
+    /// The saga.
+    pub saga_id: String,
+    /// The saga's definition.
+    pub saga_name: String,
+    /// The step whose compensation (or outcome) is in question.
+    pub step: usize,
+    /// That step's name.
+    pub step_name: String,
+    /// Why it was escalated.
+    pub reason: EscalationReason,
+    /// Where it stands.
+    pub status: ReviewStatus,
+    /// The saga's input: the request that started it.
+    pub input: Value,
+    /// What the step returned, if it completed.
+    pub output: Option<Value>,
+    /// The failure that made the saga compensate.
+    pub cause: Option<ErrorRecord>,
+    /// Every failure of this step's compensation, oldest first.
+    pub errors: Vec<ErrorRecord>,
+    /// How many times it was escalated (a retry that fails again escalates again).
+    pub escalations: u32,
+    /// What the person said when discarding it.
+    pub note: Option<String>,
+    /// When it was first escalated (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When it last changed.
+    pub updated_ms: u64,
+}
+
+impl ReviewItem {
+    pub(crate) fn from_saga(
+        info: &SagaInfo,
+        step: usize,
+        reason: EscalationReason,
+        previous: Option<ReviewItem>,
+        now: u64,
+    ) -> Self {
+        let s = &info.steps[step];
+        let cause = info
+            .steps
+            .iter()
+            .filter_map(|s| s.error.clone())
+            .next_back();
+        ReviewItem {
+            id: crate::saga::step_key(&info.id, step),
+            saga_id: info.id.clone(),
+            saga_name: info.name.clone(),
+            step,
+            step_name: s.name.clone(),
+            reason,
+            status: ReviewStatus::Open,
+            input: info.input.clone(),
+            output: s.output.clone(),
+            cause,
+            errors: s.compensation_errors.clone(),
+            escalations: previous.as_ref().map_or(0, |p| p.escalations) + 1,
+            note: None,
+            created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
+            updated_ms: now,
+        }
+    }
+
+    pub(crate) fn to_stored(&self) -> StoredReview {
+        StoredReview {
+            id: self.id.clone(),
+            workflow_id: self.saga_id.clone(),
+            status: self.status.as_str().to_owned(),
+            updated_ms: self.updated_ms,
+            body: serde_json::to_value(self).unwrap_or(Value::Null),
+        }
+    }
+
+    pub(crate) fn from_stored(s: StoredReview) -> Result<Self, StoreError> {
+        serde_json::from_value(s.body)
+            .map_err(|e| StoreError::Corrupt(format!("review item {}: {e}", s.id)))
+    }
+}
+
+/// The review queue of a store: list, inspect, ask for a retry, discard.
+///
+/// It needs no saga definitions, so the command-line tool can use it on the store's file
+/// while the service runs. A retry asked for here is *requested*: the work runs in the next
+/// [`Sagas::recover`](crate::Sagas::recover) of a process that has the saga's definition
+/// (or at once with [`Sagas::retry_review`](crate::Sagas::retry_review)). A discard takes
+/// effect at once: the saga's remaining compensations are abandoned, written as such in its
+/// journal, and the saga ends `Failed`.
+#[derive(Clone, Debug)]
+pub struct ReviewQueue {
+    store: Arc<dyn Store>,
+    owner: String,
+}
+
+impl ReviewQueue {
+    /// The review queue of `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ReviewQueue {
+            store,
+            owner: "review-queue".into(),
+        }
+    }
+
+    /// Every item, oldest first (pending and closed).
+    pub async fn list(&self) -> Result<Vec<ReviewItem>, SagaError> {
+        self.store
+            .review_list()
+            .await?
+            .into_iter()
+            .map(|s| ReviewItem::from_stored(s).map_err(SagaError::from))
+            .collect()
+    }
+
+    /// Item `id`.
+    pub async fn inspect(&self, id: &str) -> Result<ReviewItem, SagaError> {
+        let stored = self
+            .store
+            .review_get(id)
+            .await?
+            .ok_or_else(|| SagaError::NoReviewItem(id.to_owned()))?;
+        Ok(ReviewItem::from_stored(stored)?)
+    }
+
+    /// Asks for item `id` to be retried by the next recovery.
+    pub async fn request_retry(&self, id: &str) -> Result<ReviewItem, SagaError> {
+        let mut item = self.inspect(id).await?;
+        if item.status != ReviewStatus::Open {
+            return Err(SagaError::WrongState {
+                saga: item.saga_id,
+                state: format!("review item {}", item.status),
+                action: "request a retry",
+            });
+        }
+        item.status = ReviewStatus::RetryRequested;
+        item.updated_ms = now_ms();
+        self.store.review_put(item.to_stored()).await?;
+        Ok(item)
+    }
+
+    /// Discards item `id`: its saga's remaining compensations will not run, and the saga ends
+    /// `Failed`. `note` is kept with the item and in the journal.
+    pub async fn discard(&self, id: &str, note: &str) -> Result<ReviewItem, SagaError> {
+        let mut item = self.inspect(id).await?;
+        if !item.status.is_pending() {
+            return Err(SagaError::WrongState {
+                saga: item.saga_id,
+                state: format!("review item {}", item.status),
+                action: "discard it",
+            });
+        }
+        let now = now_ms();
+        let claimed = self
+            .store
+            .claim(
+                Claim::new(
+                    KIND,
+                    &[SagaState::Escalated.as_str()],
+                    self.owner.clone(),
+                    now,
+                    now + 60_000,
+                    1,
+                )
+                .only(item.saga_id.clone()),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Err(SagaError::Claimed(item.saga_id));
+        }
+        let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
+        let mut w = Writer::new(self.store.clone(), self.owner.clone(), 60_000, info);
+        w.log(Event::ReviewDiscarded {
+            review: id.to_owned(),
+            note: note.to_owned(),
+        })
+        .await?;
+        w.log(Event::SagaFinished {
+            state: SagaState::Failed,
+        })
+        .await?;
+        item.status = ReviewStatus::Discarded;
+        item.note = Some(note.to_owned());
+        item.updated_ms = now_ms();
+        self.store.review_put(item.to_stored()).await?;
+        Ok(item)
+    }
+}

@@ -1,0 +1,613 @@
+//! Saga behaviour, against any store.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category};
+use palisade_durable::journal::{
+    CompensationStatus, EscalationReason, Event, SagaState, StepStatus,
+};
+use palisade_durable::review::ReviewStatus;
+use palisade_durable::saga::{CompensationRequest, StepRequest};
+use palisade_durable::store::Store;
+use palisade_durable::{SagaDefinition, Sagas, Step};
+use palisade_retry::{Backoff, Jitter};
+use serde_json::{Value, json};
+use tower::service_fn;
+
+/// What the test services did, and how often each was called (shared by every definition
+/// built on it, as a tool's memory would be across a restart).
+#[derive(Default)]
+pub(crate) struct Calls {
+    lines: Mutex<Vec<String>>,
+    counts: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+type Log = Arc<Calls>;
+
+fn count(log: &Log, key: String) -> u32 {
+    let mut m = log.counts.lock().unwrap();
+    let e = m.entry(key).or_default();
+    *e += 1;
+    *e - 1
+}
+
+/// How a test service behaves on its n-th call (from 0).
+#[derive(Clone)]
+pub(crate) enum Act {
+    Ok,
+    /// Fails with this message on every call.
+    Fail(&'static str),
+    /// Fails with this message on the first n calls.
+    FailFirst(u32, &'static str),
+    /// Never answers on the first n calls (the process "dies" there).
+    HangFirst(u32),
+}
+
+async fn act(act: &Act, n: u32) -> Result<(), BoxError> {
+    match act {
+        Act::Ok => Ok(()),
+        Act::Fail(m) => Err((*m).into()),
+        Act::FailFirst(k, m) if n < *k => Err((*m).into()),
+        Act::HangFirst(k) if n < *k => std::future::pending().await,
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn step(name: &'static str, log: &Log, how: Act) -> Step {
+    let log = log.clone();
+    Step::new(
+        name,
+        service_fn(move |req: StepRequest| {
+            let log = log.clone();
+            let n = count(&log, format!("do {name}"));
+            let how = how.clone();
+            async move {
+                log.lines.lock().unwrap().push(format!(
+                    "do {} key={} attempt={} prev={}",
+                    req.name,
+                    req.idempotency_key,
+                    req.attempt,
+                    Value::from(req.previous.clone())
+                ));
+                act(&how, n).await?;
+                Ok::<_, BoxError>(json!({ "by": req.name, "input": req.input }))
+            }
+        }),
+    )
+}
+
+pub(crate) fn undo(
+    log: Log,
+    how: Act,
+) -> impl tower::Service<CompensationRequest, Response = (), Error = BoxError, Future = impl Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    service_fn(move |req: CompensationRequest| {
+        let log = log.clone();
+        let n = count(&log, format!("undo {}", req.name));
+        let how = how.clone();
+        async move {
+            log.lines.lock().unwrap().push(format!(
+                "undo {} key={} output={}",
+                req.name,
+                req.idempotency_key,
+                req.output.map_or("none".into(), |o| o["by"].to_string())
+            ));
+            act(&how, n).await
+        }
+    })
+}
+
+fn engine(store: &Arc<dyn Store>, defs: Vec<SagaDefinition>) -> Sagas {
+    let mut b = Sagas::builder(store.clone())
+        .compensation_backoff(
+            Backoff::exponential(Duration::from_millis(100), 2.0),
+            Jitter::None,
+        )
+        .seed(7);
+    for d in defs {
+        b = b.define(d);
+    }
+    b.build().unwrap()
+}
+
+fn taken(log: &Log) -> Vec<String> {
+    std::mem::take(&mut *log.lines.lock().unwrap())
+}
+
+fn kinds(info: &palisade_durable::SagaInfo) -> Vec<String> {
+    info.journal
+        .iter()
+        .map(|r| {
+            let v = serde_json::to_value(&r.event).unwrap();
+            let step = v.get("step").map(|s| format!(" {s}")).unwrap_or_default();
+            format!("{}{step}", v["type"].as_str().unwrap())
+        })
+        .collect()
+}
+
+pub(crate) async fn saga_completes(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new(
+        "pipeline",
+        vec![
+            step("crawl", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            step("classify", &log, Act::Ok),
+            step("report", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+        ],
+    )
+    .unwrap();
+    let sagas = engine(&store, vec![def]);
+    let info = sagas.run("pipeline", "s1", json!("q")).await.unwrap();
+    assert_eq!(info.state, SagaState::Completed);
+    assert_eq!(
+        taken(&log),
+        [
+            "do crawl key=s1/0 attempt=1 prev=[]",
+            r#"do classify key=s1/1 attempt=1 prev=[{"by":"crawl","input":"q"}]"#,
+            r#"do report key=s1/2 attempt=1 prev=[{"by":"crawl","input":"q"},{"by":"classify","input":"q"}]"#,
+        ]
+    );
+    assert_eq!(
+        kinds(&info),
+        [
+            "saga_started",
+            "step_started 0",
+            "step_completed 0",
+            "step_started 1",
+            "step_completed 1",
+            "step_started 2",
+            "step_completed 2",
+            "saga_finished"
+        ]
+    );
+    let inspected = sagas.inspect("s1").await.unwrap();
+    assert_eq!(inspected, info, "the journal says what the run said");
+    assert_eq!(
+        inspected.steps[2].output,
+        Some(json!({"by": "report", "input": "q"}))
+    );
+    assert!(
+        inspected
+            .steps
+            .iter()
+            .all(|s| s.status == StepStatus::Completed && s.attempts == 1)
+    );
+    let list = sagas.list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].id.as_str(), list[0].state),
+        ("s1", SagaState::Completed)
+    );
+    assert_eq!(list[0].owner, None, "a finished saga is released");
+    // The id is taken.
+    assert!(matches!(
+        sagas.run("pipeline", "s1", json!(null)).await,
+        Err(palisade_durable::error::SagaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        sagas.run("nope", "s2", json!(null)).await,
+        Err(palisade_durable::error::SagaError::UnknownDefinition(_))
+    ));
+    assert!(matches!(
+        sagas.run("pipeline", "", json!(null)).await,
+        Err(palisade_durable::error::SagaError::InvalidId(_))
+    ));
+    // Nothing to recover.
+    let r = sagas.recover().await.unwrap();
+    assert!(r.resumed.is_empty() && r.failed.is_empty());
+}
+
+pub(crate) async fn saga_compensates_in_reverse(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new(
+        "order",
+        vec![
+            step("reserve", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            step("lookup", &log, Act::Ok),
+            step("charge", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            step("ship", &log, Act::Fail("400 bad request: no address")),
+            step("never", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+        ],
+    )
+    .unwrap();
+    let sagas = engine(&store, vec![def]);
+    let info = sagas.run("order", "o1", json!({"sku": 1})).await.unwrap();
+    assert_eq!(info.state, SagaState::Compensated);
+    let log = taken(&log);
+    assert_eq!(
+        log.iter()
+            .map(|l| l.split(" key").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "do reserve",
+            "do lookup",
+            "do charge",
+            "do ship",
+            "undo charge",
+            "undo reserve"
+        ]
+    );
+    assert_eq!(log[4], r#"undo charge key=o1/2/undo output="charge""#);
+    let failed = info.steps[3].error.as_ref().unwrap();
+    assert_eq!(failed.class.category, Category::Validation);
+    assert!(failed.message.contains("no address"));
+    assert_eq!(info.steps[3].status, StepStatus::Failed);
+    assert_eq!(info.steps[4].status, StepStatus::Pending);
+    assert_eq!(info.steps[1].compensation, CompensationStatus::NotNeeded);
+    assert_eq!(info.steps[2].compensation, CompensationStatus::Completed);
+    assert_eq!(
+        kinds(&info)[8..],
+        [
+            "step_failed 3",
+            "compensation_started 2",
+            "compensation_completed 2",
+            "compensation_started 0",
+            "compensation_completed 0",
+            "saga_finished"
+        ]
+    );
+    assert_eq!(sagas.inspect("o1").await.unwrap(), info);
+}
+
+pub(crate) async fn saga_first_step_fails(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new(
+        "x",
+        vec![
+            step("read", &log, Act::Ok),
+            step("write", &log, Act::Fail("connection refused")),
+        ],
+    )
+    .unwrap();
+    let sagas = engine(&store, vec![def]);
+    let info = sagas.run("x", "f1", json!(null)).await.unwrap();
+    assert_eq!(info.state, SagaState::Failed, "nothing to undo");
+    assert_eq!(
+        info.steps[1].error.as_ref().unwrap().class.category,
+        Category::Network
+    );
+    assert_eq!(taken(&log).len(), 2);
+}
+
+pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new(
+        "mail",
+        vec![
+            step("draft", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            // Its compensation fails 7 times with a 503, then works.
+            step("send", &log, Act::Ok)
+                .compensate(undo(log.clone(), Act::FailFirst(7, "HTTP 503"))),
+            step("confirm", &log, Act::Fail("HTTP 500")),
+        ],
+    )
+    .unwrap();
+    let sagas = engine(&store, vec![def]);
+    let t0 = tokio::time::Instant::now();
+    let info = sagas.run("mail", "m1", json!({"to": "ops"})).await.unwrap();
+    assert_eq!(info.state, SagaState::Escalated);
+    // 5 attempts, 100, 200, 400, 800 ms apart (no jitter): the backoff ran on tokio's clock.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1600),
+        "{:?}",
+        t0.elapsed()
+    );
+    let log1 = taken(&log);
+    assert_eq!(
+        log1.iter().filter(|l| l.starts_with("undo send")).count(),
+        5
+    );
+    assert!(
+        !log1.iter().any(|l| l.starts_with("undo draft")),
+        "earlier compensations wait for the escalated one"
+    );
+    assert_eq!(info.steps[1].compensation, CompensationStatus::Escalated);
+    assert_eq!(info.review.as_deref(), Some("m1/1"));
+
+    let queue = sagas.review_queue();
+    let items = queue.list().await.unwrap();
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(
+        (
+            item.id.as_str(),
+            item.saga_id.as_str(),
+            item.step,
+            item.step_name.as_str()
+        ),
+        ("m1/1", "m1", 1, "send")
+    );
+    assert_eq!(item.reason, EscalationReason::CompensationFailed);
+    assert_eq!(item.status, ReviewStatus::Open);
+    assert_eq!(item.input, json!({"to": "ops"}));
+    assert_eq!(item.errors.len(), 5);
+    assert_eq!(item.errors[0].class.category, Category::ServerError);
+    assert!(item.cause.as_ref().unwrap().message.contains("HTTP 500"));
+    // Recovery does not touch an escalated saga.
+    assert!(sagas.recover().await.unwrap().resumed.is_empty());
+
+    // A retry: two more failures, then the third attempt works; then the earlier step.
+    let info = sagas.retry_review("m1/1").await.unwrap();
+    assert_eq!(info.state, SagaState::Compensated);
+    let log2 = taken(&log);
+    assert_eq!(
+        log2.iter()
+            .map(|l| l.split(" key").next().unwrap())
+            .collect::<Vec<_>>(),
+        ["undo send", "undo send", "undo send", "undo draft"]
+    );
+    assert_eq!(info.steps[1].compensation_attempts, 8);
+    let item = queue.inspect("m1/1").await.unwrap();
+    assert_eq!(item.status, ReviewStatus::Retried);
+    // Retrying a closed item is refused.
+    assert!(sagas.retry_review("m1/1").await.is_err());
+    assert!(queue.discard("m1/1", "late").await.is_err());
+    assert!(queue.inspect("zz").await.is_err());
+}
+
+pub(crate) async fn hopeless_compensation_escalates_at_once_and_discard(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new(
+        "t",
+        vec![
+            step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            step("b", &log, Act::Ok).compensate(undo(log.clone(), Act::Fail("401 unauthorized"))),
+            step("c", &log, Act::Fail("HTTP 502")),
+        ],
+    )
+    .unwrap();
+    let sagas = engine(&store, vec![def]);
+    let info = sagas.run("t", "h1", json!(1)).await.unwrap();
+    assert_eq!(info.state, SagaState::Escalated);
+    assert_eq!(
+        info.steps[1].compensation_attempts, 1,
+        "not retryable: no retry"
+    );
+    let queue = sagas.review_queue();
+    let item = queue.discard("h1/1", "refunded by hand").await.unwrap();
+    assert_eq!(item.status, ReviewStatus::Discarded);
+    assert_eq!(item.note.as_deref(), Some("refunded by hand"));
+    let info = sagas.inspect("h1").await.unwrap();
+    assert_eq!(info.state, SagaState::Failed);
+    assert!(info.discarded);
+    assert!(matches!(
+        &info.journal[info.journal.len() - 2].event,
+        Event::ReviewDiscarded { note, .. } if note == "refunded by hand"
+    ));
+    assert!(
+        !taken(&log).iter().any(|l| l.starts_with("undo a")),
+        "a discarded saga runs no more compensations"
+    );
+    assert!(sagas.recover().await.unwrap().resumed.is_empty());
+}
+
+pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok)
+                    .compensate(undo(log.clone(), Act::FailFirst(1, "invalid input"))),
+                step("c", &log, Act::Fail("HTTP 502")),
+            ],
+        )
+        .unwrap()
+    };
+    let sagas = engine(&store, vec![def()]);
+    assert_eq!(
+        sagas.run("t", "r1", json!(1)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    // A person asks for a retry (what the command-line tool does)...
+    let queue = palisade_durable::ReviewQueue::new(store.clone());
+    assert_eq!(
+        queue.request_retry("r1/0").await.unwrap().status,
+        ReviewStatus::RetryRequested
+    );
+    assert!(queue.request_retry("r1/0").await.is_err(), "asked already");
+    // ...and a process that has the definition runs it on recovery.
+    let restarted = engine(&store, vec![def()]);
+    let r = restarted.recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(r.resumed[0].state, SagaState::Compensated);
+    assert_eq!(
+        queue.inspect("r1/0").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+}
+
+/// Runs saga `id` until the step or compensation that hangs, then drops it: the process died
+/// there.
+async fn crash(sagas: &Sagas, name: &str, id: &str) {
+    let run = tokio::time::timeout(Duration::from_secs(3600), sagas.run(name, id, json!("in")));
+    assert!(run.await.is_err(), "the saga was meant to hang");
+}
+
+pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                step("b", &log, Act::HangFirst(1)).idempotent(),
+                step("c", &log, Act::Ok),
+            ],
+        )
+        .unwrap()
+    };
+    crash(&engine(&store, vec![def()]), "t", "i1").await;
+    assert_eq!(
+        store.workflow("i1").await.unwrap().unwrap().state,
+        "running"
+    );
+    taken(&log);
+    let r = engine(&store, vec![def()]).recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    let info = &r.resumed[0];
+    assert_eq!(info.state, SagaState::Completed);
+    // A is not run again; b is repeated with the same key; c runs.
+    let log = taken(&log);
+    assert_eq!(log.len(), 2);
+    assert!(log[0].starts_with("do b key=i1/1 attempt=2"), "{}", log[0]);
+    assert!(log[1].starts_with("do c key=i1/2 attempt=1"));
+    assert_eq!(info.steps[1].attempts, 2);
+}
+
+pub(crate) async fn recover_compensates_an_interrupted_step(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                step("b", &log, Act::HangFirst(1)).compensate(undo(log.clone(), Act::Ok)),
+                step("c", &log, Act::Ok),
+            ],
+        )
+        .unwrap()
+    };
+    crash(&engine(&store, vec![def()]), "t", "n1").await;
+    taken(&log);
+    let r = engine(&store, vec![def()]).recover().await.unwrap();
+    let info = &r.resumed[0];
+    assert_eq!(info.state, SagaState::Compensated);
+    assert_eq!(info.steps[1].status, StepStatus::Uncertain);
+    assert_eq!(
+        taken(&log),
+        [
+            "undo b key=n1/1/undo output=none",
+            r#"undo a key=n1/0/undo output="a""#
+        ]
+    );
+}
+
+pub(crate) async fn recover_escalates_an_uncertain_step(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                step("b", &log, Act::HangFirst(1)),
+                step("c", &log, Act::Ok),
+            ],
+        )
+        .unwrap()
+    };
+    crash(&engine(&store, vec![def()]), "t", "u1").await;
+    taken(&log);
+    let sagas = engine(&store, vec![def()]);
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.resumed[0].state, SagaState::Escalated);
+    assert!(
+        taken(&log).is_empty(),
+        "nothing runs past an uncertain step"
+    );
+    let item = sagas.review_queue().inspect("u1/1").await.unwrap();
+    assert_eq!(item.reason, EscalationReason::UncertainStep);
+    // The person checked b and asks to go on: a is compensated.
+    let info = sagas.retry_review("u1/1").await.unwrap();
+    assert_eq!(info.state, SagaState::Compensated);
+    assert_eq!(info.steps[1].compensation, CompensationStatus::Settled);
+    assert_eq!(taken(&log), [r#"undo a key=u1/0/undo output="a""#]);
+}
+
+pub(crate) async fn recover_reruns_an_interrupted_compensation_once(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                step("b", &log, Act::Ok).compensate(undo(log.clone(), Act::HangFirst(1))),
+                step("c", &log, Act::Fail("HTTP 503")),
+            ],
+        )
+        .unwrap()
+    };
+    crash(&engine(&store, vec![def()]), "t", "c1").await;
+    assert_eq!(
+        store.workflow("c1").await.unwrap().unwrap().state,
+        "compensating"
+    );
+    taken(&log);
+    let sagas = engine(&store, vec![def()]);
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.resumed[0].state, SagaState::Compensated);
+    assert_eq!(
+        taken(&log),
+        [
+            r#"undo b key=c1/1/undo output="b""#,
+            r#"undo a key=c1/0/undo output="a""#
+        ]
+    );
+    let info = sagas.inspect("c1").await.unwrap();
+    assert_eq!(info.steps[1].compensation_attempts, 2);
+    assert_eq!(info.steps[0].compensation_attempts, 1);
+    // A second recovery finds nothing.
+    assert!(sagas.recover().await.unwrap().resumed.is_empty());
+}
+
+pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        SagaDefinition::new(
+            "t",
+            vec![
+                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                step("b", &log, Act::HangFirst(1)).idempotent(),
+            ],
+        )
+        .unwrap()
+    };
+    let a = Sagas::builder(store.clone())
+        .owner("a")
+        .define(def())
+        .build()
+        .unwrap();
+    let b = Sagas::builder(store.clone())
+        .owner("b")
+        .define(def())
+        .build()
+        .unwrap();
+    // `a` dies in step b, holding a 60 s lease.
+    let run = tokio::time::timeout(Duration::from_secs(1), a.run("t", "l1", json!(0)));
+    assert!(run.await.is_err());
+    assert!(
+        b.recover().await.unwrap().resumed.is_empty(),
+        "a's lease holds"
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let r = b.recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(r.resumed[0].state, SagaState::Completed);
+    assert!(a.recover().await.unwrap().resumed.is_empty());
+}
+
+pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = SagaDefinition::new("t", vec![step("a", &log, Act::HangFirst(1))]).unwrap();
+    crash(&engine(&store, vec![def]), "t", "d1").await;
+    let other = engine(
+        &store,
+        vec![SagaDefinition::new("other", vec![step("x", &log, Act::Ok)]).unwrap()],
+    );
+    let r = other.recover().await.unwrap();
+    assert!(r.resumed.is_empty());
+    assert_eq!(r.failed.len(), 1);
+    assert!(matches!(
+        r.failed[0].1,
+        palisade_durable::error::SagaError::UnknownDefinition(_)
+    ));
+}
