@@ -33,15 +33,16 @@ macro_rules! store_suite {
     };
 }
 
-use palisade_durable::store::{MemoryStore, SqliteStore, Store};
+use palisade_durable::store::{MemoryStore, Store};
 use std::sync::Arc;
 
 store_suite!(memory, async {
     Some((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()))
 });
 
+#[cfg(feature = "sqlite")]
 store_suite!(sqlite, async {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("journal.db")).unwrap();
+    let store = palisade_durable::store::SqliteStore::open(dir.path().join("journal.db")).unwrap();
     Some((Arc::new(store) as Arc<dyn Store>, dir))
 });
