@@ -465,7 +465,8 @@ impl Sagas {
     /// items a person asked to retry. Call it when a process starts, before running new
     /// sagas, and from time to time in a fleet (to take over the sagas of dead processes).
     ///
-    /// Sagas are resumed one after another, in the order they were started. One that cannot
+    /// Sagas are claimed four at a time and resumed one after another, in the order they were
+    /// started, until none is left to claim. One that cannot
     /// be resumed (its definition is not registered here, the store fails) is reported in
     /// [`Recovery::failed`] and left as it is; the others go on.
     pub async fn recover(&self) -> Result<Recovery, SagaError> {
@@ -494,7 +495,9 @@ impl Sagas {
                     self.inner.owner.clone(),
                     now,
                     now.saturating_add(self.inner.lease.as_millis() as u64),
-                    32,
+                    // A few at a time: claimed sagas wait for this process, so a fleet spreads
+                    // the backlog better, and none waits long enough for its lease to run out.
+                    4,
                 ))
                 .await?;
             let fresh: Vec<String> = ids

@@ -65,6 +65,10 @@
 //! |---|---|
 //! | [`MemoryStore`](store::MemoryStore) | tests |
 //! | [`SqliteStore`](store::SqliteStore) (feature `sqlite`, default) | the embedded default: one file on local disk, no server |
+//! | `PostgresStore` (feature `postgres`) | several processes on several machines sharing one journal; claims with `FOR UPDATE SKIP LOCKED` |
+//!
+//! The same behavioural test suite runs against all three (PostgreSQL when `PALISADE_PG_URL`
+//! names a database; `scripts/pg.sh` starts a throwaway one).
 //!
 //! # Errors
 //!

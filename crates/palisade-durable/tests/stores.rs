@@ -3,8 +3,9 @@
 
 mod suite;
 
-/// Runs every suite function against the store a `$make` expression builds (an async block
-/// returning `(Arc<dyn Store>, guard)`, the guard kept alive for the test).
+/// Runs every suite function against the store `$make` builds: a closure taking the test's
+/// name and returning a future of `Option<(Arc<dyn Store>, guard)>` (`None`: skip), the guard
+/// kept alive for the test.
 macro_rules! store_suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -26,7 +27,7 @@ macro_rules! store_suite {
         $(
             #[tokio::test(start_paused = true)]
             async fn $name() {
-                let Some((store, _guard)) = $make.await else { return };
+                let Some((store, _guard)) = ($make)(stringify!($name)).await else { return };
                 suite::$name(store).await;
             }
         )*
@@ -36,13 +37,42 @@ macro_rules! store_suite {
 use palisade_durable::store::{MemoryStore, Store};
 use std::sync::Arc;
 
-store_suite!(memory, async {
+store_suite!(memory, |_name| async {
     Some((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()))
 });
 
 #[cfg(feature = "sqlite")]
-store_suite!(sqlite, async {
+store_suite!(sqlite, |_name| async {
     let dir = tempfile::tempdir().unwrap();
     let store = palisade_durable::store::SqliteStore::open(dir.path().join("journal.db")).unwrap();
     Some((Arc::new(store) as Arc<dyn Store>, dir))
 });
+
+/// A store in a fresh schema of the database at `PALISADE_PG_URL`; without it, the test is
+/// skipped with a message, unless `CI` is set: then it fails.
+#[cfg(feature = "postgres")]
+async fn pg_store(name: &str) -> Option<(Arc<dyn Store>, ())> {
+    let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+        );
+        eprintln!(
+            "skipping postgres::{name}: PALISADE_PG_URL is not set (run under scripts/pg.sh)"
+        );
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let short: String = name.chars().take(30).collect();
+    let schema = format!("t_{short}_{}_{nanos}", std::process::id());
+    let store = palisade_durable::store::PostgresStore::connect_with(&url, Some(&schema), 4)
+        .await
+        .unwrap();
+    Some((store as Arc<dyn Store>, ()))
+}
+
+#[cfg(feature = "postgres")]
+store_suite!(postgres, pg_store);

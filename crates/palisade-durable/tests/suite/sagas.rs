@@ -21,6 +21,8 @@ use tower::service_fn;
 pub(crate) struct Calls {
     lines: Mutex<Vec<String>>,
     counts: Mutex<std::collections::HashMap<String, u32>>,
+    /// Signalled when a service starts hanging: the test then "kills the process" there.
+    hung: tokio::sync::Notify,
 }
 
 type Log = Arc<Calls>;
@@ -44,12 +46,15 @@ pub(crate) enum Act {
     HangFirst(u32),
 }
 
-async fn act(act: &Act, n: u32) -> Result<(), BoxError> {
+async fn act(act: &Act, n: u32, log: &Log) -> Result<(), BoxError> {
     match act {
         Act::Ok => Ok(()),
         Act::Fail(m) => Err((*m).into()),
         Act::FailFirst(k, m) if n < *k => Err((*m).into()),
-        Act::HangFirst(k) if n < *k => std::future::pending().await,
+        Act::HangFirst(k) if n < *k => {
+            log.hung.notify_one();
+            std::future::pending().await
+        }
         _ => Ok(()),
     }
 }
@@ -70,7 +75,7 @@ pub(crate) fn step(name: &'static str, log: &Log, how: Act) -> Step {
                     req.attempt,
                     Value::from(req.previous.clone())
                 ));
-                act(&how, n).await?;
+                act(&how, n, &log).await?;
                 Ok::<_, BoxError>(json!({ "by": req.name, "input": req.input }))
             }
         }),
@@ -96,7 +101,7 @@ pub(crate) fn undo(
                 req.idempotency_key,
                 req.output.map_or("none".into(), |o| o["by"].to_string())
             ));
-            act(&how, n).await
+            act(&how, n, &log).await
         }
     })
 }
@@ -426,11 +431,14 @@ pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
     );
 }
 
-/// Runs saga `id` until the step or compensation that hangs, then drops it: the process died
-/// there.
-async fn crash(sagas: &Sagas, name: &str, id: &str) {
-    let run = tokio::time::timeout(Duration::from_secs(3600), sagas.run(name, id, json!("in")));
-    assert!(run.await.is_err(), "the saga was meant to hang");
+/// Runs saga `id` until a step or compensation hangs, then drops it: the process died there.
+/// (No timer: on the paused clock a pending timer would fire while a networked store's query
+/// is in flight.)
+async fn crash(sagas: &Sagas, log: &Log, name: &str, id: &str) {
+    tokio::select! {
+        r = sagas.run(name, id, json!("in")) => panic!("the saga was meant to hang: {r:?}"),
+        () = log.hung.notified() => {}
+    }
 }
 
 pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
@@ -446,7 +454,7 @@ pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
         )
         .unwrap()
     };
-    crash(&engine(&store, vec![def()]), "t", "i1").await;
+    crash(&engine(&store, vec![def()]), &log, "t", "i1").await;
     assert_eq!(
         store.workflow("i1").await.unwrap().unwrap().state,
         "running"
@@ -477,7 +485,7 @@ pub(crate) async fn recover_compensates_an_interrupted_step(store: Arc<dyn Store
         )
         .unwrap()
     };
-    crash(&engine(&store, vec![def()]), "t", "n1").await;
+    crash(&engine(&store, vec![def()]), &log, "t", "n1").await;
     taken(&log);
     let r = engine(&store, vec![def()]).recover().await.unwrap();
     let info = &r.resumed[0];
@@ -505,7 +513,7 @@ pub(crate) async fn recover_escalates_an_uncertain_step(store: Arc<dyn Store>) {
         )
         .unwrap()
     };
-    crash(&engine(&store, vec![def()]), "t", "u1").await;
+    crash(&engine(&store, vec![def()]), &log, "t", "u1").await;
     taken(&log);
     let sagas = engine(&store, vec![def()]);
     let r = sagas.recover().await.unwrap();
@@ -536,7 +544,7 @@ pub(crate) async fn recover_reruns_an_interrupted_compensation_once(store: Arc<d
         )
         .unwrap()
     };
-    crash(&engine(&store, vec![def()]), "t", "c1").await;
+    crash(&engine(&store, vec![def()]), &log, "t", "c1").await;
     assert_eq!(
         store.workflow("c1").await.unwrap().unwrap().state,
         "compensating"
@@ -582,8 +590,10 @@ pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn St
         .build()
         .unwrap();
     // `a` dies in step b, holding a 60 s lease.
-    let run = tokio::time::timeout(Duration::from_secs(1), a.run("t", "l1", json!(0)));
-    assert!(run.await.is_err());
+    tokio::select! {
+        r = a.run("t", "l1", json!(0)) => panic!("meant to hang: {r:?}"),
+        () = log.hung.notified() => {}
+    }
     assert!(
         b.recover().await.unwrap().resumed.is_empty(),
         "a's lease holds"
@@ -598,7 +608,7 @@ pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn St
 pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = SagaDefinition::new("t", vec![step("a", &log, Act::HangFirst(1))]).unwrap();
-    crash(&engine(&store, vec![def]), "t", "d1").await;
+    crash(&engine(&store, vec![def]), &log, "t", "d1").await;
     let other = engine(
         &store,
         vec![SagaDefinition::new("other", vec![step("x", &log, Act::Ok)]).unwrap()],

@@ -1,0 +1,495 @@
+//! The networked store: PostgreSQL, for several processes sharing one journal.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::memory::check_append;
+use super::{
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
+    WorkflowRecord,
+};
+use crate::error::StoreError;
+
+/// A store in a PostgreSQL database (feature `postgres`), for fleets: any number of processes,
+/// on any number of machines, share one journal, one review queue and one set of checkpoints.
+///
+/// Claims are taken with `SELECT ... FOR UPDATE SKIP LOCKED` inside a transaction, so two
+/// processes claiming at the same moment never get the same workflow and never wait for each
+/// other; every append locks its workflow's row (`FOR UPDATE`) and checks the claim and the
+/// sequence number in the same transaction as the insert, so a process whose lease was taken
+/// over cannot write another entry.
+///
+/// # Connections
+///
+/// The store opens a few connections (4 by default, [`connect_with`](PostgresStore::connect_with))
+/// and spreads operations over them; each transaction holds one connection. As tokio-postgres
+/// requires, each connection is driven by a task the store spawns on the current runtime when
+/// it connects; the task ends when the store is dropped. Connections are made without TLS:
+/// use a local socket, a loopback address or a private network.
+///
+/// # Schema
+///
+/// Tables are created on connect if missing, in the schema named in
+/// [`connect_with`](PostgresStore::connect_with) (created too) or in the connection's default
+/// schema. Creation takes an advisory lock, so processes starting together do not race.
+pub struct PostgresStore {
+    conns: Vec<Mutex<Client>>,
+    next: AtomicUsize,
+    schema: Option<String>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("connections", &self.conns.len())
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn conflict_or(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::Conflict(what())
+    } else {
+        pg(e)
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+    owner TEXT, lease_until BIGINT NOT NULL, created BIGINT NOT NULL, updated BIGINT NOT NULL,
+    entries BIGINT NOT NULL, ord BIGSERIAL);
+CREATE INDEX IF NOT EXISTS workflows_kind_state ON workflows (kind, state, ord);
+CREATE TABLE IF NOT EXISTS journal (
+    workflow TEXT NOT NULL, seq BIGINT NOT NULL, at BIGINT NOT NULL, event JSONB NOT NULL,
+    PRIMARY KEY (workflow, seq));
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, updated BIGINT NOT NULL,
+    body JSONB NOT NULL, ord BIGSERIAL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    agent TEXT NOT NULL, version BIGINT NOT NULL, at BIGINT NOT NULL, checksum TEXT NOT NULL,
+    data BYTEA NOT NULL, PRIMARY KEY (agent, version));
+";
+
+const WORKFLOW_COLUMNS: &str =
+    "id, kind, name, state, owner, lease_until, created, updated, entries";
+
+fn workflow_row(r: &Row) -> WorkflowRecord {
+    WorkflowRecord {
+        id: r.get(0),
+        kind: r.get(1),
+        name: r.get(2),
+        state: r.get(3),
+        owner: r.get(4),
+        lease_until_ms: r.get::<_, i64>(5) as u64,
+        created_ms: r.get::<_, i64>(6) as u64,
+        updated_ms: r.get::<_, i64>(7) as u64,
+        entries: r.get::<_, i64>(8) as u64,
+    }
+}
+
+fn review_row(r: &Row) -> StoredReview {
+    StoredReview {
+        id: r.get(0),
+        workflow_id: r.get(1),
+        status: r.get(2),
+        updated_ms: r.get::<_, i64>(3) as u64,
+        body: r.get(4),
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) with 4 connections, tables in the
+    /// default schema.
+    pub async fn connect(url: &str) -> Result<Arc<Self>, StoreError> {
+        Self::connect_with(url, None, 4).await
+    }
+
+    /// Connects to `url` with `connections` connections (at least 1), tables in `schema` if
+    /// given: lower-case ASCII letters, digits and `_`, not starting with a digit, at most 63
+    /// bytes (anything else is a [`StoreError::Backend`] naming the rule).
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        connections: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        if let Some(s) = schema
+            && !valid_schema(s)
+        {
+            return Err(StoreError::backend(format!(
+                "invalid schema name {s:?}: use at most 63 lower-case letters, digits and _, not starting with a digit"
+            )));
+        }
+        let mut conns = Vec::new();
+        for _ in 0..connections.max(1) {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            if let Some(s) = schema {
+                client
+                    .batch_execute(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
+                    ))
+                    .await
+                    .or_else(|e| {
+                        // Two connections creating the schema at once.
+                        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(pg)?;
+                client
+                    .batch_execute(&format!("SET search_path TO {s}"))
+                    .await
+                    .map_err(pg)?;
+            }
+            conns.push(Mutex::new(client));
+        }
+        {
+            let mut c = conns[0].lock().await;
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.execute("SELECT pg_advisory_xact_lock(7317001)", &[])
+                .await
+                .map_err(pg)?;
+            tx.batch_execute(SCHEMA).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+        }
+        Ok(Arc::new(PostgresStore {
+            conns,
+            next: AtomicUsize::new(0),
+            schema: schema.map(str::to_owned),
+        }))
+    }
+
+    fn conn(&self) -> &Mutex<Client> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.conns[n % self.conns.len()]
+    }
+
+    async fn append_tx(&self, a: Append) -> Result<(), StoreError> {
+        let mut c = self.conn().lock().await;
+        let tx = c.transaction().await.map_err(pg)?;
+        let owner = (!a.release).then_some(a.owner.as_str());
+        if a.seq == 0 {
+            let n = tx
+                .execute(
+                    "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1) ON CONFLICT (id) DO NOTHING",
+                    &[&a.id, &a.kind, &a.name, &a.state, &owner, &(a.lease_until_ms as i64), &(a.at_ms as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "workflow {} exists already",
+                    a.id
+                )));
+            }
+        } else {
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1 FOR UPDATE"),
+                    &[&a.id],
+                )
+                .await
+                .map_err(pg)?
+                .ok_or_else(|| StoreError::Conflict(format!("workflow {} does not exist", a.id)))?;
+            check_append(&workflow_row(&row), &a.owner, a.seq)?;
+            tx.execute(
+                "UPDATE workflows SET state = $2, owner = $3, lease_until = $4, updated = $5,
+                 entries = entries + 1 WHERE id = $1",
+                &[
+                    &a.id,
+                    &a.state,
+                    &owner,
+                    &(a.lease_until_ms as i64),
+                    &(a.at_ms as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.execute(
+            "INSERT INTO journal (workflow, seq, at, event) VALUES ($1, $2, $3, $4)",
+            &[&a.id, &(a.seq as i64), &(a.at_ms as i64), &a.event],
+        )
+        .await
+        .map_err(|e| conflict_or(e, || format!("workflow {}: entry {} exists", a.id, a.seq)))?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn claim_tx(&self, c: Claim) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn().lock().await;
+        let tx = conn.transaction().await.map_err(pg)?;
+        let rows = tx
+            .query(
+                "SELECT id FROM workflows
+                 WHERE kind = $1 AND state = ANY($2) AND ($3::TEXT IS NULL OR id = $3)
+                   AND (owner IS NULL OR owner = $4 OR lease_until < $5)
+                 ORDER BY ord LIMIT $6 FOR UPDATE SKIP LOCKED",
+                &[
+                    &c.kind,
+                    &c.states,
+                    &c.only,
+                    &c.owner,
+                    &(c.now_ms as i64),
+                    &(c.limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !ids.is_empty() {
+            tx.execute(
+                "UPDATE workflows SET owner = $2, lease_until = $3 WHERE id = ANY($1)",
+                &[&ids, &c.owner, &(c.lease_until_ms as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(ids)
+    }
+}
+
+impl Store for PostgresStore {
+    fn append(&self, append: Append) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.append_tx(append))
+    }
+
+    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let rows = c
+                .query(
+                    "SELECT seq, at, event FROM journal WHERE workflow = $1 ORDER BY seq",
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| JournalEntry {
+                    seq: r.get::<_, i64>(0) as u64,
+                    at_ms: r.get::<_, i64>(1) as u64,
+                    event: r.get(2),
+                })
+                .collect())
+        })
+    }
+
+    fn workflows<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE $1::TEXT IS NULL OR kind = $1
+                         ORDER BY ord"
+                    ),
+                    &[&kind],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(workflow_row).collect())
+        })
+    }
+
+    fn workflow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let row = c
+                .query_opt(
+                    &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"),
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.as_ref().map(workflow_row))
+        })
+    }
+
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.claim_tx(claim))
+    }
+
+    fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            c.execute(
+                "INSERT INTO reviews (id, workflow, status, updated, body) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow,
+                   status = EXCLUDED.status, updated = EXCLUDED.updated, body = EXCLUDED.body",
+                &[&item.id, &item.workflow_id, &item.status, &(item.updated_ms as i64), &item.body],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn review_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let row = c
+                .query_opt(
+                    "SELECT id, workflow, status, updated, body FROM reviews WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.as_ref().map(review_row))
+        })
+    }
+
+    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let rows = c
+                .query(
+                    "SELECT id, workflow, status, updated, body FROM reviews ORDER BY ord",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(review_row).collect())
+        })
+    }
+
+    fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            c.execute(
+                "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
+                &[&cp.agent, &(cp.version as i64), &(cp.at_ms as i64), &cp.checksum, &cp.data],
+            )
+            .await
+            .map_err(|e| {
+                conflict_or(e, || {
+                    format!("checkpoint {} version {} exists already", cp.agent, cp.version)
+                })
+            })?;
+            Ok(())
+        })
+    }
+
+    fn checkpoint_get<'a>(
+        &'a self,
+        agent: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let row = c
+                .query_opt(
+                    "SELECT at, checksum, data FROM checkpoints WHERE agent = $1 AND version = $2",
+                    &[&agent, &(version as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.map(|r| StoredCheckpoint {
+                agent: agent.to_owned(),
+                version,
+                at_ms: r.get::<_, i64>(0) as u64,
+                checksum: r.get(1),
+                data: r.get(2),
+            }))
+        })
+    }
+
+    fn checkpoint_versions<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let rows = c
+                .query(
+                    "SELECT version, at, checksum, octet_length(data) FROM checkpoints
+                     WHERE agent = $1 ORDER BY version DESC",
+                    &[&agent],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| CheckpointMeta {
+                    version: r.get::<_, i64>(0) as u64,
+                    at_ms: r.get::<_, i64>(1) as u64,
+                    checksum: r.get(2),
+                    len: r.get::<_, i32>(3) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn checkpoint_prune<'a>(
+        &'a self,
+        agent: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            c.execute(
+                "DELETE FROM checkpoints WHERE agent = $1 AND version NOT IN
+                 (SELECT version FROM checkpoints WHERE agent = $1 ORDER BY version DESC LIMIT $2)",
+                &[&agent, &(keep.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .map_err(pg)
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Overwrites the data of a stored checkpoint without updating its checksum: a test hook
+    /// that simulates corruption. Returns whether the checkpoint existed.
+    pub async fn corrupt_checkpoint(
+        &self,
+        agent: &str,
+        version: u64,
+        data: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let c = self.conn().lock().await;
+        let n = c
+            .execute(
+                "UPDATE checkpoints SET data = $3 WHERE agent = $1 AND version = $2",
+                &[&agent, &(version as i64), &data],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+}
