@@ -153,11 +153,11 @@
 //!   learns of the change when it is next polled.
 //! * **Noticing a change costs one atomic load.** Each instance keeps its own copy of the
 //!   endpoint list and its own clones of the endpoint services (and its own lane, see above);
-//!   on every `poll_ready` it compares the set's version with the one it copied, and only when
-//!   they differ takes the new list (a lock and allocations, on a change only), keeping its
-//!   services of the endpoints that stayed, with whatever `poll_ready` reserved, and cloning
-//!   the services of new ones. Until the stream wakes, `poll_ready` reads one more atomic flag
-//!   and takes no lock.
+//!   on every `poll_ready` it loads one word that holds the set's version and whether the
+//!   stream woke, and only when the version differs from the one it copied takes the new list
+//!   (a lock and allocations, on a change only), keeping its services of the endpoints that
+//!   stayed, with whatever `poll_ready` reserved, and cloning the services of new ones. Until
+//!   the stream wakes, `poll_ready` takes no lock.
 //! * **Errors do not fail calls.** A discovery error is logged with `tracing::warn!` and the
 //!   router keeps routing over the endpoints discovery gave so far; the stream is polled again
 //!   at the next `poll_ready`. That is what Envoy does when an update of its endpoints fails

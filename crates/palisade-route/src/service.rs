@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use crate::endpoint::{EndpointState, ms_since};
 use crate::future::ResponseFuture;
-use crate::set::{Endpoint, List, Set};
+use crate::set::{Endpoint, List, Set, WOKEN};
 use crate::{NoHealthyEndpoint, RouteConfig, RouteHandle, Static};
 
 /// What the router shares with its handle and health checker.
@@ -70,7 +70,7 @@ pub struct Route<D: Discover> {
     set: Arc<Set<D>>,
     /// This instance's copy of the set's list, as of `version`; copy-on-write.
     endpoints: List<D::Key, D::Service>,
-    /// The set's version `endpoints` was copied at.
+    /// The set's version `endpoints` was copied at (its [`Set::state`] without [`WOKEN`]).
     version: u64,
     rng: SmallRng,
     /// Seeds for clones, so that each clone (one per connection or worker, say) picks
@@ -264,19 +264,21 @@ where
     }
 
     /// Loads the router's epoch, then catches up with the shared set if it changed; returns
-    /// the epoch, for [`pick`](Self::pick). The happy path is two atomic loads.
+    /// the epoch, for [`pick`](Self::pick), and whether discovery woke. The happy path is two
+    /// atomic loads.
     ///
     /// The order matters: the set's version is bumped before the epoch, so an instance that
     /// read the new epoch reads the new version too and picks from the new list; one that read
     /// the old epoch can only mark that old epoch as plainly healthy, which the new one voids.
     #[inline]
-    fn sync(&mut self) -> u64 {
+    fn sync(&mut self) -> (u64, bool) {
         let epoch = self.shared.epoch.load(Ordering::Acquire);
-        let version = self.set.version();
+        let state = self.set.state();
+        let version = state & !WOKEN;
         if version != self.version {
             self.refresh(version);
         }
-        epoch
+        (epoch, state & WOKEN != 0)
     }
 
     /// Takes the set's current list: keeps this instance's services of the endpoints that
@@ -535,6 +537,22 @@ impl<D: Discover> Route<D> {
     }
 }
 
+impl<D> Route<D>
+where
+    D: Discover + Unpin,
+    D::Key: Clone + PartialEq + fmt::Debug,
+    D::Service: Clone,
+    D::Error: Into<BoxError>,
+{
+    /// Discovery woke: polls it (unless another instance is doing so now), then catches up
+    /// with the set; returns the epoch as [`sync`](Self::sync) does.
+    #[cold]
+    fn poll_discovery(&mut self, cx: &Context<'_>) -> u64 {
+        self.set.drive(&self.shared, cx.waker());
+        self.sync().0
+    }
+}
+
 impl<D, Req> Service<Req> for Route<D>
 where
     D: Discover + Unpin,
@@ -548,10 +566,10 @@ where
     type Future = ResponseFuture<<D::Service as Service<Req>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.set.woken() {
-            self.set.drive(&self.shared, cx.waker());
+        let (mut epoch, woken) = self.sync();
+        if woken {
+            epoch = self.poll_discovery(cx);
         }
-        let mut epoch = self.sync();
         if self.ready.is_some() || self.unavailable.is_some() {
             return Poll::Ready(Ok(()));
         }
@@ -579,7 +597,7 @@ where
                 Poll::Ready(Err(e)) => {
                     last_error = Some(self.not_ready(i, e.into()));
                     // The failure moved the epoch.
-                    epoch = self.sync();
+                    epoch = self.sync().0;
                 }
                 Poll::Pending => {
                     self.pending = Some(i);

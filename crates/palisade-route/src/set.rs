@@ -2,13 +2,13 @@
 //!
 //! One [`Set`] per router, behind an `Arc` that all its clones hold. Discovery changes are
 //! applied here, once, by whichever instance polls discovery first after the stream woke; each
-//! instance notices a new set through one atomic load of [`Set::version`] and then refreshes
-//! its own copy (see `Route::sync`). Why no spawned task: see the crate docs,
+//! instance notices a new set, and a woken stream, through one atomic load of
+//! [`Set::state`] and then refreshes its own copy (see `Route::sync`). Why no spawned task: see the crate docs,
 //! [Discovery](crate#discovery).
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -59,12 +59,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// In [`Set::state`]: the stream woke (it may yield), so the next `poll_ready` of any
+/// instance polls it. The other bits count the versions of the set, in steps of [`VERSION`].
+pub(crate) const WOKEN: u64 = 1;
+/// One version of the set, in [`Set::state`].
+const VERSION: u64 = 2;
+
 /// The waker discovery is polled with: it marks the stream as having something to say, and
 /// wakes the task that polled it last (as a router that owns its stream would be woken).
 #[derive(Debug, Default)]
 struct Wakeup {
-    /// Set when the stream may yield: the next `poll_ready` of any instance polls it.
-    dirty: AtomicBool,
+    /// [`WOKEN`], and the set's version above it: what every `poll_ready` loads.
+    state: AtomicU64,
     /// The task of the instance that drove discovery last.
     task: Mutex<Option<Waker>>,
 }
@@ -75,7 +81,7 @@ impl Wake for Wakeup {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.dirty.store(true, Ordering::Release);
+        self.state.fetch_or(WOKEN, Ordering::AcqRel);
         let task = lock(&self.task).take();
         if let Some(task) = task {
             task.wake();
@@ -86,10 +92,9 @@ impl Wake for Wakeup {
 /// The endpoint set shared by every clone of a router, and its discovery stream.
 pub(crate) struct Set<D: Discover> {
     /// The current endpoints: written only under the `discover` lock (or while building), read
-    /// by an instance only when `version` moved.
+    /// by an instance only when the version in [`state`](Self::state) moved, which happens
+    /// after each batch of changes is written here and before the router's epoch moves.
     endpoints: Mutex<List<D::Key, D::Service>>,
-    /// Bumped after each batch of changes is written to `endpoints`, before the router's epoch.
-    version: AtomicU64,
     /// The discovery stream; `None` once it ended, and for a fixed list.
     discover: Mutex<Option<D>>,
     wakeup: Arc<Wakeup>,
@@ -102,7 +107,7 @@ pub(crate) struct Set<D: Discover> {
 impl<D: Discover> fmt::Debug for Set<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Set")
-            .field("version", &self.version)
+            .field("state", &self.state())
             .field("errors", &self.errors)
             .finish_non_exhaustive()
     }
@@ -112,12 +117,11 @@ impl<D: Discover> Set<D> {
     pub(crate) fn new(discover: Option<D>) -> Self {
         let wakeup = Arc::new(Wakeup {
             // A stream is polled once before anything woke it, as any stream is.
-            dirty: AtomicBool::new(discover.is_some()),
+            state: AtomicU64::new(if discover.is_some() { WOKEN } else { 0 }),
             task: Mutex::new(None),
         });
         Set {
             endpoints: Mutex::new(Arc::new(Vec::new())),
-            version: AtomicU64::new(0),
             discover: Mutex::new(discover),
             waker: Waker::from(wakeup.clone()),
             wakeup,
@@ -125,22 +129,17 @@ impl<D: Discover> Set<D> {
         }
     }
 
-    /// The version of the set: one atomic load, what each instance compares on every
-    /// `poll_ready`. Load the router's epoch before it (see `Route::sync`).
+    /// The set's version and whether the stream woke ([`WOKEN`]): one atomic load, what each
+    /// instance reads on every `poll_ready`. Load the router's epoch before it (see
+    /// `Route::sync`).
     #[inline]
-    pub(crate) fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+    pub(crate) fn state(&self) -> u64 {
+        self.wakeup.state.load(Ordering::Acquire)
     }
 
-    /// The current list, at least as new as the last [`version`](Self::version) read.
+    /// The current list, at least as new as the last [`state`](Self::state) read.
     pub(crate) fn list(&self) -> List<D::Key, D::Service> {
         lock(&self.endpoints).clone()
-    }
-
-    /// Whether discovery woke since it was last polled: one atomic load.
-    #[inline]
-    pub(crate) fn woken(&self) -> bool {
-        self.wakeup.dirty.load(Ordering::Acquire)
     }
 
     /// Discovery errors seen so far.
@@ -167,7 +166,7 @@ where
             Err(TryLockError::WouldBlock) => return,
         };
         // Cleared before polling: a wake from now on is seen by the next poll_ready.
-        if !self.wakeup.dirty.swap(false, Ordering::AcqRel) {
+        if self.wakeup.state.fetch_and(!WOKEN, Ordering::AcqRel) & WOKEN == 0 {
             return;
         }
         {
@@ -195,7 +194,7 @@ where
                     );
                     // The stream may have more to say: the next poll_ready asks again, rather
                     // than this one spinning on a stream that keeps failing.
-                    self.wakeup.dirty.store(true, Ordering::Release);
+                    self.wakeup.state.fetch_or(WOKEN, Ordering::AcqRel);
                     break;
                 }
                 Poll::Ready(None) => {
@@ -277,7 +276,7 @@ where
     /// so that an instance that sees the new epoch also sees the new version (and does not
     /// mark an old list as plainly healthy at the new epoch).
     pub(crate) fn publish(&self, shared: &Shared<D::Key>) {
-        self.version.fetch_add(1, Ordering::AcqRel);
+        self.wakeup.state.fetch_add(VERSION, Ordering::AcqRel);
         shared.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
