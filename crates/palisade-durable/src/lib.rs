@@ -59,6 +59,14 @@
 //! keep the last N; [`Lifecycle`](lifecycle::Lifecycle) checkpoints each transition of an
 //! agent (initialized → waiting → processing → completed | failed) and refuses invalid ones.
 //!
+//! # Two-phase commit
+//!
+//! For all-or-nothing work across participants that can hold a prepared state (databases,
+//! ledgers), [`twopc::Coordinator`] runs a two-phase commit on the same journal: the decision
+//! is journaled before it is sent, and a restart presumes abort. Its module docs say when a
+//! saga is the better tool (participants that cannot hold a prepared state, such as LLM
+//! calls).
+//!
 //! # Stores
 //!
 //! | store | use |
@@ -91,6 +99,7 @@ pub mod lifecycle;
 pub mod review;
 pub mod saga;
 pub mod store;
+pub mod twopc;
 
 pub use engine::{Recovery, Sagas, SagasBuilder};
 pub use journal::{SagaInfo, SagaState};

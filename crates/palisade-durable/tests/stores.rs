@@ -20,7 +20,10 @@ macro_rules! store_suite {
                 requested_retry_runs_on_recover, recover_repeats_an_idempotent_step,
                 recover_compensates_an_interrupted_step, recover_escalates_an_uncertain_step,
                 recover_reruns_an_interrupted_compensation_once,
-                another_process_takes_over_after_the_lease, unknown_definition_on_recovery);
+                another_process_takes_over_after_the_lease, unknown_definition_on_recovery,
+                tx_commits_when_all_vote_yes, tx_aborts_on_a_no_or_an_error,
+                tx_delivery_is_retried_then_left_to_recovery, tx_presumed_abort_after_a_crash,
+                tx_decision_redelivered_after_a_crash);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

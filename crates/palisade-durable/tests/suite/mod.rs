@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub(crate) mod sagas;
+pub(crate) mod twopc;
 
 pub(crate) use sagas::*;
+pub(crate) use twopc::*;
 
 use palisade_durable::error::StoreError;
 use palisade_durable::store::{Append, Claim, Store, StoredCheckpoint, StoredReview};

@@ -27,11 +27,32 @@ pub(crate) struct Calls {
 
 type Log = Arc<Calls>;
 
-fn count(log: &Log, key: String) -> u32 {
+pub(crate) fn count(log: &Log, key: String) -> u32 {
     let mut m = log.counts.lock().unwrap();
     let e = m.entry(key).or_default();
     *e += 1;
     *e - 1
+}
+
+impl Calls {
+    pub(crate) fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+    }
+
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+
+    /// Signals the test, then never returns.
+    pub(crate) async fn hang(&self) {
+        self.hung.notify_one();
+        std::future::pending::<()>().await;
+    }
+
+    /// Waits until a service hangs.
+    pub(crate) async fn hung(&self) {
+        self.hung.notified().await;
+    }
 }
 
 /// How a test service behaves on its n-th call (from 0).

@@ -1,0 +1,770 @@
+//! Two-phase commit on the saga journal: all participants commit, or none does.
+//!
+//! # Saga or two-phase commit?
+//!
+//! A [saga](crate::Sagas) lets each step commit on its own and undoes it afterwards if a later
+//! step fails; in between, others can see the partial result. Two-phase commit hides it: every
+//! participant first *prepares* (does the work, holds it undecided, and promises it can
+//! commit), and only when all said yes does the coordinator tell them to commit; otherwise all
+//! abort. The price is that a prepared participant must hold its state (locks, reserved
+//! stock, a pending transaction) until the decision arrives, however long the coordinator
+//! takes, even across a coordinator crash.
+//!
+//! Use two-phase commit for short operations on participants that can hold a prepared state
+//! cheaply: databases (PostgreSQL's `PREPARE TRANSACTION`), ledgers, inventory reservations
+//! with a hold. Use a saga when a participant cannot hold a prepared state: an LLM call or
+//! an email cannot be "prepared" and released later, it happens or it does not; when steps
+//! take long (minutes of agent work would hold every other participant's locks); or when
+//! each step's effect is fine to show before the whole is done and can be compensated.
+//!
+//! # Protocol
+//!
+//! [`Coordinator::run`] journals the transaction, asks each participant to prepare (in order;
+//! a `No`, an error or a participant that fails is a no, and the remaining ones are not
+//! asked), journals each vote, then journals the **decision** (commit on unanimous yes, abort
+//! otherwise) *before* sending it to anyone. It then delivers the decision to every
+//! participant, retrying a failed delivery with backoff, and journals each acknowledgement.
+//!
+//! # Recovery: presumed abort
+//!
+//! [`Coordinator::recover`] takes the unfinished transactions this process may claim (the
+//! same claims and leases as sagas). One with no decision in its journal is **aborted**:
+//! some participants may have prepared, none can have been told to commit, so aborting is
+//! always safe. One with a decision has it delivered again to the participants that did not
+//! acknowledge it. Participants must therefore accept a repeated commit or abort (they get
+//! the same idempotency key each time) and treat an abort of something they never prepared as
+//! done.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_classify::{BoxError, ConfigError};
+use palisade_retry::{Backoff, Jitter};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::engine::now_ms;
+use crate::error::{SagaError, StoreError};
+use crate::journal::ErrorRecord;
+use crate::store::{Append, Claim, Store};
+
+/// The workflow kind transactions are stored under.
+const KIND: &str = "2pc";
+
+/// Which phase a participant is asked to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Do the work, hold it undecided, and vote.
+    Prepare,
+    /// Make the prepared work final.
+    Commit,
+    /// Drop the prepared work (or nothing, if there is none).
+    Abort,
+}
+
+/// What a participant's service receives.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PhaseRequest {
+    /// The transaction's id.
+    pub tx_id: String,
+    /// This participant's name.
+    pub participant: String,
+    /// The phase.
+    pub phase: Phase,
+    /// `"{tx_id}/{participant}/{phase}"`: the same every time this phase is sent again.
+    pub idempotency_key: String,
+    /// The transaction's payload.
+    pub payload: Value,
+}
+
+/// A participant's answer to `Prepare` (its answer to `Commit` and `Abort` is ignored: `Ok`
+/// acknowledges).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vote {
+    /// Prepared: it can commit.
+    Yes,
+    /// It cannot commit, and why.
+    No(String),
+}
+
+type ParticipantService = BoxCloneSyncService<PhaseRequest, Vote, BoxError>;
+
+/// One participant: a name and the service that runs its phases.
+pub struct Participant {
+    name: String,
+    service: ParticipantService,
+}
+
+impl fmt::Debug for Participant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Participant")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Participant {
+    /// A participant named `name` served by `service` (cloned for each call).
+    pub fn new<S, E>(name: impl Into<String>, service: S) -> Self
+    where
+        S: Service<PhaseRequest, Response = Vote, Error = E> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        Participant {
+            name: name.into(),
+            service: BoxCloneSyncService::new(service.map_err(Into::into)),
+        }
+    }
+}
+
+/// A named list of participants.
+#[derive(Debug)]
+pub struct TransactionDefinition {
+    name: String,
+    participants: Vec<Participant>,
+}
+
+impl TransactionDefinition {
+    /// A definition named `name`: a non-empty name, at least one participant, unique
+    /// non-empty participant names.
+    pub fn new(
+        name: impl Into<String>,
+        participants: Vec<Participant>,
+    ) -> Result<Self, ConfigError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ConfigError::new("transaction.name", "must not be empty"));
+        }
+        if participants.is_empty() {
+            return Err(ConfigError::new(
+                "transaction.participants",
+                "must hold at least one participant",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &participants {
+            if p.name.is_empty() || !seen.insert(p.name.as_str()) {
+                return Err(ConfigError::new(
+                    "transaction.participants",
+                    format!("participant name {:?} is empty or used twice", p.name),
+                ));
+            }
+        }
+        Ok(TransactionDefinition { name, participants })
+    }
+}
+
+/// The decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Every participant voted yes.
+    Commit,
+    /// Someone voted no, failed, or the coordinator restarted before deciding.
+    Abort,
+}
+
+/// Where a transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TxState {
+    /// Asking participants to prepare; no decision yet.
+    Preparing,
+    /// Decided to commit; delivering.
+    Committing,
+    /// Decided to abort; delivering.
+    Aborting,
+    /// Every participant committed.
+    Committed,
+    /// Every participant was told to abort.
+    Aborted,
+}
+
+impl TxState {
+    /// The snake-case name stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TxState::Preparing => "preparing",
+            TxState::Committing => "committing",
+            TxState::Aborting => "aborting",
+            TxState::Committed => "committed",
+            TxState::Aborted => "aborted",
+        }
+    }
+
+    /// Whether it is over.
+    pub const fn is_final(self) -> bool {
+        matches!(self, TxState::Committed | TxState::Aborted)
+    }
+}
+
+/// One journal entry of a transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TxEvent {
+    /// The transaction started.
+    TxStarted {
+        /// The definition's name.
+        name: String,
+        /// The participants, in order.
+        participants: Vec<String>,
+        /// The payload.
+        payload: Value,
+    },
+    /// A participant voted (an error is a `No` with its record).
+    Voted {
+        /// The participant's index.
+        participant: usize,
+        /// Its vote.
+        vote: Vote,
+        /// The error, if preparing failed.
+        error: Option<ErrorRecord>,
+    },
+    /// The decision, journaled before any participant hears it.
+    Decided {
+        /// Commit or abort.
+        decision: Decision,
+        /// Whether recovery presumed the abort (no decision had been journaled).
+        presumed: bool,
+    },
+    /// A participant acknowledged the decision.
+    Acknowledged {
+        /// The participant's index.
+        participant: usize,
+    },
+    /// Delivering the decision to a participant failed.
+    DeliveryFailed {
+        /// The participant's index.
+        participant: usize,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The failure.
+        error: ErrorRecord,
+    },
+    /// Every participant acknowledged.
+    TxFinished {
+        /// `Committed` or `Aborted`.
+        state: TxState,
+    },
+}
+
+/// A transaction as its journal tells it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TxInfo {
+    /// Its id.
+    pub id: String,
+    /// Its definition.
+    pub name: String,
+    /// Its payload.
+    pub payload: Value,
+    /// Where it is.
+    pub state: TxState,
+    /// The participants' names.
+    pub participants: Vec<String>,
+    /// Each participant's vote, if it was asked.
+    pub votes: Vec<Option<Vote>>,
+    /// The decision, once journaled.
+    pub decision: Option<Decision>,
+    /// Whether each participant acknowledged the decision.
+    pub acknowledged: Vec<bool>,
+    /// Failed deliveries per participant.
+    pub delivery_failures: Vec<u32>,
+    /// The journal, oldest first.
+    pub journal: Vec<TxEvent>,
+}
+
+impl TxInfo {
+    fn from_events(id: &str, events: Vec<TxEvent>) -> Result<Self, SagaError> {
+        let bad = |reason: String| SagaError::Inconsistent {
+            saga: id.to_owned(),
+            reason,
+        };
+        let Some(TxEvent::TxStarted {
+            name,
+            participants,
+            payload,
+        }) = events.first().cloned()
+        else {
+            return Err(bad("entry 0 does not start a transaction".into()));
+        };
+        let mut info = TxInfo::fresh(id, name, participants, payload);
+        for e in events {
+            info.apply(e).map_err(bad)?;
+        }
+        Ok(info)
+    }
+
+    fn fresh(id: &str, name: String, participants: Vec<String>, payload: Value) -> Self {
+        let n = participants.len();
+        TxInfo {
+            id: id.to_owned(),
+            name,
+            payload,
+            state: TxState::Preparing,
+            participants,
+            votes: vec![None; n],
+            decision: None,
+            acknowledged: vec![false; n],
+            delivery_failures: vec![0; n],
+            journal: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, e: TxEvent) -> Result<(), String> {
+        let n = self.participants.len();
+        let check = |i: usize| {
+            if i < n {
+                Ok(i)
+            } else {
+                Err(format!("participant {i} of {n}"))
+            }
+        };
+        match &e {
+            TxEvent::TxStarted { .. } => {
+                if !self.journal.is_empty() {
+                    return Err("a second start".into());
+                }
+            }
+            TxEvent::Voted {
+                participant, vote, ..
+            } => self.votes[check(*participant)?] = Some(vote.clone()),
+            TxEvent::Decided { decision, .. } => {
+                self.decision = Some(*decision);
+                self.state = match decision {
+                    Decision::Commit => TxState::Committing,
+                    Decision::Abort => TxState::Aborting,
+                };
+            }
+            TxEvent::Acknowledged { participant } => {
+                self.acknowledged[check(*participant)?] = true;
+            }
+            TxEvent::DeliveryFailed { participant, .. } => {
+                self.delivery_failures[check(*participant)?] += 1;
+            }
+            TxEvent::TxFinished { state } => self.state = *state,
+        }
+        self.journal.push(e);
+        Ok(())
+    }
+}
+
+/// The two-phase commit coordinator.
+///
+/// ```
+/// use std::sync::Arc;
+/// use palisade_classify::BoxError;
+/// use palisade_durable::store::MemoryStore;
+/// use palisade_durable::twopc::{Coordinator, Participant, PhaseRequest, TransactionDefinition,
+///     TxState, Vote};
+/// use tower::service_fn;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let ledger = |balance: i64| service_fn(move |req: PhaseRequest| async move {
+///     let amount = req.payload["amount"].as_i64().unwrap_or(0);
+///     Ok::<_, BoxError>(if balance >= amount { Vote::Yes } else { Vote::No("funds".into()) })
+/// });
+/// let transfer = TransactionDefinition::new("transfer", vec![
+///     Participant::new("debit", ledger(100)),
+///     Participant::new("credit", ledger(i64::MAX)),
+/// ]).unwrap();
+/// let coordinator = Coordinator::builder(Arc::new(MemoryStore::new()))
+///     .define(transfer)
+///     .build()
+///     .unwrap();
+///
+/// let ok = coordinator.run("transfer", "t1", serde_json::json!({"amount": 60})).await.unwrap();
+/// assert_eq!(ok.state, TxState::Committed);
+/// let no = coordinator.run("transfer", "t2", serde_json::json!({"amount": 600})).await.unwrap();
+/// assert_eq!(no.state, TxState::Aborted);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<CoordInner>,
+}
+
+struct CoordInner {
+    store: Arc<dyn Store>,
+    defs: HashMap<String, TransactionDefinition>,
+    owner: String,
+    lease: Duration,
+    attempts: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    seed: u64,
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("store", &self.inner.store)
+            .field("owner", &self.inner.owner)
+            .field("definitions", &self.inner.defs.len())
+            .finish()
+    }
+}
+
+/// Builds a [`Coordinator`].
+#[derive(Debug)]
+pub struct CoordinatorBuilder {
+    store: Arc<dyn Store>,
+    defs: Vec<TransactionDefinition>,
+    owner: String,
+    lease: Duration,
+    attempts: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    seed: u64,
+}
+
+impl CoordinatorBuilder {
+    /// Registers a definition.
+    pub fn define(mut self, definition: TransactionDefinition) -> Self {
+        self.defs.push(definition);
+        self
+    }
+
+    /// The name this process claims transactions under (default `"local"`).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// How long a claim lasts without a journal entry (default 60 s, at least 1 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How many times a decision is sent to a participant before [`Coordinator::run`] gives
+    /// up for now (default 5, at least 1); the transaction stays undelivered and the next
+    /// [`Coordinator::recover`] goes on.
+    pub fn delivery_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The delay between deliveries (default 100 ms doubling to 10 s, ±10 %, seeded).
+    pub fn delivery_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
+        self.backoff = backoff;
+        self.jitter = jitter;
+        self
+    }
+
+    /// The jitter's seed (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Checks the options and builds the coordinator.
+    pub fn build(self) -> Result<Coordinator, ConfigError> {
+        if self.owner.is_empty() {
+            return Err(ConfigError::new("owner", "must not be empty"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::new("lease", "must be at least 1 s"));
+        }
+        if self.attempts == 0 {
+            return Err(ConfigError::new("delivery_attempts", "must be at least 1"));
+        }
+        self.backoff.validate()?;
+        self.jitter.validate()?;
+        let mut defs = HashMap::new();
+        for d in self.defs {
+            let name = d.name.clone();
+            if defs.insert(name.clone(), d).is_some() {
+                return Err(ConfigError::new(
+                    "define",
+                    format!("definition {name:?} is registered twice"),
+                ));
+            }
+        }
+        Ok(Coordinator {
+            inner: Arc::new(CoordInner {
+                store: self.store,
+                defs,
+                owner: self.owner,
+                lease: self.lease,
+                attempts: self.attempts,
+                backoff: self.backoff,
+                jitter: self.jitter,
+                seed: self.seed,
+            }),
+        })
+    }
+}
+
+struct TxWriter<'a> {
+    c: &'a CoordInner,
+    info: TxInfo,
+}
+
+impl TxWriter<'_> {
+    async fn log(&mut self, event: TxEvent) -> Result<(), SagaError> {
+        let mut next = self.info.clone();
+        next.apply(event.clone())
+            .map_err(|reason| SagaError::Inconsistent {
+                saga: self.info.id.clone(),
+                reason,
+            })?;
+        let now = now_ms();
+        let seq = self.info.journal.len() as u64;
+        let append = Append::new(
+            self.info.id.clone(),
+            KIND,
+            self.info.name.clone(),
+            seq,
+            now,
+            serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            next.state.as_str(),
+            self.c.owner.clone(),
+            now.saturating_add(self.c.lease.as_millis() as u64),
+        )
+        .with_release(next.state.is_final());
+        match self.c.store.append(append).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) if seq == 0 => {
+                return Err(SagaError::AlreadyExists(self.info.id.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.info = next;
+        Ok(())
+    }
+}
+
+impl Coordinator {
+    /// A coordinator over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> CoordinatorBuilder {
+        CoordinatorBuilder {
+            store,
+            defs: Vec::new(),
+            owner: "local".into(),
+            lease: Duration::from_secs(60),
+            attempts: 5,
+            backoff: Backoff::exponential(Duration::from_millis(100), 2.0)
+                .with_cap(Duration::from_secs(10)),
+            jitter: Jitter::Proportional(0.1),
+            seed: 0,
+        }
+    }
+
+    /// Runs transaction `id` of definition `name`: prepare all, decide, deliver. Returns the
+    /// transaction as it stands: `Committed` or `Aborted`, or still `Committing`/`Aborting`
+    /// if a participant could not be reached (the next [`recover`](Coordinator::recover)
+    /// goes on delivering).
+    pub async fn run(&self, name: &str, id: &str, payload: Value) -> Result<TxInfo, SagaError> {
+        if id.is_empty() || id.len() > 200 {
+            return Err(SagaError::InvalidId(id.to_owned()));
+        }
+        let def = self
+            .inner
+            .defs
+            .get(name)
+            .ok_or_else(|| SagaError::UnknownDefinition(name.to_owned()))?;
+        let participants: Vec<String> = def.participants.iter().map(|p| p.name.clone()).collect();
+        let start = TxEvent::TxStarted {
+            name: name.to_owned(),
+            participants: participants.clone(),
+            payload: payload.clone(),
+        };
+        let mut w = TxWriter {
+            c: &self.inner,
+            info: TxInfo::fresh(id, name.to_owned(), participants, payload),
+        };
+        w.log(start).await?;
+
+        for (i, p) in def.participants.iter().enumerate() {
+            let req = request(&w.info, i, Phase::Prepare);
+            let (vote, error) = match p.service.clone().oneshot(req).await {
+                Ok(v) => (v, None),
+                Err(e) => {
+                    let rec = ErrorRecord::of(&e, now_ms());
+                    (Vote::No(rec.message.clone()), Some(rec))
+                }
+            };
+            let no = vote != Vote::Yes;
+            w.log(TxEvent::Voted {
+                participant: i,
+                vote,
+                error,
+            })
+            .await?;
+            if no {
+                break;
+            }
+        }
+        let decision = if w.info.votes.iter().all(|v| v.as_ref() == Some(&Vote::Yes)) {
+            Decision::Commit
+        } else {
+            Decision::Abort
+        };
+        w.log(TxEvent::Decided {
+            decision,
+            presumed: false,
+        })
+        .await?;
+        self.deliver(def, w).await
+    }
+
+    async fn deliver(
+        &self,
+        def: &TransactionDefinition,
+        mut w: TxWriter<'_>,
+    ) -> Result<TxInfo, SagaError> {
+        let Some(decision) = w.info.decision else {
+            return Ok(w.info);
+        };
+        let phase = match decision {
+            Decision::Commit => Phase::Commit,
+            Decision::Abort => Phase::Abort,
+        };
+        for (i, p) in def.participants.iter().enumerate() {
+            let mut tries = 0;
+            while !w.info.acknowledged[i] {
+                if tries == self.inner.attempts {
+                    tracing::warn!(tx = %w.info.id, participant = %p.name,
+                        "decision not delivered; recovery will go on");
+                    return Ok(w.info);
+                }
+                if tries > 0 {
+                    tokio::time::sleep(self.delay(&w.info.id, i, tries)).await;
+                }
+                tries += 1;
+                match p.service.clone().oneshot(request(&w.info, i, phase)).await {
+                    Ok(_) => w.log(TxEvent::Acknowledged { participant: i }).await?,
+                    Err(e) => {
+                        let attempt = w.info.delivery_failures[i] + 1;
+                        w.log(TxEvent::DeliveryFailed {
+                            participant: i,
+                            attempt,
+                            error: ErrorRecord::of(&e, now_ms()),
+                        })
+                        .await?
+                    }
+                }
+            }
+        }
+        let state = match decision {
+            Decision::Commit => TxState::Committed,
+            Decision::Abort => TxState::Aborted,
+        };
+        w.log(TxEvent::TxFinished { state }).await?;
+        Ok(w.info)
+    }
+
+    fn delay(&self, id: &str, participant: usize, retry: u32) -> Duration {
+        let mut h: u64 = self.inner.seed ^ 0x2FC0_2FC0_2FC0_2FC0;
+        for b in id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h ^= (participant as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(retry);
+        let mut rng = SmallRng::seed_from_u64(h);
+        let b = &self.inner.backoff;
+        self.inner.jitter.apply(
+            b.delay(retry),
+            b,
+            b.delay(retry.saturating_sub(1)),
+            &mut rng,
+        )
+    }
+
+    /// Transaction `id`, from its journal.
+    pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
+        let entries = self.inner.store.journal(id).await?;
+        if entries.is_empty() {
+            return Err(SagaError::NotFound(id.to_owned()));
+        }
+        let events = entries
+            .into_iter()
+            .map(|e| {
+                serde_json::from_value(e.event).map_err(|err| SagaError::Inconsistent {
+                    saga: id.to_owned(),
+                    reason: err.to_string(),
+                })
+            })
+            .collect::<Result<Vec<TxEvent>, _>>()?;
+        TxInfo::from_events(id, events)
+    }
+
+    /// Finishes every unfinished transaction this process may claim: those without a decision
+    /// are aborted (presumed abort), the others get their decision delivered again.
+    pub async fn recover(&self) -> Result<Vec<TxInfo>, SagaError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let now = now_ms();
+            let ids = self
+                .inner
+                .store
+                .claim(Claim::new(
+                    KIND,
+                    &[
+                        TxState::Preparing.as_str(),
+                        TxState::Committing.as_str(),
+                        TxState::Aborting.as_str(),
+                    ],
+                    self.inner.owner.clone(),
+                    now,
+                    now.saturating_add(self.inner.lease.as_millis() as u64),
+                    4,
+                ))
+                .await?;
+            let fresh: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
+            if fresh.is_empty() {
+                return Ok(out);
+            }
+            for id in fresh {
+                let info = self.inspect(&id).await?;
+                let def = self
+                    .inner
+                    .defs
+                    .get(&info.name)
+                    .ok_or_else(|| SagaError::UnknownDefinition(info.name.clone()))?;
+                let mut w = TxWriter {
+                    c: &self.inner,
+                    info,
+                };
+                if w.info.decision.is_none() {
+                    tracing::warn!(tx = %id, "no decision journaled: presumed abort");
+                    w.log(TxEvent::Decided {
+                        decision: Decision::Abort,
+                        presumed: true,
+                    })
+                    .await?;
+                }
+                out.push(self.deliver(def, w).await?);
+            }
+        }
+    }
+}
+
+fn request(info: &TxInfo, participant: usize, phase: Phase) -> PhaseRequest {
+    let name = info.participants[participant].clone();
+    let p = match phase {
+        Phase::Prepare => "prepare",
+        Phase::Commit => "commit",
+        Phase::Abort => "abort",
+    };
+    PhaseRequest {
+        tx_id: info.id.clone(),
+        idempotency_key: format!("{}/{name}/{p}", info.id),
+        participant: name,
+        phase,
+        payload: info.payload.clone(),
+    }
+}

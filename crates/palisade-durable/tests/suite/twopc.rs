@@ -1,0 +1,233 @@
+//! Two-phase commit behaviour, against any store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_classify::BoxError;
+use palisade_durable::store::Store;
+use palisade_durable::twopc::{
+    Coordinator, Decision, Participant, Phase, PhaseRequest, TransactionDefinition, TxEvent,
+    TxState, Vote,
+};
+use palisade_retry::{Backoff, Jitter};
+use serde_json::json;
+use tower::service_fn;
+
+use super::sagas::{Calls, count};
+
+type Log = Arc<Calls>;
+
+/// How a participant behaves.
+#[derive(Clone, Copy)]
+pub(crate) struct P {
+    vote: Option<bool>, // Some(true) yes, Some(false) no, None: prepare fails
+    commit_fails: u32,
+    hang_in: Option<Phase>,
+}
+
+const YES: P = P {
+    vote: Some(true),
+    commit_fails: 0,
+    hang_in: None,
+};
+
+fn participant(name: &'static str, log: &Log, store: &Arc<dyn Store>, how: P) -> Participant {
+    let log = log.clone();
+    let store = store.clone();
+    Participant::new(
+        name,
+        service_fn(move |req: PhaseRequest| {
+            let log = log.clone();
+            let store = store.clone();
+            async move {
+                let n = count(&log, format!("{name} {:?}", req.phase));
+                log.push(format!(
+                    "{name} {:?} key={}",
+                    req.phase, req.idempotency_key
+                ));
+                if req.phase != Phase::Prepare {
+                    // The decision is in the journal before anyone hears it.
+                    let j = store.journal(&req.tx_id).await?;
+                    assert!(
+                        j.iter().any(|e| e.event["type"] == "decided"),
+                        "{name} heard {:?} before it was journaled",
+                        req.phase
+                    );
+                }
+                if how.hang_in == Some(req.phase) && n == 0 {
+                    log.hang().await;
+                }
+                match req.phase {
+                    Phase::Prepare => match how.vote {
+                        Some(true) => Ok(Vote::Yes),
+                        Some(false) => Ok(Vote::No("out of stock".into())),
+                        None => Err::<Vote, BoxError>("connection refused".into()),
+                    },
+                    Phase::Commit if n < how.commit_fails => Err("HTTP 503".into()),
+                    _ => Ok(Vote::Yes),
+                }
+            }
+        }),
+    )
+}
+
+fn coordinator(
+    store: &Arc<dyn Store>,
+    log: &Log,
+    ps: [(&'static str, P); 3],
+    attempts: u32,
+) -> Coordinator {
+    let def = TransactionDefinition::new(
+        "order",
+        ps.iter()
+            .map(|(n, p)| participant(n, log, store, *p))
+            .collect(),
+    )
+    .unwrap();
+    Coordinator::builder(store.clone())
+        .define(def)
+        .delivery_attempts(attempts)
+        .delivery_backoff(
+            Backoff::exponential(Duration::from_millis(100), 2.0),
+            Jitter::None,
+        )
+        .build()
+        .unwrap()
+}
+
+fn short(log: &Log) -> Vec<String> {
+    log.take()
+        .into_iter()
+        .map(|l| l.split(" key").next().unwrap().to_owned())
+        .collect()
+}
+
+pub(crate) async fn tx_commits_when_all_vote_yes(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let c = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
+    let tx = c.run("order", "t1", json!({"sku": 7})).await.unwrap();
+    assert_eq!(tx.state, TxState::Committed);
+    let lines = log.take();
+    assert_eq!(lines[0], "a Prepare key=t1/a/prepare");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l.split(" key").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "a Prepare",
+            "b Prepare",
+            "c Prepare",
+            "a Commit",
+            "b Commit",
+            "c Commit"
+        ]
+    );
+    assert_eq!(c.inspect("t1").await.unwrap(), tx);
+    assert!(matches!(
+        tx.journal[4],
+        TxEvent::Decided {
+            decision: Decision::Commit,
+            presumed: false
+        }
+    ));
+    assert!(c.recover().await.unwrap().is_empty());
+    assert!(c.run("order", "t1", json!(null)).await.is_err(), "id taken");
+}
+
+pub(crate) async fn tx_aborts_on_a_no_or_an_error(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let no = P {
+        vote: Some(false),
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", no), ("c", YES)], 5);
+    let tx = c.run("order", "t2", json!(null)).await.unwrap();
+    assert_eq!(tx.state, TxState::Aborted);
+    assert_eq!(tx.votes[2], None, "c was never asked");
+    assert_eq!(
+        short(&log),
+        ["a Prepare", "b Prepare", "a Abort", "b Abort", "c Abort"]
+    );
+
+    let log = Log::default();
+    let broken = P { vote: None, ..YES };
+    let c = coordinator(&store, &log, [("a", broken), ("b", YES), ("c", YES)], 5);
+    let tx = c.run("order", "t3", json!(null)).await.unwrap();
+    assert_eq!(tx.state, TxState::Aborted);
+    match &tx.journal[1] {
+        TxEvent::Voted {
+            vote: Vote::No(_),
+            error: Some(e),
+            ..
+        } => assert!(e.message.contains("connection refused")),
+        other => panic!("{other:?}"),
+    }
+}
+
+pub(crate) async fn tx_delivery_is_retried_then_left_to_recovery(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let flaky = P {
+        commit_fails: 7,
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", flaky), ("c", YES)], 5);
+    let t0 = tokio::time::Instant::now();
+    let tx = c.run("order", "t4", json!(null)).await.unwrap();
+    assert_eq!(tx.state, TxState::Committing, "decided, not yet delivered");
+    assert_eq!(tx.delivery_failures[1], 5);
+    assert_eq!(tx.acknowledged, [true, false, false]);
+    assert_eq!(t0.elapsed(), Duration::from_millis(100 + 200 + 400 + 800));
+    log.take();
+    let done = c.recover().await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].state, TxState::Committed);
+    assert_eq!(done[0].delivery_failures[1], 7);
+    // a is not told again; b gets 3 more tries, c its commit.
+    assert_eq!(
+        short(&log),
+        ["b Commit", "b Commit", "b Commit", "c Commit"]
+    );
+}
+
+pub(crate) async fn tx_presumed_abort_after_a_crash(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let hangs = P {
+        hang_in: Some(Phase::Prepare),
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", hangs)], 5);
+    tokio::select! {
+        r = c.run("order", "t5", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    assert_eq!(short(&log), ["a Prepare", "b Prepare", "c Prepare"]);
+    let restarted = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
+    let done = restarted.recover().await.unwrap();
+    assert_eq!(done[0].state, TxState::Aborted);
+    assert!(done[0].journal.iter().any(|e| matches!(
+        e,
+        TxEvent::Decided {
+            decision: Decision::Abort,
+            presumed: true
+        }
+    )));
+    assert_eq!(short(&log), ["a Abort", "b Abort", "c Abort"]);
+}
+
+pub(crate) async fn tx_decision_redelivered_after_a_crash(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let hangs = P {
+        hang_in: Some(Phase::Commit),
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", hangs), ("c", YES)], 5);
+    tokio::select! {
+        r = c.run("order", "t6", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    log.take();
+    let done = c.recover().await.unwrap();
+    assert_eq!(done[0].state, TxState::Committed);
+    assert_eq!(short(&log), ["b Commit", "c Commit"]);
+}
