@@ -3,34 +3,18 @@
 //! (The only test of this binary: the counting allocator sees every thread.)
 
 use std::alloc::System;
-use std::future::{Future, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::ready;
 
 use palisade::classify::BoxError;
 use palisade::classify::metrics::MetricsLayer;
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::{Layer, Service, ServiceBuilder, service_fn};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-fn poll_now<F: Future>(fut: F) -> F::Output {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("answers at once"),
-    }
-}
-
-fn allocations<S: Service<u64, Response = u64>>(mut svc: S) -> u64 {
-    for i in 0..1_000 {
-        let _ = poll_now(svc.call(i));
-    }
-    let region = Region::new(GLOBAL);
-    for i in 0..10_000 {
-        let _ = poll_now(svc.call(i));
-    }
-    region.change().allocations as u64
+fn allocations<S: Service<u64, Response = u64>>(svc: S) -> u64 {
+    palisade_test::allocations(GLOBAL, svc)
 }
 
 #[test]

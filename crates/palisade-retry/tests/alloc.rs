@@ -2,36 +2,19 @@
 //! every thread).
 
 use std::alloc::System;
-use std::future::{Future, ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::future::ready;
 
 use palisade_classify::BoxError;
 use palisade_retry::RetryLayer;
 use palisade_retry::budget::{RateCap, TokenBucket};
-use palisade_test::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::{Layer, Service, service_fn};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-fn poll_now<F: Future>(fut: F) -> F::Output {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("answers at once"),
-    }
-}
-
-fn allocations<S: Service<u64, Response = u64>>(mut svc: S) -> u64 {
-    // Warm up: the thread's stripe, the clock samples.
-    for i in 0..1_000 {
-        let _ = poll_now(svc.call(i));
-    }
-    let region = Region::new(GLOBAL);
-    for i in 0..10_000 {
-        let _ = poll_now(svc.call(i));
-    }
-    region.change().allocations as u64
+fn allocations<S: Service<u64, Response = u64>>(svc: S) -> u64 {
+    palisade_test::allocations(GLOBAL, svc)
 }
 
 #[test]
