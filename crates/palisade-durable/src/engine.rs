@@ -558,6 +558,9 @@ impl Sagas {
         let Some(_guard) = self.enter(&item.saga_id) else {
             return Err(SagaError::Claimed(item.saga_id));
         };
+        if let Some(info) = self.close_if_settled(&item).await? {
+            return Ok(info);
+        }
         let now = now_ms();
         let claimed = self
             .inner
@@ -707,13 +710,17 @@ impl Sagas {
                     let review = step_key(&id, i);
                     tracing::error!(saga = %id, step = i, %reason, review = %review,
                         "escalated to the review queue");
+                    // The item first, then the entry that parks the saga: a crash between
+                    // them leaves the saga compensating, and recovery escalates it again to
+                    // the same item. The other order could park a saga with no item to wake
+                    // it.
+                    self.put_review(&w.info, i, reason).await?;
                     w.log(Event::Escalated {
                         step: i,
                         review: review.clone(),
                         reason,
                     })
                     .await?;
-                    self.put_review(&w.info, i, reason).await?;
                 }
                 Action::Finish(state) => {
                     w.log(Event::SagaFinished { state }).await?;
@@ -732,6 +739,24 @@ impl Sagas {
                 }
             }
         }
+    }
+
+    /// Closes a pending item whose saga is already over (a crash came between the saga's last
+    /// entry and the item's update); returns the saga then.
+    async fn close_if_settled(&self, item: &ReviewItem) -> Result<Option<SagaInfo>, SagaError> {
+        let info = self.inspect(&item.saga_id).await?;
+        if !info.state.is_final() {
+            return Ok(None);
+        }
+        let mut item = item.clone();
+        item.status = if info.discarded {
+            ReviewStatus::Discarded
+        } else {
+            ReviewStatus::Retried
+        };
+        item.updated_ms = now_ms();
+        self.inner.store.review_put(item.to_stored()).await?;
+        Ok(Some(info))
     }
 
     async fn put_review(

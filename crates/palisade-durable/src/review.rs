@@ -205,6 +205,23 @@ impl ReviewQueue {
                 action: "discard it",
             });
         }
+        let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
+        if info.state.is_final() {
+            // A crash came between the saga's last entry and this item's update: the journal
+            // is right, the item follows it.
+            item.status = if info.discarded {
+                ReviewStatus::Discarded
+            } else {
+                ReviewStatus::Retried
+            };
+            item.updated_ms = now_ms();
+            self.store.review_put(item.to_stored()).await?;
+            return Err(SagaError::WrongState {
+                saga: item.saga_id,
+                state: info.state.to_string(),
+                action: "discard its review item",
+            });
+        }
         let now = now_ms();
         let claimed = self
             .store

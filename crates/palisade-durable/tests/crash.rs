@@ -5,7 +5,8 @@
 //! recovery first), then lets a last child recover everything and checks, from the journal
 //! and the side-effect records:
 //!
-//! * no saga is stuck: every one ended `completed`, `compensated` or `failed`;
+//! * no saga is stuck: every one ended `completed`, `compensated` or `failed`, or is
+//!   `escalated` with an open review item for it (some undos can never work);
 //! * no completed step was lost: each step the journal says completed has its effect;
 //! * a step that is not idempotent was never called twice;
 //! * every effect of a saga that did not complete was undone;
@@ -24,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use palisade_classify::BoxError;
 use palisade_durable::journal::{Event, Journal, SagaState, StepStatus};
+use palisade_durable::review::ReviewStatus;
 use palisade_durable::saga::{CompensationRequest, StepRequest};
 use palisade_durable::store::{SqliteOptions, SqliteStore, Store};
-use palisade_durable::{SagaDefinition, Sagas, Step};
+use palisade_durable::{ReviewQueue, SagaDefinition, Sagas, Step};
 use palisade_retry::{Backoff, Jitter};
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, params};
@@ -34,7 +36,7 @@ use serde_json::{Value, json};
 use tower::service_fn;
 
 const KILLS: usize = 20;
-const SAGAS_PER_RUN: usize = 40;
+const SAGAS_PER_RUN: usize = 60;
 const STEPS: [&str; 4] = ["reserve", "fetch", "charge", "notify"];
 
 type Effects = Arc<Mutex<Connection>>;
@@ -56,6 +58,11 @@ fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// The saga's number within its run, which decides how its steps behave.
+fn k(input: &Value) -> u64 {
+    input["k"].as_u64().unwrap_or(0)
 }
 
 /// Records one call and, once per key, its effect: what a tool that deduplicates by
@@ -93,7 +100,7 @@ fn definition(db: &Effects) -> SagaDefinition {
                         // Some work before and after the effect, so kills land everywhere.
                         tokio::time::sleep(Duration::from_millis(hash(&req.idempotency_key) % 3))
                             .await;
-                        if req.step == 3 && hash(&req.saga_id).is_multiple_of(3) {
+                        if req.step == 3 && k(&req.input).is_multiple_of(3) {
                             return Err::<Value, BoxError>("HTTP 503: notifier down".into());
                         }
                         effect(&db, req.idempotency_key.clone(), "do").await?;
@@ -112,8 +119,12 @@ fn definition(db: &Effects) -> SagaDefinition {
                         let db = db2.clone();
                         async move {
                             // A flaky undo on first attempts of some sagas.
-                            if req.attempt == 1 && hash(&req.saga_id) % 4 == 1 {
+                            if req.attempt == 1 && k(&req.input) % 4 == 1 {
                                 return Err::<(), BoxError>("connection reset".into());
+                            }
+                            // An undo that can never work for others: escalated to a person.
+                            if req.step == 2 && k(&req.input) % 7 == 3 {
+                                return Err("422 unprocessable: charge already settled".into());
                             }
                             tokio::time::sleep(Duration::from_millis(1)).await;
                             effect(&db, req.idempotency_key.clone(), "undo").await
@@ -239,8 +250,9 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
             );
         }
     }
-    // A last child, left alone, recovers everything (within 60 s, or it is stuck).
-    let mut last = spawn_child(dir, KILLS, 0);
+    // A last child, left alone, recovers everything and runs 8 sagas of its own (among them
+    // k = 3: its notify fails and its charge cannot be undone), within 60 s or it is stuck.
+    let mut last = spawn_child(dir, KILLS, 8);
     let deadline = Instant::now() + Duration::from_secs(60);
     while last.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {
@@ -285,22 +297,37 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
 
     let (mut completed, mut compensated, mut uncertain, mut resumed_comp, mut repeated) =
         (0, 0, 0, 0, 0);
+    let mut escalated = 0;
     rt.block_on(async {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("journal.db")).unwrap());
-        let journal = Journal::new(store);
+        let journal = Journal::new(store.clone());
+        let queue = ReviewQueue::new(store);
         let list = journal.list().await.unwrap();
-        assert!(list.len() > 100, "only {} sagas ran", list.len());
+        assert!(list.len() > 40, "only {} sagas ran", list.len());
         for s in &list {
             let info = journal.inspect(&s.id).await.unwrap();
             assert!(
                 matches!(
                     info.state,
-                    SagaState::Completed | SagaState::Compensated | SagaState::Failed
+                    SagaState::Completed
+                        | SagaState::Compensated
+                        | SagaState::Failed
+                        | SagaState::Escalated
                 ),
                 "saga {} is stuck: {}",
                 s.id,
                 info.state
             );
+            if info.state == SagaState::Escalated {
+                let review = info
+                    .review
+                    .clone()
+                    .expect("an escalated saga names its item");
+                let item = queue.inspect(&review).await.unwrap();
+                assert_eq!(item.status, ReviewStatus::Open, "{review}");
+                assert_eq!((item.saga_id.as_str(), item.step), (s.id.as_str(), 2));
+                escalated += 1;
+            }
             let mut comp_done = HashMap::<usize, u32>::new();
             let mut comp_started = HashMap::<usize, u32>::new();
             let mut in_flight = std::collections::HashSet::new();
@@ -357,6 +384,12 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
                         assert!(fx.contains_key(&key), "{key}: completed saga, no effect");
                         assert!(!fx.contains_key(&undo), "{undo}: completed saga undone");
                     }
+                    SagaState::Escalated => {
+                        // The chain stopped at the escalated undo: nothing below it ran.
+                        if i < 2 {
+                            assert!(!fx.contains_key(&undo), "{undo} ran past an escalation");
+                        }
+                    }
                     _ => {
                         // Every effect left by a compensable step was undone, once.
                         if (i == 0 || i == 2) && fx.contains_key(&key) {
@@ -368,6 +401,7 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
             }
             match info.state {
                 SagaState::Completed => completed += 1,
+                SagaState::Escalated => {}
                 _ => compensated += 1,
             }
         }
@@ -376,9 +410,9 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
         "{KILLS} kills ({killed_mid_run} mid-run): {completed} completed, {compensated} \
          compensated or failed, {uncertain} interrupted steps settled by compensation, \
          {repeated} idempotent steps repeated, {resumed_comp} compensations re-run after a \
-         crash; {:?}",
+         crash, {escalated} escalated; {:?}",
         started.elapsed()
     );
-    assert!(compensated > 0 && completed > 0);
+    assert!(compensated > 0 && completed > 0 && escalated > 0);
     assert!(uncertain + repeated > 0, "no kill landed inside a step");
 }

@@ -1269,14 +1269,17 @@ async fn a_discovery_error_is_logged_and_the_endpoints_kept() {
     tx.send(Ok(Change::Insert(2, up("b")))).unwrap();
     let mut route = Route::discover(no_slow_start(), Fallible(rx)).unwrap();
     let mut clone = route.clone();
+    let warnings = palisade_test::Warnings::start();
     // The first poll applies the insert before the error, logs the error, and is ready.
     assert_eq!(call(&mut route).await.unwrap(), "a");
     assert_eq!(route.discovery_errors(), 1);
+    assert_eq!(warnings.count(), 1);
     assert_eq!(keys(&route), [1]);
     // The next poll, of any clone, reads on past the error.
     assert_eq!(names(&mut clone, 100).await, ["a", "b"]);
     assert_eq!(names(&mut route, 100).await, ["a", "b"]);
     assert_eq!(clone.discovery_errors(), 1);
+    assert_eq!(warnings.count(), 1);
     // Discovery ending keeps the last set.
     drop(tx);
     assert_eq!(names(&mut route, 100).await, ["a", "b"]);

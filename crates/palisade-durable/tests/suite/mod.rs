@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod faults;
 pub(crate) mod sagas;
 pub(crate) mod twopc;
 
+pub(crate) use faults::*;
 pub(crate) use sagas::*;
 pub(crate) use twopc::*;
 

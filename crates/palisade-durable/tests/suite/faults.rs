@@ -1,0 +1,186 @@
+//! A store that fails once, at the worst moments: the engine must report a typed error and
+//! leave a saga that recovery (or a repeated request) finishes correctly.
+
+use std::sync::{Arc, Mutex};
+
+use palisade_durable::error::{SagaError, StoreError};
+use palisade_durable::journal::SagaState;
+use palisade_durable::review::ReviewStatus;
+use palisade_durable::store::{
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
+    WorkflowRecord,
+};
+use palisade_durable::{SagaDefinition, Sagas};
+use serde_json::json;
+
+use super::sagas::{Act, Calls, step, undo};
+
+/// Delegates to a store, failing the next append of an event of type `fail_append` and the
+/// next review update to status `fail_review`.
+#[derive(Debug)]
+pub(crate) struct Faulty {
+    inner: Arc<dyn Store>,
+    fail_append: Mutex<Option<&'static str>>,
+    fail_review: Mutex<Option<&'static str>>,
+}
+
+fn injected() -> StoreError {
+    StoreError::backend("injected fault: disk full")
+}
+
+impl Store for Faulty {
+    fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut f = self.fail_append.lock().unwrap();
+        if f.is_some_and(|t| a.event["type"] == t) {
+            *f = None;
+            return Box::pin(async { Err(injected()) });
+        }
+        self.inner.append(a)
+    }
+    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+        self.inner.journal(id)
+    }
+    fn workflows<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
+        self.inner.workflows(kind)
+    }
+    fn workflow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
+        self.inner.workflow(id)
+    }
+    fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.inner.claim(claim)
+    }
+    fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut f = self.fail_review.lock().unwrap();
+        if f.is_some_and(|s| item.status == s) {
+            *f = None;
+            return Box::pin(async { Err(injected()) });
+        }
+        self.inner.review_put(item)
+    }
+    fn review_get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
+        self.inner.review_get(id)
+    }
+    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
+        self.inner.review_list()
+    }
+    fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.checkpoint_put(cp)
+    }
+    fn checkpoint_get<'a>(
+        &'a self,
+        agent: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
+        self.inner.checkpoint_get(agent, version)
+    }
+    fn checkpoint_versions<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
+        self.inner.checkpoint_versions(agent)
+    }
+    fn checkpoint_prune<'a>(
+        &'a self,
+        agent: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.checkpoint_prune(agent, keep)
+    }
+}
+
+fn definition(log: &Arc<Calls>, undo_b: Act) -> SagaDefinition {
+    SagaDefinition::new(
+        "t",
+        vec![
+            step("a", log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            step("b", log, Act::Ok).compensate(undo(log.clone(), undo_b)),
+            step("c", log, Act::Fail("HTTP 503")),
+        ],
+    )
+    .unwrap()
+}
+
+pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty {
+        inner: store.clone(),
+        fail_append: Mutex::new(Some("escalated")),
+        fail_review: Mutex::new(None),
+    });
+    let sagas = Sagas::builder(faulty.clone())
+        .define(definition(&log, Act::FailFirst(1, "400 bad")))
+        .build()
+        .unwrap();
+    // The disk fills up just as the saga is to be parked: a typed error, and the item exists.
+    let err = sagas.run("t", "f1", json!(1)).await.unwrap_err();
+    assert!(
+        matches!(err, SagaError::Store(StoreError::Backend(_))),
+        "{err}"
+    );
+    assert_eq!(
+        sagas.inspect("f1").await.unwrap().state,
+        SagaState::Compensating
+    );
+    let queue = sagas.review_queue();
+    assert_eq!(
+        queue.inspect("f1/1").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    // Recovery parks it properly, on the same item.
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.resumed[0].state, SagaState::Escalated);
+    let item = queue.inspect("f1/1").await.unwrap();
+    assert_eq!((item.status, item.errors.len()), (ReviewStatus::Open, 1));
+
+    // The retry works, but the item's update fails after the saga finished.
+    *faulty.fail_review.lock().unwrap() = Some("retried");
+    let err = sagas.retry_review("f1/1").await.unwrap_err();
+    assert!(matches!(err, SagaError::Store(_)), "{err}");
+    assert_eq!(
+        sagas.inspect("f1").await.unwrap().state,
+        SagaState::Compensated
+    );
+    assert_eq!(
+        queue.inspect("f1/1").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    // Asking again closes the item to match the journal, running nothing.
+    log.take();
+    let info = sagas.retry_review("f1/1").await.unwrap();
+    assert_eq!(info.state, SagaState::Compensated);
+    assert!(log.take().is_empty());
+    assert_eq!(
+        queue.inspect("f1/1").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+
+    // A discard whose item update fails after the saga ended: asking again closes the item.
+    let sagas = Sagas::builder(faulty.clone())
+        .define(definition(&log, Act::Fail("400 bad")))
+        .build()
+        .unwrap();
+    assert_eq!(
+        sagas.run("t", "f2", json!(2)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    *faulty.fail_review.lock().unwrap() = Some("discarded");
+    assert!(queue.discard("f2/1", "done by hand").await.is_err());
+    assert_eq!(sagas.inspect("f2").await.unwrap().state, SagaState::Failed);
+    assert!(matches!(
+        queue.discard("f2/1", "done by hand").await,
+        Err(SagaError::WrongState { .. })
+    ));
+    assert_eq!(
+        queue.inspect("f2/1").await.unwrap().status,
+        ReviewStatus::Discarded
+    );
+}
