@@ -93,6 +93,7 @@ impl Drop for Restore {
 
 /// Runs `f` with `state` as the current attempt, then writes back what the layers below
 /// reported into `state`.
+#[inline]
 pub fn scope<R>(state: &mut Attempt, f: impl FnOnce() -> R) -> R {
     let restore = Restore {
         number: NUMBER.replace(IN_SCOPE | u64::from(state.number)),
@@ -106,6 +107,7 @@ pub fn scope<R>(state: &mut Attempt, f: impl FnOnce() -> R) -> R {
 }
 
 /// The current attempt, inside a [`scope`].
+#[inline]
 pub fn current() -> Option<Attempt> {
     let number = NUMBER.get();
     (number & IN_SCOPE != 0).then(|| {
