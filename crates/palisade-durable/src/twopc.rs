@@ -702,9 +702,11 @@ impl Coordinator {
     }
 
     /// Finishes every unfinished transaction this process may claim: those without a decision
-    /// are aborted (presumed abort), the others get their decision delivered again.
-    pub async fn recover(&self) -> Result<Vec<TxInfo>, SagaError> {
-        let mut out = Vec::new();
+    /// are aborted (presumed abort), the others get their decision delivered again. One that
+    /// cannot be finished (its definition is not registered here, the store fails) is
+    /// reported in [`TxRecovery::failed`]; the others go on.
+    pub async fn recover(&self) -> Result<TxRecovery, SagaError> {
+        let mut report = TxRecovery::default();
         let mut seen = std::collections::HashSet::new();
         loop {
             let now = now_ms();
@@ -726,31 +728,49 @@ impl Coordinator {
                 .await?;
             let fresh: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
             if fresh.is_empty() {
-                return Ok(out);
+                return Ok(report);
             }
             for id in fresh {
-                let info = self.inspect(&id).await?;
-                let def = self
-                    .inner
-                    .defs
-                    .get(&info.name)
-                    .ok_or_else(|| SagaError::UnknownDefinition(info.name.clone()))?;
-                let mut w = TxWriter {
-                    c: &self.inner,
-                    info,
-                };
-                if w.info.decision.is_none() {
-                    tracing::warn!(tx = %id, "no decision journaled: presumed abort");
-                    w.log(TxEvent::Decided {
-                        decision: Decision::Abort,
-                        presumed: true,
-                    })
-                    .await?;
+                match self.finish(&id).await {
+                    Ok(info) => report.finished.push(info),
+                    Err(e) => report.failed.push((id, e)),
                 }
-                out.push(self.deliver(def, w).await?);
             }
         }
     }
+
+    async fn finish(&self, id: &str) -> Result<TxInfo, SagaError> {
+        let info = self.inspect(id).await?;
+        let def = self
+            .inner
+            .defs
+            .get(&info.name)
+            .ok_or_else(|| SagaError::UnknownDefinition(info.name.clone()))?;
+        let mut w = TxWriter {
+            c: &self.inner,
+            info,
+        };
+        if w.info.decision.is_none() {
+            tracing::warn!(tx = %id, "no decision journaled: presumed abort");
+            w.log(TxEvent::Decided {
+                decision: Decision::Abort,
+                presumed: true,
+            })
+            .await?;
+        }
+        self.deliver(def, w).await
+    }
+}
+
+/// What [`Coordinator::recover`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct TxRecovery {
+    /// The transactions it finished (or left still delivering, if a participant stayed
+    /// unreachable).
+    pub finished: Vec<TxInfo>,
+    /// The transactions it could not finish, and why.
+    pub failed: Vec<(String, SagaError)>,
 }
 
 fn request(info: &TxInfo, participant: usize, phase: Phase) -> PhaseRequest {

@@ -23,7 +23,8 @@ macro_rules! store_suite {
                 another_process_takes_over_after_the_lease, unknown_definition_on_recovery,
                 tx_commits_when_all_vote_yes, tx_aborts_on_a_no_or_an_error,
                 tx_delivery_is_retried_then_left_to_recovery, tx_presumed_abort_after_a_crash,
-                tx_decision_redelivered_after_a_crash, store_faults_leave_recoverable_sagas);
+                tx_decision_redelivered_after_a_crash, store_faults_leave_recoverable_sagas,
+                tx_recovery_reports_unknown_definitions_and_goes_on);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

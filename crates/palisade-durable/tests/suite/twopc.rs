@@ -131,7 +131,7 @@ pub(crate) async fn tx_commits_when_all_vote_yes(store: Arc<dyn Store>) {
             presumed: false
         }
     ));
-    assert!(c.recover().await.unwrap().is_empty());
+    assert!(c.recover().await.unwrap().finished.is_empty());
     assert!(c.run("order", "t1", json!(null)).await.is_err(), "id taken");
 }
 
@@ -179,7 +179,7 @@ pub(crate) async fn tx_delivery_is_retried_then_left_to_recovery(store: Arc<dyn 
     assert_eq!(tx.acknowledged, [true, false, false]);
     assert_eq!(t0.elapsed(), Duration::from_millis(100 + 200 + 400 + 800));
     log.take();
-    let done = c.recover().await.unwrap();
+    let done = c.recover().await.unwrap().finished;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].state, TxState::Committed);
     assert_eq!(done[0].delivery_failures[1], 7);
@@ -203,7 +203,7 @@ pub(crate) async fn tx_presumed_abort_after_a_crash(store: Arc<dyn Store>) {
     }
     assert_eq!(short(&log), ["a Prepare", "b Prepare", "c Prepare"]);
     let restarted = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
-    let done = restarted.recover().await.unwrap();
+    let done = restarted.recover().await.unwrap().finished;
     assert_eq!(done[0].state, TxState::Aborted);
     assert!(done[0].journal.iter().any(|e| matches!(
         e,
@@ -227,7 +227,45 @@ pub(crate) async fn tx_decision_redelivered_after_a_crash(store: Arc<dyn Store>)
         () = log.hung() => {}
     }
     log.take();
-    let done = c.recover().await.unwrap();
+    let done = c.recover().await.unwrap().finished;
     assert_eq!(done[0].state, TxState::Committed);
     assert_eq!(short(&log), ["b Commit", "c Commit"]);
+}
+
+pub(crate) async fn tx_recovery_reports_unknown_definitions_and_goes_on(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let hangs = P {
+        hang_in: Some(Phase::Prepare),
+        ..YES
+    };
+    // A transaction of "order" dies undecided.
+    let c = coordinator(&store, &log, [("a", hangs), ("b", YES), ("c", YES)], 5);
+    tokio::select! {
+        r = c.run("order", "t7", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    // So does one of "other".
+    let other = |p: P| {
+        Coordinator::builder(store.clone())
+            .define(
+                TransactionDefinition::new("other", vec![participant("x", &log, &store, p)])
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let dying = other(hangs);
+    tokio::select! {
+        r = dying.run("other", "t8", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    // A process that knows only "other" finishes t8 and reports t7.
+    let r = other(YES).recover().await.unwrap();
+    assert_eq!(r.finished.len(), 1);
+    assert_eq!(
+        (r.finished[0].id.as_str(), r.finished[0].state),
+        ("t8", TxState::Aborted)
+    );
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].0, "t7");
 }
