@@ -49,7 +49,9 @@ free_port() {
   echo "pg.sh: no free port found" >&2; exit 1
 }
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/palisade-pg.XXXXXX")
+# /tmp rather than $TMPDIR: as root, the server runs as `postgres`, which must be able to reach
+# the directory (a root-only $TMPDIR would not do). PALISADE_PG_TMP overrides it.
+dir=$(mktemp -d "${PALISADE_PG_TMP:-/tmp}/palisade-pg.XXXXXX")
 chmod 755 "$dir"
 [[ ${#as_pg[@]} -gt 0 ]] && chown postgres "$dir"
 
