@@ -316,7 +316,7 @@ impl GrpcClassifier {
     pub fn classify_trailers(&self, headers: &HeaderMap) -> Option<(Class, GrpcStatus)> {
         let status = GrpcStatus::from_headers(headers)?;
         let class = self.classify_code(status.code)?;
-        let hints = ServerHints::from_headers(headers, palisade_classify::hint::wall_clock());
+        let hints = ServerHints::from_headers_wall_clock(headers);
         Some((apply_hints(class, &hints), status))
     }
 
@@ -329,7 +329,7 @@ impl GrpcClassifier {
             None => Code::from_http(response.status())?,
         };
         let class = self.classify_code(code)?;
-        let hints = ServerHints::from_headers(headers, palisade_classify::hint::wall_clock());
+        let hints = ServerHints::from_headers_wall_clock(headers);
         Some(apply_hints(class, &hints))
     }
 }

@@ -75,10 +75,23 @@ pub struct ServerHints {
 impl ServerHints {
     /// Reads the hints in `headers`, measuring an HTTP-date `Retry-After` from `now`.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
+        Self::read(headers, |v| hint::retry_after(v, now))
+    }
+
+    /// [`from_headers`](Self::from_headers), measuring an HTTP-date `Retry-After` from
+    /// [`wall_clock`](hint::wall_clock), which is read only when there is such a header to
+    /// measure.
+    pub(crate) fn from_headers_wall_clock(headers: &HeaderMap) -> Self {
+        Self::read(headers, hint::retry_after_now)
+    }
+
+    /// The hints in `headers`, `Retry-After` read by `retry_after` (called only when that
+    /// header is present and `retry-after-ms` did not give the wait).
+    fn read(headers: &HeaderMap, retry_after: impl FnOnce(&str) -> Option<Duration>) -> Self {
         let pushback = text(headers, GRPC_RETRY_PUSHBACK_MS).map(hint::grpc_retry_pushback_ms);
         let retry_after = text(headers, RETRY_AFTER_MS)
             .and_then(hint::retry_after_ms)
-            .or_else(|| text(headers, RETRY_AFTER.as_str()).and_then(|v| hint::retry_after(v, now)))
+            .or_else(|| text(headers, RETRY_AFTER.as_str()).and_then(retry_after))
             .or(match pushback {
                 Some(Pushback::After(d)) => Some(d),
                 _ => None,
@@ -95,10 +108,12 @@ impl ServerHints {
     /// response's own `Date` header when it has a valid one (the server's clock: immune to skew
     /// between the two machines), else from [`wall_clock`](hint::wall_clock).
     pub fn from_headers_server_clock(headers: &HeaderMap) -> Self {
-        let now = text(headers, DATE.as_str())
-            .and_then(|d| httpdate::parse_http_date(d).ok())
-            .unwrap_or_else(hint::wall_clock);
-        Self::from_headers(headers, now)
+        Self::read(headers, |v| {
+            match text(headers, DATE.as_str()).and_then(|d| httpdate::parse_http_date(d).ok()) {
+                Some(date) => hint::retry_after(v, date),
+                None => hint::retry_after_now(v),
+            }
+        })
     }
 
     /// Whether no header said anything.

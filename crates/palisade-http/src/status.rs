@@ -185,7 +185,7 @@ impl HttpClassifier {
         let hints = if self.hints.server_clock {
             ServerHints::from_headers_server_clock(headers)
         } else {
-            ServerHints::from_headers(headers, palisade_classify::hint::wall_clock())
+            ServerHints::from_headers_wall_clock(headers)
         };
         Some(apply_hints(class, &hints))
     }
