@@ -332,7 +332,6 @@ where
         let Some(limit) = self.layer.limit_for(req.headers()) else {
             return ServerDeadlineFuture {
                 inner: self.inner.call(req),
-                deadline: None,
                 sleep: None,
             };
         };
@@ -341,7 +340,6 @@ where
         let future = context::with_deadline(deadline, || inner.call(req));
         ServerDeadlineFuture {
             inner: future,
-            deadline: Some(deadline),
             sleep: Some(sleep_until(deadline)),
         }
     }
@@ -352,7 +350,7 @@ pin_project! {
     pub struct ServerDeadlineFuture<F> {
         #[pin]
         inner: F,
-        deadline: Option<Instant>,
+        // The deadline's timer (its instant is the deadline); `None` without one.
         #[pin]
         sleep: Option<Sleep>,
     }
@@ -361,7 +359,7 @@ pin_project! {
 impl<F> fmt::Debug for ServerDeadlineFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerDeadlineFuture")
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.sleep.as_ref().map(Sleep::deadline))
             .finish_non_exhaustive()
     }
 }
@@ -376,8 +374,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let polled = match *this.deadline {
-            Some(deadline) => context::with_deadline(deadline, || inner.poll(cx)),
+        let polled = match this.sleep.as_ref().as_pin_ref() {
+            Some(sleep) => context::with_deadline(sleep.deadline(), || inner.poll(cx)),
             None => inner.poll(cx),
         };
         if let Poll::Ready(out) = polled {
