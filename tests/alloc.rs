@@ -1,6 +1,7 @@
 //! The whole preset's happy path allocates nothing with every feature on (metrics included)
 //! and no metrics recorder or tracing subscriber installed, and neither does `MetricsLayer`.
-//! (The only test of this binary: the counting allocator sees every thread.)
+//! (The counting allocator sees every thread, so this binary has no test harness: libtest's own
+//! threads allocate while a test runs, and did inside the measured window about one run in ten.)
 
 use std::alloc::System;
 use std::future::ready;
@@ -17,8 +18,7 @@ fn allocations<S: Service<u64, Response = u64>>(svc: S) -> u64 {
     palisade_test::allocations(GLOBAL, svc)
 }
 
-#[test]
-fn the_happy_path_allocates_nothing_with_metrics_compiled_in() {
+fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

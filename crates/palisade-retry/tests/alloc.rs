@@ -1,5 +1,6 @@
-//! The happy path allocates nothing (the only test of this binary: the counting allocator sees
-//! every thread).
+//! The happy path allocates nothing (the counting allocator sees every thread, so this binary has
+//! no test harness: libtest's own threads allocate while a test runs, and did inside the
+//! measured window about one run in ten).
 
 use std::alloc::System;
 use std::future::ready;
@@ -17,8 +18,7 @@ fn allocations<S: Service<u64, Response = u64>>(svc: S) -> u64 {
     palisade_test::allocations(GLOBAL, svc)
 }
 
-#[test]
-fn the_happy_path_allocates_nothing() {
+fn main() {
     let bare = service_fn(|x: u64| ready(Ok::<u64, BoxError>(x + 1)));
     let ratio = RetryLayer::builder().seed(1).build().unwrap();
     assert_eq!(allocations(ratio.layer(bare)), 0, "ratio budget");
