@@ -222,7 +222,7 @@ where
                         reason = stop.as_str(),
                         "not retrying",
                     );
-                    palisade_classify::metrics::gave_up(&shared.name, stop.label());
+                    palisade_classify::metrics::gave_up(&shared.name, stop.as_str());
                     shared.failed(&class);
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));

@@ -61,17 +61,8 @@ pub(crate) enum Stop {
 }
 
 impl Stop {
+    /// The reason, as the `reason` field of the "not retrying" event and the metric label.
     pub(crate) const fn as_str(self) -> &'static str {
-        match self {
-            Stop::NotRetryable => "not retryable",
-            Stop::Attempts => "attempts exhausted",
-            Stop::RetryAfterTooLong => "retry-after above the maximum",
-            Stop::Deadline => "deadline",
-        }
-    }
-
-    /// The reason as a metric label.
-    pub(crate) const fn label(self) -> &'static str {
         match self {
             Stop::NotRetryable => "not_retryable",
             Stop::Attempts => "attempts_spent",
