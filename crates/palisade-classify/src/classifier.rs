@@ -422,17 +422,15 @@ pub fn io_class(kind: io::ErrorKind) -> Option<Class> {
 fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     let caps = re.captures(text)?;
     let value = caps.get(1)?.as_str();
-    let (unit, scale) = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
-        Some(u) if u.starts_with("ms") || u.starts_with("milli") => {
-            (Duration::from_millis(1), 0.001)
-        }
-        Some(u) if u.starts_with('m') => (Duration::from_secs(60), 60.0),
-        _ => (Duration::from_secs(1), 1.0),
+    let unit = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
+        Some(u) if u.starts_with("ms") || u.starts_with("milli") => Duration::from_millis(1),
+        Some(u) if u.starts_with('m') => Duration::from_secs(60),
+        _ => Duration::from_secs(1),
     };
     // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`).
     hint::decimal(value, unit).or_else(|| {
         let n: f64 = value.parse().ok()?;
-        hint::secs_f64((n * scale).min(f64::MAX))
+        hint::secs_f64((n * unit.as_secs_f64()).min(f64::MAX))
     })
 }
 
