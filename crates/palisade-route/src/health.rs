@@ -255,10 +255,15 @@ impl Health {
         (self.healthy, self.unhealthy)
     }
 
+    /// One more strike; returns the end of the exclusion it starts at `now_ms`.
+    fn strike(&mut self, cfg: &RouteConfig, now_ms: u64) -> u64 {
+        self.strikes = (self.strikes + 1).min(MAX_STRIKES);
+        now_ms + exclusion_ms(cfg, self.strikes)
+    }
+
     /// Takes it out of traffic until `now_ms` + the next exclusion's length (one more strike).
     fn hold(mut self, cfg: &RouteConfig, now_ms: u64) -> Health {
-        self.strikes = (self.strikes + 1).min(MAX_STRIKES);
-        self.ms = (now_ms + exclusion_ms(cfg, self.strikes)) & MS_MASK;
+        self.ms = self.strike(cfg, now_ms) & MS_MASK;
         self
     }
 
@@ -270,8 +275,8 @@ impl Health {
         if self.is_out(&cfg.health) && self.ms > now_ms {
             return (self, self.ms);
         }
-        self.strikes = (self.strikes + 1).min(MAX_STRIKES);
-        (self, now_ms + exclusion_ms(cfg, self.strikes))
+        let end = self.strike(cfg, now_ms);
+        (self, end)
     }
 
     /// An active check's verdict.
