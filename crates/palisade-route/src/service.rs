@@ -287,15 +287,11 @@ where
     #[cold]
     fn refresh(&mut self, version: u64) {
         let list = self.set.list();
-        let mut old: Vec<Option<D::Service>> = std::mem::take(&mut self.services)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let was: HashMap<u64, usize> = self
+        let mut old: HashMap<u64, D::Service> = self
             .endpoints
             .iter()
-            .enumerate()
-            .map(|(i, e)| (e.state.token, i))
+            .map(|e| e.state.token)
+            .zip(std::mem::take(&mut self.services))
             .collect();
         let now_at = |i: Option<usize>| {
             let token = self.endpoints[i?].state.token;
@@ -304,11 +300,7 @@ where
         let (ready, pending) = (now_at(self.ready), now_at(self.pending));
         self.services = list
             .iter()
-            .map(|e| {
-                was.get(&e.state.token)
-                    .and_then(|&i| old[i].take())
-                    .unwrap_or_else(|| e.service())
-            })
+            .map(|e| old.remove(&e.state.token).unwrap_or_else(|| e.service()))
             .collect();
         self.ready = ready;
         self.pending = pending;
