@@ -514,36 +514,39 @@ struct TxWriter<'a> {
 }
 
 impl TxWriter<'_> {
+    /// Applies `event` and writes it to the journal. On an error the writer is spent: every
+    /// caller returns it with `?` and drops the writer, so its view is never read again and
+    /// applying in place (rather than to a copy of the whole transaction) is safe.
     async fn log(&mut self, event: TxEvent) -> Result<(), SagaError> {
-        let mut next = self.info.clone();
-        next.apply(event.clone())
+        let json = serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let seq = self.info.journal.len() as u64;
+        self.info
+            .apply(event)
             .map_err(|reason| SagaError::Inconsistent {
                 saga: self.info.id.clone(),
                 reason,
             })?;
         let now = now_ms();
-        let seq = self.info.journal.len() as u64;
+        let state = self.info.state;
         let append = Append::new(
             self.info.id.clone(),
             KIND,
             self.info.name.clone(),
             seq,
             now,
-            serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            next.state.as_str(),
+            json,
+            state.as_str(),
             self.c.owner.clone(),
             now.saturating_add(self.c.lease.as_millis() as u64),
         )
-        .with_release(next.state.is_final());
+        .with_release(state.is_final());
         match self.c.store.append(append).await {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(StoreError::Conflict(_)) if seq == 0 => {
-                return Err(SagaError::AlreadyExists(self.info.id.clone()));
+                Err(SagaError::AlreadyExists(self.info.id.clone()))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
-        self.info = next;
-        Ok(())
     }
 }
 
