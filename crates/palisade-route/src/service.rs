@@ -638,12 +638,9 @@ where
     /// service with a fresh clone; returns the error.
     #[cold]
     fn not_ready(&mut self, i: usize, e: BoxError) -> BoxError {
-        let endpoint = &self.endpoints[i];
-        let now = ms_since(self.shared.origin, Instant::now());
-        endpoint
-            .state
-            .on_failure(class_of(&e), &self.shared.config, now);
-        self.services[i] = endpoint.service();
+        let state = &self.endpoints[i].state;
+        state.on_failure(class_of(&e), &self.shared.config, state.now_ms());
+        self.services[i] = self.endpoints[i].service();
         e
     }
 
