@@ -29,37 +29,39 @@ pin_project! {
         inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
-        timeout: Duration,
-        // An escalating timeout whose call ran outside any attempt scope.
-        unscoped: bool,
+        // The limit in nanoseconds (bits 0..63, at most about 292 years), and in bit 63 whether
+        // this is an escalating timeout whose call ran outside any attempt scope: one word, so
+        // the flag costs the future no size.
+        limit: u64,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration) -> Self {
+    /// `unscoped`: an escalating timeout whose `call` ran outside any attempt scope.
+    pub(crate) fn new(inner: F, timeout: Duration, unscoped: bool) -> Self {
+        let nanos = u64::try_from(timeout.as_nanos()).map_or(NANOS, |n| n.min(NANOS));
         ResponseFuture {
             inner: Some(inner),
             sleep: None,
-            timeout,
-            unscoped: false,
+            limit: nanos | if unscoped { UNSCOPED } else { 0 },
         }
-    }
-
-    pub(crate) fn called_unscoped(mut self, unscoped: bool) -> Self {
-        self.unscoped = unscoped;
-        self
     }
 }
 
 /// Set once the lost-context warning has been given, so it is given once per process.
 static WARNED_LOST_CONTEXT: AtomicBool = AtomicBool::new(false);
 
+/// Bit 63 of `ResponseFuture::limit`: the call ran outside any attempt scope.
+const UNSCOPED: u64 = 1 << 63;
+/// The nanoseconds of `ResponseFuture::limit`.
+const NANOS: u64 = UNSCOPED - 1;
+
 /// Warns once when an escalating timeout's call ran outside the attempt its future is polled
 /// in: a task boundary between the retry above and this timeout dropped the count of
-/// timed-out attempts. Returns whether this call gave the warning.
-fn warn_lost_context() -> bool {
+/// timed-out attempts.
+fn warn_lost_context() {
     if attempt::current().is_none() || WARNED_LOST_CONTEXT.swap(true, Ordering::Relaxed) {
-        return false;
+        return;
     }
     tracing::warn!(
         "palisade-timeout: an escalating timeout was called outside the retry attempt it runs \
@@ -67,7 +69,6 @@ fn warn_lost_context() -> bool {
          many attempts timed out and never escalates; put \
          palisade::context::carry::CarryLayer above the boundary and ResumeLayer below it"
     );
-    true
 }
 
 impl<F, T, E> Future for ResponseFuture<F>
@@ -89,10 +90,11 @@ where
             return Poll::Ready(out.map_err(Into::into));
         }
         if this.sleep.is_none() {
-            if *this.unscoped {
+            if *this.limit & UNSCOPED != 0 {
                 warn_lost_context();
             }
-            this.sleep.set(Some(sleep(*this.timeout)));
+            this.sleep
+                .set(Some(sleep(Duration::from_nanos(*this.limit & NANOS))));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             ready!(sleep.poll(cx));

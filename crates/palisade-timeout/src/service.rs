@@ -75,7 +75,7 @@ where
                 attempt::current().is_none(),
             ),
         };
-        ResponseFuture::new(self.inner.call(req), timeout).called_unscoped(unscoped)
+        ResponseFuture::new(self.inner.call(req), timeout, unscoped)
     }
 }
 
