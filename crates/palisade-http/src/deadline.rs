@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::grpc::{GRPC_TIMEOUT, format_timeout, parse_timeout};
+use crate::grpc::{GRPC_TIMEOUT, parse_timeout, timeout_header};
 
 /// `x-request-timeout-ms`: a conventional millisecond header for plain HTTP.
 pub const X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
@@ -163,7 +163,7 @@ where
                 .saturating_sub(self.layer.margin);
             let headers = req.headers_mut();
             if self.layer.grpc
-                && let Ok(v) = HeaderValue::from_str(&format_timeout(left))
+                && let Ok(v) = timeout_header(left)
             {
                 headers.insert(GRPC_TIMEOUT, v);
             }

@@ -15,7 +15,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::header::InvalidHeaderValue;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use palisade_classify::{BoxError, Category, Class, Classify, ConfigError, HasClass};
 
 use crate::hint::{ServerHints, text};
@@ -409,6 +410,28 @@ const MAX_TIMEOUT_VALUE: u128 = 99_999_999;
 /// assert_eq!(parse_timeout("123456789S"), None); // nine digits
 /// ```
 pub fn format_timeout(d: Duration) -> String {
+    let (value, unit) = timeout_parts(d);
+    format!("{value}{unit}")
+}
+
+/// [`format_timeout`]'s text as a header value, formatted on the stack: the value's own bytes
+/// are the one allocation.
+pub(crate) fn timeout_header(d: Duration) -> Result<HeaderValue, InvalidHeaderValue> {
+    use std::io::Write;
+    let (value, unit) = timeout_parts(d);
+    // At most eight digits and a one-byte unit.
+    let mut buf = [0u8; 9];
+    let free = {
+        let mut rest = &mut buf[..];
+        // Cannot fail: the text fits.
+        let _ = write!(rest, "{value}{unit}");
+        rest.len()
+    };
+    HeaderValue::from_bytes(&buf[..buf.len() - free])
+}
+
+/// The number and unit of [`format_timeout`]'s text.
+fn timeout_parts(d: Duration) -> (u128, char) {
     const UNITS: [(u128, char); 6] = [
         (3_600_000_000_000, 'H'),
         (60_000_000_000, 'M'),
@@ -419,21 +442,21 @@ pub fn format_timeout(d: Duration) -> String {
     ];
     let nanos = d.as_nanos();
     if nanos == 0 {
-        return "0n".to_owned();
+        return (0, 'n');
     }
     if let Some((unit, c)) = UNITS
         .iter()
         .find(|(unit, _)| nanos.is_multiple_of(*unit) && nanos / unit <= MAX_TIMEOUT_VALUE)
     {
-        return format!("{}{c}", nanos / unit);
+        return (nanos / unit, *c);
     }
     for (unit, c) in UNITS.iter().rev() {
         let value = nanos.div_ceil(*unit);
         if value <= MAX_TIMEOUT_VALUE {
-            return format!("{value}{c}");
+            return (value, *c);
         }
     }
-    format!("{MAX_TIMEOUT_VALUE}H")
+    (MAX_TIMEOUT_VALUE, 'H')
 }
 
 /// Parses a `grpc-timeout` value (one to eight digits and a unit); `None` when malformed.
@@ -587,6 +610,7 @@ mod tests {
             (Duration::from_secs(u64::MAX), "99999999H"),
         ] {
             assert_eq!(format_timeout(d), s, "{d:?}");
+            assert_eq!(timeout_header(d).unwrap(), s, "{d:?}");
         }
         for bad in ["", "m", "10", "10x", "-1m", "123456789m", "1.5S", "１m"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
@@ -602,6 +626,7 @@ mod tests {
         fn timeouts_round_trip_never_shorter(nanos in 0u64..u64::MAX / 2) {
             let d = Duration::from_nanos(nanos);
             let text = format_timeout(d);
+            prop_assert_eq!(timeout_header(d).unwrap(), text.as_str());
             let back = parse_timeout(&text).unwrap();
             prop_assert!(back >= d, "{text} {back:?} < {d:?}");
             // Rounded up by less than one unit of the finest unit that fits.
