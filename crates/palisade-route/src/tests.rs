@@ -54,6 +54,52 @@ where
     route.ready().await?.call(()).await
 }
 
+/// An endpoint that is always up.
+fn up(name: &'static str) -> Svc {
+    endpoint(
+        name,
+        Arc::new(AtomicBool::new(true)),
+        "503 service unavailable",
+    )
+}
+
+/// An endpoint that answers "slow" after a second.
+fn slow() -> Svc {
+    tower::util::BoxCloneService::new(service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, BoxError>("slow")
+    }))
+}
+
+/// The defaults without panic mode.
+fn no_panic() -> RouteConfig {
+    RouteConfig {
+        panic_threshold: 0.0,
+        ..RouteConfig::default()
+    }
+}
+
+fn no_slow_start() -> RouteConfig {
+    RouteConfig {
+        slow_start: false,
+        ..RouteConfig::default()
+    }
+}
+
+/// An active check that finds the endpoint with key `key` down and the others healthy.
+fn down(key: usize) -> impl HealthCheck<usize> {
+    check_fn(move |k: &usize| {
+        let down = *k == key;
+        async move {
+            if down {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_eject_and_the_ejection_ends() {
     let up = flags(3);
@@ -96,10 +142,7 @@ async fn the_ejection_cap_always_allows_one_and_no_more() {
     for f in &up {
         f.store(false, Ordering::SeqCst);
     }
-    let cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let cfg = no_panic();
     let mut route = route_of(cfg, &up);
     for _ in 0..100 {
         let _ = call(&mut route).await;
@@ -113,10 +156,7 @@ async fn the_ejection_cap_always_allows_one_and_no_more() {
 async fn nothing_eligible_fails_fast_with_the_soonest_return() {
     let up = flags(1);
     up[0].store(false, Ordering::SeqCst);
-    let cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let cfg = no_panic();
     let mut route = route_of(cfg, &up);
     for _ in 0..5 {
         assert_eq!(
@@ -178,13 +218,7 @@ async fn panic_mode_spreads_over_all_rather_than_fail() {
     );
 
     // Without panic mode only the healthy one is used.
-    let mut strict = route_of(
-        RouteConfig {
-            panic_threshold: 0.0,
-            ..RouteConfig::default()
-        },
-        &up,
-    );
+    let mut strict = route_of(no_panic(), &up);
     let h = strict.handle();
     for _ in 0..10 {
         h.check_once(&sick, Duration::from_secs(1)).await;
@@ -197,10 +231,7 @@ async fn panic_mode_spreads_over_all_rather_than_fail() {
 #[tokio::test(start_paused = true)]
 async fn recovery_ramps_traffic_back_in_steps() {
     let up = flags(2);
-    let cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let cfg = no_panic();
     let mut route = route_of(cfg, &up);
     let handle = route.handle();
     let b_down = Arc::new(AtomicBool::new(true));
@@ -247,10 +278,7 @@ async fn recovery_ramps_traffic_back_in_steps() {
 #[tokio::test(start_paused = true)]
 async fn tiers_spill_over_as_the_first_degrades() {
     let up = flags(3);
-    let cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let cfg = no_panic();
     let eps = [(0u8, 0usize), (0, 1), (1, 2)]
         .into_iter()
         .map(|(tier, i)| (tier, endpoint(NAMES[i], up[i].clone(), "503")));
@@ -263,16 +291,7 @@ async fn tiers_spill_over_as_the_first_degrades() {
             "tier 1 idles while tier 0 is healthy"
         );
     }
-    let check = check_fn(|k: &usize| {
-        let k = *k;
-        async move {
-            if k == 1 {
-                Err::<(), BoxError>("down".into())
-            } else {
-                Ok(())
-            }
-        }
-    });
+    let check = down(1);
     for _ in 0..10 {
         handle.check_once(&check, Duration::from_secs(1)).await;
     }
@@ -371,26 +390,15 @@ impl futures_core::Stream for Channel {
 #[tokio::test(start_paused = true)]
 async fn discovery_changes_while_calls_are_in_flight() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let slow = tower::util::BoxCloneService::new(service_fn(|_: ()| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, BoxError>("slow")
-    }));
-    tx.send(Change::Insert(1, slow)).unwrap();
-    let cfg = RouteConfig {
-        slow_start: false,
-        ..RouteConfig::default()
-    };
+    tx.send(Change::Insert(1, slow())).unwrap();
+    let cfg = no_slow_start();
     let mut route = Route::discover(cfg, Channel(rx)).unwrap();
     let handle = route.handle();
     let in_flight = route.ready().await.unwrap().call(());
     assert_eq!(handle.status()[0].in_flight, 1);
     // Replace the endpoint set while the call runs.
     tx.send(Change::Remove(1)).unwrap();
-    tx.send(Change::Insert(
-        2,
-        endpoint("new", Arc::new(AtomicBool::new(true)), "503"),
-    ))
-    .unwrap();
+    tx.send(Change::Insert(2, up("new"))).unwrap();
     assert_eq!(call(&mut route).await.unwrap(), "new");
     assert_eq!(route.keys().copied().collect::<Vec<_>>(), vec![2]);
     // The call to the removed endpoint still completes.
@@ -401,27 +409,12 @@ async fn discovery_changes_while_calls_are_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn new_endpoints_slow_start() {
     let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(Change::Insert(
-        1,
-        endpoint("old", Arc::new(AtomicBool::new(true)), "503"),
-    ))
-    .unwrap();
-    let mut route = Route::discover(
-        RouteConfig {
-            slow_start: false,
-            ..RouteConfig::default()
-        },
-        Channel(rx),
-    )
-    .unwrap();
+    tx.send(Change::Insert(1, up("old"))).unwrap();
+    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
     let _ = call(&mut route).await.unwrap();
     let mut route2 = {
         let (tx2, rx2) = mpsc::unbounded_channel();
-        tx2.send(Change::Insert(
-            1,
-            endpoint("fresh", Arc::new(AtomicBool::new(true)), "503"),
-        ))
-        .unwrap();
+        tx2.send(Change::Insert(1, up("fresh"))).unwrap();
         Route::discover(RouteConfig::default(), Channel(rx2)).unwrap()
     };
     let _ = call(&mut route2).await.unwrap();
@@ -819,10 +812,7 @@ async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
-    let mut cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let mut cfg = no_panic();
     cfg.outlier.consecutive_failures = 0;
     let up = flags(1);
     up[0].store(false, Ordering::SeqCst);
@@ -856,16 +846,7 @@ async fn with_active_checks_the_checks_decide_the_return() {
     let up = flags(3);
     let mut route = route_of(RouteConfig::default(), &up);
     let handle = route.handle();
-    let sick = check_fn(|k: &usize| {
-        let k = *k;
-        async move {
-            if k == 1 {
-                Err::<(), BoxError>("down".into())
-            } else {
-                Ok(())
-            }
-        }
-    });
+    let sick = down(1);
     for _ in 0..10 {
         handle.check_once(&sick, Duration::from_secs(1)).await;
     }
@@ -1055,21 +1036,6 @@ async fn a_deadline_firing_does_not_count_against_the_endpoint() {
 
 // Discovery feeding clones: one shared endpoint set.
 
-fn no_slow_start() -> RouteConfig {
-    RouteConfig {
-        slow_start: false,
-        ..RouteConfig::default()
-    }
-}
-
-fn up(name: &'static str) -> Svc {
-    endpoint(
-        name,
-        Arc::new(AtomicBool::new(true)),
-        "503 service unavailable",
-    )
-}
-
 /// The names `n` calls through `route` reached.
 async fn names<D>(route: &mut Route<D>, n: usize) -> Vec<&'static str>
 where
@@ -1170,11 +1136,7 @@ async fn a_router_over_a_discover_that_is_not_clone_is_clone_and_send() {
 #[tokio::test(start_paused = true)]
 async fn a_removal_seen_by_one_clone_lets_the_other_clones_call_finish() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let slow = tower::util::BoxCloneService::new(service_fn(|_: ()| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, BoxError>("slow")
-    }));
-    tx.send(Change::Insert(1, slow)).unwrap();
+    tx.send(Change::Insert(1, slow())).unwrap();
     let mut first = Route::discover(no_slow_start(), Channel(rx)).unwrap();
     let handle = first.handle();
     let mut second = first.clone();
@@ -1424,10 +1386,7 @@ async fn with_one_eligible_endpoint_the_call_goes_to_the_reserved_one() {
     }
     // Two, one of them ejected.
     let up = flags(2);
-    let cfg = RouteConfig {
-        panic_threshold: 0.0,
-        ..RouteConfig::default()
-    };
+    let cfg = no_panic();
     let mut route = route_of(cfg, &up);
     up[1].store(false, Ordering::SeqCst);
     for _ in 0..100 {
