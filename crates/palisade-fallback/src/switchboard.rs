@@ -77,17 +77,9 @@ struct Inner {
     /// While auto-disabled: when a probe may try, ms since origin.
     until: AtomicU64,
     probing: AtomicBool,
-    /// Failures in the window. Replaced by an empty window when the feature is turned back on;
-    /// read and written only after a failure and for a status page, never on the success path.
+    /// Failures in the window. Cleared when the feature is turned back on; read and written
+    /// only after a failure and for a status page, never on the success path.
     failures: ErrorStats,
-}
-
-/// An empty failure window for `config`.
-fn failure_window(config: &FeatureConfig, now: Instant) -> Result<ErrorStats, ConfigError> {
-    ErrorStats::builder()
-        .window(config.window)
-        .buckets(10)
-        .build(now)
 }
 
 /// A handle on one named feature: shared by its layers and the switchboard.
@@ -269,7 +261,10 @@ impl Switchboard {
             return Err(ConfigError::new("cooldown", "must be greater than zero"));
         }
         let now = Instant::now();
-        let failures = failure_window(&config, now)?;
+        let failures = ErrorStats::builder()
+            .window(config.window)
+            .buckets(10)
+            .build(now)?;
         let mut features = self.features.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = features.iter().find(|f| f.inner.name == name) {
             return Ok(f.clone());
