@@ -185,11 +185,9 @@ mod tests {
 /// assert_eq!((n, out), (1, 7));
 /// ```
 pub fn count_warnings<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    let counter = WarnCounter::default();
-    let seen = counter.0.clone();
-    let out = tracing::subscriber::with_default(counter, f);
-    let n = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
-    (n, out)
+    let warnings = Warnings::start();
+    let out = f();
+    (warnings.count(), out)
 }
 
 type Messages = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
