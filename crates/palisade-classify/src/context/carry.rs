@@ -333,13 +333,27 @@ impl<S> Resume<S> {
     }
 }
 
-/// Runs `f` inside the carried deadline and attempt scopes.
-fn within<R>(deadline: Option<Instant>, attempt: &mut Option<Attempt>, f: impl FnOnce() -> R) -> R {
-    match (deadline, attempt) {
-        (Some(at), Some(state)) => with_deadline(at, || attempt::scope(state, f)),
-        (Some(at), None) => with_deadline(at, f),
-        (None, Some(state)) => attempt::scope(state, f),
-        (None, None) => f(),
+impl Carried {
+    /// Runs `f` inside the carried deadline and attempt scopes, then passes back to the side
+    /// above (through the report cell) an endpoint the side below reported failing in `f`.
+    fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let mut scope = self.attempt;
+        let out = match (self.deadline, &mut scope) {
+            (Some(at), Some(state)) => with_deadline(at, || attempt::scope(state, f)),
+            (Some(at), None) => with_deadline(at, f),
+            (None, Some(state)) => attempt::scope(state, f),
+            (None, None) => f(),
+        };
+        let (Some(before), Some(after), Some(report)) = (self.attempt, scope, &self.report) else {
+            return out;
+        };
+        if after.avoid != before.avoid {
+            if let Some(token) = after.avoid {
+                report.store(token, Ordering::Release);
+            }
+            self.attempt = Some(after);
+        }
+        out
     }
 }
 
@@ -358,49 +372,17 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let Some(carried) = req.take_context() else {
+        let Some(mut carried) = req.take_context() else {
             return ResumeFuture {
                 inner: self.inner.call(req),
                 carried: None,
             };
         };
-        let mut scope = carried.attempt;
-        let inner = &mut self.inner;
-        let future = within(carried.deadline, &mut scope, || {
-            attempt::with_timeouts_so_far(carried.timeouts, || inner.call(req))
-        });
-        let mut resumed = Resumed {
-            deadline: carried.deadline,
-            attempt: carried.attempt,
-            report: carried.report,
-        };
-        resumed.pass_back(scope);
+        let (inner, timeouts) = (&mut self.inner, carried.timeouts);
+        let future = carried.run(|| attempt::with_timeouts_so_far(timeouts, || inner.call(req)));
         ResumeFuture {
             inner: future,
-            carried: Some(resumed),
-        }
-    }
-}
-
-/// What a [`ResumeFuture`] sets around each poll.
-#[derive(Debug)]
-struct Resumed {
-    deadline: Option<Instant>,
-    attempt: Option<Attempt>,
-    report: Option<Arc<AtomicU64>>,
-}
-
-impl Resumed {
-    /// Stores what the side below reported during a scope that started from `self.attempt`.
-    fn pass_back(&mut self, after: Option<Attempt>) {
-        let (Some(before), Some(after), Some(report)) = (self.attempt, after, &self.report) else {
-            return;
-        };
-        if after.avoid != before.avoid {
-            if let Some(token) = after.avoid {
-                report.store(token, Ordering::Release);
-            }
-            self.attempt = Some(after);
+            carried: Some(carried),
         }
     }
 }
@@ -411,7 +393,7 @@ pin_project! {
     pub struct ResumeFuture<F> {
         #[pin]
         inner: F,
-        carried: Option<Resumed>,
+        carried: Option<Carried>,
     }
 }
 
@@ -424,11 +406,8 @@ impl<F: Future> Future for ResumeFuture<F> {
         let Some(carried) = this.carried else {
             return this.inner.poll(cx);
         };
-        let mut scope = carried.attempt;
         let inner = this.inner;
-        let out = within(carried.deadline, &mut scope, || inner.poll(cx));
-        carried.pass_back(scope);
-        out
+        carried.run(|| inner.poll(cx))
     }
 }
 
