@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use palisade_classify::{BoxError, Category, Class, Classify};
 use tower_http::classify::{
     ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcFailureClass, NeverClassifyEos,
@@ -30,12 +30,8 @@ pub trait ToClass {
 impl ToClass for ServerErrorsFailureClass {
     fn to_class(&self) -> Class {
         match self {
-            ServerErrorsFailureClass::StatusCode(status) => {
-                status_class(*status).unwrap_or(Class::new(Category::ServerError))
-            }
-            ServerErrorsFailureClass::Error(message) => {
-                crate::transport::classify_error(&*BoxError::from(message.as_str()))
-            }
+            ServerErrorsFailureClass::StatusCode(status) => failing_status_class(*status),
+            ServerErrorsFailureClass::Error(message) => text_class(message),
         }
     }
 }
@@ -43,14 +39,8 @@ impl ToClass for ServerErrorsFailureClass {
 impl ToClass for StatusInRangeFailureClass {
     fn to_class(&self) -> Class {
         match self {
-            // A status the user chose to call a failure: palisade's class for it, and a
-            // server error for a status palisade would call a success.
-            StatusInRangeFailureClass::StatusCode(status) => {
-                status_class(*status).unwrap_or(Class::new(Category::ServerError))
-            }
-            StatusInRangeFailureClass::Error(message) => {
-                crate::transport::classify_error(&*BoxError::from(message.as_str()))
-            }
+            StatusInRangeFailureClass::StatusCode(status) => failing_status_class(*status),
+            StatusInRangeFailureClass::Error(message) => text_class(message),
         }
     }
 }
@@ -61,11 +51,16 @@ impl ToClass for GrpcFailureClass {
             GrpcFailureClass::Code(code) => Code::from_i32(code.get())
                 .class()
                 .unwrap_or(Class::new(Category::Unknown)),
-            GrpcFailureClass::Error(message) => {
-                crate::transport::classify_error(&*BoxError::from(message.as_str()))
-            }
+            GrpcFailureClass::Error(message) => text_class(message),
         }
     }
+}
+
+/// The class of a status tower-http (or the user, with `StatusInRangeAsFailures`) called a
+/// failure: palisade's class for it, and a server error for a status palisade would call a
+/// success.
+fn failing_status_class(status: StatusCode) -> Class {
+    status_class(status).unwrap_or(Class::new(Category::ServerError))
 }
 
 impl ToClass for Class {
