@@ -7,8 +7,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use palisade_classify::{Category, Class, ConfigError};
 use palisade_retry::{Backoff, Jitter};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 use tower::ServiceExt;
 
 use crate::error::{SagaError, StoreError};
@@ -18,7 +16,11 @@ use crate::journal::{
 };
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
+use crate::settings::{Settings, by_name};
 use crate::store::{Append, Claim, Store};
+
+/// Mixed into the seed of compensation delays.
+const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Now, in ms since the Unix epoch, on tokio's clock (so paused-clock tests move it).
 pub(crate) fn now_ms() -> u64 {
@@ -127,12 +129,7 @@ pub struct Sagas {
 struct Inner {
     store: Arc<dyn Store>,
     defs: HashMap<String, SagaDefinition>,
-    owner: String,
-    lease: Duration,
-    attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    seed: u64,
+    settings: Settings,
     active: Mutex<HashSet<String>>,
 }
 
@@ -143,9 +140,9 @@ impl fmt::Debug for Sagas {
         f.debug_struct("Sagas")
             .field("store", &self.inner.store)
             .field("definitions", &names)
-            .field("owner", &self.inner.owner)
-            .field("lease", &self.inner.lease)
-            .field("compensation_attempts", &self.inner.attempts)
+            .field("owner", &self.inner.settings.owner)
+            .field("lease", &self.inner.settings.lease)
+            .field("compensation_attempts", &self.inner.settings.attempts)
             .finish()
     }
 }
@@ -155,12 +152,7 @@ impl fmt::Debug for Sagas {
 pub struct SagasBuilder {
     store: Arc<dyn Store>,
     defs: Vec<SagaDefinition>,
-    owner: String,
-    lease: Duration,
-    attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    seed: u64,
+    settings: Settings,
 }
 
 impl SagasBuilder {
@@ -173,73 +165,45 @@ impl SagasBuilder {
     /// The name this process claims sagas under (default `"local"`). Each process sharing a
     /// store needs its own; a restarted process should keep its name.
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = owner.into();
+        self.settings.owner = owner.into();
         self
     }
 
     /// How long a claim lasts without a journal entry (default 60 s, at least 1 s). Longer
     /// than the slowest step, or another process may take the saga over while it runs.
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.settings.lease = lease;
         self
     }
 
     /// How many times a compensation is tried before it is escalated (default 5, at least 1).
     pub fn compensation_attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts;
+        self.settings.attempts = attempts;
         self
     }
 
     /// The delay between compensation attempts (default: 100 ms doubling to 10 s, ±10 %).
     pub fn compensation_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
-        self.backoff = backoff;
-        self.jitter = jitter;
+        self.settings.backoff = backoff;
+        self.settings.jitter = jitter;
         self
     }
 
     /// The seed of the jitter's rng (default 0): the delays of one saga's compensations
     /// depend only on the seed, the saga id, the step and the attempt.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.settings.seed = seed;
         self
     }
 
     /// Checks every option and builds the engine.
     pub fn build(self) -> Result<Sagas, ConfigError> {
-        if self.owner.is_empty() {
-            return Err(ConfigError::new("owner", "must not be empty"));
-        }
-        if self.lease < Duration::from_secs(1) {
-            return Err(ConfigError::new("lease", "must be at least 1 s"));
-        }
-        if self.attempts == 0 {
-            return Err(ConfigError::new(
-                "compensation_attempts",
-                "must be at least 1",
-            ));
-        }
-        self.backoff.validate()?;
-        self.jitter.validate()?;
-        let mut defs = HashMap::new();
-        for d in self.defs {
-            let name = d.name.clone();
-            if defs.insert(name.clone(), d).is_some() {
-                return Err(ConfigError::new(
-                    "define",
-                    format!("definition {name:?} is registered twice"),
-                ));
-            }
-        }
+        self.settings.validate("compensation_attempts")?;
         Ok(Sagas {
             inner: Arc::new(Inner {
                 store: self.store,
-                defs,
-                owner: self.owner,
-                lease: self.lease,
-                attempts: self.attempts,
-                backoff: self.backoff,
-                jitter: self.jitter,
-                seed: self.seed,
+                defs: by_name(self.defs, |d| &d.name)?,
+                settings: self.settings,
                 active: Mutex::new(HashSet::new()),
             }),
         })
@@ -348,13 +312,7 @@ impl Sagas {
         SagasBuilder {
             store,
             defs: Vec::new(),
-            owner: "local".into(),
-            lease: Duration::from_secs(60),
-            attempts: 5,
-            backoff: Backoff::exponential(Duration::from_millis(100), 2.0)
-                .with_cap(Duration::from_secs(10)),
-            jitter: Jitter::Proportional(0.1),
-            seed: 0,
+            settings: Settings::default(),
         }
     }
 
@@ -394,8 +352,8 @@ impl Sagas {
     fn writer(&self, info: SagaInfo) -> Writer {
         Writer::new(
             self.inner.store.clone(),
-            self.inner.owner.clone(),
-            self.inner.lease.as_millis() as u64,
+            self.inner.settings.owner.clone(),
+            self.inner.settings.lease.as_millis() as u64,
             info,
         )
     }
@@ -442,8 +400,8 @@ impl Sagas {
             now,
             serde_json::to_value(&start).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             SagaState::Running.as_str(),
-            self.inner.owner.clone(),
-            now.saturating_add(self.inner.lease.as_millis() as u64),
+            self.inner.settings.owner.clone(),
+            self.inner.settings.lease_until(now),
         );
         match self.inner.store.append(append).await {
             Ok(()) => {}
@@ -480,30 +438,17 @@ impl Sagas {
                 }
             }
         }
+        let states = [
+            SagaState::Running.as_str(),
+            SagaState::Compensating.as_str(),
+        ];
         let mut seen = HashSet::new();
         loop {
-            let now = now_ms();
-            let ids = self
+            let fresh = self
                 .inner
-                .store
-                .claim(Claim::new(
-                    KIND,
-                    &[
-                        SagaState::Running.as_str(),
-                        SagaState::Compensating.as_str(),
-                    ],
-                    self.inner.owner.clone(),
-                    now,
-                    now.saturating_add(self.inner.lease.as_millis() as u64),
-                    // A few at a time: claimed sagas wait for this process, so a fleet spreads
-                    // the backlog better, and none waits long enough for its lease to run out.
-                    4,
-                ))
+                .settings
+                .claim_fresh(&*self.inner.store, KIND, &states, now_ms(), &mut seen)
                 .await?;
-            let fresh: Vec<String> = ids
-                .into_iter()
-                .filter(|id| seen.insert(id.clone()))
-                .collect();
             if fresh.is_empty() {
                 break;
             }
@@ -569,9 +514,9 @@ impl Sagas {
                 Claim::new(
                     KIND,
                     &[SagaState::Escalated.as_str()],
-                    self.inner.owner.clone(),
+                    self.inner.settings.owner.clone(),
                     now,
-                    now.saturating_add(self.inner.lease.as_millis() as u64),
+                    self.inner.settings.lease_until(now),
                     1,
                 )
                 .only(item.saga_id.clone()),
@@ -593,26 +538,12 @@ impl Sagas {
     }
 
     fn delay(&self, saga: &str, step: usize, retry: u32) -> Duration {
-        // Seeded per saga, step and attempt, so concurrent sagas do not change each other's
-        // delays.
-        let mut h: u64 = self.inner.seed ^ 0xcbf2_9ce4_8422_2325;
-        for b in saga.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        h ^= (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(retry);
-        let mut rng = SmallRng::seed_from_u64(h);
-        let b = &self.inner.backoff;
-        let prev = if retry > 1 {
-            b.delay(retry - 1)
-        } else {
-            Duration::ZERO
-        };
-        self.inner.jitter.apply(b.delay(retry), b, prev, &mut rng)
+        self.inner.settings.delay(DELAY_SALT, saga, step, retry)
     }
 
     async fn drive(&self, def: &SagaDefinition, mut w: Writer) -> Result<SagaInfo, SagaError> {
         loop {
-            let action = next_action(&w.info, def, self.inner.attempts);
+            let action = next_action(&w.info, def, self.inner.settings.attempts);
             let id = w.info.id.clone();
             match action {
                 Action::Park => return Ok(w.info),

@@ -115,6 +115,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod review;
 pub mod saga;
+mod settings;
 pub mod store;
 pub mod twopc;
 

@@ -42,8 +42,6 @@ use std::time::Duration;
 
 use palisade_classify::{BoxError, ConfigError};
 use palisade_retry::{Backoff, Jitter};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower::util::BoxCloneSyncService;
@@ -52,10 +50,14 @@ use tower::{Service, ServiceExt};
 use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
 use crate::journal::ErrorRecord;
-use crate::store::{Append, Claim, Store};
+use crate::settings::{Settings, by_name};
+use crate::store::{Append, Store};
 
 /// The workflow kind transactions are stored under.
 const KIND: &str = "2pc";
+
+/// Mixed into the seed of delivery delays.
+const DELAY_SALT: u64 = 0x2FC0_2FC0_2FC0_2FC0;
 
 /// Which phase a participant is asked to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -399,19 +401,14 @@ pub struct Coordinator {
 struct CoordInner {
     store: Arc<dyn Store>,
     defs: HashMap<String, TransactionDefinition>,
-    owner: String,
-    lease: Duration,
-    attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    seed: u64,
+    settings: Settings,
 }
 
 impl fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Coordinator")
             .field("store", &self.inner.store)
-            .field("owner", &self.inner.owner)
+            .field("owner", &self.inner.settings.owner)
             .field("definitions", &self.inner.defs.len())
             .finish()
     }
@@ -422,12 +419,7 @@ impl fmt::Debug for Coordinator {
 pub struct CoordinatorBuilder {
     store: Arc<dyn Store>,
     defs: Vec<TransactionDefinition>,
-    owner: String,
-    lease: Duration,
-    attempts: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    seed: u64,
+    settings: Settings,
 }
 
 impl CoordinatorBuilder {
@@ -439,13 +431,13 @@ impl CoordinatorBuilder {
 
     /// The name this process claims transactions under (default `"local"`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = owner.into();
+        self.settings.owner = owner.into();
         self
     }
 
     /// How long a claim lasts without a journal entry (default 60 s, at least 1 s).
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.settings.lease = lease;
         self
     }
 
@@ -453,56 +445,31 @@ impl CoordinatorBuilder {
     /// up for now (default 5, at least 1); the transaction stays undelivered and the next
     /// [`Coordinator::recover`] goes on.
     pub fn delivery_attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts;
+        self.settings.attempts = attempts;
         self
     }
 
     /// The delay between deliveries (default 100 ms doubling to 10 s, ±10 %, seeded).
     pub fn delivery_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
-        self.backoff = backoff;
-        self.jitter = jitter;
+        self.settings.backoff = backoff;
+        self.settings.jitter = jitter;
         self
     }
 
     /// The jitter's seed (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.settings.seed = seed;
         self
     }
 
     /// Checks the options and builds the coordinator.
     pub fn build(self) -> Result<Coordinator, ConfigError> {
-        if self.owner.is_empty() {
-            return Err(ConfigError::new("owner", "must not be empty"));
-        }
-        if self.lease < Duration::from_secs(1) {
-            return Err(ConfigError::new("lease", "must be at least 1 s"));
-        }
-        if self.attempts == 0 {
-            return Err(ConfigError::new("delivery_attempts", "must be at least 1"));
-        }
-        self.backoff.validate()?;
-        self.jitter.validate()?;
-        let mut defs = HashMap::new();
-        for d in self.defs {
-            let name = d.name.clone();
-            if defs.insert(name.clone(), d).is_some() {
-                return Err(ConfigError::new(
-                    "define",
-                    format!("definition {name:?} is registered twice"),
-                ));
-            }
-        }
+        self.settings.validate("delivery_attempts")?;
         Ok(Coordinator {
             inner: Arc::new(CoordInner {
                 store: self.store,
-                defs,
-                owner: self.owner,
-                lease: self.lease,
-                attempts: self.attempts,
-                backoff: self.backoff,
-                jitter: self.jitter,
-                seed: self.seed,
+                defs: by_name(self.defs, |d| &d.name)?,
+                settings: self.settings,
             }),
         })
     }
@@ -536,8 +503,8 @@ impl TxWriter<'_> {
             now,
             json,
             state.as_str(),
-            self.c.owner.clone(),
-            now.saturating_add(self.c.lease.as_millis() as u64),
+            self.c.settings.owner.clone(),
+            self.c.settings.lease_until(now),
         )
         .with_release(state.is_final());
         match self.c.store.append(append).await {
@@ -556,13 +523,7 @@ impl Coordinator {
         CoordinatorBuilder {
             store,
             defs: Vec::new(),
-            owner: "local".into(),
-            lease: Duration::from_secs(60),
-            attempts: 5,
-            backoff: Backoff::exponential(Duration::from_millis(100), 2.0)
-                .with_cap(Duration::from_secs(10)),
-            jitter: Jitter::Proportional(0.1),
-            seed: 0,
+            settings: Settings::default(),
         }
     }
 
@@ -639,13 +600,14 @@ impl Coordinator {
         for (i, p) in def.participants.iter().enumerate() {
             let mut tries = 0;
             while !w.info.acknowledged[i] {
-                if tries == self.inner.attempts {
+                if tries == self.inner.settings.attempts {
                     tracing::warn!(tx = %w.info.id, participant = %p.name,
                         "decision not delivered; recovery will go on");
                     return Ok(w.info);
                 }
                 if tries > 0 {
-                    tokio::time::sleep(self.delay(&w.info.id, i, tries)).await;
+                    let delay = self.inner.settings.delay(DELAY_SALT, &w.info.id, i, tries);
+                    tokio::time::sleep(delay).await;
                 }
                 tries += 1;
                 match p.service.clone().oneshot(request(&w.info, i, phase)).await {
@@ -668,22 +630,6 @@ impl Coordinator {
         };
         w.log(TxEvent::TxFinished { state }).await?;
         Ok(w.info)
-    }
-
-    fn delay(&self, id: &str, participant: usize, retry: u32) -> Duration {
-        let mut h: u64 = self.inner.seed ^ 0x2FC0_2FC0_2FC0_2FC0;
-        for b in id.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        h ^= (participant as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(retry);
-        let mut rng = SmallRng::seed_from_u64(h);
-        let b = &self.inner.backoff;
-        self.inner.jitter.apply(
-            b.delay(retry),
-            b,
-            b.delay(retry.saturating_sub(1)),
-            &mut rng,
-        )
     }
 
     /// Transaction `id`, from its journal.
@@ -710,26 +656,18 @@ impl Coordinator {
     /// reported in [`TxRecovery::failed`]; the others go on.
     pub async fn recover(&self) -> Result<TxRecovery, SagaError> {
         let mut report = TxRecovery::default();
+        let states = [
+            TxState::Preparing.as_str(),
+            TxState::Committing.as_str(),
+            TxState::Aborting.as_str(),
+        ];
         let mut seen = std::collections::HashSet::new();
         loop {
-            let now = now_ms();
-            let ids = self
+            let fresh = self
                 .inner
-                .store
-                .claim(Claim::new(
-                    KIND,
-                    &[
-                        TxState::Preparing.as_str(),
-                        TxState::Committing.as_str(),
-                        TxState::Aborting.as_str(),
-                    ],
-                    self.inner.owner.clone(),
-                    now,
-                    now.saturating_add(self.inner.lease.as_millis() as u64),
-                    4,
-                ))
+                .settings
+                .claim_fresh(&*self.inner.store, KIND, &states, now_ms(), &mut seen)
                 .await?;
-            let fresh: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
             if fresh.is_empty() {
                 return Ok(report);
             }
