@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use palisade::classify::BoxError;
 use palisade::preset;
-use palisade::retry::RetryLayer;
+use palisade::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryLayer};
 use palisade::route::{Route, RouteConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -75,10 +75,9 @@ impl fmt::Display for StackKind {
     }
 }
 
-/// The retry settings every retrying stack shares: palisade's defaults.
-const ATTEMPTS: u32 = 3;
-const BACKOFF: Duration = Duration::from_secs(1);
-const FACTOR: f64 = 2.0;
+/// The retry settings every retrying stack shares: palisade's defaults (the attempts and the
+/// backoff are read from `palisade::retry`; the jitter is its default `Proportional(0.1)`).
+const ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
 const JITTER: f64 = 0.1;
 
 /// Builds the stack `kind` over the scenario's replicas.
@@ -171,7 +170,7 @@ impl Service<Req> for RoundRobin {
 
 /// The delay before retry number `n` (from 1): exponential, ±10 % jitter.
 fn backoff(n: u32, rng: &Mutex<SmallRng>) -> Duration {
-    let base = BACKOFF.mul_f64(FACTOR.powi(n as i32 - 1));
+    let base = Backoff::default().delay(n);
     let spread: f64 = rng
         .lock()
         .unwrap_or_else(|e| e.into_inner())
