@@ -428,14 +428,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let inner = match self.not_ready.take() {
-            Some(err) => Err(Some(err)),
-            None => Ok(self.inner.call(req)),
+            Some(err) => Inner::NotReady { err: Some(err) },
+            None => Inner::Called {
+                future: self.inner.call(req),
+            },
         };
         ErrorResponseFuture {
-            inner: match inner {
-                Ok(future) => Inner::Called { future },
-                Err(err) => Inner::NotReady { err },
-            },
+            inner,
             responder: self.responder,
         }
     }
