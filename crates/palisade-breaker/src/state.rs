@@ -16,18 +16,7 @@ use crate::window::{CountWindow, Counts, TimeWindow};
 /// [`palisade_classify::failure`].
 pub use palisade_classify::failure::BreakerState as State;
 
-/// The state's code in the low 3 bits of the state word.
-const fn code(state: State) -> u64 {
-    match state {
-        State::Closed => 0,
-        State::Open => 1,
-        State::HalfOpen => 2,
-        State::Isolated => 3,
-        State::Disabled => 4,
-    }
-}
-
-/// The state whose code is in the low 3 bits of `word`.
+/// The state whose code (`state as u64`) is in the low 3 bits of `word`.
 fn from_code(word: u64) -> State {
     match word & 0b111 {
         0 => State::Closed,
@@ -166,7 +155,7 @@ impl fmt::Debug for Core {
 const TAG_MASK: u64 = 0xffff_ffff;
 
 const fn pack(generation: u64, state: State) -> u64 {
-    (generation << 3) | code(state)
+    (generation << 3) | state as u64
 }
 
 impl Core {
@@ -616,7 +605,7 @@ impl Core {
             &self.name,
             from.as_str(),
             to.as_str(),
-            code(to) as u8,
+            to as u8,
         );
         self.emit(Event::Transition { from, to });
     }

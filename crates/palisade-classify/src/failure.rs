@@ -113,18 +113,22 @@ impl HasClass for DeadlineExceeded {
 
 /// A circuit breaker's state (re-exported by palisade-breaker as `State`). "Open" means open like a circuit: **rejecting** calls (some libraries
 /// use the word the other way round).
+///
+/// Its discriminant (`state as u8`) is its code: the value of the `palisade.breaker.state`
+/// gauge, and what a breaker keeps in its state word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum BreakerState {
     /// Calls flow; outcomes are counted.
-    Closed,
+    Closed = 0,
     /// Calls are rejected at once until the open period ends.
-    Open,
+    Open = 1,
     /// A bounded number of probe calls find out whether the dependency is back.
-    HalfOpen,
+    HalfOpen = 2,
     /// Forced open by an operator: rejecting until closed or reset by hand.
-    Isolated,
+    Isolated = 3,
     /// Never rejects; outcomes are still counted (metrics only).
-    Disabled,
+    Disabled = 4,
 }
 
 impl BreakerState {
