@@ -30,6 +30,20 @@ async fn text(r: Response<Incoming>) -> String {
     String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
+/// palisade's recommended stack named `name`, with [`HttpClassifier`], over a hyper-util
+/// client.
+fn with_http_classifier(
+    name: &str,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = BoxError> {
+    let preset = palisade::preset::recommended(name)
+        .classifier(HttpClassifier::new())
+        .build()
+        .unwrap();
+    ServiceBuilder::new()
+        .palisade(preset)
+        .service(client::<Full<Bytes>>())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_503_then_200_is_retried_to_200() {
     let server = serve(|n, _| async move {
@@ -49,13 +63,7 @@ async fn a_503_then_200_is_retried_to_200() {
     assert_eq!(server.calls(), 1);
 
     // With it, the 503 is retried and the caller gets the 200.
-    let preset = palisade::preset::recommended("api")
-        .classifier(HttpClassifier::new())
-        .build()
-        .unwrap();
-    let svc = ServiceBuilder::new()
-        .palisade(preset)
-        .service(client::<Full<Bytes>>());
+    let svc = with_http_classifier("api");
     let r = svc.oneshot(get(&server.url("/"))).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(text(r).await, "hello");
@@ -76,13 +84,7 @@ async fn a_429_with_retry_after_ms_is_retried_after_that_long() {
         }
     })
     .await;
-    let preset = palisade::preset::recommended("llm")
-        .classifier(HttpClassifier::new())
-        .build()
-        .unwrap();
-    let svc = ServiceBuilder::new()
-        .palisade(preset)
-        .service(client::<Full<Bytes>>());
+    let svc = with_http_classifier("llm");
     let start = Instant::now();
     let r = svc.oneshot(get(&server.url("/v1/chat"))).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -104,13 +106,7 @@ async fn retry_after_seconds_and_x_should_retry() {
         }
     })
     .await;
-    let preset = palisade::preset::recommended("api")
-        .classifier(HttpClassifier::new())
-        .build()
-        .unwrap();
-    let svc = ServiceBuilder::new()
-        .palisade(preset)
-        .service(client::<Full<Bytes>>());
+    let svc = with_http_classifier("api");
     let start = Instant::now();
     let err = svc.oneshot(get(&server.url("/"))).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
