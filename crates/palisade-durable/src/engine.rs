@@ -389,8 +389,9 @@ impl Sagas {
         let start = Event::SagaStarted {
             name: name.to_owned(),
             steps: def.step_names(),
-            input: input.clone(),
+            input,
         };
+        let event = serde_json::to_value(&start).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
         let append = Append::new(
             id,
@@ -398,7 +399,7 @@ impl Sagas {
             name,
             0,
             now,
-            serde_json::to_value(&start).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            event.clone(),
             SagaState::Running.as_str(),
             self.inner.settings.owner.clone(),
             self.inner.settings.lease_until(now),
@@ -413,7 +414,7 @@ impl Sagas {
             vec![crate::store::JournalEntry {
                 seq: 0,
                 at_ms: now,
-                event: serde_json::to_value(&start).unwrap_or_default(),
+                event,
             }],
         )?;
         self.drive(def, self.writer(info)).await
