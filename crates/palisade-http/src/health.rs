@@ -308,22 +308,25 @@ impl<B> Service<Request<B>> for HealthService {
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let (status, body) = if path == self.health.health_path_str() {
-            self.health.liveness()
-        } else if path == self.health.ready_path_str() {
-            self.health.readiness()
-        } else {
+        let live = path == self.health.health_path_str();
+        if !live && path != self.health.ready_path_str() {
             return ready(Ok(json(
                 StatusCode::NOT_FOUND,
                 r#"{"error":"not found"}"#.to_owned(),
             )));
-        };
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return ready(Ok(json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method not allowed"}"#.to_owned(),
             )));
         }
+        // Probed only for a request that gets the answer.
+        let (status, body) = if live {
+            self.health.liveness()
+        } else {
+            self.health.readiness()
+        };
         ready(Ok(json(status, body)))
     }
 }
