@@ -27,23 +27,9 @@ pub fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Sen
     service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x + 1)))
 }
 
-/// Polls a future that is ready at once (every bench service answers synchronously).
-///
-/// Always inlined, as an `.await` on the future would be: out of line, the future is moved into
-/// this frame across a call, and the copy, read with wider loads than the caller's stores, stalls
-/// on store forwarding (about 10 ns here) for any future the optimiser does not inline away,
-/// which measures the harness rather than the layer (the bare service was always inlined).
-///
-/// # Panics
-/// If the future is pending.
-#[inline(always)]
-pub fn poll_now<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("bench services answer at once"),
-    }
-}
+/// Polls a future that is ready at once (every bench service answers synchronously); always
+/// inlined, see its docs.
+pub use palisade_test::poll_now;
 
 /// One call: `poll_ready`, then the response future, both ready at once.
 ///
