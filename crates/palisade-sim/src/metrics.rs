@@ -206,8 +206,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     // Served against capacity.
     let (served, load_ramp) = match scenario.kind {
         ScenarioKind::Brownout => {
-            let ramp_start = p.fault_start + p.fault_len;
-            let ramp_end = ramp_start + p.ramp;
+            let (ramp_start, ramp_end) = scenario.ramp();
             let possible = possible(scenario, ramp_start, ramp_end);
             let in_ramp = |t: Duration| t >= ramp_start && t < ramp_end;
             let done = log

@@ -237,10 +237,18 @@ impl Scenario {
     pub fn fault_window(&self) -> (Duration, Duration) {
         let p = &self.params;
         let end = match self.kind {
-            ScenarioKind::Brownout => p.fault_start + p.fault_len + p.ramp,
+            ScenarioKind::Brownout => self.ramp().1,
             _ => p.fault_start + p.fault_len,
         };
         (p.fault_start, end.min(p.duration))
+    }
+
+    /// `brownout`: when capacity returns, `[start, end)` since the run's start: from the end of
+    /// the outage, for `ramp`.
+    pub fn ramp(&self) -> (Duration, Duration) {
+        let p = &self.params;
+        let start = p.fault_start + p.fault_len;
+        (start, start + p.ramp)
     }
 
     /// When the upstream is whole again, if that happens within the run: the recovery time is
@@ -252,9 +260,8 @@ impl Scenario {
             // Brownout: capacity is back once the ramp has passed the request rate.
             ScenarioKind::Brownout => {
                 let p = &self.params;
-                let ramp_start = p.fault_start + p.fault_len;
                 let share = (p.rate / p.capacity.max(f64::MIN_POSITIVE)).min(1.0);
-                Some(ramp_start + p.ramp.mul_f64(share))
+                Some(self.ramp().0 + p.ramp.mul_f64(share))
             }
             _ => (end < self.params.duration).then_some(end),
         }
@@ -286,12 +293,12 @@ impl Scenario {
         let p = &self.params;
         match self.kind {
             ScenarioKind::Brownout => {
-                let ramp_start = p.fault_start + p.fault_len;
+                let (ramp_start, ramp_end) = self.ramp();
                 Some(if t < p.fault_start {
                     f64::INFINITY
                 } else if t < ramp_start {
                     0.0
-                } else if t < ramp_start + p.ramp {
+                } else if t < ramp_end {
                     p.capacity * (t - ramp_start).as_secs_f64() / p.ramp.as_secs_f64()
                 } else {
                     f64::INFINITY
@@ -349,7 +356,7 @@ impl Scenario {
                 )));
             }
             (ScenarioKind::Brownout, _) => {
-                let ramp_start = end;
+                let (ramp_start, ramp_end) = self.ramp();
                 chaos = chaos
                     .fault(Fault::fail(unavailable).during(Schedule::window(start, ramp_start)))
                     .capacity(
@@ -360,7 +367,7 @@ impl Scenario {
                             p.ramp,
                             Effect::Fail(Class::new(Category::ResourceExhausted)),
                         )
-                        .during(Schedule::window(ramp_start, ramp_start + p.ramp)),
+                        .during(Schedule::window(ramp_start, ramp_end)),
                     );
             }
             (ScenarioKind::Degraded, _) => {
