@@ -22,7 +22,12 @@ use crate::store::{Append, Claim, Store};
 /// Mixed into the seed of compensation delays.
 const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Now, in ms since the Unix epoch, on tokio's clock (so paused-clock tests move it).
+/// Now, in ms since the Unix epoch.
+///
+/// Wall time, not `tokio::time::Instant`, because it is persisted: journal and review
+/// timestamps and claim leases are read back after a restart and by other processes, on other
+/// machines. It is read through [`wall_clock`](palisade_classify::hint::wall_clock), which moves
+/// with tokio's clock, so paused-clock tests move it too.
 pub(crate) fn now_ms() -> u64 {
     palisade_classify::hint::wall_clock()
         .duration_since(UNIX_EPOCH)
