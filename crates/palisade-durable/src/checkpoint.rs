@@ -15,10 +15,12 @@ use crate::store::{CheckpointMeta, Store, StoredCheckpoint};
 
 /// The SHA-256 of `data`, as lower-case hex.
 pub fn checksum(data: &[u8]) -> String {
+    use std::fmt::Write;
     let digest = Sha256::digest(data);
     let mut s = String::with_capacity(64);
     for b in digest {
-        s.push_str(&format!("{b:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
