@@ -59,7 +59,7 @@ impl Report {
                 (None, Some(false)) => "never".to_owned(),
                 _ => "-".to_owned(),
             };
-            let detect = match (f.detect_ms, self.has_bad_replica(f)) {
+            let detect = match (f.detect_ms, !f.scenario.bad_replicas().is_empty()) {
                 (Some(ms), _) => format!("{ms:.0}"),
                 (None, true) => "never".to_owned(),
                 (None, false) => "-".to_owned(),
@@ -120,13 +120,6 @@ impl Report {
             }
         }
         out
-    }
-
-    fn has_bad_replica(&self, f: &Figures) -> bool {
-        self.scenarios
-            .iter()
-            .find(|s| s.kind == f.scenario)
-            .is_some_and(|s| !s.bad_replicas().is_empty())
     }
 
     /// The report as pretty-printed JSON.

@@ -66,6 +66,18 @@ impl ScenarioKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// The replicas the fault hits, whose traffic "time to detect" and "share to the bad
+    /// endpoint" watch (empty when the fault hits a capacity or a share of calls, not a place).
+    pub const fn bad_replicas(self) -> &'static [usize] {
+        match self {
+            ScenarioKind::Outage
+            | ScenarioKind::BadReplica
+            | ScenarioKind::LatencySpike
+            | ScenarioKind::Failover => &[0],
+            _ => &[],
+        }
+    }
+
     /// The scenario's default parameters.
     pub fn defaults(self) -> Params {
         let base = Params {
@@ -267,16 +279,9 @@ impl Scenario {
         }
     }
 
-    /// The replicas the fault hits, whose traffic "time to detect" and "share to the bad
-    /// endpoint" watch (empty when the fault hits a capacity or a share of calls, not a place).
+    /// The replicas the fault hits: [`ScenarioKind::bad_replicas`].
     pub fn bad_replicas(&self) -> &'static [usize] {
-        match self.kind {
-            ScenarioKind::Outage
-            | ScenarioKind::BadReplica
-            | ScenarioKind::LatencySpike
-            | ScenarioKind::Failover => &[0],
-            _ => &[],
-        }
+        self.kind.bad_replicas()
     }
 
     /// Each replica's priority tier (the standby of `failover` is in tier 1).
