@@ -13,7 +13,7 @@ use palisade_durable::store::{
 use palisade_durable::{SagaDefinition, Sagas};
 use serde_json::json;
 
-use super::sagas::{Act, Calls, step, undo};
+use super::sagas::{Act, Calls, saga, step, undoable};
 
 /// Delegates to a store, failing the next append of an event of type `fail_append` and the
 /// next review update to status `fail_review`.
@@ -98,15 +98,14 @@ impl Store for Faulty {
 }
 
 fn definition(log: &Arc<Calls>, undo_b: Act) -> SagaDefinition {
-    SagaDefinition::new(
+    saga(
         "t",
         vec![
-            step("a", log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
-            step("b", log, Act::Ok).compensate(undo(log.clone(), undo_b)),
+            undoable("a", log, Act::Ok, Act::Ok),
+            undoable("b", log, Act::Ok, undo_b),
             step("c", log, Act::Fail("HTTP 503")),
         ],
     )
-    .unwrap()
 }
 
 pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) {

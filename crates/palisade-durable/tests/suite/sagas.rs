@@ -73,8 +73,8 @@ async fn act(act: &Act, n: u32, log: &Log) -> Result<(), BoxError> {
         Act::Fail(m) => Err((*m).into()),
         Act::FailFirst(k, m) if n < *k => Err((*m).into()),
         Act::HangFirst(k) if n < *k => {
-            log.hung.notify_one();
-            std::future::pending().await
+            log.hang().await;
+            unreachable!("hang never returns")
         }
         _ => Ok(()),
     }
@@ -89,7 +89,7 @@ pub(crate) fn step(name: &'static str, log: &Log, how: Act) -> Step {
             let n = count(&log, format!("do {name}"));
             let how = how.clone();
             async move {
-                log.lines.lock().unwrap().push(format!(
+                log.push(format!(
                     "do {} key={} attempt={} prev={}",
                     req.name,
                     req.idempotency_key,
@@ -116,7 +116,7 @@ pub(crate) fn undo(
         let n = count(&log, format!("undo {}", req.name));
         let how = how.clone();
         async move {
-            log.lines.lock().unwrap().push(format!(
+            log.push(format!(
                 "undo {} key={} output={}",
                 req.name,
                 req.idempotency_key,
@@ -125,6 +125,16 @@ pub(crate) fn undo(
             act(&how, n, &log).await
         }
     })
+}
+
+/// A step that acts as `how`, undone by a compensation that acts as `undo_how`.
+pub(crate) fn undoable(name: &'static str, log: &Log, how: Act, undo_how: Act) -> Step {
+    step(name, log, how).compensate(undo(log.clone(), undo_how))
+}
+
+/// Definition `name` of `steps`.
+pub(crate) fn saga(name: &str, steps: Vec<Step>) -> SagaDefinition {
+    SagaDefinition::new(name, steps).unwrap()
 }
 
 fn engine(store: &Arc<dyn Store>, defs: Vec<SagaDefinition>) -> Sagas {
@@ -140,10 +150,6 @@ fn engine(store: &Arc<dyn Store>, defs: Vec<SagaDefinition>) -> Sagas {
     b.build().unwrap()
 }
 
-fn taken(log: &Log) -> Vec<String> {
-    std::mem::take(&mut *log.lines.lock().unwrap())
-}
-
 fn kinds(info: &palisade_durable::SagaInfo) -> Vec<String> {
     info.journal
         .iter()
@@ -157,20 +163,19 @@ fn kinds(info: &palisade_durable::SagaInfo) -> Vec<String> {
 
 pub(crate) async fn saga_completes(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new(
+    let def = saga(
         "pipeline",
         vec![
-            step("crawl", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("crawl", &log, Act::Ok, Act::Ok),
             step("classify", &log, Act::Ok),
-            step("report", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("report", &log, Act::Ok, Act::Ok),
         ],
-    )
-    .unwrap();
+    );
     let sagas = engine(&store, vec![def]);
     let info = sagas.run("pipeline", "s1", json!("q")).await.unwrap();
     assert_eq!(info.state, SagaState::Completed);
     assert_eq!(
-        taken(&log),
+        log.take(),
         [
             "do crawl key=s1/0 attempt=1 prev=[]",
             r#"do classify key=s1/1 attempt=1 prev=[{"by":"crawl","input":"q"}]"#,
@@ -229,21 +234,20 @@ pub(crate) async fn saga_completes(store: Arc<dyn Store>) {
 
 pub(crate) async fn saga_compensates_in_reverse(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new(
+    let def = saga(
         "order",
         vec![
-            step("reserve", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("reserve", &log, Act::Ok, Act::Ok),
             step("lookup", &log, Act::Ok),
-            step("charge", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("charge", &log, Act::Ok, Act::Ok),
             step("ship", &log, Act::Fail("400 bad request: no address")),
-            step("never", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("never", &log, Act::Ok, Act::Ok),
         ],
-    )
-    .unwrap();
+    );
     let sagas = engine(&store, vec![def]);
     let info = sagas.run("order", "o1", json!({"sku": 1})).await.unwrap();
     assert_eq!(info.state, SagaState::Compensated);
-    let log = taken(&log);
+    let log = log.take();
     assert_eq!(
         log.iter()
             .map(|l| l.split(" key").next().unwrap())
@@ -281,14 +285,13 @@ pub(crate) async fn saga_compensates_in_reverse(store: Arc<dyn Store>) {
 
 pub(crate) async fn saga_first_step_fails(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new(
+    let def = saga(
         "x",
         vec![
             step("read", &log, Act::Ok),
             step("write", &log, Act::Fail("connection refused")),
         ],
-    )
-    .unwrap();
+    );
     let sagas = engine(&store, vec![def]);
     let info = sagas.run("x", "f1", json!(null)).await.unwrap();
     assert_eq!(info.state, SagaState::Failed, "nothing to undo");
@@ -296,22 +299,20 @@ pub(crate) async fn saga_first_step_fails(store: Arc<dyn Store>) {
         info.steps[1].error.as_ref().unwrap().class.category,
         Category::Network
     );
-    assert_eq!(taken(&log).len(), 2);
+    assert_eq!(log.take().len(), 2);
 }
 
 pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new(
+    let def = saga(
         "mail",
         vec![
-            step("draft", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+            undoable("draft", &log, Act::Ok, Act::Ok),
             // Its compensation fails 7 times with a 503, then works.
-            step("send", &log, Act::Ok)
-                .compensate(undo(log.clone(), Act::FailFirst(7, "HTTP 503"))),
+            undoable("send", &log, Act::Ok, Act::FailFirst(7, "HTTP 503")),
             step("confirm", &log, Act::Fail("HTTP 500")),
         ],
-    )
-    .unwrap();
+    );
     let sagas = engine(&store, vec![def]);
     let t0 = tokio::time::Instant::now();
     let info = sagas.run("mail", "m1", json!({"to": "ops"})).await.unwrap();
@@ -327,7 +328,7 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
         "{:?}",
         t0.elapsed()
     );
-    let log1 = taken(&log);
+    let log1 = log.take();
     assert_eq!(
         log1.iter().filter(|l| l.starts_with("undo send")).count(),
         5
@@ -364,7 +365,7 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
     // A retry: two more failures, then the third attempt works; then the earlier step.
     let info = sagas.retry_review("m1/1").await.unwrap();
     assert_eq!(info.state, SagaState::Compensated);
-    let log2 = taken(&log);
+    let log2 = log.take();
     assert_eq!(
         log2.iter()
             .map(|l| l.split(" key").next().unwrap())
@@ -382,15 +383,14 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
 
 pub(crate) async fn hopeless_compensation_escalates_at_once_and_discard(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new(
+    let def = saga(
         "t",
         vec![
-            step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
-            step("b", &log, Act::Ok).compensate(undo(log.clone(), Act::Fail("401 unauthorized"))),
+            undoable("a", &log, Act::Ok, Act::Ok),
+            undoable("b", &log, Act::Ok, Act::Fail("401 unauthorized")),
             step("c", &log, Act::Fail("HTTP 502")),
         ],
-    )
-    .unwrap();
+    );
     let sagas = engine(&store, vec![def]);
     let info = sagas.run("t", "h1", json!(1)).await.unwrap();
     assert_eq!(info.state, SagaState::Escalated);
@@ -410,7 +410,7 @@ pub(crate) async fn hopeless_compensation_escalates_at_once_and_discard(store: A
         Event::ReviewDiscarded { note, .. } if note == "refunded by hand"
     ));
     assert!(
-        !taken(&log).iter().any(|l| l.starts_with("undo a")),
+        !log.take().iter().any(|l| l.starts_with("undo a")),
         "a discarded saga runs no more compensations"
     );
     assert!(sagas.recover().await.unwrap().resumed.is_empty());
@@ -419,15 +419,13 @@ pub(crate) async fn hopeless_compensation_escalates_at_once_and_discard(store: A
 pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok)
-                    .compensate(undo(log.clone(), Act::FailFirst(1, "invalid input"))),
+                undoable("a", &log, Act::Ok, Act::FailFirst(1, "invalid input")),
                 step("c", &log, Act::Fail("HTTP 502")),
             ],
         )
-        .unwrap()
     };
     let sagas = engine(&store, vec![def()]);
     assert_eq!(
@@ -458,35 +456,34 @@ pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
 async fn crash(sagas: &Sagas, log: &Log, name: &str, id: &str) {
     tokio::select! {
         r = sagas.run(name, id, json!("in")) => panic!("the saga was meant to hang: {r:?}"),
-        () = log.hung.notified() => {}
+        () = log.hung() => {}
     }
 }
 
 pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                undoable("a", &log, Act::Ok, Act::Ok),
                 step("b", &log, Act::HangFirst(1)).idempotent(),
                 step("c", &log, Act::Ok),
             ],
         )
-        .unwrap()
     };
     crash(&engine(&store, vec![def()]), &log, "t", "i1").await;
     assert_eq!(
         store.workflow("i1").await.unwrap().unwrap().state,
         "running"
     );
-    taken(&log);
+    log.take();
     let r = engine(&store, vec![def()]).recover().await.unwrap();
     assert_eq!(r.resumed.len(), 1);
     let info = &r.resumed[0];
     assert_eq!(info.state, SagaState::Completed);
     // A is not run again; b is repeated with the same key; c runs.
-    let log = taken(&log);
+    let log = log.take();
     assert_eq!(log.len(), 2);
     assert!(log[0].starts_with("do b key=i1/1 attempt=2"), "{}", log[0]);
     assert!(log[1].starts_with("do c key=i1/2 attempt=1"));
@@ -496,24 +493,23 @@ pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
 pub(crate) async fn recover_compensates_an_interrupted_step(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
-                step("b", &log, Act::HangFirst(1)).compensate(undo(log.clone(), Act::Ok)),
+                undoable("a", &log, Act::Ok, Act::Ok),
+                undoable("b", &log, Act::HangFirst(1), Act::Ok),
                 step("c", &log, Act::Ok),
             ],
         )
-        .unwrap()
     };
     crash(&engine(&store, vec![def()]), &log, "t", "n1").await;
-    taken(&log);
+    log.take();
     let r = engine(&store, vec![def()]).recover().await.unwrap();
     let info = &r.resumed[0];
     assert_eq!(info.state, SagaState::Compensated);
     assert_eq!(info.steps[1].status, StepStatus::Uncertain);
     assert_eq!(
-        taken(&log),
+        log.take(),
         [
             "undo b key=n1/1/undo output=none",
             r#"undo a key=n1/0/undo output="a""#
@@ -524,58 +520,53 @@ pub(crate) async fn recover_compensates_an_interrupted_step(store: Arc<dyn Store
 pub(crate) async fn recover_escalates_an_uncertain_step(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                undoable("a", &log, Act::Ok, Act::Ok),
                 step("b", &log, Act::HangFirst(1)),
                 step("c", &log, Act::Ok),
             ],
         )
-        .unwrap()
     };
     crash(&engine(&store, vec![def()]), &log, "t", "u1").await;
-    taken(&log);
+    log.take();
     let sagas = engine(&store, vec![def()]);
     let r = sagas.recover().await.unwrap();
     assert_eq!(r.resumed[0].state, SagaState::Escalated);
-    assert!(
-        taken(&log).is_empty(),
-        "nothing runs past an uncertain step"
-    );
+    assert!(log.take().is_empty(), "nothing runs past an uncertain step");
     let item = sagas.review_queue().inspect("u1/1").await.unwrap();
     assert_eq!(item.reason, EscalationReason::UncertainStep);
     // The person checked b and asks to go on: a is compensated.
     let info = sagas.retry_review("u1/1").await.unwrap();
     assert_eq!(info.state, SagaState::Compensated);
     assert_eq!(info.steps[1].compensation, CompensationStatus::Settled);
-    assert_eq!(taken(&log), [r#"undo a key=u1/0/undo output="a""#]);
+    assert_eq!(log.take(), [r#"undo a key=u1/0/undo output="a""#]);
 }
 
 pub(crate) async fn recover_reruns_an_interrupted_compensation_once(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
-                step("b", &log, Act::Ok).compensate(undo(log.clone(), Act::HangFirst(1))),
+                undoable("a", &log, Act::Ok, Act::Ok),
+                undoable("b", &log, Act::Ok, Act::HangFirst(1)),
                 step("c", &log, Act::Fail("HTTP 503")),
             ],
         )
-        .unwrap()
     };
     crash(&engine(&store, vec![def()]), &log, "t", "c1").await;
     assert_eq!(
         store.workflow("c1").await.unwrap().unwrap().state,
         "compensating"
     );
-    taken(&log);
+    log.take();
     let sagas = engine(&store, vec![def()]);
     let r = sagas.recover().await.unwrap();
     assert_eq!(r.resumed[0].state, SagaState::Compensated);
     assert_eq!(
-        taken(&log),
+        log.take(),
         [
             r#"undo b key=c1/1/undo output="b""#,
             r#"undo a key=c1/0/undo output="a""#
@@ -591,14 +582,13 @@ pub(crate) async fn recover_reruns_an_interrupted_compensation_once(store: Arc<d
 pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = || {
-        SagaDefinition::new(
+        saga(
             "t",
             vec![
-                step("a", &log, Act::Ok).compensate(undo(log.clone(), Act::Ok)),
+                undoable("a", &log, Act::Ok, Act::Ok),
                 step("b", &log, Act::HangFirst(1)).idempotent(),
             ],
         )
-        .unwrap()
     };
     let a = Sagas::builder(store.clone())
         .owner("a")
@@ -613,7 +603,7 @@ pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn St
     // `a` dies in step b, holding a 60 s lease.
     tokio::select! {
         r = a.run("t", "l1", json!(0)) => panic!("meant to hang: {r:?}"),
-        () = log.hung.notified() => {}
+        () = log.hung() => {}
     }
     assert!(
         b.recover().await.unwrap().resumed.is_empty(),
@@ -628,12 +618,9 @@ pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn St
 
 pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
     let log = Log::default();
-    let def = SagaDefinition::new("t", vec![step("a", &log, Act::HangFirst(1))]).unwrap();
+    let def = saga("t", vec![step("a", &log, Act::HangFirst(1))]);
     crash(&engine(&store, vec![def]), &log, "t", "d1").await;
-    let other = engine(
-        &store,
-        vec![SagaDefinition::new("other", vec![step("x", &log, Act::Ok)]).unwrap()],
-    );
+    let other = engine(&store, vec![saga("other", vec![step("x", &log, Act::Ok)])]);
     let r = other.recover().await.unwrap();
     assert!(r.resumed.is_empty());
     assert_eq!(r.failed.len(), 1);
