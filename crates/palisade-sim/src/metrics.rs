@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::record::{AttemptOutcome, Log};
+use crate::record::{AttemptOutcome, AttemptRecord, Log};
 use crate::scenario::{Scenario, ScenarioKind};
 use crate::stack::StackKind;
 
@@ -108,6 +108,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     let in_fault = |t: Duration| t >= fault_start && t < fault_end;
     let bins = bin_of(p.duration) + 1;
     let bad = scenario.bad_replicas();
+    let is_bad = |a: &AttemptRecord| bad.contains(&usize::from(a.replica));
 
     // Per bin: requests sent, answered; attempts, attempts to a faulty replica.
     let mut sent = vec![0usize; bins];
@@ -122,7 +123,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     for a in &log.attempts {
         let b = bin_of(a.at).min(bins);
         attempts[b] += 1;
-        to_bad[b] += usize::from(bad.contains(&usize::from(a.replica)));
+        to_bad[b] += usize::from(is_bad(a));
     }
 
     let n = log.requests.len();
@@ -173,10 +174,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             .iter()
             .filter(|a| a.at >= d && a.at < fault_end);
         let (all, to) = window.fold((0, 0), |(all, to), a| {
-            (
-                all + 1,
-                to + usize::from(bad.contains(&usize::from(a.replica))),
-            )
+            (all + 1, to + usize::from(is_bad(a)))
         });
         ratio(to, all)
     });
@@ -253,7 +251,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         ScenarioKind::BadReplica => log
             .attempts
             .iter()
-            .find(|a| a.replica == 0 && a.at >= fault_end && a.outcome == AttemptOutcome::Ok)
+            .find(|a| is_bad(a) && a.at >= fault_end && a.outcome == AttemptOutcome::Ok)
             .map(|a| ms(a.at - fault_end)),
         _ => None,
     };
@@ -322,7 +320,7 @@ fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{AttemptRecord, RequestRecord};
+    use crate::record::RequestRecord;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
