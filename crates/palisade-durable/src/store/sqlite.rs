@@ -119,8 +119,20 @@ fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
     })
 }
 
-const WORKFLOW_COLUMNS: &str =
-    "id, kind, name, state, owner, lease_until, created, updated, entries";
+/// The columns `workflow_row` reads, as a literal so that queries are constants (and so
+/// prepared once per connection through its statement cache).
+macro_rules! workflow_columns {
+    () => {
+        "id, kind, name, state, owner, lease_until, created, updated, entries"
+    };
+}
+
+/// One workflow by id.
+const SELECT_WORKFLOW: &str = concat!(
+    "SELECT ",
+    workflow_columns!(),
+    " FROM workflows WHERE id = ?1"
+);
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path` with the default, durable options.
@@ -200,11 +212,12 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
     if a.seq == 0 {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1)",
-            params![a.id, a.kind, a.name, a.state, owner, a.lease_until_ms as i64, a.at_ms as i64],
         )
+        .map_err(db)?
+        .execute(params![a.id, a.kind, a.name, a.state, owner, a.lease_until_ms as i64, a.at_ms as i64])
         .map_err(|e| {
             if is_constraint(&e) {
                 StoreError::Conflict(format!("workflow {} exists already", a.id))
@@ -214,39 +227,37 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
         })?;
     } else {
         let rec = tx
-            .query_row(
-                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
-                [&a.id],
-                workflow_row,
-            )
+            .prepare_cached(SELECT_WORKFLOW)
+            .map_err(db)?
+            .query_row([&a.id], workflow_row)
             .optional()
             .map_err(db)?
             .ok_or_else(|| StoreError::Conflict(format!("workflow {} does not exist", a.id)))?;
         check_append(&rec, &a.owner, a.seq)?;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE workflows SET state = ?2, owner = ?3, lease_until = ?4, updated = ?5,
              entries = entries + 1 WHERE id = ?1",
-            params![
-                a.id,
-                a.state,
-                owner,
-                a.lease_until_ms as i64,
-                a.at_ms as i64
-            ],
         )
+        .map_err(db)?
+        .execute(params![
+            a.id,
+            a.state,
+            owner,
+            a.lease_until_ms as i64,
+            a.at_ms as i64
+        ])
         .map_err(db)?;
     }
-    tx.execute(
-        "INSERT INTO journal (workflow, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
-        params![a.id, a.seq as i64, a.at_ms as i64, event],
-    )
-    .map_err(|e| {
-        if is_constraint(&e) {
-            StoreError::Conflict(format!("workflow {}: entry {} exists", a.id, a.seq))
-        } else {
-            db(e)
-        }
-    })?;
+    tx.prepare_cached("INSERT INTO journal (workflow, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(db)?
+        .execute(params![a.id, a.seq as i64, a.at_ms as i64, event])
+        .map_err(|e| {
+            if is_constraint(&e) {
+                StoreError::Conflict(format!("workflow {}: entry {} exists", a.id, a.seq))
+            } else {
+                db(e)
+            }
+        })?;
     tx.commit().map_err(db)
 }
 
@@ -256,8 +267,10 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
         .map_err(db)?;
     let candidates = {
         let mut stmt = tx
-            .prepare_cached(&format!(
-                "SELECT {WORKFLOW_COLUMNS} FROM workflows
+            .prepare_cached(concat!(
+                "SELECT ",
+                workflow_columns!(),
+                " FROM workflows
                  WHERE kind = ?1 AND (?2 IS NULL OR id = ?2)
                    AND (owner IS NULL OR owner = ?3 OR lease_until < ?4)
                  ORDER BY rowid"
@@ -350,9 +363,10 @@ impl Store for SqliteStore {
         let kind = kind.map(str::to_owned);
         self.run(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ?1 IS NULL OR kind = ?1
-                     ORDER BY rowid"
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    workflow_columns!(),
+                    " FROM workflows WHERE ?1 IS NULL OR kind = ?1 ORDER BY rowid"
                 ))
                 .map_err(db)?;
             let rows = stmt.query_map([kind], workflow_row).map_err(db)?;
@@ -366,13 +380,11 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
         let id = id.to_owned();
         self.run(move |c| {
-            c.query_row(
-                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"),
-                [id],
-                workflow_row,
-            )
-            .optional()
-            .map_err(db)
+            c.prepare_cached(SELECT_WORKFLOW)
+                .map_err(db)?
+                .query_row([id], workflow_row)
+                .optional()
+                .map_err(db)
         })
     }
 
