@@ -112,6 +112,7 @@ mod registry;
 mod service;
 mod stats;
 pub mod stripe;
+pub mod sync;
 
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::sync::CachePadded;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 std::thread_local! {
@@ -58,8 +60,7 @@ pub fn count() -> usize {
 
 /// One stripe of a [`Striped`] value: its own copy, on its own cache lines. Dereferences to
 /// the value.
-#[repr(align(128))]
-pub struct Stripe<T>(T);
+pub struct Stripe<T>(CachePadded<T>);
 
 impl<T> Deref for Stripe<T> {
     type Target = T;
@@ -91,7 +92,7 @@ impl<T: Clone> Striped<T> {
     pub fn new(value: T) -> Self {
         Striped {
             stripes: (0..count())
-                .map(|_| Arc::new(Stripe(value.clone())))
+                .map(|_| Arc::new(Stripe(CachePadded::new(value.clone()))))
                 .collect(),
             next: AtomicUsize::new(0),
         }
