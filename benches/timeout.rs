@@ -38,8 +38,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("timeout", |b| {
         b.iter(|| poll_now(timeout.call(black_box(1))).ok())
     });
-    let mut escalating = TimeoutLayer::new(limit)
+    let mut escalating = TimeoutLayer::builder(limit)
         .escalate(2.0, limit * 4)
+        .build()
         .unwrap()
         .layer(bare());
     group.bench_function("timeout_escalating", |b| {

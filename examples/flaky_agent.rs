@@ -132,7 +132,11 @@ async fn main() -> Result<(), BoxError> {
                 .build()?,
         )
         .layer(breaker)
-        .layer(TimeoutLayer::new(Duration::from_secs(1)).escalate(2.0, Duration::from_secs(4))?)
+        .layer(
+            TimeoutLayer::builder(Duration::from_secs(1))
+                .escalate(2.0, Duration::from_secs(4))
+                .build()?,
+        )
         .service(route);
 
     let names = ["east", "west", "backup"];

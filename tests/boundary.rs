@@ -190,8 +190,9 @@ fn slow_tool(
 }
 
 fn escalating() -> TimeoutLayer {
-    TimeoutLayer::new(Duration::from_secs(1))
+    TimeoutLayer::builder(Duration::from_secs(1))
         .escalate(2.0, Duration::from_secs(4))
+        .build()
         .unwrap()
 }
 

@@ -117,8 +117,9 @@ mod deadlines_and_escalation {
         let answer = ServiceBuilder::new()
             .layer(retry(3, Duration::from_millis(100)))
             .layer(
-                TimeoutLayer::new(Duration::from_secs(1))
+                TimeoutLayer::builder(Duration::from_secs(1))
                     .escalate(2.0, Duration::from_secs(4))
+                    .build()
                     .unwrap(),
             )
             .service(tool)
@@ -161,8 +162,9 @@ mod deadlines_and_escalation {
             .layer(DeadlineLayer::new(Duration::from_secs(10)))
             .layer(retry(3, Duration::from_millis(100)))
             .layer(
-                TimeoutLayer::new(Duration::from_secs(1))
+                TimeoutLayer::builder(Duration::from_secs(1))
                     .escalate(2.0, Duration::from_secs(4))
+                    .build()
                     .unwrap(),
             )
             .service(tool)

@@ -15,6 +15,12 @@ use crate::{BoxError, Classify};
 /// [`class_of`](crate::class_of) instead of classifying again.
 ///
 /// The service is named `ClassifyService` because [`Classify`] is the strategy trait.
+///
+/// # Panics
+/// `ClassifyService` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to
+/// the inner service, whose own contract applies to a `call` without a ready `poll_ready`, and
+/// its response future forwards polls after completion to the inner future (which panics if
+/// it is an `async` block, as most are).
 #[derive(Clone, Debug)]
 pub struct ClassifyService<S, C> {
     inner: S,

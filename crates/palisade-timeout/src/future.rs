@@ -82,7 +82,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err("timeout future polled after completion".into()));
+            panic!("`Timeout` response future polled after completion");
         };
         if let Poll::Ready(out) = inner.poll(cx) {
             // The inner future stays until this one is dropped, as tower's: nothing to pay for
@@ -162,7 +162,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err("deadline future polled after completion".into()));
+            panic!("`Deadline` response future polled after completion");
         };
         let limit = *this.limit;
         let polled = context::with_lazy_deadline(limit, this.started, || inner.poll(cx));

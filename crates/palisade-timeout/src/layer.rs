@@ -9,7 +9,23 @@ use crate::state::Limit;
 use crate::{Deadline, Timeout};
 
 /// Applies a per-attempt [`Timeout`] to the wrapped service, optionally escalating after
-/// attempts that timed out (see [`TimeoutLayer::escalate`]).
+/// attempts that timed out (see [`TimeoutBuilder::escalate`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_timeout::TimeoutLayer;
+///
+/// // A fixed limit: infallible.
+/// let fixed = TimeoutLayer::new(Duration::from_millis(250));
+/// assert_eq!(fixed.escalation(), None);
+///
+/// // With options: validated when built.
+/// let escalating = TimeoutLayer::builder(Duration::from_millis(250))
+///     .escalate(2.0, Duration::from_secs(2))
+///     .build()?;
+/// assert_eq!(escalating.escalation(), Some((2.0, Duration::from_secs(2))));
+/// # Ok::<(), palisade_classify::ConfigError>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutLayer {
     limit: Limit,
@@ -17,25 +33,21 @@ pub struct TimeoutLayer {
 
 impl TimeoutLayer {
     /// Fails each call that does not finish within `timeout` with
-    /// [`Elapsed`](crate::error::Elapsed).
+    /// [`Elapsed`](crate::error::Elapsed). Every attempt gets the same limit (no
+    /// escalation); a zero `timeout` fails every call that is not ready at its first poll.
     pub fn new(timeout: Duration) -> Self {
         TimeoutLayer {
             limit: Limit::new(timeout),
         }
     }
 
-    /// Lengthens the limit of an attempt after earlier attempts of the same request timed out:
-    /// `timeout × factor^n`, at most `cap`, where `n` is
-    /// [`context::timeouts_so_far`](crate::context::timeouts_so_far) at call time (set by a
-    /// retry layer above).
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming `factor` if it is below 1, NaN or infinite, or `cap` if it is
-    /// shorter than the base timeout.
-    pub fn escalate(self, factor: f64, cap: Duration) -> Result<Self, ConfigError> {
-        Ok(TimeoutLayer {
-            limit: self.limit.escalate(factor, cap)?,
-        })
+    /// A builder for a timeout of `timeout` with options (escalation), validated by
+    /// [`build`](TimeoutBuilder::build).
+    pub fn builder(timeout: Duration) -> TimeoutBuilder {
+        TimeoutBuilder {
+            timeout,
+            escalation: None,
+        }
     }
 
     /// The base (first attempt's) timeout.
@@ -46,6 +58,43 @@ impl TimeoutLayer {
     /// The escalation `(factor, cap)`, if configured.
     pub fn escalation(&self) -> Option<(f64, Duration)> {
         self.limit.escalation()
+    }
+}
+
+/// Builds a [`TimeoutLayer`]; made by [`TimeoutLayer::builder`].
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TimeoutBuilder {
+    timeout: Duration,
+    escalation: Option<(f64, Duration)>,
+}
+
+impl TimeoutBuilder {
+    /// Lengthens the limit of an attempt after earlier attempts of the same request timed out:
+    /// `timeout × factor^n`, at most `cap`, where `n` is
+    /// [`context::timeouts_so_far`](crate::context::timeouts_so_far) at call time (set by a
+    /// retry layer above). A retry after a timeout thus waits longer instead of timing out
+    /// again at the same point, as gRPC's hedging and retry design (A6) and Envoy's
+    /// `per_try_timeout` with backoff suggest for tail latency. Default: no escalation.
+    pub fn escalate(mut self, factor: f64, cap: Duration) -> Self {
+        self.escalation = Some((factor, cap));
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `timeout` if it is zero, `factor` if it is below 1, NaN or
+    /// infinite, or `cap` if it is shorter than the base timeout.
+    pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be greater than zero"));
+        }
+        let mut limit = Limit::new(self.timeout);
+        if let Some((factor, cap)) = self.escalation {
+            limit = limit.escalate(factor, cap)?;
+        }
+        Ok(TimeoutLayer { limit })
     }
 }
 

@@ -3,7 +3,7 @@
 //! - [`Timeout`] limits one attempt. Placed below a retry layer it bounds each attempt; a
 //!   timed-out attempt fails with [`Elapsed`](error::Elapsed), which
 //!   [`class_of`](palisade_classify::class_of) reads as `Timeout`, retryable. With
-//!   [`TimeoutLayer::escalate`] the next attempt gets a longer limit (`base × factor^n`, capped),
+//!   [`TimeoutBuilder::escalate`] the next attempt gets a longer limit (`base × factor^n`, capped),
 //!   where `n` is the number of earlier attempts that timed out, published by the retry layer
 //!   through [`context::with_timeouts_so_far`].
 //! - [`Deadline`] limits the whole call. Placed above a retry layer it bounds all attempts and
@@ -27,7 +27,7 @@
 //! });
 //! let mut svc = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(2)))
-//!     .layer(TimeoutLayer::new(Duration::from_millis(100)).escalate(2.0, Duration::from_secs(1)).unwrap())
+//!     .layer(TimeoutLayer::builder(Duration::from_millis(100)).escalate(2.0, Duration::from_secs(1)).build().unwrap())
 //!     .service(slow);
 //!
 //! assert_eq!(svc.ready().await.unwrap().call(50).await.unwrap(), 50);
@@ -114,7 +114,7 @@ mod layer;
 mod service;
 mod state;
 
-pub use layer::{DeadlineLayer, TimeoutLayer};
+pub use layer::{DeadlineLayer, TimeoutBuilder, TimeoutLayer};
 pub use service::{Deadline, Timeout};
 
 #[cfg(test)]

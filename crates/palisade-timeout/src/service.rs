@@ -12,6 +12,11 @@ use crate::state::Limit;
 
 /// Fails a call that does not finish within its per-attempt limit with
 /// [`Elapsed`](crate::error::Elapsed).
+///
+/// # Panics
+/// `Timeout` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
+/// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
+/// future panics if polled after it completed, as tower's futures do.
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: S,
@@ -83,6 +88,11 @@ where
 /// [When the clock starts](crate#when-the-clock-starts)), with
 /// [`DeadlineExceeded`](crate::error::DeadlineExceeded), and publishes the deadline to the
 /// layers below through [`context::deadline`](crate::context::deadline).
+///
+/// # Panics
+/// `Deadline` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
+/// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
+/// future panics if polled after it completed, as tower's futures do.
 #[derive(Clone, Debug)]
 pub struct Deadline<S> {
     inner: S,

@@ -74,8 +74,9 @@ async fn inner_errors_pass_through() {
 
 #[tokio::test(start_paused = true)]
 async fn escalation_lengthens_each_attempt_up_to_the_cap() {
-    let mut svc = TimeoutLayer::new(ms(100))
+    let mut svc = TimeoutLayer::builder(ms(100))
         .escalate(2.0, ms(300))
+        .build()
         .unwrap()
         .layer(slow());
     for (n, limit) in [(0, 100), (1, 200), (2, 300), (3, 300)] {
@@ -103,14 +104,14 @@ async fn without_escalation_the_count_is_ignored() {
 
 #[test]
 fn bad_escalation_names_the_field() {
-    let layer = TimeoutLayer::new(ms(100));
-    assert_eq!(layer.escalate(0.9, ms(500)).unwrap_err().field(), "factor");
-    assert_eq!(
-        layer.escalate(f64::NAN, ms(500)).unwrap_err().field(),
-        "factor"
-    );
-    assert_eq!(layer.escalate(2.0, ms(50)).unwrap_err().field(), "cap");
-    let ok = layer.escalate(1.5, ms(500)).unwrap();
+    let layer = TimeoutLayer::builder(ms(100));
+    let field = |b: crate::TimeoutBuilder| b.build().unwrap_err().field().to_owned();
+    assert_eq!(field(layer.escalate(0.9, ms(500))), "factor");
+    assert_eq!(field(layer.escalate(f64::NAN, ms(500))), "factor");
+    assert_eq!(field(layer.escalate(2.0, ms(50))), "cap");
+    assert_eq!(field(TimeoutLayer::builder(ms(0))), "timeout");
+    assert_eq!(layer.build().unwrap().escalation(), None);
+    let ok = layer.escalate(1.5, ms(500)).build().unwrap();
     assert_eq!(ok.escalation(), Some((1.5, ms(500))));
     assert_eq!(ok.timeout(), ms(100));
 }
@@ -379,9 +380,28 @@ async fn an_elapsed_timeout_drops_its_attempt_marked_as_timed_out() {
     // Dropped inside the poll, marked; the mark is gone once the poll returns.
     assert_eq!(seen_so_far(&seen), [true]);
     assert!(!attempt::timing_out());
-    // Polled again: an error, no panic, nothing dropped twice.
-    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+    // Polled again: a panic (tower's contract), and nothing dropped twice on the way.
+    let again =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    let message = again.expect_err("a finished future polled again panics");
+    assert_eq!(
+        message.downcast_ref::<&str>(),
+        Some(&"`Timeout` response future polled after completion")
+    );
     assert_eq!(seen_so_far(&seen), []);
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "`Deadline` response future polled after completion")]
+async fn a_finished_deadline_future_polled_again_panics() {
+    let mut svc = DeadlineLayer::new(ms(100)).layer(slow());
+    svc.ready().await.unwrap();
+    let mut fut = pin!(svc.call(10));
+    let mut cx = Context::from_waker(Waker::noop());
+    while fut.as_mut().poll(&mut cx).is_pending() {
+        tokio::time::advance(ms(10)).await;
+    }
+    let _ = fut.as_mut().poll(&mut cx);
 }
 
 #[tokio::test(start_paused = true)]
@@ -436,7 +456,10 @@ async fn a_panicking_drop_of_the_attempt_clears_the_mark() {
 /// future polled inside it) warns once; the same timeout called inside the attempt does not.
 #[tokio::test(start_paused = true)]
 async fn an_escalating_timeout_that_lost_its_context_warns_once() {
-    let layer = TimeoutLayer::new(ms(100)).escalate(2.0, ms(1_000)).unwrap();
+    let layer = TimeoutLayer::builder(ms(100))
+        .escalate(2.0, ms(1_000))
+        .build()
+        .unwrap();
     let mut svc = layer.layer(slow());
     let waker = Waker::noop();
     let mut cx = Context::from_waker(waker);

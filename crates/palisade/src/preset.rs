@@ -165,7 +165,9 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// A [`ConfigError`] naming the invalid field of the timeout or the breaker.
     pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
         let timeout = match self.escalation {
-            Some((factor, cap)) => TimeoutLayer::new(self.attempt_timeout).escalate(factor, cap)?,
+            Some((factor, cap)) => TimeoutLayer::builder(self.attempt_timeout)
+                .escalate(factor, cap)
+                .build()?,
             None => TimeoutLayer::new(self.attempt_timeout),
         };
         let retry = match self.retry {

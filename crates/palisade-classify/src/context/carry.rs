@@ -210,6 +210,11 @@ impl<S> Layer<S> for CarryLayer {
 
 /// Copies the current context into each request and passes back what the side below
 /// reported; see the [module docs](self).
+///
+/// # Panics
+/// `Carry` reserves nothing in `poll_ready`: `poll_ready`, `call` and polls of its response
+/// future after completion are forwarded to the inner service and future, whose own contract
+/// applies.
 #[derive(Clone, Debug)]
 pub struct Carry<S> {
     inner: S,
@@ -311,6 +316,11 @@ impl<S> Layer<S> for ResumeLayer {
 /// and every poll of the call's future; see the [module docs](self).
 ///
 /// A request that carries nothing is passed through untouched.
+///
+/// # Panics
+/// `Resume` reserves nothing in `poll_ready`: `poll_ready`, `call` and polls of its response
+/// future after completion are forwarded to the inner service and future, whose own contract
+/// applies.
 #[derive(Clone, Debug)]
 pub struct Resume<S> {
     inner: S,

@@ -71,6 +71,11 @@ impl<S> Layer<S> for MetricsLayer {
 }
 
 /// The service of [`MetricsLayer`].
+///
+/// # Panics
+/// `Metrics` reserves nothing in `poll_ready`: `poll_ready`, `call` and polls of its response
+/// future after completion are forwarded to the inner service and future, whose own contract
+/// applies.
 #[derive(Clone, Debug)]
 pub struct Metrics<S> {
     inner: S,
