@@ -387,7 +387,11 @@ fn known_class(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
     {
         return Some(class);
     }
-    if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
+    #[cfg(feature = "tower")]
+    if err.is::<tower::timeout::error::Elapsed>() {
+        return Some(Class::new(Category::Timeout));
+    }
+    if err.is::<tokio::time::error::Elapsed>() {
         return Some(Class::new(Category::Timeout));
     }
     None
@@ -434,20 +438,20 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     })
 }
 
-/// Builds a [`DefaultClassifier`] with rules of your own before (or instead of) the built-in
+/// Builds a [`DefaultClassifier`] (made by [`DefaultClassifier::builder`]) with rules of your own before (or instead of) the built-in
 /// ones. Rules are tried in the order they were added; the first match wins.
 ///
 /// ```
-/// use palisade_classify::{BoxError, Category, Class, ClassifierBuilder};
+/// use palisade_classify::{BoxError, Category, Class, DefaultClassifier};
 ///
-/// let classifier = ClassifierBuilder::new()
+/// let classifier = DefaultClassifier::builder()
 ///     .message("model is loading", Class::new(Category::Transient))
 ///     .message("context length", Class::new(Category::Validation))
 ///     .build()?;
 /// let err: BoxError = "Model is loading, please wait".into();
 /// assert_eq!(classifier.classify_error(&*err).category, Category::Transient);
 ///
-/// let bad = ClassifierBuilder::new().message("(unclosed", Class::new(Category::Validation)).build();
+/// let bad = DefaultClassifier::builder().message("(unclosed", Class::new(Category::Validation)).build();
 /// assert_eq!(bad.unwrap_err().field(), "message[0]");
 /// # Ok::<(), palisade_classify::ConfigError>(())
 /// ```
@@ -471,15 +475,10 @@ impl fmt::Debug for ClassifierBuilder {
     }
 }
 
-impl Default for ClassifierBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ClassifierBuilder {
-    /// A builder with the built-in rules enabled and no rules of its own.
-    pub fn new() -> Self {
+    /// A builder with the built-in rules enabled and no rules of its own; made by
+    /// [`DefaultClassifier::builder`].
+    fn new() -> Self {
         ClassifierBuilder {
             type_rules: Vec::new(),
             messages: Vec::new(),

@@ -46,6 +46,7 @@
 //! use palisade_classify::hint;
 //! use std::time::Duration;
 //!
+//! # #[cfg(feature = "http")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! // A server that asks for 30 s, as a date (whole seconds, so up to 1 s less).
@@ -53,7 +54,12 @@
 //! let wait = hint::retry_after_now(&date).unwrap();
 //! assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(28));
 //! # }
+//! # #[cfg(not(feature = "http"))]
+//! # fn main() {}
 //! ```
+//!
+//! The HTTP-date form needs the crate's `http` feature (it brings the `httpdate` parser);
+//! without it [`retry_after`] reads delta-seconds only and returns `None` for a date.
 
 use std::time::{Duration, SystemTime};
 
@@ -111,7 +117,8 @@ pub fn retry_after_ms(value: &str) -> Option<Duration> {
 }
 
 /// `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date converted to a delay from
-/// `now` (a date in the past means "now": zero). As sent, up to [`LONGEST`].
+/// `now` (a date in the past means "now": zero; dates need the `http` feature). As sent, up to
+/// [`LONGEST`].
 ///
 /// Reads no clock: `now` is the response's `Date` header, [`wall_clock`], or a test's fixed
 /// instant (see [HTTP dates and the clock](self#http-dates-and-the-clock)). Decimal seconds
@@ -121,12 +128,22 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Some(wait) = decimal(v, Duration::from_secs(1)) {
         return Some(wait);
     }
+    date_delay(v, now)
+}
+
+#[cfg(feature = "http")]
+fn date_delay(v: &str, now: SystemTime) -> Option<Duration> {
     let date = httpdate::parse_http_date(v).ok()?;
     Some(
         date.duration_since(now)
             .unwrap_or(Duration::ZERO)
             .min(LONGEST),
     )
+}
+
+#[cfg(not(feature = "http"))]
+fn date_delay(_: &str, _: SystemTime) -> Option<Duration> {
+    None
 }
 
 /// [`retry_after`] relative to [`wall_clock`]: the delay from this process's wall time, which a
@@ -225,6 +242,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00
@@ -264,6 +282,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn a_date_measured_against_the_servers_own_date_header() {
         let date = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
@@ -278,6 +297,7 @@ mod tests {
         a.abs_diff(b) < Duration::from_millis(1)
     }
 
+    #[cfg(feature = "http")]
     #[tokio::test(start_paused = true)]
     async fn http_dates_count_down_with_the_paused_clock() {
         let start = wall_clock();
@@ -388,6 +408,7 @@ mod tests {
             prop_assert_eq!(retry_after(&ms.to_string(), SystemTime::UNIX_EPOCH), Some(LONGEST));
         }
 
+        #[cfg(feature = "http")]
         #[test]
         fn dates_round_trip_to_the_second(now in 0u64..4_000_000_000, ahead in 0u64..LONGEST.as_secs()) {
             let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);

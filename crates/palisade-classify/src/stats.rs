@@ -63,20 +63,11 @@ impl fmt::Debug for ErrorStats {
     }
 }
 
-/// Configures an [`ErrorStats`].
+/// Configures an [`ErrorStats`]; made by [`ErrorStats::builder`].
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorStatsBuilder {
     window: Duration,
     buckets: usize,
-}
-
-impl Default for ErrorStatsBuilder {
-    fn default() -> Self {
-        ErrorStatsBuilder {
-            window: Duration::from_secs(300),
-            buckets: 60,
-        }
-    }
 }
 
 impl ErrorStatsBuilder {
@@ -151,7 +142,10 @@ impl ErrorSnapshot {
 impl ErrorStats {
     /// A builder with the defaults: a 300 s window in 60 buckets.
     pub fn builder() -> ErrorStatsBuilder {
-        ErrorStatsBuilder::default()
+        ErrorStatsBuilder {
+            window: Duration::from_secs(300),
+            buckets: 60,
+        }
     }
 
     /// The window, rounded down to a whole number of nanoseconds per bucket.

@@ -24,7 +24,7 @@ use palisade_classify::{Category, Class, ClassifierBuilder, DefaultClassifier};
 use crate::body::NotReplayable;
 
 static DEFAULT: LazyLock<DefaultClassifier> = LazyLock::new(|| {
-    rules(ClassifierBuilder::new())
+    rules(DefaultClassifier::builder())
         .build()
         .expect("the transport rules add no patterns")
 });
@@ -40,9 +40,9 @@ pub fn classifier() -> DefaultClassifier {
 /// call.
 ///
 /// ```
-/// use palisade_classify::{Category, Class, ClassifierBuilder};
+/// use palisade_classify::{Category, Class, DefaultClassifier};
 ///
-/// let classifier = palisade_http::transport::rules(ClassifierBuilder::new())
+/// let classifier = palisade_http::transport::rules(DefaultClassifier::builder())
 ///     .message("model is loading", Class::new(Category::Transient))
 ///     .build()?;
 /// # let _ = classifier;

@@ -244,7 +244,7 @@ impl Error for Billing {}
 
 #[test]
 fn user_rules_come_first_in_order() {
-    let c = ClassifierBuilder::new()
+    let c = DefaultClassifier::builder()
         .error_type::<Billing>(Class::new(Category::Authentication))
         .message("flux", Class::new(Category::Transient))
         .message("flux capacitor", Class::new(Category::Validation))
@@ -271,7 +271,10 @@ fn user_rules_come_first_in_order() {
 
 #[test]
 fn defaults_can_be_switched_off() {
-    let c = ClassifierBuilder::new().defaults(false).build().unwrap();
+    let c = DefaultClassifier::builder()
+        .defaults(false)
+        .build()
+        .unwrap();
     assert_eq!(
         c.classify_error(&*boxed("rate limit")).category,
         Category::Unknown
@@ -282,14 +285,14 @@ fn defaults_can_be_switched_off() {
 
 #[test]
 fn bad_patterns_are_typed_errors_naming_the_field() {
-    let e = ClassifierBuilder::new()
+    let e = DefaultClassifier::builder()
         .message("ok", Class::new(Category::Transient))
         .message("[unclosed", Class::new(Category::Transient))
         .build()
         .unwrap_err();
     assert_eq!(e.field(), "message[1]");
     assert!(e.to_string().contains("regular expression"), "{e}");
-    let e = ClassifierBuilder::new()
+    let e = DefaultClassifier::builder()
         .hint_pattern(Some("(".into()))
         .build()
         .unwrap_err();
@@ -298,7 +301,10 @@ fn bad_patterns_are_typed_errors_naming_the_field() {
 
 #[test]
 fn hints_can_be_disabled() {
-    let c = ClassifierBuilder::new().hint_pattern(None).build().unwrap();
+    let c = DefaultClassifier::builder()
+        .hint_pattern(None)
+        .build()
+        .unwrap();
     assert_eq!(
         c.classify_error(&*boxed("rate limit, retry after 3"))
             .retry_after,
