@@ -1,6 +1,8 @@
 //! Outcome windows: a count window that truly slides over the last N outcomes, and a time
 //! window of fixed buckets. Both are fixed memory and lock-free.
 
+use palisade_classify::window::SlotRing;
+
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 const EMPTY: u8 = 0;
@@ -100,88 +102,46 @@ fn adjust(counter: &AtomicU32, was: bool, now: bool) {
 }
 
 /// Outcomes over the last `buckets × width` of time, in fixed buckets: O(1) per record,
-/// O(buckets) per read, memory independent of traffic.
+/// O(buckets) per read, memory independent of traffic. The buckets are palisade-classify's
+/// [`SlotRing`] (shared with its `ErrorStats`), with three counters: calls, failures, slow.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     width_ms: u64,
-    /// Per bucket: the slot number + 1 it holds (0: never used), then calls, failures, slow.
-    buckets: Box<[[AtomicU64; 4]]>,
+    ring: SlotRing<3>,
 }
-
-const RESETTING: u64 = u64::MAX;
 
 impl TimeWindow {
     pub(crate) fn new(buckets: usize, width_ms: u64) -> Self {
         TimeWindow {
             width_ms: width_ms.max(1),
-            buckets: (0..buckets)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
+            ring: SlotRing::new(buckets),
         }
     }
 
     pub(crate) fn record(&self, failure: bool, slow: bool, now_ms: u64) -> Counts {
-        let slot = now_ms / self.width_ms + 1;
-        let b = &self.buckets[(slot % self.buckets.len() as u64) as usize];
-        let mut spins = 0;
-        loop {
-            let seen = b[0].load(Ordering::Acquire);
-            if seen == slot {
-                break;
+        if let Some(b) = self.ring.enter(now_ms / self.width_ms) {
+            b[0].fetch_add(1, Ordering::Relaxed);
+            if failure {
+                b[1].fetch_add(1, Ordering::Relaxed);
             }
-            if seen == RESETTING {
-                spins += 1;
-                if spins > 64 {
-                    return self.counts(now_ms);
-                }
-                std::hint::spin_loop();
-                continue;
+            if slow {
+                b[2].fetch_add(1, Ordering::Relaxed);
             }
-            if seen > slot {
-                // A late record for a slot the ring moved past: too old to count.
-                return self.counts(now_ms);
-            }
-            if b[0]
-                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                for c in &b[1..] {
-                    c.store(0, Ordering::Relaxed);
-                }
-                b[0].store(slot, Ordering::Release);
-                break;
-            }
-        }
-        b[1].fetch_add(1, Ordering::Relaxed);
-        if failure {
-            b[2].fetch_add(1, Ordering::Relaxed);
-        }
-        if slow {
-            b[3].fetch_add(1, Ordering::Relaxed);
         }
         self.counts(now_ms)
     }
 
     pub(crate) fn counts(&self, now_ms: u64) -> Counts {
-        let newest = now_ms / self.width_ms + 1;
-        let oldest = newest.saturating_sub(self.buckets.len() as u64 - 1);
-        let mut c = Counts::default();
-        for b in self.buckets.iter() {
-            let slot = b[0].load(Ordering::Acquire);
-            if slot == RESETTING || slot == 0 || slot < oldest || slot > newest {
-                continue;
-            }
-            c.calls += b[1].load(Ordering::Relaxed) as u32;
-            c.failures += b[2].load(Ordering::Relaxed) as u32;
-            c.slow += b[3].load(Ordering::Relaxed) as u32;
+        let [calls, failures, slow] = self.ring.sum(now_ms / self.width_ms);
+        Counts {
+            calls: calls as u32,
+            failures: failures as u32,
+            slow: slow as u32,
         }
-        c
     }
 
     pub(crate) fn reset(&self) {
-        for b in self.buckets.iter() {
-            b[0].store(0, Ordering::Release);
-        }
+        self.ring.clear();
     }
 }
 

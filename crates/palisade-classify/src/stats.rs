@@ -1,7 +1,8 @@
 //! [`ErrorStats`]: an error aggregator over a sliding window, in fixed memory and without locks.
 
+use crate::sync::atomic::Ordering;
+use crate::window::SlotRing;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,14 +10,6 @@ use tokio::time::Instant;
 use crate::{Category, Class, ConfigError};
 
 const CATEGORIES: usize = Category::ALL.len();
-/// An epoch value meaning "a writer is resetting this bucket".
-const RESETTING: u64 = u64::MAX;
-
-struct Bucket {
-    /// The number of the time slot this bucket holds, plus one (0: never used).
-    epoch: AtomicU64,
-    counts: [AtomicU32; CATEGORIES],
-}
 
 /// Failures per category over a sliding time window: counts, error rate, pattern detection.
 ///
@@ -51,14 +44,14 @@ pub struct ErrorStats {
     origin: Instant,
     bucket_nanos: u64,
     window: Duration,
-    buckets: Box<[Bucket]>,
+    ring: SlotRing<CATEGORIES>,
 }
 
 impl fmt::Debug for ErrorStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorStats")
             .field("window", &self.window)
-            .field("buckets", &self.buckets.len())
+            .field("buckets", &self.ring.len())
             .finish()
     }
 }
@@ -103,17 +96,11 @@ impl ErrorStatsBuilder {
                 "must be at least one nanosecond per bucket",
             ));
         }
-        let buckets = (0..self.buckets)
-            .map(|_| Bucket {
-                epoch: AtomicU64::new(0),
-                counts: std::array::from_fn(|_| AtomicU32::new(0)),
-            })
-            .collect();
         Ok(ErrorStats {
             origin,
             bucket_nanos,
             window: Duration::from_nanos(bucket_nanos * self.buckets as u64),
-            buckets,
+            ring: SlotRing::new(self.buckets),
         })
     }
 }
@@ -164,24 +151,7 @@ impl ErrorStats {
     ///
     /// [`record`]: ErrorStats::record
     pub fn clear(&self) {
-        for bucket in self.buckets.iter() {
-            let seen = bucket.epoch.load(Ordering::Acquire);
-            if seen == 0 || seen == RESETTING {
-                continue;
-            }
-            if bucket
-                .epoch
-                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                // A writer moved it on meanwhile: it now holds only samples newer than this call.
-                continue;
-            }
-            for count in &bucket.counts {
-                count.store(0, Ordering::Relaxed);
-            }
-            bucket.epoch.store(0, Ordering::Release);
-        }
+        self.ring.clear();
     }
 
     /// Records one failure of `class` at `now`.
@@ -191,58 +161,14 @@ impl ErrorStats {
 
     /// Records one failure of `category` at `now`.
     pub fn record_category(&self, category: Category, now: Instant) {
-        let slot = self.slot(now);
-        let want = slot + 1;
-        let bucket = &self.buckets[(slot % self.buckets.len() as u64) as usize];
-        let mut spins = 0;
-        loop {
-            let seen = bucket.epoch.load(Ordering::Acquire);
-            if seen == want {
-                break;
-            }
-            if seen == RESETTING {
-                // Another writer is clearing this bucket: a handful of stores.
-                spins += 1;
-                if spins > 64 {
-                    return;
-                }
-                std::hint::spin_loop();
-                continue;
-            }
-            if seen > want {
-                // A late sample for a slot the ring has already moved past: too old to count.
-                return;
-            }
-            if bucket
-                .epoch
-                .compare_exchange(seen, RESETTING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                for c in &bucket.counts {
-                    c.store(0, Ordering::Relaxed);
-                }
-                bucket.epoch.store(want, Ordering::Release);
-                break;
-            }
+        if let Some(counts) = self.ring.enter(self.slot(now)) {
+            counts[category.index()].fetch_add(1, Ordering::Relaxed);
         }
-        bucket.counts[category.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sums each category over the buckets inside the window ending at `now`.
     fn sum(&self, now: Instant) -> [u64; CATEGORIES] {
-        let newest = self.slot(now) + 1;
-        let oldest = newest.saturating_sub(self.buckets.len() as u64 - 1);
-        let mut counts = [0u64; CATEGORIES];
-        for bucket in self.buckets.iter() {
-            let epoch = bucket.epoch.load(Ordering::Acquire);
-            if epoch == RESETTING || epoch < oldest || epoch > newest || epoch == 0 {
-                continue;
-            }
-            for (sum, c) in counts.iter_mut().zip(&bucket.counts) {
-                *sum += u64::from(c.load(Ordering::Relaxed));
-            }
-        }
-        counts
+        self.ring.sum(self.slot(now))
     }
 
     /// Failures of `category` in the window ending at `now`.
