@@ -1,5 +1,5 @@
 //! The fallback layer's success path: time per call, allocations per call and future size for
-//! the static, function and service strategies, beside the bare service; and per-call time from
+//! the constant, function and service strategies, beside the bare service; and per-call time from
 //! one and two threads.
 //!
 //! `cargo bench -p palisade-benches --bench fallback`
@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::classify::{BoxError, Class};
-use palisade::fallback::{Alternative, Answer, FallbackLayer, FromError, Static};
+use palisade::fallback::{Alternative, Answer, Constant, FallbackLayer, FromError};
 use palisade_benches::{allocations_per_call, bare, one_call, poll_now, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::{Layer, Service, ServiceExt};
@@ -30,8 +30,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("fallback/success_path");
     let mut bare_svc = bare();
     group.bench_function("bare", |b| b.iter(|| one_call(&mut bare_svc, black_box(1))));
-    let mut fixed = FallbackLayer::new(Static(0u64)).layer(bare());
-    group.bench_function("static", |b| {
+    let mut fixed = FallbackLayer::new(Constant(0u64)).layer(bare());
+    group.bench_function("constant", |b| {
         b.iter(|| answer_call(&mut fixed, black_box(1)))
     });
     let mut computed =
@@ -55,14 +55,14 @@ fn bench(c: &mut Criterion) {
         group.bench_function("bare", |b| {
             b.iter_custom(|iters| threaded(&bare_svc, threads, iters))
         });
-        group.bench_function("static", |b| {
+        group.bench_function("constant", |b| {
             b.iter_custom(|iters| threaded(&unwrapped, threads, iters))
         });
         group.finish();
     }
 
     println!(
-        "fallback/success_path allocations per call: bare {:.3}, static {:.3}, from_error {:.3}, service {:.3}",
+        "fallback/success_path allocations per call: bare {:.3}, constant {:.3}, from_error {:.3}, service {:.3}",
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut bare_svc, i));
         }),
@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
         }),
     );
     println!(
-        "fallback/success_path future size: bare {} B, static {} B, service {} B",
+        "fallback/success_path future size: bare {} B, constant {} B, service {} B",
         std::mem::size_of_val(&bare_svc.call(0)),
         std::mem::size_of_val(&fixed.call(0)),
         std::mem::size_of_val(&alternative.call(0)),

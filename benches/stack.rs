@@ -19,7 +19,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::breaker::BreakerLayer;
 use palisade::classify::{ClassifyLayer, DefaultClassifier};
-use palisade::fallback::{Answer, FallbackLayer, Static};
+use palisade::fallback::{Answer, Constant, FallbackLayer};
 use palisade::preset;
 use palisade::route::{Route, RouteConfig};
 use palisade::timeout::DeadlineLayer;
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     // three classified endpoints.
     let endpoints = (0..3).map(|_| ClassifyLayer::new(DefaultClassifier::default()).layer(bare()));
     let full_stack = ServiceBuilder::new()
-        .layer(FallbackLayer::new(Static(0u64)))
+        .layer(FallbackLayer::new(Constant(0u64)))
         .layer(DeadlineLayer::new(Duration::from_secs(30)))
         .layer(palisade::retry::RetryLayer::new())
         .layer(BreakerLayer::new("full"))

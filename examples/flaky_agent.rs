@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use palisade::breaker::BreakerLayer;
 use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, class_of};
-use palisade::fallback::{Answer, FallbackLayer, Static};
+use palisade::fallback::{Answer, Constant, FallbackLayer};
 use palisade::retry::budget::Throttled;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::route::{Route, RouteConfig, check_fn};
@@ -118,7 +118,7 @@ async fn main() -> Result<(), BoxError> {
     let breaker = BreakerLayer::new("provider");
     let breaker_handle = breaker.handle();
     let mut agent = ServiceBuilder::new()
-        .layer(FallbackLayer::new(Static(
+        .layer(FallbackLayer::new(Constant(
             "(the assistant is busy; here is a canned answer)".to_owned(),
         )))
         .layer(DeadlineLayer::new(Duration::from_secs(5)))

@@ -9,7 +9,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use palisade::breaker::{BreakerConfig, BreakerLayer};
 use palisade::classify::metrics::{MetricsLayer, names};
 use palisade::classify::{BoxError, ClassifyLayer, DefaultClassifier};
-use palisade::fallback::{FallbackLayer, Static};
+use palisade::fallback::{Constant, FallbackLayer};
 use palisade::retry::{Backoff, Jitter, RetryLayer};
 use palisade::timeout::TimeoutLayer;
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
@@ -65,7 +65,7 @@ async fn every_layer_reports_what_it_did() {
     };
     let svc = ServiceBuilder::new()
         .layer(MetricsLayer::new("tool"))
-        .layer(FallbackLayer::new(Static("sorry")))
+        .layer(FallbackLayer::new(Constant("sorry")))
         .layer(
             RetryLayer::builder()
                 .name("tool")
@@ -112,7 +112,7 @@ async fn every_layer_reports_what_it_did() {
     assert_eq!(
         counter(
             names::FALLBACK_ANSWERS,
-            &[("strategy", "static"), ("category", "server_error")]
+            &[("strategy", "constant"), ("category", "server_error")]
         ),
         1
     );

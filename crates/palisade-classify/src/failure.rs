@@ -15,7 +15,7 @@
 //! | [`CircuitOpen`] | palisade-breaker | `Rejected`, retryable unless isolated, with the time left open |
 //! | [`NoHealthyEndpoint`] | palisade-route | `ServerError`, retryable, with when an endpoint returns |
 //! | [`FallbackFailed`] | palisade-fallback | the original failure's, not retryable |
-//! | [`FeatureDisabled`] | palisade-fallback's switchboard | `Rejected`, not retryable |
+//! | [`FeatureOff`] | palisade-fallback's switchboard | `Rejected`, not retryable |
 //! | [`Injected`] | palisade-chaos | the class the fault was given |
 
 use std::error::Error;
@@ -43,7 +43,7 @@ pub(crate) fn own_class(err: &(dyn Error + 'static)) -> Option<Class> {
     if let Some(e) = err.downcast_ref::<FallbackFailed>() {
         return Some(e.class());
     }
-    if let Some(e) = err.downcast_ref::<FeatureDisabled>() {
+    if let Some(e) = err.downcast_ref::<FeatureOff>() {
         return Some(e.class());
     }
     if let Some(e) = err.downcast_ref::<Injected>() {
@@ -366,20 +366,20 @@ impl HasClass for FallbackFailed {
 /// dependency (the failures that turned the feature off were counted already), and retrying
 /// cannot help until the feature is back on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FeatureDisabled {
+pub struct FeatureOff {
     /// The feature's name.
     pub feature: String,
 }
 
-impl fmt::Display for FeatureDisabled {
+impl fmt::Display for FeatureOff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "feature {:?} is disabled", self.feature)
+        write!(f, "feature {:?} is off", self.feature)
     }
 }
 
-impl std::error::Error for FeatureDisabled {}
+impl std::error::Error for FeatureOff {}
 
-impl HasClass for FeatureDisabled {
+impl HasClass for FeatureOff {
     fn class(&self) -> Class {
         // The switchboard refused to send the call: not the dependency's fault right now (so it
         // never counts against health), and retrying cannot help until the feature is back on.
@@ -540,7 +540,7 @@ mod tests {
                 Class::new(Category::Timeout).with_retryable(false),
             ),
             (
-                Box::new(FeatureDisabled {
+                Box::new(FeatureOff {
                     feature: "search".into(),
                 }),
                 Class::new(Category::Rejected).with_retryable(false),
@@ -583,11 +583,11 @@ mod tests {
             "no healthy endpoint (one returns in 2.5 s)"
         );
         assert_eq!(
-            FeatureDisabled {
+            FeatureOff {
                 feature: "search".into()
             }
             .to_string(),
-            "feature \"search\" is disabled"
+            "feature \"search\" is off"
         );
     }
 }

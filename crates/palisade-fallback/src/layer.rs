@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_classify::{Category, Class};
+use palisade_classify::{Category, Class, ConfigError};
 use tower_layer::Layer;
 
 use crate::Fallback;
@@ -50,14 +50,16 @@ impl<St: fmt::Debug> fmt::Debug for Config<St> {
 /// the caller's cancellation; and errors the classifier accepted as normal outcomes
 /// ([`Category::Ignored`]). A category added to palisade later is not answered until it is
 /// listed here. To answer client faults too, widen the choice with
-/// [`FallbackLayer::handles`]:
+/// [`FallbackBuilder::handles`]:
 ///
 /// ```
 /// use palisade_classify::Category;
-/// use palisade_fallback::{FallbackLayer, Static, handles_by_default};
+/// use palisade_fallback::{Constant, FallbackLayer, handles_by_default};
 ///
-/// let layer = FallbackLayer::new(Static("try again later".to_owned()))
-///     .handles(|class| handles_by_default(class) || class.category == Category::Validation);
+/// let layer = FallbackLayer::builder(Constant("try again later".to_owned()))
+///     .handles(|class| handles_by_default(class) || class.category == Category::Validation)
+///     .build()
+///     .unwrap();
 /// # let _ = layer;
 /// ```
 pub fn handles_by_default(class: &Class) -> bool {
@@ -94,8 +96,13 @@ impl<St: fmt::Debug> fmt::Debug for FallbackLayer<St> {
 }
 
 impl<St> FallbackLayer<St> {
-    /// Answers the dependency's failures ([`handles_by_default`]) with `strategy`, and hands back
-    /// failing responses when no fallback answers.
+    /// Answers failures with `strategy`, with the defaults:
+    ///
+    /// * the failures answered are the dependency's ([`handles_by_default`]);
+    /// * a failing response no fallback answers is handed back as
+    ///   [`Answer::Restored`](crate::Answer::Restored).
+    ///
+    /// [`builder`](Self::builder) changes either.
     pub fn new(strategy: St) -> Self {
         FallbackLayer {
             config: Config {
@@ -106,11 +113,34 @@ impl<St> FallbackLayer<St> {
         }
     }
 
+    /// A layer answering failures with `strategy`, with a setter per option; the defaults are
+    /// [`new`](Self::new)'s.
+    pub fn builder(strategy: St) -> FallbackBuilder<St> {
+        FallbackBuilder {
+            layer: Self::new(strategy),
+        }
+    }
+}
+
+/// Builds a [`FallbackLayer`]; made by [`FallbackLayer::builder`].
+pub struct FallbackBuilder<St> {
+    layer: FallbackLayer<St>,
+}
+
+impl<St: fmt::Debug> fmt::Debug for FallbackBuilder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FallbackBuilder")
+            .field(&self.layer.config)
+            .finish()
+    }
+}
+
+impl<St> FallbackBuilder<St> {
     /// Chooses which failures the fallback answers for, by class, in place of
     /// [`handles_by_default`]. A failure it does not answer passes through unchanged (or comes
     /// back [restored](Self::restore_failed_responses), for a failing response).
     pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
-        self.config.handles = Arc::new(predicate);
+        self.layer.config.handles = Arc::new(predicate);
         self
     }
 
@@ -118,8 +148,18 @@ impl<St> FallbackLayer<St> {
     /// handed back as [`Answer::Restored`](crate::Answer::Restored) when no fallback answers
     /// (default `true`); otherwise the error stays an error.
     pub fn restore_failed_responses(mut self, restore: bool) -> Self {
-        self.config.restore = restore;
+        self.layer.config.restore = restore;
         self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    /// None today: every combination of these options is valid. The `Result` is the shape
+    /// every palisade builder has, so that an option added later can be checked without
+    /// breaking callers.
+    pub fn build(self) -> Result<FallbackLayer<St>, ConfigError> {
+        Ok(self.layer)
     }
 }
 

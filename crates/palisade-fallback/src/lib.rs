@@ -8,7 +8,7 @@
 //! failures (server errors, network faults, timeouts, rate limits, an open breaker's or a
 //! throttle's refusal), not the caller's own faults: a malformed request, a missing resource or
 //! refused credentials stay errors, as does the caller's cancellation
-//! ([`handles_by_default`] lists them; [`handles`](FallbackLayer::handles) changes the choice).
+//! ([`handles_by_default`] lists them; [`handles`](FallbackBuilder::handles) changes the choice).
 //! Its response is an [`Answer`]: the dependency's own ([`Answer::Primary`]), a fallback's
 //! marked [`Degraded`], or a failing response handed back ([`Answer::Restored`]) when no
 //! fallback answered.
@@ -22,7 +22,7 @@
 //! retry with backoff, a fallback agent, degradation, a person — by fault level, and reports
 //! what it did.
 //!
-//! Strategies ([`Strategy`]): [`Static`], [`FromError`], [`FromRequest`], [`Alternative`]
+//! Strategies ([`Strategy`]): [`Constant`], [`FromError`], [`FromRequest`], [`Alternative`]
 //! (another service), [`LastGood`] and [`Chain`], which tries them in order, each with the
 //! call's own error; [`Named`] renames one. An answer's [`Degraded`] marker names the strategy
 //! that answered (for a chain, the member), and when every strategy fails, [`FallbackFailed`]
@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
-//! use palisade_fallback::{Alternative, Answer, Chain, FallbackLayer, Static};
+//! use palisade_fallback::{Alternative, Answer, Chain, Constant, FallbackLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -44,7 +44,7 @@
 //!     .layer(FallbackLayer::new(
 //!         Chain::new()
 //!             .then(Alternative::new(small_model))
-//!             .then(Static("Sorry, try again later.".to_owned())),
+//!             .then(Constant("Sorry, try again later.".to_owned())),
 //!     ))
 //!     .layer(ClassifyLayer::new(DefaultClassifier::default()))
 //!     .service(big_model);
@@ -61,9 +61,9 @@
 //! # Requests
 //! The layer needs nothing of the request type: a request is cloned, before the call, only
 //! when the strategy answers from it ([`Strategy::keep_request`]: [`FromRequest`] and
-//! [`Alternative`] do, and they alone ask for `Req: Clone`), never for [`Static`],
+//! [`Alternative`] do, and they alone ask for `Req: Clone`), never for [`Constant`],
 //! [`FromError`] or [`LastGood`]. Responses need only be `Send` (an axum or hyper response
-//! is not `Sync`); [`Static`] and [`LastGood`] keep a shared copy and so ask for `Clone + Sync`,
+//! is not `Sync`); [`Constant`] and [`LastGood`] keep a shared copy and so ask for `Clone + Sync`,
 //! where [`FromError`] builds an answer per call.
 //!
 //! # Errors
@@ -91,15 +91,15 @@ mod switchboard;
 
 pub use answer::{Answer, Degraded};
 pub use error::FallbackFailed;
-pub use layer::{FallbackLayer, handles_by_default};
+pub use layer::{FallbackBuilder, FallbackLayer, handles_by_default};
 pub use service::Fallback;
 pub use strategy::{
-    Alternative, Chain, Failure, FallbackFuture, FromError, FromRequest, LastGood, Named, Static,
-    Strategy,
+    Alternative, Chain, Constant, Failure, FallbackFuture, FromError, FromRequest, LastGood,
+    LastGoodBuilder, Named, Strategy,
 };
 pub use switchboard::{
-    Feature, FeatureConfig, FeatureDisabled, FeatureLayer, FeatureState, FeatureStatus, Gate,
-    GateFuture, Switchboard,
+    Feature, FeatureBuilder, FeatureConfig, FeatureLayer, FeatureOff, FeatureState, FeatureStatus,
+    Gate, GateFuture, Switchboard,
 };
 
 #[cfg(test)]

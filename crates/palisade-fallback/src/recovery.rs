@@ -15,6 +15,7 @@ use tower_service::Service;
 
 /// Which step of the escalation produced the answer (or gave up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step {
     /// The first call worked.
     Primary,
@@ -163,6 +164,74 @@ pub struct RecoveryManager<Req, R> {
     failures: AtomicU32,
 }
 
+/// Builds a [`RecoveryManager`]; made by [`RecoveryManager::builder`].
+pub struct RecoveryBuilder<Req, R> {
+    manager: RecoveryManager<Req, R>,
+}
+
+impl<Req, R> fmt::Debug for RecoveryBuilder<Req, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RecoveryBuilder")
+            .field(&self.manager)
+            .finish()
+    }
+}
+
+impl<Req, R> RecoveryBuilder<Req, R> {
+    /// The delays before each retry, one retry per delay (default 1 s, 2 s, 4 s); an empty
+    /// list: no retries.
+    pub fn backoff(mut self, delays: Vec<Duration>) -> Self {
+        self.manager.backoff = delays;
+        self
+    }
+
+    /// An agent of a related role that answers when retries did not (default none).
+    pub fn fallback_agent<S>(mut self, agent: S) -> Self
+    where
+        S: Service<Req, Response = R, Error = BoxError> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        Req: 'static,
+    {
+        self.manager.fallback = Some(BoxCloneService::new(agent));
+        self
+    }
+
+    /// A degraded answer from the request and the failure's class (`None`: cannot degrade;
+    /// default: no degradation).
+    pub fn degrade(mut self, f: impl Fn(&Req, Class) -> Option<R> + Send + Sync + 'static) -> Self {
+        self.manager.degrade = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs before L2 retries: release resources (default none).
+    pub fn cleanup(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.manager.cleanup = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs after the clean-up before L2 retries: reset the agent's state (default none).
+    pub fn reset(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.manager.reset = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for L3 failures: compensate what the call did (default none).
+    pub fn compensate(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.manager.compensate = Some(Arc::new(f));
+        self
+    }
+
+    /// The manager.
+    ///
+    /// # Errors
+    /// None today: every combination of these options is valid. The `Result` is the shape
+    /// every palisade builder has, so that an option added later can be checked without
+    /// breaking callers.
+    pub fn build(self) -> Result<RecoveryManager<Req, R>, ConfigError> {
+        Ok(self.manager)
+    }
+}
+
 impl<Req, R> fmt::Debug for RecoveryManager<Req, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecoveryManager")
@@ -173,20 +242,28 @@ impl<Req, R> fmt::Debug for RecoveryManager<Req, R> {
     }
 }
 
+/// The delays before each retry unless set otherwise: 1 s, 2 s, 4 s.
+fn default_backoff() -> Vec<Duration> {
+    vec![
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+    ]
+}
+
 impl<Req, R> RecoveryManager<Req, R>
 where
     Req: Clone + Send + 'static,
     R: Send + 'static,
 {
-    /// Recovery for `agent`, escalating to `sink`, with the reference backoff (1 s, 2 s, 4 s).
+    /// Recovery for `agent`, escalating to `sink`, with the defaults: three retries after
+    /// 1 s, 2 s and 4 s (each longer when the failure carries a longer server hint); no
+    /// fallback agent, no degradation and no hooks, so what retries do not fix goes to `sink`.
+    /// [`builder`](Self::builder) sets each.
     pub fn new(agent: impl Into<String>, sink: Arc<dyn EscalationSink>) -> Self {
         RecoveryManager {
             agent: agent.into(),
-            backoff: vec![
-                Duration::from_secs(1),
-                Duration::from_secs(2),
-                Duration::from_secs(4),
-            ],
+            backoff: default_backoff(),
             fallback: None,
             degrade: None,
             cleanup: None,
@@ -197,44 +274,15 @@ where
         }
     }
 
-    /// The delays before each retry (one retry per delay).
-    pub fn backoff(mut self, delays: Vec<Duration>) -> Self {
-        self.backoff = delays;
-        self
-    }
-
-    /// An agent of a related role that answers when retries did not.
-    pub fn fallback_agent<S>(mut self, agent: S) -> Self
-    where
-        S: Service<Req, Response = R, Error = BoxError> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-    {
-        self.fallback = Some(BoxCloneService::new(agent));
-        self
-    }
-
-    /// A degraded answer from the request and the failure's class (`None`: cannot degrade).
-    pub fn degrade(mut self, f: impl Fn(&Req, Class) -> Option<R> + Send + Sync + 'static) -> Self {
-        self.degrade = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs before L2 retries: release resources.
-    pub fn cleanup(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.cleanup = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs after the clean-up before L2 retries: reset the agent's state.
-    pub fn reset(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.reset = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs for L3 failures: compensate what the call did.
-    pub fn compensate(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.compensate = Some(Arc::new(f));
-        self
+    /// Recovery for `agent`, escalating to `sink`, with a setter per option; the defaults are
+    /// [`new`](Self::new)'s.
+    pub fn builder(
+        agent: impl Into<String>,
+        sink: Arc<dyn EscalationSink>,
+    ) -> RecoveryBuilder<Req, R> {
+        RecoveryBuilder {
+            manager: Self::new(agent, sink),
+        }
     }
 
     /// Failures of this agent since its last success.

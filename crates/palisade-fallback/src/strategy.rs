@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,7 +107,7 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
 ///
 /// ```
 /// use palisade_classify::BoxError;
-/// use palisade_fallback::{Alternative, Chain, Named, Static};
+/// use palisade_fallback::{Alternative, Chain, Constant, Named};
 /// use tower::service_fn;
 ///
 /// let small_model = service_fn(|q: String| async move { Ok::<_, BoxError>(format!("short: {q}")) });
@@ -114,7 +115,7 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
 /// let chain = Chain::new()
 ///     .then(Named("small_model", Alternative::new(small_model)))
 ///     .then(Named("other_provider", Alternative::new(other_provider)))
-///     .then(Static("Sorry, try again later.".to_owned()));
+///     .then(Constant("Sorry, try again later.".to_owned()));
 /// # let _ = chain;
 /// ```
 ///
@@ -154,16 +155,17 @@ impl<Req, R, St: Strategy<Req, R>> Strategy<Req, R> for Named<St> {
     }
 }
 
-/// Always the same answer, cloned from one shared value (so `R: Clone + Sync`).
+/// Always the same answer, cloned from one shared value (so `R: Clone + Sync`); named
+/// `"constant"`.
 ///
 /// For a response that is neither (an axum or hyper `Response`), build the answer per call
 /// with [`FromError`]: `FromError(|_, _| Ok(Response::new(..)))`.
 #[derive(Clone, Debug)]
-pub struct Static<R>(pub R);
+pub struct Constant<R>(pub R);
 
-impl<Req, R: Clone + Send + Sync + 'static> Strategy<Req, R> for Static<R> {
+impl<Req, R: Clone + Send + Sync + 'static> Strategy<Req, R> for Constant<R> {
     fn name(&self) -> &'static str {
-        "static"
+        "constant"
     }
 
     fn fallback(&self, _: Option<Req>, _: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
@@ -316,25 +318,85 @@ impl<R, F> fmt::Debug for LastGood<R, F> {
     }
 }
 
+/// How long a [`LastGood`] answer stays fresh unless set otherwise.
+const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// How many keys a [`LastGood`] cache holds unless set otherwise.
+const DEFAULT_CAPACITY: usize = 1024;
+
 impl<R, F> LastGood<R, F> {
-    /// Remembers the last good response per `key(&request)` for `ttl`, at most `capacity` keys.
-    ///
-    /// # Errors
-    /// `ttl` and `capacity` must be greater than zero.
-    pub fn new(key: F, ttl: Duration, capacity: usize) -> Result<Self, ConfigError> {
-        if ttl.is_zero() {
-            return Err(ConfigError::new("ttl", "must be greater than zero"));
+    /// Remembers the last good response per `key(&request)`, with the defaults: an answer
+    /// stays fresh for 60 s, and the cache holds at most 1024 keys.
+    /// [`builder`](Self::builder) changes either.
+    pub fn new(key: F) -> Self {
+        Self::with(key, DEFAULT_TTL, DEFAULT_CAPACITY)
+    }
+
+    /// A last-good strategy keyed by `key(&request)`, with a setter per option; the defaults
+    /// are [`new`](Self::new)'s.
+    pub fn builder(key: F) -> LastGoodBuilder<R, F> {
+        LastGoodBuilder {
+            key,
+            ttl: DEFAULT_TTL,
+            capacity: DEFAULT_CAPACITY,
+            response: PhantomData,
         }
-        if capacity == 0 {
-            return Err(ConfigError::new("capacity", "must be at least 1"));
-        }
-        Ok(LastGood {
+    }
+
+    fn with(key: F, ttl: Duration, capacity: usize) -> Self {
+        LastGood {
             key,
             ttl,
             capacity,
             hasher: Default::default(),
             cache: Arc::new(Mutex::new(HashMap::new())),
-        })
+        }
+    }
+}
+
+/// Builds a [`LastGood`] strategy; made by [`LastGood::builder`].
+pub struct LastGoodBuilder<R, F> {
+    key: F,
+    ttl: Duration,
+    capacity: usize,
+    response: PhantomData<fn() -> R>,
+}
+
+impl<R, F> fmt::Debug for LastGoodBuilder<R, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastGoodBuilder")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, F> LastGoodBuilder<R, F> {
+    /// How long a remembered answer stays fresh (default 60 s); an older one is not given.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How many keys the cache holds at most (default 1024); when full, a new key replaces
+    /// the oldest entry.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The strategy.
+    ///
+    /// # Errors
+    /// `ttl` must be greater than zero and `capacity` at least 1.
+    pub fn build(self) -> Result<LastGood<R, F>, ConfigError> {
+        if self.ttl.is_zero() {
+            return Err(ConfigError::new("ttl", "must be greater than zero"));
+        }
+        if self.capacity == 0 {
+            return Err(ConfigError::new("capacity", "must be at least 1"));
+        }
+        Ok(LastGood::with(self.key, self.ttl, self.capacity))
     }
 }
 

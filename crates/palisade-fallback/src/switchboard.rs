@@ -1,5 +1,9 @@
 //! The degradation switchboard: named features that can be turned off by hand or turn
 //! themselves off when they keep failing, answering with their fallback meanwhile.
+//!
+//! A feature's words are "on" and "off" ([`Feature::turn_on`], [`Feature::turn_off`]): a
+//! feature that is off sends every call to its fallback, the opposite of a bypassed breaker,
+//! which lets every call through.
 
 use std::fmt;
 use std::future::Future;
@@ -16,43 +20,94 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Fallback, FallbackLayer};
+use crate::{Fallback, FallbackBuilder, FallbackLayer};
 
 const ON: u8 = 0;
 const MANUAL_OFF: u8 = 1;
 const AUTO_OFF: u8 = 2;
 
+/// The number of buckets a feature's failure window is divided into.
+const BUCKETS: usize = 10;
+
 /// When a feature turns itself off and back on.
+///
+/// Built from [`Default`] and changed field by field (the struct is `#[non_exhaustive]`, so a
+/// field added later breaks nobody):
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_fallback::FeatureConfig;
+///
+/// let mut config = FeatureConfig::default();
+/// config.failures_to_turn_off = Some(3);
+/// config.cooldown = Duration::from_secs(10);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FeatureConfig {
-    /// Failures within `window` that turn the feature off (5).
-    pub failures_to_disable: u32,
-    /// The window failures are counted over (60 s).
+    /// Failures within `window` that turn the feature off (default `Some(5)`); `None`: it
+    /// never turns itself off, only by hand. Failures that do not count against the
+    /// dependency's health (a client fault, a cancellation) are not counted.
+    pub failures_to_turn_off: Option<u32>,
+    /// The window failures are counted over, sliding in tenths (default 60 s).
     pub window: Duration,
-    /// How long it stays off before one probe call may try it again (30 s).
+    /// How long it stays off after turning itself off before one probe call may try it again
+    /// (default 30 s).
     pub cooldown: Duration,
 }
 
 impl Default for FeatureConfig {
+    /// Off after 5 failures within 60 s; a probe after 30 s.
     fn default() -> Self {
         FeatureConfig {
-            failures_to_disable: 5,
+            failures_to_turn_off: Some(5),
             window: Duration::from_secs(60),
             cooldown: Duration::from_secs(30),
         }
     }
 }
 
-/// Why a feature is off, or that it is on.
+impl FeatureConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// `failures_to_turn_off` must be at least 1 when set (`None`, not 0, is how a feature
+    /// never turns itself off); `window` must be at least 10 ns (one per bucket of its tenths)
+    /// and shorter than 5,800 years; `cooldown` must be greater than zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.failure_window(Instant::now()).map(drop)
+    }
+
+    /// The feature's failure window counting from `origin`, once every field is checked.
+    fn failure_window(&self, origin: Instant) -> Result<ErrorStats, ConfigError> {
+        if self.failures_to_turn_off == Some(0) {
+            return Err(ConfigError::new(
+                "failures_to_turn_off",
+                "must be at least 1 (None: never turns itself off)",
+            ));
+        }
+        if self.cooldown.is_zero() {
+            return Err(ConfigError::new("cooldown", "must be greater than zero"));
+        }
+        ErrorStats::builder()
+            .window(self.window)
+            .buckets(BUCKETS)
+            .build(origin)
+    }
+}
+
+/// Whether a feature is on, and if not, why it is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FeatureState {
     /// Calls go to the feature.
     On,
-    /// Turned off by an operator until turned on again.
-    Disabled,
+    /// Turned off by an operator ([`Feature::turn_off`]) until turned on again.
+    TurnedOff,
     /// Turned off by its own failures; a probe may try it once `retry_after` has passed, and
     /// a probe that succeeds turns it back on with a clean record.
-    AutoDisabled {
+    AutoOff {
         /// Time left before a probe may try it.
         retry_after: Duration,
     },
@@ -74,7 +129,7 @@ struct Inner {
     config: FeatureConfig,
     origin: Instant,
     state: AtomicU8,
-    /// While auto-disabled: when a probe may try, ms since origin.
+    /// While off by its failures: when a probe may try, ms since origin.
     until: AtomicU64,
     probing: AtomicBool,
     /// Failures in the window. Cleared when the feature is turned back on; read and written
@@ -115,17 +170,19 @@ impl Feature {
         &self.inner.name
     }
 
-    /// Turns it on (clearing an automatic or manual off). A feature turned back on starts
-    /// with a clean record: the failures counted before are forgotten.
-    pub fn enable(&self) {
-        if self.set(ON, "feature enabled") {
+    /// Turns it on (ending an automatic or manual off): calls go to the feature again. A
+    /// feature turned back on starts with a clean record: the failures counted before are
+    /// forgotten.
+    pub fn turn_on(&self) {
+        if self.set(ON, "feature turned on") {
             self.clear_failures();
         }
     }
 
-    /// Turns it off until [`enable`](Self::enable).
-    pub fn disable(&self) {
-        self.set(MANUAL_OFF, "feature disabled by hand");
+    /// Turns it off until [`turn_on`](Self::turn_on): every call goes to the fallback, without
+    /// reaching the feature.
+    pub fn turn_off(&self) {
+        self.set(MANUAL_OFF, "feature turned off by hand");
     }
 
     /// Sets the state; whether it changed.
@@ -147,8 +204,8 @@ impl Feature {
     pub fn state(&self) -> FeatureState {
         match self.inner.state.load(Ordering::Acquire) {
             ON => FeatureState::On,
-            MANUAL_OFF => FeatureState::Disabled,
-            _ => FeatureState::AutoDisabled {
+            MANUAL_OFF => FeatureState::TurnedOff,
+            _ => FeatureState::AutoOff {
                 retry_after: Duration::from_millis(
                     self.inner
                         .until
@@ -159,8 +216,8 @@ impl Feature {
         }
     }
 
-    /// Whether calls go to the feature now.
-    pub fn is_enabled(&self) -> bool {
+    /// Whether it is on: calls go to the feature now.
+    pub fn is_on(&self) -> bool {
         self.inner.state.load(Ordering::Acquire) == ON
     }
 
@@ -182,11 +239,12 @@ impl Feature {
         }
     }
 
-    fn auto_disable(&self) {
-        let until = self.now_ms() + self.inner.config.cooldown.as_millis() as u64;
+    fn auto_off(&self) {
+        let cooldown_ms = u64::try_from(self.inner.config.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let until = self.now_ms().saturating_add(cooldown_ms);
         self.inner.until.store(until, Ordering::Release);
         if self.inner.state.swap(AUTO_OFF, Ordering::AcqRel) != AUTO_OFF {
-            tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms = self.inner.config.cooldown.as_millis() as u64, "feature disabled by its failures");
+            tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms, "feature turned itself off after its failures");
         }
     }
 
@@ -195,7 +253,8 @@ impl Feature {
             self.inner.probing.store(false, Ordering::Release);
         }
         match failure {
-            // Only re-enable if still auto-disabled (an operator may have acted meanwhile).
+            // Only turn it back on if still off by its failures (an operator may have acted
+            // meanwhile).
             None if probe
                 && self
                     .inner
@@ -204,16 +263,16 @@ impl Feature {
                     .is_ok() =>
             {
                 self.clear_failures();
-                tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature re-enabled after a successful probe");
+                tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature back on after a successful probe");
             }
             None => {}
             Some(class) => {
                 let now = Instant::now();
                 let failures = &self.inner.failures;
                 failures.record(class, now);
-                if probe || failures.total(now) >= u64::from(self.inner.config.failures_to_disable)
-                {
-                    self.auto_disable();
+                let limit = self.inner.config.failures_to_turn_off;
+                if probe || limit.is_some_and(|limit| failures.total(now) >= u64::from(limit)) {
+                    self.auto_off();
                 }
             }
         }
@@ -246,25 +305,23 @@ impl Switchboard {
         Self::default()
     }
 
-    /// The feature named `name`, registered with `config` on first use.
+    /// The feature named `name`, registered with the default [`FeatureConfig`] on first use
+    /// (off after 5 failures within 60 s; a probe after 30 s). A feature registered before
+    /// under that name keeps its configuration.
+    pub fn feature(&self, name: &str) -> Feature {
+        self.feature_with(name, FeatureConfig::default())
+            .expect("the default feature configuration is valid")
+    }
+
+    /// The feature named `name`, registered with `config` on first use. A feature registered
+    /// before under that name keeps its configuration.
     ///
     /// # Errors
-    /// `failures_to_disable`, `window` and `cooldown` must be greater than zero.
-    pub fn feature(&self, name: &str, config: FeatureConfig) -> Result<Feature, ConfigError> {
-        if config.failures_to_disable == 0 {
-            return Err(ConfigError::new(
-                "failures_to_disable",
-                "must be at least 1",
-            ));
-        }
-        if config.cooldown.is_zero() {
-            return Err(ConfigError::new("cooldown", "must be greater than zero"));
-        }
+    /// A `config` that fails [`FeatureConfig::validate`] (checked even when the name is
+    /// registered already).
+    pub fn feature_with(&self, name: &str, config: FeatureConfig) -> Result<Feature, ConfigError> {
         let now = Instant::now();
-        let failures = ErrorStats::builder()
-            .window(config.window)
-            .buckets(10)
-            .build(now)?;
+        let failures = config.failure_window(now)?;
         let mut features = self.features.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = features.iter().find(|f| f.inner.name == name) {
             return Ok(f.clone());
@@ -295,10 +352,10 @@ impl Switchboard {
     }
 }
 
-pub use palisade_classify::failure::FeatureDisabled;
+pub use palisade_classify::failure::FeatureOff;
 
 /// Lets calls through to a feature while it is on, fails them at once with
-/// [`FeatureDisabled`] while it is off, and counts its failures (those that count against
+/// [`FeatureOff`] while it is off, and counts its failures (those that count against
 /// health) to turn it off automatically. Usually used through [`FeatureLayer`].
 #[derive(Debug)]
 pub struct Gate<S> {
@@ -352,13 +409,13 @@ where
                 inner: None,
                 feature: None,
                 probe: false,
-                disabled: Some(self.feature.inner.name.clone()),
+                off: Some(self.feature.inner.name.clone()),
             },
             admit => GateFuture {
                 inner: Some(self.inner.call(req)),
                 feature: Some(self.feature.clone()),
                 probe: admit == Admit::Probe,
-                disabled: None,
+                off: None,
             },
         }
     }
@@ -371,7 +428,7 @@ pin_project! {
         inner: Option<F>,
         feature: Option<Arc<Stripe<Feature>>>,
         probe: bool,
-        disabled: Option<String>,
+        off: Option<String>,
     }
 
     impl<F> PinnedDrop for GateFuture<F> {
@@ -403,8 +460,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let feature = this.disabled.take().unwrap_or_default();
-            return Poll::Ready(Err(Box::new(FeatureDisabled { feature })));
+            let feature = this.off.take().unwrap_or_default();
+            return Poll::Ready(Err(Box::new(FeatureOff { feature })));
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);
         this.inner.set(None);
@@ -424,22 +481,22 @@ where
 ///
 /// ```
 /// use palisade_classify::BoxError;
-/// use palisade_fallback::{FeatureConfig, FeatureLayer, FeatureState, Static, Switchboard};
+/// use palisade_fallback::{Constant, FeatureLayer, FeatureState, Switchboard};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let board = Switchboard::new();
-/// let summaries = board.feature("summaries", FeatureConfig::default()).unwrap();
+/// let summaries = board.feature("summaries");
 /// let svc = ServiceBuilder::new()
-///     .layer(FeatureLayer::new(summaries.clone(), Static("(summary unavailable)".to_owned())))
+///     .layer(FeatureLayer::new(summaries.clone(), Constant("(summary unavailable)".to_owned())))
 ///     .service(service_fn(|text: String| async move { Ok::<_, BoxError>(format!("summary of {text}")) }));
 ///
-/// summaries.disable();
+/// summaries.turn_off();
 /// let answer = svc.oneshot("a long text".to_owned()).await.unwrap();
 /// assert!(answer.is_degraded());
 /// assert_eq!(answer.into_inner(), "(summary unavailable)");
-/// assert_eq!(board.snapshot()[0].state, FeatureState::Disabled);
+/// assert_eq!(board.snapshot()[0].state, FeatureState::TurnedOff);
 /// # }
 /// ```
 ///
@@ -472,12 +529,69 @@ impl<St> fmt::Debug for FeatureLayer<St> {
 }
 
 impl<St> FeatureLayer<St> {
-    /// `feature`, answered by `fallback` while off or failing.
-    pub fn new(feature: Feature, fallback: St) -> Self {
+    /// `feature`, answered by `strategy` while off or failing, with the fallback's defaults
+    /// ([`FallbackLayer::new`]'s): the dependency's failures
+    /// ([`handles_by_default`](crate::handles_by_default), which includes the feature's own
+    /// refusal while off, a [`FeatureOff`]) are answered, and a failing response nothing
+    /// answered is handed back. [`builder`](Self::builder) changes either.
+    pub fn new(feature: Feature, strategy: St) -> Self {
         FeatureLayer {
             feature,
-            fallback: FallbackLayer::new(fallback),
+            fallback: FallbackLayer::new(strategy),
         }
+    }
+
+    /// `feature`, answered by `strategy`, with a setter per option of the fallback; the
+    /// defaults are [`new`](Self::new)'s.
+    pub fn builder(feature: Feature, strategy: St) -> FeatureBuilder<St> {
+        FeatureBuilder {
+            feature,
+            fallback: FallbackLayer::builder(strategy),
+        }
+    }
+}
+
+/// Builds a [`FeatureLayer`]; made by [`FeatureLayer::builder`]. (A [`Feature`] itself comes
+/// from a [`Switchboard`].)
+pub struct FeatureBuilder<St> {
+    feature: Feature,
+    fallback: FallbackBuilder<St>,
+}
+
+impl<St> fmt::Debug for FeatureBuilder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeatureBuilder")
+            .field("feature", &self.feature)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> FeatureBuilder<St> {
+    /// Chooses which failures the fallback answers for, by class
+    /// ([`FallbackBuilder::handles`]). A predicate that leaves out
+    /// [`Category::Rejected`](palisade_classify::Category::Rejected) lets the feature's
+    /// [`FeatureOff`] refusal through to the caller as an error.
+    pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
+        self.fallback = self.fallback.handles(predicate);
+        self
+    }
+
+    /// Whether a failing response is handed back when no fallback answers (default `true`;
+    /// [`FallbackBuilder::restore_failed_responses`]).
+    pub fn restore_failed_responses(mut self, restore: bool) -> Self {
+        self.fallback = self.fallback.restore_failed_responses(restore);
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    /// Those of [`FallbackBuilder::build`] (none today).
+    pub fn build(self) -> Result<FeatureLayer<St>, ConfigError> {
+        Ok(FeatureLayer {
+            feature: self.feature,
+            fallback: self.fallback.build()?,
+        })
     }
 }
 

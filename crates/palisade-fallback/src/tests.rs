@@ -55,7 +55,7 @@ fn agent(
 #[tokio::test]
 async fn success_passes_through_without_cloning_the_request() {
     for strategy in [
-        Box::new(Static("static".to_owned())) as Box<dyn Strategy<Req, String>>,
+        Box::new(Constant("constant".to_owned())) as Box<dyn Strategy<Req, String>>,
         Box::new(FromError(|_: Class, _: &BoxError| {
             Ok::<_, BoxError>("e".to_owned())
         })),
@@ -73,12 +73,12 @@ async fn success_passes_through_without_cloning_the_request() {
 #[tokio::test]
 async fn static_and_from_error_answer_failures_marked_degraded() {
     let svc =
-        FallbackLayer::new(Static("sorry".to_owned())).layer(agent("503 service unavailable"));
+        FallbackLayer::new(Constant("sorry".to_owned())).layer(agent("503 service unavailable"));
     let (r, clones) = req("fail 1");
     let answer = svc.oneshot(r).await.unwrap();
     assert_eq!(answer.get_ref(), "sorry");
     let degraded = answer.degraded().unwrap();
-    assert_eq!(degraded.strategy, "static");
+    assert_eq!(degraded.strategy, "constant");
     assert_eq!(degraded.class.category, Category::ServerError);
     assert_eq!(clones.load(Ordering::SeqCst), 0);
 
@@ -118,12 +118,11 @@ async fn from_request_and_alternative_get_the_request() {
 #[tokio::test(start_paused = true)]
 async fn last_good_answers_from_a_fresh_cache_only() {
     // Key by the prompt's first word.
-    let strategy = LastGood::new(
-        |r: &Req| r.q.split(' ').nth(1).unwrap_or("").to_owned(),
-        Duration::from_secs(60),
-        2,
-    )
-    .unwrap();
+    let strategy = LastGood::builder(|r: &Req| r.q.split(' ').nth(1).unwrap_or("").to_owned())
+        .ttl(Duration::from_secs(60))
+        .capacity(2)
+        .build()
+        .unwrap();
     let flaky = Arc::new(AtomicUsize::new(0));
     let f = flaky.clone();
     let svc = FallbackLayer::new(strategy).layer(service_fn(move |r: Req| {
@@ -153,11 +152,21 @@ async fn last_good_answers_from_a_fresh_cache_only() {
     tokio::time::advance(Duration::from_secs(60)).await;
     let (r, _) = req("ask weather");
     assert!(svc.oneshot(r).await.unwrap_err().is::<FallbackFailed>());
+    let builder = || LastGood::<String, fn(&Req) -> u8>::builder(|_| 0);
     assert_eq!(
-        LastGood::<String, fn(&Req) -> u8>::new(|_| 0, Duration::ZERO, 1)
-            .unwrap_err()
-            .field(),
+        builder().ttl(Duration::ZERO).build().unwrap_err().field(),
         "ttl"
+    );
+    assert_eq!(
+        builder().capacity(0).build().unwrap_err().field(),
+        "capacity"
+    );
+    assert!(
+        builder()
+            .ttl(Duration::from_nanos(1))
+            .capacity(1)
+            .build()
+            .is_ok()
     );
 }
 
@@ -203,13 +212,13 @@ async fn a_chain_tries_in_order_and_reports_every_error() {
         .then(FromError(|_: Class, _: &BoxError| {
             Err::<String, BoxError>("no".into())
         }))
-        .then(Static("last resort".to_owned()));
+        .then(Constant("last resort".to_owned()));
     let svc = FallbackLayer::new(chain).layer(agent("503"));
     let (r, _) = req("fail");
     let answer = svc.oneshot(r).await.unwrap();
     assert_eq!(
         answer.degraded().unwrap().strategy,
-        "static",
+        "constant",
         "the member that answered, not the chain"
     );
     assert_eq!(answer.into_inner(), "last resort");
@@ -242,7 +251,7 @@ async fn chain_members_receive_the_original_error() {
             FromError(|_: Class, _: &BoxError| Err::<String, BoxError>("no template".into())),
         ))
         .then(Named("by_kind", FromError(by_kind)))
-        .then(Static("never".to_owned()));
+        .then(Constant("never".to_owned()));
     let svc = FallbackLayer::new(chain).layer(refused);
     let answer = svc.oneshot(req("q").0).await.unwrap();
     let degraded = *answer.degraded().unwrap();
@@ -260,7 +269,7 @@ async fn nested_and_named_chains_run_member_by_member() {
         .then(Named("echo", FromRequest(echo)));
     let outer = Chain::new()
         .then(Named("tiers", inner))
-        .then(Static("last".to_owned()));
+        .then(Constant("last".to_owned()));
     let svc = FallbackLayer::new(outer).layer(agent("503"));
     let (r, clones) = req("fail 1");
     let answer = svc.oneshot(r).await.unwrap();
@@ -312,7 +321,7 @@ async fn a_chain_run_outside_the_layer_still_names_its_members() {
 
 #[tokio::test]
 async fn cancellations_are_not_answered_and_the_predicate_decides() {
-    let svc = FallbackLayer::new(Static("x".to_owned())).layer(agent("request cancelled"));
+    let svc = FallbackLayer::new(Constant("x".to_owned())).layer(agent("request cancelled"));
     let (r, _) = req("fail");
     assert_eq!(
         svc.oneshot(r).await.unwrap_err().to_string(),
@@ -320,8 +329,10 @@ async fn cancellations_are_not_answered_and_the_predicate_decides() {
     );
 
     // Only server errors get a fallback here; a bad request stays an error.
-    let svc = FallbackLayer::new(Static("x".to_owned()))
+    let svc = FallbackLayer::builder(Constant("x".to_owned()))
         .handles(|c| c.category == Category::ServerError)
+        .build()
+        .unwrap()
         .layer(agent("400 invalid request"));
     let (r, _) = req("fail");
     assert_eq!(
@@ -365,13 +376,13 @@ async fn the_default_answers_the_dependencys_failures_not_the_callers() {
     );
     for category in answered {
         assert!(handles_by_default(&Class::new(category)), "{category}");
-        let svc = FallbackLayer::new(Static("canned".to_owned())).layer(failing_with(category));
+        let svc = FallbackLayer::new(Constant("canned".to_owned())).layer(failing_with(category));
         let answer = svc.oneshot(req("q").0).await.unwrap();
         assert_eq!(answer.degraded().unwrap().class.category, category);
     }
     for category in not_answered {
         assert!(!handles_by_default(&Class::new(category)), "{category}");
-        let svc = FallbackLayer::new(Static("canned".to_owned())).layer(failing_with(category));
+        let svc = FallbackLayer::new(Constant("canned".to_owned())).layer(failing_with(category));
         let err = svc.oneshot(req("q").0).await.unwrap_err();
         // Unchanged: the caller's own error, not a fallback's.
         assert_eq!(
@@ -381,16 +392,16 @@ async fn the_default_answers_the_dependencys_failures_not_the_callers() {
     }
 
     // The same through the default classifier, from an LLM provider's messages.
-    let svc = FallbackLayer::new(Static("canned".to_owned())).layer(agent(
+    let svc = FallbackLayer::new(Constant("canned".to_owned())).layer(agent(
         "400 Bad Request: invalid_request_error: messages: field required",
     ));
     let err = svc.oneshot(req("fail").0).await.unwrap_err();
     assert_eq!(class_of(&err).category, Category::Validation);
-    let svc = FallbackLayer::new(Static("canned".to_owned()))
+    let svc = FallbackLayer::new(Constant("canned".to_owned()))
         .layer(agent("401 Unauthorized: invalid x-api-key"));
     let err = svc.oneshot(req("fail").0).await.unwrap_err();
     assert_eq!(class_of(&err).category, Category::Authentication);
-    let svc = FallbackLayer::new(Static("canned".to_owned()))
+    let svc = FallbackLayer::new(Constant("canned".to_owned()))
         .layer(agent("529 overloaded_error: Overloaded"));
     assert_eq!(
         svc.oneshot(req("fail").0).await.unwrap().into_inner(),
@@ -400,8 +411,10 @@ async fn the_default_answers_the_dependencys_failures_not_the_callers() {
 
 #[tokio::test]
 async fn client_faults_are_answered_only_when_asked() {
-    let svc = FallbackLayer::new(Static("canned".to_owned()))
+    let svc = FallbackLayer::builder(Constant("canned".to_owned()))
         .handles(|c| handles_by_default(c) || c.category == Category::Validation)
+        .build()
+        .unwrap()
         .layer(failing_with(Category::Validation));
     let answer = svc.oneshot(req("q").0).await.unwrap();
     assert_eq!(
@@ -409,8 +422,10 @@ async fn client_faults_are_answered_only_when_asked() {
         Category::Validation
     );
     // Still only what was asked for.
-    let svc = FallbackLayer::new(Static("canned".to_owned()))
+    let svc = FallbackLayer::builder(Constant("canned".to_owned()))
         .handles(|c| handles_by_default(c) || c.category == Category::Validation)
+        .build()
+        .unwrap()
         .layer(failing_with(Category::NotFound));
     assert!(svc.oneshot(req("q").0).await.is_err());
 
@@ -420,7 +435,7 @@ async fn client_faults_are_answered_only_when_asked() {
         _ => None,
     }))
     .layer(service_fn(|s: u16| async move { Ok::<u16, BoxError>(s) }));
-    let svc = FallbackLayer::new(Static(200u16)).layer(classified);
+    let svc = FallbackLayer::new(Constant(200u16)).layer(classified);
     match svc.oneshot(400).await.unwrap() {
         Answer::Restored { response, class } => {
             assert_eq!(response, 400);
@@ -447,10 +462,12 @@ async fn a_failing_response_comes_back_restored_when_nothing_answers() {
         }
         other => panic!("expected a restored response, got {other:?}"),
     }
-    let strict = FallbackLayer::new(FromError(|_: Class, _: &BoxError| {
+    let strict = FallbackLayer::builder(FromError(|_: Class, _: &BoxError| {
         Err::<u16, BoxError>("no".into())
     }))
     .restore_failed_responses(false)
+    .build()
+    .unwrap()
     .layer(classified);
     assert!(
         strict
@@ -511,26 +528,21 @@ mod switchboard {
     #[tokio::test(start_paused = true)]
     async fn a_failing_feature_turns_itself_off_and_back_on_after_a_probe() {
         let board = Switchboard::new();
-        let feature = board
-            .feature(
-                "summaries",
-                FeatureConfig {
-                    failures_to_disable: 3,
-                    window: Duration::from_secs(60),
-                    cooldown: Duration::from_secs(30),
-                },
-            )
-            .unwrap();
+        let config = FeatureConfig {
+            failures_to_turn_off: Some(3),
+            ..FeatureConfig::default()
+        };
+        let feature = board.feature_with("summaries", config).unwrap();
         let up = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = FeatureLayer::new(feature.clone(), Static("no summary".to_owned()))
+        let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
             .layer(summariser(up.clone(), calls.clone()));
         // Three failures (each answered by the fallback) turn it off.
         for n in 0..3 {
             let a = svc.clone().oneshot(n).await.unwrap();
             assert_eq!(a.into_inner(), "no summary");
         }
-        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
         // While off, calls never reach it.
         for n in 0..10 {
             let a = svc.clone().oneshot(n).await.unwrap();
@@ -544,7 +556,7 @@ mod switchboard {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(
             feature.state(),
-            FeatureState::AutoDisabled {
+            FeatureState::AutoOff {
                 retry_after: Duration::from_secs(30)
             }
         );
@@ -570,19 +582,18 @@ mod switchboard {
     async fn a_recovered_feature_starts_with_a_clean_record() {
         let board = Switchboard::new();
         let config = FeatureConfig {
-            failures_to_disable: 3,
-            window: Duration::from_secs(60),
-            cooldown: Duration::from_secs(30),
+            failures_to_turn_off: Some(3),
+            ..FeatureConfig::default()
         };
-        let feature = board.feature("summaries", config).unwrap();
+        let feature = board.feature_with("summaries", config).unwrap();
         let up = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = FeatureLayer::new(feature.clone(), Static("no summary".to_owned()))
+        let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
             .layer(summariser(up.clone(), calls.clone()));
         for n in 0..3 {
             let _ = svc.clone().oneshot(n).await.unwrap();
         }
-        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
         // 30 s later (the three failures still inside the 60 s window) a probe succeeds.
         up.store(true, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(30)).await;
@@ -601,11 +612,11 @@ mod switchboard {
         }
         assert_eq!(board.snapshot()[0].recent_failures, 2);
         let _ = svc.clone().oneshot(2).await.unwrap();
-        assert!(matches!(feature.state(), FeatureState::AutoDisabled { .. }));
+        assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 7);
 
         // Turned back on by hand from an automatic off, it starts clean too.
-        feature.enable();
+        feature.turn_on();
         assert_eq!(board.snapshot()[0].recent_failures, 0);
         let _ = svc.clone().oneshot(3).await.unwrap();
         assert_eq!(feature.state(), FeatureState::On);
@@ -614,62 +625,154 @@ mod switchboard {
     #[tokio::test(start_paused = true)]
     async fn operators_switch_features_by_hand() {
         let board = Switchboard::new();
-        let feature = board.feature("search", FeatureConfig::default()).unwrap();
+        let feature = board.feature("search");
         let calls = Arc::new(AtomicUsize::new(0));
-        let svc = FeatureLayer::new(feature.clone(), Static("off".to_owned()))
+        let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
             .layer(summariser(Arc::new(AtomicBool::new(true)), calls.clone()));
-        feature.disable();
+        feature.turn_off();
         assert_eq!(svc.clone().oneshot(1).await.unwrap().into_inner(), "off");
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         // Manual off does not end by itself.
         tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(feature.state(), FeatureState::Disabled);
-        feature.enable();
+        assert_eq!(feature.state(), FeatureState::TurnedOff);
+        feature.turn_on();
         assert_eq!(svc.oneshot(1).await.unwrap().into_inner(), "summary 1");
         // The same name gives the same feature.
-        assert!(
-            board
-                .feature("search", FeatureConfig::default())
-                .unwrap()
-                .is_enabled()
-        );
-        let err = board
-            .feature(
-                "x",
-                FeatureConfig {
-                    failures_to_disable: 0,
-                    ..FeatureConfig::default()
-                },
-            )
-            .unwrap_err();
-        assert_eq!(err.field(), "failures_to_disable");
+        assert!(board.feature("search").is_on());
+        let config = FeatureConfig {
+            failures_to_turn_off: Some(0),
+            ..FeatureConfig::default()
+        };
+        let err = board.feature_with("x", config).unwrap_err();
+        assert_eq!(err.field(), "failures_to_turn_off");
     }
 
     #[tokio::test(start_paused = true)]
     async fn client_faults_do_not_turn_a_feature_off() {
         let board = Switchboard::new();
-        let feature = board
-            .feature(
-                "f",
-                FeatureConfig {
-                    failures_to_disable: 2,
-                    ..FeatureConfig::default()
-                },
-            )
-            .unwrap();
-        let svc = FeatureLayer::new(feature.clone(), Static(String::new())).layer(service_fn(
+        let config = FeatureConfig {
+            failures_to_turn_off: Some(2),
+            ..FeatureConfig::default()
+        };
+        let feature = board.feature_with("f", config).unwrap();
+        let svc = FeatureLayer::new(feature.clone(), Constant(String::new())).layer(service_fn(
             |_: u32| async { Err::<String, BoxError>("400 invalid request".into()) },
         ));
         for n in 0..10 {
             let _ = svc.clone().oneshot(n).await;
         }
-        assert!(feature.is_enabled());
+        assert!(feature.is_on());
+    }
+    #[tokio::test(start_paused = true)]
+    async fn the_default_feature_turns_off_after_five_failures() {
+        let board = Switchboard::new();
+        let feature = board.feature("summaries");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+            .layer(summariser(Arc::new(AtomicBool::new(false)), calls.clone()));
+        for n in 0..4 {
+            let _ = svc.clone().oneshot(n).await.unwrap();
+            assert!(feature.is_on(), "failure {n}");
+        }
+        let _ = svc.clone().oneshot(4).await.unwrap();
+        assert_eq!(
+            feature.state(),
+            FeatureState::AutoOff {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        let _ = svc.clone().oneshot(5).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_feature_without_a_failure_limit_is_turned_off_only_by_hand() {
+        let board = Switchboard::new();
+        let config = FeatureConfig {
+            failures_to_turn_off: None,
+            ..FeatureConfig::default()
+        };
+        let feature = board.feature_with("summaries", config).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+            .layer(summariser(Arc::new(AtomicBool::new(false)), calls.clone()));
+        for n in 0..50 {
+            let _ = svc.clone().oneshot(n).await.unwrap();
+        }
+        assert!(feature.is_on());
+        assert_eq!(calls.load(Ordering::SeqCst), 50);
+        assert_eq!(board.snapshot()[0].recent_failures, 50);
+        feature.turn_off();
+        assert_eq!(feature.state(), FeatureState::TurnedOff);
+    }
+
+    #[test]
+    fn a_feature_config_checks_every_field() {
+        assert_eq!(FeatureConfig::default().validate(), Ok(()));
+        let check = |change: fn(&mut FeatureConfig)| {
+            let mut config = FeatureConfig::default();
+            change(&mut config);
+            config.validate().map_err(|e| e.field().to_owned())
+        };
+        assert_eq!(
+            check(|c| c.failures_to_turn_off = Some(0)),
+            Err("failures_to_turn_off".to_owned())
+        );
+        assert_eq!(check(|c| c.failures_to_turn_off = Some(1)), Ok(()));
+        assert_eq!(check(|c| c.failures_to_turn_off = None), Ok(()));
+        assert_eq!(
+            check(|c| c.cooldown = Duration::ZERO),
+            Err("cooldown".to_owned())
+        );
+        assert_eq!(check(|c| c.cooldown = Duration::from_nanos(1)), Ok(()));
+        assert_eq!(
+            check(|c| c.window = Duration::ZERO),
+            Err("window".to_owned())
+        );
+        assert_eq!(
+            check(|c| c.window = Duration::from_nanos(9)),
+            Err("window".to_owned())
+        );
+        assert_eq!(check(|c| c.window = Duration::from_nanos(10)), Ok(()));
+        assert_eq!(
+            check(|c| c.window = Duration::MAX),
+            Err("window".to_owned())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_feature_layer_builder_sets_the_fallback() {
+        let board = Switchboard::new();
+        let feature = board.feature("search");
+        feature.turn_off();
+        // A fallback that answers server errors only lets the feature's refusal through.
+        let svc = FeatureLayer::builder(feature.clone(), Constant("off".to_owned()))
+            .handles(|c| c.category == Category::ServerError)
+            .build()
+            .unwrap()
+            .layer(summariser(
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicUsize::new(0)),
+            ));
+        let err = svc.clone().oneshot(1).await.unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<FeatureOff>(),
+            Some(&FeatureOff {
+                feature: "search".to_owned()
+            })
+        );
+        assert_eq!(err.to_string(), "feature \"search\" is off");
+        feature.turn_on();
+        assert_eq!(
+            svc.oneshot(1).await.unwrap(),
+            Answer::Primary("summary 1".to_owned())
+        );
     }
 }
 
 mod recovery {
     use super::*;
-    use crate::recovery::{EscalationSink, MemorySink, RecoveryManager, Step};
+    use crate::recovery::{EscalationSink, MemorySink, RecoveryBuilder, RecoveryManager, Step};
 
     /// An agent that fails with `msg` for its first `fails` calls.
     fn agent(
@@ -694,14 +797,14 @@ mod recovery {
         (svc, calls)
     }
 
-    fn manager(sink: &Arc<MemorySink>) -> RecoveryManager<u32, String> {
-        RecoveryManager::new("classifier", sink.clone())
+    fn manager(sink: &Arc<MemorySink>) -> RecoveryBuilder<u32, String> {
+        RecoveryManager::builder("classifier", sink.clone())
     }
 
     #[tokio::test(start_paused = true)]
-    async fn l1_retries_with_the_reference_backoff() {
+    async fn l1_retries_with_the_default_backoff() {
         let sink = Arc::new(MemorySink::new(8).unwrap());
-        let m = manager(&sink);
+        let m = RecoveryManager::new("classifier", sink.clone());
         let (mut a, calls) = agent(2, "503 service unavailable");
         let (answer, rec) = m.run(&mut a, 1).await.unwrap();
         assert_eq!(answer, "done 1");
@@ -718,7 +821,7 @@ mod recovery {
     async fn then_the_fallback_agent_then_degradation_then_a_person() {
         let sink = Arc::new(MemorySink::new(8).unwrap());
         let (backup, _) = agent(0, "");
-        let m = manager(&sink).fallback_agent(backup);
+        let m = manager(&sink).fallback_agent(backup).build().unwrap();
         let (mut a, _) = agent(100, "503");
         let (answer, rec) = m.run(&mut a, 2).await.unwrap();
         assert_eq!(
@@ -729,7 +832,9 @@ mod recovery {
         assert_eq!(m.failures(), 4);
 
         let m = manager(&sink)
-            .degrade(|n: &u32, class: Class| Some(format!("cached {n} ({})", class.category)));
+            .degrade(|n: &u32, class: Class| Some(format!("cached {n} ({})", class.category)))
+            .build()
+            .unwrap();
         let (mut a, _) = agent(100, "503");
         let (answer, rec) = m.run(&mut a, 3).await.unwrap();
         assert_eq!(
@@ -737,7 +842,7 @@ mod recovery {
             ("cached 3 (server_error)", Step::Degraded)
         );
 
-        let m = manager(&sink);
+        let m = RecoveryManager::new("classifier", sink.clone());
         let (mut a, _) = agent(100, "503");
         let err = m.run(&mut a, 4).await.unwrap_err();
         assert_eq!(err.recovery.strategy, Step::Escalated);
@@ -760,7 +865,9 @@ mod recovery {
             })
             .reset(move || {
                 r.fetch_add(1, Ordering::SeqCst);
-            });
+            })
+            .build()
+            .unwrap();
         let (mut a, _) = agent(1, "connection pool exhausted");
         let (_, rec) = m.run(&mut a, 5).await.unwrap();
         assert_eq!(rec.strategy, Step::Retry);
@@ -776,9 +883,13 @@ mod recovery {
         let compensated = Arc::new(AtomicUsize::new(0));
         let c = compensated.clone();
         let (backup, backup_calls) = agent(0, "");
-        let m = manager(&sink).fallback_agent(backup).compensate(move || {
-            c.fetch_add(1, Ordering::SeqCst);
-        });
+        let m = manager(&sink)
+            .fallback_agent(backup)
+            .compensate(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap();
         let (mut a, calls) = agent(100, "400 invalid request: inconsistent data");
         let err = m.run(&mut a, 6).await.unwrap_err();
         assert_eq!(err.recovery.strategy, Step::Escalated);
@@ -791,7 +902,7 @@ mod recovery {
     #[tokio::test(start_paused = true)]
     async fn a_cancellation_is_neither_retried_nor_escalated() {
         let sink = Arc::new(MemorySink::new(8).unwrap());
-        let m = manager(&sink);
+        let m = RecoveryManager::new("classifier", sink.clone());
         let (mut a, calls) = agent(100, "request cancelled");
         let err = m.run(&mut a, 7).await.unwrap_err();
         assert_eq!(err.recovery.strategy, Step::Cancelled);

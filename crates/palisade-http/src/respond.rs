@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderName, Response, StatusCode};
-use palisade_classify::failure::{CircuitOpen, FallbackFailed, FeatureDisabled, NoHealthyEndpoint};
+use palisade_classify::failure::{CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint};
 use palisade_classify::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
 use palisade_fallback::Answer;
 use pin_project_lite::pin_project;
@@ -75,7 +75,7 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 /// | the failure | response |
 /// |---|---|
 /// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`] | that response, as it was |
-/// | an open breaker ([`CircuitOpen`]), no healthy endpoint ([`NoHealthyEndpoint`]), a switched-off feature ([`FeatureDisabled`]) | 503 Service Unavailable |
+/// | an open breaker ([`CircuitOpen`]), no healthy endpoint ([`NoHealthyEndpoint`]), a switched-off feature ([`FeatureOff`]) | 503 Service Unavailable |
 /// | otherwise, by its [class](class_of): `Timeout` (palisade's `Elapsed`, `DeadlineExceeded`) | 504 Gateway Timeout |
 /// | `RateLimited` | 429 Too Many Requests |
 /// | `Rejected`, `ResourceExhausted`, `Transient` | 503 Service Unavailable |
@@ -181,14 +181,12 @@ impl Responder {
     }
 
     fn build<B: From<String>>(&self, err: &(dyn Error + 'static), class: Class) -> Response<B> {
-        let status = if err.is::<CircuitOpen>()
-            || err.is::<NoHealthyEndpoint>()
-            || err.is::<FeatureDisabled>()
-        {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            self.status(class.category)
-        };
+        let status =
+            if err.is::<CircuitOpen>() || err.is::<NoHealthyEndpoint>() || err.is::<FeatureOff>() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                self.status(class.category)
+            };
         let body = if self.messages {
             format!(
                 r#"{{"error":{{"type":"{}","message":{}}}}}"#,

@@ -27,7 +27,7 @@ use tower::layer::util::Stack;
 /// use palisade::ServiceBuilderExt;
 /// use palisade::breaker::BreakerLayer;
 /// use palisade::classify::{BoxError, DefaultClassifier};
-/// use palisade::fallback::Static;
+/// use palisade::fallback::Constant;
 /// use palisade::retry::RetryLayer;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
@@ -35,7 +35,7 @@ use tower::layer::util::Stack;
 /// # async fn main() {
 /// let llm = service_fn(|_: String| async { Err::<String, BoxError>("503 Service Unavailable".into()) });
 /// let agent = ServiceBuilder::new()
-///     .fallback(Static("Sorry, try again later.".to_owned()))
+///     .fallback(Constant("Sorry, try again later.".to_owned()))
 ///     .deadline(Duration::from_secs(30))
 ///     .retries(RetryLayer::new())
 ///     .circuit_breaker(BreakerLayer::new("llm"))

@@ -6,7 +6,7 @@
 //! | module | crate | what it does |
 //! |---|---|---|
 //! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
-//! | [`fallback`] | `palisade-fallback` | answers anyway when nothing else worked: static, computed, last-good and alternative-service answers, marked degraded |
+//! | [`fallback`] | `palisade-fallback` | answers anyway when nothing else worked: constant, computed, last-good and alternative-service answers, marked degraded |
 //! | [`breaker`] | `palisade-breaker` | guards a dependency as a whole: lock-free circuit breaker, failure-rate and slow-call rules over sliding windows, client-side adaptive throttling while closed, half-open probes |
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter or a server's hint, within lock-free retry budgets (by default behind gRPC-style retry throttling) and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
