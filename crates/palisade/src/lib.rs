@@ -11,6 +11,7 @@
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter or a server's hint, within lock-free retry budgets (by default behind gRPC-style retry throttling) and the deadline |
 //! | [`route`] | `palisade-route` | spreads calls over endpoints by health: state machine, ramps, outlier ejection, tiers, panic mode |
 //! | [`timeout`] | `palisade-timeout` | bounds each attempt (`Timeout`, escalating after timeouts) and the whole call (`Deadline`, visible to the layers inside) |
+//! | [`health`] | (this crate) | a monitor that gathers breakers, routers and call counts into one snapshot per dependency, with a trend and anomaly detection |
 //! | [`chaos`] | `palisade-chaos` | injects seeded faults to test all of the above: failures, responses, latency, hangs, outage windows, capacity limits; a passthrough when switched off |
 //!
 //! # Stacking order
@@ -63,6 +64,9 @@
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "health")]
+pub mod health;
 
 #[cfg(feature = "classify")]
 #[doc(inline)]

@@ -1,0 +1,627 @@
+//! A health monitor: one snapshot per dependency from the state the layers already keep, a
+//! trend over recent checks, and anomaly detection on error rate and latency.
+//!
+//! A [`HealthMonitor`] holds, per dependency (an LLM API, a tool, another agent):
+//!
+//! - **components**: anything that can say whether it is healthy now — a breaker's
+//!   [`BreakerHandle`](palisade_breaker::BreakerHandle) (healthy while closed or bypassed), a
+//!   router's [`RouteHandle`](palisade_route::RouteHandle) (healthy while every endpoint is
+//!   healthy and serving), or any closure through [`component_fn`] (a fallback feature, an
+//!   `ErrorStats` threshold, a queue depth);
+//! - a **watch** ([`HealthMonitor::watch`]), a layer that counts the dependency's calls,
+//!   failures and latency; each check turns the counts since the previous check into an
+//!   error rate and a mean latency and feeds them to two streaming [`Detector`]s.
+//!
+//! Each [`check`](HealthMonitor::check) reads them all once. A check is *healthy* when every
+//! component is healthy, neither detector flags an anomaly, and the error rate is at most
+//! `max_error_ratio` (default 0.5; a dependency that fails from the start teaches its detector
+//! nothing abnormal). The dependency's [`Status`] is the trend over the last `window` checks
+//! (default 60): **healthy** when at least 95 % of them were healthy, **degrading** at least
+//! 70 %, **unhealthy** below — the same rule the router applies to each endpoint's checks.
+//!
+//! Changes of status and the start of an anomaly are *alerts*: a `tracing` event (target
+//! `palisade::health`, `warn` when things get worse, `info` when they recover), a count in the
+//! snapshot, and, with the `metrics` feature, the counter `palisade.health.alerts` (labels
+//! `dependency`, `kind`) and the gauge `palisade.health.status` (0 healthy, 1 degrading,
+//! 2 unhealthy, labels `dependency`). The [`Snapshot`] implements `serde::Serialize`, ready
+//! for a readiness endpoint.
+//!
+//! Checks run when you call [`check`](HealthMonitor::check), or every `interval` under
+//! [`run`](HealthMonitor::run) (spawn it); time is tokio's, so tests and the simulator drive
+//! it on a paused clock.
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade::breaker::BreakerLayer;
+//! use palisade::classify::BoxError;
+//! use palisade::health::{HealthMonitor, Status};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let monitor = HealthMonitor::new();
+//! let breaker = BreakerLayer::new("llm");
+//! monitor.add("llm", breaker.handle());
+//! let llm = ServiceBuilder::new()
+//!     .layer(monitor.watch("llm"))
+//!     .layer(breaker)
+//!     .service(service_fn(|_: ()| async { Ok::<_, BoxError>("ok") }));
+//!
+//! for _ in 0..20 {
+//!     llm.clone().oneshot(()).await.unwrap();
+//! }
+//! let snapshot = monitor.check();
+//! let llm = snapshot.dependency("llm").unwrap();
+//! assert_eq!(llm.status, Status::Healthy);
+//! assert_eq!(llm.error_ratio, Some(0.0));
+//! # }
+//! ```
+
+mod detector;
+mod watch;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use palisade_classify::ConfigError;
+use serde::Serialize;
+
+pub use detector::{Detector, DetectorBuilder};
+pub use watch::{Watch, WatchFuture, WatchLayer};
+
+use watch::{Totals, Watched};
+
+/// A dependency's health over the recent checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// At least 95 % of the window's checks were healthy.
+    Healthy,
+    /// At least 70 %.
+    Degrading,
+    /// Below 70 %.
+    Unhealthy,
+    /// No check yet.
+    Unknown,
+}
+
+impl Status {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degrading => "degrading",
+            Status::Unhealthy => "unhealthy",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The trend rule: the status of a window in which `healthy` of `checks` were healthy.
+    pub fn of(healthy: usize, checks: usize) -> Status {
+        if checks == 0 {
+            return Status::Unknown;
+        }
+        // Integer arithmetic: 95 % and 70 % exactly, without rounding surprises.
+        if healthy * 100 >= checks * 95 {
+            Status::Healthy
+        } else if healthy * 100 >= checks * 70 {
+            Status::Degrading
+        } else {
+            Status::Unhealthy
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Status::Healthy | Status::Unknown => 0,
+            Status::Degrading => 1,
+            Status::Unhealthy => 2,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a [`Component`] says at one check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reading {
+    /// Whether it is healthy now.
+    pub healthy: bool,
+    /// A short human-readable state ("open", "2 of 3 endpoints serving").
+    pub detail: String,
+}
+
+impl Reading {
+    /// A reading.
+    pub fn new(healthy: bool, detail: impl Into<String>) -> Self {
+        Reading {
+            healthy,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Something whose health a [`HealthMonitor`] reads at every check.
+///
+/// Implemented for breakers' and routers' handles (with those features), and for any closure
+/// through [`component_fn`].
+pub trait Component: Send + Sync + 'static {
+    /// The kind of component: `"breaker"`, `"route"`, `"feature"`...
+    fn kind(&self) -> &'static str;
+    /// Its name, as the snapshot shows it.
+    fn name(&self) -> String;
+    /// Its health now.
+    fn reading(&self) -> Reading;
+}
+
+/// A [`Component`] from a closure.
+///
+/// ```
+/// use palisade::health::{HealthMonitor, Reading, Status, component_fn};
+///
+/// let monitor = HealthMonitor::new();
+/// monitor.add("search", component_fn("queue", "search-jobs", || Reading::new(false, "backlog 9000")));
+/// let snapshot = monitor.check();
+/// assert_eq!(snapshot.dependency("search").unwrap().status, Status::Unhealthy);
+/// ```
+pub fn component_fn<F>(kind: &'static str, name: impl Into<String>, reading: F) -> impl Component
+where
+    F: Fn() -> Reading + Send + Sync + 'static,
+{
+    FnComponent {
+        kind,
+        name: name.into(),
+        reading,
+    }
+}
+
+struct FnComponent<F> {
+    kind: &'static str,
+    name: String,
+    reading: F,
+}
+
+impl<F> Component for FnComponent<F>
+where
+    F: Fn() -> Reading + Send + Sync + 'static,
+{
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn reading(&self) -> Reading {
+        (self.reading)()
+    }
+}
+
+#[cfg(feature = "breaker")]
+impl Component for palisade_breaker::BreakerHandle {
+    fn kind(&self) -> &'static str {
+        "breaker"
+    }
+
+    fn name(&self) -> String {
+        palisade_breaker::BreakerHandle::name(self).to_owned()
+    }
+
+    /// Healthy unless open, half-open (probing) or isolated by hand.
+    fn reading(&self) -> Reading {
+        use palisade_breaker::State;
+        let state = self.state();
+        let healthy = !matches!(state, State::Open | State::HalfOpen | State::Isolated);
+        Reading::new(healthy, state.as_str())
+    }
+}
+
+#[cfg(feature = "route")]
+impl<K: Clone + Send + Sync + 'static> Component for palisade_route::RouteHandle<K> {
+    fn kind(&self) -> &'static str {
+        "route"
+    }
+
+    fn name(&self) -> String {
+        "endpoints".to_owned()
+    }
+
+    /// Healthy while every endpoint is healthy and none is ejected.
+    fn reading(&self) -> Reading {
+        let status = self.status();
+        let serving = status
+            .iter()
+            .filter(|e| e.state == palisade_route::HealthState::Healthy && !e.ejected)
+            .count();
+        Reading::new(
+            serving == status.len() && self.is_ready(),
+            format!("{serving} of {} endpoints healthy", status.len()),
+        )
+    }
+}
+
+/// One component in a [`DependencySnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ComponentSnapshot {
+    /// [`Component::kind`].
+    pub kind: &'static str,
+    /// [`Component::name`].
+    pub name: String,
+    /// Its reading at the check.
+    #[serde(flatten)]
+    pub reading: Reading,
+}
+
+/// One dependency at one check.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DependencySnapshot {
+    /// The dependency's name.
+    pub name: String,
+    /// The trend over the window.
+    pub status: Status,
+    /// Whether this check was healthy.
+    pub healthy_now: bool,
+    /// Healthy checks in the window.
+    pub healthy_checks: usize,
+    /// Checks in the window.
+    pub checks: usize,
+    /// Failures per call since the previous check, when the watch saw enough calls.
+    pub error_ratio: Option<f64>,
+    /// Mean latency since the previous check, in milliseconds, when the watch saw enough calls.
+    pub latency_ms: Option<f64>,
+    /// Whether the error rate is anomalous now.
+    pub error_anomaly: bool,
+    /// Whether the latency is anomalous now.
+    pub latency_anomaly: bool,
+    /// Alerts raised for this dependency so far.
+    pub alerts: u64,
+    /// Its components.
+    pub components: Vec<ComponentSnapshot>,
+}
+
+/// Every dependency at one check; what a readiness endpoint serves.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The worst status among the dependencies (`Unknown` when there are none).
+    pub status: Status,
+    /// Each dependency, in the order they were added.
+    pub dependencies: Vec<DependencySnapshot>,
+}
+
+impl Snapshot {
+    /// The dependency called `name`.
+    pub fn dependency(&self, name: &str) -> Option<&DependencySnapshot> {
+        self.dependencies.iter().find(|d| d.name == name)
+    }
+}
+
+struct Dependency {
+    name: String,
+    components: Vec<Box<dyn Component>>,
+    watched: Option<Arc<Watched>>,
+    last: Totals,
+    errors: Detector,
+    latency: Detector,
+    trend: VecDeque<bool>,
+    status: Status,
+    error_anomaly: bool,
+    latency_anomaly: bool,
+    alerts: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    window: usize,
+    min_calls: u64,
+    max_error_ratio: f64,
+    errors: Detector,
+    latency: Detector,
+}
+
+/// Gathers the health of dependencies; see the [module docs](self). Cloning shares it.
+#[derive(Clone)]
+pub struct HealthMonitor {
+    settings: Arc<Settings>,
+    dependencies: Arc<Mutex<Vec<Dependency>>>,
+}
+
+impl fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("window", &self.settings.window)
+            .field("min_calls", &self.settings.min_calls)
+            .field("max_error_ratio", &self.settings.max_error_ratio)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HealthMonitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthMonitor {
+    /// A monitor with the defaults: a window of 60 checks, at least 10 calls between two
+    /// checks for a sample, `max_error_ratio` 0.5, an error-rate detector with a floor of
+    /// 0.05 and a latency detector whose floor is a quarter of the mean (at least 1 ms), both
+    /// otherwise [`Detector::new`]'s.
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid")
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> HealthMonitorBuilder {
+        HealthMonitorBuilder {
+            settings: Settings {
+                window: 60,
+                min_calls: 10,
+                max_error_ratio: 0.5,
+                errors: Detector::builder()
+                    .floor(0.05)
+                    .build()
+                    .expect("valid error detector"),
+                latency: Detector::new(),
+            },
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<Dependency>) -> R) -> R {
+        let mut deps = self
+            .dependencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut deps)
+    }
+
+    fn entry<'a>(&self, deps: &'a mut Vec<Dependency>, name: &str) -> &'a mut Dependency {
+        let at = match deps.iter().position(|d| d.name == name) {
+            Some(at) => at,
+            None => {
+                deps.push(Dependency {
+                    name: name.to_owned(),
+                    components: Vec::new(),
+                    watched: None,
+                    last: Totals::default(),
+                    errors: self.settings.errors.clone(),
+                    latency: self.settings.latency.clone(),
+                    trend: VecDeque::with_capacity(self.settings.window),
+                    status: Status::Unknown,
+                    error_anomaly: false,
+                    latency_anomaly: false,
+                    alerts: 0,
+                });
+                deps.len() - 1
+            }
+        };
+        &mut deps[at]
+    }
+
+    /// Adds a component to the dependency called `dependency` (created on first mention).
+    pub fn add(&self, dependency: &str, component: impl Component) {
+        self.with(|deps| {
+            self.entry(deps, dependency)
+                .components
+                .push(Box::new(component))
+        });
+    }
+
+    /// The layer that counts `dependency`'s calls for the monitor (one per dependency: a
+    /// second call returns a layer sharing the first one's counts).
+    pub fn watch(&self, dependency: &str) -> WatchLayer {
+        self.with(|deps| {
+            let dep = self.entry(deps, dependency);
+            let watched = dep.watched.get_or_insert_with(Watched::new).clone();
+            WatchLayer { watched }
+        })
+    }
+
+    /// Checks every dependency now; see the [module docs](self).
+    pub fn check(&self) -> Snapshot {
+        let settings = &*self.settings;
+        self.with(|deps| {
+            let dependencies: Vec<_> = deps.iter_mut().map(|d| d.check(settings)).collect();
+            let status = dependencies
+                .iter()
+                .map(|d| d.status)
+                .max_by_key(|s| s.rank())
+                .unwrap_or(Status::Unknown);
+            Snapshot {
+                status,
+                dependencies,
+            }
+        })
+    }
+
+    /// Checks every `interval`, forever (spawn it; drop the task to stop).
+    pub async fn run(self, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            self.check();
+        }
+    }
+}
+
+impl Dependency {
+    fn check(&mut self, settings: &Settings) -> DependencySnapshot {
+        let components: Vec<_> = self
+            .components
+            .iter()
+            .map(|c| ComponentSnapshot {
+                kind: c.kind(),
+                name: c.name(),
+                reading: c.reading(),
+            })
+            .collect();
+        let mut healthy = components.iter().all(|c| c.reading.healthy);
+
+        let (mut error_ratio, mut latency_ms) = (None, None);
+        let (was_error, was_latency) = (self.error_anomaly, self.latency_anomaly);
+        self.error_anomaly = false;
+        self.latency_anomaly = false;
+        if let Some(watched) = &self.watched {
+            let now = watched.totals();
+            let delta = now.since(self.last);
+            self.last = now;
+            if delta.calls >= settings.min_calls.max(1) {
+                let ratio = delta.failures as f64 / delta.calls as f64;
+                let ms = delta.micros as f64 / delta.calls as f64 / 1000.0;
+                self.error_anomaly = self.errors.observe(ratio);
+                self.latency
+                    .set_floor((self.latency.mean() * 0.25).max(1.0));
+                self.latency_anomaly = self.latency.observe(ms);
+                healthy &= ratio <= settings.max_error_ratio;
+                error_ratio = Some(ratio);
+                latency_ms = Some(ms);
+            }
+        }
+        healthy &= !self.error_anomaly && !self.latency_anomaly;
+
+        if self.trend.len() == settings.window {
+            self.trend.pop_front();
+        }
+        self.trend.push_back(healthy);
+        let healthy_checks = self.trend.iter().filter(|h| **h).count();
+        let status = Status::of(healthy_checks, self.trend.len());
+
+        let name = &self.name;
+        let mut raised: [Option<&'static str>; 3] = [None; 3];
+        if self.error_anomaly && !was_error {
+            tracing::warn!(
+                target: "palisade::health",
+                dependency = %name,
+                error_ratio = ?error_ratio,
+                threshold = self.errors.threshold(),
+                "error rate anomaly"
+            );
+            raised[0] = Some("error_rate");
+        }
+        if self.latency_anomaly && !was_latency {
+            tracing::warn!(
+                target: "palisade::health",
+                dependency = %name,
+                latency_ms = ?latency_ms,
+                threshold_ms = self.latency.threshold(),
+                "latency anomaly"
+            );
+            raised[1] = Some("latency");
+        }
+        if status != self.status && self.status == Status::Unknown {
+            // The first verdict: nothing changed, nothing to alert.
+            self.status = status;
+        } else if status != self.status {
+            let from = self.status;
+            if status.rank() > from.rank() {
+                tracing::warn!(target: "palisade::health", dependency = %name, %from, to = %status, "dependency health changed");
+            } else {
+                tracing::info!(target: "palisade::health", dependency = %name, %from, to = %status, "dependency health changed");
+            }
+            raised[2] = Some("status");
+            self.status = status;
+        }
+        for kind in raised.into_iter().flatten() {
+            self.alert(kind);
+        }
+        #[cfg(feature = "metrics")]
+        ::metrics::gauge!("palisade.health.status", "dependency" => self.name.clone())
+            .set(f64::from(self.status.rank()));
+
+        DependencySnapshot {
+            name: self.name.clone(),
+            status: self.status,
+            healthy_now: healthy,
+            healthy_checks,
+            checks: self.trend.len(),
+            error_ratio,
+            latency_ms,
+            error_anomaly: self.error_anomaly,
+            latency_anomaly: self.latency_anomaly,
+            alerts: self.alerts,
+            components,
+        }
+    }
+
+    fn alert(&mut self, kind: &'static str) {
+        self.alerts += 1;
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("palisade.health.alerts", "dependency" => self.name.clone(), "kind" => kind)
+            .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = kind;
+    }
+}
+
+/// Builds a [`HealthMonitor`]; made by [`HealthMonitor::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct HealthMonitorBuilder {
+    settings: Settings,
+}
+
+impl HealthMonitorBuilder {
+    /// How many recent checks the trend covers (default 60).
+    pub fn window(mut self, checks: usize) -> Self {
+        self.settings.window = checks;
+        self
+    }
+
+    /// The fewest calls between two checks that make an error-rate and latency sample
+    /// (default 10); with fewer, the check judges by the components alone.
+    pub fn min_calls(mut self, calls: u64) -> Self {
+        self.settings.min_calls = calls;
+        self
+    }
+
+    /// The error rate above which a check is unhealthy whatever the detector learned, in
+    /// `0..=1` (default 0.5).
+    pub fn max_error_ratio(mut self, ratio: f64) -> Self {
+        self.settings.max_error_ratio = ratio;
+        self
+    }
+
+    /// The error-rate detector (default: a floor of 0.05, otherwise [`Detector::new`]).
+    pub fn error_detector(mut self, detector: Detector) -> Self {
+        self.settings.errors = detector;
+        self
+    }
+
+    /// The latency detector, fed milliseconds; its floor is reset at every check to a quarter
+    /// of its mean, at least 1 ms (default [`Detector::new`]).
+    pub fn latency_detector(mut self, detector: Detector) -> Self {
+        self.settings.latency = detector;
+        self
+    }
+
+    /// The monitor.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `window` if it is 0 or `max_error_ratio` outside `0..=1`.
+    pub fn build(self) -> Result<HealthMonitor, ConfigError> {
+        if self.settings.window == 0 {
+            return Err(ConfigError::new("window", "must be at least 1 check"));
+        }
+        if !(0.0..=1.0).contains(&self.settings.max_error_ratio) {
+            return Err(ConfigError::new("max_error_ratio", "must be within 0..=1"));
+        }
+        Ok(HealthMonitor {
+            settings: Arc::new(self.settings),
+            dependencies: Arc::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

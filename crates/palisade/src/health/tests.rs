@@ -1,0 +1,229 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category, Class, Classified};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use super::*;
+
+/// A service that takes `latency` ms and fails while `failing` is set.
+fn upstream(
+    latency: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
+) -> impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_: ()| {
+        let ms = latency.load(Ordering::Relaxed);
+        let fail = failing.load(Ordering::Relaxed);
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if fail {
+                Err::<(), BoxError>(Box::new(Classified::new(
+                    Class::new(Category::ServerError),
+                    "503",
+                )))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn calls<S>(svc: &S, n: usize)
+where
+    S: Service<(), Response = (), Error = BoxError> + Clone,
+{
+    for _ in 0..n {
+        let _ = svc.clone().oneshot(()).await;
+    }
+}
+
+#[test]
+fn the_trend_rule_at_its_boundaries() {
+    assert_eq!(Status::of(0, 0), Status::Unknown);
+    assert_eq!(Status::of(95, 100), Status::Healthy);
+    assert_eq!(Status::of(94, 100), Status::Degrading);
+    assert_eq!(Status::of(70, 100), Status::Degrading);
+    assert_eq!(Status::of(69, 100), Status::Unhealthy);
+    assert_eq!(Status::of(19, 20), Status::Healthy);
+    assert_eq!(Status::of(0, 1), Status::Unhealthy);
+    assert_eq!(Status::Degrading.to_string(), "degrading");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_latency_spike_is_an_anomaly_then_the_trend_degrades_and_recovers() {
+    let latency = Arc::new(AtomicU64::new(20));
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::builder().window(20).build().unwrap();
+    let svc = monitor
+        .watch("tool")
+        .layer(upstream(latency.clone(), failing.clone()));
+
+    for _ in 0..30 {
+        calls(&svc, 20).await;
+        let snap = monitor.check();
+        let dep = snap.dependency("tool").unwrap();
+        assert!(dep.healthy_now, "{dep:?}");
+        assert_eq!(dep.latency_ms, Some(20.0));
+    }
+    assert_eq!(monitor.check().status, Status::Healthy);
+    assert_eq!(monitor.check().dependency("tool").unwrap().alerts, 0);
+
+    latency.store(200, Ordering::Relaxed);
+    calls(&svc, 20).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("tool").unwrap();
+    assert!(dep.latency_anomaly, "{dep:?}");
+    assert!(!dep.healthy_now);
+    assert_eq!(dep.alerts, 1, "one alert at the anomaly's start");
+    // Two more slow checks: 3 unhealthy of 20 → degrading (85 %).
+    for _ in 0..2 {
+        calls(&svc, 20).await;
+        monitor.check();
+    }
+    let snap = monitor.check();
+    let dep = snap.dependency("tool").unwrap();
+    assert_eq!(dep.status, Status::Degrading, "{dep:?}");
+
+    latency.store(20, Ordering::Relaxed);
+    for _ in 0..25 {
+        calls(&svc, 20).await;
+        monitor.check();
+    }
+    let snap = monitor.check();
+    assert_eq!(snap.dependency("tool").unwrap().status, Status::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_from_the_start_is_unhealthy_by_the_error_ceiling() {
+    let monitor = HealthMonitor::builder().window(10).build().unwrap();
+    let svc = monitor.watch("llm").layer(upstream(
+        Arc::new(AtomicU64::new(1)),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    for _ in 0..9 {
+        calls(&svc, 10).await;
+        monitor.check();
+    }
+    calls(&svc, 10).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("llm").unwrap();
+    assert_eq!(dep.error_ratio, Some(1.0));
+    assert!(!dep.error_anomaly, "never learned anything else");
+    assert_eq!(dep.status, Status::Unhealthy);
+    assert_eq!(snap.status, Status::Unhealthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_errors_after_a_clean_run_is_an_error_anomaly() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let watch = monitor.watch("agent");
+    // A second watch on the same dependency shares the counts.
+    let again = monitor.watch("agent");
+    let svc = watch.layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    let svc2 = again.layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    for _ in 0..20 {
+        calls(&svc, 10).await;
+        calls(&svc2, 10).await;
+        assert_eq!(
+            monitor.check().dependency("agent").unwrap().error_ratio,
+            Some(0.0)
+        );
+    }
+    failing.store(true, Ordering::Relaxed);
+    calls(&svc, 3).await;
+    failing.store(false, Ordering::Relaxed);
+    calls(&svc, 17).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("agent").unwrap();
+    assert_eq!(dep.error_ratio, Some(0.15));
+    assert!(dep.error_anomaly, "{dep:?}");
+    // Too few calls: no sample, judged by its components alone.
+    calls(&svc, 3).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("agent").unwrap();
+    assert_eq!(dep.error_ratio, None);
+    assert!(dep.healthy_now);
+}
+
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_makes_its_dependency_unhealthy_and_the_snapshot_serialises() {
+    use palisade_breaker::BreakerLayer;
+    let monitor = HealthMonitor::builder().window(4).build().unwrap();
+    let breaker = BreakerLayer::new("llm");
+    let handle = breaker.handle();
+    monitor.add("llm", handle.clone());
+    monitor.add(
+        "llm",
+        component_fn("feature", "summaries", || Reading::new(true, "on")),
+    );
+    assert_eq!(
+        monitor.check().dependency("llm").unwrap().status,
+        Status::Healthy
+    );
+    handle.isolate();
+    let mut snap = monitor.check();
+    for _ in 0..3 {
+        snap = monitor.check();
+    }
+    let dep = snap.dependency("llm").unwrap();
+    assert_eq!(dep.status, Status::Unhealthy);
+    assert_eq!(dep.components[0].reading, Reading::new(false, "isolated"));
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["status"], "unhealthy");
+    assert_eq!(json["dependencies"][0]["components"][0]["kind"], "breaker");
+    assert_eq!(
+        json["dependencies"][0]["components"][0]["detail"],
+        "isolated"
+    );
+    assert_eq!(json["dependencies"][0]["components"][1]["healthy"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_checks_on_the_interval() {
+    let monitor = HealthMonitor::new();
+    let flips = Arc::new(AtomicU64::new(0));
+    let seen = flips.clone();
+    monitor.add(
+        "x",
+        component_fn("probe", "p", move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+            Reading::new(true, "")
+        }),
+    );
+    let task = tokio::spawn(monitor.clone().run(Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(flips.load(Ordering::Relaxed), 3);
+    task.abort();
+}
+
+#[test]
+fn bad_settings_name_the_field() {
+    let field = |b: HealthMonitorBuilder| b.build().unwrap_err().field().to_owned();
+    assert_eq!(field(HealthMonitor::builder().window(0)), "window");
+    assert_eq!(
+        field(HealthMonitor::builder().max_error_ratio(1.5)),
+        "max_error_ratio"
+    );
+    assert_eq!(
+        field(HealthMonitor::builder().max_error_ratio(f64::NAN)),
+        "max_error_ratio"
+    );
+    assert!(
+        HealthMonitor::builder()
+            .max_error_ratio(1.0)
+            .min_calls(0)
+            .build()
+            .is_ok()
+    );
+    assert_eq!(
+        monitor_debug(),
+        "HealthMonitor { window: 60, min_calls: 10, max_error_ratio: 0.5, .. }"
+    );
+}
+
+fn monitor_debug() -> String {
+    format!("{:?}", HealthMonitor::new())
+}

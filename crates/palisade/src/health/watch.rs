@@ -1,0 +1,180 @@
+//! [`WatchLayer`]: counts a dependency's calls, failures and latency for the monitor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use palisade_classify::sync::CachePadded;
+use palisade_classify::{BoxError, class_of};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Stripes of counters: service instances (cloned per connection or worker) spread over them,
+/// so threads rarely write the same cache line.
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// Totals since the watch was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) micros: u64,
+}
+
+impl Totals {
+    pub(crate) fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            calls: self.calls.wrapping_sub(earlier.calls),
+            failures: self.failures.wrapping_sub(earlier.failures),
+            micros: self.micros.wrapping_sub(earlier.micros),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Watched {
+    stripes: [CachePadded<Counts>; STRIPES],
+    next: AtomicUsize,
+}
+
+impl Watched {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Watched {
+            stripes: Default::default(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % STRIPES
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in &self.stripes {
+            t.calls += s.calls.load(Ordering::Relaxed);
+            t.failures += s.failures.load(Ordering::Relaxed);
+            t.micros += s.micros.load(Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+/// Counts the calls of the service it wraps, their failures (an error whose class
+/// [counts against health](palisade_classify::Class::counts_against_health)) and their
+/// latency, for a [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. Made by
+/// [`HealthMonitor::watch`](super::HealthMonitor::watch).
+///
+/// Place it where the outcome is the one to judge: above a retry layer it sees what callers
+/// got, below one each attempt. A call reads the clock twice and adds to three relaxed
+/// counters on its instance's stripe; it allocates nothing and takes no lock.
+#[derive(Clone, Debug)]
+pub struct WatchLayer {
+    pub(crate) watched: Arc<Watched>,
+}
+
+impl<S> Layer<S> for WatchLayer {
+    type Service = Watch<S>;
+
+    fn layer(&self, inner: S) -> Watch<S> {
+        Watch {
+            inner,
+            stripe: self.watched.pick(),
+            watched: self.watched.clone(),
+        }
+    }
+}
+
+/// The service of [`WatchLayer`].
+///
+/// # Panics
+/// `Watch` reserves nothing in `poll_ready`: `poll_ready`, `call` and polls of its response
+/// future after completion are forwarded to the inner service and future, whose own contract
+/// applies.
+#[derive(Debug)]
+pub struct Watch<S> {
+    inner: S,
+    watched: Arc<Watched>,
+    stripe: usize,
+}
+
+impl<S: Clone> Clone for Watch<S> {
+    fn clone(&self) -> Self {
+        Watch {
+            inner: self.inner.clone(),
+            watched: self.watched.clone(),
+            stripe: self.watched.pick(),
+        }
+    }
+}
+
+impl<S, Req> Service<Req> for Watch<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = WatchFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        WatchFuture {
+            inner: self.inner.call(req),
+            watched: self.watched.clone(),
+            stripe: self.stripe,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Watch`].
+    #[derive(Debug)]
+    pub struct WatchFuture<F> {
+        #[pin]
+        inner: F,
+        watched: Arc<Watched>,
+        stripe: usize,
+        start: Instant,
+    }
+}
+
+impl<F, T, E> Future for WatchFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let counts = &this.watched.stripes[*this.stripe];
+        let micros = this.start.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        counts.calls.fetch_add(1, Ordering::Relaxed);
+        counts.micros.fetch_add(micros, Ordering::Relaxed);
+        if let Err(err) = &out
+            && class_of(err).counts_against_health()
+        {
+            counts.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(out)
+    }
+}
