@@ -1,26 +1,13 @@
-//! The degradation switchboard: named features that can be turned off by hand or turn
-//! themselves off when they keep failing, answering with their fallback meanwhile.
-//!
-//! A feature's words are "on" and "off" ([`Feature::turn_on`], [`Feature::turn_off`]): a
-//! feature that is off sends every call to its fallback, the opposite of a bypassed breaker,
-//! which lets every call through.
+//! A feature's state ([`Feature`]): on, turned off by hand, or off by its own failures until a
+//! probe succeeds; and the [`Switchboard`] that names them.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::stripe::{Stripe, Striped};
-use palisade_classify::{BoxError, Class, ConfigError, ErrorStats, class_of};
-use pin_project_lite::pin_project;
+use palisade_classify::{Class, ConfigError, ErrorStats};
 use tokio::time::Instant;
-use tower_layer::Layer;
-use tower_service::Service;
-
-use crate::{Fallback, FallbackBuilder, FallbackLayer};
 
 const ON: u8 = 0;
 const MANUAL_OFF: u8 = 1;
@@ -154,7 +141,7 @@ impl fmt::Debug for Feature {
 
 /// What a gate decided for one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Admit {
+pub(crate) enum Admit {
     Yes,
     Probe,
     No,
@@ -221,8 +208,15 @@ impl Feature {
         self.inner.state.load(Ordering::Acquire) == ON
     }
 
+    /// Whether it was turned off by hand: a gate then reports ready without asking the
+    /// feature's service.
     #[inline]
-    fn admit(&self) -> Admit {
+    pub(crate) fn is_turned_off(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == MANUAL_OFF
+    }
+
+    #[inline]
+    pub(crate) fn admit(&self) -> Admit {
         match self.inner.state.load(Ordering::Acquire) {
             ON => Admit::Yes,
             MANUAL_OFF => Admit::No,
@@ -248,7 +242,12 @@ impl Feature {
         }
     }
 
-    fn outcome(&self, failure: Option<Class>, probe: bool) {
+    /// Frees the probe slot without a verdict (a probe dropped before it finished).
+    pub(crate) fn release_probe(&self) {
+        self.inner.probing.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn outcome(&self, failure: Option<Class>, probe: bool) {
         if probe {
             self.inner.probing.store(false, Ordering::Release);
         }
@@ -349,256 +348,5 @@ impl Switchboard {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         features.iter().map(Feature::status).collect()
-    }
-}
-
-pub use palisade_classify::failure::FeatureOff;
-
-/// Lets calls through to a feature while it is on, fails them at once with
-/// [`FeatureOff`] while it is off, and counts its failures (those that count against
-/// health) to turn it off automatically. Usually used through [`FeatureLayer`].
-#[derive(Debug)]
-pub struct Gate<S> {
-    inner: S,
-    /// The feature, striped: each gate instance reads its own stripe and its futures hold that
-    /// stripe's reference, so instances on different threads never share a reference count.
-    stripes: Arc<Striped<Feature>>,
-    feature: Arc<Stripe<Feature>>,
-}
-
-impl<S> Gate<S> {
-    fn new(inner: S, feature: Feature) -> Self {
-        let stripes = Arc::new(Striped::new(feature));
-        Gate {
-            inner,
-            feature: stripes.pick().clone(),
-            stripes,
-        }
-    }
-}
-
-impl<S: Clone> Clone for Gate<S> {
-    fn clone(&self) -> Self {
-        Gate {
-            inner: self.inner.clone(),
-            feature: self.stripes.pick().clone(),
-            stripes: self.stripes.clone(),
-        }
-    }
-}
-
-impl<S, Req> Service<Req> for Gate<S>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = GateFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.feature.inner.state.load(Ordering::Acquire) == MANUAL_OFF {
-            return Poll::Ready(Ok(()));
-        }
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        match self.feature.admit() {
-            Admit::No => GateFuture {
-                inner: None,
-                feature: None,
-                probe: false,
-                off: Some(self.feature.inner.name.clone()),
-            },
-            admit => GateFuture {
-                inner: Some(self.inner.call(req)),
-                feature: Some(self.feature.clone()),
-                probe: admit == Admit::Probe,
-                off: None,
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The future of a [`Gate`] call.
-    pub struct GateFuture<F> {
-        #[pin]
-        inner: Option<F>,
-        feature: Option<Arc<Stripe<Feature>>>,
-        probe: bool,
-        off: Option<String>,
-    }
-
-    impl<F> PinnedDrop for GateFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // A dropped probe frees the probe slot without a verdict.
-            if let Some(feature) = this.feature.take()
-                && *this.probe
-            {
-                feature.inner.probing.store(false, Ordering::Release);
-            }
-        }
-    }
-}
-
-impl<F> fmt::Debug for GateFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GateFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, T, E> Future for GateFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let feature = this.off.take().unwrap_or_default();
-            return Poll::Ready(Err(Box::new(FeatureOff { feature })));
-        };
-        let result = ready!(inner.poll(cx)).map_err(Into::into);
-        this.inner.set(None);
-        if let Some(feature) = this.feature.take() {
-            let failure = match &result {
-                Ok(_) => None,
-                Err(e) => Some(class_of(e)).filter(Class::counts_against_health),
-            };
-            feature.outcome(failure, *this.probe);
-        }
-        Poll::Ready(result)
-    }
-}
-
-/// A named feature with its fallback: while the feature is off, or when it fails, the fallback
-/// answers (marked degraded): a feature flag with a fallback, as a layer.
-///
-/// ```
-/// use palisade_classify::BoxError;
-/// use palisade_fallback::{Constant, FeatureLayer, FeatureState, Switchboard};
-/// use tower::{ServiceBuilder, ServiceExt, service_fn};
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let board = Switchboard::new();
-/// let summaries = board.feature("summaries");
-/// let svc = ServiceBuilder::new()
-///     .layer(FeatureLayer::new(summaries.clone(), Constant("(summary unavailable)".to_owned())))
-///     .service(service_fn(|text: String| async move { Ok::<_, BoxError>(format!("summary of {text}")) }));
-///
-/// summaries.turn_off();
-/// let answer = svc.oneshot("a long text".to_owned()).await.unwrap();
-/// assert!(answer.is_degraded());
-/// assert_eq!(answer.into_inner(), "(summary unavailable)");
-/// assert_eq!(board.snapshot()[0].state, FeatureState::TurnedOff);
-/// # }
-/// ```
-///
-/// # Tiers
-/// A condition's tiered strategies (for "primary service unavailable": wait and retry → use a
-/// backup service → queue for manual processing) are a [`Chain`]:
-/// `Chain::new().then(Alternative::new(primary_with_retry)).then(Alternative::new(backup)).then(FromRequest(queue))`.
-///
-/// [`Chain`]: crate::Chain
-pub struct FeatureLayer<St> {
-    feature: Feature,
-    fallback: FallbackLayer<St>,
-}
-
-impl<St> Clone for FeatureLayer<St> {
-    fn clone(&self) -> Self {
-        FeatureLayer {
-            feature: self.feature.clone(),
-            fallback: self.fallback.clone(),
-        }
-    }
-}
-
-impl<St> fmt::Debug for FeatureLayer<St> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FeatureLayer")
-            .field("feature", &self.feature)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<St> FeatureLayer<St> {
-    /// `feature`, answered by `strategy` while off or failing, with the fallback's defaults
-    /// ([`FallbackLayer::new`]'s): the dependency's failures
-    /// ([`handles_by_default`](crate::handles_by_default), which includes the feature's own
-    /// refusal while off, a [`FeatureOff`]) are answered, and a failing response nothing
-    /// answered is handed back. [`builder`](Self::builder) changes either.
-    pub fn new(feature: Feature, strategy: St) -> Self {
-        FeatureLayer {
-            feature,
-            fallback: FallbackLayer::new(strategy),
-        }
-    }
-
-    /// `feature`, answered by `strategy`, with a setter per option of the fallback; the
-    /// defaults are [`new`](Self::new)'s.
-    pub fn builder(feature: Feature, strategy: St) -> FeatureBuilder<St> {
-        FeatureBuilder {
-            feature,
-            fallback: FallbackLayer::builder(strategy),
-        }
-    }
-}
-
-/// Builds a [`FeatureLayer`]; made by [`FeatureLayer::builder`]. (A [`Feature`] itself comes
-/// from a [`Switchboard`].)
-pub struct FeatureBuilder<St> {
-    feature: Feature,
-    fallback: FallbackBuilder<St>,
-}
-
-impl<St> fmt::Debug for FeatureBuilder<St> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FeatureBuilder")
-            .field("feature", &self.feature)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<St> FeatureBuilder<St> {
-    /// Chooses which failures the fallback answers for, by class
-    /// ([`FallbackBuilder::handles`]). A predicate that leaves out
-    /// [`Category::Rejected`](palisade_classify::Category::Rejected) lets the feature's
-    /// [`FeatureOff`] refusal through to the caller as an error.
-    pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
-        self.fallback = self.fallback.handles(predicate);
-        self
-    }
-
-    /// Whether a failing response is handed back when no fallback answers (default `true`;
-    /// [`FallbackBuilder::restore_failed_responses`]).
-    pub fn restore_failed_responses(mut self, restore: bool) -> Self {
-        self.fallback = self.fallback.restore_failed_responses(restore);
-        self
-    }
-
-    /// The layer.
-    ///
-    /// # Errors
-    /// Those of [`FallbackBuilder::build`] (none today).
-    pub fn build(self) -> Result<FeatureLayer<St>, ConfigError> {
-        Ok(FeatureLayer {
-            feature: self.feature,
-            fallback: self.fallback.build()?,
-        })
-    }
-}
-
-impl<S, St> Layer<S> for FeatureLayer<St> {
-    type Service = Fallback<Gate<S>, St>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        self.fallback.layer(Gate::new(inner, self.feature.clone()))
     }
 }

@@ -1,0 +1,91 @@
+//! [`GateFuture`]: a gate call, which reports its outcome to the feature.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use palisade_classify::stripe::Stripe;
+use palisade_classify::{BoxError, Class, class_of};
+use pin_project_lite::pin_project;
+
+use super::FeatureOff;
+use super::state::Feature;
+
+pin_project! {
+    /// The future of a [`Gate`](super::Gate) call.
+    pub struct GateFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        feature: Option<Arc<Stripe<Feature>>>,
+        probe: bool,
+        off: Option<String>,
+    }
+
+    impl<F> PinnedDrop for GateFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A dropped probe frees the probe slot without a verdict.
+            if let Some(feature) = this.feature.take()
+                && *this.probe
+            {
+                feature.release_probe();
+            }
+        }
+    }
+}
+
+impl<F> GateFuture<F> {
+    /// A call let through to the feature (as its probe, when `probe`).
+    pub(crate) fn admitted(inner: F, feature: Arc<Stripe<Feature>>, probe: bool) -> Self {
+        GateFuture {
+            inner: Some(inner),
+            feature: Some(feature),
+            probe,
+            off: None,
+        }
+    }
+
+    /// A call refused: the feature named `feature` is off.
+    pub(crate) fn off(feature: String) -> Self {
+        GateFuture {
+            inner: None,
+            feature: None,
+            probe: false,
+            off: Some(feature),
+        }
+    }
+}
+
+impl<F> fmt::Debug for GateFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for GateFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            let feature = this.off.take().unwrap_or_default();
+            return Poll::Ready(Err(Box::new(FeatureOff { feature })));
+        };
+        let result = ready!(inner.poll(cx)).map_err(Into::into);
+        this.inner.set(None);
+        if let Some(feature) = this.feature.take() {
+            let failure = match &result {
+                Ok(_) => None,
+                Err(e) => Some(class_of(e)).filter(Class::counts_against_health),
+            };
+            feature.outcome(failure, *this.probe);
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,271 @@
+//! The switchboard on the paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use palisade_classify::{BoxError, Category};
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::*;
+
+fn summariser(
+    up: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<u32, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |n: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            if up {
+                Ok(format!("summary {n}"))
+            } else {
+                Err::<String, BoxError>("503 overloaded".into())
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_feature_turns_itself_off_and_back_on_after_a_probe() {
+    let board = Switchboard::new();
+    let config = FeatureConfig {
+        failures_to_turn_off: Some(3),
+        ..FeatureConfig::default()
+    };
+    let feature = board.feature_with("summaries", config).unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+        .layer(summariser(up.clone(), calls.clone()));
+    // Three failures (each answered by the fallback) turn it off.
+    for n in 0..3 {
+        let a = svc.clone().oneshot(n).await.unwrap();
+        assert_eq!(a.into_inner(), "no summary");
+    }
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    // While off, calls never reach it.
+    for n in 0..10 {
+        let a = svc.clone().oneshot(n).await.unwrap();
+        // A refusal, not a failure of the dependency.
+        assert_eq!(a.degraded().unwrap().class.category, Category::Rejected);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // After the cool-down, one probe: it fails, so off for another 30 s.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    // It recovers; the next probe succeeds and the feature is back on.
+    up.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "still cooling down");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        svc.clone().oneshot(7).await.unwrap(),
+        Answer::Primary("summary 7".to_owned())
+    );
+    assert_eq!(feature.state(), FeatureState::On);
+    let status = board.snapshot();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].name, "summaries");
+    // Back on after a good probe: the failed probe and the three before are forgotten.
+    assert_eq!(status[0].recent_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_feature_starts_with_a_clean_record() {
+    let board = Switchboard::new();
+    let config = FeatureConfig {
+        failures_to_turn_off: Some(3),
+        ..FeatureConfig::default()
+    };
+    let feature = board.feature_with("summaries", config).unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+        .layer(summariser(up.clone(), calls.clone()));
+    for n in 0..3 {
+        let _ = svc.clone().oneshot(n).await.unwrap();
+    }
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    // 30 s later (the three failures still inside the 60 s window) a probe succeeds.
+    up.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(!svc.clone().oneshot(0).await.unwrap().is_degraded());
+    assert_eq!(feature.state(), FeatureState::On);
+    assert_eq!(board.snapshot()[0].recent_failures, 0);
+    // Two failures after the recovery leave it on; the third within the window turns it off.
+    up.store(false, Ordering::SeqCst);
+    for n in 0..2 {
+        let _ = svc.clone().oneshot(n).await.unwrap();
+        assert_eq!(
+            feature.state(),
+            FeatureState::On,
+            "failure {n} after recovery"
+        );
+    }
+    assert_eq!(board.snapshot()[0].recent_failures, 2);
+    let _ = svc.clone().oneshot(2).await.unwrap();
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    assert_eq!(calls.load(Ordering::SeqCst), 7);
+
+    // Turned back on by hand from an automatic off, it starts clean too.
+    feature.turn_on();
+    assert_eq!(board.snapshot()[0].recent_failures, 0);
+    let _ = svc.clone().oneshot(3).await.unwrap();
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+#[tokio::test(start_paused = true)]
+async fn operators_switch_features_by_hand() {
+    let board = Switchboard::new();
+    let feature = board.feature("search");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(summariser(Arc::new(AtomicBool::new(true)), calls.clone()));
+    feature.turn_off();
+    assert_eq!(svc.clone().oneshot(1).await.unwrap().into_inner(), "off");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Manual off does not end by itself.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+    feature.turn_on();
+    assert_eq!(svc.oneshot(1).await.unwrap().into_inner(), "summary 1");
+    // The same name gives the same feature.
+    assert!(board.feature("search").is_on());
+    let config = FeatureConfig {
+        failures_to_turn_off: Some(0),
+        ..FeatureConfig::default()
+    };
+    let err = board.feature_with("x", config).unwrap_err();
+    assert_eq!(err.field(), "failures_to_turn_off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_faults_do_not_turn_a_feature_off() {
+    let board = Switchboard::new();
+    let config = FeatureConfig {
+        failures_to_turn_off: Some(2),
+        ..FeatureConfig::default()
+    };
+    let feature = board.feature_with("f", config).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant(String::new())).layer(service_fn(
+        |_: u32| async { Err::<String, BoxError>("400 invalid request".into()) },
+    ));
+    for n in 0..10 {
+        let _ = svc.clone().oneshot(n).await;
+    }
+    assert!(feature.is_on());
+}
+#[tokio::test(start_paused = true)]
+async fn the_default_feature_turns_off_after_five_failures() {
+    let board = Switchboard::new();
+    let feature = board.feature("summaries");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+        .layer(summariser(Arc::new(AtomicBool::new(false)), calls.clone()));
+    for n in 0..4 {
+        let _ = svc.clone().oneshot(n).await.unwrap();
+        assert!(feature.is_on(), "failure {n}");
+    }
+    let _ = svc.clone().oneshot(4).await.unwrap();
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    let _ = svc.clone().oneshot(5).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feature_without_a_failure_limit_is_turned_off_only_by_hand() {
+    let board = Switchboard::new();
+    let config = FeatureConfig {
+        failures_to_turn_off: None,
+        ..FeatureConfig::default()
+    };
+    let feature = board.feature_with("summaries", config).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("no summary".to_owned()))
+        .layer(summariser(Arc::new(AtomicBool::new(false)), calls.clone()));
+    for n in 0..50 {
+        let _ = svc.clone().oneshot(n).await.unwrap();
+    }
+    assert!(feature.is_on());
+    assert_eq!(calls.load(Ordering::SeqCst), 50);
+    assert_eq!(board.snapshot()[0].recent_failures, 50);
+    feature.turn_off();
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+}
+
+#[test]
+fn a_feature_config_checks_every_field() {
+    assert_eq!(FeatureConfig::default().validate(), Ok(()));
+    let check = |change: fn(&mut FeatureConfig)| {
+        let mut config = FeatureConfig::default();
+        change(&mut config);
+        config.validate().map_err(|e| e.field().to_owned())
+    };
+    assert_eq!(
+        check(|c| c.failures_to_turn_off = Some(0)),
+        Err("failures_to_turn_off".to_owned())
+    );
+    assert_eq!(check(|c| c.failures_to_turn_off = Some(1)), Ok(()));
+    assert_eq!(check(|c| c.failures_to_turn_off = None), Ok(()));
+    assert_eq!(
+        check(|c| c.cooldown = Duration::ZERO),
+        Err("cooldown".to_owned())
+    );
+    assert_eq!(check(|c| c.cooldown = Duration::from_nanos(1)), Ok(()));
+    assert_eq!(
+        check(|c| c.window = Duration::ZERO),
+        Err("window".to_owned())
+    );
+    assert_eq!(
+        check(|c| c.window = Duration::from_nanos(9)),
+        Err("window".to_owned())
+    );
+    assert_eq!(check(|c| c.window = Duration::from_nanos(10)), Ok(()));
+    assert_eq!(
+        check(|c| c.window = Duration::MAX),
+        Err("window".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_feature_layer_builder_sets_the_fallback() {
+    let board = Switchboard::new();
+    let feature = board.feature("search");
+    feature.turn_off();
+    // A fallback that answers server errors only lets the feature's refusal through.
+    let svc = FeatureLayer::builder(feature.clone(), Constant("off".to_owned()))
+        .handles(|c| c.category == Category::ServerError)
+        .build()
+        .unwrap()
+        .layer(summariser(
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicUsize::new(0)),
+        ));
+    let err = svc.clone().oneshot(1).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<FeatureOff>(),
+        Some(&FeatureOff {
+            feature: "search".to_owned()
+        })
+    );
+    assert_eq!(err.to_string(), "feature \"search\" is off");
+    feature.turn_on();
+    assert_eq!(
+        svc.oneshot(1).await.unwrap(),
+        Answer::Primary("summary 1".to_owned())
+    );
+}
