@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use palisade::classify::BoxError;
-use palisade::route::{Route, RouteConfig};
+use palisade::route::Route;
 use palisade_benches::{allocations_per_service, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::balance::p2c::Balance;
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
     let mut group = c.benchmark_group("route/happy_path");
     for n in [3usize, 32] {
-        let mut route = Route::new(RouteConfig::default(), (0..n).map(|_| endpoint())).unwrap();
+        let mut route = Route::new((0..n).map(|_| endpoint()));
         group.bench_with_input(BenchmarkId::new("palisade_route", n), &n, |b, _| {
             b.iter(|| one_call(&mut route, black_box(1)))
         });
@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
 
     // Each thread its own clone of the router over 3 shared endpoints (tower's `Balance` is not
     // `Clone`: its instances cannot share endpoints, so it has no counterpart here).
-    let route = Route::new(RouteConfig::default(), (0..3).map(|_| endpoint())).unwrap();
+    let route = Route::new((0..3).map(|_| endpoint()));
     for threads in [1usize, 2] {
         let mut group = c.benchmark_group(format!("route/threads_{threads}"));
         group.throughput(Throughput::Elements(threads as u64));

@@ -21,7 +21,7 @@ use palisade::breaker::BreakerLayer;
 use palisade::classify::{ClassifyLayer, DefaultClassifier};
 use palisade::fallback::{Answer, Constant, FallbackLayer};
 use palisade::preset;
-use palisade::route::{Route, RouteConfig};
+use palisade::route::Route;
 use palisade::timeout::DeadlineLayer;
 use palisade_benches::{TpsPolicy, allocations_per_call, bare, one_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
         .layer(palisade::timeout::TimeoutLayer::new(Duration::from_secs(
             10,
         )))
-        .service(Route::new(RouteConfig::default(), endpoints).expect("route"));
+        .service(Route::new(endpoints));
     let mut full_svc =
         ServiceExt::<u64>::map_response(full_stack, Answer::into_inner as fn(_) -> _);
 

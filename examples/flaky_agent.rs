@@ -32,7 +32,7 @@ use palisade::classify::{BoxError, Category, ClassifyLayer, DefaultClassifier, c
 use palisade::fallback::{Answer, Constant, FallbackLayer};
 use palisade::retry::budget::Throttled;
 use palisade::retry::{Backoff, Jitter, RetryLayer};
-use palisade::route::{Route, RouteConfig, check_fn};
+use palisade::route::{Route, check_fn};
 use palisade::timeout::{DeadlineLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -92,14 +92,9 @@ async fn main() -> Result<(), BoxError> {
         ClassifyLayer::new(DefaultClassifier::default()).layer(svc)
     };
 
-    let route = Route::with_tiers(
-        RouteConfig::default(),
-        [
-            (0, replica("east")),
-            (0, replica("west")),
-            (1, replica("backup")),
-        ],
-    )?;
+    let route = Route::builder([replica("east"), replica("west")])
+        .tier(1, [replica("backup")])
+        .build()?;
     let handle = route.handle();
     // Active health checks every 10 s, on a task this program owns.
     let checks = check_fn(move |key: &usize| {
@@ -209,7 +204,7 @@ async fn main() -> Result<(), BoxError> {
                     "    {name:<7} tier {} {:<10} share {:>4.0}%  healthy signals in a row {:>2}  ejected {:<5} cooling {:<5} last error {}",
                     s.tier,
                     s.state.as_str(),
-                    s.share * 100.0,
+                    s.traffic_ratio * 100.0,
                     s.consecutive_healthy,
                     s.ejected,
                     s.cooling_down,

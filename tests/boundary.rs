@@ -12,7 +12,7 @@ use std::time::Duration;
 use palisade::classify::{BoxError, ClassifyLayer, DefaultClassifier};
 use palisade::context::{Carried, Carrier, CarryLayer, ResumeLayer};
 use palisade::retry::{Backoff, Jitter, RetryLayer};
-use palisade::route::{Route, RouteConfig, Static};
+use palisade::route::{OutlierConfig, Route, Static};
 use palisade::timeout::{DeadlineLayer, TimeoutLayer};
 use tokio::time::Instant;
 use tower::buffer::Buffer;
@@ -87,9 +87,12 @@ fn replicas() -> (Route<Static<Replica>>, Arc<[AtomicUsize; 2]>) {
             }),
         ))
     };
-    let mut cfg = RouteConfig::default();
-    cfg.outlier.consecutive_failures = 0;
-    let route = Route::new(cfg, [replica(0), replica(1)]).unwrap();
+    let mut outlier = OutlierConfig::default();
+    outlier.consecutive_failures = None;
+    let route = Route::builder([replica(0), replica(1)])
+        .outlier(outlier)
+        .build()
+        .unwrap();
     (route, calls)
 }
 

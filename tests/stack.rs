@@ -34,7 +34,7 @@ async fn retries_go_to_another_replica() {
     let warnings = palisade_test::Warnings::start();
     use palisade::classify::BoxError;
     use palisade::retry::RetryLayer;
-    use palisade::route::{Route, RouteConfig};
+    use palisade::route::{OutlierConfig, Route};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::{Layer, Service, service_fn};
@@ -54,9 +54,12 @@ async fn retries_go_to_another_replica() {
         }))
     };
     // No ejection, so every request may pick the bad replica first.
-    let mut cfg = RouteConfig::default();
-    cfg.outlier.consecutive_failures = 0;
-    let route = Route::new(cfg, [replica(0), replica(1)]).unwrap();
+    let mut outlier = OutlierConfig::default();
+    outlier.consecutive_failures = None;
+    let route = Route::builder([replica(0), replica(1)])
+        .outlier(outlier)
+        .build()
+        .unwrap();
     let mut svc = ServiceBuilder::new()
         .layer(
             RetryLayer::builder()

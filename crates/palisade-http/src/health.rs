@@ -162,7 +162,7 @@ impl Health {
                         r#"{{"key":{},"state":"{}","share":{:.3},"ejected":{}}}"#,
                         json_string(&e.key.to_string()),
                         e.state.as_str(),
-                        e.share,
+                        e.traffic_ratio,
                         e.ejected
                     )
                 })
@@ -422,7 +422,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn routes_list_their_endpoints() {
         use palisade_classify::{ClassifyLayer, DefaultClassifier};
-        use palisade_route::{Route, RouteConfig};
+        use palisade_route::Route;
         use tower::{Layer, Service, service_fn};
 
         let replica = |up: bool| {
@@ -436,8 +436,7 @@ mod tests {
                 },
             ))
         };
-        let mut route =
-            Route::new(RouteConfig::default(), [replica(true), replica(false)]).unwrap();
+        let mut route = Route::new([replica(true), replica(false)]);
         let health = Health::new().route("llm", route.handle());
         let (status, body) = get(&health, "/ready").await;
         assert_eq!(status, 200);

@@ -135,12 +135,13 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
         self.evaluate_outliers(&endpoints);
     }
 
-    /// Envoy's interval rules: failure percentage, then success rate below mean − k·σ.
+    /// Envoy's interval rules: failure ratio (Envoy's failure percentage), then success rate
+    /// below mean − k·σ.
     fn evaluate_outliers(&self, endpoints: &[(K, Arc<EndpointState>)]) {
         let cfg = &self.shared.config;
         let now = ms_since(self.shared.origin, Instant::now());
         let n = endpoints.len();
-        let max_ejected = ((n as f64 * cfg.outlier.max_ejection_percent / 100.0) as usize).max(1);
+        let max_ejected = cfg.outlier.max_ejected(n);
         let mut ejected = endpoints
             .iter()
             .filter(|(_, s)| s.ejected_until() > now)
@@ -153,6 +154,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
             return;
         }
         let rate = |i: usize| volumes[i].0 as f64 / (volumes[i].0 + volumes[i].1) as f64;
+        let failed = |i: usize| volumes[i].1 as f64 / (volumes[i].0 + volumes[i].1) as f64;
         let mut eject = |i: usize, why: &str| {
             let state = &endpoints[i].1;
             if ejected < max_ejected && state.ejected_until() <= now {
@@ -161,19 +163,21 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
                 ejected += 1;
             }
         };
-        for &i in &judged {
-            if (1.0 - rate(i)) * 100.0 >= cfg.outlier.failure_percentage {
-                eject(i, "failure_percentage");
+        if let Some(threshold) = cfg.outlier.failure_ratio {
+            for &i in &judged {
+                if failed(i) >= threshold {
+                    eject(i, "failure_ratio");
+                }
             }
         }
-        if cfg.outlier.success_rate_stdev_factor > 0.0 {
+        if let Some(factor) = cfg.outlier.success_rate_stdev_factor {
             let mean = judged.iter().map(|&i| rate(i)).sum::<f64>() / judged.len() as f64;
             let var = judged
                 .iter()
                 .map(|&i| (rate(i) - mean).powi(2))
                 .sum::<f64>()
                 / judged.len() as f64;
-            let floor = mean - cfg.outlier.success_rate_stdev_factor * var.sqrt();
+            let floor = mean - factor * var.sqrt();
             for &i in &judged {
                 if rate(i) < floor {
                     eject(i, "success_rate");

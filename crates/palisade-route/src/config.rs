@@ -1,4 +1,8 @@
 //! [`RouteConfig`]: everything a [`Route`](crate::Route) is told, validated at build time.
+//!
+//! Field paths in a [`ConfigError`] are relative to [`RouteConfig`]: `outlier.max_ejection_ratio`,
+//! `health.ramp.steps`, `panic_ratio`. Fractions are `*_ratio` in `0..=1`, and `None` is the one
+//! way to turn a rule off: a zero or out-of-range value is an error, never an off switch.
 
 use std::time::Duration;
 
@@ -6,73 +10,161 @@ use palisade_classify::ConfigError;
 
 use crate::HealthConfig;
 
-/// Passive outlier detection, after Envoy's.
+/// Passive outlier detection, after Envoy's
+/// [outlier detection](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier).
 ///
-/// Consecutive failures eject at once (on the next pick). Failure percentage and success rate
-/// are judged over each interval of the [health checker](crate::RouteHandle::health_checker), which also
-/// runs the active checks.
+/// Consecutive failures eject at once (on the next pick). The failure ratio and success rate
+/// rules are judged over each interval of the
+/// [health checker](crate::RouteHandle::health_checker), which also runs the active checks.
+///
+/// The defaults are Envoy's: `consecutive_5xx` 5, `base_ejection_time` 30 s,
+/// `max_ejection_time` 300 s, `max_ejection_percent` 10 (here a ratio, 0.1),
+/// `failure_percentage_threshold` 85 (0.85), `success_rate_stdev_factor` 1900 (1.9),
+/// `success_rate_minimum_hosts` 5 and `success_rate_request_volume` 100.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct OutlierConfig {
-    /// Failures in a row that eject an endpoint (5; 0 disables).
-    pub consecutive_failures: u32,
-    /// The first ejection's length; the n-th in a row lasts n times as long (30 s). Also how
-    /// long the health machine holds an endpoint at 0 % without active checks before its
-    /// [trial](crate#without-active-checks-trials).
+    /// Failures in a row that eject an endpoint (`Some(5)`; `None` turns the rule off; at
+    /// least 1).
+    pub consecutive_failures: Option<u32>,
+    /// The first ejection's length; the n-th in a row lasts n times as long (30 s; more than
+    /// zero). Also how long the health machine holds an endpoint at 0 % without active checks
+    /// before its [trial](crate#without-active-checks-trials).
     pub base_ejection: Duration,
-    /// The longest ejection or hold (300 s).
+    /// The longest ejection or hold (300 s; at least `base_ejection`).
     pub max_ejection: Duration,
-    /// At most this percentage of endpoints is ejected at once, always allowing one (10 %).
-    pub max_ejection_percent: f64,
-    /// Eject when an endpoint's failure percentage over an interval reaches this (85 %; above
-    /// 100 disables).
-    pub failure_percentage: f64,
-    /// Eject when an endpoint's success rate is below mean − factor × σ of all endpoints
-    /// (1.9; 0 disables).
-    pub success_rate_stdev_factor: f64,
-    /// Endpoints that must have enough volume before the rate rules judge anyone (5).
+    /// At most this fraction of the endpoints is ejected at once, always allowing one (0.1;
+    /// within `0..=1`, where 0 means one at a time).
+    pub max_ejection_ratio: f64,
+    /// Eject an endpoint whose failed fraction of calls over an interval reaches this
+    /// (`Some(0.85)`; `None` turns the rule off; within `0 < r <= 1`).
+    pub failure_ratio: Option<f64>,
+    /// Eject an endpoint whose success rate over an interval is below mean − factor × σ of all
+    /// judged endpoints (`Some(1.9)`; `None` turns the rule off; finite and more than zero).
+    pub success_rate_stdev_factor: Option<f64>,
+    /// Endpoints that must have enough volume before the rate rules judge anyone (5; at least
+    /// 1).
     pub min_hosts: u32,
-    /// Requests an endpoint needs in an interval to be judged by the rate rules (100).
+    /// Calls an endpoint needs in an interval to be judged by the rate rules (100; at least 1).
     pub request_volume: u64,
 }
 
 impl Default for OutlierConfig {
     fn default() -> Self {
         OutlierConfig {
-            consecutive_failures: 5,
+            consecutive_failures: Some(5),
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
-            max_ejection_percent: 10.0,
-            failure_percentage: 85.0,
-            success_rate_stdev_factor: 1.9,
+            max_ejection_ratio: 0.1,
+            failure_ratio: Some(0.85),
+            success_rate_stdev_factor: Some(1.9),
             min_hosts: 5,
             request_volume: 100,
         }
     }
 }
 
-/// The configuration of a [`Route`](crate::Route).
+/// Whether `r` is a fraction: within `0..=1` (not NaN).
+fn is_ratio(r: f64) -> bool {
+    (0.0..=1.0).contains(&r)
+}
+
+impl OutlierConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first field that breaks its rule (`outlier.…`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "outlier.consecutive_failures",
+                "must be at least 1 (None turns the rule off)",
+            ));
+        }
+        if self.base_ejection.is_zero() {
+            return Err(ConfigError::new(
+                "outlier.base_ejection",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_ejection < self.base_ejection {
+            return Err(ConfigError::new(
+                "outlier.max_ejection",
+                "must be at least outlier.base_ejection",
+            ));
+        }
+        if !is_ratio(self.max_ejection_ratio) {
+            return Err(ConfigError::new(
+                "outlier.max_ejection_ratio",
+                "must be within 0..=1",
+            ));
+        }
+        if let Some(r) = self.failure_ratio
+            && !(is_ratio(r) && r > 0.0)
+        {
+            return Err(ConfigError::new(
+                "outlier.failure_ratio",
+                "must be greater than 0 and at most 1 (None turns the rule off)",
+            ));
+        }
+        if let Some(k) = self.success_rate_stdev_factor
+            && !(k.is_finite() && k > 0.0)
+        {
+            return Err(ConfigError::new(
+                "outlier.success_rate_stdev_factor",
+                "must be a finite number greater than zero (None turns the rule off)",
+            ));
+        }
+        if self.min_hosts == 0 {
+            return Err(ConfigError::new("outlier.min_hosts", "must be at least 1"));
+        }
+        if self.request_volume == 0 {
+            return Err(ConfigError::new(
+                "outlier.request_volume",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many endpoints out of `n` may be ejected at once: the ratio of them, rounded down,
+    /// but always one.
+    pub(crate) fn max_ejected(&self, n: usize) -> usize {
+        ((n as f64 * self.max_ejection_ratio) as usize).max(1)
+    }
+}
+
+/// The configuration of a [`Route`](crate::Route); [`Route::builder`](crate::Route::builder)
+/// sets it field by field or whole.
+///
+/// The defaults: [`HealthConfig::default`], [`OutlierConfig::default`], panic mode below half
+/// the endpoints and overprovisioning 1.4 (both Envoy's), a 1 s cool-down after a rate limit
+/// without a hint and at most 60 s with one, slow start on, a 300 s health trend, seed `0x5eed`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RouteConfig {
     /// The health state machine (its thresholds and ramp).
     pub health: HealthConfig,
     /// Passive outlier detection.
     pub outlier: OutlierConfig,
-    /// Below this fraction of endpoints with traffic, the router ignores health and spreads
-    /// over all of them rather than fail everything (0.5, as Envoy; 0 disables).
-    pub panic_threshold: f64,
+    /// Below this fraction of the endpoints able to take traffic, the router ignores health and
+    /// spreads over all of them rather than fail everything (`Some(0.5)`, Envoy's
+    /// `healthy_panic_threshold` of 50 %; `None` turns panic mode off; within `0 < r <= 1`).
+    pub panic_ratio: Option<f64>,
     /// A tier keeps all traffic while `healthy fraction × overprovisioning ≥ 1` (1.4, as
-    /// Envoy); below that, the rest spills to the next tier.
+    /// Envoy; finite, at least 1); below that, the rest spills to the next tier.
     pub overprovisioning: f64,
     /// How long a rate-limited endpoint is skipped when the server gave no retry hint (1 s).
     pub cooldown: Duration,
-    /// The longest cool-down a server's retry hint can impose (60 s).
+    /// The longest cool-down a server's retry hint can impose (60 s; at least `cooldown`).
     pub max_cooldown: Duration,
-    /// Whether endpoints added at run time ramp up as recovering ones do (slow start).
+    /// Whether endpoints added at run time ramp up as recovering ones do (slow start; on).
     pub slow_start: bool,
     /// The window of the health trend in [`RouteHandle::status`](crate::RouteHandle::status)
-    /// (300 s), kept in 10 buckets.
+    /// (300 s; at least 10 ms), kept in 10 buckets.
     pub trend_window: Duration,
-    /// The seed of the picking rng (clones and runs with the same seed pick the same).
+    /// The seed of the picking rng (`0x5eed`; clones and runs with the same seed pick the
+    /// same).
     pub seed: u64,
 }
 
@@ -81,7 +173,7 @@ impl Default for RouteConfig {
         RouteConfig {
             health: HealthConfig::default(),
             outlier: OutlierConfig::default(),
-            panic_threshold: 0.5,
+            panic_ratio: Some(0.5),
             overprovisioning: 1.4,
             cooldown: Duration::from_secs(1),
             max_cooldown: Duration::from_secs(60),
@@ -93,47 +185,20 @@ impl Default for RouteConfig {
 }
 
 impl RouteConfig {
-    /// Checks every field.
+    /// Checks every field, the nested configurations' too.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the first field that breaks its rule.
+    /// A [`ConfigError`] naming the first field that breaks its rule, by its path from here
+    /// (`outlier.max_ejection_ratio`, `health.ramp.steps`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.health.validate()?;
-        let o = &self.outlier;
-        if o.base_ejection.is_zero() {
+        self.outlier.validate()?;
+        if let Some(r) = self.panic_ratio
+            && !(is_ratio(r) && r > 0.0)
+        {
             return Err(ConfigError::new(
-                "outlier.base_ejection",
-                "must be greater than zero",
-            ));
-        }
-        if o.max_ejection < o.base_ejection {
-            return Err(ConfigError::new(
-                "outlier.max_ejection",
-                "must be at least outlier.base_ejection",
-            ));
-        }
-        if !(0.0..=100.0).contains(&o.max_ejection_percent) {
-            return Err(ConfigError::new(
-                "outlier.max_ejection_percent",
-                "must be within 0..=100",
-            ));
-        }
-        if !(o.failure_percentage.is_finite() && o.failure_percentage > 0.0) {
-            return Err(ConfigError::new(
-                "outlier.failure_percentage",
-                "must be a finite number greater than zero",
-            ));
-        }
-        if !(o.success_rate_stdev_factor.is_finite() && o.success_rate_stdev_factor >= 0.0) {
-            return Err(ConfigError::new(
-                "outlier.success_rate_stdev_factor",
-                "must be a finite number, zero or more",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.panic_threshold) {
-            return Err(ConfigError::new(
-                "panic_threshold",
-                "must be within 0.0..=1.0",
+                "panic_ratio",
+                "must be greater than 0 and at most 1 (None turns panic mode off)",
             ));
         }
         if !(self.overprovisioning.is_finite() && self.overprovisioning >= 1.0) {
@@ -152,5 +217,148 @@ impl RouteConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field a change of the defaults is refused for, or `None` when it is accepted.
+    fn refused(f: impl FnOnce(&mut RouteConfig)) -> Option<String> {
+        let mut c = RouteConfig::default();
+        f(&mut c);
+        c.validate().err().map(|e| e.field().to_owned())
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_documented() {
+        let c = RouteConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        let o = c.outlier;
+        assert_eq!(o.consecutive_failures, Some(5));
+        assert_eq!(o.base_ejection, Duration::from_secs(30));
+        assert_eq!(o.max_ejection, Duration::from_secs(300));
+        assert_eq!(o.max_ejection_ratio, 0.1);
+        assert_eq!(o.failure_ratio, Some(0.85));
+        assert_eq!(o.success_rate_stdev_factor, Some(1.9));
+        assert_eq!((o.min_hosts, o.request_volume), (5, 100));
+        assert_eq!(c.panic_ratio, Some(0.5));
+        assert_eq!(c.overprovisioning, 1.4);
+        assert_eq!(c.cooldown, Duration::from_secs(1));
+        assert_eq!(c.max_cooldown, Duration::from_secs(60));
+        assert!(c.slow_start);
+        assert_eq!(c.trend_window, Duration::from_secs(300));
+        assert_eq!(c.seed, 0x5eed);
+    }
+
+    #[test]
+    fn none_is_the_only_off_switch() {
+        let path = "outlier.consecutive_failures";
+        assert_eq!(
+            refused(|c| c.outlier.consecutive_failures = Some(0)).as_deref(),
+            Some(path)
+        );
+        assert_eq!(refused(|c| c.outlier.consecutive_failures = Some(1)), None);
+        assert_eq!(refused(|c| c.outlier.consecutive_failures = None), None);
+        let path = Some("outlier.failure_ratio");
+        for bad in [0.0, -0.1, 1.01, f64::NAN] {
+            assert_eq!(
+                refused(|c| c.outlier.failure_ratio = Some(bad)).as_deref(),
+                path
+            );
+        }
+        assert_eq!(refused(|c| c.outlier.failure_ratio = Some(1.0)), None);
+        assert_eq!(refused(|c| c.outlier.failure_ratio = None), None);
+        let path = Some("outlier.success_rate_stdev_factor");
+        for bad in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            let r = refused(|c| c.outlier.success_rate_stdev_factor = Some(bad));
+            assert_eq!(r.as_deref(), path);
+        }
+        assert_eq!(
+            refused(|c| c.outlier.success_rate_stdev_factor = Some(1e-9)),
+            None
+        );
+        assert_eq!(
+            refused(|c| c.outlier.success_rate_stdev_factor = None),
+            None
+        );
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            assert_eq!(
+                refused(|c| c.panic_ratio = Some(bad)).as_deref(),
+                Some("panic_ratio")
+            );
+        }
+        assert_eq!(refused(|c| c.panic_ratio = Some(1.0)), None);
+        assert_eq!(refused(|c| c.panic_ratio = None), None);
+    }
+
+    #[test]
+    fn every_bound_is_pinned() {
+        let path = Some("outlier.max_ejection_ratio");
+        for bad in [-0.01, 1.01, f64::NAN] {
+            assert_eq!(
+                refused(|c| c.outlier.max_ejection_ratio = bad).as_deref(),
+                path
+            );
+        }
+        // Zero is meaningful: one endpoint at a time.
+        for good in [0.0, 1.0] {
+            assert_eq!(refused(|c| c.outlier.max_ejection_ratio = good), None);
+        }
+        let path = Some("outlier.base_ejection");
+        assert_eq!(
+            refused(|c| c.outlier.base_ejection = Duration::ZERO).as_deref(),
+            path
+        );
+        let path = Some("outlier.max_ejection");
+        let r = refused(|c| c.outlier.max_ejection = Duration::from_millis(29_999));
+        assert_eq!(r.as_deref(), path);
+        assert_eq!(
+            refused(|c| c.outlier.max_ejection = Duration::from_secs(30)),
+            None
+        );
+        assert_eq!(
+            refused(|c| c.outlier.min_hosts = 0).as_deref(),
+            Some("outlier.min_hosts")
+        );
+        assert_eq!(refused(|c| c.outlier.min_hosts = 1), None);
+        let path = Some("outlier.request_volume");
+        assert_eq!(refused(|c| c.outlier.request_volume = 0).as_deref(), path);
+        assert_eq!(refused(|c| c.outlier.request_volume = 1), None);
+        for bad in [0.99, f64::INFINITY, f64::NAN] {
+            let r = refused(|c| c.overprovisioning = bad);
+            assert_eq!(r.as_deref(), Some("overprovisioning"));
+        }
+        assert_eq!(refused(|c| c.overprovisioning = 1.0), None);
+        let r = refused(|c| c.trend_window = Duration::from_millis(9));
+        assert_eq!(r.as_deref(), Some("trend_window"));
+        assert_eq!(
+            refused(|c| c.trend_window = Duration::from_millis(10)),
+            None
+        );
+        let r = refused(|c| c.max_cooldown = Duration::from_millis(999));
+        assert_eq!(r.as_deref(), Some("max_cooldown"));
+        assert_eq!(refused(|c| c.max_cooldown = Duration::from_secs(1)), None);
+        // The nested configurations are checked too, by their paths from here.
+        let r = refused(|c| c.health.degraded_after = 0);
+        assert_eq!(r.as_deref(), Some("health.degraded_after"));
+        let r = refused(|c| c.outlier.min_hosts = 0);
+        assert_eq!(r.as_deref(), Some("outlier.min_hosts"));
+    }
+
+    #[test]
+    fn at_most_a_ratio_of_the_endpoints_is_ejected_but_always_one() {
+        let mut o = OutlierConfig::default();
+        assert_eq!(o.max_ejected(3), 1);
+        assert_eq!(o.max_ejected(10), 1);
+        assert_eq!(o.max_ejected(29), 2);
+        assert_eq!(o.max_ejected(30), 3);
+        o.max_ejection_ratio = 0.0;
+        assert_eq!(o.max_ejected(100), 1);
+        o.max_ejection_ratio = 0.5;
+        assert_eq!(o.max_ejected(5), 2);
+        o.max_ejection_ratio = 1.0;
+        assert_eq!(o.max_ejected(7), 7);
     }
 }

@@ -9,10 +9,11 @@ use crate::{Ramp, RouteConfig};
 
 /// An endpoint's health: healthy, degraded, recovering (ramping back) or failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HealthState {
     /// Full traffic.
     Healthy,
-    /// Unhealthy signals in a row: reduced traffic ([`HealthConfig::degraded_share`]), or none
+    /// Unhealthy signals in a row: reduced traffic ([`HealthConfig::degraded_ratio`]), or none
     /// when it fell back from recovering.
     Degraded,
     /// Too many unhealthy signals: no traffic (without active checks, until its hold ends).
@@ -36,17 +37,24 @@ impl HealthState {
 }
 
 /// Thresholds of the health state machine.
+///
+/// The defaults: degraded after 3 unhealthy signals in a row, failed after 10, 3 healthy
+/// signals in a row before a recovering endpoint ramps up, half the traffic while degraded,
+/// and [`Ramp::default`] (5 steps, 30 s apart).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct HealthConfig {
-    /// Consecutive unhealthy signals that make a healthy endpoint degraded (3).
+    /// Consecutive unhealthy signals that make a healthy endpoint degraded (3; at least 1).
     pub degraded_after: u8,
-    /// Consecutive unhealthy signals that make it failed (10).
+    /// Consecutive unhealthy signals that make it failed (10; at least `degraded_after`).
     pub failed_after: u8,
-    /// Consecutive healthy signals a recovering endpoint needs before its traffic ramps (3).
+    /// Consecutive healthy signals a recovering endpoint needs before its traffic ramps (3; at
+    /// least 1).
     pub min_healthy_checks: u8,
-    /// The traffic share of an endpoint that degraded from healthy (0.5): half keeps it
-    /// observable without trusting it fully.
-    pub degraded_share: f64,
+    /// The fraction of its traffic an endpoint that degraded from healthy keeps (0.5; within
+    /// `0..=1`, where 0 takes it out of traffic as a failed one): half keeps it observable
+    /// without trusting it fully.
+    pub degraded_ratio: f64,
     /// How traffic ramps back (5 steps, 30 s apart: 20 % at once, 100 % after 120 s). Its
     /// first step is also the share of an endpoint on
     /// [trial](crate#without-active-checks-trials).
@@ -59,14 +67,19 @@ impl Default for HealthConfig {
             degraded_after: 3,
             failed_after: 10,
             min_healthy_checks: 3,
-            degraded_share: 0.5,
+            degraded_ratio: 0.5,
             ramp: Ramp::default(),
         }
     }
 }
 
 impl HealthConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every field, the ramp's too.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first field that breaks its rule, by its path from
+    /// [`RouteConfig`] (`health.failed_after`, `health.ramp.steps`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.degraded_after == 0 {
             return Err(ConfigError::new(
                 "health.degraded_after",
@@ -85,10 +98,10 @@ impl HealthConfig {
                 "must be at least 1",
             ));
         }
-        if !(0.0..=1.0).contains(&self.degraded_share) {
+        if !(0.0..=1.0).contains(&self.degraded_ratio) {
             return Err(ConfigError::new(
-                "health.degraded_share",
-                "must be within 0.0..=1.0",
+                "health.degraded_ratio",
+                "must be within 0..=1",
             ));
         }
         self.ramp.validate()
@@ -110,7 +123,7 @@ enum Phase {
 }
 
 /// The share of an endpoint on trial when the ramp's first step is zero (a linear ramp with
-/// `min_share` 0): Envoy's slow start never weighs an endpoint below 10 % either
+/// `min_ratio` 0): Envoy's slow start never weighs an endpoint below 10 % either
 /// (`min_weight_percent`).
 const MIN_TRIAL_SHARE: f64 = 0.1;
 
@@ -195,12 +208,12 @@ impl Health {
     }
 
     /// Whether the machine gives it no traffic: failed, degraded from recovering, or degraded
-    /// with a zero [`degraded_share`](HealthConfig::degraded_share). Recovering is not out: it
+    /// with a zero [`degraded_ratio`](HealthConfig::degraded_ratio). Recovering is not out: it
     /// is on its way back.
     fn is_out(self, cfg: &HealthConfig) -> bool {
         match self.phase {
             Phase::DegradedZero | Phase::Failed => true,
-            Phase::Degraded => cfg.degraded_share == 0.0,
+            Phase::Degraded => cfg.degraded_ratio == 0.0,
             _ => false,
         }
     }
@@ -218,7 +231,7 @@ impl Health {
 
     /// The share of an endpoint on trial: the ramp's first step.
     fn trial_share(cfg: &HealthConfig) -> f64 {
-        let first = cfg.ramp.share(Duration::ZERO);
+        let first = cfg.ramp.ratio(Duration::ZERO);
         if first > 0.0 { first } else { MIN_TRIAL_SHARE }
     }
 
@@ -243,11 +256,11 @@ impl Health {
         }
         match self.phase {
             Phase::Healthy => 1.0,
-            Phase::Degraded => cfg.degraded_share,
+            Phase::Degraded => cfg.degraded_ratio,
             Phase::DegradedZero | Phase::Failed | Phase::Recovering => 0.0,
             Phase::Ramping => cfg
                 .ramp
-                .share(Duration::from_millis(now_ms.saturating_sub(self.ms))),
+                .ratio(Duration::from_millis(now_ms.saturating_sub(self.ms))),
         }
     }
 
@@ -482,7 +495,7 @@ mod tests {
         let mut cfg = RouteConfig::default();
         cfg.health.ramp = Ramp::Linear {
             window: Duration::from_secs(60),
-            min_share: 0.0,
+            min_ratio: 0.0,
             aggression: 1.0,
         };
         let h = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
@@ -502,7 +515,7 @@ mod tests {
             bad(|c| c.min_healthy_checks = 0),
             "health.min_healthy_checks"
         );
-        assert_eq!(bad(|c| c.degraded_share = 1.1), "health.degraded_share");
+        assert_eq!(bad(|c| c.degraded_ratio = 1.1), "health.degraded_ratio");
     }
 
     proptest! {

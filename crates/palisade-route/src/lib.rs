@@ -14,13 +14,13 @@
 //!   [count against health](palisade_classify::Class::counts_against_health) count; a rate
 //!   limit (`HealthImpact::Soft`) only cools the endpoint down for its `retry_after`.
 //! * **Outlier ejection**, after Envoy's ([`OutlierConfig`]): consecutive failures, failure
-//!   percentage, success rate below mean − k·σ; ejections last base × the times in a row the
-//!   endpoint was taken out, capped, and at most a percentage of endpoints is ejected at once
+//!   ratio, success rate below mean − k·σ; ejections last base × the times in a row the
+//!   endpoint was taken out, capped, and at most a fraction of the endpoints is ejected at once
 //!   (always allowing one).
-//! * **Panic mode**: when fewer than [`RouteConfig::panic_threshold`] of the endpoints can take
+//! * **Panic mode**: when fewer than [`RouteConfig::panic_ratio`] of the endpoints can take
 //!   traffic, health is ignored and calls spread over all of them rather than fail.
-//! * **Priority tiers** for active-passive failover: traffic stays on the lowest tier while its
-//!   healthy capacity suffices and spills over as it degrades.
+//! * **Priority tiers** for active-passive failover ([`RouteBuilder::tier`]): traffic stays on
+//!   the lowest tier while its healthy capacity suffices and spills over as it degrades.
 //! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
 //!   eligible: the retry layer runs its attempts in an
@@ -76,8 +76,9 @@
 //! half its share when its ejection ends and at its full share after three successes; one
 //! that reached Failed gets a trial when its hold ends and its full share 120 s (the ramp)
 //! after three successes. The defaults are Envoy's (`base_ejection_time` 30 s,
-//! `max_ejection_time` 300 s, `consecutive_5xx` 5, `max_ejection_percent` 10, which with
-//! three endpoints still ejects one).
+//! `max_ejection_time` 300 s, `consecutive_5xx` 5, `max_ejection_percent` 10, here
+//! [`max_ejection_ratio`](OutlierConfig::max_ejection_ratio) 0.1, which with three endpoints
+//! still ejects one).
 //!
 //! The pick does not change for any of this: while every endpoint is plainly healthy it reads
 //! no clock; an endpoint held or on trial is not plainly healthy, so picks then scan with the
@@ -174,7 +175,7 @@
 //!
 //! ```
 //! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
-//! use palisade_route::{Route, RouteConfig, HealthState};
+//! use palisade_route::{Route, HealthState};
 //! use tower::{Service, ServiceExt, service_fn, Layer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -184,7 +185,7 @@
 //!         if up { Ok::<_, BoxError>(name) } else { Err("503 service unavailable".into()) }
 //!     }))
 //! };
-//! let mut route = Route::new(RouteConfig::default(), [replica("a", true), replica("b", false)])?;
+//! let mut route = Route::new([replica("a", true), replica("b", false)]);
 //! let handle = route.handle();
 //!
 //! // Replica b fails every call it gets; after five in a row it is ejected.
@@ -201,11 +202,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Building
+//!
+//! [`Route::new`] takes the endpoints and uses the documented defaults of [`RouteConfig`];
+//! [`Route::builder`] sets anything else, field by field or whole ([`RouteBuilder::config`]),
+//! and adds endpoints in other tiers; [`Route::discover`] and [`Route::discover_builder`] do
+//! the same for endpoints fed by a tower `Discover`. [`RouteBuilder::build`] checks every field
+//! at once. Fractions are `*_ratio`, in `0..=1`, and `None` is the one way to turn a rule off
+//! (a zero or out-of-range value is a [`ConfigError`](palisade_classify::ConfigError), never a
+//! secret off switch).
+//!
+//! # Why there is no `RouteLayer`
+//!
+//! A tower [`Layer`](tower_layer::Layer) wraps one service in another; a router spreads calls
+//! over many services, each endpoint's own, so there is no one inner service for a layer to
+//! wrap. tower's own load balancer is built the same way for the same reason: `Balance` is a
+//! service made from a `Discover`, not a layer. The router goes at the bottom of a stack, as
+//! the service the layers above wrap (`ServiceBuilder::new().layer(..).service(route)`), with
+//! each endpoint's own layers (a classifier, a client) inside its endpoint service.
+//!
 //! # Errors
 //! [`NoHealthyEndpoint`] when nothing is eligible; an endpoint's own errors pass through
 //! unchanged. Bad configuration is a [`ConfigError`](palisade_classify::ConfigError) naming the
-//! field, at build time.
+//! field by its path (`outlier.max_ejection_ratio`), at build time.
 
+mod builder;
 mod check;
 mod config;
 mod endpoint;
@@ -217,6 +238,7 @@ mod service;
 mod set;
 mod status;
 
+pub use builder::RouteBuilder;
 pub use check::{CheckFn, CheckFuture, HealthCheck, Suite, check_fn};
 pub use config::{OutlierConfig, RouteConfig};
 pub use error::NoHealthyEndpoint;

@@ -5,7 +5,10 @@ use std::time::Duration;
 use palisade_classify::ConfigError;
 
 /// How traffic returns to an endpoint once it is trusted again.
+///
+/// The default is 5 steps, 30 s apart: 20 % of its traffic at once, 100 % after 120 s.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Ramp {
     /// Fixed steps: `steps` equal increments, `interval` apart, the
     /// first at once (5 steps of 30 s: 20 % at once, 40 % after 30 s, ... 100 % after 120 s).
@@ -15,13 +18,14 @@ pub enum Ramp {
         /// Time between increments.
         interval: Duration,
     },
-    /// Envoy's slow start: over `window`, the share grows as `(t / window)^(1 / aggression)`,
-    /// never below `min_share`. `aggression` 1.0 is linear; above 1 it ramps faster early.
+    /// Envoy's [slow start](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/slow_start):
+    /// over `window`, the fraction of traffic grows as `(t / window)^(1 / aggression)`, never
+    /// below `min_ratio`. `aggression` 1.0 is linear; above 1 it ramps faster early.
     Linear {
         /// Time to reach 100 %.
         window: Duration,
-        /// The share at the start (0.0 to 1.0).
-        min_share: f64,
+        /// The fraction of traffic at the start (within `0..=1`).
+        min_ratio: f64,
         /// The curve's exponent denominator (> 0).
         aggression: f64,
     },
@@ -38,36 +42,43 @@ impl Default for Ramp {
 
 impl Ramp {
     /// Checks the parameters.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first field that breaks its rule, by its path from
+    /// [`RouteConfig`](crate::RouteConfig) (`health.ramp.steps`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match *self {
             Ramp::Steps { steps, interval } => {
                 if steps == 0 {
-                    return Err(ConfigError::new("ramp.steps", "must be at least 1"));
+                    return Err(ConfigError::new("health.ramp.steps", "must be at least 1"));
                 }
                 if interval.is_zero() && steps > 1 {
                     return Err(ConfigError::new(
-                        "ramp.interval",
+                        "health.ramp.interval",
                         "must be greater than zero when there is more than one step",
                     ));
                 }
             }
             Ramp::Linear {
                 window,
-                min_share,
+                min_ratio,
                 aggression,
             } => {
                 if window.is_zero() {
-                    return Err(ConfigError::new("ramp.window", "must be greater than zero"));
-                }
-                if !(0.0..=1.0).contains(&min_share) {
                     return Err(ConfigError::new(
-                        "ramp.min_share",
-                        "must be within 0.0..=1.0",
+                        "health.ramp.window",
+                        "must be greater than zero",
+                    ));
+                }
+                if !(0.0..=1.0).contains(&min_ratio) {
+                    return Err(ConfigError::new(
+                        "health.ramp.min_ratio",
+                        "must be within 0..=1",
                     ));
                 }
                 if !(aggression.is_finite() && aggression > 0.0) {
                     return Err(ConfigError::new(
-                        "ramp.aggression",
+                        "health.ramp.aggression",
                         "must be a finite number greater than zero",
                     ));
                 }
@@ -76,8 +87,10 @@ impl Ramp {
         Ok(())
     }
 
-    /// The traffic share `elapsed` after the ramp began, in `(0, 1]`.
-    pub fn share(&self, elapsed: Duration) -> f64 {
+    /// The fraction of its traffic an endpoint gets `elapsed` after the ramp began, within
+    /// `0..=1` (above 0 for [`Steps`](Ramp::Steps), and for [`Linear`](Ramp::Linear) with a
+    /// `min_ratio` above 0).
+    pub fn ratio(&self, elapsed: Duration) -> f64 {
         match *self {
             Ramp::Steps { steps, interval } => {
                 let done = if interval.is_zero() {
@@ -89,11 +102,11 @@ impl Ramp {
             }
             Ramp::Linear {
                 window,
-                min_share,
+                min_ratio,
                 aggression,
             } => {
                 let t = (elapsed.as_secs_f64() / window.as_secs_f64()).min(1.0);
-                t.powf(1.0 / aggression).max(min_share).clamp(0.0, 1.0)
+                t.powf(1.0 / aggression).max(min_ratio).clamp(0.0, 1.0)
             }
         }
     }
@@ -115,7 +128,7 @@ mod tests {
     #[test]
     fn reference_steps() {
         let r = Ramp::default();
-        let s = |secs: u64, ms: u64| r.share(Duration::from_secs(secs) + Duration::from_millis(ms));
+        let s = |secs: u64, ms: u64| r.ratio(Duration::from_secs(secs) + Duration::from_millis(ms));
         assert_eq!(s(0, 0), 0.2);
         assert_eq!(s(29, 999), 0.2);
         assert_eq!(s(30, 0), 0.4);
@@ -131,18 +144,18 @@ mod tests {
     fn linear_and_aggression() {
         let lin = Ramp::Linear {
             window: Duration::from_secs(10),
-            min_share: 0.1,
+            min_ratio: 0.1,
             aggression: 1.0,
         };
-        assert_eq!(lin.share(Duration::ZERO), 0.1);
-        assert!((lin.share(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
-        assert_eq!(lin.share(Duration::from_secs(10)), 1.0);
+        assert_eq!(lin.ratio(Duration::ZERO), 0.1);
+        assert!((lin.ratio(Duration::from_secs(5)) - 0.5).abs() < 1e-9);
+        assert_eq!(lin.ratio(Duration::from_secs(10)), 1.0);
         let fast = Ramp::Linear {
             window: Duration::from_secs(10),
-            min_share: 0.0,
+            min_ratio: 0.0,
             aggression: 2.0,
         };
-        assert!((fast.share(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+        assert!((fast.ratio(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
     }
 
     #[test]
@@ -153,53 +166,53 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        assert_eq!(e.field(), "ramp.steps");
+        assert_eq!(e.field(), "health.ramp.steps");
         let e = Ramp::Linear {
             window: Duration::ZERO,
-            min_share: 0.0,
+            min_ratio: 0.0,
             aggression: 1.0,
         }
         .validate()
         .unwrap_err();
-        assert_eq!(e.field(), "ramp.window");
+        assert_eq!(e.field(), "health.ramp.window");
         let e = Ramp::Linear {
             window: Duration::from_secs(1),
-            min_share: 1.5,
+            min_ratio: 1.5,
             aggression: 1.0,
         }
         .validate()
         .unwrap_err();
-        assert_eq!(e.field(), "ramp.min_share");
+        assert_eq!(e.field(), "health.ramp.min_ratio");
         let e = Ramp::Linear {
             window: Duration::from_secs(1),
-            min_share: 0.0,
+            min_ratio: 0.0,
             aggression: f64::NAN,
         }
         .validate()
         .unwrap_err();
-        assert_eq!(e.field(), "ramp.aggression");
+        assert_eq!(e.field(), "health.ramp.aggression");
     }
 
     proptest! {
         #[test]
         fn shares_are_bounded_and_monotonic(
             steps in 1u32..20, interval_ms in 1u64..100_000,
-            window_ms in 1u64..1_000_000, min_share in 0.0f64..=1.0, aggression in 0.05f64..10.0,
+            window_ms in 1u64..1_000_000, min_ratio in 0.0f64..=1.0, aggression in 0.05f64..10.0,
             a in 0u64..2_000_000, b in 0u64..2_000_000,
         ) {
             let (lo, hi) = (a.min(b), a.max(b));
             for ramp in [
                 Ramp::Steps { steps, interval: Duration::from_millis(interval_ms) },
-                Ramp::Linear { window: Duration::from_millis(window_ms), min_share, aggression },
+                Ramp::Linear { window: Duration::from_millis(window_ms), min_ratio, aggression },
             ] {
                 prop_assert!(ramp.validate().is_ok());
-                let s_lo = ramp.share(Duration::from_millis(lo));
-                let s_hi = ramp.share(Duration::from_millis(hi));
+                let s_lo = ramp.ratio(Duration::from_millis(lo));
+                let s_hi = ramp.ratio(Duration::from_millis(hi));
                 let linear = matches!(ramp, Ramp::Linear { .. });
                 prop_assert!(s_lo > 0.0 || linear);
                 prop_assert!((0.0..=1.0).contains(&s_lo) && (0.0..=1.0).contains(&s_hi));
                 prop_assert!(s_lo <= s_hi + 1e-12, "not monotonic: {s_lo} > {s_hi}");
-                prop_assert_eq!(ramp.share(ramp.duration()), 1.0);
+                prop_assert_eq!(ramp.ratio(ramp.duration()), 1.0);
             }
         }
     }

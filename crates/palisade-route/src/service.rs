@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use palisade_classify::context::attempt;
-use palisade_classify::{BoxError, ConfigError, class_of};
+use palisade_classify::{BoxError, class_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tower_service::Service;
 use crate::endpoint::{EndpointState, ms_since};
 use crate::future::ResponseFuture;
 use crate::set::{Endpoint, List, Set, WOKEN};
-use crate::{NoHealthyEndpoint, RouteConfig, RouteHandle, Static};
+use crate::{NoHealthyEndpoint, RouteBuilder, RouteConfig, RouteHandle, Static};
 
 /// What the router shares with its handle and health checker.
 pub(crate) struct Shared<K> {
@@ -134,33 +134,24 @@ where
 }
 
 impl<S: Clone> Route<Static<S>> {
-    /// A router over a fixed list of endpoints, all in tier 0, keyed by position.
+    /// A router over a fixed list of endpoints, all in tier 0, keyed by position, with the
+    /// defaults of [`RouteConfig`]: the health state machine of [`HealthConfig`](crate::HealthConfig)
+    /// (degraded after 3 failures in a row, failed after 10, ramped back over 120 s), Envoy's
+    /// outlier detection defaults ([`OutlierConfig`](crate::OutlierConfig): ejected after 5
+    /// failures in a row, for 30 s and longer each time, at most 300 s, at most a tenth of the
+    /// endpoints at once but always one), panic mode below half the endpoints, seed `0x5eed`.
     ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first invalid field of `config`.
-    pub fn new(
-        config: RouteConfig,
-        endpoints: impl IntoIterator<Item = S>,
-    ) -> Result<Self, ConfigError> {
-        Self::with_tiers(config, endpoints.into_iter().map(|s| (0, s)))
+    /// [`Route::builder`] sets anything else, and tiers.
+    pub fn new(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Route::builder(endpoints)
+            .build()
+            .expect("the default configuration is valid")
     }
 
-    /// A router over a fixed list of `(tier, endpoint)`: traffic stays on the lowest tier while
-    /// its healthy capacity suffices and spills to the next as it degrades.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first invalid field of `config`.
-    pub fn with_tiers(
-        config: RouteConfig,
-        endpoints: impl IntoIterator<Item = (u8, S)>,
-    ) -> Result<Self, ConfigError> {
-        let mut route = Route::build(config, None)?;
-        for (i, (tier, svc)) in endpoints.into_iter().enumerate() {
-            route.set.insert(&route.shared, i, svc, tier, false);
-        }
-        route.set.publish(&route.shared);
-        route.sync();
-        Ok(route)
+    /// A builder for a router over a fixed list of endpoints, in tier 0, keyed by position;
+    /// [`RouteBuilder::tier`] adds endpoints in other tiers.
+    pub fn builder(endpoints: impl IntoIterator<Item = S>) -> RouteBuilder<Static<S>> {
+        RouteBuilder::fixed(endpoints)
     }
 }
 
@@ -171,8 +162,9 @@ where
     D::Service: Clone,
     D::Error: Into<BoxError>,
 {
-    /// A router whose endpoints come and go through `discover` (tier 0; new endpoints ramp up
-    /// when [`RouteConfig::slow_start`] is on).
+    /// A router whose endpoints come and go through `discover` (tier 0; new endpoints ramp up,
+    /// as [`RouteConfig::slow_start`] is on by default), with the defaults of [`RouteConfig`]
+    /// (see [`Route::new`]).
     ///
     /// The router and all its clones share the endpoint set; discovery is polled from their
     /// `poll_ready`, no task is spawned and no runtime is needed (see
@@ -180,7 +172,7 @@ where
     ///
     /// ```
     /// use palisade_classify::BoxError;
-    /// use palisade_route::{Route, RouteConfig};
+    /// use palisade_route::Route;
     /// use tower::discover::ServiceList;
     /// use tower::{Service, ServiceExt, service_fn};
     ///
@@ -189,10 +181,7 @@ where
     /// let replica = |name: &'static str| service_fn(move |_: ()| async move {
     ///     Ok::<_, BoxError>(name)
     /// });
-    /// let route = Route::discover(
-    ///     RouteConfig::default(),
-    ///     ServiceList::new([replica("a"), replica("b")]),
-    /// )?;
+    /// let route = Route::discover(ServiceList::new([replica("a"), replica("b")]));
     /// // A clone made before discovery was ever polled: whichever polls first applies the
     /// // changes, for both.
     /// let mut clone = route.clone();
@@ -201,11 +190,31 @@ where
     /// assert_eq!(route.handle().status().len(), 2);
     /// # Ok(()) }
     /// ```
+    pub fn discover(discover: D) -> Self {
+        Route::discover_builder(discover)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder for a router whose endpoints come and go through `discover`, as
+    /// [`Route::discover`] makes with the defaults.
     ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first invalid field of `config`.
-    pub fn discover(config: RouteConfig, discover: D) -> Result<Self, ConfigError> {
-        Route::build(config, Some(discover))
+    /// ```
+    /// use palisade_classify::BoxError;
+    /// use palisade_route::Route;
+    /// use tower::discover::ServiceList;
+    /// use tower::service_fn;
+    ///
+    /// # fn main() -> Result<(), BoxError> {
+    /// let replica = service_fn(|_: ()| async { Ok::<_, BoxError>("a") });
+    /// let route = Route::discover_builder(ServiceList::new([replica]))
+    ///     .slow_start(false)
+    ///     .build()?;
+    /// # let _ = route;
+    /// # Ok(()) }
+    /// ```
+    pub fn discover_builder(discover: D) -> RouteBuilder<D> {
+        RouteBuilder::discovered(discover)
     }
 }
 
@@ -214,9 +223,15 @@ where
     D::Key: Clone + PartialEq + fmt::Debug,
     D::Service: Clone,
 {
-    fn build(config: RouteConfig, discover: Option<D>) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Route {
+    /// A router from a validated `config`, fed by `discover` if any, over the `fixed`
+    /// endpoints `(tier, key, service)` (which do not ramp up: they are there from the start).
+    pub(crate) fn from_parts(
+        config: RouteConfig,
+        discover: Option<D>,
+        fixed: Vec<(u8, D::Key, D::Service)>,
+    ) -> Self {
+        let is_fixed = discover.is_none();
+        let mut route = Route {
             shared: Arc::new(Shared {
                 config,
                 origin: Instant::now(),
@@ -235,7 +250,20 @@ where
             ready: None,
             pending: None,
             unavailable: None,
-        })
+        };
+        if is_fixed {
+            for (tier, key, svc) in fixed {
+                route.set.insert(&route.shared, key, svc, tier, false);
+            }
+            route.set.publish(&route.shared);
+            route.sync();
+        }
+        route
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &RouteConfig {
+        &self.shared.config
     }
 
     /// A handle for status and health checks, usable from other tasks.
@@ -358,7 +386,7 @@ impl<D: Discover> Route<D> {
     fn eject_candidates(&self, now: u64) {
         let cfg = &self.shared.config;
         let n = self.endpoints.len();
-        let max_ejected = ((n as f64 * cfg.outlier.max_ejection_percent / 100.0) as usize).max(1);
+        let max_ejected = cfg.outlier.max_ejected(n);
         let mut ejected = self
             .endpoints
             .iter()
@@ -369,7 +397,10 @@ impl<D: Discover> Route<D> {
                 break;
             }
             if e.state.ejected_until() <= now
-                && e.state.consecutive_failures() >= cfg.outlier.consecutive_failures
+                && cfg
+                    .outlier
+                    .consecutive_failures
+                    .is_some_and(|threshold| e.state.consecutive_failures() >= threshold)
             {
                 e.state.eject(cfg, now);
                 ejected += 1;
@@ -408,8 +439,7 @@ impl<D: Discover> Route<D> {
             return Ok(if load(b) < load(a) { b } else { a });
         }
         let now = now();
-        let threshold = self.shared.config.outlier.consecutive_failures;
-        if threshold > 0
+        if let Some(threshold) = self.shared.config.outlier.consecutive_failures
             && self.endpoints.iter().any(|e| {
                 e.state.consecutive_failures() >= threshold && e.state.ejected_until() <= now
             })
@@ -446,7 +476,9 @@ impl<D: Discover> Route<D> {
             return Ok(if load(b) < load(a) { b } else { a });
         }
 
-        let panic = (available as f64) < cfg.panic_threshold * n as f64;
+        let panic = cfg
+            .panic_ratio
+            .is_some_and(|ratio| (available as f64) < ratio * n as f64);
         if panic {
             tracing::debug!(available, endpoints = n, "panic mode: ignoring health");
         }

@@ -33,6 +33,7 @@ impl<K> fmt::Debug for RouteHandle<K> {
 
 /// An endpoint's health trend over a window of active checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Trend {
     /// At least 95 % of checks healthy.
     Healthy,
@@ -46,6 +47,7 @@ pub enum Trend {
 
 /// One endpoint, at one instant.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct EndpointStatus<K> {
     /// Its discovery key.
     pub key: K,
@@ -56,8 +58,9 @@ pub struct EndpointStatus<K> {
     /// Its health state (an endpoint on [trial](crate#without-active-checks-trials) is
     /// recovering).
     pub state: HealthState,
-    /// The traffic share its health allows (0.0 to 1.0), before ejection and cool-down.
-    pub share: f64,
+    /// The fraction of its traffic its health allows (within `0..=1`), before ejection and
+    /// cool-down.
+    pub traffic_ratio: f64,
     /// Whether outlier detection has it ejected now (a hold of the health machine is shown by
     /// `state` and `share`, not here).
     pub ejected: bool,
@@ -77,8 +80,9 @@ pub struct EndpointStatus<K> {
     pub last_error: Option<Category>,
     /// The trend over [`RouteConfig::trend_window`](crate::RouteConfig::trend_window).
     pub trend: Trend,
-    /// The healthy fraction of checks in that window (0.0 to 1.0), if any ran.
-    pub health_rate: Option<f64>,
+    /// The fraction of checks in that window that found it healthy (within `0..=1`), if any
+    /// ran.
+    pub healthy_ratio: Option<f64>,
 }
 
 impl<K: Clone> RouteHandle<K> {
@@ -104,8 +108,8 @@ impl<K: Clone> RouteHandle<K> {
                 let health = s.health();
                 let (healthy, unhealthy) = health.consecutive();
                 let (ok, total) = s.trend(now, self.trend_bucket_ms());
-                let health_rate = (total > 0).then(|| ok as f64 / total as f64);
-                let trend = match health_rate {
+                let healthy_ratio = (total > 0).then(|| ok as f64 / total as f64);
+                let trend = match healthy_ratio {
                     None => Trend::Unknown,
                     Some(r) if r >= 0.95 => Trend::Healthy,
                     Some(r) if r >= 0.70 => Trend::Degrading,
@@ -116,7 +120,7 @@ impl<K: Clone> RouteHandle<K> {
                     tier: s.tier,
                     token: s.token,
                     state: health.state(&cfg.health, now, s.trials()),
-                    share: health.share(&cfg.health, now, s.trials()),
+                    traffic_ratio: health.share(&cfg.health, now, s.trials()),
                     ejected: s.ejected_until() > now,
                     ejections: s.ejections(),
                     cooling_down: s.cooldown_until() > now,
@@ -128,7 +132,7 @@ impl<K: Clone> RouteHandle<K> {
                         .map(|t| Duration::from_millis(now.saturating_sub(t))),
                     last_error: s.last_error(),
                     trend,
-                    health_rate,
+                    healthy_ratio,
                 }
             })
             .collect()
@@ -138,6 +142,6 @@ impl<K: Clone> RouteHandle<K> {
     pub fn is_ready(&self) -> bool {
         self.status()
             .iter()
-            .any(|s| s.share > 0.0 && !s.ejected && !s.cooling_down)
+            .any(|s| s.traffic_ratio > 0.0 && !s.ejected && !s.cooling_down)
     }
 }

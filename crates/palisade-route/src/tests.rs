@@ -37,12 +37,13 @@ fn flags(n: usize) -> Vec<Arc<AtomicBool>> {
 const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 fn route_of(cfg: RouteConfig, up: &[Arc<AtomicBool>]) -> Route<Static<Svc>> {
-    Route::new(
-        cfg,
+    Route::builder(
         up.iter()
             .enumerate()
             .map(|(i, f)| endpoint(NAMES[i], f.clone(), "503 service unavailable")),
     )
+    .config(cfg)
+    .build()
     .unwrap()
 }
 
@@ -74,7 +75,7 @@ fn slow() -> Svc {
 /// The defaults without panic mode.
 fn no_panic() -> RouteConfig {
     RouteConfig {
-        panic_threshold: 0.0,
+        panic_ratio: None,
         ..RouteConfig::default()
     }
 }
@@ -254,12 +255,12 @@ async fn recovery_ramps_traffic_back_in_steps() {
     handle.check_once(&check, Duration::from_secs(1)).await;
     handle.check_once(&check, Duration::from_secs(1)).await;
     assert_eq!(handle.status()[1].state, HealthState::Recovering);
-    assert_eq!(handle.status()[1].share, 0.0);
+    assert_eq!(handle.status()[1].traffic_ratio, 0.0);
     for _ in 0..50 {
         assert_eq!(call(&mut route).await.unwrap(), "a");
     }
     handle.check_once(&check, Duration::from_secs(1)).await;
-    assert_eq!(handle.status()[1].share, 0.2);
+    assert_eq!(handle.status()[1].traffic_ratio, 0.2);
     // At 20 % against a's 100 %, b gets about a sixth of the traffic.
     let mut b = 0;
     for _ in 0..1200 {
@@ -271,7 +272,7 @@ async fn recovery_ramps_traffic_back_in_steps() {
     tokio::time::advance(Duration::from_secs(120)).await;
     let st = handle.status();
     assert_eq!(st[1].state, HealthState::Healthy);
-    assert_eq!(st[1].share, 1.0);
+    assert_eq!(st[1].traffic_ratio, 1.0);
     assert_eq!(st[1].trend, Trend::Unhealthy); // 3 good of 13 checks in the window
 }
 
@@ -279,10 +280,12 @@ async fn recovery_ramps_traffic_back_in_steps() {
 async fn tiers_spill_over_as_the_first_degrades() {
     let up = flags(3);
     let cfg = no_panic();
-    let eps = [(0u8, 0usize), (0, 1), (1, 2)]
-        .into_iter()
-        .map(|(tier, i)| (tier, endpoint(NAMES[i], up[i].clone(), "503")));
-    let mut route = Route::with_tiers(cfg, eps).unwrap();
+    let ep = |i: usize| endpoint(NAMES[i], up[i].clone(), "503");
+    let mut route = Route::builder([ep(0), ep(1)])
+        .tier(1, [ep(2)])
+        .config(cfg)
+        .build()
+        .unwrap();
     let handle = route.handle();
     for _ in 0..200 {
         assert_ne!(
@@ -358,7 +361,7 @@ async fn rate_limits_cool_down_without_ejecting() {
         Arc::new(AtomicBool::new(false)),
         "429 rate limit, retry after 2",
     ));
-    let mut route = Route::new(RouteConfig::default(), eps).unwrap();
+    let mut route = Route::new(eps);
     let handle = route.handle();
     let mut b_errors = 0;
     for _ in 0..100 {
@@ -392,7 +395,10 @@ async fn discovery_changes_while_calls_are_in_flight() {
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Change::Insert(1, slow())).unwrap();
     let cfg = no_slow_start();
-    let mut route = Route::discover(cfg, Channel(rx)).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(cfg)
+        .build()
+        .unwrap();
     let handle = route.handle();
     let in_flight = route.ready().await.unwrap().call(());
     assert_eq!(handle.status()[0].in_flight, 1);
@@ -410,17 +416,20 @@ async fn discovery_changes_while_calls_are_in_flight() {
 async fn new_endpoints_slow_start() {
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Change::Insert(1, up("old"))).unwrap();
-    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let _ = call(&mut route).await.unwrap();
     let mut route2 = {
         let (tx2, rx2) = mpsc::unbounded_channel();
         tx2.send(Change::Insert(1, up("fresh"))).unwrap();
-        Route::discover(RouteConfig::default(), Channel(rx2)).unwrap()
+        Route::discover(Channel(rx2))
     };
     let _ = call(&mut route2).await.unwrap();
     let st = route2.handle().status();
     assert_eq!(st[0].state, HealthState::Recovering);
-    assert_eq!(st[0].share, 0.2);
+    assert_eq!(st[0].traffic_ratio, 0.2);
     drop(tx);
 }
 
@@ -447,39 +456,94 @@ async fn success_rate_outliers_are_ejected_by_the_checker() {
 #[test]
 fn bad_configuration_names_the_field() {
     let up = flags(1);
-    let err = |cfg: RouteConfig| {
-        Route::new(cfg, up.iter().map(|f| endpoint("a", f.clone(), "503")))
-            .unwrap_err()
-            .field()
-            .to_owned()
+    let builder = || Route::builder(up.iter().map(|f| endpoint("a", f.clone(), "503")));
+    let field = |r: Result<Route<Static<Svc>>, palisade_classify::ConfigError>| {
+        r.unwrap_err().field().to_owned()
     };
-    let d = RouteConfig::default();
     assert_eq!(
-        err(RouteConfig {
-            panic_threshold: 1.5,
-            ..d
-        }),
-        "panic_threshold"
+        field(builder().panic_ratio(Some(1.5)).build()),
+        "panic_ratio"
     );
     assert_eq!(
-        err(RouteConfig {
-            overprovisioning: 0.5,
-            ..d
-        }),
+        field(builder().overprovisioning(0.5).build()),
         "overprovisioning"
     );
-    let mut o = d;
-    o.outlier.max_ejection = Duration::from_secs(1);
-    assert_eq!(err(o), "outlier.max_ejection");
-    let mut h = d;
-    h.health.failed_after = 1;
-    assert_eq!(err(h), "health.failed_after");
-    let mut r = d;
-    r.health.ramp = Ramp::Steps {
-        steps: 0,
-        interval: Duration::from_secs(1),
+    assert_eq!(
+        field(builder().cooldown(Duration::from_secs(61)).build()),
+        "max_cooldown"
+    );
+    assert_eq!(
+        field(builder().trend_window(Duration::from_millis(9)).build()),
+        "trend_window"
+    );
+    let o = OutlierConfig {
+        max_ejection: Duration::from_secs(1),
+        ..OutlierConfig::default()
     };
-    assert_eq!(err(r), "ramp.steps");
+    assert_eq!(field(builder().outlier(o).build()), "outlier.max_ejection");
+    let h = HealthConfig {
+        failed_after: 1,
+        ..HealthConfig::default()
+    };
+    assert_eq!(field(builder().health(h).build()), "health.failed_after");
+    let h = HealthConfig {
+        ramp: Ramp::Steps {
+            steps: 0,
+            interval: Duration::from_secs(1),
+        },
+        ..HealthConfig::default()
+    };
+    assert_eq!(field(builder().health(h).build()), "health.ramp.steps");
+    let r = builder().configure(|c| c.outlier.consecutive_failures = Some(0));
+    assert_eq!(field(r.build()), "outlier.consecutive_failures");
+    // The last of config and the setters wins.
+    let cfg = RouteConfig {
+        panic_ratio: Some(2.0),
+        ..RouteConfig::default()
+    };
+    assert!(builder().config(cfg).panic_ratio(None).build().is_ok());
+    assert!(builder().panic_ratio(None).config(cfg).build().is_err());
+}
+
+#[test]
+fn the_builder_sets_each_field() {
+    let up = flags(1);
+    let outlier = OutlierConfig {
+        min_hosts: 3,
+        ..OutlierConfig::default()
+    };
+    let health = HealthConfig {
+        degraded_after: 2,
+        ..HealthConfig::default()
+    };
+    let route = Route::builder(up.iter().map(|f| endpoint("a", f.clone(), "503")))
+        .health(health)
+        .outlier(outlier)
+        .panic_ratio(Some(0.25))
+        .overprovisioning(2.0)
+        .cooldown(Duration::from_secs(2))
+        .max_cooldown(Duration::from_secs(3))
+        .slow_start(false)
+        .trend_window(Duration::from_secs(4))
+        .seed(5)
+        .build()
+        .unwrap();
+    let want = RouteConfig {
+        health,
+        outlier,
+        panic_ratio: Some(0.25),
+        overprovisioning: 2.0,
+        cooldown: Duration::from_secs(2),
+        max_cooldown: Duration::from_secs(3),
+        slow_start: false,
+        trend_window: Duration::from_secs(4),
+        seed: 5,
+    };
+    assert_eq!(route.config(), &want);
+    assert_eq!(
+        Route::new(Vec::<Svc>::new()).config(),
+        &RouteConfig::default()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -544,9 +608,9 @@ async fn the_checker_runs_a_suite_on_an_interval_that_the_user_spawns() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     let st = handle.status();
     assert_eq!(st[1].state, HealthState::Recovering);
-    assert_eq!(st[1].share, 0.2);
+    assert_eq!(st[1].traffic_ratio, 0.2);
     assert_eq!(st[0].trend, Trend::Healthy);
-    assert_eq!(st[0].health_rate, Some(1.0));
+    assert_eq!(st[0].healthy_ratio, Some(1.0));
     checker.abort();
 }
 
@@ -554,10 +618,10 @@ async fn the_checker_runs_a_suite_on_an_interval_that_the_user_spawns() {
 async fn failure_percentage_outliers_are_ejected_by_the_checker() {
     // Success-rate ejection off, so only the failure-percentage rule can act.
     let mut cfg = RouteConfig::default();
-    cfg.outlier.success_rate_stdev_factor = 0.0;
-    cfg.outlier.consecutive_failures = 0;
-    cfg.outlier.failure_percentage = 85.0;
-    cfg.outlier.max_ejection_percent = 50.0;
+    cfg.outlier.success_rate_stdev_factor = None;
+    cfg.outlier.consecutive_failures = None;
+    cfg.outlier.failure_ratio = Some(0.85);
+    cfg.outlier.max_ejection_ratio = 0.5;
     // Keep the health state machine out of the way (it would take e out first).
     cfg.health.degraded_after = 255;
     cfg.health.failed_after = 255;
@@ -627,7 +691,7 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
         broken: broken.clone(),
         ready: false,
     };
-    let mut route = Route::new(RouteConfig::default(), [endpoint]).unwrap();
+    let mut route = Route::new([endpoint]);
     let made = clones.load(Ordering::SeqCst);
     for _ in 0..100 {
         assert_eq!(route.ready().await.unwrap().call(()).await.unwrap(), "ok");
@@ -678,7 +742,7 @@ fn three_with_b_logged(
         logged("b", b_up.clone(), log.clone()),
         endpoint("c", up, "503"),
     ];
-    (Route::new(cfg, eps).unwrap(), log)
+    (Route::builder(eps).config(cfg).build().unwrap(), log)
 }
 
 /// One call every 100 ms for `ms` of paused time; returns the number of calls.
@@ -737,7 +801,7 @@ async fn a_failing_endpoint_gets_trials_spaced_by_growing_ejections() {
     );
     let st = &handle.status()[1];
     assert_eq!(st.state, HealthState::Failed);
-    assert_eq!(st.share, 0.0);
+    assert_eq!(st.traffic_ratio, 0.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -750,7 +814,7 @@ async fn a_recovered_endpoint_comes_back_without_checks_and_ramps_to_its_share()
     let last_failure = *log.lock().unwrap().last().unwrap();
     let st = &handle.status()[1];
     assert_eq!(
-        (st.state, st.share, st.ejections),
+        (st.state, st.traffic_ratio, st.ejections),
         (HealthState::Failed, 0.0, 2)
     );
     let back = last_failure + 60_000;
@@ -764,17 +828,17 @@ async fn a_recovered_endpoint_comes_back_without_checks_and_ramps_to_its_share()
     // Its trial: recovering at the first ramp step, and it gets calls again.
     drive(&mut route, 200).await;
     let st = &handle.status()[1];
-    assert_eq!((st.state, st.share), (HealthState::Recovering, 0.2));
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Recovering, 0.2));
     drive(&mut route, 10_000).await;
     assert!(log.lock().unwrap().len() > made + 3);
     let st = &handle.status()[1];
     assert_eq!(st.state, HealthState::Recovering);
-    assert!(st.share >= 0.2, "{st:?}");
+    assert!(st.traffic_ratio >= 0.2, "{st:?}");
     // A healthy streak ramped it: full share within the ramp (120 s), and about a third of
     // the calls.
     drive(&mut route, 120_000).await;
     let st = &handle.status()[1];
-    assert_eq!((st.state, st.share), (HealthState::Healthy, 1.0));
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Healthy, 1.0));
     let before = log.lock().unwrap().len();
     let calls = drive(&mut route, 300_000).await;
     let b = log.lock().unwrap().len() - before;
@@ -788,7 +852,7 @@ async fn a_recovered_endpoint_comes_back_without_checks_and_ramps_to_its_share()
 async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
     // No consecutive-failure ejection: only the health state machine acts.
     let mut cfg = RouteConfig::default();
-    cfg.outlier.consecutive_failures = 0;
+    cfg.outlier.consecutive_failures = None;
     let b_up = Arc::new(AtomicBool::new(false));
     let (mut route, log) = three_with_b_logged(cfg, &b_up);
     let handle = route.handle();
@@ -797,7 +861,7 @@ async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
     let failed_at = *log.lock().unwrap().last().unwrap();
     assert_eq!(log.lock().unwrap().len(), 10);
     let st = &handle.status()[1];
-    assert_eq!((st.state, st.share), (HealthState::Failed, 0.0));
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Failed, 0.0));
     assert!(!st.ejected && st.ejections == 0);
     b_up.store(true, Ordering::SeqCst);
     // Held for the first ejection time (30 s), then on trial.
@@ -807,13 +871,13 @@ async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
     assert!(log.lock().unwrap().len() > 13);
     drive(&mut route, 120_000).await;
     let st = &handle.status()[1];
-    assert_eq!((st.state, st.share), (HealthState::Healthy, 1.0));
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Healthy, 1.0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
     let mut cfg = no_panic();
-    cfg.outlier.consecutive_failures = 0;
+    cfg.outlier.consecutive_failures = None;
     let up = flags(1);
     up[0].store(false, Ordering::SeqCst);
     let mut route = route_of(cfg, &up);
@@ -856,7 +920,7 @@ async fn with_active_checks_the_checks_decide_the_return() {
         assert_ne!(call(&mut route).await.unwrap(), "b");
     }
     let st = &handle.status()[1];
-    assert_eq!((st.state, st.share), (HealthState::Failed, 0.0));
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Failed, 0.0));
 }
 
 // Timed-out attempts: palisade's `Timeout` above the router drops the attempt marked, and the
@@ -896,11 +960,7 @@ async fn timed_out_attempts_eject_a_hanging_endpoint() {
 
     let hang = Arc::new(AtomicBool::new(true));
     let up = Arc::new(AtomicBool::new(true));
-    let route = Route::new(
-        RouteConfig::default(),
-        [hanging("a", hang), endpoint("b", up, "503")],
-    )
-    .unwrap();
+    let route = Route::new([hanging("a", hang), endpoint("b", up, "503")]);
     let handle = route.handle();
     let mut svc = TimeoutLayer::new(ms(1000)).layer(route);
     let mut timeouts = 0;
@@ -941,11 +1001,7 @@ async fn a_timed_out_attempt_is_reported_to_the_retry() {
     use palisade_timeout::TimeoutLayer;
     use tower::Layer;
 
-    let route = Route::new(
-        RouteConfig::default(),
-        [hanging("a", Arc::new(AtomicBool::new(true)))],
-    )
-    .unwrap();
+    let route = Route::new([hanging("a", Arc::new(AtomicBool::new(true)))]);
     let token = route.handle().status()[0].token;
     let mut svc = TimeoutLayer::new(ms(1000)).layer(route);
     let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -968,11 +1024,7 @@ async fn a_timed_out_attempt_is_reported_to_the_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_dropping_the_call_does_not_count_against_the_endpoint() {
-    let mut route = Route::new(
-        RouteConfig::default(),
-        [hanging("a", Arc::new(AtomicBool::new(true)))],
-    )
-    .unwrap();
+    let mut route = Route::new([hanging("a", Arc::new(AtomicBool::new(true)))]);
     let handle = route.handle();
     for _ in 0..20 {
         // Gives up after a second (tokio's timeout, which says nothing about the endpoint).
@@ -998,13 +1050,7 @@ async fn a_deadline_firing_does_not_count_against_the_endpoint() {
     use palisade_timeout::{DeadlineLayer, TimeoutLayer};
     use tower::Layer;
 
-    let route = || {
-        Route::new(
-            RouteConfig::default(),
-            [hanging("a", Arc::new(AtomicBool::new(true)))],
-        )
-        .unwrap()
-    };
+    let route = || Route::new([hanging("a", Arc::new(AtomicBool::new(true)))]);
     // The designed order: a whole-call deadline above the per-attempt timeout, firing first.
     let r = route();
     let handle = r.handle();
@@ -1065,7 +1111,10 @@ where
 async fn clones_of_a_discovered_router_see_changes_made_after_cloning() {
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Change::Insert(1, up("a"))).unwrap();
-    let mut first = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut first = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     assert_eq!(names(&mut first, 20).await, ["a"]);
     let mut second = first.clone();
     assert_eq!(names(&mut second, 20).await, ["a"]);
@@ -1095,7 +1144,10 @@ async fn clones_of_a_discovered_router_see_changes_made_after_cloning() {
 #[tokio::test(start_paused = true)]
 async fn a_clone_made_before_any_change_sees_later_changes() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     // Made before the router ever polled discovery, and the original never polls it.
     let mut clone = route.clone();
     let err = call(&mut clone).await.unwrap_err();
@@ -1114,7 +1166,10 @@ async fn a_router_over_a_discover_that_is_not_clone_is_clone_and_send() {
     fn clone_and_send<T: Clone + Send + 'static>(_: &T) {}
     let (tx, rx) = mpsc::unbounded_channel();
     // `Channel` is neither `Clone` nor `Sync`.
-    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     clone_and_send(&route);
     tx.send(Change::Insert(1, up("a"))).unwrap();
     // Clones on other tasks: they share the set the caller's changes go to.
@@ -1137,7 +1192,10 @@ async fn a_router_over_a_discover_that_is_not_clone_is_clone_and_send() {
 async fn a_removal_seen_by_one_clone_lets_the_other_clones_call_finish() {
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Change::Insert(1, slow())).unwrap();
-    let mut first = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut first = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let handle = first.handle();
     let mut second = first.clone();
     let in_flight = first.ready().await.unwrap().call(());
@@ -1154,7 +1212,10 @@ async fn a_removal_seen_by_one_clone_lets_the_other_clones_call_finish() {
 #[tokio::test(start_paused = true)]
 async fn clones_of_a_discovered_router_share_endpoint_health() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let handle = route.handle();
     let mut failing = route.clone();
     let mut other = route.clone();
@@ -1176,7 +1237,10 @@ async fn clones_of_a_discovered_router_share_endpoint_health() {
 #[tokio::test(start_paused = true)]
 async fn a_discovery_change_seen_by_a_second_poll_ready_keeps_or_renews_the_reservation() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let mut cx = Context::from_waker(std::task::Waker::noop());
     // Nothing to route to: ready, to fail the call at once ...
     assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
@@ -1200,7 +1264,10 @@ async fn a_discovery_change_seen_by_a_second_poll_ready_keeps_or_renews_the_rese
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Change::Insert(0, up("z"))).unwrap();
     tx.send(Change::Insert(1, up("a"))).unwrap();
-    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     assert!(route.poll_ready(&mut cx).is_ready());
     let a = route.handle().status()[1].token;
     while route.reserved() != Some(a) {
@@ -1229,7 +1296,10 @@ async fn a_discovery_error_is_logged_and_the_endpoints_kept() {
     tx.send(Ok(Change::Insert(1, up("a")))).unwrap();
     tx.send(Err("resolver unreachable".into())).unwrap();
     tx.send(Ok(Change::Insert(2, up("b")))).unwrap();
-    let mut route = Route::discover(no_slow_start(), Fallible(rx)).unwrap();
+    let mut route = Route::discover_builder(Fallible(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let mut clone = route.clone();
     let warnings = palisade_test::Warnings::start();
     // The first poll applies the insert before the error, logs the error, and is ready.
@@ -1283,7 +1353,10 @@ async fn a_task_waiting_on_a_removed_endpoint_is_woken_by_discovery() {
     };
     tx.send(Change::Insert(1, tower::util::BoxCloneService::new(stuck)))
         .unwrap();
-    let mut route = Route::discover(no_slow_start(), Channel(rx)).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let task = tokio::spawn(async move {
         // Bounded, so that a router nobody wakes fails the test rather than hangs it.
@@ -1409,14 +1482,10 @@ async fn when_the_other_endpoint_is_not_ready_the_call_goes_to_the_reserved_one(
             open: open.clone(),
         })
     };
-    let mut route = Route::new(
-        RouteConfig::default(),
-        [
-            gate("a", &Arc::new(AtomicBool::new(true))),
-            gate("b", &open),
-        ],
-    )
-    .unwrap();
+    let mut route = Route::new([
+        gate("a", &Arc::new(AtomicBool::new(true))),
+        gate("b", &open),
+    ]);
     let a = route.handle().status()[0].token;
     let mut checked = 0;
     for _ in 0..100 {
@@ -1456,7 +1525,7 @@ async fn a_call_made_outside_the_attempt_scope_and_polled_inside_is_noticed() {
     assert_eq!(seen(), before);
     // Called outside, polled inside: noticed, on the first poll only.
     let hang = Arc::new(AtomicBool::new(true));
-    let mut slow = Route::new(RouteConfig::default(), [hanging("h", hang)]).unwrap();
+    let mut slow = Route::new([hanging("h", hang)]);
     assert!(slow.poll_ready(&mut cx).is_ready());
     let mut fut = Box::pin(slow.call(()));
     for _ in 0..3 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use palisade::classify::BoxError;
 use palisade::preset;
 use palisade::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryLayer};
-use palisade::route::{Route, RouteConfig};
+use palisade::route::Route;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -122,12 +122,15 @@ pub fn build(
                 let only = replicas.into_iter().next().ok_or("no replica")?;
                 BoxCloneSyncService::new(preset.layer(only))
             } else {
-                let config = RouteConfig {
-                    seed: p.seed,
-                    ..RouteConfig::default()
-                };
-                let tiers = (0..replicas.len()).map(|i| scenario.tier(i));
-                let route = Route::with_tiers(config, tiers.zip(replicas))?;
+                // Each replica in its scenario's tier, keyed by its position.
+                let route = replicas
+                    .into_iter()
+                    .enumerate()
+                    .fold(Route::builder([]), |route, (i, replica)| {
+                        route.tier(scenario.tier(i), [replica])
+                    })
+                    .seed(p.seed)
+                    .build()?;
                 BoxCloneSyncService::new(preset.layer(route))
             }
         }
