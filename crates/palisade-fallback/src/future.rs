@@ -17,6 +17,7 @@ use crate::{Answer, Degraded, FallbackFailed, Strategy};
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateReplace]
     enum State<F, R> {
         Primary { #[pin] inner: F },
         // Boxed: the failure path may allocate, and the future stays as small as the call's.
@@ -34,7 +35,7 @@ struct Running<R> {
     /// Its name.
     name: &'static str,
     /// The call's own error, lent to each member in turn.
-    original: Option<BoxError>,
+    original: BoxError,
     class: Class,
     /// The members tried before, beside their failures.
     failures: Vec<(&'static str, BoxError)>,
@@ -173,7 +174,7 @@ where
                             fut,
                             member: 0,
                             name,
-                            original: Some(error),
+                            original: error,
                             class,
                             failures: Vec::new(),
                         }),
@@ -208,30 +209,33 @@ where
                         }
                     }
                     run.member += 1;
-                    if let Some(original) = &run.original
-                        && let Some((name, fut)) = start(
-                            strategy, run.member, this.kept, *this.key, run.class, original,
-                        )
-                    {
+                    if let Some((name, fut)) = start(
+                        strategy,
+                        run.member,
+                        this.kept,
+                        *this.key,
+                        run.class,
+                        &run.original,
+                    ) {
                         run.name = name;
                         run.fut = fut;
                         continue;
                     }
                     tracing::warn!(target: "palisade_fallback", strategy = strategy.name(), failures = run.failures.len(), "every fallback failed");
                     palisade_classify::metrics::fallback_failed(strategy.name());
-                    let original = run
-                        .original
-                        .take()
-                        .unwrap_or_else(|| "fallback polled after completion".into());
-                    let failures = std::mem::take(&mut run.failures);
-                    this.state.set(State::Done);
+                    let StateReplace::Fallback { run } =
+                        this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Fallback a moment ago")
+                    };
+                    let Running {
+                        original, failures, ..
+                    } = *run;
                     return Poll::Ready(unanswered(original, this.config.restore, |original| {
                         Box::new(FallbackFailed::new(original, failures))
                     }));
                 }
-                StateProj::Done => {
-                    return Poll::Ready(Err("fallback future polled after completion".into()));
-                }
+                StateProj::Done => panic!("`Fallback` response future polled after completion"),
             }
         }
     }

@@ -14,6 +14,11 @@ use crate::layer::Config;
 use crate::{Answer, FallbackLayer, Strategy};
 
 /// Answers the inner service's failures with a [`Strategy`].
+///
+/// # Panics
+/// `Fallback` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
+/// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
+/// future panics if polled after it completed, as tower's futures do.
 pub struct Fallback<S, St> {
     inner: S,
     /// Read by `call` (the key and whether to keep the request).

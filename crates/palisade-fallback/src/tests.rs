@@ -504,6 +504,16 @@ async fn a_dropped_call_leaves_nothing_behind() {
     );
 }
 
+#[tokio::test]
+#[should_panic(expected = "`Fallback` response future polled after completion")]
+async fn a_finished_future_polled_again_panics() {
+    let mut svc = FallbackLayer::new(Constant("sorry".to_owned())).layer(agent("503"));
+    ServiceExt::<Req>::ready(&mut svc).await.unwrap();
+    let mut fut = std::pin::pin!(tower::Service::call(&mut svc, req("fail").0));
+    assert_eq!(fut.as_mut().await.unwrap().into_inner(), "sorry");
+    let _ = fut.as_mut().await;
+}
+
 mod recovery {
     use super::*;
     use crate::recovery::{EscalationSink, MemorySink, RecoveryBuilder, RecoveryManager, Step};

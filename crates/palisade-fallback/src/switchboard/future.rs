@@ -74,7 +74,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let feature = this.off.take().unwrap_or_default();
+            let Some(feature) = this.off.take() else {
+                panic!("`Gate` response future polled after completion");
+            };
             return Poll::Ready(Err(Box::new(FeatureOff { feature })));
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);

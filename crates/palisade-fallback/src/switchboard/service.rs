@@ -14,9 +14,21 @@ use super::state::{Admit, Feature};
 /// [`FeatureOff`](super::FeatureOff) while it is off, and counts its failures (those that count
 /// against health) to turn it off automatically. Usually used through
 /// [`FeatureLayer`](super::FeatureLayer).
+///
+/// # Panics
+/// `Gate` reserves nothing of its own in `poll_ready`. While the feature is on (or off by its
+/// failures) it forwards `poll_ready` and `call` to the inner service, whose own contract
+/// applies to a `call` without a ready `poll_ready`. While the feature is turned off by hand it
+/// answers ready at once without asking the inner service, and the `call` that follows is
+/// refused with [`FeatureOff`](super::FeatureOff) even if the feature was turned on in between,
+/// so the inner service is never called without its own `poll_ready`. Its response future
+/// panics if polled after it completed, as tower's futures do.
 #[derive(Debug)]
 pub struct Gate<S> {
     inner: S,
+    /// `poll_ready` answered ready for a feature turned off by hand, without the inner service:
+    /// the next `call` is refused. Taken by `call`; a clone starts without it.
+    refuse: bool,
     /// The feature, striped: each gate instance reads its own stripe and its futures hold that
     /// stripe's reference, so instances on different threads never share a reference count.
     stripes: Arc<Striped<Feature>>,
@@ -28,9 +40,25 @@ impl<S> Gate<S> {
         let stripes = Arc::new(Striped::new(feature));
         Gate {
             inner,
+            refuse: false,
             feature: stripes.pick().clone(),
             stripes,
         }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -38,6 +66,7 @@ impl<S: Clone> Clone for Gate<S> {
     fn clone(&self) -> Self {
         Gate {
             inner: self.inner.clone(),
+            refuse: false,
             feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
@@ -54,13 +83,17 @@ where
     type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.feature.is_turned_off() {
+        self.refuse = self.feature.is_turned_off();
+        if self.refuse {
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if std::mem::take(&mut self.refuse) {
+            return GateFuture::off(self.feature.name().to_owned());
+        }
         match self.feature.admit() {
             Admit::No => GateFuture::off(self.feature.name().to_owned()),
             admit => GateFuture::admitted(

@@ -269,3 +269,88 @@ async fn the_feature_layer_builder_sets_the_fallback() {
         Answer::Primary("summary 1".to_owned())
     );
 }
+
+/// A service that insists on `poll_ready` before each `call`, as tower's `Buffer` does.
+#[derive(Clone)]
+struct MustBeReady {
+    ready: bool,
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<u32> for MustBeReady {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.ready = true;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        assert!(std::mem::take(&mut self.ready), "called without poll_ready");
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(format!("summary {n}")))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_readied_while_off_is_refused_even_if_turned_on_since() {
+    let feature = Switchboard::new().feature("search");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc =
+        FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(MustBeReady {
+            ready: false,
+            calls: calls.clone(),
+        });
+    feature.turn_off();
+    // Ready at once, without asking the inner service.
+    svc.ready().await.unwrap();
+    feature.turn_on();
+    // The call readied while off is refused: the inner service was not made ready for it.
+    let answer = tower::Service::call(&mut svc, 1).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(answer.into_inner(), "off");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // The next call, readied while on, reaches the feature.
+    svc.ready().await.unwrap();
+    let answer = tower::Service::call(&mut svc, 2).await.unwrap();
+    assert_eq!(answer, Answer::Primary("summary 2".to_owned()));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "`Gate` response future polled after completion")]
+async fn a_finished_gate_future_polled_again_panics() {
+    let feature = Switchboard::new().feature("search");
+    let mut gate = Gate::new(
+        summariser(Arc::new(AtomicBool::new(true)), Arc::default()),
+        feature,
+    );
+    gate.ready().await.unwrap();
+    let mut fut = std::pin::pin!(tower::Service::call(&mut gate, 1));
+    assert_eq!(fut.as_mut().await.unwrap(), "summary 1");
+    let _ = fut.as_mut().await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "`Gate` response future polled after completion")]
+async fn a_finished_refusal_polled_again_panics() {
+    let feature = Switchboard::new().feature("search");
+    feature.turn_off();
+    let mut gate = Gate::new(
+        summariser(Arc::new(AtomicBool::new(true)), Arc::default()),
+        feature,
+    );
+    gate.ready().await.unwrap();
+    let mut fut = std::pin::pin!(tower::Service::call(&mut gate, 1));
+    let err = fut.as_mut().await.unwrap_err();
+    assert!(err.is::<FeatureOff>());
+    let _ = fut.as_mut().await;
+}
