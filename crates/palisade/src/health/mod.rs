@@ -6,8 +6,9 @@
 //! - **components**: anything that can say whether it is healthy now — a breaker's
 //!   [`BreakerHandle`](palisade_breaker::BreakerHandle) (healthy while closed or bypassed), a
 //!   router's [`RouteHandle`](palisade_route::RouteHandle) (healthy while every endpoint is
-//!   healthy and serving), or any closure through [`component_fn`] (a fallback feature, an
-//!   `ErrorStats` threshold, a queue depth);
+//!   healthy and serving), a switchboard's [`Feature`](palisade_fallback::Feature) (healthy
+//!   while on), or any closure through [`component_fn`] (an `ErrorStats` threshold, a queue
+//!   depth);
 //! - a **watch** ([`HealthMonitor::watch`]), a layer that counts the dependency's calls,
 //!   failures and latency; each check turns the counts since the previous check into an
 //!   error rate and a mean latency and feeds them to two streaming [`Detector`]s.
@@ -245,6 +246,35 @@ impl<K: Clone + Send + Sync + 'static> Component for palisade_route::RouteHandle
             serving == status.len() && self.is_ready(),
             format!("{serving} of {} endpoints healthy", status.len()),
         )
+    }
+}
+
+#[cfg(feature = "fallback")]
+impl Component for palisade_fallback::Feature {
+    fn kind(&self) -> &'static str {
+        "feature"
+    }
+
+    fn name(&self) -> String {
+        palisade_fallback::Feature::name(self).to_owned()
+    }
+
+    /// Healthy while on; a feature turned off, by hand or by its own failures, means its
+    /// dependency is being served by the fallback.
+    fn reading(&self) -> Reading {
+        use palisade_fallback::FeatureState;
+        match self.state() {
+            FeatureState::On => Reading::new(true, "on"),
+            FeatureState::TurnedOff => Reading::new(false, "turned off"),
+            FeatureState::AutoOff { retry_after } => Reading::new(
+                false,
+                format!(
+                    "off after failures, probe in {} ms",
+                    retry_after.as_millis()
+                ),
+            ),
+            _ => Reading::new(false, "off"),
+        }
     }
 }
 

@@ -181,6 +181,21 @@ async fn an_open_breaker_makes_its_dependency_unhealthy_and_the_snapshot_seriali
     assert_eq!(json["dependencies"][0]["components"][1]["healthy"], true);
 }
 
+#[cfg(feature = "fallback")]
+#[test]
+fn a_feature_turned_off_is_unhealthy() {
+    let board = palisade_fallback::Switchboard::new();
+    let summaries = board.feature("summaries");
+    let monitor = HealthMonitor::new();
+    monitor.add("llm", summaries.clone());
+    let reading = |m: &HealthMonitor| m.check().dependency("llm").unwrap().components[0].clone();
+    assert_eq!(reading(&monitor).reading, Reading::new(true, "on"));
+    summaries.turn_off();
+    let c = reading(&monitor);
+    assert_eq!((c.kind, c.name.as_str()), ("feature", "summaries"));
+    assert_eq!(c.reading, Reading::new(false, "turned off"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn run_checks_on_the_interval() {
     let monitor = HealthMonitor::new();
