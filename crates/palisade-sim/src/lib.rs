@@ -38,6 +38,7 @@
 //! served against the capacity the upstream had.
 
 pub mod goals;
+pub mod health;
 pub mod metrics;
 pub mod record;
 pub mod report;

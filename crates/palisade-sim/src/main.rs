@@ -60,6 +60,11 @@ struct Args {
     /// Print the whole report as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also run `palisade::health`'s monitor over an hour of steady traffic (six seeded
+    /// 10-minute runs with 1 % background errors) and over every scenario, and print its false
+    /// alarms and detection delays.
+    #[arg(long)]
+    health: bool,
     /// Write one SVG chart per scenario into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
@@ -190,6 +195,15 @@ fn main() -> ExitCode {
             stacks.len(),
         );
         print!("{}", report.table());
+        if args.health {
+            match palisade_sim::health::evaluate(&scenarios, 10, 6) {
+                Ok(rows) => print!("\n{}", palisade_sim::health::table(&rows)),
+                Err(e) => {
+                    eprintln!("palisade-sim: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         // Real time goes to stderr, so the same seed prints the same table, byte for byte.
         eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
     }

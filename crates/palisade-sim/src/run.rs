@@ -1,11 +1,14 @@
 //! Running a scenario's traffic through a stack in virtual time.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use palisade::classify::BoxError;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt, service_fn};
+
+use palisade::health::{DependencySnapshot, HealthMonitor};
 
 use crate::metrics::{self, Figures};
 use crate::record::{Log, Recorder};
@@ -34,14 +37,60 @@ pub fn run(scenario: &Scenario, stack: StackKind) -> Result<Figures, BoxError> {
 /// Invalid parameters, or a layer's configuration error.
 pub fn record(scenario: &Scenario, stack: StackKind) -> Result<Log, BoxError> {
     scenario.params.validate()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()?;
-    runtime.block_on(traffic(scenario, stack))
+    runtime()?.block_on(traffic(scenario, stack, None))
 }
 
-async fn traffic(scenario: &Scenario, kind: StackKind) -> Result<Log, BoxError> {
+/// Runs `scenario` through `stack` with `monitor` watching the upstream (every attempt that
+/// reaches a replica) and checking every `every` of virtual time; returns the log and each
+/// check's snapshot of the upstream, with its time since the run's start.
+///
+/// # Errors
+/// Invalid parameters, or a layer's configuration error.
+pub fn record_with_health(
+    scenario: &Scenario,
+    stack: StackKind,
+    monitor: &HealthMonitor,
+    every: Duration,
+) -> Result<(Log, Vec<(Duration, DependencySnapshot)>), BoxError> {
+    scenario.params.validate()?;
+    runtime()?.block_on(async {
+        let epoch = Instant::now();
+        let checks = Arc::new(Mutex::new(Vec::new()));
+        let checker = {
+            let (monitor, checks) = (monitor.clone(), checks.clone());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(epoch + every, every);
+                loop {
+                    let at = ticks.tick().await;
+                    if let Some(upstream) = monitor.check().dependency(UPSTREAM) {
+                        let mut checks = checks.lock().unwrap_or_else(PoisonError::into_inner);
+                        checks.push((at - epoch, upstream.clone()));
+                    }
+                }
+            })
+        };
+        let log = traffic(scenario, stack, Some(monitor)).await;
+        checker.abort();
+        let checks = std::mem::take(&mut *checks.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok((log?, checks))
+    })
+}
+
+/// The name the health monitor knows the upstream by.
+pub const UPSTREAM: &str = "upstream";
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+}
+
+async fn traffic(
+    scenario: &Scenario,
+    kind: StackKind,
+    monitor: Option<&HealthMonitor>,
+) -> Result<Log, BoxError> {
     let p = &scenario.params;
     let epoch = Instant::now();
     // The requests measured, sent during the run, then as many again as a deadline's worth,
@@ -54,7 +103,11 @@ async fn traffic(scenario: &Scenario, kind: StackKind) -> Result<Log, BoxError> 
     for i in 0..p.replicas {
         let chaos = scenario.chaos(i, epoch)?;
         let upstream = service_fn(|_: Req| async { Ok::<_, BoxError>(Reply) });
-        let replica: Client = BoxCloneSyncService::new(recorder.replica(i, chaos.layer(upstream)));
+        let replica = recorder.replica(i, chaos.layer(upstream));
+        let replica: Client = match monitor {
+            Some(monitor) => BoxCloneSyncService::new(monitor.watch(UPSTREAM).layer(replica)),
+            None => BoxCloneSyncService::new(replica),
+        };
         replicas.push(replica);
     }
     let client = stack::build(kind, scenario, replicas)?;

@@ -93,6 +93,7 @@ impl ScenarioKind {
             attempt_timeout: secs(1),
             hint: secs(1),
             seed: 1,
+            noise: 0.0,
         };
         match self {
             ScenarioKind::Outage => base,
@@ -185,6 +186,9 @@ pub struct Params {
     pub hint: Duration,
     /// The seed of every random choice in the run.
     pub seed: u64,
+    /// A background rate of upstream failures all run long, in `0..=1` (default 0): the
+    /// ordinary noise of a real dependency, for the health monitor's false-alarm rate.
+    pub noise: f64,
 }
 
 impl Params {
@@ -216,6 +220,9 @@ impl Params {
         }
         if !(self.capacity.is_finite() && self.capacity >= 0.0) {
             return Err(ConfigError::new("capacity", "must be a number, at least 0"));
+        }
+        if !(0.0..=1.0).contains(&self.noise) {
+            return Err(ConfigError::new("noise", "must be within 0..=1"));
         }
         if self.deadline.is_zero() || self.attempt_timeout.is_zero() || self.latency.is_zero() {
             return Err(ConfigError::new(
@@ -334,6 +341,9 @@ impl Scenario {
             )
             .epoch(epoch)
             .fault(Fault::delay(usual));
+        if p.noise > 0.0 {
+            chaos = chaos.fault(Fault::fail(unavailable).rate(p.noise));
+        }
         match (self.kind, replica) {
             (ScenarioKind::Outage | ScenarioKind::BadReplica | ScenarioKind::Failover, 0) => {
                 chaos = chaos.fault(Fault::fail(unavailable).during(Schedule::window(start, end)));

@@ -20,7 +20,7 @@ use palisade_classify::ConfigError;
 /// level, as the band grows by about half each value it stays outside.
 ///
 /// Defaults (`Detector::new()`): `α = 0.1` (about the last 10 checks weigh most), `k = 4`,
-/// `warmup = 10`, `floor = 0`. [`HealthMonitor`](super::HealthMonitor) uses one for error
+/// `warmup = 5`, `floor = 0`. [`HealthMonitor`](super::HealthMonitor) uses one for error
 /// rates (floor 0.05) and one for mean latency (floor a quarter of the mean, at least 1 ms).
 ///
 /// ```
@@ -66,12 +66,12 @@ impl Default for Detector {
 }
 
 impl Detector {
-    /// A detector with the defaults: `α = 0.1`, `k = 4`, `warmup = 10`, `floor = 0`.
+    /// A detector with the defaults: `α = 0.1`, `k = 4`, `warmup = 5`, `floor = 0`.
     pub fn new() -> Self {
         Detector {
             alpha: 0.1,
             k: 4.0,
-            warmup: 10,
+            warmup: 5,
             floor: 0.0,
             seen: 0,
             mean: 0.0,
@@ -161,7 +161,7 @@ impl DetectorBuilder {
         self
     }
 
-    /// How many values only teach before any can be flagged (default 10).
+    /// How many values only teach before any can be flagged (default 5).
     pub fn warmup(mut self, warmup: u32) -> Self {
         self.detector.warmup = warmup;
         self

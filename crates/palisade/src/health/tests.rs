@@ -242,3 +242,29 @@ fn bad_settings_name_the_field() {
 fn monitor_debug() -> String {
     format!("{:?}", HealthMonitor::new())
 }
+
+#[cfg(feature = "timeout")]
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_by_its_timeout_is_a_failure_one_the_caller_drops_is_nothing() {
+    use palisade_timeout::TimeoutLayer;
+    let monitor = HealthMonitor::builder().min_calls(1).build().unwrap();
+    let hanging = upstream(
+        Arc::new(AtomicU64::new(10_000)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let timed = TimeoutLayer::new(Duration::from_millis(100))
+        .layer(monitor.watch("tool").layer(hanging.clone()));
+    assert!(timed.oneshot(()).await.is_err());
+    let dep = monitor.check().dependency("tool").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(1.0), "{dep:?}");
+    assert_eq!(dep.latency_ms, Some(100.0));
+
+    // The caller gives up: not the dependency's verdict.
+    let plain = monitor.watch("tool").layer(hanging);
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), plain.oneshot(())).await;
+    assert!(gave_up.is_err());
+    assert_eq!(
+        monitor.check().dependency("tool").unwrap().error_ratio,
+        None
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use palisade_classify::sync::CachePadded;
-use palisade_classify::{BoxError, class_of};
+use palisade_classify::{BoxError, attempt, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -71,8 +71,10 @@ impl Watched {
 }
 
 /// Counts the calls of the service it wraps, their failures (an error whose class
-/// [counts against health](palisade_classify::Class::counts_against_health)) and their
-/// latency, for a [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. Made by
+/// [counts against health](palisade_classify::Class::counts_against_health), or an attempt
+/// dropped by a per-attempt timeout above, as a hang is) and their latency, for a
+/// [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. A call its caller drops
+/// (cancelled, or cut by a whole-call deadline) is not counted. Made by
 /// [`HealthMonitor::watch`](super::HealthMonitor::watch).
 ///
 /// Place it where the outcome is the one to judge: above a retry layer it sees what callers
@@ -139,6 +141,7 @@ where
             watched: self.watched.clone(),
             stripe: self.stripe,
             start: Instant::now(),
+            done: false,
         }
     }
 }
@@ -152,6 +155,30 @@ pin_project! {
         watched: Arc<Watched>,
         stripe: usize,
         start: Instant,
+        done: bool,
+    }
+
+    impl<F> PinnedDrop for WatchFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // An attempt dropped by its per-attempt timeout is a failure of the dependency
+            // (a hang is the worst kind); one dropped by its caller is nobody's verdict.
+            if !*this.done && attempt::timing_out() {
+                this.watched.stripes[*this.stripe].record(this.start.elapsed(), true);
+            }
+        }
+    }
+}
+
+impl Counts {
+    #[inline]
+    fn record(&self, elapsed: std::time::Duration, failed: bool) {
+        let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -166,15 +193,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx)).map_err(Into::into);
-        let counts = &this.watched.stripes[*this.stripe];
-        let micros = this.start.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
-        counts.calls.fetch_add(1, Ordering::Relaxed);
-        counts.micros.fetch_add(micros, Ordering::Relaxed);
-        if let Err(err) = &out
-            && class_of(err).counts_against_health()
-        {
-            counts.failures.fetch_add(1, Ordering::Relaxed);
-        }
+        *this.done = true;
+        let failed = matches!(&out, Err(err) if class_of(err).counts_against_health());
+        this.watched.stripes[*this.stripe].record(this.start.elapsed(), failed);
         Poll::Ready(out)
     }
 }

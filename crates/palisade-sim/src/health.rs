@@ -1,0 +1,249 @@
+//! How `palisade::health`'s monitor reads the scenarios: its false alarms on steady traffic
+//! and how soon it sees each fault.
+//!
+//! The monitor watches the upstream itself (every attempt that reaches a replica, whichever
+//! stack sent it) with its default settings and checks once a second of virtual time. A *false
+//! alarm* is an anomaly alert (error rate or latency) or an unhealthy check before a fault
+//! begins; *detected after* is the time from the fault's start to the first unhealthy check.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use palisade::classify::BoxError;
+use palisade::health::{DependencySnapshot, HealthMonitor, Status};
+
+use crate::run::record_with_health;
+use crate::scenario::{Scenario, ScenarioKind};
+use crate::stack::StackKind;
+
+/// How often the monitor checks, in virtual time.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the monitor saw in one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthRow {
+    /// The run: a scenario's name, or the steady runs' description.
+    pub name: String,
+    /// Checks made before the fault began (all of them on steady traffic).
+    pub steady_checks: usize,
+    /// Anomaly alerts raised before the fault began.
+    pub false_alarms: usize,
+    /// Unhealthy checks before the fault began.
+    pub unhealthy_steady: usize,
+    /// From the fault's start to the first unhealthy check, if any (none for steady runs).
+    pub detected_after: Option<Duration>,
+    /// The worst trend status from the fault's start to the run's end.
+    pub worst: Status,
+}
+
+/// Measures one run's checks against the fault starting at `fault_start` (`None`: no fault).
+pub fn judge(
+    name: String,
+    checks: &[(Duration, DependencySnapshot)],
+    fault_start: Option<Duration>,
+) -> HealthRow {
+    let steady_end = fault_start.unwrap_or(Duration::MAX);
+    let steady: Vec<_> = checks.iter().filter(|(at, _)| *at < steady_end).collect();
+    let mut false_alarms = 0;
+    let (mut was_error, mut was_latency) = (false, false);
+    for (_, c) in &steady {
+        false_alarms += usize::from(c.error_anomaly && !was_error);
+        false_alarms += usize::from(c.latency_anomaly && !was_latency);
+        (was_error, was_latency) = (c.error_anomaly, c.latency_anomaly);
+    }
+    let unhealthy_steady = steady.iter().filter(|(_, c)| !c.healthy_now).count();
+    let during = || checks.iter().filter(|(at, _)| *at >= steady_end);
+    let detected_after = fault_start.and_then(|start| {
+        during()
+            .find(|(_, c)| !c.healthy_now)
+            .map(|(at, _)| *at - start)
+    });
+    let worst = during()
+        .map(|(_, c)| c.status)
+        .max_by_key(|s| match s {
+            Status::Unhealthy => 2,
+            Status::Degrading => 1,
+            _ => 0,
+        })
+        .unwrap_or(Status::Unknown);
+    HealthRow {
+        name,
+        steady_checks: steady.len(),
+        false_alarms,
+        unhealthy_steady,
+        detected_after,
+        worst: if fault_start.is_some() {
+            worst
+        } else {
+            Status::Unknown
+        },
+    }
+}
+
+/// Steady traffic: 100 requests a second through the palisade stack, latency 40–60 ms, a
+/// background failure rate of `noise`, no fault, for `minutes`, seeded with `seed`.
+pub fn steady(minutes: u64, noise: f64, seed: u64) -> Scenario {
+    let mut s = Scenario::new(ScenarioKind::Outage);
+    s.params.duration = Duration::from_secs(minutes * 60);
+    s.params.fault_start = s.params.duration;
+    s.params.fault_len = Duration::ZERO;
+    s.params.noise = noise;
+    s.params.seed = seed;
+    s
+}
+
+/// Runs `seeds` steady runs of `minutes` each (noise 1 %) and every scenario, through the
+/// palisade stack, with the monitor watching; one row per scenario and one for all the steady
+/// runs together.
+///
+/// # Errors
+/// A run that fails to start.
+pub fn evaluate(
+    scenarios: &[Scenario],
+    minutes: u64,
+    seeds: u64,
+) -> Result<Vec<HealthRow>, BoxError> {
+    let mut rows = Vec::with_capacity(scenarios.len() + 1);
+    let mut all = HealthRow {
+        name: format!("steady, 1 % errors ({seeds} × {minutes} min)"),
+        steady_checks: 0,
+        false_alarms: 0,
+        unhealthy_steady: 0,
+        detected_after: None,
+        worst: Status::Unknown,
+    };
+    for seed in 1..=seeds {
+        let scenario = steady(minutes, 0.01, seed);
+        let (_, checks) = record_with_health(
+            &scenario,
+            StackKind::Palisade,
+            &HealthMonitor::new(),
+            CHECK_EVERY,
+        )?;
+        let row = judge(String::new(), &checks, None);
+        all.steady_checks += row.steady_checks;
+        all.false_alarms += row.false_alarms;
+        all.unhealthy_steady += row.unhealthy_steady;
+    }
+    rows.push(all);
+    for scenario in scenarios {
+        let (_, checks) = record_with_health(
+            scenario,
+            StackKind::Palisade,
+            &HealthMonitor::new(),
+            CHECK_EVERY,
+        )?;
+        let start = scenario.fault_window().0;
+        rows.push(judge(scenario.kind.name().to_owned(), &checks, Some(start)));
+    }
+    Ok(rows)
+}
+
+/// The rows as a text table, with the false-alarm rate per hour of steady checks.
+pub fn table(rows: &[HealthRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "health monitor (palisade::health, default settings, checks every {} s on the upstream's attempts, palisade stack)\n",
+        CHECK_EVERY.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "{:<36} {:>13} {:>12} {:>10} {:>14} {:>12}",
+        "run", "steady checks", "false alarms", "per hour", "detected after", "worst"
+    );
+    for r in rows {
+        let hours = r.steady_checks as f64 * CHECK_EVERY.as_secs_f64() / 3600.0;
+        let per_hour = if hours > 0.0 {
+            format!("{:.2}", r.false_alarms as f64 / hours)
+        } else {
+            "-".to_owned()
+        };
+        let detected = match (r.detected_after, r.worst) {
+            (Some(d), _) => format!("{:.0} s", d.as_secs_f64()),
+            (None, Status::Unknown) => "-".to_owned(),
+            (None, _) => "never".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:>13} {:>12} {:>10} {:>14} {:>12}",
+            r.name,
+            r.steady_checks,
+            format!("{} ({} unh.)", r.false_alarms, r.unhealthy_steady),
+            per_hour,
+            detected,
+            if r.worst == Status::Unknown {
+                "-".to_owned()
+            } else {
+                r.worst.to_string()
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two minutes of steady traffic with 1 % errors raise no alarm, and an outage is seen
+    /// within two checks of its start.
+    #[test]
+    fn steady_traffic_is_quiet_and_an_outage_is_seen_at_once() {
+        let (_, checks) = record_with_health(
+            &steady(2, 0.01, 7),
+            StackKind::Palisade,
+            &HealthMonitor::new(),
+            CHECK_EVERY,
+        )
+        .unwrap();
+        let row = judge("steady".into(), &checks, None);
+        assert_eq!(
+            row.steady_checks,
+            120 + 10,
+            "two minutes and the trailing deadline"
+        );
+        assert_eq!((row.false_alarms, row.unhealthy_steady), (0, 0), "{row:?}");
+
+        let outage = Scenario::new(ScenarioKind::Outage);
+        let (_, checks) = record_with_health(
+            &outage,
+            StackKind::Palisade,
+            &HealthMonitor::new(),
+            CHECK_EVERY,
+        )
+        .unwrap();
+        let row = judge("outage".into(), &checks, Some(outage.fault_window().0));
+        assert_eq!(row.false_alarms, 0, "{row:?}");
+        let seen = row.detected_after.expect("the outage is detected");
+        assert!(seen <= 2 * CHECK_EVERY, "{seen:?}");
+        assert_ne!(row.worst, Status::Healthy);
+        assert!(table(&[row]).contains("outage"));
+    }
+
+    #[test]
+    fn judging_counts_alarm_starts_not_checks() {
+        let snap = |healthy_now: bool, error_anomaly: bool| {
+            let monitor = HealthMonitor::new();
+            let _ = monitor.watch("x");
+            let mut s = monitor.check().dependency("x").unwrap().clone();
+            s.healthy_now = healthy_now;
+            s.error_anomaly = error_anomaly;
+            s
+        };
+        let s = |n: u64| Duration::from_secs(n);
+        let checks = vec![
+            (s(1), snap(true, false)),
+            (s(2), snap(false, true)),
+            (s(3), snap(false, true)),
+            (s(4), snap(true, false)),
+            (s(5), snap(false, false)),
+            (s(6), snap(false, true)),
+        ];
+        let row = judge("x".into(), &checks, Some(s(5)));
+        assert_eq!(row.steady_checks, 4);
+        assert_eq!(row.false_alarms, 1, "one anomaly that lasted two checks");
+        assert_eq!(row.unhealthy_steady, 2);
+        assert_eq!(row.detected_after, Some(Duration::ZERO));
+    }
+}
