@@ -13,22 +13,34 @@ use crate::sync::{AtomicU32, Ordering};
 /// (a client fault, a cancellation) is neither. The counters are atomics shared by every clone
 /// of the layer; once the limit is at its top, a success only reads them.
 ///
-/// ```
-/// use palisade_retry::Adaptive;
+/// Turned on with [`RetryBuilder::adaptive`](crate::RetryBuilder::adaptive); off (`None`)
+/// by default, when the limit is the configured one.
 ///
-/// let a = Adaptive::default();
+/// ```
+/// use palisade_retry::AdaptiveAttempts;
+///
+/// let a = AdaptiveAttempts::default();
 /// assert_eq!((a.grow_after(), a.shrink_after()), (10, 5));
-/// assert!(Adaptive::new(0, 5).is_err());
+/// let a = AdaptiveAttempts::new(20, 3).unwrap();
+/// assert_eq!((a.grow_after(), a.shrink_after()), (20, 3));
+/// assert_eq!(
+///     AdaptiveAttempts::new(0, 5).unwrap_err().field(),
+///     "adaptive.grow_after"
+/// );
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Adaptive {
+pub struct AdaptiveAttempts {
     grow_after: u32,
     shrink_after: u32,
 }
 
-impl Adaptive {
+impl AdaptiveAttempts {
     /// Grow after `grow_after` consecutive successes, shrink after `shrink_after` consecutive
-    /// failures (both at least 1).
+    /// failures.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `adaptive.grow_after` or `adaptive.shrink_after` when it is 0 (a
+    /// streak of no requests means nothing; to turn adaptive attempts off, leave them unset).
     pub fn new(grow_after: u32, shrink_after: u32) -> Result<Self, ConfigError> {
         if grow_after == 0 {
             return Err(ConfigError::new(
@@ -42,7 +54,7 @@ impl Adaptive {
                 "must be at least 1",
             ));
         }
-        Ok(Adaptive {
+        Ok(AdaptiveAttempts {
             grow_after,
             shrink_after,
         })
@@ -59,10 +71,10 @@ impl Adaptive {
     }
 }
 
-impl Default for Adaptive {
+impl Default for AdaptiveAttempts {
     /// Grow after 10 successes, shrink after 5 failures.
     fn default() -> Self {
-        Adaptive {
+        AdaptiveAttempts {
             grow_after: 10,
             shrink_after: 5,
         }
@@ -72,7 +84,7 @@ impl Default for Adaptive {
 /// The shared state of an adaptive limit.
 #[derive(Debug)]
 pub(crate) struct AdaptiveLimit {
-    config: Adaptive,
+    config: AdaptiveAttempts,
     top: u32,
     limit: AtomicU32,
     successes: AtomicU32,
@@ -80,7 +92,7 @@ pub(crate) struct AdaptiveLimit {
 }
 
 impl AdaptiveLimit {
-    pub(crate) fn new(config: Adaptive, base: u32) -> Self {
+    pub(crate) fn new(config: AdaptiveAttempts, base: u32) -> Self {
         AdaptiveLimit {
             config,
             top: base.saturating_mul(2),
@@ -145,7 +157,7 @@ mod tests {
 
     #[test]
     fn grows_to_twice_the_base_and_shrinks_to_one() {
-        let a = AdaptiveLimit::new(Adaptive::new(3, 2).unwrap(), 2);
+        let a = AdaptiveLimit::new(AdaptiveAttempts::new(3, 2).unwrap(), 2);
         assert_eq!(a.limit(), 2);
         for _ in 0..2 {
             a.success();
@@ -169,7 +181,7 @@ mod tests {
 
     #[test]
     fn streaks_must_be_consecutive() {
-        let a = AdaptiveLimit::new(Adaptive::new(3, 2).unwrap(), 3);
+        let a = AdaptiveLimit::new(AdaptiveAttempts::new(3, 2).unwrap(), 3);
         a.success();
         a.success();
         a.failure(); // breaks the success streak

@@ -159,7 +159,10 @@ impl Default for Backoff {
 /// | `Equal` | `[d/2, d]` |
 /// | `Decorrelated` | `[initial, 3 × previous delay]` (AWS's "decorrelated jitter"; the first uses `previous = initial`) |
 /// | `Proportional(f)` | `[d × (1 − f), d × (1 + f)]`, `0 ≤ f ≤ 1` |
+///
+/// More kinds may be added: the enum is `#[non_exhaustive]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Jitter {
     /// No jitter: the backoff delay itself.
     None,

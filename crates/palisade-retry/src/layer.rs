@@ -9,7 +9,7 @@ use palisade_classify::{BoxError, ConfigError};
 use rand::rngs::SmallRng;
 use tower_layer::Layer;
 
-use crate::adaptive::{Adaptive, AdaptiveLimit};
+use crate::adaptive::{AdaptiveAttempts, AdaptiveLimit};
 use crate::attempts::{LayerLimit, MaxAttemptsFn};
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::{IntoShared, Throttled};
@@ -41,12 +41,25 @@ impl RetryLayer {
     /// requests, stopped while the dependency fails more than it answers); an rng seeded from
     /// the operating system.
     pub fn new() -> Self {
-        RetryBuilder::new().build().expect("the defaults are valid")
+        Self::builder().build().expect("the defaults are valid")
     }
 
-    /// A builder starting from the defaults of [`RetryLayer::new`].
+    /// A builder starting from the defaults of [`RetryLayer::new`]: the only way to make a
+    /// [`RetryBuilder`].
     pub fn builder() -> RetryBuilder {
-        RetryBuilder::new()
+        RetryBuilder {
+            backoff: Backoff::default(),
+            jitter: Jitter::default(),
+            rate_limited: DEFAULT_RATE_LIMITED_DELAY,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            adaptive: None,
+            budget: Arc::new(Throttled::default()),
+            rng: None,
+            refresh: None,
+            name: Arc::from("retry"),
+            attempts: LayerLimit,
+        }
     }
 }
 
@@ -93,7 +106,8 @@ impl<S: Clone, B: ?Sized, A> Layer<S> for RetryLayer<B, A> {
     }
 }
 
-/// Builds a [`RetryLayer`]; every setting starts at the default of [`RetryLayer::new`].
+/// Builds a [`RetryLayer`]; made by [`RetryLayer::builder`], every setting starts at the
+/// default of [`RetryLayer::new`]. [`build`](RetryBuilder::build) checks them all.
 ///
 /// ```
 /// use palisade_retry::{budget::RatioBudget, Backoff, Jitter, RetryLayer};
@@ -117,37 +131,12 @@ pub struct RetryBuilder<B: ?Sized = Throttled, A = LayerLimit> {
     rate_limited: Duration,
     max_retry_after: Duration,
     max_attempts: u32,
-    adaptive: Option<Adaptive>,
+    adaptive: Option<AdaptiveAttempts>,
     budget: Arc<B>,
     rng: Option<RngSource>,
     refresh: Option<RefreshHook>,
     name: Arc<str>,
     attempts: A,
-}
-
-impl RetryBuilder {
-    /// The defaults of [`RetryLayer::new`].
-    pub fn new() -> Self {
-        RetryBuilder {
-            backoff: Backoff::default(),
-            jitter: Jitter::default(),
-            rate_limited: DEFAULT_RATE_LIMITED_DELAY,
-            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            adaptive: None,
-            budget: Arc::new(Throttled::default()),
-            rng: None,
-            refresh: None,
-            name: Arc::from("retry"),
-            attempts: LayerLimit,
-        }
-    }
-}
-
-impl Default for RetryBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl<B: ?Sized, A> RetryBuilder<B, A> {
@@ -184,9 +173,10 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     }
 
     /// Adaptive attempts: the limit moves between 1 and twice [`max_attempts`](Self::max_attempts)
-    /// with the dependency's recent successes and failures.
-    pub fn adaptive(mut self, adaptive: Adaptive) -> Self {
-        self.adaptive = Some(adaptive);
+    /// with the dependency's recent successes and failures. `None` (the default) keeps the
+    /// limit fixed.
+    pub fn adaptive(mut self, adaptive: impl Into<Option<AdaptiveAttempts>>) -> Self {
+        self.adaptive = adaptive.into();
         self
     }
 

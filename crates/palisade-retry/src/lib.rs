@@ -17,7 +17,7 @@
 //! | `Timeout` | retries; an escalating per-attempt timeout below lengthens the next attempt (see *Deadlines and timeouts*) |
 //!
 //! Every retry needs an attempt left (the limit counts the first attempt, default 3; per request
-//! with [`max_attempts_fn`](RetryBuilder::max_attempts_fn); [`Adaptive`] with the dependency's
+//! with [`max_attempts_fn`](RetryBuilder::max_attempts_fn); [`AdaptiveAttempts`] with the dependency's
 //! health) and a withdrawal from the [budget]. When any of them says no, the caller
 //! gets the **last real error**, unchanged: never an error made up by this layer. A response
 //! that arrived (`Ok`) is final and never retried; failing responses reach this layer as errors
@@ -183,7 +183,7 @@ mod sync;
 mod tests;
 mod window;
 
-pub use adaptive::Adaptive;
+pub use adaptive::AdaptiveAttempts;
 pub use attempts::{LayerLimit, MaxAttempts, MaxAttemptsFn, max_attempts_fn};
 pub use backoff::{Backoff, DEFAULT_CAP, Jitter};
 pub use layer::{

@@ -15,8 +15,9 @@ use rand::rngs::SmallRng;
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::budget::{Budget, RateCap, RatioBudget, Unlimited};
-use crate::{Adaptive, Backoff, Jitter, RetryLayer};
+use crate::budget::fixtures::{rate_cap, ratio_budget};
+use crate::budget::{Budget, Unlimited};
+use crate::{AdaptiveAttempts, Backoff, Jitter, RetryLayer};
 
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -357,7 +358,7 @@ async fn authentication_refreshes_then_retries_once() {
     assert_eq!(run(svc).await, Ok(3));
 
     // A failing hook returns the authentication error and gives the reserved retry back.
-    let cap = Arc::new(RateCap::new(5, Duration::from_secs(1)).unwrap());
+    let cap = Arc::new(rate_cap(5, Duration::from_secs(1)));
     let script = Script::new([err(Category::Authentication, "401 bad key")]);
     let svc = layer()
         .budget(cap.clone())
@@ -389,7 +390,7 @@ async fn per_request_attempt_limits() {
 async fn adaptive_attempts_follow_the_dependency() {
     let layer = layer()
         .max_attempts(2)
-        .adaptive(Adaptive::new(3, 2).unwrap())
+        .adaptive(AdaptiveAttempts::new(3, 2).unwrap())
         .build()
         .unwrap();
     assert_eq!(layer.max_attempts(), 2);
@@ -419,6 +420,18 @@ async fn adaptive_attempts_follow_the_dependency() {
         run(layer.layer(script)).await.unwrap_err();
     }
     assert_eq!(layer.max_attempts(), 1, "down to a single attempt");
+
+    // `None` turns them off again: the limit stays where it was set.
+    let fixed = crate::tests::layer()
+        .max_attempts(2)
+        .adaptive(AdaptiveAttempts::default())
+        .adaptive(None)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        run(fixed.layer(Script::new([]))).await.unwrap();
+    }
+    assert_eq!(fixed.max_attempts(), 2);
 }
 
 /// A request that counts its clones.
@@ -461,7 +474,7 @@ async fn the_request_is_cloned_only_when_another_attempt_may_follow() {
 
 #[tokio::test(start_paused = true)]
 async fn budget_exhaustion_returns_the_last_error() {
-    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let budget = Arc::new(ratio_budget(Duration::from_secs(10), 0, 0.0));
     let script = Script::new([err(Category::ServerError, "only")]);
     let svc = layer()
         .budget(budget.clone())
@@ -475,7 +488,7 @@ async fn budget_exhaustion_returns_the_last_error() {
 
 #[tokio::test(start_paused = true)]
 async fn layers_share_a_budget() {
-    let cap = Arc::new(RateCap::new(1, Duration::from_secs(2)).unwrap());
+    let cap = Arc::new(rate_cap(1, Duration::from_secs(2)));
     let a = layer().budget(cap.clone()).build().unwrap();
     let b = layer().budget(cap.clone()).build().unwrap();
     let failing = || Script::new((0..10).map(|_| err(Category::ServerError, "503")));
@@ -490,8 +503,8 @@ async fn layers_share_a_budget() {
 #[tokio::test(start_paused = true)]
 async fn dropping_during_the_backoff_gives_the_retry_back() {
     for budget in ["ratio", "cap"] {
-        let ratio = Arc::new(RatioBudget::new(Duration::from_secs(10), 1, 0.0).unwrap());
-        let cap = Arc::new(RateCap::new(1, Duration::from_secs(10)).unwrap());
+        let ratio = Arc::new(ratio_budget(Duration::from_secs(10), 1, 0.0));
+        let cap = Arc::new(rate_cap(1, Duration::from_secs(10)));
         let balance = || {
             if budget == "ratio" {
                 ratio.balance()
@@ -537,7 +550,7 @@ async fn dropping_during_the_backoff_gives_the_retry_back() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_during_an_attempt_leaves_nothing_behind() {
-    let cap = Arc::new(RateCap::new(2, Duration::from_secs(1)).unwrap());
+    let cap = Arc::new(rate_cap(2, Duration::from_secs(1)));
     // Drop during the first attempt: nothing was reserved.
     let script = Script::new([Answer::Hang]);
     let svc = layer()
@@ -569,7 +582,7 @@ async fn dropping_during_an_attempt_leaves_nothing_behind() {
 
 #[tokio::test(start_paused = true)]
 async fn a_readiness_error_before_a_retry_gives_the_retry_back() {
-    let cap = Arc::new(RateCap::new(2, Duration::from_secs(1)).unwrap());
+    let cap = Arc::new(rate_cap(2, Duration::from_secs(1)));
     let mut script = Script::new([err(Category::ServerError, "503")]);
     script.unready_after = Some(1);
     let svc = layer()
@@ -587,8 +600,7 @@ async fn a_readiness_error_before_a_retry_gives_the_retry_back() {
 
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_counts_failures_and_successes() {
-    use crate::budget::TokenBucket;
-    let bucket = Arc::new(TokenBucket::new(4, 1.0).unwrap());
+    let bucket = Arc::new(crate::budget::fixtures::bucket(4, 1.0));
     let l = layer().budget(bucket.clone()).build().unwrap();
     // 503, 503 → retry (3 left > 2), then the second failure leaves 2: no more retries.
     let script = Script::new([
@@ -675,7 +687,7 @@ impl tracing::Subscriber for Capture {
 async fn every_attempt_is_traced() {
     // The paused-clock runtime is current-thread: every event of this call lands on this thread.
     Capture::start();
-    let cap = Arc::new(RateCap::new(1, Duration::from_secs(1)).unwrap());
+    let cap = Arc::new(rate_cap(1, Duration::from_secs(1)));
     let script = Script::new([
         err(Category::ServerError, "503"),
         err(Category::Timeout, "timed out"),
@@ -1071,7 +1083,7 @@ async fn the_default_budget_stops_retries_while_the_dependency_fails_but_not_for
 #[tokio::test(start_paused = true)]
 async fn a_refused_call_is_retried_after_its_hint_without_budget() {
     // A budget that allows no retry at all, and a throttle at zero.
-    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let budget = Arc::new(ratio_budget(Duration::from_secs(10), 0, 0.0));
     let refused = Answer::Err(
         Class::new(Category::Rejected).with_retry_after(ms(400)),
         "circuit open",
@@ -1100,7 +1112,7 @@ async fn a_refused_call_is_retried_after_its_hint_without_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_refusal_without_a_time_to_come_back_is_budgeted() {
     // A throttle shedding load refuses without a hint: retrying it is an ordinary retry.
-    let budget = Arc::new(RatioBudget::new(Duration::from_secs(10), 0, 0.0).unwrap());
+    let budget = Arc::new(ratio_budget(Duration::from_secs(10), 0, 0.0));
     let script = Script::new([err(Category::Rejected, "circuit throttled")]);
     let svc = layer()
         .budget(budget)

@@ -18,7 +18,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn loom_ratio_last_retry_goes_to_exactly_one() {
     model(|| {
         let t0 = Instant::now();
-        let b = Arc::new(RatioBudget::build(t0, Duration::from_secs(10), 0, 0.5, 2).unwrap());
+        let b = Arc::new(
+            RatioBudget::builder()
+                .origin(t0)
+                .min_per_second(0)
+                .ratio(0.5)
+                .stripes(2)
+                .build()
+                .unwrap(),
+        );
         b.deposit_on(0, t0);
         b.deposit_on(1, t0);
         let other = b.clone();
@@ -36,7 +44,15 @@ fn loom_ratio_last_retry_goes_to_exactly_one() {
 fn loom_ratio_deposit_races_withdrawal() {
     model(|| {
         let t0 = Instant::now();
-        let b = Arc::new(RatioBudget::build(t0, Duration::from_secs(10), 0, 1.0, 2).unwrap());
+        let b = Arc::new(
+            RatioBudget::builder()
+                .origin(t0)
+                .min_per_second(0)
+                .ratio(1.0)
+                .stripes(2)
+                .build()
+                .unwrap(),
+        );
         let other = b.clone();
         let th = thread::spawn(move || other.deposit_on(1, t0));
         let got = b.try_withdraw_at(t0);
@@ -52,7 +68,15 @@ fn loom_ratio_deposit_races_withdrawal() {
 fn loom_ratio_refund_races_withdrawal() {
     model(|| {
         let t0 = Instant::now();
-        let b = Arc::new(RatioBudget::build(t0, Duration::from_secs(10), 0, 1.0, 1).unwrap());
+        let b = Arc::new(
+            RatioBudget::builder()
+                .origin(t0)
+                .min_per_second(0)
+                .ratio(1.0)
+                .stripes(1)
+                .build()
+                .unwrap(),
+        );
         b.deposit_on(0, t0);
         let held = b.try_withdraw_at(t0).unwrap();
         let other = b.clone();
@@ -68,7 +92,7 @@ fn loom_ratio_refund_races_withdrawal() {
 fn loom_rate_cap_last_retry() {
     model(|| {
         let t0 = Instant::now();
-        let cap = Arc::new(RateCap::with_origin(t0, 1, Duration::from_secs(1)).unwrap());
+        let cap = Arc::new(super::fixtures::cap_at(t0, 1, Duration::from_secs(1)));
         let other = cap.clone();
         let th = thread::spawn(move || other.try_withdraw_at(t0).is_some());
         let mine = cap.try_withdraw_at(t0).is_some();
@@ -81,7 +105,7 @@ fn loom_rate_cap_last_retry() {
 #[test]
 fn loom_token_bucket_updates_are_not_lost() {
     model(|| {
-        let b = Arc::new(TokenBucket::new(4, 0.5).unwrap());
+        let b = Arc::new(super::fixtures::bucket(4, 0.5));
         b.on_failure();
         b.on_failure(); // 2 tokens
         let other = b.clone();
@@ -95,9 +119,9 @@ fn loom_token_bucket_updates_are_not_lost() {
 /// Two threads finishing a success streak together grow the adaptive limit exactly once.
 #[test]
 fn loom_adaptive_streak_grows_once() {
-    use crate::adaptive::{Adaptive, AdaptiveLimit};
+    use crate::adaptive::{AdaptiveAttempts, AdaptiveLimit};
     model(|| {
-        let a = Arc::new(AdaptiveLimit::new(Adaptive::new(2, 2).unwrap(), 2));
+        let a = Arc::new(AdaptiveLimit::new(AdaptiveAttempts::new(2, 2).unwrap(), 2));
         let other = a.clone();
         let th = thread::spawn(move || other.success());
         a.success();

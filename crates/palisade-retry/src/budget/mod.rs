@@ -7,7 +7,7 @@
 //!
 //! | budget | model | a retry is allowed when |
 //! |---|---|---|
-//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `percent` × requests in the last `ttl` + `min_per_second` × `ttl` |
+//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `ratio` × requests in the last `ttl` + `min_per_second` × `ttl` |
 //! | [`TokenBucket`] | gRPC's retry throttling | the bucket holds more than half of `max_tokens` (a failure costs one token, a success gives back `token_ratio`) |
 //! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the last `window` |
 //! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (10 % of requests) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
@@ -15,10 +15,15 @@
 //! [`Unlimited`] never refuses. Each budget also implements tower's
 //! [`tower::retry::budget::Budget`], so it plugs into `tower::retry` policies as well.
 //!
+//! Each is built the way the layers are: `X::new()` (or `X::default()`) with documented
+//! defaults, or `X::builder()` with a setter per setting and a `build()` that checks them all
+//! and names the field it refuses in its [`ConfigError`](palisade_classify::ConfigError).
+//! [`Throttled::new`] puts any budget behind a [`TokenBucket`].
+//!
 //! # Fixed point
 //!
 //! Fractions are kept as integers: [`RatioBudget`] counts in millionths of a retry, so a
-//! `percent` of `0.6` allows exactly 6 retries per 10 requests (tower's `TpsBudget` rounds
+//! `ratio` of `0.6` allows exactly 6 retries per 10 requests (tower's `TpsBudget` rounds
 //! `1 / 0.6` down to 1 and allows one retry per request, tower issue 857);
 //! [`TokenBucket`] counts in thousandths of a token, as gRPC specifies.
 //!
@@ -37,10 +42,10 @@ mod ratio;
 mod throttled;
 mod token;
 
-pub use rate::RateCap;
-pub use ratio::RatioBudget;
+pub use rate::{RateCap, RateCapBuilder};
+pub use ratio::{RatioBudget, RatioBudgetBuilder};
 pub use throttled::Throttled;
-pub use token::TokenBucket;
+pub use token::{TokenBucket, TokenBucketBuilder};
 
 /// A permission for one retry, returned by [`Budget::try_withdraw`].
 ///
@@ -164,6 +169,61 @@ impl fmt::Debug for Millionths {
             let digits = format!("{frac:06}");
             write!(f, "{}.{}", self.0 / 1_000_000, digits.trim_end_matches('0'))
         }
+    }
+}
+
+/// Budgets with given settings, for the tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{RateCap, RatioBudget, TokenBucket};
+
+    /// A ratio budget whose slots are aligned on `origin`.
+    pub(crate) fn ratio_at(
+        origin: Instant,
+        ttl: Duration,
+        min_per_second: u32,
+        ratio: f64,
+    ) -> RatioBudget {
+        RatioBudget::builder()
+            .origin(origin)
+            .ttl(ttl)
+            .min_per_second(min_per_second)
+            .ratio(ratio)
+            .build()
+            .unwrap()
+    }
+
+    /// A ratio budget whose slots are aligned on now.
+    pub(crate) fn ratio_budget(ttl: Duration, min_per_second: u32, ratio: f64) -> RatioBudget {
+        ratio_at(Instant::now(), ttl, min_per_second, ratio)
+    }
+
+    /// A rate cap whose slots are aligned on `origin`.
+    pub(crate) fn cap_at(origin: Instant, per_second: u32, window: Duration) -> RateCap {
+        RateCap::builder()
+            .origin(origin)
+            .per_second(per_second)
+            .window(window)
+            .build()
+            .unwrap()
+    }
+
+    /// A rate cap whose slots are aligned on now.
+    pub(crate) fn rate_cap(per_second: u32, window: Duration) -> RateCap {
+        cap_at(Instant::now(), per_second, window)
+    }
+
+    /// A full token bucket.
+    pub(crate) fn bucket(max_tokens: u32, token_ratio: f64) -> TokenBucket {
+        TokenBucket::builder()
+            .max_tokens(max_tokens)
+            .token_ratio(token_ratio)
+            .build()
+            .unwrap()
     }
 }
 

@@ -11,7 +11,8 @@ use crate::sync::AtomicU64;
 use crate::window::{self, Clock, SLOTS, Take};
 
 /// A fixed system-wide retry budget: at most `per_second` × `window` retries in
-/// any sliding `window` (defaults: 10 per second over 10 s, so 100 retries per 10 s).
+/// any sliding `window` (defaults, [`RateCap::new`]: 10 per second over 10 s, so 100 retries
+/// per 10 s; other settings through [`RateCap::builder`]).
 ///
 /// It does not depend on the request rate: it caps retry load absolutely, which suits a
 /// dependency with a known capacity. A fixed ring of ten slots of `window / 10`; withdrawals are
@@ -23,7 +24,11 @@ use crate::window::{self, Clock, SLOTS, Take};
 /// use palisade_retry::budget::{Budget, RateCap};
 /// use std::time::Duration;
 ///
-/// let cap = RateCap::new(1, Duration::from_secs(2)).unwrap();
+/// let cap = RateCap::builder()
+///     .per_second(1)
+///     .window(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
 /// assert!(cap.try_withdraw().is_some());
 /// assert!(cap.try_withdraw().is_some());
 /// assert!(cap.try_withdraw().is_none()); // 1 per second over 2 seconds
@@ -37,32 +42,20 @@ pub struct RateCap {
 }
 
 impl RateCap {
-    /// At most `per_second` retries per second on average over a sliding `window` (1 second to
-    /// 1 hour): `⌊per_second × window⌋` retries per window.
-    pub fn new(per_second: u32, window: Duration) -> Result<Self, ConfigError> {
-        Self::with_origin(Instant::now(), per_second, window)
+    /// At most 10 retries per second (`per_second`) on average over a sliding window of 10 s
+    /// (`window`), so 100 retries per 10 s; the window's time slots are aligned on the current
+    /// instant.
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid")
     }
 
-    /// [`RateCap::new`] with the time slots aligned on `origin`.
-    pub fn with_origin(
-        origin: Instant,
-        per_second: u32,
-        window: Duration,
-    ) -> Result<Self, ConfigError> {
-        if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "window",
-                "must be between 1 second and 1 hour",
-            ));
+    /// A builder starting from the defaults of [`RateCap::new`].
+    pub fn builder() -> RateCapBuilder {
+        RateCapBuilder {
+            per_second: 10,
+            window: Duration::from_secs(10),
+            origin: None,
         }
-        let limit = (per_second as u128 * window.as_millis() / 1000) as u64;
-        Ok(RateCap {
-            clock: Clock::new(origin, window),
-            window,
-            per_second,
-            limit,
-            retries: window::ring(),
-        })
     }
 
     /// Retries allowed per window.
@@ -96,9 +89,63 @@ impl RateCap {
 }
 
 impl Default for RateCap {
-    /// 10 retries per second over 10 seconds.
+    /// [`RateCap::new`]: 10 retries per second over 10 seconds.
     fn default() -> Self {
-        RateCap::new(10, Duration::from_secs(10)).expect("valid defaults")
+        Self::new()
+    }
+}
+
+/// Builds a [`RateCap`]; made by [`RateCap::builder`], every setting starts at the default of
+/// [`RateCap::new`]. [`build`](RateCapBuilder::build) checks them all.
+#[derive(Clone, Debug)]
+pub struct RateCapBuilder {
+    per_second: u32,
+    window: Duration,
+    origin: Option<Instant>,
+}
+
+impl RateCapBuilder {
+    /// Retries allowed per second, on average over the window (10 by default; 0 allows
+    /// none).
+    pub fn per_second(mut self, per_second: u32) -> Self {
+        self.per_second = per_second;
+        self
+    }
+
+    /// The sliding window (1 second to 1 hour; 10 s by default): `⌊per_second × window⌋`
+    /// retries per window.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Aligns the window's time slots on `origin` rather than on the instant
+    /// [`build`](Self::build) runs.
+    pub fn origin(mut self, origin: Instant) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Checks the settings and builds the budget.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `window` outside 1 second to 1 hour.
+    pub fn build(self) -> Result<RateCap, ConfigError> {
+        let window = self.window;
+        if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "window",
+                "must be between 1 second and 1 hour",
+            ));
+        }
+        let limit = (self.per_second as u128 * window.as_millis() / 1000) as u64;
+        Ok(RateCap {
+            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), window),
+            window,
+            per_second: self.per_second,
+            limit,
+            retries: window::ring(),
+        })
     }
 }
 

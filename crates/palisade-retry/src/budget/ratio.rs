@@ -38,19 +38,21 @@ impl Stripe {
 const MAX_SHIFT: u32 = 6;
 
 /// Finagle's retry budget: over a sliding window of `ttl`, retries may not exceed
-/// `percent` × requests + `min_per_second` × `ttl`.
+/// `ratio` × requests + `min_per_second` × `ttl`.
 ///
-/// Every request deposits `percent` of a retry; every retry withdraws one. Both expire after
+/// Every request deposits `ratio` of a retry; every retry withdraws one. Both expire after
 /// `ttl`. The reserve (`min_per_second` × `ttl`) lets a client that sends few requests, or has
-/// just started, retry at all. Defaults: `ttl` 10 s, `min_per_second` 10, `percent` 0.2.
+/// just started, retry at all. Defaults ([`RatioBudget::new`]): `ttl` 10 s, `min_per_second`
+/// 10, `ratio` 0.2; other settings through [`RatioBudget::builder`]. (Finagle calls the ratio
+/// `percentCanRetry`, although it is a fraction: 0.2 there too.)
 ///
 /// # Exact arithmetic
 ///
-/// Amounts are counted in millionths of a retry, so `percent` is exact to six decimals:
-/// 10 000 requests at `percent = 0.6` with no reserve allow exactly 6 000 retries (tower's
+/// Amounts are counted in millionths of a retry, so `ratio` is exact to six decimals:
+/// 10 000 requests at `ratio = 0.6` with no reserve allow exactly 6 000 retries (tower's
 /// `TpsBudget` rounds `1 / 0.6` down to one withdrawal unit per deposit and allows 10 000,
 /// tower issue 857). A retry is allowed when
-/// `retries_in_window + 1 ≤ ⌊percent × requests_in_window + min_per_second × ttl⌋`.
+/// `retries_in_window + 1 ≤ ⌊ratio × requests_in_window + min_per_second × ttl⌋`.
 ///
 /// # Concurrency
 ///
@@ -76,9 +78,12 @@ const MAX_SHIFT: u32 = 6;
 /// # Example
 /// ```
 /// use palisade_retry::budget::{Budget, RatioBudget};
-/// use std::time::Duration;
 ///
-/// let budget = RatioBudget::new(Duration::from_secs(10), 0, 0.5).unwrap();
+/// let budget = RatioBudget::builder()
+///     .min_per_second(0)
+///     .ratio(0.5)
+///     .build()
+///     .unwrap();
 /// for _ in 0..4 {
 ///     budget.on_request();
 /// }
@@ -99,54 +104,39 @@ pub struct RatioBudget {
 }
 
 impl RatioBudget {
-    /// A budget allowing `percent` retries per request (0.2 = one retry per five requests; at
-    /// most 1000.0) plus `min_per_second` × `ttl`, over a sliding window of `ttl` (1 to 60
-    /// seconds, as in Finagle).
-    pub fn new(ttl: Duration, min_per_second: u32, percent: f64) -> Result<Self, ConfigError> {
-        Self::with_origin(Instant::now(), ttl, min_per_second, percent)
+    /// A budget with Finagle's defaults: over a window (`ttl`) of 10 s, retries up to a
+    /// `ratio` of 0.2 of the requests (one retry per five requests) plus a reserve of 10 per
+    /// second (`min_per_second`); the window's time slots are aligned on the current instant.
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid")
     }
 
-    /// [`RatioBudget::new`] with the window's time slots aligned on `origin` rather than on
-    /// the current instant (for simulators that run their own clock).
-    pub fn with_origin(
-        origin: Instant,
-        ttl: Duration,
-        min_per_second: u32,
-        percent: f64,
-    ) -> Result<Self, ConfigError> {
-        Self::build(origin, ttl, min_per_second, percent, stripe::count())
-    }
-
-    pub(crate) fn build(
-        origin: Instant,
-        ttl: Duration,
-        min_per_second: u32,
-        percent: f64,
-        stripes: usize,
-    ) -> Result<Self, ConfigError> {
-        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
-            return Err(ConfigError::new("ttl", "must be between 1 and 60 seconds"));
+    /// A builder starting from the defaults of [`RatioBudget::new`].
+    ///
+    /// ```
+    /// use palisade_retry::budget::RatioBudget;
+    /// use std::time::Duration;
+    ///
+    /// let budget = RatioBudget::builder()
+    ///     .ttl(Duration::from_secs(30))
+    ///     .min_per_second(1)
+    ///     .ratio(0.1)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(budget.ratio(), 0.1);
+    /// assert_eq!(
+    ///     RatioBudget::builder().ratio(-0.5).build().unwrap_err().field(),
+    ///     "ratio"
+    /// );
+    /// ```
+    pub fn builder() -> RatioBudgetBuilder {
+        RatioBudgetBuilder {
+            ttl: DEFAULT_TTL,
+            min_per_second: DEFAULT_MIN_PER_SECOND,
+            ratio: DEFAULT_RATIO,
+            origin: None,
+            stripes: None,
         }
-        if !percent.is_finite() || !(0.0..=1000.0).contains(&percent) {
-            return Err(ConfigError::new(
-                "percent",
-                "must be between 0.0 and 1000.0",
-            ));
-        }
-        let per_request = (percent * MICRO as f64).round() as u64;
-        // min_per_second × ttl retries, in millionths: min_per_second × ttl in microseconds.
-        let reserve = (min_per_second as u64).saturating_mul(ttl.as_micros() as u64);
-        Ok(RatioBudget {
-            clock: Clock::new(origin, ttl),
-            ttl,
-            min_per_second,
-            per_request,
-            reserve,
-            stripes: (0..stripes.max(1).next_power_of_two())
-                .map(|_| Stripe::new())
-                .collect(),
-            retries: window::ring(),
-        })
     }
 
     /// The window.
@@ -159,8 +149,9 @@ impl RatioBudget {
         self.min_per_second
     }
 
-    /// The fraction of requests that may be retried, as given (rounded to millionths).
-    pub fn percent(&self) -> f64 {
+    /// The retries each request earns (0.2 = one retry per five requests), as given (rounded
+    /// to millionths).
+    pub fn ratio(&self) -> f64 {
         self.per_request as f64 / MICRO as f64
     }
 
@@ -296,9 +287,96 @@ impl RatioBudget {
 }
 
 impl Default for RatioBudget {
-    /// Finagle's defaults: `ttl` 10 s, `min_per_second` 10, `percent` 0.2.
+    /// [`RatioBudget::new`]: Finagle's defaults, `ttl` 10 s, `min_per_second` 10, `ratio` 0.2.
     fn default() -> Self {
-        RatioBudget::new(Duration::from_secs(10), 10, 0.2).expect("valid defaults")
+        Self::new()
+    }
+}
+
+/// The default window of a [`RatioBudget`]: 10 s (Finagle's).
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// The default reserve of a [`RatioBudget`]: 10 retries per second (Finagle's).
+const DEFAULT_MIN_PER_SECOND: u32 = 10;
+/// The default ratio of a [`RatioBudget`]: 0.2 retries per request (Finagle's).
+const DEFAULT_RATIO: f64 = 0.2;
+
+/// Builds a [`RatioBudget`]; made by [`RatioBudget::builder`], every setting starts at the
+/// default of [`RatioBudget::new`]. [`build`](RatioBudgetBuilder::build) checks them all.
+#[derive(Clone, Debug)]
+pub struct RatioBudgetBuilder {
+    ttl: Duration,
+    min_per_second: u32,
+    ratio: f64,
+    origin: Option<Instant>,
+    stripes: Option<usize>,
+}
+
+impl RatioBudgetBuilder {
+    /// The sliding window over which requests and retries are counted (1 to 60 seconds, as in
+    /// Finagle; 10 s by default).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The reserve: retries per second allowed whatever the request rate, so that a client
+    /// that sends few requests, or has just started, can retry at all (10 by default; 0 for
+    /// none).
+    pub fn min_per_second(mut self, min_per_second: u32) -> Self {
+        self.min_per_second = min_per_second;
+        self
+    }
+
+    /// The retries each request earns: 0.2 (the default) allows one retry per five requests,
+    /// 1.0 one per request (0.0 to 1000.0, as in Finagle; kept to six decimals).
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Aligns the window's time slots on `origin` rather than on the instant
+    /// [`build`](Self::build) runs (for simulators that run their own clock).
+    pub fn origin(mut self, origin: Instant) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// The number of request-counting stripes (rounded up to a power of two), instead of one
+    /// per expected thread.
+    #[cfg(all(test, palisade_loom))]
+    pub(crate) fn stripes(mut self, stripes: usize) -> Self {
+        self.stripes = Some(stripes);
+        self
+    }
+
+    /// Checks the settings and builds the budget.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field: `ttl` outside 1 to 60 seconds, `ratio` outside
+    /// 0.0 to 1000.0 or not finite.
+    pub fn build(self) -> Result<RatioBudget, ConfigError> {
+        let ttl = self.ttl;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new("ttl", "must be between 1 and 60 seconds"));
+        }
+        if !self.ratio.is_finite() || !(0.0..=1000.0).contains(&self.ratio) {
+            return Err(ConfigError::new("ratio", "must be between 0.0 and 1000.0"));
+        }
+        let per_request = (self.ratio * MICRO as f64).round() as u64;
+        // min_per_second × ttl retries, in millionths: min_per_second × ttl in microseconds.
+        let reserve = (self.min_per_second as u64).saturating_mul(ttl.as_micros() as u64);
+        let stripes = self.stripes.unwrap_or_else(stripe::count);
+        Ok(RatioBudget {
+            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), ttl),
+            ttl,
+            min_per_second: self.min_per_second,
+            per_request,
+            reserve,
+            stripes: (0..stripes.max(1).next_power_of_two())
+                .map(|_| Stripe::new())
+                .collect(),
+            retries: window::ring(),
+        })
     }
 }
 
@@ -307,7 +385,7 @@ impl fmt::Debug for RatioBudget {
         f.debug_struct("RatioBudget")
             .field("ttl", &self.ttl)
             .field("min_per_second", &self.min_per_second)
-            .field("percent", &Millionths(self.per_request))
+            .field("ratio", &Millionths(self.per_request))
             .field("balance", &self.balance_at(Instant::now()))
             .finish()
     }

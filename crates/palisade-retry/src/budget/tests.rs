@@ -4,6 +4,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
+use super::fixtures::{bucket, cap_at, rate_cap, ratio_at, ratio_budget};
 use super::*;
 
 const fn ms(n: u64) -> Duration {
@@ -14,8 +15,8 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn ratio(t0: Instant, ttl: u64, min_per_second: u32, percent: f64) -> RatioBudget {
-    RatioBudget::with_origin(t0, secs(ttl), min_per_second, percent).unwrap()
+fn ratio(t0: Instant, ttl: u64, min_per_second: u32, ratio: f64) -> RatioBudget {
+    ratio_at(t0, secs(ttl), min_per_second, ratio)
 }
 
 fn drain(b: &RatioBudget, now: Instant) -> u64 {
@@ -26,23 +27,22 @@ fn drain(b: &RatioBudget, now: Instant) -> u64 {
     n
 }
 
-/// Finagle's statistical test: under a frozen clock, n requests allow percent × n retries on
+/// Finagle's statistical test: under a frozen clock, n requests allow ratio × n retries on
 /// top of the reserve (min_per_second × ttl), ±1.
 #[test]
 fn finagle_statistics_under_a_frozen_clock() {
     let t0 = Instant::now();
-    for (percent, min_per_second) in [(0.2, 10), (0.1, 0), (0.6, 0), (0.05, 3), (1.5, 1), (0.0, 5)]
-    {
-        let b = ratio(t0, 10, min_per_second, percent);
+    for (r, min_per_second) in [(0.2, 10), (0.1, 0), (0.6, 0), (0.05, 3), (1.5, 1), (0.0, 5)] {
+        let b = ratio(t0, 10, min_per_second, r);
         let n = 10_000u64;
         for _ in 0..n {
             b.deposit_at(t0);
         }
-        let expected = percent * n as f64 + min_per_second as f64 * 10.0;
+        let expected = r * n as f64 + min_per_second as f64 * 10.0;
         let got = drain(&b, t0) as f64;
         assert!(
             (got - expected).abs() <= 1.0,
-            "percent {percent}, reserve {min_per_second}/s: {got} retries, expected {expected}"
+            "ratio {r}, reserve {min_per_second}/s: {got} retries, expected {expected}"
         );
         assert_eq!(b.balance_at(t0), 0);
         assert_eq!(b.requests_at(t0), n);
@@ -65,7 +65,7 @@ fn finagle_statistics_interleaved() {
 
 /// tower's TpsBudget treats 0.6 as 100 % (tower issue 857); this budget does not.
 #[test]
-fn fractional_percentages_are_exact() {
+fn fractional_ratios_are_exact() {
     let t0 = Instant::now();
     let b = ratio(t0, 10, 0, 0.6);
     for _ in 0..10 {
@@ -85,7 +85,7 @@ fn fractional_percentages_are_exact() {
 
     // Six decimals are kept: 0.333333 of 3 000 000 requests.
     let b = ratio(t0, 10, 0, 0.333_333);
-    assert!(format!("{b:?}").contains("percent: 0.333333"), "{b:?}");
+    assert!(format!("{b:?}").contains("ratio: 0.333333"), "{b:?}");
     for _ in 0..3_000 {
         b.deposit_at(t0);
     }
@@ -181,50 +181,168 @@ fn refunds_restore_the_balance() {
 #[test]
 fn config_errors_name_the_field() {
     assert_eq!(
-        RatioBudget::new(ms(999), 1, 0.2).unwrap_err().field(),
+        RatioBudget::builder()
+            .ttl(ms(999))
+            .min_per_second(1)
+            .ratio(0.2)
+            .build()
+            .unwrap_err()
+            .field(),
         "ttl"
     );
     assert_eq!(
-        RatioBudget::new(secs(61), 1, 0.2).unwrap_err().field(),
+        RatioBudget::builder()
+            .ttl(secs(61))
+            .min_per_second(1)
+            .ratio(0.2)
+            .build()
+            .unwrap_err()
+            .field(),
         "ttl"
     );
     assert_eq!(
-        RatioBudget::new(secs(10), 1, -0.1).unwrap_err().field(),
-        "percent"
+        RatioBudget::builder()
+            .ttl(secs(10))
+            .min_per_second(1)
+            .ratio(-0.1)
+            .build()
+            .unwrap_err()
+            .field(),
+        "ratio"
     );
     assert_eq!(
-        RatioBudget::new(secs(10), 1, f64::NAN).unwrap_err().field(),
-        "percent"
+        RatioBudget::builder()
+            .ttl(secs(10))
+            .min_per_second(1)
+            .ratio(f64::NAN)
+            .build()
+            .unwrap_err()
+            .field(),
+        "ratio"
     );
     assert_eq!(
-        RatioBudget::new(secs(10), 1, 1000.1).unwrap_err().field(),
-        "percent"
+        RatioBudget::builder()
+            .ttl(secs(10))
+            .min_per_second(1)
+            .ratio(1000.1)
+            .build()
+            .unwrap_err()
+            .field(),
+        "ratio"
     );
-    assert_eq!(TokenBucket::new(0, 0.1).unwrap_err().field(), "max_tokens");
     assert_eq!(
-        TokenBucket::new(1001, 0.1).unwrap_err().field(),
+        TokenBucket::builder()
+            .max_tokens(0)
+            .token_ratio(0.1)
+            .build()
+            .unwrap_err()
+            .field(),
         "max_tokens"
     );
     assert_eq!(
-        TokenBucket::new(10, 0.0).unwrap_err().field(),
+        TokenBucket::builder()
+            .max_tokens(1001)
+            .token_ratio(0.1)
+            .build()
+            .unwrap_err()
+            .field(),
+        "max_tokens"
+    );
+    assert_eq!(
+        TokenBucket::builder()
+            .max_tokens(10)
+            .token_ratio(0.0)
+            .build()
+            .unwrap_err()
+            .field(),
         "token_ratio"
     );
     assert_eq!(
-        TokenBucket::new(10, 10.001).unwrap_err().field(),
+        TokenBucket::builder()
+            .max_tokens(10)
+            .token_ratio(10.001)
+            .build()
+            .unwrap_err()
+            .field(),
         "token_ratio"
     );
-    assert_eq!(RateCap::new(10, ms(999)).unwrap_err().field(), "window");
+    assert_eq!(
+        RateCap::builder()
+            .window(ms(999))
+            .build()
+            .unwrap_err()
+            .field(),
+        "window"
+    );
     let d = RatioBudget::default();
     assert_eq!(
-        (d.ttl(), d.min_per_second(), d.percent()),
+        (d.ttl(), d.min_per_second(), d.ratio()),
         (secs(10), 10, 0.2)
     );
 }
 
 #[test]
+fn new_and_default_are_the_documented_defaults_and_builders_set_every_field() {
+    for d in [RatioBudget::new(), RatioBudget::default()] {
+        assert_eq!(
+            (d.ttl(), d.min_per_second(), d.ratio()),
+            (secs(10), 10, 0.2)
+        );
+    }
+    let t0 = Instant::now();
+    let b = RatioBudget::builder()
+        .ttl(secs(30))
+        .min_per_second(2)
+        .ratio(0.05)
+        .origin(t0 - ms(100))
+        .build()
+        .unwrap();
+    assert_eq!(
+        (b.ttl(), b.min_per_second(), b.ratio()),
+        (secs(30), 2, 0.05)
+    );
+    // The reserve is 2 × 30 = 60 retries; the slots (3 s) started 100 ms ago.
+    assert_eq!(b.balance_at(t0), 60);
+    b.deposit_at(t0);
+    assert_eq!(b.requests_at(t0 - ms(100) + secs(30) - ms(1)), 1);
+    assert_eq!(b.requests_at(t0 - ms(100) + secs(30)), 0);
+
+    for d in [TokenBucket::new(), TokenBucket::default()] {
+        assert_eq!(d.milli_tokens(), 100_000);
+        assert_eq!(
+            format!("{d:?}"),
+            "TokenBucket { tokens: 100.0, max_tokens: 100, token_ratio: 0.1 }"
+        );
+    }
+    let b = bucket(3, 0.25);
+    assert_eq!(
+        format!("{b:?}"),
+        "TokenBucket { tokens: 3.0, max_tokens: 3, token_ratio: 0.25 }"
+    );
+
+    for d in [RateCap::new(), RateCap::default()] {
+        assert_eq!(d.limit(), 100);
+        assert!(
+            format!("{d:?}").starts_with("RateCap { per_second: 10, window: 10s, balance: 100")
+        );
+    }
+    let c = RateCap::builder()
+        .per_second(3)
+        .window(secs(2))
+        .origin(t0 - ms(100))
+        .build()
+        .unwrap();
+    assert_eq!(c.limit(), 6);
+    assert!(c.try_withdraw_at(t0).is_some());
+    // Slots of 200 ms from t0 - 100 ms: the withdrawal at t0 leaves the window at t0 + 1.9 s.
+    assert_eq!(c.retries_at(t0 + ms(1899)), 1);
+    assert_eq!(c.retries_at(t0 + ms(1900)), 0);
+}
+
+#[test]
 fn token_bucket_follows_grpc() {
     // gRPC's example: max_tokens 10, token_ratio 0.1.
-    let b = TokenBucket::new(10, 0.1).unwrap();
+    let b = bucket(10, 0.1);
     assert_eq!(b.balance(), 4);
     for expected in [true, true, true, true, false, false] {
         b.on_failure();
@@ -257,7 +375,7 @@ fn token_bucket_follows_grpc() {
 #[test]
 fn token_bucket_through_towers_trait() {
     use tower::retry::budget::Budget as TowerBudget;
-    let b = TokenBucket::new(4, 1.0).unwrap();
+    let b = bucket(4, 1.0);
     assert!(TowerBudget::withdraw(&b)); // 3 > 2
     assert!(!TowerBudget::withdraw(&b)); // 2
     TowerBudget::deposit(&b); // 3
@@ -267,7 +385,7 @@ fn token_bucket_through_towers_trait() {
 #[test]
 fn rate_cap_caps_retries_per_window() {
     let t0 = Instant::now();
-    let cap = RateCap::with_origin(t0, 10, secs(10)).unwrap();
+    let cap = cap_at(t0, 10, secs(10));
     assert_eq!(cap.limit(), 100);
     let mut n = 0;
     while cap.try_withdraw_at(t0).is_some() {
@@ -280,7 +398,7 @@ fn rate_cap_caps_retries_per_window() {
     cap.refund_withdrawal(w);
     assert_eq!(cap.balance_at(t0 + secs(10) + ms(1)), 100);
     // Fractional windows: 3 per second over 1.5 s.
-    let cap = RateCap::with_origin(t0, 3, ms(1500)).unwrap();
+    let cap = cap_at(t0, 3, ms(1500));
     assert_eq!(cap.limit(), 4);
 }
 
@@ -292,12 +410,12 @@ fn unlimited_and_shared_handles() {
     assert!(tower::retry::budget::Budget::withdraw(&u));
 
     // Arc<dyn Budget> works.
-    let shared: Arc<dyn Budget> = Arc::new(RateCap::new(1, secs(1)).unwrap());
+    let shared: Arc<dyn Budget> = Arc::new(rate_cap(1, secs(1)));
     let again = shared.clone();
     assert!(!shared.counts_requests());
     assert!(again.try_withdraw().is_some());
     assert!(shared.try_withdraw().is_none());
-    let ratio: Arc<dyn Budget> = Arc::new(RatioBudget::new(secs(1), 0, 1.0).unwrap());
+    let ratio: Arc<dyn Budget> = Arc::new(ratio_budget(secs(1), 0, 1.0));
     assert!(ratio.counts_requests());
     ratio.on_request();
     assert!(ratio.try_withdraw().is_some());
@@ -306,7 +424,7 @@ fn unlimited_and_shared_handles() {
 #[test]
 fn towers_trait_on_the_ratio_budget() {
     use tower::retry::budget::Budget as TowerBudget;
-    let b = RatioBudget::new(secs(10), 0, 0.5).unwrap();
+    let b = ratio_budget(secs(10), 0, 0.5);
     for _ in 0..4 {
         TowerBudget::deposit(&b);
     }
@@ -342,7 +460,7 @@ fn two_threads_hammer_one_budget() {
     // Whatever is left can still be taken, to the last one.
     assert_eq!(granted + drain(&b, t0), 10_050);
 
-    let cap = Arc::new(RateCap::with_origin(t0, 100, secs(10)).unwrap());
+    let cap = Arc::new(cap_at(t0, 100, secs(10)));
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let cap = cap.clone();
@@ -356,7 +474,7 @@ fn two_threads_hammer_one_budget() {
     let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(granted, 1000);
 
-    let bucket = Arc::new(TokenBucket::new(1000, 0.5).unwrap());
+    let bucket = Arc::new(bucket(1000, 0.5));
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let bucket = bucket.clone();
@@ -400,17 +518,16 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 proptest! {
     /// Against a reference model: the ratio budget grants a retry exactly when the retries in
     /// the window (slots of ttl/10, the current one included) plus one stay within
-    /// ⌊percent × requests in the window + min_per_second × ttl⌋.
+    /// ⌊ratio × requests in the window + min_per_second × ttl⌋.
     #[test]
     fn ratio_budget_never_allows_more_than_its_formula(
         ops in ops(),
         ttl in 1u64..=60,
         min_per_second in 0u32..5,
-        percent_milli in 0u64..3_000,
+        ratio_milli in 0u64..3_000,
     ) {
         let t0 = Instant::now();
-        let percent = percent_milli as f64 / 1000.0;
-        let b = ratio(t0, ttl, min_per_second, percent);
+        let b = ratio(t0, ttl, min_per_second, ratio_milli as f64 / 1000.0);
         let slot = secs(ttl) / 10;
         let epoch = |at: Duration| (at.as_nanos() / slot.as_nanos()) as i64;
         let mut now = Duration::ZERO;
@@ -430,7 +547,7 @@ proptest! {
                 Op::Retry => {
                     let requests = live(&log, false);
                     let retries = live(&log, true);
-                    let allowed = (requests as u128 * percent_milli as u128 * 1000
+                    let allowed = (requests as u128 * ratio_milli as u128 * 1000
                         + min_per_second as u128 * secs(ttl).as_micros())
                         / 1_000_000;
                     let model = (retries as u128 + 1) <= allowed;
@@ -468,7 +585,7 @@ proptest! {
         per_second in 0u32..6,
     ) {
         let t0 = Instant::now();
-        let cap = RateCap::with_origin(t0, per_second, secs(window_s)).unwrap();
+        let cap = cap_at(t0, per_second, secs(window_s));
         let slot = secs(window_s) / 10;
         let epoch = |at: Duration| (at.as_nanos() / slot.as_nanos()) as i64;
         let limit = per_second as u64 * window_s;
@@ -499,7 +616,7 @@ proptest! {
         ratio_milli in 1u64..2_000,
     ) {
         let ratio_milli = ratio_milli.min(max_tokens as u64 * 1000);
-        let b = TokenBucket::new(max_tokens, ratio_milli as f64 / 1000.0).unwrap();
+        let b = bucket(max_tokens, ratio_milli as f64 / 1000.0);
         let max = max_tokens as u64 * 1000;
         let mut model = max;
         for ok in outcomes {
@@ -524,7 +641,7 @@ mod sampled {
 
     #[tokio::test(start_paused = true)]
     async fn a_frozen_clock_counts_every_request() {
-        let b = RatioBudget::new(secs(10), 10, 0.2).unwrap();
+        let b = ratio_budget(secs(10), 10, 0.2);
         for _ in 0..10_000 {
             b.on_request();
         }
@@ -539,8 +656,8 @@ mod sampled {
     #[tokio::test(start_paused = true)]
     async fn low_rates_are_counted_exactly() {
         let t0 = Instant::now();
-        let sampled = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
-        let exact = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        let sampled = ratio_at(t0, secs(10), 0, 1.0);
+        let exact = ratio_at(t0, secs(10), 0, 1.0);
         // One request every 50 ms: far more than 1/256 of a 1 s slot apart.
         for _ in 0..600 {
             sampled.on_request();
@@ -556,8 +673,8 @@ mod sampled {
     #[tokio::test(start_paused = true)]
     async fn sampling_only_ever_undercounts() {
         let t0 = Instant::now();
-        let sampled = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
-        let exact = RatioBudget::with_origin(t0, secs(10), 0, 1.0).unwrap();
+        let sampled = ratio_at(t0, secs(10), 0, 1.0);
+        let exact = ratio_at(t0, secs(10), 0, 1.0);
         let mut rng = SmallRng::seed_from_u64(11);
         let mut max_gap = 0;
         for i in 0..200_000u32 {
@@ -585,7 +702,7 @@ mod sampled {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_silence_then_a_withdrawal_resynchronises() {
-        let b = RatioBudget::new(secs(10), 0, 1.0).unwrap();
+        let b = ratio_budget(secs(10), 0, 1.0);
         for _ in 0..10_000 {
             b.on_request();
         }

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
-
 use super::{Budget, RatioBudget, TokenBucket, Withdrawal};
 
 /// A budget behind a throttle: a retry needs both the throttle's leave (gRPC's retry
@@ -54,7 +52,9 @@ pub struct Throttled<B = RatioBudget> {
 }
 
 impl<B> Throttled<B> {
-    /// `budget` behind `throttle`.
+    /// `budget` behind `throttle`: the one way to choose them
+    /// ([`Throttled::default_budget`] and [`Throttled::default_throttle`] give the defaults of
+    /// each, to replace only the other).
     pub fn new(budget: B, throttle: TokenBucket) -> Self {
         Throttled { budget, throttle }
     }
@@ -71,29 +71,32 @@ impl<B> Throttled<B> {
 }
 
 impl Throttled {
-    /// The default ratio budget: 10 s, a reserve of 1 per second, 10 %.
-    ///
-    /// # Errors
-    /// Never for these values; the signature is [`RatioBudget::new`]'s.
-    pub fn default_ratio() -> Result<RatioBudget, ConfigError> {
-        RatioBudget::new(Duration::from_secs(10), 1, 0.1)
+    /// The default budget behind the throttle: a [`RatioBudget`] over 10 s (`ttl`) with a
+    /// `ratio` of 0.1 and a reserve of 1 per second (`min_per_second`).
+    pub fn default_budget() -> RatioBudget {
+        RatioBudget::builder()
+            .ttl(Duration::from_secs(10))
+            .min_per_second(1)
+            .ratio(0.1)
+            .build()
+            .expect("the defaults are valid")
     }
 
-    /// The default throttle: 10 tokens, 1 back per success.
-    ///
-    /// # Errors
-    /// Never for these values; the signature is [`TokenBucket::new`]'s.
-    pub fn default_throttle() -> Result<TokenBucket, ConfigError> {
-        TokenBucket::new(10, 1.0)
+    /// The default throttle: a [`TokenBucket`] of 10 tokens (`max_tokens`), 1 back per success
+    /// (`token_ratio`).
+    pub fn default_throttle() -> TokenBucket {
+        TokenBucket::builder()
+            .max_tokens(10)
+            .token_ratio(1.0)
+            .build()
+            .expect("the defaults are valid")
     }
 }
 
 impl Default for Throttled {
+    /// [`Throttled::default_budget`] behind [`Throttled::default_throttle`].
     fn default() -> Self {
-        Throttled::new(
-            Throttled::default_ratio().expect("valid defaults"),
-            Throttled::default_throttle().expect("valid defaults"),
-        )
+        Throttled::new(Throttled::default_budget(), Throttled::default_throttle())
     }
 }
 
@@ -176,7 +179,7 @@ mod tests {
         let t = Throttled::default();
         assert_eq!(t.budget().ttl(), Duration::from_secs(10));
         assert_eq!(t.budget().min_per_second(), 1);
-        assert!((t.budget().percent() - 0.1).abs() < 1e-9);
+        assert!((t.budget().ratio() - 0.1).abs() < 1e-9);
         assert_eq!(t.throttle().milli_tokens(), 10_000);
         assert!(format!("{t:?}").starts_with("Throttled { budget: RatioBudget"));
     }
@@ -187,10 +190,7 @@ mod tests {
         assert!(t.counts_requests());
         assert!(t.counts_successes());
         // Whether requests are counted is the inner budget's to say.
-        let unlimited = Throttled::new(
-            super::super::Unlimited,
-            Throttled::default_throttle().unwrap(),
-        );
+        let unlimited = Throttled::new(super::super::Unlimited, Throttled::default_throttle());
         assert!(!unlimited.counts_requests());
         let now = Instant::now();
         // The reserve alone: 10 retries in the window; 100 requests add 10 more.
@@ -209,14 +209,23 @@ mod tests {
     fn the_balance_is_the_smaller_of_the_two() {
         // A budget with room for 20 (ttl 10 s × 2 a second) behind the throttle's 4.
         let t = Throttled::new(
-            RatioBudget::new(Duration::from_secs(10), 2, 0.0).unwrap(),
-            Throttled::default_throttle().unwrap(),
+            RatioBudget::builder()
+                .min_per_second(2)
+                .ratio(0.0)
+                .build()
+                .unwrap(),
+            Throttled::default_throttle(),
         );
         assert_eq!(t.balance(), 4);
         // A budget with room for 1 behind the same throttle.
         let t = Throttled::new(
-            RatioBudget::new(Duration::from_secs(1), 1, 0.0).unwrap(),
-            Throttled::default_throttle().unwrap(),
+            RatioBudget::builder()
+                .ttl(Duration::from_secs(1))
+                .min_per_second(1)
+                .ratio(0.0)
+                .build()
+                .unwrap(),
+            Throttled::default_throttle(),
         );
         assert_eq!(t.balance(), 1);
         assert!(t.try_withdraw().is_some());

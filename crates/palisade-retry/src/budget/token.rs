@@ -22,7 +22,11 @@ const MILLI: u64 = 1000;
 /// ```
 /// use palisade_retry::budget::{Budget, TokenBucket};
 ///
-/// let bucket = TokenBucket::new(4, 0.5).unwrap();
+/// let bucket = TokenBucket::builder()
+///     .max_tokens(4)
+///     .token_ratio(0.5)
+///     .build()
+///     .unwrap();
 /// bucket.on_failure(); // 3 tokens left: more than half of 4
 /// assert!(bucket.try_withdraw().is_some());
 /// bucket.on_failure(); // 2 left: not more than half
@@ -37,25 +41,18 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket of `max_tokens` (1 to 1000) refilled by `token_ratio` (0.001 to
-    /// `max_tokens`) per success.
-    pub fn new(max_tokens: u32, token_ratio: f64) -> Result<Self, ConfigError> {
-        if !(1..=1000).contains(&max_tokens) {
-            return Err(ConfigError::new("max_tokens", "must be between 1 and 1000"));
+    /// A full bucket of 100 tokens (`max_tokens`), 0.1 back per success (`token_ratio`): in a
+    /// storm, at most one retry per ten successes.
+    pub fn new() -> Self {
+        Self::builder().build().expect("the defaults are valid")
+    }
+
+    /// A builder starting from the defaults of [`TokenBucket::new`].
+    pub fn builder() -> TokenBucketBuilder {
+        TokenBucketBuilder {
+            max_tokens: 100,
+            token_ratio: 0.1,
         }
-        let ratio = (token_ratio * MILLI as f64).round();
-        if !token_ratio.is_finite() || ratio < 1.0 || ratio > (max_tokens as u64 * MILLI) as f64 {
-            return Err(ConfigError::new(
-                "token_ratio",
-                "must be between 0.001 and max_tokens",
-            ));
-        }
-        let max = max_tokens as u64 * MILLI;
-        Ok(TokenBucket {
-            tokens: AtomicU64::new(max),
-            max,
-            ratio: ratio as u64,
-        })
     }
 
     /// The tokens in the bucket, in thousandths.
@@ -79,9 +76,58 @@ impl TokenBucket {
 }
 
 impl Default for TokenBucket {
-    /// 100 tokens, 0.1 per success (so at most one retry per ten successes in a storm).
+    /// [`TokenBucket::new`]: 100 tokens, 0.1 per success.
     fn default() -> Self {
-        TokenBucket::new(100, 0.1).expect("valid defaults")
+        Self::new()
+    }
+}
+
+/// Builds a [`TokenBucket`]; made by [`TokenBucket::builder`], every setting starts at the
+/// default of [`TokenBucket::new`]. [`build`](TokenBucketBuilder::build) checks them all.
+#[derive(Clone, Debug)]
+pub struct TokenBucketBuilder {
+    max_tokens: u32,
+    token_ratio: f64,
+}
+
+impl TokenBucketBuilder {
+    /// The size of the bucket, full at the start (1 to 1000, as gRPC's `maxTokens`; 100 by
+    /// default). Retries stop while it holds half of it or less.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+
+    /// The tokens a success puts back (0.001 to `max_tokens`, kept to three decimals as gRPC
+    /// specifies; 0.1 by default).
+    pub fn token_ratio(mut self, token_ratio: f64) -> Self {
+        self.token_ratio = token_ratio;
+        self
+    }
+
+    /// Checks the settings and builds a full bucket.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field: `max_tokens` outside 1 to 1000, `token_ratio`
+    /// below 0.001, above `max_tokens` or not finite.
+    pub fn build(self) -> Result<TokenBucket, ConfigError> {
+        let (max_tokens, token_ratio) = (self.max_tokens, self.token_ratio);
+        if !(1..=1000).contains(&max_tokens) {
+            return Err(ConfigError::new("max_tokens", "must be between 1 and 1000"));
+        }
+        let ratio = (token_ratio * MILLI as f64).round();
+        if !token_ratio.is_finite() || ratio < 1.0 || ratio > (max_tokens as u64 * MILLI) as f64 {
+            return Err(ConfigError::new(
+                "token_ratio",
+                "must be between 0.001 and max_tokens",
+            ));
+        }
+        let max = max_tokens as u64 * MILLI;
+        Ok(TokenBucket {
+            tokens: AtomicU64::new(max),
+            max,
+            ratio: ratio as u64,
+        })
     }
 }
 
