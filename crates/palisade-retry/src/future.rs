@@ -75,6 +75,11 @@ pin_project! {
     ///
     /// Dropping it at any point releases everything it holds: the attempt in flight, the
     /// backoff timer, and the budget withdrawal reserved for a retry not yet sent (refunded).
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it returned its output ("polled after completion"), as tower's
+    /// futures do.
     #[project = Projection]
     pub struct ResponseFuture<S, Req, B, A>
     where

@@ -109,6 +109,11 @@
 //! before each attempt; if that fails, its error is returned and the reserved budget
 //! withdrawal is given back.
 //!
+//! # Panics
+//!
+//! Like tower's: a response future polled after it returned panics, and a `call` without
+//! `poll_ready` is the inner service's to judge (see [`Retry`]'s *Panics*).
+//!
 //! # Errors
 //!
 //! The inner service's error only needs `Into<BoxError>`, as every palisade and tower layer

@@ -161,6 +161,16 @@ impl<S, B: ?Sized, A> Handles<S, B, A> {
 /// The first attempt goes to the wrapped service; the retries of a request go to a clone of it,
 /// made only when the request first fails (from a spare clone taken when the layer wrapped the
 /// service), so a call that succeeds at once clones no service.
+///
+/// # Panics
+///
+/// `Retry` reserves nothing in `poll_ready`, which is the inner service's: a `call` made
+/// without a successful `poll_ready` goes to the inner service as it is, under that service's
+/// own contract (tower's services, a `Buffer` or a `ConcurrencyLimit` say, panic then). The
+/// retries need no such care from the caller: each waits for its own readiness.
+///
+/// The [response future](ResponseFuture) panics when polled again after it returned its
+/// output ("polled after completion"), as tower's futures do.
 pub struct Retry<S, B: ?Sized = Throttled, A = LayerLimit> {
     inner: S,
     handles: Arc<Handles<S, B, A>>,

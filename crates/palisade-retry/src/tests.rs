@@ -1122,3 +1122,74 @@ async fn a_refusal_without_a_time_to_come_back_is_budgeted() {
     assert_eq!(run(svc).await, Err("circuit throttled".into()));
     assert_eq!(script.count(), 1);
 }
+
+mod misuse {
+    use super::*;
+
+    /// Polls `fut` to its output with a no-op waker, advancing the paused clock when it waits.
+    async fn finish<F: Future + Unpin>(fut: &mut F) -> F::Output {
+        loop {
+            if let Poll::Ready(out) = futures_poll(fut) {
+                return out;
+            }
+            advance(ms(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "retry ResponseFuture polled after completion")]
+    async fn a_future_polled_after_its_answer_panics() {
+        let mut svc = layer().build().unwrap().layer(Script::new([Answer::Ok(1)]));
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert_eq!(finish(&mut fut).await.unwrap(), 1);
+        let _ = futures_poll(&mut fut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "retry ResponseFuture polled after completion")]
+    async fn a_future_polled_after_its_last_error_panics() {
+        let script = Script::new([
+            err(Category::ServerError, "503"),
+            err(Category::Validation, "400"),
+        ]);
+        let mut svc = layer().build().unwrap().layer(script.clone());
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert_eq!(finish(&mut fut).await.unwrap_err().to_string(), "400");
+        assert_eq!(script.count(), 2);
+        let _ = futures_poll(&mut fut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "retry ResponseFuture polled after completion")]
+    async fn a_future_polled_after_a_retried_answer_panics() {
+        let script = Script::new([err(Category::ServerError, "503"), Answer::Ok(2)]);
+        let mut svc = layer().build().unwrap().layer(script.clone());
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert_eq!(finish(&mut fut).await.unwrap(), 2);
+        assert_eq!(script.count(), 2);
+        let _ = futures_poll(&mut fut);
+    }
+
+    /// `Retry` reserves nothing in `poll_ready`: a `call` without it reaches the inner service
+    /// as it is, and that service's contract applies (this one panics).
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "called without poll_ready on this instance")]
+    async fn a_call_without_poll_ready_is_the_inner_services_to_judge() {
+        let strict = Strict {
+            clones: Arc::default(),
+            answers: Arc::default(),
+            ready: false,
+        };
+        let mut svc = layer().build().unwrap().layer(strict);
+        drop(svc.call(0));
+    }
+
+    /// ...and an inner service that needs no readiness is simply called.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_poll_ready_reaches_a_lenient_inner_service() {
+        let script = Script::new([Answer::Ok(3)]);
+        let mut svc = layer().build().unwrap().layer(script.clone());
+        assert_eq!(Service::<u32>::call(&mut svc, 0).await.unwrap(), 3);
+        assert_eq!(script.count(), 1);
+    }
+}
