@@ -113,6 +113,7 @@ mod service;
 mod stats;
 pub mod stripe;
 pub mod sync;
+pub mod trace;
 pub mod window;
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ use tower::layer::util::Stack;
 /// # }
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
+    /// Puts the service below in a `tracing` span per call (per attempt under a retry), named
+    /// after `dependency`: [`TraceLayer::new`](crate::classify::trace::TraceLayer::new).
+    #[cfg(feature = "classify")]
+    fn trace(
+        self,
+        dependency: impl Into<std::sync::Arc<str>>,
+    ) -> ServiceBuilder<Stack<crate::classify::trace::TraceLayer, L>>;
+
     /// Classifies every outcome of the service below:
     /// [`ClassifyLayer::new`](crate::classify::ClassifyLayer::new).
     #[cfg(feature = "classify")]
@@ -117,6 +125,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "classify")]
+    fn trace(
+        self,
+        dependency: impl Into<std::sync::Arc<str>>,
+    ) -> ServiceBuilder<Stack<crate::classify::trace::TraceLayer, L>> {
+        self.layer(crate::classify::trace::TraceLayer::new(dependency))
+    }
+
     #[cfg(feature = "classify")]
     fn classify<C>(
         self,
