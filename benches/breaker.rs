@@ -97,9 +97,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| failsafe_cb.call(|| Ok::<u64, ()>(black_box(1) + 1)).ok())
     });
     // Per-key breakers: four keys, the lookup included.
-    let keyed_layer = palisade::breaker::KeyedBreakerLayer::builder("bench")
-        .build(|x: &u64| *x % 4)
-        .expect("keyed config");
+    let keyed_layer = palisade::breaker::KeyedBreakerLayer::new("bench", |x: &u64| *x % 4);
     let mut keyed = keyed_layer.layer(bare());
     group.bench_function("palisade_keyed_4", |b| {
         b.iter(|| one_call(&mut keyed, black_box(1)))

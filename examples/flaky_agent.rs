@@ -193,7 +193,7 @@ async fn main() -> Result<(), BoxError> {
                 "\n  breaker at {}s: {}, {:.0} % of the last {} calls failed ({} failures, {} calls refused in all)",
                 secs(),
                 m.state,
-                100.0 * m.failure_rate.unwrap_or(0.0),
+                100.0 * m.failure_ratio.unwrap_or(0.0),
                 m.window_calls.unwrap_or(0),
                 m.failures,
                 m.rejections

@@ -58,11 +58,9 @@ async fn every_layer_reports_what_it_did() {
     // Always fails with a retryable server error.
     let tool =
         service_fn(|_: ()| async { Err::<&str, BoxError>("503 service unavailable".into()) });
-    let breaker = BreakerConfig {
-        failure_rate: None,
-        consecutive_failures: Some(2),
-        ..BreakerConfig::default()
-    };
+    let mut breaker = BreakerConfig::default();
+    breaker.failure_rate = None;
+    breaker.consecutive_failures = Some(2);
     let svc = ServiceBuilder::new()
         .layer(MetricsLayer::new("tool"))
         .layer(FallbackLayer::new(Constant("sorry")))

@@ -6,6 +6,7 @@ use palisade_classify::ConfigError;
 
 /// Where a rate is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Window {
     /// The last `n` outcomes (slides one outcome at a time).
     Count(u32),
@@ -18,14 +19,32 @@ pub enum Window {
     },
 }
 
-/// A rate that trips the breaker once at least `min_calls` outcomes are in the window.
+/// A rate rule: it trips the breaker once at least `min_calls` outcomes are in the window and
+/// at least `ratio` of them are failures (or slow calls, for a slow-call rate).
+///
+/// ```
+/// use palisade_breaker::Rate;
+///
+/// // Half of at least 20 calls.
+/// let rate = Rate::new(0.5, 20);
+/// assert_eq!((rate.ratio, rate.min_calls), (0.5, 20));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Rate {
-    /// The rate that trips it, in `(0, 1]`.
-    pub threshold: f64,
+    /// The fraction of the window's outcomes that trips it, in `(0, 1]` (0.9 is 90 %).
+    pub ratio: f64,
     /// Outcomes the window needs before the rate can trip it (at least 1; at most the window's
     /// size for a count window).
     pub min_calls: u32,
+}
+
+impl Rate {
+    /// A rule that trips at `ratio` (a fraction in `(0, 1]`) of at least `min_calls` outcomes.
+    /// [`BreakerConfig::validate`] checks both.
+    pub const fn new(ratio: f64, min_calls: u32) -> Self {
+        Rate { ratio, min_calls }
+    }
 }
 
 /// Client-side adaptive throttling, from the Google SRE book (*Handling Overload*): while the
@@ -42,17 +61,37 @@ pub struct Rate {
 /// costs the throttle three shared loads and no write. The throttle acts only once its window
 /// holds at least a fifth of `window` requests, so a client that sends little is not
 /// throttled by its first two failures.
+///
+/// The default is `k` = 3 over the last 100 requests (see [`BreakerConfig`]'s *Defaults, and
+/// why*).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Throttle {
     /// How many times what the dependency accepts is still sent (at least 1; 2 in the SRE
-    /// book).
+    /// book; 3 by default).
     pub k: f64,
-    /// How many of the latest requests are counted (1 to 65536).
+    /// How many of the latest requests are counted (1 to 65536; 100 by default).
     pub window: u32,
+}
+
+impl Throttle {
+    /// A throttle that sends `k` times what the dependency accepts over the last `window`
+    /// requests. [`BreakerConfig::validate`] checks both.
+    pub const fn new(k: f64, window: u32) -> Self {
+        Throttle { k, window }
+    }
+}
+
+impl Default for Throttle {
+    /// `k` = 3 over the last 100 requests.
+    fn default() -> Self {
+        Throttle::new(3.0, 100)
+    }
 }
 
 /// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CancelPolicy {
     /// Nothing: the caller gave up, the dependency did nothing wrong (the default).
     #[default]
@@ -99,69 +138,92 @@ pub enum CancelPolicy {
 ///
 /// `palisade-sim` (`cargo run --release -p palisade-sim`) shows the effect of each choice in
 /// its `outage`, `brownout`, `flapping` and `degraded` scenarios.
+///
+/// # Building one
+///
+/// The type is `#[non_exhaustive]` (a field may be added without breaking anyone): start from
+/// [`BreakerConfig::default`] or [`BreakerConfig::classic`] and change fields, or set them
+/// through [`BreakerLayer::builder`](crate::BreakerLayer::builder)'s setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_breaker::{BreakerConfig, Rate};
+///
+/// let mut config = BreakerConfig::default();
+/// config.failure_rate = Some(Rate::new(0.5, 20));
+/// config.open_duration = Duration::from_secs(1);
+/// config.max_open_duration = Duration::from_secs(10);
+/// assert!(config.validate().is_ok());
+/// ```
+///
+/// A rule is turned off with `None` and only with `None`: a value that would make a rule
+/// meaningless (0 failures in a row, a ratio of 0 or above 1, a minimum number of calls
+/// larger than the window) is a [`ConfigError`], not a way to switch it off.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
-    /// Consecutive failures that open it (`None`, the default, disables the rule).
+    /// Consecutive failures that open it, at least 1 (`None`, the default, turns the rule
+    /// off).
     pub consecutive_failures: Option<u32>,
-    /// The window the rates are measured over (`Count(30)`).
+    /// The window the rates are measured over (`Window::Count(30)`).
     pub window: Window,
-    /// A failure rate that opens it (90 % of at least 30 calls by default).
+    /// A failure rate that opens it (`Rate::new(0.9, 30)`: 90 % of at least 30 calls; `None`
+    /// turns the rule off).
     pub failure_rate: Option<Rate>,
-    /// Calls slower than this are slow (`None` by default: no clock reads per call).
+    /// Calls that take this long or longer are slow (`None` by default: no clock read per
+    /// call). Greater than zero.
     pub slow_call_duration: Option<Duration>,
     /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
     pub slow_call_rate: Option<Rate>,
-    /// The first open period (500 ms).
+    /// The first open period (500 ms; greater than zero).
     pub open_duration: Duration,
-    /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5).
+    /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5; a
+    /// finite number, at least 1).
     pub open_backoff: f64,
-    /// The longest open period (750 ms).
+    /// The longest open period (750 ms; at least `open_duration`).
     pub max_open_duration: Duration,
-    /// Spread of the open period, as a fraction: ±10 % by default (0.1).
-    pub jitter: f64,
-    /// Probes admitted at once while half-open (1).
+    /// Spread of the open period, as a fraction of it: ±10 % by default (0.1; within
+    /// `0.0..1.0`, 0 for none).
+    pub jitter_ratio: f64,
+    /// Probes admitted at once while half-open (1; at least 1).
     pub half_open_probes: u32,
-    /// Successful probes that close it (2).
+    /// Successful probes that close it (2; at least 1).
     pub success_threshold: u32,
-    /// The longest a half-open probe may take (60 s). Once every probe slot has been held this
-    /// long (from the probe's admission), the next call that finds no slot free counts the
-    /// probes as failed and re-opens the breaker, as a failed probe does; a probe that ends
-    /// after running this long counts as a failure however it ends (success, error or drop).
-    /// It bounds probes even with no timeout layer below the breaker. Set it above the slowest
-    /// call the dependency makes when healthy: a probe slower than this never closes the
-    /// breaker.
+    /// The longest a half-open probe may take (60 s; at least 1 ms). Once every probe slot has
+    /// been held this long (from the probe's admission), the next call that finds no slot free
+    /// counts the probes as failed and re-opens the breaker, as a failed probe does; a probe
+    /// that ends after running this long counts as a failure however it ends (success, error
+    /// or drop). It bounds probes even with no timeout layer below the breaker. Set it above
+    /// the slowest call the dependency makes when healthy: a probe slower than this never
+    /// closes the breaker.
     pub probe_timeout: Duration,
-    /// What a dropped call means.
+    /// What a dropped call means (`CancelPolicy::Ignore`).
     pub cancel: CancelPolicy,
-    /// Adaptive throttling while closed (`k` 3, over the last 100 requests; `None` disables it).
+    /// Adaptive throttling while closed (`Throttle::default()`: `k` 3, over the last 100
+    /// requests; `None` turns it off).
     pub throttle: Option<Throttle>,
-    /// The seed of the jitter.
+    /// The seed of the jitter and of the throttle's draws (`0x0b4e_a4e5`).
     pub seed: u64,
 }
 
 impl Default for BreakerConfig {
+    /// The defaults listed on each field; see *Defaults, and why* above.
     fn default() -> Self {
         BreakerConfig {
             consecutive_failures: None,
             window: Window::Count(30),
-            failure_rate: Some(Rate {
-                threshold: 0.9,
-                min_calls: 30,
-            }),
+            failure_rate: Some(Rate::new(0.9, 30)),
             slow_call_duration: None,
             slow_call_rate: None,
             open_duration: Duration::from_millis(500),
             open_backoff: 1.5,
             max_open_duration: Duration::from_millis(750),
-            jitter: 0.1,
+            jitter_ratio: 0.1,
             half_open_probes: 1,
             success_threshold: 2,
             probe_timeout: Duration::from_secs(60),
             cancel: CancelPolicy::Ignore,
-            throttle: Some(Throttle {
-                k: 3.0,
-                window: 100,
-            }),
+            throttle: Some(Throttle::default()),
             seed: 0x0b4e_a4e5,
         }
     }
@@ -170,7 +232,7 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// The classic breaker of Nygard's *Release It!* and Hystrix-era libraries: 5 consecutive
     /// failures open it for 30 s, doubling after each failed probe up to 5 min; 3 probes,
-    /// 3 successes close it.
+    /// 3 successes close it; no failure rate, no throttle. The other fields are the defaults.
     ///
     /// It is not the default because of what it does to a dependency that fails for a while and
     /// comes back: a 10 s outage becomes 30 s of rejections, and a dependency whose capacity
@@ -191,10 +253,11 @@ impl BreakerConfig {
         }
     }
 
-    /// Checks every field.
+    /// Checks every field against the rule its documentation states.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the first field that breaks its rule.
+    /// A [`ConfigError`] naming the first field that breaks its rule (`failure_rate.ratio`,
+    /// `throttle.window`, ...).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
@@ -231,9 +294,9 @@ impl BreakerConfig {
             ("slow_call_rate", self.slow_call_rate),
         ] {
             if let Some(r) = rate {
-                if !(r.threshold > 0.0 && r.threshold <= 1.0) {
+                if !(r.ratio > 0.0 && r.ratio <= 1.0) {
                     return Err(ConfigError::new(
-                        format!("{name}.threshold"),
+                        format!("{name}.ratio"),
                         "must be greater than 0 and at most 1",
                     ));
                 }
@@ -244,6 +307,12 @@ impl BreakerConfig {
                     ));
                 }
             }
+        }
+        if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                "must be greater than zero (or None)",
+            ));
         }
         if self.slow_call_rate.is_some() && self.slow_call_duration.is_none() {
             return Err(ConfigError::new(
@@ -269,8 +338,8 @@ impl BreakerConfig {
                 "must be at least open_duration",
             ));
         }
-        if !(0.0..1.0).contains(&self.jitter) {
-            return Err(ConfigError::new("jitter", "must be within 0.0..1.0"));
+        if !(0.0..1.0).contains(&self.jitter_ratio) {
+            return Err(ConfigError::new("jitter_ratio", "must be within 0.0..1.0"));
         }
         if self.half_open_probes == 0 {
             return Err(ConfigError::new("half_open_probes", "must be at least 1"));
@@ -301,3 +370,123 @@ impl BreakerConfig {
         Ok(())
     }
 }
+
+/// The setters of a builder that holds a `config: BreakerConfig`, one per field, each with the
+/// field's documented default and rule ([`BreakerConfig::validate`] checks them at `build`).
+macro_rules! config_setters {
+    () => {
+        /// The whole configuration at once (replacing what earlier setters set); the setters
+        /// below change one field of it.
+        pub fn config(mut self, config: $crate::BreakerConfig) -> Self {
+            self.config = config;
+            self
+        }
+
+        /// Consecutive failures that open the breaker, at least 1; `None` (the default) turns
+        /// the rule off. See [`BreakerConfig::consecutive_failures`](crate::BreakerConfig::consecutive_failures).
+        pub fn consecutive_failures(mut self, n: impl Into<Option<u32>>) -> Self {
+            self.config.consecutive_failures = n.into();
+            self
+        }
+
+        /// The window the rates are measured over (`Window::Count(30)`). See
+        /// [`BreakerConfig::window`](crate::BreakerConfig::window).
+        pub fn window(mut self, window: $crate::Window) -> Self {
+            self.config.window = window;
+            self
+        }
+
+        /// The failure rate that opens the breaker (90 % of at least 30 calls); `None` turns
+        /// the rule off. See [`BreakerConfig::failure_rate`](crate::BreakerConfig::failure_rate).
+        pub fn failure_rate(mut self, rate: impl Into<Option<$crate::Rate>>) -> Self {
+            self.config.failure_rate = rate.into();
+            self
+        }
+
+        /// Calls this long or longer are slow (`None` by default). See
+        /// [`BreakerConfig::slow_call_duration`](crate::BreakerConfig::slow_call_duration).
+        pub fn slow_call_duration(mut self, d: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.slow_call_duration = d.into();
+            self
+        }
+
+        /// The slow-call rate that opens the breaker (`None` by default; needs
+        /// `slow_call_duration`). See [`BreakerConfig::slow_call_rate`](crate::BreakerConfig::slow_call_rate).
+        pub fn slow_call_rate(mut self, rate: impl Into<Option<$crate::Rate>>) -> Self {
+            self.config.slow_call_rate = rate.into();
+            self
+        }
+
+        /// The first open period (500 ms). See
+        /// [`BreakerConfig::open_duration`](crate::BreakerConfig::open_duration).
+        pub fn open_duration(mut self, d: std::time::Duration) -> Self {
+            self.config.open_duration = d;
+            self
+        }
+
+        /// The open period's growth per failed probe (1.5). See
+        /// [`BreakerConfig::open_backoff`](crate::BreakerConfig::open_backoff).
+        pub fn open_backoff(mut self, factor: f64) -> Self {
+            self.config.open_backoff = factor;
+            self
+        }
+
+        /// The longest open period (750 ms). See
+        /// [`BreakerConfig::max_open_duration`](crate::BreakerConfig::max_open_duration).
+        pub fn max_open_duration(mut self, d: std::time::Duration) -> Self {
+            self.config.max_open_duration = d;
+            self
+        }
+
+        /// The open period's spread, a fraction of it (0.1: ±10 %). See
+        /// [`BreakerConfig::jitter_ratio`](crate::BreakerConfig::jitter_ratio).
+        pub fn jitter_ratio(mut self, ratio: f64) -> Self {
+            self.config.jitter_ratio = ratio;
+            self
+        }
+
+        /// Probes admitted at once while half-open (1). See
+        /// [`BreakerConfig::half_open_probes`](crate::BreakerConfig::half_open_probes).
+        pub fn half_open_probes(mut self, n: u32) -> Self {
+            self.config.half_open_probes = n;
+            self
+        }
+
+        /// Successful probes that close the breaker (2). See
+        /// [`BreakerConfig::success_threshold`](crate::BreakerConfig::success_threshold).
+        pub fn success_threshold(mut self, n: u32) -> Self {
+            self.config.success_threshold = n;
+            self
+        }
+
+        /// The longest a half-open probe may take (60 s). See
+        /// [`BreakerConfig::probe_timeout`](crate::BreakerConfig::probe_timeout).
+        pub fn probe_timeout(mut self, d: std::time::Duration) -> Self {
+            self.config.probe_timeout = d;
+            self
+        }
+
+        /// What a dropped call means (`CancelPolicy::Ignore`). See
+        /// [`BreakerConfig::cancel`](crate::BreakerConfig::cancel).
+        pub fn cancel(mut self, policy: $crate::CancelPolicy) -> Self {
+            self.config.cancel = policy;
+            self
+        }
+
+        /// Adaptive throttling while closed (`Throttle::default()`); `None` turns it off. See
+        /// [`BreakerConfig::throttle`](crate::BreakerConfig::throttle).
+        pub fn throttle(mut self, throttle: impl Into<Option<$crate::Throttle>>) -> Self {
+            self.config.throttle = throttle.into();
+            self
+        }
+
+        /// The seed of the jitter and of the throttle's draws. See
+        /// [`BreakerConfig::seed`](crate::BreakerConfig::seed).
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.config.seed = seed;
+            self
+        }
+    };
+}
+
+pub(crate) use config_setters;

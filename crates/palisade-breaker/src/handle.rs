@@ -86,15 +86,17 @@ impl Stripes {
 ///
 /// Operator actions take effect at once for every service sharing the breaker:
 /// [`isolate`](Self::isolate) forces it open (rejecting) until [`close`](Self::close) or
-/// [`reset`](Self::reset); [`disable`](Self::disable) lets everything through while still
-/// counting.
+/// [`reset`](Self::reset); [`bypass`](Self::bypass) lets everything through while still
+/// counting, until [`close`](Self::close) or [`reset`](Self::reset).
 #[derive(Clone, Debug)]
 pub struct BreakerHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// A breaker's numbers at one instant.
+/// A breaker's numbers at one instant ([`BreakerHandle::metrics`]). `#[non_exhaustive]`: a
+/// number may be added.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Metrics {
     /// The state.
     pub state: State,
@@ -108,10 +110,12 @@ pub struct Metrics {
     pub consecutive_failures: u32,
     /// Outcomes in the rate window, when a rate rule is configured.
     pub window_calls: Option<u32>,
-    /// The failure rate in the window (0.0 to 1.0), when a rate rule is configured.
-    pub failure_rate: Option<f64>,
-    /// The slow-call rate in the window, when a rate rule is configured.
-    pub slow_call_rate: Option<f64>,
+    /// The fraction of the window's outcomes that failed (0.0 to 1.0), when a rate rule is
+    /// configured and the window holds an outcome.
+    pub failure_ratio: Option<f64>,
+    /// The fraction of the window's outcomes that were slow (0.0 to 1.0), when a rate rule is
+    /// configured and the window holds an outcome.
+    pub slow_call_ratio: Option<f64>,
     /// How long it has been in this state.
     pub time_in_state: Duration,
     /// While open: how long until it probes.
@@ -149,11 +153,12 @@ impl BreakerHandle {
         self.shared.core.trip_now(self.shared.now_ms());
     }
 
-    /// Lets every call through while still counting outcomes.
-    pub fn disable(&self) {
+    /// Takes the breaker out of the way: it lets every call through ([`State::Bypassed`])
+    /// while still counting outcomes, until closed or reset by hand.
+    pub fn bypass(&self) {
         self.shared
             .core
-            .force(State::Disabled, self.shared.now_ms());
+            .force(State::Bypassed, self.shared.now_ms());
     }
 
     /// Back to a new breaker: closed, every count cleared.
@@ -176,8 +181,8 @@ impl BreakerHandle {
             rejections: n.rejections,
             consecutive_failures: n.consecutive_failures,
             window_calls: n.window.map(|w| w.calls),
-            failure_rate: n.window.and_then(|w| rate(w.failures)),
-            slow_call_rate: n.window.and_then(|w| rate(w.slow)),
+            failure_ratio: n.window.and_then(|w| rate(w.failures)),
+            slow_call_ratio: n.window.and_then(|w| rate(w.slow)),
             time_in_state: Duration::from_millis(n.in_state_ms),
             retry_after: (n.state == State::Open)
                 .then_some(n.open_for_ms)

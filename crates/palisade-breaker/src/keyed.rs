@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -149,7 +150,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 }
 
 /// One circuit breaker per key taken from the request (a provider, a model, a tool, a tenant),
-/// created on first use. See [`KeyedBreakerLayer::builder`].
+/// created on first use. See [`KeyedBreakerLayer::new`] and [`KeyedBreakerLayer::builder`].
 ///
 /// Looking a key up takes no lock: the keys live in an immutable map behind an
 /// [`ArcSwap`](arc_swap::ArcSwap), replaced whole when a key is added (rare). Memory is
@@ -188,53 +189,121 @@ impl<K, F> fmt::Debug for KeyedBreakerLayer<K, F> {
     }
 }
 
-/// Configures a [`KeyedBreakerLayer`].
-#[derive(Debug)]
-pub struct KeyedBreakerBuilder {
+/// Configures a [`KeyedBreakerLayer`]; made by [`KeyedBreakerLayer::builder`].
+pub struct KeyedBreakerBuilder<K, F> {
     name: String,
+    key: F,
     config: BreakerConfig,
     max_keys: usize,
     idle: Duration,
+    _key: PhantomData<fn() -> K>,
 }
 
-impl KeyedBreakerLayer<(), ()> {
-    /// A builder for per-key breakers named `name[key]`.
-    pub fn builder(name: impl Into<String>) -> KeyedBreakerBuilder {
+impl<K, F> fmt::Debug for KeyedBreakerBuilder<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakerBuilder")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("max_keys", &self.max_keys)
+            .field("idle_timeout", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, F> KeyedBreakerLayer<K, F> {
+    /// Per-key breakers named `name[key]`, `key` taking the key from each request, each with
+    /// the defaults of [`BreakerConfig`] (see [`BreakerLayer::new`](crate::BreakerLayer::new)),
+    /// at most 1024 keys, idle keys dropped after an hour.
+    ///
+    /// The key function's signature names the request type, so nothing else needs a type
+    /// annotation:
+    ///
+    /// ```
+    /// use palisade_breaker::KeyedBreakerLayer;
+    /// use palisade_classify::BoxError;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// struct Completion {
+    ///     model: &'static str,
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = KeyedBreakerLayer::new("model", |c: &Completion| c.model);
+    /// let handle = layer.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service(service_fn(|_: Completion| async { Ok::<_, BoxError>("done") }));
+    /// assert_eq!(svc.oneshot(Completion { model: "small" }).await.unwrap(), "done");
+    /// assert_eq!(handle.keys(), ["small"]);
+    /// # }
+    /// ```
+    pub fn new<Req>(name: impl Into<String>, key: F) -> Self
+    where
+        F: Fn(&Req) -> K,
+    {
+        KeyedBreakerLayer::builder(name, key)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder for per-key breakers named `name[key]`, `key` taking the key from each
+    /// request: the setters of [`BreakerLayer::builder`](crate::BreakerLayer::builder) (the
+    /// configuration every key's breaker gets), plus [`max_keys`](KeyedBreakerBuilder::max_keys)
+    /// and [`idle_timeout`](KeyedBreakerBuilder::idle_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_breaker::{BreakerConfig, KeyedBreakerLayer};
+    ///
+    /// struct Call {
+    ///     tenant: u32,
+    /// }
+    ///
+    /// let layer = KeyedBreakerLayer::builder("tenant", |c: &Call| c.tenant)
+    ///     .config(BreakerConfig::classic())
+    ///     .max_keys(10_000)
+    ///     .idle_timeout(Duration::from_secs(600))
+    ///     .build()?;
+    /// # Ok::<(), palisade_classify::ConfigError>(())
+    /// ```
+    pub fn builder<Req>(name: impl Into<String>, key: F) -> KeyedBreakerBuilder<K, F>
+    where
+        F: Fn(&Req) -> K,
+    {
         KeyedBreakerBuilder {
             name: name.into(),
+            key,
             config: BreakerConfig::default(),
             max_keys: 1024,
             idle: Duration::from_secs(3600),
+            _key: PhantomData,
         }
     }
 }
 
-impl KeyedBreakerBuilder {
-    /// The configuration every key's breaker gets.
-    pub fn config(mut self, config: BreakerConfig) -> Self {
-        self.config = config;
-        self
-    }
+impl<K, F> KeyedBreakerBuilder<K, F> {
+    crate::config::config_setters!();
 
-    /// The most keys kept at once (1024). Beyond it the least recently used key whose breaker
-    /// admits calls is dropped (see [`KeyedBreakerLayer`]).
+    /// The most keys kept at once (1024; at least 1). Beyond it the least recently used key
+    /// whose breaker admits calls is dropped (see [`KeyedBreakerLayer`]).
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
     }
 
-    /// Keys unused this long are dropped when a new key arrives (1 hour), unless their breaker
-    /// still rejects calls.
+    /// Keys unused this long are dropped when a new key arrives (1 hour; at least 1 s), unless
+    /// their breaker still rejects calls.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
     }
 
-    /// Builds the layer with `key` taking the key from each request.
+    /// Builds the layer.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the invalid field.
-    pub fn build<K, F>(self, key: F) -> Result<KeyedBreakerLayer<K, F>, ConfigError> {
+    /// A [`ConfigError`] naming the invalid field (see [`BreakerConfig::validate`]).
+    pub fn build(self) -> Result<KeyedBreakerLayer<K, F>, ConfigError> {
         self.config.validate()?;
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
@@ -256,7 +325,7 @@ impl KeyedBreakerBuilder {
                 write: std::sync::Mutex::new(()),
                 stripes: AtomicUsize::new(0),
             }),
-            key,
+            key: self.key,
         })
     }
 }

@@ -28,14 +28,43 @@ impl fmt::Debug for BreakerLayer {
 }
 
 impl BreakerLayer {
-    /// A breaker named `name` with the defaults of [`BreakerConfig`](crate::BreakerConfig).
+    /// A breaker named `name` with the defaults of [`BreakerConfig`]: it opens when at least
+    /// 90 % of the last 30 calls failed, throttles adaptively while closed (`k` = 3 over the
+    /// last 100 requests), stays open 500 ms (×1.5 per failed probe, at most 750 ms, ±10 %),
+    /// probes one call at a time and closes after 2 successful probes; a probe gets 60 s.
+    ///
+    /// The name appears in [`CircuitOpen`](crate::CircuitOpen), in `tracing` events and in
+    /// metrics.
     pub fn new(name: impl Into<String>) -> Self {
         BreakerLayer::builder(name)
             .build()
             .expect("the default configuration is valid")
     }
 
-    /// A builder for a breaker named `name`.
+    /// A builder for a breaker named `name`, starting from [`BreakerConfig::default`]: one
+    /// setter per configuration field, [`listener`](BreakerBuilder::listener)s, and
+    /// [`build`](BreakerBuilder::build), which validates everything at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_breaker::{BreakerConfig, BreakerLayer, Rate};
+    ///
+    /// let layer = BreakerLayer::builder("search")
+    ///     .failure_rate(Rate::new(0.5, 20))
+    ///     .consecutive_failures(10)
+    ///     .open_duration(Duration::from_secs(1))
+    ///     .max_open_duration(Duration::from_secs(10))
+    ///     .build()?;
+    /// // Or a whole configuration, then a field changed.
+    /// let classic = BreakerLayer::builder("db")
+    ///     .config(BreakerConfig::classic())
+    ///     .jitter_ratio(0.0)
+    ///     .build()?;
+    /// // Every field is checked, and the error names it.
+    /// let err = BreakerLayer::builder("x").failure_rate(Rate::new(1.5, 20)).build().unwrap_err();
+    /// assert_eq!(err.field(), "failure_rate.ratio");
+    /// # Ok::<(), palisade_classify::ConfigError>(())
+    /// ```
     pub fn builder(name: impl Into<String>) -> BreakerBuilder {
         BreakerBuilder {
             name: name.into(),
@@ -60,7 +89,7 @@ impl<S> Layer<S> for BreakerLayer {
     }
 }
 
-/// Configures a [`BreakerLayer`].
+/// Configures a [`BreakerLayer`]; made by [`BreakerLayer::builder`].
 pub struct BreakerBuilder {
     name: String,
     config: BreakerConfig,
@@ -78,17 +107,7 @@ impl fmt::Debug for BreakerBuilder {
 }
 
 impl BreakerBuilder {
-    /// The whole configuration.
-    pub fn config(mut self, config: BreakerConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Changes the configuration in place.
-    pub fn configure(mut self, f: impl FnOnce(&mut BreakerConfig)) -> Self {
-        f(&mut self.config);
-        self
-    }
+    crate::config::config_setters!();
 
     /// Adds a listener for state changes and rejections.
     pub fn listener(mut self, listener: impl Listener + 'static) -> Self {
@@ -99,7 +118,7 @@ impl BreakerBuilder {
     /// Builds the layer.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the first invalid field.
+    /// A [`ConfigError`] naming the first invalid field (see [`BreakerConfig::validate`]).
     pub fn build(self) -> Result<BreakerLayer, ConfigError> {
         self.config.validate()?;
         Ok(BreakerLayer {

@@ -4,8 +4,8 @@
 //! fast with a useful error, and lets a few probes find out when the dependency is back.
 //!
 //! * **States** ([`State`]): `Closed` (calls flow), `Open` (rejecting: "open" as in an open
-//!   circuit), `HalfOpen` (probing), `Isolated` (forced open by an operator) and `Disabled`
-//!   (never rejects, still counts).
+//!   circuit), `HalfOpen` (probing), `Isolated` (forced open by an operator) and `Bypassed`
+//!   (taken out of the way by an operator: never rejects, still counts).
 //! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures; failure rate and
 //!   slow-call rate over a [`Window`] — the last N outcomes (a window that slides one outcome
 //!   at a time: after 1 000 successes, N failures fill it) or fixed time buckets — each with a
@@ -128,4 +128,3 @@ pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandl
 pub use layer::{BreakerBuilder, BreakerLayer};
 pub use service::Breaker;
 pub use state::{Event, Listener, State};
-pub use window::Counts;

@@ -23,12 +23,13 @@ fn from_code(word: u64) -> State {
         1 => State::Open,
         2 => State::HalfOpen,
         3 => State::Isolated,
-        _ => State::Disabled,
+        _ => State::Bypassed,
     }
 }
 
-/// Something that happened to a breaker.
+/// Something that happened to a breaker. `#[non_exhaustive]`: an event may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// It moved from one state to another.
     Transition {
@@ -219,7 +220,7 @@ impl Core {
                     }
                     return Ok(Ticket::new(generation, false));
                 }
-                State::Disabled => {
+                State::Bypassed => {
                     return Ok(Ticket::new(generation, false));
                 }
                 State::Isolated => return Err(self.refuse(State::Isolated, None)),
@@ -326,7 +327,7 @@ impl Core {
     }
 
     /// How much longer the breaker rejects calls if left alone: the time left in its open
-    /// period, `u64::MAX` while isolated; `None` when it admits calls (closed, disabled,
+    /// period, `u64::MAX` while isolated; `None` when it admits calls (closed, bypassed,
     /// half-open, or open with its period over).
     pub(crate) fn rejecting_for(&self, now: u64) -> Option<u64> {
         match self.state() {
@@ -336,7 +337,7 @@ impl Core {
                 .load(Ordering::Acquire)
                 .checked_sub(now)
                 .filter(|&left| left > 0),
-            State::Closed | State::HalfOpen | State::Disabled => None,
+            State::Closed | State::HalfOpen | State::Bypassed => None,
         }
     }
 
@@ -463,7 +464,7 @@ impl Core {
                     }
                 }
             }
-            State::Disabled => {
+            State::Bypassed => {
                 self.record_rates(failure, slow, now);
             }
             State::Open | State::Isolated => {}
@@ -488,7 +489,7 @@ impl Core {
         }
         let over = |rate: Option<crate::config::Rate>, n: u32| {
             rate.is_some_and(|r| {
-                counts.calls >= r.min_calls && f64::from(n) >= r.threshold * f64::from(counts.calls)
+                counts.calls >= r.min_calls && f64::from(n) >= r.ratio * f64::from(counts.calls)
             })
         };
         over(self.cfg.failure_rate, counts.failures) || over(self.cfg.slow_call_rate, counts.slow)
@@ -502,7 +503,7 @@ impl Core {
         let base = cfg.open_duration.as_secs_f64() * cfg.open_backoff.powi(reopens as i32);
         let base = base.min(cfg.max_open_duration.as_secs_f64());
         let r = self.next_random();
-        let jittered = base * (1.0 + cfg.jitter * (2.0 * r - 1.0));
+        let jittered = base * (1.0 + cfg.jitter_ratio * (2.0 * r - 1.0));
         let period =
             Duration::from_secs_f64(jittered.clamp(0.0, cfg.max_open_duration.as_secs_f64()));
         period.max(hint.unwrap_or(Duration::ZERO))
@@ -610,7 +611,7 @@ impl Core {
         self.emit(Event::Transition { from, to });
     }
 
-    /// Forces a state by hand (isolate, close, disable). Returns the state it left.
+    /// Forces a state by hand (isolate, close, bypass). Returns the state it left.
     pub(crate) fn force(&self, to: State, now: u64) -> State {
         loop {
             let word = self.word.load(Ordering::Acquire);

@@ -11,13 +11,17 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::*;
 
+/// The classic configuration without jitter, changed by `f`.
+fn classic(f: impl FnOnce(&mut BreakerConfig)) -> BreakerConfig {
+    let mut c = BreakerConfig::classic();
+    c.jitter_ratio = 0.0;
+    f(&mut c);
+    c
+}
+
 fn layer(f: impl FnOnce(&mut BreakerConfig)) -> BreakerLayer {
     BreakerLayer::builder("t")
-        .configure(|c| {
-            *c = BreakerConfig::classic();
-            c.jitter = 0.0;
-            f(c)
-        })
+        .config(classic(f))
         .build()
         .unwrap()
 }
@@ -241,10 +245,7 @@ async fn slow_calls_trip_it_by_rate() {
         c.consecutive_failures = None;
         c.window = Window::Count(10);
         c.slow_call_duration = Some(Duration::from_secs(1));
-        c.slow_call_rate = Some(Rate {
-            threshold: 0.5,
-            min_calls: 10,
-        });
+        c.slow_call_rate = Some(Rate::new(0.5, 10));
     });
     let mut svc = l.layer(service_fn(|_: ()| async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -256,14 +257,16 @@ async fn slow_calls_trip_it_by_rate() {
     assert_eq!(l.handle().state(), State::Closed);
     svc.ready().await.unwrap().call(()).await.unwrap();
     assert_eq!(l.handle().state(), State::Open);
-    assert_eq!(l.handle().metrics().slow_call_rate, Some(1.0));
+    assert_eq!(l.handle().metrics().slow_call_ratio, Some(1.0));
 }
 
 #[test]
 fn bad_configuration_fails_at_build_time_naming_the_field() {
     let err = |f: fn(&mut BreakerConfig)| {
+        let mut c = BreakerConfig::default();
+        f(&mut c);
         BreakerLayer::builder("x")
-            .configure(f)
+            .config(c)
             .build()
             .unwrap_err()
             .field()
@@ -293,24 +296,15 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
     );
     assert_eq!(err(|c| c.window = Window::Count(0)), "window");
     assert_eq!(
-        err(|c| c.failure_rate = Some(Rate {
-            threshold: 1.5,
-            min_calls: 1
-        })),
-        "failure_rate.threshold"
+        err(|c| c.failure_rate = Some(Rate::new(1.5, 1))),
+        "failure_rate.ratio"
     );
     assert_eq!(
-        err(|c| c.failure_rate = Some(Rate {
-            threshold: 0.0,
-            min_calls: 1
-        })),
-        "failure_rate.threshold"
+        err(|c| c.failure_rate = Some(Rate::new(0.0, 1))),
+        "failure_rate.ratio"
     );
     assert_eq!(
-        err(|c| c.failure_rate = Some(Rate {
-            threshold: 0.5,
-            min_calls: 101
-        })),
+        err(|c| c.failure_rate = Some(Rate::new(0.5, 101))),
         "failure_rate.min_calls"
     );
     assert_eq!(err(|c| c.half_open_probes = 0), "half_open_probes");
@@ -322,10 +316,7 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
         "probe_timeout"
     );
     assert_eq!(
-        err(|c| c.slow_call_rate = Some(Rate {
-            threshold: 0.5,
-            min_calls: 1
-        })),
+        err(|c| c.slow_call_rate = Some(Rate::new(0.5, 1))),
         "slow_call_duration"
     );
     assert_eq!(
@@ -442,15 +433,14 @@ mod keyed {
         })
     }
 
-    fn keyed(max_keys: usize) -> KeyedBreakerLayer<&'static str, fn(&Call) -> &'static str> {
-        KeyedBreakerLayer::builder("model")
-            .config(BreakerConfig {
-                jitter: 0.0,
-                ..BreakerConfig::classic()
-            })
+    fn keyed(
+        max_keys: usize,
+    ) -> KeyedBreakerLayer<&'static str, impl Fn(&Call) -> &'static str + Clone> {
+        KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+            .config(classic(|_| {}))
             .max_keys(max_keys)
             .idle_timeout(Duration::from_secs(60))
-            .build((|c: &Call| c.model) as fn(&Call) -> &'static str)
+            .build()
             .unwrap()
     }
 
@@ -559,10 +549,7 @@ mod keyed {
         let children = keyed(16);
         let child_handle = children.handle();
         let parent = BreakerLayer::builder("provider")
-            .configure(|c| {
-                *c = BreakerConfig::classic();
-                c.jitter = 0.0;
-            })
+            .config(classic(|_| {}))
             .listener(child_handle.propagate())
             .build()
             .unwrap();
@@ -699,13 +686,10 @@ mod keyed {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_open_breaker_stays_until_its_open_period_ends() {
-        let layer = KeyedBreakerLayer::builder("model")
-            .config(BreakerConfig {
-                jitter: 0.0,
-                ..BreakerConfig::classic()
-            })
+        let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+            .config(classic(|_| {}))
             .idle_timeout(Duration::from_secs(1))
-            .build((|c: &Call| c.model) as fn(&Call) -> &'static str)
+            .build()
             .unwrap();
         let handle = layer.handle();
         let mut svc = layer.layer(models());
@@ -726,7 +710,7 @@ mod keyed {
 
     #[tokio::test(start_paused = true)]
     async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and_warns() {
-        let (capture, _guard) = Capture::install();
+        let capture = Capture::install();
         let layer = keyed(2);
         let handle = layer.handle();
         let mut svc = layer.layer(models());
@@ -751,15 +735,12 @@ mod keyed {
 
     #[tokio::test(start_paused = true)]
     async fn tracing_events_name_the_breaker() {
-        let (capture, _guard) = Capture::install();
+        let capture = Capture::install();
         let children = keyed(16);
         let parent = BreakerLayer::builder("provider")
-            .configure(|c| {
-                *c = BreakerConfig::classic();
-                c.jitter = 0.0;
-                c.half_open_probes = 1;
-                c.probe_timeout = Duration::from_secs(1);
-            })
+            .config(classic(|_| {}))
+            .half_open_probes(1)
+            .probe_timeout(Duration::from_secs(1))
             .listener(children.handle().propagate())
             .build()
             .unwrap();
@@ -814,25 +795,36 @@ mod keyed {
 
     #[test]
     fn bad_configuration_names_the_field() {
-        let err = KeyedBreakerLayer::builder("x")
+        let err = KeyedBreakerLayer::builder("x", |c: &u32| *c)
             .max_keys(0)
-            .build::<u32, _>(|c: &u32| *c)
+            .build()
             .unwrap_err();
         assert_eq!(err.field(), "max_keys");
-        let err = KeyedBreakerLayer::builder("x")
-            .config(BreakerConfig {
-                half_open_probes: 0,
-                ..BreakerConfig::classic()
-            })
-            .build::<u32, _>(|c: &u32| *c)
+        let err = KeyedBreakerLayer::builder("x", |c: &u32| *c)
+            .config(BreakerConfig::classic())
+            .half_open_probes(0)
+            .build()
             .unwrap_err();
         assert_eq!(err.field(), "half_open_probes");
     }
 }
 
-/// Records the `palisade_breaker` tracing events of the current thread, while installed.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<Captured>>>);
+/// Records the `palisade_breaker` tracing events of the threads that asked for them.
+///
+/// It is installed once, as the global default, rather than per test with `set_default`:
+/// tracing caches each callsite's interest process-wide, and a test on another thread that
+/// reaches a callsite first while no scoped subscriber listens can cache "never" for it, racing
+/// a test that has just installed its own (its events then go unseen). A global subscriber that
+/// is always interested leaves no such race; each test reads only its own thread's events (the
+/// paused-clock runtime is current-thread, so a test's events land on its thread).
+struct Capture {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Vec<Captured>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 #[derive(Debug)]
 struct Captured {
@@ -854,14 +846,34 @@ impl Captured {
 }
 
 impl Capture {
-    fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
-        let capture = Capture::default();
-        let guard = tracing::subscriber::set_default(capture.clone());
-        (capture, guard)
+    /// Starts keeping this thread's events until the returned value is dropped.
+    fn install() -> Capture {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Global).expect("no other global subscriber");
+            // Callsites registered before, while no subscriber listened, cached "never".
+            tracing::callsite::rebuild_interest_cache();
+        });
+        CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+        Capture {
+            _not_send: std::marker::PhantomData,
+        }
     }
 
+    /// This thread's events so far (taken).
     fn events(&self) -> Vec<Captured> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+        CAPTURED.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        CAPTURED.with(|c| *c.borrow_mut() = None);
     }
 }
 
@@ -871,7 +883,10 @@ impl tracing::field::Visit for Captured {
     }
 }
 
-impl tracing::Subscriber for Capture {
+/// The process-wide subscriber behind [`Capture`].
+struct Global;
+
+impl tracing::Subscriber for Global {
     fn register_callsite(
         &self,
         _: &'static tracing::Metadata<'static>,
@@ -887,12 +902,16 @@ impl tracing::Subscriber for Capture {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut captured = Captured {
-            level: *event.metadata().level(),
-            fields: Vec::new(),
-        };
-        event.record(&mut captured);
-        self.0.lock().unwrap().push(captured);
+        CAPTURED.with(|c| {
+            if let Some(events) = c.borrow_mut().as_mut() {
+                let mut captured = Captured {
+                    level: *event.metadata().level(),
+                    fields: Vec::new(),
+                };
+                event.record(&mut captured);
+                events.push(captured);
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}

@@ -12,13 +12,13 @@ const SLOW: u8 = 4;
 
 /// What a window holds now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Outcomes in the window.
-    pub calls: u32,
+    pub(crate) calls: u32,
     /// Failures among them.
-    pub failures: u32,
+    pub(crate) failures: u32,
     /// Slow calls among them (successful or not).
-    pub slow: u32,
+    pub(crate) slow: u32,
 }
 
 fn code(failure: bool, slow: bool) -> u8 {

@@ -127,8 +127,9 @@ pub enum BreakerState {
     HalfOpen = 2,
     /// Forced open by an operator: rejecting until closed or reset by hand.
     Isolated = 3,
-    /// Never rejects; outcomes are still counted (metrics only).
-    Disabled = 4,
+    /// Bypassed by an operator: lets every call through, never rejects; outcomes are still
+    /// counted (metrics only).
+    Bypassed = 4,
 }
 
 impl BreakerState {
@@ -139,7 +140,7 @@ impl BreakerState {
             BreakerState::Open => "open",
             BreakerState::HalfOpen => "half_open",
             BreakerState::Isolated => "isolated",
-            BreakerState::Disabled => "disabled",
+            BreakerState::Bypassed => "bypassed",
         }
     }
 }
@@ -207,7 +208,7 @@ impl fmt::Display for CircuitOpen {
                 f,
                 "circuit '{name}' throttled (the dependency accepts too few calls)"
             )?,
-            BreakerState::Open | BreakerState::Disabled => write!(f, "circuit '{name}' open")?,
+            BreakerState::Open | BreakerState::Bypassed => write!(f, "circuit '{name}' open")?,
         }
         match self.retry_after {
             Some(d) => write!(f, ", retry in {}", Human(d)),

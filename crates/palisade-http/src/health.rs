@@ -109,7 +109,7 @@ impl Health {
         Self::default()
     }
 
-    /// Readiness requires this breaker to be closed, half-open or disabled.
+    /// Readiness requires this breaker to be closed, half-open or bypassed.
     pub fn breaker(mut self, handle: BreakerHandle) -> Self {
         self.parts
             .push(Arc::new(move || breaker_part(&handle, true)));

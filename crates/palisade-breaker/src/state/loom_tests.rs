@@ -10,7 +10,7 @@ use loom::thread;
 fn cfg(probes: u32, success_threshold: u32, failures: u32) -> BreakerConfig {
     BreakerConfig {
         consecutive_failures: Some(failures),
-        jitter: 0.0,
+        jitter_ratio: 0.0,
         half_open_probes: probes,
         success_threshold,
         ..BreakerConfig::classic()

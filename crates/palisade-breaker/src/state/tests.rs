@@ -11,7 +11,7 @@ fn core(cfg: BreakerConfig) -> Core {
 
 fn no_jitter() -> BreakerConfig {
     BreakerConfig {
-        jitter: 0.0,
+        jitter_ratio: 0.0,
         ..BreakerConfig::classic()
     }
 }
@@ -141,10 +141,7 @@ fn failure_rate_over_a_sliding_count_window_with_a_minimum() {
     let c = core(BreakerConfig {
         consecutive_failures: None,
         window: Window::Count(10),
-        failure_rate: Some(Rate {
-            threshold: 0.5,
-            min_calls: 4,
-        }),
+        failure_rate: Some(Rate::new(0.5, 4)),
         ..no_jitter()
     });
     // Below the minimum, even 3 failures of 3 do not trip it.
@@ -178,10 +175,7 @@ fn slow_call_rate_over_a_time_window() {
             buckets: 10,
         },
         slow_call_duration: Some(Duration::from_secs(2)),
-        slow_call_rate: Some(Rate {
-            threshold: 0.8,
-            min_calls: 5,
-        }),
+        slow_call_rate: Some(Rate::new(0.8, 5)),
         ..no_jitter()
     });
     let slow = |now| {
@@ -213,15 +207,15 @@ fn neutral_outcomes_neither_help_nor_hurt() {
 }
 
 #[test]
-fn isolate_disable_close_and_reset() {
+fn isolate_bypass_close_and_reset() {
     let c = core(no_jitter());
     c.force(State::Isolated, 0);
     assert_eq!(c.admit(|| 1_000_000).unwrap_err().state, State::Isolated);
-    c.force(State::Disabled, 0);
+    c.force(State::Bypassed, 0);
     for _ in 0..100 {
         assert!(fail(&c, 0));
     }
-    assert_eq!(c.state(), State::Disabled);
+    assert_eq!(c.state(), State::Bypassed);
     c.force(State::Closed, 0);
     assert!(succeed(&c, 0));
     for _ in 0..5 {

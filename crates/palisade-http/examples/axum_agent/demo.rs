@@ -117,7 +117,7 @@ pub(crate) async fn app(tool: SocketAddr) -> Result<App, BoxError> {
     let mut config = BreakerConfig::classic();
     config.open_duration = Duration::from_secs(3);
     config.max_open_duration = Duration::from_secs(3);
-    config.jitter = 0.0;
+    config.jitter_ratio = 0.0;
     let breaker = BreakerLayer::builder("tool").config(config).build()?;
     let handle = breaker.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
