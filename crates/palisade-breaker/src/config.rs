@@ -382,6 +382,13 @@ macro_rules! config_setters {
             self
         }
 
+        /// Changes the configuration in place (several fields at once, or one relative to
+        /// another).
+        pub fn configure(mut self, f: impl FnOnce(&mut $crate::BreakerConfig)) -> Self {
+            f(&mut self.config);
+            self
+        }
+
         /// Consecutive failures that open the breaker, at least 1; `None` (the default) turns
         /// the rule off. See [`BreakerConfig::consecutive_failures`](crate::BreakerConfig::consecutive_failures).
         pub fn consecutive_failures(mut self, n: impl Into<Option<u32>>) -> Self {
