@@ -12,7 +12,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use crate::*;
 
 /// The classic configuration without jitter, changed by `f`.
-fn classic(f: impl FnOnce(&mut BreakerConfig)) -> BreakerConfig {
+pub(crate) fn classic(f: impl FnOnce(&mut BreakerConfig)) -> BreakerConfig {
     let mut c = BreakerConfig::classic();
     c.jitter_ratio = 0.0;
     f(&mut c);
@@ -413,402 +413,6 @@ async fn a_probe_that_answers_after_the_probe_timeout_counts_as_failed() {
     assert_eq!(handle.state(), State::Closed);
 }
 
-mod keyed {
-    use super::*;
-
-    /// A model call: which model, and whether it works.
-    #[derive(Clone, Debug)]
-    struct Call {
-        model: &'static str,
-        ok: bool,
-    }
-
-    fn models() -> impl Service<Call, Response = (), Error = BoxError, Future: Send> + Clone {
-        service_fn(|c: Call| async move {
-            if c.ok {
-                Ok(())
-            } else {
-                Err::<(), BoxError>("503 overloaded".into())
-            }
-        })
-    }
-
-    fn keyed(
-        max_keys: usize,
-    ) -> KeyedBreakerLayer<&'static str, impl Fn(&Call) -> &'static str + Clone> {
-        KeyedBreakerLayer::builder("model", |c: &Call| c.model)
-            .config(classic(|_| {}))
-            .max_keys(max_keys)
-            .idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn each_key_has_its_own_breaker() {
-        let layer = keyed(16);
-        let handle = layer.handle();
-        let mut svc = layer.layer(models());
-        for _ in 0..5 {
-            let _ = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(Call {
-                    model: "big",
-                    ok: false,
-                })
-                .await;
-        }
-        let err = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "big",
-                ok: true,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(
-            &*err.downcast_ref::<CircuitOpen>().unwrap().breaker,
-            "model[\"big\"]"
-        );
-        assert_eq!(
-            err.to_string(),
-            "circuit 'model[\"big\"]' open, retry in 30 s"
-        );
-        svc.ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "small",
-                ok: true,
-            })
-            .await
-            .unwrap();
-        assert_eq!(handle.get(&"big").unwrap().state(), State::Open);
-        assert_eq!(handle.get(&"small").unwrap().state(), State::Closed);
-        let mut keys = handle.keys();
-        keys.sort();
-        assert_eq!(keys, ["big", "small"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn memory_is_bounded_by_idle_eviction_and_max_keys() {
-        let layer = keyed(2);
-        let handle = layer.handle();
-        let mut svc = layer.layer(models());
-        for model in ["a", "b"] {
-            svc.ready()
-                .await
-                .unwrap()
-                .call(Call { model, ok: true })
-                .await
-                .unwrap();
-        }
-        tokio::time::advance(Duration::from_secs(5)).await;
-        svc.ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "a",
-                ok: true,
-            })
-            .await
-            .unwrap();
-        // A third key: the least recently used (b) goes.
-        svc.ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "c",
-                ok: true,
-            })
-            .await
-            .unwrap();
-        let mut keys = handle.keys();
-        keys.sort();
-        assert_eq!(keys, ["a", "c"]);
-        // After the idle timeout, both old keys go when a new one arrives.
-        tokio::time::advance(Duration::from_secs(61)).await;
-        svc.ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "d",
-                ok: true,
-            })
-            .await
-            .unwrap();
-        assert_eq!(handle.keys(), ["d"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_open_parent_fails_its_children_fast_and_propagates() {
-        let children = keyed(16);
-        let child_handle = children.handle();
-        let parent = BreakerLayer::builder("provider")
-            .config(classic(|_| {}))
-            .listener(child_handle.propagate())
-            .build()
-            .unwrap();
-        let parent_handle = parent.handle();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counter = calls.clone();
-        let inner = service_fn(move |c: Call| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if c.ok {
-                    Ok(())
-                } else {
-                    Err::<(), BoxError>("503".into())
-                }
-            }
-        });
-        let mut svc = tower::ServiceBuilder::new()
-            .layer(parent)
-            .layer(children)
-            .service(inner);
-        // Two models work, then the provider fails across models.
-        for model in ["a", "b"] {
-            svc.ready()
-                .await
-                .unwrap()
-                .call(Call { model, ok: true })
-                .await
-                .unwrap();
-        }
-        for (i, model) in ["a", "b", "a", "b", "a"].into_iter().enumerate() {
-            let _ = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(Call { model, ok: false })
-                .await;
-            assert_eq!(parent_handle.state() == State::Open, i == 4);
-        }
-        // The parent rejects every model without calling anything...
-        let before = calls.load(Ordering::SeqCst);
-        let err = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(Call {
-                model: "b",
-                ok: true,
-            })
-            .await
-            .unwrap_err();
-        // It names the parent that refused, not the child the call was for.
-        assert_eq!(
-            &*err.downcast_ref::<CircuitOpen>().unwrap().breaker,
-            "provider"
-        );
-        assert_eq!(err.to_string(), "circuit 'provider' open, retry in 30 s");
-        assert_eq!(calls.load(Ordering::SeqCst), before);
-        // ...and opening it tripped every child, which probe on their own later.
-        assert_eq!(child_handle.get(&"a").unwrap().state(), State::Open);
-        assert_eq!(child_handle.get(&"b").unwrap().state(), State::Open);
-    }
-
-    /// Calls `model` once (working), `n` times.
-    async fn use_key<S>(svc: &mut S, model: &'static str)
-    where
-        S: Service<Call, Response = (), Error = BoxError>,
-    {
-        let _ = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(Call { model, ok: true })
-            .await;
-    }
-
-    /// Opens `model`'s breaker: five failures.
-    async fn open_key<S>(svc: &mut S, model: &'static str)
-    where
-        S: Service<Call, Response = (), Error = BoxError>,
-    {
-        for _ in 0..5 {
-            let _ = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(Call { model, ok: false })
-                .await;
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_flood_of_new_keys_never_evicts_an_open_breaker() {
-        let layer = keyed(2);
-        let handle = layer.handle();
-        let mut svc = layer.layer(models());
-        open_key(&mut svc, "busy").await;
-        tokio::time::advance(Duration::from_millis(900)).await;
-        // From 1 s on, a new key every millisecond, and a call to the busy key every 100 ms.
-        // Each new key evicts one: never the open breaker, which keeps rejecting.
-        tokio::time::advance(Duration::from_millis(100)).await;
-        for i in 0..300 {
-            if i % 100 == 50 {
-                use_key(&mut svc, "busy").await;
-            }
-            let key: &'static str = Box::leak(format!("new-{i}").into_boxed_str());
-            use_key(&mut svc, key).await;
-            assert_eq!(
-                handle.get(&"busy").map(|h| h.state()),
-                Some(State::Open),
-                "after {key}"
-            );
-            assert_eq!(handle.keys().len(), 2);
-            tokio::time::advance(Duration::from_millis(1)).await;
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn recency_is_kept_to_the_millisecond() {
-        // Whichever of two keys was used last, 5 ms later than the other, stays.
-        for (last, evicted) in [("a", "b"), ("b", "a")] {
-            let layer = keyed(2);
-            let handle = layer.handle();
-            let mut svc = layer.layer(models());
-            use_key(&mut svc, "a").await;
-            use_key(&mut svc, "b").await;
-            tokio::time::advance(Duration::from_millis(5)).await;
-            use_key(&mut svc, last).await;
-            use_key(&mut svc, "c").await;
-            let mut keys = handle.keys();
-            keys.sort();
-            assert_eq!(keys, [last, "c"], "{evicted} should go");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_open_breaker_stays_until_its_open_period_ends() {
-        let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
-            .config(classic(|_| {}))
-            .idle_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        let handle = layer.handle();
-        let mut svc = layer.layer(models());
-        open_key(&mut svc, "a").await;
-        use_key(&mut svc, "b").await;
-        // Both idle for 2 s: b goes, a (open for 28 s more) stays, still open.
-        tokio::time::advance(Duration::from_secs(2)).await;
-        use_key(&mut svc, "c").await;
-        let mut keys = handle.keys();
-        keys.sort();
-        assert_eq!(keys, ["a", "c"]);
-        assert_eq!(handle.get(&"a").unwrap().state(), State::Open);
-        // Once its open period is over, an idle key goes like any other.
-        tokio::time::advance(Duration::from_secs(28)).await;
-        use_key(&mut svc, "d").await;
-        assert_eq!(handle.keys(), ["d"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and_warns() {
-        let capture = Capture::install();
-        let layer = keyed(2);
-        let handle = layer.handle();
-        let mut svc = layer.layer(models());
-        open_key(&mut svc, "a").await;
-        tokio::time::advance(Duration::from_secs(10)).await;
-        open_key(&mut svc, "b").await;
-        // Both open (a for 20 s more, b for 30 s), and a new key needs room: a goes.
-        use_key(&mut svc, "c").await;
-        let mut keys = handle.keys();
-        keys.sort();
-        assert_eq!(keys, ["b", "c"]);
-        assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
-        let warning = capture
-            .events()
-            .into_iter()
-            .find(|e| e.message().starts_with("evicting an open per-key breaker"))
-            .expect("a warning");
-        assert_eq!(warning.field("breaker"), Some("model[\"a\"]"));
-        assert_eq!(warning.field("open_for_ms"), Some("20000"));
-        assert_eq!(warning.level, tracing::Level::WARN);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn tracing_events_name_the_breaker() {
-        let capture = Capture::install();
-        let children = keyed(16);
-        let parent = BreakerLayer::builder("provider")
-            .config(classic(|_| {}))
-            .half_open_probes(1)
-            .probe_timeout(Duration::from_secs(1))
-            .listener(children.handle().propagate())
-            .build()
-            .unwrap();
-        let parent_handle = parent.handle();
-        let mut svc = tower::ServiceBuilder::new()
-            .layer(parent)
-            .layer(children)
-            .service(service_fn(|c: Call| async move {
-                if c.model == "hang" {
-                    std::future::pending::<()>().await;
-                }
-                if c.ok {
-                    Ok(())
-                } else {
-                    Err::<(), BoxError>("503".into())
-                }
-            }));
-        open_key(&mut svc, "a").await;
-        // Half-open, with a probe that hangs past the probe timeout.
-        tokio::time::advance(Duration::from_secs(30)).await;
-        let waker = Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let mut hung = Box::pin(svc.clone().oneshot(Call {
-            model: "hang",
-            ok: true,
-        }));
-        assert!(hung.as_mut().poll(&mut cx).is_pending());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        use_key(&mut svc, "b").await;
-        assert_eq!(parent_handle.metrics().reopens, 1);
-        let events = capture.events();
-        for message in [
-            "per-key breaker created",
-            "circuit opened",
-            "circuit state changed",
-            "parent opened: tripping its children",
-            "half-open probe timed out: counted as failed",
-        ] {
-            assert!(
-                events.iter().any(|e| e.message() == message),
-                "no {message:?} in {events:#?}"
-            );
-        }
-        for e in &events {
-            let name = e.field("breaker").unwrap_or_else(|| panic!("{e:?}"));
-            assert!(
-                name.starts_with("provider") || name.starts_with("model"),
-                "{e:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_configuration_names_the_field() {
-        let err = KeyedBreakerLayer::builder("x", |c: &u32| *c)
-            .max_keys(0)
-            .build()
-            .unwrap_err();
-        assert_eq!(err.field(), "max_keys");
-        let err = KeyedBreakerLayer::builder("x", |c: &u32| *c)
-            .config(BreakerConfig::classic())
-            .half_open_probes(0)
-            .build()
-            .unwrap_err();
-        assert_eq!(err.field(), "half_open_probes");
-    }
-}
-
 /// Records the `palisade_breaker` tracing events of the threads that asked for them.
 ///
 /// It is installed once, as the global default, rather than per test with `set_default`:
@@ -817,7 +421,7 @@ mod keyed {
 /// a test that has just installed its own (its events then go unseen). A global subscriber that
 /// is always interested leaves no such race; each test reads only its own thread's events (the
 /// paused-clock runtime is current-thread, so a test's events land on its thread).
-struct Capture {
+pub(crate) struct Capture {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -827,27 +431,27 @@ thread_local! {
 }
 
 #[derive(Debug)]
-struct Captured {
-    level: tracing::Level,
+pub(crate) struct Captured {
+    pub(crate) level: tracing::Level,
     fields: Vec<(&'static str, String)>,
 }
 
 impl Captured {
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         self.field("message").unwrap_or_default()
     }
 }
 
 impl Capture {
     /// Starts keeping this thread's events until the returned value is dropped.
-    fn install() -> Capture {
+    pub(crate) fn install() -> Capture {
         static INSTALL: std::sync::Once = std::sync::Once::new();
         INSTALL.call_once(|| {
             tracing::subscriber::set_global_default(Global).expect("no other global subscriber");
@@ -861,7 +465,7 @@ impl Capture {
     }
 
     /// This thread's events so far (taken).
-    fn events(&self) -> Vec<Captured> {
+    pub(crate) fn events(&self) -> Vec<Captured> {
         CAPTURED.with(|c| {
             c.borrow_mut()
                 .as_mut()

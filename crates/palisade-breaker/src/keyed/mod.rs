@@ -1,0 +1,16 @@
+//! Per-key breakers: one breaker per provider, model, tool or tenant, created on first use.
+//!
+//! Split like the crate: [`layer`] (the layer and its builder), [`service`] (the service),
+//! [`state`] (the lock-free map of the keys' breakers), [`handle`] (control of every key's
+//! breaker). A call's future is the crate's [`ResponseFuture`](crate::future::ResponseFuture).
+
+mod handle;
+mod layer;
+mod service;
+mod state;
+#[cfg(all(test, not(palisade_loom)))]
+mod tests;
+
+pub use handle::KeyedHandle;
+pub use layer::{KeyedBreakerBuilder, KeyedBreakerLayer};
+pub use service::KeyedBreaker;
