@@ -1,6 +1,7 @@
 //! Routing cost per call over 3 and 32 ready endpoints: palisade's `Route` (health-weighted
 //! power of two choices) beside tower's `balance::p2c::Balance` (power of two choices on
-//! pending requests), plus allocations per call.
+//! pending requests), plus allocations per call; and palisade's with a backup tier, where
+//! every pick scans the endpoints.
 //!
 //! `cargo bench -p palisade-benches --bench route`
 
@@ -54,6 +55,25 @@ fn bench(c: &mut Criterion) {
             "route/happy_path/{n}: allocations per call: palisade_route {:.3}, tower_p2c {:.3}",
             allocations_per_service(GLOBAL, &mut route),
             allocations_per_service(GLOBAL, &mut balance),
+        );
+    }
+    group.finish();
+
+    // The same endpoints in tier 0 and one backup in tier 1: not every endpoint is plainly
+    // healthy in one tier, so every pick scans the endpoints (eligibility, panic mode, the
+    // tier's capacity, weighted draws) instead of taking the no-scan path above.
+    let mut group = c.benchmark_group("route/scan");
+    for n in [3usize, 32] {
+        let mut route = Route::builder((0..n).map(|_| endpoint()))
+            .tier(1, [endpoint()])
+            .build()
+            .expect("the default configuration is valid");
+        group.bench_with_input(BenchmarkId::new("palisade_route_tiered", n), &n, |b, _| {
+            b.iter(|| one_call(&mut route, black_box(1)))
+        });
+        println!(
+            "route/scan/{n}: allocations per call: palisade_route_tiered {:.3}",
+            allocations_per_service(GLOBAL, &mut route),
         );
     }
     group.finish();

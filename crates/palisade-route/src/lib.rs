@@ -233,6 +233,7 @@ mod endpoint;
 mod error;
 pub mod future;
 mod health;
+mod pick;
 mod ramp;
 mod service;
 mod set;

@@ -5,19 +5,19 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use palisade_classify::context::attempt;
 use palisade_classify::{BoxError, class_of};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
 use crate::endpoint::{EndpointState, ms_since};
 use crate::future::ResponseFuture;
-use crate::set::{Endpoint, List, Set, WOKEN};
+use crate::pick;
+use crate::set::{List, Set, WOKEN};
 use crate::{NoHealthyEndpoint, RouteBuilder, RouteConfig, RouteHandle, Static};
 
 /// What the router shares with its handle and health checker.
@@ -339,225 +339,26 @@ where
     }
 }
 
-/// What one scan of the endpoints learns about one of them.
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    /// The traffic share health allows, zero while ejected or cooling down.
-    weight: f64,
-    tier: u8,
-    cooling: bool,
-    /// When it comes back by itself (end of ejection or cool-down), if later than now.
-    back: u64,
-}
-
-/// Endpoints the scan keeps on the stack; beyond this, slots are recomputed when needed.
-const CACHED: usize = 64;
-
-fn slot<K, S>(endpoints: &[Endpoint<K, S>], cfg: &RouteConfig, i: usize, now: u64) -> Slot {
-    let s = &endpoints[i].state;
-    let ejected = s.ejected_until();
-    let cooldown = s.cooldown_until();
-    let cooling = cooldown > now;
-    let health = s.health();
-    let trials = s.trials();
-    let weight = if cooling || ejected > now {
-        0.0
-    } else {
-        health.share(&cfg.health, now, trials)
-    };
-    // Without active checks, an endpoint the health machine holds out returns for a trial.
-    let held = if trials {
-        health.held_until(&cfg.health)
-    } else {
-        0
-    };
-    let back = ejected.max(cooldown).max(held);
-    Slot {
-        weight,
-        tier: s.tier,
-        cooling,
-        back: if back > now { back } else { 0 },
-    }
-}
-
 impl<D: Discover> Route<D> {
-    /// Applies consecutive-failure ejections within the cap (always allowing one). Only runs
-    /// when the scan saw a candidate: the failure path.
-    fn eject_candidates(&self, now: u64) {
-        let cfg = &self.shared.config;
-        let n = self.endpoints.len();
-        let max_ejected = cfg.outlier.max_ejected(n);
-        let mut ejected = self
-            .endpoints
-            .iter()
-            .filter(|e| e.state.ejected_until() > now)
-            .count();
-        for e in self.endpoints.iter() {
-            if ejected >= max_ejected {
-                break;
-            }
-            if e.state.ejected_until() <= now
-                && cfg
-                    .outlier
-                    .consecutive_failures
-                    .is_some_and(|threshold| e.state.consecutive_failures() >= threshold)
-            {
-                e.state.eject(cfg, now);
-                ejected += 1;
-            }
-        }
-    }
-
     /// Picks an endpoint: eligibility, ejections, panic mode, tiers, then power of two choices
-    /// weighted by health, avoiding the endpoint with token `avoid` when another is eligible.
-    /// One scan of the endpoints into a stack cache; O(1) after it when every endpoint is
-    /// plainly healthy. Allocates nothing.
-    ///
-    /// `epoch` is the router's epoch as [`sync`](Self::sync) read it before this instance's
-    /// list was brought up to date; `None` when the list may be older than the epoch (at
-    /// `call`): then the pick neither takes the no-scan path nor marks the epoch. `now` reads
-    /// the clock: only a pick that has to look at health, ejections or cool-downs needs it, so
-    /// the fast path reads no clock.
+    /// weighted by health, avoiding the endpoint with token `avoid` when another is eligible
+    /// (see [`pick::pick`], which runs the steps; `epoch` and `now` as there).
+    #[inline]
     fn pick(
         &mut self,
         epoch: Option<u64>,
         avoid: Option<u64>,
         now: impl FnOnce() -> u64,
     ) -> Result<usize, NoHealthyEndpoint> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return Err(NoHealthyEndpoint { retry_after: None });
-        }
-        if avoid.is_none()
-            && epoch.is_some_and(|e| self.shared.plain_at.load(Ordering::Acquire) == e)
-        {
-            // Nothing changed since every endpoint was seen fully healthy: classic power of two
-            // choices, no scan.
-            let load = |i: usize| self.endpoints[i].state.in_flight.load(Ordering::Relaxed);
-            let a = self.rng.random_range(0..n);
-            let b = self.rng.random_range(0..n);
-            return Ok(if load(b) < load(a) { b } else { a });
-        }
-        let now = now();
-        if let Some(threshold) = self.shared.config.outlier.consecutive_failures
-            && self.endpoints.iter().any(|e| {
-                e.state.consecutive_failures() >= threshold && e.state.ejected_until() <= now
-            })
-        {
-            self.eject_candidates(now);
-        }
-
-        let endpoints: &[Endpoint<D::Key, D::Service>] = &self.endpoints;
-        let cfg = &self.shared.config;
-        let rng = &mut self.rng;
-        let mut cache = [Slot::default(); CACHED];
-        let mut available = 0;
-        let mut uniform = true;
-        let first_tier = self.endpoints[0].state.tier;
-        for i in 0..n {
-            let slot = slot(endpoints, cfg, i, now);
-            if slot.weight > 0.0 {
-                available += 1;
-            }
-            uniform &= slot.weight == 1.0 && slot.tier == first_tier;
-            if let Some(cached) = cache.get_mut(i) {
-                *cached = slot;
-            }
-        }
-        let load = |i: usize| endpoints[i].state.in_flight.load(Ordering::Relaxed);
-        if uniform && let Some(epoch) = epoch {
-            // If nothing happened during the scan, later picks can skip it.
-            self.shared.plain_at.store(epoch, Ordering::Release);
-        }
-        if uniform && avoid.is_none() {
-            // Every endpoint plainly healthy, one tier: classic power of two choices.
-            let a = rng.random_range(0..n);
-            let b = rng.random_range(0..n);
-            return Ok(if load(b) < load(a) { b } else { a });
-        }
-
-        let panic = cfg
-            .panic_ratio
-            .is_some_and(|ratio| (available as f64) < ratio * n as f64);
-        if panic {
-            tracing::debug!(available, endpoints = n, "panic mode: ignoring health");
-        }
-        let get = |i: usize| {
-            if i < CACHED {
-                cache[i]
-            } else {
-                slot(endpoints, cfg, i, now)
-            }
-        };
-        let weight = |slot: Slot| -> f64 {
-            if slot.cooling {
-                0.0
-            } else if panic {
-                1.0
-            } else {
-                slot.weight
-            }
-        };
-
-        // Tiers in increasing order; each keeps min(1, health × overprovisioning) of what
-        // reaches it and spills the rest.
-        let mut tier = (0..n).map(|i| get(i).tier).min().unwrap_or(0);
-        let mut chosen = None;
-        loop {
-            let (sum, count) = (0..n)
-                .map(get)
-                .filter(|s| s.tier == tier)
-                .fold((0.0, 0usize), |(sum, c), s| (sum + weight(s), c + 1));
-            if sum > 0.0 {
-                chosen = Some(tier);
-                let capacity = (sum / count as f64 * cfg.overprovisioning).min(1.0);
-                if capacity >= 1.0 || rng.random::<f64>() < capacity {
-                    break;
-                }
-            }
-            match (0..n).map(|i| get(i).tier).filter(|t| *t > tier).min() {
-                Some(next) => tier = next,
-                None => break,
-            }
-        }
-        let Some(tier) = chosen else {
-            let retry_after = (0..n)
-                .map(|i| get(i).back)
-                .filter(|back| *back > now)
-                .min()
-                .map(|back| Duration::from_millis(back - now));
-            return Err(NoHealthyEndpoint { retry_after });
-        };
-
-        // Weighted draws within the tier, avoiding the endpoint that just failed this request
-        // when another is eligible.
-        let token = |i: usize| endpoints[i].state.token;
-        let in_tier = |i: usize| get(i).tier == tier && weight(get(i)) > 0.0;
-        let others = (0..n)
-            .filter(|&i| in_tier(i) && Some(token(i)) != avoid)
-            .count();
-        let skip = if others > 0 { avoid } else { None };
-        let eligible = |i: usize| in_tier(i) && Some(token(i)) != skip;
-        let total: f64 = (0..n)
-            .filter(|&i| eligible(i))
-            .map(|i| weight(get(i)))
-            .sum();
-        let draw = |rng: &mut SmallRng| -> usize {
-            let mut r = rng.random::<f64>() * total;
-            let mut last = 0;
-            for i in (0..n).filter(|&i| eligible(i)) {
-                let w = weight(get(i));
-                last = i;
-                if r < w {
-                    return i;
-                }
-                r -= w;
-            }
-            last
-        };
-        let a = draw(rng);
-        let b = draw(rng);
-        Ok(if load(b) < load(a) { b } else { a })
+        pick::pick(
+            &self.endpoints,
+            &self.shared.config,
+            &self.shared.plain_at,
+            &mut self.rng,
+            epoch,
+            avoid,
+            now,
+        )
     }
 }
 

@@ -51,6 +51,12 @@ impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
     }
 }
 
+impl<K, S> AsRef<EndpointState> for Endpoint<K, S> {
+    fn as_ref(&self) -> &EndpointState {
+        &self.state
+    }
+}
+
 /// The list every instance copies.
 pub(crate) type List<K, S> = Arc<Vec<Endpoint<K, S>>>;
 

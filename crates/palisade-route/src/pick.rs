@@ -1,0 +1,789 @@
+//! Picking an endpoint for a call, in named steps.
+//!
+//! [`pick`] runs them in order:
+//!
+//! 1. **No scan** while nothing changed since every endpoint was seen plainly healthy in one
+//!    tier ([`two_choices`] over all of them; no clock read).
+//! 2. **Eject** the endpoints that reached the consecutive-failure threshold, within the cap
+//!    ([`eject_due`]).
+//! 3. **Scan** each endpoint's eligibility into a stack cache ([`Scan`], [`look`]); if all are
+//!    plainly healthy in one tier, remember that for step 1 and use [`two_choices`].
+//! 4. **Panic mode** when too few endpoints can take traffic ([`panics`]): health is ignored,
+//!    but never a cool-down ([`weight`]).
+//! 5. **Tiers**: the lowest tier keeps what its healthy capacity allows and spills the rest to
+//!    the next ([`choose_tier`]); no tier with weight fails the pick with the soonest return
+//!    ([`retry_after`]).
+//! 6. **Draws**: two weighted draws in the tier ([`Draws`]), skipping the endpoint a retry
+//!    asked to avoid when another is eligible ([`skip`]); the less loaded wins
+//!    ([`less_loaded`]).
+//!
+//! Every step is a function of what it is given (endpoint states, slots, the rng), so each is
+//! tested alone below; none allocates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::endpoint::EndpointState;
+use crate::{NoHealthyEndpoint, RouteConfig};
+
+/// What one look at an endpoint learns about it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Slot {
+    /// The traffic share health allows, zero while ejected or cooling down.
+    pub(crate) weight: f64,
+    pub(crate) tier: u8,
+    pub(crate) cooling: bool,
+    /// When it comes back by itself (end of ejection, cool-down or hold), if later than now;
+    /// 0 otherwise.
+    pub(crate) back: u64,
+}
+
+/// Endpoints a scan keeps on the stack; beyond this, slots are looked at again when needed.
+pub(crate) const CACHED: usize = 64;
+
+/// Looks at one endpoint at `now`: its weight (its health's share, zero while ejected or
+/// cooling down), tier, whether it cools down, and when it comes back by itself. Without
+/// active checks, an endpoint the health machine holds out comes back for a trial when its
+/// hold ends.
+pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
+    let ejected = s.ejected_until();
+    let cooldown = s.cooldown_until();
+    let cooling = cooldown > now;
+    let health = s.health();
+    let trials = s.trials();
+    let weight = if cooling || ejected > now {
+        0.0
+    } else {
+        health.share(&cfg.health, now, trials)
+    };
+    let held = if trials {
+        health.held_until(&cfg.health)
+    } else {
+        0
+    };
+    let back = ejected.max(cooldown).max(held);
+    Slot {
+        weight,
+        tier: s.tier,
+        cooling,
+        back: if back > now { back } else { 0 },
+    }
+}
+
+/// [`look`] beyond the scan's cache (more than [`CACHED`] endpoints), out of line.
+#[cold]
+#[inline(never)]
+fn look_again(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
+    look(s, cfg, now)
+}
+
+/// Ejects the endpoints that reached [`consecutive_failures`](crate::OutlierConfig) and are
+/// not ejected yet, in order, as long as fewer than
+/// [`max_ejected`](crate::OutlierConfig::max_ejection_ratio) are ejected (always allowing
+/// one). Looks no further than one pass over the failure counts unless one is due: the
+/// failure path.
+pub(crate) fn eject_due<E: AsRef<EndpointState>>(endpoints: &[E], cfg: &RouteConfig, now: u64) {
+    let Some(threshold) = cfg.outlier.consecutive_failures else {
+        return;
+    };
+    let due = |s: &EndpointState| s.consecutive_failures() >= threshold && s.ejected_until() <= now;
+    if !endpoints.iter().any(|e| due(e.as_ref())) {
+        return;
+    }
+    let max_ejected = cfg.outlier.max_ejected(endpoints.len());
+    let mut ejected = endpoints
+        .iter()
+        .filter(|e| e.as_ref().ejected_until() > now)
+        .count();
+    for e in endpoints {
+        if ejected >= max_ejected {
+            break;
+        }
+        if due(e.as_ref()) {
+            e.as_ref().eject(cfg, now);
+            ejected += 1;
+        }
+    }
+}
+
+/// One look at every endpoint ([`look`]), the first [`CACHED`] kept in a cache on the
+/// caller's stack.
+#[derive(Debug)]
+pub(crate) struct Scan<'a> {
+    cache: &'a [Slot; CACHED],
+    /// Endpoints with some weight.
+    pub(crate) available: usize,
+    /// Every endpoint at full weight, all in the first endpoint's tier: plainly healthy.
+    pub(crate) uniform: bool,
+}
+
+impl<'a> Scan<'a> {
+    /// Looks at every endpoint at `now`, keeping the first slots in `cache`; `endpoints` is
+    /// not empty. (The cache is the caller's: returned with the scan, it would be copied.)
+    #[inline]
+    pub(crate) fn new<E: AsRef<EndpointState>>(
+        cache: &'a mut [Slot; CACHED],
+        endpoints: &[E],
+        cfg: &RouteConfig,
+        now: u64,
+    ) -> Scan<'a> {
+        let mut available = 0;
+        let mut uniform = true;
+        let first_tier = endpoints[0].as_ref().tier;
+        for (i, e) in endpoints.iter().enumerate() {
+            let slot = look(e.as_ref(), cfg, now);
+            if slot.weight > 0.0 {
+                available += 1;
+            }
+            uniform &= slot.weight == 1.0 && slot.tier == first_tier;
+            if let Some(cached) = cache.get_mut(i) {
+                *cached = slot;
+            }
+        }
+        Scan {
+            cache,
+            available,
+            uniform,
+        }
+    }
+
+    /// Endpoint `i`'s slot: from the cache, or looked at again beyond it. Always inlined,
+    /// the look beyond the cache never: every step reads slots, most from the cache.
+    #[inline(always)]
+    pub(crate) fn slot<E: AsRef<EndpointState>>(
+        &self,
+        endpoints: &[E],
+        cfg: &RouteConfig,
+        i: usize,
+        now: u64,
+    ) -> Slot {
+        match self.cache.get(i) {
+            Some(slot) => *slot,
+            None => look_again(endpoints[i].as_ref(), cfg, now),
+        }
+    }
+}
+
+/// Whether the router panics: fewer than [`panic_ratio`](RouteConfig::panic_ratio) of the
+/// `n` endpoints can take traffic (`available`). Never when panic mode is off.
+#[inline]
+pub(crate) fn panics(cfg: &RouteConfig, available: usize, n: usize) -> bool {
+    cfg.panic_ratio
+        .is_some_and(|ratio| (available as f64) < ratio * n as f64)
+}
+
+/// The weight a pick gives a slot: none while it cools down after a rate limit (even in panic
+/// mode: the server asked for a pause), all of it in panic mode, its health's share otherwise.
+#[inline]
+pub(crate) fn weight(slot: Slot, panic: bool) -> f64 {
+    if slot.cooling {
+        0.0
+    } else if panic {
+        1.0
+    } else {
+        slot.weight
+    }
+}
+
+/// The tier the call goes to. Tiers in increasing order; each with some weight keeps
+/// `min(1, mean weight × overprovisioning)` of what reaches it (a draw of `rng` decides, only
+/// when that is below 1) and spills the rest to the next. A call spilled past the last tier
+/// with weight stays on it. `None` when no tier has weight.
+pub(crate) fn choose_tier(
+    n: usize,
+    get: impl Fn(usize) -> Slot,
+    weight: impl Fn(Slot) -> f64,
+    overprovisioning: f64,
+    rng: &mut impl Rng,
+) -> Option<u8> {
+    let mut tier = (0..n).map(|i| get(i).tier).min().unwrap_or(0);
+    let mut chosen = None;
+    loop {
+        let (sum, count) = (0..n)
+            .map(&get)
+            .filter(|s| s.tier == tier)
+            .fold((0.0, 0usize), |(sum, c), s| (sum + weight(s), c + 1));
+        if sum > 0.0 {
+            chosen = Some(tier);
+            let capacity = (sum / count as f64 * overprovisioning).min(1.0);
+            if capacity >= 1.0 || rng.random::<f64>() < capacity {
+                break;
+            }
+        }
+        match (0..n).map(|i| get(i).tier).filter(|t| *t > tier).min() {
+            Some(next) => tier = next,
+            None => break,
+        }
+    }
+    chosen
+}
+
+/// How long until the first endpoint comes back by itself (ejection, cool-down or hold over),
+/// when none can take the call now.
+pub(crate) fn retry_after(n: usize, get: impl Fn(usize) -> Slot, now: u64) -> Option<Duration> {
+    (0..n)
+        .map(|i| get(i).back)
+        .filter(|back| *back > now)
+        .min()
+        .map(|back| Duration::from_millis(back - now))
+}
+
+/// The token to skip: `avoid` (the endpoint that failed this request's last attempt) when
+/// another endpoint is a candidate, none when it is the only one (a retry on the same endpoint
+/// beats no retry).
+pub(crate) fn skip(
+    n: usize,
+    candidate: impl Fn(usize) -> bool,
+    token: impl Fn(usize) -> u64,
+    avoid: Option<u64>,
+) -> Option<u64> {
+    avoid?;
+    let others = (0..n)
+        .filter(|&i| candidate(i) && Some(token(i)) != avoid)
+        .count();
+    if others > 0 { avoid } else { None }
+}
+
+/// Weighted draws among the eligible endpoints: each is drawn with probability its weight
+/// over their total.
+pub(crate) struct Draws<E, W> {
+    n: usize,
+    eligible: E,
+    weight: W,
+    total: f64,
+}
+
+impl<E: Fn(usize) -> bool, W: Fn(usize) -> f64> Draws<E, W> {
+    /// Draws among the endpoints below `n` that are `eligible`, by `weight`.
+    pub(crate) fn new(n: usize, eligible: E, weight: W) -> Self {
+        let total = (0..n).filter(|&i| eligible(i)).map(&weight).sum();
+        Draws {
+            n,
+            eligible,
+            weight,
+            total,
+        }
+    }
+
+    /// One draw: the eligible endpoint whose stretch of `0..total` holds a uniform draw of
+    /// `rng`; the last eligible one if rounding runs past the end.
+    pub(crate) fn draw(&self, rng: &mut impl Rng) -> usize {
+        let mut r = rng.random::<f64>() * self.total;
+        let mut last = 0;
+        for i in (0..self.n).filter(|&i| (self.eligible)(i)) {
+            let w = (self.weight)(i);
+            last = i;
+            if r < w {
+                return i;
+            }
+            r -= w;
+        }
+        last
+    }
+}
+
+/// Power of two choices: `b` if it has strictly fewer calls in flight than `a`, else `a`.
+#[inline]
+pub(crate) fn less_loaded(a: usize, b: usize, load: impl Fn(usize) -> u32) -> usize {
+    if load(b) < load(a) { b } else { a }
+}
+
+/// Power of two choices among all `n` endpoints, drawn uniformly: the pick while every
+/// endpoint is plainly healthy.
+#[inline]
+pub(crate) fn two_choices(rng: &mut impl Rng, n: usize, load: impl Fn(usize) -> u32) -> usize {
+    let a = rng.random_range(0..n);
+    let b = rng.random_range(0..n);
+    less_loaded(a, b, load)
+}
+
+/// Picks an endpoint of `endpoints`: the steps of the [module](self) in order, avoiding the
+/// endpoint with token `avoid` when another is eligible. Allocates nothing.
+///
+/// `plain_at` is the router's epoch at which a scan last found every endpoint plainly
+/// healthy; `epoch` is the router's epoch as read before `endpoints` was brought up to date,
+/// `None` when the list may be older than the epoch (at `call`): then the pick neither takes
+/// the no-scan path nor marks the epoch. `now` reads the clock: only a pick that has to look
+/// at health, ejections or cool-downs calls it.
+///
+/// Only step 1 is inlined into the caller; the scan is a call of its own ([`scanning`]).
+#[inline]
+pub(crate) fn pick<E: AsRef<EndpointState>>(
+    endpoints: &[E],
+    cfg: &RouteConfig,
+    plain_at: &AtomicU64,
+    rng: &mut impl Rng,
+    epoch: Option<u64>,
+    avoid: Option<u64>,
+    now: impl FnOnce() -> u64,
+) -> Result<usize, NoHealthyEndpoint> {
+    let n = endpoints.len();
+    if n == 0 {
+        return Err(NoHealthyEndpoint { retry_after: None });
+    }
+    // 1. Nothing changed since every endpoint was seen plainly healthy: no scan.
+    if avoid.is_none() && epoch.is_some_and(|e| plain_at.load(Ordering::Acquire) == e) {
+        return Ok(two_choices(rng, n, |i| load(endpoints, i)));
+    }
+    scanning(endpoints, cfg, plain_at, rng, epoch, avoid, now())
+}
+
+/// Endpoint `i`'s calls in flight: the load power of two choices compares.
+#[inline]
+fn load<E: AsRef<EndpointState>>(endpoints: &[E], i: usize) -> u32 {
+    endpoints[i].as_ref().in_flight.load(Ordering::Relaxed)
+}
+
+/// Steps 2 to 6 of [`pick`], at `now`; `endpoints` is not empty.
+fn scanning<E: AsRef<EndpointState>>(
+    endpoints: &[E],
+    cfg: &RouteConfig,
+    plain_at: &AtomicU64,
+    rng: &mut impl Rng,
+    epoch: Option<u64>,
+    avoid: Option<u64>,
+    now: u64,
+) -> Result<usize, NoHealthyEndpoint> {
+    let n = endpoints.len();
+    let load = |i: usize| load(endpoints, i);
+    // 2. Consecutive-failure ejections.
+    eject_due(endpoints, cfg, now);
+    // 3. The scan.
+    let mut cache = [Slot::default(); CACHED];
+    let scan = Scan::new(&mut cache, endpoints, cfg, now);
+    if scan.uniform {
+        if let Some(epoch) = epoch {
+            // If nothing happened during the scan, later picks can skip it.
+            plain_at.store(epoch, Ordering::Release);
+        }
+        if avoid.is_none() {
+            return Ok(two_choices(rng, n, load));
+        }
+    }
+    // 4. Panic mode.
+    let panic = panics(cfg, scan.available, n);
+    if panic {
+        tracing::debug!(
+            available = scan.available,
+            endpoints = n,
+            "panic mode: ignoring health"
+        );
+    }
+    let get = |i: usize| scan.slot(endpoints, cfg, i, now);
+    let weigh = |i: usize| weight(get(i), panic);
+    // 5. The tier.
+    let Some(tier) = choose_tier(n, get, |s| weight(s, panic), cfg.overprovisioning, rng) else {
+        return Err(NoHealthyEndpoint {
+            retry_after: retry_after(n, get, now),
+        });
+    };
+    // 6. Two weighted draws in the tier, the less loaded wins.
+    let candidate = |i: usize| get(i).tier == tier && weigh(i) > 0.0;
+    let token = |i: usize| endpoints[i].as_ref().token;
+    let skip = skip(n, candidate, token, avoid);
+    let draws = Draws::new(n, |i| candidate(i) && Some(token(i)) != skip, weigh);
+    let a = draws.draw(rng);
+    let b = draws.draw(rng);
+    Ok(less_loaded(a, b, load))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use palisade_classify::{Category, Class};
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::health::Health;
+
+    fn state(tier: u8) -> Arc<EndpointState> {
+        Arc::new(EndpointState::new(
+            tier,
+            format!("tier {tier}"),
+            Health::HEALTHY,
+            RouteConfig::default(),
+            Instant::now(),
+            Arc::new(AtomicU64::new(0)),
+        ))
+    }
+
+    fn fail(s: &EndpointState, times: u32, now: u64) {
+        for _ in 0..times {
+            s.on_failure(
+                Class::new(Category::ServerError),
+                &RouteConfig::default(),
+                now,
+            );
+        }
+    }
+
+    fn rng() -> SmallRng {
+        SmallRng::seed_from_u64(7)
+    }
+
+    fn slot(weight: f64, tier: u8) -> Slot {
+        Slot {
+            weight,
+            tier,
+            ..Slot::default()
+        }
+    }
+
+    #[test]
+    fn look_reads_health_ejection_and_cool_down() {
+        let cfg = RouteConfig::default();
+        let s = state(2);
+        let healthy = Slot {
+            weight: 1.0,
+            tier: 2,
+            cooling: false,
+            back: 0,
+        };
+        assert_eq!(look(&s, &cfg, 0), healthy);
+        s.eject(&cfg, 0);
+        let ejected = look(&s, &cfg, 29_999);
+        assert_eq!(
+            (ejected.weight, ejected.back, ejected.cooling),
+            (0.0, 30_000, false)
+        );
+        assert_eq!(look(&s, &cfg, 30_000), healthy);
+
+        let s = state(0);
+        let mut limited = Class::new(Category::RateLimited);
+        limited.retry_after = Some(Duration::from_secs(2));
+        s.on_failure(limited, &cfg, 0);
+        let cooling = look(&s, &cfg, 1_999);
+        assert_eq!(
+            (cooling.weight, cooling.back, cooling.cooling),
+            (0.0, 2_000, true)
+        );
+        assert_eq!(look(&s, &cfg, 2_000).weight, 1.0);
+        assert!(!look(&s, &cfg, 2_000).cooling);
+
+        // Degraded: half its share.
+        let s = state(0);
+        fail(&s, 3, 0);
+        assert_eq!(look(&s, &cfg, 0).weight, 0.5);
+        // Failed, without active checks: held out, then on trial at the ramp's first step.
+        fail(&s, 7, 0);
+        let held = look(&s, &cfg, 29_999);
+        assert_eq!((held.weight, held.back), (0.0, 30_000));
+        assert_eq!(look(&s, &cfg, 30_000).weight, 0.2);
+        assert_eq!(look(&s, &cfg, 30_000).back, 0);
+        // Under active checks nothing comes back by itself: the checks decide.
+        let s = state(0);
+        for _ in 0..10 {
+            s.on_check(false, &cfg, 0, 1_000);
+        }
+        let failed = look(&s, &cfg, 30_000);
+        assert_eq!((failed.weight, failed.back), (0.0, 0));
+    }
+
+    #[test]
+    fn eject_due_ejects_at_the_threshold_within_the_cap() {
+        let mut cfg = RouteConfig::default();
+        let eps = [state(0), state(0), state(0)];
+        fail(&eps[1], 4, 0);
+        eject_due(&eps, &cfg, 0);
+        assert_eq!(
+            eps[1].ejected_until(),
+            0,
+            "4 failures are below the threshold"
+        );
+        fail(&eps[1], 1, 0);
+        eject_due(&eps, &cfg, 0);
+        assert_eq!(eps[1].ejected_until(), 30_000);
+        assert_eq!(eps[1].consecutive_failures(), 0);
+        // Failures of calls in flight while ejected eject nothing more.
+        fail(&eps[1], 5, 10);
+        eject_due(&eps, &cfg, 10);
+        assert_eq!((eps[1].ejected_until(), eps[1].ejections()), (30_000, 1));
+        // One of three is the cap (a tenth, but always one): the others stay.
+        fail(&eps[0], 5, 10);
+        fail(&eps[2], 5, 10);
+        eject_due(&eps, &cfg, 10);
+        assert_eq!(eps[0].ejected_until() + eps[2].ejected_until(), 0);
+        // With room for all, they go in order.
+        cfg.outlier.max_ejection_ratio = 1.0;
+        eject_due(&eps, &cfg, 10);
+        assert_eq!(eps[0].ejected_until(), 30_010);
+        assert_eq!(eps[2].ejected_until(), 30_010);
+        // Room for two: the first due of them only.
+        let eps = [state(0), state(0), state(0)];
+        cfg.outlier.max_ejection_ratio = 0.67;
+        fail(&eps[1], 5, 0);
+        fail(&eps[2], 5, 0);
+        fail(&eps[0], 5, 0);
+        eject_due(&eps, &cfg, 0);
+        let out = eps
+            .iter()
+            .map(|s| s.ejected_until() > 0)
+            .collect::<Vec<_>>();
+        assert_eq!(out, [true, true, false]);
+        // The rule off: nothing is ejected.
+        cfg.outlier.consecutive_failures = None;
+        let s = [state(0)];
+        fail(&s[0], 50, 0);
+        eject_due(&s, &cfg, 0);
+        assert_eq!(s[0].ejected_until(), 0);
+    }
+
+    #[test]
+    fn a_scan_counts_the_available_and_sees_plain_health() {
+        let cfg = RouteConfig::default();
+        let mut cache = [Slot::default(); CACHED];
+        let eps = [state(0), state(0), state(0)];
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        assert_eq!((scan.available, scan.uniform), (3, true));
+        fail(&eps[1], 3, 0);
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        assert_eq!((scan.available, scan.uniform), (3, false), "one degraded");
+        assert_eq!(scan.slot(&eps, &cfg, 1, 0).weight, 0.5);
+        eps[2].eject(&cfg, 0);
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        assert_eq!(scan.available, 2);
+        let tiers = [state(0), state(1)];
+        let scan = Scan::new(&mut cache, &tiers, &cfg, 0);
+        assert_eq!((scan.available, scan.uniform), (2, false), "two tiers");
+        // Beyond the cache, slots are looked at again.
+        let many: Vec<_> = (0..CACHED + 6).map(|_| state(0)).collect();
+        many[CACHED + 5].eject(&cfg, 0);
+        many[3].eject(&cfg, 0);
+        let scan = Scan::new(&mut cache, &many, &cfg, 0);
+        assert_eq!((scan.available, scan.uniform), (CACHED + 4, false));
+        for i in [3, CACHED - 1, CACHED, CACHED + 5] {
+            assert_eq!(scan.slot(&many, &cfg, i, 0), look(&many[i], &cfg, 0));
+        }
+        assert_eq!(scan.slot(&many, &cfg, CACHED + 5, 0).weight, 0.0);
+        assert_eq!(scan.slot(&many, &cfg, 3, 0).weight, 0.0);
+    }
+
+    #[test]
+    fn panic_mode_starts_below_the_ratio() {
+        let mut cfg = RouteConfig::default();
+        assert!(panics(&cfg, 1, 3));
+        assert!(!panics(&cfg, 2, 3));
+        assert!(!panics(&cfg, 2, 4), "exactly half is not below half");
+        assert!(panics(&cfg, 0, 1));
+        cfg.panic_ratio = None;
+        assert!(!panics(&cfg, 0, 3));
+    }
+
+    #[test]
+    fn weights_ignore_health_in_panic_but_never_a_cool_down() {
+        let degraded = slot(0.5, 0);
+        assert_eq!(weight(degraded, false), 0.5);
+        assert_eq!(weight(degraded, true), 1.0);
+        assert_eq!(weight(slot(0.0, 0), true), 1.0);
+        let cooling = Slot {
+            cooling: true,
+            ..slot(0.0, 0)
+        };
+        assert_eq!(weight(cooling, true), 0.0);
+        assert_eq!(weight(cooling, false), 0.0);
+    }
+
+    /// How often each tier is chosen out of `runs` over `slots`.
+    fn tier_counts(slots: &[Slot], runs: usize) -> [usize; 4] {
+        let mut rng = rng();
+        let mut counts = [0; 4];
+        for _ in 0..runs {
+            let tier = choose_tier(slots.len(), |i| slots[i], |s| s.weight, 1.4, &mut rng);
+            counts[tier.map_or(3, usize::from)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn the_lowest_tier_keeps_what_its_capacity_allows() {
+        // Full capacity: tier 0, and no draw of the rng.
+        let slots = [slot(1.0, 0), slot(1.0, 0), slot(1.0, 1)];
+        let (mut a, mut b) = (rng(), rng());
+        assert_eq!(
+            choose_tier(3, |i| slots[i], |s| s.weight, 1.4, &mut a),
+            Some(0)
+        );
+        assert_eq!(a.random::<u64>(), b.random::<u64>());
+        // 0.75 healthy × 1.4 ≥ 1: still all of it.
+        let slots = [slot(1.0, 0), slot(0.5, 0), slot(1.0, 1)];
+        assert_eq!(tier_counts(&slots, 1000), [1000, 0, 0, 0]);
+        // Half healthy: 0.5 × 1.4 = 70 % stays, 30 % spills to tier 1.
+        let slots = [slot(1.0, 0), slot(0.0, 0), slot(1.0, 1)];
+        let [zero, one, ..] = tier_counts(&slots, 10_000);
+        assert!((6_700..7_300).contains(&zero), "{zero}");
+        assert_eq!(zero + one, 10_000);
+        // Spilled past the last tier with weight: it stays on that one.
+        let slots = [slot(1.0, 0), slot(0.0, 0), slot(0.0, 1)];
+        assert_eq!(tier_counts(&slots, 1000), [1000, 0, 0, 0]);
+        // A tier without weight passes everything on; tiers need not start at 0 nor be in order.
+        let slots = [slot(1.0, 2), slot(0.0, 1), slot(1.0, 5)];
+        assert_eq!(tier_counts(&slots, 1000), [0, 0, 1000, 0]);
+        // No weight anywhere: no tier.
+        let slots = [slot(0.0, 0), slot(0.0, 1)];
+        assert_eq!(tier_counts(&slots, 10), [0, 0, 0, 10]);
+    }
+
+    #[test]
+    fn retry_after_is_the_soonest_return() {
+        let back = |b: u64| Slot {
+            back: b,
+            ..Slot::default()
+        };
+        let slots = [back(0), back(5_000), back(3_000), back(1_000)];
+        assert_eq!(
+            retry_after(4, |i| slots[i], 1_000),
+            Some(Duration::from_millis(2_000))
+        );
+        assert_eq!(retry_after(1, |i| slots[i], 1_000), None);
+    }
+
+    #[test]
+    fn a_retry_skips_the_failed_endpoint_unless_it_is_the_only_one() {
+        let token = |i: usize| 10 + i as u64;
+        let all = |_: usize| true;
+        assert_eq!(skip(3, all, token, None), None);
+        assert_eq!(skip(3, all, token, Some(11)), Some(11));
+        assert_eq!(skip(3, |i| i == 1, token, Some(11)), None, "the only one");
+        assert_eq!(skip(3, |i| i == 2, token, Some(11)), Some(11));
+        assert_eq!(skip(3, |_| false, token, Some(11)), None);
+    }
+
+    #[test]
+    fn draws_follow_the_weights_of_the_eligible() {
+        let weights = [0.5, 1.0, 4.0, 2.0];
+        let draws = Draws::new(4, |i| i != 2, |i| weights[i]);
+        assert_eq!(draws.total, 3.5);
+        let mut rng = rng();
+        let mut counts = [0; 4];
+        for _ in 0..35_000 {
+            counts[draws.draw(&mut rng)] += 1;
+        }
+        assert_eq!(counts[2], 0, "not eligible");
+        assert!((4_500..5_500).contains(&counts[0]), "{counts:?}");
+        assert!((9_300..10_700).contains(&counts[1]), "{counts:?}");
+        assert!((19_000..21_000).contains(&counts[3]), "{counts:?}");
+        // A draw past the weights (rounding) lands on the last eligible endpoint.
+        let past = Draws {
+            total: 100.0,
+            ..Draws::new(4, |i| i < 2, |i| weights[i])
+        };
+        let last = (0..100).filter(|_| past.draw(&mut rng) == 1).count();
+        assert!(last > 90, "{last}");
+    }
+
+    #[test]
+    fn the_less_loaded_of_two_wins_the_first_on_a_tie() {
+        let loads = [3, 2, 3];
+        let load = |i: usize| loads[i];
+        assert_eq!(less_loaded(0, 1, load), 1);
+        assert_eq!(less_loaded(1, 0, load), 1);
+        assert_eq!(less_loaded(0, 2, load), 0);
+        assert_eq!(less_loaded(2, 0, load), 2);
+        // Uniform draws: the idle endpoint wins whenever it is one of the two (5 in 9).
+        let loads = [5, 0, 5];
+        let mut rng = rng();
+        let idle = (0..9_000)
+            .filter(|_| two_choices(&mut rng, 3, |i| loads[i]) == 1)
+            .count();
+        assert!((4_700..5_300).contains(&idle), "{idle}");
+        assert_eq!(two_choices(&mut rng, 1, |_| 0), 0);
+    }
+
+    fn no_clock() -> u64 {
+        panic!("the no-scan path reads no clock")
+    }
+
+    #[test]
+    fn pick_runs_the_steps() {
+        let cfg = RouteConfig::default();
+        let plain_at = AtomicU64::new(u64::MAX);
+        let mut rng = rng();
+        let none: [Arc<EndpointState>; 0] = [];
+        let err = pick(&none, &cfg, &plain_at, &mut rng, Some(0), None, no_clock);
+        assert_eq!(err.unwrap_err().retry_after, None);
+
+        let eps = [state(0), state(0), state(0)];
+        // A scan of plainly healthy endpoints marks the epoch it was given, and only then.
+        assert!(pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).is_ok());
+        assert_eq!(plain_at.load(Ordering::Relaxed), u64::MAX);
+        assert!(pick(&eps, &cfg, &plain_at, &mut rng, Some(4), None, || 0).is_ok());
+        assert_eq!(plain_at.load(Ordering::Relaxed), 4);
+        // At that epoch, no scan and no clock; at another, a scan.
+        for _ in 0..100 {
+            assert!(pick(&eps, &cfg, &plain_at, &mut rng, Some(4), None, no_clock).is_ok());
+        }
+        let mut now_read = false;
+        let _ = pick(&eps, &cfg, &plain_at, &mut rng, Some(5), None, || {
+            now_read = true;
+            0
+        });
+        assert!(now_read);
+        // A retry avoids the endpoint that failed, plain health or not.
+        let token = eps[1].token;
+        for _ in 0..200 {
+            let i = pick(&eps, &cfg, &plain_at, &mut rng, Some(5), Some(token), || 0);
+            assert_ne!(i.unwrap(), 1);
+        }
+        // Consecutive failures eject before the scan: the endpoint gets no pick.
+        fail(&eps[2], 5, 0);
+        for _ in 0..200 {
+            assert_ne!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0),
+                Ok(2)
+            );
+        }
+        assert_eq!(eps[2].ejected_until(), 30_000);
+        // Two of three out: panic, all three get calls.
+        eps[0].eject(&cfg, 0);
+        let mut seen = [0; 3];
+        for _ in 0..300 {
+            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn with_nothing_eligible_the_pick_says_when_to_come_back() {
+        let mut cfg = RouteConfig {
+            panic_ratio: None,
+            ..RouteConfig::default()
+        };
+        let plain_at = AtomicU64::new(u64::MAX);
+        let mut rng = rng();
+        let eps = [state(0), state(1)];
+        eps[0].eject(&cfg, 0);
+        eps[1].eject(&cfg, 1_000);
+        let err = pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 500);
+        assert_eq!(
+            err.unwrap_err().retry_after,
+            Some(Duration::from_millis(29_500))
+        );
+        // The other tier is picked when the first has nothing.
+        assert_eq!(
+            pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 30_000),
+            Ok(0)
+        );
+        assert_eq!(
+            pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 30_500),
+            Ok(0)
+        );
+        // Panic mode never sends to an endpoint cooling down.
+        cfg.panic_ratio = Some(0.5);
+        let mut limited = Class::new(Category::RateLimited);
+        limited.retry_after = Some(Duration::from_secs(60));
+        let eps = [state(0), state(0)];
+        eps[0].on_failure(limited, &cfg, 0);
+        eps[1].eject(&cfg, 0);
+        for _ in 0..100 {
+            assert_eq!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0),
+                Ok(1)
+            );
+        }
+    }
+}
