@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker as _;
 use palisade::breaker::{BreakerConfig, BreakerLayer};
-use palisade_benches::{allocations_per_call, bare, one_call, spin_call};
+use palisade_benches::{allocations_per_call, bare, one_call, ready_call, spin_call};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::{Layer, Service};
 
@@ -129,7 +129,7 @@ fn bench(c: &mut Criterion) {
     println!(
         "breaker/closed_happy_path future size: bare {} B, palisade_breaker {} B, tower_resilience {} B (boxed)",
         std::mem::size_of_val(&bare_svc.call(0)),
-        std::mem::size_of_val(&palisade.call(0)),
+        std::mem::size_of_val(&ready_call(&mut palisade, 0)),
         std::mem::size_of_val(&resilience.call(0)),
     );
 

@@ -31,6 +31,19 @@ pub fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Sen
 /// inlined, see its docs.
 pub use palisade_test::poll_now;
 
+/// `poll_ready`, then `call`, returning the response future unpolled (to measure its size). A
+/// service that reserves something in `poll_ready`, such as the breaker, panics on a `call`
+/// without it.
+///
+/// # Panics
+/// If the service is not ready.
+pub fn ready_call<S: Service<u64>>(svc: &mut S, x: u64) -> S::Future {
+    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => svc.call(x),
+        _ => panic!("bench services are always ready"),
+    }
+}
+
 /// One call: `poll_ready`, then the response future, both ready at once.
 ///
 /// # Panics

@@ -23,7 +23,7 @@ use palisade::fallback::{Answer, Constant, FallbackLayer};
 use palisade::preset;
 use palisade::route::Route;
 use palisade::timeout::DeadlineLayer;
-use palisade_benches::{TpsPolicy, allocations_per_call, bare, one_call, threaded};
+use palisade_benches::{TpsPolicy, allocations_per_call, bare, one_call, ready_call, threaded};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use tower::retry::RetryLayer;
 use tower::timeout::TimeoutLayer;
@@ -116,9 +116,9 @@ fn bench(c: &mut Criterion) {
     println!(
         "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B, palisade_full_flow_3_endpoints {} B",
         std::mem::size_of_val(&bare_svc.call(0)),
-        std::mem::size_of_val(&palisade_svc.call(0)),
+        std::mem::size_of_val(&ready_call(&mut palisade_svc, 0)),
         std::mem::size_of_val(&tower_svc.call(0)),
-        std::mem::size_of_val(&full_svc.call(0)),
+        std::mem::size_of_val(&ready_call(&mut full_svc, 0)),
     );
 }
 

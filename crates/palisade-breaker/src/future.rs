@@ -134,7 +134,11 @@ pub(crate) fn outcome_of(error: &BoxError) -> Outcome {
 }
 
 pin_project! {
-    /// The future of a [`Breaker`](crate::Breaker) call.
+    /// The future of a [`Breaker`](crate::Breaker) or
+    /// [`KeyedBreaker`](crate::KeyedBreaker) call.
+    ///
+    /// # Panics
+    /// When polled after it completed, as tower's futures do.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -196,15 +200,17 @@ where
                 });
                 result
             }
-            KindProj::Rejected { refused } => match refused.take() {
-                Some(refused) => Err(Box::new(CircuitOpen::new(
+            KindProj::Rejected { refused } => {
+                let refused = refused
+                    .take()
+                    .expect("a rejection is taken once, then Done");
+                Err(Box::new(CircuitOpen::new(
                     refused.breaker,
                     refused.state,
                     refused.retry_after_ms.map(Duration::from_millis),
-                )) as BoxError),
-                None => Err("breaker future polled after completion".into()),
-            },
-            KindProj::Done => Err("breaker future polled after completion".into()),
+                )) as BoxError)
+            }
+            KindProj::Done => panic!("`Breaker` response future polled after completion"),
         };
         kind.set(Kind::Done);
         Poll::Ready(result)

@@ -84,7 +84,8 @@
 //! # Readiness
 //! Closed: the inner service's readiness. Open or isolated: ready at once (the call fails
 //! fast). A probe slot reserved by `poll_ready` is held until `call` uses it, and given back if
-//! the service is dropped first.
+//! the service is dropped first. A `call` without a successful `poll_ready` panics, and so does
+//! a response future polled after it completed (see [`Breaker`]'s *Panics*).
 //!
 //! # Clone
 //! Every service a layer makes, and every clone, shares one breaker.

@@ -12,6 +12,17 @@ use crate::handle::{BreakerHandle, Stripes};
 use crate::state::Refused;
 
 /// Guards a service with a circuit breaker; see the [crate docs](crate).
+///
+/// # Panics
+/// `poll_ready` decides whether the next call is admitted and reserves what admitting it takes
+/// (a half-open probe slot, held until the call ends; or the refusal the call will return).
+/// Calling `call` without a `poll_ready` that returned `Ready(Ok(()))` since the previous
+/// `call` panics (`` `Breaker::call` without a successful `poll_ready` ``), as tower's own
+/// services that reserve capacity in `poll_ready` do; [`ServiceExt::ready`] and `oneshot` do
+/// it right. A reservation that no call uses is given back when the service is dropped. The
+/// [`ResponseFuture`] panics if polled after it completed, as tower's futures do.
+///
+/// [`ServiceExt::ready`]: https://docs.rs/tower/latest/tower/trait.ServiceExt.html#method.ready
 pub struct Breaker<S> {
     inner: S,
     stripes: Arc<Stripes>,
@@ -112,8 +123,10 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        // Called without poll_ready: decide now.
-        match self.slot.take().unwrap_or_else(|| self.decide()) {
+        let Some(slot) = self.slot.take() else {
+            panic!("`Breaker::call` without a successful `poll_ready`: call `poll_ready` first");
+        };
+        match slot {
             Ok(guard) => ResponseFuture::admitted(self.inner.call(req), guard),
             Err(refused) => ResponseFuture::rejected(refused),
         }

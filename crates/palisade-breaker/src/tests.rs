@@ -328,6 +328,65 @@ fn bad_configuration_fails_at_build_time_naming_the_field() {
     );
 }
 
+#[test]
+#[should_panic(expected = "`Breaker::call` without a successful `poll_ready`")]
+fn a_call_without_poll_ready_panics() {
+    let mut svc = BreakerLayer::new("t").layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    drop(svc.call(()));
+}
+
+#[test]
+#[should_panic(expected = "`Breaker::call` without a successful `poll_ready`")]
+fn a_second_call_on_one_poll_ready_panics() {
+    let mut svc = BreakerLayer::new("t").layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    drop(svc.call(()));
+    drop(svc.call(()));
+}
+
+#[test]
+#[should_panic(expected = "`Breaker::call` without a successful `poll_ready`")]
+fn a_call_after_poll_ready_failed_panics() {
+    let (mock, mut h) = tower_test::mock::pair::<(), ()>();
+    let mut svc = BreakerLayer::new("t").layer(mock);
+    let mut cx = Context::from_waker(Waker::noop());
+    h.send_error("503 the service failed");
+    assert!(matches!(
+        svc.poll_ready(&mut cx),
+        std::task::Poll::Ready(Err(_))
+    ));
+    drop(svc.call(()));
+}
+
+/// Polls `fut` to completion (it answers at once), then once more.
+fn poll_twice<F: Future>(fut: F) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = std::pin::pin!(fut);
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+    let _ = fut.as_mut().poll(&mut cx);
+}
+
+#[test]
+#[should_panic(expected = "`Breaker` response future polled after completion")]
+fn an_admitted_call_polled_after_completion_panics() {
+    let mut svc = BreakerLayer::new("t").layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    poll_twice(svc.call(()));
+}
+
+#[test]
+#[should_panic(expected = "`Breaker` response future polled after completion")]
+fn a_refused_call_polled_after_completion_panics() {
+    let l = BreakerLayer::new("t");
+    l.handle().isolate();
+    let mut svc = l.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    poll_twice(svc.call(()));
+}
+
 /// A service that answers `Ok` after `delay_ms` (read at each call), or never while `hang`.
 fn answering(
     hang: Arc<std::sync::atomic::AtomicBool>,

@@ -291,19 +291,27 @@ pub fn poll_now<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
-/// How many allocations 10 000 calls of `svc` make, each answering at once, counted by
-/// `global` (the test binary's `#[global_allocator]`), after 1 000 calls to warm up (thread
-/// stripes, clock samples).
+/// How many allocations 10 000 calls of `svc` make (each `poll_ready`, then `call`, answering
+/// at once), counted by `global` (the test binary's `#[global_allocator]`), after 1 000 calls
+/// to warm up (thread stripes, clock samples).
 pub fn allocations<S: Service<u64, Response = u64>>(
     global: &'static StatsAlloc<std::alloc::System>,
     mut svc: S,
 ) -> u64 {
-    for i in 0..1_000 {
+    let mut call = |i| {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => {}
+            _ => panic!("the service should be ready at once"),
+        }
         let _ = poll_now(svc.call(i));
+    };
+    for i in 0..1_000 {
+        call(i);
     }
     let region = Region::new(global);
     for i in 0..10_000 {
-        let _ = poll_now(svc.call(i));
+        call(i);
     }
     region.change().allocations as u64
 }

@@ -13,6 +13,13 @@ use crate::future::{Guard, ResponseFuture};
 
 /// The service a [`KeyedBreakerLayer`](super::KeyedBreakerLayer) makes. Readiness is the inner service's; the key's
 /// breaker decides at `call`, failing fast with [`CircuitOpen`](crate::CircuitOpen) when it is open.
+///
+/// # Panics
+/// `KeyedBreaker` reserves nothing in `poll_ready` (the key, and so the breaker, is known only
+/// at `call`): it forwards `poll_ready` and `call` to the inner service, whose own contract
+/// applies to a `call` without a ready `poll_ready`. Its
+/// [`ResponseFuture`](crate::future::ResponseFuture) panics if polled after it completed, as
+/// tower's futures do.
 pub struct KeyedBreaker<S, K, F> {
     pub(super) inner: S,
     pub(super) registry: Arc<Registry<K>>,

@@ -402,3 +402,17 @@ fn bad_configuration_names_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "half_open_probes");
 }
+
+#[test]
+#[should_panic(expected = "`Breaker` response future polled after completion")]
+fn a_keyed_call_polled_after_completion_panics() {
+    let mut svc = KeyedBreakerLayer::new("model", |c: &Call| c.model).layer(models());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut = std::pin::pin!(svc.call(Call {
+        model: "a",
+        ok: true
+    }));
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+    let _ = fut.as_mut().poll(&mut cx);
+}
