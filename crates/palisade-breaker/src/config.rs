@@ -6,6 +6,11 @@ use palisade_classify::ConfigError;
 
 /// Where a rate is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub enum Window {
     /// The last `n` outcomes (slides one outcome at a time).
@@ -13,6 +18,7 @@ pub enum Window {
     /// The outcomes of the last `span`, in `buckets` fixed buckets.
     Time {
         /// How far back.
+        #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
         span: Duration,
         /// How many buckets divide it.
         buckets: u32,
@@ -30,6 +36,8 @@ pub enum Window {
 /// assert_eq!((rate.ratio, rate.min_calls), (0.5, 20));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Rate {
     /// The fraction of the window's outcomes that trips it, in `(0, 1]` (0.9 is 90 %).
@@ -65,6 +73,8 @@ impl Rate {
 /// The default is `k` = 3 over the last 100 requests (see [`BreakerConfig`]'s *Defaults, and
 /// why*).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Throttle {
     /// How many times what the dependency accepts is still sent (at least 1; 2 in the SRE
@@ -91,6 +101,8 @@ impl Default for Throttle {
 
 /// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum CancelPolicy {
     /// Nothing: the caller gave up, the dependency did nothing wrong (the default).
@@ -100,7 +112,9 @@ pub enum CancelPolicy {
     Failure,
     /// A failure when the call had run at least this long: a hung backend under an outer
     /// timeout is still seen, an impatient caller is not blamed on it.
-    FailureAfter(Duration),
+    FailureAfter(
+        #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))] Duration,
+    ),
 }
 
 /// The configuration of a breaker.
@@ -160,6 +174,8 @@ pub enum CancelPolicy {
 /// meaningless (0 failures in a row, a ratio of 0 or above 1, a minimum number of calls
 /// larger than the window) is a [`ConfigError`], not a way to switch it off.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive failures that open it, at least 1 (`None`, the default, turns the rule
@@ -172,15 +188,21 @@ pub struct BreakerConfig {
     pub failure_rate: Option<Rate>,
     /// Calls that take this long or longer are slow (`None` by default: no clock read per
     /// call). Greater than zero.
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "palisade_classify::serde_duration::option")
+    )]
     pub slow_call_duration: Option<Duration>,
     /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; greater than zero).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
     pub open_duration: Duration,
     /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5; a
     /// finite number, at least 1).
     pub open_backoff: f64,
     /// The longest open period (750 ms; at least `open_duration`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
     pub max_open_duration: Duration,
     /// Spread of the open period, as a fraction of it: ±10 % by default (0.1; within
     /// `0.0..1.0`, 0 for none).
@@ -196,6 +218,7 @@ pub struct BreakerConfig {
     /// or drop). It bounds probes even with no timeout layer below the breaker. Set it above
     /// the slowest call the dependency makes when healthy: a probe slower than this never
     /// closes the breaker.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
     pub probe_timeout: Duration,
     /// What a dropped call means (`CancelPolicy::Ignore`).
     pub cancel: CancelPolicy,
@@ -497,3 +520,65 @@ macro_rules! config_setters {
 }
 
 pub(crate) use config_setters;
+
+#[cfg(all(test, feature = "serde", not(palisade_loom)))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_configuration_file_with_human_durations() {
+        let cfg: BreakerConfig = toml::from_str(
+            r#"
+            consecutive_failures = 5
+            window = { time = { span = "60s", buckets = 12 } }
+            failure_rate = { ratio = 0.5, min_calls = 20 }
+            slow_call_duration = "2s"
+            open_duration = "30s"
+            max_open_duration = "5m"
+            cancel = { failure_after = "250ms" }
+            "#,
+        )
+        .unwrap();
+        let want = BreakerConfig {
+            consecutive_failures: Some(5),
+            window: Window::Time {
+                span: Duration::from_secs(60),
+                buckets: 12,
+            },
+            failure_rate: Some(Rate::new(0.5, 20)),
+            slow_call_duration: Some(Duration::from_secs(2)),
+            open_duration: Duration::from_secs(30),
+            max_open_duration: Duration::from_secs(300),
+            cancel: CancelPolicy::FailureAfter(Duration::from_millis(250)),
+            ..BreakerConfig::default()
+        };
+        assert_eq!(cfg, want);
+        cfg.validate().unwrap();
+        // What is not in the file keeps its default; a round trip keeps everything.
+        assert_eq!(
+            toml::from_str::<BreakerConfig>("").unwrap(),
+            BreakerConfig::default()
+        );
+        let text = toml::to_string(&want).unwrap();
+        assert_eq!(toml::from_str::<BreakerConfig>(&text).unwrap(), want);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_say_where() {
+        let err = toml::from_str::<BreakerConfig>("open_durration = \"1s\"").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `open_durration`"),
+            "{err}"
+        );
+        let err = toml::from_str::<BreakerConfig>("open_duration = \"soon\"").unwrap_err();
+        assert!(
+            err.to_string().contains("invalid duration \"soon\""),
+            "{err}"
+        );
+        let err = toml::from_str::<BreakerConfig>("failure_rate = { ratio = 0.5 }").unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `min_calls`"),
+            "{err}"
+        );
+    }
+}

@@ -109,6 +109,8 @@ pub mod hint;
 mod layer;
 pub mod metrics;
 mod registry;
+#[cfg(feature = "serde")]
+pub mod serde_duration;
 mod service;
 mod stats;
 pub mod stripe;

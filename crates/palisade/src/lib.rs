@@ -65,6 +65,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "health")]
 pub mod health;
 

@@ -1,0 +1,488 @@
+//! The recommended stack from a configuration file: [`PresetConfig`], read from TOML with
+//! environment overrides, checked before anything is built.
+//!
+//! ```toml
+//! # palisade.toml
+//! name = "llm"                 # the dependency: names the breaker, metrics and spans
+//! deadline = "30s"             # the whole call, retries and waits included
+//!
+//! [attempt_timeout]
+//! limit = "10s"                # each attempt
+//! escalate = { factor = 2.0, cap = "30s" }   # after timed-out attempts; omit the key for none
+//!
+//! [retry]
+//! max_attempts = 3
+//! backoff = { exponential = { initial = "1s", factor = 2.0 } }  # or constant/linear
+//! cap = "30s"                  # the longest backoff delay
+//! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
+//!
+//! [breaker]                    # palisade_breaker::BreakerConfig's fields, durations as text
+//! failure_rate = { ratio = 0.5, min_calls = 20 }
+//! open_duration = "5s"
+//! max_open_duration = "1m"
+//! ```
+//!
+//! Every key is optional except `name`; what a file leaves out keeps the preset's default
+//! (see [`preset::recommended`](crate::preset::recommended)). Durations are written as people
+//! write them (`"250ms"`, `"30s"`, `"1m 30s"`).
+//!
+//! **Environment overrides.** [`PresetConfig::from_toml_with_env`] lets variables named
+//! `PALISADE_<KEY>` override the file, with `__` between the levels of a nested key:
+//! `PALISADE_DEADLINE=45s`, `PALISADE_RETRY__MAX_ATTEMPTS=5`,
+//! `PALISADE_BREAKER__OPEN_DURATION=10s`. A value is read as a TOML value when it parses as
+//! one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string.
+//!
+//! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
+//! a [`ConfigError`] whose field is the key's path (`breaker.failure_rate.ratio`,
+//! `retry.max_attempts`) and whose rule says what was wrong:
+//!
+//! ```
+//! use palisade::config::PresetConfig;
+//!
+//! let err = PresetConfig::from_toml("name = \"llm\"\n[retry]\nmax_attemps = 3").unwrap_err();
+//! assert_eq!(err.field(), "retry.max_attemps");
+//! assert!(err.rule().contains("unknown field"));
+//!
+//! let err = PresetConfig::from_toml("name = \"llm\"\n[breaker]\nfailure_rate = { ratio = 1.5, min_calls = 20 }")
+//!     .unwrap_err();
+//! assert_eq!(err.field(), "breaker.failure_rate.ratio");
+//!
+//! let config = PresetConfig::from_toml_with_env(
+//!     "name = \"llm\"\ndeadline = \"20s\"",
+//!     [("PALISADE_DEADLINE", "45s"), ("PALISADE_RETRY__MAX_ATTEMPTS", "5"), ("HOME", "/root")],
+//! )?;
+//! assert_eq!(config.deadline, std::time::Duration::from_secs(45));
+//! assert_eq!(config.retry.max_attempts, 5);
+//! let preset = config.builder()?.build()?;
+//! # let _ = preset;
+//! # Ok::<(), palisade::classify::ConfigError>(())
+//! ```
+
+use std::time::Duration;
+
+use palisade_breaker::BreakerConfig;
+use palisade_classify::ConfigError;
+use palisade_retry::{Backoff, Jitter, RetryLayer};
+use serde::{Deserialize, Serialize};
+
+use crate::preset::{self, PresetBuilder};
+
+/// The prefix of the environment variables [`PresetConfig::from_toml_with_env`] reads.
+pub const ENV_PREFIX: &str = "PALISADE_";
+
+/// The recommended stack's settings; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PresetConfig {
+    /// The dependency's name.
+    pub name: String,
+    /// The limit on the whole call (default 30 s).
+    #[serde(
+        default = "defaults::deadline",
+        with = "palisade_classify::serde_duration"
+    )]
+    pub deadline: Duration,
+    /// The per-attempt timeout.
+    #[serde(default)]
+    pub attempt_timeout: TimeoutConfig,
+    /// The retry layer.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// The per-attempt timeout's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TimeoutConfig {
+    /// Each attempt's limit (default 10 s).
+    #[serde(with = "palisade_classify::serde_duration")]
+    pub limit: Duration,
+    /// How the limit grows after timed-out attempts (default ×2 up to 30 s; `None`: fixed).
+    pub escalate: Option<Escalation>,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            limit: Duration::from_secs(10),
+            escalate: Some(Escalation {
+                factor: 2.0,
+                cap: Duration::from_secs(30),
+            }),
+        }
+    }
+}
+
+/// An escalating timeout: `limit × factor^n`, at most `cap`, after `n` timed-out attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Escalation {
+    /// The growth per timed-out attempt (at least 1).
+    pub factor: f64,
+    /// The longest limit.
+    #[serde(with = "palisade_classify::serde_duration")]
+    pub cap: Duration,
+}
+
+/// The retry layer's settings (its budget is the default `Throttled` one).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts per call, the first included (default 3).
+    pub max_attempts: u32,
+    /// The backoff between attempts (default exponential from 1 s, ×2).
+    pub backoff: BackoffConfig,
+    /// The longest backoff delay (default 30 s).
+    #[serde(with = "palisade_classify::serde_duration")]
+    pub cap: Duration,
+    /// The jitter (default ±10 %).
+    pub jitter: JitterConfig,
+    /// The seed of the jitter's random numbers (default: from the operating system).
+    pub seed: Option<u64>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            backoff: BackoffConfig::Exponential {
+                initial: Duration::from_secs(1),
+                factor: 2.0,
+            },
+            cap: Duration::from_secs(30),
+            jitter: JitterConfig::Proportional(0.1),
+            seed: None,
+        }
+    }
+}
+
+/// A backoff schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum BackoffConfig {
+    /// The same delay every time.
+    Constant {
+        /// The delay.
+        #[serde(with = "palisade_classify::serde_duration")]
+        delay: Duration,
+    },
+    /// `initial`, then `step` more each time.
+    Linear {
+        /// The first delay.
+        #[serde(with = "palisade_classify::serde_duration")]
+        initial: Duration,
+        /// The growth per retry.
+        #[serde(with = "palisade_classify::serde_duration")]
+        step: Duration,
+    },
+    /// `initial`, then `factor` times the previous one.
+    Exponential {
+        /// The first delay.
+        #[serde(with = "palisade_classify::serde_duration")]
+        initial: Duration,
+        /// The growth factor.
+        factor: f64,
+    },
+}
+
+/// A jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JitterConfig {
+    /// The backoff delay itself.
+    None,
+    /// Anywhere between zero and the delay.
+    Full,
+    /// Half the delay plus anywhere up to the other half.
+    Equal,
+    /// Between the initial delay and three times the previous delay.
+    Decorrelated,
+    /// The delay, give or take this fraction of it.
+    Proportional(f64),
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn deadline() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+impl PresetConfig {
+    /// Reads a TOML document.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path of an unknown key, a value of the wrong type, or
+    /// a value that breaks its rule.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, std::iter::empty::<(String, String)>())
+    }
+
+    /// Reads a TOML document, then applies the `PALISADE_…` variables among `vars` (pass
+    /// `std::env::vars()`; other variables are ignored).
+    ///
+    /// # Errors
+    /// As [`from_toml`](Self::from_toml); an override whose key is unknown names the key path
+    /// it would set.
+    pub fn from_toml_with_env<K, V>(
+        text: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| {
+            ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
+        })?;
+        for (key, value) in vars {
+            let Some(path) = key.as_ref().strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            set(&mut doc, &keys, parse_value(value.as_ref()))?;
+        }
+        let config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError::new(
+                    if path == "." {
+                        "(file)".to_owned()
+                    } else {
+                        path
+                    },
+                    e.into_inner().message().to_owned(),
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against its rule (reading a file does this already).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path of the first value that breaks its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.breaker
+            .validate()
+            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+        self.builder()?;
+        Ok(())
+    }
+
+    /// The preset's builder with these settings (add a classifier, then build).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path of a retry or timeout setting that breaks its
+    /// rule.
+    pub fn builder(&self) -> Result<PresetBuilder, ConfigError> {
+        let prefix = |section: &'static str| {
+            move |e: ConfigError| {
+                ConfigError::new(format!("{section}.{}", e.field()), e.rule().to_owned())
+            }
+        };
+        let r = &self.retry;
+        let backoff = match r.backoff {
+            BackoffConfig::Constant { delay } => Backoff::constant(delay),
+            BackoffConfig::Linear { initial, step } => Backoff::linear(initial, step),
+            BackoffConfig::Exponential { initial, factor } => Backoff::exponential(initial, factor),
+        }
+        .with_cap(r.cap);
+        let jitter = match r.jitter {
+            JitterConfig::None => Jitter::None,
+            JitterConfig::Full => Jitter::Full,
+            JitterConfig::Equal => Jitter::Equal,
+            JitterConfig::Decorrelated => Jitter::Decorrelated,
+            JitterConfig::Proportional(p) => Jitter::Proportional(p),
+        };
+        let mut retry = RetryLayer::builder()
+            .name(self.name.as_str())
+            .max_attempts(r.max_attempts)
+            .backoff(backoff)
+            .jitter(jitter);
+        if let Some(seed) = r.seed {
+            retry = retry.seed(seed);
+        }
+        let retry = retry.build().map_err(prefix("retry"))?;
+        let escalation = self.attempt_timeout.escalate.map(|e| (e.factor, e.cap));
+        // The timeout's own rules, checked here so that the error names the key path.
+        let mut timeout = crate::timeout::TimeoutLayer::builder(self.attempt_timeout.limit);
+        if let Some((factor, cap)) = escalation {
+            timeout = timeout.escalate(factor, cap);
+        }
+        timeout.build().map_err(|e| {
+            let field = match e.field() {
+                "timeout" => "attempt_timeout.limit".to_owned(),
+                other => format!("attempt_timeout.escalate.{other}"),
+            };
+            ConfigError::new(field, e.rule().to_owned())
+        })?;
+        if self.deadline.is_zero() {
+            return Err(ConfigError::new("deadline", "must be greater than zero"));
+        }
+        Ok(preset::recommended(self.name.clone())
+            .deadline(self.deadline)
+            .attempt_timeout(self.attempt_timeout.limit, escalation)
+            .breaker(self.breaker)
+            .retry(retry))
+    }
+}
+
+/// Reads an environment value as TOML when it is one, else as a string.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set(doc: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), ConfigError> {
+    let (last, parents) = keys.split_last().expect("split always yields one key");
+    let mut table = doc;
+    for (i, key) in parents.iter().enumerate() {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| {
+            ConfigError::new(
+                keys[..=i].join("."),
+                "is not a table, so an environment override cannot set a key inside it",
+            )
+        })?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_every_section() {
+        let config = PresetConfig::from_toml(
+            r#"
+            name = "llm"
+            deadline = "1m"
+            [attempt_timeout]
+            limit = "5s"
+            escalate = { factor = 1.5, cap = "20s" }
+            [retry]
+            max_attempts = 4
+            backoff = { linear = { initial = "200ms", step = "100ms" } }
+            cap = "2s"
+            jitter = "full"
+            seed = 7
+            [breaker]
+            consecutive_failures = 5
+            open_duration = "10s"
+            max_open_duration = "1m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.name, "llm");
+        assert_eq!(config.deadline, Duration::from_secs(60));
+        assert_eq!(config.attempt_timeout.limit, Duration::from_secs(5));
+        assert_eq!(
+            config.attempt_timeout.escalate.map(|e| (e.factor, e.cap)),
+            Some((1.5, Duration::from_secs(20)))
+        );
+        assert_eq!(config.retry.max_attempts, 4);
+        assert_eq!(
+            config.retry.backoff,
+            BackoffConfig::Linear {
+                initial: Duration::from_millis(200),
+                step: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(config.retry.jitter, JitterConfig::Full);
+        assert_eq!(config.retry.seed, Some(7));
+        assert_eq!(config.breaker.consecutive_failures, Some(5));
+        assert_eq!(config.breaker.open_duration, Duration::from_secs(10));
+        // Everything left out keeps the preset's defaults.
+        let minimal = PresetConfig::from_toml("name = \"x\"").unwrap();
+        assert_eq!(minimal.deadline, Duration::from_secs(30));
+        assert_eq!(minimal.attempt_timeout, TimeoutConfig::default());
+        assert_eq!(minimal.retry, RetryConfig::default());
+        assert_eq!(minimal.breaker, BreakerConfig::default());
+        // A round trip through TOML keeps everything.
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(PresetConfig::from_toml(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn errors_name_the_key_path_and_the_rule() {
+        let field = |text: &str| {
+            let e = PresetConfig::from_toml(text).unwrap_err();
+            (e.field().to_owned(), e.rule().to_owned())
+        };
+        let (f, r) = field("deadline = \"1s\"");
+        assert_eq!(f, "(file)");
+        assert!(r.contains("missing field `name`"), "{r}");
+        let (f, r) = field("name = \"x\"\nsurprise = 1");
+        assert_eq!(f, "surprise");
+        assert!(r.contains("unknown field `surprise`"), "{r}");
+        assert_eq!(
+            field("name = \"x\"\n[breaker]\nopen_duration = \"soon\"").0,
+            "breaker.open_duration"
+        );
+        assert_eq!(
+            field("name = \"x\"\n[retry]\nmax_attempts = 0").0,
+            "retry.max_attempts"
+        );
+        assert_eq!(
+            field("name = \"x\"\n[attempt_timeout]\nlimit = \"0s\"").0,
+            "attempt_timeout.limit"
+        );
+        assert_eq!(
+            field("name = \"x\"\n[attempt_timeout]\nescalate = { factor = 0.5, cap = \"1m\" }").0,
+            "attempt_timeout.escalate.factor"
+        );
+        assert_eq!(field("name = \"x\"\ndeadline = \"0s\"").0, "deadline");
+        assert_eq!(
+            field("name = \"x\"\n[breaker]\nfailure_rate = { ratio = 2.0, min_calls = 5 }").0,
+            "breaker.failure_rate.ratio"
+        );
+        let (f, r) = field("name = [");
+        assert_eq!(f, "(file)");
+        assert!(r.starts_with("is not valid TOML"), "{r}");
+    }
+
+    #[test]
+    fn environment_overrides_win_and_nest() {
+        let vars = [
+            ("PALISADE_RETRY__JITTER", "\"none\""),
+            ("PALISADE_BREAKER__OPEN_DURATION", "600ms"),
+            (
+                "PALISADE_BREAKER__FAILURE_RATE",
+                "{ ratio = 0.25, min_calls = 8 }",
+            ),
+            ("PALISADE_ATTEMPT_TIMEOUT__LIMIT", "750ms"),
+            ("OTHER_VAR", "ignored"),
+        ];
+        let config =
+            PresetConfig::from_toml_with_env("name = \"llm\"\n[retry]\njitter = \"full\"", vars)
+                .unwrap();
+        assert_eq!(config.retry.jitter, JitterConfig::None);
+        assert_eq!(config.breaker.open_duration, Duration::from_millis(600));
+        assert_eq!(config.breaker.failure_rate.map(|r| r.ratio), Some(0.25));
+        assert_eq!(config.attempt_timeout.limit, Duration::from_millis(750));
+        let err =
+            PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_RETRY__TRIES", "3")])
+                .unwrap_err();
+        assert_eq!(err.field(), "retry.tries");
+        let err = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_NAME__X", "3")])
+            .unwrap_err();
+        assert_eq!(err.field(), "name");
+    }
+}
