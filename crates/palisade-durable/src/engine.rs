@@ -14,6 +14,7 @@ use crate::journal::{
     CompensationStatus, ErrorRecord, EscalationReason, Event, Journal, KIND, SagaInfo, SagaState,
     SagaSummary, StepStatus,
 };
+use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
 use crate::settings::{Settings, by_name};
@@ -38,18 +39,32 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Writer {
     store: Arc<dyn Store>,
     owner: String,
-    lease_ms: u64,
+    lease: Duration,
     pub(crate) info: SagaInfo,
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<dyn Store>, owner: String, lease_ms: u64, info: SagaInfo) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        owner: String,
+        lease: Duration,
+        info: SagaInfo,
+    ) -> Self {
         Writer {
             store,
             owner,
-            lease_ms,
+            lease,
             info,
         }
+    }
+
+    /// Runs `work` (a step, a compensation) while renewing the claim on the saga; a
+    /// [`SagaError::LeaseLost`] if another process took the saga over meanwhile (the work is
+    /// then dropped, its outcome not journaled).
+    async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
+        lease::renewing(&*self.store, &self.info.id, &self.owner, self.lease, work)
+            .await
+            .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
     }
 
     /// Writes `event` to the journal (durably), then applies it.
@@ -65,7 +80,7 @@ impl Writer {
             serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             state.as_str(),
             self.owner.clone(),
-            now.saturating_add(self.lease_ms),
+            now.saturating_add(self.lease.as_millis() as u64),
         )
         .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
         self.store.append(append).await?;
@@ -122,10 +137,18 @@ impl Writer {
 ///
 /// Each saga is claimed by one process ([`owner`](SagasBuilder::owner), default `"local"`)
 /// with a lease ([`lease`](SagasBuilder::lease), default 60 s) renewed by every journal
-/// entry. A process that recovers takes the unfinished sagas nobody holds, those whose lease
-/// expired, and its own (a restart with the same owner resumes its sagas at once). Give each
-/// process of a fleet its own owner name. A process whose lease expired and was taken over is
-/// refused its next journal entry ([`StoreError::Conflict`]) and stops touching the saga.
+/// entry and, while a step or a compensation runs (or waits for its backoff), by a heartbeat
+/// every third of the lease, so a step may take longer than a lease. A process that recovers
+/// takes the unfinished sagas nobody holds, those whose lease expired, and its own (a restart
+/// with the same owner resumes its sagas at once). Give each process of a fleet its own owner
+/// name.
+///
+/// A lease runs out only when its holder stops renewing it: the process died or stalled, or
+/// the store was unreachable for a whole lease. Another process may then take the saga over.
+/// The first holder learns it from its next renewal, drops the step in flight (as a crash
+/// would) and returns [`SagaError::LeaseLost`], or from its next journal entry, which is
+/// refused ([`StoreError::Conflict`]); either way it stops touching the saga and never
+/// journals an outcome over the new holder's.
 #[derive(Clone)]
 pub struct Sagas {
     inner: Arc<Inner>,
@@ -174,8 +197,10 @@ impl SagasBuilder {
         self
     }
 
-    /// How long a claim lasts without a journal entry (default 60 s, at least 1 s). Longer
-    /// than the slowest step, or another process may take the saga over while it runs.
+    /// How long a claim lasts without being renewed (default 60 s, at least 1 s). Journal
+    /// entries renew it, and so does a heartbeat every third of it while a step or a
+    /// compensation runs, so steps may take longer than this. It is how long a saga whose
+    /// process died waits before another process may take it over.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease;
         self
@@ -358,7 +383,7 @@ impl Sagas {
         Writer::new(
             self.inner.store.clone(),
             self.inner.settings.owner.clone(),
-            self.inner.settings.lease.as_millis() as u64,
+            self.inner.settings.lease,
             info,
         )
     }
@@ -430,9 +455,11 @@ impl Sagas {
     /// sagas, and from time to time in a fleet (to take over the sagas of dead processes).
     ///
     /// Sagas are claimed four at a time and resumed one after another, in the order they were
-    /// started, until none is left to claim. One that cannot
-    /// be resumed (its definition is not registered here, the store fails) is reported in
-    /// [`Recovery::failed`] and left as it is; the others go on.
+    /// started, until none is left to claim. A claimed saga whose lease ran out while it
+    /// waited its turn (the sagas before it took long) and that another process took over
+    /// meanwhile is left to that process. One that cannot be resumed (its definition is not
+    /// registered here, the store fails) is reported in [`Recovery::failed`] and left as it
+    /// is; the others go on.
     pub async fn recover(&self) -> Result<Recovery, SagaError> {
         let mut report = Recovery::default();
         for item in self.review_queue().list().await? {
@@ -469,11 +496,15 @@ impl Sagas {
         Ok(report)
     }
 
-    /// Resumes one claimed saga; `None` if this process is running it already.
+    /// Resumes one claimed saga; `None` if this process is running it already, or if another
+    /// process took it over while it waited its turn.
     async fn resume(&self, id: &str) -> Result<Option<SagaInfo>, SagaError> {
         let Some(_guard) = self.enter(id) else {
             return Ok(None);
         };
+        if !self.inner.settings.renew(&*self.inner.store, id).await? {
+            return Ok(None);
+        }
         let info = SagaInfo::from_journal(id, self.inner.store.journal(id).await?)?;
         let def = self.definition(&info.name)?;
         if info.steps.len() != def.steps.len() {
@@ -568,7 +599,8 @@ impl Sagas {
                             .collect(),
                     };
                     tracing::debug!(saga = %id, step = i, attempt, "step started");
-                    match def.steps[i].service.clone().oneshot(req).await {
+                    let call = def.steps[i].service.clone().oneshot(req);
+                    match w.renewing(call).await? {
                         Ok(output) => w.log(Event::StepCompleted { step: i, output }).await?,
                         Err(e) => {
                             let error = ErrorRecord::of(&e, now_ms());
@@ -600,14 +632,14 @@ impl Sagas {
                     .await?;
                 }
                 Action::Compensate(i, attempt) => {
-                    let s = &w.info.steps[i];
-                    if s.compensation == CompensationStatus::Failed && s.attempts_since_review > 0 {
-                        let d = self.delay(&id, i, s.attempts_since_review);
-                        tokio::time::sleep(d).await;
-                    }
                     let Some(comp) = def.steps[i].compensation.clone() else {
                         continue;
                     };
+                    let s = &w.info.steps[i];
+                    if s.compensation == CompensationStatus::Failed && s.attempts_since_review > 0 {
+                        let d = self.delay(&id, i, s.attempts_since_review);
+                        w.renewing(tokio::time::sleep(d)).await?;
+                    }
                     w.log(Event::CompensationStarted { step: i, attempt })
                         .await?;
                     let s = &w.info.steps[i];
@@ -628,7 +660,7 @@ impl Sagas {
                             .next_back()
                             .map(|e| e.message.clone()),
                     };
-                    match comp.oneshot(req).await {
+                    match w.renewing(comp.oneshot(req)).await? {
                         Ok(()) => w.log(Event::CompensationCompleted { step: i }).await?,
                         Err(e) => {
                             let error = ErrorRecord::of(&e, now_ms());

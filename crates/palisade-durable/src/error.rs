@@ -74,6 +74,12 @@ pub enum SagaError {
     /// Another process holds the saga's claim.
     #[error("saga {0:?} is claimed by another process")]
     Claimed(String),
+    /// This process lost its claim on the saga (or transaction) while a step, a compensation
+    /// or a phase was in flight: its lease ran out (the store could not be reached to renew
+    /// it, or the process stalled) and another process took the work over. The work in
+    /// flight was dropped and its outcome not journaled; the other process finishes the saga.
+    #[error("lost the claim on {0:?} while work was in flight: another process took it over")]
+    LeaseLost(String),
     /// A review item was not found.
     #[error("no review item {0:?}")]
     NoReviewItem(String),

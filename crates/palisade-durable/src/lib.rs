@@ -112,6 +112,7 @@ pub mod checkpoint;
 mod engine;
 pub mod error;
 pub mod journal;
+mod lease;
 pub mod lifecycle;
 pub mod review;
 pub mod saga;

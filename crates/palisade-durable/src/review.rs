@@ -241,7 +241,12 @@ impl ReviewQueue {
             return Err(SagaError::Claimed(item.saga_id));
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
-        let mut w = Writer::new(self.store.clone(), self.owner.clone(), 60_000, info);
+        let mut w = Writer::new(
+            self.store.clone(),
+            self.owner.clone(),
+            std::time::Duration::from_secs(60),
+            info,
+        );
         w.log(Event::ReviewDiscarded {
             review: id.to_owned(),
             note: note.to_owned(),

@@ -60,6 +60,18 @@ impl Settings {
         now_ms.saturating_add(self.lease.as_millis() as u64)
     }
 
+    /// Renews this owner's claim on workflow `id` for a whole lease from now: `false` if
+    /// another process holds it now (a claimed workflow waiting its turn in recovery may have
+    /// been taken over).
+    pub(crate) async fn renew(&self, store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+        let until = self.lease_until(crate::engine::now_ms());
+        match store.renew(id, &self.owner, until).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The jittered delay before retry `retry` (from 1) of item `index` of workflow `id`.
     ///
     /// The rng is seeded from the seed, `salt` (one per kind of workflow), the id, the index

@@ -28,7 +28,10 @@
 //! # Recovery: presumed abort
 //!
 //! [`Coordinator::recover`] takes the unfinished transactions this process may claim (the
-//! same claims and leases as sagas). One with no decision in its journal is **aborted**:
+//! same claims and leases as sagas, renewed by a heartbeat while a participant is asked
+//! anything, so a slow participant does not let another process take the transaction over;
+//! a coordinator that learns from a renewal that it lost the transaction drops the call in
+//! flight and returns [`SagaError::LeaseLost`]). One with no decision in its journal is **aborted**:
 //! some participants may have prepared, none can have been told to commit, so aborting is
 //! always safe. One with a decision has it delivered again to the participants that did not
 //! acknowledge it. Participants must therefore accept a repeated commit or abort (they get
@@ -50,6 +53,7 @@ use tower::{Service, ServiceExt};
 use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
 use crate::journal::ErrorRecord;
+use crate::lease;
 use crate::settings::{Settings, by_name};
 use crate::store::{Append, Store};
 
@@ -435,7 +439,9 @@ impl CoordinatorBuilder {
         self
     }
 
-    /// How long a claim lasts without a journal entry (default 60 s, at least 1 s).
+    /// How long a claim lasts without being renewed (default 60 s, at least 1 s): journal
+    /// entries renew it, and so does a heartbeat every third of it while a participant is
+    /// asked anything (or the coordinator waits to ask it again).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease;
         self
@@ -481,6 +487,15 @@ struct TxWriter<'a> {
 }
 
 impl TxWriter<'_> {
+    /// Runs `work` (a phase sent to a participant) while renewing the claim on the
+    /// transaction; a [`SagaError::LeaseLost`] if another process took it over meanwhile.
+    async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
+        let s = &self.c.settings;
+        lease::renewing(&*self.c.store, &self.info.id, &s.owner, s.lease, work)
+            .await
+            .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
+    }
+
     /// Applies `event` and writes it to the journal. On an error the writer is spent: every
     /// caller returns it with `?` and drops the writer, so its view is never read again and
     /// applying in place (rather than to a copy of the whole transaction) is safe.
@@ -554,7 +569,7 @@ impl Coordinator {
 
         for (i, p) in def.participants.iter().enumerate() {
             let req = request(&w.info, i, Phase::Prepare);
-            let (vote, error) = match p.service.clone().oneshot(req).await {
+            let (vote, error) = match w.renewing(p.service.clone().oneshot(req)).await? {
                 Ok(v) => (v, None),
                 Err(e) => {
                     let rec = ErrorRecord::of(&e, now_ms());
@@ -605,12 +620,17 @@ impl Coordinator {
                         "decision not delivered; recovery will go on");
                     return Ok(w.info);
                 }
-                if tries > 0 {
-                    let delay = self.inner.settings.delay(DELAY_SALT, &w.info.id, i, tries);
-                    tokio::time::sleep(delay).await;
-                }
+                let pause = (tries > 0)
+                    .then(|| self.inner.settings.delay(DELAY_SALT, &w.info.id, i, tries));
                 tries += 1;
-                match p.service.clone().oneshot(request(&w.info, i, phase)).await {
+                let call = p.service.clone().oneshot(request(&w.info, i, phase));
+                let sent = w.renewing(async move {
+                    if let Some(d) = pause {
+                        tokio::time::sleep(d).await;
+                    }
+                    call.await
+                });
+                match sent.await? {
                     Ok(_) => w.log(TxEvent::Acknowledged { participant: i }).await?,
                     Err(e) => {
                         let attempt = w.info.delivery_failures[i] + 1;
@@ -673,14 +693,20 @@ impl Coordinator {
             }
             for id in fresh {
                 match self.finish(&id).await {
-                    Ok(info) => report.finished.push(info),
+                    Ok(Some(info)) => report.finished.push(info),
+                    Ok(None) => {}
                     Err(e) => report.failed.push((id, e)),
                 }
             }
         }
     }
 
-    async fn finish(&self, id: &str) -> Result<TxInfo, SagaError> {
+    /// Finishes one claimed transaction; `None` if another process took it over while it
+    /// waited its turn.
+    async fn finish(&self, id: &str) -> Result<Option<TxInfo>, SagaError> {
+        if !self.inner.settings.renew(&*self.inner.store, id).await? {
+            return Ok(None);
+        }
         let info = self.inspect(id).await?;
         let def = self
             .inner
@@ -699,7 +725,7 @@ impl Coordinator {
             })
             .await?;
         }
-        self.deliver(def, w).await
+        self.deliver(def, w).await.map(Some)
     }
 }
 

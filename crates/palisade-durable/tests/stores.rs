@@ -24,7 +24,12 @@ macro_rules! store_suite {
                 tx_commits_when_all_vote_yes, tx_aborts_on_a_no_or_an_error,
                 tx_delivery_is_retried_then_left_to_recovery, tx_presumed_abort_after_a_crash,
                 tx_decision_redelivered_after_a_crash, store_faults_leave_recoverable_sagas,
-                tx_recovery_reports_unknown_definitions_and_goes_on);
+                tx_recovery_reports_unknown_definitions_and_goes_on,
+                a_step_longer_than_the_lease_keeps_its_claim,
+                a_compensation_longer_than_the_lease_keeps_its_claim,
+                a_partitioned_process_loses_the_saga_and_drops_its_step,
+                a_saga_taken_over_while_waiting_its_turn_is_left_alone,
+                a_participant_slower_than_the_lease_keeps_the_claim);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -91,6 +91,13 @@ impl Inner {
     }
 }
 
+/// What [`Store::renew`] reports when `owner` does not hold workflow `id`.
+pub(crate) fn lost(id: &str, owner: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "workflow {id} is not claimed by {owner}: it was taken over, released, or never existed"
+    ))
+}
+
 /// The checks every store makes before appending entry `seq` for `owner`.
 pub(crate) fn check_append(rec: &WorkflowRecord, owner: &str, seq: u64) -> Result<(), StoreError> {
     if rec.owner.as_deref() != Some(owner) {
@@ -165,6 +172,22 @@ impl Store for MemoryStore {
             }
         }
         ready(Ok(got))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut inner = self.lock();
+        ready(match inner.workflows.get_mut(id) {
+            Some((rec, _)) if rec.owner.as_deref() == Some(owner) => {
+                rec.lease_until_ms = rec.lease_until_ms.max(lease_until_ms);
+                Ok(())
+            }
+            _ => Err(lost(id, owner)),
+        })
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -23,8 +23,9 @@
 //! writes one entry and the workflow's new state in one transaction, and only for the process
 //! that holds the workflow's *claim* (its owner): a second writer gets
 //! [`StoreError::Conflict`] instead of interleaving its entries. A claim is a lease: it lasts
-//! until `lease_until_ms` and each append renews it; [`Store::claim`] hands unowned or expired
-//! workflows (and a restarted owner's own) to a process.
+//! until `lease_until_ms`, each append renews it and so does [`Store::renew`] (the heartbeat
+//! while a long step runs); [`Store::claim`] hands unowned or expired workflows (and a
+//! restarted owner's own) to a process.
 
 use std::fmt;
 use std::future::Future;
@@ -292,6 +293,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Claims workflows for `claim.owner`; returns their ids. Two processes claiming at once
     /// never get the same workflow.
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Extends the claim `owner` holds on workflow `id` to `lease_until_ms` (a lease never
+    /// shrinks: a renewal earlier than the current end changes nothing), without writing an
+    /// entry: the heartbeat of a process whose step runs longer than a lease.
+    ///
+    /// A [`StoreError::Conflict`] if `owner` does not hold the claim: another process took it
+    /// over, it was released, or the workflow does not exist. The caller has then lost the
+    /// workflow and must stop working on it.
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Inserts or replaces a review item.
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>>;

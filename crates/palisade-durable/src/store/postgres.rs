@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
-use super::memory::check_append;
+use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
     WorkflowRecord,
@@ -340,6 +340,26 @@ impl Store for PostgresStore {
 
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(self.claim_tx(claim))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().lock().await;
+            let n = c
+                .execute(
+                    "UPDATE workflows SET lease_until = GREATEST(lease_until, $3)
+                     WHERE id = $1 AND owner = $2",
+                    &[&id, &owner, &(lease_until_ms as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 1 { Ok(()) } else { Err(lost(id, owner)) }
+        })
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {

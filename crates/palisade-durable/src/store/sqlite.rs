@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::memory::check_append;
+use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
     WorkflowRecord,
@@ -390,6 +390,30 @@ impl Store for SqliteStore {
 
     fn claim(&self, c: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         self.run(move |conn| claim(conn, c))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE workflows SET lease_until = max(lease_until, ?3)
+                     WHERE id = ?1 AND owner = ?2",
+                )
+                .map_err(db)?
+                .execute(params![id, owner, lease_until_ms as i64])
+                .map_err(db)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(lost(&id, &owner))
+            }
+        })
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,6 +1,7 @@
 //! A store that fails once, at the worst moments: the engine must report a typed error and
 //! leave a saga that recovery (or a repeated request) finishes correctly.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use palisade_durable::error::{SagaError, StoreError};
@@ -15,17 +16,55 @@ use serde_json::json;
 
 use super::sagas::{Act, Calls, saga, step, undoable};
 
-/// Delegates to a store, failing the next append of an event of type `fail_append` and the
-/// next review update to status `fail_review`.
+/// Delegates to a store, with the paused clock held still while an operation runs (see
+/// `Faulty::still`), failing the next append of an event of type `fail_append`, the next
+/// review update to status `fail_review`, and every lease renewal while `partitioned` (the
+/// process cannot reach the store to send its heartbeat).
 #[derive(Debug)]
 pub(crate) struct Faulty {
     inner: Arc<dyn Store>,
     fail_append: Mutex<Option<&'static str>>,
     fail_review: Mutex<Option<&'static str>>,
+    pub(crate) partitioned: AtomicBool,
+    /// Renewals asked, failed or not.
+    pub(crate) renewals: AtomicU32,
+}
+
+impl Faulty {
+    /// A store that fails nothing yet.
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
+        Faulty {
+            inner,
+            fail_append: Mutex::new(None),
+            fail_review: Mutex::new(None),
+            partitioned: AtomicBool::new(false),
+            renewals: AtomicU32::new(0),
+        }
+    }
 }
 
 fn injected() -> StoreError {
     StoreError::backend("injected fault: disk full")
+}
+
+impl Faulty {
+    /// Runs `op` on the inner store on tokio's blocking pool. While a blocking task runs, the
+    /// paused clock stands still, so the operation takes no virtual time on any store; on a
+    /// networked store the clock would otherwise jump to the test's next timer while a query
+    /// is on the wire, and leases would run out in tests that time them.
+    fn still<'a, T, F>(&self, op: F) -> BoxFuture<'a, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(&'s dyn Store) -> BoxFuture<'s, Result<T, StoreError>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let rt = tokio::runtime::Handle::current();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || rt.block_on(op(&*inner)))
+                .await
+                .map_err(|_| StoreError::Closed)?
+        })
+    }
 }
 
 impl Store for Faulty {
@@ -35,25 +74,41 @@ impl Store for Faulty {
             *f = None;
             return Box::pin(async { Err(injected()) });
         }
-        self.inner.append(a)
+        self.still(move |s| s.append(a))
     }
     fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-        self.inner.journal(id)
+        let id = id.to_owned();
+        self.still(move |s| Box::pin(async move { s.journal(&id).await }))
     }
     fn workflows<'a>(
         &'a self,
         kind: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
-        self.inner.workflows(kind)
+        let kind = kind.map(str::to_owned);
+        self.still(move |s| Box::pin(async move { s.workflows(kind.as_deref()).await }))
     }
     fn workflow<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
-        self.inner.workflow(id)
+        let id = id.to_owned();
+        self.still(move |s| Box::pin(async move { s.workflow(&id).await }))
     }
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.inner.claim(claim)
+        self.still(move |s| s.claim(claim))
+    }
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        if self.partitioned.load(Ordering::Relaxed) {
+            return Box::pin(async { Err(StoreError::backend("injected fault: network down")) });
+        }
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.still(move |s| Box::pin(async move { s.renew(&id, &owner, lease_until_ms).await }))
     }
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut f = self.fail_review.lock().unwrap();
@@ -61,39 +116,43 @@ impl Store for Faulty {
             *f = None;
             return Box::pin(async { Err(injected()) });
         }
-        self.inner.review_put(item)
+        self.still(move |s| s.review_put(item))
     }
     fn review_get<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
-        self.inner.review_get(id)
+        let id = id.to_owned();
+        self.still(move |s| Box::pin(async move { s.review_get(&id).await }))
     }
     fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
-        self.inner.review_list()
+        self.still(|s| s.review_list())
     }
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.checkpoint_put(cp)
+        self.still(move |s| s.checkpoint_put(cp))
     }
     fn checkpoint_get<'a>(
         &'a self,
         agent: &'a str,
         version: u64,
     ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
-        self.inner.checkpoint_get(agent, version)
+        let agent = agent.to_owned();
+        self.still(move |s| Box::pin(async move { s.checkpoint_get(&agent, version).await }))
     }
     fn checkpoint_versions<'a>(
         &'a self,
         agent: &'a str,
     ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
-        self.inner.checkpoint_versions(agent)
+        let agent = agent.to_owned();
+        self.still(move |s| Box::pin(async move { s.checkpoint_versions(&agent).await }))
     }
     fn checkpoint_prune<'a>(
         &'a self,
         agent: &'a str,
         keep: usize,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.inner.checkpoint_prune(agent, keep)
+        let agent = agent.to_owned();
+        self.still(move |s| Box::pin(async move { s.checkpoint_prune(&agent, keep).await }))
     }
 }
 
@@ -110,11 +169,8 @@ fn definition(log: &Arc<Calls>, undo_b: Act) -> SagaDefinition {
 
 pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) {
     let log = Arc::new(Calls::default());
-    let faulty = Arc::new(Faulty {
-        inner: store.clone(),
-        fail_append: Mutex::new(Some("escalated")),
-        fail_review: Mutex::new(None),
-    });
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    *faulty.fail_append.lock().unwrap() = Some("escalated");
     let sagas = Sagas::builder(faulty.clone())
         .define(definition(&log, Act::FailFirst(1, "400 bad")))
         .build()

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 pub(crate) mod faults;
+pub(crate) mod leases;
 pub(crate) mod sagas;
 pub(crate) mod twopc;
 
 pub(crate) use faults::*;
+pub(crate) use leases::*;
 pub(crate) use sagas::*;
 pub(crate) use twopc::*;
 

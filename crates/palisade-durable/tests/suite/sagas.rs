@@ -45,8 +45,13 @@ impl Calls {
 
     /// Signals the test, then never returns.
     pub(crate) async fn hang(&self) {
-        self.hung.notify_one();
+        self.signal_hung();
         std::future::pending::<()>().await;
+    }
+
+    /// Signals the test that a service hangs (or waits for it).
+    pub(crate) fn signal_hung(&self) {
+        self.hung.notify_one();
     }
 
     /// Waits until a service hangs.
@@ -65,6 +70,9 @@ pub(crate) enum Act {
     FailFirst(u32, &'static str),
     /// Never answers on the first n calls (the process "dies" there).
     HangFirst(u32),
+    /// On the first n calls, signals the test as a hang does, then waits for a permit of the
+    /// gate (pushing "passed gate" once through); answers at once on later calls.
+    WaitFirst(u32, Arc<tokio::sync::Semaphore>),
 }
 
 async fn act(act: &Act, n: u32, log: &Log) -> Result<(), BoxError> {
@@ -75,6 +83,12 @@ async fn act(act: &Act, n: u32, log: &Log) -> Result<(), BoxError> {
         Act::HangFirst(k) if n < *k => {
             log.hang().await;
             unreachable!("hang never returns")
+        }
+        Act::WaitFirst(k, gate) if n < *k => {
+            log.signal_hung();
+            gate.acquire().await.expect("the gate stays open").forget();
+            log.push("passed gate".into());
+            Ok(())
         }
         _ => Ok(()),
     }
@@ -453,7 +467,7 @@ pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
 /// Runs saga `id` until a step or compensation hangs, then drops it: the process died there.
 /// (No timer: on the paused clock a pending timer would fire while a networked store's query
 /// is in flight.)
-async fn crash(sagas: &Sagas, log: &Log, name: &str, id: &str) {
+pub(crate) async fn crash(sagas: &Sagas, log: &Log, name: &str, id: &str) {
     tokio::select! {
         r = sagas.run(name, id, json!("in")) => panic!("the saga was meant to hang: {r:?}"),
         () = log.hung() => {}
@@ -609,7 +623,12 @@ pub(crate) async fn another_process_takes_over_after_the_lease(store: Arc<dyn St
         b.recover().await.unwrap().resumed.is_empty(),
         "a's lease holds"
     );
-    tokio::time::sleep(Duration::from_secs(61)).await;
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(
+        b.recover().await.unwrap().resumed.is_empty(),
+        "a's lease holds for a whole lease"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let r = b.recover().await.unwrap();
     assert_eq!(r.resumed.len(), 1);
     assert_eq!(r.resumed[0].state, SagaState::Completed);

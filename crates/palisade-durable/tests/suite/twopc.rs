@@ -46,8 +46,14 @@ fn participant(name: &'static str, log: &Log, store: &Arc<dyn Store>, how: P) ->
                     req.phase, req.idempotency_key
                 ));
                 if req.phase != Phase::Prepare {
-                    // The decision is in the journal before anyone hears it.
-                    let j = store.journal(&req.tx_id).await?;
+                    // The decision is in the journal before anyone hears it. Read on the
+                    // blocking pool: while a blocking task runs, the paused clock stands
+                    // still, where it would jump to the coordinator's heartbeat timer while a
+                    // networked store's query is on the wire.
+                    let (store, id) = (store.clone(), req.tx_id.clone());
+                    let rt = tokio::runtime::Handle::current();
+                    let j = tokio::task::spawn_blocking(move || rt.block_on(store.journal(&id)))
+                        .await??;
                     assert!(
                         j.iter().any(|e| e.event["type"] == "decided"),
                         "{name} heard {:?} before it was journaled",
