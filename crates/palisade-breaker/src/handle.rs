@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use palisade_classify::Class;
 use tokio::time::Instant;
 
 use crate::State;
-use crate::state::{Core, STRIPES};
+use crate::error::CircuitOpen;
+use crate::future::Guard;
+use crate::state::{Core, Outcome, STRIPES};
 
 /// One stripe: its own reference count, so the futures of service instances on different
 /// threads do not contend on one. Aligned so that two stripes never share a cache line.
@@ -90,7 +93,7 @@ impl Stripes {
 /// counting, until [`close`](Self::close) or [`reset`](Self::reset).
 #[derive(Clone, Debug)]
 pub struct BreakerHandle {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) stripes: Arc<Stripes>,
 }
 
 /// A breaker's numbers at one instant ([`BreakerHandle::metrics`]). `#[non_exhaustive]`: a
@@ -125,50 +128,98 @@ pub struct Metrics {
 }
 
 impl BreakerHandle {
+    fn shared(&self) -> &Shared {
+        self.stripes.shared()
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.core.name
+        &self.shared().core.name
     }
 
     /// The state now.
     pub fn state(&self) -> State {
-        self.shared.core.state()
+        self.shared().core.state()
     }
 
     /// Forces the breaker open (rejecting every call) until closed or reset by hand.
     pub fn isolate(&self) {
-        self.shared
+        self.shared()
             .core
-            .force(State::Isolated, self.shared.now_ms());
+            .force(State::Isolated, self.shared().now_ms());
     }
 
     /// Closes the breaker at once, clearing its failure counts.
     pub fn close(&self) {
-        self.shared.core.force(State::Closed, self.shared.now_ms());
+        self.shared()
+            .core
+            .force(State::Closed, self.shared().now_ms());
     }
 
     /// Opens the breaker now for one open period, as if it had tripped (it then probes as
     /// usual). Used to propagate an open parent to its children.
     pub fn trip(&self) {
-        self.shared.core.trip_now(self.shared.now_ms());
+        self.shared().core.trip_now(self.shared().now_ms());
     }
 
     /// Takes the breaker out of the way: it lets every call through ([`State::Bypassed`])
     /// while still counting outcomes, until closed or reset by hand.
     pub fn bypass(&self) {
-        self.shared
+        self.shared()
             .core
-            .force(State::Bypassed, self.shared.now_ms());
+            .force(State::Bypassed, self.shared().now_ms());
     }
 
     /// Back to a new breaker: closed, every count cleared.
     pub fn reset(&self) {
-        self.shared.core.reset(self.shared.now_ms());
+        self.shared().core.reset(self.shared().now_ms());
+    }
+
+    /// Asks the breaker to admit one call made by hand, outside its service: the permit, or the
+    /// [`CircuitOpen`] error its service would have failed the call with (counted as a
+    /// rejection either way).
+    ///
+    /// The call's outcome is whatever the [`Permit`] records: this is for calls whose end is not
+    /// the end of a future, such as a streamed response whose body can still fail after its
+    /// head arrived (palisade-http's `StreamBreaker` records the outcome when the body ends).
+    /// A half-open breaker gives the permit one of its probe slots, as its service would.
+    ///
+    /// ```
+    /// use palisade_breaker::{BreakerLayer, State};
+    /// use palisade_classify::{Category, Class};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = BreakerLayer::builder("stream").consecutive_failures(2).build().unwrap();
+    /// let handle = layer.handle();
+    /// for _ in 0..2 {
+    ///     let mut permit = handle.try_acquire().unwrap();
+    ///     permit.start();
+    ///     // ... the call runs; its body fails half-way ...
+    ///     permit.failure(Class::new(Category::Network));
+    /// }
+    /// assert_eq!(handle.state(), State::Open);
+    /// assert!(handle.try_acquire().is_err());
+    /// # }
+    /// ```
+    pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        let stripe = self.stripes.get(self.stripes.pick());
+        let shared = &stripe.shared;
+        match shared.core.admit(|| shared.now_ms()) {
+            Ok(ticket) => Ok(Permit {
+                guard: Guard::reserve(stripe.clone(), ticket),
+            }),
+            Err(refused) => Err(CircuitOpen::new(
+                refused.breaker,
+                refused.state,
+                refused.retry_after_ms.map(Duration::from_millis),
+            )),
+        }
     }
 
     /// A snapshot of the numbers.
     pub fn metrics(&self) -> Metrics {
-        let n = self.shared.core.numbers(self.shared.now_ms());
+        let n = self.shared().core.numbers(self.shared().now_ms());
         let rate = |part: u32| {
             n.window
                 .filter(|w| w.calls > 0)
@@ -190,5 +241,135 @@ impl BreakerHandle {
                 .map(Duration::from_millis),
             reopens: n.reopens,
         }
+    }
+}
+
+/// One admitted call made by hand ([`BreakerHandle::try_acquire`]): the breaker hears its
+/// outcome exactly once.
+///
+/// [`start`](Self::start) it when the call begins (durations are measured from there, for
+/// slow calls and probes), then record [`success`](Self::success) or
+/// [`failure`](Self::failure). Dropped before it records anything, a permit that was never
+/// started gives its probe slot back and counts nothing; a started one is a cancelled call,
+/// judged by the breaker's [`CancelPolicy`](crate::CancelPolicy).
+#[derive(Debug)]
+pub struct Permit {
+    guard: Guard,
+}
+
+impl Permit {
+    /// The call starts now.
+    pub fn start(&mut self) {
+        self.guard.start();
+    }
+
+    /// The call succeeded.
+    pub fn success(mut self) {
+        self.guard.finish(Outcome::Success);
+    }
+
+    /// The call failed with `class`: a failure if the class
+    /// [counts against health](Class::counts_against_health) (its `retry_after` then bounds
+    /// the open period from below, as for the breaker's own calls), otherwise neither a
+    /// success nor a failure.
+    pub fn failure(mut self, class: Class) {
+        self.guard.finish(if class.counts_against_health() {
+            Outcome::Failure(class.retry_after)
+        } else {
+            Outcome::Neutral
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use palisade_classify::{Category, Class};
+
+    use crate::tests::classic;
+    use crate::{BreakerLayer, CancelPolicy, State};
+
+    fn handle(f: impl FnOnce(&mut crate::BreakerConfig)) -> super::BreakerHandle {
+        BreakerLayer::builder("p")
+            .config(classic(f))
+            .build()
+            .unwrap()
+            .handle()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permits_count_like_calls() {
+        let h = handle(|c| c.consecutive_failures = Some(3));
+        for _ in 0..2 {
+            let mut p = h.try_acquire().unwrap();
+            p.start();
+            p.failure(Class::new(Category::Network));
+        }
+        // A success clears the streak; a class that does not count against health is neither.
+        h.try_acquire().unwrap().success();
+        let m = h.metrics();
+        assert_eq!((m.successes, m.failures, m.consecutive_failures), (1, 2, 0));
+        h.try_acquire()
+            .unwrap()
+            .failure(Class::new(Category::Validation));
+        assert_eq!(h.metrics().failures, 2);
+        for _ in 0..3 {
+            h.try_acquire()
+                .unwrap()
+                .failure(Class::new(Category::ServerError));
+        }
+        assert_eq!(h.state(), State::Open);
+        let open = h.try_acquire().unwrap_err();
+        assert_eq!(&*open.breaker, "p");
+        assert_eq!(open.retry_after, Some(Duration::from_secs(30)));
+        assert_eq!(h.metrics().rejections, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_hint_bounds_the_open_period() {
+        let h = handle(|c| c.consecutive_failures = Some(1));
+        let class = Class::new(Category::ServerError).with_retry_after(Duration::from_secs(90));
+        h.try_acquire().unwrap().failure(class);
+        assert_eq!(
+            h.try_acquire().unwrap_err().retry_after,
+            Some(Duration::from_secs(90))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_open_permit_is_a_probe() {
+        let h = handle(|c| {
+            c.consecutive_failures = Some(1);
+            c.half_open_probes = 1;
+            c.success_threshold = 1;
+        });
+        h.try_acquire()
+            .unwrap()
+            .failure(Class::new(Category::Network));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // An unstarted permit dropped gives its slot back.
+        drop(h.try_acquire().unwrap());
+        assert_eq!(h.state(), State::HalfOpen);
+        let mut probe = h.try_acquire().unwrap();
+        probe.start();
+        // The one slot is taken.
+        assert_eq!(h.try_acquire().unwrap_err().state, State::HalfOpen);
+        probe.success();
+        assert_eq!(h.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_permit_dropped_is_a_cancellation() {
+        let h = handle(|c| {
+            c.consecutive_failures = Some(1);
+            c.cancel = CancelPolicy::Failure;
+        });
+        drop(h.try_acquire().unwrap());
+        assert_eq!(h.state(), State::Closed);
+        let mut p = h.try_acquire().unwrap();
+        p.start();
+        drop(p);
+        assert_eq!(h.state(), State::Open);
     }
 }

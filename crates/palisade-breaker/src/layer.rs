@@ -76,7 +76,7 @@ impl BreakerLayer {
     /// The handle for manual control and metrics.
     pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
-            shared: self.stripes.shared().clone(),
+            stripes: self.stripes.clone(),
         }
     }
 }

@@ -124,7 +124,7 @@ mod window;
 
 pub use config::{BreakerConfig, CancelPolicy, Rate, Throttle, Window};
 pub use error::CircuitOpen;
-pub use handle::{BreakerHandle, Metrics};
+pub use handle::{BreakerHandle, Metrics, Permit};
 pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};
 pub use layer::{BreakerBuilder, BreakerLayer};
 pub use service::Breaker;

@@ -62,7 +62,7 @@ impl<S> Breaker<S> {
     /// The handle for manual control and metrics.
     pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
-            shared: self.stripes.shared().clone(),
+            stripes: self.stripes.clone(),
         }
     }
 

@@ -19,7 +19,8 @@
 //!   `grpc-timeout` format.
 //! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer));
 //!   response bodies watched while they stream ([`GuardLayer`](body::GuardLayer): an idle
-//!   timeout between frames, a whole-body limit, gRPC trailers).
+//!   timeout between frames, a whole-body limit, gRPC trailers); a breaker that judges a
+//!   streamed call when its body ends ([`StreamBreakerLayer`](body::StreamBreakerLayer)).
 //! - [`deadline`]: the time left until palisade's deadline, sent as `grpc-timeout` or a
 //!   millisecond header ([`PropagateDeadlineLayer`](deadline::PropagateDeadlineLayer)).
 //!
@@ -74,9 +75,43 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Streamed responses: failures after the head
+//!
+//! palisade's layers judge a call when its future completes, and an HTTP call's future
+//! completes when the response head arrives. A streamed body (an LLM's tokens, a gRPC server
+//! stream) can fail after that: the connection is cut, the stream stalls, the trailers carry a
+//! failing `grpc-status`. Such a failure is the call's failure, and the layers that judge
+//! health hear of it as follows:
+//!
+//! - [`GuardLayer`](body::GuardLayer), right above the client, turns each of them into a body
+//!   error that carries its class (a stall past the idle timeout or the whole-body limit is a
+//!   `Timeout`, a cut connection `Network`, a failing `grpc-status` its code's class) and
+//!   hands it to its [`on_failure`](body::GuardLayer::on_failure) report.
+//! - **The breaker**: [`StreamBreakerLayer`](body::StreamBreakerLayer), in place of the
+//!   breaker's own layer, admits calls through the same breaker
+//!   ([`BreakerHandle::try_acquire`](palisade_breaker::BreakerHandle::try_acquire)) and records
+//!   each call's outcome once, when its body ends, fails or is dropped. One call, one outcome:
+//!   every rule of the breaker (failures in a row, a failure ratio, slow calls) sees a stream
+//!   that failed half-way exactly as a call that failed outright, so with the default rule
+//!   the breaker opens after 30 such streams, where a breaker that judged the heads would
+//!   count 30 successes and never open. (Recording a failure after a success had been counted
+//!   for the head would leave one success and one failure per call: a 50 % failure ratio that
+//!   never reaches the default 90 %, and a streak of failures that every head clears.)
+//! - **The router**: it picks an endpoint and counts the call when its head arrives, so it
+//!   hears of a failure in the body afterwards, through palisade-route's
+//!   `RouteHandle::report_failure` with the endpoint's key, called from each endpoint's guard (`GuardLayer::on_failure`; the
+//!   router's handle exists once the router does, so the endpoints reach it through a
+//!   `OnceLock`, as `tests/streams.rs` does). This adds a failure to the success already
+//!   counted: streams that fail while others are running (parallel calls, the usual case for
+//!   an agent) add up to a degraded endpoint; one stream at a time, each head's success clears
+//!   the endpoint's streak before its body fails, so the router alone does not take such an
+//!   endpoint out, and the breaker above it is the exact judge.
+//! - A retry does not replay a stream that failed half-way: the caller has its tokens.
+//!
 //! # Stacking order
 //!
-//! A client, outermost first: deadline → retry → breaker → attempt timeout → classify (with
+//! A client, outermost first: deadline → retry → breaker (for streamed responses,
+//! [`StreamBreaker`](body::StreamBreaker)) → attempt timeout → classify (with
 //! [`HttpClassifier`]) → [`PropagateDeadline`](deadline::PropagateDeadline) →
 //! [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
 //! request bodies are not `Clone`. A server: [`ErrorResponse`](respond::ErrorResponse) →

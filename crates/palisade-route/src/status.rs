@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::Category;
+use palisade_classify::{Category, Class};
 use tokio::time::Instant;
 
 use crate::HealthState;
@@ -143,5 +143,64 @@ impl<K: Clone> RouteHandle<K> {
         self.status()
             .iter()
             .any(|s| s.traffic_ratio > 0.0 && !s.ejected && !s.cooling_down)
+    }
+}
+
+impl<K: PartialEq> RouteHandle<K> {
+    /// Counts a failure of `class` against the endpoint `key`, now, as a call of it that failed
+    /// with that class would count (a rate limit cools it down; a class that does not count
+    /// against health changes nothing). Returns whether the router has that endpoint.
+    ///
+    /// For failures the router did not see because they came after its call completed: a
+    /// streamed response body that failed half-way (palisade-http's `GuardLayer::on_failure`
+    /// hands them over). The call itself was counted when its head arrived, as a success, so
+    /// this adds a failure to it rather than replacing it. Takes a lock on the endpoint set:
+    /// not for the per-call path.
+    pub fn report_failure(&self, key: &K, class: Class) -> bool {
+        let state = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.clone());
+        match state {
+            Some(state) => {
+                state.on_failure(class, &state.config, state.now_ms());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_classify::{BoxError, Category, Class};
+    use tower::service_fn;
+
+    use crate::{HealthState, Route};
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_reported_after_the_fact_count_against_the_endpoint() {
+        let endpoint = || service_fn(|_: ()| async { Ok::<_, BoxError>(()) });
+        let route = Route::new([endpoint(), endpoint()]);
+        let handle = route.handle();
+        assert!(!handle.report_failure(&2, Class::new(Category::Network)));
+        // Neither a client fault nor a cancellation says anything about the endpoint.
+        assert!(handle.report_failure(&0, Class::new(Category::Validation)));
+        assert_eq!(handle.status()[0].consecutive_unhealthy, 0);
+        for _ in 0..3 {
+            assert!(handle.report_failure(&0, Class::new(Category::Network)));
+        }
+        let status = handle.status();
+        assert_eq!(status[0].state, HealthState::Degraded);
+        assert_eq!(status[0].consecutive_unhealthy, 3);
+        assert_eq!(status[0].last_error, Some(Category::Network));
+        assert_eq!(status[1].state, HealthState::Healthy);
+        // A rate limit cools the endpoint down.
+        handle.report_failure(&1, Class::new(Category::RateLimited));
+        assert!(handle.status()[1].cooling_down);
     }
 }

@@ -33,7 +33,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
     /// The handle of one key's breaker, if it exists.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
         self.registry.map.load().get(key).map(|e| BreakerHandle {
-            shared: e.stripes.shared().clone(),
+            stripes: e.stripes.clone(),
         })
     }
 

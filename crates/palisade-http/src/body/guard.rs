@@ -131,8 +131,9 @@ impl GuardLayer {
 
     /// Calls `report` with the class and the error of each body that fails mid-stream (its own
     /// error, a timeout) or ends with a failing gRPC status: feed it to metrics, or to whatever
-    /// judges the dependency's health. Each body reports at most once. Every failure is also a
-    /// `DEBUG` event (target `palisade_http::body`).
+    /// judges the dependency's health (palisade-route's `RouteHandle::report_failure`, say). Each
+    /// body reports at most once. Every failure is also a `DEBUG` event (target
+    /// `palisade_http::body`).
     pub fn on_failure<F>(mut self, report: F) -> Self
     where
         F: Fn(Class, &(dyn Error + 'static)) + Send + Sync + 'static,
@@ -160,7 +161,10 @@ impl<S> Layer<S> for GuardLayer {
 ///
 /// The classify, retry and breaker layers judge a call when its response head arrives; a body
 /// that fails later is the caller's to see, and this is how it sees it with a class. The
-/// timers start when the response arrives.
+/// timers start when the response arrives. For the breaker to count such a failure as the
+/// call's, put [`StreamBreaker`](super::StreamBreaker) above in place of the breaker's layer;
+/// for a router, report it with [`on_failure`](GuardLayer::on_failure) (see
+/// [the crate docs](crate#streamed-responses-failures-after-the-head)).
 ///
 /// # Example
 ///

@@ -6,11 +6,16 @@
 //! - [`GuardLayer`] watches response bodies as they stream: an idle timeout between frames, a
 //!   whole-body limit, and the gRPC status of the trailers; a body that fails yields an error
 //!   that carries its class.
+//! - [`StreamBreakerLayer`] is a circuit breaker that judges a streamed call when its body
+//!   ends: a body that fails half-way (an error, a stall, a failing gRPC status in the
+//!   trailers) is the call's failure, so the breaker opens after enough of them.
 
 mod guard;
+mod judge;
 mod replay;
 
 pub use guard::{BodyTimeout, Guard, GuardFuture, GuardLayer, GuardedBody, IdleTimeout};
+pub use judge::{JudgedBody, StreamBreaker, StreamBreakerFuture, StreamBreakerLayer};
 pub use replay::{NotReplayable, Replay, ReplayAttempts, ReplayBody, ReplayFuture, ReplayLayer};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use palisade_classify::{BoxError, Category, Class, class_of};
 use palisade_retry::{LayerLimit, MaxAttempts};
 use tokio::time::Instant;
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 use super::*;
 use crate::grpc::GrpcClassifier;
@@ -417,4 +417,231 @@ async fn a_body_error_mid_stream_is_classified_and_ends_the_body() {
     let err = body.frame().await.unwrap().unwrap_err();
     assert_eq!(class_of(&err).category, Category::Network);
     assert!(body.frame().await.is_none());
+}
+
+// ---- stream breaker ----
+
+/// A breaker that opens after `n` failures in a row, for 10 s, with one probe that closes it.
+fn stream_breaker(n: u32) -> palisade_breaker::BreakerLayer {
+    palisade_breaker::BreakerLayer::builder("s")
+        .consecutive_failures(n)
+        .failure_rate(None)
+        .throttle(None)
+        .open_duration(Duration::from_secs(10))
+        .max_open_duration(Duration::from_secs(10))
+        .jitter_ratio(0.0)
+        .half_open_probes(1)
+        .success_threshold(1)
+        .build()
+        .unwrap()
+}
+
+/// A service answering each call with the next script.
+fn scripted(
+    scripts: Vec<Script>,
+) -> impl tower::Service<(), Response = Response<Script>, Error = BoxError, Future: Send> + Clone {
+    let scripts = Arc::new(Mutex::new(VecDeque::from(scripts)));
+    service_fn(move |_: ()| {
+        let next = scripts.lock().unwrap().pop_front();
+        async move {
+            next.map(Response::new)
+                .ok_or_else(|| "no script left".into())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_judged_when_its_body_ends() {
+    use palisade_breaker::State;
+    let breaker = stream_breaker(2);
+    let handle = breaker.handle();
+    let reset = || {
+        Script::new(vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Err(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        ])
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(StreamBreakerLayer::new(handle.clone()))
+        .service(scripted(vec![
+            Script::data(&["a", "b"]),
+            reset(),
+            reset(),
+            Script::data(&["c"]),
+        ]));
+    // The head alone is no outcome; the end of the body is a success.
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(handle.metrics().successes, 0);
+    assert_eq!(collect(r.into_body()).await.unwrap().0, "ab");
+    assert_eq!(handle.metrics().successes, 1);
+    // Two bodies that fail half-way open it: the errors pass through unchanged.
+    for _ in 0..2 {
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        assert_eq!(handle.state(), State::Closed);
+        let err = collect(r.into_body()).await.unwrap_err();
+        assert_eq!(class_of(&err).category, Category::Network);
+    }
+    let m = handle.metrics();
+    assert_eq!((m.state, m.successes, m.failures), (State::Open, 1, 2));
+    // Open: refused at once, without calling the service.
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    let open = err.downcast_ref::<palisade_breaker::CircuitOpen>().unwrap();
+    assert_eq!(open.retry_after, Some(Duration::from_secs(10)));
+    // The probe's body ends well: closed again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(handle.state(), State::HalfOpen);
+    collect(r.into_body()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_says_it_ended_is_a_success_without_another_poll() {
+    let breaker = stream_breaker(1);
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(StreamBreakerLayer::new(handle.clone()))
+        .service(scripted(vec![Script::data(&["only"])]));
+    let r = svc.oneshot(()).await.unwrap();
+    let mut body = std::pin::pin!(r.into_body());
+    assert!(!body.is_end_stream());
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "only"
+    );
+    assert!(body.is_end_stream());
+    assert_eq!(handle.metrics().successes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalls_head_errors_trailers_and_drops() {
+    use palisade_breaker::{CancelPolicy, State};
+    let mut stall = Script::data(&["a"]);
+    stall.stall = true;
+    let ok_trailers = Script::new(vec![Ok(Frame::trailers(trailers(&[("grpc-status", "0")])))]);
+    let breaker = palisade_breaker::BreakerLayer::builder("s")
+        .consecutive_failures(10)
+        .failure_rate(None)
+        .throttle(None)
+        .cancel(CancelPolicy::Failure)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let head_fails = service_fn(|_: ()| async { Err::<Response<Script>, BoxError>("503".into()) });
+    let mut svc = ServiceBuilder::new()
+        .layer(StreamBreakerLayer::new(handle.clone()).grpc_trailers(GrpcClassifier::new()))
+        .layer(GuardLayer::new().idle_timeout(Duration::from_secs(5)))
+        .service(scripted(vec![
+            stall,
+            grpc_script(),
+            ok_trailers,
+            Script::data(&["x"]),
+        ]));
+    // A stall caught by the guard below: a timeout.
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    let err = collect(r.into_body()).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    assert_eq!(handle.metrics().failures, 1);
+    // A failing gRPC status in the trailers: a failure, and the trailers still come through.
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    let (_, t) = collect(r.into_body()).await.unwrap();
+    assert_eq!(t.unwrap()["grpc-status"], "14");
+    assert_eq!(handle.metrics().failures, 2);
+    // grpc-status 0: a success.
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    collect(r.into_body()).await.unwrap();
+    assert_eq!(handle.metrics().successes, 1);
+    // A body dropped unread is a cancellation: a failure under this policy.
+    let r = svc.ready().await.unwrap().call(()).await.unwrap();
+    drop(r);
+    assert_eq!(handle.metrics().failures, 3);
+    // An error before the head counts as the breaker counts it.
+    let mut failing = StreamBreakerLayer::new(handle.clone()).layer(head_fails);
+    let err = failing.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "503");
+    let m = handle.metrics();
+    assert_eq!((m.state, m.failures, m.successes), (State::Closed, 4, 1));
+}
+
+/// A service whose readiness fails.
+#[derive(Clone)]
+struct NeverReady;
+
+impl tower::Service<()> for NeverReady {
+    type Response = Response<Script>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<Script>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Err(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_readiness_error_is_the_calls_failure() {
+    let breaker = stream_breaker(1);
+    let handle = breaker.handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(NeverReady);
+    let err = std::future::poll_fn(|cx| svc.poll_ready(cx))
+        .await
+        .unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    assert_eq!(handle.state(), palisade_breaker::State::Open);
+}
+
+#[test]
+#[should_panic(expected = "`StreamBreaker::call` without a successful `poll_ready` first")]
+fn a_stream_breaker_call_without_poll_ready_panics() {
+    let mut svc = StreamBreakerLayer::new(stream_breaker(1).handle()).layer(scripted(vec![]));
+    drop(svc.call(()));
+}
+
+#[tokio::test]
+#[should_panic(expected = "`StreamBreaker` response future polled after completion")]
+async fn a_finished_stream_breaker_future_polled_again_panics() {
+    let mut svc = StreamBreakerLayer::new(stream_breaker(1).handle())
+        .layer(scripted(vec![Script::data(&[])]));
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let mut fut = std::pin::pin!(svc.call(()));
+    assert!(
+        std::future::poll_fn(|cx| fut.as_mut().poll(cx))
+            .await
+            .is_ok()
+    );
+    let _ = std::future::poll_fn(|cx| fut.as_mut().poll(cx)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "`StreamBreaker` response future polled after completion")]
+async fn a_finished_refusal_polled_again_panics() {
+    let breaker = stream_breaker(1);
+    breaker.handle().isolate();
+    let mut svc = StreamBreakerLayer::new(breaker.handle()).layer(scripted(vec![]));
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let mut fut = std::pin::pin!(svc.call(()));
+    assert!(
+        std::future::poll_fn(|cx| fut.as_mut().poll(cx))
+            .await
+            .is_err()
+    );
+    let _ = std::future::poll_fn(|cx| fut.as_mut().poll(cx)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "`StreamBreaker::call` without a successful `poll_ready` first")]
+async fn a_clone_does_not_take_the_reservation() {
+    let breaker = stream_breaker(1);
+    let mut svc = StreamBreakerLayer::new(breaker.handle()).layer(scripted(vec![]));
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    assert_eq!(svc.handle().name(), "s");
+    let mut clone = svc.clone();
+    drop(clone.call(()));
 }

@@ -1,0 +1,382 @@
+//! A circuit breaker that judges a streamed call when its body ends: [`StreamBreakerLayer`],
+//! [`StreamBreaker`], [`JudgedBody`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use palisade_breaker::{BreakerHandle, CircuitOpen, Permit};
+use palisade_classify::{BoxError, Class, class_of};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::grpc::GrpcClassifier;
+
+/// A circuit breaker for streamed responses: see [`StreamBreaker`].
+#[derive(Clone, Debug)]
+pub struct StreamBreakerLayer {
+    handle: BreakerHandle,
+    grpc: Option<GrpcClassifier>,
+}
+
+impl StreamBreakerLayer {
+    /// Judges calls with the breaker behind `handle` (from
+    /// [`BreakerLayer::handle`](palisade_breaker::BreakerLayer::handle): its configuration,
+    /// state and counts, shared with any other service built from that layer).
+    pub fn new(handle: BreakerHandle) -> Self {
+        StreamBreakerLayer { handle, grpc: None }
+    }
+
+    /// Also reads the `grpc-status` of each body's trailers with `classifier`: a failing status
+    /// there is the call's failure (the trailers still reach the caller).
+    pub fn grpc_trailers(mut self, classifier: GrpcClassifier) -> Self {
+        self.grpc = Some(classifier);
+        self
+    }
+}
+
+impl<S> Layer<S> for StreamBreakerLayer {
+    type Service = StreamBreaker<S>;
+
+    fn layer(&self, inner: S) -> StreamBreaker<S> {
+        StreamBreaker {
+            inner,
+            handle: self.handle.clone(),
+            grpc: self.grpc.clone(),
+            slot: None,
+        }
+    }
+}
+
+/// A circuit breaker whose calls end when their response body ends, not when the response
+/// head arrives.
+///
+/// palisade-breaker's [`Breaker`](palisade_breaker::Breaker) counts a call when its future
+/// completes: for an HTTP call, when the head arrives. A streamed body (an LLM's tokens, a
+/// gRPC server stream) can still fail after that: a connection reset, a stall caught by
+/// [`GuardLayer`](super::GuardLayer)'s idle or whole-body timeout, a failing `grpc-status` in
+/// the trailers. `StreamBreaker` admits calls through the same breaker
+/// ([`BreakerHandle::try_acquire`]) and records each call's outcome once, when it is known:
+///
+/// | the call | counts as |
+/// |---|---|
+/// | fails before its head (an error, or a response the classify layer below turned into one) | that error's class, as `Breaker` counts it |
+/// | its body ends (`None`, or a frame after which the body says it has ended) | a success |
+/// | its body yields an error | that error's class ([`class_of`]: the guard's timeouts are `Timeout`, a reset is `Network`) |
+/// | its trailers carry a failing `grpc-status` (with [`StreamBreakerLayer::grpc_trailers`]) | that code's class |
+/// | its body is dropped before any of these (the caller stopped reading) | a cancellation, judged by the breaker's [`CancelPolicy`](palisade_breaker::CancelPolicy) (ignored by default) |
+///
+/// So the breaker opens after enough streams fail half-way, with every rule it has (failures
+/// in a row, a failure ratio, slow calls), just as it would for calls that failed outright:
+/// one call, one outcome. A slow-call rule measures the whole stream, head to end.
+///
+/// Use it in place of the breaker's own layer (a call must not go through both, or it would
+/// be counted twice), where that layer would go: below the retry, above the attempt timeout
+/// and the classify layer, so their errors count. Put [`GuardLayer`](super::GuardLayer)
+/// below the classify layer to turn stalls into errors.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http::Response;
+/// use http_body_util::{BodyExt, StreamBody};
+/// use palisade_breaker::{BreakerLayer, State};
+/// use palisade_classify::BoxError;
+/// use palisade_http::body::{GuardLayer, StreamBreakerLayer};
+/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+/// # use futures_util::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // Every stream sends a token, then stalls.
+/// let stalls = service_fn(|_: ()| async {
+///     let frames = futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(Bytes::from("hi")))])
+///         .chain(futures_util::stream::pending());
+///     Ok::<_, BoxError>(Response::new(StreamBody::new(frames)))
+/// });
+/// let breaker = BreakerLayer::builder("llm").consecutive_failures(3).build().unwrap();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(StreamBreakerLayer::new(breaker.handle()))
+///     .layer(GuardLayer::new().idle_timeout(Duration::from_secs(5)))
+///     .service(stalls);
+/// for _ in 0..3 {
+///     let response = svc.ready().await.unwrap().call(()).await.unwrap();
+///     // The head arrived: the breaker has not judged the call yet.
+///     let err = response.into_body().collect().await.unwrap_err();
+///     assert_eq!(err.to_string(), "response body idle for 5s");
+/// }
+/// assert_eq!(breaker.handle().state(), State::Open);
+/// let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+/// assert!(err.to_string().starts_with("circuit 'llm' open"));
+/// # }
+/// ```
+///
+/// # Errors
+/// The inner service's errors, boxed; [`CircuitOpen`] when the breaker refuses the call.
+///
+/// # Readiness
+/// As `Breaker`: the breaker admits or refuses a call in `poll_ready`; a refused call makes
+/// the service ready at once and `call` fails fast, so a retry or fallback above can act.
+///
+/// # Panics
+/// `call` without a successful `poll_ready` before it panics (the admission it reserves is
+/// taken by `call`); a response future polled after it completed panics. A clone starts
+/// without the original's reservation.
+pub struct StreamBreaker<S> {
+    inner: S,
+    handle: BreakerHandle,
+    grpc: Option<GrpcClassifier>,
+    slot: Option<Result<Permit, CircuitOpen>>,
+}
+
+impl<S: Clone> Clone for StreamBreaker<S> {
+    fn clone(&self) -> Self {
+        StreamBreaker {
+            inner: self.inner.clone(),
+            handle: self.handle.clone(),
+            grpc: self.grpc.clone(),
+            slot: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for StreamBreaker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.handle.name())
+            .field("grpc_trailers", &self.grpc.is_some())
+            .finish()
+    }
+}
+
+impl<S> StreamBreaker<S> {
+    /// The handle of its breaker.
+    pub fn handle(&self) -> &BreakerHandle {
+        &self.handle
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service (giving back anything `poll_ready` reserved).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, B> Service<Req> for StreamBreaker<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<JudgedBody<B>>;
+    type Error = BoxError;
+    type Future = StreamBreakerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let slot = self.slot.get_or_insert_with(|| self.handle.try_acquire());
+        if slot.is_err() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => {
+                let e: BoxError = e.into();
+                if let Some(Ok(permit)) = self.slot.take() {
+                    permit.failure(class_of(&e));
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let state = match self
+            .slot
+            .take()
+            .expect("`StreamBreaker::call` without a successful `poll_ready` first")
+        {
+            Ok(mut permit) => {
+                permit.start();
+                State::Called {
+                    inner: self.inner.call(req),
+                    permit: Some(permit),
+                    grpc: self.grpc.clone(),
+                }
+            }
+            Err(open) => State::Refused { open: Some(open) },
+        };
+        StreamBreakerFuture { state }
+    }
+}
+
+pin_project! {
+    /// The response future of [`StreamBreaker`].
+    pub struct StreamBreakerFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called {
+            #[pin]
+            inner: F,
+            // Dropped with the future if the head never comes: a cancellation.
+            permit: Option<Permit>,
+            grpc: Option<GrpcClassifier>,
+        },
+        Refused {
+            open: Option<CircuitOpen>,
+        },
+    }
+}
+
+impl<F> fmt::Debug for StreamBreakerFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBreakerFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "`StreamBreaker` response future polled after completion";
+
+impl<F, B, E> Future for StreamBreakerFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<JudgedBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called {
+                inner,
+                permit,
+                grpc,
+            } => {
+                // The permit goes with the response: without it, the future has completed.
+                assert!(permit.is_some(), "{POLLED_AFTER_COMPLETION}");
+                let result = ready!(inner.poll(cx));
+                let permit = permit.take().expect(POLLED_AFTER_COMPLETION);
+                Poll::Ready(match result {
+                    Ok(response) => {
+                        let grpc = grpc.take();
+                        Ok(response.map(|inner| JudgedBody {
+                            inner,
+                            permit: Some(permit),
+                            grpc,
+                        }))
+                    }
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        permit.failure(class_of(&e));
+                        Err(e)
+                    }
+                })
+            }
+            StateProj::Refused { open } => {
+                Poll::Ready(Err(Box::new(open.take().expect(POLLED_AFTER_COMPLETION))))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A response body of [`StreamBreaker`]: records its call's outcome with the breaker when
+    /// it ends, fails or is dropped (see there). Frames and errors pass through unchanged.
+    pub struct JudgedBody<B> {
+        #[pin]
+        inner: B,
+        permit: Option<Permit>,
+        grpc: Option<GrpcClassifier>,
+    }
+}
+
+impl<B> fmt::Debug for JudgedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JudgedBody")
+            .field("judged", &self.permit.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> JudgedBody<B> {
+    /// The inner body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+/// Records `outcome` once: `None` a success, `Some(class)` a failure of that class.
+fn judge(permit: &mut Option<Permit>, outcome: Option<Class>) {
+    if let Some(permit) = permit.take() {
+        match outcome {
+            None => permit.success(),
+            Some(class) => permit.failure(class),
+        }
+    }
+}
+
+impl<B> Body for JudgedBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        Poll::Ready(match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(grpc), Some(trailers)) = (&*this.grpc, frame.trailers_ref())
+                    && let Some((class, _)) = grpc.classify_trailers(trailers)
+                {
+                    judge(this.permit, Some(class));
+                }
+                // A body that knows it has ended may never be polled again.
+                if this.inner.is_end_stream() {
+                    judge(this.permit, None);
+                }
+                Some(Ok(frame))
+            }
+            Some(Err(e)) => {
+                let e: BoxError = e.into();
+                judge(this.permit, Some(class_of(&e)));
+                Some(Err(e))
+            }
+            None => {
+                judge(this.permit, None);
+                None
+            }
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
