@@ -89,6 +89,9 @@ pin_project! {
     /// elapsed, and the call counts as a failure of class
     /// [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, exactly as a
     /// returned timeout error (see [Timeouts](crate#timeouts)).
+    ///
+    /// # Panics
+    /// Polled again after it completed (returned `Ready`), as tower's futures do.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -141,11 +144,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let error = match std::mem::replace(this.call, Call::Done) {
-                Call::Failed(error) => error,
-                _ => "route future polled after completion".into(),
+            return match std::mem::replace(this.call, Call::Done) {
+                Call::Failed(error) => Poll::Ready(Err(error)),
+                _ => panic!("`Route` response future polled after completion"),
             };
-            return Poll::Ready(Err(error));
         };
         if let Call::InFlight { check_scope, .. } = this.call
             && *check_scope

@@ -20,6 +20,11 @@ use crate::pick;
 use crate::set::{List, Set, WOKEN};
 use crate::{NoHealthyEndpoint, RouteBuilder, RouteConfig, RouteHandle, Static};
 
+/// The panic of a `call` that no successful `poll_ready` reserved an endpoint for.
+const CALL_WITHOUT_POLL_READY: &str = "`Route::call` without a successful `poll_ready` \
+     on this instance: `poll_ready` picks the endpoint the call goes to, so call `poll_ready` \
+     until it returns `Ready(Ok(()))` before each `call`";
+
 /// What the router shares with its handle and health checker.
 pub(crate) struct Shared<K> {
     pub(crate) config: RouteConfig,
@@ -64,6 +69,14 @@ pub(crate) struct Shared<K> {
 /// ready endpoint than the one `poll_ready` chose, when a retry's attempt context (only known at
 /// `call` behind a boundary) says to avoid the chosen one (see
 /// [Retries](crate#retries-and-the-attempt-context)).
+///
+/// # Panics
+/// `poll_ready` reserves something: the endpoint the next call goes to (or the verdict that
+/// none is eligible). So, as tower's own services that reserve in `poll_ready` (`Buffer`,
+/// `ConcurrencyLimit`, `Balance`), `call` panics unless the last `poll_ready` of this instance
+/// returned `Ready(Ok(()))` and no call has used it since: after a `Pending` or an error, on
+/// a second `call`, or on a clone (a clone reserves nothing of its original's). Its
+/// [`ResponseFuture`] panics if polled after it completed, as tower's futures do.
 pub struct Route<D: Discover> {
     shared: Arc<Shared<D::Key>>,
     /// The endpoint set and discovery, shared by every clone.
@@ -441,7 +454,7 @@ where
             return ResponseFuture::failed(Box::new(none));
         }
         let Some(mut i) = self.ready.take() else {
-            return ResponseFuture::failed("Route::call without poll_ready returning Ready".into());
+            panic!("{CALL_WITHOUT_POLL_READY}");
         };
         let scope = attempt::current();
         if let Some(avoid) = scope.and_then(|a| a.avoid)

@@ -1548,3 +1548,94 @@ async fn a_call_made_outside_the_attempt_scope_and_polled_inside_is_noticed() {
     assert_eq!(seen(), before + 1);
     assert_eq!(warnings.count(), 1, "once per process");
 }
+
+/// The misuse contract (see `Route`'s `# Panics`).
+mod misuse {
+    use super::*;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(std::task::Waker::noop())
+    }
+
+    /// Polls `route` ready once, which must succeed at once.
+    fn ready(route: &mut Route<Static<Svc>>) {
+        let poll = Service::<()>::poll_ready(route, &mut cx());
+        assert!(matches!(poll, Poll::Ready(Ok(()))), "ready");
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route::call` without a successful `poll_ready`")]
+    fn a_call_without_poll_ready_panics() {
+        let mut route = route_of(RouteConfig::default(), &flags(2));
+        drop(route.call(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route::call` without a successful `poll_ready`")]
+    fn a_second_call_on_one_poll_ready_panics() {
+        let mut route = route_of(RouteConfig::default(), &flags(2));
+        ready(&mut route);
+        drop(route.call(()));
+        drop(route.call(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route::call` without a successful `poll_ready`")]
+    fn a_call_after_a_pending_poll_ready_panics() {
+        let closed = Gate {
+            name: "closed",
+            open: Arc::new(AtomicBool::new(false)),
+        };
+        let mut route = Route::new([closed]);
+        assert!(route.poll_ready(&mut cx()).is_pending());
+        drop(route.call(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route::call` without a successful `poll_ready`")]
+    fn a_clone_of_a_ready_router_reserves_nothing() {
+        let mut route = route_of(RouteConfig::default(), &flags(2));
+        ready(&mut route);
+        let mut clone = route.clone();
+        drop(clone.call(()));
+    }
+
+    #[test]
+    fn a_call_after_the_no_endpoint_verdict_needs_no_endpoint() {
+        let mut route = Route::new(Vec::<Svc>::new());
+        ready(&mut route);
+        let mut answer = std::pin::pin!(route.call(()));
+        let Poll::Ready(Err(e)) = answer.as_mut().poll(&mut cx()) else {
+            panic!("an error at once");
+        };
+        assert!(e.is::<NoHealthyEndpoint>());
+    }
+
+    /// A call's future, polled until it completes, then polled once more.
+    fn poll_twice(route: &mut Route<Static<Svc>>) {
+        ready(route);
+        let mut answer = std::pin::pin!(route.call(()));
+        assert!(answer.as_mut().poll(&mut cx()).is_ready());
+        let _ = answer.as_mut().poll(&mut cx());
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route` response future polled after completion")]
+    fn a_future_polled_after_its_answer_panics() {
+        poll_twice(&mut route_of(RouteConfig::default(), &flags(1)));
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route` response future polled after completion")]
+    fn a_future_polled_after_its_error_panics() {
+        let down = flags(1);
+        down[0].store(false, Ordering::SeqCst);
+        poll_twice(&mut route_of(RouteConfig::default(), &down));
+    }
+
+    #[test]
+    #[should_panic(expected = "`Route` response future polled after completion")]
+    fn a_future_polled_after_no_healthy_endpoint_panics() {
+        poll_twice(&mut Route::new(Vec::<Svc>::new()));
+    }
+}
