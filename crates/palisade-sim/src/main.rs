@@ -24,9 +24,11 @@ struct Args {
     /// flapping, brownout, failover, degraded.
     #[arg(short, long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<ScenarioKind>,
-    /// Stacks to run (default: all): none, naive, tower, palisade.
-    #[arg(long = "stack", value_parser = parse_stack)]
-    stacks: Vec<StackKind>,
+    /// Stacks to run (default: all): none, naive, tower, palisade. A path to a TOML file
+    /// (`--stack my.toml`, see `palisade::config`) builds the palisade stack from that file
+    /// and runs it; `PALISADE_…` environment variables override the file.
+    #[arg(long = "stack")]
+    stacks: Vec<String>,
     /// Requests per second (each scenario's default otherwise).
     #[arg(long)]
     rate: Option<f64>,
@@ -90,6 +92,32 @@ fn seconds(name: &str, s: f64) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The stacks named, a configuration file standing for the palisade stack.
+    fn stacks(&self) -> Result<Vec<StackKind>, String> {
+        if self.stacks.is_empty() {
+            return Ok(StackKind::ALL.to_vec());
+        }
+        let mut kinds = Vec::with_capacity(self.stacks.len());
+        for name in &self.stacks {
+            let kind = if name.ends_with(".toml") {
+                let text = std::fs::read_to_string(name)
+                    .map_err(|e| format!("cannot read the stack file {name}: {e}"))?;
+                let config =
+                    palisade::config::PresetConfig::from_toml_with_env(&text, std::env::vars())
+                        .map_err(|e| format!("{name}: {e}"))?;
+                palisade_sim::stack::use_palisade_config(config)
+                    .map_err(|_| "only one stack file can be given".to_owned())?;
+                StackKind::Palisade
+            } else {
+                parse_stack(name)?
+            };
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        Ok(kinds)
+    }
+
     fn scenarios(&self) -> Result<Vec<Scenario>, String> {
         let kinds = if self.scenarios.is_empty() {
             ScenarioKind::ALL.to_vec()
@@ -149,10 +177,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let stacks = if args.stacks.is_empty() {
-        StackKind::ALL.to_vec()
-    } else {
-        args.stacks.clone()
+    let stacks = match args.stacks() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade-sim: {e}");
+            return ExitCode::from(2);
+        }
     };
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -194,6 +224,12 @@ fn main() -> ExitCode {
             scenarios.len(),
             stacks.len(),
         );
+        if let Some(config) = palisade_sim::stack::palisade_config() {
+            println!(
+                "(the palisade stack is built from a file: dependency {:?}, deadline {:?}, attempt timeout {:?})\n",
+                config.name, config.deadline, config.attempt_timeout.limit
+            );
+        }
         print!("{}", report.table());
         if args.health {
             match palisade_sim::health::evaluate(&scenarios, 10, 6) {

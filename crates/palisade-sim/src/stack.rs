@@ -6,10 +6,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use palisade::classify::BoxError;
+use palisade::config::PresetConfig;
 use palisade::preset;
 use palisade::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryLayer};
 use palisade::route::Route;
@@ -80,6 +81,38 @@ impl fmt::Display for StackKind {
 const ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
 const JITTER: f64 = 0.1;
 
+/// The configuration file the `palisade` stack is built from, when one was given.
+static PALISADE_CONFIG: OnceLock<PresetConfig> = OnceLock::new();
+
+/// Builds the `palisade` stack from `config` (a file read with
+/// [`PresetConfig::from_toml_with_env`]) instead of the preset's defaults with each
+/// scenario's deadline and attempt timeout, for the rest of the process: what
+/// `palisade-sim --stack FILE.toml` does, so a stack tuned here ships as the same file. A
+/// retry seed the file leaves out is each scenario's seed, so runs stay reproducible.
+///
+/// # Errors
+/// If a configuration was set already (the one given is dropped).
+pub fn use_palisade_config(config: PresetConfig) -> Result<(), AlreadySet> {
+    PALISADE_CONFIG.set(config).map_err(|_| AlreadySet)
+}
+
+/// A stack configuration was set already: one file per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadySet;
+
+impl fmt::Display for AlreadySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("only one stack file can be given")
+    }
+}
+
+impl std::error::Error for AlreadySet {}
+
+/// The configuration the `palisade` stack is built from, if a file gave one.
+pub fn palisade_config() -> Option<&'static PresetConfig> {
+    PALISADE_CONFIG.get()
+}
+
 /// Builds the stack `kind` over the scenario's replicas.
 ///
 /// # Errors
@@ -109,15 +142,24 @@ pub fn build(
             BoxCloneSyncService::new(svc)
         }
         StackKind::Palisade => {
-            let retry = RetryLayer::builder()
-                .name("upstream")
-                .seed(p.seed)
-                .build()?;
-            let preset = preset::recommended("upstream")
-                .deadline(p.deadline)
-                .attempt_timeout(p.attempt_timeout, Some((2.0, p.deadline)))
-                .retry(retry)
-                .build()?;
+            let preset = match palisade_config() {
+                Some(config) => {
+                    let mut config = config.clone();
+                    config.retry.seed = config.retry.seed.or(Some(p.seed));
+                    config.builder()?.build()?
+                }
+                None => {
+                    let retry = RetryLayer::builder()
+                        .name("upstream")
+                        .seed(p.seed)
+                        .build()?;
+                    preset::recommended("upstream")
+                        .deadline(p.deadline)
+                        .attempt_timeout(p.attempt_timeout, Some((2.0, p.deadline)))
+                        .retry(retry)
+                        .build()?
+                }
+            };
             if replicas.len() == 1 {
                 let only = replicas.into_iter().next().ok_or("no replica")?;
                 BoxCloneSyncService::new(preset.layer(only))

@@ -1,0 +1,28 @@
+//! `--stack FILE.toml`: the palisade stack built from a configuration file. Its own test binary,
+//! because the file's configuration holds for the rest of the process.
+
+use palisade::config::PresetConfig;
+use palisade_sim::scenario::{Scenario, ScenarioKind};
+use palisade_sim::stack::{StackKind, palisade_config, use_palisade_config};
+
+#[test]
+fn the_classic_breaker_from_a_file_stays_open_past_the_outage() {
+    let text = include_str!("../../../examples/stacks/classic.toml");
+    let config = PresetConfig::from_toml(text).unwrap();
+    assert_eq!(config.breaker.consecutive_failures, Some(5));
+    let outage = Scenario::new(ScenarioKind::Outage);
+    let defaults = palisade_sim::run(&outage, StackKind::Palisade).unwrap();
+
+    use_palisade_config(config.clone()).unwrap();
+    assert_eq!(palisade_config(), Some(&config));
+    assert!(use_palisade_config(config).is_err(), "one file per process");
+    let from_file = palisade_sim::run(&outage, StackKind::Palisade).unwrap();
+
+    // The defaults recover after the outage; a 30 s open period, doubling after each failed
+    // probe, does not before the run ends.
+    let after = |f: &palisade_sim::metrics::Figures| f.success_after.unwrap();
+    assert!(after(&defaults) > 0.9, "{defaults:?}");
+    assert_eq!(after(&from_file), 0.0, "{from_file:?}");
+    // It spends almost nothing on the upstream during the outage.
+    assert!(from_file.load_fault < 0.05, "{from_file:?}");
+}
