@@ -19,6 +19,11 @@ use crate::{BoxError, Category, Class, hint, registry};
 /// [`Category::Ignored`]). `None` means success.
 ///
 /// Closures implement it through [`classify_fn`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify outcomes of type `Result<{Res}, {E}>`",
+    label = "not a classifier for this service's responses",
+    note = "`DefaultClassifier` classifies errors of any response type; for HTTP responses use `palisade_http::HttpClassifier`, or write one with `classify_fn`"
+)]
 pub trait Classify<Res, E> {
     /// The verdict on one outcome: `None` for success, `Some(class)` for a failure.
     fn classify(&self, result: &Result<Res, E>) -> Option<Class>;

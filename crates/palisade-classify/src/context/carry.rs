@@ -169,6 +169,11 @@ impl Carried {
 /// Two methods: store a [`Carried`] in the request, take it out again. [`CarryLayer`] calls
 /// the first above the boundary, [`ResumeLayer`] the second below it. `take_context` must
 /// return what `carry_context` stored (and `None` when nothing was), once.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry palisade's context across a task boundary",
+    label = "this request type does not implement `Carrier`",
+    note = "`http::Request` implements it with palisade-classify's `http` feature; for your own request type, implement the two methods of `Carrier` (store a `Carried` in a field, take it out)"
+)]
 pub trait Carrier {
     /// Stores `context` in the request, replacing any stored before.
     fn carry_context(&mut self, context: Carried);
