@@ -42,8 +42,8 @@ pub enum SagaError {
     /// No definition of that name was registered with the engine.
     #[error("no saga definition named {0:?}")]
     UnknownDefinition(String),
-    /// No saga with that id.
-    #[error("no saga {0:?}")]
+    /// No saga (or two-phase-commit transaction) with that id.
+    #[error("no saga or transaction {0:?}")]
     NotFound(String),
     /// A saga id that is empty or longer than 200 bytes.
     #[error("invalid saga id {0:?}: must be 1 to 200 bytes")]

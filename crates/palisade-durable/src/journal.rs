@@ -79,9 +79,9 @@ impl fmt::Display for SagaState {
     }
 }
 
-/// A string that names no [`SagaState`].
+/// A string that names no [`SagaState`] (or no [`TxState`](crate::twopc::TxState)).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown saga state {0:?}")]
+#[error("unknown state {0:?}")]
 pub struct UnknownState(pub String);
 
 impl FromStr for SagaState {

@@ -63,7 +63,8 @@
 //!
 //! For all-or-nothing work across participants that can hold a prepared state (databases,
 //! ledgers), [`twopc::Coordinator`] runs a two-phase commit on the same journal: the decision
-//! is journaled before it is sent, and a restart presumes abort. Its module docs say when a
+//! is journaled before it is sent, and a restart presumes abort (or delivers what a person
+//! decided with [`twopc::Transactions::resolve`]). Its module docs say when a
 //! saga is the better tool (participants that cannot hold a prepared state, such as LLM
 //! calls).
 //!

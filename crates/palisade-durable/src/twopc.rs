@@ -40,6 +40,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,10 +53,10 @@ use tower::{Service, ServiceExt};
 
 use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
-use crate::journal::ErrorRecord;
+use crate::journal::{ErrorRecord, UnknownState};
 use crate::lease;
 use crate::settings::{Settings, by_name};
-use crate::store::{Append, Store};
+use crate::store::{Append, Claim, Store};
 
 /// The workflow kind transactions are stored under.
 const KIND: &str = "2pc";
@@ -198,6 +199,15 @@ pub enum TxState {
 }
 
 impl TxState {
+    /// Every state.
+    pub const ALL: [TxState; 5] = [
+        TxState::Preparing,
+        TxState::Committing,
+        TxState::Aborting,
+        TxState::Committed,
+        TxState::Aborted,
+    ];
+
     /// The snake-case name stored and shown.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -212,6 +222,30 @@ impl TxState {
     /// Whether it is over.
     pub const fn is_final(self) -> bool {
         matches!(self, TxState::Committed | TxState::Aborted)
+    }
+
+    /// The state once `decision` is journaled.
+    const fn deciding(decision: Decision) -> Self {
+        match decision {
+            Decision::Commit => TxState::Committing,
+            Decision::Abort => TxState::Aborting,
+        }
+    }
+}
+
+impl fmt::Display for TxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TxState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TxState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 
@@ -258,6 +292,15 @@ pub enum TxEvent {
         attempt: u32,
         /// The failure.
         error: ErrorRecord,
+    },
+    /// A person decided a transaction left undecided (its coordinator gone) through
+    /// [`Transactions::resolve`] or the command-line tool; it counts as the decision, and the
+    /// next [`Coordinator::recover`] delivers it.
+    Resolved {
+        /// Commit (only when every participant voted yes) or abort.
+        decision: Decision,
+        /// What the person said.
+        note: String,
     },
     /// Every participant acknowledged.
     TxFinished {
@@ -346,12 +389,12 @@ impl TxInfo {
             TxEvent::Voted {
                 participant, vote, ..
             } => self.votes[check(*participant)?] = Some(vote.clone()),
-            TxEvent::Decided { decision, .. } => {
+            TxEvent::Decided { decision, .. } | TxEvent::Resolved { decision, .. } => {
+                if self.decision.is_some() {
+                    return Err("a second decision".into());
+                }
                 self.decision = Some(*decision);
-                self.state = match decision {
-                    Decision::Commit => TxState::Committing,
-                    Decision::Abort => TxState::Aborting,
-                };
+                self.state = TxState::deciding(*decision);
             }
             TxEvent::Acknowledged { participant } => {
                 self.acknowledged[check(*participant)?] = true;
@@ -654,20 +697,9 @@ impl Coordinator {
 
     /// Transaction `id`, from its journal.
     pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
-        let entries = self.inner.store.journal(id).await?;
-        if entries.is_empty() {
-            return Err(SagaError::NotFound(id.to_owned()));
-        }
-        let events = entries
-            .into_iter()
-            .map(|e| {
-                serde_json::from_value(e.event).map_err(|err| SagaError::Inconsistent {
-                    saga: id.to_owned(),
-                    reason: err.to_string(),
-                })
-            })
-            .collect::<Result<Vec<TxEvent>, _>>()?;
-        TxInfo::from_events(id, events)
+        Transactions::new(self.inner.store.clone())
+            .inspect(id)
+            .await
     }
 
     /// Finishes every unfinished transaction this process may claim: those without a decision
@@ -753,5 +785,176 @@ fn request(info: &TxInfo, participant: usize, phase: Phase) -> PhaseRequest {
         participant: name,
         phase,
         payload: info.payload.clone(),
+    }
+}
+
+/// The transactions of a store, without their definitions: list them, inspect them, and
+/// resolve one left undecided. What the command-line tool and dashboards use.
+#[derive(Clone, Debug)]
+pub struct Transactions {
+    store: Arc<dyn Store>,
+}
+
+/// One line of [`Transactions::list`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxSummary {
+    /// Its id.
+    pub id: String,
+    /// Its definition's name.
+    pub name: String,
+    /// Where it is.
+    pub state: TxState,
+    /// The process holding its claim, if any.
+    pub owner: Option<String>,
+    /// When it started (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When its journal last grew.
+    pub updated_ms: u64,
+}
+
+/// The owner [`Transactions::resolve`] claims a transaction under.
+const OPERATOR: &str = "operator";
+
+impl Transactions {
+    /// Reads the transactions of `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Transactions { store }
+    }
+
+    /// Every transaction, oldest first, with its state.
+    pub async fn list(&self) -> Result<Vec<TxSummary>, SagaError> {
+        self.store
+            .workflows(Some(KIND))
+            .await?
+            .into_iter()
+            .map(|w| {
+                let state = w
+                    .state
+                    .parse()
+                    .map_err(|e: UnknownState| SagaError::Inconsistent {
+                        saga: w.id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(TxSummary {
+                    id: w.id,
+                    name: w.name,
+                    state,
+                    owner: w.owner,
+                    created_ms: w.created_ms,
+                    updated_ms: w.updated_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Transaction `id`, from its journal ([`SagaError::NotFound`] if there is no
+    /// transaction of that id).
+    pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
+        let not_found = || SagaError::NotFound(id.to_owned());
+        match self.store.workflow(id).await? {
+            Some(w) if w.kind == KIND => {}
+            _ => return Err(not_found()),
+        }
+        let events = self
+            .store
+            .journal(id)
+            .await?
+            .into_iter()
+            .map(|e| {
+                serde_json::from_value(e.event).map_err(|err| SagaError::Inconsistent {
+                    saga: id.to_owned(),
+                    reason: format!("entry {} cannot be decoded: {err}", e.seq),
+                })
+            })
+            .collect::<Result<Vec<TxEvent>, _>>()?;
+        TxInfo::from_events(id, events)
+    }
+
+    /// Decides transaction `id`, which has no decision yet and whose coordinator is gone (its
+    /// claim ran out or was given up): journals `decision` with `note` as
+    /// [`TxEvent::Resolved`] and leaves the delivery to the next [`Coordinator::recover`] of
+    /// a process that has the definition.
+    ///
+    /// Without a person, recovery would presume an abort; this lets a person abort at once,
+    /// or commit when every participant voted yes (all of them hold prepared work that only
+    /// a commit completes).
+    ///
+    /// # Errors
+    ///
+    /// * [`SagaError::NotFound`]: no such transaction;
+    /// * [`SagaError::WrongState`]: it is decided already, or `decision` is commit and not
+    ///   every participant voted yes;
+    /// * [`SagaError::Claimed`]: a coordinator holds it (its lease has not run out): it will
+    ///   decide itself.
+    pub async fn resolve(
+        &self,
+        id: &str,
+        decision: Decision,
+        note: &str,
+    ) -> Result<TxInfo, SagaError> {
+        resolvable(&self.inspect(id).await?, decision)?;
+        let now = now_ms();
+        let lease_until = now.saturating_add(60_000);
+        let claim = Claim::new(
+            KIND,
+            &[TxState::Preparing.as_str()],
+            OPERATOR,
+            now,
+            lease_until,
+            1,
+        )
+        .only(id);
+        if self.store.claim(claim).await?.is_empty() {
+            return Err(SagaError::Claimed(id.to_owned()));
+        }
+        // Read again under the claim: the coordinator may have written a vote in between.
+        let mut info = self.inspect(id).await?;
+        resolvable(&info, decision)?;
+        let event = TxEvent::Resolved {
+            decision,
+            note: note.to_owned(),
+        };
+        let append = Append::new(
+            id,
+            KIND,
+            info.name.clone(),
+            info.journal.len() as u64,
+            now,
+            serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            TxState::deciding(decision).as_str(),
+            OPERATOR,
+            lease_until,
+        )
+        .with_release(true);
+        self.store.append(append).await?;
+        info.apply(event)
+            .map_err(|reason| SagaError::Inconsistent {
+                saga: id.to_owned(),
+                reason,
+            })?;
+        tracing::warn!(tx = id, ?decision, note, "transaction resolved by a person");
+        Ok(info)
+    }
+}
+
+/// Whether a person may decide `info` so.
+fn resolvable(info: &TxInfo, decision: Decision) -> Result<(), SagaError> {
+    {
+        if info.decision.is_some() {
+            return Err(SagaError::WrongState {
+                saga: info.id.clone(),
+                state: format!("transaction {} (decided already)", info.state),
+                action: "resolve it",
+            });
+        }
+        let all_yes = info.votes.iter().all(|v| v.as_ref() == Some(&Vote::Yes));
+        if decision == Decision::Commit && !all_yes {
+            return Err(SagaError::WrongState {
+                saga: info.id.clone(),
+                state: "a transaction without a yes from every participant".into(),
+                action: "commit it",
+            });
+        }
+        Ok(())
     }
 }

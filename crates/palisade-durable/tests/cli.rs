@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use palisade_classify::BoxError;
 use palisade_durable::saga::{CompensationRequest, StepRequest};
-use palisade_durable::store::{SqliteStore, Store};
+use palisade_durable::store::{Append, SqliteStore, Store};
+use palisade_durable::twopc::{
+    Coordinator, Participant, PhaseRequest, TransactionDefinition, TxEvent, TxState, Vote,
+};
 use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};
 use serde_json::{Value, json};
 use tower::service_fn;
@@ -151,4 +154,191 @@ async fn checkpoints_on_disk_fall_back_and_list() {
     assert!(ok, "{out}");
     assert!(out.contains("2 version(s)"), "{out}");
     assert!(out.contains(&checksum(br#"{"page":2}"#)), "{out}");
+}
+
+/// What the participants heard, in order.
+type Heard = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn participant(name: &'static str, heard: &Heard) -> Participant {
+    let heard = heard.clone();
+    Participant::new(
+        name,
+        service_fn(move |req: PhaseRequest| {
+            heard
+                .lock()
+                .unwrap()
+                .push(format!("{} {name} {:?}", req.tx_id, req.phase));
+            async { Ok::<_, BoxError>(Vote::Yes) }
+        }),
+    )
+}
+
+/// Writes the journal a coordinator `owner` leaves when it dies while asking participants to
+/// prepare, after `votes`, its claim lasting until `lease_until_ms`.
+async fn died_preparing(
+    store: &Arc<dyn Store>,
+    id: &str,
+    votes: &[Vote],
+    owner: &str,
+    lease_until_ms: u64,
+) {
+    let mut events = vec![TxEvent::TxStarted {
+        name: "transfer".into(),
+        participants: vec!["debit".into(), "credit".into()],
+        payload: json!({ "amount": 5 }),
+    }];
+    events.extend(votes.iter().enumerate().map(|(i, v)| TxEvent::Voted {
+        participant: i,
+        vote: v.clone(),
+        error: None,
+    }));
+    for (seq, e) in events.into_iter().enumerate() {
+        let a = Append::new(
+            id,
+            "2pc",
+            "transfer",
+            seq as u64,
+            1_000,
+            serde_json::to_value(e).unwrap(),
+            "preparing",
+            owner,
+            lease_until_ms,
+        );
+        store.append(a).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_list_show_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let heard = Heard::default();
+    let coordinator = Coordinator::builder(store.clone())
+        .owner("svc")
+        .define(
+            TransactionDefinition::new(
+                "transfer",
+                vec![participant("debit", &heard), participant("credit", &heard)],
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let t1 = coordinator
+        .run("transfer", "t1", json!({ "amount": 5 }))
+        .await
+        .unwrap();
+    assert_eq!(t1.state, TxState::Committed);
+    // t2 and t3: coordinators that died mid-prepare, their leases long run out (t2 after
+    // both votes, t3 after one); t4: a coordinator still alive (a lease for an hour).
+    died_preparing(&store, "t2", &[Vote::Yes, Vote::Yes], "gone", 1).await;
+    died_preparing(&store, "t3", &[Vote::Yes], "gone", 1).await;
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    died_preparing(&store, "t4", &[Vote::Yes], "alive", in_an_hour).await;
+
+    let (ok, out, _) = cli(&db, &["tx", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("t1") && out.contains("committed") && out.contains("4 transaction(s)"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&db, &["tx", "list", "--state", "preparing"]);
+    assert!(
+        ok && out.contains("3 transaction(s)") && !out.contains("t1 "),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&db, &["tx", "show", "t3"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("vote yes") && out.contains("vote not asked"),
+        "{out}"
+    );
+    assert!(out.contains("decision: none yet"), "{out}");
+    let (ok, out, _) = cli(&db, &["tx", "show", "t1", "--json"]);
+    assert!(ok, "{out}");
+    let t1: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t1["state"], "committed");
+    assert_eq!(t1["acknowledged"], json!([true, true]));
+
+    // Refused: a commit without every yes, a live coordinator's, a decided one, nonsense.
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "t3", "commit", "--note", "x"]);
+    assert!(!ok && err.contains("cannot commit it"), "{err}");
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "t4", "abort", "--note", "x"]);
+    assert!(!ok && err.contains("claimed by another process"), "{err}");
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "t1", "abort", "--note", "x"]);
+    assert!(!ok && err.contains("decided already"), "{err}");
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "t2", "maybe", "--note", "x"]);
+    assert!(!ok && err.contains("neither commit nor abort"), "{err}");
+    let (ok, _, err) = cli(&db, &["tx", "show", "nope"]);
+    assert!(
+        !ok && err.contains("no saga or transaction \"nope\""),
+        "{err}"
+    );
+    let saga = Append::new("s1", "saga", "x", 0, 1_000, json!({}), "running", "svc", 1);
+    store.append(saga).await.unwrap();
+    let (ok, _, err) = cli(&db, &["tx", "show", "s1"]);
+    assert!(!ok && err.contains("no saga or transaction"), "{err}");
+    assert!(heard.lock().unwrap().len() == 4, "nothing was sent");
+
+    // Decided by a person: t2 commits (everyone holds prepared work), t3 aborts.
+    let (ok, out, _) = cli(
+        &db,
+        &[
+            "tx",
+            "resolve",
+            "t2",
+            "commit",
+            "--note",
+            "coordinator host lost",
+        ],
+    );
+    assert!(ok && out.contains("t2 is committing"), "{out}");
+    let (ok, out, _) = cli(
+        &db,
+        &["tx", "resolve", "t3", "abort", "--note", "stale", "--json"],
+    );
+    assert!(ok, "{out}");
+    let t3: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t3["state"], "aborting");
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "t2", "commit", "--note", "again"]);
+    assert!(!ok && err.contains("decided already"), "{err}");
+    let (_, out, _) = cli(&db, &["tx", "list", "--state", "preparing"]);
+    assert!(
+        out.contains("t4") && out.contains("1 transaction(s)"),
+        "{out}"
+    );
+
+    // The service's next recovery delivers both decisions, and leaves t4 to its coordinator.
+    heard.lock().unwrap().clear();
+    let r = coordinator.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let states: Vec<_> = r
+        .finished
+        .iter()
+        .map(|t| (t.id.as_str(), t.state))
+        .collect();
+    assert_eq!(
+        states,
+        [("t2", TxState::Committed), ("t3", TxState::Aborted)]
+    );
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [
+            "t2 debit Commit",
+            "t2 credit Commit",
+            "t3 debit Abort",
+            "t3 credit Abort"
+        ]
+    );
+    let (_, out, _) = cli(&db, &["tx", "show", "t2"]);
+    assert!(out.contains("decision: commit"), "{out}");
+    assert!(
+        out.contains(r#""type":"resolved","decision":"commit","note":"coordinator host lost""#),
+        "{out}"
+    );
 }

@@ -9,10 +9,15 @@
 //! palisade-durable --db journal.db review retry <item-id>
 //! palisade-durable --db journal.db review discard <item-id> --note "refunded by hand"
 //! palisade-durable --db journal.db checkpoints list <agent>
+//! palisade-durable --db journal.db tx list [--state preparing]
+//! palisade-durable --db journal.db tx show <tx-id>
+//! palisade-durable --db journal.db tx resolve <tx-id> abort --note "coordinator host lost"
 //! ```
 //!
 //! `--json` prints JSON instead of text. `review retry` records the request; the service runs
-//! it on its next recovery, because only the service has the steps' code.
+//! it on its next recovery, because only the service has the steps' code. Likewise
+//! `tx resolve` journals a person's decision for a two-phase commit whose coordinator is gone
+//! (`commit` only when every participant voted yes); the service's next recovery delivers it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +26,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use palisade_durable::journal::{Journal, SagaState};
 use palisade_durable::store::{SqliteStore, Store};
+use palisade_durable::twopc::{Decision, Transactions, TxState, Vote};
 use palisade_durable::{ReviewQueue, checkpoint::Checkpoints};
 
 /// Inspect and act on a palisade-durable SQLite store.
@@ -48,6 +54,46 @@ enum Command {
     /// Agent checkpoints.
     #[command(subcommand)]
     Checkpoints(CheckpointsCmd),
+    /// Two-phase-commit transactions.
+    #[command(subcommand)]
+    Tx(TxCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCmd {
+    /// Every transaction with its state, oldest first.
+    List {
+        /// Only transactions in this state (preparing, committing, aborting, committed,
+        /// aborted).
+        #[arg(long)]
+        state: Option<TxState>,
+    },
+    /// One transaction: each participant's vote and acknowledgement, the decision, the
+    /// journal.
+    Show {
+        /// The transaction's id.
+        id: String,
+    },
+    /// Decide a transaction left undecided by a coordinator that is gone (instead of the
+    /// abort recovery would presume); the service's next recovery delivers the decision.
+    Resolve {
+        /// The transaction's id.
+        id: String,
+        /// `commit` (only if every participant voted yes) or `abort`.
+        #[arg(value_parser = parse_decision)]
+        decision: Decision,
+        /// Why (kept in the transaction's journal).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+fn parse_decision(s: &str) -> Result<Decision, String> {
+    match s {
+        "commit" => Ok(Decision::Commit),
+        "abort" => Ok(Decision::Abort),
+        _ => Err(format!("{s:?} is neither commit nor abort")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +314,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
+        Command::Tx(cmd) => tx(Transactions::new(store), cmd, cli.json).await?,
         Command::Checkpoints(CheckpointsCmd::List { agent }) => {
             let versions = Checkpoints::new(store).versions(&agent).await?;
             if cli.json {
@@ -284,6 +331,74 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
             println!("{} version(s)", versions.len());
+        }
+    }
+    Ok(())
+}
+
+async fn tx(txs: Transactions, cmd: TxCmd, json: bool) -> Result<(), Error> {
+    match cmd {
+        TxCmd::List { state } => {
+            let list: Vec<_> = txs
+                .list()
+                .await?
+                .into_iter()
+                .filter(|t| state.is_none_or(|st| st == t.state))
+                .collect();
+            if json {
+                return print_json(&list);
+            }
+            println!("{:<32} {:<20} {:<11} OWNER", "ID", "NAME", "STATE");
+            for t in &list {
+                println!(
+                    "{:<32} {:<20} {:<11} {}",
+                    t.id,
+                    t.name,
+                    t.state,
+                    t.owner.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} transaction(s)", list.len());
+        }
+        TxCmd::Show { id } => {
+            let info = txs.inspect(&id).await?;
+            if json {
+                return print_json(&info);
+            }
+            println!("transaction {} ({}): {}", info.id, info.name, info.state);
+            println!("payload: {}", info.payload);
+            for (i, p) in info.participants.iter().enumerate() {
+                let vote = match &info.votes[i] {
+                    None => "not asked".to_owned(),
+                    Some(Vote::Yes) => "yes".to_owned(),
+                    Some(Vote::No(why)) => format!("no ({why})"),
+                };
+                println!(
+                    "  {i}. {p:<20} vote {vote:<12} acknowledged {:<5} failed deliveries {}",
+                    if info.acknowledged[i] { "yes" } else { "no" },
+                    info.delivery_failures[i]
+                );
+            }
+            match info.decision {
+                Some(d) => println!("decision: {}", format!("{d:?}").to_lowercase()),
+                None => println!(
+                    "decision: none yet (recovery presumes abort; `tx resolve` decides now)"
+                ),
+            }
+            println!("journal:");
+            for (n, e) in info.journal.iter().enumerate() {
+                println!("  {n:>4} {}", serde_json::to_string(e)?);
+            }
+        }
+        TxCmd::Resolve { id, decision, note } => {
+            let info = txs.resolve(&id, decision, &note).await?;
+            if json {
+                return print_json(&info);
+            }
+            println!(
+                "transaction {} is {}: the service's next recovery delivers the decision",
+                info.id, info.state
+            );
         }
     }
     Ok(())
