@@ -1,4 +1,10 @@
 //! [`ResponseFuture`]: the attempts of one request.
+//!
+//! A request is in one of three states: an attempt is in flight, it waits between two attempts
+//! (for a credential refresh, a backoff timer or the retry service's readiness), or it is over.
+//! Each state holds what it needs, and only that; what a request carries from one failed attempt
+//! to the next is boxed when it first fails, so a first attempt's future stays small and the
+//! happy path never allocates.
 
 use std::fmt;
 use std::future::Future;
@@ -16,28 +22,47 @@ use tower_service::Service;
 
 use crate::budget::{Budget, Withdrawal};
 use crate::ctx;
-use crate::policy::{self, Decision, Failure};
-use crate::service::{Handle, RefreshFuture};
+use crate::policy::{self, Failure, Retry, Stop};
+use crate::service::{Handle, RefreshFuture, Shared};
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        // An attempt is in flight.
-        Calling { #[pin] future: F },
-        // The credential refresh hook runs (in `Slow::hook`).
-        Refreshing,
-        // Backing off before the next attempt (the timer is in `Slow::sleep`).
-        Sleeping,
-        // Waiting for the inner service to be ready for the next attempt.
-        Ready,
+    #[project_replace = StateOwned]
+    enum State<F, S, Req> {
+        // An attempt is in flight. `request` is the copy kept for a later attempt (`None` when
+        // this attempt is the request's last); `retries` is `None` on a first attempt, unless
+        // a router below has already reported an endpoint to avoid.
+        Calling {
+            #[pin]
+            future: F,
+            request: Option<Req>,
+            retries: Option<Box<Retries<S>>>,
+        },
+        // Between two attempts (nothing pinned: it moves freely).
+        Between { between: Between<S, Req> },
+        // The output was returned.
         Done,
     }
 }
 
-/// What only a failed request needs, boxed on its first failure so that the happy path's
-/// future stays small.
-struct Slow<S, E> {
-    /// The service the retries go to (a clone, made at the first retry).
+impl<F, S, Req> State<F, S, Req> {
+    /// Leaves `Done` in place of the state between two attempts and returns that state, to send
+    /// the next attempt. Called only right after a projection found `Between`.
+    fn take_between(self: Pin<&mut Self>) -> Between<S, Req> {
+        match self.project_replace(State::Done) {
+            StateOwned::Between { between } => between,
+            StateOwned::Calling { .. } | StateOwned::Done => {
+                unreachable!("the next attempt is sent from between two attempts only")
+            }
+        }
+    }
+}
+
+/// What a request carries from one failed attempt to the next, boxed on its first failure that
+/// is retried (or when a router below reports an endpoint to avoid).
+struct Retries<S> {
+    /// The service the retries go to: a clone of the layer's spare, made when the first retry
+    /// is about to be sent.
     service: Option<S>,
     /// Earlier attempts that failed with `Category::Timeout`.
     timeouts: u32,
@@ -45,28 +70,72 @@ struct Slow<S, E> {
     refreshed: bool,
     /// The previous delay.
     previous: Duration,
-    /// The budget withdrawal reserved for the next attempt, refunded if it is never sent.
-    reservation: Option<Withdrawal>,
-    /// The backoff timer, reused from one retry to the next.
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// The refresh hook's future, and the authentication error to return if it fails.
-    hook: Option<(RefreshFuture, E)>,
     /// The endpoint a router below reported failing (see `palisade_classify::context::attempt`).
     avoid: Option<u64>,
+    /// The backoff timer of an earlier retry, kept to be reset rather than allocated again.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S, E> Slow<S, E> {
+impl<S> Retries<S> {
     fn new() -> Box<Self> {
-        Box::new(Slow {
+        Box::new(Retries {
             service: None,
             timeouts: 0,
             refreshed: false,
             previous: Duration::ZERO,
-            reservation: None,
-            sleep: None,
-            hook: None,
             avoid: None,
+            timer: None,
         })
+    }
+
+    /// A timer that fires at `at`: the kept one, reset, or a new one.
+    fn timer_until(&mut self, at: Instant) -> Pin<Box<Sleep>> {
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(at);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+}
+
+/// Between two attempts: the next attempt's request, the budget withdrawal reserved for it
+/// (refunded if it is never sent), and what it waits for.
+struct Between<S, Req> {
+    /// The request of the next attempt.
+    request: Req,
+    retries: Box<Retries<S>>,
+    reservation: Option<Withdrawal>,
+    wait: Wait,
+}
+
+/// What the next attempt waits for.
+enum Wait {
+    /// The credential refresh hook (boxed with its error: as rare as it is large, it does not
+    /// make every future larger).
+    Refreshing(Box<Refresh>),
+    /// The backoff.
+    Sleeping { timer: Pin<Box<Sleep>> },
+    /// The retry service's readiness.
+    Ready,
+}
+
+/// A credential refresh in progress.
+struct Refresh {
+    /// The hook's future.
+    hook: RefreshFuture,
+    /// The authentication failure, returned if the hook fails.
+    error: BoxError,
+}
+
+impl Wait {
+    fn name(&self) -> &'static str {
+        match self {
+            Wait::Refreshing(_) => "refreshing",
+            Wait::Sleeping { .. } => "sleeping",
+            Wait::Ready => "ready",
+        }
     }
 }
 
@@ -88,12 +157,12 @@ pin_project! {
         B: ?Sized,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, S, Req>,
         handle: Arc<Stripe<Handle<S, B, A>>>,
-        request: Option<Req>,
+        // Attempts sent so far, the one in flight included.
         attempts: u32,
+        // The attempt limit of this request.
         limit: u32,
-        slow: Option<Box<Slow<S, BoxError>>>,
     }
 
     impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
@@ -104,7 +173,9 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(withdrawal) = this.slow.as_mut().and_then(|slow| slow.reservation.take()) {
+            if let StateProj::Between { between } = this.state.project()
+                && let Some(withdrawal) = between.reservation.take()
+            {
                 this.handle.shared.budget.refund(withdrawal);
             }
         }
@@ -116,6 +187,8 @@ where
     S: Service<Req>,
     B: Budget + ?Sized,
 {
+    /// The future of a request whose first attempt is `future`; `request` is a copy kept for
+    /// the retries (`None` when `limit` allows no retry).
     pub(crate) fn new(
         future: S::Future,
         handle: Arc<Stripe<Handle<S, B, A>>>,
@@ -123,12 +196,14 @@ where
         limit: u32,
     ) -> Self {
         ResponseFuture {
-            state: State::Calling { future },
+            state: State::Calling {
+                future,
+                request,
+                retries: None,
+            },
             handle,
-            request,
             attempts: 1,
             limit,
-            slow: None,
         }
     }
 }
@@ -145,8 +220,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         // The happy path: the first attempt answers. Everything else is out of line.
-        if let StateProj::Calling { future } = this.state.as_mut().project() {
-            match ready!(poll_attempt(future, cx, *this.attempts, this.slow)) {
+        if let StateProj::Calling {
+            future, retries, ..
+        } = this.state.as_mut().project()
+        {
+            match ready!(poll_attempt(future, cx, *this.attempts, retries)) {
                 Ok(response) => {
                     this.handle.shared.succeeded();
                     this.state.set(State::Done);
@@ -159,25 +237,8 @@ where
     }
 }
 
-/// Polls an attempt inside the attempt context, so that a router below knows which attempt
-/// this is and can report the endpoint that failed it.
-#[inline]
-fn poll_attempt<F: Future, S, E>(
-    future: Pin<&mut F>,
-    cx: &mut Context<'_>,
-    number: u32,
-    slow: &mut Option<Box<Slow<S, E>>>,
-) -> Poll<F::Output> {
-    let avoid = slow.as_ref().and_then(|slow| slow.avoid);
-    let mut attempt = Attempt { number, avoid };
-    let out = attempt::scope(&mut attempt, || future.poll(cx));
-    if attempt.avoid != avoid {
-        slow.get_or_insert_with(Slow::new).avoid = attempt.avoid;
-    }
-    out
-}
-
-/// Every state but a first answer: failures, backoff, refresh, retries.
+/// Every state but a first answer: failures, refresh, backoff, retries. `failed` is the error
+/// of the attempt in flight when the caller has already polled it to its end.
 #[cold]
 #[inline(never)]
 fn drive<S, Req, B, A>(
@@ -192,209 +253,318 @@ where
     B: Budget + ?Sized,
 {
     loop {
-        if let Some(error) = failed.take() {
-            let shared = &*this.handle.shared;
-            let slow = this.slow.get_or_insert_with(Slow::new);
-            let class = class_of(&error);
-            if class.category == Category::Timeout {
-                slow.timeouts += 1;
-            }
-            if policy::counts_toward_throttling(&class) {
-                shared.budget.on_failure();
-            }
-            let now = Instant::now();
-            let failure = Failure {
-                class,
-                attempts: *this.attempts,
-                limit: if this.request.is_some() {
-                    *this.limit
-                } else {
-                    1
-                },
-                refreshed: slow.refreshed,
-                previous: slow.previous,
-            };
-            let decision = shared
-                .policy
-                .decide(&failure, now, ctx::deadline(), || shared.rng.next());
-            let delay = match decision {
-                Decision::Stop(stop) => {
-                    tracing::debug!(
-                        target: "palisade_retry",
-                        dependency = %shared.name,
-                        attempt = *this.attempts,
-                        category = class.category.as_str(),
-                        reason = stop.as_str(),
-                        "not retrying",
-                    );
-                    palisade_classify::metrics::gave_up(&shared.name, stop.as_str());
-                    shared.failed(&class);
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
-                }
-                Decision::Refresh => None,
-                Decision::Retry(delay) => Some(delay),
-            };
-            let withdrawal = if !policy::spends_budget(&class) {
-                None
-            } else if let Some(withdrawal) = shared.budget.try_withdraw() {
-                Some(withdrawal)
-            } else {
-                tracing::warn!(
-                    target: "palisade_retry",
-                    dependency = %shared.name,
-                    attempt = *this.attempts,
-                    category = class.category.as_str(),
-                    balance = shared.budget.balance(),
-                    "retry budget exhausted; returning the last error",
-                );
-                palisade_classify::metrics::budget_exhausted(&shared.name);
-                shared.failed(&class);
-                this.state.set(State::Done);
-                return Poll::Ready(Err(error));
-            };
-            slow.reservation = withdrawal;
-            match delay {
-                None => {
-                    tracing::debug!(
-                        target: "palisade_retry",
-                        dependency = %shared.name,
-                        attempt = *this.attempts,
-                        category = class.category.as_str(),
-                        balance = shared.budget.balance(),
-                        "refreshing credentials before retrying",
-                    );
-                    palisade_classify::metrics::retried(&shared.name, class.category);
-                    let hook = shared
-                        .refresh
-                        .as_ref()
-                        .expect("a refresh decision implies a hook")(
-                    );
-                    slow.hook = Some((hook, error));
-                    this.state.set(State::Refreshing);
-                }
-                Some(delay) => {
-                    tracing::debug!(
-                        target: "palisade_retry",
-                        dependency = %shared.name,
-                        attempt = *this.attempts,
-                        category = class.category.as_str(),
-                        delay_ms = delay.as_millis() as u64,
-                        balance = shared.budget.balance(),
-                        "retrying",
-                    );
-                    palisade_classify::metrics::retried(&shared.name, class.category);
-                    drop(error);
-                    slow.previous = delay;
-                    if delay.is_zero() {
-                        this.state.set(State::Ready);
-                    } else {
-                        let at = now + delay;
-                        match &mut slow.sleep {
-                            Some(sleep) => sleep.as_mut().reset(at),
-                            None => slow.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        let handle = &**this.handle;
+        let next = match this.state.as_mut().project() {
+            StateProj::Calling {
+                future,
+                request,
+                retries,
+            } => {
+                let error = match failed.take() {
+                    Some(error) => error,
+                    None => match ready!(poll_attempt(future, cx, *this.attempts, retries)) {
+                        Ok(response) => {
+                            handle.shared.succeeded();
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
                         }
-                        this.state.set(State::Sleeping);
-                    }
-                }
-            }
-            continue;
-        }
-        match this.state.as_mut().project() {
-            StateProj::Calling { future } => {
-                match ready!(poll_attempt(future, cx, *this.attempts, this.slow)) {
-                    Ok(response) => {
-                        this.handle.shared.succeeded();
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(response));
-                    }
-                    Err(error) => failed = Some(error.into()),
-                }
-            }
-            StateProj::Refreshing => {
-                let slow = this.slow.as_mut().expect("refreshing after a failure");
-                let (hook, _) = slow.hook.as_mut().expect("a hook while refreshing");
-                match ready!(hook.as_mut().poll(cx)) {
-                    Ok(()) => {
-                        slow.hook = None;
-                        slow.refreshed = true;
-                        this.state.set(State::Ready);
-                    }
-                    Err(hook_error) => {
-                        tracing::warn!(
-                            target: "palisade_retry",
-                            dependency = %this.handle.shared.name,
-                            attempt = *this.attempts,
-                            error = %hook_error,
-                            "credential refresh failed; returning the authentication error",
-                        );
-                        let (_, error) = slow.hook.take().expect("a hook while refreshing");
-                        if let Some(withdrawal) = slow.reservation.take() {
-                            this.handle.shared.budget.refund(withdrawal);
-                        }
+                        Err(error) => error.into(),
+                    },
+                };
+                let attempt = (*this.attempts, *this.limit);
+                match after_failure(
+                    &handle.shared,
+                    attempt,
+                    error,
+                    request.take(),
+                    retries.take(),
+                ) {
+                    Ok(between) => State::Between { between },
+                    Err(error) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
                 }
             }
-            StateProj::Sleeping => {
-                let slow = this.slow.as_mut().expect("sleeping after a failure");
-                let sleep = slow.sleep.as_mut().expect("a timer while sleeping");
-                ready!(sleep.as_mut().poll(cx));
-                this.state.set(State::Ready);
-            }
-            StateProj::Ready => {
-                let slow = this.slow.as_mut().expect("retrying after a failure");
-                // Readiness runs in the attempt's scope too: a router picks its endpoint here.
-                let mut next = Attempt {
-                    number: *this.attempts + 1,
-                    avoid: slow.avoid,
-                };
-                let inner = slow
-                    .service
-                    .get_or_insert_with(|| this.handle.retry_service());
-                let ready = attempt::scope(&mut next, || inner.poll_ready(cx));
-                if let Err(error) = ready!(ready) {
-                    if let Some(withdrawal) = slow.reservation.take() {
-                        this.handle.shared.budget.refund(withdrawal);
+            StateProj::Between { between } => {
+                match ready!(poll_between(between, cx, handle, *this.attempts)) {
+                    Ok(Next::Readiness) => continue,
+                    Ok(Next::Send) => {}
+                    Err(error) => {
+                        if let Some(withdrawal) = between.reservation.take() {
+                            handle.shared.budget.refund(withdrawal);
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
                     }
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(error.into()));
                 }
-                *this.attempts += 1;
-                // Clone only if yet another attempt may follow this one.
-                let request = if *this.attempts < *this.limit {
-                    this.request.clone()
-                } else {
-                    this.request.take()
-                }
-                .expect("a retry implies a retained request");
-                // The withdrawal is spent: the retry is sent.
-                slow.reservation = None;
-                tracing::trace!(
-                    target: "palisade_retry",
-                    dependency = %this.handle.shared.name,
-                    attempt = *this.attempts,
-                    timeouts = slow.timeouts,
-                    "sending retry",
-                );
-                let inner = slow
-                    .service
-                    .as_mut()
-                    .expect("the retry service was made ready");
-                let mut attempt = Attempt {
-                    number: *this.attempts,
-                    avoid: slow.avoid,
-                };
-                let timeouts = slow.timeouts;
-                let future = attempt::scope(&mut attempt, || {
-                    ctx::with_timeouts(timeouts, || inner.call(request))
-                });
-                slow.avoid = attempt.avoid;
-                this.state.set(State::Calling { future });
+                send(
+                    this.state.as_mut().take_between(),
+                    handle,
+                    this.attempts,
+                    *this.limit,
+                )
             }
             StateProj::Done => panic!("retry ResponseFuture polled after completion"),
+        };
+        this.state.set(next);
+    }
+}
+
+/// Polls an attempt inside the attempt context, so that a router below knows which attempt
+/// this is and can report the endpoint that failed it.
+#[inline]
+fn poll_attempt<F: Future, S>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    number: u32,
+    retries: &mut Option<Box<Retries<S>>>,
+) -> Poll<F::Output> {
+    let avoid = retries.as_ref().and_then(|retries| retries.avoid);
+    let mut attempt = Attempt { number, avoid };
+    let out = attempt::scope(&mut attempt, || future.poll(cx));
+    if attempt.avoid != avoid {
+        retries.get_or_insert_with(Retries::new).avoid = attempt.avoid;
+    }
+    out
+}
+
+/// Decides about a failed attempt (`attempt` is its number and the request's limit): returns
+/// the error to give the caller, or the wait before the next attempt, with the budget
+/// withdrawal reserved for it.
+fn after_failure<S, Req, B, A>(
+    shared: &Shared<B, A>,
+    (attempts, limit): (u32, u32),
+    error: BoxError,
+    request: Option<Req>,
+    retries: Option<Box<Retries<S>>>,
+) -> Result<Between<S, Req>, BoxError>
+where
+    B: Budget + ?Sized,
+{
+    let class = class_of(&error);
+    if policy::counts_toward_throttling(&class) {
+        shared.budget.on_failure();
+    }
+    let now = Instant::now();
+    let failure = Failure {
+        class,
+        attempts,
+        limit,
+        refreshed: retries.as_ref().is_some_and(|retries| retries.refreshed),
+        previous: retries
+            .as_ref()
+            .map_or(Duration::ZERO, |retries| retries.previous),
+    };
+    let decision = shared.policy.decide(
+        &failure,
+        now,
+        ctx::deadline(),
+        shared.refresh.as_ref(),
+        || shared.rng.next(),
+    );
+    let (retry, request) = match (decision, request) {
+        (Ok(retry), Some(request)) => (retry, request),
+        (Err(stop), _) => return Err(give_up(shared, attempts, &class, stop, error)),
+        // No copy of the request was kept: its last attempt was sent (or its limit was one
+        // attempt), which the policy has already stopped as `Stop::Attempts`.
+        (Ok(_), None) => {
+            return Err(give_up(shared, attempts, &class, Stop::Attempts, error));
         }
+    };
+    let reservation = if !policy::spends_budget(&class) {
+        None
+    } else if let Some(withdrawal) = shared.budget.try_withdraw() {
+        Some(withdrawal)
+    } else {
+        tracing::warn!(
+            target: "palisade_retry",
+            dependency = %shared.name,
+            attempt = attempts,
+            category = class.category.as_str(),
+            balance = shared.budget.balance(),
+            "retry budget exhausted; returning the last error",
+        );
+        palisade_classify::metrics::budget_exhausted(&shared.name);
+        shared.failed(&class);
+        return Err(error);
+    };
+    let mut retries = retries.unwrap_or_else(Retries::new);
+    if class.category == Category::Timeout {
+        retries.timeouts += 1;
+    }
+    let wait = match retry {
+        Retry::Refresh(hook) => {
+            tracing::debug!(
+                target: "palisade_retry",
+                dependency = %shared.name,
+                attempt = attempts,
+                category = class.category.as_str(),
+                balance = shared.budget.balance(),
+                "refreshing credentials before retrying",
+            );
+            palisade_classify::metrics::retried(&shared.name, class.category);
+            Wait::Refreshing(Box::new(Refresh {
+                hook: hook(),
+                error,
+            }))
+        }
+        Retry::After(delay) => {
+            tracing::debug!(
+                target: "palisade_retry",
+                dependency = %shared.name,
+                attempt = attempts,
+                category = class.category.as_str(),
+                delay_ms = delay.as_millis() as u64,
+                balance = shared.budget.balance(),
+                "retrying",
+            );
+            palisade_classify::metrics::retried(&shared.name, class.category);
+            retries.previous = delay;
+            if delay.is_zero() {
+                Wait::Ready
+            } else {
+                Wait::Sleeping {
+                    timer: retries.timer_until(now + delay),
+                }
+            }
+        }
+    };
+    Ok(Between {
+        request,
+        retries,
+        reservation,
+        wait,
+    })
+}
+
+/// Ends a request the policy stopped: traces why and returns its last error.
+fn give_up<B: Budget + ?Sized, A>(
+    shared: &Shared<B, A>,
+    attempts: u32,
+    class: &palisade_classify::Class,
+    stop: Stop,
+    error: BoxError,
+) -> BoxError {
+    tracing::debug!(
+        target: "palisade_retry",
+        dependency = %shared.name,
+        attempt = attempts,
+        category = class.category.as_str(),
+        reason = stop.as_str(),
+        "not retrying",
+    );
+    palisade_classify::metrics::gave_up(&shared.name, stop.as_str());
+    shared.failed(class);
+    error
+}
+
+/// What follows a wait between two attempts.
+enum Next {
+    /// The refresh or the backoff is over: the retry service's readiness.
+    Readiness,
+    /// The retry service is ready: sending the attempt.
+    Send,
+}
+
+/// Polls what the next attempt waits for. An error ends the request: a failed refresh
+/// returns the authentication failure, a failed readiness check the service's error.
+fn poll_between<S, Req, B, A>(
+    between: &mut Between<S, Req>,
+    cx: &mut Context<'_>,
+    handle: &Handle<S, B, A>,
+    attempts: u32,
+) -> Poll<Result<Next, BoxError>>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    B: ?Sized,
+{
+    match &mut between.wait {
+        Wait::Refreshing(refresh) => {
+            if let Err(hook_error) = ready!(refresh.hook.as_mut().poll(cx)) {
+                tracing::warn!(
+                    target: "palisade_retry",
+                    dependency = %handle.shared.name,
+                    attempt = attempts,
+                    error = %hook_error,
+                    "credential refresh failed; returning the authentication error",
+                );
+                // The hook's error, logged, takes the place of the one returned.
+                return Poll::Ready(Err(std::mem::replace(&mut refresh.error, hook_error)));
+            }
+            between.retries.refreshed = true;
+        }
+        Wait::Sleeping { timer } => ready!(timer.as_mut().poll(cx)),
+        Wait::Ready => {
+            let retries = &mut *between.retries;
+            // Readiness runs in the attempt's scope too: a router picks its endpoint here.
+            let mut next = Attempt {
+                number: attempts + 1,
+                avoid: retries.avoid,
+            };
+            let service = retries
+                .service
+                .get_or_insert_with(|| handle.retry_service());
+            let ready = attempt::scope(&mut next, || service.poll_ready(cx));
+            return ready.map(|ready| ready.map(|()| Next::Send).map_err(Into::into));
+        }
+    }
+    // Keep the timer for a later backoff.
+    if let Wait::Sleeping { timer } = std::mem::replace(&mut between.wait, Wait::Ready) {
+        between.retries.timer = Some(timer);
+    }
+    Poll::Ready(Ok(Next::Readiness))
+}
+
+/// Sends the next attempt to the retry service `poll_between` made ready: a copy of the
+/// request while yet another attempt may follow, the request itself for the last. The budget
+/// withdrawal reserved for it is spent.
+fn send<S, Req, B, A>(
+    between: Between<S, Req>,
+    handle: &Handle<S, B, A>,
+    attempts: &mut u32,
+    limit: u32,
+) -> State<S::Future, S, Req>
+where
+    S: Service<Req> + Clone,
+    Req: Clone,
+    B: ?Sized,
+{
+    let Between {
+        request,
+        mut retries,
+        ..
+    } = between;
+    *attempts += 1;
+    let (request, kept) = if *attempts < limit {
+        (request.clone(), Some(request))
+    } else {
+        (request, None)
+    };
+    tracing::trace!(
+        target: "palisade_retry",
+        dependency = %handle.shared.name,
+        attempt = *attempts,
+        timeouts = retries.timeouts,
+        "sending retry",
+    );
+    let mut attempt = Attempt {
+        number: *attempts,
+        avoid: retries.avoid,
+    };
+    let timeouts = retries.timeouts;
+    let service = retries
+        .service
+        .get_or_insert_with(|| handle.retry_service());
+    let future = attempt::scope(&mut attempt, || {
+        ctx::with_timeouts(timeouts, || service.call(request))
+    });
+    retries.avoid = attempt.avoid;
+    State::Calling {
+        future,
+        request: kept,
+        retries: Some(retries),
     }
 }
 
@@ -404,20 +574,24 @@ where
     B: Budget + ?Sized,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Calling { .. } => "calling",
-            State::Refreshing => "refreshing",
-            State::Sleeping => "sleeping",
-            State::Ready => "ready",
-            State::Done => "done",
+        let (state, timeouts, reserved) = match &self.state {
+            State::Calling { retries, .. } => {
+                let timeouts = retries.as_ref().map_or(0, |retries| retries.timeouts);
+                ("calling", timeouts, false)
+            }
+            State::Between { between } => (
+                between.wait.name(),
+                between.retries.timeouts,
+                between.reservation.is_some(),
+            ),
+            State::Done => ("done", 0, false),
         };
-        let slow = self.slow.as_deref();
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .field("attempts", &self.attempts)
             .field("limit", &self.limit)
-            .field("timeouts", &slow.map_or(0, |s| s.timeouts))
-            .field("reserved", &slow.is_some_and(|s| s.reservation.is_some()))
+            .field("timeouts", &timeouts)
+            .field("reserved", &reserved)
             .finish()
     }
 }

@@ -279,7 +279,6 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
                 jitter: self.jitter,
                 rate_limited: self.rate_limited,
                 max_retry_after: self.max_retry_after,
-                refresh: self.refresh.is_some(),
             },
             max_attempts: self.max_attempts,
             adaptive: self

@@ -18,8 +18,6 @@ pub(crate) struct Policy {
     pub(crate) rate_limited: Duration,
     /// Server hints above this are not waited for: no retry.
     pub(crate) max_retry_after: Duration,
-    /// Whether an authentication refresh hook is configured.
-    pub(crate) refresh: bool,
 }
 
 /// What is known about a failed attempt.
@@ -36,15 +34,16 @@ pub(crate) struct Failure {
     pub(crate) previous: Duration,
 }
 
-/// What to do about a failed attempt.
+/// What to do about a failed attempt: retry (with the refresh hook `H`), or stop.
+pub(crate) type Decision<H> = Result<Retry<H>, Stop>;
+
+/// How to retry a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Return the error.
-    Stop(Stop),
-    /// Call the refresh hook, then retry at once.
-    Refresh,
+pub(crate) enum Retry<H> {
+    /// Call this refresh hook, then retry at once.
+    Refresh(H),
     /// Retry after this delay.
-    Retry(Duration),
+    After(Duration),
 }
 
 /// Why a failed attempt is not retried.
@@ -101,34 +100,36 @@ impl Policy {
         }
     }
 
-    /// Decides about `failure` at `now`, within `deadline`. `rng` is called only when the
+    /// Decides about `failure` at `now`, within `deadline`. An authentication failure is
+    /// retried through the `refresh` hook when there is one. `rng` is called only when the
     /// jitter draws.
-    pub(crate) fn decide<R: Rng>(
+    pub(crate) fn decide<H, R: Rng>(
         &self,
         failure: &Failure,
         now: Instant,
         deadline: Option<Instant>,
+        refresh: Option<H>,
         rng: impl FnOnce() -> R,
-    ) -> Decision {
+    ) -> Decision<H> {
         let class = &failure.class;
-        let refresh = self.refresh && class.category == Category::Authentication;
-        if refresh {
+        let refresh = refresh.filter(|_| class.category == Category::Authentication);
+        if refresh.is_some() {
             if failure.refreshed {
-                return Decision::Stop(Stop::NotRetryable);
+                return Err(Stop::NotRetryable);
             }
         } else if !class.retryable
             || matches!(class.category, Category::Cancelled | Category::Ignored)
         {
-            return Decision::Stop(Stop::NotRetryable);
+            return Err(Stop::NotRetryable);
         }
         if failure.attempts >= failure.limit {
-            return Decision::Stop(Stop::Attempts);
+            return Err(Stop::Attempts);
         }
-        if refresh {
+        if let Some(hook) = refresh {
             if deadline.is_some_and(|d| now >= d) {
-                return Decision::Stop(Stop::Deadline);
+                return Err(Stop::Deadline);
             }
-            return Decision::Refresh;
+            return Ok(Retry::Refresh(hook));
         }
 
         let delay = match class.retry_after {
@@ -136,7 +137,7 @@ impl Policy {
             // nor the rate-limited delay on top (gRPC A6: "the client will retry after the
             // delay specified by the server"; RFC 9110 §10.2.3, Retry-After).
             Some(hint) if hint > self.max_retry_after => {
-                return Decision::Stop(Stop::RetryAfterTooLong);
+                return Err(Stop::RetryAfterTooLong);
             }
             Some(hint) => hint,
             None => {
@@ -154,10 +155,10 @@ impl Policy {
         if let Some(deadline) = deadline {
             // A retry that would start at or after the deadline cannot finish before it.
             if now.checked_add(delay).is_none_or(|at| at >= deadline) {
-                return Decision::Stop(Stop::Deadline);
+                return Err(Stop::Deadline);
             }
         }
-        Decision::Retry(delay)
+        Ok(Retry::After(delay))
     }
 }
 
@@ -177,7 +178,6 @@ mod tests {
             jitter: Jitter::None,
             rate_limited: ms(700),
             max_retry_after: ms(5000),
-            refresh: false,
         }
     }
 
@@ -191,6 +191,8 @@ mod tests {
         }
     }
 
+    const NO_HOOK: Option<()> = None;
+
     fn no_rng() -> SmallRng {
         panic!("no jitter, no draw")
     }
@@ -200,15 +202,23 @@ mod tests {
         let p = policy();
         let now = Instant::now();
         let got: Vec<_> = (1..=4)
-            .map(|n| p.decide(&failure(Category::ServerError, n), now, None, no_rng))
+            .map(|n| {
+                p.decide(
+                    &failure(Category::ServerError, n),
+                    now,
+                    None,
+                    NO_HOOK,
+                    no_rng,
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
-                Decision::Retry(ms(100)),
-                Decision::Retry(ms(200)),
-                Decision::Retry(ms(400)),
-                Decision::Stop(Stop::Attempts),
+                Ok(Retry::After(ms(100))),
+                Ok(Retry::After(ms(200))),
+                Ok(Retry::After(ms(400))),
+                Err(Stop::Attempts),
             ]
         );
     }
@@ -225,26 +235,29 @@ mod tests {
             Category::Ignored,
         ] {
             assert_eq!(
-                p.decide(&failure(cat, 1), now, None, no_rng),
-                Decision::Stop(Stop::NotRetryable),
+                p.decide(&failure(cat, 1), now, None, NO_HOOK, no_rng),
+                Err(Stop::NotRetryable),
                 "{cat}"
             );
         }
         // A class made retryable by its classifier is retried, but never a cancellation.
         let mut f = failure(Category::Validation, 1);
         f.class.retryable = true;
-        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Retry(ms(100)));
+        assert_eq!(
+            p.decide(&f, now, None, NO_HOOK, no_rng),
+            Ok(Retry::After(ms(100)))
+        );
         let mut f = failure(Category::Cancelled, 1);
         f.class.retryable = true;
         assert_eq!(
-            p.decide(&f, now, None, no_rng),
-            Decision::Stop(Stop::NotRetryable)
+            p.decide(&f, now, None, NO_HOOK, no_rng),
+            Err(Stop::NotRetryable)
         );
         let mut f = failure(Category::Timeout, 1);
         f.class.retryable = false;
         assert_eq!(
-            p.decide(&f, now, None, no_rng),
-            Decision::Stop(Stop::NotRetryable)
+            p.decide(&f, now, None, NO_HOOK, no_rng),
+            Err(Stop::NotRetryable)
         );
     }
 
@@ -276,13 +289,25 @@ mod tests {
         let p = policy();
         let now = Instant::now();
         assert_eq!(
-            p.decide(&failure(Category::RateLimited, 1), now, None, no_rng),
-            Decision::Retry(ms(700))
+            p.decide(
+                &failure(Category::RateLimited, 1),
+                now,
+                None,
+                NO_HOOK,
+                no_rng
+            ),
+            Ok(Retry::After(ms(700)))
         );
         // The cap is raised to the rate-limited delay, and still applies.
         assert_eq!(
-            p.decide(&failure(Category::RateLimited, 2), now, None, no_rng),
-            Decision::Retry(ms(1000))
+            p.decide(
+                &failure(Category::RateLimited, 2),
+                now,
+                None,
+                NO_HOOK,
+                no_rng
+            ),
+            Ok(Retry::After(ms(1000)))
         );
     }
 
@@ -293,18 +318,21 @@ mod tests {
         let with_hint = |hint| {
             let mut f = failure(Category::RateLimited, 1);
             f.class = f.class.with_retry_after(hint);
-            p.decide(&f, now, None, no_rng)
+            p.decide(&f, now, None, NO_HOOK, no_rng)
         };
         // A hint shorter than the rate-limited delay is honoured as given, not stretched.
-        assert_eq!(with_hint(ms(10)), Decision::Retry(ms(10)));
+        assert_eq!(with_hint(ms(10)), Ok(Retry::After(ms(10))));
         // Whatever the attempt, and for other categories too.
         let mut f = failure(Category::ServerError, 2);
         f.class = f.class.with_retry_after(ms(30));
-        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Retry(ms(30)));
-        assert_eq!(with_hint(ms(3000)), Decision::Retry(ms(3000)));
-        assert_eq!(with_hint(ms(4999)), Decision::Retry(ms(4999)));
-        assert_eq!(with_hint(ms(5000)), Decision::Retry(ms(5000)));
-        assert_eq!(with_hint(ms(5001)), Decision::Stop(Stop::RetryAfterTooLong));
+        assert_eq!(
+            p.decide(&f, now, None, NO_HOOK, no_rng),
+            Ok(Retry::After(ms(30)))
+        );
+        assert_eq!(with_hint(ms(3000)), Ok(Retry::After(ms(3000))));
+        assert_eq!(with_hint(ms(4999)), Ok(Retry::After(ms(4999))));
+        assert_eq!(with_hint(ms(5000)), Ok(Retry::After(ms(5000))));
+        assert_eq!(with_hint(ms(5001)), Err(Stop::RetryAfterTooLong));
     }
 
     #[test]
@@ -316,51 +344,59 @@ mod tests {
                 &failure(Category::Network, 1),
                 now,
                 Some(now + ms(left)),
+                NO_HOOK,
                 no_rng,
             )
         };
         // The first retry waits 100 ms: it must start before the deadline.
-        assert_eq!(at(101), Decision::Retry(ms(100)));
-        assert_eq!(at(100), Decision::Stop(Stop::Deadline));
-        assert_eq!(at(99), Decision::Stop(Stop::Deadline));
+        assert_eq!(at(101), Ok(Retry::After(ms(100))));
+        assert_eq!(at(100), Err(Stop::Deadline));
+        assert_eq!(at(99), Err(Stop::Deadline));
         // The same for a server's hint.
         let mut f = failure(Category::RateLimited, 1);
         f.class = f.class.with_retry_after(ms(2000));
         assert_eq!(
-            p.decide(&f, now, Some(now + ms(1999)), no_rng),
-            Decision::Stop(Stop::Deadline)
+            p.decide(&f, now, Some(now + ms(1999)), NO_HOOK, no_rng),
+            Err(Stop::Deadline)
         );
         assert_eq!(
-            p.decide(&f, now, Some(now + ms(2001)), no_rng),
-            Decision::Retry(ms(2000))
+            p.decide(&f, now, Some(now + ms(2001)), NO_HOOK, no_rng),
+            Ok(Retry::After(ms(2000)))
         );
     }
 
     #[test]
-    fn authentication_refreshes_once() {
-        let p = Policy {
-            refresh: true,
-            ..policy()
-        };
+    fn authentication_refreshes_once_and_only_with_a_hook() {
+        let p = policy();
+        let hook = Some("hook");
         let now = Instant::now();
         let mut f = failure(Category::Authentication, 1);
-        assert_eq!(p.decide(&f, now, None, no_rng), Decision::Refresh);
+        assert_eq!(
+            p.decide(&f, now, None, hook, no_rng),
+            Ok(Retry::Refresh("hook"))
+        );
         f.refreshed = true;
         f.attempts = 2;
         assert_eq!(
-            p.decide(&f, now, None, no_rng),
-            Decision::Stop(Stop::NotRetryable)
+            p.decide(&f, now, None, hook, no_rng),
+            Err(Stop::NotRetryable)
         );
         let mut f = failure(Category::Authentication, 4);
         f.limit = 4;
-        assert_eq!(
-            p.decide(&f, now, None, no_rng),
-            Decision::Stop(Stop::Attempts)
-        );
+        assert_eq!(p.decide(&f, now, None, hook, no_rng), Err(Stop::Attempts));
         let f = failure(Category::Authentication, 1);
         assert_eq!(
-            p.decide(&f, now, Some(now), no_rng),
-            Decision::Stop(Stop::Deadline)
+            p.decide(&f, now, Some(now), hook, no_rng),
+            Err(Stop::Deadline)
+        );
+        // Without a hook it is not retried; a hook changes nothing for other failures.
+        assert_eq!(
+            p.decide(&f, now, None, NO_HOOK, no_rng),
+            Err(Stop::NotRetryable)
+        );
+        assert_eq!(
+            p.decide(&failure(Category::Network, 1), now, None, hook, no_rng),
+            Ok(Retry::After(ms(100)))
         );
     }
 
@@ -374,7 +410,7 @@ mod tests {
         let draw = |seed| {
             (1..=3)
                 .map(|n| {
-                    p.decide(&failure(Category::Network, n), now, None, || {
+                    p.decide(&failure(Category::Network, n), now, None, NO_HOOK, || {
                         SmallRng::seed_from_u64(seed)
                     })
                 })
@@ -383,7 +419,7 @@ mod tests {
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
         for (n, d) in draw(3).into_iter().enumerate() {
-            let Decision::Retry(d) = d else {
+            let Ok(Retry::After(d)) = d else {
                 panic!("{d:?}")
             };
             assert!(d <= ms(100) * 2u32.pow(n as u32));

@@ -44,6 +44,8 @@ struct Script {
     start: Instant,
     /// Fail `poll_ready` once the call count reaches this.
     unready_after: Option<usize>,
+    /// Stay unready (`Pending`) once the call count reaches this.
+    stall_after: Option<usize>,
 }
 
 impl Script {
@@ -53,6 +55,7 @@ impl Script {
             calls: Arc::new(Mutex::new(Vec::new())),
             start: Instant::now(),
             unready_after: None,
+            stall_after: None,
         }
     }
 
@@ -71,8 +74,9 @@ impl<Req> Service<Req> for Script {
     type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self.unready_after {
-            Some(n) if self.count() >= n => Poll::Ready(Err("not ready".into())),
+        match (self.unready_after, self.stall_after) {
+            (Some(n), _) if self.count() >= n => Poll::Ready(Err("not ready".into())),
+            (_, Some(n)) if self.count() >= n => Poll::Pending,
             _ => Poll::Ready(Ok(())),
         }
     }
@@ -578,6 +582,45 @@ async fn dropping_during_an_attempt_leaves_nothing_behind() {
     assert_eq!(cap.balance(), 1);
     drop(fut);
     assert_eq!(cap.balance(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_during_a_refresh_or_a_readiness_wait_gives_the_retry_back() {
+    // A refresh that never ends.
+    let cap = Arc::new(rate_cap(2, Duration::from_secs(1)));
+    let script = Script::new([err(Category::Authentication, "401")]);
+    let svc = layer()
+        .budget(cap.clone())
+        .refresh(std::future::pending::<Result<(), BoxError>>)
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = Box::pin(svc.oneshot(0));
+    assert!(futures_poll(&mut fut).is_pending());
+    assert_eq!(cap.balance(), 1, "a retry is reserved while refreshing");
+    drop(fut);
+    assert_eq!(cap.balance(), 2);
+    assert_eq!(script.count(), 1);
+
+    // A retry service that never becomes ready.
+    let mut script = Script::new([err(Category::ServerError, "503")]);
+    script.stall_after = Some(1);
+    let svc = layer()
+        .budget(cap.clone())
+        .backoff(Backoff::constant(Duration::ZERO))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = Box::pin(svc.oneshot(0));
+    assert!(futures_poll(&mut fut).is_pending());
+    assert_eq!(script.count(), 1);
+    assert_eq!(
+        cap.balance(),
+        1,
+        "a retry is reserved while waiting for readiness"
+    );
+    drop(fut);
+    assert_eq!(cap.balance(), 2);
 }
 
 #[tokio::test(start_paused = true)]
