@@ -102,5 +102,5 @@ pub use switchboard::{
     Gate, GateFuture, Switchboard,
 };
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests;

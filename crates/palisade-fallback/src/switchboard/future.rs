@@ -11,15 +11,15 @@ use palisade_classify::{BoxError, Class, class_of};
 use pin_project_lite::pin_project;
 
 use super::FeatureOff;
-use super::state::Feature;
+use super::state::{Feature, Ticket};
 
 pin_project! {
     /// The future of a [`Gate`](super::Gate) call.
     pub struct GateFuture<F> {
         #[pin]
         inner: Option<F>,
-        feature: Option<Arc<Stripe<Feature>>>,
-        probe: bool,
+        // The feature the call was let through to, and how; taken when the outcome is counted.
+        admitted: Option<(Arc<Stripe<Feature>>, Ticket)>,
         off: Option<String>,
     }
 
@@ -27,8 +27,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // A dropped probe frees the probe slot without a verdict.
-            if let Some(feature) = this.feature.take()
-                && *this.probe
+            if let Some((feature, ticket)) = this.admitted.take()
+                && ticket.probe
             {
                 feature.release_probe();
             }
@@ -37,12 +37,11 @@ pin_project! {
 }
 
 impl<F> GateFuture<F> {
-    /// A call let through to the feature (as its probe, when `probe`).
-    pub(crate) fn admitted(inner: F, feature: Arc<Stripe<Feature>>, probe: bool) -> Self {
+    /// A call let through to the feature (as its probe, if the ticket says so).
+    pub(crate) fn admitted(inner: F, feature: Arc<Stripe<Feature>>, ticket: Ticket) -> Self {
         GateFuture {
             inner: Some(inner),
-            feature: Some(feature),
-            probe,
+            admitted: Some((feature, ticket)),
             off: None,
         }
     }
@@ -51,8 +50,7 @@ impl<F> GateFuture<F> {
     pub(crate) fn off(feature: String) -> Self {
         GateFuture {
             inner: None,
-            feature: None,
-            probe: false,
+            admitted: None,
             off: Some(feature),
         }
     }
@@ -81,12 +79,12 @@ where
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);
         this.inner.set(None);
-        if let Some(feature) = this.feature.take() {
+        if let Some((feature, ticket)) = this.admitted.take() {
             let failure = match &result {
                 Ok(_) => None,
                 Err(e) => Some(class_of(e)).filter(Class::counts_against_health),
             };
-            feature.outcome(failure, *this.probe);
+            feature.outcome(failure, ticket);
         }
         Poll::Ready(result)
     }

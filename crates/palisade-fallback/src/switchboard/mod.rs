@@ -16,5 +16,5 @@ pub use palisade_classify::failure::FeatureOff;
 pub use service::Gate;
 pub use state::{Feature, FeatureConfig, FeatureState, FeatureStatus, Switchboard};
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests;

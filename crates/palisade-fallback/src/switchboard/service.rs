@@ -8,7 +8,7 @@ use palisade_classify::stripe::{Stripe, Striped};
 use tower_service::Service;
 
 use super::future::GateFuture;
-use super::state::{Admit, Feature};
+use super::state::Feature;
 
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureOff`](super::FeatureOff) while it is off, and counts its failures (those that count
@@ -95,12 +95,10 @@ where
             return GateFuture::off(self.feature.name().to_owned());
         }
         match self.feature.admit() {
-            Admit::No => GateFuture::off(self.feature.name().to_owned()),
-            admit => GateFuture::admitted(
-                self.inner.call(req),
-                self.feature.clone(),
-                admit == Admit::Probe,
-            ),
+            Some(ticket) => {
+                GateFuture::admitted(self.inner.call(req), self.feature.clone(), ticket)
+            }
+            None => GateFuture::off(self.feature.name().to_owned()),
         }
     }
 }

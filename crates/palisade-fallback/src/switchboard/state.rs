@@ -2,16 +2,13 @@
 //! probe succeeds; and the [`Switchboard`] that names them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_classify::sync::CachePadded;
+use palisade_classify::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use palisade_classify::{Class, ConfigError, ErrorStats};
 use tokio::time::Instant;
-
-const ON: u8 = 0;
-const MANUAL_OFF: u8 = 1;
-const AUTO_OFF: u8 = 2;
 
 /// The number of buckets a feature's failure window is divided into.
 const BUCKETS: usize = 10;
@@ -111,17 +108,81 @@ pub struct FeatureStatus {
     pub recent_failures: u64,
 }
 
+/// The feature's state word: what it is (2 bits), its epoch (22 bits) and, while off by its
+/// failures, when a probe may try (40 bits, ms since the feature's origin). One word, so that
+/// every transition is one compare-and-swap and a gate reads the state with one load.
+///
+/// The epoch counts the times the feature was turned on (by hand or by a probe); every call
+/// carries the epoch it was admitted in, and its outcome counts only in that epoch. A failure
+/// of a call admitted before the feature was last turned on is thus never counted after it
+/// (a feature back on starts with a clean record), and neither it nor a failed probe can turn
+/// the feature off again once an operator has turned it on. Nothing automatic ever leaves a
+/// manual off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Word(u64);
+
+const ON: u64 = 0;
+const MANUAL_OFF: u64 = 1;
+const AUTO_OFF: u64 = 2;
+const STATE_BITS: u32 = 2;
+const EPOCH_BITS: u32 = 22;
+const EPOCH_MASK: u32 = (1 << EPOCH_BITS) - 1;
+const UNTIL_SHIFT: u32 = STATE_BITS + EPOCH_BITS;
+/// The latest instant a word can hold, about 34 years after the feature's origin.
+const MAX_UNTIL: u64 = (1 << (64 - UNTIL_SHIFT)) - 1;
+
+impl Word {
+    fn new(state: u64, epoch: u32, until_ms: u64) -> Self {
+        Word(
+            state
+                | u64::from(epoch & EPOCH_MASK) << STATE_BITS
+                | until_ms.min(MAX_UNTIL) << UNTIL_SHIFT,
+        )
+    }
+
+    fn state(self) -> u64 {
+        self.0 & ((1 << STATE_BITS) - 1)
+    }
+
+    fn epoch(self) -> u32 {
+        (self.0 >> STATE_BITS) as u32 & EPOCH_MASK
+    }
+
+    fn until_ms(self) -> u64 {
+        self.0 >> UNTIL_SHIFT
+    }
+
+    /// On, in the epoch after this word's.
+    fn turned_on(self) -> Self {
+        Word::new(ON, self.epoch().wrapping_add(1), 0)
+    }
+}
+
 struct Inner {
     name: String,
     config: FeatureConfig,
     origin: Instant,
-    state: AtomicU8,
-    /// While off by its failures: when a probe may try, ms since origin.
-    until: AtomicU64,
+    /// The state [`Word`]: read by every call, on a cache line of its own.
+    word: CachePadded<AtomicU64>,
+    /// Whether a probe is out while the feature is off by its failures.
     probing: AtomicBool,
     /// Failures in the window. Cleared when the feature is turned back on; read and written
     /// only after a failure and for a status page, never on the success path.
     failures: ErrorStats,
+}
+
+impl Inner {
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// Replaces `current` with `new`; the word found instead when it was not `current`.
+    fn replace(&self, current: Word, new: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+            .map_err(Word)
+    }
 }
 
 /// A handle on one named feature: shared by its layers and the switchboard.
@@ -139,17 +200,30 @@ impl fmt::Debug for Feature {
     }
 }
 
-/// What a gate decided for one call.
+/// A call a gate let through: the epoch it was admitted in, and whether it is the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Admit {
-    Yes,
-    Probe,
-    No,
+pub(crate) struct Ticket {
+    epoch: u32,
+    pub(crate) probe: bool,
 }
 
 impl Feature {
-    fn now_ms(&self) -> u64 {
-        self.inner.origin.elapsed().as_millis() as u64
+    fn new(name: &str, config: FeatureConfig, origin: Instant, failures: ErrorStats) -> Self {
+        Feature {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                config,
+                origin,
+                word: CachePadded::new(AtomicU64::new(Word::new(ON, 0, 0).0)),
+                probing: AtomicBool::new(false),
+                failures,
+            }),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.inner.origin).as_millis())
+            .unwrap_or(u64::MAX)
     }
 
     /// The feature's name.
@@ -159,26 +233,39 @@ impl Feature {
 
     /// Turns it on (ending an automatic or manual off): calls go to the feature again. A
     /// feature turned back on starts with a clean record: the failures counted before are
-    /// forgotten.
+    /// forgotten, and calls let through before do not count in the new record.
     pub fn turn_on(&self) {
-        if self.set(ON, "feature turned on") {
+        let mut current = self.inner.load();
+        while current.state() != ON {
+            // Cleared before the new epoch is published, so that no call admitted in it sees
+            // the failures counted before.
             self.clear_failures();
+            match self.inner.replace(current, current.turned_on()) {
+                Ok(()) => {
+                    tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature turned on");
+                    return;
+                }
+                Err(found) => current = found,
+            }
         }
     }
 
     /// Turns it off until [`turn_on`](Self::turn_on): every call goes to the fallback, without
-    /// reaching the feature.
+    /// reaching the feature. Nothing automatic turns it back on.
     pub fn turn_off(&self) {
-        self.set(MANUAL_OFF, "feature turned off by hand");
-    }
-
-    /// Sets the state; whether it changed.
-    fn set(&self, state: u8, message: &'static str) -> bool {
-        let changed = self.inner.state.swap(state, Ordering::AcqRel) != state;
-        if changed {
-            tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "{message}");
+        let mut current = self.inner.load();
+        while current.state() != MANUAL_OFF {
+            match self
+                .inner
+                .replace(current, Word::new(MANUAL_OFF, current.epoch(), 0))
+            {
+                Ok(()) => {
+                    tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature turned off by hand");
+                    return;
+                }
+                Err(found) => current = found,
+            }
         }
-        changed
     }
 
     /// Forgets the failures counted so far: the failures that turned the feature off say
@@ -189,57 +276,58 @@ impl Feature {
 
     /// Its state now.
     pub fn state(&self) -> FeatureState {
-        match self.inner.state.load(Ordering::Acquire) {
+        self.state_at(Instant::now())
+    }
+
+    fn state_at(&self, now: Instant) -> FeatureState {
+        let word = self.inner.load();
+        match word.state() {
             ON => FeatureState::On,
             MANUAL_OFF => FeatureState::TurnedOff,
             _ => FeatureState::AutoOff {
-                retry_after: Duration::from_millis(
-                    self.inner
-                        .until
-                        .load(Ordering::Acquire)
-                        .saturating_sub(self.now_ms()),
-                ),
+                retry_after: Duration::from_millis(word.until_ms().saturating_sub(self.ms(now))),
             },
         }
     }
 
     /// Whether it is on: calls go to the feature now.
     pub fn is_on(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) == ON
+        self.inner.load().state() == ON
     }
 
     /// Whether it was turned off by hand: a gate then reports ready without asking the
     /// feature's service.
     #[inline]
     pub(crate) fn is_turned_off(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) == MANUAL_OFF
+        self.inner.load().state() == MANUAL_OFF
     }
 
+    /// Whether a call may go to the feature now, and as what: `None` while it is off (and,
+    /// while off by its failures, unless the cool-down is over and no other probe is out).
     #[inline]
-    pub(crate) fn admit(&self) -> Admit {
-        match self.inner.state.load(Ordering::Acquire) {
-            ON => Admit::Yes,
-            MANUAL_OFF => Admit::No,
-            _ if self.now_ms() >= self.inner.until.load(Ordering::Acquire)
-                && self
-                    .inner
-                    .probing
-                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok() =>
-            {
-                Admit::Probe
-            }
-            _ => Admit::No,
+    pub(crate) fn admit(&self) -> Option<Ticket> {
+        let word = self.inner.load();
+        match word.state() {
+            ON => Some(Ticket {
+                epoch: word.epoch(),
+                probe: false,
+            }),
+            AUTO_OFF => self.admit_probe(word, Instant::now()),
+            _ => None,
         }
     }
 
-    fn auto_off(&self) {
-        let cooldown_ms = u64::try_from(self.inner.config.cooldown.as_millis()).unwrap_or(u64::MAX);
-        let until = self.now_ms().saturating_add(cooldown_ms);
-        self.inner.until.store(until, Ordering::Release);
-        if self.inner.state.swap(AUTO_OFF, Ordering::AcqRel) != AUTO_OFF {
-            tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms, "feature turned itself off after its failures");
-        }
+    fn admit_probe(&self, word: Word, now: Instant) -> Option<Ticket> {
+        let probe = self.ms(now) >= word.until_ms()
+            && self
+                .inner
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        probe.then_some(Ticket {
+            epoch: word.epoch(),
+            probe: true,
+        })
     }
 
     /// Frees the probe slot without a verdict (a probe dropped before it finished).
@@ -247,41 +335,75 @@ impl Feature {
         self.inner.probing.store(false, Ordering::Release);
     }
 
-    pub(crate) fn outcome(&self, failure: Option<Class>, probe: bool) {
-        if probe {
-            self.inner.probing.store(false, Ordering::Release);
+    /// Counts a finished call's outcome: `failure` is the class of a failure that counts
+    /// against the feature's health, `None` for a success (or a failure that does not count).
+    pub(crate) fn outcome(&self, failure: Option<Class>, ticket: Ticket) {
+        self.outcome_at(failure, ticket, Instant::now());
+    }
+
+    fn outcome_at(&self, failure: Option<Class>, ticket: Ticket, now: Instant) {
+        if ticket.probe {
+            self.release_probe();
         }
         match failure {
-            // Only turn it back on if still off by its failures (an operator may have acted
-            // meanwhile).
-            None if probe
-                && self
-                    .inner
-                    .state
-                    .compare_exchange(AUTO_OFF, ON, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok() =>
-            {
-                self.clear_failures();
-                tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature back on after a successful probe");
-            }
+            None if ticket.probe => self.probe_succeeded(ticket.epoch),
             None => {}
+            // A call admitted before the feature was last turned on says nothing about it now.
+            Some(_) if self.inner.load().epoch() != ticket.epoch => {}
             Some(class) => {
-                let now = Instant::now();
                 let failures = &self.inner.failures;
                 failures.record(class, now);
                 let limit = self.inner.config.failures_to_turn_off;
-                if probe || limit.is_some_and(|limit| failures.total(now) >= u64::from(limit)) {
-                    self.auto_off();
+                if ticket.probe
+                    || limit.is_some_and(|limit| failures.total(now) >= u64::from(limit))
+                {
+                    self.auto_off(ticket.epoch, now);
                 }
             }
         }
     }
 
+    /// A probe of the off period of `epoch` succeeded: back on, with a clean record, unless
+    /// an operator acted meanwhile.
+    fn probe_succeeded(&self, epoch: u32) {
+        let mut current = self.inner.load();
+        while current.state() == AUTO_OFF && current.epoch() == epoch {
+            self.clear_failures();
+            match self.inner.replace(current, current.turned_on()) {
+                Ok(()) => {
+                    tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature back on after a successful probe");
+                    return;
+                }
+                Err(found) => current = found,
+            }
+        }
+    }
+
+    /// Off by its failures in `epoch` (again, for a failed probe: the cool-down starts over),
+    /// unless the feature was turned off by hand or turned on since.
+    fn auto_off(&self, epoch: u32, now: Instant) {
+        let cooldown_ms = u64::try_from(self.inner.config.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let off = Word::new(AUTO_OFF, epoch, self.ms(now).saturating_add(cooldown_ms));
+        let mut current = self.inner.load();
+        while current.epoch() == epoch && current.state() != MANUAL_OFF {
+            match self.inner.replace(current, off) {
+                Ok(()) => {
+                    if current.state() == ON {
+                        tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms, "feature turned itself off after its failures");
+                    }
+                    return;
+                }
+                Err(found) => current = found,
+            }
+        }
+    }
+
     fn status(&self) -> FeatureStatus {
+        let now = Instant::now();
         FeatureStatus {
             name: self.inner.name.clone(),
-            state: self.state(),
-            recent_failures: self.inner.failures.total(Instant::now()),
+            state: self.state_at(now),
+            recent_failures: self.inner.failures.total(now),
         }
     }
 }
@@ -325,17 +447,7 @@ impl Switchboard {
         if let Some(f) = features.iter().find(|f| f.inner.name == name) {
             return Ok(f.clone());
         }
-        let feature = Feature {
-            inner: Arc::new(Inner {
-                name: name.to_owned(),
-                config,
-                origin: now,
-                state: AtomicU8::new(ON),
-                until: AtomicU64::new(0),
-                probing: AtomicBool::new(false),
-                failures,
-            }),
-        };
+        let feature = Feature::new(name, config, now, failures);
         features.push(feature.clone());
         Ok(feature)
     }
@@ -350,3 +462,32 @@ impl Switchboard {
         features.iter().map(Feature::status).collect()
     }
 }
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_holds_its_three_fields_apart() {
+        let word = Word::new(AUTO_OFF, EPOCH_MASK, MAX_UNTIL);
+        assert_eq!(
+            (word.state(), word.epoch(), word.until_ms()),
+            (AUTO_OFF, EPOCH_MASK, MAX_UNTIL)
+        );
+        let word = Word::new(MANUAL_OFF, 5, 7);
+        assert_eq!(
+            (word.state(), word.epoch(), word.until_ms()),
+            (MANUAL_OFF, 5, 7)
+        );
+        // An instant past the word's range saturates; the epoch wraps.
+        assert_eq!(Word::new(AUTO_OFF, 1, u64::MAX).until_ms(), MAX_UNTIL);
+        assert_eq!(MAX_UNTIL, (1 << 40) - 1);
+        let on = Word::new(AUTO_OFF, EPOCH_MASK, 9).turned_on();
+        assert_eq!((on.state(), on.epoch(), on.until_ms()), (ON, 0, 0));
+        let on = Word::new(MANUAL_OFF, 3, 9).turned_on();
+        assert_eq!((on.state(), on.epoch(), on.until_ms()), (ON, 4, 0));
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests;

@@ -354,3 +354,85 @@ async fn a_finished_refusal_polled_again_panics() {
     assert!(err.is::<FeatureOff>());
     let _ = fut.as_mut().await;
 }
+
+/// Fails after `secs` seconds (counted from its first poll).
+fn failing_after()
+-> impl tower::Service<u64, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(|secs: u64| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        Err::<String, BoxError>("503 overloaded".into())
+    })
+}
+
+/// A call let through now, to finish later.
+async fn start<S: tower::Service<u64> + Clone>(svc: &S) -> S::Future {
+    let mut svc = svc.clone();
+    ServiceExt::<u64>::ready(&mut svc).await.ok().unwrap();
+    svc.call(0)
+}
+
+fn limit(failures: u32) -> FeatureConfig {
+    FeatureConfig {
+        failures_to_turn_off: Some(failures),
+        ..FeatureConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_automatic_overrides_a_manual_off() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(failing_after());
+    let late = start(&svc).await;
+    feature.turn_off();
+    // The call let through before fails, which alone would turn the feature off by itself.
+    assert!(late.await.unwrap().is_degraded());
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_let_through_before_a_turn_on_do_not_count_after_it() {
+    let board = Switchboard::new();
+    let feature = board.feature_with("f", limit(2)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(failing_after());
+    let late = [start(&svc).await, start(&svc).await];
+    for _ in 0..2 {
+        let _ = svc.clone().oneshot(0).await.unwrap();
+    }
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    feature.turn_on();
+    // Two failures, the limit, but of calls let through before the feature was turned on.
+    for call in late {
+        assert!(call.await.unwrap().is_degraded());
+    }
+    assert_eq!(feature.state(), FeatureState::On);
+    assert_eq!(board.snapshot()[0].recent_failures, 0);
+    // A failure of a call let through since counts.
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    assert_eq!(board.snapshot()[0].recent_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_failing_after_a_turn_on_does_not_turn_the_feature_off() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(failing_after());
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start(&svc).await;
+    feature.turn_on();
+    assert!(probe.await.unwrap().is_degraded());
+    assert_eq!(feature.state(), FeatureState::On);
+    // Without the operator, a failed probe starts the cool-down over.
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start(&svc).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(probe.await.unwrap().is_degraded());
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+}
