@@ -183,7 +183,6 @@ mod layer;
 mod policy;
 mod rng;
 mod service;
-mod sync;
 #[cfg(test)]
 mod tests;
 mod window;

@@ -3,10 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-
-use crate::sync::{AtomicU64, Ordering};
 
 /// A source of rngs, one per jittered delay (only failures draw).
 pub(crate) enum RngSource {

@@ -13,9 +13,8 @@
 
 use std::time::Duration;
 
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
-
-use crate::sync::{AtomicU64, Ordering};
 
 /// The number of slots of every ring: a window of `ttl` is read as ten slots of `ttl / 10`.
 pub(crate) const SLOTS: usize = 10;

@@ -4,10 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use palisade_classify::ConfigError;
+use palisade_classify::sync::atomic::AtomicU64;
 use tokio::time::Instant;
 
 use super::{Budget, Withdrawal};
-use crate::sync::AtomicU64;
 use crate::window::{self, Clock, SLOTS, Take};
 
 /// A fixed system-wide retry budget: at most `per_second` × `window` retries in

@@ -6,14 +6,16 @@ use std::time::Duration;
 use palisade_classify::ConfigError;
 use tokio::time::Instant;
 
+use palisade_classify::sync::CachePadded;
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+
 use super::{Budget, Millionths, Withdrawal, stripe};
-use crate::sync::{AtomicU64, Ordering};
 use crate::window::{self, Clock, SLOTS, Take, pack, unpack};
 
 const MICRO: u64 = 1_000_000;
 
-/// One thread stripe of the request counters, on its own cache lines.
-#[repr(align(128))]
+/// One thread stripe of the request counters (kept on its own cache lines, in a
+/// [`CachePadded`]).
 struct Stripe {
     slots: [AtomicU64; SLOTS],
     /// The sampled clock: `(epoch, shift)` packed. Deposits through
@@ -99,7 +101,7 @@ pub struct RatioBudget {
     per_request: u64,
     /// Millionths of a retry always available in a window.
     reserve: u64,
-    stripes: Box<[Stripe]>,
+    stripes: Box<[CachePadded<Stripe>]>,
     retries: [AtomicU64; SLOTS],
 }
 
@@ -373,7 +375,7 @@ impl RatioBudgetBuilder {
             per_request,
             reserve,
             stripes: (0..stripes.max(1).next_power_of_two())
-                .map(|_| Stripe::new())
+                .map(|_| CachePadded::new(Stripe::new()))
                 .collect(),
             retries: window::ring(),
         })

@@ -3,9 +3,9 @@
 use std::fmt;
 
 use palisade_classify::ConfigError;
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Budget, Withdrawal};
-use crate::sync::{AtomicU64, Ordering};
 
 const MILLI: u64 = 1000;
 
