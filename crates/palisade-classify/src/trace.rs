@@ -28,7 +28,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let llm = TraceLayer::new("llm").layer(service_fn(|q: &str| async move {
+//! let llm = TraceLayer::new("llm").layer(service_fn(|q: &'static str| async move {
 //!     tracing::info!("asking"); // recorded inside the `palisade.call` span
 //!     Ok::<_, BoxError>(q.len())
 //! }));
