@@ -119,10 +119,18 @@
 //!
 //! # Examples
 //!
-//! `cargo run -p palisade-http --example llm_client` (a hyper-util client against a fake,
-//! flaky LLM provider, with and without palisade) and
-//! `cargo run -p palisade-http --example axum_agent --features axum` (an axum server calling a
-//! flaky tool, with health endpoints and a scripted run). Both use 127.0.0.1 only.
+//! - `cargo run -p palisade-http --example llm_client`: a hyper-util client against a fake,
+//!   flaky LLM provider, with and without palisade.
+//! - `cargo run -p palisade-http --example grpc_client`: a tonic client against a tonic server
+//!   that answers `UNAVAILABLE` and `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`, then
+//!   has an outage, with and without palisade's layers over the tonic channel (request
+//!   bodies kept for replay, retry honouring the pushback, breaker, [`GrpcClassifier`](grpc::GrpcClassifier)).
+//!   The messages and the service are written by hand with prost's derive and tonic's codec:
+//!   no `.proto` file, no build script.
+//! - `cargo run -p palisade-http --example axum_agent --features axum`: an axum server calling a
+//!   flaky tool, with health endpoints and a scripted run.
+//!
+//! All use 127.0.0.1 only; `tests/examples.rs` runs each on tokio's paused clock.
 //!
 //! # Features
 //!
