@@ -360,7 +360,8 @@ fn references_and_arcs_classify_and_describe_as_what_they_point_to() {
     );
     assert_eq!(both(&Statuses), want);
     assert_eq!(both(Arc::new(Statuses)), want);
-    assert_eq!(both(&Arc::new(Statuses)), want);
+    let shared: Arc<dyn Classify<u16, BoxError>> = Arc::new(Statuses);
+    assert_eq!(both(&shared), want);
     assert_eq!(Statuses.classify(&Ok(200)), None);
     // A classifier that does not describe leaves the message at the class.
     let plain = classify_fn(|r: &Result<u16, BoxError>| {
