@@ -260,7 +260,7 @@ impl Permit {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use std::time::Duration;
 
