@@ -405,3 +405,66 @@ fn a_hint_in_the_message_neither_overrides_a_known_hint_nor_touches_an_ignored_e
     let hinted = c.classify_error(&*boxed("503 service unavailable, retry after 5s"));
     assert_eq!(hinted.retry_after, Some(Duration::from_secs(5)));
 }
+
+/// Each kind's class from `io_class` itself: through `class_of`, an `io::Error`'s message
+/// ("timed out", "connection reset") would also match the message rules and hide a lost arm.
+#[test]
+fn io_class_maps_every_listed_kind() {
+    use io::ErrorKind as K;
+    let table = [
+        (K::TimedOut, Category::Timeout),
+        (K::ConnectionRefused, Category::Network),
+        (K::ConnectionReset, Category::Network),
+        (K::ConnectionAborted, Category::Network),
+        (K::NotConnected, Category::Network),
+        (K::BrokenPipe, Category::Network),
+        (K::AddrNotAvailable, Category::Network),
+        (K::AddrInUse, Category::Network),
+        (K::UnexpectedEof, Category::Network),
+        (K::HostUnreachable, Category::Network),
+        (K::NetworkUnreachable, Category::Network),
+        (K::NetworkDown, Category::Network),
+        (K::WouldBlock, Category::Transient),
+        (K::Interrupted, Category::Transient),
+        (K::NotFound, Category::NotFound),
+        (K::PermissionDenied, Category::Authentication),
+        (K::InvalidInput, Category::Validation),
+        (K::InvalidData, Category::Validation),
+        (K::OutOfMemory, Category::ResourceExhausted),
+        (K::StorageFull, Category::ResourceExhausted),
+        (K::QuotaExceeded, Category::ResourceExhausted),
+    ];
+    for (kind, category) in table {
+        assert_eq!(io_class(kind), Some(Class::new(category)), "{kind:?}");
+    }
+    assert_eq!(io_class(K::Other), None);
+    assert_eq!(io_class(K::AlreadyExists), None);
+}
+
+/// A user's hint pattern may capture a number that is not a plain decimal (`1e1`): it is
+/// still scaled by its unit.
+#[test]
+fn a_non_decimal_hint_is_scaled_by_its_unit() {
+    let c = DefaultClassifier::builder()
+        .hint_pattern(Some(r"wait ([0-9.e]+) ?(ms|m|s)\b".to_owned()))
+        .build()
+        .unwrap();
+    let after = |msg: &str| c.classify_error(&*boxed(msg)).retry_after;
+    assert_eq!(after("503, wait 1e1 m"), Some(Duration::from_secs(600)));
+    assert_eq!(after("503, wait 1e1 s"), Some(Duration::from_secs(10)));
+    assert_eq!(
+        after("503, wait 2.5e2 ms"),
+        Some(Duration::from_millis(250))
+    );
+}
+
+#[test]
+fn the_builder_debug_output_names_its_settings() {
+    let b = DefaultClassifier::builder().message("boom", Class::new(Category::ServerError));
+    let d = format!("{b:?}");
+    assert!(
+        d.starts_with("ClassifierBuilder { type_rules: 0, messages: [(\"boom\", Class {"),
+        "{d}"
+    );
+    assert!(d.contains("defaults: true"), "{d}");
+}
