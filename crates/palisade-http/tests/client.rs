@@ -247,11 +247,8 @@ async fn a_connect_that_times_out_is_a_timeout() {
     let mut queued = Vec::new();
     loop {
         assert!(queued.len() < 64, "the accept queue never filled");
-        match tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
         {
             Ok(stream) => queued.push(stream.unwrap()),
             Err(_) => break,
@@ -260,8 +257,8 @@ async fn a_connect_that_times_out_is_a_timeout() {
 
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Full<Bytes>>(connector);
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let start = Instant::now();
     let err = client
         .oneshot(get(&format!("http://{addr}/")))
