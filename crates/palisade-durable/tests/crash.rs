@@ -2,7 +2,8 @@
 //! `PALISADE_CRASH_DIR` set) runs sagas against a journal, in SQLite or (feature `postgres`,
 //! with `PALISADE_PG_URL` set, in a schema of its own) in PostgreSQL; the steps record their
 //! side effects in a SQLite file, keyed by idempotency key. The parent kills the child with
-//! SIGKILL at seeded random instants, 20 times, restarting it each time (each start runs
+//! SIGKILL at seeded random points (after a seeded number of its sagas started, then a few
+//! milliseconds), 20 times, restarting it each time (each start runs
 //! recovery first), then lets a last child recover everything and checks, from the journal
 //! and the side-effect records:
 //!
@@ -159,14 +160,15 @@ impl Backend {
         Backend::Sqlite
     }
 
-    /// How long a child may live before it is killed, in ms: long enough for it to get past
-    /// its start (a PostgreSQL child first opens its connections) and run some sagas.
-    fn lifetimes(&self) -> std::ops::Range<u64> {
-        match self {
-            Backend::Sqlite => 40..400,
+    /// Where a child is killed: after how many of its sagas started, then how much later.
+    fn kill_point(&self, rng: &mut impl Rng) -> (usize, Duration) {
+        let sagas = rng.random_range(0..=10);
+        let extra = match self {
+            Backend::Sqlite => rng.random_range(0..20),
             #[cfg(feature = "postgres")]
-            Backend::Postgres { .. } => 100..800,
-        }
+            Backend::Postgres { .. } => rng.random_range(0..40),
+        };
+        (sagas, Duration::from_millis(extra))
     }
 
     /// What the summary line calls it.
@@ -256,6 +258,7 @@ fn crash_worker() {
             tasks.spawn(async move {
                 for k in (lane..quota).step_by(4) {
                     let id = format!("r{run:02}-s{k:03}");
+                    println!("saga {id}");
                     sagas.run("crash", &id, json!({ "k": k })).await.unwrap();
                 }
             });
@@ -269,6 +272,32 @@ fn crash_worker() {
         let r = sagas.recover().await.unwrap();
         assert!(r.failed.is_empty(), "{:?}", r.failed);
     });
+}
+
+/// Blocks until the child has printed `sagas` "saga …" lines (one per saga it starts), or
+/// exited, or 60 s passed.
+fn wait_for_sagas(child: &mut std::process::Child, sagas: usize) {
+    use std::io::Read;
+    let out = child.stdout.as_mut().expect("the child's stdout is piped");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut seen, mut line) = (0, Vec::new());
+    let mut byte = [0u8; 1];
+    while seen < sagas {
+        // `read` blocks until the child writes or exits: no spinning.
+        match out.read(&mut byte) {
+            Ok(0) => return,
+            Ok(_) if byte[0] == b'\n' => {
+                seen += usize::from(line.starts_with(b"saga "));
+                line.clear();
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!("reading the child's output: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child made no progress in 60 s"
+        );
+    }
 }
 
 fn spawn_child(backend: &Backend, dir: &Path, run: usize, quota: usize) -> std::process::Child {
@@ -323,9 +352,14 @@ fn crash_and_check(backend: &Backend) {
     let mut killed_mid_run = 0;
     for run in 0..KILLS {
         let mut child = spawn_child(backend, dir, run, SAGAS_PER_RUN);
+        // The kill lands after a seeded number of this child's sagas have started (0: during
+        // its start or its recovery), then a seeded few milliseconds more: progress, not
+        // wall time since the spawn, so that a loaded machine (where starting a process alone
+        // can take longer than a lifetime) still sees kills inside steps.
+        let (sagas, extra) = backend.kill_point(&mut rng);
+        wait_for_sagas(&mut child, sagas);
         // Real time, bounded: the child is a real process.
-        let deadline =
-            Instant::now() + Duration::from_millis(rng.random_range(backend.lifetimes()));
+        let deadline = Instant::now() + extra;
         loop {
             if child.try_wait().unwrap().is_some() {
                 break;
