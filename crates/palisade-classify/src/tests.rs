@@ -172,3 +172,72 @@ async fn a_response_that_is_not_sync_is_classified_and_restored() {
     let failed = FailedResponse::<Body>::restore(err).unwrap();
     assert_eq!(failed, Body(Cell::new(503)));
 }
+
+/// What the errors and states say of themselves: names, messages and sources, which logs,
+/// metrics labels and `class_of`'s walk over `source()` chains rely on.
+#[test]
+fn errors_and_states_describe_themselves() {
+    use std::error::Error as _;
+
+    use crate::error::ResponseClass;
+    use crate::failure::{BreakerState, DeadlineExceeded, Elapsed};
+
+    assert_eq!(Elapsed::new().to_string(), "request timed out");
+    assert_eq!(DeadlineExceeded::new().to_string(), "deadline exceeded");
+    let states = [
+        (BreakerState::Closed, "closed"),
+        (BreakerState::Open, "open"),
+        (BreakerState::HalfOpen, "half_open"),
+        (BreakerState::Isolated, "isolated"),
+    ];
+    for (state, name) in states {
+        assert_eq!(state.as_str(), name);
+        assert_eq!(state.to_string(), name);
+    }
+    assert_eq!(
+        Category::RateLimited.suggested_action(),
+        "back off, honouring the server's retry hint"
+    );
+    assert_eq!(Category::Transient.suggested_action(), "retry at once");
+
+    // Classified: transparent, so its message and its source are its inner error's.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("write failed")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let inner = Outer(std::io::Error::other("disk on fire"));
+    let classified = Classified::new(Class::new(Category::ServerError), inner);
+    assert_eq!(classified.to_string(), "write failed");
+    assert!(
+        format!("{classified:?}").starts_with("Classified {"),
+        "{classified:?}"
+    );
+    let source = classified.source().expect("the inner error's source");
+    assert_eq!(source.to_string(), "disk on fire");
+
+    // FailedResponse: its summary, its class as the source, and a Debug that shows both.
+    let failed = FailedResponse::new(503u16, Class::new(Category::ServerError))
+        .with_summary("HTTP 503 Service Unavailable");
+    assert_eq!(failed.summary(), Some("HTTP 503 Service Unavailable"));
+    let source = failed.source().expect("the class is the source");
+    assert!(source.is::<ResponseClass>());
+    assert_eq!(
+        source.to_string(),
+        format!("classified as {}", Class::new(Category::ServerError))
+    );
+    let debug = format!("{failed:?}");
+    assert!(debug.starts_with("FailedResponse {"), "{debug}");
+    assert!(debug.contains("HTTP 503 Service Unavailable"), "{debug}");
+    assert_eq!(
+        FailedResponse::new(500u16, Class::new(Category::ServerError)).summary(),
+        None
+    );
+}
