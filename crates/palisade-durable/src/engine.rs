@@ -712,6 +712,7 @@ mod tests {
     use crate::saga::Step;
     use crate::store::MemoryStore;
     use palisade_classify::BoxError;
+    use serde_json::Value;
     use tower::service_fn;
 
     fn ok_step(name: &str) -> Step {
@@ -719,6 +720,139 @@ mod tests {
             name.to_owned(),
             service_fn(|_req: StepRequest| async { Ok::<_, BoxError>(serde_json::Value::Null) }),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_are_1_to_200_bytes() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sagas = Sagas::builder(store.clone())
+            .define(SagaDefinition::new("d", vec![ok_step("a")]).unwrap())
+            .build()
+            .unwrap();
+        let longest = "x".repeat(200);
+        let info = sagas.run("d", &longest, Value::Null).await.unwrap();
+        assert_eq!(info.state, SagaState::Completed);
+        let participant = crate::twopc::Participant::new(
+            "p",
+            service_fn(|_r: crate::twopc::PhaseRequest| async {
+                Ok::<_, BoxError>(crate::twopc::Vote::Yes)
+            }),
+        );
+        let coordinator = crate::twopc::Coordinator::builder(store)
+            .define(crate::twopc::TransactionDefinition::new("t", vec![participant]).unwrap())
+            .build()
+            .unwrap();
+        let tx = coordinator.run("t", &"t".repeat(200), Value::Null).await;
+        assert_eq!(tx.unwrap().state, crate::twopc::TxState::Committed);
+        for bad in [String::new(), "y".repeat(201)] {
+            let r = sagas.run("d", &bad, Value::Null).await;
+            assert!(
+                matches!(r, Err(SagaError::InvalidId(ref id)) if *id == bad),
+                "{r:?}"
+            );
+            let r = coordinator.run("t", &bad, Value::Null).await;
+            assert!(
+                matches!(r, Err(SagaError::InvalidId(ref id)) if *id == bad),
+                "{r:?}"
+            );
+        }
+    }
+
+    /// The journal of a saga of steps `a`, `b` (no compensations) with `events` after its
+    /// start.
+    fn folded(events: Vec<Event>) -> SagaInfo {
+        let mut all = vec![Event::SagaStarted {
+            name: "d".into(),
+            steps: vec!["a".into(), "b".into()],
+            input: serde_json::Value::Null,
+        }];
+        all.extend(events);
+        let entries = all
+            .into_iter()
+            .enumerate()
+            .map(|(n, e)| crate::store::JournalEntry {
+                seq: n as u64,
+                at_ms: 0,
+                event: serde_json::to_value(e).unwrap(),
+            })
+            .collect();
+        SagaInfo::from_journal("s", entries).unwrap()
+    }
+
+    #[test]
+    fn a_saga_that_is_over_or_waits_for_a_person_is_left_alone() {
+        let def = SagaDefinition::new("d", vec![ok_step("a"), ok_step("b")]).unwrap();
+        let done = |step| {
+            [
+                Event::StepStarted { step, attempt: 1 },
+                Event::StepCompleted {
+                    step,
+                    output: serde_json::Value::Null,
+                },
+            ]
+        };
+        let mut completed: Vec<Event> = done(0).into_iter().chain(done(1)).collect();
+        completed.push(Event::SagaFinished {
+            state: SagaState::Completed,
+        });
+        assert_eq!(next_action(&folded(completed), &def, 5), Action::Park);
+        let failed = vec![
+            Event::StepStarted {
+                step: 0,
+                attempt: 1,
+            },
+            Event::StepFailed {
+                step: 0,
+                error: ErrorRecord {
+                    message: "HTTP 500".into(),
+                    class: Class::new(Category::ServerError),
+                    at_ms: 0,
+                },
+                interrupted: false,
+            },
+        ];
+        let mut over = failed.clone();
+        over.push(Event::SagaFinished {
+            state: SagaState::Failed,
+        });
+        assert_eq!(
+            next_action(&folded(failed), &def, 5),
+            Action::Finish(SagaState::Failed)
+        );
+        assert_eq!(next_action(&folded(over), &def, 5), Action::Park);
+        // Only step a is done: b is next.
+        let half: Vec<Event> = done(0).into_iter().collect();
+        assert_eq!(next_action(&folded(half), &def, 5), Action::Run(1, 1));
+    }
+
+    #[test]
+    fn debug_shows_the_settings() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sagas = Sagas::builder(store.clone())
+            .owner("w1")
+            .define(SagaDefinition::new("d", vec![ok_step("a")]).unwrap())
+            .define(SagaDefinition::new("c", vec![ok_step("a")]).unwrap())
+            .build()
+            .unwrap();
+        let s = format!("{sagas:?}");
+        for part in [
+            "Sagas {",
+            r#"definitions: ["c", "d"]"#,
+            r#"owner: "w1""#,
+            "lease: 60s",
+            "compensation_attempts: 5",
+        ] {
+            assert!(s.contains(part), "{part} in {s}");
+        }
+        let coordinator = crate::twopc::Coordinator::builder(store)
+            .owner("w2")
+            .build()
+            .unwrap();
+        let s = format!("{coordinator:?}");
+        assert!(
+            s.contains(r#"owner: "w2""#) && s.contains("definitions: 0"),
+            "{s}"
+        );
     }
 
     #[test]

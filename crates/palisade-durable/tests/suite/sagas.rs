@@ -353,6 +353,16 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
     );
     assert_eq!(info.steps[1].compensation, CompensationStatus::Escalated);
     assert_eq!(info.review.as_deref(), Some("m1/1"));
+    let undo_attempts = |info: &palisade_durable::SagaInfo| {
+        info.journal
+            .iter()
+            .filter_map(|r| match r.event {
+                Event::CompensationStarted { step: 1, attempt } => Some(attempt),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(undo_attempts(&info), [1, 2, 3, 4, 5]);
 
     let queue = sagas.review_queue();
     let items = queue.list().await.unwrap();
@@ -376,9 +386,12 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
     // Recovery does not touch an escalated saga.
     assert!(sagas.recover().await.unwrap().resumed.is_empty());
 
-    // A retry: two more failures, then the third attempt works; then the earlier step.
+    // A retry: two more failures, then the third attempt works; then the earlier step. The
+    // first attempt after the person's retry goes at once; the backoff starts over.
+    let t1 = tokio::time::Instant::now();
     let info = sagas.retry_review("m1/1").await.unwrap();
     assert_eq!(info.state, SagaState::Compensated);
+    assert_eq!(t1.elapsed(), Duration::from_millis(100 + 200));
     let log2 = log.take();
     assert_eq!(
         log2.iter()
@@ -387,6 +400,7 @@ pub(crate) async fn compensation_retried_then_escalated_then_retried(store: Arc<
         ["undo send", "undo send", "undo send", "undo draft"]
     );
     assert_eq!(info.steps[1].compensation_attempts, 8);
+    assert_eq!(undo_attempts(&info), [1, 2, 3, 4, 5, 6, 7, 8]);
     let item = queue.inspect("m1/1").await.unwrap();
     assert_eq!(item.status, ReviewStatus::Retried);
     // Retrying a closed item is refused.
