@@ -120,12 +120,11 @@ impl AdaptiveLimit {
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
         if n.is_multiple_of(self.config.grow_after) {
+            // Another thread may have grown it to the top since the check above.
             let top = self.top;
             let _ = self
                 .limit
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    (l < top).then_some(l + 1)
-                });
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| grown(l, top));
         }
     }
 
@@ -143,11 +142,21 @@ impl AdaptiveLimit {
         if n.is_multiple_of(self.config.shrink_after) {
             let _ = self
                 .limit
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    (l > 1).then(|| l - 1)
-                });
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, shrunk);
         }
     }
+}
+
+/// The limit after a success streak: one more, never above `top`.
+#[inline]
+fn grown(limit: u32, top: u32) -> Option<u32> {
+    (limit < top).then_some(limit + 1)
+}
+
+/// The limit after a failure streak: one less, never below one attempt.
+#[inline]
+fn shrunk(limit: u32) -> Option<u32> {
+    (limit > 1).then(|| limit - 1)
 }
 
 #[cfg(test)]
@@ -176,6 +185,18 @@ mod tests {
             a.failure();
         }
         assert_eq!(a.limit(), 1, "never less than one attempt");
+    }
+
+    /// The steps themselves, as two racing threads reach them: one of the two finds the limit
+    /// already at its bound (the loom model `loom_adaptive_streak_grows_once` races them).
+    #[test]
+    fn a_step_never_crosses_a_bound() {
+        assert_eq!(grown(3, 4), Some(4));
+        assert_eq!(grown(4, 4), None);
+        assert_eq!(grown(5, 4), None);
+        assert_eq!(shrunk(2), Some(1));
+        assert_eq!(shrunk(1), None);
+        assert_eq!(shrunk(0), None);
     }
 
     #[test]

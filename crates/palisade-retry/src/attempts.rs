@@ -57,3 +57,19 @@ impl<F> fmt::Debug for MaxAttemptsFn<F> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_by_request_and_their_debug() {
+        let by_size = max_attempts_fn(|req: &usize| (*req > 10).then_some(1));
+        assert_eq!(by_size.max_attempts(&11), Some(1));
+        assert_eq!(by_size.max_attempts(&10), None);
+        assert_eq!(MaxAttempts::<usize>::max_attempts(&LayerLimit, &11), None);
+        let debug = format!("{by_size:?}");
+        assert!(debug.starts_with("MaxAttemptsFn(\""), "{debug}");
+        assert!(debug.contains("attempts::tests"), "{debug}");
+    }
+}

@@ -128,7 +128,8 @@ impl Backoff {
             Kind::Exponential(factor) => {
                 let nanos =
                     self.initial.as_nanos() as f64 * factor.powi(n.min(i32::MAX as u32) as i32);
-                if nanos.is_finite() && nanos < self.cap.as_nanos() as f64 {
+                // An overflow (infinite, or NaN from 0 × infinity) fails the test: the cap.
+                if nanos < self.cap.as_nanos() as f64 {
                     Duration::from_nanos(nanos.round() as u64)
                 } else {
                     self.cap
@@ -292,6 +293,15 @@ mod tests {
         assert_eq!(e.delay(u32::MAX), DEFAULT_CAP);
         let l = Backoff::linear(ms(1), Duration::MAX / 2);
         assert_eq!(l.delay(u32::MAX), DEFAULT_CAP);
+        // A zero initial delay times an infinite power is NaN: the cap too, never a panic.
+        let z = Backoff::exponential(Duration::ZERO, 2.0).with_cap(ms(7));
+        assert_eq!(z.delay(u32::MAX), ms(7));
+        assert_eq!(z.delay(3), Duration::ZERO);
+        // Reaching the cap gives the cap, to the nanosecond, even one an f64 cannot hold
+        // (2^53 + 1 ns, about 104 days) when the delay lands exactly on its rounding.
+        let cap = Duration::from_nanos((1 << 53) + 1);
+        let e = Backoff::exponential(Duration::from_nanos(1 << 52), 2.0).with_cap(cap);
+        assert_eq!(e.delay(2), cap);
     }
 
     #[test]
@@ -329,6 +339,67 @@ mod tests {
                 .unwrap_err()
                 .field(),
             "jitter"
+        );
+    }
+
+    #[test]
+    fn the_limits_of_validation_are_valid() {
+        // A factor of exactly 1 (a constant delay) and a cap equal to the initial delay.
+        assert!(Backoff::exponential(ms(10), 1.0).validate().is_ok());
+        assert_eq!(Backoff::exponential(ms(10), 1.0).delay(5), ms(10));
+        assert!(
+            Backoff::linear(ms(10), ms(1))
+                .with_cap(ms(10))
+                .validate()
+                .is_ok()
+        );
+        assert!(Backoff::constant(ms(10)).validate().is_ok());
+        assert!(Jitter::Proportional(0.0).validate().is_ok());
+        assert!(Jitter::Proportional(1.0).validate().is_ok());
+        assert!(Jitter::Proportional(-0.1).validate().is_err());
+    }
+
+    #[test]
+    fn each_jitter_draws_from_the_range_its_table_gives() {
+        let b = Backoff::exponential(ms(100), 2.0).with_cap(ms(1000));
+        let bounds = |j: Jitter, d, previous| j.bounds(d, &b, previous);
+        assert_eq!(bounds(Jitter::None, ms(400), ms(0)), (ms(400), ms(400)));
+        assert_eq!(bounds(Jitter::Full, ms(400), ms(0)), (ms(0), ms(400)));
+        assert_eq!(bounds(Jitter::Equal, ms(400), ms(0)), (ms(200), ms(400)));
+        assert_eq!(
+            bounds(Jitter::Proportional(0.1), ms(400), ms(0)),
+            (ms(360), ms(440))
+        );
+        assert_eq!(
+            bounds(Jitter::Proportional(0.5), ms(400), ms(0)),
+            (ms(200), ms(600))
+        );
+        // The cap bounds the top, and the bottom.
+        assert_eq!(
+            bounds(Jitter::Proportional(0.5), ms(1000), ms(0)),
+            (ms(500), ms(1000))
+        );
+        assert_eq!(
+            bounds(Jitter::Proportional(0.5), ms(4000), ms(0)),
+            (ms(1000), ms(1000))
+        );
+        // Decorrelated: from the initial delay to three times the previous one (the initial
+        // before the first retry).
+        assert_eq!(
+            bounds(Jitter::Decorrelated, ms(400), ms(0)),
+            (ms(100), ms(300))
+        );
+        assert_eq!(
+            bounds(Jitter::Decorrelated, ms(400), ms(250)),
+            (ms(100), ms(750))
+        );
+        assert_eq!(
+            bounds(Jitter::Decorrelated, ms(400), ms(50)),
+            (ms(100), ms(150))
+        );
+        assert_eq!(
+            bounds(Jitter::Decorrelated, ms(400), ms(900)),
+            (ms(100), ms(1000))
         );
     }
 

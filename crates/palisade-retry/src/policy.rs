@@ -198,6 +198,27 @@ mod tests {
     }
 
     #[test]
+    fn reasons_have_stable_names() {
+        // The `reason` of the "not retrying" event and the metric's label.
+        let names = [
+            Stop::NotRetryable,
+            Stop::Attempts,
+            Stop::RetryAfterTooLong,
+            Stop::Deadline,
+        ]
+        .map(Stop::as_str);
+        assert_eq!(
+            names,
+            [
+                "not_retryable",
+                "attempts_spent",
+                "retry_after_too_long",
+                "deadline"
+            ]
+        );
+    }
+
+    #[test]
     fn exponential_delays_until_the_limit() {
         let p = policy();
         let now = Instant::now();

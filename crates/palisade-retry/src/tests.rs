@@ -438,6 +438,38 @@ async fn adaptive_attempts_follow_the_dependency() {
     assert_eq!(fixed.max_attempts(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_ignored_error_is_a_success_and_a_cancellation_neither() {
+    let bucket = Arc::new(crate::budget::fixtures::bucket(4, 1.0));
+    let l = layer()
+        .max_attempts(2)
+        .adaptive(AdaptiveAttempts::new(1, 1).unwrap())
+        .budget(bucket.clone())
+        .build()
+        .unwrap();
+    // A failure spends a token and shrinks the limit...
+    run(l.layer(Script::new([
+        err(Category::ServerError, "503"),
+        err(Category::ServerError, "503"),
+    ])))
+    .await
+    .unwrap_err();
+    assert_eq!((bucket.milli_tokens(), l.max_attempts()), (2_000, 1));
+    // ...an error its classifier said to ignore is a success: a token back, the limit grows...
+    run(l.layer(Script::new([err(Category::Ignored, "404 is fine here")])))
+        .await
+        .unwrap_err();
+    assert_eq!((bucket.milli_tokens(), l.max_attempts()), (3_000, 2));
+    // ...and a cancellation is neither for the limit, even one its classifier calls retryable
+    // (the budget counts it as it counts every failed attempt of a retryable class).
+    let mut cancelled = Class::new(Category::Cancelled);
+    cancelled.retryable = true;
+    run(l.layer(Script::new([Answer::Err(cancelled, "cancelled")])))
+        .await
+        .unwrap_err();
+    assert_eq!(l.max_attempts(), 2);
+}
+
 /// A request that counts its clones.
 #[derive(Debug)]
 struct Counted(Arc<AtomicUsize>);
@@ -944,6 +976,8 @@ fn futures_and_layers_are_send_and_sync() {
 #[derive(Clone, Default)]
 struct Router {
     seen: Arc<Mutex<Vec<Option<palisade_classify::attempt::Attempt>>>>,
+    /// The attempt each readiness check ran in.
+    readied: Arc<Mutex<Vec<Option<palisade_classify::attempt::Attempt>>>>,
 }
 
 impl Service<u32> for Router {
@@ -952,12 +986,13 @@ impl Service<u32> for Router {
     type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let current = palisade_classify::attempt::current();
+        self.readied.lock().unwrap().push(current);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _req: u32) -> Self::Future {
         use palisade_classify::attempt;
-        // The first attempt's call is the caller's: outside the scope.
         let current = attempt::current();
         self.seen.lock().unwrap().push(current);
         let number = current.map_or(1, |a| a.number);
@@ -989,6 +1024,22 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
                 number: 1,
                 avoid: None,
             }),
+            Some(Attempt {
+                number: 2,
+                avoid: Some(101)
+            }),
+            Some(Attempt {
+                number: 3,
+                avoid: Some(102)
+            }),
+        ]
+    );
+    // A retry's readiness check runs in its attempt too (a router picks its endpoint there);
+    // the first one is the caller's, outside.
+    assert_eq!(
+        *router.readied.lock().unwrap(),
+        [
+            None,
             Some(Attempt {
                 number: 2,
                 avoid: Some(101)
@@ -1234,5 +1285,125 @@ mod misuse {
         let mut svc = layer().build().unwrap().layer(script.clone());
         assert_eq!(Service::<u32>::call(&mut svc, 0).await.unwrap(), 3);
         assert_eq!(script.count(), 1);
+    }
+}
+
+mod debug {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_shows_its_state() {
+        let show = |fut: &dyn std::fmt::Debug| format!("{fut:?}");
+        let cap = Arc::new(rate_cap(5, Duration::from_secs(1)));
+        // An attempt in flight.
+        let mut svc = layer()
+            .budget(cap.clone())
+            .build()
+            .unwrap()
+            .layer(Script::new([
+                err(Category::Timeout, "timed out"),
+                Answer::Hang,
+            ]));
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert_eq!(
+            show(&fut),
+            "ResponseFuture { state: \"calling\", attempts: 1, limit: 3, timeouts: 0, reserved: false }"
+        );
+        // Backing off, a retry reserved, one timeout so far.
+        assert!(futures_poll(&mut fut).is_pending());
+        assert_eq!(
+            show(&fut),
+            "ResponseFuture { state: \"sleeping\", attempts: 1, limit: 3, timeouts: 1, reserved: true }"
+        );
+        // The retry in flight: the reservation is spent.
+        advance(ms(100)).await;
+        assert!(futures_poll(&mut fut).is_pending());
+        assert_eq!(
+            show(&fut),
+            "ResponseFuture { state: \"calling\", attempts: 2, limit: 3, timeouts: 1, reserved: false }"
+        );
+
+        // Refreshing credentials.
+        let mut svc = layer()
+            .refresh(std::future::pending::<Result<(), BoxError>>)
+            .build()
+            .unwrap()
+            .layer(Script::new([err(Category::Authentication, "401")]));
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert!(futures_poll(&mut fut).is_pending());
+        assert!(
+            show(&fut).contains("state: \"refreshing\""),
+            "{}",
+            show(&fut)
+        );
+
+        // Waiting for the retry service, then done.
+        let mut script = Script::new([err(Category::ServerError, "503")]);
+        script.stall_after = Some(1);
+        let mut svc = layer()
+            .backoff(Backoff::constant(Duration::ZERO))
+            .build()
+            .unwrap()
+            .layer(script);
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert!(futures_poll(&mut fut).is_pending());
+        assert!(show(&fut).contains("state: \"ready\""), "{}", show(&fut));
+        let mut svc = layer().build().unwrap().layer(Script::new([]));
+        let mut fut = Service::<u32>::call(&mut svc, 0);
+        assert!(futures_poll(&mut fut).is_ready());
+        assert!(show(&fut).contains("state: \"done\""), "{}", show(&fut));
+    }
+
+    #[test]
+    fn layers_builders_and_services_show_their_settings() {
+        let builder = RetryLayer::builder()
+            .name("llm")
+            .max_attempts(4)
+            .budget(Unlimited)
+            .seed(7);
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.starts_with("RetryBuilder { name: \"llm\", max_attempts: 4, backoff: Backoff"),
+            "{shown}"
+        );
+        for field in [
+            "jitter: Proportional(0.1)",
+            "rate_limited_delay: 5s",
+            "max_retry_after: 60s",
+            "adaptive: None",
+            "budget: Unlimited",
+            "rng: Some(Seeded { seed: 7 })",
+            "refresh: false",
+            "attempts: LayerLimit",
+        ] {
+            assert!(shown.contains(field), "{field} in {shown}");
+        }
+        let layer = builder.build().unwrap();
+        let shown = format!("{layer:?}");
+        assert!(
+            shown.starts_with(
+                "RetryLayer { shared: Retry { name: \"llm\", max_attempts: 4, limit_now: 4,"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("rng: Seeded { seed: 7 }"), "{shown}");
+        let svc = layer.layer(7u8);
+        assert_eq!(svc.max_attempts(), 4);
+        assert_eq!(svc.budget().balance(), i64::MAX);
+        let shown = format!("{svc:?}");
+        assert!(
+            shown.starts_with("Retry { inner: 7, shared: Retry { name: \"llm\""),
+            "{shown}"
+        );
+        let factory = RetryLayer::builder().rng_factory(|| SmallRng::seed_from_u64(1));
+        assert!(format!("{factory:?}").contains("rng: Some(Factory)"));
+    }
+
+    #[test]
+    fn the_service_gives_its_inner_service_back() {
+        let mut svc = layer().build().unwrap().layer(5u8);
+        assert_eq!(*svc.get_ref(), 5);
+        *svc.get_mut() = 6;
+        assert_eq!(svc.into_inner(), 6);
     }
 }

@@ -238,6 +238,8 @@ mod tests {
         assert!(in_window(9, 0)); // age 9
         assert!(!in_window(10, 0)); // age 10: gone
         assert!(in_window(3, 5)); // written by a clock that is ahead
+        assert!(in_window(0, 9)); // up to nine slots ahead
+        assert!(!in_window(0, 10)); // ten ahead: a ring's worth, not this window's
         assert!(in_window(2, u32::MAX)); // across the wrap: age 3
         assert!(!in_window(u32::MAX / 2, 0));
     }

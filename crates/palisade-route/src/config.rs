@@ -220,7 +220,7 @@ impl RouteConfig {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

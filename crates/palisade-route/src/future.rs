@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
@@ -9,11 +10,11 @@ use palisade_classify::context::attempt;
 use palisade_classify::{BoxError, Category, Class, HealthImpact, class_of};
 use pin_project_lite::pin_project;
 
-use crate::endpoint::PaddedLaneRef;
+use crate::endpoint::LaneRef;
 
 /// Counts the call in its endpoint's load until the future completes or is dropped.
 #[derive(Debug)]
-struct InFlight(PaddedLaneRef);
+struct InFlight(Arc<LaneRef>);
 
 impl InFlight {
     /// Records a failure of `class` for the endpoint: the one path for returned errors and
@@ -114,7 +115,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     /// A call of `lane`'s endpoint; `check_scope`: `call` ran outside any attempt scope.
-    pub(crate) fn new(inner: F, lane: PaddedLaneRef, check_scope: bool) -> Self {
+    pub(crate) fn new(inner: F, lane: Arc<LaneRef>, check_scope: bool) -> Self {
         lane.state.in_flight.fetch_add(1, Ordering::Relaxed);
         ResponseFuture {
             inner: Some(inner),

@@ -368,7 +368,7 @@ impl Health {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -278,8 +278,5 @@ impl<S> futures_core::Stream for Static<S> {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
 mod tests;
-
-#[cfg(all(test, palisade_loom))]
-mod loom_tests;

@@ -120,7 +120,7 @@ impl Ramp {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::sync::atomic::Ordering;
 use palisade_classify::{Category, Class};
 use tokio::time::Instant;
 
@@ -127,7 +126,7 @@ impl<K: Clone> RouteHandle<K> {
                     cooling_down: s.cooldown_until() > now,
                     consecutive_healthy: healthy,
                     consecutive_unhealthy: unhealthy,
-                    in_flight: s.in_flight.load(Ordering::Relaxed),
+                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                     last_check: s
                         .last_check()
                         .map(|t| Duration::from_millis(now.saturating_sub(t))),
@@ -176,7 +175,7 @@ impl<K: PartialEq> RouteHandle<K> {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
 mod tests {
     use palisade_classify::{BoxError, Category, Class};
     use tower::service_fn;

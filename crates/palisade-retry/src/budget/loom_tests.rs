@@ -129,3 +129,25 @@ fn loom_adaptive_streak_grows_once() {
         assert_eq!(a.limit(), 3);
     });
 }
+
+/// Two threads each finishing a streak one step from a bound: the limit takes one step, never
+/// crosses the bound.
+#[test]
+fn loom_adaptive_streaks_stop_at_the_bounds() {
+    use crate::adaptive::{AdaptiveAttempts, AdaptiveLimit};
+    model(|| {
+        // Base 1: the top is 2.
+        let a = Arc::new(AdaptiveLimit::new(AdaptiveAttempts::new(1, 1).unwrap(), 1));
+        let other = a.clone();
+        let th = thread::spawn(move || other.success());
+        a.success();
+        th.join().unwrap();
+        assert_eq!(a.limit(), 2);
+        // And down: from 2, two failures reach 1 and stop.
+        let other = a.clone();
+        let th = thread::spawn(move || other.failure());
+        a.failure();
+        th.join().unwrap();
+        assert_eq!(a.limit(), 1);
+    });
+}

@@ -345,7 +345,7 @@ impl RatioBudgetBuilder {
 
     /// The number of request-counting stripes (rounded up to a power of two), instead of one
     /// per expected thread.
-    #[cfg(all(test, palisade_loom))]
+    #[cfg(test)]
     pub(crate) fn stripes(mut self, stripes: usize) -> Self {
         self.stripes = Some(stripes);
         self
@@ -430,5 +430,169 @@ impl tower::retry::budget::Budget for RatioBudget {
 
     fn withdraw(&self) -> bool {
         Budget::try_withdraw(self).is_some()
+    }
+}
+
+/// The sampled clock, white-box: which requests read the clock, and what a read does.
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use tokio::time::advance;
+
+    use super::*;
+
+    const SLOT: Duration = Duration::from_secs(1);
+
+    impl RatioBudget {
+        /// `stripe`'s sampled clock: the epoch of its last clock read and its sampling shift.
+        fn sampling(&self, stripe: usize) -> (u32, u32) {
+            unpack(self.stripe(stripe).clock.load(Ordering::Relaxed))
+        }
+    }
+
+    /// A budget of `stripes` stripes whose slots (1 s) start now.
+    fn budget(stripes: usize) -> RatioBudget {
+        RatioBudget::builder()
+            .min_per_second(0)
+            .ratio(1.0)
+            .stripes(stripes)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stripe_reads_the_clock_ever_more_rarely() {
+        let b = budget(1);
+        // Requests 1, 2, 4, 8, ... read the clock; each read that finds the requests since the
+        // last one took less than 1/1024 of a slot (none: the clock is frozen) doubles the
+        // interval, up to 64.
+        let mut shifts = Vec::new();
+        for n in 1..=200u32 {
+            b.deposit_sampled(0);
+            if n.is_power_of_two() || n == 3 || n == 63 {
+                shifts.push((n, b.sampling(0).1));
+            }
+        }
+        assert_eq!(
+            shifts,
+            [
+                (1, 1),
+                (2, 2),
+                (3, 2),
+                (4, 3),
+                (8, 4),
+                (16, 5),
+                (32, 6),
+                (63, 6),
+                (64, 6),
+                (128, 6)
+            ]
+        );
+        assert_eq!(b.requests_at(Instant::now()), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_further_apart_than_a_256th_of_a_slot_sample_every_request() {
+        let b = budget(1);
+        b.deposit_sampled(0); // read at 0: interval 2
+        assert_eq!(b.sampling(0), (0, 1));
+        // Exactly 1/256 of a slot between two reads keeps the interval...
+        advance(SLOT / 256).await;
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (0, 1));
+        // ...a nanosecond more drops it to every request.
+        advance(SLOT / 256 + Duration::from_nanos(1)).await;
+        b.deposit_sampled(0); // not a read: the third request of an interval of 2
+        assert_eq!(b.sampling(0), (0, 1));
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (0, 0));
+        // Exactly 1/1024 of a slot keeps it too; a nanosecond less doubles it.
+        advance(SLOT / 1024).await;
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (0, 0));
+        advance(SLOT / 1024 - Duration::from_nanos(1)).await;
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (0, 1));
+        assert_eq!(b.requests_at(Instant::now()), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_reads_requests_count_in_the_slot_of_the_last_read() {
+        let b = budget(1);
+        for _ in 0..40 {
+            b.deposit_sampled(0);
+        }
+        assert_eq!(b.sampling(0), (0, 6));
+        // A slot later, the 41st request is not due for a read: it counts in slot 0, the safe
+        // side (it expires with the others, up to a slot early).
+        advance(SLOT).await;
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (0, 6));
+        let now = Instant::now();
+        assert_eq!(b.requests_at(now), 41);
+        assert_eq!(b.requests_at(now + SLOT * 9), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_slot_a_later_one_took_reads_the_clock_at_once() {
+        let b = budget(1);
+        for _ in 0..40 {
+            b.deposit_sampled(0);
+        }
+        // Ten slots later an exact deposit on the same stripe reuses slot 0 for epoch 10.
+        advance(SLOT * 10).await;
+        b.deposit_on(0, Instant::now());
+        // The next sampled request finds its slot taken: it reads the clock and counts.
+        b.deposit_sampled(0);
+        assert_eq!(b.sampling(0), (10, 0));
+        assert_eq!(b.requests_at(Instant::now()), 2);
+    }
+
+    #[test]
+    fn a_late_clock_read_leaves_a_later_one_in_place() {
+        let t0 = Instant::now();
+        let b = RatioBudget::builder()
+            .origin(t0)
+            .min_per_second(0)
+            .ratio(1.0)
+            .stripes(1)
+            .build()
+            .unwrap();
+        b.deposit_reading_clock(b.stripe(0), t0 + SLOT * 5);
+        assert_eq!(b.sampling(0).0, 5);
+        // A thread on the same stripe that read the clock before the other did.
+        b.deposit_reading_clock(b.stripe(0), t0 + SLOT * 3);
+        assert_eq!(b.sampling(0).0, 5);
+        assert_eq!(b.requests_at(t0 + SLOT * 5), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawal_puts_stripes_of_an_older_slot_back_on_the_clock() {
+        let b = budget(2);
+        for _ in 0..40 {
+            b.deposit_sampled(0);
+        }
+        assert_eq!((b.sampling(0), b.sampling(1)), ((0, 6), (0, 0)));
+        // In the same slot, a withdrawal leaves the sampling as it is.
+        assert!(Budget::try_withdraw(&b).is_some());
+        assert_eq!((b.sampling(0), b.sampling(1)), ((0, 6), (0, 0)));
+        advance(SLOT * 3 + SLOT / 2).await;
+        assert!(Budget::try_withdraw(&b).is_some());
+        assert_eq!((b.sampling(0), b.sampling(1)), ((3, 0), (3, 0)));
+    }
+
+    #[test]
+    fn any_stripe_number_lands_on_one_of_the_stripes() {
+        let t0 = Instant::now();
+        let b = RatioBudget::builder()
+            .origin(t0)
+            .stripes(2)
+            .build()
+            .unwrap();
+        for stripe in [5, 2, 3, usize::MAX >> 1] {
+            b.deposit_on(stripe, t0);
+        }
+        assert_eq!(window::sum(&b.stripe(1).slots, 0), 3);
+        assert_eq!(window::sum(&b.stripe(0).slots, 0), 1);
+        assert_eq!(b.requests_at(t0), 4);
     }
 }

@@ -340,10 +340,87 @@ fn new_and_default_are_the_documented_defaults_and_builders_set_every_field() {
 }
 
 #[test]
+fn every_boundary_of_every_setting_is_pinned() {
+    let ratio = |ttl, r| {
+        RatioBudget::builder()
+            .ttl(ttl)
+            .ratio(r)
+            .build()
+            .map(|b| (b.ttl(), b.ratio()))
+            .map_err(|e| e.field().to_owned())
+    };
+    assert_eq!(ratio(secs(1), 0.0), Ok((secs(1), 0.0)));
+    assert_eq!(ratio(secs(60), 1000.0), Ok((secs(60), 1000.0)));
+    assert_eq!(ratio(secs(1) - ms(1), 0.2), Err("ttl".into()));
+    assert_eq!(ratio(secs(60) + ms(1), 0.2), Err("ttl".into()));
+    assert_eq!(ratio(secs(10), -0.000_001), Err("ratio".into()));
+    assert_eq!(ratio(secs(10), f64::INFINITY), Err("ratio".into()));
+
+    let cap = |window| RateCap::builder().window(window).build().map(|c| c.limit());
+    assert_eq!(cap(secs(1)).unwrap(), 10);
+    assert_eq!(cap(secs(3600)).unwrap(), 36_000);
+    assert_eq!(cap(secs(3600) + ms(1)).unwrap_err().field(), "window");
+    assert_eq!(cap(ms(999)).unwrap_err().field(), "window");
+
+    let tokens = |max, r| {
+        TokenBucket::builder()
+            .max_tokens(max)
+            .token_ratio(r)
+            .build()
+            .map(|b| b.milli_tokens())
+            .map_err(|e| e.field().to_owned())
+    };
+    assert_eq!(tokens(1, 0.001), Ok(1_000));
+    assert_eq!(tokens(1000, 1000.0), Ok(1_000_000));
+    assert_eq!(tokens(1, 1.0), Ok(1_000));
+    assert_eq!(tokens(1, 1.001), Err("token_ratio".into()));
+    assert_eq!(tokens(5, 0.000_4), Err("token_ratio".into()));
+    assert_eq!(tokens(5, f64::NAN), Err("token_ratio".into()));
+    assert_eq!(tokens(5, f64::INFINITY), Err("token_ratio".into()));
+}
+
+#[test]
+fn debug_shows_the_settings_as_given() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 1.0);
+    assert!(format!("{b:?}").contains("ratio: 1,"), "{b:?}");
+    let b = ratio(t0, 10, 3, 0.25);
+    assert_eq!(
+        format!("{b:?}"),
+        format!(
+            "RatioBudget {{ ttl: 10s, min_per_second: 3, ratio: 0.25, balance: {} }}",
+            b.balance()
+        )
+    );
+    let c = rate_cap(2, secs(5));
+    assert_eq!(
+        format!("{c:?}"),
+        "RateCap { per_second: 2, window: 5s, balance: 10 }"
+    );
+    let t = Throttled::new(Unlimited, bucket(2, 0.5));
+    assert_eq!(
+        format!("{t:?}"),
+        "Throttled { budget: Unlimited, throttle: TokenBucket { tokens: 2.0, max_tokens: 2, token_ratio: 0.5 } }"
+    );
+}
+
+#[test]
 fn token_bucket_follows_grpc() {
     // gRPC's example: max_tokens 10, token_ratio 0.1.
     let b = bucket(10, 0.1);
     assert_eq!(b.balance(), 4);
+    // The balance is how many more failures can still be retried: 4 from 10 tokens, 2 from 8,
+    // none from 6 (the next failure leaves 5, half).
+    let balances: Vec<_> = (0..5)
+        .map(|failures| {
+            let t = bucket(10, 0.1);
+            for _ in 0..failures {
+                t.on_failure();
+            }
+            t.balance()
+        })
+        .collect();
+    assert_eq!(balances, [4, 3, 2, 1, 0]);
     for expected in [true, true, true, true, false, false] {
         b.on_failure();
         assert_eq!(b.try_withdraw().is_some(), expected, "{}", b.milli_tokens());
@@ -379,7 +456,9 @@ fn token_bucket_through_towers_trait() {
     assert!(TowerBudget::withdraw(&b)); // 3 > 2
     assert!(!TowerBudget::withdraw(&b)); // 2
     TowerBudget::deposit(&b); // 3
+    assert_eq!(b.milli_tokens(), 3_000);
     assert!(!TowerBudget::withdraw(&b)); // 2 again
+    assert_eq!(b.milli_tokens(), 2_000);
 }
 
 #[test]
@@ -408,6 +487,14 @@ fn unlimited_and_shared_handles() {
     assert!(u.try_withdraw().is_some());
     assert_eq!(u.balance(), i64::MAX);
     assert!(tower::retry::budget::Budget::withdraw(&u));
+    // What each budget says it counts, so the layer skips the rest.
+    assert!(!u.counts_requests() && !u.counts_successes());
+    let cap = rate_cap(1, secs(1));
+    assert!(!cap.counts_requests() && !cap.counts_successes());
+    let bucket = TokenBucket::new();
+    assert!(!bucket.counts_requests() && bucket.counts_successes());
+    let r = RatioBudget::new();
+    assert!(r.counts_requests() && !r.counts_successes());
 
     // Arc<dyn Budget> works.
     let shared: Arc<dyn Budget> = Arc::new(rate_cap(1, secs(1)));
@@ -419,6 +506,20 @@ fn unlimited_and_shared_handles() {
     assert!(ratio.counts_requests());
     ratio.on_request();
     assert!(ratio.try_withdraw().is_some());
+}
+
+#[test]
+fn towers_trait_on_the_rate_cap() {
+    use tower::retry::budget::Budget as TowerBudget;
+    let cap = rate_cap(1, secs(2));
+    // Deposits change nothing: the cap does not depend on the request rate.
+    for _ in 0..10 {
+        TowerBudget::deposit(&cap);
+    }
+    assert!(TowerBudget::withdraw(&cap));
+    assert!(TowerBudget::withdraw(&cap));
+    assert!(!TowerBudget::withdraw(&cap));
+    assert_eq!(cap.retries_at(Instant::now()), 2);
 }
 
 #[test]
