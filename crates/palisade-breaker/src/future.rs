@@ -11,7 +11,9 @@ use pin_project_lite::pin_project;
 
 use crate::CancelPolicy;
 use crate::error::CircuitOpen;
-use crate::handle::Stripe;
+use palisade_classify::stripe::Stripe;
+
+use crate::handle::Lane;
 use crate::state::{Outcome, Refused, Ticket};
 
 /// `Guard::started` before the call starts: admitted by `poll_ready`, not called yet.
@@ -26,7 +28,7 @@ const DONE: u64 = u64::MAX - 1;
 /// probe slot back, and a started call is a cancellation, judged by the [`CancelPolicy`].
 #[derive(Debug)]
 pub(crate) struct Guard {
-    stripe: Arc<Stripe>,
+    stripe: Arc<Stripe<Lane>>,
     ticket: Ticket,
     /// [`RESERVED`], [`DONE`], or when the call started in nanoseconds since the breaker's
     /// origin (0 when no rule reads durations, so the clock is not read).
@@ -35,7 +37,7 @@ pub(crate) struct Guard {
 
 impl Guard {
     #[inline]
-    pub(crate) fn reserve(stripe: Arc<Stripe>, ticket: Ticket) -> Guard {
+    pub(crate) fn reserve(stripe: Arc<Stripe<Lane>>, ticket: Ticket) -> Guard {
         Guard {
             stripe,
             ticket,

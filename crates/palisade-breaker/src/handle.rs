@@ -1,24 +1,44 @@
 //! [`BreakerHandle`]: manual control and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_classify::Class;
+use palisade_classify::stripe::Striped;
 use tokio::time::Instant;
 
 use crate::State;
 use crate::error::CircuitOpen;
 use crate::future::Guard;
-use crate::state::{Core, Outcome, STRIPES};
+use crate::state::{Core, Outcome};
 
-/// One stripe: its own reference count, so the futures of service instances on different
-/// threads do not contend on one. Aligned so that two stripes never share a cache line.
+/// One stripe's view of a breaker: the state every stripe shares, and which of the breaker's
+/// per-stripe success counters this stripe's calls count on. Held in a
+/// [`Stripe`](palisade_classify::stripe::Stripe) of the breaker's [`Stripes`], so each stripe's
+/// reference count is on its own cache lines.
 #[derive(Debug)]
-#[repr(align(128))]
-pub(crate) struct Stripe {
+pub(crate) struct Lane {
     pub(crate) shared: Arc<Shared>,
+    /// The index of this stripe's success counter (below [`Core::stripes`]).
     pub(crate) index: usize,
+}
+
+/// The stripes of one breaker, owned by its layer, services and handles (not by `Shared`, which the
+/// stripes point to).
+///
+/// Each service instance takes a stripe when it is made or cloned
+/// ([`pick`](Striped::pick), round robin), and its calls count there: instances on different
+/// threads (a clone per connection or per worker, as tower services are used) write different
+/// cache lines, and the hot path reads no thread-local.
+pub(crate) type Stripes = Striped<Lane>;
+
+/// The stripes of a new breaker with `shared` state.
+pub(crate) fn stripes(shared: Arc<Shared>) -> Arc<Stripes> {
+    let counters = shared.core.stripes();
+    Arc::new(Striped::from_fn(|i| Lane {
+        shared: shared.clone(),
+        index: i % counters,
+    }))
 }
 
 /// What a breaker's layer, services, futures and handles share.
@@ -41,47 +61,6 @@ impl Shared {
             .saturating_duration_since(self.origin)
             .as_nanos();
         u64::try_from(nanos).unwrap_or(u64::MAX).min(u64::MAX / 2)
-    }
-}
-
-/// The stripes of one breaker, owned by its layer and services (not by `Shared`, which the
-/// stripes point to).
-///
-/// Each service instance takes a stripe when it is made or cloned, round robin, and its calls
-/// count there: instances on different threads (a clone per connection or per worker, as tower
-/// services are used) write different cache lines, and the hot path reads no thread-local.
-#[derive(Debug)]
-pub(crate) struct Stripes {
-    stripes: [Arc<Stripe>; STRIPES],
-    next: AtomicUsize,
-}
-
-impl Stripes {
-    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Stripes> {
-        Arc::new(Stripes {
-            stripes: std::array::from_fn(|index| {
-                Arc::new(Stripe {
-                    shared: shared.clone(),
-                    index,
-                })
-            }),
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.stripes[0].shared
-    }
-
-    /// The next stripe, round robin: for a new service instance.
-    pub(crate) fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % STRIPES
-    }
-
-    /// Stripe number `index` (taken modulo the number of stripes).
-    #[inline]
-    pub(crate) fn get(&self, index: usize) -> &Arc<Stripe> {
-        &self.stripes[index % STRIPES]
     }
 }
 
@@ -129,7 +108,7 @@ pub struct Metrics {
 
 impl BreakerHandle {
     fn shared(&self) -> &Shared {
-        self.stripes.shared()
+        &self.stripes.get().shared
     }
 
     /// The breaker's name.
@@ -203,7 +182,7 @@ impl BreakerHandle {
     /// # }
     /// ```
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        let stripe = self.stripes.get(self.stripes.pick());
+        let stripe = self.stripes.pick();
         let shared = &stripe.shared;
         match shared.core.admit(|| shared.now_ms()) {
             Ok(ticket) => Ok(Permit {
@@ -281,7 +260,7 @@ impl Permit {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use std::time::Duration;
 

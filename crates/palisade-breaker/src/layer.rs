@@ -7,7 +7,7 @@ use palisade_classify::ConfigError;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use crate::handle::{BreakerHandle, Shared, Stripes};
+use crate::handle::{BreakerHandle, Shared, Stripes, stripes};
 use crate::state::{Core, Listener};
 use crate::{Breaker, BreakerConfig};
 
@@ -21,8 +21,8 @@ pub struct BreakerLayer {
 impl fmt::Debug for BreakerLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayer")
-            .field("name", &self.stripes.shared().core.name)
-            .field("config", &self.stripes.shared().core.cfg)
+            .field("name", &self.stripes.get().shared.core.name)
+            .field("config", &self.stripes.get().shared.core.cfg)
             .finish()
     }
 }
@@ -122,7 +122,7 @@ impl BreakerBuilder {
     pub fn build(self) -> Result<BreakerLayer, ConfigError> {
         self.config.validate()?;
         Ok(BreakerLayer {
-            stripes: Stripes::new(Arc::new(Shared {
+            stripes: stripes(Arc::new(Shared {
                 core: Core::new(self.name.into(), self.config, self.listeners),
                 origin: Instant::now(),
             })),

@@ -117,7 +117,6 @@ mod keyed;
 mod layer;
 mod service;
 mod state;
-mod sync;
 #[cfg(all(test, not(palisade_loom)))]
 mod tests;
 mod window;

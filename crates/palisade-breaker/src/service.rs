@@ -8,7 +8,9 @@ use palisade_classify::BoxError;
 use tower_service::Service;
 
 use crate::future::{Guard, ResponseFuture, outcome_of};
-use crate::handle::{BreakerHandle, Stripes};
+use palisade_classify::stripe::Stripe;
+
+use crate::handle::{BreakerHandle, Lane, Stripes};
 use crate::state::Refused;
 
 /// Guards a service with a circuit breaker; see the [crate docs](crate).
@@ -27,7 +29,7 @@ pub struct Breaker<S> {
     inner: S,
     stripes: Arc<Stripes>,
     /// This instance's stripe (see [`Stripes`]).
-    stripe: usize,
+    stripe: Arc<Stripe<Lane>>,
     /// What `poll_ready` decided for the next call. An admission holds a [`Guard`], so a
     /// reserved probe slot that no call uses is given back when it is dropped.
     slot: Option<Result<Guard, Refused>>,
@@ -44,7 +46,7 @@ impl<S: fmt::Debug> fmt::Debug for Breaker<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
             .field("inner", &self.inner)
-            .field("breaker", &self.stripes.shared().core)
+            .field("breaker", &self.stripes.get().shared.core)
             .finish()
     }
 }
@@ -53,7 +55,7 @@ impl<S> Breaker<S> {
     pub(crate) fn from_stripes(inner: S, stripes: Arc<Stripes>) -> Self {
         Breaker {
             inner,
-            stripe: stripes.pick(),
+            stripe: stripes.pick().clone(),
             stripes,
             slot: None,
         }
@@ -83,10 +85,9 @@ impl<S> Breaker<S> {
 
     #[inline]
     fn decide(&self) -> Result<Guard, Refused> {
-        let stripe = self.stripes.get(self.stripe);
-        let shared = &stripe.shared;
+        let shared = &self.stripe.shared;
         let ticket = shared.core.admit(|| shared.now_ms())?;
-        Ok(Guard::reserve(stripe.clone(), ticket))
+        Ok(Guard::reserve(self.stripe.clone(), ticket))
     }
 }
 

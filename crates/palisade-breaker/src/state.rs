@@ -7,8 +7,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_classify::stripe;
+use palisade_classify::sync::CachePadded;
+use palisade_classify::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use crate::config::{BreakerConfig, Window};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::window::{CountWindow, Counts, TimeWindow};
 
 /// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
@@ -95,12 +98,6 @@ pub(crate) enum Outcome {
     Neutral,
 }
 
-#[repr(align(128))]
-#[derive(Debug, Default)]
-pub(crate) struct Padded<T>(pub(crate) T);
-
-pub(crate) const STRIPES: usize = 8;
-
 #[derive(Debug)]
 enum Rates {
     None,
@@ -137,8 +134,9 @@ pub(crate) struct Core {
     /// or refused by the throttle itself).
     throttle: Option<CountWindow>,
     rng: AtomicU64,
-    /// Successes per stripe (the happy path writes only its own cache line).
-    pub(crate) successes: [Padded<AtomicU64>; STRIPES],
+    /// Successes per stripe (the happy path writes only its own cache line): a power of two
+    /// of them, [`stripe::count`].
+    successes: Box<[CachePadded<AtomicU64>]>,
     failures: AtomicU64,
     rejections: AtomicU64,
     pub(crate) listeners: Vec<Arc<dyn Listener>>,
@@ -191,11 +189,24 @@ impl Core {
             rates,
             throttle: cfg.throttle.map(|t| CountWindow::new(t.window as usize)),
             rng: AtomicU64::new(cfg.seed),
-            successes: Default::default(),
+            successes: (0..stripe::count())
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
             failures: AtomicU64::new(0),
             rejections: AtomicU64::new(0),
             listeners,
         }
+    }
+
+    /// How many success counters it has (a power of two): a stripe's index is below it.
+    pub(crate) fn stripes(&self) -> usize {
+        self.successes.len()
+    }
+
+    /// The success counter of stripe `stripe` (taken modulo the number of counters).
+    #[inline]
+    fn successes(&self, stripe: usize) -> &AtomicU64 {
+        &self.successes[stripe & (self.successes.len() - 1)]
     }
 
     /// The state now (an Open breaker whose period ended still reads Open until a call comes).
@@ -379,9 +390,7 @@ impl Core {
             && unchanged
             && self.word.load(Ordering::Acquire) == pack(ticket.generation(), State::Closed)
         {
-            self.successes[stripe % STRIPES]
-                .0
-                .fetch_add(1, Ordering::Relaxed);
+            self.successes(stripe).fetch_add(1, Ordering::Relaxed);
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
@@ -405,9 +414,7 @@ impl Core {
         }
         match outcome {
             Outcome::Success => {
-                self.successes[stripe % STRIPES]
-                    .0
-                    .fetch_add(1, Ordering::Relaxed);
+                self.successes(stripe).fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failure(_) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -652,7 +659,7 @@ impl Core {
         self.consecutive.store(0, Ordering::Release);
         self.reset_rates();
         for s in &self.successes {
-            s.0.store(0, Ordering::Relaxed);
+            s.store(0, Ordering::Relaxed);
         }
         self.failures.store(0, Ordering::Relaxed);
         self.rejections.store(0, Ordering::Relaxed);
@@ -678,7 +685,7 @@ impl Core {
             successes: self
                 .successes
                 .iter()
-                .map(|s| s.0.load(Ordering::Relaxed))
+                .map(|s| s.load(Ordering::Relaxed))
                 .sum(),
             failures: self.failures.load(Ordering::Relaxed),
             rejections: self.rejections.load(Ordering::Relaxed),

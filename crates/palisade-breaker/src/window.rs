@@ -3,7 +3,7 @@
 
 use palisade_classify::window::SlotRing;
 
-use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use palisade_classify::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 const EMPTY: u8 = 0;
 const SUCCESS: u8 = 1;

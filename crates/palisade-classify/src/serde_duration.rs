@@ -100,3 +100,77 @@ pub mod option {
         Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(d)| d))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct One {
+        #[serde(with = "super")]
+        d: Duration,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Maybe {
+        #[serde(default, with = "super::option")]
+        d: Option<Duration>,
+    }
+
+    fn one(json: &str) -> Result<Duration, String> {
+        serde_json::from_str::<One>(json)
+            .map(|o| o.d)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_text_and_milliseconds() {
+        assert_eq!(one(r#"{"d":"1m 30s"}"#), Ok(Duration::from_secs(90)));
+        assert_eq!(one(r#"{"d":" 250ms "}"#), Ok(Duration::from_millis(250)));
+        assert_eq!(one(r#"{"d":1500}"#), Ok(Duration::from_millis(1500)));
+        assert_eq!(one(r#"{"d":2.5}"#), Ok(Duration::from_micros(2500)));
+        assert_eq!(one(r#"{"d":0.0}"#), Ok(Duration::ZERO));
+        let err = one(r#"{"d":"soon"}"#).unwrap_err();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
+        assert!(
+            one(r#"{"d":-5}"#)
+                .unwrap_err()
+                .contains("cannot be negative")
+        );
+        assert!(one(r#"{"d":-2.5}"#).unwrap_err().contains("finite number"));
+        let err = one(r#"{"d":true}"#).unwrap_err();
+        assert!(err.contains("a duration such as \"250ms\""), "{err}");
+    }
+
+    #[test]
+    fn writes_text_that_reads_back() {
+        let text = serde_json::to_string(&One {
+            d: Duration::from_millis(90_250),
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"d":"1m 30s 250ms"}"#);
+        assert_eq!(one(&text), Ok(Duration::from_millis(90_250)));
+        let some = Maybe {
+            d: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(serde_json::to_string(&some).unwrap(), r#"{"d":"2s"}"#);
+        assert_eq!(
+            serde_json::to_string(&Maybe { d: None }).unwrap(),
+            r#"{"d":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Maybe>(r#"{"d":"2s"}"#).unwrap(),
+            some
+        );
+        assert_eq!(
+            serde_json::from_str::<Maybe>("{}").unwrap(),
+            Maybe { d: None }
+        );
+        assert_eq!(
+            serde_json::from_str::<Maybe>(r#"{"d":null}"#).unwrap(),
+            Maybe { d: None }
+        );
+    }
+}

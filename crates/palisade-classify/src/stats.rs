@@ -234,6 +234,39 @@ mod tests {
             .build(t)
             .unwrap_err();
         assert_eq!(e.field(), "window");
+        // The bucket count's limits, exactly.
+        let e = ErrorStats::builder().buckets(65_537).build(t).unwrap_err();
+        assert_eq!(
+            (e.field(), e.rule()),
+            ("buckets", "must be between 1 and 65536")
+        );
+        let most = ErrorStats::builder()
+            .window(Duration::from_secs(65_536))
+            .buckets(65_536)
+            .build(t)
+            .unwrap();
+        assert_eq!(most.window(), Duration::from_secs(65_536));
+        assert_eq!(
+            format!("{most:?}"),
+            "ErrorStats { window: 65536s, buckets: 65536 }"
+        );
+        let one = ErrorStats::builder().buckets(1).build(t).unwrap();
+        assert_eq!(one.window(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_snapshot_counts_each_category() {
+        let t = Instant::now();
+        let s = ErrorStats::builder().build(t).unwrap();
+        for _ in 0..3 {
+            s.record_category(Category::Timeout, t);
+        }
+        s.record_category(Category::Network, t);
+        let snap = s.snapshot(t);
+        assert_eq!(snap.count(Category::Timeout), 3);
+        assert_eq!(snap.count(Category::Network), 1);
+        assert_eq!(snap.count(Category::ServerError), 0);
+        assert_eq!(snap.total, 4);
     }
 
     #[test]

@@ -90,16 +90,31 @@ pub struct Striped<T> {
 impl<T: Clone> Striped<T> {
     /// Spreads clones of `value` over [`count()`] stripes.
     pub fn new(value: T) -> Self {
-        Striped {
-            stripes: (0..count())
-                .map(|_| Arc::new(Stripe(CachePadded::new(value.clone()))))
-                .collect(),
-            next: AtomicUsize::new(0),
-        }
+        Striped::from_fn(|_| value.clone())
     }
 }
 
 impl<T> Striped<T> {
+    /// [`count()`] stripes, stripe `i` holding `f(i)`: for a value that differs per stripe,
+    /// such as the index of the stripe's own slot in a table of per-stripe counters.
+    pub fn from_fn(f: impl FnMut(usize) -> T) -> Self {
+        Striped {
+            stripes: (0..count())
+                .map(f)
+                .map(|value| Arc::new(Stripe(CachePadded::new(value))))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Stripe number `n`, reduced modulo the number of stripes: for an instance that keeps one
+    /// stripe number across several `Striped` values (one per key of a map, say), so that its
+    /// calls use the same stripe of whichever value they reach.
+    #[inline]
+    pub fn nth(&self, n: usize) -> &Arc<Stripe<T>> {
+        &self.stripes[n & (self.stripes.len() - 1)]
+    }
+
     /// This thread's stripe (see [`current`]): for state that calls reach by thread rather
     /// than by service instance.
     #[inline]
@@ -161,5 +176,19 @@ mod tests {
         assert!(std::mem::align_of::<Stripe<u8>>() >= 128);
         drop((striped, picks));
         assert_eq!(Arc::strong_count(&value), 1);
+    }
+
+    #[test]
+    fn from_fn_gives_each_stripe_its_value_and_nth_wraps() {
+        let striped = Striped::from_fn(|i| i * 10);
+        let n = count();
+        for i in 0..n {
+            assert_eq!(***striped.nth(i), i * 10);
+            assert!(Arc::ptr_eq(striped.nth(i), striped.nth(i + n)));
+        }
+        // Round robin over the same stripes.
+        assert_eq!(***striped.pick(), 0);
+        assert_eq!(***striped.pick(), 10);
+        assert_eq!(*striped.get(), 0);
     }
 }

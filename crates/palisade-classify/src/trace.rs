@@ -28,7 +28,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let llm = TraceLayer::new("llm").layer(service_fn(|q: &str| async move {
+//! let llm = TraceLayer::new("llm").layer(service_fn(|q: &'static str| async move {
 //!     tracing::info!("asking"); // recorded inside the `palisade.call` span
 //!     Ok::<_, BoxError>(q.len())
 //! }));
@@ -229,6 +229,30 @@ mod tests {
         }
     }
 
+    /// Never ready.
+    struct Busy;
+
+    impl Service<u8> for Busy {
+        type Response = u8;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u8, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Pending
+        }
+
+        fn call(&mut self, x: u8) -> Self::Future {
+            std::future::ready(Ok(x))
+        }
+    }
+
+    #[test]
+    fn readiness_is_the_inner_services() {
+        let mut svc = TraceLayer::new("x").layer(Busy);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_pending());
+    }
+
     fn lines(spans: &Spans, id: u64) -> Vec<String> {
         let fields = spans.fields.lock().unwrap();
         fields
@@ -284,9 +308,16 @@ mod tests {
         // The inner service's event happened inside the span.
         assert_eq!(*spans.events_in.lock().unwrap(), [Some(1)]);
 
-        // Outside an attempt: no attempt field; a success records its outcome only.
+        // Outside an attempt, or in one the retry layer does not number: no attempt field; a
+        // success records its outcome only.
         svc.ready().await.unwrap();
         svc.call(false).await.unwrap();
+        svc.ready().await.unwrap();
+        let mut unnumbered = attempt::Attempt::default();
+        attempt::scope(&mut unnumbered, || svc.call(false))
+            .await
+            .unwrap();
+        assert_eq!(lines(spans, 3), ["dependency=llm", "outcome=ok"]);
         let all = spans.fields.lock().unwrap().clone();
         assert_eq!(lines(spans, 2), ["dependency=llm", "outcome=ok"], "{all:?}");
     }

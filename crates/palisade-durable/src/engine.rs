@@ -17,7 +17,7 @@ use crate::journal::{
 use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
-use crate::settings::{Settings, by_name};
+use crate::settings::{Settings, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// Mixed into the seed of compensation delays.
@@ -184,46 +184,16 @@ pub struct SagasBuilder {
 }
 
 impl SagasBuilder {
-    /// Registers a definition (its name must be unique).
-    pub fn define(mut self, definition: SagaDefinition) -> Self {
-        self.defs.push(definition);
-        self
-    }
-
-    /// The name this process claims sagas under (default `"local"`). Each process sharing a
-    /// store needs its own; a restarted process should keep its name.
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.settings.owner = owner.into();
-        self
-    }
-
-    /// How long a claim lasts without being renewed (default 60 s, at least 1 s). Journal
-    /// entries renew it, and so does a heartbeat every third of it while a step or a
-    /// compensation runs, so steps may take longer than this. It is how long a saga whose
-    /// process died waits before another process may take it over.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease;
-        self
-    }
-
-    /// How many times a compensation is tried before it is escalated (default 5, at least 1).
-    pub fn compensation_attempts(mut self, attempts: u32) -> Self {
-        self.settings.attempts = attempts;
-        self
-    }
-
-    /// The delay between compensation attempts (default: 100 ms doubling to 10 s, ±10 %).
-    pub fn compensation_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
-        self.settings.backoff = backoff;
-        self.settings.jitter = jitter;
-        self
-    }
-
-    /// The seed of the jitter's rng (default 0): the delays of one saga's compensations
-    /// depend only on the seed, the saga id, the step and the attempt.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.settings.seed = seed;
-        self
+    workflow_setters! {
+        definition: SagaDefinition,
+        what: "sagas",
+        work: "a step or a compensation runs",
+        /// How many times a compensation is tried before it is escalated (default 5, at
+        /// least 1).
+        attempts: compensation_attempts,
+        /// The delay between compensation attempts (default: 100 ms doubling to 10 s,
+        /// ±10 %).
+        backoff: compensation_backoff,
     }
 
     /// Checks every option and builds the engine.
@@ -475,24 +445,15 @@ impl Sagas {
             SagaState::Running.as_str(),
             SagaState::Compensating.as_str(),
         ];
-        let mut seen = HashSet::new();
-        loop {
-            let fresh = self
-                .inner
-                .settings
-                .claim_fresh(&*self.inner.store, KIND, &states, now_ms(), &mut seen)
-                .await?;
-            if fresh.is_empty() {
-                break;
-            }
-            for id in fresh {
-                match self.resume(&id).await {
-                    Ok(Some(info)) => report.resumed.push(info),
-                    Ok(None) => {}
-                    Err(e) => report.failed.push((id, e)),
-                }
-            }
-        }
+        let recovered = self
+            .inner
+            .settings
+            .recover_each(&*self.inner.store, KIND, &states, |id| async move {
+                self.resume(&id).await
+            })
+            .await?;
+        report.resumed.extend(recovered.done);
+        report.failed.extend(recovered.failed);
         Ok(report)
     }
 

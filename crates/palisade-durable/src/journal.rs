@@ -498,21 +498,55 @@ pub struct Journal {
     store: std::sync::Arc<dyn Store>,
 }
 
-/// One line of [`Journal::list`].
+/// One line of a list of workflows: [`SagaSummary`] from [`Journal::list`],
+/// [`TxSummary`](crate::twopc::TxSummary) from
+/// [`Transactions::list`](crate::twopc::Transactions::list).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaSummary {
+pub struct WorkflowSummary<S> {
     /// Its id.
     pub id: String,
     /// Its definition's name.
     pub name: String,
     /// Where it is.
-    pub state: SagaState,
+    pub state: S,
     /// The process holding its claim, if any.
     pub owner: Option<String>,
     /// When it started (ms since the Unix epoch).
     pub created_ms: u64,
     /// When its journal last grew.
     pub updated_ms: u64,
+}
+
+/// One line of [`Journal::list`].
+pub type SagaSummary = WorkflowSummary<SagaState>;
+
+/// Every workflow of `kind` in `store`, oldest first, with its state read as an `S`.
+pub(crate) async fn summaries<S: FromStr<Err = UnknownState>>(
+    store: &dyn Store,
+    kind: &str,
+) -> Result<Vec<WorkflowSummary<S>>, SagaError> {
+    store
+        .workflows(Some(kind))
+        .await?
+        .into_iter()
+        .map(|w| {
+            let state = w
+                .state
+                .parse()
+                .map_err(|e: UnknownState| SagaError::Inconsistent {
+                    saga: w.id.clone(),
+                    reason: e.to_string(),
+                })?;
+            Ok(WorkflowSummary {
+                id: w.id,
+                name: w.name,
+                state,
+                owner: w.owner,
+                created_ms: w.created_ms,
+                updated_ms: w.updated_ms,
+            })
+        })
+        .collect()
 }
 
 impl Journal {
@@ -523,28 +557,7 @@ impl Journal {
 
     /// Every saga, oldest first, with its state.
     pub async fn list(&self) -> Result<Vec<SagaSummary>, SagaError> {
-        self.store
-            .workflows(Some(KIND))
-            .await?
-            .into_iter()
-            .map(|w| {
-                let state = w
-                    .state
-                    .parse()
-                    .map_err(|e: UnknownState| SagaError::Inconsistent {
-                        saga: w.id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(SagaSummary {
-                    id: w.id,
-                    name: w.name,
-                    state,
-                    owner: w.owner,
-                    created_ms: w.created_ms,
-                    updated_ms: w.updated_ms,
-                })
-            })
-            .collect()
+        summaries(&*self.store, KIND).await
     }
 
     /// Saga `id`, step by step, with its whole journal.

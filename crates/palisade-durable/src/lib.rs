@@ -109,6 +109,8 @@
 //! ([`wall_clock`](palisade_classify::hint::wall_clock)), so tests on the paused clock run
 //! instantly and deterministically.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod checkpoint;
 mod engine;
 pub mod error;

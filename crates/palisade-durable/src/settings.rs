@@ -3,6 +3,7 @@
 //! definitions.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::time::Duration;
 
 use palisade_classify::ConfigError;
@@ -10,7 +11,8 @@ use palisade_retry::{Backoff, Jitter};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use crate::error::StoreError;
+use crate::engine::now_ms;
+use crate::error::{SagaError, StoreError};
 use crate::store::{Claim, Store};
 
 /// The options of [`Sagas`](crate::Sagas) and [`Coordinator`](crate::twopc::Coordinator)
@@ -93,35 +95,130 @@ impl Settings {
         self.jitter.apply(b.delay(retry), b, prev, &mut rng)
     }
 
-    /// Claims the next few workflows of `kind` in `states` for this owner, and returns those
-    /// not in `seen` (adding them): recovery loops until this is empty.
-    pub(crate) async fn claim_fresh(
+    /// The loop of both recoveries: claims the workflows of `kind` in `states` that this
+    /// owner may take, a few at a time, and hands each one to `each` (once), until none is left
+    /// to claim. Returns what `each` gave back (`None`s left out) and the workflows it failed
+    /// on, with their errors; a failed claim ends the loop with that error.
+    pub(crate) async fn recover_each<T, F, Fut>(
         &self,
         store: &dyn Store,
         kind: &str,
         states: &[&str],
-        now_ms: u64,
-        seen: &mut HashSet<String>,
-    ) -> Result<Vec<String>, StoreError> {
-        let ids = store
-            .claim(Claim::new(
+        mut each: F,
+    ) -> Result<Recovered<T>, SagaError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<Option<T>, SagaError>>,
+    {
+        let mut out = Recovered {
+            done: Vec::new(),
+            failed: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        loop {
+            let now = now_ms();
+            let claim = Claim::new(
                 kind,
                 states,
                 self.owner.clone(),
-                now_ms,
-                self.lease_until(now_ms),
-                // A few at a time: claimed workflows wait for this process, so a fleet
-                // spreads the backlog better, and none waits long enough for its lease to
-                // run out.
+                now,
+                self.lease_until(now),
+                // A few at a time: claimed workflows wait for this process, so a fleet spreads
+                // the backlog better. One whose lease runs out while it waits may be taken
+                // over by another process; `each` finds that out when it renews the claim.
                 4,
-            ))
-            .await?;
-        Ok(ids
-            .into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .collect())
+            );
+            let fresh: Vec<String> = store
+                .claim(claim)
+                .await?
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(out);
+            }
+            for id in fresh {
+                match each(id.clone()).await {
+                    Ok(Some(t)) => out.done.push(t),
+                    Ok(None) => {}
+                    Err(e) => out.failed.push((id, e)),
+                }
+            }
+        }
     }
 }
+
+/// What [`Settings::recover_each`] did.
+pub(crate) struct Recovered<T> {
+    /// What each workflow's recovery returned.
+    pub(crate) done: Vec<T>,
+    /// The workflows whose recovery failed, and why.
+    pub(crate) failed: Vec<(String, SagaError)>,
+}
+
+/// The setters [`SagasBuilder`](crate::SagasBuilder) and
+/// [`CoordinatorBuilder`](crate::twopc::CoordinatorBuilder) share, over their `defs` and
+/// `settings` fields: `define`, `owner`, `lease`, the attempts and backoff setters (named and
+/// documented by the caller), and `seed`. `$what` names the workflows ("sagas"), `$work`
+/// what runs while the heartbeat renews the claim.
+macro_rules! workflow_setters {
+    (
+        definition: $def:ty,
+        what: $what:literal,
+        work: $work:literal,
+        $(#[$attempts_doc:meta])* attempts: $attempts:ident,
+        $(#[$backoff_doc:meta])* backoff: $backoff:ident $(,)?
+    ) => {
+        /// Registers a definition (its name must be unique).
+        pub fn define(mut self, definition: $def) -> Self {
+            self.defs.push(definition);
+            self
+        }
+
+        #[doc = concat!(
+            "The name this process claims ", $what, " under (default `\"local\"`). Each ",
+            "process sharing a store needs its own; a restarted process should keep its name."
+        )]
+        pub fn owner(mut self, owner: impl Into<String>) -> Self {
+            self.settings.owner = owner.into();
+            self
+        }
+
+        #[doc = concat!(
+            "How long a claim lasts without being renewed (default 60 s, at least 1 s). ",
+            "Journal entries renew it, and so does a heartbeat every third of it while ", $work,
+            ", so that work may take longer than this. It is how long one of the ", $what,
+            " of a process that died waits before another process may take it over."
+        )]
+        pub fn lease(mut self, lease: Duration) -> Self {
+            self.settings.lease = lease;
+            self
+        }
+
+        $(#[$attempts_doc])*
+        pub fn $attempts(mut self, attempts: u32) -> Self {
+            self.settings.attempts = attempts;
+            self
+        }
+
+        $(#[$backoff_doc])*
+        pub fn $backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
+            self.settings.backoff = backoff;
+            self.settings.jitter = jitter;
+            self
+        }
+
+        #[doc = concat!(
+            "The seed of the jitter's rng (default 0): the delays of one of the ", $what,
+            " depend only on the seed, its id, the step or participant, and the attempt."
+        )]
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.settings.seed = seed;
+            self
+        }
+    };
+}
+pub(crate) use workflow_setters;
 
 /// The definitions by name; a name registered twice is an error.
 pub(crate) fn by_name<D>(

@@ -53,9 +53,9 @@ use tower::{Service, ServiceExt};
 
 use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
-use crate::journal::{ErrorRecord, UnknownState};
+use crate::journal::{ErrorRecord, UnknownState, WorkflowSummary, summaries};
 use crate::lease;
-use crate::settings::{Settings, by_name};
+use crate::settings::{Settings, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// The workflow kind transactions are stored under.
@@ -470,45 +470,16 @@ pub struct CoordinatorBuilder {
 }
 
 impl CoordinatorBuilder {
-    /// Registers a definition.
-    pub fn define(mut self, definition: TransactionDefinition) -> Self {
-        self.defs.push(definition);
-        self
-    }
-
-    /// The name this process claims transactions under (default `"local"`).
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.settings.owner = owner.into();
-        self
-    }
-
-    /// How long a claim lasts without being renewed (default 60 s, at least 1 s): journal
-    /// entries renew it, and so does a heartbeat every third of it while a participant is
-    /// asked anything (or the coordinator waits to ask it again).
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease;
-        self
-    }
-
-    /// How many times a decision is sent to a participant before [`Coordinator::run`] gives
-    /// up for now (default 5, at least 1); the transaction stays undelivered and the next
-    /// [`Coordinator::recover`] goes on.
-    pub fn delivery_attempts(mut self, attempts: u32) -> Self {
-        self.settings.attempts = attempts;
-        self
-    }
-
-    /// The delay between deliveries (default 100 ms doubling to 10 s, ±10 %, seeded).
-    pub fn delivery_backoff(mut self, backoff: Backoff, jitter: Jitter) -> Self {
-        self.settings.backoff = backoff;
-        self.settings.jitter = jitter;
-        self
-    }
-
-    /// The jitter's seed (default 0).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.settings.seed = seed;
-        self
+    workflow_setters! {
+        definition: TransactionDefinition,
+        what: "transactions",
+        work: "a participant is asked anything (or waits to be asked again)",
+        /// How many times a decision is sent to a participant before [`Coordinator::run`]
+        /// gives up for now (default 5, at least 1); the transaction stays undelivered and
+        /// the next [`Coordinator::recover`] goes on.
+        attempts: delivery_attempts,
+        /// The delay between deliveries (default 100 ms doubling to 10 s, ±10 %, seeded).
+        backoff: delivery_backoff,
     }
 
     /// Checks the options and builds the coordinator.
@@ -707,30 +678,22 @@ impl Coordinator {
     /// cannot be finished (its definition is not registered here, the store fails) is
     /// reported in [`TxRecovery::failed`]; the others go on.
     pub async fn recover(&self) -> Result<TxRecovery, SagaError> {
-        let mut report = TxRecovery::default();
         let states = [
             TxState::Preparing.as_str(),
             TxState::Committing.as_str(),
             TxState::Aborting.as_str(),
         ];
-        let mut seen = std::collections::HashSet::new();
-        loop {
-            let fresh = self
-                .inner
-                .settings
-                .claim_fresh(&*self.inner.store, KIND, &states, now_ms(), &mut seen)
-                .await?;
-            if fresh.is_empty() {
-                return Ok(report);
-            }
-            for id in fresh {
-                match self.finish(&id).await {
-                    Ok(Some(info)) => report.finished.push(info),
-                    Ok(None) => {}
-                    Err(e) => report.failed.push((id, e)),
-                }
-            }
-        }
+        let recovered = self
+            .inner
+            .settings
+            .recover_each(&*self.inner.store, KIND, &states, |id| async move {
+                self.finish(&id).await
+            })
+            .await?;
+        Ok(TxRecovery {
+            finished: recovered.done,
+            failed: recovered.failed,
+        })
     }
 
     /// Finishes one claimed transaction; `None` if another process took it over while it
@@ -796,21 +759,7 @@ pub struct Transactions {
 }
 
 /// One line of [`Transactions::list`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxSummary {
-    /// Its id.
-    pub id: String,
-    /// Its definition's name.
-    pub name: String,
-    /// Where it is.
-    pub state: TxState,
-    /// The process holding its claim, if any.
-    pub owner: Option<String>,
-    /// When it started (ms since the Unix epoch).
-    pub created_ms: u64,
-    /// When its journal last grew.
-    pub updated_ms: u64,
-}
+pub type TxSummary = WorkflowSummary<TxState>;
 
 /// The owner [`Transactions::resolve`] claims a transaction under.
 const OPERATOR: &str = "operator";
@@ -823,28 +772,7 @@ impl Transactions {
 
     /// Every transaction, oldest first, with its state.
     pub async fn list(&self) -> Result<Vec<TxSummary>, SagaError> {
-        self.store
-            .workflows(Some(KIND))
-            .await?
-            .into_iter()
-            .map(|w| {
-                let state = w
-                    .state
-                    .parse()
-                    .map_err(|e: UnknownState| SagaError::Inconsistent {
-                        saga: w.id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                Ok(TxSummary {
-                    id: w.id,
-                    name: w.name,
-                    state,
-                    owner: w.owner,
-                    created_ms: w.created_ms,
-                    updated_ms: w.updated_ms,
-                })
-            })
-            .collect()
+        summaries(&*self.store, KIND).await
     }
 
     /// Transaction `id`, from its journal ([`SagaError::NotFound`] if there is no

@@ -356,9 +356,16 @@ where
             }
         }
 
+        // The caller gave up during the retries: nothing left to recover, nobody to tell.
+        if class.category == Category::Cancelled {
+            return Err(Unrecovered {
+                error,
+                recovery: finish(recovery, Step::Cancelled),
+            });
+        }
         // An unrecoverable (L3) failure goes to a person after compensation; the rest may
         // still be answered by another agent or degraded.
-        if class.category != Category::Cancelled && class.fault_level() != FaultLevel::Logic {
+        if class.fault_level() != FaultLevel::Logic {
             if let Some(fallback) = &self.fallback {
                 match fallback.clone().oneshot(req.clone()).await {
                     Ok(r) => return Ok((r, finish(recovery, Step::FallbackAgent))),

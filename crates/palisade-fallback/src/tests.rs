@@ -320,6 +320,30 @@ async fn a_chain_run_outside_the_layer_still_names_its_members() {
 }
 
 #[tokio::test]
+async fn a_chain_run_by_hand_lists_its_members_failures() {
+    let down = service_fn(|_: Req| async { Err::<String, BoxError>("backup down".into()) });
+    let chain =
+        Chain::new()
+            .then(Alternative::new(down))
+            .then(FromError(|_: Class, _: &BoxError| {
+                Err::<String, BoxError>("no page".into())
+            }));
+    let error: BoxError = "503".into();
+    let failure = Failure {
+        class: Class::new(Category::ServerError),
+        error: &error,
+    };
+    let err = chain
+        .fallback(Some(req("q").0), None, failure)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "2 fallback strategies failed: service: backup down; from_error: no page"
+    );
+}
+
+#[tokio::test]
 async fn cancellations_are_not_answered_and_the_predicate_decides() {
     let svc = FallbackLayer::new(Constant("x".to_owned())).layer(agent("request cancelled"));
     let (r, _) = req("fail");
@@ -514,6 +538,238 @@ async fn a_finished_future_polled_again_panics() {
     let _ = fut.as_mut().await;
 }
 
+/// A service whose readiness can fail, to see what the layers do with it.
+#[derive(Clone, Debug, PartialEq)]
+struct Unready {
+    id: u8,
+    broken: bool,
+}
+
+impl tower::Service<Req> for Unready {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(if self.broken {
+            Err("not ready".into())
+        } else {
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, r: Req) -> Self::Future {
+        std::future::ready(Ok(format!("answer to {}", r.q)))
+    }
+}
+
+#[tokio::test]
+async fn the_service_forwards_readiness_and_gives_its_inner_service_back() {
+    let layer = FallbackLayer::new(Constant("sorry".to_owned()));
+    let mut svc = layer.layer(Unready {
+        id: 1,
+        broken: true,
+    });
+    // A service that cannot get ready is not answered for: the error comes out of poll_ready.
+    let err = ServiceExt::<Req>::ready(&mut svc).await.unwrap_err();
+    assert_eq!(err.to_string(), "not ready");
+    assert_eq!(svc.get_ref().id, 1);
+    svc.get_mut().broken = false;
+    ServiceExt::<Req>::ready(&mut svc).await.unwrap();
+    let fut = tower::Service::call(&mut svc, req("q").0);
+    assert_eq!(format!("{fut:?}"), "ResponseFuture { .. }");
+    assert_eq!(fut.await.unwrap().into_inner(), "answer to q");
+    assert_eq!(
+        svc.clone().into_inner(),
+        Unready {
+            id: 1,
+            broken: false
+        }
+    );
+}
+
+#[test]
+fn debug_and_display_say_what_they_are() {
+    let class = Class::new(Category::ServerError);
+    let degraded = Degraded {
+        class,
+        strategy: "constant",
+    };
+    assert_eq!(
+        degraded.to_string(),
+        format!("degraded answer from constant after {class}")
+    );
+    let layer = FallbackLayer::new(Constant(7u8));
+    assert_eq!(
+        format!("{layer:?}"),
+        "FallbackLayer(Config { strategy: Constant(7), restore: true, .. })"
+    );
+    let builder = FallbackLayer::builder(Constant(7u8)).restore_failed_responses(false);
+    assert_eq!(
+        format!("{builder:?}"),
+        "FallbackBuilder(Config { strategy: Constant(7), restore: false, .. })"
+    );
+    let svc = layer.layer(Unready {
+        id: 2,
+        broken: false,
+    });
+    assert_eq!(
+        format!("{svc:?}"),
+        "Fallback { inner: Unready { id: 2, broken: false }, strategy: Constant(7), .. }"
+    );
+    let from_error = FromError(|_: Class, _: &BoxError| Ok::<u8, BoxError>(0));
+    assert_eq!(format!("{from_error:?}"), "FromError");
+    let from_request = FromRequest(|_: Req, _: Class, _: &BoxError| Ok::<u8, BoxError>(0));
+    assert_eq!(format!("{from_request:?}"), "FromRequest");
+    let alternative = Alternative::new(Unready {
+        id: 0,
+        broken: false,
+    });
+    assert!(format!("{alternative:?}").starts_with("Alternative(\""));
+    assert!(format!("{alternative:?}").ends_with("Unready\")"));
+    // The defaults of LastGood::new.
+    let last_good = LastGood::<String, _>::new(|r: &Req| r.q);
+    assert_eq!(
+        format!("{last_good:?}"),
+        "LastGood { ttl: 60s, capacity: 1024, .. }"
+    );
+    let builder = LastGood::<String, _>::builder(|r: &Req| r.q).capacity(3);
+    assert_eq!(
+        format!("{builder:?}"),
+        "LastGoodBuilder { ttl: 60s, capacity: 3, .. }"
+    );
+    let chain = Chain::new()
+        .then(Alternative::new(agent("x")))
+        .then(Constant("c".to_owned()));
+    assert_eq!(format!("{chain:?}"), r#"["service", "constant"]"#);
+    assert_eq!(Strategy::<Req, String>::name(&chain), "chain");
+}
+
+/// Fails for prompts starting with "fail", answers with the prompt otherwise.
+fn echo() -> impl tower::Service<Req, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(|r: Req| async move {
+        if r.q.starts_with("fail") {
+            Err::<String, BoxError>("503 down".into())
+        } else {
+            Ok(format!("fresh {}", r.q))
+        }
+    })
+}
+
+/// The word after the first: "ask weather" and "fail weather" share a key.
+fn topic(r: &Req) -> &'static str {
+    r.q.split(' ').nth(1).unwrap_or("")
+}
+
+/// Runs the last-good checks through `strategy`, which answers as `name`.
+async fn remembers<St: Strategy<Req, String> + 'static>(strategy: St, name: &str) {
+    let svc = FallbackLayer::new(strategy).layer(echo());
+    assert!(
+        !svc.clone()
+            .oneshot(req("ask weather").0)
+            .await
+            .unwrap()
+            .is_degraded()
+    );
+    let answer = svc.clone().oneshot(req("fail weather").0).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, name);
+    assert_eq!(answer.into_inner(), "fresh ask weather");
+    let err = svc.oneshot(req("fail news").0).await.unwrap_err();
+    assert!(err.is::<FallbackFailed>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn boxed_named_and_chained_strategies_forward_everything() {
+    let last_good = || LastGood::new(topic);
+    remembers(last_good(), "last_good").await;
+    remembers(
+        Box::new(last_good()) as Box<dyn Strategy<Req, String>>,
+        "last_good",
+    )
+    .await;
+    remembers(Named("cache", last_good()), "cache").await;
+    // A chain takes the key of its first member that has one, and lets every member see
+    // every success.
+    let never = FromError(|_: Class, _: &BoxError| Err::<String, BoxError>("no".into()));
+    remembers(
+        Chain::new().then(never.clone()).then(last_good()),
+        "last_good",
+    )
+    .await;
+    remembers(
+        Named("both", Chain::new().then(never).then(last_good())),
+        "last_good",
+    )
+    .await;
+
+    // The request reaches a strategy that answers from it, boxed or named.
+    let from_request =
+        || FromRequest(|r: Req, _: Class, _: &BoxError| Ok::<_, BoxError>(format!("re {}", r.q)));
+    for (strategy, name) in [
+        (
+            Box::new(from_request()) as Box<dyn Strategy<Req, String>>,
+            "from_request",
+        ),
+        (Box::new(Named("again", from_request())), "again"),
+        (
+            Box::new(Box::new(Chain::new().then(from_request())) as Box<dyn Strategy<Req, String>>),
+            "from_request",
+        ),
+    ] {
+        let answer = FallbackLayer::new(strategy)
+            .layer(echo())
+            .oneshot(req("fail x").0)
+            .await
+            .unwrap();
+        assert_eq!(answer.degraded().unwrap().strategy, name);
+        assert_eq!(answer.into_inner(), "re fail x");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_good_keeps_the_newest_keys_and_answers_until_its_ttl() {
+    let strategy = LastGood::builder(topic)
+        .capacity(2)
+        .ttl(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let svc = FallbackLayer::new(strategy).layer(echo());
+    let ask = |q: &'static str| {
+        let svc = svc.clone();
+        async move { svc.oneshot(req(q).0).await }
+    };
+    ask("ask a").await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    ask("ask b").await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // Full: a key already there is updated in place, evicting nothing.
+    ask("ask a").await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // A new key evicts the oldest entry, b's.
+    ask("ask c").await.unwrap();
+    assert!(ask("fail b").await.is_err());
+    assert_eq!(ask("fail a").await.unwrap().into_inner(), "fresh ask a");
+    assert_eq!(ask("fail c").await.unwrap().into_inner(), "fresh ask c");
+    // c was stored 3 s after the start: fresh until 13 s, not at 13 s.
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert!(ask("fail c").await.is_ok());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(ask("fail c").await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_good_defaults_to_a_minute() {
+    let svc = FallbackLayer::new(LastGood::new(topic)).layer(echo());
+    svc.clone().oneshot(req("ask a").0).await.unwrap();
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    assert!(svc.clone().oneshot(req("fail a").0).await.is_ok());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(svc.oneshot(req("fail a").0).await.is_err());
+}
+
 mod recovery {
     use super::*;
     use crate::recovery::{EscalationSink, MemorySink, RecoveryBuilder, RecoveryManager, Step};
@@ -652,6 +908,66 @@ mod recovery {
         assert_eq!(err.recovery.strategy, Step::Cancelled);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(sink.list().is_empty());
+    }
+
+    /// An agent that fails with each of `errors` in turn, then answers.
+    fn failing_with_each(
+        errors: &'static [&'static str],
+    ) -> impl tower::Service<u32, Response = String, Error = BoxError, Future: Send> + Clone {
+        let calls = Arc::new(AtomicUsize::new(0));
+        service_fn(move |n: u32| {
+            let i = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match errors.get(i) {
+                    Some(e) => Err::<String, BoxError>((*e).into()),
+                    None => Ok(format!("done {n}")),
+                }
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_during_the_retries_is_not_escalated_either() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let (backup, backup_calls) = agent(0, "");
+        let m = manager(&sink)
+            .fallback_agent(backup)
+            .degrade(|_: &u32, _: Class| Some("degraded".to_owned()))
+            .build()
+            .unwrap();
+        let mut a = failing_with_each(&["503 overloaded", "request cancelled"]);
+        let err = m.run(&mut a, 8).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Cancelled);
+        assert_eq!(err.recovery.attempts, 2);
+        assert_eq!(err.error.to_string(), "request cancelled");
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 0);
+        assert!(sink.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_was_not_recovered_says_so() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let m = manager(&sink).backoff(Vec::new()).build().unwrap();
+        let (mut a, calls) = agent(100, "503 overloaded");
+        let err = m.run(&mut a, 1).await.unwrap_err();
+        // No delays: no retries.
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(err.to_string(), "not recovered (Escalated): 503 overloaded");
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), "503 overloaded");
+        assert_eq!(
+            format!("{m:?}"),
+            r#"RecoveryManager { agent: "classifier", backoff: [], failures: 1, .. }"#
+        );
+        let builder = manager(&sink).backoff(vec![Duration::from_secs(5)]);
+        assert_eq!(
+            format!("{builder:?}"),
+            r#"RecoveryBuilder(RecoveryManager { agent: "classifier", backoff: [5s], failures: 0, .. })"#
+        );
+        // take empties the sink; list does not.
+        assert_eq!(sink.list().len(), 1);
+        assert_eq!(sink.take()[0].agent, "classifier");
+        assert!(sink.take().is_empty());
     }
 
     #[test]

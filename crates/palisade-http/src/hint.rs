@@ -2,7 +2,7 @@
 //!
 //! [`ServerHints::from_headers`] reads every header below, through the shared parsers of
 //! [`palisade_classify::hint`] (one parser per format across palisade), plus the rate-limit
-//! reset durations of LLM APIs, parsed here by [`reset_duration`].
+//! resets of LLM APIs, parsed here: durations by [`reset_duration`], dates by [`reset_date`].
 //!
 //! | header | meaning | read as |
 //! |---|---|---|
@@ -10,7 +10,8 @@
 //! | `Retry-After` | delta-seconds or an HTTP-date ([RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)) | a date is measured from [`wall_clock`](palisade_classify::hint::wall_clock) (tokio's clock, so paused-clock tests cover it), or from the response's own `Date` header when asked |
 //! | `grpc-retry-pushback-ms` | gRPC's server pushback ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md)): milliseconds, or negative for "do not retry" | a malformed value means "do not retry", as A6 specifies |
 //! | `x-should-retry` | `true` / `false`: the server's own verdict (OpenAI's and Anthropic's APIs) | overrides whether the failure is retryable, either way |
-//! | `x-ratelimit-reset-requests`, `x-ratelimit-reset-tokens` | when a rate-limit window resets, as a duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's and Groq's APIs) | read only for a rate-limited response, when nothing above gave a wait: the reset of the exhausted limit (`x-ratelimit-remaining-*: 0`), else the sooner of the two |
+//! | `x-ratelimit-reset-requests`, `x-ratelimit-reset-tokens` | when a rate-limit window resets, as a duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's and Groq's APIs) | read only for a rate-limited response, when nothing above gave a wait: the reset of an exhausted limit (its `x-ratelimit-remaining-*` is `0`), else the soonest reset (see [`rate_limit_reset`]) |
+//! | `anthropic-ratelimit-requests-reset`, `anthropic-ratelimit-tokens-reset`, `anthropic-ratelimit-input-tokens-reset`, `anthropic-ratelimit-output-tokens-reset` | when a rate-limit window resets, as an RFC 3339 date such as `2024-01-01T00:00:30Z` (Anthropic's API) | as the row above, with `anthropic-ratelimit-*-remaining`; the date is measured like `Retry-After`'s |
 //!
 //! A value that does not parse is ignored (never a panic); so is a header whose bytes are not
 //! visible ASCII. Waits come back as sent, up to [`LONGEST`]: whether a wait is too long is the
@@ -18,7 +19,7 @@
 //!
 //! ```
 //! use http::HeaderMap;
-//! use palisade_http::hint::{ServerHints, reset_duration};
+//! use palisade_http::hint::{ServerHints, reset_date, reset_duration};
 //! use std::time::{Duration, SystemTime};
 //!
 //! let mut headers = HeaderMap::new();
@@ -32,6 +33,12 @@
 //! assert_eq!(reset_duration("6m0s"), Some(Duration::from_secs(360)));
 //! assert_eq!(reset_duration("1h2m3.5s"), Some(Duration::from_millis(3_723_500)));
 //! assert_eq!(reset_duration("soon"), None);
+//!
+//! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200); // 2024-01-01T00:00:00Z
+//! assert_eq!(reset_date("2024-01-01T00:00:30Z", now), Some(Duration::from_secs(30)));
+//! assert_eq!(reset_date("2024-01-01T01:00:30+01:00", now), Some(Duration::from_secs(30)));
+//! assert_eq!(reset_date("2023-12-31T23:59:00Z", now), Some(Duration::ZERO)); // past: now
+//! assert_eq!(reset_date("6m0s", now), None);
 //! ```
 
 use std::time::{Duration, SystemTime};
@@ -55,6 +62,55 @@ pub const X_RATELIMIT_REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests
 /// `x-ratelimit-remaining-tokens`.
 pub const X_RATELIMIT_REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
 
+/// The rate limits whose resets [`rate_limit_reset`] reads: each one's reset header, its
+/// remaining header, and whether the reset is an RFC 3339 date (else a duration).
+///
+/// OpenAI's and Groq's `x-ratelimit-*` carry durations; Anthropic's `anthropic-ratelimit-*`
+/// carry dates (its API documents one pair per limit: requests, tokens, input tokens, output
+/// tokens).
+pub const RATE_LIMITS: &[(&str, &str, ResetFormat)] = &[
+    (
+        X_RATELIMIT_RESET_REQUESTS,
+        X_RATELIMIT_REMAINING_REQUESTS,
+        ResetFormat::Duration,
+    ),
+    (
+        X_RATELIMIT_RESET_TOKENS,
+        X_RATELIMIT_REMAINING_TOKENS,
+        ResetFormat::Duration,
+    ),
+    (
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-requests-remaining",
+        ResetFormat::Date,
+    ),
+    (
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-tokens-remaining",
+        ResetFormat::Date,
+    ),
+    (
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-input-tokens-remaining",
+        ResetFormat::Date,
+    ),
+    (
+        "anthropic-ratelimit-output-tokens-reset",
+        "anthropic-ratelimit-output-tokens-remaining",
+        ResetFormat::Date,
+    ),
+];
+
+/// How a rate-limit reset header says when the window resets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResetFormat {
+    /// A duration from now, as Go prints it (`6m0s`): [`reset_duration`].
+    Duration,
+    /// An RFC 3339 date (`2024-01-01T00:00:30Z`): [`reset_date`].
+    Date,
+}
+
 /// What a response's headers say about retrying it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -66,32 +122,35 @@ pub struct ServerHints {
     pub should_retry: Option<bool>,
     /// `grpc-retry-pushback-ms`, when present.
     pub pushback: Option<Pushback>,
-    /// When the exhausted rate-limit window resets (`x-ratelimit-reset-*`; see the
-    /// [module docs](self)); read apart from `retry_after` because it only means "wait" for a
-    /// rate-limited response.
+    /// When the exhausted rate-limit window resets (`x-ratelimit-reset-*`,
+    /// `anthropic-ratelimit-*-reset`; see [`rate_limit_reset`]); read apart from `retry_after`
+    /// because it only means "wait" for a rate-limited response.
     pub rate_limit_reset: Option<Duration>,
 }
 
 impl ServerHints {
-    /// Reads the hints in `headers`, measuring an HTTP-date `Retry-After` from `now`.
+    /// Reads the hints in `headers`, measuring dates (an HTTP-date `Retry-After`, an RFC 3339
+    /// rate-limit reset) from `now`.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
-        Self::read(headers, |v| hint::retry_after(v, now))
+        Self::read(headers, || now)
     }
 
-    /// [`from_headers`](Self::from_headers), measuring an HTTP-date `Retry-After` from
-    /// [`wall_clock`](hint::wall_clock), which is read only when there is such a header to
-    /// measure.
+    /// [`from_headers`](Self::from_headers), measuring dates from
+    /// [`wall_clock`](hint::wall_clock), which is read only when a `Retry-After` or an RFC 3339
+    /// reset is present.
     pub(crate) fn from_headers_wall_clock(headers: &HeaderMap) -> Self {
-        Self::read(headers, hint::retry_after_now)
+        Self::read(headers, hint::wall_clock)
     }
 
-    /// The hints in `headers`, `Retry-After` read by `retry_after` (called only when that
-    /// header is present and `retry-after-ms` did not give the wait).
-    fn read(headers: &HeaderMap, retry_after: impl FnOnce(&str) -> Option<Duration>) -> Self {
+    /// The hints in `headers`, dates measured from `now()` (called only when a header that may
+    /// hold a date is present).
+    fn read(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Self {
         let pushback = text(headers, GRPC_RETRY_PUSHBACK_MS).map(hint::grpc_retry_pushback_ms);
         let retry_after = text(headers, RETRY_AFTER_MS)
             .and_then(hint::retry_after_ms)
-            .or_else(|| text(headers, RETRY_AFTER.as_str()).and_then(retry_after))
+            .or_else(|| {
+                text(headers, RETRY_AFTER.as_str()).and_then(|v| hint::retry_after(v, now()))
+            })
             .or(match pushback {
                 Some(Pushback::After(d)) => Some(d),
                 _ => None,
@@ -100,20 +159,15 @@ impl ServerHints {
             retry_after,
             should_retry: text(headers, X_SHOULD_RETRY).and_then(hint::should_retry),
             pushback,
-            rate_limit_reset: rate_limit_reset(headers),
+            rate_limit_reset: resets(headers, &now),
         }
     }
 
-    /// [`from_headers`](Self::from_headers), measuring an HTTP-date `Retry-After` from the
-    /// response's own `Date` header when it has a valid one (the server's clock: immune to skew
-    /// between the two machines), else from [`wall_clock`](hint::wall_clock).
+    /// [`from_headers`](Self::from_headers), measuring dates from the response's own `Date`
+    /// header when it has a valid one (the server's clock: immune to skew between the two
+    /// machines), else from [`wall_clock`](hint::wall_clock).
     pub fn from_headers_server_clock(headers: &HeaderMap) -> Self {
-        Self::read(headers, |v| {
-            match text(headers, DATE.as_str()).and_then(|d| httpdate::parse_http_date(d).ok()) {
-                Some(date) => hint::retry_after(v, date),
-                None => hint::retry_after_now(v),
-            }
-        })
+        Self::read(headers, || server_clock(headers))
     }
 
     /// Whether no header said anything.
@@ -127,23 +181,103 @@ pub(crate) fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The reset of the exhausted rate limit, from `x-ratelimit-reset-requests` and
-/// `x-ratelimit-reset-tokens`: the longest reset among the limits whose
-/// `x-ratelimit-remaining-*` is `0`; when none says so, the sooner of the resets given (a retry
-/// that meets the limit again costs one attempt and brings fresh headers; waiting for the
-/// later one may wait minutes for nothing).
-pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
-    let requests = text(headers, X_RATELIMIT_RESET_REQUESTS).and_then(reset_duration);
-    let tokens = text(headers, X_RATELIMIT_RESET_TOKENS).and_then(reset_duration);
-    let exhausted = |name| text(headers, name).is_some_and(|v| v.trim() == "0");
-    let exhausted = [
-        requests.filter(|_| exhausted(X_RATELIMIT_REMAINING_REQUESTS)),
-        tokens.filter(|_| exhausted(X_RATELIMIT_REMAINING_TOKENS)),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    exhausted.or_else(|| [requests, tokens].into_iter().flatten().min())
+/// The response's `Date` header, if valid, else [`wall_clock`](hint::wall_clock).
+fn server_clock(headers: &HeaderMap) -> SystemTime {
+    text(headers, DATE.as_str())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or_else(hint::wall_clock)
+}
+
+/// The reset of the exhausted rate limit, from the headers of [`RATE_LIMITS`]
+/// (`x-ratelimit-reset-*` durations, `anthropic-ratelimit-*-reset` dates, measured from
+/// `now`): the longest reset among the limits whose remaining header is `0`; when none says
+/// so, the soonest of the resets given (a retry that meets the limit again costs one attempt
+/// and brings fresh headers; waiting for the latest may wait minutes for nothing). A reset
+/// that does not parse is ignored.
+///
+/// ```
+/// use http::HeaderMap;
+/// use palisade_http::hint::rate_limit_reset;
+/// use std::time::{Duration, SystemTime};
+///
+/// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200); // 2024-01-01T00:00:00Z
+/// let mut headers = HeaderMap::new();
+/// headers.insert("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:05Z".parse().unwrap());
+/// headers.insert("anthropic-ratelimit-tokens-reset", "2024-01-01T00:01:00Z".parse().unwrap());
+/// headers.insert("anthropic-ratelimit-tokens-remaining", "0".parse().unwrap());
+/// assert_eq!(rate_limit_reset(&headers, now), Some(Duration::from_secs(60)));
+/// ```
+pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    resets(headers, &|| now)
+}
+
+/// [`rate_limit_reset`], the clock read (once) only for a date.
+fn resets(headers: &HeaderMap, now: &dyn Fn() -> SystemTime) -> Option<Duration> {
+    let mut clock = None;
+    let mut exhausted: Option<Duration> = None;
+    let mut soonest: Option<Duration> = None;
+    for &(reset, remaining, format) in RATE_LIMITS {
+        let Some(value) = text(headers, reset) else {
+            continue;
+        };
+        let wait = match format {
+            ResetFormat::Duration => reset_duration(value),
+            ResetFormat::Date => reset_date(value, *clock.get_or_insert_with(now)),
+        };
+        let Some(wait) = wait else {
+            continue;
+        };
+        if text(headers, remaining).is_some_and(|v| v.trim() == "0") {
+            exhausted = exhausted.max(Some(wait));
+        }
+        soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+    }
+    exhausted.or(soonest)
+}
+
+/// Parses an RFC 3339 date, as Anthropic's `anthropic-ratelimit-*-reset` headers carry it
+/// (`2024-01-01T00:00:30Z`, with any fraction of a second, `Z` or a numeric offset such as
+/// `+01:00`, `T`/`Z` in either case), into the time from `now` until then: zero for a date in
+/// the past, at most [`LONGEST`]. Anything else is `None`. The date is read with
+/// [`humantime::parse_rfc3339`].
+pub fn reset_date(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    // humantime reads UTC (`Z`, `+00:00`) in upper case: bring other forms to it.
+    let upper;
+    let v = if v.bytes().any(|b| b == b't' || b == b'z') {
+        upper = v.to_ascii_uppercase();
+        upper.as_str()
+    } else {
+        v
+    };
+    let (utc, offset) = match v.as_bytes() {
+        [.., sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) =>
+        {
+            let digit = |b: &u8| u64::from(b - b'0');
+            let minutes = (digit(h1) * 10 + digit(h2)) * 60 + digit(m1) * 10 + digit(m2);
+            if minutes >= 24 * 60 {
+                return None;
+            }
+            // The offset's six bytes are ASCII: the rest ends on a character boundary.
+            let local = &v[..v.len() - 6];
+            let seconds = Duration::from_secs(minutes * 60);
+            (format!("{local}Z"), Some((*sign == b'+', seconds)))
+        }
+        _ => (v.to_owned(), None),
+    };
+    let at = humantime::parse_rfc3339(&utc).ok()?;
+    // The local time is ahead of UTC by a positive offset: UTC = local − offset.
+    let at = match offset {
+        Some((true, d)) => at.checked_sub(d)?,
+        Some((false, d)) => at.checked_add(d)?,
+        None => at,
+    };
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(LONGEST),
+    )
 }
 
 /// Parses a duration as Go's `time.Duration` prints it (and as OpenAI's and Groq's
@@ -341,27 +475,184 @@ mod tests {
             ("x-ratelimit-remaining-requests", "12"),
             ("x-ratelimit-remaining-tokens", "0"),
         ]);
-        assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(360)));
+        assert_eq!(rate_limit_reset(&h, EPOCH), Some(Duration::from_secs(360)));
         let h = headers(&[
             ("x-ratelimit-reset-requests", "20ms"),
             ("x-ratelimit-reset-tokens", "6m0s"),
             ("x-ratelimit-remaining-requests", "0"),
         ]);
-        assert_eq!(rate_limit_reset(&h), Some(ms(20)));
+        assert_eq!(rate_limit_reset(&h, EPOCH), Some(ms(20)));
         // Nobody says which: the sooner.
         let h = headers(&[
             ("x-ratelimit-reset-requests", "1h2m3.5s"),
             ("x-ratelimit-reset-tokens", "1s"),
         ]);
-        assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(1)));
+        assert_eq!(rate_limit_reset(&h, EPOCH), Some(Duration::from_secs(1)));
         // Malformed ones are ignored.
         let h = headers(&[
             ("x-ratelimit-reset-requests", "soon"),
             ("x-ratelimit-reset-tokens", "2s"),
             ("x-ratelimit-remaining-requests", "0"),
         ]);
-        assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(2)));
-        assert_eq!(rate_limit_reset(&HeaderMap::new()), None);
+        assert_eq!(rate_limit_reset(&h, EPOCH), Some(Duration::from_secs(2)));
+        assert_eq!(rate_limit_reset(&HeaderMap::new(), EPOCH), None);
+    }
+
+    /// 2024-01-01T00:00:00Z.
+    fn new_year() -> SystemTime {
+        EPOCH + Duration::from_secs(1_704_067_200)
+    }
+
+    #[test]
+    fn rfc_3339_dates() {
+        let now = new_year();
+        for (text, want) in [
+            ("2024-01-01T00:00:30Z", Duration::from_secs(30)),
+            ("2024-01-01T00:00:00.250Z", ms(250)),
+            ("2024-01-01T00:00:00.000000001Z", Duration::from_nanos(1)),
+            ("2024-01-01T00:01:00+00:00", Duration::from_secs(60)),
+            ("2024-01-01t00:00:30z", Duration::from_secs(30)),
+            (" 2024-01-01T00:00:30Z ", Duration::from_secs(30)),
+            // Local times with an offset: UTC is local minus the offset.
+            ("2024-01-01T01:00:30+01:00", Duration::from_secs(30)),
+            ("2023-12-31T23:30:30-00:30", Duration::from_secs(30)),
+            ("2024-01-01T05:45:07.5+05:45", ms(7_500)),
+            // A leap second reads as :59.
+            ("2024-01-01T00:00:60Z", Duration::from_secs(59)),
+            // Past: no wait.
+            ("2023-12-31T23:59:59Z", Duration::ZERO),
+            ("1970-01-01T00:00:00Z", Duration::ZERO),
+            ("2024-01-01T00:00:30+23:59", Duration::ZERO),
+            // Far away: the longest wait.
+            ("9999-12-31T23:59:59Z", LONGEST),
+        ] {
+            assert_eq!(reset_date(text, now), Some(want), "{text:?}");
+        }
+        for bad in [
+            "",
+            "6m0s",
+            "30",
+            "2024-01-01",
+            "2024-01-01T00:00:30",
+            "2024-01-01 00:00:30Z",
+            "2024-13-01T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:30+24:00",
+            "2024-01-01T00:00:30+01",
+            "2024-01-01T00:00:30+0100",
+            "2024-01-01T00:00:30.Z+01:00",
+            "1969-12-31T23:59:59Z",
+            "Mon, 01 Jan 2024 00:00:30 GMT",
+            "2024-01-01T00:00:30Zé",
+            "é024-01-01T00:00:30+01:00",
+        ] {
+            assert_eq!(reset_date(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn anthropic_resets() {
+        let now = new_year();
+        // The exhausted limit's reset, even when it is the later one.
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:05Z"),
+            ("anthropic-ratelimit-requests-remaining", "41"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2024-01-01T00:00:50Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-remaining", "0"),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(50)));
+        // Two exhausted: the later, since both must reset.
+        let h = headers(&[
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2024-01-01T00:00:20Z",
+            ),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2024-01-01T00:00:40Z"),
+            ("anthropic-ratelimit-tokens-remaining", " 0 "),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(40)));
+        // Nobody says which: the soonest; a malformed one is ignored, and so is its remaining
+        // count.
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-reset", "tomorrow"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2024-01-01T00:00:09Z"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2024-01-01T00:00:03Z",
+            ),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(3)));
+        // Durations and dates together (a proxy in front of both kinds of API).
+        let h = headers(&[
+            ("x-ratelimit-reset-requests", "2s"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:01Z"),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(1)));
+        let h = headers(&[
+            ("x-ratelimit-reset-requests", "2s"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:01Z"),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(2)));
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:01Z"),
+            ("anthropic-ratelimit-requests-remaining", "1"),
+        ]);
+        assert_eq!(rate_limit_reset(&h, now), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn anthropic_resets_against_the_date_header() {
+        let h = headers(&[
+            ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:12Z"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+        ]);
+        assert_eq!(
+            ServerHints::from_headers_server_clock(&h).rate_limit_reset,
+            Some(Duration::from_secs(12))
+        );
+        // Given a `now`, the `Date` header is not read.
+        assert_eq!(
+            ServerHints::from_headers(&h, new_year() + Duration::from_secs(2)).rate_limit_reset,
+            Some(Duration::from_secs(10))
+        );
+        // Without a valid `Date`, the wall clock: 2024 is long past.
+        let h = headers(&[
+            ("date", "yesterday"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:12Z"),
+        ]);
+        assert_eq!(
+            ServerHints::from_headers_server_clock(&h).rate_limit_reset,
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn anthropic_resets_follow_the_paused_clock() {
+        let at =
+            humantime::format_rfc3339(hint::wall_clock() + Duration::from_secs(30)).to_string();
+        let h = headers(&[("anthropic-ratelimit-tokens-reset", &at)]);
+        let first = ServerHints::from_headers_wall_clock(&h)
+            .rate_limit_reset
+            .unwrap();
+        assert!(
+            first > Duration::from_secs(29) && first <= Duration::from_secs(30),
+            "{first:?}"
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let later = ServerHints::from_headers_wall_clock(&h)
+            .rate_limit_reset
+            .unwrap();
+        // The wall clock is read twice: allow it the real time between the reads.
+        let moved = first - later;
+        assert!(moved.abs_diff(Duration::from_secs(20)) < ms(1), "{moved:?}");
     }
 
     #[test]
@@ -378,15 +669,26 @@ mod tests {
         #[test]
         fn parsers_never_panic(value in "\\PC{0,40}", bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             if let Some(d) = reset_duration(&value) { prop_assert!(d <= LONGEST); }
+            if let Some(d) = reset_date(&value, EPOCH) { prop_assert!(d <= LONGEST); }
             let mut h = HeaderMap::new();
             for name in [RETRY_AFTER_MS, "retry-after", X_SHOULD_RETRY, GRPC_RETRY_PUSHBACK_MS,
-                X_RATELIMIT_RESET_REQUESTS, X_RATELIMIT_RESET_TOKENS, X_RATELIMIT_REMAINING_TOKENS, "date"] {
+                X_RATELIMIT_RESET_REQUESTS, X_RATELIMIT_RESET_TOKENS, X_RATELIMIT_REMAINING_TOKENS,
+                "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-tokens-remaining", "date"] {
                 if let Ok(v) = http::HeaderValue::from_str(&value) { h.append(name, v); }
                 if let Ok(v) = http::HeaderValue::from_bytes(&bytes) { h.append(name, v); }
             }
             let hints = ServerHints::from_headers(&h, EPOCH);
             if let Some(d) = hints.retry_after { prop_assert!(d <= LONGEST); }
+            if let Some(d) = hints.rate_limit_reset { prop_assert!(d <= LONGEST); }
             let _ = ServerHints::from_headers_server_clock(&h);
+        }
+
+        #[test]
+        fn rfc_3339_dates_round_trip(secs in 0u64..253_402_300_799, nanos in 0u32..1_000_000_000) {
+            let at = EPOCH + Duration::new(secs, nanos);
+            let text = humantime::format_rfc3339_nanos(at).to_string();
+            prop_assert_eq!(reset_date(&text, EPOCH), Some(Duration::new(secs, nanos).min(LONGEST)));
+            prop_assert_eq!(reset_date(&text, at), Some(Duration::ZERO));
         }
 
         #[test]

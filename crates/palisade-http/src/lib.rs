@@ -119,10 +119,37 @@
 //!
 //! # Examples
 //!
-//! `cargo run -p palisade-http --example llm_client` (a hyper-util client against a fake,
-//! flaky LLM provider, with and without palisade) and
-//! `cargo run -p palisade-http --example axum_agent --features axum` (an axum server calling a
-//! flaky tool, with health endpoints and a scripted run). Both use 127.0.0.1 only.
+//! - `cargo run -p palisade-http --example llm_client`: a hyper-util client against a fake,
+//!   flaky LLM provider, with and without palisade.
+//! - `cargo run -p palisade-http --example grpc_client`: a tonic client against a tonic server
+//!   that answers `UNAVAILABLE` and `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`, then
+//!   has an outage, with and without palisade's layers over the tonic channel (request
+//!   bodies kept for replay, retry honouring the pushback, breaker, [`GrpcClassifier`](grpc::GrpcClassifier)).
+//!   The messages and the service are written by hand with prost's derive and tonic's codec:
+//!   no `.proto` file, no build script.
+//! - `cargo run -p palisade-http --example axum_agent --features axum`: an axum server calling a
+//!   flaky tool, with health endpoints and a scripted run.
+//!
+//! All use 127.0.0.1 only; `tests/examples.rs` runs each on tokio's paused clock.
+//!
+//! # Fuzzing
+//!
+//! `crates/palisade-http/fuzz` holds a [cargo-fuzz](https://github.com/rust-fuzz/cargo-fuzz)
+//! target, `headers`, that feeds arbitrary bytes to every header parser ([`hint`]'s and
+//! palisade-classify's: `Retry-After` seconds and dates, `retry-after-ms`, `x-should-retry`,
+//! `grpc-retry-pushback-ms`, the rate-limit resets as durations and RFC 3339 dates;
+//! `grpc-timeout`, `grpc-status` and `grpc-message`; the server's deadline headers) and
+//! through the classifiers' header paths, checking that nothing panics and that every wait
+//! stays within [`LONGEST`](palisade_classify::hint::LONGEST). It needs a nightly toolchain:
+//!
+//! ```sh
+//! cargo install cargo-fuzz
+//! cd crates/palisade-http && cargo +nightly fuzz run headers -- -max_total_time=60
+//! ```
+//!
+//! On stable, `cargo check --manifest-path crates/palisade-http/fuzz/Cargo.toml` type-checks
+//! it (CI does, so the target cannot rot); the crate's proptests cover the same parsers on
+//! every test run.
 //!
 //! # Features
 //!

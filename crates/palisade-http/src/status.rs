@@ -457,6 +457,26 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_rate_limit_resets_are_the_wait_of_a_429() {
+        let headers = [
+            ("date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ("anthropic-ratelimit-requests-reset", "2024-01-01T00:00:07Z"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+        ];
+        let c = HttpClassifier::builder()
+            .dates_from_server_clock(true)
+            .build()
+            .unwrap()
+            .classify(&response(429, &headers))
+            .unwrap();
+        assert_eq!(c.category, Category::RateLimited);
+        assert_eq!(c.retry_after, Some(Duration::from_secs(7)));
+        // On the process's clock, 2024 is long past: retry now.
+        let c = class(429, &headers).unwrap();
+        assert_eq!(c.retry_after, Some(Duration::ZERO));
+    }
+
+    #[test]
     fn overrides() {
         let classifier = HttpClassifier::builder()
             .status(429, Class::new(Category::ResourceExhausted))

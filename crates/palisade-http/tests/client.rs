@@ -230,6 +230,50 @@ async fn transport_errors_are_classified_by_kind() {
     );
 }
 
+/// A connect that gets no answer: a listener whose accept queue is full (nobody accepts;
+/// Linux drops the SYNs that come after), and a connect timeout that fires (on the paused
+/// clock, at once in real time). A connect error whose cause is a timeout is a `Timeout`,
+/// retryable: nothing was sent.
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_times_out_is_a_timeout() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the accept queue: connect until a connect hangs.
+    let mut queued = Vec::new();
+    loop {
+        assert!(queued.len() < 64, "the accept queue never filled");
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(stream) => queued.push(stream.unwrap()),
+            Err(_) => break,
+        }
+    }
+
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    let start = Instant::now();
+    let err = client
+        .oneshot(get(&format!("http://{addr}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(err.is_connect(), "{err:?}");
+    use palisade::classify::Classify;
+    let class = HttpClassifier::new()
+        .classify(&Err::<Response<Incoming>, BoxError>(err.into()))
+        .unwrap();
+    assert_eq!((class.category, class.retryable), (Category::Timeout, true));
+    drop((listener, queued));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_body_cut_short_is_a_network_error_of_the_body() {
     let cut = serve_raw(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;

@@ -4,6 +4,10 @@
 #[allow(dead_code, unreachable_pub)]
 mod llm_client;
 
+#[path = "../examples/grpc_client/demo.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod grpc_client;
+
 #[cfg(feature = "axum")]
 #[path = "../examples/axum_agent/demo.rs"]
 #[allow(dead_code)]
@@ -33,6 +37,82 @@ async fn llm_client_palisade_answers_what_the_bare_client_cannot() {
         "{:?}",
         report.palisade[5]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_client_palisade_retries_with_pushback_and_opens_the_breaker() {
+    use grpc_client::Outcome;
+    use palisade::breaker::State;
+    use tonic::Code;
+    let report = grpc_client::run(14).await.unwrap();
+    println!("{report}");
+    let codes = |o: &[Outcome]| o.iter().map(|o| o.code).collect::<Vec<_>>();
+    let calls = |o: &[Outcome]| o.iter().map(|o| o.calls).collect::<Vec<_>>();
+    use Code::{Ok as OK, ResourceExhausted as Exhausted, Unavailable};
+    // Bare: the first answer is the answer.
+    assert_eq!(
+        codes(&report.bare),
+        [
+            OK,
+            Exhausted,
+            OK,
+            Unavailable,
+            Exhausted,
+            Exhausted,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            OK,
+            Exhausted
+        ]
+    );
+    assert!(report.bare.iter().all(|o| o.calls == 1));
+    // palisade: RESOURCE_EXHAUSTED retried after exactly the server's pushback, UNAVAILABLE
+    // after a backoff; a negative pushback (request 4) not retried; request 6 down on all 3
+    // attempts; the outage (8 to 11) opens the breaker after 5 failures in a row, and the
+    // requests that follow fail at once without reaching the server; after the open second,
+    // probes succeed and close it.
+    assert_eq!(
+        codes(&report.palisade),
+        [
+            OK,
+            OK,
+            OK,
+            OK,
+            Exhausted,
+            OK,
+            Unavailable,
+            OK,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            Unavailable,
+            OK,
+            OK
+        ]
+    );
+    assert_eq!(
+        calls(&report.palisade),
+        [1, 2, 1, 2, 1, 2, 3, 2, 3, 2, 0, 0, 1, 2]
+    );
+    for id in [1, 5, 13] {
+        assert_eq!(report.palisade[id].took, Duration::from_millis(150), "{id}");
+    }
+    assert_eq!(report.palisade[10].took, Duration::ZERO);
+    assert!(
+        report.palisade[10]
+            .note
+            .starts_with("circuit 'oracle' open"),
+        "{:?}",
+        report.palisade[10]
+    );
+    assert_eq!(report.breaker[8], State::Closed);
+    assert_eq!(report.breaker[9], State::Open);
+    assert_eq!(report.breaker[12], State::HalfOpen);
+    assert_eq!(report.breaker[13], State::Closed);
 }
 
 #[cfg(feature = "axum")]

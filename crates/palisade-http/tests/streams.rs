@@ -95,7 +95,13 @@ fn get(url: &str) -> Request<Full<Bytes>> {
 /// breaker's default rules, opens after 30 of them (90 % of the last 30 calls).
 #[tokio::test(start_paused = true)]
 async fn mid_stream_failures_open_the_breaker() {
-    let ends = |n: usize| if n % 2 == 0 { End::Fails } else { End::Stalls };
+    let ends = |n: usize| {
+        if n.is_multiple_of(2) {
+            End::Fails
+        } else {
+            End::Stalls
+        }
+    };
     let (url, server) = stream_server(ends).await;
     let guard = || GuardLayer::new().idle_timeout(Duration::from_secs(5));
 
@@ -185,7 +191,7 @@ async fn streams_that_end_are_successes() {
         assert_eq!(handle.metrics().successes, n);
     }
     let r = svc.ready().await.unwrap().call(get(&url)).await.unwrap();
-    let mut body = std::pin::pin!(r.into_body());
+    let mut body = Box::pin(r.into_body());
     assert!(body.frame().await.unwrap().is_ok());
     drop(body);
     let m = handle.metrics();

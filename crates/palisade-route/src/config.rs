@@ -220,7 +220,7 @@ impl RouteConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 

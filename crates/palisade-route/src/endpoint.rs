@@ -1,8 +1,9 @@
 //! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use palisade_classify::sync::CachePadded;
+use palisade_classify::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use palisade_classify::{Category, Class, HealthImpact, stripe};
 use tokio::time::Instant;
 
@@ -14,7 +15,9 @@ pub(crate) fn ms_since(origin: Instant, now: Instant) -> u64 {
     now.saturating_duration_since(origin).as_millis() as u64
 }
 
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+/// Tokens for endpoints, process-wide. Std's atomic even in loom builds: a static, and no model
+/// checks how tokens are handed out.
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Everything the router knows about one endpoint.
 #[derive(Debug)]
@@ -30,15 +33,16 @@ pub(crate) struct EndpointState {
     health: AtomicU64,
     /// Calls in flight: the load power-of-two-choices compares. Every call writes it, so it
     /// has cache lines of its own and does not evict the fields every pick reads.
-    pub(crate) in_flight: Load,
+    pub(crate) in_flight: CachePadded<AtomicU32>,
     consecutive_failures: AtomicU32,
     /// Milliseconds since the origin until which the endpoint is ejected (0: never was).
     ejected_until: AtomicU64,
     ejections: AtomicU32,
     /// Milliseconds since the origin until which a rate-limited endpoint is skipped.
     cooldown_until: AtomicU64,
-    /// Successes in the current outlier interval, counted per lane (see [`LaneRef`]).
-    lanes: Box<[Lane]>,
+    /// Successes in the current outlier interval, counted per lane (see [`LaneRef`]), each on
+    /// cache lines of its own.
+    lanes: Box<[CachePadded<AtomicU64>]>,
     /// Failures in the current outlier interval.
     failures: AtomicU64,
     /// Last active check, ms since origin + 1 (0: never).
@@ -51,27 +55,8 @@ pub(crate) struct EndpointState {
 
 pub(crate) const TREND_BUCKETS: usize = 10;
 
-/// An endpoint's load, on its own cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct Load(AtomicU32);
-
-impl std::ops::Deref for Load {
-    type Target = AtomicU32;
-
-    fn deref(&self) -> &AtomicU32 {
-        &self.0
-    }
-}
-
-/// One lane's success counter, on its own cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Lane {
-    successes: AtomicU64,
-}
-
-/// One lane's reference to an endpoint's state, on its own cache lines.
+/// One lane's reference to an endpoint's state, kept in a [`CachePadded`] (see [`Lanes`]) so
+/// that it has cache lines of its own.
 ///
 /// Each router instance takes a lane when it is made or cloned (round robin), and its calls
 /// hold that lane's reference and count their successes in that lane: instances on different
@@ -79,20 +64,26 @@ struct Lane {
 /// counter. Only the load (`in_flight`), which power-of-two-choices must compare across all
 /// callers, stays one shared counter per endpoint.
 #[derive(Debug)]
-#[repr(align(128))]
 pub(crate) struct LaneRef {
     pub(crate) state: Arc<EndpointState>,
     pub(crate) lane: usize,
 }
 
+/// A lane's reference on its own cache lines: what a call holds (its reference count is
+/// written by every call of the lane's router instance).
+pub(crate) type PaddedLaneRef = Arc<CachePadded<LaneRef>>;
+
+/// An endpoint's lane references, one per stripe.
+pub(crate) type Lanes = Arc<[PaddedLaneRef]>;
+
 /// The lane references of `state`, one per stripe (a power of two).
-pub(crate) fn lane_refs(state: &Arc<EndpointState>) -> Arc<[Arc<LaneRef>]> {
+pub(crate) fn lane_refs(state: &Arc<EndpointState>) -> Lanes {
     (0..state.lanes.len())
         .map(|lane| {
-            Arc::new(LaneRef {
+            Arc::new(CachePadded::new(LaneRef {
                 state: state.clone(),
                 lane,
-            })
+            }))
         })
         .collect()
 }
@@ -114,12 +105,14 @@ impl EndpointState {
             config,
             origin,
             health: AtomicU64::new(health.pack()),
-            in_flight: Load::default(),
+            in_flight: CachePadded::default(),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             cooldown_until: AtomicU64::new(0),
-            lanes: (0..stripe::count()).map(|_| Lane::default()).collect(),
+            lanes: (0..stripe::count())
+                .map(|_| CachePadded::default())
+                .collect(),
             failures: AtomicU64::new(0),
             last_check: AtomicU64::new(0),
             last_error: AtomicU8::new(0),
@@ -204,9 +197,7 @@ impl EndpointState {
 
     /// A successful call: the hot path. Two relaxed increments when the endpoint is settled.
     pub(crate) fn on_success(&self, lane: usize, cfg: &RouteConfig, now_ms: impl FnOnce() -> u64) {
-        self.lanes[lane % self.lanes.len()]
-            .successes
-            .fetch_add(1, Ordering::Relaxed);
+        self.lanes[lane % self.lanes.len()].fetch_add(1, Ordering::Relaxed);
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
@@ -284,7 +275,7 @@ impl EndpointState {
         let successes = self
             .lanes
             .iter()
-            .map(|lane| lane.successes.swap(0, Ordering::AcqRel))
+            .map(|lane| lane.swap(0, Ordering::AcqRel))
             .sum();
         (successes, self.failures.swap(0, Ordering::AcqRel))
     }

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
@@ -10,11 +9,11 @@ use palisade_classify::context::attempt;
 use palisade_classify::{BoxError, Category, Class, HealthImpact, class_of};
 use pin_project_lite::pin_project;
 
-use crate::endpoint::LaneRef;
+use crate::endpoint::PaddedLaneRef;
 
 /// Counts the call in its endpoint's load until the future completes or is dropped.
 #[derive(Debug)]
-struct InFlight(Arc<LaneRef>);
+struct InFlight(PaddedLaneRef);
 
 impl InFlight {
     /// Records a failure of `class` for the endpoint: the one path for returned errors and
@@ -115,7 +114,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     /// A call of `lane`'s endpoint; `check_scope`: `call` ran outside any attempt scope.
-    pub(crate) fn new(inner: F, lane: Arc<LaneRef>, check_scope: bool) -> Self {
+    pub(crate) fn new(inner: F, lane: PaddedLaneRef, check_scope: bool) -> Self {
         lane.state.in_flight.fetch_add(1, Ordering::Relaxed);
         ResponseFuture {
             inner: Some(inner),

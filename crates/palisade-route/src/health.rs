@@ -368,7 +368,7 @@ impl Health {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -278,5 +278,8 @@ impl<S> futures_core::Stream for Static<S> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests;
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests;

@@ -20,9 +20,9 @@
 //! Every step is a function of what it is given (endpoint states, slots, the rng), so each is
 //! tested alone below; none allocates.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
 use rand::Rng;
 
 use crate::endpoint::EndpointState;
@@ -389,7 +389,7 @@ fn scanning<E: AsRef<EndpointState>>(
     Ok(less_loaded(a, b, load))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use std::sync::Arc;
 

@@ -120,7 +120,7 @@ impl Ramp {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use palisade_classify::context::attempt;
+use palisade_classify::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use palisade_classify::{BoxError, class_of};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -293,13 +293,13 @@ where
     }
 
     /// The token of the endpoint `poll_ready` reserved, if any.
-    #[cfg(test)]
+    #[cfg(all(test, not(palisade_loom)))]
     pub(crate) fn reserved(&self) -> Option<u64> {
         self.ready.map(|i| self.endpoints[i].state.token)
     }
 
     /// Discovery errors seen so far (each one was logged).
-    #[cfg(test)]
+    #[cfg(all(test, not(palisade_loom)))]
     pub(crate) fn discovery_errors(&self) -> u64 {
         self.set.errors()
     }

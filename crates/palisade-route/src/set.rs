@@ -8,15 +8,15 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use palisade_classify::BoxError;
+use palisade_classify::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 
-use crate::endpoint::{EndpointState, LaneRef, lane_refs, ms_since};
+use crate::endpoint::{EndpointState, Lanes, lane_refs, ms_since};
 use crate::health::Health;
 use crate::service::Shared;
 
@@ -30,7 +30,7 @@ pub(crate) struct Endpoint<K, S> {
     svc: Mutex<S>,
     pub(crate) state: Arc<EndpointState>,
     /// One reference to `state` per lane; a call holds its router instance's.
-    pub(crate) lanes: Arc<[Arc<LaneRef>]>,
+    pub(crate) lanes: Lanes,
 }
 
 impl<K, S: Clone> Endpoint<K, S> {
@@ -149,7 +149,7 @@ impl<D: Discover> Set<D> {
     }
 
     /// Discovery errors seen so far.
-    #[cfg(test)]
+    #[cfg(all(test, not(palisade_loom)))]
     pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }

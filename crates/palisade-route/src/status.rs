@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_classify::sync::atomic::Ordering;
 use palisade_classify::{Category, Class};
 use tokio::time::Instant;
 
@@ -126,7 +127,7 @@ impl<K: Clone> RouteHandle<K> {
                     cooling_down: s.cooldown_until() > now,
                     consecutive_healthy: healthy,
                     consecutive_unhealthy: unhealthy,
-                    in_flight: s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    in_flight: s.in_flight.load(Ordering::Relaxed),
                     last_check: s
                         .last_check()
                         .map(|t| Duration::from_millis(now.saturating_sub(t))),
@@ -175,7 +176,7 @@ impl<K: PartialEq> RouteHandle<K> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use palisade_classify::{BoxError, Category, Class};
     use tower::service_fn;

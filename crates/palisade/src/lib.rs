@@ -14,6 +14,12 @@
 //! | [`health`] | (this crate) | a monitor that gathers breakers, routers and call counts into one snapshot per dependency, with a trend and anomaly detection |
 //! | [`chaos`] | `palisade-chaos` | injects seeded faults to test all of the above: failures, responses, latency, hangs, outage windows, capacity limits; a passthrough when switched off |
 //!
+//! Two modules are not in `full` and need their own feature: `http` (feature `http-layers`,
+//! `palisade-http`: classifiers, hints and endpoints for HTTP, hyper, axum and gRPC) and
+//! `durable` (feature `durable`, `palisade-durable`: sagas with compensation on a
+//! write-ahead journal, a review queue, checkpoints and two-phase commit for multi-step agent
+//! pipelines; it is not a layer, and its embedded store compiles SQLite from C).
+//!
 //! # Stacking order
 //!
 //! Outermost first:
@@ -110,6 +116,34 @@ pub use palisade_chaos as chaos;
 #[cfg(feature = "http-layers")]
 #[doc(inline)]
 pub use palisade_http as http;
+
+/// Durable agent workflows (feature `durable`, not in `full`): the `palisade-durable` crate,
+/// with its embedded SQLite store. For the PostgreSQL store, depend on `palisade-durable`
+/// with its feature `postgres` as well.
+///
+/// ```
+/// use std::sync::Arc;
+/// use palisade::durable::saga::StepRequest;
+/// use palisade::durable::store::MemoryStore;
+/// use palisade::durable::{SagaDefinition, SagaState, Sagas, Step};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let greet = Step::new("greet", tower::service_fn(|_r: StepRequest| async {
+///     Ok::<_, palisade::BoxError>(serde_json::json!("hello"))
+/// }));
+/// let sagas = Sagas::builder(Arc::new(MemoryStore::new()))
+///     .define(SagaDefinition::new("welcome", vec![greet]).unwrap())
+///     .build()
+///     .unwrap();
+/// let done = sagas.run("welcome", "w-1", serde_json::Value::Null).await.unwrap();
+/// assert_eq!(done.state, SagaState::Completed);
+/// # }
+/// ```
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+#[doc(inline)]
+pub use palisade_durable as durable;
 
 #[cfg(all(
     feature = "classify",

@@ -45,7 +45,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
     /// Trips every key's breaker (see [`BreakerHandle::trip`]).
     pub fn trip_all(&self) {
         for e in self.registry.map.load().values() {
-            let shared = e.stripes.shared();
+            let shared = &e.stripes.get().shared;
             shared.core.trip_now(shared.now_ms());
         }
     }

@@ -12,7 +12,9 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::BreakerConfig;
-use crate::handle::{Shared, Stripe, Stripes};
+use palisade_classify::stripe::Stripe;
+
+use crate::handle::{Lane, Shared, Stripes, stripes};
 use crate::state::Core;
 
 pub(super) struct Entry {
@@ -29,7 +31,7 @@ impl Entry {
 
     /// How much longer this key's breaker rejects calls (see [`Core::rejecting_for`]).
     fn rejecting_for(&self, now: u64) -> Option<u64> {
-        self.stripes.shared().core.rejecting_for(now)
+        self.stripes.get().shared.core.rejecting_for(now)
     }
 }
 
@@ -65,15 +67,15 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     /// Stripe `stripe` of `key`'s breaker, created on first use. Only the stripe's reference
     /// count is touched, not the breaker's (which every thread shares).
     #[inline]
-    pub(super) fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe> {
+    pub(super) fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe<Lane>> {
         if let Some(entry) = self.map.load().get(key) {
             let now = self.millis();
             if entry.last_used.load(Ordering::Relaxed) != now {
                 entry.last_used.store(now, Ordering::Relaxed);
             }
-            return entry.stripes.get(stripe).clone();
+            return entry.stripes.nth(stripe).clone();
         }
-        self.insert(key).get(stripe).clone()
+        self.insert(key).nth(stripe).clone()
     }
 
     #[cold]
@@ -111,7 +113,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                     };
                     tracing::warn!(
                         target: "palisade_breaker",
-                        breaker = %e.stripes.shared().core.name,
+                        breaker = %e.stripes.get().shared.core.name,
                         key = ?k,
                         open_for_ms = e.rejecting_for(now).unwrap_or(0),
                         max_keys = self.max_keys,
@@ -123,7 +125,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             };
             next.remove(&victim);
         }
-        let stripes = Stripes::new(Arc::new(Shared {
+        let stripes = stripes(Arc::new(Shared {
             core: Core::new(
                 format!("{}[{key:?}]", self.name).into(),
                 self.config,

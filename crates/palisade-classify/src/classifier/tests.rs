@@ -1,6 +1,9 @@
 use super::*;
 use crate::{FailedResponse, HasClass, register};
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn boxed(msg: &str) -> BoxError {
     msg.into()
@@ -327,4 +330,141 @@ fn cyclic_sources_terminate() {
         }
     }
     assert_eq!(class_of_dyn(&Cycle).category, Category::Unknown);
+}
+
+/// A classifier that names what failed: 500s fail, described by their number.
+struct Statuses;
+
+impl Classify<u16, BoxError> for Statuses {
+    fn classify(&self, result: &Result<u16, BoxError>) -> Option<Class> {
+        match result {
+            Ok(s) if *s >= 500 => Some(Class::new(Category::ServerError)),
+            Ok(_) => None,
+            Err(_) => Some(Class::new(Category::Unknown)),
+        }
+    }
+
+    fn describe(&self, response: &u16) -> Option<Cow<'static, str>> {
+        Some(Cow::Owned(format!("status {response}")))
+    }
+}
+
+#[test]
+fn references_and_arcs_classify_and_describe_as_what_they_point_to() {
+    fn both<C: Classify<u16, BoxError>>(c: C) -> (Option<Class>, Option<Cow<'static, str>>) {
+        (c.classify(&Ok(503)), c.describe(&503))
+    }
+    let want = (
+        Some(Class::new(Category::ServerError)),
+        Some(Cow::Borrowed("status 503")),
+    );
+    assert_eq!(both(&Statuses), want);
+    assert_eq!(both(Arc::new(Statuses)), want);
+    let shared: Arc<dyn Classify<u16, BoxError>> = Arc::new(Statuses);
+    assert_eq!(both(&shared), want);
+    assert_eq!(Statuses.classify(&Ok(200)), None);
+    // A classifier that does not describe leaves the message at the class.
+    let plain = classify_fn(|r: &Result<u16, BoxError>| {
+        r.as_ref().err().map(|_| Class::new(Category::Unknown))
+    });
+    assert_eq!(plain.describe(&503), None);
+    assert_eq!(
+        Classify::<u16, BoxError>::describe(&DefaultClassifier::new(), &503),
+        None
+    );
+}
+
+#[test]
+fn debug_output_names_the_parts() {
+    let f = classify_fn(|_: &Result<(), BoxError>| None::<Class>);
+    assert!(format!("{f:?}").starts_with("ClassifyFn(\""), "{f:?}");
+    let d = format!("{:?}", DefaultClassifier::new());
+    assert!(
+        d.starts_with("DefaultClassifier { type_rules: 0, message_rules: ["),
+        "{d}"
+    );
+    assert!(d.contains("unknown: Class {"), "{d}");
+}
+
+#[test]
+fn a_hint_in_the_message_neither_overrides_a_known_hint_nor_touches_an_ignored_error() {
+    let c = DefaultClassifier::builder()
+        .message("ignore me", Class::new(Category::Ignored))
+        .message(
+            "slow down",
+            Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap();
+    let ignored = c.classify_error(&*boxed("ignore me, retry after 5s"));
+    assert_eq!(ignored.category, Category::Ignored);
+    assert_eq!(ignored.retry_after, None);
+    let known = c.classify_error(&*boxed("slow down, retry after 30s"));
+    assert_eq!(known.retry_after, Some(Duration::from_secs(1)));
+    // Without a hint of its own, a class takes the message's.
+    let hinted = c.classify_error(&*boxed("503 service unavailable, retry after 5s"));
+    assert_eq!(hinted.retry_after, Some(Duration::from_secs(5)));
+}
+
+/// Each kind's class from `io_class` itself: through `class_of`, an `io::Error`'s message
+/// ("timed out", "connection reset") would also match the message rules and hide a lost arm.
+#[test]
+fn io_class_maps_every_listed_kind() {
+    use io::ErrorKind as K;
+    let table = [
+        (K::TimedOut, Category::Timeout),
+        (K::ConnectionRefused, Category::Network),
+        (K::ConnectionReset, Category::Network),
+        (K::ConnectionAborted, Category::Network),
+        (K::NotConnected, Category::Network),
+        (K::BrokenPipe, Category::Network),
+        (K::AddrNotAvailable, Category::Network),
+        (K::AddrInUse, Category::Network),
+        (K::UnexpectedEof, Category::Network),
+        (K::HostUnreachable, Category::Network),
+        (K::NetworkUnreachable, Category::Network),
+        (K::NetworkDown, Category::Network),
+        (K::WouldBlock, Category::Transient),
+        (K::Interrupted, Category::Transient),
+        (K::NotFound, Category::NotFound),
+        (K::PermissionDenied, Category::Authentication),
+        (K::InvalidInput, Category::Validation),
+        (K::InvalidData, Category::Validation),
+        (K::OutOfMemory, Category::ResourceExhausted),
+        (K::StorageFull, Category::ResourceExhausted),
+        (K::QuotaExceeded, Category::ResourceExhausted),
+    ];
+    for (kind, category) in table {
+        assert_eq!(io_class(kind), Some(Class::new(category)), "{kind:?}");
+    }
+    assert_eq!(io_class(K::Other), None);
+    assert_eq!(io_class(K::AlreadyExists), None);
+}
+
+/// A user's hint pattern may capture a number that is not a plain decimal (`1e1`): it is
+/// still scaled by its unit.
+#[test]
+fn a_non_decimal_hint_is_scaled_by_its_unit() {
+    let c = DefaultClassifier::builder()
+        .hint_pattern(Some(r"wait ([0-9.e]+) ?(ms|m|s)\b".to_owned()))
+        .build()
+        .unwrap();
+    let after = |msg: &str| c.classify_error(&*boxed(msg)).retry_after;
+    assert_eq!(after("503, wait 1e1 m"), Some(Duration::from_secs(600)));
+    assert_eq!(after("503, wait 1e1 s"), Some(Duration::from_secs(10)));
+    assert_eq!(
+        after("503, wait 2.5e2 ms"),
+        Some(Duration::from_millis(250))
+    );
+}
+
+#[test]
+fn the_builder_debug_output_names_its_settings() {
+    let b = DefaultClassifier::builder().message("boom", Class::new(Category::ServerError));
+    let d = format!("{b:?}");
+    assert!(
+        d.starts_with("ClassifierBuilder { type_rules: 0, messages: [(\"boom\", Class {"),
+        "{d}"
+    );
+    assert!(d.contains("defaults: true"), "{d}");
 }

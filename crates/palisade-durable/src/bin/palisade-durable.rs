@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use palisade_durable::journal::{Journal, SagaState};
+use palisade_durable::journal::{Journal, SagaState, WorkflowSummary};
 use palisade_durable::store::{SqliteStore, Store};
 use palisade_durable::twopc::{Decision, Transactions, TxState, Vote};
 use palisade_durable::{ReviewQueue, checkpoint::Checkpoints};
@@ -177,6 +177,29 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Prints a list of sagas or transactions (`noun`), as a table or as JSON.
+fn print_summaries<S: std::fmt::Display + serde::Serialize>(
+    list: &[WorkflowSummary<S>],
+    json: bool,
+    noun: &str,
+) -> Result<(), Error> {
+    if json {
+        return print_json(&list);
+    }
+    println!("{:<32} {:<20} {:<13} OWNER", "ID", "NAME", "STATE");
+    for w in list {
+        println!(
+            "{:<32} {:<20} {:<13} {}",
+            w.id,
+            w.name,
+            w.state.to_string(),
+            w.owner.as_deref().unwrap_or("-")
+        );
+    }
+    println!("{} {noun}(s)", list.len());
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     if !cli.db.exists() {
         return Err(format!("no store at {}", cli.db.display()).into());
@@ -190,20 +213,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .into_iter()
                 .filter(|s| state.is_none_or(|st| st == s.state))
                 .collect();
-            if cli.json {
-                return print_json(&list);
-            }
-            println!("{:<32} {:<20} {:<13} OWNER", "ID", "NAME", "STATE");
-            for s in &list {
-                println!(
-                    "{:<32} {:<20} {:<13} {}",
-                    s.id,
-                    s.name,
-                    s.state,
-                    s.owner.as_deref().unwrap_or("-")
-                );
-            }
-            println!("{} saga(s)", list.len());
+            print_summaries(&list, cli.json, "saga")?;
         }
         Command::Sagas(SagasCmd::Show { id }) => {
             let info = Journal::new(store).inspect(&id).await?;
@@ -345,20 +355,7 @@ async fn tx(txs: Transactions, cmd: TxCmd, json: bool) -> Result<(), Error> {
                 .into_iter()
                 .filter(|t| state.is_none_or(|st| st == t.state))
                 .collect();
-            if json {
-                return print_json(&list);
-            }
-            println!("{:<32} {:<20} {:<11} OWNER", "ID", "NAME", "STATE");
-            for t in &list {
-                println!(
-                    "{:<32} {:<20} {:<11} {}",
-                    t.id,
-                    t.name,
-                    t.state,
-                    t.owner.as_deref().unwrap_or("-")
-                );
-            }
-            println!("{} transaction(s)", list.len());
+            print_summaries(&list, json, "transaction")?;
         }
         TxCmd::Show { id } => {
             let info = txs.inspect(&id).await?;

@@ -17,7 +17,7 @@ use palisade_durable::store::Store;
 use palisade_durable::twopc::{
     Coordinator, Participant, PhaseRequest, TransactionDefinition, TxEvent, TxState, Vote,
 };
-use palisade_durable::{SagaDefinition, Sagas};
+use palisade_durable::{SagaDefinition, SagaInfo, Sagas, Step};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
@@ -63,60 +63,56 @@ fn lines_starting(log: &[String], prefix: &str) -> usize {
     log.iter().filter(|l| l.starts_with(prefix)).count()
 }
 
-pub(crate) async fn a_step_longer_than_the_lease_keeps_its_claim(store: Arc<dyn Store>) {
+/// Runs saga `id` of `steps` (one of which waits for the gate on its first call) on engine
+/// `a` while engine `b` tries to recover it every quarter of a lease for 3 leases once the
+/// slow work began, then opens the gate; returns how the saga ended and what the services
+/// did, after checking that `b` never took it over.
+async fn outlast_three_leases(
+    store: Arc<dyn Store>,
+    id: &str,
+    steps: impl Fn(&Log, &Arc<Semaphore>) -> Vec<Step>,
+) -> (SagaInfo, Vec<String>) {
     let store = still(store);
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
-    let def = || {
-        saga(
-            "t",
-            vec![
-                undoable("a", &log, Act::Ok, Act::Ok),
-                step("slow", &log, Act::WaitFirst(1, gate.clone())),
-            ],
-        )
-    };
+    let def = || saga("t", steps(&log, &gate));
     let (a, b) = (engine(&store, "a", def()), engine(&store, "b", def()));
     let t0 = Instant::now();
-    let (info, resumed) = tokio::join!(a.run("t", "h1", json!(0)), async {
-        let resumed = watch(&log, &store, &b, "h1", 3).await;
+    let (info, resumed) = tokio::join!(a.run("t", id, json!(0)), async {
+        let resumed = watch(&log, &store, &b, id, 3).await;
         gate.add_permits(1);
         resumed
     });
     assert_eq!(resumed, 0, "b took the saga over");
-    let info = info.unwrap();
-    assert_eq!(info.state, SagaState::Completed);
     assert!(t0.elapsed() >= 3 * LEASE, "{:?}", t0.elapsed());
-    let lines = log.take();
+    assert_eq!(store.workflow(id).await.unwrap().unwrap().owner, None);
+    (info.unwrap(), log.take())
+}
+
+pub(crate) async fn a_step_longer_than_the_lease_keeps_its_claim(store: Arc<dyn Store>) {
+    let (info, lines) = outlast_three_leases(store, "h1", |log, gate| {
+        vec![
+            undoable("a", log, Act::Ok, Act::Ok),
+            step("slow", log, Act::WaitFirst(1, gate.clone())),
+        ]
+    })
+    .await;
+    assert_eq!(info.state, SagaState::Completed);
     assert_eq!(lines_starting(&lines, "do slow"), 1, "{lines:?}");
     assert_eq!(lines_starting(&lines, "undo"), 0, "{lines:?}");
-    assert_eq!(store.workflow("h1").await.unwrap().unwrap().owner, None);
 }
 
 pub(crate) async fn a_compensation_longer_than_the_lease_keeps_its_claim(store: Arc<dyn Store>) {
-    let store = still(store);
-    let log = Log::default();
-    let gate = Arc::new(Semaphore::new(0));
-    let def = || {
-        saga(
-            "t",
-            vec![
-                undoable("a", &log, Act::Ok, Act::WaitFirst(1, gate.clone())),
-                step("b", &log, Act::Fail("HTTP 503")),
-            ],
-        )
-    };
-    let (a, b) = (engine(&store, "a", def()), engine(&store, "b", def()));
-    let (info, resumed) = tokio::join!(a.run("t", "h2", json!(0)), async {
-        let resumed = watch(&log, &store, &b, "h2", 3).await;
-        gate.add_permits(1);
-        resumed
-    });
-    assert_eq!(resumed, 0, "b took the saga over");
-    let info = info.unwrap();
+    let (info, lines) = outlast_three_leases(store, "h2", |log, gate| {
+        vec![
+            undoable("a", log, Act::Ok, Act::WaitFirst(1, gate.clone())),
+            step("b", log, Act::Fail("HTTP 503")),
+        ]
+    })
+    .await;
     assert_eq!(info.state, SagaState::Compensated);
     assert_eq!(info.steps[0].compensation_attempts, 1);
-    assert_eq!(lines_starting(&log.take(), "undo a"), 1);
+    assert_eq!(lines_starting(&lines, "undo a"), 1, "{lines:?}");
 }
 
 pub(crate) async fn a_partitioned_process_loses_the_saga_and_drops_its_step(store: Arc<dyn Store>) {

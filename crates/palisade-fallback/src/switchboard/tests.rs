@@ -436,3 +436,182 @@ async fn a_probe_failing_after_a_turn_on_does_not_turn_the_feature_off() {
         }
     );
 }
+
+/// Answers `(secs, ok)` after `secs` seconds (counted from its first poll): an answer if
+/// `ok`, a server error otherwise.
+fn after()
+-> impl tower::Service<(u64, bool), Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(|(secs, ok): (u64, bool)| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        if ok {
+            Ok("fine".to_owned())
+        } else {
+            Err::<String, BoxError>("503 overloaded".into())
+        }
+    })
+}
+
+/// A call of `req` let through now, to finish later.
+async fn start_with<Req, S: tower::Service<Req> + Clone>(svc: &S, req: Req) -> S::Future {
+    let mut svc = svc.clone();
+    ServiceExt::<Req>::ready(&mut svc).await.ok().unwrap();
+    svc.call(req)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_success_is_not_a_probe() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
+    let late = start_with(&svc, (5, true)).await;
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // A call let through while on succeeds after the feature turned itself off: it says
+    // nothing about the feature now, only a probe does.
+    assert!(!late.await.unwrap().is_degraded());
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_succeeding_after_a_manual_off_leaves_it_off() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start_with(&svc, (1, true)).await;
+    feature.turn_off();
+    assert!(!probe.await.unwrap().is_degraded());
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_the_probe_slot() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(summariser(Arc::new(AtomicBool::new(false)), calls.clone()));
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // The probe is let through, then dropped before it finishes.
+    drop(start_with(&svc, 1).await);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The next call is the probe.
+    let _ = svc.clone().oneshot(2).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // It failed: the cool-down starts over, and no call goes through meanwhile.
+    let _ = svc.clone().oneshot(3).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn turning_itself_off_warns_once_per_off_period() {
+    let warnings = palisade_test::Warnings::start();
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
+    let late = start_with(&svc, (1, false)).await;
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    // A late failure and a failed probe extend the off period without a new warning.
+    let _ = late.await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    assert_eq!(warnings.containing("turned itself off"), 1);
+    feature.turn_on();
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    assert_eq!(warnings.containing("turned itself off"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_name_one_feature() {
+    let board = Switchboard::new();
+    let first = board.feature_with("a", limit(1)).unwrap();
+    let again = board.feature("a");
+    assert!(again.is_on());
+    first.turn_off();
+    assert_eq!(again.state(), FeatureState::TurnedOff);
+    assert!(!again.is_on());
+    assert_eq!(board.snapshot().len(), 1);
+    // The configuration is the first registration's.
+    again.turn_on();
+    let svc = FeatureLayer::new(again, Constant("off".to_owned())).layer(after());
+    let _ = svc.oneshot((0, false)).await.unwrap();
+    assert!(matches!(first.state(), FeatureState::AutoOff { .. }));
+    assert!(!first.is_on());
+    let other = board.feature("b");
+    assert_eq!(other.name(), "b");
+    assert_eq!(board.snapshot().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn debug_shows_names_and_states() {
+    let board = Switchboard::new();
+    let feature = board.feature("search");
+    assert_eq!(
+        format!("{feature:?}"),
+        r#"Feature { name: "search", state: On }"#
+    );
+    feature.turn_off();
+    assert_eq!(
+        format!("{board:?}"),
+        r#"[FeatureStatus { name: "search", state: TurnedOff, recent_failures: 0 }]"#
+    );
+    let layer = FeatureLayer::new(feature.clone(), Constant(1u8));
+    assert_eq!(
+        format!("{layer:?}"),
+        r#"FeatureLayer { feature: Feature { name: "search", state: TurnedOff }, .. }"#
+    );
+    let builder = FeatureLayer::builder(feature.clone(), Constant(1u8));
+    assert_eq!(
+        format!("{builder:?}"),
+        r#"FeatureBuilder { feature: Feature { name: "search", state: TurnedOff }, .. }"#
+    );
+    let mut gate = Gate::new(after(), feature);
+    ServiceExt::<(u64, bool)>::ready(&mut gate).await.unwrap();
+    let fut = tower::Service::call(&mut gate, (0, true));
+    assert_eq!(format!("{fut:?}"), "GateFuture { .. }");
+}
+
+/// A summariser whose readiness fails while `broken`.
+#[derive(Clone, Debug, PartialEq)]
+struct Unready {
+    broken: bool,
+}
+
+impl tower::Service<u32> for Unready {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(if self.broken {
+            Err("not ready".into())
+        } else {
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        std::future::ready(Ok(format!("summary {n}")))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_forwards_readiness_while_on_and_gives_its_inner_service_back() {
+    let feature = Switchboard::new().feature("f");
+    let mut gate = Gate::new(Unready { broken: true }, feature.clone());
+    let err = ServiceExt::<u32>::ready(&mut gate).await.unwrap_err();
+    assert_eq!(err.to_string(), "not ready");
+    // Turned off by hand, it answers ready without asking.
+    feature.turn_off();
+    ServiceExt::<u32>::ready(&mut gate).await.unwrap();
+    assert!(gate.get_ref().broken);
+    gate.get_mut().broken = false;
+    feature.turn_on();
+    ServiceExt::<u32>::ready(&mut gate).await.unwrap();
+    assert_eq!(
+        tower::Service::call(&mut gate, 3).await.unwrap(),
+        "summary 3"
+    );
+    assert_eq!(gate.clone().into_inner(), Unready { broken: false });
+}
