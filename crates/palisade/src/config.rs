@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
-//! (see [`preset::recommended`](crate::preset::recommended)). Durations are written as people
+//! (see [`preset::recommended`]). Durations are written as people
 //! write them (`"250ms"`, `"30s"`, `"1m 30s"`).
 //!
 //! **Environment overrides.** [`PresetConfig::from_toml_with_env`] lets variables named
