@@ -25,7 +25,7 @@ pub struct Timeout<S> {
 
 impl<S> Timeout<S> {
     /// Wraps `inner` with a per-call `timeout` (no escalation; use
-    /// [`TimeoutLayer::escalate`](crate::TimeoutLayer::escalate) for that).
+    /// [`TimeoutBuilder::escalate`](crate::TimeoutBuilder::escalate) for that).
     pub fn new(inner: S, timeout: Duration) -> Self {
         Self::with_limit(inner, Limit::new(timeout))
     }

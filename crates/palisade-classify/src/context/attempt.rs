@@ -28,7 +28,7 @@
 //! # Escalation
 //!
 //! A retry layer makes each attempt's `inner.call(req)` inside [`with_timeouts_so_far`], so a
-//! per-attempt timeout configured to escalate (palisade-timeout's `TimeoutLayer::escalate`)
+//! per-attempt timeout configured to escalate (palisade-timeout's `TimeoutBuilder::escalate`)
 //! reads [`timeouts_so_far`] in its `call` and gives the attempt a longer limit after earlier
 //! attempts timed out. Outside any such scope the count is 0.
 //!
