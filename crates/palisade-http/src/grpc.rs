@@ -299,7 +299,9 @@ impl GrpcClassifier {
 
     /// A builder for overrides.
     pub fn builder() -> GrpcClassifierBuilder {
-        GrpcClassifierBuilder::default()
+        GrpcClassifierBuilder {
+            overrides: Vec::new(),
+        }
     }
 
     /// The class of a code, overrides included; `None` for a success.
@@ -356,7 +358,7 @@ impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
 }
 
 /// Builds a [`GrpcClassifier`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GrpcClassifierBuilder {
     overrides: Vec<(Code, Option<Class>)>,
 }
@@ -619,6 +621,115 @@ mod tests {
             parse_timeout("99999999H"),
             Some(Duration::from_secs(99_999_999 * 3600))
         );
+    }
+
+    #[test]
+    fn codes_numbers_and_names() {
+        let names = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        for (n, name) in names.iter().enumerate() {
+            let code = Code::from_i32(n as i32);
+            assert_eq!(code.as_i32(), n as i32);
+            assert_eq!(code.as_str(), *name);
+            assert_eq!(code.to_string(), *name);
+            assert_eq!(Code::from_header(&format!(" {n} ")), Some(code));
+        }
+        for outside in [-1, 17, i32::MAX, i32::MIN] {
+            assert_eq!(Code::from_i32(outside), Code::Unknown);
+        }
+        assert_eq!(Code::from_header("fourteen"), None);
+    }
+
+    #[test]
+    fn http_to_grpc_codes() {
+        for (status, code) in [
+            (200, None),
+            (400, Some(Code::Internal)),
+            (401, Some(Code::Unauthenticated)),
+            (403, Some(Code::PermissionDenied)),
+            (404, Some(Code::Unimplemented)),
+            (429, Some(Code::Unavailable)),
+            (502, Some(Code::Unavailable)),
+            (503, Some(Code::Unavailable)),
+            (504, Some(Code::Unavailable)),
+            (500, Some(Code::Unknown)),
+            (505, Some(Code::Unknown)),
+            (201, Some(Code::Unknown)),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(Code::from_http(status), code, "{status}");
+        }
+    }
+
+    #[test]
+    fn statuses_from_headers_with_their_class() {
+        let mut h = HeaderMap::new();
+        assert_eq!(GrpcStatus::from_headers(&h), None);
+        h.insert("grpc-status", "14".parse().unwrap());
+        h.insert(
+            "grpc-message",
+            "%41%62c%2A%2a %zz%4 caf%C3%A9 %".parse().unwrap(),
+        );
+        let status = GrpcStatus::from_headers(&h).unwrap();
+        assert_eq!(status.code, Code::Unavailable);
+        assert_eq!(status.message, "Abc** %zz%4 café %");
+        assert_eq!(status.to_string(), "gRPC UNAVAILABLE: Abc** %zz%4 café %");
+        assert_eq!(status.class(), Class::new(Category::Network));
+        let ok = GrpcStatus {
+            code: Code::Ok,
+            message: String::new(),
+        };
+        assert_eq!(ok.class().category, Category::Ignored);
+        assert_eq!(ok.to_string(), "gRPC OK");
+        for (text, want) in [
+            ("%", "%"),
+            ("%4", "%4"),
+            ("%41", "A"),
+            ("a%41", "aA"),
+            ("%0A%0a", "\n\n"),
+            ("%F0%9F%A6%80", "🦀"),
+            ("%g0", "%g0"),
+            ("%0g", "%0g"),
+            ("%:0", "%:0"),
+            ("%@0", "%@0"),
+            ("%`0", "%`0"),
+            ("%G0", "%G0"),
+            ("%/0", "%/0"),
+        ] {
+            assert_eq!(percent_decode(text.as_bytes()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_in_every_unit() {
+        for (text, want) in [
+            ("3H", Duration::from_secs(3 * 3600)),
+            ("3M", Duration::from_secs(180)),
+            ("3S", Duration::from_secs(3)),
+            ("3m", Duration::from_millis(3)),
+            ("3u", Duration::from_micros(3)),
+            ("3n", Duration::from_nanos(3)),
+            (" 12345678S ", Duration::from_secs(12_345_678)),
+        ] {
+            assert_eq!(parse_timeout(text), Some(want), "{text:?}");
+        }
     }
 
     proptest! {

@@ -162,7 +162,11 @@ impl HttpClassifier {
 
     /// A builder for overrides and options.
     pub fn builder() -> HttpClassifierBuilder {
-        HttpClassifierBuilder::default()
+        HttpClassifierBuilder {
+            overrides: Vec::new(),
+            errors: None,
+            hints: Hints::default(),
+        }
     }
 
     /// The class of a status, overrides included; `None` for a success.
@@ -233,7 +237,7 @@ impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
 }
 
 /// Builds an [`HttpClassifier`]; see [`HttpClassifier::builder`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpClassifierBuilder {
     overrides: Vec<(u16, Option<Class>)>,
     errors: Option<DefaultClassifier>,
@@ -547,6 +551,37 @@ mod tests {
             let restored = FailedResponse::<Response<()>>::restore(err).unwrap();
             assert_eq!(restored.status(), 503);
         });
+    }
+
+    #[test]
+    fn debug_shows_the_options() {
+        let c = HttpClassifier::builder()
+            .success(404)
+            .server_hints(false)
+            .dates_from_server_clock(true)
+            .build()
+            .unwrap();
+        let text = format!("{c:?}");
+        assert!(
+            text.starts_with("HttpClassifier { overrides: [(404, None)]"),
+            "{text}"
+        );
+        assert!(text.contains("hints: false, server_clock: true"), "{text}");
+    }
+
+    #[test]
+    fn a_classifier_of_ones_own_for_errors() {
+        let errors = palisade_classify::DefaultClassifier::builder()
+            .message("model is loading", Class::new(Category::Transient))
+            .build()
+            .unwrap();
+        let c = HttpClassifier::builder().errors(errors).build().unwrap();
+        let err: BoxError = "model is loading, try later".into();
+        assert_eq!(c.classify_error(&*err).category, Category::Transient);
+        assert_eq!(
+            HttpClassifier::new().classify_error(&*err).category,
+            Category::Unknown
+        );
     }
 
     #[test]
