@@ -521,7 +521,8 @@ macro_rules! config_setters {
 
 pub(crate) use config_setters;
 
-#[cfg(all(test, feature = "serde", not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(all(feature = "serde", not(palisade_loom)))]
 mod serde_tests {
     use super::*;
 

@@ -260,7 +260,8 @@ impl Permit {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use std::time::Duration;
 

@@ -117,7 +117,8 @@ mod keyed;
 mod layer;
 mod service;
 mod state;
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests;
 mod window;
 

@@ -710,8 +710,10 @@ pub(crate) struct Numbers {
     pub(crate) reopens: u32,
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests;
 
-#[cfg(all(test, palisade_loom))]
+#[cfg(test)]
+#[cfg(palisade_loom)]
 mod loom_tests;

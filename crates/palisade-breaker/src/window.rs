@@ -145,7 +145,8 @@ impl TimeWindow {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -8,7 +8,8 @@ mod handle;
 mod layer;
 mod service;
 mod state;
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests;
 
 pub use handle::KeyedHandle;
