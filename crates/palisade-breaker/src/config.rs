@@ -255,7 +255,8 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// The classic breaker of Nygard's *Release It!* and Hystrix-era libraries: 5 consecutive
     /// failures open it for 30 s, doubling after each failed probe up to 5 min; 3 probes,
-    /// 3 successes close it; no failure rate, no throttle. The other fields are the defaults.
+    /// 3 successes close it; no failure rate, no throttle; a rate rule added to it is measured
+    /// over the last 100 calls. The other fields are the defaults.
     ///
     /// It is not the default because of what it does to a dependency that fails for a while and
     /// comes back: a 10 s outage becomes 30 s of rejections, and a dependency whose capacity
@@ -520,6 +521,166 @@ macro_rules! config_setters {
 }
 
 pub(crate) use config_setters;
+
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
+mod tests {
+    use super::*;
+
+    /// The default configuration changed by `f`: `Ok` or the field its error names.
+    fn check(f: impl FnOnce(&mut BreakerConfig)) -> Result<(), String> {
+        let mut c = BreakerConfig::default();
+        f(&mut c);
+        c.validate().map_err(|e| e.field().to_owned())
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_defaults_and_the_classic_configuration_are_what_their_docs_say() {
+        let d = BreakerConfig::default();
+        assert_eq!(d.consecutive_failures, None);
+        assert_eq!(d.window, Window::Count(30));
+        assert_eq!(d.failure_rate, Some(Rate::new(0.9, 30)));
+        assert_eq!((d.slow_call_duration, d.slow_call_rate), (None, None));
+        assert_eq!(d.open_duration, 500 * MS);
+        assert_eq!(d.open_backoff, 1.5);
+        assert_eq!(d.max_open_duration, 750 * MS);
+        assert_eq!(d.jitter_ratio, 0.1);
+        assert_eq!((d.half_open_probes, d.success_threshold), (1, 2));
+        assert_eq!(d.probe_timeout, Duration::from_secs(60));
+        assert_eq!(d.cancel, CancelPolicy::Ignore);
+        assert_eq!(d.throttle, Some(Throttle::new(3.0, 100)));
+        assert_eq!(Throttle::default(), Throttle::new(3.0, 100));
+        let c = BreakerConfig::classic();
+        assert_eq!(c.consecutive_failures, Some(5));
+        assert_eq!(c.window, Window::Count(100));
+        assert_eq!((c.failure_rate, c.throttle), (None, None));
+        assert_eq!(c.open_duration, Duration::from_secs(30));
+        assert_eq!(c.open_backoff, 2.0);
+        assert_eq!(c.max_open_duration, Duration::from_secs(300));
+        assert_eq!((c.half_open_probes, c.success_threshold), (3, 3));
+        assert_eq!(
+            (c.jitter_ratio, c.probe_timeout, c.seed),
+            (d.jitter_ratio, d.probe_timeout, d.seed)
+        );
+        d.validate().unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn each_limit_is_accepted_and_the_value_just_past_it_is_not() {
+        let err = |field: &str| Err(field.to_owned());
+        assert_eq!(check(|c| c.consecutive_failures = Some(1)), Ok(()));
+        assert_eq!(
+            check(|c| c.consecutive_failures = Some(0)),
+            err("consecutive_failures")
+        );
+        // Windows.
+        assert_eq!(
+            check(|c| {
+                c.window = Window::Count(1);
+                c.failure_rate = Some(Rate::new(0.5, 1));
+            }),
+            Ok(())
+        );
+        assert_eq!(check(|c| c.window = Window::Count(0)), err("window"));
+        let time = |span_ms: u64, buckets: u32| {
+            check(move |c| {
+                c.window = Window::Time {
+                    span: Duration::from_millis(span_ms),
+                    buckets,
+                };
+                c.failure_rate = Some(Rate::new(0.5, u32::MAX));
+            })
+        };
+        assert_eq!(time(1, 1), Ok(()));
+        assert_eq!(time(65_536, 65_536), Ok(()));
+        assert_eq!(time(1_000_000, 65_537), err("window.buckets"));
+        assert_eq!(time(1_000, 0), err("window.buckets"));
+        assert_eq!(time(9, 10), err("window.span"));
+        assert_eq!(time(10, 10), Ok(()));
+        // Rates: a ratio in (0, 1], at least one call and no more than a count window holds.
+        for (name, set) in [
+            (
+                "failure_rate",
+                (|c: &mut BreakerConfig, r| c.failure_rate = Some(r))
+                    as fn(&mut BreakerConfig, Rate),
+            ),
+            ("slow_call_rate", |c: &mut BreakerConfig, r| {
+                c.slow_call_duration = Some(MS);
+                c.slow_call_rate = Some(r);
+            }),
+        ] {
+            let rate = |ratio, min_calls| check(|c| set(c, Rate::new(ratio, min_calls)));
+            assert_eq!(rate(1.0, 30), Ok(()), "{name}");
+            assert_eq!(rate(f64::MIN_POSITIVE, 1), Ok(()), "{name}");
+            assert_eq!(rate(0.0, 30), err(&format!("{name}.ratio")));
+            assert_eq!(rate(1.0 + f64::EPSILON, 30), err(&format!("{name}.ratio")));
+            assert_eq!(rate(f64::NAN, 30), err(&format!("{name}.ratio")));
+            assert_eq!(rate(0.5, 0), err(&format!("{name}.min_calls")));
+            assert_eq!(rate(0.5, 31), err(&format!("{name}.min_calls")));
+        }
+        assert_eq!(
+            check(|c| c.slow_call_duration = Some(Duration::from_nanos(1))),
+            Ok(())
+        );
+        assert_eq!(
+            check(|c| c.slow_call_duration = Some(Duration::ZERO)),
+            err("slow_call_duration")
+        );
+        assert_eq!(
+            check(|c| c.slow_call_rate = Some(Rate::new(0.5, 1))),
+            err("slow_call_duration")
+        );
+        // The open period.
+        assert_eq!(check(|c| c.open_duration = Duration::from_nanos(1)), Ok(()));
+        assert_eq!(
+            check(|c| c.open_duration = Duration::ZERO),
+            err("open_duration")
+        );
+        assert_eq!(check(|c| c.open_backoff = 1.0), Ok(()));
+        assert_eq!(
+            check(|c| c.open_backoff = 1.0 - f64::EPSILON),
+            err("open_backoff")
+        );
+        assert_eq!(
+            check(|c| c.open_backoff = f64::INFINITY),
+            err("open_backoff")
+        );
+        assert_eq!(check(|c| c.max_open_duration = c.open_duration), Ok(()));
+        assert_eq!(
+            check(|c| c.max_open_duration = c.open_duration - Duration::from_nanos(1)),
+            err("max_open_duration")
+        );
+        assert_eq!(check(|c| c.jitter_ratio = 0.0), Ok(()));
+        assert_eq!(check(|c| c.jitter_ratio = 1.0 - f64::EPSILON), Ok(()));
+        assert_eq!(check(|c| c.jitter_ratio = 1.0), err("jitter_ratio"));
+        assert_eq!(
+            check(|c| c.jitter_ratio = -f64::EPSILON),
+            err("jitter_ratio")
+        );
+        // Probing.
+        assert_eq!(check(|c| c.half_open_probes = 1), Ok(()));
+        assert_eq!(check(|c| c.half_open_probes = 0), err("half_open_probes"));
+        assert_eq!(check(|c| c.success_threshold = 1), Ok(()));
+        assert_eq!(check(|c| c.success_threshold = 0), err("success_threshold"));
+        assert_eq!(check(|c| c.probe_timeout = MS), Ok(()));
+        assert_eq!(
+            check(|c| c.probe_timeout = MS - Duration::from_nanos(1)),
+            err("probe_timeout")
+        );
+        // The throttle.
+        let throttle = |k, window| check(|c| c.throttle = Some(Throttle::new(k, window)));
+        assert_eq!(throttle(1.0, 1), Ok(()));
+        assert_eq!(throttle(1.0, 65_536), Ok(()));
+        assert_eq!(throttle(1.0 - f64::EPSILON, 100), err("throttle.k"));
+        assert_eq!(throttle(f64::INFINITY, 100), err("throttle.k"));
+        assert_eq!(throttle(3.0, 0), err("throttle.window"));
+        assert_eq!(throttle(3.0, 65_537), err("throttle.window"));
+        assert_eq!(check(|c| c.throttle = None), Ok(()));
+    }
+}
 
 #[cfg(test)]
 #[cfg(all(feature = "serde", not(palisade_loom)))]

@@ -56,11 +56,12 @@ impl Guard {
         };
     }
 
-    /// How long the call has run, when durations are read (or it is a probe) and it has
-    /// started.
+    /// How long the call has run, when durations are read (or it is a probe). Zero for a call
+    /// that never started (`started` is then [`RESERVED`], above any clock reading); never
+    /// asked once [`DONE`] (`finish` returns first).
     fn elapsed(&self) -> Option<Duration> {
         let shared = &self.stripe.shared;
-        ((shared.core.timed || self.ticket.probe()) && self.started < DONE)
+        (shared.core.timed || self.ticket.probe())
             .then(|| Duration::from_nanos(shared.now_ns().saturating_sub(self.started)))
     }
 

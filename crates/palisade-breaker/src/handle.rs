@@ -19,7 +19,8 @@ use crate::state::{Core, Outcome};
 #[derive(Debug)]
 pub(crate) struct Lane {
     pub(crate) shared: Arc<Shared>,
-    /// The index of this stripe's success counter (below [`Core::stripes`]).
+    /// The index of this stripe's success counter (the breaker reduces it modulo its number of
+    /// counters).
     pub(crate) index: usize,
 }
 
@@ -34,10 +35,9 @@ pub(crate) type Stripes = Striped<Lane>;
 
 /// The stripes of a new breaker with `shared` state.
 pub(crate) fn stripes(shared: Arc<Shared>) -> Arc<Stripes> {
-    let counters = shared.core.stripes();
-    Arc::new(Striped::from_fn(|i| Lane {
+    Arc::new(Striped::from_fn(|index| Lane {
         shared: shared.clone(),
-        index: i % counters,
+        index,
     }))
 }
 

@@ -198,11 +198,6 @@ impl Core {
         }
     }
 
-    /// How many success counters it has (a power of two): a stripe's index is below it.
-    pub(crate) fn stripes(&self) -> usize {
-        self.successes.len()
-    }
-
     /// The success counter of stripe `stripe` (taken modulo the number of counters).
     #[inline]
     fn successes(&self, stripe: usize) -> &AtomicU64 {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use palisade_classify::{BoxError, Category, class_of};
@@ -113,6 +113,129 @@ async fn only_failures_that_count_against_health_trip_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_closed_breaker_is_as_ready_as_its_service_and_passes_its_errors_on() {
+    let l = layer(|c| c.consecutive_failures = Some(2));
+    let (mock, mut h) = tower_test::mock::pair::<(), ()>();
+    let mut svc = l.layer(mock);
+    let mut cx = Context::from_waker(Waker::noop());
+    h.allow(0);
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    h.allow(1);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    // A failing poll_ready is returned, and counted like a failed call.
+    h.send_error("503 service unavailable");
+    let mut svc = l.layer(svc.into_inner());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "503 service unavailable"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.handle().metrics().failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_controls_the_breaker_by_hand() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|_| {});
+    let h = l.handle();
+    assert_eq!(h.name(), "t");
+    let mut svc = l.layer(failing("503", calls.clone()));
+    let mut call = async || svc.ready().await.unwrap().call(()).await.unwrap_err();
+    // trip: open for one open period, calls refused without reaching the service.
+    h.trip();
+    assert_eq!(h.state(), State::Open);
+    assert_eq!(h.metrics().retry_after, Some(Duration::from_secs(30)));
+    assert!(call().await.is::<CircuitOpen>());
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // close: closed at once; the calls reach the service again.
+    h.close();
+    assert_eq!(h.state(), State::Closed);
+    for _ in 0..4 {
+        assert!(!call().await.is::<CircuitOpen>());
+    }
+    assert_eq!(h.metrics().consecutive_failures, 4);
+    // bypass: everything goes through and is counted, however many failures.
+    h.bypass();
+    assert_eq!(h.state(), State::Bypassed);
+    for _ in 0..10 {
+        assert!(!call().await.is::<CircuitOpen>());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 14);
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.failures, m.rejections),
+        (State::Bypassed, 14, 1)
+    );
+    // close from bypassed clears the streak: five new failures are needed to open it.
+    h.close();
+    assert_eq!(h.metrics().consecutive_failures, 0);
+    for _ in 0..4 {
+        assert!(!call().await.is::<CircuitOpen>());
+    }
+    assert_eq!(h.state(), State::Closed);
+    // isolate, then reset: a new breaker, every count cleared.
+    h.isolate();
+    assert!(call().await.is::<CircuitOpen>());
+    h.reset();
+    let m = h.metrics();
+    assert_eq!(m.state, State::Closed);
+    assert_eq!(
+        (
+            m.successes,
+            m.failures,
+            m.rejections,
+            m.consecutive_failures
+        ),
+        (0, 0, 0, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_report_the_window_and_the_time() {
+    let l = BreakerLayer::builder("m")
+        .throttle(None)
+        .window(Window::Count(10))
+        .failure_rate(Rate::new(0.9, 10))
+        .slow_call_duration(Duration::from_millis(100))
+        .jitter_ratio(0.0)
+        .build()
+        .unwrap();
+    let h = l.handle();
+    let m = h.metrics();
+    assert_eq!(
+        (m.window_calls, m.failure_ratio, m.slow_call_ratio),
+        (Some(0), None, None)
+    );
+    let mut svc = l.layer(service_fn(|fail: bool| async move {
+        if fail {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Err::<(), BoxError>("503".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for fail in [true, false, false, false] {
+        let _ = svc.ready().await.unwrap().call(fail).await;
+    }
+    tokio::time::advance(Duration::from_millis(250)).await;
+    let m = h.metrics();
+    assert_eq!(m.window_calls, Some(4));
+    assert_eq!(m.failure_ratio, Some(0.25));
+    assert_eq!(m.slow_call_ratio, Some(0.25));
+    assert_eq!((m.successes, m.failures), (3, 1));
+    // Closed since the start, 400 ms ago; no retry_after while closed.
+    assert_eq!(m.time_in_state, Duration::from_millis(400));
+    assert_eq!((m.retry_after, m.reopens), (None, 0));
+    h.trip();
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let m = h.metrics();
+    assert_eq!(m.time_in_state, Duration::from_millis(100));
+    assert_eq!(m.retry_after, Some(Duration::from_millis(400)));
+    // Isolated: no probe time to report.
+    h.isolate();
+    assert_eq!(h.metrics().retry_after, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_open_breaker_is_ready_even_when_the_service_is_not() {
     let l = layer(|_| {});
     l.handle().isolate();
@@ -211,6 +334,54 @@ async fn dropped_probes_and_unused_reservations_give_their_slot_back() {
             .unwrap_err()
             .is::<CircuitOpen>()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_slot_reserved_but_never_called_is_no_cancellation() {
+    // Dropped calls count as failures; a probe reserved by poll_ready and never called is not
+    // a call: dropping it gives the slot back and counts nothing.
+    let l = layer(|c| {
+        c.cancel = CancelPolicy::Failure;
+        c.half_open_probes = 1;
+    });
+    half_open(&l);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut reserved = l.layer(hang());
+    assert!(reserved.poll_ready(&mut cx).is_ready());
+    assert_eq!(l.handle().state(), State::HalfOpen);
+    drop(reserved);
+    let m = l.handle().metrics();
+    assert_eq!((m.state, m.failures), (State::HalfOpen, 5));
+    // The slot is free again: a probe goes out; dropped once started, it is a failure.
+    let mut svc = l.layer(hang());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut probe = Box::pin(svc.call(()));
+    assert!(probe.as_mut().poll(&mut cx).is_pending());
+    drop(probe);
+    let m = l.handle().metrics();
+    assert_eq!((m.state, m.failures, m.reopens), (State::Open, 6, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_after_counts_a_call_dropped_at_exactly_its_duration() {
+    let l = layer(|c| {
+        c.cancel = CancelPolicy::FailureAfter(Duration::from_secs(2));
+        c.consecutive_failures = Some(1);
+    });
+    let svc = l.layer(hang());
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut call = Box::pin(svc.clone().oneshot(()));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_millis(1_999)).await;
+    drop(call);
+    assert_eq!(l.handle().metrics().failures, 0);
+    let mut call = Box::pin(svc.clone().oneshot(()));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    drop(call);
+    assert_eq!(l.handle().state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]

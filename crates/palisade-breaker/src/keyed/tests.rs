@@ -401,6 +401,25 @@ fn bad_configuration_names_the_field() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "half_open_probes");
+    // The limits themselves are accepted.
+    let key = |c: &u32| *c;
+    assert!(
+        KeyedBreakerLayer::builder("x", key)
+            .max_keys(1)
+            .build()
+            .is_ok()
+    );
+    let idle = |d| {
+        KeyedBreakerLayer::builder("x", key)
+            .idle_timeout(d)
+            .build()
+            .map_err(|e| e.field().to_owned())
+    };
+    assert!(idle(Duration::from_secs(1)).is_ok());
+    assert_eq!(
+        idle(Duration::from_millis(999)).unwrap_err(),
+        "idle_timeout"
+    );
 }
 
 #[test]

@@ -540,6 +540,78 @@ fn the_throttle_waits_for_a_fifth_of_its_window() {
 }
 
 #[test]
+fn the_throttle_acts_from_exactly_a_fifth_of_its_window() {
+    // With 19 requests in its window (of 100) the throttle refuses nothing; with 20, a call
+    // that finds only failures there is refused with probability 20/21: seen for some seeds.
+    let refused = (0..20u64)
+        .filter(|&seed| {
+            let c = core(BreakerConfig {
+                failure_rate: None,
+                seed,
+                ..BreakerConfig::default()
+            });
+            for _ in 0..20 {
+                assert!(fail(&c, 0), "seed {seed}");
+            }
+            c.admit(|| 0).is_err()
+        })
+        .count();
+    assert!(refused > 10, "{refused}");
+}
+
+#[test]
+fn the_throttle_draws_a_random_number_only_when_it_may_refuse() {
+    // Two breakers with one seed: one checks the throttle five more times while its window
+    // says refuse with probability 0 (30 requests, 10 accepted, k = 3). Had those checks drawn
+    // random numbers, the jitter of the open period both then get would differ.
+    let run = |extra: u32| {
+        let c = core(BreakerConfig {
+            failure_rate: None,
+            ..BreakerConfig::default()
+        });
+        for _ in 0..10 {
+            assert!(succeed(&c, 0));
+        }
+        for _ in 0..20 {
+            assert!(fail(&c, 0));
+        }
+        for _ in 0..extra {
+            let t = c.admit(|| 0).unwrap();
+            c.record(t, Outcome::Neutral, false, 0, || 0);
+        }
+        c.trip_now(0);
+        c.numbers(0).open_for_ms.unwrap()
+    };
+    assert_eq!(run(5), run(0));
+}
+
+#[test]
+fn a_probe_from_an_earlier_half_open_period_frees_no_slot_of_this_one() {
+    let c = core(BreakerConfig {
+        half_open_probes: 2,
+        ..no_jitter()
+    });
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    // First half-open period: two probes; one fails, the breaker re-opens for 60 s.
+    let old = c.admit(|| 30_000).unwrap();
+    let failed = c.admit(|| 30_000).unwrap();
+    c.record(failed, Outcome::Failure(None), false, 0, || 30_000);
+    assert_eq!(c.state(), State::Open);
+    // Second half-open period: both slots taken.
+    let a = c.admit(|| 90_000).unwrap();
+    let b = c.admit(|| 90_000).unwrap();
+    assert!(a.probe() && b.probe());
+    assert!(c.admit(|| 90_000).is_err());
+    // The old probe ends now: its slot belonged to the first period, nothing is freed.
+    c.record(old, Outcome::Neutral, false, 0, || 90_000);
+    assert_eq!(c.admit(|| 90_000).unwrap_err().state, State::HalfOpen);
+    c.record(a, Outcome::Neutral, false, 0, || 90_000);
+    assert!(c.admit(|| 90_000).unwrap().probe());
+}
+
+#[test]
 fn busy_probes_refuse_with_a_spread_time_to_come_back() {
     let c = core(BreakerConfig::default());
     while c.state() == State::Closed {
