@@ -435,3 +435,40 @@ fn a_keyed_call_polled_after_completion_panics() {
     assert!(fut.as_mut().poll(&mut cx).is_ready());
     let _ = fut.as_mut().poll(&mut cx);
 }
+
+#[tokio::test(start_paused = true)]
+async fn readiness_and_its_errors_are_the_inner_services() {
+    let layer = KeyedBreakerLayer::new("model", |c: &Call| c.model);
+    let (mock, mut h) = tower_test::mock::pair::<Call, ()>();
+    let mut svc = layer.layer(mock);
+    let mut cx = Context::from_waker(Waker::noop());
+    h.allow(0);
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    h.allow(1);
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let (mock, mut h) = tower_test::mock::pair::<Call, ()>();
+    let mut svc = layer.layer(mock);
+    h.send_error("503 service unavailable");
+    match svc.poll_ready(&mut cx) {
+        std::task::Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "503 service unavailable"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_idle_for_exactly_the_idle_timeout_goes() {
+    let layer = keyed(16);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    use_key(&mut svc, "a").await;
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    use_key(&mut svc, "b").await;
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    use_key(&mut svc, "c").await;
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["b", "c"]);
+}

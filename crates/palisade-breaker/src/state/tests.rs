@@ -137,6 +137,53 @@ fn jitter_stays_within_its_spread_and_is_reproducible() {
 }
 
 #[test]
+fn jitter_spreads_the_open_period_evenly_over_its_range() {
+    // Over many seeds, the first open period (30 s ± 10 %) covers the whole range, evenly.
+    let periods: Vec<u64> = (0..400u64)
+        .map(|seed| {
+            let c = core(BreakerConfig {
+                seed,
+                ..BreakerConfig::classic()
+            });
+            c.trip_now(0);
+            c.numbers(0).open_for_ms.unwrap()
+        })
+        .collect();
+    assert!(
+        periods.iter().all(|p| (27_000..=33_000).contains(p)),
+        "{periods:?}"
+    );
+    let below = periods.iter().filter(|&&p| p < 28_500).count();
+    let above = periods.iter().filter(|&&p| p > 31_500).count();
+    // A quarter of the range each: about 100 of 400.
+    assert!((70..=130).contains(&below), "{below}");
+    assert!((70..=130).contains(&above), "{above}");
+    let mean = periods.iter().sum::<u64>() / 400;
+    assert!((29_700..=30_300).contains(&mean), "{mean}");
+}
+
+#[test]
+fn the_random_numbers_are_uniform_in_zero_to_one() {
+    let c = core(BreakerConfig::default());
+    let draws: Vec<f64> = (0..10_000).map(|_| c.next_random()).collect();
+    assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));
+    let mut deciles = [0u32; 10];
+    for r in &draws {
+        deciles[(r * 10.0) as usize] += 1;
+    }
+    assert!(
+        deciles.iter().all(|n| (850..=1150).contains(n)),
+        "{deciles:?}"
+    );
+    // No drift from one draw to the next: about half the draws exceed the one before.
+    let rising = draws.windows(2).filter(|w| w[1] > w[0]).count();
+    assert!((4_800..=5_200).contains(&rising), "{rising}");
+    // Reproducible from the seed.
+    let again = core(BreakerConfig::default());
+    assert_eq!(again.next_random(), draws[0]);
+}
+
+#[test]
 fn failure_rate_over_a_sliding_count_window_with_a_minimum() {
     let c = core(BreakerConfig {
         consecutive_failures: None,
@@ -193,6 +240,43 @@ fn slow_call_rate_over_a_time_window() {
 }
 
 #[test]
+fn slow_calls_count_in_a_count_window_full_of_fast_successes_and_slide_out_of_it() {
+    let c = core(BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(10),
+        slow_call_duration: Some(Duration::from_secs(1)),
+        slow_call_rate: Some(Rate::new(0.5, 10)),
+        ..no_jitter()
+    });
+    let call = |slow: bool| {
+        let t = c.admit(|| 0).unwrap();
+        c.record(t, Outcome::Success, slow, 0, || 0);
+    };
+    let window = || c.numbers(0).window.unwrap();
+    for _ in 0..10 {
+        call(false);
+    }
+    // Full of fast successes: slow ones still count.
+    for _ in 0..4 {
+        call(true);
+    }
+    assert_eq!((window().calls, window().slow), (10, 4));
+    // Fast successes push them out again, one by one, once the six older fast ones are out.
+    for _ in 0..6 {
+        call(false);
+    }
+    assert_eq!(window().slow, 4);
+    for slow in (0..4).rev() {
+        call(false);
+        assert_eq!(window().slow, slow);
+    }
+    for _ in 0..5 {
+        call(true);
+    }
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
 fn neutral_outcomes_neither_help_nor_hurt() {
     let c = core(no_jitter());
     for _ in 0..4 {
@@ -204,6 +288,46 @@ fn neutral_outcomes_neither_help_nor_hurt() {
     }
     assert!(fail(&c, 0));
     assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn a_success_breaks_the_streak_while_a_rate_window_holds_failures() {
+    // A streak rule beside a failure rate: a success is recorded in the window (it holds
+    // failures) and still ends the streak.
+    let c = core(BreakerConfig {
+        consecutive_failures: Some(3),
+        throttle: None,
+        ..BreakerConfig::default()
+    });
+    for _ in 0..2 {
+        assert!(fail(&c, 0));
+    }
+    assert!(succeed(&c, 0));
+    assert_eq!(c.numbers(0).consecutive_failures, 0);
+    for _ in 0..2 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.state(), State::Closed);
+    assert!(fail(&c, 0));
+    assert_eq!(c.state(), State::Open);
+}
+
+#[test]
+fn a_call_admitted_before_the_breaker_opened_changes_nothing_when_it_ends() {
+    let c = core(no_jitter());
+    let late = c.admit(|| 0).unwrap();
+    for _ in 0..5 {
+        assert!(fail(&c, 0));
+    }
+    assert_eq!(c.state(), State::Open);
+    c.record(late, Outcome::Success, false, 0, || 0);
+    let n = c.numbers(0);
+    // Counted as a success, but out of date for the state machine: the streak that opened
+    // the breaker stays as it was.
+    assert_eq!(
+        (n.state, n.successes, n.consecutive_failures),
+        (State::Open, 1, 5)
+    );
 }
 
 #[test]
@@ -226,6 +350,31 @@ fn isolate_bypass_close_and_reset() {
     assert_eq!(c.state(), State::Closed);
     let n = c.numbers(0);
     assert_eq!((n.successes, n.failures, n.rejections), (0, 0, 0));
+}
+
+#[test]
+fn closing_by_hand_clears_the_streak_and_the_back_off_and_isolating_does_not() {
+    let c = core(no_jitter());
+    for _ in 0..4 {
+        fail(&c, 0);
+    }
+    c.force(State::Isolated, 0);
+    assert_eq!(c.numbers(0).consecutive_failures, 4);
+    c.force(State::Closed, 0);
+    assert_eq!(c.numbers(0).consecutive_failures, 0);
+    // A failed probe doubles the next open period; closing by hand starts over at 30 s.
+    for _ in 0..5 {
+        fail(&c, 0);
+    }
+    let probe = c.admit(|| 30_000).unwrap();
+    c.record(probe, Outcome::Failure(None), false, 0, || 30_000);
+    assert_eq!(c.numbers(30_000).reopens, 1);
+    c.force(State::Closed, 30_000);
+    assert_eq!(c.numbers(30_000).reopens, 0);
+    for _ in 0..5 {
+        fail(&c, 30_000);
+    }
+    assert_eq!(c.admit(|| 30_000).unwrap_err().retry_after_ms, Some(30_000));
 }
 
 #[test]
