@@ -186,3 +186,157 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
         }
     }
 }
+
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
+mod tests {
+    use palisade_classify::{Category, Class};
+    use tower::service_fn;
+
+    use super::*;
+    use crate::{Route, RouteConfig};
+
+    /// The handle of a router over `n` endpoints with `f` applied to the defaults, each
+    /// endpoint's rate rules fed by hand (the checker's interval counts).
+    fn handle(n: usize, f: impl FnOnce(&mut RouteConfig)) -> RouteHandle<usize> {
+        let mut cfg = RouteConfig::default();
+        f(&mut cfg);
+        let svc = service_fn(|_: ()| async { Ok::<_, BoxError>(()) });
+        Route::builder((0..n).map(|_| svc))
+            .config(cfg)
+            .build()
+            .unwrap()
+            .handle()
+    }
+
+    /// Counts `ok` successes and `failed` failures in endpoint `i`'s interval.
+    fn feed(handle: &RouteHandle<usize>, i: usize, ok: u64, failed: u64) {
+        let endpoints = handle.endpoints();
+        let (cfg, state) = (&handle.shared.config, &endpoints[i].1);
+        for _ in 0..ok {
+            state.on_success(0, cfg, || 0);
+        }
+        for _ in 0..failed {
+            state.on_failure(Class::new(Category::ServerError), cfg, 0);
+        }
+    }
+
+    fn judge(handle: &RouteHandle<usize>) -> Vec<bool> {
+        handle.evaluate_outliers(&handle.endpoints());
+        handle.status().iter().map(|s| s.ejected).collect()
+    }
+
+    /// Keeps the health machine and consecutive failures out of the way: only the rate rules.
+    fn rates_only(c: &mut RouteConfig) {
+        c.outlier.consecutive_failures = None;
+        c.health.degraded_after = 255;
+        c.health.failed_after = 255;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_rules_eject_within_the_cap_counting_those_already_out() {
+        // A cap of one in six (a fifth, rounded down).
+        let h = handle(6, |c| {
+            rates_only(c);
+            c.outlier.max_ejection_ratio = 0.2;
+        });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for i in 0..4 {
+            feed(&h, i, 100, 0);
+        }
+        // Two endpoints fail 90 % of their calls: only the first is ejected.
+        feed(&h, 4, 10, 90);
+        feed(&h, 5, 10, 90);
+        assert_eq!(judge(&h), [false, false, false, false, true, false]);
+        // Next interval, the ejected one still counts toward the cap: the other stays.
+        for i in 0..4 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 4, 10, 90);
+        feed(&h, 5, 10, 90);
+        assert_eq!(judge(&h), [false, false, false, false, true, false]);
+        // Once its ejection is over (30 s), the other one goes.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        for i in 0..4 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 5, 10, 90);
+        assert_eq!(judge(&h), [false, false, false, false, false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn equal_success_rates_eject_no_one_whatever_the_volumes() {
+        let h = handle(6, rates_only);
+        // All at 100 %: no spread at all (σ = 0, the floor is the mean), and no one below it.
+        for i in 0..6 {
+            feed(&h, i, 100, 0);
+        }
+        assert_eq!(judge(&h), [false; 6]);
+        // 95 % everywhere, over 1000 calls or over 100: the rates, not the counts, compare.
+        for i in 0..5 {
+            feed(&h, i, 950, 50);
+        }
+        feed(&h, 5, 95, 5);
+        assert_eq!(judge(&h), [false; 6]);
+        // One endpoint below mean − 1.9 σ is ejected.
+        for i in 0..5 {
+            feed(&h, i, 950, 50);
+        }
+        feed(&h, 5, 60, 40);
+        assert_eq!(judge(&h), [false, false, false, false, false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_rules_need_the_volume_and_the_hosts() {
+        let h = handle(5, rates_only);
+        // 99 calls are below the request volume (100): four judged hosts are too few.
+        for i in 0..4 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 4, 9, 90);
+        assert_eq!(judge(&h), [false; 5]);
+        for i in 0..4 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 4, 10, 90);
+        assert_eq!(judge(&h), [false, false, false, false, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_rate_rule_can_be_turned_off() {
+        // Failure ratio off, success rate on: a 90 % failure is still a success-rate outlier.
+        let h = handle(6, |c| {
+            rates_only(c);
+            c.outlier.failure_ratio = None;
+        });
+        for i in 0..5 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 5, 10, 90);
+        assert_eq!(judge(&h), [false, false, false, false, false, true]);
+        // Both off: nothing.
+        let h = handle(6, |c| {
+            rates_only(c);
+            c.outlier.failure_ratio = None;
+            c.outlier.success_rate_stdev_factor = None;
+        });
+        for i in 0..5 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 5, 0, 100);
+        assert_eq!(judge(&h), [false; 6]);
+        // The failure ratio's threshold is inclusive: 85 of 100 failed is enough, 84 is not
+        // (success rate off, so only it can act).
+        let h = handle(5, |c| {
+            rates_only(c);
+            c.outlier.success_rate_stdev_factor = None;
+            c.outlier.max_ejection_ratio = 1.0;
+        });
+        for i in 0..3 {
+            feed(&h, i, 100, 0);
+        }
+        feed(&h, 3, 16, 84);
+        feed(&h, 4, 15, 85);
+        assert_eq!(judge(&h), [false, false, false, false, true]);
+    }
+}

@@ -220,7 +220,8 @@ impl RouteConfig {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use super::*;
 

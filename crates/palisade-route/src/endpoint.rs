@@ -280,3 +280,101 @@ impl EndpointState {
         (successes, self.failures.swap(0, Ordering::AcqRel))
     }
 }
+
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn state() -> EndpointState {
+        EndpointState::new(
+            0,
+            "e".into(),
+            Health::HEALTHY,
+            RouteConfig::default(),
+            Instant::now(),
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+
+    #[test]
+    fn the_trend_counts_the_checks_of_the_last_window() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        // Buckets of 1 s, ten of them.
+        s.on_check(false, &cfg, 0, 1_000);
+        s.on_check(true, &cfg, 500, 1_000);
+        s.on_check(true, &cfg, 1_500, 1_000);
+        assert_eq!(s.trend(1_500, 1_000), (2, 3));
+        assert_eq!(s.trend(9_999, 1_000), (2, 3));
+        // Checks after now's bucket do not count.
+        assert_eq!(s.trend(500, 1_000), (1, 2));
+        // The first bucket leaves the window.
+        assert_eq!(s.trend(10_000, 1_000), (1, 1));
+        assert_eq!(s.trend(10_999, 1_000), (1, 1));
+        assert_eq!(s.trend(11_000, 1_000), (0, 0));
+        // A check 10 s later takes the first bucket's cell over, from zero.
+        s.on_check(true, &cfg, 10_200, 1_000);
+        assert_eq!(s.trend(10_200, 1_000), (2, 2));
+        assert_eq!(s.trend(500, 1_000), (0, 0));
+        assert_eq!(s.last_check(), Some(10_200));
+    }
+
+    #[test]
+    fn a_success_clears_the_failures_in_a_row() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        let failure = Class::new(Category::ServerError);
+        for _ in 0..4 {
+            s.on_failure(failure, &cfg, 0);
+        }
+        assert_eq!(s.consecutive_failures(), 4);
+        s.on_success(0, &cfg, || 0);
+        assert_eq!(s.consecutive_failures(), 0);
+        s.on_failure(failure, &cfg, 0);
+        assert_eq!(s.consecutive_failures(), 1);
+        assert_eq!(s.last_error(), Some(Category::ServerError));
+        assert_eq!(s.take_interval(), (1, 5));
+        assert_eq!(s.take_interval(), (0, 0));
+    }
+
+    #[test]
+    fn successes_bring_a_degraded_endpoint_back() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        for _ in 0..3 {
+            s.on_failure(Class::new(Category::ServerError), &cfg, 0);
+        }
+        assert!(!s.health().is_settled_healthy());
+        for _ in 0..3 {
+            s.on_success(0, &cfg, || 0);
+        }
+        assert_eq!(s.health(), Health::HEALTHY);
+    }
+
+    #[test]
+    fn a_rate_limit_cools_down_and_is_the_last_error() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        let mut limited = Class::new(Category::RateLimited);
+        s.on_failure(limited, &cfg, 5_000);
+        assert_eq!(s.cooldown_until(), 6_000, "the default cool-down, 1 s");
+        assert_eq!(s.last_error(), Some(Category::RateLimited));
+        // A hint longer than max_cooldown is capped; a shorter cool-down never shortens one.
+        limited.retry_after = Some(Duration::from_secs(600));
+        s.on_failure(limited, &cfg, 5_000);
+        assert_eq!(s.cooldown_until(), 65_000);
+        limited.retry_after = Some(Duration::from_secs(1));
+        s.on_failure(limited, &cfg, 5_000);
+        assert_eq!(s.cooldown_until(), 65_000);
+        // Not a failure of the endpoint: no failure counted, health untouched.
+        assert_eq!(s.take_interval(), (0, 0));
+        assert_eq!(s.health(), Health::HEALTHY);
+        // A client's own error changes nothing at all.
+        s.on_failure(Class::new(Category::Validation), &cfg, 5_000);
+        assert_eq!(s.last_error(), Some(Category::RateLimited));
+        assert_eq!(s.take_interval(), (0, 0));
+    }
+}

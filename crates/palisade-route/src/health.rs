@@ -368,7 +368,8 @@ impl Health {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -500,6 +501,79 @@ mod tests {
         };
         let h = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
         assert_eq!(h.share(&cfg.health, 30_000, true), MIN_TRIAL_SHARE);
+    }
+
+    #[test]
+    fn only_plain_health_is_settled() {
+        let cfg = RouteConfig::default();
+        assert!(Health::HEALTHY.is_settled_healthy());
+        // One failure, or a strike still on its record: not settled (a success must write).
+        assert!(
+            !Health::HEALTHY
+                .on_outcome(false, &cfg, 0)
+                .is_settled_healthy()
+        );
+        let (struck, _) = Health::HEALTHY.eject(&cfg, 0);
+        assert!(!struck.is_settled_healthy());
+        // Degraded, even with no unhealthy signal left in a row and no strike.
+        let degraded = run(Health::HEALTHY, &[false; 3], &cfg, 0).on_outcome(true, &cfg, 0);
+        assert_eq!(degraded.consecutive(), (1, 0));
+        assert!(!degraded.is_settled_healthy());
+    }
+
+    #[test]
+    fn a_zero_degraded_ratio_takes_a_degraded_endpoint_out() {
+        let mut cfg = RouteConfig::default();
+        cfg.health.degraded_ratio = 0.0;
+        let h = (0..3).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
+        assert_eq!(h.state(&cfg.health, 0, false), HealthState::Degraded);
+        assert_eq!(h.share(&cfg.health, 0, false), 0.0);
+        // Out, so held for the first ejection time, then on trial.
+        assert_eq!(h.held_until(&cfg.health), 30_000);
+        assert_eq!(h.share(&cfg.health, 30_000, true), 0.2);
+        // With half its traffic it is not out: no hold.
+        let cfg = RouteConfig::default();
+        let h = (0..3).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
+        assert_eq!(h.held_until(&cfg.health), 0);
+    }
+
+    #[test]
+    fn strikes_clear_after_enough_successes_in_a_row() {
+        let cfg = RouteConfig::default();
+        let (struck, until) = Health::HEALTHY.eject(&cfg, 0);
+        assert_eq!(until, 30_000);
+        let ok = |h: Health, n: usize| (0..n).fold(h, |h, _| h.on_outcome(true, &cfg, 30_000));
+        // Two successes keep the strike: the next ejection is the second's, 60 s.
+        assert_eq!(ok(struck, 2).eject(&cfg, 40_000).1, 100_000);
+        // The third clears it: 30 s again.
+        assert_eq!(ok(struck, 3).eject(&cfg, 40_000).1, 70_000);
+    }
+
+    #[test]
+    fn states_have_lower_case_names() {
+        let names = [
+            HealthState::Healthy,
+            HealthState::Degraded,
+            HealthState::Failed,
+            HealthState::Recovering,
+        ]
+        .map(HealthState::as_str);
+        assert_eq!(names, ["healthy", "degraded", "failed", "recovering"]);
+    }
+
+    #[test]
+    fn slow_start_ramps_from_the_instant_it_was_added() {
+        let cfg = RouteConfig::default();
+        let h = Health::ramping(50_000);
+        assert_eq!(h.share(&cfg.health, 50_000, false), 0.2);
+        assert_eq!(h.share(&cfg.health, 79_999, false), 0.2);
+        assert_eq!(h.share(&cfg.health, 80_000, false), 0.4);
+        assert_eq!(
+            h.state(&cfg.health, 169_999, false),
+            HealthState::Recovering
+        );
+        assert_eq!(h.state(&cfg.health, 170_000, false), HealthState::Healthy);
+        assert_eq!(Health::unpack(h.pack()), h);
     }
 
     #[test]

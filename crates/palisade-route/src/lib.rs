@@ -278,8 +278,10 @@ impl<S> futures_core::Stream for Static<S> {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests;
 
-#[cfg(all(test, palisade_loom))]
+#[cfg(test)]
+#[cfg(palisade_loom)]
 mod loom_tests;

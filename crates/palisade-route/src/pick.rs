@@ -389,7 +389,8 @@ fn scanning<E: AsRef<EndpointState>>(
     Ok(less_loaded(a, b, load))
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use std::sync::Arc;
 
@@ -745,6 +746,24 @@ mod tests {
             seen[pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap()] += 1;
         }
         assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn picks_prefer_the_endpoint_with_fewer_calls_in_flight() {
+        let cfg = RouteConfig::default();
+        let plain_at = AtomicU64::new(u64::MAX);
+        let mut rng = rng();
+        let eps = [state(0), state(0), state(0)];
+        eps[0].in_flight.fetch_add(5, Ordering::Relaxed);
+        eps[2].in_flight.fetch_add(5, Ordering::Relaxed);
+        // The idle one wins whenever it is one of the two choices (5 in 9), on the no-scan
+        // path and on the scanning one alike.
+        for (epoch, avoid) in [(Some(1), None), (None, Some(u64::MAX))] {
+            let idle = (0..9_000)
+                .filter(|_| pick(&eps, &cfg, &plain_at, &mut rng, epoch, avoid, || 0) == Ok(1))
+                .count();
+            assert!((4_700..5_300).contains(&idle), "{idle}");
+        }
     }
 
     #[test]

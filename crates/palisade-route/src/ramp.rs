@@ -120,7 +120,8 @@ impl Ramp {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -156,6 +157,32 @@ mod tests {
             aggression: 2.0,
         };
         assert!((fast.ratio(Duration::from_millis(2500)) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn every_ramp_bound_is_pinned() {
+        let steps = |steps, ms| Ramp::Steps {
+            steps,
+            interval: Duration::from_millis(ms),
+        };
+        let field = |r: Ramp| r.validate().err().map(|e| e.field().to_owned());
+        // One step needs no interval (all of it at once); two do.
+        assert_eq!(field(steps(1, 0)), None);
+        assert_eq!(steps(1, 0).ratio(Duration::ZERO), 1.0);
+        assert_eq!(field(steps(2, 0)).as_deref(), Some("health.ramp.interval"));
+        assert_eq!(field(steps(2, 1)), None);
+        let linear = |aggression| Ramp::Linear {
+            window: Duration::from_secs(1),
+            min_ratio: 0.0,
+            aggression,
+        };
+        for bad in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            assert_eq!(
+                field(linear(bad)).as_deref(),
+                Some("health.ramp.aggression")
+            );
+        }
+        assert_eq!(field(linear(1e-3)), None);
     }
 
     #[test]

@@ -293,13 +293,15 @@ where
     }
 
     /// The token of the endpoint `poll_ready` reserved, if any.
-    #[cfg(all(test, not(palisade_loom)))]
+    #[cfg(test)]
+    #[cfg(not(palisade_loom))]
     pub(crate) fn reserved(&self) -> Option<u64> {
         self.ready.map(|i| self.endpoints[i].state.token)
     }
 
     /// Discovery errors seen so far (each one was logged).
-    #[cfg(all(test, not(palisade_loom)))]
+    #[cfg(test)]
+    #[cfg(not(palisade_loom))]
     pub(crate) fn discovery_errors(&self) -> u64 {
         self.set.errors()
     }

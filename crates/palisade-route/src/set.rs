@@ -110,15 +110,6 @@ pub(crate) struct Set<D: Discover> {
     errors: AtomicU64,
 }
 
-impl<D: Discover> fmt::Debug for Set<D> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Set")
-            .field("state", &self.state())
-            .field("errors", &self.errors)
-            .finish_non_exhaustive()
-    }
-}
-
 impl<D: Discover> Set<D> {
     pub(crate) fn new(discover: Option<D>) -> Self {
         let wakeup = Arc::new(Wakeup {
@@ -149,7 +140,8 @@ impl<D: Discover> Set<D> {
     }
 
     /// Discovery errors seen so far.
-    #[cfg(all(test, not(palisade_loom)))]
+    #[cfg(test)]
+    #[cfg(not(palisade_loom))]
     pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }

@@ -176,12 +176,15 @@ impl<K: PartialEq> RouteHandle<K> {
     }
 }
 
-#[cfg(all(test, not(palisade_loom)))]
+#[cfg(test)]
+#[cfg(not(palisade_loom))]
 mod tests {
     use palisade_classify::{BoxError, Category, Class};
     use tower::service_fn;
 
-    use crate::{HealthState, Route};
+    use std::time::Duration;
+
+    use crate::{HealthState, Route, RouteConfig, Trend, check_fn};
 
     #[tokio::test(start_paused = true)]
     async fn failures_reported_after_the_fact_count_against_the_endpoint() {
@@ -203,5 +206,115 @@ mod tests {
         // A rate limit cools the endpoint down.
         handle.report_failure(&1, Class::new(Category::RateLimited));
         assert!(handle.status()[1].cooling_down);
+    }
+
+    fn endpoint() -> impl tower::Service<(), Response = (), Error = BoxError, Future: Send> + Clone
+    {
+        service_fn(|_: ()| async { Ok::<_, BoxError>(()) })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_trend_is_the_healthy_share_of_the_window_s_checks() {
+        let route = Route::new([endpoint()]);
+        let handle = route.handle();
+        let st = &handle.status()[0];
+        assert_eq!((st.trend, st.healthy_ratio), (Trend::Unknown, None));
+        // 19 of 20 checks pass (95 %): healthy; one more failure (19 of 21): degrading.
+        let verdicts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let next = verdicts.clone();
+        let check = check_fn(move |_: &usize| {
+            let ok = next.lock().unwrap().pop().unwrap_or(true);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("down".into())
+                }
+            }
+        });
+        verdicts.lock().unwrap().push(false);
+        for _ in 0..20 {
+            handle.check_once(&check, Duration::from_secs(1)).await;
+        }
+        let st = &handle.status()[0];
+        assert_eq!((st.trend, st.healthy_ratio), (Trend::Healthy, Some(0.95)));
+        verdicts.lock().unwrap().push(false);
+        handle.check_once(&check, Duration::from_secs(1)).await;
+        assert_eq!(handle.status()[0].trend, Trend::Degrading);
+        // Seven of ten in the window: still degrading; below that, unhealthy.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        *verdicts.lock().unwrap() = vec![
+            false, false, false, true, true, true, true, true, true, true,
+        ];
+        for _ in 0..10 {
+            handle.check_once(&check, Duration::from_secs(1)).await;
+        }
+        let st = &handle.status()[0];
+        assert_eq!((st.trend, st.healthy_ratio), (Trend::Degrading, Some(0.7)));
+        verdicts.lock().unwrap().push(false);
+        handle.check_once(&check, Duration::from_secs(1)).await;
+        assert_eq!(handle.status()[0].trend, Trend::Unhealthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_trend_forgets_checks_older_than_its_window() {
+        // The default window: 300 s in ten buckets of 30 s.
+        let route = Route::new([endpoint()]);
+        let handle = route.handle();
+        let pass = check_fn(|_: &usize| async { Ok::<(), BoxError>(()) });
+        handle.check_once(&pass, Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_millis(299_999)).await;
+        assert_eq!(handle.status()[0].healthy_ratio, Some(1.0));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(handle.status()[0].healthy_ratio, None);
+        assert_eq!(handle.status()[0].trend, Trend::Unknown);
+        assert_eq!(
+            handle.status()[0].last_check,
+            Some(Duration::from_secs(300))
+        );
+        // A window of its own: 10 s, buckets of 1 s.
+        let route = Route::builder([endpoint()])
+            .trend_window(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let handle = route.handle();
+        handle.check_once(&pass, Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(handle.status()[0].healthy_ratio, Some(1.0));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(handle.status()[0].healthy_ratio, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_means_some_endpoint_can_take_a_call_now() {
+        let route = Route::builder([endpoint(), endpoint()])
+            .panic_ratio(None)
+            .build()
+            .unwrap();
+        let handle = route.handle();
+        assert!(handle.is_ready());
+        let cfg = RouteConfig::default();
+        let states = handle.endpoints();
+        // One ejected, the other cooling down after a rate limit: nothing can take a call.
+        states[0].1.eject(&cfg, 0);
+        assert!(handle.is_ready());
+        handle.report_failure(&1, Class::new(Category::RateLimited));
+        assert!(!handle.is_ready());
+        // The cool-down ends (1 s): ready again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(handle.is_ready());
+        // Failed by its checks (no traffic, not ejected, not cooling): not ready either.
+        let route = Route::new([endpoint()]);
+        let handle = route.handle();
+        let fail = check_fn(|_: &usize| async { Err::<(), BoxError>("down".into()) });
+        for _ in 0..10 {
+            handle.check_once(&fail, Duration::from_secs(1)).await;
+        }
+        let st = &handle.status()[0];
+        assert_eq!(
+            (st.state, st.traffic_ratio, st.ejected),
+            (HealthState::Failed, 0.0, false)
+        );
+        assert!(!handle.is_ready());
     }
 }

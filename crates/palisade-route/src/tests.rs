@@ -1410,6 +1410,16 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn the_avoid_hint_read_at_call_time_diverts_to_another_ready_endpoint() {
+    // Two endpoints are enough to divert.
+    let mut two = route_of(RouteConfig::default(), &flags(2));
+    for _ in 0..20 {
+        let reserved = reserve(&mut two);
+        let answer = call_avoiding(&mut two, reserved);
+        let st = two.handle().status();
+        let other = NAMES[st.iter().position(|s| s.token != reserved).unwrap()];
+        assert_eq!(answer, other);
+        drop(two.call(()));
+    }
     let flags = flags(3);
     let mut route = route_of(RouteConfig::default(), &flags);
     let name_of = |route: &Route<Static<Svc>>, token: u64| {
@@ -1638,4 +1648,60 @@ mod misuse {
     fn a_future_polled_after_no_healthy_endpoint_panics() {
         poll_twice(&mut Route::new(Vec::<Svc>::new()));
     }
+}
+
+#[test]
+fn debug_output_names_what_it_shows() {
+    let up = flags(2);
+    let builder = Route::builder(up.iter().map(|f| endpoint("a", f.clone(), "503"))).seed(9);
+    let text = format!("{builder:?}");
+    assert!(text.starts_with("RouteBuilder {"), "{text}");
+    assert!(
+        text.contains("seed: 9") && text.contains("endpoints: [(0, 0), (0, 1)]"),
+        "{text}"
+    );
+    assert!(text.contains("discover: false"), "{text}");
+    let route = builder.build().unwrap();
+    let text = format!("{route:?}");
+    assert!(text.starts_with("Route { endpoints: [0, 1]"), "{text}");
+    assert_eq!(
+        format!("{:?}", Static::<Svc>(std::marker::PhantomData).clone()),
+        "Static"
+    );
+    assert_eq!(
+        format!(
+            "{:?}",
+            check_fn(|_: &usize| async { Ok::<(), BoxError>(()) })
+        ),
+        "CheckFn"
+    );
+    let suite = Suite::<usize>::new().with(down(0)).with(down(1));
+    assert_eq!(format!("{suite:?}"), "Suite { checks: 2 }");
+    assert_eq!(format!("{:?}", route.handle()), "RouteHandle { .. }");
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_replacing_an_endpoint_keeps_the_others() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    tx.send(Change::Insert(2, up("b"))).unwrap();
+    let _ = call(&mut route).await;
+    let handle = route.handle();
+    let before: Vec<_> = handle.status().iter().map(|s| (s.key, s.token)).collect();
+    assert_eq!(before.iter().map(|b| b.0).collect::<Vec<_>>(), [1, 2]);
+    tx.send(Change::Insert(1, up("c"))).unwrap();
+    let _ = call(&mut route).await;
+    let after: Vec<_> = handle.status().iter().map(|s| (s.key, s.token)).collect();
+    // Key 2 stays as it was; key 1 is a new endpoint (a new token), listed once.
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&before[1]), "{after:?}");
+    assert!(
+        after.iter().any(|&(k, t)| k == 1 && t != before[0].1),
+        "{after:?}"
+    );
+    assert_eq!(keys(&route), [1, 2]);
 }
