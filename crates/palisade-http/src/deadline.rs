@@ -479,6 +479,69 @@ mod tests {
         assert_eq!(svc.oneshot(request(&[])).await.unwrap(), "done");
     }
 
+    /// A service that is never ready.
+    #[derive(Clone)]
+    struct NeverReady;
+
+    impl tower::Service<Request<()>> for NeverReady {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Pending
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn readiness_is_the_inner_services() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut propagate = PropagateDeadlineLayer::new().layer(NeverReady);
+        assert!(tower::Service::poll_ready(&mut propagate, &mut cx).is_pending());
+        let mut server = ServerDeadlineLayer::new().layer(NeverReady);
+        assert!(tower::Service::poll_ready(&mut server, &mut cx).is_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_future_shows_its_deadline() {
+        let mut svc = ServerDeadlineLayer::new().layer(service_fn(|_: Request<()>| async {
+            Ok::<_, BoxError>(())
+        }));
+        let with = svc.call(request(&[("grpc-timeout", "2S")]));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        assert_eq!(
+            format!("{with:?}"),
+            format!("ServerDeadlineFuture {{ deadline: Some({deadline:?}), .. }}")
+        );
+        let without = svc.call(request(&[]));
+        assert_eq!(
+            format!("{without:?}"),
+            "ServerDeadlineFuture { deadline: None, .. }"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn propagation_without_grpc_timeout() {
+        use palisade::timeout::DeadlineLayer;
+        let svc = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_secs(1)))
+            .layer(
+                PropagateDeadlineLayer::new()
+                    .grpc_timeout(false)
+                    .millis_header(X_REQUEST_TIMEOUT_MS),
+            )
+            .service(service_fn(|req: Request<()>| async move {
+                Ok::<_, BoxError>(req.headers().clone())
+            }));
+        let headers = svc.oneshot(request(&[])).await.unwrap();
+        assert!(!headers.contains_key("grpc-timeout"));
+        assert_eq!(headers["x-request-timeout-ms"], "1000");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn propagation_sends_what_is_left_at_each_attempt() {
         use palisade::timeout::DeadlineLayer;

@@ -58,24 +58,15 @@ pub fn rules(builder: ClassifierBuilder) -> ClassifierBuilder {
     builder
 }
 
-/// Whether an io error anywhere in the chain below `err` is a timeout.
+/// Whether an io error in the chain below `err` (its first 32 sources) is a timeout.
 #[cfg(feature = "hyper")]
 fn timed_out(err: &(dyn Error + 'static)) -> bool {
-    let mut next = err.source();
-    let mut depth = 0;
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        depth += 1;
-        if depth > 32 {
-            break;
-        }
-        next = e.source();
-    }
-    false
+    std::iter::successors(err.source(), |&e| e.source())
+        .take(32)
+        .any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        })
 }
 
 #[cfg(feature = "hyper")]
@@ -89,8 +80,9 @@ fn legacy_class(err: &hyper_util::client::legacy::Error) -> Option<Class> {
         };
         return Some(Class::new(category).with_retryable(true));
     }
-    // The kind is private; its name is in the message: `client error (UserAbsoluteUriRequired)`.
-    if err.source().is_none() && err.to_string().contains("(User") {
+    // The kind is private; its name is in the message: `client error (UserAbsoluteUriRequired)`
+    // (the user errors have no source).
+    if err.to_string().contains("(User") {
         return Some(Class::new(Category::Validation).with_retryable(false));
     }
     // Otherwise the cause (a `hyper::Error`) says more.
@@ -127,4 +119,66 @@ fn hyper_class(err: &hyper::Error) -> Option<Class> {
 /// The class of an error by the transport rules, then palisade's defaults.
 pub(crate) fn classify_error(err: &(dyn Error + 'static)) -> Class {
     DEFAULT.classify_error(err)
+}
+
+#[cfg(all(test, feature = "hyper"))]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+
+    /// A hyper client connection to a server that accepts and says nothing; `serve` decides
+    /// whether the connection's task runs.
+    async fn connection() -> (
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Empty<Bytes>>,
+        tokio::net::TcpListener,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        (send, conn, listener)
+    }
+
+    fn request() -> http::Request<Empty<Bytes>> {
+        http::Request::get("/").body(Empty::new()).unwrap()
+    }
+
+    fn network() -> Option<Class> {
+        Some(Class::new(Category::Network))
+    }
+
+    #[tokio::test]
+    async fn hyper_errors_by_kind() {
+        // The connection goes before it sent the request: canceled.
+        let (mut send, conn, _listener) = connection().await;
+        let response = send.send_request(request());
+        drop(conn);
+        let err = response.await.unwrap_err();
+        assert!(err.is_canceled(), "{err:?}");
+        assert_eq!(hyper_class(&err), network());
+
+        // The connection is gone: closed.
+        let err = std::future::poll_fn(|cx| send.poll_ready(cx))
+            .await
+            .unwrap_err();
+        assert!(err.is_closed(), "{err:?}");
+        assert_eq!(hyper_class(&err), network());
+
+        // The server hangs up before answering: an incomplete message.
+        let (mut send, conn, listener) = connection().await;
+        let task = tokio::spawn(conn);
+        let (socket, _) = listener.accept().await.unwrap();
+        let response = send.send_request(request());
+        drop(socket);
+        let err = response.await.unwrap_err();
+        assert!(err.is_incomplete_message(), "{err:?}");
+        assert_eq!(hyper_class(&err), network());
+        let _ = task.await;
+    }
 }
