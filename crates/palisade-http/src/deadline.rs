@@ -508,9 +508,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_server_future_shows_its_deadline() {
-        let mut svc = ServerDeadlineLayer::new().layer(service_fn(|_: Request<()>| async {
-            Ok::<_, BoxError>(())
-        }));
+        let mut svc = ServerDeadlineLayer::new()
+            .layer(service_fn(|_: Request<()>| async { Ok::<_, BoxError>(()) }));
         let with = svc.call(request(&[("grpc-timeout", "2S")]));
         let deadline = Instant::now() + Duration::from_secs(2);
         assert_eq!(
