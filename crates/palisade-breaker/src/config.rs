@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 /// Where a rate is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Window {
     /// The outcomes of the last `span`, in `buckets` fixed buckets.
     Time {
         /// How far back.
-        #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
+        #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
         span: Duration,
         /// How many buckets divide it.
         buckets: u32,
@@ -113,7 +113,7 @@ pub enum CancelPolicy {
     /// A failure when the call had run at least this long: a hung backend under an outer
     /// timeout is still seen, an impatient caller is not blamed on it.
     FailureAfter(
-        #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))] Duration,
+        #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))] Duration,
     ),
 }
 
@@ -190,19 +190,19 @@ pub struct BreakerConfig {
     /// call). Greater than zero.
     #[cfg_attr(
         feature = "serde",
-        serde(with = "palisade_classify::serde_duration::option")
+        serde(with = "palisade_core::serde_duration::option")
     )]
     pub slow_call_duration: Option<Duration>,
     /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; greater than zero).
-    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub open_duration: Duration,
     /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5; a
     /// finite number, at least 1).
     pub open_backoff: f64,
     /// The longest open period (750 ms; at least `open_duration`).
-    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub max_open_duration: Duration,
     /// Spread of the open period, as a fraction of it: ±10 % by default (0.1; within
     /// `0.0..1.0`, 0 for none).
@@ -218,7 +218,7 @@ pub struct BreakerConfig {
     /// or drop). It bounds probes even with no timeout layer below the breaker. Set it above
     /// the slowest call the dependency makes when healthy: a probe slower than this never
     /// closes the breaker.
-    #[cfg_attr(feature = "serde", serde(with = "palisade_classify::serde_duration"))]
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub probe_timeout: Duration,
     /// What a dropped call means (`CancelPolicy::Ignore`).
     pub cancel: CancelPolicy,

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, class_of};
+use palisade_core::{BoxError, class_of};
 use pin_project_lite::pin_project;
 
 use crate::CancelPolicy;
 use crate::error::CircuitOpen;
-use palisade_classify::stripe::Stripe;
+use palisade_core::stripe::Stripe;
 
 use crate::handle::Lane;
 use crate::state::{Outcome, Refused, Ticket};

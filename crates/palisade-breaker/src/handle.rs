@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::Class;
-use palisade_classify::stripe::Striped;
+use palisade_core::Class;
+use palisade_core::stripe::Striped;
 use tokio::time::Instant;
 
 use crate::State;
@@ -14,7 +14,7 @@ use crate::state::{Core, Outcome};
 
 /// One stripe's view of a breaker: the state every stripe shares, and which of the breaker's
 /// per-stripe success counters this stripe's calls count on. Held in a
-/// [`Stripe`](palisade_classify::stripe::Stripe) of the breaker's [`Stripes`], so each stripe's
+/// [`Stripe`](palisade_core::stripe::Stripe) of the breaker's [`Stripes`], so each stripe's
 /// reference count is on its own cache lines.
 #[derive(Debug)]
 pub(crate) struct Lane {
@@ -165,7 +165,7 @@ impl BreakerHandle {
     ///
     /// ```
     /// use palisade_breaker::{BreakerLayer, State};
-    /// use palisade_classify::{Category, Class};
+    /// use palisade_core::{Category, Class};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
@@ -265,7 +265,7 @@ impl Permit {
 mod tests {
     use std::time::Duration;
 
-    use palisade_classify::{Category, Class};
+    use palisade_core::{Category, Class};
 
     use crate::tests::classic;
     use crate::{BreakerLayer, CancelPolicy, State};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -63,7 +63,7 @@ impl BreakerLayer {
     /// // Every field is checked, and the error names it.
     /// let err = BreakerLayer::builder("x").failure_rate(Rate::new(1.5, 20)).build().unwrap_err();
     /// assert_eq!(err.field(), "failure_rate.ratio");
-    /// # Ok::<(), palisade_classify::ConfigError>(())
+    /// # Ok::<(), palisade_core::ConfigError>(())
     /// ```
     pub fn builder(name: impl Into<String>) -> BreakerBuilder {
         BreakerBuilder {

@@ -16,8 +16,8 @@
 //!   throttling), so a dependency with part of its capacity gets about three times what it
 //!   can take, not everything.
 //! * **What counts**: the class of each outcome, read with
-//!   [`class_of`](palisade_classify::class_of). Only failures that
-//!   [count against health](palisade_classify::Class::counts_against_health) count; client
+//!   [`class_of`](palisade_core::class_of). Only failures that
+//!   [count against health](palisade_core::Class::counts_against_health) count; client
 //!   faults, rate limits and ignored errors are neither successes nor failures. A call the
 //!   caller dropped counts as its [`CancelPolicy`] says (ignored by default; or a failure; or a
 //!   failure after a duration, so a hung backend under an outer timeout is still seen).
@@ -46,7 +46,7 @@
 //!
 //! ```
 //! use palisade_breaker::{BreakerLayer, CircuitOpen, State};
-//! use palisade_classify::{BoxError, class_of};
+//! use palisade_core::{BoxError, class_of};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tower_service::Service;
 
 use crate::future::{Guard, ResponseFuture, outcome_of};
-use palisade_classify::stripe::Stripe;
+use palisade_core::stripe::Stripe;
 
 use crate::handle::{BreakerHandle, Lane, Stripes};
 use crate::state::Refused;

@@ -7,17 +7,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::stripe;
-use palisade_classify::sync::CachePadded;
-use palisade_classify::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use palisade_core::stripe;
+use palisade_core::sync::CachePadded;
+use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{BreakerConfig, Window};
 use crate::window::{CountWindow, Counts, TimeWindow};
 
 /// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
 /// use the word the other way round). Defined with the breaker's error in
-/// [`palisade_classify::failure`].
-pub use palisade_classify::failure::BreakerState as State;
+/// [`palisade_core::failure`].
+pub use palisade_core::failure::BreakerState as State;
 
 /// The state whose code (`state as u64`) is in the low 3 bits of `word`.
 fn from_code(word: u64) -> State {
@@ -323,7 +323,7 @@ impl Core {
 
     fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
         self.rejections.fetch_add(1, Ordering::Relaxed);
-        palisade_classify::metrics::breaker_rejected(&self.name, state.as_str());
+        palisade_core::metrics::breaker_rejected(&self.name, state.as_str());
         self.emit(Event::Rejected { state });
         Refused {
             state,
@@ -604,7 +604,7 @@ impl Core {
     /// Tells tracing and the listeners about a transition.
     fn announce(&self, from: State, to: State) {
         tracing::info!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
-        palisade_classify::metrics::breaker_transition(
+        palisade_core::metrics::breaker_transition(
             &self.name,
             from.as_str(),
             to.as_str(),

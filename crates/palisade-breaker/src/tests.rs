@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, class_of};
+use palisade_core::{BoxError, Category, class_of};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::*;

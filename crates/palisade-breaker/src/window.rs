@@ -1,9 +1,9 @@
 //! Outcome windows: a count window that truly slides over the last N outcomes, and a time
 //! window of fixed buckets. Both are fixed memory and lock-free.
 
-use palisade_classify::window::SlotRing;
+use palisade_core::window::SlotRing;
 
-use palisade_classify::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 const EMPTY: u8 = 0;
 const SUCCESS: u8 = 1;
@@ -102,7 +102,7 @@ fn adjust(counter: &AtomicU32, was: bool, now: bool) {
 }
 
 /// Outcomes over the last `buckets × width` of time, in fixed buckets: O(1) per record,
-/// O(buckets) per read, memory independent of traffic. The buckets are palisade-classify's
+/// O(buckets) per read, memory independent of traffic. The buckets are palisade-core's
 /// [`SlotRing`] (shared with its `ErrorStats`), with three counters: calls, failures, slow.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::{Class, ConfigError};
+use palisade_core::{Class, ConfigError};
 
 use crate::bucket::Rate;
 use crate::{Latency, Schedule};
@@ -13,7 +13,7 @@ use crate::{Latency, Schedule};
 /// What a fault does to a call.
 pub enum Effect<Res> {
     /// Fails the call with an [`Injected`](crate::error::Injected) error of this class, without
-    /// calling the inner service. [`class_of`](palisade_classify::class_of) reads the class.
+    /// calling the inner service. [`class_of`](palisade_core::class_of) reads the class.
     Fail(Class),
     /// Answers with a response built for each call (an HTTP 429 with a hint, a 503, ...),
     /// without calling the inner service.
@@ -67,7 +67,7 @@ impl<Res> fmt::Debug for Effect<Res> {
 ///
 /// ```
 /// use palisade_chaos::{Fault, Latency, Schedule};
-/// use palisade_classify::{Category, Class};
+/// use palisade_core::{Category, Class};
 /// use std::time::Duration;
 ///
 /// // A quarter of the calls between 10 s and 20 s fail with a 5xx, after 200 ms.
@@ -195,7 +195,7 @@ impl<Res> fmt::Debug for Fault<Res> {
 ///
 /// ```
 /// use palisade_chaos::{Capacity, Effect};
-/// use palisade_classify::{Category, Class};
+/// use palisade_core::{Category, Class};
 /// use std::time::Duration;
 ///
 /// let throttled = Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(1));

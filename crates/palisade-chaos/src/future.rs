@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep};
 

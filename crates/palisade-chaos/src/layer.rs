@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use palisade_classify::{Class, ConfigError};
+use palisade_core::{Class, ConfigError};
 use tokio::time::Instant;
 use tower_layer::Layer;
 

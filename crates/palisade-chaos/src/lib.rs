@@ -12,14 +12,14 @@
 //! - A [`Capacity`] admits so many calls per second (fixed, or ramping up as a dependency
 //!   recovers) and applies its `over` effect to the rest, like a rate-limited or overloaded
 //!   server.
-//! - Failures are [`error::Injected`] errors carrying a [`Class`](palisade_classify::Class), so
+//! - Failures are [`error::Injected`] errors carrying a [`Class`](palisade_core::Class), so
 //!   retry, breaker, route and fallback above react as they would to the real failure.
 //!
 //! # Example
 //!
 //! ```
 //! use palisade_chaos::{ChaosLayer, Fault, Latency, Schedule};
-//! use palisade_classify::{BoxError, Category, Class, class_of};
+//! use palisade_core::{BoxError, Category, Class, class_of};
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -104,9 +104,9 @@
 //!
 //! # Errors
 //!
-//! Errors of the inner service pass through, converted into [`BoxError`](palisade_classify::BoxError).
+//! Errors of the inner service pass through, converted into [`BoxError`](palisade_core::BoxError).
 //! Injected failures are [`error::Injected`], which carries the configured class:
-//! [`class_of`](palisade_classify::class_of) reads it, with nothing to register.
+//! [`class_of`](palisade_core::class_of) reads it, with nothing to register.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

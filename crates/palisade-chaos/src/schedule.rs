@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 use crate::rng::Draws;
 

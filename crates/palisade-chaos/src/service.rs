@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tokio::time::Instant;
 use tower_service::Service;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, Class, class_of};
+use palisade_core::{BoxError, Category, Class, class_of};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 

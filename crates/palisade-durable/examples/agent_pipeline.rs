@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::checkpoint::Checkpoints;
 use palisade_durable::journal::StepStatus;
 use palisade_durable::lifecycle::{Lifecycle, Phase};

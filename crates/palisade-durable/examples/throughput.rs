@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::saga::StepRequest;
 use palisade_durable::store::{Append, SqliteOptions, SqliteStore, Store};
 use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use palisade_classify::{Category, Class, ConfigError};
+use palisade_core::{Category, Class, ConfigError};
 use palisade_retry::{Backoff, Jitter};
 use tower::ServiceExt;
 
@@ -27,10 +27,10 @@ const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
 ///
 /// Wall time, not `tokio::time::Instant`, because it is persisted: journal and review
 /// timestamps and claim leases are read back after a restart and by other processes, on other
-/// machines. It is read through [`wall_clock`](palisade_classify::hint::wall_clock), which moves
+/// machines. It is read through [`wall_clock`](palisade_core::hint::wall_clock), which moves
 /// with tokio's clock, so paused-clock tests move it too.
 pub(crate) fn now_ms() -> u64 {
-    palisade_classify::hint::wall_clock()
+    palisade_core::hint::wall_clock()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -711,7 +711,7 @@ mod tests {
     use super::*;
     use crate::saga::Step;
     use crate::store::MemoryStore;
-    use palisade_classify::BoxError;
+    use palisade_core::BoxError;
     use serde_json::Value;
     use tower::service_fn;
 

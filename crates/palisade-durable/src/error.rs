@@ -1,6 +1,6 @@
 //! Errors: each names what happened.
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 
 /// A store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

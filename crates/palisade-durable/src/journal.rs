@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use palisade_classify::{BoxError, Class, class_of};
+use palisade_core::{BoxError, Class, class_of};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

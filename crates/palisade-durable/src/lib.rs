@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use palisade_classify::BoxError;
+//! use palisade_core::BoxError;
 //! use palisade_durable::saga::{CompensationRequest, StepRequest};
 //! use palisade_durable::store::{MemoryStore, Store};
 //! use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};
@@ -101,12 +101,12 @@
 //! A step that fails is not an error of [`Sagas::run`]: it returns the saga as it ended
 //! ([`SagaInfo::state`]). Errors are the engine's own ([`error::SagaError`]): an unknown
 //! definition, a duplicate id, a store failure. Bad configuration is a
-//! [`ConfigError`](palisade_classify::ConfigError) from the builders, never a panic.
+//! [`ConfigError`](palisade_core::ConfigError) from the builders, never a panic.
 //!
 //! # Sagas and time
 //!
 //! Compensation backoff sleeps on `tokio::time`, and journal timestamps follow tokio's clock
-//! ([`wall_clock`](palisade_classify::hint::wall_clock)), so tests on the paused clock run
+//! ([`wall_clock`](palisade_core::hint::wall_clock)), so tests on the paused clock run
 //! instantly and deterministically.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use palisade_classify::{BoxError, ConfigError};
+use palisade_core::{BoxError, ConfigError};
 use serde_json::Value;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use palisade_retry::{Backoff, Jitter};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;

@@ -44,7 +44,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::{BoxError, ConfigError};
+use palisade_core::{BoxError, ConfigError};
 use palisade_retry::{Backoff, Jitter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -413,7 +413,7 @@ impl TxInfo {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_durable::store::MemoryStore;
 /// use palisade_durable::twopc::{Coordinator, Participant, PhaseRequest, TransactionDefinition,
 ///     TxState, Vote};

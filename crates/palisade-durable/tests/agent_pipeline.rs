@@ -6,7 +6,7 @@ mod agent_pipeline;
 
 use std::time::Duration;
 
-use palisade_classify::Category;
+use palisade_core::Category;
 use palisade_durable::SagaState;
 use palisade_durable::journal::{CompensationStatus, StepStatus};
 

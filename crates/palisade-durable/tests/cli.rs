@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::saga::{CompensationRequest, StepRequest};
 use palisade_durable::store::{Append, SqliteStore, Store};
 use palisade_durable::twopc::{

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::journal::{Event, Journal, SagaState, StepStatus};
 use palisade_durable::review::ReviewStatus;
 use palisade_durable::saga::{CompensationRequest, StepRequest};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::saga::StepRequest;
 use palisade_durable::store::{Append, MemoryStore, Store};
 use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};

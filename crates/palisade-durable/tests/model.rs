@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::journal::{Event, SagaState};
 use palisade_durable::review::ReviewStatus;
 use palisade_durable::saga::{CompensationRequest, StepRequest};

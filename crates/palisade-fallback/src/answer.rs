@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use palisade_classify::Class;
+use palisade_core::Class;
 
 /// Why an answer is degraded: the failure it stands in for, and the strategy that produced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::{BoxError, Class, FailedResponse, class_of};
+use palisade_core::{BoxError, Class, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 
-use palisade_classify::stripe::Stripe;
+use palisade_core::stripe::Stripe;
 
 use crate::layer::Config;
 use crate::strategy::{ChainErrors, Failure, FallbackFuture};
@@ -192,10 +192,7 @@ where
                                 class: run.class,
                                 strategy: run.name,
                             };
-                            palisade_classify::metrics::fallback_answered(
-                                run.name,
-                                run.class.category,
-                            );
+                            palisade_core::metrics::fallback_answered(run.name, run.class.category);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Answer::Fallback { response, degraded }));
                         }
@@ -222,7 +219,7 @@ where
                         continue;
                     }
                     tracing::warn!(target: "palisade_fallback", strategy = strategy.name(), failures = run.failures.len(), "every fallback failed");
-                    palisade_classify::metrics::fallback_failed(strategy.name());
+                    palisade_core::metrics::fallback_failed(strategy.name());
                     let StateReplace::Fallback { run } =
                         this.state.as_mut().project_replace(State::Done)
                     else {

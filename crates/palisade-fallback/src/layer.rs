@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_classify::{Category, Class, ConfigError};
+use palisade_core::{Category, Class, ConfigError};
 use tower_layer::Layer;
 
 use crate::Fallback;
@@ -11,7 +11,7 @@ use crate::Fallback;
 pub(crate) type Handles = Arc<dyn Fn(&Class) -> bool + Send + Sync>;
 
 /// The layer's settings. A service shares them with its futures through stripes (see
-/// [`palisade_classify::stripe`]), so that calls on different threads never contend on one
+/// [`palisade_core::stripe`]), so that calls on different threads never contend on one
 /// reference count.
 pub(crate) struct Config<St> {
     pub(crate) strategy: Arc<St>,
@@ -53,7 +53,7 @@ impl<St: fmt::Debug> fmt::Debug for Config<St> {
 /// [`FallbackBuilder::handles`]:
 ///
 /// ```
-/// use palisade_classify::Category;
+/// use palisade_core::Category;
 /// use palisade_fallback::{Constant, FallbackLayer, handles_by_default};
 ///
 /// let layer = FallbackLayer::builder(Constant("try again later".to_owned()))
@@ -144,7 +144,7 @@ impl<St> FallbackBuilder<St> {
         self
     }
 
-    /// Whether a failing response ([`FailedResponse`](palisade_classify::FailedResponse)) is
+    /// Whether a failing response ([`FailedResponse`](palisade_core::FailedResponse)) is
     /// handed back as [`Answer::Restored`](crate::Answer::Restored) when no fallback answers
     /// (default `true`); otherwise the error stays an error.
     pub fn restore_failed_responses(mut self, restore: bool) -> Self {

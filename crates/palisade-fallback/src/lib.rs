@@ -4,7 +4,7 @@
 //! that it is a degraded one.
 //!
 //! [`FallbackLayer`] sits outermost in a palisade stack. It reads the class of each failure
-//! with [`class_of`](palisade_classify::class_of) and, by default, answers the dependency's
+//! with [`class_of`](palisade_core::class_of) and, by default, answers the dependency's
 //! failures (server errors, network faults, timeouts, rate limits, an open breaker's or a
 //! throttle's refusal), not the caller's own faults: a malformed request, a missing resource or
 //! refused credentials stay errors, as does the caller's cancellation
@@ -31,7 +31,7 @@
 //! # Example
 //!
 //! ```
-//! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
+//! use palisade_core::{BoxError, ClassifyLayer, DefaultClassifier};
 //! use palisade_fallback::{Alternative, Answer, Chain, Constant, FallbackLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -75,7 +75,7 @@
 //! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the
 //! response under a short lock); strategies allocate only after a failure. Each service
 //! instance's futures share the layer's settings through the instance's own stripe (see
-//! [`palisade_classify::stripe`]), so clones on different threads never write the same
+//! [`palisade_core::stripe`]), so clones on different threads never write the same
 //! reference count.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

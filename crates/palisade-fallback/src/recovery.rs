@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, Class, ConfigError, FaultLevel, class_of};
+use palisade_core::{BoxError, Category, Class, ConfigError, FaultLevel, class_of};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::util::BoxCloneService;
@@ -143,7 +143,7 @@ type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 
 /// Runs the recovery order for one agent's calls.
 ///
-/// By the first failure's [fault level](palisade_classify::FaultLevel):
+/// By the first failure's [fault level](palisade_core::FaultLevel):
 /// * **L1** (transient): retry with backoff (1 s, 2 s, 4 s by default), honouring a longer
 ///   server hint;
 /// * **L2** (resource): run the clean-up hook, then the reset hook, then retry with backoff;

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use palisade_classify::stripe::{Stripe, Striped};
+use palisade_core::stripe::{Stripe, Striped};
 
 use crate::layer::Config;
 use crate::{Answer, FallbackLayer, Strategy};

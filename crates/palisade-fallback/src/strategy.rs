@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Class, ConfigError};
+use palisade_core::{BoxError, Class, ConfigError};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -106,7 +106,7 @@ impl<Req: 'static, R: 'static> Strategy<Req, R> for Box<dyn Strategy<Req, R>> {
 /// both `"service"`.
 ///
 /// ```
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_fallback::{Alternative, Chain, Constant, Named};
 /// use tower::service_fn;
 ///

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_classify::{
+use palisade_core::{
     BoxError, Category, Class, Classified, ClassifyLayer, DefaultClassifier, class_of, classify_fn,
 };
 use tower::{Layer, ServiceExt, service_fn};

@@ -24,9 +24,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request};
-use palisade_classify::BoxError;
-use palisade_classify::context;
-use palisade_classify::failure::DeadlineExceeded;
+use palisade_core::BoxError;
+use palisade_core::context;
+use palisade_core::failure::DeadlineExceeded;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_layer::Layer;
@@ -104,7 +104,7 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// ```
 /// use http::Request;
 /// use palisade::timeout::DeadlineLayer;
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_http::deadline::{PropagateDeadlineLayer, X_REQUEST_TIMEOUT_MS};
 /// use std::time::Duration;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -275,7 +275,7 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 ///
 /// ```
 /// use http::{Request, Response};
-/// use palisade_classify::{BoxError, context};
+/// use palisade_core::{BoxError, context};
 /// use palisade_http::deadline::ServerDeadlineLayer;
 /// use std::time::Duration;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -391,7 +391,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_classify::{Category, class_of};
+    use palisade_core::{Category, class_of};
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     fn request(headers: &[(&str, &str)]) -> Request<()> {

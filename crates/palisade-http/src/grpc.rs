@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::header::InvalidHeaderValue;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use palisade_classify::{BoxError, Category, Class, Classify, ConfigError, HasClass};
+use palisade_core::{BoxError, Category, Class, Classify, ConfigError, HasClass};
 
 use crate::hint::{ServerHints, text};
 use crate::status::apply_hints;
@@ -271,7 +271,7 @@ fn hex(b: u8) -> Option<u8> {
 ///
 /// ```
 /// use http::Response;
-/// use palisade_classify::{BoxError, Category, Classify};
+/// use palisade_core::{BoxError, Category, Classify};
 /// use palisade_http::grpc::GrpcClassifier;
 /// use std::time::Duration;
 ///

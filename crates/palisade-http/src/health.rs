@@ -421,7 +421,7 @@ mod tests {
     #[cfg(feature = "route")]
     #[tokio::test(start_paused = true)]
     async fn routes_list_their_endpoints() {
-        use palisade_classify::{ClassifyLayer, DefaultClassifier};
+        use palisade_core::{ClassifyLayer, DefaultClassifier};
         use palisade_route::Route;
         use tower::{Layer, Service, service_fn};
 
@@ -429,7 +429,7 @@ mod tests {
             ClassifyLayer::new(DefaultClassifier::default()).layer(service_fn(
                 move |_: ()| async move {
                     if up {
-                        Ok::<_, palisade_classify::BoxError>(())
+                        Ok::<_, palisade_core::BoxError>(())
                     } else {
                         Err("503 service unavailable".into())
                     }

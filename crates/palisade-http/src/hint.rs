@@ -1,13 +1,13 @@
 //! Server hints read from response headers: how long to wait, and whether to retry at all.
 //!
 //! [`ServerHints::from_headers`] reads every header below, through the shared parsers of
-//! [`palisade_classify::hint`] (one parser per format across palisade), plus the rate-limit
+//! [`palisade_core::hint`] (one parser per format across palisade), plus the rate-limit
 //! resets of LLM APIs, parsed here: durations by [`reset_duration`], dates by [`reset_date`].
 //!
 //! | header | meaning | read as |
 //! |---|---|---|
 //! | `retry-after-ms` | milliseconds to wait (OpenAI's and Anthropic's APIs send it with 429 and 503) | preferred over `Retry-After` when both are present, being finer |
-//! | `Retry-After` | delta-seconds or an HTTP-date ([RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)) | a date is measured from [`wall_clock`](palisade_classify::hint::wall_clock) (tokio's clock, so paused-clock tests cover it), or from the response's own `Date` header when asked |
+//! | `Retry-After` | delta-seconds or an HTTP-date ([RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)) | a date is measured from [`wall_clock`](palisade_core::hint::wall_clock) (tokio's clock, so paused-clock tests cover it), or from the response's own `Date` header when asked |
 //! | `grpc-retry-pushback-ms` | gRPC's server pushback ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md)): milliseconds, or negative for "do not retry" | a malformed value means "do not retry", as A6 specifies |
 //! | `x-should-retry` | `true` / `false`: the server's own verdict (OpenAI's and Anthropic's APIs) | overrides whether the failure is retryable, either way |
 //! | `x-ratelimit-reset-requests`, `x-ratelimit-reset-tokens` | when a rate-limit window resets, as a duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's and Groq's APIs) | read only for a rate-limited response, when nothing above gave a wait: the reset of an exhausted limit (its `x-ratelimit-remaining-*` is `0`), else the soonest reset (see [`rate_limit_reset`]) |
@@ -45,7 +45,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use http::header::{DATE, RETRY_AFTER};
-use palisade_classify::hint::{self, LONGEST, Pushback};
+use palisade_core::hint::{self, LONGEST, Pushback};
 
 /// `retry-after-ms`.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";

@@ -42,7 +42,7 @@
 //! use std::time::Duration;
 //! use http::{Request, Response};
 //! use palisade::{ServiceBuilderExt, preset};
-//! use palisade_classify::BoxError;
+//! use palisade_core::BoxError;
 //! use palisade_http::HttpClassifier;
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU32, Ordering};
@@ -136,11 +136,11 @@
 //!
 //! `crates/palisade-http/fuzz` holds a [cargo-fuzz](https://github.com/rust-fuzz/cargo-fuzz)
 //! target, `headers`, that feeds arbitrary bytes to every header parser ([`hint`]'s and
-//! palisade-classify's: `Retry-After` seconds and dates, `retry-after-ms`, `x-should-retry`,
+//! palisade-core's: `Retry-After` seconds and dates, `retry-after-ms`, `x-should-retry`,
 //! `grpc-retry-pushback-ms`, the rate-limit resets as durations and RFC 3339 dates;
 //! `grpc-timeout`, `grpc-status` and `grpc-message`; the server's deadline headers) and
 //! through the classifiers' header paths, checking that nothing panics and that every wait
-//! stays within [`LONGEST`](palisade_classify::hint::LONGEST). It needs a nightly toolchain:
+//! stays within [`LONGEST`](palisade_core::hint::LONGEST). It needs a nightly toolchain:
 //!
 //! ```sh
 //! cargo install cargo-fuzz

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderName, Response, StatusCode};
-use palisade_classify::failure::{CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint};
-use palisade_classify::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
+use palisade_core::failure::{CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint};
+use palisade_core::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
 use palisade_fallback::Answer;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -95,8 +95,8 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 ///
 /// ```
 /// use http::Response;
-/// use palisade_classify::BoxError;
-/// use palisade_classify::failure::{BreakerState, CircuitOpen};
+/// use palisade_core::BoxError;
+/// use palisade_core::failure::{BreakerState, CircuitOpen};
 /// use palisade_http::respond::Responder;
 /// use std::time::Duration;
 ///
@@ -329,8 +329,8 @@ impl<S> Layer<S> for ErrorResponseLayer {
 ///
 /// ```
 /// use http::{Request, Response};
-/// use palisade_classify::BoxError;
-/// use palisade_classify::failure::Elapsed;
+/// use palisade_core::BoxError;
+/// use palisade_core::failure::Elapsed;
 /// use palisade_http::respond::ErrorResponseLayer;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
@@ -542,8 +542,8 @@ mod axum_impls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_classify::failure::{BreakerState, DeadlineExceeded, Elapsed};
-    use palisade_classify::{Class, Classified};
+    use palisade_core::failure::{BreakerState, DeadlineExceeded, Elapsed};
+    use palisade_core::{Class, Classified};
     use palisade_fallback::Degraded;
 
     fn respond(err: BoxError) -> Response<String> {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
-use palisade_classify::{BoxError, Category, Class, Classify, ConfigError, DefaultClassifier};
+use palisade_core::{BoxError, Category, Class, Classify, ConfigError, DefaultClassifier};
 
 use crate::hint::ServerHints;
 
@@ -15,7 +15,7 @@ use crate::hint::ServerHints;
 ///
 /// ```
 /// use http::StatusCode;
-/// use palisade_classify::Category;
+/// use palisade_core::Category;
 /// use palisade_http::status_class;
 ///
 /// assert_eq!(status_class(StatusCode::OK), None);
@@ -98,7 +98,7 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 ///
 /// ```
 /// use http::{Response, StatusCode};
-/// use palisade_classify::{BoxError, Category, Class, Classify};
+/// use palisade_core::{BoxError, Category, Class, Classify};
 /// use palisade_http::HttpClassifier;
 /// use std::time::Duration;
 ///
@@ -214,7 +214,7 @@ pub fn apply_hints(mut class: Class, hints: &ServerHints) -> Class {
     {
         class.retry_after = Some(reset);
     }
-    if hints.pushback == Some(palisade_classify::hint::Pushback::DoNotRetry) {
+    if hints.pushback == Some(palisade_core::hint::Pushback::DoNotRetry) {
         class.retryable = false;
     }
     if let Some(should) = hints.should_retry {
@@ -427,9 +427,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_dates_follow_the_paused_clock() {
-        let date = httpdate::fmt_http_date(
-            palisade_classify::hint::wall_clock() + Duration::from_secs(30),
-        );
+        let date =
+            httpdate::fmt_http_date(palisade_core::hint::wall_clock() + Duration::from_secs(30));
         let first = class(503, &[("retry-after", &date)])
             .unwrap()
             .retry_after
@@ -531,7 +530,7 @@ mod tests {
 
     #[test]
     fn failed_responses_read_as_http_statuses() {
-        use palisade_classify::{ClassifyLayer, FailedResponse, class_of};
+        use palisade_core::{ClassifyLayer, FailedResponse, class_of};
         use tower::{Service, ServiceExt, service_fn};
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -571,7 +570,7 @@ mod tests {
 
     #[test]
     fn a_classifier_of_ones_own_for_errors() {
-        let errors = palisade_classify::DefaultClassifier::builder()
+        let errors = palisade_core::DefaultClassifier::builder()
             .message("model is loading", Class::new(Category::Transient))
             .build()
             .unwrap();

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use http::{HeaderMap, Response, StatusCode};
-use palisade_classify::{BoxError, Category, Class, Classify};
+use palisade_core::{BoxError, Category, Class, Classify};
 use tower_http::classify::{
     ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcFailureClass, NeverClassifyEos,
     ServerErrorsFailureClass, StatusInRangeFailureClass,
@@ -80,7 +80,7 @@ impl ToClass for Class {
 ///
 /// ```
 /// use http::Response;
-/// use palisade_classify::{BoxError, Category, Classify};
+/// use palisade_core::{BoxError, Category, Classify};
 /// use palisade_http::tower_http::FromTowerHttp;
 /// use tower_http::classify::ServerErrorsAsFailures;
 ///

@@ -19,7 +19,7 @@
 use std::error::Error;
 use std::sync::LazyLock;
 
-use palisade_classify::{Category, Class, ClassifierBuilder, DefaultClassifier};
+use palisade_core::{Category, Class, ClassifierBuilder, DefaultClassifier};
 
 use crate::body::NotReplayable;
 
@@ -40,13 +40,13 @@ pub fn classifier() -> DefaultClassifier {
 /// call.
 ///
 /// ```
-/// use palisade_classify::{Category, Class, DefaultClassifier};
+/// use palisade_core::{Category, Class, DefaultClassifier};
 ///
 /// let classifier = palisade_http::transport::rules(DefaultClassifier::builder())
 ///     .message("model is loading", Class::new(Category::Transient))
 ///     .build()?;
 /// # let _ = classifier;
-/// # Ok::<(), palisade_classify::ConfigError>(())
+/// # Ok::<(), palisade_core::ConfigError>(())
 /// ```
 pub fn rules(builder: ClassifierBuilder) -> ClassifierBuilder {
     let builder = builder

@@ -1,7 +1,7 @@
 //! Adaptive attempt limits: more attempts while the dependency is healthy, fewer while it fails.
 
-use palisade_classify::ConfigError;
-use palisade_classify::sync::atomic::{AtomicU32, Ordering};
+use palisade_core::ConfigError;
+use palisade_core::sync::atomic::{AtomicU32, Ordering};
 
 /// Adaptive attempts: after `grow_after` consecutive successful requests
 /// the attempt limit grows by one (up to twice the configured maximum), after `shrink_after`

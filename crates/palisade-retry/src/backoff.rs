@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use rand::Rng;
 
 /// The default cap on any backoff delay: 60 s.

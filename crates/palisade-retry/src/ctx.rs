@@ -1,9 +1,9 @@
 //! The deadline and escalation parts of the context between layers.
 //!
-//! Reads and sets [`palisade_classify::context`]; unit tests can also set the context through
+//! Reads and sets [`palisade_core::context`]; unit tests can also set the context through
 //! the thread-locals below.
 
-use palisade_classify::context;
+use palisade_core::context;
 use tokio::time::Instant;
 
 /// The deadline of the enclosing deadline scope (palisade-timeout's `Deadline`), if any.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::context::attempt::{self, Attempt};
-use palisade_classify::stripe::Stripe;
-use palisade_classify::{BoxError, Category, class_of};
+use palisade_core::context::attempt::{self, Attempt};
+use palisade_core::stripe::Stripe;
+use palisade_core::{BoxError, Category, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -70,7 +70,7 @@ struct Retries<S> {
     refreshed: bool,
     /// The previous delay.
     previous: Duration,
-    /// The endpoint a router below reported failing (see `palisade_classify::context::attempt`).
+    /// The endpoint a router below reported failing (see `palisade_core::context::attempt`).
     avoid: Option<u64>,
     /// The backoff timer of an earlier retry, kept to be reset rather than allocated again.
     timer: Option<Pin<Box<Sleep>>>,
@@ -385,7 +385,7 @@ where
             balance = shared.budget.balance(),
             "retry budget exhausted; returning the last error",
         );
-        palisade_classify::metrics::budget_exhausted(&shared.name);
+        palisade_core::metrics::budget_exhausted(&shared.name);
         shared.failed(&class);
         return Err(error);
     };
@@ -403,7 +403,7 @@ where
                 balance = shared.budget.balance(),
                 "refreshing credentials before retrying",
             );
-            palisade_classify::metrics::retried(&shared.name, class.category);
+            palisade_core::metrics::retried(&shared.name, class.category);
             Wait::Refreshing(Box::new(Refresh {
                 hook: hook(),
                 error,
@@ -419,7 +419,7 @@ where
                 balance = shared.budget.balance(),
                 "retrying",
             );
-            palisade_classify::metrics::retried(&shared.name, class.category);
+            palisade_core::metrics::retried(&shared.name, class.category);
             retries.previous = delay;
             if delay.is_zero() {
                 Wait::Ready
@@ -442,7 +442,7 @@ where
 fn give_up<B: Budget + ?Sized, A>(
     shared: &Shared<B, A>,
     attempts: u32,
-    class: &palisade_classify::Class,
+    class: &palisade_core::Class,
     stop: Stop,
     error: BoxError,
 ) -> BoxError {
@@ -454,7 +454,7 @@ fn give_up<B: Budget + ?Sized, A>(
         reason = stop.as_str(),
         "not retrying",
     );
-    palisade_classify::metrics::gave_up(&shared.name, stop.as_str());
+    palisade_core::metrics::gave_up(&shared.name, stop.as_str());
     shared.failed(class);
     error
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::{BoxError, ConfigError};
+use palisade_core::{BoxError, ConfigError};
 use rand::rngs::SmallRng;
 use tower_layer::Layer;
 

@@ -1,9 +1,9 @@
 //! Retry for tower services: the class decides, backoff and jitter space the attempts, a
 //! lock-free budget bounds them system-wide, and the deadline cuts them short.
 //!
-//! [`RetryLayer`] reads the [`Class`](palisade_classify::Class) of every failed attempt with
-//! [`class_of`](palisade_classify::class_of) (put a
-//! [`ClassifyLayer`](palisade_classify::ClassifyLayer) below it, closest to the endpoint) and
+//! [`RetryLayer`] reads the [`Class`](palisade_core::Class) of every failed attempt with
+//! [`class_of`](palisade_core::class_of) (put a
+//! [`ClassifyLayer`](palisade_core::ClassifyLayer) below it, closest to the endpoint) and
 //! acts on it:
 //!
 //! | the failure | what retry does |
@@ -21,12 +21,12 @@
 //! health) and a withdrawal from the [budget]. When any of them says no, the caller
 //! gets the **last real error**, unchanged: never an error made up by this layer. A response
 //! that arrived (`Ok`) is final and never retried; failing responses reach this layer as errors
-//! ([`FailedResponse`](palisade_classify::FailedResponse)) and can be restored by the caller.
+//! ([`FailedResponse`](palisade_core::FailedResponse)) and can be restored by the caller.
 //!
 //! # Example
 //!
 //! ```
-//! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
+//! use palisade_core::{BoxError, ClassifyLayer, DefaultClassifier};
 //! use palisade_retry::{budget::RatioBudget, Backoff, Jitter, RetryLayer};
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::sync::Arc;
@@ -117,7 +117,7 @@
 //! # Errors
 //!
 //! The inner service's error only needs `Into<BoxError>`, as every palisade and tower layer
-//! asks; the layer returns [`BoxError`](palisade_classify::BoxError), like the others. It adds
+//! asks; the layer returns [`BoxError`](palisade_core::BoxError), like the others. It adds
 //! no error of its own: when it stops, the caller gets the last real error (downcast it as
 //! usual).
 //!
@@ -134,16 +134,16 @@
 //! hint), the last error is returned at once. Each attempt is made with the number of earlier
 //! attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
-//! [`palisade_classify::context`] ([`deadline`](palisade_classify::context::deadline),
-//! [`with_timeouts_so_far`](palisade_classify::context::attempt::with_timeouts_so_far)): retry
+//! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),
+//! [`with_timeouts_so_far`](palisade_core::context::attempt::with_timeouts_so_far)): retry
 //! does not depend on palisade-timeout. Like the rest of that context they follow one poll on
 //! one thread, so they do not reach through a `Buffer` or a spawned task between the layers
-//! (see [the context's docs](palisade_classify::context#boundaries-it-does-not-cross-yet)).
+//! (see [the context's docs](palisade_core::context#boundaries-it-does-not-cross-yet)).
 //!
 //! # Attempts and routing
 //!
 //! Every poll of an attempt's future, and the readiness check and `call` of every retry, run
-//! inside [`palisade_classify::context::attempt::scope`] with the attempt number and the endpoint a
+//! inside [`palisade_core::context::attempt::scope`] with the attempt number and the endpoint a
 //! router below reported failing on an earlier attempt, so the router can send the retry
 //! elsewhere. (The first attempt's `poll_ready` and `call` are the caller's and run outside.)
 //!

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::{Category, Class};
+use palisade_core::{Category, Class};
 use rand::Rng;
 use tokio::time::Instant;
 

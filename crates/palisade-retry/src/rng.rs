@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 

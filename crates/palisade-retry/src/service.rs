@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use palisade_classify::context::attempt::{self, Attempt};
-use palisade_classify::stripe::Striped;
-use palisade_classify::{BoxError, Category, Class};
+use palisade_core::context::attempt::{self, Attempt};
+use palisade_core::stripe::Striped;
+use palisade_core::{BoxError, Category, Class};
 use tower_service::Service;
 
 use crate::adaptive::AdaptiveLimit;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, Class, Classified};
+use palisade_core::{BoxError, Category, Class, Classified};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::{Instant, advance};
@@ -870,11 +870,11 @@ mod context {
     }
 
     /// The same as the first half of `the_deadline_stops_retries_before_a_wasted_sleep`, with
-    /// the deadline set through `palisade_classify::context` around each poll, as a `Deadline`
+    /// the deadline set through `palisade_core::context` around each poll, as a `Deadline`
     /// layer above does, instead of the test hook.
     #[tokio::test(start_paused = true)]
     async fn a_deadline_set_through_the_classify_context_stops_retries() {
-        use palisade_classify::context;
+        use palisade_core::context;
 
         let start = Instant::now();
         let at = start + ms(250);
@@ -911,7 +911,7 @@ mod context {
         assert_eq!(script.count(), 3);
     }
 
-    /// What each attempt's `call` reads from `palisade_classify::context`, where palisade-timeout's
+    /// What each attempt's `call` reads from `palisade_core::context`, where palisade-timeout's
     /// `Timeout` reads it to escalate.
     #[derive(Clone)]
     struct ReadsTimeouts {
@@ -929,7 +929,7 @@ mod context {
         }
 
         fn call(&mut self, req: u32) -> Self::Future {
-            let n = palisade_classify::context::attempt::timeouts_so_far();
+            let n = palisade_core::context::attempt::timeouts_so_far();
             self.seen.lock().unwrap().push(n);
             self.script.call(req)
         }
@@ -950,7 +950,7 @@ mod context {
         let retry = layer().max_attempts(4).build().unwrap().layer(svc);
         assert_eq!(run(retry).await, Ok(1));
         assert_eq!(*seen.lock().unwrap(), [0, 1, 1, 2]);
-        assert_eq!(palisade_classify::context::attempt::timeouts_so_far(), 0);
+        assert_eq!(palisade_core::context::attempt::timeouts_so_far(), 0);
     }
 }
 
@@ -975,9 +975,9 @@ fn futures_and_layers_are_send_and_sync() {
 /// attempts and reports the endpoint that failed.
 #[derive(Clone, Default)]
 struct Router {
-    seen: Arc<Mutex<Vec<Option<palisade_classify::attempt::Attempt>>>>,
+    seen: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
     /// The attempt each readiness check ran in.
-    readied: Arc<Mutex<Vec<Option<palisade_classify::attempt::Attempt>>>>,
+    readied: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
 }
 
 impl Service<u32> for Router {
@@ -986,13 +986,13 @@ impl Service<u32> for Router {
     type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let current = palisade_classify::attempt::current();
+        let current = palisade_core::attempt::current();
         self.readied.lock().unwrap().push(current);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _req: u32) -> Self::Future {
-        use palisade_classify::attempt;
+        use palisade_core::attempt;
         let current = attempt::current();
         self.seen.lock().unwrap().push(current);
         let number = current.map_or(1, |a| a.number);
@@ -1012,7 +1012,7 @@ impl Service<u32> for Router {
 
 #[tokio::test(start_paused = true)]
 async fn attempts_tell_the_router_which_endpoint_failed() {
-    use palisade_classify::attempt::Attempt;
+    use palisade_core::attempt::Attempt;
     let router = Router::default();
     let svc = layer().build().unwrap().layer(router.clone());
     assert_eq!(svc.oneshot(0).await.unwrap(), 103);
@@ -1050,7 +1050,7 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
             }),
         ]
     );
-    assert!(palisade_classify::attempt::current().is_none());
+    assert!(palisade_core::attempt::current().is_none());
 }
 
 /// A service that counts its clones and, like a semaphore-backed service, must be made ready

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// The number of slots of every ring: a window of `ttl` is read as ten slots of `ttl / 10`.

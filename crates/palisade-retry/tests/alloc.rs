@@ -5,7 +5,7 @@
 use std::alloc::System;
 use std::future::ready;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_retry::RetryLayer;
 use palisade_retry::budget::{RateCap, TokenBucket};
 use palisade_test::{INSTRUMENTED_SYSTEM, StatsAlloc};

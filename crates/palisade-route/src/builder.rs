@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use tower::discover::Discover;
 
 use crate::{HealthConfig, OutlierConfig, Route, RouteConfig, Static};
@@ -17,7 +17,7 @@ use crate::{HealthConfig, OutlierConfig, Route, RouteConfig, Static};
 ///
 /// ```
 /// use std::time::Duration;
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_route::{OutlierConfig, Route};
 /// use tower::service_fn;
 ///

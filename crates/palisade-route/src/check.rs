@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tokio::time::Instant;
 
 use crate::RouteHandle;
@@ -190,7 +190,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
 #[cfg(test)]
 #[cfg(not(palisade_loom))]
 mod tests {
-    use palisade_classify::{Category, Class};
+    use palisade_core::{Category, Class};
     use tower::service_fn;
 
     use super::*;

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use palisade_classify::sync::CachePadded;
-use palisade_classify::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use palisade_classify::{Category, Class, HealthImpact, stripe};
+use palisade_core::sync::CachePadded;
+use palisade_core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use palisade_core::{Category, Class, HealthImpact, stripe};
 use tokio::time::Instant;
 
 use crate::RouteConfig;

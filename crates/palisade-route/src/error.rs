@@ -1,6 +1,6 @@
 //! The router's error.
 //!
-//! It lives in [`palisade_classify::failure`] with palisade's other failures, so that
-//! [`class_of`](palisade_classify::class_of) knows its class without any registration.
+//! It lives in [`palisade_core::failure`] with palisade's other failures, so that
+//! [`class_of`](palisade_core::class_of) knows its class without any registration.
 
-pub use palisade_classify::failure::NoHealthyEndpoint;
+pub use palisade_core::failure::NoHealthyEndpoint;

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::context::attempt;
-use palisade_classify::{BoxError, Category, Class, HealthImpact, class_of};
+use palisade_core::context::attempt;
+use palisade_core::{BoxError, Category, Class, HealthImpact, class_of};
 use pin_project_lite::pin_project;
 
 use crate::endpoint::PaddedLaneRef;
@@ -86,7 +86,7 @@ pin_project! {
     /// neutral (the caller gave up, a whole-call deadline fired, a retry cancelled it), unless
     /// it is dropped inside [`attempt::time_out`]: then a per-attempt timeout above has
     /// elapsed, and the call counts as a failure of class
-    /// [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, exactly as a
+    /// [`Timeout`](palisade_core::Category::Timeout) for its endpoint, exactly as a
     /// returned timeout error (see [Timeouts](crate#timeouts)).
     ///
     /// # Panics

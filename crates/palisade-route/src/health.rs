@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 use crate::{Ramp, RouteConfig};
 

@@ -10,8 +10,8 @@
 //!   checks nothing stays at 0 % for good: see [trials](#without-active-checks-trials).
 //! * **Signals** come from active checks ([`HealthCheck`], run by
 //!   [`RouteHandle::health_checker`], a future you spawn) and from real calls, read with
-//!   [`class_of`](palisade_classify::class_of): only failures that
-//!   [count against health](palisade_classify::Class::counts_against_health) count; a rate
+//!   [`class_of`](palisade_core::class_of): only failures that
+//!   [count against health](palisade_core::Class::counts_against_health) count; a rate
 //!   limit (`HealthImpact::Soft`) only cools the endpoint down for its `retry_after`.
 //! * **Outlier ejection**, after Envoy's ([`OutlierConfig`]): consecutive failures, failure
 //!   ratio, success rate below mean − k·σ; ejections last base × the times in a row the
@@ -24,7 +24,7 @@
 //! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
 //!   eligible: the retry layer runs its attempts in an
-//!   [`attempt` scope](palisade_classify::context::attempt) that the router reads and reports to
+//!   [`attempt` scope](palisade_core::context::attempt) that the router reads and reports to
 //!   (see [Retries](#retries-and-the-attempt-context)).
 //! * **Discovery**: endpoints come and go through a tower [`Discover`](tower::discover::Discover)
 //!   ([`Route::discover`]); every clone of the router shares the one endpoint set (see
@@ -89,10 +89,10 @@
 //! A call that a per-attempt timeout above the router cuts off never returns an error to the
 //! router: its future is dropped. Dropped like that, a slow endpoint would never fail a call
 //! and would keep its share of traffic however slow it got. So a call dropped while
-//! [`attempt::timing_out`](palisade_classify::context::attempt::timing_out) is true, which
+//! [`attempt::timing_out`](palisade_core::context::attempt::timing_out) is true, which
 //! `palisade-timeout`'s `Timeout` sets around the drop of an attempt whose time is up (see
-//! [`attempt::time_out`](palisade_classify::context::attempt::time_out)), is recorded as a
-//! failure of class [`Timeout`](palisade_classify::Category::Timeout) for its endpoint, by the
+//! [`attempt::time_out`](palisade_core::context::attempt::time_out)), is recorded as a
+//! failure of class [`Timeout`](palisade_core::Category::Timeout) for its endpoint, by the
 //! same path as a returned error of that class: it counts toward consecutive-failure ejection,
 //! the failure percentage and the health state machine, and a retry's next attempt avoids the
 //! endpoint. That is Envoy's rule: its
@@ -111,7 +111,7 @@
 //! # Retries and the attempt context
 //!
 //! A retry layer above runs each attempt, its `poll_ready`, its `call` and every poll of its
-//! future, inside an [`attempt` scope](palisade_classify::context::attempt) that names the
+//! future, inside an [`attempt` scope](palisade_core::context::attempt) that names the
 //! endpoint that failed the previous attempt of the request (`avoid`). The router reads it in
 //! three places:
 //!
@@ -174,7 +174,7 @@
 //! # Example
 //!
 //! ```
-//! use palisade_classify::{BoxError, ClassifyLayer, DefaultClassifier};
+//! use palisade_core::{BoxError, ClassifyLayer, DefaultClassifier};
 //! use palisade_route::{Route, HealthState};
 //! use tower::{Service, ServiceExt, service_fn, Layer};
 //!
@@ -209,7 +209,7 @@
 //! and adds endpoints in other tiers; [`Route::discover`] and [`Route::discover_builder`] do
 //! the same for endpoints fed by a tower `Discover`. [`RouteBuilder::build`] checks every field
 //! at once. Fractions are `*_ratio`, in `0..=1`, and `None` is the one way to turn a rule off
-//! (a zero or out-of-range value is a [`ConfigError`](palisade_classify::ConfigError), never a
+//! (a zero or out-of-range value is a [`ConfigError`](palisade_core::ConfigError), never a
 //! secret off switch).
 //!
 //! # Why there is no `RouteLayer`
@@ -223,7 +223,7 @@
 //!
 //! # Errors
 //! [`NoHealthyEndpoint`] when nothing is eligible; an endpoint's own errors pass through
-//! unchanged. Bad configuration is a [`ConfigError`](palisade_classify::ConfigError) naming the
+//! unchanged. Bad configuration is a [`ConfigError`](palisade_core::ConfigError) naming the
 //! field by its path (`outlier.max_ejection_ratio`), at build time.
 
 mod builder;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use loom::sync::Arc as LoomArc;
 use loom::thread;
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
-use palisade_classify::{Category, Class};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::{Category, Class};
 use tokio::time::Instant;
 
 use crate::endpoint::EndpointState;

@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use rand::Rng;
 
 use crate::endpoint::EndpointState;
@@ -394,7 +394,7 @@ fn scanning<E: AsRef<EndpointState>>(
 mod tests {
     use std::sync::Arc;
 
-    use palisade_classify::{Category, Class};
+    use palisade_core::{Category, Class};
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
     use tokio::time::Instant;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 /// How traffic returns to an endpoint once it is trusted again.
 ///

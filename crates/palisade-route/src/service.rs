@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use palisade_classify::context::attempt;
-use palisade_classify::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use palisade_classify::{BoxError, class_of};
+use palisade_core::context::attempt;
+use palisade_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use palisade_core::{BoxError, class_of};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
@@ -184,7 +184,7 @@ where
     /// [Discovery](crate#discovery)).
     ///
     /// ```
-    /// use palisade_classify::BoxError;
+    /// use palisade_core::BoxError;
     /// use palisade_route::Route;
     /// use tower::discover::ServiceList;
     /// use tower::{Service, ServiceExt, service_fn};
@@ -213,7 +213,7 @@ where
     /// [`Route::discover`] makes with the defaults.
     ///
     /// ```
-    /// use palisade_classify::BoxError;
+    /// use palisade_core::BoxError;
     /// use palisade_route::Route;
     /// use tower::discover::ServiceList;
     /// use tower::service_fn;

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 
-use palisade_classify::BoxError;
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::BoxError;
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 

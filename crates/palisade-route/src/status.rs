@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::sync::atomic::Ordering;
-use palisade_classify::{Category, Class};
+use palisade_core::sync::atomic::Ordering;
+use palisade_core::{Category, Class};
 use tokio::time::Instant;
 
 use crate::HealthState;
@@ -54,7 +54,7 @@ pub struct EndpointStatus<K> {
     pub key: K,
     /// Its priority tier.
     pub tier: u8,
-    /// The token that names it in the [attempt context](palisade_classify::context::attempt).
+    /// The token that names it in the [attempt context](palisade_core::context::attempt).
     pub token: u64,
     /// Its health state (an endpoint on [trial](crate#without-active-checks-trials) is
     /// recovering).
@@ -179,7 +179,7 @@ impl<K: PartialEq> RouteHandle<K> {
 #[cfg(test)]
 #[cfg(not(palisade_loom))]
 mod tests {
-    use palisade_classify::{BoxError, Category, Class};
+    use palisade_core::{BoxError, Category, Class};
     use tower::service_fn;
 
     use std::time::Duration;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::attempt::{self, Attempt};
-use palisade_classify::{BoxError, Category, class_of};
+use palisade_core::attempt::{self, Attempt};
+use palisade_core::{BoxError, Category, class_of};
 use tokio::sync::mpsc;
 use tower::discover::Change;
 use tower::{Service, ServiceExt, service_fn};
@@ -457,7 +457,7 @@ async fn success_rate_outliers_are_ejected_by_the_checker() {
 fn bad_configuration_names_the_field() {
     let up = flags(1);
     let builder = || Route::builder(up.iter().map(|f| endpoint("a", f.clone(), "503")));
-    let field = |r: Result<Route<Static<Svc>>, palisade_classify::ConfigError>| {
+    let field = |r: Result<Route<Static<Svc>>, palisade_core::ConfigError>| {
         r.unwrap_err().field().to_owned()
     };
     assert_eq!(

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tower_service::Service;

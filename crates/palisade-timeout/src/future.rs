@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
-use palisade_classify::context::{self, attempt};
+use palisade_core::BoxError;
+use palisade_core::context::{self, attempt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
@@ -20,7 +20,7 @@ pin_project! {
     /// returns `Pending`, so a response that is ready at once costs no timer and no clock read.
     ///
     /// When the timer fires, the future drops the attempt (the inner future) itself, inside
-    /// [`attempt::time_out`](palisade_classify::context::attempt::time_out), before it fails with
+    /// [`attempt::time_out`](palisade_core::context::attempt::time_out), before it fails with
     /// [`Elapsed`]: a router below counts that drop against the endpoint the attempt went to
     /// (see [Timed-out attempts](crate#timed-out-attempts)).
     #[derive(Debug)]
@@ -103,7 +103,7 @@ where
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
         this.sleep.set(None);
-        palisade_classify::metrics::timeout_elapsed("attempt");
+        palisade_core::metrics::timeout_elapsed("attempt");
         Poll::Ready(Err(Elapsed::new().into()))
     }
 }
@@ -112,7 +112,7 @@ pin_project! {
     /// The response future of [`Deadline`](crate::Deadline).
     ///
     /// Polls the inner future inside a deadline scope
-    /// ([`context::with_lazy_deadline`](palisade_classify::context::with_lazy_deadline)). The
+    /// ([`context::with_lazy_deadline`](palisade_core::context::with_lazy_deadline)). The
     /// limit is counted from the first poll (tower callers poll right after `call`), and the
     /// clock is read only when a layer below asks for the deadline or the inner future first
     /// returns `Pending`; only then is a timer created. On expiry the inner future is dropped
@@ -181,7 +181,7 @@ where
         // Expired: drop the inner future (and whatever it holds) and the timer now.
         this.inner.set(None);
         this.sleep.set(None);
-        palisade_classify::metrics::timeout_elapsed("deadline");
+        palisade_core::metrics::timeout_elapsed("deadline");
         Poll::Ready(Err(DeadlineExceeded::new().into()))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use tower_layer::Layer;
 
 use crate::state::Limit;
@@ -24,7 +24,7 @@ use crate::{Deadline, Timeout};
 ///     .escalate(2.0, Duration::from_secs(2))
 ///     .build()?;
 /// assert_eq!(escalating.escalation(), Some((2.0, Duration::from_secs(2))));
-/// # Ok::<(), palisade_classify::ConfigError>(())
+/// # Ok::<(), palisade_core::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutLayer {

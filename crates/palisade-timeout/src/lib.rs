@@ -2,7 +2,7 @@
 //!
 //! - [`Timeout`] limits one attempt. Placed below a retry layer it bounds each attempt; a
 //!   timed-out attempt fails with [`Elapsed`](error::Elapsed), which
-//!   [`class_of`](palisade_classify::class_of) reads as `Timeout`, retryable. With
+//!   [`class_of`](palisade_core::class_of) reads as `Timeout`, retryable. With
 //!   [`TimeoutBuilder::escalate`] the next attempt gets a longer limit (`base × factor^n`, capped),
 //!   where `n` is the number of earlier attempts that timed out, published by the retry layer
 //!   through [`context::with_timeouts_so_far`].
@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_classify::{class_of, BoxError, Category};
+//! use palisade_core::{class_of, BoxError, Category};
 //! use palisade_timeout::{DeadlineLayer, TimeoutLayer};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -64,7 +64,7 @@
 //! # Timed-out attempts
 //!
 //! When a [`Timeout`] elapses, its future drops the attempt itself, inside
-//! [`attempt::time_out`](palisade_classify::context::attempt::time_out), and only then fails with
+//! [`attempt::time_out`](palisade_core::context::attempt::time_out), and only then fails with
 //! [`Elapsed`](error::Elapsed). A router below (`palisade-route`) sees that drop and records a
 //! failure of class `Timeout` for the endpoint the attempt went to: it counts toward
 //! consecutive-failure ejection and the health state machine exactly as a returned timeout
@@ -90,15 +90,15 @@
 //! An escalating [`Timeout`] reads how many earlier attempts timed out in its `call`. Behind a
 //! `Buffer` (or any service that calls on a task of its own) that `call` runs on the worker,
 //! where the retry above set nothing, so every attempt would get the base limit. Put
-//! `palisade_classify::context::carry::CarryLayer` above the boundary and `ResumeLayer` below
+//! `palisade_core::context::carry::CarryLayer` above the boundary and `ResumeLayer` below
 //! it and the count crosses in the request. Without them, an escalating timeout whose call saw
 //! no attempt while its future is polled inside one says so once, with a `tracing` warning.
 //!
 //! # Errors
 //!
-//! Both services return [`BoxError`](palisade_classify::BoxError): the inner error converted,
+//! Both services return [`BoxError`](palisade_core::BoxError): the inner error converted,
 //! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded), whose
-//! classes [`class_of`](palisade_classify::class_of) knows with nothing to register.
+//! classes [`class_of`](palisade_core::class_of) knows with nothing to register.
 //! On expiry the inner future is dropped.
 //!
 //! # Readiness

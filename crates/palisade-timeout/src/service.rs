@@ -3,8 +3,8 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
-use palisade_classify::context::{self, attempt};
+use palisade_core::BoxError;
+use palisade_core::context::{self, attempt};
 use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};

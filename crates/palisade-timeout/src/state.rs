@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 /// A per-attempt timeout, optionally escalating after timed-out attempts.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, attempt, class_of};
+use palisade_core::{BoxError, Category, attempt, class_of};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -273,7 +273,7 @@ async fn an_enormous_deadline_means_no_limit_not_a_panic() {
     let svc = crate::DeadlineLayer::new(std::time::Duration::MAX).layer(tower::service_fn(
         |_: ()| async {
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-            Ok::<_, palisade_classify::BoxError>(7)
+            Ok::<_, palisade_core::BoxError>(7)
         },
     ));
     assert_eq!(svc.oneshot(()).await.unwrap(), 7);

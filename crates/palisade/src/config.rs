@@ -61,7 +61,7 @@
 use std::time::Duration;
 
 use palisade_breaker::BreakerConfig;
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use palisade_retry::{Backoff, Jitter, RetryLayer};
 use serde::{Deserialize, Serialize};
 
@@ -78,10 +78,7 @@ pub struct PresetConfig {
     /// The dependency's name.
     pub name: String,
     /// The limit on the whole call (default 30 s).
-    #[serde(
-        default = "defaults::deadline",
-        with = "palisade_classify::serde_duration"
-    )]
+    #[serde(default = "defaults::deadline", with = "palisade_core::serde_duration")]
     pub deadline: Duration,
     /// The per-attempt timeout.
     #[serde(default)]
@@ -100,7 +97,7 @@ pub struct PresetConfig {
 #[non_exhaustive]
 pub struct TimeoutConfig {
     /// Each attempt's limit (default 10 s).
-    #[serde(with = "palisade_classify::serde_duration")]
+    #[serde(with = "palisade_core::serde_duration")]
     pub limit: Duration,
     /// How the limit grows after timed-out attempts (default ×2 up to 30 s; `None`: fixed).
     pub escalate: Option<Escalation>,
@@ -126,7 +123,7 @@ pub struct Escalation {
     /// The growth per timed-out attempt (at least 1).
     pub factor: f64,
     /// The longest limit.
-    #[serde(with = "palisade_classify::serde_duration")]
+    #[serde(with = "palisade_core::serde_duration")]
     pub cap: Duration,
 }
 
@@ -140,7 +137,7 @@ pub struct RetryConfig {
     /// The backoff between attempts (default exponential from 1 s, ×2).
     pub backoff: BackoffConfig,
     /// The longest backoff delay (default 30 s).
-    #[serde(with = "palisade_classify::serde_duration")]
+    #[serde(with = "palisade_core::serde_duration")]
     pub cap: Duration,
     /// The jitter (default ±10 %).
     pub jitter: JitterConfig,
@@ -171,22 +168,22 @@ pub enum BackoffConfig {
     /// The same delay every time.
     Constant {
         /// The delay.
-        #[serde(with = "palisade_classify::serde_duration")]
+        #[serde(with = "palisade_core::serde_duration")]
         delay: Duration,
     },
     /// `initial`, then `step` more each time.
     Linear {
         /// The first delay.
-        #[serde(with = "palisade_classify::serde_duration")]
+        #[serde(with = "palisade_core::serde_duration")]
         initial: Duration,
         /// The growth per retry.
-        #[serde(with = "palisade_classify::serde_duration")]
+        #[serde(with = "palisade_core::serde_duration")]
         step: Duration,
     },
     /// `initial`, then `factor` times the previous one.
     Exponential {
         /// The first delay.
-        #[serde(with = "palisade_classify::serde_duration")]
+        #[serde(with = "palisade_core::serde_duration")]
         initial: Duration,
         /// The growth factor.
         factor: f64,

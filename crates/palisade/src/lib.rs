@@ -5,7 +5,7 @@
 //!
 //! | module | crate | what it does |
 //! |---|---|---|
-//! | [`classify`] | `palisade-classify` | turns every outcome into a [`Class`](classify::Class), once, at the source |
+//! | [`classify`] | `palisade-core` | turns every outcome into a [`Class`](classify::Class), once, at the source |
 //! | [`fallback`] | `palisade-fallback` | answers anyway when nothing else worked: constant, computed, last-good and alternative-service answers, marked degraded |
 //! | [`breaker`] | `palisade-breaker` | guards a dependency as a whole: lock-free circuit breaker, failure-rate and slow-call rules over sliding windows, client-side adaptive throttling while closed, half-open probes |
 //! | [`retry`] | `palisade-retry` | retries what the class says is worth retrying: backoff and jitter or a server's hint, within lock-free retry budgets (by default behind gRPC-style retry throttling) and the deadline |
@@ -78,16 +78,16 @@ pub mod health;
 
 #[cfg(feature = "classify")]
 #[doc(inline)]
-pub use palisade_classify as classify;
+pub use palisade_core as classify;
 
 #[cfg(feature = "classify")]
-pub use palisade_classify::BoxError;
+pub use palisade_core::BoxError;
 
 /// The context the layers pass each other (deadline, attempt), and the layers that carry it
 /// across a task boundary such as `tower::buffer::Buffer` or a spawned task
 /// ([`CarryLayer`](context::CarryLayer) above it, [`ResumeLayer`](context::ResumeLayer) below).
 #[cfg(feature = "classify")]
-pub use palisade_classify::context;
+pub use palisade_core::context;
 
 #[cfg(feature = "retry")]
 #[doc(inline)]

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -88,7 +88,7 @@ impl<K, F> KeyedBreakerLayer<K, F> {
     ///
     /// ```
     /// use palisade_breaker::KeyedBreakerLayer;
-    /// use palisade_classify::BoxError;
+    /// use palisade_core::BoxError;
     /// use tower::{ServiceBuilder, ServiceExt, service_fn};
     ///
     /// struct Completion {
@@ -133,7 +133,7 @@ impl<K, F> KeyedBreakerLayer<K, F> {
     ///     .max_keys(10_000)
     ///     .idle_timeout(Duration::from_secs(600))
     ///     .build()?;
-    /// # Ok::<(), palisade_classify::ConfigError>(())
+    /// # Ok::<(), palisade_core::ConfigError>(())
     /// ```
     pub fn builder<Req>(name: impl Into<String>, key: F) -> KeyedBreakerBuilder<K, F>
     where

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tower_service::Service;
 
 use super::state::Registry;

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::BreakerConfig;
-use palisade_classify::stripe::Stripe;
+use palisade_core::stripe::Stripe;
 
 use crate::handle::{Lane, Shared, Stripes, stripes};
 use crate::state::Core;

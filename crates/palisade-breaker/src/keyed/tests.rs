@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::tests::{Capture, classic};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::error::SagaError;
 use palisade_durable::journal::{Event, SagaState};
 use palisade_durable::store::Store;

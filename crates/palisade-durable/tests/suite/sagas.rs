@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category};
+use palisade_core::{BoxError, Category};
 use palisade_durable::journal::{
     CompensationStatus, EscalationReason, Event, SagaState, StepStatus,
 };

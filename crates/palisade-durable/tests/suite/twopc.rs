@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_classify::BoxError;
+use palisade_core::BoxError;
 use palisade_durable::store::Store;
 use palisade_durable::twopc::{
     Coordinator, Decision, Participant, Phase, PhaseRequest, TransactionDefinition, TxEvent,

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::stripe::Stripe;
-use palisade_classify::{BoxError, Class, class_of};
+use palisade_core::stripe::Stripe;
+use palisade_core::{BoxError, Class, class_of};
 use pin_project_lite::pin_project;
 
 use super::FeatureOff;

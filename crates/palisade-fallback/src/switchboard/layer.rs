@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use palisade_classify::{Class, ConfigError};
+use palisade_core::{Class, ConfigError};
 use tower_layer::Layer;
 
 use super::{Feature, Gate};
@@ -12,7 +12,7 @@ use crate::{Fallback, FallbackBuilder, FallbackLayer};
 /// answers (marked degraded): a feature flag with a fallback, as a layer.
 ///
 /// ```
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_fallback::{Constant, FeatureLayer, FeatureState, Switchboard};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
@@ -101,7 +101,7 @@ impl<St> fmt::Debug for FeatureBuilder<St> {
 impl<St> FeatureBuilder<St> {
     /// Chooses which failures the fallback answers for, by class
     /// ([`FallbackBuilder::handles`]). A predicate that leaves out
-    /// [`Category::Rejected`](palisade_classify::Category::Rejected) lets the feature's
+    /// [`Category::Rejected`](palisade_core::Category::Rejected) lets the feature's
     /// [`FeatureOff`](super::FeatureOff) refusal through to the caller as an error.
     pub fn handles(mut self, predicate: impl Fn(&Class) -> bool + Send + Sync + 'static) -> Self {
         self.fallback = self.fallback.handles(predicate);

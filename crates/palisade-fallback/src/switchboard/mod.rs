@@ -12,7 +12,7 @@ mod state;
 
 pub use future::GateFuture;
 pub use layer::{FeatureBuilder, FeatureLayer};
-pub use palisade_classify::failure::FeatureOff;
+pub use palisade_core::failure::FeatureOff;
 pub use service::Gate;
 pub use state::{Feature, FeatureConfig, FeatureState, FeatureStatus, Switchboard};
 

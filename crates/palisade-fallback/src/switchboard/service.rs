@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_classify::BoxError;
-use palisade_classify::stripe::{Stripe, Striped};
+use palisade_core::BoxError;
+use palisade_core::stripe::{Stripe, Striped};
 use tower_service::Service;
 
 use super::future::GateFuture;

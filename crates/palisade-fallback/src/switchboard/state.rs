@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_classify::sync::CachePadded;
-use palisade_classify::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use palisade_classify::{Class, ConfigError, ErrorStats};
+use palisade_core::sync::CachePadded;
+use palisade_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use palisade_core::{Class, ConfigError, ErrorStats};
 use tokio::time::Instant;
 
 /// The number of buckets a feature's failure window is divided into.

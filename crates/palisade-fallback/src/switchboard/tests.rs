@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category};
+use palisade_core::{BoxError, Category};
 use tower::{Layer, ServiceExt, service_fn};
 
 use crate::*;

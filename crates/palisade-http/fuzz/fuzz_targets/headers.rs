@@ -1,4 +1,4 @@
-//! Arbitrary bytes through every header parser of palisade-http and palisade-classify's
+//! Arbitrary bytes through every header parser of palisade-http and palisade-core's
 //! hints, and through the classifiers' header paths: none may panic, and every wait stays
 //! within `LONGEST`.
 //!
@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use palisade_classify::hint::{self, LONGEST};
-use palisade_classify::{BoxError, Classify};
+use palisade_core::hint::{self, LONGEST};
+use palisade_core::{BoxError, Classify};
 use palisade_http::HttpClassifier;
 use palisade_http::deadline::ServerDeadlineLayer;
 use palisade_http::grpc::{self, Code, GrpcClassifier, GrpcStatus};

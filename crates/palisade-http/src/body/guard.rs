@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use palisade_classify::{BoxError, Category, Class, Classified, HasClass};
+use palisade_core::{BoxError, Category, Class, Classified, HasClass};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tower_layer::Layer;
@@ -156,7 +156,7 @@ impl<S> Layer<S> for GuardLayer {
 
 /// Wraps each response body of `S` in a [`GuardedBody`]: an idle timeout between frames, a
 /// whole-body limit, and the gRPC status of the trailers; a body that fails yields an error that
-/// carries its class ([`Classified`]), so [`class_of`](palisade_classify::class_of) reads it
+/// carries its class ([`Classified`]), so [`class_of`](palisade_core::class_of) reads it
 /// like any other failure.
 ///
 /// The classify, retry and breaker layers judge a call when its response head arrives; a body
@@ -173,7 +173,7 @@ impl<S> Layer<S> for GuardLayer {
 /// use bytes::Bytes;
 /// use http::Response;
 /// use http_body_util::{BodyExt, StreamBody};
-/// use palisade_classify::{BoxError, Category, class_of};
+/// use palisade_core::{BoxError, Category, class_of};
 /// use palisade_http::body::GuardLayer;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use palisade_breaker::{BreakerHandle, CircuitOpen, Permit};
-use palisade_classify::{BoxError, Class, class_of};
+use palisade_core::{BoxError, Class, class_of};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -87,7 +87,7 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// use http::Response;
 /// use http_body_util::{BodyExt, StreamBody};
 /// use palisade_breaker::{BreakerLayer, State};
-/// use palisade_classify::BoxError;
+/// use palisade_core::BoxError;
 /// use palisade_http::body::{GuardLayer, StreamBreakerLayer};
 /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 /// # use futures_util::StreamExt;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
-use palisade_classify::{BoxError, Category, Class, HasClass};
+use palisade_core::{BoxError, Category, Class, HasClass};
 use palisade_retry::MaxAttempts;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use palisade_classify::{BoxError, Category, Class, class_of};
+use palisade_core::{BoxError, Category, Class, class_of};
 use palisade_retry::{LayerLimit, MaxAttempts};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -249,8 +249,8 @@ async fn a_retry_above_sends_the_kept_body_again() {
                 .build()
                 .unwrap(),
         )
-        .layer(palisade_classify::ClassifyLayer::new(
-            palisade_classify::DefaultClassifier::new(),
+        .layer(palisade_core::ClassifyLayer::new(
+            palisade_core::DefaultClassifier::new(),
         ))
         .service(flaky);
     svc.clone()

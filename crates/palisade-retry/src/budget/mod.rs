@@ -17,7 +17,7 @@
 //!
 //! Each is built the way the layers are: `X::new()` (or `X::default()`) with documented
 //! defaults, or `X::builder()` with a setter per setting and a `build()` that checks them all
-//! and names the field it refuses in its [`ConfigError`](palisade_classify::ConfigError).
+//! and names the field it refuses in its [`ConfigError`](palisade_core::ConfigError).
 //! [`Throttled::new`] puts any budget behind a [`TokenBucket`].
 //!
 //! # Fixed point
@@ -155,7 +155,7 @@ impl tower::retry::budget::Budget for Unlimited {
 }
 
 /// Stripes for per-thread counters: each thread picks one at first use, round robin.
-pub(crate) use palisade_classify::stripe;
+pub(crate) use palisade_core::stripe;
 
 /// Formats a fixed-point number of millionths as a decimal for `Debug` output.
 pub(crate) struct Millionths(pub(crate) u64);

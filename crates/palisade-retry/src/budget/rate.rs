@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
-use palisade_classify::sync::atomic::AtomicU64;
+use palisade_core::ConfigError;
+use palisade_core::sync::atomic::AtomicU64;
 use tokio::time::Instant;
 
 use super::{Budget, Withdrawal};

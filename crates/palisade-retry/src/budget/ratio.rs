@@ -3,11 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use tokio::time::Instant;
 
-use palisade_classify::sync::CachePadded;
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::sync::CachePadded;
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Budget, Millionths, Withdrawal, stripe};
 use crate::window::{self, Clock, SLOTS, Take, pack, unpack};

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use palisade_classify::ConfigError;
-use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::ConfigError;
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Budget, Withdrawal};
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 
 /// Flags a value that rises far above its recent level: an exponentially weighted moving
 /// average (EWMA) of the value and of its variance, and a band of `k` deviations above the

@@ -66,7 +66,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use palisade_classify::ConfigError;
+use palisade_core::ConfigError;
 use serde::Serialize;
 
 pub use detector::{Detector, DetectorBuilder};

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, Class, Classified};
+use palisade_core::{BoxError, Category, Class, Classified};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use palisade_classify::sync::CachePadded;
-use palisade_classify::{BoxError, attempt, class_of};
+use palisade_core::sync::CachePadded;
+use palisade_core::{BoxError, attempt, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -71,7 +71,7 @@ impl Watched {
 }
 
 /// Counts the calls of the service it wraps, their failures (an error whose class
-/// [counts against health](palisade_classify::Class::counts_against_health), or an attempt
+/// [counts against health](palisade_core::Class::counts_against_health), or an attempt
 /// dropped by a per-attempt timeout above, as a hang is) and their latency, for a
 /// [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. A call its caller drops
 /// (cancelled, or cut by a whole-call deadline) is not counted. Made by

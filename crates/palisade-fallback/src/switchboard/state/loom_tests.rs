@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use loom::thread;
-use palisade_classify::{Category, Class};
+use palisade_core::{Category, Class};
 use tokio::time::Instant;
 
 use super::*;
@@ -28,7 +28,7 @@ fn failure() -> Option<Class> {
 
 /// A feature that turns itself off after `limit` failures, built at `now`. Its failure window
 /// has one bucket rather than ten: the window's own concurrency is modelled in
-/// palisade-classify, and the feature's transitions do not depend on the bucket count.
+/// palisade-core, and the feature's transitions do not depend on the bucket count.
 fn feature(limit: u32, now: Instant) -> Feature {
     let config = FeatureConfig {
         failures_to_turn_off: Some(limit),

@@ -24,7 +24,7 @@ const CATEGORIES: usize = Category::ALL.len();
 /// samples per bucket rotation under contention, never over.
 ///
 /// ```
-/// use palisade_classify::{Category, Class, ErrorStats};
+/// use palisade_core::{Category, Class, ErrorStats};
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -38,7 +38,7 @@ const CATEGORIES: usize = Category::ALL.len();
 /// // A minute later the window has slid past them.
 /// let later = start + Duration::from_secs(61);
 /// assert_eq!(stats.count(Category::RateLimited, later), 0);
-/// # Ok::<(), palisade_classify::ConfigError>(())
+/// # Ok::<(), palisade_core::ConfigError>(())
 /// ```
 pub struct ErrorStats {
     origin: Instant,

@@ -8,12 +8,12 @@
 //! reads as empty. Memory is `len × (8 + 4·N)` bytes whatever the traffic.
 //!
 //! Used by the breaker's time-based window and by [`ErrorStats`](crate::ErrorStats); modelled
-//! under loom (`RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-classify --lib --release
+//! under loom (`RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-core --lib --release
 //! loom`).
 //!
 //! ```
-//! use palisade_classify::window::SlotRing;
-//! use palisade_classify::sync::atomic::Ordering;
+//! use palisade_core::window::SlotRing;
+//! use palisade_core::sync::atomic::Ordering;
 //!
 //! // Two counters (say calls and failures) over the last 3 slots.
 //! let ring = SlotRing::<2>::new(3);

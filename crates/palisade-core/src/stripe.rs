@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use palisade_classify::stripe::Striped;
+//! use palisade_core::stripe::Striped;
 //!
 //! let shared = Striped::new(Arc::new(String::from("config")));
 //! let a = shared.pick().clone(); // one instance's stripe

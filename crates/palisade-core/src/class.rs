@@ -275,7 +275,7 @@ pub enum HealthImpact {
 ///
 /// # Example
 /// ```
-/// use palisade_classify::{Category, Class, FaultLevel};
+/// use palisade_core::{Category, Class, FaultLevel};
 /// use std::time::Duration;
 ///
 /// let class = Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2));

@@ -36,8 +36,8 @@
 //! ```
 //! # #[cfg(feature = "metrics")]
 //! # {
-//! use palisade_classify::metrics::MetricsLayer;
-//! use palisade_classify::BoxError;
+//! use palisade_core::metrics::MetricsLayer;
+//! use palisade_core::BoxError;
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -45,8 +45,8 @@
 //!
 //! ```
 //! use std::convert::Infallible;
-//! use palisade_classify::context::{self, attempt::{self, Attempt}};
-//! use palisade_classify::context::carry::{Carried, Carrier, CarryLayer, ResumeLayer};
+//! use palisade_core::context::{self, attempt::{self, Attempt}};
+//! use palisade_core::context::carry::{Carried, Carrier, CarryLayer, ResumeLayer};
 //! use tower::{Layer, Service, service_fn};
 //!
 //! /// A request type with room for the context.
@@ -172,7 +172,7 @@ impl Carried {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot carry palisade's context across a task boundary",
     label = "this request type does not implement `Carrier`",
-    note = "`http::Request` implements it with palisade-classify's `http` feature; for your own request type, implement the two methods of `Carrier` (store a `Carried` in a field, take it out)"
+    note = "`http::Request` implements it with palisade-core's `http` feature; for your own request type, implement the two methods of `Carrier` (store a `Carried` in a field, take it out)"
 )]
 pub trait Carrier {
     /// Stores `context` in the request, replacing any stored before.

@@ -17,7 +17,7 @@
 //! | `x-should-retry` | [`should_retry`] | `true` / `false` |
 //!
 //! ```
-//! use palisade_classify::hint::{self, Pushback};
+//! use palisade_core::hint::{self, Pushback};
 //! use std::time::{Duration, SystemTime};
 //!
 //! assert_eq!(hint::retry_after_ms("1500"), Some(Duration::from_millis(1500)));
@@ -43,7 +43,7 @@
 //! it, in tests and in the simulator alike.
 //!
 //! ```
-//! use palisade_classify::hint;
+//! use palisade_core::hint;
 //! use std::time::Duration;
 //!
 //! # #[cfg(feature = "http")]

@@ -9,9 +9,9 @@
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Settings {
-//!     #[serde(with = "palisade_classify::serde_duration")]
+//!     #[serde(with = "palisade_core::serde_duration")]
 //!     timeout: Duration,
-//!     #[serde(default, with = "palisade_classify::serde_duration::option")]
+//!     #[serde(default, with = "palisade_core::serde_duration::option")]
 //!     slow_call: Option<Duration>,
 //! }
 //!

@@ -72,7 +72,7 @@ impl<F> fmt::Debug for ClassifyFn<F> {
 /// Makes a [`Classify`] from a closure over `&Result<Res, E>`.
 ///
 /// ```
-/// use palisade_classify::{classify_fn, BoxError, Category, Class, Classify, DefaultClassifier};
+/// use palisade_core::{classify_fn, BoxError, Category, Class, Classify, DefaultClassifier};
 ///
 /// // A response type whose status says whether it worked; errors go to the default rules.
 /// struct Reply { status: u16 }
@@ -342,7 +342,7 @@ impl<Res> Classify<Res, BoxError> for DefaultClassifier {
 /// source and otherwise applying the [`DefaultClassifier`]'s built-in rules.
 ///
 /// ```
-/// use palisade_classify::{class_of, BoxError, Category};
+/// use palisade_core::{class_of, BoxError, Category};
 /// use std::io;
 ///
 /// let err: BoxError = Box::new(io::Error::from(io::ErrorKind::ConnectionRefused));
@@ -447,7 +447,7 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
 /// ones. Rules are tried in the order they were added; the first match wins.
 ///
 /// ```
-/// use palisade_classify::{BoxError, Category, Class, DefaultClassifier};
+/// use palisade_core::{BoxError, Category, Class, DefaultClassifier};
 ///
 /// let classifier = DefaultClassifier::builder()
 ///     .message("model is loading", Class::new(Category::Transient))
@@ -458,7 +458,7 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
 ///
 /// let bad = DefaultClassifier::builder().message("(unclosed", Class::new(Category::Validation)).build();
 /// assert_eq!(bad.unwrap_err().field(), "message[0]");
-/// # Ok::<(), palisade_classify::ConfigError>(())
+/// # Ok::<(), palisade_core::ConfigError>(())
 /// ```
 pub struct ClassifierBuilder {
     type_rules: Vec<TypeRule>,

@@ -54,7 +54,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade_classify::context;
+//! use palisade_core::context;
 //! use tokio::time::Instant;
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -1,4 +1,11 @@
-//! The classification spine of palisade: the verdict every other layer reads.
+//! The core of palisade: the verdict every layer reads, and the pieces they share.
+//!
+//! This crate holds what every other palisade crate builds on: outcome classification (this
+//! page), the per-request [`context`] that carries it between layers, the shared
+//! [`ConfigError`], server hints from headers ([`hint`]), error statistics ([`ErrorStats`]), the
+//! lock-free bucket ring ([`window`]), and the striping ([`stripe`]) and loom-aware atomics
+//! and padding ([`sync`]) the layers' hot paths use. It was called `palisade-classify` until the infrastructure moved in; the
+//! name now says what it is.
 //!
 //! Every outcome of a call is classified exactly once, by [`ClassifyLayer`], the layer closest
 //! to the endpoint. A success passes through untouched. A failure leaves the layer as a
@@ -15,7 +22,7 @@
 //! # Example
 //!
 //! ```
-//! use palisade_classify::{class_of, classify_fn, BoxError, Category, Class, ClassifyLayer,
+//! use palisade_core::{class_of, classify_fn, BoxError, Category, Class, ClassifyLayer,
 //!     DefaultClassifier, FailedResponse};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!

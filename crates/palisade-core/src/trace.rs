@@ -22,8 +22,8 @@
 //! (`tests/alloc.rs` of the repository counts 0 allocations per call with it in the stack).
 //!
 //! ```
-//! use palisade_classify::trace::TraceLayer;
-//! use palisade_classify::BoxError;
+//! use palisade_core::trace::TraceLayer;
+//! use palisade_core::BoxError;
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

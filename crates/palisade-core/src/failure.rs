@@ -397,8 +397,8 @@ impl HasClass for FeatureOff {
 /// from the `BoxError` as usual.
 ///
 /// ```
-/// use palisade_classify::failure::Injected;
-/// use palisade_classify::{Category, Class};
+/// use palisade_core::failure::Injected;
+/// use palisade_core::{Category, Class};
 ///
 /// let err = Injected::new(Class::new(Category::ServerError));
 /// assert_eq!(err.class().category, Category::ServerError);

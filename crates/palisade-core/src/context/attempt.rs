@@ -10,7 +10,7 @@
 //! thread-local read when nobody uses it. (See [the parent module](super) for task boundaries
 //! and how the context crosses them.)
 //!
-//! This module is also reachable as `palisade_classify::attempt`, its path before the context
+//! This module is also reachable as `palisade_core::attempt`, its path before the context
 //! had one module.
 //!
 //! # Timed-out attempts
@@ -33,7 +33,7 @@
 //! attempts timed out. Outside any such scope the count is 0.
 //!
 //! ```
-//! use palisade_classify::context::attempt::{self, Attempt};
+//! use palisade_core::context::attempt::{self, Attempt};
 //!
 //! let mut state = Attempt::default();
 //! attempt::scope(&mut state, || {
@@ -144,7 +144,7 @@ impl Drop for RestoreTimingOut {
 /// reason stays outside it.
 ///
 /// ```
-/// use palisade_classify::context::attempt;
+/// use palisade_core::context::attempt;
 ///
 /// struct Attempt;
 /// impl Drop for Attempt {

@@ -8,8 +8,8 @@
 //! `loom` shim does. Outside loom builds these are plain re-exports of [`std::sync`].
 //!
 //! ```
-//! use palisade_classify::sync::CachePadded;
-//! use palisade_classify::sync::atomic::{AtomicU64, Ordering};
+//! use palisade_core::sync::CachePadded;
+//! use palisade_core::sync::atomic::{AtomicU64, Ordering};
 //!
 //! let counter = CachePadded::new(AtomicU64::new(0));
 //! counter.fetch_add(1, Ordering::Relaxed);

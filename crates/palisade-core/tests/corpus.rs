@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade_classify::{BoxError, Category, class_of};
+use palisade_core::{BoxError, Category, class_of};
 
 struct Case<'a> {
     line: usize,

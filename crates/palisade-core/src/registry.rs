@@ -17,7 +17,7 @@ use crate::Class;
 /// still `downcast_ref` them as usual.
 ///
 /// ```
-/// use palisade_classify::{class_of, register, BoxError, Category, Class, HasClass};
+/// use palisade_core::{class_of, register, BoxError, Category, Class, HasClass};
 ///
 /// #[derive(Debug)]
 /// struct QuotaSpent;

@@ -82,7 +82,7 @@ impl Error for Classified {
 ///
 /// # Example
 /// ```
-/// use palisade_classify::{BoxError, Category, Class, FailedResponse};
+/// use palisade_core::{BoxError, Category, Class, FailedResponse};
 ///
 /// let failed = FailedResponse::new(503u16, Class::new(Category::ServerError))
 ///     .with_summary("HTTP 503 Service Unavailable");
@@ -194,7 +194,7 @@ impl Error for ResponseClass {}
 /// the rule it broke.
 ///
 /// ```
-/// use palisade_classify::ConfigError;
+/// use palisade_core::ConfigError;
 ///
 /// let err = ConfigError::new("window", "must be greater than zero");
 /// assert_eq!(err.to_string(), "invalid configuration: `window` must be greater than zero");
