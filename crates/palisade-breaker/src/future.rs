@@ -20,6 +20,8 @@ use crate::state::{Outcome, Refused, Ticket};
 const RESERVED: u64 = u64::MAX;
 /// `Guard::started` once the outcome is recorded.
 const DONE: u64 = u64::MAX - 1;
+/// `Guard::started` for a call started while no rule read durations: the clock was not read.
+const UNTIMED: u64 = u64::MAX - 2;
 
 /// An admitted call's claim on its breaker, from `poll_ready` until its outcome is recorded.
 ///
@@ -30,8 +32,9 @@ const DONE: u64 = u64::MAX - 1;
 pub(crate) struct Guard {
     stripe: Arc<Stripe<Lane>>,
     ticket: Ticket,
-    /// [`RESERVED`], [`DONE`], or when the call started in nanoseconds since the breaker's
-    /// origin (0 when no rule reads durations, so the clock is not read).
+    /// [`RESERVED`], [`DONE`], [`UNTIMED`] (started while no rule read durations, so the
+    /// clock was not read), or when the call started in nanoseconds since the breaker's origin
+    /// (always below the sentinels).
     started: u64,
 }
 
@@ -49,27 +52,27 @@ impl Guard {
     #[inline]
     pub(crate) fn start(&mut self) {
         let shared = &self.stripe.shared;
-        self.started = if shared.core.timed || self.ticket.probe() {
+        self.started = if shared.core.timed() || self.ticket.probe() {
             shared.now_ns()
         } else {
-            0
+            UNTIMED
         };
     }
 
-    /// How long the call has run, when durations are read (or it is a probe). Zero for a call
-    /// that never started (`started` is then [`RESERVED`], above any clock reading); never
-    /// asked once [`DONE`] (`finish` returns first).
+    /// How long the call has run, when its start was timed (durations were read then, or it
+    /// is a probe); `None` otherwise, so a rule added by a reconfiguration while the call ran
+    /// does not judge it by a start it never read. Never asked once [`DONE`] (`finish` returns
+    /// first).
     fn elapsed(&self) -> Option<Duration> {
-        let shared = &self.stripe.shared;
-        (shared.core.timed || self.ticket.probe())
-            .then(|| Duration::from_nanos(shared.now_ns().saturating_sub(self.started)))
+        (self.started < UNTIMED)
+            .then(|| Duration::from_nanos(self.stripe.shared.now_ns().saturating_sub(self.started)))
     }
 
     /// A probe that ran for the probe timeout or longer failed, however it ended.
     #[cold]
     #[inline(never)]
     fn probe_outcome(&self, outcome: Outcome) -> Outcome {
-        let limit = self.stripe.shared.core.cfg.probe_timeout;
+        let limit = self.stripe.shared.core.live().cfg.probe_timeout;
         match outcome {
             Outcome::Success | Outcome::Neutral if self.elapsed().is_some_and(|d| d >= limit) => {
                 Outcome::Failure(None)
@@ -90,7 +93,7 @@ impl Guard {
             outcome
         };
         let shared = &self.stripe.shared;
-        let slow = match shared.core.cfg.slow_call_duration {
+        let slow = match shared.core.slow_call_duration() {
             Some(limit) => self.elapsed().is_some_and(|d| d >= limit),
             None => false,
         };
@@ -110,7 +113,7 @@ impl Drop for Guard {
             // Never called: a probe gives its slot back; nothing else was taken.
             RESERVED if !self.ticket.probe() => return,
             RESERVED => Outcome::Neutral,
-            _ => match self.stripe.shared.core.cfg.cancel {
+            _ => match self.stripe.shared.core.live().cfg.cancel {
                 CancelPolicy::Ignore => Outcome::Neutral,
                 CancelPolicy::Failure => Outcome::Failure(None),
                 CancelPolicy::FailureAfter(d) => {

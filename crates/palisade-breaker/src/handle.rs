@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::Class;
 use palisade_core::stripe::Striped;
+use palisade_core::{Class, ConfigError};
 use tokio::time::Instant;
 
-use crate::State;
 use crate::error::CircuitOpen;
 use crate::future::Guard;
 use crate::state::{Core, Outcome};
+use crate::{BreakerConfig, Reconfigured, State};
 
 /// One stripe's view of a breaker: the state every stripe shares, and which of the breaker's
 /// per-stripe success counters this stripe's calls count on. Held in a
@@ -152,6 +152,82 @@ impl BreakerHandle {
     /// Back to a new breaker: closed, every count cleared.
     pub fn reset(&self) {
         self.shared().core.reset(self.shared().now_ms());
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> BreakerConfig {
+        self.shared().core.live().cfg
+    }
+
+    /// Swaps the breaker's configuration live, keeping everything the new one still applies
+    /// to, for every service sharing the breaker, from their next call on.
+    ///
+    /// Kept: the state, the end of the current open period (a new
+    /// [`open_duration`](BreakerConfig::open_duration) applies from the next opening), the
+    /// re-open count behind the back-off, the failure streak (a lower
+    /// [`consecutive_failures`](BreakerConfig::consecutive_failures) trips on the next
+    /// failure, not on the change itself), the probes in flight and the successful probes so
+    /// far, the metrics' counters and the listeners; the rate window and the throttle's window
+    /// when the new configuration measures over the same one (same kind and size), with their
+    /// outcomes. What cannot carry over is listed in the result's
+    /// [`resets`](Reconfigured::resets) with the reason, and the whole change is one `tracing`
+    /// event (target `palisade_breaker`, message `breaker reconfigured`, with the breaker's
+    /// name, its state and the resets). A new [`seed`](BreakerConfig::seed) restarts the
+    /// random draws from it; an unchanged one continues them.
+    ///
+    /// Calls already running finish under the rules in force when they end. The closed
+    /// happy path does not read the configuration, so it costs nothing to make it
+    /// reconfigurable; the reconfiguration itself takes a lock of its own, never taken by a
+    /// call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_breaker::{BreakerLayer, Reset, State, Window};
+    /// use palisade_core::{Category, Class};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = BreakerLayer::builder("llm").consecutive_failures(3).build().unwrap();
+    /// let handle = layer.handle();
+    /// for _ in 0..3 {
+    ///     handle.try_acquire().unwrap().failure(Class::new(Category::Network));
+    /// }
+    /// assert_eq!(handle.state(), State::Open);
+    ///
+    /// // A longer open period for the next openings, and probes two at a time: the open
+    /// // breaker stays open, with the period it had, and the window keeps its outcomes.
+    /// let mut config = handle.config();
+    /// config.open_duration = Duration::from_secs(2);
+    /// config.max_open_duration = Duration::from_secs(10);
+    /// config.half_open_probes = 2;
+    /// let done = handle.reconfigure(config).unwrap();
+    /// assert_eq!(done.state, State::Open);
+    /// assert!(done.is_lossless());
+    /// assert!(handle.metrics().retry_after.unwrap() <= Duration::from_millis(550));
+    ///
+    /// // Another window size cannot keep the outcomes: it says so.
+    /// config.window = Window::Count(50);
+    /// let done = handle.reconfigure(config).unwrap();
+    /// assert_eq!(
+    ///     done.resets,
+    ///     [Reset::Window { from: Some(Window::Count(30)), to: Some(Window::Count(50)), dropped: 3 }]
+    /// );
+    /// assert_eq!(handle.metrics().window_calls, Some(0));
+    ///
+    /// // An invalid configuration changes nothing and names the field.
+    /// config.half_open_probes = 0;
+    /// assert_eq!(handle.reconfigure(config).unwrap_err().field(), "half_open_probes");
+    /// assert_eq!(handle.config().half_open_probes, 2);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid field (see [`BreakerConfig::validate`]); the
+    /// breaker is then left exactly as it was.
+    pub fn reconfigure(&self, config: BreakerConfig) -> Result<Reconfigured, ConfigError> {
+        config.validate()?;
+        let shared = self.shared();
+        Ok(shared.core.reconfigure(config, shared.now_ms()))
     }
 
     /// Asks the breaker to admit one call made by hand, outside its service: the permit, or the

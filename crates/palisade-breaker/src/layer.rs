@@ -22,7 +22,7 @@ impl fmt::Debug for BreakerLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayer")
             .field("name", &self.stripes.get().shared.core.name)
-            .field("config", &self.stripes.get().shared.core.cfg)
+            .field("config", &self.stripes.get().shared.core.live().cfg)
             .finish()
     }
 }

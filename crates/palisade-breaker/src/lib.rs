@@ -36,6 +36,11 @@
 //!   reopens it.
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
 //!   events (target `palisade_breaker`) and through [`Listener`]s.
+//! * **Live reconfiguration** ([`BreakerHandle::reconfigure`], [`KeyedHandle::reconfigure`]):
+//!   a new [`BreakerConfig`] takes effect for every service sharing the breaker, keeping its
+//!   state, open period, back-off, failure streak and (when the window is the same) its
+//!   window's outcomes; the [`Reconfigured`] result and a `tracing` event list what was reset
+//!   and why. An invalid configuration changes nothing.
 //! * **Per-key breakers** ([`KeyedBreakerLayer`]): one per provider, model, tool or tenant,
 //!   created on first use, looked up without a lock, bounded in memory (idle keys go first; a
 //!   breaker that is still open is kept until its open period ends); and a **hierarchy**: a
@@ -115,6 +120,7 @@ pub mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod reconfigure;
 mod service;
 mod state;
 #[cfg(test)]
@@ -127,5 +133,6 @@ pub use error::CircuitOpen;
 pub use handle::{BreakerHandle, Metrics, Permit};
 pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};
 pub use layer::{BreakerBuilder, BreakerLayer};
+pub use reconfigure::{Reconfigured, Reset};
 pub use service::Breaker;
 pub use state::{Event, Listener, State};

@@ -7,11 +7,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use palisade_core::stripe;
 use palisade_core::sync::CachePadded;
-use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{BreakerConfig, Window};
+use crate::reconfigure::{Reconfigured, Reset};
 use crate::window::{CountWindow, Counts, TimeWindow};
 
 /// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
@@ -98,20 +100,101 @@ pub(crate) enum Outcome {
     Neutral,
 }
 
-#[derive(Debug)]
+/// The rate window, shared between configurations that measure over the same window (so a
+/// reconfiguration that keeps the window keeps its outcomes).
+#[derive(Clone, Debug)]
 enum Rates {
     None,
-    Count(CountWindow),
-    Time(TimeWindow),
+    Count(Arc<CountWindow>),
+    Time(Arc<TimeWindow>),
 }
+
+impl Rates {
+    /// A new, empty window for `cfg` (none when no rate rule is configured).
+    fn new(cfg: &BreakerConfig) -> Rates {
+        if cfg.failure_rate.is_none() && cfg.slow_call_rate.is_none() {
+            return Rates::None;
+        }
+        match cfg.window {
+            Window::Count(n) => Rates::Count(Arc::new(CountWindow::new(n as usize))),
+            Window::Time { span, buckets } => Rates::Time(Arc::new(TimeWindow::new(
+                buckets as usize,
+                (span.as_millis() / u128::from(buckets)) as u64,
+            ))),
+        }
+    }
+
+    /// Whether recording another success that was not slow would change nothing.
+    fn all_successes(&self) -> bool {
+        match self {
+            Rates::None => true,
+            Rates::Count(w) => w.all_successes(),
+            Rates::Time(_) => false,
+        }
+    }
+}
+
+/// What a configuration decides: the configuration itself and the windows it measures over.
+/// Swapped whole by a reconfiguration; read on the slow paths only (failures, probes,
+/// transitions), never by a closed breaker's successful call.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) cfg: BreakerConfig,
+    rates: Rates,
+    /// The adaptive throttle's window: each request accepted (a success) or not (a failure,
+    /// or refused by the throttle itself).
+    throttle: Option<Arc<CountWindow>>,
+}
+
+impl Live {
+    /// Which of [`QUIET_RECORD`] and [`QUIET_ADMIT`] hold for these windows now.
+    fn quiet(&self) -> u64 {
+        if !self
+            .throttle
+            .as_deref()
+            .is_none_or(CountWindow::all_successes)
+        {
+            return 0;
+        }
+        QUIET_ADMIT
+            | if self.rates.all_successes() {
+                QUIET_RECORD
+            } else {
+                0
+            }
+    }
+}
+
+/// In [`Core::quiet`]: recording a success that was not slow, while closed, changes no window
+/// (there is none, or each is full of such successes), so the happy path only counts it.
+const QUIET_RECORD: u64 = 1;
+/// In [`Core::quiet`]: the throttle refuses nothing (there is none, or its window holds only
+/// accepted requests), so admitting a call while closed reads nothing else.
+const QUIET_ADMIT: u64 = 2;
+/// In [`Core::quiet`]: one version (the bits above the two flags).
+const VERSION: u64 = 4;
+
+/// The seconds-free encoding of "no slow-call threshold" in [`Core::slow_ns`].
+const NO_LIMIT: u64 = u64::MAX;
 
 /// The shared state of one breaker.
 pub(crate) struct Core {
     pub(crate) name: Arc<str>,
-    pub(crate) cfg: BreakerConfig,
+    /// The configuration and its windows (see [`Live`]).
+    live: ArcSwap<Live>,
+    /// [`QUIET_RECORD`] and [`QUIET_ADMIT`], and a version (bits 2..) bumped whenever a
+    /// window changes in a way that may end the quiet: the hot path reads this word instead of
+    /// the windows. A flag is set only by a compare-exchange from the version read before the
+    /// windows were looked at, so a change made meanwhile (which bumps the version after it
+    /// happened) always wins: the flags never claim quiet for windows that are not.
+    quiet: AtomicU64,
     /// Whether any rule reads call durations (a slow-call threshold or a cancel policy with a
     /// duration): only then does a call read the clock when it starts.
-    pub(crate) timed: bool,
+    timed: AtomicBool,
+    /// The slow-call threshold in nanoseconds, [`NO_LIMIT`] when none.
+    slow_ns: AtomicU64,
+    /// Serialises reconfigurations (never taken by a call).
+    reconfiguring: palisade_core::sync::Mutex<()>,
     /// Generation (bits 3..) and state (bits 0..3).
     word: AtomicU64,
     /// When the open period ends, ms since origin.
@@ -129,10 +212,6 @@ pub(crate) struct Core {
     /// the probe's slot is taken, so a caller that finds every slot taken reads a time no
     /// earlier than any probe in flight was admitted.
     probe_since: AtomicU64,
-    rates: Rates,
-    /// The adaptive throttle's window: each request accepted (a success) or not (a failure,
-    /// or refused by the throttle itself).
-    throttle: Option<CountWindow>,
     rng: AtomicU64,
     /// Successes per stripe (the happy path writes only its own cache line): a power of two
     /// of them, [`stripe::count`].
@@ -163,21 +242,20 @@ impl Core {
         cfg: BreakerConfig,
         listeners: Vec<Arc<dyn Listener>>,
     ) -> Core {
-        let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
-        let rates = match cfg.window {
-            _ if !needs_rates => Rates::None,
-            Window::Count(n) => Rates::Count(CountWindow::new(n as usize)),
-            Window::Time { span, buckets } => Rates::Time(TimeWindow::new(
-                buckets as usize,
-                (span.as_millis() / u128::from(buckets)) as u64,
-            )),
+        let live = Live {
+            rates: Rates::new(&cfg),
+            throttle: cfg
+                .throttle
+                .map(|t| Arc::new(CountWindow::new(t.window as usize))),
+            cfg,
         };
-        let timed = cfg.slow_call_duration.is_some()
-            || matches!(cfg.cancel, crate::CancelPolicy::FailureAfter(_));
         Core {
             name,
-            timed,
-            cfg,
+            quiet: AtomicU64::new(live.quiet()),
+            timed: AtomicBool::new(timed(&cfg)),
+            slow_ns: AtomicU64::new(slow_ns(&cfg)),
+            live: ArcSwap::from_pointee(live),
+            reconfiguring: palisade_core::sync::Mutex::new(()),
             word: AtomicU64::new(pack(0, State::Closed)),
             open_until: AtomicU64::new(0),
             entered: AtomicU64::new(0),
@@ -186,8 +264,6 @@ impl Core {
             probes: AtomicU64::new(0),
             probe_successes: AtomicU64::new(0),
             probe_since: AtomicU64::new(0),
-            rates,
-            throttle: cfg.throttle.map(|t| CountWindow::new(t.window as usize)),
             rng: AtomicU64::new(cfg.seed),
             successes: (0..stripe::count())
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
@@ -204,6 +280,26 @@ impl Core {
         &self.successes[stripe & (self.successes.len() - 1)]
     }
 
+    /// The configuration and windows now (slow paths only).
+    pub(crate) fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// Whether a call reads the clock when it starts (see [`Core::timed`]).
+    #[inline]
+    pub(crate) fn timed(&self) -> bool {
+        self.timed.load(Ordering::Relaxed)
+    }
+
+    /// The slow-call threshold, if any.
+    #[inline]
+    pub(crate) fn slow_call_duration(&self) -> Option<Duration> {
+        match self.slow_ns.load(Ordering::Relaxed) {
+            NO_LIMIT => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// The state now (an Open breaker whose period ended still reads Open until a call comes).
     pub(crate) fn state(&self) -> State {
         from_code(self.word.load(Ordering::Acquire))
@@ -217,11 +313,7 @@ impl Core {
             let generation = word >> 3;
             match from_code(word) {
                 State::Closed => {
-                    if let Some(w) = &self.throttle
-                        && !w.all_successes()
-                        && self.throttles(w)
-                    {
-                        w.record(true, false);
+                    if self.quiet.load(Ordering::Relaxed) & QUIET_ADMIT == 0 && self.throttled() {
                         return Err(self.refuse(State::Closed, None));
                     }
                     return Ok(Ticket::new(generation, false));
@@ -241,7 +333,8 @@ impl Core {
                 }
                 State::HalfOpen => {
                     let tag = generation & TAG_MASK;
-                    let max = u64::from(self.cfg.half_open_probes);
+                    let live = self.live.load();
+                    let max = u64::from(live.cfg.half_open_probes);
                     let mut clock = None;
                     let mut p = self.probes.load(Ordering::Acquire);
                     loop {
@@ -271,27 +364,45 @@ impl Core {
                     // whenever they come, belong to a generation nobody counts any more.
                     let since = self.probe_since.load(Ordering::Acquire);
                     let t = *clock.get_or_insert_with(&now);
-                    if t.saturating_sub(since) >= self.cfg.probe_timeout.as_millis() as u64 {
-                        self.probes_timed_out(word, t);
+                    if t.saturating_sub(since) >= live.cfg.probe_timeout.as_millis() as u64 {
+                        self.probes_timed_out(word, t, &live.cfg);
                         continue;
                     }
                     // The probes in flight decide within about one open period: come back
                     // then, spread so that the refused do not return together.
                     let spread = 0.5 + self.next_random();
-                    let hint = self.cfg.open_duration.mul_f64(spread);
+                    let hint = live.cfg.open_duration.mul_f64(spread);
                     return Err(self.refuse(State::HalfOpen, Some(hint.as_millis() as u64)));
                 }
             }
         }
     }
 
+    /// Whether the adaptive throttle refuses this request (recorded in its window as a
+    /// request not accepted), when its window is not all accepted requests.
+    #[cold]
+    #[inline(never)]
+    fn throttled(&self) -> bool {
+        let version = self.quiet.load(Ordering::Acquire);
+        let live = self.live.load();
+        let Some(w) = &live.throttle else {
+            self.settle(version, &live);
+            return false;
+        };
+        if w.all_successes() || !self.throttles(w, &live.cfg) {
+            self.settle(version, &live);
+            return false;
+        }
+        w.record(true, false);
+        self.settle(version, &live);
+        true
+    }
+
     /// Whether the adaptive throttle refuses this request: with probability
     /// `max(0, (requests − k × accepts) / (requests + 1))` over its window, once the window
     /// holds at least a fifth of its size.
-    #[cold]
-    #[inline(never)]
-    fn throttles(&self, w: &CountWindow) -> bool {
-        let Some(t) = self.cfg.throttle else {
+    fn throttles(&self, w: &CountWindow, cfg: &BreakerConfig) -> bool {
+        let Some(t) = cfg.throttle else {
             return false;
         };
         let counts = w.counts();
@@ -310,12 +421,12 @@ impl Core {
     /// as a failed probe would.
     #[cold]
     #[inline(never)]
-    fn probes_timed_out(&self, word: u64, now: u64) {
+    fn probes_timed_out(&self, word: u64, now: u64, cfg: &BreakerConfig) {
         if self.trip(word, None, now, true) {
             tracing::warn!(
                 target: "palisade_breaker",
                 breaker = %self.name,
-                probe_timeout_ms = self.cfg.probe_timeout.as_millis() as u64,
+                probe_timeout_ms = cfg.probe_timeout.as_millis() as u64,
                 "half-open probe timed out: counted as failed"
             );
         }
@@ -368,21 +479,15 @@ impl Core {
         stripe: usize,
         now: impl Fn() -> u64,
     ) {
-        // The happy path: a success admitted while closed that changes no rate window (there
-        // is none, or a count window already full of plain successes, where recording one more
-        // replaces a success with a success). Count it, clear a failure streak if there is
-        // one, and nothing else: no shared write while the dependency is healthy.
-        let unchanged = match &self.rates {
-            Rates::None => true,
-            Rates::Count(w) => !slow && w.all_successes(),
-            Rates::Time(_) => false,
-        } && self
-            .throttle
-            .as_ref()
-            .is_none_or(CountWindow::all_successes);
+        // The happy path: a success admitted while closed that changes no window (there is
+        // none, or a count window already full of plain successes, where recording one more
+        // replaces a success with a success: the quiet flag says so). Count it, clear a failure
+        // streak if there is one, and nothing else: no shared write while the dependency is
+        // healthy.
         if !ticket.probe()
             && outcome == Outcome::Success
-            && unchanged
+            && !slow
+            && self.quiet.load(Ordering::Relaxed) & QUIET_RECORD != 0
             && self.word.load(Ordering::Acquire) == pack(ticket.generation(), State::Closed)
         {
             self.successes(stripe).fetch_add(1, Ordering::Relaxed);
@@ -422,6 +527,9 @@ impl Core {
             return;
         }
         let failure = matches!(outcome, Outcome::Failure(_));
+        // The version before the windows are read: see `quiet`.
+        let version = self.quiet.load(Ordering::Acquire);
+        let live = self.live.load();
         match from_code(word) {
             State::Closed => {
                 let consecutive = if failure {
@@ -432,11 +540,12 @@ impl Core {
                     }
                     0
                 };
-                if let Some(w) = &self.throttle {
+                if let Some(w) = &live.throttle {
                     w.record(failure, false);
                 }
-                let counts = self.record_rates(failure, slow, now);
-                if self.should_trip(consecutive, counts) {
+                let counts = record_rates(&live, failure, slow, now);
+                self.settle(version, &live);
+                if should_trip(&live.cfg, consecutive, counts) {
                     let hint = match outcome {
                         Outcome::Failure(hint) => hint,
                         _ => None,
@@ -461,46 +570,54 @@ impl Core {
                     } else {
                         1
                     };
-                    if count >= u64::from(self.cfg.success_threshold) {
+                    if count >= u64::from(live.cfg.success_threshold) {
                         self.close_from(word, now());
                     }
                 }
             }
             State::Bypassed => {
-                self.record_rates(failure, slow, now);
+                record_rates(&live, failure, slow, now);
+                self.settle(version, &live);
             }
             State::Open | State::Isolated => {}
         }
     }
 
-    fn record_rates(&self, failure: bool, slow: bool, now: &dyn Fn() -> u64) -> Counts {
-        match &self.rates {
-            Rates::None => Counts::default(),
-            Rates::Count(w) => w.record(failure, slow),
-            Rates::Time(w) => w.record(failure, slow, now()),
+    /// Sets the quiet flags that `live`'s windows allow now, or clears those they do not,
+    /// after a change to the windows; `version` is [`Core::quiet`] as read before `live` was
+    /// loaded and its windows changed.
+    fn settle(&self, version: u64, live: &Live) {
+        let quiet = live.quiet();
+        let had = version & (QUIET_RECORD | QUIET_ADMIT);
+        if had & !quiet != 0 {
+            // Something ended the quiet: say so whatever happened meanwhile (a new version, so
+            // that a flag being set from an older look at the windows fails).
+            self.unquiet(had & !quiet);
+        } else if quiet & !had != 0 {
+            // Quieter: only if nothing changed since `version` was read.
+            let _ = self.quiet.compare_exchange(
+                version,
+                version | quiet,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
-    fn should_trip(&self, consecutive: u32, counts: Counts) -> bool {
-        if self
-            .cfg
-            .consecutive_failures
-            .is_some_and(|n| consecutive >= n)
-        {
-            return true;
-        }
-        let over = |rate: Option<crate::config::Rate>, n: u32| {
-            rate.is_some_and(|r| {
-                counts.calls >= r.min_calls && f64::from(n) >= r.ratio * f64::from(counts.calls)
-            })
-        };
-        over(self.cfg.failure_rate, counts.failures) || over(self.cfg.slow_call_rate, counts.slow)
+    /// Clears `flags` (all of them after a window is reset or replaced) with a new version.
+    fn unquiet(&self, flags: u64) {
+        let _ = self
+            .quiet
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(((q & !(VERSION - 1)) + VERSION) | (q & (VERSION - 1) & !flags))
+            });
     }
 
     /// The open period after `reopens` consecutive re-openings: base × backoff^reopens,
     /// jittered, capped, and never shorter than the server's hint.
     fn open_period(&self, reopens: u32, hint: Option<Duration>) -> Duration {
-        let cfg = &self.cfg;
+        let live = self.live.load();
+        let cfg = &live.cfg;
         let reopens = reopens.min(64);
         let base = cfg.open_duration.as_secs_f64() * cfg.open_backoff.powi(reopens as i32);
         let base = base.min(cfg.max_open_duration.as_secs_f64());
@@ -567,14 +684,18 @@ impl Core {
     /// Clears the rate windows and the throttle's: a breaker that closes starts afresh, its
     /// probes having just shown the dependency answers.
     fn reset_rates(&self) {
-        match &self.rates {
+        let live = self.live.load();
+        match &live.rates {
             Rates::None => {}
             Rates::Count(w) => w.reset(),
             Rates::Time(w) => w.reset(),
         }
-        if let Some(w) = &self.throttle {
+        if let Some(w) = &live.throttle {
             w.reset();
         }
+        self.unquiet(QUIET_RECORD | QUIET_ADMIT);
+        let version = self.quiet.load(Ordering::Acquire);
+        self.settle(version, &live);
     }
 
     /// Moves from exactly `from_word` to `to` (next generation) and says so. Returns whether
@@ -670,7 +791,8 @@ impl Core {
 
     /// Numbers for a metrics snapshot.
     pub(crate) fn numbers(&self, now: u64) -> Numbers {
-        let counts = match &self.rates {
+        let live = self.live.load();
+        let counts = match &live.rates {
             Rates::None => None,
             Rates::Count(w) => Some(w.counts()),
             Rates::Time(w) => Some(w.counts(now)),
@@ -691,6 +813,127 @@ impl Core {
             reopens: self.reopens.load(Ordering::Relaxed),
         }
     }
+}
+
+impl Core {
+    /// Swaps the configuration, keeping what still applies (see
+    /// [`BreakerHandle::reconfigure`](crate::BreakerHandle::reconfigure)). `cfg` is valid.
+    pub(crate) fn reconfigure(&self, cfg: BreakerConfig, now: u64) -> Reconfigured {
+        let _one_at_a_time = self.reconfiguring.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.live.load_full();
+        let mut resets = Vec::new();
+        let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
+        let rates = match &old.rates {
+            Rates::Count(_) | Rates::Time(_) if needs_rates && cfg.window == old.cfg.window => {
+                old.rates.clone()
+            }
+            Rates::None if !needs_rates => Rates::None,
+            previous => {
+                let from = (!matches!(previous, Rates::None)).then_some(old.cfg.window);
+                let to = needs_rates.then_some(cfg.window);
+                let calls = match previous {
+                    Rates::None => 0,
+                    Rates::Count(w) => w.counts().calls,
+                    Rates::Time(w) => w.counts(now).calls,
+                };
+                if from.is_some() {
+                    resets.push(Reset::Window {
+                        from,
+                        to,
+                        dropped: calls,
+                    });
+                }
+                Rates::new(&cfg)
+            }
+        };
+        let throttle = match (&old.throttle, cfg.throttle) {
+            (Some(w), Some(t)) if old.cfg.throttle.map(|o| o.window) == Some(t.window) => {
+                Some(w.clone())
+            }
+            (previous, now) => {
+                if let Some(w) = previous {
+                    resets.push(Reset::Throttle {
+                        from: old.cfg.throttle.map(|t| t.window),
+                        to: now.map(|t| t.window),
+                        dropped: w.counts().calls,
+                    });
+                }
+                now.map(|t| Arc::new(CountWindow::new(t.window as usize)))
+            }
+        };
+        let word = self.word.load(Ordering::Acquire);
+        let state = from_code(word);
+        if state == State::HalfOpen {
+            let p = self.probes.load(Ordering::Acquire);
+            let in_flight = if p >> 32 == (word >> 3) & TAG_MASK {
+                (p & TAG_MASK) as u32
+            } else {
+                0
+            };
+            if in_flight > cfg.half_open_probes {
+                resets.push(Reset::ProbesOverLimit {
+                    in_flight,
+                    limit: cfg.half_open_probes,
+                });
+            }
+        }
+        if cfg.seed != old.cfg.seed {
+            self.rng.store(cfg.seed, Ordering::Relaxed);
+        }
+        let live = Arc::new(Live {
+            cfg,
+            rates,
+            throttle,
+        });
+        self.live.store(live.clone());
+        self.timed.store(timed(&cfg), Ordering::Relaxed);
+        self.slow_ns.store(slow_ns(&cfg), Ordering::Relaxed);
+        // The windows may have changed: no quiet claim made from the old ones stands.
+        self.unquiet(QUIET_RECORD | QUIET_ADMIT);
+        let version = self.quiet.load(Ordering::Acquire);
+        self.settle(version, &live);
+        let done = Reconfigured { state, resets };
+        tracing::info!(
+            target: "palisade_breaker",
+            breaker = %self.name,
+            %state,
+            reset = %done,
+            "breaker reconfigured"
+        );
+        done
+    }
+}
+
+/// Whether a call under `cfg` reads the clock when it starts.
+fn timed(cfg: &BreakerConfig) -> bool {
+    cfg.slow_call_duration.is_some() || matches!(cfg.cancel, crate::CancelPolicy::FailureAfter(_))
+}
+
+/// `cfg`'s slow-call threshold for [`Core::slow_ns`].
+fn slow_ns(cfg: &BreakerConfig) -> u64 {
+    cfg.slow_call_duration.map_or(NO_LIMIT, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(NO_LIMIT - 1)
+    })
+}
+
+fn record_rates(live: &Live, failure: bool, slow: bool, now: &dyn Fn() -> u64) -> Counts {
+    match &live.rates {
+        Rates::None => Counts::default(),
+        Rates::Count(w) => w.record(failure, slow),
+        Rates::Time(w) => w.record(failure, slow, now()),
+    }
+}
+
+fn should_trip(cfg: &BreakerConfig, consecutive: u32, counts: Counts) -> bool {
+    if cfg.consecutive_failures.is_some_and(|n| consecutive >= n) {
+        return true;
+    }
+    let over = |rate: Option<crate::config::Rate>, n: u32| {
+        rate.is_some_and(|r| {
+            counts.calls >= r.min_calls && f64::from(n) >= r.ratio * f64::from(counts.calls)
+        })
+    };
+    over(cfg.failure_rate, counts.failures) || over(cfg.slow_call_rate, counts.slow)
 }
 
 pub(crate) struct Numbers {

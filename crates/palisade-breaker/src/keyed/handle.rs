@@ -4,9 +4,12 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use palisade_core::ConfigError;
+
 use super::state::Registry;
 use crate::handle::BreakerHandle;
 use crate::state::{Event, Listener, State};
+use crate::{BreakerConfig, Reconfigured};
 
 /// A handle on the breakers of a [`KeyedBreakerLayer`](super::KeyedBreakerLayer).
 pub struct KeyedHandle<K> {
@@ -40,6 +43,70 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
     /// The keys that have a breaker now.
     pub fn keys(&self) -> Vec<K> {
         self.registry.map.load().keys().cloned().collect()
+    }
+
+    /// The configuration every key's breaker runs with, and new keys' breakers start with.
+    pub fn config(&self) -> BreakerConfig {
+        *self
+            .registry
+            .write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Swaps the configuration of every key's breaker live (as
+    /// [`BreakerHandle::reconfigure`] does for one: each keeps its state, open period,
+    /// back-off, streak and, when the window is the same, its window), and of the breakers of
+    /// keys that come later. Returns what each existing key's breaker kept, by key; each also
+    /// logs its own `breaker reconfigured` event.
+    ///
+    /// A key seen for the first time while this runs gets the new configuration: keys are
+    /// added under the same lock.
+    ///
+    /// ```
+    /// use palisade_breaker::{BreakerConfig, KeyedBreakerLayer, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = KeyedBreakerLayer::builder("models", |model: &&str| model.to_string())
+    ///     .build()
+    ///     .unwrap();
+    /// let handle = layer.handle();
+    /// let mut config = BreakerConfig::classic();
+    /// config.consecutive_failures = Some(2);
+    /// let done = handle.reconfigure(config).unwrap();
+    /// assert!(done.is_empty()); // no key yet
+    /// assert_eq!(handle.config().consecutive_failures, Some(2));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid field (see [`BreakerConfig::validate`]);
+    /// nothing changes then.
+    pub fn reconfigure(
+        &self,
+        config: BreakerConfig,
+    ) -> Result<Vec<(K, Reconfigured)>, ConfigError> {
+        config.validate()?;
+        let mut writer = self
+            .registry
+            .write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *writer = config;
+        let map = self.registry.map.load_full();
+        let done = map
+            .iter()
+            .map(|(key, e)| {
+                let shared = &e.stripes.get().shared;
+                (
+                    key.clone(),
+                    shared.core.reconfigure(config, shared.now_ms()),
+                )
+            })
+            .collect();
+        drop(writer);
+        Ok(done)
     }
 
     /// Trips every key's breaker (see [`BreakerHandle::trip`]).

@@ -185,12 +185,11 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
         Ok(KeyedBreakerLayer {
             registry: Arc::new(Registry {
                 name: self.name,
-                config: self.config,
                 origin: Instant::now(),
                 max_keys: self.max_keys,
                 idle: self.idle,
                 map: ArcSwap::from_pointee(HashMap::new()),
-                write: std::sync::Mutex::new(()),
+                write: std::sync::Mutex::new(self.config),
                 stripes: AtomicUsize::new(0),
             }),
             key: self.key,

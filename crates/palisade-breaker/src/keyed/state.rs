@@ -38,14 +38,14 @@ impl Entry {
 /// The breakers of a [`KeyedBreakerLayer`](super::KeyedBreakerLayer), shared by its services and handles.
 pub(super) struct Registry<K> {
     pub(super) name: String,
-    pub(super) config: BreakerConfig,
     pub(super) origin: Instant,
     pub(super) max_keys: usize,
     pub(super) idle: Duration,
     /// An immutable snapshot, swapped whole on insert or eviction: lookups take no lock.
     pub(super) map: ArcSwap<HashMap<K, Arc<Entry>>>,
-    /// Serializes writers only (first use of a key, eviction); readers never touch it.
-    pub(super) write: std::sync::Mutex<()>,
+    /// Serializes writers only (first use of a key, eviction, reconfiguration); readers never
+    /// touch it. It guards the configuration new keys' breakers start with.
+    pub(super) write: std::sync::Mutex<BreakerConfig>,
     /// Hands out stripes to service instances, round robin.
     pub(super) stripes: AtomicUsize,
 }
@@ -80,7 +80,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
 
     #[cold]
     fn insert(&self, key: &K) -> Arc<Stripes> {
-        let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.map.load_full();
         if let Some(entry) = current.get(key) {
             return entry.stripes.clone();
@@ -128,7 +128,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         let stripes = stripes(Arc::new(Shared {
             core: Core::new(
                 format!("{}[{key:?}]", self.name).into(),
-                self.config,
+                *writer,
                 Vec::new(),
             ),
             origin: self.origin,

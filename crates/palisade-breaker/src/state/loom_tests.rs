@@ -145,3 +145,107 @@ fn loom_a_probe_being_admitted_is_never_mistaken_for_a_hung_one() {
         assert_eq!(c.reopens.load(Ordering::SeqCst), 0);
     });
 }
+
+/// A count window of 2 outcomes with a failure-rate rule: the quiet flag is in play.
+fn windowed() -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(2),
+        failure_rate: Some(crate::Rate::new(1.0, 2)),
+        throttle: None,
+        jitter_ratio: 0.0,
+        ..BreakerConfig::classic()
+    }
+}
+
+/// Whether the quiet flag claims what the windows do not hold.
+fn quiet_lies(c: &Core) -> bool {
+    let live = c.live();
+    c.quiet.load(Ordering::SeqCst) & QUIET_RECORD != 0 && !live.rates.all_successes()
+}
+
+#[test]
+fn loom_a_failure_racing_a_success_is_never_hidden_by_the_quiet_flag() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), windowed(), Vec::new()));
+        // One success: the window is not full, so not quiet, and both calls below take the
+        // slow path.
+        let t = c.admit(|| 0).unwrap();
+        c.record(t, Outcome::Success, false, 0, || 0);
+        let handles: Vec<_> = [Outcome::Failure(None), Outcome::Success]
+            .into_iter()
+            .map(|outcome| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    let t = c.admit(|| 0).unwrap();
+                    c.record(t, outcome, false, 0, || 0);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // The window holds the failure: never claimed quiet.
+        assert!(!quiet_lies(&c));
+        assert_eq!(c.numbers(0).window.unwrap().failures, 1);
+    });
+}
+
+#[test]
+fn loom_a_reconfiguration_racing_a_failure_never_leaves_a_false_quiet() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), windowed(), Vec::new()));
+        for _ in 0..2 {
+            let t = c.admit(|| 0).unwrap();
+            c.record(t, Outcome::Success, false, 0, || 0);
+        }
+        // Full of successes: quiet.
+        assert_ne!(c.quiet.load(Ordering::SeqCst) & QUIET_RECORD, 0);
+        let c1 = c.clone();
+        let failing = thread::spawn(move || {
+            let t = c1.admit(|| 0).unwrap();
+            c1.record(t, Outcome::Failure(None), false, 0, || 0);
+        });
+        let c2 = c.clone();
+        let reconfiguring = thread::spawn(move || {
+            // Same window: kept, and the flag re-derived from it.
+            let done = c2.reconfigure(
+                BreakerConfig {
+                    open_duration: Duration::from_secs(1),
+                    ..windowed()
+                },
+                0,
+            );
+            assert!(done.is_lossless());
+        });
+        failing.join().unwrap();
+        reconfiguring.join().unwrap();
+        assert!(!quiet_lies(&c));
+        assert_eq!(c.numbers(0).window.unwrap().failures, 1);
+    });
+}
+
+#[test]
+fn loom_a_reconfiguration_racing_a_probe_loses_no_slot() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), cfg(2, 5, 1), Vec::new()));
+        open(&c, 1);
+        let c1 = c.clone();
+        let probing = thread::spawn(move || {
+            if let Ok(t) = c1.admit(|| 30_000) {
+                c1.record(t, Outcome::Neutral, false, 0, || 30_000);
+            }
+        });
+        let c2 = c.clone();
+        let reconfiguring = thread::spawn(move || {
+            c2.reconfigure(cfg(1, 5, 1), 30_000);
+        });
+        probing.join().unwrap();
+        reconfiguring.join().unwrap();
+        // Every slot came back: one probe fits under the new limit, a second does not.
+        assert_eq!(c.state(), State::HalfOpen);
+        let t = c.admit(|| 30_000).unwrap();
+        assert!(c.admit(|| 30_000).is_err());
+        c.record(t, Outcome::Neutral, false, 0, || 30_000);
+    });
+}
