@@ -22,6 +22,8 @@ use crate::HealthConfig;
 /// `failure_percentage_threshold` 85 (0.85), `success_rate_stdev_factor` 1900 (1.9),
 /// `success_rate_minimum_hosts` 5 and `success_rate_request_volume` 100.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint (`Some(5)`; `None` turns the rule off; at
@@ -30,8 +32,10 @@ pub struct OutlierConfig {
     /// The first ejection's length; the n-th in a row lasts n times as long (30 s; more than
     /// zero). Also how long the health machine holds an endpoint at 0 % without active checks
     /// before its [trial](crate#without-active-checks-trials).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub base_ejection: Duration,
     /// The longest ejection or hold (300 s; at least `base_ejection`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub max_ejection: Duration,
     /// At most this fraction of the endpoints is ejected at once, always allowing one (0.1;
     /// within `0..=1`, where 0 means one at a time).
@@ -141,6 +145,8 @@ impl OutlierConfig {
 /// the endpoints and overprovisioning 1.4 (both Envoy's), a 1 s cool-down after a rate limit
 /// without a hint and at most 60 s with one, slow start on, a 300 s health trend, seed `0x5eed`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct RouteConfig {
     /// The health state machine (its thresholds and ramp).
@@ -155,13 +161,16 @@ pub struct RouteConfig {
     /// Envoy; finite, at least 1); below that, the rest spills to the next tier.
     pub overprovisioning: f64,
     /// How long a rate-limited endpoint is skipped when the server gave no retry hint (1 s).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub cooldown: Duration,
     /// The longest cool-down a server's retry hint can impose (60 s; at least `cooldown`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub max_cooldown: Duration,
     /// Whether endpoints added at run time ramp up as recovering ones do (slow start; on).
     pub slow_start: bool,
     /// The window of the health trend in [`RouteHandle::status`](crate::RouteHandle::status)
     /// (300 s; at least 10 ms), kept in 10 buckets.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub trend_window: Duration,
     /// The seed of the picking rng (`0x5eed`; clones and runs with the same seed pick the
     /// same).

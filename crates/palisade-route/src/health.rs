@@ -42,6 +42,8 @@ impl HealthState {
 /// signals in a row before a recovering endpoint ramps up, half the traffic while degraded,
 /// and [`Ramp::default`] (5 steps, 30 s apart).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct HealthConfig {
     /// Consecutive unhealthy signals that make a healthy endpoint degraded (3; at least 1).

@@ -8,6 +8,11 @@ use palisade_core::ConfigError;
 ///
 /// The default is 5 steps, 30 s apart: 20 % of its traffic at once, 100 % after 120 s.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub enum Ramp {
     /// Fixed steps: `steps` equal increments, `interval` apart, the
@@ -16,6 +21,7 @@ pub enum Ramp {
         /// How many increments (at least 1).
         steps: u32,
         /// Time between increments.
+        #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
         interval: Duration,
     },
     /// Envoy's [slow start](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/slow_start):
@@ -23,6 +29,7 @@ pub enum Ramp {
     /// below `min_ratio`. `aggression` 1.0 is linear; above 1 it ramps faster early.
     Linear {
         /// Time to reach 100 %.
+        #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
         window: Duration,
         /// The fraction of traffic at the start (within `0..=1`).
         min_ratio: f64,

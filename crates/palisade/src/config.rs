@@ -20,7 +20,27 @@
 //! failure_rate = { ratio = 0.5, min_calls = 20 }
 //! open_duration = "5s"
 //! max_open_duration = "1m"
+//!
+//! [route]                      # palisade_route::RouteConfig's fields (optional)
+//! panic_ratio = 0.5
+//! outlier = { consecutive_failures = 5, base_ejection = "30s" }
+//! health = { ramp = { steps = { steps = 5, interval = "30s" } } }
+//!
+//! [[endpoints]]                # the router's endpoints, keyed by their position here
+//! address = "http://10.0.0.1:8080"
+//! [[endpoints]]
+//! address = "http://10.0.1.1:8080"
+//! tier = 1                     # failover: takes traffic only as far as tier 0 cannot
+//!
+//! [features.summarise]         # switchboard features, by name (FeatureConfig's fields)
+//! failures_to_turn_off = 3
+//! window = "1m"
+//! cooldown = "30s"
 //! ```
+//!
+//! The preset is built with [`PresetConfig::builder`]; the router with
+//! [`PresetConfig::route`], which asks for a function turning each endpoint's address into
+//! its service; the switchboard with [`PresetConfig::switchboard`].
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
 //! (see [`preset::recommended`]). Durations are written as people
@@ -58,11 +78,14 @@
 //! # Ok::<(), palisade::classify::ConfigError>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use palisade_breaker::BreakerConfig;
 use palisade_core::ConfigError;
+use palisade_fallback::{FeatureConfig, Switchboard};
 use palisade_retry::{Backoff, Jitter, RetryLayer};
+use palisade_route::{Route, RouteConfig, Static};
 use serde::{Deserialize, Serialize};
 
 use crate::preset::{self, PresetBuilder};
@@ -89,6 +112,40 @@ pub struct PresetConfig {
     /// The breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The router's settings (`[route]`); a file with endpoints and no `[route]` uses the
+    /// defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteConfig>,
+    /// The router's endpoints (`[[endpoints]]`), in key order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Switchboard features by name (`[features.NAME]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, FeatureConfig>,
+}
+
+/// One of the router's endpoints in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// Where it is: an URL, a host and port, a name your connect function understands (not
+    /// empty).
+    pub address: String,
+    /// Its priority tier (0, the default, takes traffic first; see
+    /// [`RouteBuilder::tier`](palisade_route::RouteBuilder::tier)).
+    #[serde(default)]
+    pub tier: u8,
+}
+
+impl EndpointConfig {
+    /// An endpoint at `address`, in tier 0.
+    pub fn new(address: impl Into<String>) -> Self {
+        EndpointConfig {
+            address: address.into(),
+            tier: 0,
+        }
+    }
 }
 
 /// The per-attempt timeout's settings.
@@ -274,7 +331,121 @@ impl PresetConfig {
             .validate()
             .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
         self.builder()?;
+        if let Some(route) = &self.route {
+            route.validate().map_err(|e| {
+                ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned())
+            })?;
+            if self.endpoints.is_empty() {
+                return Err(ConfigError::new(
+                    "endpoints",
+                    "must list at least one endpoint when [route] is given",
+                ));
+            }
+        }
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if endpoint.address.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("endpoints[{i}].address"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (name, feature) in &self.features {
+            feature.validate().map_err(|e| {
+                ConfigError::new(
+                    format!("features.{name}.{}", e.field()),
+                    e.rule().to_owned(),
+                )
+            })?;
+        }
         Ok(())
+    }
+
+    /// The router over [`endpoints`](Self::endpoints) with the `[route]` settings: `connect`
+    /// makes each endpoint's service from its entry (a router clones services, so `S: Clone`:
+    /// a hyper client, a channel, a `Buffer`); endpoints are keyed by their position in
+    /// the file (0, 1, ...) and placed in their tiers. `None` when the file lists no
+    /// endpoints.
+    ///
+    /// ```
+    /// use palisade::classify::BoxError;
+    /// use palisade::config::PresetConfig;
+    /// use tower::service_fn;
+    ///
+    /// let config = PresetConfig::from_toml(r#"
+    ///     name = "llm"
+    ///     [route]
+    ///     panic_ratio = 0.5
+    ///     [[endpoints]]
+    ///     address = "east"
+    ///     [[endpoints]]
+    ///     address = "west"
+    ///     tier = 1
+    /// "#)?;
+    /// let route = config
+    ///     .route(|endpoint| {
+    ///         let address = endpoint.address.clone();
+    ///         service_fn(move |_: ()| {
+    ///             let address = address.clone();
+    ///             async move { Ok::<_, BoxError>(address) }
+    ///         })
+    ///     })?
+    ///     .expect("the file lists endpoints");
+    /// assert_eq!(route.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    /// # Ok::<(), palisade::classify::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The `[route]` settings' [`ConfigError`], its field prefixed with `route.`.
+    pub fn route<S: Clone>(
+        &self,
+        mut connect: impl FnMut(&EndpointConfig) -> S,
+    ) -> Result<Option<Route<Static<S>>>, ConfigError> {
+        if self.endpoints.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = Route::builder(std::iter::empty());
+        for endpoint in &self.endpoints {
+            builder = builder.tier(endpoint.tier, [connect(endpoint)]);
+        }
+        builder
+            .config(self.route.unwrap_or_default())
+            .build()
+            .map(Some)
+            .map_err(|e| ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned()))
+    }
+
+    /// A switchboard with the file's [`features`](Self::features) registered under their
+    /// names; [`Switchboard::feature`] then returns each one with its settings.
+    ///
+    /// ```
+    /// use palisade::config::PresetConfig;
+    ///
+    /// let config = PresetConfig::from_toml(r#"
+    ///     name = "llm"
+    ///     [features.summarise]
+    ///     failures_to_turn_off = 3
+    ///     cooldown = "10s"
+    /// "#)?;
+    /// let board = config.switchboard()?;
+    /// assert!(board.feature("summarise").is_on());
+    /// assert_eq!(board.snapshot().len(), 1);
+    /// # Ok::<(), palisade::classify::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A feature's [`ConfigError`], its field prefixed with `features.NAME.`.
+    pub fn switchboard(&self) -> Result<Switchboard, ConfigError> {
+        let board = Switchboard::new();
+        for (name, feature) in &self.features {
+            board.feature_with(name, *feature).map_err(|e| {
+                ConfigError::new(
+                    format!("features.{name}.{}", e.field()),
+                    e.rule().to_owned(),
+                )
+            })?;
+        }
+        Ok(board)
     }
 
     /// The preset's builder with these settings (add a classifier, then build).
@@ -364,6 +535,148 @@ fn set(doc: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ROUTED: &str = r#"
+        name = "llm"
+        [route]
+        panic_ratio = 0.25
+        cooldown = "2s"
+        outlier = { consecutive_failures = 3, base_ejection = "10s", max_ejection_ratio = 0.5 }
+        health = { degraded_after = 2, ramp = { linear = { window = "1m", min_ratio = 0.1, aggression = 1.0 } } }
+        [[endpoints]]
+        address = "east"
+        [[endpoints]]
+        address = "west"
+        [[endpoints]]
+        address = "backup"
+        tier = 1
+        [features.summarise]
+        failures_to_turn_off = 3
+        cooldown = "10s"
+        [features.search]
+        window = "2m"
+    "#;
+
+    #[test]
+    fn routes_endpoints_and_features_from_a_file() {
+        let config = PresetConfig::from_toml(ROUTED).unwrap();
+        let route = config.route.unwrap();
+        assert_eq!(route.panic_ratio, Some(0.25));
+        assert_eq!(route.cooldown, Duration::from_secs(2));
+        assert_eq!(route.outlier.consecutive_failures, Some(3));
+        assert_eq!(route.outlier.base_ejection, Duration::from_secs(10));
+        assert_eq!(route.outlier.max_ejection_ratio, 0.5);
+        // What the file leaves out keeps its default, inside a section too.
+        assert_eq!(route.outlier.max_ejection, Duration::from_secs(300));
+        assert_eq!(route.health.degraded_after, 2);
+        assert_eq!(route.health.failed_after, 10);
+        assert_eq!(
+            route.health.ramp,
+            palisade_route::Ramp::Linear {
+                window: Duration::from_secs(60),
+                min_ratio: 0.1,
+                aggression: 1.0
+            }
+        );
+        let addresses: Vec<_> = config
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.tier))
+            .collect();
+        assert_eq!(addresses, [("east", 0), ("west", 0), ("backup", 1)]);
+        assert_eq!(config.features["summarise"].failures_to_turn_off, Some(3));
+        assert_eq!(
+            config.features["summarise"].cooldown,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.features["search"].window, Duration::from_secs(120));
+        assert_eq!(
+            config.features["search"].cooldown,
+            FeatureConfig::default().cooldown
+        );
+        // A round trip through TOML keeps everything.
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(PresetConfig::from_toml(&text).unwrap(), config);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_route_and_switchboard_are_built_as_the_file_says() {
+        use tower::{Service, ServiceExt};
+        let config = PresetConfig::from_toml(ROUTED).unwrap();
+        let mut seen = Vec::new();
+        let mut route = config
+            .route(|endpoint| {
+                seen.push(endpoint.address.clone());
+                let address = endpoint.address.clone();
+                tower::service_fn(move |_: ()| {
+                    let address = address.clone();
+                    async move { Ok::<_, palisade_core::BoxError>(address) }
+                })
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, ["east", "west", "backup"]);
+        assert_eq!(route.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+        // Tier 0 is healthy and enough: the backup in tier 1 takes nothing.
+        for _ in 0..50 {
+            let answer = route.ready().await.unwrap().call(()).await.unwrap();
+            assert_ne!(answer, "backup");
+        }
+        let board = config.switchboard().unwrap();
+        let mut names: Vec<_> = board.snapshot().into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(names, ["search", "summarise"]);
+        assert!(board.feature("summarise").is_on());
+        // A file without endpoints has no router.
+        let plain = PresetConfig::from_toml("name = \"x\"").unwrap();
+        assert!(plain.route(|_| ()).unwrap().is_none());
+        assert!(plain.switchboard().unwrap().snapshot().is_empty());
+    }
+
+    #[test]
+    fn route_and_feature_errors_name_their_key_path() {
+        let err = |text: &str| PresetConfig::from_toml(text).unwrap_err();
+        let e = err(
+            "name = \"x\"\n[route]\noutlier = { max_ejection_ratio = 10.0 }\n[[endpoints]]\naddress = \"a\"",
+        );
+        assert_eq!(e.field(), "route.outlier.max_ejection_ratio");
+        let e = err(
+            "name = \"x\"\n[route]\nhealth = { ramp = { steps = { steps = 0, interval = \"1s\" } } }\n[[endpoints]]\naddress = \"a\"",
+        );
+        assert_eq!(e.field(), "route.health.ramp.steps");
+        let e = err("name = \"x\"\n[route]\npanic_ratio = 0.5");
+        assert_eq!(e.field(), "endpoints");
+        assert!(e.rule().contains("at least one endpoint"), "{e}");
+        let e = err("name = \"x\"\n[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \" \"");
+        assert_eq!(e.field(), "endpoints[1].address");
+        let e = err("name = \"x\"\n[[endpoints]]\naddress = \"a\"\nweight = 2");
+        assert!(e.field().starts_with("endpoints"), "{e}");
+        assert!(e.rule().contains("unknown field"), "{e}");
+        let e = err("name = \"x\"\n[features.summarise]\nfailures_to_turn_off = 0");
+        assert_eq!(e.field(), "features.summarise.failures_to_turn_off");
+        let e = err("name = \"x\"\n[features.summarise]\ncooldwn = \"1s\"");
+        assert_eq!(e.field(), "features.summarise.cooldwn");
+        assert!(e.rule().contains("unknown field"), "{e}");
+        let e = err("name = \"x\"\n[route]\nseed = \"seven\"\n[[endpoints]]\naddress = \"a\"");
+        assert_eq!(e.field(), "route.seed");
+    }
+
+    #[test]
+    fn environment_overrides_reach_routes_and_features() {
+        let config = PresetConfig::from_toml_with_env(
+            ROUTED,
+            [
+                ("PALISADE_FEATURES__SUMMARISE__COOLDOWN", "45s"),
+                ("PALISADE_ROUTE__OUTLIER__CONSECUTIVE_FAILURES", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.features["summarise"].cooldown,
+            Duration::from_secs(45)
+        );
+        assert_eq!(config.route.unwrap().outlier.consecutive_failures, Some(7));
+    }
 
     #[test]
     fn a_file_with_every_section() {

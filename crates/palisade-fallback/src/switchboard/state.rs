@@ -28,6 +28,8 @@ const BUCKETS: usize = 10;
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct FeatureConfig {
     /// Failures within `window` that turn the feature off (default `Some(5)`); `None`: it
@@ -35,9 +37,11 @@ pub struct FeatureConfig {
     /// dependency's health (a client fault, a cancellation) are not counted.
     pub failures_to_turn_off: Option<u32>,
     /// The window failures are counted over, sliding in tenths (default 60 s).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub window: Duration,
     /// How long it stays off after turning itself off before one probe call may try it again
     /// (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub cooldown: Duration,
 }
 
