@@ -386,15 +386,15 @@ impl Core {
         let version = self.quiet.load(Ordering::Acquire);
         let live = self.live.load();
         let Some(w) = &live.throttle else {
-            self.settle(version, &live);
+            self.settle(version, &live, false);
             return false;
         };
         if w.all_successes() || !self.throttles(w, &live.cfg) {
-            self.settle(version, &live);
+            self.settle(version, &live, false);
             return false;
         }
         w.record(true, false);
-        self.settle(version, &live);
+        self.settle(version, &live, true);
         true
     }
 
@@ -544,7 +544,7 @@ impl Core {
                     w.record(failure, false);
                 }
                 let counts = record_rates(&live, failure, slow, now);
-                self.settle(version, &live);
+                self.settle(version, &live, true);
                 if should_trip(&live.cfg, consecutive, counts) {
                     let hint = match outcome {
                         Outcome::Failure(hint) => hint,
@@ -577,22 +577,31 @@ impl Core {
             }
             State::Bypassed => {
                 record_rates(&live, failure, slow, now);
-                self.settle(version, &live);
+                self.settle(version, &live, true);
             }
             State::Open | State::Isolated => {}
         }
     }
 
-    /// Sets the quiet flags that `live`'s windows allow now, or clears those they do not,
-    /// after a change to the windows; `version` is [`Core::quiet`] as read before `live` was
-    /// loaded and its windows changed.
-    fn settle(&self, version: u64, live: &Live) {
+    /// Sets the quiet flags that `live`'s windows allow now, or, when this thread changed the
+    /// windows (`changed`), clears those they do not; `version` is [`Core::quiet`] as read
+    /// before `live` was loaded and its windows looked at.
+    fn settle(&self, version: u64, live: &Live, changed: bool) {
         let quiet = live.quiet();
         let had = version & (QUIET_RECORD | QUIET_ADMIT);
-        if had & !quiet != 0 {
-            // Something ended the quiet: say so whatever happened meanwhile (a new version, so
-            // that a flag being set from an older look at the windows fails).
-            self.unquiet(had & !quiet);
+        // A time window is never quiet, and no flag can claim it is (a claim is made from the
+        // windows loaded after the version it compares against): nothing to clear for it.
+        let never = match live.rates {
+            Rates::Time(_) => QUIET_RECORD,
+            Rates::None | Rates::Count(_) => 0,
+        };
+        let missing = (QUIET_RECORD | QUIET_ADMIT) & !quiet & !never;
+        if changed && missing != 0 {
+            // This thread's change may have ended the quiet: say so whatever the flags read
+            // now, with a new version. A flag set meanwhile from an older look at the windows
+            // (which may have missed this change: the windows' counters are relaxed) is
+            // cleared, and one about to be set from such a look fails its compare-exchange.
+            self.unquiet(missing);
         } else if quiet & !had != 0 {
             // Quieter: only if nothing changed since `version` was read.
             let _ = self.quiet.compare_exchange(
@@ -695,7 +704,7 @@ impl Core {
         }
         self.unquiet(QUIET_RECORD | QUIET_ADMIT);
         let version = self.quiet.load(Ordering::Acquire);
-        self.settle(version, &live);
+        self.settle(version, &live, false);
     }
 
     /// Moves from exactly `from_word` to `to` (next generation) and says so. Returns whether
@@ -891,7 +900,7 @@ impl Core {
         // The windows may have changed: no quiet claim made from the old ones stands.
         self.unquiet(QUIET_RECORD | QUIET_ADMIT);
         let version = self.quiet.load(Ordering::Acquire);
-        self.settle(version, &live);
+        self.settle(version, &live, false);
         let done = Reconfigured { state, resets };
         tracing::info!(
             target: "palisade_breaker",
