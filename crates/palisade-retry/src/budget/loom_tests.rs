@@ -151,3 +151,25 @@ fn loom_adaptive_streaks_stop_at_the_bounds() {
         assert_eq!(a.limit(), 1);
     });
 }
+
+/// A success racing a cut of the bucket's size never leaves more tokens than the new size.
+#[test]
+fn loom_a_resize_racing_a_success_never_overfills() {
+    model(|| {
+        let b = Arc::new(
+            TokenBucket::builder()
+                .max_tokens(10)
+                .token_ratio(1.0)
+                .build()
+                .unwrap(),
+        );
+        b.on_failure();
+        let other = b.clone();
+        let th = thread::spawn(move || other.on_success());
+        let done = b.reconfigure(|s| s.max_tokens(9)).unwrap();
+        th.join().unwrap();
+        assert!(b.milli_tokens() <= 9_000);
+        assert_eq!(b.max_tokens(), 9);
+        assert!(done.balance_after <= done.balance_before);
+    });
+}

@@ -27,6 +27,16 @@
 //! `1 / 0.6` down to 1 and allows one retry per request, tower issue 857);
 //! [`TokenBucket`] counts in thousandths of a token, as gRPC specifies.
 //!
+//! # Changing settings in place
+//!
+//! [`RatioBudget::reconfigure`], [`TokenBucket::reconfigure`] and [`RateCap::reconfigure`]
+//! change a live budget's settings (the ratio and reserve; the bucket's size and refill; the
+//! rate) without losing what it counted: the window of requests and retries, or the tokens
+//! (cut to a smaller bucket's size, and said). The [`Rebalanced`] result and a `tracing` event
+//! give the balance before and after. A [`Throttled`] budget changes each part through
+//! [`budget`](Throttled::budget) and [`throttle`](Throttled::throttle). The window itself
+//! (`ttl`, `window`) cannot change in place: its counts live in slots a tenth of it wide.
+//!
 //! # Reservations
 //!
 //! [`Budget::try_withdraw`] returns a [`Withdrawal`]. The retry layer holds it while it sleeps
@@ -117,6 +127,58 @@ pub trait Budget: Send + Sync {
     /// negative when more was spent than is currently earned).
     fn balance(&self) -> i64 {
         i64::MAX
+    }
+}
+
+/// The result of changing a budget's settings in place ([`RatioBudget::reconfigure`],
+/// [`TokenBucket::reconfigure`], [`RateCap::reconfigure`]): the budget kept its counts (its
+/// window of requests and retries, or its tokens), and its balance ([`Budget::balance`]) moved
+/// from `balance_before` to `balance_after` because the new settings value those counts
+/// differently. `#[non_exhaustive]`: a field may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rebalanced {
+    /// The balance just before the change.
+    pub balance_before: i64,
+    /// The balance just after it.
+    pub balance_after: i64,
+    /// For a [`TokenBucket`] whose new `max_tokens` is below the tokens it held: the tokens
+    /// before and after they were cut to the new size, in thousandths (the only count a
+    /// change can lose).
+    pub clamped: Option<(u64, u64)>,
+}
+
+impl Rebalanced {
+    /// Logs the change (target `palisade_retry`).
+    fn announce(&self, budget: &'static str) {
+        tracing::info!(
+            target: "palisade_retry",
+            budget,
+            balance_before = self.balance_before,
+            balance_after = self.balance_after,
+            reset = %self,
+            "retry budget reconfigured"
+        );
+    }
+}
+
+impl fmt::Display for Rebalanced {
+    /// `balance 4 → 1`, and the tokens cut if any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "balance {} → {}",
+            self.balance_before, self.balance_after
+        )?;
+        if let Some((from, to)) = self.clamped {
+            write!(
+                f,
+                "; tokens {} → {}: cut to the new max_tokens",
+                from as f64 / 1000.0,
+                to as f64 / 1000.0
+            )?;
+        }
+        Ok(())
     }
 }
 

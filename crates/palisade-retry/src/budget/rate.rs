@@ -4,10 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use palisade_core::ConfigError;
-use palisade_core::sync::atomic::AtomicU64;
+use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::time::Instant;
 
-use super::{Budget, Withdrawal};
+use super::{Budget, Rebalanced, Withdrawal};
 use crate::window::{self, Clock, SLOTS, Take};
 
 /// A fixed system-wide retry budget: at most `per_second` × `window` retries in
@@ -36,8 +36,9 @@ use crate::window::{self, Clock, SLOTS, Take};
 pub struct RateCap {
     clock: Clock,
     window: Duration,
-    per_second: u32,
-    limit: u64,
+    /// Changed in place by [`RateCap::reconfigure`], with `limit`.
+    per_second: AtomicU32,
+    limit: AtomicU64,
     retries: [AtomicU64; SLOTS],
 }
 
@@ -60,12 +61,74 @@ impl RateCap {
 
     /// Retries allowed per window.
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Retries allowed per second, on average over the window.
+    pub fn per_second(&self) -> u32 {
+        self.per_second.load(Ordering::Relaxed)
+    }
+
+    /// Changes `per_second` in place, keeping the retries counted in the window: the balance
+    /// is the new limit minus them. `f` gets a builder holding the current settings and
+    /// returns the new ones; nothing changes if one is refused. One `tracing` event (target
+    /// `palisade_retry`, `retry budget reconfigured`) gives the balance before and after.
+    ///
+    /// The window cannot change in place (the counts are kept in slots of `window / 10`):
+    /// build a new cap for another window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_retry::budget::{Budget, RateCap};
+    ///
+    /// let cap = RateCap::builder().per_second(1).window(Duration::from_secs(4)).build().unwrap();
+    /// assert!(cap.try_withdraw().is_some());
+    /// let done = cap.reconfigure(|b| b.per_second(2)).unwrap();
+    /// assert_eq!((done.balance_before, done.balance_after), (3, 7));
+    /// assert_eq!(cap.reconfigure(|b| b.window(Duration::from_secs(8))).unwrap_err().field(), "window");
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field: `window` or `origin` when `f` changes them.
+    pub fn reconfigure(
+        &self,
+        f: impl FnOnce(RateCapBuilder) -> RateCapBuilder,
+    ) -> Result<Rebalanced, ConfigError> {
+        let next = f(RateCapBuilder {
+            per_second: self.per_second(),
+            window: self.window,
+            origin: None,
+        });
+        let limit = next.check()?;
+        if next.window != self.window {
+            return Err(ConfigError::new(
+                "window",
+                "cannot change on a live cap (its counts are kept in slots of window / 10): build a new one",
+            ));
+        }
+        if next.origin.is_some() {
+            return Err(ConfigError::new(
+                "origin",
+                "cannot change on a live cap: build a new one",
+            ));
+        }
+        let now = Instant::now();
+        let before = self.balance_at(now);
+        self.limit.store(limit, Ordering::Relaxed);
+        self.per_second.store(next.per_second, Ordering::Relaxed);
+        let done = Rebalanced {
+            balance_before: before,
+            balance_after: self.balance_at(now),
+            clamped: None,
+        };
+        done.announce("rate_cap");
+        Ok(done)
     }
 
     /// Asks for one retry at `now`.
     pub fn try_withdraw_at(&self, now: Instant) -> Option<Withdrawal> {
-        match window::try_take(&self.retries, self.clock.epoch(now), |_| self.limit) {
+        let limit = self.limit();
+        match window::try_take(&self.retries, self.clock.epoch(now), |_| limit) {
             Take::Taken(epoch) => Some(Withdrawal::new(epoch as u64)),
             Take::Refused => None,
         }
@@ -84,7 +147,7 @@ impl RateCap {
 
     /// Retries still allowed at `now`.
     pub fn balance_at(&self, now: Instant) -> i64 {
-        self.limit as i64 - self.retries_at(now) as i64
+        self.limit() as i64 - self.retries_at(now) as i64
     }
 }
 
@@ -131,6 +194,21 @@ impl RateCapBuilder {
     /// # Errors
     /// A [`ConfigError`] for `window` outside 1 second to 1 hour.
     pub fn build(self) -> Result<RateCap, ConfigError> {
+        let limit = self.check()?;
+        let window = self.window;
+        Ok(RateCap {
+            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), window),
+            window,
+            per_second: AtomicU32::new(self.per_second),
+            limit: AtomicU64::new(limit),
+            retries: window::ring(),
+        })
+    }
+}
+
+impl RateCapBuilder {
+    /// Checks the settings: the retries allowed per window.
+    fn check(&self) -> Result<u64, ConfigError> {
         let window = self.window;
         if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
             return Err(ConfigError::new(
@@ -138,21 +216,14 @@ impl RateCapBuilder {
                 "must be between 1 second and 1 hour",
             ));
         }
-        let limit = (self.per_second as u128 * window.as_millis() / 1000) as u64;
-        Ok(RateCap {
-            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), window),
-            window,
-            per_second: self.per_second,
-            limit,
-            retries: window::ring(),
-        })
+        Ok((self.per_second as u128 * window.as_millis() / 1000) as u64)
     }
 }
 
 impl fmt::Debug for RateCap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateCap")
-            .field("per_second", &self.per_second)
+            .field("per_second", &self.per_second())
             .field("window", &self.window)
             .field("balance", &self.balance_at(Instant::now()))
             .finish()

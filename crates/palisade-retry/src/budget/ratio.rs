@@ -7,9 +7,9 @@ use palisade_core::ConfigError;
 use tokio::time::Instant;
 
 use palisade_core::sync::CachePadded;
-use palisade_core::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::{Budget, Millionths, Withdrawal, stripe};
+use super::{Budget, Millionths, Rebalanced, Withdrawal, stripe};
 use crate::window::{self, Clock, SLOTS, Take, pack, unpack};
 
 const MICRO: u64 = 1_000_000;
@@ -96,11 +96,13 @@ const MAX_SHIFT: u32 = 6;
 pub struct RatioBudget {
     clock: Clock,
     ttl: Duration,
-    min_per_second: u32,
+    /// The settings below change in place ([`RatioBudget::reconfigure`]); only withdrawals and
+    /// reads of the balance load them, never a request.
+    min_per_second: AtomicU32,
     /// Millionths of a retry earned by one request.
-    per_request: u64,
+    per_request: AtomicU64,
     /// Millionths of a retry always available in a window.
-    reserve: u64,
+    reserve: AtomicU64,
     stripes: Box<[CachePadded<Stripe>]>,
     retries: [AtomicU64; SLOTS],
 }
@@ -148,13 +150,85 @@ impl RatioBudget {
 
     /// The reserve rate.
     pub fn min_per_second(&self) -> u32 {
-        self.min_per_second
+        self.min_per_second.load(Ordering::Relaxed)
     }
 
     /// The retries each request earns (0.2 = one retry per five requests), as given (rounded
     /// to millionths).
     pub fn ratio(&self) -> f64 {
-        self.per_request as f64 / MICRO as f64
+        self.per_request.load(Ordering::Relaxed) as f64 / MICRO as f64
+    }
+
+    /// Changes `ratio` and `min_per_second` in place, keeping the requests and retries counted
+    /// in the window: the balance is recomputed from them under the new settings (see the
+    /// result). `f` gets a builder holding the current settings and returns the new ones; they
+    /// are checked as [`build`](RatioBudgetBuilder::build) checks them, and nothing changes
+    /// if one is refused. Requests and withdrawals racing the change are counted, never lost
+    /// (a withdrawal at that very instant may be judged by part of each). One `tracing` event (target
+    /// `palisade_retry`, `retry budget reconfigured`) gives the balance before and after.
+    ///
+    /// The window (`ttl`) cannot change in place: the counts are kept in slots of `ttl / 10`;
+    /// build a new budget for another window.
+    ///
+    /// ```
+    /// use palisade_retry::budget::{Budget, RatioBudget};
+    ///
+    /// let budget = RatioBudget::builder().min_per_second(0).ratio(0.5).build().unwrap();
+    /// for _ in 0..10 {
+    ///     budget.on_request();
+    /// }
+    /// assert!(budget.try_withdraw().is_some()); // 1 of 5 retries spent
+    /// // A stricter ratio: the 10 requests counted now earn 2 retries, one is spent.
+    /// let done = budget.reconfigure(|b| b.ratio(0.2)).unwrap();
+    /// assert_eq!((done.balance_before, done.balance_after), (4, 1));
+    /// assert_eq!(budget.ratio(), 0.2);
+    /// // Refused settings change nothing.
+    /// let err = budget.reconfigure(|b| b.ratio(-1.0)).unwrap_err();
+    /// assert_eq!(err.field(), "ratio");
+    /// assert_eq!(budget.ratio(), 0.2);
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field: those of [`build`](RatioBudgetBuilder::build), and
+    /// `ttl` or `origin` when `f` changes them (they cannot change in place).
+    pub fn reconfigure(
+        &self,
+        f: impl FnOnce(RatioBudgetBuilder) -> RatioBudgetBuilder,
+    ) -> Result<Rebalanced, ConfigError> {
+        let current = RatioBudgetBuilder {
+            ttl: self.ttl,
+            min_per_second: self.min_per_second(),
+            ratio: self.ratio(),
+            origin: None,
+            stripes: None,
+        };
+        let next = f(current);
+        let (per_request, reserve) = next.check()?;
+        if next.ttl != self.ttl {
+            return Err(ConfigError::new(
+                "ttl",
+                "cannot change on a live budget (its counts are kept in slots of ttl / 10): build a new one",
+            ));
+        }
+        if next.origin.is_some() {
+            return Err(ConfigError::new(
+                "origin",
+                "cannot change on a live budget: build a new one",
+            ));
+        }
+        let now = Instant::now();
+        let before = self.balance_at(now);
+        self.per_request.store(per_request, Ordering::Relaxed);
+        self.reserve.store(reserve, Ordering::Relaxed);
+        self.min_per_second
+            .store(next.min_per_second, Ordering::Relaxed);
+        let done = Rebalanced {
+            balance_before: before,
+            balance_after: self.balance_at(now),
+            clamped: None,
+        };
+        done.announce("ratio");
+        Ok(done)
     }
 
     /// Counts one request at `now`.
@@ -250,7 +324,8 @@ impl RatioBudget {
 
     /// Retries allowed by `requests` in a window, before subtracting those already sent.
     fn earned(&self, requests: u64) -> u64 {
-        let micro = requests as u128 * self.per_request as u128 + self.reserve as u128;
+        let micro = requests as u128 * self.per_request.load(Ordering::Relaxed) as u128
+            + self.reserve.load(Ordering::Relaxed) as u128;
         (micro / MICRO as u128).min(u64::MAX as u128) as u64
     }
 
@@ -357,6 +432,26 @@ impl RatioBudgetBuilder {
     /// A [`ConfigError`] naming the field: `ttl` outside 1 to 60 seconds, `ratio` outside
     /// 0.0 to 1000.0 or not finite.
     pub fn build(self) -> Result<RatioBudget, ConfigError> {
+        let (per_request, reserve) = self.check()?;
+        let ttl = self.ttl;
+        let stripes = self.stripes.unwrap_or_else(stripe::count);
+        Ok(RatioBudget {
+            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), ttl),
+            ttl,
+            min_per_second: AtomicU32::new(self.min_per_second),
+            per_request: AtomicU64::new(per_request),
+            reserve: AtomicU64::new(reserve),
+            stripes: (0..stripes.max(1).next_power_of_two())
+                .map(|_| CachePadded::new(Stripe::new()))
+                .collect(),
+            retries: window::ring(),
+        })
+    }
+}
+
+impl RatioBudgetBuilder {
+    /// Checks the settings: the millionths of a retry per request and of the reserve.
+    fn check(&self) -> Result<(u64, u64), ConfigError> {
         let ttl = self.ttl;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
             return Err(ConfigError::new("ttl", "must be between 1 and 60 seconds"));
@@ -367,18 +462,7 @@ impl RatioBudgetBuilder {
         let per_request = (self.ratio * MICRO as f64).round() as u64;
         // min_per_second × ttl retries, in millionths: min_per_second × ttl in microseconds.
         let reserve = (self.min_per_second as u64).saturating_mul(ttl.as_micros() as u64);
-        let stripes = self.stripes.unwrap_or_else(stripe::count);
-        Ok(RatioBudget {
-            clock: Clock::new(self.origin.unwrap_or_else(Instant::now), ttl),
-            ttl,
-            min_per_second: self.min_per_second,
-            per_request,
-            reserve,
-            stripes: (0..stripes.max(1).next_power_of_two())
-                .map(|_| CachePadded::new(Stripe::new()))
-                .collect(),
-            retries: window::ring(),
-        })
+        Ok((per_request, reserve))
     }
 }
 
@@ -386,8 +470,11 @@ impl fmt::Debug for RatioBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RatioBudget")
             .field("ttl", &self.ttl)
-            .field("min_per_second", &self.min_per_second)
-            .field("ratio", &Millionths(self.per_request))
+            .field("min_per_second", &self.min_per_second())
+            .field(
+                "ratio",
+                &Millionths(self.per_request.load(Ordering::Relaxed)),
+            )
             .field("balance", &self.balance_at(Instant::now()))
             .finish()
     }

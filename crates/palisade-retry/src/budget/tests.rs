@@ -822,3 +822,159 @@ mod sampled {
         assert_eq!(b.requests_at(Instant::now()), counted + 100);
     }
 }
+
+// Changing a budget's settings in place (issue 14): counts kept, balance recomputed.
+
+#[tokio::test(start_paused = true)]
+async fn a_ratio_budget_keeps_its_window_across_a_change_of_ratio() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 0, 0.5);
+    for _ in 0..20 {
+        b.deposit_at(t0);
+    }
+    for _ in 0..4 {
+        assert!(b.try_withdraw_at(t0).is_some());
+    }
+    assert_eq!(b.balance_at(t0), 6);
+    let done = b.reconfigure(|s| s.ratio(0.25).min_per_second(1)).unwrap();
+    // 20 requests × 0.25 + 1 per second × 10 s − 4 retries.
+    assert_eq!((done.balance_before, done.balance_after), (6, 11));
+    assert_eq!(done.clamped, None);
+    assert_eq!(done.to_string(), "balance 6 → 11");
+    assert_eq!((b.ratio(), b.min_per_second()), (0.25, 1));
+    assert_eq!((b.requests_at(t0), b.retries_at(t0)), (20, 4));
+    assert_eq!(drain(&b, t0), 11);
+    // The counts still expire with the window they were made in.
+    assert_eq!(b.balance_at(t0 + secs(10)), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_budget_settings_change_nothing() {
+    let t0 = Instant::now();
+    let b = ratio(t0, 10, 2, 0.5);
+    b.deposit_at(t0);
+    let before = (b.ratio(), b.min_per_second(), b.balance_at(t0));
+    for (err, field) in [
+        (b.reconfigure(|s| s.ratio(f64::NAN)).unwrap_err(), "ratio"),
+        (
+            b.reconfigure(|s| s.min_per_second(0).ttl(secs(20)))
+                .unwrap_err(),
+            "ttl",
+        ),
+        (b.reconfigure(|s| s.origin(t0)).unwrap_err(), "origin"),
+        (b.reconfigure(|s| s.ttl(secs(0))).unwrap_err(), "ttl"),
+    ] {
+        assert_eq!(err.field(), field);
+    }
+    assert_eq!((b.ratio(), b.min_per_second(), b.balance_at(t0)), before);
+    let cap = rate_cap(2, secs(5));
+    assert_eq!(
+        cap.reconfigure(|s| s.window(secs(0))).unwrap_err().field(),
+        "window"
+    );
+    assert_eq!(
+        cap.reconfigure(|s| s.origin(t0)).unwrap_err().field(),
+        "origin"
+    );
+    assert_eq!((cap.per_second(), cap.limit()), (2, 10));
+    let bucket = bucket(10, 0.5);
+    assert_eq!(
+        bucket
+            .reconfigure(|s| s.token_ratio(11.0))
+            .unwrap_err()
+            .field(),
+        "token_ratio"
+    );
+    assert_eq!(
+        (
+            bucket.max_tokens(),
+            bucket.token_ratio(),
+            bucket.milli_tokens()
+        ),
+        (10, 0.5, 10_000)
+    );
+}
+
+#[test]
+fn a_token_bucket_keeps_its_tokens_cut_to_a_smaller_size() {
+    let b = bucket(10, 0.5);
+    for _ in 0..3 {
+        b.on_failure();
+    }
+    assert_eq!(b.milli_tokens(), 7_000);
+    // Bigger: the tokens stay, the bucket is no longer more than half full.
+    let done = b.reconfigure(|s| s.max_tokens(20)).unwrap();
+    assert_eq!((done.balance_before, done.balance_after), (1, 0));
+    assert_eq!((b.milli_tokens(), b.max_tokens()), (7_000, 20));
+    assert!(!b.allows_retry());
+    // A new ratio refills faster: 4 successes × 1.0.
+    b.reconfigure(|s| s.token_ratio(1.0)).unwrap();
+    for _ in 0..4 {
+        b.on_success();
+    }
+    assert_eq!(b.milli_tokens(), 11_000);
+    assert!(b.allows_retry());
+    // Smaller than the tokens held: cut, and said.
+    let done = b.reconfigure(|s| s.max_tokens(5)).unwrap();
+    assert_eq!(done.clamped, Some((11_000, 5_000)));
+    assert!(done.to_string().contains("tokens 11 → 5: cut"), "{done}");
+    assert_eq!(b.milli_tokens(), 5_000);
+    // A full bucket of the new size: a success changes nothing, failures count from there.
+    b.on_success();
+    assert_eq!(b.milli_tokens(), 5_000);
+    b.on_failure();
+    assert_eq!(b.milli_tokens(), 4_000);
+    assert_eq!(Budget::balance(&b), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_cap_keeps_the_retries_it_counted() {
+    let t0 = Instant::now();
+    let cap = cap_at(t0, 1, secs(10));
+    for _ in 0..6 {
+        assert!(cap.try_withdraw_at(t0).is_some());
+    }
+    let done = cap.reconfigure(|s| s.per_second(2)).unwrap();
+    assert_eq!((done.balance_before, done.balance_after), (4, 14));
+    assert_eq!(cap.retries_at(t0), 6);
+    // Lower than what was spent: nothing until the window moves on.
+    let done = cap.reconfigure(|s| s.per_second(0)).unwrap();
+    assert_eq!(done.balance_after, -6);
+    assert!(cap.try_withdraw_at(t0).is_none());
+}
+
+#[test]
+fn a_throttled_budget_changes_each_part_in_place() {
+    let t = Throttled::default();
+    t.throttle().reconfigure(|s| s.max_tokens(50)).unwrap();
+    t.budget().reconfigure(|s| s.ratio(0.3)).unwrap();
+    assert_eq!((t.throttle().max_tokens(), t.budget().ratio()), (50, 0.3));
+}
+
+#[test]
+fn successes_and_failures_racing_a_resize_never_overfill_the_bucket() {
+    let b = Arc::new(bucket(100, 1.0));
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for n in 0..2_000 {
+                    if (n + i) % 3 == 0 {
+                        b.on_failure();
+                    } else {
+                        b.on_success();
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 0..200 {
+        let size = if n % 2 == 0 { 10 } else { 100 };
+        b.reconfigure(|s| s.max_tokens(size)).unwrap();
+        assert!(b.milli_tokens() <= u64::from(b.max_tokens()) * 1000);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(b.milli_tokens() <= 100_000);
+}
