@@ -266,17 +266,13 @@ where
         // and a `CarryLayer` below carries the attempt (and its report channel) across a task
         // boundary. Its polls run inside the scope too, so a router below can report the
         // endpoint that failed.
+        let handle = self.handles.stripes.local().clone();
         let inner = &mut self.inner;
         let mut first = Attempt {
             number: 1,
             avoid: None,
         };
         let future = attempt::scope(&mut first, || ctx::with_timeouts(0, || inner.call(req)));
-        ResponseFuture::new(
-            future,
-            self.handles.stripes.local().clone(),
-            retained,
-            limit,
-        )
+        ResponseFuture::new(future, handle, retained, limit)
     }
 }

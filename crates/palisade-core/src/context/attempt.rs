@@ -85,6 +85,7 @@ struct Restore {
 }
 
 impl Drop for Restore {
+    #[inline]
     fn drop(&mut self) {
         NUMBER.set(self.number);
         AVOID.set(self.avoid);
@@ -131,6 +132,7 @@ pub fn report_failed_endpoint(token: u64) {
 struct RestoreTimingOut(bool);
 
 impl Drop for RestoreTimingOut {
+    #[inline]
     fn drop(&mut self) {
         TIMING_OUT.set(self.0);
     }
@@ -184,6 +186,7 @@ pub fn timeouts_so_far() -> u32 {
 struct RestoreTimeouts(u32);
 
 impl Drop for RestoreTimeouts {
+    #[inline]
     fn drop(&mut self) {
         TIMEOUTS.set(self.0);
     }

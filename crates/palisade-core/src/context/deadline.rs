@@ -47,21 +47,33 @@ pub fn deadline() -> Option<Instant> {
     Some(started.map_or(lazy, |s| s.min(lazy)))
 }
 
-/// Restores the enclosing scope's deadline even if the closure panics.
-struct Restore {
-    started: Option<Instant>,
-    lazy: Option<Duration>,
-    now: Option<Instant>,
+// Invariants between the cells, which the scopes below rely on to save and restore only what
+// they change: `NOW` is `Some` only while `LAZY` is (it is set by a `deadline` read under a lazy
+// deadline, and cleared when the outermost lazy scope ends); a scope leaves each cell it does not
+// set as it found it, since every nested scope restores its own.
+
+/// Restores the enclosing scope's started deadline even if the closure panics.
+struct RestoreStarted(Option<Instant>);
+
+impl Drop for RestoreStarted {
+    #[inline]
+    fn drop(&mut self) {
+        STARTED.set(self.0);
+    }
 }
 
-impl Drop for Restore {
+/// Restores the enclosing scope's lazy limit even if the closure panics.
+struct RestoreLazy(Option<Duration>);
+
+impl Drop for RestoreLazy {
+    #[inline]
     fn drop(&mut self) {
-        STARTED.set(self.started);
-        LAZY.set(self.lazy);
+        LAZY.set(self.0);
         // An enclosing lazy deadline started when the clock was read in here too: it keeps the
-        // reading. Otherwise nothing outside this scope is waiting for one.
-        if self.lazy.is_none() {
-            NOW.set(self.now);
+        // reading. Otherwise nothing outside this scope is waiting for one (and `NOW` was
+        // `None` when this scope began).
+        if self.0.is_none() {
+            NOW.set(None);
         }
     }
 }
@@ -70,14 +82,13 @@ impl Drop for Restore {
 /// earlier wins).
 #[inline]
 pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    let restore = Restore {
-        started: STARTED.get(),
-        lazy: LAZY.get(),
-        now: NOW.get(),
-    };
-    if restore.started.is_none_or(|outer| deadline < outer) {
-        STARTED.set(Some(deadline));
+    let outer = STARTED.get();
+    if outer.is_some_and(|outer| outer <= deadline) {
+        // The enclosing deadline is the earlier: nothing changes.
+        return f();
     }
+    STARTED.set(Some(deadline));
+    let restore = RestoreStarted(outer);
     let out = f();
     drop(restore);
     out
@@ -95,12 +106,9 @@ pub fn with_lazy_deadline<R>(
     if let Some(start) = *started {
         return with_deadline(deadline_after(start, limit), f);
     }
-    let restore = Restore {
-        started: STARTED.get(),
-        lazy: LAZY.get(),
-        now: NOW.get(),
-    };
-    LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit))));
+    let outer = LAZY.get();
+    LAZY.set(Some(outer.map_or(limit, |l| l.min(limit))));
+    let restore = RestoreLazy(outer);
     let out = f();
     *started = NOW.get();
     drop(restore);
