@@ -129,7 +129,12 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
                 Ok(Ok(()))
             );
             let now = ms_since(self.shared.origin, Instant::now());
-            state.on_check(healthy, &self.shared.config, now, self.trend_bucket_ms());
+            state.on_check(
+                healthy,
+                &self.shared.config.load(),
+                now,
+                self.trend_bucket_ms(),
+            );
             tracing::debug!(endpoint = %state.label, healthy, "health check");
         }
         self.evaluate_outliers(&endpoints);
@@ -138,7 +143,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
     /// Envoy's interval rules: failure ratio (Envoy's failure percentage), then success rate
     /// below mean − k·σ.
     fn evaluate_outliers(&self, endpoints: &[(K, Arc<EndpointState>)]) {
-        let cfg = &self.shared.config;
+        let cfg = &*self.shared.config.load();
         let now = ms_since(self.shared.origin, Instant::now());
         let n = endpoints.len();
         let max_ejected = cfg.outlier.max_ejected(n);
@@ -212,9 +217,9 @@ mod tests {
     /// Counts `ok` successes and `failed` failures in endpoint `i`'s interval.
     fn feed(handle: &RouteHandle<usize>, i: usize, ok: u64, failed: u64) {
         let endpoints = handle.endpoints();
-        let (cfg, state) = (&handle.shared.config, &endpoints[i].1);
+        let (cfg, state) = (&*handle.shared.config.load(), &endpoints[i].1);
         for _ in 0..ok {
-            state.on_success(0, cfg, || 0);
+            state.on_success(0, || 0);
         }
         for _ in 0..failed {
             state.on_failure(Class::new(Category::ServerError), cfg, 0);

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use palisade_core::sync::CachePadded;
 use palisade_core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use palisade_core::{Category, Class, HealthImpact, stripe};
@@ -15,6 +16,16 @@ pub(crate) fn ms_since(origin: Instant, now: Instant) -> u64 {
     now.saturating_duration_since(origin).as_millis() as u64
 }
 
+/// The router's configuration, shared by its handle and every endpoint, and swapped whole by
+/// [`RouteHandle::reconfigure`](crate::RouteHandle::reconfigure). Loaded only off the settled
+/// success path (failures, checks, an endpoint that is not plainly healthy).
+pub(crate) type LiveConfig = Arc<ArcSwap<RouteConfig>>;
+
+/// A [`LiveConfig`] holding `config`.
+pub(crate) fn live(config: RouteConfig) -> LiveConfig {
+    Arc::new(ArcSwap::from_pointee(config))
+}
+
 /// Tokens for endpoints, process-wide. Std's atomic even in loom builds: a static, and no model
 /// checks how tokens are handed out.
 static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -26,7 +37,7 @@ pub(crate) struct EndpointState {
     pub(crate) token: u64,
     pub(crate) tier: u8,
     pub(crate) label: String,
-    pub(crate) config: RouteConfig,
+    pub(crate) config: LiveConfig,
     pub(crate) origin: Instant,
     /// The router's event counter: bumped by anything that may change who is eligible.
     epoch: Arc<AtomicU64>,
@@ -93,7 +104,7 @@ impl EndpointState {
         tier: u8,
         label: String,
         health: Health,
-        config: RouteConfig,
+        config: LiveConfig,
         origin: Instant,
         epoch: Arc<AtomicU64>,
     ) -> Self {
@@ -195,15 +206,17 @@ impl EndpointState {
         until
     }
 
-    /// A successful call: the hot path. Two relaxed increments when the endpoint is settled.
-    pub(crate) fn on_success(&self, lane: usize, cfg: &RouteConfig, now_ms: impl FnOnce() -> u64) {
+    /// A successful call: the hot path. Two relaxed increments when the endpoint is settled
+    /// (the configuration is loaded only when it is not).
+    pub(crate) fn on_success(&self, lane: usize, now_ms: impl FnOnce() -> u64) {
         self.lanes[lane % self.lanes.len()].fetch_add(1, Ordering::Relaxed);
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
         if !self.health().is_settled_healthy() {
             let now = now_ms();
-            self.update_health(|h| h.on_outcome(true, cfg, now));
+            let cfg = self.config.load();
+            self.update_health(|h| h.on_outcome(true, &cfg, now));
         }
     }
 
@@ -270,6 +283,18 @@ impl EndpointState {
         })
     }
 
+    /// A failed call, judged by its class under the configuration in force.
+    pub(crate) fn on_failure_now(&self, class: Class) {
+        self.on_failure(class, &self.config.load(), self.now_ms());
+    }
+
+    /// Forgets the active checks' trend (its buckets' width changed).
+    pub(crate) fn clear_trend(&self) {
+        for cell in &self.trend {
+            cell.store(0, Ordering::Release);
+        }
+    }
+
     /// Takes the outcomes counted since the last interval.
     pub(crate) fn take_interval(&self) -> (u64, u64) {
         let successes = self
@@ -293,7 +318,7 @@ mod tests {
             0,
             "e".into(),
             Health::HEALTHY,
-            RouteConfig::default(),
+            live(RouteConfig::default()),
             Instant::now(),
             Arc::new(AtomicU64::new(0)),
         )
@@ -331,7 +356,7 @@ mod tests {
             s.on_failure(failure, &cfg, 0);
         }
         assert_eq!(s.consecutive_failures(), 4);
-        s.on_success(0, &cfg, || 0);
+        s.on_success(0, || 0);
         assert_eq!(s.consecutive_failures(), 0);
         s.on_failure(failure, &cfg, 0);
         assert_eq!(s.consecutive_failures(), 1);
@@ -349,7 +374,7 @@ mod tests {
         }
         assert!(!s.health().is_settled_healthy());
         for _ in 0..3 {
-            s.on_success(0, &cfg, || 0);
+            s.on_success(0, || 0);
         }
         assert_eq!(s.health(), Health::HEALTHY);
     }

@@ -23,7 +23,7 @@ impl InFlight {
         if class.health_impact() != HealthImpact::None {
             attempt::report_failed_endpoint(state.token);
         }
-        state.on_failure(class, &state.config, state.now_ms());
+        state.on_failure_now(class);
     }
 }
 
@@ -166,7 +166,7 @@ where
         match result {
             Ok(res) => {
                 let state = &guard.0.state;
-                state.on_success(guard.0.lane, &state.config, || state.now_ms());
+                state.on_success(guard.0.lane, || state.now_ms());
                 Poll::Ready(Ok(res))
             }
             Err(e) => {

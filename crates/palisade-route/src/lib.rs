@@ -31,6 +31,9 @@
 //!   [Discovery](#discovery)).
 //! * **No eligible endpoint**: the call fails at once with [`NoHealthyEndpoint`], whose
 //!   `retry_after` is the soonest ejection or cool-down to end.
+//! * **Live reconfiguration** ([`RouteHandle::reconfigure`]): a new [`RouteConfig`] reaches
+//!   every clone at its next `poll_ready`, keeping each endpoint's health, ejection, cool-down
+//!   and ramp; the [`RouteReconfigured`] result and a `tracing` event say what was reset.
 //!
 //! The per-call path takes no lock and allocates nothing: endpoint health lives in atomics
 //! (the state machine packs into one `u64` updated by compare-and-swap). While every endpoint
@@ -235,6 +238,7 @@ pub mod future;
 mod health;
 mod pick;
 mod ramp;
+mod reconfigure;
 mod service;
 mod set;
 mod status;
@@ -245,6 +249,7 @@ pub use config::{OutlierConfig, RouteConfig};
 pub use error::NoHealthyEndpoint;
 pub use health::{HealthConfig, HealthState};
 pub use ramp::Ramp;
+pub use reconfigure::RouteReconfigured;
 pub use service::Route;
 pub use status::{EndpointStatus, RouteHandle, Trend};
 

@@ -35,7 +35,14 @@ fn cfg() -> RouteConfig {
 
 fn endpoint(health: Health) -> (LoomArc<EndpointState>, Arc<AtomicU64>) {
     let epoch = Arc::new(AtomicU64::new(0));
-    let state = EndpointState::new(0, "e".into(), health, cfg(), Instant::now(), epoch.clone());
+    let state = EndpointState::new(
+        0,
+        "e".into(),
+        health,
+        crate::endpoint::live(cfg()),
+        Instant::now(),
+        epoch.clone(),
+    );
     (LoomArc::new(state), epoch)
 }
 
@@ -62,7 +69,7 @@ impl Signal {
         let cfg = cfg();
         match self {
             Signal::Failure => s.on_failure(failure(), &cfg, NOW),
-            Signal::Success => s.on_success(0, &cfg, || NOW),
+            Signal::Success => s.on_success(0, || NOW),
             Signal::Check => s.on_check(true, &cfg, NOW, 1_000),
             Signal::Eject => {
                 s.eject(&cfg, NOW);

@@ -407,7 +407,7 @@ mod tests {
             tier,
             format!("tier {tier}"),
             Health::HEALTHY,
-            RouteConfig::default(),
+            crate::endpoint::live(RouteConfig::default()),
             Instant::now(),
             Arc::new(AtomicU64::new(0)),
         ))

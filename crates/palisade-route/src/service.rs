@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::endpoint::{EndpointState, ms_since};
+use crate::endpoint::{EndpointState, LiveConfig, live, ms_since};
 use crate::future::ResponseFuture;
 use crate::pick;
-use crate::set::{List, Set, WOKEN};
+use crate::set::{List, Set, Versions, WOKEN};
 use crate::{NoHealthyEndpoint, RouteBuilder, RouteConfig, RouteHandle, Static};
 
 /// The panic of a `call` that no successful `poll_ready` reserved an endpoint for.
@@ -27,7 +27,13 @@ const CALL_WITHOUT_POLL_READY: &str = "`Route::call` without a successful `poll_
 
 /// What the router shares with its handle and health checker.
 pub(crate) struct Shared<K> {
-    pub(crate) config: RouteConfig,
+    /// The configuration in force (see [`LiveConfig`]); each router instance keeps a copy,
+    /// taken again when the set's version moves.
+    pub(crate) config: LiveConfig,
+    /// Moves the set's version, so that every instance takes the new configuration.
+    pub(crate) versions: Versions,
+    /// Serialises reconfigurations (never taken by a call).
+    pub(crate) reconfiguring: Mutex<()>,
     pub(crate) origin: Instant,
     /// The current endpoint set, for the handle and the checker. Written on discovery
     /// changes, read by status and checks: never on the per-call path.
@@ -83,6 +89,8 @@ pub struct Route<D: Discover> {
     set: Arc<Set<D>>,
     /// This instance's copy of the set's list, as of `version`; copy-on-write.
     endpoints: List<D::Key, D::Service>,
+    /// This instance's copy of the configuration, as of `version`.
+    config: Arc<RouteConfig>,
     /// The set's version `endpoints` was copied at (its [`Set::state`] without [`WOKEN`]).
     version: u64,
     rng: SmallRng,
@@ -117,6 +125,7 @@ where
             shared: self.shared.clone(),
             set: self.set.clone(),
             endpoints: self.endpoints.clone(),
+            config: self.config.clone(),
             // The clone catches up with the set at its first poll_ready if this copy is old.
             version: self.version,
             // A clone picks differently from its original and its siblings, reproducibly.
@@ -141,7 +150,7 @@ where
                 "endpoints",
                 &self.endpoints.iter().map(|e| &e.key).collect::<Vec<_>>(),
             )
-            .field("config", &self.shared.config)
+            .field("config", &self.config)
             .finish()
     }
 }
@@ -244,18 +253,22 @@ where
         fixed: Vec<(u8, D::Key, D::Service)>,
     ) -> Self {
         let is_fixed = discover.is_none();
+        let set = Arc::new(Set::new(discover));
         let mut route = Route {
             shared: Arc::new(Shared {
-                config,
+                config: live(config),
+                versions: set.versions(),
+                reconfiguring: Mutex::new(()),
                 origin: Instant::now(),
                 registry: Mutex::new(Vec::new()),
                 epoch: Arc::new(AtomicU64::new(0)),
                 plain_at: AtomicU64::new(u64::MAX),
                 next_lane: AtomicUsize::new(1),
             }),
-            set: Arc::new(Set::new(discover)),
+            set,
             lane: 0,
             endpoints: Arc::new(Vec::new()),
+            config: Arc::new(config),
             version: 0,
             rng: SmallRng::seed_from_u64(config.seed),
             seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
@@ -274,9 +287,10 @@ where
         route
     }
 
-    /// The configuration it was built with.
+    /// The configuration this instance routes with: the one it was built with, or the one
+    /// a [`RouteHandle::reconfigure`] put in force, from this instance's next `poll_ready`.
     pub fn config(&self) -> &RouteConfig {
-        &self.shared.config
+        &self.config
     }
 
     /// A handle for status and health checks, usable from other tasks.
@@ -350,6 +364,7 @@ where
         // Nothing was eligible in the old list; the new one gets a fresh pick.
         self.unavailable = None;
         self.endpoints = list;
+        self.config = self.shared.config.load_full();
         self.version = version;
     }
 }
@@ -367,7 +382,7 @@ impl<D: Discover> Route<D> {
     ) -> Result<usize, NoHealthyEndpoint> {
         pick::pick(
             &self.endpoints,
-            &self.shared.config,
+            &self.config,
             &self.shared.plain_at,
             &mut self.rng,
             epoch,
@@ -487,7 +502,7 @@ where
     #[cold]
     fn not_ready(&mut self, i: usize, e: BoxError) -> BoxError {
         let state = &self.endpoints[i].state;
-        state.on_failure(class_of(&e), &self.shared.config, state.now_ms());
+        state.on_failure(class_of(&e), &self.config, state.now_ms());
         self.services[i] = self.endpoints[i].service();
         e
     }

@@ -95,6 +95,18 @@ impl Wake for Wakeup {
     }
 }
 
+/// A way to move a set's version without its discovery types (for the router's handle).
+#[derive(Debug)]
+pub(crate) struct Versions(Arc<Wakeup>);
+
+impl Versions {
+    /// A new version: every instance refreshes its copy of the list (and configuration) at its
+    /// next `poll_ready`. Bump the router's epoch after it (see [`Set::publish`]).
+    pub(crate) fn bump(&self) {
+        self.0.state.fetch_add(VERSION, Ordering::AcqRel);
+    }
+}
+
 /// The endpoint set shared by every clone of a router, and its discovery stream.
 pub(crate) struct Set<D: Discover> {
     /// The current endpoints: written only under the `discover` lock (or while building), read
@@ -178,7 +190,8 @@ where
         while let Some(stream) = discover.as_mut() {
             match Pin::new(stream).poll_discover(&mut cx) {
                 Poll::Ready(Some(Ok(Change::Insert(key, svc)))) => {
-                    self.insert(shared, key, svc, 0, shared.config.slow_start);
+                    let slow_start = shared.config.load().slow_start;
+                    self.insert(shared, key, svc, 0, slow_start);
                     changed = true;
                 }
                 Poll::Ready(Some(Ok(Change::Remove(key)))) => changed |= self.remove(shared, &key),
@@ -233,7 +246,7 @@ where
             tier,
             format!("{key:?}"),
             health,
-            shared.config,
+            shared.config.clone(),
             shared.origin,
             shared.epoch.clone(),
         ));
@@ -268,6 +281,12 @@ where
         tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
         registry.retain(|(k, _)| k != key);
         true
+    }
+
+    /// Makes every instance take the set again at its next `poll_ready` (a new version of the
+    /// same endpoints), and with it the configuration: see `RouteHandle::reconfigure`.
+    pub(crate) fn versions(&self) -> Versions {
+        Versions(self.wakeup.clone())
     }
 
     /// Makes the changes so far visible: the set's version first, then the router's epoch,

@@ -86,6 +86,11 @@ pub struct EndpointStatus<K> {
     pub healthy_ratio: Option<f64>,
 }
 
+/// The width of one bucket of the trend's ring under `cfg`.
+pub(crate) fn trend_bucket_ms(cfg: &crate::RouteConfig) -> u64 {
+    (cfg.trend_window.as_millis() as u64 / TREND_BUCKETS as u64).max(1)
+}
+
 impl<K: Clone> RouteHandle<K> {
     pub(crate) fn endpoints(&self) -> Vec<(K, Arc<EndpointState>)> {
         self.shared
@@ -96,13 +101,13 @@ impl<K: Clone> RouteHandle<K> {
     }
 
     pub(crate) fn trend_bucket_ms(&self) -> u64 {
-        (self.shared.config.trend_window.as_millis() as u64 / TREND_BUCKETS as u64).max(1)
+        trend_bucket_ms(&self.shared.config.load())
     }
 
     /// A snapshot of every endpoint.
     pub fn status(&self) -> Vec<EndpointStatus<K>> {
         let now = ms_since(self.shared.origin, Instant::now());
-        let cfg = &self.shared.config;
+        let cfg = self.shared.config.load();
         self.endpoints()
             .into_iter()
             .map(|(key, s)| {
@@ -168,7 +173,7 @@ impl<K: PartialEq> RouteHandle<K> {
             .map(|(_, s)| s.clone());
         match state {
             Some(state) => {
-                state.on_failure(class, &state.config, state.now_ms());
+                state.on_failure_now(class);
                 true
             }
             None => false,
