@@ -312,8 +312,8 @@ where
 }
 
 /// Polls an attempt inside the attempt context, so that a router below knows which attempt
-/// this is and can report the endpoint that failed it.
-#[inline]
+/// this is and can report the endpoint that failed it. Always inlined: it is the happy path.
+#[inline(always)]
 fn poll_attempt<F: Future, S>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,

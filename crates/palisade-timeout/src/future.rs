@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::error::{DeadlineExceeded, Elapsed};
+use crate::state;
 
 pin_project! {
     /// The response future of [`Timeout`](crate::Timeout).
@@ -37,9 +38,11 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    /// `unscoped`: an escalating timeout whose `call` ran outside any attempt scope.
-    pub(crate) fn new(inner: F, timeout: Duration, unscoped: bool) -> Self {
-        let nanos = u64::try_from(timeout.as_nanos()).map_or(NANOS, |n| n.min(NANOS));
+    /// `nanos`: the limit, as [`state::nanos`] gives it; `unscoped`: an escalating timeout
+    /// whose `call` ran outside any attempt scope.
+    #[inline]
+    pub(crate) fn new(inner: F, nanos: u64, unscoped: bool) -> Self {
+        debug_assert!(nanos <= NANOS);
         ResponseFuture {
             inner: Some(inner),
             sleep: None,
@@ -54,7 +57,7 @@ static WARNED_LOST_CONTEXT: AtomicBool = AtomicBool::new(false);
 /// Bit 63 of `ResponseFuture::limit`: the call ran outside any attempt scope.
 const UNSCOPED: u64 = 1 << 63;
 /// The nanoseconds of `ResponseFuture::limit`.
-const NANOS: u64 = UNSCOPED - 1;
+const NANOS: u64 = state::MAX_NANOS;
 
 /// Warns once when an escalating timeout's call ran outside the attempt its future is polled
 /// in: a task boundary between the retry above and this timeout dropped the count of

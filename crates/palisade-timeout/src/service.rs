@@ -71,16 +71,16 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let (timeout, unscoped) = match self.limit.escalation() {
-            None => (self.limit.base(), false),
+        let (nanos, unscoped) = match self.limit.escalation() {
+            None => (self.limit.nanos_for_attempt(0), false),
             // No attempt around the call: either no retry above, or one across a task
             // boundary; the future tells them apart if it ever needs its timer.
             Some(_) => (
-                self.limit.for_attempt(attempt::timeouts_so_far()),
+                self.limit.nanos_for_attempt(attempt::timeouts_so_far()),
                 attempt::current().is_none(),
             ),
         };
-        ResponseFuture::new(self.inner.call(req), timeout, unscoped)
+        ResponseFuture::new(self.inner.call(req), nanos, unscoped)
     }
 }
 

@@ -8,14 +8,27 @@ use palisade_core::ConfigError;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Limit {
     base: Duration,
+    /// `base` in nanoseconds, as a response future keeps it (see [`nanos`]).
+    base_nanos: u64,
     /// `(factor, cap)`: attempt `n` gets `base × factor^n`, at most `cap`.
     escalation: Option<(f64, Duration)>,
 }
 
+/// The largest limit a response future keeps, in nanoseconds (about 292 years; bit 63 of its
+/// word is a flag).
+pub(crate) const MAX_NANOS: u64 = (1 << 63) - 1;
+
+/// `limit` in nanoseconds, at most [`MAX_NANOS`] (a longer limit never fires anyway).
+#[inline]
+pub(crate) fn nanos(limit: Duration) -> u64 {
+    u64::try_from(limit.as_nanos()).map_or(MAX_NANOS, |n| n.min(MAX_NANOS))
+}
+
 impl Limit {
-    pub(crate) const fn new(base: Duration) -> Self {
+    pub(crate) fn new(base: Duration) -> Self {
         Limit {
             base,
+            base_nanos: nanos(base),
             escalation: None,
         }
     }
@@ -37,27 +50,46 @@ impl Limit {
             return Err(ConfigError::new("cap", "must be >= the base timeout"));
         }
         Ok(Limit {
-            base: self.base,
             escalation: Some((factor, cap)),
+            ..self
         })
     }
 
     /// The limit for an attempt after `timeouts_so_far` earlier attempts timed out.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn for_attempt(&self, timeouts_so_far: u32) -> Duration {
         match self.escalation {
-            None => self.base,
-            Some(_) if timeouts_so_far == 0 => self.base,
-            Some((factor, cap)) => {
-                let exp = i32::try_from(timeouts_so_far).unwrap_or(i32::MAX);
-                let secs = self.base.as_secs_f64() * factor.powi(exp);
-                if secs >= cap.as_secs_f64() {
-                    cap
-                } else {
-                    Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
-                }
+            Some((factor, cap)) if timeouts_so_far > 0 => {
+                escalated(self.base, factor, cap, timeouts_so_far)
             }
+            _ => self.base,
         }
+    }
+
+    /// [`for_attempt`](Self::for_attempt) in nanoseconds, as [`nanos`] gives them: the first
+    /// attempt's (and every attempt's without escalation) is computed once, when the limit is
+    /// built.
+    #[inline]
+    pub(crate) fn nanos_for_attempt(&self, timeouts_so_far: u32) -> u64 {
+        match self.escalation {
+            Some((factor, cap)) if timeouts_so_far > 0 => {
+                nanos(escalated(self.base, factor, cap, timeouts_so_far))
+            }
+            _ => self.base_nanos,
+        }
+    }
+}
+
+/// `base × factor^timeouts_so_far`, at most `cap`.
+#[cold]
+#[inline(never)]
+fn escalated(base: Duration, factor: f64, cap: Duration, timeouts_so_far: u32) -> Duration {
+    let exp = i32::try_from(timeouts_so_far).unwrap_or(i32::MAX);
+    let secs = base.as_secs_f64() * factor.powi(exp);
+    if secs >= cap.as_secs_f64() {
+        cap
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
     }
 }
 
@@ -84,6 +116,17 @@ mod tests {
         let limit = Limit::new(ms(100));
         assert_eq!(limit.for_attempt(0), ms(100));
         assert_eq!(limit.for_attempt(5), ms(100));
+        assert_eq!(limit.nanos_for_attempt(5), 100_000_000);
+    }
+
+    #[test]
+    fn nanos_saturate_below_the_flag_bit() {
+        assert_eq!(nanos(Duration::MAX), MAX_NANOS);
+        assert_eq!(nanos(Duration::from_nanos(MAX_NANOS)), MAX_NANOS);
+        assert_eq!(nanos(Duration::from_nanos(MAX_NANOS + 1)), MAX_NANOS);
+        assert_eq!(Limit::new(Duration::MAX).nanos_for_attempt(0), MAX_NANOS);
+        let escalating = Limit::new(ms(1)).escalate(2.0, Duration::MAX).unwrap();
+        assert_eq!(escalating.nanos_for_attempt(200), MAX_NANOS);
     }
 
     #[test]
@@ -123,6 +166,8 @@ mod proptests {
             let d = limit.for_attempt(n);
             prop_assert!(d >= base && d <= cap);
             prop_assert!(limit.for_attempt(n + 1) >= d);
+            // What a response future keeps: the same limit, in nanoseconds.
+            prop_assert_eq!(limit.nanos_for_attempt(n), d.as_nanos() as u64);
             let expected = (base.as_secs_f64() * factor.powi(n as i32)).min(cap.as_secs_f64());
             prop_assert!((d.as_secs_f64() - expected).abs() <= 1e-6 * expected.max(1.0));
         }
