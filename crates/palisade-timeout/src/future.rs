@@ -130,13 +130,14 @@ pin_project! {
         sleep: Option<Sleep>,
         limit: Duration,
         // When the clock started; `None` until somebody needed it.
-        started: Option<Instant>,
+        pub(crate) started: Option<Instant>,
     }
 }
 
 impl<F> DeadlineFuture<F> {
     /// `started` is when the clock started if a layer below read the deadline during the
     /// call, `None` otherwise.
+    #[inline]
     pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
             inner: Some(inner),

@@ -52,43 +52,38 @@ pub fn deadline() -> Option<Instant> {
 // deadline, and cleared when the outermost lazy scope ends); a scope leaves each cell it does not
 // set as it found it, since every nested scope restores its own.
 
-/// Restores the enclosing scope's started deadline even if the closure panics.
-struct RestoreStarted(Option<Instant>);
-
-impl Drop for RestoreStarted {
-    #[inline]
-    fn drop(&mut self) {
-        STARTED.set(self.0);
-    }
+/// Restores the enclosing scope's deadlines even if the closure panics.
+struct Restore {
+    started: Option<Instant>,
+    lazy: Option<Duration>,
 }
 
-/// Restores the enclosing scope's lazy limit even if the closure panics.
-struct RestoreLazy(Option<Duration>);
-
-impl Drop for RestoreLazy {
+impl Drop for Restore {
     #[inline]
     fn drop(&mut self) {
-        LAZY.set(self.0);
+        STARTED.set(self.started);
+        LAZY.set(self.lazy);
         // An enclosing lazy deadline started when the clock was read in here too: it keeps the
         // reading. Otherwise nothing outside this scope is waiting for one (and `NOW` was
         // `None` when this scope began).
-        if self.0.is_none() {
+        if self.lazy.is_none() {
             NOW.set(None);
         }
     }
 }
 
+// Each scope below calls its closure exactly once, so that the compiler inlines it and builds
+// what it returns (a response future, typically) in place.
+
 /// Runs `f` with `deadline` as the current deadline, combined with any enclosing one (the
 /// earlier wins).
 #[inline]
 pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    let outer = STARTED.get();
-    if outer.is_some_and(|outer| outer <= deadline) {
-        // The enclosing deadline is the earlier: nothing changes.
-        return f();
-    }
-    STARTED.set(Some(deadline));
-    let restore = RestoreStarted(outer);
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+    };
+    STARTED.set(Some(restore.started.map_or(deadline, |d| d.min(deadline))));
     let out = f();
     drop(restore);
     out
@@ -103,14 +98,22 @@ pub fn with_lazy_deadline<R>(
     started: &mut Option<Instant>,
     f: impl FnOnce() -> R,
 ) -> R {
-    if let Some(start) = *started {
-        return with_deadline(deadline_after(start, limit), f);
+    let restore = Restore {
+        started: STARTED.get(),
+        lazy: LAZY.get(),
+    };
+    let lazy = started.is_none();
+    match *started {
+        Some(start) => {
+            let deadline = deadline_after(start, limit);
+            STARTED.set(Some(restore.started.map_or(deadline, |d| d.min(deadline))));
+        }
+        None => LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit)))),
     }
-    let outer = LAZY.get();
-    LAZY.set(Some(outer.map_or(limit, |l| l.min(limit))));
-    let restore = RestoreLazy(outer);
     let out = f();
-    *started = NOW.get();
+    if lazy {
+        *started = NOW.get();
+    }
     drop(restore);
     out
 }
