@@ -72,9 +72,9 @@ async fn retries_go_to_another_replica() {
     for n in 0..200u32 {
         assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), 1);
     }
-    // The bad replica is picked until its 10th failure makes it Failed (the reference design's
-    // threshold); each of those failures was retried once, on the good replica, and every
-    // request succeeded with two attempts at most.
+    // The bad replica is picked until its 10th failure makes it Failed (the health state
+    // machine's default failed_after); each of those failures was retried once, on the good
+    // replica, and every request succeeded with two attempts at most.
     assert_eq!(calls[0].load(Ordering::SeqCst), 10);
     assert_eq!(calls[1].load(Ordering::SeqCst), 200);
     // Retry and router in one task: the router never thinks the attempt context was lost.
