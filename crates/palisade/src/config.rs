@@ -16,6 +16,13 @@
 //! cap = "30s"                  # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
 //!
+//! [retry.budget]               # retries up to 10 % of requests + 1/s over 10 s, behind a throttle
+//! ratio = 0.1
+//! min_per_second = 1
+//! ttl = "10s"
+//! max_tokens = 10              # the retry throttle: stops retries while half or less is left
+//! token_ratio = 1.0
+//!
 //! [breaker]                    # palisade_breaker::BreakerConfig's fields, durations as text
 //! failure_rate = { ratio = 0.5, min_calls = 20 }
 //! open_duration = "5s"
@@ -45,6 +52,13 @@
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
 //! (see [`preset::recommended`]). Durations are written as people
 //! write them (`"250ms"`, `"30s"`, `"1m 30s"`).
+//!
+//! **Live reconfiguration.** [`PresetConfig::build_with_handle`] returns the stack and a
+//! [`PresetHandle`] whose [`reconfigure`](PresetHandle::reconfigure) applies a new file to the
+//! running stack: the breaker, the retry budget and the router change in place, keeping their
+//! state (an open breaker stays open, the budget keeps its counts, endpoints keep their
+//! health); what a running stack cannot take (timeouts, attempts, backoff, endpoints) is listed
+//! for a rebuild, never silently ignored.
 //!
 //! **Environment overrides.** [`PresetConfig::from_toml_with_env`] lets variables named
 //! `PALISADE_<KEY>` override the file, with `__` between the levels of a nested key:
@@ -79,16 +93,21 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_breaker::BreakerConfig;
 use palisade_core::ConfigError;
 use palisade_fallback::{FeatureConfig, Switchboard};
+use palisade_retry::budget::{RatioBudget, Throttled, TokenBucket};
 use palisade_retry::{Backoff, Jitter, RetryLayer};
 use palisade_route::{Route, RouteConfig, Static};
 use serde::{Deserialize, Serialize};
 
 use crate::preset::{self, PresetBuilder};
+
+mod live;
+pub use live::{PresetHandle, PresetReconfigured};
 
 /// The prefix of the environment variables [`PresetConfig::from_toml_with_env`] reads.
 pub const ENV_PREFIX: &str = "PALISADE_";
@@ -200,6 +219,66 @@ pub struct RetryConfig {
     pub jitter: JitterConfig,
     /// The seed of the jitter's random numbers (default: from the operating system).
     pub seed: Option<u64>,
+    /// The retry budget (`[retry.budget]`).
+    pub budget: BudgetConfig,
+}
+
+/// The retry budget's settings: retries up to `ratio` of the requests plus `min_per_second`
+/// over a window of `ttl` (a [`RatioBudget`]), behind gRPC-style retry throttling (a
+/// [`TokenBucket`] of `max_tokens`, `token_ratio` back per success): a [`Throttled`] budget.
+/// The defaults are [`Throttled::default`]'s. [`PresetHandle::reconfigure`] changes every
+/// setting but `ttl` in place.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BudgetConfig {
+    /// Retries earned per request (default 0.1).
+    pub ratio: f64,
+    /// Retries per second allowed whatever the request rate (default 1).
+    pub min_per_second: u32,
+    /// The window requests and retries are counted over (default 10 s).
+    #[serde(with = "palisade_core::serde_duration")]
+    pub ttl: Duration,
+    /// The retry throttle's size (default 10).
+    pub max_tokens: u32,
+    /// The tokens a success puts back (default 1.0).
+    pub token_ratio: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            ratio: 0.1,
+            min_per_second: 1,
+            ttl: Duration::from_secs(10),
+            max_tokens: 10,
+            token_ratio: 1.0,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// The budget these settings describe.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path (`retry.budget.ratio`, ...).
+    pub fn build(&self) -> Result<Throttled, ConfigError> {
+        let prefix = |e: ConfigError| {
+            ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
+        };
+        let budget = RatioBudget::builder()
+            .ttl(self.ttl)
+            .min_per_second(self.min_per_second)
+            .ratio(self.ratio)
+            .build()
+            .map_err(prefix)?;
+        let throttle = TokenBucket::builder()
+            .max_tokens(self.max_tokens)
+            .token_ratio(self.token_ratio)
+            .build()
+            .map_err(prefix)?;
+        Ok(Throttled::new(budget, throttle))
+    }
 }
 
 impl Default for RetryConfig {
@@ -213,6 +292,7 @@ impl Default for RetryConfig {
             cap: Duration::from_secs(30),
             jitter: JitterConfig::Proportional(0.1),
             seed: None,
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -454,6 +534,11 @@ impl PresetConfig {
     /// A [`ConfigError`] naming the key path of a retry or timeout setting that breaks its
     /// rule.
     pub fn builder(&self) -> Result<PresetBuilder, ConfigError> {
+        self.builder_sharing(Arc::new(self.retry.budget.build()?))
+    }
+
+    /// [`builder`](Self::builder), its retry layer drawing on `budget`.
+    fn builder_sharing(&self, budget: Arc<Throttled>) -> Result<PresetBuilder, ConfigError> {
         let prefix = |section: &'static str| {
             move |e: ConfigError| {
                 ConfigError::new(format!("{section}.{}", e.field()), e.rule().to_owned())
@@ -474,6 +559,7 @@ impl PresetConfig {
             JitterConfig::Proportional(p) => Jitter::Proportional(p),
         };
         let mut retry = RetryLayer::builder()
+            .budget(budget)
             .name(self.name.as_str())
             .max_attempts(r.max_attempts)
             .backoff(backoff)

@@ -35,6 +35,8 @@ pub struct PresetBuilder<C = DefaultClassifier, B: ?Sized = Throttled, A = Layer
     escalation: Option<(f64, Duration)>,
     retry: Retry<B, A>,
     breaker: BreakerConfig,
+    /// A breaker given whole ([`PresetBuilder::breaker_layer`]), used instead of `breaker`.
+    breaker_layer: Option<BreakerLayer>,
     classifier: C,
 }
 
@@ -102,6 +104,7 @@ pub fn recommended(name: impl Into<String>) -> PresetBuilder {
         escalation: Some((2.0, Duration::from_secs(30))),
         retry: Retry::Default(default_retry),
         breaker: BreakerConfig::default(),
+        breaker_layer: None,
         classifier: DefaultClassifier::default(),
     }
 }
@@ -134,6 +137,7 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
             escalation: self.escalation,
             retry: Retry::Given(retry),
             breaker: self.breaker,
+            breaker_layer: self.breaker_layer,
             classifier: self.classifier,
         }
     }
@@ -141,6 +145,15 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// The breaker's configuration.
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
+        self.breaker_layer = None;
+        self
+    }
+
+    /// A breaker built beforehand, whose [`handle`](BreakerLayer::handle) you keep (to
+    /// watch it, or to [`reconfigure`](crate::breaker::BreakerHandle::reconfigure) it live),
+    /// used instead of one built from [`breaker`](Self::breaker)'s configuration.
+    pub fn breaker_layer(mut self, layer: BreakerLayer) -> Self {
+        self.breaker_layer = Some(layer);
         self
     }
 
@@ -155,6 +168,7 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
             escalation: self.escalation,
             retry: self.retry,
             breaker: self.breaker,
+            breaker_layer: self.breaker_layer,
             classifier,
         }
     }
@@ -174,9 +188,12 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
             Retry::Given(retry) => retry,
             Retry::Default(default) => default(&self.name)?,
         };
-        let breaker = BreakerLayer::builder(self.name)
-            .config(self.breaker)
-            .build()?;
+        let breaker = match self.breaker_layer {
+            Some(layer) => layer,
+            None => BreakerLayer::builder(self.name)
+                .config(self.breaker)
+                .build()?,
+        };
         Ok(Stack::new(
             ClassifyLayer::new(self.classifier),
             Stack::new(

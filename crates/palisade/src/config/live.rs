@@ -1,0 +1,300 @@
+//! [`PresetHandle`]: a preset built from a [`PresetConfig`] whose configuration changes while
+//! it runs.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use palisade_breaker::{BreakerHandle, BreakerLayer, Reconfigured};
+use palisade_core::{ConfigError, DefaultClassifier};
+use palisade_retry::budget::{Rebalanced, Throttled};
+use palisade_route::{RouteHandle, RouteReconfigured};
+
+use super::PresetConfig;
+use crate::preset::Preset;
+
+impl PresetConfig {
+    /// The preset, as [`builder`](Self::builder) then `build` make it, and a [`PresetHandle`]
+    /// that changes its configuration while it runs.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path of the first value that breaks its rule.
+    pub fn build_with_handle(&self) -> Result<(Preset, PresetHandle), ConfigError> {
+        self.build_with_classifier(DefaultClassifier::default())
+    }
+
+    /// [`build_with_handle`](Self::build_with_handle), with `classifier` at the bottom of the
+    /// stack (an HTTP or gRPC classifier, your own).
+    ///
+    /// # Errors
+    /// As [`build_with_handle`](Self::build_with_handle).
+    pub fn build_with_classifier<C>(
+        &self,
+        classifier: C,
+    ) -> Result<(Preset<C>, PresetHandle), ConfigError> {
+        self.validate()?;
+        let budget = Arc::new(self.retry.budget.build()?);
+        let breaker = BreakerLayer::builder(self.name.clone())
+            .config(self.breaker)
+            .build()
+            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+        let handle = PresetHandle {
+            breaker: breaker.handle(),
+            budget: budget.clone(),
+            route: None,
+            running: Arc::new(Mutex::new(self.clone())),
+        };
+        let preset = self
+            .builder_sharing(budget)?
+            .breaker_layer(breaker)
+            .classifier(classifier)
+            .build()?;
+        Ok((preset, handle))
+    }
+}
+
+/// Changes a running preset's configuration; made by [`PresetConfig::build_with_handle`].
+/// Cheap to clone; every clone acts on the same stack.
+///
+/// [`reconfigure`](Self::reconfigure) applies a new [`PresetConfig`] to what can change
+/// while calls run, keeping its state, and lists what needs a stack built from the new
+/// configuration:
+///
+/// | part | live? | kept |
+/// |---|---|---|
+/// | `[breaker]` | yes, for every call from the next one | state, open period, back-off, failure streak, the window when its kind and size are the same ([`BreakerHandle::reconfigure`]) |
+/// | `[retry.budget]` `ratio`, `min_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
+/// | `[route]` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
+/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `[retry.budget]` `ttl`, `[[endpoints]]`, `[features]` | no: build a new stack | — |
+///
+/// The parts that are not live are read once per stack, on the per-call path; making them
+/// live would cost every call a load, so they are not (the happy path of the preset takes no
+/// more instructions than before this handle existed).
+#[derive(Clone)]
+pub struct PresetHandle {
+    breaker: BreakerHandle,
+    budget: Arc<Throttled>,
+    route: Option<RouteHandle<usize>>,
+    /// The configuration in force for the live parts, and as built for the others.
+    running: Arc<Mutex<PresetConfig>>,
+}
+
+impl fmt::Debug for PresetHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresetHandle")
+            .field("breaker", &self.breaker.name())
+            .field("route", &self.route.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PresetHandle {
+    /// The preset's breaker.
+    pub fn breaker(&self) -> &BreakerHandle {
+        &self.breaker
+    }
+
+    /// The preset's retry budget.
+    pub fn budget(&self) -> &Arc<Throttled> {
+        &self.budget
+    }
+
+    /// Also reconfigures this router (the one [`PresetConfig::route`] built from the same
+    /// file) when `[route]` changes.
+    pub fn with_route(mut self, route: RouteHandle<usize>) -> Self {
+        self.route = Some(route);
+        self
+    }
+
+    /// The configuration in force: the live parts as last reconfigured, the others as the
+    /// stack was built.
+    pub fn config(&self) -> PresetConfig {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies `config` to the running stack: the breaker, the retry budget and (with
+    /// [`with_route`](Self::with_route)) the router change at once, keeping their state (see
+    /// the table above); every other key that differs from the running stack's is listed in
+    /// [`PresetReconfigured::needs_rebuild`], unapplied. One `tracing` event (target
+    /// `palisade`, `preset reconfigured`) says what changed, what was reset and what waits
+    /// for a rebuild; the breaker, the budget and the router log their own too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade::breaker::{Reset, State, Window};
+    /// use palisade::classify::BoxError;
+    /// use palisade::config::PresetConfig;
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let config = PresetConfig::from_toml(r#"
+    ///     name = "llm"
+    ///     [breaker]
+    ///     consecutive_failures = 3
+    /// "#)?;
+    /// let (preset, handle) = config.build_with_handle()?;
+    /// let mut llm = ServiceBuilder::new()
+    ///     .layer(preset)
+    ///     .service(service_fn(|_: ()| async { Err::<(), BoxError>("503 overloaded".into()) }));
+    /// let _ = llm.ready().await?.call(()).await; // 3 attempts, 3 failures: open
+    /// assert_eq!(handle.breaker().state(), State::Open);
+    ///
+    /// // A new file: a longer open period, a stricter budget, more attempts.
+    /// let next = PresetConfig::from_toml(r#"
+    ///     name = "llm"
+    ///     [breaker]
+    ///     consecutive_failures = 3
+    ///     open_duration = "2s"
+    ///     max_open_duration = "10s"
+    ///     [retry]
+    ///     max_attempts = 5
+    ///     [retry.budget]
+    ///     ratio = 0.05
+    /// "#)?;
+    /// let done = handle.reconfigure(next)?;
+    /// // The breaker is still open, its window kept; the budget changed in place.
+    /// assert_eq!(done.breaker.state, State::Open);
+    /// assert!(done.breaker.is_lossless());
+    /// assert_eq!(handle.budget().budget().ratio(), 0.05);
+    /// // max_attempts is read by the retry layer per call: a new stack takes it.
+    /// assert_eq!(done.needs_rebuild, ["retry.max_attempts"]);
+    ///
+    /// // Invalid: nothing changes, the error names the key.
+    /// let mut bad = handle.config();
+    /// bad.breaker.half_open_probes = 0;
+    /// assert_eq!(handle.reconfigure(bad).unwrap_err().field(), "breaker.half_open_probes");
+    /// assert_eq!(handle.breaker().config().open_duration, Duration::from_secs(2));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path of the first value that breaks its rule (as
+    /// [`PresetConfig::validate`]); nothing changes then.
+    pub fn reconfigure(&self, config: PresetConfig) -> Result<PresetReconfigured, ConfigError> {
+        config.validate()?;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let old = running.clone();
+        let mut needs_rebuild = Vec::new();
+        let mut differs = |key: &'static str, changed: bool| {
+            if changed {
+                needs_rebuild.push(key);
+            }
+        };
+        differs("name", config.name != old.name);
+        differs("deadline", config.deadline != old.deadline);
+        differs(
+            "attempt_timeout",
+            config.attempt_timeout != old.attempt_timeout,
+        );
+        differs(
+            "retry.max_attempts",
+            config.retry.max_attempts != old.retry.max_attempts,
+        );
+        differs("retry.backoff", config.retry.backoff != old.retry.backoff);
+        differs("retry.cap", config.retry.cap != old.retry.cap);
+        differs("retry.jitter", config.retry.jitter != old.retry.jitter);
+        differs("retry.seed", config.retry.seed != old.retry.seed);
+        differs(
+            "retry.budget.ttl",
+            config.retry.budget.ttl != old.retry.budget.ttl,
+        );
+        differs("endpoints", config.endpoints != old.endpoints);
+        differs("features", config.features != old.features);
+        let route_changed = config.route != old.route;
+        differs("route", route_changed && self.route.is_none());
+        // Everything is valid: from here on nothing can be refused.
+        let breaker = self
+            .breaker
+            .reconfigure(config.breaker)
+            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+        let b = config.retry.budget;
+        let budget = self
+            .budget
+            .budget()
+            .reconfigure(|s| s.ratio(b.ratio).min_per_second(b.min_per_second))
+            .map_err(|e| {
+                ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
+            })?;
+        let throttle = self
+            .budget
+            .throttle()
+            .reconfigure(|s| s.max_tokens(b.max_tokens).token_ratio(b.token_ratio))
+            .map_err(|e| {
+                ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
+            })?;
+        let route = match (&self.route, route_changed) {
+            (Some(route), true) => Some(
+                route
+                    .reconfigure(config.route.unwrap_or_default())
+                    .map_err(|e| {
+                        ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned())
+                    })?,
+            ),
+            _ => None,
+        };
+        // The live parts are now the new ones; the others stay as built.
+        running.breaker = config.breaker;
+        running.retry.budget.ratio = b.ratio;
+        running.retry.budget.min_per_second = b.min_per_second;
+        running.retry.budget.max_tokens = b.max_tokens;
+        running.retry.budget.token_ratio = b.token_ratio;
+        if route.is_some() {
+            running.route = config.route;
+        }
+        let done = PresetReconfigured {
+            breaker,
+            budget,
+            throttle,
+            route,
+            needs_rebuild,
+        };
+        tracing::info!(
+            target: "palisade",
+            name = %running.name,
+            reset = %done,
+            "preset reconfigured"
+        );
+        Ok(done)
+    }
+}
+
+/// What [`PresetHandle::reconfigure`] did. `#[non_exhaustive]`: a field may be added.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PresetReconfigured {
+    /// The breaker: its state, kept, and what could not be.
+    pub breaker: Reconfigured,
+    /// The retry budget's balance before and after its new ratio and reserve.
+    pub budget: Rebalanced,
+    /// The retry throttle's, after its new size and refill (and its tokens, if cut).
+    pub throttle: Rebalanced,
+    /// The router's, when one was given ([`PresetHandle::with_route`]) and `[route]` changed.
+    pub route: Option<RouteReconfigured>,
+    /// The keys whose new values the running stack does not take (read once per stack):
+    /// build a stack from the new configuration for them.
+    pub needs_rebuild: Vec<&'static str>,
+}
+
+impl fmt::Display for PresetReconfigured {
+    /// One line: breaker, budget, throttle, router, and what needs a rebuild.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "breaker ({}): {}; budget: {}; throttle: {}",
+            self.breaker.state, self.breaker, self.budget, self.throttle
+        )?;
+        if let Some(route) = &self.route {
+            write!(f, "; route: {route}")?;
+        }
+        if !self.needs_rebuild.is_empty() {
+            write!(f, "; needs a rebuild: {}", self.needs_rebuild.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

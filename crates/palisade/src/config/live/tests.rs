@@ -1,0 +1,175 @@
+//! Reconfiguring a running preset, on the paused clock.
+
+use std::time::Duration;
+
+use palisade_breaker::{Reset, State, Window};
+use palisade_core::{BoxError, Category, Class};
+use palisade_retry::budget::Budget;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use crate::config::PresetConfig;
+
+const BASE: &str = r#"
+    name = "llm"
+    [breaker]
+    consecutive_failures = 3
+    [retry]
+    max_attempts = 1
+"#;
+
+fn config(extra: &str) -> PresetConfig {
+    PresetConfig::from_toml(&format!("{BASE}{extra}")).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
+    let (preset, handle) = config("").build_with_handle().unwrap();
+    let mut svc = preset.layer(service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("503 overloaded".into())
+        }
+    }));
+    for _ in 0..20 {
+        svc.ready().await.unwrap().call(true).await.unwrap();
+    }
+    for _ in 0..3 {
+        let _ = svc.ready().await.unwrap().call(false).await;
+    }
+    assert_eq!(handle.breaker().state(), State::Open);
+    let open_for = handle.breaker().metrics().retry_after;
+    let balance = handle.budget().budget().balance();
+    // 23 requests × 0.1 + 1/s × 10 s.
+    assert_eq!(balance, 12);
+    // A new file.
+    let next = PresetConfig::from_toml(
+        r#"
+        name = "llm"
+        [breaker]
+        consecutive_failures = 3
+        open_duration = "3s"
+        max_open_duration = "9s"
+        [retry]
+        max_attempts = 4
+        [retry.budget]
+        ratio = 0.5
+        max_tokens = 4
+        ttl = "20s"
+        [attempt_timeout]
+        limit = "2s"
+    "#,
+    )
+    .unwrap();
+    let done = handle.reconfigure(next.clone()).unwrap();
+    assert_eq!(done.breaker.state, State::Open);
+    assert!(done.breaker.is_lossless());
+    assert_eq!(handle.breaker().metrics().retry_after, open_for);
+    // 23 requests × 0.5 + 10 reserve.
+    assert_eq!(
+        (done.budget.balance_before, done.budget.balance_after),
+        (12, 21)
+    );
+    // 10 tokens, 3 failures: 7, cut to 4.
+    assert_eq!(done.throttle.clamped, Some((7_000, 4_000)));
+    assert_eq!(
+        done.needs_rebuild,
+        ["attempt_timeout", "retry.max_attempts", "retry.budget.ttl"]
+    );
+    let said = done.to_string();
+    assert!(
+        said.contains("needs a rebuild: attempt_timeout, retry.max_attempts, retry.budget.ttl"),
+        "{said}"
+    );
+    // config(): the live parts as reconfigured, the others as built.
+    let now = handle.config();
+    assert_eq!(now.breaker, next.breaker);
+    assert_eq!(now.retry.budget.ratio, 0.5);
+    assert_eq!(now.retry.budget.ttl, Duration::from_secs(10));
+    assert_eq!(now.retry.max_attempts, 1);
+    // Reconfiguring to what runs now changes nothing and needs no rebuild.
+    let again = handle.reconfigure(now).unwrap();
+    assert!(again.needs_rebuild.is_empty());
+    assert!(again.breaker.is_lossless());
+    assert_eq!(again.throttle.clamped, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_breaker_window_is_reset_and_said() {
+    let (_preset, handle) = config("").build_with_handle().unwrap();
+    let mut next = handle.config();
+    next.breaker.window = Window::Count(60);
+    next.breaker.failure_rate = Some(palisade_breaker::Rate::new(0.9, 60));
+    let done = handle.reconfigure(next).unwrap();
+    assert!(matches!(
+        done.breaker.resets[..],
+        [Reset::Window {
+            from: Some(Window::Count(30)),
+            to: Some(Window::Count(60)),
+            ..
+        }]
+    ));
+    assert!(done.to_string().contains("rate window"), "{done}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_file_changes_no_part() {
+    let (_preset, handle) = config("").build_with_handle().unwrap();
+    let before = handle.config();
+    // A valid breaker change beside an invalid budget: neither is applied.
+    let mut next = handle.config();
+    next.breaker.open_duration = Duration::from_secs(2);
+    next.breaker.max_open_duration = Duration::from_secs(2);
+    next.retry.budget.ratio = -1.0;
+    let err = handle.reconfigure(next).unwrap_err();
+    assert_eq!(err.field(), "retry.budget.ratio");
+    assert_eq!(handle.config(), before);
+    assert_eq!(handle.breaker().config(), before.breaker);
+    assert_eq!(handle.budget().budget().ratio(), 0.1);
+    let mut next = handle.config();
+    next.breaker.half_open_probes = 0;
+    assert_eq!(
+        handle.reconfigure(next).unwrap_err().field(),
+        "breaker.half_open_probes"
+    );
+    assert_eq!(handle.config(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_is_reconfigured_when_given_and_listed_otherwise() {
+    let file = r#"
+        name = "llm"
+        [route]
+        cooldown = "1s"
+        [[endpoints]]
+        address = "east"
+        [[endpoints]]
+        address = "west"
+    "#;
+    let config = PresetConfig::from_toml(file).unwrap();
+    let route = config
+        .route(|_| service_fn(|_: ()| async { Ok::<_, BoxError>(()) }))
+        .unwrap()
+        .unwrap();
+    let (_preset, handle) = config.build_with_handle().unwrap();
+    let mut next = config.clone();
+    next.route.as_mut().unwrap().cooldown = Duration::from_secs(7);
+    // Without the router's handle: listed, not applied.
+    let done = handle.reconfigure(next.clone()).unwrap();
+    assert_eq!(done.needs_rebuild, ["route"]);
+    assert_eq!(done.route, None);
+    assert_eq!(route.handle().config().cooldown, Duration::from_secs(1));
+    // With it: applied, the endpoints' health kept.
+    let router = route.handle();
+    assert!(router.report_failure(&0, Class::new(Category::ServerError)));
+    let handle = handle.with_route(router.clone());
+    let done = handle.reconfigure(next).unwrap();
+    assert!(done.needs_rebuild.is_empty());
+    assert_eq!(done.route.unwrap().endpoints, 2);
+    assert_eq!(router.config().cooldown, Duration::from_secs(7));
+    assert_eq!(router.status()[0].consecutive_unhealthy, 1);
+    assert_eq!(
+        handle.config().route.unwrap().cooldown,
+        Duration::from_secs(7)
+    );
+}
