@@ -107,9 +107,21 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    /// Inlined: a finished call's guard (every completed call's) has nothing left to do.
+    #[inline]
     fn drop(&mut self) {
+        if self.started != DONE {
+            self.unfinished();
+        }
+    }
+}
+
+impl Guard {
+    /// Dropped before [`finish`](Guard::finish): a reservation never called, or a cancellation.
+    #[cold]
+    #[inline(never)]
+    fn unfinished(&mut self) {
         let outcome = match self.started {
-            DONE => return,
             // Never called: a probe gives its slot back; nothing else was taken.
             RESERVED if !self.ticket.probe() => return,
             RESERVED => Outcome::Neutral,

@@ -103,7 +103,9 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.slot.is_none() {
-            self.slot = Some(self.decide());
+            // `get_or_insert`: nothing to drop in a slot known to be empty.
+            let decision = self.decide();
+            self.slot.get_or_insert(decision);
         }
         if matches!(self.slot, Some(Err(_))) {
             // Open: ready at once, and the call fails fast (the `LoadShed` shape).
