@@ -224,10 +224,15 @@ where
             future, retries, ..
         } = this.state.as_mut().project()
         {
+            if *this.attempts == ANSWERED {
+                polled_after_completion();
+            }
             match ready!(poll_attempt(future, cx, *this.attempts, retries)) {
                 Ok(response) => {
                     this.handle.shared.succeeded();
-                    this.state.set(State::Done);
+                    // The attempt's future stays until this one is dropped (as tower's inner
+                    // futures do): dropping it here would cost a second pass over the state.
+                    *this.attempts = ANSWERED;
                     return Poll::Ready(Ok(response));
                 }
                 Err(error) => return drive(this, cx, Some(error.into())),
@@ -235,6 +240,16 @@ where
         }
         drive(this, cx, None)
     }
+}
+
+/// `ResponseFuture::attempts` once the answer of the attempt in flight was returned, the state
+/// left as it was (a request in flight has sent at least one attempt).
+const ANSWERED: u32 = 0;
+
+#[cold]
+#[inline(never)]
+fn polled_after_completion() -> ! {
+    panic!("retry ResponseFuture polled after completion")
 }
 
 /// Every state but a first answer: failures, refresh, backoff, retries. `failed` is the error
@@ -305,7 +320,7 @@ where
                     *this.limit,
                 )
             }
-            StateProj::Done => panic!("retry ResponseFuture polled after completion"),
+            StateProj::Done => polled_after_completion(),
         };
         this.state.set(next);
     }
@@ -575,6 +590,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (state, timeouts, reserved) = match &self.state {
+            State::Calling { .. } if self.attempts == ANSWERED => ("done", 0, false),
             State::Calling { retries, .. } => {
                 let timeouts = retries.as_ref().map_or(0, |retries| retries.timeouts);
                 ("calling", timeouts, false)
