@@ -170,9 +170,10 @@ pub enum CancelPolicy {
 /// assert!(config.validate().is_ok());
 /// ```
 ///
-/// A rule is turned off with `None` and only with `None`: a value that would make a rule
-/// meaningless (0 failures in a row, a ratio of 0 or above 1, a minimum number of calls
-/// larger than the window) is a [`ConfigError`], not a way to switch it off.
+/// A rule is turned off with `None` and only with `None` (written `"off"` in a configuration
+/// file, with the `serde` feature): a value that would make a rule meaningless (0 failures in
+/// a row, a ratio of 0 or above 1, a minimum number of calls larger than the window) is a
+/// [`ConfigError`], not a way to switch it off.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
@@ -180,11 +181,13 @@ pub enum CancelPolicy {
 pub struct BreakerConfig {
     /// Consecutive failures that open it, at least 1 (`None`, the default, turns the rule
     /// off).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub consecutive_failures: Option<u32>,
     /// The window the rates are measured over (`Window::Count(30)`).
     pub window: Window,
     /// A failure rate that opens it (`Rate::new(0.9, 30)`: 90 % of at least 30 calls; `None`
     /// turns the rule off).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub failure_rate: Option<Rate>,
     /// Calls that take this long or longer are slow (`None` by default: no clock read per
     /// call). Greater than zero.
@@ -194,6 +197,7 @@ pub struct BreakerConfig {
     )]
     pub slow_call_duration: Option<Duration>,
     /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; greater than zero).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
@@ -224,6 +228,7 @@ pub struct BreakerConfig {
     pub cancel: CancelPolicy,
     /// Adaptive throttling while closed (`Throttle::default()`: `k` 3, over the last 100
     /// requests; `None` turns it off).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub throttle: Option<Throttle>,
     /// The seed of the jitter and of the throttle's draws (`0x0b4e_a4e5`).
     pub seed: u64,

@@ -118,6 +118,8 @@ pub mod metrics;
 mod registry;
 #[cfg(feature = "serde")]
 pub mod serde_duration;
+#[cfg(feature = "serde")]
+pub mod serde_off;
 mod service;
 mod stats;
 pub mod stripe;

@@ -2,7 +2,8 @@
 //!
 //! Field paths in a [`ConfigError`] are relative to [`RouteConfig`]: `outlier.max_ejection_ratio`,
 //! `health.ramp.steps`, `panic_ratio`. Fractions are `*_ratio` in `0..=1`, and `None` is the one
-//! way to turn a rule off: a zero or out-of-range value is an error, never an off switch.
+//! way to turn a rule off (written `"off"` in a configuration file, with the `serde` feature): a
+//! zero or out-of-range value is an error, never an off switch.
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::HealthConfig;
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint (`Some(5)`; `None` turns the rule off; at
     /// least 1).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub consecutive_failures: Option<u32>,
     /// The first ejection's length; the n-th in a row lasts n times as long (30 s; more than
     /// zero). Also how long the health machine holds an endpoint at 0 % without active checks
@@ -42,9 +44,11 @@ pub struct OutlierConfig {
     pub max_ejection_ratio: f64,
     /// Eject an endpoint whose failed fraction of calls over an interval reaches this
     /// (`Some(0.85)`; `None` turns the rule off; within `0 < r <= 1`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub failure_ratio: Option<f64>,
     /// Eject an endpoint whose success rate over an interval is below mean − factor × σ of all
     /// judged endpoints (`Some(1.9)`; `None` turns the rule off; finite and more than zero).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub success_rate_stdev_factor: Option<f64>,
     /// Endpoints that must have enough volume before the rate rules judge anyone (5; at least
     /// 1).
@@ -156,6 +160,7 @@ pub struct RouteConfig {
     /// Below this fraction of the endpoints able to take traffic, the router ignores health and
     /// spreads over all of them rather than fail everything (`Some(0.5)`, Envoy's
     /// `healthy_panic_threshold` of 50 %; `None` turns panic mode off; within `0 < r <= 1`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub panic_ratio: Option<f64>,
     /// A tier keeps all traffic while `healthy fraction × overprovisioning ≥ 1` (1.4, as
     /// Envoy; finite, at least 1); below that, the rest spills to the next tier.

@@ -8,7 +8,7 @@
 //!
 //! [attempt_timeout]
 //! limit = "10s"                # each attempt
-//! escalate = { factor = 2.0, cap = "30s" }   # after timed-out attempts; omit the key for none
+//! escalate = { factor = 2.0, cap = "30s" }   # after timed-out attempts; "off" for a fixed limit
 //!
 //! [retry]
 //! max_attempts = 3
@@ -51,7 +51,10 @@
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
 //! (see [`preset::recommended`]). Durations are written as people
-//! write them (`"250ms"`, `"30s"`, `"1m 30s"`).
+//! write them (`"250ms"`, `"30s"`, `"1m 30s"`). A rule that is on by default is turned off
+//! with the word `"off"` (`failure_rate = "off"`, `escalate = "off"`,
+//! `outlier = { consecutive_failures = "off" }`): leaving the key out keeps the default, and
+//! TOML has no null ([`palisade_core::serde_off`]).
 //!
 //! **Live reconfiguration.** [`PresetConfig::build_with_handle`] returns the stack and a
 //! [`PresetHandle`] whose [`reconfigure`](PresetHandle::reconfigure) applies a new file to the
@@ -175,7 +178,9 @@ pub struct TimeoutConfig {
     /// Each attempt's limit (default 10 s).
     #[serde(with = "palisade_core::serde_duration")]
     pub limit: Duration,
-    /// How the limit grows after timed-out attempts (default ×2 up to 30 s; `None`: fixed).
+    /// How the limit grows after timed-out attempts (default ×2 up to 30 s; `None`, `"off"` in
+    /// a file: fixed).
+    #[serde(with = "palisade_core::serde_off")]
     pub escalate: Option<Escalation>,
 }
 
@@ -762,6 +767,60 @@ mod tests {
             Duration::from_secs(45)
         );
         assert_eq!(config.route.unwrap().outlier.consecutive_failures, Some(7));
+    }
+
+    #[test]
+    fn rules_on_by_default_are_turned_off_with_off() {
+        let config = PresetConfig::from_toml(
+            r#"
+            name = "llm"
+            [attempt_timeout]
+            escalate = "off"
+            [breaker]
+            failure_rate = "off"
+            throttle = "off"
+            consecutive_failures = 5
+            [route]
+            panic_ratio = "off"
+            outlier = { consecutive_failures = "off", failure_ratio = "off", success_rate_stdev_factor = "off" }
+            [[endpoints]]
+            address = "a"
+            [features.summarise]
+            failures_to_turn_off = "off"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.attempt_timeout.escalate, None);
+        assert_eq!(config.breaker.failure_rate, None);
+        assert_eq!(config.breaker.throttle, None);
+        assert_eq!(config.breaker.consecutive_failures, Some(5));
+        let route = config.route.unwrap();
+        assert_eq!(route.panic_ratio, None);
+        assert_eq!(route.outlier.consecutive_failures, None);
+        assert_eq!(route.outlier.failure_ratio, None);
+        assert_eq!(route.outlier.success_rate_stdev_factor, None);
+        assert_eq!(config.features["summarise"].failures_to_turn_off, None);
+        // Leaving a key out keeps the default, which is on.
+        let defaults = PresetConfig::from_toml("name = \"llm\"").unwrap();
+        assert!(defaults.attempt_timeout.escalate.is_some());
+        assert!(defaults.breaker.failure_rate.is_some());
+        // Written back, "off" stays off.
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("failure_rate = \"off\""), "{text}");
+        assert_eq!(PresetConfig::from_toml(&text).unwrap(), config);
+        // From the environment too.
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("PALISADE_BREAKER__FAILURE_RATE", "off")],
+        )
+        .unwrap();
+        assert_eq!(config.breaker.failure_rate, None);
+        // Any other word is an error that says how to turn a rule off.
+        let err =
+            PresetConfig::from_toml("name = \"llm\"\n[breaker]\nconsecutive_failures = \"none\"")
+                .unwrap_err();
+        assert_eq!(err.field(), "breaker.consecutive_failures");
+        assert!(err.rule().contains("\"off\""), "{err}");
     }
 
     #[test]

@@ -32,9 +32,10 @@ const BUCKETS: usize = 10;
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct FeatureConfig {
-    /// Failures within `window` that turn the feature off (default `Some(5)`); `None`: it
-    /// never turns itself off, only by hand. Failures that do not count against the
-    /// dependency's health (a client fault, a cancellation) are not counted.
+    /// Failures within `window` that turn the feature off (default `Some(5)`); `None` (`"off"`
+    /// in a configuration file): it never turns itself off, only by hand. Failures that do not
+    /// count against the dependency's health (a client fault, a cancellation) are not counted.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub failures_to_turn_off: Option<u32>,
     /// The window failures are counted over, sliding in tenths (default 60 s).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]

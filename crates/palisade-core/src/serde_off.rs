@@ -1,0 +1,233 @@
+//! Rules that are on by default, turned off in a configuration file with `"off"`, with
+//! `#[serde(default, with = "palisade_core::serde_off")]` on an `Option<T>` field.
+//!
+//! palisade turns a rule off with `None` and only with `None`. When a rule's default is on
+//! (`Some`), a file cannot say `None` by leaving the key out (that keeps the default), and
+//! TOML has no null; so the word `"off"` reads as `None`, and anything else is read as `T`
+//! would be, with `T`'s own errors. `None` is written as `"off"`.
+//!
+//! ```
+//! #[derive(serde::Deserialize, Debug, PartialEq)]
+//! struct Rate {
+//!     ratio: f64,
+//!     min_calls: u32,
+//! }
+//!
+//! #[derive(serde::Deserialize, Debug)]
+//! #[serde(default)]
+//! struct Settings {
+//!     #[serde(with = "palisade_core::serde_off")]
+//!     failure_rate: Option<Rate>,
+//!     #[serde(with = "palisade_core::serde_off")]
+//!     streak: Option<u32>,
+//! }
+//!
+//! impl Default for Settings {
+//!     fn default() -> Self {
+//!         Settings { failure_rate: Some(Rate { ratio: 0.9, min_calls: 30 }), streak: Some(5) }
+//!     }
+//! }
+//!
+//! let s: Settings = serde_json::from_str(r#"{ "failure_rate": "off", "streak": 3 }"#).unwrap();
+//! assert_eq!((s.failure_rate, s.streak), (None, Some(3)));
+//! let s: Settings = serde_json::from_str(r#"{ "failure_rate": { "ratio": 0.5, "min_calls": 20 } }"#)
+//!     .unwrap();
+//! assert_eq!(s.failure_rate, Some(Rate { ratio: 0.5, min_calls: 20 }));
+//! assert_eq!(s.streak, Some(5)); // left out: the default
+//! let err = serde_json::from_str::<Settings>(r#"{ "streak": "none" }"#).unwrap_err();
+//! assert!(err.to_string().contains("\"off\""), "{err}");
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, Deserialize, Deserializer, IntoDeserializer, Visitor};
+use serde::ser::{Serialize, Serializer};
+
+/// The word that turns a rule off.
+pub const OFF: &str = "off";
+
+/// Writes `Some(v)` as `v` would be written, `None` as `"off"`.
+pub fn serialize<T: Serialize, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => v.serialize(s),
+        None => s.serialize_str(OFF),
+    }
+}
+
+/// Reads `"off"` as `None`, anything else as `Some` of what `T` reads.
+pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    d.deserialize_any(OrOff(PhantomData))
+}
+
+struct OrOff<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: Deserialize<'de>> OrOff<T> {
+    fn value<D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+        T::deserialize(d).map(Some)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for OrOff<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a value, or \"{OFF}\" to turn the rule off")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v == OFF {
+            return Ok(None);
+        }
+        Self::value(v.into_deserializer())
+            .map_err(|e: E| E::custom(format_args!("{e} (or \"{OFF}\" to turn the rule off)")))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Self::value(v.into_deserializer())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::value(v.into_deserializer())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::value(v.into_deserializer())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Self::value(v.into_deserializer())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Self::value(MapAccessDeserializer::new(map))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Self::value(SeqAccessDeserializer::new(seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Rate {
+        ratio: f64,
+        min_calls: u32,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[serde(default)]
+    struct Settings {
+        #[serde(with = "super")]
+        rate: Option<Rate>,
+        #[serde(with = "super")]
+        streak: Option<u32>,
+        #[serde(with = "super")]
+        ratio: Option<f64>,
+        #[serde(with = "super")]
+        delta: Option<i32>,
+        #[serde(with = "super")]
+        flag: Option<bool>,
+        #[serde(with = "super")]
+        name: Option<String>,
+        #[serde(with = "super")]
+        list: Option<Vec<u8>>,
+    }
+
+    impl Default for Settings {
+        fn default() -> Self {
+            Settings {
+                rate: Some(Rate {
+                    ratio: 0.9,
+                    min_calls: 30,
+                }),
+                streak: Some(5),
+                ratio: Some(0.5),
+                delta: Some(-1),
+                flag: Some(true),
+                name: Some("x".into()),
+                list: Some(vec![1]),
+            }
+        }
+    }
+
+    fn read(json: &str) -> Result<Settings, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn off_is_none_for_every_kind_of_value() {
+        let all_off = read(
+            r#"{"rate":"off","streak":"off","ratio":"off","delta":"off","flag":"off","name":"off","list":"off"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            all_off,
+            Settings {
+                rate: None,
+                streak: None,
+                ratio: None,
+                delta: None,
+                flag: None,
+                name: None,
+                list: None,
+            }
+        );
+        // Written back, None is "off" again, and reads the same.
+        let text = serde_json::to_string(&all_off).unwrap();
+        assert!(text.contains(r#""rate":"off""#), "{text}");
+        assert_eq!(read(&text).unwrap(), all_off);
+    }
+
+    #[test]
+    fn any_other_value_is_read_as_its_type() {
+        let s = read(
+            r#"{"rate":{"ratio":0.5,"min_calls":20},"streak":3,"ratio":0.25,"delta":-7,"flag":false,"name":"on","list":[2,3]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                rate: Some(Rate {
+                    ratio: 0.5,
+                    min_calls: 20
+                }),
+                streak: Some(3),
+                ratio: Some(0.25),
+                delta: Some(-7),
+                flag: Some(false),
+                name: Some("on".into()),
+                list: Some(vec![2, 3]),
+            }
+        );
+        assert_eq!(read(&serde_json::to_string(&s).unwrap()).unwrap(), s);
+        // Left out: the default, on.
+        assert_eq!(read("{}").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn the_types_own_errors_come_through() {
+        let err = read(r#"{"rate":{"ratio":0.5,"min_cals":20}}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `min_cals`"),
+            "{err}"
+        );
+        let err = read(r#"{"streak":"none"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains(r#"or "off" to turn the rule off"#),
+            "{err}"
+        );
+        let err = read(r#"{"streak":-1}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid value"), "{err}");
+        let err = read(r#"{"streak":1.5}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        // "Off" is not the word: only "off" is.
+        let err = read(r#"{"streak":"Off"}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+}
