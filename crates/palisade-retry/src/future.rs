@@ -217,12 +217,13 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        // The happy path: the first attempt answers. Everything else is out of line.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The happy path: the first attempt answers. Everything else is out of line (`drive`
+        // projects the future again, so that this path builds no projection for it).
+        let this = self.as_mut().project();
         if let StateProj::Calling {
             future, retries, ..
-        } = this.state.as_mut().project()
+        } = this.state.project()
         {
             if *this.attempts == ANSWERED {
                 polled_after_completion();
@@ -235,10 +236,10 @@ where
                     *this.attempts = ANSWERED;
                     return Poll::Ready(Ok(response));
                 }
-                Err(error) => return drive(this, cx, Some(error.into())),
+                Err(error) => return drive(self.project(), cx, Some(error.into())),
             }
         }
-        drive(this, cx, None)
+        drive(self.project(), cx, None)
     }
 }
 
