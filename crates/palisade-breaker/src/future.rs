@@ -81,8 +81,15 @@ impl Guard {
         }
     }
 
-    /// Records how the call ended; later calls and the drop do nothing.
+    /// Whether the outcome is recorded.
     #[inline]
+    pub(crate) fn finished(&self) -> bool {
+        self.started == DONE
+    }
+
+    /// Records how the call ended; later calls and the drop do nothing. Always inlined: it is
+    /// every call's last step.
+    #[inline(always)]
     pub(crate) fn finish(&mut self, outcome: Outcome) {
         if self.started == DONE {
             return;
@@ -139,6 +146,12 @@ impl Guard {
         };
         self.finish(outcome);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn polled_after_completion() -> ! {
+    panic!("`Breaker` response future polled after completion")
 }
 
 /// What a failed call means to the breaker: only what counts against health is a failure.
@@ -211,12 +224,18 @@ where
         let mut kind = self.project().kind;
         let result = match kind.as_mut().project() {
             KindProj::Admitted { inner, guard } => {
+                if guard.finished() {
+                    polled_after_completion();
+                }
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
                 guard.finish(match &result {
                     Ok(_) => Outcome::Success,
                     Err(e) => outcome_of(e),
                 });
-                result
+                // The inner future stays until this one is dropped (as tower's futures keep
+                // theirs): dropping it here would cost a second pass over it. The finished
+                // guard marks the output returned.
+                return Poll::Ready(result);
             }
             KindProj::Rejected { refused } => {
                 let refused = refused
@@ -228,7 +247,7 @@ where
                     refused.retry_after_ms.map(Duration::from_millis),
                 )) as BoxError)
             }
-            KindProj::Done => panic!("`Breaker` response future polled after completion"),
+            KindProj::Done => polled_after_completion(),
         };
         kind.set(Kind::Done);
         Poll::Ready(result)
