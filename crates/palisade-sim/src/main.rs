@@ -26,7 +26,8 @@ struct Args {
     scenarios: Vec<ScenarioKind>,
     /// Stacks to run (default: all): none, naive, tower, palisade. A path to a TOML file
     /// (`--stack my.toml`, see `palisade::config`) builds the palisade stack from that file
-    /// and runs it; `PALISADE_…` environment variables override the file.
+    /// and runs it; `PALISADE_…` environment variables override the file. A file's `[route]`
+    /// settings apply where a scenario has replicas (which stand for its `[[endpoints]]`).
     #[arg(long = "stack")]
     stacks: Vec<String>,
     /// Requests per second (each scenario's default otherwise).

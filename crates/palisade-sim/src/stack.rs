@@ -164,15 +164,19 @@ pub fn build(
                 let only = replicas.into_iter().next().ok_or("no replica")?;
                 BoxCloneSyncService::new(preset.layer(only))
             } else {
-                // Each replica in its scenario's tier, keyed by its position.
-                let route = replicas
+                // Each replica in its scenario's tier, keyed by its position; a stack file's
+                // `[route]` settings, if it has them (its endpoints are the scenario's replicas,
+                // and the seed is the scenario's).
+                let mut route = replicas
                     .into_iter()
                     .enumerate()
                     .fold(Route::builder([]), |route, (i, replica)| {
                         route.tier(scenario.tier(i), [replica])
-                    })
-                    .seed(p.seed)
-                    .build()?;
+                    });
+                if let Some(config) = palisade_config().and_then(|c| c.route) {
+                    route = route.config(config);
+                }
+                let route = route.seed(p.seed).build()?;
                 BoxCloneSyncService::new(preset.layer(route))
             }
         }

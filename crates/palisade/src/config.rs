@@ -135,7 +135,8 @@ pub struct PresetConfig {
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// The router's settings (`[route]`); a file with endpoints and no `[route]` uses the
-    /// defaults.
+    /// defaults. Without `[[endpoints]]`, the settings are for a router whose endpoints come
+    /// from elsewhere (`Route::discover_builder(..).config(..)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteConfig>,
     /// The router's endpoints (`[[endpoints]]`), in key order.
@@ -420,12 +421,6 @@ impl PresetConfig {
             route.validate().map_err(|e| {
                 ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned())
             })?;
-            if self.endpoints.is_empty() {
-                return Err(ConfigError::new(
-                    "endpoints",
-                    "must list at least one endpoint when [route] is given",
-                ));
-            }
         }
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             if endpoint.address.trim().is_empty() {
@@ -735,9 +730,11 @@ mod tests {
             "name = \"x\"\n[route]\nhealth = { ramp = { steps = { steps = 0, interval = \"1s\" } } }\n[[endpoints]]\naddress = \"a\"",
         );
         assert_eq!(e.field(), "route.health.ramp.steps");
-        let e = err("name = \"x\"\n[route]\npanic_ratio = 0.5");
-        assert_eq!(e.field(), "endpoints");
-        assert!(e.rule().contains("at least one endpoint"), "{e}");
+        // Settings without endpoints are for a router fed by discovery: no error, no router.
+        let settings_only =
+            PresetConfig::from_toml("name = \"x\"\n[route]\npanic_ratio = 0.25").unwrap();
+        assert_eq!(settings_only.route.unwrap().panic_ratio, Some(0.25));
+        assert!(settings_only.route(|_| ()).unwrap().is_none());
         let e = err("name = \"x\"\n[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \" \"");
         assert_eq!(e.field(), "endpoints[1].address");
         let e = err("name = \"x\"\n[[endpoints]]\naddress = \"a\"\nweight = 2");

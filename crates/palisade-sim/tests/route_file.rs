@@ -1,0 +1,30 @@
+//! `--stack FILE.toml` with a `[route]` section: the router over a scenario's replicas takes the
+//! file's settings. Its own test binary, because the file's configuration holds for the rest
+//! of the process.
+
+use palisade::config::PresetConfig;
+use palisade_sim::scenario::{Scenario, ScenarioKind};
+use palisade_sim::stack::{StackKind, use_palisade_config};
+
+#[test]
+fn a_router_without_ejection_from_a_file_keeps_the_bad_replica_in_traffic() {
+    let text = include_str!("../../../examples/stacks/no_ejection.toml");
+    let config = PresetConfig::from_toml(text).unwrap();
+    let route = config.route.unwrap();
+    assert_eq!(route.outlier.consecutive_failures, None);
+    assert_eq!(route.health.failed_after, 255);
+    let bad_replica = Scenario::new(ScenarioKind::BadReplica);
+    let defaults = palisade_sim::run(&bad_replica, StackKind::Palisade).unwrap();
+
+    use_palisade_config(config).unwrap();
+    let from_file = palisade_sim::run(&bad_replica, StackKind::Palisade).unwrap();
+
+    // The defaults take the bad replica out of traffic at its first failures: every request
+    // succeeds. The file's router keeps giving it its share while it fails, so some requests
+    // fail even after a retry, and the retries cost load.
+    assert!(defaults.success_fault > 0.99, "{defaults:?}");
+    assert!(from_file.success_fault < 0.97, "{from_file:?}");
+    assert!(from_file.load_fault > defaults.load_fault + 0.03, "{from_file:?}");
+    let detect = |f: &palisade_sim::metrics::Figures| f.detect_ms.unwrap();
+    assert!(detect(&from_file) > 10.0 * detect(&defaults), "{from_file:?}");
+}
