@@ -24,7 +24,13 @@ fn a_router_without_ejection_from_a_file_keeps_the_bad_replica_in_traffic() {
     // fail even after a retry, and the retries cost load.
     assert!(defaults.success_fault > 0.99, "{defaults:?}");
     assert!(from_file.success_fault < 0.97, "{from_file:?}");
-    assert!(from_file.load_fault > defaults.load_fault + 0.03, "{from_file:?}");
+    assert!(
+        from_file.load_fault > defaults.load_fault + 0.03,
+        "{from_file:?}"
+    );
     let detect = |f: &palisade_sim::metrics::Figures| f.detect_ms.unwrap();
-    assert!(detect(&from_file) > 10.0 * detect(&defaults), "{from_file:?}");
+    assert!(
+        detect(&from_file) > 10.0 * detect(&defaults),
+        "{from_file:?}"
+    );
 }
