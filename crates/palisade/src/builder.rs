@@ -122,6 +122,34 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
         self,
         preset: crate::preset::Preset<C, B, A>,
     ) -> ServiceBuilder<Stack<crate::preset::Preset<C, B, A>, L>>;
+
+    /// Ends the builder with a [`Route`](crate::route::Route) as the service at the bottom,
+    /// wrapped in the layers added so far: the router is not a layer but the service that
+    /// picks an endpoint for each call (as tower's `Balance` is), so this stands where
+    /// [`ServiceBuilder::service`] would.
+    ///
+    /// ```
+    /// use palisade::ServiceBuilderExt;
+    /// use palisade::classify::{BoxError, DefaultClassifier};
+    /// use palisade::retry::RetryLayer;
+    /// use palisade::route::Route;
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let replica = |name: &'static str| service_fn(move |_: ()| async move { Ok::<_, BoxError>(name) });
+    /// let client = ServiceBuilder::new()
+    ///     .retries(RetryLayer::new())
+    ///     .classify(DefaultClassifier::default())
+    ///     .route(Route::new([replica("east"), replica("west")]));
+    /// assert!(["east", "west"].contains(&client.oneshot(()).await?));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "route")]
+    fn route<D>(self, route: crate::route::Route<D>) -> L::Service
+    where
+        D: tower::discover::Discover,
+        L: tower::Layer<crate::route::Route<D>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -199,6 +227,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         preset: crate::preset::Preset<C, B, A>,
     ) -> ServiceBuilder<Stack<crate::preset::Preset<C, B, A>, L>> {
         self.layer(preset)
+    }
+
+    #[cfg(feature = "route")]
+    fn route<D>(self, route: crate::route::Route<D>) -> L::Service
+    where
+        D: tower::discover::Discover,
+        L: tower::Layer<crate::route::Route<D>>,
+    {
+        self.service(route)
     }
 }
 
