@@ -591,4 +591,41 @@ mod tests {
             "feature \"search\" is off"
         );
     }
+    #[test]
+    fn fallback_failed_lists_every_failure_in_order_with_the_call_s_own_as_source() {
+        let failed = FallbackFailed::new(
+            "503 overloaded".into(),
+            vec![
+                ("service", "backup down".into()),
+                ("static_page", "no page".into()),
+            ],
+        );
+        assert_eq!(
+            failed.to_string(),
+            "the call and 2 fallback(s) failed: 503 overloaded; service: backup down; \
+             static_page: no page"
+        );
+        let names: Vec<(&str, String)> = failed
+            .failures()
+            .iter()
+            .map(|(name, e)| (*name, e.to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("service", "backup down".to_owned()),
+                ("static_page", "no page".to_owned())
+            ]
+        );
+        assert_eq!(failed.original().to_string(), "503 overloaded");
+        assert_eq!(
+            failed.source().map(ToString::to_string).as_deref(),
+            Some("503 overloaded")
+        );
+        let (original, failures) = failed.into_parts();
+        assert_eq!(
+            (original.to_string(), failures.len()),
+            ("503 overloaded".to_owned(), 2)
+        );
+    }
 }

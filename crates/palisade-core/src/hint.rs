@@ -375,6 +375,9 @@ mod tests {
         assert_eq!(secs_f64(f64::NAN), None);
         assert_eq!(secs_f64(f64::INFINITY), None);
         assert_eq!(secs_f64(-0.5), None);
+        // Zero is a wait of nothing, not a negative number.
+        assert_eq!(secs_f64(0.0), Some(Duration::ZERO));
+        assert_eq!(secs_f64(-0.0), Some(Duration::ZERO));
         assert_eq!(secs_f64(1e300), Some(LONGEST));
         assert_eq!(secs_f64(LONGEST.as_secs_f64()), Some(LONGEST));
         assert_eq!(secs_f64(0.25), Some(Duration::from_millis(250)));

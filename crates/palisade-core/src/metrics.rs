@@ -56,6 +56,9 @@ mod layer;
 #[cfg(feature = "metrics")]
 pub use layer::{Metrics, MetricsFuture, MetricsLayer};
 
+#[cfg(all(test, feature = "metrics"))]
+mod tests;
+
 /// The metric names, as constants.
 pub mod names {
     /// Calls by outcome ([`MetricsLayer`](super)).

@@ -55,6 +55,11 @@ pub fn current() -> usize {
 /// parallelism, rounded up to a power of two, between 4 and 64.
 pub fn count() -> usize {
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+    count_for(cores)
+}
+
+/// [`count()`] on a machine with `cores` cores.
+fn count_for(cores: usize) -> usize {
     (cores * 2).next_power_of_two().clamp(4, 64)
 }
 
@@ -190,5 +195,43 @@ mod tests {
         assert_eq!(***striped.pick(), 0);
         assert_eq!(***striped.pick(), 10);
         assert_eq!(*striped.get(), 0);
+    }
+
+    #[test]
+    fn twice_the_cores_rounded_up_to_a_power_of_two_within_4_and_64() {
+        let got: Vec<usize> = [1, 2, 3, 4, 5, 8, 9, 31, 32, 33, 1000]
+            .into_iter()
+            .map(count_for)
+            .collect();
+        assert_eq!(got, [4, 4, 8, 8, 16, 16, 32, 64, 64, 64, 64]);
+    }
+
+    #[test]
+    fn local_is_the_stripe_of_this_threads_number() {
+        let striped = Arc::new(Striped::from_fn(|i| i));
+        let n = count();
+        // Each new thread takes the next number (other tests' threads may take some between).
+        let seen: Vec<(usize, usize)> = (0..2 * n)
+            .map(|_| {
+                let striped = striped.clone();
+                std::thread::spawn(move || (current(), ***striped.local()))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        for (number, stripe) in &seen {
+            assert_eq!(*stripe, number % n, "thread number {number}");
+        }
+        assert!(Arc::ptr_eq(striped.local(), striped.nth(current())));
+    }
+
+    #[test]
+    fn debug_shows_the_value_and_the_stripe_count() {
+        let striped = Striped::new(7u8);
+        assert_eq!(
+            format!("{striped:?}"),
+            format!("Striped {{ value: 7, stripes: {} }}", count())
+        );
+        assert_eq!(format!("{:?}", **striped.pick()), "7");
     }
 }

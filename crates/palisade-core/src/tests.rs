@@ -241,3 +241,174 @@ fn errors_and_states_describe_themselves() {
         None
     );
 }
+
+/// Two error types registered one after the other: `class_of` knows both, whatever else is
+/// registered already.
+#[test]
+fn every_registered_type_is_known() {
+    #[derive(Debug)]
+    struct First;
+    #[derive(Debug)]
+    struct Second;
+    impl std::fmt::Display for First {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("first")
+        }
+    }
+    impl std::fmt::Display for Second {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("second")
+        }
+    }
+    impl std::error::Error for First {}
+    impl std::error::Error for Second {}
+    impl crate::HasClass for First {
+        fn class(&self) -> Class {
+            Class::new(Category::NotFound)
+        }
+    }
+    impl crate::HasClass for Second {
+        fn class(&self) -> Class {
+            Class::new(Category::Authentication)
+        }
+    }
+    // Something else is registered first (as palisade's layers do when built).
+    crate::register::<crate::failure::Elapsed>();
+    crate::register::<First>();
+    crate::register::<Second>();
+    crate::register::<First>();
+    let first: BoxError = Box::new(First);
+    let second: BoxError = Box::new(Second);
+    assert_eq!(class_of(&first).category, Category::NotFound);
+    assert_eq!(class_of(&second).category, Category::Authentication);
+}
+
+/// The context parts that the other tests reach only through the layers.
+mod context_parts {
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+
+    use crate::BoxError;
+    use crate::context::attempt::{self, Attempt};
+    use crate::context::{
+        Carried, Carrier, CarryLayer, ResumeLayer, deadline_after, with_deadline,
+    };
+
+    #[derive(Default)]
+    struct Req(Option<Carried>);
+
+    impl Carrier for Req {
+        fn carry_context(&mut self, context: Carried) {
+            self.0 = Some(context);
+        }
+        fn take_context(&mut self) -> Option<Carried> {
+            self.0.take()
+        }
+    }
+
+    /// What [`Carry`](crate::context::Carry) put in the request, called in the current context.
+    async fn carried() -> Option<Carried> {
+        let mut svc = CarryLayer::new().layer(service_fn(|mut req: Req| async move {
+            Ok::<_, BoxError>(req.take_context())
+        }));
+        let call = svc.ready().await.unwrap().call(Req::default());
+        call.await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn carry_adds_a_context_only_when_there_is_one() {
+        // Nothing in scope: the request goes through without one.
+        assert!(carried().await.is_none());
+
+        // Only a count of timed-out attempts is enough to carry.
+        let only_timeouts = attempt::with_timeouts_so_far(2, || {
+            let mut svc = CarryLayer::new().layer(service_fn(|mut req: Req| async move {
+                Ok::<_, BoxError>(req.take_context())
+            }));
+            svc.call(Req::default())
+        })
+        .await
+        .unwrap()
+        .expect("a count of timed-out attempts is carried");
+        assert_eq!(only_timeouts.timeouts_so_far(), 2);
+        assert_eq!(only_timeouts.attempt(), None);
+        assert_eq!(only_timeouts.deadline(), None);
+        assert_eq!(
+            format!("{only_timeouts:?}"),
+            "Carried { deadline: None, attempt: None, timeouts: 2, .. }"
+        );
+
+        // An attempt and a deadline.
+        let at = Instant::now() + Duration::from_secs(1);
+        let mut state = Attempt {
+            number: 2,
+            avoid: Some(5),
+        };
+        let mut svc = CarryLayer::new().layer(service_fn(|mut req: Req| async move {
+            Ok::<_, BoxError>(req.take_context())
+        }));
+        let both = with_deadline(at, || {
+            attempt::scope(&mut state, || svc.call(Req::default()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!((both.deadline(), both.attempt()), (Some(at), Some(state)));
+        assert_eq!(both.timeouts_so_far(), 0);
+        assert!(
+            format!("{both:?}").ends_with(
+                "attempt: Some(Attempt { number: 2, avoid: Some(5) }), timeouts: 0, .. }"
+            )
+        );
+    }
+
+    /// A service that is never ready: its readiness error must come through both layers.
+    #[derive(Clone)]
+    struct Refuses;
+
+    impl Service<Req> for Refuses {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("not ready".into()))
+        }
+        fn call(&mut self, _: Req) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn carry_and_resume_forward_readiness() {
+        let err = CarryLayer::new().layer(Refuses).ready().await.err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+        let err = ResumeLayer::new().layer(Refuses).ready().await.err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+    }
+
+    #[test]
+    fn a_report_of_the_reserved_token_changes_nothing() {
+        let mut state = Attempt {
+            number: 1,
+            avoid: Some(4),
+        };
+        attempt::scope(&mut state, || attempt::report_failed_endpoint(0));
+        assert_eq!(state.avoid, Some(4));
+        attempt::scope(&mut state, || attempt::report_failed_endpoint(6));
+        assert_eq!(state.avoid, Some(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_too_long_to_add_ends_thirty_years_on() {
+        let now = Instant::now();
+        let thirty_years = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+        assert_eq!(deadline_after(now, Duration::MAX), now + thirty_years);
+        assert_eq!(
+            deadline_after(now, Duration::from_millis(1500)),
+            now + Duration::from_millis(1500)
+        );
+    }
+}
