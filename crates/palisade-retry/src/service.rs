@@ -274,10 +274,7 @@ where
         };
         // The response future is built inside the scope, right where the inner call returns
         // its future, so that the compiler can build it in place rather than move it.
-        attempt::scope(&mut first, || {
-            ctx::with_timeouts(0, || {
-                ResponseFuture::new(inner.call(req), handle, retained, limit)
-            })
-        })
+        let future = attempt::scope(&mut first, || ctx::with_timeouts(0, || inner.call(req)));
+        ResponseFuture::new(future, handle, retained, limit)
     }
 }

@@ -124,13 +124,30 @@ pin_project! {
     /// the endpoint of the attempt in flight, so a router below stays neutral.
     #[derive(Debug)]
     pub struct DeadlineFuture<F> {
+        // `None` once the output was returned.
         #[pin]
         inner: Option<F>,
         #[pin]
-        sleep: Option<Sleep>,
+        clock: Clock,
         limit: Duration,
-        // When the clock started; `None` until somebody needed it.
-        pub(crate) started: Option<Instant>,
+    }
+}
+
+pin_project! {
+    /// A deadline future's clock and timer: a started clock and a timer are never needed at
+    /// once (the timer knows its deadline), so they share their space.
+    #[project = ClockProj]
+    #[derive(Debug)]
+    enum Clock {
+        // No timer: `started` is when the clock started, `None` until somebody needed it.
+        Idle { started: Option<Instant> },
+        // The inner future returned `Pending`: the timer runs until the deadline.
+        Armed {
+            #[pin]
+            sleep: Sleep,
+        },
+        // The deadline expired (the timer is dropped then); `deadline` is when.
+        Over { deadline: Option<Instant> },
     }
 }
 
@@ -141,17 +158,21 @@ impl<F> DeadlineFuture<F> {
     pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
             inner: Some(inner),
-            sleep: None,
+            clock: Clock::Idle { started },
             limit,
-            started,
         }
     }
 
     /// The instant this call fails at, once its clock has started (see the type's docs);
     /// `None` before.
     pub fn deadline(&self) -> Option<Instant> {
-        self.started
-            .map(|start| context::deadline_after(start, self.limit))
+        match &self.clock {
+            Clock::Idle { started } => {
+                started.map(|start| context::deadline_after(start, self.limit))
+            }
+            Clock::Armed { sleep } => Some(sleep.deadline()),
+            Clock::Over { deadline } => *deadline,
+        }
     }
 }
 
@@ -166,26 +187,56 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            panic!("`Deadline` response future polled after completion");
+            deadline_polled_after_completion();
         };
         let limit = *this.limit;
-        let polled = context::with_lazy_deadline(limit, this.started, || inner.poll(cx));
+        let polled = match this.clock.as_mut().project() {
+            ClockProj::Idle { started } => {
+                context::with_lazy_deadline(limit, started, || inner.poll(cx))
+            }
+            ClockProj::Armed { sleep } => {
+                context::with_deadline(sleep.deadline(), || inner.poll(cx))
+            }
+            ClockProj::Over { .. } => deadline_polled_after_completion(),
+        };
         if let Poll::Ready(out) = polled {
             this.inner.set(None);
             return Poll::Ready(out.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            let start = *this.started.get_or_insert_with(Instant::now);
-            this.sleep
-                .set(Some(sleep_until(context::deadline_after(start, limit))));
+        if let ClockProj::Idle { started } = this.clock.as_mut().project() {
+            let start = *started.get_or_insert_with(Instant::now);
+            this.clock.set(Clock::Armed {
+                sleep: sleep_until(context::deadline_after(start, limit)),
+            });
         }
-        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+        if let ClockProj::Armed { sleep } = this.clock.as_mut().project() {
             ready!(sleep.poll(cx));
         }
         // Expired: drop the inner future (and whatever it holds) and the timer now.
         this.inner.set(None);
-        this.sleep.set(None);
+        let deadline = this.clock.as_mut().deadline(limit);
+        this.clock.set(Clock::Over { deadline });
         palisade_core::metrics::timeout_elapsed("deadline");
         Poll::Ready(Err(DeadlineExceeded::new().into()))
     }
+}
+
+impl Clock {
+    /// The deadline, once the clock has started (`limit` is the deadline future's).
+    #[inline]
+    fn deadline(self: Pin<&mut Self>, limit: Duration) -> Option<Instant> {
+        match self.project() {
+            ClockProj::Idle { started } => {
+                started.map(|start| context::deadline_after(start, limit))
+            }
+            ClockProj::Armed { sleep } => Some(sleep.deadline()),
+            ClockProj::Over { deadline } => *deadline,
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn deadline_polled_after_completion() -> ! {
+    panic!("`Deadline` response future polled after completion")
 }

@@ -149,10 +149,7 @@ where
         let (inner, limit) = (&mut self.inner, self.limit);
         // Built inside the scope, right where the inner call returns its future, so that the
         // compiler can build the response future in place rather than move it.
-        let mut future = context::with_lazy_deadline(limit, &mut started, || {
-            DeadlineFuture::new(inner.call(req), limit, None)
-        });
-        future.started = started;
-        future
+        let future = context::with_lazy_deadline(limit, &mut started, || inner.call(req));
+        DeadlineFuture::new(future, limit, started)
     }
 }
