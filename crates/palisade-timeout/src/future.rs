@@ -29,11 +29,26 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         #[pin]
-        sleep: Option<Sleep>,
-        // The limit in nanoseconds (bits 0..63, at most about 292 years), and in bit 63 whether
-        // this is an escalating timeout whose call ran outside any attempt scope: one word, so
-        // the flag costs the future no size.
-        limit: u64,
+        timer: Timer,
+    }
+}
+
+pin_project! {
+    /// A timeout future's limit and timer, which are never needed at once, in one space.
+    #[project = TimerProj]
+    #[derive(Debug)]
+    enum Timer {
+        // No timer yet: the limit in nanoseconds (bits 0..63, at most about 292 years), and in
+        // bit 63 whether this is an escalating timeout whose call ran outside any attempt
+        // scope (one word: the flag costs the future no size).
+        Idle { limit: u64 },
+        // The inner future returned `Pending`: the timer runs.
+        Armed {
+            #[pin]
+            sleep: Sleep,
+        },
+        // The timer fired (it is dropped then).
+        Over,
     }
 }
 
@@ -45,8 +60,9 @@ impl<F> ResponseFuture<F> {
         debug_assert!(nanos <= NANOS);
         ResponseFuture {
             inner: Some(inner),
-            sleep: None,
-            limit: nanos | if unscoped { UNSCOPED } else { 0 },
+            timer: Timer::Idle {
+                limit: nanos | if unscoped { UNSCOPED } else { 0 },
+            },
         }
     }
 }
@@ -54,9 +70,9 @@ impl<F> ResponseFuture<F> {
 /// Set once the lost-context warning has been given, so it is given once per process.
 static WARNED_LOST_CONTEXT: AtomicBool = AtomicBool::new(false);
 
-/// Bit 63 of `ResponseFuture::limit`: the call ran outside any attempt scope.
+/// Bit 63 of a timeout future's limit: the call ran outside any attempt scope.
 const UNSCOPED: u64 = 1 << 63;
-/// The nanoseconds of `ResponseFuture::limit`.
+/// The nanoseconds of a timeout future's limit.
 const NANOS: u64 = state::MAX_NANOS;
 
 /// Warns once when an escalating timeout's call ran outside the attempt its future is polled
@@ -92,20 +108,22 @@ where
             // on the happy path.
             return Poll::Ready(out.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            if *this.limit & UNSCOPED != 0 {
+        if let TimerProj::Idle { limit } = this.timer.as_mut().project() {
+            let limit = *limit;
+            if limit & UNSCOPED != 0 {
                 warn_lost_context();
             }
-            this.sleep
-                .set(Some(sleep(Duration::from_nanos(*this.limit & NANOS))));
+            this.timer.set(Timer::Armed {
+                sleep: sleep(Duration::from_nanos(limit & NANOS)),
+            });
         }
-        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+        if let TimerProj::Armed { sleep } = this.timer.as_mut().project() {
             ready!(sleep.poll(cx));
         }
         // Elapsed: drop the attempt now, marked as timed out, so that a router below records
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
-        this.sleep.set(None);
+        this.timer.set(Timer::Over);
         palisade_core::metrics::timeout_elapsed("attempt");
         Poll::Ready(Err(Elapsed::new().into()))
     }
