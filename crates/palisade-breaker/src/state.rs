@@ -836,7 +836,6 @@ impl Core {
             Rates::Count(_) | Rates::Time(_) if needs_rates && cfg.window == old.cfg.window => {
                 old.rates.clone()
             }
-            Rates::None if !needs_rates => Rates::None,
             previous => {
                 let from = (!matches!(previous, Rates::None)).then_some(old.cfg.window);
                 let to = needs_rates.then_some(cfg.window);

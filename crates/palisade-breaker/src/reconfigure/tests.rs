@@ -421,3 +421,44 @@ async fn services_made_before_the_change_use_the_new_rules() {
     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
     assert!(err.is::<CircuitOpen>());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_rule_added_while_a_call_runs_does_not_judge_that_call() {
+    let h = handle(|c| c.consecutive_failures = Some(1));
+    let mut running = h.try_acquire().unwrap();
+    running.start(); // no rule reads durations: its start is not timed
+    let mut c = h.config();
+    c.cancel = CancelPolicy::FailureAfter(Duration::ZERO);
+    h.reconfigure(c).unwrap();
+    advance(Duration::from_secs(1)).await;
+    // Dropped: under the new rule a cancellation after 0 s is a failure, but this call's
+    // duration is unknown, so it is neutral.
+    drop(running);
+    assert_eq!(h.state(), State::Closed);
+    // A call started under the rule is judged by it.
+    let mut timed = h.try_acquire().unwrap();
+    timed.start();
+    drop(timed);
+    assert_eq!(h.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_resets_are_listed_in_order_and_none_is_lossless() {
+    let h = handle(|c| {
+        c.throttle = Some(Throttle::new(2.0, 100));
+        c.failure_rate = Some(Rate::new(0.5, 10));
+    });
+    fail(&h);
+    let mut c = h.config();
+    c.window = Window::Count(50);
+    c.throttle = Some(Throttle::new(2.0, 50));
+    let done = h.reconfigure(c).unwrap();
+    assert!(!done.is_lossless());
+    assert_eq!(done.resets.len(), 2);
+    assert_eq!(
+        done.to_string(),
+        format!("{}; {}", done.resets[0], done.resets[1])
+    );
+    assert!(matches!(done.resets[0], Reset::Window { .. }), "{done}");
+    assert!(matches!(done.resets[1], Reset::Throttle { .. }), "{done}");
+}

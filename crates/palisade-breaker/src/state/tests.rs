@@ -877,3 +877,133 @@ fn a_refused_call_names_its_breaker() {
     c.force(State::Isolated, 0);
     assert_eq!(&*c.admit(|| 0).unwrap_err().breaker, "llm");
 }
+
+/// Real threads record outcomes while another swaps the window's size back and forth: the
+/// quiet flags never claim quiet for windows that hold a failure or are not full, and once
+/// the dust settles, a window full of successes is quiet again.
+#[test]
+fn the_quiet_flags_stay_true_under_threads_and_reconfigurations() {
+    let windowed = |n: u32| BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(n),
+        failure_rate: Some(Rate::new(1.0, n)),
+        throttle: Some(Throttle::new(1000.0, 16)),
+        ..no_jitter()
+    };
+    let c = std::sync::Arc::new(core(windowed(8)));
+    let workers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..3_000u64 {
+                    // One failure in 50, spread differently per thread.
+                    if (i + w * 17) % 50 == 0 {
+                        fail(&c, 0);
+                    } else {
+                        succeed(&c, 0);
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..300u32 {
+        c.reconfigure(windowed(if i % 2 == 0 { 16 } else { 8 }), 0);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let live = c.live();
+    let q = c.quiet.load(Ordering::SeqCst);
+    assert!(
+        q & QUIET_RECORD == 0 || live.quiet() & QUIET_RECORD != 0,
+        "quiet claimed for {:?}",
+        c.numbers(0).window
+    );
+    assert!(q & QUIET_ADMIT == 0 || live.quiet() & QUIET_ADMIT != 0);
+    assert_eq!(c.state(), State::Closed);
+    // Fill whatever window is in force with successes: quiet again, and the happy path
+    // counts a success without touching the window.
+    for _ in 0..32 {
+        succeed(&c, 0);
+    }
+    assert_eq!(
+        c.quiet.load(Ordering::SeqCst) & (QUIET_RECORD | QUIET_ADMIT),
+        3
+    );
+    let calls = c.numbers(0).window.unwrap().calls;
+    succeed(&c, 0);
+    assert_eq!(c.numbers(0).window.unwrap().calls, calls);
+}
+
+/// The quiet flags, step by step on one thread: set exactly when every window is full of
+/// plain successes, cleared (with a new version) by whatever ends that, one flag at a time.
+#[test]
+fn the_quiet_flags_follow_the_windows_exactly() {
+    let flags = |c: &Core| c.quiet.load(Ordering::SeqCst) & (QUIET_RECORD | QUIET_ADMIT);
+    let version = |c: &Core| c.quiet.load(Ordering::SeqCst) / VERSION;
+    let cfg = |n: u32| BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(n),
+        failure_rate: Some(Rate::new(1.0, n)),
+        slow_call_duration: Some(Duration::from_secs(1)),
+        throttle: Some(Throttle::new(1000.0, 4)),
+        ..no_jitter()
+    };
+    let c = core(cfg(4));
+    assert_eq!(flags(&c), 0);
+    for _ in 0..3 {
+        succeed(&c, 0);
+        assert_eq!(flags(&c), 0, "windows not full yet");
+    }
+    succeed(&c, 0);
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    // Quiet: a success changes no window.
+    let v = version(&c);
+    succeed(&c, 0);
+    assert_eq!((flags(&c), version(&c)), (QUIET_RECORD | QUIET_ADMIT, v));
+    // A failure ends both, with one new version.
+    fail(&c, 0);
+    assert_eq!((flags(&c), version(&c)), (0, v + 1));
+    for _ in 0..3 {
+        succeed(&c, 0);
+        assert_eq!(flags(&c), 0, "the failure is still in the windows");
+    }
+    succeed(&c, 0);
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    // A slow success ends only the rate window's quiet (the throttle does not judge
+    // slowness): the admit flag stays.
+    let v = version(&c);
+    let t = c.admit(|| 0).unwrap();
+    c.record(t, Outcome::Success, true, 0, || 0);
+    assert_eq!((flags(&c), version(&c)), (QUIET_ADMIT, v + 1));
+    for _ in 0..4 {
+        succeed(&c, 0);
+    }
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    // The same windows: still quiet after a reconfiguration.
+    c.reconfigure(cfg(4), 0);
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    // A bigger rate window starts empty: the throttle's, kept, is still quiet.
+    c.reconfigure(cfg(8), 0);
+    assert_eq!(flags(&c), QUIET_ADMIT);
+    // A time window is never quiet to record into; the throttle's flag is unaffected.
+    let timed = BreakerConfig {
+        window: Window::Time {
+            span: Duration::from_secs(10),
+            buckets: 10,
+        },
+        ..cfg(8)
+    };
+    c.reconfigure(timed, 0);
+    for _ in 0..10 {
+        succeed(&c, 0);
+    }
+    assert_eq!(flags(&c), QUIET_ADMIT);
+    // A rate rule added to a breaker that had none gets a window, which counts.
+    let c = core(no_jitter());
+    assert_eq!(c.numbers(0).window, None);
+    let done = c.reconfigure(cfg(4), 0);
+    assert!(done.is_lossless());
+    succeed(&c, 0);
+    assert_eq!(c.numbers(0).window.map(|w| w.calls), Some(1));
+}
