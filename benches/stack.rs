@@ -1,7 +1,9 @@
 //! The whole recommended stack on the happy path: palisade's preset (deadline → retry with
 //! the default budget → breaker → per-attempt timeout → classify) against the same stack built from
 //! tower's own layers and tower-resilience's breaker (tower `Timeout` as the deadline → tower
-//! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), in one run:
+//! `Retry` + `TpsBudget` → tower-resilience `CircuitBreaker` → tower `Timeout`), and tower's
+//! layers alone without a breaker (`Timeout` → `Retry` + `TpsBudget` → `LoadShed` →
+//! `ConcurrencyLimit` → `Timeout`), in one run:
 //! time per call, allocations per call, response-future size, and per-call time from one and
 //! two threads, each with its own clone of the stack. Beside them, the whole designed flow
 //! (fallback → deadline → retry → breaker → timeout → route over three classified endpoints),
@@ -50,6 +52,15 @@ fn bench(c: &mut Criterion) {
         .layer(breaker)
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
         .service(bare());
+    // tower's own layers alone, the nearest tower stack without a breaker (as
+    // `benches/bin/calls.rs`'s `tower`, which `scripts/instructions.sh` counts).
+    let mut tower_only_svc = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(30)))
+        .layer(RetryLayer::new(TpsPolicy::new()))
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1_000))
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(bare());
 
     // The whole designed flow: fallback → deadline → retry → breaker → timeout → route over
     // three classified endpoints.
@@ -73,6 +84,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("tower_and_tower_resilience", |b| {
         b.iter(|| one_call(&mut tower_svc, black_box(1)))
+    });
+    group.bench_function("tower_timeout_retry_load_shed_limit", |b| {
+        b.iter(|| one_call(&mut tower_only_svc, black_box(1)))
     });
     group.bench_function("palisade_full_flow_3_endpoints", |b| {
         b.iter(|| one_call(&mut full_svc, black_box(1)))
@@ -99,7 +113,7 @@ fn bench(c: &mut Criterion) {
         return;
     }
     println!(
-        "stack/happy_path allocations per call: bare {:.3}, palisade_preset {:.3}, tower_and_tower_resilience {:.3}, palisade_full_flow_3_endpoints {:.3}",
+        "stack/happy_path allocations per call: bare {:.3}, palisade_preset {:.3}, tower_and_tower_resilience {:.3}, tower_timeout_retry_load_shed_limit {:.3}, palisade_full_flow_3_endpoints {:.3}",
         allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut bare_svc, i));
         }),
@@ -110,14 +124,18 @@ fn bench(c: &mut Criterion) {
             black_box(one_call(&mut tower_svc, i));
         }),
         allocations_per_call(GLOBAL, |i| {
+            black_box(one_call(&mut tower_only_svc, i));
+        }),
+        allocations_per_call(GLOBAL, |i| {
             black_box(one_call(&mut full_svc, i));
         }),
     );
     println!(
-        "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B, palisade_full_flow_3_endpoints {} B",
+        "stack/happy_path future size: bare {} B, palisade_preset {} B, tower_and_tower_resilience {} B, tower_timeout_retry_load_shed_limit {} B, palisade_full_flow_3_endpoints {} B",
         std::mem::size_of_val(&bare_svc.call(0)),
         std::mem::size_of_val(&ready_call(&mut palisade_svc, 0)),
         std::mem::size_of_val(&tower_svc.call(0)),
+        std::mem::size_of_val(&ready_call(&mut tower_only_svc, 0)),
         std::mem::size_of_val(&ready_call(&mut full_svc, 0)),
     );
 }
