@@ -56,7 +56,9 @@ mod layer;
 #[cfg(feature = "metrics")]
 pub use layer::{Metrics, MetricsFuture, MetricsLayer};
 
-#[cfg(all(test, feature = "metrics"))]
+// Two attributes rather than `all(test, ..)`: cargo-mutants recognises the module as test code.
+#[cfg(test)]
+#[cfg(feature = "metrics")]
 mod tests;
 
 /// The metric names, as constants.
