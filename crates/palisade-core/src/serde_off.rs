@@ -229,5 +229,12 @@ mod tests {
         // "Off" is not the word: only "off" is.
         let err = read(r#"{"streak":"Off"}"#).unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
+        // A null is neither a value nor "off": the message says what is expected.
+        let err = read(r#"{"streak":null}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"invalid type: null, expected a value, or "off" to turn the rule off"#),
+            "{err}"
+        );
     }
 }
