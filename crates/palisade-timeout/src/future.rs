@@ -147,18 +147,18 @@ pin_project! {
         inner: Option<F>,
         #[pin]
         clock: Clock,
-        limit: Duration,
     }
 }
 
 pin_project! {
-    /// A deadline future's clock and timer: a started clock and a timer are never needed at
-    /// once (the timer knows its deadline), so they share their space.
+    /// A deadline future's limit, clock and timer: the limit and a started clock are never
+    /// needed at once with a timer (the timer knows its deadline), so they share its space.
     #[project = ClockProj]
     #[derive(Debug)]
     enum Clock {
-        // No timer: `started` is when the clock started, `None` until somebody needed it.
-        Idle { started: Option<Instant> },
+        // No timer: `limit` is the time the call is granted, `started` when the clock
+        // started, `None` until somebody needed it.
+        Idle { started: Option<Instant>, limit: Duration },
         // The inner future returned `Pending`: the timer runs until the deadline.
         Armed {
             #[pin]
@@ -176,8 +176,7 @@ impl<F> DeadlineFuture<F> {
     pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
             inner: Some(inner),
-            clock: Clock::Idle { started },
-            limit,
+            clock: Clock::Idle { started, limit },
         }
     }
 
@@ -185,8 +184,8 @@ impl<F> DeadlineFuture<F> {
     /// `None` before.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.clock {
-            Clock::Idle { started } => {
-                started.map(|start| context::deadline_after(start, self.limit))
+            Clock::Idle { started, limit } => {
+                started.map(|start| context::deadline_after(start, *limit))
             }
             Clock::Armed { sleep } => Some(sleep.deadline()),
             Clock::Over { deadline } => *deadline,
@@ -207,10 +206,9 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             deadline_polled_after_completion();
         };
-        let limit = *this.limit;
         let polled = match this.clock.as_mut().project() {
-            ClockProj::Idle { started } => {
-                context::with_lazy_deadline(limit, started, || inner.poll(cx))
+            ClockProj::Idle { started, limit } => {
+                context::with_lazy_deadline(*limit, started, || inner.poll(cx))
             }
             ClockProj::Armed { sleep } => {
                 context::with_deadline(sleep.deadline(), || inner.poll(cx))
@@ -221,10 +219,11 @@ where
             this.inner.set(None);
             return Poll::Ready(out.map_err(Into::into));
         }
-        if let ClockProj::Idle { started } = this.clock.as_mut().project() {
+        if let ClockProj::Idle { started, limit } = this.clock.as_mut().project() {
             let start = *started.get_or_insert_with(Instant::now);
+            let deadline = context::deadline_after(start, *limit);
             this.clock.set(Clock::Armed {
-                sleep: sleep_until(context::deadline_after(start, limit)),
+                sleep: sleep_until(deadline),
             });
         }
         if let ClockProj::Armed { sleep } = this.clock.as_mut().project() {
@@ -232,7 +231,7 @@ where
         }
         // Expired: drop the inner future (and whatever it holds) and the timer now.
         this.inner.set(None);
-        let deadline = this.clock.as_mut().deadline(limit);
+        let deadline = this.clock.as_mut().deadline();
         this.clock.set(Clock::Over { deadline });
         palisade_core::metrics::timeout_elapsed("deadline");
         Poll::Ready(Err(DeadlineExceeded::new().into()))
@@ -240,12 +239,12 @@ where
 }
 
 impl Clock {
-    /// The deadline, once the clock has started (`limit` is the deadline future's).
+    /// The deadline, once the clock has started.
     #[inline]
-    fn deadline(self: Pin<&mut Self>, limit: Duration) -> Option<Instant> {
+    fn deadline(self: Pin<&mut Self>) -> Option<Instant> {
         match self.project() {
-            ClockProj::Idle { started } => {
-                started.map(|start| context::deadline_after(start, limit))
+            ClockProj::Idle { started, limit } => {
+                started.map(|start| context::deadline_after(start, *limit))
             }
             ClockProj::Armed { sleep } => Some(sleep.deadline()),
             ClockProj::Over { deadline } => *deadline,
