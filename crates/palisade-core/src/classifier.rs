@@ -252,20 +252,16 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// [`FailedResponse`]: crate::FailedResponse
 #[derive(Clone)]
 pub struct DefaultClassifier {
-    rules: RulesRef,
-}
-
-#[derive(Clone)]
-enum RulesRef {
-    Static(&'static Rules),
-    Shared(Arc<Rules>),
+    /// The built rules, `None` for the built-in ones (`DEFAULT_RULES`): one word, where a
+    /// reference-or-`Arc` enum takes two, and a classify layer's response future carries it.
+    rules: Option<Arc<Rules>>,
 }
 
 impl Default for DefaultClassifier {
     fn default() -> Self {
-        DefaultClassifier {
-            rules: RulesRef::Static(&DEFAULT_RULES),
-        }
+        // The built-in patterns are compiled now, not on the first failure classified.
+        LazyLock::force(&DEFAULT_RULES);
+        DefaultClassifier { rules: None }
     }
 }
 
@@ -293,8 +289,8 @@ impl DefaultClassifier {
 
     fn rules(&self) -> &Rules {
         match &self.rules {
-            RulesRef::Static(r) => r,
-            RulesRef::Shared(r) => r,
+            Some(rules) => rules,
+            None => &DEFAULT_RULES,
         }
     }
 
@@ -545,7 +541,7 @@ impl ClassifierBuilder {
     /// A [`ConfigError`] naming `message[i]` or `hint_pattern` when a pattern does not compile.
     pub fn build(self) -> Result<DefaultClassifier, ConfigError> {
         Ok(DefaultClassifier {
-            rules: RulesRef::Shared(Arc::new(self.build_rules()?)),
+            rules: Some(Arc::new(self.build_rules()?)),
         })
     }
 
