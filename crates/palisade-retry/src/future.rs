@@ -3,7 +3,8 @@
 //! A request is in one of three states: an attempt is in flight, it waits between two attempts
 //! (for a credential refresh, a backoff timer or the retry service's readiness), or it is over.
 //! Each state holds what it needs, and only that; what a request carries from one failed attempt
-//! to the next is boxed when it first fails, so a first attempt's future stays small and the
+//! to the next is boxed when it first fails, so a first attempt's future stays small (its
+//! request's copy and its attempt limit beside the attempt's future, nothing else) and the
 //! happy path never allocates.
 
 use std::fmt;
@@ -29,14 +30,11 @@ pin_project! {
     #[project = StateProj]
     #[project_replace = StateOwned]
     enum State<F, S, Req> {
-        // An attempt is in flight. `request` is the copy kept for a later attempt (`None` when
-        // this attempt is the request's last); `retries` is `None` on a first attempt, unless
-        // a router below has already reported an endpoint to avoid.
+        // An attempt is in flight; `track` is what the request carries to a later attempt.
         Calling {
             #[pin]
             future: F,
-            request: Option<Req>,
-            retries: Option<Box<Retries<S>>>,
+            track: Track<S, Req>,
         },
         // Between two attempts (nothing pinned: it moves freely).
         Between { between: Between<S, Req> },
@@ -58,9 +56,78 @@ impl<F, S, Req> State<F, S, Req> {
     }
 }
 
+/// What a request in flight carries to a later attempt. A first attempt's fits in two words for
+/// a small request (the tag shares a word with the limit), and the attempt's answer is marked
+/// in it too: a first attempt's future carries nothing else but the shared handle.
+enum Track<S, Req> {
+    /// A first attempt: `request` is the copy kept for a retry, `limit` the request's attempt
+    /// limit (at least 2).
+    First { request: Req, limit: u32 },
+    /// A first attempt that is the request's last (its limit is 1): no copy kept.
+    Only,
+    /// Any attempt once the request carries more: after a failure, or when a router below
+    /// reported an endpoint to avoid.
+    Boxed(Box<Retries<S, Req>>),
+    /// The attempt's answer was returned (the attempt's future stays until the response future
+    /// is dropped).
+    Answered,
+}
+
+impl<S, Req> Track<S, Req> {
+    /// The number of the attempt in flight and the endpoint it avoids.
+    #[inline(always)]
+    fn attempt(&self) -> (u32, Option<u64>) {
+        match self {
+            Track::Boxed(retries) => (retries.attempts, retries.avoid),
+            _ => (1, None),
+        }
+    }
+
+    /// What the request carries, boxed now if it was not yet (a first attempt's copy of the
+    /// request and limit move into the box).
+    fn retries(&mut self) -> &mut Retries<S, Req> {
+        let retries = match std::mem::replace(self, Track::Answered) {
+            Track::Boxed(retries) => retries,
+            Track::First { request, limit } => Retries::new(1, limit, Some(request)),
+            Track::Only | Track::Answered => Retries::new(1, 1, None),
+        };
+        *self = Track::Boxed(retries);
+        match self {
+            Track::Boxed(retries) => retries,
+            _ => unreachable!("boxed just above"),
+        }
+    }
+
+    /// Takes what a failed attempt leaves: its number, the request's limit, the copy of the
+    /// request kept for another attempt and the box, if any.
+    fn take(&mut self) -> Left<S, Req> {
+        match std::mem::replace(self, Track::Answered) {
+            Track::First { request, limit } => (1, limit, Some(request), None),
+            Track::Only | Track::Answered => (1, 1, None, None),
+            Track::Boxed(mut retries) => (
+                retries.attempts,
+                retries.limit,
+                retries.request.take(),
+                Some(retries),
+            ),
+        }
+    }
+}
+
+/// What a failed attempt leaves ([`Track::take`]): its number, the request's limit, the copy of
+/// the request kept for another attempt and the box, if any.
+type Left<S, Req> = (u32, u32, Option<Req>, Option<Box<Retries<S, Req>>>);
+
 /// What a request carries from one failed attempt to the next, boxed on its first failure that
 /// is retried (or when a router below reports an endpoint to avoid).
-struct Retries<S> {
+struct Retries<S, Req> {
+    /// Attempts sent so far, the one in flight included.
+    attempts: u32,
+    /// The attempt limit of this request.
+    limit: u32,
+    /// While an attempt is in flight, the copy of the request kept for a later one (`None`
+    /// when this attempt is the request's last).
+    request: Option<Req>,
     /// The service the retries go to: a clone of the layer's spare, made when the first retry
     /// is about to be sent.
     service: Option<S>,
@@ -76,9 +143,12 @@ struct Retries<S> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Retries<S> {
-    fn new() -> Box<Self> {
+impl<S, Req> Retries<S, Req> {
+    fn new(attempts: u32, limit: u32, request: Option<Req>) -> Box<Self> {
         Box::new(Retries {
+            attempts,
+            limit,
+            request,
             service: None,
             timeouts: 0,
             refreshed: false,
@@ -105,7 +175,7 @@ impl<S> Retries<S> {
 struct Between<S, Req> {
     /// The request of the next attempt.
     request: Req,
-    retries: Box<Retries<S>>,
+    retries: Box<Retries<S, Req>>,
     reservation: Option<Withdrawal>,
     wait: Wait,
 }
@@ -159,10 +229,6 @@ pin_project! {
         #[pin]
         state: State<S::Future, S, Req>,
         handle: Arc<Stripe<Handle<S, B, A>>>,
-        // Attempts sent so far, the one in flight included.
-        attempts: u32,
-        // The attempt limit of this request.
-        limit: u32,
     }
 
     impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
@@ -195,15 +261,13 @@ where
         request: Option<Req>,
         limit: u32,
     ) -> Self {
+        let track = match request {
+            Some(request) => Track::First { request, limit },
+            None => Track::Only,
+        };
         ResponseFuture {
-            state: State::Calling {
-                future,
-                request,
-                retries: None,
-            },
+            state: State::Calling { future, track },
             handle,
-            attempts: 1,
-            limit,
         }
     }
 }
@@ -221,19 +285,16 @@ where
         // The happy path: the first attempt answers. Everything else is out of line (`drive`
         // projects the future again, so that this path builds no projection for it).
         let this = self.as_mut().project();
-        if let StateProj::Calling {
-            future, retries, ..
-        } = this.state.project()
-        {
-            if *this.attempts == ANSWERED {
+        if let StateProj::Calling { future, track } = this.state.project() {
+            if matches!(track, Track::Answered) {
                 polled_after_completion();
             }
-            match ready!(poll_attempt(future, cx, *this.attempts, retries)) {
+            match ready!(poll_attempt(future, cx, track)) {
                 Ok(response) => {
                     this.handle.shared.succeeded();
                     // The attempt's future stays until this one is dropped (as tower's inner
                     // futures do): dropping it here would cost a second pass over the state.
-                    *this.attempts = ANSWERED;
+                    *track = Track::Answered;
                     return Poll::Ready(Ok(response));
                 }
                 Err(error) => return drive(self.project(), cx, Some(error.into())),
@@ -242,10 +303,6 @@ where
         drive(self.project(), cx, None)
     }
 }
-
-/// `ResponseFuture::attempts` once the answer of the attempt in flight was returned, the state
-/// left as it was (a request in flight has sent at least one attempt).
-const ANSWERED: u32 = 0;
 
 #[cold]
 #[inline(never)]
@@ -271,14 +328,10 @@ where
     loop {
         let handle = &**this.handle;
         let next = match this.state.as_mut().project() {
-            StateProj::Calling {
-                future,
-                request,
-                retries,
-            } => {
+            StateProj::Calling { future, track } => {
                 let error = match failed.take() {
                     Some(error) => error,
-                    None => match ready!(poll_attempt(future, cx, *this.attempts, retries)) {
+                    None => match ready!(poll_attempt(future, cx, track)) {
                         Ok(response) => {
                             handle.shared.succeeded();
                             this.state.set(State::Done);
@@ -287,14 +340,8 @@ where
                         Err(error) => error.into(),
                     },
                 };
-                let attempt = (*this.attempts, *this.limit);
-                match after_failure(
-                    &handle.shared,
-                    attempt,
-                    error,
-                    request.take(),
-                    retries.take(),
-                ) {
+                let (attempts, limit, request, retries) = track.take();
+                match after_failure(&handle.shared, (attempts, limit), error, request, retries) {
                     Ok(between) => State::Between { between },
                     Err(error) => {
                         this.state.set(State::Done);
@@ -303,7 +350,7 @@ where
                 }
             }
             StateProj::Between { between } => {
-                match ready!(poll_between(between, cx, handle, *this.attempts)) {
+                match ready!(poll_between(between, cx, handle)) {
                     Ok(Next::Readiness) => continue,
                     Ok(Next::Send) => {}
                     Err(error) => {
@@ -314,12 +361,7 @@ where
                         return Poll::Ready(Err(error));
                     }
                 }
-                send(
-                    this.state.as_mut().take_between(),
-                    handle,
-                    this.attempts,
-                    *this.limit,
-                )
+                send(this.state.as_mut().take_between(), handle)
             }
             StateProj::Done => polled_after_completion(),
         };
@@ -330,17 +372,16 @@ where
 /// Polls an attempt inside the attempt context, so that a router below knows which attempt
 /// this is and can report the endpoint that failed it. Always inlined: it is the happy path.
 #[inline(always)]
-fn poll_attempt<F: Future, S>(
+fn poll_attempt<F: Future, S, Req>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,
-    number: u32,
-    retries: &mut Option<Box<Retries<S>>>,
+    track: &mut Track<S, Req>,
 ) -> Poll<F::Output> {
-    let avoid = retries.as_ref().and_then(|retries| retries.avoid);
+    let (number, avoid) = track.attempt();
     let mut attempt = Attempt { number, avoid };
     let out = attempt::scope(&mut attempt, || future.poll(cx));
     if attempt.avoid != avoid {
-        retries.get_or_insert_with(Retries::new).avoid = attempt.avoid;
+        track.retries().avoid = attempt.avoid;
     }
     out
 }
@@ -353,7 +394,7 @@ fn after_failure<S, Req, B, A>(
     (attempts, limit): (u32, u32),
     error: BoxError,
     request: Option<Req>,
-    retries: Option<Box<Retries<S>>>,
+    retries: Option<Box<Retries<S, Req>>>,
 ) -> Result<Between<S, Req>, BoxError>
 where
     B: Budget + ?Sized,
@@ -405,7 +446,7 @@ where
         shared.failed(&class);
         return Err(error);
     };
-    let mut retries = retries.unwrap_or_else(Retries::new);
+    let mut retries = retries.unwrap_or_else(|| Retries::new(attempts, limit, None));
     if class.category == Category::Timeout {
         retries.timeouts += 1;
     }
@@ -489,13 +530,13 @@ fn poll_between<S, Req, B, A>(
     between: &mut Between<S, Req>,
     cx: &mut Context<'_>,
     handle: &Handle<S, B, A>,
-    attempts: u32,
 ) -> Poll<Result<Next, BoxError>>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     B: ?Sized,
 {
+    let attempts = between.retries.attempts;
     match &mut between.wait {
         Wait::Refreshing(refresh) => {
             if let Err(hook_error) = ready!(refresh.hook.as_mut().poll(cx)) {
@@ -539,8 +580,6 @@ where
 fn send<S, Req, B, A>(
     between: Between<S, Req>,
     handle: &Handle<S, B, A>,
-    attempts: &mut u32,
-    limit: u32,
 ) -> State<S::Future, S, Req>
 where
     S: Service<Req> + Clone,
@@ -552,21 +591,22 @@ where
         mut retries,
         ..
     } = between;
-    *attempts += 1;
-    let (request, kept) = if *attempts < limit {
+    retries.attempts += 1;
+    let (request, kept) = if retries.attempts < retries.limit {
         (request.clone(), Some(request))
     } else {
         (request, None)
     };
+    retries.request = kept;
     tracing::trace!(
         target: "palisade_retry",
         dependency = %handle.shared.name,
-        attempt = *attempts,
+        attempt = retries.attempts,
         timeouts = retries.timeouts,
         "sending retry",
     );
     let mut attempt = Attempt {
-        number: *attempts,
+        number: retries.attempts,
         avoid: retries.avoid,
     };
     let timeouts = retries.timeouts;
@@ -579,8 +619,7 @@ where
     retries.avoid = attempt.avoid;
     State::Calling {
         future,
-        request: kept,
-        retries: Some(retries),
+        track: Track::Boxed(retries),
     }
 }
 
@@ -590,23 +629,33 @@ where
     B: Budget + ?Sized,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (state, timeouts, reserved) = match &self.state {
-            State::Calling { .. } if self.attempts == ANSWERED => ("done", 0, false),
-            State::Calling { retries, .. } => {
-                let timeouts = retries.as_ref().map_or(0, |retries| retries.timeouts);
-                ("calling", timeouts, false)
-            }
+        // A finished request shows 0 attempts of limit 0: what it counted is gone.
+        let (state, attempts, limit, timeouts, reserved) = match &self.state {
+            State::Calling { track, .. } => match track {
+                Track::First { limit, .. } => ("calling", 1, *limit, 0, false),
+                Track::Only => ("calling", 1, 1, 0, false),
+                Track::Boxed(retries) => (
+                    "calling",
+                    retries.attempts,
+                    retries.limit,
+                    retries.timeouts,
+                    false,
+                ),
+                Track::Answered => ("done", 0, 0, 0, false),
+            },
             State::Between { between } => (
                 between.wait.name(),
+                between.retries.attempts,
+                between.retries.limit,
                 between.retries.timeouts,
                 between.reservation.is_some(),
             ),
-            State::Done => ("done", 0, false),
+            State::Done => ("done", 0, 0, 0, false),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .field("attempts", &self.attempts)
-            .field("limit", &self.limit)
+            .field("attempts", &attempts)
+            .field("limit", &limit)
             .field("timeouts", &timeouts)
             .field("reserved", &reserved)
             .finish()
