@@ -267,10 +267,113 @@ mod tests {
         assert_eq!(field(Detector::builder().k(f64::INFINITY)), "k");
         assert_eq!(field(Detector::builder().floor(-1.0)), "floor");
         assert!(Detector::builder().alpha(1.0).build().is_ok());
+        assert_eq!(field(Detector::builder().floor(f64::INFINITY)), "floor");
+        assert_eq!(field(Detector::builder().floor(f64::NAN)), "floor");
+        assert!(Detector::builder().floor(0.0).k(1e-9).build().is_ok());
         let d = Detector::default();
         assert_eq!(
             format!("{d:?}").split(',').next(),
             Some("Detector { alpha: 0.1")
+        );
+    }
+
+    /// The documented update, step by step: the first value is the mean; then
+    /// `d = x − mean` (or `threshold − mean` for a flagged value), `mean += α·d`,
+    /// `var = (1 − α)(var + α·d²)`.
+    #[test]
+    fn each_value_updates_the_mean_and_variance_as_documented() {
+        let alpha = 0.25;
+        let mut d = Detector::builder()
+            .alpha(alpha)
+            .k(2.0)
+            .warmup(3)
+            .build()
+            .unwrap();
+        let (mut mean, mut var) = (0.0_f64, 0.0_f64);
+        for (i, x) in [8.0, 12.0, 10.0, 11.0, 9.0, 30.0, 10.0]
+            .into_iter()
+            .enumerate()
+        {
+            let threshold = mean + 2.0 * var.sqrt();
+            let flagged = i >= 3 && x > threshold;
+            assert_eq!(d.observe(x), flagged, "value {i}: {x}");
+            let step = if flagged { threshold - mean } else { x - mean };
+            if i == 0 {
+                mean = x;
+            } else {
+                mean += alpha * step;
+                var = (1.0 - alpha) * (var + alpha * step * step);
+            }
+            assert_eq!(
+                (d.mean(), d.deviation()),
+                (mean, var.sqrt()),
+                "after value {i}"
+            );
+            assert_eq!(d.threshold(), mean + 2.0 * var.sqrt());
+            assert_eq!(d.is_warm(), i + 1 >= 3);
+        }
+        assert!(d.deviation() > 0.0);
+        // The spike (30) was flagged and taught only as far as the band's edge.
+        assert!(d.mean() < 12.0, "{d:?}");
+    }
+
+    #[test]
+    fn a_value_exactly_at_the_threshold_is_not_anomalous() {
+        let mut d = Detector::builder().warmup(1).floor(2.0).build().unwrap();
+        d.observe(10.0);
+        assert_eq!(d.threshold(), 12.0);
+        assert!(!d.observe(12.0));
+        let mut d = Detector::builder().warmup(1).floor(2.0).build().unwrap();
+        d.observe(10.0);
+        assert!(d.observe(12.0 + 1e-9));
+    }
+
+    #[test]
+    fn the_first_value_after_the_warm_up_can_be_flagged() {
+        let mut d = Detector::builder().warmup(2).floor(1.0).build().unwrap();
+        assert!(!d.is_warm());
+        assert!(!d.observe(5.0));
+        assert!(!d.observe(50.0), "still warming up");
+        assert!(d.is_warm());
+        let mut d = Detector::builder().warmup(2).floor(1.0).build().unwrap();
+        d.observe(5.0);
+        d.observe(5.0);
+        assert!(d.observe(50.0), "the third value is judged");
+        // No warm-up: the very first value is judged against a band around 0.
+        let mut d = Detector::builder().warmup(0).floor(1.0).build().unwrap();
+        assert!(d.is_warm());
+        assert!(d.observe(5.0));
+    }
+
+    #[test]
+    fn the_monitor_s_floor_is_never_negative_or_nan() {
+        let mut d = Detector::new();
+        d.observe(10.0);
+        d.set_floor(3.0);
+        assert_eq!(d.threshold(), 13.0);
+        d.set_floor(-3.0);
+        assert_eq!(d.threshold(), 10.0);
+        d.set_floor(f64::NAN);
+        assert_eq!(d.threshold(), 10.0);
+        d.set_floor(f64::INFINITY);
+        assert_eq!(d.threshold(), 10.0);
+    }
+
+    #[test]
+    fn debug_shows_the_settings_and_what_was_learned() {
+        let mut d = Detector::builder()
+            .alpha(0.5)
+            .k(3.0)
+            .warmup(2)
+            .floor(0.5)
+            .build()
+            .unwrap();
+        d.observe(4.0);
+        d.observe(8.0);
+        // mean 4 + 0.5·4 = 6; var 0.5·(0 + 0.5·16) = 4, deviation 2.
+        assert_eq!(
+            format!("{d:?}"),
+            "Detector { alpha: 0.5, k: 3.0, warmup: 2, floor: 0.5, mean: 6.0, deviation: 2.0 }"
         );
     }
 }

@@ -268,3 +268,97 @@ async fn an_attempt_cut_by_its_timeout_is_a_failure_one_the_caller_drops_is_noth
         None
     );
 }
+
+#[test]
+fn the_snapshot_s_status_is_the_worst_dependency_s() {
+    assert_eq!(HealthMonitor::new().check().status, Status::Unknown);
+    let monitor = HealthMonitor::builder().window(4).build().unwrap();
+    let mid_up = Arc::new(AtomicBool::new(true));
+    let up = mid_up.clone();
+    // Added first: unhealthy from the start. Then one healthy 3 checks of 4 (degrading), then
+    // one always healthy.
+    monitor.add(
+        "bad",
+        component_fn("probe", "bad", || Reading::new(false, "down")),
+    );
+    monitor.add(
+        "mid",
+        component_fn("probe", "mid", move || {
+            Reading::new(up.load(Ordering::Relaxed), "")
+        }),
+    );
+    monitor.add(
+        "good",
+        component_fn("probe", "good", || Reading::new(true, "")),
+    );
+    for _ in 0..3 {
+        monitor.check();
+    }
+    mid_up.store(false, Ordering::Relaxed);
+    let snap = monitor.check();
+    let status = |name: &str| snap.dependency(name).unwrap().status;
+    assert_eq!(
+        (status("bad"), status("mid"), status("good")),
+        (Status::Unhealthy, Status::Degrading, Status::Healthy)
+    );
+    assert_eq!(snap.status, Status::Unhealthy);
+
+    // Without the unhealthy one, the degrading one (added before the healthy one) decides.
+    let monitor = HealthMonitor::builder().window(4).build().unwrap();
+    let mid_up = Arc::new(AtomicBool::new(true));
+    let up = mid_up.clone();
+    monitor.add(
+        "mid",
+        component_fn("probe", "mid", move || {
+            Reading::new(up.load(Ordering::Relaxed), "")
+        }),
+    );
+    monitor.add(
+        "good",
+        component_fn("probe", "good", || Reading::new(true, "")),
+    );
+    for _ in 0..3 {
+        monitor.check();
+    }
+    mid_up.store(false, Ordering::Relaxed);
+    assert_eq!(monitor.check().status, Status::Degrading);
+}
+
+#[test]
+fn a_component_from_a_closure_shows_its_kind_and_name() {
+    let monitor = HealthMonitor::new();
+    monitor.add(
+        "search",
+        component_fn("queue", "search-jobs", || {
+            Reading::new(false, "backlog 9000")
+        }),
+    );
+    let snap = monitor.check();
+    assert_eq!(
+        snap.dependency("search").unwrap().components,
+        [ComponentSnapshot {
+            kind: "queue",
+            name: "search-jobs".into(),
+            reading: Reading::new(false, "backlog 9000"),
+        }]
+    );
+}
+
+#[cfg(feature = "breaker")]
+#[test]
+fn a_breaker_shows_as_a_breaker_under_its_own_name() {
+    let monitor = HealthMonitor::new();
+    monitor.add(
+        "llm",
+        palisade_breaker::BreakerLayer::new("llm-api").handle(),
+    );
+    let snap = monitor.check();
+    assert_eq!(
+        snap.dependency("llm").unwrap().components,
+        [ComponentSnapshot {
+            kind: "breaker",
+            name: "llm-api".into(),
+            reading: Reading::new(true, "closed"),
+        }]
+    );
+}
