@@ -362,3 +362,63 @@ fn a_breaker_shows_as_a_breaker_under_its_own_name() {
         }]
     );
 }
+
+#[cfg(feature = "route")]
+#[tokio::test(start_paused = true)]
+async fn a_router_is_healthy_while_every_endpoint_is_healthy_and_serving() {
+    use palisade_route::Route;
+    let endpoint = service_fn(|_: ()| async { Ok::<_, BoxError>(()) });
+    let route = Route::new([endpoint, endpoint]);
+    let handle = route.handle();
+    let monitor = HealthMonitor::new();
+    monitor.add("tools", handle.clone());
+    let component =
+        |m: &HealthMonitor| m.check().dependency("tools").unwrap().components[0].clone();
+    assert_eq!(
+        component(&monitor),
+        ComponentSnapshot {
+            kind: "route",
+            name: "endpoints".into(),
+            reading: Reading::new(true, "2 of 2 endpoints healthy"),
+        }
+    );
+    // Endpoint 0 fails three times in a row: degraded (half its traffic), not ejected, and
+    // the router is still ready through endpoint 1.
+    for _ in 0..3 {
+        assert!(handle.report_failure(&0, Class::new(Category::ServerError)));
+    }
+    let status = handle.status();
+    assert_eq!(
+        (status[0].state, status[0].ejected, handle.is_ready()),
+        (palisade_route::HealthState::Degraded, false, true)
+    );
+    assert_eq!(
+        component(&monitor).reading,
+        Reading::new(false, "1 of 2 endpoints healthy")
+    );
+}
+
+#[cfg(feature = "fallback")]
+#[tokio::test(start_paused = true)]
+async fn a_feature_that_turned_itself_off_says_when_it_probes_again() {
+    use palisade_fallback::{Constant, FeatureConfig, FeatureLayer, Switchboard};
+    let board = Switchboard::new();
+    let mut config = FeatureConfig::default();
+    config.failures_to_turn_off = Some(1);
+    let feature = board.feature_with("summaries", config).unwrap();
+    let monitor = HealthMonitor::new();
+    monitor.add("llm", feature.clone());
+    let svc = FeatureLayer::new(feature, Constant("no summary")).layer(service_fn(|_: ()| async {
+        Err::<&str, BoxError>(Box::new(Classified::new(
+            Class::new(Category::ServerError),
+            "503",
+        )))
+    }));
+    let _ = svc.oneshot(()).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let snap = monitor.check();
+    assert_eq!(
+        snap.dependency("llm").unwrap().components[0].reading,
+        Reading::new(false, "off after failures, probe in 20000 ms")
+    );
+}
