@@ -422,3 +422,42 @@ async fn a_feature_that_turned_itself_off_says_when_it_probes_again() {
         Reading::new(false, "off after failures, probe in 20000 ms")
     );
 }
+
+/// The latency detector's band is at least a quarter of the mean latency (at least 1 ms): after
+/// a perfectly steady 100 ms, 120 ms is within it and 130 ms is not.
+#[tokio::test(start_paused = true)]
+async fn the_latency_band_is_a_quarter_of_the_mean() {
+    for (spike, flagged) in [(120, false), (126, true), (130, true)] {
+        let latency = Arc::new(AtomicU64::new(100));
+        let monitor = HealthMonitor::builder().min_calls(1).build().unwrap();
+        let svc = monitor
+            .watch("tool")
+            .layer(upstream(latency.clone(), Arc::new(AtomicBool::new(false))));
+        for _ in 0..10 {
+            calls(&svc, 1).await;
+            let dep = monitor.check().dependency("tool").unwrap().clone();
+            assert_eq!((dep.latency_ms, dep.latency_anomaly), (Some(100.0), false));
+        }
+        latency.store(spike, Ordering::Relaxed);
+        calls(&svc, 1).await;
+        let dep = monitor.check().dependency("tool").unwrap().clone();
+        assert_eq!(dep.latency_ms, Some(spike as f64));
+        assert_eq!(dep.latency_anomaly, flagged, "{spike} ms after 100 ms");
+    }
+    // At 2 ms a quarter is 0.5 ms: the band is 1 ms wide, so 3.5 ms stands out.
+    for (spike, flagged) in [(3, false), (4, true)] {
+        let latency = Arc::new(AtomicU64::new(2));
+        let monitor = HealthMonitor::builder().min_calls(1).build().unwrap();
+        let svc = monitor
+            .watch("tool")
+            .layer(upstream(latency.clone(), Arc::new(AtomicBool::new(false))));
+        for _ in 0..10 {
+            calls(&svc, 1).await;
+            monitor.check();
+        }
+        latency.store(spike, Ordering::Relaxed);
+        calls(&svc, 1).await;
+        let dep = monitor.check().dependency("tool").unwrap().clone();
+        assert_eq!(dep.latency_anomaly, flagged, "{spike} ms after 2 ms");
+    }
+}
