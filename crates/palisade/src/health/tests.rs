@@ -461,3 +461,29 @@ async fn the_latency_band_is_a_quarter_of_the_mean() {
         assert_eq!(dep.latency_anomaly, flagged, "{spike} ms after 2 ms");
     }
 }
+
+/// However many instances a watch has (one per connection or worker), every call is counted.
+#[tokio::test(start_paused = true)]
+async fn every_instance_of_a_watch_counts_into_the_same_totals() {
+    let monitor = HealthMonitor::builder().min_calls(1).build().unwrap();
+    let layer = monitor.watch("tool");
+    let svc = layer.layer(upstream(
+        Arc::new(AtomicU64::new(5)),
+        Arc::new(AtomicBool::new(false)),
+    ));
+    // Clones, and services from the layer itself and from a second `watch` of the same name.
+    for _ in 0..40 {
+        svc.clone().oneshot(()).await.unwrap();
+    }
+    let again = monitor.watch("tool");
+    for _ in 0..40 {
+        let svc = again.layer(upstream(
+            Arc::new(AtomicU64::new(5)),
+            Arc::new(AtomicBool::new(true)),
+        ));
+        assert!(svc.oneshot(()).await.is_err());
+    }
+    let dep = monitor.check().dependency("tool").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.5));
+    assert_eq!(dep.latency_ms, Some(5.0));
+}
