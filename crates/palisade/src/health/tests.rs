@@ -487,3 +487,129 @@ async fn every_instance_of_a_watch_counts_into_the_same_totals() {
     assert_eq!(dep.error_ratio, Some(0.5));
     assert_eq!(dep.latency_ms, Some(5.0));
 }
+
+/// Every event the health monitor logs on this thread while `f` runs: level and message.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, Vec<(tracing::Level, String)>) {
+    use std::sync::Mutex;
+    use tracing::span::{Attributes, Id, Record};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if event.metadata().target() == "palisade::health" {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((*event.metadata().level(), message.0));
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let capture = Capture::default();
+    let out = tracing::subscriber::with_default(capture.clone(), f);
+    let events = capture.0.lock().unwrap().clone();
+    (out, events)
+}
+
+/// A change of status is an alert: a warning when it gets worse, an info when it recovers; the
+/// first verdict is not a change; a status that stays is no alert.
+#[test]
+fn status_changes_are_alerts_logged_by_direction() {
+    use tracing::Level;
+    let monitor = HealthMonitor::builder().window(4).build().unwrap();
+    let up = Arc::new(AtomicBool::new(true));
+    let reading = up.clone();
+    monitor.add(
+        "db",
+        component_fn("probe", "db", move || {
+            Reading::new(reading.load(Ordering::Relaxed), "")
+        }),
+    );
+    let check = |m: &HealthMonitor| {
+        let (snap, events) = logged(|| m.check());
+        let dep = snap.dependency("db").unwrap().clone();
+        (dep.status, dep.alerts, events)
+    };
+    let changed = |level| vec![(level, "dependency health changed".to_owned())];
+    assert_eq!(check(&monitor), (Status::Healthy, 0, vec![]));
+    up.store(false, Ordering::Relaxed);
+    // 1 healthy of 2: unhealthy, worse.
+    assert_eq!(
+        check(&monitor),
+        (Status::Unhealthy, 1, changed(Level::WARN))
+    );
+    assert_eq!(check(&monitor), (Status::Unhealthy, 1, vec![]));
+    up.store(true, Ordering::Relaxed);
+    // [H U U H] 50 %, [U U H H] 50 %, [U H H H] 75 %: degrading, better.
+    assert_eq!(check(&monitor), (Status::Unhealthy, 1, vec![]));
+    assert_eq!(check(&monitor), (Status::Unhealthy, 1, vec![]));
+    assert_eq!(
+        check(&monitor),
+        (Status::Degrading, 2, changed(Level::INFO))
+    );
+    assert_eq!(check(&monitor), (Status::Healthy, 3, changed(Level::INFO)));
+    // And worse again from healthy to degrading: [H H H U] 75 %.
+    up.store(false, Ordering::Relaxed);
+    assert_eq!(
+        check(&monitor),
+        (Status::Degrading, 4, changed(Level::WARN))
+    );
+}
+
+/// The start of an error-rate anomaly is one alert, however long the anomaly lasts.
+#[tokio::test(start_paused = true)]
+async fn an_error_anomaly_alerts_at_its_start_only() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("agent")
+        .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    for _ in 0..40 {
+        calls(&svc, 20).await;
+        monitor.check();
+    }
+    let burst = |n| {
+        let (svc, failing) = (svc.clone(), failing.clone());
+        async move {
+            failing.store(true, Ordering::Relaxed);
+            calls(&svc, n).await;
+            failing.store(false, Ordering::Relaxed);
+            calls(&svc, 20 - n).await;
+        }
+    };
+    burst(3).await;
+    let (snap, events) = logged(|| monitor.check());
+    let dep = snap.dependency("agent").unwrap();
+    assert!(dep.error_anomaly, "{dep:?}");
+    assert_eq!((dep.status, dep.alerts), (Status::Healthy, 1));
+    assert_eq!(
+        events,
+        [(tracing::Level::WARN, "error rate anomaly".to_owned())]
+    );
+    burst(3).await;
+    let (snap, events) = logged(|| monitor.check());
+    let dep = snap.dependency("agent").unwrap();
+    assert!(dep.error_anomaly, "still anomalous: {dep:?}");
+    assert_eq!((dep.status, dep.alerts), (Status::Healthy, 1));
+    assert_eq!(events, []);
+}
