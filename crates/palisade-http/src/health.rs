@@ -350,6 +350,18 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    #[test]
+    fn debug_shows_the_parts_and_paths() {
+        let health = Health::new()
+            .check("a", || true)
+            .check("b", || true)
+            .ready_path("/readyz");
+        assert_eq!(
+            format!("{health:?}"),
+            r#"Health { parts: 2, health_path: "/health", ready_path: "/readyz" }"#
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn readiness_follows_breakers_and_checks() {
         let llm = BreakerLayer::new("llm");
