@@ -3,8 +3,8 @@
 //! A request is in one of three states: an attempt is in flight, it waits between two attempts
 //! (for a credential refresh, a backoff timer or the retry service's readiness), or it is over.
 //! Each state holds what it needs, and only that; what a request carries from one failed attempt
-//! to the next is boxed when it first fails, so a first attempt's future stays small (its
-//! request's copy and its attempt limit beside the attempt's future, nothing else) and the
+//! to the next is boxed when it first fails, so a first attempt's future stays small (beside the
+//! attempt's future, only the shared handle, the request's copy and its attempt limit) and the
 //! happy path never allocates.
 
 use std::fmt;
