@@ -1,7 +1,6 @@
 //! Layer behaviour on the paused clock: delays, the class's decisions, budgets, cancellation.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -699,69 +698,10 @@ fn futures_poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
 
-/// A process-wide subscriber that keeps every event, as a line of `name=value` fields, for the
-/// thread that asked for them.
-///
-/// It is installed as the global default rather than per test with `set_default`: tracing caches
-/// each callsite's interest process-wide, and a test on another thread that reaches a callsite
-/// first, while no scoped subscriber listens, can cache "never" for it. A global subscriber that
-/// is always interested leaves no such race.
-struct Capture;
-
-thread_local! {
-    static LINES: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
-}
-
-impl Capture {
-    /// Starts keeping this thread's events.
-    fn start() {
-        static INSTALL: std::sync::Once = std::sync::Once::new();
-        INSTALL.call_once(|| {
-            tracing::subscriber::set_global_default(Capture).expect("no other global subscriber");
-        });
-        LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
-    }
-
-    /// Stops keeping this thread's events and returns them.
-    fn take() -> Vec<String> {
-        LINES.with(|l| l.borrow_mut().take()).unwrap_or_default()
-    }
-}
-
-struct Line(String);
-
-impl tracing::field::Visit for Line {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        LINES.with(|l| {
-            if let Some(lines) = l.borrow_mut().as_mut() {
-                let mut line = Line(format!("{} ", event.metadata().level()));
-                event.record(&mut line);
-                lines.push(line.0.trim_end().to_owned());
-            }
-        });
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_attempt_is_traced() {
     // The paused-clock runtime is current-thread: every event of this call lands on this thread.
-    Capture::start();
+    let events = palisade_test::Events::start();
     let cap = Arc::new(rate_cap(1, Duration::from_secs(1)));
     let script = Script::new([
         err(Category::ServerError, "503"),
@@ -774,7 +714,14 @@ async fn every_attempt_is_traced() {
         .unwrap()
         .layer(script);
     assert_eq!(run(svc).await, Err("timed out".into()));
-    let lines = Capture::take();
+    let lines: Vec<String> = events
+        .take()
+        .iter()
+        .map(|e| {
+            let fields: Vec<String> = e.fields().map(|(n, v)| format!("{n}={v}")).collect();
+            format!("{} {}", e.level, fields.join(" "))
+        })
+        .collect();
     assert_eq!(
         lines,
         [

@@ -3,6 +3,7 @@
 //! * [`Flaky`]: a service that fails on a script or at a seeded rate, with a chosen error or
 //!   latency, and counts its calls.
 //! * [`count_warnings`] / [`Warnings`]: count the `tracing` warnings a closure or a test emits.
+//! * [`Events`]: record a test's `tracing` events with their levels, targets and fields.
 //! * [`StatsAlloc`] / [`Region`]: a global allocator that counts allocations, for benches and
 //!   tests that assert the happy path allocates nothing.
 
@@ -314,4 +315,159 @@ pub fn allocations<S: Service<u64, Response = u64>>(
         call(i);
     }
     region.change().allocations as u64
+}
+
+/// Records every `tracing` event emitted on this thread, with its level, target and fields,
+/// from [`Events::start`] until the value is dropped: for tests that check what an event says
+/// (a reconfiguration's resets, a warning's fields).
+///
+/// It installs one process-wide subscriber, once, rather than a scoped one per test: tracing
+/// caches each callsite's interest process-wide, and a test on another thread that reaches a
+/// callsite first while no scoped subscriber listens can cache "never" for it, racing a test
+/// that has just installed its own (whose events then go unseen). The global subscriber is
+/// always interested, and keeps only the events of threads that started recording (the
+/// paused-clock runtime is current-thread, so a test's events land on its own thread). A
+/// scoped subscriber such as [`Warnings`]'s still takes precedence on its thread.
+///
+/// ```
+/// let events = palisade_test::Events::start();
+/// tracing::info!(target: "palisade_example", reset = "window", "breaker reconfigured");
+/// let seen = events.with_message("breaker reconfigured");
+/// assert_eq!(seen.len(), 1);
+/// assert_eq!(seen[0].target, "palisade_example");
+/// assert_eq!(seen[0].level, tracing::Level::INFO);
+/// assert_eq!(seen[0].field("reset"), Some("\"window\""));
+/// ```
+#[derive(Debug)]
+pub struct Events {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// One recorded event: see [`Events`].
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Its level.
+    pub level: tracing::Level,
+    /// Its target (the emitting crate's module path unless the event names one).
+    pub target: &'static str,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Event {
+    /// A field's value as `Debug` prints it (strings quoted, `%`-fields as their `Display`).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every field in the order the event gave them, the message first: `(name, value)`,
+    /// values as [`field`](Self::field) gives them.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.fields.iter().map(|(n, v)| (*n, v.as_str()))
+    }
+
+    /// The event's message (empty when it has none).
+    pub fn message(&self) -> &str {
+        self.field("message").unwrap_or_default()
+    }
+}
+
+thread_local! {
+    static RECORDED: std::cell::RefCell<Option<Vec<Event>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Events {
+    /// Starts recording this thread's events.
+    pub fn start() -> Events {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            // A test binary whose own global subscriber was set first keeps it; then only
+            // threads with a scoped subscriber would be seen, so say so loudly.
+            tracing::subscriber::set_global_default(Recorder)
+                .expect("palisade_test::Events needs to be the global tracing subscriber");
+            // Callsites registered before, while no subscriber listened, cached "never".
+            tracing::callsite::rebuild_interest_cache();
+        });
+        RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        Events {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// The events recorded so far (taken: the next call returns only later ones).
+    pub fn take(&self) -> Vec<Event> {
+        RECORDED.with(|r| {
+            r.borrow_mut()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        })
+    }
+
+    /// The events recorded so far whose message contains `text` (the others are dropped).
+    pub fn with_message(&self, text: &str) -> Vec<Event> {
+        self.take()
+            .into_iter()
+            .filter(|e| e.message().contains(text))
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        RECORDED.with(|r| *r.borrow_mut() = None);
+    }
+}
+
+impl tracing::field::Visit for Event {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.fields.push((field.name(), format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.fields.push((field.name(), value.to_owned()));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+/// The process-wide subscriber behind [`Events`].
+struct Recorder;
+
+impl tracing::Subscriber for Recorder {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        RECORDED.with(|r| r.borrow().is_some())
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let metadata = event.metadata();
+        let mut recorded = Event {
+            level: *metadata.level(),
+            target: metadata.target(),
+            fields: Vec::new(),
+        };
+        event.record(&mut recorded);
+        RECORDED.with(|r| {
+            if let Some(events) = r.borrow_mut().as_mut() {
+                events.push(recorded);
+            }
+        });
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }

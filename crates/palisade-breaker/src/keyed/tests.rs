@@ -8,8 +8,9 @@ use std::time::Duration;
 use palisade_core::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-use crate::tests::{Capture, classic};
+use crate::tests::classic;
 use crate::*;
+use palisade_test::Events;
 
 /// A model call: which model, and whether it works.
 #[derive(Clone, Debug)]
@@ -305,7 +306,7 @@ async fn an_idle_open_breaker_stays_until_its_open_period_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and_warns() {
-    let capture = Capture::install();
+    let capture = Events::start();
     let layer = keyed(2);
     let handle = layer.handle();
     let mut svc = layer.layer(models());
@@ -319,7 +320,7 @@ async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and
     assert_eq!(keys, ["b", "c"]);
     assert_eq!(handle.get(&"b").unwrap().state(), State::Open);
     let warning = capture
-        .events()
+        .take()
         .into_iter()
         .find(|e| e.message().starts_with("evicting an open per-key breaker"))
         .expect("a warning");
@@ -330,7 +331,7 @@ async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and
 
 #[tokio::test(start_paused = true)]
 async fn tracing_events_name_the_breaker() {
-    let capture = Capture::install();
+    let capture = Events::start();
     let children = keyed(16);
     let parent = BreakerLayer::builder("provider")
         .config(classic(|_| {}))
@@ -366,7 +367,7 @@ async fn tracing_events_name_the_breaker() {
     tokio::time::advance(Duration::from_secs(1)).await;
     use_key(&mut svc, "b").await;
     assert_eq!(parent_handle.metrics().reopens, 1);
-    let events = capture.events();
+    let events = capture.take();
     for message in [
         "per-key breaker created",
         "circuit opened",

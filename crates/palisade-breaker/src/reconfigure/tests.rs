@@ -6,8 +6,9 @@ use palisade_core::{BoxError, Category, Class};
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-use crate::tests::{Capture, classic};
+use crate::tests::classic;
 use crate::*;
+use palisade_test::Events;
 
 fn handle(f: impl FnOnce(&mut BreakerConfig)) -> BreakerHandle {
     BreakerLayer::builder("r")
@@ -91,7 +92,7 @@ async fn a_half_full_window_keeps_its_outcomes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_changed_window_starts_empty_and_the_event_says_why() {
-    let capture = Capture::install();
+    let capture = Events::start();
     let h = handle(|c| {
         c.window = Window::Count(20);
         c.failure_rate = Some(Rate::new(0.5, 10));
@@ -115,7 +116,7 @@ async fn a_changed_window_starts_empty_and_the_event_says_why() {
     assert_eq!(h.metrics().window_calls, Some(0));
     // The streak is not the window's: kept.
     assert_eq!(h.metrics().consecutive_failures, 0);
-    let events = capture.events();
+    let events = capture.take();
     let event = events
         .iter()
         .find(|e| e.message() == "breaker reconfigured")
@@ -138,7 +139,7 @@ async fn a_changed_window_starts_empty_and_the_event_says_why() {
 
 #[tokio::test(start_paused = true)]
 async fn an_invalid_configuration_changes_nothing() {
-    let capture = Capture::install();
+    let capture = Events::start();
     let h = handle(|_| {});
     for _ in 0..5 {
         fail(&h);
@@ -152,7 +153,7 @@ async fn an_invalid_configuration_changes_nothing() {
     assert_eq!((h.config(), h.metrics()), before);
     assert!(
         !capture
-            .events()
+            .take()
             .iter()
             .any(|e| e.message() == "breaker reconfigured")
     );

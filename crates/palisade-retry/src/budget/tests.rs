@@ -836,7 +836,16 @@ async fn a_ratio_budget_keeps_its_window_across_a_change_of_ratio() {
         assert!(b.try_withdraw_at(t0).is_some());
     }
     assert_eq!(b.balance_at(t0), 6);
+    let events = palisade_test::Events::start();
     let done = b.reconfigure(|s| s.ratio(0.25).min_per_second(1)).unwrap();
+    // One event says what changed, with the balance before and after.
+    let said = events.with_message("retry budget reconfigured");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].target, "palisade_retry");
+    assert_eq!(said[0].level, tracing::Level::INFO);
+    assert_eq!(said[0].field("balance_before"), Some("6"));
+    assert_eq!(said[0].field("balance_after"), Some("11"));
+    assert_eq!(said[0].field("reset"), Some("balance 6 → 11"));
     // 20 requests × 0.25 + 1 per second × 10 s − 4 retries.
     assert_eq!((done.balance_before, done.balance_after), (6, 11));
     assert_eq!(done.clamped, None);
@@ -903,7 +912,9 @@ fn a_token_bucket_keeps_its_tokens_cut_to_a_smaller_size() {
     }
     assert_eq!(b.milli_tokens(), 7_000);
     // Bigger: the tokens stay, the bucket is no longer more than half full.
+    let events = palisade_test::Events::start();
     let done = b.reconfigure(|s| s.max_tokens(20)).unwrap();
+    assert_eq!(events.with_message("retry budget reconfigured").len(), 1);
     assert_eq!((done.balance_before, done.balance_after), (1, 0));
     assert_eq!((b.milli_tokens(), b.max_tokens()), (7_000, 20));
     assert!(!b.allows_retry());

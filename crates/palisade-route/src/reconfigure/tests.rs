@@ -137,8 +137,16 @@ async fn a_new_trend_window_drops_the_trend_history_and_says_so() {
     assert_eq!(handle.status()[0].trend, Trend::Healthy);
     let before = c.trend_window;
     c.trend_window = before * 2;
+    let events = palisade_test::Events::start();
     let done = handle.reconfigure(c).unwrap();
     assert_eq!(done.trend_reset, Some((before, before * 2)));
+    // The event says what was dropped, and for how many endpoints.
+    let said = events.with_message("route reconfigured");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].level, tracing::Level::INFO);
+    assert_eq!(said[0].target, "palisade_route::reconfigure");
+    assert_eq!(said[0].field("endpoints"), Some("2"));
+    assert_eq!(said[0].field("reset"), Some(done.to_string().as_str()));
     assert!(done.to_string().contains("trend history dropped"), "{done}");
     assert_eq!(handle.status()[0].trend, Trend::Unknown);
     // And it counts again under the new window.

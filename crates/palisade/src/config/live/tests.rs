@@ -100,7 +100,23 @@ async fn a_changed_breaker_window_is_reset_and_said() {
     let mut next = handle.config();
     next.breaker.window = Window::Count(60);
     next.breaker.failure_rate = Some(palisade_breaker::Rate::new(0.9, 60));
+    let events = palisade_test::Events::start();
     let done = handle.reconfigure(next).unwrap();
+    // The breaker says what it reset, and the preset says it all in one event.
+    let breaker = events.take();
+    let preset: Vec<_> = breaker
+        .iter()
+        .filter(|e| e.message() == "preset reconfigured")
+        .collect();
+    assert_eq!(preset.len(), 1, "{breaker:?}");
+    assert_eq!(preset[0].target, "palisade");
+    assert_eq!(preset[0].field("reset"), Some(done.to_string().as_str()));
+    assert!(
+        breaker
+            .iter()
+            .any(|e| e.message() == "breaker reconfigured" && e.target == "palisade_breaker"),
+        "{breaker:?}"
+    );
     assert!(matches!(
         done.breaker.resets[..],
         [Reset::Window {
