@@ -613,3 +613,27 @@ async fn an_error_anomaly_alerts_at_its_start_only() {
     assert_eq!((dep.status, dep.alerts), (Status::Healthy, 1));
     assert_eq!(events, []);
 }
+
+/// A watch forwards its inner service's readiness, errors included.
+#[tokio::test]
+async fn a_watch_forwards_readiness() {
+    #[derive(Clone)]
+    struct Refuses;
+    impl Service<()> for Refuses {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Err("not ready".into()))
+        }
+        fn call(&mut self, _: ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+    let monitor = HealthMonitor::new();
+    let err = monitor.watch("x").layer(Refuses).ready().await.err();
+    assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+}
