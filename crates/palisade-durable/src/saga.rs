@@ -194,3 +194,33 @@ impl SagaDefinition {
         self.steps.iter().map(|s| s.name.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str) -> Step {
+        Step::new(
+            name,
+            tower::service_fn(|_: StepRequest| async { Ok::<_, BoxError>(Value::Null) }),
+        )
+    }
+
+    #[test]
+    fn steps_and_definitions_know_their_names() {
+        let undo = tower::service_fn(|_: CompensationRequest| async { Ok::<_, BoxError>(()) });
+        let book = step("book").compensate(undo).idempotent();
+        assert_eq!(book.name(), "book");
+        assert_eq!(
+            format!("{book:?}"),
+            r#"Step { name: "book", compensable: true, idempotent: true }"#
+        );
+        assert_eq!(
+            format!("{:?}", step("pay")),
+            r#"Step { name: "pay", compensable: false, idempotent: false }"#
+        );
+        let trip = SagaDefinition::new("trip", vec![book, step("pay")]).unwrap();
+        assert_eq!(trip.name(), "trip");
+        assert_eq!(trip.step_names(), ["book", "pay"]);
+    }
+}
