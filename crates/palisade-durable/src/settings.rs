@@ -238,3 +238,25 @@ pub(crate) fn by_name<D>(
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_is_checked_at_its_bounds() {
+        let field = |s: &Settings| s.validate("attempts").unwrap_err().field().to_owned();
+        let mut s = Settings::default();
+        assert!(s.validate("attempts").is_ok());
+        s.lease = Duration::from_secs(1);
+        assert!(s.validate("attempts").is_ok(), "1 s is the shortest lease");
+        s.lease = Duration::from_millis(999);
+        assert_eq!(field(&s), "lease");
+        s.lease = Duration::from_secs(1);
+        s.attempts = 0;
+        assert_eq!(field(&s), "attempts");
+        s.attempts = 1;
+        s.owner = String::new();
+        assert_eq!(field(&s), "owner");
+    }
+}
