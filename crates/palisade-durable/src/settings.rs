@@ -259,4 +259,32 @@ mod tests {
         s.owner = String::new();
         assert_eq!(field(&s), "owner");
     }
+
+    /// Each seed gives its own delays, and each kind of workflow (its salt) its own, for the
+    /// same workflow id, item and retry.
+    #[test]
+    fn delays_differ_by_seed_and_by_kind() {
+        let delays = |seed: u64, salt: u64| {
+            let s = Settings {
+                seed,
+                ..Settings::default()
+            };
+            (1..=5)
+                .map(|n| s.delay(salt, "x", 2, n))
+                .collect::<Vec<_>>()
+        };
+        let (saga, twopc) = (0xcbf2_9ce4_8422_2325, 0x2FC0_2FC0_2FC0_2FC0);
+        for salt in [saga, twopc] {
+            let by_seed: Vec<_> = (0..4).map(|seed| delays(seed, salt)).collect();
+            for (i, a) in by_seed.iter().enumerate() {
+                for b in &by_seed[i + 1..] {
+                    assert_ne!(a, b, "salt {salt:#x}");
+                }
+            }
+        }
+        for seed in 0..4 {
+            assert_ne!(delays(seed, saga), delays(seed, twopc), "seed {seed}");
+            assert_eq!(delays(seed, saga), delays(seed, saga));
+        }
+    }
 }
