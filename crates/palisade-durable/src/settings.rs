@@ -287,4 +287,41 @@ mod tests {
             assert_eq!(delays(seed, saga), delays(seed, saga));
         }
     }
+
+    /// Items of one workflow draw their own delays: at one retry, eight items get eight.
+    #[test]
+    fn each_item_draws_its_own_delay() {
+        let s = Settings::default();
+        for retry in 1..=3 {
+            let mut seen: Vec<Duration> = (0..8).map(|i| s.delay(7, "x", i, retry)).collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), 8, "retry {retry}: {seen:?}");
+        }
+    }
+
+    /// Decorrelated jitter draws each delay between the initial delay and three times the
+    /// previous retry's delay (the initial one before the first retry).
+    #[test]
+    fn decorrelated_jitter_reaches_three_times_the_previous_delay() {
+        let s = Settings {
+            jitter: Jitter::Decorrelated,
+            ..Settings::default()
+        };
+        let ms = Duration::from_millis;
+        for (retry, hi) in [(1, ms(300)), (3, ms(600))] {
+            let drawn: Vec<Duration> = (0..200)
+                .map(|i| s.delay(7, &format!("w{i}"), 0, retry))
+                .collect();
+            assert!(
+                drawn.iter().all(|d| (ms(100)..=hi).contains(d)),
+                "retry {retry}"
+            );
+            let top = drawn.iter().max().unwrap();
+            assert!(
+                *top > hi.mul_f64(0.9),
+                "retry {retry}: the band's top is reached: {top:?}"
+            );
+        }
+    }
 }
