@@ -234,6 +234,11 @@ mod tests {
         );
         // Status in the trailers: no verdict yet.
         assert_eq!(c.classify(&ok(200, &[])), None);
+
+        // A failing response is described by its status, as palisade's own classifiers do.
+        let r = Response::builder().status(503).body(()).unwrap();
+        let described = c.describe(&r).expect("a description");
+        assert!(described.contains("503"), "{described}");
     }
 
     #[test]
@@ -272,5 +277,16 @@ mod tests {
         );
         trailers.insert("grpc-status", "0".parse().unwrap());
         assert!(eos.classify_eos(Some(&trailers)).is_ok());
+        // A trailers-only answer (grpc-status 0 in the headers) is a success at once: nothing
+        // to wait for.
+        let r = Response::builder()
+            .status(200)
+            .header("grpc-status", "0")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            ClassifyResponse::classify_response(GrpcClassifier::new(), &r),
+            ClassifiedResponse::Ready(Ok(()))
+        ));
     }
 }
