@@ -28,6 +28,8 @@ pub(crate) struct Faulty {
     pub(crate) partitioned: AtomicBool,
     /// Renewals asked, failed or not.
     pub(crate) renewals: AtomicU32,
+    /// Every claim asked, in order.
+    pub(crate) claims: Mutex<Vec<Claim>>,
 }
 
 impl Faulty {
@@ -39,6 +41,7 @@ impl Faulty {
             fail_review: Mutex::new(None),
             partitioned: AtomicBool::new(false),
             renewals: AtomicU32::new(0),
+            claims: Mutex::new(Vec::new()),
         }
     }
 }
@@ -95,6 +98,7 @@ impl Store for Faulty {
         self.still(move |s| Box::pin(async move { s.workflow(&id).await }))
     }
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.claims.lock().unwrap().push(claim.clone());
         self.still(move |s| s.claim(claim))
     }
     fn renew<'a>(
@@ -228,7 +232,14 @@ pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) 
         SagaState::Escalated
     );
     *faulty.fail_review.lock().unwrap() = Some("discarded");
+    faulty.claims.lock().unwrap().clear();
     assert!(queue.discard("f2/1", "done by hand").await.is_err());
+    // The discard held the saga under a lease of a minute while it wrote (no other process
+    // could take it meanwhile, and one that died would hold it no longer).
+    let claims = faulty.claims.lock().unwrap().clone();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].only.as_deref(), Some("f2"));
+    assert_eq!(claims[0].lease_until_ms - claims[0].now_ms, 60_000);
     assert_eq!(sagas.inspect("f2").await.unwrap().state, SagaState::Failed);
     assert!(matches!(
         queue.discard("f2/1", "done by hand").await,
