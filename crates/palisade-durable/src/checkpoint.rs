@@ -265,6 +265,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn debug_shows_the_store_and_how_many_versions_are_kept() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let shown = format!(
+            "{:?}",
+            Checkpoints::new(store.clone()).keep_last(2).unwrap()
+        );
+        assert!(shown.starts_with("Checkpoints { store: "), "{shown}");
+        assert!(shown.ends_with(", keep: Some(2) }"), "{shown}");
+        let all = format!("{:?}", Checkpoints::new(store));
+        assert!(all.ends_with(", keep: None }"), "{all}");
+    }
+
     #[tokio::test]
     async fn fall_back_report_and_give_up() {
         let store = MemoryStore::new();
