@@ -565,3 +565,46 @@ impl Journal {
         SagaInfo::from_journal(id, self.store.journal(id).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(&'static str, BoxError);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    #[test]
+    fn a_record_keeps_each_source_s_message_once() {
+        let err: BoxError = Box::new(Wrapper("calling the tool", "503 overloaded".into()));
+        let record = ErrorRecord::of(&err, 42);
+        assert_eq!(record.message, "calling the tool: 503 overloaded");
+        assert_eq!(record.at_ms, 42);
+        // A wrapper that already says its source's message does not repeat it.
+        let err: BoxError = Box::new(Wrapper("tool: 503 overloaded", "503 overloaded".into()));
+        assert_eq!(ErrorRecord::of(&err, 0).message, "tool: 503 overloaded");
+    }
+
+    #[test]
+    fn escalation_reasons_read_as_sentences() {
+        assert_eq!(
+            EscalationReason::CompensationFailed.to_string(),
+            "compensation failed"
+        );
+        assert_eq!(
+            EscalationReason::UncertainStep.to_string(),
+            "interrupted step with no compensation"
+        );
+    }
+}
