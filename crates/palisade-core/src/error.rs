@@ -223,6 +223,23 @@ impl ConfigError {
     pub fn rule(&self) -> &str {
         &self.rule
     }
+
+    /// The same error with its field placed under `section`: a part's own error, named by its
+    /// path in the whole configuration.
+    ///
+    /// ```
+    /// use palisade_core::ConfigError;
+    ///
+    /// let e = ConfigError::new("failure_rate.ratio", "must be within 0..=1").within("breaker");
+    /// assert_eq!(e.field(), "breaker.failure_rate.ratio");
+    /// assert_eq!(e.rule(), "must be within 0..=1");
+    /// ```
+    pub fn within(self, section: &str) -> Self {
+        ConfigError {
+            field: format!("{section}.{}", self.field).into(),
+            rule: self.rule,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {

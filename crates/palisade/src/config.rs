@@ -269,9 +269,7 @@ impl BudgetConfig {
     /// # Errors
     /// A [`ConfigError`] naming the key path (`retry.budget.ratio`, ...).
     pub fn build(&self) -> Result<Throttled, ConfigError> {
-        let prefix = |e: ConfigError| {
-            ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
-        };
+        let prefix = |e: ConfigError| e.within("retry.budget");
         let budget = RatioBudget::builder()
             .ttl(self.ttl)
             .min_per_second(self.min_per_second)
@@ -413,14 +411,10 @@ impl PresetConfig {
     /// # Errors
     /// A [`ConfigError`] naming the key path of the first value that breaks its rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.breaker
-            .validate()
-            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+        self.breaker.validate().map_err(|e| e.within("breaker"))?;
         self.builder()?;
         if let Some(route) = &self.route {
-            route.validate().map_err(|e| {
-                ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned())
-            })?;
+            route.validate().map_err(|e| e.within("route"))?;
         }
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             if endpoint.address.trim().is_empty() {
@@ -431,12 +425,9 @@ impl PresetConfig {
             }
         }
         for (name, feature) in &self.features {
-            feature.validate().map_err(|e| {
-                ConfigError::new(
-                    format!("features.{name}.{}", e.field()),
-                    e.rule().to_owned(),
-                )
-            })?;
+            feature
+                .validate()
+                .map_err(|e| e.within(&format!("features.{name}")))?;
         }
         Ok(())
     }
@@ -492,7 +483,7 @@ impl PresetConfig {
             .config(self.route.unwrap_or_default())
             .build()
             .map(Some)
-            .map_err(|e| ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned()))
+            .map_err(|e| e.within("route"))
     }
 
     /// A switchboard with the file's [`features`](Self::features) registered under their
@@ -518,12 +509,9 @@ impl PresetConfig {
     pub fn switchboard(&self) -> Result<Switchboard, ConfigError> {
         let board = Switchboard::new();
         for (name, feature) in &self.features {
-            board.feature_with(name, *feature).map_err(|e| {
-                ConfigError::new(
-                    format!("features.{name}.{}", e.field()),
-                    e.rule().to_owned(),
-                )
-            })?;
+            board
+                .feature_with(name, *feature)
+                .map_err(|e| e.within(&format!("features.{name}")))?;
         }
         Ok(board)
     }
@@ -539,11 +527,7 @@ impl PresetConfig {
 
     /// [`builder`](Self::builder), its retry layer drawing on `budget`.
     fn builder_sharing(&self, budget: Arc<Throttled>) -> Result<PresetBuilder, ConfigError> {
-        let prefix = |section: &'static str| {
-            move |e: ConfigError| {
-                ConfigError::new(format!("{section}.{}", e.field()), e.rule().to_owned())
-            }
-        };
+        let prefix = |section: &'static str| move |e: ConfigError| e.within(section);
         let r = &self.retry;
         let backoff = match r.backoff {
             BackoffConfig::Constant { delay } => Backoff::constant(delay),

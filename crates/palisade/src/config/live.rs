@@ -36,7 +36,7 @@ impl PresetConfig {
         let breaker = BreakerLayer::builder(self.name.clone())
             .config(self.breaker)
             .build()
-            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+            .map_err(|e| e.within("breaker"))?;
         let handle = PresetHandle {
             breaker: breaker.handle(),
             budget: budget.clone(),
@@ -209,29 +209,23 @@ impl PresetHandle {
         let breaker = self
             .breaker
             .reconfigure(config.breaker)
-            .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule().to_owned()))?;
+            .map_err(|e| e.within("breaker"))?;
         let b = config.retry.budget;
         let budget = self
             .budget
             .budget()
             .reconfigure(|s| s.ratio(b.ratio).min_per_second(b.min_per_second))
-            .map_err(|e| {
-                ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
-            })?;
+            .map_err(|e| e.within("retry.budget"))?;
         let throttle = self
             .budget
             .throttle()
             .reconfigure(|s| s.max_tokens(b.max_tokens).token_ratio(b.token_ratio))
-            .map_err(|e| {
-                ConfigError::new(format!("retry.budget.{}", e.field()), e.rule().to_owned())
-            })?;
+            .map_err(|e| e.within("retry.budget"))?;
         let route = match (&self.route, route_changed) {
             (Some(route), true) => Some(
                 route
                     .reconfigure(config.route.unwrap_or_default())
-                    .map_err(|e| {
-                        ConfigError::new(format!("route.{}", e.field()), e.rule().to_owned())
-                    })?,
+                    .map_err(|e| e.within("route"))?,
             ),
             _ => None,
         };
