@@ -596,6 +596,178 @@ mod tests {
         assert_eq!(ErrorRecord::of(&err, 0).message, "tool: 503 overloaded");
     }
 
+    /// The saga `events` (after its start, three steps `a`, `b`, `c`) fold into.
+    fn fold(events: &[Event]) -> SagaInfo {
+        let start = Event::SagaStarted {
+            name: "order".into(),
+            steps: vec!["a".into(), "b".into(), "c".into()],
+            input: Value::Null,
+        };
+        let entries = std::iter::once(&start)
+            .chain(events)
+            .enumerate()
+            .map(|(seq, e)| JournalEntry {
+                seq: seq as u64,
+                at_ms: 0,
+                event: serde_json::to_value(e).unwrap(),
+            })
+            .collect();
+        SagaInfo::from_journal("s1", entries).unwrap()
+    }
+
+    fn failure() -> ErrorRecord {
+        ErrorRecord {
+            message: "down".into(),
+            class: Class::new(palisade_core::Category::ServerError),
+            at_ms: 0,
+        }
+    }
+
+    /// Step `a` completed, step `b` was interrupted (it may have taken effect), and the
+    /// compensations of `b` then `a` were attempted.
+    fn interrupted_then_compensated(b_compensated: bool) -> Vec<Event> {
+        let mut events = vec![
+            Event::StepStarted {
+                step: 0,
+                attempt: 1,
+            },
+            Event::StepCompleted {
+                step: 0,
+                output: Value::Null,
+            },
+            Event::StepStarted {
+                step: 1,
+                attempt: 1,
+            },
+            Event::StepFailed {
+                step: 1,
+                error: failure(),
+                interrupted: true,
+            },
+        ];
+        if b_compensated {
+            events.push(Event::CompensationStarted {
+                step: 1,
+                attempt: 1,
+            });
+            events.push(Event::CompensationFailed {
+                step: 1,
+                attempt: 1,
+                error: failure(),
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn a_retried_review_runs_an_attempted_compensation_again_even_for_an_interrupted_step() {
+        // The interrupted step's compensation was tried and kept failing: a person's retry
+        // means "try it again", not "I vouch for it".
+        let mut events = interrupted_then_compensated(true);
+        events.push(Event::Escalated {
+            step: 1,
+            review: "r1".into(),
+            reason: EscalationReason::CompensationFailed,
+        });
+        let escalated = fold(&events);
+        assert_eq!(escalated.state, SagaState::Escalated);
+        assert_eq!(escalated.steps[1].status, StepStatus::Uncertain);
+        assert_eq!(
+            escalated.steps[1].compensation,
+            CompensationStatus::Escalated
+        );
+        events.push(Event::ReviewRetried {
+            review: "r1".into(),
+        });
+        let info = fold(&events);
+        assert_eq!(info.state, SagaState::Compensating);
+        assert_eq!(info.steps[1].compensation, CompensationStatus::Failed);
+        assert_eq!(info.steps[1].compensation_attempts, 1);
+        assert_eq!(info.steps[1].attempts_since_review, 0);
+        // The other steps are left as they were.
+        assert_eq!(info.steps[0].compensation, CompensationStatus::NotNeeded);
+        assert_eq!(info.steps[2].status, StepStatus::Pending);
+        assert!(!info.discarded);
+    }
+
+    #[test]
+    fn a_retried_review_settles_an_interrupted_step_nothing_was_run_for() {
+        let mut events = interrupted_then_compensated(false);
+        events.push(Event::Escalated {
+            step: 1,
+            review: "r1".into(),
+            reason: EscalationReason::UncertainStep,
+        });
+        events.push(Event::ReviewRetried {
+            review: "r1".into(),
+        });
+        let info = fold(&events);
+        assert_eq!(info.steps[1].compensation, CompensationStatus::Settled);
+        assert_eq!(info.steps[0].compensation, CompensationStatus::NotNeeded);
+    }
+
+    #[test]
+    fn a_discarded_review_settles_only_the_escalated_step() {
+        // `c` failed; `b`'s compensation ran, `a`'s kept failing and was escalated.
+        let events = vec![
+            Event::StepStarted {
+                step: 0,
+                attempt: 1,
+            },
+            Event::StepCompleted {
+                step: 0,
+                output: Value::Null,
+            },
+            Event::StepStarted {
+                step: 1,
+                attempt: 1,
+            },
+            Event::StepCompleted {
+                step: 1,
+                output: Value::Null,
+            },
+            Event::StepStarted {
+                step: 2,
+                attempt: 1,
+            },
+            Event::StepFailed {
+                step: 2,
+                error: failure(),
+                interrupted: false,
+            },
+            Event::CompensationStarted {
+                step: 1,
+                attempt: 1,
+            },
+            Event::CompensationCompleted { step: 1 },
+            Event::CompensationStarted {
+                step: 0,
+                attempt: 1,
+            },
+            Event::CompensationFailed {
+                step: 0,
+                attempt: 1,
+                error: failure(),
+            },
+            Event::Escalated {
+                step: 0,
+                review: "r1".into(),
+                reason: EscalationReason::CompensationFailed,
+            },
+            Event::ReviewDiscarded {
+                review: "r1".into(),
+                note: "refunded by hand".into(),
+            },
+        ];
+        let info = fold(&events);
+        assert!(info.discarded);
+        assert_eq!(info.state, SagaState::Escalated);
+        assert_eq!(info.review.as_deref(), Some("r1"));
+        assert_eq!(info.steps[0].compensation, CompensationStatus::Settled);
+        assert_eq!(info.steps[1].compensation, CompensationStatus::Completed);
+        assert_eq!(info.steps[2].compensation, CompensationStatus::NotNeeded);
+    }
+
     #[test]
     fn escalation_reasons_read_as_sentences() {
         assert_eq!(
