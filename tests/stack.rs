@@ -361,3 +361,27 @@ async fn the_preset_takes_any_classifier_and_any_budget() {
     assert_eq!(svc.oneshot(()).await.unwrap(), 200);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+/// The preset's response future over a service that answers at once (`Ready<Result<u64,
+/// BoxError>>`, 24 bytes, as the `stack` bench measures it) fits in 256 bytes: its deadline and
+/// per-attempt timeout share one timer. (tower's own timeout, retry, load-shed and
+/// concurrency-limit stack is 328 bytes over the same service.)
+#[test]
+fn the_preset_future_fits_in_256_bytes() {
+    use palisade::classify::BoxError;
+    use tower::{Layer, Service, service_fn};
+    let bare = service_fn(|x: u64| std::future::ready(Ok::<u64, BoxError>(x)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut svc = palisade::preset::recommended("llm")
+        .build()
+        .unwrap()
+        .layer(bare);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let size = std::mem::size_of_val(&svc.call(1));
+    assert!(size <= 256, "the preset's response future is {size} bytes");
+}

@@ -9,6 +9,7 @@
 //! | the attempt: its number and the endpoint to avoid, [`attempt::current`] | retry, around each poll of an attempt ([`attempt::scope`]) | a router picking an endpoint, reporting one that failed ([`attempt::report_failed_endpoint`]) |
 //! | how many earlier attempts timed out: [`attempt::timeouts_so_far`] | retry, around each attempt's `call` ([`attempt::with_timeouts_so_far`]) | palisade-timeout's `Timeout`, to escalate its limit |
 //! | "this attempt is being dropped because its time is up": [`attempt::timing_out`] | palisade-timeout's `Timeout`, around that one drop ([`attempt::time_out`]) | a router, to count the timeout against the endpoint |
+//! | one timer for the deadline and the attempts' timeouts: [`timer::share`] | palisade-timeout's `Deadline`, around each poll of its call ([`timer::with_owner`]) | a `Timeout` built to share it, which then keeps an instant instead of a timer |
 //!
 //! It lives in the core crate so that every layer reaches it without depending on another
 //! layer's crate (retry reads the deadline without palisade-timeout).
@@ -84,6 +85,7 @@
 pub mod attempt;
 pub mod carry;
 mod deadline;
+pub mod timer;
 
 pub use carry::{Carried, Carrier, CarryLayer, ResumeLayer};
 pub use deadline::{deadline, deadline_after, with_deadline, with_lazy_deadline};

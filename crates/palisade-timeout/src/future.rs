@@ -1,5 +1,6 @@
 //! The response futures of [`Timeout`](crate::Timeout) and [`Deadline`](crate::Deadline).
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +8,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::BoxError;
+use palisade_core::context::timer;
 use palisade_core::context::{self, attempt};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::error::{DeadlineExceeded, Elapsed};
 use crate::state;
+use crate::timer::{AttemptTimer, OwnTimer, TimerKind};
 
 pin_project! {
     /// The response future of [`Timeout`](crate::Timeout).
@@ -24,12 +27,24 @@ pin_project! {
     /// [`attempt::time_out`](palisade_core::context::attempt::time_out), before it fails with
     /// [`Elapsed`]: a router below counts that drop against the endpoint the attempt went to
     /// (see [Timed-out attempts](crate#timed-out-attempts)).
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    ///
+    /// `K` says how it keeps its timer: a tokio `Sleep` of its own ([`OwnTimer`], the default)
+    /// or the instant its attempt ends, woken by the [`Deadline`](crate::Deadline) above
+    /// ([`SharedTimer`](crate::timer::SharedTimer)).
+    pub struct ResponseFuture<F, K: TimerKind = OwnTimer> {
         #[pin]
         inner: Option<F>,
         #[pin]
-        timer: Timer,
+        timer: Timer<K::Timer>,
+    }
+}
+
+impl<F: fmt::Debug, K: TimerKind> fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .field("timer", &self.timer)
+            .finish()
     }
 }
 
@@ -37,7 +52,7 @@ pin_project! {
     /// A timeout future's limit and timer, which are never needed at once, in one space.
     #[project = TimerProj]
     #[derive(Debug)]
-    enum Timer {
+    enum Timer<T> {
         // No timer yet: the limit in nanoseconds (bits 0..63, at most about 292 years), and in
         // bit 63 whether this is an escalating timeout whose call ran outside any attempt
         // scope (one word: the flag costs the future no size).
@@ -45,14 +60,14 @@ pin_project! {
         // The inner future returned `Pending`: the timer runs.
         Armed {
             #[pin]
-            sleep: Sleep,
+            sleep: T,
         },
         // The timer fired (it is dropped then).
         Over,
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, K: TimerKind> ResponseFuture<F, K> {
     /// `nanos`: the limit, as [`state::nanos`] gives it; `unscoped`: an escalating timeout
     /// whose `call` ran outside any attempt scope.
     #[inline]
@@ -63,6 +78,17 @@ impl<F> ResponseFuture<F> {
             timer: Timer::Idle {
                 limit: nanos | if unscoped { UNSCOPED } else { 0 },
             },
+        }
+    }
+}
+
+#[cfg(test)]
+impl<F> ResponseFuture<F, crate::timer::SharedTimer> {
+    /// `None` before its timer started, then whether it fell back to a timer of its own.
+    pub(crate) fn has_own_timer(&self) -> Option<bool> {
+        match &self.timer {
+            Timer::Armed { sleep } => Some(sleep.has_own_timer()),
+            Timer::Idle { .. } | Timer::Over => None,
         }
     }
 }
@@ -90,9 +116,10 @@ fn warn_lost_context() {
     );
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, T, E, K> Future for ResponseFuture<F, K>
 where
     F: Future<Output = Result<T, E>>,
+    K: TimerKind,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
@@ -114,7 +141,7 @@ where
                 warn_lost_context();
             }
             this.timer.set(Timer::Armed {
-                sleep: sleep(Duration::from_nanos(limit & NANOS)),
+                sleep: K::Timer::start(Duration::from_nanos(limit & NANOS)),
             });
         }
         if let TimerProj::Armed { sleep } = this.timer.as_mut().project() {
@@ -140,32 +167,53 @@ pin_project! {
     /// and the call fails with [`DeadlineExceeded`]. That drop is not marked as a timed-out attempt
     /// (unlike [`ResponseFuture`]'s): the caller's time is spent, which says nothing against
     /// the endpoint of the attempt in flight, so a router below stays neutral.
+    ///
+    /// Its timer is shared with the [`SharedTimer`](crate::timer::SharedTimer) timeouts below
+    /// it ([`context::timer`](palisade_core::context::timer)): it wakes the task at the
+    /// earliest of its deadline and the instants they ask for, and polls the inner future again
+    /// when one of theirs passes.
     #[derive(Debug)]
     pub struct DeadlineFuture<F> {
-        // `None` once the output was returned.
         #[pin]
-        inner: Option<F>,
-        #[pin]
-        clock: Clock,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    /// A deadline future's call and clock while it runs: one enum with "finished", which
+    /// costs no space of its own (it takes a spare value of a field inside), where an `Option`
+    /// around the call would cost a word or two.
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            clock: Clock,
+        },
+        // The output was returned, or the deadline expired.
+        Finished,
     }
 }
 
 pin_project! {
     /// A deadline future's limit, clock and timer: the limit and a started clock are never
-    /// needed at once with a timer (the timer knows its deadline), so they share its space.
+    /// needed at once with a timer (the timer knows when to fire, beside the deadline), so they
+    /// share its space.
     #[project = ClockProj]
     #[derive(Debug)]
     enum Clock {
         // No timer: `limit` is the time the call is granted, `started` when the clock
         // started, `None` until somebody needed it.
         Idle { started: Option<Instant>, limit: Duration },
-        // The inner future returned `Pending`: the timer runs until the deadline.
+        // The inner future returned `Pending`: the timer runs until the deadline, or until the
+        // earliest instant a sharing timeout below asked for, if that comes first.
         Armed {
             #[pin]
             sleep: Sleep,
+            deadline: Instant,
         },
-        // The deadline expired (the timer is dropped then); `deadline` is when.
-        Over { deadline: Option<Instant> },
     }
 }
 
@@ -175,20 +223,19 @@ impl<F> DeadlineFuture<F> {
     #[inline]
     pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
-            inner: Some(inner),
-            clock: Clock::Idle { started, limit },
+            state: State::Running {
+                inner,
+                clock: Clock::Idle { started, limit },
+            },
         }
     }
 
     /// The instant this call fails at, once its clock has started (see the type's docs);
-    /// `None` before.
+    /// `None` before, and once the future has completed.
     pub fn deadline(&self) -> Option<Instant> {
-        match &self.clock {
-            Clock::Idle { started, limit } => {
-                started.map(|start| context::deadline_after(start, *limit))
-            }
-            Clock::Armed { sleep } => Some(sleep.deadline()),
-            Clock::Over { deadline } => *deadline,
+        match &self.state {
+            State::Running { clock, .. } => clock.deadline(),
+            State::Finished => None,
         }
     }
 }
@@ -203,51 +250,68 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            deadline_polled_after_completion();
-        };
-        let polled = match this.clock.as_mut().project() {
-            ClockProj::Idle { started, limit } => {
-                context::with_lazy_deadline(*limit, started, || inner.poll(cx))
+        loop {
+            let StateProj::Running { inner, mut clock } = this.state.as_mut().project() else {
+                deadline_polled_after_completion();
+            };
+            let waker = cx.waker();
+            let (polled, wake) = match clock.as_mut().project() {
+                ClockProj::Idle { started, limit } => timer::with_owner(waker, None, || {
+                    context::with_lazy_deadline(*limit, started, || inner.poll(cx))
+                }),
+                ClockProj::Armed { sleep, deadline } => {
+                    // A timer that fired tells the sharers below which instant has passed.
+                    let elapsed = sleep.is_elapsed().then(|| sleep.deadline());
+                    timer::with_owner(waker, elapsed, || {
+                        context::with_deadline(*deadline, || inner.poll(cx))
+                    })
+                }
+            };
+            if let Poll::Ready(out) = polled {
+                this.state.set(State::Finished);
+                return Poll::Ready(out.map_err(Into::into));
             }
-            ClockProj::Armed { sleep } => {
-                context::with_deadline(sleep.deadline(), || inner.poll(cx))
+            if let ClockProj::Idle { started, limit } = clock.as_mut().project() {
+                let start = *started.get_or_insert_with(Instant::now);
+                let deadline = context::deadline_after(start, *limit);
+                clock.set(Clock::Armed {
+                    sleep: sleep_until(wake.map_or(deadline, |w| w.min(deadline))),
+                    deadline,
+                });
             }
-            ClockProj::Over { .. } => deadline_polled_after_completion(),
-        };
-        if let Poll::Ready(out) = polled {
-            this.inner.set(None);
-            return Poll::Ready(out.map_err(Into::into));
-        }
-        if let ClockProj::Idle { started, limit } = this.clock.as_mut().project() {
-            let start = *started.get_or_insert_with(Instant::now);
-            let deadline = context::deadline_after(start, *limit);
-            this.clock.set(Clock::Armed {
-                sleep: sleep_until(deadline),
-            });
-        }
-        if let ClockProj::Armed { sleep } = this.clock.as_mut().project() {
+            let ClockProj::Armed {
+                mut sleep,
+                deadline,
+            } = clock.project()
+            else {
+                unreachable!("the clock was armed just above");
+            };
+            let (deadline, at) = (*deadline, wake.map_or(*deadline, |w| w.min(*deadline)));
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
             ready!(sleep.poll(cx));
+            if at >= deadline {
+                // Expired: drop the inner future (and whatever it holds) and the timer now.
+                this.state.set(State::Finished);
+                palisade_core::metrics::timeout_elapsed("deadline");
+                return Poll::Ready(Err(DeadlineExceeded::new().into()));
+            }
+            // A sharing timeout's instant passed before the deadline: poll again, so that it
+            // fails its attempt (the timer says so through `elapsed`).
         }
-        // Expired: drop the inner future (and whatever it holds) and the timer now.
-        this.inner.set(None);
-        let deadline = this.clock.as_mut().deadline();
-        this.clock.set(Clock::Over { deadline });
-        palisade_core::metrics::timeout_elapsed("deadline");
-        Poll::Ready(Err(DeadlineExceeded::new().into()))
     }
 }
 
 impl Clock {
     /// The deadline, once the clock has started.
     #[inline]
-    fn deadline(self: Pin<&mut Self>) -> Option<Instant> {
-        match self.project() {
-            ClockProj::Idle { started, limit } => {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Clock::Idle { started, limit } => {
                 started.map(|start| context::deadline_after(start, *limit))
             }
-            ClockProj::Armed { sleep } => Some(sleep.deadline()),
-            ClockProj::Over { deadline } => *deadline,
+            Clock::Armed { deadline, .. } => Some(*deadline),
         }
     }
 }

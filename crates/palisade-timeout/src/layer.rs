@@ -1,11 +1,13 @@
 //! The layers: [`TimeoutLayer`] and [`DeadlineLayer`].
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use palisade_core::ConfigError;
 use tower_layer::Layer;
 
 use crate::state::Limit;
+use crate::timer::{OwnTimer, SharedTimer, TimerKind};
 use crate::{Deadline, Timeout};
 
 /// Applies a per-attempt [`Timeout`] to the wrapped service, optionally escalating after
@@ -26,9 +28,13 @@ use crate::{Deadline, Timeout};
 /// assert_eq!(escalating.escalation(), Some((2.0, Duration::from_secs(2))));
 /// # Ok::<(), palisade_core::ConfigError>(())
 /// ```
+///
+/// `K` says how each response future keeps its timer: [`OwnTimer`] (the default), or
+/// [`SharedTimer`] after [`share_deadline_timer`](Self::share_deadline_timer).
 #[derive(Clone, Copy, Debug)]
-pub struct TimeoutLayer {
+pub struct TimeoutLayer<K = OwnTimer> {
     limit: Limit,
+    kind: PhantomData<K>,
 }
 
 impl TimeoutLayer {
@@ -36,9 +42,7 @@ impl TimeoutLayer {
     /// [`Elapsed`](crate::error::Elapsed). Every attempt gets the same limit (no
     /// escalation); a zero `timeout` fails every call that is not ready at its first poll.
     pub fn new(timeout: Duration) -> Self {
-        TimeoutLayer {
-            limit: Limit::new(timeout),
-        }
+        TimeoutLayer::with_limit(Limit::new(timeout))
     }
 
     /// A builder for a timeout of `timeout` with options (escalation), validated by
@@ -47,6 +51,47 @@ impl TimeoutLayer {
         TimeoutBuilder {
             timeout,
             escalation: None,
+        }
+    }
+
+    /// The same timeout, sharing the timer of the [`Deadline`] above it instead of keeping a
+    /// tokio `Sleep` in each response future (see
+    /// [One timer for a deadline and its timeouts](crate#one-timer-for-a-deadline-and-its-timeouts)).
+    /// Use it where a [`DeadlineLayer`] sits above on the same task, with only layers between
+    /// them that poll their inner future with the task's own waker (retry, breaker, classify,
+    /// fallback); elsewhere each waiting attempt boxes a timer of its own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_core::BoxError;
+    /// use palisade_timeout::{DeadlineLayer, TimeoutLayer};
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let slow = service_fn(|ms: u64| async move {
+    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///     Ok::<u64, BoxError>(ms)
+    /// });
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(DeadlineLayer::new(Duration::from_secs(2)))
+    ///     .layer(TimeoutLayer::new(Duration::from_millis(100)).share_deadline_timer())
+    ///     .service(slow);
+    /// assert_eq!(svc.ready().await.unwrap().call(50).await.unwrap(), 50);
+    /// let err = svc.ready().await.unwrap().call(150).await.unwrap_err();
+    /// assert_eq!(err.to_string(), "request timed out");
+    /// # }
+    /// ```
+    pub fn share_deadline_timer(self) -> TimeoutLayer<SharedTimer> {
+        TimeoutLayer::with_limit(self.limit)
+    }
+}
+
+impl<K: TimerKind> TimeoutLayer<K> {
+    fn with_limit(limit: Limit) -> Self {
+        TimeoutLayer {
+            limit,
+            kind: PhantomData,
         }
     }
 
@@ -94,14 +139,14 @@ impl TimeoutBuilder {
         if let Some((factor, cap)) = self.escalation {
             limit = limit.escalate(factor, cap)?;
         }
-        Ok(TimeoutLayer { limit })
+        Ok(TimeoutLayer::with_limit(limit))
     }
 }
 
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
+impl<S, K: TimerKind> Layer<S> for TimeoutLayer<K> {
+    type Service = Timeout<S, K>;
 
-    fn layer(&self, inner: S) -> Timeout<S> {
+    fn layer(&self, inner: S) -> Timeout<S, K> {
         Timeout::with_limit(inner, self.limit)
     }
 }

@@ -58,8 +58,28 @@
 //! is published around the inner `call` and every poll of the response future; a
 //! `CarryLayer` below reads it in `call` to send it across a task boundary.
 //!
-//! Both futures keep the timer inline (`Option<Sleep>`, no box), so they are about the size of
-//! tower's (136 and 152 bytes around a 24-byte ready future, against 120).
+//! Both futures keep the timer inline (a tokio `Sleep`, no box), so a call that waits allocates
+//! nothing, and each is about the size of tower's `Timeout` future (the `timeout` bench prints
+//! the sizes).
+//!
+//! # One timer for a deadline and its timeouts
+//!
+//! A [`Deadline`] over a retry and a [`Timeout`] per attempt below it run two timers at once
+//! while an attempt waits, and a tokio `Sleep` is 96 bytes, so a response future that keeps
+//! both inline carries 192 bytes of timers, when the task only ever needs to wake at the earlier
+//! of the two instants. [`TimeoutLayer::share_deadline_timer`] builds a timeout
+//! ([`timer::SharedTimer`]) whose future keeps only the instant its attempt ends and asks the
+//! deadline's future above to wake the task then
+//! ([`context::timer`](palisade_core::context::timer)): the deadline's future arms its one
+//! timer at the earlier of its deadline and the instants asked for, and, when an attempt's
+//! instant passes, polls the call again so that the timeout fails that attempt exactly as its
+//! own timer would have. palisade's preset is built this way.
+//!
+//! Sharing needs the deadline above on the same task, with only layers between them that poll
+//! their inner future with the task's own waker (retry, breaker, classify and fallback do).
+//! Where that does not hold (no deadline above, a task boundary, or a combinator that gives its
+//! children wakers of their own), the timeout sees it at its first wait and boxes a timer of its
+//! own: still correct, at one allocation per waiting attempt.
 //!
 //! # Timed-out attempts
 //!
@@ -113,9 +133,12 @@ pub mod future;
 mod layer;
 mod service;
 mod state;
+pub mod timer;
 
 pub use layer::{DeadlineLayer, TimeoutBuilder, TimeoutLayer};
 pub use service::{Deadline, Timeout};
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The services: [`Timeout`] and [`Deadline`].
 
+use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};
 use crate::state::Limit;
+use crate::timer::{OwnTimer, TimerKind};
 
 /// Fails a call that does not finish within its per-attempt limit with
 /// [`Elapsed`](crate::error::Elapsed).
@@ -17,10 +19,15 @@ use crate::state::Limit;
 /// `Timeout` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
 /// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
 /// future panics if polled after it completed, as tower's futures do.
+///
+/// `K` says how its response future keeps its timer: [`OwnTimer`] (the default) or
+/// [`SharedTimer`](crate::timer::SharedTimer), made by
+/// [`TimeoutLayer::share_deadline_timer`](crate::TimeoutLayer::share_deadline_timer).
 #[derive(Clone, Debug)]
-pub struct Timeout<S> {
+pub struct Timeout<S, K = OwnTimer> {
     inner: S,
     limit: Limit,
+    kind: PhantomData<K>,
 }
 
 impl<S> Timeout<S> {
@@ -29,9 +36,15 @@ impl<S> Timeout<S> {
     pub fn new(inner: S, timeout: Duration) -> Self {
         Self::with_limit(inner, Limit::new(timeout))
     }
+}
 
+impl<S, K> Timeout<S, K> {
     pub(crate) fn with_limit(inner: S, limit: Limit) -> Self {
-        Timeout { inner, limit }
+        Timeout {
+            inner,
+            limit,
+            kind: PhantomData,
+        }
     }
 
     /// The base timeout.
@@ -55,14 +68,15 @@ impl<S> Timeout<S> {
     }
 }
 
-impl<S, Req> Service<Req> for Timeout<S>
+impl<S, Req, K> Service<Req> for Timeout<S, K>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    K: TimerKind,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -8,6 +8,7 @@ use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::classify::{ClassifyLayer, ConfigError, DefaultClassifier};
 use crate::retry::budget::Throttled;
 use crate::retry::{LayerLimit, RetryLayer};
+use crate::timeout::timer::SharedTimer;
 use crate::timeout::{DeadlineLayer, TimeoutLayer};
 
 /// The recommended stack as one layer, outermost first: deadline → retry (within a retry
@@ -23,7 +24,7 @@ use crate::timeout::{DeadlineLayer, TimeoutLayer};
 /// [`PresetBuilder::retry`]).
 pub type Preset<C = DefaultClassifier, B = Throttled, A = LayerLimit> = Stack<
     ClassifyLayer<C>,
-    Stack<TimeoutLayer, Stack<BreakerLayer, Stack<RetryLayer<B, A>, DeadlineLayer>>>,
+    Stack<TimeoutLayer<SharedTimer>, Stack<BreakerLayer, Stack<RetryLayer<B, A>, DeadlineLayer>>>,
 >;
 
 /// Builds a [`Preset`]; see [`recommended`].
@@ -183,7 +184,9 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
                 .escalate(factor, cap)
                 .build()?,
             None => TimeoutLayer::new(self.attempt_timeout),
-        };
+        }
+        // The deadline above wakes the attempts: one timer per call, not two.
+        .share_deadline_timer();
         let retry = match self.retry {
             Retry::Given(retry) => retry,
             Retry::Default(default) => default(&self.name)?,
