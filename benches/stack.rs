@@ -70,9 +70,7 @@ fn bench(c: &mut Criterion) {
         .layer(DeadlineLayer::new(Duration::from_secs(30)))
         .layer(palisade::retry::RetryLayer::new())
         .layer(BreakerLayer::new("full"))
-        .layer(palisade::timeout::TimeoutLayer::new(Duration::from_secs(
-            10,
-        )))
+        .layer(palisade::timeout::TimeoutLayer::new(Duration::from_secs(10)).share_deadline_timer())
         .service(Route::new(endpoints));
     let mut full_svc =
         ServiceExt::<u64>::map_response(full_stack, Answer::into_inner as fn(_) -> _);

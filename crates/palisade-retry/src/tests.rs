@@ -798,6 +798,98 @@ mod context {
         hooks::DEADLINE.set(None);
     }
 
+    /// An open breaker's refusal, probing again in `left` milliseconds.
+    fn open(left: u64) -> Answer {
+        Answer::Err(
+            Class::new(Category::Rejected).with_retry_after(ms(left)),
+            "circuit open",
+        )
+    }
+
+    /// The gaps between consecutive calls.
+    fn gaps(calls: &[Duration]) -> Vec<Duration> {
+        calls.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_refused_by_an_open_breaker_waits_for_it_without_using_attempts() {
+        let script = || {
+            Script::new([
+                err(Category::ServerError, "503"),
+                open(1000),
+                open(1000),
+                open(400),
+                open(1000),
+                Answer::Ok(7),
+            ])
+        };
+        // Two attempts, four refusals between them: answered, each refusal waited for.
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(10_000)));
+        let s = script();
+        let svc = layer().max_attempts(2).build().unwrap().layer(s.clone());
+        assert_eq!(run(svc).await, Ok(7));
+        let gaps = gaps(&s.calls());
+        assert_eq!(gaps.len(), 5);
+        assert_eq!(gaps[0], ms(100), "the 503's backoff");
+        for (gap, left) in gaps[1..].iter().zip([1000, 1000, 400, 1000]) {
+            // The breaker's time, stretched by up to half.
+            assert!(*gap >= ms(left) && *gap <= ms(left * 3 / 2), "{gaps:?}");
+        }
+
+        // Not past the deadline: refused until it is near, the request fails with the refusal
+        // before it rather than sleep through it.
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(2_500)));
+        let s = script();
+        let svc = layer().max_attempts(2).build().unwrap().layer(s.clone());
+        assert_eq!(run(svc).await, Err("circuit open".into()));
+        assert!(s.count() < 6, "{:?}", s.calls());
+        assert!(start.elapsed() < ms(2_500));
+
+        // Turned off, or without a deadline: each refusal is an attempt.
+        hooks::DEADLINE.set(Some(Instant::now() + ms(10_000)));
+        let s = script();
+        let svc = layer()
+            .max_attempts(2)
+            .wait_for_breaker(false)
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        assert_eq!(run(svc).await, Err("circuit open".into()));
+        assert_eq!(s.count(), 2);
+        hooks::DEADLINE.set(None);
+        let s = script();
+        let svc = layer().max_attempts(2).build().unwrap().layer(s.clone());
+        assert_eq!(run(svc).await, Err("circuit open".into()));
+        assert_eq!(s.count(), 2);
+    }
+
+    /// Waiting for a breaker, even the last attempt keeps a copy of the request (one clone per
+    /// attempt sent: the first, the retry after the 503, the one after the refusal), since a
+    /// refusal of it is followed by another; without a deadline the last one keeps none.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempt_keeps_a_copy_only_when_a_refusal_may_follow_it() {
+        for (deadline, clones) in [(true, 3), (false, 1)] {
+            hooks::DEADLINE.set(deadline.then(|| Instant::now() + ms(10_000)));
+            let n = Arc::new(AtomicUsize::new(0));
+            let s = Script::new([err(Category::ServerError, "503"), open(100), Answer::Ok(1)]);
+            let svc = layer().max_attempts(2).build().unwrap().layer(s.clone());
+            let out = svc
+                .oneshot(Counted(n.clone()))
+                .await
+                .map_err(|e| e.to_string());
+            let expected = if deadline {
+                Ok(1)
+            } else {
+                Err("circuit open".to_owned())
+            };
+            assert_eq!(out, expected);
+            assert_eq!(n.load(Ordering::SeqCst), clones, "deadline: {deadline}");
+        }
+        hooks::DEADLINE.set(None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_attempt_carries_the_timeouts_so_far() {
         hooks::TIMEOUTS.with_borrow_mut(Vec::clear);

@@ -12,6 +12,7 @@
 //!
 //! [retry]
 //! max_attempts = 3
+//! wait_for_breaker = true      # a call the open breaker refuses waits for its next probe
 //! backoff = { exponential = { initial = "1s", factor = 2.0 } }  # or constant/linear
 //! cap = "30s"                  # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
@@ -225,6 +226,10 @@ pub struct RetryConfig {
     pub jitter: JitterConfig,
     /// The seed of the jitter's random numbers (default: from the operating system).
     pub seed: Option<u64>,
+    /// Whether a call refused by the open breaker waits for its next probe, within the
+    /// deadline and without using an attempt (default `true`; see
+    /// [`RetryBuilder::wait_for_breaker`](crate::retry::RetryBuilder::wait_for_breaker)).
+    pub wait_for_breaker: bool,
     /// The retry budget (`[retry.budget]`).
     pub budget: BudgetConfig,
 }
@@ -289,6 +294,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             max_attempts: 3,
+            wait_for_breaker: true,
             backoff: BackoffConfig::Exponential {
                 initial: Duration::from_secs(1),
                 factor: 2.0,
@@ -546,6 +552,7 @@ impl PresetConfig {
             .budget(budget)
             .name(self.name.as_str())
             .max_attempts(r.max_attempts)
+            .wait_for_breaker(r.wait_for_breaker)
             .backoff(backoff)
             .jitter(jitter);
         if let Some(seed) = r.seed {

@@ -67,16 +67,25 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///   jitter, a server's retry hint taken as the delay exactly, and a
 ///   [`Throttled`] budget (retries up to 10 % of requests
 ///   plus 1 a second, stopped by gRPC-style retry throttling while the dependency mostly
-///   fails); a call the breaker refused, open or throttling
-///   ([`Category::Rejected`](crate::classify::Category::Rejected)), is retried after its hint
-///   without spending budget;
+///   fails); a call the open breaker refused
+///   ([`Category::Rejected`](crate::classify::Category::Rejected), with the time until its
+///   next probe) waits for that probe, stretched by a random 0–50 %, spending neither budget
+///   nor an attempt, until the deadline
+///   ([`RetryBuilder::wait_for_breaker`](crate::retry::RetryBuilder::wait_for_breaker)): in
+///   the simulator's 10 s outage this answers 97.9 % of the requests, 76.5 % when each refusal
+///   used an attempt, at no more upstream calls per request (where a fallback above should
+///   answer at once instead, give [`PresetBuilder::retry`] a layer built with
+///   `wait_for_breaker(false)`); one the closed breaker's throttle shed is retried within the
+///   budget;
 /// - the breaker as [`BreakerConfig::default`]: it opens when 90 % of the last 30 calls
 ///   failed, throttles adaptively while closed (the Google SRE book's client-side throttling,
 ///   `k` = 3 over the last 100 requests), stays open 500 ms (×1.5 per failed probe, at most
 ///   750 ms), probes one call at a time and closes after 2 successes. Pass
 ///   [`BreakerConfig::classic`] to [`PresetBuilder::breaker`] for 5 failures in a row and
 ///   30 s open;
-/// - a 10 s timeout per attempt, doubled after each timed-out attempt up to 30 s;
+/// - a 10 s timeout per attempt, doubled after each timed-out attempt up to 30 s, which
+///   shares the deadline's timer
+///   ([`TimeoutLayer::share_deadline_timer`](crate::timeout::TimeoutLayer::share_deadline_timer));
 /// - the default classifier.
 ///
 /// `cargo run --release -p palisade-sim` runs this stack (with each scenario's deadline and
