@@ -273,3 +273,19 @@ async fn a_deadline_before_the_attempts_end_drops_it_unmarked() {
     assert!(err.is::<Elapsed>());
     assert_eq!(*seen.lock().unwrap(), [true]);
 }
+
+/// A limit too long to add to the clock means no limit, as with a timer of its own: no panic,
+/// and the deadline above still ends the call.
+#[tokio::test(start_paused = true)]
+async fn an_enormous_shared_limit_means_no_limit() {
+    let mut svc = DeadlineLayer::new(ms(300)).layer(
+        TimeoutLayer::new(Duration::MAX)
+            .share_deadline_timer()
+            .layer(slow()),
+    );
+    assert_eq!(svc.ready().await.unwrap().call(200).await.unwrap(), 200);
+    let start = Instant::now();
+    let err = svc.ready().await.unwrap().call(400).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(start.elapsed(), ms(300));
+}

@@ -826,6 +826,7 @@ mod tests {
             cap = "2s"
             jitter = "full"
             seed = 7
+            wait_for_breaker = false
             [breaker]
             consecutive_failures = 5
             open_duration = "10s"
@@ -841,6 +842,8 @@ mod tests {
             Some((1.5, Duration::from_secs(20)))
         );
         assert_eq!(config.retry.max_attempts, 4);
+        assert!(!config.retry.wait_for_breaker);
+        assert!(RetryConfig::default().wait_for_breaker);
         assert_eq!(
             config.retry.backoff,
             BackoffConfig::Linear {

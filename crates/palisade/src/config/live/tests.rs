@@ -52,6 +52,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
         max_open_duration = "9s"
         [retry]
         max_attempts = 4
+        wait_for_breaker = false
         [retry.budget]
         ratio = 0.5
         max_tokens = 4
@@ -74,11 +75,19 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(done.throttle.clamped, Some((7_000, 4_000)));
     assert_eq!(
         done.needs_rebuild,
-        ["attempt_timeout", "retry.max_attempts", "retry.budget.ttl"]
+        [
+            "attempt_timeout",
+            "retry.max_attempts",
+            "retry.wait_for_breaker",
+            "retry.budget.ttl"
+        ]
     );
     let said = done.to_string();
     assert!(
-        said.contains("needs a rebuild: attempt_timeout, retry.max_attempts, retry.budget.ttl"),
+        said.contains(
+            "needs a rebuild: attempt_timeout, retry.max_attempts, retry.wait_for_breaker, \
+             retry.budget.ttl"
+        ),
         "{said}"
     );
     // config(): the live parts as reconfigured, the others as built.
@@ -87,6 +96,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(now.retry.budget.ratio, 0.5);
     assert_eq!(now.retry.budget.ttl, Duration::from_secs(10));
     assert_eq!(now.retry.max_attempts, 1);
+    assert!(now.retry.wait_for_breaker);
     // Reconfiguring to what runs now changes nothing and needs no rebuild.
     let again = handle.reconfigure(now).unwrap();
     assert!(again.needs_rebuild.is_empty());
