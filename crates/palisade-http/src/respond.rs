@@ -668,6 +668,57 @@ mod tests {
     }
 
     #[test]
+    fn every_category_gets_the_status_of_the_table() {
+        let expected = |c: Category| match c {
+            Category::Timeout => 504,
+            Category::RateLimited => 429,
+            Category::Rejected | Category::ResourceExhausted | Category::Transient => 503,
+            Category::ServerError | Category::Network => 502,
+            _ => 500,
+        };
+        let responder = Responder::new();
+        for category in Category::ALL {
+            assert_eq!(responder.status(category), expected(category), "{category}");
+            let err: BoxError = Box::new(Classified::new(Class::new(category), "failed"));
+            assert_eq!(respond(err).status(), expected(category), "{category}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_built_layer_applies_its_mapping() {
+        use tower::ServiceExt;
+        let failing = tower::service_fn(|_: ()| async {
+            Err::<Response<String>, BoxError>("something odd".into())
+        });
+        let layer = ErrorResponseLayer::builder()
+            .status(Category::Unknown, StatusCode::SERVICE_UNAVAILABLE)
+            .messages(false)
+            .layer()
+            .unwrap();
+        let r = layer.layer(failing).oneshot(()).await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.body(), r#"{"error":{"type":"unknown"}}"#);
+        let err = ErrorResponseLayer::builder()
+            .status(Category::Unknown, StatusCode::NO_CONTENT)
+            .layer()
+            .unwrap_err();
+        assert_eq!(err.field(), "status[unknown]");
+    }
+
+    #[test]
+    fn the_service_and_its_future_say_what_they_are_in_debug() {
+        let svc = ErrorResponseLayer::new().layer(tower::service_fn(|_: ()| async {
+            Ok::<_, BoxError>(Response::new(String::new()))
+        }));
+        let shown = format!("{svc:?}");
+        assert!(shown.starts_with("ErrorResponse { inner: "), "{shown}");
+        assert!(shown.contains("responder: Responder {"), "{shown}");
+        assert!(shown.contains("messages: true"), "{shown}");
+        let mut svc = svc;
+        assert_eq!(format!("{:?}", svc.call(())), "ErrorResponseFuture { .. }");
+    }
+
+    #[test]
     fn degraded_answers_are_marked() {
         let degraded = Degraded {
             class: Class::new(Category::ServerError),

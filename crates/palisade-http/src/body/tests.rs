@@ -153,6 +153,10 @@ async fn one_byte_over_the_limit_goes_once_whole() {
     let err = collect(clone).await.unwrap_err();
     assert!(err.is::<NotReplayable>());
     assert_eq!(
+        err.to_string(),
+        "request body larger than the replay limit cannot be sent again"
+    );
+    assert_eq!(
         crate::transport::classifier().classify_error(&*err),
         Class::new(Category::Validation).with_retryable(false)
     );
@@ -644,4 +648,207 @@ async fn a_clone_does_not_take_the_reservation() {
     assert_eq!(svc.handle().name(), "s");
     let mut clone = svc.clone();
     drop(clone.call(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_is_ready_when_its_inner_service_is() {
+    let mut svc = GuardLayer::new().layer(NeverReady);
+    let err = std::future::poll_fn(|cx| svc.poll_ready(cx))
+        .await
+        .unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    // Pending below is pending here.
+    let mut svc = GuardLayer::new().layer(NotYet);
+    let waker = std::task::Waker::noop();
+    assert!(svc.poll_ready(&mut Context::from_waker(waker)).is_pending());
+}
+
+/// A service that is never ready (and never fails).
+struct NotYet;
+
+impl tower::Service<()> for NotYet {
+    type Response = Response<Script>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<Script>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Pending
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn guards_say_what_they_watch_in_debug() {
+    let layer = GuardLayer::new()
+        .idle_timeout(Duration::from_secs(5))
+        .grpc_trailers(GrpcClassifier::new());
+    assert_eq!(
+        format!("{layer:?}"),
+        "GuardLayer { idle_timeout: Some(5s), body_timeout: None, grpc_trailers: true, \
+         trailers_fail: false, on_failure: false }"
+    );
+    let layer = GuardLayer::new()
+        .body_timeout(Duration::from_secs(10))
+        .trailers_as_errors(true)
+        .on_failure(|_, _| {});
+    assert_eq!(
+        format!("{layer:?}"),
+        "GuardLayer { idle_timeout: None, body_timeout: Some(10s), grpc_trailers: false, \
+         trailers_fail: true, on_failure: true }"
+    );
+    let mut svc = layer.layer(tower::service_fn(|_: ()| async {
+        Ok::<_, Infallible>(Response::new(Script::data(&[])))
+    }));
+    let shown = format!("{svc:?}");
+    assert!(shown.starts_with("Guard { inner: ServiceFn"), "{shown}");
+    assert!(
+        shown.ends_with("idle_timeout: None, body_timeout: Some(10s) }"),
+        "{shown}"
+    );
+    let future = svc.call(());
+    assert_eq!(format!("{future:?}"), "GuardFuture { .. }");
+    let body = future.await.unwrap().into_body();
+    assert_eq!(
+        format!("{body:?}"),
+        "GuardedBody { idle_timeout: None, body_timeout: Some(10s), done: false }"
+    );
+    let mut body = std::pin::pin!(body);
+    assert!(body.frame().await.is_none());
+    assert!(format!("{body:?}").ends_with("done: true }"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn guarded_and_judged_bodies_pass_the_size_hint_on() {
+    let mut script = Script::data(&["hello"]);
+    script.hint = Some(5);
+    let body = guarded(GuardLayer::new(), script).await;
+    assert_eq!(body.size_hint().exact(), Some(5));
+
+    let mut script = Script::data(&["hello"]);
+    script.hint = Some(5);
+    let svc = StreamBreakerLayer::new(stream_breaker(1).handle()).layer(scripted(vec![script]));
+    let body = svc.oneshot(()).await.unwrap().into_body();
+    assert_eq!(body.size_hint().exact(), Some(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_breakers_say_what_they_are_in_debug() {
+    let breaker = stream_breaker(1);
+    let mut svc = StreamBreakerLayer::new(breaker.handle())
+        .grpc_trailers(GrpcClassifier::new())
+        .layer(tower::service_fn(|_: ()| async {
+            Ok::<_, BoxError>(Response::new(Script::data(&["a"])))
+        }));
+    let shown = format!("{svc:?}");
+    assert!(
+        shown.starts_with("StreamBreaker { inner: ServiceFn"),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with("breaker: \"s\", grpc_trailers: true }"),
+        "{shown}"
+    );
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let future = svc.call(());
+    assert_eq!(format!("{future:?}"), "StreamBreakerFuture { .. }");
+    let body = future.await.unwrap().into_body();
+    assert_eq!(format!("{body:?}"), "JudgedBody { judged: false, .. }");
+    let mut body = std::pin::pin!(body);
+    assert!(body.frame().await.unwrap().is_ok());
+    assert_eq!(format!("{body:?}"), "JudgedBody { judged: true, .. }");
+}
+
+#[tokio::test]
+async fn replay_bodies_and_futures_say_what_they_hold_in_debug() {
+    let full = ReplayBody::<Script>::full(Bytes::from_static(b"hello"), None);
+    assert_eq!(
+        format!("{full:?}"),
+        "ReplayBody::Full { len: 5, trailers: false }"
+    );
+    let once = ReplayBody::once([Bytes::from_static(b"abc")], Script::data(&["d"]));
+    assert_eq!(format!("{once:?}"), "ReplayBody::Once { prefix: 3 }");
+    let taken = once.clone();
+    assert_eq!(format!("{taken:?}"), "ReplayBody::Taken");
+    assert_eq!(format!("{once:?}"), "ReplayBody::Once { prefix: 3 }");
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut svc = ReplayLayer::new(64).layer(recorder(seen));
+    let reading = svc.call(Request::new(Script::data(&["abc"])));
+    assert_eq!(
+        format!("{reading:?}"),
+        "ReplayFuture { state: \"Reading\", limit: 64 }"
+    );
+    let calling = svc.call(Request::new(Script::data(&[])));
+    assert_eq!(
+        format!("{calling:?}"),
+        "ReplayFuture { state: \"Calling\", limit: 0 }"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_body_ends_after_its_trailers_or_its_data() {
+    let t = trailers(&[("x-sum", "1")]);
+    let mut body = std::pin::pin!(ReplayBody::<Script>::full(
+        Bytes::from_static(b"ab"),
+        Some(t)
+    ));
+    assert!(!body.is_end_stream());
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "ab"
+    );
+    // The trailers are still to come.
+    assert!(!body.is_end_stream());
+    assert!(body.frame().await.unwrap().unwrap().is_trailers());
+    assert!(body.is_end_stream());
+    assert!(body.frame().await.is_none());
+
+    let mut body = std::pin::pin!(ReplayBody::<Script>::full(Bytes::from_static(b"ab"), None));
+    assert!(!body.is_end_stream());
+    assert!(body.frame().await.unwrap().is_ok());
+    assert!(body.is_end_stream());
+}
+
+#[tokio::test]
+async fn a_body_sent_once_says_so_in_a_debug_event() {
+    let layer = ReplayLayer::new(4);
+    assert_eq!(layer.limit(), 4);
+    let events = palisade_test::Events::start();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = layer.layer(recorder(seen.clone()));
+    svc.oneshot(Request::new(Script::data(&["hello"])))
+        .await
+        .unwrap();
+    let said = events.with_message("sent once, without retry");
+    assert_eq!(said.len(), 1);
+    assert_eq!(said[0].level, tracing::Level::DEBUG);
+    assert_eq!(said[0].target, "palisade_http::body");
+    assert_eq!(said[0].field("limit"), Some("4"));
+    // Known too large before reading: the same event.
+    let mut body = Script::data(&["hello"]);
+    body.hint = Some(5);
+    ReplayLayer::new(4)
+        .layer(recorder(seen))
+        .oneshot(Request::new(body))
+        .await
+        .unwrap();
+    assert_eq!(events.with_message("sent once, without retry").len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_known_to_be_exactly_the_limit_is_kept() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut body = Script::data(&["hel", "lo"]);
+    body.hint = Some(5);
+    ReplayLayer::new(5)
+        .layer(recorder(seen.clone()))
+        .oneshot(Request::new(body))
+        .await
+        .unwrap();
+    let body = seen.lock().unwrap().pop().unwrap();
+    assert!(body.is_replayable());
+    assert_eq!(body.bytes().unwrap(), "hello");
 }
