@@ -289,3 +289,25 @@ async fn an_enormous_shared_limit_means_no_limit() {
     assert!(err.is::<DeadlineExceeded>());
     assert_eq!(start.elapsed(), ms(300));
 }
+
+/// What a waiting attempt's future and its timer print: the attempt's end, and whether it fell
+/// back to a timer of its own.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_attempt_describes_its_timer() {
+    let never = service_fn(|_: u64| std::future::pending::<Result<u64, BoxError>>());
+    let mut svc = TimeoutLayer::new(ms(100))
+        .share_deadline_timer()
+        .layer(never);
+    svc.ready().await.unwrap();
+    let mut fut = pin!(svc.call(500));
+    let mut cx = Context::from_waker(Waker::noop());
+    let end = Instant::now() + ms(100);
+    assert!(format!("{fut:?}").contains("Idle"), "{fut:?}");
+    // Without an owner: its own timer.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    let printed = format!("{fut:?}");
+    assert!(printed.starts_with("ResponseFuture {"), "{printed}");
+    assert!(printed.contains("SharedSleep"), "{printed}");
+    assert!(printed.contains(&format!("end: {end:?}")), "{printed}");
+    assert!(printed.contains("own_timer: true"), "{printed}");
+}

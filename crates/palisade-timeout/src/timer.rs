@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::context::timer::{self, Share};
+use palisade_core::context::{
+    self,
+    timer::{self, Share},
+};
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 mod sealed {
@@ -90,10 +93,7 @@ impl AttemptTimer for SharedSleep {
     #[inline]
     fn start(limit: Duration) -> Self {
         // As tokio's `sleep` computes its deadline: far in the future when `limit` overflows.
-        let now = Instant::now();
-        let end = now
-            .checked_add(limit)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        let end = context::deadline_after(Instant::now(), limit);
         SharedSleep { end, own: None }
     }
 }
