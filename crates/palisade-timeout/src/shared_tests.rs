@@ -11,23 +11,13 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use palisade_core::context::timer;
 use palisade_core::{BoxError, attempt};
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::error::{DeadlineExceeded, Elapsed};
+use crate::tests::{ms, slow};
 use crate::timer::{SharedTimer, TimerKind};
 use crate::{DeadlineLayer, Timeout, TimeoutLayer};
-
-const fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn slow() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
-    service_fn(|n: u64| async move {
-        sleep(ms(n)).await;
-        Ok::<u64, BoxError>(n)
-    })
-}
 
 fn shared(
     limit: Duration,

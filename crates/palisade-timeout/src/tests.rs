@@ -12,12 +12,12 @@ use crate::context;
 use crate::error::{DeadlineExceeded, Elapsed};
 use crate::{Deadline, DeadlineLayer, Timeout, TimeoutLayer};
 
-const fn ms(n: u64) -> Duration {
+pub(crate) const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// Answers `Ok(ms)` after sleeping `ms` milliseconds.
-fn slow() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
+pub(crate) fn slow() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
     service_fn(|n: u64| async move {
         sleep(ms(n)).await;
         Ok::<u64, BoxError>(n)
