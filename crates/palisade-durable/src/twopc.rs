@@ -886,3 +886,219 @@ fn resolvable(info: &TxInfo, decision: Decision) -> Result<(), SagaError> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> TxEvent {
+        TxEvent::TxStarted {
+            name: "transfer".into(),
+            participants: vec!["debit".into(), "credit".into()],
+            payload: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_journal_folds_and_its_inconsistencies_are_named() {
+        let info = TxInfo::from_events(
+            "t1",
+            vec![
+                started(),
+                TxEvent::Voted {
+                    participant: 1,
+                    vote: Vote::Yes,
+                    error: None,
+                },
+                TxEvent::Decided {
+                    decision: Decision::Abort,
+                    presumed: true,
+                },
+                TxEvent::DeliveryFailed {
+                    participant: 1,
+                    attempt: 1,
+                    error: ErrorRecord {
+                        message: "down".into(),
+                        class: palisade_core::Class::new(palisade_core::Category::Network),
+                        at_ms: 0,
+                    },
+                },
+                TxEvent::Acknowledged { participant: 0 },
+            ],
+        )
+        .unwrap();
+        assert_eq!(info.state, TxState::Aborting);
+        assert_eq!(info.votes, [None, Some(Vote::Yes)]);
+        assert_eq!(info.acknowledged, [true, false]);
+        assert_eq!(info.delivery_failures, [0, 1]);
+        assert_eq!(info.journal.len(), 5);
+
+        let bad = |events: Vec<TxEvent>| match TxInfo::from_events("t1", events) {
+            Err(SagaError::Inconsistent { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let vote = |participant| TxEvent::Voted {
+            participant,
+            vote: Vote::Yes,
+            error: None,
+        };
+        assert_eq!(bad(vec![started(), vote(2)]), "participant 2 of 2");
+        assert_eq!(
+            bad(vec![started(), TxEvent::Acknowledged { participant: 2 }]),
+            "participant 2 of 2"
+        );
+        assert_eq!(bad(vec![started(), started()]), "a second start");
+        let decided = || TxEvent::Decided {
+            decision: Decision::Commit,
+            presumed: false,
+        };
+        assert_eq!(
+            bad(vec![started(), decided(), decided()]),
+            "a second decision"
+        );
+        assert_eq!(bad(vec![vote(0)]), "entry 0 does not start a transaction");
+    }
+
+    #[test]
+    fn participants_and_coordinators_say_what_they_are_in_debug() {
+        let p = Participant::new(
+            "debit",
+            tower::service_fn(|_: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) }),
+        );
+        assert_eq!(format!("{p:?}"), "Participant { name: \"debit\" }");
+        let c = Coordinator::builder(Arc::new(crate::store::MemoryStore::new()))
+            .define(TransactionDefinition::new("transfer", vec![p]).unwrap())
+            .build()
+            .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.starts_with("Coordinator { store: "), "{shown}");
+        assert!(shown.ends_with(", definitions: 1 }"), "{shown}");
+        assert!(shown.contains("owner: "), "{shown}");
+    }
+
+    #[test]
+    fn only_committed_and_aborted_are_final() {
+        let finals: Vec<_> = TxState::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, [TxState::Committed, TxState::Aborted]);
+        for s in TxState::ALL {
+            assert_eq!(s.as_str().parse::<TxState>(), Ok(s));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_transaction_is_released_and_listed() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let yes = tower::service_fn(|_: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) });
+        let c = Coordinator::builder(store.clone())
+            .define(
+                TransactionDefinition::new("transfer", vec![Participant::new("debit", yes)])
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let tx = c.run("transfer", "t1", Value::Null).await.unwrap();
+        assert_eq!(tx.state, TxState::Committed);
+        let listed = Transactions::new(store.clone()).list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (
+                listed[0].id.as_str(),
+                listed[0].state,
+                listed[0].owner.as_deref()
+            ),
+            ("t1", TxState::Committed, None)
+        );
+        assert_eq!(Transactions::new(store).inspect("t1").await.unwrap(), tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_taken_is_already_there_and_a_later_conflict_is_the_store_s() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        // The participant writes entry 1 itself while it prepares (as a second coordinator
+        // of the same name would): the coordinator's own entry 1 then conflicts.
+        let s = store.clone();
+        let meddler = tower::service_fn(move |req: PhaseRequest| {
+            let s = s.clone();
+            async move {
+                if req.tx_id == "t2" {
+                    let vote = TxEvent::Voted {
+                        participant: 0,
+                        vote: Vote::Yes,
+                        error: None,
+                    };
+                    s.append(Append::new(
+                        "t2",
+                        KIND,
+                        "transfer",
+                        1,
+                        now_ms(),
+                        serde_json::to_value(vote).unwrap(),
+                        "preparing",
+                        "o1",
+                        now_ms() + 60_000,
+                    ))
+                    .await?;
+                }
+                Ok::<_, BoxError>(Vote::Yes)
+            }
+        });
+        let c = Coordinator::builder(store)
+            .owner("o1")
+            .define(
+                TransactionDefinition::new("transfer", vec![Participant::new("debit", meddler)])
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        c.run("transfer", "t1", Value::Null).await.unwrap();
+        match c.run("transfer", "t1", Value::Null).await {
+            Err(SagaError::AlreadyExists(id)) => assert_eq!(id, "t1"),
+            other => panic!("{other:?}"),
+        }
+        match c.run("transfer", "t2", Value::Null).await {
+            Err(SagaError::Store(StoreError::Conflict(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_deliveries_are_numbered_from_1() {
+        let fails = Arc::new(std::sync::atomic::AtomicU32::new(2));
+        let flaky = tower::service_fn(move |req: PhaseRequest| {
+            let fails = fails.clone();
+            async move {
+                if req.phase == Phase::Commit
+                    && fails
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok()
+                {
+                    return Err::<Vote, BoxError>("HTTP 503".into());
+                }
+                Ok(Vote::Yes)
+            }
+        });
+        let c = Coordinator::builder(Arc::new(crate::store::MemoryStore::new()))
+            .define(
+                TransactionDefinition::new("transfer", vec![Participant::new("credit", flaky)])
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let tx = c.run("transfer", "t1", Value::Null).await.unwrap();
+        assert_eq!(tx.state, TxState::Committed);
+        assert_eq!(tx.delivery_failures, [2]);
+        let attempts: Vec<u32> = tx
+            .journal
+            .iter()
+            .filter_map(|e| match e {
+                TxEvent::DeliveryFailed { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attempts, [1, 2]);
+    }
+}
