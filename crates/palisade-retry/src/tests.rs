@@ -1017,6 +1017,8 @@ struct Router {
     seen: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
     /// The attempt each readiness check ran in.
     readied: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
+    /// The attempt each response future was polled in, after its first poll.
+    polled: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
 }
 
 impl Service<u32> for Router {
@@ -1036,8 +1038,10 @@ impl Service<u32> for Router {
         self.seen.lock().unwrap().push(current);
         let number = current.map_or(1, |a| a.number);
         let endpoint = 100 + u64::from(number);
+        let polled = Arc::clone(&self.polled);
         Box::pin(async move {
             tokio::task::yield_now().await;
+            polled.lock().unwrap().push(attempt::current());
             if number < 3 {
                 // Reported while the attempt's future is polled.
                 attempt::report_failed_endpoint(endpoint);
@@ -1079,6 +1083,25 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
         *router.readied.lock().unwrap(),
         [
             None,
+            Some(Attempt {
+                number: 2,
+                avoid: Some(101)
+            }),
+            Some(Attempt {
+                number: 3,
+                avoid: Some(102)
+            }),
+        ]
+    );
+    // Each response future is polled in its attempt too: a router reports the endpoint that
+    // failed it there.
+    assert_eq!(
+        *router.polled.lock().unwrap(),
+        [
+            Some(Attempt {
+                number: 1,
+                avoid: None,
+            }),
             Some(Attempt {
                 number: 2,
                 avoid: Some(101)
