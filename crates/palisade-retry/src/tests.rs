@@ -1059,59 +1059,31 @@ async fn attempts_tell_the_router_which_endpoint_failed() {
     let router = Router::default();
     let svc = layer().build().unwrap().layer(router.clone());
     assert_eq!(svc.oneshot(0).await.unwrap(), 103);
-    assert_eq!(
-        *router.seen.lock().unwrap(),
-        [
-            // The first call runs in its attempt's scope too, with nothing to avoid.
-            Some(Attempt {
-                number: 1,
-                avoid: None,
-            }),
-            Some(Attempt {
-                number: 2,
-                avoid: Some(101)
-            }),
-            Some(Attempt {
-                number: 3,
-                avoid: Some(102)
-            }),
-        ]
-    );
+    // Each call runs in its attempt's scope, the first one too, with nothing to avoid.
+    let attempts = [
+        Some(Attempt {
+            number: 1,
+            avoid: None,
+        }),
+        Some(Attempt {
+            number: 2,
+            avoid: Some(101),
+        }),
+        Some(Attempt {
+            number: 3,
+            avoid: Some(102),
+        }),
+    ];
+    assert_eq!(*router.seen.lock().unwrap(), attempts);
     // A retry's readiness check runs in its attempt too (a router picks its endpoint there);
     // the first one is the caller's, outside.
     assert_eq!(
         *router.readied.lock().unwrap(),
-        [
-            None,
-            Some(Attempt {
-                number: 2,
-                avoid: Some(101)
-            }),
-            Some(Attempt {
-                number: 3,
-                avoid: Some(102)
-            }),
-        ]
+        [None, attempts[1], attempts[2]]
     );
     // Each response future is polled in its attempt too: a router reports the endpoint that
     // failed it there.
-    assert_eq!(
-        *router.polled.lock().unwrap(),
-        [
-            Some(Attempt {
-                number: 1,
-                avoid: None,
-            }),
-            Some(Attempt {
-                number: 2,
-                avoid: Some(101)
-            }),
-            Some(Attempt {
-                number: 3,
-                avoid: Some(102)
-            }),
-        ]
-    );
+    assert_eq!(*router.polled.lock().unwrap(), attempts);
     assert!(palisade_core::attempt::current().is_none());
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::error::{DeadlineExceeded, Elapsed};
-use crate::tests::{ms, slow};
+use crate::tests::{hanging, ms, seen_so_far, slow};
 use crate::timer::{SharedTimer, TimerKind};
 use crate::{DeadlineLayer, Timeout, TimeoutLayer};
 
@@ -225,23 +225,8 @@ async fn without_an_owner_it_keeps_a_timer_of_its_own() {
 /// unmarked, as with a timer of its own.
 #[tokio::test(start_paused = true)]
 async fn a_deadline_before_the_attempts_end_drops_it_unmarked() {
-    struct Probe(Arc<Mutex<Vec<bool>>>);
-    impl Future for Probe {
-        type Output = Result<u64, BoxError>;
-        fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-            Poll::Pending
-        }
-    }
-    impl Drop for Probe {
-        fn drop(&mut self) {
-            self.0.lock().unwrap().push(attempt::timing_out());
-        }
-    }
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let inner = {
-        let seen = Arc::clone(&seen);
-        service_fn(move |_: u64| Probe(Arc::clone(&seen)))
-    };
+    let seen = Arc::default();
+    let inner = hanging(&seen, false);
     let mut svc = DeadlineLayer::new(ms(100)).layer(
         TimeoutLayer::new(ms(200))
             .share_deadline_timer()
@@ -251,9 +236,8 @@ async fn a_deadline_before_the_attempts_end_drops_it_unmarked() {
     let err = svc.ready().await.unwrap().call(0).await.unwrap_err();
     assert!(err.is::<DeadlineExceeded>());
     assert_eq!(start.elapsed(), ms(100));
-    assert_eq!(*seen.lock().unwrap(), [false]);
+    assert_eq!(seen_so_far(&seen), [false]);
     // And the other way round: the attempt's end first, dropped marked.
-    seen.lock().unwrap().clear();
     let mut svc = DeadlineLayer::new(ms(200)).layer(
         TimeoutLayer::new(ms(100))
             .share_deadline_timer()
@@ -261,7 +245,7 @@ async fn a_deadline_before_the_attempts_end_drops_it_unmarked() {
     );
     let err = svc.ready().await.unwrap().call(0).await.unwrap_err();
     assert!(err.is::<Elapsed>());
-    assert_eq!(*seen.lock().unwrap(), [true]);
+    assert_eq!(seen_so_far(&seen), [true]);
 }
 
 /// A limit too long to add to the clock means no limit, as with a timer of its own: no panic,

@@ -323,7 +323,7 @@ async fn a_deadline_read_below_during_the_first_poll_starts_the_clock_there() {
 }
 
 /// Never completes; records [`attempt::timing_out`] when dropped, and panics then if asked.
-struct Probe {
+pub(crate) struct Probe {
     seen: Arc<std::sync::Mutex<Vec<bool>>>,
     panic: bool,
 }
@@ -346,7 +346,7 @@ impl Drop for Probe {
     }
 }
 
-fn hanging(
+pub(crate) fn hanging(
     seen: &Arc<std::sync::Mutex<Vec<bool>>>,
     panic: bool,
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future = Probe> + Clone {
@@ -357,7 +357,7 @@ fn hanging(
     })
 }
 
-fn seen_so_far(seen: &Arc<std::sync::Mutex<Vec<bool>>>) -> Vec<bool> {
+pub(crate) fn seen_so_far(seen: &Arc<std::sync::Mutex<Vec<bool>>>) -> Vec<bool> {
     std::mem::take(&mut *seen.lock().unwrap())
 }
 
