@@ -87,5 +87,15 @@ pub mod carry;
 mod deadline;
 pub mod timer;
 
+/// A current-thread runtime on tokio's paused clock, for the context's own tests.
+#[cfg(test)]
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 pub use carry::{Carried, Carrier, CarryLayer, ResumeLayer};
 pub use deadline::{deadline, deadline_after, with_deadline, with_lazy_deadline};

@@ -126,11 +126,7 @@ mod tests {
 
     #[test]
     fn deadlines_nest_to_the_minimum_and_restore() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let now = Instant::now();
         let (a, b) = (
@@ -154,14 +150,6 @@ mod lazy_tests {
 
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
     #[test]
     fn a_lazy_deadline_nobody_reads_never_starts() {
         let mut started = None;
@@ -174,7 +162,7 @@ mod lazy_tests {
 
     #[test]
     fn lazy_and_started_deadlines_nest_to_the_earliest_and_restore() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -212,7 +200,7 @@ mod lazy_tests {
 
     #[test]
     fn a_panic_inside_restores_the_enclosing_scope() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let mut started = None;
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

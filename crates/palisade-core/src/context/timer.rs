@@ -148,17 +148,9 @@ mod tests {
         fn wake(self: std::sync::Arc<Self>) {}
     }
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
     #[test]
     fn the_earliest_wake_is_kept_and_nested_owners_restore() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let waker = Waker::noop();
         let t0 = Instant::now();
@@ -181,7 +173,7 @@ mod tests {
 
     #[test]
     fn an_instant_up_to_the_elapsed_one_has_passed() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let waker = Waker::noop();
         let t0 = Instant::now();
@@ -200,7 +192,7 @@ mod tests {
 
     #[test]
     fn another_waker_is_not_served() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let other = Waker::from(std::sync::Arc::new(Other));
         let at = Instant::now();
@@ -210,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_panic_inside_restores_the_enclosing_owner() {
-        let rt = runtime();
+        let rt = crate::context::paused_runtime();
         let _guard = rt.enter();
         let waker = Waker::noop();
         let at = Instant::now();
