@@ -141,6 +141,9 @@ struct Retries<S, Req> {
     avoid: Option<u64>,
     /// The backoff timer of an earlier retry, kept to be reset rather than allocated again.
     timer: Option<Pin<Box<Sleep>>>,
+    /// While the next retry waits for the budget: the error it returns if the budget does not
+    /// allow it before the deadline.
+    owed: Option<BoxError>,
 }
 
 impl<S, Req> Retries<S, Req> {
@@ -155,6 +158,7 @@ impl<S, Req> Retries<S, Req> {
             previous: Duration::ZERO,
             avoid: None,
             timer: None,
+            owed: None,
         })
     }
 
@@ -429,24 +433,34 @@ where
             return Err(give_up(shared, attempts, &class, Stop::Attempts, error));
         }
     };
+    let mut error = Some(error);
+    let mut owed = None;
     let reservation = if !policy::spends_budget(&class) {
         None
     } else if let Some(withdrawal) = shared.budget.try_withdraw() {
         Some(withdrawal)
-    } else {
-        tracing::warn!(
+    } else if shared.policy.wait_for_budget
+        && matches!(retry, Retry::After(_))
+        && !(class.category == Category::RateLimited && class.retry_after.is_some())
+        && ctx::deadline().is_some()
+    {
+        tracing::debug!(
             target: "palisade_retry",
             dependency = %shared.name,
             attempt = attempts,
             category = class.category.as_str(),
             balance = shared.budget.balance(),
-            "retry budget exhausted; returning the last error",
+            "retry budget exhausted; waiting for it",
         );
-        palisade_core::metrics::budget_exhausted(&shared.name);
-        shared.failed(&class);
-        return Err(error);
+        owed = error.take();
+        None
+    } else {
+        let error = error.take().expect("not moved yet");
+        return Err(budget_exhausted(shared, attempts, &class, error));
     };
     let mut retries = retries.unwrap_or_else(|| Retries::new(attempts, limit, None));
+    // Kept for the end: the request fails with it if the budget never allows the retry.
+    retries.owed = owed;
     if class.category == Category::Timeout {
         retries.timeouts += 1;
     }
@@ -478,7 +492,7 @@ where
             palisade_core::metrics::retried(&shared.name, class.category);
             Wait::Refreshing(Box::new(Refresh {
                 hook: hook(),
-                error,
+                error: error.expect("a refresh does not wait for the budget"),
             }))
         }
         Retry::After(delay) => {
@@ -508,6 +522,26 @@ where
         reservation,
         wait,
     })
+}
+
+/// Ends a request whose retry the budget refused: traces it and returns its last error.
+fn budget_exhausted<B: Budget + ?Sized, A>(
+    shared: &Shared<B, A>,
+    attempts: u32,
+    class: &palisade_core::Class,
+    error: BoxError,
+) -> BoxError {
+    tracing::warn!(
+        target: "palisade_retry",
+        dependency = %shared.name,
+        attempt = attempts,
+        category = class.category.as_str(),
+        balance = shared.budget.balance(),
+        "retry budget exhausted; returning the last error",
+    );
+    palisade_core::metrics::budget_exhausted(&shared.name);
+    shared.failed(class);
+    error
 }
 
 /// Ends a request the policy stopped: traces why and returns its last error.
@@ -549,7 +583,7 @@ fn poll_between<S, Req, B, A>(
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    B: ?Sized,
+    B: Budget + ?Sized,
 {
     let attempts = between.retries.attempts;
     match &mut between.wait {
@@ -569,6 +603,15 @@ where
         }
         Wait::Sleeping { timer } => ready!(timer.as_mut().poll(cx)),
         Wait::Ready => {
+            if between.retries.owed.is_some() {
+                if let Err(error) = settle_budget(between, handle) {
+                    return Poll::Ready(Err(error));
+                }
+                if !matches!(between.wait, Wait::Ready) {
+                    // Still refused: the wait for the next look at the budget is armed.
+                    return Poll::Ready(Ok(Next::Readiness));
+                }
+            }
             let retries = &mut *between.retries;
             // Readiness runs in the attempt's scope too: a router picks its endpoint here.
             let mut next = Attempt {
@@ -587,6 +630,45 @@ where
         between.retries.timer = Some(timer);
     }
     Poll::Ready(Ok(Next::Readiness))
+}
+
+/// A retry waiting for the budget asks it again: takes the withdrawal it allows now, or arms
+/// the wait before the next look ([`policy::BUDGET_RECHECK`], stretched by a random 0–50 %), or,
+/// when that look would come at or after the deadline, ends the request with the error kept
+/// for it.
+fn settle_budget<S, Req, B, A>(
+    between: &mut Between<S, Req>,
+    handle: &Handle<S, B, A>,
+) -> Result<(), BoxError>
+where
+    B: Budget + ?Sized,
+{
+    let shared = &handle.shared;
+    if let Some(withdrawal) = shared.budget.try_withdraw() {
+        between.reservation = Some(withdrawal);
+        between.retries.owed = None;
+        return Ok(());
+    }
+    let stretch = 1.0 + rand::Rng::random_range(&mut shared.rng.next(), 0.0..=policy::SPREAD);
+    let at = Instant::now() + policy::BUDGET_RECHECK.mul_f64(stretch);
+    if ctx::deadline().is_none_or(|deadline| at >= deadline) {
+        let error = between
+            .retries
+            .owed
+            .take()
+            .expect("a retry waiting for the budget keeps its error");
+        let class = class_of(&error);
+        return Err(budget_exhausted(
+            shared,
+            between.retries.attempts,
+            &class,
+            error,
+        ));
+    }
+    between.wait = Wait::Sleeping {
+        timer: between.retries.timer_until(at),
+    };
+    Ok(())
 }
 
 /// Sends the next attempt to the retry service `poll_between` made ready: a copy of the

@@ -19,7 +19,9 @@
 //! Every retry needs an attempt left (the limit counts the first attempt, default 3; per request
 //! with [`max_attempts_fn`](RetryBuilder::max_attempts_fn); [`AdaptiveAttempts`] with the dependency's
 //! health) and a withdrawal from the [budget]. When any of them says no, the caller
-//! gets the **last real error**, unchanged: never an error made up by this layer. A response
+//! gets the **last real error**, unchanged: never an error made up by this layer. Under a
+//! deadline, a retry the budget refuses first waits for the budget to allow it, until the
+//! deadline ([`RetryBuilder::wait_for_budget`]; not for a 429 the server paced). A response
 //! that arrived (`Ok`) is final and never retried; failing responses reach this layer as errors
 //! ([`FailedResponse`](palisade_core::FailedResponse)) and can be restored by the caller.
 //!
@@ -83,7 +85,8 @@
 //! (a rate limit with `Retry-After`) is paced by the server and does not close the throttle. They are lock-free, allocate
 //! nothing after construction, are shared by every clone of a layer and by every layer given
 //! the same `Arc`, and also implement tower's `retry::budget::Budget`. An exhausted budget is
-//! reported with a `WARN` event and the last error is returned.
+//! reported with a `WARN` event and the last error is returned (under a deadline, once the
+//! wait for the budget reaches it).
 //!
 //! # Clone requirement
 //!

@@ -21,11 +21,19 @@ pub(crate) struct Policy {
     /// Whether a refusal with a time to come back waits for it without using an attempt,
     /// under a deadline ([`RetryBuilder::wait_for_breaker`](crate::RetryBuilder::wait_for_breaker)).
     pub(crate) wait_for_breaker: bool,
+    /// Whether a retry the budget refuses waits for it, under a deadline
+    /// ([`RetryBuilder::wait_for_budget`](crate::RetryBuilder::wait_for_budget)).
+    pub(crate) wait_for_budget: bool,
 }
 
-/// How much a wait for a refusing breaker is stretched, at most (a random 0 to 50 %), so that
-/// the requests it held do not all come back at once.
-const BREAKER_WAIT_SPREAD: f64 = 0.5;
+/// How much a wait for a refusing breaker or for the budget is stretched, at most (a random
+/// 0 to 50 %), so that the requests held do not all come back at once.
+pub(crate) const SPREAD: f64 = 0.5;
+
+/// How often a retry waiting for the budget asks it again (before the stretch): often enough
+/// that a retry the budget allows goes out within a fraction of a usual backoff, rarely
+/// enough that a thousand waiting requests cost a few thousand timer wakes a second.
+pub(crate) const BUDGET_RECHECK: Duration = Duration::from_millis(250);
 
 /// What is known about a failed attempt.
 #[derive(Clone, Copy, Debug)]
@@ -147,7 +155,7 @@ impl Policy {
             // The refused attempt reached nothing: it does not count, and the deadline (checked
             // below) bounds how long the request waits.
             let hint = class.retry_after.unwrap_or_default().max(MIN_BREAKER_WAIT);
-            let stretch = 1.0 + rng().random_range(0.0..=BREAKER_WAIT_SPREAD);
+            let stretch = 1.0 + rng().random_range(0.0..=SPREAD);
             let delay = hint.mul_f64(stretch);
             if deadline.is_some_and(|d| now.checked_add(delay).is_none_or(|at| at >= d)) {
                 return Err(Stop::Deadline);
@@ -211,6 +219,7 @@ mod tests {
             rate_limited: ms(700),
             max_retry_after: ms(5000),
             wait_for_breaker: true,
+            wait_for_budget: true,
         }
     }
 
@@ -300,6 +309,7 @@ mod tests {
         // Turned off: the same, deadline or not.
         let off = Policy {
             wait_for_breaker: false,
+            wait_for_budget: false,
             ..policy()
         };
         let deadline = Some(now + ms(10_000));

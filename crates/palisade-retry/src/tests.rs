@@ -991,6 +991,150 @@ mod context {
         assert_eq!(*seen.lock().unwrap(), [0, 1, 1, 2]);
         assert_eq!(palisade_core::context::attempt::timeouts_so_far(), 0);
     }
+
+    /// A budget that refuses every retry until `opens`, then allows each; it counts the asks
+    /// and the refunds.
+    struct Shut {
+        opens: Instant,
+        asked: AtomicUsize,
+        refunded: AtomicUsize,
+    }
+
+    impl Shut {
+        fn until(opens: Instant) -> Arc<Self> {
+            Arc::new(Shut {
+                opens,
+                asked: AtomicUsize::new(0),
+                refunded: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Budget for Shut {
+        fn try_withdraw(&self) -> Option<crate::budget::Withdrawal> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            (Instant::now() >= self.opens).then_some(crate::budget::Withdrawal::new(0))
+        }
+
+        fn refund(&self, _: crate::budget::Withdrawal) {
+            self.refunded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Under a deadline, a retry the budget refuses waits for it, asking again every 250 ms
+    /// (stretched by up to half), and goes out once it is allowed.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_the_budget_refuses_waits_for_it_within_the_deadline() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(10_000)));
+        let budget = Shut::until(start + ms(2_000));
+        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+        let svc = layer()
+            .budget(budget.clone())
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        assert_eq!(run(svc).await, Ok(7));
+        let calls = s.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls[1] >= ms(2_000) && calls[1] <= ms(2_000 + 375),
+            "the retry goes out within one look of the budget opening: {calls:?}"
+        );
+        // The refusal after the failure, one look after the 100 ms backoff, then one every
+        // 250–375 ms until 2 s: between 6 and 10 asks, the last allowed.
+        let asked = budget.asked.load(Ordering::SeqCst);
+        assert!((6..=10).contains(&asked), "{asked}");
+        assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        hooks::DEADLINE.set(None);
+    }
+
+    /// When the budget stays shut, the request fails with its last error at its last look
+    /// before the deadline, not after it, having sent nothing more.
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_that_stays_shut_fails_the_request_before_its_deadline() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(3_000)));
+        let budget = Shut::until(start + ms(60_000));
+        let s = Script::new([err(Category::ServerError, "503")]);
+        let svc = layer()
+            .budget(budget.clone())
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        assert_eq!(run(svc).await, Err("503".into()));
+        assert_eq!(s.count(), 1);
+        let waited = start.elapsed();
+        assert!(
+            waited < ms(3_000) && waited >= ms(3_000 - 375),
+            "{waited:?}"
+        );
+        hooks::DEADLINE.set(None);
+    }
+
+    /// No deadline to bound the wait, the option off, or a failure the server paced (a 429 with
+    /// a hint, where the server's limit and not the budget is what a retry would wait on): the
+    /// request fails at once, as a budget refusal always did.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_retry_fails_at_once_without_a_deadline_turned_off_or_when_paced() {
+        let paced = Answer::Err(
+            Class::new(Category::RateLimited).with_retry_after(ms(500)),
+            "429",
+        );
+        let cases = [
+            (false, true, err(Category::ServerError, "503"), "503"),
+            (true, false, err(Category::ServerError, "503"), "503"),
+            (true, true, paced, "429"),
+        ];
+        for (deadline, wait, answer, expected) in cases {
+            let start = Instant::now();
+            hooks::DEADLINE.set(deadline.then(|| start + ms(10_000)));
+            let budget = Shut::until(start + ms(1_000));
+            let s = Script::new([answer, Answer::Ok(7)]);
+            let svc = layer()
+                .budget(budget.clone())
+                .wait_for_budget(wait)
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            assert_eq!(run(svc).await, Err(expected.into()), "{deadline} {wait}");
+            assert_eq!(s.count(), 1);
+            assert_eq!(start.elapsed(), Duration::ZERO, "{deadline} {wait}");
+            assert_eq!(budget.asked.load(Ordering::SeqCst), 1);
+        }
+        hooks::DEADLINE.set(None);
+    }
+
+    /// A retry that waited for the budget and was then allowed holds a withdrawal: dropped
+    /// while the service below is not ready, it gives that withdrawal back; dropped while it
+    /// still waits, it has nothing to give back.
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_request_that_waits_for_the_budget_refunds_only_what_it_took() {
+        for (drop_at, refunded) in [(ms(1_000), 0), (ms(3_000), 1)] {
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(10_000)));
+            let budget = Shut::until(start + ms(2_000));
+            let mut s = Script::new([err(Category::ServerError, "503")]);
+            s.stall_after = Some(1);
+            let svc = layer()
+                .budget(budget.clone())
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            let call = tokio::spawn(svc.oneshot(0));
+            tokio::time::sleep(drop_at).await;
+            assert!(!call.is_finished());
+            call.abort();
+            let _ = call.await;
+            assert_eq!(
+                budget.refunded.load(Ordering::SeqCst),
+                refunded,
+                "{drop_at:?}"
+            );
+            assert_eq!(s.count(), 1);
+        }
+        hooks::DEADLINE.set(None);
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! [retry]
 //! max_attempts = 3
 //! wait_for_breaker = true      # a call the open breaker refuses waits for its next probe
+//! wait_for_budget = true       # a retry the budget refuses waits for it, until the deadline
 //! backoff = { exponential = { initial = "1s", factor = 2.0 } }  # or constant/linear
 //! cap = "30s"                  # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
@@ -230,6 +231,10 @@ pub struct RetryConfig {
     /// deadline and without using an attempt (default `true`; see
     /// [`RetryBuilder::wait_for_breaker`](crate::retry::RetryBuilder::wait_for_breaker)).
     pub wait_for_breaker: bool,
+    /// Whether a retry the budget refuses waits for the budget, within the deadline (default
+    /// `true`; see
+    /// [`RetryBuilder::wait_for_budget`](crate::retry::RetryBuilder::wait_for_budget)).
+    pub wait_for_budget: bool,
     /// The retry budget (`[retry.budget]`).
     pub budget: BudgetConfig,
 }
@@ -295,6 +300,7 @@ impl Default for RetryConfig {
         RetryConfig {
             max_attempts: 3,
             wait_for_breaker: true,
+            wait_for_budget: true,
             backoff: BackoffConfig::Exponential {
                 initial: Duration::from_secs(1),
                 factor: 2.0,
@@ -553,6 +559,7 @@ impl PresetConfig {
             .name(self.name.as_str())
             .max_attempts(r.max_attempts)
             .wait_for_breaker(r.wait_for_breaker)
+            .wait_for_budget(r.wait_for_budget)
             .backoff(backoff)
             .jitter(jitter);
         if let Some(seed) = r.seed {
@@ -827,6 +834,7 @@ mod tests {
             jitter = "full"
             seed = 7
             wait_for_breaker = false
+            wait_for_budget = false
             [breaker]
             consecutive_failures = 5
             open_duration = "10s"
@@ -844,6 +852,8 @@ mod tests {
         assert_eq!(config.retry.max_attempts, 4);
         assert!(!config.retry.wait_for_breaker);
         assert!(RetryConfig::default().wait_for_breaker);
+        assert!(!config.retry.wait_for_budget);
+        assert!(RetryConfig::default().wait_for_budget);
         assert_eq!(
             config.retry.backoff,
             BackoffConfig::Linear {

@@ -64,7 +64,7 @@ impl PresetConfig {
 /// | `[breaker]` | yes, for every call from the next one | state, open period, back-off, failure streak, the window when its kind and size are the same ([`BreakerHandle::reconfigure`]) |
 /// | `[retry.budget]` `ratio`, `min_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
 /// | `[route]` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
-/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `[retry.budget]` `ttl`, `[[endpoints]]`, `[features]` | no: build a new stack | — |
+/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `[retry.budget]` `ttl`, `[[endpoints]]`, `[features]` | no: build a new stack | — |
 ///
 /// The parts that are not live are read once per stack, on the per-call path; making them
 /// live would cost every call a load, so they are not (the happy path of the preset takes no
@@ -200,6 +200,10 @@ impl PresetHandle {
         differs(
             "retry.wait_for_breaker",
             config.retry.wait_for_breaker != old.retry.wait_for_breaker,
+        );
+        differs(
+            "retry.wait_for_budget",
+            config.retry.wait_for_budget != old.retry.wait_for_budget,
         );
         differs(
             "retry.budget.ttl",

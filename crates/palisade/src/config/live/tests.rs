@@ -53,6 +53,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
         [retry]
         max_attempts = 4
         wait_for_breaker = false
+        wait_for_budget = false
         [retry.budget]
         ratio = 0.5
         max_tokens = 4
@@ -79,6 +80,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
             "attempt_timeout",
             "retry.max_attempts",
             "retry.wait_for_breaker",
+            "retry.wait_for_budget",
             "retry.budget.ttl"
         ]
     );
@@ -86,7 +88,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert!(
         said.contains(
             "needs a rebuild: attempt_timeout, retry.max_attempts, retry.wait_for_breaker, \
-             retry.budget.ttl"
+             retry.wait_for_budget, retry.budget.ttl"
         ),
         "{said}"
     );
@@ -97,6 +99,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(now.retry.budget.ttl, Duration::from_secs(10));
     assert_eq!(now.retry.max_attempts, 1);
     assert!(now.retry.wait_for_breaker);
+    assert!(now.retry.wait_for_budget);
     // Reconfiguring to what runs now changes nothing and needs no rebuild.
     let again = handle.reconfigure(now).unwrap();
     assert!(again.needs_rebuild.is_empty());
