@@ -113,7 +113,9 @@ pub(crate) struct App {
 pub(crate) async fn app(tool: SocketAddr) -> Result<App, BoxError> {
     // The tool's client: a 2 s deadline per call, up to 3 attempts of 300 ms each, a breaker
     // that opens after 5 failures in a row for 3 s, HTTP classification, and the time left
-    // sent along as `x-request-timeout-ms`.
+    // sent along as `x-request-timeout-ms`. An endpoint a person waits on, with a fallback
+    // beside it: a retry the budget refuses fails the call at once rather than hold it until
+    // its deadline in case the budget allows it later.
     let mut config = BreakerConfig::classic();
     config.open_duration = Duration::from_secs(3);
     config.max_open_duration = Duration::from_secs(3);
@@ -127,6 +129,7 @@ pub(crate) async fn app(tool: SocketAddr) -> Result<App, BoxError> {
             RetryLayer::builder()
                 .name("tool")
                 .backoff(Backoff::constant(Duration::from_millis(50)))
+                .wait_for_budget(false)
                 .build()?,
         )
         .circuit_breaker(breaker)
