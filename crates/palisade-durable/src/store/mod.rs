@@ -346,3 +346,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         keep: usize,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_prints_its_length_not_its_data() {
+        let cp = StoredCheckpoint {
+            agent: "crawler".into(),
+            version: 3,
+            at_ms: 300,
+            checksum: "abc".into(),
+            data: b"secret state".to_vec(),
+        };
+        assert_eq!(
+            format!("{cp:?}"),
+            r#"StoredCheckpoint { agent: "crawler", version: 3, at_ms: 300, checksum: "abc", len: 12 }"#
+        );
+    }
+}

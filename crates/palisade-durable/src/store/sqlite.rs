@@ -558,3 +558,73 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(store: &SqliteStore, name: &str) -> String {
+        let conn = store.conn.lock().unwrap();
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn options_reach_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("default.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.path(), path);
+        assert_eq!(pragma(&store, "journal_mode"), "wal");
+        assert_eq!(pragma(&store, "synchronous"), "2", "FULL");
+        assert_eq!(pragma(&store, "busy_timeout"), "5000");
+
+        let options = SqliteOptions::default()
+            .durable(false)
+            .busy_timeout(Duration::from_millis(250));
+        assert_eq!(
+            (options.durable, options.busy_timeout),
+            (false, Duration::from_millis(250))
+        );
+        let store = SqliteStore::open_with(dir.path().join("fast.db"), options).unwrap();
+        assert_eq!(pragma(&store, "journal_mode"), "wal");
+        assert_eq!(pragma(&store, "synchronous"), "1", "NORMAL");
+        assert_eq!(pragma(&store, "busy_timeout"), "250");
+    }
+
+    /// A write that fails for another reason than a duplicate (here: another connection holds
+    /// the write lock and the store does not wait) is a backend error, not a conflict: a
+    /// conflict would tell the caller that someone else wrote that checkpoint.
+    #[tokio::test(start_paused = true)]
+    async fn a_locked_file_is_a_backend_failure_not_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let store =
+            SqliteStore::open_with(&path, SqliteOptions::default().busy_timeout(Duration::ZERO))
+                .unwrap();
+        let cp = |version| StoredCheckpoint {
+            agent: "crawler".into(),
+            version,
+            at_ms: 1,
+            checksum: "c".into(),
+            data: vec![1],
+        };
+        store.checkpoint_put(cp(1)).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = store.checkpoint_put(cp(2)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        // The same write once the lock is gone, and a real duplicate.
+        store.checkpoint_put(cp(2)).await.unwrap();
+        let err = store.checkpoint_put(cp(2)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
+}

@@ -122,6 +122,15 @@ pub(crate) async fn claims(store: Arc<dyn Store>) {
 
     // w3 before any lease expires: only the released one.
     assert_eq!(store.claim(claim("w3", 5_000)).await.unwrap(), ["b"]);
+    // w5, for running sagas, when a's and d's leases end exactly now: a lease expires only
+    // after its end, so nothing yet.
+    assert!(
+        store
+            .claim(Claim::new("saga", &["running"], "w5", 10_000, 10_500, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // w1 takes its own back at once, not w3's fresh claim.
     assert_eq!(store.claim(claim("w1", 5_000)).await.unwrap(), ["a"]);
     // After the leases expired, w4 gets everything unfinished but the kind filter holds.
@@ -219,8 +228,11 @@ pub(crate) async fn reviews(store: Arc<dyn Store>) {
         updated_ms: n,
         body: json!({ "errors": [n] }),
     };
-    store.review_put(item("r1", "open", 1)).await.unwrap();
-    store.review_put(item("r2", "open", 2)).await.unwrap();
+    // Put in an order other than the ids' own, so that "oldest first" cannot come from
+    // sorting by id.
+    store.review_put(item("r2", "open", 1)).await.unwrap();
+    store.review_put(item("r1", "open", 2)).await.unwrap();
+    store.review_put(item("r3", "open", 3)).await.unwrap();
     store
         .review_put(item("r1", "retry_requested", 3))
         .await
@@ -230,7 +242,7 @@ pub(crate) async fn reviews(store: Arc<dyn Store>) {
         list.iter()
             .map(|r| (r.id.as_str(), r.status.as_str()))
             .collect::<Vec<_>>(),
-        [("r1", "retry_requested"), ("r2", "open")],
+        [("r2", "open"), ("r1", "retry_requested"), ("r3", "open")],
         "oldest first, updated in place"
     );
     assert_eq!(
