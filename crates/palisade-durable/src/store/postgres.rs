@@ -513,3 +513,187 @@ impl PostgresStore {
         Ok(n == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names() {
+        for ok in ["a", "t_1", "journal_2026", "_x", &"a".repeat(63)] {
+            assert!(valid_schema(ok), "{ok:?} is valid");
+        }
+        for bad in [
+            "",
+            &"a".repeat(64),
+            "1abc",
+            "Abc",
+            "a-b",
+            "a b",
+            "a;drop",
+            "é",
+            "a\"b",
+        ] {
+            assert!(!valid_schema(bad), "{bad:?} is invalid");
+        }
+    }
+
+    /// The database at `PALISADE_PG_URL`, and a fresh schema name for test `name`; `None`
+    /// (skip) without it, unless `CI` is set: then the test fails.
+    fn database(name: &str) -> Option<(String, String)> {
+        let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+            );
+            eprintln!("skipping {name}: PALISADE_PG_URL is not set (run under scripts/pg.sh)");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Some((url, format!("u_{name}_{}_{nanos}", std::process::id())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debug_names_the_connections_and_the_schema() {
+        let Some((url, schema)) = database("debug") else {
+            return;
+        };
+        let store = PostgresStore::connect_with(&url, Some(&schema), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            format!("{store:?}"),
+            format!("PostgresStore {{ connections: 2, schema: Some({schema:?}) }}")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn corrupt_checkpoint_overwrites_the_data_only() {
+        let Some((url, schema)) = database("corrupt") else {
+            return;
+        };
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        let cp = StoredCheckpoint {
+            agent: "crawler".into(),
+            version: 1,
+            at_ms: 10,
+            checksum: "sum".into(),
+            data: b"state".to_vec(),
+        };
+        store.checkpoint_put(cp.clone()).await.unwrap();
+        assert!(
+            store
+                .corrupt_checkpoint("crawler", 1, b"junk".to_vec())
+                .await
+                .unwrap()
+        );
+        let got = store.checkpoint_get("crawler", 1).await.unwrap().unwrap();
+        assert_eq!(got.data, b"junk");
+        assert_eq!((got.checksum, got.at_ms), (cp.checksum, cp.at_ms));
+        assert!(
+            !store
+                .corrupt_checkpoint("crawler", 2, b"junk".to_vec())
+                .await
+                .unwrap()
+        );
+        assert!(store.checkpoint_get("crawler", 2).await.unwrap().is_none());
+    }
+
+    /// The journal's primary key is the last line of defence: an entry whose number exists
+    /// already (although the workflow's count says otherwise) is a conflict, not a failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_entry_that_exists_is_a_conflict() {
+        let Some((url, schema)) = database("stray") else {
+            return;
+        };
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        let entry = |seq| {
+            Append::new(
+                "w",
+                "saga",
+                "order",
+                seq,
+                seq,
+                serde_json::json!(seq),
+                "running",
+                "a",
+                10_000,
+            )
+        };
+        store.append(entry(0)).await.unwrap();
+        store
+            .conn()
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 1, 1, '1')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let err = store.append(entry(1)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(store.workflow("w").await.unwrap().unwrap().entries, 1);
+    }
+
+    /// Two processes starting together may both create the schema: the one that loses the
+    /// race (a unique violation on the schema's name) goes on with the schema the other made.
+    #[tokio::test(start_paused = true)]
+    async fn connecting_while_another_process_creates_the_schema() {
+        let Some((url, schema)) = database("race") else {
+            return;
+        };
+        let (other, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        other
+            .batch_execute(&format!("BEGIN; CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let connect = tokio::spawn({
+            let (url, schema) = (url.clone(), schema.clone());
+            async move { PostgresStore::connect_with(&url, Some(&schema), 1).await }
+        });
+        // Wait until the store's CREATE SCHEMA waits for the other transaction, then commit it.
+        let mut waited = 0;
+        loop {
+            let row = other
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                     WHERE NOT l.granted AND a.query LIKE 'CREATE SCHEMA IF NOT EXISTS ' || $1 || ';%'",
+                    &[&schema],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, i64>(0) > 0 {
+                break;
+            }
+            waited += 1;
+            assert!(waited < 100_000, "the store never waited for the schema");
+            tokio::task::yield_now().await;
+        }
+        other.batch_execute("COMMIT").await.unwrap();
+        let store = connect.await.unwrap().unwrap();
+        store
+            .checkpoint_put(StoredCheckpoint {
+                agent: "a".into(),
+                version: 1,
+                at_ms: 1,
+                checksum: "c".into(),
+                data: vec![],
+            })
+            .await
+            .unwrap();
+        let row = other
+            .query_one(&format!("SELECT count(*) FROM {schema}.checkpoints"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 1, "the tables are in the schema");
+    }
+}
