@@ -1025,27 +1025,35 @@ mod context {
     /// (stretched by up to half), and goes out once it is allowed.
     #[tokio::test(start_paused = true)]
     async fn a_retry_the_budget_refuses_waits_for_it_within_the_deadline() {
-        let start = Instant::now();
-        hooks::DEADLINE.set(Some(start + ms(10_000)));
-        let budget = Shut::until(start + ms(2_000));
-        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
-        let svc = layer()
-            .budget(budget.clone())
-            .build()
-            .unwrap()
-            .layer(s.clone());
-        assert_eq!(run(svc).await, Ok(7));
-        let calls = s.calls();
-        assert_eq!(calls.len(), 2);
-        assert!(
-            calls[1] >= ms(2_000) && calls[1] <= ms(2_000 + 375),
-            "the retry goes out within one look of the budget opening: {calls:?}"
+        // A 503, and a 503 whose server gave a hint: only a rate limit's hint means the server
+        // paces the retries itself.
+        let hinted = Answer::Err(
+            Class::new(Category::ServerError).with_retry_after(ms(100)),
+            "503 with a hint",
         );
-        // The refusal after the failure, one look after the 100 ms backoff, then one every
-        // 250–375 ms until 2 s: between 6 and 10 asks, the last allowed.
-        let asked = budget.asked.load(Ordering::SeqCst);
-        assert!((6..=10).contains(&asked), "{asked}");
-        assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        for failure in [err(Category::ServerError, "503"), hinted] {
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(10_000)));
+            let budget = Shut::until(start + ms(2_000));
+            let s = Script::new([failure.clone(), Answer::Ok(7)]);
+            let svc = layer()
+                .budget(budget.clone())
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            assert_eq!(run(svc).await, Ok(7), "{failure:?}");
+            let calls = s.calls();
+            assert_eq!(calls.len(), 2);
+            assert!(
+                calls[1] >= ms(2_000) && calls[1] <= ms(2_000 + 375),
+                "the retry goes out within one look of the budget opening: {calls:?}"
+            );
+            // The refusal after the failure, one look after the 100 ms delay, then one every
+            // 250–375 ms until 2 s: between 6 and 10 asks, the last allowed.
+            let asked = budget.asked.load(Ordering::SeqCst);
+            assert!((6..=10).contains(&asked), "{asked}");
+            assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        }
         hooks::DEADLINE.set(None);
     }
 
