@@ -1007,3 +1007,76 @@ fn the_quiet_flags_follow_the_windows_exactly() {
     succeed(&c, 0);
     assert_eq!(c.numbers(0).window.map(|w| w.calls), Some(1));
 }
+
+/// A reset empties the windows, so it ends their quiet: both flags are cleared, and the next
+/// success is counted in the window again (not taken by the happy path as if the window were
+/// still full of successes), and so is the throttle's next request.
+#[test]
+fn a_reset_ends_the_quiet_of_the_windows_it_empties() {
+    let flags = |c: &Core| c.quiet.load(Ordering::SeqCst) & (QUIET_RECORD | QUIET_ADMIT);
+    let c = core(BreakerConfig {
+        consecutive_failures: None,
+        window: Window::Count(4),
+        failure_rate: Some(Rate::new(1.0, 4)),
+        throttle: Some(Throttle::new(1000.0, 4)),
+        ..no_jitter()
+    });
+    for _ in 0..4 {
+        succeed(&c, 0);
+    }
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    c.reset(0);
+    assert_eq!(flags(&c), 0);
+    assert_eq!(c.numbers(0).window.map(|w| w.calls), Some(0));
+    succeed(&c, 0);
+    assert_eq!(c.numbers(0).window.map(|w| w.calls), Some(1));
+    assert_eq!(
+        c.live().throttle.as_ref().map(|w| w.counts().calls),
+        Some(1)
+    );
+    // Closing by hand (here from bypassed, which keeps the windows as they are) resets them
+    // the same way.
+    for _ in 0..3 {
+        succeed(&c, 0);
+    }
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    c.force(State::Bypassed, 0);
+    assert_eq!(flags(&c), QUIET_RECORD | QUIET_ADMIT);
+    c.force(State::Closed, 0);
+    assert_eq!(flags(&c), 0);
+    succeed(&c, 0);
+    assert_eq!(c.numbers(0).window.map(|w| w.calls), Some(1));
+}
+
+/// The probes in flight are over the new limit only when there are more of them than it
+/// allows: as many as the limit is not a reset.
+#[test]
+fn probes_exactly_at_a_new_limit_are_not_over_it() {
+    let (c, probe) = default_with_a_probe_in_flight();
+    assert_eq!(c.live().cfg.half_open_probes, 1);
+    let done = c.reconfigure(BreakerConfig::default(), 1_000);
+    assert_eq!(done.state, State::HalfOpen);
+    assert!(done.is_lossless(), "{done}");
+    c.record(probe, Outcome::Success, false, 0, || 1_000);
+}
+
+/// The slow-call threshold reads back as configured, through a reconfiguration too; one
+/// beyond what `u64` nanoseconds hold (584 years) stays the longest threshold, not none.
+#[test]
+fn the_slow_call_threshold_reads_back_as_configured() {
+    let with = |d: Option<Duration>| BreakerConfig {
+        slow_call_duration: d,
+        ..no_jitter()
+    };
+    let c = core(with(None));
+    assert_eq!(c.slow_call_duration(), None);
+    c.reconfigure(with(Some(Duration::from_millis(250))), 0);
+    assert_eq!(c.slow_call_duration(), Some(Duration::from_millis(250)));
+    c.reconfigure(with(None), 0);
+    assert_eq!(c.slow_call_duration(), None);
+    let c = core(with(Some(Duration::MAX)));
+    assert_eq!(
+        c.slow_call_duration(),
+        Some(Duration::from_nanos(u64::MAX - 1))
+    );
+}
