@@ -153,3 +153,62 @@ async fn every_layer_reports_what_it_did() {
         before + 1
     );
 }
+
+/// A budget that refuses every retry until `opens`.
+struct ShutUntil(tokio::time::Instant);
+
+impl palisade::retry::budget::Budget for ShutUntil {
+    fn try_withdraw(&self) -> Option<palisade::retry::budget::Withdrawal> {
+        (tokio::time::Instant::now() >= self.0)
+            .then_some(palisade::retry::budget::Withdrawal::new(0))
+    }
+}
+
+/// A retry that waits for the budget is counted as sent only once the budget allows it: one
+/// that reaches its deadline still waiting counts as refused by the budget, not as a retry.
+#[tokio::test(start_paused = true)]
+async fn a_retry_waiting_for_the_budget_counts_once_it_is_sent() {
+    let _ = snapshotter();
+    let start = tokio::time::Instant::now();
+    for (dependency, opens, retries, refused) in [
+        ("budget-opens", Duration::from_secs(1), 1, 0),
+        ("budget-stays-shut", Duration::from_secs(60), 0, 1),
+    ] {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let tool = service_fn(move |_: ()| {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err::<&str, BoxError>("503 service unavailable".into())
+                } else {
+                    Ok("answer")
+                }
+            }
+        });
+        let svc = ServiceBuilder::new()
+            .layer(palisade::timeout::DeadlineLayer::new(Duration::from_secs(
+                5,
+            )))
+            .layer(
+                RetryLayer::builder()
+                    .name(dependency)
+                    .budget(ShutUntil(start + opens))
+                    .backoff(Backoff::constant(Duration::from_millis(10)))
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .layer(ClassifyLayer::new(DefaultClassifier::default()))
+            .service(tool);
+        let answer = svc.oneshot(()).await;
+        assert_eq!(answer.is_ok(), retries == 1, "{dependency}: {answer:?}");
+        let labels = [("dependency", dependency), ("category", "server_error")];
+        assert_eq!(counter(names::RETRIES, &labels), retries, "{dependency}");
+        assert_eq!(
+            counter(names::BUDGET_EXHAUSTED, &[("dependency", dependency)]),
+            refused,
+            "{dependency}"
+        );
+    }
+}

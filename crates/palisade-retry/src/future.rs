@@ -505,7 +505,10 @@ where
                 balance = shared.budget.balance(),
                 "retrying",
             );
-            palisade_core::metrics::retried(&shared.name, class.category);
+            // A retry waiting for the budget is counted once the budget allows it.
+            if retries.owed.is_none() {
+                palisade_core::metrics::retried(&shared.name, class.category);
+            }
             retries.previous = delay;
             if delay.is_zero() {
                 Wait::Ready
@@ -646,7 +649,9 @@ where
     let shared = &handle.shared;
     if let Some(withdrawal) = shared.budget.try_withdraw() {
         between.reservation = Some(withdrawal);
-        between.retries.owed = None;
+        if let Some(error) = between.retries.owed.take() {
+            palisade_core::metrics::retried(&shared.name, class_of(&error).category);
+        }
         return Ok(());
     }
     let stretch = 1.0 + rand::Rng::random_range(&mut shared.rng.next(), 0.0..=policy::SPREAD);
