@@ -221,3 +221,26 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without [`PresetBuilder::retry`], the preset's retry layer is named after the dependency
+    /// (its tracing events say whose calls they retried), and the builder says it will make
+    /// that default one; with it, the layer given is kept as it is.
+    #[test]
+    fn the_default_retry_layer_is_named_after_the_dependency() {
+        let builder = recommended("llm");
+        assert!(
+            format!("{builder:?}").contains("retry: Default"),
+            "{builder:?}"
+        );
+        let preset = format!("{:?}", builder.build().unwrap());
+        assert!(preset.contains(r#"Retry { name: "llm""#), "{preset}");
+        let given = recommended("llm").retry(RetryLayer::new());
+        assert!(format!("{given:?}").contains("retry: Given"), "{given:?}");
+        let preset = format!("{:?}", given.build().unwrap());
+        assert!(preset.contains(r#"Retry { name: "retry""#), "{preset}");
+    }
+}

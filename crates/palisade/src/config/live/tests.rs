@@ -191,7 +191,15 @@ async fn the_router_is_reconfigured_when_given_and_listed_otherwise() {
     // With it: applied, the endpoints' health kept.
     let router = route.handle();
     assert!(router.report_failure(&0, Class::new(Category::ServerError)));
+    assert_eq!(
+        format!("{handle:?}"),
+        r#"PresetHandle { breaker: "llm", route: false, .. }"#
+    );
     let handle = handle.with_route(router.clone());
+    assert_eq!(
+        format!("{handle:?}"),
+        r#"PresetHandle { breaker: "llm", route: true, .. }"#
+    );
     let done = handle.reconfigure(next).unwrap();
     assert!(done.needs_rebuild.is_empty());
     assert_eq!(done.route.unwrap().endpoints, 2);
