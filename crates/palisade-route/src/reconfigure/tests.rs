@@ -224,3 +224,21 @@ async fn calls_in_flight_across_a_reconfiguration_keep_their_count() {
     }
     assert_eq!(handle.status()[0].in_flight, 0);
 }
+
+/// The handle reads back the configuration in force: the builder's, then each one put in force.
+#[test]
+fn the_handle_reads_back_the_configuration_in_force() {
+    let built = quick_health();
+    let route = Route::builder(endpoints(2))
+        .config(built.clone())
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    assert_eq!(handle.config(), built);
+    assert_ne!(handle.config(), RouteConfig::default());
+    let mut next = built;
+    next.panic_ratio = None;
+    next.health.failed_after = 7;
+    handle.reconfigure(next.clone()).unwrap();
+    assert_eq!(handle.config(), next);
+}
