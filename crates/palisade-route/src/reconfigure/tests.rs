@@ -229,16 +229,13 @@ async fn calls_in_flight_across_a_reconfiguration_keep_their_count() {
 #[test]
 fn the_handle_reads_back_the_configuration_in_force() {
     let built = quick_health();
-    let route = Route::builder(endpoints(2))
-        .config(built.clone())
-        .build()
-        .unwrap();
+    let route = Route::builder(endpoints(2)).config(built).build().unwrap();
     let handle = route.handle();
     assert_eq!(handle.config(), built);
     assert_ne!(handle.config(), RouteConfig::default());
     let mut next = built;
     next.panic_ratio = None;
     next.health.failed_after = 7;
-    handle.reconfigure(next.clone()).unwrap();
+    handle.reconfigure(next).unwrap();
     assert_eq!(handle.config(), next);
 }
