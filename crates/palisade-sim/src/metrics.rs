@@ -565,4 +565,91 @@ mod tests {
             None
         );
     }
+
+    /// A `bad-replica` run over two replicas, fault from `start` for 4 s, in a 20 s run: ten
+    /// requests every 100 ms, one attempt each, at 10 ms steps. `bad(t)` says how many of a
+    /// bin's ten attempts go to the faulty replica 0 (the rest to replica 1); `ok(t)` whether
+    /// a request sent at `t` ms succeeded. No request is sent in `quiet`.
+    fn two_replicas(
+        start: u64,
+        bad: impl Fn(u64) -> u64,
+        ok: impl Fn(u64) -> bool,
+        quiet: std::ops::Range<u64>,
+    ) -> (Scenario, Log) {
+        let mut s = Scenario::new(ScenarioKind::BadReplica);
+        s.params.replicas = 2;
+        s.params.duration = Duration::from_secs(20);
+        s.params.fault_start = ms(start);
+        s.params.fault_len = Duration::from_secs(4);
+        let mut log = Log::default();
+        for bin in (0..=20_000).step_by(100) {
+            if quiet.contains(&bin) {
+                continue;
+            }
+            for j in 0..10 {
+                let t = bin + j * 10;
+                let req = log.requests.len() as u64;
+                log.requests.push(request(t, 50, ok(t), 1));
+                let replica = u16::from(j >= bad(bin));
+                log.attempts.push(attempt(t, replica, req, ok(t)));
+            }
+        }
+        (s, log)
+    }
+
+    /// How many of a bin's ten attempts reach the faulty replica, in the three phases of the
+    /// detection tests: 8, then 4, then 2 in each second (`from` is the first phase's start).
+    fn fading(from: u64, bin: u64) -> u64 {
+        const A: [u64; 10] = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+        const B: [u64; 10] = [1, 0, 1, 0, 1, 0, 1, 0, 0, 0];
+        const C: [u64; 10] = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        match bin
+            .checked_sub(from)
+            .map(|d| (d / 1_000, (d % 1_000 / 100) as usize))
+        {
+            Some((0, k)) => A[k],
+            Some((1, k)) => B[k],
+            Some((2, k)) => C[k],
+            Some(_) => 0,
+            None => 10,
+        }
+    }
+
+    /// Detection compares the faulty replica's share in each 1 s window of the fault with its
+    /// share over the 5 s before the fault (a tenth of it or less), not a shorter past and not
+    /// its static share; a window with no request detects nothing. The share to it after
+    /// detection counts the attempts from detection to the fault's end, that end excluded.
+    #[test]
+    fn detection_reads_the_five_seconds_before_the_fault() {
+        // Before the fault (8 s): replica 0 gets nothing from 3 s to 6.5 s and everything from
+        // 6.5 s, so its share over the last 5 s is 15/50 = 0.3 (over the last 1.5 s it would
+        // be 1, and its static share is 0.5). No request from 8 s to 9 s; then it gets 8, 4
+        // and 2 of each second's 100 attempts, and all of them again from 12 s.
+        let bad = |bin: u64| match bin {
+            0..3_000 => 5,
+            3_000..6_500 => 0,
+            6_500..8_000 => 10,
+            12_000.. => 10,
+            _ => fading(9_000, bin),
+        };
+        // Everything succeeds but one request at 15 s (99 of its windows' 100: still at the
+        // 99 % the recovery asks for) and the last bin's, from 20 s (the last whole 1 s window
+        // of the run ends before it).
+        let ok = |t: u64| t != 15_000 && t < 20_000;
+        let (s, log) = two_replicas(8_000, bad, ok, 8_000..9_000);
+        let f = measure(&s, StackKind::Palisade, &log);
+        // The first 1 s window with at most 0.1 × 0.3 × 100 = 3 attempts to replica 0 starts
+        // at 10.3 s (2 of the B bins left, 1 of C's): 2.3 s after the fault's start.
+        assert_eq!(f.detect_ms, Some(2_300.0));
+        // From 10.3 s to 12 s: 2 + 2 of 170 attempts; the ones at 12 s not counted.
+        assert_eq!(f.bad_share, Some(4.0 / 170.0));
+        assert_eq!(f.recover_ms, Some(0.0));
+        assert_eq!(f.recovered, Some(true));
+
+        // A fault from the run's start has no past: the static share (0.5) stands in, and
+        // the first window with at most 5 attempts to it starts at 0.6 s.
+        let (s, log) = two_replicas(0, |bin| fading(0, bin), |_| true, 0..0);
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!(f.detect_ms, Some(600.0));
+    }
 }
