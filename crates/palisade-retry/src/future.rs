@@ -441,7 +441,7 @@ where
         Some(withdrawal)
     } else if shared.policy.wait_for_budget
         && matches!(retry, Retry::After(_))
-        && !(class.category == Category::RateLimited && class.retry_after.is_some())
+        && !policy::paced(&class)
         && ctx::deadline().is_some()
     {
         tracing::debug!(
@@ -654,8 +654,7 @@ where
         }
         return Ok(());
     }
-    let stretch = 1.0 + rand::Rng::random_range(&mut shared.rng.next(), 0.0..=policy::SPREAD);
-    let at = Instant::now() + policy::BUDGET_RECHECK.mul_f64(stretch);
+    let at = Instant::now() + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
     if ctx::deadline().is_none_or(|deadline| at >= deadline) {
         let error = between
             .retries

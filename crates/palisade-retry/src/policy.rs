@@ -89,6 +89,17 @@ impl Stop {
     }
 }
 
+/// Whether the server paced a failure: a rate limit that says when to come back.
+pub(crate) fn paced(class: &Class) -> bool {
+    class.category == Category::RateLimited && class.retry_after.is_some()
+}
+
+/// `base` stretched by a random 0 to [`SPREAD`], so that the requests held do not all come
+/// back at once.
+pub(crate) fn spread<R: Rng>(base: Duration, rng: &mut R) -> Duration {
+    base.mul_f64(1.0 + rng.random_range(0.0..=SPREAD))
+}
+
 /// Whether a failure counts toward the budget's throttling ([`Budget::on_failure`]): a
 /// retryable failure does, except one the server paced (a rate limit with a hint: not evidence
 /// that the dependency is failing) and a refusal by a protecting layer (an open breaker: it
@@ -96,8 +107,7 @@ impl Stop {
 ///
 /// [`Budget::on_failure`]: crate::budget::Budget::on_failure
 pub(crate) fn counts_toward_throttling(class: &Class) -> bool {
-    let paced = class.category == Category::RateLimited && class.retry_after.is_some();
-    class.retryable && !paced && class.category != Category::Rejected
+    class.retryable && !paced(class) && class.category != Category::Rejected
 }
 
 /// Whether retrying a failure spends budget. A call refused with a time to come back (an open
@@ -155,8 +165,7 @@ impl Policy {
             // The refused attempt reached nothing: it does not count, and the deadline (checked
             // below) bounds how long the request waits.
             let hint = class.retry_after.unwrap_or_default().max(MIN_BREAKER_WAIT);
-            let stretch = 1.0 + rng().random_range(0.0..=SPREAD);
-            let delay = hint.mul_f64(stretch);
+            let delay = spread(hint, &mut rng());
             if deadline.is_some_and(|d| now.checked_add(delay).is_none_or(|at| at >= d)) {
                 return Err(Stop::Deadline);
             }
