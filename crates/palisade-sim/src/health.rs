@@ -36,6 +36,15 @@ pub struct HealthRow {
     pub worst: Status,
 }
 
+impl HealthRow {
+    /// Adds a steady run's checks, false alarms and unhealthy checks to this total.
+    fn add_steady(&mut self, run: &HealthRow) {
+        self.steady_checks += run.steady_checks;
+        self.false_alarms += run.false_alarms;
+        self.unhealthy_steady += run.unhealthy_steady;
+    }
+}
+
 /// Measures one run's checks against the fault starting at `fault_start` (`None`: no fault).
 pub fn judge(
     name: String,
@@ -120,10 +129,7 @@ pub fn evaluate(
             &HealthMonitor::new(),
             CHECK_EVERY,
         )?;
-        let row = judge(String::new(), &checks, None);
-        all.steady_checks += row.steady_checks;
-        all.false_alarms += row.false_alarms;
-        all.unhealthy_steady += row.unhealthy_steady;
+        all.add_steady(&judge(String::new(), &checks, None));
     }
     rows.push(all);
     for scenario in scenarios {
@@ -219,6 +225,120 @@ mod tests {
         assert!(seen <= 2 * CHECK_EVERY, "{seen:?}");
         assert_ne!(row.worst, Status::Healthy);
         assert!(table(&[row]).contains("outage"));
+    }
+
+    #[test]
+    fn evaluation_sums_the_steady_runs_and_judges_each_scenario() {
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        outage.params.duration = Duration::from_secs(20);
+        let rows = evaluate(&[outage], 1, 2).unwrap();
+        assert_eq!(rows.len(), 2);
+        let steady = &rows[0];
+        assert_eq!(steady.name, "steady, 1 % errors (2 × 1 min)");
+        assert_eq!(
+            steady.steady_checks,
+            2 * (60 + 10),
+            "two runs of a minute and a deadline"
+        );
+        assert_eq!((steady.false_alarms, steady.unhealthy_steady), (0, 0));
+        assert_eq!(
+            (steady.detected_after, steady.worst),
+            (None, Status::Unknown)
+        );
+        let outage = &rows[1];
+        assert_eq!(outage.name, "outage");
+        assert_eq!(
+            outage.steady_checks, 9,
+            "the checks at 1 s to 9 s, before the fault"
+        );
+        assert!(outage.detected_after.is_some_and(|d| d <= 2 * CHECK_EVERY));
+        assert!(
+            matches!(outage.worst, Status::Degrading | Status::Unhealthy),
+            "{outage:?}"
+        );
+    }
+
+    #[test]
+    fn steady_totals_add_every_count() {
+        let row = |steady_checks, false_alarms, unhealthy_steady| HealthRow {
+            name: String::new(),
+            steady_checks,
+            false_alarms,
+            unhealthy_steady,
+            detected_after: None,
+            worst: Status::Unknown,
+        };
+        let mut all = row(10, 2, 3);
+        all.add_steady(&row(5, 3, 4));
+        assert_eq!(all, row(15, 5, 7));
+    }
+
+    #[test]
+    fn the_table_gives_false_alarms_per_hour_and_when_each_fault_was_seen() {
+        let row = |name: &str, steady_checks, detected_after, worst| HealthRow {
+            name: name.to_owned(),
+            steady_checks,
+            false_alarms: 3,
+            unhealthy_steady: 1,
+            detected_after,
+            worst,
+        };
+        let rows = [
+            row("steady", 7_200, None, Status::Unknown),
+            row(
+                "outage",
+                0,
+                Some(Duration::from_millis(2_400)),
+                Status::Unhealthy,
+            ),
+            row("missed", 30, None, Status::Degrading),
+        ];
+        expect_test::expect![[r#"
+            health monitor (palisade::health, default settings, checks every 1 s on the upstream's attempts, palisade stack)
+
+            run                                  steady checks false alarms   per hour detected after        worst
+            steady                                        7200   3 (1 unh.)       1.50              -            -
+            outage                                           0   3 (1 unh.)          -            2 s    unhealthy
+            missed                                          30   3 (1 unh.)     360.00          never    degrading
+        "#]]
+        .assert_eq(&table(&rows));
+    }
+
+    #[test]
+    fn judging_reads_each_kind_of_alarm_and_the_worst_status() {
+        let snap = |healthy_now: bool, error: bool, latency: bool, status: Status| {
+            let monitor = HealthMonitor::new();
+            let _ = monitor.watch("x");
+            let mut s = monitor.check().dependency("x").unwrap().clone();
+            s.healthy_now = healthy_now;
+            s.error_anomaly = error;
+            s.latency_anomaly = latency;
+            s.status = status;
+            s
+        };
+        let s = |n: u64| Duration::from_secs(n);
+        let checks = vec![
+            // Before the fault: an error anomaly from the first check, a latency anomaly for
+            // one check, one unhealthy check of three.
+            (s(1), snap(true, true, false, Status::Healthy)),
+            (s(2), snap(false, false, true, Status::Healthy)),
+            (s(3), snap(true, false, false, Status::Healthy)),
+            // The fault from 10 s: seen unhealthy at 12 s; the worst status is the unhealthy
+            // one, though a degrading one comes after it.
+            (s(10), snap(true, false, false, Status::Healthy)),
+            (s(12), snap(false, false, false, Status::Unhealthy)),
+            (s(13), snap(false, false, false, Status::Degrading)),
+        ];
+        let row = judge("x".into(), &checks, Some(s(10)));
+        assert_eq!(row.steady_checks, 3);
+        assert_eq!(row.false_alarms, 2, "one error and one latency anomaly");
+        assert_eq!(row.unhealthy_steady, 1);
+        assert_eq!(row.detected_after, Some(s(2)));
+        assert_eq!(row.worst, Status::Unhealthy);
+        // Without a fault, nothing is "during" it.
+        let row = judge("x".into(), &checks, None);
+        assert_eq!((row.steady_checks, row.unhealthy_steady), (6, 3));
+        assert_eq!((row.detected_after, row.worst), (None, Status::Unknown));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use palisade_sim::stack::StackKind;
 
 /// Runs resilience stacks through faults in virtual time and prints what each did.
 #[derive(Debug, Parser)]
-#[command(name = "palisade-sim", version)]
+#[command(name = "palisade-sim", version, allow_negative_numbers = true)]
 struct Args {
     /// Scenarios to run (default: all): outage, bad-replica, rate-limit, latency-spike,
     /// flapping, brownout, failover, degraded.
@@ -167,6 +167,43 @@ impl Args {
     }
 }
 
+/// The progress bar on stderr: drawn only on a terminal, and only once the run has taken more
+/// than a second (most invocations finish sooner, and print nothing but the table).
+#[derive(Debug)]
+struct Progress {
+    tty: bool,
+    shown: bool,
+}
+
+impl Progress {
+    const WIDTH: usize = 30;
+
+    fn new(tty: bool) -> Self {
+        Progress { tty, shown: false }
+    }
+
+    /// What to print after `done` of `total` runs, `elapsed` since the start: the bar, redrawn
+    /// over itself, then wiped when the last run is done.
+    fn update(&mut self, done: usize, total: usize, elapsed: Duration) -> Option<String> {
+        if !self.tty || !(self.shown || elapsed > Duration::from_secs(1)) {
+            return None;
+        }
+        self.shown = true;
+        let filled = done * Self::WIDTH / total.max(1);
+        let mut line = format!(
+            "\r[{}{}] {done}/{total} runs",
+            "#".repeat(filled),
+            " ".repeat(Self::WIDTH - filled)
+        );
+        if done == total {
+            line.push('\r');
+            line.push_str(&" ".repeat(Self::WIDTH + 20));
+            line.push('\r');
+        }
+        Some(line)
+    }
+}
+
 // The progress bar measures real time on purpose: it shows how long the run takes a person.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 fn main() -> ExitCode {
@@ -186,21 +223,10 @@ fn main() -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let mut shown = false;
+    let mut bar = Progress::new(std::io::stderr().is_terminal());
     let progress = |done: usize, total: usize| {
-        if tty && (shown || started.elapsed() > Duration::from_secs(1)) {
-            shown = true;
-            let width = 30;
-            let filled = done * width / total.max(1);
-            eprint!(
-                "\r[{}{}] {done}/{total} runs",
-                "#".repeat(filled),
-                " ".repeat(width - filled)
-            );
-            if done == total {
-                eprint!("\r{}\r", " ".repeat(width + 20));
-            }
+        if let Some(line) = bar.update(done, total, started.elapsed()) {
+            eprint!("{line}");
             let _ = std::io::stderr().flush();
         }
     };
@@ -258,4 +284,170 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("palisade-sim").chain(list.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn without_arguments_every_scenario_on_every_stack_with_its_defaults() {
+        let a = args(&[]);
+        let scenarios = a.scenarios().unwrap();
+        let kinds: Vec<_> = scenarios.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, ScenarioKind::ALL);
+        for s in &scenarios {
+            assert_eq!(s.params, s.kind.defaults(), "{}", s.kind);
+        }
+        assert_eq!(a.stacks().unwrap(), StackKind::ALL);
+    }
+
+    #[test]
+    fn each_parameter_reaches_every_scenario_named() {
+        let a = args(&[
+            "-s",
+            "outage",
+            "-s",
+            "brownout",
+            "--rate",
+            "50",
+            "--fault-len",
+            "5",
+            "--duration",
+            "20",
+            "--replicas",
+            "2",
+            "--capacity",
+            "10",
+            "--ramp",
+            "3",
+            "--hint",
+            "0.5",
+            "--deadline",
+            "4",
+            "--attempt-timeout",
+            "0.25",
+            "--seed",
+            "9",
+        ]);
+        let scenarios = a.scenarios().unwrap();
+        let kinds: Vec<_> = scenarios.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [ScenarioKind::Outage, ScenarioKind::Brownout]);
+        let ms = Duration::from_millis;
+        for s in &scenarios {
+            let p = &s.params;
+            assert_eq!(p.rate, 50.0);
+            assert_eq!(p.fault_len, ms(5_000));
+            assert_eq!(p.duration, ms(20_000));
+            assert_eq!(p.replicas, 2);
+            assert_eq!(p.capacity, 10.0);
+            assert_eq!(p.ramp, ms(3_000));
+            assert_eq!(p.hint, ms(500));
+            assert_eq!(p.deadline, ms(4_000));
+            assert_eq!(p.attempt_timeout, ms(250));
+            assert_eq!(p.seed, 9);
+            // What was not given keeps the scenario's default.
+            assert_eq!(p.fault_start, s.kind.defaults().fault_start);
+            assert_eq!(p.latency, s.kind.defaults().latency);
+        }
+    }
+
+    #[test]
+    fn a_stack_named_twice_runs_once_in_the_order_first_given() {
+        let a = args(&["--stack", "tower", "--stack", "none", "--stack", "tower"]);
+        assert_eq!(a.stacks().unwrap(), [StackKind::Tower, StackKind::None]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_option_and_the_rule() {
+        for option in [
+            "--fault-len",
+            "--duration",
+            "--ramp",
+            "--hint",
+            "--deadline",
+            "--attempt-timeout",
+        ] {
+            let err = args(&[option, "-1"]).scenarios().unwrap_err();
+            assert_eq!(
+                err,
+                format!("{option} must be a number of seconds, at least 0")
+            );
+        }
+        let err = args(&["--rate", "0"]).scenarios().unwrap_err();
+        assert!(
+            err.starts_with("scenario outage: ") && err.contains("rate"),
+            "{err}"
+        );
+        let err = args(&["--stack", "nope"]).stacks().unwrap_err();
+        assert_eq!(
+            err,
+            "no stack \"nope\"; the stacks are none, naive, tower, palisade"
+        );
+        let err = Args::try_parse_from(["palisade-sim", "-s", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no scenario \"nope\"; the scenarios are outage, bad-replica, rate-limit"),
+            "{err}"
+        );
+        let err = args(&["--stack", "no/such/stack.toml"])
+            .stacks()
+            .unwrap_err();
+        assert!(
+            err.starts_with("cannot read the stack file no/such/stack.toml: "),
+            "{err}"
+        );
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(
+            file.path(),
+            "name = \"llm\"\n[breaker]\nfailure_rate = { ratio = 1.5, min_calls = 20 }\n",
+        )
+        .unwrap();
+        let name = file.path().to_str().unwrap();
+        let err = args(&["--stack", name]).stacks().unwrap_err();
+        assert!(err.starts_with(&format!("{name}: ")), "{err}");
+        assert!(err.contains("breaker.failure_rate.ratio"), "{err}");
+        // A file that fails to parse sets nothing.
+        assert_eq!(palisade_sim::stack::palisade_config(), None);
+    }
+
+    #[test]
+    fn the_progress_bar_is_drawn_on_a_terminal_after_a_second() {
+        let secs = Duration::from_secs_f64;
+        let mut off = Progress::new(false);
+        assert_eq!(off.update(1, 4, secs(5.0)), None, "not a terminal");
+        let mut bar = Progress::new(true);
+        assert_eq!(
+            bar.update(1, 4, secs(0.5)),
+            None,
+            "a quick run prints nothing"
+        );
+        assert_eq!(
+            bar.update(1, 4, secs(1.0)),
+            None,
+            "only after more than a second"
+        );
+        let line = bar.update(1, 4, secs(1.5)).unwrap();
+        assert_eq!(
+            line,
+            format!("\r[{}{}] 1/4 runs", "#".repeat(7), " ".repeat(23))
+        );
+        // Once shown, every update redraws it, however quick.
+        let line = bar.update(3, 4, secs(0.0)).unwrap();
+        assert_eq!(
+            line,
+            format!("\r[{}{}] 3/4 runs", "#".repeat(22), " ".repeat(8))
+        );
+        // The last one wipes it.
+        let line = bar.update(4, 4, secs(0.0)).unwrap();
+        assert_eq!(
+            line,
+            format!("\r[{}] 4/4 runs\r{}\r", "#".repeat(30), " ".repeat(50))
+        );
+    }
 }

@@ -408,3 +408,146 @@ pub(crate) mod ms {
         s.serialize_f64(d.as_secs_f64() * 1000.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scenario_is_found_by_the_name_it_prints() {
+        for kind in ScenarioKind::ALL {
+            assert_eq!(ScenarioKind::from_name(kind.name()), Some(kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert_eq!(ScenarioKind::BadReplica.to_string(), "bad-replica");
+        assert_eq!(ScenarioKind::from_name(""), None);
+        assert_eq!(ScenarioKind::from_name("Outage"), None);
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_each_limit_is_where_its_message_says() {
+        for kind in ScenarioKind::ALL {
+            kind.defaults().validate().unwrap();
+        }
+        let field = |change: &dyn Fn(&mut Params)| {
+            let mut p = ScenarioKind::Outage.defaults();
+            change(&mut p);
+            p.validate().err().map(|e| e.field().to_owned())
+        };
+        let none = None::<String>;
+        let is = |name: &str| Some(name.to_owned());
+        // rate: above 0, at most 100000, a number.
+        assert_eq!(field(&|p| p.rate = 0.0), is("rate"));
+        assert_eq!(field(&|p| p.rate = 1e-9), none);
+        assert_eq!(field(&|p| p.rate = 100_000.0), none);
+        assert_eq!(field(&|p| p.rate = 100_000.5), is("rate"));
+        assert_eq!(field(&|p| p.rate = f64::NAN), is("rate"));
+        assert_eq!(field(&|p| p.rate = f64::INFINITY), is("rate"));
+        // duration: above 0, at most an hour.
+        assert_eq!(field(&|p| p.duration = Duration::ZERO), is("duration"));
+        assert_eq!(field(&|p| p.duration = secs(3600)), none);
+        assert_eq!(
+            field(&|p| p.duration = secs(3600) + Duration::from_millis(1)),
+            is("duration")
+        );
+        // fault_start: within the run.
+        assert_eq!(field(&|p| p.fault_start = p.duration), none);
+        assert_eq!(
+            field(&|p| p.fault_start = p.duration + Duration::from_millis(1)),
+            is("fault_start")
+        );
+        // replicas: 1 to 64.
+        assert_eq!(field(&|p| p.replicas = 0), is("replicas"));
+        assert_eq!(field(&|p| p.replicas = 64), none);
+        assert_eq!(field(&|p| p.replicas = 65), is("replicas"));
+        // capacity: a number, at least 0.
+        assert_eq!(field(&|p| p.capacity = -0.5), is("capacity"));
+        assert_eq!(field(&|p| p.capacity = f64::NAN), is("capacity"));
+        assert_eq!(field(&|p| p.capacity = f64::INFINITY), is("capacity"));
+        // noise: a share.
+        assert_eq!(field(&|p| p.noise = 1.0), none);
+        assert_eq!(field(&|p| p.noise = 1.5), is("noise"));
+        assert_eq!(field(&|p| p.noise = -0.1), is("noise"));
+        // deadline, attempt timeout and latency: each above 0.
+        assert_eq!(field(&|p| p.deadline = Duration::ZERO), is("deadline"));
+        assert_eq!(
+            field(&|p| p.attempt_timeout = Duration::ZERO),
+            is("deadline")
+        );
+        assert_eq!(field(&|p| p.latency = Duration::ZERO), is("deadline"));
+    }
+
+    #[test]
+    fn recovery_is_measured_from_the_faults_end_or_the_capacitys_return() {
+        let outage = Scenario::new(ScenarioKind::Outage);
+        assert_eq!(outage.recovery_at(), Some(secs(20)));
+        // A fault that lasts to the end of the run has no recovery in it.
+        let mut late = outage;
+        late.params.fault_len = secs(30);
+        assert_eq!(late.recovery_at(), None);
+        for kind in [ScenarioKind::RateLimit, ScenarioKind::Degraded] {
+            assert_eq!(Scenario::new(kind).recovery_at(), None, "{kind}");
+        }
+        // Brownout: capacity returns from 20 s to 150 calls/s over 10 s; 100 requests/s fit
+        // from two thirds of the ramp.
+        let mut brownout = Scenario::new(ScenarioKind::Brownout);
+        let at = brownout.recovery_at().unwrap().as_secs_f64();
+        assert!((at - (20.0 + 10.0 * 100.0 / 150.0)).abs() < 1e-6, "{at}");
+        // A capacity below the rate is whole only at the ramp's end.
+        brownout.params.capacity = 50.0;
+        assert_eq!(brownout.recovery_at(), Some(secs(30)));
+    }
+
+    #[test]
+    fn capacity_is_what_limits_the_upstream_and_nothing_else() {
+        let brownout = Scenario::new(ScenarioKind::Brownout);
+        let at = |s: f64| brownout.capacity_at(Duration::from_secs_f64(s)).unwrap();
+        assert_eq!(at(9.9), f64::INFINITY, "before the outage");
+        assert_eq!(at(10.0), 0.0, "the outage");
+        assert_eq!(at(19.9), 0.0);
+        assert_eq!(at(20.0), 0.0, "the ramp starts from nothing");
+        assert!((at(25.0) - 75.0).abs() < 1e-9, "{}", at(25.0));
+        assert_eq!(at(30.0), f64::INFINITY, "the ramp is over");
+        let limited = Scenario::new(ScenarioKind::RateLimit);
+        assert_eq!(limited.capacity_at(secs(3)), Some(50.0));
+        assert_eq!(
+            Scenario::new(ScenarioKind::Outage).capacity_at(secs(15)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_standby_is_the_failover_scenarios_second_tier_only() {
+        let failover = Scenario::new(ScenarioKind::Failover);
+        assert_eq!(
+            [failover.tier(0), failover.tier(1), failover.tier(2)],
+            [0, 1, 1]
+        );
+        let spike = Scenario::new(ScenarioKind::LatencySpike);
+        assert_eq!([spike.tier(0), spike.tier(1)], [0, 0]);
+        assert_eq!(failover.bad_replicas(), [0]);
+        assert_eq!(
+            Scenario::new(ScenarioKind::Flapping).bad_replicas(),
+            [] as [usize; 0]
+        );
+    }
+
+    /// The background noise of the health monitor's steady runs fails its share of calls, and
+    /// only when asked for.
+    #[test]
+    fn noise_fails_its_share_of_calls() {
+        let mut quiet = Scenario::new(ScenarioKind::Outage);
+        quiet.params.fault_start = quiet.params.duration;
+        quiet.params.fault_len = Duration::ZERO;
+        let mut noisy = quiet.clone();
+        noisy.params.noise = 0.05;
+        let success = |s: &Scenario| {
+            crate::run(s, crate::stack::StackKind::None)
+                .unwrap()
+                .success
+        };
+        assert_eq!(success(&quiet), 1.0);
+        let noisy = success(&noisy);
+        assert!((noisy - 0.95).abs() < 0.01, "{noisy}");
+    }
+}

@@ -276,3 +276,36 @@ impl tower::retry::Policy<Req, Reply, BoxError> for TowerPolicy {
         Some(req.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stack_is_found_by_the_name_it_prints() {
+        for kind in StackKind::ALL {
+            assert_eq!(StackKind::from_name(kind.name()), Some(kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert_eq!(StackKind::from_name("Tower"), None);
+        assert_eq!(AlreadySet.to_string(), "only one stack file can be given");
+    }
+
+    #[test]
+    fn the_naive_backoff_doubles_with_ten_percent_jitter() {
+        let rng = Mutex::new(SmallRng::seed_from_u64(3));
+        for n in 1..=3 {
+            let base = Backoff::default().delay(n).as_secs_f64();
+            for _ in 0..50 {
+                let d = backoff(n, &rng).as_secs_f64();
+                assert!(
+                    d >= base * (1.0 - JITTER) - 1e-9 && d <= base * (1.0 + JITTER) + 1e-9,
+                    "retry {n}: {d} against {base}"
+                );
+            }
+        }
+        // Jittered: not every delay is the base.
+        let base = Backoff::default().delay(2);
+        assert!((0..20).any(|_| backoff(2, &rng) != base));
+    }
+}

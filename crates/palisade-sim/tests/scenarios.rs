@@ -244,6 +244,70 @@ fn the_judged_goals_agree_with_the_figures() {
     }
 }
 
+/// The whole default table, byte for byte: every figure of every stack in every scenario, and
+/// each goal's verdict. A change that moves any of them (a layer's behaviour, a scenario's
+/// fault, a stack, the table's layout) fails here until the new table is checked in:
+/// `UPDATE_EXPECT=1 cargo test -p palisade-sim --test scenarios`, then read the diff.
+#[test]
+fn the_default_table_is_the_checked_in_one() {
+    expect_test::expect_file!["golden/default-table.txt"].assert_eq(&default_report().table());
+}
+
+/// The README's "What the simulator shows" block is palisade's rows and goals line of the
+/// same table: the figures users read are the ones the code gives.
+#[test]
+fn the_readme_shows_the_tables_palisade_rows() {
+    let readme = include_str!("../../../README.md");
+    let table = default_report().table();
+    let ours: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("scenario ") || l.split_whitespace().nth(1) == Some("palisade"))
+        .collect();
+    assert_eq!(ours.len(), 1 + ScenarioKind::ALL.len());
+    let start = readme
+        .find(ours[0])
+        .expect("the README shows the table's header");
+    let block: Vec<&str> = readme[start..].lines().take(ours.len()).collect();
+    assert_eq!(block, ours, "the README's rows are the table's");
+    let goals = table
+        .lines()
+        .find(|l| l.starts_with("palisade's goals:"))
+        .unwrap();
+    assert!(readme[start..].contains(goals), "the README says {goals:?}");
+}
+
+/// `--json` carries every run's figures and every scenario's parameters (durations in
+/// milliseconds), as the report holds them.
+#[test]
+fn the_json_report_carries_the_figures_and_parameters() {
+    let report = default_report();
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), report.runs.len());
+    for (value, f) in runs.iter().zip(&report.runs) {
+        assert_eq!(value["scenario"], f.scenario.name());
+        assert_eq!(value["stack"], f.stack.name());
+        // serde_json's parser may round the last bit (its `float_roundtrip` feature is off).
+        let close = |key: &str, want: f64| {
+            let got = value[key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "{key}: {got} against {want}"
+            );
+        };
+        close("success", f.success);
+        close("load", f.load);
+        close("p99_ms", f.p99_ms);
+        assert_eq!(value["series"].as_array().unwrap().len(), f.series.len());
+    }
+    let outage = &json["scenarios"][0];
+    assert_eq!(outage["kind"], "outage");
+    assert_eq!(outage["params"]["duration"].as_f64(), Some(40_000.0));
+    assert_eq!(outage["params"]["latency"].as_f64(), Some(50.0));
+    assert_eq!(outage["params"]["rate"].as_f64(), Some(100.0));
+    assert_eq!(json["goals"].as_array().unwrap().len(), report.goals.len());
+}
+
 #[test]
 fn charts_are_written_one_per_scenario() {
     let dir = std::env::temp_dir().join(format!("palisade-sim-charts-{}", std::process::id()));
@@ -262,6 +326,10 @@ fn charts_are_written_one_per_scenario() {
     for stack in StackKind::ALL {
         assert!(svg.contains(stack.name()), "{stack} is in the legend");
     }
+    // The chart itself, byte for byte: each line's points, colours and scales, the shaded
+    // fault window. plotters writes SVG text without measuring fonts, so the file depends only
+    // on the figures (and on plotters' version, which Cargo.lock pins).
+    expect_test::expect_file!["golden/outage-20s.svg"].assert_eq(&svg);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

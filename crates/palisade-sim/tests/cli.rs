@@ -1,0 +1,144 @@
+//! The `palisade-sim` binary as a user runs it: what it prints, where, and its exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade-sim"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
+}
+
+/// A short outage, so each run takes a fraction of a second even unoptimised.
+const SHORT: [&str; 4] = ["-s", "outage", "--duration", "20"];
+
+#[test]
+fn json_goes_to_stdout_and_nothing_else() {
+    let out = sim(&[&SHORT[..], &["--stack", "none", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["stack"], "none");
+    assert_eq!(runs[0]["scenario"], "outage");
+    assert_eq!(json["scenarios"][0]["params"]["duration"], 20_000.0);
+    assert_eq!(text(&out.stderr), "", "no real time, no progress");
+}
+
+#[test]
+fn the_table_goes_to_stdout_and_real_time_to_stderr() {
+    let out = sim(&[&SHORT[..], &["--stack", "none", "--stack", "palisade"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "palisade-sim: 1 scenarios × 2 stacks in virtual time, open-loop traffic, seeded\n\nscenario "
+        ),
+        "{stdout}"
+    );
+    let rows: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("outage "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(rows, ["none", "palisade"]);
+    assert!(stdout.contains("palisade's goals: "), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("\n(") && stderr.ends_with(" s of real time)\n"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2_with_the_reason() {
+    let out = sim(&["--rate", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("palisade-sim: scenario outage: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rate"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = sim(&["--stack", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "palisade-sim: no stack \"nope\"; the stacks are none, naive, tower, palisade\n"
+    );
+
+    let out = sim(&["--hint", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "palisade-sim: --hint must be a number of seconds, at least 0\n"
+    );
+}
+
+#[test]
+fn a_stack_file_builds_the_palisade_stack_and_says_so() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stacks/classic.toml");
+    let file = file.to_str().unwrap();
+    let out = sim(&[&SHORT[..], &["--stack", file]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("(the palisade stack is built from a file: dependency "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\noutage    palisade "), "{stdout}");
+
+    let out = sim(&["--stack", file, "--stack", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "palisade-sim: only one stack file can be given\n"
+    );
+}
+
+#[test]
+fn charts_are_written_where_asked_and_a_bad_place_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let charts = dir.path().join("charts");
+    let out = sim(&[
+        &SHORT[..],
+        &["--stack", "none", "--json", "--svg"],
+        &[charts.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = charts.join("outage.svg");
+    assert!(
+        std::fs::read_to_string(&written)
+            .unwrap()
+            .starts_with("<svg")
+    );
+    assert_eq!(text(&out.stderr), format!("wrote {}\n", written.display()));
+
+    // A directory that cannot be made: under a file.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let under = blocked.join("charts");
+    let out = sim(&[
+        &SHORT[..],
+        &["--stack", "none", "--json", "--svg"],
+        &[under.to_str().unwrap()],
+    ]
+    .concat());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "palisade-sim: writing charts to {}: ",
+            under.display()
+        )),
+        "{stderr}"
+    );
+}
