@@ -93,3 +93,49 @@ pub fn run_all(
         goals,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scenario::ScenarioKind;
+
+    #[test]
+    fn run_all_reports_progress_and_keeps_scenario_order() {
+        let short = |kind| {
+            let mut s = Scenario::new(kind);
+            s.params.duration = std::time::Duration::from_secs(15);
+            s
+        };
+        let scenarios = [short(ScenarioKind::Outage), short(ScenarioKind::Flapping)];
+        let mut seen = Vec::new();
+        let report = run_all(
+            &scenarios,
+            &[StackKind::None, StackKind::Palisade],
+            |d, t| {
+                seen.push((d, t));
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        let order: Vec<_> = report.runs.iter().map(|f| (f.scenario, f.stack)).collect();
+        assert_eq!(
+            order,
+            [
+                (ScenarioKind::Outage, StackKind::None),
+                (ScenarioKind::Outage, StackKind::Palisade),
+                (ScenarioKind::Flapping, StackKind::None),
+                (ScenarioKind::Flapping, StackKind::Palisade),
+            ]
+        );
+        assert_eq!(report.scenarios, scenarios);
+        // palisade's goals, judged for each scenario in turn.
+        assert_eq!(
+            report.goals.first().map(|g| g.scenario),
+            Some(ScenarioKind::Outage)
+        );
+        assert_eq!(
+            report.goals.last().map(|g| g.scenario),
+            Some(ScenarioKind::Flapping)
+        );
+    }
+}

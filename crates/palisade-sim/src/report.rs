@@ -240,3 +240,60 @@ fn chart(
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::ScenarioKind;
+    use crate::stack::StackKind;
+
+    /// The detection and recovery columns tell "never happened" from "does not apply".
+    #[test]
+    fn never_and_not_applicable_read_differently() {
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        outage.params.duration = std::time::Duration::from_secs(15);
+        let base = crate::run(&outage, StackKind::None).unwrap();
+        let cell = |f: &Figures, column: &str| {
+            let report = Report {
+                scenarios: vec![outage.clone()],
+                runs: vec![f.clone()],
+                goals: Vec::new(),
+            };
+            let table = report.table();
+            let mut lines = table.lines();
+            let header = lines.next().unwrap();
+            let row = lines.next().unwrap();
+            // Columns are right-aligned under their headers, two spaces apart.
+            let end = header.find(column).unwrap() + column.len();
+            let start = row[..end].rfind("  ").map_or(0, |i| i + 2);
+            row[start..end].trim().to_owned()
+        };
+        let mut f = base.clone();
+        (f.detect_ms, f.recover_ms, f.recovered) = (Some(1234.4), Some(56.6), Some(true));
+        assert_eq!(cell(&f, "detect ms"), "1234");
+        assert_eq!(cell(&f, "recover ms"), "57");
+        (f.detect_ms, f.recover_ms, f.recovered) = (None, None, Some(false));
+        assert_eq!(
+            cell(&f, "detect ms"),
+            "never",
+            "the outage has a bad replica"
+        );
+        assert_eq!(cell(&f, "recover ms"), "never");
+        f.recovered = None;
+        assert_eq!(cell(&f, "recover ms"), "-");
+        // A scenario whose fault is not in one place has nothing to detect.
+        let mut flapping = f.clone();
+        flapping.scenario = ScenarioKind::Flapping;
+        assert_eq!(cell(&flapping, "detect ms"), "-");
+        // No goals judged: no goals line.
+        assert!(
+            !Report {
+                scenarios: vec![],
+                runs: vec![f],
+                goals: vec![]
+            }
+            .table()
+            .contains("goals")
+        );
+    }
+}
