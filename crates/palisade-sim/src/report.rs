@@ -268,7 +268,7 @@ mod tests {
             let start = row[..end].rfind("  ").map_or(0, |i| i + 2);
             row[start..end].trim().to_owned()
         };
-        let mut f = base.clone();
+        let mut f = base;
         (f.detect_ms, f.recover_ms, f.recovered) = (Some(1234.4), Some(56.6), Some(true));
         assert_eq!(cell(&f, "detect ms"), "1234");
         assert_eq!(cell(&f, "recover ms"), "57");
