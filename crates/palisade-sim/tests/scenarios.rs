@@ -333,6 +333,28 @@ fn charts_are_written_one_per_scenario() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Under one request a second, some seconds send nothing: the success line skips them rather
+/// than plot 0 of 0 (a NaN, which would be drawn as a drop to 0 %).
+#[test]
+fn a_chart_skips_the_seconds_that_sent_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = Scenario::new(ScenarioKind::Outage);
+    scenario.params.rate = 0.5;
+    scenario.params.duration = std::time::Duration::from_secs(20);
+    let report = palisade_sim::run_all(&[scenario], &[StackKind::None], |_, _| {}).unwrap();
+    assert!(report.runs[0].series.iter().any(|s| s.sent == 0));
+    let files = report.svg(dir.path()).unwrap();
+    let svg = std::fs::read_to_string(&files[0]).unwrap();
+    // The first line drawn 2 px wide is the success line (the load line comes after it).
+    let line = svg
+        .lines()
+        .find(|l| l.starts_with("<polyline") && l.contains(r#"stroke-width="2""#))
+        .unwrap();
+    let points = line.split("points=\"").nth(1).unwrap().split_whitespace();
+    let sent = report.runs[0].series.iter().filter(|s| s.sent > 0).count();
+    assert_eq!(points.filter(|p| p.contains(',')).count(), sent, "{line}");
+}
+
 #[test]
 fn bad_parameters_are_refused_naming_the_field() {
     let mut s = Scenario::new(ScenarioKind::Outage);
