@@ -106,7 +106,12 @@ mod tests {
             s.params.duration = std::time::Duration::from_secs(15);
             s
         };
-        let scenarios = [short(ScenarioKind::Outage), short(ScenarioKind::Flapping)];
+        // Three scenarios on two stacks: the total is a product (3 × 2, not 3 + 2).
+        let scenarios = [
+            short(ScenarioKind::Outage),
+            short(ScenarioKind::Flapping),
+            short(ScenarioKind::Degraded),
+        ];
         let mut seen = Vec::new();
         let report = run_all(
             &scenarios,
@@ -116,7 +121,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(seen, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        assert_eq!(seen, [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]);
         let order: Vec<_> = report.runs.iter().map(|f| (f.scenario, f.stack)).collect();
         assert_eq!(
             order,
@@ -125,6 +130,8 @@ mod tests {
                 (ScenarioKind::Outage, StackKind::Palisade),
                 (ScenarioKind::Flapping, StackKind::None),
                 (ScenarioKind::Flapping, StackKind::Palisade),
+                (ScenarioKind::Degraded, StackKind::None),
+                (ScenarioKind::Degraded, StackKind::Palisade),
             ]
         );
         assert_eq!(report.scenarios, scenarios);
@@ -135,7 +142,7 @@ mod tests {
         );
         assert_eq!(
             report.goals.last().map(|g| g.scenario),
-            Some(ScenarioKind::Flapping)
+            Some(ScenarioKind::Degraded)
         );
     }
 }
