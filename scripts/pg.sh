@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for palisade-durable's tests.
 #
-#   scripts/pg.sh CMD [ARGS...]   start a cluster, run CMD with PALISADE_PG_URL exported, stop the
+#   scripts/pg.sh CMD [ARGS...]   start a cluster, run CMD with TEST_PALISADE_PG_URL exported, stop the
 #                                 cluster, exit with CMD's status. For CI:
 #                                   scripts/pg.sh cargo test -p palisade-durable --features postgres
-#   scripts/pg.sh                 start a cluster, print `export PALISADE_PG_URL=...`, keep it up
+#   scripts/pg.sh                 start a cluster, print `export TEST_PALISADE_PG_URL=...`, keep it up
 #                                 until Ctrl-C (or until stdin closes), then stop it.
 #
 # The cluster lives in a temp dir, listens on a free loopback port only, trusts local
@@ -77,7 +77,7 @@ for _ in 1 2 3; do
 done
 if [[ -z "$port" ]]; then cat "$dir/server.log" >&2; echo "pg.sh: server did not start" >&2; exit 1; fi
 
-export PALISADE_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+export TEST_PALISADE_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 echo "pg.sh: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)" >&2
 
 if [[ $# -gt 0 ]]; then
@@ -88,6 +88,6 @@ if [[ $# -gt 0 ]]; then
   exit "$status"
 fi
 
-echo "export PALISADE_PG_URL=$PALISADE_PG_URL"
+echo "export TEST_PALISADE_PG_URL=$TEST_PALISADE_PG_URL"
 echo "pg.sh: running; Ctrl-C (or close stdin) to stop" >&2
 cat >/dev/null || true

@@ -117,7 +117,7 @@ async fn main() -> Result<(), BoxError> {
     )?;
     measure("SQLite, synchronous=NORMAL", Arc::new(normal), "normal").await;
     #[cfg(feature = "postgres")]
-    if let Ok(url) = std::env::var("PALISADE_PG_URL") {
+    if let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") {
         let schema = format!("bench_{}", std::process::id());
         let pg =
             palisade_durable::store::PostgresStore::connect_with(&url, Some(&schema), 8).await?;

@@ -76,7 +76,7 @@
 //! | [`SqliteStore`](store::SqliteStore) (feature `sqlite`, default) | the embedded default: one file on local disk, no server |
 //! | `PostgresStore` (feature `postgres`) | several processes on several machines sharing one journal; claims with `FOR UPDATE SKIP LOCKED` |
 //!
-//! The same behavioural test suite runs against all three (PostgreSQL when `PALISADE_PG_URL`
+//! The same behavioural test suite runs against all three (PostgreSQL when `TEST_PALISADE_PG_URL`
 //! names a database; `scripts/pg.sh` starts a throwaway one).
 //!
 //! # Throughput

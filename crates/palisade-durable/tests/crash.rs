@@ -1,6 +1,6 @@
 //! Kill -9 at random instants: a child process (this test binary, re-invoked with
 //! `PALISADE_CRASH_DIR` set) runs sagas against a journal, in SQLite or (feature `postgres`,
-//! with `PALISADE_PG_URL` set, in a schema of its own) in PostgreSQL; the steps record their
+//! with `TEST_PALISADE_PG_URL` set, in a schema of its own) in PostgreSQL; the steps record their
 //! side effects in a SQLite file, keyed by idempotency key. The parent kills the child with
 //! SIGKILL at seeded random points (after a seeded number of its sagas started, then a few
 //! milliseconds), 20 times, restarting it each time (each start runs
@@ -144,7 +144,7 @@ fn definition(db: &Effects) -> SagaDefinition {
 enum Backend {
     /// `journal.db` in the test's directory.
     Sqlite,
-    /// A schema of its own in the database at `PALISADE_PG_URL`.
+    /// A schema of its own in the database at `TEST_PALISADE_PG_URL`.
     #[cfg(feature = "postgres")]
     Postgres { url: String, schema: String },
 }
@@ -154,7 +154,7 @@ impl Backend {
     fn from_env() -> Self {
         #[cfg(feature = "postgres")]
         if let Ok(schema) = std::env::var("PALISADE_CRASH_PG_SCHEMA") {
-            let url = std::env::var("PALISADE_PG_URL").unwrap();
+            let url = std::env::var("TEST_PALISADE_PG_URL").unwrap();
             return Backend::Postgres { url, schema };
         }
         Backend::Sqlite
@@ -321,19 +321,19 @@ fn sigkill_at_random_instants_loses_nothing_and_undoes_once() {
 }
 
 /// The same against PostgreSQL, in a fresh schema; skipped with a message without
-/// `PALISADE_PG_URL`, unless `CI` is set: then it fails.
+/// `TEST_PALISADE_PG_URL`, unless `CI` is set: then it fails.
 #[cfg(feature = "postgres")]
 #[test]
 fn sigkill_at_random_instants_on_postgres() {
     if std::env::var("PALISADE_CRASH_DIR").is_ok() {
         return;
     }
-    let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+    let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+            "CI is set but TEST_PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
         );
-        eprintln!("skipping the PostgreSQL crash test: PALISADE_PG_URL is not set");
+        eprintln!("skipping the PostgreSQL crash test: TEST_PALISADE_PG_URL is not set");
         return;
     };
     let nanos = std::time::SystemTime::now()

@@ -124,12 +124,14 @@ async fn sqlite() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
-    let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+    let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+            "CI is set but TEST_PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
         );
-        eprintln!("skipping fleet::postgres: PALISADE_PG_URL is not set (run under scripts/pg.sh)");
+        eprintln!(
+            "skipping fleet::postgres: TEST_PALISADE_PG_URL is not set (run under scripts/pg.sh)"
+        );
         return;
     };
     let schema = format!("fleet_{}", std::process::id());

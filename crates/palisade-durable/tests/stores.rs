@@ -1,5 +1,5 @@
 //! One behavioural suite, run against every store: the in-memory store, SQLite, and PostgreSQL
-//! (feature `postgres`, with `PALISADE_PG_URL` set).
+//! (feature `postgres`, with `TEST_PALISADE_PG_URL` set).
 
 mod suite;
 
@@ -57,17 +57,17 @@ store_suite!(sqlite, |_name| async {
     Some((Arc::new(store) as Arc<dyn Store>, dir))
 });
 
-/// A store in a fresh schema of the database at `PALISADE_PG_URL`; without it, the test is
+/// A store in a fresh schema of the database at `TEST_PALISADE_PG_URL`; without it, the test is
 /// skipped with a message, unless `CI` is set: then it fails.
 #[cfg(feature = "postgres")]
 async fn pg_store(name: &str) -> Option<(Arc<dyn Store>, ())> {
-    let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+    let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+            "CI is set but TEST_PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
         );
         eprintln!(
-            "skipping postgres::{name}: PALISADE_PG_URL is not set (run under scripts/pg.sh)"
+            "skipping postgres::{name}: TEST_PALISADE_PG_URL is not set (run under scripts/pg.sh)"
         );
         return None;
     };

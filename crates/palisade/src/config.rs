@@ -69,7 +69,10 @@
 //! `PALISADE_<KEY>` override the file, with `__` between the levels of a nested key:
 //! `PALISADE_DEADLINE=45s`, `PALISADE_RETRY__MAX_ATTEMPTS=5`,
 //! `PALISADE_BREAKER__OPEN_DURATION=10s`. A value is read as a TOML value when it parses as
-//! one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string.
+//! one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string. Every
+//! variable with that prefix is read as a key, and an unknown one is an error naming it, so a
+//! typo never passes unnoticed: keep other settings of your own out of the `PALISADE_` prefix
+//! (this project's test database is `TEST_PALISADE_PG_URL` for that reason).
 //!
 //! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
 //! a [`ConfigError`] whose field is the key's path (`breaker.failure_rate.ratio`,

@@ -538,15 +538,15 @@ mod tests {
         }
     }
 
-    /// The database at `PALISADE_PG_URL`, and a fresh schema name for test `name`; `None`
+    /// The database at `TEST_PALISADE_PG_URL`, and a fresh schema name for test `name`; `None`
     /// (skip) without it, unless `CI` is set: then the test fails.
     fn database(name: &str) -> Option<(String, String)> {
-        let Ok(url) = std::env::var("PALISADE_PG_URL") else {
+        let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI is set but PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
+                "CI is set but TEST_PALISADE_PG_URL is not: run the PostgreSQL tests under scripts/pg.sh"
             );
-            eprintln!("skipping {name}: PALISADE_PG_URL is not set (run under scripts/pg.sh)");
+            eprintln!("skipping {name}: TEST_PALISADE_PG_URL is not set (run under scripts/pg.sh)");
             return None;
         };
         let nanos = std::time::SystemTime::now()
