@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --version 27.1.0 --locked
-crates=(palisade-core palisade-timeout palisade-retry palisade-breaker palisade-fallback
+crates=(palisade-core palisade-test palisade-timeout palisade-retry palisade-breaker palisade-fallback
         palisade-route palisade-chaos palisade-http palisade-durable palisade palisade-sim)
 target="${1:-}"
 [ -n "$target" ] || { sed -n '2,12p' "$0"; exit 2; }

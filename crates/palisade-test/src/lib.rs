@@ -172,6 +172,41 @@ mod tests {
         assert_eq!(a, run(7).await);
         assert!(a.iter().any(|ok| *ok) && a.iter().any(|ok| !*ok));
     }
+
+    #[test]
+    fn warnings_are_counted_by_what_they_say() {
+        let warnings = Warnings::start();
+        tracing::warn!("breaker open");
+        tracing::warn!("breaker closed");
+        tracing::info!("breaker half-open");
+        assert_eq!(warnings.count(), 2);
+        assert_eq!(warnings.containing("breaker"), 2);
+        assert_eq!(warnings.containing("closed"), 1);
+        assert_eq!(warnings.containing("half-open"), 0, "not a warning");
+    }
+
+    #[test]
+    fn events_keep_every_field_in_order_until_dropped() {
+        let events = Events::start();
+        tracing::info!(target: "palisade_test", count = 3, name = "x", "reconfigured");
+        let seen = events.take();
+        assert_eq!(seen.len(), 1);
+        let fields: Vec<_> = seen[0].fields().collect();
+        assert_eq!(
+            fields,
+            [
+                ("message", "reconfigured"),
+                ("count", "3"),
+                ("name", "\"x\"")
+            ]
+        );
+        assert_eq!(seen[0].message(), "reconfigured");
+        assert!(tracing::enabled!(tracing::Level::INFO), "recording");
+        drop(events);
+        // Dropped: this thread records nothing more, and its events are not even built.
+        assert!(RECORDED.with(|r| r.borrow().is_none()));
+        assert!(!tracing::enabled!(tracing::Level::ERROR), "not recording");
+    }
 }
 
 /// Counts the `tracing` events at `WARN` level emitted on this thread while
