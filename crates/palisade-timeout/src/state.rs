@@ -129,6 +129,21 @@ mod tests {
         assert_eq!(escalating.nanos_for_attempt(200), MAX_NANOS);
     }
 
+    /// The first attempt gets the configured limit to the nanosecond, even one that a trip
+    /// through `f64` seconds (the escalation's arithmetic) would round.
+    #[test]
+    fn the_first_attempt_gets_the_exact_base() {
+        let base = Duration::new(123_456_789, 987_654_321);
+        assert_ne!(
+            Duration::from_secs_f64(base.as_secs_f64()),
+            base,
+            "a base the f64 round trip rounds"
+        );
+        let limit = Limit::new(base).escalate(2.0, Duration::MAX).unwrap();
+        assert_eq!(limit.nanos_for_attempt(0), nanos(base));
+        assert_eq!(limit.for_attempt(0), base);
+    }
+
     #[test]
     fn factor_one_keeps_the_base() {
         let limit = Limit::new(ms(100)).escalate(1.0, ms(100)).unwrap();
