@@ -45,10 +45,18 @@ pub fn current() -> usize {
         if id != usize::MAX {
             return id;
         }
-        let id = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        let id = number(NEXT.fetch_add(1, Ordering::Relaxed));
         mine.set(id);
         id
     })
+}
+
+/// The number of the thread that drew `counter`: the counter itself, its top bit cleared so
+/// that it never equals `usize::MAX`, the "no number yet" mark. Threads are numbered in the
+/// order of their first use, so consecutive threads take neighbouring stripes.
+#[inline]
+const fn number(counter: usize) -> usize {
+    counter & (usize::MAX >> 1)
 }
 
 /// How many stripes per-thread state should have on this machine: twice the available
@@ -162,6 +170,13 @@ mod tests {
         let here = current();
         let there = std::thread::spawn(current).join().unwrap();
         assert_ne!(here, there);
+    }
+
+    #[test]
+    fn threads_are_numbered_in_order_and_never_with_the_mark() {
+        assert_eq!([number(0), number(1), number(2), number(3)], [0, 1, 2, 3]);
+        assert_eq!(number(usize::MAX), usize::MAX >> 1, "not the no-number mark");
+        assert_eq!(number((1 << (usize::BITS - 1)) + 5), 5, "wraps after 2^63 threads");
     }
 
     #[test]
