@@ -175,8 +175,16 @@ mod tests {
     #[test]
     fn threads_are_numbered_in_order_and_never_with_the_mark() {
         assert_eq!([number(0), number(1), number(2), number(3)], [0, 1, 2, 3]);
-        assert_eq!(number(usize::MAX), usize::MAX >> 1, "not the no-number mark");
-        assert_eq!(number((1 << (usize::BITS - 1)) + 5), 5, "wraps after 2^63 threads");
+        assert_eq!(
+            number(usize::MAX),
+            usize::MAX >> 1,
+            "not the no-number mark"
+        );
+        assert_eq!(
+            number((1 << (usize::BITS - 1)) + 5),
+            5,
+            "wraps after 2^63 threads"
+        );
     }
 
     #[test]
