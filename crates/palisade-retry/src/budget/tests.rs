@@ -933,6 +933,9 @@ fn a_token_bucket_keeps_its_tokens_cut_to_a_smaller_size() {
     // A full bucket of the new size: a success changes nothing, failures count from there.
     b.on_success();
     assert_eq!(b.milli_tokens(), 5_000);
+    // The same size again: the tokens fit exactly, nothing is cut.
+    let done = b.reconfigure(|s| s.max_tokens(5)).unwrap();
+    assert_eq!((done.clamped, b.milli_tokens()), (None, 5_000));
     b.on_failure();
     assert_eq!(b.milli_tokens(), 4_000);
     assert_eq!(Budget::balance(&b), 1);
