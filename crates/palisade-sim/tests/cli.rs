@@ -10,6 +10,13 @@ fn sim(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// Runs the binary and checks that it exits with `code`.
+fn exits(code: i32, args: &[&str]) -> Output {
+    let out = sim(args);
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+    out
+}
+
 fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap()
 }
@@ -57,8 +64,7 @@ fn the_table_goes_to_stdout_and_real_time_to_stderr() {
 
 #[test]
 fn bad_arguments_exit_2_with_the_reason() {
-    let out = sim(&["--rate", "0"]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = exits(2, &["--rate", "0"]);
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with("palisade-sim: scenario outage: "),
@@ -67,15 +73,13 @@ fn bad_arguments_exit_2_with_the_reason() {
     assert!(stderr.contains("rate"), "{stderr}");
     assert!(out.stdout.is_empty());
 
-    let out = sim(&["--stack", "nope"]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = exits(2, &["--stack", "nope"]);
     assert_eq!(
         text(&out.stderr),
         "palisade-sim: no stack \"nope\"; the stacks are none, naive, tower, palisade\n"
     );
 
-    let out = sim(&["--hint", "-1"]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = exits(2, &["--hint", "-1"]);
     assert_eq!(
         text(&out.stderr),
         "palisade-sim: --hint must be a number of seconds, at least 0\n"
@@ -95,8 +99,7 @@ fn a_stack_file_builds_the_palisade_stack_and_says_so() {
     );
     assert!(stdout.contains("\noutage    palisade "), "{stdout}");
 
-    let out = sim(&["--stack", file, "--stack", file]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = exits(2, &["--stack", file, "--stack", file]);
     assert_eq!(
         text(&out.stderr),
         "palisade-sim: only one stack file can be given\n"
@@ -126,13 +129,15 @@ fn charts_are_written_where_asked_and_a_bad_place_fails() {
     let blocked = dir.path().join("file");
     std::fs::write(&blocked, "").unwrap();
     let under = blocked.join("charts");
-    let out = sim(&[
-        &SHORT[..],
-        &["--stack", "none", "--json", "--svg"],
-        &[under.to_str().unwrap()],
-    ]
-    .concat());
-    assert_eq!(out.status.code(), Some(1));
+    let out = exits(
+        1,
+        &[
+            &SHORT[..],
+            &["--stack", "none", "--json", "--svg"],
+            &[under.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with(&format!(
