@@ -10,7 +10,7 @@
 //! |---|---|
 //! | not retryable (validation, not found, a cancellation, an ignored error, ...) | returns it at once |
 //! | retryable | waits the [`Backoff`] delay, spread by the [`Jitter`], then tries again |
-//! | with a server hint (`retry_after`) | waits exactly that long, instead of the backoff (gRPC A6, RFC 9110's `Retry-After`); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
+//! | with a server hint (`retry_after`) | waits that long instead of the backoff (gRPC A6, RFC 9110's `Retry-After`), stretched by a random 0–10 % so that callers refused together do not return together (never less than the hint); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
 //! | `Rejected` (a breaker below refused it) | with a `retry_after` (an open breaker's remaining period): retries after it, spending no budget and not closing the throttle, since the refused attempt added no load and the breaker decides what goes through; under a deadline the refused attempt does not count toward the attempt limit either, and the wait is stretched by a random 0–50 % so that held requests do not return together: the request waits for the breaker until its deadline ([`RetryBuilder::wait_for_breaker`]); without one (a throttle shedding load): an ordinary retry, within the budget |
 //! | `RateLimited` without a hint | starts its backoff from its own, longer delay ([`rate_limited_delay`](RetryBuilder::rate_limited_delay), 5 s) |
 //! | `Authentication`, with a [`refresh`](RetryBuilder::refresh) hook | runs the hook, then retries once at once |

@@ -64,7 +64,7 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///
 /// - a 30 s deadline for the whole call, retries and their waits included;
 /// - retries as [`RetryLayer::new`]: 3 attempts, exponential backoff from 1 s with ±10 %
-///   jitter, a server's retry hint taken as the delay exactly, and a
+///   jitter, a server's retry hint taken as the delay (stretched by a random 0–10 %), and a
 ///   [`Throttled`] budget (retries up to 10 % of requests
 ///   plus 1 a second, stopped by gRPC-style retry throttling while the dependency mostly
 ///   fails); a call the open breaker refused

@@ -210,7 +210,7 @@ where
 
 /// palisade's layers over a tonic channel, outermost first: request bodies kept for replay
 /// (tonic's are streams, not `Clone`) → retry (3 attempts; a server's pushback is the wait,
-/// exactly; a negative one stops it) → breaker (opens after 5 failures in a row, for 1 s) →
+/// stretched by up to a tenth; a negative one stops it) → breaker (opens after 5 failures in a row, for 1 s) →
 /// classify with [`GrpcClassifier`] (a failing `grpc-status` becomes an error with its class)
 /// → the channel. On the way out, a failing response the retry gave up on is restored for
 /// tonic to read its status, and an open breaker becomes `UNAVAILABLE`.
