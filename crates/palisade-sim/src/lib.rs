@@ -45,6 +45,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stack;
+pub mod sweep;
 
 pub use run::run;
 

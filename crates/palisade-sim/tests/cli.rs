@@ -147,3 +147,55 @@ fn charts_are_written_where_asked_and_a_bad_place_fails() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_sweep_prints_each_goal_across_the_variants() {
+    let out = exits(
+        0,
+        &[
+            &SHORT[..],
+            &["--stack", "none", "--stack", "palisade", "--sweep"],
+        ]
+        .concat(),
+    );
+    let stdout = text(&out.stdout);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("palisade's goals off the defaults: 8 variants"),
+        "{stdout}"
+    );
+    // The outage's own three goals and the one against none, each judged in 8 variants. A
+    // 20 s run ends with its fault, so the recovery is never seen, except where the fault is
+    // shorter: the variants that missed are named.
+    assert_eq!(lines.len(), 1 + 4 + 1, "{stdout}");
+    assert!(
+        lines[1].starts_with("   8/8  outage ≤ 0.10 upstream calls"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("   1/8  outage ≥ 99 % success in every 1 s window")
+            && lines[2].contains(" — missed: as given (never), seed 2 (never), "),
+        "{stdout}"
+    );
+    assert_eq!(lines[5], "goals held in every variant: 3 of 4", "{stdout}");
+    assert!(text(&out.stderr).ends_with(" s of real time)\n"));
+
+    let out = exits(
+        0,
+        &[&SHORT[..], &["--stack", "palisade", "--sweep", "--json"]].concat(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["variants"], 8);
+    assert_eq!(json["goals"][0]["runs"], 8);
+    assert_eq!(text(&out.stderr), "");
+
+    // Charts and the health monitor belong to the single run, not to the sweep.
+    for args in [
+        &["--sweep", "--svg", "charts"][..],
+        &["--sweep", "--health"],
+    ] {
+        let out = exits(2, args);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+    }
+}

@@ -1,0 +1,507 @@
+//! Whether palisade's goals hold off the defaults: each scenario run again with other seeds
+//! and with its rate, its fault's length and its capacity moved by half again either way.
+//!
+//! A default that meets its goals at one seed and one set of parameters may only have been
+//! tuned to them. [`sweep`] runs every scenario in each of its [`variants`] on every stack,
+//! judges palisade's [goals] in each, and counts, goal by goal, the variants in
+//! which it held, naming those in which it did not.
+//!
+//! ```
+//! use palisade_sim::scenario::{Scenario, ScenarioKind};
+//! use palisade_sim::stack::StackKind;
+//! use palisade_sim::sweep;
+//!
+//! let mut failover = Scenario::new(ScenarioKind::Failover);
+//! failover.params.duration = std::time::Duration::from_secs(35);
+//! let labels: Vec<_> = sweep::variants(&failover).into_iter().map(|v| v.label).collect();
+//! assert_eq!(
+//!     labels,
+//!     [
+//!         "as given", "seed 2", "seed 3", "seed 4", "rate 66.7/s", "rate 150.0/s",
+//!         "fault 13.3 s", "fault 30.0 s",
+//!     ]
+//! );
+//! let swept = sweep::sweep(&[failover], &[StackKind::None, StackKind::Palisade], |_, _| {})?;
+//! // "≥ 99 % success" held in all eight.
+//! let first = &swept.goals[0];
+//! assert_eq!((first.goal.as_str(), first.held, first.runs), ("≥ 99 % success", 8, 8));
+//! # Ok::<(), palisade::BoxError>(())
+//! ```
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use palisade::classify::BoxError;
+use serde::Serialize;
+
+use crate::goals::{self, Goal};
+use crate::metrics::Figures;
+use crate::scenario::{Scenario, ScenarioKind};
+use crate::stack::StackKind;
+
+/// How far the rate, the fault's length and the capacity move: by half again, either way.
+pub const FACTORS: [f64; 2] = [2.0 / 3.0, 1.5];
+
+/// How many other seeds each scenario runs with: the given seed plus 1, 2 and 3.
+pub const OTHER_SEEDS: u64 = 3;
+
+/// A scenario moved off the parameters given.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Variant {
+    /// What was moved, in words: "as given", "seed 2", "rate 66.7/s", "fault 6.7 s",
+    /// "capacity 33.3/s".
+    pub label: String,
+    /// The scenario to run.
+    pub scenario: Scenario,
+}
+
+/// The variants of `base`: itself ("as given"), then [`OTHER_SEEDS`] other seeds, then its
+/// rate, its fault's length and its capacity each multiplied by each of [`FACTORS`].
+///
+/// The fault's length is not moved in `rate-limit`, whose limit lasts the whole run; the
+/// capacity is moved only where there is one (`rate-limit`, `brownout`). A fault made longer
+/// makes the run as much longer, so that the time left after the fault stays what it was
+/// (the recovery figures need it).
+pub fn variants(base: &Scenario) -> Vec<Variant> {
+    let p = &base.params;
+    let mut out = vec![Variant {
+        label: "as given".to_owned(),
+        scenario: base.clone(),
+    }];
+    let mut moved = |label: String, change: &dyn Fn(&mut Scenario)| {
+        let mut scenario = base.clone();
+        change(&mut scenario);
+        out.push(Variant { label, scenario });
+    };
+    for more in 1..=OTHER_SEEDS {
+        let seed = p.seed.wrapping_add(more);
+        moved(format!("seed {seed}"), &|s| s.params.seed = seed);
+    }
+    for f in FACTORS {
+        let rate = p.rate * f;
+        moved(format!("rate {rate:.1}/s"), &|s| s.params.rate = rate);
+    }
+    if base.kind != ScenarioKind::RateLimit {
+        for f in FACTORS {
+            let len = p.fault_len.mul_f64(f);
+            let longer = len.saturating_sub(p.fault_len);
+            moved(
+                format!("fault {:.1} s", len.as_secs_f64()),
+                &|s: &mut Scenario| {
+                    s.params.fault_len = len;
+                    s.params.duration += longer;
+                },
+            );
+        }
+    }
+    if matches!(base.kind, ScenarioKind::RateLimit | ScenarioKind::Brownout) {
+        for f in FACTORS {
+            let capacity = p.capacity * f;
+            moved(format!("capacity {capacity:.1}/s"), &|s| {
+                s.params.capacity = capacity;
+            });
+        }
+    }
+    out
+}
+
+/// One of palisade's goals across the variants of its scenario.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoalSweep {
+    /// The scenario it belongs to.
+    pub scenario: ScenarioKind,
+    /// What is asked, in the words of the first variant ("as given").
+    pub goal: String,
+    /// The variants in which it held.
+    pub held: usize,
+    /// The variants judged.
+    pub runs: usize,
+    /// The variants in which it did not hold, with what was measured there.
+    pub misses: Vec<Miss>,
+}
+
+/// A variant in which a goal did not hold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Miss {
+    /// The variant's [`label`](Variant::label).
+    pub variant: String,
+    /// What was measured in it.
+    pub measured: String,
+}
+
+/// What [`sweep`] found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sweep {
+    /// How many variants were run, over every scenario.
+    pub variants: usize,
+    /// Each goal of palisade's, in the order [`goals::judge`] gives them, scenario by scenario.
+    pub goals: Vec<GoalSweep>,
+}
+
+/// Runs every scenario's [`variants`] on every stack, judges palisade's goals in each, and
+/// counts where each goal held. `progress` is called after each run with how many are done of
+/// how many.
+///
+/// The runs are independent (each on its own runtime, with its own stack), so they are spread
+/// over as many threads as the machine has cores; the result does not depend on their order.
+///
+/// # Errors
+/// The first run that fails to start (invalid parameters or configuration).
+pub fn sweep(
+    scenarios: &[Scenario],
+    stacks: &[StackKind],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Sweep, BoxError> {
+    let all: Vec<Vec<Variant>> = scenarios.iter().map(variants).collect();
+    let jobs: Vec<(&Scenario, StackKind)> = all
+        .iter()
+        .flatten()
+        .flat_map(|v| stacks.iter().map(move |&stack| (&v.scenario, stack)))
+        .collect();
+    let mut figures = run_spread(&jobs, &mut progress)?.into_iter();
+    let mut goals = Vec::new();
+    for these in &all {
+        let judged = these
+            .iter()
+            .map(|variant| {
+                let runs: Vec<Figures> = figures.by_ref().take(stacks.len()).collect();
+                (
+                    variant.label.clone(),
+                    goals::judge(&variant.scenario, &runs),
+                )
+            })
+            .collect();
+        goals.extend(tally(judged));
+    }
+    Ok(Sweep {
+        variants: all.iter().map(Vec::len).sum(),
+        goals,
+    })
+}
+
+/// Runs each job on one of the machine's cores and returns the figures in the jobs' order.
+fn run_spread(
+    jobs: &[(&Scenario, StackKind)],
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<Vec<Figures>, BoxError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    let mut slots: Vec<Option<Figures>> = (0..jobs.len()).map(|_| None).collect();
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, failed) = (&next, &failed);
+            scope.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(scenario, stack)) = jobs.get(i) else {
+                        break;
+                    };
+                    let result = crate::run(scenario, stack);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        for (i, result) in rx {
+            match result {
+                Ok(f) => {
+                    slots[i] = Some(f);
+                    done += 1;
+                    progress(done, jobs.len());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|f| f.expect("every job ran: no worker failed"))
+        .collect())
+}
+
+/// Counts, goal by goal, the variants of one scenario in which each held. The goals of every
+/// variant come in the same order (the same scenario on the same stacks), so they are matched
+/// by position.
+fn tally(judged: Vec<(String, Vec<Goal>)>) -> Vec<GoalSweep> {
+    let mut rows: Vec<GoalSweep> = Vec::new();
+    for (label, goals) in judged {
+        if rows.is_empty() {
+            rows = goals
+                .iter()
+                .map(|g| GoalSweep {
+                    scenario: g.scenario,
+                    goal: g.goal.clone(),
+                    held: 0,
+                    runs: 0,
+                    misses: Vec::new(),
+                })
+                .collect();
+        }
+        debug_assert_eq!(rows.len(), goals.len(), "the same goals in every variant");
+        for (row, goal) in rows.iter_mut().zip(goals) {
+            row.runs += 1;
+            if goal.met {
+                row.held += 1;
+            } else {
+                row.misses.push(Miss {
+                    variant: label.clone(),
+                    measured: goal.measured,
+                });
+            }
+        }
+    }
+    rows
+}
+
+impl Sweep {
+    /// The goals held in every variant, of all the goals.
+    pub fn held_everywhere(&self) -> (usize, usize) {
+        let held = self.goals.iter().filter(|g| g.held == g.runs).count();
+        (held, self.goals.len())
+    }
+
+    /// A readable table: each goal with the variants it held in, and where it missed, what was
+    /// measured; then how many goals held in every variant.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "palisade's goals off the defaults: {} variants (each scenario as given, with {} \
+             more seeds, and with its rate, fault length and capacity × 2/3 and × 3/2)",
+            self.variants, OTHER_SEEDS
+        );
+        let width = self
+            .goals
+            .iter()
+            .map(|g| g.scenario.name().len())
+            .max()
+            .unwrap_or(0);
+        for g in &self.goals {
+            let _ = write!(
+                out,
+                "  {:>2}/{:<2} {:width$} {}",
+                g.held,
+                g.runs,
+                g.scenario.name(),
+                g.goal
+            );
+            if !g.misses.is_empty() {
+                let misses: Vec<String> = g
+                    .misses
+                    .iter()
+                    .map(|m| format!("{} ({})", m.variant, m.measured))
+                    .collect();
+                let _ = write!(out, " — missed: {}", misses.join(", "));
+            }
+            out.push('\n');
+        }
+        let (held, of) = self.held_everywhere();
+        let _ = writeln!(out, "goals held in every variant: {held} of {of}");
+        out
+    }
+
+    /// The whole sweep as JSON.
+    ///
+    /// # Errors
+    /// Serialisation errors (none are expected: every field is plain data).
+    pub fn json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn each_scenario_moves_what_it_has() {
+        let labels = |kind| -> Vec<String> {
+            variants(&Scenario::new(kind))
+                .into_iter()
+                .map(|v| v.label)
+                .collect()
+        };
+        assert_eq!(
+            labels(ScenarioKind::Outage),
+            [
+                "as given",
+                "seed 2",
+                "seed 3",
+                "seed 4",
+                "rate 66.7/s",
+                "rate 150.0/s",
+                "fault 6.7 s",
+                "fault 15.0 s"
+            ]
+        );
+        // The limit lasts the whole run: its capacity moves, not its length.
+        assert_eq!(
+            labels(ScenarioKind::RateLimit),
+            [
+                "as given",
+                "seed 2",
+                "seed 3",
+                "seed 4",
+                "rate 53.3/s",
+                "rate 120.0/s",
+                "capacity 33.3/s",
+                "capacity 75.0/s"
+            ]
+        );
+        // The brownout moves all three.
+        assert_eq!(labels(ScenarioKind::Brownout).len(), 10);
+        for kind in ScenarioKind::ALL {
+            let n = labels(kind).len();
+            // As given, 3 seeds, 2 rates, and 2 fault lengths or 2 capacities (both for
+            // the brownout).
+            let expected = if kind == ScenarioKind::Brownout {
+                10
+            } else {
+                8
+            };
+            assert_eq!(n, expected, "{kind}");
+        }
+    }
+
+    #[test]
+    fn each_variant_moves_one_parameter_and_a_longer_fault_a_longer_run() {
+        let base = Scenario::new(ScenarioKind::Brownout);
+        let vs = variants(&base);
+        assert_eq!(vs[0].scenario, base);
+        let p = |i: usize| &vs[i].scenario.params;
+        let b = &base.params;
+        for (i, seed) in [(1, 2), (2, 3), (3, 4)] {
+            assert_eq!(p(i).seed, seed);
+            assert_eq!((p(i).rate, p(i).fault_len), (b.rate, b.fault_len));
+        }
+        assert!((p(4).rate - 100.0 * 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(p(5).rate, 150.0);
+        assert_eq!((p(4).seed, p(5).seed), (1, 1));
+        // A shorter fault keeps the run's length; a longer one lengthens the run as much.
+        assert_eq!(p(6).fault_len, b.fault_len.mul_f64(2.0 / 3.0));
+        assert_eq!(p(6).duration, b.duration);
+        assert_eq!(p(7).fault_len, secs(15.0));
+        assert_eq!(p(7).duration, b.duration + secs(5.0));
+        assert!((p(8).capacity - 100.0).abs() < 1e-9);
+        assert_eq!(p(9).capacity, 225.0);
+        assert_eq!((p(8).rate, p(9).fault_len), (b.rate, b.fault_len));
+        // Seeds wrap rather than overflow.
+        let mut last = Scenario::new(ScenarioKind::Outage);
+        last.params.seed = u64::MAX;
+        assert_eq!(variants(&last)[1].label, "seed 0");
+    }
+
+    fn goal(text: &str, met: bool, measured: &str) -> Goal {
+        Goal {
+            scenario: ScenarioKind::Degraded,
+            goal: text.to_owned(),
+            measured: measured.to_owned(),
+            met,
+        }
+    }
+
+    #[test]
+    fn tally_counts_each_goal_by_position_and_names_its_misses() {
+        let judged = vec![
+            (
+                "as given".to_owned(),
+                vec![goal("a (1 ms)", true, "1"), goal("b", false, "2")],
+            ),
+            (
+                "seed 2".to_owned(),
+                // The words may differ with the parameters; the position decides.
+                vec![goal("a (2 ms)", false, "3"), goal("b", false, "4")],
+            ),
+            (
+                "rate 1.0/s".to_owned(),
+                vec![goal("a (3 ms)", true, "5"), goal("b", true, "6")],
+            ),
+        ];
+        let rows = tally(judged);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].goal.as_str(), rows[0].held, rows[0].runs),
+            ("a (1 ms)", 2, 3)
+        );
+        assert_eq!(
+            rows[0].misses,
+            [Miss {
+                variant: "seed 2".into(),
+                measured: "3".into()
+            }]
+        );
+        assert_eq!((rows[1].held, rows[1].runs), (1, 3));
+        let missed: Vec<_> = rows[1].misses.iter().map(|m| m.variant.as_str()).collect();
+        assert_eq!(missed, ["as given", "seed 2"]);
+        assert!(tally(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn the_table_and_the_count_of_goals_held_everywhere() {
+        let sweep = Sweep {
+            variants: 9,
+            goals: vec![
+                GoalSweep {
+                    scenario: ScenarioKind::Outage,
+                    goal: "held".into(),
+                    held: 9,
+                    runs: 9,
+                    misses: Vec::new(),
+                },
+                GoalSweep {
+                    scenario: ScenarioKind::RateLimit,
+                    goal: "missed".into(),
+                    held: 7,
+                    runs: 9,
+                    misses: vec![
+                        Miss {
+                            variant: "seed 2".into(),
+                            measured: "1.3".into(),
+                        },
+                        Miss {
+                            variant: "rate 1.0/s".into(),
+                            measured: "1.4".into(),
+                        },
+                    ],
+                },
+            ],
+        };
+        assert_eq!(sweep.held_everywhere(), (1, 2));
+        let table = sweep.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("palisade's goals off the defaults: 9 variants"));
+        assert_eq!(lines[1], "   9/9  outage     held");
+        assert_eq!(
+            lines[2],
+            "   7/9  rate-limit missed — missed: seed 2 (1.3), rate 1.0/s (1.4)"
+        );
+        assert_eq!(lines[3], "goals held in every variant: 1 of 2");
+        let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
+        assert_eq!(json["variants"], 9);
+        assert_eq!(json["goals"][1]["misses"][1]["variant"], "rate 1.0/s");
+    }
+}
