@@ -211,24 +211,39 @@ impl Progress {
     }
 }
 
+/// Why the program stops short: its arguments (exit code 2) or a run, a report or a chart
+/// that failed (exit code 1).
+#[derive(Debug, PartialEq)]
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+impl Failure {
+    fn run(e: impl std::fmt::Display) -> Self {
+        Failure::Run(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("palisade-sim: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("palisade-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 // The progress bar measures real time on purpose: it shows how long the run takes a person.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let scenarios = match args.scenarios() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("palisade-sim: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let stacks = match args.stacks() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("palisade-sim: {e}");
-            return ExitCode::from(2);
-        }
-    };
+fn run(args: &Args) -> Result<(), Failure> {
+    let scenarios = args.scenarios().map_err(Failure::Usage)?;
+    let stacks = args.stacks().map_err(Failure::Usage)?;
     let started = std::time::Instant::now();
     let mut bar = Progress::new(std::io::stderr().is_terminal());
     let progress = |done: usize, total: usize| {
@@ -237,43 +252,22 @@ fn main() -> ExitCode {
             let _ = std::io::stderr().flush();
         }
     };
+    // Real time goes to stderr, so the same seed prints the same output, byte for byte.
+    let real_time = || eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
     if args.sweep {
-        let swept = match palisade_sim::sweep::sweep(&scenarios, &stacks, progress) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("palisade-sim: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let swept =
+            palisade_sim::sweep::sweep(&scenarios, &stacks, progress).map_err(Failure::run)?;
         if args.json {
-            match swept.json() {
-                Ok(json) => println!("{json}"),
-                Err(e) => {
-                    eprintln!("palisade-sim: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            println!("{}", swept.json().map_err(Failure::run)?);
         } else {
             print!("{}", swept.table());
-            eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
+            real_time();
         }
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let report = match palisade_sim::run_all(&scenarios, &stacks, progress) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("palisade-sim: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let report = palisade_sim::run_all(&scenarios, &stacks, progress).map_err(Failure::run)?;
     if args.json {
-        match report.json() {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("palisade-sim: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        println!("{}", report.json().map_err(Failure::run)?);
     } else {
         println!(
             "palisade-sim: {} scenarios × {} stacks in virtual time, open-loop traffic, seeded\n",
@@ -288,31 +282,20 @@ fn main() -> ExitCode {
         }
         print!("{}", report.table());
         if args.health {
-            match palisade_sim::health::evaluate(&scenarios, 10, 6) {
-                Ok(rows) => print!("\n{}", palisade_sim::health::table(&rows)),
-                Err(e) => {
-                    eprintln!("palisade-sim: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            let rows = palisade_sim::health::evaluate(&scenarios, 10, 6).map_err(Failure::run)?;
+            print!("\n{}", palisade_sim::health::table(&rows));
         }
-        // Real time goes to stderr, so the same seed prints the same table, byte for byte.
-        eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
+        real_time();
     }
     if let Some(dir) = &args.svg {
-        match report.svg(dir) {
-            Ok(files) => {
-                for f in files {
-                    eprintln!("wrote {}", f.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("palisade-sim: writing charts to {}: {e}", dir.display());
-                return ExitCode::FAILURE;
-            }
+        let files = report
+            .svg(dir)
+            .map_err(|e| Failure::Run(format!("writing charts to {}: {e}", dir.display())))?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 #[cfg(test)]
