@@ -157,6 +157,10 @@ fn rate_limit_goals() {
     assert_eq!(p.local, 0);
     // The stacks that ignore the hint retry early.
     assert!(figures(ScenarioKind::RateLimit, StackKind::Tower).early_retries > 0);
+    // Retries on the hint get answered: waited for exactly, every one came back in step with
+    // a new call and found the limit spent (no retried request was answered at all).
+    let retried = p.retried_ms.expect("some retried requests are answered");
+    assert!(retried >= hint && retried <= 1.2 * hint, "{retried}");
 }
 
 #[test]
