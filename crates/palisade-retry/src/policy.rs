@@ -104,7 +104,12 @@ pub(crate) fn paced(class: &Class) -> bool {
 /// `base` stretched by a random 0 to [`SPREAD`], so that the requests held do not all come
 /// back at once.
 pub(crate) fn spread<R: Rng>(base: Duration, rng: &mut R) -> Duration {
-    base.mul_f64(1.0 + rng.random_range(0.0..=SPREAD))
+    stretch(base, SPREAD, rng)
+}
+
+/// `base` stretched by a random 0 to `at_most` of itself: never shorter.
+fn stretch<R: Rng>(base: Duration, at_most: f64, rng: &mut R) -> Duration {
+    base.mul_f64(1.0 + rng.random_range(0.0..=at_most))
 }
 
 /// Whether a failure counts toward the budget's throttling ([`Budget::on_failure`]): a
@@ -197,7 +202,7 @@ impl Policy {
             Some(hint) if hint > self.max_retry_after => {
                 return Err(Stop::RetryAfterTooLong);
             }
-            Some(hint) => hint.mul_f64(1.0 + rng().random_range(0.0..=HINT_SPREAD)),
+            Some(hint) => stretch(hint, HINT_SPREAD, &mut rng()),
             None => {
                 let backoff = self.backoff_for(class.category);
                 let base = backoff.delay(failure.attempts);
