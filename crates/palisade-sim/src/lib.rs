@@ -69,7 +69,8 @@ use scenario::Scenario;
 use stack::StackKind;
 
 /// Runs every scenario on every stack, calling `progress` after each run with how many are
-/// done of how many, and judges palisade's goals.
+/// done of how many, and judges palisade's goals. The runs are spread over the machine's
+/// cores; the report is the same whatever order they finish in.
 ///
 /// # Errors
 /// The first run that fails to start (invalid parameters or configuration).
@@ -78,18 +79,16 @@ pub fn run_all(
     stacks: &[StackKind],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Report, BoxError> {
-    let total = scenarios.len() * stacks.len();
-    let mut runs = Vec::with_capacity(total);
-    let mut goals = Vec::new();
-    for scenario in scenarios {
-        let mut these = Vec::with_capacity(stacks.len());
-        for &stack in stacks {
-            these.push(run(scenario, stack)?);
-            progress(runs.len() + these.len(), total);
-        }
-        goals.extend(goals::judge(scenario, &these));
-        runs.extend(these);
-    }
+    let jobs: Vec<(&Scenario, StackKind)> = scenarios
+        .iter()
+        .flat_map(|s| stacks.iter().map(move |&stack| (s, stack)))
+        .collect();
+    let runs = run::run_each(&jobs, &mut progress)?;
+    let goals = scenarios
+        .iter()
+        .zip(runs.chunks(stacks.len().max(1)))
+        .flat_map(|(scenario, these)| goals::judge(scenario, these))
+        .collect();
     Ok(Report {
         scenarios: scenarios.to_vec(),
         runs,

@@ -1,6 +1,7 @@
 //! Running a scenario's traffic through a stack in virtual time.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use palisade::classify::BoxError;
@@ -29,6 +30,71 @@ use crate::{Reply, Req};
 pub fn run(scenario: &Scenario, stack: StackKind) -> Result<Figures, BoxError> {
     let log = record(scenario, stack)?;
     Ok(metrics::measure(scenario, stack, &log))
+}
+
+/// Runs each job (a scenario and a stack) and returns the figures in the jobs' order. The runs
+/// are independent (each on its own runtime, with its own stack and seeded randomness), so
+/// they are spread over as many threads as the machine has cores: the figures are the same
+/// whatever the order they finish in. `progress` is called on this thread after each run with
+/// how many are done of how many.
+///
+/// # Errors
+/// A run that fails to start (invalid parameters or configuration); the runs not yet begun are
+/// not started.
+pub(crate) fn run_each(
+    jobs: &[(&Scenario, StackKind)],
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<Vec<Figures>, BoxError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    let mut slots: Vec<Option<Figures>> = (0..jobs.len()).map(|_| None).collect();
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, failed) = (&next, &failed);
+            scope.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(scenario, stack)) = jobs.get(i) else {
+                        break;
+                    };
+                    let result = run(scenario, stack);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        for (i, result) in rx {
+            match result {
+                Ok(f) => {
+                    slots[i] = Some(f);
+                    done += 1;
+                    progress(done, jobs.len());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|f| f.expect("every job ran: no worker failed"))
+        .collect())
 }
 
 /// Runs `scenario` through `stack` and returns everything that happened, unmeasured.

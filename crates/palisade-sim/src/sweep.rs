@@ -29,8 +29,6 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 use palisade::classify::BoxError;
 use serde::Serialize;
@@ -143,8 +141,8 @@ pub struct Sweep {
 /// counts where each goal held. `progress` is called after each run with how many are done of
 /// how many.
 ///
-/// The runs are independent (each on its own runtime, with its own stack), so they are spread
-/// over as many threads as the machine has cores; the result does not depend on their order.
+/// The runs are spread over the machine's cores ([`run_all`](crate::run_all) does the same);
+/// the result does not depend on their order.
 ///
 /// # Errors
 /// The first run that fails to start (invalid parameters or configuration).
@@ -159,7 +157,7 @@ pub fn sweep(
         .flatten()
         .flat_map(|v| stacks.iter().map(move |&stack| (&v.scenario, stack)))
         .collect();
-    let mut figures = run_spread(&jobs, &mut progress)?.into_iter();
+    let mut figures = crate::run::run_each(&jobs, &mut progress)?.into_iter();
     let mut goals = Vec::new();
     for these in &all {
         let judged = these
@@ -178,63 +176,6 @@ pub fn sweep(
         variants: all.iter().map(Vec::len).sum(),
         goals,
     })
-}
-
-/// Runs each job on one of the machine's cores and returns the figures in the jobs' order.
-fn run_spread(
-    jobs: &[(&Scenario, StackKind)],
-    progress: &mut impl FnMut(usize, usize),
-) -> Result<Vec<Figures>, BoxError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .clamp(1, jobs.len().max(1));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel();
-    let mut slots: Vec<Option<Figures>> = (0..jobs.len()).map(|_| None).collect();
-    let mut first_error = None;
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, failed) = (&next, &failed);
-            scope.spawn(move || {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(scenario, stack)) = jobs.get(i) else {
-                        break;
-                    };
-                    let result = crate::run(scenario, stack);
-                    if result.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    if tx.send((i, result)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut done = 0;
-        for (i, result) in rx {
-            match result {
-                Ok(f) => {
-                    slots[i] = Some(f);
-                    done += 1;
-                    progress(done, jobs.len());
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    Ok(slots
-        .into_iter()
-        .map(|f| f.expect("every job ran: no worker failed"))
-        .collect())
 }
 
 /// Counts, goal by goal, the variants of one scenario in which each held. The goals of every
