@@ -125,13 +125,22 @@ pub enum CancelPolicy {
 /// in proportion to what a struggling dependency still accepts, and find out quickly when it
 /// is back:
 ///
-/// - **A failure rate, not a streak**: at least 90 % of the last 30 calls failed
-///   (`failure_rate`, over `Window::Count(30)`; `consecutive_failures` is off). A dependency
-///   that still answers some of its calls (one failing half of them, one whose capacity is
-///   coming back) is better served by retries within a budget than by rejecting everything;
-///   a streak of five is common in such a dependency and would re-open the breaker again and
-///   again. Resilience4j and Polly trip on a failure rate over a minimum number of calls for
-///   the same reason. A count window reads no clock, and while it holds only successes a call
+/// - **A failure rate, not a streak**: at least 95 % of the last 30 calls failed
+///   (`failure_rate`, over `Window::Count(30)`; `consecutive_failures` is off), so one
+///   success in 30 keeps it closed. A dependency that still answers some of its calls (one
+///   failing half of them, one whose capacity is coming back) is better served by retries
+///   within a budget and by the throttle below than by rejecting everything; a streak of five
+///   is common in such a dependency and would re-open the breaker again and again.
+///   Resilience4j and Polly trip on a failure rate over a minimum number of calls for the same
+///   reason. The rate is high because an open breaker sends a dependency under two probes a
+///   second: one whose capacity is coming back after an outage, answering a few calls in a
+///   hundred, is better served by the throttle, which keeps sending it a few times what it
+///   answers. With 90 %, the requests that waited out the outage came back together as the
+///   breaker closed, three answers in 30 tripped it again, and each open period wasted the
+///   capacity that had returned: in the simulator's brownout, with a capacity returning to
+///   100 calls a second, 92 % of what it could serve was served at two seeds of ten, against
+///   at least 95 % with 95 % (`cargo run --release -p palisade-sim -- -s brownout --capacity
+///   100 --seed 8`). A count window reads no clock, and while it holds only successes a call
 ///   writes nothing to it.
 /// - **Adaptive throttling while closed** ([`Throttle`], `k` = 3 over the last 100 requests),
 ///   after the Google SRE book: a dependency that accepts only part of what it is sent keeps
@@ -185,7 +194,7 @@ pub struct BreakerConfig {
     pub consecutive_failures: Option<u32>,
     /// The window the rates are measured over (`Window::Count(30)`).
     pub window: Window,
-    /// A failure rate that opens it (`Rate::new(0.9, 30)`: 90 % of at least 30 calls; `None`
+    /// A failure rate that opens it (`Rate::new(0.95, 30)`: 95 % of at least 30 calls; `None`
     /// turns the rule off).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub failure_rate: Option<Rate>,
@@ -240,7 +249,7 @@ impl Default for BreakerConfig {
         BreakerConfig {
             consecutive_failures: None,
             window: Window::Count(30),
-            failure_rate: Some(Rate::new(0.9, 30)),
+            failure_rate: Some(Rate::new(0.95, 30)),
             slow_call_duration: None,
             slow_call_rate: None,
             open_duration: Duration::from_millis(500),
@@ -432,7 +441,7 @@ macro_rules! config_setters {
             self
         }
 
-        /// The failure rate that opens the breaker (90 % of at least 30 calls); `None` turns
+        /// The failure rate that opens the breaker (95 % of at least 30 calls); `None` turns
         /// the rule off. See [`BreakerConfig::failure_rate`](crate::BreakerConfig::failure_rate).
         pub fn failure_rate(mut self, rate: impl Into<Option<$crate::Rate>>) -> Self {
             self.config.failure_rate = rate.into();
@@ -546,7 +555,7 @@ mod tests {
         let d = BreakerConfig::default();
         assert_eq!(d.consecutive_failures, None);
         assert_eq!(d.window, Window::Count(30));
-        assert_eq!(d.failure_rate, Some(Rate::new(0.9, 30)));
+        assert_eq!(d.failure_rate, Some(Rate::new(0.95, 30)));
         assert_eq!((d.slow_call_duration, d.slow_call_rate), (None, None));
         assert_eq!(d.open_duration, 500 * MS);
         assert_eq!(d.open_backoff, 1.5);

@@ -9,7 +9,7 @@
 //! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures; failure rate and
 //!   slow-call rate over a [`Window`] — the last N outcomes (a window that slides one outcome
 //!   at a time: after 1 000 successes, N failures fill it) or fixed time buckets — each with a
-//!   minimum number of calls. By default: 90 % of the last 30 calls failed (see
+//!   minimum number of calls. By default: 95 % of the last 30 calls failed (see
 //!   [`BreakerConfig`]'s *Defaults, and why*).
 //! * **Adaptive throttling** while closed ([`Throttle`]): requests are refused locally in
 //!   proportion to how little the dependency accepts (the Google SRE book's client-side
@@ -63,7 +63,7 @@
 //!     .service(service_fn(|_: ()| async { Err::<(), BoxError>("503 service unavailable".into()) }));
 //!
 //! // Every call fails. The throttle soon refuses some locally ("circuit throttled"); once 30
-//! // calls have reached the service and at least 90 % of them failed, the breaker opens.
+//! // calls have reached the service and at least 95 % of them failed, the breaker opens.
 //! let mut reached = 0;
 //! while handle.state() != State::Open {
 //!     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();

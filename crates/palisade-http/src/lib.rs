@@ -98,7 +98,7 @@
 //!   the breaker opens after 30 such streams, where a breaker that judged the heads would
 //!   count 30 successes and never open. (Recording a failure after a success had been counted
 //!   for the head would leave one success and one failure per call: a 50 % failure ratio that
-//!   never reaches the default 90 %, and a streak of failures that every head clears.)
+//!   never reaches the default 95 %, and a streak of failures that every head clears.)
 //! - **The router**: it picks an endpoint and counts the call when its head arrives, so it
 //!   hears of a failure in the body afterwards, through palisade-route's
 //!   `RouteHandle::report_failure` with the endpoint's key, called from each endpoint's guard (`GuardLayer::on_failure`; the

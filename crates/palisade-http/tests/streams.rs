@@ -92,7 +92,7 @@ fn get(url: &str) -> Request<Full<Bytes>> {
 
 /// Streams that fail half-way (cut off, or stalled past the idle timeout): a breaker that
 /// judges the head counts every one as a success and never opens; `StreamBreaker`, with the
-/// breaker's default rules, opens after 30 of them (90 % of the last 30 calls).
+/// breaker's default rules, opens after 30 of them (95 % of the last 30 calls).
 #[tokio::test(start_paused = true)]
 async fn mid_stream_failures_open_the_breaker() {
     let ends = |n: usize| {

@@ -158,9 +158,12 @@ fn rate_limit_goals() {
     // The stacks that ignore the hint retry early.
     assert!(figures(ScenarioKind::RateLimit, StackKind::Tower).early_retries > 0);
     // Retries on the hint get answered: waited for exactly, every one came back in step with
-    // a new call and found the limit spent (no retried request was answered at all).
+    // a new call and found the limit spent (no retried request was answered at all). A
+    // request answered at its first retry takes the hint stretched by up to 10 % plus two
+    // calls of about 50 ms; a few met a second 429 and waited a second hint (1230 ms on
+    // average at the default seed, with a budget of 12 % of requests; 1145 ms with 10 %).
     let retried = p.retried_ms.expect("some retried requests are answered");
-    assert!(retried >= hint && retried <= 1.2 * hint, "{retried}");
+    assert!(retried >= hint && retried <= 1.25 * hint, "{retried}");
 }
 
 #[test]

@@ -18,8 +18,8 @@
 //! cap = "30s"                  # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
 //!
-//! [retry.budget]               # retries up to 10 % of requests + 1/s over 10 s, behind a throttle
-//! ratio = 0.1
+//! [retry.budget]               # retries up to 12 % of requests + 1/s over 10 s, behind a throttle
+//! ratio = 0.12
 //! min_per_second = 1
 //! ttl = "10s"
 //! max_tokens = 10              # the retry throttle: stops retries while half or less is left
@@ -251,7 +251,7 @@ pub struct RetryConfig {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BudgetConfig {
-    /// Retries earned per request (default 0.1).
+    /// Retries earned per request (default 0.12).
     pub ratio: f64,
     /// Retries per second allowed whatever the request rate (default 1).
     pub min_per_second: u32,
@@ -267,7 +267,7 @@ pub struct BudgetConfig {
 impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
-            ratio: 0.1,
+            ratio: 0.12,
             min_per_second: 1,
             ttl: Duration::from_secs(10),
             max_tokens: 10,

@@ -154,7 +154,7 @@ async fn an_invalid_file_changes_no_part() {
     assert_eq!(err.field(), "retry.budget.ratio");
     assert_eq!(handle.config(), before);
     assert_eq!(handle.breaker().config(), before.breaker);
-    assert_eq!(handle.budget().budget().ratio(), 0.1);
+    assert_eq!(handle.budget().budget().ratio(), 0.12);
     let mut next = handle.config();
     next.breaker.half_open_probes = 0;
     assert_eq!(
