@@ -6,6 +6,7 @@
 //! cargo run --release -p palisade-sim -- --json > report.json
 //! cargo run --release -p palisade-sim -- --svg charts/
 //! cargo run --release -p palisade-sim -- --sweep           # the goals off the defaults
+//! cargo run --release -p palisade-sim -- --sweep --seeds 10 # ... every setting at ten seeds
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -78,6 +79,11 @@ struct Args {
     /// where it did not (with `--json`, as JSON).
     #[arg(long, conflicts_with_all = ["svg", "health"])]
     sweep: bool,
+    /// With `--sweep`: run every setting (as given, and each rate, fault length and capacity
+    /// moved) at this many seeds (the given `--seed` and the ones after it), instead of the
+    /// three more seeds of the given setting alone.
+    #[arg(long, value_name = "N", requires = "sweep", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    seeds: Option<u64>,
 }
 
 fn parse_scenario(s: &str) -> Result<ScenarioKind, String> {
@@ -255,8 +261,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     // Real time goes to stderr, so the same seed prints the same output, byte for byte.
     let real_time = || eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
     if args.sweep {
-        let swept =
-            palisade_sim::sweep::sweep(&scenarios, &stacks, progress).map_err(Failure::run)?;
+        let swept = match args.seeds {
+            None => palisade_sim::sweep::sweep(&scenarios, &stacks, progress),
+            Some(seeds) => palisade_sim::sweep::sweep_crossed(&scenarios, &stacks, seeds, progress),
+        }
+        .map_err(Failure::run)?;
         if args.json {
             println!("{}", swept.json().map_err(Failure::run)?);
         } else {

@@ -199,3 +199,38 @@ fn the_sweep_prints_each_goal_across_the_variants() {
         assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
 }
+
+#[test]
+fn seeds_cross_every_setting_of_the_sweep() {
+    // The outage's five settings (as given, two rates, two fault lengths) at two seeds each.
+    let out = exits(
+        0,
+        &[
+            &SHORT[..],
+            &["--stack", "palisade", "--sweep", "--seeds", "2", "--json"],
+        ]
+        .concat(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&json["variants"], &json["seeds"]), (&10.into(), &2.into()));
+    assert_eq!(json["goals"][0]["runs"], 10);
+    // The recovery goal misses where the 20 s run ends with the fault: named with their seed.
+    let misses: Vec<&str> = json["goals"][1]["misses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["variant"].as_str().unwrap())
+        .collect();
+    assert!(misses.contains(&"rate 66.7/s, seed 2"), "{misses:?}");
+
+    // Without the sweep, or with no seed at all, it is a usage error.
+    for (args, says) in [
+        (&["--seeds", "2"][..], "--sweep"),
+        (&["--sweep", "--seeds", "0"], "0"),
+        (&["--sweep", "--seeds", "ten"], "ten"),
+    ] {
+        let out = exits(2, args);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
