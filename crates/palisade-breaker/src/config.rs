@@ -140,8 +140,9 @@ pub enum CancelPolicy {
 ///   capacity that had returned: in the simulator's brownout, with a capacity returning to
 ///   100 calls a second, 92 % of what it could serve was served at two seeds of ten, against
 ///   at least 95 % with 95 % (`cargo run --release -p palisade-sim -- -s brownout --capacity
-///   100 --seed 8`). A count window reads no clock, and while it holds only successes a call
-///   writes nothing to it.
+///   100 --seed 8`). The rate leaves partial failure to the throttle: a breaker built without
+///   one (`throttle: None`) should trip lower, as Resilience4j's default of 50 % does. A count
+///   window reads no clock, and while it holds only successes a call writes nothing to it.
 /// - **Adaptive throttling while closed** ([`Throttle`], `k` = 3 over the last 100 requests),
 ///   after the Google SRE book: a dependency that accepts only part of what it is sent keeps
 ///   getting three times what it accepts, so its returning capacity is used as it returns and
