@@ -265,13 +265,17 @@ pub struct BudgetConfig {
 }
 
 impl Default for BudgetConfig {
+    /// [`Throttled::default`]'s settings, read from its budget and throttle so that the two
+    /// cannot drift apart.
     fn default() -> Self {
+        let budget = Throttled::default_budget();
+        let throttle = Throttled::default_throttle();
         BudgetConfig {
-            ratio: 0.12,
-            min_per_second: 1,
-            ttl: Duration::from_secs(10),
-            max_tokens: 10,
-            token_ratio: 1.0,
+            ratio: budget.ratio(),
+            min_per_second: budget.min_per_second(),
+            ttl: budget.ttl(),
+            max_tokens: throttle.max_tokens(),
+            token_ratio: throttle.token_ratio(),
         }
     }
 }

@@ -24,9 +24,9 @@ use super::{Budget, RatioBudget, TokenBucket, Withdrawal};
 /// - the ratio: 12 % of the requests of the last 10 s, plus a reserve of 1 retry per second so
 ///   that a client that sends little can retry at all. 12 % rather than the SRE book's 10 %
 ///   because `palisade-sim --sweep` and ten seeds of each of its variants show the goals
-///   that hold at the default parameters holding everywhere with 12 % (a dependency that
-///   flaps with 67 requests a second, one whose capacity returns to 225 calls a second or
-///   to 100 requests' worth at 67 a second), which they did not with 10 %. Its cost is seen
+///   that hold at the default parameters holding everywhere with 12 % (among them a
+///   dependency that flaps under 67 requests a second, and a brownout whose capacity returns
+///   to 225 calls a second), which they did not with 10 %. Its cost is seen
 ///   under a rate limit, where a retry that gets through takes another request's place:
 ///   1.13 upstream calls per request instead of 1.11, for the same success;
 /// - the throttle: 10 tokens, 1 token back per successful request, so retries stop once
