@@ -13,7 +13,8 @@ pub struct Goal {
     pub scenario: ScenarioKind,
     /// What is asked, in words.
     pub goal: String,
-    /// What was measured.
+    /// What was measured: palisade's figure against the bound or the other stack's; a
+    /// missed comparison of success also gives both stacks' upstream calls per request.
     pub measured: String,
     /// Whether the measure meets the goal.
     pub met: bool,
@@ -37,7 +38,6 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             met,
         });
     };
-    let pct = |x: f64| format!("{:.2} %", x * 100.0);
     let opt_ms = |x: Option<f64>| x.map_or("never".to_owned(), |v| format!("{v:.0} ms"));
 
     match scenario.kind {
@@ -158,10 +158,11 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
         ScenarioKind::Degraded => {
             for k in [StackKind::None, StackKind::Naive] {
                 if let Some(o) = other(k) {
+                    let ok = pal.success > o.success;
                     check(
                         format!("more real answers than {k}"),
-                        format!("{} against {}", pct(pal.success), pct(o.success)),
-                        pal.success > o.success,
+                        versus(pal, o, ok),
+                        ok,
                     );
                 }
             }
@@ -175,10 +176,11 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
         }
     }
     for o in runs.iter().filter(|f| f.stack != StackKind::Palisade) {
+        let ok = pal.success >= o.success;
         check(
             format!("success at least {}'s", o.stack),
-            format!("{} against {}", pct(pal.success), pct(o.success)),
-            pal.success >= o.success,
+            versus(pal, o, ok),
+            ok,
         );
     }
     if let Some(tower) = other(StackKind::Tower) {
@@ -189,6 +191,26 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
         );
     }
     goals
+}
+
+/// A share as a percentage with two decimals.
+fn pct(x: f64) -> String {
+    format!("{:.2} %", x * 100.0)
+}
+
+/// palisade's success against `other`'s; where palisade's is lower (`ok` false), with both
+/// loads too (upstream calls per request), so that a miss shows what the other stack spent
+/// on its lead.
+fn versus(pal: &Figures, other: &Figures, ok: bool) -> String {
+    let success = format!("{} against {}", pct(pal.success), pct(other.success));
+    if ok {
+        success
+    } else {
+        format!(
+            "{success}, at {:.2} against {:.2} calls/req",
+            pal.load, other.load
+        )
+    }
 }
 
 #[cfg(test)]
@@ -472,7 +494,7 @@ mod tests {
                 // Strictly more: as many is not better.
                 (
                     "more real answers than naive",
-                    "70.00 % against 70.00 %",
+                    "70.00 % against 70.00 %, at 2.00 against 2.00 calls/req",
                     false
                 ),
                 (
@@ -513,7 +535,11 @@ mod tests {
             tail,
             [
                 ("success at least none's", "80.00 % against 80.00 %", true),
-                ("success at least tower's", "80.00 % against 80.01 %", false),
+                (
+                    "success at least tower's",
+                    "80.00 % against 80.01 %, at 1.50 against 1.50 calls/req",
+                    false
+                ),
                 (
                     "no more upstream load than tower",
                     "1.500 against 1.500",
