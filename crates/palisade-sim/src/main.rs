@@ -101,8 +101,15 @@ fn parse_stack(s: &str) -> Result<StackKind, String> {
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| format!("--{name} must be a number of seconds, at least 0"))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        if s > 0.0 {
+            // Finite or not, more seconds than a `Duration` holds; the scenario's own
+            // rules allow at most an hour.
+            format!("--{name} is too long: at most an hour (3600 s)")
+        } else {
+            format!("--{name} must be a number of seconds, at least 0")
+        }
+    })
 }
 
 impl Args {
@@ -399,6 +406,24 @@ mod tests {
                 format!("{option} must be a number of seconds, at least 0")
             );
         }
+        for option in ["--hint", "--deadline", "--fault-len"] {
+            let err = args(&[option, "1e30"]).scenarios().unwrap_err();
+            assert_eq!(
+                err,
+                format!("{option} is too long: at most an hour (3600 s)")
+            );
+        }
+        let err = args(&["--deadline", "3601"]).scenarios().unwrap_err();
+        assert!(
+            err.starts_with("scenario outage: ")
+                && err.contains("`deadline` must be above 0 and at most an hour"),
+            "{err}"
+        );
+        let err = args(&["--attempt-timeout", "11"]).scenarios().unwrap_err();
+        assert!(
+            err.contains("`attempt_timeout` must be at most the deadline"),
+            "{err}"
+        );
         let err = args(&["--rate", "0"]).scenarios().unwrap_err();
         assert!(
             err.starts_with("scenario outage: ") && err.contains("rate"),

@@ -146,6 +146,12 @@ impl fmt::Display for ScenarioKind {
     }
 }
 
+/// The most requests one run may send (measured and trailing).
+const MAX_REQUESTS: f64 = 5_000_000.0;
+
+/// The longest any of a scenario's durations may be.
+const HOUR: Duration = Duration::from_secs(3600);
+
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -203,7 +209,7 @@ impl Params {
                 "must be above 0 and at most 100000",
             ));
         }
-        if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
+        if self.duration.is_zero() || self.duration > HOUR {
             return Err(ConfigError::new(
                 "duration",
                 "must be above 0 and at most an hour",
@@ -224,10 +230,40 @@ impl Params {
         if !(0.0..=1.0).contains(&self.noise) {
             return Err(ConfigError::new("noise", "must be within 0..=1"));
         }
-        if self.deadline.is_zero() || self.attempt_timeout.is_zero() || self.latency.is_zero() {
+        for (field, value) in [
+            ("deadline", self.deadline),
+            ("attempt_timeout", self.attempt_timeout),
+            ("latency", self.latency),
+        ] {
+            if value.is_zero() || value > HOUR {
+                return Err(ConfigError::new(
+                    field,
+                    "must be above 0 and at most an hour",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("fault_len", self.fault_len),
+            ("ramp", self.ramp),
+            ("hint", self.hint),
+        ] {
+            if value > HOUR {
+                return Err(ConfigError::new(field, "must be at most an hour"));
+            }
+        }
+        // Every request sent, measured or trailing, is a task with its own record: bound
+        // them so that a run fits in memory (about a kilobyte each) and finishes in minutes.
+        let sent = self.rate * (self.duration + self.deadline).as_secs_f64();
+        if sent > MAX_REQUESTS {
             return Err(ConfigError::new(
-                "deadline",
-                "deadline, attempt_timeout and latency must be above 0",
+                "rate",
+                "times the run's duration plus one deadline must be at most 5000000 requests",
+            ));
+        }
+        if self.attempt_timeout > self.deadline {
+            return Err(ConfigError::new(
+                "attempt_timeout",
+                "must be at most the deadline (an attempt cannot outlast its request)",
             ));
         }
         Ok(())
@@ -456,6 +492,20 @@ mod tests {
             field(&|p| p.fault_start = p.duration + Duration::from_millis(1)),
             is("fault_start")
         );
+        // rate × (duration + deadline): at most 5 000 000 requests.
+        assert_eq!(
+            field(&|p| p.rate = 100_000.0),
+            none,
+            "40 s + 10 s at 100 000/s"
+        );
+        assert_eq!(
+            field(&|p| {
+                p.rate = 100_000.0;
+                p.duration = secs(41);
+            }),
+            is("rate")
+        );
+        assert_eq!(field(&|p| p.duration = secs(3600)), none, "at 100/s");
         // replicas: 1 to 64.
         assert_eq!(field(&|p| p.replicas = 0), is("replicas"));
         assert_eq!(field(&|p| p.replicas = 64), none);
@@ -468,13 +518,43 @@ mod tests {
         assert_eq!(field(&|p| p.noise = 1.0), none);
         assert_eq!(field(&|p| p.noise = 1.5), is("noise"));
         assert_eq!(field(&|p| p.noise = -0.1), is("noise"));
-        // deadline, attempt timeout and latency: each above 0.
+        // deadline, attempt timeout and latency: each above 0 and at most an hour.
+        let over = secs(3600) + Duration::from_millis(1);
         assert_eq!(field(&|p| p.deadline = Duration::ZERO), is("deadline"));
         assert_eq!(
             field(&|p| p.attempt_timeout = Duration::ZERO),
-            is("deadline")
+            is("attempt_timeout")
         );
-        assert_eq!(field(&|p| p.latency = Duration::ZERO), is("deadline"));
+        assert_eq!(field(&|p| p.latency = Duration::ZERO), is("latency"));
+        assert_eq!(field(&|p| p.latency = secs(3600)), none);
+        assert_eq!(field(&|p| p.latency = over), is("latency"));
+        assert_eq!(field(&|p| p.deadline = over), is("deadline"));
+        // fault length, ramp and hint: at most an hour (0 is a fault or a wait of none).
+        for (name, set) in [
+            (
+                "fault_len",
+                &(|p: &mut Params, d| p.fault_len = d) as &dyn Fn(&mut Params, Duration),
+            ),
+            ("ramp", &|p: &mut Params, d| p.ramp = d),
+            ("hint", &|p: &mut Params, d| p.hint = d),
+        ] {
+            assert_eq!(field(&|p| set(p, Duration::ZERO)), none, "{name}");
+            assert_eq!(field(&|p| set(p, secs(3600))), none, "{name}");
+            assert_eq!(field(&|p| set(p, over)), is(name), "{name}");
+        }
+        // the attempt timeout: at most the deadline.
+        assert_eq!(field(&|p| p.attempt_timeout = p.deadline), none);
+        assert_eq!(
+            field(&|p| p.attempt_timeout = p.deadline + Duration::from_millis(1)),
+            is("attempt_timeout")
+        );
+        assert_eq!(
+            field(&|p| {
+                p.deadline = secs(3600);
+                p.attempt_timeout = secs(3600);
+            }),
+            none
+        );
     }
 
     #[test]

@@ -84,6 +84,33 @@ fn bad_arguments_exit_2_with_the_reason() {
         text(&out.stderr),
         "palisade-sim: --hint must be a number of seconds, at least 0\n"
     );
+
+    // Values that once ran out of memory (a deadline's worth of trailing requests), looped
+    // for ever (a ramp integrated in 10 ms steps) or failed inside the preset's own
+    // configuration now stop at the argument, naming the rule.
+    for (args, says) in [
+        (
+            &["--deadline", "1e15"][..],
+            "`deadline` must be above 0 and at most an hour",
+        ),
+        (
+            &["-s", "brownout", "--ramp", "1e15"][..],
+            "`ramp` must be at most an hour",
+        ),
+        (
+            &["--attempt-timeout", "100"][..],
+            "`attempt_timeout` must be at most the deadline",
+        ),
+        (
+            &["--rate", "100000", "--duration", "100"][..],
+            "at most 5000000 requests",
+        ),
+    ] {
+        let out = exits(2, args);
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }
 
 #[test]
