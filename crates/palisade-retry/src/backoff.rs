@@ -194,7 +194,7 @@ impl Jitter {
         match self {
             Jitter::Proportional(f) if !(0.0..=1.0).contains(f) => Err(ConfigError::new(
                 "jitter",
-                "a proportional factor must be between 0.0 and 1.0",
+                "must be a proportional factor between 0.0 and 1.0",
             )),
             _ => Ok(()),
         }

@@ -916,6 +916,13 @@ mod tests {
             field("name = \"x\"\n[breaker]\nfailure_rate = { ratio = 2.0, min_calls = 5 }").0,
             "breaker.failure_rate.ratio"
         );
+        assert_eq!(
+            field("name = \"x\"\n[retry]\njitter = { proportional = 1.5 }"),
+            (
+                "retry.jitter".to_owned(),
+                "must be a proportional factor between 0.0 and 1.0".to_owned()
+            )
+        );
         let (f, r) = field("name = [");
         assert_eq!(f, "(file)");
         assert!(r.starts_with("is not valid TOML"), "{r}");
