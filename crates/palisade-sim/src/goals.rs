@@ -1,4 +1,10 @@
 //! The goals palisade's stack must meet in each scenario, judged from the figures.
+//!
+//! A goal whose subject the run does not hold — decided from the scenario's parameters, not
+//! from what palisade did: no fault (`--fault-len 0`), a fault that lasts to the end of the
+//! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate —
+//! is listed as `n/a` with the reason and counted neither as met nor as missed, so that a
+//! "what if" run does not report misses of things that never happened.
 
 use serde::Serialize;
 
@@ -16,8 +22,42 @@ pub struct Goal {
     /// What was measured: palisade's figure against the bound or the other stack's; a
     /// missed comparison of success also gives both stacks' upstream calls per request.
     pub measured: String,
-    /// Whether the measure meets the goal.
-    pub met: bool,
+    /// Whether the measure meets the goal; `None` where the run holds nothing to judge it
+    /// on (no fault to detect or recover from, a limit that never binds, a ramp of no
+    /// length), decided from the scenario's parameters, with the reason in `measured`. Such
+    /// a goal counts neither as met nor as missed.
+    pub met: Option<bool>,
+}
+
+/// Collects the goals of one scenario.
+struct Judged {
+    scenario: ScenarioKind,
+    goals: Vec<Goal>,
+}
+
+impl Judged {
+    /// A goal judged: `met` says whether `measured` meets it.
+    fn check(&mut self, goal: String, measured: String, met: bool) {
+        self.push(goal, measured, Some(met));
+    }
+
+    /// A goal `check`ed where `applies`, and otherwise listed as not applicable, `why`.
+    fn check_if(&mut self, applies: bool, why: &str, goal: String, measured: String, met: bool) {
+        if applies {
+            self.check(goal, measured, met);
+        } else {
+            self.push(goal, why.to_owned(), None);
+        }
+    }
+
+    fn push(&mut self, goal: String, measured: String, met: Option<bool>) {
+        self.goals.push(Goal {
+            scenario: self.scenario,
+            goal,
+            measured,
+            met,
+        });
+    }
 }
 
 /// Judges palisade's figures in `scenario` against its goals and against the other stacks
@@ -29,30 +69,41 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
     };
     let other = |k: StackKind| runs.iter().find(|f| f.stack == k);
     let p = &scenario.params;
-    let mut goals = Vec::new();
-    let mut check = |goal: String, measured: String, met: bool| {
-        goals.push(Goal {
-            scenario: scenario.kind,
-            goal,
-            measured,
-            met,
-        });
+    let mut j = Judged {
+        scenario: scenario.kind,
+        goals: Vec::new(),
+    };
+    // What the scenario's parameters leave to judge: a fault inside the run, an end to it
+    // inside the run, a ramp inside the run.
+    let (fault_start, fault_end) = scenario.fault_window();
+    let fault = fault_start < fault_end;
+    let recovers = fault && scenario.recovery_at().is_some_and(|r| r < p.duration);
+    let (ramp_start, ramp_end) = scenario.ramp();
+    let ramp = ramp_start < ramp_end.min(p.duration);
+    let no_recovery = if fault {
+        "the fault lasts to the end of the run"
+    } else {
+        NO_FAULT
     };
     let opt_ms = |x: Option<f64>| x.map_or("never".to_owned(), |v| format!("{v:.0} ms"));
 
     match scenario.kind {
         ScenarioKind::Outage => {
-            check(
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "≤ 0.10 upstream calls per request during the outage".into(),
                 format!("{:.3}", pal.load_fault),
                 pal.load_fault <= 0.10,
             );
-            check(
+            j.check_if(
+                recovers,
+                no_recovery,
                 "≥ 99 % success in every 1 s window from 1 s after the recovery".into(),
                 opt_ms(pal.recover_ms),
                 pal.recover_ms.is_some_and(|r| r <= 1000.0),
             );
-            check(
+            j.check(
                 "no request waits past its deadline".into(),
                 format!("{} cut off", pal.cut_off),
                 pal.cut_off == 0,
@@ -61,73 +112,85 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
         ScenarioKind::Brownout => {
             let served = pal.served.unwrap_or(0.0);
             let load = pal.load_ramp.unwrap_or(f64::INFINITY);
-            check(
+            j.check_if(
+                ramp,
+                NO_RAMP,
                 "≥ 95 % of what the returning capacity allowed is served".into(),
                 pct(served),
                 served >= 0.95,
             );
-            check(
+            j.check_if(
+                ramp,
+                NO_RAMP,
                 "≤ 1.1 upstream calls per request during the ramp".into(),
                 format!("{load:.3}"),
                 load <= 1.1,
             );
         }
         ScenarioKind::BadReplica => {
-            check(
+            j.check(
                 "≥ 99.9 % success".into(),
                 pct(pal.success),
                 pal.success >= 0.999,
             );
             let share = pal.bad_share.unwrap_or(1.0);
-            check(
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "≤ 1 % of attempts to the bad replica after detection".into(),
                 pal.bad_share.map_or("not detected".to_owned(), pct),
                 share <= 0.01,
             );
-            check(
+            j.check_if(
+                recovers,
+                no_recovery,
                 "the replica gets traffic back once healthy, with no active checks".into(),
                 opt_ms(pal.returned_ms),
                 pal.returned_ms.is_some(),
             );
         }
         ScenarioKind::RateLimit => {
-            check(
+            j.check(
                 "no retry before its hint".into(),
                 pal.early_retries.to_string(),
                 pal.early_retries == 0,
             );
             let served = pal.served.unwrap_or(0.0);
-            check(
+            j.check(
                 "≥ 98 % of what the limit allows is served".into(),
                 pct(served),
                 served >= 0.98,
             );
             let hint = p.hint.as_secs_f64() * 1000.0;
-            check(
+            // A limit at or above the request rate may still refuse a burst; with no retry
+            // waiting for a hint as well, there is nothing to judge.
+            j.check_if(
+                p.capacity < p.rate || pal.hint_wait_ms.is_some(),
+                "the limit is at or above the request rate, and no retry waited for a hint",
                 format!("retries wait their hint: mean wait within 10 % of it ({hint:.0} ms)"),
                 opt_ms(pal.hint_wait_ms),
                 pal.hint_wait_ms
                     .is_some_and(|m| (m - hint).abs() <= 0.1 * hint),
             );
-            check(
+            j.check(
                 "≤ 1.2 upstream calls per request".into(),
                 format!("{:.3}", pal.load),
                 pal.load <= 1.2,
             );
-            check(
+            j.check(
                 "429s never open the breaker (no request rejected locally)".into(),
                 pal.local.to_string(),
                 pal.local == 0,
             );
         }
         ScenarioKind::LatencySpike => {
-            check(
+            j.check(
                 "≥ 99 % success".into(),
                 pct(pal.success),
                 pal.success >= 0.99,
             );
             let limit = 2.0 * p.attempt_timeout.as_secs_f64() * 1000.0;
-            check(
+            j.check(
                 format!("p99 under twice the attempt timeout ({limit:.0} ms)"),
                 format!("{:.0} ms", pal.p99_ms),
                 pal.p99_ms < limit,
@@ -137,19 +200,21 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             let (start, end) = scenario.fault_window();
             let down = (end - start).as_secs_f64() / 2.0;
             let up = 1.0 - down / p.duration.as_secs_f64();
-            check(
+            j.check(
                 format!("success ≥ the up-time share ({})", pct(up)),
                 pct(pal.success),
                 pal.success >= up,
             );
         }
         ScenarioKind::Failover => {
-            check(
+            j.check(
                 "≥ 99 % success".into(),
                 pct(pal.success),
                 pal.success >= 0.99,
             );
-            check(
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "traffic on the standby within 1 s of the primary failing".into(),
                 opt_ms(pal.detect_ms),
                 pal.detect_ms.is_some_and(|d| d <= 1000.0),
@@ -159,7 +224,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             for k in [StackKind::None, StackKind::Naive] {
                 if let Some(o) = other(k) {
                     let ok = pal.success > o.success;
-                    check(
+                    j.check(
                         format!("more real answers than {k}"),
                         versus(pal, o, ok),
                         ok,
@@ -167,7 +232,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
                 }
             }
             if let Some(naive) = other(StackKind::Naive) {
-                check(
+                j.check(
                     "no more upstream load than naive".into(),
                     format!("{:.3} against {:.3}", pal.load, naive.load),
                     pal.load <= naive.load,
@@ -177,21 +242,26 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
     }
     for o in runs.iter().filter(|f| f.stack != StackKind::Palisade) {
         let ok = pal.success >= o.success;
-        check(
+        j.check(
             format!("success at least {}'s", o.stack),
             versus(pal, o, ok),
             ok,
         );
     }
     if let Some(tower) = other(StackKind::Tower) {
-        check(
+        j.check(
             "no more upstream load than tower".into(),
             format!("{:.3} against {:.3}", pal.load, tower.load),
             pal.load <= tower.load,
         );
     }
-    goals
+    j.goals
 }
+
+/// Why a goal about the fault has nothing to judge.
+const NO_FAULT: &str = "no fault in this run";
+/// Why a goal about the brownout's ramp has nothing to judge.
+const NO_RAMP: &str = "no ramp in this run";
 
 /// A share as a percentage with two decimals.
 fn pct(x: f64) -> String {
@@ -255,7 +325,10 @@ mod tests {
             .into_iter()
             .map(|g| {
                 assert_eq!(g.scenario, kind);
-                (g.measured, g.met)
+                let met = g
+                    .met
+                    .expect("the default parameters leave every goal to judge");
+                (g.measured, met)
             })
             .collect()
     }
@@ -269,6 +342,75 @@ mod tests {
             .into_iter()
             .map(|g| g.goal)
             .collect()
+    }
+
+    /// (goal, measured, met) of palisade's goals in `s`, judged on `pal` alone.
+    fn verdicts(s: &Scenario, pal: &Figures) -> Vec<(String, String, Option<bool>)> {
+        judge(s, std::slice::from_ref(pal))
+            .into_iter()
+            .map(|g| (g.goal, g.measured, g.met))
+            .collect()
+    }
+
+    #[test]
+    fn a_goal_with_nothing_to_judge_in_the_run_is_neither_met_nor_missed() {
+        let no_fault = |kind| {
+            let mut s = Scenario::new(kind);
+            s.params.fault_len = Duration::ZERO;
+            s
+        };
+        let na = |v: &(String, String, Option<bool>), why: &str| {
+            assert_eq!((v.1.as_str(), v.2), (why, None), "{}", v.0);
+        };
+        // Outage: no outage, nothing to measure during it or to recover from; the deadline
+        // is judged still.
+        let k = ScenarioKind::Outage;
+        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        na(&v[0], "no fault in this run");
+        na(&v[1], "no fault in this run");
+        assert_eq!(v[2].2, Some(true));
+        // An outage that lasts to the end: measured during it, no recovery to judge.
+        let mut s = Scenario::new(k);
+        s.params.fault_len = s.params.duration;
+        let v = verdicts(&s, &figures(k, StackKind::Palisade));
+        assert_eq!(v[0].2, Some(true), "0 calls during the outage");
+        na(&v[1], "the fault lasts to the end of the run");
+        // Bad replica, failover: nothing fails, nothing to detect.
+        let k = ScenarioKind::BadReplica;
+        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        assert_eq!(v[0].2, Some(false), "success is judged");
+        na(&v[1], "no fault in this run");
+        na(&v[2], "no fault in this run");
+        let k = ScenarioKind::Failover;
+        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        assert_eq!(v[0].2, Some(false));
+        na(&v[1], "no fault in this run");
+        // Brownout: no ramp, no capacity returning.
+        let k = ScenarioKind::Brownout;
+        let mut s = no_fault(k);
+        s.params.ramp = Duration::ZERO;
+        let v = verdicts(&s, &figures(k, StackKind::Palisade));
+        na(&v[0], "no ramp in this run");
+        na(&v[1], "no ramp in this run");
+        // With a ramp and no outage before it, the ramp is judged.
+        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        assert_eq!((v[0].2, v[1].2), (Some(false), Some(false)));
+        // Rate limit: a limit at the request rate and no hinted retry leave the hint
+        // unjudged; one hinted retry, or a limit below the rate, and it is judged.
+        let k = ScenarioKind::RateLimit;
+        let mut s = Scenario::new(k);
+        s.params.capacity = s.params.rate;
+        let mut pal = figures(k, StackKind::Palisade);
+        let v = verdicts(&s, &pal);
+        na(
+            &v[2],
+            "the limit is at or above the request rate, and no retry waited for a hint",
+        );
+        pal.hint_wait_ms = Some(2000.0);
+        assert_eq!(verdicts(&s, &pal)[2].2, Some(false));
+        pal.hint_wait_ms = None;
+        s.params.capacity = s.params.rate - 0.1;
+        assert_eq!(verdicts(&s, &pal)[2].2, Some(false));
     }
 
     #[test]
@@ -424,7 +566,7 @@ mod tests {
         pal.p99_ms = 2999.0;
         let p99 = &judge(&s, std::slice::from_ref(&pal))[1];
         assert_eq!(p99.goal, "p99 under twice the attempt timeout (3000 ms)");
-        assert!(p99.met);
+        assert_eq!(p99.met, Some(true));
     }
 
     #[test]
@@ -481,7 +623,7 @@ mod tests {
         let goals = judge(&Scenario::new(k), &[none, naive.clone(), pal.clone()]);
         let summary: Vec<(&str, &str, bool)> = goals
             .iter()
-            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met))
+            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met.unwrap()))
             .collect();
         assert_eq!(
             summary,
@@ -510,7 +652,7 @@ mod tests {
         pal.success = 0.7001;
         let met: Vec<bool> = judge(&Scenario::new(k), &[naive, pal])
             .iter()
-            .map(|g| g.met)
+            .map(|g| g.met.unwrap())
             .collect();
         assert_eq!(met, [true, false, true]);
     }
@@ -529,7 +671,7 @@ mod tests {
         let goals = judge(&Scenario::new(k), &[none, pal.clone(), tower.clone()]);
         let tail: Vec<(&str, &str, bool)> = goals[3..]
             .iter()
-            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met))
+            .map(|g| (g.goal.as_str(), g.measured.as_str(), g.met.unwrap()))
             .collect();
         assert_eq!(
             tail,
@@ -549,6 +691,6 @@ mod tests {
         );
         tower.load = 1.4999;
         let goals = judge(&Scenario::new(k), &[pal, tower]);
-        assert!(!goals.last().unwrap().met);
+        assert_eq!(goals.last().unwrap().met, Some(false));
     }
 }

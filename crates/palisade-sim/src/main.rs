@@ -180,7 +180,7 @@ impl Args {
                 if let Some(v) = self.seed {
                     p.seed = v;
                 }
-                p.validate().map_err(|e| format!("scenario {kind}: {e}"))?;
+                s.validate().map_err(|e| format!("scenario {kind}: {e}"))?;
                 Ok(s)
             })
             .collect()

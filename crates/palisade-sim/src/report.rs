@@ -106,13 +106,23 @@ impl Report {
             out.push('\n');
         }
         if !self.goals.is_empty() {
-            let met = self.goals.iter().filter(|g| g.met).count();
-            let _ = writeln!(out, "\npalisade's goals: {met} of {} met", self.goals.len());
+            let met = self.goals.iter().filter(|g| g.met == Some(true)).count();
+            let judged = self.goals.iter().filter(|g| g.met.is_some()).count();
+            let _ = write!(out, "\npalisade's goals: {met} of {judged} met");
+            let idle = self.goals.len() - judged;
+            if idle > 0 {
+                let _ = write!(out, " ({idle} with nothing to judge in this run)");
+            }
+            out.push('\n');
             for g in &self.goals {
                 let _ = writeln!(
                     out,
                     "  {} {:<13} {} — {}",
-                    if g.met { "ok  " } else { "MISS" },
+                    match g.met {
+                        Some(true) => "ok  ",
+                        Some(false) => "MISS",
+                        None => "n/a ",
+                    },
                     g.scenario.to_string(),
                     g.goal,
                     g.measured
@@ -246,6 +256,42 @@ mod tests {
     use super::*;
     use crate::scenario::ScenarioKind;
     use crate::stack::StackKind;
+
+    /// A goal with nothing to judge in the run reads "n/a" with its reason, and the count
+    /// leaves it out.
+    #[test]
+    fn the_goals_count_only_what_the_run_could_judge() {
+        let goal = |text: &str, measured: &str, met| crate::goals::Goal {
+            scenario: ScenarioKind::Outage,
+            goal: text.to_owned(),
+            measured: measured.to_owned(),
+            met,
+        };
+        let mut report = Report {
+            scenarios: Vec::new(),
+            runs: Vec::new(),
+            goals: vec![
+                goal("judged", "1", Some(true)),
+                goal("missed", "2", Some(false)),
+                goal("idle", "no fault in this run", None),
+            ],
+        };
+        let table = report.table();
+        let goals = &table[table.find('\n').unwrap()..];
+        assert_eq!(
+            goals,
+            "\n\npalisade's goals: 1 of 2 met (1 with nothing to judge in this run)\n  \
+             ok   outage        judged — 1\n  \
+             MISS outage        missed — 2\n  \
+             n/a  outage        idle — no fault in this run\n"
+        );
+        report.goals.pop();
+        assert!(
+            report
+                .table()
+                .contains("\n\npalisade's goals: 1 of 2 met\n")
+        );
+    }
 
     /// The detection and recovery columns tell "never happened" from "does not apply".
     #[test]

@@ -102,7 +102,7 @@ pub(crate) fn run_each(
 /// # Errors
 /// Invalid parameters, or a layer's configuration error.
 pub fn record(scenario: &Scenario, stack: StackKind) -> Result<Log, BoxError> {
-    scenario.params.validate()?;
+    scenario.validate()?;
     runtime()?.block_on(traffic(scenario, stack, None))
 }
 
@@ -118,7 +118,7 @@ pub fn record_with_health(
     monitor: &HealthMonitor,
     every: Duration,
 ) -> Result<(Log, Vec<(Duration, DependencySnapshot)>), BoxError> {
-    scenario.params.validate()?;
+    scenario.validate()?;
     runtime()?.block_on(async {
         let epoch = Instant::now();
         let checks = Arc::new(Mutex::new(Vec::new()));

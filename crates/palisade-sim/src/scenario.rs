@@ -217,8 +217,11 @@ impl Params {
         }
         if self.fault_start > self.duration {
             return Err(ConfigError::new(
-                "fault_start",
-                "must be within the run's duration",
+                "duration",
+                format!(
+                    "must reach the fault's start ({} s)",
+                    self.fault_start.as_secs_f64()
+                ),
             ));
         }
         if self.replicas == 0 || self.replicas > 64 {
@@ -286,6 +289,30 @@ impl Scenario {
             kind,
             params: kind.defaults(),
         }
+    }
+
+    /// Checks that the parameters describe a run of this scenario that can happen: those of
+    /// [`Params::validate`], and where one replica fails (`bad-replica`, `latency-spike`,
+    /// `failover`) at least one more to take its traffic.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first parameter that breaks its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.params.validate()?;
+        let multi = matches!(
+            self.kind,
+            ScenarioKind::BadReplica | ScenarioKind::LatencySpike | ScenarioKind::Failover
+        );
+        if multi && self.params.replicas < 2 {
+            return Err(ConfigError::new(
+                "replicas",
+                format!(
+                    "must be at least 2 in {}: one replica fails and another takes its traffic",
+                    self.kind
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The window the "during the fault" figures are measured over, since the run's start.
@@ -486,11 +513,11 @@ mod tests {
             field(&|p| p.duration = secs(3600) + Duration::from_millis(1)),
             is("duration")
         );
-        // fault_start: within the run.
+        // duration: reaching the fault's start.
         assert_eq!(field(&|p| p.fault_start = p.duration), none);
         assert_eq!(
             field(&|p| p.fault_start = p.duration + Duration::from_millis(1)),
-            is("fault_start")
+            is("duration")
         );
         // rate × (duration + deadline): at most 5 000 000 requests.
         assert_eq!(
@@ -555,6 +582,32 @@ mod tests {
             }),
             none
         );
+    }
+
+    #[test]
+    fn a_scenario_where_one_replica_fails_needs_another() {
+        for kind in ScenarioKind::ALL {
+            let mut s = Scenario::new(kind);
+            s.validate().unwrap();
+            s.params.replicas = 1;
+            let multi = matches!(
+                kind,
+                ScenarioKind::BadReplica | ScenarioKind::LatencySpike | ScenarioKind::Failover
+            );
+            match s.validate() {
+                Err(e) => {
+                    assert!(multi, "{kind}: {e}");
+                    assert_eq!(e.field(), "replicas");
+                    assert!(e.rule().contains(&format!("at least 2 in {kind}")), "{e}");
+                }
+                Ok(()) => assert!(!multi, "{kind} ran with one replica"),
+            }
+            s.params.replicas = 2;
+            s.validate().unwrap();
+            // The parameters' own rules come first.
+            s.params.replicas = 0;
+            assert_eq!(s.validate().unwrap_err().rule(), "must be between 1 and 64");
+        }
     }
 
     #[test]

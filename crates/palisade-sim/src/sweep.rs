@@ -165,8 +165,11 @@ pub struct GoalSweep {
     pub goal: String,
     /// The variants in which it held.
     pub held: usize,
-    /// The variants judged.
+    /// The variants judged (those with something to judge the goal on: a goal about the
+    /// fault's end is not judged in a variant whose fault lasts to the end of the run).
     pub runs: usize,
+    /// The variants that left nothing to judge it on.
+    pub unjudged: usize,
     /// The variants in which it did not hold, with what was measured there.
     pub misses: Vec<Miss>,
 }
@@ -278,20 +281,27 @@ fn tally(judged: Vec<(String, Vec<Goal>)>) -> Vec<GoalSweep> {
                     goal: g.goal.clone(),
                     held: 0,
                     runs: 0,
+                    unjudged: 0,
                     misses: Vec::new(),
                 })
                 .collect();
         }
         debug_assert_eq!(rows.len(), goals.len(), "the same goals in every variant");
         for (row, goal) in rows.iter_mut().zip(goals) {
-            row.runs += 1;
-            if goal.met {
-                row.held += 1;
-            } else {
-                row.misses.push(Miss {
-                    variant: label.clone(),
-                    measured: goal.measured,
-                });
+            match goal.met {
+                Some(true) => {
+                    row.runs += 1;
+                    row.held += 1;
+                }
+                Some(false) => {
+                    row.runs += 1;
+                    row.misses.push(Miss {
+                        variant: label.clone(),
+                        measured: goal.measured,
+                    });
+                }
+                // Nothing to judge in this variant (no fault in it, say): neither.
+                None => row.unjudged += 1,
             }
         }
     }
@@ -299,10 +309,11 @@ fn tally(judged: Vec<(String, Vec<Goal>)>) -> Vec<GoalSweep> {
 }
 
 impl Sweep {
-    /// The goals held in every variant, of all the goals.
+    /// The goals held in every variant that judged them, of the goals judged in any.
     pub fn held_everywhere(&self) -> (usize, usize) {
-        let held = self.goals.iter().filter(|g| g.held == g.runs).count();
-        (held, self.goals.len())
+        let judged = self.goals.iter().filter(|g| g.runs > 0);
+        let held = judged.clone().filter(|g| g.held == g.runs).count();
+        (held, judged.count())
     }
 
     /// A readable table: each goal with the variants it held in, and where it missed, what was
@@ -345,6 +356,9 @@ impl Sweep {
                     .map(|m| format!("{} ({})", m.variant, m.measured))
                     .collect();
                 let _ = write!(out, " — missed: {}", misses.join(", "));
+            }
+            if g.unjudged > 0 {
+                let _ = write!(out, " — nothing to judge in {}", g.unjudged);
             }
             out.push('\n');
         }
@@ -454,7 +468,7 @@ mod tests {
             scenario: ScenarioKind::Degraded,
             goal: text.to_owned(),
             measured: measured.to_owned(),
-            met,
+            met: Some(met),
         }
     }
 
@@ -474,13 +488,23 @@ mod tests {
                 "rate 1.0/s".to_owned(),
                 vec![goal("a (3 ms)", true, "5"), goal("b", true, "6")],
             ),
+            (
+                "fault 0.0 s".to_owned(),
+                // Nothing to judge "b" on: neither held nor missed.
+                vec![goal("a (4 ms)", true, "7"), {
+                    let mut g = goal("b", false, "no fault in this run");
+                    g.met = None;
+                    g
+                }],
+            ),
         ];
         let rows = tally(judged);
         assert_eq!(rows.len(), 2);
         assert_eq!(
             (rows[0].goal.as_str(), rows[0].held, rows[0].runs),
-            ("a (1 ms)", 2, 3)
+            ("a (1 ms)", 3, 4)
         );
+        assert_eq!(rows[0].unjudged, 0);
         assert_eq!(
             rows[0].misses,
             [Miss {
@@ -488,7 +512,7 @@ mod tests {
                 measured: "3".into()
             }]
         );
-        assert_eq!((rows[1].held, rows[1].runs), (1, 3));
+        assert_eq!((rows[1].held, rows[1].runs, rows[1].unjudged), (1, 3, 1));
         let missed: Vec<_> = rows[1].misses.iter().map(|m| m.variant.as_str()).collect();
         assert_eq!(missed, ["as given", "seed 2"]);
         assert!(tally(Vec::new()).is_empty());
@@ -505,6 +529,7 @@ mod tests {
                     goal: "held".into(),
                     held: 9,
                     runs: 9,
+                    unjudged: 0,
                     misses: Vec::new(),
                 },
                 GoalSweep {
@@ -512,6 +537,7 @@ mod tests {
                     goal: "missed".into(),
                     held: 7,
                     runs: 9,
+                    unjudged: 0,
                     misses: vec![
                         Miss {
                             variant: "seed 2".into(),
@@ -552,6 +578,24 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
         assert_eq!(json["seeds"], 3);
+        // A goal judged in some variants counts by those; one judged in none counts not at
+        // all.
+        sweep.goals[0].runs = 6;
+        sweep.goals[0].held = 6;
+        sweep.goals[0].unjudged = 3;
+        sweep.goals.push(GoalSweep {
+            scenario: ScenarioKind::Failover,
+            goal: "idle".into(),
+            held: 0,
+            runs: 0,
+            unjudged: 9,
+            misses: Vec::new(),
+        });
+        assert_eq!(sweep.held_everywhere(), (1, 2));
+        let table = sweep.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[1], "   6/6  outage     held — nothing to judge in 3");
+        assert_eq!(lines[3], "   0/0  failover   idle — nothing to judge in 9");
     }
 
     #[test]

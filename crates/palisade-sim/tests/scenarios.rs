@@ -264,6 +264,7 @@ fn the_judged_goals_agree_with_the_figures() {
             .find(|g| g.scenario == scenario && g.goal.starts_with(prefix))
             .unwrap_or_else(|| panic!("no goal {prefix:?} in {scenario}"))
             .met
+            .unwrap_or_else(|| panic!("nothing to judge {prefix:?} on in {scenario}"))
     };
     assert!(met(ScenarioKind::Outage, "≤ 0.10 upstream calls"));
     assert!(met(ScenarioKind::RateLimit, "no retry before its hint"));
