@@ -257,6 +257,15 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Failure> {
     let scenarios = args.scenarios().map_err(Failure::Usage)?;
     let stacks = args.stacks().map_err(Failure::Usage)?;
+    if let Some(dir) = &args.svg {
+        // Before the run, not after it: a place the charts cannot go fails at once.
+        let cannot =
+            |why: String| Failure::Run(format!("writing charts to {}: {why}", dir.display()));
+        if dir.exists() && !dir.is_dir() {
+            return Err(cannot("it is not a directory".to_owned()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| cannot(e.to_string()))?;
+    }
     let started = std::time::Instant::now();
     let mut bar = Progress::new(std::io::stderr().is_terminal());
     let progress = |done: usize, total: usize| {

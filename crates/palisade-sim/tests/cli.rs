@@ -173,6 +173,22 @@ fn charts_are_written_where_asked_and_a_bad_place_fails() {
         )),
         "{stderr}"
     );
+    // ... and before the run: nothing on stdout.
+    assert!(out.stdout.is_empty());
+
+    // A file where the directory should be.
+    let out = exits(
+        1,
+        &[&SHORT[..], &["--svg"], &[blocked.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "palisade-sim: writing charts to {}: it is not a directory\n",
+            blocked.display()
+        )
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
