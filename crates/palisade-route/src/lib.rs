@@ -12,7 +12,10 @@
 //!   [`RouteHandle::health_checker`], a future you spawn) and from real calls, read with
 //!   [`class_of`](palisade_core::class_of): only failures that
 //!   [count against health](palisade_core::Class::counts_against_health) count; a rate
-//!   limit (`HealthImpact::Soft`) only cools the endpoint down for its `retry_after`.
+//!   limit (`HealthImpact::Soft`) only cools the endpoint down for its `retry_after`: calls
+//!   go to the other endpoints meanwhile, and when every endpoint that could take a call
+//!   cools down, to those, so that their limiters decide rather than the router (the
+//!   refused request's own retry waits for its hint).
 //! * **Outlier ejection**, after Envoy's ([`OutlierConfig`]): consecutive failures, failure
 //!   ratio, success rate below mean − k·σ; ejections last base × the times in a row the
 //!   endpoint was taken out, capped, and at most a fraction of the endpoints is ejected at once
@@ -29,8 +32,9 @@
 //! * **Discovery**: endpoints come and go through a tower [`Discover`](tower::discover::Discover)
 //!   ([`Route::discover`]); every clone of the router shares the one endpoint set (see
 //!   [Discovery](#discovery)).
-//! * **No eligible endpoint**: the call fails at once with [`NoHealthyEndpoint`], whose
-//!   `retry_after` is the soonest ejection or cool-down to end.
+//! * **No eligible endpoint** (every one ejected or held out, none cooling down, panic mode
+//!   off or not reached): the call fails at once with [`NoHealthyEndpoint`], whose
+//!   `retry_after` is the soonest ejection, hold or cool-down to end.
 //! * **Live reconfiguration** ([`RouteHandle::reconfigure`]): a new [`RouteConfig`] reaches
 //!   every clone at its next `poll_ready`, keeping each endpoint's health, ejection, cool-down
 //!   and ramp; the [`RouteReconfigured`] result and a `tracing` event say what was reset.

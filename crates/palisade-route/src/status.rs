@@ -144,7 +144,9 @@ impl<K: Clone> RouteHandle<K> {
             .collect()
     }
 
-    /// Whether any endpoint can take traffic now (what a `/ready` endpoint answers).
+    /// Whether any endpoint can take traffic now (what a `/ready` endpoint answers). One
+    /// cooling down after a rate limit does not count, though calls still reach it when every
+    /// endpoint cools down.
     pub fn is_ready(&self) -> bool {
         self.status()
             .iter()

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -378,6 +378,41 @@ async fn rate_limits_cool_down_without_ejecting() {
     assert!(handle.status()[1].cooling_down);
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(!handle.status()[1].cooling_down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_endpoint_cools_down_calls_still_reach_them() {
+    // Two endpoints behind limits that refuse every other call (as a limiter refilling at
+    // half the rate sent does), each refusal hinting 2 s.
+    let limited = |name: &'static str| {
+        let turn = Arc::new(AtomicUsize::new(0));
+        tower::util::BoxCloneService::new(service_fn(move |_: ()| {
+            let refused = turn.fetch_add(1, Ordering::SeqCst) % 2 == 1;
+            async move {
+                if refused {
+                    Err::<&'static str, BoxError>("429 rate limit, retry after 2".into())
+                } else {
+                    Ok(name)
+                }
+            }
+        }))
+    };
+    let mut route = Route::new([limited("a"), limited("b")]);
+    let handle = route.handle();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..100 {
+        match call(&mut route).await {
+            Ok(_) => served += 1,
+            Err(e) => {
+                // Each failure is a server's refusal, none the router's own.
+                assert!(e.downcast_ref::<NoHealthyEndpoint>().is_none(), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    // Both cool down from their first refusals on, and the limiters still serve half.
+    assert!(handle.status().iter().all(|s| s.cooling_down));
+    assert_eq!((served, refused), (50, 50));
 }
 
 /// Discovery through a channel.
