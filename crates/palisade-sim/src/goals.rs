@@ -165,7 +165,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             // A limit at or above the request rate may still refuse a burst; with no retry
             // waiting for a hint as well, there is nothing to judge.
             j.check_if(
-                p.capacity < p.rate || pal.hint_wait_ms.is_some(),
+                scenario.total_capacity() < p.rate || pal.hint_wait_ms.is_some(),
                 "the limit is at or above the request rate, and no retry waited for a hint",
                 format!("retries wait their hint: mean wait within 10 % of it ({hint:.0} ms)"),
                 opt_ms(pal.hint_wait_ms),

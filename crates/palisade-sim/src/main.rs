@@ -44,7 +44,7 @@ struct Args {
     /// Number of replicas.
     #[arg(long)]
     replicas: Option<usize>,
-    /// Calls per second the upstream serves (rate-limit) or returns to (brownout).
+    /// Calls per second each replica serves (rate-limit) or returns to (brownout).
     #[arg(long)]
     capacity: Option<f64>,
     /// How long capacity takes to return (brownout), in seconds.

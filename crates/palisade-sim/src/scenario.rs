@@ -14,7 +14,8 @@ use crate::Reply;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioKind {
-    /// One upstream fails every call (a retryable 503) for a while, then recovers.
+    /// One upstream fails every call (a retryable 503), on every replica it has, for a while,
+    /// then recovers.
     Outage,
     /// Three replicas; one fails every call for a while, then comes back.
     BadReplica,
@@ -66,8 +67,9 @@ impl ScenarioKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The replicas the fault hits, whose traffic "time to detect" and "share to the bad
-    /// endpoint" watch (empty when the fault hits a capacity or a share of calls, not a place).
+    /// Whether the fault hits a place (the first replica; every replica in `outage`), whose
+    /// traffic "time to detect" and "share to the bad endpoint" watch; not when it hits a
+    /// capacity or a share of calls. [`Scenario::bad_replicas`] says which replicas.
     pub const fn bad_replicas(self) -> &'static [usize] {
         match self {
             ScenarioKind::Outage
@@ -172,8 +174,8 @@ pub struct Params {
     pub fault_len: Duration,
     /// How many replicas serve the requests.
     pub replicas: usize,
-    /// `rate-limit`: calls per second the provider serves; `brownout`: the capacity reached at
-    /// the end of the ramp.
+    /// `rate-limit`: calls per second each replica serves; `brownout`: the capacity each
+    /// replica reaches at the end of the ramp.
     pub capacity: f64,
     /// `brownout`: how long the capacity takes to return.
     #[serde(with = "ms")]
@@ -342,16 +344,22 @@ impl Scenario {
             // Brownout: capacity is back once the ramp has passed the request rate.
             ScenarioKind::Brownout => {
                 let p = &self.params;
-                let share = (p.rate / p.capacity.max(f64::MIN_POSITIVE)).min(1.0);
+                let share = (p.rate / self.total_capacity().max(f64::MIN_POSITIVE)).min(1.0);
                 Some(self.ramp().0 + p.ramp.mul_f64(share))
             }
             _ => (end < self.params.duration).then_some(end),
         }
     }
 
-    /// The replicas the fault hits: [`ScenarioKind::bad_replicas`].
-    pub fn bad_replicas(&self) -> &'static [usize] {
-        self.kind.bad_replicas()
+    /// The replicas the fault hits in place: the first one in `bad-replica`,
+    /// `latency-spike` and `failover`; all of them in `outage` (the upstream is down, however
+    /// many replicas it has); none where it hits a capacity or a share of calls.
+    pub fn bad_replicas(&self) -> std::ops::Range<usize> {
+        match self.kind {
+            ScenarioKind::Outage => 0..self.params.replicas,
+            kind if kind.bad_replicas().is_empty() => 0..0,
+            _ => 0..1,
+        }
     }
 
     /// Each replica's priority tier (the standby of `failover` is in tier 1).
@@ -362,11 +370,12 @@ impl Scenario {
         }
     }
 
-    /// The calls per second the upstream can serve at `t` (for `brownout`'s "served against
-    /// what the capacity allowed"); `None` when capacity is not what limits it.
+    /// The calls per second the upstream can serve at `t`, all its replicas together (for
+    /// "served against what the capacity allowed"); `None` when capacity is not what limits
+    /// it.
     pub fn capacity_at(&self, t: Duration) -> Option<f64> {
         let p = &self.params;
-        match self.kind {
+        let each = match self.kind {
             ScenarioKind::Brownout => {
                 let (ramp_start, ramp_end) = self.ramp();
                 Some(if t < p.fault_start {
@@ -381,7 +390,14 @@ impl Scenario {
             }
             ScenarioKind::RateLimit => Some(p.capacity),
             _ => None,
-        }
+        };
+        each.map(|c| c * p.replicas as f64)
+    }
+
+    /// The calls per second the upstream serves once its capacity is whole, all its replicas
+    /// together: [`Params::capacity`] times the replicas.
+    pub fn total_capacity(&self) -> f64 {
+        self.params.capacity * self.params.replicas as f64
     }
 
     /// The fault injection of replica `replica`, its clock starting at `epoch`.
@@ -408,7 +424,7 @@ impl Scenario {
             chaos = chaos.fault(Fault::fail(unavailable).rate(p.noise));
         }
         match (self.kind, replica) {
-            (ScenarioKind::Outage | ScenarioKind::BadReplica | ScenarioKind::Failover, 0) => {
+            (ScenarioKind::Outage, _) | (ScenarioKind::BadReplica | ScenarioKind::Failover, 0) => {
                 chaos = chaos.fault(Fault::fail(unavailable).during(Schedule::window(start, end)));
             }
             (ScenarioKind::RateLimit, _) => {
@@ -641,8 +657,24 @@ mod tests {
         assert_eq!(at(20.0), 0.0, "the ramp starts from nothing");
         assert!((at(25.0) - 75.0).abs() < 1e-9, "{}", at(25.0));
         assert_eq!(at(30.0), f64::INFINITY, "the ramp is over");
-        let limited = Scenario::new(ScenarioKind::RateLimit);
+        let mut limited = Scenario::new(ScenarioKind::RateLimit);
         assert_eq!(limited.capacity_at(secs(3)), Some(50.0));
+        // Each replica has the capacity: the upstream, all of them.
+        limited.params.replicas = 3;
+        assert_eq!(limited.capacity_at(secs(3)), Some(150.0));
+        assert_eq!(limited.total_capacity(), 150.0);
+        let mut two = brownout.clone();
+        two.params.replicas = 2;
+        let at = |s: f64| two.capacity_at(Duration::from_secs_f64(s)).unwrap();
+        assert!((at(25.0) - 150.0).abs() < 1e-9, "{}", at(25.0));
+        // Two replicas returning to 150 each pass the 100 requests a second a third of the
+        // way up the ramp.
+        assert_eq!(
+            two.recovery_at().unwrap().as_millis(),
+            20_000 + 10_000 / 3,
+            "{:?}",
+            two.recovery_at()
+        );
         assert_eq!(
             Scenario::new(ScenarioKind::Outage).capacity_at(secs(15)),
             None
@@ -658,11 +690,17 @@ mod tests {
         );
         let spike = Scenario::new(ScenarioKind::LatencySpike);
         assert_eq!([spike.tier(0), spike.tier(1)], [0, 0]);
-        assert_eq!(failover.bad_replicas(), [0]);
-        assert_eq!(
-            Scenario::new(ScenarioKind::Flapping).bad_replicas(),
-            [] as [usize; 0]
+        assert_eq!(failover.bad_replicas(), 0..1);
+        assert!(
+            Scenario::new(ScenarioKind::Flapping)
+                .bad_replicas()
+                .is_empty()
         );
+        // An outage takes the whole upstream down, however many replicas it has.
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        assert_eq!(outage.bad_replicas(), 0..1);
+        outage.params.replicas = 3;
+        assert_eq!(outage.bad_replicas(), 0..3);
     }
 
     /// The background noise of the health monitor's steady runs fails its share of calls, and

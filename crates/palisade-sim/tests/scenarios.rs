@@ -246,6 +246,63 @@ fn a_degradation_that_outlasts_the_run_prices_every_answer_alike() {
     }
 }
 
+/// Behind a router, palisade does what it does in front of one endpoint: a rate limit or a
+/// degradation that every replica shares takes none of them out of the router's hands (each
+/// 429 once cooled its replica down, and with every replica cooling down the router refused
+/// the calls itself: 7.9 % success under two limited replicas, against none's 62.6 %).
+#[test]
+fn a_fault_every_replica_shares_is_met_as_one_replica_meets_it() {
+    let mut limited = Scenario::new(ScenarioKind::RateLimit);
+    limited.params.replicas = 2;
+    limited.params.rate = 160.0;
+    let mut degraded = Scenario::new(ScenarioKind::Degraded);
+    degraded.params.replicas = 2;
+    let report = palisade_sim::run_all(&[limited, degraded], &StackKind::ALL, |_, _| {}).unwrap();
+    let of = |kind, stack| {
+        report
+            .runs
+            .iter()
+            .find(|f| f.scenario == kind && f.stack == stack)
+            .unwrap()
+    };
+    let (p, none) = (
+        of(ScenarioKind::RateLimit, StackKind::Palisade),
+        of(ScenarioKind::RateLimit, StackKind::None),
+    );
+    // Two limits of 50 a second serve 100 a second between them.
+    let served = p.served.unwrap();
+    assert!((0.98..1.02).contains(&served), "served {served}");
+    assert_eq!((p.local, p.early_retries), (0, 0));
+    assert!(
+        p.success >= none.success,
+        "{} against {}",
+        p.success,
+        none.success
+    );
+    assert!(p.load <= 1.2, "{}", p.load);
+    let (p, none, tower) = (
+        of(ScenarioKind::Degraded, StackKind::Palisade),
+        of(ScenarioKind::Degraded, StackKind::None),
+        of(ScenarioKind::Degraded, StackKind::Tower),
+    );
+    assert!(
+        p.success > none.success + 0.05,
+        "{} against {}",
+        p.success,
+        none.success
+    );
+    assert_eq!(p.local, 0);
+    assert!(p.load <= tower.load, "{} against {}", p.load, tower.load);
+    // The single-replica run's figures, within a point.
+    let single = pal(ScenarioKind::Degraded);
+    assert!(
+        (p.success - single.success).abs() < 0.01,
+        "{} against {}",
+        p.success,
+        single.success
+    );
+}
+
 #[test]
 fn palisade_never_loads_the_upstream_more_than_tower() {
     for kind in ScenarioKind::ALL {
