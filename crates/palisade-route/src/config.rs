@@ -157,9 +157,11 @@ pub struct RouteConfig {
     pub health: HealthConfig,
     /// Passive outlier detection.
     pub outlier: OutlierConfig,
-    /// Below this fraction of the endpoints able to take traffic, the router ignores health and
-    /// spreads over all of them rather than fail everything (`Some(0.5)`, Envoy's
-    /// `healthy_panic_threshold` of 50 %; `None` turns panic mode off; within `0 < r <= 1`).
+    /// When health lets through less than this fraction of the endpoints' traffic (the sum of
+    /// their health shares: one recovering at a fifth of its share counts a fifth of an
+    /// endpoint), the router ignores health and spreads over all of them rather than fail
+    /// everything (`Some(0.5)`, after Envoy's `healthy_panic_threshold` of 50 %, which counts
+    /// hosts; `None` turns panic mode off; within `0 < r <= 1`).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub panic_ratio: Option<f64>,
     /// A tier keeps all traffic while `healthy fraction × overprovisioning ≥ 1` (1.4, as

@@ -20,8 +20,10 @@
 //!   ratio, success rate below mean − k·σ; ejections last base × the times in a row the
 //!   endpoint was taken out, capped, and at most a fraction of the endpoints is ejected at once
 //!   (always allowing one).
-//! * **Panic mode**: when fewer than [`RouteConfig::panic_ratio`] of the endpoints can take
-//!   traffic, health is ignored and calls spread over all of them rather than fail.
+//! * **Panic mode**: when health lets through less than [`RouteConfig::panic_ratio`] of the
+//!   endpoints' traffic (the sum of their shares, so that one endpoint back at its ramp's
+//!   first step does not end it and take everything), health is ignored and calls spread over
+//!   all of them rather than fail.
 //! * **Priority tiers** for active-passive failover ([`RouteBuilder::tier`]): traffic stays on
 //!   the lowest tier while its healthy capacity suffices and spills over as it degrades.
 //! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable

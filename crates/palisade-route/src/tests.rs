@@ -415,6 +415,32 @@ async fn when_every_endpoint_cools_down_calls_still_reach_them() {
     assert_eq!((served, refused), (50, 50));
 }
 
+#[tokio::test(start_paused = true)]
+async fn after_every_endpoint_was_out_panic_mode_lasts_until_enough_traffic_is_let_through() {
+    // Both endpoints fail until health takes them out (held, without active checks), then
+    // both are back. Panic mode sends calls to both; the first to recover must not take all
+    // the traffic at its ramp's first step while the other, held out, gets none.
+    let up = flags(2);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    for f in &up {
+        f.store(false, Ordering::SeqCst);
+    }
+    for _ in 0..40 {
+        let _ = call(&mut route).await;
+    }
+    assert!(handle.status().iter().all(|s| s.traffic_ratio == 0.0));
+    for f in &up {
+        f.store(true, Ordering::SeqCst);
+    }
+    let mut seen = [0; 2];
+    for _ in 0..200 {
+        let name = call(&mut route).await.unwrap();
+        seen[usize::from(name == "b")] += 1;
+    }
+    assert!(seen.iter().all(|n| *n >= 50), "{seen:?}");
+}
+
 /// Discovery through a channel.
 struct Channel(mpsc::UnboundedReceiver<Change<usize, Svc>>);
 
