@@ -592,6 +592,11 @@ mod tests {
             misses: Vec::new(),
         });
         assert_eq!(sweep.held_everywhere(), (1, 2));
+        let mut also = sweep.goals[0].clone();
+        also.unjudged = 0;
+        sweep.goals.push(also);
+        assert_eq!(sweep.held_everywhere(), (2, 3));
+        sweep.goals.pop();
         let table = sweep.table();
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[1], "   6/6  outage     held — nothing to judge in 3");
