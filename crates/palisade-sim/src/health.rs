@@ -139,8 +139,14 @@ pub fn evaluate(
             &HealthMonitor::new(),
             CHECK_EVERY,
         )?;
-        let start = scenario.fault_window().0;
-        rows.push(judge(scenario.kind.name().to_owned(), &checks, Some(start)));
+        // The checks of the run itself: after it, only the trailing traffic's last retries
+        // reach the upstream, and what the monitor makes of them is not the fault's doing.
+        let end = scenario.params.duration;
+        let checks: Vec<_> = checks.into_iter().filter(|(at, _)| *at < end).collect();
+        // A run without a fault (`--fault-len 0`) has nothing to detect.
+        let (start, stop) = scenario.fault_window();
+        let fault = (start < stop).then_some(start);
+        rows.push(judge(scenario.kind.name().to_owned(), &checks, fault));
     }
     Ok(rows)
 }
@@ -256,6 +262,28 @@ mod tests {
             matches!(outage.worst, Status::Degrading | Status::Unhealthy),
             "{outage:?}"
         );
+    }
+
+    #[test]
+    fn a_scenario_is_judged_on_its_own_run_and_a_run_without_a_fault_on_nothing() {
+        // The rate limit lasts the whole run; only the last retries of the trailing traffic,
+        // after it, were ever flagged ("detected after 51 s" of a 40 s run, worst "healthy").
+        let limited = Scenario::new(ScenarioKind::RateLimit);
+        let mut quiet = Scenario::new(ScenarioKind::Degraded);
+        quiet.params.fault_len = Duration::ZERO;
+        let rows = evaluate(&[limited.clone(), quiet], 1, 1).unwrap();
+        let limit = &rows[1];
+        assert!(
+            limit
+                .detected_after
+                .is_none_or(|d| d < limited.params.duration),
+            "{limit:?}"
+        );
+        let quiet = &rows[2];
+        assert_eq!((quiet.detected_after, quiet.worst), (None, Status::Unknown));
+        let table = table(&rows);
+        let line = table.lines().find(|l| l.starts_with("degraded")).unwrap();
+        assert!(line.ends_with("-            -"), "{line}");
     }
 
     #[test]

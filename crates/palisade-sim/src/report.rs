@@ -54,12 +54,23 @@ impl Report {
         ];
         let mut rows = vec![header.map(str::to_owned).to_vec()];
         for f in &self.runs {
+            // A run with no fault in it (`--fault-len 0`) has no figures "during the fault" and
+            // nothing to detect: "-", not 0 % or "never".
+            let fault = self
+                .scenarios
+                .iter()
+                .find(|s| s.kind == f.scenario)
+                .is_none_or(|s| {
+                    let (start, end) = s.fault_window();
+                    start < end
+                });
+            let during = |cell: String| if fault { cell } else { "-".to_owned() };
             let recover = match (f.recover_ms, f.recovered) {
                 (Some(ms), _) => format!("{ms:.0}"),
                 (None, Some(false)) => "never".to_owned(),
                 _ => "-".to_owned(),
             };
-            let detect = match (f.detect_ms, !f.scenario.bad_replicas().is_empty()) {
+            let detect = match (f.detect_ms, fault && !f.scenario.bad_replicas().is_empty()) {
                 (Some(ms), _) => format!("{ms:.0}"),
                 (None, true) => "never".to_owned(),
                 (None, false) => "-".to_owned(),
@@ -68,10 +79,10 @@ impl Report {
                 f.scenario.to_string(),
                 f.stack.to_string(),
                 pct(f.success),
-                pct(f.success_fault),
+                during(pct(f.success_fault)),
                 opt(f.success_after, pct),
                 format!("{:.2}", f.load),
-                format!("{:.2}", f.load_fault),
+                during(format!("{:.2}", f.load_fault)),
                 format!("{:.0}", f.p50_ms),
                 format!("{:.0}", f.p99_ms),
                 format!("{:.0}", f.max_ms),
@@ -331,6 +342,22 @@ mod tests {
         let mut flapping = f.clone();
         flapping.scenario = ScenarioKind::Flapping;
         assert_eq!(cell(&flapping, "detect ms"), "-");
+        // A run without a fault has no "during the fault" and nothing to detect.
+        let mut quiet = outage.clone();
+        quiet.params.fault_len = std::time::Duration::ZERO;
+        let table = Report {
+            scenarios: vec![quiet],
+            runs: vec![f.clone()],
+            goals: Vec::new(),
+        }
+        .table();
+        let mut lines = table.lines();
+        let (header, row) = (lines.next().unwrap(), lines.next().unwrap());
+        for column in ["fault %", "fault c/r", "detect ms"] {
+            let end = header.find(column).unwrap() + column.len();
+            let start = row[..end].rfind("  ").map_or(0, |i| i + 2);
+            assert_eq!(row[start..end].trim(), "-", "{column}: {row}");
+        }
         // No goals judged: no goals line.
         assert!(
             !Report {
