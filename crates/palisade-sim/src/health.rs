@@ -139,10 +139,11 @@ pub fn evaluate(
             &HealthMonitor::new(),
             CHECK_EVERY,
         )?;
-        // The checks of the run itself: after it, only the trailing traffic's last retries
-        // reach the upstream, and what the monitor makes of them is not the fault's doing.
+        // The checks of the run itself, the one at its end included (it reads the run's last
+        // second): after it, only the trailing traffic's last retries reach the upstream, and
+        // what the monitor makes of them is not the fault's doing.
         let end = scenario.params.duration;
-        let checks: Vec<_> = checks.into_iter().filter(|(at, _)| *at < end).collect();
+        let checks: Vec<_> = checks.into_iter().filter(|(at, _)| *at <= end).collect();
         // A run without a fault (`--fault-len 0`) has nothing to detect.
         let (start, stop) = scenario.fault_window();
         let fault = (start < stop).then_some(start);
@@ -284,6 +285,11 @@ mod tests {
         let table = table(&rows);
         let line = table.lines().find(|l| l.starts_with("degraded")).unwrap();
         assert!(line.ends_with("-            -"), "{line}");
+        // The check at the run's very end is the run's: an outage in its last second is seen.
+        let mut late = Scenario::new(ScenarioKind::Outage);
+        late.params.duration = late.params.fault_start + CHECK_EVERY;
+        let late = evaluate(&[late], 1, 1).unwrap();
+        assert_eq!(late[1].detected_after, Some(CHECK_EVERY), "{:?}", late[1]);
     }
 
     #[test]
