@@ -76,8 +76,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
     // What the scenario's parameters leave to judge: a fault inside the run, an end to it
     // inside the run (the scenarios whose goals time a recovery have none past the run's
     // end), a ramp inside the run.
-    let (fault_start, fault_end) = scenario.fault_window();
-    let fault = fault_start < fault_end;
+    let fault = scenario.has_fault();
     let recovers = fault && scenario.recovery_at().is_some();
     let (ramp_start, ramp_end) = scenario.ramp();
     let ramp = ramp_start < ramp_end.min(p.duration);

@@ -145,8 +145,7 @@ pub fn evaluate(
         let end = scenario.params.duration;
         let checks: Vec<_> = checks.into_iter().filter(|(at, _)| *at <= end).collect();
         // A run without a fault (`--fault-len 0`) has nothing to detect.
-        let (start, stop) = scenario.fault_window();
-        let fault = (start < stop).then_some(start);
+        let fault = scenario.has_fault().then_some(scenario.fault_window().0);
         rows.push(judge(scenario.kind.name().to_owned(), &checks, fault));
     }
     Ok(rows)

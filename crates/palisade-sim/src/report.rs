@@ -60,10 +60,7 @@ impl Report {
                 .scenarios
                 .iter()
                 .find(|s| s.kind == f.scenario)
-                .is_none_or(|s| {
-                    let (start, end) = s.fault_window();
-                    start < end
-                });
+                .is_none_or(Scenario::has_fault);
             let during = |cell: String| if fault { cell } else { "-".to_owned() };
             let recover = match (f.recover_ms, f.recovered) {
                 (Some(ms), _) => format!("{ms:.0}"),

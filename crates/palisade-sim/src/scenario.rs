@@ -327,6 +327,13 @@ impl Scenario {
         (p.fault_start, end.min(p.duration))
     }
 
+    /// Whether the run has a fault in it: a [`fault_window`](Self::fault_window) of some
+    /// length (`--fault-len 0` gives none).
+    pub fn has_fault(&self) -> bool {
+        let (start, end) = self.fault_window();
+        start < end
+    }
+
     /// `brownout`: when capacity returns, `[start, end)` since the run's start: from the end of
     /// the outage, for `ramp`.
     pub fn ramp(&self) -> (Duration, Duration) {
