@@ -26,7 +26,8 @@
 //!   all of them rather than fail.
 //! * **Priority tiers** for active-passive failover ([`RouteBuilder::tier`]): traffic stays on
 //!   the lowest tier while its healthy capacity suffices and spills over as it degrades.
-//! * **Picking**: weighted by health share, power of two choices on calls in flight, seedable
+//! * **Picking**: weighted by health share, power of two choices on calls in flight (two
+//!   distinct endpoints while all are plainly healthy, as in tower's `p2c`), seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
 //!   eligible: the retry layer runs its attempts in an
 //!   [`attempt` scope](palisade_core::context::attempt) that the router reads and reports to

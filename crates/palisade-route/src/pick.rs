@@ -16,7 +16,10 @@
 //!    either the pick fails with the soonest return ([`retry_after`]).
 //! 6. **Draws**: two weighted draws in the tier ([`Draws`]), skipping the endpoint a retry
 //!    asked to avoid when another is eligible ([`skip`]); the less loaded wins
-//!    ([`less_loaded`]).
+//!    ([`less_loaded`]). The draws may repeat an endpoint: drawn without replacement, the
+//!    pair of two endpoints would always be the same two, and load alone would decide
+//!    between an endpoint ramping up at a fifth of its share and a healthy one. Step 1's
+//!    draws, all weights equal, are two distinct endpoints.
 //!
 //! Every step is a function of what it is given (endpoint states, slots, the rng), so each is
 //! tested alone below; none allocates.
@@ -335,12 +338,21 @@ pub(crate) fn less_loaded(a: usize, b: usize, load: impl Fn(usize) -> u32) -> us
     if load(b) < load(a) { b } else { a }
 }
 
-/// Power of two choices among all `n` endpoints, drawn uniformly: the pick while every
-/// endpoint is plainly healthy.
+/// Power of two choices among all `n` endpoints: two distinct endpoints drawn uniformly (the
+/// only one when `n` is 1), the less loaded wins. The pick while every endpoint is plainly
+/// healthy.
+///
+/// The two are distinct, as in tower's `p2c` balancer: drawn with replacement, the same
+/// endpoint would come up twice in `1/n` of picks (half of them with two endpoints), and each
+/// such pick is a blind one that ignores load.
 #[inline]
 pub(crate) fn two_choices(rng: &mut impl Rng, n: usize, load: impl Fn(usize) -> u32) -> usize {
+    if n < 2 {
+        return 0;
+    }
     let a = rng.random_range(0..n);
-    let b = rng.random_range(0..n);
+    let b = rng.random_range(0..n - 1);
+    let b = if b >= a { b + 1 } else { b };
     less_loaded(a, b, load)
 }
 
@@ -765,14 +777,32 @@ mod tests {
         assert_eq!(less_loaded(1, 0, load), 1);
         assert_eq!(less_loaded(0, 2, load), 0);
         assert_eq!(less_loaded(2, 0, load), 2);
-        // Uniform draws: the idle endpoint wins whenever it is one of the two (5 in 9).
+        // Two distinct uniform draws: the idle endpoint wins whenever it is one of the two,
+        // in 2 picks of 3 (5 in 9 if the same endpoint could be drawn twice).
         let loads = [5, 0, 5];
         let mut rng = rng();
         let idle = (0..9_000)
             .filter(|_| two_choices(&mut rng, 3, |i| loads[i]) == 1)
             .count();
-        assert!((4_700..5_300).contains(&idle), "{idle}");
+        assert!((5_700..6_300).contains(&idle), "{idle}");
         assert_eq!(two_choices(&mut rng, 1, |_| 0), 0);
+    }
+
+    #[test]
+    fn of_two_plainly_healthy_endpoints_the_less_loaded_always_wins() {
+        // Drawn with replacement, one pick in two would be blind (3 in 4 to the idle one).
+        let mut rng = rng();
+        for loads in [[1, 0], [0, 1], [7, 3]] {
+            let less = if loads[0] < loads[1] { 0 } else { 1 };
+            for _ in 0..1_000 {
+                assert_eq!(two_choices(&mut rng, 2, |i| loads[i]), less, "{loads:?}");
+            }
+        }
+        // Both endpoints still take calls when they tie.
+        let first = (0..1_000)
+            .filter(|_| two_choices(&mut rng, 2, |_| 4) == 0)
+            .count();
+        assert!((400..600).contains(&first), "{first}");
     }
 
     fn no_clock() -> u64 {
@@ -836,13 +866,17 @@ mod tests {
         let eps = [state(0), state(0), state(0)];
         eps[0].in_flight.fetch_add(5, Ordering::Relaxed);
         eps[2].in_flight.fetch_add(5, Ordering::Relaxed);
-        // The idle one wins whenever it is one of the two choices (5 in 9), on the no-scan
-        // path and on the scanning one alike.
-        for (epoch, avoid) in [(Some(1), None), (None, Some(u64::MAX))] {
+        // The idle one wins whenever it is one of the two choices: on the no-scan path two
+        // distinct endpoints (2 in 3), on the scanning one two draws by weight, which may
+        // repeat so that weight counts (5 in 9 with equal weights).
+        for (epoch, avoid, expected) in [
+            (Some(1), None, 5_700..6_300),
+            (None, Some(u64::MAX), 4_700..5_300),
+        ] {
             let idle = (0..9_000)
                 .filter(|_| pick(&eps, &cfg, &plain_at, &mut rng, epoch, avoid, || 0) == Ok(1))
                 .count();
-            assert!((4_700..5_300).contains(&idle), "{idle}");
+            assert!(expected.contains(&idle), "{idle}");
         }
     }
 
