@@ -163,10 +163,22 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             );
             let hint = p.hint.as_secs_f64() * 1000.0;
             // A limit at or above the request rate may still refuse a burst; with no retry
-            // waiting for a hint as well, there is nothing to judge.
+            // waiting for a hint as well, there is nothing to judge. Nor with a hint as long
+            // as the deadline: a retry that waited it would come too late, so none should.
+            let (applies, why) = if p.hint >= p.deadline {
+                (
+                    pal.hint_wait_ms.is_some(),
+                    "the hint is as long as the deadline, and no retry waited for it",
+                )
+            } else {
+                (
+                    scenario.total_capacity() < p.rate || pal.hint_wait_ms.is_some(),
+                    "the limit is at or above the request rate, and no retry waited for a hint",
+                )
+            };
             j.check_if(
-                scenario.total_capacity() < p.rate || pal.hint_wait_ms.is_some(),
-                "the limit is at or above the request rate, and no retry waited for a hint",
+                applies,
+                why,
                 format!("retries wait their hint: mean wait within 10 % of it ({hint:.0} ms)"),
                 opt_ms(pal.hint_wait_ms),
                 pal.hint_wait_ms
@@ -411,6 +423,18 @@ mod tests {
         pal.hint_wait_ms = None;
         s.params.capacity = s.params.rate - 0.1;
         assert_eq!(verdicts(&s, &pal)[2].2, Some(false));
+        // A hint as long as the deadline: no retry can wait it and still be answered, so
+        // none waiting is nothing to judge; one that waited is judged.
+        s.params.hint = s.params.deadline;
+        na(
+            &verdicts(&s, &pal)[2],
+            "the hint is as long as the deadline, and no retry waited for it",
+        );
+        s.params.hint = s.params.deadline - Duration::from_millis(1);
+        assert_eq!(verdicts(&s, &pal)[2].2, Some(false));
+        s.params.hint = s.params.deadline;
+        pal.hint_wait_ms = Some(10_000.0);
+        assert_eq!(verdicts(&s, &pal)[2].2, Some(true));
     }
 
     #[test]
