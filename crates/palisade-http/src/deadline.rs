@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use palisade_core::BoxError;
 use palisade_core::context;
 use palisade_core::failure::DeadlineExceeded;
@@ -98,6 +98,9 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// [`PropagateDeadlineLayer`].
 ///
 /// With no deadline in force, the request goes as it is (headers the caller set are kept). A
+/// header the request already carries with a shorter limit than the time left (tonic's
+/// `Request::set_timeout` writes `grpc-timeout`) is kept too: the call ends at the earlier of
+/// the two, so that is what the server hears; a longer or malformed one is replaced. A
 /// deadline already past is written as the smallest value, `0n`/`0`: the server should not
 /// start the work.
 ///
@@ -162,18 +165,35 @@ where
                 .saturating_duration_since(Instant::now())
                 .saturating_sub(self.layer.margin);
             let headers = req.headers_mut();
+            // A shorter limit the request already carries (tonic's `Request::set_timeout`
+            // writes `grpc-timeout`) is the call's deadline: it stays.
             if self.layer.grpc
+                && grpc_timeout(headers).is_none_or(|carried| carried > left)
                 && let Ok(v) = timeout_header(left)
             {
                 headers.insert(GRPC_TIMEOUT, v);
             }
             if let Some(name) = &self.layer.millis {
                 let ms = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-                headers.insert(name.clone(), HeaderValue::from(ms));
+                if millis(headers, name).is_none_or(|carried| carried > Duration::from_millis(ms)) {
+                    headers.insert(name.clone(), HeaderValue::from(ms));
+                }
             }
         }
         self.inner.call(req)
     }
+}
+
+/// The limit in `headers`' `grpc-timeout`, if it has a valid one.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    crate::hint::text(headers, GRPC_TIMEOUT).and_then(parse_timeout)
+}
+
+/// The limit in `headers`' millisecond header `name`, if it has a valid one.
+fn millis(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
+    crate::hint::text(headers, name.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
 }
 
 /// Runs each incoming request under the deadline its headers ask for: see
@@ -230,16 +250,8 @@ impl ServerDeadlineLayer {
 
     /// The limit a request with these headers gets, if any: the shortest it asks for, capped.
     pub fn limit_for(&self, headers: &http::HeaderMap) -> Option<Duration> {
-        let grpc = self
-            .grpc
-            .then(|| crate::hint::text(headers, GRPC_TIMEOUT).and_then(parse_timeout))
-            .flatten();
-        let millis = self
-            .millis
-            .as_ref()
-            .and_then(|name| crate::hint::text(headers, name.as_str()))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
+        let grpc = self.grpc.then(|| grpc_timeout(headers)).flatten();
+        let millis = self.millis.as_ref().and_then(|name| millis(headers, name));
         let asked = match (grpc, millis) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -521,6 +533,39 @@ mod tests {
             format!("{without:?}"),
             "ServerDeadlineFuture { deadline: None, .. }"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_timeout_the_request_already_carries_is_kept() {
+        use palisade::timeout::DeadlineLayer;
+        let svc = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_secs(5)))
+            .layer(PropagateDeadlineLayer::new().millis_header(X_REQUEST_TIMEOUT_MS))
+            .service(service_fn(|req: Request<()>| async move {
+                Ok::<_, BoxError>(req.headers().clone())
+            }));
+        // tonic's `Request::set_timeout` writes `grpc-timeout`: the caller's shorter limit is
+        // the call's deadline, and stays.
+        let sent = svc
+            .clone()
+            .oneshot(request(&[
+                ("grpc-timeout", "100m"),
+                ("x-request-timeout-ms", "200"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(sent["grpc-timeout"], "100m");
+        assert_eq!(sent["x-request-timeout-ms"], "200");
+        // A longer one is cut to the time left; a malformed one is replaced.
+        let sent = svc
+            .oneshot(request(&[
+                ("grpc-timeout", "1H"),
+                ("x-request-timeout-ms", "soon"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(sent["grpc-timeout"], "5S");
+        assert_eq!(sent["x-request-timeout-ms"], "5000");
     }
 
     #[tokio::test(start_paused = true)]

@@ -386,3 +386,47 @@ async fn replayed_bodies_and_bodies_too_large_to_replay() {
     assert_eq!(restored.status(), 503);
     assert_eq!(*seen.lock().unwrap(), [800, 800, 1600]);
 }
+
+/// A retry layer without [`ReplayAttempts`] clones a request whose body was too large to
+/// keep: the clone must fail as `NotReplayable`, never reach the server as an empty body (an
+/// HTTP/1 client sends a body it believes to be empty without reading it).
+#[tokio::test(start_paused = true)]
+async fn a_body_not_kept_is_never_sent_again_empty() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let server = serve(move |_, req: Request<Incoming>| {
+        let s = s.clone();
+        async move {
+            // A request whose body the client aborts is no body at all.
+            let Ok(body) = req.into_body().collect().await else {
+                return response(400, &[], "aborted");
+            };
+            let len = body.to_bytes().len();
+            s.lock().unwrap().push(len);
+            match len {
+                0 => response(200, &[], "got nothing"),
+                _ => response(503, &[], "busy"),
+            }
+        }
+    })
+    .await;
+    let retry = RetryLayer::builder()
+        .budget(Unlimited)
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let url: http::Uri = server.url("/").parse().unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(16))
+        .layer(retry)
+        .layer(ClassifyLayer::new(HttpClassifier::new()))
+        .service(client::<ReplayBody<Full<Bytes>>>());
+    let request = Request::post(url)
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))
+        .unwrap();
+    let err = svc.oneshot(request).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Validation, "{err:?}");
+    assert!(!class_of(&err).retryable);
+    assert_eq!(*seen.lock().unwrap(), [100]);
+}

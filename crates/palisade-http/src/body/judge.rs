@@ -65,7 +65,7 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// | the call | counts as |
 /// |---|---|
 /// | fails before its head (an error, or a response the classify layer below turned into one) | that error's class, as `Breaker` counts it |
-/// | its body ends (`None`, or a frame after which the body says it has ended) | a success |
+/// | its body ends (`None`, or a frame after which the body says it has ended), or has already ended when the head arrives (a 204, a `HEAD`, an empty body) | a success |
 /// | its body yields an error | that error's class ([`class_of`]: the guard's timeouts are `Timeout`, a reset is `Network`) |
 /// | its trailers carry a failing `grpc-status` (with [`StreamBreakerLayer::grpc_trailers`]) | that code's class |
 /// | its body is dropped before any of these (the caller stopped reading) | a cancellation, judged by the breaker's [`CancelPolicy`](palisade_breaker::CancelPolicy) (ignored by default) |
@@ -182,6 +182,7 @@ impl<S, Req, B> Service<Req> for StreamBreaker<S>
 where
     S: Service<Req, Response = Response<B>>,
     S::Error: Into<BoxError>,
+    B: Body,
 {
     type Response = Response<JudgedBody<B>>;
     type Error = BoxError;
@@ -261,6 +262,7 @@ impl<F, B, E> Future for StreamBreakerFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
+    B: Body,
 {
     type Output = Result<Response<JudgedBody<B>>, BoxError>;
 
@@ -277,10 +279,19 @@ where
                 let permit = permit.take().expect(POLLED_AFTER_COMPLETION);
                 Poll::Ready(match result {
                     Ok(response) => {
+                        // A body that has already ended (a 204, a HEAD, `content-length: 0`)
+                        // leaves nothing to wait for, and a caller that reads the status only
+                        // drops it unpolled: the call succeeded now.
+                        let permit = if response.body().is_end_stream() {
+                            permit.success();
+                            None
+                        } else {
+                            Some(permit)
+                        };
                         let grpc = grpc.take();
                         Ok(response.map(|inner| JudgedBody {
                             inner,
-                            permit: Some(permit),
+                            permit,
                             grpc,
                         }))
                     }

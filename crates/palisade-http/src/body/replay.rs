@@ -42,8 +42,10 @@ impl HasClass for NotReplayable {
 /// reference-count increment and replays it from the start), or streamed once.
 ///
 /// Made by [`Replay`]. A clone of a body that was not kept ([`is_replayable`] is `false`) fails
-/// with [`NotReplayable`] when read: pair the retry layer with [`ReplayAttempts`] so that such a
-/// request gets one attempt and is never cloned.
+/// with [`NotReplayable`] when read, and has the size hint of the body it stands for, so that
+/// a client reads it (hyper's HTTP/1 client would send a body it believes empty without
+/// reading it, and the server would get the request with no body): pair the retry layer with
+/// [`ReplayAttempts`] so that such a request gets one attempt and is never cloned.
 ///
 /// [`is_replayable`]: ReplayBody::is_replayable
 pub struct ReplayBody<B> {
@@ -60,9 +62,15 @@ enum Kind<B> {
     Once {
         prefix: VecDeque<Bytes>,
         rest: Option<B>,
+        // The size hint of the whole body, for the clones that stand for it.
+        whole: SizeHint,
     },
     Taken {
         reported: bool,
+        // The size hint of the whole body it stands for, until its error is reported: an
+        // HTTP/1 client told "exactly 0 bytes" sends `content-length: 0` without reading the
+        // body, and the server would get the request with an empty body instead of none.
+        hint: SizeHint,
     },
 }
 
@@ -84,11 +92,17 @@ impl<B> ReplayBody<B> {
     }
 
     /// A body that streams `rest` after `prefix`, once: not replayable.
-    pub fn once(prefix: impl IntoIterator<Item = Bytes>, rest: B) -> Self {
+    pub fn once(prefix: impl IntoIterator<Item = Bytes>, rest: B) -> Self
+    where
+        B: Body,
+    {
+        let prefix: VecDeque<Bytes> = prefix.into_iter().collect();
+        let whole = after(&prefix, rest.size_hint());
         ReplayBody {
             kind: Kind::Once {
-                prefix: prefix.into_iter().collect(),
+                prefix,
                 rest: Some(rest),
+                whole,
             },
         }
     }
@@ -107,12 +121,29 @@ impl<B> ReplayBody<B> {
     }
 }
 
+/// The size hint of `prefix` followed by a body of size hint `rest`.
+fn after(prefix: &VecDeque<Bytes>, rest: SizeHint) -> SizeHint {
+    let kept: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+    let mut hint = SizeHint::new();
+    hint.set_lower(kept.saturating_add(rest.lower()));
+    if let Some(upper) = rest.upper() {
+        hint.set_upper(kept.saturating_add(upper));
+    }
+    hint
+}
+
 impl<B> Clone for ReplayBody<B> {
     fn clone(&self) -> Self {
-        match &self.kind {
-            Kind::Full { data, trailers, .. } => Self::full(data.clone(), trailers.clone()),
-            Kind::Once { .. } | Kind::Taken { .. } => ReplayBody {
-                kind: Kind::Taken { reported: false },
+        let hint = match &self.kind {
+            Kind::Full { data, trailers, .. } => {
+                return Self::full(data.clone(), trailers.clone());
+            }
+            Kind::Once { whole, .. } | Kind::Taken { hint: whole, .. } => *whole,
+        };
+        ReplayBody {
+            kind: Kind::Taken {
+                reported: false,
+                hint,
             },
         }
     }
@@ -167,7 +198,7 @@ where
                 }
                 Poll::Ready(None)
             }
-            Kind::Once { prefix, rest } => {
+            Kind::Once { prefix, rest, .. } => {
                 if let Some(chunk) = prefix.pop_front() {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
@@ -188,7 +219,7 @@ where
                     }
                 }
             }
-            Kind::Taken { reported } => {
+            Kind::Taken { reported, .. } => {
                 if mem::replace(reported, true) {
                     Poll::Ready(None)
                 } else {
@@ -209,10 +240,10 @@ where
                 1 => trailers.is_none(),
                 _ => true,
             },
-            Kind::Once { prefix, rest } => {
+            Kind::Once { prefix, rest, .. } => {
                 prefix.is_empty() && rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
-            Kind::Taken { reported } => *reported,
+            Kind::Taken { reported, .. } => *reported,
         }
     }
 
@@ -221,19 +252,13 @@ where
             Kind::Full { data, next, .. } => {
                 SizeHint::with_exact(if *next == 0 { data.len() as u64 } else { 0 })
             }
-            Kind::Once { prefix, rest } => {
-                let kept: u64 = prefix.iter().map(|b| b.len() as u64).sum();
-                let rest = rest
-                    .as_ref()
-                    .map_or(SizeHint::with_exact(0), Body::size_hint);
-                let mut hint = SizeHint::new();
-                hint.set_lower(kept.saturating_add(rest.lower()));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(kept.saturating_add(upper));
-                }
-                hint
-            }
-            Kind::Taken { .. } => SizeHint::with_exact(0),
+            Kind::Once { prefix, rest, .. } => after(
+                prefix,
+                rest.as_ref()
+                    .map_or(SizeHint::with_exact(0), Body::size_hint),
+            ),
+            Kind::Taken { reported: true, .. } => SizeHint::with_exact(0),
+            Kind::Taken { hint, .. } => *hint,
         }
     }
 }

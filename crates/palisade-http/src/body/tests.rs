@@ -502,6 +502,40 @@ async fn a_stream_is_judged_when_its_body_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_response_without_a_body_is_a_success_at_its_head() {
+    use palisade_breaker::State;
+    let breaker = stream_breaker(2);
+    let handle = breaker.handle();
+    let reset = || {
+        Script::new(vec![Err(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))])
+    };
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(scripted(vec![
+        reset(),
+        Script::data(&[]),
+        reset(),
+        Script::data(&[]),
+        reset(),
+    ]));
+    for i in 0..5 {
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        if i % 2 == 0 {
+            collect(r.into_body()).await.unwrap_err();
+        } else {
+            // A 204, a HEAD, a `content-length: 0`: nothing to read, and callers that only
+            // look at the status drop it unread. The call succeeded all the same.
+            assert!(r.body().is_end_stream());
+            assert_eq!(format!("{:?}", r.body()), "JudgedBody { judged: true, .. }");
+            drop(r);
+        }
+    }
+    // Each failure was followed by a success: no two failures in a row.
+    let m = handle.metrics();
+    assert_eq!((m.state, m.successes, m.failures), (State::Closed, 2, 3));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_body_that_says_it_ended_is_a_success_without_another_poll() {
     let breaker = stream_breaker(1);
     let handle = breaker.handle();
@@ -851,4 +885,27 @@ async fn a_body_known_to_be_exactly_the_limit_is_kept() {
     let body = seen.lock().unwrap().pop().unwrap();
     assert!(body.is_replayable());
     assert_eq!(body.bytes().unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn a_clone_of_a_body_not_kept_stands_for_the_whole_body() {
+    let mut rest = Script::data(&["defg"]);
+    rest.hint = Some(4);
+    let mut once = ReplayBody::once([Bytes::from_static(b"abc")], rest);
+    assert_eq!(once.size_hint().exact(), Some(7));
+    // Sent: what is left of it is nothing, but a clone made now stands for all of it, so that
+    // a client reads it (and fails) instead of sending an empty body in its place.
+    while std::pin::Pin::new(&mut once).frame().await.is_some() {}
+    assert_eq!(once.size_hint().exact(), Some(0));
+    let clone = once.clone();
+    assert!(!clone.is_replayable());
+    assert!(!clone.is_end_stream());
+    assert_eq!(clone.size_hint().exact(), Some(7));
+    assert_eq!(clone.clone().size_hint().exact(), Some(7));
+    let mut clone = std::pin::pin!(clone);
+    let err = clone.frame().await.unwrap().unwrap_err();
+    assert!(err.is::<NotReplayable>());
+    assert!(clone.is_end_stream());
+    assert_eq!(clone.size_hint().exact(), Some(0));
+    assert!(clone.frame().await.is_none());
 }
