@@ -11,8 +11,8 @@ use tower::ServiceExt;
 
 use crate::error::{SagaError, StoreError};
 use crate::journal::{
-    CompensationStatus, ErrorRecord, EscalationReason, Event, Journal, KIND, SagaInfo, SagaState,
-    SagaSummary, StepStatus,
+    CompensationStatus, ErrorRecord, EscalationReason, Event, Journal, KIND, MAX_DEPTH, SagaInfo,
+    SagaState, SagaSummary, StepStatus, nests_deeper_than,
 };
 use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
@@ -118,6 +118,10 @@ impl Writer {
 ///   it may have taken effect, so it fails as *interrupted* and is compensated like a
 ///   completed step (its compensation gets `output: None`), or escalated if it has no
 ///   compensation;
+/// * a step whose output nests deeper than [`MAX_DEPTH`](crate::journal::MAX_DEPTH) took
+///   effect, but its output cannot be journaled (the journal could not read it back): it
+///   fails as interrupted too (idempotent or not: a repeat would return the same), and is
+///   compensated with `output: None` or escalated;
 /// * a compensation that was started but has no outcome is called again (compensations must
 ///   be idempotent; they get a stable key), and a compensation whose success is journaled is
 ///   never called again, so each completed step is compensated exactly once.
@@ -292,6 +296,27 @@ fn next_action(info: &SagaInfo, def: &SagaDefinition, max_attempts: u32) -> Acti
     })
 }
 
+/// Checks that saga `info` was started with definition `def`: the same steps, in the same
+/// order. Driven by another definition (a deploy that removed, added, renamed or reordered
+/// steps while the saga waited), it would index past the steps or undo one step with
+/// another's compensation; it is left as journaled instead, for a process that has its
+/// definition.
+fn started_with(info: &SagaInfo, def: &SagaDefinition) -> Result<(), SagaError> {
+    let journaled = info.steps.iter().map(|s| s.name.as_str());
+    if journaled.eq(def.steps.iter().map(|s| s.name.as_str())) {
+        return Ok(());
+    }
+    Err(SagaError::Inconsistent {
+        saga: info.id.clone(),
+        reason: format!(
+            "it was started with steps {:?}, definition {:?} now has {:?}",
+            info.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            def.name,
+            def.step_names()
+        ),
+    })
+}
+
 struct ActiveGuard<'a> {
     set: &'a Mutex<HashSet<String>>,
     id: String,
@@ -371,8 +396,10 @@ impl Sagas {
     /// A failing step is not an error here: the returned [`SagaInfo`] says how the saga ended.
     /// Errors are the engine's: an unknown definition, an id that exists
     /// ([`SagaError::AlreadyExists`]), an id that is empty or longer than 200 bytes
-    /// ([`SagaError::InvalidId`]), a store failure (the saga then stays as journaled and the
-    /// next [`recover`](Sagas::recover) resumes it).
+    /// ([`SagaError::InvalidId`]), an input nested deeper than
+    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]; nothing is
+    /// written), a store failure (the saga then stays as journaled and the next
+    /// [`recover`](Sagas::recover) resumes it).
     pub async fn run(
         &self,
         name: &str,
@@ -383,6 +410,7 @@ impl Sagas {
             return Err(SagaError::InvalidId(id.to_owned()));
         }
         let def = self.definition(name)?;
+        crate::journal::check_depth(id, &input)?;
         let _guard = self
             .enter(id)
             .ok_or_else(|| SagaError::AlreadyExists(id.to_owned()))?;
@@ -428,8 +456,8 @@ impl Sagas {
     /// started, until none is left to claim. A claimed saga whose lease ran out while it
     /// waited its turn (the sagas before it took long) and that another process took over
     /// meanwhile is left to that process. One that cannot be resumed (its definition is not
-    /// registered here, the store fails) is reported in [`Recovery::failed`] and left as it
-    /// is; the others go on.
+    /// registered here, or has other steps than the saga was started with; the store fails)
+    /// is reported in [`Recovery::failed`] and left as it is; the others go on.
     pub async fn recover(&self) -> Result<Recovery, SagaError> {
         let mut report = Recovery::default();
         for item in self.review_queue().list().await? {
@@ -468,17 +496,7 @@ impl Sagas {
         }
         let info = SagaInfo::from_journal(id, self.inner.store.journal(id).await?)?;
         let def = self.definition(&info.name)?;
-        if info.steps.len() != def.steps.len() {
-            return Err(SagaError::Inconsistent {
-                saga: id.to_owned(),
-                reason: format!(
-                    "journal has {} steps, definition {:?} has {}",
-                    info.steps.len(),
-                    def.name,
-                    def.steps.len()
-                ),
-            });
-        }
+        started_with(&info, def)?;
         tracing::info!(saga = id, state = %info.state, "resuming saga");
         self.drive(def, self.writer(info)).await.map(Some)
     }
@@ -487,6 +505,9 @@ impl Sagas {
     /// (an interrupted step the person vouched for is taken as settled), and the saga's
     /// compensation goes on from there. If it fails again it is escalated again, to the same
     /// item, with the new errors added.
+    ///
+    /// A [`SagaError::Inconsistent`] if the definition registered here has other steps than
+    /// the saga was started with; the saga and the item are then left as they are.
     pub async fn retry_review(&self, id: &str) -> Result<SagaInfo, SagaError> {
         let queue = self.review_queue();
         let item = queue.inspect(id).await?;
@@ -501,9 +522,13 @@ impl Sagas {
         let Some(_guard) = self.enter(&item.saga_id) else {
             return Err(SagaError::Claimed(item.saga_id));
         };
-        if let Some(info) = self.close_if_settled(&item).await? {
-            return Ok(info);
+        let info = self.inspect(&item.saga_id).await?;
+        if info.state.is_final() {
+            return self.close_settled(item, info).await;
         }
+        // Before the claim: a saga of another definition is left as it is, free for a
+        // process that has the right one (or for a person to discard).
+        started_with(&info, def)?;
         let now = now_ms();
         let claimed = self
             .inner
@@ -562,6 +587,24 @@ impl Sagas {
                     tracing::debug!(saga = %id, step = i, attempt, "step started");
                     let call = def.steps[i].service.clone().oneshot(req);
                     match w.renewing(call).await? {
+                        Ok(output) if nests_deeper_than(&output, MAX_DEPTH) => {
+                            tracing::warn!(saga = %id, step = i,
+                                "step output too deep to journal; the step may have taken effect");
+                            w.log(Event::StepFailed {
+                                step: i,
+                                error: ErrorRecord {
+                                    message: format!(
+                                        "the step's output nests deeper than {MAX_DEPTH} levels, \
+                                         which the journal could not read back: it was not kept, \
+                                         and the step is treated as possibly done"
+                                    ),
+                                    class: Class::new(Category::Unknown).with_retryable(false),
+                                    at_ms: now_ms(),
+                                },
+                                interrupted: true,
+                            })
+                            .await?
+                        }
                         Ok(output) => w.log(Event::StepCompleted { step: i, output }).await?,
                         Err(e) => {
                             let error = ErrorRecord::of(&e, now_ms());
@@ -671,14 +714,13 @@ impl Sagas {
         }
     }
 
-    /// Closes a pending item whose saga is already over (a crash came between the saga's last
-    /// entry and the item's update); returns the saga then.
-    async fn close_if_settled(&self, item: &ReviewItem) -> Result<Option<SagaInfo>, SagaError> {
-        let info = self.inspect(&item.saga_id).await?;
-        if !info.state.is_final() {
-            return Ok(None);
-        }
-        let mut item = item.clone();
+    /// Closes pending `item` of saga `info`, which is already over (a crash came between the
+    /// saga's last entry and the item's update); returns the saga.
+    async fn close_settled(
+        &self,
+        mut item: ReviewItem,
+        info: SagaInfo,
+    ) -> Result<SagaInfo, SagaError> {
         item.status = if info.discarded {
             ReviewStatus::Discarded
         } else {
@@ -686,7 +728,7 @@ impl Sagas {
         };
         item.updated_ms = now_ms();
         self.inner.store.review_put(item.to_stored()).await?;
-        Ok(Some(info))
+        Ok(info)
     }
 
     async fn put_review(

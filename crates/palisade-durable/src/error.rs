@@ -48,11 +48,21 @@ pub enum SagaError {
     /// A saga id that is empty or longer than 200 bytes.
     #[error("invalid saga id {0:?}: must be 1 to 200 bytes")]
     InvalidId(String),
+    /// The saga's input (or the transaction's payload) cannot be journaled: it nests deeper
+    /// than [`MAX_DEPTH`](crate::journal::MAX_DEPTH) levels. Nothing was written or run.
+    #[error("input of {saga:?} cannot be journaled: {reason}")]
+    InvalidInput {
+        /// The saga (or transaction).
+        saga: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A saga with that id exists already.
     #[error("saga {0:?} exists already")]
     AlreadyExists(String),
-    /// The journal contradicts the definition (more steps than defined, an entry that cannot
-    /// be decoded, entries out of order).
+    /// The journal contradicts the definition (the saga was started with other steps, or the
+    /// transaction with other participants, than the definition registered now has), or
+    /// itself (an entry that cannot be decoded, entries out of order).
     #[error("journal of saga {saga:?} is inconsistent: {reason}")]
     Inconsistent {
         /// The saga.

@@ -13,6 +13,47 @@ use crate::store::{JournalEntry, Store};
 /// The workflow kind sagas are stored under.
 pub(crate) const KIND: &str = "saga";
 
+/// How deep a saga's input, a step's output or a transaction's payload may nest (arrays and
+/// objects inside each other). The stores read entries back with `serde_json`, which stops at
+/// 128 levels, and an entry wraps the value in a level or two of its own: a deeper value could
+/// be written but never read back. Deeper input is refused
+/// ([`SagaError::InvalidInput`]); a deeper step output is not journaled, and the step is
+/// treated as interrupted (see [`Sagas`](crate::Sagas)).
+pub const MAX_DEPTH: usize = 100;
+
+/// Whether `value` nests more than `max` arrays and objects inside each other (without
+/// recursion, so any value can be checked).
+pub(crate) fn nests_deeper_than(value: &Value, max: usize) -> bool {
+    let mut stack = vec![(value, 1)];
+    while let Some((v, depth)) = stack.pop() {
+        let inner: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth > max {
+            return true;
+        }
+        stack.extend(inner.map(|i| (i, depth + 1)));
+    }
+    false
+}
+
+/// [`SagaError::InvalidInput`] if `value`, the input of workflow `id`, nests deeper than
+/// [`MAX_DEPTH`].
+pub(crate) fn check_depth(id: &str, value: &Value) -> Result<(), SagaError> {
+    if nests_deeper_than(value, MAX_DEPTH) {
+        return Err(SagaError::InvalidInput {
+            saga: id.to_owned(),
+            reason: format!(
+                "it nests arrays and objects deeper than {MAX_DEPTH} levels, which the journal \
+                 could not read back"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Where a saga is.
 ///
 /// | state | meaning | what happens next |
@@ -766,6 +807,28 @@ mod tests {
         assert_eq!(info.steps[0].compensation, CompensationStatus::Settled);
         assert_eq!(info.steps[1].compensation, CompensationStatus::Completed);
         assert_eq!(info.steps[2].compensation, CompensationStatus::NotNeeded);
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_inside_each_other() {
+        let nested = |depth: usize| (0..depth).fold(Value::from(1), |v, _| Value::from(vec![v]));
+        assert!(!nests_deeper_than(&Value::Null, 0));
+        assert!(nests_deeper_than(&serde_json::json!([]), 0));
+        assert!(!nests_deeper_than(&serde_json::json!([]), 1));
+        for max in [1, 5, MAX_DEPTH] {
+            assert!(!nests_deeper_than(&nested(max), max), "{max}");
+            assert!(nests_deeper_than(&nested(max + 1), max), "{max}");
+        }
+        // Width does not count; the deepest branch does, wherever it is.
+        let wide = serde_json::json!({"a": [1, 2, 3], "b": {"c": [[]], "d": null}, "e": []});
+        assert!(!nests_deeper_than(&wide, 4));
+        assert!(nests_deeper_than(&wide, 3));
+        assert!(check_depth("s", &nested(MAX_DEPTH)).is_ok());
+        let err = check_depth("s", &nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(
+            matches!(err, SagaError::InvalidInput { ref saga, .. } if saga == "s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub struct CompensationRequest {
     /// The saga's input.
     pub input: Value,
     /// What the step returned; `None` when a crash interrupted the step, so it may or may not
-    /// have taken effect (look it up by [`step_key`](CompensationRequest::step_key)).
+    /// have taken effect (look it up by [`step_key`](CompensationRequest::step_key)), or when
+    /// its output nested too deep to be journaled
+    /// ([`MAX_DEPTH`](crate::journal::MAX_DEPTH)).
     pub output: Option<Value>,
     /// Why the saga is being undone: the failure of the step that failed.
     pub cause: Option<String>,

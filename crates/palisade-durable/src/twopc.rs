@@ -560,6 +560,11 @@ impl Coordinator {
     /// transaction as it stands: `Committed` or `Aborted`, or still `Committing`/`Aborting`
     /// if a participant could not be reached (the next [`recover`](Coordinator::recover)
     /// goes on delivering).
+    ///
+    /// Errors are the coordinator's: an unknown definition, an id that exists
+    /// ([`SagaError::AlreadyExists`]) or is empty or longer than 200 bytes
+    /// ([`SagaError::InvalidId`]), a payload nested deeper than
+    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]), a store failure.
     pub async fn run(&self, name: &str, id: &str, payload: Value) -> Result<TxInfo, SagaError> {
         if id.is_empty() || id.len() > 200 {
             return Err(SagaError::InvalidId(id.to_owned()));
@@ -569,6 +574,7 @@ impl Coordinator {
             .defs
             .get(name)
             .ok_or_else(|| SagaError::UnknownDefinition(name.to_owned()))?;
+        crate::journal::check_depth(id, &payload)?;
         let participants: Vec<String> = def.participants.iter().map(|p| p.name.clone()).collect();
         let start = TxEvent::TxStarted {
             name: name.to_owned(),
@@ -675,8 +681,9 @@ impl Coordinator {
 
     /// Finishes every unfinished transaction this process may claim: those without a decision
     /// are aborted (presumed abort), the others get their decision delivered again. One that
-    /// cannot be finished (its definition is not registered here, the store fails) is
-    /// reported in [`TxRecovery::failed`]; the others go on.
+    /// cannot be finished (its definition is not registered here, or has other participants
+    /// than the transaction was started with; the store fails) is reported in
+    /// [`TxRecovery::failed`] and left as journaled; the others go on.
     pub async fn recover(&self) -> Result<TxRecovery, SagaError> {
         let states = [
             TxState::Preparing.as_str(),
@@ -708,6 +715,22 @@ impl Coordinator {
             .defs
             .get(&info.name)
             .ok_or_else(|| SagaError::UnknownDefinition(info.name.clone()))?;
+        // A transaction is delivered only by the definition it was started with: another
+        // one (a deploy that added, removed or reordered participants) would index past the
+        // journal's participants, or decide without telling a participant that may hold
+        // prepared work.
+        let defined = def.participants.iter().map(|p| p.name.as_str());
+        if !defined.eq(info.participants.iter().map(String::as_str)) {
+            return Err(SagaError::Inconsistent {
+                saga: id.to_owned(),
+                reason: format!(
+                    "it was started with participants {:?}, definition {:?} now has {:?}",
+                    info.participants,
+                    def.name,
+                    def.participants.iter().map(|p| &p.name).collect::<Vec<_>>()
+                ),
+            });
+        }
         let mut w = TxWriter {
             c: &self.inner,
             info,

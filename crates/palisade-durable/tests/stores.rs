@@ -29,7 +29,11 @@ macro_rules! store_suite {
                 a_compensation_longer_than_the_lease_keeps_its_claim,
                 a_partitioned_process_loses_the_saga_and_drops_its_step,
                 a_saga_taken_over_while_waiting_its_turn_is_left_alone,
-                a_participant_slower_than_the_lease_keeps_the_claim);
+                a_participant_slower_than_the_lease_keeps_the_claim,
+                a_changed_definition_is_refused_not_run,
+                tx_a_changed_definition_is_refused_not_run,
+                odd_values_round_trip,
+                deep_values_are_read_back_or_refused);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

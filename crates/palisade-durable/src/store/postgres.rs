@@ -37,6 +37,13 @@ use crate::error::StoreError;
 /// Tables are created on connect if missing, in the schema named in
 /// [`connect_with`](PostgresStore::connect_with) (created too) or in the connection's default
 /// schema. Creation takes an advisory lock, so processes starting together do not race.
+///
+/// Journal entries and review items are `json` columns, not `jsonb`: `jsonb` refuses a string
+/// holding a NUL character (`\u0000`), which a step's output or an error message may well
+/// hold (text from a crawled page, a PDF), and an entry the journal refuses is a step whose
+/// outcome cannot be recorded. The store never queries inside them, so it loses nothing by
+/// it. A database created with `jsonb` columns by an earlier version is converted on connect
+/// (once; it rewrites those two tables).
 pub struct PostgresStore {
     conns: Vec<Mutex<Client>>,
     next: AtomicUsize,
@@ -71,14 +78,29 @@ CREATE TABLE IF NOT EXISTS workflows (
     entries BIGINT NOT NULL, ord BIGSERIAL);
 CREATE INDEX IF NOT EXISTS workflows_kind_state ON workflows (kind, state, ord);
 CREATE TABLE IF NOT EXISTS journal (
-    workflow TEXT NOT NULL, seq BIGINT NOT NULL, at BIGINT NOT NULL, event JSONB NOT NULL,
+    workflow TEXT NOT NULL, seq BIGINT NOT NULL, at BIGINT NOT NULL, event JSON NOT NULL,
     PRIMARY KEY (workflow, seq));
 CREATE TABLE IF NOT EXISTS reviews (
     id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL, updated BIGINT NOT NULL,
-    body JSONB NOT NULL, ord BIGSERIAL);
+    body JSON NOT NULL, ord BIGSERIAL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     agent TEXT NOT NULL, version BIGINT NOT NULL, at BIGINT NOT NULL, checksum TEXT NOT NULL,
     data BYTEA NOT NULL, PRIMARY KEY (agent, version));
+";
+
+/// Converts the `jsonb` columns of a database created by an earlier version to `json` (see
+/// *Schema* on [`PostgresStore`]); once done, it finds nothing to convert.
+const MIGRATE: &str = "
+DO $$
+DECLARE c RECORD;
+BEGIN
+    FOR c IN SELECT table_name, column_name FROM information_schema.columns
+             WHERE table_schema = current_schema() AND data_type = 'jsonb'
+               AND (table_name, column_name) IN (('journal', 'event'), ('reviews', 'body'))
+    LOOP
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN %I TYPE json', c.table_name, c.column_name);
+    END LOOP;
+END $$;
 ";
 
 const WORKFLOW_COLUMNS: &str =
@@ -98,14 +120,25 @@ fn workflow_row(r: &Row) -> WorkflowRecord {
     }
 }
 
-fn review_row(r: &Row) -> StoredReview {
-    StoredReview {
+/// JSON column `i` of `r`: what does not decode (a value nested deeper than `serde_json`
+/// reads) is [`StoreError::Corrupt`], as in the other stores, not a panic.
+fn json_column(r: &Row, i: usize) -> Result<serde_json::Value, StoreError> {
+    r.try_get(i).map_err(|e| {
+        StoreError::Corrupt(match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })
+    })
+}
+
+fn review_row(r: &Row) -> Result<StoredReview, StoreError> {
+    Ok(StoredReview {
         id: r.get(0),
         workflow_id: r.get(1),
         status: r.get(2),
         updated_ms: r.get::<_, i64>(3) as u64,
-        body: r.get(4),
-    }
+        body: json_column(r, 4)?,
+    })
 }
 
 fn valid_schema(s: &str) -> bool {
@@ -175,6 +208,7 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             tx.batch_execute(SCHEMA).await.map_err(pg)?;
+            tx.batch_execute(MIGRATE).await.map_err(pg)?;
             tx.commit().await.map_err(pg)?;
         }
         Ok(Arc::new(PostgresStore {
@@ -290,14 +324,15 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(rows
-                .iter()
-                .map(|r| JournalEntry {
-                    seq: r.get::<_, i64>(0) as u64,
-                    at_ms: r.get::<_, i64>(1) as u64,
-                    event: r.get(2),
+            rows.iter()
+                .map(|r| {
+                    Ok(JournalEntry {
+                        seq: r.get::<_, i64>(0) as u64,
+                        at_ms: r.get::<_, i64>(1) as u64,
+                        event: json_column(r, 2)?,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -390,7 +425,7 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(row.as_ref().map(review_row))
+            row.as_ref().map(review_row).transpose()
         })
     }
 
@@ -404,7 +439,7 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(rows.iter().map(review_row).collect())
+            rows.iter().map(review_row).collect()
         })
     }
 
@@ -641,6 +676,106 @@ mod tests {
         let err = store.append(entry(1)).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
         assert_eq!(store.workflow("w").await.unwrap().unwrap().entries, 1);
+    }
+
+    /// An entry or a review item that does not decode (here: nested deeper than `serde_json`
+    /// reads, as an earlier version could write) is reported as corrupt, as in the other
+    /// stores; decoding the row panicked.
+    #[tokio::test(start_paused = true)]
+    async fn undecodable_json_is_corrupt_not_a_panic() {
+        let Some((url, schema)) = database("undecodable") else {
+            return;
+        };
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        store
+            .conn()
+            .lock()
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{deep}');
+                 INSERT INTO reviews (id, workflow, status, updated, body)
+                 VALUES ('w/0', 'w', 'open', 1, '{deep}')"
+            ))
+            .await
+            .unwrap();
+        let corrupt = |r: Result<(), StoreError>| match r {
+            Err(StoreError::Corrupt(m)) => m.contains("recursion limit"),
+            _ => false,
+        };
+        assert!(corrupt(store.journal("w").await.map(drop)));
+        assert!(corrupt(store.review_get("w/0").await.map(drop)));
+        assert!(corrupt(store.review_list().await.map(drop)));
+    }
+
+    /// A database made by an earlier version, with `jsonb` journal and review columns: the
+    /// store converts them on connect, keeps what they held, and then journals a NUL
+    /// character, which `jsonb` refuses.
+    #[tokio::test(start_paused = true)]
+    async fn jsonb_columns_of_an_earlier_version_are_converted() {
+        let Some((url, schema)) = database("jsonb") else {
+            return;
+        };
+        let (old, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let earlier = SCHEMA.replace(" JSON NOT NULL", " JSONB NOT NULL");
+        assert_eq!(earlier.matches("JSONB").count(), 2);
+        old.batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema}; {earlier}
+             INSERT INTO reviews (id, workflow, status, updated, body)
+             VALUES ('w/0', 'w', 'open', 1, '{{\"kept\": true}}')"
+        ))
+        .await
+        .unwrap();
+        let types = || async {
+            old.query(
+                "SELECT table_name::TEXT, column_name::TEXT, data_type::TEXT
+                 FROM information_schema.columns
+                 WHERE table_schema = $1 AND data_type IN ('json', 'jsonb')
+                 ORDER BY table_name",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}.{} {}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2)
+                )
+            })
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(types().await, ["journal.event jsonb", "reviews.body jsonb"]);
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        assert_eq!(types().await, ["journal.event json", "reviews.body json"]);
+        let kept = store.review_get("w/0").await.unwrap().unwrap();
+        assert_eq!(kept.body, serde_json::json!({"kept": true}));
+        let event = serde_json::json!({"text": "page\u{0}text"});
+        let append = Append::new(
+            "w",
+            "saga",
+            "order",
+            0,
+            1,
+            event.clone(),
+            "running",
+            "a",
+            10,
+        );
+        store.append(append).await.unwrap();
+        assert_eq!(store.journal("w").await.unwrap()[0].event, event);
+        // Connecting again finds nothing to convert.
+        PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        assert_eq!(types().await, ["journal.event json", "reviews.body json"]);
     }
 
     /// Two processes starting together may both create the schema: the one that loses the

@@ -662,3 +662,256 @@ pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
         palisade_durable::error::SagaError::UnknownDefinition(_)
     ));
 }
+
+/// A deploy changed definition "t" while sagas of the old one waited: one escalated (its
+/// retry is asked for), one dead in its last step. Neither a person's retry nor recovery runs
+/// them with the new steps, which would index past a removed step (a panic) or undo one step
+/// with another's compensation: both report `Inconsistent`, run nothing, and leave the saga
+/// and its review item as they were, for the old definition to finish.
+pub(crate) async fn a_changed_definition_is_refused_not_run(store: Arc<dyn Store>) {
+    use palisade_durable::error::SagaError;
+    let log = Log::default();
+    let old = |log: &Log, c: Act| {
+        saga(
+            "t",
+            vec![
+                undoable("a", log, Act::Ok, Act::Ok),
+                undoable("b", log, Act::Ok, Act::FailFirst(1, "401 unauthorized")),
+                step("c", log, c).idempotent(),
+            ],
+        )
+    };
+    let escalated = engine(&store, vec![old(&log, Act::Fail("HTTP 502"))])
+        .run("t", "v1", json!(1))
+        .await
+        .unwrap();
+    assert_eq!(escalated.state, SagaState::Escalated);
+    let dying = Log::default();
+    crash(
+        &engine(&store, vec![old(&dying, Act::HangFirst(1))]),
+        &dying,
+        "t",
+        "v2",
+    )
+    .await;
+    let queue = palisade_durable::ReviewQueue::new(store.clone());
+    queue.request_retry("v1/1").await.unwrap();
+    log.take();
+
+    let inconsistent = |r: &Result<palisade_durable::SagaInfo, SagaError>| match r {
+        Err(SagaError::Inconsistent { saga, .. }) => saga == "v1",
+        _ => false,
+    };
+    // Step b removed: b's compensation is not there any more.
+    let shorter = engine(
+        &store,
+        vec![saga("t", vec![undoable("a", &log, Act::Ok, Act::Ok)])],
+    );
+    let r = shorter.retry_review("v1/1").await;
+    assert!(inconsistent(&r), "{r:?}");
+    // Steps a and b swapped: same count, other steps.
+    let swapped = engine(
+        &store,
+        vec![saga(
+            "t",
+            vec![
+                undoable("b", &log, Act::Ok, Act::Ok),
+                undoable("a", &log, Act::Ok, Act::Ok),
+                step("c", &log, Act::Ok),
+            ],
+        )],
+    );
+    for sagas in [&shorter, &swapped] {
+        let r = sagas.recover().await.unwrap();
+        assert!(r.resumed.is_empty(), "{:?}", r.resumed);
+        let mut failed: Vec<_> = r.failed.iter().map(|(id, e)| (id.as_str(), e)).collect();
+        failed.sort_by_key(|(id, _)| *id);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        for ((id, e), want) in failed.into_iter().zip(["v1", "v2"]) {
+            assert_eq!(id, want);
+            assert!(
+                matches!(e, SagaError::Inconsistent { saga, .. } if saga == want),
+                "{e:?}"
+            );
+        }
+    }
+    assert!(log.take().is_empty(), "nothing ran");
+    assert_eq!(
+        queue.inspect("v1/1").await.unwrap().status,
+        ReviewStatus::RetryRequested
+    );
+    let v2 = store.workflow("v2").await.unwrap().unwrap();
+    assert_eq!(v2.state, "running");
+
+    // The old definition, back: v1's retry runs, v2 is resumed (c is repeated).
+    let back = engine(&store, vec![old(&log, Act::Ok)]);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let r = back.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let mut states: Vec<_> = r.resumed.iter().map(|i| (i.id.clone(), i.state)).collect();
+    states.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        states,
+        [
+            ("v1".to_owned(), SagaState::Compensated),
+            ("v2".to_owned(), SagaState::Completed)
+        ]
+    );
+}
+
+/// Values an agent pipeline meets: a NUL character (text from a crawled page or a PDF), other
+/// control characters, characters outside the BMP, the extremes of JSON numbers, a long string.
+/// Every store journals them and reads them back unchanged, in the saga's input, a step's
+/// output, a step's and a compensation's error, and the review item.
+pub(crate) async fn odd_values_round_trip(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let odd = json!({
+        "nul": "page\u{0}text",
+        "control": "\u{1}\u{1f}\u{7f}\"\\",
+        "wide": "\u{1F980}\u{10FFFF}",
+        "numbers": [u64::MAX, i64::MIN, 1.5e300, -0.0],
+        "long": "x".repeat(100_000),
+    });
+    let output = odd.clone();
+    let a = Step::new(
+        "a",
+        service_fn(move |_req: StepRequest| {
+            let output = output.clone();
+            async move { Ok::<_, BoxError>(output) }
+        }),
+    )
+    .compensate(undo(
+        log.clone(),
+        Act::Fail("401 unauthorized: token\u{0}cut"),
+    ));
+    let def = saga(
+        "t",
+        vec![a, step("b", &log, Act::Fail("HTTP 502 from\u{0}the tool"))],
+    );
+    let sagas = engine(&store, vec![def]);
+    let ran = sagas.run("t", "o1", odd.clone()).await.unwrap();
+    assert_eq!(ran.state, SagaState::Escalated);
+    let info = sagas.inspect("o1").await.unwrap();
+    assert_eq!(info, ran, "what was journaled is what ran");
+    assert_eq!(info.input, odd);
+    assert_eq!(info.steps[0].output.as_ref(), Some(&odd));
+    assert!(
+        info.steps[1]
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("from\u{0}the tool")
+    );
+    assert!(
+        info.steps[0].compensation_errors[0]
+            .message
+            .contains("token\u{0}cut")
+    );
+    let items = sagas.review_queue().list().await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (&items[0].input, items[0].output.as_ref()),
+        (&odd, Some(&odd))
+    );
+    assert!(items[0].errors[0].message.contains("token\u{0}cut"));
+}
+
+/// `depth` arrays, one inside the other.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!("leaf"), |v, _| json!([v]))
+}
+
+/// Values as deep as the journal reads back are journaled and read back; deeper ones are
+/// never written, where every store would read back an entry that fails to decode (and
+/// PostgreSQL's row decoding panicked): an input is refused before anything runs, a step's
+/// output is dropped and the step, which took effect, is undone as an interrupted one.
+pub(crate) async fn deep_values_are_read_back_or_refused(store: Arc<dyn Store>) {
+    use palisade_durable::error::SagaError;
+    use palisade_durable::journal::MAX_DEPTH;
+    let log = Log::default();
+    let returns = |name: &'static str, output: Value| {
+        let calls = log.clone();
+        Step::new(
+            name,
+            service_fn(move |req: StepRequest| {
+                let (calls, output) = (calls.clone(), output.clone());
+                async move {
+                    calls.push(format!("do {}", req.name));
+                    Ok::<_, BoxError>(output)
+                }
+            }),
+        )
+        .compensate(undo(log.clone(), Act::Ok))
+    };
+    let sagas = engine(
+        &store,
+        vec![
+            saga("fits", vec![returns("a", nested(MAX_DEPTH))]),
+            saga(
+                "deep",
+                vec![returns("a", json!(1)), returns("b", nested(MAX_DEPTH + 1))],
+            ),
+        ],
+    );
+    let ran = sagas.run("fits", "d1", nested(MAX_DEPTH)).await.unwrap();
+    assert_eq!(ran.state, SagaState::Completed);
+    let info = sagas.inspect("d1").await.unwrap();
+    assert_eq!(info, ran);
+    assert_eq!(info.input, nested(MAX_DEPTH));
+    assert_eq!(info.steps[0].output, Some(nested(MAX_DEPTH)));
+
+    let r = sagas.run("fits", "d2", nested(MAX_DEPTH + 1)).await;
+    assert!(
+        matches!(r, Err(SagaError::InvalidInput { ref saga, .. }) if saga == "d2"),
+        "{r:?}"
+    );
+    assert!(
+        store.workflow("d2").await.unwrap().is_none(),
+        "nothing written"
+    );
+
+    log.take();
+    let ran = sagas.run("deep", "d3", json!(1)).await.unwrap();
+    assert_eq!(ran.state, SagaState::Compensated);
+    assert_eq!(ran.steps[1].status, StepStatus::Uncertain);
+    assert!(
+        ran.steps[1]
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("deeper than")
+    );
+    assert_eq!(sagas.inspect("d3").await.unwrap(), ran);
+    let log = log.take();
+    assert!(
+        log[2].starts_with("undo b key=d3/1/undo output=none"),
+        "{log:?}"
+    );
+    assert!(
+        log[3].starts_with("undo a key=d3/0/undo output="),
+        "{log:?}"
+    );
+
+    // A transaction's payload likewise.
+    use palisade_durable::twopc::{
+        Coordinator, Participant, PhaseRequest, TransactionDefinition, Vote,
+    };
+    let yes = service_fn(|_: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) });
+    let coordinator = Coordinator::builder(store.clone())
+        .define(TransactionDefinition::new("t", vec![Participant::new("p", yes)]).unwrap())
+        .build()
+        .unwrap();
+    let r = coordinator.run("t", "d4", nested(MAX_DEPTH + 1)).await;
+    assert!(
+        matches!(r, Err(SagaError::InvalidInput { ref saga, .. }) if saga == "d4"),
+        "{r:?}"
+    );
+    assert!(
+        store.workflow("d4").await.unwrap().is_none(),
+        "nothing written"
+    );
+    let tx = coordinator.run("t", "d5", nested(MAX_DEPTH)).await.unwrap();
+    assert_eq!(coordinator.inspect("d5").await.unwrap(), tx);
+}

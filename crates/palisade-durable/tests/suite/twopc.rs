@@ -275,3 +275,50 @@ pub(crate) async fn tx_recovery_reports_unknown_definitions_and_goes_on(store: A
     assert_eq!(r.failed.len(), 1);
     assert_eq!(r.failed[0].0, "t7");
 }
+
+/// A deploy changed definition "order" while a transaction of the old one waited undecided:
+/// recovery neither presumes an abort it could deliver only to some participants (one
+/// removed: left holding its prepared work for ever) nor indexes past the journal's
+/// participants (one added: a panic); it reports `Inconsistent` and leaves the transaction
+/// undecided, for the old definition to finish.
+pub(crate) async fn tx_a_changed_definition_is_refused_not_run(store: Arc<dyn Store>) {
+    use palisade_durable::error::SagaError;
+    let log = Log::default();
+    let hangs = P {
+        hang_in: Some(Phase::Prepare),
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", hangs)], 5);
+    tokio::select! {
+        r = c.run("order", "t9", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    log.take();
+    let with = |names: &[&'static str]| {
+        let ps = names
+            .iter()
+            .map(|n| participant(n, &log, &store, YES))
+            .collect();
+        Coordinator::builder(store.clone())
+            .define(TransactionDefinition::new("order", ps).unwrap())
+            .build()
+            .unwrap()
+    };
+    for names in [&["a", "b", "c", "d"][..], &["a", "b"], &["a", "c", "b"]] {
+        let r = with(names).recover().await.unwrap();
+        assert!(r.finished.is_empty(), "{names:?}: {:?}", r.finished);
+        assert_eq!(r.failed.len(), 1, "{names:?}");
+        assert_eq!(r.failed[0].0, "t9");
+        assert!(
+            matches!(r.failed[0].1, SagaError::Inconsistent { .. }),
+            "{names:?}: {:?}",
+            r.failed[0].1
+        );
+        assert!(log.take().is_empty(), "{names:?}: nobody was told anything");
+        let info = c.inspect("t9").await.unwrap();
+        assert_eq!((info.state, info.decision), (TxState::Preparing, None));
+    }
+    let r = with(&["a", "b", "c"]).recover().await.unwrap();
+    assert_eq!(r.finished[0].state, TxState::Aborted);
+    assert_eq!(short(&log), ["a Abort", "b Abort", "c Abort"]);
+}
