@@ -41,7 +41,8 @@ pub struct Figures {
     /// Longest latency, in milliseconds.
     pub max_ms: f64,
     /// From the fault's start until traffic to the faulty replica fell to a tenth of its usual
-    /// share for a whole second (`None`: it never did, or the scenario has no faulty replica).
+    /// share for a whole second, from a 100 ms bin that holds no more than that itself
+    /// (`None`: it never did, or the scenario has no faulty replica).
     pub detect_ms: Option<f64>,
     /// From the upstream's recovery until every 1 s window of requests succeeds at ≥ 99 %
     /// (`None`: never within the run, or no recovery in this scenario; see `recovered`).
@@ -146,7 +147,9 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     };
 
     // Detection: the first bin from which, for a whole second within the fault, the faulty
-    // replicas got at most a tenth of their share before the fault.
+    // replicas got at most a tenth of their share before the fault, and in that bin too: a
+    // bin that still sends them their share is not "after detection" (with a 1 s fault, the
+    // attempts that tripped the router's ejection counted against it as sent after).
     let detect = (!bad.is_empty())
         .then(|| {
             let (b0, b1) = (bin_of(fault_start), bin_of(fault_end).min(bins));
@@ -159,12 +162,12 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
                     sent[before].iter().sum(),
                 )
             };
-            (b0..b1).find(|&b| {
-                let end = (b + SECOND).min(b1);
-                let bad_sum: usize = to_bad[b..end].iter().sum();
-                let sent_sum: usize = sent[b..end].iter().sum();
+            let quiet = |from: usize, end: usize| {
+                let bad_sum: usize = to_bad[from..end].iter().sum();
+                let sent_sum: usize = sent[from..end].iter().sum();
                 sent_sum > 0 && (bad_sum as f64) <= 0.1 * usual * sent_sum as f64
-            })
+            };
+            (b0..b1).find(|&b| quiet(b, b + 1) && quiet(b, (b + SECOND).min(b1)))
         })
         .flatten();
     let detect_at = detect.map(|b| BIN * b as u32);
@@ -401,15 +404,16 @@ mod tests {
         let fails = |t: u64| (2_000..5_000).contains(&t);
         let local = |t: u64| (2_500..4_000).contains(&t);
         let f = measure(&s, StackKind::Palisade, &log(|t| !fails(t), local));
-        // From 2.4 s, the next second holds 1 attempt of 10 requests: a tenth of the usual
-        // share, so detected 400 ms after the start (2.3 s would hold 2).
-        assert_eq!(f.detect_ms, Some(400.0));
+        // From 2.4 s, the next second holds 1 attempt of 10 requests, a tenth of the usual
+        // share, but that bin's request still went to it; from 2.5 s none does: detected
+        // 500 ms after the start (2.3 s would hold 2).
+        assert_eq!(f.detect_ms, Some(500.0));
         // The last 1 s window below 99 % starts at 4.9 s: recovered 1 s after 4 s.
         assert_eq!(f.recover_ms, Some(1_000.0));
         assert_eq!(f.recovered, Some(true));
         assert_eq!(f.local, 15);
-        // One replica: the one attempt sent after detection (at 2.4 s) went to it.
-        assert_eq!(f.bad_share, Some(1.0));
+        // One replica, and no attempt from detection to the fault's end.
+        assert_eq!(f.bad_share, Some(0.0));
         // Still failing in the last window of the run: never recovered.
         let f = measure(&s, StackKind::Palisade, &log(|t| t < 2_000, |_| false));
         assert_eq!(f.recover_ms, None);
@@ -615,9 +619,10 @@ mod tests {
         }
     }
 
-    /// Detection compares the faulty replica's share in each 1 s window of the fault with its
-    /// share over the 5 s before the fault (a tenth of it or less), not a shorter past and not
-    /// its static share; a window with no request detects nothing. The share to it after
+    /// Detection compares the faulty replica's share in each 1 s window of the fault, and in
+    /// the window's first 100 ms bin, with its share over the 5 s before the fault (a tenth
+    /// of it or less), not a shorter past and not its static share; a window with no request
+    /// detects nothing. The share to it after
     /// detection counts the attempts from detection to the fault's end, that end excluded.
     #[test]
     fn detection_reads_the_five_seconds_before_the_fault() {
@@ -646,10 +651,11 @@ mod tests {
         assert_eq!(f.recover_ms, Some(0.0));
         assert_eq!(f.recovered, Some(true));
 
-        // A fault from the run's start has no past: the static share (0.5) stands in, and
-        // the first window with at most 5 attempts to it starts at 0.6 s.
+        // A fault from the run's start has no past: the static share (0.5) stands in. The
+        // first window with at most 5 attempts to it starts at 0.6 s, but that bin still
+        // sends it 1 of its 10 (more than 0.5): the first quiet bin is at 0.8 s.
         let (s, log) = two_replicas(0, |bin| fading(0, bin), |_| true, 0..0);
         let f = measure(&s, StackKind::Palisade, &log);
-        assert_eq!(f.detect_ms, Some(600.0));
+        assert_eq!(f.detect_ms, Some(800.0));
     }
 }

@@ -2,6 +2,7 @@
 //! where it should, and palisade's stack meets its goals on the default seed.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use palisade_sim::metrics::Figures;
 use palisade_sim::report::Report;
@@ -337,6 +338,19 @@ fn replicas_with_room_to_spare_are_never_pushed_over_their_limits() {
     assert_eq!(p.success, 1.0);
     assert!(p.load < 1.005, "{} calls per request", p.load);
     assert!(p.p99_ms < 100.0, "p99 {} ms", p.p99_ms);
+}
+
+#[test]
+fn a_short_fault_counts_only_what_follows_detection_as_after_it() {
+    // A replica bad for 1 s: the router ejects it after its 5th failure in a row (170 ms in),
+    // and sends it nothing more. Detection declared in a 100 ms bin that still sent it its
+    // share counted those failures as sent after detection (2.22 %, goal 1 %).
+    let mut short = Scenario::new(ScenarioKind::BadReplica);
+    short.params.fault_len = Duration::from_secs(1);
+    let report = palisade_sim::run_all(&[short], &[StackKind::Palisade], |_, _| {}).unwrap();
+    let p = &report.runs[0];
+    assert_eq!(p.detect_ms, Some(200.0));
+    assert_eq!(p.bad_share, Some(0.0));
 }
 
 #[test]
