@@ -206,7 +206,9 @@ pub struct BreakerConfig {
         serde(with = "palisade_core::serde_duration::option")
     )]
     pub slow_call_duration: Option<Duration>,
-    /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`).
+    /// A slow-call rate that opens it (`None` by default; needs `slow_call_duration`). With
+    /// it, a half-open probe that succeeds but is slow counts as a failed probe (it re-opens
+    /// the breaker): the dependency is still too slow.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; greater than zero).
@@ -223,7 +225,8 @@ pub struct BreakerConfig {
     pub jitter_ratio: f64,
     /// Probes admitted at once while half-open (1; at least 1).
     pub half_open_probes: u32,
-    /// Successful probes that close it (2; at least 1).
+    /// Successful probes that close it (2; at least 1): not slow ones, under a slow-call
+    /// rate (see [`slow_call_rate`](Self::slow_call_rate)).
     pub success_threshold: u32,
     /// The longest a half-open probe may take (60 s; at least 1 ms). Once every probe slot has
     /// been held this long (from the probe's admission), the next call that finds no slot free

@@ -33,7 +33,8 @@
 //!   with no timeout layer below: the next call that finds every slot held that long re-opens
 //!   the breaker, so a hung probe cannot keep it half-open.
 //!   [`success_threshold`](BreakerConfig::success_threshold) successes close it; any failure
-//!   reopens it.
+//!   reopens it, and so does a slow probe when the breaker trips on a
+//!   [slow-call rate](BreakerConfig::slow_call_rate).
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
 //!   events (target `palisade_breaker`) and through [`Listener`]s.
 //! * **Live reconfiguration** ([`BreakerHandle::reconfigure`], [`KeyedHandle::reconfigure`]):

@@ -21,6 +21,13 @@ use crate::window::{CountWindow, Counts, TimeWindow};
 /// [`palisade_core::failure`].
 pub use palisade_core::failure::BreakerState as State;
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` (about 585 million years): a
+/// configured duration or a server's hint may be as long as a [`Duration`] gets, and must not
+/// wrap round to a short one.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The state whose code (`state as u64`) is in the low 3 bits of `word`.
 fn from_code(word: u64) -> State {
     match word & 0b111 {
@@ -119,7 +126,7 @@ impl Rates {
             Window::Count(n) => Rates::Count(Arc::new(CountWindow::new(n as usize))),
             Window::Time { span, buckets } => Rates::Time(Arc::new(TimeWindow::new(
                 buckets as usize,
-                (span.as_millis() / u128::from(buckets)) as u64,
+                u64::try_from(span.as_millis() / u128::from(buckets)).unwrap_or(u64::MAX),
             ))),
         }
     }
@@ -364,15 +371,17 @@ impl Core {
                     // whenever they come, belong to a generation nobody counts any more.
                     let since = self.probe_since.load(Ordering::Acquire);
                     let t = *clock.get_or_insert_with(&now);
-                    if t.saturating_sub(since) >= live.cfg.probe_timeout.as_millis() as u64 {
+                    if t.saturating_sub(since) >= millis(live.cfg.probe_timeout) {
                         self.probes_timed_out(word, t, &live.cfg);
                         continue;
                     }
                     // The probes in flight decide within about one open period: come back
                     // then, spread so that the refused do not return together.
                     let spread = 0.5 + self.next_random();
-                    let hint = live.cfg.open_duration.mul_f64(spread);
-                    return Err(self.refuse(State::HalfOpen, Some(hint.as_millis() as u64)));
+                    let hint =
+                        Duration::try_from_secs_f64(live.cfg.open_duration.as_secs_f64() * spread)
+                            .map_or(u64::MAX, millis);
+                    return Err(self.refuse(State::HalfOpen, Some(hint)));
                 }
             }
         }
@@ -426,7 +435,7 @@ impl Core {
             tracing::warn!(
                 target: "palisade_breaker",
                 breaker = %self.name,
-                probe_timeout_ms = cfg.probe_timeout.as_millis() as u64,
+                probe_timeout_ms = millis(cfg.probe_timeout),
                 "half-open probe timed out: counted as failed"
             );
         }
@@ -554,7 +563,14 @@ impl Core {
                 }
             }
             State::HalfOpen => {
-                if let Outcome::Failure(hint) = outcome {
+                // A probe is judged by the rules that tripped the breaker: under a slow-call
+                // rate, a slow probe is the dependency still too slow, a failed probe.
+                let failed = match outcome {
+                    Outcome::Failure(hint) => Some(hint),
+                    _ if slow && live.cfg.slow_call_rate.is_some() => Some(None),
+                    _ => None,
+                };
+                if let Some(hint) = failed {
                     self.trip(word, hint, now(), true);
                 } else {
                     let tag = ticket.generation() & TAG_MASK;
@@ -623,7 +639,8 @@ impl Core {
     }
 
     /// The open period after `reopens` consecutive re-openings: base × backoff^reopens,
-    /// jittered, capped, and never shorter than the server's hint.
+    /// jittered, capped, and never shorter than the server's hint. Any duration is fine,
+    /// up to `Duration::MAX`.
     fn open_period(&self, reopens: u32, hint: Option<Duration>) -> Duration {
         let live = self.live.load();
         let cfg = &live.cfg;
@@ -632,8 +649,10 @@ impl Core {
         let base = base.min(cfg.max_open_duration.as_secs_f64());
         let r = self.next_random();
         let jittered = base * (1.0 + cfg.jitter_ratio * (2.0 * r - 1.0));
-        let period =
-            Duration::from_secs_f64(jittered.clamp(0.0, cfg.max_open_duration.as_secs_f64()));
+        let max = cfg.max_open_duration;
+        // `max` in seconds as an `f64` may round up past what a `Duration` holds.
+        let period = Duration::try_from_secs_f64(jittered.clamp(0.0, max.as_secs_f64()))
+            .map_or(max, |period| period.min(max));
         period.max(hint.unwrap_or(Duration::ZERO))
     }
 
@@ -655,7 +674,7 @@ impl Core {
     fn trip(&self, from_word: u64, hint: Option<Duration>, now: u64, reopening: bool) -> bool {
         let reopens = self.reopens.load(Ordering::Acquire) + u32::from(reopening);
         let period = self.open_period(reopens, hint);
-        let until = now + period.as_millis() as u64;
+        let until = now.saturating_add(millis(period));
         // Publish the end of the period before the state, so whoever sees Open sees it.
         let previous = self.open_until.swap(until, Ordering::AcqRel);
         if !self.swap_state(from_word, State::Open, now) {
@@ -675,7 +694,7 @@ impl Core {
         tracing::warn!(
             target: "palisade_breaker",
             breaker = %self.name,
-            open_ms = period.as_millis() as u64,
+            open_ms = millis(period),
             reopens,
             "circuit opened"
         );
@@ -770,7 +789,7 @@ impl Core {
             }
             let period = self.open_period(self.reopens.load(Ordering::Acquire), None);
             self.open_until
-                .store(now + period.as_millis() as u64, Ordering::Release);
+                .store(now.saturating_add(millis(period)), Ordering::Release);
             if self.transition(word, State::Open, now) {
                 return;
             }
@@ -938,7 +957,9 @@ fn should_trip(cfg: &BreakerConfig, consecutive: u32, counts: Counts) -> bool {
     }
     let over = |rate: Option<crate::config::Rate>, n: u32| {
         rate.is_some_and(|r| {
-            counts.calls >= r.min_calls && f64::from(n) >= r.ratio * f64::from(counts.calls)
+            // Divided, not multiplied: `n / calls` rounds to the same `f64` as a ratio written
+            // as that fraction (7 / 100 and 0.07), where `0.07 × 100` rounds up past 7.
+            counts.calls >= r.min_calls && f64::from(n) / f64::from(counts.calls) >= r.ratio
         })
     };
     over(cfg.failure_rate, counts.failures) || over(cfg.slow_call_rate, counts.slow)

@@ -642,3 +642,74 @@ async fn a_probe_that_answers_after_the_probe_timeout_counts_as_failed() {
     svc.clone().oneshot(()).await.unwrap();
     assert_eq!(handle.state(), State::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_period_as_long_as_a_duration_gets_fails_calls_fast_without_panicking() {
+    // "Open until an operator closes it": the failure that trips it returns its error (it
+    // used to panic converting the period), and the calls after it are refused.
+    let l = layer(|c| {
+        c.consecutive_failures = Some(1);
+        c.open_duration = Duration::MAX;
+        c.max_open_duration = Duration::MAX;
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = l.layer(failing("503", calls.clone()));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "503");
+    tokio::time::advance(Duration::from_secs(365 * 24 * 3600)).await;
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!(open.state, State::Open);
+    assert!(open.retry_after.unwrap() > Duration::from_secs(1 << 40));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The operator closes it.
+    l.handle().close();
+    assert_eq!(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(())
+            .await
+            .unwrap_err()
+            .to_string(),
+        "503"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_does_not_close_a_breaker_that_trips_on_slow_calls() {
+    // A breaker that trips on latency alone, in front of a dependency that is still slow.
+    let l = layer(|c| {
+        c.consecutive_failures = None;
+        c.window = Window::Count(4);
+        c.slow_call_duration = Some(Duration::from_secs(1));
+        c.slow_call_rate = Some(Rate::new(1.0, 4));
+        c.half_open_probes = 1;
+        c.success_threshold = 1;
+    });
+    let handle = l.handle();
+    let delay = Arc::new(AtomicUsize::new(2_000));
+    let d = delay.clone();
+    let mut svc = l.layer(service_fn(move |_: ()| {
+        let ms = d.load(Ordering::SeqCst) as u64;
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(())
+        }
+    }));
+    for _ in 0..4 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(handle.state(), State::Open);
+    // The open period over, a probe: still slow. It answers, but it is what the rule trips
+    // on, so the breaker opens again (for longer) instead of letting everything through.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.metrics().reopens, 1);
+    // Fast again: the next probe closes it.
+    delay.store(10, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+}

@@ -90,7 +90,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         // Bounded memory. First the idle keys go, except those whose breaker still rejects
         // calls (open with time left, or isolated): evicted, it would come back closed and let
         // everything through to a dependency it has just seen failing.
-        let idle = self.idle.as_millis() as u64;
+        let idle = crate::state::millis(self.idle);
         next.retain(|_, e| {
             now.saturating_sub(e.last_used()) < idle || e.rejecting_for(now).is_some()
         });

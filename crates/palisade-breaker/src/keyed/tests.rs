@@ -473,3 +473,28 @@ async fn a_key_idle_for_exactly_the_idle_timeout_goes() {
     keys.sort();
     assert_eq!(keys, ["b", "c"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_of_any_length_is_not_cut_short() {
+    // About 585 million years: its milliseconds do not fit in a `u64` (cast with `as`, they
+    // wrap to 384 ms).
+    let forever = Duration::from_secs(18_446_744_073_709_552);
+    let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+        .idle_timeout(forever)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    for model in ["a", "b"] {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Call { model, ok: true })
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+}

@@ -1080,3 +1080,144 @@ fn the_slow_call_threshold_reads_back_as_configured() {
         Some(Duration::from_nanos(u64::MAX - 1))
     );
 }
+
+/// A duration whose milliseconds do not fit in a `u64`, and whose milliseconds cast to one
+/// (`as u64`, wrapping) are 384: about 585 million years.
+const WRAPS_TO_384_MS: Duration = Duration::from_secs(18_446_744_073_709_552);
+
+#[test]
+fn an_open_period_of_any_length_saturates_instead_of_panicking_or_wrapping() {
+    // "Stay open until an operator closes it": the longest durations there are.
+    let c = core(BreakerConfig {
+        consecutive_failures: Some(1),
+        open_duration: Duration::MAX,
+        max_open_duration: Duration::MAX,
+        ..no_jitter()
+    });
+    assert!(fail(&c, 5));
+    assert_eq!(c.state(), State::Open);
+    assert_eq!(
+        c.admit(|| 10).unwrap_err().retry_after_ms,
+        Some(u64::MAX - 10)
+    );
+    assert!(c.admit(|| u64::MAX - 1).is_err());
+    // Tripped by hand, the same.
+    c.force(State::Closed, 20);
+    c.trip_now(20);
+    assert_eq!(
+        c.admit(|| 30).unwrap_err().retry_after_ms,
+        Some(u64::MAX - 30)
+    );
+    // With jitter and a back-off, the same.
+    let c = core(BreakerConfig {
+        consecutive_failures: Some(1),
+        open_duration: WRAPS_TO_384_MS,
+        max_open_duration: Duration::MAX,
+        jitter_ratio: 0.5,
+        ..no_jitter()
+    });
+    assert!(fail(&c, 0));
+    assert_eq!(c.admit(|| 1_000).unwrap_err().state, State::Open);
+}
+
+#[test]
+fn a_server_hint_of_any_length_keeps_the_breaker_open_that_long() {
+    for (hint, now) in [(Duration::MAX, 5), (WRAPS_TO_384_MS, 0)] {
+        let c = core(BreakerConfig {
+            consecutive_failures: Some(1),
+            ..no_jitter()
+        });
+        let t = c.admit(|| now).unwrap();
+        c.record(t, Outcome::Failure(Some(hint)), false, 0, || now);
+        assert_eq!(
+            c.admit(|| now + 1_000).unwrap_err().retry_after_ms,
+            Some(u64::MAX - now - 1_000),
+            "{hint:?}"
+        );
+    }
+}
+
+#[test]
+fn busy_probes_refuse_without_panicking_whatever_the_open_period() {
+    let c = core(BreakerConfig {
+        consecutive_failures: Some(1),
+        half_open_probes: 1,
+        ..no_jitter()
+    });
+    assert!(fail(&c, 0));
+    let _probe = c.admit(|| 30_000).unwrap();
+    // The open period made as long as it gets while the probe runs: the next call is told to
+    // come back after it (saturated), and nothing panics.
+    let mut cfg = c.live().cfg;
+    cfg.open_duration = Duration::MAX;
+    cfg.max_open_duration = Duration::MAX;
+    c.reconfigure(cfg, 30_000);
+    for now in 30_001..30_020 {
+        let refused = c.admit(|| now).unwrap_err();
+        assert_eq!(refused.state, State::HalfOpen);
+        assert_eq!(refused.retry_after_ms, Some(u64::MAX));
+    }
+}
+
+#[test]
+fn a_probe_timeout_of_any_length_is_not_cut_short() {
+    let c = core(BreakerConfig {
+        consecutive_failures: Some(1),
+        half_open_probes: 1,
+        probe_timeout: WRAPS_TO_384_MS,
+        ..no_jitter()
+    });
+    assert!(fail(&c, 0));
+    let _probe = c.admit(|| 30_000).unwrap();
+    // Held for an hour: far from its timeout, the probe keeps its slot.
+    let refused = c.admit(|| 30_000 + 3_600_000).unwrap_err();
+    assert_eq!(refused.state, State::HalfOpen);
+    assert_eq!(c.state(), State::HalfOpen);
+}
+
+#[test]
+fn a_rate_trips_at_exactly_its_ratio() {
+    // Fractions whose product with the number of calls rounds up in floating point
+    // (0.07 × 100 = 7.000000000000001): "at least 7 % of 100 calls" is 7 failures, not 8.
+    for (ratio, calls, failures) in [
+        (0.07, 100, 7),
+        (0.14, 50, 7),
+        (0.28, 100, 28),
+        (0.55, 100, 55),
+        (0.56, 50, 28),
+    ] {
+        for slow_rule in [false, true] {
+            let rate = Some(Rate::new(ratio, calls));
+            let c = core(BreakerConfig {
+                consecutive_failures: None,
+                window: Window::Count(calls),
+                failure_rate: if slow_rule { None } else { rate },
+                slow_call_duration: Some(Duration::from_secs(1)),
+                slow_call_rate: if slow_rule { rate } else { None },
+                ..no_jitter()
+            });
+            let call = |bad: bool| {
+                let t = c.admit(|| 0).unwrap();
+                let outcome = if bad && !slow_rule {
+                    Outcome::Failure(None)
+                } else {
+                    Outcome::Success
+                };
+                c.record(t, outcome, bad && slow_rule, 0, || 0);
+            };
+            for _ in 0..calls - failures {
+                call(false);
+            }
+            for _ in 1..failures {
+                call(true);
+            }
+            assert_eq!(c.state(), State::Closed, "{ratio} of {calls}");
+            call(true);
+            assert_eq!(
+                c.state(),
+                State::Open,
+                "{ratio} of {calls}, slow: {slow_rule}"
+            );
+        }
+    }
+}
