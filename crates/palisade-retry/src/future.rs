@@ -477,7 +477,7 @@ where
             );
             palisade_core::metrics::retried(&shared.name, class.category);
             Wait::Sleeping {
-                timer: retries.timer_until(now + delay),
+                timer: retries.timer_until(policy::wake_at(now, delay)),
             }
         }
         Retry::Refresh(hook) => {
@@ -514,7 +514,7 @@ where
                 Wait::Ready
             } else {
                 Wait::Sleeping {
-                    timer: retries.timer_until(now + delay),
+                    timer: retries.timer_until(policy::wake_at(now, delay)),
                 }
             }
         }
@@ -568,6 +568,28 @@ fn give_up<B: Budget + ?Sized, A>(
     error
 }
 
+/// Ends a request whose retry service failed its readiness check: traces it, counts the
+/// request's outcome by the error's class (as every final error is counted, for adaptive
+/// attempts) and returns that error.
+#[cold]
+fn not_ready<B: Budget + ?Sized, A>(
+    shared: &Shared<B, A>,
+    attempts: u32,
+    error: BoxError,
+) -> BoxError {
+    let class = class_of(&error);
+    tracing::debug!(
+        target: "palisade_retry",
+        dependency = %shared.name,
+        attempt = attempts,
+        category = class.category.as_str(),
+        error = %error,
+        "the retry service failed its readiness check; returning its error",
+    );
+    shared.failed(&class);
+    error
+}
+
 /// What follows a wait between two attempts.
 enum Next {
     /// The refresh or the backoff is over: the retry service's readiness.
@@ -599,8 +621,11 @@ where
                     error = %hook_error,
                     "credential refresh failed; returning the authentication error",
                 );
-                // The hook's error, logged, takes the place of the one returned.
-                return Poll::Ready(Err(std::mem::replace(&mut refresh.error, hook_error)));
+                // The hook's error, logged, takes the place of the one returned, which ends
+                // the request and counts by its class as every final error does.
+                let error = std::mem::replace(&mut refresh.error, hook_error);
+                handle.shared.failed(&class_of(&error));
+                return Poll::Ready(Err(error));
             }
             between.retries.refreshed = true;
         }
@@ -624,8 +649,11 @@ where
             let service = retries
                 .service
                 .get_or_insert_with(|| handle.retry_service());
-            let ready = attempt::scope(&mut next, || service.poll_ready(cx));
-            return ready.map(|ready| ready.map(|()| Next::Send).map_err(Into::into));
+            let ready = ready!(attempt::scope(&mut next, || service.poll_ready(cx)));
+            return Poll::Ready(match ready {
+                Ok(()) => Ok(Next::Send),
+                Err(error) => Err(not_ready(&handle.shared, attempts, error.into())),
+            });
         }
     }
     // Keep the timer for a later backoff.

@@ -37,9 +37,9 @@ pub struct RetryLayer<B: ?Sized = Throttled, A = LayerLimit> {
 impl RetryLayer {
     /// A layer with these defaults: 3 attempts; exponential backoff from 1 s, factor 2, capped
     /// at 60 s, ±10 % jitter; 5 s before retrying a rate-limited call that gave no hint;
-    /// server hints honoured (stretched by a random 0–10 %), up to 60 s; its own [`Throttled`] budget (10 % of
-    /// requests, stopped while the dependency fails more than it answers); an rng seeded from
-    /// the operating system.
+    /// server hints honoured (stretched by a random 0–10 %), up to 60 s; its own [`Throttled`]
+    /// budget (12 % of requests plus 1 a second, stopped while the dependency fails more than
+    /// it answers); an rng seeded from the operating system.
     pub fn new() -> Self {
         Self::builder().build().expect("the defaults are valid")
     }
@@ -178,6 +178,10 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// preset's requests retried on the exact hint was answered: each retry came back in step
     /// with a new call and found the limit spent again. Stretched, retried requests are
     /// answered, after 1.15 s on average.
+    ///
+    /// `Duration::MAX` honours every hint, however long: a wait longer than the clock can
+    /// hold ends in 30 years, as `tokio::time::sleep` makes it (under a deadline, such a hint
+    /// is not waited for at all).
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
         self

@@ -109,8 +109,8 @@
 //! # Readiness
 //!
 //! `poll_ready` is the inner service's. Retries wait for the inner service to be ready again
-//! before each attempt; if that fails, its error is returned and the reserved budget
-//! withdrawal is given back.
+//! before each attempt; if that fails, its error is returned (the request's final error,
+//! counted by its class like any other) and the reserved budget withdrawal is given back.
 //!
 //! # Panics
 //!
@@ -148,7 +148,8 @@
 //! Every poll of an attempt's future, and the readiness check and `call` of every retry, run
 //! inside [`palisade_core::context::attempt::scope`] with the attempt number and the endpoint a
 //! router below reported failing on an earlier attempt, so the router can send the retry
-//! elsewhere. (The first attempt's `poll_ready` and `call` are the caller's and run outside.)
+//! elsewhere. (The first attempt's `poll_ready` is the caller's and runs outside; its `call` runs
+//! in the scope of attempt 1, so that a layer below can tell a retry layer is above it.)
 //!
 //! # Randomness
 //!
@@ -163,7 +164,8 @@
 //!
 //! Events under the target `palisade_retry`: `DEBUG` for each failed attempt that is retried
 //! (`attempt`, `category`, `delay_ms`, `balance`) or not (`reason`), `TRACE` when a retry is
-//! sent, `WARN` when the budget is exhausted or a credential refresh fails. Field values are
+//! sent, `DEBUG` when a retry's service fails its readiness check (`category`, `error`), `WARN`
+//! when the budget is exhausted or a credential refresh fails. Field values are
 //! computed only when a subscriber listens; the happy path emits nothing.
 //!
 //! # Performance

@@ -107,9 +107,27 @@ pub(crate) fn spread<R: Rng>(base: Duration, rng: &mut R) -> Duration {
     stretch(base, SPREAD, rng)
 }
 
-/// `base` stretched by a random 0 to `at_most` of itself: never shorter.
+/// `base` stretched by a random 0 to `at_most` of itself: never shorter, and saturating at
+/// `Duration::MAX` (a hint is the classifier's to set, however long: it must not panic here).
 fn stretch<R: Rng>(base: Duration, at_most: f64, rng: &mut R) -> Duration {
-    base.mul_f64(1.0 + rng.random_range(0.0..=at_most))
+    let factor = 1.0 + rng.random_range(0.0..=at_most);
+    // `Duration::mul_f64`, without its panic on overflow; `max` because an f64 holds only 53
+    // bits of a long duration's nanoseconds and may round it down.
+    Duration::try_from_secs_f64(base.as_secs_f64() * factor)
+        .unwrap_or(Duration::MAX)
+        .max(base)
+}
+
+/// How far ahead a wait too long for an `Instant` to hold ends instead: 30 years, what
+/// `tokio::time::sleep` does with such a duration.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The instant a wait of `delay` from `now` ends; a wait that no `Instant` can hold (a hint or a
+/// backoff of centuries) ends in 30 years, as `tokio::time::sleep` would, instead of panicking.
+pub(crate) fn wake_at(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }
 
 /// Whether a failure counts toward the budget's throttling ([`Budget::on_failure`]): a
@@ -551,6 +569,64 @@ mod tests {
         assert_eq!(
             p.decide(&f, now, None, NO_HOOK, draw),
             Ok(Retry::After(waits[0]))
+        );
+    }
+
+    /// A hint is the classifier's to set, and may be anything up to `Duration::MAX` ("never",
+    /// to a classifier): stretching it must neither panic nor shorten it.
+    #[test]
+    fn a_hint_of_any_length_is_stretched_without_panicking() {
+        let now = Instant::now();
+        let deadline = Some(now + ms(10_000));
+        for hint in [
+            Duration::MAX,
+            Duration::MAX / 2,
+            Duration::from_secs(u64::MAX / 3),
+            // Longer than an f64 holds to the nanosecond: rounding must not shorten it.
+            Duration::from_nanos((1 << 53) + 1),
+        ] {
+            for seed in 0..20 {
+                let draw = || SmallRng::seed_from_u64(seed);
+                // An open breaker saying so, under a deadline: the wait cannot fit, so stop.
+                assert_eq!(
+                    policy().decide(&refused(1, hint), now, deadline, NO_HOOK, draw),
+                    Err(Stop::Deadline),
+                    "{hint:?}"
+                );
+                // A server's hint, with a ceiling that honours every hint and no deadline: the
+                // stretched hint, saturated, never less than the hint.
+                let p = Policy {
+                    max_retry_after: Duration::MAX,
+                    ..policy()
+                };
+                let mut f = failure(Category::RateLimited, 1);
+                f.class = f.class.with_retry_after(hint);
+                let decision = p.decide(&f, now, None, NO_HOOK, draw);
+                let Ok(Retry::After(wait)) = decision else {
+                    panic!("expected a retry after {hint:?}, got {decision:?}");
+                };
+                let most = Duration::try_from_secs_f64(hint.as_secs_f64() * (1.0 + HINT_SPREAD))
+                    .unwrap_or(Duration::MAX);
+                assert!(wait >= hint && wait <= most, "{wait:?} from {hint:?}");
+                // Under a deadline: stop, as for any wait that ends after it.
+                assert_eq!(
+                    p.decide(&f, now, deadline, NO_HOOK, draw),
+                    Err(Stop::Deadline)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_no_instant_can_hold_ends_in_thirty_years() {
+        let now = Instant::now();
+        assert_eq!(wake_at(now, ms(250)), now + ms(250));
+        assert_eq!(wake_at(now, Duration::ZERO), now);
+        // What `tokio::time::sleep(Duration::MAX)` does, rather than an overflow panic.
+        assert_eq!(wake_at(now, Duration::MAX), now + FAR_FUTURE);
+        assert_eq!(
+            wake_at(now, Duration::from_secs(u64::MAX / 2)),
+            now + FAR_FUTURE
         );
     }
 

@@ -687,6 +687,86 @@ async fn a_readiness_error_before_a_retry_gives_the_retry_back() {
     assert_eq!(cap.balance(), 2);
 }
 
+/// A request whose retry ends on its service's readiness error ends with that error: it counts
+/// by its class for adaptive attempts, as every final error does, and the end is traced.
+#[tokio::test(start_paused = true)]
+async fn a_readiness_error_before_a_retry_is_the_requests_final_failure() {
+    let events = palisade_test::Events::start();
+    let l = layer()
+        .name("llm")
+        .max_attempts(2)
+        .adaptive(AdaptiveAttempts::new(10, 2).unwrap())
+        .build()
+        .unwrap();
+    for n in 0..2 {
+        let mut script = Script::new([err(Category::ServerError, "503")]);
+        script.unready_after = Some(1);
+        let mut svc = l.layer(script.clone());
+        let fut = ServiceExt::<u32>::ready(&mut svc).await.unwrap().call(0);
+        assert_eq!(fut.await.unwrap_err().to_string(), "not ready");
+        assert_eq!(script.count(), 1);
+        // Two requests that failed (the second ending the streak of `shrink_after`).
+        assert_eq!(l.max_attempts(), 2 - n, "after {} failed requests", n + 1);
+    }
+    let lines: Vec<String> = events
+        .take()
+        .iter()
+        .filter(|e| e.level == tracing::Level::DEBUG)
+        .map(|e| {
+            let fields: Vec<String> = e.fields().map(|(n, v)| format!("{n}={v}")).collect();
+            fields.join(" ")
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "message=the retry service failed its readiness check; returning its error dependency=llm attempt=1 category="
+        ) && l.ends_with("error=not ready")),
+        "{lines:#?}"
+    );
+}
+
+/// A request whose credential refresh fails ends with its authentication error, counted by
+/// its class like any final error: a classifier that marks it retryable makes it a failure for
+/// adaptive attempts.
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_ends_the_request_and_counts_it() {
+    let l = layer()
+        .max_attempts(2)
+        .adaptive(AdaptiveAttempts::new(10, 1).unwrap())
+        .refresh(|| async { Err::<(), BoxError>("token endpoint down".into()) })
+        .build()
+        .unwrap();
+    let denied = Answer::Err(
+        Class::new(Category::Authentication).with_retryable(true),
+        "401",
+    );
+    let script = Script::new([denied]);
+    assert_eq!(run(l.layer(script.clone())).await, Err("401".into()));
+    assert_eq!(script.count(), 1);
+    assert_eq!(l.max_attempts(), 1, "the failed request was counted");
+}
+
+/// A hint is the classifier's to set: one longer than any `Instant` can hold (honoured, with a
+/// ceiling that allows every hint) is a very long wait, as `tokio::time::sleep` makes it,
+/// never a panic.
+#[tokio::test(start_paused = true)]
+async fn a_hint_too_long_for_an_instant_is_a_long_wait_not_a_panic() {
+    let script = Script::new([Answer::Err(
+        Class::new(Category::RateLimited).with_retry_after(Duration::MAX),
+        "429",
+    )]);
+    let svc = layer()
+        .max_retry_after(Duration::MAX)
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = Box::pin(svc.oneshot(0));
+    assert!(futures_poll(&mut fut).is_pending());
+    advance(Duration::from_secs(86_400 * 365)).await;
+    assert!(futures_poll(&mut fut).is_pending());
+    assert_eq!(script.count(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_token_bucket_counts_failures_and_successes() {
     let bucket = Arc::new(crate::budget::fixtures::bucket(4, 1.0));
@@ -883,6 +963,24 @@ mod context {
     /// Waiting for a breaker, even the last attempt keeps a copy of the request (one clone per
     /// attempt sent: the first, the retry after the 503, the one after the refusal), since a
     /// refusal of it is followed by another; without a deadline the last one keeps none.
+    /// A refusal whose time to come back is endless (a classifier's `Duration::MAX`): under a
+    /// deadline, the wait cannot fit, so the refusal is returned at once, not a panic.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_with_an_endless_hint_is_returned_at_once() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(10_000)));
+        let script = Script::new([Answer::Err(
+            Class::new(Category::Rejected).with_retry_after(Duration::MAX),
+            "circuit open",
+        )]);
+        let svc = layer().build().unwrap().layer(script.clone());
+        let result = run(svc).await;
+        hooks::DEADLINE.set(None);
+        assert_eq!(result, Err("circuit open".into()));
+        assert_eq!(script.count(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_last_attempt_keeps_a_copy_only_when_a_refusal_may_follow_it() {
         for (deadline, clones) in [(true, 3), (false, 1)] {

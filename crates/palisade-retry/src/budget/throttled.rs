@@ -35,7 +35,8 @@ use super::{Budget, RatioBudget, TokenBucket, Withdrawal};
 ///   not.
 ///
 /// A failure that carries a server's retry hint (`RateLimited` with a `Retry-After`) does not
-/// take a token: the server has said when to come back, and the retry waits exactly that long.
+/// take a token: the server has said when to come back, and the retry waits that long
+/// (stretched by a random 0–10 %, never less).
 ///
 /// # Example
 /// ```
