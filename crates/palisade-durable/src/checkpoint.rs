@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::now_ms;
 use crate::error::{CheckpointError, StoreError};
+use crate::journal::{MAX_DEPTH, text_nests_deeper_than};
 use crate::store::{CheckpointMeta, Store, StoredCheckpoint};
 
 /// The SHA-256 of `data`, as lower-case hex.
@@ -133,12 +134,35 @@ impl Checkpoints {
     }
 
     /// Saves `state` (as JSON) as the next version of `agent`'s state.
+    ///
+    /// # Errors
+    ///
+    /// A state that nests arrays and objects deeper than [`MAX_DEPTH`] levels is refused with
+    /// [`CheckpointError::InvalidState`], and nothing is written: `serde_json` reads at most
+    /// 128 levels, so [`load_latest`](Checkpoints::load_latest) could never read it back (it
+    /// failed with [`CheckpointError::Serde`] on every load, and the fallback skips only
+    /// corrupt versions, so the agent's older good state was out of reach too). Refusing it
+    /// was chosen over reading any depth back because decoding without the limit recurses
+    /// once per level on the stack, and the save is where the caller can still act on it.
+    /// The limit is the journal's, so a value that can be a saga's input can be a
+    /// checkpoint. [`save_bytes`](Checkpoints::save_bytes) stores bytes as they are, JSON or
+    /// not, and checks nothing.
     pub async fn save<T: Serialize + ?Sized>(
         &self,
         agent: &str,
         state: &T,
     ) -> Result<CheckpointMeta, CheckpointError> {
-        self.save_bytes(agent, serde_json::to_vec(state)?).await
+        let data = serde_json::to_vec(state)?;
+        if text_nests_deeper_than(&data, MAX_DEPTH) {
+            return Err(CheckpointError::InvalidState {
+                agent: agent.to_owned(),
+                reason: format!(
+                    "it nests arrays and objects deeper than {MAX_DEPTH} levels, which loading \
+                     could not read back"
+                ),
+            });
+        }
+        self.save_bytes(agent, data).await
     }
 
     fn verify(cp: StoredCheckpoint) -> Result<StoredCheckpoint, CheckpointError> {

@@ -80,7 +80,7 @@ impl Writer {
             serde_json::to_value(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             state.as_str(),
             self.owner.clone(),
-            now.saturating_add(self.lease.as_millis() as u64),
+            now.saturating_add(crate::settings::millis(self.lease)),
         )
         .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
         self.store.append(append).await?;
@@ -140,9 +140,9 @@ impl Writer {
 /// # Claims
 ///
 /// Each saga is claimed by one process ([`owner`](SagasBuilder::owner), default `"local"`)
-/// with a lease ([`lease`](SagasBuilder::lease), default 60 s) renewed by every journal
-/// entry and, while a step or a compensation runs (or waits for its backoff), by a heartbeat
-/// every third of the lease, so a step may take longer than a lease. A process that recovers
+/// with a lease ([`lease`](SagasBuilder::lease), default 60 s, 1 s to 1 day) renewed by
+/// every journal entry and, while a step or a compensation runs (or waits for its backoff),
+/// by a heartbeat every third of the lease, so a step may take longer than a lease. A process that recovers
 /// takes the unfinished sagas nobody holds, those whose lease expired, and its own (a restart
 /// with the same owner resumes its sagas at once). Give each process of a fleet its own owner
 /// name.
@@ -361,7 +361,7 @@ impl Sagas {
         self.journal().list().await
     }
 
-    /// Saga `id`, step by step.
+    /// Saga `id`, step by step (see [`Journal::inspect`]).
     pub async fn inspect(&self, id: &str) -> Result<SagaInfo, SagaError> {
         self.journal().inspect(id).await
     }
@@ -448,9 +448,14 @@ impl Sagas {
         self.drive(def, self.writer(info)).await
     }
 
-    /// Resumes every unfinished saga this process may claim (see *Claims*), and runs the review
-    /// items a person asked to retry. Call it when a process starts, before running new
-    /// sagas, and from time to time in a fleet (to take over the sagas of dead processes).
+    /// Resumes every unfinished saga this process may claim (see *Claims*), then runs the
+    /// review items a person asked to retry. Call it when a process starts, before running
+    /// new sagas, and from time to time in a fleet (to take over the sagas of dead processes).
+    ///
+    /// A retry asked for while the service was down between writing a review item and
+    /// journaling the escalation (the saga was still `compensating`) is not lost: resuming
+    /// escalates the saga again, to the same item, keeping the request, which then runs. A
+    /// saga resumed and then retried is reported once, as it ended.
     ///
     /// Sagas are claimed four at a time and resumed one after another, in the order they were
     /// started, until none is left to claim. A claimed saga whose lease ran out while it
@@ -460,15 +465,6 @@ impl Sagas {
     /// is reported in [`Recovery::failed`] and left as it is; the others go on.
     pub async fn recover(&self) -> Result<Recovery, SagaError> {
         let mut report = Recovery::default();
-        for item in self.review_queue().list().await? {
-            if item.status == ReviewStatus::RetryRequested {
-                match self.retry_review(&item.id).await {
-                    Ok(info) => report.resumed.push(info),
-                    Err(SagaError::Claimed(_)) => {}
-                    Err(e) => report.failed.push((item.saga_id.clone(), e)),
-                }
-            }
-        }
         let states = [
             SagaState::Running.as_str(),
             SagaState::Compensating.as_str(),
@@ -482,6 +478,20 @@ impl Sagas {
             .await?;
         report.resumed.extend(recovered.done);
         report.failed.extend(recovered.failed);
+        // After resuming: a saga whose escalation a crash interrupted is escalated again
+        // above, and a retry a person asked for meanwhile is kept on its item; it runs here.
+        for item in self.review_queue().list().await? {
+            if item.status == ReviewStatus::RetryRequested {
+                match self.retry_review(&item.id).await {
+                    Ok(info) => {
+                        report.resumed.retain(|r| r.id != info.id);
+                        report.resumed.push(info);
+                    }
+                    Err(SagaError::Claimed(_)) => {}
+                    Err(e) => report.failed.push((item.saga_id.clone(), e)),
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -685,8 +695,9 @@ impl Sagas {
                         "escalated to the review queue");
                     // The item first, then the entry that parks the saga: a crash between
                     // them leaves the saga compensating, and recovery escalates it again to
-                    // the same item. The other order could park a saga with no item to wake
-                    // it.
+                    // the same item (keeping a retry a person asked for in between; see
+                    // `ReviewItem::from_saga`). The other order could park a saga with no
+                    // item to wake it.
                     self.put_review(&w.info, i, reason).await?;
                     w.log(Event::Escalated {
                         step: i,
@@ -906,6 +917,12 @@ mod tests {
             field(Sagas::builder(store.clone()).lease(Duration::from_millis(10))),
             "lease"
         );
+        assert_eq!(
+            field(Sagas::builder(store.clone()).lease(Duration::MAX)),
+            "lease"
+        );
+        let coordinator = crate::twopc::Coordinator::builder(store.clone()).lease(Duration::MAX);
+        assert_eq!(coordinator.build().unwrap_err().field(), "lease");
         assert_eq!(
             field(Sagas::builder(store.clone()).compensation_attempts(0)),
             "compensation_attempts"

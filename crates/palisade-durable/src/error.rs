@@ -1,6 +1,6 @@
 //! Errors: each names what happened.
 
-use palisade_core::BoxError;
+use palisade_core::{BoxError, ConfigError};
 
 /// A store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,12 @@ pub enum StoreError {
     /// Data read back could not be decoded (a journal entry that is not valid JSON, ...).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store's options are invalid (a [`SqliteOptions::busy_timeout`] longer than an
+    /// hour, ...): the error names the option and the rule. Nothing was opened.
+    ///
+    /// [`SqliteOptions::busy_timeout`]: crate::store::SqliteOptions::busy_timeout
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The store's connection is gone, or the blocking task running the operation was lost
     /// (the runtime is shutting down).
     #[error("store is closed")]
@@ -45,6 +51,19 @@ pub enum SagaError {
     /// No saga (or two-phase-commit transaction) with that id.
     #[error("no saga or transaction {0:?}")]
     NotFound(String),
+    /// The id names a workflow of another kind: a two-phase-commit transaction where a saga
+    /// was asked for ([`Journal::inspect`](crate::journal::Journal::inspect)), or a saga
+    /// where a transaction was ([`Transactions`](crate::twopc::Transactions)). Nothing was
+    /// read or written.
+    #[error("{id:?} is {}, not {}", kind_name(kind), kind_name(expected))]
+    WrongKind {
+        /// The id asked for.
+        id: String,
+        /// The kind of workflow it is, as stored: `"saga"`, `"2pc"`.
+        kind: String,
+        /// The kind that was asked for.
+        expected: &'static str,
+    },
     /// A saga id that is empty or longer than 200 bytes.
     #[error("invalid saga id {0:?}: must be 1 to 200 bytes")]
     InvalidId(String),
@@ -95,6 +114,15 @@ pub enum SagaError {
     NoReviewItem(String),
 }
 
+/// A workflow kind as a person reads it: `"2pc"` is "a two-phase-commit transaction".
+fn kind_name(kind: &str) -> String {
+    match kind {
+        "saga" => "a saga".into(),
+        "2pc" => "a two-phase-commit transaction".into(),
+        other => format!("a workflow of kind {other:?}"),
+    }
+}
+
 /// A checkpoint could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -131,6 +159,16 @@ pub enum CheckpointError {
         agent: String,
         /// How many versions were tried.
         corrupt: usize,
+    },
+    /// The state cannot be saved: it nests deeper than
+    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) levels, so it could not be loaded back.
+    /// Nothing was written.
+    #[error("checkpoint state of agent {agent:?} cannot be saved: {reason}")]
+    InvalidState {
+        /// The agent.
+        agent: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The state could not be serialized or deserialized.
     #[error("checkpoint state could not be (de)serialized: {0}")]

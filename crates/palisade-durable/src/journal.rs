@@ -18,7 +18,8 @@ pub(crate) const KIND: &str = "saga";
 /// 128 levels, and an entry wraps the value in a level or two of its own: a deeper value could
 /// be written but never read back. Deeper input is refused
 /// ([`SagaError::InvalidInput`]); a deeper step output is not journaled, and the step is
-/// treated as interrupted (see [`Sagas`](crate::Sagas)).
+/// treated as interrupted (see [`Sagas`](crate::Sagas)). A deeper checkpoint state is
+/// refused too ([`Checkpoints::save`](crate::checkpoint::Checkpoints::save)).
 pub const MAX_DEPTH: usize = 100;
 
 /// Whether `value` nests more than `max` arrays and objects inside each other (without
@@ -35,6 +36,37 @@ pub(crate) fn nests_deeper_than(value: &Value, max: usize) -> bool {
             return true;
         }
         stack.extend(inner.map(|i| (i, depth + 1)));
+    }
+    false
+}
+
+/// Whether the JSON text `json` nests more than `max` arrays and objects inside each other:
+/// [`nests_deeper_than`] of the value it holds, counted on the text (without decoding it,
+/// which `serde_json` refuses beyond 128 levels). `json` must be valid JSON, as `serde_json`
+/// writes it; brackets inside strings do not count.
+pub(crate) fn text_nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     false
 }
@@ -602,7 +634,23 @@ impl Journal {
     }
 
     /// Saga `id`, step by step, with its whole journal.
+    ///
+    /// [`SagaError::NotFound`] if there is no workflow of that id, and
+    /// [`SagaError::WrongKind`] if it is not a saga (a two-phase-commit transaction: see
+    /// [`Transactions::inspect`](crate::twopc::Transactions::inspect)); its journal is not
+    /// read as a saga's, which it is not.
     pub async fn inspect(&self, id: &str) -> Result<SagaInfo, SagaError> {
+        match self.store.workflow(id).await? {
+            None => return Err(SagaError::NotFound(id.to_owned())),
+            Some(w) if w.kind != KIND => {
+                return Err(SagaError::WrongKind {
+                    id: id.to_owned(),
+                    kind: w.kind,
+                    expected: KIND,
+                });
+            }
+            Some(_) => {}
+        }
         SagaInfo::from_journal(id, self.store.journal(id).await?)
     }
 }
@@ -829,6 +877,38 @@ mod tests {
             matches!(err, SagaError::InvalidInput { ref saga, .. } if saga == "s"),
             "{err}"
         );
+    }
+
+    /// Counted on the text, depth is what it is on the value: brackets and quotes inside
+    /// strings (escaped or not) do not count.
+    #[test]
+    fn depth_on_the_text_is_depth_on_the_value() {
+        let nested = |depth: usize| (0..depth).fold(Value::from(1), |v, _| Value::from(vec![v]));
+        let tricky = serde_json::json!({
+            "a": "[[[{{{", "b\"[": ["]]]\\", {"c": "\\\"{{"}], "d": [[], {}], "e": "\u{1F600}["
+        });
+        let values = [
+            Value::Null,
+            serde_json::json!("[[["),
+            serde_json::json!([]),
+            nested(1),
+            nested(5),
+            nested(MAX_DEPTH),
+            nested(MAX_DEPTH + 1),
+            nested(200),
+            tricky,
+        ];
+        for v in &values {
+            let text = serde_json::to_vec(v).unwrap();
+            for max in [0, 1, 2, 3, 4, 5, MAX_DEPTH, MAX_DEPTH + 1] {
+                assert_eq!(
+                    text_nests_deeper_than(&text, max),
+                    nests_deeper_than(v, max),
+                    "{max}: {}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
     }
 
     #[test]

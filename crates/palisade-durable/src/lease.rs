@@ -37,7 +37,7 @@ pub(crate) async fn renewing<F: Future>(
     work: F,
 ) -> Result<F::Output, Lost> {
     let period = lease / 3;
-    let lease_ms = lease.as_millis() as u64;
+    let lease_ms = crate::settings::millis(lease);
     let mut work = pin!(work);
     let mut tick = pin!(tokio::time::sleep(period));
     let mut renewal: Option<BoxFuture<'_, Result<(), StoreError>>> = None;

@@ -100,7 +100,8 @@
 //!
 //! A step that fails is not an error of [`Sagas::run`]: it returns the saga as it ended
 //! ([`SagaInfo::state`]). Errors are the engine's own ([`error::SagaError`]): an unknown
-//! definition, a duplicate id, an input nested too deep to journal, a store failure. Bad
+//! definition, a duplicate id, an input nested too deep to journal, an id that is a
+//! two-phase-commit transaction's ([`error::SagaError::WrongKind`]), a store failure. Bad
 //! configuration is a [`ConfigError`](palisade_core::ConfigError) from the builders, never a
 //! panic.
 //!

@@ -76,7 +76,8 @@ pub struct ReviewItem {
     pub cause: Option<ErrorRecord>,
     /// Every failure of this step's compensation, oldest first.
     pub errors: Vec<ErrorRecord>,
-    /// How many times it was escalated (a retry that fails again escalates again).
+    /// How many times it was escalated (a retry that fails again escalates again; an
+    /// escalation repeated by recovery after a crash counts once).
     pub escalations: u32,
     /// What the person said when discarding it.
     pub note: Option<String>,
@@ -87,6 +88,16 @@ pub struct ReviewItem {
 }
 
 impl ReviewItem {
+    /// The item escalating step `step` of saga `info` (whose journal does not have this
+    /// escalation yet), over `previous`, the item of the same id if there is one.
+    ///
+    /// It is open, unless `previous` was written for this very escalation (the process died
+    /// before journaling it, and recovery escalates again) and a person asked for a retry
+    /// meanwhile: that request is kept, for [`Sagas::recover`](crate::Sagas::recover) to run
+    /// once the escalation is journaled. A request made for an earlier escalation was used
+    /// by the retry that led here ([`Event::ReviewRetried`]), so the item opens again.
+    /// `escalations` counts the escalations the journal has, this one included, so an
+    /// escalation repeated after a crash counts once; it also tells the two apart.
     pub(crate) fn from_saga(
         info: &SagaInfo,
         step: usize,
@@ -94,6 +105,21 @@ impl ReviewItem {
         previous: Option<ReviewItem>,
         now: u64,
     ) -> Self {
+        let id = crate::saga::step_key(&info.id, step);
+        let journaled = info
+            .journal
+            .iter()
+            .filter(|r| matches!(&r.event, Event::Escalated { review, .. } if *review == id))
+            .count();
+        let escalations = u32::try_from(journaled)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let status = match &previous {
+            Some(p) if p.status == ReviewStatus::RetryRequested && p.escalations == escalations => {
+                ReviewStatus::RetryRequested
+            }
+            _ => ReviewStatus::Open,
+        };
         let s = &info.steps[step];
         let cause = info
             .steps
@@ -101,18 +127,18 @@ impl ReviewItem {
             .filter_map(|s| s.error.clone())
             .next_back();
         ReviewItem {
-            id: crate::saga::step_key(&info.id, step),
+            id,
             saga_id: info.id.clone(),
             saga_name: info.name.clone(),
             step,
             step_name: s.name.clone(),
             reason,
-            status: ReviewStatus::Open,
+            status,
             input: info.input.clone(),
             output: s.output.clone(),
             cause,
             errors: s.compensation_errors.clone(),
-            escalations: previous.as_ref().map_or(0, |p| p.escalations) + 1,
+            escalations,
             note: None,
             created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
             updated_ms: now,
@@ -179,6 +205,11 @@ impl ReviewQueue {
     }
 
     /// Asks for item `id` to be retried by the next recovery.
+    ///
+    /// Only an open item can be retried. If the service died between writing the item and
+    /// journaling the escalation (the saga is still `compensating`), the request is kept all
+    /// the same: the restarted service's recovery escalates the saga again, to this item,
+    /// keeps the request, and runs it.
     pub async fn request_retry(&self, id: &str) -> Result<ReviewItem, SagaError> {
         let mut item = self.inspect(id).await?;
         if item.status != ReviewStatus::Open {

@@ -15,6 +15,18 @@ use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
 use crate::store::{Claim, Store};
 
+/// The longest lease (1 day). A lease is how long the work of a process that died waits
+/// before another process takes it over; the heartbeat renews it while work runs, so work
+/// may take longer. A longer one is refused at build time: besides leaving the work of a
+/// dead process stranded for days, an absurd one (`Duration::MAX` from a config file) does
+/// not fit the milliseconds the stores keep.
+pub(crate) const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `d` in whole milliseconds, saturating at `u64::MAX` (where `as u64` would wrap).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The options of [`Sagas`](crate::Sagas) and [`Coordinator`](crate::twopc::Coordinator)
 /// builders, with the same defaults.
 #[derive(Debug)]
@@ -50,6 +62,9 @@ impl Settings {
         if self.lease < Duration::from_secs(1) {
             return Err(ConfigError::new("lease", "must be at least 1 s"));
         }
+        if self.lease > MAX_LEASE {
+            return Err(ConfigError::new("lease", "must be at most 1 day (86400 s)"));
+        }
         if self.attempts == 0 {
             return Err(ConfigError::new(attempts_field, "must be at least 1"));
         }
@@ -59,7 +74,7 @@ impl Settings {
 
     /// The end of a claim taken or renewed at `now_ms`.
     pub(crate) fn lease_until(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_add(self.lease.as_millis() as u64)
+        now_ms.saturating_add(millis(self.lease))
     }
 
     /// Renews this owner's claim on workflow `id` for a whole lease from now: `false` if
@@ -185,7 +200,9 @@ macro_rules! workflow_setters {
         }
 
         #[doc = concat!(
-            "How long a claim lasts without being renewed (default 60 s, at least 1 s). ",
+            "How long a claim lasts without being renewed (default 60 s, at least 1 s, at ",
+            "most 1 day: [`build`](Self::build) refuses others with a `ConfigError` naming ",
+            "`lease`). ",
             "Journal entries renew it, and so does a heartbeat every third of it while ", $work,
             ", so that work may take longer than this. It is how long one of the ", $what,
             " of a process that died waits before another process may take it over."
@@ -244,6 +261,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn millis_saturate() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_millis(u64::MAX)), u64::MAX);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        // Where `as u64` would keep only the low 64 bits of the milliseconds.
+        let huge = Duration::from_secs(u64::MAX / 3);
+        assert_eq!(millis(huge), u64::MAX);
+        let s = Settings {
+            lease: Duration::MAX,
+            ..Settings::default()
+        };
+        assert_eq!(s.lease_until(5), u64::MAX);
+        let s = Settings {
+            lease: huge,
+            ..Settings::default()
+        };
+        assert_eq!(s.lease_until(5), u64::MAX);
+    }
+
+    #[test]
     fn every_option_is_checked_at_its_bounds() {
         let field = |s: &Settings| s.validate("attempts").unwrap_err().field().to_owned();
         let mut s = Settings::default();
@@ -252,6 +289,16 @@ mod tests {
         assert!(s.validate("attempts").is_ok(), "1 s is the shortest lease");
         s.lease = Duration::from_millis(999);
         assert_eq!(field(&s), "lease");
+        s.lease = MAX_LEASE;
+        assert!(s.validate("attempts").is_ok(), "1 day is the longest lease");
+        for absurd in [MAX_LEASE + Duration::from_millis(1), Duration::MAX] {
+            s.lease = absurd;
+            let err = s.validate("attempts").unwrap_err();
+            assert_eq!(
+                (err.field(), err.rule()),
+                ("lease", "must be at most 1 day (86400 s)")
+            );
+        }
         s.lease = Duration::from_secs(1);
         s.attempts = 0;
         assert_eq!(field(&s), "attempts");

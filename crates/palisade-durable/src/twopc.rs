@@ -672,7 +672,7 @@ impl Coordinator {
         Ok(w.info)
     }
 
-    /// Transaction `id`, from its journal.
+    /// Transaction `id`, from its journal (see [`Transactions::inspect`]).
     pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
         Transactions::new(self.inner.store.clone())
             .inspect(id)
@@ -798,13 +798,19 @@ impl Transactions {
         summaries(&*self.store, KIND).await
     }
 
-    /// Transaction `id`, from its journal ([`SagaError::NotFound`] if there is no
-    /// transaction of that id).
+    /// Transaction `id`, from its journal ([`SagaError::NotFound`] if there is no workflow
+    /// of that id, [`SagaError::WrongKind`] if it is a saga).
     pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
-        let not_found = || SagaError::NotFound(id.to_owned());
         match self.store.workflow(id).await? {
-            Some(w) if w.kind == KIND => {}
-            _ => return Err(not_found()),
+            None => return Err(SagaError::NotFound(id.to_owned())),
+            Some(w) if w.kind != KIND => {
+                return Err(SagaError::WrongKind {
+                    id: id.to_owned(),
+                    kind: w.kind,
+                    expected: KIND,
+                });
+            }
+            Some(_) => {}
         }
         let events = self
             .store
@@ -832,7 +838,8 @@ impl Transactions {
     ///
     /// # Errors
     ///
-    /// * [`SagaError::NotFound`]: no such transaction;
+    /// * [`SagaError::NotFound`]: no such transaction; [`SagaError::WrongKind`]: `id` is a
+    ///   saga's;
     /// * [`SagaError::WrongState`]: it is decided already, or `decision` is commit and not
     ///   every participant voted yes;
     /// * [`SagaError::Claimed`]: a coordinator holds it (its lease has not run out): it will

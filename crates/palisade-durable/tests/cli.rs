@@ -281,8 +281,30 @@ async fn transactions_list_show_and_resolve() {
     );
     let saga = Append::new("s1", "saga", "x", 0, 1_000, json!({}), "running", "svc", 1);
     store.append(saga).await.unwrap();
+    // An id of the other kind is named for what it is, with the command that shows it.
     let (ok, _, err) = cli(&db, &["tx", "show", "s1"]);
-    assert!(!ok && err.contains("no saga or transaction"), "{err}");
+    assert!(
+        !ok && err.contains(r#""s1" is a saga, not a two-phase-commit transaction"#),
+        "{err}"
+    );
+    assert!(err.contains("palisade-durable sagas show s1"), "{err}");
+    let (ok, _, err) = cli(&db, &["tx", "resolve", "s1", "abort", "--note", "x"]);
+    assert!(!ok && err.contains("is a saga, not a"), "{err}");
+    for json in [&[][..], &["--json"][..]] {
+        let (ok, out, err) = cli(&db, &[&["sagas", "show", "t1"][..], json].concat());
+        assert!(!ok && out.is_empty(), "{out}");
+        assert!(
+            err.contains(r#""t1" is a two-phase-commit transaction, not a saga"#),
+            "{err}"
+        );
+        assert!(!err.contains("inconsistent"), "{err}");
+        assert!(err.contains("palisade-durable tx show t1"), "{err}");
+    }
+    let (ok, _, err) = cli(&db, &["sagas", "show", "nope"]);
+    assert!(
+        !ok && err.contains("no saga or transaction \"nope\""),
+        "{err}"
+    );
     assert!(heard.lock().unwrap().len() == 4, "nothing was sent");
 
     // Decided by a person: t2 commits (everyone holds prepared work), t3 aborts.

@@ -33,7 +33,11 @@ macro_rules! store_suite {
                 a_changed_definition_is_refused_not_run,
                 tx_a_changed_definition_is_refused_not_run,
                 odd_values_round_trip,
-                deep_values_are_read_back_or_refused);
+                deep_values_are_read_back_or_refused,
+                times_beyond_the_stores_range_saturate,
+                deep_checkpoint_state_is_refused_at_save,
+                an_id_of_the_other_kind_says_what_it_is,
+                a_retry_requested_before_the_escalation_was_journaled_is_kept);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

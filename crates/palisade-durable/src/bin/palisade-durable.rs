@@ -14,6 +14,9 @@
 //! palisade-durable --db journal.db tx resolve <tx-id> abort --note "coordinator host lost"
 //! ```
 //!
+//! An id of the other kind (`sagas show` of a transaction's id, `tx show` of a saga's) is
+//! refused with what it is and the command that shows it.
+//!
 //! `--json` prints JSON instead of text. `review retry` records the request; the service runs
 //! it on its next recovery, because only the service has the steps' code. Likewise
 //! `tx resolve` journals a person's decision for a two-phase commit whose coordinator is gone
@@ -24,6 +27,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use palisade_durable::error::SagaError;
 use palisade_durable::journal::{Journal, SagaState, WorkflowSummary};
 use palisade_durable::store::{SqliteStore, Store};
 use palisade_durable::twopc::{Decision, Transactions, TxState, Vote};
@@ -165,12 +169,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(hint) = e.downcast_ref::<SagaError>().and_then(hint) {
+                eprintln!("{hint}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// What to type instead, for an id of the other kind (`sagas show` of a transaction's id).
+fn hint(e: &SagaError) -> Option<String> {
+    let SagaError::WrongKind { id, kind, .. } = e else {
+        return None;
+    };
+    let command = match kind.as_str() {
+        "saga" => "sagas show",
+        "2pc" => "tx show",
+        _ => return None,
+    };
+    Some(format!("`palisade-durable {command} {id}` shows it"))
+}
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
     println!("{}", serde_json::to_string_pretty(v)?);

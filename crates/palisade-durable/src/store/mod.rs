@@ -49,6 +49,22 @@ pub use postgres::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore};
 
+/// A time (ms since the Unix epoch), a sequence number or a version as the databases store
+/// it, a signed 64-bit integer: one beyond `i64::MAX` (a lease of `u64::MAX`, which a
+/// caller may ask for) is stored as `i64::MAX`, not wrapped to a negative number that would
+/// make a claim expired at once or a time precede the epoch.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The other way: a stored integer read back as a `u64`; a negative one (never written by
+/// this version) reads as 0.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn from_sql_int(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 /// The future a [`Store`] method returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -72,7 +88,8 @@ pub struct Append {
     pub state: String,
     /// The process writing it; must hold the workflow's claim (or create it).
     pub owner: String,
-    /// The claim is renewed until then (milliseconds since the Unix epoch).
+    /// The claim is renewed until then (milliseconds since the Unix epoch). The SQL stores
+    /// keep at most `i64::MAX`: a later time (`u64::MAX`) is stored as that, never wrapped.
     pub lease_until_ms: u64,
     /// Give up the claim with this entry (the workflow finished, or waits for a person).
     pub release: bool,

@@ -13,6 +13,7 @@ use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
     WorkflowRecord,
 };
+use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
 
 /// A store in a PostgreSQL database (feature `postgres`), for fleets: any number of processes,
@@ -113,10 +114,10 @@ fn workflow_row(r: &Row) -> WorkflowRecord {
         name: r.get(2),
         state: r.get(3),
         owner: r.get(4),
-        lease_until_ms: r.get::<_, i64>(5) as u64,
-        created_ms: r.get::<_, i64>(6) as u64,
-        updated_ms: r.get::<_, i64>(7) as u64,
-        entries: r.get::<_, i64>(8) as u64,
+        lease_until_ms: from_sql_int(r.get(5)),
+        created_ms: from_sql_int(r.get(6)),
+        updated_ms: from_sql_int(r.get(7)),
+        entries: from_sql_int(r.get(8)),
     }
 }
 
@@ -136,7 +137,7 @@ fn review_row(r: &Row) -> Result<StoredReview, StoreError> {
         id: r.get(0),
         workflow_id: r.get(1),
         status: r.get(2),
-        updated_ms: r.get::<_, i64>(3) as u64,
+        updated_ms: from_sql_int(r.get(3)),
         body: json_column(r, 4)?,
     })
 }
@@ -232,7 +233,7 @@ impl PostgresStore {
                 .execute(
                     "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1) ON CONFLICT (id) DO NOTHING",
-                    &[&a.id, &a.kind, &a.name, &a.state, &owner, &(a.lease_until_ms as i64), &(a.at_ms as i64)],
+                    &[&a.id, &a.kind, &a.name, &a.state, &owner, &sql_int(a.lease_until_ms), &sql_int(a.at_ms)],
                 )
                 .await
                 .map_err(pg)?;
@@ -259,8 +260,8 @@ impl PostgresStore {
                     &a.id,
                     &a.state,
                     &owner,
-                    &(a.lease_until_ms as i64),
-                    &(a.at_ms as i64),
+                    &sql_int(a.lease_until_ms),
+                    &sql_int(a.at_ms),
                 ],
             )
             .await
@@ -268,7 +269,7 @@ impl PostgresStore {
         }
         tx.execute(
             "INSERT INTO journal (workflow, seq, at, event) VALUES ($1, $2, $3, $4)",
-            &[&a.id, &(a.seq as i64), &(a.at_ms as i64), &a.event],
+            &[&a.id, &sql_int(a.seq), &sql_int(a.at_ms), &a.event],
         )
         .await
         .map_err(|e| conflict_or(e, || format!("workflow {}: entry {} exists", a.id, a.seq)))?;
@@ -289,7 +290,7 @@ impl PostgresStore {
                     &c.states,
                     &c.only,
                     &c.owner,
-                    &(c.now_ms as i64),
+                    &sql_int(c.now_ms),
                     &(c.limit.min(i64::MAX as usize) as i64),
                 ],
             )
@@ -299,7 +300,7 @@ impl PostgresStore {
         if !ids.is_empty() {
             tx.execute(
                 "UPDATE workflows SET owner = $2, lease_until = $3 WHERE id = ANY($1)",
-                &[&ids, &c.owner, &(c.lease_until_ms as i64)],
+                &[&ids, &c.owner, &sql_int(c.lease_until_ms)],
             )
             .await
             .map_err(pg)?;
@@ -327,8 +328,8 @@ impl Store for PostgresStore {
             rows.iter()
                 .map(|r| {
                     Ok(JournalEntry {
-                        seq: r.get::<_, i64>(0) as u64,
-                        at_ms: r.get::<_, i64>(1) as u64,
+                        seq: from_sql_int(r.get(0)),
+                        at_ms: from_sql_int(r.get(1)),
                         event: json_column(r, 2)?,
                     })
                 })
@@ -389,7 +390,7 @@ impl Store for PostgresStore {
                 .execute(
                     "UPDATE workflows SET lease_until = GREATEST(lease_until, $3)
                      WHERE id = $1 AND owner = $2",
-                    &[&id, &owner, &(lease_until_ms as i64)],
+                    &[&id, &owner, &sql_int(lease_until_ms)],
                 )
                 .await
                 .map_err(pg)?;
@@ -404,7 +405,7 @@ impl Store for PostgresStore {
                 "INSERT INTO reviews (id, workflow, status, updated, body) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow,
                    status = EXCLUDED.status, updated = EXCLUDED.updated, body = EXCLUDED.body",
-                &[&item.id, &item.workflow_id, &item.status, &(item.updated_ms as i64), &item.body],
+                &[&item.id, &item.workflow_id, &item.status, &sql_int(item.updated_ms), &item.body],
             )
             .await
             .map_err(pg)?;
@@ -448,7 +449,7 @@ impl Store for PostgresStore {
             let c = self.conn().lock().await;
             c.execute(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
-                &[&cp.agent, &(cp.version as i64), &(cp.at_ms as i64), &cp.checksum, &cp.data],
+                &[&cp.agent, &sql_int(cp.version), &sql_int(cp.at_ms), &cp.checksum, &cp.data],
             )
             .await
             .map_err(|e| {
@@ -470,14 +471,14 @@ impl Store for PostgresStore {
             let row = c
                 .query_opt(
                     "SELECT at, checksum, data FROM checkpoints WHERE agent = $1 AND version = $2",
-                    &[&agent, &(version as i64)],
+                    &[&agent, &sql_int(version)],
                 )
                 .await
                 .map_err(pg)?;
             Ok(row.map(|r| StoredCheckpoint {
                 agent: agent.to_owned(),
                 version,
-                at_ms: r.get::<_, i64>(0) as u64,
+                at_ms: from_sql_int(r.get(0)),
                 checksum: r.get(1),
                 data: r.get(2),
             }))
@@ -501,8 +502,8 @@ impl Store for PostgresStore {
             Ok(rows
                 .iter()
                 .map(|r| CheckpointMeta {
-                    version: r.get::<_, i64>(0) as u64,
-                    at_ms: r.get::<_, i64>(1) as u64,
+                    version: from_sql_int(r.get(0)),
+                    at_ms: from_sql_int(r.get(1)),
                     checksum: r.get(2),
                     len: r.get::<_, i32>(3) as u64,
                 })
@@ -541,7 +542,7 @@ impl PostgresStore {
         let n = c
             .execute(
                 "UPDATE checkpoints SET data = $3 WHERE agent = $1 AND version = $2",
-                &[&agent, &(version as i64), &data],
+                &[&agent, &sql_int(version), &data],
             )
             .await
             .map_err(pg)?;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_core::ConfigError;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::memory::{check_append, lost};
@@ -11,6 +12,7 @@ use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
     WorkflowRecord,
 };
+use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
 
 /// Options of a [`SqliteStore`].
@@ -22,7 +24,7 @@ pub struct SqliteOptions {
     /// killed but the last appends may be lost in a power cut; appends are several times faster.
     pub durable: bool,
     /// How long a writer waits for another process's lock on the same file before failing
-    /// (default 5 s).
+    /// (default 5 s, at most 1 hour: [`SqliteStore::open_with`] refuses a longer one).
     pub busy_timeout: Duration,
 }
 
@@ -48,6 +50,9 @@ impl SqliteOptions {
         self
     }
 }
+
+/// The longest [`SqliteOptions::busy_timeout`]: 1 hour.
+pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// The embedded default store: one SQLite file on local disk, no server.
 ///
@@ -112,10 +117,10 @@ fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
         name: r.get(2)?,
         state: r.get(3)?,
         owner: r.get(4)?,
-        lease_until_ms: r.get::<_, i64>(5)? as u64,
-        created_ms: r.get::<_, i64>(6)? as u64,
-        updated_ms: r.get::<_, i64>(7)? as u64,
-        entries: r.get::<_, i64>(8)? as u64,
+        lease_until_ms: from_sql_int(r.get(5)?),
+        created_ms: from_sql_int(r.get(6)?),
+        updated_ms: from_sql_int(r.get(7)?),
+        entries: from_sql_int(r.get(8)?),
     })
 }
 
@@ -141,7 +146,14 @@ impl SqliteStore {
     }
 
     /// Opens (or creates) the store at `path`.
+    ///
+    /// A [`StoreError::Config`] naming `busy_timeout` if it is longer than an hour (SQLite
+    /// counts it in milliseconds in a 32-bit integer; a writer that waits longer for a lock
+    /// is stuck, not patient); nothing is opened or created then.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        if options.busy_timeout > MAX_BUSY_TIMEOUT {
+            return Err(ConfigError::new("busy_timeout", "must be at most 1 hour").into());
+        }
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(&path).map_err(db)?;
         conn.busy_timeout(options.busy_timeout).map_err(db)?;
@@ -196,7 +208,7 @@ impl SqliteStore {
             let n = c
                 .execute(
                     "UPDATE checkpoints SET data = ?3 WHERE agent = ?1 AND version = ?2",
-                    params![agent, version as i64, data],
+                    params![agent, sql_int(version), data],
                 )
                 .map_err(db)?;
             Ok(n == 1)
@@ -217,7 +229,7 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1)",
         )
         .map_err(db)?
-        .execute(params![a.id, a.kind, a.name, a.state, owner, a.lease_until_ms as i64, a.at_ms as i64])
+        .execute(params![a.id, a.kind, a.name, a.state, owner, sql_int(a.lease_until_ms), sql_int(a.at_ms)])
         .map_err(|e| {
             if is_constraint(&e) {
                 StoreError::Conflict(format!("workflow {} exists already", a.id))
@@ -243,14 +255,14 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
             a.id,
             a.state,
             owner,
-            a.lease_until_ms as i64,
-            a.at_ms as i64
+            sql_int(a.lease_until_ms),
+            sql_int(a.at_ms)
         ])
         .map_err(db)?;
     }
     tx.prepare_cached("INSERT INTO journal (workflow, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
         .map_err(db)?
-        .execute(params![a.id, a.seq as i64, a.at_ms as i64, event])
+        .execute(params![a.id, sql_int(a.seq), sql_int(a.at_ms), event])
         .map_err(|e| {
             if is_constraint(&e) {
                 StoreError::Conflict(format!("workflow {}: entry {} exists", a.id, a.seq))
@@ -278,7 +290,7 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
             .map_err(db)?;
         let rows = stmt
             .query_map(
-                params![c.kind, c.only, c.owner, c.now_ms as i64],
+                params![c.kind, c.only, c.owner, sql_int(c.now_ms)],
                 workflow_row,
             )
             .map_err(db)?;
@@ -297,7 +309,7 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
     for id in &candidates {
         tx.execute(
             "UPDATE workflows SET owner = ?2, lease_until = ?3 WHERE id = ?1",
-            params![id, c.owner, c.lease_until_ms as i64],
+            params![id, c.owner, sql_int(c.lease_until_ms)],
         )
         .map_err(db)?;
     }
@@ -316,7 +328,7 @@ fn review_from(
         id,
         workflow_id,
         status,
-        updated_ms: updated as u64,
+        updated_ms: from_sql_int(updated),
         body: json(&body)?,
     })
 }
@@ -347,8 +359,8 @@ impl Store for SqliteStore {
             for r in rows {
                 let (seq, at, event) = r.map_err(db)?;
                 out.push(JournalEntry {
-                    seq: seq as u64,
-                    at_ms: at as u64,
+                    seq: from_sql_int(seq),
+                    at_ms: from_sql_int(at),
                     event: json(&event)?,
                 });
             }
@@ -406,7 +418,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND owner = ?2",
                 )
                 .map_err(db)?
-                .execute(params![id, owner, lease_until_ms as i64])
+                .execute(params![id, owner, sql_int(lease_until_ms)])
                 .map_err(db)?;
             if n == 1 {
                 Ok(())
@@ -426,7 +438,7 @@ impl Store for SqliteStore {
                     item.id,
                     item.workflow_id,
                     item.status,
-                    item.updated_ms as i64,
+                    sql_int(item.updated_ms),
                     item.body.to_string()
                 ],
             )
@@ -473,7 +485,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             c.execute(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![cp.agent, cp.version as i64, cp.at_ms as i64, cp.checksum, cp.data],
+                params![cp.agent, sql_int(cp.version), sql_int(cp.at_ms), cp.checksum, cp.data],
             )
             .map_err(|e| {
                 if is_constraint(&e) {
@@ -498,12 +510,12 @@ impl Store for SqliteStore {
         self.run(move |c| {
             c.query_row(
                 "SELECT at, checksum, data FROM checkpoints WHERE agent = ?1 AND version = ?2",
-                params![agent, version as i64],
+                params![agent, sql_int(version)],
                 |r| {
                     Ok(StoredCheckpoint {
                         agent: agent.clone(),
                         version,
-                        at_ms: r.get::<_, i64>(0)? as u64,
+                        at_ms: from_sql_int(r.get(0)?),
                         checksum: r.get(1)?,
                         data: r.get(2)?,
                     })
@@ -529,10 +541,10 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map([agent], |r| {
                     Ok(CheckpointMeta {
-                        version: r.get::<_, i64>(0)? as u64,
-                        at_ms: r.get::<_, i64>(1)? as u64,
+                        version: from_sql_int(r.get(0)?),
+                        at_ms: from_sql_int(r.get(1)?),
                         checksum: r.get(2)?,
-                        len: r.get::<_, i64>(3)? as u64,
+                        len: from_sql_int(r.get(3)?),
                     })
                 })
                 .map_err(db)?;
@@ -597,6 +609,35 @@ mod tests {
         assert_eq!(pragma(&store, "journal_mode"), "wal");
         assert_eq!(pragma(&store, "synchronous"), "1", "NORMAL");
         assert_eq!(pragma(&store, "busy_timeout"), "250");
+    }
+
+    /// A busy timeout SQLite cannot take (it counts milliseconds in a 32-bit integer; rusqlite
+    /// panicked on one beyond that) is refused with the field and the rule, and no file is
+    /// created; the longest accepted one reaches the connection.
+    #[test]
+    fn an_absurd_busy_timeout_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        for absurd in [
+            MAX_BUSY_TIMEOUT + Duration::from_millis(1),
+            Duration::from_secs(30 * 24 * 60 * 60),
+            Duration::MAX,
+        ] {
+            let path = dir.path().join("absurd.db");
+            let r = SqliteStore::open_with(&path, SqliteOptions::default().busy_timeout(absurd));
+            match r {
+                Err(StoreError::Config(e)) => {
+                    assert_eq!(
+                        (e.field(), e.rule()),
+                        ("busy_timeout", "must be at most 1 hour")
+                    );
+                }
+                other => panic!("{absurd:?}: {other:?}"),
+            }
+            assert!(!path.exists(), "{absurd:?}");
+        }
+        let options = SqliteOptions::default().busy_timeout(MAX_BUSY_TIMEOUT);
+        let store = SqliteStore::open_with(dir.path().join("patient.db"), options).unwrap();
+        assert_eq!(pragma(&store, "busy_timeout"), "3600000");
     }
 
     /// A write that fails for another reason than a duplicate (here: another connection holds

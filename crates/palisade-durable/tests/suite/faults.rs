@@ -250,3 +250,83 @@ pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) 
         ReviewStatus::Discarded
     );
 }
+
+/// The service dies between writing a review item and journaling the escalation that parks
+/// the saga; a person asks for a retry before it restarts. The restarted service's recovery
+/// escalates again, to the same item, and must keep the request (and run it), not reset the
+/// item to open; a request the saga already used is not run twice.
+pub(crate) async fn a_retry_requested_before_the_escalation_was_journaled_is_kept(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let engine = |undo_b: Act| {
+        Sagas::builder(faulty.clone())
+            .define(definition(&log, undo_b))
+            .build()
+            .unwrap()
+    };
+    let queue = palisade_durable::ReviewQueue::new(store.clone());
+    let undone_b = |log: &Calls| {
+        log.take()
+            .iter()
+            .filter(|l| l.starts_with("undo b"))
+            .count()
+    };
+
+    // First escalation: b's compensation refuses once (not retryable), then works.
+    let sagas = engine(Act::FailFirst(1, "400 bad"));
+    *faulty.fail_append.lock().unwrap() = Some("escalated");
+    assert!(sagas.run("t", "f1", json!(1)).await.is_err());
+    assert_eq!(
+        sagas.inspect("f1").await.unwrap().state,
+        SagaState::Compensating
+    );
+    let item = queue.request_retry("f1/1").await.unwrap();
+    assert_eq!(item.status, ReviewStatus::RetryRequested);
+    assert_eq!(undone_b(&log), 1);
+    let r = engine(Act::FailFirst(1, "400 bad"))
+        .recover()
+        .await
+        .unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(
+        r.resumed
+            .iter()
+            .map(|i| (i.id.as_str(), i.state))
+            .collect::<Vec<_>>(),
+        [("f1", SagaState::Compensated)],
+        "escalated again, then retried as asked"
+    );
+    assert_eq!(undone_b(&log), 1, "the retry ran");
+    let item = queue.inspect("f1/1").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Retried, 1));
+
+    // A later escalation: b's compensation always refuses.
+    let sagas = engine(Act::Fail("400 bad"));
+    assert_eq!(
+        sagas.run("t", "f2", json!(2)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    queue.request_retry("f2/1").await.unwrap();
+    // The retry fails again; the service dies as it escalates again.
+    *faulty.fail_append.lock().unwrap() = Some("escalated");
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    let item = queue.inspect("f2/1").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 2));
+    assert_eq!(undone_b(&log), 2);
+    // A person asks again before the restart: the request is kept, and run.
+    queue.request_retry("f2/1").await.unwrap();
+    let r = engine(Act::Fail("400 bad")).recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.resumed.len(), 1, "{:?}", r.resumed);
+    assert_eq!(r.resumed[0].state, SagaState::Escalated);
+    assert_eq!(undone_b(&log), 1, "the second request ran");
+    // It failed again: open for a person, once more, and nothing more runs by itself.
+    let item = queue.inspect("f2/1").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 3));
+    assert_eq!(item.errors.len(), 3);
+    assert!(sagas.recover().await.unwrap().resumed.is_empty());
+    assert_eq!(undone_b(&log), 0);
+}

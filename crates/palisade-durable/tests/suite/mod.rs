@@ -293,3 +293,72 @@ pub(crate) async fn checkpoints_store(store: Arc<dyn Store>) {
     );
     assert_eq!(store.checkpoint_prune("nobody", 1).await.unwrap(), 0);
 }
+
+/// A lease, a timestamp or a version beyond what the databases' signed 64-bit integers hold
+/// (an absurd lease: `Duration::MAX` from a config file) is stored as the largest they hold,
+/// not wrapped to a negative number: the claim does not count as expired, so no other process
+/// takes the workflow at once, and what is read back is no smaller than what was written.
+pub(crate) async fn times_beyond_the_stores_range_saturate(store: Arc<dyn Store>) {
+    let far = i64::MAX as u64;
+    let mut a = entry("far", 0, "w1", "running");
+    a.lease_until_ms = u64::MAX;
+    store.append(a).await.unwrap();
+    let rec = store.workflow("far").await.unwrap().unwrap();
+    assert!(rec.lease_until_ms >= far, "{}", rec.lease_until_ms);
+    // A renewal to the end of time, of a claim that ends at 10 000.
+    store
+        .append(entry("near", 0, "w1", "running"))
+        .await
+        .unwrap();
+    store.renew("near", "w1", u64::MAX).await.unwrap();
+    let rec = store.workflow("near").await.unwrap().unwrap();
+    assert!(rec.lease_until_ms >= far, "{}", rec.lease_until_ms);
+    let claim = |owner: &str, now: u64| Claim::new("saga", &["running"], owner, now, now + 1, 10);
+    assert!(
+        store.claim(claim("w2", 20_000)).await.unwrap().is_empty(),
+        "another process took a workflow whose claim had not expired"
+    );
+    // A claim to the end of time, too.
+    store
+        .append(entry("free", 0, "w1", "running").with_release(true))
+        .await
+        .unwrap();
+    let mut c = claim("w3", 20_000);
+    c.lease_until_ms = u64::MAX;
+    assert_eq!(store.claim(c).await.unwrap(), ["free"]);
+    assert!(store.claim(claim("w4", 30_000)).await.unwrap().is_empty());
+    // An entry written at the end of time reads back no earlier.
+    let mut late = entry("far", 1, "w1", "running");
+    late.at_ms = u64::MAX;
+    store.append(late).await.unwrap();
+    assert!(store.journal("far").await.unwrap()[1].at_ms >= far);
+    assert!(store.workflow("far").await.unwrap().unwrap().updated_ms >= far);
+}
+
+/// A state nested deeper than [`MAX_DEPTH`](palisade_durable::journal::MAX_DEPTH) would be
+/// saved and then fail every load: it is refused at save, and nothing is written; one as
+/// deep as that is saved and loaded back.
+pub(crate) async fn deep_checkpoint_state_is_refused_at_save(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::error::CheckpointError;
+    use palisade_durable::journal::MAX_DEPTH;
+    let nested = |depth: usize| (0..depth).fold(json!("leaf"), |v, _| json!([v]));
+    let cps = Checkpoints::new(store.clone());
+    for depth in [MAX_DEPTH + 1, 127, 200] {
+        let r = cps.save("deep", &nested(depth)).await;
+        assert!(
+            matches!(r, Err(CheckpointError::InvalidState { ref agent, .. }) if agent == "deep"),
+            "{depth}: {r:?}"
+        );
+    }
+    assert!(
+        cps.versions("deep").await.unwrap().is_empty(),
+        "nothing written"
+    );
+    let meta = cps.save("deep", &nested(MAX_DEPTH)).await.unwrap();
+    assert_eq!(meta.version, 1);
+    let loaded = cps.load_latest::<serde_json::Value>("deep").await.unwrap();
+    assert_eq!(loaded.state, nested(MAX_DEPTH));
+    let err = cps.save("deep", &nested(200)).await.unwrap_err();
+    assert!(err.to_string().contains("deeper than 100 levels"), "{err}");
+}

@@ -322,3 +322,64 @@ pub(crate) async fn tx_a_changed_definition_is_refused_not_run(store: Arc<dyn St
     assert_eq!(r.finished[0].state, TxState::Aborted);
     assert_eq!(short(&log), ["a Abort", "b Abort", "c Abort"]);
 }
+
+/// A transaction's id asked for as a saga (and a saga's as a transaction) is named for what
+/// it is, not reported as an inconsistent journal or as missing.
+pub(crate) async fn an_id_of_the_other_kind_says_what_it_is(store: Arc<dyn Store>) {
+    use palisade_durable::error::SagaError;
+    use palisade_durable::journal::Journal;
+    use palisade_durable::twopc::Transactions;
+    use palisade_durable::{SagaDefinition, Sagas, Step};
+    let log = Log::default();
+    let c = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
+    c.run("order", "t-42", json!(1)).await.unwrap();
+    let ok = service_fn(|_: palisade_durable::saga::StepRequest| async {
+        Ok::<_, BoxError>(json!(null))
+    });
+    let sagas = Sagas::builder(store.clone())
+        .define(SagaDefinition::new("trip", vec![Step::new("book", ok)]).unwrap())
+        .build()
+        .unwrap();
+    sagas.run("trip", "s-7", json!(1)).await.unwrap();
+
+    for r in [
+        Journal::new(store.clone()).inspect("t-42").await.map(drop),
+        sagas.inspect("t-42").await.map(drop),
+    ] {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(&err, SagaError::WrongKind { id, kind, expected: "saga" }
+                if id == "t-42" && kind == "2pc"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            r#""t-42" is a two-phase-commit transaction, not a saga"#
+        );
+    }
+    for r in [
+        Transactions::new(store.clone())
+            .inspect("s-7")
+            .await
+            .map(drop),
+        c.inspect("s-7").await.map(drop),
+    ] {
+        let err = r.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#""s-7" is a saga, not a two-phase-commit transaction"#
+        );
+    }
+    // What exists as neither is missing, whichever way it is asked for.
+    assert!(matches!(
+        Journal::new(store.clone()).inspect("nope").await,
+        Err(SagaError::NotFound(_))
+    ));
+    assert!(matches!(
+        Transactions::new(store.clone()).inspect("nope").await,
+        Err(SagaError::NotFound(_))
+    ));
+    // Each is shown as itself.
+    assert_eq!(sagas.inspect("s-7").await.unwrap().id, "s-7");
+    assert_eq!(c.inspect("t-42").await.unwrap().id, "t-42");
+}
