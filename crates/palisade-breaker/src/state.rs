@@ -14,7 +14,7 @@ use palisade_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{BreakerConfig, Window};
 use crate::reconfigure::{Reconfigured, Reset};
-use crate::window::{CountWindow, Counts, TimeWindow};
+use crate::window::{CountWindow, Counts, RecentWindow, TimeWindow};
 
 /// The breaker's state. "Open" means open like a circuit: **rejecting** calls (some libraries
 /// use the word the other way round). Defined with the breaker's error in
@@ -114,6 +114,7 @@ enum Rates {
     None,
     Count(Arc<CountWindow>),
     Time(Arc<TimeWindow>),
+    Recent(Arc<RecentWindow>),
 }
 
 impl Rates {
@@ -124,6 +125,9 @@ impl Rates {
         }
         match cfg.window {
             Window::Count(n) => Rates::Count(Arc::new(CountWindow::new(n as usize))),
+            Window::Recent { calls, within } => {
+                Rates::Recent(Arc::new(RecentWindow::new(calls as usize, millis(within))))
+            }
             Window::Time { span, buckets } => Rates::Time(Arc::new(TimeWindow::new(
                 buckets as usize,
                 u64::try_from(span.as_millis() / u128::from(buckets)).unwrap_or(u64::MAX),
@@ -136,6 +140,7 @@ impl Rates {
         match self {
             Rates::None => true,
             Rates::Count(w) => w.all_successes(),
+            Rates::Recent(w) => w.all_successes(),
             Rates::Time(_) => false,
         }
     }
@@ -609,7 +614,7 @@ impl Core {
         // windows loaded after the version it compares against): nothing to clear for it.
         let never = match live.rates {
             Rates::Time(_) => QUIET_RECORD,
-            Rates::None | Rates::Count(_) => 0,
+            Rates::None | Rates::Count(_) | Rates::Recent(_) => 0,
         };
         let missing = (QUIET_RECORD | QUIET_ADMIT) & !quiet & !never;
         if changed && missing != 0 {
@@ -717,6 +722,7 @@ impl Core {
             Rates::None => {}
             Rates::Count(w) => w.reset(),
             Rates::Time(w) => w.reset(),
+            Rates::Recent(w) => w.reset(),
         }
         if let Some(w) = &live.throttle {
             w.reset();
@@ -824,6 +830,7 @@ impl Core {
             Rates::None => None,
             Rates::Count(w) => Some(w.counts()),
             Rates::Time(w) => Some(w.counts(now)),
+            Rates::Recent(w) => Some(w.counts(now)),
         };
         Numbers {
             state: self.state(),
@@ -852,7 +859,9 @@ impl Core {
         let mut resets = Vec::new();
         let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
         let rates = match &old.rates {
-            Rates::Count(_) | Rates::Time(_) if needs_rates && cfg.window == old.cfg.window => {
+            Rates::Count(_) | Rates::Time(_) | Rates::Recent(_)
+                if needs_rates && cfg.window == old.cfg.window =>
+            {
                 old.rates.clone()
             }
             previous => {
@@ -862,6 +871,7 @@ impl Core {
                     Rates::None => 0,
                     Rates::Count(w) => w.counts().calls,
                     Rates::Time(w) => w.counts(now).calls,
+                    Rates::Recent(w) => w.counts(now).calls,
                 };
                 if from.is_some() {
                     resets.push(Reset::Window {
@@ -948,6 +958,7 @@ fn record_rates(live: &Live, failure: bool, slow: bool, now: &dyn Fn() -> u64) -
         Rates::None => Counts::default(),
         Rates::Count(w) => w.record(failure, slow),
         Rates::Time(w) => w.record(failure, slow, now()),
+        Rates::Recent(w) => w.record(failure, slow, now()),
     }
 }
 

@@ -88,6 +88,105 @@ impl CountWindow {
     }
 }
 
+/// The last `n` outcomes, of those no older than `within_ms`: a count window whose outcomes
+/// also age out, so that at a low request rate it still speaks of the last moments and not of
+/// the last minute.
+///
+/// Each slot holds an outcome's code and the millisecond it was recorded (plus one; 0 is an
+/// empty slot). Running counts over the whole ring say whether it holds only plain successes
+/// ([`all_successes`](Self::all_successes)), as for [`CountWindow`]: the breaker then stops
+/// recording successes, reading no clock, and the slots keep the times the ring filled. When
+/// the next outcome that is not a plain success comes, the ring's successes are taken as seen
+/// at that moment (`floor`): they were the last calls, and a success the quiet path did not
+/// record must not make the window look emptier than it was. The aged counts are read by a
+/// scan of the ring (`O(n)`), only when an outcome is recorded or a snapshot taken.
+#[derive(Debug)]
+pub(crate) struct RecentWindow {
+    ring: Box<[AtomicU64]>,
+    next: AtomicU64,
+    within_ms: u64,
+    /// Outcomes recorded before this time (ms) count as recorded at it (see above).
+    floor: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl RecentWindow {
+    pub(crate) fn new(n: usize, within_ms: u64) -> Self {
+        RecentWindow {
+            ring: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            next: AtomicU64::new(0),
+            within_ms: within_ms.max(1),
+            floor: AtomicU64::new(0),
+            calls: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            slow: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, failure: bool, slow: bool, now_ms: u64) -> Counts {
+        if (failure || slow) && self.all_successes() {
+            self.floor.fetch_max(now_ms, Ordering::AcqRel);
+        }
+        let new = u64::from(code(failure, slow)) | now_ms.saturating_add(1) << 3;
+        let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.ring.len() as u64) as usize;
+        let old = self.ring[i].swap(new, Ordering::AcqRel);
+        let old_code = (old & 0b111) as u8;
+        if old == 0 {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        adjust(&self.failures, old_code & FAILURE != 0, failure);
+        adjust(&self.slow, old_code & SLOW != 0, slow);
+        self.counts(now_ms)
+    }
+
+    /// Whether the ring is full and holds only successes that were not slow (whatever their
+    /// age): recording another such success would change no count but its time, which the
+    /// floor stands in for.
+    #[inline]
+    pub(crate) fn all_successes(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0
+            && self.slow.load(Ordering::Relaxed) == 0
+            && self.calls.load(Ordering::Relaxed) as usize == self.ring.len()
+    }
+
+    /// The outcomes of the ring recorded (or, before the floor, taken as seen) less than
+    /// `within_ms` before `now_ms`.
+    pub(crate) fn counts(&self, now_ms: u64) -> Counts {
+        let floor = self.floor.load(Ordering::Acquire);
+        let mut counts = Counts::default();
+        for slot in self.ring.iter() {
+            let v = slot.load(Ordering::Acquire);
+            if v == 0 {
+                continue;
+            }
+            let at = (v >> 3) - 1;
+            if now_ms.saturating_sub(at.max(floor)) >= self.within_ms {
+                continue;
+            }
+            let c = (v & 0b111) as u8;
+            counts.calls += 1;
+            counts.failures += u32::from(c & FAILURE != 0);
+            counts.slow += u32::from(c & SLOW != 0);
+        }
+        counts
+    }
+
+    pub(crate) fn reset(&self) {
+        for slot in self.ring.iter() {
+            let old = slot.swap(0, Ordering::AcqRel);
+            if old != 0 {
+                let c = (old & 0b111) as u8;
+                self.calls.fetch_sub(1, Ordering::Relaxed);
+                adjust(&self.failures, c & FAILURE != 0, false);
+                adjust(&self.slow, c & SLOW != 0, false);
+            }
+        }
+        self.floor.store(0, Ordering::Release);
+    }
+}
+
 /// Moves a counter from `was` to `now` (one of them set): +1, −1 or nothing.
 fn adjust(counter: &AtomicU32, was: bool, now: bool) {
     match (was, now) {
@@ -212,7 +311,96 @@ mod tests {
         assert_eq!(w.counts(10_000).calls, 0);
     }
 
+    #[test]
+    fn recent_window_ages_its_outcomes_out() {
+        let w = RecentWindow::new(4, 1_000);
+        w.record(true, false, 0);
+        w.record(false, true, 500);
+        assert_eq!(
+            w.counts(999),
+            Counts {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        // The failure recorded at 0 is a second old at 1 000; the slow call at 1 499.
+        assert_eq!(w.counts(1_000).calls, 1);
+        assert_eq!(w.counts(1_500), Counts::default());
+        // A recent outcome is still one of the last 4: the fifth replaces the oldest.
+        for t in [2_000, 2_001, 2_002, 2_003] {
+            w.record(true, false, t);
+        }
+        assert_eq!(w.record(false, false, 2_004).failures, 3);
+        w.reset();
+        assert_eq!(w.counts(2_004), Counts::default());
+        assert!(!w.all_successes());
+    }
+
+    #[test]
+    fn successes_not_recorded_while_quiet_are_taken_as_seen_at_the_next_failure() {
+        let w = RecentWindow::new(3, 1_000);
+        for t in [0, 1, 2] {
+            w.record(false, false, t);
+        }
+        assert!(w.all_successes());
+        // The breaker records no success while the window holds only successes; 10 s on, a
+        // failure: the three successes were the last calls, and count as seen now.
+        assert_eq!(
+            w.record(true, false, 10_000),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 0
+            }
+        );
+        // They age out a second later, the failure with them.
+        assert_eq!(w.counts(10_999).calls, 3);
+        assert_eq!(w.counts(11_000), Counts::default());
+        // Once the window holds a failure, no success is taken as newer than it was.
+        w.record(false, false, 11_500);
+        assert_eq!(w.record(true, false, 12_000).calls, 2);
+        assert_eq!(w.counts(12_500).calls, 1);
+    }
+
     proptest! {
+        #[test]
+        fn recent_window_matches_the_last_n_within_the_age(
+            n in 1usize..20,
+            within in 1u64..50,
+            steps in proptest::collection::vec((0u64..10, any::<bool>(), any::<bool>()), 0..200),
+        ) {
+            // Outcomes recorded one by one at times that only go forward; no quiet period
+            // (every outcome recorded), so the floor never moves past a recorded time that
+            // matters: the model is the last n outcomes, of those younger than `within`.
+            let w = RecentWindow::new(n, within);
+            let mut t = 0;
+            let mut all: Vec<(u64, bool, bool)> = Vec::new();
+            for (dt, f, sl) in &steps {
+                t += dt;
+                // The floor: a failure or slow call after a full ring of plain successes.
+                let quiet = all.len() >= n && all.iter().rev().take(n).all(|&(_, f, s)| !f && !s);
+                if (*f || *sl) && quiet {
+                    for o in all.iter_mut().rev().take(n) {
+                        o.0 = t;
+                    }
+                }
+                all.push((t, *f, *sl));
+                let counts = w.record(*f, *sl, t);
+                let last: Vec<_> = all
+                    .iter()
+                    .rev()
+                    .take(n)
+                    .filter(|(at, _, _)| t - at < within)
+                    .collect();
+                prop_assert_eq!(counts, Counts {
+                    calls: last.len() as u32,
+                    failures: last.iter().filter(|(_, f, _)| *f).count() as u32,
+                    slow: last.iter().filter(|(_, _, s)| *s).count() as u32,
+                });
+            }
+        }
+
         #[test]
         fn count_window_matches_the_last_n(n in 1usize..50, outcomes in proptest::collection::vec((any::<bool>(), any::<bool>()), 0..300)) {
             let w = CountWindow::new(n);
