@@ -195,7 +195,9 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
         ),
         Category::ServerError,
     ),
-    (r"time.?out", Category::Timeout),
+    // "timeout" anywhere (`ReadTimeout`), "time out" only as words: not "runtime out of
+    // memory", "runtime output" or "datetime out of range".
+    (r"timeout|\btime[\s_-]?out\b", Category::Timeout),
     (
         concat!(
             r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|",
@@ -219,8 +221,10 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
 ];
 
 /// The pattern that finds a retry hint in an error message: `retry after 30 seconds`,
-/// `retry-after: 2`, `try again in 1.5s`, `retry in 500ms`.
-pub const DEFAULT_HINT_PATTERN: &str = r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?)?\b";
+/// `retry-after: 2`, `try again in 1.5s`, `retry in 500ms`, `try again in 24 hours`. A number
+/// without a unit is seconds; a number followed by a word that is not a unit (`retry after 30
+/// attempts`, `2 weeks`) is no hint.
+pub const DEFAULT_HINT_PATTERN: &str = r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\b";
 
 static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
     ClassifierBuilder::new()
@@ -231,7 +235,8 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// The classifier palisade uses when told nothing else, extensible through
 /// [`ClassifierBuilder`].
 ///
-/// For an error it walks the `source()` chain, top first, and for each error tries in order:
+/// For an error it walks the `source()` chain, top first (through an `std::io::Error` into the
+/// error it wraps, which its own `source()` skips), and for each error tries in order:
 /// the class an inner classify layer already gave it ([`Classified`], [`FailedResponse`]); the
 /// user's type rules; palisade's own errors ([`failure`](crate::failure)); error types whose
 /// class the user [`register`](crate::register)ed; `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
@@ -360,7 +365,18 @@ pub fn class_of_dyn(err: &(dyn Error + 'static)) -> Class {
 
 fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     // Bounded so that a cyclic `source()` implementation cannot hang the caller.
-    std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source()).take(64)
+    std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| next(*e)).take(64)
+}
+
+/// The error after `err` in its chain: its `source()`, except for an `io::Error` that wraps an
+/// error of its own (`io::Error::other(e)`, `io::Error::new(kind, e)`), whose `source()` is
+/// `e`'s source and skips `e` itself: there the next error is `e`, so a class that crossed an
+/// io boundary (an `AsyncRead`, a body stream) is still found.
+fn next<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a (dyn Error + 'static)> {
+    match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+        Some(wrapped) => Some(wrapped),
+        None => err.source(),
+    }
 }
 
 fn known_class(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
@@ -426,11 +442,28 @@ pub fn io_class(kind: io::ErrorKind) -> Option<Class> {
 
 fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     let caps = re.captures(text)?;
-    let value = caps.get(1)?.as_str();
+    let number = caps.get(1)?;
+    let value = number.as_str();
     let unit = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
         Some(u) if u.starts_with("ms") || u.starts_with("milli") => Duration::from_millis(1),
         Some(u) if u.starts_with('m') => Duration::from_secs(60),
-        _ => Duration::from_secs(1),
+        Some(u) if u.starts_with('h') => Duration::from_secs(60 * 60),
+        Some(u) if u.starts_with('d') => Duration::from_secs(24 * 60 * 60),
+        Some(_) => Duration::from_secs(1),
+        None => {
+            // No unit read: seconds, unless the number is followed, past the end of the match,
+            // by a word the pattern did not read ("2 hours" to a pattern without hours, "30
+            // attempts"): then it counts something else, or in a unit unknown here.
+            let end = caps.get(0)?.end();
+            let between = &text[number.end()..end];
+            // On the same line: a header's value followed by the next line is still seconds.
+            let after = text[end..].trim_start_matches([' ', '\t']);
+            let same_line = !between.contains(['\n', '\r']);
+            if same_line && between.trim().is_empty() && after.starts_with(char::is_alphabetic) {
+                return None;
+            }
+            Duration::from_secs(1)
+        }
     };
     // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`).
     hint::decimal(value, unit).or_else(|| {
@@ -523,7 +556,9 @@ impl ClassifierBuilder {
 
     /// The pattern that extracts a retry hint from a message: a case-insensitive regular
     /// expression whose first group is a number and whose optional second group is a unit
-    /// (`ms`, `s`, `m`); `None` disables hints.
+    /// (`ms`, `s`, `m`, `h`, `d`, or a word starting so: `millis`, `secs`, `minutes`, `hours`,
+    /// `days`); without a unit the number is seconds, unless a word the pattern did not read
+    /// follows it (`30 attempts`): then there is no hint. `None` disables hints.
     pub fn hint_pattern(mut self, pattern: Option<String>) -> Self {
         self.hint = pattern;
         self

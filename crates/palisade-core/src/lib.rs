@@ -96,8 +96,9 @@
 //! Besides the class, the layers of a stack share a small per-call [`context`]: the deadline of
 //! the whole call, and the attempt (its number, the endpoint to avoid, how many earlier attempts
 //! timed out, whether one is being dropped for its timeout). It lives here so that every layer
-//! reaches it through this crate alone; it follows one poll on one thread (see the module for
-//! the boundaries it does not cross yet).
+//! reaches it through this crate alone; it follows one poll on one thread, and
+//! [`context::carry`] takes it across task boundaries (a `Buffer`, a spawned task) in the
+//! request.
 //!
 //! # Statistics
 //!

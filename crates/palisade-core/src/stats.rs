@@ -79,8 +79,8 @@ impl ErrorStatsBuilder {
     /// Builds the aggregator, counting time from `origin`.
     ///
     /// # Errors
-    /// `window` must be at least one nanosecond per bucket; `buckets` must be between 1 and
-    /// 65 536.
+    /// `window` must be at least one nanosecond and less than 584 years (`u64::MAX`
+    /// nanoseconds) per bucket; `buckets` must be between 1 and 65 536.
     pub fn build(self, origin: Instant) -> Result<ErrorStats, ConfigError> {
         if self.buckets == 0 || self.buckets > 65_536 {
             return Err(ConfigError::new("buckets", "must be between 1 and 65536"));
@@ -89,7 +89,7 @@ impl ErrorStatsBuilder {
             return Err(ConfigError::new("window", "must be greater than zero"));
         }
         let bucket_nanos = u64::try_from(self.window.as_nanos() / self.buckets as u128)
-            .map_err(|_| ConfigError::new("window", "must be shorter than 584 years"))?;
+            .map_err(|_| ConfigError::new("window", "must be shorter than 584 years per bucket"))?;
         if bucket_nanos == 0 {
             return Err(ConfigError::new(
                 "window",
@@ -99,10 +99,21 @@ impl ErrorStatsBuilder {
         Ok(ErrorStats {
             origin,
             bucket_nanos,
-            window: Duration::from_nanos(bucket_nanos * self.buckets as u64),
+            // In u128: the window may exceed `u64::MAX` nanoseconds even though a bucket does
+            // not, and it is never longer than the `Duration` it was cut from.
+            window: nanos(u128::from(bucket_nanos) * self.buckets as u128),
             ring: SlotRing::new(self.buckets),
         })
     }
+}
+
+/// A whole number of nanoseconds that fits in a `Duration`.
+fn nanos(n: u128) -> Duration {
+    const PER_SEC: u128 = 1_000_000_000;
+    Duration::new(
+        u64::try_from(n / PER_SEC).unwrap_or(u64::MAX),
+        (n % PER_SEC) as u32,
+    )
 }
 
 /// What an [`ErrorStats`] saw over its window, at one instant.
@@ -252,6 +263,37 @@ mod tests {
         );
         let one = ErrorStats::builder().buckets(1).build(t).unwrap();
         assert_eq!(one.window(), Duration::from_secs(300));
+    }
+
+    /// A window longer than `u64::MAX` nanoseconds in all (about 584 years) whose buckets each
+    /// fit in one is valid: it is kept exactly, without overflowing (a panic in debug builds, a
+    /// wrapped, far shorter window and a wrong error rate in release ones).
+    #[test]
+    fn a_window_of_centuries_does_not_overflow() {
+        let t = Instant::now();
+        let years = |n: u64| Duration::from_secs(n * 365 * 86_400);
+        let s = ErrorStats::builder()
+            .window(years(1_000))
+            .buckets(60)
+            .build(t)
+            .unwrap();
+        assert_eq!(s.window(), years(1_000));
+        s.record_category(Category::Timeout, t);
+        assert_eq!(s.count(Category::Timeout, t + years(900)), 1);
+        assert!((s.error_rate(t) - 1.0 / years(1_000).as_secs_f64()).abs() < 1e-24);
+        // The longest: each bucket just under 2^64 ns.
+        let s = ErrorStats::builder()
+            .window(Duration::MAX)
+            .buckets(65_536)
+            .build(t);
+        assert_eq!(s.unwrap_err().field(), "window");
+        let most = Duration::from_nanos(u64::MAX) * 65_536;
+        let s = ErrorStats::builder()
+            .window(most)
+            .buckets(65_536)
+            .build(t)
+            .unwrap();
+        assert_eq!(s.window(), most);
     }
 
     #[test]

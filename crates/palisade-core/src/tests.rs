@@ -130,6 +130,23 @@ fn classes_serialize() {
     assert_eq!(no_hint.retry_after, None);
 }
 
+/// A hint too long for a `u64` of milliseconds (a user's `with_retry_after`, not a parsed one)
+/// is written as the longest one, not cut down to its low 64 bits (2^62 s would read as 0 ms:
+/// retry at once).
+#[cfg(feature = "serde")]
+#[test]
+fn an_enormous_retry_hint_serializes_as_the_longest_not_a_wrapped_one() {
+    let class =
+        Class::new(Category::RateLimited).with_retry_after(std::time::Duration::from_secs(1 << 62));
+    let json = serde_json::to_value(class).unwrap();
+    assert_eq!(json["retry_after"], serde_json::json!(u64::MAX));
+    let back: Class = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        back.retry_after,
+        Some(std::time::Duration::from_millis(u64::MAX))
+    );
+}
+
 /// A response that is `Send` but not `Sync` (an axum or hyper body is not), classified as a
 /// failure, travels as a `BoxError` and comes back; the classifier's summary names it.
 #[tokio::test]

@@ -468,3 +468,120 @@ fn the_builder_debug_output_names_its_settings() {
     );
     assert!(d.contains("defaults: true"), "{d}");
 }
+
+/// `io::Error::other(e)` and `io::Error::new(kind, e)` hide `e` from `source()` (an
+/// `io::Error`'s `source()` is the wrapped error's source, not the wrapped error): the chain
+/// walk still reaches `e`, so an error that crossed an `AsyncRead`, a body stream or any other
+/// io boundary keeps its class.
+#[test]
+fn an_io_error_wrapping_an_error_is_classified_by_what_it_wraps() {
+    let io_other = |e: BoxError| -> BoxError { Box::new(io::Error::other(e)) };
+    let class = Class::new(Category::Validation);
+    assert_eq!(
+        class_of(&io_other(Box::new(Classified::new(class, "boom")))),
+        class
+    );
+    let open = crate::failure::CircuitOpen::new(
+        "llm".into(),
+        crate::failure::BreakerState::Open,
+        Some(Duration::from_millis(480)),
+    );
+    assert_eq!(
+        class_of(&io_other(Box::new(open))),
+        Class::new(Category::Rejected).with_retry_after(Duration::from_millis(480))
+    );
+    let injected = crate::failure::Injected::new(Class::new(Category::Ignored));
+    assert_eq!(
+        class_of(&io_other(Box::new(injected))).category,
+        Category::Ignored
+    );
+    // Registered types and type rules, beneath another error too.
+    register::<Quota>();
+    let err: BoxError = Box::new(Outer(io_other(Box::new(Quota(7)))));
+    assert_eq!(
+        class_of(&err),
+        Class::new(Category::ResourceExhausted).with_retry_after(Duration::from_secs(7))
+    );
+    let c = DefaultClassifier::builder()
+        .error_type::<Billing>(Class::new(Category::Authentication))
+        .build()
+        .unwrap();
+    let err = io::Error::new(io::ErrorKind::Unsupported, Billing);
+    assert_eq!(c.classify_error(&err).category, Category::Authentication);
+    // The kind of the io::Error itself, the outer error, still comes first.
+    let err = io::Error::new(io::ErrorKind::TimedOut, Billing);
+    assert_eq!(c.classify_error(&err).category, Category::Timeout);
+    // An io::Error without a payload is its kind, as before.
+    let err: BoxError = Box::new(io::Error::from(io::ErrorKind::ConnectionReset));
+    assert_eq!(class_of(&err).category, Category::Network);
+}
+
+/// A wait in hours or days is read in hours or days, and a number followed by a word that is
+/// not a unit the pattern knows ("30 attempts", "2 weeks") is no hint at all, rather than that
+/// many seconds.
+#[test]
+fn hints_in_hours_and_days_and_numbers_of_other_things() {
+    let after = |m: &str| class_of(&boxed(m)).retry_after;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        after("daily quota exceeded, retry after 2 hours"),
+        Some(2 * hour)
+    );
+    assert_eq!(after("please try again in 24 hours"), Some(24 * hour));
+    assert_eq!(after("try again in 1 hr"), Some(hour));
+    assert_eq!(after("retry in 1.5h"), Some(hour + hour / 2));
+    assert_eq!(after("try again in 3 days"), Some(72 * hour));
+    assert_eq!(after("retry after 1d"), Some(24 * hour));
+    assert_eq!(after("rate limit: retry after 30 attempts"), None);
+    assert_eq!(after("quota: retry after 2 weeks"), None);
+    // Plain numbers, and known units, as before.
+    assert_eq!(after("retry after 30"), Some(Duration::from_secs(30)));
+    assert_eq!(after("retry after 30."), Some(Duration::from_secs(30)));
+    assert_eq!(
+        after("retry after 30, please"),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        after("Retry after 6 seconds."),
+        Some(Duration::from_secs(6))
+    );
+    assert_eq!(after("retry in 5 mins"), Some(Duration::from_secs(300)));
+    assert_eq!(after("retry in 250 ms"), Some(Duration::from_millis(250)));
+    // A header's value, the next line after it: seconds.
+    assert_eq!(
+        after("429 Too Many Requests\nretry-after: 20\nContent-Type: text/plain"),
+        Some(Duration::from_secs(20))
+    );
+    // A user's pattern that reads its unit without a unit group is left alone.
+    let c = DefaultClassifier::builder()
+        .hint_pattern(Some(r"back in (\d+) ?s(?:econds)?".to_owned()))
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.classify_error(&*boxed("503, back in 5 seconds"))
+            .retry_after,
+        Some(Duration::from_secs(5))
+    );
+}
+
+/// "time out" inside other words is not a timeout: a runtime out of memory is out of memory.
+#[test]
+fn time_out_inside_other_words_is_no_timeout() {
+    assert_eq!(
+        cat("wasm runtime out of memory"),
+        Category::ResourceExhausted
+    );
+    assert_eq!(cat("failed to parse runtime output"), Category::Unknown);
+    assert_eq!(cat("datetime out of range"), Category::Unknown);
+    for m in [
+        "timeout",
+        "ReadTimeout: read",
+        "request time out",
+        "Time-out waiting for lock",
+        "connect_timeout reached",
+        "time_out",
+        "3 timeouts in a row",
+    ] {
+        assert_eq!(cat(m), Category::Timeout, "{m}");
+    }
+}
