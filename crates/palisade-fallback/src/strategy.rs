@@ -446,9 +446,10 @@ where
 ///
 /// Under a fallback layer, every member receives the call's own error (a [`FromError`] can
 /// downcast it), and the answer's [`Degraded`](crate::Degraded) marker names the member that
-/// answered, not the chain. The request is cloned for each member that needs it while a later
-/// one needs it too (the last takes it); the first member that takes a key gives it to all,
-/// and every member sees every success. A chain added to a chain adds its members.
+/// answered, not the chain. The request is kept before the call if a member answers from it,
+/// and each member that does takes its own copy of it when its turn comes (on the failure
+/// path only); the first member that takes a key gives it to all, and every member sees every
+/// success. A chain added to a chain adds its members.
 ///
 /// Tried directly through [`Strategy::fallback`], outside a fallback layer, a chain runs its
 /// members itself; the error it is given is borrowed only for that call, so the members see

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::stripe::Stripe;
-use palisade_core::{BoxError, Class, class_of};
+use palisade_core::{BoxError, Category, class_of};
 use pin_project_lite::pin_project;
 
 use super::FeatureOff;
@@ -80,11 +80,18 @@ where
         let result = ready!(inner.poll(cx)).map_err(Into::into);
         this.inner.set(None);
         if let Some((feature, ticket)) = this.admitted.take() {
-            let failure = match &result {
-                Ok(_) => None,
-                Err(e) => Some(class_of(e)).filter(Class::counts_against_health),
-            };
-            feature.outcome(failure, ticket);
+            match &result {
+                Ok(_) => feature.outcome(None, ticket),
+                Err(e) => match class_of(e) {
+                    class if class.counts_against_health() => feature.outcome(Some(class), ticket),
+                    // An error the classifier accepted as a normal outcome is a success.
+                    class if class.category == Category::Ignored => feature.outcome(None, ticket),
+                    // A rate limit, a client fault or a cancellation says neither that the
+                    // feature works nor that it fails: no verdict, as for a dropped call (a
+                    // probe frees its slot, and the next call after the cool-down probes).
+                    _ => feature.no_verdict(ticket),
+                },
+            }
         }
         Poll::Ready(result)
     }

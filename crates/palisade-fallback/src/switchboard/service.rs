@@ -8,27 +8,39 @@ use palisade_core::stripe::{Stripe, Striped};
 use tower_service::Service;
 
 use super::future::GateFuture;
-use super::state::Feature;
+use super::state::{Feature, ProbeSlot, Readiness};
 
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureOff`](super::FeatureOff) while it is off, and counts its failures (those that count
 /// against health) to turn it off automatically. Usually used through
 /// [`FeatureLayer`](super::FeatureLayer).
 ///
-/// # Panics
-/// `Gate` reserves nothing of its own in `poll_ready`. While the feature is on (or off by its
-/// failures) it forwards `poll_ready` and `call` to the inner service, whose own contract
-/// applies to a `call` without a ready `poll_ready`. While the feature is turned off by hand it
+/// # Readiness
+/// While the feature is on, `poll_ready` is the inner service's. While it is off (turned off
+/// by hand, or off by its failures and cooling down, or with its probe already out), a gate
 /// answers ready at once without asking the inner service, and the `call` that follows is
 /// refused with [`FeatureOff`](super::FeatureOff) even if the feature was turned on in between,
-/// so the inner service is never called without its own `poll_ready`. Its response future
-/// panics if polled after it completed, as tower's futures do.
+/// so the inner service is never called without its own `poll_ready`. Like an open breaker,
+/// an off feature thus never parks its caller on a dependency that cannot get ready (a full
+/// buffer, a pool whose connections are all stuck): the fallback answers at once. Once the
+/// cool-down of an automatic off is over, the first gate to be polled takes the probe slot
+/// and then waits for the inner service's readiness; it keeps the slot for its next `call`,
+/// and gives it back if that readiness fails or the gate is dropped first (a clone starts
+/// without it).
+///
+/// # Panics
+/// A `call` without a ready `poll_ready` follows the inner service's own contract while the
+/// feature is on. The response future panics if polled after it completed, as tower's
+/// futures do.
 #[derive(Debug)]
 pub struct Gate<S> {
     inner: S,
-    /// `poll_ready` answered ready for a feature turned off by hand, without the inner service:
-    /// the next `call` is refused. Taken by `call`; a clone starts without it.
+    /// `poll_ready` answered ready for a feature that is off, without the inner service: the
+    /// next `call` is refused. Taken by `call`; a clone starts without it.
     refuse: bool,
+    /// The probe slot `poll_ready` took for the next `call`. Taken by `call`, given back when
+    /// dropped; a clone starts without it.
+    probe: Option<ProbeSlot>,
     /// The feature, striped: each gate instance reads its own stripe and its futures hold that
     /// stripe's reference, so instances on different threads never share a reference count.
     stripes: Arc<Striped<Feature>>,
@@ -41,6 +53,7 @@ impl<S> Gate<S> {
         Gate {
             inner,
             refuse: false,
+            probe: None,
             feature: stripes.pick().clone(),
             stripes,
         }
@@ -67,6 +80,7 @@ impl<S: Clone> Clone for Gate<S> {
         Gate {
             inner: self.inner.clone(),
             refuse: false,
+            probe: None,
             feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
@@ -83,18 +97,38 @@ where
     type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.refuse = self.feature.is_turned_off();
-        if self.refuse {
-            return Poll::Ready(Ok(()));
+        // A probe slot taken by an earlier poll that found the inner service not ready is kept
+        // until the call.
+        if self.probe.is_none() {
+            match self.feature.readiness() {
+                Readiness::Forward => self.refuse = false,
+                Readiness::Refuse => {
+                    self.refuse = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Readiness::Probe(slot) => {
+                    self.refuse = false;
+                    self.probe = Some(slot);
+                }
+            }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        let ready = self.inner.poll_ready(cx).map_err(Into::into);
+        if let Poll::Ready(Err(_)) = ready {
+            // No call follows a failed readiness: the slot goes back at once.
+            self.probe = None;
+        }
+        ready
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         if std::mem::take(&mut self.refuse) {
             return GateFuture::off(self.feature.name().to_owned());
         }
-        match self.feature.admit() {
+        let ticket = match self.probe.take() {
+            Some(slot) => self.feature.admit_claimed(slot),
+            None => self.feature.admit(),
+        };
+        match ticket {
             Some(ticket) => {
                 GateFuture::admitted(self.inner.call(req), self.feature.clone(), ticket)
             }

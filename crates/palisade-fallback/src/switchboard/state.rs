@@ -95,7 +95,10 @@ pub enum FeatureState {
     /// Turned off by an operator ([`Feature::turn_off`]) until turned on again.
     TurnedOff,
     /// Turned off by its own failures; a probe may try it once `retry_after` has passed, and
-    /// a probe that succeeds turns it back on with a clean record.
+    /// a probe that succeeds turns it back on with a clean record. A probe that fails with a
+    /// failure that counts against health starts the cool-down over; one answered with a
+    /// failure that does not (a rate limit, a client fault, a cancellation) gives no verdict,
+    /// and the next call probes again.
     AutoOff {
         /// Time left before a probe may try it.
         retry_after: Duration,
@@ -212,6 +215,34 @@ pub(crate) struct Ticket {
     pub(crate) probe: bool,
 }
 
+/// What a gate's `poll_ready` does, from [`Feature::readiness`].
+#[derive(Debug)]
+pub(crate) enum Readiness {
+    /// The feature is on: ask the feature's service.
+    Forward,
+    /// The feature is off and this call cannot be its probe: ready at once, the call that
+    /// follows is refused.
+    Refuse,
+    /// This call is the probe: ask the feature's service, holding the probe slot meanwhile.
+    Probe(ProbeSlot),
+}
+
+/// The probe slot a gate's `poll_ready` took for the call that follows: given back when
+/// dropped unless [`Feature::admit_claimed`] turned it into that call's ticket.
+#[derive(Debug)]
+pub(crate) struct ProbeSlot {
+    feature: Feature,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if self.ticket.is_some() {
+            self.feature.release_probe();
+        }
+    }
+}
+
 impl Feature {
     fn new(name: &str, config: FeatureConfig, origin: Instant, failures: ErrorStats) -> Self {
         Feature {
@@ -300,11 +331,46 @@ impl Feature {
         self.inner.load().state() == ON
     }
 
-    /// Whether it was turned off by hand: a gate then reports ready without asking the
-    /// feature's service.
+    /// What a gate's `poll_ready` does now: forward it while the feature is on; take the probe
+    /// slot and forward it once the cool-down of an automatic off is over and no other probe
+    /// is out; otherwise answer ready at once, the call that follows being refused.
     #[inline]
-    pub(crate) fn is_turned_off(&self) -> bool {
-        self.inner.load().state() == MANUAL_OFF
+    pub(crate) fn readiness(&self) -> Readiness {
+        let word = self.inner.load();
+        match word.state() {
+            ON => Readiness::Forward,
+            AUTO_OFF => self.claim_probe(word),
+            _ => Readiness::Refuse,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn claim_probe(&self, word: Word) -> Readiness {
+        match self.admit_probe(word, Instant::now()) {
+            Some(ticket) => Readiness::Probe(ProbeSlot {
+                feature: self.clone(),
+                ticket: Some(ticket),
+            }),
+            None => Readiness::Refuse,
+        }
+    }
+
+    /// The ticket of a call made with the probe slot its gate's `poll_ready` took: the probe,
+    /// if the feature is still off by its failures in the same epoch; otherwise the slot is
+    /// freed and the call is admitted (or not) as any other.
+    pub(crate) fn admit_claimed(&self, mut slot: ProbeSlot) -> Option<Ticket> {
+        let word = self.inner.load();
+        match slot.ticket {
+            Some(ticket) if word.state() == AUTO_OFF && word.epoch() == ticket.epoch => {
+                slot.ticket = None;
+                Some(ticket)
+            }
+            _ => {
+                drop(slot);
+                self.admit()
+            }
+        }
     }
 
     /// Whether a call may go to the feature now, and as what: `None` while it is off (and,
@@ -340,8 +406,16 @@ impl Feature {
         self.inner.probing.store(false, Ordering::Release);
     }
 
+    /// A finished call that says nothing about the feature (a failure that does not count
+    /// against its health and is no success either): a probe frees its slot, without a verdict.
+    pub(crate) fn no_verdict(&self, ticket: Ticket) {
+        if ticket.probe {
+            self.release_probe();
+        }
+    }
+
     /// Counts a finished call's outcome: `failure` is the class of a failure that counts
-    /// against the feature's health, `None` for a success (or a failure that does not count).
+    /// against the feature's health, `None` for a success.
     pub(crate) fn outcome(&self, failure: Option<Class>, ticket: Ticket) {
         self.outcome_at(failure, ticket, Instant::now());
     }

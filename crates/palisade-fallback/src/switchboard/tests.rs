@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Category};
+use palisade_core::{BoxError, Category, Classified};
 use tower::{Layer, ServiceExt, service_fn};
 
 use crate::*;
@@ -614,4 +614,200 @@ async fn a_gate_forwards_readiness_while_on_and_gives_its_inner_service_back() {
         "summary 3"
     );
     assert_eq!(gate.clone().into_inner(), Unready { broken: false });
+}
+
+/// Answers each request with what it names: a success, a server error, a rate limit, a
+/// cancellation, an error the classifier accepts as a normal outcome, or a client fault.
+fn answering()
+-> impl tower::Service<&'static str, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(|kind: &'static str| async move {
+        match kind {
+            "ok" => Ok("fine".to_owned()),
+            "503" => Err::<String, BoxError>("503 overloaded".into()),
+            "429" => Err("429 rate limited".into()),
+            "cancelled" => {
+                Err(Classified::new(Category::Cancelled.into(), "caller went away").into())
+            }
+            "ignored" => Err(Classified::new(Category::Ignored.into(), "nothing new").into()),
+            _ => Err("400 invalid request".into()),
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_answered_with_a_failure_that_does_not_count_is_no_verdict() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(answering());
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // A rate limit or a client fault says neither that the feature works again nor that it
+    // fails: the probe slot is freed and the next call probes, as a breaker's half-open does.
+    for kind in ["429", "400", "cancelled"] {
+        let answer = svc.clone().oneshot(kind).await;
+        assert!(!matches!(answer, Ok(Answer::Primary(_))), "{kind}");
+        assert_eq!(
+            feature.state(),
+            FeatureState::AutoOff {
+                retry_after: Duration::ZERO
+            },
+            "a {kind} probe"
+        );
+    }
+    // An error the classifier accepts as a normal outcome is a success: back on.
+    let _ = svc.clone().oneshot("ignored").await.unwrap_err();
+    assert_eq!(feature.state(), FeatureState::On);
+    // As is, after another automatic off, a success.
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+/// A service that is not ready while `wedged` (a full buffer, a pool with every connection
+/// stuck on a black-holed dependency): it never wakes its caller then.
+#[derive(Clone)]
+struct Wedged {
+    wedged: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<u32> for Wedged {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.wedged.load(Ordering::SeqCst) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err("503 overloaded".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feature_off_by_its_failures_answers_at_once_without_waiting_for_readiness() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    wedged.store(true, Ordering::SeqCst);
+    let soon = Duration::from_millis(1);
+    // Cooling down: the fallback answers at once, the dependency's readiness is not awaited.
+    let answer = tokio::time::timeout(soon, svc.clone().oneshot(1))
+        .await
+        .expect("answered without waiting for the feature's readiness")
+        .unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    // After the cool-down, the probe waits for readiness; meanwhile the others are answered.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut probe = Box::pin(svc.clone().oneshot(2));
+    assert!(tokio::time::timeout(soon, &mut probe).await.is_err());
+    let answer = tokio::time::timeout(soon, svc.clone().oneshot(3))
+        .await
+        .expect("answered while the probe waits")
+        .unwrap();
+    assert_eq!(answer.into_inner(), "off");
+    // A probe dropped while it waits for readiness frees the probe slot.
+    drop(probe);
+    wedged.store(false, Ordering::SeqCst);
+    let _ = svc.clone().oneshot(4).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the next call was the probe"
+    );
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_readiness_fails_frees_the_probe_slot() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let mut gate = Gate::new(Unready { broken: false }, feature.clone());
+    // Off by one failure (counted as a gate's call would count it).
+    let ticket = feature.admit().unwrap();
+    feature.outcome(
+        Some(palisade_core::Class::new(Category::ServerError)),
+        ticket,
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    gate.get_mut().broken = true;
+    let err = ServiceExt::<u32>::ready(&mut gate).await.unwrap_err();
+    assert_eq!(err.to_string(), "not ready");
+    // The slot is free: another gate of the feature probes.
+    let mut other = Gate::new(Unready { broken: false }, feature.clone());
+    ServiceExt::<u32>::ready(&mut other).await.unwrap();
+    assert_eq!(
+        tower::Service::call(&mut other, 1).await.unwrap(),
+        "summary 1"
+    );
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_slot_taken_before_an_operator_acts_is_given_back_at_the_call() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: Arc::new(AtomicBool::new(false)),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // Readied as the probe, then the operator turns the feature on: the call is an ordinary
+    // one of the new epoch, and its failure counts (limit 1: off again).
+    let mut readied = svc.clone();
+    ServiceExt::<u32>::ready(&mut readied).await.unwrap();
+    feature.turn_on();
+    let _ = tower::Service::call(&mut readied, 1).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    // Readied as the probe, then turned off by hand: refused, the inner service not called,
+    // and the slot given back (turned on and off again, the next probe is let through).
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut readied = svc.clone();
+    ServiceExt::<u32>::ready(&mut readied).await.unwrap();
+    feature.turn_off();
+    let answer = tower::Service::call(&mut readied, 2).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    feature.turn_on();
+    let _ = svc.clone().oneshot(3).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = svc.clone().oneshot(4).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "the probe was let through");
 }
