@@ -34,7 +34,9 @@ pub enum Window {
     /// calls failed. Measured in `palisade-sim` at 10 requests a second against the default
     /// `Count(30)` with `Rate::new(0.95, 30)`: flapping every 2 s answers 91.8 % of requests
     /// instead of 76.8 %, and a 10 s outage sends 0.22 upstream calls per request instead of
-    /// 0.38 (`--rate 10 --stack examples/stacks/low_rate.toml`).
+    /// 0.38 (`--rate 10 --stack examples/stacks/low_rate.toml`); but a brownout's ramp gets
+    /// 1.54 calls per request instead of 1.32 (its breaker re-opens and the requests held
+    /// meanwhile come back together), so measure it against your own faults.
     ///
     /// It is not the default because its smaller `min_calls` counts from the breaker's close
     /// too, when the window starts empty: at 100 requests a second, 10 failures in a row just
