@@ -23,36 +23,32 @@ pub enum Window {
         /// How many buckets divide it.
         buckets: u32,
     },
-    /// The last `calls` outcomes, of those no older than `within`: a count window whose
-    /// outcomes also age out, for a dependency called a few times a second.
+    /// The last `calls` outcomes, judged as a count window; and, where they reach back
+    /// further than `within` (calls come slower than `calls` per `within`), the outcomes of
+    /// the last `within` alone, when there are at least `min_calls` of them: the rates trip
+    /// on either. The default, `Recent { calls: 30, within: 1 s, min_calls: 10 }`.
     ///
     /// A count window reaches back as far as its calls do: 30 calls span 0.3 s at 100 a
     /// second but 3 s at 10, and a dependency down for 2 s (flapping, or a short outage)
     /// never fails 95 % of them, so every call goes to it and every failed request needs a
-    /// retry. With `Recent { calls: 30, within: 1 s }` and a failure rate over at least 10
-    /// calls (`Rate::new(0.95, 10)`), the breaker opens once nearly all of the last second's
-    /// calls failed. Measured in `palisade-sim` at 10 requests a second against the default
-    /// `Count(30)` with `Rate::new(0.95, 30)`: flapping every 2 s answers 91.8 % of requests
-    /// instead of 76.8 %, and a 10 s outage sends 0.22 upstream calls per request instead of
-    /// 0.38 (`--rate 10 --stack examples/stacks/low_rate.toml`); but a brownout's ramp gets
-    /// 1.54 calls per request instead of 1.32 (its breaker re-opens and the requests held
-    /// meanwhile come back together), so measure it against your own faults.
-    ///
-    /// It is not the default because its smaller `min_calls` counts from the breaker's close
-    /// too, when the window starts empty: at 100 requests a second, 10 failures in a row just
-    /// after closing open it again, and a dependency whose capacity comes back gradually
-    /// re-opens it on every overloaded moment (the simulator's brownout served 24 % of what
-    /// its returning capacity allowed, against 99 % with the default). A pure time window
-    /// would be slow at a high rate instead (95 % of a whole second's calls must fail).
+    /// retry. At 100 a second this window is that count window: its 30 calls are all of the
+    /// last second, and a rate still needs its own `min_calls` of them (30 by default), so
+    /// a breaker just closed is not re-opened by a few failures in a row while a dependency
+    /// recovers. At 10 a second, once its calls reach back past a second, the last second's
+    /// 10 decide: the breaker opens when 95 % of them failed. Both Resilience4j and Finagle
+    /// offer a count and a time window, each alone; a time window alone would be slow at a
+    /// high rate (95 % of a whole second's calls must fail before it opens).
     ///
     /// A success the breaker does not record (while the window holds only successes, it
     /// reads no clock for them) is taken as seen when the next failure comes.
     Recent {
         /// How many outcomes, at most (1 to 65536).
         calls: u32,
-        /// How old an outcome may be, at most (1 ms to 1 h).
+        /// How far back the last span reaches (1 ms to 1 h).
         #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
         within: Duration,
+        /// Outcomes the last span needs before a rate can trip on it alone (1 to `calls`).
+        min_calls: u32,
     },
 }
 
@@ -157,8 +153,10 @@ pub enum CancelPolicy {
 /// is back:
 ///
 /// - **A failure rate, not a streak**: at least 95 % of the last 30 calls failed
-///   (`failure_rate`, over `Window::Count(30)`; `consecutive_failures` is off), so one
-///   success in 30 keeps it closed. A dependency that still answers some of its calls (one
+///   (`failure_rate` over `Window::Recent { calls: 30, within: 1 s, min_calls: 10 }`;
+///   `consecutive_failures` is off), so one success in 30 keeps it closed. Where 30 calls
+///   reach back further than a second (below 30 requests a second), 95 % of the last
+///   second's calls, if there are at least 10, open it too: see [`Window::Recent`]. A dependency that still answers some of its calls (one
 ///   failing half of them, one whose capacity is coming back) is better served by retries
 ///   within a budget and by the throttle below than by rejecting everything; a streak of five
 ///   is common in such a dependency and would re-open the breaker again and again.
@@ -224,7 +222,9 @@ pub struct BreakerConfig {
     /// off).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub consecutive_failures: Option<u32>,
-    /// The window the rates are measured over (`Window::Count(30)`).
+    /// The window the rates are measured over (`Window::Recent { calls: 30, within: 1 s,
+    /// min_calls: 10 }`: the last 30 calls, and the last second's where those reach back
+    /// further).
     pub window: Window,
     /// A failure rate that opens it (`Rate::new(0.95, 30)`: 95 % of at least 30 calls; `None`
     /// turns the rule off).
@@ -283,7 +283,11 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             consecutive_failures: None,
-            window: Window::Count(30),
+            window: Window::Recent {
+                calls: 30,
+                within: Duration::from_secs(1),
+                min_calls: 10,
+            },
             failure_rate: Some(Rate::new(0.95, 30)),
             slow_call_duration: None,
             slow_call_rate: None,
@@ -346,7 +350,11 @@ impl BreakerConfig {
                 ));
             }
             Window::Count(n) => n,
-            Window::Recent { calls, within } => {
+            Window::Recent {
+                calls,
+                within,
+                min_calls,
+            } => {
                 if calls == 0 || calls > 65_536 {
                     return Err(ConfigError::new(
                         "window.calls",
@@ -357,6 +365,12 @@ impl BreakerConfig {
                     return Err(ConfigError::new(
                         "window.within",
                         "must be between 1 ms and 1 h",
+                    ));
+                }
+                if min_calls == 0 || min_calls > calls {
+                    return Err(ConfigError::new(
+                        "window.min_calls",
+                        "must be at least 1 and at most window.calls",
                     ));
                 }
                 calls
@@ -484,7 +498,8 @@ macro_rules! config_setters {
             self
         }
 
-        /// The window the rates are measured over (`Window::Count(30)`). See
+        /// The window the rates are measured over (the last 30 calls, and the last second's
+        /// where those reach back further). See
         /// [`BreakerConfig::window`](crate::BreakerConfig::window).
         pub fn window(mut self, window: $crate::Window) -> Self {
             self.config.window = window;
@@ -604,7 +619,14 @@ mod tests {
     fn the_defaults_and_the_classic_configuration_are_what_their_docs_say() {
         let d = BreakerConfig::default();
         assert_eq!(d.consecutive_failures, None);
-        assert_eq!(d.window, Window::Count(30));
+        assert_eq!(
+            d.window,
+            Window::Recent {
+                calls: 30,
+                within: Duration::from_secs(1),
+                min_calls: 10
+            }
+        );
         assert_eq!(d.failure_rate, Some(Rate::new(0.95, 30)));
         assert_eq!((d.slow_call_duration, d.slow_call_rate), (None, None));
         assert_eq!(d.open_duration, 500 * MS);
@@ -651,7 +673,11 @@ mod tests {
         assert_eq!(check(|c| c.window = Window::Count(0)), err("window"));
         let recent = |calls: u32, within: Duration| {
             check(|c| {
-                c.window = Window::Recent { calls, within };
+                c.window = Window::Recent {
+                    calls,
+                    within,
+                    min_calls: 1,
+                };
                 c.failure_rate = Some(Rate::new(0.95, 1));
             })
         };
@@ -671,11 +697,25 @@ mod tests {
                 c.window = Window::Recent {
                     calls: 30,
                     within: hour,
+                    min_calls: 10,
                 };
                 c.failure_rate = Some(Rate::new(0.95, 31));
             }),
             err("failure_rate.min_calls")
         );
+        let recent_min = |min_calls: u32| {
+            check(|c| {
+                c.window = Window::Recent {
+                    calls: 30,
+                    within: hour,
+                    min_calls,
+                };
+            })
+        };
+        assert_eq!(recent_min(1), Ok(()));
+        assert_eq!(recent_min(30), Ok(()));
+        assert_eq!(recent_min(0), err("window.min_calls"));
+        assert_eq!(recent_min(31), err("window.min_calls"));
         let time = |span_ms: u64, buckets: u32| {
             check(move |c| {
                 c.window = Window::Time {
@@ -820,8 +860,8 @@ mod serde_tests {
     fn a_recent_window_reads_from_toml() {
         let cfg: BreakerConfig = toml::from_str(
             r#"
-            window = { recent = { calls = 30, within = "1s" } }
-            failure_rate = { ratio = 0.95, min_calls = 10 }
+            window = { recent = { calls = 30, within = "1s", min_calls = 10 } }
+            failure_rate = { ratio = 0.95, min_calls = 30 }
             "#,
         )
         .unwrap();
@@ -829,7 +869,8 @@ mod serde_tests {
             cfg.window,
             Window::Recent {
                 calls: 30,
-                within: Duration::from_secs(1)
+                within: Duration::from_secs(1),
+                min_calls: 10
             }
         );
         cfg.validate().unwrap();

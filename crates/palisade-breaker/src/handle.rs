@@ -210,7 +210,7 @@ impl BreakerHandle {
     /// let done = handle.reconfigure(config).unwrap();
     /// assert_eq!(
     ///     done.resets,
-    ///     [Reset::Window { from: Some(Window::Count(30)), to: Some(Window::Count(50)), dropped: 3 }]
+    ///     [Reset::Window { from: Some(palisade_breaker::BreakerConfig::default().window), to: Some(Window::Count(50)), dropped: 3 }]
     /// );
     /// assert_eq!(handle.metrics().window_calls, Some(0));
     ///

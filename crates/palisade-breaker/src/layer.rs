@@ -29,7 +29,8 @@ impl fmt::Debug for BreakerLayer {
 
 impl BreakerLayer {
     /// A breaker named `name` with the defaults of [`BreakerConfig`]: it opens when at least
-    /// 95 % of the last 30 calls failed, throttles adaptively while closed (`k` = 3 over the
+    /// 95 % of the last 30 calls failed (of the last second's, at least 10, where 30 calls
+    /// reach back further), throttles adaptively while closed (`k` = 3 over the
     /// last 100 requests), stays open 500 ms (×1.5 per failed probe, at most 750 ms, ±10 %),
     /// probes one call at a time and closes after 2 successful probes; a probe gets 60 s.
     ///

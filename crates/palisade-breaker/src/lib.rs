@@ -9,8 +9,9 @@
 //! * **Trip rules** ([`BreakerConfig`]), combinable: consecutive failures; failure rate and
 //!   slow-call rate over a [`Window`] — the last N outcomes (a window that slides one outcome
 //!   at a time: after 1 000 successes, N failures fill it) or fixed time buckets — each with a
-//!   minimum number of calls. By default: 95 % of the last 30 calls failed (see
-//!   [`BreakerConfig`]'s *Defaults, and why*).
+//!   minimum number of calls. By default: 95 % of the last 30 calls failed, or, where those
+//!   reach back further than a second, of the last second's (at least 10; see
+//!   [`Window::Recent`] and [`BreakerConfig`]'s *Defaults, and why*).
 //! * **Adaptive throttling** while closed ([`Throttle`]): requests are refused locally in
 //!   proportion to how little the dependency accepts (the Google SRE book's client-side
 //!   throttling), so a dependency with part of its capacity gets about three times what it

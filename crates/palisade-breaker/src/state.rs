@@ -125,9 +125,15 @@ impl Rates {
         }
         match cfg.window {
             Window::Count(n) => Rates::Count(Arc::new(CountWindow::new(n as usize))),
-            Window::Recent { calls, within } => {
-                Rates::Recent(Arc::new(RecentWindow::new(calls as usize, millis(within))))
-            }
+            Window::Recent {
+                calls,
+                within,
+                min_calls,
+            } => Rates::Recent(Arc::new(RecentWindow::new(
+                calls as usize,
+                millis(within),
+                min_calls,
+            ))),
             Window::Time { span, buckets } => Rates::Time(Arc::new(TimeWindow::new(
                 buckets as usize,
                 u64::try_from(span.as_millis() / u128::from(buckets)).unwrap_or(u64::MAX),
@@ -559,7 +565,12 @@ impl Core {
                 }
                 let counts = record_rates(&live, failure, slow, now);
                 self.settle(version, &live, true);
-                if should_trip(&live.cfg, consecutive, counts) {
+                // A recent window's last span, judged only when an outcome could trip it.
+                let recent = match &live.rates {
+                    Rates::Recent(w) if failure || slow => w.recent(now()),
+                    _ => None,
+                };
+                if should_trip(&live.cfg, consecutive, counts, recent) {
                     let hint = match outcome {
                         Outcome::Failure(hint) => hint,
                         _ => None,
@@ -830,7 +841,7 @@ impl Core {
             Rates::None => None,
             Rates::Count(w) => Some(w.counts()),
             Rates::Time(w) => Some(w.counts(now)),
-            Rates::Recent(w) => Some(w.counts(now)),
+            Rates::Recent(w) => Some(w.counts()),
         };
         Numbers {
             state: self.state(),
@@ -871,7 +882,7 @@ impl Core {
                     Rates::None => 0,
                     Rates::Count(w) => w.counts().calls,
                     Rates::Time(w) => w.counts(now).calls,
-                    Rates::Recent(w) => w.counts(now).calls,
+                    Rates::Recent(w) => w.counts().calls,
                 };
                 if from.is_some() {
                     resets.push(Reset::Window {
@@ -962,18 +973,29 @@ fn record_rates(live: &Live, failure: bool, slow: bool, now: &dyn Fn() -> u64) -
     }
 }
 
-fn should_trip(cfg: &BreakerConfig, consecutive: u32, counts: Counts) -> bool {
+/// Whether `cfg`'s rules trip on a streak of `consecutive` failures, on the window's `counts`
+/// (a rate needs its `min_calls` of them), or on a recent window's last span (`recent`, which
+/// [`RecentWindow::recent`] gives only with its own minimum met).
+fn should_trip(
+    cfg: &BreakerConfig,
+    consecutive: u32,
+    counts: Counts,
+    recent: Option<Counts>,
+) -> bool {
     if cfg.consecutive_failures.is_some_and(|n| consecutive >= n) {
         return true;
     }
-    let over = |rate: Option<crate::config::Rate>, n: u32| {
+    // Divided, not multiplied: `n / calls` rounds to the same `f64` as a ratio written as
+    // that fraction (7 / 100 and 0.07), where `0.07 × 100` rounds up past 7.
+    let at =
+        |r: crate::config::Rate, n: u32, calls: u32| f64::from(n) / f64::from(calls) >= r.ratio;
+    let over = |rate: Option<crate::config::Rate>, pick: fn(Counts) -> u32| {
         rate.is_some_and(|r| {
-            // Divided, not multiplied: `n / calls` rounds to the same `f64` as a ratio written
-            // as that fraction (7 / 100 and 0.07), where `0.07 × 100` rounds up past 7.
-            counts.calls >= r.min_calls && f64::from(n) / f64::from(counts.calls) >= r.ratio
+            (counts.calls >= r.min_calls && at(r, pick(counts), counts.calls))
+                || recent.is_some_and(|c| c.calls > 0 && at(r, pick(c), c.calls))
         })
     };
-    over(cfg.failure_rate, counts.failures) || over(cfg.slow_call_rate, counts.slow)
+    over(cfg.failure_rate, |c| c.failures) || over(cfg.slow_call_rate, |c| c.slow)
 }
 
 pub(crate) struct Numbers {

@@ -88,23 +88,25 @@ impl CountWindow {
     }
 }
 
-/// The last `n` outcomes, of those no older than `within_ms`: a count window whose outcomes
-/// also age out, so that at a low request rate it still speaks of the last moments and not of
-/// the last minute.
+/// The last `n` outcomes, judged as a [`CountWindow`]; and, where they reach back further than
+/// `within_ms` (calls come slower than `n` per `within_ms`), the outcomes of the last
+/// `within_ms` alone, when there are at least `min_recent` of them ([`recent`](Self::recent)).
+/// At a low request rate it still speaks of the last moments, not of the last half minute.
 ///
 /// Each slot holds an outcome's code and the millisecond it was recorded (plus one; 0 is an
-/// empty slot). Running counts over the whole ring say whether it holds only plain successes
-/// ([`all_successes`](Self::all_successes)), as for [`CountWindow`]: the breaker then stops
-/// recording successes, reading no clock, and the slots keep the times the ring filled. When
-/// the next outcome that is not a plain success comes, the ring's successes are taken as seen
-/// at that moment (`floor`): they were the last calls, and a success the quiet path did not
-/// record must not make the window look emptier than it was. The aged counts are read by a
-/// scan of the ring (`O(n)`), only when an outcome is recorded or a snapshot taken.
+/// empty slot). Running counts over the whole ring make [`record`](Self::record) `O(1)` and say
+/// whether it holds only plain successes ([`all_successes`](Self::all_successes)), as for a
+/// count window: the breaker then stops recording successes, reading no clock, and the slots
+/// keep the times the ring filled. When the next outcome that is not a plain success comes,
+/// the ring's successes are taken as seen at that moment (`floor`): they were the last calls,
+/// and a success the quiet path did not record must not make the ring look older than it is.
+/// [`recent`](Self::recent) scans the ring (`O(n)`); the breaker asks it only after a failure.
 #[derive(Debug)]
 pub(crate) struct RecentWindow {
     ring: Box<[AtomicU64]>,
     next: AtomicU64,
     within_ms: u64,
+    min_recent: u32,
     /// Outcomes recorded before this time (ms) count as recorded at it (see above).
     floor: AtomicU64,
     calls: AtomicU32,
@@ -113,11 +115,12 @@ pub(crate) struct RecentWindow {
 }
 
 impl RecentWindow {
-    pub(crate) fn new(n: usize, within_ms: u64) -> Self {
+    pub(crate) fn new(n: usize, within_ms: u64, min_recent: u32) -> Self {
         RecentWindow {
             ring: (0..n).map(|_| AtomicU64::new(0)).collect(),
             next: AtomicU64::new(0),
             within_ms: within_ms.max(1),
+            min_recent,
             floor: AtomicU64::new(0),
             calls: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -125,11 +128,12 @@ impl RecentWindow {
         }
     }
 
+    /// Records an outcome at `now_ms`; returns the whole ring's counts.
     pub(crate) fn record(&self, failure: bool, slow: bool, now_ms: u64) -> Counts {
         if (failure || slow) && self.all_successes() {
             self.floor.fetch_max(now_ms, Ordering::AcqRel);
         }
-        let new = u64::from(code(failure, slow)) | now_ms.saturating_add(1) << 3;
+        let new = u64::from(code(failure, slow)) | (now_ms.saturating_add(1) << 3);
         let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.ring.len() as u64) as usize;
         let old = self.ring[i].swap(new, Ordering::AcqRel);
         let old_code = (old & 0b111) as u8;
@@ -138,7 +142,7 @@ impl RecentWindow {
         }
         adjust(&self.failures, old_code & FAILURE != 0, failure);
         adjust(&self.slow, old_code & SLOW != 0, slow);
-        self.counts(now_ms)
+        self.counts()
     }
 
     /// Whether the ring is full and holds only successes that were not slow (whatever their
@@ -151,18 +155,29 @@ impl RecentWindow {
             && self.calls.load(Ordering::Relaxed) as usize == self.ring.len()
     }
 
-    /// The outcomes of the ring recorded (or, before the floor, taken as seen) less than
-    /// `within_ms` before `now_ms`.
-    pub(crate) fn counts(&self, now_ms: u64) -> Counts {
+    /// The whole ring's counts, as a count window's.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The outcomes of the last `within_ms` before `now_ms`, when the ring holds an older one
+    /// too (it reaches back further) and they are at least `min_recent`; `None` otherwise.
+    pub(crate) fn recent(&self, now_ms: u64) -> Option<Counts> {
         let floor = self.floor.load(Ordering::Acquire);
         let mut counts = Counts::default();
+        let mut older = false;
         for slot in self.ring.iter() {
             let v = slot.load(Ordering::Acquire);
             if v == 0 {
                 continue;
             }
-            let at = (v >> 3) - 1;
-            if now_ms.saturating_sub(at.max(floor)) >= self.within_ms {
+            let at = ((v >> 3) - 1).max(floor);
+            if now_ms.saturating_sub(at) >= self.within_ms {
+                older = true;
                 continue;
             }
             let c = (v & 0b111) as u8;
@@ -170,7 +185,7 @@ impl RecentWindow {
             counts.failures += u32::from(c & FAILURE != 0);
             counts.slow += u32::from(c & SLOW != 0);
         }
-        counts
+        (older && counts.calls >= self.min_recent).then_some(counts)
     }
 
     pub(crate) fn reset(&self) {
@@ -312,92 +327,104 @@ mod tests {
     }
 
     #[test]
-    fn recent_window_ages_its_outcomes_out() {
-        let w = RecentWindow::new(4, 1_000);
-        w.record(true, false, 0);
-        w.record(false, true, 500);
+    fn recent_window_judges_the_last_span_where_the_ring_reaches_back_further() {
+        // 4 outcomes, 1 s, at least 2 recent ones.
+        let w = RecentWindow::new(4, 1_000, 2);
+        w.record(false, false, 0);
+        w.record(true, false, 500);
+        // As a count window: the whole ring.
         assert_eq!(
-            w.counts(999),
+            w.record(true, false, 900),
             Counts {
-                calls: 2,
-                failures: 1,
-                slow: 1
+                calls: 3,
+                failures: 2,
+                slow: 0
             }
         );
-        // The failure recorded at 0 is a second old at 1 000; the slow call at 1 499.
-        assert_eq!(w.counts(1_000).calls, 1);
-        assert_eq!(w.counts(1_500), Counts::default());
-        // A recent outcome is still one of the last 4: the fifth replaces the oldest.
-        for t in [2_000, 2_001, 2_002, 2_003] {
-            w.record(true, false, t);
-        }
-        assert_eq!(w.record(false, false, 2_004).failures, 3);
+        // Nothing older than 1 s yet: the ring is judged as a count window alone.
+        assert_eq!(w.recent(999), None);
+        // At 1 000 the success at 0 is a second old: the last second holds the two failures.
+        let two = Counts {
+            calls: 2,
+            failures: 2,
+            slow: 0,
+        };
+        assert_eq!(w.recent(1_000), Some(two));
+        // Fewer than 2 in the last second: too little to judge by.
+        assert_eq!(w.recent(1_500), None);
+        // A slow call counts as slow in both.
+        assert_eq!(w.record(false, true, 1_600).slow, 1);
+        assert_eq!(w.recent(1_600).map(|c| (c.calls, c.slow)), Some((2, 1)));
         w.reset();
-        assert_eq!(w.counts(2_004), Counts::default());
+        assert_eq!(w.counts(), Counts::default());
+        assert_eq!(w.recent(10_000), None);
         assert!(!w.all_successes());
     }
 
     #[test]
     fn successes_not_recorded_while_quiet_are_taken_as_seen_at_the_next_failure() {
-        let w = RecentWindow::new(3, 1_000);
+        let w = RecentWindow::new(3, 1_000, 1);
         for t in [0, 1, 2] {
             w.record(false, false, t);
         }
         assert!(w.all_successes());
-        // The breaker records no success while the window holds only successes; 10 s on, a
-        // failure: the three successes were the last calls, and count as seen now.
+        // The breaker records no success while the ring holds only successes; 10 s on, a
+        // failure: the successes were the last calls, and count as seen now, not 10 s ago,
+        // so the ring does not reach back further than a second.
+        w.record(true, false, 10_000);
+        w.record(true, false, 10_500);
+        assert_eq!(w.recent(10_999), None);
+        // A second later the success left and the first failure are old, and the last
+        // second holds the second failure alone.
         assert_eq!(
-            w.record(true, false, 10_000),
-            Counts {
-                calls: 3,
+            w.recent(11_000),
+            Some(Counts {
+                calls: 1,
                 failures: 1,
                 slow: 0
-            }
+            })
         );
-        // They age out a second later, the failure with them.
-        assert_eq!(w.counts(10_999).calls, 3);
-        assert_eq!(w.counts(11_000), Counts::default());
-        // Once the window holds a failure, no success is taken as newer than it was.
-        w.record(false, false, 11_500);
-        assert_eq!(w.record(true, false, 12_000).calls, 2);
-        assert_eq!(w.counts(12_500).calls, 1);
+        // Once the ring holds a failure, the floor stays: a later success is as recent as it
+        // is.
+        w.record(false, false, 11_600);
+        assert_eq!(w.recent(12_000).map(|c| c.calls), Some(1));
     }
 
     proptest! {
         #[test]
-        fn recent_window_matches_the_last_n_within_the_age(
+        fn recent_window_matches_a_model(
             n in 1usize..20,
             within in 1u64..50,
+            min in 1u32..5,
             steps in proptest::collection::vec((0u64..10, any::<bool>(), any::<bool>()), 0..200),
         ) {
-            // Outcomes recorded one by one at times that only go forward; no quiet period
-            // (every outcome recorded), so the floor never moves past a recorded time that
-            // matters: the model is the last n outcomes, of those younger than `within`.
-            let w = RecentWindow::new(n, within);
+            // Every outcome recorded, at times that only go forward. The model: the last n
+            // outcomes; those of the last `within` when an older one is among them and they
+            // are at least `min`; a failure or slow call after a full ring of plain successes
+            // takes those successes as seen at its time.
+            let w = RecentWindow::new(n, within, min);
             let mut t = 0;
             let mut all: Vec<(u64, bool, bool)> = Vec::new();
             for (dt, f, sl) in &steps {
                 t += dt;
-                // The floor: a failure or slow call after a full ring of plain successes.
                 let quiet = all.len() >= n && all.iter().rev().take(n).all(|&(_, f, s)| !f && !s);
                 if (*f || *sl) && quiet {
                     for o in all.iter_mut().rev().take(n) {
-                        o.0 = t;
+                        o.0 = o.0.max(t);
                     }
                 }
                 all.push((t, *f, *sl));
-                let counts = w.record(*f, *sl, t);
-                let last: Vec<_> = all
-                    .iter()
-                    .rev()
-                    .take(n)
-                    .filter(|(at, _, _)| t - at < within)
-                    .collect();
-                prop_assert_eq!(counts, Counts {
-                    calls: last.len() as u32,
-                    failures: last.iter().filter(|(_, f, _)| *f).count() as u32,
-                    slow: last.iter().filter(|(_, _, s)| *s).count() as u32,
-                });
+                let last: Vec<_> = all.iter().rev().take(n).collect();
+                let count = |v: &[&(u64, bool, bool)]| Counts {
+                    calls: v.len() as u32,
+                    failures: v.iter().filter(|(_, f, _)| *f).count() as u32,
+                    slow: v.iter().filter(|(_, _, s)| *s).count() as u32,
+                };
+                prop_assert_eq!(w.record(*f, *sl, t), count(&last));
+                let young: Vec<_> = last.iter().copied().filter(|(at, _, _)| t - at < within).collect();
+                let older = young.len() < last.len();
+                let want = (older && young.len() as u32 >= min).then(|| count(&young));
+                prop_assert_eq!(w.recent(t), want);
             }
         }
 

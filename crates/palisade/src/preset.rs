@@ -80,7 +80,8 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///   until the deadline, except after a 429 the server paced
 ///   ([`RetryBuilder::wait_for_budget`](crate::retry::RetryBuilder::wait_for_budget)): with a
 ///   dependency flapping every 2 s this answers 100 % of the requests instead of 93.8 %;
-/// - the breaker as [`BreakerConfig::default`]: it opens when 95 % of the last 30 calls
+/// - the breaker as [`BreakerConfig::default`]: it opens when 95 % of the last 30 calls (of
+///   the last second's, at least 10, where 30 calls reach back further)
 ///   failed, throttles adaptively while closed (the Google SRE book's client-side throttling,
 ///   `k` = 3 over the last 100 requests), stays open 500 ms (×1.5 per failed probe, at most
 ///   750 ms), probes one call at a time and closes after 2 successes. Pass

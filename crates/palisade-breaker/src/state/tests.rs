@@ -213,6 +213,57 @@ fn failure_rate_over_a_sliding_count_window_with_a_minimum() {
     }
 }
 
+/// The default window at 10 calls a second: the last 30 calls reach back 3 s, so the last
+/// second's (at least 10) decide, and 2 s of failures open it; the count window alone needs
+/// 3 s. At 100 a second it is the count window, and a breaker just closed is not re-opened
+/// by 10 failures in a row.
+#[test]
+fn the_default_window_opens_on_the_last_second_where_30_calls_reach_back_further() {
+    let defaults = || BreakerConfig {
+        throttle: None,
+        jitter_ratio: 0.0,
+        ..BreakerConfig::default()
+    };
+    let count = core(BreakerConfig {
+        window: Window::Count(30),
+        ..defaults()
+    });
+    let recent = core(defaults());
+    // Ten seconds of successes, every 100 ms, then failures: the recent window opens on the
+    // last second's 10 failures (the ring still holds 20 older successes); the count
+    // window does not before 29 of its 30 failed.
+    let mut opened = [None, None];
+    for (i, c) in [&count, &recent].into_iter().enumerate() {
+        for t in (0..10_000).step_by(100) {
+            succeed(c, t);
+        }
+        for t in (10_000..14_000).step_by(100) {
+            fail(c, t);
+            if opened[i].is_none() && c.state() == State::Open {
+                opened[i] = Some(t);
+            }
+        }
+    }
+    // The successes before 10 s count as seen at the first failure (the breaker records none
+    // while its window holds only successes), so the last second is all failures at 11.0 s.
+    assert_eq!(opened, [Some(12_800), Some(11_000)]);
+
+    // 100 calls a second: closed afresh, 10 failures in a row among the first calls do not
+    // re-open it (a rate still needs 30 outcomes), as with the count window.
+    let c = core(defaults());
+    for t in 0..9 {
+        succeed(&c, t * 10);
+    }
+    for t in 9..19 {
+        fail(&c, t * 10);
+    }
+    assert_eq!(c.state(), State::Closed, "{:?}", c.numbers(190).window);
+    for t in 19..40 {
+        fail(&c, t * 10);
+    }
+    assert_eq!(c.state(), State::Open);
+}
+
 #[test]
 fn slow_call_rate_over_a_time_window() {
     let c = core(BreakerConfig {

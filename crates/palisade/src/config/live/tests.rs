@@ -133,7 +133,7 @@ async fn a_changed_breaker_window_is_reset_and_said() {
     assert!(matches!(
         done.breaker.resets[..],
         [Reset::Window {
-            from: Some(Window::Count(30)),
+            from: Some(Window::Recent { calls: 30, .. }),
             to: Some(Window::Count(60)),
             ..
         }]
