@@ -77,6 +77,57 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Which requests are retried
+//!
+//! [`HttpClassifier`] judges responses and errors, not methods: a `POST` whose attempt timed
+//! out, whose connection dropped before the response, or that got a 503 is retried like a
+//! `GET`. [RFC 9110 §9.2.2](https://www.rfc-editor.org/rfc/rfc9110#section-9.2.2) asks a
+//! client not to retry a request that is not idempotent automatically unless it knows the
+//! request can be repeated. LLM APIs take their calls as `POST` and answer a repeat as a new
+//! call (the cost is a second completion, usually wanted after a 429 or a 503); a payment or
+//! a tool call with side effects needs an idempotency key, or one attempt. Say so per request
+//! with the retry layer's [`max_attempts_fn`](palisade_retry::RetryBuilder::max_attempts_fn):
+//!
+//! ```
+//! use http::{Request, Response};
+//! use palisade::{ServiceBuilderExt, preset};
+//! use palisade::retry::RetryLayer;
+//! use palisade_core::BoxError;
+//! use palisade_http::HttpClassifier;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // One attempt for a request that is neither idempotent by its method nor carries an
+//! // idempotency key; the layer's own limit for the others.
+//! let retry = RetryLayer::builder()
+//!     .max_attempts_fn(|req: &Request<String>| {
+//!         let repeatable =
+//!             req.method().is_idempotent() || req.headers().contains_key("idempotency-key");
+//!         (!repeatable).then_some(1)
+//!     })
+//!     .build()?;
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counted = calls.clone();
+//! let api = service_fn(move |_: Request<String>| {
+//!     counted.fetch_add(1, Ordering::SeqCst);
+//!     async { Ok::<_, BoxError>(Response::builder().status(503).body(String::new())?) }
+//! });
+//! let client = ServiceBuilder::new()
+//!     .palisade(preset::recommended("payments").classifier(HttpClassifier::new()).retry(retry).build()?)
+//!     .service(api);
+//!
+//! let charge = Request::post("/charge").body(String::new())?;
+//! assert!(client.clone().oneshot(charge).await.is_err());
+//! assert_eq!(calls.swap(0, Ordering::SeqCst), 1, "a bare POST: one attempt");
+//! let keyed = Request::post("/charge").header("idempotency-key", "c-42").body(String::new())?;
+//! assert!(client.oneshot(keyed).await.is_err());
+//! assert_eq!(calls.load(Ordering::SeqCst), 3, "with a key: the layer's 3 attempts");
+//! # Ok(()) }
+//! ```
+//!
 //! # Streamed responses: failures after the head
 //!
 //! palisade's layers judge a call when its future completes, and an HTTP call's future
