@@ -145,7 +145,8 @@ type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 ///
 /// By the first failure's [fault level](palisade_core::FaultLevel):
 /// * **L1** (transient): retry with backoff (1 s, 2 s, 4 s by default), honouring a longer
-///   server hint;
+///   server hint up to [`max_retry_after`](RecoveryBuilder::max_retry_after) (60 s by
+///   default; a failure asking for longer is not retried but goes on down the order at once);
 /// * **L2** (resource): run the clean-up hook, then the reset hook, then retry with backoff;
 /// * **L3** (logic): no retry; run the compensation hook, then escalate to a person;
 ///
@@ -155,6 +156,7 @@ type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 pub struct RecoveryManager<Req, R> {
     agent: String,
     backoff: Vec<Duration>,
+    max_retry_after: Duration,
     fallback: Option<BoxCloneService<Req, R, BoxError>>,
     degrade: Option<Degrade<Req, R>>,
     cleanup: Option<Hook>,
@@ -182,6 +184,15 @@ impl<Req, R> RecoveryBuilder<Req, R> {
     /// list: no retries.
     pub fn backoff(mut self, delays: Vec<Duration>) -> Self {
         self.manager.backoff = delays;
+        self
+    }
+
+    /// The longest server hint a retry waits for (default 60 s, as the retry layer's
+    /// `max_retry_after`). A failure whose hint asks for longer (`Retry-After: 3600` on a
+    /// quota) is not retried: the fallback agent, degradation or a person answer it at once,
+    /// instead of holding the call for the hour.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.manager.max_retry_after = max;
         self
     }
 
@@ -237,10 +248,14 @@ impl<Req, R> fmt::Debug for RecoveryManager<Req, R> {
         f.debug_struct("RecoveryManager")
             .field("agent", &self.agent)
             .field("backoff", &self.backoff)
+            .field("max_retry_after", &self.max_retry_after)
             .field("failures", &self.failures.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
+
+/// The longest server hint a retry waits for unless set otherwise.
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The delays before each retry unless set otherwise: 1 s, 2 s, 4 s.
 fn default_backoff() -> Vec<Duration> {
@@ -264,6 +279,7 @@ where
         RecoveryManager {
             agent: agent.into(),
             backoff: default_backoff(),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             fallback: None,
             degrade: None,
             cleanup: None,
@@ -341,10 +357,11 @@ where
                     }
                 }
                 for delay in &self.backoff {
-                    if !class.retryable {
+                    let hint = class.retry_after.unwrap_or_default();
+                    if !class.retryable || hint > self.max_retry_after {
                         break;
                     }
-                    tokio::time::sleep((*delay).max(class.retry_after.unwrap_or_default())).await;
+                    tokio::time::sleep((*delay).max(hint)).await;
                     match self.attempt(agent, req.clone(), &mut recovery).await {
                         Ok(r) => return Ok((r, finish(recovery, Step::Retry))),
                         Err(e) => {

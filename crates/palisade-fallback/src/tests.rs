@@ -854,6 +854,44 @@ mod recovery {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_hint_longer_than_max_retry_after_goes_down_the_order_at_once() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let (backup, backup_calls) = agent(0, "");
+        let m = manager(&sink)
+            .fallback_agent(backup.clone())
+            .build()
+            .unwrap();
+        // A quota spent for two hours: no retry, the fallback agent answers now (the call
+        // was held for the two hours before).
+        let (mut a, calls) = agent(1, "429 daily quota exceeded, retry after 2 hours");
+        let (answer, rec) = m.run(&mut a, 7).await.unwrap();
+        assert_eq!(
+            (answer.as_str(), rec.strategy, rec.elapsed),
+            ("done 7", Step::FallbackAgent, Duration::ZERO)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 1);
+        // A hint within the limit is waited for, whole.
+        let (mut a, _) = agent(1, "429 rate limited, retry after 30 seconds");
+        let (_, rec) = m.run(&mut a, 8).await.unwrap();
+        assert_eq!(
+            (rec.strategy, rec.elapsed),
+            (Step::Retry, Duration::from_secs(30))
+        );
+        // A longer limit waits the two hours.
+        let m = manager(&sink)
+            .max_retry_after(Duration::from_secs(3 * 3600))
+            .build()
+            .unwrap();
+        let (mut a, _) = agent(1, "429 daily quota exceeded, retry after 2 hours");
+        let (_, rec) = m.run(&mut a, 9).await.unwrap();
+        assert_eq!(
+            (rec.strategy, rec.elapsed),
+            (Step::Retry, Duration::from_secs(2 * 3600))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn l2_cleans_up_and_resets_before_retrying() {
         let sink = Arc::new(MemorySink::new(8).unwrap());
         let cleaned = Arc::new(AtomicUsize::new(0));
@@ -957,12 +995,12 @@ mod recovery {
         assert_eq!(source.to_string(), "503 overloaded");
         assert_eq!(
             format!("{m:?}"),
-            r#"RecoveryManager { agent: "classifier", backoff: [], failures: 1, .. }"#
+            r#"RecoveryManager { agent: "classifier", backoff: [], max_retry_after: 60s, failures: 1, .. }"#
         );
         let builder = manager(&sink).backoff(vec![Duration::from_secs(5)]);
         assert_eq!(
             format!("{builder:?}"),
-            r#"RecoveryBuilder(RecoveryManager { agent: "classifier", backoff: [5s], failures: 0, .. })"#
+            r#"RecoveryBuilder(RecoveryManager { agent: "classifier", backoff: [5s], max_retry_after: 60s, failures: 0, .. })"#
         );
         // take empties the sink; list does not.
         assert_eq!(sink.list().len(), 1);
