@@ -53,7 +53,9 @@
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
 //! (see [`preset::recommended`]). Durations are written as people
-//! write them (`"250ms"`, `"30s"`, `"1m 30s"`). A rule that is on by default is turned off
+//! write them (`"250ms"`, `"30s"`, `"1m 30s"`); a bare number is milliseconds
+//! ([`palisade_core::serde_duration`]), so `deadline = 30` and `PALISADE_DEADLINE=30` mean
+//! 30 ms: write the unit. A rule that is on by default is turned off
 //! with the word `"off"` (`failure_rate = "off"`, `escalate = "off"`,
 //! `outlier = { consecutive_failures = "off" }`): leaving the key out keeps the default, and
 //! TOML has no null ([`palisade_core::serde_off`]).
@@ -97,6 +99,10 @@
 //! assert_eq!(config.retry.max_attempts, 5);
 //! let preset = config.builder()?.build()?;
 //! # let _ = preset;
+//!
+//! // A bare number is milliseconds.
+//! let config = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_DEADLINE", "45")])?;
+//! assert_eq!(config.deadline, std::time::Duration::from_millis(45));
 //! # Ok::<(), palisade::classify::ConfigError>(())
 //! ```
 

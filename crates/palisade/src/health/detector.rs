@@ -21,7 +21,8 @@ use palisade_core::ConfigError;
 ///
 /// Defaults (`Detector::new()`): `α = 0.1` (about the last 10 checks weigh most), `k = 4`,
 /// `warmup = 5`, `floor = 0`. [`HealthMonitor`](super::HealthMonitor) uses one for error
-/// rates (floor 0.05) and one for mean latency (floor a quarter of the mean, at least 1 ms).
+/// rates (floor 0.05, and at least one failure's share of the check's calls) and one for mean
+/// latency (floor a quarter of the mean, at least 1 ms).
 ///
 /// ```
 /// use palisade::health::Detector;
@@ -125,8 +126,14 @@ impl Detector {
         self.var.sqrt()
     }
 
+    /// The band's minimum width, as built (or as last set by the monitor).
+    pub(crate) fn floor(&self) -> f64 {
+        self.floor
+    }
+
     /// Sets the band's minimum width (used by the monitor to scale a latency floor with the
-    /// mean). Negative or non-finite values are taken as 0.
+    /// mean, and an error-rate floor with the sample). Negative or non-finite values are
+    /// taken as 0.
     pub(crate) fn set_floor(&mut self, floor: f64) {
         self.floor = if floor.is_finite() {
             floor.max(0.0)

@@ -11,7 +11,10 @@
 //!   depth);
 //! - a **watch** ([`HealthMonitor::watch`]), a layer that counts the dependency's calls,
 //!   failures and latency; each check turns the counts since the previous check into an
-//!   error rate and a mean latency and feeds them to two streaming [`Detector`]s.
+//!   error rate and a mean latency and feeds them to two streaming [`Detector`]s. A single
+//!   failure is never an error-rate anomaly by itself (the error band is at least one call's
+//!   share of the check's calls), so a steady trickle of failures at a few calls a check
+//!   raises no alarm.
 //!
 //! Each [`check`](HealthMonitor::check) reads them all once. A check is *healthy* when every
 //! component is healthy, neither detector flags an anomaly, and the error rate is at most
@@ -20,7 +23,8 @@
 //! (default 60): **healthy** when at least 95 % of them were healthy, **degrading** at least
 //! 70 %, **unhealthy** below — the same rule the router applies to each endpoint's checks.
 //!
-//! Changes of status and the start of an anomaly are *alerts*: a `tracing` event (target
+//! Changes of status (a first verdict worse than healthy included, so that a service started
+//! during an outage says so) and the start of an anomaly are *alerts*: a `tracing` event (target
 //! `palisade::health`, `warn` when things get worse, `info` when they recover), a count in the
 //! snapshot, and, with the `metrics` feature, the counter `palisade.health.alerts` (labels
 //! `dependency`, `kind`) and the gauge `palisade.health.status` (0 healthy, 1 degrading,
@@ -105,7 +109,9 @@ impl Status {
         if checks == 0 {
             return Status::Unknown;
         }
-        // Integer arithmetic: 95 % and 70 % exactly, without rounding surprises.
+        // Integer arithmetic: 95 % and 70 % exactly, without rounding surprises; in u128,
+        // where no count of checks can overflow it.
+        let (healthy, checks) = (healthy as u128, checks as u128);
         if healthy * 100 >= checks * 95 {
             Status::Healthy
         } else if healthy * 100 >= checks * 70 {
@@ -358,6 +364,12 @@ struct Settings {
     latency: Detector,
 }
 
+/// The most checks of a dependency's trend allocated before any is made.
+const PREALLOCATED: usize = 64;
+
+/// The shortest interval [`HealthMonitor::run`] checks at: tokio's timer resolution.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Gathers the health of dependencies; see the [module docs](self). Cloning shares it.
 #[derive(Clone)]
 pub struct HealthMonitor {
@@ -384,8 +396,8 @@ impl Default for HealthMonitor {
 impl HealthMonitor {
     /// A monitor with the defaults: a window of 60 checks, at least 10 calls between two
     /// checks for a sample, `max_error_ratio` 0.5, an error-rate detector with a floor of
-    /// 0.05 and a latency detector whose floor is a quarter of the mean (at least 1 ms), both
-    /// otherwise [`Detector::new`]'s.
+    /// 0.05 (at least `1 / calls` of the sample) and a latency detector whose floor is a
+    /// quarter of the mean (at least 1 ms), both otherwise [`Detector::new`]'s.
     pub fn new() -> Self {
         Self::builder().build().expect("the defaults are valid")
     }
@@ -425,7 +437,8 @@ impl HealthMonitor {
                     last: Totals::default(),
                     errors: self.settings.errors.clone(),
                     latency: self.settings.latency.clone(),
-                    trend: VecDeque::with_capacity(self.settings.window),
+                    // The usual window up front; a longer one grows with the checks.
+                    trend: VecDeque::with_capacity(self.settings.window.min(PREALLOCATED)),
                     status: Status::Unknown,
                     error_anomaly: false,
                     latency_anomaly: false,
@@ -473,9 +486,10 @@ impl HealthMonitor {
         })
     }
 
-    /// Checks every `interval`, forever (spawn it; drop the task to stop).
+    /// Checks every `interval`, forever (spawn it; drop the task to stop). An interval below
+    /// 1 ms, zero included, is taken as 1 ms: tokio's timer resolution.
     pub async fn run(self, interval: Duration) {
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval(interval.max(MIN_INTERVAL));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
@@ -509,6 +523,11 @@ impl Dependency {
             if delta.calls >= settings.min_calls.max(1) {
                 let ratio = delta.failures as f64 / delta.calls as f64;
                 let ms = delta.micros as f64 / delta.calls as f64 / 1000.0;
+                // One failure among the check's calls is sampling noise, never an anomaly by
+                // itself: among 10 calls it is 0.1, above the usual floor of 0.05, and a
+                // steady 1 % of failures would be flagged after every run of clean checks.
+                self.errors
+                    .set_floor(settings.errors.floor().max(1.0 / delta.calls as f64));
                 self.error_anomaly = self.errors.observe(ratio);
                 self.latency
                     .set_floor((self.latency.mean() * 0.25).max(1.0));
@@ -549,8 +568,9 @@ impl Dependency {
             );
             raised[1] = Some("latency");
         }
-        if status != self.status && self.status == Status::Unknown {
-            // The first verdict: nothing changed, nothing to alert.
+        if self.status == Status::Unknown && status.rank() == 0 {
+            // A healthy first verdict: nothing changed, nothing to alert. (A first verdict
+            // that is worse is one: a service started during an outage raises it.)
             self.status = status;
         } else if status != self.status {
             let from = self.status;
@@ -622,7 +642,9 @@ impl HealthMonitorBuilder {
         self
     }
 
-    /// The error-rate detector (default: a floor of 0.05, otherwise [`Detector::new`]).
+    /// The error-rate detector (default: a floor of 0.05, otherwise [`Detector::new`]). At
+    /// each check its floor is at least `1 / calls` of that check's sample, so that one
+    /// failure is never an anomaly by itself.
     pub fn error_detector(mut self, detector: Detector) -> Self {
         self.settings.errors = detector;
         self

@@ -532,7 +532,7 @@ fn logged<R>(f: impl FnOnce() -> R) -> (R, Vec<(tracing::Level, String)>) {
 }
 
 /// A change of status is an alert: a warning when it gets worse, an info when it recovers; the
-/// first verdict is not a change; a status that stays is no alert.
+/// healthy first verdict is not a change; a status that stays is no alert.
 #[test]
 fn status_changes_are_alerts_logged_by_direction() {
     use tracing::Level;
@@ -636,4 +636,119 @@ async fn a_watch_forwards_readiness() {
     let monitor = HealthMonitor::new();
     let err = monitor.watch("x").layer(Refuses).ready().await.err();
     assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("not ready"));
+}
+
+/// A window as long as a user likes is not allocated up front: the trend grows with the
+/// checks (a window of `usize::MAX` used to abort with "capacity overflow" at the first
+/// `add`).
+#[test]
+fn a_huge_window_is_not_allocated_up_front() {
+    let monitor = HealthMonitor::builder().window(usize::MAX).build().unwrap();
+    monitor.add("db", component_fn("probe", "db", || Reading::new(true, "")));
+    let _watch = monitor.watch("llm");
+    for _ in 0..3 {
+        monitor.check();
+    }
+    let dep = monitor.check().dependency("db").unwrap().clone();
+    assert_eq!((dep.status, dep.checks), (Status::Healthy, 4));
+}
+
+/// The trend rule is exact for any counts, however large (`healthy × 100` used to overflow).
+#[test]
+fn the_trend_rule_does_not_overflow() {
+    assert_eq!(Status::of(usize::MAX, usize::MAX), Status::Healthy);
+    assert_eq!(
+        Status::of(usize::MAX / 100 * 95, usize::MAX),
+        Status::Degrading
+    );
+    assert_eq!(Status::of(usize::MAX / 2, usize::MAX), Status::Unhealthy);
+}
+
+/// `run` with a zero interval checks at tokio's timer resolution, 1 ms, instead of panicking
+/// inside the spawned task (which stopped every check, silently).
+#[tokio::test(start_paused = true)]
+async fn run_with_a_zero_interval_checks_every_millisecond() {
+    let monitor = HealthMonitor::new();
+    let checks = Arc::new(AtomicU64::new(0));
+    let seen = checks.clone();
+    monitor.add(
+        "x",
+        component_fn("probe", "p", move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+            Reading::new(true, "")
+        }),
+    );
+    let task = tokio::spawn(monitor.clone().run(Duration::ZERO));
+    tokio::time::sleep(Duration::from_micros(10_500)).await;
+    assert!(!task.is_finished(), "the task died: {:?}", task.await);
+    assert_eq!(checks.load(Ordering::Relaxed), 10);
+    task.abort();
+}
+
+/// A dependency that is down from the very first check is an alert (a service restarted
+/// during an outage used to raise none for the whole outage); one healthy from the start is
+/// not.
+#[test]
+fn a_dependency_down_from_the_first_check_is_an_alert() {
+    use tracing::Level;
+    let monitor = HealthMonitor::new();
+    monitor.add(
+        "db",
+        component_fn("probe", "db", || Reading::new(false, "")),
+    );
+    monitor.add(
+        "llm",
+        component_fn("probe", "llm", || Reading::new(true, "")),
+    );
+    let (snap, events) = logged(|| monitor.check());
+    let db = snap.dependency("db").unwrap();
+    assert_eq!((db.status, db.alerts), (Status::Unhealthy, 1));
+    assert_eq!(
+        events,
+        [(Level::WARN, "dependency health changed".to_owned())]
+    );
+    let llm = snap.dependency("llm").unwrap();
+    assert_eq!((llm.status, llm.alerts), (Status::Healthy, 0));
+    // Staying down is no new alert.
+    let (snap, events) = logged(|| monitor.check());
+    assert_eq!(snap.dependency("db").unwrap().alerts, 1);
+    assert_eq!(events, []);
+}
+
+/// Steady background errors at the default `min_calls` (10 calls a check, one failure in
+/// some of them: about 1 % of calls) are no anomaly: one failure among ten calls is 0.1, above
+/// the 0.05 floor, and used to be flagged after every run of clean checks, keeping the
+/// dependency degrading with an alert every few checks. A real rise is still flagged.
+#[tokio::test(start_paused = true)]
+async fn steady_background_errors_at_few_calls_per_check_are_no_anomaly() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("llm")
+        .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    let check_with = |failures: usize| {
+        let (svc, failing) = (svc.clone(), failing.clone());
+        async move {
+            failing.store(true, Ordering::Relaxed);
+            calls(&svc, failures).await;
+            failing.store(false, Ordering::Relaxed);
+            calls(&svc, 10 - failures).await;
+        }
+    };
+    // One failure in every 9th check, then in every 13th: about 1 % of the calls.
+    for i in 0..240 {
+        let gap = if i < 120 { 9 } else { 13 };
+        check_with(usize::from(i % gap == gap - 1)).await;
+        let snap = monitor.check();
+        let dep = snap.dependency("llm").unwrap();
+        assert!(!dep.error_anomaly, "check {i}: {dep:?}");
+        assert_eq!(dep.status, Status::Healthy, "check {i}: {dep:?}");
+    }
+    assert_eq!(monitor.check().dependency("llm").unwrap().alerts, 0);
+    // Three failures in ten calls stand out.
+    check_with(3).await;
+    let dep = monitor.check().dependency("llm").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.3));
+    assert!(dep.error_anomaly, "{dep:?}");
+    assert!(!dep.healthy_now);
 }

@@ -61,10 +61,12 @@ impl Watched {
 
     pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals::default();
+        // The counters are free-running and wrap (atomics do): so do their sums, and
+        // `since` takes the difference modulo 2^64.
         for s in &self.stripes {
-            t.calls += s.calls.load(Ordering::Relaxed);
-            t.failures += s.failures.load(Ordering::Relaxed);
-            t.micros += s.micros.load(Ordering::Relaxed);
+            t.calls = t.calls.wrapping_add(s.calls.load(Ordering::Relaxed));
+            t.failures = t.failures.wrapping_add(s.failures.load(Ordering::Relaxed));
+            t.micros = t.micros.wrapping_add(s.micros.load(Ordering::Relaxed));
         }
         t
     }
@@ -197,5 +199,34 @@ where
         let failed = matches!(&out, Err(err) if class_of(err).counts_against_health());
         this.watched.stripes[*this.stripe].record(this.start.elapsed(), failed);
         Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counters are free-running: each wraps at `u64::MAX` (atomics do), and the totals
+    /// and the difference between two checks wrap with them instead of overflowing.
+    #[test]
+    fn counters_that_wrap_still_give_the_counts_since_the_last_check() {
+        let watched = Watched::new();
+        watched.stripes[0]
+            .micros
+            .store(u64::MAX - 10, Ordering::Relaxed);
+        watched.stripes[0].calls.store(u64::MAX, Ordering::Relaxed);
+        watched.stripes[1].micros.store(5, Ordering::Relaxed);
+        let before = watched.totals();
+        watched.stripes[2].record(std::time::Duration::from_micros(40), true);
+        watched.stripes[3].record(std::time::Duration::from_micros(60), false);
+        let delta = watched.totals().since(before);
+        assert_eq!(
+            delta,
+            Totals {
+                calls: 2,
+                failures: 1,
+                micros: 100
+            }
+        );
     }
 }
