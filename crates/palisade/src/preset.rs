@@ -190,8 +190,12 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// Builds the stack.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the invalid field of the timeout or the breaker.
+    /// A [`ConfigError`] naming the invalid field: `deadline` when it is zero (every call
+    /// would fail before it starts), or one of the timeout's or the breaker's.
     pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
+        if self.deadline.is_zero() {
+            return Err(ConfigError::new("deadline", "must be greater than zero"));
+        }
         let timeout = match self.escalation {
             Some((factor, cap)) => TimeoutLayer::builder(self.attempt_timeout)
                 .escalate(factor, cap)
@@ -226,6 +230,23 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero deadline fails every call before it starts: refused at build time, naming the
+    /// field, as the configuration file's `deadline` is.
+    #[test]
+    fn a_zero_deadline_is_refused_at_build_time() {
+        let Err(err) = recommended("llm").deadline(Duration::ZERO).build() else {
+            panic!("a zero deadline is refused");
+        };
+        assert_eq!(err.field(), "deadline");
+        assert_eq!(err.rule(), "must be greater than zero");
+        assert!(
+            recommended("llm")
+                .deadline(Duration::from_nanos(1))
+                .build()
+                .is_ok()
+        );
+    }
 
     /// Without [`PresetBuilder::retry`], the preset's retry layer is named after the dependency
     /// (its tracing events say whose calls they retried), and the builder says it will make
