@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use palisade_core::BoxError;
@@ -91,9 +93,38 @@ impl<K: Sync> HealthCheck<K> for Suite<K> {
     }
 }
 
+/// One endpoint's check: healthy when it answers `Ok` within `timeout`. A check that panics,
+/// making its future or polling it, is unhealthy, and logged: a bug in one check must not end
+/// the checker (a spawned task would die with it), since an endpoint that checks have judged
+/// returns to traffic only through the checks.
+async fn verdict<K, C: HealthCheck<K> + ?Sized>(
+    check: &C,
+    key: &K,
+    timeout: Duration,
+    label: &str,
+) -> bool {
+    let panicked = || {
+        tracing::warn!(endpoint = %label, "health check panicked; counted as unhealthy");
+        false
+    };
+    let Ok(future) = catch_unwind(AssertUnwindSafe(|| check.check(key))) else {
+        return panicked();
+    };
+    let mut future = std::pin::pin!(tokio::time::timeout(timeout, future));
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(result)) => Poll::Ready(matches!(result, Ok(Ok(())))),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(panicked()),
+        },
+    )
+    .await
+}
+
 impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
-    /// The checker: every `interval`, checks each endpoint (a check that takes longer than
-    /// `interval` counts as unhealthy), feeds the verdicts to the health state machine, then
+    /// The checker: every `interval`, checks each endpoint, all at once (a check that takes
+    /// longer than `interval`, or panics, counts as unhealthy; see
+    /// [`check_once`](Self::check_once)), feeds the verdicts to the health state machine, then
     /// judges the interval's passive outcomes for outlier ejection (failure percentage and
     /// success rate).
     ///
@@ -120,23 +151,47 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
     }
 
     /// One round of the checker (what [`health_checker`](Self::health_checker) runs each
-    /// interval).
+    /// interval): checks every endpoint at once, each verdict recorded as it comes, a check
+    /// that takes longer than `timeout` or panics unhealthy; then judges the interval's
+    /// outliers.
+    ///
+    /// The checks of a round run concurrently, so that a round takes at most `timeout` however
+    /// many checks hang: checked one after another, every blackholed endpoint (what a network
+    /// partition makes of them) would add a whole `timeout` to the round and stretch the
+    /// interval at which every other endpoint is checked.
     pub async fn check_once<C: HealthCheck<K>>(&self, check: &C, timeout: Duration) {
         let endpoints = self.endpoints();
-        for (key, state) in &endpoints {
-            let healthy = matches!(
-                tokio::time::timeout(timeout, check.check(key)).await,
-                Ok(Ok(()))
-            );
-            let now = ms_since(self.shared.origin, Instant::now());
-            state.on_check(
-                healthy,
-                &self.shared.config.load(),
-                now,
-                self.trend_bucket_ms(),
-            );
-            tracing::debug!(endpoint = %state.label, healthy, "health check");
-        }
+        let mut round: Vec<Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>> = endpoints
+            .iter()
+            .map(|(key, state)| {
+                let one: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(async move {
+                    let healthy = verdict(check, key, timeout, &state.label).await;
+                    let now = ms_since(self.shared.origin, Instant::now());
+                    state.on_check(
+                        healthy,
+                        &self.shared.config.load(),
+                        now,
+                        self.trend_bucket_ms(),
+                    );
+                    tracing::debug!(endpoint = %state.label, healthy, "health check");
+                });
+                Some(one)
+            })
+            .collect();
+        std::future::poll_fn(|cx| {
+            let mut done = true;
+            for slot in &mut round {
+                if let Some(one) = slot {
+                    if one.as_mut().poll(cx).is_ready() {
+                        *slot = None;
+                    } else {
+                        done = false;
+                    }
+                }
+            }
+            if done { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
         self.evaluate_outliers(&endpoints);
     }
 

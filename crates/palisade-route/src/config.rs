@@ -161,7 +161,10 @@ pub struct RouteConfig {
     /// their health shares: one recovering at a fifth of its share counts a fifth of an
     /// endpoint), the router ignores health and spreads over all of them rather than fail
     /// everything (`Some(0.5)`, after Envoy's `healthy_panic_threshold` of 50 %, which counts
-    /// hosts; `None` turns panic mode off; within `0 < r <= 1`).
+    /// hosts; `None` turns panic mode off; within `0 < r <= 1`). With tiers, each tier is
+    /// judged by its own endpoints, and only while the tiers together lack healthy capacity
+    /// (Envoy's normalized total availability below 100 %): a healthy standby tier that can
+    /// take every call stops a dead primary tier from panicking.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub panic_ratio: Option<f64>,
     /// A tier keeps all traffic while `healthy fraction × overprovisioning ≥ 1` (1.4, as

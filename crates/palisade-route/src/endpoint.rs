@@ -1,6 +1,7 @@
 //! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use palisade_core::sync::CachePadded;
@@ -13,7 +14,14 @@ use crate::health::Health;
 
 /// Milliseconds from `origin` to `now` (0 before it).
 pub(crate) fn ms_since(origin: Instant, now: Instant) -> u64 {
-    now.saturating_duration_since(origin).as_millis() as u64
+    millis(now.saturating_duration_since(origin))
+}
+
+/// `d` in whole milliseconds, saturating at `u64::MAX` (about 585 million years): a
+/// configured `Duration::MAX` means "for good", and an `as u64` of it would wrap round to a
+/// time in the past (or, added to now, overflow).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The router's configuration, shared by its handle and every endpoint, and swapped whole by
@@ -230,7 +238,7 @@ impl EndpointState {
                     .unwrap_or(cfg.cooldown)
                     .min(cfg.max_cooldown);
                 self.cooldown_until
-                    .fetch_max(now_ms + wait.as_millis() as u64, Ordering::AcqRel);
+                    .fetch_max(now_ms.saturating_add(millis(wait)), Ordering::AcqRel);
                 self.bump();
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);
@@ -309,8 +317,6 @@ impl EndpointState {
 #[cfg(test)]
 #[cfg(not(palisade_loom))]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn state() -> EndpointState {
@@ -377,6 +383,20 @@ mod tests {
             s.on_success(0, || 0);
         }
         assert_eq!(s.health(), Health::HEALTHY);
+    }
+
+    #[test]
+    fn a_cool_down_of_duration_max_lasts_for_good() {
+        let cfg = RouteConfig {
+            cooldown: Duration::MAX,
+            max_cooldown: Duration::MAX,
+            ..RouteConfig::default()
+        };
+        let s = state();
+        s.on_failure(Class::new(Category::RateLimited), &cfg, 5_000);
+        assert_eq!(s.cooldown_until(), u64::MAX);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::from_millis(1_500)), 1_500);
     }
 
     #[test]

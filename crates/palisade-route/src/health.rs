@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use palisade_core::ConfigError;
 
+use crate::endpoint::millis;
 use crate::{Ramp, RouteConfig};
 
 /// An endpoint's health: healthy, degraded, recovering (ramping back) or failed.
@@ -132,7 +133,8 @@ const MIN_TRIAL_SHARE: f64 = 0.1;
 /// One endpoint's health: phase, consecutive counts, strikes (times in a row it was taken out
 /// of traffic) and one instant in milliseconds since the router's origin: the ramp's start
 /// while ramping, the end of the hold while it has no traffic. Packs into a `u64`: 3 bits
-/// phase, 8 + 8 bits counts, 5 bits strikes, 40 bits of ms (34 years).
+/// phase, 8 + 8 bits counts, 5 bits strikes, 40 bits of ms (34 years: a hold that would end
+/// later, an ejection time of `Duration::MAX` say, ends then).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Health {
     phase: Phase,
@@ -149,10 +151,11 @@ const MAX_STRIKES: u8 = (1 << 5) - 1;
 /// ejection time).
 fn exclusion_ms(cfg: &RouteConfig, strikes: u8) -> u64 {
     let o = &cfg.outlier;
-    o.base_ejection
-        .saturating_mul(u32::from(strikes.max(1)))
-        .min(o.max_ejection)
-        .as_millis() as u64
+    millis(
+        o.base_ejection
+            .saturating_mul(u32::from(strikes.max(1)))
+            .min(o.max_ejection),
+    )
 }
 
 impl Health {
@@ -206,7 +209,7 @@ impl Health {
 
     fn ramp_done(self, cfg: &HealthConfig, now_ms: u64) -> bool {
         self.phase == Phase::Ramping
-            && now_ms.saturating_sub(self.ms) >= cfg.ramp.duration().as_millis() as u64
+            && now_ms.saturating_sub(self.ms) >= millis(cfg.ramp.duration())
     }
 
     /// Whether the machine gives it no traffic: failed, degraded from recovering, or degraded
@@ -270,15 +273,18 @@ impl Health {
         (self.healthy, self.unhealthy)
     }
 
-    /// One more strike; returns the end of the exclusion it starts at `now_ms`.
+    /// One more strike; returns the end of the exclusion it starts at `now_ms`, at most the
+    /// last instant the packed state can hold.
     fn strike(&mut self, cfg: &RouteConfig, now_ms: u64) -> u64 {
         self.strikes = (self.strikes + 1).min(MAX_STRIKES);
-        now_ms + exclusion_ms(cfg, self.strikes)
+        now_ms
+            .saturating_add(exclusion_ms(cfg, self.strikes))
+            .min(MS_MASK)
     }
 
     /// Takes it out of traffic until `now_ms` + the next exclusion's length (one more strike).
     fn hold(mut self, cfg: &RouteConfig, now_ms: u64) -> Health {
-        self.ms = self.strike(cfg, now_ms) & MS_MASK;
+        self.ms = self.strike(cfg, now_ms);
         self
     }
 
@@ -491,6 +497,27 @@ mod tests {
             h = h.eject(&cfg, 0).0;
         }
         assert_eq!(h.eject(&cfg, 0).1, 300_000);
+    }
+
+    #[test]
+    fn an_ejection_time_of_duration_max_lasts_as_long_as_the_state_can_say() {
+        let mut cfg = RouteConfig::default();
+        cfg.outlier.base_ejection = Duration::MAX;
+        cfg.outlier.max_ejection = Duration::MAX;
+        assert_eq!(Health::HEALTHY.eject(&cfg, 1_000).1, MS_MASK);
+        let h = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 1_000));
+        assert_eq!(h.held_until(&cfg.health), MS_MASK);
+        assert_eq!(h.share(&cfg.health, MS_MASK - 1, true), 0.0);
+        // A ramp longer than milliseconds can count is never done early.
+        cfg.health.ramp = Ramp::Steps {
+            steps: 2,
+            interval: Duration::from_secs(u64::MAX / 3),
+        };
+        let h = Health::ramping(0);
+        assert_eq!(
+            h.state(&cfg.health, MS_MASK, false),
+            HealthState::Recovering
+        );
     }
 
     #[test]

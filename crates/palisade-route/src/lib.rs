@@ -23,7 +23,10 @@
 //! * **Panic mode**: when health lets through less than [`RouteConfig::panic_ratio`] of the
 //!   endpoints' traffic (the sum of their shares, so that one endpoint back at its ramp's
 //!   first step does not end it and take everything), health is ignored and calls spread over
-//!   all of them rather than fail.
+//!   all of them rather than fail. With [tiers](RouteBuilder::tier), as Envoy's panic threshold
+//!   with priority levels, a tier panics by its own endpoints' traffic and only while the tiers
+//!   together lack healthy capacity: two primaries down with a healthy standby send every call
+//!   to the standby, not back to the primaries.
 //! * **Priority tiers** for active-passive failover ([`RouteBuilder::tier`]): traffic stays on
 //!   the lowest tier while its healthy capacity suffices and spills over as it degrades.
 //! * **Picking**: weighted by health share, power of two choices on calls in flight (two

@@ -8,8 +8,9 @@
 //!    ([`eject_due`]).
 //! 3. **Scan** each endpoint's eligibility into a stack cache ([`Scan`], [`look`]); if all are
 //!    plainly healthy in one tier, remember that for step 1 and use [`two_choices`].
-//! 4. **Panic mode** when health lets too little traffic through ([`panics`]): health is ignored,
-//!    but never a cool-down ([`weight`]).
+//! 4. **Panic mode** when health lets too little traffic through ([`panics`]), per tier and only
+//!    when the tiers together lack healthy capacity ([`panicking`]): health is ignored in a
+//!    tier that panics, but never a cool-down ([`weight`]).
 //! 5. **Tiers**: the lowest tier keeps what its healthy capacity allows and spills the rest to
 //!    the next ([`choose_tier`]); with no tier with weight, the endpoints cooling down after a
 //!    rate limit take the call as a last resort ([`last_resort`]), and with none of those
@@ -129,6 +130,8 @@ pub(crate) struct Scan<'a> {
     pub(crate) capacity: f64,
     /// Every endpoint at full weight, all in the first endpoint's tier: plainly healthy.
     pub(crate) uniform: bool,
+    /// Every endpoint in the first endpoint's tier (what panic mode needs to know).
+    pub(crate) one_tier: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -144,6 +147,7 @@ impl<'a> Scan<'a> {
         let mut available = 0;
         let mut capacity = 0.0;
         let mut uniform = true;
+        let mut one_tier = true;
         let first_tier = endpoints[0].as_ref().tier;
         for (i, e) in endpoints.iter().enumerate() {
             let slot = look(e.as_ref(), cfg, now);
@@ -151,7 +155,8 @@ impl<'a> Scan<'a> {
                 available += 1;
                 capacity += slot.weight;
             }
-            uniform &= slot.weight == 1.0 && slot.tier == first_tier;
+            one_tier &= slot.tier == first_tier;
+            uniform &= slot.weight == 1.0 && one_tier;
             if let Some(cached) = cache.get_mut(i) {
                 *cached = slot;
             }
@@ -161,6 +166,7 @@ impl<'a> Scan<'a> {
             available,
             capacity,
             uniform,
+            one_tier,
         }
     }
 
@@ -181,10 +187,11 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// Whether the router panics: health lets through less than
-/// [`panic_ratio`](RouteConfig::panic_ratio) of the `n` endpoints' traffic (`capacity`, the
-/// sum of their weights: an endpoint recovering at a fifth of its share counts a fifth).
-/// Never when panic mode is off.
+/// Whether `n` endpoints panic: health lets through less than
+/// [`panic_ratio`](RouteConfig::panic_ratio) of their traffic (`capacity`, the sum of their
+/// weights: an endpoint recovering at a fifth of its share counts a fifth). Never when panic
+/// mode is off. With tiers, this is asked of each tier, when the tiers together lack healthy
+/// capacity ([`panicking`]).
 ///
 /// Counted by weight, not by endpoints with any: when every endpoint has been out (an outage
 /// of them all) and the first comes back on trial at the ramp's first step, a count would end
@@ -196,6 +203,85 @@ impl<'a> Scan<'a> {
 pub(crate) fn panics(cfg: &RouteConfig, capacity: f64, n: usize) -> bool {
     cfg.panic_ratio
         .is_some_and(|ratio| capacity < ratio * n as f64)
+}
+
+/// The tiers that panic: a set of tier numbers, on the stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Panicking([u64; 4]);
+
+impl Panicking {
+    fn insert(&mut self, tier: u8) {
+        self.0[usize::from(tier / 64)] |= 1 << (tier % 64);
+    }
+
+    /// Whether `tier` panics.
+    #[inline]
+    pub(crate) fn contains(&self, tier: u8) -> bool {
+        self.0[usize::from(tier / 64)] & (1 << (tier % 64)) != 0
+    }
+
+    /// Whether any tier panics.
+    pub(crate) fn any(&self) -> bool {
+        self.0 != [0; 4]
+    }
+}
+
+/// The tiers of the `n` endpoints, in increasing order, each with the sum of its slots'
+/// weights and its number of endpoints.
+fn tiers(n: usize, get: impl Fn(usize) -> Slot + Copy) -> impl Iterator<Item = (u8, f64, usize)> {
+    let first = (0..n).map(|i| get(i).tier).min();
+    let next = move |&t: &u8| (0..n).map(|i| get(i).tier).filter(|u| *u > t).min();
+    std::iter::successors(first, next).map(move |tier| {
+        let (sum, count) = (0..n)
+            .map(&get)
+            .filter(|s| s.tier == tier)
+            .fold((0.0, 0usize), |(sum, c), s| (sum + s.weight, c + 1));
+        (tier, sum, count)
+    })
+}
+
+/// Which tiers panic, as Envoy's
+/// [panic threshold](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/panic_threshold)
+/// works with priority levels: only while the tiers together lack healthy capacity (the sum
+/// over tiers of `min(1, mean weight × overprovisioning)`, Envoy's normalized total
+/// availability, is below 1), each tier whose own health lets through less than the ratio of
+/// its traffic ([`panics`]). A tier with no weight at all panics only when no tier has any
+/// (Envoy's total panic): while another tier can take calls, the tier choice gives it none,
+/// as Envoy gives such a priority no load. With one tier, that tier panics whenever
+/// [`panics`] says so.
+///
+/// Without the tiers' condition, a panicking tier weighs all of its endpoints in full and
+/// keeps every call: two primaries down with one healthy standby (a third of the endpoints'
+/// traffic, below half) sent every call to the dead primaries while the standby idled.
+pub(crate) fn panicking(
+    cfg: &RouteConfig,
+    n: usize,
+    get: impl Fn(usize) -> Slot + Copy,
+    scan: &Scan<'_>,
+) -> Panicking {
+    let mut out = Panicking::default();
+    if cfg.panic_ratio.is_none() {
+        return out;
+    }
+    if scan.one_tier {
+        if panics(cfg, scan.capacity, n) {
+            out.insert(get(0).tier);
+        }
+        return out;
+    }
+    let total: f64 = tiers(n, get)
+        .map(|(_, sum, count)| (sum / count as f64 * cfg.overprovisioning).min(1.0))
+        .sum();
+    if total >= 1.0 {
+        return out;
+    }
+    let any_weight = scan.available > 0;
+    for (tier, sum, count) in tiers(n, get) {
+        if panics(cfg, sum, count) && (sum > 0.0 || !any_weight) {
+            out.insert(tier);
+        }
+    }
+    out
 }
 
 /// The weight a pick gives a slot: none while it cools down after a rate limit (even in panic
@@ -419,22 +505,23 @@ fn scanning<E: AsRef<EndpointState>>(
             return Ok(two_choices(rng, n, load));
         }
     }
+    let get = |i: usize| scan.slot(endpoints, cfg, i, now);
     // 4. Panic mode.
-    let panic = panics(cfg, scan.capacity, n);
-    if panic {
+    let panic = panicking(cfg, n, get, &scan);
+    if panic.any() {
         tracing::debug!(
             available = scan.available,
             endpoints = n,
             "panic mode: ignoring health"
         );
     }
-    let get = |i: usize| scan.slot(endpoints, cfg, i, now);
+    let panic = |s: Slot| panic.contains(s.tier);
     // 5. The tier; failing that, the endpoints that cool down, as a last resort.
     let mut resort = false;
-    let tier = match choose_tier(n, get, |s| weight(s, panic), cfg.overprovisioning, rng) {
+    let tier = match choose_tier(n, get, |s| weight(s, panic(s)), cfg.overprovisioning, rng) {
         Some(tier) => tier,
         None => {
-            let cooled = |s| last_resort(s, panic);
+            let cooled = |s| last_resort(s, panic(s));
             match choose_tier(n, get, cooled, cfg.overprovisioning, rng) {
                 Some(tier) => {
                     tracing::debug!(
@@ -453,10 +540,11 @@ fn scanning<E: AsRef<EndpointState>>(
         }
     };
     let weigh = |i: usize| {
+        let s = get(i);
         if resort {
-            last_resort(get(i), panic)
+            last_resort(s, panic(s))
         } else {
-            weight(get(i), panic)
+            weight(s, panic(s))
         }
     };
     // 6. Two weighted draws in the tier, the less loaded wins.
@@ -665,6 +753,59 @@ mod tests {
         assert!(!panics(&cfg, 1.5, 3));
         cfg.panic_ratio = None;
         assert!(!panics(&cfg, 0.0, 3));
+    }
+
+    /// The tiers that panic over `slots`, under the defaults.
+    fn panicking_of(slots: &[Slot]) -> Vec<u8> {
+        let cfg = RouteConfig::default();
+        let mut cache = [Slot::default(); CACHED];
+        let eps: Vec<_> = slots.iter().map(|s| state(s.tier)).collect();
+        let mut scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        // The scan's counts, of the given slots rather than of the states.
+        scan.available = slots.iter().filter(|s| s.weight > 0.0).count();
+        scan.capacity = slots.iter().map(|s| s.weight).sum();
+        let set = panicking(&cfg, slots.len(), |i| slots[i], &scan);
+        (0..=u8::MAX).filter(|t| set.contains(*t)).collect()
+    }
+
+    #[test]
+    fn a_tier_panics_only_when_the_tiers_together_lack_healthy_capacity() {
+        // One tier: below half its traffic, it panics.
+        assert_eq!(
+            panicking_of(&[slot(1.0, 0), slot(0.0, 0), slot(0.0, 0)]),
+            [0]
+        );
+        assert_eq!(
+            panicking_of(&[slot(1.0, 3), slot(1.0, 3), slot(0.0, 3)]),
+            []
+        );
+        assert_eq!(panicking_of(&[slot(0.0, 200), slot(0.0, 200)]), [200]);
+        // Two dead primaries and a healthy standby: the standby takes it all, no panic.
+        assert_eq!(
+            panicking_of(&[slot(0.0, 0), slot(0.0, 0), slot(1.0, 1)]),
+            []
+        );
+        // A quarter of tier 0 (35 % with overprovisioning) and a degraded standby (70 %):
+        // enough together, no panic.
+        let slots = [slot(1.0, 0), slot(0.0, 0), slot(0.0, 0), slot(0.0, 0)];
+        let mut with_standby = slots.to_vec();
+        with_standby.push(slot(0.5, 1));
+        assert_eq!(panicking_of(&with_standby), []);
+        // Not enough together (7 % and 70 %): the tier below its ratio panics, the other,
+        // at half its traffic, does not.
+        let slots = [slot(0.2, 0), slot(0.0, 0), slot(0.0, 0), slot(0.0, 0)];
+        let mut short = slots.to_vec();
+        short.extend([slot(0.5, 1), slot(0.5, 1)]);
+        assert_eq!(panicking_of(&short), [0]);
+        // A tier with no weight at all does not panic while another has some...
+        let slots = [slot(0.0, 0), slot(0.0, 0), slot(0.2, 1), slot(0.0, 1)];
+        assert_eq!(panicking_of(&slots), [1]);
+        // ... and every tier panics when none has any.
+        let slots = [slot(0.0, 0), slot(0.0, 0), slot(0.0, 1), slot(0.0, 7)];
+        assert_eq!(panicking_of(&slots), [0, 1, 7]);
+        // Above 64 and in the last word of the set.
+        let slots = [slot(0.0, 64), slot(0.0, 255)];
+        assert_eq!(panicking_of(&slots), [64, 255]);
     }
 
     #[test]

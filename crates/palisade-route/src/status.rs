@@ -9,7 +9,7 @@ use palisade_core::{Category, Class};
 use tokio::time::Instant;
 
 use crate::HealthState;
-use crate::endpoint::{EndpointState, TREND_BUCKETS, ms_since};
+use crate::endpoint::{EndpointState, TREND_BUCKETS, millis, ms_since};
 use crate::service::Shared;
 
 /// A handle on a router's endpoints, usable from any task: status snapshots and the health
@@ -88,7 +88,7 @@ pub struct EndpointStatus<K> {
 
 /// The width of one bucket of the trend's ring under `cfg`.
 pub(crate) fn trend_bucket_ms(cfg: &crate::RouteConfig) -> u64 {
-    (cfg.trend_window.as_millis() as u64 / TREND_BUCKETS as u64).max(1)
+    (millis(cfg.trend_window) / TREND_BUCKETS as u64).max(1)
 }
 
 impl<K: Clone> RouteHandle<K> {

@@ -1766,3 +1766,241 @@ async fn discovery_replacing_an_endpoint_keeps_the_others() {
     );
     assert_eq!(keys(&route), [1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_standby_tier_takes_the_calls_of_a_dead_primary_tier() {
+    // Two primaries and one standby, the defaults (panic mode below half the traffic). Both
+    // primaries go down: the standby alone can take every call, so nothing panics (Envoy
+    // disregards panic thresholds while the priorities together have enough healthy hosts).
+    let up = flags(3);
+    let ep = |i: usize| endpoint(NAMES[i], up[i].clone(), "503 service unavailable");
+    let mut route = Route::builder([ep(0), ep(1)])
+        .tier(1, [ep(2)])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    up[0].store(false, Ordering::SeqCst);
+    up[1].store(false, Ordering::SeqCst);
+    let mut failed = 0;
+    for _ in 0..2_000 {
+        if call(&mut route).await.is_err() {
+            failed += 1;
+        }
+    }
+    // Both primaries out (one ejected, one failed by the health machine; 3 endpoints allow
+    // one ejection) after their first failures: every later call reached the standby.
+    let st = handle.status();
+    assert!(st[0].ejected, "{st:?}");
+    assert_eq!(st[1].state, HealthState::Failed, "{st:?}");
+    assert!(
+        failed <= 20,
+        "{failed} of 2000 calls failed with a healthy standby"
+    );
+    // Under active checks alike: the checks fail both primaries, the standby takes it all.
+    let up = flags(3);
+    let ep = |i: usize| endpoint(NAMES[i], up[i].clone(), "503 service unavailable");
+    let mut route = Route::builder([ep(0), ep(1)])
+        .tier(1, [ep(2)])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    up[0].store(false, Ordering::SeqCst);
+    up[1].store(false, Ordering::SeqCst);
+    let check = check_fn(|k: &usize| {
+        let up = *k == 2;
+        async move {
+            if up {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("down".into())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    for _ in 0..1_000 {
+        assert_eq!(call(&mut route).await.unwrap(), "c");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tier_panics_only_when_the_tiers_together_lack_healthy_capacity() {
+    // Tier 0: four endpoints, one healthy (a quarter of its traffic, below half: it would
+    // panic alone); tier 1: one endpoint. Checks judge them.
+    let up = flags(5);
+    let ep = |i: usize| endpoint(NAMES[i], up[i].clone(), "503 service unavailable");
+    let mut route = Route::builder([ep(0), ep(1), ep(2), ep(3)])
+        .tier(1, [ep(4)])
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    for flag in &up[1..4] {
+        flag.store(false, Ordering::SeqCst);
+    }
+    let dead = |k: &usize| (1..4).contains(k);
+    let check = check_fn(move |k: &usize| {
+        let dead = dead(k);
+        async move {
+            if dead {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    // Tier 0 keeps 0.25 × 1.4 = 35 % on its healthy endpoint; tier 1 takes the rest: the
+    // healthy capacity is enough, so no tier panics and no call reaches a dead endpoint.
+    let mut a = 0;
+    for _ in 0..2_000 {
+        match call(&mut route).await.unwrap() {
+            "a" => a += 1,
+            other => assert_eq!(other, "e"),
+        }
+    }
+    assert!((600..800).contains(&a), "{a}");
+    // The standby fails too: nothing healthy enough anywhere, tier 0 panics and spreads its
+    // calls over all four of its endpoints.
+    up[4].store(false, Ordering::SeqCst);
+    let dead = |k: &usize| *k != 0;
+    let check = check_fn(move |k: &usize| {
+        let dead = dead(k);
+        async move {
+            if dead {
+                Err::<(), BoxError>("down".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    let mut a = 0;
+    for _ in 0..2_000 {
+        if call(&mut route).await.is_ok_and(|n| n == "a") {
+            a += 1;
+        }
+    }
+    assert!((350..650).contains(&a), "{a}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn durations_up_to_duration_max_mean_forever_and_never_overflow() {
+    // "Eject for good" and "cool down for good", written as Duration::MAX.
+    let mut cfg = no_panic();
+    cfg.outlier.base_ejection = Duration::MAX;
+    cfg.outlier.max_ejection = Duration::MAX;
+    cfg.cooldown = Duration::MAX;
+    cfg.max_cooldown = Duration::MAX;
+    cfg.trend_window = Duration::MAX;
+    cfg.health.ramp = Ramp::Steps {
+        steps: 2,
+        interval: Duration::from_secs(u64::MAX / 3),
+    };
+    let up = flags(3);
+    up[1].store(false, Ordering::SeqCst);
+    let mut route = route_of(cfg, &up);
+    let handle = route.handle();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..100 {
+        let _ = call(&mut route).await;
+    }
+    let st = handle.status();
+    assert!(st[1].ejected, "{:?}", st[1]);
+    // A rate limit without a hint, and with the longest hint there is.
+    handle.report_failure(&0, palisade_core::Class::new(Category::RateLimited));
+    let mut limited = palisade_core::Class::new(Category::RateLimited);
+    limited.retry_after = Some(Duration::MAX);
+    handle.report_failure(&2, limited);
+    let pass = check_fn(|_: &usize| async { Ok::<(), BoxError>(()) });
+    handle.check_once(&pass, Duration::MAX).await;
+    // Ten years later, still out and still cooling down: nothing wrapped round to the past.
+    tokio::time::advance(Duration::from_secs(10 * 365 * 86_400)).await;
+    let st = handle.status();
+    assert!(st[1].ejected, "{:?}", st[1]);
+    assert!(st[0].cooling_down && st[2].cooling_down, "{st:?}");
+    assert_eq!(st[0].trend, Trend::Healthy);
+    // Every endpoint that could take a call cools down: the last resort, never the ejected one.
+    for _ in 0..20 {
+        assert_ne!(call(&mut route).await.unwrap(), "b");
+    }
+    // The checker on an interval of Duration::MAX checks once, then waits.
+    let mut checker = std::pin::pin!(handle.health_checker(pass, Duration::MAX));
+    assert!(futures_poll(checker.as_mut()).is_pending());
+}
+
+/// Polls `f` once with a no-op waker.
+fn futures_poll<F: std::future::Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_check_does_not_delay_the_checks_of_the_other_endpoints() {
+    // Endpoints 0 and 1 are blackholed: their checks never answer. Endpoint 2's check fails
+    // at once, every second.
+    let route = Route::new([up("a"), up("b"), up("c")]);
+    let handle = route.handle();
+    let check = check_fn(|k: &usize| {
+        let hangs = *k < 2;
+        async move {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            Err::<(), BoxError>("down".into())
+        }
+    });
+    let checker = tokio::spawn(handle.health_checker(check, Duration::from_secs(1)));
+    // Rounds at 0 s, 1 s and 2 s: endpoint 2 has had three failed checks (degraded), and each
+    // blackholed one three timed-out checks, as the interval promises.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let st = handle.status();
+    assert_eq!(
+        st.iter()
+            .map(|s| s.consecutive_unhealthy)
+            .collect::<Vec<_>>(),
+        [2, 2, 3],
+        "{st:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = handle.status();
+    assert_eq!(
+        st.iter()
+            .map(|s| s.consecutive_unhealthy)
+            .collect::<Vec<_>>(),
+        [3, 3, 4],
+        "{st:?}"
+    );
+    assert_eq!(st[2].state, HealthState::Degraded);
+    checker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_check_that_panics_is_an_unhealthy_verdict_and_the_checker_goes_on() {
+    let route = Route::new([up("a"), up("b")]);
+    let handle = route.handle();
+    // Endpoint 0's check panics while making its future, endpoint 1's while it runs.
+    let check = check_fn(|k: &usize| {
+        assert_ne!(*k, 0, "a bug in the check");
+        async {
+            tokio::task::yield_now().await;
+            panic!("a bug in the check's future");
+        }
+    });
+    let checker = tokio::spawn(handle.health_checker(check, Duration::from_secs(1)));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(!checker.is_finished(), "the checker died with the check");
+    let st = handle.status();
+    assert_eq!(
+        st.iter()
+            .map(|s| (s.state, s.consecutive_unhealthy))
+            .collect::<Vec<_>>(),
+        [(HealthState::Degraded, 3), (HealthState::Degraded, 3)],
+        "{st:?}"
+    );
+    checker.abort();
+}
