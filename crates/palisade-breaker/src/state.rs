@@ -992,7 +992,7 @@ fn should_trip(
     let over = |rate: Option<crate::config::Rate>, pick: fn(Counts) -> u32| {
         rate.is_some_and(|r| {
             (counts.calls >= r.min_calls && at(r, pick(counts), counts.calls))
-                || recent.is_some_and(|c| c.calls > 0 && at(r, pick(c), c.calls))
+                || recent.is_some_and(|c| at(r, pick(c), c.calls))
         })
     };
     over(cfg.failure_rate, |c| c.failures) || over(cfg.slow_call_rate, |c| c.slow)

@@ -248,6 +248,26 @@ fn the_default_window_opens_on_the_last_second_where_30_calls_reach_back_further
     // while its window holds only successes), so the last second is all failures at 11.0 s.
     assert_eq!(opened, [Some(12_800), Some(11_000)]);
 
+    // Nine failures in ten, at 10 a second for 5 s: 90 % of the last second's, under 95 %;
+    // closed. Then every call fails: open within the second.
+    let c = core(defaults());
+    for t in (0..5_000).step_by(100) {
+        if t % 1_000 == 0 {
+            succeed(&c, t);
+        } else {
+            fail(&c, t);
+        }
+    }
+    assert_eq!(c.state(), State::Closed, "{:?}", c.numbers(5_000).window);
+    let mut t = 5_000;
+    fail(&c, t);
+    while c.state() == State::Closed {
+        t += 100;
+        fail(&c, t);
+    }
+    // The success at 4.0 s is a second old at 5.0 s: the last second is all failures.
+    assert_eq!(t, 5_000);
+
     // 100 calls a second: closed afresh, 10 failures in a row among the first calls do not
     // re-open it (a rate still needs 30 outcomes), as with the count window.
     let c = core(defaults());
