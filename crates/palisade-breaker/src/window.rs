@@ -25,15 +25,55 @@ fn code(failure: bool, slow: bool) -> u8 {
     (if failure { FAILURE } else { SUCCESS }) | if slow { SLOW } else { 0 }
 }
 
+/// Running counts over a ring of outcome codes, adjusted by exactly what each write replaced:
+/// what [`CountWindow`] and [`RecentWindow`] share.
+#[derive(Debug, Default)]
+struct Tally {
+    calls: AtomicU32,
+    failures: AtomicU32,
+    slow: AtomicU32,
+}
+
+impl Tally {
+    /// A slot that held `old` (`EMPTY` if none) now holds `new`.
+    fn replace(&self, old: u8, new: u8) {
+        match (old == EMPTY, new == EMPTY) {
+            (true, false) => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.calls.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        adjust(&self.failures, old & FAILURE != 0, new & FAILURE != 0);
+        adjust(&self.slow, old & SLOW != 0, new & SLOW != 0);
+    }
+
+    /// Whether `len` slots hold only successes that were not slow.
+    #[inline]
+    fn all_successes(&self, len: usize) -> bool {
+        self.failures.load(Ordering::Relaxed) == 0
+            && self.slow.load(Ordering::Relaxed) == 0
+            && self.calls.load(Ordering::Relaxed) as usize == len
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The last `n` outcomes: each record replaces the oldest, and running counts are adjusted by
 /// exactly what was replaced, so the window slides one outcome at a time.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     ring: Box<[AtomicU8]>,
     next: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    tally: Tally,
 }
 
 impl CountWindow {
@@ -41,9 +81,7 @@ impl CountWindow {
         CountWindow {
             ring: (0..n).map(|_| AtomicU8::new(EMPTY)).collect(),
             next: AtomicU64::new(0),
-            calls: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
+            tally: Tally::default(),
         }
     }
 
@@ -51,11 +89,7 @@ impl CountWindow {
         let new = code(failure, slow);
         let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.ring.len() as u64) as usize;
         let old = self.ring[i].swap(new, Ordering::AcqRel);
-        if old == EMPTY {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-        }
-        adjust(&self.failures, old & FAILURE != 0, failure);
-        adjust(&self.slow, old & SLOW != 0, slow);
+        self.tally.replace(old, new);
         self.counts()
     }
 
@@ -63,27 +97,17 @@ impl CountWindow {
     /// another such success would change nothing.
     #[inline]
     pub(crate) fn all_successes(&self) -> bool {
-        self.failures.load(Ordering::Relaxed) == 0
-            && self.slow.load(Ordering::Relaxed) == 0
-            && self.calls.load(Ordering::Relaxed) as usize == self.ring.len()
+        self.tally.all_successes(self.ring.len())
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        Counts {
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
-        }
+        self.tally.counts()
     }
 
     pub(crate) fn reset(&self) {
         for slot in self.ring.iter() {
-            let old = slot.swap(EMPTY, Ordering::AcqRel);
-            if old != EMPTY {
-                self.calls.fetch_sub(1, Ordering::Relaxed);
-                adjust(&self.failures, old & FAILURE != 0, false);
-                adjust(&self.slow, old & SLOW != 0, false);
-            }
+            self.tally
+                .replace(slot.swap(EMPTY, Ordering::AcqRel), EMPTY);
         }
     }
 }
@@ -109,9 +133,7 @@ pub(crate) struct RecentWindow {
     min_recent: u32,
     /// Outcomes recorded before this time (ms) count as recorded at it (see above).
     floor: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    tally: Tally,
 }
 
 impl RecentWindow {
@@ -122,9 +144,7 @@ impl RecentWindow {
             within_ms: within_ms.max(1),
             min_recent,
             floor: AtomicU64::new(0),
-            calls: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            slow: AtomicU32::new(0),
+            tally: Tally::default(),
         }
     }
 
@@ -136,12 +156,7 @@ impl RecentWindow {
         let new = u64::from(code(failure, slow)) | (now_ms.saturating_add(1) << 3);
         let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.ring.len() as u64) as usize;
         let old = self.ring[i].swap(new, Ordering::AcqRel);
-        let old_code = (old & 0b111) as u8;
-        if old == 0 {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-        }
-        adjust(&self.failures, old_code & FAILURE != 0, failure);
-        adjust(&self.slow, old_code & SLOW != 0, slow);
+        self.tally.replace(outcome(old), outcome(new));
         self.counts()
     }
 
@@ -150,18 +165,12 @@ impl RecentWindow {
     /// floor stands in for.
     #[inline]
     pub(crate) fn all_successes(&self) -> bool {
-        self.failures.load(Ordering::Relaxed) == 0
-            && self.slow.load(Ordering::Relaxed) == 0
-            && self.calls.load(Ordering::Relaxed) as usize == self.ring.len()
+        self.tally.all_successes(self.ring.len())
     }
 
     /// The whole ring's counts, as a count window's.
     pub(crate) fn counts(&self) -> Counts {
-        Counts {
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
-        }
+        self.tally.counts()
     }
 
     /// The outcomes of the last `within_ms` before `now_ms`, when the ring holds an older one
@@ -180,7 +189,7 @@ impl RecentWindow {
                 older = true;
                 continue;
             }
-            let c = (v & 0b111) as u8;
+            let c = outcome(v);
             counts.calls += 1;
             counts.failures += u32::from(c & FAILURE != 0);
             counts.slow += u32::from(c & SLOW != 0);
@@ -190,16 +199,16 @@ impl RecentWindow {
 
     pub(crate) fn reset(&self) {
         for slot in self.ring.iter() {
-            let old = slot.swap(0, Ordering::AcqRel);
-            if old != 0 {
-                let c = (old & 0b111) as u8;
-                self.calls.fetch_sub(1, Ordering::Relaxed);
-                adjust(&self.failures, c & FAILURE != 0, false);
-                adjust(&self.slow, c & SLOW != 0, false);
-            }
+            self.tally
+                .replace(outcome(slot.swap(0, Ordering::AcqRel)), EMPTY);
         }
         self.floor.store(0, Ordering::Release);
     }
+}
+
+/// The outcome code in a [`RecentWindow`] slot (`EMPTY` for an empty slot).
+fn outcome(slot: u64) -> u8 {
+    (slot & 0b111) as u8
 }
 
 /// Moves a counter from `was` to `now` (one of them set): +1, −1 or nothing.
