@@ -21,12 +21,9 @@ use crate::window::{CountWindow, Counts, RecentWindow, TimeWindow};
 /// [`palisade_core::failure`].
 pub use palisade_core::failure::BreakerState as State;
 
-/// `d` in whole milliseconds, saturating at `u64::MAX` (about 585 million years): a
-/// configured duration or a server's hint may be as long as a [`Duration`] gets, and must not
-/// wrap round to a short one.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+/// A configured duration or a server's hint may be as long as a [`Duration`] gets, and must
+/// not wrap round to a short one: whole milliseconds, saturating.
+pub(crate) use palisade_core::time::millis;
 
 /// The state whose code (`state as u64`) is in the low 3 bits of `word`.
 fn from_code(word: u64) -> State {

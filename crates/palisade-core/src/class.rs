@@ -381,7 +381,7 @@ mod opt_duration_ms {
     pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             // Saturating: a hint beyond `u64::MAX` ms stays the longest, never wraps short.
-            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Some(d) => s.serialize_some(&crate::time::millis(*d)),
             None => s.serialize_none(),
         }
     }

@@ -125,6 +125,7 @@ mod service;
 mod stats;
 pub mod stripe;
 pub mod sync;
+pub mod time;
 pub mod trace;
 pub mod window;
 

@@ -22,10 +22,8 @@ use crate::store::{Claim, Store};
 /// not fit the milliseconds the stores keep.
 pub(crate) const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// `d` in whole milliseconds, saturating at `u64::MAX` (where `as u64` would wrap).
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+/// Whole milliseconds, saturating at `u64::MAX` (where `as u64` would wrap).
+pub(crate) use palisade_core::time::millis;
 
 /// The options of [`Sagas`](crate::Sagas) and [`Coordinator`](crate::twopc::Coordinator)
 /// builders, with the same defaults.

@@ -1,7 +1,6 @@
 //! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use palisade_core::sync::CachePadded;
@@ -17,12 +16,8 @@ pub(crate) fn ms_since(origin: Instant, now: Instant) -> u64 {
     millis(now.saturating_duration_since(origin))
 }
 
-/// `d` in whole milliseconds, saturating at `u64::MAX` (about 585 million years): a
-/// configured `Duration::MAX` means "for good", and an `as u64` of it would wrap round to a
-/// time in the past (or, added to now, overflow).
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+/// A configured `Duration::MAX` means "for good": whole milliseconds, saturating.
+pub(crate) use palisade_core::time::millis;
 
 /// The router's configuration, shared by its handle and every endpoint, and swapped whole by
 /// [`RouteHandle::reconfigure`](crate::RouteHandle::reconfigure). Loaded only off the settled
@@ -318,6 +313,7 @@ impl EndpointState {
 #[cfg(not(palisade_loom))]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn state() -> EndpointState {
         EndpointState::new(

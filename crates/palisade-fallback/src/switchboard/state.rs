@@ -461,7 +461,7 @@ impl Feature {
     /// Off by its failures in `epoch` (again, for a failed probe: the cool-down starts over),
     /// unless the feature was turned off by hand or turned on since.
     fn auto_off(&self, epoch: u32, now: Instant) {
-        let cooldown_ms = u64::try_from(self.inner.config.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let cooldown_ms = palisade_core::time::millis(self.inner.config.cooldown);
         let off = Word::new(AUTO_OFF, epoch, self.ms(now).saturating_add(cooldown_ms));
         let mut current = self.inner.load();
         while current.epoch() == epoch && current.state() != MANUAL_OFF {
