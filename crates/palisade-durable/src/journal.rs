@@ -593,6 +593,24 @@ pub struct WorkflowSummary<S> {
 /// One line of [`Journal::list`].
 pub type SagaSummary = WorkflowSummary<SagaState>;
 
+/// Checks that workflow `id` exists and is of `kind` ([`SagaError::NotFound`],
+/// [`SagaError::WrongKind`]), before its journal is read as that kind's.
+pub(crate) async fn of_kind(
+    store: &dyn Store,
+    id: &str,
+    kind: &'static str,
+) -> Result<(), SagaError> {
+    match store.workflow(id).await? {
+        None => Err(SagaError::NotFound(id.to_owned())),
+        Some(w) if w.kind != kind => Err(SagaError::WrongKind {
+            id: id.to_owned(),
+            kind: w.kind,
+            expected: kind,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Every workflow of `kind` in `store`, oldest first, with its state read as an `S`.
 pub(crate) async fn summaries<S: FromStr<Err = UnknownState>>(
     store: &dyn Store,
@@ -640,17 +658,7 @@ impl Journal {
     /// [`Transactions::inspect`](crate::twopc::Transactions::inspect)); its journal is not
     /// read as a saga's, which it is not.
     pub async fn inspect(&self, id: &str) -> Result<SagaInfo, SagaError> {
-        match self.store.workflow(id).await? {
-            None => return Err(SagaError::NotFound(id.to_owned())),
-            Some(w) if w.kind != KIND => {
-                return Err(SagaError::WrongKind {
-                    id: id.to_owned(),
-                    kind: w.kind,
-                    expected: KIND,
-                });
-            }
-            Some(_) => {}
-        }
+        of_kind(&*self.store, id, KIND).await?;
         SagaInfo::from_journal(id, self.store.journal(id).await?)
     }
 }

@@ -801,17 +801,7 @@ impl Transactions {
     /// Transaction `id`, from its journal ([`SagaError::NotFound`] if there is no workflow
     /// of that id, [`SagaError::WrongKind`] if it is a saga).
     pub async fn inspect(&self, id: &str) -> Result<TxInfo, SagaError> {
-        match self.store.workflow(id).await? {
-            None => return Err(SagaError::NotFound(id.to_owned())),
-            Some(w) if w.kind != KIND => {
-                return Err(SagaError::WrongKind {
-                    id: id.to_owned(),
-                    kind: w.kind,
-                    expected: KIND,
-                });
-            }
-            Some(_) => {}
-        }
+        crate::journal::of_kind(&*self.store, id, KIND).await?;
         let events = self
             .store
             .journal(id)
