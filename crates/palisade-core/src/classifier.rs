@@ -115,7 +115,11 @@ struct Rules {
 
 /// The shapes in which a status code (`$code`, a regex fragment such as `5\d\d`) counts as an
 /// HTTP status in a message. A number anywhere else (`512 tokens`, `line 503`, `port 4011`,
-/// `500ms`) is not a status.
+/// `500ms`, `exit code 503`, the path segment in `GET https://host/status/401`) is not a status.
+///
+/// Between a key (`status`, `code`) and its number only what separates a key from its value
+/// counts: spaces, quotes (escaped too), `:`, `=`, `#` and an opening bracket; not `/`, `.`,
+/// `?` or `&`, which make them parts of a path or a URL.
 macro_rules! http_status {
     ($code:literal) => {
         concat!(
@@ -128,14 +132,20 @@ macro_rules! http_status {
             r"|\bhttp(?:/[\d.]+)?(?:[\s_-]*(?:status|error|response|code))*[\s:=#]*",
             $code,
             r"\b",
-            // "status 503", "status code: 503", "status_code=503", "statusCode: 503",
-            // "(status 500)", "\"status\": 503", "status was 502".
-            r"|\bstatus(?:[\s_-]*code)?\W{0,3}(?:(?:is|was|of)\s+)?",
+            // "status 503", "status code: 503", "status_code=502", "statusCode: 503",
+            // "(status 500)", "\"status\": 503", "status was 502"; not "/status/401".
+            r#"|\bstatus(?:[\s_-]*code)?[\s\\"':=#(\[]{0,3}(?:(?:is|was|of)\s+)?"#,
             $code,
             r"\b",
-            // "Error code: 429 - {...}" (OpenAI's and Anthropic's SDKs), "\"code\": 503" (Google's
-            // JSON errors), "code=503".
-            r"|\bcode\W{1,3}",
+            // A code the message says is an error's or a response's: "Error code: 429 - {...}"
+            // (OpenAI's and Anthropic's SDKs), "error_code=503", "response code 503". A bare
+            // "code" says no such thing: "exit code 503" is a process's.
+            r#"|\b(?:error|response)[\s_-]*code[\s\\"':=#]{1,3}"#,
+            $code,
+            r"\b",
+            // `code` as a key: "\"code\": 503" (Google's JSON errors), "'code': 503" (a
+            // Python dict), "code=503" (logfmt).
+            r#"|(?:["']code\\?["']\s*:\s*|\bcode=)"#,
             $code,
             r"\b",
             // "returned 504", "responded with 503", "returned HTTP status 500".
@@ -155,17 +165,25 @@ macro_rules! http_status {
 ///
 /// A status code counts only where a message says it is one: as the message or its first
 /// word (`503`, `503 Service Unavailable`), after `HTTP` (`HTTP 503`, `HTTP/1.1 503`), after
-/// `status` or `code` (`status 503`, `status code: 503`, `(status 500)`, `Error code: 429`,
-/// `"code": 503`), after `returned` or `responded with`, or in reqwest's `server error (503 ...)`.
-/// `prompt is 512 tokens over the limit` and `failed to parse JSON at line 503` are not server
-/// errors. A message that opens with a number is read as a status line (`503 overloaded`), so
-/// `512 tokens exceed the limit` is one. Reason phrases and the names providers and gRPC give their errors
-/// (`Service Unavailable`, `rate_limit_error`, `DEADLINE_EXCEEDED`, `ThrottlingException`,
-/// `status: Unavailable`) count on their own.
+/// `status` (`status 503`, `status code: 503`, `(status 500)`), after a code the message calls
+/// an error's or a response's (`Error code: 429`, `response code 503`), after `code` as a key
+/// (`"code": 503`, `code=503`), after `returned` or `responded with`, or in reqwest's
+/// `server error (503 ...)`. `prompt is 512 tokens over the limit`, `failed to parse JSON at
+/// line 503`, `exit code 503` and `GET https://api.example.com/status/401` (a path segment, not
+/// a status) are not. A message that opens with a number is read as a status line (`503
+/// overloaded`), so `512 tokens exceed the limit` is one. Reason phrases and the names
+/// providers and gRPC give their errors (`Service Unavailable`, `rate_limit_error`,
+/// `RateLimitError`, `DEADLINE_EXCEEDED`, `ThrottlingException`, `status: Unavailable`) count
+/// on their own, as whole words: `rate limit` inside an identifier that names something else
+/// (`tool 'rate_limiter' crashed`) is not a rate limit.
 pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
     (
         concat!(
-            r"\brate.?limit|too many requests|throttl|quota.?exceeded|exceeded your (?:current )?quota|",
+            // "rate limit", "rate-limited", "ratelimit", "rate_limit_error", "RateLimitError",
+            // "rate_limit_exceeded": words, or an identifier naming the condition; not one
+            // naming something that handles it ("rate_limiter", "rate_limit_config").
+            r"\brate[\s_-]?limit(?:s|ed|ing)?(?:[\s_-]?(?:error|exceeded|exception|reached))?\b|",
+            r"too many requests|throttl|quota.?exceeded|exceeded your (?:current )?quota|",
             http_status!("429"),
         ),
         Category::RateLimited,
@@ -224,7 +242,18 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
 /// `retry-after: 2`, `try again in 1.5s`, `retry in 500ms`, `try again in 24 hours`. A number
 /// without a unit is seconds; a number followed by a word that is not a unit (`retry after 30
 /// attempts`, `2 weeks`) is no hint.
-pub const DEFAULT_HINT_PATTERN: &str = r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\b";
+///
+/// A compound duration, hours, minutes and seconds each glued to its number as Go prints a
+/// `time.Duration`, is read whole: OpenAI's `Rate limit reached for gpt-4 ... Please try again
+/// in 4m19.2s.` is 4 minutes 19.2 seconds, and `1m30s`, `6m0s`, `1h2m3.5s`, `1h30m` and `1h 30m`
+/// (a space between the parts) read the same way. Its first group is then the whole compound
+/// (see [`ClassifierBuilder::hint_pattern`]). Every form saturates at [`hint::LONGEST`].
+pub const DEFAULT_HINT_PATTERN: &str = concat!(
+    r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*",
+    // A compound of two or three parts (`4m19.2s`, `1h30m`, `1h2m3.5s`), else a number.
+    r"((?:\d+h ?(?:\d+m ?)?\d+(?:\.\d+)?s|\d+h ?\d+m|\d+m ?\d+(?:\.\d+)?s)\b|\d+(?:\.\d+)?)",
+    r"\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\b",
+);
 
 static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
     ClassifierBuilder::new()
@@ -246,8 +275,9 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// bounds the cost of being wrong. Change it with [`ClassifierBuilder::unknown`].
 ///
 /// When the chosen class has no `retry_after`, a retry hint in any message of the chain
-/// (`retry after 30 seconds`, `try again in 1.5s`) fills it, as long as the message says (up to
-/// [`hint::LONGEST`]): a layer above, not the classifier, decides whether a wait is too long.
+/// (`retry after 30 seconds`, `try again in 1.5s`, `try again in 4m19.2s`) fills it, as long
+/// as the message says (up to [`hint::LONGEST`]): a layer above, not the classifier, decides
+/// whether a wait is too long.
 ///
 /// As a [`Classify`], every `Ok` is a success; pair it with a response rule through
 /// [`classify_fn`] when responses can fail.
@@ -444,12 +474,12 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     let caps = re.captures(text)?;
     let number = caps.get(1)?;
     let value = number.as_str();
-    let unit = match caps.get(2).map(|m| m.as_str().to_ascii_lowercase()) {
-        Some(u) if u.starts_with("ms") || u.starts_with("milli") => Duration::from_millis(1),
-        Some(u) if u.starts_with('m') => Duration::from_secs(60),
-        Some(u) if u.starts_with('h') => Duration::from_secs(60 * 60),
-        Some(u) if u.starts_with('d') => Duration::from_secs(24 * 60 * 60),
-        Some(_) => Duration::from_secs(1),
+    // A compound (`4m19.2s`) carries its own units: a unit group after it is not read.
+    if let Some(after) = compound(value) {
+        return Some(after);
+    }
+    let unit = match caps.get(2).map(|m| m.as_str()) {
+        Some(u) => unit_word(u),
         None => {
             // No unit read: seconds, unless the number is followed, past the end of the match,
             // by a word the pattern did not read ("2 hours" to a pattern without hours, "30
@@ -470,6 +500,66 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
         let n: f64 = value.parse().ok()?;
         hint::secs_f64((n * unit.as_secs_f64()).min(f64::MAX))
     })
+}
+
+/// The length of a unit read by a hint pattern's unit group: `ms` or a word starting `milli`
+/// is a millisecond, then by first letter `m` a minute, `h` an hour, `d` a day, anything else
+/// a second. ASCII case is ignored, without allocating.
+fn unit_word(unit: &str) -> Duration {
+    let starts = |prefix: &str| {
+        unit.as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    if starts("ms") || starts("milli") {
+        Duration::from_millis(1)
+    } else if starts("m") {
+        Duration::from_secs(60)
+    } else if starts("h") {
+        Duration::from_secs(60 * 60)
+    } else if starts("d") {
+        Duration::from_secs(24 * 60 * 60)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
+/// The units of a [`compound`] duration's parts.
+const COMPOUND_UNITS: [(&str, Duration); 5] = [
+    ("ms", Duration::from_millis(1)),
+    ("s", Duration::from_secs(1)),
+    ("m", Duration::from_secs(60)),
+    ("h", Duration::from_secs(60 * 60)),
+    ("d", Duration::from_secs(24 * 60 * 60)),
+];
+
+/// A compound duration, each decimal number glued to its unit (`d`, `h`, `m`, `s`, `ms`) and
+/// the parts optionally separated by spaces: `4m19.2s`, `1h 30m`, `1h2m3.5s`. The sum of its
+/// parts, saturating at [`hint::LONGEST`]; `None` unless all of `value` is such parts, so a
+/// bare number (`30`, no unit) or another notation (`1e3`) is left to the caller.
+fn compound(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        // Both ends are found by char, so each split falls on a char boundary.
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let letters = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(letters);
+        let (_, unit) = COMPOUND_UNITS
+            .iter()
+            .find(|(name, _)| unit.eq_ignore_ascii_case(name))?;
+        total = total.saturating_add(hint::decimal(number, *unit)?);
+        rest = tail.trim_start_matches(' ');
+    }
+    Some(total.min(hint::LONGEST))
 }
 
 /// Builds a [`DefaultClassifier`] (made by [`DefaultClassifier::builder`]) with rules of your own before (or instead of) the built-in
@@ -558,7 +648,11 @@ impl ClassifierBuilder {
     /// expression whose first group is a number and whose optional second group is a unit
     /// (`ms`, `s`, `m`, `h`, `d`, or a word starting so: `millis`, `secs`, `minutes`, `hours`,
     /// `days`); without a unit the number is seconds, unless a word the pattern did not read
-    /// follows it (`30 attempts`): then there is no hint. `None` disables hints.
+    /// follows it (`30 attempts`): then there is no hint. The first group may instead be a
+    /// compound duration, each number glued to its unit (`ms`, `s`, `m`, `h`, `d`), the parts
+    /// optionally separated by spaces (`4m19.2s`, `1h 30m`): it is read whole, as the
+    /// [`DEFAULT_HINT_PATTERN`] reads OpenAI's `try again in 4m19.2s`, and the unit group is
+    /// not read. `None` disables hints.
     pub fn hint_pattern(mut self, pattern: Option<String>) -> Self {
         self.hint = pattern;
         self

@@ -585,3 +585,125 @@ fn time_out_inside_other_words_is_no_timeout() {
         assert_eq!(cat(m), Category::Timeout, "{m}");
     }
 }
+
+/// Words that only look like a rate limit or a status: an identifier naming what handles rate
+/// limits, a process's exit code, a number of lines, a path segment. The messages that do say
+/// so (a status line, `status: 503`, `Error code: 429`, an error type's name) still count.
+#[test]
+fn identifiers_exit_codes_and_paths_are_neither_rate_limits_nor_statuses() {
+    let mut wrong = Vec::new();
+    for m in [
+        "tool 'rate_limiter' crashed",
+        "RateLimiter panicked",
+        "missing rate_limit_config",
+        "exit code 503",
+        "child exit code: 429",
+        "process exited with 503 lines",
+        "GET https://api.example.com/status/401",
+        "GET https://api.example.com/v1/status/503/history",
+        "GET https://api.example.com/code/404",
+    ] {
+        wrong.extend((cat(m) != Category::Unknown).then(|| (m, cat(m))));
+    }
+    assert_eq!(wrong, [], "matched by accident");
+    for (m, category) in [
+        ("429 Too Many Requests", Category::RateLimited),
+        ("rate limit exceeded", Category::RateLimited),
+        ("Rate limit reached for gpt-4", Category::RateLimited),
+        ("rate-limited by upstream", Category::RateLimited),
+        ("too many rate limits hit", Category::RateLimited),
+        ("rate limiting in effect", Category::RateLimited),
+        ("type: rate_limit_error", Category::RateLimited),
+        ("code: rate_limit_exceeded", Category::RateLimited),
+        ("RateLimitError: slow down", Category::RateLimited),
+        ("injected fault: rate_limited", Category::RateLimited),
+        ("HTTP 503 Service Unavailable", Category::ServerError),
+        ("status: 503", Category::ServerError),
+        ("{\"status\": 503}", Category::ServerError),
+        ("{\\\"status\\\":503}", Category::ServerError),
+        ("status [502]", Category::ServerError),
+        ("status code 401", Category::Authentication),
+        ("Error code: 429 - {'error': {}}", Category::RateLimited),
+        ("errorCode: 502", Category::ServerError),
+        ("error_code=504", Category::ServerError),
+        ("response code 503", Category::ServerError),
+        ("{'code': 503}", Category::ServerError),
+        ("{\\\"code\\\": 503}", Category::ServerError),
+        ("level=error code=503", Category::ServerError),
+    ] {
+        assert_eq!(cat(m), category, "{m}");
+    }
+}
+
+/// A compound duration, as Go prints a `time.Duration` and OpenAI's rate-limit errors say it,
+/// is read whole, not as its first part or not at all.
+#[test]
+fn compound_durations_in_hints_are_read_whole() {
+    let after = |m: &str| class_of(&boxed(m)).retry_after;
+    let openai = "Rate limit reached for gpt-4 in organization org-abc on tokens per min (TPM): \
+        Limit 10000, Used 9990, Requested 480. Please try again in 4m19.2s. Visit \
+        https://platform.openai.com/account/rate-limits to learn more.";
+    let class = class_of(&boxed(openai));
+    assert_eq!(class.category, Category::RateLimited);
+    assert_eq!(class.retry_after, Some(Duration::from_millis(259_200)));
+    for (m, want) in [
+        ("try again in 1m30s", Duration::from_secs(90)),
+        ("try again in 6m0s", Duration::from_secs(360)),
+        ("try again in 1h2m3.5s", Duration::from_millis(3_723_500)),
+        ("try again in 1h0m0s.", Duration::from_secs(3600)),
+        ("try again in 2h5s", Duration::from_secs(7205)),
+        ("retry after 1h30m", Duration::from_secs(5400)),
+        ("retry in 1h 30m, please", Duration::from_secs(5400)),
+        ("try again in 1m 30s", Duration::from_secs(90)),
+        ("TRY AGAIN IN 4M19.2S", Duration::from_millis(259_200)),
+        ("try again in 20ms", Duration::from_millis(20)),
+    ] {
+        assert_eq!(after(m), Some(want), "{m}");
+    }
+    // Huge parts saturate, whatever their number of digits.
+    assert_eq!(after("try again in 9999h59m59s"), Some(hint::LONGEST));
+    let absurd = format!("try again in {}h1m", "9".repeat(400));
+    assert_eq!(after(&absurd), Some(hint::LONGEST));
+    let absurd = format!("try again in 1m{}s", "9".repeat(400));
+    assert_eq!(after(&absurd), Some(hint::LONGEST));
+}
+
+/// `compound` alone: a bare number or another notation is not a compound; units ignore case.
+#[test]
+fn compound_reads_only_numbers_glued_to_units() {
+    assert_eq!(compound("4m19.2s"), Some(Duration::from_millis(259_200)));
+    assert_eq!(compound("1H 2M 3S"), Some(Duration::from_secs(3723)));
+    assert_eq!(compound("1d2h"), Some(Duration::from_secs(26 * 3600)));
+    assert_eq!(compound("1s500ms"), Some(Duration::from_millis(1500)));
+    for not in [
+        "", " ", "30", "1.5", "1e3", "1m30", "m30s", "1m.s", "1w", "1m 30 s", "1m\t30s", "١m",
+    ] {
+        assert_eq!(compound(not), None, "{not:?}");
+    }
+}
+
+proptest::proptest! {
+    /// Every duration as Go prints it (`1h2m3.5s`, `4m19.2s`, `59.5s`) reads back exactly, up
+    /// to `hint::LONGEST`.
+    #[test]
+    fn go_durations_round_trip(h in 0u64..10_000, m in 0u64..60, s in 0u64..60, ms in 0u64..1000) {
+        let mut text = String::from("Please try again in ");
+        if h > 0 {
+            text.push_str(&format!("{h}h{m}m"));
+        } else if m > 0 {
+            text.push_str(&format!("{m}m"));
+        }
+        text.push_str(&format!("{s}.{ms:03}s."));
+        let want = Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_millis(ms);
+        proptest::prop_assert_eq!(class_of(&boxed(&text)).retry_after, Some(want.min(hint::LONGEST)));
+    }
+
+    /// Whatever follows "try again in", a hint never panics and never exceeds `hint::LONGEST`.
+    #[test]
+    fn hints_never_exceed_longest(tail in "[0-9hmsd. ]{0,40}") {
+        let text = format!("try again in {tail}");
+        if let Some(d) = class_of(&boxed(&text)).retry_after {
+            proptest::prop_assert!(d <= hint::LONGEST, "{text:?}: {d:?}");
+        }
+    }
+}
