@@ -41,6 +41,17 @@
 //! * **No eligible endpoint** (every one ejected or held out, none cooling down, panic mode
 //!   off or not reached): the call fails at once with [`NoHealthyEndpoint`], whose
 //!   `retry_after` is the soonest ejection, hold or cool-down to end.
+//! * **An endpoint whose readiness fails** (its `poll_ready` returns an error) has failed, not
+//!   the router: the error counts against that endpoint as a failed call of its class would
+//!   (toward its health and outlier ejection), its spent service is replaced by a fresh clone,
+//!   and the router picks again. When every pick of one `poll_ready` (as many as there are
+//!   endpoints) lands on an endpoint whose readiness fails, the router reports ready and the
+//!   call fails at once with [`NoHealthyEndpoint`] (no `retry_after`), as when nothing is
+//!   eligible; the next `poll_ready` picks afresh. The router's `poll_ready` never returns an
+//!   error: tower takes one as the end of the service, and a `Buffer` in front would fail every
+//!   later request even after the endpoints recovered. tower's `p2c::Balance` stays alive the
+//!   same way, but evicts the endpoint until discovery inserts it again; the router keeps it
+//!   and lets its health decide, since a fixed list has no discovery to bring it back.
 //! * **Live reconfiguration** ([`RouteHandle::reconfigure`]): a new [`RouteConfig`] reaches
 //!   every clone at its next `poll_ready`, keeping each endpoint's health, ejection, cool-down
 //!   and ramp; the [`RouteReconfigured`] result and a `tracing` event say what was reset.
@@ -170,8 +181,9 @@
 //!   on every `poll_ready` it loads one word that holds the set's version and whether the
 //!   stream woke, and only when the version differs from the one it copied takes the new list
 //!   (a lock and allocations, on a change only), keeping its services of the endpoints that
-//!   stayed, with whatever `poll_ready` reserved, and cloning the services of new ones. Until
-//!   the stream wakes, `poll_ready` takes no lock.
+//!   stayed, with whatever `poll_ready` reserved, and cloning the services of new ones (and
+//!   the new service of an endpoint inserted again, see below). Until the stream wakes,
+//!   `poll_ready` takes no lock.
 //! * **Errors do not fail calls.** A discovery error is logged with `tracing::warn!` and the
 //!   router keeps routing over the endpoints discovery gave so far; the stream is polled again
 //!   at the next `poll_ready`. That is what Envoy does when an update of its endpoints fails
@@ -181,6 +193,19 @@
 //!   `Buffer` in front would fail every later request). With no endpoint at all, calls fail
 //!   with [`NoHealthyEndpoint`] as they would anyway.
 //! * **Discovery ending keeps the last set**, for good.
+//! * **An insert of a key already in the set** replaces that endpoint's service and keeps
+//!   everything the router knows of the endpoint: its health state, ejection and the count of
+//!   ejections that sets the next one's length, hold, cool-down, ramp, outlier statistics,
+//!   active-check trend and token (so a retry still avoids it). The key is the endpoint's
+//!   identity, as a host is in Envoy, which keeps a host's outlier detection state when its
+//!   discovery announces the host again. So a discovery that announces every endpoint again
+//!   from time to time (a Kubernetes watch that resyncs, a DNS poll) neither brings an
+//!   ejected endpoint back before its ejection ends, nor forgets how often it was ejected, nor
+//!   makes a healthy endpoint ramp up again (slow start is for new keys). Calls in flight to
+//!   the old service finish normally and count toward the same endpoint; each instance drops
+//!   its copy of the old service (and a reservation made on it) when it takes the new list.
+//!   To start an endpoint afresh (another backend under a reused key), remove it and insert
+//!   it again: a removal forgets the endpoint.
 //! * **Removal** takes the endpoint out of every instance's next pick; calls in flight to it
 //!   finish normally.
 //!
@@ -235,8 +260,9 @@
 //! each endpoint's own layers (a classifier, a client) inside its endpoint service.
 //!
 //! # Errors
-//! [`NoHealthyEndpoint`] when nothing is eligible; an endpoint's own errors pass through
-//! unchanged. Bad configuration is a [`ConfigError`](palisade_core::ConfigError) naming the
+//! [`NoHealthyEndpoint`] when nothing is eligible, or when every endpoint the router tried
+//! failed its readiness; an endpoint's own call errors pass through unchanged. `poll_ready`
+//! never fails. Bad configuration is a [`ConfigError`](palisade_core::ConfigError) naming the
 //! field by its path (`outlier.max_ejection_ratio`), at build time.
 
 mod builder;

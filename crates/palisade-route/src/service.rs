@@ -63,17 +63,23 @@ pub(crate) struct Shared<K> {
 /// endpoint's service and calls it directly, as tower's `Balance` does, so no call clones a
 /// service; cloning the router clones those (and a few `Arc`s and an rng), and a clone takes
 /// its own copies of endpoints that discovery adds later. A service whose readiness fails is
-/// replaced by a fresh clone. Give each connection or worker its own clone of the router: each
-/// clone also counts its calls in its own lane, so clones on different threads do not contend.
+/// replaced by a fresh clone, and so is one that discovery inserts again under its key. Give
+/// each connection or worker its own clone of the router: each clone also counts its calls in
+/// its own lane, so clones on different threads do not contend.
 ///
 /// # Readiness
 /// `poll_ready` applies discovery changes if the stream woke, picks an endpoint and waits for
 /// that endpoint to be ready. When no endpoint is eligible it reports ready anyway and the call
 /// fails at once with [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above
-/// can act. A discovery error does not fail `poll_ready`: it is logged and the router keeps the
+/// can act. `poll_ready` never returns an error, which tower would take as the end of the
+/// router. An endpoint whose `poll_ready` fails counts that failure against its own health, as
+/// a failed call, gets a fresh clone of its service, and the router picks again; when every
+/// pick of one `poll_ready` lands on such an endpoint, the router reports ready and the call
+/// fails with [`NoHealthyEndpoint`], as when none is eligible (see the [crate docs](crate)).
+/// A discovery error does not fail `poll_ready` either: it is logged and the router keeps the
 /// endpoints it has (see [Discovery](crate#discovery)). `call` may send the request to another
-/// ready endpoint than the one `poll_ready` chose, when a retry's attempt context (only known at
-/// `call` behind a boundary) says to avoid the chosen one (see
+/// ready endpoint than the one `poll_ready` chose, when a retry's attempt context (only known
+/// at `call` behind a boundary) says to avoid the chosen one (see
 /// [Retries](crate#retries-and-the-attempt-context)).
 ///
 /// # Panics
@@ -191,6 +197,13 @@ where
     /// The router and all its clones share the endpoint set; discovery is polled from their
     /// `poll_ready`, no task is spawned and no runtime is needed (see
     /// [Discovery](crate#discovery)).
+    ///
+    /// The key is the endpoint's identity. A [`Change::Insert`](tower::discover::Change::Insert)
+    /// of a key already in the set replaces that endpoint's service and keeps its health,
+    /// ejection (and count of ejections), hold, cool-down, ramp and outlier statistics, so a
+    /// discovery that announces its endpoints again from time to time does not bring an
+    /// ejected one back early; a [`Change::Remove`](tower::discover::Change::Remove) forgets
+    /// the endpoint, so removing and inserting it again starts it afresh.
     ///
     /// ```
     /// use palisade_core::BoxError;
@@ -339,25 +352,28 @@ where
     }
 
     /// Takes the set's current list: keeps this instance's services of the endpoints that
-    /// stayed (with what `poll_ready` reserved), clones the services of new ones. Only on a
-    /// discovery change: may allocate.
+    /// stayed (with what `poll_ready` reserved), clones the services of new ones and the new
+    /// services of endpoints that discovery inserted again (whose reservation, made on the
+    /// old service, is dropped). Only on a discovery change: may allocate.
     #[cold]
     fn refresh(&mut self, version: u64) {
         let list = self.set.list();
+        // By the id of the service, not the endpoint's token: an endpoint inserted again keeps
+        // its token (and state) but not its service.
         let mut old: HashMap<u64, D::Service> = self
             .endpoints
             .iter()
-            .map(|e| e.state.token)
+            .map(|e| e.id)
             .zip(std::mem::take(&mut self.services))
             .collect();
         let now_at = |i: Option<usize>| {
-            let token = self.endpoints[i?].state.token;
-            list.iter().position(|e| e.state.token == token)
+            let id = self.endpoints[i?].id;
+            list.iter().position(|e| e.id == id)
         };
         let (ready, pending) = (now_at(self.ready), now_at(self.pending));
         self.services = list
             .iter()
-            .map(|e| old.remove(&e.state.token).unwrap_or_else(|| e.service()))
+            .map(|e| old.remove(&e.id).unwrap_or_else(|| e.service()))
             .collect();
         self.ready = ready;
         self.pending = pending;
@@ -431,7 +447,6 @@ where
         let avoid = attempt::current().and_then(|a| a.avoid);
         let origin = self.shared.origin;
         let now = || ms_since(origin, Instant::now());
-        let mut last_error = None;
         for _ in 0..self.endpoints.len().max(1) {
             // An endpoint that was not ready last time keeps its place in line.
             let i = match self.pending.take() {
@@ -450,7 +465,9 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => {
-                    last_error = Some(self.not_ready(i, e.into()));
+                    // The endpoint's failure, not the router's: counted against its health
+                    // and replaced by a fresh clone; the next pick may choose another one.
+                    self.not_ready(i, e.into());
                     // The failure moved the epoch.
                     epoch = self.sync().0;
                 }
@@ -460,9 +477,12 @@ where
                 }
             }
         }
-        Poll::Ready(Err(last_error.unwrap_or_else(|| {
-            Box::new(NoHealthyEndpoint { retry_after: None })
-        })))
+        // Every endpoint this pass tried failed its readiness. That is no reason to fail
+        // `poll_ready`, which tower takes as the end of the router (a `Buffer` in front would
+        // fail every later request, even once the endpoints recover): as when nothing is
+        // eligible, this call fails at once and the next `poll_ready` picks afresh.
+        self.unavailable = Some(NoHealthyEndpoint { retry_after: None });
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -497,14 +517,14 @@ where
     D::Key: Clone + PartialEq + fmt::Debug,
     D::Service: Clone,
 {
-    /// Records that endpoint `i`'s service failed its readiness and replaces that spent
-    /// service with a fresh clone; returns the error.
+    /// Records that endpoint `i`'s service failed its readiness, as a failed call of the
+    /// error's class, and replaces that spent service with a fresh clone.
     #[cold]
-    fn not_ready(&mut self, i: usize, e: BoxError) -> BoxError {
+    fn not_ready(&mut self, i: usize, e: BoxError) {
         let state = &self.endpoints[i].state;
+        tracing::debug!(endpoint = %state.label, error = %e, "endpoint failed its readiness");
         state.on_failure(class_of(&e), &self.config, state.now_ms());
         self.services[i] = self.endpoints[i].service();
-        e
     }
 
     /// At `call`, when the attempt context says to avoid the reserved endpoint `i` (with token

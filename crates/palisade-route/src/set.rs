@@ -20,9 +20,17 @@ use crate::endpoint::{EndpointState, Lanes, lane_refs, ms_since};
 use crate::health::Health;
 use crate::service::Shared;
 
+/// Ids for the services discovery gives, process-wide (see [`Endpoint::id`]). Std's atomic
+/// even in loom builds, as the endpoints' tokens.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// One endpoint as the router sees it.
 pub(crate) struct Endpoint<K, S> {
     pub(crate) key: K,
+    /// Names this endpoint's service, as given by one insert: a new insert of the same key
+    /// keeps the endpoint's state (and its token) but gives a new id, which is how a router
+    /// instance knows to drop its copy of the old service (see `Route::refresh`).
+    pub(crate) id: u64,
     /// The endpoint's service as discovery gave it, which each router instance clones to call
     /// its own copy. Locked only to take such a clone (never on the per-call path); behind a
     /// lock so that the shared list, and so the router, is `Send` for any `Send` service, not
@@ -44,6 +52,7 @@ impl<K: Clone, S: Clone> Clone for Endpoint<K, S> {
     fn clone(&self) -> Self {
         Endpoint {
             key: self.key.clone(),
+            id: self.id,
             svc: Mutex::new(self.service()),
             state: self.state.clone(),
             lanes: self.lanes.clone(),
@@ -226,8 +235,12 @@ where
     D::Key: Clone + PartialEq + fmt::Debug,
     D::Service: Clone,
 {
-    /// Adds an endpoint, or replaces the one with the same key (whose calls in flight finish
-    /// normally). Visible to the instances once [`publish`](Self::publish)ed.
+    /// Adds an endpoint, or replaces the service of the one with the same key (whose calls
+    /// in flight finish normally) and keeps that endpoint's state: its health, ejections,
+    /// cool-down, ramp, outlier statistics and token, as Envoy keeps a host's outlier state
+    /// when discovery announces it again (see [Discovery](crate#discovery)). `tier` and
+    /// `slow_start` apply to a new endpoint only. Visible to the instances once
+    /// [`publish`](Self::publish)ed.
     pub(crate) fn insert(
         &self,
         shared: &Shared<D::Key>,
@@ -236,6 +249,18 @@ where
         tier: u8,
         slow_start: bool,
     ) {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut registry = lock(&shared.registry);
+        let mut list = lock(&self.endpoints);
+        if let Some(i) = list.iter().position(|e| e.key == key) {
+            let endpoints = Arc::make_mut(&mut list);
+            let known = &mut endpoints[i];
+            let label = &known.state.label;
+            tracing::debug!(endpoint = %label, "endpoint's service replaced, its state kept");
+            known.id = id;
+            known.svc = Mutex::new(svc);
+            return;
+        }
         let now = ms_since(shared.origin, Instant::now());
         let health = if slow_start {
             Health::ramping(now)
@@ -251,21 +276,13 @@ where
             shared.epoch.clone(),
         ));
         tracing::debug!(endpoint = %state.label, tier, slow_start, "endpoint added");
-        let endpoint = Endpoint {
+        Arc::make_mut(&mut list).push(Endpoint {
             key: key.clone(),
+            id,
             svc: Mutex::new(svc),
             lanes: lane_refs(&state),
             state: state.clone(),
-        };
-        let mut registry = lock(&shared.registry);
-        let mut list = lock(&self.endpoints);
-        let endpoints = Arc::make_mut(&mut list);
-        if let Some(i) = endpoints.iter().position(|e| e.key == key) {
-            endpoints[i] = endpoint;
-            registry.retain(|(k, _)| *k != key);
-        } else {
-            endpoints.push(endpoint);
-        }
+        });
         registry.push((key, state));
     }
 

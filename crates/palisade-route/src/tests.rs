@@ -764,8 +764,10 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
     );
 
     // A readiness failure spends the instance: the router takes a fresh clone, which works.
+    // The one endpoint failed its readiness, so this call fails; the router itself is ready.
     broken.store(true, Ordering::SeqCst);
-    assert!(route.ready().await.is_err());
+    let err = route.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<NoHealthyEndpoint>(), "{err}");
     assert_eq!(clones.load(Ordering::SeqCst), made + 1);
     assert_eq!(route.ready().await.unwrap().call(()).await.unwrap(), "ok");
 
@@ -773,6 +775,110 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
     let mut other = route.clone();
     assert_eq!(clones.load(Ordering::SeqCst), made + 2);
     assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), "ok");
+}
+
+/// An endpoint that answers its name and fails its readiness while `refusals`, shared by
+/// every endpoint made with it, is above zero (each failure takes one off).
+#[derive(Clone)]
+struct Refusing {
+    name: &'static str,
+    refusals: Arc<AtomicUsize>,
+}
+
+impl Service<()> for Refusing {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let refuse = self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            Poll::Ready(Err("connection refused".into()))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(self.name))
+    }
+}
+
+fn refusing(name: &'static str, refusals: &Arc<AtomicUsize>) -> Svc {
+    tower::util::BoxCloneService::new(Refusing {
+        name,
+        refusals: refusals.clone(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_buffer_in_front_outlives_a_pass_in_which_every_endpoint_fails_its_readiness() {
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let route = Route::builder(NAMES[..3].iter().map(|n| refusing(n, &refusals)))
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let mut buffered = tower::buffer::Buffer::new(route, 8);
+    assert!(buffered.ready().await.unwrap().call(()).await.is_ok());
+
+    // Every readiness poll of the next pass fails (a pass picks as often as there are
+    // endpoints): that call fails with the router's typed error ...
+    refusals.store(3, Ordering::SeqCst);
+    let err = buffered.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<NoHealthyEndpoint>(), "{err}");
+    assert_eq!(
+        refusals.load(Ordering::SeqCst),
+        0,
+        "one pass tried three times"
+    );
+    // ... each failure counted against the endpoint it came from, as a failed call would ...
+    let st = handle.status();
+    let counted: u32 = st.iter().map(|s| u32::from(s.consecutive_unhealthy)).sum();
+    assert_eq!(counted, 3, "{st:?}");
+    assert!(
+        st.iter()
+            .filter(|s| s.consecutive_unhealthy > 0)
+            .all(|s| s.last_error.is_some()),
+        "{st:?}"
+    );
+    // ... and the router lives on: once the endpoints are ready again, calls through the same
+    // Buffer succeed.
+    for _ in 0..30 {
+        let name = buffered.ready().await.unwrap().call(()).await.unwrap();
+        assert!(NAMES[..3].contains(&name));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_whose_readiness_keeps_failing_is_ejected_and_poll_ready_never_fails() {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let never = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut route = Route::builder([refusing("a", &ok), refusing("b", &never)])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut failed = 0;
+    for _ in 0..200 {
+        assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        match route.call(()).await {
+            Ok(name) => assert_eq!(name, "a"),
+            Err(err) => {
+                assert!(err.is::<NoHealthyEndpoint>(), "{err}");
+                failed += 1;
+            }
+        }
+    }
+    // b's readiness failures ejected it, as five failed calls in a row would have.
+    let st = handle.status();
+    assert!(st[1].ejected, "{st:?}");
+    assert_eq!(st[1].ejections, 1);
+    assert_eq!(st[1].last_error, Some(Category::Network));
+    assert!(!st[0].ejected);
+    assert!(failed < 5, "{failed} calls failed");
 }
 
 /// An endpoint like [`endpoint`] that also logs when each call reaches it (ms since made).
@@ -1757,14 +1863,136 @@ async fn discovery_replacing_an_endpoint_keeps_the_others() {
     tx.send(Change::Insert(1, up("c"))).unwrap();
     let _ = call(&mut route).await;
     let after: Vec<_> = handle.status().iter().map(|s| (s.key, s.token)).collect();
-    // Key 2 stays as it was; key 1 is a new endpoint (a new token), listed once.
-    assert_eq!(after.len(), 2, "{after:?}");
-    assert!(after.contains(&before[1]), "{after:?}");
-    assert!(
-        after.iter().any(|&(k, t)| k == 1 && t != before[0].1),
-        "{after:?}"
-    );
+    // Both keys stay as they were, in their places: key 1 is the same endpoint (its token and
+    // state) with a new service, listed once.
+    assert_eq!(after, before);
     assert_eq!(keys(&route), [1, 2]);
+    assert_eq!(names(&mut route, 100).await, ["b", "c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_inserted_again_is_called_through_its_new_service_even_if_reserved() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let mut other = route.clone();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let a = route.handle().status()[0].token;
+    assert_eq!(route.reserved(), Some(a));
+    // The same key again, with another service: the reservation was made on the old service,
+    // so the instance drops it with that service and reserves the new one.
+    tx.send(Change::Insert(1, up("a2"))).unwrap();
+    assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(route.reserved(), Some(a), "the same endpoint");
+    assert_eq!(poll_now(route.call(())), "a2");
+    assert_eq!(names(&mut route, 10).await, ["a2"]);
+    // A clone that never saw the old list's change takes the new service too.
+    assert_eq!(names(&mut other, 10).await, ["a2"]);
+}
+
+/// Discovery that announces `(key, service)` pairs again, as a resync does.
+fn announce(tx: &mpsc::UnboundedSender<Change<usize, Svc>>, endpoints: &[(usize, Svc)]) {
+    for (key, svc) in endpoints {
+        tx.send(Change::Insert(*key, svc.clone())).unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_announcing_an_ejected_endpoint_again_keeps_its_ejection() {
+    let b_up = Arc::new(AtomicBool::new(true));
+    let all = [
+        (1, up("a")),
+        (2, endpoint("b", b_up.clone(), "503 service unavailable")),
+    ];
+    let (tx, rx) = mpsc::unbounded_channel();
+    announce(&tx, &all);
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let b = |handle: &RouteHandle<usize>| handle.status()[1].clone();
+    assert_eq!(names(&mut route, 100).await, ["a", "b"]);
+    let token = b(&handle).token;
+
+    // b fails every call: ejected after five in a row, for 30 s.
+    b_up.store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        let _ = call(&mut route).await;
+    }
+    assert!(b(&handle).ejected);
+    assert_eq!(b(&handle).ejections, 1);
+    // Discovery resyncs every 10 s, announcing both endpoints again: b stays ejected until
+    // its 30 s are over, and stays the same endpoint.
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        announce(&tx, &all);
+        assert_eq!(names(&mut route, 50).await, ["a"]);
+        let st = b(&handle);
+        assert!(st.ejected, "{st:?}");
+        assert_eq!((st.ejections, st.token), (1, token));
+    }
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert!(b(&handle).ejected);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!b(&handle).ejected);
+
+    // Still failing: ejected again, for twice as long, as its count was kept.
+    for _ in 0..200 {
+        let _ = call(&mut route).await;
+    }
+    assert!(b(&handle).ejected);
+    assert_eq!(b(&handle).ejections, 2);
+    announce(&tx, &all);
+    assert_eq!(names(&mut route, 50).await, ["a"]);
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    announce(&tx, &all);
+    assert_eq!(names(&mut route, 50).await, ["a"]);
+    assert!(b(&handle).ejected);
+    assert_eq!(b(&handle).ejections, 2);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!b(&handle).ejected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_announcing_an_endpoint_again_keeps_its_ramp_and_removal_forgets_it() {
+    // Slow start on (the default): a new endpoint ramps up over 120 s.
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let mut route = Route::discover(Channel(rx));
+    let handle = route.handle();
+    let _ = names(&mut route, 10).await;
+    assert_eq!(handle.status()[0].state, HealthState::Recovering);
+    // Half-way through its ramp, announced again: it carries on with its ramp.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let _ = names(&mut route, 10).await;
+    let halfway = handle.status()[0].traffic_ratio;
+    assert!(halfway > 0.2, "{halfway}");
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let _ = names(&mut route, 10).await;
+    assert_eq!(handle.status()[0].traffic_ratio, halfway);
+    // And once fully healthy, it stays so when announced again.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let _ = names(&mut route, 10).await;
+    assert_eq!(handle.status()[0].state, HealthState::Healthy);
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let _ = names(&mut route, 10).await;
+    assert_eq!(handle.status()[0].state, HealthState::Healthy);
+    assert_eq!(handle.status()[0].traffic_ratio, 1.0);
+    // A removal and an insert: a new endpoint, which ramps up from the start again.
+    let token = handle.status()[0].token;
+    tx.send(Change::Remove(1)).unwrap();
+    tx.send(Change::Insert(1, up("a"))).unwrap();
+    let _ = names(&mut route, 10).await;
+    let st = handle.status();
+    assert_eq!(st.len(), 1);
+    assert_ne!(st[0].token, token);
+    assert_eq!(st[0].state, HealthState::Recovering);
+    assert_eq!(st[0].traffic_ratio, 0.2);
 }
 
 #[tokio::test(start_paused = true)]
