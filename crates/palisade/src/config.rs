@@ -45,6 +45,7 @@
 //! failures_to_turn_off = 3
 //! window = "1m"
 //! cooldown = "30s"
+//! probe_timeout = "1m"         # a probe still out after this long has failed
 //! ```
 //!
 //! The preset is built with [`PresetConfig::builder`]; the router with
@@ -76,6 +77,22 @@
 //! typo never passes unnoticed: keep other settings of your own out of the `PALISADE_` prefix
 //! (this project's test database is `TEST_PALISADE_PG_URL` for that reason).
 //!
+//! An override changes what the file (or the defaults) define; it adds nothing to a table
+//! whose entries the file names, the features (by name) and the endpoints (by position):
+//! `PALISADE_FEATURES__SUMMARISE__COOLDOWN=45s` changes `[features.summarise]`, and when the
+//! file defines no such feature it is an error naming the key path, the variable and the name,
+//! with the nearest defined name when one is a few edits away. A misspelled
+//! `PALISADE_FEATURES__SUMARISE__…` would otherwise add a feature of its own with default
+//! settings, leaving `summarise` as it was, and nothing would tell. Likewise
+//! `PALISADE_ENDPOINTS__1__TIER=2` changes the file's second endpoint (the first is `0`), and
+//! naming one past the last is an error. A feature is named as the file writes it, or in
+//! lower case with `_` for every character a variable name cannot hold
+//! (`PALISADE_FEATURES__WEB_SEARCH__…` for `[features.web-search]`). A variable naming a
+//! whole table (`PALISADE_FEATURES='{ summarise = { cooldown = "45s" } }'`,
+//! `PALISADE_ENDPOINTS='[{ address = "a" }]'`) replaces it, and is read and checked like the
+//! file. Sections with fixed keys (`[retry]`, `[route]`, …) may be added by an override:
+//! their keys are checked as the file's are.
+//!
 //! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
 //! a [`ConfigError`] whose field is the key's path (`breaker.failure_rate.ratio`,
 //! `retry.max_attempts`) and whose rule says what was wrong:
@@ -103,6 +120,14 @@
 //! // A bare number is milliseconds.
 //! let config = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_DEADLINE", "45")])?;
 //! assert_eq!(config.deadline, std::time::Duration::from_millis(45));
+//!
+//! // An override changes a feature the file defines; it never adds one.
+//! let file = "name = \"llm\"\n[features.summarise]\ncooldown = \"30s\"";
+//! let err = PresetConfig::from_toml_with_env(file, [("PALISADE_FEATURES__SUMARISE__COOLDOWN", "45s")])
+//!     .unwrap_err();
+//! assert_eq!(err.field(), "features.sumarise");
+//! assert!(err.rule().contains("`PALISADE_FEATURES__SUMARISE__COOLDOWN` names feature `sumarise`"));
+//! assert!(err.rule().contains("did you mean `summarise`?"));
 //! # Ok::<(), palisade::classify::ConfigError>(())
 //! ```
 
@@ -396,7 +421,8 @@ impl PresetConfig {
     ///
     /// # Errors
     /// As [`from_toml`](Self::from_toml); an override whose key is unknown names the key path
-    /// it would set.
+    /// it would set, and one naming a feature or an endpoint the file does not define names
+    /// the key path, the variable and the name (see the [module docs](self)).
     pub fn from_toml_with_env<K, V>(
         text: &str,
         vars: impl IntoIterator<Item = (K, V)>,
@@ -409,11 +435,12 @@ impl PresetConfig {
             ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
         })?;
         for (key, value) in vars {
-            let Some(path) = key.as_ref().strip_prefix(ENV_PREFIX) else {
+            let var = key.as_ref();
+            let Some(path) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set(&mut doc, &keys, parse_value(value.as_ref()))?;
+            set_var(&mut doc, var, &keys, parse_value(value.as_ref()))?;
         }
         let config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
             .map_err(|e| {
@@ -611,19 +638,205 @@ fn parse_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-fn set(doc: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), ConfigError> {
+/// The keyed tables: those whose entries the file names (features by name, endpoints by
+/// position), with what an entry is called and whether it is named by its position. An
+/// override changes an entry the file defines and never adds one: a misspelled name would
+/// otherwise add an entry with default settings, which nothing could tell from a wanted one.
+/// Every other table has fixed keys, which serde checks (`deny_unknown_fields`). A map or a
+/// list added to [`PresetConfig`] belongs here.
+const KEYED: [(&str, &str, bool); 2] = [
+    ("features", "feature", false),
+    ("endpoints", "endpoint", true),
+];
+
+/// Sets the key path `keys` (from the variable `var`) to `value` in `doc`.
+fn set_var(
+    doc: &mut toml::Table,
+    var: &str,
+    keys: &[String],
+    value: toml::Value,
+) -> Result<(), ConfigError> {
+    let [section, name, rest @ ..] = keys else {
+        // A top-level key, a keyed table's name included (a whole table, read like the file).
+        return set(doc, "", keys, value);
+    };
+    let Some(&(_, kind, by_position)) = KEYED.iter().find(|(keyed, ..)| keyed == section) else {
+        return set(doc, "", keys, value);
+    };
+    let (path, entry) = keyed_entry(doc, var, (section, kind, by_position), name)?;
+    match rest {
+        [] => {
+            *entry = value;
+            Ok(())
+        }
+        _ => {
+            let table = entry
+                .as_table_mut()
+                .ok_or_else(|| not_a_table(path.clone()))?;
+            set(table, &format!("{path}."), rest, value)
+        }
+    }
+}
+
+/// The entry of the keyed table `section` (one of [`KEYED`]) that `name` (as the variable
+/// `var` spells it) names, with its key path: an error naming the variable when the file
+/// defines none.
+fn keyed_entry<'d>(
+    doc: &'d mut toml::Table,
+    var: &str,
+    (section, kind, by_position): (&str, &str, bool),
+    name: &str,
+) -> Result<(String, &'d mut toml::Value), ConfigError> {
+    let field = if by_position {
+        format!("{section}[{name}]")
+    } else {
+        format!("{section}.{name}")
+    };
+    match doc.get_mut(section) {
+        Some(toml::Value::Array(entries)) if by_position => {
+            let known = entries.len();
+            let position = name.parse::<usize>().ok().filter(|&i| i < known);
+            match position {
+                Some(i) => Ok((format!("{section}[{i}]"), &mut entries[i])),
+                None => {
+                    let defined = match known {
+                        0 => "none".to_owned(),
+                        1 => "one, 0".to_owned(),
+                        n => format!("{n}, 0 to {}", n - 1),
+                    };
+                    Err(undefined(
+                        field,
+                        var,
+                        kind,
+                        name,
+                        &format!("it defines {defined}"),
+                    ))
+                }
+            }
+        }
+        Some(toml::Value::Table(entries)) if !by_position => {
+            let known: Vec<&String> = entries.keys().collect();
+            let key = entry_key(&known, name).map_err(|others| {
+                let hint = match others {
+                    Known::Several(matches) => format!("it could be {}", listed(&matches)),
+                    Known::Nearest(Some(nearest)) => format!("did you mean `{nearest}`?"),
+                    Known::Nearest(None) if known.is_empty() => "it defines none".to_owned(),
+                    Known::Nearest(None) => format!("it defines {}", listed(&known)),
+                };
+                undefined(field, var, kind, name, &hint)
+            })?;
+            let path = format!("{section}.{key}");
+            let entry = entries.get_mut(&key).expect("the key was found among them");
+            Ok((path, entry))
+        }
+        None => Err(undefined(field, var, kind, name, "it defines none")),
+        Some(_) => Err(ConfigError::new(
+            section.to_owned(),
+            if by_position {
+                "is not an array of tables, so an environment override cannot set a key inside it"
+            } else {
+                "is not a table, so an environment override cannot set a key inside it"
+            },
+        )),
+    }
+}
+
+/// Why no entry of a keyed table is the one a variable names.
+enum Known<'k> {
+    /// Several spell as the variable does (`web-search` and `web.search` as `web_search`).
+    Several(Vec<&'k String>),
+    /// None does; the nearest, when one is near enough to be a typo of it.
+    Nearest(Option<&'k String>),
+}
+
+/// The entry among `keys` that `name` (as a variable spells it) names: the one written so, or
+/// else the one whose [`spelling`] it is.
+fn entry_key<'k>(keys: &[&'k String], name: &str) -> Result<String, Known<'k>> {
+    if let Some(key) = keys.iter().find(|key| **key == name) {
+        return Ok((*key).clone());
+    }
+    let matches: Vec<&String> = keys
+        .iter()
+        .copied()
+        .filter(|key| spelling(key) == name)
+        .collect();
+    match matches[..] {
+        [key] => Ok(key.clone()),
+        [] => {
+            // A typo is a few edits away: at most 2, or a third of the name when longer.
+            let near = (name.len() / 3).max(2);
+            let nearest = keys
+                .iter()
+                .copied()
+                .map(|key| (strsim::levenshtein(&spelling(key), name), key))
+                .filter(|&(d, _)| d <= near)
+                .min_by_key(|&(d, _)| d)
+                .map(|(_, key)| key);
+            Err(Known::Nearest(nearest))
+        }
+        _ => Err(Known::Several(matches)),
+    }
+}
+
+/// How a variable spells an entry's name: in lower case, with `_` for every character but
+/// ASCII letters and digits (`web-search` is `web_search`).
+fn spelling(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `a`, `b` or `c`, quoted.
+fn listed(names: &[&String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}
+
+/// The error of a variable naming an entry of a keyed table the file does not define.
+fn undefined(field: String, var: &str, kind: &str, name: &str, hint: &str) -> ConfigError {
+    ConfigError::new(
+        field,
+        format!(
+            "is not defined: `{var}` names {kind} `{name}`, which the file does not define \
+             ({hint}); an environment override changes the {kind}s the file defines, it \
+             cannot add one"
+        ),
+    )
+}
+
+fn not_a_table(field: String) -> ConfigError {
+    ConfigError::new(
+        field,
+        "is not a table, so an environment override cannot set a key inside it",
+    )
+}
+
+/// Sets `keys` to `value` inside `doc`, whose key path is `prefix`: tables on the way are
+/// added when missing (sections with fixed keys, checked when the document is read).
+fn set(
+    doc: &mut toml::Table,
+    prefix: &str,
+    keys: &[String],
+    value: toml::Value,
+) -> Result<(), ConfigError> {
     let (last, parents) = keys.split_last().expect("split always yields one key");
     let mut table = doc;
     for (i, key) in parents.iter().enumerate() {
         let entry = table
             .entry(key.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| {
-            ConfigError::new(
-                keys[..=i].join("."),
-                "is not a table, so an environment override cannot set a key inside it",
-            )
-        })?;
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| not_a_table(format!("{prefix}{}", keys[..=i].join("."))))?;
     }
     table.insert(last.clone(), value);
     Ok(())
@@ -775,6 +988,186 @@ mod tests {
             Duration::from_secs(45)
         );
         assert_eq!(config.route.unwrap().outlier.consecutive_failures, Some(7));
+    }
+
+    /// The error of reading `text` with the variable `var` set to `value`.
+    fn env_error(text: &str, var: &str, value: &str) -> ConfigError {
+        PresetConfig::from_toml_with_env(text, [(var, value)]).unwrap_err()
+    }
+
+    #[test]
+    fn an_override_naming_a_feature_the_file_does_not_define_is_an_error() {
+        // Misspelled: without the rule it would add a feature `sumarise` with default
+        // settings, and leave `summarise` as it was.
+        let var = "PALISADE_FEATURES__SUMARISE__COOLDOWN";
+        let e = env_error(ROUTED, var, "45s");
+        assert_eq!(e.field(), "features.sumarise");
+        assert_eq!(
+            e.rule(),
+            "is not defined: `PALISADE_FEATURES__SUMARISE__COOLDOWN` names feature `sumarise`, \
+             which the file does not define (did you mean `summarise`?); an environment \
+             override changes the features the file defines, it cannot add one"
+        );
+        // A whole entry, misspelled, too.
+        let e = env_error(ROUTED, "PALISADE_FEATURES__SERACH", "{ cooldown = \"5s\" }");
+        assert_eq!(e.field(), "features.serach");
+        assert!(e.rule().contains("(did you mean `search`?)"), "{e}");
+        // Nothing near: the names the file defines.
+        let e = env_error(ROUTED, "PALISADE_FEATURES__TRANSLATE__COOLDOWN", "5s");
+        assert_eq!(e.field(), "features.translate");
+        assert!(
+            e.rule()
+                .contains("`PALISADE_FEATURES__TRANSLATE__COOLDOWN` names feature `translate`"),
+            "{e}"
+        );
+        assert!(
+            e.rule().contains("(it defines `search` or `summarise`)"),
+            "{e}"
+        );
+        // A file without features defines none for an override to change.
+        let e = env_error(
+            "name = \"x\"",
+            "PALISADE_FEATURES__SUMMARISE__COOLDOWN",
+            "5s",
+        );
+        assert_eq!(e.field(), "features.summarise");
+        assert!(e.rule().contains("(it defines none)"), "{e}");
+        let e = env_error(
+            "name = \"x\"\n[features]",
+            "PALISADE_FEATURES__SUMMARISE",
+            "{}",
+        );
+        assert!(e.rule().contains("(it defines none)"), "{e}");
+        // What the file defines changes, by field or whole.
+        let config = PresetConfig::from_toml_with_env(
+            ROUTED,
+            [
+                ("PALISADE_FEATURES__SEARCH", "{ cooldown = \"5s\" }"),
+                ("PALISADE_FEATURES__SUMMARISE__FAILURES_TO_TURN_OFF", "off"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.features["search"].cooldown, Duration::from_secs(5));
+        assert_eq!(
+            config.features["search"].window,
+            FeatureConfig::default().window,
+            "replaced whole"
+        );
+        assert_eq!(config.features["summarise"].failures_to_turn_off, None);
+        assert_eq!(config.features.len(), 2);
+        // A field of a defined feature is checked as in the file.
+        let e = env_error(ROUTED, "PALISADE_FEATURES__SEARCH__COOLDWN", "5s");
+        assert_eq!(e.field(), "features.search.cooldwn");
+        assert!(e.rule().contains("unknown field"), "{e}");
+        // The whole table, named by its own key, is replaced, and read like a file.
+        let config = PresetConfig::from_toml_with_env(
+            ROUTED,
+            [("PALISADE_FEATURES", "{ translate = { cooldown = \"1s\" } }")],
+        )
+        .unwrap();
+        assert_eq!(config.features.keys().collect::<Vec<_>>(), ["translate"]);
+        let e = env_error(
+            ROUTED,
+            "PALISADE_FEATURES",
+            "{ translate = { cooldwn = \"1s\" } }",
+        );
+        assert_eq!(e.field(), "features.translate.cooldwn");
+    }
+
+    #[test]
+    fn an_override_names_a_feature_as_a_variable_can_spell_it() {
+        let file = "name = \"x\"\n[features.web-search]\n[features.Translate]";
+        let config = PresetConfig::from_toml_with_env(
+            file,
+            [
+                ("PALISADE_FEATURES__WEB_SEARCH__COOLDOWN", "5s"),
+                ("PALISADE_FEATURES__TRANSLATE__COOLDOWN", "7s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.features["web-search"].cooldown,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            config.features["Translate"].cooldown,
+            Duration::from_secs(7)
+        );
+        assert_eq!(config.features.len(), 2);
+        // Two names a variable spells alike: it names neither.
+        let file = "name = \"x\"\n[features.web-search]\n[features.\"web.search\"]";
+        let e = env_error(file, "PALISADE_FEATURES__WEB_SEARCH__COOLDOWN", "5s");
+        assert_eq!(e.field(), "features.web_search");
+        assert!(
+            e.rule()
+                .contains("(it could be `web-search` or `web.search`)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_override_naming_an_endpoint_the_file_does_not_define_is_an_error() {
+        // The file's third endpoint changes; there is no fourth to add.
+        let config =
+            PresetConfig::from_toml_with_env(ROUTED, [("PALISADE_ENDPOINTS__2__TIER", "2")])
+                .unwrap();
+        assert_eq!(config.endpoints[2].tier, 2);
+        assert_eq!(config.endpoints.len(), 3);
+        let config = PresetConfig::from_toml_with_env(
+            ROUTED,
+            [("PALISADE_ENDPOINTS__0", "{ address = \"north\" }")],
+        )
+        .unwrap();
+        assert_eq!(config.endpoints[0], EndpointConfig::new("north"));
+        let e = env_error(ROUTED, "PALISADE_ENDPOINTS__3__ADDRESS", "south");
+        assert_eq!(e.field(), "endpoints[3]");
+        assert_eq!(
+            e.rule(),
+            "is not defined: `PALISADE_ENDPOINTS__3__ADDRESS` names endpoint `3`, which the \
+             file does not define (it defines 3, 0 to 2); an environment override changes the \
+             endpoints the file defines, it cannot add one"
+        );
+        let e = env_error(ROUTED, "PALISADE_ENDPOINTS__EAST__TIER", "1");
+        assert_eq!(e.field(), "endpoints[east]");
+        let e = env_error("name = \"x\"", "PALISADE_ENDPOINTS__0__ADDRESS", "a");
+        assert_eq!(e.field(), "endpoints[0]");
+        assert!(e.rule().contains("(it defines none)"), "{e}");
+        let e = env_error(
+            "name = \"x\"\n[[endpoints]]\naddress = \"a\"",
+            "PALISADE_ENDPOINTS__1__ADDRESS",
+            "b",
+        );
+        assert!(e.rule().contains("(it defines one, 0)"), "{e}");
+        // A field of a defined endpoint is checked as in the file.
+        let e = env_error(ROUTED, "PALISADE_ENDPOINTS__1__WEIGHT", "2");
+        assert!(e.field().starts_with("endpoints"), "{e}");
+        assert!(e.rule().contains("unknown field"), "{e}");
+        // The whole list, named by its own key, is replaced.
+        let config = PresetConfig::from_toml_with_env(
+            ROUTED,
+            [(
+                "PALISADE_ENDPOINTS",
+                "[{ address = \"a\" }, { address = \"b\" }]",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn typos_are_a_few_edits_away() {
+        let known = ["search".to_owned(), "summarise".to_owned()];
+        let known: Vec<&String> = known.iter().collect();
+        let nearest = |name| match entry_key(&known, name) {
+            Err(Known::Nearest(nearest)) => nearest.map(String::as_str),
+            _ => panic!("{name} is not unknown"),
+        };
+        assert_eq!(nearest("summarize"), Some("summarise"));
+        assert_eq!(nearest("seach"), Some("search"));
+        assert_eq!(nearest("translate"), None);
+        // Up to a third of a long name.
+        assert_eq!(nearest("sumarize"), Some("summarise"));
+        assert_eq!(nearest("smarze"), None);
     }
 
     #[test]
