@@ -16,7 +16,10 @@
 //! A [`Switchboard`] of named features ([`FeatureLayer`]) turns a feature off by hand or after
 //! repeated failures, answers with its fallback meanwhile, and turns it back on after a
 //! cool-down once a probe call succeeds; a feature back on starts with a clean record, so the
-//! failures that turned it off do not count towards turning it off again.
+//! failures that turned it off do not count towards turning it off again. A probe holds its
+//! slot for at most [`probe_timeout`](FeatureConfig::probe_timeout) (60 s by default), so one
+//! that hangs counts as failed instead of keeping the feature off for good, even with no
+//! timeout layer below the gate.
 //!
 //! The [`recovery`] module runs an escalation order for an agent call —
 //! retry with backoff, a fallback agent, degradation, a person — by fault level, and reports

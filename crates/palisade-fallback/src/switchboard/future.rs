@@ -26,11 +26,12 @@ pin_project! {
     impl<F> PinnedDrop for GateFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // A dropped probe frees the probe slot without a verdict.
+            // A dropped probe frees the probe slot without a verdict (or, past its hold, as
+            // failed).
             if let Some((feature, ticket)) = this.admitted.take()
-                && ticket.probe
+                && ticket.is_probe()
             {
-                feature.release_probe();
+                feature.no_verdict(ticket);
             }
         }
     }

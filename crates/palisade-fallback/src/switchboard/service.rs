@@ -26,7 +26,10 @@ use super::state::{Feature, ProbeSlot, Readiness};
 /// cool-down of an automatic off is over, the first gate to be polled takes the probe slot
 /// and then waits for the inner service's readiness; it keeps the slot for its next `call`,
 /// and gives it back if that readiness fails or the gate is dropped first (a clone starts
-/// without it).
+/// without it). The slot is held for at most
+/// [`probe_timeout`](super::FeatureConfig::probe_timeout) from then, waiting for readiness
+/// and the call together: a probe still out after that is counted as failed and loses the
+/// slot, so a probe that never answers, or never gets ready, cannot keep the feature off.
 ///
 /// # Panics
 /// A `call` without a ready `poll_ready` follows the inner service's own contract while the

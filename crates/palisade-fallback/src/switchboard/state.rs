@@ -2,12 +2,14 @@
 //! probe succeeds; and the [`Switchboard`] that names them.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::sync::CachePadded;
-use palisade_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use palisade_core::{Class, ConfigError, ErrorStats};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::time::millis;
+use palisade_core::{Category, Class, ConfigError, ErrorStats};
 use tokio::time::Instant;
 
 /// The number of buckets a feature's failure window is divided into.
@@ -44,15 +46,25 @@ pub struct FeatureConfig {
     /// (default 30 s).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub cooldown: Duration,
+    /// The longest a probe may hold the probe slot, from its admission (default 60 s; at
+    /// least 1 ms). A probe still out after this long is counted as failed: the slot is
+    /// freed and the cool-down starts over from the end of its hold, so that a probe that
+    /// hangs (no timeout layer below the gate, a dependency that never answers) cannot keep
+    /// the feature off for good. A probe that ends after its hold counts as failed however
+    /// it ends. Set it above the slowest call the feature makes when healthy: a probe slower
+    /// than this never turns the feature back on.
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
+    pub probe_timeout: Duration,
 }
 
 impl Default for FeatureConfig {
-    /// Off after 5 failures within 60 s; a probe after 30 s.
+    /// Off after 5 failures within 60 s; a probe after 30 s, given 60 s to answer.
     fn default() -> Self {
         FeatureConfig {
             failures_to_turn_off: Some(5),
             window: Duration::from_secs(60),
             cooldown: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -63,7 +75,8 @@ impl FeatureConfig {
     /// # Errors
     /// `failures_to_turn_off` must be at least 1 when set (`None`, not 0, is how a feature
     /// never turns itself off); `window` must be at least 10 ns (one per bucket of its tenths)
-    /// and shorter than 5,800 years; `cooldown` must be greater than zero.
+    /// and shorter than 5,800 years; `cooldown` must be greater than zero; `probe_timeout`
+    /// must be at least one millisecond (the resolution the probe's hold is kept in).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.failure_window(Instant::now()).map(drop)
     }
@@ -78,6 +91,12 @@ impl FeatureConfig {
         }
         if self.cooldown.is_zero() {
             return Err(ConfigError::new("cooldown", "must be greater than zero"));
+        }
+        if self.probe_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "probe_timeout",
+                "must be at least one millisecond",
+            ));
         }
         ErrorStats::builder()
             .window(self.window)
@@ -96,9 +115,10 @@ pub enum FeatureState {
     TurnedOff,
     /// Turned off by its own failures; a probe may try it once `retry_after` has passed, and
     /// a probe that succeeds turns it back on with a clean record. A probe that fails with a
-    /// failure that counts against health starts the cool-down over; one answered with a
-    /// failure that does not (a rate limit, a client fault, a cancellation) gives no verdict,
-    /// and the next call probes again.
+    /// failure that counts against health starts the cool-down over, and so does a probe
+    /// still out after [`probe_timeout`](FeatureConfig::probe_timeout) (from the end of its
+    /// hold); one answered with a failure that does not count (a rate limit, a client fault,
+    /// a cancellation) gives no verdict, and the next call probes again.
     AutoOff {
         /// Time left before a probe may try it.
         retry_after: Duration,
@@ -166,14 +186,48 @@ impl Word {
     }
 }
 
+/// A probe's hold on the probe slot: the epoch it was admitted in (the low 22 bits) and when
+/// the hold ends (ms since the feature's origin, the bits above; at least 1, so that a hold is
+/// never 0, the free slot's value). A probe gives back only its own hold, so a probe whose hold
+/// was taken back as timed out can neither free its successor's slot nor give a verdict.
+/// Holds end later and later (a new one is taken only once the last ended or was given back,
+/// and lasts at least 1 ms), so no hold is ever mistaken for an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hold(NonZeroU64);
+
+impl Hold {
+    fn new(epoch: u32, until_ms: u64) -> Self {
+        let bits = u64::from(epoch & EPOCH_MASK) | until_ms.clamp(1, MAX_UNTIL) << EPOCH_BITS;
+        Hold(NonZeroU64::new(bits).expect("a hold ends 1 ms after the origin or later"))
+    }
+
+    /// The hold in the probe slot's word, `None` while the slot is free.
+    fn in_slot(bits: u64) -> Option<Self> {
+        NonZeroU64::new(bits).map(Hold)
+    }
+
+    fn bits(self) -> u64 {
+        self.0.get()
+    }
+
+    fn epoch(self) -> u32 {
+        self.0.get() as u32 & EPOCH_MASK
+    }
+
+    fn until_ms(self) -> u64 {
+        self.0.get() >> EPOCH_BITS
+    }
+}
+
 struct Inner {
     name: String,
     config: FeatureConfig,
     origin: Instant,
     /// The state [`Word`]: read by every call, on a cache line of its own.
     word: CachePadded<AtomicU64>,
-    /// Whether a probe is out while the feature is off by its failures.
-    probing: AtomicBool,
+    /// The [`Hold`] of the probe out while the feature is off by its failures; 0 while the
+    /// slot is free.
+    probing: AtomicU64,
     /// Failures in the window. Cleared when the feature is turned back on; read and written
     /// only after a failure and for a status page, never on the success path.
     failures: ErrorStats,
@@ -212,7 +266,16 @@ impl fmt::Debug for Feature {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket {
     epoch: u32,
-    pub(crate) probe: bool,
+    /// The probe's hold on the probe slot; `None` for a call that is not the probe.
+    hold: Option<Hold>,
+}
+
+impl Ticket {
+    /// Whether the call is the probe.
+    #[inline]
+    pub(crate) fn is_probe(self) -> bool {
+        self.hold.is_some()
+    }
 }
 
 /// What a gate's `poll_ready` does, from [`Feature::readiness`].
@@ -237,8 +300,8 @@ pub(crate) struct ProbeSlot {
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
-        if self.ticket.is_some() {
-            self.feature.release_probe();
+        if let Some(ticket) = self.ticket {
+            self.feature.no_verdict(ticket);
         }
     }
 }
@@ -251,7 +314,7 @@ impl Feature {
                 config,
                 origin,
                 word: CachePadded::new(AtomicU64::new(Word::new(ON, 0, 0).0)),
-                probing: AtomicBool::new(false),
+                probing: AtomicU64::new(0),
                 failures,
             }),
         }
@@ -320,9 +383,24 @@ impl Feature {
         match word.state() {
             ON => FeatureState::On,
             MANUAL_OFF => FeatureState::TurnedOff,
-            _ => FeatureState::AutoOff {
-                retry_after: Duration::from_millis(word.until_ms().saturating_sub(self.ms(now))),
-            },
+            _ => {
+                let now_ms = self.ms(now);
+                let mut until_ms = word.until_ms();
+                // A probe out past its hold is counted as failed by the next call, the
+                // cool-down starting over from the end of its hold: say so already.
+                if let Some(hold) = Hold::in_slot(self.inner.probing.load(Ordering::Acquire))
+                    && hold.epoch() == word.epoch()
+                    && now_ms >= hold.until_ms()
+                {
+                    let restarted = hold
+                        .until_ms()
+                        .saturating_add(millis(self.inner.config.cooldown));
+                    until_ms = until_ms.max(restarted);
+                }
+                FeatureState::AutoOff {
+                    retry_after: Duration::from_millis(until_ms.saturating_sub(now_ms)),
+                }
+            }
         }
     }
 
@@ -357,12 +435,19 @@ impl Feature {
     }
 
     /// The ticket of a call made with the probe slot its gate's `poll_ready` took: the probe,
-    /// if the feature is still off by its failures in the same epoch; otherwise the slot is
-    /// freed and the call is admitted (or not) as any other.
+    /// if the feature is still off by its failures in the same epoch and the slot's hold is
+    /// not over; otherwise the slot is freed (a hold that is over counted as a failed probe)
+    /// and the call is admitted (or not) as any other.
     pub(crate) fn admit_claimed(&self, mut slot: ProbeSlot) -> Option<Ticket> {
         let word = self.inner.load();
         match slot.ticket {
-            Some(ticket) if word.state() == AUTO_OFF && word.epoch() == ticket.epoch => {
+            Some(ticket)
+                if word.state() == AUTO_OFF
+                    && word.epoch() == ticket.epoch
+                    && ticket
+                        .hold
+                        .is_some_and(|hold| self.holds(hold, Instant::now())) =>
+            {
                 slot.ticket = None;
                 Some(ticket)
             }
@@ -381,36 +466,107 @@ impl Feature {
         match word.state() {
             ON => Some(Ticket {
                 epoch: word.epoch(),
-                probe: false,
+                hold: None,
             }),
             AUTO_OFF => self.admit_probe(word, Instant::now()),
             _ => None,
         }
     }
 
-    fn admit_probe(&self, word: Word, now: Instant) -> Option<Ticket> {
-        let probe = self.ms(now) >= word.until_ms()
-            && self
-                .inner
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        probe.then_some(Ticket {
-            epoch: word.epoch(),
-            probe: true,
-        })
+    /// The probe's ticket, when the cool-down of `word`'s automatic off is over at `now` and
+    /// the probe slot is free. A probe out past its hold is counted as failed on the way
+    /// ([`probe_timed_out`](Self::probe_timed_out)): its slot is taken back, and the cool-down
+    /// starts over from the end of its hold (over already, when the hold ended long ago).
+    fn admit_probe(&self, mut word: Word, now: Instant) -> Option<Ticket> {
+        let now_ms = self.ms(now);
+        loop {
+            if now_ms < word.until_ms() {
+                return None;
+            }
+            match Hold::in_slot(self.inner.probing.load(Ordering::Acquire)) {
+                None => {
+                    let until_ms = now_ms.saturating_add(millis(self.inner.config.probe_timeout));
+                    let hold = Hold::new(word.epoch(), until_ms);
+                    let taken = self
+                        .inner
+                        .probing
+                        .compare_exchange(0, hold.bits(), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    return taken.then_some(Ticket {
+                        epoch: word.epoch(),
+                        hold: Some(hold),
+                    });
+                }
+                // The probe out is within its time.
+                Some(held) if now_ms < held.until_ms() => return None,
+                Some(held) => {
+                    if self.give_back(held) {
+                        self.probe_timed_out(held, now);
+                    }
+                    word = self.inner.load();
+                    if word.state() != AUTO_OFF {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
-    /// Frees the probe slot without a verdict (a probe dropped before it finished).
-    pub(crate) fn release_probe(&self) {
-        self.inner.probing.store(false, Ordering::Release);
+    /// Whether `hold` is the probe slot's still, and not over at `now`.
+    fn holds(&self, hold: Hold, now: Instant) -> bool {
+        self.inner.probing.load(Ordering::Acquire) == hold.bits() && self.ms(now) < hold.until_ms()
     }
 
-    /// A finished call that says nothing about the feature (a failure that does not count
-    /// against its health and is no success either): a probe frees its slot, without a verdict.
+    /// Frees the probe slot if `hold` is still its hold; whether it was.
+    fn give_back(&self, hold: Hold) -> bool {
+        self.inner
+            .probing
+            .compare_exchange(hold.bits(), 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Ends the probe of `hold` at `now`, freeing its slot: whether its outcome counts. It
+    /// does not when its hold was taken back as timed out, nor when it ran past its hold: it
+    /// is then counted as failed here, however it ended.
+    fn end_probe(&self, hold: Hold, now: Instant) -> bool {
+        if !self.give_back(hold) {
+            return false;
+        }
+        if self.ms(now) >= hold.until_ms() {
+            self.probe_timed_out(hold, now);
+            return false;
+        }
+        true
+    }
+
+    /// The probe of `hold` held the probe slot for the probe timeout (the slot is taken back
+    /// already, by whoever found it so): counted as failed at the end of its hold, so the
+    /// cool-down starts over from then, unless the feature was turned on or off by hand since.
+    #[cold]
+    #[inline(never)]
+    fn probe_timed_out(&self, hold: Hold, now: Instant) {
+        // A probe of an earlier epoch says nothing about the feature now: its slot is free,
+        // and that is all.
+        if self.inner.load().epoch() != hold.epoch() {
+            return;
+        }
+        tracing::warn!(
+            target: "palisade_fallback",
+            feature = %self.inner.name,
+            probe_timeout_ms = millis(self.inner.config.probe_timeout),
+            "probe timed out: counted as failed"
+        );
+        self.inner.failures.record_category(Category::Timeout, now);
+        self.auto_off(hold.epoch(), hold.until_ms());
+    }
+
+    /// A call that says nothing about the feature, finished or dropped (a failure that does
+    /// not count against its health and is no success either): a probe frees its slot,
+    /// without a verdict, unless it ran past its hold (then it failed).
+    #[inline]
     pub(crate) fn no_verdict(&self, ticket: Ticket) {
-        if ticket.probe {
-            self.release_probe();
+        if let Some(hold) = ticket.hold {
+            self.end_probe(hold, Instant::now());
         }
     }
 
@@ -421,11 +577,13 @@ impl Feature {
     }
 
     fn outcome_at(&self, failure: Option<Class>, ticket: Ticket, now: Instant) {
-        if ticket.probe {
-            self.release_probe();
+        if let Some(hold) = ticket.hold
+            && !self.end_probe(hold, now)
+        {
+            return;
         }
         match failure {
-            None if ticket.probe => self.probe_succeeded(ticket.epoch),
+            None if ticket.is_probe() => self.probe_succeeded(ticket.epoch),
             None => {}
             // A call admitted before the feature was last turned on says nothing about it now.
             Some(_) if self.inner.load().epoch() != ticket.epoch => {}
@@ -433,10 +591,10 @@ impl Feature {
                 let failures = &self.inner.failures;
                 failures.record(class, now);
                 let limit = self.inner.config.failures_to_turn_off;
-                if ticket.probe
+                if ticket.is_probe()
                     || limit.is_some_and(|limit| failures.total(now) >= u64::from(limit))
                 {
-                    self.auto_off(ticket.epoch, now);
+                    self.auto_off(ticket.epoch, self.ms(now));
                 }
             }
         }
@@ -458,13 +616,18 @@ impl Feature {
         }
     }
 
-    /// Off by its failures in `epoch` (again, for a failed probe: the cool-down starts over),
-    /// unless the feature was turned off by hand or turned on since.
-    fn auto_off(&self, epoch: u32, now: Instant) {
-        let cooldown_ms = palisade_core::time::millis(self.inner.config.cooldown);
-        let off = Word::new(AUTO_OFF, epoch, self.ms(now).saturating_add(cooldown_ms));
+    /// Off by its failures in `epoch` from `at_ms` (ms since the origin; again, for a failed
+    /// probe: the cool-down starts over), unless the feature was turned off by hand or turned
+    /// on since. An off period that ends later already is kept (a probe counted as failed at
+    /// the end of its hold, after a later failure).
+    fn auto_off(&self, epoch: u32, at_ms: u64) {
+        let cooldown_ms = millis(self.inner.config.cooldown);
+        let off = Word::new(AUTO_OFF, epoch, at_ms.saturating_add(cooldown_ms));
         let mut current = self.inner.load();
         while current.epoch() == epoch && current.state() != MANUAL_OFF {
+            if current.state() == AUTO_OFF && current.until_ms() >= off.until_ms() {
+                return;
+            }
             match self.inner.replace(current, off) {
                 Ok(()) => {
                     if current.state() == ON {

@@ -239,6 +239,33 @@ fn a_feature_config_checks_every_field() {
         check(|c| c.window = Duration::MAX),
         Err("window".to_owned())
     );
+    assert_eq!(
+        FeatureConfig::default().probe_timeout,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        check(|c| c.probe_timeout = Duration::ZERO),
+        Err("probe_timeout".to_owned())
+    );
+    assert_eq!(
+        check(|c| c.probe_timeout = Duration::from_micros(999)),
+        Err("probe_timeout".to_owned())
+    );
+    assert_eq!(
+        check(|c| c.probe_timeout = Duration::from_millis(1)),
+        Ok(())
+    );
+    assert_eq!(check(|c| c.probe_timeout = Duration::MAX), Ok(()));
+    // The error names the field and its rule; the switchboard refuses such a feature.
+    let config = FeatureConfig {
+        probe_timeout: Duration::ZERO,
+        ..FeatureConfig::default()
+    };
+    let err = Switchboard::new().feature_with("f", config).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `probe_timeout` must be at least one millisecond"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -810,4 +837,189 @@ async fn a_probe_slot_taken_before_an_operator_acts_is_given_back_at_the_call() 
     tokio::time::advance(Duration::from_secs(30)).await;
     let _ = svc.clone().oneshot(4).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 4, "the probe was let through");
+}
+
+/// Off after one failure, a probe after 30 s given 10 s to answer.
+fn probe_timeout_10s() -> FeatureConfig {
+    FeatureConfig {
+        probe_timeout: Duration::from_secs(10),
+        ..limit(1)
+    }
+}
+
+/// Answers each request with what it names: `"hang"` never answers, `"503"` fails, anything
+/// else succeeds. Counts its calls.
+fn hanging(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<&'static str, Response = String, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |kind: &'static str| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match kind {
+                "hang" => std::future::pending().await,
+                "503" => Err::<String, BoxError>("503 overloaded".into()),
+                _ => Ok("fine".to_owned()),
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_never_answers_holds_the_slot_only_for_the_probe_timeout() {
+    let warnings = palisade_test::Warnings::start();
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // The probe goes out and never answers (no timeout below the gate); it is being awaited.
+    let mut probe = Box::pin(svc.clone().oneshot("hang"));
+    let soon = Duration::from_millis(1);
+    assert!(tokio::time::timeout(soon, &mut probe).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Just before its hold ends, it holds the slot: the others are refused.
+    tokio::time::advance(Duration::from_secs(10) - 2 * soon).await;
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Its hold over, it has failed: the cool-down starts over from the end of its hold, as
+    // the state says before any call finds out.
+    tokio::time::advance(soon).await;
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(warnings.containing("probe timed out"), 1);
+    tokio::time::advance(Duration::from_secs(30) - soon).await;
+    let _ = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "still cooling down");
+    // Then a new probe goes out, and the primary, recovered, turns the feature back on.
+    tokio::time::advance(soon).await;
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(feature.state(), FeatureState::On);
+    // The hung probe, dropped at last, changes nothing.
+    drop(probe);
+    assert_eq!(feature.state(), FeatureState::On);
+    assert_eq!(warnings.containing("probe timed out"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_ends_after_its_hold_counts_as_failed_however_it_ends() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // A success after 15 s, with nobody calling meanwhile: too late, the probe failed at the
+    // end of its hold, 5 s ago.
+    let answer = svc.clone().oneshot((15, true)).await.unwrap();
+    assert_eq!(answer, Answer::Primary("fine".to_owned()));
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(25)
+        }
+    );
+    // One that answers within its hold turns it back on.
+    tokio::time::advance(Duration::from_secs(25)).await;
+    let _ = svc.clone().oneshot((9, true)).await.unwrap();
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_after_its_hold_counts_as_failed() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start_with(&svc, "hang").await;
+    tokio::time::advance(Duration::from_secs(12)).await;
+    drop(probe);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(28)
+        }
+    );
+    // Dropped within its hold, a probe gives no verdict: the next call probes.
+    tokio::time::advance(Duration::from_secs(28)).await;
+    let probe = start_with(&svc, "hang").await;
+    tokio::time::advance(Duration::from_secs(9)).await;
+    drop(probe);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::ZERO
+        }
+    );
+    let _ = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(feature.state(), FeatureState::On);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_readiness_past_the_probe_timeout_loses_the_slot() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // A gate takes the probe slot, then waits for a wedged service's readiness for good.
+    wedged.store(true, Ordering::SeqCst);
+    let mut stuck = svc.clone();
+    let soon = Duration::from_millis(1);
+    assert!(
+        tokio::time::timeout(soon, ServiceExt::<u32>::ready(&mut stuck))
+            .await
+            .is_err()
+    );
+    // Past the probe timeout the slot is taken back, the probe counted as failed; after the
+    // cool-down that follows, another call is the probe.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    wedged.store(false, Ordering::SeqCst);
+    let _ = svc.clone().oneshot(1).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = svc.clone().oneshot(2).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "a new probe went out");
+    // The stuck gate, ready at last, no longer holds the slot: its call is refused.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    ServiceExt::<u32>::ready(&mut stuck).await.unwrap();
+    let answer = tower::Service::call(&mut stuck, 3).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
