@@ -38,8 +38,8 @@ impl RetryLayer {
     /// A layer with these defaults: 3 attempts; exponential backoff from 1 s, factor 2, capped
     /// at 60 s, ±10 % jitter; 5 s before retrying a rate-limited call that gave no hint;
     /// server hints honoured (stretched by a random 0–10 %), up to 60 s; its own [`Throttled`]
-    /// budget (12 % of requests plus 1 a second, stopped while the dependency fails more than
-    /// it answers); an rng seeded from the operating system.
+    /// budget (12 % of requests plus 1 a second, at least 8 a second, stopped while the
+    /// dependency fails more than it answers); an rng seeded from the operating system.
     pub fn new() -> Self {
         Self::builder().build().expect("the defaults are valid")
     }

@@ -79,7 +79,8 @@
 //! reserve), [`TokenBucket`](budget::TokenBucket) (gRPC's retry throttling),
 //! [`RateCap`](budget::RateCap) (a fixed number per second), or
 //! [`Throttled`](budget::Throttled), a budget behind a throttle and the default: retries stay
-//! under 12 % of requests (after the Google SRE book's per-client retry budget of 10 %) and stop altogether
+//! under 12 % of requests (after the Google SRE book's per-client retry budget of 10 %; at
+//! least 8 a second, so that a client that sends little can retry) and stop altogether
 //! while the dependency fails more calls than it answers (gRPC's throttling), so an outage or a
 //! brownout is not made worse by retries that cannot succeed. A failure with a server's hint
 //! (a rate limit with `Retry-After`) is paced by the server and does not close the throttle. They are lock-free, allocate

@@ -161,10 +161,12 @@ fn rate_limit_goals() {
     // Retries on the hint get answered: waited for exactly, every one came back in step with
     // a new call and found the limit spent (no retried request was answered at all). A
     // request answered at its first retry takes the hint stretched by up to 10 % plus two
-    // calls of about 50 ms; a few met a second 429 and waited a second hint (1230 ms on
-    // average at the default seed, with a budget of 12 % of requests; 1145 ms with 10 %).
+    // calls of about 50 ms; some met a second 429 and waited a second hint (1276 ms on
+    // average at the default seed, with a budget of 12 % of requests and a floor of 8 retries
+    // a second, which in the run's first seconds, before 12 % of the window's requests is
+    // more, lets more of them try again; 1230 ms without the floor, 1145 ms with 10 %).
     let retried = p.retried_ms.expect("some retried requests are answered");
-    assert!(retried >= hint && retried <= 1.25 * hint, "{retried}");
+    assert!(retried >= hint && retried <= 1.3 * hint, "{retried}");
 }
 
 #[test]

@@ -18,9 +18,10 @@
 //! cap = "30s"                  # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
 //!
-//! [retry.budget]               # retries up to 12 % of requests + 1/s over 10 s, behind a throttle
+//! [retry.budget]               # retries up to 12 % of requests + 1/s (at least 8/s) over 10 s, behind a throttle
 //! ratio = 0.12
 //! min_per_second = 1
+//! floor_per_second = 8
 //! ttl = "10s"
 //! max_tokens = 10              # the retry throttle: stops retries while half or less is left
 //! token_ratio = 1.0
@@ -274,7 +275,7 @@ pub struct RetryConfig {
 }
 
 /// The retry budget's settings: retries up to `ratio` of the requests plus `min_per_second`
-/// over a window of `ttl` (a [`RatioBudget`]), behind gRPC-style retry throttling (a
+/// (and never fewer than `floor_per_second`) over a window of `ttl` (a [`RatioBudget`]), behind gRPC-style retry throttling (a
 /// [`TokenBucket`] of `max_tokens`, `token_ratio` back per success): a [`Throttled`] budget.
 /// The defaults are [`Throttled::default`]'s. [`PresetHandle::reconfigure`] changes every
 /// setting but `ttl` in place.
@@ -284,8 +285,11 @@ pub struct RetryConfig {
 pub struct BudgetConfig {
     /// Retries earned per request (default 0.12).
     pub ratio: f64,
-    /// Retries per second allowed whatever the request rate (default 1).
+    /// Retries per second allowed whatever the request rate, on top of `ratio` (default 1).
     pub min_per_second: u32,
+    /// Retries per second a window allows at least, however few requests it counted: lets a
+    /// client that sends little retry, and adds nothing once `ratio` earns more (default 8).
+    pub floor_per_second: u32,
     /// The window requests and retries are counted over (default 10 s).
     #[serde(with = "palisade_core::serde_duration")]
     pub ttl: Duration,
@@ -304,6 +308,7 @@ impl Default for BudgetConfig {
         BudgetConfig {
             ratio: budget.ratio(),
             min_per_second: budget.min_per_second(),
+            floor_per_second: budget.floor_per_second(),
             ttl: budget.ttl(),
             max_tokens: throttle.max_tokens(),
             token_ratio: throttle.token_ratio(),
@@ -321,6 +326,7 @@ impl BudgetConfig {
         let budget = RatioBudget::builder()
             .ttl(self.ttl)
             .min_per_second(self.min_per_second)
+            .floor_per_second(self.floor_per_second)
             .ratio(self.ratio)
             .build()
             .map_err(prefix)?;

@@ -7,10 +7,10 @@
 //!
 //! | budget | model | a retry is allowed when |
 //! |---|---|---|
-//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `ratio` × requests in the last `ttl` + `min_per_second` × `ttl` |
+//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `ratio` × requests in the last `ttl` + `min_per_second` × `ttl`, or < `floor_per_second` × `ttl` |
 //! | [`TokenBucket`] | gRPC's retry throttling | the bucket holds more than half of `max_tokens` (a failure costs one token, a success gives back `token_ratio`) |
 //! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the last `window` |
-//! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (12 % of requests) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
+//! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (12 % of requests, at least 8 a second) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
 //!
 //! [`Unlimited`] never refuses. Each budget also implements tower's
 //! [`tower::retry::budget::Budget`], so it plugs into `tower::retry` policies as well.

@@ -40,13 +40,23 @@ impl Stripe {
 const MAX_SHIFT: u32 = 6;
 
 /// Finagle's retry budget: over a sliding window of `ttl`, retries may not exceed
-/// `ratio` × requests + `min_per_second` × `ttl`.
+/// `ratio` × requests + `min_per_second` × `ttl`, nor, when that is less, a floor of
+/// `floor_per_second` × `ttl`.
 ///
 /// Every request deposits `ratio` of a retry; every retry withdraws one. Both expire after
 /// `ttl`. The reserve (`min_per_second` × `ttl`) lets a client that sends few requests, or has
 /// just started, retry at all. Defaults ([`RatioBudget::new`]): `ttl` 10 s, `min_per_second`
-/// 10, `ratio` 0.2; other settings through [`RatioBudget::builder`]. (Finagle calls the ratio
-/// `percentCanRetry`, although it is a fraction: 0.2 there too.)
+/// 10, `ratio` 0.2, no floor; other settings through [`RatioBudget::builder`]. (Finagle calls
+/// the ratio `percentCanRetry`, although it is a fraction: 0.2 there too.)
+///
+/// The reserve is added at every request rate, so it is also extra load when the client is
+/// busy: Finagle's 10 a second is another 10 % of retries at 100 requests a second. The floor
+/// (`floor_per_second`, 0 by default) is the other way to let a quiet client retry: a window
+/// always allows at least `floor_per_second` × `ttl` retries, and once `ratio` × requests is
+/// above that the floor adds nothing, as Envoy's retry budget allows `budget_percent` of the
+/// active requests but never fewer than `min_retry_concurrency`. With `ratio` 0.12 and a floor
+/// of 8 a second, a client sending 10 requests a second may retry 8 of them a second, one
+/// sending 100 may retry 12.
 ///
 /// # Exact arithmetic
 ///
@@ -54,7 +64,8 @@ const MAX_SHIFT: u32 = 6;
 /// 10 000 requests at `ratio = 0.6` with no reserve allow exactly 6 000 retries (tower's
 /// `TpsBudget` rounds `1 / 0.6` down to one withdrawal unit per deposit and allows 10 000,
 /// tower issue 857). A retry is allowed when
-/// `retries_in_window + 1 ≤ ⌊ratio × requests_in_window + min_per_second × ttl⌋`.
+/// `retries_in_window + 1 ≤ max(⌊ratio × requests_in_window + min_per_second × ttl⌋,
+/// floor_per_second × ttl)`.
 ///
 /// # Concurrency
 ///
@@ -103,6 +114,10 @@ pub struct RatioBudget {
     per_request: AtomicU64,
     /// Millionths of a retry always available in a window.
     reserve: AtomicU64,
+    /// The floor rate, as given.
+    floor_per_second: AtomicU32,
+    /// Millionths of a retry a window allows at least, whatever it earned.
+    floor: AtomicU64,
     stripes: Box<[CachePadded<Stripe>]>,
     retries: [AtomicU64; SLOTS],
 }
@@ -137,6 +152,7 @@ impl RatioBudget {
         RatioBudgetBuilder {
             ttl: DEFAULT_TTL,
             min_per_second: DEFAULT_MIN_PER_SECOND,
+            floor_per_second: 0,
             ratio: DEFAULT_RATIO,
             origin: None,
             stripes: None,
@@ -151,6 +167,11 @@ impl RatioBudget {
     /// The reserve rate.
     pub fn min_per_second(&self) -> u32 {
         self.min_per_second.load(Ordering::Relaxed)
+    }
+
+    /// The floor rate: retries per second a window allows at least (0: no floor).
+    pub fn floor_per_second(&self) -> u32 {
+        self.floor_per_second.load(Ordering::Relaxed)
     }
 
     /// The retries each request earns (0.2 = one retry per five requests), as given (rounded
@@ -198,12 +219,13 @@ impl RatioBudget {
         let current = RatioBudgetBuilder {
             ttl: self.ttl,
             min_per_second: self.min_per_second(),
+            floor_per_second: self.floor_per_second(),
             ratio: self.ratio(),
             origin: None,
             stripes: None,
         };
         let next = f(current);
-        let (per_request, reserve) = next.check()?;
+        let (per_request, reserve, floor) = next.check()?;
         if next.ttl != self.ttl {
             return Err(ConfigError::new(
                 "ttl",
@@ -222,6 +244,9 @@ impl RatioBudget {
         self.reserve.store(reserve, Ordering::Relaxed);
         self.min_per_second
             .store(next.min_per_second, Ordering::Relaxed);
+        self.floor.store(floor, Ordering::Relaxed);
+        self.floor_per_second
+            .store(next.floor_per_second, Ordering::Relaxed);
         let done = Rebalanced {
             balance_before: before,
             balance_after: self.balance_at(now),
@@ -324,8 +349,9 @@ impl RatioBudget {
 
     /// Retries allowed by `requests` in a window, before subtracting those already sent.
     fn earned(&self, requests: u64) -> u64 {
-        let micro = requests as u128 * self.per_request.load(Ordering::Relaxed) as u128
-            + self.reserve.load(Ordering::Relaxed) as u128;
+        let micro = (requests as u128 * self.per_request.load(Ordering::Relaxed) as u128
+            + self.reserve.load(Ordering::Relaxed) as u128)
+            .max(self.floor.load(Ordering::Relaxed) as u128);
         (micro / MICRO as u128).min(u64::MAX as u128) as u64
     }
 
@@ -383,6 +409,7 @@ const DEFAULT_RATIO: f64 = 0.2;
 pub struct RatioBudgetBuilder {
     ttl: Duration,
     min_per_second: u32,
+    floor_per_second: u32,
     ratio: f64,
     origin: Option<Instant>,
     stripes: Option<usize>,
@@ -401,6 +428,15 @@ impl RatioBudgetBuilder {
     /// none).
     pub fn min_per_second(mut self, min_per_second: u32) -> Self {
         self.min_per_second = min_per_second;
+        self
+    }
+
+    /// The floor: retries per second a window allows at least, however few requests it
+    /// counted (0, no floor, by default). Unlike the reserve it adds nothing once
+    /// `ratio` × requests is above it, so it lets a quiet client retry without adding load
+    /// to a busy one (see [`RatioBudget`]).
+    pub fn floor_per_second(mut self, floor_per_second: u32) -> Self {
+        self.floor_per_second = floor_per_second;
         self
     }
 
@@ -432,7 +468,7 @@ impl RatioBudgetBuilder {
     /// A [`ConfigError`] naming the field: `ttl` outside 1 to 60 seconds, `ratio` outside
     /// 0.0 to 1000.0 or not finite.
     pub fn build(self) -> Result<RatioBudget, ConfigError> {
-        let (per_request, reserve) = self.check()?;
+        let (per_request, reserve, floor) = self.check()?;
         let ttl = self.ttl;
         let stripes = self.stripes.unwrap_or_else(stripe::count);
         Ok(RatioBudget {
@@ -441,6 +477,8 @@ impl RatioBudgetBuilder {
             min_per_second: AtomicU32::new(self.min_per_second),
             per_request: AtomicU64::new(per_request),
             reserve: AtomicU64::new(reserve),
+            floor_per_second: AtomicU32::new(self.floor_per_second),
+            floor: AtomicU64::new(floor),
             stripes: (0..stripes.max(1).next_power_of_two())
                 .map(|_| CachePadded::new(Stripe::new()))
                 .collect(),
@@ -450,8 +488,9 @@ impl RatioBudgetBuilder {
 }
 
 impl RatioBudgetBuilder {
-    /// Checks the settings: the millionths of a retry per request and of the reserve.
-    fn check(&self) -> Result<(u64, u64), ConfigError> {
+    /// Checks the settings: the millionths of a retry per request, of the reserve and of the
+    /// floor.
+    fn check(&self) -> Result<(u64, u64, u64), ConfigError> {
         let ttl = self.ttl;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
             return Err(ConfigError::new("ttl", "must be between 1 and 60 seconds"));
@@ -462,7 +501,8 @@ impl RatioBudgetBuilder {
         let per_request = (self.ratio * MICRO as f64).round() as u64;
         // min_per_second × ttl retries, in millionths: min_per_second × ttl in microseconds.
         let reserve = (self.min_per_second as u64).saturating_mul(ttl.as_micros() as u64);
-        Ok((per_request, reserve))
+        let floor = (self.floor_per_second as u64).saturating_mul(ttl.as_micros() as u64);
+        Ok((per_request, reserve, floor))
     }
 }
 
@@ -471,6 +511,7 @@ impl fmt::Debug for RatioBudget {
         f.debug_struct("RatioBudget")
             .field("ttl", &self.ttl)
             .field("min_per_second", &self.min_per_second())
+            .field("floor_per_second", &self.floor_per_second())
             .field(
                 "ratio",
                 &Millionths(self.per_request.load(Ordering::Relaxed)),

@@ -285,8 +285,8 @@ fn config_errors_name_the_field() {
 fn new_and_default_are_the_documented_defaults_and_builders_set_every_field() {
     for d in [RatioBudget::new(), RatioBudget::default()] {
         assert_eq!(
-            (d.ttl(), d.min_per_second(), d.ratio()),
-            (secs(10), 10, 0.2)
+            (d.ttl(), d.min_per_second(), d.floor_per_second(), d.ratio()),
+            (secs(10), 10, 0, 0.2)
         );
     }
     let t0 = Instant::now();
@@ -388,7 +388,7 @@ fn debug_shows_the_settings_as_given() {
     assert_eq!(
         format!("{b:?}"),
         format!(
-            "RatioBudget {{ ttl: 10s, min_per_second: 3, ratio: 0.25, balance: {} }}",
+            "RatioBudget {{ ttl: 10s, min_per_second: 3, floor_per_second: 0, ratio: 0.25, balance: {} }}",
             b.balance()
         )
     );
@@ -619,16 +619,24 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 proptest! {
     /// Against a reference model: the ratio budget grants a retry exactly when the retries in
     /// the window (slots of ttl/10, the current one included) plus one stay within
-    /// ⌊ratio × requests in the window + min_per_second × ttl⌋.
+    /// max(⌊ratio × requests in the window + min_per_second × ttl⌋, floor_per_second × ttl).
     #[test]
     fn ratio_budget_never_allows_more_than_its_formula(
         ops in ops(),
         ttl in 1u64..=60,
         min_per_second in 0u32..5,
+        floor_per_second in prop_oneof![Just(0u32), 0u32..12],
         ratio_milli in 0u64..3_000,
     ) {
         let t0 = Instant::now();
-        let b = ratio(t0, ttl, min_per_second, ratio_milli as f64 / 1000.0);
+        let b = RatioBudget::builder()
+            .origin(t0)
+            .ttl(secs(ttl))
+            .min_per_second(min_per_second)
+            .floor_per_second(floor_per_second)
+            .ratio(ratio_milli as f64 / 1000.0)
+            .build()
+            .unwrap();
         let slot = secs(ttl) / 10;
         let epoch = |at: Duration| (at.as_nanos() / slot.as_nanos()) as i64;
         let mut now = Duration::ZERO;
@@ -648,9 +656,10 @@ proptest! {
                 Op::Retry => {
                     let requests = live(&log, false);
                     let retries = live(&log, true);
-                    let allowed = (requests as u128 * ratio_milli as u128 * 1000
+                    let allowed = ((requests as u128 * ratio_milli as u128 * 1000
                         + min_per_second as u128 * secs(ttl).as_micros())
-                        / 1_000_000;
+                        / 1_000_000)
+                        .max(floor_per_second as u128 * ttl as u128);
                     let model = (retries as u128 + 1) <= allowed;
                     let got = b.try_withdraw_at(t0 + now);
                     prop_assert_eq!(got.is_some(), model, "requests {} retries {} allowed {}", requests, retries, allowed);
@@ -837,7 +846,9 @@ async fn a_ratio_budget_keeps_its_window_across_a_change_of_ratio() {
     }
     assert_eq!(b.balance_at(t0), 6);
     let events = palisade_test::Events::start();
-    let done = b.reconfigure(|s| s.ratio(0.25).min_per_second(1)).unwrap();
+    let done = b
+        .reconfigure(|s| s.ratio(0.25).min_per_second(1).floor_per_second(1))
+        .unwrap();
     // One event says what changed, with the balance before and after.
     let said = events.with_message("retry budget reconfigured");
     assert_eq!(said.len(), 1, "{said:?}");
@@ -850,11 +861,61 @@ async fn a_ratio_budget_keeps_its_window_across_a_change_of_ratio() {
     assert_eq!((done.balance_before, done.balance_after), (6, 11));
     assert_eq!(done.clamped, None);
     assert_eq!(done.to_string(), "balance 6 → 11");
-    assert_eq!((b.ratio(), b.min_per_second()), (0.25, 1));
+    assert_eq!(
+        (b.ratio(), b.min_per_second(), b.floor_per_second()),
+        (0.25, 1, 1)
+    );
     assert_eq!((b.requests_at(t0), b.retries_at(t0)), (20, 4));
     assert_eq!(drain(&b, t0), 11);
     // The counts still expire with the window they were made in.
     assert_eq!(b.balance_at(t0 + secs(10)), 10);
+    // A floor above what the window earned is what it allows: 4 a second × 10 s.
+    b.reconfigure(|s| s.floor_per_second(4)).unwrap();
+    assert_eq!(b.floor_per_second(), 4);
+    assert_eq!(b.balance_at(t0), 40 - 15);
+    assert_eq!(b.balance_at(t0 + secs(10)), 40);
+}
+
+/// The floor is what a quiet window allows, and adds nothing once the ratio and the reserve
+/// earn more: unlike the reserve, it is no extra load for a busy client.
+#[test]
+fn the_floor_lets_a_quiet_client_retry_and_adds_nothing_for_a_busy_one() {
+    let t0 = Instant::now();
+    let floored = |min_per_second| {
+        RatioBudget::builder()
+            .origin(t0)
+            .min_per_second(min_per_second)
+            .floor_per_second(8)
+            .ratio(0.12)
+            .build()
+            .unwrap()
+    };
+    // No request yet: 8 a second over the 10 s window.
+    assert_eq!(drain(&floored(1), t0), 80);
+    // 10 requests a second for 10 s earn 12 + 10; the floor gives 80.
+    let quiet = floored(1);
+    for i in 0..100 {
+        quiet.deposit_at(t0 + ms(i * 100));
+    }
+    assert_eq!(drain(&quiet, t0 + ms(9_999)), 80);
+    // 100 a second earn 120 + 10, more than the floor: the floor adds nothing.
+    let busy = floored(1);
+    for i in 0..1_000 {
+        busy.deposit_at(t0 + ms(i * 10));
+    }
+    assert_eq!(drain(&busy, t0 + ms(9_999)), 130);
+    // Just at the floor: 560 requests earn 67.2 + 10 = 77 retries, under 80.
+    let near = floored(1);
+    for _ in 0..560 {
+        near.deposit_at(t0);
+    }
+    assert_eq!(near.balance_at(t0), 80);
+    // Without a reserve, 700 requests earn 84, over the floor.
+    let ratio_only = floored(0);
+    for _ in 0..700 {
+        ratio_only.deposit_at(t0);
+    }
+    assert_eq!(ratio_only.balance_at(t0), 84);
 }
 
 #[tokio::test(start_paused = true)]

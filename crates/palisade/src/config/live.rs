@@ -62,7 +62,7 @@ impl PresetConfig {
 /// | part | live? | kept |
 /// |---|---|---|
 /// | `[breaker]` | yes, for every call from the next one | state, open period, back-off, failure streak, the window when its kind and size are the same ([`BreakerHandle::reconfigure`]) |
-/// | `[retry.budget]` `ratio`, `min_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
+/// | `[retry.budget]` `ratio`, `min_per_second`, `floor_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
 /// | `[route]` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
 /// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `[retry.budget]` `ttl`, `[[endpoints]]`, `[features]` | no: build a new stack | — |
 ///
@@ -222,7 +222,11 @@ impl PresetHandle {
         let budget = self
             .budget
             .budget()
-            .reconfigure(|s| s.ratio(b.ratio).min_per_second(b.min_per_second))
+            .reconfigure(|s| {
+                s.ratio(b.ratio)
+                    .min_per_second(b.min_per_second)
+                    .floor_per_second(b.floor_per_second)
+            })
             .map_err(|e| e.within("retry.budget"))?;
         let throttle = self
             .budget
@@ -241,6 +245,7 @@ impl PresetHandle {
         running.breaker = config.breaker;
         running.retry.budget.ratio = b.ratio;
         running.retry.budget.min_per_second = b.min_per_second;
+        running.retry.budget.floor_per_second = b.floor_per_second;
         running.retry.budget.max_tokens = b.max_tokens;
         running.retry.budget.token_ratio = b.token_ratio;
         if route.is_some() {

@@ -23,7 +23,9 @@ fn config(extra: &str) -> PresetConfig {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
-    let (preset, handle) = config("").build_with_handle().unwrap();
+    let (preset, handle) = config("[retry.budget]\nfloor_per_second = 0\n")
+        .build_with_handle()
+        .unwrap();
     let mut svc = preset.layer(service_fn(|ok: bool| async move {
         if ok {
             Ok(())
@@ -40,7 +42,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(handle.breaker().state(), State::Open);
     let open_for = handle.breaker().metrics().retry_after;
     let balance = handle.budget().budget().balance();
-    // 23 requests × 0.1 + 1/s × 10 s.
+    // 23 requests × 0.12 + 1/s × 10 s (no floor).
     assert_eq!(balance, 12);
     // A new file.
     let next = PresetConfig::from_toml(
@@ -56,6 +58,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
         wait_for_budget = false
         [retry.budget]
         ratio = 0.5
+        floor_per_second = 3
         max_tokens = 4
         ttl = "20s"
         [attempt_timeout]
@@ -67,10 +70,10 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(done.breaker.state, State::Open);
     assert!(done.breaker.is_lossless());
     assert_eq!(handle.breaker().metrics().retry_after, open_for);
-    // 23 requests × 0.5 + 10 reserve.
+    // 23 requests × 0.5 + 10 reserve is 21, under the new floor of 3 a second × 10 s.
     assert_eq!(
         (done.budget.balance_before, done.budget.balance_after),
-        (12, 21)
+        (12, 30)
     );
     // 10 tokens, 3 failures: 7, cut to 4.
     assert_eq!(done.throttle.clamped, Some((7_000, 4_000)));
@@ -96,6 +99,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     let now = handle.config();
     assert_eq!(now.breaker, next.breaker);
     assert_eq!(now.retry.budget.ratio, 0.5);
+    assert_eq!(now.retry.budget.floor_per_second, 3);
     assert_eq!(now.retry.budget.ttl, Duration::from_secs(10));
     assert_eq!(now.retry.max_attempts, 1);
     assert!(now.retry.wait_for_breaker);
