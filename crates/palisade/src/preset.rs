@@ -66,8 +66,8 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 /// - retries as [`RetryLayer::new`]: 3 attempts, exponential backoff from 1 s with ±10 %
 ///   jitter, a server's retry hint taken as the delay (stretched by a random 0–10 %), and a
 ///   [`Throttled`] budget (retries up to 12 % of requests
-///   plus 1 a second, stopped by gRPC-style retry throttling while the dependency mostly
-///   fails); a call the open breaker refused
+///   plus 1 a second, at least 8 a second for a client that sends little, stopped by
+///   gRPC-style retry throttling while the dependency mostly fails); a call the open breaker refused
 ///   ([`Category::Rejected`](crate::classify::Category::Rejected), with the time until its
 ///   next probe) waits for that probe, stretched by a random 0–50 %, spending neither budget
 ///   nor an attempt, until the deadline
