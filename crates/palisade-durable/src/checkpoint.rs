@@ -91,7 +91,8 @@ impl Checkpoints {
     }
 
     /// The same, keeping only the newest `n` versions of each agent (older ones are deleted
-    /// after each save). `n` must be at least 1.
+    /// after each save; if that fails, the save still succeeds, the failure is logged, and
+    /// the next save deletes them). `n` must be at least 1.
     pub fn keep_last(mut self, n: usize) -> Result<Self, ConfigError> {
         if n == 0 {
             return Err(ConfigError::new("keep_last", "must be at least 1"));
@@ -127,8 +128,13 @@ impl Checkpoints {
                 data,
             })
             .await?;
-        if let Some(keep) = self.keep {
-            self.store.checkpoint_prune(agent, keep).await?;
+        if let Some(keep) = self.keep
+            && let Err(e) = self.store.checkpoint_prune(agent, keep).await
+        {
+            // The checkpoint is saved: an error would tell the caller it was not. The next
+            // save prunes what this one could not.
+            tracing::warn!(agent, version = meta.version, error = %e,
+                "saved a checkpoint but could not prune older ones");
         }
         Ok(meta)
     }

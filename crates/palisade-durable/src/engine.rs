@@ -317,9 +317,21 @@ fn started_with(info: &SagaInfo, def: &SagaDefinition) -> Result<(), SagaError> 
     })
 }
 
-struct ActiveGuard<'a> {
+/// Marks workflow `id` as driven by this process while it lives (see [`enter`]).
+pub(crate) struct ActiveGuard<'a> {
     set: &'a Mutex<HashSet<String>>,
     id: String,
+}
+
+/// Marks workflow `id` as driven by this process, in `set`; `None` if it is already. A
+/// process's recovery claims its own workflows back at once, those it is running included:
+/// this is how it tells them apart.
+pub(crate) fn enter<'a>(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<ActiveGuard<'a>> {
+    let mut active = set.lock().unwrap_or_else(|p| p.into_inner());
+    active.insert(id.to_owned()).then(|| ActiveGuard {
+        set,
+        id: id.to_owned(),
+    })
 }
 
 impl Drop for ActiveGuard<'_> {
@@ -367,11 +379,7 @@ impl Sagas {
     }
 
     fn enter(&self, id: &str) -> Option<ActiveGuard<'_>> {
-        let mut set = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id.to_owned()).then(|| ActiveGuard {
-            set: &self.inner.active,
-            id: id.to_owned(),
-        })
+        enter(&self.inner.active, id)
     }
 
     fn writer(&self, info: SagaInfo) -> Writer {
@@ -518,6 +526,10 @@ impl Sagas {
     ///
     /// A [`SagaError::Inconsistent`] if the definition registered here has other steps than
     /// the saga was started with; the saga and the item are then left as they are.
+    ///
+    /// An item that is still pending but whose retry already ran (the saga then escalated
+    /// another step, to another item, or finished) is closed as it ended, and the saga is
+    /// returned as it stands: a request is used once, never for another item.
     pub async fn retry_review(&self, id: &str) -> Result<SagaInfo, SagaError> {
         let queue = self.review_queue();
         let item = queue.inspect(id).await?;
@@ -534,6 +546,12 @@ impl Sagas {
         };
         let info = self.inspect(&item.saga_id).await?;
         if info.state.is_final() {
+            return self.close_settled(item, info).await;
+        }
+        if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
+            // This item's retry ran already, and the saga went on to escalate another step
+            // (whose item nobody has looked at): the request is used up, not leave to retry
+            // that one.
             return self.close_settled(item, info).await;
         }
         // Before the claim: a saga of another definition is left as it is, free for a
@@ -698,6 +716,7 @@ impl Sagas {
                     // the same item (keeping a retry a person asked for in between; see
                     // `ReviewItem::from_saga`). The other order could park a saga with no
                     // item to wake it.
+                    let previous = w.info.review.clone();
                     self.put_review(&w.info, i, reason).await?;
                     w.log(Event::Escalated {
                         step: i,
@@ -705,24 +724,33 @@ impl Sagas {
                         reason,
                     })
                     .await?;
+                    // A retry of another item led here: that item is done with.
+                    if let Some(previous) = previous.filter(|p| *p != review) {
+                        self.close_retried(&previous).await?;
+                    }
                 }
                 Action::Finish(state) => {
                     w.log(Event::SagaFinished { state }).await?;
                     tracing::info!(saga = %id, %state, "saga finished");
                     if let Some(review) = w.info.review.clone() {
-                        let queue = self.review_queue();
-                        if let Ok(mut item) = queue.inspect(&review).await
-                            && item.status.is_pending()
-                        {
-                            item.status = ReviewStatus::Retried;
-                            item.updated_ms = now_ms();
-                            self.inner.store.review_put(item.to_stored()).await?;
-                        }
+                        self.close_retried(&review).await?;
                     }
                     return Ok(w.info);
                 }
             }
         }
+    }
+
+    /// Marks review item `review` retried if it is still pending: its saga went on past it.
+    async fn close_retried(&self, review: &str) -> Result<(), SagaError> {
+        if let Ok(mut item) = self.review_queue().inspect(review).await
+            && item.status.is_pending()
+        {
+            item.status = ReviewStatus::Retried;
+            item.updated_ms = now_ms();
+            self.inner.store.review_put(item.to_stored()).await?;
+        }
+        Ok(())
     }
 
     /// Closes pending `item` of saga `info`, which is already over (a crash came between the

@@ -253,6 +253,22 @@ impl ReviewQueue {
                 action: "discard its review item",
             });
         }
+        if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
+            // This item was retried and the saga escalated another step since (a crash came
+            // before this item was closed): discarding it would discard the other item's
+            // work, which nobody has looked at.
+            item.status = ReviewStatus::Retried;
+            item.updated_ms = now_ms();
+            self.store.review_put(item.to_stored()).await?;
+            return Err(SagaError::WrongState {
+                saga: item.saga_id,
+                state: format!(
+                    "escalated to review item {}",
+                    info.review.unwrap_or_default()
+                ),
+                action: "discard an earlier review item",
+            });
+        }
         let now = now_ms();
         let claimed = self
             .store

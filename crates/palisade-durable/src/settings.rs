@@ -139,7 +139,10 @@ impl Settings {
                 // A few at a time: claimed workflows wait for this process, so a fleet spreads
                 // the backlog better. One whose lease runs out while it waits may be taken
                 // over by another process; `each` finds that out when it renews the claim.
-                4,
+                // Plus those handed to `each` already: this owner claims its own again (those
+                // `each` could not finish, those running in another task), oldest first, and
+                // without room for them the claim would never reach the ones behind.
+                seen.len().saturating_add(4),
             );
             let fresh: Vec<String> = store
                 .claim(claim)

@@ -38,10 +38,10 @@
 //! the same idempotency key each time) and treat an abort of something they never prepared as
 //! done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::{BoxError, ConfigError};
@@ -51,7 +51,7 @@ use serde_json::Value;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
-use crate::engine::now_ms;
+use crate::engine::{enter, now_ms};
 use crate::error::{SagaError, StoreError};
 use crate::journal::{ErrorRecord, UnknownState, WorkflowSummary, summaries};
 use crate::lease;
@@ -449,6 +449,8 @@ struct CoordInner {
     store: Arc<dyn Store>,
     defs: HashMap<String, TransactionDefinition>,
     settings: Settings,
+    /// The transactions this process is running: recovery leaves them alone.
+    active: Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for Coordinator {
@@ -490,6 +492,7 @@ impl CoordinatorBuilder {
                 store: self.store,
                 defs: by_name(self.defs, |d| &d.name)?,
                 settings: self.settings,
+                active: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -575,6 +578,8 @@ impl Coordinator {
             .get(name)
             .ok_or_else(|| SagaError::UnknownDefinition(name.to_owned()))?;
         crate::journal::check_depth(id, &payload)?;
+        let _guard =
+            enter(&self.inner.active, id).ok_or_else(|| SagaError::AlreadyExists(id.to_owned()))?;
         let participants: Vec<String> = def.participants.iter().map(|p| p.name.clone()).collect();
         let start = TxEvent::TxStarted {
             name: name.to_owned(),
@@ -680,7 +685,9 @@ impl Coordinator {
     }
 
     /// Finishes every unfinished transaction this process may claim: those without a decision
-    /// are aborted (presumed abort), the others get their decision delivered again. One that
+    /// are aborted (presumed abort), the others get their decision delivered again. Those
+    /// this process is running itself ([`run`](Coordinator::run) in another task) are left
+    /// to it: recovery claims this owner's transactions back at once. One that
     /// cannot be finished (its definition is not registered here, or has other participants
     /// than the transaction was started with; the store fails) is reported in
     /// [`TxRecovery::failed`] and left as journaled; the others go on.
@@ -703,9 +710,12 @@ impl Coordinator {
         })
     }
 
-    /// Finishes one claimed transaction; `None` if another process took it over while it
-    /// waited its turn.
+    /// Finishes one claimed transaction; `None` if this process is running it already, or if
+    /// another process took it over while it waited its turn.
     async fn finish(&self, id: &str) -> Result<Option<TxInfo>, SagaError> {
+        let Some(_guard) = enter(&self.inner.active, id) else {
+            return Ok(None);
+        };
         if !self.inner.settings.renew(&*self.inner.store, id).await? {
             return Ok(None);
         }

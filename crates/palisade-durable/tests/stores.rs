@@ -37,7 +37,12 @@ macro_rules! store_suite {
                 times_beyond_the_stores_range_saturate,
                 deep_checkpoint_state_is_refused_at_save,
                 an_id_of_the_other_kind_says_what_it_is,
-                a_retry_requested_before_the_escalation_was_journaled_is_kept);
+                a_retry_requested_before_the_escalation_was_journaled_is_kept,
+                recovery_gets_past_sagas_it_cannot_resume,
+                a_used_retry_request_does_not_retry_the_next_escalation,
+                a_stale_review_item_acts_on_no_other_escalation,
+                recovery_leaves_this_process_s_live_transaction_alone,
+                a_failed_prune_does_not_undo_a_saved_checkpoint);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

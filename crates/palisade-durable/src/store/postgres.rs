@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
@@ -30,8 +30,10 @@ use crate::error::StoreError;
 /// The store opens a few connections (4 by default, [`connect_with`](PostgresStore::connect_with))
 /// and spreads operations over them; each transaction holds one connection. As tokio-postgres
 /// requires, each connection is driven by a task the store spawns on the current runtime when
-/// it connects; the task ends when the store is dropped. Connections are made without TLS:
-/// use a local socket, a loopback address or a private network.
+/// it connects; the task ends when the store is dropped. A connection whose session the
+/// server ended (a restart, a failover) is made again when it is next used: the operation in
+/// flight then fails, the store goes on once the database is back. Connections are made
+/// without TLS: use a local socket, a loopback address or a private network.
 ///
 /// # Schema
 ///
@@ -49,6 +51,8 @@ pub struct PostgresStore {
     conns: Vec<Mutex<Client>>,
     next: AtomicUsize,
     schema: Option<String>,
+    /// To connect again when the server ends a session (never shown: it may hold a password).
+    url: String,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -150,6 +154,38 @@ fn valid_schema(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// One connection to `url`, driven by a spawned task, with its search path set to `schema`
+/// (created if missing).
+async fn open(url: &str, schema: Option<&str>) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    if let Some(s) = schema {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
+            ))
+            .await
+            .or_else(|e| {
+                // Two connections creating the schema at once.
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(pg)?;
+        client
+            .batch_execute(&format!("SET search_path TO {s}"))
+            .await
+            .map_err(pg)?;
+    }
+    Ok(client)
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) with 4 connections, tables in the
     /// default schema.
@@ -174,33 +210,7 @@ impl PostgresStore {
         }
         let mut conns = Vec::new();
         for _ in 0..connections.max(1) {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "PostgreSQL connection ended");
-                }
-            });
-            if let Some(s) = schema {
-                client
-                    .batch_execute(&format!(
-                        "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
-                    ))
-                    .await
-                    .or_else(|e| {
-                        // Two connections creating the schema at once.
-                        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(pg)?;
-                client
-                    .batch_execute(&format!("SET search_path TO {s}"))
-                    .await
-                    .map_err(pg)?;
-            }
-            conns.push(Mutex::new(client));
+            conns.push(Mutex::new(open(url, schema).await?));
         }
         {
             let mut c = conns[0].lock().await;
@@ -216,16 +226,26 @@ impl PostgresStore {
             conns,
             next: AtomicUsize::new(0),
             schema: schema.map(str::to_owned),
+            url: url.to_owned(),
         }))
     }
 
-    fn conn(&self) -> &Mutex<Client> {
+    /// The next connection, made again first if the server ended its session (a restart, a
+    /// failover): without it, every operation on that connection would fail for good. The
+    /// operation that was on the wire when the session ended fails; later ones go through
+    /// once the database is back.
+    async fn conn(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.conns[n % self.conns.len()]
+        let mut c = self.conns[n % self.conns.len()].lock().await;
+        if c.is_closed() {
+            tracing::warn!("PostgreSQL connection was closed; connecting again");
+            *c = open(&self.url, self.schema.as_deref()).await?;
+        }
+        Ok(c)
     }
 
     async fn append_tx(&self, a: Append) -> Result<(), StoreError> {
-        let mut c = self.conn().lock().await;
+        let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(pg)?;
         let owner = (!a.release).then_some(a.owner.as_str());
         if a.seq == 0 {
@@ -277,7 +297,7 @@ impl PostgresStore {
     }
 
     async fn claim_tx(&self, c: Claim) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn().lock().await;
+        let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(pg)?;
         let rows = tx
             .query(
@@ -317,7 +337,7 @@ impl Store for PostgresStore {
 
     fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let rows = c
                 .query(
                     "SELECT seq, at, event FROM journal WHERE workflow = $1 ORDER BY seq",
@@ -342,7 +362,7 @@ impl Store for PostgresStore {
         kind: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let rows = c
                 .query(
                     &format!(
@@ -362,7 +382,7 @@ impl Store for PostgresStore {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let row = c
                 .query_opt(
                     &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"),
@@ -385,7 +405,7 @@ impl Store for PostgresStore {
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let n = c
                 .execute(
                     "UPDATE workflows SET lease_until = GREATEST(lease_until, $3)
@@ -400,7 +420,7 @@ impl Store for PostgresStore {
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             c.execute(
                 "INSERT INTO reviews (id, workflow, status, updated, body) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET workflow = EXCLUDED.workflow,
@@ -418,7 +438,7 @@ impl Store for PostgresStore {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let row = c
                 .query_opt(
                     "SELECT id, workflow, status, updated, body FROM reviews WHERE id = $1",
@@ -432,7 +452,7 @@ impl Store for PostgresStore {
 
     fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let rows = c
                 .query(
                     "SELECT id, workflow, status, updated, body FROM reviews ORDER BY ord",
@@ -446,7 +466,7 @@ impl Store for PostgresStore {
 
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             c.execute(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
                 &[&cp.agent, &sql_int(cp.version), &sql_int(cp.at_ms), &cp.checksum, &cp.data],
@@ -467,7 +487,7 @@ impl Store for PostgresStore {
         version: u64,
     ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let row = c
                 .query_opt(
                     "SELECT at, checksum, data FROM checkpoints WHERE agent = $1 AND version = $2",
@@ -490,7 +510,7 @@ impl Store for PostgresStore {
         agent: &'a str,
     ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             let rows = c
                 .query(
                     "SELECT version, at, checksum, octet_length(data) FROM checkpoints
@@ -517,7 +537,7 @@ impl Store for PostgresStore {
         keep: usize,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let c = self.conn().lock().await;
+            let c = self.conn().await?;
             c.execute(
                 "DELETE FROM checkpoints WHERE agent = $1 AND version NOT IN
                  (SELECT version FROM checkpoints WHERE agent = $1 ORDER BY version DESC LIMIT $2)",
@@ -538,7 +558,7 @@ impl PostgresStore {
         version: u64,
         data: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        let c = self.conn().lock().await;
+        let c = self.conn().await?;
         let n = c
             .execute(
                 "UPDATE checkpoints SET data = $3 WHERE agent = $1 AND version = $2",
@@ -666,8 +686,8 @@ mod tests {
         store.append(entry(0)).await.unwrap();
         store
             .conn()
-            .lock()
             .await
+            .unwrap()
             .execute(
                 "INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 1, 1, '1')",
                 &[],
@@ -693,8 +713,8 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         store
             .conn()
-            .lock()
             .await
+            .unwrap()
             .batch_execute(&format!(
                 "INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{deep}');
                  INSERT INTO reviews (id, workflow, status, updated, body)
@@ -831,5 +851,69 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(row.get::<_, i64>(0), 1, "the tables are in the schema");
+    }
+
+    /// The database ends the store's session (a restart, a failover, an administrator's
+    /// `pg_terminate_backend`): the store connects again, to the same schema, instead of
+    /// failing every operation until the process is restarted.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_the_server_ended_is_made_again() {
+        let Some((url, schema)) = database("reconnect") else {
+            return;
+        };
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        store
+            .append(Append::new(
+                "w",
+                "saga",
+                "d",
+                0,
+                1,
+                serde_json::json!(1),
+                "running",
+                "a",
+                10,
+            ))
+            .await
+            .unwrap();
+        let pid: i32 = store.conns[0]
+            .lock()
+            .await
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let (admin, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        // Until the store's connection task has seen the session end.
+        let mut waited = 0;
+        while !store.conns[0].lock().await.is_closed() {
+            waited += 1;
+            assert!(waited < 100_000, "the session never ended");
+            tokio::task::yield_now().await;
+        }
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!(w.state, "running", "read from the same schema");
+        store
+            .append(Append::new(
+                "w",
+                "saga",
+                "d",
+                1,
+                2,
+                serde_json::json!(2),
+                "running",
+                "a",
+                10,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(store.journal("w").await.unwrap().len(), 2);
     }
 }

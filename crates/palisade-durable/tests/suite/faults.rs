@@ -26,6 +26,8 @@ pub(crate) struct Faulty {
     fail_append: Mutex<Option<&'static str>>,
     fail_review: Mutex<Option<&'static str>>,
     pub(crate) partitioned: AtomicBool,
+    /// Fail every checkpoint prune while set.
+    pub(crate) fail_prune: AtomicBool,
     /// Renewals asked, failed or not.
     pub(crate) renewals: AtomicU32,
     /// Every claim asked, in order.
@@ -40,6 +42,7 @@ impl Faulty {
             fail_append: Mutex::new(None),
             fail_review: Mutex::new(None),
             partitioned: AtomicBool::new(false),
+            fail_prune: AtomicBool::new(false),
             renewals: AtomicU32::new(0),
             claims: Mutex::new(Vec::new()),
         }
@@ -155,6 +158,9 @@ impl Store for Faulty {
         agent: &'a str,
         keep: usize,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        if self.fail_prune.load(Ordering::Relaxed) {
+            return Box::pin(async { Err(injected()) });
+        }
         let agent = agent.to_owned();
         self.still(move |s| Box::pin(async move { s.checkpoint_prune(&agent, keep).await }))
     }
@@ -329,4 +335,121 @@ pub(crate) async fn a_retry_requested_before_the_escalation_was_journaled_is_kep
     assert_eq!(item.errors.len(), 3);
     assert!(sagas.recover().await.unwrap().resumed.is_empty());
     assert_eq!(undone_b(&log), 0);
+}
+
+/// A retried item whose saga escalated another step, where the service died before closing
+/// the retried item (here: the item's update fails): the stale request neither runs the new
+/// escalation's compensation on recovery nor discards it; each closes the old item.
+pub(crate) async fn a_stale_review_item_acts_on_no_other_escalation(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let sagas = Sagas::builder(faulty.clone())
+        .define(saga(
+            "t",
+            vec![
+                undoable("a", &log, Act::Ok, Act::Fail("400 bad request")),
+                undoable("b", &log, Act::Ok, Act::Ok),
+                step("c", &log, Act::Fail("HTTP 502")),
+            ],
+        ))
+        .build()
+        .unwrap();
+    let queue = palisade_durable::ReviewQueue::new(store.clone());
+    // Two sagas end escalated on a's compensation (s1/0, s2/0) with the item of an earlier
+    // retry, of b's compensation, left pending: as if b's compensation had been escalated,
+    // retried, and the service died before closing that item.
+    for id in ["s1", "s2"] {
+        assert_eq!(
+            sagas.run("t", id, json!(1)).await.unwrap().state,
+            SagaState::Escalated
+        );
+        let mut stale = queue.inspect(&format!("{id}/0")).await.unwrap();
+        stale.id = format!("{id}/1");
+        stale.step = 1;
+        // s2's was retried at once (`Sagas::retry_review` on an open item): still open.
+        stale.status = if id == "s1" {
+            ReviewStatus::RetryRequested
+        } else {
+            ReviewStatus::Open
+        };
+        store
+            .review_put(StoredReview {
+                id: stale.id.clone(),
+                workflow_id: stale.saga_id.clone(),
+                status: stale.status.as_str().into(),
+                updated_ms: stale.updated_ms,
+                body: serde_json::to_value(&stale).unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    log.take();
+    // Recovery takes the stale request as no leave to retry s1/0: nothing runs.
+    let r = sagas.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert!(log.take().is_empty(), "nothing ran");
+    let info = sagas.inspect("s1").await.unwrap();
+    assert_eq!(
+        (info.state, info.steps[0].compensation_attempts),
+        (SagaState::Escalated, 1)
+    );
+    assert_eq!(
+        queue.inspect("s1/1").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+    assert_eq!(
+        queue.inspect("s1/0").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    // Discarding a stale item would abandon a's compensation, which nobody has looked at.
+    assert!(matches!(
+        queue.discard("s2/1", "oops").await,
+        Err(SagaError::WrongState { .. })
+    ));
+    assert_eq!(
+        sagas.inspect("s2").await.unwrap().state,
+        SagaState::Escalated
+    );
+    assert_eq!(
+        queue.inspect("s2/1").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+    assert_eq!(
+        queue.inspect("s2/0").await.unwrap().status,
+        ReviewStatus::Open
+    );
+}
+
+/// Pruning old checkpoints fails (the disk is full, the database busy) after the new one was
+/// saved: the save succeeded and says so; the next save prunes. An error here told the caller
+/// the checkpoint was not saved when it was: a lifecycle kept its old phase in memory while
+/// its store (and a restart) had the new one.
+pub(crate) async fn a_failed_prune_does_not_undo_a_saved_checkpoint(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::lifecycle::{Lifecycle, Phase};
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let cps = Checkpoints::new(faulty.clone()).keep_last(2).unwrap();
+    let mut agent = Lifecycle::start(cps.clone(), "crawler").await.unwrap();
+    agent.transition(Phase::Waiting, json!(null)).await.unwrap();
+    faulty.fail_prune.store(true, Ordering::Relaxed);
+    let meta = agent.transition(Phase::Processing, json!(1)).await.unwrap();
+    assert_eq!(meta.version, 3);
+    assert_eq!(agent.phase(), Phase::Processing);
+    let resumed = Lifecycle::resume(cps.clone(), "crawler").await.unwrap();
+    assert_eq!(resumed.phase(), agent.phase(), "memory and store agree");
+    assert_eq!(
+        cps.versions("crawler").await.unwrap().len(),
+        3,
+        "not pruned yet"
+    );
+    faulty.fail_prune.store(false, Ordering::Relaxed);
+    agent.transition(Phase::Completed, json!(2)).await.unwrap();
+    let versions: Vec<u64> = cps
+        .versions("crawler")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, [4, 3], "the next save pruned");
 }

@@ -291,3 +291,45 @@ pub(crate) async fn a_participant_slower_than_the_lease_keeps_the_claim(store: A
             .any(|e| matches!(e, TxEvent::Decided { presumed: true, .. }))
     );
 }
+
+/// A process that recovers from time to time (as a fleet's should) while it runs transactions
+/// itself: recovery claims its own transactions back at once, so it must leave alone the one
+/// this very process is preparing, not presume it aborted.
+pub(crate) async fn recovery_leaves_this_process_s_live_transaction_alone(store: Arc<dyn Store>) {
+    let store = still(store);
+    let log = Log::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let def = TransactionDefinition::new(
+        "order",
+        vec![
+            Participant::new(
+                "fast",
+                service_fn(|_r: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) }),
+            ),
+            gated_participant("slow", &log, &gate),
+        ],
+    )
+    .unwrap();
+    let c = Coordinator::builder(store.clone())
+        .owner("a")
+        .lease(LEASE)
+        .define(def)
+        .build()
+        .unwrap();
+    let (tx, finished) = tokio::join!(c.run("order", "x2", json!(null)), async {
+        log.hung().await;
+        let r = c.recover().await.unwrap();
+        gate.add_permits(1);
+        (r.finished.len(), r.failed.len())
+    });
+    assert_eq!(finished, (0, 0), "recovery touched a live transaction");
+    let tx = tx.unwrap();
+    assert_eq!(tx.state, TxState::Committed);
+    assert!(
+        !tx.journal
+            .iter()
+            .any(|e| matches!(e, TxEvent::Decided { presumed: true, .. }))
+    );
+    // Once it is over, a recovery finds nothing.
+    assert!(c.recover().await.unwrap().finished.is_empty());
+}

@@ -915,3 +915,90 @@ pub(crate) async fn deep_values_are_read_back_or_refused(store: Arc<dyn Store>) 
     let tx = coordinator.run("t", "d5", nested(MAX_DEPTH)).await.unwrap();
     assert_eq!(coordinator.inspect("d5").await.unwrap(), tx);
 }
+
+/// Four sagas that this process cannot resume (their definition is not registered here) are
+/// claimed first on every recovery, being the oldest, and stay claimed by it: recovery must
+/// still get past them to the saga it can resume, started after them.
+pub(crate) async fn recovery_gets_past_sagas_it_cannot_resume(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let gone = || saga("gone", vec![step("g", &log, Act::HangFirst(5))]);
+    let old = engine(&store, vec![gone()]);
+    for n in 0..5 {
+        crash(&old, &log, "gone", &format!("g{n}")).await;
+    }
+    let t = || saga("t", vec![step("a", &log, Act::HangFirst(1)).idempotent()]);
+    crash(&engine(&store, vec![t()]), &log, "t", "t1").await;
+    log.take();
+    let sagas = engine(&store, vec![t()]);
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.failed.len(), 5, "{:?}", r.failed);
+    assert_eq!(
+        r.resumed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["t1"],
+        "the saga behind the ones it cannot resume is resumed"
+    );
+    assert_eq!(r.resumed[0].state, SagaState::Completed);
+    // And again: the unresumable ones are reported once each, nothing else is left.
+    let r = sagas.recover().await.unwrap();
+    assert!(r.resumed.is_empty());
+    assert_eq!(r.failed.len(), 5);
+}
+
+/// A retry a person asked for on one escalation is used once. Retried, the saga went on and
+/// escalated on an earlier step's compensation, which nobody has looked at yet: recovery must
+/// not take the old request as leave to run that compensation again (every recovery, for
+/// ever), and the old item is closed.
+pub(crate) async fn a_used_retry_request_does_not_retry_the_next_escalation(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let def = || {
+        saga(
+            "t",
+            vec![
+                undoable("a", &log, Act::Ok, Act::Fail("400 bad request")),
+                undoable("b", &log, Act::Ok, Act::FailFirst(1, "401 unauthorized")),
+                step("c", &log, Act::Fail("HTTP 502")),
+            ],
+        )
+    };
+    let sagas = engine(&store, vec![def()]);
+    let info = sagas.run("t", "e1", json!(1)).await.unwrap();
+    assert_eq!(
+        (info.state, info.review.as_deref()),
+        (SagaState::Escalated, Some("e1/1"))
+    );
+    let queue = sagas.review_queue();
+    queue.request_retry("e1/1").await.unwrap();
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(
+        (r.resumed[0].state, r.resumed[0].review.as_deref()),
+        (SagaState::Escalated, Some("e1/0")),
+        "b was undone, a's compensation is escalated"
+    );
+    assert_eq!(
+        queue.inspect("e1/1").await.unwrap().status,
+        ReviewStatus::Retried,
+        "the retried item is closed as the saga escalates another"
+    );
+    log.take();
+    // Nobody asked to retry e1/0: recovery leaves it alone, however often it runs.
+    for _ in 0..3 {
+        let r = sagas.recover().await.unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+    }
+    assert!(
+        !log.take().iter().any(|l| l.starts_with("undo a")),
+        "a's escalated compensation was not run again"
+    );
+    assert_eq!(
+        queue.inspect("e1/0").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    assert_eq!(queue.inspect("e1/0").await.unwrap().escalations, 1);
+    assert_eq!(
+        queue.inspect("e1/1").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+    let info = sagas.inspect("e1").await.unwrap();
+    assert_eq!(info.steps[0].compensation_attempts, 1);
+}
