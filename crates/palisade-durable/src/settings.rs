@@ -206,7 +206,13 @@ macro_rules! workflow_setters {
             "`lease`). ",
             "Journal entries renew it, and so does a heartbeat every third of it while ", $work,
             ", so that work may take longer than this. It is how long one of the ", $what,
-            " of a process that died waits before another process may take it over."
+            " of a process that died waits before another process may take it over. ",
+            "Expiry is judged by the wall clock of the process that claims: the processes ",
+            "sharing a store need clocks kept in step (NTP) to well within a third of the ",
+            "lease, since one whose clock runs ahead by more than about two thirds of it may ",
+            "take over a live claim. The journal still refuses the displaced process's entries ",
+            "(each append checks the owner), but the step it was running may then run twice, ",
+            "so give steps with effects an idempotency key."
         )]
         pub fn lease(mut self, lease: Duration) -> Self {
             self.settings.lease = lease;
