@@ -1030,6 +1030,13 @@ mod tests {
             e.rule().contains("(it defines `search` or `summarise`)"),
             "{e}"
         );
+        // One name only: that name, alone.
+        let e = env_error(
+            "name = \"x\"\n[features.summarise]",
+            "PALISADE_FEATURES__TRANSLATE__COOLDOWN",
+            "5s",
+        );
+        assert!(e.rule().contains("(it defines `summarise`)"), "{e}");
         // A file without features defines none for an override to change.
         let e = env_error(
             "name = \"x\"",
@@ -1171,9 +1178,37 @@ mod tests {
         assert_eq!(nearest("summarize"), Some("summarise"));
         assert_eq!(nearest("seach"), Some("search"));
         assert_eq!(nearest("translate"), None);
-        // Up to a third of a long name.
         assert_eq!(nearest("sumarize"), Some("summarise"));
         assert_eq!(nearest("smarze"), None);
+        // Up to a third of a long name: 3 edits in 9 letters, not 4.
+        assert_eq!(nearest("sommerize"), Some("summarise"));
+        assert_eq!(nearest("sommerizy"), None);
+    }
+
+    #[test]
+    fn an_override_inside_a_keyed_table_of_the_wrong_shape_says_what_it_is_not() {
+        // Features as a list and endpoints as a table: an override naming an entry inside
+        // says so, rather than reading the list by position or the table by name.
+        let e = env_error(
+            "name = \"x\"\nfeatures = [{ cooldown = \"1s\" }]",
+            "PALISADE_FEATURES__0__COOLDOWN",
+            "5s",
+        );
+        assert_eq!(e.field(), "features");
+        assert_eq!(
+            e.rule(),
+            "is not a table, so an environment override cannot set a key inside it"
+        );
+        let e = env_error(
+            "name = \"x\"\n[endpoints.0]\naddress = \"a\"",
+            "PALISADE_ENDPOINTS__0__ADDRESS",
+            "b",
+        );
+        assert_eq!(e.field(), "endpoints");
+        assert_eq!(
+            e.rule(),
+            "is not an array of tables, so an environment override cannot set a key inside it"
+        );
     }
 
     #[test]

@@ -529,9 +529,21 @@ async fn a_dropped_probe_frees_the_probe_slot() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
+/// The warnings containing `text` recorded since the last call (taken). `Events`, not
+/// `Warnings`: the warnings these tests count come from callsites that other tests, running
+/// at the same time without a subscriber, reach too, and a scoped subscriber can then miss
+/// them (tracing caches a callsite's interest process-wide; see `palisade_test::Events`).
+fn warned(events: &palisade_test::Events, text: &str) -> usize {
+    events
+        .with_message(text)
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN)
+        .count()
+}
+
 #[tokio::test(start_paused = true)]
 async fn turning_itself_off_warns_once_per_off_period() {
-    let warnings = palisade_test::Warnings::start();
+    let events = palisade_test::Events::start();
     let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
     let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
     let late = start_with(&svc, (1, false)).await;
@@ -540,10 +552,10 @@ async fn turning_itself_off_warns_once_per_off_period() {
     let _ = late.await.unwrap();
     tokio::time::advance(Duration::from_secs(30)).await;
     let _ = svc.clone().oneshot((0, false)).await.unwrap();
-    assert_eq!(warnings.containing("turned itself off"), 1);
+    assert_eq!(warned(&events, "turned itself off"), 1);
     feature.turn_on();
     let _ = svc.clone().oneshot((0, false)).await.unwrap();
-    assert_eq!(warnings.containing("turned itself off"), 2);
+    assert_eq!(warned(&events, "turned itself off"), 1, "one more");
 }
 
 #[tokio::test(start_paused = true)]
@@ -866,7 +878,7 @@ fn hanging(
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_that_never_answers_holds_the_slot_only_for_the_probe_timeout() {
-    let warnings = palisade_test::Warnings::start();
+    let events = palisade_test::Events::start();
     let feature = Switchboard::new()
         .feature_with("f", probe_timeout_10s())
         .unwrap();
@@ -903,7 +915,7 @@ async fn a_probe_that_never_answers_holds_the_slot_only_for_the_probe_timeout() 
         Category::Rejected
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(warnings.containing("probe timed out"), 1);
+    assert_eq!(warned(&events, "probe timed out"), 1);
     tokio::time::advance(Duration::from_secs(30) - soon).await;
     let _ = svc.clone().oneshot("ok").await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2, "still cooling down");
@@ -918,7 +930,7 @@ async fn a_probe_that_never_answers_holds_the_slot_only_for_the_probe_timeout() 
     // The hung probe, dropped at last, changes nothing.
     drop(probe);
     assert_eq!(feature.state(), FeatureState::On);
-    assert_eq!(warnings.containing("probe timed out"), 1);
+    assert_eq!(warned(&events, "probe timed out"), 0, "no second warning");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1022,4 +1034,226 @@ async fn a_probe_waiting_for_readiness_past_the_probe_timeout_loses_the_slot() {
         Category::Rejected
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_never_answers_times_out_in_a_later_epoch_too() {
+    let events = palisade_test::Events::start();
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    // Turned off and on by hand: the feature is in its second epoch.
+    feature.turn_off();
+    feature.turn_on();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start_with(&svc, "hang").await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Its hold over, it has failed in this epoch as in the first: the cool-down starts over.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "no new probe");
+    assert_eq!(warned(&events, "probe timed out"), 1);
+    drop(probe);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_after_a_hung_probes_hold_and_the_cool_down_after_it_is_the_next_probe() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start_with(&svc, "hang").await;
+    // Nobody calls until 45 s after the hold ended (at 40 s): the cool-down that restarted
+    // then is over too.
+    tokio::time::advance(Duration::from_secs(45)).await;
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::ZERO
+        }
+    );
+    // The call that takes the slot back (counting the hung probe as failed) is the next
+    // probe itself, and turns the feature back on.
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(feature.state(), FeatureState::On);
+    drop(probe);
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_counted_as_failed_at_the_end_of_its_hold_keeps_a_later_off_period() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(after());
+    // A call let through while on, to fail later.
+    let late = start_with(&svc, (0, false)).await;
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = start_with(&svc, (1000, true)).await;
+    // The late call fails 5 s after the probe's hold ended (at 40 s): off until 75 s.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert!(late.await.unwrap().is_degraded());
+    let until_75 = FeatureState::AutoOff {
+        retry_after: Duration::from_secs(30),
+    };
+    assert_eq!(feature.state(), until_75);
+    // The probe, dropped now, failed at the end of its hold: off until 70 s by itself, which
+    // does not shorten the off period already set.
+    drop(probe);
+    assert_eq!(feature.state(), until_75);
+}
+
+/// Answers `(secs, ok)` as [`after`] does, but is not ready while `wedged` (without waking
+/// its caller). Counts its calls.
+#[derive(Clone)]
+struct SlowToReady {
+    wedged: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<(u64, bool)> for SlowToReady {
+    type Response = String;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        if self.wedged.load(Ordering::SeqCst) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn call(&mut self, (secs, ok): (u64, bool)) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            if ok {
+                Ok("fine".to_owned())
+            } else {
+                Err::<String, BoxError>("503 overloaded".into())
+            }
+        })
+    }
+}
+
+/// Polls `svc`'s readiness once, without letting the clock move.
+async fn poll_ready_once<S: tower::Service<(u64, bool)>>(
+    svc: &mut S,
+) -> std::task::Poll<Result<(), S::Error>> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probes_hold_counts_from_its_readiness_not_its_call() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(SlowToReady {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // A gate takes the probe slot (held until 40 s), then waits 6 s for readiness.
+    wedged.store(true, Ordering::SeqCst);
+    let mut probe = svc.clone();
+    assert!(poll_ready_once(&mut probe).await.is_pending());
+    tokio::time::advance(Duration::from_secs(6)).await;
+    wedged.store(false, Ordering::SeqCst);
+    ServiceExt::<(u64, bool)>::ready(&mut probe).await.unwrap();
+    // Its call succeeds 5 s later, at 41 s: within 10 s of the call, but past the hold, so
+    // it counts as failed, the cool-down starting over from the end of the hold (40 s).
+    let answer = tower::Service::call(&mut probe, (5, true)).await.unwrap();
+    assert_eq!(answer, Answer::Primary("fine".to_owned()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(29)
+        }
+    );
+    // At 70 s, the same wait for readiness and a success 3 s after the call: within the hold,
+    // so the feature is back on.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    wedged.store(true, Ordering::SeqCst);
+    let mut probe = svc.clone();
+    assert!(poll_ready_once(&mut probe).await.is_pending());
+    tokio::time::advance(Duration::from_secs(6)).await;
+    wedged.store(false, Ordering::SeqCst);
+    ServiceExt::<(u64, bool)>::ready(&mut probe).await.unwrap();
+    let answer = tower::Service::call(&mut probe, (3, true)).await.unwrap();
+    assert_eq!(answer, Answer::Primary("fine".to_owned()));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_ready_only_at_the_end_of_its_hold_is_refused_and_counted_as_failed() {
+    let events = palisade_test::Events::start();
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(SlowToReady {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot((0, false)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    wedged.store(true, Ordering::SeqCst);
+    let mut probe = svc.clone();
+    assert!(poll_ready_once(&mut probe).await.is_pending());
+    // Ready at the very end of its hold (a hold is over at its end): its call is refused,
+    // the primary not called, and the probe counted as failed there and then.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    wedged.store(false, Ordering::SeqCst);
+    ServiceExt::<(u64, bool)>::ready(&mut probe).await.unwrap();
+    let answer = tower::Service::call(&mut probe, (0, true)).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(warned(&events, "probe timed out"), 1);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
 }
