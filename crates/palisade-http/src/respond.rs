@@ -216,7 +216,7 @@ impl Responder {
 }
 
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 fn ceil_millis(d: Duration) -> u64 {
@@ -598,6 +598,19 @@ mod tests {
         let r = respond(odd);
         assert_eq!(r.status(), 500);
         assert_eq!(r.headers()["x-should-retry"], "true"); // unknown: retryable
+    }
+
+    /// A wait too long to state in whole seconds rounded up (`Duration::MAX`, "not before the
+    /// end of time") saturates: never a panic, and never wraps round to `Retry-After: 0`.
+    #[test]
+    fn the_longest_wait_saturates_its_retry_after() {
+        let never = Classified::new(
+            Class::new(Category::RateLimited).with_retry_after(Duration::MAX),
+            "come back never",
+        );
+        let r = respond(Box::new(never));
+        assert_eq!(r.headers()["retry-after"], u64::MAX.to_string().as_str());
+        assert_eq!(r.headers()["retry-after-ms"], u64::MAX.to_string().as_str());
     }
 
     #[test]

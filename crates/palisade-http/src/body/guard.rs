@@ -354,7 +354,11 @@ where
                 if let (Some(limit), Some(idle)) =
                     (this.config.idle, this.idle.as_mut().as_pin_mut())
                 {
-                    idle.reset(Instant::now() + limit);
+                    // `Duration::MAX` ("never") must not overflow, as `sleep` accepts it.
+                    idle.reset(palisade_core::context::deadline_after(
+                        Instant::now(),
+                        limit,
+                    ));
                 }
                 if let (Some(grpc), Some(trailers)) = (&this.config.grpc, frame.trailers_ref())
                     && let Some((class, status)) = grpc.classify_trailers(trailers)

@@ -223,6 +223,9 @@ where
                 if mem::replace(reported, true) {
                     Poll::Ready(None)
                 } else {
+                    // So that `class_of` reads its class under any classifier (the default
+                    // rules do not know this crate's types); on this error path only.
+                    palisade_core::register::<NotReplayable>();
                     Poll::Ready(Some(Err(Box::new(NotReplayable(())))))
                 }
             }
@@ -299,6 +302,12 @@ impl<S> Layer<S> for ReplayLayer {
 /// the rest; a `DEBUG` event (target `palisade_http::body`) says the request goes without
 /// retry, and [`ReplayBody::is_replayable`] is `false`, which [`ReplayAttempts`] turns into a
 /// limit of one attempt. An empty body costs nothing.
+///
+/// Because a body under the limit is read before anything is sent, do not put `Replay` in
+/// front of a client-streaming or bidirectional gRPC call (or any request whose body waits
+/// for the response before it ends): the body never ends, so the call is never sent. Such
+/// calls cannot be replayed anyway; route them around the layer (tonic's unary and
+/// server-streaming calls are fine: their request is one message).
 ///
 /// # Errors
 ///

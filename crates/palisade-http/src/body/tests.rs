@@ -274,6 +274,48 @@ async fn a_retry_above_sends_the_kept_body_again() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// `class_of` reads [`NotReplayable`] as its docs say (`Validation`, not retryable), whatever
+/// classifier is in use: a retry without [`ReplayAttempts`] and without the HTTP classifier
+/// stops at the first clone instead of spending its attempts (and the breaker's health) on
+/// clones that cannot be sent.
+#[tokio::test(start_paused = true)]
+async fn a_body_not_kept_is_not_replayable_to_any_classifier() {
+    use palisade_retry::{Backoff, RetryLayer, budget::Unlimited};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let reads = service_fn(move |req: Request<ReplayBody<Script>>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            collect(req.into_body()).await?;
+            Err::<(), BoxError>("503 service unavailable".into())
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(4))
+        .layer(
+            RetryLayer::builder()
+                .budget(Unlimited)
+                .backoff(Backoff::constant(Duration::from_millis(5)))
+                .max_attempts(3)
+                .build()
+                .unwrap(),
+        )
+        .layer(palisade_core::ClassifyLayer::new(
+            palisade_core::DefaultClassifier::new(),
+        ))
+        .service(reads);
+    let err = svc
+        .oneshot(Request::new(Script::data(&[LONG])))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        class_of(&err),
+        Class::new(Category::Validation).with_retryable(false),
+        "{err}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 const LONG: &str = "0123456789012345678901234567890123456789";
 
 // ---- guarded bodies ----
@@ -352,6 +394,22 @@ async fn each_frame_restarts_the_idle_timeout() {
     let err = body.frame().await.unwrap().unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_secs(5));
     assert!(err.to_string().contains("idle for 5s"));
+}
+
+/// An idle timeout too long to ever elapse (`Duration::MAX`, "never") is accepted at the
+/// response's arrival as tokio's `sleep` accepts it, and must not overflow when a frame
+/// restarts it.
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_of_duration_max_never_overflows() {
+    let body = guarded(
+        GuardLayer::new()
+            .idle_timeout(Duration::MAX)
+            .body_timeout(Duration::MAX),
+        Script::data(&["a", "b"]),
+    )
+    .await;
+    let (data, _) = collect(body).await.unwrap();
+    assert_eq!(data, "ab");
 }
 
 type Rx = tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>;
