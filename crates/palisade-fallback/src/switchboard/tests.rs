@@ -1164,15 +1164,15 @@ impl tower::Service<(u64, bool)> for SlowToReady {
     }
 }
 
-/// Polls `svc`'s readiness once, without letting the clock move.
-async fn poll_ready_once<S: tower::Service<(u64, bool)>>(
-    svc: &mut S,
-) -> std::task::Poll<Result<(), S::Error>> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_probes_hold_counts_from_its_readiness_not_its_call() {
+/// A feature with a 10 s probe timeout gating a [`SlowToReady`] primary, turned off by one
+/// failure, 30 s later: its cool-down just over, the next call a probe. Returns the feature,
+/// the gated service, the switch that wedges the primary's readiness, and its call count.
+async fn turned_off_behind_slow_readiness() -> (
+    Feature,
+    Fallback<Gate<SlowToReady>, Constant<String>>,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+) {
     let feature = Switchboard::new()
         .feature_with("f", probe_timeout_10s())
         .unwrap();
@@ -1186,6 +1186,19 @@ async fn a_probes_hold_counts_from_its_readiness_not_its_call() {
     });
     let _ = svc.clone().oneshot((0, false)).await.unwrap();
     tokio::time::advance(Duration::from_secs(30)).await;
+    (feature, svc, wedged, calls)
+}
+
+/// Polls `svc`'s readiness once, without letting the clock move.
+async fn poll_ready_once<S: tower::Service<(u64, bool)>>(
+    svc: &mut S,
+) -> std::task::Poll<Result<(), S::Error>> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(svc.poll_ready(cx))).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probes_hold_counts_from_its_readiness_not_its_call() {
+    let (feature, svc, wedged, calls) = turned_off_behind_slow_readiness().await;
     // A gate takes the probe slot (held until 40 s), then waits 6 s for readiness.
     wedged.store(true, Ordering::SeqCst);
     let mut probe = svc.clone();
@@ -1222,19 +1235,7 @@ async fn a_probes_hold_counts_from_its_readiness_not_its_call() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_ready_only_at_the_end_of_its_hold_is_refused_and_counted_as_failed() {
     let events = palisade_test::Events::start();
-    let feature = Switchboard::new()
-        .feature_with("f", probe_timeout_10s())
-        .unwrap();
-    let (wedged, calls) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(SlowToReady {
-        wedged: wedged.clone(),
-        calls: calls.clone(),
-    });
-    let _ = svc.clone().oneshot((0, false)).await.unwrap();
-    tokio::time::advance(Duration::from_secs(30)).await;
+    let (feature, svc, wedged, calls) = turned_off_behind_slow_readiness().await;
     wedged.store(true, Ordering::SeqCst);
     let mut probe = svc.clone();
     assert!(poll_ready_once(&mut probe).await.is_pending());
