@@ -17,7 +17,7 @@ use crate::journal::{
 use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
-use crate::settings::{Settings, by_name, workflow_setters};
+use crate::settings::{Settings, another_may_resume, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// Mixed into the seed of compensation delays.
@@ -471,6 +471,19 @@ impl Sagas {
     /// meanwhile is left to that process. One that cannot be resumed (its definition is not
     /// registered here, or has other steps than the saga was started with; the store fails)
     /// is reported in [`Recovery::failed`] and left as it is; the others go on.
+    ///
+    /// # Rolling deploys
+    ///
+    /// A saga this process cannot resume because of its definition (not registered in this
+    /// version of the binary, or registered with other steps) or its journal (an entry it
+    /// cannot read) may be resumable by a process running another version. Its claim is
+    /// given back at once ([`Store::release`]): any other process's next recovery takes it,
+    /// and this process's own recoveries leave it alone for a lease (then, if nobody else
+    /// took it, they claim it again and report it again). A saga is never stranded on a
+    /// process that recovers often but cannot resume it. With a store that cannot release
+    /// claims ([`StoreError::Unsupported`], a store of another crate written before
+    /// `release`), the claim is kept as before: the saga waits until this process stops
+    /// recovering it for a lease.
     pub async fn recover(&self) -> Result<Recovery, SagaError> {
         let mut report = Recovery::default();
         let states = [
@@ -512,11 +525,57 @@ impl Sagas {
         if !self.inner.settings.renew(&*self.inner.store, id).await? {
             return Ok(None);
         }
-        let info = SagaInfo::from_journal(id, self.inner.store.journal(id).await?)?;
-        let def = self.definition(&info.name)?;
-        started_with(&info, def)?;
+        let journal = self.inner.store.journal(id).await?;
+        let resumable = SagaInfo::from_journal(id, journal).and_then(|info| {
+            let def = self.definition(&info.name)?;
+            started_with(&info, def)?;
+            Ok((info, def))
+        });
+        let (info, def) = match resumable {
+            Ok(found) => found,
+            Err(e) => {
+                if another_may_resume(&e) {
+                    let store = &*self.inner.store;
+                    self.inner.settings.give_back(store, id, &e).await;
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(saga = id, state = %info.state, "resuming saga");
         self.drive(def, self.writer(info)).await.map(Some)
+    }
+
+    /// Deletes the finished sagas (completed, compensated or failed:
+    /// [`SagaState::is_final`]) whose latest journal entry is older than `older_than`, with
+    /// their journals; returns how many went.
+    ///
+    /// Nothing deletes finished sagas otherwise: the journal grows with every saga run. Call
+    /// this from time to time (a daily job; any process of a fleet may) with the age past
+    /// which a finished saga is no longer worth inspecting (`Duration::ZERO`: every saga
+    /// that finished before this millisecond).
+    ///
+    /// Only finished sagas that no process holds are deleted, in the same store transaction
+    /// as the check: never one that is running, compensating, or escalated (waiting for a
+    /// person, however old), so nothing [`recover`](Sagas::recover) or a review retry could
+    /// still act on. Two-phase-commit transactions are left alone
+    /// ([`Coordinator::purge_finished`](crate::twopc::Coordinator::purge_finished) deletes
+    /// those), and so are review items (including the closed items of deleted sagas) and
+    /// checkpoints. A deleted saga's id is free again: [`run`](Sagas::run) with it starts a
+    /// new saga, whose steps get the same idempotency keys as the old one's; keep ids unique
+    /// if your tools remember keys longer than `older_than`.
+    ///
+    /// # Errors
+    ///
+    /// A store failure ([`SagaError::Store`]); with a store that cannot delete workflows,
+    /// [`StoreError::Unsupported`]. Sagas are deleted in batches of 500 per store transaction:
+    /// after a failure, the batches before it stay deleted and the rest stay whole.
+    pub async fn purge_finished(&self, older_than: Duration) -> Result<u64, SagaError> {
+        let states = SagaState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .map(SagaState::as_str)
+            .collect::<Vec<_>>();
+        Settings::purge_finished(&*self.inner.store, KIND, &states, older_than).await
     }
 
     /// Retries review item `id` now: the escalated compensation gets a fresh set of attempts

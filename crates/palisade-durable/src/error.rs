@@ -22,6 +22,11 @@ pub enum StoreError {
     /// [`SqliteOptions::busy_timeout`]: crate::store::SqliteOptions::busy_timeout
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The store does not implement this operation (a store of another crate, written before
+    /// the operation was added to [`Store`](crate::store::Store)): nothing was changed. Holds
+    /// the operation's name (`"release"`, `"purge"`).
+    #[error("the store does not support {0}")]
+    Unsupported(&'static str),
     /// The store's connection is gone, or the blocking task running the operation was lost
     /// (the runtime is shutting down).
     #[error("store is closed")]

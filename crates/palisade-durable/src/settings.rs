@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 
 use crate::engine::now_ms;
 use crate::error::{SagaError, StoreError};
-use crate::store::{Claim, Store};
+use crate::store::{Claim, Purge, Store};
 
 /// The longest lease (1 day). A lease is how long the work of a process that died waits
 /// before another process takes it over; the heartbeat renews it while work runs, so work
@@ -21,6 +21,17 @@ use crate::store::{Claim, Store};
 /// dead process stranded for days, an absurd one (`Duration::MAX` from a config file) does
 /// not fit the milliseconds the stores keep.
 pub(crate) const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Whether recovery that failed with `error` before driving a workflow may leave it to another
+/// process: this one lacks its definition, or has another one than the workflow was started
+/// with, or cannot read its journal (an entry of a later version). Another version of the
+/// binary may do better. A store failure says nothing about the other processes.
+pub(crate) fn another_may_resume(error: &SagaError) -> bool {
+    matches!(
+        error,
+        SagaError::UnknownDefinition(_) | SagaError::Inconsistent { .. }
+    )
+}
 
 /// Whole milliseconds, saturating at `u64::MAX` (where `as u64` would wrap).
 pub(crate) use palisade_core::time::millis;
@@ -87,6 +98,48 @@ impl Settings {
         }
     }
 
+    /// Gives back this owner's claim on workflow `id`, which recovery claimed but this process
+    /// cannot drive (`error` says why), so that a process that can (one running another
+    /// version of the binary) gets it at once, and this owner's own recoveries do not take it
+    /// back for a lease ([`Store::release`]). Call it while `id` is entered as active.
+    ///
+    /// Never fails: a store that cannot release ([`StoreError::Unsupported`], a store of
+    /// another crate written before `release`) leaves the claim as it was before this method
+    /// existed, to run out with its lease; any other failure is logged and does the same.
+    pub(crate) async fn give_back(&self, store: &dyn Store, id: &str, error: &SagaError) {
+        match store.release(id, &self.owner).await {
+            Ok(()) => tracing::warn!(workflow = id, owner = %self.owner, %error,
+                "cannot resume this workflow here; claim given back for another process"),
+            Err(StoreError::Unsupported(_)) => tracing::debug!(workflow = id,
+                owner = %self.owner, %error,
+                "cannot resume this workflow here; the store cannot give claims back"),
+            Err(e) => tracing::warn!(workflow = id, owner = %self.owner, %error,
+                release_error = %e, "cannot resume this workflow here, nor give its claim back"),
+        }
+    }
+
+    /// Deletes the workflows of `kind` in (final) `states` that nobody holds and whose latest
+    /// entry is older than `older_than`, with their journals, a batch at a time; returns how
+    /// many went.
+    pub(crate) async fn purge_finished(
+        store: &dyn Store,
+        kind: &str,
+        states: &[&str],
+        older_than: Duration,
+    ) -> Result<u64, SagaError> {
+        /// Workflows per store transaction.
+        const BATCH: usize = 500;
+        let before = now_ms().saturating_sub(millis(older_than));
+        let mut total = 0u64;
+        loop {
+            let n = store.purge(Purge::new(kind, states, before, BATCH)).await?;
+            total = total.saturating_add(n);
+            if n < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The jittered delay before retry `retry` (from 1) of item `index` of workflow `id`.
     ///
     /// The rng is seeded from the seed, `salt` (one per kind of workflow), the id, the index
@@ -110,7 +163,10 @@ impl Settings {
 
     /// The loop of both recoveries: claims the workflows of `kind` in `states` that this
     /// owner may take, a few at a time, and hands each one to `each` (once), until none is left
-    /// to claim. Returns what `each` gave back (`None`s left out) and the workflows it failed
+    /// to claim. One that `each` cannot drive it gives back ([`Settings::give_back`]); the
+    /// store then keeps it from this owner's claims for a lease, so the loop does not take it
+    /// again (and were the lease to run out during a long pass, `seen` still keeps it from
+    /// `each`, and the next pass gives it back again). Returns what `each` gave back (`None`s left out) and the workflows it failed
     /// on, with their errors; a failed claim ends the loop with that error.
     pub(crate) async fn recover_each<T, F, Fut>(
         &self,

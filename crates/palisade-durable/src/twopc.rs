@@ -55,7 +55,7 @@ use crate::engine::{enter, now_ms};
 use crate::error::{SagaError, StoreError};
 use crate::journal::{ErrorRecord, UnknownState, WorkflowSummary, summaries};
 use crate::lease;
-use crate::settings::{Settings, by_name, workflow_setters};
+use crate::settings::{Settings, another_may_resume, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// The workflow kind transactions are stored under.
@@ -691,6 +691,11 @@ impl Coordinator {
     /// cannot be finished (its definition is not registered here, or has other participants
     /// than the transaction was started with; the store fails) is reported in
     /// [`TxRecovery::failed`] and left as journaled; the others go on.
+    ///
+    /// One that cannot be finished because of its definition or its journal (another version
+    /// of the binary may have what this one lacks) is given back at once, as
+    /// [`Sagas::recover`](crate::Sagas::recover) does (see *Rolling deploys* there): another
+    /// process's next recovery takes it, this one's leave it alone for a lease.
     pub async fn recover(&self) -> Result<TxRecovery, SagaError> {
         let states = [
             TxState::Preparing.as_str(),
@@ -710,6 +715,28 @@ impl Coordinator {
         })
     }
 
+    /// Deletes the finished transactions (committed or aborted: [`TxState::is_final`]) whose
+    /// latest journal entry is older than `older_than`, with their journals; returns how many
+    /// went.
+    ///
+    /// The counterpart of [`Sagas::purge_finished`](crate::Sagas::purge_finished), with the
+    /// same guarantees: only finished transactions that no process holds are deleted (never
+    /// one preparing, committing or aborting, whatever its age); sagas, review items and
+    /// checkpoints are left alone; a deleted transaction's id is free again.
+    ///
+    /// # Errors
+    ///
+    /// A store failure ([`SagaError::Store`]); with a store that cannot delete workflows,
+    /// [`StoreError::Unsupported`]. Deleted in batches of 500 per store transaction.
+    pub async fn purge_finished(&self, older_than: Duration) -> Result<u64, SagaError> {
+        let states = TxState::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .map(TxState::as_str)
+            .collect::<Vec<_>>();
+        Settings::purge_finished(&*self.inner.store, KIND, &states, older_than).await
+    }
+
     /// Finishes one claimed transaction; `None` if this process is running it already, or if
     /// another process took it over while it waited its turn.
     async fn finish(&self, id: &str) -> Result<Option<TxInfo>, SagaError> {
@@ -719,6 +746,35 @@ impl Coordinator {
         if !self.inner.settings.renew(&*self.inner.store, id).await? {
             return Ok(None);
         }
+        let (info, def) = match self.finishable(id).await {
+            Ok(found) => found,
+            Err(e) => {
+                if another_may_resume(&e) {
+                    let store = &*self.inner.store;
+                    self.inner.settings.give_back(store, id, &e).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut w = TxWriter {
+            c: &self.inner,
+            info,
+        };
+        if w.info.decision.is_none() {
+            tracing::warn!(tx = %id, "no decision journaled: presumed abort");
+            w.log(TxEvent::Decided {
+                decision: Decision::Abort,
+                presumed: true,
+            })
+            .await?;
+        }
+        self.deliver(def, w).await.map(Some)
+    }
+}
+
+impl Coordinator {
+    /// Transaction `id` and the definition it was started with, if this process has it.
+    async fn finishable(&self, id: &str) -> Result<(TxInfo, &TransactionDefinition), SagaError> {
         let info = self.inspect(id).await?;
         let def = self
             .inner
@@ -741,19 +797,7 @@ impl Coordinator {
                 ),
             });
         }
-        let mut w = TxWriter {
-            c: &self.inner,
-            info,
-        };
-        if w.info.decision.is_none() {
-            tracing::warn!(tx = %id, "no decision journaled: presumed abort");
-            w.log(TxEvent::Decided {
-                decision: Decision::Abort,
-                presumed: true,
-            })
-            .await?;
-        }
-        self.deliver(def, w).await.map(Some)
+        Ok((info, def))
     }
 }
 

@@ -42,7 +42,14 @@ macro_rules! store_suite {
                 a_used_retry_request_does_not_retry_the_next_escalation,
                 a_stale_review_item_acts_on_no_other_escalation,
                 recovery_leaves_this_process_s_live_transaction_alone,
-                a_failed_prune_does_not_undo_a_saved_checkpoint);
+                a_failed_prune_does_not_undo_a_saved_checkpoint,
+                release_gives_a_claim_back,
+                purge_deletes_only_old_finished_unheld_workflows,
+                a_process_without_the_definition_gives_the_saga_back,
+                a_store_that_cannot_release_keeps_the_claim,
+                tx_a_coordinator_without_the_definition_gives_it_back,
+                purge_finished_deletes_old_finished_workflows_only,
+                purge_leaves_a_held_workflow);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

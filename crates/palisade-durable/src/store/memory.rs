@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
-    WorkflowRecord,
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
+    StoredReview, WorkflowRecord,
 };
 use crate::error::StoreError;
 
@@ -22,6 +22,9 @@ pub struct MemoryStore {
 struct Inner {
     order: Vec<String>,
     workflows: HashMap<String, (WorkflowRecord, Vec<JournalEntry>)>,
+    /// Who gave each released workflow back ([`Store::release`]), until it is claimed or
+    /// appended to.
+    released_by: HashMap<String, String>,
     reviews: BTreeMap<String, (u64, StoredReview)>,
     review_seq: u64,
     checkpoints: HashMap<String, BTreeMap<u64, StoredCheckpoint>>,
@@ -81,6 +84,7 @@ impl Inner {
             )));
         };
         check_append(rec, &a.owner, a.seq)?;
+        self.released_by.remove(&a.id);
         journal.push(entry);
         rec.state = a.state;
         rec.owner = owner;
@@ -156,7 +160,10 @@ impl Store for MemoryStore {
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         let mut inner = self.lock();
         let Inner {
-            order, workflows, ..
+            order,
+            workflows,
+            released_by,
+            ..
         } = &mut *inner;
         let mut got = Vec::new();
         for id in order.iter() {
@@ -164,14 +171,62 @@ impl Store for MemoryStore {
                 break;
             }
             if let Some((rec, _)) = workflows.get_mut(id)
-                && claim.may_take(rec)
+                && claim.may_take(rec, released_by.get(id).map(String::as_str))
             {
                 rec.owner = Some(claim.owner.clone());
                 rec.lease_until_ms = claim.lease_until_ms;
+                released_by.remove(id);
                 got.push(id.clone());
             }
         }
         ready(Ok(got))
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut inner = self.lock();
+        let Inner {
+            workflows,
+            released_by,
+            ..
+        } = &mut *inner;
+        ready(match workflows.get_mut(id) {
+            Some((rec, _)) if rec.owner.as_deref() == Some(owner) => {
+                rec.owner = None;
+                released_by.insert(id.to_owned(), owner.to_owned());
+                Ok(())
+            }
+            _ => Err(lost(id, owner)),
+        })
+    }
+
+    fn purge(&self, purge: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let Inner {
+            order,
+            workflows,
+            released_by,
+            ..
+        } = &mut *inner;
+        let mut gone = Vec::new();
+        for id in order.iter() {
+            if gone.len() >= purge.limit {
+                break;
+            }
+            if workflows
+                .get(id)
+                .is_some_and(|(rec, _)| purge.may_delete(rec))
+            {
+                gone.push(id.clone());
+            }
+        }
+        for id in &gone {
+            workflows.remove(id);
+            released_by.remove(id);
+        }
+        if !gone.is_empty() {
+            order.retain(|id| workflows.contains_key(id));
+        }
+        ready(Ok(gone.len() as u64))
     }
 
     fn renew<'a>(

@@ -26,10 +26,28 @@
 //! until `lease_until_ms`, each append renews it and so does [`Store::renew`] (the heartbeat
 //! while a long step runs); [`Store::claim`] hands unowned or expired workflows (and a
 //! restarted owner's own) to a process.
+//!
+//! A process that holds a claim it cannot use (the workflow's definition is not in its version
+//! of the binary, during a rolling deploy) gives it back with [`Store::release`], so that a
+//! process that can drive the workflow gets it at once. Finished workflows are never deleted
+//! by the engines; [`Store::purge`] deletes them, with their journals, when the user asks
+//! ([`Sagas::purge_finished`](crate::Sagas::purge_finished),
+//! [`Coordinator::purge_finished`](crate::twopc::Coordinator::purge_finished)).
+//!
+//! # Stores of other crates
+//!
+//! [`Store::release`] and [`Store::purge`] came after the first release of this trait and have
+//! default implementations, so that a store written against the earlier trait still compiles:
+//! both fail with [`StoreError::Unsupported`] and change nothing. Recovery then keeps a claim
+//! it cannot use, as it did before (the workflow waits until that process's next version, or
+//! until it stops recovering for a lease); `purge_finished` reports the error. Implement both
+//! to get the full behaviour; the crate's store test suite (`tests/suite`) states it.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(test)]
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,7 +184,8 @@ pub struct WorkflowRecord {
 
 /// A request to claim workflows: those of `kind` in one of `states` that nobody holds, whose
 /// claim expired before `now_ms`, or that `owner` itself held (a restarted process takes its
-/// own work back at once).
+/// own work back at once); one that `owner` gave back ([`Store::release`]) only once the lease
+/// it held has ended (see [`Store::claim`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Claim {
@@ -213,14 +232,60 @@ impl Claim {
         self
     }
 
-    pub(crate) fn may_take(&self, rec: &WorkflowRecord) -> bool {
+    /// Whether this claim may take `rec`, which `released_by` gave back with
+    /// [`Store::release`] (and nobody claimed or appended to since): see
+    /// [`Store::claim`].
+    pub(crate) fn may_take(&self, rec: &WorkflowRecord, released_by: Option<&str>) -> bool {
         rec.kind == self.kind
             && self.states.contains(&rec.state)
             && self.only.as_ref().is_none_or(|id| *id == rec.id)
             && match &rec.owner {
-                None => true,
+                None => released_by != Some(&*self.owner) || rec.lease_until_ms < self.now_ms,
                 Some(o) => *o == self.owner || rec.lease_until_ms < self.now_ms,
             }
+    }
+}
+
+/// A request to delete finished workflows and their journals ([`Store::purge`]): those of
+/// `kind` in one of `states` that nobody holds and whose latest entry was written before
+/// `updated_before_ms`, at most `limit` of them, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purge {
+    /// The workflow kind.
+    pub kind: String,
+    /// The states that may be deleted: final ones only (the engines pass
+    /// [`SagaState::is_final`](crate::SagaState::is_final) states).
+    pub states: Vec<String>,
+    /// Only workflows whose latest entry was written before then (ms since the Unix epoch).
+    pub updated_before_ms: u64,
+    /// At most this many in one call (one transaction).
+    pub limit: usize,
+}
+
+impl Purge {
+    /// A purge of up to `limit` workflows of `kind` in `states`, last written before
+    /// `updated_before_ms`.
+    pub fn new(
+        kind: impl Into<String>,
+        states: &[&str],
+        updated_before_ms: u64,
+        limit: usize,
+    ) -> Self {
+        Purge {
+            kind: kind.into(),
+            states: states.iter().map(|s| s.to_string()).collect(),
+            updated_before_ms,
+            limit,
+        }
+    }
+
+    /// Whether this purge deletes `rec`.
+    pub(crate) fn may_delete(&self, rec: &WorkflowRecord) -> bool {
+        rec.kind == self.kind
+            && self.states.contains(&rec.state)
+            && rec.owner.is_none()
+            && rec.updated_ms < self.updated_before_ms
     }
 }
 
@@ -311,6 +376,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Claims workflows for `claim.owner`; returns their ids. Two processes claiming at once
     /// never get the same workflow.
+    ///
+    /// A workflow may be claimed if it is of `claim.kind`, in one of `claim.states` (and is
+    /// `claim.only`, if set), and: `claim.owner` holds it already; or its lease ended before
+    /// `claim.now_ms`; or nobody holds it, unless `claim.owner` itself gave it back with
+    /// [`release`](Store::release) (and nobody claimed or appended to it since), in which case
+    /// `claim.owner` may take it again only once the lease it held has ended. At most
+    /// `claim.limit`, oldest first; each gets owner `claim.owner` and lease
+    /// `claim.lease_until_ms`.
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
     /// Extends the claim `owner` holds on workflow `id` to `lease_until_ms` (a lease never
@@ -326,6 +399,42 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         owner: &'a str,
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Gives back the claim `owner` holds on workflow `id`, without writing an entry: the
+    /// workflow then has no owner, and any *other* process may claim it at once. `owner`
+    /// itself may claim it again only once the lease it held has ended (so that a process that
+    /// cannot drive the workflow does not take it straight back on its next recovery, and does
+    /// take it back if no other process did within a lease). State, journal and lease end are
+    /// unchanged.
+    ///
+    /// Fenced like [`renew`](Store::renew): a [`StoreError::Conflict`] if `owner` does not
+    /// hold the claim (another process took it over, it was released, or the workflow does
+    /// not exist); nothing changes then. An expired lease still counts while nobody else has
+    /// claimed the workflow. After a release, `owner`'s appends and renewals are refused.
+    ///
+    /// The default implementation, for stores written before this method existed, changes
+    /// nothing and fails with [`StoreError::Unsupported`]; recovery then keeps the claim (see
+    /// the [module docs](self)).
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (id, owner);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported("release"))))
+    }
+
+    /// Deletes the workflows `purge` selects, with their journals, in one transaction;
+    /// returns how many went.
+    ///
+    /// Fenced: a workflow that someone holds (owner set, even with an expired lease) is never
+    /// deleted, nor one that is not of `purge.kind`, not in one of `purge.states`, or last
+    /// written at or after `purge.updated_before_ms`; the check and the delete are one
+    /// transaction, so a claim or an append that comes first keeps its workflow. Review items
+    /// and checkpoints are not touched. A deleted workflow's id is free again.
+    ///
+    /// The default implementation, for stores written before this method existed, deletes
+    /// nothing and fails with [`StoreError::Unsupported`].
+    fn purge(&self, purge: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let _ = purge;
+        Box::pin(std::future::ready(Err(StoreError::Unsupported("purge"))))
+    }
 
     /// Inserts or replaces a review item.
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -367,6 +476,135 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store written against the trait before `release` and `purge`: it implements only the
+    /// other methods (delegating to a memory store).
+    #[derive(Debug, Default)]
+    struct Legacy(MemoryStore);
+
+    impl Store for Legacy {
+        fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.0.append(a)
+        }
+        fn journal<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
+            self.0.journal(id)
+        }
+        fn workflows<'a>(
+            &'a self,
+            kind: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
+            self.0.workflows(kind)
+        }
+        fn workflow<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
+            self.0.workflow(id)
+        }
+        fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+            self.0.claim(claim)
+        }
+        fn renew<'a>(
+            &'a self,
+            id: &'a str,
+            owner: &'a str,
+            lease_until_ms: u64,
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.0.renew(id, owner, lease_until_ms)
+        }
+        fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.0.review_put(item)
+        }
+        fn review_get<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
+            self.0.review_get(id)
+        }
+        fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
+            self.0.review_list()
+        }
+        fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.0.checkpoint_put(cp)
+        }
+        fn checkpoint_get<'a>(
+            &'a self,
+            agent: &'a str,
+            version: u64,
+        ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
+            self.0.checkpoint_get(agent, version)
+        }
+        fn checkpoint_versions<'a>(
+            &'a self,
+            agent: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
+            self.0.checkpoint_versions(agent)
+        }
+        fn checkpoint_prune<'a>(
+            &'a self,
+            agent: &'a str,
+            keep: usize,
+        ) -> BoxFuture<'a, Result<u64, StoreError>> {
+            self.0.checkpoint_prune(agent, keep)
+        }
+    }
+
+    /// The default `release` and `purge` change nothing and say the store cannot do them;
+    /// recovery over such a store reports what it cannot resume and keeps the claim, as before
+    /// `release` existed.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_without_release_and_purge_still_works() {
+        let store = Arc::new(Legacy::default());
+        let started = crate::journal::Event::SagaStarted {
+            name: "gone".into(),
+            steps: vec!["x".into()],
+            input: serde_json::Value::Null,
+        };
+        let append = Append::new(
+            "w",
+            "saga",
+            "gone",
+            0,
+            1,
+            serde_json::to_value(started).unwrap(),
+            "running",
+            "a",
+            10,
+        );
+        store.append(append).await.unwrap();
+        let r = store.release("w", "a").await;
+        assert!(
+            matches!(r, Err(StoreError::Unsupported("release"))),
+            "{r:?}"
+        );
+        let r = store
+            .purge(Purge::new("saga", &["running"], u64::MAX, 10))
+            .await;
+        assert!(matches!(r, Err(StoreError::Unsupported("purge"))), "{r:?}");
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "the store does not support purge"
+        );
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!(w.owner.as_deref(), Some("a"));
+
+        let sagas = crate::Sagas::builder(store.clone())
+            .owner("a")
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let r = sagas.recover().await.unwrap();
+            assert!(
+                matches!(&r.failed[..], [(id, crate::error::SagaError::UnknownDefinition(_))] if id == "w"),
+                "{r:?}"
+            );
+        }
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!(w.owner.as_deref(), Some("a"), "the claim is kept");
+    }
 
     #[test]
     fn a_checkpoint_prints_its_length_not_its_data() {

@@ -10,8 +10,8 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use super::memory::{check_append, lost};
 use super::{
-    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
-    WorkflowRecord,
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
+    StoredReview, WorkflowRecord,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -46,7 +46,8 @@ use crate::error::StoreError;
 /// hold (text from a crawled page, a PDF), and an entry the journal refuses is a step whose
 /// outcome cannot be recorded. The store never queries inside them, so it loses nothing by
 /// it. A database created with `jsonb` columns by an earlier version is converted on connect
-/// (once; it rewrites those two tables).
+/// (once; it rewrites those two tables), and one created without the `released_by` column of
+/// [`Store::release`] gets it added (the earlier version's rows read as never released).
 pub struct PostgresStore {
     conns: Vec<Mutex<Client>>,
     next: AtomicUsize,
@@ -76,6 +77,7 @@ fn conflict_or(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> Store
     }
 }
 
+/// The tables as the first version made them; [`ADD_COLUMNS`] adds the columns added since.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflows (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
@@ -105,6 +107,20 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE %I ALTER COLUMN %I TYPE json', c.table_name, c.column_name);
     END LOOP;
+END $$;
+";
+
+/// The columns added since the first version, for databases it created (and fresh ones:
+/// [`SCHEMA`] is the first version's). Checked first: `ALTER TABLE` locks the table even
+/// when it has nothing to do, and every process runs this on connect.
+const ADD_COLUMNS: &str = "
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'workflows'
+                     AND column_name = 'released_by') THEN
+        ALTER TABLE workflows ADD COLUMN released_by TEXT;
+    END IF;
 END $$;
 ";
 
@@ -220,6 +236,7 @@ impl PostgresStore {
                 .map_err(pg)?;
             tx.batch_execute(SCHEMA).await.map_err(pg)?;
             tx.batch_execute(MIGRATE).await.map_err(pg)?;
+            tx.batch_execute(ADD_COLUMNS).await.map_err(pg)?;
             tx.commit().await.map_err(pg)?;
         }
         Ok(Arc::new(PostgresStore {
@@ -275,7 +292,7 @@ impl PostgresStore {
             check_append(&workflow_row(&row), &a.owner, a.seq)?;
             tx.execute(
                 "UPDATE workflows SET state = $2, owner = $3, lease_until = $4, updated = $5,
-                 entries = entries + 1 WHERE id = $1",
+                 entries = entries + 1, released_by = NULL WHERE id = $1",
                 &[
                     &a.id,
                     &a.state,
@@ -303,7 +320,8 @@ impl PostgresStore {
             .query(
                 "SELECT id FROM workflows
                  WHERE kind = $1 AND state = ANY($2) AND ($3::TEXT IS NULL OR id = $3)
-                   AND (owner IS NULL OR owner = $4 OR lease_until < $5)
+                   AND (owner = $4 OR lease_until < $5
+                        OR (owner IS NULL AND (released_by IS NULL OR released_by <> $4)))
                  ORDER BY ord LIMIT $6 FOR UPDATE SKIP LOCKED",
                 &[
                     &c.kind,
@@ -319,7 +337,8 @@ impl PostgresStore {
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !ids.is_empty() {
             tx.execute(
-                "UPDATE workflows SET owner = $2, lease_until = $3 WHERE id = ANY($1)",
+                "UPDATE workflows SET owner = $2, lease_until = $3, released_by = NULL
+                 WHERE id = ANY($1)",
                 &[&ids, &c.owner, &sql_int(c.lease_until_ms)],
             )
             .await
@@ -327,6 +346,37 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(pg)?;
         Ok(ids)
+    }
+
+    async fn purge_tx(&self, p: Purge) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(pg)?;
+        // The rows are locked as they are chosen: one a claim or an append holds is skipped,
+        // and one chosen cannot be claimed or appended to before it is gone.
+        let rows = tx
+            .query(
+                "DELETE FROM workflows WHERE id IN (
+                     SELECT id FROM workflows
+                     WHERE kind = $1 AND state = ANY($2) AND owner IS NULL AND updated < $3
+                     ORDER BY ord LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                &[
+                    &p.kind,
+                    &p.states,
+                    &sql_int(p.updated_before_ms),
+                    &(p.limit.min(i64::MAX as usize) as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !ids.is_empty() {
+            tx.execute("DELETE FROM journal WHERE workflow = ANY($1)", &[&ids])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(ids.len() as u64)
     }
 }
 
@@ -416,6 +466,25 @@ impl Store for PostgresStore {
                 .map_err(pg)?;
             if n == 1 { Ok(()) } else { Err(lost(id, owner)) }
         })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.conn().await?;
+            let n = c
+                .execute(
+                    "UPDATE workflows SET owner = NULL, released_by = $2
+                     WHERE id = $1 AND owner = $2",
+                    &[&id, &owner],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 1 { Ok(()) } else { Err(lost(id, owner)) }
+        })
+    }
+
+    fn purge(&self, p: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.purge_tx(p))
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -797,6 +866,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(types().await, ["journal.event json", "reviews.body json"]);
+    }
+
+    /// A database made by the previous version (no `released_by` column, a claimed workflow
+    /// in it): connecting adds the column and keeps the rows, which read as never released;
+    /// release and claim then work; connecting again finds nothing to add.
+    #[tokio::test(start_paused = true)]
+    async fn a_database_of_the_previous_version_gets_the_new_column() {
+        let Some((url, schema)) = database("released") else {
+            return;
+        };
+        let (old, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        old.batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema}; {SCHEMA}
+             INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated,
+               entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1);
+             INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{{}}')"
+        ))
+        .await
+        .unwrap();
+        let columns = || async {
+            old.query_one(
+                "SELECT count(*) FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = 'workflows'
+                   AND column_name = 'released_by'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        };
+        assert_eq!(columns().await, 0);
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        assert_eq!(columns().await, 1);
+        let claim = |owner: &str| Claim::new("saga", &["running"], owner, 5, 6, 10);
+        assert!(
+            store.claim(claim("b")).await.unwrap().is_empty(),
+            "a holds it"
+        );
+        store.release("w", "a").await.unwrap();
+        assert!(store.claim(claim("a")).await.unwrap().is_empty());
+        assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+        let store = PostgresStore::connect_with(&url, Some(&schema), 1)
+            .await
+            .unwrap();
+        assert_eq!(columns().await, 1);
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!((w.owner.as_deref(), w.lease_until_ms), (Some("b"), 6));
+        assert_eq!(store.journal("w").await.unwrap().len(), 1);
     }
 
     /// Two processes starting together may both create the schema: the one that loses the

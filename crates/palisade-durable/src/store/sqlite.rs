@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::memory::{check_append, lost};
 use super::{
-    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
-    WorkflowRecord,
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
+    StoredReview, WorkflowRecord,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -75,12 +75,19 @@ pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Several processes may open the same file (the command-line tool next to a running
 /// service): writers wait up to [`SqliteOptions::busy_timeout`] for each other, and claims
 /// keep them off each other's workflows.
+///
+/// # Schema
+///
+/// Tables are created when the file is opened, if missing. A file made by an earlier version
+/// (without the `released_by` column of [`Store::release`]) gets the column added then, in
+/// the same transaction; the earlier version's rows read as never released.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
+/// The tables as the first version made them; [`create_schema`] adds the columns added since.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflows (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
@@ -155,7 +162,7 @@ impl SqliteStore {
             return Err(ConfigError::new("busy_timeout", "must be at most 1 hour").into());
         }
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open(&path).map_err(db)?;
+        let mut conn = Connection::open(&path).map_err(db)?;
         conn.busy_timeout(options.busy_timeout).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -165,7 +172,7 @@ impl SqliteStore {
             if options.durable { "FULL" } else { "NORMAL" },
         )
         .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        create_schema(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -217,6 +224,27 @@ impl SqliteStore {
     }
 }
 
+/// Creates the tables if missing and adds what an earlier version's file lacks, in one
+/// `IMMEDIATE` transaction, so that processes opening the file together do not race.
+fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    tx.execute_batch(SCHEMA).map_err(db)?;
+    let released_by: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'released_by'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if released_by == 0 {
+        tx.execute_batch("ALTER TABLE workflows ADD COLUMN released_by TEXT")
+            .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
 fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
     let event = a.event.to_string();
     let owner = (!a.release).then_some(a.owner.as_str());
@@ -248,7 +276,7 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
         check_append(&rec, &a.owner, a.seq)?;
         tx.prepare_cached(
             "UPDATE workflows SET state = ?2, owner = ?3, lease_until = ?4, updated = ?5,
-             entries = entries + 1 WHERE id = ?1",
+             entries = entries + 1, released_by = NULL WHERE id = ?1",
         )
         .map_err(db)?
         .execute(params![
@@ -282,25 +310,25 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
             .prepare_cached(concat!(
                 "SELECT ",
                 workflow_columns!(),
-                " FROM workflows
+                ", released_by FROM workflows
                  WHERE kind = ?1 AND (?2 IS NULL OR id = ?2)
-                   AND (owner IS NULL OR owner = ?3 OR lease_until < ?4)
+                   AND (owner = ?3 OR lease_until < ?4
+                        OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
                  ORDER BY rowid"
             ))
             .map_err(db)?;
         let rows = stmt
-            .query_map(
-                params![c.kind, c.only, c.owner, sql_int(c.now_ms)],
-                workflow_row,
-            )
+            .query_map(params![c.kind, c.only, c.owner, sql_int(c.now_ms)], |r| {
+                Ok((workflow_row(r)?, r.get::<_, Option<String>>(9)?))
+            })
             .map_err(db)?;
         let mut got = Vec::new();
         for r in rows {
-            let r = r.map_err(db)?;
+            let (r, released_by) = r.map_err(db)?;
             if got.len() >= c.limit {
                 break;
             }
-            if c.may_take(&r) {
+            if c.may_take(&r, released_by.as_deref()) {
                 got.push(r.id);
             }
         }
@@ -308,13 +336,55 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
     };
     for id in &candidates {
         tx.execute(
-            "UPDATE workflows SET owner = ?2, lease_until = ?3 WHERE id = ?1",
+            "UPDATE workflows SET owner = ?2, lease_until = ?3, released_by = NULL WHERE id = ?1",
             params![id, c.owner, sql_int(c.lease_until_ms)],
         )
         .map_err(db)?;
     }
     tx.commit().map_err(db)?;
     Ok(candidates)
+}
+
+fn purge(conn: &mut Connection, p: Purge) -> Result<u64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let gone = {
+        let mut stmt = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                workflow_columns!(),
+                " FROM workflows WHERE kind = ?1 AND owner IS NULL AND updated < ?2
+                 ORDER BY rowid"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![p.kind, sql_int(p.updated_before_ms)], workflow_row)
+            .map_err(db)?;
+        let mut gone = Vec::new();
+        for r in rows {
+            let r = r.map_err(db)?;
+            if gone.len() >= p.limit {
+                break;
+            }
+            if p.may_delete(&r) {
+                gone.push(r.id);
+            }
+        }
+        gone
+    };
+    for id in &gone {
+        tx.prepare_cached("DELETE FROM journal WHERE workflow = ?1")
+            .map_err(db)?
+            .execute([id])
+            .map_err(db)?;
+        tx.prepare_cached("DELETE FROM workflows WHERE id = ?1")
+            .map_err(db)?
+            .execute([id])
+            .map_err(db)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(gone.len() as u64)
 }
 
 fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
@@ -426,6 +496,29 @@ impl Store for SqliteStore {
                 Err(lost(&id, &owner))
             }
         })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE workflows SET owner = NULL, released_by = ?2
+                     WHERE id = ?1 AND owner = ?2",
+                )
+                .map_err(db)?
+                .execute(params![id, owner])
+                .map_err(db)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(lost(&id, &owner))
+            }
+        })
+    }
+
+    fn purge(&self, p: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.run(move |c| purge(c, p))
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -638,6 +731,54 @@ mod tests {
         let options = SqliteOptions::default().busy_timeout(MAX_BUSY_TIMEOUT);
         let store = SqliteStore::open_with(dir.path().join("patient.db"), options).unwrap();
         assert_eq!(pragma(&store, "busy_timeout"), "3600000");
+    }
+
+    fn has_released_by(path: &Path) -> bool {
+        let c = Connection::open(path).unwrap();
+        c.query_row(
+            "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'released_by'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    /// A file made by the previous version (no `released_by` column, a claimed workflow in
+    /// it): opening it adds the column and keeps the rows, which read as never released;
+    /// release and claim then work; opening it again finds nothing to add.
+    #[tokio::test(start_paused = true)]
+    async fn a_file_of_the_previous_version_gets_the_new_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            old.execute_batch(
+                "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created,
+                   updated, entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1);
+                 INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{}')",
+            )
+            .unwrap();
+        }
+        assert!(!has_released_by(&path));
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(has_released_by(&path));
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!((w.owner.as_deref(), w.entries), (Some("a"), 1));
+        let claim = |owner: &str| Claim::new("saga", &["running"], owner, 5, 6, 10);
+        assert!(
+            store.claim(claim("b")).await.unwrap().is_empty(),
+            "a holds it"
+        );
+        store.release("w", "a").await.unwrap();
+        assert!(store.claim(claim("a")).await.unwrap().is_empty());
+        assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let w = store.workflow("w").await.unwrap().unwrap();
+        assert_eq!((w.owner.as_deref(), w.lease_until_ms), (Some("b"), 6));
+        assert_eq!(store.journal("w").await.unwrap().len(), 1);
     }
 
     /// A write that fails for another reason than a duplicate (here: another connection holds

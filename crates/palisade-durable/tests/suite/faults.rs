@@ -8,8 +8,8 @@ use palisade_durable::error::{SagaError, StoreError};
 use palisade_durable::journal::SagaState;
 use palisade_durable::review::ReviewStatus;
 use palisade_durable::store::{
-    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Store, StoredCheckpoint, StoredReview,
-    WorkflowRecord,
+    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
+    StoredReview, WorkflowRecord,
 };
 use palisade_durable::{SagaDefinition, Sagas};
 use serde_json::json;
@@ -28,6 +28,11 @@ pub(crate) struct Faulty {
     pub(crate) partitioned: AtomicBool,
     /// Fail every checkpoint prune while set.
     pub(crate) fail_prune: AtomicBool,
+    /// Behave as a store of another crate written before `release` and `purge` (the trait's
+    /// default implementations) while set.
+    pub(crate) legacy: AtomicBool,
+    /// Releases asked, failed or not.
+    pub(crate) releases: AtomicU32,
     /// Renewals asked, failed or not.
     pub(crate) renewals: AtomicU32,
     /// Every claim asked, in order.
@@ -43,6 +48,8 @@ impl Faulty {
             fail_review: Mutex::new(None),
             partitioned: AtomicBool::new(false),
             fail_prune: AtomicBool::new(false),
+            legacy: AtomicBool::new(false),
+            releases: AtomicU32::new(0),
             renewals: AtomicU32::new(0),
             claims: Mutex::new(Vec::new()),
         }
@@ -116,6 +123,20 @@ impl Store for Faulty {
         }
         let (id, owner) = (id.to_owned(), owner.to_owned());
         self.still(move |s| Box::pin(async move { s.renew(&id, &owner, lease_until_ms).await }))
+    }
+    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.releases.fetch_add(1, Ordering::Relaxed);
+        if self.legacy.load(Ordering::Relaxed) {
+            return Box::pin(async { Err(StoreError::Unsupported("release")) });
+        }
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.still(move |s| Box::pin(async move { s.release(&id, &owner).await }))
+    }
+    fn purge(&self, purge: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
+        if self.legacy.load(Ordering::Relaxed) {
+            return Box::pin(async { Err(StoreError::Unsupported("purge")) });
+        }
+        self.still(move |s| s.purge(purge))
     }
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut f = self.fail_review.lock().unwrap();

@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 pub(crate) mod faults;
+pub(crate) mod housekeeping;
 pub(crate) mod leases;
 pub(crate) mod sagas;
 pub(crate) mod twopc;
 
 pub(crate) use faults::*;
+pub(crate) use housekeeping::*;
 pub(crate) use leases::*;
 pub(crate) use sagas::*;
 pub(crate) use twopc::*;

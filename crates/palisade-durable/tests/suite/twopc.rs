@@ -305,6 +305,9 @@ pub(crate) async fn tx_a_changed_definition_is_refused_not_run(store: Arc<dyn St
             .unwrap()
     };
     for names in [&["a", "b", "c", "d"][..], &["a", "b"], &["a", "c", "b"]] {
+        // Every coordinator here is "local": one that gave t9 back leaves it to other
+        // processes for a lease.
+        tokio::time::sleep(Duration::from_secs(61)).await;
         let r = with(names).recover().await.unwrap();
         assert!(r.finished.is_empty(), "{names:?}: {:?}", r.finished);
         assert_eq!(r.failed.len(), 1, "{names:?}");
@@ -318,6 +321,7 @@ pub(crate) async fn tx_a_changed_definition_is_refused_not_run(store: Arc<dyn St
         let info = c.inspect("t9").await.unwrap();
         assert_eq!((info.state, info.decision), (TxState::Preparing, None));
     }
+    tokio::time::sleep(Duration::from_secs(61)).await;
     let r = with(&["a", "b", "c"]).recover().await.unwrap();
     assert_eq!(r.finished[0].state, TxState::Aborted);
     assert_eq!(short(&log), ["a Abort", "b Abort", "c Abort"]);

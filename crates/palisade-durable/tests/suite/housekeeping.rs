@@ -1,0 +1,485 @@
+//! Giving claims back ([`Store::release`]) during a rolling deploy, and deleting finished
+//! workflows ([`Store::purge`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use palisade_core::BoxError;
+use palisade_durable::error::{SagaError, StoreError};
+use palisade_durable::journal::SagaState;
+use palisade_durable::store::{Append, Claim, Purge, Store};
+use palisade_durable::twopc::{
+    Coordinator, Participant, PhaseRequest, TransactionDefinition, TxState, Vote,
+};
+use palisade_durable::{SagaDefinition, Sagas};
+use serde_json::json;
+use tokio::time::sleep;
+use tower::service_fn;
+
+use super::entry;
+use super::faults::Faulty;
+use super::sagas::{Act, Calls, crash, saga, step, undoable};
+
+type Log = Arc<Calls>;
+
+const LEASE: Duration = Duration::from_secs(10);
+const SECOND: Duration = Duration::from_secs(1);
+
+fn engine(store: &Arc<dyn Store>, owner: &str, defs: Vec<SagaDefinition>) -> Sagas {
+    let mut b = Sagas::builder(store.clone()).owner(owner).lease(LEASE);
+    for d in defs {
+        b = b.define(d);
+    }
+    b.build().unwrap()
+}
+
+fn claim(owner: &str, now: u64) -> Claim {
+    Claim::new("saga", &["running"], owner, now, now + 500, 10)
+}
+
+fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict(_)))
+}
+
+/// Only the holder gives a claim back; then any other process may claim the workflow at once,
+/// the one that gave it back only once the lease it held has ended, and it can no longer
+/// write, renew or release.
+pub(crate) async fn release_gives_a_claim_back(store: Arc<dyn Store>) {
+    // a: held by w1 until 10 000.
+    store.append(entry("a", 0, "w1", "running")).await.unwrap();
+    assert!(conflict(store.release("a", "w2").await), "not w2's");
+    assert!(
+        conflict(store.release("zz", "w1").await),
+        "no such workflow"
+    );
+    let a = store.workflow("a").await.unwrap().unwrap();
+    assert_eq!(
+        a.owner.as_deref(),
+        Some("w1"),
+        "a refused release changes nothing"
+    );
+
+    store.release("a", "w1").await.unwrap();
+    let a = store.workflow("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.owner, a.state.as_str(), a.entries, a.lease_until_ms),
+        (None, "running", 1, 10_000),
+        "only the owner changed"
+    );
+    assert_eq!(store.journal("a").await.unwrap().len(), 1);
+    // w1 holds it no more.
+    assert!(conflict(store.release("a", "w1").await));
+    assert!(conflict(store.renew("a", "w1", 20_000).await));
+    assert!(conflict(store.append(entry("a", 1, "w1", "running")).await));
+    // w1 does not take it straight back: not before the lease it held has ended (a lease
+    // ends only after its last millisecond)...
+    for now in [5_000, 10_000] {
+        assert!(
+            store.claim(claim("w1", now)).await.unwrap().is_empty(),
+            "{now}"
+        );
+    }
+    // ... but any other process does, at once.
+    assert_eq!(store.claim(claim("w2", 5_000)).await.unwrap(), ["a"]);
+    let a = store.workflow("a").await.unwrap().unwrap();
+    assert_eq!((a.owner.as_deref(), a.lease_until_ms), (Some("w2"), 5_500));
+    // Given back by w2, it is w1 that may take it at once, w2 that waits.
+    store.release("a", "w2").await.unwrap();
+    assert!(store.claim(claim("w2", 5_000)).await.unwrap().is_empty());
+    assert_eq!(store.claim(claim("w1", 5_000)).await.unwrap(), ["a"]);
+    store.append(entry("a", 1, "w1", "running")).await.unwrap();
+    // If no other process takes it, the one that gave it back does after its lease.
+    store.release("a", "w1").await.unwrap();
+    assert!(store.claim(claim("w1", 10_000)).await.unwrap().is_empty());
+    assert_eq!(store.claim(claim("w1", 10_001)).await.unwrap(), ["a"]);
+    store.append(entry("a", 2, "w1", "running")).await.unwrap();
+    assert_eq!(store.workflow("a").await.unwrap().unwrap().entries, 3);
+    // A workflow given back by one process and then released by an append of another (here:
+    // escalated, waiting for a person) is anyone's again, the first process's too.
+    store
+        .append(entry("e", 0, "w1", "compensating"))
+        .await
+        .unwrap();
+    store.release("e", "w1").await.unwrap();
+    let esc = |owner: &str| Claim::new("saga", &["compensating", "escalated"], owner, 1, 2, 1);
+    assert_eq!(store.claim(esc("w2")).await.unwrap(), ["e"]);
+    store
+        .append(entry("e", 1, "w2", "escalated").with_release(true))
+        .await
+        .unwrap();
+    assert_eq!(store.claim(esc("w1").only("e")).await.unwrap(), ["e"]);
+}
+
+/// A purge deletes, with their journals, only the workflows of its kind in its states that
+/// nobody holds and were last written before its time; oldest first, at most its limit.
+pub(crate) async fn purge_deletes_only_old_finished_unheld_workflows(store: Arc<dyn Store>) {
+    let put = |id: &str, kind: &str, state: &str, at: u64, release: bool| {
+        let mut a = entry(id, 0, "w1", state).with_release(release);
+        a.kind = kind.into();
+        a.at_ms = at;
+        a
+    };
+    // done: two entries, finished at 100.
+    let mut first = entry("done", 0, "w1", "running");
+    first.at_ms = 50;
+    store.append(first).await.unwrap();
+    let mut last = entry("done", 1, "w1", "completed").with_release(true);
+    last.at_ms = 100;
+    store.append(last).await.unwrap();
+    for (id, kind, state, at, release) in [
+        ("undone", "saga", "compensated", 100, true),
+        ("held", "saga", "completed", 100, false),
+        ("waits", "saga", "escalated", 100, true),
+        ("free", "saga", "running", 100, true),
+        ("failed", "saga", "failed", 200, true),
+        ("edge", "saga", "completed", 1_000, true),
+        ("new", "saga", "completed", 5_000, true),
+        ("tx", "2pc", "completed", 100, true),
+    ] {
+        store
+            .append(put(id, kind, state, at, release))
+            .await
+            .unwrap();
+    }
+    // A released, running workflow (given back by its owner) is not finished either.
+    store
+        .append(put("given", "saga", "running", 100, false))
+        .await
+        .unwrap();
+    store.release("given", "w1").await.unwrap();
+
+    let purge = |limit| {
+        Purge::new(
+            "saga",
+            &["completed", "compensated", "failed"],
+            1_000,
+            limit,
+        )
+    };
+    assert_eq!(store.purge(purge(2)).await.unwrap(), 2, "the limit");
+    let left = || async {
+        store
+            .workflows(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        left().await,
+        [
+            "held", "waits", "free", "failed", "edge", "new", "tx", "given"
+        ],
+        "the oldest two went"
+    );
+    assert_eq!(store.purge(purge(10)).await.unwrap(), 1);
+    assert_eq!(store.purge(purge(10)).await.unwrap(), 0);
+    assert_eq!(
+        left().await,
+        ["held", "waits", "free", "edge", "new", "tx", "given"]
+    );
+    for gone in ["done", "undone", "failed"] {
+        assert!(store.workflow(gone).await.unwrap().is_none(), "{gone}");
+        assert!(store.journal(gone).await.unwrap().is_empty(), "{gone}");
+    }
+    for kept in ["held", "waits", "free", "edge", "new", "tx", "given"] {
+        assert_eq!(store.journal(kept).await.unwrap().len(), 1, "{kept}");
+    }
+    // The id is free again: a new workflow, with a journal of its own.
+    store
+        .append(entry("done", 0, "w2", "running"))
+        .await
+        .unwrap();
+    assert_eq!(store.journal("done").await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .workflow("done")
+            .await
+            .unwrap()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("w2")
+    );
+    // Everything of the kind, at any age: still only the finished ones nobody holds.
+    let all = Purge::new("2pc", &["completed"], u64::MAX, 10);
+    assert_eq!(store.purge(all).await.unwrap(), 1);
+    assert!(store.workflow("tx").await.unwrap().is_none());
+    let all = Purge::new("saga", &["completed"], u64::MAX, 10);
+    assert_eq!(store.purge(all).await.unwrap(), 2, "edge and new");
+    assert_eq!(left().await, ["held", "waits", "free", "given", "done"]);
+}
+
+/// A saga started by one version of the binary whose process died, during a rolling deploy:
+/// a process of the new version, which lacks its definition, recovers every second; one of
+/// the old version, which has it, recovers every 25 s (more than twice the lease). The first
+/// gives the saga back each time it takes it (about once per lease, not every second), so the
+/// second gets it and finishes it. Without `release`, the first re-claimed it (its own) on
+/// every recovery, renewing the lease, and the second never got it.
+pub(crate) async fn a_process_without_the_definition_gives_the_saga_back(store: Arc<dyn Store>) {
+    let faulty = Arc::new(Faulty::new(store));
+    let store: Arc<dyn Store> = faulty.clone();
+    let log = Log::default();
+    let t = || {
+        saga(
+            "t",
+            vec![
+                step("a", &log, Act::HangFirst(1)).idempotent(),
+                step("b", &log, Act::Ok),
+            ],
+        )
+    };
+    crash(&engine(&store, "x", vec![t()]), &log, "t", "r1").await;
+    sleep(LEASE + SECOND).await;
+    let new = engine(
+        &store,
+        "new",
+        vec![saga("other", vec![step("o", &log, Act::Ok)])],
+    );
+    let old = engine(&store, "old", vec![t()]);
+    let (mut failed, mut done) = (0, Vec::new());
+    for second in 1..=40 {
+        sleep(SECOND).await;
+        let r = new.recover().await.unwrap();
+        assert!(r.resumed.is_empty(), "{:?}", r.resumed);
+        for (id, e) in &r.failed {
+            assert_eq!(id, "r1");
+            assert!(
+                matches!(e, SagaError::UnknownDefinition(n) if n == "t"),
+                "{e:?}"
+            );
+        }
+        failed += r.failed.len();
+        if second % 25 == 0 {
+            done.extend(old.recover().await.unwrap().resumed);
+        }
+    }
+    assert_eq!(
+        done.len(),
+        1,
+        "the process with the definition got the saga"
+    );
+    assert_eq!(
+        (done[0].id.as_str(), done[0].state),
+        ("r1", SagaState::Completed)
+    );
+    // Taken and given back at 1 s, then once its lease ran out, at 12 s and 23 s; at 25 s
+    // the other process had it.
+    assert_eq!(failed, 3);
+    assert_eq!(faulty.releases.load(Ordering::Relaxed), 3);
+    let w = store.workflow("r1").await.unwrap().unwrap();
+    assert_eq!((w.state.as_str(), w.owner), ("completed", None));
+    assert!(new.recover().await.unwrap().failed.is_empty());
+}
+
+/// With a store that cannot give claims back (one of another crate, written before
+/// `release`: the trait's default), recovery keeps the claim, as it did before: the process
+/// without the definition reports the saga on every recovery and holds it while it keeps
+/// recovering; once it stops for a lease, the process with the definition gets it. Recovery
+/// itself does not fail.
+pub(crate) async fn a_store_that_cannot_release_keeps_the_claim(store: Arc<dyn Store>) {
+    let faulty = Arc::new(Faulty::new(store));
+    faulty.legacy.store(true, Ordering::Relaxed);
+    let store: Arc<dyn Store> = faulty.clone();
+    let log = Log::default();
+    let t = || saga("t", vec![step("a", &log, Act::HangFirst(1)).idempotent()]);
+    crash(&engine(&store, "x", vec![t()]), &log, "t", "r2").await;
+    sleep(LEASE + SECOND).await;
+    let new = engine(&store, "new", vec![]);
+    let old = engine(&store, "old", vec![t()]);
+    let mut failed = 0;
+    for second in 1..=30 {
+        sleep(SECOND).await;
+        failed += new.recover().await.unwrap().failed.len();
+        if second % 10 == 0 {
+            assert!(old.recover().await.unwrap().resumed.is_empty());
+        }
+    }
+    assert_eq!(failed, 30);
+    assert!(
+        faulty.releases.load(Ordering::Relaxed) > 0,
+        "release was asked"
+    );
+    sleep(LEASE + SECOND).await;
+    let r = old.recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(r.resumed[0].state, SagaState::Completed);
+    // And purging is reported as unsupported, with nothing deleted.
+    let r = old.purge_finished(Duration::ZERO).await;
+    assert!(
+        matches!(r, Err(SagaError::Store(StoreError::Unsupported("purge")))),
+        "{r:?}"
+    );
+    assert!(store.workflow("r2").await.unwrap().is_some());
+}
+
+/// The same for a two-phase commit: a coordinator without the transaction's definition gives
+/// it back, and one with it, recovering right after, presumes the abort at once.
+pub(crate) async fn tx_a_coordinator_without_the_definition_gives_it_back(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let hangs = {
+        let log = log.clone();
+        Participant::new(
+            "p",
+            service_fn(move |req: PhaseRequest| {
+                let log = log.clone();
+                async move {
+                    if req.phase == palisade_durable::twopc::Phase::Prepare {
+                        log.hang().await;
+                    }
+                    Ok::<_, BoxError>(Vote::Yes)
+                }
+            }),
+        )
+    };
+    let yes = || {
+        Participant::new(
+            "p",
+            service_fn(|_r: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) }),
+        )
+    };
+    let coordinator = |owner: &str, def: Option<Participant>| {
+        let mut b = Coordinator::builder(store.clone())
+            .owner(owner)
+            .lease(LEASE);
+        if let Some(p) = def {
+            b = b.define(TransactionDefinition::new("order", vec![p]).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let dying = coordinator("x", Some(hangs));
+    tokio::select! {
+        r = dying.run("order", "t1", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    sleep(LEASE + SECOND).await;
+    let r = coordinator("new", None).recover().await.unwrap();
+    assert_eq!(r.failed.len(), 1);
+    assert!(matches!(&r.failed[0].1, SagaError::UnknownDefinition(n) if n == "order"));
+    assert_eq!(store.workflow("t1").await.unwrap().unwrap().owner, None);
+    let r = coordinator("old", Some(yes())).recover().await.unwrap();
+    assert_eq!(r.finished.len(), 1);
+    assert_eq!(r.finished[0].state, TxState::Aborted);
+}
+
+/// `purge_finished` deletes the sagas that are over and old, and nothing else: not a saga
+/// escalated to a person, nor one running (held, or claimable), nor a recent one, nor a
+/// transaction; the coordinator's deletes the old finished transactions.
+pub(crate) async fn purge_finished_deletes_old_finished_workflows_only(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let defs = || {
+        vec![
+            saga("ok", vec![step("a", &log, Act::Ok)]),
+            saga(
+                "undo",
+                vec![
+                    undoable("a", &log, Act::Ok, Act::Ok),
+                    step("b", &log, Act::Fail("HTTP 502")),
+                ],
+            ),
+            saga("fail", vec![step("a", &log, Act::Fail("HTTP 502"))]),
+            saga(
+                "esc",
+                vec![
+                    undoable("a", &log, Act::Ok, Act::Fail("400 bad request")),
+                    step("b", &log, Act::Fail("HTTP 502")),
+                ],
+            ),
+            saga(
+                "hang",
+                vec![step("h", &log, Act::HangFirst(1)).idempotent()],
+            ),
+        ]
+    };
+    let sagas = engine(&store, "w1", defs());
+    let mut states = Vec::new();
+    for (name, id) in [("ok", "s1"), ("undo", "s2"), ("fail", "s3"), ("esc", "s4")] {
+        states.push(sagas.run(name, id, json!(1)).await.unwrap().state);
+    }
+    assert_eq!(
+        states,
+        [
+            SagaState::Completed,
+            SagaState::Compensated,
+            SagaState::Failed,
+            SagaState::Escalated
+        ]
+    );
+    crash(&sagas, &log, "hang", "s5").await;
+    let yes = Participant::new(
+        "p",
+        service_fn(|_r: PhaseRequest| async { Ok::<_, BoxError>(Vote::Yes) }),
+    );
+    let coordinator = Coordinator::builder(store.clone())
+        .owner("w1")
+        .define(TransactionDefinition::new("order", vec![yes]).unwrap())
+        .build()
+        .unwrap();
+    let tx = coordinator.run("order", "x1", json!(null)).await.unwrap();
+    assert_eq!(tx.state, TxState::Committed);
+    sleep(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(
+        sagas.run("ok", "s6", json!(1)).await.unwrap().state,
+        SagaState::Completed
+    );
+
+    let hour = Duration::from_secs(3600);
+    assert_eq!(sagas.purge_finished(hour).await.unwrap(), 3);
+    assert_eq!(sagas.purge_finished(hour).await.unwrap(), 0);
+    let ids = |list: Vec<palisade_durable::journal::SagaSummary>| {
+        list.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(sagas.list().await.unwrap()), ["s4", "s5", "s6"]);
+    for gone in ["s1", "s2", "s3"] {
+        assert!(store.journal(gone).await.unwrap().is_empty(), "{gone}");
+        assert!(
+            matches!(sagas.inspect(gone).await, Err(SagaError::NotFound(_))),
+            "{gone}"
+        );
+    }
+    assert!(store.workflow("x1").await.unwrap().is_some(), "not a saga");
+    assert_eq!(coordinator.purge_finished(hour).await.unwrap(), 1);
+    assert!(store.workflow("x1").await.unwrap().is_none());
+    assert!(store.journal("x1").await.unwrap().is_empty());
+    // The escalated saga still has its review item and can be retried.
+    assert_eq!(
+        sagas.review_queue().inspect("s4/0").await.unwrap().saga_id,
+        "s4"
+    );
+    // The crashed saga is still claimable, and resumed.
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(r.resumed[0].state, SagaState::Completed);
+    // A deleted saga's id is free again.
+    assert_eq!(
+        sagas.run("ok", "s1", json!(2)).await.unwrap().state,
+        SagaState::Completed
+    );
+    // Every finished saga, at any age (the recent ones are a millisecond old).
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(sagas.purge_finished(Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(ids(sagas.list().await.unwrap()), ["s4"]);
+}
+
+/// A finished saga that some process still holds (a claim taken at the store level; the
+/// engines release finished ones) is not purged, whatever its age.
+pub(crate) async fn purge_leaves_a_held_workflow(store: Arc<dyn Store>) {
+    let mut a = Append::new(
+        "h",
+        "saga",
+        "ok",
+        0,
+        1,
+        json!({}),
+        "completed",
+        "w1",
+        u64::MAX,
+    );
+    a.release = false;
+    store.append(a).await.unwrap();
+    let sagas = Sagas::builder(store.clone()).build().unwrap();
+    assert_eq!(sagas.purge_finished(Duration::ZERO).await.unwrap(), 0);
+    assert!(store.workflow("h").await.unwrap().is_some());
+}
