@@ -273,7 +273,11 @@ where
             }
             if let ClockProj::Idle { started, limit } = clock.as_mut().project() {
                 let start = *started.get_or_insert_with(Instant::now);
+                // An enclosing deadline that ends first bounds this one. On this task the
+                // enclosing future's timer would end the call then anyway; across a task
+                // boundary (a deadline carried into a spawned task) nothing else would.
                 let deadline = context::deadline_after(start, *limit);
+                let deadline = context::deadline().map_or(deadline, |outer| outer.min(deadline));
                 clock.set(Clock::Armed {
                     sleep: sleep_until(wake.map_or(deadline, |w| w.min(deadline))),
                     deadline,

@@ -103,6 +103,10 @@ where
 /// [`DeadlineExceeded`](crate::error::DeadlineExceeded), and publishes the deadline to the
 /// layers below through [`context::deadline`](crate::context::deadline).
 ///
+/// Under an enclosing deadline that ends first (an outer `Deadline` on the same task, or one
+/// carried across a task boundary by `palisade_core::context::carry`), it fails the call then:
+/// an inner, longer deadline never extends an outer one.
+///
 /// # Panics
 /// `Deadline` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
 /// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response

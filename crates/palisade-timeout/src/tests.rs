@@ -576,3 +576,64 @@ fn readiness_is_the_inner_services() {
     assert!(deadline.poll_ready(&mut cx).is_pending());
     assert!(matches!(deadline.poll_ready(&mut cx), Poll::Ready(Err(_))));
 }
+
+/// A request with room for the context, to carry it across a spawned task.
+struct Job {
+    ms: u64,
+    context: Option<palisade_core::context::Carried>,
+}
+
+impl palisade_core::context::Carrier for Job {
+    fn carry_context(&mut self, context: palisade_core::context::Carried) {
+        self.context = Some(context);
+    }
+    fn take_context(&mut self) -> Option<palisade_core::context::Carried> {
+        self.context.take()
+    }
+}
+
+/// A deadline carried across a spawned task (`CarryLayer` above, `ResumeLayer` below) bounds a
+/// longer `Deadline` on the other side: the work there is cut off when the caller's time is
+/// spent, not when the inner, longer limit would end it.
+#[tokio::test(start_paused = true)]
+async fn an_inner_longer_deadline_does_not_outlive_the_enclosing_one() {
+    use palisade_core::context::{CarryLayer, ResumeLayer};
+
+    let below = ResumeLayer::new().layer(DeadlineLayer::new(ms(1_000)).layer(service_fn(
+        |job: Job| async move {
+            sleep(ms(job.ms)).await;
+            Ok::<u64, BoxError>(job.ms)
+        },
+    )));
+    let spawned = Arc::new(std::sync::Mutex::new(None));
+    let slot = Arc::clone(&spawned);
+    let boundary = service_fn(move |job: Job| {
+        let mut below = below.clone();
+        *slot.lock().unwrap() = Some(tokio::spawn(below.call(job)));
+        // The caller waits for nothing it can get early: only its own deadline ends the wait.
+        std::future::pending::<Result<u64, BoxError>>()
+    });
+    let mut svc = DeadlineLayer::new(ms(100)).layer(CarryLayer::new().layer(boundary));
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Job {
+            ms: 500,
+            context: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(is::<DeadlineExceeded>(&err), "{err}");
+    assert_eq!(start.elapsed(), ms(100));
+    // The spawned side ends at the caller's deadline too, not 400 ms later with an answer
+    // nobody waits for.
+    let task = spawned.lock().unwrap().take().unwrap();
+    let below = task.await.unwrap();
+    assert!(
+        matches!(&below, Err(e) if is::<DeadlineExceeded>(e)),
+        "{below:?}"
+    );
+    assert_eq!(start.elapsed(), ms(100));
+}
