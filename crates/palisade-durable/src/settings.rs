@@ -323,6 +323,28 @@ pub(crate) fn by_name<D>(
 mod tests {
     use super::*;
 
+    /// Recovery gives a workflow back only for what another version of the binary may do
+    /// better: a missing or changed definition, a journal it cannot read. A store failure, a
+    /// journal that is not there, says nothing about the other processes: the claim is kept.
+    #[test]
+    fn only_a_definition_or_journal_this_process_cannot_use_is_left_to_another() {
+        assert!(another_may_resume(&SagaError::UnknownDefinition(
+            "trip".into()
+        )));
+        assert!(another_may_resume(&SagaError::Inconsistent {
+            saga: "s".into(),
+            reason: "changed steps".into(),
+        }));
+        for kept in [
+            SagaError::Store(StoreError::Backend("connection reset".into())),
+            SagaError::Store(StoreError::Corrupt("bad json".into())),
+            SagaError::Store(StoreError::Closed),
+            SagaError::NotFound("s".into()),
+        ] {
+            assert!(!another_may_resume(&kept), "{kept:?}");
+        }
+    }
+
     #[test]
     fn millis_saturate() {
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
