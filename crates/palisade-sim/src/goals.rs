@@ -77,13 +77,19 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
     // inside the run (the scenarios whose goals time a recovery have none past the run's
     // end), a ramp inside the run.
     let fault = scenario.has_fault();
+    let ends = fault && scenario.fault_window().1 < p.duration;
     let recovers = fault && scenario.recovery_at().is_some();
     let (ramp_start, ramp_end) = scenario.ramp();
     let ramp = ramp_start < ramp_end.min(p.duration);
-    let no_recovery = if fault {
+    let no_end = if fault {
         "the fault lasts to the end of the run"
     } else {
         NO_FAULT
+    };
+    let no_recovery = if ends {
+        "the run ends within a second of the fault's end"
+    } else {
+        no_end
     };
     let opt_ms = |x: Option<f64>| x.map_or("never".to_owned(), |v| format!("{v:.0} ms"));
 
@@ -142,8 +148,8 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
                 share <= 0.01,
             );
             j.check_if(
-                recovers,
-                no_recovery,
+                ends,
+                no_end,
                 "the replica gets traffic back once healthy, with no active checks".into(),
                 opt_ms(pal.returned_ms),
                 pal.returned_ms.is_some(),
@@ -209,8 +215,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             );
         }
         ScenarioKind::Flapping => {
-            let (start, end) = scenario.fault_window();
-            let down = (end - start).as_secs_f64() / 2.0;
+            let down = scenario.flapping_down().as_secs_f64();
             let up = 1.0 - down / p.duration.as_secs_f64();
             j.check(
                 format!("success ≥ the up-time share ({})", pct(up)),
@@ -387,6 +392,17 @@ mod tests {
         let v = verdicts(&s, &figures(k, StackKind::Palisade));
         assert_eq!(v[0].2, Some(true), "0 calls during the outage");
         na(&v[1], "the fault lasts to the end of the run");
+        // An outage that ends in the run's last second: no 1 s window left to time the
+        // recovery over.
+        s.params.fault_len = s.params.duration - s.params.fault_start - Duration::from_millis(500);
+        let v = verdicts(&s, &figures(k, StackKind::Palisade));
+        na(&v[1], "the run ends within a second of the fault's end");
+        // A bad replica's return is still judged there.
+        let k = ScenarioKind::BadReplica;
+        let mut s = Scenario::new(k);
+        s.params.fault_len = s.params.duration - s.params.fault_start - Duration::from_millis(500);
+        let v = verdicts(&s, &figures(k, StackKind::Palisade));
+        assert_eq!(v[2].2, Some(false));
         // Bad replica, failover: nothing fails, nothing to detect.
         let k = ScenarioKind::BadReplica;
         let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
@@ -597,21 +613,61 @@ mod tests {
     fn flapping_asks_for_the_up_time_share() {
         let k = ScenarioKind::Flapping;
         let s = Scenario::new(k);
-        // Down half of the 30 s of flapping, in a 40 s run: up 62.5 % of the time.
+        // Down 16 s of the 30 s of flapping (eight down phases, seven up), in a 40 s run: up
+        // 60 % of the time.
         assert_eq!(
             s.fault_window(),
             (Duration::from_secs(5), Duration::from_secs(35))
         );
         assert_eq!(s.params.duration, Duration::from_secs(40));
         let mut pal = figures(k, StackKind::Palisade);
-        pal.success = 0.625;
-        assert_eq!(judged(k, &pal), [("62.50 %".to_owned(), true)]);
+        pal.success = 0.6;
+        assert_eq!(judged(k, &pal), [("60.00 %".to_owned(), true)]);
         assert_eq!(
             names(k, std::slice::from_ref(&pal)),
-            ["success ≥ the up-time share (62.50 %)"]
+            ["success ≥ the up-time share (60.00 %)"]
         );
-        pal.success = 0.6249;
+        pal.success = 0.5999;
         assert_eq!(met(k, &pal), [false]);
+    }
+
+    /// The up-time share is the run's time outside the upstream's down phases, as the chaos
+    /// layer's schedule has them: a fault that ends in a down phase (30 s is seven and a half
+    /// periods of 4 s) is down 16 s of 30, not half of it; so is one cut by the run's end.
+    #[test]
+    fn the_up_time_share_is_the_schedules() {
+        use palisade::chaos::Schedule;
+        let share = |s: &Scenario| {
+            let g = &judge(s, &[figures(ScenarioKind::Flapping, StackKind::Palisade)])[0];
+            g.goal.clone()
+        };
+        for (len, duration) in [
+            (30_000, 40_000),
+            (20_000, 40_000),
+            (45_000, 55_000),
+            (31_500, 40_000),
+            (40_000, 20_000),
+        ] {
+            let mut s = Scenario::new(ScenarioKind::Flapping);
+            s.params.fault_len = Duration::from_millis(len);
+            s.params.duration = Duration::from_millis(duration);
+            let p = &s.params;
+            let flapping = Schedule::flapping(
+                p.fault_start,
+                p.fault_start + p.fault_len,
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+            );
+            let up = (0..duration)
+                .filter(|&t| !flapping.contains(Duration::from_millis(t)))
+                .count() as f64
+                / duration as f64;
+            assert_eq!(
+                share(&s),
+                format!("success ≥ the up-time share ({})", pct(up)),
+                "{len} ms of {duration}"
+            );
+        }
     }
 
     #[test]

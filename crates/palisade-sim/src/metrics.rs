@@ -60,7 +60,7 @@ pub struct Figures {
     /// Retries that reached the upstream before the server's retry hint allowed them.
     pub early_retries: u64,
     /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp;
-    /// `rate-limit`: over the run).
+    /// `rate-limit`: over the run, its rate and the burst its buckets start with).
     pub served: Option<f64>,
     /// Upstream calls per request while capacity returns (`brownout`).
     pub load_ramp: Option<f64>,
@@ -207,7 +207,9 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     // Served against capacity.
     let (served, load_ramp) = match scenario.kind {
         ScenarioKind::Brownout => {
+            // The part of the ramp inside the run: after it, the traffic is not measured.
             let (ramp_start, ramp_end) = scenario.ramp();
+            let ramp_end = ramp_end.min(p.duration);
             let possible = possible(scenario, ramp_start, ramp_end);
             let in_ramp = |t: Duration| t >= ramp_start && t < ramp_end;
             let done = log
@@ -223,7 +225,11 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             )
         }
         ScenarioKind::RateLimit => {
-            let possible = possible(scenario, Duration::ZERO, p.duration);
+            // The limit's buckets start full: they admit their burst on top of the rate, as
+            // far as the requests sent ask for it.
+            let possible = (possible(scenario, Duration::ZERO, p.duration)
+                + scenario.limit_burst())
+            .min(p.rate * p.duration.as_secs_f64());
             let done = log
                 .attempts
                 .iter()
@@ -306,14 +312,15 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
 }
 
 /// Calls the upstream could have served in `[from, to)`: the capacity, or the request rate
-/// where that is lower, integrated in 10 ms steps.
+/// where that is lower, integrated in 10 ms steps, each at its middle (exact where the
+/// capacity is linear, as a ramp is).
 fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
     let step = Duration::from_millis(10);
     let rate = scenario.params.rate;
     let mut t = from;
     let mut sum = 0.0;
     while t < to {
-        let cap = scenario.capacity_at(t).unwrap_or(f64::INFINITY);
+        let cap = scenario.capacity_at(t + step / 2).unwrap_or(f64::INFINITY);
         sum += cap.min(rate) * step.as_secs_f64();
         t += step;
     }
@@ -414,6 +421,12 @@ mod tests {
         assert_eq!(f.local, 15);
         // One replica, and no attempt from detection to the fault's end.
         assert_eq!(f.bad_share, Some(0.0));
+        // Recovered at 9.5 s, in the run's last second: no whole 1 s window left to time the
+        // recovery over, and nothing to time (not "recovered at once").
+        let mut late = s.clone();
+        late.params.fault_len = ms(7_500);
+        let f = measure(&late, StackKind::Palisade, &log(|t| t < 2_000, |_| false));
+        assert_eq!((f.recover_ms, f.recovered), (None, None));
         // Still failing in the last window of the run: never recovered.
         let f = measure(&s, StackKind::Palisade, &log(|t| t < 2_000, |_| false));
         assert_eq!(f.recover_ms, None);
@@ -493,7 +506,8 @@ mod tests {
     fn brownout_served_against_the_returning_capacity() {
         // Out 2 s to 4 s, then capacity from 0 to 20/s over 4 s to 6 s, offered 10/s: the
         // upstream could serve 10 (t - 4) calls/s in the first second of the ramp and 10/s
-        // in the second, 4.95 + 10 calls in 10 ms steps.
+        // in the second, 5 + 10 calls (as the chaos layer's bucket integrates its rate; a
+        // sum of the capacity at each 10 ms step's start would miss 0.05 of them).
         let mut s = Scenario::new(ScenarioKind::Brownout);
         s.params.rate = 10.0;
         s.params.duration = Duration::from_secs(10);
@@ -502,7 +516,7 @@ mod tests {
         s.params.ramp = Duration::from_secs(2);
         s.params.capacity = 20.0;
         let possible = possible(&s, ms(4_000), ms(6_000));
-        assert!((possible - 14.95).abs() < 1e-9, "{possible}");
+        assert!((possible - 15.0).abs() < 1e-9, "{possible}");
 
         let mut log = Log::default();
         for i in 0..20u64 {
@@ -521,8 +535,24 @@ mod tests {
         log.attempts.push(attempt(6_000, 0, 21, true));
         let f = measure(&s, StackKind::Palisade, &log);
         let served = f.served.unwrap();
-        assert!((served - 12.0 / 14.95).abs() < 1e-9, "{served}");
+        assert!((served - 12.0 / 15.0).abs() < 1e-9, "{served}");
         assert_eq!(f.load_ramp, Some(25.0 / 20.0));
+
+        // A run that ends in the middle of the ramp, at 5 s, is measured up to its end: not
+        // over the unmeasured traffic that goes on after it (10 attempts from 5 s, answered).
+        s.params.duration = Duration::from_secs(5);
+        let mut log = Log::default();
+        for i in 0..10u64 {
+            let t = 4_000 + 100 * i;
+            log.requests.push(request(t, 50, i < 4, 1));
+            log.attempts.push(attempt(t, 0, i, i < 4));
+            log.attempts.push(attempt(t + 1_000, 0, 10 + i, true));
+        }
+        let f = measure(&s, StackKind::Palisade, &log);
+        // 4 served of the 5 the first second of the ramp allowed; 10 calls for 10 requests.
+        let served = f.served.unwrap();
+        assert!((served - 4.0 / 5.0).abs() < 1e-9, "{served}");
+        assert_eq!(f.load_ramp, Some(1.0));
     }
 
     #[test]
@@ -531,8 +561,10 @@ mod tests {
         s.params.rate = 10.0;
         s.params.duration = Duration::from_secs(10);
         s.params.capacity = 5.0;
-        // 5/s for 10 s.
+        // 5/s for 10 s, and the one call (a tenth of a second of them, rounded up) the
+        // limit's bucket holds at the start.
         assert!((possible(&s, Duration::ZERO, s.params.duration) - 50.0).abs() < 1e-9);
+        assert_eq!(s.limit_burst(), 1.0);
         let mut log = Log::default();
         for i in 0..40u64 {
             log.requests.push(request(250 * i, 50, i % 4 != 3, 1));
@@ -542,8 +574,17 @@ mod tests {
         log.attempts.push(attempt(10_000, 0, 40, true));
         let f = measure(&s, StackKind::Palisade, &log);
         let served = f.served.unwrap();
-        assert!((served - 0.6).abs() < 1e-9, "{served}");
+        assert!((served - 30.0 / 51.0).abs() < 1e-9, "{served}");
         assert_eq!(f.load_ramp, None);
+        // Three replicas of 25 calls a second start with 3 × 3 calls; and a limit above the
+        // request rate allows what was asked, no more.
+        s.params.replicas = 3;
+        s.params.capacity = 25.0;
+        assert_eq!(s.limit_burst(), 9.0);
+        let served = measure(&s, StackKind::Palisade, &log).served.unwrap();
+        assert!((served - 30.0 / 100.0).abs() < 1e-9, "{served}");
+        s.params.capacity = 0.0;
+        assert_eq!(s.limit_burst(), 0.0);
         // Other scenarios measure neither.
         let f = measure(&scenario(), StackKind::Palisade, &log);
         assert_eq!((f.served, f.load_ramp), (None, None));

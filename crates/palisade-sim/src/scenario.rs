@@ -148,6 +148,12 @@ impl fmt::Display for ScenarioKind {
     }
 }
 
+/// `flapping`: how long each down phase lasts.
+pub const FLAP_DOWN: Duration = secs(2);
+
+/// `flapping`: how long each up phase lasts.
+pub const FLAP_UP: Duration = secs(2);
+
 /// The most requests one run may send (measured and trailing).
 const MAX_REQUESTS: f64 = 5_000_000.0;
 
@@ -342,11 +348,12 @@ impl Scenario {
         (start, start + p.ramp)
     }
 
-    /// When the upstream is whole again, if that happens within the run: the recovery time is
-    /// measured from here.
+    /// When the upstream is whole again, if that happens within the run and a second before
+    /// its end at the latest (the recovery is timed over the 1 s windows that follow it): the
+    /// recovery time is measured from here.
     pub fn recovery_at(&self) -> Option<Duration> {
         let (_, end) = self.fault_window();
-        match self.kind {
+        let at = match self.kind {
             ScenarioKind::RateLimit | ScenarioKind::Degraded => None,
             // Brownout: capacity is back once the ramp has passed the request rate.
             ScenarioKind::Brownout => {
@@ -354,8 +361,21 @@ impl Scenario {
                 let share = (p.rate / self.total_capacity().max(f64::MIN_POSITIVE)).min(1.0);
                 Some(self.ramp().0 + p.ramp.mul_f64(share))
             }
-            _ => (end < self.params.duration).then_some(end),
-        }
+            _ => Some(end),
+        };
+        at.filter(|&at| at + secs(1) <= self.params.duration)
+    }
+
+    /// `flapping`: how long the upstream is down within the run. From the fault's start it is
+    /// down [`FLAP_DOWN`], then up [`FLAP_UP`], and so on until the fault ends, starting down:
+    /// a fault that ends in a down phase has one more down phase than up ones.
+    pub fn flapping_down(&self) -> Duration {
+        let (start, end) = self.fault_window();
+        let len = end.saturating_sub(start);
+        let period = FLAP_DOWN + FLAP_UP;
+        let cycles = len.as_nanos() / period.as_nanos();
+        let rest = len - Duration::from_nanos((cycles * period.as_nanos()) as u64);
+        Duration::from_nanos((cycles * FLAP_DOWN.as_nanos()) as u64) + rest.min(FLAP_DOWN)
     }
 
     /// The replicas the fault hits in place: the first one in `bad-replica`,
@@ -399,6 +419,20 @@ impl Scenario {
             _ => None,
         };
         each.map(|c| c * p.replicas as f64)
+    }
+
+    /// `rate-limit`: the calls the limit admits at once when the run starts, all its replicas
+    /// together, on top of its rate: each replica's token bucket starts full, with
+    /// palisade-chaos's default burst (a tenth of a second of calls, rounded up, at least 1
+    /// while the limit is above zero).
+    pub fn limit_burst(&self) -> f64 {
+        let p = &self.params;
+        let each = if p.capacity > 0.0 {
+            (p.capacity / 10.0).ceil().max(1.0)
+        } else {
+            0.0
+        };
+        each * p.replicas as f64
     }
 
     /// The calls per second the upstream serves once its capacity is whole, all its replicas
@@ -449,12 +483,10 @@ impl Scenario {
                 );
             }
             (ScenarioKind::Flapping, _) => {
-                chaos = chaos.fault(Fault::fail(unavailable).during(Schedule::flapping(
-                    start,
-                    end,
-                    secs(2),
-                    secs(2),
-                )));
+                chaos = chaos.fault(
+                    Fault::fail(unavailable)
+                        .during(Schedule::flapping(start, end, FLAP_DOWN, FLAP_UP)),
+                );
             }
             (ScenarioKind::Brownout, _) => {
                 let (ramp_start, ramp_end) = self.ramp();
@@ -652,6 +684,21 @@ mod tests {
         // A capacity below the rate is whole only at the ramp's end.
         brownout.params.capacity = 50.0;
         assert_eq!(brownout.recovery_at(), Some(secs(30)));
+        // The recovery is timed over the 1 s windows that follow it: a run that ends before
+        // one whole window has none to time it over.
+        let mut short = Scenario::new(ScenarioKind::Outage);
+        short.params.duration = Duration::from_millis(20_999);
+        assert_eq!(short.recovery_at(), None);
+        short.params.duration = secs(21);
+        assert_eq!(short.recovery_at(), Some(secs(20)));
+        brownout.params.duration = Duration::from_millis(30_999);
+        assert_eq!(
+            brownout.recovery_at(),
+            None,
+            "ends before the capacity is back"
+        );
+        brownout.params.duration = secs(25);
+        assert_eq!(brownout.recovery_at(), None);
     }
 
     #[test]

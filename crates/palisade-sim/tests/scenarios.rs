@@ -169,6 +169,17 @@ fn rate_limit_goals() {
     assert!(retried >= hint && retried <= 1.3 * hint, "{retried}");
 }
 
+/// Under the rate limit no stack can be served more than the limit allows, and each sends
+/// enough to be served all of it: the limit's buckets start full (a tenth of a second of
+/// calls, 5 here), which the first requests spend at once, and then admit 50 a second.
+#[test]
+fn no_stack_is_served_more_than_the_limit_allows() {
+    for stack in StackKind::ALL {
+        let served = figures(ScenarioKind::RateLimit, stack).served.unwrap();
+        assert!(served > 0.999 && served <= 1.0, "{stack}: {served}");
+    }
+}
+
 #[test]
 fn latency_spike_goals() {
     let s = Scenario::new(ScenarioKind::LatencySpike);
