@@ -483,3 +483,25 @@ pub(crate) async fn purge_leaves_a_held_workflow(store: Arc<dyn Store>) {
     assert_eq!(sagas.purge_finished(Duration::ZERO).await.unwrap(), 0);
     assert!(store.workflow("h").await.unwrap().is_some());
 }
+
+/// `purge_finished` goes on past a full batch (500 workflows per store transaction): 501
+/// finished sagas all go in one call.
+pub(crate) async fn purge_finished_goes_on_past_a_full_batch(store: Arc<dyn Store>) {
+    let log = Log::default();
+    let sagas = engine(
+        &store,
+        "w1",
+        vec![saga("ok", vec![step("a", &log, Act::Ok)])],
+    );
+    for i in 0..501 {
+        let id = format!("s{i}");
+        assert_eq!(
+            sagas.run("ok", &id, json!(1)).await.unwrap().state,
+            SagaState::Completed
+        );
+    }
+    sleep(Duration::from_secs(2 * 3600)).await;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(sagas.purge_finished(hour).await.unwrap(), 501);
+    assert_eq!(sagas.purge_finished(hour).await.unwrap(), 0);
+}
