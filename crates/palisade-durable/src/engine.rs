@@ -17,7 +17,7 @@ use crate::journal::{
 use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
-use crate::settings::{Settings, another_may_resume, by_name, workflow_setters};
+use crate::settings::{Settings, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// Mixed into the seed of compensation delays.
@@ -534,10 +534,8 @@ impl Sagas {
         let (info, def) = match resumable {
             Ok(found) => found,
             Err(e) => {
-                if another_may_resume(&e) {
-                    let store = &*self.inner.store;
-                    self.inner.settings.give_back(store, id, &e).await;
-                }
+                let store = &*self.inner.store;
+                self.inner.settings.give_back(store, id, &e).await;
                 return Err(e);
             }
         };

@@ -99,14 +99,19 @@ impl Settings {
     }
 
     /// Gives back this owner's claim on workflow `id`, which recovery claimed but this process
-    /// cannot drive (`error` says why), so that a process that can (one running another
-    /// version of the binary) gets it at once, and this owner's own recoveries do not take it
-    /// back for a lease ([`Store::release`]). Call it while `id` is entered as active.
+    /// cannot drive, when `error` says another process may do better ([`another_may_resume`]),
+    /// so that a process that can (one running another version of the binary) gets it at
+    /// once, and this owner's own recoveries do not take it back for a lease
+    /// ([`Store::release`]); after any other error the claim is kept. Call it while `id` is
+    /// entered as active.
     ///
     /// Never fails: a store that cannot release ([`StoreError::Unsupported`], a store of
     /// another crate written before `release`) leaves the claim as it was before this method
     /// existed, to run out with its lease; any other failure is logged and does the same.
     pub(crate) async fn give_back(&self, store: &dyn Store, id: &str, error: &SagaError) {
+        if !another_may_resume(error) {
+            return;
+        }
         match store.release(id, &self.owner).await {
             Ok(()) => tracing::warn!(workflow = id, owner = %self.owner, %error,
                 "cannot resume this workflow here; claim given back for another process"),

@@ -55,7 +55,7 @@ use crate::engine::{enter, now_ms};
 use crate::error::{SagaError, StoreError};
 use crate::journal::{ErrorRecord, UnknownState, WorkflowSummary, summaries};
 use crate::lease;
-use crate::settings::{Settings, another_may_resume, by_name, workflow_setters};
+use crate::settings::{Settings, by_name, workflow_setters};
 use crate::store::{Append, Claim, Store};
 
 /// The workflow kind transactions are stored under.
@@ -749,10 +749,8 @@ impl Coordinator {
         let (info, def) = match self.finishable(id).await {
             Ok(found) => found,
             Err(e) => {
-                if another_may_resume(&e) {
-                    let store = &*self.inner.store;
-                    self.inner.settings.give_back(store, id, &e).await;
-                }
+                let store = &*self.inner.store;
+                self.inner.settings.give_back(store, id, &e).await;
                 return Err(e);
             }
         };
