@@ -210,6 +210,22 @@ pub(crate) async fn purge_deletes_only_old_finished_unheld_workflows(store: Arc<
     let all = Purge::new("saga", &["completed"], u64::MAX, 10);
     assert_eq!(store.purge(all).await.unwrap(), 2, "edge and new");
     assert_eq!(left().await, ["held", "waits", "free", "given", "done"]);
+    // A claim lists the id used again once, in its new place (the newest).
+    let got = store.claim(claim("w2", 1_000)).await.unwrap();
+    assert_eq!(got, ["free", "given", "done"]);
+    // Used again straight after the purge that deleted it: listed once too.
+    store
+        .append(put("again", "saga", "completed", 100, true))
+        .await
+        .unwrap();
+    let completed = Purge::new("saga", &["completed"], u64::MAX, 10);
+    assert_eq!(store.purge(completed).await.unwrap(), 1);
+    store
+        .append(entry("again", 0, "w2", "running"))
+        .await
+        .unwrap();
+    let got = store.claim(claim("w2", 2_000)).await.unwrap();
+    assert_eq!(got, ["free", "given", "done", "again"]);
 }
 
 /// A saga started by one version of the binary whose process died, during a rolling deploy:
