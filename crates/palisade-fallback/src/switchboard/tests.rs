@@ -479,6 +479,25 @@ fn after()
 }
 
 /// A call of `req` let through now, to finish later.
+/// A feature with a 10 s probe timeout gating a [`hanging`] primary, turned off by one
+/// failure, 30 s later: its cool-down just over, the next call a probe. Returns the feature,
+/// the gated service and the primary's call count.
+async fn turned_off_before_a_hanging_primary() -> (
+    Feature,
+    impl tower::Service<&'static str, Response = Answer<String>, Error = BoxError> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    (feature, svc, calls)
+}
+
 async fn start_with<Req, S: tower::Service<Req> + Clone>(svc: &S, req: Req) -> S::Future {
     let mut svc = svc.clone();
     ServiceExt::<Req>::ready(&mut svc).await.ok().unwrap();
@@ -879,14 +898,7 @@ fn hanging(
 #[tokio::test(start_paused = true)]
 async fn a_probe_that_never_answers_holds_the_slot_only_for_the_probe_timeout() {
     let events = palisade_test::Events::start();
-    let feature = Switchboard::new()
-        .feature_with("f", probe_timeout_10s())
-        .unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
-        .layer(hanging(calls.clone()));
-    let _ = svc.clone().oneshot("503").await.unwrap();
-    tokio::time::advance(Duration::from_secs(30)).await;
+    let (feature, svc, calls) = turned_off_before_a_hanging_primary().await;
     // The probe goes out and never answers (no timeout below the gate); it is being awaited.
     let mut probe = Box::pin(svc.clone().oneshot("hang"));
     let soon = Duration::from_millis(1);
@@ -959,14 +971,7 @@ async fn a_probe_that_ends_after_its_hold_counts_as_failed_however_it_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_dropped_after_its_hold_counts_as_failed() {
-    let feature = Switchboard::new()
-        .feature_with("f", probe_timeout_10s())
-        .unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
-        .layer(hanging(calls.clone()));
-    let _ = svc.clone().oneshot("503").await.unwrap();
-    tokio::time::advance(Duration::from_secs(30)).await;
+    let (feature, svc, calls) = turned_off_before_a_hanging_primary().await;
     let probe = start_with(&svc, "hang").await;
     tokio::time::advance(Duration::from_secs(12)).await;
     drop(probe);
@@ -1072,14 +1077,7 @@ async fn a_probe_that_never_answers_times_out_in_a_later_epoch_too() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_after_a_hung_probes_hold_and_the_cool_down_after_it_is_the_next_probe() {
-    let feature = Switchboard::new()
-        .feature_with("f", probe_timeout_10s())
-        .unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
-        .layer(hanging(calls.clone()));
-    let _ = svc.clone().oneshot("503").await.unwrap();
-    tokio::time::advance(Duration::from_secs(30)).await;
+    let (feature, svc, calls) = turned_off_before_a_hanging_primary().await;
     let probe = start_with(&svc, "hang").await;
     // Nobody calls until 45 s after the hold ended (at 40 s): the cool-down that restarted
     // then is over too.
