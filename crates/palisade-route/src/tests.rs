@@ -89,8 +89,13 @@ fn no_slow_start() -> RouteConfig {
 
 /// An active check that finds the endpoint with key `key` down and the others healthy.
 fn down(key: usize) -> impl HealthCheck<usize> {
+    down_where(move |k| *k == key)
+}
+
+/// An active check that finds the endpoints whose keys `dead` picks down, the others healthy.
+fn down_where(dead: impl Fn(&usize) -> bool + Send + Sync + 'static) -> impl HealthCheck<usize> {
     check_fn(move |k: &usize| {
-        let down = *k == key;
+        let down = dead(k);
         async move {
             if down {
                 Err::<(), BoxError>("down".into())
@@ -2034,16 +2039,7 @@ async fn a_healthy_standby_tier_takes_the_calls_of_a_dead_primary_tier() {
     let handle = route.handle();
     up[0].store(false, Ordering::SeqCst);
     up[1].store(false, Ordering::SeqCst);
-    let check = check_fn(|k: &usize| {
-        let up = *k == 2;
-        async move {
-            if up {
-                Ok(())
-            } else {
-                Err::<(), BoxError>("down".into())
-            }
-        }
-    });
+    let check = down_where(|k| *k != 2);
     for _ in 0..10 {
         handle.check_once(&check, Duration::from_secs(1)).await;
     }
@@ -2067,17 +2063,7 @@ async fn a_tier_panics_only_when_the_tiers_together_lack_healthy_capacity() {
     for flag in &up[1..4] {
         flag.store(false, Ordering::SeqCst);
     }
-    let dead = |k: &usize| (1..4).contains(k);
-    let check = check_fn(move |k: &usize| {
-        let dead = dead(k);
-        async move {
-            if dead {
-                Err::<(), BoxError>("down".into())
-            } else {
-                Ok(())
-            }
-        }
-    });
+    let check = down_where(|k| (1..4).contains(k));
     for _ in 0..10 {
         handle.check_once(&check, Duration::from_secs(1)).await;
     }
@@ -2094,17 +2080,7 @@ async fn a_tier_panics_only_when_the_tiers_together_lack_healthy_capacity() {
     // The standby fails too: nothing healthy enough anywhere, tier 0 panics and spreads its
     // calls over all four of its endpoints.
     up[4].store(false, Ordering::SeqCst);
-    let dead = |k: &usize| *k != 0;
-    let check = check_fn(move |k: &usize| {
-        let dead = dead(k);
-        async move {
-            if dead {
-                Err::<(), BoxError>("down".into())
-            } else {
-                Ok(())
-            }
-        }
-    });
+    let check = down_where(|k| *k != 0);
     for _ in 0..10 {
         handle.check_once(&check, Duration::from_secs(1)).await;
     }
