@@ -468,14 +468,17 @@ async fn a_probe_failing_after_a_turn_on_does_not_turn_the_feature_off() {
 /// `ok`, a server error otherwise.
 fn after()
 -> impl tower::Service<(u64, bool), Response = String, Error = BoxError, Future: Send> + Clone {
-    service_fn(|(secs, ok): (u64, bool)| async move {
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        if ok {
-            Ok("fine".to_owned())
-        } else {
-            Err::<String, BoxError>("503 overloaded".into())
-        }
-    })
+    service_fn(|(secs, ok): (u64, bool)| answer_after(secs, ok))
+}
+
+/// [`after`]'s answer to `(secs, ok)`.
+async fn answer_after(secs: u64, ok: bool) -> Result<String, BoxError> {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    if ok {
+        Ok("fine".to_owned())
+    } else {
+        Err("503 overloaded".into())
+    }
 }
 
 /// A call of `req` let through now, to finish later.
@@ -1151,14 +1154,7 @@ impl tower::Service<(u64, bool)> for SlowToReady {
 
     fn call(&mut self, (secs, ok): (u64, bool)) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            tokio::time::sleep(Duration::from_secs(secs)).await;
-            if ok {
-                Ok("fine".to_owned())
-            } else {
-                Err::<String, BoxError>("503 overloaded".into())
-            }
-        })
+        Box::pin(answer_after(secs, ok))
     }
 }
 
