@@ -473,6 +473,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
+/// For the SQL stores' migration tests: workflow `w`, a running saga that `a` holds, is not
+/// `b`'s to claim; once `a` releases it, `a` may not take it straight back and `b` gets it.
+#[cfg(test)]
+pub(crate) async fn release_hands_w_from_a_to_b(store: &dyn Store) {
+    let claim = |owner: &str| Claim::new("saga", &["running"], owner, 5, 6, 10);
+    assert!(
+        store.claim(claim("b")).await.unwrap().is_empty(),
+        "a holds it"
+    );
+    store.release("w", "a").await.unwrap();
+    assert!(store.claim(claim("a")).await.unwrap().is_empty());
+    assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -902,14 +902,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(columns().await, 1);
-        let claim = |owner: &str| Claim::new("saga", &["running"], owner, 5, 6, 10);
-        assert!(
-            store.claim(claim("b")).await.unwrap().is_empty(),
-            "a holds it"
-        );
-        store.release("w", "a").await.unwrap();
-        assert!(store.claim(claim("a")).await.unwrap().is_empty());
-        assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+        crate::store::release_hands_w_from_a_to_b(&*store).await;
         let store = PostgresStore::connect_with(&url, Some(&schema), 1)
             .await
             .unwrap();

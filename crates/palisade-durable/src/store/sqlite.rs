@@ -766,14 +766,7 @@ mod tests {
         assert!(has_released_by(&path));
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!((w.owner.as_deref(), w.entries), (Some("a"), 1));
-        let claim = |owner: &str| Claim::new("saga", &["running"], owner, 5, 6, 10);
-        assert!(
-            store.claim(claim("b")).await.unwrap().is_empty(),
-            "a holds it"
-        );
-        store.release("w", "a").await.unwrap();
-        assert!(store.claim(claim("a")).await.unwrap().is_empty());
-        assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+        crate::store::release_hands_w_from_a_to_b(&store).await;
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         let w = store.workflow("w").await.unwrap().unwrap();
