@@ -178,6 +178,14 @@ impl fmt::Display for Code {
 }
 
 /// A failing gRPC status, as read from headers or trailers.
+///
+/// Its class ([`HasClass`]) is its code's in [`GrpcClassifier`]'s table (a classifier's
+/// overrides and the server's hints are not applied). Returned as an error,
+/// [`class_of`](palisade_core::class_of) reads that class under any classifier:
+/// [`from_headers`](Self::from_headers) (and so the guard, which reads trailers with it)
+/// [registers](palisade_core::register) the type when it reads a failing code. A status built
+/// by hand is known once the type is registered: call `palisade_core::register::<GrpcStatus>()`
+/// at start-up if your code builds them without reading one first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcStatus {
     /// The code.
@@ -187,9 +195,20 @@ pub struct GrpcStatus {
 }
 
 impl GrpcStatus {
-    /// The status in `headers` (or trailers), if they carry a `grpc-status`.
+    /// The status in `headers` (or trailers), if they carry a `grpc-status`. Reading a failing
+    /// code registers the type with palisade's classifier (see above); `OK` does no more than
+    /// read.
     pub fn from_headers(headers: &HeaderMap) -> Option<GrpcStatus> {
         let code = Code::from_header(text(headers, GRPC_STATUS)?)?;
+        if code != Code::Ok {
+            // A failing status is an error that callers box (the guard does): register it so
+            // that `class_of` reads its class, as the default rules do not know this crate's
+            // types. Not for `OK`, the trailers of every successful call; and once per
+            // process (an atomic load after that, no lock), as a classifier may count a
+            // failing code as a success and read it on every call.
+            static REGISTERED: std::sync::Once = std::sync::Once::new();
+            REGISTERED.call_once(palisade_core::register::<GrpcStatus>);
+        }
         let message = headers
             .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()))
@@ -714,6 +733,23 @@ mod tests {
             ("%/0", "%/0"),
         ] {
             assert_eq!(percent_decode(text.as_bytes()), want, "{text:?}");
+        }
+    }
+
+    /// A failing status read from headers, returned as an error (by a client that reads its
+    /// trailers itself, or unwrapped from the guard's `Classified`), has its code's class under
+    /// palisade's default rules, not `Unknown` (retryable): an `INVALID_ARGUMENT` or a
+    /// `FAILED_PRECONDITION` is not retried. Only the read registers the type: nothing else in
+    /// this test does.
+    #[test]
+    fn a_failing_status_is_its_codes_class_to_the_default_classifier() {
+        for n in 1..=16 {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, HeaderValue::from(n));
+            let status = GrpcStatus::from_headers(&h).unwrap();
+            let code = status.code;
+            let err: BoxError = Box::new(status);
+            assert_eq!(Some(palisade_core::class_of(&err)), code.class(), "{code}");
         }
     }
 

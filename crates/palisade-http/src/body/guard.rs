@@ -21,6 +21,10 @@ use crate::grpc::GrpcClassifier;
 /// No frame of a response body arrived within the idle timeout.
 ///
 /// Its class is `Timeout`, retryable: another call may stream faster.
+/// [`class_of`](palisade_core::class_of) reads it under any classifier, inside the body's
+/// [`Classified`] or on its own ([`Classified::into_inner`], the error of an
+/// [`on_failure`](GuardLayer::on_failure) report): the guard
+/// [registers](palisade_core::register) the type when it fails a body with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdleTimeout {
     /// The idle timeout that elapsed.
@@ -43,7 +47,8 @@ impl HasClass for IdleTimeout {
 
 /// A response body did not finish within its whole-body limit.
 ///
-/// Its class is `Timeout`, retryable.
+/// Its class is `Timeout`, retryable, read by [`class_of`](palisade_core::class_of) on its own
+/// too, as [`IdleTimeout`]'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyTimeout {
     /// The whole-body limit that elapsed.
@@ -130,7 +135,10 @@ impl GuardLayer {
     }
 
     /// Calls `report` with the class and the error of each body that fails mid-stream (its own
-    /// error, a timeout) or ends with a failing gRPC status: feed it to metrics, or to whatever
+    /// error, a timeout) or ends with a failing gRPC status. The error is the failure itself,
+    /// not wrapped: the guard's own ([`IdleTimeout`], [`BodyTimeout`],
+    /// [`GrpcStatus`](crate::grpc::GrpcStatus)) keep their class to
+    /// [`class_of_dyn`](palisade_core::class_of_dyn). Feed it to metrics, or to whatever
     /// judges the dependency's health (palisade-route's `RouteHandle::report_failure`, say). Each
     /// body reports at most once. Every failure is also a `DEBUG` event (target
     /// `palisade_http::body`).
@@ -157,7 +165,9 @@ impl<S> Layer<S> for GuardLayer {
 /// Wraps each response body of `S` in a [`GuardedBody`]: an idle timeout between frames, a
 /// whole-body limit, and the gRPC status of the trailers; a body that fails yields an error that
 /// carries its class ([`Classified`]), so [`class_of`](palisade_core::class_of) reads it
-/// like any other failure.
+/// like any other failure. Unwrapped ([`Classified::into_inner`]), the guard's own errors
+/// ([`IdleTimeout`], [`BodyTimeout`], [`GrpcStatus`](crate::grpc::GrpcStatus)) still read as
+/// their class under palisade's default rules.
 ///
 /// The classify, retry and breaker layers judge a call when its response head arrives; a body
 /// that fails later is the caller's to see, and this is how it sees it with a class. The
@@ -386,6 +396,10 @@ where
                     && whole.poll(cx).is_ready()
                 {
                     *this.done = true;
+                    // So that `class_of` reads its class on its own too (unwrapped from the
+                    // `Classified`, in the report): the default rules do not know this crate's
+                    // types. On this error path only.
+                    palisade_core::register::<BodyTimeout>();
                     let err = BodyTimeout {
                         after: this.config.whole.unwrap_or_default(),
                     };
@@ -395,6 +409,7 @@ where
                     && idle.poll(cx).is_ready()
                 {
                     *this.done = true;
+                    palisade_core::register::<IdleTimeout>();
                     let err = IdleTimeout {
                         after: this.config.idle.unwrap_or_default(),
                     };

@@ -464,6 +464,82 @@ async fn grpc_trailers_are_reported_and_passed_through_or_failed() {
     assert!(collect(guarded(layer, ok).await).await.is_ok());
 }
 
+/// The guard's timeouts are `Timeout` to palisade's default rules on their own too, not only
+/// inside the body's [`Classified`](palisade_core::Classified): the error its report gets, and
+/// the one [`Classified::into_inner`](palisade_core::Classified::into_inner) gives back, are
+/// not `Unknown`.
+#[tokio::test(start_paused = true)]
+async fn the_guards_timeouts_are_timeouts_to_the_default_classifier_unwrapped() {
+    let timeout = Class::new(Category::Timeout);
+    for (layer, text) in [
+        (
+            GuardLayer::new().idle_timeout(Duration::from_secs(5)),
+            "response body idle for 5s",
+        ),
+        (
+            GuardLayer::new().body_timeout(Duration::from_secs(10)),
+            "response body not finished within 10s",
+        ),
+    ] {
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        let layer = layer.on_failure(move |class, err| {
+            r.lock()
+                .unwrap()
+                .push((class, palisade_core::class_of_dyn(err)))
+        });
+        let mut script = Script::data(&["a"]);
+        script.stall = true;
+        let err = collect(guarded(layer, script).await).await.unwrap_err();
+        assert_eq!(*reports.lock().unwrap(), [(timeout, timeout)], "{text}");
+        let inner = err
+            .downcast::<palisade_core::Classified>()
+            .unwrap()
+            .into_inner();
+        assert_eq!(inner.to_string(), text);
+        assert_eq!(class_of(&inner), timeout, "{text}");
+    }
+}
+
+/// A failing `grpc-status` in the trailers has its code's class to palisade's default rules on
+/// its own too: a `FAILED_PRECONDITION` or a `DATA_LOSS` in the report or unwrapped from the
+/// body's error is not `Unknown` (retryable) but not retryable.
+#[tokio::test(start_paused = true)]
+async fn a_failing_grpc_status_keeps_its_class_to_the_default_classifier_unwrapped() {
+    for (status, message, class) in [
+        (
+            "9",
+            "account%20frozen",
+            Class::new(Category::Validation).with_retryable(false),
+        ),
+        (
+            "15",
+            "",
+            Class::new(Category::ServerError).with_retryable(false),
+        ),
+    ] {
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        let layer = GuardLayer::new()
+            .grpc_trailers(GrpcClassifier::new())
+            .trailers_as_errors(true)
+            .on_failure(move |_, err| r.lock().unwrap().push(palisade_core::class_of_dyn(err)));
+        let script = Script::new(vec![Ok(Frame::trailers(trailers(&[
+            ("grpc-status", status),
+            ("grpc-message", message),
+        ])))]);
+        let err = collect(guarded(layer, script).await).await.unwrap_err();
+        assert_eq!(class_of(&err), class, "{err}");
+        assert_eq!(*reports.lock().unwrap(), [class], "{err}");
+        let inner = err
+            .downcast::<palisade_core::Classified>()
+            .unwrap()
+            .into_inner();
+        assert!(inner.is::<crate::grpc::GrpcStatus>());
+        assert_eq!(class_of(&inner), class, "{inner}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_body_error_mid_stream_is_classified_and_ends_the_body() {
     let script = Script::new(vec![
