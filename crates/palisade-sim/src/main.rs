@@ -301,9 +301,24 @@ fn run(args: &Args) -> Result<(), Failure> {
         );
         if let Some(config) = palisade_sim::stack::palisade_config() {
             println!(
-                "(the palisade stack is built from a file: dependency {:?}, deadline {:?}, attempt timeout {:?})\n",
+                "(the palisade stack is built from a file: dependency {:?}, deadline {:?}, attempt timeout {:?})",
                 config.name, config.deadline, config.attempt_timeout.limit
             );
+            // The scenarios' callers give up at their own deadline; a stack whose deadline is
+            // longer keeps retrying for a caller that has gone, which the table counts as
+            // requests cut off. Say so, rather than leave a miss to puzzle over.
+            let callers = scenarios
+                .iter()
+                .map(|s| s.params.deadline)
+                .min()
+                .unwrap_or_default();
+            if config.deadline > callers {
+                println!(
+                    "(its deadline is longer than the {callers:?} each request's caller waits: where the stack would still \
+                     retry, the caller gives up first and the request counts as cut off; set `deadline` in the file to the caller's)"
+                );
+            }
+            println!();
         }
         print!("{}", report.table());
         if args.health {

@@ -125,11 +125,33 @@ fn a_stack_file_builds_the_palisade_stack_and_says_so() {
         "{stdout}"
     );
     assert!(stdout.contains("\noutage    palisade "), "{stdout}");
+    // Its deadline is the scenario's 10 s: nothing to warn about.
+    assert!(!stdout.contains("(its deadline is longer"), "{stdout}");
 
     let out = exits(2, &["--stack", file, "--stack", file]);
     assert_eq!(
         text(&out.stderr),
         "palisade-sim: only one stack file can be given\n"
+    );
+}
+
+/// A file that leaves `deadline` out keeps the preset's 30 s, longer than the 10 s each
+/// scenario's caller waits: the run says why requests count as cut off.
+#[test]
+fn a_stack_file_whose_deadline_outlasts_the_caller_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(&file, "name = \"llm\"\n").unwrap();
+    let out = sim(&[&SHORT[..], &["--stack", file.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "(its deadline is longer than the 10s each request's caller waits: where the stack \
+             would still retry, the caller gives up first and the request counts as cut off; \
+             set `deadline` in the file to the caller's)"
+        ),
+        "{stdout}"
     );
 }
 
