@@ -165,7 +165,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
             .iter()
             .map(|(key, state)| {
                 let one: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(async move {
-                    let healthy = verdict(check, key, timeout, &state.label).await;
+                    let healthy = verdict(check, key, timeout, &state.label()).await;
                     let now = ms_since(self.shared.origin, Instant::now());
                     state.on_check(
                         healthy,
@@ -173,7 +173,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
                         now,
                         self.trend_bucket_ms(),
                     );
-                    tracing::debug!(endpoint = %state.label, healthy, "health check");
+                    tracing::debug!(endpoint = %state.label(), healthy, "health check");
                 });
                 Some(one)
             })
@@ -218,7 +218,7 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
         let mut eject = |i: usize, why: &str| {
             let state = &endpoints[i].1;
             if ejected < max_ejected && state.ejected_until() <= now {
-                tracing::warn!(endpoint = %state.label, rule = why, "outlier detected");
+                tracing::warn!(endpoint = %state.label(), rule = why, "outlier detected");
                 state.eject(cfg, now);
                 ejected += 1;
             }

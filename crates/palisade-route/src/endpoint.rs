@@ -39,7 +39,9 @@ pub(crate) struct EndpointState {
     /// Unique across all routers of the process: what the attempt context names.
     pub(crate) token: u64,
     pub(crate) tier: u8,
-    pub(crate) label: String,
+    /// The key's `Debug`, what logs name the endpoint by: replaced with the key when discovery
+    /// inserts the endpoint again (see `Set::insert`). Read only off the per-call path.
+    label: ArcSwap<String>,
     pub(crate) config: LiveConfig,
     pub(crate) origin: Instant,
     /// The router's event counter: bumped by anything that may change who is eligible.
@@ -115,7 +117,7 @@ impl EndpointState {
             epoch,
             token: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
             tier,
-            label,
+            label: ArcSwap::from_pointee(label),
             config,
             origin,
             health: AtomicU64::new(health.pack()),
@@ -132,6 +134,17 @@ impl EndpointState {
             last_error: AtomicU8::new(0),
             trend: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// What logs name the endpoint by: its key's `Debug`.
+    pub(crate) fn label(&self) -> Arc<String> {
+        self.label.load_full()
+    }
+
+    /// Names the endpoint by `label` from now on (discovery inserted it again, under a key that
+    /// is equal to the old one but may print differently).
+    pub(crate) fn relabel(&self, label: String) {
+        self.label.store(Arc::new(label));
     }
 
     /// Milliseconds since the router's origin.
@@ -205,7 +218,7 @@ impl EndpointState {
         self.ejected_until.store(until, Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.bump();
-        tracing::warn!(endpoint = %self.label, ejections = n, for_ms = until.saturating_sub(now_ms), "endpoint ejected");
+        tracing::warn!(endpoint = %self.label(), ejections = n, for_ms = until.saturating_sub(now_ms), "endpoint ejected");
         until
     }
 

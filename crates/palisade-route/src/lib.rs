@@ -193,19 +193,26 @@
 //!   `Buffer` in front would fail every later request). With no endpoint at all, calls fail
 //!   with [`NoHealthyEndpoint`] as they would anyway.
 //! * **Discovery ending keeps the last set**, for good.
-//! * **An insert of a key already in the set** replaces that endpoint's service and keeps
+//! * **An insert of a key already in the set** updates that endpoint in place: it takes what
+//!   the insert carries, the service and the key (equal to the old one, but a key type may
+//!   carry more than its identity, an address, say: [`status`](RouteHandle::status),
+//!   [`keys`](Route::keys), the health checks and the logs see the new key), and keeps
 //!   everything the router knows of the endpoint: its health state, ejection and the count of
 //!   ejections that sets the next one's length, hold, cool-down, ramp, outlier statistics,
 //!   active-check trend and token (so a retry still avoids it). The key is the endpoint's
-//!   identity, as a host is in Envoy, which keeps a host's outlier detection state when its
-//!   discovery announces the host again. So a discovery that announces every endpoint again
-//!   from time to time (a Kubernetes watch that resyncs, a DNS poll) neither brings an
-//!   ejected endpoint back before its ejection ends, nor forgets how often it was ejected, nor
-//!   makes a healthy endpoint ramp up again (slow start is for new keys). Calls in flight to
-//!   the old service finish normally and count toward the same endpoint; each instance drops
-//!   its copy of the old service (and a reservation made on it) when it takes the new list.
-//!   To start an endpoint afresh (another backend under a reused key), remove it and insert
-//!   it again: a removal forgets the endpoint.
+//!   identity (by its `PartialEq`), as a host is in Envoy, which keeps a host's outlier
+//!   detection state when its discovery announces the host again, and updates in place the
+//!   weight, metadata and priority that the announcement carries. An insert carries nothing
+//!   else here: every discovered endpoint is in tier 0 (tiers are for a fixed list's
+//!   endpoints, [`RouteBuilder::tier`]), and there are no per-endpoint weights. So a discovery
+//!   that announces every endpoint again from time to time (a Kubernetes watch that resyncs,
+//!   a DNS poll) neither brings an ejected endpoint back before its ejection ends, nor
+//!   forgets how often it was ejected, nor makes a healthy endpoint ramp up again (slow start
+//!   is for new keys: a ramp in progress goes on). Calls in flight to the old service finish
+//!   normally and count toward the same endpoint; each instance drops its copy of the old
+//!   service (and a reservation made on it) when it takes the new list. To start an endpoint
+//!   afresh (another backend under a reused key), remove it and insert it again: a removal
+//!   forgets the endpoint.
 //! * **Removal** takes the endpoint out of every instance's next pick; calls in flight to it
 //!   finish normally.
 //!
@@ -245,7 +252,8 @@
 //! [`Route::new`] takes the endpoints and uses the documented defaults of [`RouteConfig`];
 //! [`Route::builder`] sets anything else, field by field or whole ([`RouteBuilder::config`]),
 //! and adds endpoints in other tiers; [`Route::discover`] and [`Route::discover_builder`] do
-//! the same for endpoints fed by a tower `Discover`. [`RouteBuilder::build`] checks every field
+//! the same for endpoints fed by a tower `Discover` (all in tier 0: a discovery change carries
+//! a key and a service, no tier). [`RouteBuilder::build`] checks every field
 //! at once. Fractions are `*_ratio`, in `0..=1`, and `None` is the one way to turn a rule off
 //! (a zero or out-of-range value is a [`ConfigError`](palisade_core::ConfigError), never a
 //! secret off switch).

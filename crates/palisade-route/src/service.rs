@@ -198,12 +198,15 @@ where
     /// `poll_ready`, no task is spawned and no runtime is needed (see
     /// [Discovery](crate#discovery)).
     ///
-    /// The key is the endpoint's identity. A [`Change::Insert`](tower::discover::Change::Insert)
-    /// of a key already in the set replaces that endpoint's service and keeps its health,
-    /// ejection (and count of ejections), hold, cool-down, ramp and outlier statistics, so a
-    /// discovery that announces its endpoints again from time to time does not bring an
-    /// ejected one back early; a [`Change::Remove`](tower::discover::Change::Remove) forgets
-    /// the endpoint, so removing and inserting it again starts it afresh.
+    /// The key is the endpoint's identity (by its `PartialEq`). A
+    /// [`Change::Insert`](tower::discover::Change::Insert) of a key already in the set
+    /// replaces that endpoint's service and key (an equal key that carries more, an address
+    /// say, is what [`status`](RouteHandle::status), [`keys`](Self::keys), the health checks
+    /// and the logs see from then on) and keeps its health, ejection (and count of ejections),
+    /// hold, cool-down, ramp and outlier statistics, so a discovery that announces its
+    /// endpoints again from time to time does not bring an ejected one back early; a
+    /// [`Change::Remove`](tower::discover::Change::Remove) forgets the endpoint, so removing
+    /// and inserting it again starts it afresh. See [Discovery](crate#discovery).
     ///
     /// ```
     /// use palisade_core::BoxError;
@@ -522,7 +525,7 @@ where
     #[cold]
     fn not_ready(&mut self, i: usize, e: BoxError) {
         let state = &self.endpoints[i].state;
-        tracing::debug!(endpoint = %state.label, error = %e, "endpoint failed its readiness");
+        tracing::debug!(endpoint = %state.label(), error = %e, "endpoint failed its readiness");
         state.on_failure(class_of(&e), &self.config, state.now_ms());
         self.services[i] = self.endpoints[i].service();
     }

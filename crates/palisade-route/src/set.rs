@@ -235,12 +235,17 @@ where
     D::Key: Clone + PartialEq + fmt::Debug,
     D::Service: Clone,
 {
-    /// Adds an endpoint, or replaces the service of the one with the same key (whose calls
-    /// in flight finish normally) and keeps that endpoint's state: its health, ejections,
-    /// cool-down, ramp, outlier statistics and token, as Envoy keeps a host's outlier state
-    /// when discovery announces it again (see [Discovery](crate#discovery)). `tier` and
-    /// `slow_start` apply to a new endpoint only. Visible to the instances once
-    /// [`publish`](Self::publish)ed.
+    /// Adds an endpoint, or updates the one with the same key in place: it takes what this
+    /// insert gives, the service (calls in flight to the old one finish normally) and the key
+    /// itself (equal to the old one, but it may carry more: status, health checks and logs see
+    /// the new one), and keeps its state: its health, ejections, cool-down, ramp, outlier
+    /// statistics and token. Envoy likewise keeps a re-announced host's outlier state and
+    /// updates the weight, metadata and priority the announcement carries (see
+    /// [Discovery](crate#discovery)). Visible to the instances once [`publish`](Self::publish)ed.
+    ///
+    /// `slow_start` is for a new endpoint only: a known one is not new, and its ramp, if any,
+    /// goes on. `tier` cannot differ for a known key: a fixed list's keys are positions,
+    /// inserted once each, and discovery inserts every endpoint in tier 0.
     pub(crate) fn insert(
         &self,
         shared: &Shared<D::Key>,
@@ -253,10 +258,25 @@ where
         let mut registry = lock(&shared.registry);
         let mut list = lock(&self.endpoints);
         if let Some(i) = list.iter().position(|e| e.key == key) {
-            let endpoints = Arc::make_mut(&mut list);
-            let known = &mut endpoints[i];
-            let label = &known.state.label;
-            tracing::debug!(endpoint = %label, "endpoint's service replaced, its state kept");
+            let known = &mut Arc::make_mut(&mut list)[i];
+            debug_assert_eq!(
+                known.state.tier, tier,
+                "an insert of a known key in another tier"
+            );
+            let label = format!("{key:?}");
+            tracing::debug!(
+                endpoint = %label,
+                was = %known.state.label(),
+                "endpoint's service and key replaced, its state kept"
+            );
+            if let Some(entry) = registry
+                .iter_mut()
+                .find(|(_, state)| Arc::ptr_eq(state, &known.state))
+            {
+                entry.0 = key.clone();
+            }
+            known.state.relabel(label);
+            known.key = key;
             known.id = id;
             known.svc = Mutex::new(svc);
             return;
@@ -275,7 +295,7 @@ where
             shared.origin,
             shared.epoch.clone(),
         ));
-        tracing::debug!(endpoint = %state.label, tier, slow_start, "endpoint added");
+        tracing::debug!(endpoint = %state.label(), tier, slow_start, "endpoint added");
         Arc::make_mut(&mut list).push(Endpoint {
             key: key.clone(),
             id,
@@ -295,7 +315,7 @@ where
             return false;
         };
         let gone = Arc::make_mut(&mut list).remove(i);
-        tracing::debug!(endpoint = %gone.state.label, "endpoint removed");
+        tracing::debug!(endpoint = %gone.state.label(), "endpoint removed");
         registry.retain(|(k, _)| k != key);
         true
     }

@@ -50,7 +50,8 @@ pub enum Trend {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct EndpointStatus<K> {
-    /// Its discovery key.
+    /// Its key: its position in a fixed list, or its discovery key as last inserted (an insert
+    /// of an equal key replaces it, see [Discovery](crate#discovery)).
     pub key: K,
     /// Its priority tier.
     pub tier: u8,

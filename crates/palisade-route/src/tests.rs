@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::attempt::{self, Attempt};
-use palisade_core::{BoxError, Category, class_of};
+use palisade_core::{BoxError, Category, Class, class_of};
 use tokio::sync::mpsc;
 use tower::discover::Change;
 use tower::{Service, ServiceExt, service_fn};
@@ -447,10 +447,10 @@ async fn after_every_endpoint_was_out_panic_mode_lasts_until_enough_traffic_is_l
 }
 
 /// Discovery through a channel.
-struct Channel(mpsc::UnboundedReceiver<Change<usize, Svc>>);
+struct Channel<K = usize>(mpsc::UnboundedReceiver<Change<K, Svc>>);
 
-impl futures_core::Stream for Channel {
-    type Item = Result<Change<usize, Svc>, BoxError>;
+impl<K> futures_core::Stream for Channel<K> {
+    type Item = Result<Change<K, Svc>, BoxError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|c| c.map(Ok))
     }
@@ -1998,6 +1998,85 @@ async fn discovery_announcing_an_endpoint_again_keeps_its_ramp_and_removal_forge
     assert_ne!(st[0].token, token);
     assert_eq!(st[0].state, HealthState::Recovering);
     assert_eq!(st[0].traffic_ratio, 0.2);
+}
+
+/// A discovery key that names a pod and carries its address: the same pod (equal keys)
+/// wherever it runs, as a pod keeps its name when it gets a new address.
+#[derive(Clone, Debug)]
+struct Pod {
+    name: &'static str,
+    addr: &'static str,
+}
+
+impl PartialEq for Pod {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Pod {}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_announced_again_under_an_equal_key_takes_the_new_key_and_keeps_its_state() {
+    let pod = |addr| Pod { name: "a", addr };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(pod("10.0.0.1"), up("a"))).unwrap();
+    tx.send(Change::Insert(
+        Pod {
+            name: "b",
+            addr: "10.0.0.9",
+        },
+        up("b"),
+    ))
+    .unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    route.ready().await.unwrap().call(()).await.unwrap();
+    // Pod a fails three calls in a row: degraded.
+    for _ in 0..3 {
+        assert!(handle.report_failure(&pod("any"), Class::new(Category::ServerError)));
+    }
+    let before = handle.status()[0].clone();
+    assert_eq!(before.state, HealthState::Degraded);
+
+    // It is announced again at a new address (same name: the same endpoint).
+    tx.send(Change::Insert(pod("10.0.0.2"), up("a2"))).unwrap();
+    route.ready().await.unwrap();
+    let st = handle.status();
+    assert_eq!(st.len(), 2, "{st:?}");
+    // It keeps its state and its place ...
+    assert_eq!(
+        (st[0].token, st[0].state, st[0].consecutive_unhealthy),
+        (before.token, HealthState::Degraded, 3)
+    );
+    // ... and takes the key it was announced with: the status, the router's keys, the health
+    // checks and the logs all see the new address.
+    assert_eq!(st[0].key.addr, "10.0.0.2", "{st:?}");
+    let addrs: Vec<_> = route.keys().map(|k| k.addr).collect();
+    assert_eq!(addrs, ["10.0.0.2", "10.0.0.9"]);
+    // Calls reach the new service (still degraded: half its share).
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen.push(route.ready().await.unwrap().call(()).await.unwrap());
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, ["a2", "b"]);
+    let probed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let check = check_fn({
+        let probed = probed.clone();
+        move |k: &Pod| {
+            probed.lock().unwrap().push(k.addr);
+            async { Ok::<(), BoxError>(()) }
+        }
+    });
+    handle.check_once(&check, Duration::from_secs(1)).await;
+    assert_eq!(*probed.lock().unwrap(), ["10.0.0.2", "10.0.0.9"]);
+    let label = handle.endpoints()[0].1.label();
+    assert_eq!(*label, format!("{:?}", pod("10.0.0.2")));
 }
 
 #[tokio::test(start_paused = true)]
