@@ -364,3 +364,135 @@ async fn transactions_list_show_and_resolve() {
         "{out}"
     );
 }
+
+/// `purge` deletes the finished sagas and transactions older than `--older-than`, with their
+/// journals, and says how many went; it leaves the recent ones, the escalated, running and
+/// held ones (however old), review items, and refuses an age it cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_old_finished_workflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    // Finished just now: a completed saga, a committed transaction. Escalated just now: m1.
+    let quick = SagaDefinition::new(
+        "quick",
+        vec![Step::new(
+            "only",
+            service_fn(|_r: StepRequest| async { Ok::<_, BoxError>(json!(1)) }),
+        )],
+    )
+    .unwrap();
+    let sagas = Sagas::builder(store.clone())
+        .owner("svc")
+        .define(definition())
+        .define(quick)
+        .build()
+        .unwrap();
+    let done = sagas.run("quick", "s-new", json!({})).await.unwrap();
+    assert_eq!(done.state, SagaState::Completed);
+    let m1 = sagas
+        .run("mail", "m1", json!({ "to": "m1" }))
+        .await
+        .unwrap();
+    assert_eq!(m1.state, SagaState::Escalated);
+    let heard = Heard::default();
+    let coordinator = Coordinator::builder(store.clone())
+        .owner("svc")
+        .define(TransactionDefinition::new("transfer", vec![participant("debit", &heard)]).unwrap())
+        .build()
+        .unwrap();
+    let t = coordinator
+        .run("transfer", "t-new", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(t.state, TxState::Committed);
+    // Last written in 1970: finished and nobody's (deleted), or escalated, held, running,
+    // preparing (kept).
+    for (id, kind, state, release) in [
+        ("s-old", "saga", "completed", true),
+        ("s-old-failed", "saga", "failed", true),
+        ("s-old-compensated", "saga", "compensated", true),
+        ("s-escalated", "saga", "escalated", true),
+        ("s-held", "saga", "completed", false),
+        ("s-running", "saga", "running", false),
+        ("t-old", "2pc", "committed", true),
+        ("t-old-aborted", "2pc", "aborted", true),
+        ("t-preparing", "2pc", "preparing", false),
+    ] {
+        let a = Append::new(id, kind, "x", 0, 1_000, json!({}), state, "gone", 2_000);
+        store.append(a.with_release(release)).await.unwrap();
+    }
+    let ids = |store: Arc<dyn Store>| async move {
+        let mut ids: Vec<String> = store
+            .workflows(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(store.clone()).await;
+    assert_eq!(before.len(), 12);
+
+    let (ok, out, err) = cli(&db, &["purge", "--older-than", "1h"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "deleted 3 finished saga(s) and 2 finished transaction(s)"
+    );
+    assert_eq!(
+        ids(store.clone()).await,
+        [
+            "m1",
+            "s-escalated",
+            "s-held",
+            "s-new",
+            "s-running",
+            "t-new",
+            "t-preparing"
+        ]
+    );
+    assert!(store.journal("s-old").await.unwrap().is_empty());
+    assert_eq!(store.journal("s-held").await.unwrap().len(), 1);
+    // Nothing left that old; the review item of m1 is untouched.
+    let (ok, out, err) = cli(&db, &["purge", "--older-than", "1h 30m", "--json"]);
+    assert!(ok, "{err}");
+    let counts: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(counts, json!({ "sagas": 0, "transactions": 0 }));
+    // "0s": every finished one, however recent (the process starts well after they finished).
+    let (ok, out, err) = cli(&db, &["purge", "--older-than", "0s", "--json"]);
+    assert!(ok, "{err}");
+    let counts: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(counts, json!({ "sagas": 1, "transactions": 1 }));
+    assert_eq!(
+        ids(store.clone()).await,
+        ["m1", "s-escalated", "s-held", "s-running", "t-preparing"]
+    );
+    let (ok, out, _) = cli(&db, &["review", "list"]);
+    assert!(ok && out.contains("m1/1"), "{out}");
+
+    // Bad input: an age without a unit or with an unknown one, no age, no store.
+    let (ok, out, err) = cli(&db, &["purge", "--older-than", "30"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("invalid value '30' for '--older-than <AGE>'")
+            && err.contains("time unit needed"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&db, &["purge", "--older-than", "soon"]);
+    assert!(!ok && err.contains(r#"invalid duration "soon""#), "{err}");
+    let (ok, _, err) = cli(&db, &["purge"]);
+    assert!(!ok && err.contains("--older-than <AGE>"), "{err}");
+    let (ok, _, err) = cli(
+        &dir.path().join("missing.db"),
+        &["purge", "--older-than", "1d"],
+    );
+    assert!(!ok && err.contains("no store"), "{err}");
+    assert!(!dir.path().join("missing.db").exists());
+    assert_eq!(
+        ids(store).await,
+        ["m1", "s-escalated", "s-held", "s-running", "t-preparing"]
+    );
+}

@@ -12,7 +12,8 @@ macro_rules! store_suite {
             #[allow(unused_imports)]
             use super::*;
             store_suite!(@tests $make;
-                append_and_read, append_conflicts, claims, claims_are_exclusive,
+                append_and_read, append_conflicts, claims,
+                a_claim_s_limit_counts_only_claimable_workflows, claims_are_exclusive,
                 reviews, checkpoints_store,
                 saga_completes, saga_compensates_in_reverse, saga_first_step_fails,
                 compensation_retried_then_escalated_then_retried,

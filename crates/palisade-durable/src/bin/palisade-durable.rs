@@ -12,6 +12,7 @@
 //! palisade-durable --db journal.db tx list [--state preparing]
 //! palisade-durable --db journal.db tx show <tx-id>
 //! palisade-durable --db journal.db tx resolve <tx-id> abort --note "coordinator host lost"
+//! palisade-durable --db journal.db purge --older-than 30d
 //! ```
 //!
 //! An id of the other kind (`sagas show` of a transaction's id, `tx show` of a saga's) is
@@ -21,17 +22,24 @@
 //! it on its next recovery, because only the service has the steps' code. Likewise
 //! `tx resolve` journals a person's decision for a two-phase commit whose coordinator is gone
 //! (`commit` only when every participant voted yes); the service's next recovery delivers it.
+//!
+//! `purge` deletes the finished sagas and transactions (completed, compensated, failed;
+//! committed, aborted) whose latest entry is older than `--older-than` (`"30d"`, `"12h"`,
+//! `"1h 30m"`; `"0s"`: every finished one), with their journals, as `Sagas::purge_finished`
+//! and `Coordinator::purge_finished` do, and prints how many went: never a running, escalated
+//! or claimed one, nor review items or checkpoints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use palisade_durable::error::SagaError;
 use palisade_durable::journal::{Journal, SagaState, WorkflowSummary};
 use palisade_durable::store::{SqliteStore, Store};
-use palisade_durable::twopc::{Decision, Transactions, TxState, Vote};
-use palisade_durable::{ReviewQueue, checkpoint::Checkpoints};
+use palisade_durable::twopc::{Coordinator, Decision, Transactions, TxState, Vote};
+use palisade_durable::{ReviewQueue, Sagas, checkpoint::Checkpoints};
 
 /// Inspect and act on a palisade-durable SQLite store.
 #[derive(Debug, Parser)]
@@ -61,6 +69,28 @@ enum Command {
     /// Two-phase-commit transactions.
     #[command(subcommand)]
     Tx(TxCmd),
+    /// Delete finished sagas and transactions, with their journals.
+    ///
+    /// Deletes the sagas that completed, were compensated or failed, and the transactions that
+    /// committed or aborted, whose latest journal entry is older than --older-than and that no
+    /// process holds; never a running, compensating or escalated saga, nor a preparing,
+    /// committing or aborting transaction, whatever its age. Review items and checkpoints are
+    /// kept. Prints how many of each went.
+    Purge {
+        /// How long ago they must have finished: "30d", "12h", "1h 30m"; "0s" for every
+        /// finished one.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Duration,
+    },
+}
+
+/// An age as palisade's configuration files write durations (`palisade_core::serde_duration`:
+/// "30d", "12h", "1h 30m"). A bare number is refused (humantime wants a unit), not taken as
+/// milliseconds as in a configuration file: `--older-than 30` meaning 30 ms would delete
+/// nearly everything finished.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    palisade_core::serde_duration::deserialize(serde_json::Value::from(s))
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +375,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Tx(cmd) => tx(Transactions::new(store), cmd, cli.json).await?,
+        Command::Purge { older_than } => purge(store, older_than, cli.json).await?,
         Command::Checkpoints(CheckpointsCmd::List { agent }) => {
             let versions = Checkpoints::new(store).versions(&agent).await?;
             if cli.json {
@@ -363,6 +394,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{} version(s)", versions.len());
         }
     }
+    Ok(())
+}
+
+/// Deletes the finished sagas, then the finished transactions, older than `older_than`.
+async fn purge(store: Arc<dyn Store>, older_than: Duration, json: bool) -> Result<(), Error> {
+    let sagas = Sagas::builder(store.clone())
+        .build()?
+        .purge_finished(older_than)
+        .await?;
+    let transactions = match Coordinator::builder(store)
+        .build()?
+        .purge_finished(older_than)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return Err(format!("deleted {sagas} saga(s), then: {e}").into()),
+    };
+    if json {
+        return print_json(&serde_json::json!({ "sagas": sagas, "transactions": transactions }));
+    }
+    println!("deleted {sagas} finished saga(s) and {transactions} finished transaction(s)");
     Ok(())
 }
 

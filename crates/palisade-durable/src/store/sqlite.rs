@@ -81,6 +81,10 @@ pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Tables are created when the file is opened, if missing. A file made by an earlier version
 /// (without the `released_by` column of [`Store::release`]) gets the column added then, in
 /// the same transaction; the earlier version's rows read as never released.
+///
+/// A [`claim`](Store::claim) selects in SQL, states included, through the `workflows_kind_state`
+/// index (there since the first version): recovery reads the workflows it may take, not the
+/// finished ones a store keeps until [`purge`](Store::purge).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -301,44 +305,48 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
     tx.commit().map_err(db)
 }
 
+/// The claim query for `states` states: the rules of [`Store::claim`] in its `WHERE` clause,
+/// the states included, so that SQLite reads only the workflows it may hand out (through the
+/// `workflows_kind_state` index) and `LIMIT` counts only those; finished workflows, however
+/// many, are never read. Parameters: `?1` kind, `?2` the only id (or NULL), `?3` owner, `?4`
+/// now, `?5` limit, then the states. The text depends only on how many states there are, so
+/// the statement cache keeps one statement per count (the engines always pass the same few).
+fn claim_query(states: usize) -> String {
+    let placeholders = (0..states)
+        .map(|i| format!("?{}", i + 6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT id FROM workflows
+         WHERE kind = ?1 AND state IN ({placeholders}) AND (?2 IS NULL OR id = ?2)
+           AND (owner = ?3 OR lease_until < ?4
+                OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
+         ORDER BY rowid LIMIT ?5"
+    )
+}
+
 fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
     let candidates = {
         let mut stmt = tx
-            .prepare_cached(concat!(
-                "SELECT ",
-                workflow_columns!(),
-                ", released_by FROM workflows
-                 WHERE kind = ?1 AND (?2 IS NULL OR id = ?2)
-                   AND (owner = ?3 OR lease_until < ?4
-                        OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
-                 ORDER BY rowid"
-            ))
+            .prepare_cached(&claim_query(c.states.len()))
             .map_err(db)?;
+        let (now, limit) = (sql_int(c.now_ms), c.limit.min(i64::MAX as usize) as i64);
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&c.kind, &c.only, &c.owner, &now, &limit];
+        args.extend(c.states.iter().map(|s| s as &dyn rusqlite::ToSql));
         let rows = stmt
-            .query_map(params![c.kind, c.only, c.owner, sql_int(c.now_ms)], |r| {
-                Ok((workflow_row(r)?, r.get::<_, Option<String>>(9)?))
-            })
+            .query_map(&args[..], |r| r.get::<_, String>(0))
             .map_err(db)?;
-        let mut got = Vec::new();
-        for r in rows {
-            let (r, released_by) = r.map_err(db)?;
-            if got.len() >= c.limit {
-                break;
-            }
-            if c.may_take(&r, released_by.as_deref()) {
-                got.push(r.id);
-            }
-        }
-        got
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)?
     };
     for id in &candidates {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE workflows SET owner = ?2, lease_until = ?3, released_by = NULL WHERE id = ?1",
-            params![id, c.owner, sql_int(c.lease_until_ms)],
         )
+        .map_err(db)?
+        .execute(params![id, c.owner, sql_int(c.lease_until_ms)])
         .map_err(db)?;
     }
     tx.commit().map_err(db)?;
@@ -731,6 +739,44 @@ mod tests {
         let options = SqliteOptions::default().busy_timeout(MAX_BUSY_TIMEOUT);
         let store = SqliteStore::open_with(dir.path().join("patient.db"), options).unwrap();
         assert_eq!(pragma(&store, "busy_timeout"), "3600000");
+    }
+
+    /// The query plan of a claim for `states` states, one line per step.
+    fn claim_plan(store: &SqliteStore, states: usize) -> Vec<String> {
+        let conn = store.conn.lock().unwrap();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", claim_query(states)))
+            .unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A claim looks workflows up by kind and state through the index: it never reads the
+    /// finished ones (however many a store keeps), on a new file and on one made by the first
+    /// version (which had the index already).
+    #[test]
+    fn a_claim_reads_only_workflows_in_the_claimed_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = SqliteStore::open(dir.path().join("fresh.db")).unwrap();
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA)
+            .unwrap();
+        let old = SqliteStore::open(&path).unwrap();
+        for store in [&fresh, &old] {
+            for states in [1, 2, 5] {
+                let plan = claim_plan(store, states);
+                assert!(
+                    plan.iter().any(|step| step
+                        == "SEARCH workflows USING INDEX workflows_kind_state (kind=? AND state=?)"),
+                    "{states} states: {plan:?}"
+                );
+            }
+        }
     }
 
     fn has_released_by(path: &Path) -> bool {

@@ -172,6 +172,71 @@ pub(crate) async fn claims(store: Arc<dyn Store>) {
     );
 }
 
+/// A claim's limit counts only the workflows it may take: many finished (and held) workflows
+/// written before the claimable ones do not use it up, and are not handed out. A store that
+/// applied its limit before filtering the states (SQL `LIMIT` on every workflow of the kind,
+/// states checked afterwards) would return nothing here.
+pub(crate) async fn a_claim_s_limit_counts_only_claimable_workflows(store: Arc<dyn Store>) {
+    // 60 finished sagas, nobody's; then 5 running ones w9 holds (until 10 000); then the
+    // claimable ones, oldest first: released running r0, compensating r1, running r2.
+    for i in 0..60 {
+        let state = ["completed", "compensated", "failed"][i % 3];
+        store
+            .append(entry(&format!("f{i:02}"), 0, "w1", state).with_release(true))
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        store
+            .append(entry(&format!("h{i}"), 0, "w9", "running"))
+            .await
+            .unwrap();
+    }
+    for (id, state) in [("r0", "running"), ("r1", "compensating"), ("r2", "running")] {
+        store
+            .append(entry(id, 0, "w1", state).with_release(true))
+            .await
+            .unwrap();
+    }
+    let states = ["running", "compensating"];
+    let claim = |owner: &str, limit| Claim::new("saga", &states, owner, 5_000, 5_500, limit);
+    assert!(
+        store.claim(claim("w2", 0)).await.unwrap().is_empty(),
+        "a limit of 0"
+    );
+    assert!(
+        store
+            .claim(Claim::new("saga", &[], "w2", 5_000, 5_500, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no states"
+    );
+    assert_eq!(store.claim(claim("w2", 2)).await.unwrap(), ["r0", "r1"]);
+    assert_eq!(store.claim(claim("w3", 2)).await.unwrap(), ["r2"]);
+    assert!(store.claim(claim("w4", 2)).await.unwrap().is_empty());
+    // Once w9's claims (and w2's and w3's) expire, they are next, oldest first; the finished
+    // ones never are.
+    let late = |owner: &str| Claim::new("saga", &states, owner, 20_000, 20_500, 4);
+    assert_eq!(
+        store.claim(late("w5")).await.unwrap(),
+        ["h0", "h1", "h2", "h3"]
+    );
+    assert_eq!(
+        store.claim(late("w6")).await.unwrap(),
+        ["h4", "r0", "r1", "r2"]
+    );
+    assert!(store.claim(late("w7")).await.unwrap().is_empty());
+    let finished = store.workflows(Some("saga")).await.unwrap();
+    assert!(
+        finished
+            .iter()
+            .filter(|w| w.id.starts_with('f'))
+            .all(|w| w.owner.is_none()),
+        "a finished workflow was claimed"
+    );
+}
+
 pub(crate) async fn claims_are_exclusive(store: Arc<dyn Store>) {
     for i in 0..40 {
         store
