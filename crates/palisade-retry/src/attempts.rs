@@ -5,7 +5,13 @@ use std::fmt;
 /// Reads a per-request attempt limit from the request itself, overriding the layer's.
 ///
 /// `None` keeps the layer's limit (fixed or adaptive); `Some(n)` allows `n` attempts in all,
-/// the first included (`Some(0)` is read as 1). Closures over `&Req` implement it through
+/// the first included (`Some(0)` is read as 1).
+///
+/// The limit is read before the first attempt, and again after each failed attempt from the
+/// copy of the request kept for the next one; a later read can only lower it. So a request
+/// that learns while it runs that it must not be sent again (palisade-http's
+/// `ReplayAttempts`: a request body streamed past what could be kept for another attempt)
+/// ends with its attempt's own error, as a request whose attempts are spent. Closures over `&Req` implement it through
 /// [`max_attempts_fn`]; the request type never has to carry `http::Extensions`, although a
 /// closure can read them:
 ///

@@ -17,10 +17,12 @@ use std::time::Duration;
 use palisade_core::context::attempt::{self, Attempt};
 use palisade_core::stripe::Stripe;
 use palisade_core::{BoxError, Category, class_of};
+
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::MaxAttempts;
 use crate::budget::{Budget, Withdrawal};
 use crate::ctx;
 use crate::policy::{self, Failure, Retry, Stop};
@@ -282,6 +284,7 @@ where
     S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
+    A: MaxAttempts<Req>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -328,6 +331,7 @@ where
     S::Error: Into<BoxError>,
     Req: Clone,
     B: Budget + ?Sized,
+    A: MaxAttempts<Req>,
 {
     loop {
         let handle = &**this.handle;
@@ -402,11 +406,22 @@ fn after_failure<S, Req, B, A>(
 ) -> Result<Between<S, Req>, BoxError>
 where
     B: Budget + ?Sized,
+    A: MaxAttempts<Req>,
 {
     let class = class_of(&error);
     if policy::counts_toward_throttling(&class) {
         shared.budget.on_failure();
     }
+    // The request's own limit, read again from the copy kept for the next attempt: it may
+    // have dropped since the first (a request body streamed past what could be kept for
+    // another attempt). It only ever lowers the limit.
+    let limit = match request
+        .as_ref()
+        .and_then(|req| shared.attempts.max_attempts(req))
+    {
+        Some(n) => limit.min(n.max(1)),
+        None => limit,
+    };
     let now = Instant::now();
     let failure = Failure {
         class,
@@ -459,6 +474,7 @@ where
         return Err(budget_exhausted(shared, attempts, &class, error));
     };
     let mut retries = retries.unwrap_or_else(|| Retries::new(attempts, limit, None));
+    retries.limit = limit;
     // Kept for the end: the request fails with it if the budget never allows the retry.
     retries.owed = owed;
     if class.category == Category::Timeout {

@@ -404,6 +404,41 @@ async fn per_request_attempt_limits() {
     }
 }
 
+/// A request's own limit is read again after each failed attempt, from the copy kept for the
+/// next one, and may only lower the limit: a request whose body turned out not to be
+/// replayable while it streamed (palisade-http's `ReplayAttempts`) ends with its attempt's own
+/// error instead of sending a copy that cannot be read.
+#[tokio::test(start_paused = true)]
+async fn a_request_limit_that_drops_during_the_request_stops_its_retries() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // The request carries its limit (0: the layer's), shared by its copies.
+    let layer = layer()
+        .max_attempts(3)
+        .max_attempts_fn(|req: &Arc<AtomicU32>| match req.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n),
+        })
+        .build()
+        .unwrap();
+    // (the limit the request reads before its first attempt, the one it reads after it
+    // failed, the calls made)
+    for (before, after, calls) in [(0, 0, 3), (0, 1, 1), (0, 2, 2), (2, 5, 2), (0, 9, 3)] {
+        let script = Script::new((0..10).map(|_| err(Category::ServerError, "503")));
+        let limit = Arc::new(AtomicU32::new(before));
+        let dropped = limit.clone();
+        let svc = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .map_request(move |req: Arc<AtomicU32>| {
+                dropped.store(after, Ordering::SeqCst);
+                req
+            })
+            .service(script.clone());
+        let e = svc.oneshot(limit).await.unwrap_err();
+        assert_eq!(e.to_string(), "503", "{before} then {after}");
+        assert_eq!(script.count(), calls, "{before} then {after}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn adaptive_attempts_follow_the_dependency() {
     let layer = layer()
