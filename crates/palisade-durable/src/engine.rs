@@ -545,7 +545,7 @@ impl Sagas {
 
     /// Deletes the finished sagas (completed, compensated or failed:
     /// [`SagaState::is_final`]) whose latest journal entry is older than `older_than`, with
-    /// their journals; returns how many went.
+    /// their journals and their review items; returns how many sagas went.
     ///
     /// Nothing deletes finished sagas otherwise: the journal grows with every saga run. Call
     /// this from time to time (a daily job; any process of a fleet may) with the age past
@@ -557,10 +557,18 @@ impl Sagas {
     /// person, however old), so nothing [`recover`](Sagas::recover) or a review retry could
     /// still act on. Two-phase-commit transactions are left alone
     /// ([`Coordinator::purge_finished`](crate::twopc::Coordinator::purge_finished) deletes
-    /// those), and so are review items (including the closed items of deleted sagas) and
-    /// checkpoints. A deleted saga's id is free again: [`run`](Sagas::run) with it starts a
-    /// new saga, whose steps get the same idempotency keys as the old one's; keep ids unique
-    /// if your tools remember keys longer than `older_than`.
+    /// those), and so are checkpoints.
+    ///
+    /// A deleted saga's review items go with it, in the same store transaction, whatever
+    /// their status: the closed ones are history its journal holds too, and that goes; a
+    /// pending one on a finished saga is what a crash left between the saga's last entry and
+    /// the item's update, which only the journal can settle (see [`Store::purge`]). The
+    /// items of sagas that are kept, an escalated one's above all, stay. If you want the closed
+    /// items longer than the sagas, export them first (`palisade-durable review list
+    /// --json`). A deleted saga's id is free again: [`run`](Sagas::run) with it starts a new
+    /// saga, with review items of its own (none of the old saga's carries over), whose steps
+    /// get the same idempotency keys as the old one's; keep ids unique if your tools remember
+    /// keys longer than `older_than`.
     ///
     /// # Errors
     ///

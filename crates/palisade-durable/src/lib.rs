@@ -70,10 +70,12 @@
 //!
 //! # Housekeeping
 //!
-//! Finished sagas and transactions stay in the store, journal and all, until
-//! [`Sagas::purge_finished`] (or [`twopc::Coordinator::purge_finished`]) deletes those older
-//! than an age you choose; call it from time to time (on a SQLite store, the command-line
-//! tool does both: `palisade-durable --db journal.db purge --older-than 30d`). During a
+//! Finished sagas and transactions stay in the store, journal and review items and all,
+//! until [`Sagas::purge_finished`] (or [`twopc::Coordinator::purge_finished`]) deletes those
+//! older than an age you choose, with their journals and review items, in one store
+//! transaction; call it from time to time (on a SQLite store, the command-line tool does
+//! both: `palisade-durable --db journal.db purge --older-than 30d`). The review items of a
+//! saga still escalated stay with it, however old. During a
 //! rolling deploy, a process that cannot resume a saga (its definition is not in that version
 //! of the binary) gives the claim back at once, so a process that can takes it on its next
 //! recovery (see *Rolling deploys* on [`Sagas::recover`]).

@@ -184,7 +184,8 @@ impl ReviewQueue {
         }
     }
 
-    /// Every item, oldest first (pending and closed).
+    /// Every item, oldest first (pending and closed). A saga's items go when the saga is
+    /// purged ([`Sagas::purge_finished`](crate::Sagas::purge_finished)), with its journal.
     pub async fn list(&self) -> Result<Vec<ReviewItem>, SagaError> {
         self.store
             .review_list()

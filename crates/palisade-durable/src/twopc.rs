@@ -721,8 +721,9 @@ impl Coordinator {
     ///
     /// The counterpart of [`Sagas::purge_finished`](crate::Sagas::purge_finished), with the
     /// same guarantees: only finished transactions that no process holds are deleted (never
-    /// one preparing, committing or aborting, whatever its age); sagas, review items and
-    /// checkpoints are left alone; a deleted transaction's id is free again.
+    /// one preparing, committing or aborting, whatever its age); sagas and checkpoints are
+    /// left alone; a deleted transaction's id is free again. (Transactions have no review
+    /// items; [`Store::purge`] would delete those of the workflows it deletes.)
     ///
     /// # Errors
     ///

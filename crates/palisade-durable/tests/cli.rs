@@ -366,8 +366,9 @@ async fn transactions_list_show_and_resolve() {
 }
 
 /// `purge` deletes the finished sagas and transactions older than `--older-than`, with their
-/// journals, and says how many went; it leaves the recent ones, the escalated, running and
-/// held ones (however old), review items, and refuses an age it cannot read.
+/// journals and review items, and says how many went; it leaves the recent ones, the
+/// escalated (and its review item), running and held ones (however old), and refuses an age
+/// it cannot read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_deletes_old_finished_workflows() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +436,12 @@ async fn purge_deletes_old_finished_workflows() {
     };
     let before = ids(store.clone()).await;
     assert_eq!(before.len(), 12);
+    // A closed review item of s-old, as a discard leaves it.
+    let mut closed = store.review_get("m1/1").await.unwrap().unwrap();
+    closed.id = "s-old/0".into();
+    closed.workflow_id = "s-old".into();
+    closed.status = "discarded".into();
+    store.review_put(closed).await.unwrap();
 
     let (ok, out, err) = cli(&db, &["purge", "--older-than", "1h"]);
     assert!(ok, "{err}");
@@ -455,8 +462,9 @@ async fn purge_deletes_old_finished_workflows() {
         ]
     );
     assert!(store.journal("s-old").await.unwrap().is_empty());
+    assert!(store.review_get("s-old/0").await.unwrap().is_none());
     assert_eq!(store.journal("s-held").await.unwrap().len(), 1);
-    // Nothing left that old; the review item of m1 is untouched.
+    // Nothing left that old; the review item of m1 (escalated) is untouched.
     let (ok, out, err) = cli(&db, &["purge", "--older-than", "1h 30m", "--json"]);
     assert!(ok, "{err}");
     let counts: Value = serde_json::from_str(&out).unwrap();

@@ -51,7 +51,9 @@ macro_rules! store_suite {
                 tx_a_coordinator_without_the_definition_gives_it_back,
                 purge_finished_deletes_old_finished_workflows_only,
                 purge_finished_goes_on_past_a_full_batch,
-                purge_leaves_a_held_workflow);
+                purge_leaves_a_held_workflow,
+                purge_deletes_the_review_items_of_the_workflows_it_deletes,
+                a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -25,9 +25,9 @@
 //!
 //! `purge` deletes the finished sagas and transactions (completed, compensated, failed;
 //! committed, aborted) whose latest entry is older than `--older-than` (`"30d"`, `"12h"`,
-//! `"1h 30m"`; `"0s"`: every finished one), with their journals, as `Sagas::purge_finished`
-//! and `Coordinator::purge_finished` do, and prints how many went: never a running, escalated
-//! or claimed one, nor review items or checkpoints.
+//! `"1h 30m"`; `"0s"`: every finished one), with their journals and review items, as
+//! `Sagas::purge_finished` and `Coordinator::purge_finished` do, and prints how many went:
+//! never a running, escalated or claimed one (nor its review items), nor checkpoints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,9 +73,9 @@ enum Command {
     ///
     /// Deletes the sagas that completed, were compensated or failed, and the transactions that
     /// committed or aborted, whose latest journal entry is older than --older-than and that no
-    /// process holds; never a running, compensating or escalated saga, nor a preparing,
-    /// committing or aborting transaction, whatever its age. Review items and checkpoints are
-    /// kept. Prints how many of each went.
+    /// process holds, with their review items; never a running, compensating or escalated
+    /// saga, nor a preparing, committing or aborting transaction, whatever its age. The review
+    /// items of the sagas kept, and checkpoints, are kept. Prints how many of each went.
     Purge {
         /// How long ago they must have finished: "30d", "12h", "1h 30m"; "0s" for every
         /// finished one.

@@ -1,6 +1,6 @@
 //! The in-memory store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
@@ -205,6 +205,7 @@ impl Store for MemoryStore {
             order,
             workflows,
             released_by,
+            reviews,
             ..
         } = &mut *inner;
         let mut gone = Vec::new();
@@ -225,6 +226,9 @@ impl Store for MemoryStore {
         }
         if !gone.is_empty() {
             order.retain(|id| workflows.contains_key(id));
+            // Their review items go with them (see `Store::purge`).
+            let gone: HashSet<&String> = gone.iter().collect();
+            reviews.retain(|_, (_, r)| !gone.contains(&r.workflow_id));
         }
         ready(Ok(gone.len() as u64))
     }

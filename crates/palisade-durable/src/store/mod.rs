@@ -30,7 +30,8 @@
 //! A process that holds a claim it cannot use (the workflow's definition is not in its version
 //! of the binary, during a rolling deploy) gives it back with [`Store::release`], so that a
 //! process that can drive the workflow gets it at once. Finished workflows are never deleted
-//! by the engines; [`Store::purge`] deletes them, with their journals, when the user asks
+//! by the engines; [`Store::purge`] deletes them, with their journals and review items, when
+//! the user asks
 //! ([`Sagas::purge_finished`](crate::Sagas::purge_finished),
 //! [`Coordinator::purge_finished`](crate::twopc::Coordinator::purge_finished)).
 //!
@@ -420,14 +421,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Err(StoreError::Unsupported("release"))))
     }
 
-    /// Deletes the workflows `purge` selects, with their journals, in one transaction;
-    /// returns how many went.
+    /// Deletes the workflows `purge` selects, with their journals and their review items
+    /// (those whose [`workflow_id`](StoredReview::workflow_id) is one of them, whatever
+    /// their status), in one transaction; returns how many workflows went.
     ///
     /// Fenced: a workflow that someone holds (owner set, even with an expired lease) is never
     /// deleted, nor one that is not of `purge.kind`, not in one of `purge.states`, or last
     /// written at or after `purge.updated_before_ms`; the check and the delete are one
-    /// transaction, so a claim or an append that comes first keeps its workflow. Review items
-    /// and checkpoints are not touched. A deleted workflow's id is free again.
+    /// transaction, so a claim or an append that comes first keeps its workflow. A deleted
+    /// workflow's id is free again, and so are its review items' ids.
+    ///
+    /// Why the review items go too: a finished workflow's items are closed (`retried`,
+    /// `discarded`), their history being the journal's (the escalations, the retries, a
+    /// discard's note), which goes with them; or still pending because a crash came between
+    /// the workflow's last entry and the item's update, where the journal overrules the item,
+    /// and without the journal nothing could close it. Kept, they would outlive what they are
+    /// about, and an item id (`"{saga_id}/{step}"`) used again by a new workflow with the
+    /// freed id would take the old item over (its age, a request for a retry that nobody made
+    /// for the new workflow). Nothing else deletes review items. The items of workflows not
+    /// deleted, and items of no workflow this purge deletes, are not touched; nor are
+    /// checkpoints.
     ///
     /// The default implementation, for stores written before this method existed, deletes
     /// nothing and fails with [`StoreError::Unsupported`].

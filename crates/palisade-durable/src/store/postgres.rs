@@ -47,7 +47,9 @@ use crate::error::StoreError;
 /// outcome cannot be recorded. The store never queries inside them, so it loses nothing by
 /// it. A database created with `jsonb` columns by an earlier version is converted on connect
 /// (once; it rewrites those two tables), and one created without the `released_by` column of
-/// [`Store::release`] gets it added (the earlier version's rows read as never released).
+/// [`Store::release`] gets it added (the earlier version's rows read as never released), and
+/// one without the `reviews_workflow` index (review items by workflow, for
+/// [`Store::purge`]) gets that.
 pub struct PostgresStore {
     conns: Vec<Mutex<Client>>,
     next: AtomicUsize,
@@ -77,7 +79,8 @@ fn conflict_or(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> Store
     }
 }
 
-/// The tables as the first version made them; [`ADD_COLUMNS`] adds the columns added since.
+/// The tables as the first version made them; [`ADD_COLUMNS`] adds the columns and indexes
+/// added since.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflows (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
@@ -110,9 +113,11 @@ BEGIN
 END $$;
 ";
 
-/// The columns added since the first version, for databases it created (and fresh ones:
-/// [`SCHEMA`] is the first version's). Checked first: `ALTER TABLE` locks the table even
-/// when it has nothing to do, and every process runs this on connect.
+/// The columns and indexes added since the first version, for databases it created (and
+/// fresh ones: [`SCHEMA`] is the first version's): `released_by` for [`Store::release`], and
+/// `reviews_workflow`, through which a [`purge`](Store::purge) deletes the review items of
+/// the workflows it deletes. Checked first: `ALTER TABLE` and `CREATE INDEX` lock the table
+/// even when they have nothing to do, and every process runs this on connect.
 const ADD_COLUMNS: &str = "
 DO $$
 BEGIN
@@ -120,6 +125,10 @@ BEGIN
                    WHERE table_schema = current_schema() AND table_name = 'workflows'
                      AND column_name = 'released_by') THEN
         ALTER TABLE workflows ADD COLUMN released_by TEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_indexes
+                   WHERE schemaname = current_schema() AND indexname = 'reviews_workflow') THEN
+        CREATE INDEX reviews_workflow ON reviews (workflow);
     END IF;
 END $$;
 ";
@@ -372,6 +381,9 @@ impl PostgresStore {
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !ids.is_empty() {
             tx.execute("DELETE FROM journal WHERE workflow = ANY($1)", &[&ids])
+                .await
+                .map_err(pg)?;
+            tx.execute("DELETE FROM reviews WHERE workflow = ANY($1)", &[&ids])
                 .await
                 .map_err(pg)?;
         }
@@ -870,7 +882,8 @@ mod tests {
 
     /// A database made by the previous version (no `released_by` column, a claimed workflow
     /// in it): connecting adds the column and keeps the rows, which read as never released;
-    /// release and claim then work; connecting again finds nothing to add.
+    /// release and claim then work; connecting again finds nothing to add. The
+    /// `reviews_workflow` index, which a purge deletes review items through, is added too.
     #[tokio::test(start_paused = true)]
     async fn a_database_of_the_previous_version_gets_the_new_column() {
         let Some((url, schema)) = database("released") else {
@@ -897,16 +910,27 @@ mod tests {
             .unwrap()
             .get::<_, i64>(0)
         };
-        assert_eq!(columns().await, 0);
+        let indexes = || async {
+            old.query_one(
+                "SELECT count(*) FROM pg_indexes
+                 WHERE schemaname = $1 AND indexname = 'reviews_workflow'
+                   AND indexdef LIKE '%ON ' || $1 || '.reviews USING btree (workflow)'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        };
+        assert_eq!((columns().await, indexes().await), (0, 0));
         let store = PostgresStore::connect_with(&url, Some(&schema), 1)
             .await
             .unwrap();
-        assert_eq!(columns().await, 1);
+        assert_eq!((columns().await, indexes().await), (1, 1));
         crate::store::release_hands_w_from_a_to_b(&*store).await;
         let store = PostgresStore::connect_with(&url, Some(&schema), 1)
             .await
             .unwrap();
-        assert_eq!(columns().await, 1);
+        assert_eq!((columns().await, indexes().await), (1, 1));
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!((w.owner.as_deref(), w.lease_until_ms), (Some("b"), 6));
         assert_eq!(store.journal("w").await.unwrap().len(), 1);

@@ -80,11 +80,14 @@ pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 ///
 /// Tables are created when the file is opened, if missing. A file made by an earlier version
 /// (without the `released_by` column of [`Store::release`]) gets the column added then, in
-/// the same transaction; the earlier version's rows read as never released.
+/// the same transaction; the earlier version's rows read as never released. One without the
+/// `reviews_workflow` index (review items by workflow, through which a
+/// [`purge`](Store::purge) deletes the items of the workflows it deletes) gets that too.
 ///
 /// A [`claim`](Store::claim) selects in SQL, states included, through the `workflows_kind_state`
 /// index (there since the first version): recovery reads the workflows it may take, not the
-/// finished ones a store keeps until [`purge`](Store::purge).
+/// finished ones a store keeps until [`purge`](Store::purge). A purge selects the same way:
+/// it reads the finished workflows of its kind, not the running ones.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -108,6 +111,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     agent TEXT NOT NULL, version INTEGER NOT NULL, at INTEGER NOT NULL,
     checksum TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (agent, version));
 ";
+
+/// The indexes added since the first version: a [`purge`](Store::purge) deletes the review
+/// items of each workflow it deletes by workflow.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS reviews_workflow ON reviews (workflow);";
 
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::backend(e)
@@ -246,6 +253,7 @@ fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch("ALTER TABLE workflows ADD COLUMN released_by TEXT")
             .map_err(db)?;
     }
+    tx.execute_batch(INDEXES).map_err(db)?;
     tx.commit().map_err(db)
 }
 
@@ -305,6 +313,14 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
     tx.commit().map_err(db)
 }
 
+/// `n` numbered parameters from `?first`, comma-separated: the list of an `IN (...)`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The claim query for `states` states: the rules of [`Store::claim`] in its `WHERE` clause,
 /// the states included, so that SQLite reads only the workflows it may hand out (through the
 /// `workflows_kind_state` index) and `LIMIT` counts only those; finished workflows, however
@@ -312,10 +328,7 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
 /// now, `?5` limit, then the states. The text depends only on how many states there are, so
 /// the statement cache keeps one statement per count (the engines always pass the same few).
 fn claim_query(states: usize) -> String {
-    let placeholders = (0..states)
-        .map(|i| format!("?{}", i + 6))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = placeholders(6, states);
     format!(
         "SELECT id FROM workflows
          WHERE kind = ?1 AND state IN ({placeholders}) AND (?2 IS NULL OR id = ?2)
@@ -353,43 +366,50 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
     Ok(candidates)
 }
 
+/// The purge query for `states` states: the rules of [`Store::purge`] in its `WHERE` clause,
+/// the states included, as in [`claim_query`]: SQLite reads only the workflows it may
+/// delete, through the `workflows_kind_state` index, and `LIMIT` counts only those.
+/// Parameters: `?1` kind, `?2` the time before which they were last written, `?3` limit,
+/// then the states.
+fn purge_query(states: usize) -> String {
+    let placeholders = placeholders(4, states);
+    format!(
+        "SELECT id FROM workflows
+         WHERE kind = ?1 AND state IN ({placeholders}) AND owner IS NULL AND updated < ?2
+         ORDER BY rowid LIMIT ?3"
+    )
+}
+
 fn purge(conn: &mut Connection, p: Purge) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
     let gone = {
         let mut stmt = tx
-            .prepare_cached(concat!(
-                "SELECT ",
-                workflow_columns!(),
-                " FROM workflows WHERE kind = ?1 AND owner IS NULL AND updated < ?2
-                 ORDER BY rowid"
-            ))
+            .prepare_cached(&purge_query(p.states.len()))
             .map_err(db)?;
+        let (before, limit) = (
+            sql_int(p.updated_before_ms),
+            p.limit.min(i64::MAX as usize) as i64,
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&p.kind, &before, &limit];
+        args.extend(p.states.iter().map(|s| s as &dyn rusqlite::ToSql));
         let rows = stmt
-            .query_map(params![p.kind, sql_int(p.updated_before_ms)], workflow_row)
+            .query_map(&args[..], |r| r.get::<_, String>(0))
             .map_err(db)?;
-        let mut gone = Vec::new();
-        for r in rows {
-            let r = r.map_err(db)?;
-            if gone.len() >= p.limit {
-                break;
-            }
-            if p.may_delete(&r) {
-                gone.push(r.id);
-            }
-        }
-        gone
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)?
     };
     for id in &gone {
-        tx.prepare_cached("DELETE FROM journal WHERE workflow = ?1")
-            .map_err(db)?
-            .execute([id])
-            .map_err(db)?;
-        tx.prepare_cached("DELETE FROM workflows WHERE id = ?1")
-            .map_err(db)?
-            .execute([id])
-            .map_err(db)?;
+        for delete in [
+            "DELETE FROM journal WHERE workflow = ?1",
+            "DELETE FROM reviews WHERE workflow = ?1",
+            "DELETE FROM workflows WHERE id = ?1",
+        ] {
+            tx.prepare_cached(delete)
+                .map_err(db)?
+                .execute([id])
+                .map_err(db)?;
+        }
     }
     tx.commit().map_err(db)?;
     Ok(gone.len() as u64)
@@ -743,10 +763,13 @@ mod tests {
 
     /// The query plan of a claim for `states` states, one line per step.
     fn claim_plan(store: &SqliteStore, states: usize) -> Vec<String> {
+        plan(store, &claim_query(states))
+    }
+
+    /// The query plan of `sql`, one line per step.
+    fn plan(store: &SqliteStore, sql: &str) -> Vec<String> {
         let conn = store.conn.lock().unwrap();
-        let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", claim_query(states)))
-            .unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
         stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap()
@@ -776,6 +799,36 @@ mod tests {
                     "{states} states: {plan:?}"
                 );
             }
+        }
+    }
+
+    /// A purge looks workflows up by kind and state through the index (it never reads the
+    /// running ones, however many), and deletes each one's review items through the
+    /// `reviews_workflow` index, not by reading every item; on a new file and on one made by
+    /// the first version (which lacked that index: opening adds it).
+    #[test]
+    fn a_purge_reads_only_what_it_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = SqliteStore::open(dir.path().join("fresh.db")).unwrap();
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA)
+            .unwrap();
+        let old = SqliteStore::open(&path).unwrap();
+        for store in [&fresh, &old] {
+            for states in [1, 3] {
+                let plan = plan(store, &purge_query(states));
+                assert!(
+                    plan.iter().any(|step| step
+                        == "SEARCH workflows USING INDEX workflows_kind_state (kind=? AND state=?)"),
+                    "{states} states: {plan:?}"
+                );
+            }
+            assert_eq!(
+                plan(store, "DELETE FROM reviews WHERE workflow = ?1"),
+                ["SEARCH reviews USING INDEX reviews_workflow (workflow=?)"]
+            );
         }
     }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use palisade_core::BoxError;
 use palisade_durable::error::{SagaError, StoreError};
 use palisade_durable::journal::SagaState;
-use palisade_durable::store::{Append, Claim, Purge, Store};
+use palisade_durable::review::ReviewStatus;
+use palisade_durable::store::{Append, Claim, Purge, Store, StoredReview};
 use palisade_durable::twopc::{
     Coordinator, Participant, PhaseRequest, TransactionDefinition, TxState, Vote,
 };
@@ -520,4 +521,175 @@ pub(crate) async fn purge_finished_goes_on_past_a_full_batch(store: Arc<dyn Stor
     let hour = Duration::from_secs(3600);
     assert_eq!(sagas.purge_finished(hour).await.unwrap(), 501);
     assert_eq!(sagas.purge_finished(hour).await.unwrap(), 0);
+}
+
+/// A purge deletes the review items of the workflows it deletes, whatever their status, in
+/// the same transaction: the closed ones (their history is the journal, which goes too) and
+/// the pending ones a crash left on a finished saga (the journal overrules them, and without
+/// it nothing could close them). The items of the workflows it keeps (escalated, held,
+/// recent, beyond its limit) stay, and so do items of no workflow it deletes. An item id used
+/// again after the purge is a new item, listed last.
+pub(crate) async fn purge_deletes_the_review_items_of_the_workflows_it_deletes(
+    store: Arc<dyn Store>,
+) {
+    for (id, state, at, release) in [
+        ("done", "completed", 100, true),
+        ("undone", "compensated", 100, true),
+        ("failed", "failed", 100, true),
+        ("waits", "escalated", 100, true),
+        ("held", "completed", 100, false),
+        ("new", "completed", 5_000, true),
+    ] {
+        let mut a = entry(id, 0, "w1", state).with_release(release);
+        a.at_ms = at;
+        store.append(a).await.unwrap();
+    }
+    let item = |id: &str, workflow: &str, status: &str| StoredReview {
+        id: id.into(),
+        workflow_id: workflow.into(),
+        status: status.into(),
+        updated_ms: 100,
+        body: json!({ "id": id }),
+    };
+    for (id, workflow, status) in [
+        ("done/0", "done", "retried"),
+        ("waits/0", "waits", "open"),
+        ("done/1", "done", "discarded"),
+        ("undone/0", "undone", "open"),
+        ("held/0", "held", "retried"),
+        ("undone/1", "undone", "retry_requested"),
+        ("failed/0", "failed", "discarded"),
+        ("new/0", "new", "retried"),
+        ("ghost/0", "ghost", "open"),
+    ] {
+        store.review_put(item(id, workflow, status)).await.unwrap();
+    }
+    let items = || async {
+        store
+            .review_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    let purge = |limit| {
+        Purge::new(
+            "saga",
+            &["completed", "compensated", "failed"],
+            1_000,
+            limit,
+        )
+    };
+    assert_eq!(store.purge(purge(2)).await.unwrap(), 2);
+    assert_eq!(
+        items().await,
+        ["waits/0", "held/0", "failed/0", "new/0", "ghost/0"],
+        "done's and undone's items went with them; failed's, beyond the limit, stayed"
+    );
+    for gone in ["done/0", "done/1", "undone/0", "undone/1"] {
+        assert!(store.review_get(gone).await.unwrap().is_none(), "{gone}");
+    }
+    assert_eq!(store.purge(purge(10)).await.unwrap(), 1);
+    assert_eq!(items().await, ["waits/0", "held/0", "new/0", "ghost/0"]);
+    // Another kind's purge deletes no saga's items.
+    assert_eq!(
+        store
+            .purge(Purge::new("2pc", &["completed"], u64::MAX, 10))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(items().await.len(), 4);
+    // An id used again: a new item, in the newest place, with nothing of the old one.
+    store
+        .review_put(item("done/0", "done", "open"))
+        .await
+        .unwrap();
+    assert_eq!(
+        items().await,
+        ["waits/0", "held/0", "new/0", "ghost/0", "done/0"]
+    );
+    let again = store.review_get("done/0").await.unwrap().unwrap();
+    assert_eq!(again.status, "open");
+}
+
+/// A saga's retry ran and it finished compensated, but the service died before closing the
+/// review item (it still says `retry_requested`); later the saga is purged and its id used
+/// again by a new saga that escalates the same step. The new escalation is open for a person:
+/// the old request, made for the purged saga, does not run the new saga's compensation.
+/// Before purges deleted review items, the old item outlived its saga, the new escalation
+/// took it as its own (the same id, the same escalation count) with its request, and the
+/// next recovery ran the compensation nobody had looked at.
+pub(crate) async fn a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga(
+    store: Arc<dyn Store>,
+) {
+    let log = Log::default();
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = |undo_a: Act| {
+        saga(
+            "t",
+            vec![
+                undoable("a", &log, Act::Ok, undo_a),
+                step("b", &log, Act::Fail("HTTP 502")),
+            ],
+        )
+    };
+    let store_f: Arc<dyn Store> = faulty.clone();
+    let sagas = engine(
+        &store_f,
+        "w1",
+        vec![def(Act::FailFirst(1, "400 bad request"))],
+    );
+    let queue = sagas.review_queue();
+    assert_eq!(
+        sagas.run("t", "p1", json!(1)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    queue.request_retry("p1/0").await.unwrap();
+    *faulty.fail_review.lock().unwrap() = Some("retried");
+    let r = sagas.recover().await.unwrap();
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(
+        sagas.inspect("p1").await.unwrap().state,
+        SagaState::Compensated
+    );
+    let stale = queue.inspect("p1/0").await.unwrap();
+    assert_eq!(
+        (stale.status, stale.escalations),
+        (ReviewStatus::RetryRequested, 1),
+        "the crash left the item pending"
+    );
+
+    sleep(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(
+        sagas
+            .purge_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(queue.list().await.unwrap().is_empty());
+
+    // The id used again, by a saga whose compensation of a always refuses.
+    let sagas = engine(&store_f, "w1", vec![def(Act::Fail("400 bad request"))]);
+    assert_eq!(
+        sagas.run("t", "p1", json!(2)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    let item = queue.inspect("p1/0").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 1));
+    assert_eq!(item.input, json!(2));
+    assert!(item.created_ms > stale.created_ms, "a new item");
+    log.take();
+    let r = sagas.recover().await.unwrap();
+    assert!(r.resumed.is_empty() && r.failed.is_empty(), "{r:?}");
+    assert!(
+        !log.take().iter().any(|l| l.starts_with("undo a")),
+        "nobody asked to retry the new saga's compensation"
+    );
+    assert_eq!(
+        sagas.inspect("p1").await.unwrap().state,
+        SagaState::Escalated
+    );
 }
