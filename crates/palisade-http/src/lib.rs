@@ -17,8 +17,11 @@
 //!   retry layer waits exactly as long as the server asked.
 //! - [`grpc`]: [`GrpcClassifier`](grpc::GrpcClassifier) for `grpc-status`, and the
 //!   `grpc-timeout` format.
-//! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer));
-//!   response bodies watched while they stream ([`GuardLayer`](body::GuardLayer): an idle
+//! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer):
+//!   read before the first attempt, or, with
+//!   [`ReplayLayer::streaming`](body::ReplayLayer::streaming) for gRPC client-streaming and
+//!   bidirectional calls and uploads, sent as they stream and recorded on the way); response
+//!   bodies watched while they stream ([`GuardLayer`](body::GuardLayer): an idle
 //!   timeout between frames, a whole-body limit, gRPC trailers); a breaker that judges a
 //!   streamed call when its body ends ([`StreamBreakerLayer`](body::StreamBreakerLayer)).
 //! - [`deadline`]: the time left until palisade's deadline, sent as `grpc-timeout` or a
@@ -167,7 +170,10 @@
 //! [`StreamBreaker`](body::StreamBreaker)) → attempt timeout → classify (with
 //! [`HttpClassifier`]) → [`PropagateDeadline`](deadline::PropagateDeadline) →
 //! [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
-//! request bodies are not `Clone`. A server: [`ErrorResponse`](respond::ErrorResponse) →
+//! request bodies are not `Clone` (buffered or [streaming](body::ReplayLayer::streaming)),
+//! with the retry layer built with [`ReplayAttempts`](body::ReplayAttempts), which ends a
+//! request whose body could not be kept with its attempt's own error. A server:
+//! [`ErrorResponse`](respond::ErrorResponse) →
 //! [`ServerDeadline`](deadline::ServerDeadline) → your layers → the handlers.
 //!
 //! # Examples

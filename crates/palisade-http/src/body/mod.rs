@@ -1,8 +1,10 @@
 //! Request and response bodies: replay for retries, timeouts and trailers while streaming.
 //!
 //! - [`ReplayLayer`] keeps request bodies up to a limit in memory so that a retry layer above
-//!   can send a request again (`Request<Incoming>` and axum's requests are not `Clone`);
-//!   [`ReplayAttempts`] gives a body over the limit a single attempt.
+//!   can send a request again (`Request<Incoming>` and axum's requests are not `Clone`), either
+//!   read before the first attempt or ([`ReplayLayer::streaming`], for gRPC client-streaming
+//!   and bidirectional calls and uploads) recorded as they stream; [`ReplayAttempts`] on the
+//!   retry layer keeps it from sending again a body over the limit.
 //! - [`GuardLayer`] watches response bodies as they stream: an idle timeout between frames, a
 //!   whole-body limit, and the gRPC status of the trailers; a body that fails yields an error
 //!   that carries its class.
@@ -12,6 +14,7 @@
 
 mod guard;
 mod judge;
+mod record;
 mod replay;
 
 pub use guard::{BodyTimeout, Guard, GuardFuture, GuardLayer, GuardedBody, IdleTimeout};

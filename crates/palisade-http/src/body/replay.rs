@@ -17,16 +17,41 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::record::Replica;
+
 /// The body of a request that could not be kept for replay was asked for a second time.
 ///
 /// Its class is `Validation`, not retryable: the request cannot be sent again. With
-/// [`ReplayAttempts`] on the retry layer, no second attempt is made and this never happens.
+/// [`ReplayAttempts`] on the retry layer, no attempt is made with a body known not to be kept
+/// when the attempt before failed, and this does not happen; it can when a client below goes
+/// on reading a [streaming](ReplayLayer::streaming) body after its attempt failed (an HTTP/1
+/// connection sending the rest of a body the server has already answered) and passes the
+/// limit only then.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NotReplayable(());
+pub struct NotReplayable(Why);
+
+/// Why a body was not kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Why {
+    /// It was larger than the limit.
+    #[default]
+    TooLarge,
+    /// The caller's body failed while streaming.
+    Failed,
+}
+
+impl NotReplayable {
+    pub(super) fn new(failed: bool) -> Self {
+        NotReplayable(if failed { Why::Failed } else { Why::TooLarge })
+    }
+}
 
 impl fmt::Display for NotReplayable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request body larger than the replay limit cannot be sent again")
+        f.write_str(match self.0 {
+            Why::TooLarge => "request body larger than the replay limit cannot be sent again",
+            Why::Failed => "request body that failed while streaming cannot be sent again",
+        })
     }
 }
 
@@ -38,14 +63,29 @@ impl HasClass for NotReplayable {
     }
 }
 
-/// A request body that a retry can send again: either kept whole in memory (cloning it is a
-/// reference-count increment and replays it from the start), or streamed once.
+/// A request body that a retry can send again: kept whole in memory (cloning it is a
+/// reference-count increment and replays it from the start), recorded while it streams, or
+/// streamed once.
 ///
 /// Made by [`Replay`]. A clone of a body that was not kept ([`is_replayable`] is `false`) fails
 /// with [`NotReplayable`] when read, and has the size hint of the body it stands for, so that
 /// a client reads it (hyper's HTTP/1 client would send a body it believes empty without
 /// reading it, and the server would get the request with no body): pair the retry layer with
-/// [`ReplayAttempts`] so that such a request gets one attempt and is never cloned.
+/// [`ReplayAttempts`] so that such a request is not sent again.
+///
+/// # Streaming
+///
+/// A body made by [`ReplayBody::streaming`] passes each frame of the caller's body on as soon
+/// as it arrives, and records it (data and trailers) in a buffer its clones share, up to the
+/// limit. A clone replays the recorded frames, then reads on from the caller's body where the
+/// copy before it stopped: that copy gives the caller's body back when it is dropped (a retry
+/// drops an attempt before it sends the next; a clone polled while another copy still reads
+/// waits for it, and is woken when that copy gives the body back, ends it or passes the
+/// limit). Once more than the limit has been read, the recording is dropped and the body can
+/// no longer be replayed: the copy reading goes on to the end, the others fail with
+/// [`NotReplayable`], and [`is_replayable`] is `false` on every copy, which [`ReplayAttempts`]
+/// reads when an attempt fails. The clones share one lock, held only to record or replay a
+/// frame, never while the caller's body is polled.
 ///
 /// [`is_replayable`]: ReplayBody::is_replayable
 pub struct ReplayBody<B> {
@@ -65,6 +105,7 @@ enum Kind<B> {
         // The size hint of the whole body, for the clones that stand for it.
         whole: SizeHint,
     },
+    Streaming(Replica<B>),
     Taken {
         reported: bool,
         // The size hint of the whole body it stands for, until its error is reported: an
@@ -107,9 +148,26 @@ impl<B> ReplayBody<B> {
         }
     }
 
-    /// Whether a clone replays this body (it was kept whole).
+    /// A body that streams `body`, recording up to `limit` bytes of it for its clones to
+    /// replay (see [Streaming](#streaming)).
+    pub fn streaming(body: B, limit: usize) -> Self
+    where
+        B: Body,
+    {
+        ReplayBody {
+            kind: Kind::Streaming(Replica::new(body, limit)),
+        }
+    }
+
+    /// Whether a clone replays this body: it was kept whole, or it streams and everything read
+    /// of it so far was recorded (a streaming body is replayable until more than the limit has
+    /// been read, or the caller's body fails).
     pub fn is_replayable(&self) -> bool {
-        matches!(self.kind, Kind::Full { .. })
+        match &self.kind {
+            Kind::Full { .. } => true,
+            Kind::Streaming(replica) => replica.is_kept(),
+            Kind::Once { .. } | Kind::Taken { .. } => false,
+        }
     }
 
     /// The kept bytes, when the body was kept whole.
@@ -123,7 +181,11 @@ impl<B> ReplayBody<B> {
 
 /// The size hint of `prefix` followed by a body of size hint `rest`.
 fn after(prefix: &VecDeque<Bytes>, rest: SizeHint) -> SizeHint {
-    let kept: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+    after_len(prefix.iter().map(|b| b.len() as u64).sum(), rest)
+}
+
+/// The size hint of `kept` bytes followed by a body of size hint `rest`.
+pub(super) fn after_len(kept: u64, rest: SizeHint) -> SizeHint {
     let mut hint = SizeHint::new();
     hint.set_lower(kept.saturating_add(rest.lower()));
     if let Some(upper) = rest.upper() {
@@ -137,6 +199,11 @@ impl<B> Clone for ReplayBody<B> {
         let hint = match &self.kind {
             Kind::Full { data, trailers, .. } => {
                 return Self::full(data.clone(), trailers.clone());
+            }
+            Kind::Streaming(replica) => {
+                return ReplayBody {
+                    kind: Kind::Streaming(replica.clone()),
+                };
             }
             Kind::Once { whole, .. } | Kind::Taken { hint: whole, .. } => *whole,
         };
@@ -161,6 +228,13 @@ impl<B> fmt::Debug for ReplayBody<B> {
                 .debug_struct("ReplayBody::Once")
                 .field("prefix", &prefix.iter().map(Bytes::len).sum::<usize>())
                 .finish(),
+            Kind::Streaming(replica) => {
+                let (recorded, kept) = replica.recorded();
+                f.debug_struct("ReplayBody::Streaming")
+                    .field("read", &recorded)
+                    .field("kept", &kept)
+                    .finish()
+            }
             Kind::Taken { .. } => f.write_str("ReplayBody::Taken"),
         }
     }
@@ -219,6 +293,7 @@ where
                     }
                 }
             }
+            Kind::Streaming(replica) => replica.poll_frame(cx),
             Kind::Taken { reported, .. } => {
                 if mem::replace(reported, true) {
                     Poll::Ready(None)
@@ -226,7 +301,7 @@ where
                     // So that `class_of` reads its class under any classifier (the default
                     // rules do not know this crate's types); on this error path only.
                     palisade_core::register::<NotReplayable>();
-                    Poll::Ready(Some(Err(Box::new(NotReplayable(())))))
+                    Poll::Ready(Some(Err(Box::new(NotReplayable::default()))))
                 }
             }
         }
@@ -246,6 +321,7 @@ where
             Kind::Once { prefix, rest, .. } => {
                 prefix.is_empty() && rest.as_ref().is_none_or(|b| b.is_end_stream())
             }
+            Kind::Streaming(replica) => replica.is_end_stream(),
             Kind::Taken { reported, .. } => *reported,
         }
     }
@@ -260,6 +336,7 @@ where
                 rest.as_ref()
                     .map_or(SizeHint::with_exact(0), Body::size_hint),
             ),
+            Kind::Streaming(replica) => replica.size_hint(),
             Kind::Taken { reported: true, .. } => SizeHint::with_exact(0),
             Kind::Taken { hint, .. } => *hint,
         }
@@ -267,20 +344,63 @@ where
 }
 
 /// Makes requests replayable for a retry layer above: see [`Replay`].
+///
+/// [`new`](ReplayLayer::new) reads each body (up to the limit) before the first attempt;
+/// [`streaming`](ReplayLayer::streaming) sends it as it comes and records it on the way. Both
+/// keep the same bytes in memory and take the same stack: the layer above the retry layer,
+/// and the retry layer built with [`ReplayAttempts`]
+/// (`.max_attempts_with(ReplayAttempts::new(..))`). The retry layer reads a request's limit
+/// before its first attempt and again after each failed one, from the copy it keeps for the
+/// next, so a body streamed past the limit during an attempt ends the request with that
+/// attempt's own error, as a request whose attempts are spent. They differ in when the first
+/// attempt starts and in when a body too large to replay is found out:
+///
+/// | | `ReplayLayer::new` (buffered) | `ReplayLayer::streaming` |
+/// |---|---|---|
+/// | first attempt starts | once the whole body has arrived | at once; each frame goes on as it arrives |
+/// | a client-streaming or bidirectional gRPC call | never sent (its body ends after the answer) | works |
+/// | a body found too large | before the first attempt, which is its only one | while an attempt streams it: that attempt is its last |
+/// | a caller's body that fails | fails the call before anything is sent | fails the attempt reading it, after the server got part of the body |
+/// | state per request | none shared; the kept body is one `Bytes` | one `Arc<Mutex<..>>` shared by the copies, locked once per frame |
+///
+/// Use `streaming` for gRPC client-streaming and bidirectional calls, for uploads, and
+/// wherever the first attempt should not wait for the whole body. `new` stays the default:
+/// a server never sees a request whose body the caller did not finish, and for requests whose
+/// body is one message (HTTP APIs, tonic's unary and server-streaming calls) waiting for it
+/// costs nothing, since the server answers only once it has read it all; and a stack built
+/// with `new` keeps behaving as it did.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayLayer {
     limit: usize,
+    streaming: bool,
 }
 
 impl ReplayLayer {
-    /// Keeps request bodies of up to `limit` bytes for replay.
+    /// Keeps request bodies of up to `limit` bytes for replay, reading each one before the
+    /// first attempt.
     pub fn new(limit: usize) -> Self {
-        ReplayLayer { limit }
+        ReplayLayer {
+            limit,
+            streaming: false,
+        }
+    }
+
+    /// Sends request bodies as they stream, recording up to `limit` bytes of each for replay.
+    pub fn streaming(limit: usize) -> Self {
+        ReplayLayer {
+            limit,
+            streaming: true,
+        }
     }
 
     /// The largest body kept, in bytes.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Whether bodies are sent as they stream ([`ReplayLayer::streaming`]).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming
     }
 }
 
@@ -288,31 +408,41 @@ impl<S> Layer<S> for ReplayLayer {
     type Service = Replay<S>;
 
     fn layer(&self, inner: S) -> Replay<S> {
-        Replay::new(inner, self.limit)
+        Replay {
+            inner,
+            limit: self.limit,
+            streaming: self.streaming,
+        }
     }
 }
 
-/// Reads each request's body into memory, up to a limit, so that the request can be cloned and
+/// Makes each request's body replayable, up to a limit, so that the request can be cloned and
 /// sent again: `Request<B>` in, `Request<ReplayBody<B>>` to the inner service (a retry layer,
 /// which needs `Clone` requests; `Request<hyper::body::Incoming>` and axum's request are not).
 ///
-/// A body of up to `limit` bytes (trailers included as they come) is read whole before the
-/// inner service is called, and every clone replays it. A larger one (by its size hint, or once
-/// `limit` bytes have arrived) is sent as it streams, once: what was read is sent first, then
-/// the rest; a `DEBUG` event (target `palisade_http::body`) says the request goes without
+/// An empty body costs nothing. A body larger than the limit by its size hint is sent as it
+/// streams, once: a `DEBUG` event (target `palisade_http::body`) says the request goes without
 /// retry, and [`ReplayBody::is_replayable`] is `false`, which [`ReplayAttempts`] turns into a
-/// limit of one attempt. An empty body costs nothing.
+/// limit of one attempt. Any other body is
 ///
-/// Because a body under the limit is read before anything is sent, do not put `Replay` in
-/// front of a client-streaming or bidirectional gRPC call (or any request whose body waits
-/// for the response before it ends): the body never ends, so the call is never sent. Such
-/// calls cannot be replayed anyway; route them around the layer (tonic's unary and
-/// server-streaming calls are fine: their request is one message).
+/// - **buffered** ([`Replay::new`], [`ReplayLayer::new`]): read whole before the inner service
+///   is called, and every clone replays it; one that passes `limit` bytes (trailers included
+///   as they come) is sent as above: what was read first, then the rest.
+/// - **streaming** ([`Replay::streaming`], [`ReplayLayer::streaming`]): passed to the inner
+///   service at once, each frame sent as it arrives and recorded for the clones (see
+///   [`ReplayBody`]'s [Streaming](ReplayBody#streaming)); one that passes `limit` bytes goes
+///   on streaming, and [`ReplayAttempts`], read again when the attempt fails, ends that
+///   request with the attempt's own error.
+///
+/// A buffered body must end before anything is sent: do not put a buffered `Replay` in front of
+/// a client-streaming or bidirectional gRPC call (or any request whose body waits for the
+/// response before it ends), which would never be sent. Use the streaming mode for those.
 ///
 /// # Errors
 ///
-/// A body that fails while being read fails the call with its error, before the inner service
-/// is called.
+/// A buffered body that fails while being read fails the call with its error, before the
+/// inner service is called; a streaming one fails the attempt that reads it, and cannot be
+/// sent again.
 ///
 /// # Readiness
 ///
@@ -322,12 +452,26 @@ impl<S> Layer<S> for ReplayLayer {
 pub struct Replay<S> {
     inner: S,
     limit: usize,
+    streaming: bool,
 }
 
 impl<S> Replay<S> {
-    /// Wraps `inner`, keeping bodies of up to `limit` bytes.
+    /// Wraps `inner`, keeping bodies of up to `limit` bytes, each read before the first attempt.
     pub fn new(inner: S, limit: usize) -> Self {
-        Replay { inner, limit }
+        Replay {
+            inner,
+            limit,
+            streaming: false,
+        }
+    }
+
+    /// Wraps `inner`, sending bodies as they stream and recording up to `limit` bytes of each.
+    pub fn streaming(inner: S, limit: usize) -> Self {
+        Replay {
+            inner,
+            limit,
+            streaming: true,
+        }
     }
 
     /// The inner service.
@@ -378,6 +522,10 @@ where
         if body.size_hint().lower() > self.limit as u64 {
             sent_once(self.limit);
             let req = Request::from_parts(parts, ReplayBody::once([], body));
+            return ReplayFuture::calling(self.inner.call(req));
+        }
+        if self.streaming {
+            let req = Request::from_parts(parts, ReplayBody::streaming(body, self.limit));
             return ReplayFuture::calling(self.inner.call(req));
         }
         let clone = self.inner.clone();
@@ -547,6 +695,15 @@ where
 
 /// The retry attempt limit for [`ReplayBody`] requests: one attempt for a body that was not
 /// kept for replay, `A`'s limit for the others.
+///
+/// The retry layer reads a request's limit before its first attempt, and again after each
+/// failed attempt, from the copy it keeps for the next one (a later read can only lower it).
+/// A buffered body ([`ReplayLayer::new`]) is whole before the first read, so a body too large
+/// to keep gets one attempt and the retry keeps no copy of it. A
+/// [streaming](ReplayLayer::streaming) body has not been read yet: it gets `A`'s limit (or one
+/// attempt if its size hint already says it is too large), and once an attempt has streamed it
+/// past the limit, the read after that attempt fails gives one attempt, so the request ends
+/// with that attempt's own error, as a request whose attempts are spent.
 ///
 /// Give it to the retry layer with `RetryBuilder::max_attempts_with`:
 ///

@@ -318,6 +318,747 @@ async fn a_body_not_kept_is_not_replayable_to_any_classifier() {
 
 const LONG: &str = "0123456789012345678901234567890123456789";
 
+// ---- streaming replay ----
+
+/// What a [`Fed`] body holds: frames the test fed and the body has not given yet.
+#[derive(Default)]
+struct Pipe {
+    frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+    ended: bool,
+    /// The bytes still to come, when the body was declared with a length.
+    left: Option<u64>,
+    waker: Option<std::task::Waker>,
+}
+
+/// A body the test feeds frame by frame, as a caller streaming a request would: `Pending`
+/// until fed.
+struct Fed(Arc<Mutex<Pipe>>);
+
+/// The test's end of a [`Fed`] body.
+#[derive(Clone)]
+struct Feeder(Arc<Mutex<Pipe>>);
+
+/// A body to feed, declared `len` bytes long if `Some`.
+fn fed(len: Option<u64>) -> (Feeder, Fed) {
+    let pipe = Arc::new(Mutex::new(Pipe {
+        left: len,
+        ..Pipe::default()
+    }));
+    (Feeder(pipe.clone()), Fed(pipe))
+}
+
+impl Feeder {
+    fn push(&self, frame: Result<Frame<Bytes>, BoxError>, end: bool) {
+        let mut pipe = self.0.lock().unwrap();
+        pipe.frames.push_back(frame);
+        pipe.ended |= end;
+        if let Some(waker) = pipe.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn data(&self, chunk: &'static str) {
+        self.push(Ok(Frame::data(Bytes::from_static(chunk.as_bytes()))), false);
+    }
+
+    /// Sends the trailers, which end the body.
+    fn trailers(&self, pairs: &[(&'static str, &'static str)]) {
+        self.push(Ok(Frame::trailers(trailers(pairs))), true);
+    }
+
+    fn fail(&self, message: &'static str) {
+        self.push(Err(message.into()), false);
+    }
+
+    fn end(&self) {
+        let mut pipe = self.0.lock().unwrap();
+        pipe.ended = true;
+        if let Some(waker) = pipe.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Body for Fed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut pipe = self.0.lock().unwrap();
+        if let Some(frame) = pipe.frames.pop_front() {
+            if let (Ok(data), Some(left)) = (&frame, &mut pipe.left) {
+                *left -= data.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            return Poll::Ready(Some(frame));
+        }
+        if pipe.ended {
+            return Poll::Ready(None);
+        }
+        pipe.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let pipe = self.0.lock().unwrap();
+        pipe.ended && pipe.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.lock().unwrap().left {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// `future`'s output, failing the test if it does not come within a (paused-clock) minute.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("stalled")
+}
+
+/// The next frame of `body`, as the test's log writes it: `ab`, `x-sum=1` for trailers.
+async fn next_frame<B>(body: &mut B) -> Option<Result<String, BoxError>>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    let frame = within(body.frame()).await?;
+    Some(frame.map(|frame| match frame.into_data() {
+        Ok(data) => String::from_utf8(data.to_vec()).unwrap(),
+        Err(frame) => {
+            let t = frame.into_trailers().unwrap();
+            let mut pairs: Vec<String> = t
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+                .collect();
+            pairs.sort();
+            pairs.join(",")
+        }
+    }))
+}
+
+/// A server for the streaming tests: each attempt logs each frame it reads as `n: frame`,
+/// reads `reads(n)` frames (all if `None`), then answers `Ok` or fails as `fails(n)` says,
+/// with a retryable error.
+fn streaming_server(
+    log: Arc<Mutex<Vec<String>>>,
+    calls: Arc<AtomicUsize>,
+    reads: fn(usize) -> Option<usize>,
+    fails: fn(usize) -> bool,
+) -> impl Service<Request<ReplayBody<Fed>>, Response = usize, Error = BoxError, Future: Send> + Clone
+{
+    service_fn(move |req: Request<ReplayBody<Fed>>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let log = log.clone();
+        async move {
+            let mut body = req.into_body();
+            let mut read = 0;
+            while reads(n).is_none_or(|most| read < most) {
+                let Some(frame) = next_frame(&mut body).await else {
+                    break;
+                };
+                log.lock().unwrap().push(format!("{n}: {}", frame?));
+                read += 1;
+            }
+            if fails(n) {
+                Err::<usize, BoxError>("503 service unavailable".into())
+            } else {
+                Ok(n)
+            }
+        }
+    })
+}
+
+/// The retry of the streaming tests: 3 attempts, 5 ms apart, with [`ReplayAttempts`].
+fn streaming_retry()
+-> palisade_retry::RetryLayer<palisade_retry::budget::Unlimited, ReplayAttempts<LayerLimit>> {
+    palisade_retry::RetryLayer::builder()
+        .budget(palisade_retry::budget::Unlimited)
+        .backoff(palisade_retry::Backoff::constant(Duration::from_millis(5)))
+        .max_attempts(3)
+        .max_attempts_with(ReplayAttempts::new(LayerLimit))
+        .build()
+        .unwrap()
+}
+
+/// The streaming stack: replay (recording up to `limit` bytes) → retry (with
+/// [`ReplayAttempts`]) → classify → `server`.
+fn streaming_stack<S>(
+    limit: usize,
+    server: S,
+) -> impl Service<Request<Fed>, Response = usize, Error = BoxError, Future: Send + 'static> + Clone
+where
+    S: Service<Request<ReplayBody<Fed>>, Response = usize, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    ServiceBuilder::new()
+        .layer(ReplayLayer::streaming(limit))
+        .layer(streaming_retry())
+        .layer(palisade_core::ClassifyLayer::new(
+            palisade_core::DefaultClassifier::new(),
+        ))
+        .service(server)
+}
+
+fn log_of(log: &Mutex<Vec<String>>) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+/// The first attempt sees each frame as soon as the caller sends it, before the body ends:
+/// the inner service reads the first frame and answers while the caller has not sent the
+/// second; the rest follows through the same body.
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_sends_each_frame_as_it_arrives() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let first_frame = service_fn(move |req: Request<ReplayBody<Fed>>| {
+        let b = b.clone();
+        async move {
+            let mut body = req.into_body();
+            let first = next_frame(&mut body).await.unwrap()?;
+            b.lock().unwrap().push(body);
+            Ok::<_, BoxError>(first)
+        }
+    });
+    let (feed, body) = fed(None);
+    let layer = ReplayLayer::streaming(64);
+    assert!(layer.is_streaming() && !ReplayLayer::new(64).is_streaming());
+    assert_eq!(layer.limit(), 64);
+    let call = tokio::spawn(layer.layer(first_frame).oneshot(Request::new(body)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!call.is_finished(), "nothing was sent yet");
+    feed.data("ab");
+    assert_eq!(within(call).await.unwrap().unwrap(), "ab");
+    // The rest of the body, as the caller sends it.
+    let mut body = bodies.lock().unwrap().pop().unwrap();
+    assert!(body.is_replayable() && !body.is_end_stream());
+    feed.data("cd");
+    assert_eq!(next_frame(&mut body).await.unwrap().unwrap(), "cd");
+    feed.trailers(&[("x-sum", "1")]);
+    assert_eq!(next_frame(&mut body).await.unwrap().unwrap(), "x-sum=1");
+    assert!(next_frame(&mut body).await.is_none());
+    assert!(body.is_end_stream());
+}
+
+/// A retry after the first attempt failed half-way through the body replays what was
+/// recorded, then reads on from the caller's body, which goes on arriving.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_a_failure_mid_body_replays_the_record_then_reads_on() {
+    let (log, calls) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
+    // The first attempt reads one frame and fails; the second reads all and answers.
+    let server = streaming_server(
+        log.clone(),
+        Arc::clone(&calls),
+        |n| (n == 1).then_some(1),
+        |n| n == 1,
+    );
+    let (feed, body) = fed(None);
+    feed.data("ab");
+    let call = tokio::spawn(streaming_stack(64, server).oneshot(Request::new(body)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(log_of(&log), ["1: ab", "2: ab"]);
+    assert!(!call.is_finished());
+    feed.data("cd");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(log_of(&log), ["1: ab", "2: ab", "2: cd"]);
+    feed.trailers(&[("x-sum", "1")]);
+    assert_eq!(within(call).await.unwrap().unwrap(), 2);
+    assert_eq!(log_of(&log), ["1: ab", "2: ab", "2: cd", "2: x-sum=1"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A retry after the first attempt read the whole body replays all of it, trailers included,
+/// and so does the next.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_the_body_ended_replays_everything_with_its_trailers() {
+    let (log, calls) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
+    let server = streaming_server(log.clone(), Arc::clone(&calls), |_| None, |n| n < 3);
+    let (feed, body) = fed(None);
+    feed.data("ab");
+    feed.data("cd");
+    feed.trailers(&[("x-sum", "1"), ("x-n", "2")]);
+    let answer = within(streaming_stack(64, server).oneshot(Request::new(body))).await;
+    assert_eq!(answer.unwrap(), 3);
+    let sent = |n| {
+        [
+            format!("{n}: ab"),
+            format!("{n}: cd"),
+            format!("{n}: x-n=2,x-sum=1"),
+        ]
+    };
+    assert_eq!(log_of(&log), [sent(1), sent(2), sent(3)].concat());
+}
+
+/// A body that passes the limit while it streams cannot be sent again: the retry, which reads
+/// [`ReplayAttempts`] again after each failed attempt, stops at that attempt and returns its
+/// own error (not a `NotReplayable` from a second call), whether the limit was passed in the
+/// first attempt or in a retry. Without [`ReplayAttempts`] the retry sends a clone, which
+/// fails as `NotReplayable`.
+#[tokio::test(start_paused = true)]
+async fn past_the_limit_the_retry_stops_with_the_attempts_own_error() {
+    let ends_over = |feed: &Feeder| {
+        feed.data("abc");
+        feed.data("def");
+        feed.end();
+    };
+    let the_attempts_own = |err: &BoxError| {
+        assert_eq!(err.to_string(), "503 service unavailable", "{err:?}");
+        assert_eq!(
+            class_of(err),
+            Class::new(Category::ServerError),
+            "its own class, retryable: only the limit stopped it"
+        );
+    };
+    // Passed in the first attempt.
+    let (log, calls) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let server = streaming_server(log.clone(), calls.clone(), |_| None, |_| true);
+    let (feed, body) = fed(None);
+    ends_over(&feed);
+    let err = within(streaming_stack(4, server.clone()).oneshot(Request::new(body)))
+        .await
+        .unwrap_err();
+    the_attempts_own(&err);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no second call");
+    assert_eq!(log_of(&log), ["1: abc", "1: def"]);
+
+    // Passed in the retry: the first attempt read 3 bytes (kept), the second reads on.
+    let (log, calls) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let server = streaming_server(
+        log.clone(),
+        calls.clone(),
+        |n| (n == 1).then_some(1),
+        |_| true,
+    );
+    let (feed, body) = fed(None);
+    ends_over(&feed);
+    let err = within(streaming_stack(4, server).oneshot(Request::new(body)))
+        .await
+        .unwrap_err();
+    the_attempts_own(&err);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "no third call");
+    assert_eq!(log_of(&log), ["1: abc", "2: abc", "2: def"]);
+
+    // Within the limit, the same server gets all three attempts: the limit stopped them.
+    let (log, calls) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let server = streaming_server(log.clone(), calls.clone(), |_| None, |_| true);
+    let (feed, body) = fed(None);
+    ends_over(&feed);
+    let err = within(streaming_stack(6, server).oneshot(Request::new(body)))
+        .await
+        .unwrap_err();
+    the_attempts_own(&err);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Without `ReplayAttempts`, the retry sends a clone, which fails.
+    let (log, calls) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let without = ServiceBuilder::new()
+        .layer(ReplayLayer::streaming(4))
+        .layer(
+            palisade_retry::RetryLayer::builder()
+                .budget(palisade_retry::budget::Unlimited)
+                .backoff(palisade_retry::Backoff::constant(Duration::from_millis(5)))
+                .max_attempts(3)
+                .build()
+                .unwrap(),
+        )
+        .layer(palisade_core::ClassifyLayer::new(
+            palisade_core::DefaultClassifier::new(),
+        ))
+        .service(streaming_server(
+            log.clone(),
+            calls.clone(),
+            |_| None,
+            |_| true,
+        ));
+    let (feed, body) = fed(None);
+    ends_over(&feed);
+    let err = within(without.oneshot(Request::new(body)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body larger than the replay limit cannot be sent again"
+    );
+    assert_eq!(
+        class_of(&err),
+        Class::new(Category::Validation).with_retryable(false)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        log_of(&log),
+        ["1: abc", "1: def"],
+        "the second read nothing"
+    );
+}
+
+/// [`ReplayAttempts`] on a streaming body: the layer's limit while everything read so far is
+/// recorded, on the copy the retry keeps as on the one an attempt reads; one attempt on every
+/// copy once more than the limit has been read, or once the caller's body failed.
+#[tokio::test(start_paused = true)]
+async fn replay_attempts_read_a_streaming_body_before_and_after_the_limit() {
+    let attempts = ReplayAttempts::new(LayerLimit);
+    let limit_of = |body: &ReplayBody<Fed>| attempts.max_attempts(&Request::new(body.clone()));
+    let (feed, body) = fed(None);
+    let mut reader = ReplayBody::streaming(body, 4);
+    let kept = reader.clone();
+    assert_eq!(limit_of(&kept), None, "nothing read yet");
+    feed.data("abc");
+    assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "abc");
+    assert_eq!(limit_of(&kept), None, "3 bytes of 4: recorded");
+    assert_eq!(limit_of(&reader), None);
+    feed.data("d");
+    assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "d");
+    assert_eq!(limit_of(&kept), None, "exactly the limit: recorded");
+    feed.data("e");
+    assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "e");
+    assert_eq!(limit_of(&kept), Some(1), "past the limit");
+    assert_eq!(limit_of(&reader), Some(1));
+    let five = ReplayAttempts::new(palisade_retry::max_attempts_fn(
+        |_: &Request<ReplayBody<Fed>>| Some(5),
+    ));
+    assert_eq!(five.max_attempts(&Request::new(kept)), Some(1));
+
+    // A caller's body that failed: one attempt, whatever the inner limit.
+    let (feed, body) = fed(None);
+    let mut reader = ReplayBody::streaming(body, 64);
+    let kept = reader.clone();
+    assert_eq!(five.max_attempts(&Request::new(kept.clone())), Some(5));
+    feed.fail("client went away");
+    assert!(next_frame(&mut reader).await.unwrap().is_err());
+    assert_eq!(five.max_attempts(&Request::new(kept)), Some(1));
+}
+
+/// Each copy of a streaming body tells its own size and end: the original as its source
+/// does, a clone by what it has still to replay and what the caller has still to send, a
+/// clone that cannot replay by the whole body's hint until its error is given.
+#[tokio::test(start_paused = true)]
+async fn streaming_copies_tell_their_own_size_and_end() {
+    let (feed, body) = fed(Some(6));
+    let mut first = ReplayBody::streaming(body, 100);
+    let mut second = first.clone();
+    for b in [&first, &second] {
+        assert_eq!(b.size_hint().exact(), Some(6));
+        assert!(!b.is_end_stream());
+    }
+    feed.data("abc");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "abc");
+    assert_eq!(first.size_hint().exact(), Some(3));
+    assert_eq!(second.size_hint().exact(), Some(6));
+    feed.data("def");
+    feed.trailers(&[("x-sum", "1")]);
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "def");
+    assert_eq!(first.size_hint().exact(), Some(0));
+    assert!(!first.is_end_stream(), "its trailers are to come");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "x-sum=1");
+    assert!(first.is_end_stream());
+    assert!(next_frame(&mut first).await.is_none());
+    drop(first);
+
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "abc");
+    assert_eq!(second.size_hint().exact(), Some(3));
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "def");
+    assert_eq!(second.size_hint().exact(), Some(0));
+    assert!(!second.is_end_stream(), "its trailers are to come");
+    let third = second.clone();
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "x-sum=1");
+    assert!(second.is_end_stream());
+    assert!(next_frame(&mut second).await.is_none());
+    assert_eq!(third.size_hint().exact(), Some(6));
+    assert_eq!(collect(third).await.unwrap().0, "abcdef");
+
+    // A recording that ended without trailers: a clone that replayed it all has ended.
+    let (feed, body) = fed(None);
+    let mut only = ReplayBody::streaming(body, 100);
+    feed.data("ab");
+    feed.end();
+    assert_eq!(collect(only.clone()).await.unwrap().0, "ab");
+    let mut replay = only.clone();
+    assert_eq!(next_frame(&mut replay).await.unwrap().unwrap(), "ab");
+    assert!(replay.is_end_stream());
+    assert_eq!(replay.size_hint().exact(), Some(0));
+    assert!(next_frame(&mut only).await.unwrap().is_ok());
+
+    // A source that says it ended after its last frame is not polled again (hyper does not):
+    // a clone that replayed everything has ended too.
+    let (feed, body) = fed(Some(2));
+    let mut first = ReplayBody::streaming(body, 100);
+    feed.data("ab");
+    feed.end();
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "ab");
+    assert!(first.is_end_stream());
+    let mut second = first.clone();
+    drop(first);
+    assert!(!second.is_end_stream());
+    assert_eq!(second.size_hint().exact(), Some(2));
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "ab");
+    assert!(second.is_end_stream());
+    assert_eq!(second.size_hint().exact(), Some(0));
+
+    // Past the limit: the reader goes on, a clone stands for the whole body until it fails.
+    let (feed, body) = fed(Some(6));
+    let mut reader = ReplayBody::streaming(body, 4);
+    let mut clone = reader.clone();
+    feed.data("abc");
+    feed.data("def");
+    feed.end();
+    assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "abc");
+    assert!(reader.is_replayable());
+    assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "def");
+    assert!(!reader.is_replayable() && !clone.is_replayable());
+    assert_eq!(clone.size_hint().exact(), Some(6));
+    assert!(!clone.is_end_stream());
+    let err = next_frame(&mut clone).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body larger than the replay limit cannot be sent again"
+    );
+    assert_eq!(clone.size_hint().exact(), Some(0));
+    assert!(clone.is_end_stream());
+    assert!(next_frame(&mut clone).await.is_none());
+    assert!(next_frame(&mut reader).await.is_none());
+}
+
+/// A clone polled while another copy still reads the caller's body waits for it, and is woken
+/// when that copy is dropped (a retry's attempt being torn down); it then reads on.
+#[tokio::test(start_paused = true)]
+async fn a_clone_waits_for_the_copy_reading_and_takes_over_when_it_is_dropped() {
+    let (feed, body) = fed(None);
+    let mut first = ReplayBody::streaming(body, 64);
+    feed.data("ab");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "ab");
+    let mut second = first.clone();
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "ab");
+    let woken = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
+    feed.data("cd");
+    assert!(
+        Pin::new(&mut second).poll_frame(&mut cx).is_pending(),
+        "the first copy still reads"
+    );
+    assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+    drop(first);
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "cd");
+    feed.end();
+    assert!(next_frame(&mut second).await.is_none());
+}
+
+/// A waker that counts its wakes.
+struct Wakes(AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A copy that read `ab` and holds the caller's body, and a clone that replayed `ab` and
+/// waits for it (polled once with the returned waker).
+async fn a_clone_waiting(limit: usize) -> (Feeder, ReplayBody<Fed>, ReplayBody<Fed>, Arc<Wakes>) {
+    let (feed, body) = fed(None);
+    let mut first = ReplayBody::streaming(body, limit);
+    feed.data("ab");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "ab");
+    let mut second = first.clone();
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "ab");
+    let woken = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
+    (feed, first, second, woken)
+}
+
+/// A clone waiting for the copy that reads the caller's body is woken when that copy reads
+/// the body to its end, when the body fails, and when it passes the limit, not only when that
+/// copy is dropped: a copy that ended or failed the body has nothing to give back when it is
+/// dropped (and a client's connection can hold an attempt's body long after the retry sent
+/// the next attempt).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_clone_is_woken_when_the_reader_ends_fails_or_passes_the_limit() {
+    // The reader reads the body to its end: the clone replays the rest, then ends.
+    let (feed, mut first, mut second, woken) = a_clone_waiting(64).await;
+    feed.data("cd");
+    feed.end();
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "cd");
+    assert_eq!(woken.0.load(Ordering::SeqCst), 0, "the body goes on");
+    assert!(next_frame(&mut first).await.is_none());
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken at the end");
+    assert_eq!(next_frame(&mut second).await.unwrap().unwrap(), "cd");
+    assert!(next_frame(&mut second).await.is_none());
+    drop(first);
+
+    // The body fails: the clone cannot send it.
+    let (feed, mut first, mut second, woken) = a_clone_waiting(64).await;
+    feed.fail("client went away");
+    assert!(next_frame(&mut first).await.unwrap().is_err());
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken at the failure");
+    let err = next_frame(&mut second).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body that failed while streaming cannot be sent again"
+    );
+    drop(first);
+
+    // The reader passes the limit and goes on: the clone fails now, not when it is dropped.
+    let (feed, mut first, mut second, woken) = a_clone_waiting(3).await;
+    feed.data("cd");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "cd");
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken at the limit");
+    let err = next_frame(&mut second).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body larger than the replay limit cannot be sent again"
+    );
+    feed.end();
+    assert!(next_frame(&mut first).await.is_none());
+}
+
+/// A caller's body whose `size_hint` asks, from another thread, whether a copy of the
+/// streaming body made of it can be replayed, and counts the questions left unanswered.
+struct Probing {
+    inner: Fed,
+    copy: Arc<Mutex<Option<ReplayBody<Probing>>>>,
+    answered: Arc<AtomicUsize>,
+    blocked: Arc<AtomicUsize>,
+}
+
+impl Body for Probing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let copy = self.copy.lock().unwrap().clone();
+        if let Some(copy) = copy {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(copy.is_replayable()));
+            // Real time only if the copies' lock is held (the test fails then).
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(_) => self.answered.fetch_add(1, Ordering::SeqCst),
+                Err(_) => self.blocked.fetch_add(1, Ordering::SeqCst),
+            };
+        }
+        self.inner.size_hint()
+    }
+}
+
+/// The caller's code runs outside the lock the copies share: a copy asked from another thread
+/// while the caller's body tells its size (right after each frame is read) answers at once.
+#[tokio::test(start_paused = true)]
+async fn the_callers_code_runs_outside_the_copies_lock() {
+    let (feed, body) = fed(None);
+    let copy = Arc::new(Mutex::new(None));
+    let (answered, blocked) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let probing = Probing {
+        inner: body,
+        copy: copy.clone(),
+        answered: answered.clone(),
+        blocked: blocked.clone(),
+    };
+    let mut body = ReplayBody::streaming(probing, 64);
+    *copy.lock().unwrap() = Some(body.clone());
+    feed.data("ab");
+    feed.end();
+    assert_eq!(next_frame(&mut body).await.unwrap().unwrap(), "ab");
+    assert!(next_frame(&mut body).await.is_none());
+    assert_eq!(blocked.load(Ordering::SeqCst), 0);
+    assert!(answered.load(Ordering::SeqCst) > 0);
+    // The copy holds the record that holds the body: break the cycle.
+    copy.lock().unwrap().take();
+}
+
+/// A caller's body that fails while streaming fails the attempt reading it; no copy can send
+/// it again.
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_that_fails_cannot_be_sent_again() {
+    let (feed, body) = fed(None);
+    let mut first = ReplayBody::streaming(body, 64);
+    feed.data("ab");
+    feed.fail("client went away");
+    assert_eq!(next_frame(&mut first).await.unwrap().unwrap(), "ab");
+    let err = next_frame(&mut first).await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "client went away");
+    assert!(next_frame(&mut first).await.is_none());
+    assert!(!first.is_replayable());
+    let err = collect(first.clone()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body that failed while streaming cannot be sent again"
+    );
+    assert_eq!(
+        class_of(&err),
+        Class::new(Category::Validation).with_retryable(false)
+    );
+}
+
+/// A client-streaming exchange through the retry layer: the server answers only once it has
+/// read the whole body, and reads each message as the caller sends it. A buffered `Replay`
+/// would call nothing until the body ended.
+#[tokio::test(start_paused = true)]
+async fn a_client_streaming_call_goes_through_the_retry_layer() {
+    let (log, calls) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let server = streaming_server(log.clone(), calls.clone(), |_| None, |_| false);
+    let (feed, body) = fed(None);
+    let call = tokio::spawn(streaming_stack(1024, server.clone()).oneshot(Request::new(body)));
+    for (n, message) in ["m1", "m2", "m3"].into_iter().enumerate() {
+        feed.data(message);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(log_of(&log).len(), n + 1, "the server read {message}");
+        assert!(!call.is_finished(), "it answers at the end");
+    }
+    feed.end();
+    assert_eq!(within(call).await.unwrap().unwrap(), 1);
+    assert_eq!(log_of(&log), ["1: m1", "1: m2", "1: m3"]);
+
+    // Buffered: nothing reaches the server while the body streams.
+    calls.store(0, Ordering::SeqCst);
+    let buffered = ServiceBuilder::new()
+        .layer(ReplayLayer::new(1024))
+        .layer(streaming_retry())
+        .service(server);
+    let (feed, body) = fed(None);
+    let call = tokio::spawn(buffered.oneshot(Request::new(body)));
+    feed.data("m1");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    feed.end();
+    assert_eq!(within(call).await.unwrap().unwrap(), 1);
+}
+
 // ---- guarded bodies ----
 
 async fn guarded(layer: GuardLayer, body: Script) -> GuardedBody<Script> {
