@@ -777,20 +777,24 @@ mod tests {
             .unwrap()
     }
 
+    /// A store on a new file and one on a file made by the first version's schema, in `dir`.
+    fn fresh_and_first_version(dir: &Path) -> [SqliteStore; 2] {
+        let fresh = SqliteStore::open(dir.join("fresh.db")).unwrap();
+        let path = dir.join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA)
+            .unwrap();
+        [fresh, SqliteStore::open(&path).unwrap()]
+    }
+
     /// A claim looks workflows up by kind and state through the index: it never reads the
     /// finished ones (however many a store keeps), on a new file and on one made by the first
     /// version (which had the index already).
     #[test]
     fn a_claim_reads_only_workflows_in_the_claimed_states() {
         let dir = tempfile::tempdir().unwrap();
-        let fresh = SqliteStore::open(dir.path().join("fresh.db")).unwrap();
-        let path = dir.path().join("old.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(SCHEMA)
-            .unwrap();
-        let old = SqliteStore::open(&path).unwrap();
-        for store in [&fresh, &old] {
+        for store in &fresh_and_first_version(dir.path()) {
             for states in [1, 2, 5] {
                 let plan = claim_plan(store, states);
                 assert!(
@@ -809,14 +813,7 @@ mod tests {
     #[test]
     fn a_purge_reads_only_what_it_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let fresh = SqliteStore::open(dir.path().join("fresh.db")).unwrap();
-        let path = dir.path().join("old.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(SCHEMA)
-            .unwrap();
-        let old = SqliteStore::open(&path).unwrap();
-        for store in [&fresh, &old] {
+        for store in &fresh_and_first_version(dir.path()) {
             for states in [1, 3] {
                 let plan = plan(store, &purge_query(states));
                 assert!(

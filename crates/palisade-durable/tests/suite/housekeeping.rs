@@ -150,14 +150,6 @@ pub(crate) async fn purge_deletes_only_old_finished_unheld_workflows(store: Arc<
         .unwrap();
     store.release("given", "w1").await.unwrap();
 
-    let purge = |limit| {
-        Purge::new(
-            "saga",
-            &["completed", "compensated", "failed"],
-            1_000,
-            limit,
-        )
-    };
     assert_eq!(store.purge(purge(2)).await.unwrap(), 2, "the limit");
     let left = || async {
         store
@@ -573,14 +565,6 @@ pub(crate) async fn purge_deletes_the_review_items_of_the_workflows_it_deletes(
             .map(|r| r.id)
             .collect::<Vec<_>>()
     };
-    let purge = |limit| {
-        Purge::new(
-            "saga",
-            &["completed", "compensated", "failed"],
-            1_000,
-            limit,
-        )
-    };
     assert_eq!(store.purge(purge(2)).await.unwrap(), 2);
     assert_eq!(
         items().await,
@@ -692,4 +676,14 @@ pub(crate) async fn a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_s
         sagas.inspect("p1").await.unwrap().state,
         SagaState::Escalated
     );
+}
+
+/// A purge of the sagas finished before 1 000 ms, at most `limit` of them.
+fn purge(limit: usize) -> Purge {
+    Purge::new(
+        "saga",
+        &["completed", "compensated", "failed"],
+        1_000,
+        limit,
+    )
 }
