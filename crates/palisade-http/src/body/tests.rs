@@ -857,6 +857,30 @@ async fn a_clone_waits_for_the_copy_reading_and_takes_over_when_it_is_dropped() 
     assert!(next_frame(&mut second).await.is_none());
 }
 
+/// A streaming body's `Debug` tells how much of the caller's body was read and whether a
+/// copy could still send it all.
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_debugs_what_it_read_and_kept() {
+    let (feed, body) = fed(None);
+    let mut reader = ReplayBody::streaming(body, 3);
+    assert_eq!(
+        format!("{reader:?}"),
+        "ReplayBody::Streaming { read: 0, kept: true }"
+    );
+    feed.data("ab");
+    next_frame(&mut reader).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{:?}", reader.clone()),
+        "ReplayBody::Streaming { read: 2, kept: true }"
+    );
+    feed.data("cd");
+    next_frame(&mut reader).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{reader:?}"),
+        "ReplayBody::Streaming { read: 4, kept: false }"
+    );
+}
+
 /// A waker that counts its wakes.
 struct Wakes(AtomicUsize);
 
