@@ -27,6 +27,11 @@ use super::record::Replica;
 /// on reading a [streaming](ReplayLayer::streaming) body after its attempt failed (an HTTP/1
 /// connection sending the rest of a body the server has already answered) and passes the
 /// limit only then.
+///
+/// Over HTTP/1, hyper's client returns this error as the source of its own
+/// (`hyper::Error` of kind user body), so the classifier reads it. Over HTTP/2, hyper resets
+/// the stream instead (`INTERNAL_ERROR`), which reads as a retryable server error: one more
+/// reason to build the retry layer with [`ReplayAttempts`], which sends no such attempt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NotReplayable(Why);
 
