@@ -8,11 +8,12 @@
 
 mod support;
 
+use support::{Proto, Server};
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -25,20 +26,12 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use palisade::classify::{BoxError, Category, ClassifyLayer, FailedResponse, class_of};
 use palisade::retry::{Backoff, LayerLimit, RetryLayer, budget::Unlimited};
 use palisade_http::HttpClassifier;
 use palisade_http::body::{ReplayAttempts, ReplayBody, ReplayLayer};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower::{Service, ServiceBuilder, ServiceExt};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Proto {
-    Http1,
-    Http2,
-}
 
 // ---- the caller's body ----
 
@@ -202,61 +195,13 @@ fn reply(status: u16, data: Bytes, trailers: Option<HeaderMap>) -> Reply {
     r
 }
 
-/// A running server; stops when dropped.
-struct Server {
-    url: Uri,
-    calls: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Serves `handler(n, request)` for the n-th request (from 1), over `proto`.
 async fn serve<F, Fut>(proto: Proto, handler: F) -> Server
 where
     F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/upload", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let handler = handler.clone();
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                    let fut = handler(n, req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let io = TokioIo::new(stream);
-                let _ = match proto {
-                    Proto::Http1 => {
-                        hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await
-                    }
-                    Proto::Http2 => {
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await
-                    }
-                };
-            });
-        }
-    });
-    Server { url, calls, task }
+    support::serve_over(proto, move |n, req| handler(n + 1, req)).await
 }
 
 fn client(proto: Proto) -> Client<HttpConnector, ReplayBody<Fed>> {
@@ -331,7 +276,9 @@ async fn a_503_after_the_first_frame_is_retried_with_the_whole_body(proto: Proto
     .await;
 
     let (feed, body) = fed();
-    let call = tokio::spawn(streaming_stack(proto, 1024).oneshot(upload(&server.url, body)));
+    let call = tokio::spawn(
+        streaming_stack(proto, 1024).oneshot(upload(&server.url("/upload").parse().unwrap(), body)),
+    );
     feed.data("ab");
     log.spin_until("1: ab", "the first frame, alone").await;
     assert!(!call.is_finished());
@@ -363,7 +310,7 @@ async fn a_503_after_the_first_frame_is_retried_with_the_whole_body(proto: Proto
     }
     expected.push("2: end");
     assert_eq!(log.lines(), expected);
-    assert_eq!(server.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -406,10 +353,10 @@ async fn a_body_past_the_limit_goes_once_and_its_503_comes_back(proto: Proto) {
     feed.data("0123456789");
     feed.end();
     let err = streaming_stack(proto, 16)
-        .oneshot(upload(&server.url, body))
+        .oneshot(upload(&server.url("/upload").parse().unwrap(), body))
         .await
         .unwrap_err();
-    assert_eq!(server.calls.load(Ordering::SeqCst), 1, "{err:?}");
+    assert_eq!(server.calls(), 1, "{err:?}");
     assert_eq!(log.lines(), ["1: 30"]);
     assert_eq!(class_of(&err).category, Category::ServerError, "{err:?}");
     let restored = FailedResponse::<Response<Incoming>>::restore(err).unwrap();

@@ -44,11 +44,30 @@ impl Drop for Server {
     }
 }
 
-/// Serves `handler(n, request)` for the n-th request (from 0).
+/// Serves `handler(n, request)` for the n-th request (from 0), over HTTP/1.
 pub async fn serve<F, Fut>(handler: F) -> Server
 where
     F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    serve_over(Proto::Http1, handler).await
+}
+
+/// The protocol a server speaks (over plain TCP: HTTP/2 with prior knowledge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+/// Serves `handler(n, request)` for the n-th request (from 0), over `proto`.
+pub async fn serve_over<F, Fut, B>(proto: Proto, handler: F) -> Server
+where
+    F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -67,9 +86,19 @@ where
                     let fut = handler(n, req);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let io = TokioIo::new(stream);
+                let _ = match proto {
+                    Proto::Http1 => {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                    }
+                    Proto::Http2 => {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    }
+                };
             });
         }
     });
