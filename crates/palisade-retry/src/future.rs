@@ -17,7 +17,6 @@ use std::time::Duration;
 use palisade_core::context::attempt::{self, Attempt};
 use palisade_core::stripe::Stripe;
 use palisade_core::{BoxError, Category, class_of};
-
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
