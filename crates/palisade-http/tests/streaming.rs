@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Proto, Server};
+use support::{Log, Proto, Server};
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -116,53 +116,6 @@ impl Body for Fed {
 }
 
 // ---- what the server saw ----
-
-/// The server's log, one line per event (`2: ab` for data `ab` read by the second call); a
-/// test can wait for a line.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<(Vec<String>, Vec<Waker>)>>);
-
-impl Log {
-    fn push(&self, line: String) {
-        let mut log = self.0.lock().unwrap();
-        log.0.push(line);
-        log.1.drain(..).for_each(Waker::wake);
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().0.clone()
-    }
-
-    /// Waits for `line`, without a timer of its own.
-    async fn until(&self, line: &str) {
-        std::future::poll_fn(|cx| {
-            let mut log = self.0.lock().unwrap();
-            if log.0.iter().any(|l| l == line) {
-                return Poll::Ready(());
-            }
-            log.1.push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-    }
-
-    /// Yields until `line` is logged, failing after many yields. A yield lets tokio poll the
-    /// sockets without moving the paused clock, so this bounds a wait for the sockets without
-    /// a timer; for a wait with no timer to fire on the way (the retry's backoff would never
-    /// fire while it spins).
-    async fn spin_until(&self, line: &str, what: &str) {
-        for _ in 0..100_000 {
-            if self.lines().iter().any(|l| l == line) {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!(
-            "{what}: the server never logged {line:?}; it logged {:?}",
-            self.lines()
-        );
-    }
-}
 
 /// `data` as text, trailers as `name=value,..`.
 fn show(frame: &Frame<Bytes>) -> String {
