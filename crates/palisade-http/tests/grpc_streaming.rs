@@ -18,12 +18,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use palisade::classify::{BoxError, ClassifyLayer, FailedResponse};
-use palisade::retry::{Backoff, LayerLimit, RetryLayer, budget::Unlimited};
-use palisade_http::body::{ReplayAttempts, ReplayBody, ReplayLayer};
+use palisade_http::body::{ReplayBody, ReplayLayer};
 use palisade_http::grpc::GrpcClassifier;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -163,13 +161,7 @@ fn streaming_stack(
     channel: tonic::transport::Channel,
 ) -> impl Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError, Future: Send>
 + Clone {
-    let retry = RetryLayer::builder()
-        .budget(Unlimited)
-        .backoff(Backoff::constant(Duration::from_millis(10)))
-        .max_attempts(3)
-        .max_attempts_with(ReplayAttempts::new(LayerLimit))
-        .build()
-        .unwrap();
+    let retry = support::replay_retry();
     ServiceBuilder::new()
         .map_result(|result: Result<http::Response<Body>, BoxError>| {
             result.or_else(FailedResponse::<http::Response<Body>>::restore)

@@ -16,7 +16,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, Uri};
@@ -28,9 +27,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::classify::{BoxError, Category, ClassifyLayer, FailedResponse, class_of};
-use palisade::retry::{Backoff, LayerLimit, RetryLayer, budget::Unlimited};
 use palisade_http::HttpClassifier;
-use palisade_http::body::{ReplayAttempts, ReplayBody, ReplayLayer};
+use palisade_http::body::{ReplayBody, ReplayLayer};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 // ---- the caller's body ----
@@ -173,13 +171,7 @@ fn streaming_stack(
     limit: usize,
 ) -> impl Service<Request<Fed>, Response = Response<Incoming>, Error = BoxError, Future: Send> + Clone
 {
-    let retry = RetryLayer::builder()
-        .budget(Unlimited)
-        .backoff(Backoff::constant(Duration::from_millis(10)))
-        .max_attempts(3)
-        .max_attempts_with(ReplayAttempts::new(LayerLimit))
-        .build()
-        .unwrap();
+    let retry = support::replay_retry();
     ServiceBuilder::new()
         .layer(ReplayLayer::streaming(limit))
         .layer(retry)

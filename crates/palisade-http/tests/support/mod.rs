@@ -215,3 +215,25 @@ impl Log {
         );
     }
 }
+
+/// The retry layer of the streaming-replay tests: 3 attempts, 10 ms apart, no budget, and
+/// the request's own limit read from its body ([`ReplayAttempts`]: one attempt for a body
+/// that could not be kept).
+///
+/// [`ReplayAttempts`]: palisade_http::body::ReplayAttempts
+pub fn replay_retry() -> palisade::retry::RetryLayer<
+    palisade::retry::budget::Unlimited,
+    palisade_http::body::ReplayAttempts<palisade::retry::LayerLimit>,
+> {
+    palisade::retry::RetryLayer::builder()
+        .budget(palisade::retry::budget::Unlimited)
+        .backoff(palisade::retry::Backoff::constant(
+            std::time::Duration::from_millis(10),
+        ))
+        .max_attempts(3)
+        .max_attempts_with(palisade_http::body::ReplayAttempts::new(
+            palisade::retry::LayerLimit,
+        ))
+        .build()
+        .unwrap()
+}
