@@ -95,7 +95,13 @@ impl Rate {
 /// (`accepts` = `requests`) is never throttled, and while the window holds no refusal a call
 /// costs the throttle three shared loads and no write. The throttle acts only once its window
 /// holds at least a fifth of `window` requests, so a client that sends little is not
-/// throttled by its first two failures.
+/// throttled by its first two failures, and only once the dependency has answered a call
+/// since the breaker was made (a close counts: its probes answered). A dependency that has
+/// answered nothing, one down when the service starts, is left to the failure rate: a
+/// throttle refusing most requests would starve the rate of the outcomes it needs, keep the
+/// breaker closed while almost every call is refused locally, and find the recovery only
+/// when one request in a hundred got through, seconds later at a few requests a second,
+/// where the open breaker probes twice a second.
 ///
 /// The default is `k` = 3 over the last 100 requests (see [`BreakerConfig`]'s *Defaults, and
 /// why*).
@@ -339,7 +345,7 @@ impl BreakerConfig {
         if self.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "consecutive_failures",
-                "must be at least 1 (or None)",
+                "must be at least 1 (None, \"off\" in a configuration file, turns the rule off)",
             ));
         }
         let window_size = match self.window {
@@ -413,7 +419,7 @@ impl BreakerConfig {
         if self.slow_call_duration.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(
                 "slow_call_duration",
-                "must be greater than zero (or None)",
+                "must be greater than zero (None, or no such key in a configuration file, sets no threshold)",
             ));
         }
         if self.slow_call_rate.is_some() && self.slow_call_duration.is_none() {

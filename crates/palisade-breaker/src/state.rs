@@ -218,6 +218,10 @@ pub(crate) struct Core {
     entered: AtomicU64,
     reopens: AtomicU32,
     consecutive: AtomicU32,
+    /// Whether the dependency has answered a call since the breaker was made: a success
+    /// recorded while closed, or the probes of a close. Until then the throttle refuses
+    /// nothing (see [`Core::throttles`]).
+    answered: AtomicBool,
     /// Probes in flight, tagged with the generation they belong to (high 32 bits), so a
     /// count from an earlier half-open period is never mistaken for this one's.
     probes: AtomicU64,
@@ -276,6 +280,7 @@ impl Core {
             entered: AtomicU64::new(0),
             reopens: AtomicU32::new(0),
             consecutive: AtomicU32::new(0),
+            answered: AtomicBool::new(false),
             probes: AtomicU64::new(0),
             probe_successes: AtomicU64::new(0),
             probe_since: AtomicU64::new(0),
@@ -417,7 +422,7 @@ impl Core {
 
     /// Whether the adaptive throttle refuses this request: with probability
     /// `max(0, (requests − k × accepts) / (requests + 1))` over its window, once the window
-    /// holds at least a fifth of its size.
+    /// holds at least a fifth of its size and the dependency has answered once.
     fn throttles(&self, w: &CountWindow, cfg: &BreakerConfig) -> bool {
         let Some(t) = cfg.throttle else {
             return false;
@@ -426,6 +431,17 @@ impl Core {
         // A window too empty to judge (a client that sends little, a breaker that just
         // closed) throttles nothing: two failures are not a trend.
         if counts.calls < (t.window / 5).max(1) {
+            return false;
+        }
+        // Nor does it refuse anything before the dependency has answered once (since the
+        // breaker was made; a close counts, its probes having answered). Each refusal is an
+        // outcome the failure rate never sees, and a dependency that has answered nothing is
+        // the rate's to judge: a throttle acting first would starve the rate and keep the
+        // breaker closed, refusing 95 to 99 % of requests locally and letting one through in
+        // every hundred or so, which would also be all the probing it got once it recovered
+        // (seconds, at a few requests a second), instead of opening it and probing on the open
+        // period's clock.
+        if !self.answered.load(Ordering::Relaxed) {
             return false;
         }
         let requests = f64::from(counts.calls);
@@ -559,6 +575,9 @@ impl Core {
                 };
                 if let Some(w) = &live.throttle {
                     w.record(failure, false);
+                    if !failure && !self.answered.load(Ordering::Relaxed) {
+                        self.answered.store(true, Ordering::Relaxed);
+                    }
                 }
                 let counts = record_rates(&live, failure, slow, now);
                 self.settle(version, &live, true);
@@ -718,6 +737,7 @@ impl Core {
         if self.transition(from_word, State::Closed, now) {
             self.reopens.store(0, Ordering::Release);
             self.consecutive.store(0, Ordering::Release);
+            self.answered.store(true, Ordering::Relaxed);
             self.reset_rates();
         }
     }

@@ -741,9 +741,20 @@ fn a_throttled_call_is_a_retryable_rejection_without_hint() {
     assert_eq!(refused.retry_after_ms, None);
 }
 
+/// A breaker under `cfg` whose dependency has answered: opened, then closed by its probes, so
+/// its windows are empty and the throttle may act on the next failures.
+fn answered(cfg: BreakerConfig) -> Core {
+    let c = core(cfg);
+    c.trip_now(0);
+    assert!(succeed(&c, 10_000));
+    assert!(succeed(&c, 10_000));
+    assert_eq!(c.state(), State::Closed);
+    c
+}
+
 #[test]
 fn the_throttle_waits_for_a_fifth_of_its_window() {
-    let c = core(BreakerConfig {
+    let c = answered(BreakerConfig {
         failure_rate: None,
         ..BreakerConfig::default()
     });
@@ -758,12 +769,62 @@ fn the_throttle_waits_for_a_fifth_of_its_window() {
 }
 
 #[test]
+fn a_dependency_that_never_answered_is_left_to_the_failure_rate() {
+    // A breaker made while its dependency is down, called one request at a time: the
+    // throttle refuses nothing before the dependency has answered once, so the failure rate
+    // sees every call and opens the breaker: on the last 30 calls, or on the last second's
+    // once those reach back further and it holds at least 10 (20 and 10 calls a second; at 5
+    // a second it never does). Had the throttle acted from its 20th request, it
+    // would have refused 95 % and more of them, and the rate would have waited hundreds of
+    // requests for its 30 outcomes.
+    for (gap, opened_at) in [(0, 30), (10, 30), (50, 21), (100, 11), (200, 30)] {
+        let c = core(BreakerConfig::default());
+        let mut calls = 0;
+        while c.state() == State::Closed {
+            assert!(fail(&c, calls * gap), "gap {gap} ms: refused while closed");
+            calls += 1;
+        }
+        assert_eq!((calls, c.state()), (opened_at, State::Open), "gap {gap} ms");
+        assert_eq!(c.numbers(0).rejections, 0, "gap {gap} ms");
+    }
+}
+
+#[test]
+fn a_breaker_made_during_an_outage_closes_soon_after_its_recovery() {
+    // Twenty requests a second, the dependency down for the first 10 s: the breaker opens and
+    // probes on its open period's clock, so the first call after the recovery that finds the
+    // period over is a probe, and two successful probes close it, within a second.
+    let c = core(BreakerConfig::default());
+    let mut now = 0;
+    while now < 10_000 {
+        fail(&c, now);
+        now += 50;
+    }
+    assert_ne!(c.state(), State::Closed);
+    let recovered = now;
+    while c.state() != State::Closed {
+        succeed(&c, now);
+        now += 50;
+        assert!(
+            now - recovered <= 1_000,
+            "still {:?} at {now} ms",
+            c.state()
+        );
+    }
+    // And, the dependency having answered, the throttle is back: an outage now is shed.
+    for _ in 0..20 {
+        assert!(fail(&c, now));
+    }
+    assert!((0..50).filter(|_| !fail(&c, now)).count() > 0);
+}
+
+#[test]
 fn the_throttle_acts_from_exactly_a_fifth_of_its_window() {
     // With 19 requests in its window (of 100) the throttle refuses nothing; with 20, a call
     // that finds only failures there is refused with probability 20/21: seen for some seeds.
     let refused = (0..20u64)
         .filter(|&seed| {
-            let c = core(BreakerConfig {
+            let c = answered(BreakerConfig {
                 failure_rate: None,
                 seed,
                 ..BreakerConfig::default()
