@@ -511,17 +511,18 @@ where
             }))
         }
         Retry::After(delay) => {
-            tracing::debug!(
-                target: "palisade_retry",
-                dependency = %shared.name,
-                attempt = attempts,
-                category = class.category.as_str(),
-                delay_ms = delay.as_millis() as u64,
-                balance = shared.budget.balance(),
-                "retrying",
-            );
-            // A retry waiting for the budget is counted once the budget allows it.
+            // A retry waiting for the budget is logged and counted once the budget allows it
+            // (`settle_budget`): it may never be sent.
             if retries.owed.is_none() {
+                tracing::debug!(
+                    target: "palisade_retry",
+                    dependency = %shared.name,
+                    attempt = attempts,
+                    category = class.category.as_str(),
+                    delay_ms = delay.as_millis() as u64,
+                    balance = shared.budget.balance(),
+                    "retrying",
+                );
                 palisade_core::metrics::retried(&shared.name, class.category);
             }
             retries.previous = delay;
@@ -693,7 +694,16 @@ where
     if let Some(withdrawal) = shared.budget.try_withdraw() {
         between.reservation = Some(withdrawal);
         if let Some(error) = between.retries.owed.take() {
-            palisade_core::metrics::retried(&shared.name, class_of(&error).category);
+            let category = class_of(&error).category;
+            tracing::debug!(
+                target: "palisade_retry",
+                dependency = %shared.name,
+                attempt = between.retries.attempts,
+                category = category.as_str(),
+                balance = shared.budget.balance(),
+                "retrying: the budget allows it now",
+            );
+            palisade_core::metrics::retried(&shared.name, category);
         }
         return Ok(());
     }

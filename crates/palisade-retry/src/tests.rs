@@ -1228,6 +1228,46 @@ mod context {
         hooks::DEADLINE.set(None);
     }
 
+    /// The log says "retrying" only for a retry that is sent: one waiting for the budget says
+    /// so, and says "retrying" when the budget allows it; one the budget never allows says
+    /// that it waited, then that it gave up.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waiting_for_the_budget_is_logged_as_retrying_only_once_allowed() {
+        for (opens, sent) in [(ms(2_000), true), (ms(60_000), false)] {
+            let events = palisade_test::Events::start();
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(3_000)));
+            let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+            let svc = layer()
+                .name("llm")
+                .budget(Shut::until(start + opens))
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            let expected = if sent { Ok(7) } else { Err("503".into()) };
+            assert_eq!(run(svc).await, expected);
+            let said: Vec<String> = events
+                .take()
+                .iter()
+                .filter(|e| e.target == "palisade_retry")
+                .map(|e| e.message().to_owned())
+                .filter(|m| m.starts_with("retr"))
+                .collect();
+            let mut expected = vec!["retry budget exhausted; waiting for it".to_owned()];
+            expected.push(
+                if sent {
+                    "retrying: the budget allows it now"
+                } else {
+                    "retry budget exhausted; returning the last error"
+                }
+                .to_owned(),
+            );
+            assert_eq!(said, expected, "budget opens at {opens:?}");
+            assert_eq!(s.count(), 1 + usize::from(sent));
+        }
+        hooks::DEADLINE.set(None);
+    }
+
     /// No deadline to bound the wait, the option off, or a failure the server paced (a 429 with
     /// a hint, where the server's limit and not the budget is what a retry would wait on): the
     /// request fails at once, as a budget refusal always did.
