@@ -15,7 +15,9 @@
 //!   call under that deadline: the layers below read it through `context::deadline` (a retry
 //!   stops backing off past it), and the call fails with
 //!   [`DeadlineExceeded`] when it passes, which
-//!   [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504.
+//!   [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504. A request
+//!   whose deadline is already over (`grpc-timeout: 0n`) fails so at once, without running
+//!   the handler.
 
 use std::fmt;
 use std::future::Future;
@@ -102,7 +104,8 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// `Request::set_timeout` writes `grpc-timeout`) is kept too: the call ends at the earlier of
 /// the two, so that is what the server hears; a longer or malformed one is replaced. A
 /// deadline already past is written as the smallest value, `0n`/`0`: the server should not
-/// start the work.
+/// start the work ([`ServerDeadline`] answers such a request at once, without calling its
+/// handler).
 ///
 /// ```
 /// use http::Request;
@@ -285,6 +288,35 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 /// The clock starts when the request is called: the time it spent on the way is not known
 /// here (see [`PropagateDeadlineLayer::margin`] on the caller's side).
 ///
+/// # Expiry
+///
+/// When the deadline passes, the call fails with [`DeadlineExceeded`] (a `Timeout`, which
+/// [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504) and the
+/// handler's future is dropped. A deadline that is over before the handler starts fails the
+/// same way, at once, and the handler never runs, as
+/// [gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md) has the
+/// server give up on a call whose deadline has passed:
+///
+/// - a request that asks for no time at all (`grpc-timeout: 0n`, `x-request-timeout-ms: 0`,
+///   what [`PropagateDeadline`] sends when the caller's deadline has passed; or a
+///   [`max`](ServerDeadlineLayer::max) of zero) is not passed to the inner service;
+/// - a response future first polled at or after its deadline is dropped unpolled (an `async`
+///   handler's body runs only when polled).
+///
+/// Once the handler's future has been polled, a result it has ready wins over a deadline
+/// that passed in the meantime, as with `tokio::time::timeout`: the work is done, and the
+/// answer is sent rather than thrown away.
+///
+/// # Readiness
+///
+/// Readiness is the inner service's. A request refused because its deadline is already over
+/// is not passed to the inner service: `call` is not made after the inner `poll_ready`
+/// answered ready, which tower allows, but whatever that `poll_ready` reserved for the call
+/// (a slot in tower's `Buffer`, a `ConcurrencyLimit` permit) stays with this service until
+/// its next call uses it, or until it is dropped. axum and hyper-util's
+/// `TowerToHyperService` call a clone of the service for each request and drop it after, so
+/// the reservation is released with it.
+///
 /// ```
 /// use http::{Request, Response};
 /// use palisade_core::{BoxError, context};
@@ -343,16 +375,27 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(limit) = self.layer.limit_for(req.headers()) else {
             return ServerDeadlineFuture {
-                inner: self.inner.call(req),
-                sleep: None,
+                state: State::Plain {
+                    inner: self.inner.call(req),
+                },
             };
         };
-        let deadline = context::deadline_after(Instant::now(), limit);
+        let now = Instant::now();
+        let deadline = context::deadline_after(now, limit);
+        if deadline <= now {
+            // Over before it starts: the inner service is not called (see "Readiness").
+            return ServerDeadlineFuture {
+                state: State::Expired { deadline },
+            };
+        }
         let inner = &mut self.inner;
         let future = context::with_deadline(deadline, || inner.call(req));
         ServerDeadlineFuture {
-            inner: future,
-            sleep: Some(sleep_until(deadline)),
+            state: State::Timed {
+                inner: future,
+                sleep: sleep_until(deadline),
+                polled: false,
+            },
         }
     }
 }
@@ -361,17 +404,43 @@ pin_project! {
     /// The response future of [`ServerDeadline`].
     pub struct ServerDeadlineFuture<F> {
         #[pin]
-        inner: F,
-        // The deadline's timer (its instant is the deadline); `None` without one.
-        #[pin]
-        sleep: Option<Sleep>,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // No deadline: the inner future alone.
+        Plain {
+            #[pin]
+            inner: F,
+        },
+        // Under a deadline, the instant of `sleep`; `polled` once `inner` has been polled.
+        Timed {
+            #[pin]
+            inner: F,
+            #[pin]
+            sleep: Sleep,
+            polled: bool,
+        },
+        // The deadline was over before the handler started: no inner future (any left was
+        // dropped unpolled).
+        Expired {
+            deadline: Instant,
+        },
     }
 }
 
 impl<F> fmt::Debug for ServerDeadlineFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let deadline = match &self.state {
+            State::Plain { .. } => None,
+            State::Timed { sleep, .. } => Some(sleep.deadline()),
+            State::Expired { deadline } => Some(*deadline),
+        };
         f.debug_struct("ServerDeadlineFuture")
-            .field("deadline", &self.sleep.as_ref().map(Sleep::deadline))
+            .field("deadline", &deadline)
             .finish_non_exhaustive()
     }
 }
@@ -384,26 +453,48 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let inner = this.inner;
-        let polled = match this.sleep.as_ref().as_pin_ref() {
-            Some(sleep) => context::with_deadline(sleep.deadline(), || inner.poll(cx)),
-            None => inner.poll(cx),
+        let mut state = self.project().state;
+        let deadline = match state.as_mut().project() {
+            StateProj::Plain { inner } => return inner.poll(cx).map_err(Into::into),
+            StateProj::Expired { .. } => return Poll::Ready(Err(expired())),
+            StateProj::Timed {
+                inner,
+                sleep,
+                polled,
+            } => {
+                let deadline = sleep.deadline();
+                // The first poll starts the handler: not at or past the deadline. After it, a
+                // result that is ready wins over the timer.
+                if *polled || Instant::now() < deadline {
+                    *polled = true;
+                    if let Poll::Ready(out) = context::with_deadline(deadline, || inner.poll(cx)) {
+                        return Poll::Ready(out.map_err(Into::into));
+                    }
+                    return match sleep.poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(expired())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                deadline
+            }
         };
-        if let Poll::Ready(out) = polled {
-            return Poll::Ready(out.map_err(Into::into));
-        }
-        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Box::new(DeadlineExceeded::new()))),
-            _ => Poll::Pending,
-        }
+        // Over before the handler started: drop its future unpolled, now.
+        state.set(State::Expired { deadline });
+        Poll::Ready(Err(expired()))
     }
+}
+
+/// The error of a call whose deadline passed.
+fn expired() -> BoxError {
+    Box::new(DeadlineExceeded::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use palisade_core::{Category, class_of};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     fn request(headers: &[(&str, &str)]) -> Request<()> {
@@ -489,6 +580,227 @@ mod tests {
         );
         // No header: no deadline.
         assert_eq!(svc.oneshot(request(&[])).await.unwrap(), "done");
+    }
+
+    /// A handler that counts the calls made to it and the times its future started (was
+    /// polled), answering after `work` (none: at once).
+    fn recording(
+        work: Duration,
+    ) -> (
+        impl Service<Request<()>, Response = &'static str, Error = BoxError, Future: Send> + Clone,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    ) {
+        let called = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (c, s) = (called.clone(), started.clone());
+        let handler = service_fn(move |_: Request<()>| {
+            c.fetch_add(1, SeqCst);
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, SeqCst);
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                Ok::<_, BoxError>("done")
+            }
+        });
+        (handler, called, started)
+    }
+
+    /// What `PropagateDeadline` sends once the caller's deadline has passed, and the same in
+    /// other units or beside a longer limit (the shortest counts).
+    const OVER: [&[(&str, &str)]; 5] = [
+        &[("grpc-timeout", "0n")],
+        &[("x-request-timeout-ms", "0")],
+        &[("grpc-timeout", "0H")],
+        &[("grpc-timeout", "1S"), ("x-request-timeout-ms", "0")],
+        &[("grpc-timeout", "0m"), ("x-request-timeout-ms", "1000")],
+    ];
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_already_over_fails_at_once_without_calling_the_handler() {
+        let (handler, called, started) = recording(Duration::ZERO);
+        let svc = ServerDeadlineLayer::new().layer(handler);
+        let start = Instant::now();
+        for headers in OVER {
+            let err = svc.clone().oneshot(request(headers)).await.unwrap_err();
+            // The error of a deadline that passes during the handler.
+            assert!(err.is::<DeadlineExceeded>(), "{headers:?}: {err}");
+            assert_eq!(class_of(&err).category, Category::Timeout);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (0, 0));
+        // A limit of zero from the layer's own configuration is over too.
+        let zero = ServerDeadlineLayer::new()
+            .default_limit(Duration::ZERO)
+            .layer(recording(Duration::ZERO).0);
+        let err = zero.oneshot(request(&[])).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+        // The smallest time that is not over: the handler runs, and answers in time.
+        for headers in [
+            &[("grpc-timeout", "1n")][..],
+            &[("x-request-timeout-ms", "1")],
+        ] {
+            assert_eq!(svc.clone().oneshot(request(headers)).await.unwrap(), "done");
+        }
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (2, 2));
+    }
+
+    /// Over before the handler starts: answered as a deadline that passes during the handler
+    /// is, 504 behind `ErrorResponseLayer`.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_already_over_is_answered_like_one_that_passes() {
+        use crate::respond::ErrorResponseLayer;
+        let (handler, called, started) = recording(Duration::from_secs(1));
+        let svc = ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .layer(ServerDeadlineLayer::new())
+            .service(service_fn(move |req: Request<()>| {
+                let mut handler = handler.clone();
+                async move {
+                    let body = handler.ready().await?.call(req).await?;
+                    Ok::<_, BoxError>(http::Response::new(body.to_owned()))
+                }
+            }));
+        let late = svc
+            .clone()
+            .oneshot(request(&[("grpc-timeout", "100m")]))
+            .await
+            .unwrap();
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
+        for headers in OVER {
+            let over = svc.clone().oneshot(request(headers)).await.unwrap();
+            assert_eq!(over.status(), late.status(), "{headers:?}");
+            assert_eq!(over.status(), 504);
+            assert_eq!(over.headers(), late.headers(), "{headers:?}");
+            assert_eq!(over.body(), late.body(), "{headers:?}");
+        }
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_first_polled_at_its_deadline_drops_the_handler_unstarted() {
+        let (handler, called, started) = recording(Duration::ZERO);
+        let mut svc = ServerDeadlineLayer::new().layer(handler);
+        // Polled 1 ms before the deadline: the handler starts, and its answer is ready.
+        let early = svc.call(request(&[("grpc-timeout", "250m")]));
+        tokio::time::advance(Duration::from_millis(249)).await;
+        assert_eq!(early.await.unwrap(), "done");
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
+        // Polled at the deadline, or after: not started, its future dropped at that poll.
+        for late in [250, 300] {
+            let held = Arc::new(());
+            let h = held.clone();
+            let mut svc = ServerDeadlineLayer::new().layer(service_fn(move |_: Request<()>| {
+                let h = h.clone();
+                async move {
+                    let _h = h;
+                    Ok::<_, BoxError>("done")
+                }
+            }));
+            let fut = svc.call(request(&[("grpc-timeout", "250m")]));
+            let deadline = Instant::now() + Duration::from_millis(250);
+            assert_eq!(
+                Arc::strong_count(&held),
+                3,
+                "the service's and the future's"
+            );
+            tokio::time::advance(Duration::from_millis(late)).await;
+            let mut fut = std::pin::pin!(fut);
+            let err = fut.as_mut().await.unwrap_err();
+            assert!(err.is::<DeadlineExceeded>(), "{late}");
+            assert_eq!(Arc::strong_count(&held), 2, "{late}: dropped at the poll");
+            assert_eq!(
+                format!("{fut:?}"),
+                format!("ServerDeadlineFuture {{ deadline: Some({deadline:?}), .. }}")
+            );
+            // Polled again: the same error, nothing else run.
+            let again = futures_util::FutureExt::now_or_never(fut.as_mut());
+            assert!(matches!(again, Some(Err(e)) if e.is::<DeadlineExceeded>()));
+        }
+        // The first handler's service was called for the early request only.
+        assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_started_an_answer_ready_at_the_deadline_wins() {
+        // The handler's work ends at the deadline's instant: its answer is sent.
+        let (handler, _, started) = recording(Duration::from_millis(250));
+        let svc = ServerDeadlineLayer::new().layer(handler);
+        let start = Instant::now();
+        assert_eq!(
+            svc.clone()
+                .oneshot(request(&[("grpc-timeout", "250m")]))
+                .await
+                .unwrap(),
+            "done"
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        // Work that ends 1 ms after the deadline (tokio's timers tick in milliseconds): the
+        // deadline.
+        let err = svc
+            .oneshot(request(&[("grpc-timeout", "249m")]))
+            .await
+            .unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+        assert_eq!(started.load(SeqCst), 2);
+    }
+
+    /// A service whose `poll_ready` reserves a slot that `call` takes (as tower's `Buffer`
+    /// does), counting reservations and calls.
+    #[derive(Clone, Default)]
+    struct Reserving {
+        reserved: bool,
+        reservations: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl tower::Service<Request<()>> for Reserving {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if !self.reserved {
+                self.reserved = true;
+                self.reservations.fetch_add(1, SeqCst);
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            assert!(
+                std::mem::take(&mut self.reserved),
+                "call without poll_ready"
+            );
+            self.calls.fetch_add(1, SeqCst);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    /// A request refused as over leaves what the inner `poll_ready` reserved to this
+    /// service's next call.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_call_leaves_the_inner_reservation_to_the_next_call() {
+        let inner = Reserving::default();
+        let (reservations, calls) = (inner.reservations.clone(), inner.calls.clone());
+        let mut svc = ServerDeadlineLayer::new().layer(inner);
+        let over = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(&[("grpc-timeout", "0n")]));
+        over.await.unwrap_err();
+        assert_eq!((reservations.load(SeqCst), calls.load(SeqCst)), (1, 0));
+        assert!(svc.get_ref().reserved);
+        svc.ready()
+            .await
+            .unwrap()
+            .call(request(&[("grpc-timeout", "1S")]))
+            .await
+            .unwrap();
+        assert_eq!((reservations.load(SeqCst), calls.load(SeqCst)), (1, 1));
     }
 
     /// A service that is never ready.

@@ -19,7 +19,7 @@ use http::header::InvalidHeaderValue;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use palisade_core::{BoxError, Category, Class, Classify, ConfigError, HasClass};
 
-use crate::hint::{ServerHints, text};
+use crate::hint::ServerHints;
 use crate::status::apply_hints;
 
 /// `grpc-status`.
@@ -98,9 +98,43 @@ impl Code {
             .unwrap_or(Code::Unknown)
     }
 
-    /// The code of a `grpc-status` value; `None` when it is not a number.
+    /// The code of a `grpc-status` value: one or more ASCII digits
+    /// ([gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
+    /// `Status → "grpc-status" 1*DIGIT`), around which whitespace is ignored; a number outside
+    /// 0..=16 is [`Code::Unknown`]. `None` when the value is not that (empty, `abc`, `-1`,
+    /// `+5`, `1 4`).
+    ///
+    /// `None` means "not a status", not "no status": a response or trailers whose
+    /// `grpc-status` is malformed failed, and [`GrpcStatus::from_headers`] and
+    /// [`GrpcClassifier`] read it as [`Code::Unknown`].
     pub fn from_header(value: &str) -> Option<Code> {
-        value.trim().parse::<i32>().ok().map(Code::from_i32)
+        Code::from_bytes(value.as_bytes())
+    }
+
+    /// [`Code::from_header`] on a header's bytes, which need not be UTF-8.
+    fn from_bytes(value: &[u8]) -> Option<Code> {
+        let digits = value.trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        // Digits only: a number too large for an `i32` is outside 0..=16 all the same.
+        Some(
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|n| n.parse::<i32>().ok())
+                .map_or(Code::Unknown, Code::from_i32),
+        )
+    }
+
+    /// The code of `headers`' (or trailers') `grpc-status`; `None` when they carry none.
+    ///
+    /// A `grpc-status` that is present but malformed (not digits, not UTF-8) is
+    /// [`Code::Unknown`]: the status of the call is not known, so it did not succeed. tonic
+    /// does the same (`Status::from_header_map` reads such a value as `Code::Unknown`), as
+    /// does grpc-java; grpc-go fails the call with `INTERNAL`, of the same class here.
+    fn from_header_map(headers: &HeaderMap) -> Option<Code> {
+        let value = headers.get(GRPC_STATUS)?;
+        Some(Code::from_bytes(value.as_bytes()).unwrap_or(Code::Unknown))
     }
 
     /// The number.
@@ -195,11 +229,13 @@ pub struct GrpcStatus {
 }
 
 impl GrpcStatus {
-    /// The status in `headers` (or trailers), if they carry a `grpc-status`. Reading a failing
-    /// code registers the type with palisade's classifier (see above); `OK` does no more than
-    /// read.
+    /// The status in `headers` (or trailers), if they carry a `grpc-status`; `None` when they
+    /// do not. A `grpc-status` that is present but malformed (`abc`, empty, `-1`, not UTF-8) is
+    /// [`Code::Unknown`], as tonic's `Status::from_header_map` reads it: a call whose status
+    /// cannot be read did not succeed. Reading a failing code registers the type with
+    /// palisade's classifier (see above); `OK` does no more than read.
     pub fn from_headers(headers: &HeaderMap) -> Option<GrpcStatus> {
-        let code = Code::from_header(text(headers, GRPC_STATUS)?)?;
+        let code = Code::from_header_map(headers)?;
         if code != Code::Ok {
             // A failing status is an error that callers box (the guard does): register it so
             // that `class_of` reads its class, as the default rules do not know this crate's
@@ -282,7 +318,10 @@ fn hex(b: u8) -> Option<u8> {
 /// A response with `grpc-status` in its headers (trailers-only) is classified by it; one
 /// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`); a
 /// 200 without is a success as far as its head goes, its status coming in the trailers (see
-/// [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers)).
+/// [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers)). A `grpc-status`
+/// that is present but malformed (`abc`, empty, `-1`, not UTF-8), in the headers or in the
+/// trailers, is `UNKNOWN`, as gRPC clients read it (tonic's `Status::from_header_map`): a
+/// status the client cannot read is not a success.
 /// `grpc-retry-pushback-ms` sets the wait of any failing code, and a negative one makes it not
 /// retryable ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md));
 /// the other [server hints](crate::hint) apply as for HTTP. Errors are classified like
@@ -346,7 +385,7 @@ impl GrpcClassifier {
     /// trailers).
     pub fn classify_response<B>(&self, response: &Response<B>) -> Option<Class> {
         let headers = response.headers();
-        let code = match text(headers, GRPC_STATUS).and_then(Code::from_header) {
+        let code = match Code::from_header_map(headers) {
             Some(code) => code,
             None => Code::from_http(response.status())?,
         };
@@ -546,8 +585,79 @@ mod tests {
                 "{code}"
             );
         }
-        // Not a number: the HTTP status decides (200: still to come in the trailers).
-        assert_eq!(c.classify(&grpc(&[("grpc-status", "x")])), None);
+        // Not a number: a status the client cannot read, UNKNOWN (as tonic reads it).
+        let unknown = c.classify(&grpc(&[("grpc-status", "x")])).unwrap();
+        assert_eq!((unknown.category, unknown.retryable), (ServerError, true));
+    }
+
+    /// A `grpc-status` that is there but malformed, as remote input may be.
+    fn malformed() -> Vec<HeaderValue> {
+        let mut values: Vec<HeaderValue> = [
+            "abc", "", " ", "1 4", "-1", "-0", "+0", "+5", "0x0", "0.0", "1e1", "٣", "OK",
+        ]
+        .into_iter()
+        .map(|v| HeaderValue::from_str(v).unwrap())
+        .collect();
+        // Not UTF-8 (obs-text).
+        values.push(HeaderValue::from_bytes(b"\xff").unwrap());
+        values.push(HeaderValue::from_bytes(b"1\xe9").unwrap());
+        values
+    }
+
+    #[test]
+    fn a_malformed_grpc_status_is_unknown_not_a_success() {
+        let c = GrpcClassifier::new();
+        let unknown = Code::Unknown.class();
+        for value in malformed() {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, value.clone());
+            // In the headers (trailers-only): a failure, UNKNOWN, whatever the HTTP status.
+            for status in [200, 503] {
+                let mut r = Response::new(());
+                *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                *r.headers_mut() = h.clone();
+                assert_eq!(c.classify_response(&r), unknown, "{value:?} {status}");
+                assert_eq!(
+                    Classify::<Response<()>, BoxError>::describe(&c, &r).as_deref(),
+                    Some("gRPC UNKNOWN"),
+                    "{value:?}"
+                );
+            }
+            // Read as a status, and in the trailers.
+            let status = GrpcStatus::from_headers(&h).unwrap();
+            assert_eq!(status.code, Code::Unknown, "{value:?}");
+            let (class, status) = c.classify_trailers(&h).unwrap();
+            assert_eq!(Some(class), unknown, "{value:?}");
+            assert_eq!(status.code, Code::Unknown, "{value:?}");
+            // The strict parse says it is not a status.
+            if let Ok(text) = value.to_str() {
+                assert_eq!(Code::from_header(text), None, "{value:?}");
+            }
+        }
+        // An override of UNKNOWN applies to it, as to any UNKNOWN.
+        let lenient = GrpcClassifier::builder()
+            .success(Code::Unknown)
+            .build()
+            .unwrap();
+        assert_eq!(lenient.classify(&grpc(&[("grpc-status", "abc")])), None);
+        // Absent: unchanged, the HTTP status decides and a 200 waits for its trailers.
+        assert_eq!(c.classify(&grpc(&[])), None);
+        assert_eq!(c.classify_trailers(&HeaderMap::new()), None);
+        assert_eq!(GrpcStatus::from_headers(&HeaderMap::new()), None);
+        // Well formed, with whitespace around, leading zeros, or too large: read as numbers.
+        for (text, code) in [
+            (" 0 ", Code::Ok),
+            ("\t14", Code::Unavailable),
+            ("014", Code::Unavailable),
+            ("00", Code::Ok),
+            ("17", Code::Unknown),
+            ("99999999999999999999", Code::Unknown),
+        ] {
+            assert_eq!(Code::from_header(text), Some(code), "{text:?}");
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, HeaderValue::from_str(text).unwrap());
+            assert_eq!(GrpcStatus::from_headers(&h).unwrap().code, code, "{text:?}");
+        }
     }
 
     #[test]

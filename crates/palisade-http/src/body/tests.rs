@@ -1222,6 +1222,71 @@ async fn grpc_trailers_are_reported_and_passed_through_or_failed() {
     assert!(collect(guarded(layer, ok).await).await.is_ok());
 }
 
+/// A `grpc-status` in the trailers that is there but cannot be read (not a number, empty, not
+/// UTF-8, signed, with a space inside) is `UNKNOWN`, a failure, to the guard and to the stream
+/// breaker, not the success of a body that ended.
+#[tokio::test(start_paused = true)]
+async fn a_malformed_grpc_status_in_the_trailers_is_unknown() {
+    use palisade_breaker::State;
+    let values: Vec<http::HeaderValue> = vec![
+        http::HeaderValue::from_static("abc"),
+        http::HeaderValue::from_static(""),
+        http::HeaderValue::from_static("1 4"),
+        http::HeaderValue::from_static("-1"),
+        http::HeaderValue::from_static("-0"),
+        http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+    ];
+    let script = |value: &http::HeaderValue| {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", value.clone());
+        Script::new(vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Ok(Frame::trailers(t)),
+        ])
+    };
+    let unknown = Class::new(Category::ServerError);
+    for value in &values {
+        // The guard reports it, and passes the trailers through or fails the body with it.
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        let layer = GuardLayer::new()
+            .grpc_trailers(GrpcClassifier::new())
+            .on_failure(move |class, err| r.lock().unwrap().push((class, err.to_string())));
+        let (_, t) = collect(guarded(layer.clone(), script(value)).await)
+            .await
+            .unwrap();
+        assert_eq!(t.unwrap()["grpc-status"], value, "{value:?}");
+        assert_eq!(
+            *reports.lock().unwrap(),
+            [(unknown, "gRPC UNKNOWN".to_owned())],
+            "{value:?}"
+        );
+        let err = collect(guarded(layer.trailers_as_errors(true), script(value)).await)
+            .await
+            .unwrap_err();
+        assert_eq!(class_of(&err), unknown, "{value:?}");
+        let inner = err
+            .downcast::<palisade_core::Classified>()
+            .unwrap()
+            .into_inner();
+        let status = inner.downcast_ref::<crate::grpc::GrpcStatus>().unwrap();
+        assert_eq!(status.code, crate::grpc::Code::Unknown, "{value:?}");
+    }
+    // The stream breaker counts each as a failure.
+    let breaker = stream_breaker(u32::try_from(values.len()).unwrap());
+    let handle = breaker.handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone())
+        .grpc_trailers(GrpcClassifier::new())
+        .layer(scripted(values.iter().map(script).collect()));
+    for (i, value) in values.iter().enumerate() {
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        collect(r.into_body()).await.unwrap();
+        let m = handle.metrics();
+        assert_eq!((m.successes, m.failures), (0, i as u64 + 1), "{value:?}");
+    }
+    assert_eq!(handle.state(), State::Open);
+}
+
 /// The guard's timeouts are `Timeout` to palisade's default rules on their own too, not only
 /// inside the body's [`Classified`](palisade_core::Classified): the error its report gets, and
 /// the one [`Classified::into_inner`](palisade_core::Classified::into_inner) gives back, are
