@@ -101,7 +101,10 @@ impl Rate {
 /// throttle refusing most requests would starve the rate of the outcomes it needs, keep the
 /// breaker closed while almost every call is refused locally, and find the recovery only
 /// when one request in a hundred got through, seconds later at a few requests a second,
-/// where the open breaker probes twice a second.
+/// where the open breaker probes twice a second. For the same reason, once the throttle's
+/// window has held no accepted request for the longest open period (`max_open_duration`,
+/// 750 ms by default), as when a dependency fails everything again just after the breaker
+/// closed, the breaker opens rather than refuse almost everything.
 ///
 /// The default is `k` = 3 over the last 100 requests (see [`BreakerConfig`]'s *Defaults, and
 /// why*).

@@ -183,6 +183,16 @@ impl Live {
 /// In [`Core::quiet`]: recording a success that was not slow, while closed, changes no window
 /// (there is none, or each is full of such successes), so the happy path only counts it.
 const QUIET_RECORD: u64 = 1;
+/// What [`Core::throttled`] decided for a request.
+enum Throttled {
+    /// Admitted, as far as the throttle goes.
+    No,
+    /// Refused locally.
+    Refused,
+    /// The breaker was opened instead (or moved on meanwhile): look at its state again.
+    Tripped,
+}
+
 /// In [`Core::quiet`]: the throttle refuses nothing (there is none, or its window holds only
 /// accepted requests), so admitting a call while closed reads nothing else.
 const QUIET_ADMIT: u64 = 2;
@@ -222,6 +232,9 @@ pub(crate) struct Core {
     /// recorded while closed, or the probes of a close. Until then the throttle refuses
     /// nothing (see [`Core::throttles`]).
     answered: AtomicBool,
+    /// When the throttle first found its window without an accepted request, ms since origin
+    /// plus one; 0 while it holds one (see [`Core::throttled`]).
+    silent_since: AtomicU64,
     /// Probes in flight, tagged with the generation they belong to (high 32 bits), so a
     /// count from an earlier half-open period is never mistaken for this one's.
     probes: AtomicU64,
@@ -281,6 +294,7 @@ impl Core {
             reopens: AtomicU32::new(0),
             consecutive: AtomicU32::new(0),
             answered: AtomicBool::new(false),
+            silent_since: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             probe_successes: AtomicU64::new(0),
             probe_since: AtomicU64::new(0),
@@ -333,8 +347,13 @@ impl Core {
             let generation = word >> 3;
             match from_code(word) {
                 State::Closed => {
-                    if self.quiet.load(Ordering::Relaxed) & QUIET_ADMIT == 0 && self.throttled() {
-                        return Err(self.refuse(State::Closed, None));
+                    if self.quiet.load(Ordering::Relaxed) & QUIET_ADMIT == 0 {
+                        match self.throttled(word, &now) {
+                            Throttled::No => {}
+                            Throttled::Refused => return Err(self.refuse(State::Closed, None)),
+                            // Open now (or moved on meanwhile): judged again as it stands.
+                            Throttled::Tripped => continue,
+                        }
                     }
                     return Ok(Ticket::new(generation, false));
                 }
@@ -401,23 +420,53 @@ impl Core {
     }
 
     /// Whether the adaptive throttle refuses this request (recorded in its window as a
-    /// request not accepted), when its window is not all accepted requests.
+    /// request not accepted), when its window is not all accepted requests; or opens the
+    /// breaker instead, from `word` (closed), when the dependency has accepted nothing for a
+    /// while.
+    ///
+    /// A throttle whose window holds no accepted request refuses almost everything
+    /// (`requests / (requests + 1)`), and what it lets through is then the only probe of the
+    /// dependency: one request in a hundred, seconds apart at a few requests a second, while
+    /// the failure rate, starved of outcomes, never opens the breaker. Once the window has
+    /// held no accepted request for the longest open period (`max_open_duration`), the
+    /// breaker opens instead and probes on its clock, at least as often as an open period
+    /// ends.
     #[cold]
     #[inline(never)]
-    fn throttled(&self) -> bool {
+    fn throttled(&self, word: u64, now: &dyn Fn() -> u64) -> Throttled {
         let version = self.quiet.load(Ordering::Acquire);
         let live = self.live.load();
         let Some(w) = &live.throttle else {
             self.settle(version, &live, false);
-            return false;
+            return Throttled::No;
         };
         if w.all_successes() || !self.throttles(w, &live.cfg) {
             self.settle(version, &live, false);
-            return false;
+            return Throttled::No;
+        }
+        let counts = w.counts();
+        if counts.failures == counts.calls {
+            let t = now().saturating_add(1);
+            let since = self.silent_since.load(Ordering::Relaxed);
+            if since == 0 {
+                let _ =
+                    self.silent_since
+                        .compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed);
+            } else if t.saturating_sub(since) >= millis(live.cfg.max_open_duration) {
+                if self.trip(word, None, t - 1, false) {
+                    tracing::debug!(
+                        target: "palisade_breaker",
+                        breaker = %self.name,
+                        silent_ms = t.saturating_sub(since),
+                        "nothing accepted in the throttle's window: opened, to probe instead"
+                    );
+                }
+                return Throttled::Tripped;
+            }
         }
         w.record(true, false);
         self.settle(version, &live, true);
-        true
+        Throttled::Refused
     }
 
     /// Whether the adaptive throttle refuses this request: with probability
@@ -575,8 +624,13 @@ impl Core {
                 };
                 if let Some(w) = &live.throttle {
                     w.record(failure, false);
-                    if !failure && !self.answered.load(Ordering::Relaxed) {
-                        self.answered.store(true, Ordering::Relaxed);
+                    if !failure {
+                        if !self.answered.load(Ordering::Relaxed) {
+                            self.answered.store(true, Ordering::Relaxed);
+                        }
+                        if self.silent_since.load(Ordering::Relaxed) != 0 {
+                            self.silent_since.store(0, Ordering::Relaxed);
+                        }
                     }
                 }
                 let counts = record_rates(&live, failure, slow, now);
@@ -738,6 +792,7 @@ impl Core {
             self.reopens.store(0, Ordering::Release);
             self.consecutive.store(0, Ordering::Release);
             self.answered.store(true, Ordering::Relaxed);
+            self.silent_since.store(0, Ordering::Relaxed);
             self.reset_rates();
         }
     }

@@ -783,7 +783,10 @@ fn a_dependency_that_never_answered_is_left_to_the_failure_rate() {
         while c.state() == State::Closed {
             assert!(fail(&c, calls * gap), "gap {gap} ms: refused while closed");
             calls += 1;
-            assert!(calls <= 100, "gap {gap} ms: still closed after 100 failures");
+            assert!(
+                calls <= 100,
+                "gap {gap} ms: still closed after 100 failures"
+            );
         }
         assert_eq!((calls, c.state()), (opened_at, State::Open), "gap {gap} ms");
         assert_eq!(c.numbers(0).rejections, 0, "gap {gap} ms");
@@ -817,6 +820,58 @@ fn a_breaker_made_during_an_outage_closes_soon_after_its_recovery() {
         assert!(fail(&c, now));
     }
     assert!((0..50).filter(|_| !fail(&c, now)).count() > 0);
+}
+
+#[test]
+fn a_dependency_that_fails_everything_again_after_a_close_is_probed_on_the_clock() {
+    // The probes closed the breaker, then every call fails again, one request at a time. The
+    // throttle acts from its 20th request, and once its window has held no accepted request
+    // for the longest open period (750 ms) the breaker opens: before, it stayed closed for
+    // 700 to 1 300 requests (8 s at 100 a second, minutes at 5), refusing 95 % and more and
+    // letting one in a hundred through as its only probe.
+    for gap in [10, 50, 200] {
+        for seed in 0..10 {
+            let c = answered(BreakerConfig {
+                seed,
+                ..BreakerConfig::default()
+            });
+            let mut now = 10_000;
+            while c.state() == State::Closed {
+                fail(&c, now);
+                now += gap;
+                assert!(
+                    now - 10_000 <= 22 * gap + 750,
+                    "gap {gap} ms, seed {seed}: still closed at {now} ms"
+                );
+            }
+            assert_eq!(c.state(), State::Open, "gap {gap} ms, seed {seed}");
+            assert!(c.admit(|| now).unwrap_err().retry_after_ms.is_some());
+        }
+    }
+}
+
+#[test]
+fn a_dependency_that_accepts_a_little_stays_throttled_not_open() {
+    // Capacity for one request in ten, at 100 requests a second for 10 s: the window always
+    // holds an accepted request, so the throttle sheds the rest and the breaker stays closed.
+    let c = answered(BreakerConfig::default());
+    let (mut accepted, mut sent) = (0, 0);
+    for i in 1..=1_000u64 {
+        let now = 10_000 + i * 10;
+        if let Ok(t) = c.admit(|| now) {
+            sent += 1;
+            let accept = accepted < i / 10;
+            accepted += u64::from(accept);
+            let outcome = if accept {
+                Outcome::Success
+            } else {
+                Outcome::Failure(None)
+            };
+            c.record(t, outcome, false, 0, || now);
+        }
+        assert_eq!(c.state(), State::Closed, "at request {i}");
+    }
+    assert!((200..=450).contains(&sent), "{sent}");
 }
 
 #[test]
