@@ -43,7 +43,8 @@ pub struct Loaded<T> {
 
 /// Saves and loads agents' checkpoints in a store.
 ///
-/// Each save is a new version (1, 2, ...) with the time and the SHA-256 of the data. Loading
+/// Each save is a new version (1, 2, ...) with the time and the SHA-256 of the data; saves
+/// may run at once (see *Concurrency* on [`save`](Checkpoints::save)). Loading
 /// verifies the checksum: [`load_latest`](Checkpoints::load_latest) falls back to the newest
 /// version that verifies and reports the corrupt ones it skipped in [`Loaded::corrupt`];
 /// [`load_version`](Checkpoints::load_version) fails with [`CheckpointError::Corrupt`].
@@ -102,27 +103,28 @@ impl Checkpoints {
     }
 
     /// Saves `data` as the next version of `agent`'s state.
+    ///
+    /// Saves of the same agent may run at once (from clones of this `Checkpoints`, or from
+    /// several processes sharing a store): each gets a version of its own, one more than the
+    /// newest stored when it is written, and none fails because of the others (the store
+    /// allocates the version, [`Store::checkpoint_put_next`]). Which of them gets which
+    /// version is the order the store writes them in.
     pub async fn save_bytes(
         &self,
         agent: &str,
         data: Vec<u8>,
     ) -> Result<CheckpointMeta, CheckpointError> {
-        let latest = self
-            .store
-            .checkpoint_versions(agent)
-            .await?
-            .first()
-            .map_or(0, |m| m.version);
-        let meta = CheckpointMeta {
-            version: latest + 1,
+        let mut meta = CheckpointMeta {
+            version: 0,
             at_ms: now_ms(),
             checksum: checksum(&data),
             len: data.len() as u64,
         };
-        self.store
-            .checkpoint_put(StoredCheckpoint {
+        meta.version = self
+            .store
+            .checkpoint_put_next(StoredCheckpoint {
                 agent: agent.to_owned(),
-                version: meta.version,
+                version: 0,
                 at_ms: meta.at_ms,
                 checksum: meta.checksum.clone(),
                 data,
@@ -140,6 +142,14 @@ impl Checkpoints {
     }
 
     /// Saves `state` (as JSON) as the next version of `agent`'s state.
+    ///
+    /// # Concurrency
+    ///
+    /// Saves of the same agent may run at once, from clones of this `Checkpoints` or from
+    /// several processes sharing the store: each succeeds with a version of its own, and
+    /// together they take consecutive versions, in the order the store writes them (as
+    /// [`save_bytes`](Checkpoints::save_bytes)). With [`keep_last`](Checkpoints::keep_last),
+    /// each save prunes after writing, so the newest `n` are kept whatever the order.
     ///
     /// # Errors
     ///

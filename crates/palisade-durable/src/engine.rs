@@ -403,7 +403,8 @@ impl Sagas {
     ///
     /// A failing step is not an error here: the returned [`SagaInfo`] says how the saga ended.
     /// Errors are the engine's: an unknown definition, an id that exists
-    /// ([`SagaError::AlreadyExists`]), an id that is empty or longer than 200 bytes
+    /// ([`SagaError::AlreadyExists`]; [`SagaError::WrongKind`] if it is a two-phase-commit
+    /// transaction's), an id that is empty or longer than 200 bytes
     /// ([`SagaError::InvalidId`]), an input nested deeper than
     /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]; nothing is
     /// written), a store failure (the saga then stays as journaled and the next
@@ -419,9 +420,10 @@ impl Sagas {
         }
         let def = self.definition(name)?;
         crate::journal::check_depth(id, &input)?;
-        let _guard = self
-            .enter(id)
-            .ok_or_else(|| SagaError::AlreadyExists(id.to_owned()))?;
+        let _guard = self.enter(id).ok_or_else(|| SagaError::AlreadyExists {
+            id: id.to_owned(),
+            kind: KIND,
+        })?;
         let start = Event::SagaStarted {
             name: name.to_owned(),
             steps: def.step_names(),
@@ -442,7 +444,9 @@ impl Sagas {
         );
         match self.inner.store.append(append).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(SagaError::AlreadyExists(id.to_owned())),
+            Err(StoreError::Conflict(_)) => {
+                return Err(crate::journal::taken(&*self.inner.store, id, KIND).await);
+            }
             Err(e) => return Err(e.into()),
         }
         let info = SagaInfo::from_journal(
@@ -600,9 +604,10 @@ impl Sagas {
         let item = queue.inspect(id).await?;
         if !item.status.is_pending() {
             return Err(SagaError::WrongState {
-                saga: item.saga_id,
-                state: format!("review item {}", item.status),
-                action: "retry it",
+                what: "review item",
+                id: item.id,
+                state: item.status.to_string(),
+                rule: "only an open item or one whose retry was requested can be retried",
             });
         }
         let def = self.definition(&item.saga_name)?;

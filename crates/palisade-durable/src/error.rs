@@ -1,5 +1,7 @@
 //! Errors: each names what happened.
 
+use std::path::PathBuf;
+
 use palisade_core::{BoxError, ConfigError};
 
 /// A store could not do what was asked.
@@ -11,8 +13,28 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// The database failed (I/O, SQL, connection).
-    #[error("store backend failed: {0}")]
+    ///
+    /// The message says why in full: it is the backend error's message followed by its
+    /// sources' (`store backend failed: error connecting to server: Connection refused (os
+    /// error 111)`, where the PostgreSQL driver's own message stops at "error connecting to
+    /// server"). The backend error itself is the [source](std::error::Error::source), to
+    /// downcast (to `rusqlite::Error`, `tokio_postgres::Error`).
+    #[error("store backend failed: {}", with_sources(&**.0))]
     Backend(#[source] BoxError),
+    /// The store's file could not be opened or set up ([`SqliteStore::open`]): it is not a
+    /// SQLite database, its directory does not exist, another process holds it locked, ...
+    /// The message names the file and says why, as [`StoreError::Backend`]'s does; the
+    /// database's error is the [source](std::error::Error::source).
+    ///
+    /// [`SqliteStore::open`]: crate::store::SqliteStore::open
+    #[error("cannot open the store at {}: {}", path.display(), with_sources(&**source))]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// Data read back could not be decoded (a journal entry that is not valid JSON, ...).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -40,6 +62,23 @@ impl StoreError {
     }
 }
 
+/// `err`'s message followed by each of its sources' messages, `: `-separated; a source whose
+/// message is already in the text (a wrapper that repeats its source's message) is not
+/// repeated.
+pub(crate) fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
+        }
+        source = s.source();
+    }
+    message
+}
+
 /// A saga could not be defined, started, recovered or inspected.
 ///
 /// A saga whose *steps* fail is not an error of the engine: it ends in a failed state, reported
@@ -57,8 +96,10 @@ pub enum SagaError {
     #[error("no saga or transaction {0:?}")]
     NotFound(String),
     /// The id names a workflow of another kind: a two-phase-commit transaction where a saga
-    /// was asked for ([`Journal::inspect`](crate::journal::Journal::inspect)), or a saga
-    /// where a transaction was ([`Transactions`](crate::twopc::Transactions)). Nothing was
+    /// was asked for ([`Journal::inspect`](crate::journal::Journal::inspect), or
+    /// [`Sagas::run`](crate::Sagas::run) with a transaction's id), or a saga where a
+    /// transaction was ([`Transactions`](crate::twopc::Transactions),
+    /// [`Coordinator::run`](crate::twopc::Coordinator::run) with a saga's id). Nothing was
     /// read or written.
     #[error("{id:?} is {}, not {}", kind_name(kind), kind_name(expected))]
     WrongKind {
@@ -81,9 +122,17 @@ pub enum SagaError {
         /// What is wrong.
         reason: String,
     },
-    /// A saga with that id exists already.
-    #[error("saga {0:?} exists already")]
-    AlreadyExists(String),
+    /// A workflow of the same kind with that id exists already: a saga, for
+    /// [`Sagas::run`](crate::Sagas::run); a transaction, for
+    /// [`Coordinator::run`](crate::twopc::Coordinator::run). (An id of the other kind is a
+    /// [`SagaError::WrongKind`].) Nothing was written or run.
+    #[error("{} {id:?} exists already", kind_noun(kind))]
+    AlreadyExists {
+        /// The id.
+        id: String,
+        /// The kind of workflow it is: `"saga"`, `"2pc"`.
+        kind: &'static str,
+    },
     /// The journal contradicts the definition (the saga was started with other steps, or the
     /// transaction with other participants, than the definition registered now has), or
     /// itself (an entry that cannot be decoded, entries out of order).
@@ -94,16 +143,20 @@ pub enum SagaError {
         /// What is wrong.
         reason: String,
     },
-    /// The saga is not in a state that allows this (retrying a review item of a saga that is
-    /// not escalated, ...).
-    #[error("saga {saga:?} is {state}, cannot {action}")]
+    /// A review item, a saga or a transaction is not in a state that allows what was asked
+    /// (retrying a review item that is not open, resolving a transaction decided already,
+    /// ...). Nothing was changed. The message says what is and what would be allowed:
+    /// `review item "trip-1/0" is retry_requested; only an open item can be retried`.
+    #[error("{what} {id:?} is {state}; {rule}")]
     WrongState {
-        /// The saga.
-        saga: String,
-        /// Its state.
+        /// What was acted on: `"review item"`, `"saga"`, `"transaction"`.
+        what: &'static str,
+        /// Its id.
+        id: String,
+        /// Where it stands (`retry_requested`, `failed`, ...).
         state: String,
-        /// What was asked.
-        action: &'static str,
+        /// What would be allowed: `only an open item can be retried`.
+        rule: &'static str,
     },
     /// Another process holds the saga's claim.
     #[error("saga {0:?} is claimed by another process")]
@@ -121,10 +174,15 @@ pub enum SagaError {
 
 /// A workflow kind as a person reads it: `"2pc"` is "a two-phase-commit transaction".
 fn kind_name(kind: &str) -> String {
+    format!("a {}", kind_noun(kind))
+}
+
+/// A workflow kind as the subject of a sentence: `"2pc"` is "two-phase-commit transaction".
+fn kind_noun(kind: &str) -> String {
     match kind {
-        "saga" => "a saga".into(),
-        "2pc" => "a two-phase-commit transaction".into(),
-        other => format!("a workflow of kind {other:?}"),
+        "saga" => "saga".into(),
+        "2pc" => "two-phase-commit transaction".into(),
+        other => format!("workflow of kind {other:?}"),
     }
 }
 
@@ -190,4 +248,102 @@ pub enum LifecycleError {
     /// Saving or loading the checkpoint failed.
     #[error(transparent)]
     Checkpoint(CheckpointError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    fn refused() -> Chain {
+        Chain(
+            "error connecting to server",
+            Some(Box::new(Chain("Connection refused (os error 111)", None))),
+        )
+    }
+
+    /// A backend error whose own message stops short (the PostgreSQL driver's "error
+    /// connecting to server") is shown with its sources; it stays the source, to downcast.
+    #[test]
+    fn a_backend_failure_says_why_in_full() {
+        let e = StoreError::backend(refused());
+        assert_eq!(
+            e.to_string(),
+            "store backend failed: error connecting to server: Connection refused (os error 111)"
+        );
+        let source = e.source().unwrap();
+        assert_eq!(source.to_string(), "error connecting to server");
+        assert!(source.downcast_ref::<Chain>().is_some());
+
+        let e = StoreError::Open {
+            path: PathBuf::from("/data/journal.db"),
+            source: Box::new(refused()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot open the store at /data/journal.db: error connecting to server: \
+             Connection refused (os error 111)"
+        );
+        assert!(e.source().unwrap().downcast_ref::<Chain>().is_some());
+        // A source the message already says is not said twice.
+        let repeats = Chain(
+            "disk full: disk full",
+            Some(Box::new(Chain("disk full", None))),
+        );
+        assert_eq!(with_sources(&repeats), "disk full: disk full");
+    }
+
+    #[test]
+    fn each_message_names_the_kind_and_the_rule() {
+        let exists = |kind| SagaError::AlreadyExists {
+            id: "shared-id".into(),
+            kind,
+        };
+        assert_eq!(
+            exists("saga").to_string(),
+            r#"saga "shared-id" exists already"#
+        );
+        assert_eq!(
+            exists("2pc").to_string(),
+            r#"two-phase-commit transaction "shared-id" exists already"#
+        );
+        assert_eq!(
+            exists("cron").to_string(),
+            r#"workflow of kind "cron" "shared-id" exists already"#
+        );
+        let wrong = SagaError::WrongKind {
+            id: "w".into(),
+            kind: "cron".into(),
+            expected: "2pc",
+        };
+        assert_eq!(
+            wrong.to_string(),
+            r#""w" is a workflow of kind "cron", not a two-phase-commit transaction"#
+        );
+        let state = SagaError::WrongState {
+            what: "review item",
+            id: "trip-bad/1".into(),
+            state: "retry_requested".into(),
+            rule: "only an open item can be retried",
+        };
+        assert_eq!(
+            state.to_string(),
+            r#"review item "trip-bad/1" is retry_requested; only an open item can be retried"#
+        );
+    }
 }

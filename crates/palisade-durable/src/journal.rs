@@ -146,9 +146,10 @@ impl SagaState {
     }
 }
 
+/// Its [`as_str`](SagaState::as_str) name; width and alignment apply (`{:<13}`).
 impl fmt::Display for SagaState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -182,18 +183,8 @@ pub struct ErrorRecord {
 impl ErrorRecord {
     /// The record of `err`, classified with [`class_of`].
     pub fn of(err: &BoxError, at_ms: u64) -> Self {
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            let m = s.to_string();
-            if !message.contains(&m) {
-                message.push_str(": ");
-                message.push_str(&m);
-            }
-            source = s.source();
-        }
         ErrorRecord {
-            message,
+            message: crate::error::with_sources(&**err),
             class: class_of(err),
             at_ms,
         }
@@ -212,9 +203,10 @@ pub enum EscalationReason {
     UncertainStep,
 }
 
+/// A short phrase; width and alignment apply (`{:<22}`).
 impl fmt::Display for EscalationReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             EscalationReason::CompensationFailed => "compensation failed",
             EscalationReason::UncertainStep => "interrupted step with no compensation",
         })
@@ -349,7 +341,8 @@ pub enum StepStatus {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CompensationStatus {
-    /// Not needed (yet): the step has not taken effect, or the saga has not failed.
+    /// Not needed (yet): the step has not taken effect, the saga has not failed, or the step
+    /// has no compensation (its turn came and went without one).
     NotNeeded,
     /// Started, no outcome written yet.
     Started,
@@ -361,6 +354,12 @@ pub enum CompensationStatus {
     Escalated,
     /// A person settled it (retried past it, or discarded it).
     Settled,
+    /// Given up: the step took effect and its turn to be undone had not come when a person
+    /// discarded the saga's escalated work (a later step's compensation), so it will never
+    /// be undone ([`SagaInfo::discarded`]). Nothing was run for it. A step without a
+    /// compensation, which would have had nothing to run, reads so too: the journal does not
+    /// say which steps have one.
+    Abandoned,
 }
 
 /// One step of a saga, as its journal tells it.
@@ -552,9 +551,18 @@ impl SagaInfo {
             }
             Event::ReviewDiscarded { .. } => {
                 self.discarded = true;
-                for s in &mut self.steps {
+                // Compensation goes newest first and stops at the escalated step: the steps
+                // before it that took effect were still waiting their turn, which will not come.
+                let mut waiting = false;
+                for s in self.steps.iter_mut().rev() {
                     if s.compensation == CompensationStatus::Escalated {
                         s.compensation = CompensationStatus::Settled;
+                        waiting = true;
+                    } else if waiting
+                        && matches!(s.status, StepStatus::Completed | StepStatus::Uncertain)
+                        && s.compensation == CompensationStatus::NotNeeded
+                    {
+                        s.compensation = CompensationStatus::Abandoned;
                     }
                 }
             }
@@ -608,6 +616,24 @@ pub(crate) async fn of_kind(
             expected: kind,
         }),
         Some(_) => Ok(()),
+    }
+}
+
+/// The error for starting workflow `id` as a `kind` when the store says the id is taken: a
+/// [`SagaError::WrongKind`] if it is a workflow of another kind, else
+/// [`SagaError::AlreadyExists`] (a store failure while looking is that failure).
+pub(crate) async fn taken(store: &dyn Store, id: &str, kind: &'static str) -> SagaError {
+    match store.workflow(id).await {
+        Ok(Some(w)) if w.kind != kind => SagaError::WrongKind {
+            id: id.to_owned(),
+            kind: w.kind,
+            expected: kind,
+        },
+        Ok(_) => SagaError::AlreadyExists {
+            id: id.to_owned(),
+            kind,
+        },
+        Err(e) => e.into(),
     }
 }
 
@@ -863,6 +889,122 @@ mod tests {
         assert_eq!(info.steps[0].compensation, CompensationStatus::Settled);
         assert_eq!(info.steps[1].compensation, CompensationStatus::Completed);
         assert_eq!(info.steps[2].compensation, CompensationStatus::NotNeeded);
+    }
+
+    /// Steps `ran` run (step `uncertain`, if any, interrupted rather than completed), the
+    /// step after them fails, and the compensation of step `escalated` is escalated and
+    /// discarded; the compensations of `compensated` ran before it.
+    fn discarded(
+        ran: std::ops::Range<usize>,
+        uncertain: Option<usize>,
+        compensated: &[usize],
+        escalated: usize,
+    ) -> SagaInfo {
+        let mut events = Vec::new();
+        let done = ran.end;
+        for step in ran {
+            events.push(Event::StepStarted { step, attempt: 1 });
+            events.push(if uncertain == Some(step) {
+                Event::StepFailed {
+                    step,
+                    error: failure(),
+                    interrupted: true,
+                }
+            } else {
+                Event::StepCompleted {
+                    step,
+                    output: Value::Null,
+                }
+            });
+        }
+        events.push(Event::StepStarted {
+            step: done,
+            attempt: 1,
+        });
+        events.push(Event::StepFailed {
+            step: done,
+            error: failure(),
+            interrupted: false,
+        });
+        for &step in compensated {
+            events.push(Event::CompensationStarted { step, attempt: 1 });
+            events.push(Event::CompensationCompleted { step });
+        }
+        events.push(Event::CompensationStarted {
+            step: escalated,
+            attempt: 1,
+        });
+        events.push(Event::CompensationFailed {
+            step: escalated,
+            attempt: 1,
+            error: failure(),
+        });
+        events.push(Event::Escalated {
+            step: escalated,
+            review: "r1".into(),
+            reason: EscalationReason::CompensationFailed,
+        });
+        events.push(Event::ReviewDiscarded {
+            review: "r1".into(),
+            note: "done by hand".into(),
+        });
+        fold(&events)
+    }
+
+    fn compensations(info: &SagaInfo) -> Vec<CompensationStatus> {
+        info.steps.iter().map(|s| s.compensation).collect()
+    }
+
+    /// A discard gives up the compensations whose turn had not come: those of the steps before
+    /// the escalated one that took effect. They read as abandoned, not as not needed.
+    #[test]
+    fn a_discard_abandons_the_earlier_steps_compensations() {
+        use CompensationStatus::*;
+        // a and b completed, c failed; b's compensation was escalated, a's never ran.
+        let info = discarded(0..2, None, &[], 1);
+        assert_eq!(compensations(&info), [Abandoned, Settled, NotNeeded]);
+        assert_eq!(info.steps[0].compensation_attempts, 0);
+        assert_eq!(
+            serde_json::to_value(&info.steps[0]).unwrap()["compensation"],
+            "abandoned"
+        );
+        // Step a was interrupted (it may have taken effect): abandoned too.
+        let info = discarded(0..2, Some(0), &[], 1);
+        assert_eq!(compensations(&info), [Abandoned, Settled, NotNeeded]);
+        // Nothing before the escalated step: nothing abandoned; a later step that took
+        // effect and had its turn (no compensation to run) stays as it was.
+        let info = discarded(0..2, None, &[], 0);
+        assert_eq!(compensations(&info), [Settled, NotNeeded, NotNeeded]);
+        // Only a step that ran: one that never started (in a journal written by hand) has
+        // nothing to undo.
+        let info = discarded(1..2, None, &[], 1);
+        assert_eq!(compensations(&info), [NotNeeded, Settled, NotNeeded]);
+        // A compensation that ran stays run, wherever it is.
+        let info = discarded(0..2, None, &[0], 1);
+        assert_eq!(compensations(&info), [Completed, Settled, NotNeeded]);
+    }
+
+    /// States, reasons and review statuses are shown in padded columns.
+    #[test]
+    fn displays_honour_width_and_alignment() {
+        assert_eq!(format!("[{:<13}]", SagaState::Failed), "[failed       ]");
+        assert_eq!(format!("[{:>8}]", SagaState::Running), "[ running]");
+        assert_eq!(
+            format!("[{:<22}]", EscalationReason::CompensationFailed),
+            "[compensation failed   ]"
+        );
+        assert_eq!(
+            format!("[{:<16}]", crate::review::ReviewStatus::Open),
+            "[open            ]"
+        );
+        assert_eq!(
+            format!("[{:<13}]", crate::twopc::TxState::Committed),
+            "[committed    ]"
+        );
+        assert_eq!(
+            format!("[{:<12}]", crate::lifecycle::Phase::Waiting),
+            "[waiting     ]"
+        );
     }
 
     #[test]

@@ -67,9 +67,10 @@ impl Phase {
     }
 }
 
+/// Its [`as_str`](Phase::as_str) name; width and alignment apply (`{:<10}`).
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

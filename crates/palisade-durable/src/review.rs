@@ -44,9 +44,10 @@ impl ReviewStatus {
     }
 }
 
+/// Its [`as_str`](ReviewStatus::as_str) name; width and alignment apply (`{:<16}`).
 impl fmt::Display for ReviewStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -215,9 +216,10 @@ impl ReviewQueue {
         let mut item = self.inspect(id).await?;
         if item.status != ReviewStatus::Open {
             return Err(SagaError::WrongState {
-                saga: item.saga_id,
-                state: format!("review item {}", item.status),
-                action: "request a retry",
+                what: "review item",
+                id: item.id,
+                state: item.status.to_string(),
+                rule: "only an open item can be retried",
             });
         }
         item.status = ReviewStatus::RetryRequested;
@@ -227,14 +229,19 @@ impl ReviewQueue {
     }
 
     /// Discards item `id`: its saga's remaining compensations will not run, and the saga ends
-    /// `Failed`. `note` is kept with the item and in the journal.
+    /// `Failed`. `note` is kept with the item and in the journal. In the saga's
+    /// [`SagaInfo`], the escalated compensation then reads
+    /// [`Settled`](crate::journal::CompensationStatus::Settled), and those of the earlier steps,
+    /// whose turn will not come,
+    /// [`Abandoned`](crate::journal::CompensationStatus::Abandoned).
     pub async fn discard(&self, id: &str, note: &str) -> Result<ReviewItem, SagaError> {
         let mut item = self.inspect(id).await?;
         if !item.status.is_pending() {
             return Err(SagaError::WrongState {
-                saga: item.saga_id,
-                state: format!("review item {}", item.status),
-                action: "discard it",
+                what: "review item",
+                id: item.id,
+                state: item.status.to_string(),
+                rule: "only an open item or one whose retry was requested can be discarded",
             });
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
@@ -249,9 +256,10 @@ impl ReviewQueue {
             item.updated_ms = now_ms();
             self.store.review_put(item.to_stored()).await?;
             return Err(SagaError::WrongState {
-                saga: item.saga_id,
+                what: "saga",
+                id: item.saga_id,
                 state: info.state.to_string(),
-                action: "discard its review item",
+                rule: "only the review item of an escalated saga can be discarded",
             });
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
@@ -262,12 +270,13 @@ impl ReviewQueue {
             item.updated_ms = now_ms();
             self.store.review_put(item.to_stored()).await?;
             return Err(SagaError::WrongState {
-                saga: item.saga_id,
+                what: "saga",
+                id: item.saga_id,
                 state: format!(
-                    "escalated to review item {}",
+                    "escalated to review item {:?}",
                     info.review.unwrap_or_default()
                 ),
-                action: "discard an earlier review item",
+                rule: "only its latest review item can be discarded",
             });
         }
         let now = now_ms();

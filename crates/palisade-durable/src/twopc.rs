@@ -233,9 +233,10 @@ impl TxState {
     }
 }
 
+/// Its [`as_str`](TxState::as_str) name; width and alignment apply (`{:<13}`).
 impl fmt::Display for TxState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -542,7 +543,7 @@ impl TxWriter<'_> {
         match self.c.store.append(append).await {
             Ok(()) => Ok(()),
             Err(StoreError::Conflict(_)) if seq == 0 => {
-                Err(SagaError::AlreadyExists(self.info.id.clone()))
+                Err(crate::journal::taken(&*self.c.store, &self.info.id, KIND).await)
             }
             Err(e) => Err(e.into()),
         }
@@ -565,7 +566,7 @@ impl Coordinator {
     /// goes on delivering).
     ///
     /// Errors are the coordinator's: an unknown definition, an id that exists
-    /// ([`SagaError::AlreadyExists`]) or is empty or longer than 200 bytes
+    /// ([`SagaError::AlreadyExists`]; [`SagaError::WrongKind`] if it is a saga's) or is empty or longer than 200 bytes
     /// ([`SagaError::InvalidId`]), a payload nested deeper than
     /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]), a store failure.
     pub async fn run(&self, name: &str, id: &str, payload: Value) -> Result<TxInfo, SagaError> {
@@ -578,8 +579,10 @@ impl Coordinator {
             .get(name)
             .ok_or_else(|| SagaError::UnknownDefinition(name.to_owned()))?;
         crate::journal::check_depth(id, &payload)?;
-        let _guard =
-            enter(&self.inner.active, id).ok_or_else(|| SagaError::AlreadyExists(id.to_owned()))?;
+        let _guard = enter(&self.inner.active, id).ok_or_else(|| SagaError::AlreadyExists {
+            id: id.to_owned(),
+            kind: KIND,
+        })?;
         let participants: Vec<String> = def.participants.iter().map(|p| p.name.clone()).collect();
         let start = TxEvent::TxStarted {
             name: name.to_owned(),
@@ -943,17 +946,19 @@ fn resolvable(info: &TxInfo, decision: Decision) -> Result<(), SagaError> {
     {
         if info.decision.is_some() {
             return Err(SagaError::WrongState {
-                saga: info.id.clone(),
-                state: format!("transaction {} (decided already)", info.state),
-                action: "resolve it",
+                what: "transaction",
+                id: info.id.clone(),
+                state: format!("{} (decided already)", info.state),
+                rule: "only an undecided transaction can be resolved",
             });
         }
         let all_yes = info.votes.iter().all(|v| v.as_ref() == Some(&Vote::Yes));
         if decision == Decision::Commit && !all_yes {
             return Err(SagaError::WrongState {
-                saga: info.id.clone(),
-                state: "a transaction without a yes from every participant".into(),
-                action: "commit it",
+                what: "transaction",
+                id: info.id.clone(),
+                state: format!("{} without a yes from every participant", info.state),
+                rule: "only a transaction every participant voted yes in can be committed",
             });
         }
         Ok(())
@@ -1125,7 +1130,7 @@ mod tests {
             .unwrap();
         c.run("transfer", "t1", Value::Null).await.unwrap();
         match c.run("transfer", "t1", Value::Null).await {
-            Err(SagaError::AlreadyExists(id)) => assert_eq!(id, "t1"),
+            Err(SagaError::AlreadyExists { id, kind }) => assert_eq!((&*id, kind), ("t1", KIND)),
             other => panic!("{other:?}"),
         }
         match c.run("transfer", "t2", Value::Null).await {

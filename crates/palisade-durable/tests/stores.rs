@@ -53,7 +53,9 @@ macro_rules! store_suite {
                 purge_finished_goes_on_past_a_full_batch,
                 purge_leaves_a_held_workflow,
                 purge_deletes_the_review_items_of_the_workflows_it_deletes,
-                a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga);
+                a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga,
+                concurrent_checkpoint_saves_take_consecutive_versions,
+                no_checkpoint_version_after_the_last);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

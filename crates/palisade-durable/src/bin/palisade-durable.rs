@@ -198,7 +198,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", report(&*e));
             if let Some(hint) = e.downcast_ref::<SagaError>().and_then(hint) {
                 eprintln!("{hint}");
             }
@@ -208,6 +208,23 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// `e`'s message and its sources', `: `-separated, as anyhow's `{:#}` prints them: the top
+/// message alone can stop short of the cause ("error connecting to server"). A source whose
+/// message is already in the text (the store's errors repeat their backend's) is not repeated.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        source = s.source();
+    }
+    text
+}
 
 /// What to type instead, for an id of the other kind (`sagas show` of a transaction's id).
 fn hint(e: &SagaError) -> Option<String> {
@@ -220,6 +237,15 @@ fn hint(e: &SagaError) -> Option<String> {
         _ => return None,
     };
     Some(format!("`palisade-durable {command} {id}` shows it"))
+}
+
+/// The name a unit variant has in `--json` output (`not_needed`), so that text and JSON say
+/// the same.
+fn json_name(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
@@ -274,11 +300,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("input: {}", info.input);
             for (i, s) in info.steps.iter().enumerate() {
                 println!(
-                    "  {i}. {:<20} {:<10} attempts {}  compensation {:?} ({} attempts)",
+                    "  {i}. {:<20} {:<10} attempts {}  compensation {} ({} attempts)",
                     s.name,
-                    format!("{:?}", s.status).to_lowercase(),
+                    json_name(&s.status),
                     s.attempts,
-                    s.compensation,
+                    json_name(&s.compensation),
                     s.compensation_attempts
                 );
                 if let Some(e) = &s.error {
@@ -471,4 +497,57 @@ async fn tx(txs: Transactions, cmd: TxCmd, json: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(&'static str, Option<Box<Wrapper>>);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|w| w as _)
+        }
+    }
+
+    /// Every source is printed after the message, once: one the message already says is not
+    /// repeated, and the chain goes on past it.
+    #[test]
+    fn an_error_is_reported_with_its_sources() {
+        let refused = Wrapper("Connection refused (os error 111)", None);
+        let connecting = Wrapper("error connecting to server", Some(Box::new(refused)));
+        let top = Wrapper("store backend failed", Some(Box::new(connecting)));
+        assert_eq!(
+            report(&top),
+            "store backend failed: error connecting to server: Connection refused (os error 111)"
+        );
+        let repeats = Wrapper(
+            "store backend failed: error connecting to server",
+            Some(Box::new(Wrapper(
+                "error connecting to server",
+                Some(Box::new(Wrapper("timed out", None))),
+            ))),
+        );
+        assert_eq!(
+            report(&repeats),
+            "store backend failed: error connecting to server: timed out"
+        );
+        assert_eq!(report(&Wrapper("alone", None)), "alone");
+    }
+
+    #[test]
+    fn names_are_the_json_ones() {
+        use palisade_durable::journal::{CompensationStatus, StepStatus};
+        assert_eq!(json_name(&CompensationStatus::NotNeeded), "not_needed");
+        assert_eq!(json_name(&CompensationStatus::Abandoned), "abandoned");
+        assert_eq!(json_name(&StepStatus::Uncertain), "uncertain");
+    }
 }

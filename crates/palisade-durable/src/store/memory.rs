@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord,
+    StoredReview, WorkflowRecord, next_checkpoint_version,
 };
 use crate::error::StoreError;
 
@@ -293,6 +293,25 @@ impl Store for MemoryStore {
         }
         versions.insert(checkpoint.version, checkpoint);
         ready(Ok(()))
+    }
+
+    fn checkpoint_put_next(
+        &self,
+        mut checkpoint: StoredCheckpoint,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut inner = self.lock();
+        let versions = inner
+            .checkpoints
+            .entry(checkpoint.agent.clone())
+            .or_default();
+        let newest = versions.keys().next_back().map_or(0, |v| *v);
+        let version = match next_checkpoint_version(&checkpoint.agent, newest, u64::MAX) {
+            Ok(v) => v,
+            Err(e) => return ready(Err(e)),
+        };
+        checkpoint.version = version;
+        versions.insert(version, checkpoint);
+        ready(Ok(version))
     }
 
     fn checkpoint_get<'a>(

@@ -43,6 +43,9 @@
 //! it cannot use, as it did before (the workflow waits until that process's next version, or
 //! until it stops recovering for a lease); `purge_finished` reports the error. Implement both
 //! to get the full behaviour; the crate's store test suite (`tests/suite`) states it.
+//! [`Store::checkpoint_put_next`] came later too: its default implementation works over the
+//! other checkpoint methods, retrying when concurrent saves for one agent collide; a store that
+//! can allocate the version in the same transaction as the insert should implement it.
 
 use std::fmt;
 use std::future::Future;
@@ -82,6 +85,21 @@ pub(crate) fn sql_int(n: u64) -> i64 {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn from_sql_int(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// The version of `agent`'s next checkpoint, after `newest`, in a store that holds versions up
+/// to `max`: a [`StoreError::Conflict`] if there is none (a version at the end of the range was
+/// written by hand), never an overflow.
+pub(crate) fn next_checkpoint_version(
+    agent: &str,
+    newest: u64,
+    max: u64,
+) -> Result<u64, StoreError> {
+    newest.checked_add(1).filter(|v| *v <= max).ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "checkpoint {agent} version {newest} is the last the store can hold"
+        ))
+    })
 }
 
 /// The future a [`Store`] method returns.
@@ -345,6 +363,10 @@ pub struct CheckpointMeta {
     pub len: u64,
 }
 
+/// How many times the default [`Store::checkpoint_put_next`] tries to write the next version
+/// when other writers keep taking it first.
+const CHECKPOINT_PUT_ATTEMPTS: usize = 64;
+
 /// The storage behind journals, the review queue and checkpoints.
 ///
 /// Implementations must make [`append`](Store::append) atomic (the entry and the state, or
@@ -465,6 +487,45 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn checkpoint_put(&self, checkpoint: StoredCheckpoint)
     -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Saves a checkpoint as the next version of its agent, one more than the newest stored
+    /// (1 if there is none), whatever `checkpoint.version` says; returns that version.
+    ///
+    /// Atomic: callers saving for the same agent at once (in one process or several) each
+    /// get a version of their own, consecutive, and none of them fails because another
+    /// took the version it was about to write.
+    ///
+    /// The default implementation, for stores written before this method existed, reads the
+    /// newest version and [`checkpoint_put`](Store::checkpoint_put)s the next, reading again
+    /// when another writer took that version first: each such conflict means another save
+    /// succeeded. After 64 conflicts in a row it gives up with the last
+    /// [`StoreError::Conflict`]. The stores of this crate allocate the version in the
+    /// database instead, in the same statement or transaction as the insert, and never
+    /// give up.
+    fn checkpoint_put_next(
+        &self,
+        checkpoint: StoredCheckpoint,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut checkpoint = checkpoint;
+            let mut attempts = 0;
+            loop {
+                let newest = self
+                    .checkpoint_versions(&checkpoint.agent)
+                    .await?
+                    .first()
+                    .map_or(0, |m| m.version);
+                checkpoint.version = next_checkpoint_version(&checkpoint.agent, newest, u64::MAX)?;
+                match self.checkpoint_put(checkpoint.clone()).await {
+                    Ok(()) => return Ok(checkpoint.version),
+                    Err(StoreError::Conflict(_)) if attempts + 1 < CHECKPOINT_PUT_ATTEMPTS => {
+                        attempts += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
     /// Checkpoint `version` of `agent`.
     fn checkpoint_get<'a>(
         &'a self,
@@ -504,10 +565,19 @@ pub(crate) async fn release_hands_w_from_a_to_b(store: &dyn Store) {
 mod tests {
     use super::*;
 
-    /// A store written against the trait before `release` and `purge`: it implements only the
-    /// other methods (delegating to a memory store).
+    /// A store written against the trait before `release`, `purge` and `checkpoint_put_next`:
+    /// it implements only the other methods (delegating to a memory store). Its checkpoint
+    /// writes let other tasks run first (as a networked store's would), and count.
     #[derive(Debug, Default)]
-    struct Legacy(MemoryStore);
+    struct Legacy(MemoryStore, Puts);
+
+    #[derive(Debug, Default)]
+    struct Puts {
+        /// Checkpoint writes asked.
+        asked: std::sync::atomic::AtomicUsize,
+        /// While set, every checkpoint write finds its version taken.
+        taken: std::sync::atomic::AtomicBool,
+    }
 
     impl Store for Legacy {
         fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -555,7 +625,18 @@ mod tests {
             self.0.review_list()
         }
         fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.0.checkpoint_put(cp)
+            use std::sync::atomic::Ordering::Relaxed;
+            Box::pin(async move {
+                // A caller that never gives up fails here, rather than hanging its test.
+                if self.1.asked.fetch_add(1, Relaxed) >= 1_000 {
+                    return Err(StoreError::backend("asked a thousand times"));
+                }
+                tokio::task::yield_now().await;
+                if self.1.taken.load(Relaxed) {
+                    return Err(StoreError::Conflict("taken".into()));
+                }
+                self.0.checkpoint_put(cp).await
+            })
         }
         fn checkpoint_get<'a>(
             &'a self,
@@ -631,6 +712,78 @@ mod tests {
         }
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!(w.owner.as_deref(), Some("a"), "the claim is kept");
+    }
+
+    fn checkpoint(agent: &str, n: u8) -> StoredCheckpoint {
+        StoredCheckpoint {
+            agent: agent.into(),
+            version: 0,
+            at_ms: u64::from(n),
+            checksum: format!("sum{n}"),
+            data: vec![n],
+        }
+    }
+
+    /// The default `checkpoint_put_next`, saving at once from several tasks on a store where
+    /// they interleave: each write that finds its version taken reads again and takes the
+    /// next, so all succeed, with versions 1 to n, each holding what its caller wrote.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_put_next_takes_the_next_version_when_one_is_taken() {
+        let store = Arc::new(Legacy::default());
+        let tasks: Vec<_> = (1..=8u8)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let v = store.checkpoint_put_next(checkpoint("a", n)).await;
+                    (n, v)
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for t in tasks {
+            let (n, v) = t.await.unwrap();
+            let v = v.unwrap();
+            let stored = store.checkpoint_get("a", v).await.unwrap().unwrap();
+            assert_eq!((stored.version, stored.data), (v, vec![n]));
+            versions.push(v);
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+        let asked = store.1.asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(asked > 8, "the writes collided: {asked}");
+        // An agent of its own starts at 1.
+        assert_eq!(
+            store.checkpoint_put_next(checkpoint("b", 1)).await.unwrap(),
+            1
+        );
+    }
+
+    /// When every write finds its version taken, the default `checkpoint_put_next` gives up
+    /// after 64 writes with the conflict, instead of looping for ever.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_put_next_gives_up_after_64_conflicts() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = Legacy::default();
+        store.1.taken.store(true, Relaxed);
+        let r = store.checkpoint_put_next(checkpoint("a", 1)).await;
+        assert!(
+            matches!(&r, Err(StoreError::Conflict(m)) if m == "taken"),
+            "{r:?}"
+        );
+        assert_eq!(store.1.asked.load(Relaxed), 64);
+        assert!(store.checkpoint_versions("a").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn there_is_no_checkpoint_version_after_the_last() {
+        assert_eq!(next_checkpoint_version("a", 0, 5).unwrap(), 1);
+        assert_eq!(next_checkpoint_version("a", 4, 5).unwrap(), 5);
+        let err = next_checkpoint_version("a", 5, 5).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "conflict: checkpoint a version 5 is the last the store can hold"
+        );
+        assert!(next_checkpoint_version("a", u64::MAX, u64::MAX).is_err());
     }
 
     #[test]

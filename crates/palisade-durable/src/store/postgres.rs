@@ -11,7 +11,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord,
+    StoredReview, WorkflowRecord, next_checkpoint_version,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -322,6 +322,39 @@ impl PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
+    /// [`Store::checkpoint_put_next`]: the newest version is read and the next inserted in one
+    /// transaction, under an advisory lock on the agent (in this schema) that saves of the same
+    /// agent take too, so that no other writer, in this process or another, takes that version
+    /// in between. (A unique index alone would make concurrent saves fail, not wait.)
+    async fn checkpoint_put_next_tx(&self, cp: StoredCheckpoint) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(7317002, hashtext(current_schema() || '/' || $1::TEXT))",
+            &[&cp.agent],
+        )
+        .await
+        .map_err(pg)?;
+        let newest: Option<i64> = tx
+            .query_one(
+                "SELECT max(version) FROM checkpoints WHERE agent = $1",
+                &[&cp.agent],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let newest = newest.map_or(0, from_sql_int);
+        let version = next_checkpoint_version(&cp.agent, newest, i64::MAX as u64)?;
+        tx.execute(
+            "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
+            &[&cp.agent, &sql_int(version), &sql_int(cp.at_ms), &cp.checksum, &cp.data],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(version)
+    }
+
     async fn claim_tx(&self, c: Claim) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(pg)?;
@@ -560,6 +593,10 @@ impl Store for PostgresStore {
             })?;
             Ok(())
         })
+    }
+
+    fn checkpoint_put_next(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.checkpoint_put_next_tx(cp))
     }
 
     fn checkpoint_get<'a>(

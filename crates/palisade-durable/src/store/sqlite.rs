@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord,
+    StoredReview, WorkflowRecord, next_checkpoint_version,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -159,6 +159,10 @@ const SELECT_WORKFLOW: &str = concat!(
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path` with the default, durable options.
+    ///
+    /// A [`StoreError::Open`] naming `path` if the file cannot be opened or set up (it is not
+    /// a SQLite database, its directory does not exist, another process holds it locked for
+    /// longer than the busy timeout).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteOptions::default())
     }
@@ -167,23 +171,18 @@ impl SqliteStore {
     ///
     /// A [`StoreError::Config`] naming `busy_timeout` if it is longer than an hour (SQLite
     /// counts it in milliseconds in a 32-bit integer; a writer that waits longer for a lock
-    /// is stuck, not patient); nothing is opened or created then.
+    /// is stuck, not patient); nothing is opened or created then. A [`StoreError::Open`]
+    /// naming `path`, as for [`open`](SqliteStore::open), if the file cannot be opened or set
+    /// up.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         if options.busy_timeout > MAX_BUSY_TIMEOUT {
             return Err(ConfigError::new("busy_timeout", "must be at most 1 hour").into());
         }
         let path = path.as_ref().to_path_buf();
-        let mut conn = Connection::open(&path).map_err(db)?;
-        conn.busy_timeout(options.busy_timeout).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            if options.durable { "FULL" } else { "NORMAL" },
-        )
-        .map_err(db)?;
-        create_schema(&mut conn)?;
+        let conn = set_up(&path, &options).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -235,26 +234,35 @@ impl SqliteStore {
     }
 }
 
+/// Opens the file at `path` with `options` and creates or updates its schema.
+fn set_up(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if options.durable { "FULL" } else { "NORMAL" },
+    )?;
+    create_schema(&mut conn)?;
+    Ok(conn)
+}
+
 /// Creates the tables if missing and adds what an earlier version's file lacks, in one
 /// `IMMEDIATE` transaction, so that processes opening the file together do not race.
-fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)?;
-    tx.execute_batch(SCHEMA).map_err(db)?;
-    let released_by: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'released_by'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db)?;
+fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    let released_by: i64 = tx.query_row(
+        "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'released_by'",
+        [],
+        |r| r.get(0),
+    )?;
     if released_by == 0 {
-        tx.execute_batch("ALTER TABLE workflows ADD COLUMN released_by TEXT")
-            .map_err(db)?;
+        tx.execute_batch("ALTER TABLE workflows ADD COLUMN released_by TEXT")?;
     }
-    tx.execute_batch(INDEXES).map_err(db)?;
-    tx.commit().map_err(db)
+    tx.execute_batch(INDEXES)?;
+    tx.commit()
 }
 
 fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
@@ -622,6 +630,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn checkpoint_put_next(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.run(move |c| {
+            // `IMMEDIATE`: the write lock is taken before the newest version is read, so no
+            // other connection (another process on the same file) can write that version
+            // in between.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let newest: Option<i64> = tx
+                .prepare_cached("SELECT max(version) FROM checkpoints WHERE agent = ?1")
+                .map_err(db)?
+                .query_row([&cp.agent], |r| r.get(0))
+                .map_err(db)?;
+            let newest = newest.map_or(0, from_sql_int);
+            let version = next_checkpoint_version(&cp.agent, newest, i64::MAX as u64)?;
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(db)?
+            .execute(params![cp.agent, sql_int(version), sql_int(cp.at_ms), cp.checksum, cp.data])
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(version)
+        })
+    }
+
     fn checkpoint_get<'a>(
         &'a self,
         agent: &'a str,
@@ -730,6 +764,37 @@ mod tests {
         assert_eq!(pragma(&store, "journal_mode"), "wal");
         assert_eq!(pragma(&store, "synchronous"), "1", "NORMAL");
         assert_eq!(pragma(&store, "busy_timeout"), "250");
+    }
+
+    /// A file that cannot be opened as a store is an [`StoreError::Open`] naming it and why,
+    /// with SQLite's error as the source; the file is left as it was.
+    #[test]
+    fn a_file_that_cannot_be_opened_is_named() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.db");
+        let text = b"not a database, just text; ".repeat(40);
+        std::fs::write(&garbage, &text).unwrap();
+        let missing = dir.path().join("no").join("such.db");
+        for (path, why) in [
+            (&garbage, "file is not a database"),
+            (&missing, "unable to open database file"),
+        ] {
+            let err = SqliteStore::open(path).unwrap_err();
+            let StoreError::Open { path: named, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(named, path);
+            let want = format!("cannot open the store at {}: {why}", path.display());
+            assert!(err.to_string().starts_with(&want), "{err}");
+            let source = err.source().unwrap();
+            assert!(
+                source.downcast_ref::<rusqlite::Error>().is_some(),
+                "{source:?}"
+            );
+        }
+        assert_eq!(std::fs::read(&garbage).unwrap(), text);
+        assert!(!missing.exists());
     }
 
     /// A busy timeout SQLite cannot take (it counts milliseconds in a 32-bit integer; rusqlite

@@ -159,6 +159,9 @@ impl Store for Faulty {
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
         self.still(move |s| s.checkpoint_put(cp))
     }
+    fn checkpoint_put_next(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.still(move |s| s.checkpoint_put_next(cp))
+    }
     fn checkpoint_get<'a>(
         &'a self,
         agent: &'a str,
@@ -268,10 +271,12 @@ pub(crate) async fn store_faults_leave_recoverable_sagas(store: Arc<dyn Store>) 
     assert_eq!(claims[0].only.as_deref(), Some("f2"));
     assert_eq!(claims[0].lease_until_ms - claims[0].now_ms, 60_000);
     assert_eq!(sagas.inspect("f2").await.unwrap().state, SagaState::Failed);
-    assert!(matches!(
-        queue.discard("f2/1", "done by hand").await,
-        Err(SagaError::WrongState { .. })
-    ));
+    let err = queue.discard("f2/1", "done by hand").await.unwrap_err();
+    assert!(matches!(err, SagaError::WrongState { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        r#"saga "f2" is failed; only the review item of an escalated saga can be discarded"#
+    );
     assert_eq!(
         queue.inspect("f2/1").await.unwrap().status,
         ReviewStatus::Discarded
@@ -423,10 +428,12 @@ pub(crate) async fn a_stale_review_item_acts_on_no_other_escalation(store: Arc<d
         ReviewStatus::Open
     );
     // Discarding a stale item would abandon a's compensation, which nobody has looked at.
-    assert!(matches!(
-        queue.discard("s2/1", "oops").await,
-        Err(SagaError::WrongState { .. })
-    ));
+    let err = queue.discard("s2/1", "oops").await.unwrap_err();
+    assert!(matches!(err, SagaError::WrongState { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        r#"saga "s2" is escalated to review item "s2/0"; only its latest review item can be discarded"#
+    );
     assert_eq!(
         sagas.inspect("s2").await.unwrap().state,
         SagaState::Escalated

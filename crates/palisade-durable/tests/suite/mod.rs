@@ -429,3 +429,77 @@ pub(crate) async fn deep_checkpoint_state_is_refused_at_save(store: Arc<dyn Stor
     let err = cps.save("deep", &nested(200)).await.unwrap_err();
     assert!(err.to_string().contains("deeper than 100 levels"), "{err}");
 }
+
+/// Saves of one agent at once (clones of one `Checkpoints`, each in a task of its own) all
+/// succeed, with versions 1 to n between them and each state in one of them; with
+/// `keep_last`, the newest are what is kept.
+pub(crate) async fn concurrent_checkpoint_saves_take_consecutive_versions(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    const N: u64 = 8;
+    async fn saves(cps: &Checkpoints, states: std::ops::Range<u64>) -> Vec<u64> {
+        let tasks: Vec<_> = states
+            .map(|state| {
+                let cps = cps.clone();
+                tokio::spawn(async move { cps.save("conc", &state).await })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.unwrap().unwrap().version);
+        }
+        versions.sort_unstable();
+        versions
+    }
+    let cps = Checkpoints::new(store.clone());
+    assert_eq!(saves(&cps, 0..N).await, (1..=N).collect::<Vec<_>>());
+    let mut states = Vec::new();
+    for v in 1..=N {
+        states.push(cps.load_version::<u64>("conc", v).await.unwrap().state);
+    }
+    states.sort_unstable();
+    assert_eq!(states, (0..N).collect::<Vec<_>>());
+
+    let kept = cps.clone().keep_last(3).unwrap();
+    assert_eq!(
+        saves(&kept, N..2 * N).await,
+        (N + 1..=2 * N).collect::<Vec<_>>()
+    );
+    let versions: Vec<u64> = cps
+        .versions("conc")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, [2 * N, 2 * N - 1, 2 * N - 2]);
+    let latest = cps.load_latest::<u64>("conc").await.unwrap();
+    assert_eq!(latest.version, 2 * N);
+}
+
+/// A checkpoint version at the end of what the store holds (written by hand) has no next: a
+/// save is a conflict, not an overflow or a wrapped version, and nothing is written.
+pub(crate) async fn no_checkpoint_version_after_the_last(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::error::CheckpointError;
+    let last = StoredCheckpoint {
+        agent: "end".into(),
+        version: u64::MAX,
+        at_ms: 1,
+        checksum: "c".into(),
+        data: vec![1],
+    };
+    store.checkpoint_put(last).await.unwrap();
+    let err = Checkpoints::new(store.clone())
+        .save("end", &2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::Store(StoreError::Conflict(_))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("is the last the store can hold"),
+        "{err}"
+    );
+    assert_eq!(store.checkpoint_versions("end").await.unwrap().len(), 1);
+}

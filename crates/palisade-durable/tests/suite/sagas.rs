@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Category};
+use palisade_durable::error::SagaError;
 use palisade_durable::journal::{
     CompensationStatus, EscalationReason, Event, SagaState, StepStatus,
 };
@@ -231,7 +232,7 @@ pub(crate) async fn saga_completes(store: Arc<dyn Store>) {
     // The id is taken.
     assert!(matches!(
         sagas.run("pipeline", "s1", json!(null)).await,
-        Err(palisade_durable::error::SagaError::AlreadyExists(_))
+        Err(palisade_durable::error::SagaError::AlreadyExists { kind: "saga", .. })
     ));
     assert!(matches!(
         sagas.run("nope", "s2", json!(null)).await,
@@ -441,6 +442,21 @@ pub(crate) async fn hopeless_compensation_escalates_at_once_and_discard(store: A
         !log.take().iter().any(|l| l.starts_with("undo a")),
         "a discarded saga runs no more compensations"
     );
+    // a took effect and its turn to be undone never came: abandoned, not "not needed".
+    let compensations: Vec<_> = info.steps.iter().map(|s| s.compensation).collect();
+    assert_eq!(
+        compensations,
+        [
+            CompensationStatus::Abandoned,
+            CompensationStatus::Settled,
+            CompensationStatus::NotNeeded
+        ]
+    );
+    assert_eq!(info.steps[0].compensation_attempts, 0);
+    assert_eq!(
+        serde_json::to_value(&info).unwrap()["steps"][0]["compensation"],
+        "abandoned"
+    );
     assert!(sagas.recover().await.unwrap().resumed.is_empty());
 }
 
@@ -466,7 +482,15 @@ pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
         queue.request_retry("r1/0").await.unwrap().status,
         ReviewStatus::RetryRequested
     );
-    assert!(queue.request_retry("r1/0").await.is_err(), "asked already");
+    let err = queue.request_retry("r1/0").await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::WrongState { what: "review item", id, .. } if id == "r1/0"),
+        "asked already: {err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"review item "r1/0" is retry_requested; only an open item can be retried"#
+    );
     // ...and a process that has the definition runs it on recovery.
     let restarted = engine(&store, vec![def()]);
     let r = restarted.recover().await.unwrap();
@@ -669,7 +693,6 @@ pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
 /// with another's compensation: both report `Inconsistent`, run nothing, and leave the saga
 /// and its review item as they were, for the old definition to finish.
 pub(crate) async fn a_changed_definition_is_refused_not_run(store: Arc<dyn Store>) {
-    use palisade_durable::error::SagaError;
     let log = Log::default();
     let old = |log: &Log, c: Act| {
         saga(
@@ -830,7 +853,6 @@ fn nested(depth: usize) -> Value {
 /// PostgreSQL's row decoding panicked): an input is refused before anything runs, a step's
 /// output is dropped and the step, which took effect, is undone as an interrupted one.
 pub(crate) async fn deep_values_are_read_back_or_refused(store: Arc<dyn Store>) {
-    use palisade_durable::error::SagaError;
     use palisade_durable::journal::MAX_DEPTH;
     let log = Log::default();
     let returns = |name: &'static str, output: Value| {

@@ -386,4 +386,55 @@ pub(crate) async fn an_id_of_the_other_kind_says_what_it_is(store: Arc<dyn Store
     // Each is shown as itself.
     assert_eq!(sagas.inspect("s-7").await.unwrap().id, "s-7");
     assert_eq!(c.inspect("t-42").await.unwrap().id, "t-42");
+
+    // Started with an id of the other kind: refused as such, whichever way.
+    let entries = |id: &'static str| {
+        let store = store.clone();
+        async move { store.journal(id).await.unwrap().len() }
+    };
+    let (saga_entries, tx_entries) = (entries("s-7").await, entries("t-42").await);
+    log.take();
+    let err = sagas.run("trip", "t-42", json!(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::WrongKind { id, kind, expected: "saga" }
+            if id == "t-42" && kind == "2pc"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        r#""t-42" is a two-phase-commit transaction, not a saga"#
+    );
+    let err = c.run("order", "s-7", json!(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::WrongKind { id, kind, expected: "2pc" }
+            if id == "s-7" && kind == "saga"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        r#""s-7" is a saga, not a two-phase-commit transaction"#
+    );
+    // Started again with an id of the same kind: exists already, named for its kind.
+    let err = c.run("order", "t-42", json!(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::AlreadyExists { id, kind: "2pc" } if id == "t-42"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"two-phase-commit transaction "t-42" exists already"#
+    );
+    let err = sagas.run("trip", "s-7", json!(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::AlreadyExists { id, kind: "saga" } if id == "s-7"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), r#"saga "s-7" exists already"#);
+    // Nothing was written or run.
+    assert_eq!(
+        (entries("s-7").await, entries("t-42").await),
+        (saga_entries, tx_entries)
+    );
+    assert_eq!(sagas.inspect("s-7").await.unwrap().input, json!(1));
+    assert!(log.take().is_empty(), "no participant was asked");
 }
