@@ -581,3 +581,24 @@ async fn purge_deletes_old_finished_workflows() {
         ["m1", "s-escalated", "s-held", "s-running", "t-preparing"]
     );
 }
+
+/// A reader that stops early (`palisade-durable … | head`) closes the pipe: the command ends
+/// quietly and successfully, as other command-line tools do, rather than panic on the write.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pipe.db");
+    drop(SqliteStore::open(&db).unwrap());
+    // The reading end is closed before the command starts: its first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-durable"))
+        .arg("--db")
+        .arg(&db)
+        .args(["sagas", "list"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -183,6 +183,15 @@ enum CheckpointsCmd {
     },
 }
 
+/// `println!`, but a failed write is the function's error rather than a panic: the reader of a
+/// pipe that stops early (`| head`) closes it, and the command then ends quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -197,6 +206,13 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read the output stopped (`| head`): nothing more to say, as other tools.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {}", report(&*e));
             if let Some(hint) = e.downcast_ref::<SagaError>().and_then(hint) {
@@ -249,7 +265,7 @@ fn json_name(v: &impl serde::Serialize) -> String {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -262,9 +278,9 @@ fn print_summaries<S: std::fmt::Display + serde::Serialize>(
     if json {
         return print_json(&list);
     }
-    println!("{:<32} {:<20} {:<13} OWNER", "ID", "NAME", "STATE");
+    out!("{:<32} {:<20} {:<13} OWNER", "ID", "NAME", "STATE");
     for w in list {
-        println!(
+        out!(
             "{:<32} {:<20} {:<13} {}",
             w.id,
             w.name,
@@ -272,7 +288,7 @@ fn print_summaries<S: std::fmt::Display + serde::Serialize>(
             w.owner.as_deref().unwrap_or("-")
         );
     }
-    println!("{} {noun}(s)", list.len());
+    out!("{} {noun}(s)", list.len());
     Ok(())
 }
 
@@ -296,10 +312,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if cli.json {
                 return print_json(&info);
             }
-            println!("saga {} ({}): {}", info.id, info.name, info.state);
-            println!("input: {}", info.input);
+            out!("saga {} ({}): {}", info.id, info.name, info.state);
+            out!("input: {}", info.input);
             for (i, s) in info.steps.iter().enumerate() {
-                println!(
+                out!(
                     "  {i}. {:<20} {:<10} attempts {}  compensation {} ({} attempts)",
                     s.name,
                     json_name(&s.status),
@@ -308,18 +324,18 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     s.compensation_attempts
                 );
                 if let Some(e) = &s.error {
-                    println!("       failed: {} [{}]", e.message, e.class);
+                    out!("       failed: {} [{}]", e.message, e.class);
                 }
                 for e in &s.compensation_errors {
-                    println!("       compensation failed: {} [{}]", e.message, e.class);
+                    out!("       compensation failed: {} [{}]", e.message, e.class);
                 }
             }
             if let Some(r) = &info.review {
-                println!("review item: {r}");
+                out!("review item: {r}");
             }
-            println!("journal:");
+            out!("journal:");
             for r in &info.journal {
-                println!(
+                out!(
                     "  {:>4} {} {}",
                     r.seq,
                     r.at_ms,
@@ -340,12 +356,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if cli.json {
                         return print_json(&items);
                     }
-                    println!(
+                    out!(
                         "{:<36} {:<16} {:<16} {:<22} ERRORS",
-                        "ID", "STATUS", "STEP", "REASON"
+                        "ID",
+                        "STATUS",
+                        "STEP",
+                        "REASON"
                     );
                     for i in &items {
-                        println!(
+                        out!(
                             "{:<36} {:<16} {:<16} {:<22} {}",
                             i.id,
                             i.status,
@@ -354,31 +373,34 @@ async fn run(cli: Cli) -> Result<(), Error> {
                             i.errors.len()
                         );
                     }
-                    println!("{} item(s)", items.len());
+                    out!("{} item(s)", items.len());
                 }
                 ReviewCmd::Show { id } => {
                     let i = queue.inspect(&id).await?;
                     if cli.json {
                         return print_json(&i);
                     }
-                    println!("review item {} ({})", i.id, i.status);
-                    println!(
+                    out!("review item {} ({})", i.id, i.status);
+                    out!(
                         "saga {} ({}), step {} {:?}",
-                        i.saga_id, i.saga_name, i.step, i.step_name
+                        i.saga_id,
+                        i.saga_name,
+                        i.step,
+                        i.step_name
                     );
-                    println!("reason: {} (escalated {} time(s))", i.reason, i.escalations);
-                    println!("input: {}", i.input);
+                    out!("reason: {} (escalated {} time(s))", i.reason, i.escalations);
+                    out!("input: {}", i.input);
                     if let Some(o) = &i.output {
-                        println!("step output: {o}");
+                        out!("step output: {o}");
                     }
                     if let Some(c) = &i.cause {
-                        println!("saga failed because: {} [{}]", c.message, c.class);
+                        out!("saga failed because: {} [{}]", c.message, c.class);
                     }
                     for (n, e) in i.errors.iter().enumerate() {
-                        println!("  attempt {}: {} [{}]", n + 1, e.message, e.class);
+                        out!("  attempt {}: {} [{}]", n + 1, e.message, e.class);
                     }
                     if let Some(n) = &i.note {
-                        println!("note: {n}");
+                        out!("note: {n}");
                     }
                 }
                 ReviewCmd::Retry { id } => {
@@ -386,7 +408,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if cli.json {
                         return print_json(&i);
                     }
-                    println!(
+                    out!(
                         "retry requested for {}: the service runs it on its next recovery",
                         i.id
                     );
@@ -396,7 +418,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     if cli.json {
                         return print_json(&i);
                     }
-                    println!("discarded {}: saga {} is now failed", i.id, i.saga_id);
+                    out!("discarded {}: saga {} is now failed", i.id, i.saga_id);
                 }
             }
         }
@@ -407,17 +429,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if cli.json {
                 return print_json(&versions);
             }
-            println!(
+            out!(
                 "{:<8} {:<15} {:<10} SHA-256",
-                "VERSION", "SAVED (ms)", "BYTES"
+                "VERSION",
+                "SAVED (ms)",
+                "BYTES"
             );
             for v in &versions {
-                println!(
+                out!(
                     "{:<8} {:<15} {:<10} {}",
-                    v.version, v.at_ms, v.len, v.checksum
+                    v.version,
+                    v.at_ms,
+                    v.len,
+                    v.checksum
                 );
             }
-            println!("{} version(s)", versions.len());
+            out!("{} version(s)", versions.len());
         }
     }
     Ok(())
@@ -440,7 +467,7 @@ async fn purge(store: Arc<dyn Store>, older_than: Duration, json: bool) -> Resul
     if json {
         return print_json(&serde_json::json!({ "sagas": sagas, "transactions": transactions }));
     }
-    println!("deleted {sagas} finished saga(s) and {transactions} finished transaction(s)");
+    out!("deleted {sagas} finished saga(s) and {transactions} finished transaction(s)");
     Ok(())
 }
 
@@ -460,29 +487,29 @@ async fn tx(txs: Transactions, cmd: TxCmd, json: bool) -> Result<(), Error> {
             if json {
                 return print_json(&info);
             }
-            println!("transaction {} ({}): {}", info.id, info.name, info.state);
-            println!("payload: {}", info.payload);
+            out!("transaction {} ({}): {}", info.id, info.name, info.state);
+            out!("payload: {}", info.payload);
             for (i, p) in info.participants.iter().enumerate() {
                 let vote = match &info.votes[i] {
                     None => "not asked".to_owned(),
                     Some(Vote::Yes) => "yes".to_owned(),
                     Some(Vote::No(why)) => format!("no ({why})"),
                 };
-                println!(
+                out!(
                     "  {i}. {p:<20} vote {vote:<12} acknowledged {:<5} failed deliveries {}",
                     if info.acknowledged[i] { "yes" } else { "no" },
                     info.delivery_failures[i]
                 );
             }
             match info.decision {
-                Some(d) => println!("decision: {}", format!("{d:?}").to_lowercase()),
-                None => println!(
-                    "decision: none yet (recovery presumes abort; `tx resolve` decides now)"
-                ),
+                Some(d) => out!("decision: {}", format!("{d:?}").to_lowercase()),
+                None => {
+                    out!("decision: none yet (recovery presumes abort; `tx resolve` decides now)")
+                }
             }
-            println!("journal:");
+            out!("journal:");
             for (n, e) in info.journal.iter().enumerate() {
-                println!("  {n:>4} {}", serde_json::to_string(e)?);
+                out!("  {n:>4} {}", serde_json::to_string(e)?);
             }
         }
         TxCmd::Resolve { id, decision, note } => {
@@ -490,9 +517,10 @@ async fn tx(txs: Transactions, cmd: TxCmd, json: bool) -> Result<(), Error> {
             if json {
                 return print_json(&info);
             }
-            println!(
+            out!(
                 "transaction {} is {}: the service's next recovery delivers the decision",
-                info.id, info.state
+                info.id,
+                info.state
             );
         }
     }
