@@ -851,6 +851,50 @@ fn a_dependency_that_fails_everything_again_after_a_close_is_probed_on_the_clock
 }
 
 #[test]
+fn the_breaker_opens_after_the_longest_open_period_without_an_accept_not_before() {
+    // 100 requests a second after a close, every call failing: the throttle acts from the
+    // 20th request (200 ms), finds no accepted request in its window, and the breaker opens
+    // 750 ms later, its open period (500 ms, no jitter here) starting then.
+    let c = answered(BreakerConfig {
+        jitter_ratio: 0.0,
+        ..BreakerConfig::default()
+    });
+    let mut now = 10_000;
+    while c.state() == State::Closed {
+        fail(&c, now);
+        now += 10;
+        assert!(now <= 12_000, "still closed at {now} ms");
+    }
+    let opened = now - 10;
+    assert_eq!(opened, 10_000 + 200 + 750, "opened at {opened} ms");
+    assert_eq!(c.admit(|| opened).unwrap_err().retry_after_ms, Some(500));
+
+    // An accepted request in the window ends the silence: it starts again, in full, only
+    // once that request has left the window (100 requests later).
+    let c = answered(BreakerConfig::default());
+    let mut now = 10_000;
+    for _ in 0..60 {
+        fail(&c, now);
+        now += 10;
+    }
+    // Silent since about 10 200; at 10 600, before the breaker would open, one call is let
+    // through and accepted.
+    while !succeed(&c, now) {}
+    let accepted = now;
+    while c.state() == State::Closed {
+        fail(&c, now);
+        now += 10;
+        assert!(now <= 14_000, "still closed at {now} ms");
+    }
+    assert!(
+        now - 10 >= accepted + 700 + 750,
+        "opened at {} ms, {} ms after the accepted request",
+        now - 10,
+        now - 10 - accepted
+    );
+}
+
+#[test]
 fn a_dependency_that_accepts_a_little_stays_throttled_not_open() {
     // Capacity for one request in ten, at 100 requests a second for 10 s: the window always
     // holds an accepted request, so the throttle sheds the rest and the breaker stays closed.
