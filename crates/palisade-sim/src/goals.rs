@@ -5,6 +5,11 @@
 //! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate —
 //! is listed as `n/a` with the reason and counted neither as met nor as missed, so that a
 //! "what if" run does not report misses of things that never happened.
+//!
+//! Where several palisade stacks run side by side (the built-in one and stacks from
+//! configuration files, `--stack FILE.toml`), each is judged on its own, against the goals'
+//! bounds and against the stacks that are not palisade's (none, naive, tower); palisade's
+//! stacks are not compared with one another. Each goal names the stack it judged.
 
 use serde::Serialize;
 
@@ -17,6 +22,8 @@ use crate::stack::StackKind;
 pub struct Goal {
     /// The scenario it belongs to.
     pub scenario: ScenarioKind,
+    /// The palisade stack it judged: the built-in one or a file's.
+    pub stack: StackKind,
     /// What is asked, in words.
     pub goal: String,
     /// What was measured: palisade's figure against the bound or the other stack's; a
@@ -32,6 +39,7 @@ pub struct Goal {
 /// Collects the goals of one scenario.
 struct Judged {
     scenario: ScenarioKind,
+    stack: StackKind,
     goals: Vec<Goal>,
 }
 
@@ -53,6 +61,7 @@ impl Judged {
     fn push(&mut self, goal: String, measured: String, met: Option<bool>) {
         self.goals.push(Goal {
             scenario: self.scenario,
+            stack: self.stack,
             goal,
             measured,
             met,
@@ -60,17 +69,25 @@ impl Judged {
     }
 }
 
-/// Judges palisade's figures in `scenario` against its goals and against the other stacks
-/// (`runs` holds every stack's figures for this scenario). Nothing is judged when palisade's
-/// figures are not among them.
+/// Judges each palisade stack's figures in `scenario` (the built-in stack's and each file's,
+/// in the order of `runs`) against its goals and against the stacks that are not palisade's
+/// (`runs` holds every stack's figures for this scenario). Nothing is judged when no palisade
+/// stack's figures are among them.
 pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
-    let Some(pal) = runs.iter().find(|f| f.stack == StackKind::Palisade) else {
-        return Vec::new();
-    };
-    let other = |k: StackKind| runs.iter().find(|f| f.stack == k);
+    let others: Vec<&Figures> = runs.iter().filter(|f| !f.stack.is_palisade()).collect();
+    runs.iter()
+        .filter(|f| f.stack.is_palisade())
+        .flat_map(|pal| judge_one(scenario, pal, &others))
+        .collect()
+}
+
+/// Judges one palisade stack's figures, `pal`, against its goals and against `others`.
+fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goal> {
+    let other = |k: StackKind| others.iter().copied().find(|f| f.stack == k);
     let p = &scenario.params;
     let mut j = Judged {
         scenario: scenario.kind,
+        stack: pal.stack,
         goals: Vec::new(),
     };
     // What the scenario's parameters leave to judge: a fault inside the run, an end to it
@@ -257,7 +274,7 @@ pub fn judge(scenario: &Scenario, runs: &[Figures]) -> Vec<Goal> {
             }
         }
     }
-    for o in runs.iter().filter(|f| f.stack != StackKind::Palisade) {
+    for o in others {
         let ok = pal.success >= o.success;
         j.check(
             format!("success at least {}'s", o.stack),
@@ -461,6 +478,50 @@ mod tests {
             figures(kind, StackKind::Tower),
         ];
         assert!(judge(&Scenario::new(kind), &runs).is_empty());
+    }
+
+    /// Each palisade stack, built-in or from a file, is judged on its own against the stacks
+    /// that are not palisade's, never against another palisade stack; each goal names its
+    /// stack, in the order of the runs.
+    #[test]
+    fn several_palisade_stacks_are_each_judged_against_the_others() {
+        let kind = ScenarioKind::Outage;
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("classic", config));
+        let mut none = figures(kind, StackKind::None);
+        none.success = 0.5;
+        let mut pal = figures(kind, StackKind::Palisade);
+        pal.success = 0.6;
+        let mut from_file = figures(kind, file);
+        from_file.success = 0.4;
+        let runs = [none, from_file, pal];
+        let goals = judge(&Scenario::new(kind), &runs);
+        let stacks: Vec<_> = goals.iter().map(|g| g.stack).collect();
+        let half = goals.len() / 2;
+        assert!(half > 0);
+        assert_eq!(stacks[..half], vec![file; half][..]);
+        assert_eq!(stacks[half..], vec![StackKind::Palisade; half][..]);
+        let versus: Vec<_> = goals
+            .iter()
+            .filter(|g| g.goal.starts_with("success at least"))
+            .map(|g| (g.stack, g.goal.as_str(), g.met))
+            .collect();
+        assert_eq!(
+            versus,
+            [
+                (file, "success at least none's", Some(false)),
+                (StackKind::Palisade, "success at least none's", Some(true)),
+            ]
+        );
+        // The same goals, in the same order, for each.
+        let words = |s: StackKind| -> Vec<_> {
+            goals
+                .iter()
+                .filter(|g| g.stack == s)
+                .map(|g| g.goal.clone())
+                .collect()
+        };
+        assert_eq!(words(file), words(StackKind::Palisade));
     }
 
     #[test]

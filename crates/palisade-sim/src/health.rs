@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use palisade::classify::BoxError;
 use palisade::health::{DependencySnapshot, HealthMonitor, Status};
+use serde::Serialize;
 
 use crate::run::record_with_health;
 use crate::scenario::{Scenario, ScenarioKind};
@@ -19,8 +20,8 @@ use crate::stack::StackKind;
 /// How often the monitor checks, in virtual time.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// What the monitor saw in one run.
-#[derive(Clone, Debug, PartialEq)]
+/// What the monitor saw in one run (in JSON, durations in milliseconds).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HealthRow {
     /// The run: a scenario's name, or the steady runs' description.
     pub name: String,
@@ -30,10 +31,20 @@ pub struct HealthRow {
     pub false_alarms: usize,
     /// Unhealthy checks before the fault began.
     pub unhealthy_steady: usize,
-    /// From the fault's start to the first unhealthy check, if any (none for steady runs).
+    /// From the fault's start to the first unhealthy check, if any (none for steady runs);
+    /// `detected_after_ms` in JSON.
+    #[serde(rename = "detected_after_ms", serialize_with = "opt_ms")]
     pub detected_after: Option<Duration>,
     /// The worst trend status from the fault's start to the run's end.
     pub worst: Status,
+}
+
+/// An optional duration in milliseconds, as the rest of the report has them.
+fn opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+        None => s.serialize_none(),
+    }
 }
 
 impl HealthRow {
@@ -197,6 +208,33 @@ pub fn table(rows: &[HealthRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In JSON a row's delay is in milliseconds, as the rest of the report's durations are;
+    /// none is `null`.
+    #[test]
+    fn a_row_in_json_has_its_delay_in_milliseconds() {
+        let mut row = HealthRow {
+            name: "outage".to_owned(),
+            steady_checks: 10,
+            false_alarms: 1,
+            unhealthy_steady: 2,
+            detected_after: Some(Duration::from_millis(1500)),
+            worst: Status::Unhealthy,
+        };
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            serde_json::json!({
+                "name": "outage",
+                "steady_checks": 10,
+                "false_alarms": 1,
+                "unhealthy_steady": 2,
+                "detected_after_ms": 1500.0,
+                "worst": "unhealthy",
+            })
+        );
+        row.detected_after = None;
+        assert!(serde_json::to_value(&row).unwrap()["detected_after_ms"].is_null());
+    }
 
     /// Two minutes of steady traffic with 1 % errors raise no alarm, and an outage is seen
     /// within two checks of its start.

@@ -93,6 +93,7 @@ pub fn run_all(
         scenarios: scenarios.to_vec(),
         runs,
         goals,
+        health: None,
     })
 }
 

@@ -10,13 +10,13 @@
 //! ```
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use palisade_sim::scenario::{Scenario, ScenarioKind};
-use palisade_sim::stack::StackKind;
+use palisade_sim::stack::{StackFile, StackKind};
 
 /// Runs resilience stacks through faults in virtual time and prints what each did.
 #[derive(Debug, Parser)]
@@ -27,9 +27,13 @@ struct Args {
     #[arg(short, long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<ScenarioKind>,
     /// Stacks to run (default: all): none, naive, tower, palisade. A path to a TOML file
-    /// (`--stack my.toml`, see `palisade::config`) builds the palisade stack from that file
-    /// and runs it; `PALISADE_…` environment variables override the file. A file's `[route]`
-    /// settings apply where a scenario has replicas (which stand for its `[[endpoints]]`).
+    /// (`--stack my.toml`, any case of `.toml`; see `palisade::config`) runs palisade's
+    /// preset built from that file, beside the others and printed under the file's name
+    /// without `.toml` (`my`; the path as given where that name is taken); `PALISADE_…`
+    /// environment variables override the file. A file's `[route]` settings apply where a
+    /// scenario has replicas (which stand for its `[[endpoints]]`). Several files can run side
+    /// by side; palisade's goals are then judged for each palisade stack (the built-in one
+    /// and each file's) on its own, against the stacks that are not palisade's.
     #[arg(long = "stack")]
     stacks: Vec<String>,
     /// Requests per second (each scenario's default otherwise).
@@ -62,12 +66,13 @@ struct Args {
     /// The seed of every random choice.
     #[arg(long)]
     seed: Option<u64>,
-    /// Print the whole report as JSON instead of the table.
+    /// Print the whole report as JSON instead of the table (with `--health`, the monitor's
+    /// rows too, under `health`).
     #[arg(long)]
     json: bool,
     /// Also run `palisade::health`'s monitor over an hour of steady traffic (six seeded
     /// 10-minute runs with 1 % background errors) and over every scenario, and print its false
-    /// alarms and detection delays.
+    /// alarms and detection delays (with `--json`, in the JSON).
     #[arg(long)]
     health: bool,
     /// Write one SVG chart per scenario into this directory.
@@ -96,8 +101,50 @@ fn parse_scenario(s: &str) -> Result<ScenarioKind, String> {
 fn parse_stack(s: &str) -> Result<StackKind, String> {
     StackKind::from_name(s).ok_or_else(|| {
         let names: Vec<_> = StackKind::ALL.iter().map(|k| k.name()).collect();
-        format!("no stack {s:?}; the stacks are {}", names.join(", "))
+        let names = names.join(", ");
+        if looks_like_a_path(s) {
+            format!(
+                "no stack {s:?}: a stack file's name must end in .toml (it is read as TOML); \
+                 the built-in stacks are {names}"
+            )
+        } else {
+            format!("no stack {s:?}; the stacks are {names}")
+        }
     })
+}
+
+/// Whether `--stack`'s argument names a stack file: its name ends in `.toml`, in any case.
+fn is_stack_file(s: &str) -> bool {
+    Path::new(s)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
+/// Whether `--stack`'s argument looks like a path rather than a stack's name: it has a path
+/// separator or an extension.
+fn looks_like_a_path(s: &str) -> bool {
+    s.contains(['/', std::path::MAIN_SEPARATOR]) || Path::new(s).extension().is_some()
+}
+
+/// The label a stack file's rows are printed under: the file's name without its extension,
+/// or, where a built-in stack or an earlier file has that name, the path as given (numbered
+/// if even that is taken).
+fn file_label(path: &str, taken: &[StackKind]) -> String {
+    let free = |label: &str| taken.iter().all(|k| k.name() != label);
+    let stem = Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty() && StackKind::from_name(s).is_none());
+    if let Some(stem) = stem.filter(|s| free(s)) {
+        return stem;
+    }
+    if free(path) {
+        return path.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{path} ({n})"))
+        .find(|label| free(label))
+        .unwrap_or_else(|| path.to_owned())
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
@@ -113,30 +160,35 @@ fn seconds(name: &str, s: f64) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// The stacks named, a configuration file standing for the palisade stack.
-    fn stacks(&self) -> Result<Vec<StackKind>, String> {
+    /// The stacks named, in the order first given: the built-in ones, and each configuration
+    /// file's stack, with its path. A name or a path given twice runs once.
+    fn stacks(&self) -> Result<Vec<(StackKind, Option<&str>)>, String> {
         if self.stacks.is_empty() {
-            return Ok(StackKind::ALL.to_vec());
+            return Ok(StackKind::ALL.iter().map(|&k| (k, None)).collect());
         }
-        let mut kinds = Vec::with_capacity(self.stacks.len());
-        for name in &self.stacks {
-            let kind = if name.ends_with(".toml") {
+        let mut stacks: Vec<(StackKind, Option<&str>)> = Vec::with_capacity(self.stacks.len());
+        for (i, name) in self.stacks.iter().enumerate() {
+            if self.stacks[..i].contains(name) {
+                continue;
+            }
+            let stack = if is_stack_file(name) {
                 let text = std::fs::read_to_string(name)
                     .map_err(|e| format!("cannot read the stack file {name}: {e}"))?;
                 let config =
                     palisade::config::PresetConfig::from_toml_with_env(&text, std::env::vars())
                         .map_err(|e| format!("{name}: {e}"))?;
-                palisade_sim::stack::use_palisade_config(config)
-                    .map_err(|_| "only one stack file can be given".to_owned())?;
-                StackKind::Palisade
+                let taken: Vec<StackKind> = stacks.iter().map(|&(k, _)| k).collect();
+                let label = file_label(name, &taken);
+                (
+                    StackKind::File(StackFile::new(label, config)),
+                    Some(name.as_str()),
+                )
             } else {
-                parse_stack(name)?
+                (parse_stack(name)?, None)
             };
-            if !kinds.contains(&kind) {
-                kinds.push(kind);
-            }
+            stacks.push(stack);
         }
-        Ok(kinds)
+        Ok(stacks)
     }
 
     fn scenarios(&self) -> Result<Vec<Scenario>, String> {
@@ -256,7 +308,8 @@ fn main() -> ExitCode {
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 fn run(args: &Args) -> Result<(), Failure> {
     let scenarios = args.scenarios().map_err(Failure::Usage)?;
-    let stacks = args.stacks().map_err(Failure::Usage)?;
+    let named = args.stacks().map_err(Failure::Usage)?;
+    let stacks: Vec<StackKind> = named.iter().map(|&(k, _)| k).collect();
     if let Some(dir) = &args.svg {
         // Before the run, not after it: a place the charts cannot go fails at once.
         let cannot =
@@ -290,8 +343,13 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let report = palisade_sim::run_all(&scenarios, &stacks, progress).map_err(Failure::run)?;
+    let mut report = palisade_sim::run_all(&scenarios, &stacks, progress).map_err(Failure::run)?;
+    // The health monitor's runs, when asked for: in the JSON, or printed after the table.
+    let health = || palisade_sim::health::evaluate(&scenarios, 10, 6).map_err(Failure::run);
     if args.json {
+        if args.health {
+            report.health = Some(health()?);
+        }
         println!("{}", report.json().map_err(Failure::run)?);
     } else {
         println!(
@@ -299,9 +357,13 @@ fn run(args: &Args) -> Result<(), Failure> {
             scenarios.len(),
             stacks.len(),
         );
-        if let Some(config) = palisade_sim::stack::palisade_config() {
+        for &(stack, path) in &named {
+            let (StackKind::File(file), Some(path)) = (stack, path) else {
+                continue;
+            };
+            let config = file.config();
             println!(
-                "(the palisade stack is built from a file: dependency {:?}, deadline {:?}, attempt timeout {:?})",
+                "(stack {stack} is palisade's, built from {path}: dependency {:?}, deadline {:?}, attempt timeout {:?})",
                 config.name, config.deadline, config.attempt_timeout.limit
             );
             // The scenarios' callers give up at their own deadline; a stack whose deadline is
@@ -318,12 +380,13 @@ fn run(args: &Args) -> Result<(), Failure> {
                      retry, the caller gives up first and the request counts as cut off; set `deadline` in the file to the caller's)"
                 );
             }
+        }
+        if named.iter().any(|(_, path)| path.is_some()) {
             println!();
         }
         print!("{}", report.table());
         if args.health {
-            let rows = palisade_sim::health::evaluate(&scenarios, 10, 6).map_err(Failure::run)?;
-            print!("\n{}", palisade_sim::health::table(&rows));
+            print!("\n{}", palisade_sim::health::table(&health()?));
         }
         real_time();
     }
@@ -355,7 +418,8 @@ mod tests {
         for s in &scenarios {
             assert_eq!(s.params, s.kind.defaults(), "{}", s.kind);
         }
-        assert_eq!(a.stacks().unwrap(), StackKind::ALL);
+        let stacks: Vec<_> = a.stacks().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(stacks, StackKind::ALL);
     }
 
     #[test]
@@ -411,7 +475,10 @@ mod tests {
     #[test]
     fn a_stack_named_twice_runs_once_in_the_order_first_given() {
         let a = args(&["--stack", "tower", "--stack", "none", "--stack", "tower"]);
-        assert_eq!(a.stacks().unwrap(), [StackKind::Tower, StackKind::None]);
+        assert_eq!(
+            a.stacks().unwrap(),
+            [(StackKind::Tower, None), (StackKind::None, None)]
+        );
     }
 
     #[test]
@@ -482,8 +549,115 @@ mod tests {
         let err = args(&["--stack", name]).stacks().unwrap_err();
         assert!(err.starts_with(&format!("{name}: ")), "{err}");
         assert!(err.contains("breaker.failure_rate.ratio"), "{err}");
-        // A file that fails to parse sets nothing.
-        assert_eq!(palisade_sim::stack::palisade_config(), None);
+    }
+
+    #[test]
+    fn a_stack_file_is_any_case_of_toml_and_a_path_that_is_not_one_is_told_so() {
+        for name in ["a.toml", "A.TOML", "dir/x.Toml", ".toml.toml"] {
+            assert!(is_stack_file(name), "{name}");
+        }
+        for name in ["toml", "a.tom", "a.toml.bak", "a.yaml", "dir/toml", ".toml"] {
+            assert!(!is_stack_file(name), "{name}");
+        }
+        for name in ["a.yaml", "dir/stack", "stack.", "x.toml.bak"] {
+            assert!(looks_like_a_path(name), "{name}");
+        }
+        for name in ["nope", "Tower", "palisade"] {
+            assert!(!looks_like_a_path(name), "{name}");
+        }
+        let says = |name: &str| {
+            format!(
+                "no stack {name:?}: a stack file's name must end in .toml (it is read as TOML); \
+                 the built-in stacks are none, naive, tower, palisade"
+            )
+        };
+        for name in ["stacks/classic", "classic.yaml"] {
+            assert_eq!(args(&["--stack", name]).stacks().unwrap_err(), says(name));
+        }
+        // Any case of `.toml` is a file, read as one.
+        let err = args(&["--stack", "NOPE.TOML"]).stacks().unwrap_err();
+        assert!(
+            err.starts_with("cannot read the stack file NOPE.TOML: "),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path().join("Classic.TOML");
+        std::fs::write(&upper, "name = \"llm\"\n").unwrap();
+        let upper = upper.to_str().unwrap();
+        let a = args(&["--stack", upper]);
+        let stacks = a.stacks().unwrap();
+        assert_eq!(stacks.len(), 1);
+        assert_eq!(stacks[0].0.name(), "Classic");
+        assert_eq!(stacks[0].1, Some(upper));
+    }
+
+    #[test]
+    fn a_stack_file_runs_beside_the_built_in_palisade_under_its_own_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str| {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(&path, "name = \"llm\"\n").unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let classic = write("classic.toml");
+        let other = write("other/classic.toml");
+        let named_palisade = write("palisade.toml");
+        let a = args(&[
+            "--stack",
+            "palisade",
+            "--stack",
+            &classic,
+            "--stack",
+            &other,
+            "--stack",
+            &named_palisade,
+            "--stack",
+            &classic,
+        ]);
+        let stacks = a.stacks().unwrap();
+        let labels: Vec<_> = stacks.iter().map(|(k, _)| k.name()).collect();
+        // The file's name; the path where a built-in stack or an earlier file has it; a path
+        // given twice runs once.
+        assert_eq!(
+            labels,
+            [
+                "palisade",
+                "classic",
+                other.as_str(),
+                named_palisade.as_str()
+            ]
+        );
+        assert_eq!(stacks[0], (StackKind::Palisade, None));
+        assert!(stacks[1..].iter().all(|(k, _)| k.is_palisade()));
+        let paths: Vec<_> = stacks.iter().map(|(_, p)| *p).collect();
+        assert_eq!(
+            paths,
+            [
+                None,
+                Some(classic.as_str()),
+                Some(other.as_str()),
+                Some(named_palisade.as_str())
+            ]
+        );
+        // Where the path is taken too, it is numbered.
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = |label: &str| StackKind::File(StackFile::new(label, config.clone()));
+        let taken = [
+            StackKind::Tower,
+            file("x"),
+            file("d/x.toml"),
+            file("d/x.toml (2)"),
+        ];
+        assert_eq!(file_label("d/x.toml", &taken[..1]), "x");
+        assert_eq!(file_label("d/x.toml", &taken[..2]), "d/x.toml");
+        assert_eq!(file_label("d/x.toml", &taken[..3]), "d/x.toml (2)");
+        assert_eq!(file_label("d/x.toml", &taken), "d/x.toml (3)");
+        assert_eq!(file_label("d/tower.toml", &taken[..1]), "d/tower.toml");
+        // A built-in stack's name is never a file's label, even when that stack is not run.
+        assert_eq!(file_label("d/palisade.toml", &[]), "d/palisade.toml");
     }
 
     #[test]

@@ -7,8 +7,10 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::goals::Goal;
+use crate::health::HealthRow;
 use crate::metrics::Figures;
 use crate::scenario::Scenario;
+use crate::stack::StackKind;
 
 /// Everything one invocation measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -19,6 +21,10 @@ pub struct Report {
     pub runs: Vec<Figures>,
     /// palisade's goals, judged.
     pub goals: Vec<Goal>,
+    /// What `palisade::health`'s monitor saw ([`health::evaluate`](crate::health::evaluate)),
+    /// when asked for (`--health`); left out of the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<HealthRow>>,
 }
 
 fn pct(x: f64) -> String {
@@ -114,18 +120,54 @@ impl Report {
             out.push('\n');
         }
         if !self.goals.is_empty() {
-            let met = self.goals.iter().filter(|g| g.met == Some(true)).count();
-            let judged = self.goals.iter().filter(|g| g.met.is_some()).count();
-            let _ = write!(out, "\npalisade's goals: {met} of {judged} met");
-            let idle = self.goals.len() - judged;
-            if idle > 0 {
-                let _ = write!(out, " ({idle} with nothing to judge in this run)");
-            }
-            out.push('\n');
+            // The palisade stacks judged, in the order their goals come: with more than one,
+            // each gets its own count, and each goal names its stack.
+            let mut stacks: Vec<StackKind> = Vec::new();
             for g in &self.goals {
+                if !stacks.contains(&g.stack) {
+                    stacks.push(g.stack);
+                }
+            }
+            let count = |stack: Option<StackKind>| {
+                let goals = || {
+                    self.goals
+                        .iter()
+                        .filter(move |g| stack.is_none_or(|s| g.stack == s))
+                };
+                let met = goals().filter(|g| g.met == Some(true)).count();
+                let judged = goals().filter(|g| g.met.is_some()).count();
+                let mut line = format!("{met} of {judged} met");
+                let idle = goals().count() - judged;
+                if idle > 0 {
+                    let _ = write!(line, " ({idle} with nothing to judge in this run)");
+                }
+                line
+            };
+            let several = stacks.len() > 1;
+            if several {
+                out.push_str("\npalisade's goals, each palisade stack judged on its own:\n");
+                let width = stacks.iter().map(|s| s.name().chars().count()).max();
+                for &stack in &stacks {
+                    let _ = writeln!(
+                        out,
+                        "  {:<width$}  {}",
+                        stack.name(),
+                        count(Some(stack)),
+                        width = width.unwrap_or(0)
+                    );
+                }
+            } else {
+                let _ = writeln!(out, "\npalisade's goals: {}", count(None));
+            }
+            for g in &self.goals {
+                let stack = if several {
+                    format!("{}: ", g.stack)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "  {} {:<13} {} — {}",
+                    "  {} {:<13} {stack}{} — {}",
                     match g.met {
                         Some(true) => "ok  ",
                         Some(false) => "MISS",
@@ -263,7 +305,6 @@ fn chart(
 mod tests {
     use super::*;
     use crate::scenario::ScenarioKind;
-    use crate::stack::StackKind;
 
     /// A goal with nothing to judge in the run reads "n/a" with its reason, and the count
     /// leaves it out.
@@ -271,6 +312,7 @@ mod tests {
     fn the_goals_count_only_what_the_run_could_judge() {
         let goal = |text: &str, measured: &str, met| crate::goals::Goal {
             scenario: ScenarioKind::Outage,
+            stack: StackKind::Palisade,
             goal: text.to_owned(),
             measured: measured.to_owned(),
             met,
@@ -283,6 +325,7 @@ mod tests {
                 goal("missed", "2", Some(false)),
                 goal("idle", "no fault in this run", None),
             ],
+            health: None,
         };
         let table = report.table();
         let goals = &table[table.find('\n').unwrap()..];
@@ -301,6 +344,45 @@ mod tests {
         );
     }
 
+    /// With more than one palisade stack, each has its own count and each goal its stack.
+    #[test]
+    fn the_goals_of_several_palisade_stacks_are_counted_apart() {
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("classic", config));
+        let goal = |stack, text: &str, met| crate::goals::Goal {
+            scenario: ScenarioKind::Outage,
+            stack,
+            goal: text.to_owned(),
+            measured: "m".to_owned(),
+            met,
+        };
+        let report = Report {
+            scenarios: Vec::new(),
+            runs: Vec::new(),
+            goals: vec![
+                goal(StackKind::Palisade, "a", Some(true)),
+                goal(StackKind::Palisade, "b", Some(true)),
+                goal(file, "a", Some(true)),
+                goal(file, "b", Some(false)),
+                goal(file, "c", None),
+            ],
+            health: None,
+        };
+        let table = report.table();
+        let goals = &table[table.find('\n').unwrap()..];
+        assert_eq!(
+            goals,
+            "\n\npalisade's goals, each palisade stack judged on its own:\n  \
+             palisade  2 of 2 met\n  \
+             classic   1 of 2 met (1 with nothing to judge in this run)\n  \
+             ok   outage        palisade: a — m\n  \
+             ok   outage        palisade: b — m\n  \
+             ok   outage        classic: a — m\n  \
+             MISS outage        classic: b — m\n  \
+             n/a  outage        classic: c — m\n"
+        );
+    }
+
     /// The detection and recovery columns tell "never happened" from "does not apply".
     #[test]
     fn never_and_not_applicable_read_differently() {
@@ -312,6 +394,7 @@ mod tests {
                 scenarios: vec![outage.clone()],
                 runs: vec![f.clone()],
                 goals: Vec::new(),
+                health: None,
             };
             let table = report.table();
             let mut lines = table.lines();
@@ -346,6 +429,7 @@ mod tests {
             scenarios: vec![quiet],
             runs: vec![f.clone()],
             goals: Vec::new(),
+            health: None,
         }
         .table();
         let mut lines = table.lines();
@@ -360,7 +444,8 @@ mod tests {
             !Report {
                 scenarios: vec![],
                 runs: vec![f],
-                goals: vec![]
+                goals: vec![],
+                health: None,
             }
             .table()
             .contains("goals")

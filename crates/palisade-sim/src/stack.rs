@@ -6,14 +6,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade::classify::BoxError;
 use palisade::config::PresetConfig;
 use palisade::preset;
 use palisade::retry::{Backoff, DEFAULT_MAX_ATTEMPTS, RetryLayer};
-use palisade::route::Route;
+use palisade::route::{Route, RouteConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -27,9 +27,8 @@ use crate::{Reply, Req};
 /// A stack or a replica, boxed: the simulator compares stacks of different types.
 pub type Client = BoxCloneSyncService<Req, Reply, BoxError>;
 
-/// One of the built-in stacks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// A stack: one of the built-in four, or palisade's preset built from a configuration file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StackKind {
     /// No protection: each request goes to the upstream once.
     None,
@@ -43,6 +42,9 @@ pub enum StackKind {
     /// health-ramped router when the scenario has replicas; every setting its default but the
     /// deadline and the attempt timeout, which are the scenario's.
     Palisade,
+    /// palisade's preset built from a configuration file ([`StackFile`]), printed under the
+    /// file's label. Several can run side by side, and beside [`StackKind::Palisade`].
+    File(StackFile),
 }
 
 impl StackKind {
@@ -54,19 +56,27 @@ impl StackKind {
         StackKind::Palisade,
     ];
 
-    /// The stack's name on the command line and in the output.
-    pub const fn name(self) -> &'static str {
+    /// The stack's name on the command line and in the output: a built-in stack's name, or a
+    /// file's [label](StackFile::label).
+    pub fn name(self) -> &'static str {
         match self {
             StackKind::None => "none",
             StackKind::Naive => "naive",
             StackKind::Tower => "tower",
             StackKind::Palisade => "palisade",
+            StackKind::File(file) => file.label(),
         }
     }
 
-    /// The stack named `name`, if there is one.
+    /// The built-in stack named `name`, if there is one (case matters, as on the command line).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether this is a palisade stack, built-in or from a file: the stacks whose goals are
+    /// judged ([`goals::judge`](crate::goals::judge)).
+    pub fn is_palisade(self) -> bool {
+        matches!(self, StackKind::Palisade | StackKind::File(_))
     }
 }
 
@@ -76,42 +86,81 @@ impl fmt::Display for StackKind {
     }
 }
 
+impl Serialize for StackKind {
+    /// As its [name](StackKind::name): `"palisade"`, or a file's label.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// The palisade stack a configuration file describes, under a label of its own: what
+/// `palisade-sim --stack FILE.toml` runs, so that a stack tuned here ships as the same file.
+///
+/// A handle, `Copy` like the built-in [`StackKind`]s: [`StackFile::new`] keeps the label and
+/// the configuration for the rest of the process (the simulator loads a few files once, at
+/// the start). Two handles are equal when they come from the same call to `new`.
+///
+/// The stack is the preset [`PresetConfig::builder`] gives, its `[route]` settings applied
+/// where a scenario has replicas (which stand for its `[[endpoints]]`); a retry seed the file
+/// leaves out is each scenario's seed, so runs stay reproducible.
+#[derive(Clone, Copy)]
+pub struct StackFile(&'static Loaded);
+
+/// What a [`StackFile`] holds.
+#[derive(Debug)]
+struct Loaded {
+    label: String,
+    config: PresetConfig,
+}
+
+impl StackFile {
+    /// A stack built from `config` (a file read with
+    /// [`PresetConfig::from_toml_with_env`]), printed as `label`.
+    pub fn new(label: impl Into<String>, config: PresetConfig) -> Self {
+        StackFile(Box::leak(Box::new(Loaded {
+            label: label.into(),
+            config,
+        })))
+    }
+
+    /// The name it is printed under, in the table, the goals and the JSON.
+    pub fn label(self) -> &'static str {
+        &self.0.label
+    }
+
+    /// The configuration it is built from.
+    pub fn config(self) -> &'static PresetConfig {
+        &self.0.config
+    }
+}
+
+impl fmt::Debug for StackFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackFile")
+            .field("label", &self.0.label)
+            .field("config", &self.0.config)
+            .finish()
+    }
+}
+
+impl PartialEq for StackFile {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for StackFile {}
+
+impl std::hash::Hash for StackFile {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.0, state);
+    }
+}
+
 /// The retry settings every retrying stack shares: palisade's defaults (the attempts and the
 /// backoff are read from `palisade::retry`; the jitter is its default `Proportional(0.1)`).
 const ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
 const JITTER: f64 = 0.1;
-
-/// The configuration file the `palisade` stack is built from, when one was given.
-static PALISADE_CONFIG: OnceLock<PresetConfig> = OnceLock::new();
-
-/// Builds the `palisade` stack from `config` (a file read with
-/// [`PresetConfig::from_toml_with_env`]) instead of the preset's defaults with each
-/// scenario's deadline and attempt timeout, for the rest of the process: what
-/// `palisade-sim --stack FILE.toml` does, so a stack tuned here ships as the same file. A
-/// retry seed the file leaves out is each scenario's seed, so runs stay reproducible.
-///
-/// # Errors
-/// If a configuration was set already (the one given is dropped).
-pub fn use_palisade_config(config: PresetConfig) -> Result<(), AlreadySet> {
-    PALISADE_CONFIG.set(config).map_err(|_| AlreadySet)
-}
-
-/// A stack configuration was set already: one file per process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AlreadySet;
-
-impl fmt::Display for AlreadySet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("only one stack file can be given")
-    }
-}
-
-impl std::error::Error for AlreadySet {}
-
-/// The configuration the `palisade` stack is built from, if a file gave one.
-pub fn palisade_config() -> Option<&'static PresetConfig> {
-    PALISADE_CONFIG.get()
-}
 
 /// Builds the stack `kind` over the scenario's replicas.
 ///
@@ -142,45 +191,52 @@ pub fn build(
             BoxCloneSyncService::new(svc)
         }
         StackKind::Palisade => {
-            let preset = match palisade_config() {
-                Some(config) => {
-                    let mut config = config.clone();
-                    config.retry.seed = config.retry.seed.or(Some(p.seed));
-                    config.builder()?.build()?
-                }
-                None => {
-                    let retry = RetryLayer::builder()
-                        .name("upstream")
-                        .seed(p.seed)
-                        .build()?;
-                    preset::recommended("upstream")
-                        .deadline(p.deadline)
-                        .attempt_timeout(p.attempt_timeout, Some((2.0, p.deadline)))
-                        .retry(retry)
-                        .build()?
-                }
-            };
-            if replicas.len() == 1 {
-                let only = replicas.into_iter().next().ok_or("no replica")?;
-                BoxCloneSyncService::new(preset.layer(only))
-            } else {
-                // Each replica in its scenario's tier, keyed by its position; a stack file's
-                // `[route]` settings, if it has them (its endpoints are the scenario's replicas,
-                // and the seed is the scenario's).
-                let mut route = replicas
-                    .into_iter()
-                    .enumerate()
-                    .fold(Route::builder([]), |route, (i, replica)| {
-                        route.tier(scenario.tier(i), [replica])
-                    });
-                if let Some(config) = palisade_config().and_then(|c| c.route) {
-                    route = route.config(config);
-                }
-                let route = route.seed(p.seed).build()?;
-                BoxCloneSyncService::new(preset.layer(route))
-            }
+            let retry = RetryLayer::builder()
+                .name("upstream")
+                .seed(p.seed)
+                .build()?;
+            let preset = preset::recommended("upstream")
+                .deadline(p.deadline)
+                .attempt_timeout(p.attempt_timeout, Some((2.0, p.deadline)))
+                .retry(retry)
+                .build()?;
+            palisade(preset, None, scenario, replicas)?
+        }
+        StackKind::File(file) => {
+            let mut config = file.config().clone();
+            config.retry.seed = config.retry.seed.or(Some(p.seed));
+            let preset = config.builder()?.build()?;
+            palisade(preset, config.route, scenario, replicas)?
         }
     })
+}
+
+/// `preset` over the scenario's replicas: over the only one, or over a router of them (with
+/// `route`'s settings, from a stack file, if given).
+fn palisade(
+    preset: preset::Preset,
+    route: Option<RouteConfig>,
+    scenario: &Scenario,
+    replicas: Vec<Client>,
+) -> Result<Client, BoxError> {
+    if replicas.len() == 1 {
+        let only = replicas.into_iter().next().ok_or("no replica")?;
+        return Ok(BoxCloneSyncService::new(preset.layer(only)));
+    }
+    // Each replica in its scenario's tier, keyed by its position; a stack file's `[route]`
+    // settings, if it has them (its endpoints are the scenario's replicas, and the seed is the
+    // scenario's).
+    let mut builder = replicas
+        .into_iter()
+        .enumerate()
+        .fold(Route::builder([]), |route, (i, replica)| {
+            route.tier(scenario.tier(i), [replica])
+        });
+    if let Some(config) = route {
+        builder = builder.config(config);
+    }
+    let route = builder.seed(scenario.params.seed).build()?;
+    Ok(BoxCloneSyncService::new(preset.layer(route)))
 }
 
 /// The replicas in turn, as DNS or a plain load balancer spreads calls over them.
@@ -288,7 +344,40 @@ mod tests {
             assert_eq!(kind.to_string(), kind.name());
         }
         assert_eq!(StackKind::from_name("Tower"), None);
-        assert_eq!(AlreadySet.to_string(), "only one stack file can be given");
+        assert_eq!(
+            StackKind::from_name("classic"),
+            None,
+            "a file's label is no built-in"
+        );
+        assert!(StackKind::Palisade.is_palisade());
+        assert!(!StackKind::Tower.is_palisade());
+    }
+
+    #[test]
+    fn a_file_stack_goes_by_its_label_and_is_itself() {
+        let config = PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let a = StackKind::File(StackFile::new("classic", config.clone()));
+        let b = StackKind::File(StackFile::new("classic", config.clone()));
+        assert_eq!(a.name(), "classic");
+        assert_eq!(a.to_string(), "classic");
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"classic\"");
+        assert_eq!(
+            serde_json::to_string(&StackKind::Palisade).unwrap(),
+            "\"palisade\""
+        );
+        assert!(a.is_palisade());
+        assert_eq!(a, a);
+        assert_ne!(a, b, "two files, two stacks, whatever their labels");
+        let StackKind::File(file) = a else {
+            unreachable!()
+        };
+        assert_eq!(file.config(), &config);
+        // Hashed as it compares: by the handle.
+        use std::hash::{BuildHasher, RandomState};
+        let hasher = RandomState::new();
+        assert_eq!(hasher.hash_one(a), hasher.hash_one(a));
+        assert_ne!(hasher.hash_one(a), hasher.hash_one(b));
+        assert!(format!("{file:?}").starts_with("StackFile { label: \"classic\", config: "));
     }
 
     #[test]

@@ -161,6 +161,8 @@ fn settings(base: &Scenario) -> Vec<Variant> {
 pub struct GoalSweep {
     /// The scenario it belongs to.
     pub scenario: ScenarioKind,
+    /// The palisade stack it judged (see [`goals`] for how several are judged).
+    pub stack: StackKind,
     /// What is asked, in the words of the first variant ("as given").
     pub goal: String,
     /// The variants in which it held.
@@ -278,6 +280,7 @@ fn tally(judged: Vec<(String, Vec<Goal>)>) -> Vec<GoalSweep> {
                 .iter()
                 .map(|g| GoalSweep {
                     scenario: g.scenario,
+                    stack: g.stack,
                     goal: g.goal.clone(),
                     held: 0,
                     runs: 0,
@@ -340,10 +343,17 @@ impl Sweep {
             .map(|g| g.scenario.name().len())
             .max()
             .unwrap_or(0);
+        // With more than one palisade stack, each goal names the stack it judged.
+        let several = self.goals.iter().any(|g| g.stack != self.goals[0].stack);
         for g in &self.goals {
+            let stack = if several {
+                format!("{}: ", g.stack)
+            } else {
+                String::new()
+            };
             let _ = write!(
                 out,
-                "  {:>2}/{:<2} {:width$} {}",
+                "  {:>2}/{:<2} {:width$} {stack}{}",
                 g.held,
                 g.runs,
                 g.scenario.name(),
@@ -466,6 +476,7 @@ mod tests {
     fn goal(text: &str, met: bool, measured: &str) -> Goal {
         Goal {
             scenario: ScenarioKind::Degraded,
+            stack: StackKind::Palisade,
             goal: text.to_owned(),
             measured: measured.to_owned(),
             met: Some(met),
@@ -526,6 +537,7 @@ mod tests {
             goals: vec![
                 GoalSweep {
                     scenario: ScenarioKind::Outage,
+                    stack: StackKind::Palisade,
                     goal: "held".into(),
                     held: 9,
                     runs: 9,
@@ -534,6 +546,7 @@ mod tests {
                 },
                 GoalSweep {
                     scenario: ScenarioKind::RateLimit,
+                    stack: StackKind::Palisade,
                     goal: "missed".into(),
                     held: 7,
                     runs: 9,
@@ -585,6 +598,7 @@ mod tests {
         sweep.goals[0].unjudged = 3;
         sweep.goals.push(GoalSweep {
             scenario: ScenarioKind::Failover,
+            stack: StackKind::Palisade,
             goal: "idle".into(),
             held: 0,
             runs: 0,
@@ -601,6 +615,21 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[1], "   6/6  outage     held — nothing to judge in 3");
         assert_eq!(lines[3], "   0/0  failover   idle — nothing to judge in 9");
+        assert_eq!(json["goals"][0]["stack"], "palisade");
+        // With a second palisade stack, each goal names the one it judged.
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("classic", config));
+        sweep.goals[1].stack = file;
+        let table = sweep.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[1],
+            "   6/6  outage     palisade: held — nothing to judge in 3"
+        );
+        assert!(
+            lines[2].starts_with("   7/9  rate-limit classic: missed — "),
+            "{table}"
+        );
     }
 
     #[test]

@@ -113,26 +113,144 @@ fn bad_arguments_exit_2_with_the_reason() {
     }
 }
 
-#[test]
-fn a_stack_file_builds_the_palisade_stack_and_says_so() {
+fn classic() -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/stacks/classic.toml");
-    let file = file.to_str().unwrap();
-    let out = sim(&[&SHORT[..], &["--stack", file]].concat());
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_stack_file_builds_a_palisade_stack_and_says_so() {
+    let file = classic();
+    let out = sim(&[&SHORT[..], &["--stack", &file]].concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("(the palisade stack is built from a file: dependency "),
+        stdout.contains(&format!(
+            "(stack classic is palisade's, built from {file}: dependency "
+        )),
         "{stdout}"
     );
-    assert!(stdout.contains("\noutage    palisade "), "{stdout}");
+    assert!(stdout.contains("\noutage    classic "), "{stdout}");
     // Its deadline is the scenario's 10 s: nothing to warn about.
     assert!(!stdout.contains("(its deadline is longer"), "{stdout}");
+    // One palisade stack: the goals read as they do without a file.
+    assert!(stdout.contains("\npalisade's goals: "), "{stdout}");
+    assert!(!stdout.contains("classic: "), "{stdout}");
+}
 
-    let out = exits(2, &["--stack", file, "--stack", file]);
+/// `--stack palisade --stack FILE.toml` runs both, the file's under its own name, in the
+/// table, the goals and the JSON; each is judged on its own.
+#[test]
+fn a_stack_file_runs_beside_the_built_in_palisade_stack() {
+    let file = classic();
+    let both = [&SHORT[..], &["--stack", "palisade", "--stack", &file]].concat();
+    let out = sim(&both);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("palisade-sim: 1 scenarios × 2 stacks in virtual time"),
+        "{stdout}"
+    );
+    let rows: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("outage "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(rows, ["palisade", "classic"]);
+    assert!(
+        stdout.contains(
+            "\npalisade's goals, each palisade stack judged on its own:\n  \
+             palisade  "
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  classic   "), "{stdout}");
+    let goals = |stack: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.contains(&format!(" outage        {stack}: ")))
+            .count()
+    };
+    assert!(goals("palisade") > 0, "{stdout}");
+    assert_eq!(goals("palisade"), goals("classic"), "{stdout}");
+
+    let out = sim(&[&both[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stacks: Vec<_> = json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stack"].as_str().unwrap())
+        .collect();
+    assert_eq!(stacks, ["palisade", "classic"]);
+    let judged = |stack: &str| {
+        json["goals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["stack"] == stack)
+            .count()
+    };
+    assert!(judged("palisade") > 0, "{json}");
+    assert_eq!(judged("palisade"), judged("classic"), "{json}");
+    // The two stacks differ: the file's breaker stays open past the outage.
+    assert_ne!(json["runs"][0]["success"], json["runs"][1]["success"]);
+}
+
+#[test]
+fn a_stack_argument_that_is_a_path_but_not_toml_says_so() {
+    let out = exits(2, &["--stack", "stacks/classic.yaml"]);
     assert_eq!(
         text(&out.stderr),
-        "palisade-sim: only one stack file can be given\n"
+        "palisade-sim: no stack \"stacks/classic.yaml\": a stack file's name must end in .toml \
+         (it is read as TOML); the built-in stacks are none, naive, tower, palisade\n"
     );
+    let out = exits(2, &["--stack", "NOPE.TOML"]);
+    assert!(
+        text(&out.stderr).starts_with("palisade-sim: cannot read the stack file NOPE.TOML: "),
+        "{}",
+        text(&out.stderr)
+    );
+    // Any case of `.toml` runs.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Classic.TOML");
+    std::fs::copy(classic(), &file).unwrap();
+    let out = sim(&[&SHORT[..], &["--stack", file.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\noutage    Classic "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `--health --json` puts the monitor's rows in the JSON; without `--health` there are none.
+#[test]
+fn health_with_json_is_in_the_json() {
+    let args = [&SHORT[..], &["--stack", "none", "--json"]].concat();
+    let out = sim(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json.get("health").is_none(), "{json}");
+
+    let out = sim(&[&args[..], &["--health"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["health"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "the steady runs and the outage: {json}");
+    assert_eq!(rows[0]["name"], "steady, 1 % errors (6 × 10 min)");
+    // An hour of checks, and those of each run's trailing traffic.
+    assert!(rows[0]["steady_checks"].as_u64().unwrap() >= 3600, "{json}");
+    assert!(rows[0]["detected_after_ms"].is_null(), "{json}");
+    assert_eq!(rows[1]["name"], "outage");
+    assert!(
+        rows[1]["detected_after_ms"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    // The worst status during the fault, as the table words it.
+    assert_eq!(rows[1]["worst"], "degrading");
+    assert_eq!(text(&out.stderr), "", "nothing but JSON");
 }
 
 /// A file that leaves `deadline` out keeps the preset's 30 s, longer than the 10 s each

@@ -1,10 +1,9 @@
 //! `--stack FILE.toml` with a `[route]` section: the router over a scenario's replicas takes the
-//! file's settings. Its own test binary, because the file's configuration holds for the rest
-//! of the process.
+//! file's settings.
 
 use palisade::config::PresetConfig;
 use palisade_sim::scenario::{Scenario, ScenarioKind};
-use palisade_sim::stack::{StackKind, use_palisade_config};
+use palisade_sim::stack::{StackFile, StackKind};
 
 #[test]
 fn a_router_without_ejection_from_a_file_keeps_the_bad_replica_in_traffic() {
@@ -16,8 +15,8 @@ fn a_router_without_ejection_from_a_file_keeps_the_bad_replica_in_traffic() {
     let bad_replica = Scenario::new(ScenarioKind::BadReplica);
     let defaults = palisade_sim::run(&bad_replica, StackKind::Palisade).unwrap();
 
-    use_palisade_config(config).unwrap();
-    let from_file = palisade_sim::run(&bad_replica, StackKind::Palisade).unwrap();
+    let file = StackKind::File(StackFile::new("no_ejection", config));
+    let from_file = palisade_sim::run(&bad_replica, file).unwrap();
 
     // The defaults take the bad replica out of traffic at its first failures: every request
     // succeeds at once. The file's router keeps giving it its share while it fails, so

@@ -1,9 +1,9 @@
-//! `--stack FILE.toml`: the palisade stack built from a configuration file. Its own test binary,
-//! because the file's configuration holds for the rest of the process.
+//! `--stack FILE.toml`: the palisade stack built from a configuration file, beside the built-in
+//! one.
 
 use palisade::config::PresetConfig;
 use palisade_sim::scenario::{Scenario, ScenarioKind};
-use palisade_sim::stack::{StackKind, palisade_config, use_palisade_config};
+use palisade_sim::stack::{StackFile, StackKind};
 
 #[test]
 fn the_classic_breaker_from_a_file_stays_open_past_the_outage() {
@@ -13,10 +13,14 @@ fn the_classic_breaker_from_a_file_stays_open_past_the_outage() {
     let outage = Scenario::new(ScenarioKind::Outage);
     let defaults = palisade_sim::run(&outage, StackKind::Palisade).unwrap();
 
-    use_palisade_config(config.clone()).unwrap();
-    assert_eq!(palisade_config(), Some(&config));
-    assert!(use_palisade_config(config).is_err(), "one file per process");
-    let from_file = palisade_sim::run(&outage, StackKind::Palisade).unwrap();
+    let file = StackKind::File(StackFile::new("classic", config));
+    let from_file = palisade_sim::run(&outage, file).unwrap();
+    assert_eq!(from_file.stack, file);
+    // The built-in stack is still the defaults.
+    assert_eq!(
+        palisade_sim::run(&outage, StackKind::Palisade).unwrap(),
+        defaults
+    );
 
     // The defaults recover after the outage; a 30 s open period, doubling after each failed
     // probe, does not before the run ends: no request sent in the 10 s after the outage is
