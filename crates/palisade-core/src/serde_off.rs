@@ -82,8 +82,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OrOff<T> {
         if v == OFF {
             return Ok(None);
         }
-        Self::value(v.into_deserializer())
-            .map_err(|e: E| E::custom(format_args!("{e} (or \"{OFF}\" to turn the rule off)")))
+        Self::value(v.into_deserializer()).map_err(|e: E| E::custom(or_off(&e.to_string())))
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
@@ -108,6 +107,32 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OrOff<T> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         Self::value(SeqAccessDeserializer::new(seq))
+    }
+}
+
+/// `T`'s error about a string that is not `"off"`, with `"off"` offered too: trimmed (a
+/// format's error may end in a newline), and with what `T` expects in a reader's words rather
+/// than Rust's (`expected struct Escalation` reads `expected a table of settings`).
+fn or_off(inner: &str) -> String {
+    let inner = inner.trim_end();
+    let inner = match inner.rsplit_once(", expected ") {
+        Some((head, expected)) => format!("{head}, expected {}", in_words(expected)),
+        None => inner.to_owned(),
+    };
+    format!("{inner}, or \"{OFF}\" to turn the rule off")
+}
+
+/// What serde's own `expected …` says of a Rust type, in a configuration file's words.
+fn in_words(expected: &str) -> &str {
+    if expected.starts_with("struct ") || expected.starts_with("map") {
+        return "a table of settings";
+    }
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, at least 0",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        other => other,
     }
 }
 
@@ -211,6 +236,31 @@ mod tests {
     }
 
     #[test]
+    fn the_hint_is_trimmed_and_in_a_readers_words() {
+        assert_eq!(
+            super::or_off("invalid type: string \"of\", expected struct Escalation\n"),
+            r#"invalid type: string "of", expected a table of settings, or "off" to turn the rule off"#
+        );
+        assert_eq!(
+            super::or_off("invalid type: string \"x\", expected i32 \n"),
+            r#"invalid type: string "x", expected a whole number, or "off" to turn the rule off"#
+        );
+        assert_eq!(
+            super::or_off("invalid type: string \"x\", expected map"),
+            r#"invalid type: string "x", expected a table of settings, or "off" to turn the rule off"#
+        );
+        // What it does not know it keeps; a message without `expected` is kept whole.
+        assert_eq!(
+            super::or_off("invalid length 3, expected a sequence"),
+            r#"invalid length 3, expected a sequence, or "off" to turn the rule off"#
+        );
+        assert_eq!(
+            super::or_off("bad duration\n"),
+            r#"bad duration, or "off" to turn the rule off"#
+        );
+    }
+
+    #[test]
     fn the_types_own_errors_come_through() {
         let err = read(r#"{"rate":{"ratio":0.5,"min_cals":20}}"#).unwrap_err();
         assert!(
@@ -219,7 +269,29 @@ mod tests {
         );
         let err = read(r#"{"streak":"none"}"#).unwrap_err();
         assert!(
-            err.to_string().contains(r#"or "off" to turn the rule off"#),
+            err.to_string().starts_with(
+                r#"invalid type: string "none", expected a whole number, at least 0, or "off" to turn the rule off"#
+            ),
+            "{err}"
+        );
+        // A table's settings are "a table of settings", not a Rust type's name.
+        let err = read(r#"{"rate":"of"}"#).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                r#"invalid type: string "of", expected a table of settings, or "off" to turn the rule off"#
+            ),
+            "{err}"
+        );
+        let err = read(r#"{"ratio":"half"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(r#"invalid type: string "half", expected a number, or "off""#),
+            "{err}"
+        );
+        let err = read(r#"{"flag":"yes"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(r#"invalid type: string "yes", expected true or false, or "off""#),
             "{err}"
         );
         let err = read(r#"{"streak":-1}"#).unwrap_err();

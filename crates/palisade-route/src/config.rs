@@ -86,7 +86,7 @@ impl OutlierConfig {
         if self.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "outlier.consecutive_failures",
-                "must be at least 1 (None turns the rule off)",
+                "must be at least 1 (None, \"off\" in a configuration file, turns the rule off)",
             ));
         }
         if self.base_ejection.is_zero() {
@@ -112,7 +112,7 @@ impl OutlierConfig {
         {
             return Err(ConfigError::new(
                 "outlier.failure_ratio",
-                "must be greater than 0 and at most 1 (None turns the rule off)",
+                "must be greater than 0 and at most 1 (None, \"off\" in a configuration file, turns the rule off)",
             ));
         }
         if let Some(k) = self.success_rate_stdev_factor
@@ -120,7 +120,7 @@ impl OutlierConfig {
         {
             return Err(ConfigError::new(
                 "outlier.success_rate_stdev_factor",
-                "must be a finite number greater than zero (None turns the rule off)",
+                "must be a finite number greater than zero (None, \"off\" in a configuration file, turns the rule off)",
             ));
         }
         if self.min_hosts == 0 {
@@ -217,7 +217,7 @@ impl RouteConfig {
         {
             return Err(ConfigError::new(
                 "panic_ratio",
-                "must be greater than 0 and at most 1 (None turns panic mode off)",
+                "must be greater than 0 and at most 1 (None, \"off\" in a configuration file, turns panic mode off)",
             ));
         }
         if !(self.overprovisioning.is_finite() && self.overprovisioning >= 1.0) {

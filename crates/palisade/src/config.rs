@@ -157,7 +157,8 @@ pub const ENV_PREFIX: &str = "PALISADE_";
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PresetConfig {
-    /// The dependency's name.
+    /// The dependency's name: it names the breaker, metrics and spans, so it must not be
+    /// empty or only whitespace.
     pub name: String,
     /// The limit on the whole call (default 30 s).
     #[serde(default = "defaults::deadline", with = "palisade_core::serde_duration")]
@@ -426,9 +427,11 @@ impl PresetConfig {
     /// `std::env::vars()`; other variables are ignored).
     ///
     /// # Errors
-    /// As [`from_toml`](Self::from_toml); an override whose key is unknown names the key path
-    /// it would set, and one naming a feature or an endpoint the file does not define names
-    /// the key path, the variable and the name (see the [module docs](self)).
+    /// As [`from_toml`](Self::from_toml). An error about what an override set (an unknown key,
+    /// a value of the wrong type or one that breaks its rule) names the key path and the
+    /// variable; one naming a feature or an endpoint the file does not define names the key
+    /// path, the variable and the name (see the [module docs](self)); a variable that names
+    /// no key (`PALISADE_`, `PALISADE_RETRY__`) is an error naming it.
     pub fn from_toml_with_env<K, V>(
         text: &str,
         vars: impl IntoIterator<Item = (K, V)>,
@@ -440,14 +443,36 @@ impl PresetConfig {
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| {
             ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
         })?;
+        // Each override's variable and the key path it set, to name the variable in an error
+        // about what it set.
+        let mut overrides: Vec<(String, String)> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
             let Some(path) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            set_var(&mut doc, var, &keys, parse_value(value.as_ref()))?;
+            if keys.iter().any(String::is_empty) {
+                return Err(names_no_key(var));
+            }
+            set_var(&mut doc, var, &keys, parse_value(value.as_ref()))
+                .map_err(|e| from_var(e, var))?;
+            overrides.push((var.to_owned(), keys.join(".")));
         }
+        // The override that set `field`, or a table holding it; the last one, as it won.
+        let from_override = |e: ConfigError| {
+            let field = e.field();
+            let set_by = overrides.iter().rev().find(|(_, path)| {
+                field == path
+                    || field
+                        .strip_prefix(path.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            });
+            match set_by {
+                Some((var, _)) => from_var(e, var),
+                None => e,
+            }
+        };
         let config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
             .map_err(|e| {
                 let path = e.path().to_string();
@@ -457,10 +482,11 @@ impl PresetConfig {
                     } else {
                         path
                     },
-                    e.into_inner().message().to_owned(),
+                    in_file_words(e.into_inner().message()),
                 )
-            })?;
-        config.validate()?;
+            })
+            .map_err(from_override)?;
+        config.validate().map_err(from_override)?;
         Ok(config)
     }
 
@@ -469,10 +495,13 @@ impl PresetConfig {
     /// # Errors
     /// A [`ConfigError`] naming the key path of the first value that breaks its rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.breaker.validate().map_err(|e| e.within("breaker"))?;
+        preset::check_name(&self.name)?;
+        self.breaker
+            .validate()
+            .map_err(|e| breaker_error(e, &self.breaker))?;
         self.builder()?;
         if let Some(route) = &self.route {
-            route.validate().map_err(|e| e.within("route"))?;
+            route.validate().map_err(|e| route_error(e, route))?;
         }
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             if endpoint.address.trim().is_empty() {
@@ -537,11 +566,12 @@ impl PresetConfig {
         for endpoint in &self.endpoints {
             builder = builder.tier(endpoint.tier, [connect(endpoint)]);
         }
+        let config = self.route.unwrap_or_default();
         builder
-            .config(self.route.unwrap_or_default())
+            .config(config)
             .build()
             .map(Some)
-            .map_err(|e| e.within("route"))
+            .map_err(|e| route_error(e, &config))
     }
 
     /// A switchboard with the file's [`features`](Self::features) registered under their
@@ -585,7 +615,6 @@ impl PresetConfig {
 
     /// [`builder`](Self::builder), its retry layer drawing on `budget`.
     fn builder_sharing(&self, budget: Arc<Throttled>) -> Result<PresetBuilder, ConfigError> {
-        let prefix = |section: &'static str| move |e: ConfigError| e.within(section);
         let r = &self.retry;
         let backoff = match r.backoff {
             BackoffConfig::Constant { delay } => Backoff::constant(delay),
@@ -611,7 +640,7 @@ impl PresetConfig {
         if let Some(seed) = r.seed {
             retry = retry.seed(seed);
         }
-        let retry = retry.build().map_err(prefix("retry"))?;
+        let retry = retry.build().map_err(|e| retry_error(e, r))?;
         let escalation = self.attempt_timeout.escalate.map(|e| (e.factor, e.cap));
         // The timeout's own rules, checked here so that the error names the key path.
         let mut timeout = crate::timeout::TimeoutLayer::builder(self.attempt_timeout.limit);
@@ -634,6 +663,79 @@ impl PresetConfig {
             .breaker(self.breaker)
             .retry(retry))
     }
+}
+
+/// A retry layer's error with its field as the file's key path: the layer names the backoff's
+/// cap `backoff.cap` (the file's `retry.cap`), its growth factor `backoff.factor` (the file's
+/// `retry.backoff.exponential.factor`) and a proportional jitter `jitter` (the file's
+/// `retry.jitter.proportional`).
+fn retry_error(e: ConfigError, retry: &RetryConfig) -> ConfigError {
+    let field = match (e.field(), retry.backoff, retry.jitter) {
+        ("backoff.cap", ..) => "cap",
+        ("backoff.factor", BackoffConfig::Exponential { .. }, _) => "backoff.exponential.factor",
+        ("jitter", _, JitterConfig::Proportional(_)) => "jitter.proportional",
+        _ => return e.within("retry"),
+    };
+    ConfigError::new(field, e.rule().to_owned()).within("retry")
+}
+
+/// A breaker's error with its field as the file's key path: the breaker names its window's
+/// settings `window` and `window.calls`, the file writes the window's kind between them
+/// (`breaker.window.count`, `breaker.window.recent.calls`, `breaker.window.time.span`).
+fn breaker_error(e: ConfigError, breaker: &BreakerConfig) -> ConfigError {
+    let kind = match breaker.window {
+        palisade_breaker::Window::Count(_) => "count",
+        palisade_breaker::Window::Time { .. } => "time",
+        palisade_breaker::Window::Recent { .. } => "recent",
+        _ => return e.within("breaker"),
+    };
+    let field = match e.field() {
+        "window" => format!("window.{kind}"),
+        field => match field.strip_prefix("window.") {
+            Some(rest) if !rest.starts_with(&format!("{kind}.")) && rest != kind => {
+                format!("window.{kind}.{rest}")
+            }
+            _ => return e.within("breaker"),
+        },
+    };
+    ConfigError::new(field, e.rule().to_owned()).within("breaker")
+}
+
+/// A router's error with its field as the file's key path: the router names the ramp's
+/// settings `health.ramp.steps`, `health.ramp.window`, the file writes the ramp's kind between
+/// (`route.health.ramp.steps.steps`, `route.health.ramp.linear.window`).
+fn route_error(e: ConfigError, route: &RouteConfig) -> ConfigError {
+    let kind = match route.health.ramp {
+        palisade_route::Ramp::Steps { .. } => "steps",
+        palisade_route::Ramp::Linear { .. } => "linear",
+        _ => return e.within("route"),
+    };
+    let field = match e.field().strip_prefix("health.ramp.") {
+        Some(rest) if !rest.starts_with(&format!("{kind}.")) => {
+            format!("health.ramp.{kind}.{rest}")
+        }
+        _ => return e.within("route"),
+    };
+    ConfigError::new(field, e.rule().to_owned()).within("route")
+}
+
+/// serde's message in a configuration file's words: `expected struct RetryConfig` (a Rust
+/// type's name) reads `expected a table of settings`.
+fn in_file_words(message: &str) -> String {
+    const STRUCT: &str = "expected struct ";
+    let message = message.trim_end();
+    let Some(at) = message.find(STRUCT) else {
+        return message.to_owned();
+    };
+    let rest = &message[at + STRUCT.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    format!(
+        "{}expected a table of settings{}",
+        &message[..at],
+        &rest[end..]
+    )
 }
 
 /// Reads an environment value as TOML when it is one, else as a string.
@@ -819,6 +921,28 @@ fn undefined(field: String, var: &str, kind: &str, name: &str, hint: &str) -> Co
     )
 }
 
+/// `e`, about what the variable `var` set, naming it: "`retry.tries` (from
+/// `PALISADE_RETRY__TRIES`) unknown field …". An error that names it already is kept as it is.
+fn from_var(e: ConfigError, var: &str) -> ConfigError {
+    if e.rule().contains(&format!("`{var}`")) {
+        return e;
+    }
+    ConfigError::new(e.field().to_owned(), format!("(from `{var}`) {}", e.rule()))
+}
+
+/// The error of a variable whose name, past the prefix, has an empty level (`PALISADE_`,
+/// `PALISADE_RETRY__`, `PALISADE_RETRY____CAP`): it names no key, so its field is
+/// `(environment)`.
+fn names_no_key(var: &str) -> ConfigError {
+    ConfigError::new(
+        "(environment)",
+        format!(
+            "has a variable naming no key, `{var}`: a variable is `{ENV_PREFIX}` followed by the \
+             key's path, its levels joined by `__` (`{ENV_PREFIX}RETRY__MAX_ATTEMPTS`)"
+        ),
+    )
+}
+
 fn not_a_table(field: String) -> ConfigError {
     ConfigError::new(
         field,
@@ -959,7 +1083,7 @@ mod tests {
         let e = err(
             "name = \"x\"\n[route]\nhealth = { ramp = { steps = { steps = 0, interval = \"1s\" } } }\n[[endpoints]]\naddress = \"a\"",
         );
-        assert_eq!(e.field(), "route.health.ramp.steps");
+        assert_eq!(e.field(), "route.health.ramp.steps.steps");
         // Settings without endpoints are for a router fed by discovery: no error, no router.
         let settings_only =
             PresetConfig::from_toml("name = \"x\"\n[route]\npanic_ratio = 0.25").unwrap();
@@ -1197,7 +1321,8 @@ mod tests {
         assert_eq!(e.field(), "features");
         assert_eq!(
             e.rule(),
-            "is not a table, so an environment override cannot set a key inside it"
+            "(from `PALISADE_FEATURES__0__COOLDOWN`) is not a table, so an environment override \
+             cannot set a key inside it"
         );
         let e = env_error(
             "name = \"x\"\n[endpoints.0]\naddress = \"a\"",
@@ -1207,7 +1332,8 @@ mod tests {
         assert_eq!(e.field(), "endpoints");
         assert_eq!(
             e.rule(),
-            "is not an array of tables, so an environment override cannot set a key inside it"
+            "(from `PALISADE_ENDPOINTS__0__ADDRESS`) is not an array of tables, so an environment \
+             override cannot set a key inside it"
         );
     }
 
@@ -1359,13 +1485,499 @@ mod tests {
         assert_eq!(
             field("name = \"x\"\n[retry]\njitter = { proportional = 1.5 }"),
             (
-                "retry.jitter".to_owned(),
+                "retry.jitter.proportional".to_owned(),
                 "must be a proportional factor between 0.0 and 1.0".to_owned()
             )
         );
         let (f, r) = field("name = [");
         assert_eq!(f, "(file)");
         assert!(r.starts_with("is not valid TOML"), "{r}");
+    }
+
+    /// Every key with a rule, set to a value that breaks it in a file: the error's field is
+    /// the key's path in the file, whatever the layer calls it (the retry layer's
+    /// `backoff.cap` is the file's `retry.cap`, the breaker's `window.calls` its
+    /// `breaker.window.recent.calls`, the router's `health.ramp.steps` its
+    /// `route.health.ramp.steps.steps`).
+    #[test]
+    fn every_rule_broken_in_a_file_names_the_files_key_path() {
+        let cases: &[(&str, &str)] = &[
+            ("name = \"\"", "name"),
+            ("name = \" \\t \"", "name"),
+            ("deadline = \"0s\"", "deadline"),
+            ("[attempt_timeout]\nlimit = \"0s\"", "attempt_timeout.limit"),
+            (
+                "[attempt_timeout]\nescalate = { factor = 0.5, cap = \"1m\" }",
+                "attempt_timeout.escalate.factor",
+            ),
+            (
+                "[attempt_timeout]\nlimit = \"10s\"\nescalate = { factor = 2.0, cap = \"1s\" }",
+                "attempt_timeout.escalate.cap",
+            ),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry]\ncap = \"0s\"", "retry.cap"),
+            (
+                "[retry]\nbackoff = { constant = { delay = \"1m\" } }",
+                "retry.cap",
+            ),
+            (
+                "[retry]\nbackoff = { linear = { initial = \"1m\", step = \"1s\" } }",
+                "retry.cap",
+            ),
+            (
+                "[retry]\nbackoff = { exponential = { initial = \"1s\", factor = 0.5 } }",
+                "retry.backoff.exponential.factor",
+            ),
+            (
+                "[retry]\njitter = { proportional = -0.1 }",
+                "retry.jitter.proportional",
+            ),
+            ("[retry.budget]\nratio = -1.0", "retry.budget.ratio"),
+            ("[retry.budget]\nttl = \"0s\"", "retry.budget.ttl"),
+            ("[retry.budget]\nmax_tokens = 0", "retry.budget.max_tokens"),
+            (
+                "[retry.budget]\ntoken_ratio = 0.0",
+                "retry.budget.token_ratio",
+            ),
+            (
+                "[breaker]\nconsecutive_failures = 0",
+                "breaker.consecutive_failures",
+            ),
+            ("[breaker]\nwindow = { count = 0 }", "breaker.window.count"),
+            (
+                "[breaker]\nwindow = { recent = { calls = 0, within = \"1s\", min_calls = 1 } }",
+                "breaker.window.recent.calls",
+            ),
+            (
+                "[breaker]\nwindow = { recent = { calls = 30, within = \"0s\", min_calls = 1 } }",
+                "breaker.window.recent.within",
+            ),
+            (
+                "[breaker]\nwindow = { recent = { calls = 30, within = \"1s\", min_calls = 31 } }",
+                "breaker.window.recent.min_calls",
+            ),
+            (
+                "[breaker]\nwindow = { time = { span = \"10s\", buckets = 0 } }",
+                "breaker.window.time.buckets",
+            ),
+            (
+                "[breaker]\nwindow = { time = { span = \"5ms\", buckets = 10 } }",
+                "breaker.window.time.span",
+            ),
+            (
+                "[breaker]\nfailure_rate = { ratio = 0.0, min_calls = 5 }",
+                "breaker.failure_rate.ratio",
+            ),
+            (
+                "[breaker]\nfailure_rate = { ratio = 0.5, min_calls = 0 }",
+                "breaker.failure_rate.min_calls",
+            ),
+            (
+                "[breaker]\nslow_call_duration = \"1s\"\nslow_call_rate = { ratio = 2.0, min_calls = 5 }",
+                "breaker.slow_call_rate.ratio",
+            ),
+            (
+                "[breaker]\nslow_call_duration = \"1s\"\nslow_call_rate = { ratio = 0.5, min_calls = 0 }",
+                "breaker.slow_call_rate.min_calls",
+            ),
+            (
+                "[breaker]\nslow_call_duration = \"0s\"",
+                "breaker.slow_call_duration",
+            ),
+            ("[breaker]\nopen_duration = \"0s\"", "breaker.open_duration"),
+            ("[breaker]\nopen_backoff = 0.5", "breaker.open_backoff"),
+            (
+                "[breaker]\nopen_duration = \"10s\"\nmax_open_duration = \"1s\"",
+                "breaker.max_open_duration",
+            ),
+            ("[breaker]\njitter_ratio = 1.0", "breaker.jitter_ratio"),
+            (
+                "[breaker]\nhalf_open_probes = 0",
+                "breaker.half_open_probes",
+            ),
+            (
+                "[breaker]\nsuccess_threshold = 0",
+                "breaker.success_threshold",
+            ),
+            ("[breaker]\nprobe_timeout = \"0s\"", "breaker.probe_timeout"),
+            (
+                "[breaker]\nthrottle = { k = 0.5, window = 100 }",
+                "breaker.throttle.k",
+            ),
+            (
+                "[breaker]\nthrottle = { k = 2.0, window = 0 }",
+                "breaker.throttle.window",
+            ),
+            ("[route]\npanic_ratio = 0.0", "route.panic_ratio"),
+            ("[route]\noverprovisioning = 0.5", "route.overprovisioning"),
+            ("[route]\ntrend_window = \"1ms\"", "route.trend_window"),
+            (
+                "[route]\ncooldown = \"10s\"\nmax_cooldown = \"1s\"",
+                "route.max_cooldown",
+            ),
+            (
+                "[route]\noutlier = { consecutive_failures = 0 }",
+                "route.outlier.consecutive_failures",
+            ),
+            (
+                "[route]\noutlier = { base_ejection = \"0s\" }",
+                "route.outlier.base_ejection",
+            ),
+            (
+                "[route]\noutlier = { base_ejection = \"1m\", max_ejection = \"1s\" }",
+                "route.outlier.max_ejection",
+            ),
+            (
+                "[route]\noutlier = { max_ejection_ratio = 2.0 }",
+                "route.outlier.max_ejection_ratio",
+            ),
+            (
+                "[route]\noutlier = { failure_ratio = 0.0 }",
+                "route.outlier.failure_ratio",
+            ),
+            (
+                "[route]\noutlier = { success_rate_stdev_factor = 0.0 }",
+                "route.outlier.success_rate_stdev_factor",
+            ),
+            (
+                "[route]\noutlier = { min_hosts = 0 }",
+                "route.outlier.min_hosts",
+            ),
+            (
+                "[route]\noutlier = { request_volume = 0 }",
+                "route.outlier.request_volume",
+            ),
+            (
+                "[route]\nhealth = { degraded_after = 0 }",
+                "route.health.degraded_after",
+            ),
+            (
+                "[route]\nhealth = { degraded_after = 5, failed_after = 2 }",
+                "route.health.failed_after",
+            ),
+            (
+                "[route]\nhealth = { min_healthy_checks = 0 }",
+                "route.health.min_healthy_checks",
+            ),
+            (
+                "[route]\nhealth = { degraded_ratio = 2.0 }",
+                "route.health.degraded_ratio",
+            ),
+            (
+                "[route]\nhealth = { ramp = { steps = { steps = 0, interval = \"30s\" } } }",
+                "route.health.ramp.steps.steps",
+            ),
+            (
+                "[route]\nhealth = { ramp = { steps = { steps = 5, interval = \"0s\" } } }",
+                "route.health.ramp.steps.interval",
+            ),
+            (
+                "[route]\nhealth = { ramp = { linear = { window = \"0s\", min_ratio = 0.1, aggression = 1.0 } } }",
+                "route.health.ramp.linear.window",
+            ),
+            (
+                "[route]\nhealth = { ramp = { linear = { window = \"1m\", min_ratio = 2.0, aggression = 1.0 } } }",
+                "route.health.ramp.linear.min_ratio",
+            ),
+            (
+                "[route]\nhealth = { ramp = { linear = { window = \"1m\", min_ratio = 0.1, aggression = 0.0 } } }",
+                "route.health.ramp.linear.aggression",
+            ),
+            ("[[endpoints]]\naddress = \" \"", "endpoints[0].address"),
+            (
+                "[features.search]\nfailures_to_turn_off = 0",
+                "features.search.failures_to_turn_off",
+            ),
+            (
+                "[features.search]\nwindow = \"0s\"",
+                "features.search.window",
+            ),
+            (
+                "[features.search]\ncooldown = \"0s\"",
+                "features.search.cooldown",
+            ),
+            (
+                "[features.search]\nprobe_timeout = \"0s\"",
+                "features.search.probe_timeout",
+            ),
+        ];
+        for (body, key) in cases {
+            // `name` first, unless the case is about it.
+            let text = if key == &"name" {
+                (*body).to_owned()
+            } else {
+                format!("name = \"llm\"\n{body}")
+            };
+            let err =
+                PresetConfig::from_toml(&text).expect_err(&format!("{key} is refused: {text}"));
+            assert_eq!(err.field(), *key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn serdes_rust_type_names_read_as_a_files_words() {
+        assert_eq!(
+            in_file_words("invalid type: integer `3`, expected struct RetryConfig\n"),
+            "invalid type: integer `3`, expected a table of settings"
+        );
+        assert_eq!(
+            in_file_words("expected struct Rate_2 here"),
+            "expected a table of settings here"
+        );
+        assert_eq!(
+            in_file_words("unknown field `x`, expected `a`"),
+            "unknown field `x`, expected `a`"
+        );
+        let err = PresetConfig::from_toml("name = \"llm\"\nretry = 3").unwrap_err();
+        assert_eq!(
+            (err.field(), err.rule()),
+            (
+                "retry",
+                "invalid type: integer `3`, expected a table of settings"
+            )
+        );
+    }
+
+    /// The error mappers leave alone what is already the file's key path, and what they do
+    /// not know.
+    #[test]
+    fn the_key_path_mappers_leave_other_fields_alone() {
+        let retry = RetryConfig::default();
+        let e = |field: &'static str| ConfigError::new(field, "rule");
+        assert_eq!(
+            retry_error(e("max_attempts"), &retry).field(),
+            "retry.max_attempts"
+        );
+        let constant = RetryConfig {
+            backoff: BackoffConfig::Constant {
+                delay: Duration::from_secs(1),
+            },
+            jitter: JitterConfig::Full,
+            ..retry
+        };
+        // Only an exponential backoff has a factor, only a proportional jitter a fraction.
+        assert_eq!(
+            retry_error(e("backoff.factor"), &constant).field(),
+            "retry.backoff.factor"
+        );
+        assert_eq!(retry_error(e("jitter"), &constant).field(), "retry.jitter");
+        assert_eq!(retry_error(e("backoff.cap"), &constant).rule(), "rule");
+        let breaker = BreakerConfig::default();
+        assert_eq!(
+            breaker_error(e("window.recent.calls"), &breaker).field(),
+            "breaker.window.recent.calls"
+        );
+        assert_eq!(
+            breaker_error(e("window.recent"), &breaker).field(),
+            "breaker.window.recent"
+        );
+        assert_eq!(
+            breaker_error(e("windows"), &breaker).field(),
+            "breaker.windows"
+        );
+        assert_eq!(breaker_error(e("window"), &breaker).rule(), "rule");
+        let route = RouteConfig::default();
+        assert_eq!(
+            route_error(e("health.ramp.steps.steps"), &route).field(),
+            "route.health.ramp.steps.steps"
+        );
+        assert_eq!(
+            route_error(e("panic_ratio"), &route).field(),
+            "route.panic_ratio"
+        );
+        assert_eq!(route_error(e("health.ramp.steps"), &route).rule(), "rule");
+    }
+
+    /// A value that turns a rule off in Rust (`None`) is `"off"` in a file: the messages say
+    /// both.
+    #[test]
+    fn rules_that_turn_off_say_how_in_a_file_too() {
+        let rule = |body: &str| {
+            PresetConfig::from_toml(&format!("name = \"llm\"\n{body}"))
+                .unwrap_err()
+                .rule()
+                .to_owned()
+        };
+        assert_eq!(
+            rule("[route]\npanic_ratio = 0.0"),
+            "must be greater than 0 and at most 1 (None, \"off\" in a configuration file, turns panic mode off)"
+        );
+        assert_eq!(
+            rule("[route]\noutlier = { consecutive_failures = 0 }"),
+            "must be at least 1 (None, \"off\" in a configuration file, turns the rule off)"
+        );
+        assert_eq!(
+            rule("[features.search]\nfailures_to_turn_off = 0"),
+            "must be at least 1 (None, \"off\" in a configuration file, turns the rule off: the feature never turns itself off)"
+        );
+        // And "off" does turn them off.
+        let config = PresetConfig::from_toml(
+            "name = \"llm\"\n[route]\npanic_ratio = \"off\"\n[features.search]\nfailures_to_turn_off = \"off\"",
+        )
+        .unwrap();
+        assert_eq!(config.route.unwrap().panic_ratio, None);
+        assert_eq!(config.features["search"].failures_to_turn_off, None);
+    }
+
+    /// A word that is almost `"off"` reads as one line, in a file's words.
+    #[test]
+    fn a_typo_of_off_says_what_is_expected_in_one_line() {
+        let err = PresetConfig::from_toml("name = \"llm\"\n[attempt_timeout]\nescalate = \"of\"")
+            .unwrap_err();
+        assert_eq!(err.field(), "attempt_timeout.escalate");
+        assert_eq!(
+            err.rule(),
+            "invalid type: string \"of\", expected a table of settings, or \"off\" to turn the rule off"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: `attempt_timeout.escalate` invalid type: string \"of\", \
+             expected a table of settings, or \"off\" to turn the rule off"
+        );
+    }
+
+    /// An empty or blank name is refused, by the file and by `validate`.
+    #[test]
+    fn an_empty_name_is_refused() {
+        for name in ["", "   ", "\\t"] {
+            let err = PresetConfig::from_toml(&format!("name = \"{name}\"")).unwrap_err();
+            assert_eq!(err.field(), "name", "{name:?}");
+            assert!(err.rule().starts_with("must not be empty"), "{err}");
+        }
+        let mut config = PresetConfig::from_toml("name = \"llm\"").unwrap();
+        config.name = " ".to_owned();
+        assert_eq!(config.validate().unwrap_err().field(), "name");
+        assert_eq!(config.build_with_handle().unwrap_err().field(), "name");
+        assert_eq!(
+            config.builder().unwrap().build().unwrap_err().field(),
+            "name"
+        );
+        // The environment cannot blank it either.
+        let err = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_NAME", "\"\"")])
+            .unwrap_err();
+        assert_eq!(err.field(), "name");
+        assert_eq!(
+            err.rule(),
+            "(from `PALISADE_NAME`) must not be empty or only whitespace: it names the dependency \
+             in errors, metrics and spans"
+        );
+    }
+
+    /// Every error about what an override set names the variable as well as the key path.
+    #[test]
+    fn an_override_error_names_the_variable() {
+        let cases = [
+            (
+                "PALISADE_BREAKER__OPEN_DURATON",
+                "5s",
+                "breaker.open_duraton",
+                "(from `PALISADE_BREAKER__OPEN_DURATON`) unknown field `open_duraton`",
+            ),
+            (
+                "PALISADE_RETRY",
+                "3",
+                "retry",
+                "(from `PALISADE_RETRY`) invalid type: integer `3`, expected a table of settings",
+            ),
+            (
+                "PALISADE_RETRY__TRIES",
+                "3",
+                "retry.tries",
+                "(from `PALISADE_RETRY__TRIES`) unknown field `tries`",
+            ),
+            (
+                "PALISADE_SURPRISE",
+                "1",
+                "surprise",
+                "(from `PALISADE_SURPRISE`) unknown field `surprise`",
+            ),
+            (
+                "PALISADE_RETRY__MAX_ATTEMPTS",
+                "0",
+                "retry.max_attempts",
+                "(from `PALISADE_RETRY__MAX_ATTEMPTS`) must be at least 1",
+            ),
+            (
+                "PALISADE_BREAKER__FAILURE_RATE",
+                "{ ratio = 0.5 }",
+                "breaker.failure_rate",
+                "(from `PALISADE_BREAKER__FAILURE_RATE`) missing field `min_calls`",
+            ),
+            (
+                "PALISADE_BREAKER",
+                "{ open_duration = \"0s\" }",
+                "breaker.open_duration",
+                "(from `PALISADE_BREAKER`) must be greater than zero",
+            ),
+            (
+                "PALISADE_NAME__X",
+                "3",
+                "name",
+                "(from `PALISADE_NAME__X`) is not a table",
+            ),
+            (
+                "PALISADE_FEATURES__SEARCH__WINDOW",
+                "\"0s\"",
+                "features.search.window",
+                "(from `PALISADE_FEATURES__SEARCH__WINDOW`) must be greater than zero",
+            ),
+            (
+                "PALISADE_FEATURES__SEARCH__WINDOWS",
+                "1",
+                "features.search.windows",
+                "(from `PALISADE_FEATURES__SEARCH__WINDOWS`) unknown field `windows`",
+            ),
+        ];
+        let file = "name = \"llm\"\n[features.search]\nwindow = \"1m\"";
+        for (var, value, field, starts) in cases {
+            let err = env_error(file, var, value);
+            assert_eq!(err.field(), field, "{var}: {err}");
+            assert!(err.rule().starts_with(starts), "{var}: {err}");
+        }
+        // A variable that names no key says so, naming it.
+        for var in [
+            "PALISADE_",
+            "PALISADE_RETRY__",
+            "PALISADE_RETRY____CAP",
+            "PALISADE___X",
+        ] {
+            let err = env_error(file, var, "x");
+            assert_eq!(err.field(), "(environment)", "{var}");
+            assert_eq!(
+                err.rule(),
+                format!(
+                    "has a variable naming no key, `{var}`: a variable is `PALISADE_` followed by \
+                     the key's path, its levels joined by `__` (`PALISADE_RETRY__MAX_ATTEMPTS`)"
+                )
+            );
+        }
+        // An error the file made names no variable, even with overrides about.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[retry]\nmax_attempts = 0",
+            [("PALISADE_DEADLINE", "5s"), ("PALISADE_RETRY__CAP", "10s")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.field(), err.rule()),
+            ("retry.max_attempts", "must be at least 1")
+        );
+        // The error names the variable whose value won: the last.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [
+                ("PALISADE_RETRY__MAX_ATTEMPTS", "5"),
+                ("PALISADE_RETRY", "{ max_attempts = 0 }"),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.rule().starts_with("(from `PALISADE_RETRY`) "), "{err}");
+        // An error that names its variable already is kept as it is.
+        let err = env_error(file, "PALISADE_FEATURES__SEARC__WINDOW", "1");
+        assert!(
+            err.rule()
+                .starts_with("is not defined: `PALISADE_FEATURES__SEARC__WINDOW` names"),
+            "{err}"
+        );
     }
 
     #[test]

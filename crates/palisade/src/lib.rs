@@ -20,6 +20,73 @@
 //! write-ahead journal, a review queue, checkpoints and two-phase commit for multi-step agent
 //! pipelines; it is not a layer, and its embedded store compiles SQLite from C).
 //!
+//! # Features
+//!
+//! | feature | in `full` | what it adds |
+//! |---|---|---|
+//! | `classify`, `retry`, `route`, `timeout`, `breaker`, `fallback`, `chaos` | yes | the module of the same name (above) |
+//! | `health` | yes | [`health`], the monitor |
+//! | `config` | yes | [`config`], the recommended stack from a TOML file with `PALISADE_…` environment overrides |
+//! | `metrics` | yes | metrics through the `metrics` facade (`classify::metrics`) |
+//! | `http` | yes | `http::Request` carries the layers' [`context`] across task boundaries |
+//! | `serde` | no (`config` turns it on) | `Serialize`/`Deserialize` for classes and the layers' configurations |
+//! | `http-layers` | no | `http` (`palisade-http`): HTTP and gRPC classifiers, hyper's errors by kind, server retry hints, error responses for servers (`Responder`, `ErrorResponseLayer`), `/health` and `/ready` as a tower service, deadline propagation, replayable bodies |
+//! | `http-axum` | no | `http-layers`, and axum: `IntoResponse` for palisade's errors and answers (`HttpError`, `HttpAnswer`) and `Health::router`, the health endpoints as an axum `Router` |
+//! | `http-route` | no | `http-layers` and `route`, and routers in `/ready` (`Health::route`) |
+//! | `http-tower-http` | no | `http-layers`, and adapters to and from tower-http's `classify` module (`http::tower_http`) |
+//! | `durable` | no | `durable` (`palisade-durable`) with its SQLite store |
+//!
+//! With `http-axum`, a handler returns palisade's errors as responses (an open breaker is a
+//! 503 with `Retry-After`), and `/health` and `/ready` merge into the app:
+//!
+//! ```
+//! # #[cfg(not(all(feature = "http-axum", feature = "breaker")))]
+//! # fn main() {}
+//! # #[cfg(all(feature = "http-axum", feature = "breaker"))]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use axum::body::Body;
+//! use axum::extract::State;
+//! use axum::http::{Request, StatusCode};
+//! use axum::{Router, routing::get};
+//! use palisade::breaker::BreakerLayer;
+//! use palisade::classify::BoxError;
+//! use palisade::http::HttpError;
+//! use palisade::http::health::Health;
+//! use tower::util::BoxCloneSyncService;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! type Llm = BoxCloneSyncService<(), String, BoxError>;
+//!
+//! /// The model's answer; a failure is answered by palisade's mapping (an open breaker: 503).
+//! async fn ask(State(llm): State<Llm>) -> Result<String, HttpError> {
+//!     Ok(llm.oneshot(()).await?)
+//! }
+//!
+//! let breaker = BreakerLayer::new("llm");
+//! let llm = ServiceBuilder::new()
+//!     .layer(breaker.clone())
+//!     .service(service_fn(|_: ()| async { Ok::<_, BoxError>("an answer".to_owned()) }));
+//! let health = Health::new().breaker(breaker.handle());
+//! let app = Router::new()
+//!     .route("/ask", get(ask))
+//!     .with_state(BoxCloneSyncService::new(llm))
+//!     .merge(health.router());
+//!
+//! let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(get("/ask")).await.unwrap().status(), StatusCode::OK);
+//! assert_eq!(app.clone().oneshot(get("/ready")).await.unwrap().status(), StatusCode::OK);
+//! breaker.handle().isolate();
+//! let refused = app.clone().oneshot(get("/ask")).await.unwrap();
+//! assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(
+//!     app.clone().oneshot(get("/ready")).await.unwrap().status(),
+//!     StatusCode::SERVICE_UNAVAILABLE
+//! );
+//! assert_eq!(app.oneshot(get("/health")).await.unwrap().status(), StatusCode::OK);
+//! # }
+//! ```
+//!
 //! # Stacking order
 //!
 //! Outermost first:
@@ -113,7 +180,11 @@ pub use palisade_fallback as fallback;
 #[doc(inline)]
 pub use palisade_chaos as chaos;
 
+/// HTTP and gRPC (feature `http-layers`, not in `full`): the `palisade-http` crate. Its axum
+/// integration, its routers in `/ready` and its tower-http adapters come with the features
+/// `http-axum`, `http-route` and `http-tower-http` (see the [crate docs](crate#features)).
 #[cfg(feature = "http-layers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-layers")))]
 #[doc(inline)]
 pub use palisade_http as http;
 

@@ -190,9 +190,12 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// Builds the stack.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the invalid field: `deadline` when it is zero (every call
-    /// would fail before it starts), or one of the timeout's or the breaker's.
+    /// A [`ConfigError`] naming the invalid field: `name` when it is empty or only
+    /// whitespace (it names the dependency in the breaker's errors, metrics and spans),
+    /// `deadline` when it is zero (every call would fail before it starts), or one of the
+    /// timeout's or the breaker's.
     pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
+        check_name(&self.name)?;
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be greater than zero"));
         }
@@ -227,9 +230,39 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     }
 }
 
+/// Checks the dependency's name: it names the breaker's errors (`circuit 'llm' open`), the
+/// metrics' `dependency` label and the spans, so it must say something.
+pub(crate) fn check_name(name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::new(
+            "name",
+            "must not be empty or only whitespace: it names the dependency in errors, metrics and spans",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty or blank name would read `circuit '' open` and label metrics
+    /// `dependency=""`: refused at build time, naming the field, as the file's `name` is.
+    #[test]
+    fn an_empty_or_blank_name_is_refused_at_build_time() {
+        for name in ["", " ", "\t\n"] {
+            let Err(err) = recommended(name).build() else {
+                panic!("{name:?} is refused");
+            };
+            assert_eq!(err.field(), "name", "{name:?}");
+            assert_eq!(
+                err.rule(),
+                "must not be empty or only whitespace: it names the dependency in errors, metrics and spans"
+            );
+        }
+        assert!(recommended(" llm ").build().is_ok());
+        assert!(recommended("x").build().is_ok());
+    }
 
     /// A zero deadline fails every call before it starts: refused at build time, naming the
     /// field, as the configuration file's `deadline` is.

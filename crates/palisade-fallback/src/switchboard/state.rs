@@ -86,7 +86,7 @@ impl FeatureConfig {
         if self.failures_to_turn_off == Some(0) {
             return Err(ConfigError::new(
                 "failures_to_turn_off",
-                "must be at least 1 (None: never turns itself off)",
+                "must be at least 1 (None, \"off\" in a configuration file, turns the rule off: the feature never turns itself off)",
             ));
         }
         if self.cooldown.is_zero() {

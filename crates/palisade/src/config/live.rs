@@ -36,7 +36,7 @@ impl PresetConfig {
         let breaker = BreakerLayer::builder(self.name.clone())
             .config(self.breaker)
             .build()
-            .map_err(|e| e.within("breaker"))?;
+            .map_err(|e| super::breaker_error(e, &self.breaker))?;
         let handle = PresetHandle {
             breaker: breaker.handle(),
             budget: budget.clone(),
@@ -217,7 +217,7 @@ impl PresetHandle {
         let breaker = self
             .breaker
             .reconfigure(config.breaker)
-            .map_err(|e| e.within("breaker"))?;
+            .map_err(|e| super::breaker_error(e, &config.breaker))?;
         let b = config.retry.budget;
         let budget = self
             .budget
@@ -234,11 +234,14 @@ impl PresetHandle {
             .reconfigure(|s| s.max_tokens(b.max_tokens).token_ratio(b.token_ratio))
             .map_err(|e| e.within("retry.budget"))?;
         let route = match (&self.route, route_changed) {
-            (Some(route), true) => Some(
-                route
-                    .reconfigure(config.route.unwrap_or_default())
-                    .map_err(|e| e.within("route"))?,
-            ),
+            (Some(route), true) => {
+                let settings = config.route.unwrap_or_default();
+                Some(
+                    route
+                        .reconfigure(settings)
+                        .map_err(|e| super::route_error(e, &settings))?,
+                )
+            }
             _ => None,
         };
         // The live parts are now the new ones; the others stay as built.
