@@ -277,11 +277,43 @@ impl Progress {
 }
 
 /// Why the program stops short: its arguments (exit code 2) or a run, a report or a chart
-/// that failed (exit code 1).
+/// that failed (exit code 1); or whoever read its output stopped (`| head`), which ends it
+/// quietly, as other command-line tools end.
 #[derive(Debug, PartialEq)]
 enum Failure {
     Usage(String),
     Run(String),
+    Closed,
+}
+
+/// Writes `text` to standard output: a write that fails is the program's failure, not a
+/// panic as with `print!`, and a closed pipe ends it quietly ([`Failure::Closed`]).
+fn write_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+    std::io::stdout().lock().write_fmt(text).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::Closed
+        } else {
+            Failure::Run(format!("writing the output: {e}"))
+        }
+    })
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    () => {
+        write_out(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {{
+        write_out(format_args!($($arg)*))?;
+        write_out(format_args!("\n"))?;
+    }};
 }
 
 impl Failure {
@@ -301,6 +333,7 @@ fn main() -> ExitCode {
             eprintln!("palisade-sim: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::Closed) => ExitCode::SUCCESS,
     }
 }
 
@@ -336,9 +369,9 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
         .map_err(Failure::run)?;
         if args.json {
-            println!("{}", swept.json().map_err(Failure::run)?);
+            outln!("{}", swept.json().map_err(Failure::run)?);
         } else {
-            print!("{}", swept.table());
+            out!("{}", swept.table());
             real_time();
         }
         return Ok(());
@@ -350,9 +383,9 @@ fn run(args: &Args) -> Result<(), Failure> {
         if args.health {
             report.health = Some(health()?);
         }
-        println!("{}", report.json().map_err(Failure::run)?);
+        outln!("{}", report.json().map_err(Failure::run)?);
     } else {
-        println!(
+        outln!(
             "palisade-sim: {} scenarios × {} stacks in virtual time, open-loop traffic, seeded\n",
             scenarios.len(),
             stacks.len(),
@@ -362,9 +395,11 @@ fn run(args: &Args) -> Result<(), Failure> {
                 continue;
             };
             let config = file.config();
-            println!(
+            outln!(
                 "(stack {stack} is palisade's, built from {path}: dependency {:?}, deadline {:?}, attempt timeout {:?})",
-                config.name, config.deadline, config.attempt_timeout.limit
+                config.name,
+                config.deadline,
+                config.attempt_timeout.limit
             );
             // The scenarios' callers give up at their own deadline; a stack whose deadline is
             // longer keeps retrying for a caller that has gone, which the table counts as
@@ -375,18 +410,18 @@ fn run(args: &Args) -> Result<(), Failure> {
                 .min()
                 .unwrap_or_default();
             if config.deadline > callers {
-                println!(
+                outln!(
                     "(its deadline is longer than the {callers:?} each request's caller waits: where the stack would still \
                      retry, the caller gives up first and the request counts as cut off; set `deadline` in the file to the caller's)"
                 );
             }
         }
         if named.iter().any(|(_, path)| path.is_some()) {
-            println!();
+            outln!();
         }
-        print!("{}", report.table());
+        out!("{}", report.table());
         if args.health {
-            print!("\n{}", palisade_sim::health::table(&health()?));
+            out!("\n{}", palisade_sim::health::table(&health()?));
         }
         real_time();
     }

@@ -417,3 +417,21 @@ fn seeds_cross_every_setting_of_the_sweep() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// A reader that stops early (`palisade-sim --json | head`) closes the pipe: the program ends
+/// quietly and successfully, as other command-line tools do, rather than panic on the write.
+#[test]
+fn a_closed_output_pipe_ends_the_program_quietly() {
+    for args in [&["-s", "outage", "--json"][..], &["-s", "outage"]] {
+        // The reading end is closed before the program starts: its first write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_palisade-sim"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+}
