@@ -159,7 +159,8 @@ pub struct RouteConfig {
     pub outlier: OutlierConfig,
     /// When health lets through less than this fraction of the endpoints' traffic (the sum of
     /// their health shares: one recovering at a fifth of its share counts a fifth of an
-    /// endpoint), the router ignores health and spreads over all of them rather than fail
+    /// endpoint, and a new one in [slow start](Self::slow_start) counts in full, so that a
+    /// fleet discovered all at once does not panic), the router ignores health and spreads over all of them rather than fail
     /// everything (`Some(0.5)`, after Envoy's `healthy_panic_threshold` of 50 %, which counts
     /// hosts; `None` turns panic mode off; within `0 < r <= 1`). With tiers, each tier is
     /// judged by its own endpoints, and only while the tiers together lack healthy capacity

@@ -47,6 +47,9 @@ pub(crate) struct EndpointState {
     /// The router's event counter: bumped by anything that may change who is eligible.
     epoch: Arc<AtomicU64>,
     health: AtomicU64,
+    /// When the slow start it was added with began ([`Health::ramp_start`]), `u64::MAX` when
+    /// it was added healthy: see [`starting`](Self::starting).
+    started: u64,
     /// Calls in flight: the load power-of-two-choices compares. Every call writes it, so it
     /// has cache lines of its own and does not evict the fields every pick reads.
     pub(crate) in_flight: CachePadded<AtomicU32>,
@@ -121,6 +124,7 @@ impl EndpointState {
             config,
             origin,
             health: AtomicU64::new(health.pack()),
+            started: health.ramp_start().unwrap_or(u64::MAX),
             in_flight: CachePadded::default(),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -154,6 +158,12 @@ impl EndpointState {
 
     pub(crate) fn health(&self) -> Health {
         Health::unpack(self.health.load(Ordering::Acquire))
+    }
+
+    /// Whether `health`, this endpoint's, is still the slow start it was added with: a new
+    /// endpoint, healthy, whose share ramps up only to spare it a full share while it warms.
+    pub(crate) fn starting(&self, health: Health) -> bool {
+        self.started != u64::MAX && health.starting(self.started)
     }
 
     /// Tells the router that eligibility may have changed (never on the settled success path).

@@ -176,6 +176,18 @@ impl Health {
         }
     }
 
+    /// When the slow start this health began with started (see [`Health::ramping`]); `None`
+    /// for any other health.
+    pub(crate) fn ramp_start(self) -> Option<u64> {
+        (self.phase == Phase::Ramping).then_some(self.ms)
+    }
+
+    /// Whether this is still the slow start that began at `start` (a new endpoint's ramp), not
+    /// a ramp back from being out: that one follows a strike, and begins at its own instant.
+    pub(crate) fn starting(self, start: u64) -> bool {
+        self.phase == Phase::Ramping && self.strikes == 0 && self.ms == start
+    }
+
     pub(crate) fn pack(self) -> u64 {
         (self.phase as u64)
             | (u64::from(self.unhealthy) << 3)

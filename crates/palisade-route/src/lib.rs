@@ -22,8 +22,8 @@
 //!   (always allowing one).
 //! * **Panic mode**: when health lets through less than [`RouteConfig::panic_ratio`] of the
 //!   endpoints' traffic (the sum of their shares, so that one endpoint back at its ramp's
-//!   first step does not end it and take everything), health is ignored and calls spread over
-//!   all of them rather than fail. With [tiers](RouteBuilder::tier), as Envoy's panic threshold
+//!   first step does not end it and take everything; a new endpoint in slow start, healthy,
+//!   counts in full), health is ignored and calls spread over all of them rather than fail. With [tiers](RouteBuilder::tier), as Envoy's panic threshold
 //!   with priority levels, a tier panics by its own endpoints' traffic and only while the tiers
 //!   together lack healthy capacity: two primaries down with a healthy standby send every call
 //!   to the standby, not back to the primaries.

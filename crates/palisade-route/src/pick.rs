@@ -38,6 +38,9 @@ use crate::{NoHealthyEndpoint, RouteConfig};
 pub(crate) struct Slot {
     /// The traffic share health allows, zero while ejected or cooling down.
     pub(crate) weight: f64,
+    /// What it counts for in the capacity panic mode and the tiers weigh: its weight, or all
+    /// of it for a new endpoint in slow start, which is healthy (see [`panics`]).
+    pub(crate) counted: f64,
     pub(crate) tier: u8,
     pub(crate) cooling: bool,
     /// While it cools down (and is not ejected), the share health would allow it: its
@@ -68,6 +71,11 @@ pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
         health.share(&cfg.health, now, trials)
     };
     let (weight, cooled) = if cooling { (0.0, share) } else { (share, 0.0) };
+    let counted = if weight > 0.0 && s.starting(health) {
+        1.0
+    } else {
+        weight
+    };
     let held = if trials {
         health.held_until(&cfg.health)
     } else {
@@ -76,6 +84,7 @@ pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
     let back = ejected.max(cooldown).max(held);
     Slot {
         weight,
+        counted,
         tier: s.tier,
         cooling,
         cooled,
@@ -153,7 +162,7 @@ impl<'a> Scan<'a> {
             let slot = look(e.as_ref(), cfg, now);
             if slot.weight > 0.0 {
                 available += 1;
-                capacity += slot.weight;
+                capacity += slot.counted;
             }
             one_tier &= slot.tier == first_tier;
             uniform &= slot.weight == 1.0 && one_tier;
@@ -199,6 +208,12 @@ impl<'a> Scan<'a> {
 /// exists to spare it, while the others, held out, get none to prove themselves with. In
 /// palisade's simulator, a brownout over two replicas served 91.7 % of what their returning
 /// capacity allowed that way, and 99.5 % counted by weight (one replica alone: 99.4 %).
+///
+/// A new endpoint in slow start counts in full, as Envoy's panic threshold counts healthy
+/// hosts whatever their slow-start weight: it is healthy, and its ramp only spares it a full
+/// share while it warms. Counted by its ramp, a fleet that discovery announces at once (every
+/// endpoint new, at the ramp's first 20 %) would panic for the ramp's first minute and send
+/// an endpoint it has ejected its full share of calls.
 #[inline]
 pub(crate) fn panics(cfg: &RouteConfig, capacity: f64, n: usize) -> bool {
     cfg.panic_ratio
@@ -235,7 +250,7 @@ fn tiers(n: usize, get: impl Fn(usize) -> Slot + Copy) -> impl Iterator<Item = (
         let (sum, count) = (0..n)
             .map(&get)
             .filter(|s| s.tier == tier)
-            .fold((0.0, 0usize), |(sum, c), s| (sum + s.weight, c + 1));
+            .fold((0.0, 0usize), |(sum, c), s| (sum + s.counted, c + 1));
         (tier, sum, count)
     })
 }
@@ -598,6 +613,7 @@ mod tests {
     fn slot(weight: f64, tier: u8) -> Slot {
         Slot {
             weight,
+            counted: weight,
             tier,
             ..Slot::default()
         }
@@ -609,6 +625,7 @@ mod tests {
         let s = state(2);
         let healthy = Slot {
             weight: 1.0,
+            counted: 1.0,
             tier: 2,
             cooling: false,
             cooled: 0.0,

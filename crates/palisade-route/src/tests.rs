@@ -499,6 +499,38 @@ async fn new_endpoints_slow_start() {
     drop(tx);
 }
 
+/// A fleet that discovery announces at once is all new, every endpoint in slow start: that is
+/// healthy capacity, not an outage, so panic mode stays off and an endpoint that fails every
+/// call is ejected and kept out as with slow start off. Counted by their ramps (20 % each,
+/// below the panic ratio of 50 %), the router panicked for the ramp's first minute and sent
+/// the ejected endpoint a third of the calls, every one failing.
+#[tokio::test(start_paused = true)]
+async fn a_fleet_discovered_at_once_is_not_in_panic_while_it_slow_starts() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let bad = Arc::new(AtomicBool::new(false));
+    tx.send(Change::Insert(0, up("a"))).unwrap();
+    tx.send(Change::Insert(
+        1,
+        endpoint("b", bad, "503 service unavailable"),
+    ))
+    .unwrap();
+    tx.send(Change::Insert(2, up("c"))).unwrap();
+    let mut route = Route::discover(Channel(rx));
+    let mut failed = 0;
+    for _ in 0..1_000 {
+        if call(&mut route).await.is_err() {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Five failures in a row take it out for 30 s; its trial after that fails at once.
+    assert!(failed <= 10, "{failed} of 1000 calls failed");
+    let st = route.handle().status();
+    assert_eq!(st[1].traffic_ratio, 0.0, "{st:?}");
+    assert_eq!(st[0].state, HealthState::Recovering, "still slow-starting");
+    drop(tx);
+}
+
 #[tokio::test(start_paused = true)]
 async fn success_rate_outliers_are_ejected_by_the_checker() {
     let up = flags(6);
