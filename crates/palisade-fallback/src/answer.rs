@@ -9,7 +9,7 @@ use palisade_core::Class;
 pub struct Degraded {
     /// The class of the failure the answer replaces.
     pub class: Class,
-    /// The [name](crate::Strategy::name) of the strategy that answered (`"static"`,
+    /// The [name](crate::Strategy::name) of the strategy that answered (`"constant"`,
     /// `"from_error"`, `"service"`, `"last_good"`, ...): for a [`Chain`](crate::Chain), the
     /// member that answered.
     pub strategy: &'static str,
