@@ -618,6 +618,23 @@ mod tests {
     }
 
     #[test]
+    fn only_the_slow_start_an_endpoint_was_added_with_is_starting() {
+        let cfg = RouteConfig::default();
+        let h = Health::ramping(50_000);
+        assert_eq!(h.ramp_start(), Some(50_000));
+        assert!(h.starting(50_000));
+        assert!(!h.starting(50_001), "a ramp that began at another instant");
+        assert_eq!(Health::HEALTHY.ramp_start(), None);
+        assert!(!Health::HEALTHY.starting(0));
+        // Taken out and back at the same instant: a ramp back follows a strike.
+        let out = run(h, &[false; 5], &cfg, 50_000);
+        assert!(out.is_out(&cfg.health), "{out:?}");
+        let back = run(out, &[true; 5], &cfg, 50_000);
+        assert_eq!(back.ramp_start(), Some(50_000), "{back:?}");
+        assert!(!back.starting(50_000), "{back:?}");
+    }
+
+    #[test]
     fn config_errors_name_the_field() {
         let bad = |f: fn(&mut HealthConfig)| {
             let mut c = HealthConfig::default();

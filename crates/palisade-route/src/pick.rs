@@ -620,6 +620,34 @@ mod tests {
     }
 
     #[test]
+    fn a_new_endpoint_in_slow_start_counts_in_full_unless_it_is_out() {
+        let cfg = RouteConfig::default();
+        let s = EndpointState::new(
+            0,
+            "new".to_owned(),
+            Health::ramping(0),
+            crate::endpoint::live(RouteConfig::default()),
+            Instant::now(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let slot = look(&s, &cfg, 0);
+        assert_eq!((slot.weight, slot.counted), (0.2, 1.0));
+        // Ejected: nothing, in slow start or not.
+        s.eject(&cfg, 0);
+        let slot = look(&s, &cfg, 1);
+        assert_eq!((slot.weight, slot.counted), (0.0, 0.0));
+        // Back from the ejection (a strike): its ramp counts by its share.
+        let slot = look(&s, &cfg, 30_000);
+        assert!(slot.weight > 0.0 && slot.weight < 1.0, "{slot:?}");
+        assert_eq!(slot.counted, slot.weight);
+        // An endpoint added healthy never counts more than its weight.
+        let old = state(0);
+        fail(&old, 5, 0);
+        let slot = look(&old, &cfg, 30_000);
+        assert_eq!(slot.counted, slot.weight, "{slot:?}");
+    }
+
+    #[test]
     fn look_reads_health_ejection_and_cool_down() {
         let cfg = RouteConfig::default();
         let s = state(2);
