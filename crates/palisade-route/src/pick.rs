@@ -632,6 +632,13 @@ mod tests {
         );
         let slot = look(&s, &cfg, 0);
         assert_eq!((slot.weight, slot.counted), (0.2, 1.0));
+        // Cooling down after a rate limit (no strike: still in slow start): nothing.
+        let mut limited = Class::new(Category::RateLimited);
+        limited.retry_after = Some(Duration::from_millis(2));
+        s.on_failure(limited, &cfg, 0);
+        let slot = look(&s, &cfg, 1);
+        assert_eq!((slot.cooling, slot.weight, slot.counted), (true, 0.0, 0.0));
+        assert!(s.starting(s.health()));
         // Ejected: nothing, in slow start or not.
         s.eject(&cfg, 0);
         let slot = look(&s, &cfg, 1);
