@@ -17,6 +17,15 @@ fn exits(code: i32, args: &[&str]) -> Output {
     out
 }
 
+/// The stack column of `scenario`'s rows in a table.
+fn stacks_of<'a>(scenario: &str, table: &'a str) -> Vec<&'a str> {
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(scenario))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect()
+}
+
 fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap()
 }
@@ -48,11 +57,7 @@ fn the_table_goes_to_stdout_and_real_time_to_stderr() {
         ),
         "{stdout}"
     );
-    let rows: Vec<_> = stdout
-        .lines()
-        .filter(|l| l.starts_with("outage "))
-        .map(|l| l.split_whitespace().nth(1).unwrap())
-        .collect();
+    let rows = stacks_of("outage", stdout);
     assert_eq!(rows, ["none", "palisade"]);
     assert!(stdout.contains("palisade's goals: "), "{stdout}");
     let stderr = text(&out.stderr);
@@ -151,11 +156,7 @@ fn a_stack_file_runs_beside_the_built_in_palisade_stack() {
         stdout.starts_with("palisade-sim: 1 scenarios × 2 stacks in virtual time"),
         "{stdout}"
     );
-    let rows: Vec<_> = stdout
-        .lines()
-        .filter(|l| l.starts_with("outage "))
-        .map(|l| l.split_whitespace().nth(1).unwrap())
-        .collect();
+    let rows = stacks_of("outage", stdout);
     assert_eq!(rows, ["palisade", "classic"]);
     assert!(
         stdout.contains(
