@@ -19,7 +19,7 @@
 //! | `palisade.call.duration` | histogram, seconds | `dependency`, `outcome` (`success`, `failure`) | [`MetricsLayer`] | every call |
 //! | `palisade.retry.retries` | counter | `dependency`, `category` | palisade-retry | a failed attempt is retried |
 //! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
-//! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`) | palisade-retry | a failure was returned without a retry |
+//! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`, `breaker_open`) | palisade-retry | a failure was returned without a retry |
 //! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` | palisade-breaker | a state change |
 //! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed |
 //! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |

@@ -707,7 +707,29 @@ where
         }
         return Ok(());
     }
-    let at = Instant::now() + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
+    let now = Instant::now();
+    if let Some(withdrawal) = shared
+        .probe
+        .try_claim(now)
+        .then(|| shared.budget.try_probe())
+        .flatten()
+    {
+        between.reservation = Some(withdrawal);
+        if let Some(error) = between.retries.owed.take() {
+            let category = class_of(&error).category;
+            tracing::debug!(
+                target: "palisade_retry",
+                dependency = %shared.name,
+                attempt = between.retries.attempts,
+                category = category.as_str(),
+                balance = shared.budget.balance(),
+                "retrying as a probe: the budget still refuses, and held requests send nothing else",
+            );
+            palisade_core::metrics::retried(&shared.name, category);
+        }
+        return Ok(());
+    }
+    let at = now + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
     if ctx::deadline().is_none_or(|deadline| at >= deadline) {
         let error = between
             .retries

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use palisade_core::{BoxError, ConfigError};
 use rand::rngs::SmallRng;
+use tokio::time::Instant;
 use tower_layer::Layer;
 
 use crate::adaptive::{AdaptiveAttempts, AdaptiveLimit};
 use crate::attempts::{LayerLimit, MaxAttemptsFn};
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::{IntoShared, Throttled};
-use crate::policy::Policy;
+use crate::policy::{Policy, ProbeGate};
 use crate::rng::RngSource;
 use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
 
@@ -202,10 +203,13 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// deadline) and through a dependency flapping every 2 s from 66.7 % to 93.8 %, at 0.99
     /// and 1.01 upstream calls per request (0.77 and 0.74 without).
     ///
-    /// Without a deadline above (no [`context::deadline`](palisade_core::context::deadline)),
-    /// or with `false`, each refusal uses an attempt like any failure, and the request fails
-    /// once they are spent: set `false` where a fallback above should answer at once while the
-    /// breaker is open rather than after the wait.
+    /// With `false`, a refusal that says when the breaker probes again is returned at once,
+    /// whatever attempts are left: retrying sooner would meet the same refusal, and later is
+    /// the wait this turns off. Set it where a fallback above should answer at once while the
+    /// breaker is open rather than after the wait (the gave-up reason is `breaker_open`).
+    /// Without a deadline above (no [`context::deadline`](palisade_core::context::deadline))
+    /// to bound the wait, each refusal uses an attempt like any failure, and the request fails
+    /// once they are spent.
     pub fn wait_for_breaker(mut self, wait: bool) -> Self {
         self.wait_for_breaker = wait;
         self
@@ -222,7 +226,18 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// a retry keeps its request and asks the budget again every 250 ms (each look stretched by
     /// a random 0–50 %), and goes out once the budget allows it; it fails with its last error
     /// when the next look would fall at or after the deadline. The budget still counts every
-    /// retry sent, so the load on the dependency stays within it. AWS's SDKs make the same
+    /// retry sent, so the load on the dependency stays within it. One exception, for gRPC's
+    /// throttle (the default budget's second half), which only the dependency's successes
+    /// refill: callers that send their next request only once this one is answered (an
+    /// agent's loop, a pool of workers) send nothing while they are held, so nothing would
+    /// ever refill it and every held request would wait out its deadline, however soon the
+    /// dependency recovered. So one held retry per 250 ms, in the whole layer, goes out past
+    /// the throttle as a probe, still within the budget behind it
+    /// ([`Budget::try_probe`](crate::budget::Budget::try_probe)); a budget that time refills
+    /// ([`RatioBudget`](crate::budget::RatioBudget), [`RateCap`](crate::budget::RateCap))
+    /// allows no probe. In palisade's simulator, with one caller sending its next request when
+    /// the last is answered, this answers a request held through a 10 s outage 300 ms after
+    /// the dependency recovers instead of failing it at its deadline. AWS's SDKs make the same
     /// choice in their "adaptive" retry mode, whose client-side rate limiter delays requests
     /// rather than failing them.
     ///
@@ -367,6 +382,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             refresh: self.refresh,
             name: self.name,
             attempts: self.attempts,
+            probe: ProbeGate::new(Instant::now()),
         };
         Ok(RetryLayer {
             shared: Arc::new(shared),

@@ -8,6 +8,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Jitter};
+use palisade_core::sync::atomic::{AtomicU64, Ordering};
 
 /// The settings the decision reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,6 +42,56 @@ pub(crate) const HINT_SPREAD: f64 = 0.1;
 /// that a retry the budget allows goes out within a fraction of a usual backoff, rarely
 /// enough that a thousand waiting requests cost a few thousand timer wakes a second.
 pub(crate) const BUDGET_RECHECK: Duration = Duration::from_millis(250);
+
+/// How often, at most, one retry the budget holds goes out without its permission, as a probe
+/// of the dependency (see [`ProbeGate`]).
+pub(crate) const BUDGET_PROBE: Duration = Duration::from_millis(250);
+
+/// Lets one retry held by the budget through per [`BUDGET_PROBE`], shared by a layer's
+/// clones.
+///
+/// A budget that refills from traffic, gRPC's throttle above all (its tokens come back only
+/// with successes), learns that the dependency is back only from attempts that reach it. Its
+/// refusals never stop a caller's *next* request (first attempts are not budgeted), so with
+/// callers that keep sending, those first attempts are the probes. A caller that sends its
+/// next request only once this one is answered (an agent's loop, a worker pool, a pipeline
+/// step) sends nothing while its request is held: nothing reaches the dependency, the budget
+/// never refills, and every held request waits out its whole deadline even when the dependency
+/// came back long before. The gate lets one held retry through each period, in place of the
+/// next request the held callers cannot send: at most one attempt a second beyond the
+/// budget, in the layer as a whole.
+#[derive(Debug)]
+pub(crate) struct ProbeGate {
+    origin: Instant,
+    /// When the next probe may go: nanoseconds since `origin`.
+    next: AtomicU64,
+}
+
+impl ProbeGate {
+    pub(crate) fn new(origin: Instant) -> Self {
+        ProbeGate {
+            origin,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a probe may go at `now`; if so, the next one may go a [`BUDGET_PROBE`] later.
+    pub(crate) fn try_claim(&self, now: Instant) -> bool {
+        let at = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        let next = self.next.load(Ordering::Relaxed);
+        at >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    at.saturating_add(BUDGET_PROBE.as_nanos() as u64),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
 
 /// What is known about a failed attempt.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +133,9 @@ pub(crate) enum Stop {
     RetryAfterTooLong,
     /// The retry could not start before the deadline.
     Deadline,
+    /// An open breaker below refused the attempt, and the layer does not wait for it
+    /// ([`RetryBuilder::wait_for_breaker`](crate::RetryBuilder::wait_for_breaker) `false`).
+    BreakerOpen,
 }
 
 impl Stop {
@@ -92,6 +146,7 @@ impl Stop {
             Stop::Attempts => "attempts_spent",
             Stop::RetryAfterTooLong => "retry_after_too_long",
             Stop::Deadline => "deadline",
+            Stop::BreakerOpen => "breaker_open",
         }
     }
 }
@@ -190,6 +245,12 @@ impl Policy {
             || matches!(class.category, Category::Cancelled | Category::Ignored)
         {
             return Err(Stop::NotRetryable);
+        }
+        if !self.wait_for_breaker && !spends_budget(class) {
+            // An open breaker said when it probes again; retrying sooner meets the same
+            // refusal, and waiting for it is what the option turned off: the caller (a
+            // fallback above) has the refusal at once.
+            return Err(Stop::BreakerOpen);
         }
         if self.waits_for_breaker(class, deadline) {
             // The refused attempt reached nothing: it does not count, and the deadline (checked
@@ -360,21 +421,20 @@ mod tests {
             p.decide(&refused(4, ms(1000)), now, None, NO_HOOK, draw),
             Err(Stop::Attempts)
         );
-        // Turned off: the same, deadline or not.
+        // Turned off: the refusal is returned at once, deadline or not, whatever attempts
+        // are left (a fallback above answers now, not after the open period).
         let off = Policy {
             wait_for_breaker: false,
             wait_for_budget: false,
             ..policy()
         };
         let deadline = Some(now + ms(10_000));
-        on_hint(
-            off.decide(&refused(1, ms(1000)), now, deadline, NO_HOOK, draw),
-            ms(1000),
-        );
-        assert_eq!(
-            off.decide(&refused(4, ms(1000)), now, deadline, NO_HOOK, draw),
-            Err(Stop::Attempts)
-        );
+        for deadline in [deadline, None] {
+            assert_eq!(
+                off.decide(&refused(1, ms(1000)), now, deadline, NO_HOOK, no_rng),
+                Err(Stop::BreakerOpen)
+            );
+        }
         // A refusal without a time to come back (a throttle shedding load) is an attempt like
         // any other, and so is a refusal while isolated (not retryable at all).
         let shed = failure(Category::Rejected, 4);
@@ -390,6 +450,21 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_gate_opens_once_per_period() {
+        let gate = ProbeGate::new(Instant::now());
+        let now = Instant::now();
+        assert!(gate.try_claim(now));
+        assert!(!gate.try_claim(now), "once");
+        assert!(!gate.try_claim(now + BUDGET_PROBE - Duration::from_nanos(1)));
+        assert!(gate.try_claim(now + BUDGET_PROBE));
+        // A gate made later than the clock it is asked at (a layer built before a paused
+        // runtime's clock) counts from zero.
+        let early = ProbeGate::new(now + Duration::from_secs(5));
+        assert!(early.try_claim(now));
+        assert!(!early.try_claim(now));
+    }
+
     #[test]
     fn reasons_have_stable_names() {
         // The `reason` of the "not retrying" event and the metric's label.
@@ -398,6 +473,7 @@ mod tests {
             Stop::Attempts,
             Stop::RetryAfterTooLong,
             Stop::Deadline,
+            Stop::BreakerOpen,
         ]
         .map(Stop::as_str);
         assert_eq!(
@@ -406,7 +482,8 @@ mod tests {
                 "not_retryable",
                 "attempts_spent",
                 "retry_after_too_long",
-                "deadline"
+                "deadline",
+                "breaker_open"
             ]
         );
     }

@@ -17,7 +17,7 @@ use crate::budget::{Budget, Throttled};
 use crate::ctx;
 use crate::future::ResponseFuture;
 use crate::layer::RetryLayer;
-use crate::policy::Policy;
+use crate::policy::{Policy, ProbeGate};
 use crate::rng::RngSource;
 
 pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -34,6 +34,8 @@ pub(crate) struct Shared<B: ?Sized, A> {
     /// The dependency's name, for tracing.
     pub(crate) name: Arc<str>,
     pub(crate) attempts: A,
+    /// Lets a retry the budget holds through now and then, as a probe.
+    pub(crate) probe: ProbeGate,
 }
 
 impl<B: ?Sized, A> Shared<B, A> {

@@ -977,17 +977,24 @@ mod context {
         assert!(s.count() < 6, "{:?}", s.calls());
         assert!(start.elapsed() < ms(2_500));
 
-        // Turned off, or without a deadline: each refusal is an attempt.
+        // Turned off: the first refusal is returned at once, with attempts left.
         hooks::DEADLINE.set(Some(Instant::now() + ms(10_000)));
         let s = script();
         let svc = layer()
-            .max_attempts(2)
+            .max_attempts(3)
             .wait_for_breaker(false)
             .build()
             .unwrap()
             .layer(s.clone());
+        let start = Instant::now();
         assert_eq!(run(svc).await, Err("circuit open".into()));
-        assert_eq!(s.count(), 2);
+        assert_eq!(s.count(), 2, "the 503, then the refusal");
+        assert_eq!(
+            start.elapsed(),
+            ms(100),
+            "the 503's backoff, no wait after the refusal"
+        );
+        // Without a deadline: each refusal is an attempt.
         hooks::DEADLINE.set(None);
         let s = script();
         let svc = layer().max_attempts(2).build().unwrap().layer(s.clone());
@@ -1226,6 +1233,63 @@ mod context {
             "{waited:?}"
         );
         hooks::DEADLINE.set(None);
+    }
+
+    /// gRPC's throttle comes back only with successes. A caller that sends its next request
+    /// only once this one is answered sends nothing while its retry is held, so without a
+    /// probe the retry would wait out its deadline though the dependency recovered at once:
+    /// the held retry goes out as the layer's probe at its first look.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_the_throttle_holds_goes_out_as_a_probe() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(10_000)));
+        let bucket = Arc::new(crate::budget::fixtures::bucket(4, 0.1));
+        for _ in 0..4 {
+            bucket.on_failure();
+        }
+        assert!(bucket.try_withdraw().is_none(), "the throttle refuses");
+        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+        let svc = layer()
+            .budget(bucket.clone())
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        assert_eq!(run(svc).await, Ok(7));
+        assert_eq!(
+            s.calls(),
+            [Duration::ZERO, ms(100)],
+            "after the backoff alone"
+        );
+        hooks::DEADLINE.set(None);
+    }
+
+    /// One probe per 250 ms for the whole layer: of two requests held together, the second
+    /// goes out a probe period after the first, and each goes out, no more.
+    #[tokio::test(start_paused = true)]
+    async fn held_retries_probe_one_at_a_time() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(10_000)));
+        let bucket = Arc::new(crate::budget::fixtures::bucket(4, 0.1));
+        for _ in 0..4 {
+            bucket.on_failure();
+        }
+        let s = Script::new([
+            err(Category::ServerError, "503"),
+            err(Category::ServerError, "503"),
+            Answer::Ok(7),
+            Answer::Ok(8),
+        ]);
+        let l = layer().budget(bucket.clone()).build().unwrap();
+        let (a, b) = tokio::join!(run(l.layer(s.clone())), run(l.layer(s.clone())));
+        hooks::DEADLINE.set(None);
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        let calls = s.calls();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert_eq!(calls[2], ms(100), "the first probe, after the backoff");
+        assert!(
+            calls[3] >= ms(350) && calls[3] <= ms(100 + 375 + 375),
+            "the second held retry waits for the next probe period: {calls:?}"
+        );
     }
 
     /// The log says "retrying" only for a retry that is sent: one waiting for the budget says

@@ -118,6 +118,24 @@ pub trait Budget: Send + Sync {
         Some(Withdrawal::new(0))
     }
 
+    /// Asks for one retry as a probe of the dependency, after
+    /// [`try_withdraw`](Budget::try_withdraw) refused it. `None` (the default): a probe is
+    /// refused like any retry.
+    ///
+    /// A budget that comes back only with the dependency's successes (gRPC's throttle,
+    /// [`TokenBucket`]) cannot tell that the dependency recovered while nothing reaches it.
+    /// Callers that send their next request only once the last one is answered (an agent's
+    /// loop, a pool of workers) send nothing while their retries wait for the budget
+    /// ([`RetryBuilder::wait_for_budget`](crate::RetryBuilder::wait_for_budget)), so such a
+    /// budget would hold them until their deadlines. The retry layer therefore lets one held
+    /// retry ask this every 250 ms (per layer, not per request); a budget that comes back
+    /// with time alone ([`RatioBudget`], [`RateCap`]) refuses, and a retry it holds goes out
+    /// once its window allows. The withdrawal is given back with [`refund`](Budget::refund)
+    /// like any other.
+    fn try_probe(&self) -> Option<Withdrawal> {
+        None
+    }
+
     /// Gives back a withdrawal whose retry was never sent.
     fn refund(&self, withdrawal: Withdrawal) {
         let _ = withdrawal;

@@ -1053,3 +1053,46 @@ fn successes_and_failures_racing_a_resize_never_overfill_the_bucket() {
     }
     assert!(b.milli_tokens() <= 100_000);
 }
+
+/// A probe of a refusing budget: the throttle, which only successes refill, grants one; a
+/// budget that time refills refuses it as it refuses a retry; a throttled budget passes over
+/// its throttle but not its budget.
+#[tokio::test(start_paused = true)]
+async fn only_a_throttle_lets_a_probe_through() {
+    let throttle = bucket(4, 0.1);
+    for _ in 0..4 {
+        throttle.on_failure();
+    }
+    assert!(throttle.try_withdraw().is_none());
+    assert!(throttle.try_probe().is_some());
+
+    let cap = rate_cap(1, secs(1));
+    assert!(cap.try_withdraw().is_some());
+    assert!(cap.try_withdraw().is_none());
+    assert!(cap.try_probe().is_none());
+
+    let ratio = ratio_budget(secs(10), 0, 0.0);
+    assert!(ratio.try_withdraw().is_none());
+    assert!(ratio.try_probe().is_none());
+    assert!(
+        Unlimited.try_probe().is_none(),
+        "never refuses: never asked"
+    );
+
+    // Throttled: the throttle refuses, the budget behind it decides the probe, and counts it.
+    let shut = Throttled::new(ratio_budget(secs(10), 0, 0.0), bucket(4, 0.1));
+    let open = Throttled::new(ratio_budget(secs(10), 1, 0.0), bucket(4, 0.1));
+    for budget in [&shut, &open] {
+        for _ in 0..4 {
+            budget.on_failure();
+        }
+        assert!(budget.try_withdraw().is_none());
+    }
+    assert!(shut.try_probe().is_none());
+    let retries = |b: &Throttled<RatioBudget>| b.budget().retries_at(Instant::now());
+    assert_eq!(retries(&open), 0);
+    let probe = open.try_probe().expect("the budget allows it");
+    assert_eq!(retries(&open), 1, "the probe is a retry the budget counted");
+    open.refund(probe);
+    assert_eq!(retries(&open), 0);
+}

@@ -163,6 +163,12 @@ impl<B: Budget> Budget for Throttled<B> {
         }
     }
 
+    /// The budget's permission alone: the throttle, which a probe's success refills, is
+    /// passed over; the budget still bounds the retries sent.
+    fn try_probe(&self) -> Option<Withdrawal> {
+        self.budget.try_withdraw()
+    }
+
     fn refund(&self, withdrawal: Withdrawal) {
         self.budget.refund(withdrawal);
     }

@@ -251,6 +251,11 @@ impl Budget for TokenBucket {
         self.allows_retry().then_some(Withdrawal::new(0))
     }
 
+    /// Always: the bucket refills only with successes, which a probe may bring.
+    fn try_probe(&self) -> Option<Withdrawal> {
+        Some(Withdrawal::new(0))
+    }
+
     fn balance(&self) -> i64 {
         // Failures that could still be retried: k with tokens - k > max / 2.
         let word = self.tokens.load(Ordering::Acquire);
