@@ -28,11 +28,19 @@
 //!   together lack healthy capacity: two primaries down with a healthy standby send every call
 //!   to the standby, not back to the primaries.
 //! * **Priority tiers** for active-passive failover ([`RouteBuilder::tier`]): traffic stays on
-//!   the lowest tier while its healthy capacity suffices and spills over as it degrades.
+//!   the lowest tier while its healthy capacity suffices and spills over as it degrades. A
+//!   retry whose failed endpoint is the only eligible one in the tier its call would go to
+//!   goes to the lowest other tier with an eligible endpoint instead, as Envoy's
+//!   `previous_priorities` retry plugin moves a retry to another priority: with a single
+//!   primary and a standby, a request the primary failed is retried on the standby at once,
+//!   not on the primary again until enough failures eject it. With no eligible endpoint in
+//!   any other tier, the retry goes back to the endpoint that failed.
 //! * **Picking**: weighted by health share, power of two choices on calls in flight (two
 //!   distinct endpoints while all are plainly healthy, as in tower's `p2c`), seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
-//!   eligible: the retry layer runs its attempts in an
+//!   eligible, in the same tier or, when the failed endpoint is the only eligible one there,
+//!   in another (see the tiers above); when none is, a retry on the same endpoint beats no
+//!   retry. The retry layer runs its attempts in an
 //!   [`attempt` scope](palisade_core::context::attempt) that the router reads and reports to
 //!   (see [Retries](#retries-and-the-attempt-context)).
 //! * **Discovery**: endpoints come and go through a tower [`Discover`](tower::discover::Discover)
@@ -44,14 +52,21 @@
 //! * **An endpoint whose readiness fails** (its `poll_ready` returns an error) has failed, not
 //!   the router: the error counts against that endpoint as a failed call of its class would
 //!   (toward its health and outlier ejection), its spent service is replaced by a fresh clone,
-//!   and the router picks again. When every pick of one `poll_ready` (as many as there are
-//!   endpoints) lands on an endpoint whose readiness fails, the router reports ready and the
-//!   call fails at once with [`NoHealthyEndpoint`] (no `retry_after`), as when nothing is
-//!   eligible; the next `poll_ready` picks afresh. The router's `poll_ready` never returns an
-//!   error: tower takes one as the end of the service, and a `Buffer` in front would fail every
-//!   later request even after the endpoints recovered. tower's `p2c::Balance` stays alive the
-//!   same way, but evicts the endpoint until discovery inserts it again; the router keeps it
-//!   and lets its health decide, since a fixed list has no discovery to bring it back.
+//!   and the router picks again. Within one `poll_ready`, an endpoint whose readiness failed
+//!   is not picked again while another endpoint is eligible (in its tier or, as for a retry,
+//!   another), so one pass tries every eligible endpoint before any twice, panic mode
+//!   included: there health is ignored, and picks free to repeat would land on the failing
+//!   endpoints again and again (with two of three failing, about three calls in ten would
+//!   fail). A retry's failed endpoint gives way first: when the only eligible endpoints left
+//!   are it and those whose readiness failed, the retry goes back to it. When every pick of one
+//!   `poll_ready` (as many as there are endpoints) lands on an endpoint whose readiness fails,
+//!   the router reports ready and the call fails at once with [`NoHealthyEndpoint`] (no
+//!   `retry_after`), as when nothing is eligible; the next `poll_ready` picks afresh. The
+//!   router's `poll_ready` never returns an error: tower takes one as the end of the service,
+//!   and a `Buffer` in front would fail every later request even after the endpoints
+//!   recovered. tower's `p2c::Balance` stays alive the same way, but evicts the endpoint until
+//!   discovery inserts it again; the router keeps it and lets its health decide, since a fixed
+//!   list has no discovery to bring it back.
 //! * **Live reconfiguration** ([`RouteHandle::reconfigure`]): a new [`RouteConfig`] reaches
 //!   every clone at its next `poll_ready`, keeping each endpoint's health, ejection, cool-down
 //!   and ramp; the [`RouteReconfigured`] result and a `tracing` event say what was reset.
@@ -139,7 +154,9 @@
 //! endpoint that failed the previous attempt of the request (`avoid`). The router reads it in
 //! three places:
 //!
-//! * `poll_ready` picks an endpoint other than `avoid` when another is eligible.
+//! * `poll_ready` picks an endpoint other than `avoid` when another is eligible, in another
+//!   tier when `avoid` is the only eligible endpoint of the tier the call would go to (see
+//!   the tiers above).
 //! * `call` reads it again (one thread-local read), for when `poll_ready` ran outside the
 //!   scope: behind a `tower::buffer::Buffer` or any boundary that polls the router ready on
 //!   another task, with the scope carried to `call` by the pair of layers in

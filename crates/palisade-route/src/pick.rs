@@ -14,9 +14,13 @@
 //! 5. **Tiers**: the lowest tier keeps what its healthy capacity allows and spills the rest to
 //!    the next ([`choose_tier`]); with no tier with weight, the endpoints cooling down after a
 //!    rate limit take the call as a last resort ([`last_resort`]), and with none of those
-//!    either the pick fails with the soonest return ([`retry_after`]).
-//! 6. **Draws**: two weighted draws in the tier ([`Draws`]), skipping the endpoint a retry
-//!    asked to avoid when another is eligible ([`skip`]); the less loaded wins
+//!    either the pick fails with the soonest return ([`retry_after`]). A pick that is to
+//!    [avoid](Avoid) every eligible endpoint of that tier (a retry's single failed primary)
+//!    goes to the lowest other tier with an eligible endpoint it need not avoid
+//!    ([`retry_tier`]).
+//! 6. **Draws**: two weighted draws in the tier ([`Draws`]), skipping the endpoints to avoid
+//!    (the one that failed a retried request, those whose readiness failed earlier in the
+//!    same `poll_ready`) when another is eligible ([`skip`]); the less loaded wins
 //!    ([`less_loaded`]). The draws may repeat an endpoint: drawn without replacement, the
 //!    pair of two endpoints would always be the same two, and load alone would decide
 //!    between an endpoint ramping up at a fifth of its share and a healthy one. Step 1's
@@ -379,20 +383,116 @@ pub(crate) fn retry_after(n: usize, get: impl Fn(usize) -> Slot, now: u64) -> Op
         .map(|back| Duration::from_millis(back - now))
 }
 
-/// The token to skip: `avoid` (the endpoint that failed this request's last attempt) when
-/// another endpoint is a candidate, none when it is the only one (a retry on the same endpoint
-/// beats no retry).
+/// What a pick steers away from while another endpoint is eligible: the endpoint that failed
+/// the last attempt of the request a retry sends again (by its token), and the endpoints whose
+/// readiness failed earlier in the same `poll_ready` (by position).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Avoid<'a> {
+    /// The token of the endpoint that failed the retried request's last attempt.
+    pub(crate) token: Option<u64>,
+    /// Positions whose readiness failed, one bit each (bit `i % 64` of word `i / 64`); empty
+    /// when none did.
+    pub(crate) not_ready: &'a [u64],
+}
+
+impl Avoid<'_> {
+    /// Nothing to avoid.
+    pub(crate) const NONE: Avoid<'static> = Avoid {
+        token: None,
+        not_ready: &[],
+    };
+
+    /// Avoids the endpoint with token `token`, if any.
+    pub(crate) fn token(token: Option<u64>) -> Avoid<'static> {
+        Avoid {
+            token,
+            not_ready: &[],
+        }
+    }
+
+    /// Whether there is nothing to avoid: the pick may take the no-scan path.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.token.is_none() && self.not_ready.is_empty()
+    }
+
+    /// Whether endpoint `i`, with token `token`, is to be avoided.
+    #[inline]
+    pub(crate) fn contains(&self, i: usize, token: u64) -> bool {
+        self.token == Some(token)
+            || self
+                .not_ready
+                .get(i / 64)
+                .is_some_and(|word| word & (1 << (i % 64)) != 0)
+    }
+
+    /// What the pick can avoid among the `n` endpoints: all of it while an `eligible`
+    /// endpoint is left besides; else only the endpoints whose readiness failed, while one is
+    /// left besides those (back to the retry's failed endpoint, which may well be ready,
+    /// rather than to an endpoint whose readiness just failed); else nothing.
+    pub(crate) fn within(
+        self,
+        n: usize,
+        eligible: impl Fn(usize) -> bool,
+        token: impl Fn(usize) -> u64,
+    ) -> Self {
+        let left = |avoid: &Avoid<'_>| (0..n).any(|i| eligible(i) && !avoid.contains(i, token(i)));
+        if self.is_empty() || left(&self) {
+            return self;
+        }
+        let not_ready = Avoid {
+            token: None,
+            ..self
+        };
+        if self.token.is_some() && !not_ready.is_empty() && left(&not_ready) {
+            return not_ready;
+        }
+        Avoid::NONE
+    }
+}
+
+/// Whether the draws skip the endpoints to `avoid`: when another candidate is left, not when
+/// every candidate is one to avoid (a retry on the same endpoint beats no retry).
 pub(crate) fn skip(
     n: usize,
     candidate: impl Fn(usize) -> bool,
     token: impl Fn(usize) -> u64,
-    avoid: Option<u64>,
-) -> Option<u64> {
-    avoid?;
-    let others = (0..n)
-        .filter(|&i| candidate(i) && Some(token(i)) != avoid)
-        .count();
-    if others > 0 { avoid } else { None }
+    avoid: Avoid<'_>,
+) -> bool {
+    !avoid.is_empty() && (0..n).any(|i| candidate(i) && !avoid.contains(i, token(i)))
+}
+
+/// The tier a call goes to: `chosen`, unless every eligible endpoint `chosen` could give it
+/// is one to `avoid` (the endpoint that failed the retried request, say) while another tier
+/// has an eligible endpoint not to avoid; then the lowest such tier. With none anywhere, the
+/// call stays on `chosen` and goes back to an endpoint it avoided ([`skip`]).
+///
+/// A retry sent back to the endpoint that just failed it, while a standby could take it,
+/// fails again for nothing: with a single primary, every retry of a request it failed would
+/// go to it until enough failures eject it (five in a row by default), which a caller sending
+/// one request at a time takes seconds to reach. Envoy's `previous_priorities` retry plugin
+/// makes the same move across priorities. A pick again after a readiness failure moves alike:
+/// a single primary whose readiness fails leaves the call to the standby.
+pub(crate) fn retry_tier(
+    n: usize,
+    chosen: u8,
+    tier: impl Fn(usize) -> u8,
+    eligible: impl Fn(usize) -> bool,
+    token: impl Fn(usize) -> u64,
+    avoid: Avoid<'_>,
+) -> u8 {
+    if avoid.is_empty() {
+        return chosen;
+    }
+    let other = |i: usize| eligible(i) && !avoid.contains(i, token(i));
+    if (0..n).any(|i| tier(i) == chosen && other(i)) {
+        return chosen;
+    }
+    (0..n)
+        .filter(|&i| other(i))
+        .map(&tier)
+        .min()
+        .unwrap_or(chosen)
 }
 
 /// Weighted draws among the eligible endpoints: each is drawn with probability its weight
@@ -457,8 +557,8 @@ pub(crate) fn two_choices(rng: &mut impl Rng, n: usize, load: impl Fn(usize) -> 
     less_loaded(a, b, load)
 }
 
-/// Picks an endpoint of `endpoints`: the steps of the [module](self) in order, avoiding the
-/// endpoint with token `avoid` when another is eligible. Allocates nothing.
+/// Picks an endpoint of `endpoints`: the steps of the [module](self) in order, steering away
+/// from what `avoid` names while another endpoint is eligible. Allocates nothing.
 ///
 /// `plain_at` is the router's epoch at which a scan last found every endpoint plainly
 /// healthy; `epoch` is the router's epoch as read before `endpoints` was brought up to date,
@@ -474,7 +574,7 @@ pub(crate) fn pick<E: AsRef<EndpointState>>(
     plain_at: &AtomicU64,
     rng: &mut impl Rng,
     epoch: Option<u64>,
-    avoid: Option<u64>,
+    avoid: Avoid<'_>,
     now: impl FnOnce() -> u64,
 ) -> Result<usize, NoHealthyEndpoint> {
     let n = endpoints.len();
@@ -482,7 +582,7 @@ pub(crate) fn pick<E: AsRef<EndpointState>>(
         return Err(NoHealthyEndpoint { retry_after: None });
     }
     // 1. Nothing changed since every endpoint was seen plainly healthy: no scan.
-    if avoid.is_none() && epoch.is_some_and(|e| plain_at.load(Ordering::Acquire) == e) {
+    if avoid.is_empty() && epoch.is_some_and(|e| plain_at.load(Ordering::Acquire) == e) {
         return Ok(two_choices(rng, n, |i| load(endpoints, i)));
     }
     scanning(endpoints, cfg, plain_at, rng, epoch, avoid, now())
@@ -501,7 +601,7 @@ fn scanning<E: AsRef<EndpointState>>(
     plain_at: &AtomicU64,
     rng: &mut impl Rng,
     epoch: Option<u64>,
-    avoid: Option<u64>,
+    avoid: Avoid<'_>,
     now: u64,
 ) -> Result<usize, NoHealthyEndpoint> {
     let n = endpoints.len();
@@ -516,7 +616,7 @@ fn scanning<E: AsRef<EndpointState>>(
             // If nothing happened during the scan, later picks can skip it.
             plain_at.store(epoch, Ordering::Release);
         }
-        if avoid.is_none() {
+        if avoid.is_empty() {
             return Ok(two_choices(rng, n, load));
         }
     }
@@ -562,11 +662,18 @@ fn scanning<E: AsRef<EndpointState>>(
             weight(s, panic(s))
         }
     };
+    let token = |i: usize| endpoints[i].as_ref().token;
+    let eligible = |i: usize| weigh(i) > 0.0;
+    let avoid = avoid.within(n, eligible, token);
+    let tier = retry_tier(n, tier, |i| get(i).tier, eligible, token, avoid);
     // 6. Two weighted draws in the tier, the less loaded wins.
     let candidate = |i: usize| get(i).tier == tier && weigh(i) > 0.0;
-    let token = |i: usize| endpoints[i].as_ref().token;
     let skip = skip(n, candidate, token, avoid);
-    let draws = Draws::new(n, |i| candidate(i) && Some(token(i)) != skip, weigh);
+    let draws = Draws::new(
+        n,
+        |i| candidate(i) && !(skip && avoid.contains(i, token(i))),
+        weigh,
+    );
     let a = draws.draw(rng);
     let b = draws.draw(rng);
     Ok(less_loaded(a, b, load))
@@ -932,11 +1039,109 @@ mod tests {
     fn a_retry_skips_the_failed_endpoint_unless_it_is_the_only_one() {
         let token = |i: usize| 10 + i as u64;
         let all = |_: usize| true;
-        assert_eq!(skip(3, all, token, None), None);
-        assert_eq!(skip(3, all, token, Some(11)), Some(11));
-        assert_eq!(skip(3, |i| i == 1, token, Some(11)), None, "the only one");
-        assert_eq!(skip(3, |i| i == 2, token, Some(11)), Some(11));
-        assert_eq!(skip(3, |_| false, token, Some(11)), None);
+        let avoid = Avoid::token(Some(11));
+        assert!(!skip(3, all, token, Avoid::NONE));
+        assert!(skip(3, all, token, avoid));
+        assert!(!skip(3, |i| i == 1, token, avoid), "the only one");
+        assert!(skip(3, |i| i == 2, token, avoid));
+        assert!(!skip(3, |_| false, token, avoid));
+    }
+
+    #[test]
+    fn what_to_avoid_covers_a_token_and_positions_whose_readiness_failed() {
+        assert!(Avoid::NONE.is_empty() && Avoid::token(None).is_empty());
+        let retry = Avoid::token(Some(11));
+        assert!(!retry.is_empty());
+        assert!(retry.contains(5, 11) && !retry.contains(1, 10));
+        // Positions 1, 64 and 129: a bit each, in the word of each.
+        let words = [1 << 1, 1, 1 << 1];
+        let unready = Avoid {
+            token: None,
+            not_ready: &words,
+        };
+        assert!(!unready.is_empty());
+        let marked = (0..200)
+            .filter(|&i| unready.contains(i, 0))
+            .collect::<Vec<_>>();
+        assert_eq!(marked, [1, 64, 129]);
+        // No words, no positions: nothing (a pass in which no readiness failed).
+        let clear = Avoid {
+            token: None,
+            not_ready: &[],
+        };
+        assert!(clear.is_empty() && !clear.contains(0, 0));
+    }
+
+    #[test]
+    fn what_a_pick_avoids_gives_way_so_that_an_eligible_endpoint_is_left() {
+        let token = |i: usize| 10 + i as u64;
+        let all = |_: usize| true;
+        // Endpoints 0 and 1 failed their readiness, the retry avoids 2.
+        let words = [0b011];
+        let both = Avoid {
+            token: Some(12),
+            not_ready: &words,
+        };
+        // Endpoint 3 is left: everything is avoided.
+        assert_eq!(both.within(4, all, token), both);
+        // Only the three: back to the retry's failed endpoint, not to an unready one.
+        let unready = Avoid {
+            token: None,
+            not_ready: &words,
+        };
+        assert_eq!(both.within(3, all, token), unready);
+        assert!(!both.within(3, all, token).contains(2, 12));
+        // Only the unready ones eligible: nothing is avoided.
+        assert_eq!(both.within(3, |i| i < 2, token), Avoid::NONE);
+        assert_eq!(unready.within(2, all, token), Avoid::NONE);
+        // A retry's failed endpoint alone: avoided while another is eligible.
+        let retry = Avoid::token(Some(11));
+        assert_eq!(retry.within(3, all, token), retry);
+        assert_eq!(retry.within(3, |i| i == 1, token), Avoid::NONE);
+        assert_eq!(Avoid::NONE.within(3, all, token), Avoid::NONE);
+    }
+
+    #[test]
+    fn a_retry_leaves_a_tier_whose_only_eligible_endpoint_failed_it() {
+        let token = |i: usize| 10 + i as u64;
+        let all = |_: usize| true;
+        let retry = |i: usize| Avoid::token(Some(token(i)));
+        let tiers = |t: &'static [u8]| move |i: usize| t[i];
+        // A single primary and a standby: the primary's retry goes to the standby.
+        let one = tiers(&[0, 1]);
+        assert_eq!(retry_tier(2, 0, one, all, token, retry(0)), 1);
+        // Nothing to avoid, or another endpoint failed: the chosen tier.
+        assert_eq!(retry_tier(2, 0, one, all, token, Avoid::NONE), 0);
+        assert_eq!(retry_tier(2, 0, one, all, token, retry(1)), 0);
+        assert_eq!(retry_tier(2, 0, one, all, token, Avoid::token(Some(99))), 0);
+        // Two primaries: the other primary takes it, in the chosen tier.
+        let two = tiers(&[0, 0, 1]);
+        assert_eq!(retry_tier(3, 0, two, all, token, retry(0)), 0);
+        // ... unless the other primary is not eligible.
+        assert_eq!(retry_tier(3, 0, two, |i| i != 1, token, retry(0)), 1);
+        // No other eligible endpoint anywhere: back to the chosen tier (and the failed one).
+        assert_eq!(retry_tier(2, 0, one, |i| i == 0, token, retry(0)), 0);
+        assert_eq!(retry_tier(1, 0, |_| 0, all, token, retry(0)), 0);
+        // The lowest other tier with an eligible endpoint; tiers need not be in order.
+        let spread = tiers(&[0, 5, 3, 2]);
+        assert_eq!(retry_tier(4, 0, spread, all, token, retry(0)), 2);
+        assert_eq!(retry_tier(4, 0, spread, |i| i != 3, token, retry(0)), 3);
+        // A call spilled to a standby whose only endpoint failed it goes back down.
+        assert_eq!(retry_tier(3, 1, two, all, token, retry(2)), 0);
+        // Endpoints whose readiness failed move the pick alike.
+        let words = [0b1];
+        let unready = Avoid {
+            token: None,
+            not_ready: &words,
+        };
+        assert_eq!(retry_tier(2, 0, one, all, token, unready), 1);
+        assert_eq!(retry_tier(3, 0, two, all, token, unready), 0);
+        let words = [0b11];
+        let unready = Avoid {
+            token: None,
+            not_ready: &words,
+        };
+        assert_eq!(retry_tier(3, 0, two, all, token, unready), 1);
     }
 
     #[test]
@@ -1008,36 +1213,71 @@ mod tests {
         let plain_at = AtomicU64::new(u64::MAX);
         let mut rng = rng();
         let none: [Arc<EndpointState>; 0] = [];
-        let err = pick(&none, &cfg, &plain_at, &mut rng, Some(0), None, no_clock);
+        let err = pick(
+            &none,
+            &cfg,
+            &plain_at,
+            &mut rng,
+            Some(0),
+            Avoid::NONE,
+            no_clock,
+        );
         assert_eq!(err.unwrap_err().retry_after, None);
 
         let eps = [state(0), state(0), state(0)];
         // A scan of plainly healthy endpoints marks the epoch it was given, and only then.
-        assert!(pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).is_ok());
+        assert!(pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).is_ok());
         assert_eq!(plain_at.load(Ordering::Relaxed), u64::MAX);
-        assert!(pick(&eps, &cfg, &plain_at, &mut rng, Some(4), None, || 0).is_ok());
+        assert!(pick(&eps, &cfg, &plain_at, &mut rng, Some(4), Avoid::NONE, || 0).is_ok());
         assert_eq!(plain_at.load(Ordering::Relaxed), 4);
         // At that epoch, no scan and no clock; at another, a scan.
         for _ in 0..100 {
-            assert!(pick(&eps, &cfg, &plain_at, &mut rng, Some(4), None, no_clock).is_ok());
+            assert!(
+                pick(
+                    &eps,
+                    &cfg,
+                    &plain_at,
+                    &mut rng,
+                    Some(4),
+                    Avoid::NONE,
+                    no_clock
+                )
+                .is_ok()
+            );
         }
         let mut now_read = false;
-        let _ = pick(&eps, &cfg, &plain_at, &mut rng, Some(5), None, || {
-            now_read = true;
-            0
-        });
+        let _ = pick(
+            &eps,
+            &cfg,
+            &plain_at,
+            &mut rng,
+            Some(5),
+            Avoid::NONE,
+            || {
+                now_read = true;
+                0
+            },
+        );
         assert!(now_read);
         // A retry avoids the endpoint that failed, plain health or not.
         let token = eps[1].token;
         for _ in 0..200 {
-            let i = pick(&eps, &cfg, &plain_at, &mut rng, Some(5), Some(token), || 0);
+            let i = pick(
+                &eps,
+                &cfg,
+                &plain_at,
+                &mut rng,
+                Some(5),
+                Avoid::token(Some(token)),
+                || 0,
+            );
             assert_ne!(i.unwrap(), 1);
         }
         // Consecutive failures eject before the scan: the endpoint gets no pick.
         fail(&eps[2], 5, 0);
         for _ in 0..200 {
             assert_ne!(
-                pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0),
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
                 Ok(2)
             );
         }
@@ -1046,9 +1286,137 @@ mod tests {
         eps[0].eject(&cfg, 0);
         let mut seen = [0; 3];
         for _ in 0..300 {
-            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap()] += 1;
+            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap()] += 1;
         }
         assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+    }
+
+    /// The endpoints that `runs` picks over `eps` land on, avoiding `avoid`, at `now`.
+    fn landed<E: AsRef<EndpointState>>(
+        eps: &[E],
+        cfg: &RouteConfig,
+        avoid: Avoid<'_>,
+        now: u64,
+        runs: usize,
+    ) -> Vec<usize> {
+        let plain_at = AtomicU64::new(u64::MAX);
+        let mut rng = rng();
+        let mut seen = vec![0; eps.len()];
+        for _ in 0..runs {
+            // With and without an epoch: through `pick` and straight through `scanning`.
+            let i = pick(eps, cfg, &plain_at, &mut rng, Some(0), avoid, || now).unwrap();
+            seen[i] += 1;
+            let i = scanning(eps, cfg, &plain_at, &mut rng, None, avoid, now).unwrap();
+            seen[i] += 1;
+        }
+        seen
+    }
+
+    #[test]
+    fn a_retry_of_a_single_primary_goes_to_the_standby() {
+        let cfg = RouteConfig::default();
+        let retry = |e: &Arc<EndpointState>| Avoid::token(Some(e.token));
+        // A single primary and a standby: first calls stay on the primary, its retries go to
+        // the standby.
+        let eps = [state(0), state(1)];
+        assert_eq!(landed(&eps, &cfg, Avoid::NONE, 0, 200), [400, 0]);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [0, 400]);
+        // Avoiding the standby (or an endpoint that is not there) changes nothing.
+        assert_eq!(landed(&eps, &cfg, retry(&eps[1]), 0, 200), [400, 0]);
+        assert_eq!(landed(&eps, &cfg, Avoid::token(Some(99)), 0, 200), [400, 0]);
+        // Two primaries: the retry stays in the primary tier, on the other one.
+        let eps = [state(0), state(0), state(1)];
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [0, 400, 0]);
+        // One primary degraded (half its share; the tier keeps 0.75 × 1.4 of the calls, all of
+        // them): its retries go to the healthy one.
+        fail(&eps[1], 3, 0);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[1]), 0, 200), [400, 0, 0]);
+        // The other primary ejected: the standby.
+        eps[0].eject(&cfg, 0);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[1]), 0, 200), [0, 0, 400]);
+        // No other eligible endpoint anywhere (the standby ejected): back to the primary, a
+        // retry on it beats none.
+        let eps = [state(0), state(1)];
+        eps[1].eject(&cfg, 0);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [400, 0]);
+        // Nor one cooling down after a rate limit, while the primary has weight.
+        let mut limited = Class::new(Category::RateLimited);
+        limited.retry_after = Some(Duration::from_secs(60));
+        let eps = [state(0), state(1)];
+        eps[1].on_failure(limited, &cfg, 0);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [400, 0]);
+        // Both cooling down (the last resort): the retry goes to the standby.
+        eps[0].on_failure(limited, &cfg, 0);
+        assert_eq!(landed(&eps, &cfg, Avoid::NONE, 0, 200), [400, 0]);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [0, 400]);
+    }
+
+    #[test]
+    fn in_panic_mode_a_retry_of_a_single_primary_goes_to_the_standby() {
+        let cfg = RouteConfig::default();
+        let retry = |e: &Arc<EndpointState>| Avoid::token(Some(e.token));
+        // Both ejected: no tier has weight, every tier panics and health is ignored; calls go
+        // to the primary, its retries to the standby.
+        let eps = [state(0), state(1)];
+        eps[0].eject(&cfg, 0);
+        eps[1].eject(&cfg, 0);
+        let mut cache = [Slot::default(); CACHED];
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        let get = |i: usize| scan.slot(&eps, &cfg, i, 0);
+        assert!(panicking(&cfg, 2, get, &scan).contains(0));
+        assert_eq!(landed(&eps, &cfg, Avoid::NONE, 0, 200), [400, 0]);
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [0, 400]);
+        // A panicking tier of two: the other primary.
+        let eps = [state(0), state(0), state(1)];
+        for e in &eps {
+            e.eject(&cfg, 0);
+        }
+        assert_eq!(landed(&eps, &cfg, retry(&eps[0]), 0, 200), [0, 400, 0]);
+    }
+
+    /// Avoids the positions marked in `words` and the endpoint with token `token`.
+    fn unready(words: &[u64], token: Option<u64>) -> Avoid<'_> {
+        Avoid {
+            token,
+            not_ready: words,
+        }
+    }
+
+    #[test]
+    fn a_pick_again_after_readiness_failures_avoids_them_while_another_is_eligible() {
+        let cfg = RouteConfig::default();
+        // All three ejected: panic mode, every endpoint weighs alike.
+        let eps = [state(0), state(0), state(0)];
+        for e in &eps {
+            e.eject(&cfg, 0);
+        }
+        assert_eq!(
+            landed(&eps, &cfg, unready(&[0b011], None), 0, 200),
+            [0, 0, 400]
+        );
+        assert_eq!(
+            landed(&eps, &cfg, unready(&[0b101], None), 0, 200),
+            [0, 400, 0]
+        );
+        // All three unready: any of them (a fresh clone of its service may be ready).
+        let seen = landed(&eps, &cfg, unready(&[0b111], None), 0, 300);
+        assert!(seen.iter().all(|n| *n > 100), "{seen:?}");
+        // Two unready and a retry avoiding the third: the retry goes back to the third, whose
+        // readiness did not fail, rather than to an unready one.
+        let third = Some(eps[2].token);
+        assert_eq!(
+            landed(&eps, &cfg, unready(&[0b011], third), 0, 200),
+            [0, 0, 400]
+        );
+        // One unready and a retry avoiding another: the one left.
+        assert_eq!(
+            landed(&eps, &cfg, unready(&[0b001], third), 0, 200),
+            [0, 400, 0]
+        );
+        // Across tiers: a single primary whose readiness failed leaves the call to the
+        // standby.
+        let eps = [state(0), state(1)];
+        assert_eq!(landed(&eps, &cfg, unready(&[0b01], None), 0, 200), [0, 400]);
     }
 
     #[test]
@@ -1067,7 +1435,17 @@ mod tests {
             (None, Some(u64::MAX), 4_700..5_300),
         ] {
             let idle = (0..9_000)
-                .filter(|_| pick(&eps, &cfg, &plain_at, &mut rng, epoch, avoid, || 0) == Ok(1))
+                .filter(|_| {
+                    pick(
+                        &eps,
+                        &cfg,
+                        &plain_at,
+                        &mut rng,
+                        epoch,
+                        Avoid::token(avoid),
+                        || 0,
+                    ) == Ok(1)
+                })
                 .count();
             assert!(expected.contains(&idle), "{idle}");
         }
@@ -1084,18 +1462,22 @@ mod tests {
         let eps = [state(0), state(1)];
         eps[0].eject(&cfg, 0);
         eps[1].eject(&cfg, 1_000);
-        let err = pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 500);
+        let err = pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 500);
         assert_eq!(
             err.unwrap_err().retry_after,
             Some(Duration::from_millis(29_500))
         );
         // The other tier is picked when the first has nothing.
         assert_eq!(
-            pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 30_000),
+            pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || {
+                30_000
+            }),
             Ok(0)
         );
         assert_eq!(
-            pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 30_500),
+            pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || {
+                30_500
+            }),
             Ok(0)
         );
         // Panic mode never sends to an endpoint cooling down.
@@ -1107,7 +1489,7 @@ mod tests {
         eps[1].eject(&cfg, 0);
         for _ in 0..100 {
             assert_eq!(
-                pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0),
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
                 Ok(1)
             );
         }
@@ -1145,14 +1527,14 @@ mod tests {
         }
         let mut seen = [0; 2];
         for _ in 0..3_000 {
-            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap()] += 1;
+            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap()] += 1;
         }
         assert!((1_850..2_150).contains(&seen[0]), "{seen:?}");
         // In panic mode, alike.
         cfg.panic_ratio = Some(0.5);
         let mut seen = [0; 2];
         for _ in 0..3_000 {
-            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap()] += 1;
+            seen[pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap()] += 1;
         }
         assert!((1_350..1_650).contains(&seen[0]), "{seen:?}");
         // One cooling down, one ejected, no panic mode: the one the server only paced.
@@ -1162,14 +1544,14 @@ mod tests {
         eps[1].on_failure(limited, &cfg, 0);
         for _ in 0..100 {
             assert_eq!(
-                pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0),
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
                 Ok(1)
             );
         }
         // Cooling down and ejected at once: nothing to send to, and when to look again
         // (the first one's ejection ends first).
         eps[1].eject(&cfg, 0);
-        let err = pick(&eps, &cfg, &plain_at, &mut rng, None, None, || 0).unwrap_err();
+        let err = pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap_err();
         assert_eq!(err.retry_after, Some(Duration::from_secs(30)));
         // A retry still avoids the endpoint that refused it where another is cooling too.
         let eps = [state(0), state(0)];
@@ -1179,7 +1561,15 @@ mod tests {
         let token = eps[0].token;
         for _ in 0..100 {
             assert_eq!(
-                pick(&eps, &cfg, &plain_at, &mut rng, None, Some(token), || 0),
+                pick(
+                    &eps,
+                    &cfg,
+                    &plain_at,
+                    &mut rng,
+                    None,
+                    Avoid::token(Some(token)),
+                    || 0
+                ),
                 Ok(1)
             );
         }

@@ -73,9 +73,12 @@ pub(crate) struct Shared<K> {
 /// fails at once with [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above
 /// can act. `poll_ready` never returns an error, which tower would take as the end of the
 /// router. An endpoint whose `poll_ready` fails counts that failure against its own health, as
-/// a failed call, gets a fresh clone of its service, and the router picks again; when every
-/// pick of one `poll_ready` lands on such an endpoint, the router reports ready and the call
-/// fails with [`NoHealthyEndpoint`], as when none is eligible (see the [crate docs](crate)).
+/// a failed call, gets a fresh clone of its service, and the router picks again, not that
+/// endpoint while another is eligible (in another tier if need be), so one `poll_ready` tries
+/// every eligible endpoint before any twice, in panic mode as well; when every pick of one
+/// `poll_ready` (as many as there are endpoints) lands on such an endpoint, the router reports
+/// ready and the call fails with [`NoHealthyEndpoint`], as when none is eligible (see the
+/// [crate docs](crate)).
 /// A discovery error does not fail `poll_ready` either: it is logged and the router keeps the
 /// endpoints it has (see [Discovery](crate#discovery)). `call` may send the request to another
 /// ready endpoint than the one `poll_ready` chose, when a retry's attempt context (only known
@@ -109,6 +112,11 @@ pub struct Route<D: Discover> {
     /// call goes to the instance's copy, so no call clones a service (tower's `Balance` owns
     /// its services the same way).
     services: Vec<D::Service>,
+    /// The endpoints whose readiness failed during the current `poll_ready`, one bit per
+    /// position in `endpoints`: that `poll_ready`'s next picks avoid them. Sized at the first
+    /// readiness failure (the failure path; it keeps its size), emptied when `endpoints`
+    /// changes, all clear between calls of `poll_ready`.
+    unready: Vec<u64>,
     /// The endpoint `poll_ready` chose, whose service in `services` is ready.
     ready: Option<usize>,
     /// The endpoint `poll_ready` chose that was not ready yet.
@@ -139,6 +147,7 @@ where
             seeds: AtomicU64::new(seed ^ 0xd1b5_4a32_d192_ed03),
             // Clones of the original's services: what its poll_ready reserved stays with it.
             services: self.services.clone(),
+            unready: Vec::new(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -289,6 +298,7 @@ where
             rng: SmallRng::seed_from_u64(config.seed),
             seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
             services: Vec::new(),
+            unready: Vec::new(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -380,6 +390,8 @@ where
             .collect();
         self.ready = ready;
         self.pending = pending;
+        // Positions in the old list mean nothing in the new one.
+        self.unready.clear();
         // Nothing was eligible in the old list; the new one gets a fresh pick.
         self.unavailable = None;
         self.endpoints = list;
@@ -390,15 +402,25 @@ where
 
 impl<D: Discover> Route<D> {
     /// Picks an endpoint: eligibility, ejections, panic mode, tiers, then power of two choices
-    /// weighted by health, avoiding the endpoint with token `avoid` when another is eligible
-    /// (see [`pick::pick`], which runs the steps; `epoch` and `now` as there).
+    /// weighted by health, avoiding the endpoint with token `avoid` and, if `unready`, the
+    /// endpoints whose readiness failed in this `poll_ready`, when another is eligible (see
+    /// [`pick::pick`], which runs the steps; `epoch` and `now` as there).
     #[inline]
     fn pick(
         &mut self,
         epoch: Option<u64>,
         avoid: Option<u64>,
+        unready: bool,
         now: impl FnOnce() -> u64,
     ) -> Result<usize, NoHealthyEndpoint> {
+        let avoid = if unready {
+            pick::Avoid {
+                token: avoid,
+                not_ready: &self.unready,
+            }
+        } else {
+            pick::Avoid::token(avoid)
+        };
         pick::pick(
             &self.endpoints,
             &self.config,
@@ -450,42 +472,57 @@ where
         let avoid = attempt::current().and_then(|a| a.avoid);
         let origin = self.shared.origin;
         let now = || ms_since(origin, Instant::now());
-        for _ in 0..self.endpoints.len().max(1) {
-            // An endpoint that was not ready last time keeps its place in line.
-            let i = match self.pending.take() {
-                Some(waiting) => waiting,
-                None => match self.pick(Some(epoch), avoid, now) {
-                    Ok(i) => i,
-                    Err(none) => {
-                        self.unavailable = Some(none);
-                        return Poll::Ready(Ok(()));
+        // Whether an endpoint's readiness failed in this pass (marked in `unready`).
+        let mut unready = false;
+        let poll = 'pass: {
+            for _ in 0..self.endpoints.len().max(1) {
+                // An endpoint that was not ready last time keeps its place in line.
+                let i = match self.pending.take() {
+                    Some(waiting) => waiting,
+                    None => match self.pick(Some(epoch), avoid, unready, now) {
+                        Ok(i) => i,
+                        Err(none) => {
+                            self.unavailable = Some(none);
+                            break 'pass Poll::Ready(Ok(()));
+                        }
+                    },
+                };
+                match self.services[i].poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.ready = Some(i);
+                        break 'pass Poll::Ready(Ok(()));
                     }
-                },
-            };
-            match self.services[i].poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.ready = Some(i);
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(e)) => {
-                    // The endpoint's failure, not the router's: counted against its health
-                    // and replaced by a fresh clone; the next pick may choose another one.
-                    self.not_ready(i, e.into());
-                    // The failure moved the epoch.
-                    epoch = self.sync().0;
-                }
-                Poll::Pending => {
-                    self.pending = Some(i);
-                    return Poll::Pending;
+                    Poll::Ready(Err(e)) => {
+                        // The endpoint's failure, not the router's: counted against its
+                        // health and replaced by a fresh clone. The next picks of this pass
+                        // avoid it while another endpoint is eligible: in panic mode, where
+                        // health is ignored, picks that may repeat would otherwise land on
+                        // the failing endpoints again and again.
+                        self.not_ready(i, e.into());
+                        self.mark_unready(i);
+                        unready = true;
+                        // The failure moved the epoch (and a discovery change clears the
+                        // marks, by position in the old list).
+                        epoch = self.sync().0;
+                    }
+                    Poll::Pending => {
+                        self.pending = Some(i);
+                        break 'pass Poll::Pending;
+                    }
                 }
             }
+            // Every endpoint this pass tried failed its readiness. That is no reason to fail
+            // `poll_ready`, which tower takes as the end of the router (a `Buffer` in front
+            // would fail every later request, even once the endpoints recover): as when
+            // nothing is eligible, this call fails at once and the next `poll_ready` picks
+            // afresh.
+            self.unavailable = Some(NoHealthyEndpoint { retry_after: None });
+            Poll::Ready(Ok(()))
+        };
+        if unready {
+            self.unready.fill(0);
         }
-        // Every endpoint this pass tried failed its readiness. That is no reason to fail
-        // `poll_ready`, which tower takes as the end of the router (a `Buffer` in front would
-        // fail every later request, even once the endpoints recover): as when nothing is
-        // eligible, this call fails at once and the next `poll_ready` picks afresh.
-        self.unavailable = Some(NoHealthyEndpoint { retry_after: None });
-        Poll::Ready(Ok(()))
+        poll
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -530,6 +567,16 @@ where
         self.services[i] = self.endpoints[i].service();
     }
 
+    /// Marks endpoint `i` as one whose readiness failed in this `poll_ready`.
+    #[cold]
+    fn mark_unready(&mut self, i: usize) {
+        let words = self.endpoints.len().div_ceil(64);
+        if self.unready.len() < words {
+            self.unready.resize(words, 0);
+        }
+        self.unready[i / 64] |= 1 << (i % 64);
+    }
+
     /// At `call`, when the attempt context says to avoid the reserved endpoint `i` (with token
     /// `avoid`): another eligible endpoint whose service is ready now, polled once with a no-op
     /// waker, if there is one. Allocates nothing.
@@ -544,7 +591,9 @@ where
         }
         let origin = self.shared.origin;
         let j = self
-            .pick(None, Some(avoid), || ms_since(origin, Instant::now()))
+            .pick(None, Some(avoid), false, || {
+                ms_since(origin, Instant::now())
+            })
             .ok()
             .filter(|&j| j != i)?;
         let mut cx = Context::from_waker(Waker::noop());

@@ -918,6 +918,76 @@ async fn an_endpoint_whose_readiness_keeps_failing_is_ejected_and_poll_ready_nev
     assert!(failed < 5, "{failed} calls failed");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_pass_tries_every_eligible_endpoint_before_one_whose_readiness_failed() {
+    // Three endpoints, two failing their readiness every time, one always ready, the
+    // defaults (seed included). Once the failing two are out, the one left is a third of the
+    // traffic: panic mode ignores health and spreads the picks over all three. A pass (as many
+    // picks as endpoints) whose picks could land on the failing two again and again failed
+    // about 30 % of calls.
+    let ok = Arc::new(AtomicUsize::new(0));
+    let never = Arc::new(AtomicUsize::new(usize::MAX));
+    let eps = [
+        refusing("a", &never),
+        refusing("b", &ok),
+        refusing("c", &never),
+    ];
+    let mut route = Route::new(eps);
+    let handle = route.handle();
+    let b = handle.status()[1].token;
+    let mut failed = 0;
+    for n in 0..3_000 {
+        // Every tenth call is a retry that avoids b, the only ready endpoint: it goes back to b
+        // rather than to an endpoint whose readiness failed.
+        let answer = if n % 10 == 9 {
+            let mut state = Attempt {
+                number: 2,
+                avoid: Some(b),
+            };
+            attempt_in(&mut route, &mut state)
+        } else {
+            call(&mut route).await
+        };
+        match answer {
+            Ok(name) => assert_eq!(name, "b"),
+            Err(err) => {
+                assert!(err.is::<NoHealthyEndpoint>(), "{err}");
+                failed += 1;
+            }
+        }
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    // a and c are out (one ejected, one failed by the health machine), so panic mode was on.
+    let st = handle.status();
+    for i in [0, 2] {
+        assert!(
+            st[i].ejected || st[i].state == HealthState::Failed,
+            "{st:?}"
+        );
+    }
+    assert_eq!(failed, 0, "{failed} of 3000 calls failed with b ready");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_whose_readiness_fails_leaves_the_call_to_the_standby() {
+    // A single primary whose readiness fails every time: the pass picks it first (a healthy
+    // tier keeps its calls), then, since it may not pick it again while the standby is
+    // eligible, the standby. Picks that could repeat it failed every call until its failures
+    // ejected it.
+    let ok = Arc::new(AtomicUsize::new(0));
+    let never = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut route = Route::builder([refusing("a", &never)])
+        .tier(1, [refusing("b", &ok)])
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        assert_eq!(call(&mut route).await.unwrap(), "b");
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    let st = route.handle().status();
+    assert!(st[0].ejected, "{st:?}");
+}
+
 /// An endpoint like [`endpoint`] that also logs when each call reaches it (ms since made).
 fn logged(name: &'static str, up: Arc<AtomicBool>, log: Arc<std::sync::Mutex<Vec<u64>>>) -> Svc {
     let start = tokio::time::Instant::now();
@@ -1684,6 +1754,69 @@ async fn with_one_eligible_endpoint_the_call_goes_to_the_reserved_one() {
     for _ in 0..20 {
         let reserved = reserve(&mut route);
         assert_eq!(call_avoiding(&mut route, reserved), "a");
+    }
+}
+
+/// One attempt of a request in the attempt scope `state`, as a retry layer runs it:
+/// `poll_ready`, `call` and the response future, each inside the scope; a failure the router
+/// reports lands in `state.avoid`.
+fn attempt_in<D>(route: &mut Route<D>, state: &mut Attempt) -> Result<&'static str, BoxError>
+where
+    D: tower::discover::Discover<Key = usize, Service = Svc> + Unpin,
+    D::Error: Into<BoxError>,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    attempt::scope(state, || {
+        assert!(matches!(route.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let mut fut = std::pin::pin!(route.call(()));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => unreachable!("endpoints answer at once"),
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_of_a_single_primary_goes_to_the_standby() {
+    // One primary that fails every call and a healthy standby; the caller sends one request
+    // at a time and retries each once. Until its failures eject it, the primary takes (most)
+    // first attempts; every retry of a request it failed goes to the standby, not back to it.
+    let alive = flags(2);
+    let ep = |i: usize| endpoint(NAMES[i], alive[i].clone(), "503 service unavailable");
+    let mut route = Route::builder([ep(0)]).tier(1, [ep(1)]).build().unwrap();
+    let handle = route.handle();
+    let primary = handle.status()[0].token;
+    alive[0].store(false, Ordering::SeqCst);
+    let mut retried = 0;
+    while !handle.status()[0].ejected {
+        let mut state = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        if let Ok(name) = attempt_in(&mut route, &mut state) {
+            // Spilled to the standby, once the primary is degraded.
+            assert_eq!(name, "b");
+            continue;
+        }
+        assert_eq!(state.avoid, Some(primary));
+        state.number = 2;
+        assert_eq!(attempt_in(&mut route, &mut state).unwrap(), "b");
+        retried += 1;
+    }
+    assert_eq!(retried, 5, "five failures in a row eject the primary");
+
+    // Behind a boundary: `poll_ready` outside the scope reserves the healthy primary, and a
+    // retry that avoids it, read at `call`, goes to the standby.
+    let mut route = Route::builder([up("a")])
+        .tier(1, [up("b")])
+        .build()
+        .unwrap();
+    let primary = route.handle().status()[0].token;
+    for _ in 0..20 {
+        assert_eq!(reserve(&mut route), primary);
+        assert_eq!(call_avoiding(&mut route, primary), "b");
+        // The primary stays reserved; the next first attempt goes to it.
+        assert_eq!(poll_now(route.call(())), "a");
     }
 }
 
