@@ -145,13 +145,15 @@ impl<K: Clone> RouteHandle<K> {
             .collect()
     }
 
-    /// Whether any endpoint can take traffic now (what a `/ready` endpoint answers). One
-    /// cooling down after a rate limit does not count, though calls still reach it when every
-    /// endpoint cools down.
+    /// Whether any endpoint can take traffic now (what a `/ready` endpoint answers): one not
+    /// ejected whose health allows it traffic. One cooling down after a rate limit counts:
+    /// calls still reach it when every endpoint cools down, and a rate limit is the server
+    /// pacing its callers, often one limit shared by every instance of a service, so reporting
+    /// it as not ready would take the whole fleet out of its load balancer at once.
     pub fn is_ready(&self) -> bool {
         self.status()
             .iter()
-            .any(|s| s.traffic_ratio > 0.0 && !s.ejected && !s.cooling_down)
+            .any(|s| s.traffic_ratio > 0.0 && !s.ejected)
     }
 }
 
@@ -303,14 +305,16 @@ mod tests {
         assert!(handle.is_ready());
         let cfg = RouteConfig::default();
         let states = handle.endpoints();
-        // One ejected, the other cooling down after a rate limit: nothing can take a call.
+        // One ejected, the other cooling down after a rate limit: the calls reach the one
+        // cooling down, at the pace its server sets, so still ready.
         states[0].1.eject(&cfg, 0);
         assert!(handle.is_ready());
         handle.report_failure(&1, Class::new(Category::RateLimited));
-        assert!(!handle.is_ready());
-        // The cool-down ends (1 s): ready again.
-        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(handle.status()[1].cooling_down);
         assert!(handle.is_ready());
+        // Both ejected: nothing can take a call.
+        states[1].1.eject(&cfg, 0);
+        assert!(!handle.is_ready());
         // Failed by its checks (no traffic, not ejected, not cooling): not ready either.
         let route = Route::new([endpoint()]);
         let handle = route.handle();

@@ -5,8 +5,9 @@
 //!
 //! - **components**: anything that can say whether it is healthy now — a breaker's
 //!   [`BreakerHandle`](palisade_breaker::BreakerHandle) (healthy while closed or bypassed), a
-//!   router's [`RouteHandle`](palisade_route::RouteHandle) (healthy while every endpoint is
-//!   healthy and serving), a switchboard's [`Feature`](palisade_fallback::Feature) (healthy
+//!   router's [`RouteHandle`](palisade_route::RouteHandle) (healthy while more than half its
+//!   endpoints serve: not ejected, allowed traffic by their health, a rate limit's cool-down
+//!   included), a switchboard's [`Feature`](palisade_fallback::Feature) (healthy
 //!   while on), or any closure through [`component_fn`] (an `ErrorStats` threshold, a queue
 //!   depth);
 //! - a **watch** ([`HealthMonitor::watch`]), a layer that counts the dependency's calls,
@@ -241,17 +242,28 @@ impl<K: Clone + Send + Sync + 'static> Component for palisade_route::RouteHandle
         "endpoints".to_owned()
     }
 
-    /// Healthy while every endpoint is healthy and none is ejected.
+    /// Healthy while more than half the endpoints serve: those not ejected whose health
+    /// allows them traffic. A router exists to ride out a bad endpoint, so one bad replica of
+    /// three is not an unhealthy dependency, nor is an endpoint ramping back after a failure;
+    /// losing half the fleet is. An endpoint cooling down after a rate limit serves: its 429s
+    /// are the server pacing its callers, and calls still reach it when every endpoint cools.
+    /// The detail counts the serving endpoints, and those ejected or cooling down.
     fn reading(&self) -> Reading {
         let status = self.status();
         let serving = status
             .iter()
-            .filter(|e| e.state == palisade_route::HealthState::Healthy && !e.ejected)
+            .filter(|e| !e.ejected && e.traffic_ratio > 0.0)
             .count();
-        Reading::new(
-            serving == status.len() && self.is_ready(),
-            format!("{serving} of {} endpoints healthy", status.len()),
-        )
+        let ejected = status.iter().filter(|e| e.ejected).count();
+        let cooling = status.iter().filter(|e| e.cooling_down).count();
+        let mut detail = format!("{serving} of {} endpoints serving", status.len());
+        if ejected > 0 {
+            detail.push_str(&format!(", {ejected} ejected"));
+        }
+        if cooling > 0 {
+            detail.push_str(&format!(", {cooling} cooling down after a rate limit"));
+        }
+        Reading::new(serving * 2 > status.len(), detail)
     }
 }
 

@@ -365,36 +365,60 @@ fn a_breaker_shows_as_a_breaker_under_its_own_name() {
 
 #[cfg(feature = "route")]
 #[tokio::test(start_paused = true)]
-async fn a_router_is_healthy_while_every_endpoint_is_healthy_and_serving() {
-    use palisade_route::Route;
+async fn a_router_is_healthy_while_more_than_half_its_endpoints_serve() {
+    use palisade_route::{HealthState, Route};
     let endpoint = service_fn(|_: ()| async { Ok::<_, BoxError>(()) });
-    let route = Route::new([endpoint, endpoint]);
+    let route = Route::new([endpoint, endpoint, endpoint]);
     let handle = route.handle();
     let monitor = HealthMonitor::new();
     monitor.add("tools", handle.clone());
-    let component =
-        |m: &HealthMonitor| m.check().dependency("tools").unwrap().components[0].clone();
+    let reading = |m: &HealthMonitor| {
+        let component = m.check().dependency("tools").unwrap().components[0].clone();
+        assert_eq!(
+            (component.kind, component.name.as_str()),
+            ("route", "endpoints")
+        );
+        component.reading
+    };
     assert_eq!(
-        component(&monitor),
-        ComponentSnapshot {
-            kind: "route",
-            name: "endpoints".into(),
-            reading: Reading::new(true, "2 of 2 endpoints healthy"),
+        reading(&monitor),
+        Reading::new(true, "3 of 3 endpoints serving")
+    );
+    // Endpoint 0 fails until its health allows it no traffic: one bad replica of three.
+    let fail = |key: usize| {
+        while handle.status()[key].traffic_ratio > 0.0 {
+            assert!(handle.report_failure(&key, Class::new(Category::ServerError)));
         }
+    };
+    fail(0);
+    assert_eq!(handle.status()[0].state, HealthState::Failed);
+    assert_eq!(
+        reading(&monitor),
+        Reading::new(true, "2 of 3 endpoints serving")
     );
-    // Endpoint 0 fails three times in a row: degraded (half its traffic), not ejected, and
-    // the router is still ready through endpoint 1.
-    for _ in 0..3 {
-        assert!(handle.report_failure(&0, Class::new(Category::ServerError)));
+    // A second: the fleet has lost more than half.
+    fail(1);
+    assert_eq!(
+        reading(&monitor),
+        Reading::new(false, "1 of 3 endpoints serving")
+    );
+    // A rate limit on every endpoint of a fresh router: the server paces its callers, and
+    // every endpoint still serves.
+    let route = Route::new([endpoint, endpoint, endpoint]);
+    let handle = route.handle();
+    let monitor = HealthMonitor::new();
+    monitor.add("tools", handle.clone());
+    for key in 0..3 {
+        let paced = Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2));
+        assert!(handle.report_failure(&key, paced));
     }
-    let status = handle.status();
+    assert!(handle.status().iter().all(|e| e.cooling_down));
     assert_eq!(
-        (status[0].state, status[0].ejected, handle.is_ready()),
-        (palisade_route::HealthState::Degraded, false, true)
-    );
-    assert_eq!(
-        component(&monitor).reading,
-        Reading::new(false, "1 of 2 endpoints healthy")
+        reading(&monitor),
+        Reading::new(
+            true,
+            "3 of 3 endpoints serving, 3 cooling down after a rate limit"
+        )
     );
 }
 
