@@ -6,7 +6,9 @@
 //! [`palisade::chaos`]: an outage, a bad replica, a rate limit, a latency spike, flapping, a
 //! brownout, a failover, a degraded upstream. The same traffic goes through several
 //! [stacks](stack::StackKind): none, a naive retry loop, tower's own layers, and palisade's
-//! preset. Runs take place on tokio's paused clock with seeded randomness, so a 40 s scenario
+//! preset. With [`Params::clients`](scenario::Params::clients) (`--clients N`) the traffic is
+//! closed loop instead: N clients, each sending its next request once the last is answered, as
+//! agents calling from a loop do. Runs take place on tokio's paused clock with seeded randomness, so a 40 s scenario
 //! takes a fraction of a second of real time and the same seed gives the same figures, byte for
 //! byte.
 //!

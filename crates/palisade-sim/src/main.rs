@@ -66,6 +66,11 @@ struct Args {
     /// The seed of every random choice.
     #[arg(long)]
     seed: Option<u64>,
+    /// Closed-loop traffic: this many clients, each sending its next request once its previous
+    /// one has its answer (no sooner than `clients / rate` seconds after it), as agents that
+    /// call from a loop do; the table then gives the requests each stack got to send.
+    #[arg(long, value_name = "N")]
+    clients: Option<usize>,
     /// Print the whole report as JSON instead of the table (with `--health`, the monitor's
     /// rows too, under `health`).
     #[arg(long)]
@@ -232,6 +237,9 @@ impl Args {
                 if let Some(v) = self.seed {
                     p.seed = v;
                 }
+                if self.clients.is_some() {
+                    p.clients = self.clients;
+                }
                 s.validate().map_err(|e| format!("scenario {kind}: {e}"))?;
                 Ok(s)
             })
@@ -385,8 +393,12 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
         outln!("{}", report.json().map_err(Failure::run)?);
     } else {
+        let traffic = match args.clients {
+            None => "open-loop traffic".to_owned(),
+            Some(n) => format!("closed-loop traffic from {n} clients"),
+        };
         outln!(
-            "palisade-sim: {} scenarios × {} stacks in virtual time, open-loop traffic, seeded\n",
+            "palisade-sim: {} scenarios × {} stacks in virtual time, {traffic}, seeded\n",
             scenarios.len(),
             stacks.len(),
         );

@@ -58,7 +58,14 @@ impl Report {
             "retried ms",
             "hint wait ms",
         ];
-        let mut rows = vec![header.map(str::to_owned).to_vec()];
+        // Closed loop: how many requests a stack got to send depends on how fast it answered.
+        let closed = self.scenarios.iter().any(|s| s.params.clients.is_some());
+        let mut header = header.map(str::to_owned).to_vec();
+        if closed {
+            header.insert(2, "sent".to_owned());
+        }
+        let columns = header.len();
+        let mut rows = vec![header];
         for f in &self.runs {
             // A run with no fault in it (`--fault-len 0`) has no figures "during the fault" and
             // nothing to detect: "-", not 0 % or "never".
@@ -78,7 +85,7 @@ impl Report {
                 (None, true) => "never".to_owned(),
                 (None, false) => "-".to_owned(),
             };
-            rows.push(vec![
+            let mut row = vec![
                 f.scenario.to_string(),
                 f.stack.to_string(),
                 pct(f.success),
@@ -96,9 +103,13 @@ impl Report {
                 opt(f.served, pct),
                 opt(f.retried_ms, |v| format!("{v:.0}")),
                 opt(f.hint_wait_ms, |v| format!("{v:.0}")),
-            ]);
+            ];
+            if closed {
+                row.insert(2, f.requests.to_string());
+            }
+            rows.push(row);
         }
-        let widths: Vec<usize> = (0..header.len())
+        let widths: Vec<usize> = (0..columns)
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut last_scenario = String::new();

@@ -1,6 +1,6 @@
 //! Running a scenario's traffic through a stack in virtual time.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use palisade::health::{DependencySnapshot, HealthMonitor};
 
 use crate::metrics::{self, Figures};
 use crate::record::{Log, Recorder};
-use crate::scenario::Scenario;
+use crate::scenario::{Params, Scenario};
 use crate::stack::{self, Client, StackKind};
 use crate::{Reply, Req};
 
@@ -164,6 +164,10 @@ async fn traffic(
     // a service that keeps running, instead of finding an idle upstream.
     let count = (p.duration.as_secs_f64() * p.rate).floor() as usize;
     let trailing = (p.deadline.as_secs_f64() * p.rate).ceil() as usize;
+    // Closed loop: each client may round its schedule up by one request, measured and
+    // trailing alike.
+    let slack = p.clients.unwrap_or(0);
+    let (count, trailing) = (count + slack, trailing + slack);
     let recorder = Recorder::new(epoch, count, trailing);
     let mut replicas = Vec::with_capacity(p.replicas);
     for i in 0..p.replicas {
@@ -177,12 +181,28 @@ async fn traffic(
         replicas.push(replica);
     }
     let client = stack::build(kind, scenario, replicas)?;
-    let mut tasks = Vec::with_capacity(count + trailing);
-    for id in 0..(count + trailing) as u64 {
+    match p.clients {
+        None => open_loop(p, epoch, &client, &recorder, count + trailing).await?,
+        Some(clients) => closed_loop(p, epoch, &client, &recorder, clients, count).await?,
+    }
+    // Attempts still in flight (a hang the stack never cut) end with the run.
+    drop(client);
+    Ok(recorder.finish())
+}
+
+/// Open loop: request `id` is sent at `id / rate`, whatever happened to the others.
+async fn open_loop(
+    p: &Params,
+    epoch: Instant,
+    client: &Client,
+    recorder: &Recorder,
+    requests: usize,
+) -> Result<(), BoxError> {
+    let mut tasks = Vec::with_capacity(requests);
+    for id in 0..requests as u64 {
         let at = epoch + Duration::from_secs_f64(id as f64 / p.rate);
         tokio::time::sleep_until(at).await;
-        let client = client.clone();
-        let recorder = recorder.clone();
+        let (client, recorder) = (client.clone(), recorder.clone());
         let deadline = p.deadline;
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
@@ -193,7 +213,49 @@ async fn traffic(
     for task in tasks {
         task.await?;
     }
-    // Attempts still in flight (a hang the stack never cut) end with the run.
-    drop(client);
-    Ok(recorder.finish())
+    Ok(())
+}
+
+/// Closed loop: `clients` clients, client `c` sending its first request at `c / rate`, then
+/// each next one once the previous one has its answer and no sooner than `clients / rate`
+/// after it. Requests sent before the run's end are numbered from 0 in the order they are
+/// sent; those sent in the deadline after it, unmeasured, from `measured` on.
+async fn closed_loop(
+    p: &Params,
+    epoch: Instant,
+    client: &Client,
+    recorder: &Recorder,
+    clients: usize,
+    measured: usize,
+) -> Result<(), BoxError> {
+    let end = epoch + p.duration;
+    let stop = end + p.deadline;
+    let gap = Duration::from_secs_f64(clients as f64 / p.rate);
+    let numbers = Arc::new((AtomicU64::new(0), AtomicU64::new(measured as u64)));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, recorder, numbers) = (client.clone(), recorder.clone(), numbers.clone());
+            let deadline = p.deadline;
+            let mut at = epoch + Duration::from_secs_f64(c as f64 / p.rate);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep_until(at).await;
+                    let sent = Instant::now();
+                    if sent >= stop {
+                        break;
+                    }
+                    let id = if sent < end { &numbers.0 } else { &numbers.1 };
+                    let id = id.fetch_add(1, Ordering::Relaxed);
+                    let answer =
+                        tokio::time::timeout(deadline, client.clone().oneshot(Req { id })).await;
+                    recorder.request(id, sent, matches!(answer, Ok(Ok(_))), answer.is_err());
+                    at = sent + gap;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
 }

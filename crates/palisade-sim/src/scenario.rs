@@ -96,6 +96,7 @@ impl ScenarioKind {
             hint: secs(1),
             seed: 1,
             noise: 0.0,
+            clients: None,
         };
         match self {
             ScenarioKind::Outage => base,
@@ -157,6 +158,9 @@ pub const FLAP_UP: Duration = secs(2);
 /// The most requests one run may send (measured and trailing).
 const MAX_REQUESTS: f64 = 5_000_000.0;
 
+/// The most clients a closed-loop run may have.
+pub const MAX_CLIENTS: usize = 10_000;
+
 /// The longest any of a scenario's durations may be.
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -203,6 +207,13 @@ pub struct Params {
     /// A background rate of upstream failures all run long, in `0..=1` (default 0): the
     /// ordinary noise of a real dependency, for the health monitor's false-alarm rate.
     pub noise: f64,
+    /// Closed-loop traffic instead of open-loop: this many clients, each sending its next
+    /// request only once its previous one has its answer (or gave up at its deadline), and no
+    /// sooner than `clients / rate` seconds after it, as an agent that calls its dependency
+    /// from a loop does. `None` (the default): open loop, each request at its time whatever
+    /// happened to the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<usize>,
 }
 
 impl Params {
@@ -240,6 +251,14 @@ impl Params {
         }
         if !(0.0..=1.0).contains(&self.noise) {
             return Err(ConfigError::new("noise", "must be within 0..=1"));
+        }
+        if let Some(clients) = self.clients
+            && !(1..=MAX_CLIENTS).contains(&clients)
+        {
+            return Err(ConfigError::new(
+                "clients",
+                format!("must be between 1 and {MAX_CLIENTS}"),
+            ));
         }
         for (field, value) in [
             ("deadline", self.deadline),
@@ -464,7 +483,13 @@ impl Scenario {
         if p.noise > 0.0 {
             chaos = chaos.fault(Fault::fail(unavailable).rate(p.noise));
         }
+        // A fault of no length (`--fault-len 0`, `--ramp 0`) is left out: its window would be
+        // empty, which chaos refuses as a schedule that never applies.
+        let faulty = start < end;
         match (self.kind, replica) {
+            _ if !faulty
+                && self.kind != ScenarioKind::RateLimit
+                && self.kind != ScenarioKind::Brownout => {}
             (ScenarioKind::Outage, _) | (ScenarioKind::BadReplica | ScenarioKind::Failover, 0) => {
                 chaos = chaos.fault(Fault::fail(unavailable).during(Schedule::window(start, end)));
             }
@@ -490,9 +515,13 @@ impl Scenario {
             }
             (ScenarioKind::Brownout, _) => {
                 let (ramp_start, ramp_end) = self.ramp();
-                chaos = chaos
-                    .fault(Fault::fail(unavailable).during(Schedule::window(start, ramp_start)))
-                    .capacity(
+                if start < ramp_start {
+                    chaos = chaos.fault(
+                        Fault::fail(unavailable).during(Schedule::window(start, ramp_start)),
+                    );
+                }
+                if ramp_start < ramp_end {
+                    chaos = chaos.capacity(
                         Capacity::ramp(
                             0.0,
                             p.capacity,
@@ -502,6 +531,7 @@ impl Scenario {
                         )
                         .during(Schedule::window(ramp_start, ramp_end)),
                     );
+                }
             }
             (ScenarioKind::Degraded, _) => {
                 let during = Schedule::window(start, end);
@@ -600,6 +630,11 @@ mod tests {
         assert_eq!(field(&|p| p.noise = 1.0), none);
         assert_eq!(field(&|p| p.noise = 1.5), is("noise"));
         assert_eq!(field(&|p| p.noise = -0.1), is("noise"));
+        // clients: a count, when closed loop.
+        assert_eq!(field(&|p| p.clients = Some(1)), none);
+        assert_eq!(field(&|p| p.clients = Some(MAX_CLIENTS)), none);
+        assert_eq!(field(&|p| p.clients = Some(0)), is("clients"));
+        assert_eq!(field(&|p| p.clients = Some(MAX_CLIENTS + 1)), is("clients"));
         // deadline, attempt timeout and latency: each above 0 and at most an hour.
         let over = secs(3600) + Duration::from_millis(1);
         assert_eq!(field(&|p| p.deadline = Duration::ZERO), is("deadline"));

@@ -110,6 +110,10 @@ fn bad_arguments_exit_2_with_the_reason() {
             &["--rate", "100000", "--duration", "100"][..],
             "at most 5000000 requests",
         ),
+        (
+            &["--clients", "0"][..],
+            "`clients` must be between 1 and 10000",
+        ),
     ] {
         let out = exits(2, args);
         let stderr = text(&out.stderr);
@@ -435,4 +439,38 @@ fn a_closed_output_pipe_ends_the_program_quietly() {
         assert!(out.status.success(), "{args:?}: {out:?}");
         assert_eq!(text(&out.stderr), "", "{args:?}");
     }
+}
+
+#[test]
+fn closed_loop_traffic_says_so_and_counts_what_each_stack_sent() {
+    let mut args = SHORT.to_vec();
+    args.extend(["--clients", "2", "--rate", "10"]);
+    let out = exits(0, &args);
+    let table = text(&out.stdout);
+    assert!(
+        table.starts_with(
+            "palisade-sim: 1 scenarios × 4 stacks in virtual time, closed-loop traffic from 2 clients, seeded"
+        ),
+        "{table}"
+    );
+    let header = table.lines().nth(2).unwrap();
+    assert!(
+        header.starts_with("scenario  stack     sent  ok %"),
+        "{header}"
+    );
+    // `none` answers every request at once, failed or not: its clients send at the rate,
+    // 10 a second for 20 s; naive holds its callers through the outage with its retries.
+    let sent = |stack: &str| -> usize {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(stack))
+            .unwrap();
+        row.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(sent("none"), 200);
+    assert!(sent("naive") < 200, "{table}");
+    // Open loop, the default, has no such column.
+    let out = exits(0, &SHORT);
+    let header = text(&out.stdout).lines().nth(2).unwrap().to_owned();
+    assert!(header.starts_with("scenario  stack     ok %"), "{header}");
 }
