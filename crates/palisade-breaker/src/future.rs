@@ -48,6 +48,13 @@ impl Guard {
         }
     }
 
+    /// Whether the breaker is still in the state that admitted this call (see
+    /// [`Core::admitted_as`](crate::state::Core::admitted_as)).
+    #[inline]
+    pub(crate) fn current(&self) -> bool {
+        self.stripe.shared.core.admitted_as(self.ticket)
+    }
+
     /// The call starts now.
     #[inline]
     pub(crate) fn start(&mut self) {
@@ -191,6 +198,10 @@ pin_project! {
             // Taken when the future completes, so the error gets the breaker's name by move.
             refused: Option<Refused>,
         },
+        Failed {
+            // The inner service's readiness error, for a call decided again at `call`.
+            error: Option<BoxError>,
+        },
         Done,
     }
 }
@@ -209,6 +220,17 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Rejected {
                 refused: Some(refused),
             },
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Fails with the inner service's error (its `poll_ready` failed for a call admitted at
+    /// `call`; see `Breaker::call`).
+    #[cold]
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture {
+            kind: Kind::Failed { error: Some(error) },
         }
     }
 }
@@ -246,6 +268,9 @@ where
                     refused.state,
                     refused.retry_after_ms.map(Duration::from_millis),
                 )) as BoxError)
+            }
+            KindProj::Failed { error } => {
+                Err(error.take().expect("an error is taken once, then Done"))
             }
             KindProj::Done => polled_after_completion(),
         };

@@ -66,7 +66,8 @@ impl Shared {
 
 /// Manual control and metrics of one breaker. Cheap to clone.
 ///
-/// Operator actions take effect at once for every service sharing the breaker:
+/// Operator actions take effect at once for every service sharing the breaker, including a
+/// call already polled ready and not yet made (see the crate docs' *Readiness*):
 /// [`isolate`](Self::isolate) forces it open (rejecting) until [`close`](Self::close) or
 /// [`reset`](Self::reset); [`bypass`](Self::bypass) lets everything through while still
 /// counting, until [`close`](Self::close) or [`reset`](Self::reset).

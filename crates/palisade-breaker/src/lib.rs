@@ -39,7 +39,7 @@
 //!   reopens it, and so does a slow probe when the breaker trips on a
 //!   [slow-call rate](BreakerConfig::slow_call_rate).
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
-//!   events (target `palisade_breaker`) and through [`Listener`]s.
+//!   events (target `palisade_breaker`; see *Logging*) and through [`Listener`]s.
 //! * **Live reconfiguration** ([`BreakerHandle::reconfigure`], [`KeyedHandle::reconfigure`]):
 //!   a new [`BreakerConfig`] takes effect for every service sharing the breaker, keeping its
 //!   state, open period, back-off, failure streak and (when the window is the same) its
@@ -95,19 +95,56 @@
 //! the service is dropped first. A `call` without a successful `poll_ready` panics, and so does
 //! a response future polled after it completed (see [`Breaker`]'s *Panics*).
 //!
+//! What `poll_ready` decided holds only while the breaker stays as it was. If it has moved
+//! since (an operator isolated, tripped or closed it, another clone's probe closed it, it
+//! tripped, its open period ended), the call is decided again as the breaker stands at `call`:
+//! an admission made while closed is refused once the breaker is isolated or open, and a
+//! refusal made while open no longer stands once it closes. A `poll_ready` repeated before the
+//! call decides again a refusal that went stale, and an admission that went stale while the
+//! service is not ready: a caller waiting for the service is ready at once, to fail fast, when
+//! polled after the breaker was isolated.
+//!
+//! A call admitted again at `call` after a refusal was never polled for by `poll_ready` (the
+//! breaker was refusing it): the breaker asks the service once, without waiting, whether it is
+//! ready, and if not the call fails with a [`CircuitOpen`] whose `retry_after` is zero (retry
+//! now). A refusal counts as a rejection (in the metrics, and as an [`Event::Rejected`]) when
+//! a call is failed with it, not when `poll_ready` decided it.
+
 //! # Clone
 //! Every service a layer makes, and every clone, shares one breaker.
 //!
 //! # Errors
 //! [`CircuitOpen`] when rejected, naming the breaker that refused and the time left before it
 //! probes (`circuit 'llm' open, retry in 480 ms`); otherwise the inner service's error,
-//! unchanged, as a `BoxError`. The breaker's `tracing` events (target `palisade_breaker`) carry
-//! its name in a `breaker` field.
+//! unchanged, as a `BoxError`.
+//!
+//! # Logging
+//! The breaker's `tracing` events (target `palisade_breaker`) carry its name in a `breaker`
+//! field. An outage writes two lines above `DEBUG`, however long it lasts:
+//!
+//! | Level | Message | When, and its fields |
+//! |---|---|---|
+//! | `WARN` | `circuit opened` | the breaker trips while closed: `open_ms`, the open period |
+//! | `INFO` | `circuit closed` | its probes close it: `open_ms`, how long since it first opened; `failed_probes`, how many probes failed (or timed out) meanwhile |
+//! | `DEBUG` | `circuit re-opened: a probe failed` | each failed probe while the outage goes on: `open_ms`, the grown period; `reopens`, how many so far |
+//! | `DEBUG` | `half-open probe timed out: counted as failed` | a probe held its slot for [`probe_timeout`](BreakerConfig::probe_timeout) |
+//! | `DEBUG` | `circuit state changed` | every transition: `from`, `to` |
+//!
+//! An operator's actions are one `INFO` line each: `circuit state set by hand` (`from`, `to`)
+//! for [`isolate`](BreakerHandle::isolate), [`close`](BreakerHandle::close),
+//! [`bypass`](BreakerHandle::bypass) and [`reset`](BreakerHandle::reset), and
+//! `circuit tripped by hand` for [`trip`](BreakerHandle::trip). A parent breaker that opens
+//! says so once more at `INFO` through [`KeyedHandle::propagate`] (`parent opened: tripping
+//! its children`); when it re-opens after a failed probe, it trips its half-open children again
+//! at `DEBUG` (`parent re-opened: tripping its children again`, and `circuit tripped again by
+//! hand` for each child). A reconfiguration is one `INFO` line, `breaker reconfigured`.
+//! Metrics and [`Listener`]s hear every transition and rejection whatever the log level.
 //!
 //! # Performance
 //! The closed happy path takes no lock, allocates nothing, boxes nothing and reads no clock
 //! unless a rule needs durations: an atomic load to
-//! admit, a reference count taken for the call's guard (on a counter striped per service
+//! admit (and a relaxed one at `call`, to see that the breaker has not moved since), a
+//! reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner
 //! future plus 24 bytes. A count window (the default) costs a success three shared loads

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use palisade_core::BoxError;
 use tower_service::Service;
@@ -11,14 +11,14 @@ use crate::future::{Guard, ResponseFuture, outcome_of};
 use palisade_core::stripe::Stripe;
 
 use crate::handle::{BreakerHandle, Lane, Stripes};
-use crate::state::Refused;
+use crate::state::{Refusal, Refused};
 
 /// Guards a service with a circuit breaker; see the [crate docs](crate).
 ///
 /// # Panics
 /// `poll_ready` decides whether the next call is admitted and reserves what admitting it takes
-/// (a half-open probe slot, held until the call ends; or the refusal the call will return).
-/// Calling `call` without a `poll_ready` that returned `Ready(Ok(()))` since the previous
+/// (a half-open probe slot, held until the call ends; or the refusal the call will return,
+/// unless the breaker moves before the call: see the crate docs' *Readiness*). Calling `call` without a `poll_ready` that returned `Ready(Ok(()))` since the previous
 /// `call` panics (`` `Breaker::call` without a successful `poll_ready` ``), as tower's own
 /// services that reserve capacity in `poll_ready` do; [`ServiceExt::ready`] and `oneshot` do
 /// it right. A reservation that no call uses is given back when the service is dropped. The
@@ -31,8 +31,9 @@ pub struct Breaker<S> {
     /// This instance's stripe (see [`Stripes`]).
     stripe: Arc<Stripe<Lane>>,
     /// What `poll_ready` decided for the next call. An admission holds a [`Guard`], so a
-    /// reserved probe slot that no call uses is given back when it is dropped.
-    slot: Option<Result<Guard, Refused>>,
+    /// reserved probe slot that no call uses is given back when it is dropped; a refusal is
+    /// counted as a rejection only when a call is failed with it.
+    slot: Option<Result<Guard, Refusal>>,
 }
 
 impl<S: Clone> Clone for Breaker<S> {
@@ -84,10 +85,110 @@ impl<S> Breaker<S> {
     }
 
     #[inline]
-    fn decide(&self) -> Result<Guard, Refused> {
+    fn decide(&self) -> Result<Guard, Refusal> {
         let shared = &self.stripe.shared;
-        let ticket = shared.core.admit(|| shared.now_ms())?;
+        let ticket = shared.core.decide(|| shared.now_ms())?;
         Ok(Guard::reserve(self.stripe.clone(), ticket))
+    }
+
+    /// A refusal reserved by an earlier `poll_ready`, polled again: decided again if the
+    /// breaker moved since.
+    #[cold]
+    #[inline(never)]
+    fn recheck(&mut self) {
+        let shared = &self.stripe.shared;
+        if let Some(Err(refusal)) = &mut self.slot
+            && !shared.core.still_refuses(refusal, || shared.now_ms())
+        {
+            self.slot = Some(self.decide());
+        }
+    }
+}
+
+impl<S> Breaker<S> {
+    /// The inner service is not ready for an admitted call. If the breaker moved since the
+    /// admission (an operator isolated it, say), the call is decided again: refused, it is
+    /// ready at once, to fail fast instead of waiting for a service it will not call.
+    #[cold]
+    #[inline(never)]
+    fn pending(&mut self) -> Poll<Result<(), BoxError>> {
+        if let Some(Ok(guard)) = &self.slot
+            && !guard.current()
+        {
+            // The stale admission goes first: a probe slot it holds is from a period now over.
+            self.slot = None;
+            let decision = self.decide();
+            if self.slot.get_or_insert(decision).is_err() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Fails a call with a refusal, counted now as a rejection.
+    fn reject<F>(&self, refused: Refused) -> ResponseFuture<F> {
+        ResponseFuture::rejected(self.stripe.shared.core.reject(refused))
+    }
+
+    /// `call` with an admission reserved in a state the breaker has left since (an operator
+    /// isolated it, a probe closed it, it tripped): the call is decided again, as it stands
+    /// now. The inner service was polled ready, so a new admission calls it.
+    #[cold]
+    #[inline(never)]
+    fn call_moved<Req>(&mut self, req: Req, stale: Guard) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+    {
+        // Given back first: a probe slot it holds belongs to a half-open period that is over.
+        drop(stale);
+        match self.decide() {
+            Ok(guard) => ResponseFuture::admitted(self.inner.call(req), guard),
+            Err(refusal) => self.reject(refusal.refused),
+        }
+    }
+
+    /// `call` with a refusal reserved: it stands unless the breaker moved since, in which case
+    /// the call is decided again. The inner service was not polled for a refused call, so a
+    /// new admission asks it once whether it is ready (without waiting: the caller was told
+    /// the call would not wait).
+    #[cold]
+    #[inline(never)]
+    fn call_refused<Req>(&mut self, req: Req, mut refusal: Refusal) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let shared = &self.stripe.shared;
+        if shared.core.still_refuses(&mut refusal, || shared.now_ms()) {
+            return self.reject(refusal.refused);
+        }
+        let mut guard = match self.decide() {
+            Ok(guard) => guard,
+            Err(refusal) => return self.reject(refusal.refused),
+        };
+        match self
+            .inner
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => ResponseFuture::admitted(self.inner.call(req), guard),
+            Poll::Ready(Err(e)) => {
+                let e: BoxError = e.into();
+                guard.finish(outcome_of(&e));
+                ResponseFuture::failed(e)
+            }
+            Poll::Pending => {
+                // The breaker would admit the call now, but the service is not ready for it:
+                // it fails with the refusal reserved, to be retried at once (a refusal by an
+                // operator who has since closed the breaker no longer stands: it says open).
+                drop(guard);
+                let mut refused = refusal.refused;
+                if refused.state == crate::State::Isolated {
+                    refused.state = crate::State::Open;
+                }
+                refused.retry_after_ms = Some(0);
+                self.reject(refused)
+            }
+        }
     }
 }
 
@@ -102,10 +203,15 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.slot.is_none() {
-            // `get_or_insert`: nothing to drop in a slot known to be empty.
-            let decision = self.decide();
-            self.slot.get_or_insert(decision);
+        match self.slot {
+            None => {
+                // `get_or_insert`: nothing to drop in a slot known to be empty.
+                let decision = self.decide();
+                self.slot.get_or_insert(decision);
+            }
+            Some(Ok(_)) => {}
+            // Polled again: a refusal stands only while the breaker has not moved.
+            Some(Err(_)) => self.recheck(),
         }
         if matches!(self.slot, Some(Err(_))) {
             // Open: ready at once, and the call fails fast (the `LoadShed` shape).
@@ -113,7 +219,7 @@ where
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => self.pending(),
             Poll::Ready(Err(e)) => {
                 let e: BoxError = e.into();
                 if let Some(Ok(mut guard)) = self.slot.take() {
@@ -130,8 +236,10 @@ where
             panic!("`Breaker::call` without a successful `poll_ready`: call `poll_ready` first");
         };
         match slot {
-            Ok(guard) => ResponseFuture::admitted(self.inner.call(req), guard),
-            Err(refused) => ResponseFuture::rejected(refused),
+            // Admitted, and the breaker has not moved since: the happy path.
+            Ok(guard) if guard.current() => ResponseFuture::admitted(self.inner.call(req), guard),
+            Ok(guard) => self.call_moved(req, guard),
+            Err(refusal) => self.call_refused(req, refusal),
         }
     }
 }

@@ -73,7 +73,7 @@ impl Ticket {
     }
 
     #[inline]
-    const fn generation(self) -> u64 {
+    pub(crate) const fn generation(self) -> u64 {
         self.0 >> 1
     }
 
@@ -92,6 +92,16 @@ pub(crate) struct Refused {
     pub(crate) retry_after_ms: Option<u64>,
     /// The name of the breaker that refused (a reference count, not a copy).
     pub(crate) breaker: Arc<str>,
+}
+
+/// A refusal decided ([`Core::decide`]) and not yet delivered: a service reserves it in
+/// `poll_ready` and fails the call with it at `call`, counting it as a rejection only then
+/// ([`Core::reject`]), and only if it still stands ([`Core::still_refuses`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) refused: Refused,
+    /// The state word the refusal was decided on: the breaker has moved since when it differs.
+    word: u64,
 }
 
 /// How a call ended, as far as the breaker cares.
@@ -226,6 +236,9 @@ pub(crate) struct Core {
     open_until: AtomicU64,
     /// When the current state was entered, ms since origin.
     entered: AtomicU64,
+    /// When the breaker last opened from closed (or bypassed), ms since origin: the start of
+    /// the outage its close reports (written on transitions only).
+    opened: AtomicU64,
     reopens: AtomicU32,
     consecutive: AtomicU32,
     /// Whether the dependency has answered a call since the breaker was made: a success
@@ -291,6 +304,7 @@ impl Core {
             word: AtomicU64::new(pack(0, State::Closed)),
             open_until: AtomicU64::new(0),
             entered: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
             reopens: AtomicU32::new(0),
             consecutive: AtomicU32::new(0),
             answered: AtomicBool::new(false),
@@ -339,9 +353,18 @@ impl Core {
         from_code(self.word.load(Ordering::Acquire))
     }
 
-    /// Admits a call or refuses it. `now` is read only when the state needs it.
+    /// Admits a call or refuses it, counting a refusal as a rejection at once. `now` is read
+    /// only when the state needs it.
     #[inline]
     pub(crate) fn admit(&self, now: impl Fn() -> u64) -> Result<Ticket, Refused> {
+        self.decide(now)
+            .map_err(|refusal| self.reject(refusal.refused))
+    }
+
+    /// Admits a call or decides to refuse it, without counting the refusal: see [`Refusal`].
+    /// `now` is read only when the state needs it.
+    #[inline]
+    pub(crate) fn decide(&self, now: impl Fn() -> u64) -> Result<Ticket, Refusal> {
         loop {
             let word = self.word.load(Ordering::Acquire);
             let generation = word >> 3;
@@ -350,7 +373,9 @@ impl Core {
                     if self.quiet.load(Ordering::Relaxed) & QUIET_ADMIT == 0 {
                         match self.throttled(word, &now) {
                             Throttled::No => {}
-                            Throttled::Refused => return Err(self.refuse(State::Closed, None)),
+                            Throttled::Refused => {
+                                return Err(self.refusal(word, State::Closed, None));
+                            }
                             // Open now (or moved on meanwhile): judged again as it stands.
                             Throttled::Tripped => continue,
                         }
@@ -360,12 +385,12 @@ impl Core {
                 State::Bypassed => {
                     return Ok(Ticket::new(generation, false));
                 }
-                State::Isolated => return Err(self.refuse(State::Isolated, None)),
+                State::Isolated => return Err(self.refusal(word, State::Isolated, None)),
                 State::Open => {
                     let now = now();
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.refuse(State::Open, Some(until - now)));
+                        return Err(self.refusal(word, State::Open, Some(until - now)));
                     }
                     // The open period is over: the first caller to see it starts probing.
                     self.transition(word, State::HalfOpen, now);
@@ -413,7 +438,7 @@ impl Core {
                     let hint =
                         Duration::try_from_secs_f64(live.cfg.open_duration.as_secs_f64() * spread)
                             .map_or(u64::MAX, millis);
-                    return Err(self.refuse(State::HalfOpen, Some(hint)));
+                    return Err(self.refusal(word, State::HalfOpen, Some(hint)));
                 }
             }
         }
@@ -505,7 +530,8 @@ impl Core {
     #[inline(never)]
     fn probes_timed_out(&self, word: u64, now: u64, cfg: &BreakerConfig) {
         if self.trip(word, None, now, true) {
-            tracing::warn!(
+            // A failed probe, as quiet as the others (the re-opening says so at `DEBUG`).
+            tracing::debug!(
                 target: "palisade_breaker",
                 breaker = %self.name,
                 probe_timeout_ms = millis(cfg.probe_timeout),
@@ -514,15 +540,60 @@ impl Core {
         }
     }
 
-    fn refuse(&self, state: State, retry_after_ms: Option<u64>) -> Refused {
-        self.rejections.fetch_add(1, Ordering::Relaxed);
-        palisade_core::metrics::breaker_rejected(&self.name, state.as_str());
-        self.emit(Event::Rejected { state });
-        Refused {
-            state,
-            retry_after_ms,
-            breaker: self.name.clone(),
+    /// A refusal in `state`, decided on `word`, not counted yet.
+    fn refusal(&self, word: u64, state: State, retry_after_ms: Option<u64>) -> Refusal {
+        Refusal {
+            refused: Refused {
+                state,
+                retry_after_ms,
+                breaker: self.name.clone(),
+            },
+            word,
         }
+    }
+
+    /// Counts a refusal as a rejection (the counter, the metric, the listeners' event) as a
+    /// call is failed with it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reject(&self, refused: Refused) -> Refused {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        palisade_core::metrics::breaker_rejected(&self.name, refused.state.as_str());
+        self.emit(Event::Rejected {
+            state: refused.state,
+        });
+        refused
+    }
+
+    /// Whether a refusal decided earlier still stands: the breaker has not moved since (no
+    /// transition, and an open period not over yet, whose time left is then brought up to
+    /// date in `refusal`). When it does not, the call must be decided again. Reads the clock
+    /// only for a refusal made while open.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn still_refuses(&self, refusal: &mut Refusal, now: impl Fn() -> u64) -> bool {
+        if self.word.load(Ordering::Acquire) != refusal.word {
+            return false;
+        }
+        if refusal.refused.state == State::Open {
+            // Nobody may have looked since the open period ended: the state word still says
+            // Open, but the next call is a probe.
+            let now = now();
+            let until = self.open_until.load(Ordering::Acquire);
+            if now >= until {
+                return false;
+            }
+            refusal.refused.retry_after_ms = Some(until - now);
+        }
+        true
+    }
+
+    /// Whether the breaker is still in the state (the same generation of it) that admitted
+    /// `ticket`: one relaxed load, so a call whose admission went stale between `poll_ready`
+    /// and `call` is decided again.
+    #[inline]
+    pub(crate) fn admitted_as(&self, ticket: Ticket) -> bool {
+        self.word.load(Ordering::Relaxed) >> 3 == ticket.generation()
     }
 
     /// How much longer the breaker rejects calls if left alone: the time left in its open
@@ -761,35 +832,61 @@ impl Core {
         let reopens = self.reopens.load(Ordering::Acquire) + u32::from(reopening);
         let period = self.open_period(reopens, hint);
         let until = now.saturating_add(millis(period));
-        // Publish the end of the period before the state, so whoever sees Open sees it.
+        // Publish the end of the period (and, opening from closed, the start of the outage)
+        // before the state, so whoever sees Open sees them.
         let previous = self.open_until.swap(until, Ordering::AcqRel);
+        let opened = (!reopening).then(|| self.opened.swap(now, Ordering::AcqRel));
         if !self.swap_state(from_word, State::Open, now) {
-            // Someone else moved the breaker first; undo our period if it is still ours.
+            // Someone else moved the breaker first; undo our times if they are still ours.
             let _ = self.open_until.compare_exchange(
                 until,
                 previous,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
+            if let Some(opened) = opened {
+                let _ =
+                    self.opened
+                        .compare_exchange(now, opened, Ordering::AcqRel, Ordering::Acquire);
+            }
             return false;
         }
         if reopening {
             self.reopens.fetch_add(1, Ordering::AcqRel);
         }
         self.announce(from_code(from_word), State::Open);
-        tracing::warn!(
-            target: "palisade_breaker",
-            breaker = %self.name,
-            open_ms = millis(period),
-            reopens,
-            "circuit opened"
-        );
+        if reopening {
+            // The outage goes on: one line per failed probe would be a line every open
+            // period for as long as it lasts. The close says how many there were.
+            tracing::debug!(
+                target: "palisade_breaker",
+                breaker = %self.name,
+                open_ms = millis(period),
+                reopens,
+                "circuit re-opened: a probe failed"
+            );
+        } else {
+            tracing::warn!(
+                target: "palisade_breaker",
+                breaker = %self.name,
+                open_ms = millis(period),
+                reopens,
+                "circuit opened"
+            );
+        }
         true
     }
 
     fn close_from(&self, from_word: u64, now: u64) {
         if self.transition(from_word, State::Closed, now) {
-            self.reopens.store(0, Ordering::Release);
+            let failed_probes = self.reopens.swap(0, Ordering::AcqRel);
+            tracing::info!(
+                target: "palisade_breaker",
+                breaker = %self.name,
+                open_ms = now.saturating_sub(self.opened.load(Ordering::Acquire)),
+                failed_probes,
+                "circuit closed"
+            );
             self.consecutive.store(0, Ordering::Release);
             self.answered.store(true, Ordering::Relaxed);
             self.silent_since.store(0, Ordering::Relaxed);
@@ -839,9 +936,10 @@ impl Core {
         true
     }
 
-    /// Tells tracing and the listeners about a transition.
+    /// Tells tracing (at `DEBUG`: the transitions that matter to an operator have their own
+    /// lines, see the crate docs' *Logging*), the metrics and the listeners about a transition.
     fn announce(&self, from: State, to: State) {
-        tracing::info!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
+        tracing::debug!(target: "palisade_breaker", breaker = %self.name, %from, %to, "circuit state changed");
         palisade_core::metrics::breaker_transition(
             &self.name,
             from.as_str(),
@@ -859,6 +957,13 @@ impl Core {
                 return to;
             }
             if self.transition(word, to, now) {
+                tracing::info!(
+                    target: "palisade_breaker",
+                    breaker = %self.name,
+                    from = %from_code(word),
+                    %to,
+                    "circuit state set by hand"
+                );
                 if to == State::Closed {
                     self.reopens.store(0, Ordering::Release);
                     self.consecutive.store(0, Ordering::Release);
@@ -873,13 +978,25 @@ impl Core {
     pub(crate) fn trip_now(&self, now: u64) {
         loop {
             let word = self.word.load(Ordering::Acquire);
-            if matches!(from_code(word), State::Open | State::Isolated) {
+            let from = from_code(word);
+            if matches!(from, State::Open | State::Isolated) {
                 return;
             }
             let period = self.open_period(self.reopens.load(Ordering::Acquire), None);
             self.open_until
                 .store(now.saturating_add(millis(period)), Ordering::Release);
+            if from != State::HalfOpen {
+                // A new outage starts (published before the state, as in `trip`).
+                self.opened.store(now, Ordering::Release);
+            }
             if self.transition(word, State::Open, now) {
+                if from == State::HalfOpen {
+                    // Still the same outage (a parent re-opened, tripping its children
+                    // again): as quiet as a failed probe.
+                    tracing::debug!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped again by hand");
+                } else {
+                    tracing::info!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped by hand");
+                }
                 return;
             }
         }

@@ -713,3 +713,334 @@ async fn a_slow_probe_does_not_close_a_breaker_that_trips_on_slow_calls() {
     svc.ready().await.unwrap().call(()).await.unwrap();
     assert_eq!(handle.state(), State::Closed);
 }
+
+// ---- A decision reserved by `poll_ready` and a breaker that moves before `call` ----
+
+/// A service that answers `Ok` at once, counting its calls.
+fn answering_ok(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<(), Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_: ()| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, BoxError>(()) }
+    })
+}
+
+fn open_state(err: &BoxError) -> (State, Option<Duration>) {
+    let open = err
+        .downcast_ref::<CircuitOpen>()
+        .unwrap_or_else(|| panic!("not a refusal: {err}"));
+    (open.state, open.retry_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_reserved_while_isolated_no_longer_stands_once_closed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|_| {});
+    let h = l.handle();
+    let mut svc = l.layer(answering_ok(calls.clone()));
+    // Ready while isolated (a refusal reserved), closed by the operator, then called.
+    h.isolate();
+    svc.ready().await.unwrap();
+    h.close();
+    svc.call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The same, called ten minutes later, after polling ready again.
+    h.isolate();
+    svc.ready().await.unwrap();
+    h.close();
+    tokio::time::advance(Duration::from_secs(600)).await;
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Nothing was rejected: a refusal counts when a call is failed with it.
+    let m = h.metrics();
+    assert_eq!((m.state, m.successes, m.rejections), (State::Closed, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_reserved_while_open_no_longer_stands_once_a_probe_closed_it() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|c| {
+        c.half_open_probes = 1;
+        c.success_threshold = 1;
+    });
+    let h = l.handle();
+    let mut waiting = l.layer(answering_ok(calls.clone()));
+    h.trip();
+    waiting.ready().await.unwrap();
+    // The period over, another clone's probe closes the breaker.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut other = waiting.clone();
+    other.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    waiting.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let m = h.metrics();
+    assert_eq!((m.state, m.successes, m.rejections), (State::Closed, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_reserved_while_open_stands_until_the_open_period_ends() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|c| c.half_open_probes = 1);
+    let h = l.handle();
+    let mut svc = l.layer(answering_ok(calls.clone()));
+    h.trip();
+    svc.ready().await.unwrap();
+    // Nothing moved: refused, saying how long is left now, and counted once.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(
+        open_state(&err),
+        (State::Open, Some(Duration::from_secs(20)))
+    );
+    assert_eq!(h.metrics().rejections, 1);
+    // Reserved 1 ms before the period ends, called 1 ms after, with nobody looking meanwhile
+    // (the state still reads Open): the call is the probe.
+    tokio::time::advance(Duration::from_millis(19_999)).await;
+    svc.ready().await.unwrap();
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_eq!(h.state(), State::Open);
+    svc.call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(h.metrics().rejections, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admission_reserved_while_closed_is_refused_once_isolated_or_tripped() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|_| {});
+    let h = l.handle();
+    let mut svc = l.layer(answering_ok(calls.clone()));
+    svc.ready().await.unwrap();
+    h.isolate();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(open_state(&err), (State::Isolated, None));
+    // Polled ready again in between changes nothing: the call is decided as it stands.
+    h.close();
+    svc.ready().await.unwrap();
+    h.trip();
+    svc.ready().await.unwrap();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(
+        open_state(&err),
+        (State::Open, Some(Duration::from_secs(30)))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(h.metrics().rejections, 2);
+    // Closed again and left alone: admitted as ever.
+    h.close();
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_waiting_for_the_service_is_let_go_once_the_breaker_is_isolated() {
+    let l = layer(|_| {});
+    let h = l.handle();
+    let mut cx = Context::from_waker(Waker::noop());
+    let (mock, mut handle) = tower_test::mock::pair::<(), ()>();
+    handle.allow(0);
+    let mut svc = l.layer(mock);
+    // Admitted while closed, waiting for the service.
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    h.isolate();
+    // Polled again: ready at once, and the call fails fast.
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(open_state(&err), (State::Isolated, None));
+    // Closed again: it waits for the service as before.
+    h.close();
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    handle.allow(1);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(h.metrics().rejections, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_probe_reservation_gives_back_no_slot_of_a_later_half_open_period() {
+    let l = layer(|c| {
+        c.half_open_probes = 1;
+        c.success_threshold = 1;
+    });
+    let h = l.handle();
+    let mut cx = Context::from_waker(Waker::noop());
+    h.trip();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // `stale` reserves the one probe slot; the breaker is tripped again by hand and, half-open
+    // again, `b` takes the new period's slot.
+    let mut stale = l.layer(hang());
+    assert!(stale.poll_ready(&mut cx).is_ready());
+    assert_eq!(h.state(), State::HalfOpen);
+    h.trip();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut b = l.layer(hang());
+    assert!(b.poll_ready(&mut cx).is_ready());
+    let mut probe = Box::pin(b.call(()));
+    assert!(probe.as_mut().poll(&mut cx).is_pending());
+    // `stale`'s call is decided again: its old slot is not b's, and the one slot is busy.
+    let mut call = Box::pin(stale.call(()));
+    match call.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(open_state(&e).0, State::HalfOpen),
+        other => panic!("{other:?}"),
+    }
+    let mut c = l.layer(hang());
+    assert!(c.poll_ready(&mut cx).is_ready());
+    let mut call = Box::pin(c.call(()));
+    assert!(matches!(call.as_mut().poll(&mut cx), Poll::Ready(Err(_))));
+    // b's probe dropped (ignored by default) frees the slot: the next call is the probe.
+    drop(probe);
+    assert!(c.poll_ready(&mut cx).is_ready());
+    let mut call = Box::pin(c.call(()));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(h.state(), State::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_decided_again_asks_the_service_it_never_polled_whether_it_is_ready() {
+    let l = layer(|c| c.half_open_probes = 1);
+    let h = l.handle();
+    let mut cx = Context::from_waker(Waker::noop());
+    // Refused when polled (the service is not polled for a refused call), and the open period
+    // over when called: the breaker would send the probe, but the service is not ready. The
+    // call fails at once, to be retried now, and the probe slot comes back.
+    let (mock, mut handle) = tower_test::mock::pair::<(), ()>();
+    handle.allow(0);
+    let mut svc = l.layer(mock);
+    h.trip();
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(open_state(&err), (State::Open, Some(Duration::ZERO)));
+    assert!(class_of(&err).retryable);
+    assert_eq!(h.state(), State::HalfOpen);
+    let mut probe = l.layer(hang());
+    assert!(probe.poll_ready(&mut cx).is_ready());
+    let mut call = Box::pin(probe.call(()));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    drop(call);
+    // Refused while isolated, closed, then the service's readiness fails: that error is the
+    // call's, and counts as a failure would in `poll_ready`.
+    h.isolate();
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    h.close();
+    handle.send_error("503 service unavailable");
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "503 service unavailable");
+    assert_eq!(h.metrics().failures, 1);
+}
+
+// ---- What a sustained outage writes to the log ----
+
+#[derive(Default)]
+struct Transitions(AtomicUsize);
+
+impl Listener for Arc<Transitions> {
+    fn on_event(&self, _: &str, event: Event) {
+        if let Event::Transition { .. } = event {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sustained_outage_warns_once_and_its_end_says_how_long_it_lasted() {
+    use tokio::time::{Instant, sleep};
+    use tracing::Level;
+
+    let recorded = palisade_test::Events::start();
+    let transitions = Arc::new(Transitions::default());
+    // The defaults, in front of a dependency that answers 503 to 100 requests at 10 a second.
+    let l = BreakerLayer::builder("llm")
+        .listener(transitions.clone())
+        .build()
+        .unwrap();
+    let h = l.handle();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let u = up.clone();
+    let mut svc = l.layer(service_fn(move |_: ()| {
+        let up = u.load(Ordering::SeqCst);
+        async move {
+            if up {
+                Ok(())
+            } else {
+                Err::<(), BoxError>("503 service unavailable".into())
+            }
+        }
+    }));
+    let mut opened = None;
+    for _ in 0..100 {
+        let _ = svc.ready().await.unwrap().call(()).await;
+        if opened.is_none() && h.state() == State::Open {
+            opened = Some(Instant::now());
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let reopens = h.metrics().reopens;
+    assert!(reopens >= 5, "{reopens}");
+    // It recovers: the breaker closes after its probes.
+    up.store(true, Ordering::SeqCst);
+    let closed = loop {
+        let _ = svc.ready().await.unwrap().call(()).await;
+        if h.state() == State::Closed {
+            break Instant::now();
+        }
+        sleep(Duration::from_millis(100)).await;
+    };
+    let events: Vec<_> = recorded
+        .take()
+        .into_iter()
+        .filter(|e| e.target == "palisade_breaker")
+        .collect();
+    let at = |level: Level| events.iter().filter(move |e| e.level == level);
+    // One warning: the first opening.
+    let warnings: Vec<_> = at(Level::WARN).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0].message(), "circuit opened");
+    // One line at INFO: the close, saying how long it was open and how many probes failed.
+    let infos: Vec<_> = at(Level::INFO).collect();
+    assert_eq!(infos.len(), 1, "{infos:#?}");
+    assert_eq!(infos[0].message(), "circuit closed");
+    let open_ms = (closed - opened.unwrap()).as_millis().to_string();
+    assert_eq!(infos[0].field("open_ms"), Some(open_ms.as_str()));
+    assert_eq!(
+        infos[0].field("failed_probes"),
+        Some(reopens.to_string().as_str())
+    );
+    assert_eq!(h.metrics().reopens, 0);
+    // Every re-opening at DEBUG, with its count; every transition too, as the listeners hear
+    // them: the first opening, two per failed probe, and the last probing and close.
+    let counts: Vec<String> = at(Level::DEBUG)
+        .filter(|e| e.message() == "circuit re-opened: a probe failed")
+        .map(|e| e.field("reopens").unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=reopens).map(|n| n.to_string()).collect();
+    assert_eq!(counts, expected);
+    let changes = at(Level::DEBUG)
+        .filter(|e| e.message() == "circuit state changed")
+        .count();
+    assert_eq!(changes, 1 + 2 * reopens as usize + 2);
+    assert_eq!(changes, transitions.0.load(Ordering::SeqCst));
+    // An operator's actions are worth a line each.
+    h.isolate();
+    h.close();
+    let by_hand: Vec<_> = recorded
+        .take()
+        .into_iter()
+        .filter(|e| e.level == Level::INFO && e.message() == "circuit state set by hand")
+        .map(|e| {
+            (
+                e.field("from").unwrap().to_owned(),
+                e.field("to").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_hand,
+        [
+            ("closed".to_owned(), "isolated".to_owned()),
+            ("isolated".to_owned(), "closed".to_owned())
+        ]
+    );
+}

@@ -131,10 +131,16 @@ struct Propagate<K>(KeyedHandle<K>);
 impl<K: Hash + Eq + Clone + fmt::Debug + Send + Sync> Listener for Propagate<K> {
     fn on_event(&self, parent: &str, event: Event) {
         if let Event::Transition {
-            to: State::Open, ..
+            from,
+            to: State::Open,
         } = event
         {
-            tracing::info!(target: "palisade_breaker", breaker = %self.0.registry.name, parent, "parent opened: tripping its children");
+            if from == State::HalfOpen {
+                // The parent's probe failed: the outage goes on, as quietly as the parent's.
+                tracing::debug!(target: "palisade_breaker", breaker = %self.0.registry.name, parent, "parent re-opened: tripping its children again");
+            } else {
+                tracing::info!(target: "palisade_breaker", breaker = %self.0.registry.name, parent, "parent opened: tripping its children");
+            }
             self.0.trip_all();
         }
     }
