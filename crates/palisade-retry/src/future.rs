@@ -550,14 +550,26 @@ fn budget_exhausted<B: Budget + ?Sized, A>(
     class: &palisade_core::Class,
     error: BoxError,
 ) -> BoxError {
-    tracing::warn!(
-        target: "palisade_retry",
-        dependency = %shared.name,
-        attempt = attempts,
-        category = class.category.as_str(),
-        balance = shared.budget.balance(),
-        "retry budget exhausted; returning the last error",
-    );
+    // A warning once in a while with how many went unsaid; each one at DEBUG.
+    match shared.warning.claim(Instant::now()) {
+        Some(since) => tracing::warn!(
+            target: "palisade_retry",
+            dependency = %shared.name,
+            attempt = attempts,
+            category = class.category.as_str(),
+            balance = shared.budget.balance(),
+            since_last_warning = since,
+            "retry budget exhausted; returning the last error",
+        ),
+        None => tracing::debug!(
+            target: "palisade_retry",
+            dependency = %shared.name,
+            attempt = attempts,
+            category = class.category.as_str(),
+            balance = shared.budget.balance(),
+            "retry budget exhausted; returning the last error",
+        ),
+    }
     palisade_core::metrics::budget_exhausted(&shared.name);
     shared.failed(class);
     error

@@ -14,7 +14,7 @@ use crate::adaptive::{AdaptiveAttempts, AdaptiveLimit};
 use crate::attempts::{LayerLimit, MaxAttemptsFn};
 use crate::backoff::{Backoff, Jitter};
 use crate::budget::{IntoShared, Throttled};
-use crate::policy::{Policy, ProbeGate};
+use crate::policy::{self, Pacer, Policy};
 use crate::rng::RngSource;
 use crate::service::{RefreshFuture, RefreshHook, Retry, Shared};
 
@@ -382,7 +382,8 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             refresh: self.refresh,
             name: self.name,
             attempts: self.attempts,
-            probe: ProbeGate::new(Instant::now()),
+            probe: Pacer::new(Instant::now(), policy::BUDGET_PROBE),
+            warning: Pacer::new(Instant::now(), policy::BUDGET_WARNING),
         };
         Ok(RetryLayer {
             shared: Arc::new(shared),

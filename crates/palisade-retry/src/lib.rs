@@ -166,7 +166,10 @@
 //! Events under the target `palisade_retry`: `DEBUG` for each failed attempt that is retried
 //! (`attempt`, `category`, `delay_ms`, `balance`) or not (`reason`), `TRACE` when a retry is
 //! sent, `DEBUG` when a retry's service fails its readiness check (`category`, `error`), `WARN`
-//! when the budget is exhausted or a credential refresh fails. Field values are
+//! when a credential refresh fails, and when the budget is exhausted: at most once per 10 s per
+//! layer, with `since_last_warning` (how many refusals since the last warning went to `DEBUG`
+//! only), so that an outage warns once rather than once per request; every refusal also
+//! counts in the `palisade.retry.budget_exhausted` metric. Field values are
 //! computed only when a subscriber listens; the happy path emits nothing.
 //!
 //! # Performance

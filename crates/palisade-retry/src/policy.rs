@@ -47,49 +47,71 @@ pub(crate) const BUDGET_RECHECK: Duration = Duration::from_millis(250);
 /// of the dependency (see [`ProbeGate`]).
 pub(crate) const BUDGET_PROBE: Duration = Duration::from_millis(250);
 
-/// Lets one retry held by the budget through per [`BUDGET_PROBE`], shared by a layer's
-/// clones.
+/// How often, at most, the layer warns that the budget refused a retry: the first refusal of
+/// an outage is news, the next hundred are not (each is still a `DEBUG` event and a metric).
+pub(crate) const BUDGET_WARNING: Duration = Duration::from_secs(10);
+
+/// Lets something happen at most once per `period`, across a layer's clones: one retry held
+/// by the budget through as a probe per [`BUDGET_PROBE`], one budget warning per
+/// [`BUDGET_WARNING`].
 ///
-/// A budget that refills from traffic, gRPC's throttle above all (its tokens come back only
-/// with successes), learns that the dependency is back only from attempts that reach it. Its
-/// refusals never stop a caller's *next* request (first attempts are not budgeted), so with
-/// callers that keep sending, those first attempts are the probes. A caller that sends its
-/// next request only once this one is answered (an agent's loop, a worker pool, a pipeline
-/// step) sends nothing while its request is held: nothing reaches the dependency, the budget
-/// never refills, and every held request waits out its whole deadline even when the dependency
-/// came back long before. The gate lets one held retry through each period, in place of the
-/// next request the held callers cannot send: at most one attempt a second beyond the
-/// budget, in the layer as a whole.
+/// The probe: a budget that refills from traffic, gRPC's throttle above all (its tokens come
+/// back only with successes), learns that the dependency is back only from attempts that
+/// reach it. Its refusals never stop a caller's *next* request (first attempts are not
+/// budgeted), so with callers that keep sending, those first attempts are the probes. A caller
+/// that sends its next request only once this one is answered (an agent's loop, a worker
+/// pool, a pipeline step) sends nothing while its request is held: nothing reaches the
+/// dependency, the budget never refills, and every held request waits out its whole deadline
+/// even when the dependency came back long before. The pacer lets one held retry through each
+/// period, in place of the next request the held callers cannot send.
 #[derive(Debug)]
-pub(crate) struct ProbeGate {
+pub(crate) struct Pacer {
     origin: Instant,
-    /// When the next probe may go: nanoseconds since `origin`.
+    period: Duration,
+    /// When the next one may go: nanoseconds since `origin`.
     next: AtomicU64,
+    /// How many were refused since the last one went.
+    held: AtomicU64,
 }
 
-impl ProbeGate {
-    pub(crate) fn new(origin: Instant) -> Self {
-        ProbeGate {
+impl Pacer {
+    pub(crate) fn new(origin: Instant, period: Duration) -> Self {
+        Pacer {
             origin,
+            period,
             next: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         }
     }
 
-    /// Whether a probe may go at `now`; if so, the next one may go a [`BUDGET_PROBE`] later.
+    /// Whether one may go at `now`; if so, the next may go a period later.
     pub(crate) fn try_claim(&self, now: Instant) -> bool {
+        self.claim(now).is_some()
+    }
+
+    /// [`try_claim`](Self::try_claim), counting the refusals: `Some` of how many were refused
+    /// since the last one went, or `None`.
+    pub(crate) fn claim(&self, now: Instant) -> Option<u64> {
         let at = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
             .unwrap_or(u64::MAX);
         let next = self.next.load(Ordering::Relaxed);
-        at >= next
+        let period = u64::try_from(self.period.as_nanos()).unwrap_or(u64::MAX);
+        if at >= next
             && self
                 .next
                 .compare_exchange(
                     next,
-                    at.saturating_add(BUDGET_PROBE.as_nanos() as u64),
+                    at.saturating_add(period),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
                 .is_ok()
+        {
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
@@ -451,16 +473,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_probe_gate_opens_once_per_period() {
-        let gate = ProbeGate::new(Instant::now());
+    async fn a_pacer_lets_one_go_per_period_and_counts_the_others() {
+        let pacer = Pacer::new(Instant::now(), BUDGET_PROBE);
         let now = Instant::now();
-        assert!(gate.try_claim(now));
-        assert!(!gate.try_claim(now), "once");
-        assert!(!gate.try_claim(now + BUDGET_PROBE - Duration::from_nanos(1)));
-        assert!(gate.try_claim(now + BUDGET_PROBE));
-        // A gate made later than the clock it is asked at (a layer built before a paused
+        assert_eq!(pacer.claim(now), Some(0));
+        assert!(!pacer.try_claim(now), "once");
+        assert!(!pacer.try_claim(now + BUDGET_PROBE - Duration::from_nanos(1)));
+        assert_eq!(pacer.claim(now + BUDGET_PROBE), Some(2), "two held since");
+        assert_eq!(pacer.claim(now + BUDGET_PROBE * 2), Some(0));
+        // A pacer made later than the clock it is asked at (a layer built before a paused
         // runtime's clock) counts from zero.
-        let early = ProbeGate::new(now + Duration::from_secs(5));
+        let early = Pacer::new(now + Duration::from_secs(5), BUDGET_PROBE);
         assert!(early.try_claim(now));
         assert!(!early.try_claim(now));
     }

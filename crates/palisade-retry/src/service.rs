@@ -17,7 +17,7 @@ use crate::budget::{Budget, Throttled};
 use crate::ctx;
 use crate::future::ResponseFuture;
 use crate::layer::RetryLayer;
-use crate::policy::{Policy, ProbeGate};
+use crate::policy::{Pacer, Policy};
 use crate::rng::RngSource;
 
 pub(crate) type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -35,7 +35,9 @@ pub(crate) struct Shared<B: ?Sized, A> {
     pub(crate) name: Arc<str>,
     pub(crate) attempts: A,
     /// Lets a retry the budget holds through now and then, as a probe.
-    pub(crate) probe: ProbeGate,
+    pub(crate) probe: Pacer,
+    /// Lets the budget's refusals warn now and then.
+    pub(crate) warning: Pacer,
 }
 
 impl<B: ?Sized, A> Shared<B, A> {

@@ -857,8 +857,53 @@ async fn every_attempt_is_traced() {
         [
             "DEBUG message=retrying dependency=llm attempt=1 category=\"server_error\" delay_ms=100 balance=0",
             "TRACE message=sending retry dependency=llm attempt=2 timeouts=0",
-            "WARN message=retry budget exhausted; returning the last error dependency=llm attempt=2 category=\"timeout\" balance=0",
+            "WARN message=retry budget exhausted; returning the last error dependency=llm attempt=2 category=\"timeout\" balance=0 since_last_warning=0",
         ]
+    );
+}
+
+/// An outage refuses the budget to request after request: one warning per 10 s, saying how
+/// many refusals went to DEBUG alone since the last.
+#[tokio::test(start_paused = true)]
+async fn a_budget_that_keeps_refusing_warns_once_per_ten_seconds() {
+    let events = palisade_test::Events::start();
+    let budget = Arc::new(ratio_budget(Duration::from_secs(10), 0, 0.0));
+    let l = layer().name("llm").budget(budget).build().unwrap();
+    for _ in 0..50 {
+        let s = Script::new([err(Category::ServerError, "503")]);
+        assert_eq!(run(l.layer(s)).await, Err("503".into()));
+        tokio::time::advance(Duration::from_millis(300)).await;
+    }
+    let refusals: Vec<(String, Option<String>)> = events
+        .take()
+        .iter()
+        .filter(|e| e.message() == "retry budget exhausted; returning the last error")
+        .map(|e| {
+            let since = e
+                .fields()
+                .find(|(n, _)| *n == "since_last_warning")
+                .map(|(_, v)| v.to_string());
+            (e.level.to_string(), since)
+        })
+        .collect();
+    assert_eq!(refusals.len(), 50, "each refusal is an event");
+    let warnings: Vec<_> = refusals
+        .iter()
+        .enumerate()
+        .filter(|(_, (level, _))| level == "WARN")
+        .map(|(i, (_, since))| (i, since.clone()))
+        .collect();
+    // At 0, 10.2 s (the 35th, 34 refusals after) and 20.4 s (the 69th would be): 0 and 34.
+    assert_eq!(
+        warnings,
+        [(0, Some("0".to_owned())), (34, Some("33".to_owned()))],
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .filter(|(level, _)| level != "WARN")
+            .all(|(level, since)| level == "DEBUG" && since.is_none())
     );
 }
 
