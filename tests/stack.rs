@@ -310,6 +310,39 @@ mod preset {
         assert!(calls.load(Ordering::SeqCst) >= 1);
     }
 
+    /// Where a fallback above should answer at once while the breaker is open, the preset's
+    /// docs say to give it a retry layer built with `wait_for_breaker(false)`: the answer is
+    /// then the fallback's, at once, and nothing reaches the dependency.
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_answers_at_once_while_the_breaker_is_open_when_retry_does_not_wait() {
+        use palisade::breaker::BreakerLayer;
+        use palisade::fallback::{Answer, Constant, FallbackLayer};
+        use palisade::retry::RetryLayer;
+
+        let (svc, calls) = flaky(usize::MAX, "503 service unavailable");
+        let breaker = BreakerLayer::new("llm");
+        breaker.handle().trip();
+        let retry = RetryLayer::builder()
+            .wait_for_breaker(false)
+            .build()
+            .unwrap();
+        let agent = ServiceBuilder::new()
+            .layer(FallbackLayer::new(Constant("cached answer")))
+            .palisade(
+                preset::recommended("llm")
+                    .breaker_layer(breaker)
+                    .retry(retry)
+                    .build()
+                    .unwrap(),
+            )
+            .service(svc);
+        let start = Instant::now();
+        let answer = agent.oneshot(()).await.unwrap();
+        assert!(matches!(answer, Answer::Fallback { .. }), "{answer:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn bad_configuration_names_the_field() {
         let err = preset::recommended("llm")
