@@ -21,7 +21,9 @@ pub enum Effect<Res> {
     /// Adds latency, then lets the inner service answer.
     Delay(Latency),
     /// Never answers: the call stays pending until the caller drops it (for example when an
-    /// outer timeout fires). The inner service is not called.
+    /// outer timeout fires). The inner service is not called, unless
+    /// [`ChaosHandle::disable`](crate::ChaosHandle::disable) ends the hang: then the call is
+    /// passed to it.
     Hang,
 }
 
@@ -109,7 +111,8 @@ impl<Res> Fault<Res> {
         Fault::new(Effect::Delay(latency))
     }
 
-    /// Makes calls hang: they never answer.
+    /// Makes calls hang: they never answer, until the caller drops them or the layer is
+    /// disabled.
     pub fn hang() -> Self {
         Fault::new(Effect::Hang)
     }
@@ -129,7 +132,8 @@ impl<Res> Fault<Res> {
 
     /// For a failure or a response: waits this long before answering (a slow failure). Only
     /// [`Effect::Fail`] and [`Effect::Respond`] take it; [`build`](crate::ChaosBuilder::build)
-    /// refuses it on the others.
+    /// refuses it on the others. If the layer is disabled during the wait, the call is passed
+    /// to the inner service instead.
     pub fn after(mut self, latency: Latency) -> Self {
         self.after = Some(latency);
         self

@@ -3,19 +3,31 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::BoxError;
 use pin_project_lite::pin_project;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Sleep, sleep};
+use tower_service::Service;
+
+use crate::handle::Shared;
 
 pin_project! {
     /// The future of a [`Chaos`](crate::Chaos) call: the inner service's future, possibly after
     /// a delay, an injected outcome, or a hang.
-    pub struct ResponseFuture<F, Res> {
+    ///
+    /// A delay, a hang or an outcome with a wait ends as soon as the layer is disabled with
+    /// [`ChaosHandle::disable`](crate::ChaosHandle::disable): the call then goes on as a plain
+    /// passthrough.
+    pub struct ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
         #[pin]
-        state: State<F, Res>,
+        state: State<S, Req>,
     }
 }
 
@@ -26,53 +38,105 @@ pin_project! {
 // to inline. A call injected upon allocates once.
 pin_project! {
     #[project = StateProj]
-    enum State<F, Res> {
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+    {
         /// No fault: the inner future.
         Passthrough {
             #[pin]
-            inner: F,
+            inner: S::Future,
         },
         /// A fault: added latency, an injected outcome or a hang.
         Faulted {
-            fault: Pin<Box<Faulted<F, Res>>>,
+            fault: Pin<Box<Faulted<S, Req>>>,
         },
     }
 }
 
 pin_project! {
     #[project = FaultedProj]
-    enum Faulted<F, Res> {
-        /// Added latency: the inner future, polled once the sleep has elapsed.
+    enum Faulted<S, Req>
+    where
+        S: Service<Req>,
+    {
+        /// Added latency: the inner future, polled once the wait is over.
         Delayed {
+            // `None` once the wait is over.
             #[pin]
-            sleep: Sleep,
+            wait: Option<Wait>,
             #[pin]
-            inner: F,
+            inner: S::Future,
         },
-        /// An injected outcome after a wait.
-        InjectedAfter {
+        /// An injected outcome after a wait, or a hang (no outcome, no end to the wait). The
+        /// ready inner service and the request are kept, so that a disable during the wait can
+        /// still pass the call on; they are dropped when the wait elapses.
+        Held {
             #[pin]
-            sleep: Sleep,
-            outcome: Option<Result<Res, BoxError>>,
+            wait: Option<Wait>,
+            outcome: Option<Result<S::Response, BoxError>>,
+            call: Option<(S, Req)>,
+            // The inner call, once a disable has passed the call on.
+            #[pin]
+            inner: Option<S::Future>,
+            shared: Arc<Shared>,
         },
         /// An injected outcome at once.
         Injected {
-            outcome: Option<Result<Res, BoxError>>,
+            outcome: Option<Result<S::Response, BoxError>>,
         },
-        /// Never ready.
-        Hang,
     }
 }
 
-impl<F, Res> ResponseFuture<F, Res> {
+pin_project! {
+    /// The wait of a faulted call: until its sleep elapses (never, for a hang) or the layer is
+    /// disabled, whichever comes first.
+    struct Wait {
+        #[pin]
+        sleep: Option<Sleep>,
+        #[pin]
+        switched_off: OwnedNotified,
+    }
+}
+
+/// How a [`Wait`] ended.
+enum WaitEnd {
+    Elapsed,
+    SwitchedOff,
+}
+
+impl Wait {
+    fn new(duration: Option<Duration>, switched_off: OwnedNotified) -> Self {
+        Wait {
+            sleep: duration.map(sleep),
+            switched_off,
+        }
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitEnd> {
+        let this = self.project();
+        // The switch first: a disable at the very instant the wait elapses still wins.
+        if this.switched_off.poll(cx).is_ready() {
+            return Poll::Ready(WaitEnd::SwitchedOff);
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| WaitEnd::Elapsed),
+            // A hang: deliberately no timer, so a paused test clock can advance to the
+            // caller's timeout; only the switch wakes it.
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     #[inline]
-    pub(crate) fn passthrough(inner: F) -> Self {
+    pub(crate) fn passthrough(inner: S::Future) -> Self {
         ResponseFuture {
             state: State::Passthrough { inner },
         }
     }
 
-    fn faulted(fault: Faulted<F, Res>) -> Self {
+    fn faulted(fault: Faulted<S, Req>) -> Self {
         ResponseFuture {
             state: State::Faulted {
                 fault: Box::pin(fault),
@@ -80,38 +144,52 @@ impl<F, Res> ResponseFuture<F, Res> {
         }
     }
 
-    pub(crate) fn delayed(delay: Duration, inner: F) -> Self {
+    /// `inner` once `delay` has elapsed, or at once when `switched_off` fires.
+    pub(crate) fn delayed(delay: Duration, switched_off: OwnedNotified, inner: S::Future) -> Self {
         Self::faulted(Faulted::Delayed {
-            sleep: sleep(delay),
+            wait: Some(Wait::new(Some(delay), switched_off)),
             inner,
         })
     }
 
-    pub(crate) fn injected(wait: Duration, outcome: Result<Res, BoxError>) -> Self {
-        let outcome = Some(outcome);
-        Self::faulted(if wait.is_zero() {
-            Faulted::Injected { outcome }
-        } else {
-            Faulted::InjectedAfter {
-                sleep: sleep(wait),
-                outcome,
-            }
+    /// `outcome` at once.
+    pub(crate) fn injected(outcome: Result<S::Response, BoxError>) -> Self {
+        Self::faulted(Faulted::Injected {
+            outcome: Some(outcome),
         })
     }
 
-    pub(crate) fn hang() -> Self {
-        Self::faulted(Faulted::Hang)
+    /// `outcome` once `wait` has elapsed (a hang: no wait, no outcome), or, when
+    /// `switched_off` fires first, the answer of the ready service `svc` to `req`.
+    pub(crate) fn held(
+        wait: Option<Duration>,
+        switched_off: OwnedNotified,
+        outcome: Option<Result<S::Response, BoxError>>,
+        (svc, req): (S, Req),
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self::faulted(Faulted::Held {
+            wait: Some(Wait::new(wait, switched_off)),
+            outcome,
+            call: Some((svc, req)),
+            inner: None,
+            shared,
+        })
     }
 }
 
-impl<F, Res> fmt::Debug for ResponseFuture<F, Res> {
+impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Passthrough { .. } => "Passthrough",
             State::Faulted { fault } => match fault.as_ref().get_ref() {
                 Faulted::Delayed { .. } => "Delayed",
-                Faulted::InjectedAfter { .. } | Faulted::Injected { .. } => "Injected",
-                Faulted::Hang => "Hang",
+                Faulted::Held { inner: Some(_), .. } => "Passthrough",
+                Faulted::Held {
+                    wait: Some(Wait { sleep: None, .. }),
+                    ..
+                } => "Hang",
+                Faulted::Held { .. } | Faulted::Injected { .. } => "Injected",
             },
         };
         f.debug_struct("ResponseFuture")
@@ -120,12 +198,12 @@ impl<F, Res> fmt::Debug for ResponseFuture<F, Res> {
     }
 }
 
-impl<F, Res, E> Future for ResponseFuture<F, Res>
+impl<S, Req> Future for ResponseFuture<S, Req>
 where
-    F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
 {
-    type Output = Result<Res, BoxError>;
+    type Output = Result<S::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -138,28 +216,47 @@ where
 
 /// Polls a call the layer injected upon; out of line, to stay out of the passthrough's way.
 #[inline(never)]
-fn poll_faulted<F, Res, E>(
-    fault: Pin<&mut Faulted<F, Res>>,
+fn poll_faulted<S, Req>(
+    fault: Pin<&mut Faulted<S, Req>>,
     cx: &mut Context<'_>,
-) -> Poll<Result<Res, BoxError>>
+) -> Poll<Result<S::Response, BoxError>>
 where
-    F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
 {
     let outcome = match fault.project() {
-        FaultedProj::Delayed { sleep, inner } => {
-            // A finished `Sleep` stays ready, so polling it again after it fired is cheap.
-            ready!(sleep.poll(cx));
+        FaultedProj::Delayed { mut wait, inner } => {
+            if let Some(w) = wait.as_mut().as_pin_mut() {
+                // Elapsed or switched off, the call goes on to the inner future.
+                ready!(w.poll(cx));
+                wait.set(None);
+            }
             return inner.poll(cx).map_err(Into::into);
         }
-        FaultedProj::InjectedAfter { sleep, outcome } => {
-            ready!(sleep.poll(cx));
-            outcome
+        FaultedProj::Held {
+            mut wait,
+            outcome,
+            call,
+            mut inner,
+            shared,
+        } => {
+            if let Some(w) = wait.as_mut().as_pin_mut() {
+                let end = ready!(w.poll(cx));
+                wait.set(None);
+                // Either way the kept service and request go. Elapsed, they are dropped,
+                // giving the readiness back, and the injected outcome is returned; switched
+                // off, the service, given its readiness in `Chaos::call`, takes the call.
+                if let (WaitEnd::SwitchedOff, Some((mut svc, req))) = (end, call.take()) {
+                    inner.set(Some(svc.call(req)));
+                    shared.fault_ended_by_disable(outcome.take().as_ref());
+                }
+            }
+            match inner.as_pin_mut() {
+                Some(inner) => return inner.poll(cx).map_err(Into::into),
+                None => outcome,
+            }
         }
         FaultedProj::Injected { outcome } => outcome,
-        // Deliberately pending forever with no waker registered: nothing will ever wake
-        // it, and holding no timer lets a paused test clock advance to the caller's timeout.
-        FaultedProj::Hang => return Poll::Pending,
     };
     Poll::Ready(
         outcome

@@ -46,7 +46,7 @@ pub(crate) enum Decision<Res> {
 }
 
 impl<Res> Config<Res> {
-    /// Decides the fate of a call made `since` after the epoch, and counts it.
+    /// Decides the fate of a call made `since` after the epoch; [`Decision::record`] counts it.
     pub(crate) fn decide(&self, shared: &Shared, since: Duration) -> Decision<Res> {
         let mut draws = Draws::new(self.seed, &shared.draws);
         let mut delay = Duration::ZERO;
@@ -77,12 +77,28 @@ impl<Res> Config<Res> {
                 }
             }
         }
-        let decision = decision.unwrap_or(if delay.is_zero() {
+        decision.unwrap_or(if delay.is_zero() {
             Decision::Pass
         } else {
             Decision::Delay(delay)
-        });
-        match &decision {
+        })
+    }
+}
+
+impl<Res> Decision<Res> {
+    /// Whether the call waits before its outcome: a delay, a hang, or an outcome after a wait.
+    /// Such a call is held in its future, where a disable can end the wait.
+    pub(crate) fn waits(&self) -> bool {
+        match self {
+            Decision::Pass => false,
+            Decision::Delay(_) | Decision::Hang => true,
+            Decision::Fail(_, wait) | Decision::Respond(_, wait) => !wait.is_zero(),
+        }
+    }
+
+    /// Counts the call under its outcome.
+    pub(crate) fn record(&self, shared: &Shared) {
+        match self {
             Decision::Pass => {}
             Decision::Delay(d) => {
                 bump(&shared.delayed);
@@ -101,7 +117,6 @@ impl<Res> Config<Res> {
                 tracing::trace!("chaos: hanging call");
             }
         }
-        decision
     }
 }
 
@@ -252,10 +267,12 @@ impl<Res> ChaosBuilder<Res> {
     /// Builds the layer.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the first invalid field, such as `faults[0].rate` for a rate
-    /// outside `0..=1`, `capacities[1].per_second` for a negative or NaN capacity,
-    /// `faults[2].schedule.start` for a window that starts after it ends, or
-    /// `faults[0].latency.min` for a uniform latency whose minimum exceeds its maximum.
+    /// A [`ConfigError`] naming the first invalid field and the rule it breaks, such as
+    /// `faults[0].rate` for a rate outside `0..=1`, `capacities[1].per_second` for a negative
+    /// or NaN capacity, `faults[0].latency.min` for a uniform latency whose minimum exceeds its
+    /// maximum, or a [`Schedule`](crate::Schedule) that can never apply:
+    /// `faults[2].schedule.start` for a window that does not end after it starts,
+    /// `faults[0].schedule.windows` for an empty list of windows.
     pub fn build(self) -> Result<ChaosLayer<Res>, ConfigError> {
         for (i, fault) in self.faults.iter().enumerate() {
             fault.validate(&format!("faults[{i}]"))?;

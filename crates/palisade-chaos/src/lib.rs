@@ -77,7 +77,23 @@
 //! delay has elapsed: the inner service sees the call early, its answer is seen late.
 //!
 //! A hanging call's future stays pending until it is dropped, typically by a timeout above the
-//! layer.
+//! layer, or until the layer is switched off.
+//!
+//! # Switching off
+//!
+//! [`ChaosHandle::disable`] is a kill switch: new calls go straight to the inner service, and
+//! every call a fault is still holding is let go at once, whatever latency or hang it was given.
+//!
+//! - A delayed call stops waiting and returns the inner service's answer (the inner service
+//!   already has the call).
+//! - A hanging call, or one waiting to fail or answer ([`Fault::after`]), is passed to the inner
+//!   service, which answers it: the call becomes a plain passthrough, counted as
+//!   [`delayed`](ChaosCounts::delayed).
+//! - Outcomes already returned, and failures or responses returned without a wait, stay as
+//!   they were.
+//!
+//! [`ChaosHandle::enable`] applies to the calls made after it: the waits a disable ended do not
+//! resume.
 //!
 //! # Randomness
 //!
@@ -95,12 +111,18 @@
 //!
 //! Every clone of the layer, every service it makes and every clone of those share one state:
 //! the switch, the counters, the capacity buckets and the random sequence. [`Chaos`] is `Clone`
-//! when the inner service is.
+//! when the inner service is, and is a service only then: a call a fault holds keeps the inner
+//! service it was given, ready, for the switch to pass the call on (see [Readiness](#readiness)).
 //!
 //! # Readiness
 //!
-//! `poll_ready` is the inner service's. A call that is failed, answered or hung does not use the
-//! readiness it was given; the inner service keeps it for the next call.
+//! `poll_ready` is the inner service's. A call that is failed or answered without a wait does not
+//! use the readiness it was given; the inner service keeps it for the next call. A call held by a
+//! hang, or waiting to fail or answer, takes the ready inner service and the request into its
+//! future, leaving a clone in the layer's service, so that [`ChaosHandle::disable`] can still
+//! pass it on: whatever the readiness holds (a concurrency slot, a buffer place) stays with the
+//! call, as it would with a real slow dependency, and comes back when the wait ends or the call
+//! is dropped. A delayed call calls the inner service at once, as any call let through.
 //!
 //! # Errors
 //!

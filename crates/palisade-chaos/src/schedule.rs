@@ -11,6 +11,12 @@ use crate::rng::Draws;
 ///
 /// Times before the epoch count as the epoch itself.
 ///
+/// [`build`](crate::ChaosBuilder::build) refuses a schedule that can never apply, naming the
+/// field: a window (alone, in a list, or the span of a flapping schedule) must end after it
+/// starts, a list of windows must not be empty, and a flapping schedule's `down` and `up` must
+/// be longer than zero. To switch a fault off, leave it out, give it a rate of 0, or disable
+/// the layer.
+///
 /// ```
 /// use palisade_chaos::Schedule;
 /// use std::time::Duration;
@@ -32,17 +38,19 @@ pub enum Schedule {
     /// Always (the default).
     #[default]
     Always,
-    /// During `[start, end)`.
+    /// During `[start, end)`; `start` must be before `end`.
     Window {
         /// The first instant covered.
         start: Duration,
         /// The first instant no longer covered.
         end: Duration,
     },
-    /// During any of several `[start, end)` windows.
+    /// During any of several `[start, end)` windows: at least one, each ending after it
+    /// starts. They may overlap and come in any order.
     Windows(Vec<(Duration, Duration)>),
     /// From `start` until `end`, alternately `down` long (the fault applies) then `up` long (it
-    /// does not), starting down.
+    /// does not), starting down. `start` must be before `end`; `down` and `up` must be longer
+    /// than zero.
     Flapping {
         /// When the first down period begins.
         start: Duration,
@@ -56,12 +64,14 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// During `[start, end)`.
+    /// During `[start, end)`; [`build`](crate::ChaosBuilder::build) refuses a window that does
+    /// not end after it starts.
     pub fn window(start: Duration, end: Duration) -> Self {
         Schedule::Window { start, end }
     }
 
-    /// From `start` until `end`, `down` long on, then `up` long off, starting on.
+    /// From `start` until `end`, `down` long on, then `up` long off, starting on;
+    /// [`build`](crate::ChaosBuilder::build) refuses an empty span or a zero `down` or `up`.
     pub fn flapping(start: Duration, end: Duration, down: Duration, up: Duration) -> Self {
         Schedule::Flapping {
             start,
@@ -96,20 +106,33 @@ impl Schedule {
         }
     }
 
+    /// Refuses a schedule that can never apply: a fault or capacity on it would silently do
+    /// nothing.
     pub(crate) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let window = |field: String, start: Duration, end: Duration| {
-            if start > end {
-                Err(ConfigError::new(field, "must not start after it ends"))
-            } else {
-                Ok(())
-            }
-        };
+        const EMPTY: &str = "must be before `end`: an empty window never applies";
         match self {
             Schedule::Always => Ok(()),
-            Schedule::Window { start, end } => window(format!("{field}.start"), *start, *end),
+            Schedule::Window { start, end } => {
+                if start < end {
+                    Ok(())
+                } else {
+                    Err(ConfigError::new(format!("{field}.start"), EMPTY))
+                }
+            }
             Schedule::Windows(windows) => {
+                if windows.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{field}.windows"),
+                        "must not be empty: a schedule with no window never applies",
+                    ));
+                }
                 for (i, (start, end)) in windows.iter().enumerate() {
-                    window(format!("{field}.windows[{i}]"), *start, *end)?;
+                    if start >= end {
+                        return Err(ConfigError::new(
+                            format!("{field}.windows[{i}]"),
+                            "must end after it starts: an empty window never applies",
+                        ));
+                    }
                 }
                 Ok(())
             }
@@ -119,7 +142,9 @@ impl Schedule {
                 down,
                 up,
             } => {
-                window(format!("{field}.start"), *start, *end)?;
+                if start >= end {
+                    return Err(ConfigError::new(format!("{field}.start"), EMPTY));
+                }
                 if down.is_zero() {
                     return Err(ConfigError::new(
                         format!("{field}.down"),

@@ -1,6 +1,7 @@
 //! [`Chaos`]: the service that injects the faults.
 
 use std::fmt;
+use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,7 +17,10 @@ use crate::layer::{Config, Decision};
 
 /// Injects the faults of a [`ChaosLayer`] into the calls of `S`.
 ///
-/// See the [crate docs](crate) for what happens to a call.
+/// It is a [`Service`] when `S` is one and is `Clone`: a call a fault holds (a hang, or a
+/// failure or response with a wait) keeps the ready inner service and the request, so that
+/// [`ChaosHandle::disable`] can still pass it on, and leaves a clone in its place. See the
+/// [crate docs](crate) for what happens to a call.
 pub struct Chaos<S, Res> {
     inner: S,
     config: Arc<Config<Res>>,
@@ -78,12 +82,12 @@ impl<S: fmt::Debug, Res> fmt::Debug for Chaos<S, Res> {
 
 impl<S, Req, Res> Service<Req> for Chaos<S, Res>
 where
-    S: Service<Req, Response = Res>,
+    S: Service<Req, Response = Res> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, Res>;
+    type Future = ResponseFuture<S, Req>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -104,21 +108,59 @@ where
 impl<S, Res> Chaos<S, Res> {
     /// A call while injection is on: decide its fate, then call the inner service or not.
     #[inline(never)]
-    fn call_enabled<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, Res>
+    fn call_enabled<Req>(&mut self, req: Req) -> ResponseFuture<S, Req>
     where
-        S: Service<Req, Response = Res>,
+        S: Service<Req, Response = Res> + Clone,
     {
         let since = Instant::now().saturating_duration_since(self.config.epoch);
-        match self.config.decide(&self.shared, since) {
-            Decision::Pass => ResponseFuture::passthrough(self.inner.call(req)),
-            // The inner service is called now, as the tower contract asks after `poll_ready`;
-            // its future is polled only once the delay has elapsed.
-            Decision::Delay(delay) => ResponseFuture::delayed(delay, self.inner.call(req)),
-            Decision::Fail(class, wait) => {
-                ResponseFuture::injected(wait, Err(Box::new(Injected::new(class))))
-            }
-            Decision::Respond(response, wait) => ResponseFuture::injected(wait, Ok(response)),
-            Decision::Hang => ResponseFuture::hang(),
+        let decision = self.config.decide(&self.shared, since);
+        if decision.waits() {
+            return self.call_held(decision, req);
         }
+        decision.record(&self.shared);
+        match decision {
+            Decision::Fail(class, _) => {
+                ResponseFuture::injected(Err(Box::new(Injected::new(class))))
+            }
+            Decision::Respond(response, _) => ResponseFuture::injected(Ok(response)),
+            _ => ResponseFuture::passthrough(self.inner.call(req)),
+        }
+    }
+
+    /// A call that waits before its outcome: a delay, a hang, or an outcome after a wait. Its
+    /// future also waits for the switch, so that a disable ends the wait.
+    fn call_held<Req>(&mut self, decision: Decision<Res>, req: Req) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req, Response = Res> + Clone,
+    {
+        // Registered before the switch is read again: a disable from now on wakes the call,
+        // and one since the decision was made sends it straight through.
+        let switched_off = self.shared.switched_off.clone().notified_owned();
+        if !self.shared.is_enabled() {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        decision.record(&self.shared);
+        let (wait, outcome) = match decision {
+            Decision::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
+            // The inner service is called now, as the tower contract asks after `poll_ready`;
+            // its future is polled only once the delay is over.
+            Decision::Delay(delay) => {
+                return ResponseFuture::delayed(delay, switched_off, self.inner.call(req));
+            }
+            Decision::Fail(class, wait) => (Some(wait), Some(Err(Injected::new(class).into()))),
+            Decision::Respond(response, wait) => (Some(wait), Some(Ok(response))),
+            Decision::Hang => (None, None),
+        };
+        // The inner service is not called unless a disable ends the wait: the future takes
+        // the ready service (and the readiness `poll_ready` gave it) and leaves a clone.
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        ResponseFuture::held(
+            wait,
+            switched_off,
+            outcome,
+            (ready, req),
+            self.shared.clone(),
+        )
     }
 }

@@ -581,6 +581,7 @@ async fn inner_errors_and_readiness_pass_through() {
     assert_eq!(class_of(&err).category, Category::Network);
 
     /// Never ready.
+    #[derive(Clone)]
     struct Unready;
     impl Service<u32> for Unready {
         type Response = u32;
@@ -715,6 +716,13 @@ fn build_errors_name_the_field() {
         ),
         "capacities[0].schedule.start"
     );
+    assert_eq!(
+        field_of(
+            b().fault(fail())
+                .capacity(Capacity::fixed(1.0, over()).during(Schedule::Windows(Vec::new())))
+        ),
+        "capacities[0].schedule.windows"
+    );
     let err = b().fault(fail().rate(2.0)).build().unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -725,11 +733,6 @@ fn build_errors_name_the_field() {
     assert!(
         b().fault(fail().rate(0.0))
             .fault(fail().rate(1.0))
-            .build()
-            .is_ok()
-    );
-    assert!(
-        b().fault(fail().during(Schedule::window(secs(1), secs(1))))
             .build()
             .is_ok()
     );
@@ -832,26 +835,66 @@ async fn debug_output_names_the_configuration_and_the_state() {
         assert!(text.contains(part), "{part} in {text}");
     }
 
-    type Fut = crate::future::ResponseFuture<std::future::Ready<Result<u32, BoxError>>, u32>;
+    type Fut = crate::future::ResponseFuture<Answers<u32>, u32>;
     let state = |fut: Fut| format!("{fut:?}");
     let ready = || std::future::ready(Ok(1));
+    let shared = Arc::new(crate::handle::Shared::new(true, 0));
+    let switched_off = || shared.switched_off.clone().notified_owned();
+    let held = |wait, outcome| {
+        Fut::held(
+            wait,
+            switched_off(),
+            outcome,
+            (Answers(1), 0),
+            shared.clone(),
+        )
+    };
     assert_eq!(
         state(Fut::passthrough(ready())),
         r#"ResponseFuture { state: "Passthrough" }"#
     );
     assert_eq!(
-        state(Fut::delayed(ms(1), ready())),
+        state(Fut::delayed(ms(1), switched_off(), ready())),
         r#"ResponseFuture { state: "Delayed" }"#
     );
     assert_eq!(
-        state(Fut::injected(ms(1), Ok(2))),
+        state(held(Some(ms(1)), Some(Ok(2)))),
         r#"ResponseFuture { state: "Injected" }"#
     );
     assert_eq!(
-        state(Fut::injected(Duration::ZERO, Ok(2))),
+        state(Fut::injected(Ok(2))),
         r#"ResponseFuture { state: "Injected" }"#
     );
-    assert_eq!(state(Fut::hang()), r#"ResponseFuture { state: "Hang" }"#);
+    assert_eq!(
+        state(held(None, None)),
+        r#"ResponseFuture { state: "Hang" }"#
+    );
+    // A hang a disable ended is a passthrough.
+    let mut hang = held(None, None);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(std::pin::Pin::new(&mut hang).poll(&mut cx).is_pending());
+    crate::ChaosHandle {
+        shared: shared.clone(),
+    }
+    .disable();
+    assert!(std::pin::Pin::new(&mut hang).poll(&mut cx).is_ready());
+    assert_eq!(state(hang), r#"ResponseFuture { state: "Passthrough" }"#);
+}
+
+/// A ready service answering `R` at once.
+#[derive(Clone)]
+struct Answers<R>(R);
+
+impl<R: Clone> Service<u32> for Answers<R> {
+    type Response = R;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<R, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: u32) -> Self::Future {
+        std::future::ready(Ok(self.0.clone()))
+    }
 }
 
 #[test]
@@ -909,11 +952,12 @@ fn debug_output_does_not_need_debug_responses() {
 fn layer_service_and_future_are_send_and_sync_for_any_response() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
+    #[derive(Clone)]
     struct NotSync(#[allow(dead_code)] std::cell::Cell<u8>);
     send_sync::<ChaosLayer<std::rc::Rc<u8>>>();
     send_sync::<crate::ChaosHandle>();
     send_sync::<crate::Chaos<(), std::rc::Rc<u8>>>();
-    send::<crate::future::ResponseFuture<std::future::Ready<Result<NotSync, BoxError>>, NotSync>>();
+    send::<crate::future::ResponseFuture<Answers<NotSync>, u32>>();
 }
 
 #[tokio::test(start_paused = true)]
@@ -934,4 +978,327 @@ async fn over_capacity_can_answer_with_a_response() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let counts = handle.injected();
     assert_eq!((counts.responded, counts.over_capacity), (1, 1));
+}
+
+// `ChaosHandle::disable` ends the faults of calls already in flight.
+
+/// Runs `fut` while, `after` later, `then` runs beside it; returns its answer and how long it
+/// took. Bounded by `limit`, so a fault the switch fails to end shows as `None`.
+async fn answer_when<F: std::future::Future>(
+    fut: F,
+    after: Duration,
+    then: impl FnOnce(),
+    limit: Duration,
+) -> Option<(F::Output, Duration)> {
+    let start = Instant::now();
+    let fut = timeout(limit, async {
+        let answer = fut.await;
+        (answer, start.elapsed())
+    });
+    let (answer, ()) = tokio::join!(fut, async {
+        sleep(after).await;
+        then();
+    });
+    answer.ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn disable_ends_a_delay_in_flight_and_returns_the_inner_answer() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::delay(Latency::Fixed(secs(10)))]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let fut = svc.ready().await.unwrap().call(7);
+    let answer = answer_when(fut, ms(100), || handle.disable(), secs(5)).await;
+    let (answer, took) = answer.expect("disable ends the 10 s delay");
+    assert_eq!(answer.unwrap(), 7);
+    assert_eq!(took, ms(100));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        handle.injected(),
+        ChaosCounts {
+            delayed: 1,
+            ..ChaosCounts::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn disable_turns_a_slow_failure_in_flight_into_a_call_of_the_inner_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![
+        Fault::fail(class(Category::ServerError)).after(Latency::Fixed(secs(30))),
+    ]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let fut = svc.ready().await.unwrap().call(3);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "not called while failing");
+    assert_eq!(handle.injected().failed, 1);
+    let answer = answer_when(fut, ms(10), || handle.disable(), secs(5)).await;
+    let (answer, took) = answer.expect("disable ends the slow failure");
+    assert_eq!(
+        answer.unwrap(),
+        3,
+        "a passthrough: the inner service answers"
+    );
+    assert_eq!(took, ms(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Counted by its final outcome: held 10 ms, then answered by the inner service.
+    assert_eq!(
+        handle.injected(),
+        ChaosCounts {
+            delayed: 1,
+            ..ChaosCounts::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn disable_turns_a_slow_response_in_flight_into_a_call_of_the_inner_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![
+        Fault::respond(|| 429).after(Latency::Fixed(secs(30))),
+        // Not reached: the response decides the call.
+        Fault::fail(class(Category::ServerError)),
+    ]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let fut = svc.ready().await.unwrap().call(3);
+    let answer = answer_when(fut, secs(1), || handle.disable(), secs(5)).await;
+    let (answer, took) = answer.expect("disable ends the slow response");
+    assert_eq!((answer.unwrap(), took), (3, secs(1)));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (handle.injected().responded, handle.injected().delayed),
+        (0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn disable_releases_a_hung_call_to_the_inner_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::hang()]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let fut = svc.ready().await.unwrap().call(5);
+    let answer = answer_when(fut, ms(100), || handle.disable(), secs(60)).await;
+    let (answer, took) = answer.expect("disable ends the hang");
+    assert_eq!((answer.unwrap(), took), (5, ms(100)));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((handle.injected().hung, handle.injected().delayed), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_clone_s_calls_in_flight_end_on_one_disable() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![
+        Fault::delay(Latency::Fixed(secs(10))),
+        Fault::hang().rate(0.5),
+    ]);
+    let handle = chaos.handle();
+    let svc = chaos.layer_on(echo(calls.clone()));
+    // Made at once, polled one after the other: most of them for the first time only after
+    // the switch.
+    let mut futs = Vec::new();
+    for i in 0..20 {
+        let mut svc = svc.clone();
+        futs.push(svc.ready().await.unwrap().call(i));
+    }
+    let all = async {
+        let mut answers = Vec::new();
+        for fut in futs {
+            answers.push(fut.await.unwrap());
+        }
+        answers
+    };
+    let answer = answer_when(all, ms(250), || handle.disable(), secs(5)).await;
+    let (answers, took) = answer.expect("disable ends every fault");
+    assert_eq!(answers, (0..20).collect::<Vec<_>>());
+    assert_eq!(took, ms(250));
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    let counts = handle.injected();
+    assert_eq!((counts.delayed, counts.total()), (20, 20), "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn re_enabling_does_not_bring_back_the_faults_disable_ended() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::delay(Latency::Fixed(secs(10)))]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let delayed = svc.ready().await.unwrap().call(1);
+    let hung = ChaosLayer::builder()
+        .fault(Fault::<u32>::hang())
+        .build()
+        .unwrap();
+    let hung_handle = hung.handle();
+    let mut hung_svc = hung.layer_on(echo(calls.clone()));
+    let hung = hung_svc.ready().await.unwrap().call(2);
+    let both = async { (delayed.await.unwrap(), hung.await.unwrap()) };
+    // Switched off and on again before either call is polled again.
+    let flick = || {
+        handle.disable();
+        handle.enable();
+        hung_handle.disable();
+        hung_handle.enable();
+    };
+    let answer = answer_when(both, ms(100), flick, secs(5)).await;
+    let (answers, took) = answer.expect("the faults stay ended");
+    assert_eq!((answers, took), ((1, 2), ms(100)));
+    // Calls made after re-enabling get the faults again.
+    let start = Instant::now();
+    assert_eq!(call(&mut svc, 3).await.unwrap(), 3);
+    assert_eq!(start.elapsed(), secs(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disable_leaves_completed_and_immediate_faults_alone() {
+    let chaos = layer(vec![
+        Fault::fail(class(Category::ServerError)).after(Latency::Fixed(ms(20))),
+    ]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    // The slow failure that ended before the switch stays a failure.
+    call(&mut svc, 1).await.unwrap_err();
+    handle.disable();
+    assert_eq!(handle.injected().failed, 1);
+    assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
+
+    // A failure with no wait is decided in `call`: nothing is in flight to end.
+    let chaos = layer(vec![Fault::fail(class(Category::ServerError))]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    let fut = svc.ready().await.unwrap().call(1);
+    handle.disable();
+    fut.await.unwrap_err();
+    assert_eq!(handle.injected().failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_call_keeps_its_readiness_until_it_ends_or_is_dropped() {
+    // One slot: whoever holds the readiness holds the slot.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let chaos = layer(vec![Fault::hang()]);
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(tower::limit::ConcurrencyLimit::new(echo(calls.clone()), 1));
+    let slot_is_free = |svc: &mut crate::Chaos<_, u32>| {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Service::<u32>::poll_ready(svc, &mut cx).is_ready()
+    };
+
+    // Dropped before it is polled.
+    let fut = svc.ready().await.unwrap().call(1);
+    assert!(!slot_is_free(&mut svc), "the hung call holds the slot");
+    drop(fut);
+    assert!(slot_is_free(&mut svc), "dropped, it gives the slot back");
+
+    // Dropped while it hangs.
+    let mut fut = Box::pin(svc.call(2));
+    assert!(timeout(secs(1), &mut fut).await.is_err());
+    assert!(!slot_is_free(&mut svc));
+    drop(fut);
+    assert!(slot_is_free(&mut svc));
+
+    // Released by the switch: the slot goes to the inner call, then comes back.
+    let fut = svc.call(3);
+    let answer = answer_when(fut, ms(5), || handle.disable(), secs(1)).await;
+    assert_eq!(answer.expect("disable ends the hang").0.unwrap(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(slot_is_free(&mut svc));
+}
+
+#[test]
+fn schedules_that_never_apply_are_refused() {
+    let fault = |schedule| {
+        ChaosLayer::<u32>::builder()
+            .fault(Fault::fail(class(Category::ServerError)))
+            .fault(Fault::fail(class(Category::ServerError)).during(schedule))
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let window = "must be before `end`: an empty window never applies";
+    for (schedule, expected) in [
+        (
+            Schedule::Windows(Vec::new()),
+            "`faults[1].schedule.windows` must not be empty: a schedule with no window never \
+             applies"
+                .to_owned(),
+        ),
+        (
+            Schedule::window(ms(20), ms(20)),
+            format!("`faults[1].schedule.start` {window}"),
+        ),
+        (
+            Schedule::window(Duration::MAX, Duration::MAX),
+            format!("`faults[1].schedule.start` {window}"),
+        ),
+        (
+            Schedule::window(ms(20), ms(10)),
+            format!("`faults[1].schedule.start` {window}"),
+        ),
+        (
+            Schedule::Windows(vec![(ms(0), ms(10)), (ms(20), ms(20))]),
+            "`faults[1].schedule.windows[1]` must end after it starts: an empty window never \
+             applies"
+                .to_owned(),
+        ),
+        (
+            Schedule::flapping(secs(5), secs(5), secs(1), secs(1)),
+            format!("`faults[1].schedule.start` {window}"),
+        ),
+        (
+            Schedule::flapping(secs(6), secs(5), secs(1), secs(1)),
+            format!("`faults[1].schedule.start` {window}"),
+        ),
+    ] {
+        let text = fault(schedule.clone());
+        assert_eq!(
+            text,
+            format!("invalid configuration: {expected}"),
+            "{schedule:?}"
+        );
+    }
+
+    // The shortest schedules that do apply.
+    let nanos = Duration::from_nanos;
+    for schedule in [
+        Schedule::window(ms(20), ms(20) + nanos(1)),
+        Schedule::Windows(vec![(ms(0), nanos(1))]),
+        // Overlapping and out of order is fine.
+        Schedule::Windows(vec![(secs(5), secs(9)), (secs(1), secs(6))]),
+        Schedule::flapping(secs(5), secs(5) + nanos(1), nanos(1), nanos(1)),
+        Schedule::window(Duration::ZERO, Duration::MAX),
+    ] {
+        let built = ChaosLayer::<u32>::builder()
+            .fault(Fault::fail(class(Category::ServerError)).during(schedule.clone()))
+            .capacity(Capacity::fixed(1.0, Effect::Hang).during(schedule.clone()))
+            .build();
+        assert!(built.is_ok(), "{schedule:?}: {built:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disable_while_the_call_is_being_decided_passes_it_through() {
+    // The response is built while the call is decided: a disable from there lands between
+    // the decision and the wait.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let switch = Arc::new(std::sync::OnceLock::<crate::ChaosHandle>::new());
+    let s = switch.clone();
+    let chaos = layer(vec![
+        Fault::respond(move || {
+            s.get().unwrap().disable();
+            429
+        })
+        .after(Latency::Fixed(secs(10))),
+    ]);
+    switch.set(chaos.handle()).unwrap();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    let start = Instant::now();
+    let answer = timeout(secs(1), call(&mut svc, 8)).await;
+    assert_eq!(answer.expect("not held").unwrap(), 8);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(chaos.handle().injected(), ChaosCounts::default());
 }
