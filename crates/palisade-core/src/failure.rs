@@ -11,7 +11,7 @@
 //! | error | made by | class |
 //! |---|---|---|
 //! | [`Elapsed`] | palisade-timeout's `Timeout` | `Timeout`, retryable |
-//! | [`DeadlineExceeded`] | palisade-timeout's `Deadline` | `Timeout`, not retryable |
+//! | [`DeadlineExceeded`] | palisade-timeout's `Deadline`, palisade-http's `ServerDeadline` | `Timeout`, not retryable |
 //! | [`CircuitOpen`] | palisade-breaker | `Rejected`, retryable unless isolated, with the time left open |
 //! | [`NoHealthyEndpoint`] | palisade-route | `ServerError`, retryable, with when an endpoint returns |
 //! | [`FallbackFailed`] | palisade-fallback | the original failure's, not retryable |
@@ -56,20 +56,51 @@ pub(crate) fn own_class(err: &(dyn Error + 'static)) -> Option<Class> {
 
 /// An attempt did not finish within its per-attempt timeout.
 ///
+/// It says which limit ran out: palisade-timeout's `Timeout` makes it
+/// [`with_limit`](Self::with_limit) the limit of the attempt that timed out (an escalated one
+/// after earlier timeouts), displayed `attempt timed out after 10 s`; one made with
+/// [`new`](Self::new) knows no limit and says `attempt timed out`. It is a `Copy` value with
+/// no allocation.
+///
 /// Classified as [`Category::Timeout`], retryable: another attempt may be faster.
+///
+/// ```
+/// use palisade_core::failure::Elapsed;
+/// use std::time::Duration;
+///
+/// let err = Elapsed::with_limit(Duration::from_millis(2_500));
+/// assert_eq!(err.to_string(), "attempt timed out after 2.5 s");
+/// assert_eq!(err.limit(), Some(Duration::from_millis(2_500)));
+/// assert_eq!(Elapsed::new().to_string(), "attempt timed out");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Elapsed(());
+pub struct Elapsed {
+    limit: Option<Duration>,
+}
 
 impl Elapsed {
-    /// A new `Elapsed` error.
+    /// A timeout whose limit is not known.
     pub const fn new() -> Self {
-        Elapsed(())
+        Elapsed { limit: None }
+    }
+
+    /// The timeout of an attempt that was granted `limit`.
+    pub const fn with_limit(limit: Duration) -> Self {
+        Elapsed { limit: Some(limit) }
+    }
+
+    /// The limit that ran out (the attempt's, escalated or not), when known.
+    pub const fn limit(&self) -> Option<Duration> {
+        self.limit
     }
 }
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request timed out")
+        match self.limit {
+            Some(limit) => write!(f, "attempt timed out after {}", Human(limit)),
+            None => f.write_str("attempt timed out"),
+        }
     }
 }
 
@@ -83,21 +114,54 @@ impl HasClass for Elapsed {
 
 /// The whole call, retries and backoff included, did not finish before its deadline.
 ///
+/// It says which deadline passed: palisade-timeout's `Deadline` makes it
+/// [`with_limit`](Self::with_limit) the time the call was granted, displayed
+/// `deadline of 30 s exceeded` (under an enclosing deadline that ends first, such as one a
+/// caller sent in a header, the time that one left the call); palisade-http's
+/// `ServerDeadline` makes it with the limit its request's headers asked for. One made with
+/// [`new`](Self::new) knows no limit and says `deadline exceeded`. It is a `Copy` value with
+/// no allocation.
+///
 /// Classified as [`Category::Timeout`] but **not** retryable: the time the caller granted is
 /// spent, so no layer above should try again.
+///
+/// ```
+/// use palisade_core::failure::DeadlineExceeded;
+/// use std::time::Duration;
+///
+/// let err = DeadlineExceeded::with_limit(Duration::from_secs(30));
+/// assert_eq!(err.to_string(), "deadline of 30 s exceeded");
+/// assert_eq!(err.limit(), Some(Duration::from_secs(30)));
+/// assert_eq!(DeadlineExceeded::new().to_string(), "deadline exceeded");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeadlineExceeded(());
+pub struct DeadlineExceeded {
+    limit: Option<Duration>,
+}
 
 impl DeadlineExceeded {
-    /// A new `DeadlineExceeded` error.
+    /// A deadline whose limit is not known.
     pub const fn new() -> Self {
-        DeadlineExceeded(())
+        DeadlineExceeded { limit: None }
+    }
+
+    /// The end of a call that was granted `limit`.
+    pub const fn with_limit(limit: Duration) -> Self {
+        DeadlineExceeded { limit: Some(limit) }
+    }
+
+    /// The time the call was granted, when known.
+    pub const fn limit(&self) -> Option<Duration> {
+        self.limit
     }
 }
 
 impl fmt::Display for DeadlineExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("deadline exceeded")
+        match self.limit {
+            Some(limit) => write!(f, "deadline of {} exceeded", Human(limit)),
+            None => f.write_str("deadline exceeded"),
+        }
     }
 }
 
@@ -217,7 +281,8 @@ impl fmt::Display for CircuitOpen {
     }
 }
 
-/// A duration as a person reads it: `480 ms`, `2.5 s`, `30 s`, `4 min 30 s`, `1 h 5 min`.
+/// A duration as a person reads it: `250 µs`, `480 ms`, `2.5 s`, `30 s`, `4 min 30 s`,
+/// `1 h 5 min`.
 struct Human(Duration);
 
 impl fmt::Display for Human {
@@ -225,6 +290,11 @@ impl fmt::Display for Human {
         let ms = self.0.as_millis();
         let secs = self.0.as_secs();
         match secs {
+            // Below a millisecond (and not zero): microseconds, or nanoseconds below those.
+            0 if ms == 0 && !self.0.is_zero() => match self.0.as_micros() {
+                0 => write!(f, "{} ns", self.0.as_nanos()),
+                us => write!(f, "{us} µs"),
+            },
             0 => write!(f, "{ms} ms"),
             1..60 => {
                 // Tenths of a second, rounded; a whole number of seconds without ".0".
@@ -523,7 +593,15 @@ mod tests {
         let cases: Vec<(BoxError, Class)> = vec![
             (Box::new(Elapsed::new()), Class::new(Category::Timeout)),
             (
+                Box::new(Elapsed::with_limit(ms(250))),
+                Class::new(Category::Timeout),
+            ),
+            (
                 Box::new(DeadlineExceeded::new()),
+                Class::new(Category::Timeout).with_retryable(false),
+            ),
+            (
+                Box::new(DeadlineExceeded::with_limit(ms(30_000))),
                 Class::new(Category::Timeout).with_retryable(false),
             ),
             (
@@ -572,6 +650,49 @@ mod tests {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(&*self.0)
         }
+    }
+
+    /// A timeout says the limit that ran out, and a deadline the time the call was granted,
+    /// in the breaker's human form; one made without a limit says only what happened.
+    #[test]
+    fn timeouts_say_the_limit_that_ran_out() {
+        let ms = Duration::from_millis;
+        for (limit, shown) in [
+            (ms(10_000), "10 s"),
+            (ms(250), "250 ms"),
+            (ms(1_500), "1.5 s"),
+            (ms(90_000), "1 min 30 s"),
+            (Duration::ZERO, "0 ms"),
+            (Duration::from_micros(750), "750 µs"),
+            (Duration::from_nanos(40), "40 ns"),
+        ] {
+            let elapsed = Elapsed::with_limit(limit);
+            assert_eq!(
+                elapsed.to_string(),
+                format!("attempt timed out after {shown}")
+            );
+            assert_eq!(elapsed.limit(), Some(limit));
+            let exceeded = DeadlineExceeded::with_limit(limit);
+            assert_eq!(
+                exceeded.to_string(),
+                format!("deadline of {shown} exceeded")
+            );
+            assert_eq!(exceeded.limit(), Some(limit));
+        }
+        assert_eq!(Elapsed::new().to_string(), "attempt timed out");
+        assert_eq!(Elapsed::new().limit(), None);
+        assert_eq!(Elapsed::default(), Elapsed::new());
+        assert_eq!(DeadlineExceeded::new().to_string(), "deadline exceeded");
+        assert_eq!(DeadlineExceeded::new().limit(), None);
+        assert_eq!(DeadlineExceeded::default(), DeadlineExceeded::new());
+        assert_eq!(
+            format!("{:?}", Elapsed::with_limit(ms(10_000))),
+            "Elapsed { limit: Some(10s) }"
+        );
+        assert_eq!(
+            format!("{:?}", DeadlineExceeded::with_limit(ms(30_000))),
+            "DeadlineExceeded { limit: Some(30s) }"
+        );
     }
 
     #[test]

@@ -199,8 +199,17 @@ fn errors_and_states_describe_themselves() {
     use crate::error::ResponseClass;
     use crate::failure::{BreakerState, DeadlineExceeded, Elapsed};
 
-    assert_eq!(Elapsed::new().to_string(), "request timed out");
+    assert_eq!(Elapsed::new().to_string(), "attempt timed out");
     assert_eq!(DeadlineExceeded::new().to_string(), "deadline exceeded");
+    let limit = std::time::Duration::from_secs(10);
+    assert_eq!(
+        Elapsed::with_limit(limit).to_string(),
+        "attempt timed out after 10 s"
+    );
+    assert_eq!(
+        DeadlineExceeded::with_limit(limit).to_string(),
+        "deadline of 10 s exceeded"
+    );
     let states = [
         (BreakerState::Closed, "closed"),
         (BreakerState::Open, "open"),

@@ -292,7 +292,9 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 ///
 /// When the deadline passes, the call fails with [`DeadlineExceeded`] (a `Timeout`, which
 /// [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504) and the
-/// handler's future is dropped. A deadline that is over before the handler starts fails the
+/// handler's future is dropped. The error says the limit the request was granted (what its
+/// headers asked for, capped by [`max`](ServerDeadlineLayer::max), or the
+/// [`default_limit`](ServerDeadlineLayer::default_limit)): `deadline of 250 ms exceeded`. A deadline that is over before the handler starts fails the
 /// same way, at once, and the handler never runs, as
 /// [gRPC over HTTP/2](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md) has the
 /// server give up on a call whose deadline has passed:
@@ -385,7 +387,7 @@ where
         if deadline <= now {
             // Over before it starts: the inner service is not called (see "Readiness").
             return ServerDeadlineFuture {
-                state: State::Expired { deadline },
+                state: State::Expired { deadline, limit },
             };
         }
         let inner = &mut self.inner;
@@ -395,6 +397,7 @@ where
                 inner: future,
                 sleep: sleep_until(deadline),
                 polled: false,
+                limit,
             },
         }
     }
@@ -416,18 +419,21 @@ pin_project! {
             #[pin]
             inner: F,
         },
-        // Under a deadline, the instant of `sleep`; `polled` once `inner` has been polled.
+        // Under a deadline, the instant of `sleep`, `limit` after the call; `polled` once
+        // `inner` has been polled.
         Timed {
             #[pin]
             inner: F,
             #[pin]
             sleep: Sleep,
             polled: bool,
+            limit: Duration,
         },
         // The deadline was over before the handler started: no inner future (any left was
         // dropped unpolled).
         Expired {
             deadline: Instant,
+            limit: Duration,
         },
     }
 }
@@ -437,7 +443,7 @@ impl<F> fmt::Debug for ServerDeadlineFuture<F> {
         let deadline = match &self.state {
             State::Plain { .. } => None,
             State::Timed { sleep, .. } => Some(sleep.deadline()),
-            State::Expired { deadline } => Some(*deadline),
+            State::Expired { deadline, .. } => Some(*deadline),
         };
         f.debug_struct("ServerDeadlineFuture")
             .field("deadline", &deadline)
@@ -454,13 +460,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        let deadline = match state.as_mut().project() {
+        let (deadline, limit) = match state.as_mut().project() {
             StateProj::Plain { inner } => return inner.poll(cx).map_err(Into::into),
-            StateProj::Expired { .. } => return Poll::Ready(Err(expired())),
+            StateProj::Expired { limit, .. } => return Poll::Ready(Err(expired(*limit))),
             StateProj::Timed {
                 inner,
                 sleep,
                 polled,
+                limit,
             } => {
                 let deadline = sleep.deadline();
                 // The first poll starts the handler: not at or past the deadline. After it, a
@@ -471,22 +478,22 @@ where
                         return Poll::Ready(out.map_err(Into::into));
                     }
                     return match sleep.poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Err(expired())),
+                        Poll::Ready(()) => Poll::Ready(Err(expired(*limit))),
                         Poll::Pending => Poll::Pending,
                     };
                 }
-                deadline
+                (deadline, *limit)
             }
         };
         // Over before the handler started: drop its future unpolled, now.
-        state.set(State::Expired { deadline });
-        Poll::Ready(Err(expired()))
+        state.set(State::Expired { deadline, limit });
+        Poll::Ready(Err(expired(limit)))
     }
 }
 
-/// The error of a call whose deadline passed.
-fn expired() -> BoxError {
-    Box::new(DeadlineExceeded::new())
+/// The error of a call whose deadline, `limit` after the call, passed.
+fn expired(limit: Duration) -> BoxError {
+    Box::new(DeadlineExceeded::with_limit(limit))
 }
 
 #[cfg(test)]
@@ -570,6 +577,19 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(250));
         assert!(err.is::<DeadlineExceeded>());
         assert_eq!(class_of(&err).category, Category::Timeout);
+        // It says the limit the caller sent.
+        assert_eq!(err.to_string(), "deadline of 250 ms exceeded");
+        let limit = err.downcast_ref::<DeadlineExceeded>().unwrap().limit();
+        assert_eq!(limit, Some(Duration::from_millis(250)));
+        // Capped by the layer: the cap.
+        let capped = ServiceBuilder::new()
+            .layer(ServerDeadlineLayer::new().max(Duration::from_millis(100)))
+            .service(slow);
+        let err = capped
+            .oneshot(request(&[("grpc-timeout", "250m")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "deadline of 100 ms exceeded");
         // Just enough time: it finishes.
         assert_eq!(
             svc.clone()
@@ -625,9 +645,10 @@ mod tests {
         let start = Instant::now();
         for headers in OVER {
             let err = svc.clone().oneshot(request(headers)).await.unwrap_err();
-            // The error of a deadline that passes during the handler.
+            // The error of a deadline that passes during the handler, for no time at all.
             assert!(err.is::<DeadlineExceeded>(), "{headers:?}: {err}");
             assert_eq!(class_of(&err).category, Category::Timeout);
+            assert_eq!(err.to_string(), "deadline of 0 ms exceeded", "{headers:?}");
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert_eq!((called.load(SeqCst), started.load(SeqCst)), (0, 0));
@@ -669,12 +690,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
+        assert_eq!(
+            late.body(),
+            r#"{"error":{"type":"timeout","message":"deadline of 100 ms exceeded"}}"#
+        );
         for headers in OVER {
             let over = svc.clone().oneshot(request(headers)).await.unwrap();
             assert_eq!(over.status(), late.status(), "{headers:?}");
             assert_eq!(over.status(), 504);
             assert_eq!(over.headers(), late.headers(), "{headers:?}");
-            assert_eq!(over.body(), late.body(), "{headers:?}");
+            // The same answer, for the limit it asked for.
+            assert_eq!(
+                over.body(),
+                &late.body().replace("100 ms", "0 ms"),
+                "{headers:?}"
+            );
         }
         assert_eq!((called.load(SeqCst), started.load(SeqCst)), (1, 1));
     }

@@ -144,15 +144,18 @@ where
                 sleep: K::Timer::start(Duration::from_nanos(limit & NANOS)),
             });
         }
-        if let TimerProj::Armed { sleep } = this.timer.as_mut().project() {
-            ready!(sleep.poll(cx));
-        }
+        let TimerProj::Armed { mut sleep } = this.timer.as_mut().project() else {
+            // `Over` comes with the inner future taken: polled after completion, caught above.
+            unreachable!("the timer was armed just above");
+        };
+        ready!(sleep.as_mut().poll(cx));
+        let limit = sleep.limit();
         // Elapsed: drop the attempt now, marked as timed out, so that a router below records
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
         this.timer.set(Timer::Over);
         palisade_core::metrics::timeout_elapsed("attempt");
-        Poll::Ready(Err(Elapsed::new().into()))
+        Poll::Ready(Err(Elapsed::with_limit(limit).into()))
     }
 }
 
@@ -198,9 +201,9 @@ pin_project! {
 }
 
 pin_project! {
-    /// A deadline future's limit, clock and timer: the limit and a started clock are never
-    /// needed at once with a timer (the timer knows when to fire, beside the deadline), so they
-    /// share its space.
+    /// A deadline future's limit, clock and timer: a started clock is never needed at once
+    /// with a timer (the timer knows when to fire, beside the deadline), so they share its
+    /// space.
     #[project = ClockProj]
     #[derive(Debug)]
     enum Clock {
@@ -208,11 +211,14 @@ pin_project! {
         // started, `None` until somebody needed it.
         Idle { started: Option<Instant>, limit: Duration },
         // The inner future returned `Pending`: the timer runs until the deadline, or until the
-        // earliest instant a sharing timeout below asked for, if that comes first.
+        // earliest instant a sharing timeout below asked for, if that comes first. `granted`
+        // is the time from the start to the deadline in nanoseconds (the limit, or less under
+        // an enclosing deadline that ends first), for `DeadlineExceeded` to report.
         Armed {
             #[pin]
             sleep: Sleep,
             deadline: Instant,
+            granted: u64,
         },
     }
 }
@@ -259,7 +265,9 @@ where
                 ClockProj::Idle { started, limit } => timer::with_owner(waker, None, || {
                     context::with_lazy_deadline(*limit, started, || inner.poll(cx))
                 }),
-                ClockProj::Armed { sleep, deadline } => {
+                ClockProj::Armed {
+                    sleep, deadline, ..
+                } => {
                     // A timer that fired tells the sharers below which instant has passed.
                     let elapsed = sleep.is_elapsed().then(|| sleep.deadline());
                     timer::with_owner(waker, elapsed, || {
@@ -276,16 +284,21 @@ where
                 // An enclosing deadline that ends first bounds this one. On this task the
                 // enclosing future's timer would end the call then anyway; across a task
                 // boundary (a deadline carried into a spawned task) nothing else would.
-                let deadline = context::deadline_after(start, *limit);
-                let deadline = context::deadline().map_or(deadline, |outer| outer.min(deadline));
+                let own = context::deadline_after(start, *limit);
+                let (deadline, granted) = match context::deadline() {
+                    Some(outer) if outer < own => (outer, outer.saturating_duration_since(start)),
+                    _ => (own, *limit),
+                };
                 clock.set(Clock::Armed {
                     sleep: sleep_until(wake.map_or(deadline, |w| w.min(deadline))),
                     deadline,
+                    granted: state::nanos(granted),
                 });
             }
             let ClockProj::Armed {
                 mut sleep,
                 deadline,
+                granted,
             } = clock.project()
             else {
                 unreachable!("the clock was armed just above");
@@ -296,10 +309,11 @@ where
             }
             ready!(sleep.poll(cx));
             if at >= deadline {
+                let granted = Duration::from_nanos(*granted);
                 // Expired: drop the inner future (and whatever it holds) and the timer now.
                 this.state.set(State::Finished);
                 palisade_core::metrics::timeout_elapsed("deadline");
-                return Poll::Ready(Err(DeadlineExceeded::new().into()));
+                return Poll::Ready(Err(DeadlineExceeded::with_limit(granted).into()));
             }
             // A sharing timeout's instant passed before the deadline: poll again, so that it
             // fails its attempt (the timer says so through `elapsed`).

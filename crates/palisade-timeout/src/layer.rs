@@ -79,7 +79,7 @@ impl TimeoutLayer {
     ///     .service(slow);
     /// assert_eq!(svc.ready().await.unwrap().call(50).await.unwrap(), 50);
     /// let err = svc.ready().await.unwrap().call(150).await.unwrap_err();
-    /// assert_eq!(err.to_string(), "request timed out");
+    /// assert_eq!(err.to_string(), "attempt timed out after 100 ms");
     /// # }
     /// ```
     pub fn share_deadline_timer(self) -> TimeoutLayer<SharedTimer> {

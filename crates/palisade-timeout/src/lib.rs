@@ -32,7 +32,7 @@
 //!
 //! assert_eq!(svc.ready().await.unwrap().call(50).await.unwrap(), 50);
 //! let err = svc.ready().await.unwrap().call(150).await.unwrap_err();
-//! assert_eq!(err.to_string(), "request timed out");
+//! assert_eq!(err.to_string(), "attempt timed out after 100 ms");
 //! let class = class_of(&err);
 //! assert_eq!(class.category, Category::Timeout);
 //! assert!(class.retryable);
@@ -120,6 +120,20 @@
 //! or [`Elapsed`](error::Elapsed) / [`DeadlineExceeded`](error::DeadlineExceeded), whose
 //! classes [`class_of`](palisade_core::class_of) knows with nothing to register.
 //! On expiry the inner future is dropped.
+//!
+//! Each error says which limit ran out, in its message and through its `limit()`:
+//!
+//! - [`Elapsed`](error::Elapsed): the limit of the attempt that timed out, escalated when
+//!   earlier attempts had (`attempt timed out after 400 ms`);
+//! - [`DeadlineExceeded`](error::DeadlineExceeded): the time the call was granted
+//!   (`deadline of 30 s exceeded`). Under an enclosing deadline that ends first (an outer
+//!   [`Deadline`], or one carried across a task boundary, such as a caller's deadline that a
+//!   server took from a request header), that is the time the enclosing one left the call
+//!   when this one started.
+//!
+//! Each response future keeps that limit as one word beside its timer (a sharing timeout's
+//! in the space it already had), so reporting it reads no clock and allocates nothing beyond
+//! the error's `BoxError`.
 //!
 //! # Readiness
 //!

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::error::{DeadlineExceeded, Elapsed};
-use crate::tests::{hanging, ms, seen_so_far, slow};
+use crate::tests::{hanging, limit_of, ms, seen_so_far, slow};
 use crate::timer::{SharedTimer, TimerKind};
 use crate::{DeadlineLayer, Timeout, TimeoutLayer};
 
@@ -27,21 +27,25 @@ fn shared(
         .layer(slow())
 }
 
-/// What a call ended with, and when.
+/// What a call ended with: an answer, or an error with the limit it reports.
 #[derive(Debug, PartialEq)]
 enum End {
     Answer(u64),
-    Elapsed,
-    DeadlineExceeded,
+    Elapsed(Option<Duration>),
+    DeadlineExceeded(Option<Duration>),
     Other(String),
 }
 
 fn end(out: Result<u64, BoxError>) -> End {
     match out {
         Ok(n) => End::Answer(n),
-        Err(e) if e.is::<Elapsed>() => End::Elapsed,
-        Err(e) if e.is::<DeadlineExceeded>() => End::DeadlineExceeded,
-        Err(e) => End::Other(e.to_string()),
+        Err(e) => match (e.downcast_ref::<Elapsed>(), e.downcast_ref()) {
+            (Some(elapsed), _) => End::Elapsed(elapsed.limit()),
+            (_, Some(DeadlineExceeded { .. })) => {
+                End::DeadlineExceeded(limit_of::<DeadlineExceeded>(&e))
+            }
+            _ => End::Other(e.to_string()),
+        },
     }
 }
 
@@ -123,19 +127,31 @@ async fn a_shared_timer_gives_the_results_and_instants_of_an_own_one() {
         |d, t, a, b| two_attempts(d, t, a, b, TimeoutLayer::new(ms(t)).share_deadline_timer());
     assert_eq!(
         shared(1_000, 100, 101, 50).await,
-        (End::Elapsed, End::Answer(50), ms(150))
+        (End::Elapsed(Some(ms(100))), End::Answer(50), ms(150))
     );
     assert_eq!(
         shared(1_000, 100, 150, 150).await,
-        (End::Elapsed, End::Elapsed, ms(200))
+        (
+            End::Elapsed(Some(ms(100))),
+            End::Elapsed(Some(ms(100))),
+            ms(200)
+        )
     );
     assert_eq!(
         shared(120, 100, 150, 50).await,
-        (End::Elapsed, End::DeadlineExceeded, ms(120))
+        (
+            End::Elapsed(Some(ms(100))),
+            End::DeadlineExceeded(Some(ms(120))),
+            ms(120)
+        )
     );
     assert_eq!(
         shared(50, 100, 150, 50).await,
-        (End::Other("none".into()), End::DeadlineExceeded, ms(50))
+        (
+            End::Other("none".into()),
+            End::DeadlineExceeded(Some(ms(50))),
+            ms(50)
+        )
     );
 }
 
@@ -171,7 +187,7 @@ async fn a_waiting_attempt_asks_its_owner_for_a_wake_and_keeps_no_timer() {
     let Poll::Ready(Err(err)) = polled else {
         panic!("the attempt should have timed out");
     };
-    assert!(err.is::<Elapsed>());
+    assert_eq!(limit_of::<Elapsed>(&err), Some(ms(100)));
     assert_eq!(wake, None);
     assert!(!attempt::timing_out());
 }
@@ -189,7 +205,7 @@ async fn without_an_owner_it_keeps_a_timer_of_its_own() {
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     assert_eq!(fut.has_own_timer(), Some(true));
     let err = fut.await.unwrap_err();
-    assert!(err.is::<Elapsed>());
+    assert_eq!(limit_of::<Elapsed>(&err), Some(ms(100)));
     assert_eq!(start.elapsed(), ms(100));
 
     // Under a deadline, but inside a `FuturesUnordered`, which polls it with a waker of its
@@ -217,7 +233,7 @@ async fn without_an_owner_it_keeps_a_timer_of_its_own() {
     let ends = svc.ready().await.unwrap().call(0).await.unwrap();
     // The one that answers at 100 ms does (it is not past its limit); the other times out at
     // its own 100 ms, not at the deadline.
-    assert_eq!(ends, [End::Answer(100), End::Elapsed]);
+    assert_eq!(ends, [End::Answer(100), End::Elapsed(Some(ms(100)))]);
     assert_eq!(start.elapsed(), ms(100));
 }
 
@@ -284,4 +300,55 @@ async fn a_waiting_attempt_describes_its_timer() {
     assert!(printed.contains("SharedSleep"), "{printed}");
     assert!(printed.contains(&format!("end: {end:?}")), "{printed}");
     assert!(printed.contains("own_timer: true"), "{printed}");
+}
+
+/// An escalating shared timeout reports the escalated limit that ran out, as one with a timer
+/// of its own does, whether the deadline's timer served it or it boxed one of its own.
+#[tokio::test(start_paused = true)]
+async fn a_shared_timeout_reports_its_escalated_limit() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .escalate(2.0, ms(1_000))
+        .build()
+        .unwrap();
+    for (shared, own_timer) in [(true, false), (true, true), (false, true)] {
+        for (n, limit) in [(0, 100), (1, 200), (3, 800), (4, 1_000)] {
+            let ends = if shared {
+                let mut attempt = layer.share_deadline_timer().layer(slow());
+                attempt.ready().await.unwrap();
+                let fut = palisade_core::context::attempt::with_timeouts_so_far(n, || {
+                    attempt.call(5_000)
+                });
+                if own_timer {
+                    end(fut.await)
+                } else {
+                    let mut fut = Some(fut);
+                    let waiting = service_fn(move |_: u64| fut.take().unwrap());
+                    let mut svc = DeadlineLayer::new(ms(10_000)).layer(waiting);
+                    end(svc.ready().await.unwrap().call(0).await)
+                }
+            } else {
+                let mut attempt = layer.layer(slow());
+                attempt.ready().await.unwrap();
+                let fut = palisade_core::context::attempt::with_timeouts_so_far(n, || {
+                    attempt.call(5_000)
+                });
+                end(fut.await)
+            };
+            assert_eq!(
+                ends,
+                End::Elapsed(Some(ms(limit))),
+                "shared {shared}, own timer {own_timer}, {n} timeouts so far"
+            );
+        }
+    }
+}
+
+/// A shared timeout's timer keeps its limit in the space it had: an instant and a word.
+#[test]
+fn a_shared_timer_is_an_instant_and_a_word() {
+    use crate::timer::SharedSleep;
+    assert_eq!(
+        std::mem::size_of::<SharedSleep>(),
+        std::mem::size_of::<Instant>() + std::mem::size_of::<u64>()
+    );
 }

@@ -35,6 +35,28 @@ fn is<T: std::error::Error + 'static>(err: &BoxError) -> bool {
     err.downcast_ref::<T>().is_some()
 }
 
+/// The limit a timeout error reports.
+pub(crate) trait Limited: std::error::Error + 'static {
+    fn reported(&self) -> Option<Duration>;
+}
+
+impl Limited for Elapsed {
+    fn reported(&self) -> Option<Duration> {
+        self.limit()
+    }
+}
+
+impl Limited for DeadlineExceeded {
+    fn reported(&self) -> Option<Duration> {
+        self.limit()
+    }
+}
+
+/// The limit `err` reports, when it is a `T`.
+pub(crate) fn limit_of<T: Limited>(err: &BoxError) -> Option<Duration> {
+    err.downcast_ref::<T>().and_then(T::reported)
+}
+
 #[tokio::test(start_paused = true)]
 async fn timeout_boundary() {
     let mut svc = TimeoutLayer::new(ms(100)).layer(slow());
@@ -45,7 +67,8 @@ async fn timeout_boundary() {
     let start = Instant::now();
     let err = call(&mut svc, 101).await.unwrap_err();
     assert!(is::<Elapsed>(&err), "{err}");
-    assert_eq!(err.to_string(), "request timed out");
+    assert_eq!(err.to_string(), "attempt timed out after 100 ms");
+    assert_eq!(limit_of::<Elapsed>(&err), Some(ms(100)));
     assert_eq!(start.elapsed(), ms(100));
 }
 
@@ -59,7 +82,8 @@ async fn deadline_boundary() {
     let start = Instant::now();
     let err = call(&mut svc, 101).await.unwrap_err();
     assert!(is::<DeadlineExceeded>(&err), "{err}");
-    assert_eq!(err.to_string(), "deadline exceeded");
+    assert_eq!(err.to_string(), "deadline of 100 ms exceeded");
+    assert_eq!(limit_of::<DeadlineExceeded>(&err), Some(ms(100)));
     assert_eq!(start.elapsed(), ms(100));
 }
 
@@ -83,8 +107,15 @@ async fn escalation_lengthens_each_attempt_up_to_the_cap() {
         svc.ready().await.unwrap();
         let fut = context::with_timeouts_so_far(n, || svc.call(10_000));
         let start = Instant::now();
-        assert!(is::<Elapsed>(&fut.await.unwrap_err()));
+        let err = fut.await.unwrap_err();
+        assert!(is::<Elapsed>(&err));
         assert_eq!(start.elapsed(), ms(limit), "n = {n}");
+        // The error names the limit that ran out: the escalated one.
+        assert_eq!(limit_of::<Elapsed>(&err), Some(ms(limit)), "n = {n}");
+        assert_eq!(
+            err.to_string(),
+            format!("attempt timed out after {limit} ms")
+        );
     }
     // Just inside the escalated limit of the second attempt.
     svc.ready().await.unwrap();
@@ -148,17 +179,40 @@ async fn deadline_is_visible_inside_and_nested_deadlines_take_the_minimum() {
     assert!(seen.iter().all(|d| *d == Some(start + ms(100))), "{seen:?}");
     assert_eq!(context::deadline(), None);
 
-    // The outer, shorter deadline fires; the inner one would not have.
+    // The outer, shorter deadline fires; the inner one would not have. The error says the
+    // time the call was granted: the outer's 100 ms, not the inner's 1 s.
     let start = Instant::now();
     let err = call(&mut svc, 500).await.unwrap_err();
     assert!(is::<DeadlineExceeded>(&err));
     assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(err.to_string(), "deadline of 100 ms exceeded");
 
     // The other way round: the inner, shorter one fires.
     let mut svc = DeadlineLayer::new(ms(1000)).layer(DeadlineLayer::new(ms(100)).layer(slow()));
     let start = Instant::now();
-    assert!(call(&mut svc, 500).await.is_err());
+    let err = call(&mut svc, 500).await.unwrap_err();
     assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(limit_of::<DeadlineExceeded>(&err), Some(ms(100)));
+}
+
+/// An inner deadline that starts after the outer one (here 30 ms into it) and ends after it
+/// reports the time the outer one left it.
+#[tokio::test(start_paused = true)]
+async fn an_inner_deadline_cut_short_reports_the_time_it_was_left() {
+    let inner = DeadlineLayer::new(ms(1_000)).layer(slow());
+    let late = service_fn(move |n: u64| {
+        let mut inner = inner.clone();
+        async move {
+            sleep(ms(30)).await;
+            inner.ready().await?.call(n).await
+        }
+    });
+    let mut svc = DeadlineLayer::new(ms(100)).layer(late);
+    let start = Instant::now();
+    let err = call(&mut svc, 500).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(limit_of::<DeadlineExceeded>(&err), Some(ms(70)));
+    assert_eq!(err.to_string(), "deadline of 70 ms exceeded");
 }
 
 #[tokio::test(start_paused = true)]
@@ -628,11 +682,11 @@ async fn an_inner_longer_deadline_does_not_outlive_the_enclosing_one() {
     assert!(is::<DeadlineExceeded>(&err), "{err}");
     assert_eq!(start.elapsed(), ms(100));
     // The spawned side ends at the caller's deadline too, not 400 ms later with an answer
-    // nobody waits for.
+    // nobody waits for, and says so: the caller's 100 ms, not its own 1 s.
     let task = spawned.lock().unwrap().take().unwrap();
     let below = task.await.unwrap();
     assert!(
-        matches!(&below, Err(e) if is::<DeadlineExceeded>(e)),
+        matches!(&below, Err(e) if limit_of::<DeadlineExceeded>(e) == Some(ms(100))),
         "{below:?}"
     );
     assert_eq!(start.elapsed(), ms(100));
