@@ -74,7 +74,7 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 ///
 /// | the failure | response |
 /// |---|---|
-/// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`] | that response, as it was |
+/// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`], whose body passes through (see below) | that response, as it was |
 /// | an open breaker ([`CircuitOpen`]), no healthy endpoint ([`NoHealthyEndpoint`]), a switched-off feature ([`FeatureOff`]) | 503 Service Unavailable |
 /// | otherwise, by its [class](class_of): `Timeout` (palisade's `Elapsed`, `DeadlineExceeded`) | 504 Gateway Timeout |
 /// | `RateLimited` | 429 Too Many Requests |
@@ -92,6 +92,34 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 /// `x-should-retry` says whether the class is retryable. The body is
 /// `{"error":{"type":"<category>","message":"<the error>"}}` (the message can be left out with
 /// [`ResponderBuilder::messages`]).
+///
+/// # Which failing responses pass through
+///
+/// A classify layer keeps a failing response in its error as it was, body type included, and
+/// the responder can only give it back as a response of the body type it answers with, `B` in
+/// [`respond`](Self::respond). It gives it back, status, headers and body as the dependency
+/// sent them, when its body type is:
+///
+/// - `B` itself (an [`ErrorResponseLayer`] over a service that answers `Response<B>`);
+/// - with the `axum` feature, when `B` is axum's `Body` (as for [`HttpError`] in an axum
+///   handler), any of these, converted with `Body::new` or `Body::from`:
+///   - axum's `Body`;
+///   - hyper's `body::Incoming`, what a hyper or hyper-util client answers (feature `hyper`,
+///     on by default);
+///   - http-body-util's `Full<Bytes>`, `Empty<Bytes>`, and `combinators::BoxBody<Bytes, E>`
+///     and `UnsyncBoxBody<Bytes, E>` for `E` one of `BoxError`, `Infallible`, `axum::Error`
+///     and (feature `hyper`) `hyper::Error`;
+///   - `String`, `Bytes`, `Vec<u8>`, `&'static str`;
+///   - [`GuardedBody<T>`](crate::body::GuardedBody), the body a [`GuardLayer`](crate::body::GuardLayer)
+///     below the classify layer gives, for each `T` above that is an `http_body::Body`
+///     (all but `Bytes`, `Vec<u8>` and `&'static str`).
+///
+/// A failing response with any other body cannot be given back: it is answered by its class
+/// as any other failure (a 503 of the dependency becomes this table's 502, with palisade's
+/// JSON body and the response's summary as its message). To have it pass through, convert
+/// its body below the classify layer into one of the types above, for example with tower's
+/// `map_response`: `ServiceBuilder::new().palisade(preset).map_response(|r: Response<MyBody>|
+/// r.map(axum::body::Body::new)).service(client)`.
 ///
 /// ```
 /// use http::Response;
@@ -153,19 +181,21 @@ impl Responder {
         self.statuses[category.index()]
     }
 
-    /// The response for `err`.
+    /// The response for `err`: a failing response given back as it was (see
+    /// [Which failing responses pass through](#which-failing-responses-pass-through)), or the
+    /// one the table gives.
     pub fn respond<B>(&self, err: BoxError) -> Response<B>
     where
         B: From<String> + Send + 'static,
     {
-        let err = match FailedResponse::<Response<B>>::restore(err) {
+        let err = match restore::<B>(err) {
             Ok(response) => return response,
             Err(err) => err,
         };
         let err = match err.downcast::<FallbackFailed>() {
             Ok(failed) => {
                 let (original, _) = (*failed).into_parts();
-                match FailedResponse::<Response<B>>::restore(original) {
+                match restore::<B>(original) {
                     Ok(response) => return response,
                     Err(original) => {
                         // Answer for the failure of the call itself, which the fallbacks
@@ -213,6 +243,26 @@ impl Responder {
         );
         response
     }
+}
+
+/// The failing response `err` carries, when its body can be given back as a `B` (see
+/// [`Responder`]'s "Which failing responses pass through"); `err` unchanged otherwise.
+fn restore<B: Send + 'static>(err: BoxError) -> Result<Response<B>, BoxError> {
+    #[cfg(feature = "axum")]
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<axum::body::Body>() {
+        return axum_impls::restore(err)
+            .map(|response| same_type(response).expect("`B` is axum's `Body`"));
+    }
+    FailedResponse::<Response<B>>::restore(err)
+}
+
+/// `value` as a `U`, when `T` and `U` are the same type.
+#[cfg(feature = "axum")]
+fn same_type<T: 'static, U: 'static>(value: T) -> Option<U> {
+    let mut value = Some(value);
+    (&mut value as &mut dyn std::any::Any)
+        .downcast_mut::<Option<U>>()
+        .and_then(Option::take)
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -332,16 +382,21 @@ impl<S> Layer<S> for ErrorResponseLayer {
 /// use palisade_core::BoxError;
 /// use palisade_core::failure::Elapsed;
 /// use palisade_http::respond::ErrorResponseLayer;
+/// use std::time::Duration;
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let slow = service_fn(|_: Request<String>| async {
-///     Err::<Response<String>, BoxError>(Box::new(Elapsed::new()))
+///     Err::<Response<String>, BoxError>(Box::new(Elapsed::with_limit(Duration::from_secs(10))))
 /// });
 /// let svc = ServiceBuilder::new().layer(ErrorResponseLayer::new()).service(slow);
 /// let response = svc.oneshot(Request::new(String::new())).await.unwrap();
 /// assert_eq!(response.status(), 504);
+/// assert_eq!(
+///     response.body(),
+///     r#"{"error":{"type":"timeout","message":"attempt timed out after 10 s"}}"#
+/// );
 /// # }
 /// ```
 ///
@@ -488,6 +543,36 @@ where
 
 /// A palisade failure as a response: [`Responder::new`]'s, as axum's `IntoResponse` with the
 /// `axum` feature (`Result<T, HttpError>` handlers, `?` on a `BoxError`).
+///
+/// A failing response of the dependency (a classify layer's [`FailedResponse`]) is answered as
+/// it was, status, headers and body, when its body type is one the responder can give back as
+/// axum's `Body`: axum's own, hyper's `Incoming` (a hyper-util client's), http-body-util's
+/// `Full<Bytes>` and boxed bodies, and the others listed in [`Responder`]'s
+/// [Which failing responses pass through](Responder#which-failing-responses-pass-through),
+/// which also says what to do for another body type.
+///
+/// ```
+/// # #[cfg(feature = "axum")]
+/// # fn main() {
+/// use axum::response::IntoResponse;
+/// use bytes::Bytes;
+/// use http::Response;
+/// use http_body_util::Full;
+/// use palisade_core::{Category, Class, FailedResponse};
+/// use palisade_http::HttpError;
+///
+/// // What a classify layer over a client answering `Full<Bytes>` bodies fails with.
+/// let overloaded = Response::builder()
+///     .status(503)
+///     .body(Full::new(Bytes::from_static(br#"{"error":"overloaded"}"#)))
+///     .unwrap();
+/// let err = HttpError::from(FailedResponse::new(overloaded, Class::new(Category::ServerError)));
+/// let response = err.into_response();
+/// assert_eq!(response.status(), 503);
+/// # }
+/// # #[cfg(not(feature = "axum"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug)]
 pub struct HttpError(pub BoxError);
 
@@ -511,10 +596,67 @@ pub struct HttpAnswer<R>(pub Answer<R>);
 
 #[cfg(feature = "axum")]
 mod axum_impls {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
     use axum::response::{IntoResponse, Response};
+    use bytes::Bytes;
+    use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+    use http_body_util::{Empty, Full};
+    use palisade_core::{BoxError, FailedResponse};
 
     use super::{HttpAnswer, HttpError, X_PALISADE_DEGRADED};
+    use crate::body::GuardedBody;
     use palisade_fallback::Answer;
+
+    /// Tries each body type in turn: the failing response as axum's, or `err` unchanged.
+    macro_rules! restore_each {
+        ($err:ident, $convert:path: $($body:ty),+ $(,)?) => {$(
+            let $err = match FailedResponse::<http::Response<$body>>::restore($err) {
+                Ok(response) => return Ok(response.map($convert)),
+                Err(err) => err,
+            };
+        )+};
+    }
+
+    /// The failing response `err` carries, as axum's, when its body is one of those listed in
+    /// `Responder`'s docs; `err` unchanged otherwise. A type comparison per body type, on the
+    /// failure path only.
+    pub(super) fn restore(err: BoxError) -> Result<Response, BoxError> {
+        restore_each!(err, Body::new:
+            Body,
+            Full<Bytes>,
+            Empty<Bytes>,
+            BoxBody<Bytes, BoxError>,
+            BoxBody<Bytes, Infallible>,
+            BoxBody<Bytes, axum::Error>,
+            UnsyncBoxBody<Bytes, BoxError>,
+            UnsyncBoxBody<Bytes, Infallible>,
+            UnsyncBoxBody<Bytes, axum::Error>,
+            String,
+            GuardedBody<Body>,
+            GuardedBody<Full<Bytes>>,
+            GuardedBody<Empty<Bytes>>,
+            GuardedBody<BoxBody<Bytes, BoxError>>,
+            GuardedBody<BoxBody<Bytes, Infallible>>,
+            GuardedBody<BoxBody<Bytes, axum::Error>>,
+            GuardedBody<UnsyncBoxBody<Bytes, BoxError>>,
+            GuardedBody<UnsyncBoxBody<Bytes, Infallible>>,
+            GuardedBody<UnsyncBoxBody<Bytes, axum::Error>>,
+            GuardedBody<String>,
+        );
+        #[cfg(feature = "hyper")]
+        restore_each!(err, Body::new:
+            hyper::body::Incoming,
+            BoxBody<Bytes, hyper::Error>,
+            UnsyncBoxBody<Bytes, hyper::Error>,
+            GuardedBody<hyper::body::Incoming>,
+            GuardedBody<BoxBody<Bytes, hyper::Error>>,
+            GuardedBody<UnsyncBoxBody<Bytes, hyper::Error>>,
+        );
+        restore_each!(err, Body::from: Bytes, Vec<u8>, &'static str);
+        Err(err)
+    }
 
     impl IntoResponse for HttpError {
         fn into_response(self) -> Response {
@@ -570,13 +712,20 @@ mod tests {
         assert!(r.headers().get("retry-after").is_none());
         assert_eq!(r.headers()["x-should-retry"], "false");
 
-        assert_eq!(respond(Box::new(Elapsed::new())).status(), 504);
-        let r = respond(Box::new(DeadlineExceeded::new()));
+        let r = respond(Box::new(Elapsed::with_limit(Duration::from_secs(10))));
+        assert_eq!(r.status(), 504);
+        assert_eq!(
+            r.body(),
+            r#"{"error":{"type":"timeout","message":"attempt timed out after 10 s"}}"#
+        );
+        let r = respond(Box::new(DeadlineExceeded::with_limit(Duration::from_secs(
+            30,
+        ))));
         assert_eq!(r.status(), 504);
         assert_eq!(r.headers()["x-should-retry"], "false");
         assert_eq!(
             r.body(),
-            r#"{"error":{"type":"timeout","message":"deadline exceeded"}}"#
+            r#"{"error":{"type":"timeout","message":"deadline of 30 s exceeded"}}"#
         );
         assert_eq!(
             respond(Box::new(NoHealthyEndpoint { retry_after: None })).status(),
@@ -746,6 +895,96 @@ mod tests {
         assert_eq!(r.extensions().get::<Degraded>(), Some(&degraded));
         let r = Answer::Primary(Response::new(String::new())).into_http_response();
         assert!(r.headers().get(X_PALISADE_DEGRADED).is_none());
+    }
+
+    /// With axum's `Body` as the answer's body (`HttpError`'s `IntoResponse`), a failing
+    /// response passes through as it was, status, headers and body, whatever common body type
+    /// the client gave it, also inside a failed fallback; an unknown body type is answered by
+    /// its class.
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn failing_responses_of_common_body_types_pass_through_as_axum_s() {
+        use axum::body::Body;
+        use axum::response::IntoResponse;
+        use bytes::Bytes;
+        use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+        use http_body_util::{BodyExt, Empty, Full};
+
+        fn failed<T: Send + 'static>(body: T) -> BoxError {
+            let response = Response::builder()
+                .status(503)
+                .header("retry-after-ms", "5000")
+                .body(body)
+                .unwrap();
+            Box::new(
+                FailedResponse::new(response, Class::new(Category::ServerError))
+                    .with_summary("HTTP 503 Service Unavailable"),
+            )
+        }
+        async fn text(response: axum::response::Response) -> (u16, String, String) {
+            let status = response.status().as_u16();
+            let hint = response
+                .headers()
+                .get("retry-after-ms")
+                .map_or("", |v| v.to_str().unwrap())
+                .to_owned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, hint, String::from_utf8(body.to_vec()).unwrap())
+        }
+        const SENT: &str = r#"{"error":"overloaded"}"#;
+        let full = || Full::new(Bytes::from_static(SENT.as_bytes()));
+        // What a `GuardLayer` below the classify layer gives.
+        let guard =
+            crate::body::GuardLayer::new().layer(tower::service_fn(move |_: ()| async move {
+                Ok::<_, BoxError>(Response::new(full()))
+            }));
+        let guarded = tower::ServiceExt::oneshot(guard, ())
+            .await
+            .unwrap()
+            .into_body();
+        let cases: Vec<(&str, BoxError)> = vec![
+            ("axum", failed(Body::from(SENT))),
+            ("full", failed(full())),
+            ("box", failed(BoxBody::new(full().map_err(BoxError::from)))),
+            ("box infallible", failed(BoxBody::new(full()))),
+            (
+                "unsync box",
+                failed(UnsyncBoxBody::new(full().map_err(BoxError::from))),
+            ),
+            ("unsync infallible", failed(UnsyncBoxBody::new(full()))),
+            ("string", failed(SENT.to_owned())),
+            ("bytes", failed(Bytes::from_static(SENT.as_bytes()))),
+            ("vec", failed(SENT.as_bytes().to_vec())),
+            ("str", failed(SENT)),
+            ("guarded full", failed(guarded)),
+        ];
+        for (name, err) in cases {
+            let answer = text(HttpError(err).into_response()).await;
+            let expected = (503, "5000".to_owned(), SENT.to_owned());
+            assert_eq!(answer, expected, "{name}");
+        }
+        // Empty bodies too.
+        let answer = text(HttpError(failed(Empty::<Bytes>::new())).into_response()).await;
+        assert_eq!(answer, (503, "5000".to_owned(), String::new()));
+        // Inside a failed fallback; and through the responder asked for axum's `Body`.
+        let in_fallback: BoxError = Box::new(FallbackFailed::new(
+            failed(full()),
+            vec![("static", "no page".into())],
+        ));
+        let answer = text(HttpError(in_fallback).into_response()).await;
+        assert_eq!(answer.2, SENT);
+        let r: Response<Body> = Responder::new().respond(failed(full()));
+        assert_eq!(text(r).await.2, SENT);
+        // A body type nobody knows: answered by its class, its summary as the message.
+        #[derive(Debug)]
+        struct Unknown;
+        let answer = text(HttpError(failed(Unknown)).into_response()).await;
+        assert_eq!(answer.0, 502);
+        assert!(
+            answer.2.contains("HTTP 503 Service Unavailable"),
+            "{}",
+            answer.2
+        );
     }
 
     /// Fails `poll_ready` once, then answers 200; counts its calls.

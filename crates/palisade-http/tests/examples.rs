@@ -135,9 +135,12 @@ async fn axum_agent_scripted_run() {
     assert_eq!(line("readiness")[0].status, 200);
     assert_eq!(line("ask (tool up)")[0].body, "the tool says 42");
     let down = line("ask (tool down)");
-    // The first failures are the tool's (502 after the retries); then the breaker is open: 503
-    // at once, saying when to come back.
-    assert_eq!(down[0].status, 502);
+    // The first failures are the tool's own answer after the retries, passed through as it
+    // was; then the breaker is open: 503 at once, saying when to come back.
+    assert_eq!(
+        (down[0].status, down[0].body.as_str()),
+        (503, "tool unavailable")
+    );
     let open = down.last().unwrap();
     assert_eq!(open.status, 503, "{open}");
     assert_eq!(open.took, Duration::ZERO);
@@ -159,6 +162,7 @@ async fn axum_agent_scripted_run() {
     assert_eq!(line("readiness (closed again)")[0].status, 200);
     let slow = line("ask, slow, caller waits 100 ms")[0];
     assert_eq!((slow.status, slow.took), (504, Duration::from_millis(100)));
+    assert!(slow.body.contains("deadline of 100 ms exceeded"), "{slow}");
     // The tool was told the time left: 2 s at first, 100 ms for the impatient caller.
     let deadlines = tool.deadlines.lock().unwrap().clone();
     assert_eq!(deadlines.first().map(String::as_str), Some("2000"));

@@ -186,8 +186,9 @@ fn tool_request(state: &AppState, headers: &HeaderMap) -> Request<Full<Bytes>> {
     req
 }
 
-/// Answers with the tool's answer; a failure is answered by palisade's mapping: an open breaker
-/// 503 with `Retry-After`, a timeout 504, a tool that kept failing 502.
+/// Answers with the tool's answer; a failure is answered by palisade's mapping: the tool's own
+/// failing answer as it was (its 503, after the retries), an open breaker 503 with
+/// `Retry-After`, a timeout 504.
 async fn ask(State(state): State<AppState>, headers: HeaderMap) -> Result<String, HttpError> {
     let req = tool_request(&state, &headers);
     let response = state.tool.oneshot(req).await?;
