@@ -79,7 +79,11 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///   budget; and a retry the budget refuses waits for the budget, looking again every 250 ms,
 ///   until the deadline, except after a 429 the server paced
 ///   ([`RetryBuilder::wait_for_budget`](crate::retry::RetryBuilder::wait_for_budget)): with a
-///   dependency flapping every 2 s this answers 100 % of the requests instead of 93.8 %;
+///   dependency flapping every 2 s this answers 100 % of the requests instead of 93.8 %; and
+///   since the budget's throttle comes back only with the dependency's successes, one held
+///   retry per 250 ms goes past it as a probe, so that callers sending one request at a time,
+///   who send nothing while held, learn of a recovery within a probe period rather than at
+///   their deadlines;
 /// - the breaker as [`BreakerConfig::default`]: it opens when 95 % of the last 30 calls (of
 ///   the last second's, at least 10, where 30 calls reach back further)
 ///   failed, throttles adaptively while closed (the Google SRE book's client-side throttling,
