@@ -196,11 +196,10 @@ pin_project! {
         },
         Rejected {
             // Taken when the future completes, so the error gets the breaker's name by move.
-            refused: Option<Refused>,
-        },
-        Failed {
-            // The inner service's readiness error, for a call decided again at `call`.
-            error: Option<BoxError>,
+            // (Or the inner service's readiness error, for a call decided again at `call`: in
+            // this variant rather than one of its own, so that the happy path's matches keep
+            // the arms they had.)
+            refused: Option<Result<Refused, BoxError>>,
         },
         Done,
     }
@@ -218,7 +217,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn rejected(refused: Refused) -> Self {
         ResponseFuture {
             kind: Kind::Rejected {
-                refused: Some(refused),
+                refused: Some(Ok(refused)),
             },
         }
     }
@@ -230,7 +229,9 @@ impl<F> ResponseFuture<F> {
     #[cold]
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
-            kind: Kind::Failed { error: Some(error) },
+            kind: Kind::Rejected {
+                refused: Some(Err(error)),
+            },
         }
     }
 }
@@ -260,17 +261,17 @@ where
                 return Poll::Ready(result);
             }
             KindProj::Rejected { refused } => {
-                let refused = refused
+                match refused
                     .take()
-                    .expect("a rejection is taken once, then Done");
-                Err(Box::new(CircuitOpen::new(
-                    refused.breaker,
-                    refused.state,
-                    refused.retry_after_ms.map(Duration::from_millis),
-                )) as BoxError)
-            }
-            KindProj::Failed { error } => {
-                Err(error.take().expect("an error is taken once, then Done"))
+                    .expect("a rejection is taken once, then Done")
+                {
+                    Ok(refused) => Err(Box::new(CircuitOpen::new(
+                        refused.breaker,
+                        refused.state,
+                        refused.retry_after_ms.map(Duration::from_millis),
+                    )) as BoxError),
+                    Err(error) => Err(error),
+                }
             }
             KindProj::Done => polled_after_completion(),
         };

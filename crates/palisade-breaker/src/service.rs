@@ -33,7 +33,10 @@ pub struct Breaker<S> {
     /// What `poll_ready` decided for the next call. An admission holds a [`Guard`], so a
     /// reserved probe slot that no call uses is given back when it is dropped; a refusal is
     /// counted as a rejection only when a call is failed with it.
-    slot: Option<Result<Guard, Refusal>>,
+    slot: Option<Result<Guard, Refused>>,
+    /// For a refusal in `slot`: the state word it was decided on (kept apart so that the slot,
+    /// moved on every call, stays as small as it was).
+    refused_on: u64,
 }
 
 impl<S: Clone> Clone for Breaker<S> {
@@ -59,6 +62,7 @@ impl<S> Breaker<S> {
             stripe: stripes.pick().clone(),
             stripes,
             slot: None,
+            refused_on: 0,
         }
     }
 
@@ -91,16 +95,42 @@ impl<S> Breaker<S> {
         Ok(Guard::reserve(self.stripe.clone(), ticket))
     }
 
+    /// Reserves a decision for the next call, in a slot known to be empty.
+    #[inline]
+    fn reserve(&mut self) -> bool {
+        match self.decide() {
+            Ok(guard) => {
+                // `get_or_insert`: nothing to drop in a slot known to be empty.
+                self.slot.get_or_insert(Ok(guard));
+                true
+            }
+            Err(refusal) => {
+                self.reserve_refusal(refusal);
+                false
+            }
+        }
+    }
+
+    #[cold]
+    fn reserve_refusal(&mut self, refusal: Refusal) {
+        let (refused, word) = refusal.into_parts();
+        self.refused_on = word;
+        self.slot = Some(Err(refused));
+    }
+
     /// A refusal reserved by an earlier `poll_ready`, polled again: decided again if the
     /// breaker moved since.
     #[cold]
     #[inline(never)]
     fn recheck(&mut self) {
         let shared = &self.stripe.shared;
-        if let Some(Err(refusal)) = &mut self.slot
-            && !shared.core.still_refuses(refusal, || shared.now_ms())
-        {
-            self.slot = Some(self.decide());
+        if let Some(Err(refused)) = self.slot.take() {
+            let mut refusal = Refusal::from_parts(refused, self.refused_on);
+            if shared.core.still_refuses(&mut refusal, || shared.now_ms()) {
+                self.reserve_refusal(refusal);
+            } else {
+                self.reserve();
+            }
         }
     }
 }
@@ -117,8 +147,7 @@ impl<S> Breaker<S> {
         {
             // The stale admission goes first: a probe slot it holds is from a period now over.
             self.slot = None;
-            let decision = self.decide();
-            if self.slot.get_or_insert(decision).is_err() {
+            if !self.reserve() {
                 return Poll::Ready(Ok(()));
             }
         }
@@ -205,9 +234,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self.slot {
             None => {
-                // `get_or_insert`: nothing to drop in a slot known to be empty.
-                let decision = self.decide();
-                self.slot.get_or_insert(decision);
+                self.reserve();
             }
             Some(Ok(_)) => {}
             // Polled again: a refusal stands only while the breaker has not moved.
@@ -239,7 +266,10 @@ where
             // Admitted, and the breaker has not moved since: the happy path.
             Ok(guard) if guard.current() => ResponseFuture::admitted(self.inner.call(req), guard),
             Ok(guard) => self.call_moved(req, guard),
-            Err(refusal) => self.call_refused(req, refusal),
+            Err(refused) => {
+                let refusal = Refusal::from_parts(refused, self.refused_on);
+                self.call_refused(req, refusal)
+            }
         }
     }
 }

@@ -104,6 +104,19 @@ pub(crate) struct Refusal {
     word: u64,
 }
 
+impl Refusal {
+    /// The refusal and the state word it was decided on, apart: a service keeps the word
+    /// beside its reservation so that the reservation stays as small as a `Refused`.
+    pub(crate) fn into_parts(self) -> (Refused, u64) {
+        (self.refused, self.word)
+    }
+
+    /// A refusal put back together from [`into_parts`](Self::into_parts).
+    pub(crate) fn from_parts(refused: Refused, word: u64) -> Self {
+        Refusal { refused, word }
+    }
+}
+
 /// How a call ended, as far as the breaker cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
