@@ -704,19 +704,12 @@ where
 {
     let shared = &handle.shared;
     if let Some(withdrawal) = shared.budget.try_withdraw() {
-        between.reservation = Some(withdrawal);
-        if let Some(error) = between.retries.owed.take() {
-            let category = class_of(&error).category;
-            tracing::debug!(
-                target: "palisade_retry",
-                dependency = %shared.name,
-                attempt = between.retries.attempts,
-                category = category.as_str(),
-                balance = shared.budget.balance(),
-                "retrying: the budget allows it now",
-            );
-            palisade_core::metrics::retried(&shared.name, category);
-        }
+        allowed(
+            between,
+            shared,
+            withdrawal,
+            "retrying: the budget allows it now",
+        );
         return Ok(());
     }
     let now = Instant::now();
@@ -726,19 +719,12 @@ where
         .then(|| shared.budget.try_probe())
         .flatten()
     {
-        between.reservation = Some(withdrawal);
-        if let Some(error) = between.retries.owed.take() {
-            let category = class_of(&error).category;
-            tracing::debug!(
-                target: "palisade_retry",
-                dependency = %shared.name,
-                attempt = between.retries.attempts,
-                category = category.as_str(),
-                balance = shared.budget.balance(),
-                "retrying as a probe: the budget still refuses, and held requests send nothing else",
-            );
-            palisade_core::metrics::retried(&shared.name, category);
-        }
+        allowed(
+            between,
+            shared,
+            withdrawal,
+            "retrying as a probe: the budget still refuses, and held requests send nothing else",
+        );
         return Ok(());
     }
     let at = now + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
@@ -760,6 +746,29 @@ where
         timer: between.retries.timer_until(at),
     };
     Ok(())
+}
+
+/// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) and
+/// counted as retried now that it is sent.
+fn allowed<S, Req, B: Budget + ?Sized, A>(
+    between: &mut Between<S, Req>,
+    shared: &Shared<B, A>,
+    withdrawal: Withdrawal,
+    message: &'static str,
+) {
+    between.reservation = Some(withdrawal);
+    if let Some(error) = between.retries.owed.take() {
+        let category = class_of(&error).category;
+        tracing::debug!(
+            target: "palisade_retry",
+            dependency = %shared.name,
+            attempt = between.retries.attempts,
+            category = category.as_str(),
+            balance = shared.budget.balance(),
+            "{message}",
+        );
+        palisade_core::metrics::retried(&shared.name, category);
+    }
 }
 
 /// Sends the next attempt to the retry service `poll_between` made ready: a copy of the
