@@ -136,6 +136,23 @@ impl Default for Throttle {
 }
 
 /// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
+///
+/// A half-open probe that is dropped gives its probe slot back, and is judged by this policy
+/// like any other call; one that ran for
+/// [`probe_timeout`](crate::BreakerConfig::probe_timeout) or longer is a failure whatever the
+/// policy.
+///
+/// # Panics in the inner service
+/// A panic unwinding through a call counts as a drop:
+///
+/// - **In the call's future** (the inner service's future panicked while polled): the future
+///   is dropped as the panic unwinds (a runtime drops the future of a task that panicked),
+///   and the call is a cancellation, judged by this policy; a probe gives its slot back.
+/// - **In the inner service's `call`**, before it returned a future: the call never started,
+///   as for an admission that no call used. A probe gives its slot back and nothing is
+///   counted, whatever the policy.
+///
+/// Either way a panic never holds a probe slot, so it cannot keep the breaker half-open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]

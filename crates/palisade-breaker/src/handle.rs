@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::CircuitOpen;
 use crate::future::Guard;
-use crate::state::{Core, Outcome};
+use crate::state::{self, Core, Outcome};
 use crate::{BreakerConfig, Reconfigured, State};
 
 /// One stripe's view of a breaker: the state every stripe shares, and which of the breaker's
@@ -259,17 +259,57 @@ impl BreakerHandle {
     /// # }
     /// ```
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        self.try_reserve().map_err(Refusal::reject)
+    }
+
+    /// Decides whether the breaker admits one call made by hand, as
+    /// [`try_acquire`](Self::try_acquire) does, but leaves a refusal to be delivered later:
+    /// a [`Refusal`] counts as a rejection only when [`Refusal::reject`] fails a call with it.
+    ///
+    /// This is for a service that decides in `poll_ready` and calls in `call`, as the
+    /// breaker's own service does. The breaker may move in between (an operator isolates,
+    /// trips, closes or resets it; another service's probe closes it; its open period ends),
+    /// and the decision then no longer holds: at `call`, a permit that is no longer
+    /// [current](Permit::is_current) and a refusal that no longer [stands](Refusal::stands)
+    /// are dropped and the call decided again with another `try_reserve`.
+    ///
+    /// ```
+    /// use palisade_breaker::{BreakerLayer, State};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = BreakerLayer::new("stream");
+    /// let handle = layer.handle();
+    /// // Decided while isolated (in `poll_ready`, say)...
+    /// handle.isolate();
+    /// let mut refusal = handle.try_reserve().unwrap_err();
+    /// assert!(refusal.stands());
+    /// // ... and the operator closes the breaker before the call: decided again, admitted.
+    /// handle.close();
+    /// assert!(!refusal.stands());
+    /// let permit = handle.try_reserve().unwrap();
+    /// assert!(permit.is_current());
+    /// // Nothing was rejected.
+    /// assert_eq!(handle.metrics().rejections, 0);
+    /// // An admission made while closed no longer holds once the breaker is isolated.
+    /// handle.isolate();
+    /// assert!(!permit.is_current());
+    /// let open = handle.try_reserve().unwrap_err().reject();
+    /// assert_eq!(open.state, State::Isolated);
+    /// assert_eq!(handle.metrics().rejections, 1);
+    /// # }
+    /// ```
+    pub fn try_reserve(&self) -> Result<Permit, Refusal> {
         let stripe = self.stripes.pick();
         let shared = &stripe.shared;
-        match shared.core.admit(|| shared.now_ms()) {
+        match shared.core.decide(|| shared.now_ms()) {
             Ok(ticket) => Ok(Permit {
                 guard: Guard::reserve(stripe.clone(), ticket),
             }),
-            Err(refused) => Err(CircuitOpen::new(
-                refused.breaker,
-                refused.state,
-                refused.retry_after_ms.map(Duration::from_millis),
-            )),
+            Err(refusal) => Err(Refusal {
+                stripe: stripe.clone(),
+                refusal,
+            }),
         }
     }
 
@@ -305,15 +345,28 @@ impl BreakerHandle {
 ///
 /// [`start`](Self::start) it when the call begins (durations are measured from there, for
 /// slow calls and probes), then record [`success`](Self::success) or
-/// [`failure`](Self::failure). Dropped before it records anything, a permit that was never
-/// started gives its probe slot back and counts nothing; a started one is a cancelled call,
-/// judged by the breaker's [`CancelPolicy`](crate::CancelPolicy).
+/// [`failure`](Self::failure). Dropped before it records anything (by its owner, or as a
+/// panic unwinds past it), a permit that was never started gives its probe slot back and
+/// counts nothing; a started one is a cancelled call, judged by the breaker's
+/// [`CancelPolicy`](crate::CancelPolicy).
 #[derive(Debug)]
 pub struct Permit {
     guard: Guard,
 }
 
 impl Permit {
+    /// Whether the breaker is still in the state that admitted this permit: `false` once it
+    /// has moved since (isolated, tripped or bypassed by an operator, opened by failures,
+    /// closed by a probe), whether or not the permit was started. One relaxed atomic load.
+    ///
+    /// A permit admitted before a call is made (in a service's `poll_ready`) and no longer
+    /// current when the call comes is dropped unstarted and the call decided again with
+    /// [`BreakerHandle::try_reserve`]: see there.
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        self.guard.current()
+    }
+
     /// The call starts now.
     pub fn start(&mut self) {
         self.guard.start();
@@ -334,6 +387,41 @@ impl Permit {
         } else {
             Outcome::Neutral
         });
+    }
+}
+
+/// A refusal decided by [`BreakerHandle::try_reserve`] and not delivered yet: it counts as a
+/// rejection (in the metrics, and as an [`Event::Rejected`](crate::Event::Rejected)) only
+/// when [`reject`](Self::reject) fails a call with it. Dropped, it counts nothing.
+#[derive(Debug)]
+pub struct Refusal {
+    stripe: Arc<palisade_core::stripe::Stripe<Lane>>,
+    refusal: state::Refusal,
+}
+
+impl Refusal {
+    /// Whether the refusal still stands: the breaker has not moved since it was decided (no
+    /// transition, and an open period that is not over yet). If it stands, the time left
+    /// before the breaker probes is brought up to date; if not, the call is to be decided
+    /// again with [`BreakerHandle::try_reserve`]. Reads the clock only for a refusal made
+    /// while open.
+    pub fn stands(&mut self) -> bool {
+        let shared = &self.stripe.shared;
+        shared
+            .core
+            .still_refuses(&mut self.refusal, || shared.now_ms())
+    }
+
+    /// Fails a call with this refusal: counts it as a rejection now and returns the error,
+    /// naming the breaker, the state that refused and the time left before it probes (as of
+    /// the last [`stands`](Self::stands), or of the decision).
+    pub fn reject(self) -> CircuitOpen {
+        let refused = self.stripe.shared.core.reject(self.refusal.refused);
+        CircuitOpen::new(
+            refused.breaker,
+            refused.state,
+            refused.retry_after_ms.map(Duration::from_millis),
+        )
     }
 }
 
@@ -413,6 +501,62 @@ mod tests {
         // The one slot is taken.
         assert_eq!(h.try_acquire().unwrap_err().state, State::HalfOpen);
         probe.success();
+        assert_eq!(h.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_is_decided_again_once_the_breaker_moved() {
+        let h = handle(|c| {
+            c.consecutive_failures = Some(1);
+            c.half_open_probes = 1;
+            c.success_threshold = 1;
+        });
+        // A permit is current until the breaker moves, started or not.
+        let mut p = h.try_reserve().unwrap();
+        assert!(p.is_current());
+        p.start();
+        assert!(p.is_current());
+        h.bypass();
+        assert!(!p.is_current());
+        drop(p);
+        h.close();
+        // A refusal decided while open stands, with its time left brought up to date, until
+        // the open period ends; it counts nothing until a call is failed with it.
+        h.trip();
+        let mut r = h.try_reserve().unwrap_err();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(r.stands());
+        assert_eq!(h.metrics().rejections, 0);
+        let open = r.reject();
+        assert_eq!(
+            (open.state, open.retry_after),
+            (State::Open, Some(Duration::from_secs(20)))
+        );
+        assert_eq!(h.metrics().rejections, 1);
+        let mut r = h.try_reserve().unwrap_err();
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // Still Open to anyone looking, but the next call is the probe.
+        assert_eq!(h.state(), State::Open);
+        assert!(!r.stands());
+        drop(r);
+        // A probe permit goes stale when the breaker moves; the refusal of the busy slot
+        // stands until then.
+        let probe = h.try_reserve().unwrap();
+        assert_eq!(h.state(), State::HalfOpen);
+        let mut busy = h.try_reserve().unwrap_err();
+        assert!(busy.stands());
+        assert!(probe.is_current());
+        h.isolate();
+        assert!(!probe.is_current());
+        assert!(!busy.stands());
+        // Isolated: a refusal stands until an operator closes the breaker.
+        let mut r = h.try_reserve().unwrap_err();
+        assert!(r.stands());
+        h.close();
+        assert!(!r.stands());
+        drop((probe, busy, r));
+        assert_eq!(h.metrics().rejections, 1);
+        h.try_acquire().unwrap().success();
         assert_eq!(h.state(), State::Closed);
     }
 

@@ -23,7 +23,8 @@
 //!   [count against health](palisade_core::Class::counts_against_health) count; client
 //!   faults, rate limits and ignored errors are neither successes nor failures. A call the
 //!   caller dropped counts as its [`CancelPolicy`] says (ignored by default; or a failure; or a
-//!   failure after a duration, so a hung backend under an outer timeout is still seen).
+//!   failure after a duration, so a hung backend under an outer timeout is still seen), and so
+//!   does a call whose future panicked: the panic drops it (see [`CancelPolicy`]).
 //! * **Open** fails fast: `poll_ready` is ready at once and the call returns [`CircuitOpen`]
 //!   with the time left as its `retry_after` (the `LoadShed` shape), so retry and fallback
 //!   above it can act. The open period starts at [`open_duration`](BreakerConfig::open_duration),
@@ -31,10 +32,11 @@
 //!   jittered and capped, and is never shorter than a server's `retry_after` on the failure
 //!   that tripped it.
 //! * **Half-open** admits at most [`half_open_probes`](BreakerConfig::half_open_probes) calls
-//!   at once; a probe's slot comes back when it completes or is dropped, and a probe that takes
-//!   longer than [`probe_timeout`](BreakerConfig::probe_timeout) (60 s) counts as failed, even
-//!   with no timeout layer below: the next call that finds every slot held that long re-opens
-//!   the breaker, so a hung probe cannot keep it half-open.
+//!   at once; a probe's slot comes back when it completes or is dropped (a panic in its
+//!   future or in the inner service's `call` included: see [`CancelPolicy`]), and a probe
+//!   that takes longer than [`probe_timeout`](BreakerConfig::probe_timeout) (60 s) counts as
+//!   failed, even with no timeout layer below: the next call that finds every slot held that
+//!   long re-opens the breaker, so a hung probe cannot keep it half-open.
 //!   [`success_threshold`](BreakerConfig::success_threshold) successes close it; any failure
 //!   reopens it, and so does a slow probe when the breaker trips on a
 //!   [slow-call rate](BreakerConfig::slow_call_rate).
@@ -170,7 +172,7 @@ mod window;
 
 pub use config::{BreakerConfig, CancelPolicy, Rate, Throttle, Window};
 pub use error::CircuitOpen;
-pub use handle::{BreakerHandle, Metrics, Permit};
+pub use handle::{BreakerHandle, Metrics, Permit, Refusal};
 pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};
 pub use layer::{BreakerBuilder, BreakerLayer};
 pub use reconfigure::{Reconfigured, Reset};

@@ -1044,3 +1044,68 @@ async fn a_sustained_outage_warns_once_and_its_end_says_how_long_it_lasted() {
         ]
     );
 }
+
+// ---- A probe whose call panics ----
+
+fn boom(at: &str) -> Result<(), BoxError> {
+    panic!("the service panicked {at}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_future_panics_is_a_dropped_probe() {
+    for cancel in [CancelPolicy::Ignore, CancelPolicy::Failure] {
+        let l = layer(|c| {
+            c.half_open_probes = 1;
+            c.success_threshold = 1;
+            c.cancel = cancel;
+        });
+        let h = l.handle();
+        let mut svc = l.layer(service_fn(|_: ()| async { boom("in its future") }));
+        h.trip();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        svc.ready().await.unwrap();
+        assert_eq!(h.state(), State::HalfOpen);
+        // Spawned, as a server runs each request: the panic ends the task, which drops the
+        // call's future with the probe's slot.
+        let call = svc.call(());
+        assert!(tokio::spawn(call).await.unwrap_err().is_panic());
+        let m = h.metrics();
+        if cancel == CancelPolicy::Failure {
+            // A cancellation that counts as a failure: a failed probe.
+            assert_eq!((m.state, m.failures, m.reopens), (State::Open, 1, 1));
+        } else {
+            // Ignored: the slot is free again, and the next call is the probe.
+            assert_eq!((m.state, m.failures), (State::HalfOpen, 0));
+            let mut next = l.layer(answering_ok(Arc::default()));
+            next.ready().await.unwrap().call(()).await.unwrap();
+            assert_eq!(h.state(), State::Closed);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_call_panics_gives_its_slot_back_and_counts_nothing() {
+    // The panic comes out of the inner service's `call`, before the call has started: as for a
+    // probe reserved and never called, its slot comes back whatever the cancel policy.
+    let l = layer(|c| {
+        c.half_open_probes = 1;
+        c.success_threshold = 1;
+        c.cancel = CancelPolicy::Failure;
+    });
+    let h = l.handle();
+    let mut svc = l.layer(service_fn(
+        |_: ()| -> std::future::Ready<Result<(), BoxError>> { std::future::ready(boom("in call")) },
+    ));
+    h.trip();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    svc.ready().await.unwrap();
+    assert_eq!(h.state(), State::HalfOpen);
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(svc.call(())))).is_err();
+    assert!(panicked);
+    let m = h.metrics();
+    assert_eq!((m.state, m.failures), (State::HalfOpen, 0));
+    let mut next = l.layer(answering_ok(Arc::default()));
+    next.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+}
