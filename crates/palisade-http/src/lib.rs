@@ -145,7 +145,7 @@
 //!   hands it to its [`on_failure`](body::GuardLayer::on_failure) report.
 //! - **The breaker**: [`StreamBreakerLayer`](body::StreamBreakerLayer), in place of the
 //!   breaker's own layer, admits calls through the same breaker
-//!   ([`BreakerHandle::try_acquire`](palisade_breaker::BreakerHandle::try_acquire)) and records
+//!   ([`BreakerHandle::try_reserve`](palisade_breaker::BreakerHandle::try_reserve)) and records
 //!   each call's outcome once, when its body ends, fails or is dropped. One call, one outcome:
 //!   every rule of the breaker (failures in a row, a failure ratio, slow calls) sees a stream
 //!   that failed half-way exactly as a call that failed outright, so with the default rule

@@ -4,11 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use palisade_breaker::{BreakerHandle, CircuitOpen, Permit};
+use palisade_breaker::{BreakerHandle, Permit, Refusal, State as BreakerState};
 use palisade_core::{BoxError, Class, class_of};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -60,7 +61,7 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// gRPC server stream) can still fail after that: a connection reset, a stall caught by
 /// [`GuardLayer`](super::GuardLayer)'s idle or whole-body timeout, a failing `grpc-status` in
 /// the trailers. `StreamBreaker` admits calls through the same breaker
-/// ([`BreakerHandle::try_acquire`]) and records each call's outcome once, when it is known:
+/// ([`BreakerHandle::try_reserve`]) and records each call's outcome once, when it is known:
 ///
 /// | the call | counts as |
 /// |---|---|
@@ -69,6 +70,8 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// | its body yields an error | that error's class ([`class_of`]: the guard's timeouts are `Timeout`, a reset is `Network`) |
 /// | its trailers carry a failing `grpc-status` (with [`StreamBreakerLayer::grpc_trailers`]) | that code's class |
 /// | its body is dropped before any of these (the caller stopped reading) | a cancellation, judged by the breaker's [`CancelPolicy`](palisade_breaker::CancelPolicy) (ignored by default) |
+/// | the inner service panics in its future or its body (the panic drops them) | a cancellation, as above |
+/// | the inner service panics in `call`, before it made a future | nothing: the call never started (a probe gives its slot back) |
 ///
 /// So the breaker opens after enough streams fail half-way, with every rule it has (failures
 /// in a row, a failure ratio, slow calls), just as it would for calls that failed outright:
@@ -118,11 +121,27 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// ```
 ///
 /// # Errors
-/// The inner service's errors, boxed; [`CircuitOpen`] when the breaker refuses the call.
+/// The inner service's errors, boxed; [`CircuitOpen`](palisade_breaker::CircuitOpen) when the
+/// breaker refuses the call.
 ///
 /// # Readiness
 /// As `Breaker`: the breaker admits or refuses a call in `poll_ready`; a refused call makes
 /// the service ready at once and `call` fails fast, so a retry or fallback above can act.
+///
+/// What `poll_ready` decided holds only while the breaker stays as it was. If it has moved
+/// since (an operator isolated, tripped, closed or reset it, another clone's probe closed it,
+/// it tripped, its open period ended), the call is decided again as the breaker stands at
+/// `call`: an admission made while closed is refused once the breaker is isolated or open, and
+/// a refusal made while open no longer stands once it closes. A `poll_ready` repeated before
+/// the call decides again a refusal that went stale, and an admission that went stale while
+/// the service is not ready: a caller waiting for the service is ready at once, to fail fast,
+/// when polled after the breaker was isolated. A refusal counts as a rejection when a call is
+/// failed with it, not when `poll_ready` decided it.
+///
+/// A call admitted at `call` after a refusal was never polled for by `poll_ready`: the inner
+/// service is asked once, without waiting, whether it is ready; if not, the call fails with a
+/// `CircuitOpen` whose `retry_after` is zero (retry now), and if its readiness fails, that
+/// error is the call's (and its outcome).
 ///
 /// # Panics
 /// `call` without a successful `poll_ready` before it panics (the admission it reserves is
@@ -132,7 +151,10 @@ pub struct StreamBreaker<S> {
     inner: S,
     handle: BreakerHandle,
     grpc: Option<GrpcClassifier>,
-    slot: Option<Result<Permit, CircuitOpen>>,
+    /// What `poll_ready` decided for the next call: a permit (holding a probe slot, if
+    /// half-open, until the call ends or the service is dropped), or a refusal not counted
+    /// yet.
+    slot: Option<Result<Permit, Refusal>>,
 }
 
 impl<S: Clone> Clone for StreamBreaker<S> {
@@ -176,6 +198,117 @@ impl<S> StreamBreaker<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// A refusal reserved by an earlier `poll_ready`, polled again: decided again if the
+    /// breaker moved since.
+    #[cold]
+    #[inline(never)]
+    fn recheck(&mut self) {
+        if let Some(Err(refusal)) = &mut self.slot
+            && !refusal.stands()
+        {
+            self.slot = Some(self.handle.try_reserve());
+        }
+    }
+
+    /// The inner service is not ready for an admitted call. If the breaker moved since the
+    /// admission (an operator isolated it, say), the call is decided again: refused, it is
+    /// ready at once, to fail fast instead of waiting for a service it will not call.
+    #[cold]
+    #[inline(never)]
+    fn pending(&mut self) -> Poll<Result<(), BoxError>> {
+        if let Some(Ok(permit)) = &self.slot
+            && !permit.is_current()
+        {
+            // The stale permit goes first: a probe slot it holds is from a period now over.
+            self.slot = None;
+            let decision = self.handle.try_reserve();
+            if self.slot.get_or_insert(decision).is_err() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<S> StreamBreaker<S> {
+    /// Calls the inner service (polled ready) with an admitted call.
+    #[inline]
+    fn admitted<Req, B>(&mut self, req: Req, mut permit: Permit) -> State<S::Future>
+    where
+        S: Service<Req, Response = Response<B>>,
+    {
+        let inner = self.inner.call(req);
+        // Started once the inner service has made its future, as `Breaker` starts its calls: a
+        // panic inside the inner `call` is a call that never started (a probe's slot comes
+        // back, nothing is counted).
+        permit.start();
+        State::Called {
+            inner,
+            permit: Some(permit),
+            grpc: self.grpc.clone(),
+        }
+    }
+
+    /// `call` with a permit reserved in a state the breaker has left since (an operator
+    /// isolated it, a probe closed it, it tripped): the call is decided again, as it stands
+    /// now. The inner service was polled ready, so a new admission calls it.
+    #[cold]
+    #[inline(never)]
+    fn call_moved<Req, B>(&mut self, req: Req, stale: Permit) -> State<S::Future>
+    where
+        S: Service<Req, Response = Response<B>>,
+    {
+        // Given back first: a probe slot it holds belongs to a half-open period that is over.
+        drop(stale);
+        match self.handle.try_reserve() {
+            Ok(permit) => self.admitted(req, permit),
+            Err(refusal) => State::failed(refusal.reject()),
+        }
+    }
+
+    /// `call` with a refusal reserved: it stands unless the breaker moved since, in which case
+    /// the call is decided again. The inner service was not polled for a refused call, so a
+    /// new admission asks it once whether it is ready (without waiting: the caller was told
+    /// the call would not wait).
+    #[cold]
+    #[inline(never)]
+    fn call_refused<Req, B>(&mut self, req: Req, mut refusal: Refusal) -> State<S::Future>
+    where
+        S: Service<Req, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+    {
+        if refusal.stands() {
+            return State::failed(refusal.reject());
+        }
+        let permit = match self.handle.try_reserve() {
+            Ok(permit) => permit,
+            Err(refusal) => return State::failed(refusal.reject()),
+        };
+        match self
+            .inner
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => self.admitted(req, permit),
+            Poll::Ready(Err(e)) => {
+                let e: BoxError = e.into();
+                permit.failure(class_of(&e));
+                State::Failed { error: Some(e) }
+            }
+            Poll::Pending => {
+                // The breaker would admit the call now, but the service is not ready for it:
+                // it fails with the refusal reserved, to be retried at once (a refusal by an
+                // operator who has since closed the breaker no longer stands: it says open).
+                drop(permit);
+                let mut open = refusal.reject();
+                if open.state == BreakerState::Isolated {
+                    open.state = BreakerState::Open;
+                }
+                open.retry_after = Some(Duration::ZERO);
+                State::failed(open)
+            }
+        }
+    }
 }
 
 impl<S, Req, B> Service<Req> for StreamBreaker<S>
@@ -189,13 +322,24 @@ where
     type Future = StreamBreakerFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let slot = self.slot.get_or_insert_with(|| self.handle.try_acquire());
-        if slot.is_err() {
+        match self.slot {
+            None => {
+                // `get_or_insert`: nothing to drop in a slot known to be empty.
+                let decision = self.handle.try_reserve();
+                self.slot.get_or_insert(decision);
+            }
+            Some(Ok(_)) => {}
+            // Polled again: a refusal stands only while the breaker has not moved.
+            Some(Err(_)) => self.recheck(),
+        }
+        if matches!(self.slot, Some(Err(_))) {
+            // Refused: ready at once, and the call fails fast.
             return Poll::Ready(Ok(()));
         }
-        match ready!(self.inner.poll_ready(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) => {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => self.pending(),
+            Poll::Ready(Err(e)) => {
                 let e: BoxError = e.into();
                 if let Some(Ok(permit)) = self.slot.take() {
                     permit.failure(class_of(&e));
@@ -206,20 +350,15 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let state = match self
+        let slot = self
             .slot
             .take()
-            .expect("`StreamBreaker::call` without a successful `poll_ready` first")
-        {
-            Ok(mut permit) => {
-                permit.start();
-                State::Called {
-                    inner: self.inner.call(req),
-                    permit: Some(permit),
-                    grpc: self.grpc.clone(),
-                }
-            }
-            Err(open) => State::Refused { open: Some(open) },
+            .expect("`StreamBreaker::call` without a successful `poll_ready` first");
+        let state = match slot {
+            // Admitted, and the breaker has not moved since: the happy path.
+            Ok(permit) if permit.is_current() => self.admitted(req, permit),
+            Ok(stale) => self.call_moved(req, stale),
+            Err(refusal) => self.call_refused(req, refusal),
         };
         StreamBreakerFuture { state }
     }
@@ -243,9 +382,21 @@ pin_project! {
             permit: Option<Permit>,
             grpc: Option<GrpcClassifier>,
         },
-        Refused {
-            open: Option<CircuitOpen>,
+        Failed {
+            // The refusal, or the inner service's readiness error for a call decided again
+            // at `call`.
+            error: Option<BoxError>,
         },
+    }
+}
+
+impl<F> State<F> {
+    /// Fails the call with a refusal.
+    #[cold]
+    fn failed(open: palisade_breaker::CircuitOpen) -> Self {
+        State::Failed {
+            error: Some(Box::new(open)),
+        }
     }
 }
 
@@ -302,8 +453,8 @@ where
                     }
                 })
             }
-            StateProj::Refused { open } => {
-                Poll::Ready(Err(Box::new(open.take().expect(POLLED_AFTER_COMPLETION))))
+            StateProj::Failed { error } => {
+                Poll::Ready(Err(error.take().expect(POLLED_AFTER_COMPLETION)))
             }
         }
     }

@@ -1641,6 +1641,248 @@ async fn a_clone_does_not_take_the_reservation() {
     drop(clone.call(()));
 }
 
+// ---- stream breaker: a decision reserved by `poll_ready`, and a breaker that moves before `call` ----
+
+/// A service answering each call with an empty body (a success at its head), counting calls.
+fn answering(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<(), Response = Response<Script>, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_: ()| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, BoxError>(Response::new(Script::data(&[]))) }
+    })
+}
+
+/// The state and `retry_after` of a refusal.
+fn refused_by(err: &BoxError) -> (palisade_breaker::State, Option<Duration>) {
+    let open = err
+        .downcast_ref::<palisade_breaker::CircuitOpen>()
+        .unwrap_or_else(|| panic!("not a refusal: {err}"));
+    (open.state, open.retry_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_refusal_reserved_while_open_no_longer_stands_once_reset_or_closed() {
+    use palisade_breaker::State;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = stream_breaker(1).handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(answering(calls.clone()));
+    // Ready while open (a refusal reserved), reset by an operator, called a minute later.
+    handle.trip();
+    svc.ready().await.unwrap();
+    handle.reset();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    svc.call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Ready while isolated, closed, and polled ready again before the call.
+    handle.isolate();
+    svc.ready().await.unwrap();
+    handle.close();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Nothing was rejected: a refusal counts when a call is failed with it.
+    let m = handle.metrics();
+    assert_eq!((m.state, m.successes, m.rejections), (State::Closed, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_refusal_reserved_while_open_no_longer_stands_once_a_probe_closed_it() {
+    use palisade_breaker::State;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = stream_breaker(1).handle();
+    let mut waiting = StreamBreakerLayer::new(handle.clone()).layer(answering(calls.clone()));
+    handle.trip();
+    waiting.ready().await.unwrap();
+    // The period over, another clone's probe closes the breaker.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let mut other = waiting.clone();
+    other.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(handle.state(), State::Closed);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    waiting.call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let m = handle.metrics();
+    assert_eq!((m.state, m.successes, m.rejections), (State::Closed, 2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_refusal_reserved_while_open_stands_until_the_open_period_ends() {
+    use palisade_breaker::State;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = stream_breaker(1).handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(answering(calls.clone()));
+    handle.trip();
+    svc.ready().await.unwrap();
+    // Nothing moved: refused, saying how long is left now, and counted once.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(
+        refused_by(&err),
+        (State::Open, Some(Duration::from_secs(6)))
+    );
+    assert_eq!(handle.metrics().rejections, 1);
+    // Reserved 1 ms before the period ends, called 1 ms after, with nobody looking meanwhile
+    // (the state still reads Open): the call is the probe, and closes the breaker.
+    tokio::time::advance(Duration::from_millis(5_999)).await;
+    svc.ready().await.unwrap();
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert_eq!(handle.state(), State::Open);
+    svc.call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let m = handle.metrics();
+    assert_eq!((m.state, m.rejections), (State::Closed, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_admission_reserved_while_closed_is_refused_once_isolated_or_tripped() {
+    use palisade_breaker::State;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = stream_breaker(1).handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(answering(calls.clone()));
+    svc.ready().await.unwrap();
+    handle.isolate();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(refused_by(&err), (State::Isolated, None));
+    // Polled ready again in between changes nothing: the call is decided as it stands.
+    handle.close();
+    svc.ready().await.unwrap();
+    handle.trip();
+    svc.ready().await.unwrap();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(
+        refused_by(&err),
+        (State::Open, Some(Duration::from_secs(10)))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(handle.metrics().rejections, 2);
+    // Closed again and left alone: admitted as ever.
+    handle.close();
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_waiting_for_the_stream_service_is_let_go_once_the_breaker_is_isolated() {
+    use palisade_breaker::State;
+    let handle = stream_breaker(1).handle();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(NotYet);
+    // Admitted while closed, waiting for the service.
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    handle.isolate();
+    // Polled again: ready at once, and the call fails fast.
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(refused_by(&err), (State::Isolated, None));
+    // Closed again: it waits for the service as before.
+    handle.close();
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    assert_eq!(handle.metrics().rejections, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_call_decided_again_asks_the_service_it_never_polled_whether_it_is_ready() {
+    use palisade_breaker::State;
+    // Refused when polled (the service is not polled for a refused call), admitted when
+    // called, but the service is not ready: the call fails at once, to be retried now.
+    let handle = stream_breaker(1).handle();
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(NotYet);
+    handle.isolate();
+    svc.ready().await.unwrap();
+    handle.close();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(refused_by(&err), (State::Open, Some(Duration::ZERO)));
+    assert!(class_of(&err).retryable);
+    assert_eq!(handle.state(), State::Closed);
+    // The same, and the service's readiness fails: that error is the call's, and counts as a
+    // failure would in `poll_ready` (one opens this breaker).
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(NeverReady);
+    handle.isolate();
+    svc.ready().await.unwrap();
+    handle.close();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Network);
+    let m = handle.metrics();
+    assert_eq!((m.state, m.failures, m.rejections), (State::Open, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_stream_probe_reservation_gives_back_no_slot_of_a_later_half_open_period() {
+    use palisade_breaker::State;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handle = stream_breaker(1).handle();
+    handle.trip();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // `stale` reserves the one probe slot; the breaker is tripped again by hand and, half-open
+    // again, another service's probe takes the new period's slot (its body still streaming).
+    let mut stale = StreamBreakerLayer::new(handle.clone()).layer(answering(calls.clone()));
+    stale.ready().await.unwrap();
+    assert_eq!(handle.state(), State::HalfOpen);
+    handle.trip();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let mut stall = Script::data(&["a"]);
+    stall.stall = true;
+    let mut other = StreamBreakerLayer::new(handle.clone()).layer(scripted(vec![stall]));
+    let streaming = other.ready().await.unwrap().call(()).await.unwrap();
+    // `stale`'s call is decided again: its old slot is not this period's, and the one slot is
+    // busy.
+    let err = stale.call(()).await.unwrap_err();
+    assert_eq!(refused_by(&err).0, State::HalfOpen);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // The stream dropped (ignored by default) frees the slot: the next call is the probe.
+    drop(streaming);
+    stale.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(handle.state(), State::Closed);
+}
+
+fn boom(at: &str) -> Result<Response<Script>, BoxError> {
+    panic!("the service panicked {at}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_probe_that_panics_gives_its_slot_back() {
+    use palisade_breaker::{CancelPolicy, State};
+    let breaker = palisade_breaker::BreakerLayer::builder("s")
+        .consecutive_failures(1)
+        .failure_rate(None)
+        .throttle(None)
+        .open_duration(Duration::from_secs(10))
+        .max_open_duration(Duration::from_secs(10))
+        .jitter_ratio(0.0)
+        .half_open_probes(1)
+        .success_threshold(1)
+        .cancel(CancelPolicy::Failure)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    handle.trip();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // A panic inside the inner `call`: the call never started, so nothing is counted, even
+    // under a policy that counts dropped calls as failures, and the slot comes back.
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(service_fn(
+        |_: ()| -> std::future::Ready<Result<Response<Script>, BoxError>> {
+            std::future::ready(boom("in call"))
+        },
+    ));
+    svc.ready().await.unwrap();
+    assert_eq!(handle.state(), State::HalfOpen);
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(svc.call(())))).is_err();
+    assert!(panicked);
+    let m = handle.metrics();
+    assert_eq!((m.state, m.failures), (State::HalfOpen, 0));
+    // A panic in its future: the task that ran it drops it, a cancellation (a failed probe
+    // under this policy).
+    let mut svc = StreamBreakerLayer::new(handle.clone())
+        .layer(service_fn(|_: ()| async { boom("in its future") }));
+    let call = svc.ready().await.unwrap().call(());
+    assert!(tokio::spawn(call).await.unwrap_err().is_panic());
+    let m = handle.metrics();
+    assert_eq!((m.state, m.failures, m.reopens), (State::Open, 1, 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_guard_is_ready_when_its_inner_service_is() {
     let mut svc = GuardLayer::new().layer(NeverReady);
