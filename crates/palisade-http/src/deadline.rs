@@ -99,7 +99,11 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// Writes the time left until the current deadline on each request; see
 /// [`PropagateDeadlineLayer`].
 ///
-/// With no deadline in force, the request goes as it is (headers the caller set are kept). A
+/// With no deadline in force, the request goes as it is (headers the caller set are kept).
+/// The deadline is read from the context of the task that calls this service: below a
+/// `tower::buffer::Buffer` (tonic's `Channel` is one), a spawned task or a client with a task
+/// of its own, there is none unless `palisade::context::CarryLayer` above the boundary and
+/// `ResumeLayer` below it carry it across, and then no header is sent. A
 /// header the request already carries with a shorter limit than the time left (tonic's
 /// `Request::set_timeout` writes `grpc-timeout`) is kept too: the call ends at the earlier of
 /// the two, so that is what the server hears; a longer or malformed one is replaced. A
