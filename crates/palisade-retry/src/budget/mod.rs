@@ -12,6 +12,22 @@
 //! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the last `window` |
 //! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (12 % of requests, at least 8 a second) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
 //!
+//! # One budget per failure domain
+//!
+//! A budget judges everything that shares it as one dependency: every failed attempt counts,
+//! retried or not, and gRPC's throttle ([`TokenBucket`], in the default [`Throttled`]) stops
+//! all retries once failures outweigh successes. Where one layer serves callers whose calls
+//! fail independently (tenants of a gateway, each with its own upstream account or quota;
+//! models with their own limits), one caller whose calls all fail spends the budget for the
+//! others: in a trial, a tenant sending 10 requests a second, 30 % of which fail once and then
+//! succeed, kept 100 % of its answers alone and 70.3 % beside a tenant whose every call
+//! failed, with that tenant at 20 or 100 requests a second, even with
+//! [`max_attempts_fn`](crate::RetryBuilder::max_attempts_fn) giving the failing tenant a
+//! single attempt (its failures still count). Give each failure domain its own layer and
+//! budget (a `RetryLayer` built per tenant, in front of whatever routes to it): the same
+//! trial then kept 100 %. Share a budget where the callers share the dependency's health,
+//! which is what it protects.
+//!
 //! [`Unlimited`] never refuses. Each budget also implements tower's
 //! [`tower::retry::budget::Budget`], so it plugs into `tower::retry` policies as well.
 //!
