@@ -667,7 +667,7 @@ fn scanning<E: AsRef<EndpointState>>(
     let avoid = avoid.within(n, eligible, token);
     let tier = retry_tier(n, tier, |i| get(i).tier, eligible, token, avoid);
     // 6. Two weighted draws in the tier, the less loaded wins.
-    let candidate = |i: usize| get(i).tier == tier && weigh(i) > 0.0;
+    let candidate = |i: usize| get(i).tier == tier && eligible(i);
     let skip = skip(n, candidate, token, avoid);
     let draws = Draws::new(
         n,
