@@ -87,6 +87,7 @@ mod answer;
 pub mod error;
 pub mod future;
 mod layer;
+mod recent;
 pub mod recovery;
 mod service;
 mod strategy;

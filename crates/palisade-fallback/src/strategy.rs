@@ -1,6 +1,5 @@
 //! Fallback strategies: where a degraded answer comes from.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
@@ -13,6 +12,8 @@ use palisade_core::{BoxError, Class, ConfigError};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
+
+use crate::recent::Recent;
 
 /// The future a strategy returns. Strategies only run after a failure, where allocating is
 /// allowed; the success path never builds one.
@@ -300,13 +301,22 @@ where
 ///
 /// The key comes from the request before each call (a hash of what `key` returns). Recording a
 /// success takes a short lock on the cache (the only lock on the success path, and only with
-/// this strategy); the cache holds at most `capacity` keys, dropping the oldest entry when full.
+/// this strategy), shared by every clone of the service.
+///
+/// # Capacity and expiry
+/// The cache holds at most `capacity` keys, in the order their answers were stored: storing an
+/// answer for a key makes it the newest, and a new key in a full cache evicts the entry stored
+/// longest ago (the least recently stored; answers stored at one instant go in the order they
+/// were stored). Recording a success, evicting and finding an answer each cost the same
+/// whatever the cache holds: a hash lookup and a few links, no scan. An answer is given while
+/// it is younger than `ttl`; each recorded success also drops up to two expired answers from
+/// the oldest end, so stale answers do not stay in memory while new ones come in.
 pub struct LastGood<R, F> {
     key: F,
     ttl: Duration,
     capacity: usize,
     hasher: std::collections::hash_map::RandomState,
-    cache: Arc<Mutex<HashMap<u64, (Instant, R)>>>,
+    cache: Arc<Mutex<Recent<R>>>,
 }
 
 impl<R, F> fmt::Debug for LastGood<R, F> {
@@ -349,7 +359,7 @@ impl<R, F> LastGood<R, F> {
             ttl,
             capacity,
             hasher: Default::default(),
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(Recent::new(capacity))),
         }
     }
 }
@@ -379,7 +389,7 @@ impl<R, F> LastGoodBuilder<R, F> {
     }
 
     /// How many keys the cache holds at most (default 1024); when full, a new key replaces
-    /// the oldest entry.
+    /// the entry stored longest ago.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
@@ -416,24 +426,23 @@ where
 
     fn on_success(&self, key: Option<u64>, response: &R) {
         let Some(key) = key else { return };
-        let now = Instant::now();
+        let response = response.clone();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.capacity && !cache.contains_key(&key) {
-            let oldest = cache.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                cache.remove(&oldest);
-            }
-        }
-        cache.insert(key, (now, response.clone()));
+        // Read under the lock, so the cache's order of storing is also the order of time.
+        let now = Instant::now();
+        cache.store(key, response, now, self.ttl);
     }
 
     fn fallback(&self, _: Option<Req>, key: Option<u64>, _: Failure<'_>) -> FallbackFuture<R> {
         let found = key.and_then(|key| {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache
-                .get(&key)
-                .filter(|(at, _)| at.elapsed() < self.ttl)
-                .map(|(_, r)| r.clone())
+                .get(key, Instant::now(), self.ttl)
+                .map(|(r, age)| (r.clone(), age))
+        });
+        let found = found.map(|(r, age)| {
+            tracing::debug!(target: "palisade_fallback", age_ms = age.as_millis() as u64, "last good answer found");
+            r
         });
         Box::pin(std::future::ready(found.ok_or_else(|| {
             BoxError::from("no fresh last good response for this key")

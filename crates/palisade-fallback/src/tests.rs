@@ -761,6 +761,30 @@ async fn last_good_keeps_the_newest_keys_and_answers_until_its_ttl() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn last_good_evicts_the_least_recently_stored_key_even_at_one_instant() {
+    // The paused clock does not move between these calls: every answer is stored at the same
+    // instant, and the order of storing alone decides which key goes.
+    let strategy = LastGood::builder(topic).capacity(3).build().unwrap();
+    let svc = FallbackLayer::new(strategy).layer(echo());
+    let ask = |q: &'static str| {
+        let svc = svc.clone();
+        async move { svc.oneshot(req(q).0).await }
+    };
+    for q in ["ask a", "ask b", "ask c", "ask d"] {
+        ask(q).await.unwrap();
+    }
+    assert!(ask("fail a").await.is_err(), "a, stored first, went");
+    // Storing b again makes it the newest: c is now the one stored longest ago.
+    ask("ask b").await.unwrap();
+    ask("ask e").await.unwrap();
+    assert!(ask("fail c").await.is_err(), "c went, not the re-stored b");
+    for q in ["fail b", "fail d", "fail e"] {
+        let answer = ask(q).await.unwrap();
+        assert_eq!(answer.degraded().unwrap().strategy, "last_good", "{q}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn last_good_defaults_to_a_minute() {
     let svc = FallbackLayer::new(LastGood::new(topic)).layer(echo());
     svc.clone().oneshot(req("ask a").0).await.unwrap();
