@@ -570,9 +570,10 @@ where
     /// Marks endpoint `i` as one whose readiness failed in this `poll_ready`.
     #[cold]
     fn mark_unready(&mut self, i: usize) {
-        let words = self.endpoints.len().div_ceil(64);
-        if self.unready.len() < words {
-            self.unready.resize(words, 0);
+        // Empty until the first failure, and again after a discovery change (which clears
+        // it): otherwise sized for the current list.
+        if self.unready.is_empty() {
+            self.unready.resize(self.endpoints.len().div_ceil(64), 0);
         }
         self.unready[i / 64] |= 1 << (i % 64);
     }
