@@ -20,12 +20,19 @@
 //! | `palisade.retry.retries` | counter | `dependency`, `category` | palisade-retry | a failed attempt is retried |
 //! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
 //! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`, `breaker_open`) | palisade-retry | a failure was returned without a retry |
-//! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` | palisade-breaker | a state change |
-//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed |
+//! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` (a state, or `evicted` for a per-key breaker dropped while not closed) | palisade-breaker | a state change |
+//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted |
 //! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |
 //! | `palisade.timeout.elapsed` | counter | `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
 //! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
 //! | `palisade.fallback.failed` | counter | `strategy` | palisade-fallback | every fallback strategy failed |
+//!
+//! Per-key breakers (palisade-breaker's `KeyedBreakerLayer`) are named `name[key]`, so the
+//! `breaker` label takes one value per key ever seen: the series follow the keys seen, not
+//! the layer's `max_keys`, and an evicted key's series stay in the recorder (the facade
+//! cannot delete a series; the key's state gauge is set to 0 on eviction). Key by a bounded
+//! set (a provider, a model, a tenant tier or a hash bucket of the tenant) when the keys are
+//! many or chosen by clients.
 //!
 //! Counters are registered when the event happens (a failure path, where allocating the label
 //! set is allowed), except those of [`MetricsLayer`], which it registers once when built so

@@ -34,24 +34,36 @@ impl<K> fmt::Debug for KeyedHandle<K> {
 
 impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
     /// The handle of one key's breaker, if it exists.
+    ///
+    /// The handle controls that breaker, not the key. While the key is kept, everything done
+    /// through the handle (reading, [`isolate`](BreakerHandle::isolate),
+    /// [`close`](BreakerHandle::close), [`trip`](BreakerHandle::trip), reconfiguring) applies
+    /// to the key's calls. Once the key is evicted (idle, or for room at `max_keys`: see
+    /// [`KeyedBreakerLayer`](super::KeyedBreakerLayer)'s *Eviction*), the key's next call gets
+    /// a new breaker, closed, and the old handle reads and controls the old breaker, which no
+    /// call reaches: isolating through it has no effect on traffic. Call `get` again to
+    /// control the key's current breaker.
+    ///
+    /// A breaker isolated or bypassed through its handle while its key is kept stays kept
+    /// (unless every key's breaker is isolated or bypassed), so the operator's setting holds.
+    /// A key can be evicted between `get` and `isolate`: check with `get` afterwards (the
+    /// same breaker is there, [`State::Isolated`]) when keys come and go quickly.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        self.registry.map.load().get(key).map(|e| BreakerHandle {
-            stripes: e.stripes.clone(),
-        })
+        self.registry
+            .get(key)
+            .map(|stripes| BreakerHandle { stripes })
     }
 
     /// The keys that have a breaker now.
     pub fn keys(&self) -> Vec<K> {
-        self.registry.map.load().keys().cloned().collect()
+        let mut keys = Vec::new();
+        self.registry.for_each(|k, _| keys.push(k.clone()));
+        keys
     }
 
     /// The configuration every key's breaker runs with, and new keys' breakers start with.
     pub fn config(&self) -> BreakerConfig {
-        *self
-            .registry
-            .write
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.registry.lock().config
     }
 
     /// Swaps the configuration of every key's breaker live (as
@@ -88,33 +100,26 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
         config: BreakerConfig,
     ) -> Result<Vec<(K, Reconfigured)>, ConfigError> {
         config.validate()?;
-        let mut writer = self
-            .registry
-            .write
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *writer = config;
-        let map = self.registry.map.load_full();
-        let done = map
-            .iter()
-            .map(|(key, e)| {
-                let shared = &e.stripes.get().shared;
-                (
-                    key.clone(),
-                    shared.core.reconfigure(config, shared.now_ms()),
-                )
-            })
-            .collect();
+        let mut writer = self.registry.lock();
+        writer.config = config;
+        let mut done = Vec::new();
+        self.registry.for_each(|key, stripes| {
+            let shared = &stripes.get().shared;
+            done.push((
+                key.clone(),
+                shared.core.reconfigure(config, shared.now_ms()),
+            ));
+        });
         drop(writer);
         Ok(done)
     }
 
     /// Trips every key's breaker (see [`BreakerHandle::trip`]).
     pub fn trip_all(&self) {
-        for e in self.registry.map.load().values() {
-            let shared = &e.stripes.get().shared;
+        self.registry.for_each(|_, stripes| {
+            let shared = &stripes.get().shared;
             shared.core.trip_now(shared.now_ms());
-        }
+        });
     }
 
     /// A [`Listener`] for a parent breaker that trips every child here when the parent opens.

@@ -1,15 +1,11 @@
 //! [`KeyedBreakerLayer`] and its builder.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use palisade_core::ConfigError;
-use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::handle::KeyedHandle;
@@ -20,15 +16,49 @@ use crate::BreakerConfig;
 /// One circuit breaker per key taken from the request (a provider, a model, a tool, a tenant),
 /// created on first use. See [`KeyedBreakerLayer::new`] and [`KeyedBreakerLayer::builder`].
 ///
-/// Looking a key up takes no lock: the keys live in an immutable map behind an
-/// [`ArcSwap`](arc_swap::ArcSwap), replaced whole when a key is added (rare). Memory is
-/// bounded: when a new key arrives, keys idle longer than
-/// [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are dropped, and beyond
-/// [`max_keys`](KeyedBreakerBuilder::max_keys) the least recently used key (to the
-/// millisecond) is dropped; a dropped key's breaker starts afresh, closed, if it comes back.
-/// A breaker that still rejects calls (open with time left in its open period, or isolated)
-/// is never dropped for being idle, and is dropped for room only when every key's breaker
-/// rejects; then the one whose open period ends first goes, with a `tracing` warning.
+/// Looking a key up takes no lock and allocates nothing: the keys are spread by hash over
+/// shards (one per 64 keys of [`max_keys`](KeyedBreakerBuilder::max_keys), at most 256), each
+/// an immutable map behind an [`ArcSwap`](arc_swap::ArcSwap). Adding a key replaces its shard
+/// only, so it copies about 64 entries (more beyond 16 384 keys), whatever the number of keys.
+///
+/// # Eviction
+/// Memory is bounded:
+///
+/// * Keys unused for [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are dropped when a
+///   new key arrives (looked for at most 64 times per idle timeout, so a key may outlive it
+///   by up to a 64th of it).
+/// * At [`max_keys`](KeyedBreakerBuilder::max_keys), a new key makes room by dropping the
+///   least recently used key (to the millisecond) whose breaker admits calls, chosen among the
+///   keys of four shards (its own, then the others in turn): exactly the least recently used
+///   up to 64 keys, an approximation beyond.
+///
+/// A dropped key's breaker starts afresh, closed, if the key comes back. Some breakers are
+/// kept:
+///
+/// * One that still rejects calls (open with time left in its open period) is never dropped
+///   for being idle, and is dropped for room only when no breaker admits calls; then the one
+///   whose open period ends first goes, with a `tracing` warning
+///   (`evicting an open per-key breaker`, with `open_for_ms`).
+/// * One an operator isolated or bypassed ([`BreakerHandle::isolate`](crate::BreakerHandle::isolate),
+///   [`bypass`](crate::BreakerHandle::bypass)) is never dropped for being idle, and is dropped
+///   for room only when every key's breaker was isolated or bypassed: then the least recently
+///   used of them goes and the operator's setting for that key is lost, with a `tracing`
+///   warning (`evicting a per-key breaker an operator set`, with its `state`). Keep
+///   `max_keys` above the number of keys you isolate at once.
+///
+/// Each eviction is logged at `DEBUG` (`per-key breaker evicted`, with the breaker's `state`
+/// and `why`: `idle` or `max_keys`). A [`BreakerHandle`](crate::BreakerHandle) taken with
+/// [`KeyedHandle::get`] controls the breaker the key had then, not the key: see there.
+///
+/// # Metrics
+/// Each key's breaker reports under its own name, `name[key]`, so the `breaker` label of the
+/// `palisade.breaker.*` metrics takes one value per key ever seen, not bounded by `max_keys`
+/// (a metrics recorder keeps every series it was given). Key by a bounded set (a provider, a
+/// model, a tenant tier or a hash bucket of the tenant) when the keys are many or chosen by
+/// clients. When a key is evicted while its breaker is not closed, its
+/// `palisade.breaker.state` gauge is set to 0 and `palisade.breaker.transitions` counts a
+/// transition to `evicted`: the `metrics` facade cannot delete a series, and a gauge left at
+/// 1 (open) would report an outage nothing tracks any more.
 ///
 /// # Hierarchy
 /// Put a [`BreakerLayer`](crate::BreakerLayer) for the parent (a provider) above a keyed layer
@@ -154,14 +184,15 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
     crate::config::config_setters!();
 
     /// The most keys kept at once (1024; at least 1). Beyond it the least recently used key
-    /// whose breaker admits calls is dropped (see [`KeyedBreakerLayer`]).
+    /// whose breaker admits calls is dropped, approximately beyond 64 keys (see
+    /// [`KeyedBreakerLayer`]'s *Eviction*).
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
         self
     }
 
     /// Keys unused this long are dropped when a new key arrives (1 hour; at least 1 s), unless
-    /// their breaker still rejects calls.
+    /// their breaker still rejects calls or an operator isolated or bypassed it.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -183,15 +214,12 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
             ));
         }
         Ok(KeyedBreakerLayer {
-            registry: Arc::new(Registry {
-                name: self.name,
-                origin: Instant::now(),
-                max_keys: self.max_keys,
-                idle: self.idle,
-                map: ArcSwap::from_pointee(HashMap::new()),
-                write: std::sync::Mutex::new(self.config),
-                stripes: AtomicUsize::new(0),
-            }),
+            registry: Arc::new(Registry::new(
+                self.name,
+                self.max_keys,
+                self.idle,
+                self.config,
+            )),
             key: self.key,
         })
     }

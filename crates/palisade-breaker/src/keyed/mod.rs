@@ -1,7 +1,7 @@
 //! Per-key breakers: one breaker per provider, model, tool or tenant, created on first use.
 //!
 //! Split like the crate: [`layer`] (the layer and its builder), [`service`] (the service),
-//! [`state`] (the lock-free map of the keys' breakers), [`handle`] (control of every key's
+//! [`state`] (the sharded, lock-free map of the keys' breakers and their eviction), [`handle`] (control of every key's
 //! breaker). A call's future is the crate's [`ResponseFuture`](crate::future::ResponseFuture).
 
 mod handle;

@@ -1,10 +1,13 @@
-//! The keys' breakers: an immutable map swapped whole on insert or eviction, so lookups take
-//! no lock.
+//! The keys' breakers: a fixed set of shards, each an immutable map swapped whole when one of
+//! its keys is added or evicted, so lookups take no lock and an add copies one shard only.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::AtomicUsize as TestCounter;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -15,7 +18,16 @@ use crate::BreakerConfig;
 use palisade_core::stripe::Stripe;
 
 use crate::handle::{Lane, Shared, Stripes, stripes};
-use crate::state::Core;
+use crate::state::{Core, State};
+
+/// Keys per shard the shard count aims at: an add copies about this many entries.
+const KEYS_PER_SHARD: usize = 64;
+/// The most shards (beyond `KEYS_PER_SHARD * MAX_SHARDS` keys, shards grow instead).
+const MAX_SHARDS: usize = 256;
+/// Shards looked at to choose the least recently used key when `max_keys` is reached.
+const SAMPLE_SHARDS: usize = 4;
+/// Idle keys are swept at most once per this fraction of the idle timeout.
+const SWEEPS_PER_IDLE: u32 = 64;
 
 pub(super) struct Entry {
     pub(super) stripes: Arc<Stripes>,
@@ -24,15 +36,47 @@ pub(super) struct Entry {
     last_used: AtomicU64,
 }
 
+/// How willing eviction is to drop a key, most willing first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Keep {
+    /// The breaker admits calls (closed, half-open, or open with its period over).
+    Admits,
+    /// Open, rejecting calls for this many more milliseconds.
+    Open(u64),
+    /// Isolated or bypassed by an operator.
+    Operator,
+}
+
 impl Entry {
     fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    /// How much longer this key's breaker rejects calls (see [`Core::rejecting_for`]).
-    fn rejecting_for(&self, now: u64) -> Option<u64> {
-        self.stripes.get().shared.core.rejecting_for(now)
+    fn core(&self) -> &Core {
+        &self.stripes.get().shared.core
     }
+
+    fn keep(&self, now: u64) -> Keep {
+        let core = self.core();
+        match core.state() {
+            State::Isolated | State::Bypassed => Keep::Operator,
+            _ => core.rejecting_for(now).map_or(Keep::Admits, Keep::Open),
+        }
+    }
+}
+
+type Map<K> = HashMap<K, Arc<Entry>>;
+
+/// What writers share, behind [`Registry::write`].
+pub(super) struct Writer {
+    /// The configuration new keys' breakers start with.
+    pub(super) config: BreakerConfig,
+    /// Keys in every shard.
+    len: usize,
+    /// The next shard sampled for eviction (round robin).
+    cursor: usize,
+    /// No key can be idle before this (milliseconds since the origin): the next sweep.
+    sweep_due: u64,
 }
 
 /// The breakers of a [`KeyedBreakerLayer`](super::KeyedBreakerLayer), shared by its services and handles.
@@ -41,18 +85,73 @@ pub(super) struct Registry<K> {
     pub(super) origin: Instant,
     pub(super) max_keys: usize,
     pub(super) idle: Duration,
-    /// An immutable snapshot, swapped whole on insert or eviction: lookups take no lock.
-    pub(super) map: ArcSwap<HashMap<K, Arc<Entry>>>,
+    /// Picks a key's shard.
+    hasher: RandomState,
+    /// Immutable snapshots, each swapped whole when one of its keys is added or evicted:
+    /// lookups take no lock, an add copies one shard (and the shard of the key it evicts).
+    shards: Box<[ArcSwap<Map<K>>]>,
     /// Serializes writers only (first use of a key, eviction, reconfiguration); readers never
-    /// touch it. It guards the configuration new keys' breakers start with.
-    pub(super) write: std::sync::Mutex<BreakerConfig>,
+    /// touch it.
+    pub(super) write: std::sync::Mutex<Writer>,
     /// Hands out stripes to service instances, round robin.
     pub(super) stripes: AtomicUsize,
+    /// Entries copied by writers, for the tests' bound on the work an add does.
+    #[cfg(test)]
+    pub(super) copied: TestCounter,
+    /// Entries looked at to choose a key to evict, likewise.
+    #[cfg(test)]
+    pub(super) examined: TestCounter,
 }
 
 impl<K> Registry<K> {
+    pub(super) fn new(
+        name: String,
+        max_keys: usize,
+        idle: Duration,
+        config: BreakerConfig,
+    ) -> Self {
+        let shards = max_keys
+            .div_ceil(KEYS_PER_SHARD)
+            .next_power_of_two()
+            .min(MAX_SHARDS);
+        Registry {
+            name,
+            origin: Instant::now(),
+            max_keys,
+            idle,
+            hasher: RandomState::new(),
+            shards: (0..shards)
+                .map(|_| ArcSwap::from_pointee(HashMap::new()))
+                .collect(),
+            write: std::sync::Mutex::new(Writer {
+                config,
+                len: 0,
+                cursor: 0,
+                sweep_due: 0,
+            }),
+            stripes: AtomicUsize::new(0),
+            #[cfg(test)]
+            copied: TestCounter::new(0),
+            #[cfg(test)]
+            examined: TestCounter::new(0),
+        }
+    }
+
     pub(super) fn next_stripe(&self) -> usize {
         self.stripes.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls `f` with every key and its breaker's stripes (a snapshot per shard).
+    pub(super) fn for_each(&self, mut f: impl FnMut(&K, &Arc<Stripes>)) {
+        for shard in self.shards.iter() {
+            for (k, e) in shard.load().iter() {
+                f(k, &e.stripes);
+            }
+        }
     }
 }
 
@@ -64,75 +163,199 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             .as_millis() as u64
     }
 
+    fn shard_of(&self, key: &K) -> usize {
+        // The shard count is a power of two.
+        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    }
+
+    /// `key`'s breaker, if it has one.
+    pub(super) fn get(&self, key: &K) -> Option<Arc<Stripes>> {
+        self.shards[self.shard_of(key)]
+            .load()
+            .get(key)
+            .map(|e| e.stripes.clone())
+    }
+
     /// Stripe `stripe` of `key`'s breaker, created on first use. Only the stripe's reference
     /// count is touched, not the breaker's (which every thread shares).
     #[inline]
     pub(super) fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe<Lane>> {
-        if let Some(entry) = self.map.load().get(key) {
+        let shard = self.shard_of(key);
+        if let Some(entry) = self.shards[shard].load().get(key) {
             let now = self.millis();
             if entry.last_used.load(Ordering::Relaxed) != now {
                 entry.last_used.store(now, Ordering::Relaxed);
             }
             return entry.stripes.nth(stripe).clone();
         }
-        self.insert(key).nth(stripe).clone()
+        self.insert(key, shard).nth(stripe).clone()
+    }
+
+    /// A copy of shard `i`, to change and store.
+    fn copy(&self, i: usize) -> Map<K> {
+        let map = (**self.shards[i].load()).clone();
+        #[cfg(test)]
+        self.copied.fetch_add(map.len(), Ordering::Relaxed);
+        map
+    }
+
+    /// Drops `victim`'s breaker from the gauge (see the crate docs' *Metrics*) and logs it.
+    fn evicted(&self, key: &K, victim: &Entry, why: &'static str) {
+        let core = victim.core();
+        let state = core.state();
+        if state != State::Closed {
+            // The facade cannot delete a series: a gauge left at its last value (open, say)
+            // would report an outage that is no longer tracked.
+            palisade_core::metrics::breaker_transition(&core.name, state.as_str(), "evicted", 0);
+        }
+        tracing::debug!(target: "palisade_breaker", breaker = %core.name, ?key, %state, %why, "per-key breaker evicted");
+    }
+
+    /// Drops the idle keys whose breaker admits calls, if any can be idle yet. A full pass,
+    /// at most once per `1 / SWEEPS_PER_IDLE` of the idle timeout.
+    fn sweep(&self, writer: &mut Writer, now: u64) {
+        if now < writer.sweep_due {
+            return;
+        }
+        let idle = crate::state::millis(self.idle);
+        let mut due = u64::MAX;
+        for i in 0..self.shards.len() {
+            let shard = self.shards[i].load();
+            let mut gone = 0;
+            for e in shard.values() {
+                let last = e.last_used();
+                let keep = e.keep(now);
+                // A breaker that still rejects calls (open with time left, or set by an
+                // operator) stays: evicted, it would come back closed and let everything
+                // through to a dependency it has just seen failing.
+                if now.saturating_sub(last) >= idle && keep == Keep::Admits {
+                    gone += 1;
+                    continue;
+                }
+                let at = match keep {
+                    Keep::Admits => last.saturating_add(idle),
+                    Keep::Open(left) => last.saturating_add(idle).max(now.saturating_add(left)),
+                    Keep::Operator => now.saturating_add(idle),
+                };
+                due = due.min(at);
+            }
+            if gone > 0 {
+                let mut next = self.copy(i);
+                next.retain(|k, e| {
+                    let stays =
+                        now.saturating_sub(e.last_used()) < idle || e.keep(now) != Keep::Admits;
+                    if !stays {
+                        self.evicted(k, e, "idle");
+                    }
+                    stays
+                });
+                writer.len -= shard.len() - next.len();
+                self.shards[i].store(Arc::new(next));
+            }
+        }
+        // The key being added is idle at `now + idle` at the earliest.
+        due = due.min(now.saturating_add(idle));
+        let step = crate::state::millis(self.idle / SWEEPS_PER_IDLE).max(1);
+        writer.sweep_due = due.max(now.saturating_add(step));
+    }
+
+    /// The key to evict for room: the least recently used breaker that admits calls among a
+    /// sample of shards (`own` and the next ones round robin); if the sample has none, the
+    /// best of every shard: admitting, then open (soonest probe first), then set by an
+    /// operator (least recently used first).
+    fn victim(&self, writer: &mut Writer, own: usize, now: u64) -> Option<(usize, K, Keep)> {
+        let n = self.shards.len();
+        let mut best: Option<((Keep, u64), usize, K)> = None;
+        let consider = |i: usize, best: &mut Option<((Keep, u64), usize, K)>| {
+            let shard = self.shards[i].load();
+            #[cfg(test)]
+            self.examined.fetch_add(shard.len(), Ordering::Relaxed);
+            for (k, e) in shard.iter() {
+                // Open breakers by time left, the others by last use.
+                let rank = (e.keep(now), e.last_used());
+                if best.as_ref().is_none_or(|(b, _, _)| rank < *b) {
+                    *best = Some((rank, i, k.clone()));
+                }
+            }
+        };
+        let sample = SAMPLE_SHARDS.min(n);
+        consider(own, &mut best);
+        let (mut looked, mut j) = (1, 0);
+        while looked < sample {
+            let i = (writer.cursor + j) % n;
+            j += 1;
+            if i != own {
+                consider(i, &mut best);
+                looked += 1;
+            }
+        }
+        writer.cursor = (writer.cursor + j) % n;
+        if !matches!(best, Some(((Keep::Admits, _), _, _))) && sample < n {
+            // Nothing admits calls in the sample: look everywhere (every key, when every
+            // breaker rejects calls; that case is logged).
+            best = None;
+            for i in 0..n {
+                consider(i, &mut best);
+            }
+        }
+        best.map(|((keep, _), i, k)| (i, k, keep))
     }
 
     #[cold]
-    fn insert(&self, key: &K) -> Arc<Stripes> {
-        let writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.map.load_full();
-        if let Some(entry) = current.get(key) {
+    fn insert(&self, key: &K, shard: usize) -> Arc<Stripes> {
+        let mut writer = self.lock();
+        if let Some(entry) = self.shards[shard].load().get(key) {
             return entry.stripes.clone();
         }
         let now = self.millis();
-        let mut next: HashMap<K, Arc<Entry>> = (*current).clone();
-        // Bounded memory. First the idle keys go, except those whose breaker still rejects
-        // calls (open with time left, or isolated): evicted, it would come back closed and let
-        // everything through to a dependency it has just seen failing.
-        let idle = crate::state::millis(self.idle);
-        next.retain(|_, e| {
-            now.saturating_sub(e.last_used()) < idle || e.rejecting_for(now).is_some()
-        });
-        // Then, while full, the least recently used of the breakers that admit calls; only if
-        // every breaker rejects, the one that would probe soonest, with a warning.
-        while next.len() >= self.max_keys {
-            let victim = next
-                .iter()
-                .filter(|(_, e)| e.rejecting_for(now).is_none())
-                .min_by_key(|(_, e)| e.last_used())
-                .map(|(k, _)| k.clone());
-            let victim = match victim {
-                Some(k) => k,
-                None => {
-                    let Some((k, e)) = next
-                        .iter()
-                        .min_by_key(|(_, e)| (e.rejecting_for(now).unwrap_or(0), e.last_used()))
-                    else {
-                        break;
-                    };
-                    tracing::warn!(
-                        target: "palisade_breaker",
-                        breaker = %e.stripes.get().shared.core.name,
-                        key = ?k,
-                        open_for_ms = e.rejecting_for(now).unwrap_or(0),
-                        max_keys = self.max_keys,
-                        "evicting an open per-key breaker: every key's breaker is open and \
-                         max_keys is reached; the key starts afresh, closed, if it comes back"
-                    );
-                    k.clone()
-                }
+        // Bounded memory. First the idle keys go; then, while full, one key per missing
+        // place (see `victim`).
+        self.sweep(&mut writer, now);
+        while writer.len >= self.max_keys {
+            let Some((i, victim, keep)) = self.victim(&mut writer, shard, now) else {
+                break;
             };
-            next.remove(&victim);
+            let mut next = self.copy(i);
+            let Some(e) = next.remove(&victim) else {
+                break;
+            };
+            let name = &e.core().name;
+            match keep {
+                Keep::Admits => {}
+                Keep::Open(left) => tracing::warn!(
+                    target: "palisade_breaker",
+                    breaker = %name,
+                    key = ?victim,
+                    open_for_ms = left,
+                    max_keys = self.max_keys,
+                    "evicting an open per-key breaker: every key's breaker is open (or set by \
+                     an operator) and max_keys is reached; the key starts afresh, closed, if it \
+                     comes back"
+                ),
+                Keep::Operator => tracing::warn!(
+                    target: "palisade_breaker",
+                    breaker = %name,
+                    key = ?victim,
+                    state = %e.core().state(),
+                    max_keys = self.max_keys,
+                    "evicting a per-key breaker an operator set: every key's breaker is isolated \
+                     or bypassed by an operator and max_keys is reached; the operator's setting \
+                     of this key is lost, and the key starts afresh, closed, if it comes back"
+                ),
+            }
+            self.evicted(&victim, &e, "max_keys");
+            self.shards[i].store(Arc::new(next));
+            writer.len -= 1;
         }
         let stripes = stripes(Arc::new(Shared {
             core: Core::new(
                 format!("{}[{key:?}]", self.name).into(),
-                *writer,
+                writer.config,
                 Vec::new(),
             ),
             origin: self.origin,
         }));
+        let mut next = self.copy(shard);
         next.insert(
             key.clone(),
             Arc::new(Entry {
@@ -140,8 +363,9 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 last_used: AtomicU64::new(now),
             }),
         );
-        tracing::debug!(target: "palisade_breaker", breaker = %self.name, ?key, keys = next.len(), "per-key breaker created");
-        self.map.store(Arc::new(next));
+        writer.len += 1;
+        tracing::debug!(target: "palisade_breaker", breaker = %self.name, ?key, keys = writer.len, "per-key breaker created");
+        self.shards[shard].store(Arc::new(next));
         stripes
     }
 }

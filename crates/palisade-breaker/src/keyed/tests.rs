@@ -498,3 +498,174 @@ async fn an_idle_timeout_of_any_length_is_not_cut_short() {
     keys.sort();
     assert_eq!(keys, ["a", "b"]);
 }
+
+/// A key per call, numbered: `tenant-{i}`.
+fn tenant(i: usize) -> &'static str {
+    Box::leak(format!("tenant-{i}").into_boxed_str())
+}
+
+#[tokio::test(start_paused = true)]
+async fn adding_and_evicting_a_key_costs_a_shard_not_every_key() {
+    let layer = keyed(10_000);
+    let handle = layer.handle();
+    let registry = layer.registry.clone();
+    let mut svc = layer.layer(models());
+    let work = || {
+        (
+            registry.copied.load(Ordering::Relaxed),
+            registry.examined.load(Ordering::Relaxed),
+        )
+    };
+    let mut most = (0, 0);
+    for i in 0..11_000 {
+        if i % 1000 == 999 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let (copied, examined) = work();
+        use_key(&mut svc, tenant(i)).await;
+        let (c, e) = work();
+        most = (most.0.max(c - copied), most.1.max(e - examined));
+    }
+    assert_eq!(handle.keys().len(), 10_000);
+    // A whole map is 10 000 entries; an add copies its shard (about 40 keys), and an add
+    // beyond max_keys the evicted key's shard too, after looking at a few shards.
+    assert!(most.0 <= 400, "copied {} entries for one add", most.0);
+    assert!(
+        most.1 <= 800,
+        "looked at {} entries for one eviction",
+        most.1
+    );
+    // The keys evicted are among the oldest: every one of the last 5 000 added is there.
+    for i in 6_000..11_000 {
+        assert!(handle.get(&tenant(i)).is_some(), "tenant-{i} was evicted");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_an_operator_set_stays_while_another_key_can_go() {
+    for bypass in [false, true] {
+        let layer = keyed(2);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        use_key(&mut svc, "held").await;
+        let held = handle.get(&"held").unwrap();
+        if bypass {
+            held.bypass();
+        } else {
+            held.isolate();
+        }
+        // Idle past the idle timeout, and least recently used, while 50 new keys come: it stays.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for i in 0..50 {
+            use_key(&mut svc, tenant(i)).await;
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let state = handle.get(&"held").map(|h| h.state());
+        let want = if bypass {
+            State::Bypassed
+        } else {
+            State::Isolated
+        };
+        assert_eq!(state, Some(want));
+        assert_eq!(handle.keys().len(), 2);
+        // An open breaker goes before it, with the open breaker's warning.
+        let capture = Events::start();
+        open_key(&mut svc, "b").await;
+        use_key(&mut svc, "c").await;
+        let mut keys = handle.keys();
+        keys.sort();
+        assert_eq!(keys, ["c", "held"]);
+        let events = capture.take();
+        let warning = events
+            .iter()
+            .find(|e| e.message().starts_with("evicting an open per-key breaker"))
+            .expect("a warning");
+        assert_eq!(warning.field("open_for_ms"), Some("30000"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_key_is_isolated_the_cap_evicts_one_and_says_so() {
+    let capture = Events::start();
+    let layer = keyed(2);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    use_key(&mut svc, "a").await;
+    tokio::time::advance(Duration::from_millis(5)).await;
+    use_key(&mut svc, "b").await;
+    handle.get(&"a").unwrap().isolate();
+    handle.get(&"b").unwrap().isolate();
+    use_key(&mut svc, "c").await;
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["b", "c"]);
+    let events = capture.take();
+    let warning = events
+        .iter()
+        .find(|e| {
+            e.message()
+                .starts_with("evicting a per-key breaker an operator set")
+        })
+        .unwrap_or_else(|| panic!("no warning in {events:#?}"));
+    assert_eq!(warning.level, tracing::Level::WARN);
+    assert_eq!(warning.field("breaker"), Some("model[\"a\"]"));
+    assert_eq!(warning.field("state"), Some("isolated"));
+    assert_eq!(warning.field("open_for_ms"), None);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.field("open_for_ms") != Some(&u64::MAX.to_string())),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_keys_handle_controls_a_breaker_no_call_reaches() {
+    let layer = keyed(2);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    use_key(&mut svc, "a").await;
+    let old = handle.get(&"a").unwrap();
+    use_key(&mut svc, "b").await;
+    tokio::time::advance(Duration::from_millis(5)).await;
+    use_key(&mut svc, "b").await;
+    use_key(&mut svc, "c").await;
+    assert!(handle.get(&"a").is_none());
+    // Isolating through the old handle changes the old breaker only.
+    old.isolate();
+    assert_eq!(old.state(), State::Isolated);
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Call {
+            model: "a",
+            ok: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(handle.get(&"a").unwrap().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_evicted_breaker_is_reported_with_its_state() {
+    let capture = Events::start();
+    let layer = keyed(2);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    open_key(&mut svc, "a").await;
+    // Its open period over, still reading open: it admits calls, so it goes first.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    use_key(&mut svc, "b").await;
+    use_key(&mut svc, "c").await;
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["b", "c"]);
+    let events = capture.take();
+    let evicted = events
+        .iter()
+        .find(|e| e.message() == "per-key breaker evicted")
+        .unwrap_or_else(|| panic!("no eviction in {events:#?}"));
+    assert_eq!(evicted.field("breaker"), Some("model[\"a\"]"));
+    assert_eq!(evicted.field("state"), Some("open"));
+    assert_eq!(evicted.field("why"), Some("max_keys"));
+}
