@@ -32,9 +32,11 @@
 //!   retry whose failed endpoint is the only eligible one in the tier its call would go to
 //!   goes to the lowest other tier with an eligible endpoint instead, as Envoy's
 //!   `previous_priorities` retry plugin moves a retry to another priority: with a single
-//!   primary and a standby, a request the primary failed is retried on the standby at once,
-//!   not on the primary again until enough failures eject it. With no eligible endpoint in
-//!   any other tier, the retry goes back to the endpoint that failed.
+//!   primary and a standby, a request the primary failed is retried on the standby, not on
+//!   the primary again until enough failures eject it. The retry still waits its backoff
+//!   (about 1 s by default: give the retry layer a shorter backoff for a faster failover).
+//!   With no eligible endpoint in any other tier, the retry goes back to the endpoint that
+//!   failed.
 //! * **Picking**: weighted by health share, power of two choices on calls in flight (two
 //!   distinct endpoints while all are plainly healthy, as in tower's `p2c`), seedable
 //!   rng. A retry of the same request avoids the endpoint that just failed when another is
@@ -67,6 +69,23 @@
 //!   recovered. tower's `p2c::Balance` stays alive the same way, but evicts the endpoint until
 //!   discovery inserts it again; the router keeps it and lets its health decide, since a fixed
 //!   list has no discovery to bring it back.
+//! * **An endpoint that is not ready yet** (its `poll_ready` is pending: at its concurrency
+//!   limit, say) holds up the router only while no other endpoint of its tier is ready: the
+//!   pass picks again, avoiding it, and waits only when every endpoint it could pick is
+//!   pending, woken by whichever is ready first (tower's `p2c::Balance` likewise picks among
+//!   ready endpoints). Not ready is not unhealthy: it counts nothing against the endpoint,
+//!   and a busy primary does not spill its calls to the standby's tier. The endpoint waited
+//!   for is polled first at the next `poll_ready` while it is still one to pick; once it is
+//!   ejected, held out, cooling down or the endpoint a retry avoids, the router stops waiting
+//!   for it and drops what its pending readiness held (a place in a concurrency limit's
+//!   queue) by replacing its service with a fresh clone.
+//! * **A circuit breaker inside each endpoint** is redundant with the router and hides failures
+//!   from it: a breaker's refusal is a local rejection, which does not count against the
+//!   endpoint's health (the endpoint was not called), so while a per-endpoint breaker is open
+//!   the router keeps sending it its share, each refused. Put one breaker above the router,
+//!   for the dependency as a whole, and let the router's health and outlier ejection be the
+//!   per-endpoint breaker: an endpoint that fails is taken out of traffic and brought back on
+//!   trial, as a breaker would.
 //! * **Live reconfiguration** ([`RouteHandle::reconfigure`]): a new [`RouteConfig`] reaches
 //!   every clone at its next `poll_ready`, keeping each endpoint's health, ejection, cool-down
 //!   and ramp; the [`RouteReconfigured`] result and a `tracing` event say what was reset.

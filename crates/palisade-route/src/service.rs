@@ -472,20 +472,41 @@ where
         let avoid = attempt::current().and_then(|a| a.avoid);
         let origin = self.shared.origin;
         let now = || ms_since(origin, Instant::now());
-        // Whether an endpoint's readiness failed in this pass (marked in `unready`).
+        // Whether an endpoint was marked in `unready` in this pass: its readiness failed, or
+        // it was not ready yet.
         let mut unready = false;
+        // The first endpoint of this pass that was not ready yet.
+        let mut waiting = None;
         let poll = 'pass: {
             for _ in 0..self.endpoints.len().max(1) {
-                // An endpoint that was not ready last time keeps its place in line.
+                // An endpoint that was not ready last time keeps its place in line while it
+                // is still one to pick: not once ejected, cooling down or the one to avoid.
                 let i = match self.pending.take() {
-                    Some(waiting) => waiting,
-                    None => match self.pick(Some(epoch), avoid, unready, now) {
-                        Ok(i) => i,
-                        Err(none) => {
-                            self.unavailable = Some(none);
-                            break 'pass Poll::Ready(Ok(()));
+                    Some(i) if self.still_eligible(i, avoid, now()) => i,
+                    stale => {
+                        if let Some(i) = stale {
+                            self.abandon(i);
                         }
-                    },
+                        match self.pick(Some(epoch), avoid, unready, now) {
+                            // Not ready is not unhealthy: a busy endpoint gives way to
+                            // another of its tier, but its tier does not spill to the next.
+                            Ok(i) if waiting.is_some_and(|w| !self.same_tier(w, i)) => {
+                                self.pending = waiting;
+                                break 'pass Poll::Pending;
+                            }
+                            Ok(i) => i,
+                            Err(none) if waiting.is_none() => {
+                                self.unavailable = Some(none);
+                                break 'pass Poll::Ready(Ok(()));
+                            }
+                            // What was eligible earlier in this pass is no longer; wait for
+                            // the endpoint that was, which has our waker.
+                            Err(_) => {
+                                self.pending = waiting;
+                                break 'pass Poll::Pending;
+                            }
+                        }
+                    }
                 };
                 match self.services[i].poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
@@ -506,10 +527,23 @@ where
                         epoch = self.sync().0;
                     }
                     Poll::Pending => {
-                        self.pending = Some(i);
-                        break 'pass Poll::Pending;
+                        // Not ready yet: the next picks of this pass try the others (a busy
+                        // endpoint, one at its concurrency limit, say, must not hold up the
+                        // router while another is ready), and the pass waits only when each
+                        // it could pick is not ready. Every one polled has our waker.
+                        let first = *waiting.get_or_insert(i);
+                        if self.endpoints.len() < 2 || self.is_marked(i) {
+                            self.pending = Some(first);
+                            break 'pass Poll::Pending;
+                        }
+                        self.mark_unready(i);
+                        unready = true;
                     }
                 }
+            }
+            if waiting.is_some() {
+                self.pending = waiting;
+                break 'pass Poll::Pending;
             }
             // Every endpoint this pass tried failed its readiness. That is no reason to fail
             // `poll_ready`, which tower takes as the end of the router (a `Buffer` in front
@@ -567,7 +601,40 @@ where
         self.services[i] = self.endpoints[i].service();
     }
 
-    /// Marks endpoint `i` as one whose readiness failed in this `poll_ready`.
+    /// Whether endpoint `i`, which was not ready at the last `poll_ready`, is still one to
+    /// pick at `now`: neither ejected nor cooling down nor without a share of traffic, and not
+    /// the endpoint with token `avoid` when another is left.
+    #[cold]
+    fn still_eligible(&self, i: usize, avoid: Option<u64>, now: u64) -> bool {
+        let state = &self.endpoints[i].state;
+        (avoid != Some(state.token) || self.endpoints.len() < 2)
+            && pick::look(state, &self.config, now).weight > 0.0
+    }
+
+    /// Gives up waiting for endpoint `i`: its service is replaced by a fresh clone, so that
+    /// whatever its pending readiness holds (a place in a concurrency limit's queue, say) is
+    /// let go rather than kept by a router that no longer means to call it.
+    #[cold]
+    fn abandon(&mut self, i: usize) {
+        let state = &self.endpoints[i].state;
+        tracing::debug!(endpoint = %state.label(), "stopped waiting for an endpoint no longer picked");
+        self.services[i] = self.endpoints[i].service();
+    }
+
+    /// Whether endpoints `i` and `j` are in the same tier.
+    fn same_tier(&self, i: usize, j: usize) -> bool {
+        self.endpoints[i].state.tier == self.endpoints[j].state.tier
+    }
+
+    /// Whether endpoint `i` is marked in `unready`.
+    fn is_marked(&self, i: usize) -> bool {
+        self.unready
+            .get(i / 64)
+            .is_some_and(|word| word & (1 << (i % 64)) != 0)
+    }
+
+    /// Marks endpoint `i` as one whose readiness failed, or which was not ready yet, in this
+    /// `poll_ready`.
     #[cold]
     fn mark_unready(&mut self, i: usize) {
         // Empty until the first failure, and again after a discovery change (which clears

@@ -2452,3 +2452,120 @@ async fn a_check_that_panics_is_an_unhealthy_verdict_and_the_checker_goes_on() {
     );
     checker.abort();
 }
+
+/// An endpoint that answers its name, allowed one call at a time, and a call to it that holds
+/// that one place until `release` is sent `true`.
+fn one_at_a_time(name: &'static str) -> (Svc, tokio::sync::watch::Sender<bool>) {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let svc = tower::limit::ConcurrencyLimitLayer::new(1).layer(service_fn(move |(): ()| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Ok::<_, BoxError>(name)
+        }
+    }));
+    (tower::util::BoxCloneService::new(svc), release)
+}
+
+use tower::Layer as _;
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_endpoint_does_not_hold_up_the_router_while_another_is_ready() {
+    let (a, release) = one_at_a_time("a");
+    // Another caller of endpoint a holds its only place.
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::new([a, up("b")]);
+    // Whichever endpoint each pick draws first, every call is answered at once, by b.
+    for _ in 0..64 {
+        let answer = tokio::time::timeout(ms(1), call(&mut route)).await;
+        assert_eq!(
+            answer
+                .expect("the router waited for a busy endpoint")
+                .unwrap(),
+            "b"
+        );
+    }
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_waits_only_when_no_endpoint_is_ready_and_wakes_when_one_is() {
+    let (a, release_a) = one_at_a_time("a");
+    let (b, release_b) = one_at_a_time("b");
+    let held_a = tokio::spawn(a.clone().oneshot(()));
+    let held_b = tokio::spawn(b.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::new([a, b]);
+    let waiter = tokio::spawn(async move { call(&mut route).await });
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished());
+    // Either endpoint freeing its place wakes the waiting router, which takes that one.
+    release_b.send(true).unwrap();
+    assert_eq!(held_b.await.unwrap().unwrap(), "b");
+    let answer = tokio::time::timeout(ms(1), waiter).await;
+    assert_eq!(
+        answer.expect("the router was not woken").unwrap().unwrap(),
+        "b"
+    );
+    release_a.send(true).unwrap();
+    assert_eq!(held_a.await.unwrap().unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_primary_keeps_its_calls_rather_than_spilling_them_to_the_standby() {
+    let (a, release) = one_at_a_time("a");
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::builder([a]).tier(1, [up("b")]).build().unwrap();
+    // Not ready is not unhealthy: the call waits for the primary.
+    let mut ready = std::pin::pin!(route.ready());
+    assert!(futures_poll(ready.as_mut()).is_pending());
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+    let svc = ready.await.unwrap();
+    assert_eq!(svc.call(()).await.unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_router_stops_waiting_for_an_endpoint_once_it_is_ejected() {
+    for seed in 0..8 {
+        let (a, release_a) = one_at_a_time("a");
+        let (b, release_b) = one_at_a_time("b");
+        let held_a = tokio::spawn(a.clone().oneshot(()));
+        let held_b = tokio::spawn(b.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        let original = Route::new([a, b]);
+        let handle = original.handle();
+        // Each clone draws differently: some wait for a first, some for b.
+        for _ in 0..seed {
+            drop(original.clone());
+        }
+        let mut route = original.clone();
+        let waiter = tokio::spawn(async move { call(&mut route).await });
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        for _ in 0..10 {
+            handle.report_failure(&0, Class::new(Category::ServerError));
+        }
+        assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+        // a frees its place first, but it is out of traffic now: the call waits for b.
+        release_a.send(true).unwrap();
+        assert_eq!(held_a.await.unwrap().unwrap(), "a");
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "seed {seed}: the call went to the ejected endpoint"
+        );
+        release_b.send(true).unwrap();
+        assert_eq!(held_b.await.unwrap().unwrap(), "b");
+        assert_eq!(waiter.await.unwrap().unwrap(), "b", "seed {seed}");
+    }
+}
