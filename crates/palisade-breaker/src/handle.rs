@@ -81,7 +81,8 @@ pub struct BreakerHandle {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// The state.
+    /// The state, as the next call would meet it: see [`BreakerHandle::state`] (an open
+    /// breaker whose open period is over reads [`State::HalfOpen`], before any call comes).
     pub state: State,
     /// Successful calls since start (or the last reset).
     pub successes: u64,
@@ -99,9 +100,13 @@ pub struct Metrics {
     /// The fraction of the window's outcomes that were slow (0.0 to 1.0), when a rate rule is
     /// configured and the window holds an outcome.
     pub slow_call_ratio: Option<f64>,
-    /// How long it has been in this state.
+    /// How long it has been in this state: since its last transition. A breaker that reads
+    /// [`State::HalfOpen`] because its open period ended with no call since has not made the
+    /// transition yet (its next call makes it), so this counts from when it opened.
     pub time_in_state: Duration,
-    /// While open: how long until it probes.
+    /// While open: how long until it probes. `Some` exactly while [`state`](Self::state) is
+    /// [`State::Open`], and then never zero: once the period is over the state reads
+    /// [`State::HalfOpen`] and this is `None`.
     pub retry_after: Option<Duration>,
     /// Consecutive re-openings (failed probes) behind the current open period.
     pub reopens: u32,
@@ -117,9 +122,43 @@ impl BreakerHandle {
         &self.shared().core.name
     }
 
-    /// The state now.
+    /// The state now, as the next call would meet it.
+    ///
+    /// An open breaker moves to half-open when a call comes after its open period ended: that
+    /// call is the first probe. Until it comes, the breaker reads [`State::HalfOpen`] here
+    /// (and in [`metrics`](Self::metrics)) as soon as the period is over, as Polly's
+    /// `CircuitState` does, not [`State::Open`]: a readiness check or a health report that
+    /// reads the breaker sees that it admits a probe, and does not keep the traffic that would
+    /// probe it away for good. Reading changes nothing: the transition (its metrics, its
+    /// [`Event`](crate::Event), its log line) happens with that call, and
+    /// [`Metrics::time_in_state`] counts from the opening until then.
+    ///
+    /// Reads the clock only while the breaker is open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palisade_breaker::{BreakerLayer, State};
+    /// use palisade_core::{Category, Class};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = BreakerLayer::builder("llm").consecutive_failures(1).build().unwrap();
+    /// let handle = layer.handle();
+    /// handle.try_acquire().unwrap().failure(Class::new(Category::Network));
+    /// assert_eq!(handle.state(), State::Open);
+    /// assert!(handle.metrics().retry_after.is_some());
+    ///
+    /// // The open period ends with no call: the next call would probe.
+    /// tokio::time::sleep(Duration::from_secs(60)).await;
+    /// assert_eq!(handle.state(), State::HalfOpen);
+    /// assert_eq!(handle.metrics().retry_after, None);
+    /// // And it does.
+    /// handle.try_acquire().unwrap().success();
+    /// # }
+    /// ```
     pub fn state(&self) -> State {
-        self.shared().core.state()
+        let shared = self.shared();
+        shared.core.observed(|| shared.now_ms()).0
     }
 
     /// Forces the breaker open (rejecting every call) until closed or reset by hand.
@@ -313,7 +352,8 @@ impl BreakerHandle {
         }
     }
 
-    /// A snapshot of the numbers.
+    /// A snapshot of the numbers. Its [`state`](Metrics::state) reads as
+    /// [`state`](Self::state) does: half-open once the open period is over, before any call.
     pub fn metrics(&self) -> Metrics {
         let n = self.shared().core.numbers(self.shared().now_ms());
         let rate = |part: u32| {
@@ -331,10 +371,7 @@ impl BreakerHandle {
             failure_ratio: n.window.and_then(|w| rate(w.failures)),
             slow_call_ratio: n.window.and_then(|w| rate(w.slow)),
             time_in_state: Duration::from_millis(n.in_state_ms),
-            retry_after: (n.state == State::Open)
-                .then_some(n.open_for_ms)
-                .flatten()
-                .map(Duration::from_millis),
+            retry_after: n.open_for_ms.map(Duration::from_millis),
             reopens: n.reopens,
         }
     }
@@ -535,8 +572,11 @@ mod tests {
         assert_eq!(h.metrics().rejections, 1);
         let mut r = h.try_reserve().unwrap_err();
         tokio::time::advance(Duration::from_secs(20)).await;
-        // Still Open to anyone looking, but the next call is the probe.
-        assert_eq!(h.state(), State::Open);
+        // No call since the period ended: the breaker has not moved (the refusal was decided
+        // on the state it is still in), but it reads HalfOpen, as its next call is the probe;
+        // the refusal no longer stands.
+        assert_eq!(h.state(), State::HalfOpen);
+        assert_eq!(h.metrics().time_in_state, Duration::from_secs(30));
         assert!(!r.stands());
         drop(r);
         // A probe permit goes stale when the breaker moves; the refusal of the busy slot

@@ -41,7 +41,12 @@
 //!   reopens it, and so does a slow probe when the breaker trips on a
 //!   [slow-call rate](BreakerConfig::slow_call_rate).
 //! * **Manual control and metrics** through a [`BreakerHandle`]; **events** as `tracing`
-//!   events (target `palisade_breaker`; see *Logging*) and through [`Listener`]s.
+//!   events (target `palisade_breaker`; see *Logging*) and through [`Listener`]s. The state a
+//!   handle reads ([`BreakerHandle::state`], [`Metrics::state`]) is what the next call would
+//!   meet: an open breaker moves to half-open when the first call after its open period
+//!   comes, but reads half-open as soon as that period is over, so a readiness or health
+//!   check that reads it does not wait for traffic it may itself be keeping away (reading
+//!   changes nothing; the transition and its event wait for that call).
 //! * **Live reconfiguration** ([`BreakerHandle::reconfigure`], [`KeyedHandle::reconfigure`]):
 //!   a new [`BreakerConfig`] takes effect for every service sharing the breaker, keeping its
 //!   state, open period, back-off, failure streak and (when the window is the same) its

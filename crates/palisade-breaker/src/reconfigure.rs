@@ -19,7 +19,9 @@ use crate::{State, Window};
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Reconfigured {
-    /// The breaker's state, kept across the reconfiguration.
+    /// The breaker's state, kept across the reconfiguration, as
+    /// [`BreakerHandle::state`](crate::BreakerHandle::state) reads it (an open breaker whose
+    /// open period is over reads [`State::HalfOpen`]: its next call probes).
     pub state: State,
     /// What could not carry over, and why; empty when everything was kept.
     pub resets: Vec<Reset>,

@@ -361,9 +361,35 @@ impl Core {
         }
     }
 
-    /// The state now (an Open breaker whose period ended still reads Open until a call comes).
+    /// The state word now, as admission reads it: an Open breaker whose period ended still
+    /// reads Open until a call comes and moves it to HalfOpen. What a reader outside is told
+    /// is [`Core::observed`].
     pub(crate) fn state(&self) -> State {
         from_code(self.word.load(Ordering::Acquire))
+    }
+
+    /// The state as the next call would meet it, and the time left in the open period (ms)
+    /// exactly when that state is Open: what [`BreakerHandle::state`](crate::BreakerHandle::state)
+    /// and [`BreakerHandle::metrics`](crate::BreakerHandle::metrics) report. A breaker whose
+    /// word is Open but whose open period is over reads HalfOpen, since its next call is a
+    /// probe; the transition itself still waits for that call (nothing is changed, counted,
+    /// logged or announced here). `now` is read only while the word is Open.
+    pub(crate) fn observed(&self, now: impl FnOnce() -> u64) -> (State, Option<u64>) {
+        let state = self.state();
+        if state != State::Open {
+            return (state, None);
+        }
+        // The end of the period is published before the state (see `trip`): whoever sees
+        // Open sees it.
+        match self
+            .open_until
+            .load(Ordering::Acquire)
+            .checked_sub(now())
+            .filter(|&left| left > 0)
+        {
+            Some(left) => (State::Open, Some(left)),
+            None => (State::HalfOpen, None),
+        }
     }
 
     /// Admits a call or refuses it, counting a refusal as a rejection at once. `now` is read
@@ -613,14 +639,9 @@ impl Core {
     /// period, `u64::MAX` while isolated; `None` when it admits calls (closed, bypassed,
     /// half-open, or open with its period over).
     pub(crate) fn rejecting_for(&self, now: u64) -> Option<u64> {
-        match self.state() {
-            State::Isolated => Some(u64::MAX),
-            State::Open => self
-                .open_until
-                .load(Ordering::Acquire)
-                .checked_sub(now)
-                .filter(|&left| left > 0),
-            State::Closed | State::HalfOpen | State::Bypassed => None,
+        match self.observed(|| now) {
+            (State::Isolated, _) => Some(u64::MAX),
+            (_, open_for) => open_for,
         }
     }
 
@@ -1045,8 +1066,9 @@ impl Core {
             Rates::Time(w) => Some(w.counts(now)),
             Rates::Recent(w) => Some(w.counts()),
         };
+        let (state, open_for_ms) = self.observed(|| now);
         Numbers {
-            state: self.state(),
+            state,
             successes: self
                 .successes
                 .iter()
@@ -1057,7 +1079,7 @@ impl Core {
             consecutive_failures: self.consecutive.load(Ordering::Relaxed),
             window: counts,
             in_state_ms: now.saturating_sub(self.entered.load(Ordering::Acquire)),
-            open_for_ms: self.open_until.load(Ordering::Acquire).checked_sub(now),
+            open_for_ms,
             reopens: self.reopens.load(Ordering::Relaxed),
         }
     }
@@ -1142,11 +1164,15 @@ impl Core {
         self.unquiet(QUIET_RECORD | QUIET_ADMIT);
         let version = self.quiet.load(Ordering::Acquire);
         self.settle(version, &live, false);
-        let done = Reconfigured { state, resets };
+        // Reported as a reader sees it: an open period that is over reads HalfOpen.
+        let done = Reconfigured {
+            state: self.observed(|| now).0,
+            resets,
+        };
         tracing::info!(
             target: "palisade_breaker",
             breaker = %self.name,
-            %state,
+            state = %done.state,
             reset = %done,
             "breaker reconfigured"
         );
@@ -1201,13 +1227,16 @@ fn should_trip(
 }
 
 pub(crate) struct Numbers {
+    /// As a reader sees it ([`Core::observed`]).
     pub(crate) state: State,
     pub(crate) successes: u64,
     pub(crate) failures: u64,
     pub(crate) rejections: u64,
     pub(crate) consecutive_failures: u32,
     pub(crate) window: Option<Counts>,
+    /// Since the last transition (for an Open word read as HalfOpen, since it opened).
     pub(crate) in_state_ms: u64,
+    /// The time left in the open period, exactly while `state` is Open.
     pub(crate) open_for_ms: Option<u64>,
     pub(crate) reopens: u32,
 }

@@ -796,15 +796,143 @@ async fn a_refusal_reserved_while_open_stands_until_the_open_period_ends() {
         (State::Open, Some(Duration::from_secs(20)))
     );
     assert_eq!(h.metrics().rejections, 1);
-    // Reserved 1 ms before the period ends, called 1 ms after, with nobody looking meanwhile
-    // (the state still reads Open): the call is the probe.
+    // Reserved 1 ms before the period ends, called 1 ms after, with no call meanwhile (the
+    // breaker has not moved: it reads HalfOpen, what the next call meets, but is still in the
+    // state it entered when tripped): the call is the probe.
     tokio::time::advance(Duration::from_millis(19_999)).await;
     svc.ready().await.unwrap();
     tokio::time::advance(Duration::from_millis(2)).await;
-    assert_eq!(h.state(), State::Open);
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.retry_after, m.time_in_state),
+        (State::HalfOpen, None, Duration::from_millis(30_001))
+    );
     svc.call(()).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(h.metrics().rejections, 1);
+}
+
+/// Every transition a breaker announces, in order.
+#[derive(Default)]
+struct TransitionLog(std::sync::Mutex<Vec<(State, State)>>);
+
+impl TransitionLog {
+    fn take(&self) -> Vec<(State, State)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Listener for Arc<TransitionLog> {
+    fn on_event(&self, _: &str, event: Event) {
+        if let Event::Transition { from, to } = event {
+            self.0.lock().unwrap().push((from, to));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_left_alone_reads_half_open_once_its_open_period_ends_and_then_probes() {
+    use palisade_core::{ClassifyLayer, DefaultClassifier};
+    use std::sync::atomic::AtomicBool;
+    use tokio::time::sleep;
+
+    let log = Arc::new(TransitionLog::default());
+    // The defaults (one probe at a time, two successes close), behind a classifier.
+    let l = BreakerLayer::builder("p")
+        .listener(log.clone())
+        .build()
+        .unwrap();
+    let h = l.handle();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let up = Arc::new(AtomicBool::new(false));
+    let (c, u) = (calls.clone(), up.clone());
+    let mut svc = l.layer(
+        ClassifyLayer::new(DefaultClassifier::default()).layer(service_fn(move |_: ()| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let up = u.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("503 service unavailable".into())
+                }
+            }
+        })),
+    );
+    while h.state() != State::Open {
+        let _ = svc.ready().await.unwrap().call(()).await;
+    }
+    let reached = calls.load(Ordering::SeqCst);
+    assert_eq!(log.take(), [(State::Closed, State::Open)]);
+
+    // During the open period: Open, with the time left.
+    let m = h.metrics();
+    assert_eq!(m.state, State::Open);
+    let period = m.retry_after.unwrap();
+    assert!(
+        period > Duration::ZERO && period <= Duration::from_millis(550),
+        "{period:?}"
+    );
+    sleep(period - Duration::from_millis(1)).await;
+    let m = h.metrics();
+    assert_eq!(
+        (h.state(), m.state, m.retry_after),
+        (State::Open, State::Open, Some(Duration::from_millis(1)))
+    );
+
+    // Over, and no call for ten minutes: HalfOpen, with nothing left to wait for, and the
+    // time in state still counted from the opening. Reading moved nothing and announced
+    // nothing.
+    sleep(Duration::from_secs(600)).await;
+    let m = h.metrics();
+    assert_eq!(
+        (h.state(), m.state, m.retry_after),
+        (State::HalfOpen, State::HalfOpen, None)
+    );
+    assert_eq!(
+        m.time_in_state,
+        period - Duration::from_millis(1) + Duration::from_secs(600)
+    );
+    assert_eq!(log.take(), []);
+    assert_eq!(calls.load(Ordering::SeqCst), reached);
+
+    // The next call is a probe: it reaches the dependency, fails, and re-opens the breaker for
+    // a longer period, read as Open with its time left.
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "503 service unavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), reached + 1);
+    assert_eq!(
+        log.take(),
+        [
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Open)
+        ]
+    );
+    let m = h.metrics();
+    assert_eq!((m.state, m.reopens), (State::Open, 1));
+    assert!(m.retry_after.unwrap() > period, "{m:?}");
+
+    // Left alone again, it reads HalfOpen; the next call takes the one probe slot (another is
+    // refused, half-open), and two successful probes close it.
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.state(), State::HalfOpen);
+    up.store(true, Ordering::SeqCst);
+    let mut probe = h.try_acquire().unwrap();
+    assert_eq!(h.try_acquire().unwrap_err().state, State::HalfOpen);
+    probe.start();
+    probe.success();
+    assert_eq!(h.state(), State::HalfOpen);
+    svc.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+    assert_eq!(
+        log.take(),
+        [
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed)
+        ]
+    );
+    let m = h.metrics();
+    assert_eq!((m.retry_after, m.reopens), (None, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,9 @@
 //! - `/ready` answers 200 when every required part is ready and 503 otherwise, with a JSON body
 //!   that lists each part: `{"status":"ready","checks":[{"kind":"breaker","name":"llm",
 //!   "ready":true,"state":"closed"}, ...]}`. A breaker is not ready while open or isolated
-//!   (half-open is ready: its probes need traffic to close it); a router
+//!   (half-open is ready: its probes need traffic to close it, and an open breaker reads
+//!   half-open as soon as its open period is over, before any call comes: see
+//!   [`BreakerHandle::state`]); a router
 //!   (feature `route`) while no endpoint can take calls; your own checks when they say so.
 //!
 //! Whether an open breaker should take the whole instance out of its load balancer depends on
@@ -408,6 +410,51 @@ mod tests {
         assert!(health.is_ready());
         warm.store(false, Ordering::SeqCst);
         assert_eq!(get(&health, "/ready").await.0, 503);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_recovers_once_the_open_period_ends_with_no_calls() {
+        use palisade_core::{BoxError, ClassifyLayer, DefaultClassifier};
+        use std::time::Duration;
+        use tower::{Layer, Service, service_fn};
+
+        // A load balancer stops sending traffic to an instance whose /ready fails, so no call
+        // comes to move the breaker on: its open period ending must be enough.
+        let llm = BreakerLayer::new("llm");
+        let handle = llm.handle();
+        let health = Health::new().breaker(handle.clone());
+        let mut svc = llm.layer(ClassifyLayer::new(DefaultClassifier::default()).layer(
+            service_fn(|_: ()| async { Err::<(), BoxError>("503 service unavailable".into()) }),
+        ));
+        while handle.state() != State::Open {
+            let _ = svc.ready().await.unwrap().call(()).await;
+        }
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 503);
+        assert!(
+            body.contains(
+                r#""name":"llm","ready":false,"required":true,"state":"open","retry_after_ms":"#
+            ),
+            "{body}"
+        );
+
+        // Ten minutes with no call: half-open, ready, so that traffic comes back to probe it.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let (status, body) = get(&health, "/ready").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            r#"{"status":"ready","checks":[{"kind":"breaker","name":"llm","ready":true,"required":true,"state":"half_open"}]}"#
+        );
+        assert!(health.is_ready());
+
+        // The first call back is the probe: still failing, the breaker re-opens and the
+        // instance is not ready again, until that period ends in turn.
+        let _ = svc.ready().await.unwrap().call(()).await;
+        assert_eq!(handle.metrics().reopens, 1);
+        assert_eq!(get(&health, "/ready").await.0, 503);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(get(&health, "/ready").await.0, 200);
     }
 
     #[tokio::test]

@@ -305,6 +305,44 @@ async fn an_idle_open_breaker_stays_until_its_open_period_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_key_left_alone_reads_half_open_once_its_open_period_ends() {
+    let layer = keyed(16);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    open_key(&mut svc, "a").await;
+    let a = handle.get(&"a").unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let m = a.metrics();
+    assert_eq!(
+        (a.state(), m.state, m.retry_after),
+        (State::Open, State::Open, Some(Duration::from_secs(20)))
+    );
+    // Over, with no call: the key's breaker reads HalfOpen, through a handle taken before
+    // or after, and is kept; its next call probes (classic: three successes close it).
+    tokio::time::advance(Duration::from_secs(25)).await;
+    let m = a.metrics();
+    assert_eq!(
+        (a.state(), m.state, m.retry_after, m.time_in_state),
+        (
+            State::HalfOpen,
+            State::HalfOpen,
+            None,
+            Duration::from_secs(35)
+        )
+    );
+    assert_eq!(handle.get(&"a").unwrap().state(), State::HalfOpen);
+    use_key(&mut svc, "a").await;
+    let m = a.metrics();
+    assert_eq!(
+        (m.state, m.successes, m.time_in_state),
+        (State::HalfOpen, 1, Duration::ZERO)
+    );
+    use_key(&mut svc, "a").await;
+    use_key(&mut svc, "a").await;
+    assert_eq!(a.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_every_breaker_is_open_the_cap_evicts_the_one_that_probes_first_and_warns() {
     let capture = Events::start();
     let layer = keyed(2);

@@ -64,6 +64,45 @@ fn opens_after_five_consecutive_failures_and_probes_after_thirty_seconds() {
 }
 
 #[test]
+fn a_reader_sees_half_open_once_the_open_period_is_over_and_moves_nothing() {
+    let c = core(no_jitter());
+    // Not open: read as it is, without the clock.
+    let no_clock = || -> u64 { unreachable!("the clock is read only while open") };
+    assert_eq!(c.observed(no_clock), (State::Closed, None));
+    for _ in 0..5 {
+        assert!(fail(&c, 0));
+    }
+    // During the open period: Open, with the time left (never zero).
+    assert_eq!(c.observed(|| 0), (State::Open, Some(30_000)));
+    assert_eq!(c.observed(|| 29_999), (State::Open, Some(1)));
+    let n = c.numbers(29_999);
+    assert_eq!((n.state, n.open_for_ms), (State::Open, Some(1)));
+    // Over, with no call: HalfOpen, what the next call meets, with no time left to wait...
+    assert_eq!(c.observed(|| 30_000), (State::HalfOpen, None));
+    let n = c.numbers(600_000);
+    assert_eq!(
+        (n.state, n.open_for_ms, n.in_state_ms),
+        (State::HalfOpen, None, 600_000)
+    );
+    assert_eq!(c.rejecting_for(600_000), None);
+    // ... but reading moved nothing: the word is still Open, as admission reads it.
+    assert_eq!(c.state(), State::Open);
+    // The next call is the probe, and the breaker moves with it.
+    let probe = c.admit(|| 600_000).unwrap();
+    assert!(probe.probe());
+    assert_eq!(c.state(), State::HalfOpen);
+    assert_eq!(c.observed(no_clock), (State::HalfOpen, None));
+    assert_eq!(c.numbers(600_000).in_state_ms, 0);
+    // It fails: open again, for longer, read as Open with the time left.
+    c.record(probe, Outcome::Failure(None), false, 0, || 600_000);
+    assert_eq!(c.observed(|| 600_000), (State::Open, Some(60_000)));
+    assert_eq!(c.observed(|| 660_000), (State::HalfOpen, None));
+    // Isolated reads Isolated however long ago it was forced.
+    c.force(State::Isolated, 700_000);
+    assert_eq!(c.observed(no_clock), (State::Isolated, None));
+}
+
+#[test]
 fn a_failed_probe_reopens_for_longer_and_a_dropped_probe_frees_its_slot() {
     let c = core(no_jitter());
     for _ in 0..5 {

@@ -1722,12 +1722,17 @@ async fn a_stream_refusal_reserved_while_open_stands_until_the_open_period_ends(
         (State::Open, Some(Duration::from_secs(6)))
     );
     assert_eq!(handle.metrics().rejections, 1);
-    // Reserved 1 ms before the period ends, called 1 ms after, with nobody looking meanwhile
-    // (the state still reads Open): the call is the probe, and closes the breaker.
+    // Reserved 1 ms before the period ends, called 1 ms after, with no call meanwhile (the
+    // breaker has not moved: it reads HalfOpen, what the next call meets, but is still in the
+    // state it entered when tripped): the call is the probe, and closes the breaker.
     tokio::time::advance(Duration::from_millis(5_999)).await;
     svc.ready().await.unwrap();
     tokio::time::advance(Duration::from_millis(2)).await;
-    assert_eq!(handle.state(), State::Open);
+    let m = handle.metrics();
+    assert_eq!(
+        (m.state, m.retry_after, m.time_in_state),
+        (State::HalfOpen, None, Duration::from_millis(10_001))
+    );
     svc.call(()).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let m = handle.metrics();
