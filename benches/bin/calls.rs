@@ -10,7 +10,9 @@
 //! - `preset-observed`: the preset with `MetricsLayer` and a `TraceLayer` above it and one
 //!   below it (no recorder, no subscriber: what a service pays for having them compiled in);
 //! - `tower`: tower's own timeout (as a deadline) → retry with `TpsBudget` → load shed →
-//!   concurrency limit (1 000) → timeout, the nearest tower stack without a breaker.
+//!   concurrency limit (1 000) → timeout, the nearest tower stack without a breaker;
+//! - `keyed`: a per-key breaker over 64 tenants named by `&'static str` keys, each call
+//!   looking its tenant's breaker up (the keys already present: no first use).
 
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(stack), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: calls <bare|preset|preset-observed|tower> <N>");
+        eprintln!("usage: calls <bare|preset|preset-observed|tower|keyed> <N>");
         std::process::exit(2);
     };
     let rt = palisade_benches::time_runtime();
@@ -64,9 +66,18 @@ fn main() {
                 .service(bare()),
             n,
         ),
+        "keyed" => {
+            let tenants: Vec<&'static str> = (0..64)
+                .map(|i| &*Box::leak(format!("tenant-{i:02}").into_boxed_str()))
+                .collect();
+            let layer = palisade::breaker::KeyedBreakerLayer::new("calls", move |x: &u64| {
+                tenants[(*x % 64) as usize]
+            });
+            run(ServiceBuilder::new().layer(layer).service(bare()), n)
+        }
         other => {
             eprintln!(
-                "calls: no stack {other:?}; the stacks are bare, preset, preset-observed, tower"
+                "calls: no stack {other:?}; the stacks are bare, preset, preset-observed, tower, keyed"
             );
             std::process::exit(2);
         }

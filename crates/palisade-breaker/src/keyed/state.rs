@@ -1,7 +1,6 @@
 //! The keys' breakers: a fixed set of shards, each an immutable map swapped whole when one of
 //! its keys is added or evicted, so lookups take no lock and an add copies one shard only.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -12,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use crate::BreakerConfig;
@@ -65,7 +65,63 @@ impl Entry {
     }
 }
 
-type Map<K> = HashMap<K, Arc<Entry>>;
+/// One shard's keys and their breakers, each stored with its key's hash: a lookup hashes the
+/// key once, for the shard and the slot alike (a `HashMap` would hash it again), and growing
+/// the table rehashes nothing.
+pub(super) struct Map<K> {
+    table: HashTable<(u64, K, Arc<Entry>)>,
+}
+
+impl<K: Clone> Clone for Map<K> {
+    fn clone(&self) -> Self {
+        Map {
+            table: self.table.clone(),
+        }
+    }
+}
+
+impl<K> Map<K> {
+    fn new() -> Self {
+        Map {
+            table: HashTable::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &Arc<Entry>)> {
+        self.table.iter().map(|(_, k, e)| (k, e))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.table.iter().map(|(_, _, e)| e)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&K, &Arc<Entry>) -> bool) {
+        self.table.retain(|(_, k, e)| keep(k, e));
+    }
+}
+
+impl<K: Eq> Map<K> {
+    #[inline]
+    fn get(&self, hash: u64, key: &K) -> Option<&Arc<Entry>> {
+        self.table
+            .find(hash, |(_, k, _)| k == key)
+            .map(|(_, _, e)| e)
+    }
+
+    fn insert(&mut self, hash: u64, key: K, entry: Arc<Entry>) {
+        self.table
+            .insert_unique(hash, (hash, key, entry), |(h, _, _)| *h);
+    }
+
+    fn remove(&mut self, hash: u64, key: &K) -> Option<Arc<Entry>> {
+        let found = self.table.find_entry(hash, |(_, k, _)| k == key).ok()?;
+        Some(found.remove().0.2)
+    }
+}
 
 /// What writers share, behind [`Registry::write`].
 pub(super) struct Writer {
@@ -121,7 +177,7 @@ impl<K> Registry<K> {
             idle,
             hasher: RandomState::new(),
             shards: (0..shards)
-                .map(|_| ArcSwap::from_pointee(HashMap::new()))
+                .map(|_| ArcSwap::from_pointee(Map::new()))
                 .collect(),
             write: std::sync::Mutex::new(Writer {
                 config,
@@ -163,16 +219,21 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             .as_millis() as u64
     }
 
-    fn shard_of(&self, key: &K) -> usize {
-        // The shard count is a power of two.
-        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    /// `key`'s hash, and its shard: bits 40 to 47 of the hash, which the shard's table uses
+    /// for neither its slot (the low bits) nor its tag (the top seven), so that the keys of one
+    /// shard still spread over its slots. The shard count is a power of two, at most 256.
+    #[inline]
+    fn locate(&self, key: &K) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, ((hash >> 40) as usize) & (self.shards.len() - 1))
     }
 
     /// `key`'s breaker, if it has one.
     pub(super) fn get(&self, key: &K) -> Option<Arc<Stripes>> {
-        self.shards[self.shard_of(key)]
+        let (hash, shard) = self.locate(key);
+        self.shards[shard]
             .load()
-            .get(key)
+            .get(hash, key)
             .map(|e| e.stripes.clone())
     }
 
@@ -180,15 +241,15 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     /// count is touched, not the breaker's (which every thread shares).
     #[inline]
     pub(super) fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe<Lane>> {
-        let shard = self.shard_of(key);
-        if let Some(entry) = self.shards[shard].load().get(key) {
+        let (hash, shard) = self.locate(key);
+        if let Some(entry) = self.shards[shard].load().get(hash, key) {
             let now = self.millis();
             if entry.last_used.load(Ordering::Relaxed) != now {
                 entry.last_used.store(now, Ordering::Relaxed);
             }
             return entry.stripes.nth(stripe).clone();
         }
-        self.insert(key, shard).nth(stripe).clone()
+        self.insert(key, hash, shard).nth(stripe).clone()
     }
 
     /// A copy of shard `i`, to change and store.
@@ -302,9 +363,9 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     }
 
     #[cold]
-    fn insert(&self, key: &K, shard: usize) -> Arc<Stripes> {
+    fn insert(&self, key: &K, hash: u64, shard: usize) -> Arc<Stripes> {
         let mut writer = self.lock();
-        if let Some(entry) = self.shards[shard].load().get(key) {
+        if let Some(entry) = self.shards[shard].load().get(hash, key) {
             return entry.stripes.clone();
         }
         let now = self.millis();
@@ -316,7 +377,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 break;
             };
             let mut next = self.copy(i);
-            let Some(e) = next.remove(&victim) else {
+            let Some(e) = next.remove(self.locate(&victim).0, &victim) else {
                 break;
             };
             let name = &e.core().name;
@@ -357,6 +418,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         }));
         let mut next = self.copy(shard);
         next.insert(
+            hash,
             key.clone(),
             Arc::new(Entry {
                 stripes: stripes.clone(),
