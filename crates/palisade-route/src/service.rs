@@ -495,15 +495,9 @@ where
                                 break 'pass Poll::Pending;
                             }
                             Ok(i) => i,
-                            Err(none) if waiting.is_none() => {
+                            Err(none) => {
                                 self.unavailable = Some(none);
                                 break 'pass Poll::Ready(Ok(()));
-                            }
-                            // What was eligible earlier in this pass is no longer; wait for
-                            // the endpoint that was, which has our waker.
-                            Err(_) => {
-                                self.pending = waiting;
-                                break 'pass Poll::Pending;
                             }
                         }
                     }
@@ -531,11 +525,7 @@ where
                         // endpoint, one at its concurrency limit, say, must not hold up the
                         // router while another is ready), and the pass waits only when each
                         // it could pick is not ready. Every one polled has our waker.
-                        let first = *waiting.get_or_insert(i);
-                        if self.endpoints.len() < 2 || self.is_marked(i) {
-                            self.pending = Some(first);
-                            break 'pass Poll::Pending;
-                        }
+                        waiting.get_or_insert(i);
                         self.mark_unready(i);
                         unready = true;
                     }
@@ -603,12 +593,11 @@ where
 
     /// Whether endpoint `i`, which was not ready at the last `poll_ready`, is still one to
     /// pick at `now`: neither ejected nor cooling down nor without a share of traffic, and not
-    /// the endpoint with token `avoid` when another is left.
+    /// the endpoint with token `avoid` (a fresh pick decides whether to go back to it).
     #[cold]
     fn still_eligible(&self, i: usize, avoid: Option<u64>, now: u64) -> bool {
         let state = &self.endpoints[i].state;
-        (avoid != Some(state.token) || self.endpoints.len() < 2)
-            && pick::look(state, &self.config, now).weight > 0.0
+        avoid != Some(state.token) && pick::look(state, &self.config, now).weight > 0.0
     }
 
     /// Gives up waiting for endpoint `i`: its service is replaced by a fresh clone, so that
@@ -624,13 +613,6 @@ where
     /// Whether endpoints `i` and `j` are in the same tier.
     fn same_tier(&self, i: usize, j: usize) -> bool {
         self.endpoints[i].state.tier == self.endpoints[j].state.tier
-    }
-
-    /// Whether endpoint `i` is marked in `unready`.
-    fn is_marked(&self, i: usize) -> bool {
-        self.unready
-            .get(i / 64)
-            .is_some_and(|word| word & (1 << (i % 64)) != 0)
     }
 
     /// Marks endpoint `i` as one whose readiness failed, or which was not ready yet, in this

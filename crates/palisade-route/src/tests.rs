@@ -2531,6 +2531,55 @@ async fn a_busy_primary_keeps_its_calls_rather_than_spilling_them_to_the_standby
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_endpoint_waited_for_keeps_its_place_in_its_queue() {
+    let (a, release) = one_at_a_time("a");
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::builder([a.clone()])
+        .tier(1, [up("b")])
+        .build()
+        .unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // The router queues for a's one place, then another caller does.
+    assert!(route.poll_ready(&mut cx).is_pending());
+    let other = tokio::spawn(a.oneshot(()));
+    tokio::task::yield_now().await;
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+    // The place went to the router, first in line: it is ready at once.
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(route.call(()).await.unwrap(), "a");
+    assert_eq!(other.await.unwrap().unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_no_longer_picked_is_not_waited_for_and_its_place_is_let_go() {
+    let (a, release) = one_at_a_time("a");
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::builder([a.clone()])
+        .tier(1, [up("b")])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(route.poll_ready(&mut cx).is_pending());
+    // a is taken out of traffic while the router waits for it: the router stops waiting and
+    // the standby takes the call.
+    for _ in 0..10 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(route.call(()).await.unwrap(), "b");
+    // And it gave up its place in a's queue: a's next caller gets a's place once free.
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+    let next = tokio::time::timeout(ms(1), a.oneshot(())).await;
+    assert_eq!(next.expect("the router kept a's place").unwrap(), "a");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_router_stops_waiting_for_an_endpoint_once_it_is_ejected() {
     for seed in 0..8 {
         let (a, release_a) = one_at_a_time("a");
