@@ -322,8 +322,8 @@ fn hex(b: u8) -> Option<u8> {
 /// that is present but malformed (`abc`, empty, `-1`, not UTF-8), in the headers or in the
 /// trailers, is `UNKNOWN`, as gRPC clients read it (tonic's `Status::from_header_map`): a
 /// status the client cannot read is not a success.
-/// `grpc-retry-pushback-ms` sets the wait of any failing code, and a negative one makes it not
-/// retryable ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md));
+/// `grpc-retry-pushback-ms` sets the wait of any failing code, and a negative or malformed one
+/// makes it not retryable ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md));
 /// the other [server hints](crate::hint) apply as for HTTP. Errors are classified like
 /// [`HttpClassifier`](crate::HttpClassifier)'s.
 ///
@@ -689,6 +689,33 @@ mod tests {
             Classify::<Response<()>, BoxError>::describe(&c, r.as_ref().unwrap()).as_deref(),
             Some("gRPC UNAVAILABLE: backend down%2")
         );
+    }
+
+    /// A `grpc-retry-pushback-ms` that is there but malformed means "do not retry" (gRPC A6),
+    /// whether it is text (`soon`) or bytes that are not visible ASCII; UNAVAILABLE included.
+    #[test]
+    fn a_malformed_pushback_is_not_retryable_whatever_its_bytes() {
+        let c = GrpcClassifier::new();
+        let with_pushback = |value: HeaderValue| {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+            h.insert("grpc-retry-pushback-ms", value);
+            let mut r = Response::new(());
+            *r.headers_mut() = h.clone();
+            let class = c.classify(&Ok::<_, BoxError>(r)).unwrap();
+            // The same in the trailers.
+            assert_eq!(c.classify_trailers(&h).unwrap().0, class);
+            class
+        };
+        let opaque = with_pushback(HeaderValue::from_bytes(b"\xff100").unwrap());
+        assert!(!opaque.retryable);
+        assert_eq!(opaque.retry_after, None);
+        let soon = with_pushback(HeaderValue::from_static("soon"));
+        assert!(!soon.retryable);
+        assert_eq!(soon.retry_after, None);
+        let valid = with_pushback(HeaderValue::from_static("100"));
+        assert!(valid.retryable);
+        assert_eq!(valid.retry_after, Some(Duration::from_millis(100)));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade_breaker::{BreakerHandle, State};
@@ -250,8 +250,8 @@ impl Health {
         (StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
     }
 
-    /// The endpoints as a tower service: `GET`/`HEAD` on the two paths, 404 elsewhere, 405 for
-    /// other methods.
+    /// The endpoints as a tower service: `GET`/`HEAD` on the two paths, 404 elsewhere, 405 with
+    /// `Allow: GET, HEAD` for other methods.
     pub fn service(&self) -> HealthService {
         HealthService {
             health: Arc::new(self.clone()),
@@ -318,10 +318,15 @@ impl<B> Service<Request<B>> for HealthService {
             )));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return ready(Ok(json(
+            // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+            let mut response = json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method not allowed"}"#.to_owned(),
-            )));
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return ready(Ok(response));
         }
         // Probed only for a request that gets the answer.
         let (status, body) = if live {
@@ -469,12 +474,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
         let r = health
             .service()
             .oneshot(Request::head("/readyz").body(()).unwrap())
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_405_lists_the_allowed_methods() {
+        // RFC 9110 §15.5.6: a 405 must say which methods the resource supports.
+        let health = Health::new();
+        for path in ["/ready", "/health"] {
+            for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+                let r = health
+                    .service()
+                    .oneshot(
+                        Request::builder()
+                            .method(method.clone())
+                            .uri(path)
+                            .body(())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 405, "{method} {path}");
+                assert_eq!(
+                    r.headers().get(ALLOW).map(HeaderValue::as_bytes),
+                    Some(&b"GET, HEAD"[..]),
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     #[cfg(feature = "route")]

@@ -8,14 +8,16 @@
 //! |---|---|---|
 //! | `retry-after-ms` | milliseconds to wait (OpenAI's and Anthropic's APIs send it with 429 and 503) | preferred over `Retry-After` when both are present, being finer |
 //! | `Retry-After` | delta-seconds or an HTTP-date ([RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)) | a date is measured from [`wall_clock`](palisade_core::hint::wall_clock) (tokio's clock, so paused-clock tests cover it), or from the response's own `Date` header when asked |
-//! | `grpc-retry-pushback-ms` | gRPC's server pushback ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md)): milliseconds, or negative for "do not retry" | a malformed value means "do not retry", as A6 specifies |
+//! | `grpc-retry-pushback-ms` | gRPC's server pushback ([gRPC A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md)): milliseconds, or negative for "do not retry" | a malformed value, bytes that are not visible ASCII included, means "do not retry", as A6 specifies |
 //! | `x-should-retry` | `true` / `false`: the server's own verdict (OpenAI's and Anthropic's APIs) | overrides whether the failure is retryable, either way |
 //! | `x-ratelimit-reset-requests`, `x-ratelimit-reset-tokens` | when a rate-limit window resets, as a duration such as `1s`, `6m0s`, `20ms`, `1h2m3.5s` (OpenAI's and Groq's APIs) | read only for a rate-limited response, when nothing above gave a wait: the reset of an exhausted limit (its `x-ratelimit-remaining-*` is `0`), else the soonest reset (see [`rate_limit_reset`]) |
 //! | `anthropic-ratelimit-requests-reset`, `anthropic-ratelimit-tokens-reset`, `anthropic-ratelimit-input-tokens-reset`, `anthropic-ratelimit-output-tokens-reset` | when a rate-limit window resets, as an RFC 3339 date such as `2024-01-01T00:00:30Z` (Anthropic's API) | as the row above, with `anthropic-ratelimit-*-remaining`; the date is measured like `Retry-After`'s |
 //!
 //! A value that does not parse is ignored (never a panic); so is a header whose bytes are not
-//! visible ASCII. Waits come back as sent, up to [`LONGEST`]: whether a wait is too long is the
-//! retry layer's decision (its `max_retry_after`), not the parser's.
+//! visible ASCII. The exception is `grpc-retry-pushback-ms`: A6 reads a malformed pushback as
+//! "do not retry", so that is what a value that does not parse means, whatever its bytes.
+//! Waits come back as sent, up to [`LONGEST`]: whether a wait is too long is the retry
+//! layer's decision (its `max_retry_after`), not the parser's.
 //!
 //! ```
 //! use http::HeaderMap;
@@ -120,7 +122,8 @@ pub struct ServerHints {
     pub retry_after: Option<Duration>,
     /// `x-should-retry`, when present and `true` or `false`.
     pub should_retry: Option<bool>,
-    /// `grpc-retry-pushback-ms`, when present.
+    /// `grpc-retry-pushback-ms`, when present ([`Pushback::DoNotRetry`] when malformed, not
+    /// visible ASCII included).
     pub pushback: Option<Pushback>,
     /// When the exhausted rate-limit window resets (`x-ratelimit-reset-*`,
     /// `anthropic-ratelimit-*-reset`; see [`rate_limit_reset`]); read apart from `retry_after`
@@ -145,7 +148,11 @@ impl ServerHints {
     /// The hints in `headers`, dates measured from `now()` (called only when a header that may
     /// hold a date is present).
     fn read(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Self {
-        let pushback = text(headers, GRPC_RETRY_PUSHBACK_MS).map(hint::grpc_retry_pushback_ms);
+        // Present but not visible ASCII is malformed too: "do not retry", as A6 has it.
+        let pushback = headers.get(GRPC_RETRY_PUSHBACK_MS).map(|v| {
+            v.to_str()
+                .map_or(Pushback::DoNotRetry, hint::grpc_retry_pushback_ms)
+        });
         let retry_after = text(headers, RETRY_AFTER_MS)
             .and_then(hint::retry_after_ms)
             .or_else(|| {
@@ -657,6 +664,22 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff12").unwrap(),
         );
         assert!(ServerHints::from_headers(&h, EPOCH).is_empty());
+    }
+
+    /// Except a pushback's: present but unreadable is malformed, and A6 reads a malformed
+    /// pushback as "do not retry".
+    #[test]
+    fn an_opaque_pushback_means_do_not_retry() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            GRPC_RETRY_PUSHBACK_MS,
+            http::HeaderValue::from_bytes(b"\xff100").unwrap(),
+        );
+        let hints = ServerHints::from_headers(&h, EPOCH);
+        assert_eq!(hints.pushback, Some(Pushback::DoNotRetry));
+        assert_eq!(hints.retry_after, None);
+        assert_eq!(ServerHints::from_headers_wall_clock(&h), hints);
+        assert_eq!(ServerHints::from_headers_server_clock(&h), hints);
     }
 
     proptest! {

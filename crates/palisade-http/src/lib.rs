@@ -30,10 +30,11 @@
 //! # Servers
 //!
 //! - [`ErrorResponseLayer`] turns palisade's failures into responses (an open breaker 503 with
-//!   `Retry-After`, a timeout 504, a rate limit 429, a failing response restored as it was, a
-//!   fallback's answer marked `x-palisade-degraded`), so palisade's layers stack on an axum
-//!   `Router` or a hyper server, whose error type is `Infallible`. [`HttpError`] and
-//!   [`HttpAnswer`] are the same as axum's `IntoResponse` (feature `axum`).
+//!   `Retry-After`, a timeout 504, a rate limit 429, a failing response restored as it was
+//!   less its hop-by-hop headers, a fallback's answer marked `x-palisade-degraded`), so
+//!   palisade's layers stack on an axum `Router` or a hyper server, whose error type is
+//!   `Infallible`. [`HttpError`] and [`HttpAnswer`] are the same as axum's `IntoResponse`
+//!   (feature `axum`).
 //! - [`health`]: `GET /health` and `GET /ready` from the breakers (and, feature `route`, the
 //!   routers) you register, as a tower service or an axum `Router`.
 //! - [`ServerDeadlineLayer`](deadline::ServerDeadlineLayer) runs each request under the

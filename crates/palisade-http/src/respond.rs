@@ -13,8 +13,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{HeaderName, Response, StatusCode};
+use http::header::{
+    CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use palisade_core::failure::{CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint};
 use palisade_core::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
 use palisade_fallback::Answer;
@@ -47,12 +49,18 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
     type Body = B;
 
     /// The response; a fallback's answer gets the `x-palisade-degraded` header with the name
-    /// of the strategy that answered (its class stays in the [`Degraded`] extension).
+    /// of the strategy that answered (its class stays in the [`Degraded`] extension); a failing
+    /// response handed back ([`Answer::Restored`]) loses its hop-by-hop headers, as
+    /// [`Responder`] says under "Which failing responses pass through".
     ///
     /// [`Degraded`]: palisade_fallback::Degraded
     fn into_http_response(self) -> Response<B> {
         match self {
-            Answer::Primary(response) | Answer::Restored { response, .. } => response,
+            Answer::Primary(response) => response,
+            Answer::Restored { mut response, .. } => {
+                remove_hop_by_hop(response.headers_mut());
+                response
+            }
             Answer::Fallback {
                 mut response,
                 degraded,
@@ -74,7 +82,7 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 ///
 /// | the failure | response |
 /// |---|---|
-/// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`], whose body passes through (see below) | that response, as it was |
+/// | a failing response judged by a classify layer ([`FailedResponse`]), also inside a [`FallbackFailed`], whose body passes through (see below) | that response, without its hop-by-hop headers |
 /// | an open breaker ([`CircuitOpen`]), no healthy endpoint ([`NoHealthyEndpoint`]), a switched-off feature ([`FeatureOff`]) | 503 Service Unavailable |
 /// | otherwise, by its [class](class_of): `Timeout` (palisade's `Elapsed`, `DeadlineExceeded`) | 504 Gateway Timeout |
 /// | `RateLimited` | 429 Too Many Requests |
@@ -97,8 +105,8 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 ///
 /// A classify layer keeps a failing response in its error as it was, body type included, and
 /// the responder can only give it back as a response of the body type it answers with, `B` in
-/// [`respond`](Self::respond). It gives it back, status, headers and body as the dependency
-/// sent them, when its body type is:
+/// [`respond`](Self::respond). It gives it back, status, end-to-end headers and body as the
+/// dependency sent them, when its body type is:
 ///
 /// - `B` itself (an [`ErrorResponseLayer`] over a service that answers `Response<B>`);
 /// - with the `axum` feature, when `B` is axum's `Body` (as for [`HttpError`] in an axum
@@ -120,6 +128,15 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 /// its body below the classify layer into one of the types above, for example with tower's
 /// `map_response`: `ServiceBuilder::new().palisade(preset).map_response(|r: Response<MyBody>|
 /// r.map(axum::body::Body::new)).service(client)`.
+///
+/// The headers that describe the dependency's connection to this server rather than the
+/// response are dropped, as [RFC 9110 §7.6.1](https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1)
+/// requires of an intermediary that forwards a message: `Connection` and every header it
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` and
+/// `Upgrade`. Left in, they would speak for this server's own connection to its caller: a
+/// dependency's `Connection: close` would close the caller's keep-alive connection. The
+/// end-to-end headers (`Content-Type`, `Retry-After`, `grpc-*`, an `x-` header that
+/// `Connection` does not name) pass through.
 ///
 /// ```
 /// use http::Response;
@@ -181,9 +198,9 @@ impl Responder {
         self.statuses[category.index()]
     }
 
-    /// The response for `err`: a failing response given back as it was (see
-    /// [Which failing responses pass through](#which-failing-responses-pass-through)), or the
-    /// one the table gives.
+    /// The response for `err`: a failing response given back as it was, less its hop-by-hop
+    /// headers (see [Which failing responses pass
+    /// through](#which-failing-responses-pass-through)), or the one the table gives.
     pub fn respond<B>(&self, err: BoxError) -> Response<B>
     where
         B: From<String> + Send + 'static,
@@ -245,15 +262,43 @@ impl Responder {
     }
 }
 
-/// The failing response `err` carries, when its body can be given back as a `B` (see
-/// [`Responder`]'s "Which failing responses pass through"); `err` unchanged otherwise.
+/// The failing response `err` carries, less its hop-by-hop headers, when its body can be
+/// given back as a `B` (see [`Responder`]'s "Which failing responses pass through"); `err`
+/// unchanged otherwise.
 fn restore<B: Send + 'static>(err: BoxError) -> Result<Response<B>, BoxError> {
+    let mut response = restore_as_is::<B>(err)?;
+    remove_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+fn restore_as_is<B: Send + 'static>(err: BoxError) -> Result<Response<B>, BoxError> {
     #[cfg(feature = "axum")]
     if std::any::TypeId::of::<B>() == std::any::TypeId::of::<axum::body::Body>() {
         return axum_impls::restore(err)
             .map(|response| same_type(response).expect("`B` is axum's `Body`"));
     }
     FailedResponse::<Response<B>>::restore(err)
+}
+
+/// Removes the hop-by-hop headers of a response about to be forwarded (RFC 9110 §7.6.1):
+/// those that every `Connection` header names (comma-separated, any case), then `Connection`,
+/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
 }
 
 /// `value` as a `U`, when `T` and `U` are the same type.
@@ -545,7 +590,8 @@ where
 /// `axum` feature (`Result<T, HttpError>` handlers, `?` on a `BoxError`).
 ///
 /// A failing response of the dependency (a classify layer's [`FailedResponse`]) is answered as
-/// it was, status, headers and body, when its body type is one the responder can give back as
+/// it was, status, headers and body, less the hop-by-hop headers an intermediary must not
+/// forward (RFC 9110 §7.6.1), when its body type is one the responder can give back as
 /// axum's `Body`: axum's own, hyper's `Incoming` (a hyper-util client's), http-body-util's
 /// `Full<Bytes>` and boxed bodies, and the others listed in [`Responder`]'s
 /// [Which failing responses pass through](Responder#which-failing-responses-pass-through),
@@ -667,7 +713,12 @@ mod axum_impls {
     impl<R: IntoResponse> IntoResponse for HttpAnswer<R> {
         fn into_response(self) -> Response {
             match self.0 {
-                Answer::Primary(r) | Answer::Restored { response: r, .. } => r.into_response(),
+                Answer::Primary(r) => r.into_response(),
+                Answer::Restored { response, .. } => {
+                    let mut response = response.into_response();
+                    super::remove_hop_by_hop(response.headers_mut());
+                    response
+                }
                 Answer::Fallback { response, degraded } => {
                     let mut response = response.into_response();
                     if let Ok(v) = http::HeaderValue::from_str(degraded.strategy) {
@@ -798,6 +849,102 @@ mod tests {
             vec![("static", "no page".into())],
         ));
         assert_eq!(respond(fallback_failed).status(), 504);
+    }
+
+    /// A 503 whose headers speak for the dependency's connection as well as for the response,
+    /// as an upstream closing its connection sends it.
+    fn hop_by_hop_503<B>(body: B) -> Response<B> {
+        Response::builder()
+            .status(503)
+            .header("connection", "close, X-Upstream-Hop")
+            .header("keep-alive", "timeout=5")
+            .header("x-upstream-hop", "1")
+            .header("upgrade", "h2c")
+            .header("retry-after", "2")
+            .header("content-type", "text/plain")
+            .body(body)
+            .unwrap()
+    }
+
+    /// The header names of `r`, sorted.
+    fn names<B>(r: &Response<B>) -> Vec<&str> {
+        let mut names: Vec<&str> = r.headers().keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// RFC 9110 §7.6.1: a failing response passed back loses its hop-by-hop headers, those
+    /// `Connection` names included; left in, the dependency's `Connection: close` would close
+    /// the caller's connection to this server. The end-to-end ones and the body pass.
+    #[tokio::test]
+    async fn failing_responses_pass_through_without_their_hop_by_hop_headers() {
+        use tower::ServiceExt;
+        let failed = || -> BoxError {
+            Box::new(FailedResponse::new(
+                hop_by_hop_503("busy".to_owned()),
+                Class::new(Category::ServerError),
+            ))
+        };
+        let kept = vec!["content-type", "retry-after"];
+
+        let r = respond(failed());
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (503, "busy"));
+        assert_eq!(names(&r), kept);
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert_eq!(r.headers()["content-type"], "text/plain");
+
+        // Inside a failed fallback.
+        let r = respond(Box::new(FallbackFailed::new(
+            failed(),
+            vec![("static", "no page".into())],
+        )));
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (503, "busy"));
+        assert_eq!(names(&r), kept);
+
+        // Through the layer.
+        let svc = ErrorResponseLayer::new().layer(tower::service_fn(move |_: ()| async move {
+            Err::<Response<String>, BoxError>(failed())
+        }));
+        let r = svc.oneshot(()).await.unwrap();
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (503, "busy"));
+        assert_eq!(names(&r), kept);
+
+        // Handed back by a fallback layer that had no fallback for it.
+        let answer = Answer::Restored {
+            response: hop_by_hop_503("busy".to_owned()),
+            class: Class::new(Category::ServerError),
+        };
+        let r = answer.into_http_response();
+        assert_eq!((r.status().as_u16(), r.body().as_str()), (503, "busy"));
+        assert_eq!(names(&r), kept);
+
+        // The other hop-by-hop headers, and names `Connection` lists across several values,
+        // in any case, with spaces.
+        let response = Response::builder()
+            .status(502)
+            .header("connection", "Keep-Alive ,x-a")
+            .header("connection", "X-B")
+            .header("proxy-connection", "keep-alive")
+            .header("te", "trailers")
+            .header("trailer", "grpc-status")
+            .header("transfer-encoding", "chunked")
+            .header("x-a", "1")
+            .header("x-b", "2")
+            .header("x-c", "3")
+            .header("grpc-status", "14")
+            .body(String::new())
+            .unwrap();
+        let r = respond(Box::new(FailedResponse::new(
+            response,
+            Class::new(Category::ServerError),
+        )));
+        assert_eq!(names(&r), vec!["grpc-status", "x-c"]);
+    }
+
+    #[test]
+    fn a_successful_answer_keeps_its_headers() {
+        let r = Answer::Primary(hop_by_hop_503(String::new())).into_http_response();
+        assert_eq!(r.headers().len(), 6);
     }
 
     #[test]
@@ -985,6 +1132,32 @@ mod tests {
             "{}",
             answer.2
         );
+    }
+
+    /// As axum's `Body` too (`HttpError`, `HttpAnswer`): the hop-by-hop headers are dropped,
+    /// the end-to-end ones and the body kept.
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn failing_responses_lose_their_hop_by_hop_headers_as_axum_s() {
+        use axum::response::IntoResponse;
+        use bytes::Bytes;
+        use http_body_util::{BodyExt, Full};
+
+        let full = || Full::new(Bytes::from_static(b"busy"));
+        let failed = FailedResponse::new(hop_by_hop_503(full()), Class::new(Category::ServerError));
+        let r = HttpError::from(failed).into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(names(&r), vec!["content-type", "retry-after"]);
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "busy");
+
+        let restored = HttpAnswer(Answer::Restored {
+            response: hop_by_hop_503(full()),
+            class: Class::new(Category::ServerError),
+        });
+        let r = restored.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(names(&r), vec!["content-type", "retry-after"]);
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "busy");
     }
 
     /// Fails `poll_ready` once, then answers 200; counts its calls.

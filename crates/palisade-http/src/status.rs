@@ -414,6 +414,30 @@ mod tests {
         );
     }
 
+    /// A `grpc-retry-pushback-ms` that is there but malformed means "do not retry" (gRPC A6),
+    /// whether it is text (`soon`) or bytes that are not visible ASCII.
+    #[test]
+    fn a_malformed_pushback_is_not_retryable_whatever_its_bytes() {
+        use http::HeaderValue;
+        let with_pushback = |value: HeaderValue| {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut().insert("grpc-retry-pushback-ms", value);
+            HttpClassifier::new()
+                .classify(&Ok::<_, BoxError>(r))
+                .unwrap()
+        };
+        let opaque = with_pushback(HeaderValue::from_bytes(b"\xff100").unwrap());
+        assert!(!opaque.retryable);
+        assert_eq!(opaque.retry_after, None);
+        let soon = with_pushback(HeaderValue::from_static("soon"));
+        assert!(!soon.retryable);
+        assert_eq!(soon.retry_after, None);
+        let valid = with_pushback(HeaderValue::from_static("100"));
+        assert!(valid.retryable);
+        assert_eq!(valid.retry_after, Some(Duration::from_millis(100)));
+    }
+
     #[test]
     fn hints_can_be_switched_off() {
         let c = HttpClassifier::builder()

@@ -1,7 +1,7 @@
 //! An axum handler that calls a provider through palisade's preset with a hyper-util client
 //! and answers `Result<String, HttpError>`: the provider's failing responses reach the
 //! handler's caller as they were, status, headers and body, though their body type is hyper's
-//! `Incoming` and the handler's is axum's `Body`.
+//! `Incoming` and the handler's is axum's `Body`; only their hop-by-hop headers stay behind.
 //!
 //! The clock is paused: retries and backoffs wait in virtual time, the sockets are real.
 
@@ -140,4 +140,68 @@ async fn a_hanging_provider_is_a_504_naming_the_deadline() {
         body,
         r#"{"error":{"type":"timeout","message":"deadline of 3 s exceeded"}}"#
     );
+}
+
+/// The provider's failing response, passed back, loses its hop-by-hop headers (RFC 9110
+/// §7.6.1): its `Connection: close` spoke for the provider's connection to the agent, and
+/// left in, the agent's own server would close its caller's keep-alive connection after
+/// answering. The caller's connection stays open for a second request; the end-to-end headers
+/// and the body come through.
+#[tokio::test(start_paused = true)]
+async fn a_providers_connection_close_does_not_close_the_callers_connection() {
+    let provider = serve(|_, _| async {
+        response(
+            503,
+            &[
+                ("connection", "close, x-upstream-hop"),
+                ("keep-alive", "timeout=5"),
+                ("x-upstream-hop", "1"),
+                ("retry-after", "2"),
+                ("content-type", "text/plain"),
+            ],
+            "busy",
+        )
+    })
+    .await;
+    let app = Router::new()
+        .route("/agent", post(agent))
+        .with_state(provider.addr);
+    let front = support::serve_over(support::Proto::Http1, move |_, req: Request<Incoming>| {
+        let app = app.clone();
+        async move { app.oneshot(req.map(Body::new)).await.unwrap() }
+    })
+    .await;
+
+    let stream = tokio::net::TcpStream::connect(front.addr).await.unwrap();
+    let (mut caller, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for n in 0..2 {
+        let resp = caller
+            .send_request(Request::post("/agent").body(Body::empty()).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("request {n} on the same connection: {e}"));
+        let (head, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            (head.status.as_u16(), &body[..]),
+            (503, &b"busy"[..]),
+            "request {n}"
+        );
+        caller
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("the connection closed after request {n}: {e}"));
+        let headers = &head.headers;
+        for gone in ["connection", "keep-alive", "x-upstream-hop"] {
+            assert!(
+                headers.get(gone).is_none(),
+                "request {n}: {gone} {headers:?}"
+            );
+        }
+        assert_eq!(headers["retry-after"], "2", "request {n}");
+        assert_eq!(headers["content-type"], "text/plain", "request {n}");
+    }
 }
