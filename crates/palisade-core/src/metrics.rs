@@ -21,7 +21,7 @@
 //! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
 //! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`, `breaker_open`) | palisade-retry | a failure was returned without a retry |
 //! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` (a state, or `evicted` for a per-key breaker dropped while not closed) | palisade-breaker | a state change |
-//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted |
+//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted. A transition is recorded when it happens: an open breaker whose open period ended with no call since stays at 1 until its next call probes (`BreakerHandle::state` and `/ready` read it as half-open already) |
 //! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |
 //! | `palisade.timeout.elapsed` | counter | `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
 //! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
