@@ -118,13 +118,26 @@ impl Writer {
 ///   it may have taken effect, so it fails as *interrupted* and is compensated like a
 ///   completed step (its compensation gets `output: None`), or escalated if it has no
 ///   compensation;
+/// * a step that fails with an error of class [`Category::Timeout`] (as
+///   [`class_of`](palisade_core::class_of) reads it: the error of palisade's timeout layer,
+///   or any error that says it is a timeout) fails as *interrupted* too, idempotent or not: a
+///   call cut off by a timeout may have reached the other side and taken effect there, only
+///   its answer was late, so its outcome is unknown, exactly as with a crash. It is
+///   compensated (with `output: None`), or escalated if it has no compensation. Any other
+///   error says the step failed before taking effect: it is not compensated;
+/// * an idempotent step repeated after a crash whose repeat fails fails as *interrupted*,
+///   whatever the repeat's error: the attempt the crash cut off may have taken effect, and
+///   the repeat's failure does not say it did not. It is compensated, or escalated;
 /// * a step whose output nests deeper than [`MAX_DEPTH`](crate::journal::MAX_DEPTH) took
 ///   effect, but its output cannot be journaled (the journal could not read it back): it
 ///   fails as interrupted too (idempotent or not: a repeat would return the same), and is
 ///   compensated with `output: None` or escalated;
 /// * a compensation that was started but has no outcome is called again (compensations must
 ///   be idempotent; they get a stable key), and a compensation whose success is journaled is
-///   never called again, so each completed step is compensated exactly once.
+///   never called again, so each completed step is compensated exactly once. Such an attempt
+///   counts as a failed one: a compensation that takes the process down every time (a
+///   panic, an out-of-memory kill) is escalated once its attempts are spent, not called by
+///   every recovery forever.
 ///
 /// # Compensation
 ///
@@ -132,7 +145,8 @@ impl Writer {
 /// fails is retried after a backoff ([`Backoff`] and [`Jitter`] from `palisade-retry`,
 /// default 100 ms doubling to 10 s, ±10 %, drawn from a seeded rng so that a seed gives the
 /// same delays) up to [`compensation_attempts`](SagasBuilder::compensation_attempts) times
-/// (default 5), unless its class says retrying cannot help (not retryable: a validation error,
+/// (default 5; an attempt that left no outcome, because the process stopped while it ran,
+/// counts), unless its class says retrying cannot help (not retryable: a validation error,
 /// refused credentials); then the saga is escalated to the [review queue](ReviewQueue) and
 /// stops there: earlier compensations wait, in order, for a person to retry or discard it.
 /// Nothing is dropped silently.
@@ -220,8 +234,31 @@ impl SagasBuilder {
 pub struct Recovery {
     /// The sagas it resumed or retried, as they ended (or parked, escalated).
     pub resumed: Vec<SagaInfo>,
-    /// The sagas it could not resume, and why. They stay as their journal says.
+    /// The sagas it could not resume or retry, and why. They stay as their journal says.
+    ///
+    /// A review item that cannot be read (written by a later version, edited by hand) is
+    /// reported here too, under its saga's id, with a [`StoreError::Corrupt`] that names the
+    /// item; the other items are read and their requested retries run all the same. Closed
+    /// items (retried, discarded) are not read: recovery has nothing to do with them.
     pub failed: Vec<(String, SagaError)>,
+    /// Why the review queue could not be read, if it could not (the store failed): the retries
+    /// a person requested did not run this time; the next recovery runs them. The sagas in
+    /// [`resumed`](Recovery::resumed) and [`failed`](Recovery::failed) were resumed (or not)
+    /// before, and are reported as usual.
+    pub review_error: Option<SagaError>,
+}
+
+/// Whether a step whose attempt `attempt` failed with `error` may have taken effect all the
+/// same, and so must be journaled as interrupted (compensated, or escalated without a
+/// compensation) rather than as failed before taking effect:
+///
+/// * its class is [`Category::Timeout`]: the call was cut off while the other side may have
+///   done the work, only the answer was late, exactly as with a crash;
+/// * it is a repeat (`attempt` above 1: an idempotent step repeated because a crash
+///   interrupted the attempt before it): whatever the repeat says, the interrupted attempt
+///   may have taken effect, and a failing repeat does not say it did not.
+fn may_have_taken_effect(error: &ErrorRecord, attempt: u32) -> bool {
+    error.class.category == Category::Timeout || attempt > 1
 }
 
 /// What to do next, decided from the journal alone.
@@ -235,12 +272,51 @@ enum Action {
     Park,
 }
 
-fn next_action(info: &SagaInfo, def: &SagaDefinition, max_attempts: u32) -> Action {
+/// The number after `n`, the latest attempt journaled for step `step` of saga `info` (of its
+/// compensation, if `compensation`); a [`SagaError::Inconsistent`] naming the entry that gave
+/// it if there is none (a journal edited by hand, or corrupt: the engine counts attempts one
+/// by one from 1).
+fn next_attempt(
+    info: &SagaInfo,
+    step: usize,
+    n: u32,
+    compensation: bool,
+) -> Result<u32, SagaError> {
+    n.checked_add(1).ok_or_else(|| {
+        let (what, entry) = if compensation {
+            let entry = info.journal.iter().rev().find(
+                |r| matches!(r.event, Event::CompensationStarted { step: s, .. } if s == step),
+            );
+            ("the compensation of step", entry)
+        } else {
+            let entry = info
+                .journal
+                .iter()
+                .rev()
+                .find(|r| matches!(r.event, Event::StepStarted { step: s, .. } if s == step));
+            ("step", entry)
+        };
+        let entry = entry.map_or_else(|| "an entry".to_owned(), |r| format!("entry {}", r.seq));
+        SagaError::Inconsistent {
+            saga: info.id.clone(),
+            reason: format!(
+                "{entry} puts {what} {step} at attempt {n}, which leaves no next attempt \
+                 (attempts count from 1, one at a time)"
+            ),
+        }
+    })
+}
+
+fn next_action(
+    info: &SagaInfo,
+    def: &SagaDefinition,
+    max_attempts: u32,
+) -> Result<Action, SagaError> {
     if info.state.is_final() || info.state == SagaState::Escalated {
-        return Action::Park;
+        return Ok(Action::Park);
     }
     if info.discarded {
-        return Action::Finish(SagaState::Failed);
+        return Ok(Action::Finish(SagaState::Failed));
     }
     let failed = info
         .steps
@@ -251,13 +327,13 @@ fn next_action(info: &SagaInfo, def: &SagaDefinition, max_attempts: u32) -> Acti
             match s.status {
                 StepStatus::Completed => continue,
                 StepStatus::Started if def.steps[i].idempotent => {
-                    return Action::Run(i, s.attempts + 1);
+                    return Ok(Action::Run(i, next_attempt(info, i, s.attempts, false)?));
                 }
-                StepStatus::Started => return Action::Interrupt(i),
-                _ => return Action::Run(i, 1),
+                StepStatus::Started => return Ok(Action::Interrupt(i)),
+                _ => return Ok(Action::Run(i, 1)),
             }
         }
-        return Action::Finish(SagaState::Completed);
+        return Ok(Action::Finish(SagaState::Completed));
     }
     for (i, s) in info.steps.iter().enumerate().rev() {
         if !matches!(s.status, StepStatus::Completed | StepStatus::Uncertain) {
@@ -265,35 +341,45 @@ fn next_action(info: &SagaInfo, def: &SagaDefinition, max_attempts: u32) -> Acti
         }
         match s.compensation {
             CompensationStatus::Completed | CompensationStatus::Settled => continue,
-            CompensationStatus::Escalated => return Action::Park,
+            CompensationStatus::Escalated => return Ok(Action::Park),
             _ => {}
         }
         if def.steps[i].compensation.is_none() {
             if s.status == StepStatus::Uncertain {
-                return Action::Escalate(i, EscalationReason::UncertainStep);
+                return Ok(Action::Escalate(i, EscalationReason::UncertainStep));
             }
             continue;
         }
-        if s.compensation == CompensationStatus::Failed && s.attempts_since_review > 0 {
-            let hopeless = s
-                .compensation_errors
-                .last()
-                .is_some_and(|e| !e.class.retryable);
+        // A compensation started with no outcome journaled took the process down (or the
+        // process died of something else meanwhile): it counts as a failed attempt, so one that
+        // crashes the process every time is escalated once its attempts are spent instead of
+        // being called again by every recovery, forever.
+        let no_outcome = s.compensation == CompensationStatus::Started;
+        if (s.compensation == CompensationStatus::Failed || no_outcome)
+            && s.attempts_since_review > 0
+        {
+            let hopeless = !no_outcome
+                && s.compensation_errors
+                    .last()
+                    .is_some_and(|e| !e.class.retryable);
             if hopeless || s.attempts_since_review >= max_attempts {
-                return Action::Escalate(i, EscalationReason::CompensationFailed);
+                return Ok(Action::Escalate(i, EscalationReason::CompensationFailed));
             }
         }
-        return Action::Compensate(i, s.compensation_attempts + 1);
+        return Ok(Action::Compensate(
+            i,
+            next_attempt(info, i, s.compensation_attempts, true)?,
+        ));
     }
     let undone = info
         .steps
         .iter()
         .any(|s| s.compensation == CompensationStatus::Completed);
-    Action::Finish(if undone {
+    Ok(Action::Finish(if undone {
         SagaState::Compensated
     } else {
         SagaState::Failed
-    })
+    }))
 }
 
 /// Checks that saga `info` was started with definition `def`: the same steps, in the same
@@ -476,6 +562,12 @@ impl Sagas {
     /// registered here, or has other steps than the saga was started with; the store fails)
     /// is reported in [`Recovery::failed`] and left as it is; the others go on.
     ///
+    /// The review queue is read item by item: an item that cannot be decoded (written by a
+    /// later version, edited by hand) is reported in [`Recovery::failed`], naming it, and the
+    /// retries requested on the others run. A queue that cannot be read at all (the store
+    /// fails) is reported in [`Recovery::review_error`]; the sagas resumed before are
+    /// reported as usual, and the requested retries run on the next recovery.
+    ///
     /// # Rolling deploys
     ///
     /// A saga this process cannot resume because of its definition (not registered in this
@@ -505,7 +597,34 @@ impl Sagas {
         report.failed.extend(recovered.failed);
         // After resuming: a saga whose escalation a crash interrupted is escalated again
         // above, and a retry a person asked for meanwhile is kept on its item; it runs here.
-        for item in self.review_queue().list().await? {
+        // Item by item: one that cannot be read is reported and the others go on, and a
+        // queue that cannot be read loses none of what was resumed above.
+        let stored = match self.inner.store.review_list().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e,
+                    "cannot read the review queue; requested retries wait for the next recovery");
+                report.review_error = Some(e.into());
+                return Ok(report);
+            }
+        };
+        let closed = [
+            ReviewStatus::Retried.as_str(),
+            ReviewStatus::Discarded.as_str(),
+        ];
+        for s in stored {
+            if closed.contains(&s.status.as_str()) {
+                continue;
+            }
+            let saga = s.workflow_id.clone();
+            let item = match ReviewItem::from_stored(s) {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::warn!(saga = %saga, error = %e, "cannot read a review item; skipped");
+                    report.failed.push((saga, e.into()));
+                    continue;
+                }
+            };
             if item.status == ReviewStatus::RetryRequested {
                 match self.retry_review(&item.id).await {
                     Ok(info) => {
@@ -533,6 +652,9 @@ impl Sagas {
         let resumable = SagaInfo::from_journal(id, journal).and_then(|info| {
             let def = self.definition(&info.name)?;
             started_with(&info, def)?;
+            // A journal the engine cannot go on from (an attempt number edited by hand) is
+            // found before anything is written, and given back as an unreadable one is.
+            next_action(&info, def, self.inner.settings.attempts)?;
             Ok((info, def))
         });
         let (info, def) = match resumable {
@@ -664,7 +786,7 @@ impl Sagas {
 
     async fn drive(&self, def: &SagaDefinition, mut w: Writer) -> Result<SagaInfo, SagaError> {
         loop {
-            let action = next_action(&w.info, def, self.inner.settings.attempts);
+            let action = next_action(&w.info, def, self.inner.settings.attempts)?;
             let id = w.info.id.clone();
             match action {
                 Action::Park => return Ok(w.info),
@@ -706,12 +828,19 @@ impl Sagas {
                         Ok(output) => w.log(Event::StepCompleted { step: i, output }).await?,
                         Err(e) => {
                             let error = ErrorRecord::of(&e, now_ms());
-                            tracing::warn!(saga = %id, step = i, class = %error.class,
-                                error = %error.message, "step failed; compensating");
+                            let interrupted = may_have_taken_effect(&error, attempt);
+                            if interrupted {
+                                tracing::warn!(saga = %id, step = i, attempt, class = %error.class,
+                                    error = %error.message,
+                                    "step failed but may have taken effect; compensating");
+                            } else {
+                                tracing::warn!(saga = %id, step = i, class = %error.class,
+                                    error = %error.message, "step failed; compensating");
+                            }
                             w.log(Event::StepFailed {
                                 step: i,
                                 error,
-                                interrupted: false,
+                                interrupted,
                             })
                             .await?
                         }
@@ -946,7 +1075,10 @@ mod tests {
         completed.push(Event::SagaFinished {
             state: SagaState::Completed,
         });
-        assert_eq!(next_action(&folded(completed), &def, 5), Action::Park);
+        assert_eq!(
+            next_action(&folded(completed), &def, 5).unwrap(),
+            Action::Park
+        );
         let failed = vec![
             Event::StepStarted {
                 step: 0,
@@ -967,13 +1099,16 @@ mod tests {
             state: SagaState::Failed,
         });
         assert_eq!(
-            next_action(&folded(failed), &def, 5),
+            next_action(&folded(failed), &def, 5).unwrap(),
             Action::Finish(SagaState::Failed)
         );
-        assert_eq!(next_action(&folded(over), &def, 5), Action::Park);
+        assert_eq!(next_action(&folded(over), &def, 5).unwrap(), Action::Park);
         // Only step a is done: b is next.
         let half: Vec<Event> = done(0).into_iter().collect();
-        assert_eq!(next_action(&folded(half), &def, 5), Action::Run(1, 1));
+        assert_eq!(
+            next_action(&folded(half), &def, 5).unwrap(),
+            Action::Run(1, 1)
+        );
     }
 
     #[test]

@@ -198,8 +198,9 @@ impl ErrorRecord {
 pub enum EscalationReason {
     /// A compensation failed with an error that retrying cannot fix, or failed every attempt.
     CompensationFailed,
-    /// A step that is not idempotent was interrupted by a crash, so it may or may not have
-    /// taken effect, and it has no compensation to undo it if it did.
+    /// A step may or may not have taken effect (a crash interrupted it and it is not
+    /// idempotent, it timed out, or its repeat after a crash failed: see
+    /// [`StepStatus::Uncertain`]), and it has no compensation to undo it if it did.
     UncertainStep,
 }
 
@@ -242,13 +243,15 @@ pub enum Event {
         /// What it returned.
         output: Value,
     },
-    /// Step `step` failed (or was interrupted by a crash and cannot be repeated).
+    /// Step `step` failed (or was interrupted by a crash and cannot be repeated, or timed out,
+    /// or failed when repeated after a crash: `interrupted`).
     StepFailed {
         /// The step's index.
         step: usize,
         /// The failure.
         error: ErrorRecord,
-        /// Whether the step was interrupted (it may have taken effect).
+        /// Whether the step may have taken effect ([`StepStatus::Uncertain`]): it was
+        /// interrupted by a crash, or timed out, or it is a repeat after a crash.
         interrupted: bool,
     },
     /// The compensation of step `step` is about to be called.
@@ -330,9 +333,16 @@ pub enum StepStatus {
     Started,
     /// Succeeded.
     Completed,
-    /// Failed before taking effect.
+    /// Failed before taking effect: it returned an error that is not a timeout, on its first
+    /// attempt.
     Failed,
-    /// Interrupted by a crash and not repeatable: it may have taken effect.
+    /// Failed in a way that leaves its outcome unknown, so it may have taken effect: it is
+    /// compensated (its compensation gets `output: None`), or escalated without one. It was
+    /// interrupted by a crash and is not idempotent; or it failed with an error of class
+    /// [`Category::Timeout`](palisade_core::Category::Timeout) (a call cut off by a timeout
+    /// may have done its work, only the answer was late); or it was repeated after a crash
+    /// (idempotent) and the repeat failed (the interrupted attempt may have done its work); or
+    /// its output nested too deep to journal.
     Uncertain,
 }
 
@@ -467,7 +477,8 @@ impl SagaInfo {
             }
             let event: Event = serde_json::from_value(e.event)
                 .map_err(|err| bad(format!("entry {} cannot be decoded: {err}", e.seq)))?;
-            info.apply(&event).map_err(bad)?;
+            info.apply(&event)
+                .map_err(|reason| bad(format!("entry {}: {reason}", e.seq)))?;
             info.journal.push(Record {
                 seq: e.seq,
                 at_ms: e.at_ms,
@@ -520,8 +531,16 @@ impl SagaInfo {
             Event::CompensationStarted { step, .. } => {
                 let s = self.step_mut(*step)?;
                 s.compensation = CompensationStatus::Started;
-                s.compensation_attempts += 1;
-                s.attempts_since_review += 1;
+                let overflow =
+                    || format!("the compensation of step {step} counts too many attempts");
+                s.compensation_attempts = s
+                    .compensation_attempts
+                    .checked_add(1)
+                    .ok_or_else(overflow)?;
+                s.attempts_since_review = s
+                    .attempts_since_review
+                    .checked_add(1)
+                    .ok_or_else(overflow)?;
             }
             Event::CompensationCompleted { step } => {
                 self.step_mut(*step)?.compensation = CompensationStatus::Completed;

@@ -3,12 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+use palisade_core::{Category, Class};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::{Writer, now_ms};
 use crate::error::{SagaError, StoreError};
-use crate::journal::{ErrorRecord, EscalationReason, Event, KIND, SagaInfo, SagaState};
+use crate::journal::{
+    CompensationStatus, ErrorRecord, EscalationReason, Event, KIND, SagaInfo, SagaState,
+};
 use crate::store::{Claim, Store, StoredReview};
 
 /// Where a review item stands.
@@ -75,7 +78,9 @@ pub struct ReviewItem {
     pub output: Option<Value>,
     /// The failure that made the saga compensate.
     pub cause: Option<ErrorRecord>,
-    /// Every failure of this step's compensation, oldest first.
+    /// Every failure of this step's compensation, oldest first. When its latest attempt left
+    /// no outcome (it took the process down every time, until its attempts were spent), the
+    /// last record says so.
     pub errors: Vec<ErrorRecord>,
     /// How many times it was escalated (a retry that fails again escalates again; an
     /// escalation repeated by recovery after a crash counts once).
@@ -127,6 +132,28 @@ impl ReviewItem {
             .iter()
             .filter_map(|s| s.error.clone())
             .next_back();
+        let mut errors = s.compensation_errors.clone();
+        if s.compensation == CompensationStatus::Started {
+            // Its latest attempt left no outcome: it took the process down, or the process
+            // died meanwhile. Said here, so that the person sees why it was escalated.
+            let at_ms = info
+                .journal
+                .iter()
+                .rev()
+                .find(
+                    |r| matches!(r.event, Event::CompensationStarted { step: s, .. } if s == step),
+                )
+                .map_or(now, |r| r.at_ms);
+            errors.push(ErrorRecord {
+                message: format!(
+                    "attempt {} left no outcome: the process stopped (crashed, was killed, or \
+                     lost its claim) while the compensation ran",
+                    s.compensation_attempts
+                ),
+                class: Class::new(Category::Unknown),
+                at_ms,
+            });
+        }
         ReviewItem {
             id,
             saga_id: info.id.clone(),
@@ -138,7 +165,7 @@ impl ReviewItem {
             input: info.input.clone(),
             output: s.output.clone(),
             cause,
-            errors: s.compensation_errors.clone(),
+            errors,
             escalations,
             note: None,
             created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
@@ -187,6 +214,14 @@ impl ReviewQueue {
 
     /// Every item, oldest first (pending and closed). A saga's items go when the saga is
     /// purged ([`Sagas::purge_finished`](crate::Sagas::purge_finished)), with its journal.
+    ///
+    /// An item that cannot be decoded (written by a later version of this crate, edited by
+    /// hand) fails the whole list with a [`StoreError::Corrupt`] that names it, rather than
+    /// leaving it out of a list that would then look complete: inspect the others one by one
+    /// ([`inspect`](ReviewQueue::inspect)). [`Sagas::recover`](crate::Sagas::recover) does not
+    /// stop there: it reads the items one by one, reports an unreadable one in
+    /// [`Recovery::failed`](crate::Recovery::failed) and runs the retries requested on the
+    /// others.
     pub async fn list(&self) -> Result<Vec<ReviewItem>, SagaError> {
         self.store
             .review_list()

@@ -49,10 +49,11 @@ pub struct CompensationRequest {
     pub attempt: u32,
     /// The saga's input.
     pub input: Value,
-    /// What the step returned; `None` when a crash interrupted the step, so it may or may not
-    /// have taken effect (look it up by [`step_key`](CompensationRequest::step_key)), or when
-    /// its output nested too deep to be journaled
-    /// ([`MAX_DEPTH`](crate::journal::MAX_DEPTH)).
+    /// What the step returned; `None` when the step's outcome is unknown, so it may or may not
+    /// have taken effect (look it up by [`step_key`](CompensationRequest::step_key)): a crash
+    /// interrupted it, it timed out, or its repeat after a crash failed (see
+    /// [`StepStatus::Uncertain`](crate::journal::StepStatus::Uncertain)); or when its output
+    /// nested too deep to be journaled ([`MAX_DEPTH`](crate::journal::MAX_DEPTH)).
     pub output: Option<Value>,
     /// Why the saga is being undone: the failure of the step that failed.
     pub cause: Option<String>,
@@ -78,6 +79,13 @@ pub(crate) type CompensationService = BoxCloneSyncService<CompensationRequest, (
 /// tower's `Buffer`). Resilience around a step is the step's own business: wrap it in
 /// palisade's retry, timeout or breaker layers. The saga engine does not retry a failed
 /// step: a failure that reaches it starts compensation.
+///
+/// A failure whose class is [`Category::Timeout`](palisade_core::Category::Timeout) (palisade's
+/// timeout layer cut the call off) does not say the step had no effect: the other side may
+/// have done the work and only answered late. Such a step is treated as a crash-interrupted
+/// one: compensated (its compensation gets `output: None`), or escalated to the review queue
+/// if it has none. Any other error is taken to mean the step did nothing, and only the steps
+/// before it are compensated.
 pub struct Step {
     pub(crate) name: String,
     pub(crate) service: StepService,
@@ -131,7 +139,8 @@ impl Step {
     /// [`idempotency_key`](StepRequest::idempotency_key) has the effect of calling it once. A
     /// crash while it runs then repeats it on recovery; a step that is not idempotent is
     /// instead treated as possibly done and compensated (or escalated, without a
-    /// compensation).
+    /// compensation). A repeat that fails is treated as possibly done too (the attempt the
+    /// crash cut off may have taken effect).
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self
