@@ -14,6 +14,10 @@ use crate::error::{CheckpointError, StoreError};
 use crate::journal::{MAX_DEPTH, text_nests_deeper_than};
 use crate::store::{CheckpointMeta, Store, StoredCheckpoint};
 
+/// How many times [`Checkpoints::load_latest_bytes`] lists an agent's versions when every
+/// version it listed was pruned (by a concurrent save) before it could read it.
+const LIST_ROUNDS: usize = 4;
+
 /// The SHA-256 of `data`, as lower-case hex.
 pub fn checksum(data: &[u8]) -> String {
     use std::fmt::Write;
@@ -161,8 +165,17 @@ impl Checkpoints {
     /// was chosen over reading any depth back because decoding without the limit recurses
     /// once per level on the stack, and the save is where the caller can still act on it.
     /// The limit is the journal's, so a value that can be a saga's input can be a
-    /// checkpoint. [`save_bytes`](Checkpoints::save_bytes) stores bytes as they are, JSON or
-    /// not, and checks nothing.
+    /// checkpoint.
+    ///
+    /// A state holding a float that is NaN or infinite (`f64` or `f32`) is refused the same
+    /// way, naming where it is (`state.score is NaN`): JSON has no such numbers, and
+    /// `serde_json` writes them as `null`, which loading reads back as no float at all (an
+    /// error on every load, hiding the older good versions, or, for an `Option<f64>`,
+    /// `None`). The state is walked for such floats only when its JSON holds `null`
+    /// somewhere, so a state without one costs no second pass.
+    ///
+    /// [`save_bytes`](Checkpoints::save_bytes) stores bytes as they are, JSON or not, and
+    /// checks nothing.
     pub async fn save<T: Serialize + ?Sized>(
         &self,
         agent: &str,
@@ -175,6 +188,18 @@ impl Checkpoints {
                 reason: format!(
                     "it nests arrays and objects deeper than {MAX_DEPTH} levels, which loading \
                      could not read back"
+                ),
+            });
+        }
+        // Non-finite floats are written as `null`: none can hide in JSON without one.
+        if data.windows(4).any(|w| w == b"null")
+            && let Err((value, path)) = finite::check(state)
+        {
+            return Err(CheckpointError::InvalidState {
+                agent: agent.to_owned(),
+                reason: format!(
+                    "state{path} is {value}, which JSON cannot hold: it would be written as \
+                     null, which loading could not read back as that number"
                 ),
             });
         }
@@ -220,26 +245,40 @@ impl Checkpoints {
 
     /// The newest version of `agent`'s state whose checksum verifies; newer, corrupt versions
     /// are skipped and reported in [`Loaded::corrupt`].
+    ///
+    /// # Concurrency
+    ///
+    /// A save from another process (or a clone) may prune versions between the listing of
+    /// `agent`'s versions and the read of one of them. A listed version that has vanished is
+    /// skipped; if no version listed could be read, the versions are listed again and read
+    /// again, up to four times in all, since what pruned them saved a newer one.
+    /// Only then is the agent reported to have no checkpoint ([`CheckpointError::NotFound`]).
     pub async fn load_latest_bytes(&self, agent: &str) -> Result<Loaded<Vec<u8>>, CheckpointError> {
-        let versions = self.store.checkpoint_versions(agent).await?;
-        if versions.is_empty() {
-            return Err(CheckpointError::NotFound {
-                agent: agent.to_owned(),
-                version: None,
-            });
-        }
         let mut corrupt = Vec::new();
-        for meta in &versions {
-            match self.load_version_bytes(agent, meta.version).await {
-                Ok(mut loaded) => {
-                    loaded.corrupt = corrupt;
-                    return Ok(loaded);
+        for _ in 0..LIST_ROUNDS {
+            let versions = self.store.checkpoint_versions(agent).await?;
+            corrupt.clear();
+            let mut vanished = false;
+            for meta in &versions {
+                match self.load_version_bytes(agent, meta.version).await {
+                    Ok(mut loaded) => {
+                        loaded.corrupt = corrupt;
+                        return Ok(loaded);
+                    }
+                    Err(e @ CheckpointError::Corrupt { .. }) => corrupt.push(e),
+                    // Pruned between the listing and the read: try the next one.
+                    Err(CheckpointError::NotFound { .. }) => vanished = true,
+                    Err(e) => return Err(e),
                 }
-                Err(e @ CheckpointError::Corrupt { .. }) => corrupt.push(e),
-                // Pruned between the listing and the read: try the next one.
-                Err(CheckpointError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
             }
+            if !vanished {
+                break;
+            }
+            // Every version listed was pruned or corrupt: a newer one was saved meanwhile.
+            tracing::debug!(
+                agent,
+                "checkpoints pruned while being read; listing them again"
+            );
         }
         if corrupt.is_empty() {
             return Err(CheckpointError::NotFound {
@@ -286,6 +325,298 @@ fn decode<T: DeserializeOwned>(l: Loaded<Vec<u8>>) -> Result<Loaded<T>, Checkpoi
         state: serde_json::from_slice(&l.state)?,
         corrupt: l.corrupt,
     })
+}
+
+/// Finds a float in a state that JSON cannot hold (NaN, infinite), by serializing the state
+/// into a serializer that keeps nothing.
+mod finite {
+    use std::fmt;
+
+    use serde::Serialize;
+    use serde::ser::{self, Serializer};
+
+    /// What stopped the walk.
+    #[derive(Debug)]
+    pub(super) enum Found {
+        /// A NaN or infinite float, and the path to it, innermost segment first.
+        NonFinite { value: f64, path: Vec<String> },
+        /// The state's own `Serialize` failed (it did not under `serde_json`).
+        Other,
+    }
+
+    impl fmt::Display for Found {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Found::NonFinite { value, .. } => write!(f, "a float that is {value}"),
+                Found::Other => f.write_str("the state could not be serialized"),
+            }
+        }
+    }
+
+    impl std::error::Error for Found {}
+
+    impl ser::Error for Found {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Found::Other
+        }
+    }
+
+    /// The first NaN or infinite float in `state`, with its path (`.field`, `[index]`,
+    /// `["key"]`); `Ok` if there is none (or if the state's `Serialize` failed, which
+    /// `serde_json` reports on its own).
+    pub(super) fn check<T: Serialize + ?Sized>(state: &T) -> Result<(), (f64, String)> {
+        match state.serialize(Check) {
+            Err(Found::NonFinite { value, path }) => {
+                Err((value, path.iter().rev().map(String::as_str).collect()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    type Walk = Result<(), Found>;
+
+    /// `walk`, with `segment` added to the path of a float found in it.
+    fn at(walk: Walk, segment: impl FnOnce() -> String) -> Walk {
+        walk.map_err(|mut found| {
+            if let Found::NonFinite { path, .. } = &mut found {
+                path.push(segment());
+            }
+            found
+        })
+    }
+
+    fn finite(value: f64) -> Walk {
+        if value.is_finite() {
+            Ok(())
+        } else {
+            Err(Found::NonFinite {
+                value,
+                path: Vec::new(),
+            })
+        }
+    }
+
+    struct Check;
+
+    /// A sequence, map or struct being walked: the next element's index, the last map key.
+    #[derive(Default)]
+    struct Compound {
+        index: usize,
+        key: String,
+    }
+
+    impl Compound {
+        fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            let i = self.index;
+            self.index += 1;
+            at(value.serialize(Check), || format!("[{i}]"))
+        }
+    }
+
+    macro_rules! accept {
+        ($($method:ident($ty:ty)),* $(,)?) => {
+            $(fn $method(self, _: $ty) -> Walk { Ok(()) })*
+        };
+    }
+
+    impl Serializer for Check {
+        type Ok = ();
+        type Error = Found;
+        type SerializeSeq = Compound;
+        type SerializeTuple = Compound;
+        type SerializeTupleStruct = Compound;
+        type SerializeTupleVariant = Compound;
+        type SerializeMap = Compound;
+        type SerializeStruct = Compound;
+        type SerializeStructVariant = Compound;
+
+        accept!(
+            serialize_bool(bool),
+            serialize_i8(i8),
+            serialize_i16(i16),
+            serialize_i32(i32),
+            serialize_i64(i64),
+            serialize_i128(i128),
+            serialize_u8(u8),
+            serialize_u16(u16),
+            serialize_u32(u32),
+            serialize_u64(u64),
+            serialize_u128(u128),
+            serialize_char(char),
+            serialize_str(&str),
+            serialize_bytes(&[u8]),
+            serialize_unit_struct(&'static str),
+        );
+
+        fn serialize_f32(self, v: f32) -> Walk {
+            finite(f64::from(v))
+        }
+        fn serialize_f64(self, v: f64) -> Walk {
+            finite(v)
+        }
+        fn serialize_none(self) -> Walk {
+            Ok(())
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Walk {
+            value.serialize(self)
+        }
+        fn serialize_unit(self) -> Walk {
+            Ok(())
+        }
+        fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Walk {
+            Ok(())
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            value: &T,
+        ) -> Walk {
+            value.serialize(self)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+            value: &T,
+        ) -> Walk {
+            at(value.serialize(self), || format!(".{variant}"))
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Compound, Found> {
+            Ok(Compound::default())
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Compound, Found> {
+            Ok(Compound::default())
+        }
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound, Found> {
+            Ok(Compound::default())
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+            _: usize,
+        ) -> Result<Compound, Found> {
+            Ok(Compound {
+                index: 0,
+                key: variant.to_owned(),
+            })
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Compound, Found> {
+            Ok(Compound::default())
+        }
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound, Found> {
+            Ok(Compound::default())
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+            _: usize,
+        ) -> Result<Compound, Found> {
+            Ok(Compound {
+                index: 0,
+                key: variant.to_owned(),
+            })
+        }
+    }
+
+    impl ser::SerializeSeq for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            self.element(value)
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTuple for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            self.element(value)
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTupleStruct for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            self.element(value)
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTupleVariant for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            let variant = &self.key;
+            let i = self.index;
+            self.index += 1;
+            at(value.serialize(Check), || format!(".{variant}[{i}]"))
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeMap for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Walk {
+            // `serde_json` refuses a NaN or infinite key itself; the key is kept for the path.
+            self.key = serde_json::to_string(key).unwrap_or_default();
+            Ok(())
+        }
+        fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+            let key = &self.key;
+            at(value.serialize(Check), || format!("[{key}]"))
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStruct for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_field<T: Serialize + ?Sized>(
+            &mut self,
+            name: &'static str,
+            value: &T,
+        ) -> Walk {
+            at(value.serialize(Check), || format!(".{name}"))
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStructVariant for Compound {
+        type Ok = ();
+        type Error = Found;
+        fn serialize_field<T: Serialize + ?Sized>(
+            &mut self,
+            name: &'static str,
+            value: &T,
+        ) -> Walk {
+            let variant = &self.key;
+            at(value.serialize(Check), || format!(".{variant}.{name}"))
+        }
+        fn end(self) -> Walk {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -223,9 +223,9 @@ pub enum CheckpointError {
         /// How many versions were tried.
         corrupt: usize,
     },
-    /// The state cannot be saved: it nests deeper than
-    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) levels, so it could not be loaded back.
-    /// Nothing was written.
+    /// The state cannot be saved because it could not be loaded back: it nests deeper than
+    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) levels, or it holds a NaN or infinite float
+    /// (which JSON writes as `null`; `reason` says where). Nothing was written.
     #[error("checkpoint state of agent {agent:?} cannot be saved: {reason}")]
     InvalidState {
         /// The agent.

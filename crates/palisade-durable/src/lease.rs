@@ -3,32 +3,66 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::task::{Poll, ready};
+use std::task::Poll;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::engine::now_ms;
 use crate::error::StoreError;
 use crate::store::{BoxFuture, Store};
 
-/// The claim was lost while the work was in flight: another process holds the workflow now.
+/// The claim was lost while the work was in flight: another process holds the workflow now,
+/// or may, since this one could not renew its claim in time.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Lost;
 
+/// How long this process relies on a claim secured for `lease`: three quarters of it. The
+/// quarter left is the safety margin (see [`renewing`]).
+pub(crate) fn relied_on(lease: Duration) -> Duration {
+    lease - lease / 4
+}
+
 /// Runs `work` to its end while renewing `owner`'s claim on workflow `id` every third of
-/// `lease` ([`Store::renew`]), so the claim never runs out while this process is alive.
+/// `lease` ([`Store::renew`]), so the claim never runs out while this process is alive and
+/// can reach the store.
 ///
 /// The renewals race the work inside this one future: no task is spawned, nothing is locked,
-/// and until the first third of the lease has passed the only cost is one timer. The work is
-/// polled first, so work that is done is returned even if a renewal was under way (the
-/// renewal is dropped; the caller's next journal entry renews the claim anyway, or is refused
-/// if it was lost).
+/// and until the first third of the lease has passed the only cost is two timers. The work is
+/// polled before a renewal's outcome is looked at, so work that is done is returned even if a
+/// renewal was under way (the renewal is dropped; the caller's next journal entry renews the
+/// claim anyway, or is refused if it was lost).
 ///
 /// A renewal that reports the claim lost ([`StoreError::Conflict`]) ends the heartbeat and
 /// drops `work` unfinished, as a crash would: the process that took the workflow over now
 /// decides what became of it, and this one must not journal the outcome. Any other store
-/// error is logged and the renewal is tried again a third of a lease later (the lease has
-/// two more thirds to go; a claim whose lease ran out still counts until another process
-/// takes it).
+/// error is logged and the renewal is tried again a third of a lease later.
+///
+/// # The deadline
+///
+/// A process that cannot reach the store never hears [`StoreError::Conflict`], yet once its
+/// lease has run out another process may take the workflow over and, say, compensate the
+/// step this one is still running. So the work is also dropped (with [`Lost`]) once the
+/// claim last secured is about to run out: [`relied_on`] (three quarters of `lease`) after
+/// it was secured, by tokio's clock, unless a renewal secured it further meanwhile. The work
+/// is not polled again once that time has passed, even if it could finish.
+///
+/// A claim counts as secured when the renewal that extended it was *sent* (the store sets its
+/// end to the sender's `now + lease`), whatever time the answer took. The claim held when
+/// `renewing` is called must have been secured just before, by the caller's journal entry or
+/// claim (each sets a whole lease from the sender's clock, as the engine and the coordinator
+/// do before every step, compensation, backoff and phase): it counts as secured at the call.
+///
+/// The margin (a quarter of the lease, 15 s of the default 60 s) is what that assumes about
+/// clocks: the store judges expiry by the wall clock of the process that takes over, this
+/// process its deadline by its own monotonic clock, so the takeover's wall clock must not run
+/// ahead of this process's by a quarter of a lease, less the time the caller's journal entry
+/// took to be written before this call. That is within the third of a lease to which the
+/// builders' `lease` documentation asks processes to keep their clocks in step (NTP). Two
+/// renewals are tried before the deadline (at one and two thirds of the lease); if both fail,
+/// or the second has not answered by the deadline, the work is dropped even though the claim
+/// may still be this process's, which is the price of never driving a saga another process
+/// may have taken.
 pub(crate) async fn renewing<F: Future>(
     store: &dyn Store,
     id: &str,
@@ -38,19 +72,34 @@ pub(crate) async fn renewing<F: Future>(
 ) -> Result<F::Output, Lost> {
     let period = lease / 3;
     let lease_ms = crate::settings::millis(lease);
+    let relied = relied_on(lease);
     let mut work = pin!(work);
     let mut tick = pin!(tokio::time::sleep(period));
-    let mut renewal: Option<BoxFuture<'_, Result<(), StoreError>>> = None;
+    let mut deadline = pin!(tokio::time::sleep(relied));
+    // The renewal in flight, and when it was sent.
+    let mut renewal: Option<(Instant, BoxFuture<'_, Result<(), StoreError>>)> = None;
+    let past_deadline = || {
+        tracing::warn!(workflow = id, owner, lease = ?lease,
+            "could not renew the claim before it was about to run out; abandoning the work, \
+             as another process may take the workflow over");
+        Poll::Ready(Err(Lost))
+    };
     poll_fn(|cx| {
+        if deadline.as_mut().poll(cx).is_ready() {
+            return past_deadline();
+        }
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
         loop {
-            if let Some(r) = renewal.as_mut() {
-                let result = ready!(r.as_mut().poll(cx));
+            if let Some((sent, r)) = renewal.as_mut() {
+                let Poll::Ready(result) = r.as_mut().poll(cx) else {
+                    break;
+                };
+                let sent = *sent;
                 renewal = None;
                 match result {
-                    Ok(()) => {}
+                    Ok(()) => deadline.as_mut().reset(sent + relied),
                     Err(StoreError::Conflict(reason)) => {
                         tracing::warn!(workflow = id, owner, %reason,
                             "claim lost while work was in flight; abandoning the work");
@@ -59,11 +108,21 @@ pub(crate) async fn renewing<F: Future>(
                     Err(e) => tracing::warn!(workflow = id, owner, error = %e,
                         "lease renewal failed; trying again in a third of a lease"),
                 }
-                tick.as_mut().reset(tokio::time::Instant::now() + period);
+                tick.as_mut().reset(Instant::now() + period);
             }
-            ready!(tick.as_mut().poll(cx));
-            renewal = Some(store.renew(id, owner, now_ms().saturating_add(lease_ms)));
+            if tick.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            renewal = Some((
+                Instant::now(),
+                store.renew(id, owner, now_ms().saturating_add(lease_ms)),
+            ));
         }
+        // A renewal may have moved the deadline: poll it again to be woken at the new one.
+        if deadline.as_mut().poll(cx).is_ready() {
+            return past_deadline();
+        }
+        Poll::Pending
     })
     .await
 }

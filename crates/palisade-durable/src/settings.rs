@@ -273,7 +273,11 @@ macro_rules! workflow_setters {
             "lease, since one whose clock runs ahead by more than about two thirds of it may ",
             "take over a live claim. The journal still refuses the displaced process's entries ",
             "(each append checks the owner), but the step it was running may then run twice, ",
-            "so give steps with effects an idempotency key."
+            "so give steps with effects an idempotency key. ",
+            "A process that cannot renew (its store unreachable) stops trusting its claim ",
+            "three quarters of a lease after it last secured it, by its own clock: it drops ",
+            "the work in flight and reports the claim lost, before another process may take ",
+            "it over."
         )]
         pub fn lease(mut self, lease: Duration) -> Self {
             self.settings.lease = lease;
