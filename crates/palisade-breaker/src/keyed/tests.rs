@@ -707,3 +707,20 @@ async fn an_evicted_breaker_is_reported_with_its_state() {
     assert_eq!(evicted.field("state"), Some("open"));
     assert_eq!(evicted.field("why"), Some("max_keys"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn keys_swept_as_idle_free_their_places_for_new_keys() {
+    let layer = keyed(2);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    use_key(&mut svc, "a").await;
+    use_key(&mut svc, "b").await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // Both idle: the first new key sweeps them, and the two new keys fit without evicting
+    // each other.
+    use_key(&mut svc, "c").await;
+    use_key(&mut svc, "d").await;
+    let mut keys = handle.keys();
+    keys.sort();
+    assert_eq!(keys, ["c", "d"]);
+}
