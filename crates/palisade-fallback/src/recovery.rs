@@ -340,14 +340,17 @@ where
             });
         }
 
-        // By fault level: retries for L1 and L2 (after clean-up and reset), none for L3.
-        match class.fault_level() {
+        // By the first failure's fault level, kept for the whole call: retries for L1 and L2
+        // (after clean-up and reset), none for L3. A retry failing otherwise (a validation
+        // error after a 5xx) changes what is reported, not the path.
+        let level = class.fault_level();
+        match level {
             FaultLevel::Logic => {
                 if let Some(compensate) = &self.compensate {
                     compensate();
                 }
             }
-            level => {
+            _ => {
                 if level == FaultLevel::Resource {
                     if let Some(cleanup) = &self.cleanup {
                         cleanup();
@@ -380,9 +383,10 @@ where
                 recovery: finish(recovery, Step::Cancelled),
             });
         }
-        // An unrecoverable (L3) failure goes to a person after compensation; the rest may
-        // still be answered by another agent or degraded.
-        if class.fault_level() != FaultLevel::Logic {
+        // A call whose first failure was unrecoverable (L3) goes to a person after
+        // compensation; the rest (L1, L2 still failing after the retries) may still be
+        // answered by another agent or degraded.
+        if level != FaultLevel::Logic {
             if let Some(fallback) = &self.fallback {
                 match fallback.clone().oneshot(req.clone()).await {
                     Ok(r) => return Ok((r, finish(recovery, Step::FallbackAgent))),

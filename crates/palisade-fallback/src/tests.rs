@@ -1007,6 +1007,50 @@ mod recovery {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_first_failures_level_chooses_the_path_after_the_retries() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let compensated = Arc::new(AtomicUsize::new(0));
+        let c = compensated.clone();
+        let (backup, backup_calls) = agent(0, "");
+        let m = manager(&sink)
+            .fallback_agent(backup)
+            .compensate(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap();
+        // An L1 failure, then a retry failing with an L3 one (not retried again): still the
+        // L1 path, the fallback agent answers; no compensation, nobody paged.
+        let mut a =
+            failing_with_each(&["503 overloaded", "400 invalid request: inconsistent data"]);
+        let (answer, rec) = m.run(&mut a, 9).await.unwrap();
+        assert_eq!(
+            (answer.as_str(), rec.strategy, rec.attempts),
+            ("done 9", Step::FallbackAgent, 2)
+        );
+        assert_eq!(
+            rec.errors
+                .iter()
+                .map(|(c, _)| c.category)
+                .collect::<Vec<_>>(),
+            [Category::ServerError, Category::Validation]
+        );
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(compensated.load(Ordering::SeqCst), 0);
+        assert!(sink.list().is_empty());
+        // Without a fallback agent or degradation, it goes to a person, with the last class.
+        let m = manager(&sink).build().unwrap();
+        let mut a =
+            failing_with_each(&["503 overloaded", "400 invalid request: inconsistent data"]);
+        let err = m.run(&mut a, 10).await.unwrap_err();
+        assert_eq!(
+            (err.recovery.strategy, err.recovery.attempts),
+            (Step::Escalated, 2)
+        );
+        assert_eq!(sink.take()[0].class.category, Category::Validation);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn what_was_not_recovered_says_so() {
         let sink = Arc::new(MemorySink::new(8).unwrap());
         let m = manager(&sink).backoff(Vec::new()).build().unwrap();

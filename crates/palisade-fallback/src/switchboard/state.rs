@@ -43,7 +43,7 @@ pub struct FeatureConfig {
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub window: Duration,
     /// How long it stays off after turning itself off before one probe call may try it again
-    /// (default 30 s).
+    /// (default 30 s; at least 1 ms, the resolution the end of an off period is kept in).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub cooldown: Duration,
     /// The longest a probe may hold the probe slot, from its admission (default 60 s; at
@@ -75,8 +75,9 @@ impl FeatureConfig {
     /// # Errors
     /// `failures_to_turn_off` must be at least 1 when set (`None`, not 0, is how a feature
     /// never turns itself off); `window` must be at least 10 ns (one per bucket of its tenths)
-    /// and shorter than 5,800 years; `cooldown` must be greater than zero; `probe_timeout`
-    /// must be at least one millisecond (the resolution the probe's hold is kept in).
+    /// and shorter than 5,800 years; `cooldown` and `probe_timeout` must each be at least one
+    /// millisecond (the resolution the end of an off period and the probe's hold are kept in:
+    /// a shorter cool-down would be no cool-down at all).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.failure_window(Instant::now()).map(drop)
     }
@@ -89,8 +90,11 @@ impl FeatureConfig {
                 "must be at least 1 (None, \"off\" in a configuration file, turns the rule off: the feature never turns itself off)",
             ));
         }
-        if self.cooldown.is_zero() {
-            return Err(ConfigError::new("cooldown", "must be greater than zero"));
+        if self.cooldown < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "cooldown",
+                "must be at least one millisecond",
+            ));
         }
         if self.probe_timeout < Duration::from_millis(1) {
             return Err(ConfigError::new(
@@ -189,9 +193,11 @@ impl Word {
 /// A probe's hold on the probe slot: the epoch it was admitted in (the low 22 bits) and when
 /// the hold ends (ms since the feature's origin, the bits above; at least 1, so that a hold is
 /// never 0, the free slot's value). A probe gives back only its own hold, so a probe whose hold
-/// was taken back as timed out can neither free its successor's slot nor give a verdict.
-/// Holds end later and later (a new one is taken only once the last ended or was given back,
-/// and lasts at least 1 ms), so no hold is ever mistaken for an earlier one.
+/// was taken back (as timed out, or taken over by the probe of a later epoch) can neither free
+/// its successor's slot nor give a verdict. Holds end later and later (a new one is taken only
+/// once the last ended, was given back or is of an earlier epoch, and every hold lasts the same
+/// probe timeout of at least 1 ms), and a hold taken over is of another epoch, so no hold is
+/// ever mistaken for an earlier one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Hold(NonZeroU64);
 
@@ -476,37 +482,52 @@ impl Feature {
     /// The probe's ticket, when the cool-down of `word`'s automatic off is over at `now` and
     /// the probe slot is free. A probe out past its hold is counted as failed on the way
     /// ([`probe_timed_out`](Self::probe_timed_out)): its slot is taken back, and the cool-down
-    /// starts over from the end of its hold (over already, when the hold ended long ago).
-    fn admit_probe(&self, mut word: Word, now: Instant) -> Option<Ticket> {
+    /// starts over from the end of its hold (over already, when the hold ended long ago). A
+    /// probe of an earlier epoch, still out, says nothing about the feature now: its slot is
+    /// taken over at once, without counting a failure, and its end gives back nothing (its
+    /// hold is no longer the slot's).
+    fn admit_probe(&self, word: Word, now: Instant) -> Option<Ticket> {
         let now_ms = self.ms(now);
+        // Still cooling down: refused without looking at the probe slot.
+        if now_ms < word.until_ms() {
+            return None;
+        }
         loop {
-            if now_ms < word.until_ms() {
+            let slot = self.inner.probing.load(Ordering::Acquire);
+            // Loaded after the slot, so that a hold found there was taken in this word's
+            // epoch or an earlier one, never a later one.
+            let word = self.inner.load();
+            if word.state() != AUTO_OFF || now_ms < word.until_ms() {
                 return None;
             }
-            match Hold::in_slot(self.inner.probing.load(Ordering::Acquire)) {
-                None => {
-                    let until_ms = now_ms.saturating_add(millis(self.inner.config.probe_timeout));
-                    let hold = Hold::new(word.epoch(), until_ms);
-                    let taken = self
-                        .inner
-                        .probing
-                        .compare_exchange(0, hold.bits(), Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    return taken.then_some(Ticket {
-                        epoch: word.epoch(),
-                        hold: Some(hold),
-                    });
+            match Hold::in_slot(slot) {
+                // The probe out, of this off period, is within its time.
+                Some(held) if held.epoch() == word.epoch() && now_ms < held.until_ms() => {
+                    return None;
                 }
-                // The probe out is within its time.
-                Some(held) if now_ms < held.until_ms() => return None,
-                Some(held) => {
+                // The probe out, of this off period, ran past its hold: it failed.
+                Some(held) if held.epoch() == word.epoch() => {
                     if self.give_back(held) {
                         self.probe_timed_out(held, now);
                     }
-                    word = self.inner.load();
-                    if word.state() != AUTO_OFF {
-                        return None;
+                }
+                // The slot is free, or held by a probe of an earlier epoch: this call is the
+                // probe, if no other call took the slot meanwhile.
+                _ => {
+                    let until_ms = now_ms.saturating_add(millis(self.inner.config.probe_timeout));
+                    let hold = Hold::new(word.epoch(), until_ms);
+                    if self
+                        .inner
+                        .probing
+                        .compare_exchange(slot, hold.bits(), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Some(Ticket {
+                            epoch: word.epoch(),
+                            hold: Some(hold),
+                        });
                     }
+                    // Taken or given back meanwhile: look again.
                 }
             }
         }

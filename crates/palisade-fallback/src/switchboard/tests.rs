@@ -225,7 +225,16 @@ fn a_feature_config_checks_every_field() {
         check(|c| c.cooldown = Duration::ZERO),
         Err("cooldown".to_owned())
     );
-    assert_eq!(check(|c| c.cooldown = Duration::from_nanos(1)), Ok(()));
+    // A cool-down is kept in whole milliseconds: a shorter one would be none at all.
+    assert_eq!(
+        check(|c| c.cooldown = Duration::from_nanos(1)),
+        Err("cooldown".to_owned())
+    );
+    assert_eq!(
+        check(|c| c.cooldown = Duration::from_micros(999)),
+        Err("cooldown".to_owned())
+    );
+    assert_eq!(check(|c| c.cooldown = Duration::from_millis(1)), Ok(()));
     assert_eq!(
         check(|c| c.window = Duration::ZERO),
         Err("window".to_owned())
@@ -266,6 +275,50 @@ fn a_feature_config_checks_every_field() {
         err.to_string(),
         "invalid configuration: `probe_timeout` must be at least one millisecond"
     );
+    let config = FeatureConfig {
+        cooldown: Duration::from_micros(500),
+        ..FeatureConfig::default()
+    };
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.field(), "cooldown");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `cooldown` must be at least one millisecond"
+    );
+    let err = Switchboard::new().feature_with("f", config).unwrap_err();
+    assert_eq!(err.field(), "cooldown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_millisecond_cool_down_refuses_calls_for_that_millisecond() {
+    let config = FeatureConfig {
+        cooldown: Duration::from_millis(1),
+        ..limit(1)
+    };
+    let feature = Switchboard::new().feature_with("f", config).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_millis(1)
+        }
+    );
+    // At the same instant, the call is refused; a millisecond later, it is the probe.
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(feature.state(), FeatureState::On);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1251,4 +1304,71 @@ async fn a_probe_ready_only_at_the_end_of_its_hold_is_refused_and_counted_as_fai
             retry_after: Duration::from_secs(30)
         }
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_of_an_earlier_epoch_still_out_does_not_block_the_next_probe() {
+    let events = palisade_test::Events::start();
+    // A probe timeout (60 s) longer than the cool-down (10 s): a hung probe's hold outlasts
+    // the next off period's cool-down.
+    let config = FeatureConfig {
+        cooldown: Duration::from_secs(10),
+        ..limit(1)
+    };
+    let feature = Switchboard::new().feature_with("f", config).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The probe of the first off period goes out and hangs, its hold 60 s.
+    let mut stale = Box::pin(svc.clone().oneshot("hang"));
+    let soon = Duration::from_millis(1);
+    assert!(tokio::time::timeout(soon, &mut stale).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // An operator turns it back on; it fails again at once and turns itself off.
+    feature.turn_on();
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Its cool-down over (the hung probe's hold is not), the state says a probe may go.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::ZERO
+        }
+    );
+    // And one does: the hung probe of the earlier epoch holds no slot in this one, and is
+    // not counted as failed.
+    let mut probe = Box::pin(svc.clone().oneshot("hang"));
+    assert!(tokio::time::timeout(soon, &mut probe).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "the probe went out");
+    assert_eq!(warned(&events, "probe timed out"), 0);
+    // The stale probe, dropped now, neither frees the new probe's slot nor judges it.
+    drop(stale);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::ZERO
+        }
+    );
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the new probe still holds the slot"
+    );
+    // The new probe is the one that decides: dropped within its hold it gives no verdict,
+    // and the next call probes and turns the feature back on.
+    drop(probe);
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(feature.state(), FeatureState::On);
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
 }
