@@ -173,7 +173,7 @@ pub struct ChaosCounts {
     pub delayed: u64,
     /// Calls made to hang.
     pub hung: u64,
-    /// Calls beyond a capacity.
+    /// Calls beyond a capacity: once each, however many capacities they were beyond.
     pub over_capacity: u64,
 }
 

@@ -51,6 +51,8 @@ impl<Res> Config<Res> {
         let mut draws = Draws::new(self.seed, &shared.draws);
         let mut delay = Duration::ZERO;
         let mut decision = None;
+        // A call beyond several capacities (each delaying it) counts once.
+        let mut over = false;
         for (capacity, bucket) in self.capacities.iter().zip(&shared.buckets) {
             if !capacity.schedule.contains(since) {
                 continue;
@@ -60,12 +62,15 @@ impl<Res> Config<Res> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .try_take(&capacity.rate, capacity.burst, since);
             if !admitted {
-                bump(&shared.over_capacity);
+                over = true;
                 decision = apply(&capacity.over, None, &mut draws, &mut delay);
                 if decision.is_some() {
                     break;
                 }
             }
+        }
+        if over {
+            bump(&shared.over_capacity);
         }
         if decision.is_none() {
             for fault in &self.faults {

@@ -530,6 +530,22 @@ async fn over_capacity_delay_queues_then_faults_still_apply() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_beyond_two_capacities_counts_once_and_waits_for_both() {
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(1.0, Effect::Delay(Latency::Fixed(ms(100)))))
+        .capacity(Capacity::fixed(1.0, Effect::Delay(Latency::Fixed(ms(10)))))
+        .build()
+        .unwrap();
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    call(&mut svc, 0).await.unwrap();
+    let start = Instant::now();
+    call(&mut svc, 0).await.unwrap();
+    assert_eq!(start.elapsed(), ms(110));
+    assert_eq!(handle.injected().over_capacity, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_handle_switches_injection_for_every_clone() {
     let calls = Arc::new(AtomicUsize::new(0));
     let chaos = layer(vec![Fault::fail(class(Category::ServerError))]);
