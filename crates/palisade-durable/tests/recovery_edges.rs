@@ -2,7 +2,7 @@
 //! timeout), review items that cannot be read, a review queue that cannot be read, a
 //! compensation that takes the process down every time, journals edited by hand.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,14 +11,14 @@ use palisade_durable::error::{SagaError, StoreError};
 use palisade_durable::journal::{EscalationReason, StepStatus};
 use palisade_durable::review::ReviewStatus;
 use palisade_durable::saga::{CompensationRequest, StepRequest};
-use palisade_durable::store::{
-    Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, MemoryStore, Purge, Store,
-    StoredCheckpoint, StoredReview, WorkflowRecord,
-};
+use palisade_durable::store::{Append, MemoryStore, Store, StoredReview};
 use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};
 use palisade_timeout::TimeoutLayer;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, service_fn};
+
+mod common;
+use common::Edgy;
 
 type World = Arc<Mutex<Vec<String>>>;
 
@@ -291,98 +291,12 @@ async fn an_unreadable_review_item_is_reported_and_the_others_retried() {
     assert!(listed.to_string().contains("other/0"), "{listed}");
 }
 
-/// A store whose review queue cannot be read while `fail_review_list` is set.
-#[derive(Debug, Default)]
-struct NoReviewList {
-    inner: MemoryStore,
-    fail_review_list: AtomicBool,
-}
-
-impl Store for NoReviewList {
-    fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.append(a)
-    }
-    fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-        self.inner.journal(id)
-    }
-    fn workflows<'a>(
-        &'a self,
-        kind: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<WorkflowRecord>, StoreError>> {
-        self.inner.workflows(kind)
-    }
-    fn workflow<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<WorkflowRecord>, StoreError>> {
-        self.inner.workflow(id)
-    }
-    fn claim(&self, c: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.inner.claim(c)
-    }
-    fn renew<'a>(
-        &'a self,
-        id: &'a str,
-        owner: &'a str,
-        until: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.renew(id, owner, until)
-    }
-    fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.release(id, owner)
-    }
-    fn purge(&self, p: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.purge(p)
-    }
-    fn review_put(&self, r: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.review_put(r)
-    }
-    fn review_get<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
-        self.inner.review_get(id)
-    }
-    fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
-        if self.fail_review_list.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::backend("injected: connection reset")) });
-        }
-        self.inner.review_list()
-    }
-    fn checkpoint_put(&self, c: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.checkpoint_put(c)
-    }
-    fn checkpoint_put_next(&self, c: StoredCheckpoint) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.checkpoint_put_next(c)
-    }
-    fn checkpoint_get<'a>(
-        &'a self,
-        agent: &'a str,
-        version: u64,
-    ) -> BoxFuture<'a, Result<Option<StoredCheckpoint>, StoreError>> {
-        self.inner.checkpoint_get(agent, version)
-    }
-    fn checkpoint_versions<'a>(
-        &'a self,
-        agent: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<CheckpointMeta>, StoreError>> {
-        self.inner.checkpoint_versions(agent)
-    }
-    fn checkpoint_prune<'a>(
-        &'a self,
-        agent: &'a str,
-        keep: usize,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.inner.checkpoint_prune(agent, keep)
-    }
-}
-
 /// A review queue that cannot be read does not turn a recovery that resumed sagas into an
 /// error: the report keeps what was resumed, and says the queue was not read; the requested
 /// retry runs on the next recovery.
 #[tokio::test(start_paused = true)]
 async fn a_review_queue_that_cannot_be_read_keeps_the_recovery_report() {
-    let store = Arc::new(NoReviewList::default());
+    let store = Arc::new(Edgy::default());
     let sagas = escalated_with_a_retry_requested(store.clone()).await;
     let world = World::default();
     let other = Sagas::builder(store.clone())
