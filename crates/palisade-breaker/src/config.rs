@@ -13,7 +13,8 @@ use palisade_core::ConfigError;
 )]
 #[non_exhaustive]
 pub enum Window {
-    /// The last `n` outcomes (slides one outcome at a time).
+    /// The last `n` outcomes (slides one outcome at a time; 1 to 65536, as every window: each
+    /// outcome is a slot the breaker allocates when it is built).
     Count(u32),
     /// The outcomes of the last `span`, in `buckets` fixed buckets.
     Time {
@@ -375,6 +376,14 @@ impl BreakerConfig {
                     "a count window must hold at least 1 outcome",
                 ));
             }
+            // Each outcome is a slot allocated up front: a typo of a few more digits would
+            // otherwise allocate gigabytes per breaker.
+            Window::Count(n) if n > 65_536 => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a count window holds at most 65536 outcomes",
+                ));
+            }
             Window::Count(n) => n,
             Window::Recent {
                 calls,
@@ -697,6 +706,9 @@ mod tests {
             Ok(())
         );
         assert_eq!(check(|c| c.window = Window::Count(0)), err("window"));
+        assert_eq!(check(|c| c.window = Window::Count(65_536)), Ok(()));
+        assert_eq!(check(|c| c.window = Window::Count(65_537)), err("window"));
+        assert_eq!(check(|c| c.window = Window::Count(u32::MAX)), err("window"));
         let recent = |calls: u32, within: Duration| {
             check(|c| {
                 c.window = Window::Recent {
