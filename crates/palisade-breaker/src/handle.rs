@@ -100,9 +100,11 @@ pub struct Metrics {
     /// The fraction of the window's outcomes that were slow (0.0 to 1.0), when a rate rule is
     /// configured and the window holds an outcome.
     pub slow_call_ratio: Option<f64>,
-    /// How long it has been in this state: since its last transition. A breaker that reads
-    /// [`State::HalfOpen`] because its open period ended with no call since has not made the
-    /// transition yet (its next call makes it), so this counts from when it opened.
+    /// How long it has been in this state: since its last transition, or since it was made
+    /// (for a key's breaker, the key's first use or its return after eviction). A breaker
+    /// that reads [`State::HalfOpen`] because its open period ended with no call since has
+    /// not made the transition yet (its next call makes it), so this counts from when it
+    /// opened.
     pub time_in_state: Duration,
     /// While open: how long until it probes. `Some` exactly while [`state`](Self::state) is
     /// [`State::Open`], and then never zero: once the period is over the state reads

@@ -54,8 +54,9 @@
 //!   and why. An invalid configuration changes nothing.
 //! * **Per-key breakers** ([`KeyedBreakerLayer`]): one per provider, model, tool or tenant,
 //!   created on first use, looked up without a lock, bounded in memory (idle keys go first; a
-//!   breaker that is still open is kept until its open period ends, one an operator isolated
-//!   or bypassed while any other key can go); and a **hierarchy**: a
+//!   key with a call in flight is not idle; a breaker that is still open is kept until its
+//!   open period ends, one an operator isolated or bypassed while any other key can go); and
+//!   a **hierarchy**: a
 //!   parent breaker above per-key children fails them all fast while open, and
 //!   [`KeyedHandle::propagate`] trips every child when the parent opens.
 //!

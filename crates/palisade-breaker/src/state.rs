@@ -335,6 +335,15 @@ impl Core {
         }
     }
 
+    /// This breaker, made `now` (ms since its origin) rather than at its origin: it has been
+    /// closed since then. For a breaker sharing an older origin (a per-key breaker measures
+    /// time from its layer's creation, so that the layer compares every key on one clock), so
+    /// that its [`time_in_state`](crate::Metrics::time_in_state) starts at its creation.
+    pub(crate) fn made_at(self, now: u64) -> Core {
+        self.entered.store(now, Ordering::Relaxed);
+        self
+    }
+
     /// The success counter of stripe `stripe` (taken modulo the number of counters).
     #[inline]
     fn successes(&self, stripe: usize) -> &AtomicU64 {

@@ -26,23 +26,33 @@ use crate::BreakerConfig;
 ///
 /// * Keys unused for [`idle_timeout`](KeyedBreakerBuilder::idle_timeout) are dropped when a
 ///   new key arrives (looked for at most 64 times per idle timeout, so a key may outlive it
-///   by up to a 64th of it).
+///   by up to a 64th of it, counted from when it could go: see below for the breakers that
+///   are kept). A key is in use from the start of each call until the call's response
+///   future completes or is dropped (and while a [`Permit`](crate::Permit) taken through its
+///   handle is held): its idle time counts from its last call's start, or from the last time
+///   eviction found a call still running, whichever is later.
 /// * At [`max_keys`](KeyedBreakerBuilder::max_keys), a new key makes room by dropping the
-///   least recently used key (to the millisecond) whose breaker admits calls, chosen among the
-///   keys of four shards (its own, then the others in turn): exactly the least recently used
-///   up to 64 keys, an approximation beyond.
+///   least recently used key (to the millisecond) whose breaker admits calls and has no call
+///   in flight, chosen among the keys of four shards (its own, then the others in turn):
+///   exactly the least recently used up to 64 keys, an approximation beyond.
 ///
 /// A dropped key's breaker starts afresh, closed, if the key comes back. Some breakers are
 /// kept:
 ///
+/// * One with a call in flight (a long completion, a stream) is never dropped for being idle:
+///   dropped, the call's outcome would go to a breaker no call reaches, and a failure that
+///   trips it would be lost. It is dropped for room only when every key has a call in
+///   flight (the map never grows beyond `max_keys`): then the least recently used goes, with
+///   a `tracing` warning (`evicting a per-key breaker with a call in flight`), and its call's
+///   outcome still goes to the dropped breaker.
 /// * One that still rejects calls (open with time left in its open period) is never dropped
-///   for being idle, and is dropped for room only when no breaker admits calls; then the one
-///   whose open period ends first goes, with a `tracing` warning
+///   for being idle, and is dropped for room only when no breaker with no call in flight
+///   admits calls; then the one whose open period ends first goes, with a `tracing` warning
 ///   (`evicting an open per-key breaker`, with `open_for_ms`).
 /// * One an operator isolated or bypassed ([`BreakerHandle::isolate`](crate::BreakerHandle::isolate),
 ///   [`bypass`](crate::BreakerHandle::bypass)) is never dropped for being idle, and is dropped
-///   for room only when every key's breaker was isolated or bypassed: then the least recently
-///   used of them goes and the operator's setting for that key is lost, with a `tracing`
+///   for room only when every key's breaker was isolated or bypassed (or has a call in
+///   flight): then the least recently used of them goes and the operator's setting for that key is lost, with a `tracing`
 ///   warning (`evicting a per-key breaker an operator set`, with its `state`). Keep
 ///   `max_keys` above the number of keys you isolate at once.
 ///
@@ -58,7 +68,9 @@ use crate::BreakerConfig;
 /// clients. When a key is evicted while its breaker is not closed, its
 /// `palisade.breaker.state` gauge is set to 0 and `palisade.breaker.transitions` counts a
 /// transition to `evicted`: the `metrics` facade cannot delete a series, and a gauge left at
-/// 1 (open) would report an outage nothing tracks any more.
+/// 1 (open) would report an outage nothing tracks any more. A dropped breaker still reports
+/// when it moves: one whose call was in flight when it was dropped for room (see above), or
+/// one an old [`BreakerHandle`](crate::BreakerHandle) controls, may set its gauge again.
 ///
 /// # Hierarchy
 /// Put a [`BreakerLayer`](crate::BreakerLayer) for the parent (a provider) above a keyed layer
@@ -184,7 +196,7 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
     crate::config::config_setters!();
 
     /// The most keys kept at once (1024; at least 1). Beyond it the least recently used key
-    /// whose breaker admits calls is dropped, approximately beyond 64 keys (see
+    /// whose breaker admits calls and has no call in flight is dropped, approximately beyond 64 keys (see
     /// [`KeyedBreakerLayer`]'s *Eviction*).
     pub fn max_keys(mut self, n: usize) -> Self {
         self.max_keys = n;
@@ -192,7 +204,8 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
     }
 
     /// Keys unused this long are dropped when a new key arrives (1 hour; at least 1 s), unless
-    /// their breaker still rejects calls or an operator isolated or bypassed it.
+    /// a call on them is still in flight, their breaker still rejects calls or an operator
+    /// isolated or bypassed it (see [`KeyedBreakerLayer`]'s *Eviction*).
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self

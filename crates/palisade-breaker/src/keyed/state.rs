@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use crate::BreakerConfig;
-use palisade_core::stripe::Stripe;
+use palisade_core::stripe::{self, Stripe};
 
 use crate::handle::{Lane, Shared, Stripes, stripes};
 use crate::state::{Core, State};
@@ -32,7 +32,7 @@ const SWEEPS_PER_IDLE: u32 = 64;
 pub(super) struct Entry {
     pub(super) stripes: Arc<Stripes>,
     /// Last use, in milliseconds since the registry's origin (written at most once a
-    /// millisecond).
+    /// millisecond): when a call last started, or when eviction last found one running.
     last_used: AtomicU64,
 }
 
@@ -47,6 +47,10 @@ enum Keep {
     Operator,
 }
 
+/// How willing eviction is to drop a key for room, most willing first: whether a call is in
+/// flight, how willing its breaker is, and its last use.
+type Rank = (bool, Keep, u64);
+
 impl Entry {
     fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
@@ -54,6 +58,16 @@ impl Entry {
 
     fn core(&self) -> &Core {
         &self.stripes.get().shared.core
+    }
+
+    /// Whether a call holds the breaker: an admitted call's guard (and a
+    /// [`Permit`](crate::Permit) or a [`Refusal`](crate::Refusal) taken through its handle)
+    /// holds a reference to one of its stripes, which otherwise only the breaker's `Stripes`
+    /// hold. So the calls pay nothing for it; this reads every stripe's count, for eviction
+    /// only. A call that looked its key up just before the key is evicted may still take a
+    /// stripe of the evicted breaker: lookups take no lock.
+    fn in_use(&self) -> bool {
+        (0..stripe::count()).any(|i| Arc::strong_count(self.stripes.nth(i)) > 1)
     }
 
     fn keep(&self, now: u64) -> Keep {
@@ -238,7 +252,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     }
 
     /// Stripe `stripe` of `key`'s breaker, created on first use. Only the stripe's reference
-    /// count is touched, not the breaker's (which every thread shares).
+    /// count is touched, not the breaker's (which every thread shares); the reference the
+    /// call's guard keeps is also how eviction sees the call in flight (`Entry::in_use`).
     #[inline]
     pub(super) fn stripe(&self, key: &K, stripe: usize) -> Arc<Stripe<Lane>> {
         let (hash, shard) = self.locate(key);
@@ -272,8 +287,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         tracing::debug!(target: "palisade_breaker", breaker = %core.name, ?key, %state, %why, "per-key breaker evicted");
     }
 
-    /// Drops the idle keys whose breaker admits calls, if any can be idle yet. A full pass,
-    /// at most once per `1 / SWEEPS_PER_IDLE` of the idle timeout.
+    /// Drops the idle keys whose breaker admits calls and has no call in flight, if any can
+    /// be idle yet. A full pass, at most once per `1 / SWEEPS_PER_IDLE` of the idle timeout.
     fn sweep(&self, writer: &mut Writer, now: u64) {
         if now < writer.sweep_due {
             return;
@@ -285,26 +300,36 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             let mut gone = 0;
             for e in shard.values() {
                 let last = e.last_used();
-                let keep = e.keep(now);
-                // A breaker that still rejects calls (open with time left, or set by an
-                // operator) stays: evicted, it would come back closed and let everything
-                // through to a dependency it has just seen failing.
-                if now.saturating_sub(last) >= idle && keep == Keep::Admits {
-                    gone += 1;
+                if now.saturating_sub(last) < idle {
+                    due = due.min(last.saturating_add(idle));
                     continue;
                 }
-                let at = match keep {
-                    Keep::Admits => last.saturating_add(idle),
-                    Keep::Open(left) => last.saturating_add(idle).max(now.saturating_add(left)),
-                    Keep::Operator => now.saturating_add(idle),
-                };
-                due = due.min(at);
+                if e.in_use() {
+                    // Used now: its call started long ago and is still running (a stream, a
+                    // long completion). Evicted, its outcome would go to a breaker no call
+                    // reaches (a failure that trips it would be lost) and its key's next call
+                    // would start afresh. Idle from now on, at the earliest.
+                    e.last_used.store(now, Ordering::Relaxed);
+                    due = due.min(now.saturating_add(idle));
+                    continue;
+                }
+                // Idle, but a breaker that still rejects calls (open with time left, or set by
+                // an operator) stays: evicted, it would come back closed and let everything
+                // through to a dependency it has just seen failing. It can start admitting at
+                // any moment (an operator closes it), and then goes: looked at again at the
+                // next step, so that it outlives the idle timeout by a step at most.
+                if e.keep(now) == Keep::Admits {
+                    gone += 1;
+                } else {
+                    due = now;
+                }
             }
             if gone > 0 {
                 let mut next = self.copy(i);
                 next.retain(|k, e| {
-                    let stays =
-                        now.saturating_sub(e.last_used()) < idle || e.keep(now) != Keep::Admits;
+                    let stays = now.saturating_sub(e.last_used()) < idle
+                        || e.keep(now) != Keep::Admits
+                        || e.in_use();
                     if !stays {
                         self.evicted(k, e, "idle");
                     }
@@ -320,22 +345,28 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         writer.sweep_due = due.max(now.saturating_add(step));
     }
 
-    /// The key to evict for room: the least recently used breaker that admits calls among a
-    /// sample of shards (`own` and the next ones round robin); if the sample has none, the
-    /// best of every shard: admitting, then open (soonest probe first), then set by an
-    /// operator (least recently used first).
-    fn victim(&self, writer: &mut Writer, own: usize, now: u64) -> Option<(usize, K, Keep)> {
+    /// The key to evict for room: the least recently used breaker that admits calls and has
+    /// no call in flight among a sample of shards (`own` and the next ones round robin); if
+    /// the sample has none, the best of every shard: with no call in flight before in use,
+    /// then admitting, then open (soonest probe first), then set by an operator (least
+    /// recently used first).
+    fn victim(&self, writer: &mut Writer, own: usize, now: u64) -> Option<(usize, K, Rank)> {
         let n = self.shards.len();
-        let mut best: Option<((Keep, u64), usize, K)> = None;
-        let consider = |i: usize, best: &mut Option<((Keep, u64), usize, K)>| {
+        let mut best: Option<(Rank, usize, K)> = None;
+        let consider = |i: usize, best: &mut Option<(Rank, usize, K)>| {
             let shard = self.shards[i].load();
             #[cfg(test)]
             self.examined.fetch_add(shard.len(), Ordering::Relaxed);
             for (k, e) in shard.iter() {
                 // Open breakers by time left, the others by last use.
-                let rank = (e.keep(now), e.last_used());
+                let rank = (false, e.keep(now), e.last_used());
+                // Whether a call is in flight is read (a load per stripe) only for a key that
+                // would be chosen if none were.
                 if best.as_ref().is_none_or(|(b, _, _)| rank < *b) {
-                    *best = Some((rank, i, k.clone()));
+                    let rank = (e.in_use(), rank.1, rank.2);
+                    if best.as_ref().is_none_or(|(b, _, _)| rank < *b) {
+                        *best = Some((rank, i, k.clone()));
+                    }
                 }
             }
         };
@@ -351,15 +382,15 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             }
         }
         writer.cursor = (writer.cursor + j) % n;
-        if !matches!(best, Some(((Keep::Admits, _), _, _))) && sample < n {
-            // Nothing admits calls in the sample: look everywhere (every key, when every
-            // breaker rejects calls; that case is logged).
+        if !matches!(best, Some(((false, Keep::Admits, _), _, _))) && sample < n {
+            // Nothing in the sample admits calls with none in flight: look everywhere (every
+            // key, when every breaker rejects calls or is in use; that case is logged).
             best = None;
             for i in 0..n {
                 consider(i, &mut best);
             }
         }
-        best.map(|((keep, _), i, k)| (i, k, keep))
+        best.map(|(rank, i, k)| (i, k, rank))
     }
 
     #[cold]
@@ -373,7 +404,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         // place (see `victim`).
         self.sweep(&mut writer, now);
         while writer.len >= self.max_keys {
-            let Some((i, victim, keep)) = self.victim(&mut writer, shard, now) else {
+            let Some((i, victim, (in_use, keep, _))) = self.victim(&mut writer, shard, now) else {
                 break;
             };
             let mut next = self.copy(i);
@@ -381,39 +412,57 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 break;
             };
             let name = &e.core().name;
-            match keep {
-                Keep::Admits => {}
-                Keep::Open(left) => tracing::warn!(
-                    target: "palisade_breaker",
-                    breaker = %name,
-                    key = ?victim,
-                    open_for_ms = left,
-                    max_keys = self.max_keys,
-                    "evicting an open per-key breaker: every key's breaker is open (or set by \
-                     an operator) and max_keys is reached; the key starts afresh, closed, if it \
-                     comes back"
-                ),
-                Keep::Operator => tracing::warn!(
+            // One warning: an in-use victim means every key is in use, whatever its state.
+            if in_use {
+                tracing::warn!(
                     target: "palisade_breaker",
                     breaker = %name,
                     key = ?victim,
                     state = %e.core().state(),
                     max_keys = self.max_keys,
-                    "evicting a per-key breaker an operator set: every key's breaker is isolated \
-                     or bypassed by an operator and max_keys is reached; the operator's setting \
-                     of this key is lost, and the key starts afresh, closed, if it comes back"
-                ),
+                    "evicting a per-key breaker with a call in flight: every key's breaker has \
+                     a call in flight and max_keys is reached; the call's outcome goes to the \
+                     evicted breaker, and the key starts afresh, closed, if it comes back"
+                );
+            } else {
+                match keep {
+                    Keep::Admits => {}
+                    Keep::Open(left) => tracing::warn!(
+                        target: "palisade_breaker",
+                        breaker = %name,
+                        key = ?victim,
+                        open_for_ms = left,
+                        max_keys = self.max_keys,
+                        "evicting an open per-key breaker: every key's breaker is open (or set by \
+                         an operator, or has a call in flight) and max_keys is reached; the key \
+                         starts afresh, closed, if it comes back"
+                    ),
+                    Keep::Operator => tracing::warn!(
+                        target: "palisade_breaker",
+                        breaker = %name,
+                        key = ?victim,
+                        state = %e.core().state(),
+                        max_keys = self.max_keys,
+                        "evicting a per-key breaker an operator set: every key's breaker is isolated \
+                         or bypassed by an operator (or has a call in flight) and max_keys is \
+                         reached; the operator's setting of this key is lost, and the key starts \
+                         afresh, closed, if it comes back"
+                    ),
+                }
             }
             self.evicted(&victim, &e, "max_keys");
             self.shards[i].store(Arc::new(next));
             writer.len -= 1;
         }
+        // On the registry's clock (its origin), which eviction compares every key's open
+        // period and last use on; but in its state since now, not since the registry's origin.
         let stripes = stripes(Arc::new(Shared {
             core: Core::new(
                 format!("{}[{key:?}]", self.name).into(),
                 writer.config,
                 Vec::new(),
-            ),
+            )
+            .made_at(now),
             origin: self.origin,
         }));
         let mut next = self.copy(shard);

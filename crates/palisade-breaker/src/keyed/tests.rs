@@ -706,3 +706,145 @@ fn sorted<T: Ord>(mut keys: Vec<T>) -> Vec<T> {
     keys.sort();
     keys
 }
+
+/// Per-key breakers whose `slow` model answers after 30 s (and `hang` never), tripping on one failure, with an
+/// idle timeout of 1 s and at most `max_keys` keys.
+fn slow_model(
+    max_keys: usize,
+) -> (
+    KeyedHandle<&'static str>,
+    impl Service<Call, Response = (), Error = BoxError, Future: Send + 'static> + Clone,
+) {
+    let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+        .config(classic(|c| c.consecutive_failures = Some(1)))
+        .max_keys(max_keys)
+        .idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|c: Call| async move {
+        match c.model {
+            "slow" => tokio::time::sleep(Duration::from_secs(30)).await,
+            "hang" => std::future::pending().await,
+            _ => {}
+        }
+        if c.ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("503 overloaded".into())
+        }
+    }));
+    (layer.handle(), svc)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_call_in_flight_is_not_idle() {
+    let (handle, mut svc) = slow_model(16);
+    let running = tokio::spawn(svc.clone().oneshot(Call {
+        model: "slow",
+        ok: false,
+    }));
+    tokio::task::yield_now().await;
+    // 2 s in, a new key sweeps: `slow` started its call longer than the idle timeout ago,
+    // but the call is still running, so the key is in use.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    use_key(&mut svc, "fast").await;
+    assert_eq!(sorted(handle.keys()), ["fast", "slow"]);
+    // The call fails and opens the key's breaker (not a dropped one): the next call fails
+    // fast instead of reaching the model that just failed.
+    assert!(running.await.unwrap().is_err());
+    assert_eq!(handle.get(&"slow").unwrap().state(), State::Open);
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Call {
+            model: "slow",
+            ok: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<CircuitOpen>().is_some(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_with_a_call_in_flight_goes_last_for_room() {
+    let capture = Events::start();
+    let (handle, mut svc) = slow_model(2);
+    let spawner = svc.clone();
+    let call = move |model| tokio::spawn(spawner.clone().oneshot(Call { model, ok: true }));
+    let slow = call("slow");
+    tokio::task::yield_now().await;
+    // `slow` is the least recently used key, but its call is running: `b` goes for `c`.
+    tokio::time::advance(Duration::from_millis(5)).await;
+    use_key(&mut svc, "b").await;
+    use_key(&mut svc, "c").await;
+    assert_eq!(sorted(handle.keys()), ["c", "slow"]);
+    assert!(
+        capture
+            .take()
+            .iter()
+            .all(|e| e.level != tracing::Level::WARN)
+    );
+    // Every key in use: the cap holds, and the least recently used goes, with a warning.
+    tokio::time::advance(Duration::from_millis(5)).await;
+    let hung = call("hang");
+    tokio::task::yield_now().await;
+    assert_eq!(sorted(handle.keys()), ["hang", "slow"]);
+    tokio::time::advance(Duration::from_millis(5)).await;
+    use_key(&mut svc, "d").await;
+    assert_eq!(sorted(handle.keys()), ["d", "hang"]);
+    let events = capture.take();
+    let warning = events
+        .iter()
+        .find(|e| {
+            e.message()
+                .starts_with("evicting a per-key breaker with a call in flight")
+        })
+        .unwrap_or_else(|| panic!("no warning in {events:#?}"));
+    assert_eq!(warning.level, tracing::Level::WARN);
+    assert_eq!(warning.field("breaker"), Some("model[\"slow\"]"));
+    hung.abort();
+    assert!(slow.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_closed_by_hand_goes_within_a_64th_of_the_idle_timeout() {
+    // Kept past the idle timeout because an operator isolated it, or because it was open (here
+    // tripped by hand at 60 s, for 30 s), then closed by hand at 61 s: idle since 0 s and
+    // admitting calls, it goes with the first new key from 61 s + 60 s / 64 on.
+    for trip in [false, true] {
+        let layer = keyed(16);
+        let handle = layer.handle();
+        let mut svc = layer.layer(models());
+        use_key(&mut svc, "held").await;
+        if !trip {
+            handle.get(&"held").unwrap().isolate();
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        if trip {
+            handle.get(&"held").unwrap().trip();
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        use_key(&mut svc, "x").await; // 61 s: a sweep, which keeps `held`
+        assert_eq!(sorted(handle.keys()), ["held", "x"]);
+        handle.get(&"held").unwrap().close();
+        tokio::time::advance(Duration::from_millis(60_000 / 64)).await;
+        use_key(&mut svc, "y").await;
+        assert_eq!(sorted(handle.keys()), ["x", "y"], "tripped: {trip}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_keys_breaker_has_been_in_its_state_since_it_was_made() {
+    let layer = keyed(16);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    use_key(&mut svc, "new").await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let m = handle.get(&"new").unwrap().metrics();
+    assert_eq!(
+        (m.state, m.time_in_state),
+        (State::Closed, Duration::from_secs(1))
+    );
+}
