@@ -133,8 +133,10 @@ macro_rules! http_status {
             $code,
             r"\b",
             // "status 503", "status code: 503", "status_code=502", "statusCode: 503",
-            // "(status 500)", "\"status\": 503", "status was 502"; not "/status/401".
-            r#"|\bstatus(?:[\s_-]*code)?[\s\\"':=#(\[]{0,3}(?:(?:is|was|of)\s+)?"#,
+            // "(status 500)", "\"status\": 503", "status was 502"; not "/status/401". An
+            // escaped key's closing `\"` comes before the separators, as in the `code` branch
+            // below, so that JSON nested in a string (`\"status\": 429`) fits in their three.
+            r#"|\bstatus(?:[\s_-]*code)?(?:\\?["'])?[\s\\"':=#(\[]{0,3}(?:(?:is|was|of)\s+)?"#,
             $code,
             r"\b",
             // A code the message says is an error's or a response's: "Error code: 429 - {...}"

@@ -2,7 +2,8 @@
 //! `"2h"` (the `humantime` crate's format), with `#[serde(with = "...")]`.
 //!
 //! A bare number is taken as milliseconds, so a JSON or environment value of `250` means
-//! 250 ms; a value that is neither fails with a message that shows the expected form.
+//! 250 ms, whether it is a number or a string (`"250"`, `"2.5"`); a value that is neither
+//! fails with a message that shows the expected form.
 //!
 //! ```
 //! use std::time::Duration;
@@ -51,9 +52,26 @@ impl<'de> Visitor<'de> for HumanDuration {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        humantime::parse_duration(v.trim()).map_err(|e| {
+        let text = v.trim();
+        // A bare number is milliseconds in text too: environment variables and other
+        // string-only sources give `250` as `"250"`. Read as the number visitors read it.
+        if is_bare_number(text) {
+            return match text.parse::<u64>() {
+                Ok(ms) => self.visit_u64(ms),
+                Err(_) if text.contains('.') => self.visit_f64(text.parse().map_err(E::custom)?),
+                Err(_) => Err(E::custom(format_args!(
+                    "invalid duration {v:?}: too long a number of milliseconds"
+                ))),
+            };
+        }
+        if text.strip_prefix('-').is_some_and(is_bare_number) {
+            return Err(E::custom(format_args!(
+                "invalid duration {v:?}: a duration cannot be negative"
+            )));
+        }
+        humantime::parse_duration(text).map_err(|e| {
             E::custom(format_args!(
-                "invalid duration {v:?} ({e}); expected a duration such as \"250ms\", \"30s\" or \"1m 30s\""
+                "invalid duration {v:?} ({e}); expected a duration such as \"250ms\", \"30s\" or \"1m 30s\", or a number of milliseconds"
             ))
         })
     }
@@ -77,6 +95,14 @@ impl<'de> Visitor<'de> for HumanDuration {
             ))
         }
     }
+}
+
+/// Whether `text` is a plain number of milliseconds: digits, with at most one decimal point
+/// (`250`, `2.5`). No sign, exponent or unit: those are `humantime`'s to read or refuse.
+fn is_bare_number(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit())
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.bytes().filter(|&b| b == b'.').count() <= 1
 }
 
 /// The same for `Option<Duration>` (absent or `null`: `None`).
@@ -142,6 +168,27 @@ mod tests {
         assert!(one(r#"{"d":-2.5}"#).unwrap_err().contains("finite number"));
         let err = one(r#"{"d":true}"#).unwrap_err();
         assert!(err.contains("a duration such as \"250ms\""), "{err}");
+    }
+
+    /// A bare number is milliseconds as text too, as environment variables and other
+    /// string-only sources give it; a negative or malformed one says what is expected.
+    #[test]
+    fn a_bare_number_in_text_is_milliseconds() {
+        assert_eq!(one(r#"{"d":"250"}"#), Ok(Duration::from_millis(250)));
+        assert_eq!(one(r#"{"d":" 1500 "}"#), Ok(Duration::from_millis(1500)));
+        assert_eq!(one(r#"{"d":"0"}"#), Ok(Duration::ZERO));
+        assert_eq!(one(r#"{"d":"2.5"}"#), Ok(Duration::from_micros(2500)));
+        for negative in [r#"{"d":"-5"}"#, r#"{"d":" -2.5"}"#] {
+            let err = one(negative).unwrap_err();
+            assert!(err.contains("cannot be negative"), "{err}");
+        }
+        let err = one(r#"{"d":"99999999999999999999999"}"#).unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        for garbage in [r#"{"d":"1.2.3"}"#, r#"{"d":"12 apples"}"#, r#"{"d":""}"#] {
+            let err = one(garbage).unwrap_err();
+            assert!(err.contains("invalid duration"), "{err}");
+            assert!(err.contains("or a number of milliseconds"), "{err}");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! |---|---|
 //! | `dependency` | the name given to the layer |
 //! | `attempt` | the attempt number (1 for the first), when inside a retry's attempt |
-//! | `outcome` | `ok`, or `error` |
-//! | `class` | the failure's [`Category`](crate::Category) name (`server_error`, `timeout`, ...) |
+//! | `outcome` | `ok`, `error`, or `cancelled` when the call's future is dropped before it completes (a deadline or timeout above fired, the caller gave up) |
+//! | `class` | the failure's [`Category`](crate::Category) name (`server_error`, `timeout`, ...); `cancelled` for a dropped call |
 //!
 //! Layers below run inside the span (it is entered around the inner `call` and every poll),
 //! so their own events carry it. When no subscriber is interested in the span, creating it is
@@ -122,17 +122,36 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
-        TracedFuture { inner, span }
+        TracedFuture {
+            inner,
+            span,
+            done: false,
+        }
     }
 }
 
 pin_project! {
     /// The response future of [`Traced`].
+    ///
+    /// Dropped before it completes, it records the outcome `cancelled` before the span closes.
     #[derive(Debug)]
     pub struct TracedFuture<F> {
         #[pin]
         inner: F,
         span: Span,
+        // Whether the outcome was recorded: a call cut off above never returns one, and the
+        // span would close without it.
+        done: bool,
+    }
+
+    impl<F> PinnedDrop for TracedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done && !this.span.is_disabled() {
+                this.span.record("outcome", "cancelled");
+                this.span.record("class", crate::Category::Cancelled.as_str());
+            }
+        }
     }
 }
 
@@ -150,6 +169,7 @@ where
             let _entered = this.span.enter();
             ready!(this.inner.poll(cx)).map_err(Into::into)
         };
+        *this.done = true;
         if !this.span.is_disabled() {
             match &out {
                 Ok(_) => {
@@ -320,5 +340,19 @@ mod tests {
         assert_eq!(lines(spans, 3), ["dependency=llm", "outcome=ok"]);
         let all = spans.fields.lock().unwrap().clone();
         assert_eq!(lines(spans, 2), ["dependency=llm", "outcome=ok"], "{all:?}");
+
+        // A call whose future is dropped before it completes (a deadline above fired, the
+        // caller gave up) still ends its span with an outcome.
+        let mut hanging = TraceLayer::new("llm").layer(service_fn(|_: ()| {
+            std::future::pending::<Result<(), BoxError>>()
+        }));
+        let mut fut = Box::pin(hanging.call(()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        drop(fut);
+        assert_eq!(
+            lines(spans, 4),
+            ["dependency=llm", "outcome=cancelled", "class=cancelled"]
+        );
     }
 }

@@ -208,7 +208,8 @@ pin_project! {
     #[derive(Debug)]
     enum Clock {
         // No timer: `limit` is the time the call is granted, `started` when the clock
-        // started, `None` until somebody needed it.
+        // started, `None` until somebody needed it. A clock started in the call holds them
+        // already bounded by an enclosing deadline that ends first (see `DeadlineFuture::new`).
         Idle { started: Option<Instant>, limit: Duration },
         // The inner future returned `Pending`: the timer runs until the deadline, or until the
         // earliest instant a sharing timeout below asked for, if that comes first. `granted`
@@ -225,9 +226,22 @@ pin_project! {
 
 impl<F> DeadlineFuture<F> {
     /// `started` is when the clock started if a layer below read the deadline during the
-    /// call, `None` otherwise.
+    /// call, `None` otherwise. Called in the caller's deadline scope, right after the call.
     #[inline]
-    pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
+    pub(crate) fn new(inner: F, mut limit: Duration, mut started: Option<Instant>) -> Self {
+        // A clock started in the call is bounded now by an enclosing deadline that ends first,
+        // as arming it would (the layer below already read that bound), so that `deadline()`
+        // reports the instant the call fails at before the first poll too. The limit becomes
+        // the time granted, which is what `DeadlineExceeded` reports; an enclosing deadline
+        // already past starts the clock at it, with nothing granted. Only a read in the call
+        // gets here: a call that read nothing reads no clock and no context here either.
+        if let Some(start) = started
+            && let Some(outer) = context::deadline()
+            && outer < context::deadline_after(start, limit)
+        {
+            limit = outer.saturating_duration_since(start);
+            started = Some(start.min(outer));
+        }
         DeadlineFuture {
             state: State::Running {
                 inner,

@@ -691,3 +691,38 @@ async fn an_inner_longer_deadline_does_not_outlive_the_enclosing_one() {
     );
     assert_eq!(start.elapsed(), ms(100));
 }
+
+/// `DeadlineFuture::deadline` reports the instant the call fails at. A clock started in `call`
+/// (a layer below read the deadline there) under an enclosing deadline that ends first is bounded
+/// by it from the start: before the first poll too, not only once the timer is armed.
+#[tokio::test(start_paused = true)]
+async fn a_clock_started_in_the_call_reports_the_enclosing_deadline_when_it_ends_first() {
+    let mut svc = DeadlineLayer::new(ms(100)).layer(service_fn(|n: u64| {
+        // Read in the call, as a `CarryLayer` does: the clock starts here.
+        let seen = context::deadline();
+        async move {
+            sleep(ms(n)).await;
+            Ok::<_, BoxError>(seen)
+        }
+    }));
+    let outer = Instant::now() + ms(50);
+    let fut = context::with_deadline(outer, || svc.call(500));
+    assert_eq!(fut.deadline(), Some(outer), "before the first poll");
+    let mut fut = pin!(fut);
+    let polled = context::with_deadline(outer, || {
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    });
+    assert!(polled.is_pending());
+    assert_eq!(fut.deadline(), Some(outer), "once armed");
+    let err = poll_fn(|cx| context::with_deadline(outer, || fut.as_mut().poll(cx)))
+        .await
+        .unwrap_err();
+    assert_eq!(Instant::now(), outer, "it fails at the instant it reported");
+    // It says how long it was granted: the 50 ms the enclosing deadline left it.
+    assert_eq!(limit_of::<DeadlineExceeded>(&err), Some(ms(50)));
+
+    // An enclosing deadline that ends later changes nothing.
+    let start = Instant::now();
+    let fut = context::with_deadline(start + ms(1_000), || svc.call(500));
+    assert_eq!(fut.deadline(), Some(start + ms(100)));
+}

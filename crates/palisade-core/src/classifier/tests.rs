@@ -621,6 +621,10 @@ fn identifiers_exit_codes_and_paths_are_neither_rate_limits_nor_statuses() {
         ("status: 503", Category::ServerError),
         ("{\"status\": 503}", Category::ServerError),
         ("{\\\"status\\\":503}", Category::ServerError),
+        // An escaped key's closing `\"` before the usual `": "`: JSON nested in a string.
+        ("{\\\"status\\\": 429}", Category::RateLimited),
+        ("\"{\\\"status\\\": 503}\"", Category::ServerError),
+        ("{\\\"status_code\\\": 401}", Category::Authentication),
         ("status [502]", Category::ServerError),
         ("status code 401", Category::Authentication),
         ("Error code: 429 - {'error': {}}", Category::RateLimited),

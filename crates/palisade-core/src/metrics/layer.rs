@@ -41,7 +41,9 @@ impl Handles {
 ///
 /// Put it where the outcome is the one you want to see: above a retry layer it records what
 /// callers got, below one it records each attempt. A failure's outcome is its class's
-/// [`Category`] as [`class_of`] reads it.
+/// [`Category`] as [`class_of`] reads it. A call whose future is dropped before it completes
+/// (a deadline or timeout above fired, the caller gave up) is counted as `cancelled`, and its
+/// duration until the drop recorded as a failure's.
 ///
 /// The handles are registered with the recorder installed when the layer is built, so install
 /// the recorder first; a call then allocates nothing, and reads the clock twice.
@@ -101,18 +103,37 @@ where
             inner: self.inner.call(req),
             handles: self.handles.clone(),
             start: Instant::now(),
+            done: false,
         }
     }
 }
 
 pin_project! {
     /// The response future of [`Metrics`].
+    ///
+    /// Dropped before it completes (a deadline or timeout above fired, the caller gave up), it
+    /// records the call as [`Category::Cancelled`], with the time until the drop.
     #[derive(Debug)]
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
         handles: Arc<Handles>,
         start: Instant,
+        // Whether the outcome was recorded: a call cut off above never returns one, and is
+        // recorded when dropped instead.
+        done: bool,
+    }
+
+    impl<F> PinnedDrop for MetricsFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done {
+                // The failure handles the layer would use for a `Cancelled` error: the caller
+                // gave up on it, whatever the call below would have returned.
+                this.handles.failures[Category::Cancelled.index()].increment(1);
+                this.handles.failure_duration.record(this.start.elapsed().as_secs_f64());
+            }
+        }
     }
 }
 
@@ -126,6 +147,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx)).map_err(Into::into);
+        *this.done = true;
         let seconds = this.start.elapsed().as_secs_f64();
         match &out {
             Ok(_) => {

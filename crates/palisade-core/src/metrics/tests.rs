@@ -213,3 +213,39 @@ async fn the_layer_forwards_readiness_and_its_errors() {
         .expect("the inner service's readiness error");
     assert_eq!(err.to_string(), "not ready");
 }
+
+/// A call whose future is dropped before it completes (a deadline or timeout above fired, the
+/// caller gave up) is still a call: it is counted as `cancelled`, and its duration up to the
+/// drop is recorded as a failure's. A completed call is not counted again when dropped.
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_before_it_completes_is_recorded_as_cancelled() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let layer = metrics::with_local_recorder(&recorder, || MetricsLayer::new("llm"));
+    let svc = layer.layer(service_fn(|n: u64| async move {
+        tokio::time::sleep(Duration::from_millis(n)).await;
+        Ok::<_, BoxError>(n)
+    }));
+    let cut_off = tokio::time::timeout(Duration::from_millis(100), svc.clone().oneshot(60_000));
+    assert!(cut_off.await.is_err());
+    assert_eq!(svc.oneshot(20).await.unwrap(), 20);
+
+    let got = snapshot(&snapshotter);
+    let labels = |outcome| [("dependency", "llm"), ("outcome", outcome)];
+    assert!(got.contains(&metric(
+        names::CALLS,
+        &labels("cancelled"),
+        Value::Counter(1)
+    )));
+    assert!(got.contains(&metric(names::CALLS, &labels("success"), Value::Counter(1))));
+    assert!(got.contains(&metric(
+        names::CALL_DURATION,
+        &labels("failure"),
+        Value::Histogram(vec![0.1]),
+    )));
+    assert!(got.contains(&metric(
+        names::CALL_DURATION,
+        &labels("success"),
+        Value::Histogram(vec![0.02]),
+    )));
+}
