@@ -566,6 +566,9 @@ async fn purge_deletes_old_finished_workflows() {
             && err.contains("time unit needed"),
         "{err}"
     );
+    // Bare numbers in text are milliseconds in a configuration file, never here.
+    let (ok, _, err) = cli(&db, &["purge", "--older-than", "2.5"]);
+    assert!(!ok && err.contains("time unit needed"), "{err}");
     let (ok, _, err) = cli(&db, &["purge", "--older-than", "soon"]);
     assert!(!ok && err.contains(r#"invalid duration "soon""#), "{err}");
     let (ok, _, err) = cli(&db, &["purge"]);

@@ -85,10 +85,16 @@ enum Command {
 }
 
 /// An age as palisade's configuration files write durations (`palisade_core::serde_duration`:
-/// "30d", "12h", "1h 30m"). A bare number is refused (humantime wants a unit), not taken as
-/// milliseconds as in a configuration file: `--older-than 30` meaning 30 ms would delete
-/// nearly everything finished.
+/// "30d", "12h", "1h 30m"). A bare number is refused, not taken as milliseconds as in a
+/// configuration file: `--older-than 30` meaning 30 ms would delete nearly everything finished.
 fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "time unit needed (for example {t}d or {t}h): a bare number is refused here, so \
+             that it cannot mean milliseconds"
+        ));
+    }
     palisade_core::serde_duration::deserialize(serde_json::Value::from(s))
         .map_err(|e| e.to_string())
 }
