@@ -62,9 +62,10 @@ impl<F, S, Req> State<F, S, Req> {
 /// in it too: a first attempt's future carries nothing else but the shared handle.
 enum Track<S, Req> {
     /// A first attempt: `request` is the copy kept for a retry, `limit` the request's attempt
-    /// limit (at least 2).
+    /// limit (at least 2, or 1 when a breaker's refusal may be waited for).
     First { request: Req, limit: u32 },
-    /// A first attempt that is the request's last (its limit is 1): no copy kept.
+    /// A first attempt that is the request's last (its limit is 1) and that no breaker's
+    /// refusal can be followed by another: no copy kept.
     Only,
     /// Any attempt once the request carries more: after a failure, or when a router below
     /// reported an endpoint to avoid.
@@ -127,7 +128,8 @@ struct Retries<S, Req> {
     /// The attempt limit of this request.
     limit: u32,
     /// While an attempt is in flight, the copy of the request kept for a later one (`None`
-    /// when this attempt is the request's last).
+    /// when this attempt is the request's last and a breaker's refusal of it would not be
+    /// waited for).
     request: Option<Req>,
     /// The service the retries go to: a clone of the layer's spare, made when the first retry
     /// is about to be sent.
@@ -259,7 +261,8 @@ where
     B: Budget + ?Sized,
 {
     /// The future of a request whose first attempt is `future`; `request` is a copy kept for
-    /// the retries (`None` when `limit` allows no retry).
+    /// another attempt (`None` when none may follow: `limit` allows no retry, and no breaker's
+    /// refusal would be waited for).
     pub(crate) fn new(
         future: S::Future,
         handle: Arc<Stripe<Handle<S, B, A>>>,
@@ -442,7 +445,8 @@ where
         (Ok(retry), Some(request)) => (retry, request),
         (Err(stop), _) => return Err(give_up(shared, attempts, &class, stop, error)),
         // No copy of the request was kept: its last attempt was sent (or its limit was one
-        // attempt), which the policy has already stopped as `Stop::Attempts`.
+        // attempt), and no breaker's refusal could be waited for, so the policy has already
+        // stopped it as `Stop::Attempts`.
         (Ok(_), None) => {
             return Err(give_up(shared, attempts, &class, Stop::Attempts, error));
         }
@@ -791,8 +795,8 @@ where
     retries.attempts += 1;
     // A copy for a later attempt, unless this is the last one; waiting for a breaker (under a
     // deadline), even the last attempt may be refused and followed by another.
-    let another_may_follow = retries.attempts < retries.limit
-        || (handle.shared.policy.wait_for_breaker && ctx::deadline().is_some());
+    let another_may_follow =
+        retries.attempts < retries.limit || handle.shared.refusal_may_be_waited_for();
     let (request, kept) = if another_may_follow {
         (request.clone(), Some(request))
     } else {

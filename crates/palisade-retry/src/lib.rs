@@ -10,8 +10,8 @@
 //! |---|---|
 //! | not retryable (validation, not found, a cancellation, an ignored error, ...) | returns it at once |
 //! | retryable | waits the [`Backoff`] delay, spread by the [`Jitter`], then tries again |
-//! | with a server hint (`retry_after`) | waits that long instead of the backoff (gRPC A6, RFC 9110's `Retry-After`), stretched by a random 0–10 % so that callers refused together do not return together (never less than the hint); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
-//! | `Rejected` (a breaker below refused it) | with a `retry_after` (an open breaker's remaining period): retries after it, spending no budget and not closing the throttle, since the refused attempt added no load and the breaker decides what goes through; under a deadline the refused attempt does not count toward the attempt limit either, and the wait is stretched by a random 0–50 % so that held requests do not return together: the request waits for the breaker until its deadline ([`RetryBuilder::wait_for_breaker`]; with it off, the refusal is returned at once); without a `retry_after` (a throttle shedding load): an ordinary retry, within the budget |
+//! | with a server hint (`retry_after`) | waits that long instead of the backoff (gRPC A6, RFC 9110's `Retry-After`), stretched by a random 0–10 % so that callers refused together do not return together (never less than the hint; under a deadline, drawn within the time it leaves); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
+//! | `Rejected` (a breaker below refused it) | with a `retry_after` (an open breaker's remaining period): retries after it, spending no budget and not closing the throttle, since the refused attempt added no load and the breaker decides what goes through; under a deadline the refused attempt does not count toward the attempt limit either, and the wait is stretched by a random 0–50 % so that held requests do not return together: the request waits for the breaker while its stretched wait ends before its deadline, even with a limit of one attempt (a request whose stretched wait passes its deadline fails at once, so the held requests are not crowded into the moments before their deadlines) ([`RetryBuilder::wait_for_breaker`]; with it off, the refusal is returned at once); without a `retry_after` (a throttle shedding load): an ordinary retry, within the budget |
 //! | `RateLimited` without a hint | starts its backoff from its own, longer delay ([`rate_limited_delay`](RetryBuilder::rate_limited_delay), 5 s) |
 //! | `Authentication`, with a [`refresh`](RetryBuilder::refresh) hook | runs the hook, then retries once at once |
 //! | `Timeout` | retries; an escalating per-attempt timeout below lengthens the next attempt (see *Deadlines and timeouts*) |
@@ -92,9 +92,17 @@
 //! # Clone requirement
 //!
 //! Requests must be `Clone`: the inner service consumes a request, so the layer keeps a copy
-//! while another attempt may follow. It clones only then: never with a limit of one attempt,
-//! and not for the last attempt. Make large requests cheap to clone by sharing them, e.g.
-//! `Arc<Prompt>` or `bytes::Bytes` bodies, so a clone is a reference count increment.
+//! (one clone) for each attempt that another attempt may follow, and only for those. Another
+//! may follow every attempt but the last; and under a deadline with
+//! [`wait_for_breaker`](RetryBuilder::wait_for_breaker) on (the default), the last one too,
+//! even with a limit of one attempt, since a breaker's refusal of it does not count and the
+//! same attempt is sent again when the breaker probes. So without a deadline, or with
+//! `wait_for_breaker(false)`, a request is never cloned with a limit of one attempt, nor for
+//! its last attempt; under a deadline with it on, it is cloned once for every attempt sent.
+//! (For the first attempt, the deadline is the one seen by `call`, around which
+//! palisade-timeout's `Deadline` publishes it as it does around each poll.)
+//! Make large requests cheap to clone by sharing them, e.g. `Arc<Prompt>` or `bytes::Bytes`
+//! bodies, so a clone is a reference count increment.
 //!
 //! The inner service must be `Clone` too, but a call that succeeds at once clones nothing: the
 //! first attempt goes to the wrapped instance (which `poll_ready` made ready), and only when a
@@ -135,8 +143,12 @@
 //!
 //! Inside a deadline set by palisade-timeout's `Deadline` layer, retry never sleeps past it:
 //! when the next attempt could not start before the deadline (after its backoff or a server
-//! hint), the last error is returned at once. Each attempt is made with the number of earlier
-//! attempts of the request that timed out, so a `Timeout` layer below with escalation
+//! hint, at their least: the lower bound of the jitter's range, the hint before its stretch),
+//! the last error is returned at once. Otherwise the random part of the wait (the jitter, a
+//! hint's stretch) is drawn within the time left: such a wait that can end before the deadline
+//! is never given up at random. A wait for an open breaker is the exception, checked as
+//! drawn (see [`wait_for_breaker`](RetryBuilder::wait_for_breaker)). Each attempt is made with
+//! the number of earlier attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
 //! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),
 //! [`with_timeouts_so_far`](palisade_core::context::attempt::with_timeouts_so_far)): retry

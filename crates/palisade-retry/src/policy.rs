@@ -275,10 +275,18 @@ impl Policy {
             return Err(Stop::BreakerOpen);
         }
         if self.waits_for_breaker(class, deadline) {
-            // The refused attempt reached nothing: it does not count, and the deadline (checked
-            // below) bounds how long the request waits.
+            // The refused attempt reached nothing: it does not count, and the deadline bounds
+            // how long the request waits.
             let hint = class.retry_after.unwrap_or_default().max(MIN_BREAKER_WAIT);
             let delay = spread(hint, &mut rng());
+            // Unlike a hint's stretch, this one is checked as drawn. The requests an open
+            // breaker holds come back over half its open period, spread by the stretch; one
+            // whose share lands past its deadline fails now instead of being drawn again
+            // within its deadline, which would crowd the held requests into the moments just
+            // before their deadlines, as the dependency starts to take calls again. Measured in
+            // the simulator's brownout at 67 requests a second (seeds 2 and 6), redrawing them
+            // answered 70.7 % and 70.2 % of requests against 71.9 % and 72.1 %, and served 94 %
+            // and 91 % of what the returning capacity allowed against 101 %.
             if deadline.is_some_and(|d| now.checked_add(delay).is_none_or(|at| at >= d)) {
                 return Err(Stop::Deadline);
             }
@@ -294,7 +302,8 @@ impl Policy {
             return Ok(Retry::Refresh(hook));
         }
 
-        let delay = match class.retry_after {
+        // The least the retry waits, the wait drawn from it, and the rng it was drawn from.
+        let (least, delay, rng) = match class.retry_after {
             // The server said when to come back: wait that long, neither the backoff nor the
             // rate-limited delay on top (gRPC A6: "the client will retry after the delay
             // specified by the server"; RFC 9110 §10.2.3, Retry-After: the least the client
@@ -303,27 +312,61 @@ impl Policy {
             Some(hint) if hint > self.max_retry_after => {
                 return Err(Stop::RetryAfterTooLong);
             }
-            Some(hint) => stretch(hint, HINT_SPREAD, &mut rng()),
+            Some(hint) => {
+                let mut rng = rng();
+                (hint, stretch(hint, HINT_SPREAD, &mut rng), Some(rng))
+            }
             None => {
                 let backoff = self.backoff_for(class.category);
                 let base = backoff.delay(failure.attempts);
                 let (lo, hi) = self.jitter.bounds(base, &backoff, failure.previous);
                 if lo >= hi {
-                    lo
+                    (lo, lo, None)
                 } else {
-                    self.jitter
-                        .apply(base, &backoff, failure.previous, &mut rng())
+                    let mut rng = rng();
+                    let delay = self
+                        .jitter
+                        .apply(base, &backoff, failure.previous, &mut rng);
+                    (lo, delay, Some(rng))
                 }
             }
         };
-        if let Some(deadline) = deadline {
-            // A retry that would start at or after the deadline cannot finish before it.
-            if now.checked_add(delay).is_none_or(|at| at >= deadline) {
-                return Err(Stop::Deadline);
-            }
-        }
-        Ok(Retry::After(delay))
+        fit(now, deadline, least, delay, rng).map(Retry::After)
     }
+}
+
+/// Fits a retry's wait before the deadline. `least` is the least the retry must wait (a
+/// server's hint, the backoff's lower bound), `drawn` the wait drawn from it (with the stretch
+/// or the jitter), from `rng` (`None` when nothing was drawn). (A wait for an open breaker is
+/// not fitted; see `Policy::decide`.)
+///
+/// Only `least` decides whether the next attempt can start before the deadline: if it cannot,
+/// the request stops. The random part spreads the requests over the time left, and is never a
+/// reason to give one up: checked as drawn, with 1 s left, it gave up at once 48 in 100
+/// requests a server had asked to come back in 950 ms. So a drawn wait that ends before the
+/// deadline is kept as it is (with no deadline near, nothing changes), and one that does not is
+/// drawn again, from `least` to just before the deadline: over both draws, the wait is uniform
+/// over the part of its range that ends before the deadline.
+fn fit<R: Rng>(
+    now: Instant,
+    deadline: Option<Instant>,
+    least: Duration,
+    drawn: Duration,
+    rng: Option<R>,
+) -> Result<Duration, Stop> {
+    let Some(deadline) = deadline else {
+        return Ok(drawn);
+    };
+    let left = deadline.saturating_duration_since(now);
+    if least >= left {
+        // A retry that would start at or after the deadline cannot finish before it.
+        return Err(Stop::Deadline);
+    }
+    if drawn < left {
+        return Ok(drawn);
+    }
+    // Nothing drawn: the wait is `least`, which fits.
+    Ok(rng.map_or(least, |mut rng| rng.random_range(least..left)))
 }
 
 #[cfg(test)]
@@ -422,7 +465,7 @@ mod tests {
         let p = policy();
         let now = Instant::now();
         let draw = || SmallRng::seed_from_u64(3);
-        // A wait that would reach the deadline: stop (even the shortest stretch does).
+        // A breaker whose time to probe again reaches the deadline: stop.
         assert_eq!(
             p.decide(
                 &refused(1, ms(1000)),
@@ -431,6 +474,54 @@ mod tests {
                 NO_HOOK,
                 draw
             ),
+            Err(Stop::Deadline)
+        );
+        // Unlike a hint's, a breaker's stretch is what must end before the deadline (see
+        // `decide`): with 1.1 s left, the requests whose draw passes it stop, the others wait
+        // as drawn; none waits past the deadline or less than the breaker's time.
+        let (mut waited, mut stopped) = (0, 0);
+        for seed in 0..40 {
+            match p.decide(
+                &refused(1, ms(1000)),
+                now,
+                Some(now + ms(1100)),
+                NO_HOOK,
+                || SmallRng::seed_from_u64(seed),
+            ) {
+                Ok(Retry::WaitForBreaker(delay)) => {
+                    assert!(delay >= ms(1000) && delay < ms(1100), "{delay:?}");
+                    waited += 1;
+                }
+                Err(Stop::Deadline) => stopped += 1,
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        assert!(
+            waited > 0 && stopped > waited,
+            "{waited} waited, {stopped} stopped"
+        );
+        // A stretch that fits is kept as drawn; one a nanosecond too long stops.
+        let Ok(Retry::WaitForBreaker(drawn)) = p.decide(
+            &refused(1, ms(1000)),
+            now,
+            Some(now + ms(10_000)),
+            NO_HOOK,
+            draw,
+        ) else {
+            panic!("expected a wait for the breaker");
+        };
+        assert_eq!(
+            p.decide(
+                &refused(1, ms(1000)),
+                now,
+                Some(now + drawn + Duration::from_nanos(1)),
+                NO_HOOK,
+                draw
+            ),
+            Ok(Retry::WaitForBreaker(drawn))
+        );
+        assert_eq!(
+            p.decide(&refused(1, ms(1000)), now, Some(now + drawn), NO_HOOK, draw),
             Err(Stop::Deadline)
         );
         // No deadline to bound the wait: the refusal counts as an attempt, and its hint is
@@ -755,17 +846,61 @@ mod tests {
             p.decide(&f, now, Some(now + ms(1999)), NO_HOOK, draw),
             Err(Stop::Deadline)
         );
-        // The stretched wait is what must end before the deadline.
-        let wait = on_hint(p.decide(&f, now, None, NO_HOOK, draw), ms(2000));
-        assert!(wait > ms(2000), "seed 2 stretches the hint: {wait:?}");
         assert_eq!(
-            p.decide(&f, now, Some(now + wait), NO_HOOK, draw),
+            p.decide(&f, now, Some(now + ms(2000)), NO_HOOK, draw),
             Err(Stop::Deadline)
         );
+        // The hint is what must end before the deadline, not its stretch: a stretch that ends
+        // before it is kept as drawn...
+        let wait = on_hint(p.decide(&f, now, None, NO_HOOK, draw), ms(2000));
+        assert!(wait > ms(2000), "seed 2 stretches the hint: {wait:?}");
         assert_eq!(
             p.decide(&f, now, Some(now + wait + ms(1)), NO_HOOK, draw),
             Ok(Retry::After(wait))
         );
+        // ...and one that does not is drawn again within the time left (it used to stop the
+        // request: the stretched wait was what had to end before the deadline).
+        for left in [wait, ms(2001)] {
+            let decision = p.decide(&f, now, Some(now + left), NO_HOOK, draw);
+            let Ok(Retry::After(delay)) = decision else {
+                panic!("{left:?} left: expected a retry, got {decision:?}");
+            };
+            assert!(delay >= ms(2000) && delay < left, "{delay:?}");
+        }
+        // The same for the jitter: the backoff's lower bound must end before the deadline,
+        // and the draw is made within the time left. Full jitter over 0 to 100 ms, 50 ms left:
+        for seed in 0..20 {
+            let full = Policy {
+                jitter: Jitter::Full,
+                ..policy()
+            };
+            let decision = full.decide(
+                &failure(Category::Network, 1),
+                now,
+                Some(now + ms(50)),
+                NO_HOOK,
+                || SmallRng::seed_from_u64(seed),
+            );
+            let Ok(Retry::After(delay)) = decision else {
+                panic!("seed {seed}: expected a retry, got {decision:?}");
+            };
+            assert!(delay < ms(50), "{delay:?}");
+        }
+        // Equal jitter over 50 to 100 ms: 50 ms left is too little, 51 is enough.
+        let equal = Policy {
+            jitter: Jitter::Equal,
+            ..policy()
+        };
+        let network = failure(Category::Network, 1);
+        assert_eq!(
+            equal.decide(&network, now, Some(now + ms(50)), NO_HOOK, draw),
+            Err(Stop::Deadline)
+        );
+        let decision = equal.decide(&network, now, Some(now + ms(51)), NO_HOOK, draw);
+        let Ok(Retry::After(delay)) = decision else {
+            panic!("expected a retry, got {decision:?}");
+        };
+        assert!(delay >= ms(50) && delay < ms(51), "{delay:?}");
     }
 
     #[test]

@@ -50,6 +50,15 @@ impl<B: ?Sized, A> Shared<B, A> {
         }
     }
 
+    /// Whether a breaker's refusal of an attempt may be followed by the same attempt again,
+    /// waited for and uncounted (with [`wait_for_breaker`](crate::RetryBuilder::wait_for_breaker)
+    /// on, under a deadline): then even a request's last attempt, or its only one, keeps a copy
+    /// of the request. The deadline is read only when the option is on.
+    #[inline]
+    pub(crate) fn refusal_may_be_waited_for(&self) -> bool {
+        self.policy.wait_for_breaker && ctx::deadline().is_some()
+    }
+
     /// The limit of `req`.
     #[inline]
     pub(crate) fn limit_for<Req>(&self, req: &Req) -> u32
@@ -263,8 +272,12 @@ where
             shared.budget.on_request();
         }
         let limit = shared.limit_for(&req);
-        // Keep a copy only if another attempt may follow.
-        let retained = (limit > 1).then(|| req.clone());
+        // Keep a copy only if another attempt may follow: a retry, or, for a request of one
+        // attempt, the same attempt again after a breaker's refusal, which under a deadline
+        // does not count (as `send` keeps one for a last attempt). The deadline is read only
+        // for a request of one attempt: under a `Deadline` whose clock has not started,
+        // reading it starts the clock, at this call rather than at the first poll.
+        let retained = (limit > 1 || shared.refusal_may_be_waited_for()).then(|| req.clone());
         // The first attempt's call runs inside its attempt scope, as every later one does:
         // nothing is to be avoided yet, but a layer below can tell that a retry is above it,
         // and a `CarryLayer` below carries the attempt (and its report channel) across a task

@@ -1047,9 +1047,6 @@ mod context {
         assert_eq!(s.count(), 2);
     }
 
-    /// Waiting for a breaker, even the last attempt keeps a copy of the request (one clone per
-    /// attempt sent: the first, the retry after the 503, the one after the refusal), since a
-    /// refusal of it is followed by another; without a deadline the last one keeps none.
     /// A refusal whose time to come back is endless (a classifier's `Duration::MAX`): under a
     /// deadline, the wait cannot fit, so the refusal is returned at once, not a panic.
     #[tokio::test(start_paused = true)]
@@ -1068,6 +1065,9 @@ mod context {
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
+    /// Waiting for a breaker, even the last attempt keeps a copy of the request (one clone per
+    /// attempt sent: the first, the retry after the 503, the one after the refusal), since a
+    /// refusal of it is followed by another; without a deadline the last one keeps none.
     #[tokio::test(start_paused = true)]
     async fn the_last_attempt_keeps_a_copy_only_when_a_refusal_may_follow_it() {
         for (deadline, clones) in [(true, 3), (false, 1)] {
@@ -1088,6 +1088,144 @@ mod context {
             assert_eq!(n.load(Ordering::SeqCst), clones, "deadline: {deadline}");
         }
         hooks::DEADLINE.set(None);
+    }
+
+    /// The crate's "Clone requirement": a copy of the request is kept while another attempt may
+    /// follow: a retry, or, waiting for a breaker under a deadline, the same attempt again after
+    /// a refusal. So a request of one attempt keeps one then too, and only then.
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_is_kept_exactly_while_another_attempt_may_follow() {
+        // Every attempt fails with a 503: no refusal comes, but one might have.
+        for (limit, deadline, wait_for_breaker, clones) in [
+            (1, false, true, 0),
+            (1, true, false, 0),
+            (1, true, true, 1),
+            (2, false, true, 1),
+            (2, true, false, 1),
+            (2, true, true, 2),
+        ] {
+            hooks::DEADLINE.set(deadline.then(|| Instant::now() + ms(10_000)));
+            let n = Arc::new(AtomicUsize::new(0));
+            let s = Script::new((0..limit).map(|_| err(Category::ServerError, "503")));
+            let svc = layer()
+                .max_attempts(limit)
+                .wait_for_breaker(wait_for_breaker)
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            let out = svc.oneshot(Counted(n.clone())).await;
+            hooks::DEADLINE.set(None);
+            assert!(out.is_err());
+            assert_eq!(s.count(), limit as usize);
+            assert_eq!(
+                n.load(Ordering::SeqCst),
+                clones,
+                "limit {limit}, deadline {deadline}, wait_for_breaker {wait_for_breaker}"
+            );
+        }
+    }
+
+    /// A request of one attempt (a non-idempotent one, say, whose refusal means it was never
+    /// sent) refused by an open breaker under a deadline waits for the breaker like any last
+    /// attempt: the refused attempt does not count, so it does not use up the only one.
+    #[tokio::test(start_paused = true)]
+    async fn a_single_attempt_refused_by_an_open_breaker_waits_for_it() {
+        hooks::DEADLINE.set(Some(Instant::now() + ms(10_000)));
+        // The layer's limit of one.
+        let s = Script::new([open(500), Answer::Ok(7)]);
+        let svc = layer().max_attempts(1).build().unwrap().layer(s.clone());
+        assert_eq!(run(svc).await, Ok(7), "{:?}", s.calls());
+        let gaps = gaps(&s.calls());
+        assert!(
+            gaps.len() == 1 && gaps[0] >= ms(500) && gaps[0] <= ms(750),
+            "the breaker's time, stretched by up to half: {gaps:?}"
+        );
+        // A request's own limit of one; refused again and again, it keeps waiting.
+        let single = || layer().max_attempts_fn(|_: &u32| Some(1)).build().unwrap();
+        let s = Script::new([open(500), open(500), open(500), Answer::Ok(7)]);
+        assert_eq!(run(single().layer(s.clone())).await, Ok(7));
+        assert_eq!(s.count(), 4);
+        // The attempt that reaches the dependency is its one: its failure is final.
+        let s = Script::new([open(500), err(Category::ServerError, "503"), Answer::Ok(7)]);
+        assert_eq!(run(single().layer(s.clone())).await, Err("503".into()));
+        assert_eq!(s.count(), 2);
+        // With the option off, or without a deadline, the refusal is returned at once.
+        let s = Script::new([open(500), Answer::Ok(7)]);
+        let off = layer().max_attempts(1).wait_for_breaker(false).build();
+        let start = Instant::now();
+        assert_eq!(
+            run(off.unwrap().layer(s.clone())).await,
+            Err("circuit open".into())
+        );
+        hooks::DEADLINE.set(None);
+        let s2 = Script::new([open(500), Answer::Ok(7)]);
+        assert_eq!(
+            run(single().layer(s2.clone())).await,
+            Err("circuit open".into())
+        );
+        assert_eq!((s.count(), s2.count()), (1, 1));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // Through `palisade_core::context`, published around the call and each poll, as
+        // palisade-timeout's `Deadline` does: the copy is kept at the call, so the deadline
+        // must be seen there.
+        let at = Instant::now() + ms(10_000);
+        let s = Script::new([open(500), Answer::Ok(7)]);
+        let mut svc = layer().max_attempts(1).build().unwrap().layer(s.clone());
+        let mut fut = std::pin::pin!(palisade_core::context::with_deadline(at, || svc.call(0)));
+        let out = std::future::poll_fn(|cx| {
+            palisade_core::context::with_deadline(at, || fut.as_mut().poll(cx))
+        })
+        .await
+        .map_err(|e| e.to_string());
+        assert_eq!(out, Ok(7));
+        assert_eq!(s.count(), 2);
+    }
+
+    /// A wait that ends before the deadline is waited for, whatever its random part draws: the
+    /// stretch of a server's hint and a backoff's jitter are drawn within the time left. Drawn
+    /// first and then checked against the deadline, with 1 s left, they gave up at once 48 in
+    /// 100 requests told to come back in 950 ms; with 500 ms left, about half of those whose
+    /// full jitter spreads a 1 s backoff over 0 to 1 s. (A breaker's stretch is checked as
+    /// drawn, on purpose: `policy::tests`.)
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_ends_before_the_deadline_is_never_given_up_at_random() {
+        let limited = Answer::Err(
+            Class::new(Category::RateLimited).with_retry_after(ms(950)),
+            "429",
+        );
+        let jittered = || {
+            layer()
+                .backoff(Backoff::constant(ms(1000)))
+                .jitter(Jitter::Full)
+        };
+        for seed in 0..100 {
+            for (first, least, left, builder) in [
+                (limited.clone(), ms(950), ms(1000), layer()),
+                (
+                    err(Category::ServerError, "503"),
+                    ms(0),
+                    ms(500),
+                    jittered(),
+                ),
+            ] {
+                let start = Instant::now();
+                hooks::DEADLINE.set(Some(start + left));
+                let s = Script::new([first, Answer::Ok(7)]);
+                let svc = builder.seed(seed).build().unwrap().layer(s.clone());
+                let out = run(svc).await;
+                hooks::DEADLINE.set(None);
+                let calls = s.calls();
+                assert_eq!(out, Ok(7), "seed {seed}: {calls:?}");
+                // Drawn to end before the deadline; tokio's timer fires on whole milliseconds,
+                // so a wait drawn in the last one fires at the deadline's tick.
+                assert!(
+                    calls[1] >= least && calls[1] <= left,
+                    "seed {seed}: waited {:?}, at least {least:?}, before {left:?}",
+                    calls[1]
+                );
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
