@@ -1,10 +1,11 @@
 //! Per-endpoint state: atomics only, shared by the router, its futures and the checker.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 
 use arc_swap::ArcSwap;
 use palisade_core::sync::CachePadded;
-use palisade_core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use palisade_core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use palisade_core::{Category, Class, HealthImpact, stripe};
 use tokio::time::Instant;
 
@@ -70,6 +71,9 @@ pub(crate) struct EndpointState {
     last_error: AtomicU8,
     /// Active check history for the trend: a ring of per-bucket (slot+1, healthy, total).
     trend: [AtomicU64; TREND_BUCKETS],
+    /// The router instances that waited for this endpoint's readiness, woken when it is taken
+    /// out of traffic.
+    pub(crate) waiters: Waiters,
 }
 
 pub(crate) const TREND_BUCKETS: usize = 10;
@@ -137,6 +141,7 @@ impl EndpointState {
             last_check: AtomicU64::new(0),
             last_error: AtomicU8::new(0),
             trend: std::array::from_fn(|_| AtomicU64::new(0)),
+            waiters: Waiters::default(),
         }
     }
 
@@ -166,9 +171,27 @@ impl EndpointState {
         self.started != u64::MAX && health.starting(self.started)
     }
 
-    /// Tells the router that eligibility may have changed (never on the settled success path).
+    /// Tells the router that eligibility may have changed (never on the settled success path),
+    /// and wakes the router instances waiting for this endpoint's readiness if the change took
+    /// it out of traffic: they are to stop waiting for it (see [`Waiters`]).
     fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        // SeqCst, with the load of `armed` after it: a waiting instance arms, then loads the
+        // epoch (SeqCst) before it looks at this endpoint again, so either this load sees it
+        // armed or its look sees the change.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.armed.load(Ordering::SeqCst) {
+            self.wake_waiters();
+        }
+    }
+
+    /// Someone waits for this endpoint: wakes them if it has no share of traffic now (ejected,
+    /// held, cooling down, failed), not for a change that leaves it one (a first failure).
+    #[cold]
+    fn wake_waiters(&self) {
+        let cfg = self.config.load();
+        if crate::pick::look(self, &cfg, self.now_ms()).weight == 0.0 {
+            self.waiters.wake(self.token);
+        }
     }
 
     fn update_health(&self, f: impl Fn(Health) -> Health) {
@@ -330,6 +353,82 @@ impl EndpointState {
             .sum();
         (successes, self.failures.swap(0, Ordering::AcqRel))
     }
+}
+
+/// Where a router instance that waits for an endpoint leaves its task's waker: one per
+/// instance, made at its first wait, with the token of the endpoint it waits for (which stays
+/// when a wake-up takes the waker).
+#[derive(Debug, Default)]
+pub(crate) struct Waiting(Mutex<(u64, Option<Waker>)>);
+
+impl Waiting {
+    /// Waits for the endpoint with token `token` with `waker`; returns the token waited for
+    /// before (0: none).
+    pub(crate) fn set(&self, token: u64, waker: &Waker) -> u64 {
+        let mut slot = lock(&self.0);
+        let before = std::mem::replace(&mut slot.0, token);
+        match &mut slot.1 {
+            Some(w) if w.will_wake(waker) => {}
+            w => *w = Some(waker.clone()),
+        }
+        before
+    }
+}
+
+/// The router instances that waited for one endpoint's readiness, woken when a change of the
+/// endpoint takes it out of traffic: the crate docs say a router stops waiting for an endpoint
+/// once it is ejected, held out or cooling down, and only the endpoint's own service would
+/// wake it otherwise (when it is ready, which may be never). The per-call path never touches
+/// this: an instance registers only when its `poll_ready` waits, and a change of the endpoint
+/// (never a success of a healthy one) reads one flag.
+///
+/// Bounded by the instances alive: each is listed once per endpoint it waited for (by a weak
+/// reference, pruned when it registers somewhere), so the list neither keeps a finished task
+/// alive nor grows with the waits.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Some listed instance may be waiting: what a change reads.
+    armed: AtomicBool,
+    slots: Mutex<Vec<Weak<Waiting>>>,
+}
+
+impl Waiters {
+    /// Lists `slot` (once): its instance waits for this endpoint now.
+    #[cold]
+    pub(crate) fn add(&self, slot: &Arc<Waiting>) {
+        let mut slots = lock(&self.slots);
+        slots.retain(|s| s.strong_count() > 0 && !std::ptr::eq(s.as_ptr(), Arc::as_ptr(slot)));
+        slots.push(Arc::downgrade(slot));
+    }
+
+    /// Asks the next change that takes the endpoint out to wake the listed instances. SeqCst:
+    /// see [`EndpointState::bump`]; the caller loads the epoch after this, then looks again.
+    pub(crate) fn arm(&self) {
+        self.armed.swap(true, Ordering::SeqCst);
+    }
+
+    /// Wakes the listed instances still waiting for the endpoint with token `token`.
+    fn wake(&self, token: u64) {
+        if !self.armed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        // Woken outside the list's lock (a waker may run code that waits again, and lists).
+        let slots: Vec<_> = lock(&self.slots).iter().filter_map(Weak::upgrade).collect();
+        for slot in slots {
+            let waker = {
+                let mut slot = lock(&slot.0);
+                if slot.0 == token { slot.1.take() } else { None }
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Locks, ignoring poison: every writer leaves the data consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -70,15 +70,24 @@
 //!   discovery inserts it again; the router keeps it and lets its health decide, since a fixed
 //!   list has no discovery to bring it back.
 //! * **An endpoint that is not ready yet** (its `poll_ready` is pending: at its concurrency
-//!   limit, say) holds up the router only while no other endpoint of its tier is ready: the
-//!   pass picks again, avoiding it, and waits only when every endpoint it could pick is
-//!   pending, woken by whichever is ready first (tower's `p2c::Balance` likewise picks among
-//!   ready endpoints). Not ready is not unhealthy: it counts nothing against the endpoint,
-//!   and a busy primary does not spill its calls to the standby's tier. The endpoint waited
-//!   for is polled first at the next `poll_ready` while it is still one to pick; once it is
-//!   ejected, held out, cooling down or the endpoint a retry avoids, the router stops waiting
-//!   for it and drops what its pending readiness held (a place in a concurrency limit's
-//!   queue) by replacing its service with a fresh clone.
+//!   limit, say) holds up the router only while no other endpoint of its tier, or of a tier
+//!   before it, is ready: the pass picks again, avoiding it, and waits only when every
+//!   endpoint it could pick is pending, woken by whichever is ready first (tower's
+//!   `p2c::Balance` likewise picks among ready endpoints). Not ready is not unhealthy: it
+//!   counts nothing against the endpoint, and a busy primary does not spill its calls to the
+//!   standby's tier, while a busy standby that a call spilled to gives the call back to a
+//!   ready primary. The endpoint waited for is polled first at the next `poll_ready` while the
+//!   pick could still give it the call (as a pick does, that includes an endpoint cooling down
+//!   when every one does, and one held out in panic mode: waiting there keeps its place in
+//!   line); once it is ejected, held out, cooling down (with another endpoint to go to) or the
+//!   endpoint a retry avoids, the router stops waiting for it and drops what its pending
+//!   readiness held (a place in a concurrency limit's queue) by replacing its service with a
+//!   fresh clone. A change of the endpoint that takes it out of traffic (a failure, an
+//!   ejection, a rate limit) wakes the task waiting for it, so that it picks again; one that
+//!   comes with time alone (another endpoint's hold ending) does not, and is seen at the next
+//!   wake-up. Likewise a reservation that a `poll_ready` made is kept by the next one (a
+//!   `Buffer`'s worker polls ready before its next request comes) only while the pick could
+//!   still give the call to its endpoint; else it is let go, and the router picks again.
 //! * **A circuit breaker inside each endpoint** is redundant with the router and hides failures
 //!   from it: a breaker's refusal is a local rejection, which does not count against the
 //!   endpoint's health (the endpoint was not called), so while a per-endpoint breaker is open
@@ -184,7 +193,9 @@
 //!   nothing) and polls that endpoint's service once with a no-op waker: if it is ready, the
 //!   request goes there, and the reserved service, ready as tower's contract allows it to
 //!   stay, is kept for this instance's next call; if it is not ready (or there is no other
-//!   eligible endpoint), the request goes to the reserved one.
+//!   eligible endpoint), the request goes to the reserved one, and that endpoint's service is
+//!   replaced by a fresh clone, so that the pending readiness polled with no waker holds
+//!   nothing (a concurrency limit's place, handed to it later and never used).
 //! * The response future reports a failure that counts against health as the endpoint to
 //!   avoid next time.
 //!

@@ -679,6 +679,50 @@ fn scanning<E: AsRef<EndpointState>>(
     Ok(less_loaded(a, b, load))
 }
 
+/// Whether a pick at `now` could give the call to endpoint `i`, by the pick's own rules but
+/// without its draws: `i` has weight ([`weight`]: panic mode included) or, when no endpoint
+/// has any, weight as a [`last_resort`]; and it is not the endpoint with token `avoid` while
+/// another endpoint is eligible ([`Avoid::within`]). Ejects what is due first, as a pick does.
+/// Allocates nothing.
+///
+/// What a router asks of an endpoint it picked earlier, before it keeps waiting for it or keeps
+/// a reservation on it. Not the endpoint's own weight alone: a pick sends calls where health
+/// gives none (to endpoints cooling down when every one does, to held-out ones in panic mode),
+/// and a router that gave such an endpoint up at each `poll_ready`, only to pick it again with
+/// a fresh service, would lose its place in the endpoint's queue every time: two clones
+/// waiting on one endpoint at its concurrency limit would hand its permit to each other for
+/// good.
+pub(crate) fn pickable<E: AsRef<EndpointState>>(
+    endpoints: &[E],
+    cfg: &RouteConfig,
+    i: usize,
+    avoid: Option<u64>,
+    now: u64,
+) -> bool {
+    let n = endpoints.len();
+    eject_due(endpoints, cfg, now);
+    let mut cache = [Slot::default(); CACHED];
+    let scan = Scan::new(&mut cache, endpoints, cfg, now);
+    let get = |j: usize| scan.slot(endpoints, cfg, j, now);
+    let panic = panicking(cfg, n, get, &scan);
+    let panic = |s: Slot| panic.contains(s.tier);
+    // As in `scanning`: the last resort only when no tier has weight.
+    let resort = !(0..n).any(|j| weight(get(j), panic(get(j))) > 0.0);
+    let eligible = |j: usize| {
+        let s = get(j);
+        if resort {
+            last_resort(s, panic(s)) > 0.0
+        } else {
+            weight(s, panic(s)) > 0.0
+        }
+    };
+    let token = |j: usize| endpoints[j].as_ref().token;
+    eligible(i)
+        && !Avoid::token(avoid)
+            .within(n, eligible, token)
+            .contains(i, token(i))
+}
+
 #[cfg(test)]
 #[cfg(not(palisade_loom))]
 mod tests {

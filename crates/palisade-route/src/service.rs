@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::endpoint::{EndpointState, LiveConfig, live, ms_since};
+use crate::endpoint::{EndpointState, LiveConfig, Waiting, live, ms_since};
 use crate::future::ResponseFuture;
 use crate::pick;
 use crate::set::{List, Set, Versions, WOKEN};
@@ -122,6 +122,9 @@ pub struct Route<D: Discover> {
     /// The endpoint `poll_ready` chose that was not ready yet.
     pending: Option<usize>,
     unavailable: Option<NoHealthyEndpoint>,
+    /// Where this instance's task waits to be woken when the endpoint in `pending` is taken
+    /// out of traffic (see [`Waiters`](crate::endpoint::Waiters)); made at its first wait.
+    waiting: Option<Arc<Waiting>>,
 }
 
 impl<D> Clone for Route<D>
@@ -151,6 +154,7 @@ where
             ready: None,
             pending: None,
             unavailable: None,
+            waiting: None,
         }
     }
 }
@@ -302,6 +306,7 @@ where
             ready: None,
             pending: None,
             unavailable: None,
+            waiting: None,
         };
         if is_fixed {
             for (tier, key, svc) in fixed {
@@ -362,6 +367,15 @@ where
             self.refresh(version);
         }
         (epoch, state & WOKEN != 0)
+    }
+
+    /// The router's epoch for a pick, read again within a pass: `None` if the set has a new
+    /// list this instance has not taken yet, which the pass leaves to the next `poll_ready`.
+    /// The pick then neither skips its scan on the new epoch nor marks it plainly healthy
+    /// from the old list (see [`sync`](Self::sync) for the order of the loads).
+    fn listed_epoch(&self) -> Option<u64> {
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        (self.set.state() & !WOKEN == self.version).then_some(epoch)
     }
 
     /// Takes the set's current list: keeps this instance's services of the endpoints that
@@ -462,16 +476,32 @@ where
     type Future = ResponseFuture<<D::Service as Service<Req>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let (mut epoch, woken) = self.sync();
+        let (mut plain, woken) = self.sync();
         if woken {
-            epoch = self.poll_discovery(cx);
+            plain = self.poll_discovery(cx);
         }
-        if self.ready.is_some() || self.unavailable.is_some() {
+        // The epoch the picks of this pass go by (see `listed_epoch`).
+        let mut epoch = Some(plain);
+        let origin = self.shared.origin;
+        let now = || ms_since(origin, Instant::now());
+        if let Some(i) = self.ready {
+            // A reservation from an earlier `poll_ready` (a `Buffer`'s worker polls ready, then
+            // waits for its next request) stands while the pick would still use its endpoint:
+            // at once while nothing changed since every endpoint was plainly healthy, else
+            // after a look. Once the endpoint is out (failed, ejected, ...), the reservation is
+            // let go and the router picks again.
+            if self.shared.plain_at.load(Ordering::Acquire) == plain
+                || self.still_eligible(i, None, now())
+            {
+                return Poll::Ready(Ok(()));
+            }
+            self.ready = None;
+            self.abandon(i);
+        }
+        if self.unavailable.is_some() {
             return Poll::Ready(Ok(()));
         }
         let avoid = attempt::current().and_then(|a| a.avoid);
-        let origin = self.shared.origin;
-        let now = || ms_since(origin, Instant::now());
         // Whether an endpoint was marked in `unready` in this pass: its readiness failed, or
         // it was not ready yet.
         let mut unready = false;
@@ -479,18 +509,26 @@ where
         let mut waiting = None;
         let poll = 'pass: {
             for _ in 0..self.endpoints.len().max(1) {
-                // An endpoint that was not ready last time keeps its place in line while it
-                // is still one to pick: not once ejected, cooling down or the one to avoid.
+                // An endpoint that was not ready last time keeps its place in line while the
+                // pick could still give it the call: not once ejected, cooling down or the one
+                // to avoid while another can take it. By the pick's own rule, not by its
+                // health alone: given up here and picked again, as an endpoint cooling down
+                // when all do or one held out in panic mode would be, it would queue afresh at
+                // each `poll_ready` and never keep the place handed to it.
                 let i = match self.pending.take() {
                     Some(i) if self.still_eligible(i, avoid, now()) => i,
                     stale => {
                         if let Some(i) = stale {
                             self.abandon(i);
                         }
-                        match self.pick(Some(epoch), avoid, unready, now) {
+                        match self.pick(epoch, avoid, unready, now) {
                             // Not ready is not unhealthy: a busy endpoint gives way to
-                            // another of its tier, but its tier does not spill to the next.
-                            Ok(i) if waiting.is_some_and(|w| !self.same_tier(w, i)) => {
+                            // another of its tier or of a tier before it (a busy standby that
+                            // a call spilled to does not hold it up while a primary is
+                            // ready), but its tier does not spill to the next; and once the
+                            // pick can only go back to an endpoint of this pass (pending, or
+                            // whose readiness failed), the pass waits.
+                            Ok(i) if waiting.is_some_and(|w| self.holds_up(w, i)) => {
                                 self.pending = waiting;
                                 break 'pass Poll::Pending;
                             }
@@ -516,9 +554,10 @@ where
                         self.not_ready(i, e.into());
                         self.mark_unready(i);
                         unready = true;
-                        // The failure moved the epoch (and a discovery change clears the
-                        // marks, by position in the old list).
-                        epoch = self.sync().0;
+                        // The failure moved the epoch. Only the epoch is read again: a
+                        // discovery change waits for the next `poll_ready`, since `waiting`
+                        // and the marks are positions in this list.
+                        epoch = self.listed_epoch();
                     }
                     Poll::Pending => {
                         // Not ready yet: the next picks of this pass try the others (a busy
@@ -545,6 +584,9 @@ where
         };
         if unready {
             self.unready.fill(0);
+        }
+        if let (Poll::Pending, Some(w)) = (&poll, self.pending) {
+            self.wait_for(w, avoid, cx, now);
         }
         poll
     }
@@ -591,13 +633,45 @@ where
         self.services[i] = self.endpoints[i].service();
     }
 
-    /// Whether endpoint `i`, which was not ready at the last `poll_ready`, is still one to
-    /// pick at `now`: neither ejected nor cooling down nor without a share of traffic, and not
-    /// the endpoint with token `avoid` (a fresh pick decides whether to go back to it).
+    /// Whether endpoint `i`, picked at an earlier `poll_ready` (not ready then, or reserved),
+    /// is still one the pick could give the call to at `now`, by the pick's own rules
+    /// ([`pick::pickable`]): with a share of traffic, or taking calls as a last resort or in
+    /// panic mode, and not the endpoint with token `avoid` while another is eligible.
     #[cold]
     fn still_eligible(&self, i: usize, avoid: Option<u64>, now: u64) -> bool {
-        let state = &self.endpoints[i].state;
-        avoid != Some(state.token) && pick::look(state, &self.config, now).weight > 0.0
+        pick::pickable(&self.endpoints, &self.config, i, avoid, now)
+    }
+
+    /// The pass is to wait (for `w`, the first endpoint of the pass that was not ready) rather
+    /// than try endpoint `i`, the next pick: `i` is in a later tier than `w` (not ready is not
+    /// unhealthy: a busy tier does not spill to the next), or is one this pass polled already
+    /// (the pick had nothing else left).
+    #[cold]
+    fn holds_up(&self, w: usize, i: usize) -> bool {
+        self.endpoints[i].state.tier > self.endpoints[w].state.tier
+            || self
+                .unready
+                .get(i / 64)
+                .is_some_and(|word| word & (1 << (i % 64)) != 0)
+    }
+
+    /// The pass waits for endpoint `w`: besides the wakers every endpoint polled has, the task
+    /// is to be woken when `w` is taken out of traffic (see
+    /// [`Waiters`](crate::endpoint::Waiters)). Then looks at `w` again, in case that happened
+    /// before this registered (and wakes the task at once if so).
+    #[cold]
+    fn wait_for(&mut self, w: usize, avoid: Option<u64>, cx: &Context<'_>, now: impl Fn() -> u64) {
+        let state = &self.endpoints[w].state;
+        let slot = self.waiting.get_or_insert_with(Arc::default);
+        if slot.set(state.token, cx.waker()) != state.token {
+            state.waiters.add(slot);
+        }
+        state.waiters.arm();
+        // After arming (see `EndpointState::bump`): a change this load does not see wakes us.
+        self.shared.epoch.load(Ordering::SeqCst);
+        if !self.still_eligible(w, avoid, now()) {
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// Gives up waiting for endpoint `i`: its service is replaced by a fresh clone, so that
@@ -608,11 +682,6 @@ where
         let state = &self.endpoints[i].state;
         tracing::debug!(endpoint = %state.label(), "stopped waiting for an endpoint no longer picked");
         self.services[i] = self.endpoints[i].service();
-    }
-
-    /// Whether endpoints `i` and `j` are in the same tier.
-    fn same_tier(&self, i: usize, j: usize) -> bool {
-        self.endpoints[i].state.tier == self.endpoints[j].state.tier
     }
 
     /// Marks endpoint `i` as one whose readiness failed, or which was not ready yet, in this
@@ -629,7 +698,8 @@ where
 
     /// At `call`, when the attempt context says to avoid the reserved endpoint `i` (with token
     /// `avoid`): another eligible endpoint whose service is ready now, polled once with a no-op
-    /// waker, if there is one. Allocates nothing.
+    /// waker, if there is one. Allocates nothing, but for a fresh clone of a service that was
+    /// not ready.
     #[cold]
     fn divert<Req>(&mut self, i: usize, avoid: u64) -> Option<usize>
     where
@@ -653,8 +723,14 @@ where
                 self.not_ready(j, e.into());
                 None
             }
-            // Whoever polls it next (this instance's poll_ready) registers a real waker.
-            Poll::Pending => None,
+            Poll::Pending => {
+                // Its pending readiness now holds what it queued for (a place in a concurrency
+                // limit's queue, and the permit handed to it later) with a no-op waker: nobody
+                // would be woken to use it, and this instance may not poll that service again
+                // for long (a standby, say). A fresh clone lets it go.
+                self.services[j] = self.endpoints[j].service();
+                None
+            }
         }
     }
 }

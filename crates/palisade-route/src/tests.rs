@@ -2618,3 +2618,346 @@ async fn the_router_stops_waiting_for_an_endpoint_once_it_is_ejected() {
         assert_eq!(waiter.await.unwrap().unwrap(), "b", "seed {seed}");
     }
 }
+
+/// Counts the wake-ups of a task.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Wakes {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An endpoint that answers `name`, allowed one call at a time, and another client of that
+/// limit holding its one place until dropped.
+fn held(name: &'static str) -> (Svc, Svc) {
+    let limited = tower::util::BoxCloneService::new(tower::limit::ConcurrencyLimit::new(
+        service_fn(move |(): ()| async move { Ok::<_, BoxError>(name) }),
+        1,
+    ));
+    let mut holder = limited.clone();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(holder.poll_ready(&mut cx).is_ready());
+    (limited, holder)
+}
+
+/// Polls each of `routes` whenever its task was woken, until one is ready (its index) or none
+/// is woken any more (`None`); at most 100 rounds.
+fn poll_woken(routes: &mut [Route<Static<Svc>>], wakes: &[Arc<Wakes>]) -> Option<usize> {
+    let mut seen: Vec<usize> = vec![0; routes.len()];
+    for _ in 0..100 {
+        let mut woken = false;
+        for (k, route) in routes.iter_mut().enumerate() {
+            let n = wakes[k].count();
+            if n == seen[k] {
+                continue;
+            }
+            seen[k] = n;
+            woken = true;
+            let waker = std::task::Waker::from(wakes[k].clone());
+            if route
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                return Some(k);
+            }
+        }
+        if !woken {
+            return None;
+        }
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_waiting_for_an_endpoint_that_cools_down_keep_their_places_in_its_queue() {
+    // The only endpoint answered 429: it cools down, and calls still go to it, the last
+    // resort, for its limiter to decide. Two clones wait for its one place.
+    let (a, holder) = held("a");
+    let route = Route::new([a]);
+    let limited = Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(60));
+    assert!(route.handle().report_failure(&0, limited));
+    let mut routes = [route.clone(), route];
+    let wakes = [Arc::new(Wakes::default()), Arc::new(Wakes::default())];
+    for (route, wakes) in routes.iter_mut().zip(&wakes) {
+        let waker = std::task::Waker::from(wakes.clone());
+        assert!(
+            route
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    // The place goes to the first in line, which keeps it: a clone that gave its place up at
+    // each poll_ready, to queue again with a fresh service, would hand it to the other for good.
+    drop(holder);
+    assert_eq!(poll_woken(&mut routes, &wakes), Some(0));
+    assert_eq!(poll_now(routes[0].call(())), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_router_waiting_for_a_held_out_endpoint_in_panic_mode_keeps_its_place() {
+    let (a, holder) = held("a");
+    let mut route = Route::new([a.clone()]);
+    let handle = route.handle();
+    // Failed and held out; alone, it is below the panic ratio, so panic mode still picks it.
+    for _ in 0..10 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(route.poll_ready(&mut cx).is_pending());
+    // Another client queues behind the router; the place goes to the router, first in line.
+    let mut other = a;
+    assert!(other.poll_ready(&mut cx).is_pending());
+    drop(holder);
+    assert!(wakes.count() > 0);
+    assert!(
+        route.poll_ready(&mut cx).is_ready(),
+        "the router gave its place away"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_standby_a_call_spilled_to_does_not_hold_it_up_while_the_primary_is_ready() {
+    let gate = |name, open: &Arc<AtomicBool>| {
+        tower::util::BoxCloneService::new(Gate {
+            name,
+            open: open.clone(),
+        })
+    };
+    let (primary_open, standby_open) = (flags(1).remove(0), Arc::new(AtomicBool::new(false)));
+    let route = Route::builder([gate("a", &primary_open)])
+        .tier(1, [gate("b", &standby_open)])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    // Degraded (3 failures in a row, not ejected): its tier keeps 70 % of the calls and
+    // spills 30 % to the standby, which is at its limit.
+    for _ in 0..3 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    let primary = handle.status()[0].token;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Whatever each clone draws first, it is ready at once, on the primary.
+    for _ in 0..100 {
+        let mut clone = route.clone();
+        assert!(clone.poll_ready(&mut cx).is_ready());
+        assert_eq!(clone.reserved(), Some(primary));
+    }
+    // Both busy: a clone waits, for whichever it drew. Once the primary is ready, so is the
+    // clone, even one that was waiting for the standby.
+    for _ in 0..100 {
+        let mut clone = route.clone();
+        primary_open.store(false, Ordering::SeqCst);
+        assert!(clone.poll_ready(&mut cx).is_pending());
+        primary_open.store(true, Ordering::SeqCst);
+        assert!(clone.poll_ready(&mut cx).is_ready());
+        assert_eq!(clone.reserved(), Some(primary));
+    }
+}
+
+/// An endpoint whose readiness never completes, or fails after running `hook` once.
+#[derive(Clone)]
+struct Hooked {
+    pending: bool,
+    hook: Arc<std::sync::Mutex<Option<Box<dyn FnMut() + Send>>>>,
+}
+
+impl Service<()> for Hooked {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.pending {
+            return Poll::Pending;
+        }
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(mut hook) = hook {
+            hook();
+        }
+        Poll::Ready(Err("connection refused".into()))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok("hooked"))
+    }
+}
+
+// Not in a tokio task: its cooperative budget would make the channel of a later seed look
+// empty.
+#[test]
+fn a_discovery_change_during_a_pass_waits_for_the_next_poll_ready() {
+    // Over [pending, pending, failing]: while the failing endpoint's readiness runs, another
+    // clone (another thread, in production) applies a removal of the first two. The pass goes
+    // on over the list it has, whatever it drew first; the next poll_ready takes the new one.
+    for seed in 0..40 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hook = Arc::new(std::sync::Mutex::new(None));
+        for (key, pending) in [(0, true), (1, true), (2, false)] {
+            let hooked = Hooked {
+                pending,
+                hook: hook.clone(),
+            };
+            tx.send(Change::Insert(
+                key,
+                tower::util::BoxCloneService::new(hooked),
+            ))
+            .unwrap();
+        }
+        let mut route = Route::discover_builder(Channel(rx))
+            .config(no_slow_start())
+            .seed(seed)
+            .build()
+            .unwrap();
+        let mut other = route.clone();
+        let change: Box<dyn FnMut() + Send> = Box::new(move || {
+            tx.send(Change::Remove(0)).unwrap();
+            tx.send(Change::Remove(1)).unwrap();
+            let _ = other.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
+        });
+        *hook.lock().unwrap() = Some(change);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = route.poll_ready(&mut cx);
+        assert!(
+            hook.lock().unwrap().is_none(),
+            "seed {seed}: the change was made"
+        );
+        let _ = route.poll_ready(&mut cx);
+        assert_eq!(keys(&route), [2], "seed {seed}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_diverted_at_call_time_leaves_no_place_in_the_other_endpoint_s_queue() {
+    let (b, holder) = held("b");
+    let mut route = Route::builder([up("a")])
+        .tier(1, [b.clone()])
+        .build()
+        .unwrap();
+    let primary = route.handle().status()[0].token;
+    // A retry avoiding the primary, read at `call`: the standby is at its limit, so the call
+    // goes to the reserved primary.
+    assert_eq!(reserve(&mut route), primary);
+    assert_eq!(call_avoiding(&mut route, primary), "a");
+    // The standby's place is free again: the router, which polled it with a no-op waker,
+    // holds no place in its queue (it would get the place and wake nobody).
+    drop(holder);
+    for _ in 0..5 {
+        assert_eq!(reserve(&mut route), primary);
+        assert_eq!(poll_now(route.call(())), "a");
+    }
+    let mut other = b;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        other.poll_ready(&mut cx).is_ready(),
+        "the standby's place is stranded in the router"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_router_waiting_for_an_endpoint_is_woken_when_it_is_taken_out() {
+    let stuck = Gate {
+        name: "stuck",
+        open: Arc::new(AtomicBool::new(false)),
+    };
+    let mut route = Route::builder([tower::util::BoxCloneService::new(stuck)])
+        .tier(1, [up("b")])
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    // Not ready is not unhealthy: the router waits for the primary.
+    assert!(route.poll_ready(&mut cx).is_pending());
+    // Failures of its calls elsewhere (another clone's) degrade it: still one to wait for, so
+    // nobody is woken for nothing ...
+    for _ in 0..3 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(wakes.count(), 0);
+    // ... until they take it out of traffic: then the waiting task is woken, and goes to the
+    // standby.
+    for _ in 0..7 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    assert_eq!(wakes.count(), 1);
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(poll_now(route.call(())), "b");
+    // An ejection and a cool-down wake it alike.
+    for class in [Category::ServerError, Category::RateLimited] {
+        let stuck = Gate {
+            name: "stuck",
+            open: Arc::new(AtomicBool::new(false)),
+        };
+        let mut route = Route::builder([tower::util::BoxCloneService::new(stuck)])
+            .tier(1, [up("b")])
+            .build()
+            .unwrap();
+        let handle = route.handle();
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(route.poll_ready(&mut cx).is_pending());
+        if class == Category::ServerError {
+            // Five failures in a row: another clone's next pick ejects it.
+            for _ in 0..5 {
+                handle.report_failure(&0, Class::new(class));
+            }
+            let mut other = route.clone();
+            let _ = other.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
+            assert!(handle.status()[0].ejected);
+        } else {
+            handle.report_failure(&0, Class::new(class));
+        }
+        assert!(wakes.count() > 0, "{class:?}");
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_eq!(poll_now(route.call(())), "b");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_on_an_endpoint_taken_out_since_is_let_go() {
+    for target in 0..2 {
+        let (a, holder_a) = held("a");
+        let (b, holder_b) = held("b");
+        drop((holder_a, holder_b));
+        let limits = [a.clone(), b.clone()];
+        let mut route = Route::new([a, b]);
+        let handle = route.handle();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Reserve the target (the limit's one place is the router's now).
+        while route.reserved() != Some(handle.status()[target].token) {
+            if route.reserved().is_some() {
+                assert_eq!(poll_now(route.call(())), NAMES[1 - target]);
+            }
+            assert!(route.poll_ready(&mut cx).is_ready());
+        }
+        // Other clones' calls fail it: Failed, held out.
+        for _ in 0..10 {
+            handle.report_failure(&target, Class::new(Category::ServerError));
+        }
+        // A later poll_ready (a `Buffer` worker's, say) lets the reservation go and picks
+        // again: the call goes to the other endpoint ...
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_eq!(poll_now(route.call(())), NAMES[1 - target]);
+        // ... and the target's place is free for its other clients.
+        let mut other = limits[target].clone();
+        assert!(other.poll_ready(&mut cx).is_ready(), "target {target}");
+    }
+}
