@@ -15,7 +15,7 @@
 //! wait_for_breaker = true      # a call the open breaker refuses waits for its next probe
 //! wait_for_budget = true       # a retry the budget refuses waits for it, until the deadline
 //! backoff = { exponential = { initial = "1s", factor = 2.0 } }  # or constant/linear
-//! cap = "30s"                  # the longest backoff delay
+//! cap = "1m"                   # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
 //!
 //! [retry.budget]               # retries up to 12 % of requests + 1/s (at least 8/s) over 10 s, behind a throttle
@@ -54,8 +54,13 @@
 //! its service; the switchboard with [`PresetConfig::switchboard`].
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
-//! (see [`preset::recommended`]). Durations are written as people
-//! write them (`"250ms"`, `"30s"`, `"1m 30s"`); a bare number is milliseconds
+//! (see [`preset::recommended`]), inside a table too (`failure_rate = { ratio = 0.5 }` keeps
+//! the default `min_calls`). A cap left out yields to a longer delay the file sets: with
+//! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, and with a
+//! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule).
+//!
+//! Durations are written as people write them (`"250ms"`, `"30s"`, `"1m 30s"`); a bare
+//! number is milliseconds
 //! ([`palisade_core::serde_duration`]), so `deadline = 30` and `PALISADE_DEADLINE=30` mean
 //! 30 ms: write the unit. A rule that is on by default is turned off
 //! with the word `"off"` (`failure_rate = "off"`, `escalate = "off"`,
@@ -218,7 +223,8 @@ pub struct TimeoutConfig {
     #[serde(with = "palisade_core::serde_duration")]
     pub limit: Duration,
     /// How the limit grows after timed-out attempts (default ×2 up to 30 s; `None`, `"off"` in
-    /// a file: fixed).
+    /// a file: fixed). A file that leaves `cap` out and sets a longer `limit` gets the limit as
+    /// the cap, so that raising the limit alone is not refused for a cap it never wrote.
     #[serde(with = "palisade_core::serde_off")]
     pub escalate: Option<Escalation>,
 }
@@ -256,7 +262,9 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// The backoff between attempts (default exponential from 1 s, ×2).
     pub backoff: BackoffConfig,
-    /// The longest backoff delay (default 30 s).
+    /// The longest backoff delay (default 60 s, the retry layer's
+    /// [`DEFAULT_CAP`](palisade_retry::DEFAULT_CAP)). As in the retry layer, a file that
+    /// leaves it out and sets a longer initial delay gets that delay as the cap.
     #[serde(with = "palisade_core::serde_duration")]
     pub cap: Duration,
     /// The jitter (default ±10 %).
@@ -350,7 +358,9 @@ impl Default for RetryConfig {
                 initial: Duration::from_secs(1),
                 factor: 2.0,
             },
-            cap: Duration::from_secs(30),
+            // The retry layer's own default, which `preset::recommended` uses: a file that
+            // leaves the cap out builds the preset's stack.
+            cap: palisade_retry::DEFAULT_CAP,
             jitter: JitterConfig::Proportional(0.1),
             seed: None,
             budget: BudgetConfig::default(),
@@ -440,11 +450,10 @@ impl PresetConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| {
-            ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
-        })?;
-        // Each override's variable and the key path it set, to name the variable in an error
-        // about what it set.
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| not_toml(text, &e))?;
+        // Each override's variable and the key path it set, as errors spell it
+        // (`endpoints[1].tier`, `features.web-search.cooldown`), to name the variable in an
+        // error about what it set.
         let mut overrides: Vec<(String, String)> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
@@ -455,25 +464,33 @@ impl PresetConfig {
             if keys.iter().any(String::is_empty) {
                 return Err(names_no_key(var));
             }
-            set_var(&mut doc, var, &keys, parse_value(value.as_ref()))
+            let path = set_var(&mut doc, var, &keys, parse_value(value.as_ref()))
                 .map_err(|e| from_var(e, var))?;
-            overrides.push((var.to_owned(), keys.join(".")));
+            overrides.push((var.to_owned(), path));
         }
-        // The override that set `field`, or a table holding it; the last one, as it won.
+        // The override that set `field`, or a table holding it; the last one, as it won. Else
+        // one that set a key inside `field`: `PALISADE_DEADLINE__SECS` made `deadline` a
+        // table, which is the error.
         let from_override = |e: ConfigError| {
             let field = e.field();
-            let set_by = overrides.iter().rev().find(|(_, path)| {
-                field == path
-                    || field
-                        .strip_prefix(path.as_str())
-                        .is_some_and(|rest| rest.starts_with(['.', '[']))
-            });
+            let within = |inner: &str, outer: &str| {
+                inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            };
+            let set_by = overrides
+                .iter()
+                .rev()
+                .find(|(_, path)| within(field, path))
+                .or_else(|| overrides.iter().rev().find(|(_, path)| within(path, field)));
             match set_by {
                 Some((var, _)) => from_var(e, var),
                 None => e,
             }
         };
-        let config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
+        let caps = DefaultCaps::left_out_by(&doc);
+        keep_defaults(&mut doc);
+        let mut config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
             .map_err(|e| {
                 let path = e.path().to_string();
                 ConfigError::new(
@@ -486,6 +503,7 @@ impl PresetConfig {
                 )
             })
             .map_err(from_override)?;
+        caps.raise(&mut config);
         config.validate().map_err(from_override)?;
         Ok(config)
     }
@@ -738,6 +756,125 @@ fn in_file_words(message: &str) -> String {
     )
 }
 
+/// Which caps a document leaves to their defaults, found before [`keep_defaults`] fills them
+/// in: a cap the file did not write yields to a longer delay the file did write, rather than
+/// refusing it (`limit = "40s"` alone is not refused for the default escalation's 30 s cap).
+struct DefaultCaps {
+    /// `attempt_timeout.escalate.cap`, when the escalation is on.
+    timeout: bool,
+    /// `retry.cap`.
+    retry: bool,
+}
+
+impl DefaultCaps {
+    fn left_out_by(doc: &toml::Table) -> Self {
+        let section = |name: &str| doc.get(name).and_then(toml::Value::as_table);
+        let lacks_cap = |table: Option<&toml::Table>| table.is_none_or(|t| !t.contains_key("cap"));
+        let timeout = match section("attempt_timeout").and_then(|t| t.get("escalate")) {
+            None => true,
+            Some(toml::Value::Table(escalate)) => lacks_cap(Some(escalate)),
+            // "off", or a value serde refuses.
+            Some(_) => false,
+        };
+        DefaultCaps {
+            timeout,
+            retry: lacks_cap(section("retry")),
+        }
+    }
+
+    /// Raises each defaulted cap to the delay it caps, if that is longer: the timeout's limit,
+    /// the backoff's first delay (the retry layer's own rule for a backoff without a cap).
+    fn raise(&self, config: &mut PresetConfig) {
+        let timeout = &mut config.attempt_timeout;
+        if let (true, Some(escalate)) = (self.timeout, timeout.escalate.as_mut()) {
+            escalate.cap = escalate.cap.max(timeout.limit);
+        }
+        if self.retry {
+            let first = match config.retry.backoff {
+                BackoffConfig::Constant { delay } => delay,
+                BackoffConfig::Linear { initial, .. }
+                | BackoffConfig::Exponential { initial, .. } => initial,
+            };
+            config.retry.cap = config.retry.cap.max(first);
+        }
+    }
+}
+
+/// Fills in what the document's sections leave out of a nested table from the defaults, so
+/// that `[breaker.failure_rate]` with only `ratio`, or
+/// `PALISADE_ATTEMPT_TIMEOUT__ESCALATE__FACTOR` alone, keeps the default of the other keys
+/// (serde fills in only the fields of a struct marked `#[serde(default)]`, and `Rate`,
+/// `Escalation` and the backoff's variants are not: in Rust each of their fields is needed).
+/// The defaults are the sections' `Default`s, serialized, so that they have one source.
+///
+/// A section the document lacks is left out (serde gives it its default, and `[route]` stays
+/// `None`). A table that shares no key with its default is left as it is: an enum's other
+/// variant (`backoff = { linear = { … } }` where the default is exponential) has no defaults
+/// to keep, and serde says what it misses.
+fn keep_defaults(doc: &mut toml::Table) {
+    let defaults = PresetConfig {
+        name: String::new(),
+        deadline: defaults::deadline(),
+        attempt_timeout: TimeoutConfig::default(),
+        retry: RetryConfig::default(),
+        breaker: BreakerConfig::default(),
+        route: Some(RouteConfig::default()),
+        endpoints: Vec::new(),
+        features: BTreeMap::new(),
+    };
+    let defaults = toml::Table::try_from(&defaults).expect("the defaults serialize");
+    for (key, value) in doc.iter_mut() {
+        if let (toml::Value::Table(table), Some(toml::Value::Table(default))) =
+            (value, defaults.get(key))
+        {
+            fill(table, default);
+        }
+    }
+
+    fn fill(table: &mut toml::Table, defaults: &toml::Table) {
+        if !table.is_empty() && !table.keys().any(|key| defaults.contains_key(key)) {
+            return;
+        }
+        for (key, default) in defaults {
+            match (table.get_mut(key), default) {
+                (None, _) => {
+                    table.insert(key.clone(), default.clone());
+                }
+                (Some(toml::Value::Table(table)), toml::Value::Table(default)) => {
+                    fill(table, default)
+                }
+                // A value the document gives (`"off"` for a table included) is kept.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The error of a file that is not TOML: it has no key path yet, so it says where the parser
+/// stopped, as a line and a column (1-based, in characters), and what it stopped at when that
+/// is a short piece of one line (the key of `duplicate key`, the `30s` of `cap = 30s`), before
+/// the parser's message.
+fn not_toml(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim_end();
+    let Some((before, at)) = e
+        .span()
+        .and_then(|span| Some((text.get(..span.start)?, text.get(span)?)))
+    else {
+        return ConfigError::new("(file)", format!("is not valid TOML: {message}"));
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let at = if at.is_empty() || at.contains('\n') || at.chars().count() > 40 {
+        String::new()
+    } else {
+        format!(" (`{at}`)")
+    };
+    ConfigError::new(
+        "(file)",
+        format!("is not valid TOML at line {line}, column {column}{at}: {message}"),
+    )
+}
+
 /// Reads an environment value as TOML when it is one, else as a string.
 fn parse_value(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -757,31 +894,34 @@ const KEYED: [(&str, &str, bool); 2] = [
     ("endpoints", "endpoint", true),
 ];
 
-/// Sets the key path `keys` (from the variable `var`) to `value` in `doc`.
+/// Sets the key path `keys` (from the variable `var`) to `value` in `doc`, and returns the
+/// key path as errors spell it: a keyed table's entry by the file's name for it, or by its
+/// position in brackets (`features.web-search.cooldown`, `endpoints[1].tier`).
 fn set_var(
     doc: &mut toml::Table,
     var: &str,
     keys: &[String],
     value: toml::Value,
-) -> Result<(), ConfigError> {
+) -> Result<String, ConfigError> {
     let [section, name, rest @ ..] = keys else {
         // A top-level key, a keyed table's name included (a whole table, read like the file).
-        return set(doc, "", keys, value);
+        return set(doc, "", keys, value).map(|()| keys.join("."));
     };
     let Some(&(_, kind, by_position)) = KEYED.iter().find(|(keyed, ..)| keyed == section) else {
-        return set(doc, "", keys, value);
+        return set(doc, "", keys, value).map(|()| keys.join("."));
     };
     let (path, entry) = keyed_entry(doc, var, (section, kind, by_position), name)?;
     match rest {
         [] => {
             *entry = value;
-            Ok(())
+            Ok(path)
         }
         _ => {
             let table = entry
                 .as_table_mut()
                 .ok_or_else(|| not_a_table(path.clone()))?;
-            set(table, &format!("{path}."), rest, value)
+            set(table, &format!("{path}."), rest, value)?;
+            Ok(format!("{path}.{}", rest.join(".")))
         }
     }
 }
@@ -1449,6 +1589,156 @@ mod tests {
         assert_eq!(PresetConfig::from_toml(&text).unwrap(), config);
     }
 
+    /// A nested table that names some of its keys, in the file or by an override, keeps the
+    /// defaults of the others: every key is optional.
+    #[test]
+    fn a_partial_nested_table_keeps_the_defaults_of_the_keys_it_leaves_out() {
+        let defaults = PresetConfig::from_toml("name = \"llm\"").unwrap();
+        let rate = defaults.breaker.failure_rate.unwrap();
+        let escalation = defaults.attempt_timeout.escalate.unwrap();
+        let exponential = |config: &PresetConfig| match config.retry.backoff {
+            BackoffConfig::Exponential { initial, factor } => (initial, factor),
+            other => panic!("{other:?}"),
+        };
+        let (initial, factor) = exponential(&defaults);
+        // One key inside a default section's table, by an override.
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [
+                ("PALISADE_BREAKER__FAILURE_RATE__RATIO", "0.5"),
+                ("PALISADE_ATTEMPT_TIMEOUT__ESCALATE__FACTOR", "3.0"),
+                ("PALISADE_RETRY__BACKOFF__EXPONENTIAL__FACTOR", "3.0"),
+            ],
+        )
+        .unwrap();
+        let r = config.breaker.failure_rate.unwrap();
+        assert_eq!((r.ratio, r.min_calls), (0.5, rate.min_calls));
+        let e = config.attempt_timeout.escalate.unwrap();
+        assert_eq!((e.factor, e.cap), (3.0, escalation.cap));
+        assert_eq!(exponential(&config), (initial, 3.0));
+        // The same in a file, and a whole table set by an override.
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[breaker.failure_rate]\nratio = 0.5\n[attempt_timeout]\n\
+             escalate = { cap = \"20s\" }\n[retry]\nbackoff = { exponential = { initial = \"2s\" } }\n\
+             [route]\nhealth = { ramp = { steps = { steps = 3 } } }",
+            [("PALISADE_BREAKER__SLOW_CALL_RATE", "off")],
+        )
+        .unwrap();
+        let r = config.breaker.failure_rate.unwrap();
+        assert_eq!((r.ratio, r.min_calls), (0.5, rate.min_calls));
+        let e = config.attempt_timeout.escalate.unwrap();
+        assert_eq!(
+            (e.factor, e.cap),
+            (escalation.factor, Duration::from_secs(20))
+        );
+        assert_eq!(exponential(&config), (Duration::from_secs(2), factor));
+        assert_eq!(
+            config.route.unwrap().health.ramp,
+            palisade_route::Ramp::Steps {
+                steps: 3,
+                interval: Duration::from_secs(30)
+            }
+        );
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("PALISADE_BREAKER__FAILURE_RATE", "{ ratio = 0.25 }")],
+        )
+        .unwrap();
+        let r = config.breaker.failure_rate.unwrap();
+        assert_eq!((r.ratio, r.min_calls), (0.25, rate.min_calls));
+        // An empty table is all defaults; a section the file leaves out stays out.
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[breaker.failure_rate]\n[retry.backoff]")
+                .unwrap();
+        assert_eq!(config, defaults);
+        assert_eq!(defaults.route, None);
+        // Another kind of backoff than the default has no defaults to keep: serde says what
+        // it misses. And a rule turned off stays off.
+        let err = PresetConfig::from_toml(
+            "name = \"llm\"\n[retry]\nbackoff = { linear = { initial = \"1s\" } }",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "retry.backoff.linear");
+        assert!(err.rule().contains("missing field `step`"), "{err}");
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[attempt_timeout]\nescalate = \"off\"")
+                .unwrap();
+        assert_eq!(config.attempt_timeout.escalate, None);
+    }
+
+    /// A delay raised alone is not refused for a default cap the file never wrote: the cap
+    /// left out yields to it. A cap the file writes is kept, and checked.
+    #[test]
+    fn a_delay_raised_alone_raises_the_default_cap_it_would_break() {
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[attempt_timeout]\nlimit = \"40s\"").unwrap();
+        let e = config.attempt_timeout.escalate.unwrap();
+        assert_eq!((e.factor, e.cap), (2.0, Duration::from_secs(40)));
+        config.builder().unwrap().build().unwrap();
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [
+                ("PALISADE_ATTEMPT_TIMEOUT__LIMIT", "40s"),
+                ("PALISADE_ATTEMPT_TIMEOUT__ESCALATE__FACTOR", "3.0"),
+            ],
+        )
+        .unwrap();
+        let e = config.attempt_timeout.escalate.unwrap();
+        assert_eq!((e.factor, e.cap), (3.0, Duration::from_secs(40)));
+        let config = PresetConfig::from_toml(
+            "name = \"llm\"\n[retry]\nbackoff = { constant = { delay = \"2m\" } }",
+        )
+        .unwrap();
+        assert_eq!(config.retry.cap, Duration::from_secs(120));
+        config.builder().unwrap();
+        // A shorter delay keeps the default.
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[attempt_timeout]\nlimit = \"5s\"").unwrap();
+        assert_eq!(
+            config.attempt_timeout.escalate.unwrap().cap,
+            Duration::from_secs(30)
+        );
+        // A cap the file writes is the file's: too short, it is refused.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[attempt_timeout]\nescalate = { factor = 2.0, cap = \"30s\" }",
+            [("PALISADE_ATTEMPT_TIMEOUT__LIMIT", "40s")],
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "attempt_timeout.escalate.cap");
+        let err = PresetConfig::from_toml(
+            "name = \"llm\"\n[retry]\ncap = \"1m\"\nbackoff = { constant = { delay = \"2m\" } }",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "retry.cap");
+    }
+
+    /// A file that leaves the retry settings out builds the retry layer `preset::recommended`
+    /// builds: the same backoff, its cap included (the retry layer's `DEFAULT_CAP`).
+    #[test]
+    fn a_file_with_only_a_name_builds_the_recommended_stack() {
+        assert_eq!(RetryConfig::default().cap, palisade_retry::DEFAULT_CAP);
+        // The stacks' Debug, apart from the jitter's seeds (from the operating system).
+        let unseeded = |debug: String| {
+            debug
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("seed"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let recommended = format!("{:#?}", preset::recommended("llm").build().unwrap());
+        let from_file = format!(
+            "{:#?}",
+            PresetConfig::from_toml("name = \"llm\"")
+                .unwrap()
+                .builder()
+                .unwrap()
+                .build()
+                .unwrap()
+        );
+        assert!(recommended.contains("cap"), "{recommended}");
+        assert_eq!(unseeded(from_file), unseeded(recommended));
+    }
+
     #[test]
     fn errors_name_the_key_path_and_the_rule() {
         let field = |text: &str| {
@@ -1517,11 +1807,11 @@ mod tests {
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
             ("[retry]\ncap = \"0s\"", "retry.cap"),
             (
-                "[retry]\nbackoff = { constant = { delay = \"1m\" } }",
+                "[retry]\ncap = \"30s\"\nbackoff = { constant = { delay = \"1m\" } }",
                 "retry.cap",
             ),
             (
-                "[retry]\nbackoff = { linear = { initial = \"1m\", step = \"1s\" } }",
+                "[retry]\ncap = \"30s\"\nbackoff = { linear = { initial = \"1m\", step = \"1s\" } }",
                 "retry.cap",
             ),
             (
@@ -1899,9 +2189,9 @@ mod tests {
             ),
             (
                 "PALISADE_BREAKER__FAILURE_RATE",
-                "{ ratio = 0.5 }",
-                "breaker.failure_rate",
-                "(from `PALISADE_BREAKER__FAILURE_RATE`) missing field `min_calls`",
+                "{ ratio = 0.5, min_calls = \"many\" }",
+                "breaker.failure_rate.min_calls",
+                "(from `PALISADE_BREAKER__FAILURE_RATE`) invalid type: string \"many\"",
             ),
             (
                 "PALISADE_BREAKER",
@@ -1977,6 +2267,100 @@ mod tests {
             err.rule()
                 .starts_with("is not defined: `PALISADE_FEATURES__SEARC__WINDOW` names"),
             "{err}"
+        );
+    }
+
+    /// An override inside a keyed table is recorded by the path errors spell (`endpoints[1]`,
+    /// the file's `web-search`), and an error about a table an override made of a value
+    /// (`deadline` from `PALISADE_DEADLINE__SECS`) names it too.
+    #[test]
+    fn an_override_error_names_the_variable_whatever_the_paths_spelling() {
+        let file = "name = \"llm\"\n[[endpoints]]\naddress = \"east\"\n[[endpoints]]\n\
+                    address = \"west\"\n[features.web-search]\ncooldown = \"30s\"";
+        let cases = [
+            (
+                "PALISADE_ENDPOINTS__1__TIER",
+                "high",
+                "endpoints[1].tier",
+                "(from `PALISADE_ENDPOINTS__1__TIER`) invalid type: string \"high\"",
+            ),
+            (
+                "PALISADE_ENDPOINTS__0__ADDRESS",
+                "\" \"",
+                "endpoints[0].address",
+                "(from `PALISADE_ENDPOINTS__0__ADDRESS`) must not be empty",
+            ),
+            (
+                "PALISADE_ENDPOINTS__0__ADRESS",
+                "a",
+                "endpoints[0].adress",
+                "(from `PALISADE_ENDPOINTS__0__ADRESS`) unknown field `adress`",
+            ),
+            (
+                "PALISADE_FEATURES__WEB_SEARCH__COOLDOWN",
+                "soon",
+                "features.web-search.cooldown",
+                "(from `PALISADE_FEATURES__WEB_SEARCH__COOLDOWN`) ",
+            ),
+            (
+                "PALISADE_FEATURES__WEB_SEARCH__COOLDOWN",
+                "0s",
+                "features.web-search.cooldown",
+                "(from `PALISADE_FEATURES__WEB_SEARCH__COOLDOWN`) must be",
+            ),
+            (
+                "PALISADE_DEADLINE__SECS",
+                "5",
+                "deadline",
+                "(from `PALISADE_DEADLINE__SECS`) invalid type: map",
+            ),
+            (
+                "PALISADE_RETRY__BUDGET__RATIO__X",
+                "5",
+                "retry.budget.ratio",
+                "(from `PALISADE_RETRY__BUDGET__RATIO__X`) invalid type: map",
+            ),
+        ];
+        for (var, value, field, starts) in cases {
+            let err = env_error(file, var, value);
+            assert_eq!(err.field(), field, "{var}: {err}");
+            assert!(err.rule().starts_with(starts), "{var}: {err}");
+        }
+        // What the file got wrong in a table an override changed is still the file's.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[[endpoints]]\naddress = \" \"",
+            [("PALISADE_ENDPOINTS__0__TIER", "1")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.field(), err.rule()),
+            ("endpoints[0].address", "must not be empty")
+        );
+    }
+
+    /// A file that is not TOML says where, by line and column.
+    #[test]
+    fn a_syntax_error_says_its_line_and_column() {
+        let rule = |text: &str| {
+            let err = PresetConfig::from_toml(text).unwrap_err();
+            assert_eq!(err.field(), "(file)", "{err}");
+            err.rule().to_owned()
+        };
+        let r = rule("name = \"llm\"\ndeadline = \"30s\"\n[retry]\nmax_attempts = 3\ncap = 30s\n");
+        assert!(
+            r.starts_with("is not valid TOML at line 5, column 7 (`30s`): "),
+            "{r}"
+        );
+        let r = rule("name = \"llm\"\n[retry]\nmax_attempts = 3\nmax_attempts = 4\n");
+        assert_eq!(
+            r,
+            "is not valid TOML at line 4, column 1 (`max_attempts`): duplicate key"
+        );
+        // Columns count characters, not bytes; an empty span says no more than where.
+        let r = rule("name = \"ünï\" x");
+        assert!(
+            r.starts_with("is not valid TOML at line 1, column 14: "),
+            "{r}"
         );
     }
 

@@ -11,8 +11,10 @@
 //!   while on), or any closure through [`component_fn`] (an `ErrorStats` threshold, a queue
 //!   depth);
 //! - a **watch** ([`HealthMonitor::watch`]), a layer that counts the dependency's calls,
-//!   failures and latency; each check turns the counts since the previous check into an
-//!   error rate and a mean latency and feeds them to two streaming [`Detector`]s. A single
+//!   failures and latency ([`WatchLayer`] says what counts as what: a call a layer below it
+//!   refused is a failure without a latency); each check turns the counts since the previous
+//!   check into an error rate and a mean latency and feeds them to two streaming
+//!   [`Detector`]s. A single
 //!   failure is never an error-rate anomaly by itself (the error band is at least one call's
 //!   share of the check's calls), so a steady trickle of failures at a few calls a check
 //!   raises no alarm.
@@ -322,9 +324,11 @@ pub struct DependencySnapshot {
     pub healthy_checks: usize,
     /// Checks in the window.
     pub checks: usize,
-    /// Failures per call since the previous check, when the watch saw enough calls.
+    /// Failures per call since the previous check, when the watch saw enough calls: a call
+    /// refused below the watch (an open breaker's, a shed) is a failure (see [`WatchLayer`]).
     pub error_ratio: Option<f64>,
-    /// Mean latency since the previous check, in milliseconds, when the watch saw enough calls.
+    /// Mean latency since the previous check, in milliseconds, of the calls that were not
+    /// refused (a refusal takes no time at the dependency), when the watch saw enough of them.
     pub latency_ms: Option<f64>,
     /// Whether the error rate is anomalous now.
     pub error_anomaly: bool,
@@ -532,20 +536,26 @@ impl Dependency {
             let now = watched.totals();
             let delta = now.since(self.last);
             self.last = now;
-            if delta.calls >= settings.min_calls.max(1) {
+            let min_calls = settings.min_calls.max(1);
+            if delta.calls >= min_calls {
                 let ratio = delta.failures as f64 / delta.calls as f64;
-                let ms = delta.micros as f64 / delta.calls as f64 / 1000.0;
                 // One failure among the check's calls is sampling noise, never an anomaly by
                 // itself: among 10 calls it is 0.1, above the usual floor of 0.05, and a
                 // steady 1 % of failures would be flagged after every run of clean checks.
                 self.errors
                     .set_floor(settings.errors.floor().max(1.0 / delta.calls as f64));
                 self.error_anomaly = self.errors.observe(ratio);
+                healthy &= ratio <= settings.max_error_ratio;
+                error_ratio = Some(ratio);
+            }
+            // Refusals have no latency (the watch adds none for them): the mean is over the
+            // calls that were answered, and needs as many of them as a sample does.
+            let timed = delta.calls.wrapping_sub(delta.refused);
+            if timed >= min_calls {
+                let ms = delta.micros as f64 / timed as f64 / 1000.0;
                 self.latency
                     .set_floor((self.latency.mean() * 0.25).max(1.0));
                 self.latency_anomaly = self.latency.observe(ms);
-                healthy &= ratio <= settings.max_error_ratio;
-                error_ratio = Some(ratio);
                 latency_ms = Some(ms);
             }
         }
@@ -640,8 +650,9 @@ impl HealthMonitorBuilder {
         self
     }
 
-    /// The fewest calls between two checks that make an error-rate and latency sample
-    /// (default 10); with fewer, the check judges by the components alone.
+    /// The fewest calls between two checks that make an error-rate sample, and the fewest
+    /// calls not refused that make a latency sample (default 10); with fewer, the check judges
+    /// by the components (and the other sample) alone.
     pub fn min_calls(mut self, calls: u64) -> Self {
         self.settings.min_calls = calls;
         self

@@ -269,6 +269,51 @@ async fn an_attempt_cut_by_its_timeout_is_a_failure_one_the_caller_drops_is_noth
     );
 }
 
+/// Above a layer that refuses calls (an open breaker, a shed), a refusal is a failure for the
+/// error rate, as the caller got none, and no latency sample: it took no time at the
+/// dependency. The caller's own cancellation counts for nothing, as a dropped call does.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_a_failure_without_latency_and_a_cancellation_is_nothing() {
+    let outcome = Arc::new(AtomicU64::new(0));
+    let monitor = HealthMonitor::builder().min_calls(4).build().unwrap();
+    let svc = monitor.watch("llm").layer(service_fn({
+        let outcome = outcome.clone();
+        move |_: ()| {
+            let outcome = outcome.load(Ordering::Relaxed);
+            async move {
+                let category = match outcome {
+                    0 => {
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                        return Ok(());
+                    }
+                    1 => Category::Rejected,
+                    _ => Category::Cancelled,
+                };
+                Err::<(), BoxError>(Box::new(Classified::new(Class::new(category), "no")))
+            }
+        }
+    }));
+    calls(&svc, 4).await;
+    outcome.store(1, Ordering::Relaxed);
+    calls(&svc, 4).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("llm").unwrap();
+    assert_eq!(dep.error_ratio, Some(0.5), "{dep:?}");
+    assert_eq!(dep.latency_ms, Some(40.0), "the refusals' 0 ms left out");
+    // Refusals only: a failure rate, and too few answered calls for a latency sample.
+    calls(&svc, 4).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("llm").unwrap();
+    assert_eq!((dep.error_ratio, dep.latency_ms), (Some(1.0), None));
+    assert!(!dep.healthy_now, "above max_error_ratio");
+    // Cancelled by the caller: not counted at all.
+    outcome.store(2, Ordering::Relaxed);
+    calls(&svc, 10).await;
+    let snap = monitor.check();
+    let dep = snap.dependency("llm").unwrap();
+    assert_eq!((dep.error_ratio, dep.latency_ms), (None, None), "{dep:?}");
+}
+
 #[test]
 fn the_snapshot_s_status_is_the_worst_dependency_s() {
     assert_eq!(HealthMonitor::new().check().status, Status::Unknown);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use palisade_core::sync::CachePadded;
-use palisade_core::{BoxError, attempt, class_of};
+use palisade_core::{BoxError, Category, attempt, class_of};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -20,6 +20,8 @@ const STRIPES: usize = 8;
 pub(crate) struct Counts {
     calls: AtomicU64,
     failures: AtomicU64,
+    /// Of the failures, the refusals: counted in `calls` and `failures`, not in `micros`.
+    refused: AtomicU64,
     micros: AtomicU64,
 }
 
@@ -28,6 +30,7 @@ pub(crate) struct Counts {
 pub(crate) struct Totals {
     pub(crate) calls: u64,
     pub(crate) failures: u64,
+    pub(crate) refused: u64,
     pub(crate) micros: u64,
 }
 
@@ -36,6 +39,7 @@ impl Totals {
         Totals {
             calls: self.calls.wrapping_sub(earlier.calls),
             failures: self.failures.wrapping_sub(earlier.failures),
+            refused: self.refused.wrapping_sub(earlier.refused),
             micros: self.micros.wrapping_sub(earlier.micros),
         }
     }
@@ -66,22 +70,36 @@ impl Watched {
         for s in &self.stripes {
             t.calls = t.calls.wrapping_add(s.calls.load(Ordering::Relaxed));
             t.failures = t.failures.wrapping_add(s.failures.load(Ordering::Relaxed));
+            t.refused = t.refused.wrapping_add(s.refused.load(Ordering::Relaxed));
             t.micros = t.micros.wrapping_add(s.micros.load(Ordering::Relaxed));
         }
         t
     }
 }
 
-/// Counts the calls of the service it wraps, their failures (an error whose class
-/// [counts against health](palisade_core::Class::counts_against_health), or an attempt
-/// dropped by a per-attempt timeout above, as a hang is) and their latency, for a
-/// [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. A call its caller drops
-/// (cancelled, or cut by a whole-call deadline) is not counted. Made by
-/// [`HealthMonitor::watch`](super::HealthMonitor::watch).
+/// Counts the calls of the service it wraps, their failures and their latency, for a
+/// [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. Made by
+/// [`HealthMonitor::watch`](super::HealthMonitor::watch). Each call counts by its outcome:
+///
+/// - a response, or an error the dependency answered that is not its failure (a
+///   [`Class`](palisade_core::Class) that does not
+///   [count against health](palisade_core::Class::counts_against_health): bad input, not
+///   found, refused credentials, a rate limit): a call, and its latency;
+/// - an error that counts against health, or an attempt dropped by a per-attempt timeout
+///   above (a hang is the worst failure): a call, a failure, and its latency;
+/// - a refusal ([`Category::Rejected`]: an open breaker, a load shed, a feature turned off,
+///   below the watch): a call and a failure, since the caller got no answer, but no latency:
+///   it took no time at the dependency, and counting its near-zero time would pull the mean
+///   down and make the normal latency look like a rise once calls go through again;
+/// - the caller's own cancellation ([`Category::Cancelled`]), or a call its caller drops
+///   (cut by a whole-call deadline above, or no longer wanted): nothing, as it is nobody's
+///   verdict on the dependency.
 ///
 /// Place it where the outcome is the one to judge: above a retry layer it sees what callers
-/// got, below one each attempt. A call reads the clock twice and adds to three relaxed
-/// counters on its instance's stripe; it allocates nothing and takes no lock.
+/// got (a call the breaker refused, after its retries, is a failure there); below one, each
+/// attempt; below the breaker, what reached the dependency, where there are no refusals. A
+/// call reads the clock twice and adds to at most four relaxed counters on its instance's
+/// stripe; it allocates nothing and takes no lock.
 #[derive(Clone, Debug)]
 pub struct WatchLayer {
     pub(crate) watched: Arc<Watched>,
@@ -173,6 +191,14 @@ pin_project! {
 }
 
 impl Counts {
+    /// A call that failed without reaching the dependency: no latency to learn from.
+    #[inline]
+    fn record_refused(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     #[inline]
     fn record(&self, elapsed: std::time::Duration, failed: bool) {
         let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
@@ -196,8 +222,20 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx)).map_err(Into::into);
         *this.done = true;
-        let failed = matches!(&out, Err(err) if class_of(err).counts_against_health());
-        this.watched.stripes[*this.stripe].record(this.start.elapsed(), failed);
+        let counts = &this.watched.stripes[*this.stripe];
+        match &out {
+            Ok(_) => counts.record(this.start.elapsed(), false),
+            Err(err) => {
+                let class = class_of(err);
+                match class.category {
+                    // The caller gave up: as a call it drops, nobody's verdict.
+                    Category::Cancelled => {}
+                    // Refused below the watch: the caller failed, the dependency took no time.
+                    Category::Rejected => counts.record_refused(),
+                    _ => counts.record(this.start.elapsed(), class.counts_against_health()),
+                }
+            }
+        }
         Poll::Ready(out)
     }
 }
@@ -216,15 +254,20 @@ mod tests {
             .store(u64::MAX - 10, Ordering::Relaxed);
         watched.stripes[0].calls.store(u64::MAX, Ordering::Relaxed);
         watched.stripes[1].micros.store(5, Ordering::Relaxed);
+        watched.stripes[4]
+            .refused
+            .store(u64::MAX, Ordering::Relaxed);
         let before = watched.totals();
         watched.stripes[2].record(std::time::Duration::from_micros(40), true);
         watched.stripes[3].record(std::time::Duration::from_micros(60), false);
+        watched.stripes[4].record_refused();
         let delta = watched.totals().since(before);
         assert_eq!(
             delta,
             Totals {
-                calls: 2,
-                failures: 1,
+                calls: 3,
+                failures: 2,
+                refused: 1,
                 micros: 100
             }
         );
