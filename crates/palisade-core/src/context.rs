@@ -70,7 +70,8 @@
 //! });
 //! // A deadline whose clock starts at the first read.
 //! let mut started = None;
-//! let seen = context::with_lazy_deadline(Duration::from_secs(2), &mut started, context::deadline);
+//! let mut limit = Duration::from_secs(2);
+//! let seen = context::with_lazy_deadline(&mut limit, &mut started, context::deadline);
 //! assert_eq!(seen, Some(started.unwrap() + Duration::from_secs(2)));
 //!
 //! // The attempt, as a retry sets it and a router reads it.

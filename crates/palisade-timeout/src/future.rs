@@ -226,22 +226,12 @@ pin_project! {
 
 impl<F> DeadlineFuture<F> {
     /// `started` is when the clock started if a layer below read the deadline during the
-    /// call, `None` otherwise. Called in the caller's deadline scope, right after the call.
+    /// call, `None` otherwise; `limit`, the time granted from then, already cut to an enclosing
+    /// deadline that ends first (by `context::with_lazy_deadline`), so that `deadline()`
+    /// reports the instant the call fails at before the first poll too, and the time granted
+    /// is what `DeadlineExceeded` reports.
     #[inline]
-    pub(crate) fn new(inner: F, mut limit: Duration, mut started: Option<Instant>) -> Self {
-        // A clock started in the call is bounded now by an enclosing deadline that ends first,
-        // as arming it would (the layer below already read that bound), so that `deadline()`
-        // reports the instant the call fails at before the first poll too. The limit becomes
-        // the time granted, which is what `DeadlineExceeded` reports; an enclosing deadline
-        // already past starts the clock at it, with nothing granted. Only a read in the call
-        // gets here: a call that read nothing reads no clock and no context here either.
-        if let Some(start) = started
-            && let Some(outer) = context::deadline()
-            && outer < context::deadline_after(start, limit)
-        {
-            limit = outer.saturating_duration_since(start);
-            started = Some(start.min(outer));
-        }
+    pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
         DeadlineFuture {
             state: State::Running {
                 inner,
@@ -277,7 +267,7 @@ where
             let waker = cx.waker();
             let (polled, wake) = match clock.as_mut().project() {
                 ClockProj::Idle { started, limit } => timer::with_owner(waker, None, || {
-                    context::with_lazy_deadline(*limit, started, || inner.poll(cx))
+                    context::with_lazy_deadline(limit, started, || inner.poll(cx))
                 }),
                 ClockProj::Armed {
                     sleep, deadline, ..

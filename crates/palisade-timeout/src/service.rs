@@ -164,10 +164,10 @@ where
         // there (a `CarryLayer` about to send the call to another task) starts the clock now;
         // otherwise nobody reads it, no clock is read, and the clock starts at the first poll.
         let mut started = None;
-        let (inner, limit) = (&mut self.inner, self.limit);
+        let (inner, mut limit) = (&mut self.inner, self.limit);
         // Built inside the scope, right where the inner call returns its future, so that the
         // compiler can build the response future in place rather than move it.
-        let future = context::with_lazy_deadline(limit, &mut started, || inner.call(req));
+        let future = context::with_lazy_deadline(&mut limit, &mut started, || inner.call(req));
         DeadlineFuture::new(future, limit, started)
     }
 }

@@ -89,12 +89,18 @@ pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// Runs `f` under a deadline of `limit` from `*started`; when `*started` is `None`, the clock
+/// Runs `f` under a deadline of `*limit` from `*started`; when `*started` is `None`, the clock
 /// has not started: it starts at the first [`deadline`] read inside `f`, and `*started` is set
 /// to that instant afterwards (it stays `None` if nobody read it).
+///
+/// When the clock starts inside `f`, `*limit` becomes the time the deadline those reads saw
+/// grants from `*started`: cut to an enclosing deadline that ends first, so that `*started`
+/// plus `*limit` is the instant the reads were given. An enclosing deadline already past by
+/// then sets `*started` to it, with nothing granted. (Computed from what the scope read when it
+/// began: no clock or context is read for it.)
 #[inline]
 pub fn with_lazy_deadline<R>(
-    limit: Duration,
+    limit: &mut Duration,
     started: &mut Option<Instant>,
     f: impl FnOnce() -> R,
 ) -> R {
@@ -105,14 +111,25 @@ pub fn with_lazy_deadline<R>(
     let lazy = started.is_none();
     match *started {
         Some(start) => {
-            let deadline = deadline_after(start, limit);
+            let deadline = deadline_after(start, *limit);
             STARTED.set(Some(restore.started.map_or(deadline, |d| d.min(deadline))));
         }
-        None => LAZY.set(Some(restore.lazy.map_or(limit, |l| l.min(limit)))),
+        None => LAZY.set(Some(restore.lazy.map_or(*limit, |l| l.min(*limit)))),
     }
     let out = f();
     if lazy {
         *started = NOW.get();
+        if let Some(start) = *started {
+            // An enclosing lazy deadline started at the same read, so the shorter limit holds;
+            // an enclosing started one holds where it ends first.
+            *limit = restore.lazy.map_or(*limit, |l| l.min(*limit));
+            if let Some(outer) = restore.started
+                && outer < deadline_after(start, *limit)
+            {
+                *limit = outer.saturating_duration_since(start);
+                *started = Some(start.min(outer));
+            }
+        }
     }
     drop(restore);
     out
@@ -142,6 +159,38 @@ mod tests {
         with_deadline(a, || with_deadline(b, || assert_eq!(deadline(), Some(a))));
         assert_eq!(deadline(), None);
     }
+
+    /// A lazy clock started inside its scope reports the time the reads were granted: cut to
+    /// an enclosing deadline that ends first, started or lazy, and started at an enclosing one
+    /// already past; left whole when nothing encloses it, nobody read it, or it ends first.
+    #[test]
+    fn a_lazy_clock_started_inside_reports_what_the_reads_were_granted() {
+        let rt = crate::context::paused_runtime();
+        let _guard = rt.enter();
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let run = |limit: u64, read: bool| {
+            let (mut limit, mut started) = (ms(limit), None);
+            let seen = with_lazy_deadline(&mut limit, &mut started, || read.then(deadline));
+            (seen.flatten(), started, limit)
+        };
+        assert_eq!(run(100, true), (Some(now + ms(100)), Some(now), ms(100)));
+        assert_eq!(run(100, false), (None, None, ms(100)));
+        with_deadline(now + ms(50), || {
+            assert_eq!(run(100, true), (Some(now + ms(50)), Some(now), ms(50)));
+            assert_eq!(run(20, true), (Some(now + ms(20)), Some(now), ms(20)));
+            assert_eq!(run(100, false), (None, None, ms(100)));
+        });
+        let (mut outer, mut outer_started) = (ms(30), None);
+        with_lazy_deadline(&mut outer, &mut outer_started, || {
+            assert_eq!(run(100, true), (Some(now + ms(30)), Some(now), ms(30)));
+        });
+        assert_eq!((outer_started, outer), (Some(now), ms(30)));
+        let past = now - ms(5);
+        with_deadline(past, || {
+            assert_eq!(run(100, true), (Some(past), Some(past), ms(0)))
+        });
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +202,7 @@ mod lazy_tests {
     #[test]
     fn a_lazy_deadline_nobody_reads_never_starts() {
         let mut started = None;
-        let out = with_lazy_deadline(Duration::from_secs(1), &mut started, || 7);
+        let out = with_lazy_deadline(&mut Duration::from_secs(1), &mut started, || 7);
         assert_eq!(out, 7);
         assert_eq!(started, None);
         assert_eq!(NOW.get(), None);
@@ -170,7 +219,7 @@ mod lazy_tests {
         // A started outer deadline, a lazy inner one that is earlier.
         let mut inner = None;
         with_deadline(t0 + ms(500), || {
-            with_lazy_deadline(ms(100), &mut inner, || {
+            with_lazy_deadline(&mut ms(100), &mut inner, || {
                 assert_eq!(deadline(), Some(t0 + ms(100)));
             });
             assert_eq!(deadline(), Some(t0 + ms(500)));
@@ -181,9 +230,9 @@ mod lazy_tests {
         // A lazy outer one (its first poll) over a started inner one that is later, and a
         // second lazy one: the shortest limit wins, and both lazy ones learn the start.
         let (mut outer, mut second) = (None, None);
-        with_lazy_deadline(ms(200), &mut outer, || {
+        with_lazy_deadline(&mut ms(200), &mut outer, || {
             with_deadline(t0 + ms(900), || {
-                with_lazy_deadline(ms(300), &mut second, || {
+                with_lazy_deadline(&mut ms(300), &mut second, || {
                     assert_eq!(deadline(), Some(t0 + ms(200)));
                 });
             });
@@ -192,7 +241,7 @@ mod lazy_tests {
         assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
 
         // Once started, the same deadline is published as started.
-        with_lazy_deadline(ms(200), &mut outer, || {
+        with_lazy_deadline(&mut ms(200), &mut outer, || {
             assert_eq!(LAZY.get(), None);
             assert_eq!(deadline(), Some(t0 + ms(200)));
         });
@@ -204,7 +253,7 @@ mod lazy_tests {
         let _guard = rt.enter();
         let mut started = None;
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            with_lazy_deadline(Duration::from_secs(1), &mut started, || {
+            with_lazy_deadline(&mut Duration::from_secs(1), &mut started, || {
                 let _ = deadline();
                 panic!("inner poll panicked");
             })
