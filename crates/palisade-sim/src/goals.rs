@@ -2,8 +2,9 @@
 //!
 //! A goal whose subject the run does not hold — decided from the scenario's parameters, not
 //! from what palisade did: no fault (`--fault-len 0`), a fault that lasts to the end of the
-//! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate —
-//! is listed as `n/a` with the reason and counted neither as met nor as missed, so that a
+//! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate, a
+//! window of the run (the fault, the ramp) in which the traffic's rate sent no request — is
+//! listed as `n/a` with the reason and counted neither as met nor as missed, so that a
 //! "what if" run does not report misses of things that never happened.
 //!
 //! Where several palisade stacks run side by side (the built-in one and stacks from
@@ -94,6 +95,10 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
     // inside the run (the scenarios whose goals time a recovery have none past the run's
     // end), a ramp inside the run.
     let fault = scenario.has_fault();
+    // A fault in which requests were sent (at a rate too low for its length, none is), and why
+    // there is nothing to judge when not.
+    let sent_in_fault = fault && pal.success_fault.is_some();
+    let not_sent = if fault { NO_REQUEST } else { NO_FAULT };
     let ends = fault && scenario.fault_window().1 < p.duration;
     let recovers = fault && scenario.recovery_at().is_some();
     let (ramp_start, ramp_end) = scenario.ramp();
@@ -112,12 +117,13 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
 
     match scenario.kind {
         ScenarioKind::Outage => {
+            let load = pal.load_fault.unwrap_or(f64::INFINITY);
             j.check_if(
-                fault,
-                NO_FAULT,
+                sent_in_fault && pal.load_fault.is_some(),
+                not_sent,
                 "≤ 0.10 upstream calls per request during the outage".into(),
-                format!("{:.3}", pal.load_fault),
-                pal.load_fault <= 0.10,
+                format!("{load:.3}"),
+                load <= 0.10,
             );
             j.check_if(
                 recovers,
@@ -142,9 +148,14 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pct(served),
                 served >= 0.95,
             );
+            let (applies, why) = match pal.load_ramp {
+                _ if !ramp => (false, NO_RAMP),
+                None => (false, NO_REQUEST),
+                Some(_) => (true, ""),
+            };
             j.check_if(
-                ramp,
-                NO_RAMP,
+                applies,
+                why,
                 "≤ 1.1 upstream calls per request during the ramp".into(),
                 format!("{load:.3}"),
                 load <= 1.1,
@@ -156,12 +167,17 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pct(pal.success),
                 pal.success >= 0.999,
             );
-            let share = pal.bad_share.unwrap_or(1.0);
+            // Detected, and no attempt at all until the fault's end: none to the bad replica.
+            let (share, measured) = match (pal.bad_share, pal.detect_ms) {
+                (Some(share), _) => (share, pct(share)),
+                (None, Some(_)) => (0.0, "no attempt after detection".to_owned()),
+                (None, None) => (1.0, "not detected".to_owned()),
+            };
             j.check_if(
-                fault,
-                NO_FAULT,
+                sent_in_fault,
+                not_sent,
                 "≤ 1 % of attempts to the bad replica after detection".into(),
-                pal.bad_share.map_or("not detected".to_owned(), pct),
+                measured,
                 share <= 0.01,
             );
             j.check_if(
@@ -179,7 +195,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pal.early_retries == 0,
             );
             let served = pal.served.unwrap_or(0.0);
-            j.check(
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "≥ 98 % of what the limit allows is served".into(),
                 pct(served),
                 served >= 0.98,
@@ -188,7 +206,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
             // A limit at or above the request rate may still refuse a burst; with no retry
             // waiting for a hint as well, there is nothing to judge. Nor with a hint as long
             // as the deadline: a retry that waited it would come too late, so none should.
-            let (applies, why) = if p.hint >= p.deadline {
+            let (applies, why) = if !fault {
+                (false, NO_FAULT)
+            } else if p.hint >= p.deadline {
                 (
                     pal.hint_wait_ms.is_some(),
                     "the hint is as long as the deadline, and no retry waited for it",
@@ -224,7 +244,13 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pct(pal.success),
                 pal.success >= 0.99,
             );
-            let limit = 2.0 * p.attempt_timeout.as_secs_f64() * 1000.0;
+            // The attempt timeout of the stack judged: the scenario's for the built-in stack,
+            // the file's own for a stack file (which ignores the scenario's).
+            let timeout = match pal.stack {
+                StackKind::File(file) => file.config().attempt_timeout.limit,
+                _ => p.attempt_timeout,
+            };
+            let limit = 2.0 * timeout.as_secs_f64() * 1000.0;
             j.check(
                 format!("p99 under twice the attempt timeout ({limit:.0} ms)"),
                 format!("{:.0} ms", pal.p99_ms),
@@ -247,18 +273,22 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pal.success >= 0.99,
             );
             j.check_if(
-                fault,
-                NO_FAULT,
+                sent_in_fault,
+                not_sent,
                 "traffic on the standby within 1 s of the primary failing".into(),
                 opt_ms(pal.detect_ms),
                 pal.detect_ms.is_some_and(|d| d <= 1000.0),
             );
         }
         ScenarioKind::Degraded => {
+            // Without a degradation every stack answers every request with one call: nothing
+            // to tell them apart by.
             for k in [StackKind::None, StackKind::Naive] {
                 if let Some(o) = other(k) {
                     let ok = pal.success > o.success;
-                    j.check(
+                    j.check_if(
+                        fault,
+                        NO_FAULT,
                         format!("more real answers than {k}"),
                         versus(pal, o, ok),
                         ok,
@@ -266,7 +296,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 }
             }
             if let Some(naive) = other(StackKind::Naive) {
-                j.check(
+                j.check_if(
+                    fault,
+                    NO_FAULT,
                     "no more upstream load than naive".into(),
                     format!("{:.3} against {:.3}", pal.load, naive.load),
                     pal.load <= naive.load,
@@ -296,6 +328,8 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
 const NO_FAULT: &str = "no fault in this run";
 /// Why a goal about the brownout's ramp has nothing to judge.
 const NO_RAMP: &str = "no ramp in this run";
+/// Why a goal about a window of the run has nothing to judge: no request was sent in it.
+const NO_REQUEST: &str = "no request was sent in it (too low a rate)";
 
 /// A share as a percentage with two decimals.
 fn pct(x: f64) -> String {
@@ -329,9 +363,9 @@ mod tests {
             stack,
             requests: 0,
             success: 0.0,
-            success_fault: 0.0,
+            success_fault: Some(0.0),
             success_after: None,
-            load_fault: 0.0,
+            load_fault: Some(0.0),
             load: 0.0,
             p50_ms: 0.0,
             p99_ms: 0.0,
@@ -438,8 +472,15 @@ mod tests {
         na(&v[0], "no ramp in this run");
         na(&v[1], "no ramp in this run");
         // With a ramp and no outage before it, the ramp is judged.
-        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.load_ramp = Some(1.5);
+        let v = verdicts(&no_fault(k), &pal);
         assert_eq!((v[0].2, v[1].2), (Some(false), Some(false)));
+        // A ramp in which no request was sent (too low a rate) has no load to judge.
+        pal.load_ramp = None;
+        let v = verdicts(&no_fault(k), &pal);
+        assert_eq!(v[0].2, Some(false));
+        na(&v[1], "no request was sent in it (too low a rate)");
         // Rate limit: a limit at the request rate and no hinted retry leave the hint
         // unjudged; one hinted retry, or a limit below the rate, and it is judged.
         let k = ScenarioKind::RateLimit;
@@ -528,7 +569,7 @@ mod tests {
     fn outage_goals_and_their_edges() {
         let k = ScenarioKind::Outage;
         let mut pal = figures(k, StackKind::Palisade);
-        pal.load_fault = 0.1;
+        pal.load_fault = Some(0.1);
         pal.recover_ms = Some(1000.0);
         assert_eq!(
             judged(k, &pal),
@@ -538,7 +579,7 @@ mod tests {
                 ("0 cut off".to_owned(), true),
             ]
         );
-        pal.load_fault = 0.1001;
+        pal.load_fault = Some(0.1001);
         pal.recover_ms = Some(1000.5);
         pal.cut_off = 2;
         assert_eq!(
@@ -557,7 +598,8 @@ mod tests {
     fn brownout_goals_and_their_edges() {
         let k = ScenarioKind::Brownout;
         let mut pal = figures(k, StackKind::Palisade);
-        // Not measured: nothing served, unbounded load.
+        // Not measured: nothing served.
+        pal.load_ramp = Some(f64::INFINITY);
         assert_eq!(
             judged(k, &pal),
             [("0.00 %".to_owned(), false), ("inf".to_owned(), false)]
@@ -796,6 +838,89 @@ mod tests {
             .map(|g| g.met.unwrap())
             .collect();
         assert_eq!(met, [true, false, true]);
+    }
+
+    /// Without a degradation every stack answers everything with one call: "more real
+    /// answers" than another has nothing to judge (it read "MISS 100.00 % against 100.00 %").
+    #[test]
+    fn a_degraded_run_without_a_fault_compares_no_answers() {
+        let k = ScenarioKind::Degraded;
+        let mut s = Scenario::new(k);
+        s.params.fault_len = Duration::ZERO;
+        let all = |stack| {
+            let mut f = figures(k, stack);
+            (f.success, f.load) = (1.0, 1.0);
+            f
+        };
+        let runs = [
+            all(StackKind::None),
+            all(StackKind::Naive),
+            all(StackKind::Palisade),
+        ];
+        let summary: Vec<(String, String, Option<bool>)> = judge(&s, &runs)
+            .into_iter()
+            .map(|g| (g.goal, g.measured, g.met))
+            .collect();
+        let na = |goal: &str| (goal.to_owned(), NO_FAULT.to_owned(), None);
+        let met = |goal: &str| {
+            (
+                goal.to_owned(),
+                "100.00 % against 100.00 %".to_owned(),
+                Some(true),
+            )
+        };
+        assert_eq!(
+            summary,
+            [
+                na("more real answers than none"),
+                na("more real answers than naive"),
+                na("no more upstream load than naive"),
+                met("success at least none's"),
+                met("success at least naive's"),
+            ]
+        );
+    }
+
+    /// A stack file's attempt timeout is its own, not the scenario's: the latency spike's
+    /// p99 bound follows the file's.
+    #[test]
+    fn a_stack_files_p99_bound_is_twice_its_own_attempt_timeout() {
+        let k = ScenarioKind::LatencySpike;
+        let config = palisade::config::PresetConfig::from_toml(
+            "name = \"llm\"\nattempt_timeout = { limit = \"1500ms\" }\n",
+        )
+        .unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("slow", config));
+        let mut pal = figures(k, file);
+        pal.p99_ms = 2_500.0;
+        let s = Scenario::new(k);
+        assert_eq!(s.params.attempt_timeout, Duration::from_secs(1));
+        let p99 = &judge(&s, std::slice::from_ref(&pal))[1];
+        assert_eq!(p99.goal, "p99 under twice the attempt timeout (3000 ms)");
+        assert_eq!(p99.met, Some(true));
+        // The built-in stack keeps the scenario's.
+        pal.stack = StackKind::Palisade;
+        let p99 = &judge(&s, std::slice::from_ref(&pal))[1];
+        assert_eq!(p99.goal, "p99 under twice the attempt timeout (2000 ms)");
+        assert_eq!(p99.met, Some(false));
+    }
+
+    /// Detected, with no attempt at all from detection to the fault's end: none went to the
+    /// bad replica (the figure has no share to give; "not detected" would be wrong).
+    #[test]
+    fn no_attempt_after_detection_sends_none_to_the_bad_replica() {
+        let k = ScenarioKind::BadReplica;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.detect_ms = Some(200.0);
+        pal.bad_share = None;
+        let v = verdicts(&Scenario::new(k), &pal);
+        assert_eq!(
+            (v[1].1.as_str(), v[1].2),
+            ("no attempt after detection", Some(true))
+        );
+        pal.detect_ms = None;
+        let v = verdicts(&Scenario::new(k), &pal);
+        assert_eq!((v[1].1.as_str(), v[1].2), ("not detected", Some(false)));
     }
 
     #[test]

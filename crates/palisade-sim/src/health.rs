@@ -304,8 +304,9 @@ mod tests {
 
     #[test]
     fn a_scenario_is_judged_on_its_own_run_and_a_run_without_a_fault_on_nothing() {
-        // The rate limit lasts the whole run; only the last retries of the trailing traffic,
-        // after it, were ever flagged ("detected after 51 s" of a 40 s run, worst "healthy").
+        // The rate limit, its fault, lasts the whole run by default (and the trailing traffic
+        // after it); only the last retries of the trailing traffic, after the run, were ever
+        // flagged ("detected after 51 s" of a 40 s run, worst "healthy").
         let limited = Scenario::new(ScenarioKind::RateLimit);
         let mut quiet = Scenario::new(ScenarioKind::Degraded);
         quiet.params.fault_len = Duration::ZERO;

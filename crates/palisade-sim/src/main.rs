@@ -23,7 +23,7 @@ use palisade_sim::stack::{StackFile, StackKind};
 #[command(name = "palisade-sim", version, allow_negative_numbers = true)]
 struct Args {
     /// Scenarios to run (default: all): outage, bad-replica, rate-limit, latency-spike,
-    /// flapping, brownout, failover, degraded.
+    /// flapping, brownout, failover, degraded. A scenario named twice runs once.
     #[arg(short, long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<ScenarioKind>,
     /// Stacks to run (default: all): none, naive, tower, palisade. A path to a TOML file
@@ -196,11 +196,19 @@ impl Args {
         Ok(stacks)
     }
 
+    /// The scenarios named, in the order first given (all of them when none is), each with
+    /// the parameters given. A scenario named twice runs once: its goals are counted once.
     fn scenarios(&self) -> Result<Vec<Scenario>, String> {
         let kinds = if self.scenarios.is_empty() {
             ScenarioKind::ALL.to_vec()
         } else {
-            self.scenarios.clone()
+            let mut kinds: Vec<ScenarioKind> = Vec::with_capacity(self.scenarios.len());
+            for &kind in &self.scenarios {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
         };
         kinds
             .into_iter()
@@ -526,6 +534,15 @@ mod tests {
             a.stacks().unwrap(),
             [(StackKind::Tower, None), (StackKind::None, None)]
         );
+    }
+
+    #[test]
+    fn a_scenario_named_twice_runs_once_in_the_order_first_given() {
+        let a = args(&[
+            "-s", "flapping", "-s", "outage", "-s", "flapping", "-s", "outage",
+        ]);
+        let kinds: Vec<_> = a.scenarios().unwrap().iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [ScenarioKind::Flapping, ScenarioKind::Outage]);
     }
 
     #[test]

@@ -26,12 +26,13 @@ pub struct Figures {
     pub requests: usize,
     /// Share of requests answered by the upstream.
     pub success: f64,
-    /// The same, for requests sent during the fault.
-    pub success_fault: f64,
-    /// The same, for requests sent after the fault (when the run goes on after it).
+    /// The same, for requests sent during the fault (`None`: none was, as in a run without a
+    /// fault or at a rate too low to send one in it).
+    pub success_fault: Option<f64>,
+    /// The same, for requests sent after the fault (`None`: none was).
     pub success_after: Option<f64>,
-    /// Upstream calls per request sent during the fault.
-    pub load_fault: f64,
+    /// Upstream calls per request sent during the fault (`None`: no request was sent in it).
+    pub load_fault: Option<f64>,
     /// Upstream calls per request over the whole run (the measured requests' attempts).
     pub load: f64,
     /// Median latency of all requests, answered or not, in milliseconds.
@@ -41,8 +42,12 @@ pub struct Figures {
     /// Longest latency, in milliseconds.
     pub max_ms: f64,
     /// From the fault's start until traffic to the faulty replica fell to a tenth of its usual
-    /// share for a whole second, from a 100 ms bin that holds no more than that itself
-    /// (`None`: it never did, or the scenario has no faulty replica).
+    /// share for a whole second, from a 100 ms bin of the fault that holds no more than that
+    /// itself. The second is a whole one even where the fault ends within it (it may run past
+    /// the fault's end, into what the stack does next, but not past the run's): a stack is not
+    /// credited for a moment of quiet that the fault's end cut short, and a fault shorter than
+    /// a second is detected only if the traffic stays away that long. `None`: it never did,
+    /// or the scenario has no faulty replica.
     pub detect_ms: Option<f64>,
     /// From the upstream's recovery until every 1 s window of requests succeeds at ≥ 99 %
     /// (`None`: never within the run, or no recovery in this scenario; see `recovered`).
@@ -50,7 +55,8 @@ pub struct Figures {
     /// Whether every 1 s window succeeded at ≥ 99 % by the end of the run (`None`: the
     /// scenario has no recovery).
     pub recovered: Option<bool>,
-    /// Share of attempts that went to the faulty replica after detection, until the fault ended.
+    /// Share of attempts that went to the faulty replica after detection, until the fault ended
+    /// (`None`: not detected, or no attempt at all in that time).
     pub bad_share: Option<f64>,
     /// Requests whose caller gave up at its deadline before the stack answered.
     pub cut_off: usize,
@@ -60,9 +66,12 @@ pub struct Figures {
     /// Retries that reached the upstream before the server's retry hint allowed them.
     pub early_retries: u64,
     /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp;
-    /// `rate-limit`: over the run, its rate and the burst its buckets start with).
+    /// `rate-limit`: while the limit lasts, which is the fault's window, by default the whole
+    /// run, against its rate and the burst its buckets start with; `None` in a run without a
+    /// fault, which has no limit).
     pub served: Option<f64>,
-    /// Upstream calls per request while capacity returns (`brownout`).
+    /// Upstream calls per request while capacity returns (`brownout`; `None` where no request
+    /// was sent during the ramp).
     pub load_ramp: Option<f64>,
     /// Mean latency of the requests that succeeded after a retry, in milliseconds.
     pub retried_ms: Option<f64>,
@@ -94,8 +103,10 @@ fn bin_of(t: Duration) -> usize {
     (t.as_nanos() / BIN.as_nanos()) as usize
 }
 
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+/// `a / b`; `None` over nothing (`b` of 0): a window with no request in it has no share and
+/// no rate, not one of 0.
+fn ratio(a: usize, b: usize) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -146,32 +157,38 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             .map_or(0.0, ms)
     };
 
-    // Detection: the first bin from which, for a whole second within the fault, the faulty
+    // Detection: the first bin of the fault from which, for a whole second, the faulty
     // replicas got at most a tenth of their share before the fault, and in that bin too: a
     // bin that still sends them their share is not "after detection" (with a 1 s fault, the
-    // attempts that tripped the router's ejection counted against it as sent after).
+    // attempts that tripped the router's ejection counted against it as sent after). The
+    // second is a whole one, inside the run: cut at the fault's end, a few quiet bins at its
+    // end (a plain round robin over many replicas sends one of them nothing for a while)
+    // read as detection.
     let detect = (!bad.is_empty())
         .then(|| {
             let (b0, b1) = (bin_of(fault_start), bin_of(fault_end).min(bins));
+            // The first bin that starts at or after the run's end: a window ends by it.
+            let last = bin_of(p.duration);
+            // The faulty replicas' share before the fault; with no past (a fault from the
+            // run's start) or none sent in it, their static share.
             let before = b0.saturating_sub(5 * SECOND)..b0;
-            let usual = if before.is_empty() {
-                bad.len() as f64 / p.replicas as f64
-            } else {
-                ratio(
-                    to_bad[before.clone()].iter().sum(),
-                    sent[before].iter().sum(),
-                )
-            };
+            let usual = ratio(
+                to_bad[before.clone()].iter().sum(),
+                sent[before].iter().sum(),
+            )
+            .unwrap_or(bad.len() as f64 / p.replicas as f64);
             let quiet = |from: usize, end: usize| {
                 let bad_sum: usize = to_bad[from..end].iter().sum();
                 let sent_sum: usize = sent[from..end].iter().sum();
                 sent_sum > 0 && (bad_sum as f64) <= 0.1 * usual * sent_sum as f64
             };
-            (b0..b1).find(|&b| quiet(b, b + 1) && quiet(b, (b + SECOND).min(b1)))
+            (b0..b1)
+                .take_while(|&b| b + SECOND <= last)
+                .find(|&b| quiet(b, b + 1) && quiet(b, b + SECOND))
         })
         .flatten();
     let detect_at = detect.map(|b| BIN * b as u32);
-    let bad_share = detect_at.map(|d| {
+    let bad_share = detect_at.and_then(|d| {
         let window = log
             .attempts
             .iter()
@@ -221,19 +238,23 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             let requests = log.requests.iter().filter(|r| in_ramp(r.sent)).count();
             (
                 Some(done as f64 / possible.max(1.0)),
-                Some(ratio(calls, requests)),
+                ratio(calls, requests),
             )
         }
+        // A run without a fault has no limit to serve against.
+        ScenarioKind::RateLimit if !scenario.has_fault() => (None, None),
         ScenarioKind::RateLimit => {
-            // The limit's buckets start full: they admit their burst on top of the rate, as
-            // far as the requests sent ask for it.
-            let possible = (possible(scenario, Duration::ZERO, p.duration)
-                + scenario.limit_burst())
-            .min(p.rate * p.duration.as_secs_f64());
+            // While the limit holds (the fault, within the run; by default the whole run):
+            // after it, calls are unlimited and there is no limit to serve against. The
+            // limit's buckets start full: they admit their burst on top of the rate, as far
+            // as the requests sent ask for it.
+            let during = |t: Duration| t >= fault_start && t < fault_end;
+            let possible = (possible(scenario, fault_start, fault_end) + scenario.limit_burst())
+                .min(p.rate * (fault_end - fault_start).as_secs_f64());
             let done = log
                 .attempts
                 .iter()
-                .filter(|a| a.at < p.duration && a.outcome == AttemptOutcome::Ok)
+                .filter(|a| during(a.at) && a.outcome == AttemptOutcome::Ok)
                 .count();
             (Some(done as f64 / possible.max(1.0)), None)
         }
@@ -282,15 +303,16 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         scenario: scenario.kind,
         stack,
         requests: n,
-        success: ratio(answered, n),
+        // Over the whole run there is always a request to measure: a run that would send none
+        // is refused (`Params::validate`).
+        success: ratio(answered, n).unwrap_or(0.0),
         success_fault: ratio(
             fault_requests.iter().filter(|r| r.ok).count(),
             fault_requests.len(),
         ),
-        success_after: (!after.is_empty())
-            .then(|| ratio(after.iter().filter(|r| r.ok).count(), after.len())),
+        success_after: ratio(after.iter().filter(|r| r.ok).count(), after.len()),
         load_fault: ratio(fault_attempts, fault_requests.len()),
-        load: ratio(log.attempts.iter().filter(|a| a.req < n as u64).count(), n),
+        load: ratio(log.attempts.iter().filter(|a| a.req < n as u64).count(), n).unwrap_or(0.0),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
@@ -382,9 +404,9 @@ mod tests {
         let f = measure(&s, StackKind::None, &log(|t| !in_fault(t), |_| false));
         assert_eq!(f.requests, 100);
         assert!((f.success - 0.8).abs() < 1e-9);
-        assert_eq!(f.success_fault, 0.0);
+        assert_eq!(f.success_fault, Some(0.0));
         assert_eq!(f.success_after, Some(1.0));
-        assert!((f.load_fault - 1.0).abs() < 1e-9);
+        assert_eq!(f.load_fault, Some(1.0));
         assert_eq!(
             f.detect_ms, None,
             "every request still reaches the upstream"
@@ -419,8 +441,9 @@ mod tests {
         assert_eq!(f.recover_ms, Some(1_000.0));
         assert_eq!(f.recovered, Some(true));
         assert_eq!(f.local, 15);
-        // One replica, and no attempt from detection to the fault's end.
-        assert_eq!(f.bad_share, Some(0.0));
+        // One replica, and no attempt from detection to the fault's end: no share of
+        // attempts to tell (not 0 % of none).
+        assert_eq!(f.bad_share, None);
         // Recovered at 9.5 s, in the run's last second: no whole 1 s window left to time the
         // recovery over, and nothing to time (not "recovered at once").
         let mut late = s.clone();
@@ -658,6 +681,70 @@ mod tests {
             Some(_) => 0,
             None => 10,
         }
+    }
+
+    /// Detection needs a whole second of quiet from its bin: one the fault's end cuts short
+    /// (the traffic comes back at once) is not detection; one that runs on past the fault's
+    /// end is, and then the share to the faulty replica counts the attempts until the end.
+    #[test]
+    fn detection_needs_a_whole_second_of_quiet() {
+        // Fault from 8 s to 12 s: replica 0 gets its half of the traffic, but for the fault's
+        // last half second, and all of it again at once after it.
+        let bad = |bin: u64| {
+            if (11_500..12_000).contains(&bin) {
+                0
+            } else {
+                5
+            }
+        };
+        let (s, log) = two_replicas(8_000, bad, |_| true, 0..0);
+        let f = measure(&s, StackKind::None, &log);
+        assert_eq!((f.detect_ms, f.bad_share), (None, None), "{f:?}");
+        // Quiet from 11.5 s to 12.5 s: a whole second, from 3.5 s into the fault.
+        let bad = |bin: u64| {
+            if (11_500..12_500).contains(&bin) {
+                0
+            } else {
+                5
+            }
+        };
+        let (s, log) = two_replicas(8_000, bad, |_| true, 0..0);
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!((f.detect_ms, f.bad_share), (Some(3_500.0), Some(0.0)));
+        // A second of quiet that the run's end cuts short is not one either: the fault lasts
+        // to the end of the 20 s run, quiet only in its last half second.
+        let mut late = s;
+        late.params.fault_len = Duration::from_secs(12);
+        let bad = |bin: u64| if bin >= 19_500 { 0 } else { 5 };
+        let (_, log) = two_replicas(8_000, bad, |_| true, 0..0);
+        let f = measure(&late, StackKind::None, &log);
+        assert_eq!(f.detect_ms, None, "{f:?}");
+    }
+
+    /// A window with no request in it has no figures: not 0 % and 0 calls per request.
+    #[test]
+    fn a_window_without_requests_has_no_figures() {
+        let s = scenario();
+        // Nothing sent from 1.5 s to 4.5 s, around the fault (2 s to 4 s).
+        let quiet = |t: u64| (1_500..4_500).contains(&t);
+        let mut log = log(|_| true, |_| false);
+        log.requests.retain(|r| !quiet(r.sent.as_millis() as u64));
+        log.attempts.retain(|a| !quiet(a.at.as_millis() as u64));
+        for (i, r) in log.attempts.iter_mut().enumerate() {
+            r.req = i as u64;
+        }
+        let f = measure(&s, StackKind::None, &log);
+        assert_eq!((f.success_fault, f.load_fault), (None, None));
+        assert_eq!(f.success_after, Some(1.0));
+        assert_eq!(f.success, 1.0);
+        // A brownout's ramp with no request in it has no load.
+        let mut brownout = Scenario::new(ScenarioKind::Brownout);
+        brownout.params.duration = Duration::from_secs(10);
+        brownout.params.fault_start = Duration::from_secs(1);
+        brownout.params.fault_len = Duration::from_millis(500);
+        brownout.params.ramp = Duration::from_secs(2);
+        let f = measure(&brownout, StackKind::None, &log);
+        assert_eq!(f.load_ramp, None);
     }
 
     /// Detection compares the faulty replica's share in each 1 s window of the fault, and in

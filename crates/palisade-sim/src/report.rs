@@ -80,7 +80,12 @@ impl Report {
                 (None, Some(false)) => "never".to_owned(),
                 _ => "-".to_owned(),
             };
-            let detect = match (f.detect_ms, fault && !f.scenario.bad_replicas().is_empty()) {
+            // Nothing sent during the fault: nothing could be detected either.
+            let watched = fault && f.success_fault.is_some();
+            let detect = match (
+                f.detect_ms,
+                watched && !f.scenario.bad_replicas().is_empty(),
+            ) {
                 (Some(ms), _) => format!("{ms:.0}"),
                 (None, true) => "never".to_owned(),
                 (None, false) => "-".to_owned(),
@@ -89,10 +94,10 @@ impl Report {
                 f.scenario.to_string(),
                 f.stack.to_string(),
                 pct(f.success),
-                during(pct(f.success_fault)),
+                during(opt(f.success_fault, pct)),
                 opt(f.success_after, pct),
                 format!("{:.2}", f.load),
-                during(format!("{:.2}", f.load_fault)),
+                during(opt(f.load_fault, |v| format!("{v:.2}"))),
                 format!("{:.0}", f.p50_ms),
                 format!("{:.0}", f.p99_ms),
                 format!("{:.0}", f.max_ms),
@@ -223,13 +228,62 @@ impl Report {
     }
 }
 
-const COLOURS: [RGBColor; 5] = [
+/// The stacks' colours, in the order they run: ten that read apart on white (the first five
+/// are those of the built-in stacks and a first stack file).
+const COLOURS: [RGBColor; 10] = [
     RGBColor(150, 150, 150),
     RGBColor(230, 120, 30),
     RGBColor(40, 110, 200),
     RGBColor(20, 160, 80),
     RGBColor(180, 40, 160),
+    RGBColor(210, 40, 40),
+    RGBColor(0, 150, 160),
+    RGBColor(140, 86, 40),
+    RGBColor(150, 150, 20),
+    RGBColor(30, 30, 110),
 ];
+
+/// The `i`th stack's line: its colour, and whether it is dashed (beyond the ten colours, the
+/// same colours again, dashed, so that no two of the first twenty stacks look alike).
+fn line(i: usize) -> (RGBColor, bool) {
+    (COLOURS[i % COLOURS.len()], i >= COLOURS.len())
+}
+
+/// Draws `points` as the `i`th stack's line, solid or dashed (see [`line`]).
+fn draw_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    i: usize,
+    points: Vec<(f64, f64)>,
+    label: Option<String>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (colour, dashed) = line(i);
+    let style = colour.stroke_width(2);
+    let series = if dashed {
+        chart.draw_series(DashedLineSeries::new(points, 8, 5, style))?
+    } else {
+        chart.draw_series(LineSeries::new(points, style))?
+    };
+    if let Some(label) = label {
+        let series = series.label(label);
+        if dashed {
+            series.legend(move |(x, y)| {
+                plotters::element::DashedPathElement::new(
+                    vec![(x, y), (x + 18, y)],
+                    4,
+                    3,
+                    colour.stroke_width(2),
+                )
+            });
+        } else {
+            series.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        }
+    }
+    Ok(())
+}
 
 fn chart(
     path: &Path,
@@ -270,17 +324,13 @@ fn chart(
         RGBColor(250, 215, 215).filled(),
     )))?;
     for (i, f) in runs.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
         let points = f.series.iter().filter(|s| s.sent > 0).map(|s| {
             (
                 f64::from(s.t) + 0.5,
                 100.0 * f64::from(s.ok) / f64::from(s.sent),
             )
         });
-        success
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-            .label(f.stack.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+        draw_line(&mut success, i, points.collect(), Some(f.stack.to_string()))?;
     }
     success
         .configure_series_labels()
@@ -301,12 +351,11 @@ fn chart(
         RGBColor(250, 215, 215).filled(),
     )))?;
     for (i, f) in runs.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
         let points = f
             .series
             .iter()
             .map(|s| (f64::from(s.t) + 0.5, f64::from(s.attempts)));
-        load.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+        draw_line(&mut load, i, points.collect(), None)?;
     }
     root.present()?;
     Ok(())
@@ -392,6 +441,66 @@ mod tests {
              MISS outage        classic: b — m\n  \
              n/a  outage        classic: c — m\n"
         );
+    }
+
+    /// Each stack of a chart has its own line: with more stacks than the built-in four (stack
+    /// files beside them), no two share a colour (with six, two were grey), and beyond the
+    /// palette the colours come again dashed.
+    #[test]
+    fn every_stack_of_a_chart_has_its_own_line() {
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        outage.params.duration = std::time::Duration::from_secs(15);
+        let base = crate::run(&outage, StackKind::None).unwrap();
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let stacks: Vec<StackKind> = StackKind::ALL
+            .into_iter()
+            .chain((0..8).map(|i| {
+                StackKind::File(crate::stack::StackFile::new(
+                    format!("f{i}"),
+                    config.clone(),
+                ))
+            }))
+            .collect();
+        let runs: Vec<Figures> = stacks
+            .iter()
+            .map(|&stack| Figures {
+                stack,
+                ..base.clone()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        // The success lines of the first `n` stacks: their colours, and the dashed ones'.
+        let lines = |n: usize| {
+            let report = Report {
+                scenarios: vec![outage.clone()],
+                runs: runs[..n].to_vec(),
+                goals: Vec::new(),
+                health: None,
+            };
+            let svg = std::fs::read_to_string(&report.svg(dir.path()).unwrap()[0]).unwrap();
+            let stroke = |l: &str| {
+                l.split("stroke=\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .map(str::to_owned)
+            };
+            let solid: std::collections::BTreeSet<String> = svg
+                .lines()
+                .filter(|l| l.starts_with("<polyline") && l.contains(r#"stroke-width="2""#))
+                .filter_map(stroke)
+                .collect();
+            (solid, svg)
+        };
+        let (six, _) = lines(6);
+        assert_eq!(six.len(), 6, "{six:?}");
+        let (ten, _) = lines(10);
+        assert_eq!(ten.len(), 10, "{ten:?}");
+        // The eleventh and twelfth take the first colours again, dashed.
+        assert_eq!(line(10), (COLOURS[0], true));
+        assert_eq!(line(9), (COLOURS[9], false));
+        let (twelve, svg) = lines(12);
+        assert_eq!(twelve, ten);
+        assert!(svg.contains("f7"), "every stack in the legend");
     }
 
     /// The detection and recovery columns tell "never happened" from "does not apply".

@@ -20,7 +20,9 @@ pub enum ScenarioKind {
     /// Three replicas; one fails every call for a while, then comes back.
     BadReplica,
     /// The provider serves a fixed number of calls per second and answers the rest with a 429
-    /// and a `retry-after-ms` hint; clients send more than that.
+    /// and a `retry-after-ms` hint; clients send more than that. The limit is the fault: by
+    /// default it lasts the whole run (and the unmeasured traffic after it); `--fault-len`
+    /// shortens it, and calls are unlimited after it.
     RateLimit,
     /// One of two replicas goes from its usual latency to about a hundred times that.
     LatencySpike,
@@ -168,7 +170,10 @@ const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// A scenario's parameters; every one can be set from the command line.
+/// A scenario's parameters. All but [`fault_start`](Self::fault_start),
+/// [`latency`](Self::latency) and [`noise`](Self::noise) can be set from the command line
+/// (`--rate`, `--duration`, `--fault-len`, …); those three keep each scenario's default there
+/// and are set only from code (the health monitor's runs set the noise).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Params {
     /// Requests sent per second (open loop: each at its time, whatever happened before).
@@ -232,6 +237,15 @@ impl Params {
             return Err(ConfigError::new(
                 "duration",
                 "must be above 0 and at most an hour",
+            ));
+        }
+        // The run sends `rate × duration` measured requests, rounded down: with none, every
+        // figure would be over nothing and every goal met by default.
+        if self.rate * self.duration.as_secs_f64() < 1.0 {
+            return Err(ConfigError::new(
+                "rate",
+                "times the run's duration must be at least 1 (--rate × --duration ≥ 1): \
+                 the run must send at least one measured request",
             ));
         }
         if self.fault_start > self.duration {
@@ -434,19 +448,38 @@ impl Scenario {
                     f64::INFINITY
                 })
             }
-            ScenarioKind::RateLimit => Some(p.capacity),
+            // The limit holds during the fault only; outside it, calls are unlimited.
+            ScenarioKind::RateLimit => Some(if t >= p.fault_start && t < self.limit_end() {
+                p.capacity
+            } else {
+                f64::INFINITY
+            }),
             _ => None,
         };
         each.map(|c| c * p.replicas as f64)
     }
 
-    /// `rate-limit`: the calls the limit admits at once when the run starts, all its replicas
-    /// together, on top of its rate: each replica's token bucket starts full, with
-    /// palisade-chaos's default burst (a tenth of a second of calls, rounded up, at least 1
-    /// while the limit is above zero).
+    /// `rate-limit`: when the limit ends, since the run's start: at the fault's end, or never
+    /// where the fault lasts to the run's end (the limit then goes on through the unmeasured
+    /// traffic after the run, so that the last requests' retries still meet it).
+    fn limit_end(&self) -> Duration {
+        let p = &self.params;
+        let end = p.fault_start + p.fault_len;
+        if end >= p.duration {
+            Duration::MAX
+        } else {
+            end
+        }
+    }
+
+    /// `rate-limit`: the calls the limit admits at once when it starts (at the fault's start),
+    /// all its replicas together, on top of its rate: each replica's token bucket starts full,
+    /// with palisade-chaos's default burst (a tenth of a second of calls, rounded up, at least
+    /// 1 while the limit is above zero). None (0) in a run without a fault, which has no
+    /// limit.
     pub fn limit_burst(&self) -> f64 {
         let p = &self.params;
-        let each = if p.capacity > 0.0 {
+        let each = if p.capacity > 0.0 && self.has_fault() {
             (p.capacity / 10.0).ceil().max(1.0)
         } else {
             0.0
@@ -487,15 +520,16 @@ impl Scenario {
         // empty, which chaos refuses as a schedule that never applies.
         let faulty = start < end;
         match (self.kind, replica) {
-            _ if !faulty
-                && self.kind != ScenarioKind::RateLimit
-                && self.kind != ScenarioKind::Brownout => {}
+            _ if !faulty && self.kind != ScenarioKind::Brownout => {}
             (ScenarioKind::Outage, _) | (ScenarioKind::BadReplica | ScenarioKind::Failover, 0) => {
                 chaos = chaos.fault(Fault::fail(unavailable).during(Schedule::window(start, end)));
             }
             (ScenarioKind::RateLimit, _) => {
                 let over = Class::new(Category::RateLimited).with_retry_after(p.hint);
-                chaos = chaos.capacity(Capacity::fixed(p.capacity, Effect::Fail(over)));
+                chaos = chaos.capacity(
+                    Capacity::fixed(p.capacity, Effect::Fail(over))
+                        .during(Schedule::window(start, self.limit_end())),
+                );
             }
             (ScenarioKind::LatencySpike, 0) => {
                 let slow = p.latency.mul_f64(100.0);
@@ -586,7 +620,18 @@ mod tests {
         let is = |name: &str| Some(name.to_owned());
         // rate: above 0, at most 100000, a number.
         assert_eq!(field(&|p| p.rate = 0.0), is("rate"));
-        assert_eq!(field(&|p| p.rate = 1e-9), none);
+        // rate × duration: at least one measured request (the run is 40 s).
+        assert_eq!(field(&|p| p.rate = 1e-9), is("rate"));
+        assert_eq!(field(&|p| p.rate = 0.02), is("rate"), "0.8 requests");
+        assert_eq!(field(&|p| p.rate = 0.025), none, "1 request");
+        let mut few = ScenarioKind::Outage.defaults();
+        few.rate = 0.01;
+        let e = few.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: `rate` times the run's duration must be at least 1 \
+             (--rate × --duration ≥ 1): the run must send at least one measured request"
+        );
         assert_eq!(field(&|p| p.rate = 100_000.0), none);
         assert_eq!(field(&|p| p.rate = 100_000.5), is("rate"));
         assert_eq!(field(&|p| p.rate = f64::NAN), is("rate"));
@@ -768,6 +813,44 @@ mod tests {
             Scenario::new(ScenarioKind::Outage).capacity_at(secs(15)),
             None
         );
+    }
+
+    /// The rate limit is the scenario's fault: it holds from the fault's start for its length
+    /// (to the run's end and past it by default), and a run without a fault has none.
+    #[test]
+    fn the_rate_limit_holds_while_its_fault_lasts() {
+        let mut limited = Scenario::new(ScenarioKind::RateLimit);
+        assert_eq!(
+            limited.limit_end(),
+            Duration::MAX,
+            "the whole run, and after it"
+        );
+        assert_eq!(limited.capacity_at(secs(39)), Some(50.0));
+        assert_eq!(limited.limit_burst(), 5.0);
+        limited.params.fault_len = secs(10);
+        assert_eq!(limited.limit_end(), secs(10));
+        assert_eq!(limited.capacity_at(secs(0)), Some(50.0));
+        assert_eq!(
+            limited.capacity_at(Duration::from_millis(9_999)),
+            Some(50.0)
+        );
+        assert_eq!(limited.capacity_at(secs(10)), Some(f64::INFINITY));
+        assert_eq!(limited.limit_burst(), 5.0);
+        limited.params.fault_len = Duration::ZERO;
+        assert_eq!(limited.capacity_at(secs(0)), Some(f64::INFINITY));
+        assert_eq!(limited.limit_burst(), 0.0, "no limit, no burst");
+        // The chaos layer agrees: a 10 s limit refuses calls beyond it during the fault only.
+        limited.params.fault_len = secs(10);
+        let log = crate::run::record(&limited, crate::stack::StackKind::None).unwrap();
+        let refused = |from: u64, to: u64| {
+            log.attempts
+                .iter()
+                .filter(|a| a.at >= secs(from) && a.at < secs(to))
+                .filter(|a| a.outcome != crate::record::AttemptOutcome::Ok)
+                .count()
+        };
+        assert!(refused(0, 10) > 250, "{}", refused(0, 10));
+        assert_eq!(refused(10, 50), 0);
     }
 
     #[test]

@@ -59,10 +59,13 @@ pub struct Variant {
 /// The variants of `base`: itself ("as given"), then [`OTHER_SEEDS`] other seeds, then its
 /// rate, its fault's length and its capacity each multiplied by each of [`FACTORS`].
 ///
-/// The fault's length is not moved in `rate-limit`, whose limit lasts the whole run; the
-/// capacity is moved only where there is one (`rate-limit`, `brownout`). A fault made longer
-/// makes the run as much longer, so that the time left after the fault stays what it was
-/// (the recovery figures need it).
+/// The fault's length is not moved in `rate-limit`: its limit is the fault, which by default
+/// lasts the whole run, and its goals judge the limit, not what follows it; its capacity is
+/// moved instead. The capacity is moved only where there is one (`rate-limit`, `brownout`).
+/// A fault made longer makes the run as much longer, so that the time left after the fault
+/// stays what it was (the recovery figures need it). A moved value equal to the given one (a
+/// fault of no length, a capacity of 0, times anything) or to one already moved is left out:
+/// it would run the same variant again and count its goals twice.
 pub fn variants(base: &Scenario) -> Vec<Variant> {
     let mut settings = settings(base).into_iter();
     let mut out: Vec<Variant> = settings.next().into_iter().collect();
@@ -126,7 +129,10 @@ fn settings(base: &Scenario) -> Vec<Variant> {
     let mut moved = |label: String, change: &dyn Fn(&mut Scenario)| {
         let mut scenario = base.clone();
         change(&mut scenario);
-        out.push(Variant { label, scenario });
+        // The same parameters as a variant already there: the same run, not another one.
+        if out.iter().all(|v| v.scenario != scenario) {
+            out.push(Variant { label, scenario });
+        }
     };
     for f in FACTORS {
         let rate = p.rate * f;
@@ -416,7 +422,7 @@ mod tests {
                 "fault 15.0 s"
             ]
         );
-        // The limit lasts the whole run: its capacity moves, not its length.
+        // The limit is the fault and lasts the whole run: its capacity moves, not its length.
         assert_eq!(
             labels(ScenarioKind::RateLimit),
             [
@@ -443,6 +449,37 @@ mod tests {
             };
             assert_eq!(n, expected, "{kind}");
         }
+    }
+
+    /// A moved value equal to the given one runs the given variant again: left out, so that
+    /// its goals are not counted twice. A fault of no length stays of none at × 2/3 and × 3/2;
+    /// so does a capacity of 0.
+    #[test]
+    fn a_value_that_does_not_move_makes_no_variant() {
+        let labels =
+            |s: &Scenario| -> Vec<String> { variants(s).into_iter().map(|v| v.label).collect() };
+        let mut quiet = Scenario::new(ScenarioKind::Outage);
+        quiet.params.fault_len = Duration::ZERO;
+        assert_eq!(
+            labels(&quiet),
+            [
+                "as given",
+                "seed 2",
+                "seed 3",
+                "seed 4",
+                "rate 66.7/s",
+                "rate 150.0/s"
+            ]
+        );
+        let mut brownout = Scenario::new(ScenarioKind::Brownout);
+        brownout.params.capacity = 0.0;
+        assert!(
+            !labels(&brownout).iter().any(|l| l.starts_with("capacity")),
+            "{:?}",
+            labels(&brownout)
+        );
+        // The crossed variants too: three settings at two seeds.
+        assert_eq!(crossed(&quiet, 2).len(), 6);
     }
 
     #[test]

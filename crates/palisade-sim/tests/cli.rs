@@ -474,3 +474,42 @@ fn closed_loop_traffic_says_so_and_counts_what_each_stack_sent() {
     let header = text(&out.stdout).lines().nth(2).unwrap().to_owned();
     assert!(header.starts_with("scenario  stack     ok %"), "{header}");
 }
+
+/// A run that would send no measured request is refused, naming the options and the rule
+/// (`--rate 0.01` sent none in 40 s, and printed "7 of 7 met").
+#[test]
+fn a_run_that_sends_nothing_is_refused() {
+    let out = exits(2, &["-s", "outage", "--rate", "0.01"]);
+    assert_eq!(
+        text(&out.stderr),
+        "palisade-sim: scenario outage: invalid configuration: `rate` times the run's duration \
+         must be at least 1 (--rate × --duration ≥ 1): the run must send at least one measured \
+         request\n"
+    );
+    assert!(out.stdout.is_empty());
+    // One request is enough.
+    exits(0, &["-s", "outage", "--rate", "0.025", "--stack", "none"]);
+}
+
+/// A scenario named twice runs once, and its goals are counted once.
+#[test]
+fn a_scenario_named_twice_runs_once() {
+    let out = exits(
+        0,
+        &[
+            &SHORT[..],
+            &SHORT[..2],
+            &["--stack", "none", "--stack", "palisade"],
+        ]
+        .concat(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("palisade-sim: 1 scenarios × 2 stacks"),
+        "{stdout}"
+    );
+    assert_eq!(stacks_of("outage", stdout), ["none", "palisade"]);
+    // Palisade's three outage goals and "success at least none's", once each.
+    let goals = stdout.lines().filter(|l| l.starts_with("  ")).count();
+    assert_eq!(goals, 4, "{stdout}");
+}

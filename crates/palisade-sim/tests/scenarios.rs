@@ -58,19 +58,17 @@ fn the_same_seed_gives_the_same_json_and_another_seed_another() {
 #[test]
 fn each_fault_happens_when_and_where_it_should() {
     use ScenarioKind::*;
+    // Every scenario sends requests during its fault: each has a success and a load there.
+    let during = |f: &Figures| (f.success_fault.unwrap(), f.load_fault.unwrap());
     // Without protection, the outage fails every request sent during it, and only those.
     let f = none(Outage);
-    assert_eq!(f.success_fault, 0.0);
+    assert_eq!(f.success_fault, Some(0.0));
     assert_eq!(f.success_after, Some(1.0));
     assert!((f.success - 0.75).abs() < 0.01, "{}", f.success);
-    assert!((f.load_fault - 1.0).abs() < 0.01);
+    assert!((during(f).1 - 1.0).abs() < 0.01);
     // One replica of three fails: a third of the requests during the fault.
     let f = none(BadReplica);
-    assert!(
-        (f.success_fault - 2.0 / 3.0).abs() < 0.02,
-        "{}",
-        f.success_fault
-    );
+    assert!((during(f).0 - 2.0 / 3.0).abs() < 0.02, "{}", during(f).0);
     assert_eq!(f.success_after, Some(1.0));
     // 80 requests/s against 50 calls/s: about 50/80 answered.
     let f = none(RateLimit);
@@ -86,29 +84,25 @@ fn each_fault_happens_when_and_where_it_should() {
     );
     // Down half the time while flapping.
     let f = none(Flapping);
-    assert!((f.success_fault - 0.5).abs() < 0.05, "{}", f.success_fault);
+    assert!((during(f).0 - 0.5).abs() < 0.05, "{}", during(f).0);
     // The brownout: nothing during the outage, then capacity returns over the ramp, all of it
     // used by a client that sends everything.
     let f = none(Brownout);
-    assert!(f.success_fault < 0.5, "{}", f.success_fault);
+    assert!(during(f).0 < 0.5, "{}", during(f).0);
     assert!(f.served.unwrap() > 0.95, "{:?}", f.served);
     // Round robin over a dead primary and a live standby: half fail.
     let f = none(Failover);
-    assert!((f.success_fault - 0.5).abs() < 0.02, "{}", f.success_fault);
+    assert!((during(f).0 - 0.5).abs() < 0.02, "{}", during(f).0);
     // Degraded: about half fail, some with a hint, a few hang until the caller's deadline.
     let f = none(Degraded);
-    assert!(
-        (0.35..0.55).contains(&f.success_fault),
-        "{}",
-        f.success_fault
-    );
+    assert!((0.35..0.55).contains(&during(f).0), "{}", during(f).0);
     assert_eq!(f.max_ms, 10_000.0);
 }
 
 #[test]
 fn outage_goals() {
     let p = pal(ScenarioKind::Outage);
-    assert!(p.load_fault <= 0.10, "{}", p.load_fault);
+    assert!(p.load_fault.unwrap() <= 0.10, "{:?}", p.load_fault);
     assert!(
         p.recover_ms.is_some_and(|r| r <= 1_000.0),
         "{:?}",
@@ -387,7 +381,7 @@ fn at_ten_requests_a_second_the_breaker_judges_the_last_second() {
     let (flapping, outage) = (&report.runs[0], &report.runs[1]);
     assert_eq!(flapping.scenario, ScenarioKind::Flapping);
     assert!(flapping.success > 0.9, "{}", flapping.success);
-    assert!(outage.load_fault < 0.25, "{}", outage.load_fault);
+    assert!(outage.load_fault.unwrap() < 0.25, "{:?}", outage.load_fault);
     assert!(outage.success > 0.98, "{}", outage.success);
 }
 
@@ -547,4 +541,113 @@ fn bad_parameters_are_refused_naming_the_field() {
     assert!(err.to_string().contains("replicas"), "{err}");
     assert_eq!(ScenarioKind::from_name("no-such"), None);
     assert_eq!(StackKind::from_name("tower"), Some(StackKind::Tower));
+}
+
+/// The rate limit is the scenario's fault: `--fault-len` ends it, and calls are unlimited
+/// after it; a run without a fault has no limit, nothing served against one, and no goal
+/// about it to judge. (The limit once lasted the whole run whatever the fault's length, while
+/// "during" and "after" were cut at it: after % read 62.5 with a 10 s limit.)
+#[test]
+fn a_rate_limit_lasts_as_long_as_its_fault() {
+    let mut short = Scenario::new(ScenarioKind::RateLimit);
+    short.params.fault_len = Duration::from_secs(10);
+    let mut unlimited = short.clone();
+    unlimited.params.fault_len = Duration::ZERO;
+    let stacks = [StackKind::None, StackKind::Palisade];
+    let report = palisade_sim::run_all(&[short, unlimited.clone()], &stacks, |_, _| {}).unwrap();
+    // 10 s of 80 requests a second against 50 calls a second, then 30 s unlimited.
+    let f = &report.runs[0];
+    let during = f.success_fault.unwrap();
+    assert!((during - 50.0 / 80.0).abs() < 0.03, "{during}");
+    assert_eq!(f.success_after, Some(1.0));
+    // Served against what the limit allowed while it held (10 s of it, and its burst): never
+    // more, whatever the retries sent after it.
+    for f in &report.runs[..2] {
+        let served = f.served.unwrap();
+        assert!(served > 0.99 && served <= 1.0, "{}: {served}", f.stack);
+    }
+    // No fault: every request answered, nothing during a fault, no limit to serve against.
+    let f = &report.runs[2];
+    assert_eq!(f.success, 1.0);
+    assert_eq!(
+        (f.success_fault, f.load_fault, f.served),
+        (None, None, None)
+    );
+    let goals = palisade_sim::goals::judge(&unlimited, &report.runs[2..]);
+    let idle: Vec<&str> = goals
+        .iter()
+        .filter(|g| g.met.is_none())
+        .map(|g| g.goal.as_str())
+        .collect();
+    assert_eq!(
+        idle,
+        [
+            "≥ 98 % of what the limit allows is served",
+            "retries wait their hint: mean wait within 10 % of it (1000 ms)",
+        ]
+    );
+    assert!(goals.iter().all(|g| g.met != Some(false)), "{goals:?}");
+}
+
+/// A plain round robin over 64 replicas sends the faulty one a call every 0.64 s: never a
+/// whole second of nothing, never "detected" (it read 19 500 ms of a 20 s fault, from the
+/// half second of quiet the fault's end cut short).
+#[test]
+fn a_round_robin_over_many_replicas_detects_nothing() {
+    let mut failover = Scenario::new(ScenarioKind::Failover);
+    failover.params.replicas = 64;
+    let report = palisade_sim::run_all(
+        &[failover],
+        &[StackKind::None, StackKind::Palisade],
+        |_, _| {},
+    )
+    .unwrap();
+    let (none, pal) = (&report.runs[0], &report.runs[1]);
+    assert_eq!((none.detect_ms, none.bad_share), (None, None), "{none:?}");
+    assert!(pal.detect_ms.is_some_and(|d| d <= 1000.0), "{pal:?}");
+}
+
+/// A window of the run with no request in it has no figure: "-" in the table, `null` in the
+/// JSON, and the goals about it have nothing to judge (they read 0 %, 0 calls per request,
+/// and "met").
+#[test]
+fn a_window_without_requests_has_no_figures() {
+    // One request every 20 s: at 0 s and 20 s, none in the outage (10 s to 20 s).
+    let mut sparse = Scenario::new(ScenarioKind::Outage);
+    sparse.params.rate = 0.05;
+    let mut quiet = Scenario::new(ScenarioKind::Outage);
+    quiet.params.fault_len = Duration::ZERO;
+    let report = palisade_sim::run_all(
+        &[sparse.clone(), quiet],
+        &[StackKind::None, StackKind::Palisade],
+        |_, _| {},
+    )
+    .unwrap();
+    for f in &report.runs {
+        assert_eq!((f.success_fault, f.load_fault), (None, None), "{f:?}");
+    }
+    assert_eq!(report.runs[0].requests, 2);
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    for run in json["runs"].as_array().unwrap() {
+        assert!(run["success_fault"].is_null(), "{run}");
+        assert!(run["load_fault"].is_null(), "{run}");
+    }
+    let table = report.table();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let row = lines.next().unwrap();
+    for column in ["fault %", "fault c/r"] {
+        let end = header.find(column).unwrap() + column.len();
+        let start = row[..end].rfind("  ").map_or(0, |i| i + 2);
+        assert_eq!(row[start..end].trim(), "-", "{column}: {row}");
+    }
+    let goals = palisade_sim::goals::judge(&sparse, &report.runs[..2]);
+    assert_eq!(
+        goals[0].goal,
+        "≤ 0.10 upstream calls per request during the outage"
+    );
+    assert_eq!(
+        (goals[0].measured.as_str(), goals[0].met),
+        ("no request was sent in it (too low a rate)", None)
+    );
 }
