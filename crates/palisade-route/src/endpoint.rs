@@ -472,6 +472,29 @@ mod tests {
     }
 
     #[test]
+    fn waiters_list_each_instance_once_and_prune_the_dropped() {
+        let waiters = Waiters::default();
+        let listed = || lock(&waiters.slots).len();
+        let a = Arc::new(Waiting::default());
+        // Listed again (it waited for another endpoint in between): still once.
+        waiters.add(&a);
+        waiters.add(&a);
+        assert_eq!(listed(), 1);
+        // Another instance waiting for the same endpoint: both listed.
+        let b = Arc::new(Waiting::default());
+        waiters.add(&b);
+        assert_eq!(listed(), 2);
+        // An instance that is gone is pruned when another lists itself.
+        drop(a);
+        let c = Arc::new(Waiting::default());
+        waiters.add(&c);
+        assert_eq!(listed(), 2);
+        waiters.add(&b);
+        waiters.add(&c);
+        assert_eq!(listed(), 2);
+    }
+
+    #[test]
     fn a_success_clears_the_failures_in_a_row() {
         let cfg = RouteConfig::default();
         let s = state();

@@ -1189,6 +1189,27 @@ mod tests {
     }
 
     #[test]
+    fn pickable_gives_the_last_resort_to_the_endpoints_cooling_down_only() {
+        // Panic mode off: the ejected endpoint gets no weight from it.
+        let cfg = RouteConfig {
+            panic_ratio: None,
+            ..RouteConfig::default()
+        };
+        let eps = [state(0), state(0)];
+        // a cools down after a rate limit, b is ejected: no endpoint has weight, so a takes
+        // the call as the last resort, and b, out and not cooling down, does not.
+        eps[0].on_failure(Class::new(Category::RateLimited), &cfg, 0);
+        eps[1].eject(&cfg, 0);
+        assert!(pickable(&eps, &cfg, 0, None, 0));
+        assert!(!pickable(&eps, &cfg, 1, None, 0));
+        // A retry avoiding a goes back to it: b is no other endpoint to go to.
+        assert!(pickable(&eps, &cfg, 0, Some(eps[0].token), 0));
+        // Once a's cool-down is over it has weight again; b is still out.
+        assert!(pickable(&eps, &cfg, 0, None, 1_000));
+        assert!(!pickable(&eps, &cfg, 1, None, 1_000));
+    }
+
+    #[test]
     fn draws_follow_the_weights_of_the_eligible() {
         let weights = [0.5, 1.0, 4.0, 2.0];
         let draws = Draws::new(4, |i| i != 2, |i| weights[i]);

@@ -2961,3 +2961,203 @@ async fn a_reservation_on_an_endpoint_taken_out_since_is_let_go() {
         assert!(other.poll_ready(&mut cx).is_ready(), "target {target}");
     }
 }
+
+/// A router with a primary that is never ready and a standby that is always ready.
+fn stuck_primary() -> Route<Static<Svc>> {
+    let stuck = Gate {
+        name: "stuck",
+        open: Arc::new(AtomicBool::new(false)),
+    };
+    Route::builder([tower::util::BoxCloneService::new(stuck)])
+        .tier(1, [up("b")])
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_router_polled_again_from_another_task_wakes_that_task_when_its_endpoint_is_taken_out() {
+    let mut route = stuck_primary();
+    let handle = route.handle();
+    // Polled on one task, then on another (a router moved to another task, say): each time
+    // it waits for the primary.
+    let (first, second) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+    for wakes in [&first, &second] {
+        let waker = std::task::Waker::from(wakes.clone());
+        assert!(
+            route
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    // Taken out of traffic: the task that polled last is the one woken.
+    for _ in 0..10 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    assert_eq!(second.count(), 1, "the task waiting now was not woken");
+    assert_eq!(first.count(), 0);
+    let waker = std::task::Waker::from(second);
+    assert!(
+        route
+            .poll_ready(&mut Context::from_waker(&waker))
+            .is_ready()
+    );
+    assert_eq!(poll_now(route.call(())), "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_clone_waiting_for_an_endpoint_is_woken_when_it_is_taken_out() {
+    let route = stuck_primary();
+    let handle = route.handle();
+    let mut routes = [route.clone(), route.clone(), route];
+    let wakes: Vec<_> = (0..routes.len())
+        .map(|_| Arc::new(Wakes::default()))
+        .collect();
+    // Each clone waits for the primary, on its own task; the first twice.
+    for k in [0, 1, 2, 0] {
+        let waker = std::task::Waker::from(wakes[k].clone());
+        assert!(
+            routes[k]
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    for _ in 0..10 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    // Every one is woken, once, and goes to the standby.
+    let counts: Vec<_> = wakes.iter().map(|w| w.count()).collect();
+    assert_eq!(counts, [1, 1, 1]);
+    for (route, wakes) in routes.iter_mut().zip(&wakes) {
+        let waker = std::task::Waker::from(wakes.clone());
+        assert!(
+            route
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
+        assert_eq!(poll_now(route.call(())), "b");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_waits_rather_than_poll_again_an_endpoint_it_polled_whatever_its_position() {
+    // Over [c, a, b]: c is held out, a is never ready, b's readiness fails once and would
+    // succeed the second time. Whichever of a and b a pass polls first, it polls the other
+    // next; then the pick has only those two left, and the pass waits rather than poll either
+    // again (b, at position 2, would be ready).
+    for seed in 0..20 {
+        let refusals = Arc::new(AtomicUsize::new(0));
+        let stuck = Gate {
+            name: "a",
+            open: Arc::new(AtomicBool::new(false)),
+        };
+        let mut route = Route::builder([
+            up("c"),
+            tower::util::BoxCloneService::new(stuck),
+            refusing("b", &refusals),
+        ])
+        .seed(seed)
+        .build()
+        .unwrap();
+        let handle = route.handle();
+        for _ in 0..10 {
+            handle.report_failure(&0, Class::new(Category::ServerError));
+        }
+        assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+        refusals.store(1, Ordering::SeqCst);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(route.poll_ready(&mut cx).is_pending(), "seed {seed}");
+        assert_eq!(
+            refusals.load(Ordering::SeqCst),
+            0,
+            "seed {seed}: b was polled"
+        );
+        assert_eq!(route.reserved(), None, "seed {seed}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_on_an_endpoint_taken_out_while_the_others_cool_down_goes_to_the_last_resort()
+{
+    for target in 0..2 {
+        let mut route = route_of(no_panic(), &flags(2));
+        let handle = route.handle();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while route.reserved() != Some(handle.status()[target].token) {
+            if route.reserved().is_some() {
+                assert_eq!(poll_now(route.call(())), NAMES[1 - target]);
+            }
+            assert!(route.poll_ready(&mut cx).is_ready());
+        }
+        // The other endpoint cools down after a rate limit, the target is taken out (Failed,
+        // held): the call's last resort is the one cooling down, not the target.
+        let limited = Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(60));
+        assert!(handle.report_failure(&(1 - target), limited));
+        for _ in 0..10 {
+            handle.report_failure(&target, Class::new(Category::ServerError));
+        }
+        assert_eq!(handle.status()[target].traffic_ratio, 0.0);
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_eq!(
+            route.reserved(),
+            Some(handle.status()[1 - target].token),
+            "target {target}"
+        );
+        assert_eq!(poll_now(route.call(())), NAMES[1 - target]);
+    }
+}
+
+// Not in a tokio task: its cooperative budget would make the channel of a later seed look
+// empty.
+#[test]
+fn a_pass_marks_no_epoch_plainly_healthy_from_a_list_older_than_the_epoch() {
+    // Over [failing, b]: while the failing endpoint's readiness runs, another clone applies the
+    // insertion of c, which is then taken out (Failed, held). The pass goes on over its list
+    // without c, all plainly healthy, and must not mark the epoch as plainly healthy: the next
+    // poll_ready, over the list with c, would then skip its scan and could pick c.
+    let mut changed = 0;
+    for seed in 0..40 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hook = Arc::new(std::sync::Mutex::new(None));
+        let failing = Hooked {
+            pending: false,
+            hook: hook.clone(),
+        };
+        tx.send(Change::Insert(
+            0,
+            tower::util::BoxCloneService::new(failing),
+        ))
+        .unwrap();
+        tx.send(Change::Insert(1, up("b"))).unwrap();
+        let mut route = Route::discover_builder(Channel(rx))
+            .config(no_slow_start())
+            .seed(seed)
+            .build()
+            .unwrap();
+        let handle = route.handle();
+        let (mut other, inserts, reports) = (route.clone(), tx.clone(), handle.clone());
+        let change: Box<dyn FnMut() + Send> = Box::new(move || {
+            inserts.send(Change::Insert(2, up("c"))).unwrap();
+            let _ = other.poll_ready(&mut Context::from_waker(std::task::Waker::noop()));
+            for _ in 0..10 {
+                reports.report_failure(&2, Class::new(Category::ServerError));
+            }
+        });
+        *hook.lock().unwrap() = Some(change);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_eq!(poll_now(route.call(())), "b", "seed {seed}");
+        if hook.lock().unwrap().is_some() {
+            // b was drawn first: the failing endpoint was not polled.
+            continue;
+        }
+        changed += 1;
+        let c = handle.status()[2].token;
+        assert_eq!(handle.status()[2].traffic_ratio, 0.0);
+        assert!(route.poll_ready(&mut cx).is_ready());
+        assert_ne!(route.reserved(), Some(c), "seed {seed}: the held-out c");
+        drop(tx);
+    }
+    assert!(changed > 0);
+}
