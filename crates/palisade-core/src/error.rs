@@ -139,11 +139,19 @@ impl<R> FailedResponse<R> {
 }
 
 impl<R: Send + 'static> FailedResponse<R> {
-    /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`;
+    /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`, or
+    /// a [`Classified`] around one (a classifier above judged it again, with another class);
     /// any other error comes back unchanged.
     pub fn restore(err: BoxError) -> Result<R, BoxError> {
-        match err.downcast::<FailedResponse<R>>() {
-            Ok(failed) => Ok(failed.into_response()),
+        let err = match err.downcast::<FailedResponse<R>>() {
+            Ok(failed) => return Ok(failed.into_response()),
+            Err(err) => err,
+        };
+        match err.downcast::<Classified>() {
+            Ok(classified) if classified.inner.is::<FailedResponse<R>>() => {
+                Self::restore(classified.into_inner())
+            }
+            Ok(classified) => Err(classified),
             Err(err) => Err(err),
         }
     }

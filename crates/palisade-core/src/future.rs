@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
+use crate::error::ResponseClass;
 use crate::{BoxError, Category, Class, Classified, Classify, FailedResponse};
 
 pin_project! {
@@ -55,7 +56,24 @@ where
                 None => failed,
             }))
         }
+        // Classified below already, with this class (a classify layer above a router whose
+        // endpoints classify their own calls): passed on as it is. Wrapped again, a failed
+        // response would hide inside a `Classified` (whose `source` is the response's own),
+        // where `FailedResponse::restore` and the HTTP responders no longer find it.
+        (Some(class), Err(err)) if carries(&*err, class) => Err(err),
         (Some(class), Err(err)) => Err(Box::new(Classified::new(class, err))),
+    }
+}
+
+/// Whether `err` itself (not its chain) is a classified error or a failed response of class
+/// `class`.
+fn carries(err: &(dyn std::error::Error + 'static), class: Class) -> bool {
+    match err.downcast_ref::<Classified>() {
+        Some(classified) => classified.class() == class,
+        None => err
+            .source()
+            .and_then(|source| source.downcast_ref::<ResponseClass>())
+            .is_some_and(|tag| tag.0 == class),
     }
 }
 

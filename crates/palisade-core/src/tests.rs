@@ -190,6 +190,62 @@ async fn a_response_that_is_not_sync_is_classified_and_restored() {
     assert_eq!(failed, Body(Cell::new(503)));
 }
 
+/// A classify layer over another (the preset's over a router whose endpoints classify their
+/// own calls) passes on a failure already classified as it would classify it: a failed
+/// response stays one, restorable, and an error is not wrapped twice. A classifier that judges
+/// it otherwise wraps it, and the response can still be restored through that.
+#[tokio::test]
+async fn a_failure_classified_below_is_passed_on_as_it_is() {
+    #[derive(Clone)]
+    struct ByStatus {
+        errors: Option<Category>,
+    }
+    impl crate::Classify<u16, BoxError> for ByStatus {
+        fn classify(&self, result: &Result<u16, BoxError>) -> Option<Class> {
+            match result {
+                Ok(s) if *s >= 500 => Some(Class::new(Category::ServerError)),
+                Ok(_) => None,
+                Err(e) => Some(self.errors.map_or_else(|| class_of(e), Class::new)),
+            }
+        }
+    }
+    let agreeing = ByStatus { errors: None };
+    let inner = |s: u16| async move {
+        match s {
+            0 => Err::<u16, BoxError>(Box::new(Classified::new(
+                Class::new(Category::Network),
+                std::io::Error::other("reset"),
+            ))),
+            s => Ok(s),
+        }
+    };
+    let twice = ClassifyLayer::new(agreeing.clone())
+        .layer(ClassifyLayer::new(agreeing).layer(service_fn(inner)));
+    let err = twice.clone().oneshot(503).await.unwrap_err();
+    assert!(err.is::<FailedResponse<u16>>(), "{err:?}");
+    assert_eq!(FailedResponse::<u16>::restore(err).unwrap(), 503);
+    let err = twice.oneshot(0).await.unwrap_err();
+    let once = err.downcast::<Classified>().unwrap().into_inner();
+    assert_eq!(
+        once.to_string(),
+        "reset",
+        "not a Classified in a Classified"
+    );
+
+    let otherwise = ClassifyLayer::new(ByStatus {
+        errors: Some(Category::Unknown),
+    })
+    .layer(ClassifyLayer::new(ByStatus { errors: None }).layer(service_fn(inner)));
+    let err = otherwise.oneshot(503).await.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Unknown);
+    assert!(err.is::<Classified>());
+    assert_eq!(FailedResponse::<u16>::restore(err).unwrap(), 503);
+    // Anything else comes back unchanged, a Classified around another error among them.
+    let other: BoxError = Box::new(Classified::new(Class::new(Category::Network), "x"));
+    let back = FailedResponse::<u16>::restore(other).unwrap_err();
+    assert!(back.is::<Classified>());
+}
+
 /// What the errors and states say of themselves: names, messages and sources, which logs,
 /// metrics labels and `class_of`'s walk over `source()` chains rely on.
 #[test]

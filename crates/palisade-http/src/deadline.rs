@@ -10,7 +10,13 @@
 //! - Client side, [`PropagateDeadlineLayer`] writes the time left until palisade's deadline
 //!   ([`context::deadline`], as palisade-timeout's
 //!   `Deadline` layer above publishes it) on each outgoing request. Place it below the deadline
-//!   and retry layers, so that each attempt sends what is left at the moment it is sent.
+//!   and retry layers, so that each attempt sends what is left at the moment it is sent. That
+//!   is the whole call's time left, not an attempt's: a per-attempt `Timeout` does not publish
+//!   a deadline (it is a limit on this attempt, after which the caller retries), so a server
+//!   told 1 s may work on for 800 ms after a 200 ms attempt timeout gave up on it. (A
+//!   `Deadline` below the retry layer would publish the attempt's limit, but its
+//!   `DeadlineExceeded` is not retryable: the request would end at the first attempt that ran
+//!   out of time.)
 //! - Server side, [`ServerDeadlineLayer`] reads them from each incoming request and runs the
 //!   call under that deadline: the layers below read it through `context::deadline` (a retry
 //!   stops backing off past it), and the call fails with
@@ -102,8 +108,9 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// With no deadline in force, the request goes as it is (headers the caller set are kept).
 /// The deadline is read from the context of the task that calls this service: below a
 /// `tower::buffer::Buffer` (tonic's `Channel` is one), a spawned task or a client with a task
-/// of its own, there is none unless `palisade::context::CarryLayer` above the boundary and
-/// `ResumeLayer` below it carry it across, and then no header is sent. A
+/// of its own, the context is not there, and no header is sent, unless
+/// `palisade::context::CarryLayer` above the boundary and `ResumeLayer` below it carry it
+/// across. A
 /// header the request already carries with a shorter limit than the time left (tonic's
 /// `Request::set_timeout` writes `grpc-timeout`) is kept too: the call ends at the earlier of
 /// the two, so that is what the server hears; a longer or malformed one is replaced. A

@@ -172,8 +172,11 @@
 //! endpoint of the attempt in flight, nor is a caller giving up or a retry cancelling an
 //! attempt. The check costs one thread-local read, made only when a call is dropped before it
 //! completes; a completed call does not look. The timeout's mark does not cross a task
-//! boundary: with a `Buffer` between the timeout and the router, the router does not learn of
-//! the timeout.
+//! boundary, but a `Buffer` is none here: its worker hands the response future back to the
+//! caller's task, which drops it inside the timeout's drop, so a router behind a `Buffer`
+//! learns of the timeout too. Across a spawned task (a client with a task of its own) the
+//! future below is not dropped with the one above at all, and the router does not learn of
+//! it.
 //!
 //! # Retries and the attempt context
 //!
