@@ -18,10 +18,11 @@ pub enum Window {
     Count(u32),
     /// The outcomes of the last `span`, in `buckets` fixed buckets.
     Time {
-        /// How far back.
+        /// How far back: a whole number of milliseconds per bucket (`span / buckets`), at
+        /// least 1.
         #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
         span: Duration,
-        /// How many buckets divide it.
+        /// How many buckets divide it (1 to 65536).
         buckets: u32,
     },
     /// The last `calls` outcomes, judged as a count window; and, where they reach back
@@ -269,7 +270,7 @@ pub struct BreakerConfig {
     /// the breaker): the dependency is still too slow.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub slow_call_rate: Option<Rate>,
-    /// The first open period (500 ms; greater than zero).
+    /// The first open period (500 ms; at least 1 ms).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub open_duration: Duration,
     /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5; a
@@ -417,10 +418,15 @@ impl BreakerConfig {
                         "must be between 1 and 65536",
                     ));
                 }
-                if span.as_millis() < u128::from(buckets) {
+                // A bucket is a whole number of milliseconds wide (the window keys buckets by
+                // `now_ms / width`): a span that does not divide into whole milliseconds per
+                // bucket would have its width rounded down, and cover less than it says
+                // (1999 ms in 1000 buckets, about 1000 ms).
+                let per_bucket = u128::from(buckets) * 1_000_000;
+                if span.as_nanos() < per_bucket || span.as_nanos() % per_bucket != 0 {
                     return Err(ConfigError::new(
                         "window.span",
-                        "must be at least one millisecond per bucket",
+                        "must be a whole number of milliseconds per bucket (span / buckets), at least 1",
                     ));
                 }
                 u32::MAX
@@ -457,10 +463,12 @@ impl BreakerConfig {
                 "must be set when slow_call_rate is",
             ));
         }
-        if self.open_duration.is_zero() {
+        // The breaker keeps time in whole milliseconds: an open period under one would round
+        // to none (`max_open_duration`, at least this, follows).
+        if self.open_duration < Duration::from_millis(1) {
             return Err(ConfigError::new(
                 "open_duration",
-                "must be greater than zero",
+                "must be at least one millisecond",
             ));
         }
         if !(self.open_backoff.is_finite() && self.open_backoff >= 1.0) {
@@ -769,6 +777,16 @@ mod tests {
         assert_eq!(time(1_000, 0), err("window.buckets"));
         assert_eq!(time(9, 10), err("window.span"));
         assert_eq!(time(10, 10), Ok(()));
+        // A bucket is whole milliseconds wide: 1999 ms do not divide into 1000 of them.
+        assert_eq!(time(1_999, 1_000), err("window.span"));
+        assert_eq!(time(2_000, 1_000), Ok(()));
+        assert_eq!(
+            check(|c| c.window = Window::Time {
+                span: Duration::from_micros(10_500),
+                buckets: 1,
+            }),
+            err("window.span")
+        );
         // Rates: a ratio in (0, 1], at least one call and no more than a count window holds.
         for (name, set) in [
             (
@@ -803,9 +821,13 @@ mod tests {
             err("slow_call_duration")
         );
         // The open period.
-        assert_eq!(check(|c| c.open_duration = Duration::from_nanos(1)), Ok(()));
+        assert_eq!(check(|c| c.open_duration = MS), Ok(()));
         assert_eq!(
             check(|c| c.open_duration = Duration::ZERO),
+            err("open_duration")
+        );
+        assert_eq!(
+            check(|c| c.open_duration = MS - Duration::from_nanos(1)),
             err("open_duration")
         );
         assert_eq!(check(|c| c.open_backoff = 1.0), Ok(()));

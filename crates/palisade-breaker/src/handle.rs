@@ -210,8 +210,8 @@ impl BreakerHandle {
     /// [`consecutive_failures`](BreakerConfig::consecutive_failures) trips on the next
     /// failure, not on the change itself), the probes in flight and the successful probes so
     /// far, the metrics' counters and the listeners; the rate window and the throttle's window
-    /// when the new configuration measures over the same one (same kind and size), with their
-    /// outcomes. What cannot carry over is listed in the result's
+    /// when the new configuration measures over the same one (same kind and size; a recent
+    /// window's `within` and `min_calls` may change), with their outcomes. What cannot carry over is listed in the result's
     /// [`resets`](Reconfigured::resets) with the reason, and the whole change is one `tracing`
     /// event (target `palisade_breaker`, message `breaker reconfigured`, with the breaker's
     /// name, its state and the resets). A new [`seed`](BreakerConfig::seed) restarts the

@@ -13,7 +13,8 @@ use crate::{State, Window};
 /// current open period, the re-open count behind the back-off, the failure streak, the probes
 /// in flight and the successful probes so far, the counters of [`Metrics`](crate::Metrics),
 /// and the listeners. The rate window and the throttle's window are kept when the new
-/// configuration measures over the same window (same kind and size).
+/// configuration measures over the same window (same kind and size: a recent window's
+/// `calls`, whatever its `within` and `min_calls`, which apply to its outcomes from then on).
 ///
 /// `#[non_exhaustive]`: a field may be added.
 #[derive(Clone, Debug, PartialEq)]

@@ -134,7 +134,10 @@ enum Rates {
     None,
     Count(Arc<CountWindow>),
     Time(Arc<TimeWindow>),
-    Recent(Arc<RecentWindow>),
+    /// The ring of the last `calls` outcomes, shared; how its last span is judged (`within`
+    /// in ms, `min_calls`) is this configuration's, beside it, so that a reconfiguration
+    /// changing only those keeps the outcomes (read where the window pointer already is).
+    Recent(Arc<RecentWindow>, u64, u32),
 }
 
 impl Rates {
@@ -149,11 +152,11 @@ impl Rates {
                 calls,
                 within,
                 min_calls,
-            } => Rates::Recent(Arc::new(RecentWindow::new(
-                calls as usize,
+            } => Rates::Recent(
+                Arc::new(RecentWindow::new(calls as usize)),
                 millis(within),
                 min_calls,
-            ))),
+            ),
             Window::Time { span, buckets } => Rates::Time(Arc::new(TimeWindow::new(
                 buckets as usize,
                 u64::try_from(span.as_millis() / u128::from(buckets)).unwrap_or(u64::MAX),
@@ -166,7 +169,7 @@ impl Rates {
         match self {
             Rates::None => true,
             Rates::Count(w) => w.all_successes(),
-            Rates::Recent(w) => w.all_successes(),
+            Rates::Recent(w, ..) => w.all_successes(),
             Rates::Time(_) => false,
         }
     }
@@ -221,6 +224,10 @@ enum Throttled {
 const QUIET_ADMIT: u64 = 2;
 /// In [`Core::quiet`]: one version (the bits above the two flags).
 const VERSION: u64 = 4;
+
+/// The shortest open period: the breaker's clock counts whole milliseconds (see
+/// [`Core::open_period`]).
+const MIN_OPEN: Duration = Duration::from_millis(1);
 
 /// The seconds-free encoding of "no slow-call threshold" in [`Core::slow_ns`].
 const NO_LIMIT: u64 = u64::MAX;
@@ -551,8 +558,10 @@ impl Core {
         };
         let counts = w.counts();
         // A window too empty to judge (a client that sends little, a breaker that just
-        // closed) throttles nothing: two failures are not a trend.
-        if counts.calls < (t.window / 5).max(1) {
+        // closed) throttles nothing: two failures are not a trend. Under a fifth of its size,
+        // compared exactly (`window / 5` would round down, and a window of 9 act on one
+        // request); an empty window is always under it, as `window` is at least 1.
+        if u64::from(counts.calls) * 5 < u64::from(t.window) {
             return false;
         }
         // Nor does it refuse anything before the dependency has answered once (since the
@@ -751,7 +760,9 @@ impl Core {
                 self.settle(version, &live, true);
                 // A recent window's last span, judged only when an outcome could trip it.
                 let recent = match &live.rates {
-                    Rates::Recent(w) if failure || slow => w.recent(now()),
+                    Rates::Recent(w, within, min_calls) if failure || slow => {
+                        w.recent(now(), *within, *min_calls)
+                    }
                     _ => None,
                 };
                 if should_trip(&live.cfg, consecutive, counts, recent) {
@@ -809,7 +820,7 @@ impl Core {
         // windows loaded after the version it compares against): nothing to clear for it.
         let never = match live.rates {
             Rates::Time(_) => QUIET_RECORD,
-            Rates::None | Rates::Count(_) | Rates::Recent(_) => 0,
+            Rates::None | Rates::Count(_) | Rates::Recent(..) => 0,
         };
         let missing = (QUIET_RECORD | QUIET_ADMIT) & !quiet & !never;
         if changed && missing != 0 {
@@ -853,7 +864,10 @@ impl Core {
         // `max` in seconds as an `f64` may round up past what a `Duration` holds.
         let period = Duration::try_from_secs_f64(jittered.clamp(0.0, max.as_secs_f64()))
             .map_or(max, |period| period.min(max));
-        period.max(hint.unwrap_or(Duration::ZERO))
+        // At least 1 ms (never above `max`, validated at least that): the breaker keeps time
+        // in whole milliseconds, so a shorter period, as jitter can make of a 1 ms
+        // `open_duration`, would round to none.
+        period.max(MIN_OPEN).max(hint.unwrap_or(Duration::ZERO))
     }
 
     /// splitmix64 over an atomic: reproducible from the seed, lock-free, only on transitions.
@@ -945,7 +959,7 @@ impl Core {
             Rates::None => {}
             Rates::Count(w) => w.reset(),
             Rates::Time(w) => w.reset(),
-            Rates::Recent(w) => w.reset(),
+            Rates::Recent(w, ..) => w.reset(),
         }
         if let Some(w) = &live.throttle {
             w.reset();
@@ -997,6 +1011,11 @@ impl Core {
         loop {
             let word = self.word.load(Ordering::Acquire);
             if from_code(word) == to {
+                // Already there: no transition to announce, but a close by hand still clears
+                // the counts, as `close` says, on a breaker that was closed already.
+                if to == State::Closed {
+                    self.clear_by_hand();
+                }
                 return to;
             }
             if self.transition(word, to, now) {
@@ -1008,13 +1027,27 @@ impl Core {
                     "circuit state set by hand"
                 );
                 if to == State::Closed {
-                    self.reopens.store(0, Ordering::Release);
-                    self.consecutive.store(0, Ordering::Release);
-                    self.reset_rates();
+                    self.clear_by_hand();
                 }
                 return from_code(word);
             }
         }
+    }
+
+    /// What a close by hand clears, whether or not it moved the breaker: the failure streak,
+    /// the back-off, the rate windows and the throttle's, and the throttle's silence timer,
+    /// which would otherwise date from before the throttle's window was emptied and open the
+    /// breaker at once on the first failures after the close (its window has then held no
+    /// accepted request for no time at all). `answered` is kept: a close by hand is no answer
+    /// from the dependency (no probe answered, so it is not set), but what the breaker learnt
+    /// since it was made still holds (only `reset` makes it a new breaker), and the throttle
+    /// acts again, as after any close, once its window holds a fifth of its size.
+    fn clear_by_hand(&self) {
+        self.reopens.store(0, Ordering::Release);
+        self.consecutive.store(0, Ordering::Release);
+        self.reset_rates();
+        // After the windows are emptied: a timer started from the old window is gone.
+        self.silent_since.store(0, Ordering::Relaxed);
     }
 
     /// Opens the breaker by hand for one open period (as if it had tripped).
@@ -1047,10 +1080,10 @@ impl Core {
 
     /// Back to a new breaker's state: closed, all counts cleared.
     pub(crate) fn reset(&self, now: u64) {
+        // Clears the streak, the back-off, the windows and the silence timer, closed or not.
         self.force(State::Closed, now);
-        self.reopens.store(0, Ordering::Release);
-        self.consecutive.store(0, Ordering::Release);
-        self.reset_rates();
+        // A new breaker's throttle refuses nothing before the dependency has answered once.
+        self.answered.store(false, Ordering::Relaxed);
         for s in &self.successes {
             s.store(0, Ordering::Relaxed);
         }
@@ -1073,7 +1106,7 @@ impl Core {
             Rates::None => None,
             Rates::Count(w) => Some(w.counts()),
             Rates::Time(w) => Some(w.counts(now)),
-            Rates::Recent(w) => Some(w.counts()),
+            Rates::Recent(w, ..) => Some(w.counts()),
         };
         let (state, open_for_ms) = self.observed(|| now);
         Numbers {
@@ -1103,35 +1136,33 @@ impl Core {
         let mut resets = Vec::new();
         let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
         let rates = match &old.rates {
-            Rates::Count(_) | Rates::Time(_) | Rates::Recent(_)
+            Rates::Count(_) | Rates::Time(_) | Rates::Recent(..)
                 if needs_rates && cfg.window == old.cfg.window =>
             {
                 old.rates.clone()
             }
-            previous => {
-                let from = (!matches!(previous, Rates::None)).then_some(old.cfg.window);
-                let to = needs_rates.then_some(cfg.window);
-                let calls = match previous {
-                    Rates::None => 0,
-                    Rates::Count(w) => w.counts().calls,
-                    Rates::Time(w) => w.counts(now).calls,
-                    Rates::Recent(w) => w.counts().calls,
-                };
-                if from.is_some() {
-                    resets.push(Reset::Window {
-                        from,
-                        to,
-                        dropped: calls,
-                    });
-                }
-                Rates::new(&cfg)
-            }
+            // The same ring of `calls` outcomes: kept, judged from now on with the new span
+            // and minimum, which are the configuration's, not the ring's.
+            Rates::Recent(w, ..) if needs_rates => match (old.cfg.window, cfg.window) {
+                (
+                    Window::Recent { calls: was, .. },
+                    Window::Recent {
+                        calls,
+                        within,
+                        min_calls,
+                    },
+                ) if was == calls => Rates::Recent(w.clone(), millis(within), min_calls),
+                _ => new_rates(&old, &cfg, now, &mut resets),
+            },
+            _ => new_rates(&old, &cfg, now, &mut resets),
         };
+        let mut throttle_kept = true;
         let throttle = match (&old.throttle, cfg.throttle) {
             (Some(w), Some(t)) if old.cfg.throttle.map(|o| o.window) == Some(t.window) => {
                 Some(w.clone())
             }
             (previous, now) => {
+                throttle_kept = false;
                 if let Some(w) = previous {
                     resets.push(Reset::Throttle {
                         from: old.cfg.throttle.map(|t| t.window),
@@ -1167,6 +1198,11 @@ impl Core {
             throttle,
         });
         self.live.store(live.clone());
+        if !throttle_kept {
+            // The silence timer measured the window just replaced: a new, empty one has held
+            // no request at all, let alone for `max_open_duration` (see `throttled`).
+            self.silent_since.store(0, Ordering::Relaxed);
+        }
         self.timed.store(timed(&cfg), Ordering::Relaxed);
         self.slow_ns.store(slow_ns(&cfg), Ordering::Relaxed);
         // The windows may have changed: no quiet claim made from the old ones stands.
@@ -1189,6 +1225,26 @@ impl Core {
     }
 }
 
+/// A new, empty rate window for `cfg` in place of `old`'s, whose outcomes are dropped (a
+/// [`Reset::Window`] when it had a window).
+fn new_rates(old: &Live, cfg: &BreakerConfig, now: u64, resets: &mut Vec<Reset>) -> Rates {
+    let needs_rates = cfg.failure_rate.is_some() || cfg.slow_call_rate.is_some();
+    let calls = match &old.rates {
+        Rates::None => None,
+        Rates::Count(w) => Some(w.counts().calls),
+        Rates::Time(w) => Some(w.counts(now).calls),
+        Rates::Recent(w, ..) => Some(w.counts().calls),
+    };
+    if let Some(dropped) = calls {
+        resets.push(Reset::Window {
+            from: Some(old.cfg.window),
+            to: needs_rates.then_some(cfg.window),
+            dropped,
+        });
+    }
+    Rates::new(cfg)
+}
+
 /// Whether a call under `cfg` reads the clock when it starts.
 fn timed(cfg: &BreakerConfig) -> bool {
     cfg.slow_call_duration.is_some() || matches!(cfg.cancel, crate::CancelPolicy::FailureAfter(_))
@@ -1206,7 +1262,7 @@ fn record_rates(live: &Live, failure: bool, slow: bool, now: &dyn Fn() -> u64) -
         Rates::None => Counts::default(),
         Rates::Count(w) => w.record(failure, slow),
         Rates::Time(w) => w.record(failure, slow, now()),
-        Rates::Recent(w) => w.record(failure, slow, now()),
+        Rates::Recent(w, ..) => w.record(failure, slow, now()),
     }
 }
 

@@ -1237,3 +1237,180 @@ async fn a_probe_whose_call_panics_gives_its_slot_back_and_counts_nothing() {
     next.ready().await.unwrap().call(()).await.unwrap();
     assert_eq!(h.state(), State::Closed);
 }
+
+// Regressions from a review of the core breaker: each failed before its fix.
+
+fn network() -> palisade_core::Class {
+    palisade_core::Class::new(Category::Network)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_window_is_whole_milliseconds_per_bucket_and_covers_its_whole_span() {
+    let build = |span_ms| {
+        BreakerLayer::builder("t")
+            .window(Window::Time {
+                span: Duration::from_millis(span_ms),
+                buckets: 1000,
+            })
+            .failure_rate(Rate::new(0.5, 100))
+            .throttle(None)
+            .build()
+    };
+    // 1999 ms in 1000 buckets would be buckets of 1 ms, covering 1000 ms: refused.
+    assert_eq!(build(1999).unwrap_err().field(), "window.span");
+    // 2000 ms: buckets of 2 ms. A failure 1.5 s old is still in the window, gone at 2 s.
+    let h = build(2000).unwrap().handle();
+    h.try_acquire().unwrap().failure(network());
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    assert_eq!(h.metrics().window_calls, Some(1));
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(h.metrics().window_calls, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_on_a_closed_breaker_clears_its_counts_and_announces_no_transition() {
+    let log = Arc::new(TransitionLog::default());
+    let h = BreakerLayer::builder("t")
+        .consecutive_failures(5)
+        .window(Window::Count(10))
+        .failure_rate(Rate::new(1.0, 10))
+        .throttle(None)
+        .listener(log.clone())
+        .build()
+        .unwrap()
+        .handle();
+    for _ in 0..4 {
+        h.try_acquire().unwrap().failure(network());
+    }
+    assert_eq!(h.metrics().window_calls, Some(4));
+    h.close();
+    let m = h.metrics();
+    assert_eq!((m.consecutive_failures, m.window_calls), (0, Some(0)));
+    // One more failure is the first of a new streak, not the fifth.
+    h.try_acquire().unwrap().failure(network());
+    assert_eq!(h.state(), State::Closed);
+    // Nothing moved: no transition said it did.
+    assert_eq!(log.take(), []);
+}
+
+/// How many of 40 failing calls `h` refuses (they are made in a row, at one instant).
+fn refused_of_40_failing(h: &BreakerHandle) -> usize {
+    (0..40)
+        .filter(|_| match h.try_acquire() {
+            Ok(p) => {
+                p.failure(network());
+                false
+            }
+            Err(_) => true,
+        })
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_forgets_that_the_dependency_answered() {
+    let build = || {
+        BreakerLayer::builder("t")
+            .failure_rate(None)
+            .build()
+            .unwrap()
+            .handle()
+    };
+    // A new breaker's throttle refuses nothing before the dependency has answered once.
+    assert_eq!(refused_of_40_failing(&build()), 0);
+    let h = build();
+    h.try_acquire().unwrap().success();
+    h.reset();
+    assert_eq!(refused_of_40_failing(&h), 0);
+}
+
+/// Fails every call on `h` until the breaker leaves closed (the throttle opening it), at most
+/// 50.
+fn fail_until_not_closed(h: &BreakerHandle) {
+    for _ in 0..50 {
+        if let Ok(p) = h.try_acquire() {
+            p.failure(network());
+        }
+        if h.state() != State::Closed {
+            break;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_by_hand_starts_the_throttles_silence_afresh() {
+    let h = BreakerLayer::builder("t")
+        .failure_rate(None)
+        .throttle(Throttle::new(3.0, 5))
+        .build()
+        .unwrap()
+        .handle();
+    h.try_acquire().unwrap().success();
+    // The throttle's window holds no accepted request: its silence timer starts.
+    fail_until_not_closed(&h);
+    assert_eq!(h.state(), State::Closed);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    h.isolate();
+    h.close();
+    // 0 ms of silence since the close: the throttle refuses, it does not open the breaker.
+    fail_until_not_closed(&h);
+    assert_eq!(h.state(), State::Closed);
+    // And a close of a breaker closed already clears the timer too.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    h.close();
+    fail_until_not_closed(&h);
+    assert_eq!(h.state(), State::Closed);
+    // The silence still opens it once it has lasted max_open_duration (750 ms).
+    tokio::time::advance(Duration::from_millis(750)).await;
+    fail_until_not_closed(&h);
+    assert_eq!(h.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_period_is_at_least_a_millisecond() {
+    // Under 1 ms it would round to none: refused, naming the field.
+    let err = BreakerLayer::builder("t")
+        .open_duration(Duration::from_micros(900))
+        .max_open_duration(Duration::from_micros(900))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "open_duration");
+    // Nor may jitter take a 1 ms period under 1 ms: the breaker is open as it trips.
+    for seed in 0..20 {
+        let h = BreakerLayer::builder("t")
+            .consecutive_failures(1)
+            .failure_rate(None)
+            .throttle(None)
+            .open_duration(Duration::from_millis(1))
+            .max_open_duration(Duration::from_millis(1))
+            .jitter_ratio(0.9)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .handle();
+        h.try_acquire().unwrap().failure(network());
+        assert_eq!(h.state(), State::Open, "seed {seed}");
+        assert!(h.try_acquire().is_err(), "seed {seed}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_throttle_waits_for_a_full_fifth_of_a_window_not_a_multiple_of_five() {
+    for seed in 0..100 {
+        let h = BreakerLayer::builder("t")
+            .failure_rate(None)
+            .throttle(Throttle::new(3.0, 9))
+            .success_threshold(1)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .handle();
+        h.trip();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The probe answers: closed, windows emptied, the dependency has answered.
+        h.try_acquire().unwrap().success();
+        assert_eq!(h.state(), State::Closed);
+        // One request in a window of 9 (a fifth is 1.8): too few to throttle on.
+        h.try_acquire().unwrap().failure(network());
+        assert!(h.try_acquire().is_ok(), "seed {seed}");
+    }
+}

@@ -116,6 +116,8 @@ impl CountWindow {
 /// `within_ms` (calls come slower than `n` per `within_ms`), the outcomes of the last
 /// `within_ms` alone, when there are at least `min_recent` of them ([`recent`](Self::recent)).
 /// At a low request rate it still speaks of the last moments, not of the last half minute.
+/// `within_ms` and `min_recent` are the caller's to pass (the breaker's configuration holds
+/// them), so a reconfiguration that changes only them keeps the outcomes.
 ///
 /// Each slot holds an outcome's code and the millisecond it was recorded (plus one; 0 is an
 /// empty slot). Running counts over the whole ring make [`record`](Self::record) `O(1)` and say
@@ -129,20 +131,16 @@ impl CountWindow {
 pub(crate) struct RecentWindow {
     ring: Box<[AtomicU64]>,
     next: AtomicU64,
-    within_ms: u64,
-    min_recent: u32,
     /// Outcomes recorded before this time (ms) count as recorded at it (see above).
     floor: AtomicU64,
     tally: Tally,
 }
 
 impl RecentWindow {
-    pub(crate) fn new(n: usize, within_ms: u64, min_recent: u32) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         RecentWindow {
             ring: (0..n).map(|_| AtomicU64::new(0)).collect(),
             next: AtomicU64::new(0),
-            within_ms: within_ms.max(1),
-            min_recent,
             floor: AtomicU64::new(0),
             tally: Tally::default(),
         }
@@ -175,7 +173,7 @@ impl RecentWindow {
 
     /// The outcomes of the last `within_ms` before `now_ms`, when the ring holds an older one
     /// too (it reaches back further) and they are at least `min_recent`; `None` otherwise.
-    pub(crate) fn recent(&self, now_ms: u64) -> Option<Counts> {
+    pub(crate) fn recent(&self, now_ms: u64, within_ms: u64, min_recent: u32) -> Option<Counts> {
         let floor = self.floor.load(Ordering::Acquire);
         let mut counts = Counts::default();
         let mut older = false;
@@ -185,7 +183,7 @@ impl RecentWindow {
                 continue;
             }
             let at = ((v >> 3) - 1).max(floor);
-            if now_ms.saturating_sub(at) >= self.within_ms {
+            if now_ms.saturating_sub(at) >= within_ms {
                 older = true;
                 continue;
             }
@@ -194,7 +192,7 @@ impl RecentWindow {
             counts.failures += u32::from(c & FAILURE != 0);
             counts.slow += u32::from(c & SLOW != 0);
         }
-        (older && counts.calls >= self.min_recent).then_some(counts)
+        (older && counts.calls >= min_recent).then_some(counts)
     }
 
     pub(crate) fn reset(&self) {
@@ -338,7 +336,8 @@ mod tests {
     #[test]
     fn recent_window_judges_the_last_span_where_the_ring_reaches_back_further() {
         // 4 outcomes, 1 s, at least 2 recent ones.
-        let w = RecentWindow::new(4, 1_000, 2);
+        let w = RecentWindow::new(4);
+        let recent = |now| w.recent(now, 1_000, 2);
         w.record(false, false, 0);
         w.record(true, false, 500);
         // As a count window: the whole ring.
@@ -351,28 +350,29 @@ mod tests {
             }
         );
         // Nothing older than 1 s yet: the ring is judged as a count window alone.
-        assert_eq!(w.recent(999), None);
+        assert_eq!(recent(999), None);
         // At 1 000 the success at 0 is a second old: the last second holds the two failures.
         let two = Counts {
             calls: 2,
             failures: 2,
             slow: 0,
         };
-        assert_eq!(w.recent(1_000), Some(two));
+        assert_eq!(recent(1_000), Some(two));
         // Fewer than 2 in the last second: too little to judge by.
-        assert_eq!(w.recent(1_500), None);
+        assert_eq!(recent(1_500), None);
         // A slow call counts as slow in both.
         assert_eq!(w.record(false, true, 1_600).slow, 1);
-        assert_eq!(w.recent(1_600).map(|c| (c.calls, c.slow)), Some((2, 1)));
+        assert_eq!(recent(1_600).map(|c| (c.calls, c.slow)), Some((2, 1)));
         w.reset();
         assert_eq!(w.counts(), Counts::default());
-        assert_eq!(w.recent(10_000), None);
+        assert_eq!(recent(10_000), None);
         assert!(!w.all_successes());
     }
 
     #[test]
     fn successes_not_recorded_while_quiet_are_taken_as_seen_at_the_next_failure() {
-        let w = RecentWindow::new(3, 1_000, 1);
+        let w = RecentWindow::new(3);
+        let recent = |now| w.recent(now, 1_000, 1);
         for t in [0, 1, 2] {
             w.record(false, false, t);
         }
@@ -382,11 +382,11 @@ mod tests {
         // so the ring does not reach back further than a second.
         w.record(true, false, 10_000);
         w.record(true, false, 10_500);
-        assert_eq!(w.recent(10_999), None);
+        assert_eq!(recent(10_999), None);
         // A second later the success left and the first failure are old, and the last
         // second holds the second failure alone.
         assert_eq!(
-            w.recent(11_000),
+            recent(11_000),
             Some(Counts {
                 calls: 1,
                 failures: 1,
@@ -396,7 +396,7 @@ mod tests {
         // Once the ring holds a failure, the floor stays: a later success is as recent as it
         // is.
         w.record(false, false, 11_600);
-        assert_eq!(w.recent(12_000).map(|c| c.calls), Some(1));
+        assert_eq!(recent(12_000).map(|c| c.calls), Some(1));
     }
 
     proptest! {
@@ -411,7 +411,7 @@ mod tests {
             // outcomes; those of the last `within` when an older one is among them and they
             // are at least `min`; a failure or slow call after a full ring of plain successes
             // takes those successes as seen at its time.
-            let w = RecentWindow::new(n, within, min);
+            let w = RecentWindow::new(n);
             let mut t = 0;
             let mut all: Vec<(u64, bool, bool)> = Vec::new();
             for (dt, f, sl) in &steps {
@@ -433,7 +433,7 @@ mod tests {
                 let young: Vec<_> = last.iter().copied().filter(|(at, _, _)| t - at < within).collect();
                 let older = young.len() < last.len();
                 let want = (older && young.len() as u32 >= min).then(|| count(&young));
-                prop_assert_eq!(w.recent(t), want);
+                prop_assert_eq!(w.recent(t, within, min), want);
             }
         }
 

@@ -2197,7 +2197,7 @@ mod tests {
                 "PALISADE_BREAKER",
                 "{ open_duration = \"0s\" }",
                 "breaker.open_duration",
-                "(from `PALISADE_BREAKER`) must be greater than zero",
+                "(from `PALISADE_BREAKER`) must be at least one millisecond",
             ),
             (
                 "PALISADE_NAME__X",

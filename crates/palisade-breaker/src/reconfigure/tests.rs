@@ -463,3 +463,71 @@ async fn several_resets_are_listed_in_order_and_none_is_lossless() {
     assert!(matches!(done.resets[0], Reset::Window { .. }), "{done}");
     assert!(matches!(done.resets[1], Reset::Throttle { .. }), "{done}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recent_window_keeps_its_outcomes_when_only_its_span_or_minimum_changes() {
+    let h = BreakerLayer::new("r").handle();
+    // A success, then 2 s later five failures: the last second holds them alone, five of the
+    // ten the recent window needs.
+    succeed(&h);
+    advance(Duration::from_secs(2)).await;
+    for _ in 0..5 {
+        fail(&h);
+    }
+    assert_eq!(h.state(), State::Closed);
+    let mut c = h.config();
+    c.window = Window::Recent {
+        calls: 30,
+        within: Duration::from_secs(1),
+        min_calls: 5,
+    };
+    let done = h.reconfigure(c).unwrap();
+    assert!(done.is_lossless(), "{done}");
+    assert_eq!(h.metrics().window_calls, Some(6));
+    // Judged with the new minimum: six failures in the last second open it.
+    fail(&h);
+    assert_eq!(h.state(), State::Open);
+    // Another size still starts afresh, and says so.
+    c.window = Window::Recent {
+        calls: 40,
+        within: Duration::from_secs(2),
+        min_calls: 5,
+    };
+    let done = h.reconfigure(c).unwrap();
+    assert!(matches!(
+        done.resets[..],
+        [Reset::Window { dropped: 7, .. }]
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_throttle_window_starts_its_silence_afresh() {
+    let h = BreakerLayer::builder("r")
+        .failure_rate(None)
+        .throttle(Throttle::new(3.0, 5))
+        .build()
+        .unwrap()
+        .handle();
+    succeed(&h);
+    let fail_until_not_closed = || {
+        for _ in 0..50 {
+            if let Ok(mut p) = h.try_acquire() {
+                p.start();
+                p.failure(Class::new(Category::Network));
+            }
+            if h.state() != State::Closed {
+                break;
+            }
+        }
+    };
+    // The throttle's window holds no accepted request: its silence timer starts.
+    fail_until_not_closed();
+    assert_eq!(h.state(), State::Closed);
+    advance(Duration::from_secs(10)).await;
+    let mut c = h.config();
+    c.throttle = Some(Throttle::new(3.0, 10));
+    h.reconfigure(c).unwrap();
+    // The new window has been silent for no time at all: it refuses, it does not open.
+    fail_until_not_closed();
+    assert_eq!(h.state(), State::Closed);
+}
