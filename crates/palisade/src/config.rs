@@ -2362,6 +2362,20 @@ mod tests {
             r.starts_with("is not valid TOML at line 1, column 14: "),
             "{r}"
         );
+        // A piece of up to 40 characters is quoted; a longer one is not.
+        let (forty, longer) = ("a".repeat(40), "a".repeat(41));
+        let r = rule(&format!("name = \"llm\"\ncap = {forty}\n"));
+        assert!(
+            r.starts_with(&format!(
+                "is not valid TOML at line 2, column 7 (`{forty}`): "
+            )),
+            "{r}"
+        );
+        let r = rule(&format!("name = \"llm\"\ncap = {longer}\n"));
+        assert!(
+            r.starts_with("is not valid TOML at line 2, column 7: "),
+            "{r}"
+        );
     }
 
     #[test]
