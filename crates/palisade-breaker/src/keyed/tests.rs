@@ -848,3 +848,180 @@ async fn a_new_keys_breaker_has_been_in_its_state_since_it_was_made() {
         (State::Closed, Duration::from_secs(1))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_next_sweep_is_due_when_the_oldest_key_left_turns_idle() {
+    // One shard. `a` from 0 s, `b` from 30 s: the sweep at 70 s drops `a` and is due again
+    // when `b` turns idle, at 90 s, not a whole idle timeout after it ran.
+    let layer = keyed(16);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    use_key(&mut svc, "a").await;
+    tokio::time::advance(Duration::from_secs(30)).await;
+    use_key(&mut svc, "b").await;
+    tokio::time::advance(Duration::from_secs(40)).await;
+    use_key(&mut svc, "c").await;
+    assert_eq!(sorted(handle.keys()), ["b", "c"]);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    use_key(&mut svc, "d").await;
+    assert_eq!(sorted(handle.keys()), ["c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_keeps_the_idle_keys_that_reject_calls_in_the_shard_it_drops_a_key_from() {
+    // One shard (16 keys at most): the sweep that drops `idle` copies the shard the open and
+    // the isolated key are in, and keeps them, though no call is in flight on either.
+    let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+        .config(classic(|_| {}))
+        .max_keys(16)
+        .idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let registry = layer.registry.clone();
+    let mut svc = layer.layer(models());
+    open_key(&mut svc, "open").await;
+    use_key(&mut svc, "isolated").await;
+    handle.get(&"isolated").unwrap().isolate();
+    use_key(&mut svc, "idle").await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let capture = Events::start();
+    use_key(&mut svc, "new").await;
+    assert_eq!(sorted(handle.keys()), ["isolated", "new", "open"]);
+    assert_eq!(handle.get(&"open").unwrap().state(), State::Open);
+    assert_eq!(handle.get(&"isolated").unwrap().state(), State::Isolated);
+    // Only the key dropped is reported evicted.
+    let evicted: Vec<_> = capture
+        .take()
+        .into_iter()
+        .filter(|e| e.message() == "per-key breaker evicted")
+        .map(|e| {
+            (
+                e.field("breaker").map(str::to_owned),
+                e.field("why").map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        evicted,
+        [(Some("model[\"idle\"]".to_owned()), Some("idle".to_owned()))]
+    );
+    // The kept keys are looked at again a step later (a 64th of the idle timeout); a sweep
+    // that drops nothing copies no shard: the new key's add copies its shard (3 keys) only.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let copied = registry.copied.load(Ordering::Relaxed);
+    use_key(&mut svc, "newer").await;
+    assert_eq!(registry.copied.load(Ordering::Relaxed) - copied, 3);
+    assert_eq!(sorted(handle.keys()), ["isolated", "new", "newer", "open"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_equally_ranked_keys_the_first_looked_at_goes() {
+    // One shard; two keys last used in the same millisecond: a tie, which goes to the first
+    // key of the shard (the order `keys` lists them), whichever that is. Both closed with no
+    // call in flight, then both with a call in flight (every key in use).
+    for in_flight in [false, true] {
+        let layer = KeyedBreakerLayer::builder("model", |c: &Call| c.model)
+            .config(classic(|_| {}))
+            .max_keys(2)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let mut svc = layer.layer(service_fn(move |c: Call| async move {
+            if in_flight && c.model != "new" {
+                std::future::pending::<()>().await;
+            }
+            Ok::<(), BoxError>(())
+        }));
+        let calls: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|model| tokio::spawn(svc.clone().oneshot(Call { model, ok: true })))
+            .collect();
+        tokio::task::yield_now().await;
+        let order = handle.keys();
+        assert_eq!(sorted(order.clone()), ["a", "b"]);
+        use_key(&mut svc, "new").await;
+        assert_eq!(
+            sorted(handle.keys()),
+            sorted(vec![order[1], "new"]),
+            "in flight: {in_flight}, {order:?}"
+        );
+        for call in calls {
+            call.abort();
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_with_no_key_that_admits_calls_looks_at_every_shard_once() {
+    // 4 shards (a sample is every shard), then 8 (a sample is half of them); one key per
+    // millisecond, then every key isolated.
+    for (max_keys, shards) in [(256, 4), (257, 8)] {
+        let layer = keyed(max_keys);
+        let handle = layer.handle();
+        let registry = layer.registry.clone();
+        let mut svc = layer.layer(models());
+        let names: Vec<&'static str> = (0..max_keys).map(tenant).collect();
+        for &name in &names {
+            use_key(&mut svc, name).await;
+            handle.get(&name).unwrap().isolate();
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        // No key admits calls: the least recently used of all goes, found by looking at every
+        // key, and at each only once when the sample was already every shard.
+        let before = registry.examined.load(Ordering::Relaxed);
+        use_key(&mut svc, "new").await;
+        let examined = registry.examined.load(Ordering::Relaxed) - before;
+        assert!(handle.get(&names[0]).is_none(), "{shards} shards");
+        assert_eq!(handle.keys().len(), max_keys);
+        if shards <= 4 {
+            assert_eq!(examined, max_keys, "{shards} shards");
+        } else {
+            assert!(
+                (max_keys..2 * max_keys).contains(&examined),
+                "{shards} shards: looked at {examined} entries"
+            );
+        }
+        // One key closed by hand, in whichever shard: it goes before any isolated key.
+        handle.get(&"new").unwrap().isolate();
+        let closed = names[max_keys / 2];
+        handle.get(&closed).unwrap().close();
+        use_key(&mut svc, "newer").await;
+        assert!(handle.get(&closed).is_none(), "{shards} shards");
+        assert!(
+            names[1..]
+                .iter()
+                .all(|n| *n == closed || handle.get(n).is_some())
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sample_moves_round_robin_so_the_oldest_key_goes_within_three_evictions() {
+    // 8 shards. Each eviction looks at the new key's shard and the next three of the others
+    // round robin, so any three evictions in a row look at every shard: the oldest key is
+    // gone by the third eviction after it became the oldest, whichever shard it is in.
+    let layer = keyed(257);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    let names: Vec<&'static str> = (0..257).map(tenant).collect();
+    for &name in &names {
+        use_key(&mut svc, name).await;
+        tokio::time::advance(Duration::from_millis(1)).await;
+    }
+    let mut oldest = Vec::new();
+    for t in 0..40 {
+        oldest.push(*names.iter().find(|n| handle.get(n).is_some()).unwrap());
+        use_key(&mut svc, tenant(1000 + t)).await;
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(handle.keys().len(), 257);
+        if t >= 2 {
+            let key = oldest[t - 2];
+            assert!(
+                handle.get(&key).is_none(),
+                "{key}, the oldest before eviction {}, is there after eviction {t}",
+                t - 2
+            );
+        }
+    }
+}
