@@ -2870,14 +2870,7 @@ async fn a_call_diverted_at_call_time_leaves_no_place_in_the_other_endpoint_s_qu
 
 #[tokio::test(start_paused = true)]
 async fn a_router_waiting_for_an_endpoint_is_woken_when_it_is_taken_out() {
-    let stuck = Gate {
-        name: "stuck",
-        open: Arc::new(AtomicBool::new(false)),
-    };
-    let mut route = Route::builder([tower::util::BoxCloneService::new(stuck)])
-        .tier(1, [up("b")])
-        .build()
-        .unwrap();
+    let mut route = stuck_primary();
     let handle = route.handle();
     let wakes = Arc::new(Wakes::default());
     let waker = std::task::Waker::from(wakes.clone());
@@ -2901,14 +2894,7 @@ async fn a_router_waiting_for_an_endpoint_is_woken_when_it_is_taken_out() {
     assert_eq!(poll_now(route.call(())), "b");
     // An ejection and a cool-down wake it alike.
     for class in [Category::ServerError, Category::RateLimited] {
-        let stuck = Gate {
-            name: "stuck",
-            open: Arc::new(AtomicBool::new(false)),
-        };
-        let mut route = Route::builder([tower::util::BoxCloneService::new(stuck)])
-            .tier(1, [up("b")])
-            .build()
-            .unwrap();
+        let mut route = stuck_primary();
         let handle = route.handle();
         let wakes = Arc::new(Wakes::default());
         let waker = std::task::Waker::from(wakes.clone());
