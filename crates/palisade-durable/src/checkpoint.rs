@@ -523,38 +523,26 @@ mod finite {
         }
     }
 
-    impl ser::SerializeSeq for Compound {
-        type Ok = ();
-        type Error = Found;
-        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
-            self.element(value)
-        }
-        fn end(self) -> Walk {
-            Ok(())
-        }
+    // The sequences: each element at the next index.
+    macro_rules! elements {
+        ($($kind:ident::$method:ident),+) => {$(
+            impl ser::$kind for Compound {
+                type Ok = ();
+                type Error = Found;
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
+                    self.element(value)
+                }
+                fn end(self) -> Walk {
+                    Ok(())
+                }
+            }
+        )+};
     }
-
-    impl ser::SerializeTuple for Compound {
-        type Ok = ();
-        type Error = Found;
-        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
-            self.element(value)
-        }
-        fn end(self) -> Walk {
-            Ok(())
-        }
-    }
-
-    impl ser::SerializeTupleStruct for Compound {
-        type Ok = ();
-        type Error = Found;
-        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Walk {
-            self.element(value)
-        }
-        fn end(self) -> Walk {
-            Ok(())
-        }
-    }
+    elements!(
+        SerializeSeq::serialize_element,
+        SerializeTuple::serialize_element,
+        SerializeTupleStruct::serialize_field
+    );
 
     impl ser::SerializeTupleVariant for Compound {
         type Ok = ();
