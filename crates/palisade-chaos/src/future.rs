@@ -22,12 +22,13 @@ pin_project! {
     /// A delay, a hang or an outcome with a wait ends as soon as the layer is disabled with
     /// [`ChaosHandle::disable`](crate::ChaosHandle::disable): the call then goes on as a plain
     /// passthrough.
-    pub struct ResponseFuture<S, Req>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// `F` is the inner service's future and `Res` its response, parameters of their own
+    /// rather than `S::Future` and `S::Response`, so that the compiler can tell this future is
+    /// `Send` inside an `async` block (rust-lang/rust#64552).
+    pub struct ResponseFuture<F, S, Req, Res> {
         #[pin]
-        state: State<S, Req>,
+        state: State<F, S, Req, Res>,
     }
 }
 
@@ -38,35 +39,29 @@ pin_project! {
 // to inline. A call injected upon allocates once.
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
-    where
-        S: Service<Req>,
-    {
+    enum State<F, S, Req, Res> {
         /// No fault: the inner future.
         Passthrough {
             #[pin]
-            inner: S::Future,
+            inner: F,
         },
         /// A fault: added latency, an injected outcome or a hang.
         Faulted {
-            fault: Pin<Box<Faulted<S, Req>>>,
+            fault: Pin<Box<Faulted<F, S, Req, Res>>>,
         },
     }
 }
 
 pin_project! {
     #[project = FaultedProj]
-    enum Faulted<S, Req>
-    where
-        S: Service<Req>,
-    {
+    enum Faulted<F, S, Req, Res> {
         /// Added latency: the inner future, polled once the wait is over.
         Delayed {
             // `None` once the wait is over.
             #[pin]
             wait: Option<Wait>,
             #[pin]
-            inner: S::Future,
+            inner: F,
         },
         /// An injected outcome after a wait, or a hang (no outcome, no end to the wait). The
         /// ready inner service and the request are kept, so that a disable during the wait can
@@ -74,16 +69,16 @@ pin_project! {
         Held {
             #[pin]
             wait: Option<Wait>,
-            outcome: Option<Result<S::Response, BoxError>>,
+            outcome: Option<Result<Res, BoxError>>,
             call: Option<(S, Req)>,
             // The inner call, once a disable has passed the call on.
             #[pin]
-            inner: Option<S::Future>,
+            inner: Option<F>,
             shared: Arc<Shared>,
         },
         /// An injected outcome at once.
         Injected {
-            outcome: Option<Result<S::Response, BoxError>>,
+            outcome: Option<Result<Res, BoxError>>,
         },
     }
 }
@@ -128,7 +123,7 @@ impl Wait {
     }
 }
 
-impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+impl<S: Service<Req>, Req> ResponseFuture<S::Future, S, Req, S::Response> {
     #[inline]
     pub(crate) fn passthrough(inner: S::Future) -> Self {
         ResponseFuture {
@@ -136,7 +131,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         }
     }
 
-    fn faulted(fault: Faulted<S, Req>) -> Self {
+    fn faulted(fault: Faulted<S::Future, S, Req, S::Response>) -> Self {
         ResponseFuture {
             state: State::Faulted {
                 fault: Box::pin(fault),
@@ -178,7 +173,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     }
 }
 
-impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
+impl<F, S, Req, Res> fmt::Debug for ResponseFuture<F, S, Req, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Passthrough { .. } => "Passthrough",
@@ -198,7 +193,7 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req> Future for ResponseFuture<S::Future, S, Req, S::Response>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -217,7 +212,7 @@ where
 /// Polls a call the layer injected upon; out of line, to stay out of the passthrough's way.
 #[inline(never)]
 fn poll_faulted<S, Req>(
-    fault: Pin<&mut Faulted<S, Req>>,
+    fault: Pin<&mut Faulted<S::Future, S, Req, S::Response>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Response, BoxError>>
 where

@@ -87,7 +87,7 @@ where
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Future = ResponseFuture<S::Future, S, Req, Res>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -108,7 +108,7 @@ where
 impl<S, Res> Chaos<S, Res> {
     /// A call while injection is on: decide its fate, then call the inner service or not.
     #[inline(never)]
-    fn call_enabled<Req>(&mut self, req: Req) -> ResponseFuture<S, Req>
+    fn call_enabled<Req>(&mut self, req: Req) -> ResponseFuture<S::Future, S, Req, Res>
     where
         S: Service<Req, Response = Res> + Clone,
     {
@@ -129,7 +129,11 @@ impl<S, Res> Chaos<S, Res> {
 
     /// A call that waits before its outcome: a delay, a hang, or an outcome after a wait. Its
     /// future also waits for the switch, so that a disable ends the wait.
-    fn call_held<Req>(&mut self, decision: Decision<Res>, req: Req) -> ResponseFuture<S, Req>
+    fn call_held<Req>(
+        &mut self,
+        decision: Decision<Res>,
+        req: Req,
+    ) -> ResponseFuture<S::Future, S, Req, Res>
     where
         S: Service<Req, Response = Res> + Clone,
     {

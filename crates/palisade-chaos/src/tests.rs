@@ -851,7 +851,12 @@ async fn debug_output_names_the_configuration_and_the_state() {
         assert!(text.contains(part), "{part} in {text}");
     }
 
-    type Fut = crate::future::ResponseFuture<Answers<u32>, u32>;
+    type Fut = crate::future::ResponseFuture<
+        std::future::Ready<Result<u32, BoxError>>,
+        Answers<u32>,
+        u32,
+        u32,
+    >;
     let state = |fut: Fut| format!("{fut:?}");
     let ready = || std::future::ready(Ok(1));
     let shared = Arc::new(crate::handle::Shared::new(true, 0));
@@ -973,7 +978,14 @@ fn layer_service_and_future_are_send_and_sync_for_any_response() {
     send_sync::<ChaosLayer<std::rc::Rc<u8>>>();
     send_sync::<crate::ChaosHandle>();
     send_sync::<crate::Chaos<(), std::rc::Rc<u8>>>();
-    send::<crate::future::ResponseFuture<Answers<NotSync>, u32>>();
+    send::<
+        crate::future::ResponseFuture<
+            std::future::Ready<Result<NotSync, BoxError>>,
+            Answers<NotSync>,
+            u32,
+            NotSync,
+        >,
+    >();
 }
 
 #[tokio::test(start_paused = true)]

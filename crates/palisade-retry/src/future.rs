@@ -226,21 +226,23 @@ pin_project! {
     ///
     /// When polled again after it returned its output ("polled after completion"), as tower's
     /// futures do.
+    ///
+    /// `F` is the inner service's future, a parameter of its own rather than `S::Future`, so
+    /// that the compiler can tell this future is `Send` inside an `async` block
+    /// (rust-lang/rust#64552).
     #[project = Projection]
-    pub struct ResponseFuture<S, Req, B, A>
+    pub struct ResponseFuture<F, S, Req, B, A>
     where
-        S: Service<Req>,
         B: Budget,
         B: ?Sized,
     {
         #[pin]
-        state: State<S::Future, S, Req>,
+        state: State<F, S, Req>,
         handle: Arc<Stripe<Handle<S, B, A>>>,
     }
 
-    impl<S, Req, B, A> PinnedDrop for ResponseFuture<S, Req, B, A>
+    impl<F, S, Req, B, A> PinnedDrop for ResponseFuture<F, S, Req, B, A>
     where
-        S: Service<Req>,
         B: Budget,
         B: ?Sized,
     {
@@ -255,7 +257,7 @@ pin_project! {
     }
 }
 
-impl<S, Req, B, A> ResponseFuture<S, Req, B, A>
+impl<S, Req, B, A> ResponseFuture<S::Future, S, Req, B, A>
 where
     S: Service<Req>,
     B: Budget + ?Sized,
@@ -280,7 +282,7 @@ where
     }
 }
 
-impl<S, Req, B, A> Future for ResponseFuture<S, Req, B, A>
+impl<S, Req, B, A> Future for ResponseFuture<S::Future, S, Req, B, A>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
@@ -324,7 +326,7 @@ fn polled_after_completion() -> ! {
 #[cold]
 #[inline(never)]
 fn drive<S, Req, B, A>(
-    mut this: Projection<'_, S, Req, B, A>,
+    mut this: Projection<'_, S::Future, S, Req, B, A>,
     cx: &mut Context<'_>,
     mut failed: Option<BoxError>,
 ) -> Poll<Result<S::Response, BoxError>>
@@ -828,9 +830,8 @@ where
     }
 }
 
-impl<S, Req, B, A> fmt::Debug for ResponseFuture<S, Req, B, A>
+impl<F, S, Req, B, A> fmt::Debug for ResponseFuture<F, S, Req, B, A>
 where
-    S: Service<Req>,
     B: Budget + ?Sized,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

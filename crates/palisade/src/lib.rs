@@ -135,6 +135,40 @@
 //! assert_eq!(err.to_string(), "404 model not found");
 //! # }
 //! ```
+//!
+//! # Calling from a spawned task
+//!
+//! Every palisade future is `Send` when the service it wraps and that service's future are,
+//! so a stack can be cloned into a spawned task, as a handler or an agent loop does. Inside an
+//! `async` block, call it with `ready().await?.call(req)`, or spawn `oneshot`'s future itself:
+//!
+//! ```
+//! use palisade::ServiceBuilderExt;
+//! use palisade::classify::BoxError;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let llm = ServiceBuilder::new()
+//!     .palisade(palisade::preset::recommended("llm").build()?)
+//!     .service(service_fn(|prompt: String| async move { Ok::<_, BoxError>(prompt) }));
+//!
+//! let mut agent = llm.clone();
+//! let answer = tokio::spawn(async move { agent.ready().await?.call("hi".to_owned()).await });
+//! assert_eq!(answer.await??, "hi");
+//!
+//! let answer = tokio::spawn(llm.oneshot("hello".to_owned()));
+//! assert_eq!(answer.await??, "hello");
+//! # Ok(()) }
+//! ```
+//!
+//! `svc.oneshot(req).await` inside a spawned `async` block does not compile ("implementation
+//! of `From` is not general enough") where the service at the bottom answers `BoxError`, over
+//! palisade's layers as over tower's own (`tower::timeout::Timeout` over a `service_fn`
+//! already): tower's `Oneshot` names the stack's future as `S::Future`, and rustc cannot prove
+//! that `Send` inside an `async` block (rust-lang/rust#64552). palisade's own futures take the
+//! inner future as a type parameter instead, so they never add to it; the repository's
+//! `tests/spawn.rs` spawns every layer so.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -512,7 +512,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ReplayFuture<S, B>;
+    type Future = ReplayFuture<S::Future, S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -562,32 +562,27 @@ struct Reading<S, B> {
 
 pin_project! {
     /// The response future of [`Replay`].
-    pub struct ReplayFuture<S, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
+    ///
+    /// `F` is the inner service's future, a parameter of its own rather than `S::Future`, so
+    /// that the compiler can tell this future is `Send` inside an `async` block
+    /// (rust-lang/rust#64552).
+    pub struct ReplayFuture<F, S, B> {
         #[pin]
-        state: State<S, B>,
+        state: State<F, S, B>,
         limit: usize,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
+    enum State<F, S, B> {
         Reading { read: Option<Reading<S, B>> },
-        Calling { #[pin] future: S::Future },
+        Calling { #[pin] future: F },
     }
 }
 
-impl<S, B> ReplayFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
-    fn calling(future: S::Future) -> Self {
+impl<F, S, B> ReplayFuture<F, S, B> {
+    fn calling(future: F) -> Self {
         ReplayFuture {
             state: State::Calling { future },
             limit: 0,
@@ -595,10 +590,7 @@ where
     }
 }
 
-impl<S, B> fmt::Debug for ReplayFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
+impl<F, S, B> fmt::Debug for ReplayFuture<F, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Reading { .. } => "Reading",
@@ -625,7 +617,7 @@ fn concat(chunks: Vec<Bytes>, len: usize) -> Bytes {
     }
 }
 
-impl<S, B> Future for ReplayFuture<S, B>
+impl<S, B> Future for ReplayFuture<S::Future, S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
     S::Error: Into<BoxError>,
