@@ -75,16 +75,13 @@ pub(crate) struct Bucket {
 impl Bucket {
     /// Admits a call at `now` if a token is left, taking it.
     pub(crate) fn try_take(&mut self, rate: &Rate, burst: Option<f64>, now: Duration) -> bool {
+        // No burst while the rate is zero: a capacity of 0 calls a second admits nothing,
+        // whatever burst it was given for the times it is above zero.
+        let r = rate.at(now);
         let cap = match burst {
+            _ if r <= 0.0 => 0.0,
             Some(b) => b,
-            None => {
-                let r = rate.at(now);
-                if r > 0.0 {
-                    (r / 10.0).ceil().max(1.0)
-                } else {
-                    0.0
-                }
-            }
+            None => (r / 10.0).ceil().max(1.0),
         };
         self.tokens = match self.last {
             None => cap,

@@ -255,7 +255,9 @@ impl<Res> Capacity<Res> {
     }
 
     /// How many calls the bucket holds: the largest burst admitted at once after a quiet
-    /// period. At least 1 (checked by [`build`](crate::ChaosBuilder::build)).
+    /// period. At least 1 (checked by [`build`](crate::ChaosBuilder::build)). While the rate
+    /// is zero (a ramp's `from` of 0 before it starts, say) the bucket holds nothing, whatever
+    /// the burst: a capacity of 0 calls a second admits no call.
     pub fn burst(mut self, n: f64) -> Self {
         self.burst = Some(n);
         self

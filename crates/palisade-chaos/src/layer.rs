@@ -46,8 +46,10 @@ pub(crate) enum Decision<Res> {
 }
 
 impl<Res> Config<Res> {
-    /// Decides the fate of a call made `since` after the epoch; [`Decision::record`] counts it.
-    pub(crate) fn decide(&self, shared: &Shared, since: Duration) -> Decision<Res> {
+    /// Decides the fate of a call made `since` after the epoch, and whether a capacity refused
+    /// it; [`Decision::record`] counts both, once the decision is carried out (a disable in
+    /// between passes the call on, counted nowhere).
+    pub(crate) fn decide(&self, shared: &Shared, since: Duration) -> (Decision<Res>, bool) {
         let mut draws = Draws::new(self.seed, &shared.draws);
         let mut delay = Duration::ZERO;
         let mut decision = None;
@@ -69,9 +71,6 @@ impl<Res> Config<Res> {
                 }
             }
         }
-        if over {
-            bump(&shared.over_capacity);
-        }
         if decision.is_none() {
             for fault in &self.faults {
                 if fault.schedule.contains(since) && draws.hit(fault.rate) {
@@ -82,11 +81,12 @@ impl<Res> Config<Res> {
                 }
             }
         }
-        decision.unwrap_or(if delay.is_zero() {
+        let decision = decision.unwrap_or(if delay.is_zero() {
             Decision::Pass
         } else {
             Decision::Delay(delay)
-        })
+        });
+        (decision, over)
     }
 }
 
@@ -101,8 +101,12 @@ impl<Res> Decision<Res> {
         }
     }
 
-    /// Counts the call under its outcome.
-    pub(crate) fn record(&self, shared: &Shared) {
+    /// Counts the call under its outcome, and under `over_capacity` if `over` (a call beyond
+    /// several capacities counts once).
+    pub(crate) fn record(&self, shared: &Shared, over: bool) {
+        if over {
+            bump(&shared.over_capacity);
+        }
         match self {
             Decision::Pass => {}
             Decision::Delay(d) => {
@@ -273,8 +277,8 @@ impl<Res> ChaosBuilder<Res> {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the first invalid field and the rule it breaks, such as
-    /// `faults[0].rate` for a rate outside `0..=1`, `capacities[1].per_second` for a negative
-    /// or NaN capacity, `faults[0].latency.min` for a uniform latency whose minimum exceeds its
+    /// `faults[0].rate` for a rate outside `0..=1`, `capacities[1].per_second` for a negative,
+    /// infinite or NaN capacity, `faults[0].latency.min` for a uniform latency whose minimum exceeds its
     /// maximum, or a [`Schedule`](crate::Schedule) that can never apply:
     /// `faults[2].schedule.start` for a window that does not end after it starts,
     /// `faults[0].schedule.windows` for an empty list of windows.

@@ -168,7 +168,7 @@ impl Schedule {
 pub enum Latency {
     /// Always this long.
     Fixed(Duration),
-    /// Uniformly distributed in `[min, max]`.
+    /// Uniformly distributed in `[min, max)` (`min` itself when they are equal).
     Uniform {
         /// The shortest latency.
         min: Duration,

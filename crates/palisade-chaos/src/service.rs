@@ -113,11 +113,11 @@ impl<S, Res> Chaos<S, Res> {
         S: Service<Req, Response = Res> + Clone,
     {
         let since = Instant::now().saturating_duration_since(self.config.epoch);
-        let decision = self.config.decide(&self.shared, since);
+        let (decision, over) = self.config.decide(&self.shared, since);
         if decision.waits() {
-            return self.call_held(decision, req);
+            return self.call_held(decision, over, req);
         }
-        decision.record(&self.shared);
+        decision.record(&self.shared, over);
         match decision {
             Decision::Fail(class, _) => {
                 ResponseFuture::injected(Err(Box::new(Injected::new(class))))
@@ -132,6 +132,7 @@ impl<S, Res> Chaos<S, Res> {
     fn call_held<Req>(
         &mut self,
         decision: Decision<Res>,
+        over: bool,
         req: Req,
     ) -> ResponseFuture<S::Future, S, Req, Res>
     where
@@ -143,7 +144,7 @@ impl<S, Res> Chaos<S, Res> {
         if !self.shared.is_enabled() {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
-        decision.record(&self.shared);
+        decision.record(&self.shared, over);
         let (wait, outcome) = match decision {
             Decision::Pass => return ResponseFuture::passthrough(self.inner.call(req)),
             // The inner service is called now, as the tower contract asks after `poll_ready`;

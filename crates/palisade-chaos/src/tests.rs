@@ -457,6 +457,41 @@ async fn burst_is_settable() {
     assert_eq!(ok, 2);
 }
 
+/// A burst is what the bucket holds while the rate is above zero: a capacity of 0 calls a
+/// second, fixed or before a ramp from 0 starts, admits nothing whatever its burst.
+#[tokio::test(start_paused = true)]
+async fn a_zero_rate_admits_nothing_whatever_the_burst() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refused = || Effect::Fail(class(Category::ResourceExhausted));
+    let fixed = ChaosLayer::builder()
+        .capacity(Capacity::fixed(0.0, refused()).burst(3.0))
+        .build()
+        .unwrap();
+    let mut svc = fixed.layer_on(echo(calls.clone()));
+    for _ in 0..10 {
+        assert!(call(&mut svc, 0).await.is_err());
+    }
+    let ramp = ChaosLayer::builder()
+        .capacity(Capacity::ramp(0.0, 100.0, secs(30), secs(30), refused()).burst(5.0))
+        .build()
+        .unwrap();
+    let mut svc = ramp.layer_on(echo(calls.clone()));
+    for _ in 0..20 {
+        assert!(call(&mut svc, 0).await.is_err());
+        sleep(secs(1)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(fixed.handle().injected().over_capacity, 10);
+    assert_eq!(ramp.handle().injected().over_capacity, 20);
+    // Once the ramp has started, its burst fills again.
+    sleep_until(ramp.epoch() + secs(40)).await;
+    let mut ok = 0;
+    for _ in 0..20 {
+        ok += usize::from(call(&mut svc, 0).await.is_ok());
+    }
+    assert_eq!(ok, 5);
+}
+
 #[tokio::test(start_paused = true)]
 async fn ramp_capacity_rises_linearly() {
     // 10/s before 2 s, rising to 110/s by 12 s, offered 200/s for 14 s.
@@ -1329,4 +1364,33 @@ async fn a_disable_while_the_call_is_being_decided_passes_it_through() {
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(chaos.handle().injected(), ChaosCounts::default());
+}
+
+/// The same race over a capacity that delays the call: the capacity's refusal is counted
+/// with the decision, so a call the disable passed on is counted nowhere.
+#[tokio::test(start_paused = true)]
+async fn a_disable_while_deciding_does_not_count_the_capacity_s_refusal() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let switch = Arc::new(std::sync::OnceLock::<crate::ChaosHandle>::new());
+    let s = switch.clone();
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(1.0, Effect::Delay(Latency::Fixed(ms(10)))).burst(1.0))
+        .fault(
+            Fault::respond(move || {
+                s.get().unwrap().disable();
+                429
+            })
+            .after(Latency::Fixed(secs(10))),
+        )
+        .build()
+        .unwrap();
+    switch.set(chaos.handle()).unwrap();
+    let handle = chaos.handle();
+    let mut svc = chaos.layer_on(echo(calls.clone()));
+    // Within the capacity, then over it: both passed on by the disable.
+    assert_eq!(call(&mut svc, 1).await.unwrap(), 1);
+    handle.enable();
+    assert_eq!(call(&mut svc, 2).await.unwrap(), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(handle.injected(), ChaosCounts::default());
 }
