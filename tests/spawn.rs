@@ -101,3 +101,24 @@ async fn a_router_under_the_preset() {
         .route(route);
     assert_eq!(spawned!(svc, "routed".to_owned()).unwrap(), "routed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn layers_over_a_boxed_service() {
+    let boxed = || tower::util::BoxCloneService::new(echo!());
+    let svc = palisade::fallback::FallbackLayer::new(palisade::fallback::FromError(
+        |_: Class, _: &BoxError| Ok::<_, BoxError>("fallback".to_owned()),
+    ))
+    .layer(boxed());
+    assert_eq!(spawned!(svc, "fail".to_owned()).unwrap().into_inner(), "fallback");
+    let svc = ServiceBuilder::new()
+        .palisade(palisade::preset::recommended("llm").build().unwrap())
+        .service(boxed());
+    assert_eq!(spawned!(svc, "boxed".to_owned()).unwrap(), "boxed");
+    let board = palisade::fallback::Switchboard::new();
+    let svc = palisade::fallback::FeatureLayer::new(
+        board.feature("search"),
+        palisade::fallback::Constant("off".to_owned()),
+    )
+    .layer(boxed());
+    assert_eq!(spawned!(svc, "on".to_owned()).unwrap().into_inner(), "on");
+}
