@@ -431,8 +431,10 @@ impl<S> Layer<S> for ReplayLayer {
 /// limit of one attempt. Any other body is
 ///
 /// - **buffered** ([`Replay::new`], [`ReplayLayer::new`]): read whole before the inner service
-///   is called, and every clone replays it; one that passes `limit` bytes (trailers included
-///   as they come) is sent as above: what was read first, then the rest.
+///   is called, and every clone replays it; one whose data passes `limit` bytes is sent as
+///   above: what was read first, then the rest. Trailers, the body's last frame, are kept
+///   whatever their size (the HTTP implementation bounds them as it bounds headers); the
+///   limit counts data only, in both modes.
 /// - **streaming** ([`Replay::streaming`], [`ReplayLayer::streaming`]): passed to the inner
 ///   service at once, each frame sent as it arrives and recorded for the clones (see
 ///   [`ReplayBody`]'s [Streaming](ReplayBody#streaming)); one that passes `limit` bytes goes
