@@ -109,7 +109,10 @@ async fn layers_over_a_boxed_service() {
         |_: Class, _: &BoxError| Ok::<_, BoxError>("fallback".to_owned()),
     ))
     .layer(boxed());
-    assert_eq!(spawned!(svc, "fail".to_owned()).unwrap().into_inner(), "fallback");
+    assert_eq!(
+        spawned!(svc, "fail".to_owned()).unwrap().into_inner(),
+        "fallback"
+    );
     let svc = ServiceBuilder::new()
         .palisade(palisade::preset::recommended("llm").build().unwrap())
         .service(boxed());

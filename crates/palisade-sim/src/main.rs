@@ -392,6 +392,21 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
         return Ok(());
     }
+    // A fault that runs past the run's end leaves the figures after it empty: say why, and how
+    // long a run would show them (on stderr, so that the output stays the report alone).
+    for s in &scenarios {
+        if let Some(end) = s.fault_outlasts_run() {
+            eprintln!(
+                "palisade-sim: {}: its fault ends at {} s, after the {} s run: nothing after it \
+                 is measured (`-` in the table, null in the JSON); `--duration {}` shows what \
+                 follows it",
+                s.kind,
+                end.as_secs_f64(),
+                s.params.duration.as_secs_f64(),
+                (end + Duration::from_secs(10)).as_secs_f64().ceil(),
+            );
+        }
+    }
     let mut report = palisade_sim::run_all(&scenarios, &stacks, progress).map_err(Failure::run)?;
     // The health monitor's runs, when asked for: in the JSON, or printed after the table.
     let health = || palisade_sim::health::evaluate(&scenarios, 10, 6).map_err(Failure::run);

@@ -366,6 +366,17 @@ impl Scenario {
         (p.fault_start, end.min(p.duration))
     }
 
+    /// When the fault would end, if that is after the run's end: the run then measures nothing
+    /// after the fault, and no recovery (`--duration` longer than this shows them).
+    pub fn fault_outlasts_run(&self) -> Option<Duration> {
+        let p = &self.params;
+        let end = match self.kind {
+            ScenarioKind::Brownout => self.ramp().1,
+            _ => p.fault_start + p.fault_len,
+        };
+        (end > p.duration).then_some(end)
+    }
+
     /// Whether the run has a fault in it: a [`fault_window`](Self::fault_window) of some
     /// length (`--fault-len 0` gives none).
     pub fn has_fault(&self) -> bool {
@@ -892,5 +903,27 @@ mod tests {
         assert_eq!(success(&quiet), 1.0);
         let noisy = success(&noisy);
         assert!((noisy - 0.95).abs() < 0.01, "{noisy}");
+    }
+
+    #[test]
+    fn a_fault_that_outlasts_the_run_is_told() {
+        // No default scenario's fault runs past its run (the rate limit lasts the whole run).
+        for kind in ScenarioKind::ALL {
+            assert_eq!(Scenario::new(kind).fault_outlasts_run(), None, "{kind}");
+        }
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        outage.params.fault_len = secs(30);
+        assert_eq!(
+            outage.fault_outlasts_run(),
+            None,
+            "ends with the run: not past it"
+        );
+        outage.params.fault_len = secs(60);
+        assert_eq!(outage.fault_outlasts_run(), Some(secs(70)));
+        // The brownout's fault is its outage and its ramp.
+        let mut brownout = Scenario::new(ScenarioKind::Brownout);
+        let end = brownout.params.fault_start + brownout.params.fault_len + brownout.params.ramp;
+        brownout.params.duration = end - secs(1);
+        assert_eq!(brownout.fault_outlasts_run(), Some(end));
     }
 }
