@@ -271,7 +271,10 @@ static DEFAULT_RULES: LazyLock<Rules> = LazyLock::new(|| {
 /// the class an inner classify layer already gave it ([`Classified`], [`FailedResponse`]); the
 /// user's type rules; palisade's own errors ([`failure`](crate::failure)); error types whose
 /// class the user [`register`](crate::register)ed; `std::io::Error` kinds; tower's and tokio's `Elapsed` (Timeout). Then it tries
-/// the message rules on each error's message, top first. A failure nothing matched gets the
+/// the message rules on each error's message, top first, past a message that says only that a
+/// layer below failed (tonic's `transport error`) when an error below it matches: tonic's
+/// `transport error` caused by `Timeout expired` is a timeout, one caused by a refused
+/// connection a network failure, and one caused by nothing the rules know a network failure. A failure nothing matched gets the
 /// *unknown* class: `Category::Unknown`, retryable, because an
 /// unrecognised failure is more often a passing fault than a permanent one and the retry budget
 /// bounds the cost of being wrong. Change it with [`ClassifierBuilder::unknown`].
@@ -336,17 +339,7 @@ impl DefaultClassifier {
         let rules = self.rules();
         let class = chain(err)
             .find_map(|e| known_class(rules, e))
-            .or_else(|| {
-                chain(err).find_map(|e| {
-                    let text = e.to_string();
-                    rules
-                        .messages
-                        .matches(&text)
-                        .iter()
-                        .next()
-                        .map(|i| rules.message_classes[i])
-                })
-            })
+            .or_else(|| by_message(rules, err))
             .unwrap_or(rules.unknown);
         if class.retry_after.is_some() || class.category == Category::Ignored {
             return class;
@@ -393,6 +386,35 @@ pub fn class_of(err: &BoxError) -> Class {
 /// [`class_of`] for a borrowed error of any kind.
 pub fn class_of_dyn(err: &(dyn Error + 'static)) -> Class {
     DefaultClassifier::default().classify_error(err)
+}
+
+/// Messages that say only that a layer below failed, not how: tonic's `transport error`, whose
+/// source says what happened (`Timeout expired`, a refused connection). An error whose whole
+/// message is one of these takes the class of the first error below it that a message rule
+/// matches, and its own match only when nothing below matches.
+const WRAPPER_MESSAGES: &[&str] = &["transport error"];
+
+/// The class the message rules give the chain of `err`: the first error, top first, whose
+/// message a rule matches, past a [`WRAPPER_MESSAGES`] one when an error below it matches too.
+fn by_message(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
+    let mut wrapper = None;
+    for e in chain(err) {
+        let text = e.to_string();
+        let Some(i) = rules.messages.matches(&text).iter().next() else {
+            continue;
+        };
+        let class = rules.message_classes[i];
+        let trimmed = text.trim();
+        if WRAPPER_MESSAGES
+            .iter()
+            .any(|w| trimmed.eq_ignore_ascii_case(w))
+        {
+            wrapper.get_or_insert(class);
+            continue;
+        }
+        return Some(class);
+    }
+    wrapper
 }
 
 fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {

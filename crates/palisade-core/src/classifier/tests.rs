@@ -159,6 +159,40 @@ impl Error for Outer {
     }
 }
 
+/// An error that says only that the layer below failed, as tonic's `transport::Error` does.
+#[derive(Debug)]
+struct Transport(Option<BoxError>);
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("transport error")
+    }
+}
+impl Error for Transport {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+#[test]
+fn a_transport_error_takes_the_class_of_its_cause() {
+    // tonic's Channel enforcing `grpc-timeout`: `transport error` caused by `Timeout expired`.
+    let err: BoxError = Box::new(Transport(Some("Timeout expired".into())));
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    let err: BoxError = Box::new(Transport(Some("connection refused".into())));
+    assert_eq!(class_of(&err).category, Category::Network);
+    // A cause the rules do not know, or none: the wrapper's own class.
+    let err: BoxError = Box::new(Transport(Some("h2 frame of 9 bytes".into())));
+    assert_eq!(class_of(&err).category, Category::Network);
+    let err: BoxError = Box::new(Transport(None));
+    assert_eq!(class_of(&err).category, Category::Network);
+    // Only a message that is the wrapper's alone yields: one that says more keeps its class.
+    let err: BoxError = Box::new(Outer(Box::new(Transport(Some("Timeout expired".into())))));
+    assert_eq!(class_of(&err).category, Category::Timeout);
+    let said: BoxError = "transport error: 503 service unavailable".into();
+    let err: BoxError = Box::new(Outer(said));
+    assert_eq!(class_of(&err).category, Category::ServerError);
+}
+
 #[test]
 fn walks_the_source_chain() {
     let io = io::Error::from(io::ErrorKind::TimedOut);
