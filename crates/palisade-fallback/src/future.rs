@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::{BoxError, Class, FailedResponse, class_of};
@@ -20,6 +21,8 @@ pin_project! {
     #[project_replace = StateReplace]
     enum State<F, R> {
         Primary { #[pin] inner: F },
+        // The inner service did not get ready: the call failed with this error, unsent.
+        NotReady { error: BoxError },
         // Boxed: the failure path may allocate, and the future stays as small as the call's.
         Fallback { run: Box<Running<R>> },
         Done,
@@ -104,6 +107,22 @@ impl<F, St, Req, R> ResponseFuture<F, St, Req, R> {
             key,
         }
     }
+
+    /// A call that fails with `error`, the inner service's readiness failure, without reaching
+    /// the inner service: handled as a call failing with it.
+    pub(crate) fn not_ready(
+        error: BoxError,
+        config: Arc<Stripe<Arc<Config<St>>>>,
+        kept: Option<Req>,
+        key: Option<u64>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::NotReady { error },
+            config,
+            kept,
+            key,
+        }
+    }
 }
 
 /// A failure no fallback answered: the failing response handed back if allowed, else `error`.
@@ -139,46 +158,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Primary { inner } => {
-                    let error: BoxError = match ready!(inner.poll(cx)) {
-                        Ok(response) => {
-                            this.config.strategy.on_success(*this.key, &response);
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(Answer::Primary(response)));
-                        }
-                        Err(e) => e.into(),
-                    };
-                    let class = class_of(&error);
-                    if !(this.config.handles)(&class) {
+            // The call's failure: the inner future's error, or its readiness failure.
+            let error: BoxError = match this.state.as_mut().project() {
+                StateProj::Primary { inner } => match ready!(inner.poll(cx)) {
+                    Ok(response) => {
+                        this.config.strategy.on_success(*this.key, &response);
                         this.state.set(State::Done);
-                        return Poll::Ready(unanswered(error, this.config.restore, |e| e));
+                        return Poll::Ready(Ok(Answer::Primary(response)));
                     }
-                    tracing::info!(
-                        target: "palisade_fallback",
-                        strategy = this.config.strategy.name(),
-                        category = class.category.as_str(),
-                        "answering a failure with a fallback"
-                    );
-                    let strategy = &*this.config.strategy;
-                    let Some((name, fut)) = start(strategy, 0, this.kept, *this.key, class, &error)
+                    Err(e) => e.into(),
+                },
+                StateProj::NotReady { .. } => {
+                    let StateReplace::NotReady { error } =
+                        this.state.as_mut().project_replace(State::Done)
                     else {
-                        // An empty chain: nothing to try.
-                        this.state.set(State::Done);
-                        return Poll::Ready(unanswered(error, this.config.restore, |original| {
-                            Box::new(FallbackFailed::new(original, Vec::new()))
-                        }));
+                        unreachable!("the state was NotReady a moment ago")
                     };
-                    this.state.set(State::Fallback {
-                        run: Box::new(Running {
-                            fut,
-                            member: 0,
-                            name,
-                            original: error,
-                            class,
-                            failures: Vec::new(),
-                        }),
-                    });
+                    error
                 }
                 StateProj::Fallback { run } => {
                     let result = ready!(run.fut.as_mut().poll(cx));
@@ -218,8 +214,7 @@ where
                         run.fut = fut;
                         continue;
                     }
-                    tracing::warn!(target: "palisade_fallback", strategy = strategy.name(), failures = run.failures.len(), "every fallback failed");
-                    palisade_core::metrics::fallback_failed(strategy.name());
+                    every_fallback_failed(strategy.name(), run.failures.len());
                     let StateReplace::Fallback { run } =
                         this.state.as_mut().project_replace(State::Done)
                     else {
@@ -233,7 +228,51 @@ where
                     }));
                 }
                 StateProj::Done => panic!("`Fallback` response future polled after completion"),
+            };
+            let class = class_of(&error);
+            if !(this.config.handles)(&class) {
+                this.state.set(State::Done);
+                return Poll::Ready(unanswered(error, this.config.restore, |e| e));
             }
+            tracing::info!(
+                target: "palisade_fallback",
+                strategy = this.config.strategy.name(),
+                category = class.category.as_str(),
+                "answering a failure with a fallback"
+            );
+            let strategy = &*this.config.strategy;
+            let Some((name, fut)) = start(strategy, 0, this.kept, *this.key, class, &error) else {
+                // An empty chain: nothing to try, so no strategy answered.
+                if !this.config.warned_empty.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "palisade_fallback",
+                        strategy = strategy.name(),
+                        "a fallback chain with no members answers no failure"
+                    );
+                }
+                every_fallback_failed(strategy.name(), 0);
+                this.state.set(State::Done);
+                return Poll::Ready(unanswered(error, this.config.restore, |original| {
+                    Box::new(FallbackFailed::new(original, Vec::new()))
+                }));
+            };
+            this.state.set(State::Fallback {
+                run: Box::new(Running {
+                    fut,
+                    member: 0,
+                    name,
+                    original: error,
+                    class,
+                    failures: Vec::new(),
+                }),
+            });
         }
     }
+}
+
+/// Reports a call no strategy answered: `failures` strategies were tried, and failed.
+#[cold]
+fn every_fallback_failed(strategy: &'static str, failures: usize) {
+    tracing::warn!(target: "palisade_fallback", strategy, failures, "every fallback failed");
+    palisade_core::metrics::fallback_failed(strategy);
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use palisade_core::{Category, Class, ConfigError};
 use tower_layer::Layer;
@@ -17,6 +18,9 @@ pub(crate) struct Config<St> {
     pub(crate) strategy: Arc<St>,
     pub(crate) handles: Handles,
     pub(crate) restore: bool,
+    /// Whether a call found the strategy an empty chain yet: warned of once per layer, at the
+    /// first failure it leaves unanswered (nothing knows the request type sooner).
+    pub(crate) warned_empty: Arc<AtomicBool>,
 }
 
 impl<St> Clone for Config<St> {
@@ -25,6 +29,7 @@ impl<St> Clone for Config<St> {
             strategy: self.strategy.clone(),
             handles: self.handles.clone(),
             restore: self.restore,
+            warned_empty: self.warned_empty.clone(),
         }
     }
 }
@@ -109,6 +114,7 @@ impl<St> FallbackLayer<St> {
                 strategy: Arc::new(strategy),
                 handles: Arc::new(handles_by_default),
                 restore: true,
+                warned_empty: Arc::new(AtomicBool::new(false)),
             },
         }
     }

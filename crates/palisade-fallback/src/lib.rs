@@ -71,8 +71,18 @@
 //!
 //! # Errors
 //! A failure the layer does not handle passes through unchanged (or comes back restored, for a
-//! failing response). When every strategy fails: [`FallbackFailed`], with the call's own error
-//! and each strategy's name beside its failure.
+//! failing response). When every strategy fails (or a [`Chain`] has no members to try):
+//! [`FallbackFailed`], with the call's own error and each strategy's name beside its failure;
+//! but when the call's own failure is a failing response
+//! ([`FailedResponse`](palisade_core::FailedResponse)) and
+//! [`restore_failed_responses`](FallbackBuilder::restore_failed_responses) is on (the
+//! default), the answer is that response handed back, [`Answer::Restored`], not an error.
+//! Either way the call is counted in `palisade.fallback.failed` (with palisade-core's
+//! `metrics` feature on).
+//!
+//! A dependency whose readiness fails (`poll_ready`: a connection refused, a buffer whose
+//! worker is gone) fails the call that follows instead, without being called: the layer
+//! answers it as any failed call ([`Fallback`]'s *Readiness*).
 //!
 //! # Performance
 //! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the

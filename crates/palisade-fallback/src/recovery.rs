@@ -152,12 +152,21 @@ type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 ///
 /// then, for L1 and L2 still failing: the fallback agent, then degradation, then escalation to
 /// a person through the [`EscalationSink`]. The caller's own cancellation is never retried nor
-/// escalated. Failures per agent are counted and reset by a success.
+/// escalated: a call cancelled (its class [`Category::Cancelled`]) at its first attempt,
+/// during the retries or while the fallback agent answers for it ends there, with
+/// [`Step::Cancelled`], neither degraded nor escalated. Failures per agent are counted and
+/// reset by a success.
+///
+/// A manager is `Send + Sync`: one `Arc<RecoveryManager>` serves every task, and
+/// [`run`](Self::run)'s future is `Send` when the request, the response, the agent and its
+/// future are, so it can be spawned.
 pub struct RecoveryManager<Req, R> {
     agent: String,
     backoff: Vec<Duration>,
     max_retry_after: Duration,
-    fallback: Option<BoxCloneService<Req, R, BoxError>>,
+    /// The fallback agent need only be `Clone + Send` (a `BoxCloneService` is not `Sync`): it
+    /// sits behind a mutex, taken only to clone it for one call, so the manager is `Sync`.
+    fallback: Option<Mutex<BoxCloneService<Req, R, BoxError>>>,
     degrade: Option<Degrade<Req, R>>,
     cleanup: Option<Hook>,
     reset: Option<Hook>,
@@ -203,7 +212,7 @@ impl<Req, R> RecoveryBuilder<Req, R> {
         S::Future: Send + 'static,
         Req: 'static,
     {
-        self.manager.fallback = Some(BoxCloneService::new(agent));
+        self.manager.fallback = Some(Mutex::new(BoxCloneService::new(agent)));
         self
     }
 
@@ -388,9 +397,22 @@ where
         // answered by another agent or degraded.
         if level != FaultLevel::Logic {
             if let Some(fallback) = &self.fallback {
-                match fallback.clone().oneshot(req.clone()).await {
+                // Cloned under the lock, which is released before the call.
+                let fallback = fallback.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match fallback.oneshot(req.clone()).await {
                     Ok(r) => return Ok((r, finish(recovery, Step::FallbackAgent))),
-                    Err(e) => recovery.errors.push((class_of(&e), e.to_string())),
+                    Err(e) => {
+                        let fallback_class = class_of(&e);
+                        recovery.errors.push((fallback_class, e.to_string()));
+                        // The caller gave up while the fallback agent answered for it: nothing
+                        // left to recover, nobody to tell.
+                        if fallback_class.category == Category::Cancelled {
+                            return Err(Unrecovered {
+                                error: e,
+                                recovery: finish(recovery, Step::Cancelled),
+                            });
+                        }
+                    }
                 }
             }
             if let Some(r) = self

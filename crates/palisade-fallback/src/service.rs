@@ -15,12 +15,27 @@ use crate::{Answer, FallbackLayer, Strategy};
 
 /// Answers the inner service's failures with a [`Strategy`].
 ///
+/// # Readiness
+/// `poll_ready` is the inner service's, but a readiness that fails is a failure of the
+/// dependency like a call's (tower's `Reconnect` with the connection refused, a `Buffer` whose
+/// worker is gone): `Fallback` answers ready and keeps the error, and the `call` that follows
+/// does not reach the inner service but fails with that error, handled exactly as if the call
+/// had failed with it: its class decides whether the strategy answers (a refused connection,
+/// a network fault, is answered by default), and an error not answered comes out of the
+/// response future. Polled again before that `call`, `Fallback` stays ready with the error
+/// kept; the `poll_ready` after the call asks the inner service again. A clone starts without
+/// the error, and a `Fallback` dropped before its call drops it.
+///
 /// # Panics
-/// `Fallback` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
-/// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
-/// future panics if polled after it completed, as tower's futures do.
+/// Apart from a failed readiness, `Fallback` reserves nothing in `poll_ready`: it forwards
+/// `poll_ready` and `call` to the inner service, whose own contract applies to a `call` without
+/// a ready `poll_ready`. Its response future panics if polled after it completed, as tower's
+/// futures do.
 pub struct Fallback<S, St> {
     inner: S,
+    /// The error the inner service's `poll_ready` failed with, kept for the next `call`,
+    /// which fails with it without calling the inner service. A clone starts without it.
+    not_ready: Option<BoxError>,
     /// Read by `call` (the key and whether to keep the request).
     strategy: Arc<St>,
     /// What the response futures hold: their thread's stripe.
@@ -32,6 +47,7 @@ impl<S: Clone, St> Clone for Fallback<S, St> {
     fn clone(&self) -> Self {
         Fallback {
             inner: self.inner.clone(),
+            not_ready: None,
             strategy: self.strategy.clone(),
             stripe: self.config.pick().clone(),
             config: self.config.clone(),
@@ -53,6 +69,7 @@ impl<S, St> Fallback<S, St> {
         let config = Arc::new(Striped::new(Arc::new(layer.config.clone())));
         Fallback {
             inner,
+            not_ready: None,
             strategy: layer.config.strategy.clone(),
             stripe: config.pick().clone(),
             config,
@@ -75,6 +92,18 @@ impl<S, St> Fallback<S, St> {
     }
 }
 
+impl<S, St> Fallback<S, St> {
+    /// The inner service's readiness failed with `error`: ready, and the next call fails with
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn keep_not_ready(&mut self, error: BoxError) -> Poll<Result<(), BoxError>> {
+        tracing::debug!(target: "palisade_fallback", %error, "the service did not get ready: its call fails with the error");
+        self.not_ready = Some(error);
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S, St, Req> Service<Req> for Fallback<S, St>
 where
     S: Service<Req>,
@@ -86,16 +115,28 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, St, Req, S::Response>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // A service that cannot get ready is a failure no fallback answers here: the caller
-        // may compose a load shedder below to turn it into a call failure.
-        self.inner.poll_ready(cx).map_err(Into::into)
+        if self.not_ready.is_some() {
+            // Polled again before the call that fails with the error kept: still ready.
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => self.keep_not_ready(e.into()),
+        }
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.strategy.key(&req);
         // The request is cloned only when the strategy will need it.
         let kept = self.strategy.keep_request(&req);
+        if let Some(error) = self.not_ready.take() {
+            // The inner service did not get ready: the call fails with its error, unsent.
+            return ResponseFuture::not_ready(error, self.stripe.clone(), kept, key);
+        }
         ResponseFuture::new(self.inner.call(req), self.stripe.clone(), kept, key)
     }
 }

@@ -160,7 +160,39 @@ impl<Req, R, St: Strategy<Req, R>> Strategy<Req, R> for Named<St> {
 /// `"constant"`.
 ///
 /// For a response that is neither (an axum or hyper `Response`), build the answer per call
-/// with [`FromError`]: `FromError(|_, _| Ok(Response::new(..)))`.
+/// with [`FromError`], the closure's arguments typed (`|_: Class, _: &BoxError|`: untyped,
+/// the closure would not take the error for any lifetime, and the strategy would not build):
+///
+/// ```
+/// use std::cell::Cell;
+///
+/// use palisade_core::{BoxError, Class};
+/// use palisade_fallback::{FallbackLayer, FromError};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// /// A response that is neither `Clone` nor `Sync`, as an axum or hyper one.
+/// struct Response {
+///     body: String,
+///     _not_sync: Cell<()>,
+/// }
+///
+/// impl Response {
+///     fn new(body: &str) -> Self {
+///         Response { body: body.to_owned(), _not_sync: Cell::new(()) }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let page = service_fn(|_: ()| async { Err::<Response, BoxError>("503 overloaded".into()) });
+/// let svc = FallbackLayer::new(FromError(|_: Class, _: &BoxError| {
+///     Ok(Response::new("try again later"))
+/// }))
+/// .layer(page);
+/// let answer = svc.oneshot(()).await.unwrap();
+/// assert_eq!(answer.into_inner().body, "try again later");
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Constant<R>(pub R);
 
@@ -463,6 +495,12 @@ where
 /// Tried directly through [`Strategy::fallback`], outside a fallback layer, a chain runs its
 /// members itself; the error it is given is borrowed only for that call, so the members see
 /// it as text there, and their failures come back as one error that lists them.
+///
+/// A chain with no members answers nothing: under a fallback layer, each failure it is given
+/// fails with [`FallbackFailed`](crate::FallbackFailed) listing no member, counted in
+/// `palisade.fallback.failed` as when every member fails, and the layer warns of the empty
+/// chain once, at the first such failure. (The layer's builder cannot refuse it sooner: it
+/// knows nothing of the requests a chain is a strategy for.)
 pub struct Chain<Req, R> {
     members: Vec<Arc<dyn Strategy<Req, R>>>,
 }
@@ -515,9 +553,12 @@ impl fmt::Display for ChainErrors {
 
 impl std::error::Error for ChainErrors {}
 
+/// A chain asks nothing of the request but `Send`: it never clones it itself. The members
+/// that answer from it ([`FromRequest`], [`Alternative`]) ask for `Req: Clone`, and each takes
+/// its own copy through its [`keep_request`](Strategy::keep_request).
 impl<Req, R> Strategy<Req, R> for Chain<Req, R>
 where
-    Req: Clone + Send + 'static,
+    Req: Send + 'static,
     R: Send + 'static,
 {
     fn name(&self) -> &'static str {

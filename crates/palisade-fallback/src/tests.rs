@@ -1,7 +1,7 @@
 //! The fallback layer on the paused clock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use palisade_core::{
@@ -573,9 +573,10 @@ async fn the_service_forwards_readiness_and_gives_its_inner_service_back() {
         id: 1,
         broken: true,
     });
-    // A service that cannot get ready is not answered for: the error comes out of poll_ready.
-    let err = ServiceExt::<Req>::ready(&mut svc).await.unwrap_err();
-    assert_eq!(err.to_string(), "not ready");
+    // A service that cannot get ready fails its call instead, which the fallback answers.
+    ServiceExt::<Req>::ready(&mut svc).await.unwrap();
+    let answer = tower::Service::call(&mut svc, req("q").0).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().class.category, Category::Unknown);
     assert_eq!(svc.get_ref().id, 1);
     svc.get_mut().broken = false;
     ServiceExt::<Req>::ready(&mut svc).await.unwrap();
@@ -588,6 +589,180 @@ async fn the_service_forwards_readiness_and_gives_its_inner_service_back() {
             id: 1,
             broken: false
         }
+    );
+}
+
+/// A dependency whose connection is refused: it fails in `poll_ready`, as tower's `Reconnect`
+/// does while it cannot connect. Counts the calls that reach it anyway.
+#[derive(Clone, Default)]
+struct Refused {
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<Req> for Refused {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err("connection refused".into()))
+    }
+
+    fn call(&mut self, r: Req) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(format!("answer to {}", r.q)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_cannot_get_ready_is_answered_as_a_failed_call() {
+    let refused = Refused::default();
+    let svc = FallbackLayer::new(Constant("sorry".to_owned())).layer(refused.clone());
+    let answer = svc.oneshot(req("q").0).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Network,
+        "the readiness failure's own class"
+    );
+    assert_eq!(answer.into_inner(), "sorry");
+    // A strategy that answers from the request gets it, as for a call that failed.
+    let svc = FallbackLayer::new(FromRequest(|r: Req, class: Class, e: &BoxError| {
+        Ok::<_, BoxError>(format!("{} ({}: {e})", r.q, class.category))
+    }))
+    .layer(refused.clone());
+    let (r, clones) = req("q");
+    assert_eq!(
+        svc.oneshot(r).await.unwrap().into_inner(),
+        "q (network: connection refused)"
+    );
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+    // Its class decides, as a call's failure's does: not answered, the error comes out of the
+    // call (polled ready twice, the error is kept for the call).
+    let mut svc = FallbackLayer::builder(Constant("sorry".to_owned()))
+        .handles(|class| class.category != Category::Network)
+        .build()
+        .unwrap()
+        .layer(refused.clone());
+    ServiceExt::<Req>::ready(&mut svc).await.unwrap();
+    ServiceExt::<Req>::ready(&mut svc).await.unwrap();
+    let err = tower::Service::call(&mut svc, req("q").0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "connection refused");
+    assert_eq!(
+        refused.calls.load(Ordering::SeqCst),
+        0,
+        "never called without its readiness"
+    );
+}
+
+/// A request that cannot be cloned, as hyper's `Request<Incoming>`.
+#[derive(Debug)]
+struct Body(&'static str);
+
+/// Compiles only for a strategy of `Req` and `R`.
+fn is_strategy<Req, R, St: Strategy<Req, R>>(_: &St) {}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_whose_members_do_not_keep_the_request_needs_no_clone_of_it() {
+    let chain = Chain::new()
+        .then(LastGood::new(|b: &Body| b.0))
+        .then(Constant("sorry".to_owned()));
+    is_strategy::<Body, String, _>(&chain);
+    let up = Arc::new(AtomicBool::new(true));
+    let u = up.clone();
+    let inner = service_fn(move |b: Body| {
+        let up = u.load(Ordering::SeqCst);
+        async move {
+            if up {
+                Ok(format!("answer to {}", b.0))
+            } else {
+                Err::<String, BoxError>("503 overloaded".into())
+            }
+        }
+    });
+    let svc = FallbackLayer::new(chain).layer(inner);
+    assert_eq!(
+        svc.clone().oneshot(Body("q")).await.unwrap(),
+        Answer::Primary("answer to q".to_owned())
+    );
+    up.store(false, Ordering::SeqCst);
+    let answer = svc.clone().oneshot(Body("q")).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, "last_good");
+    assert_eq!(answer.into_inner(), "answer to q");
+    let answer = svc.oneshot(Body("other")).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().strategy, "constant");
+}
+
+/// The counter `name` with the label `strategy`, as `snapshotter` has it now.
+fn counted(snapshotter: &metrics_util::debugging::Snapshotter, name: &str, strategy: &str) -> u64 {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            let key = key.key();
+            key.name() == name
+                && key
+                    .labels()
+                    .any(|l| l.key() == "strategy" && l.value() == strategy)
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_no_strategy_answered_is_counted_and_warned_of_even_for_an_empty_chain() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This test's thread runs the calls (a current-thread runtime).
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let events = palisade_test::Events::start();
+    let layer = FallbackLayer::new(Chain::<Req, String>::new());
+    for _ in 0..2 {
+        let err = layer
+            .layer(agent("503 overloaded"))
+            .oneshot(req("fail").0)
+            .await
+            .unwrap_err();
+        let failed = err.downcast_ref::<FallbackFailed>().unwrap();
+        assert!(failed.failures().is_empty());
+    }
+    assert_eq!(
+        counted(&snapshotter, "palisade.fallback.failed", "chain"),
+        2,
+        "palisade.fallback.failed: calls no fallback strategy could answer"
+    );
+    let warnings: Vec<_> = events
+        .take()
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::WARN)
+        .map(|e| e.message().to_owned())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "a fallback chain with no members answers no failure",
+            "every fallback failed",
+            "every fallback failed"
+        ],
+        "the empty chain once per layer, each call it leaves unanswered"
+    );
+    // As a chain whose members all fail is.
+    let chain = Chain::new().then(FromError(|_: Class, _: &BoxError| {
+        Err::<String, BoxError>("no".into())
+    }));
+    let svc = FallbackLayer::new(Named("all_fail", chain)).layer(agent("503 overloaded"));
+    assert!(svc.oneshot(req("fail").0).await.is_err());
+    assert_eq!(
+        counted(&snapshotter, "palisade.fallback.failed", "all_fail"),
+        1
     );
 }
 
@@ -1004,6 +1179,77 @@ mod recovery {
         assert_eq!(err.error.to_string(), "request cancelled");
         assert_eq!(backup_calls.load(Ordering::SeqCst), 0);
         assert!(sink.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_while_the_fallback_agent_answers_is_not_escalated_either() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let (backup, backup_calls) = agent(100, "request cancelled");
+        let degraded = Arc::new(AtomicUsize::new(0));
+        let d = degraded.clone();
+        let m = manager(&sink)
+            .backoff(Vec::new())
+            .fallback_agent(backup)
+            .degrade(move |_: &u32, _: Class| {
+                d.fetch_add(1, Ordering::SeqCst);
+                Some("degraded".to_owned())
+            })
+            .build()
+            .unwrap();
+        let (mut a, _) = agent(100, "503 overloaded");
+        let err = m.run(&mut a, 9).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Cancelled, "{err}");
+        assert_eq!(err.error.to_string(), "request cancelled");
+        assert_eq!(
+            err.recovery.errors.len(),
+            2,
+            "the call's failure and the agent's"
+        );
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(degraded.load(Ordering::SeqCst), 0, "not degraded");
+        // Nor escalated, with nothing to degrade to.
+        let (backup, _) = agent(100, "request cancelled");
+        let m = manager(&sink)
+            .backoff(Vec::new())
+            .fallback_agent(backup)
+            .build()
+            .unwrap();
+        let (mut a, _) = agent(100, "503 overloaded");
+        let err = m.run(&mut a, 10).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Cancelled, "{err}");
+        assert!(
+            sink.list().is_empty(),
+            "a person paged for the caller's own cancellation"
+        );
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Sync>(_: &T) {}
+
+    #[tokio::test(start_paused = true)]
+    async fn one_manager_serves_every_task() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let (backup, backup_calls) = agent(0, "");
+        let m = Arc::new(manager(&sink).fallback_agent(backup).build().unwrap());
+        assert_sync(&*m);
+        let (mut a, _) = agent(100, "503 overloaded");
+        let run = m.run(&mut a, 1);
+        assert_send(&run);
+        assert_eq!(run.await.unwrap().1.strategy, Step::FallbackAgent);
+        // Shared with spawned tasks.
+        let tasks: Vec<_> = (0..2)
+            .map(|n| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    let (mut a, _) = agent(100, "503 overloaded");
+                    m.run(&mut a, n).await.map(|(answer, _)| answer)
+                })
+            })
+            .collect();
+        for (n, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap().unwrap(), format!("done {n}"));
+        }
+        assert_eq!(backup_calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

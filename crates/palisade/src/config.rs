@@ -2209,7 +2209,7 @@ mod tests {
                 "PALISADE_FEATURES__SEARCH__WINDOW",
                 "\"0s\"",
                 "features.search.window",
-                "(from `PALISADE_FEATURES__SEARCH__WINDOW`) must be greater than zero",
+                "(from `PALISADE_FEATURES__SEARCH__WINDOW`) must be at least 10 ns",
             ),
             (
                 "PALISADE_FEATURES__SEARCH__WINDOWS",

@@ -20,7 +20,8 @@ pin_project! {
         inner: Option<F>,
         // The feature the call was let through to, and how; taken when the outcome is counted.
         admitted: Option<(Arc<Stripe<Feature>>, Ticket)>,
-        off: Option<String>,
+        // A call that ends without the inner service: how. Taken when it ends.
+        early: Option<Early>,
     }
 
     impl<F> PinnedDrop for GateFuture<F> {
@@ -37,13 +38,36 @@ pin_project! {
     }
 }
 
+/// How a gate call ends without the inner service's future.
+enum Early {
+    /// Refused: the feature of this name is off.
+    Off(String),
+    /// Let through, but the inner service did not get ready: failed with this error, counted
+    /// as the call's failure.
+    NotReady(BoxError),
+}
+
 impl<F> GateFuture<F> {
     /// A call let through to the feature (as its probe, if the ticket says so).
     pub(crate) fn admitted(inner: F, feature: Arc<Stripe<Feature>>, ticket: Ticket) -> Self {
         GateFuture {
             inner: Some(inner),
             admitted: Some((feature, ticket)),
-            off: None,
+            early: None,
+        }
+    }
+
+    /// A call let through to the feature (as its probe, if the ticket says so) whose service
+    /// did not get ready: it fails with `error`, counted as the call's outcome.
+    pub(crate) fn not_ready(
+        error: BoxError,
+        feature: Arc<Stripe<Feature>>,
+        ticket: Ticket,
+    ) -> Self {
+        GateFuture {
+            inner: None,
+            admitted: Some((feature, ticket)),
+            early: Some(Early::NotReady(error)),
         }
     }
 
@@ -52,7 +76,7 @@ impl<F> GateFuture<F> {
         GateFuture {
             inner: None,
             admitted: None,
-            off: Some(feature),
+            early: Some(Early::Off(feature)),
         }
     }
 }
@@ -72,14 +96,20 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let Some(feature) = this.off.take() else {
-                panic!("`Gate` response future polled after completion");
-            };
-            return Poll::Ready(Err(Box::new(FeatureOff { feature })));
+        let result = match this.inner.as_mut().as_pin_mut() {
+            Some(inner) => {
+                let result = ready!(inner.poll(cx)).map_err(Into::into);
+                this.inner.set(None);
+                result
+            }
+            None => match this.early.take() {
+                Some(Early::Off(feature)) => {
+                    return Poll::Ready(Err(Box::new(FeatureOff { feature })));
+                }
+                Some(Early::NotReady(error)) => Err(error),
+                None => panic!("`Gate` response future polled after completion"),
+            },
         };
-        let result = ready!(inner.poll(cx)).map_err(Into::into);
-        this.inner.set(None);
         if let Some((feature, ticket)) = this.admitted.take() {
             match &result {
                 Ok(_) => feature.outcome(None, ticket),

@@ -12,8 +12,9 @@ use super::state::{Feature, ProbeSlot, Readiness};
 
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureOff`](super::FeatureOff) while it is off, and counts its failures (those that count
-/// against health) to turn it off automatically. Usually used through
-/// [`FeatureLayer`](super::FeatureLayer).
+/// against health) to turn it off automatically. Made by a
+/// [`FeatureLayer`](super::FeatureLayer), which puts it below the feature's fallback
+/// ([`Fallback<Gate<S>, St>`](crate::Fallback)); it has no constructor of its own.
 ///
 /// # Readiness
 /// While the feature is on, `poll_ready` is the inner service's. While it is off (turned off
@@ -24,12 +25,21 @@ use super::state::{Feature, ProbeSlot, Readiness};
 /// an off feature thus never parks its caller on a dependency that cannot get ready (a full
 /// buffer, a pool whose connections are all stuck): the fallback answers at once. Once the
 /// cool-down of an automatic off is over, the first gate to be polled takes the probe slot
-/// and then waits for the inner service's readiness; it keeps the slot for its next `call`,
-/// and gives it back if that readiness fails or the gate is dropped first (a clone starts
-/// without it). The slot is held for at most
+/// and then waits for the inner service's readiness; it keeps the slot for its next `call`
+/// (even when that readiness fails: see below), and gives it back if the gate is dropped first
+/// (a clone starts without it). The slot is held for at most
 /// [`probe_timeout`](super::FeatureConfig::probe_timeout) from then, waiting for readiness
 /// and the call together: a probe still out after that is counted as failed and loses the
 /// slot, so a probe that never answers, or never gets ready, cannot keep the feature off.
+///
+/// A readiness that fails is a failure of the feature like a call's: the gate answers ready
+/// and keeps the error (and the probe slot, if it holds one), and the `call` that follows does
+/// not reach the inner service but fails with that error, counted as if the call had failed
+/// with it: a failure that counts against health counts towards turning the feature off (a
+/// probe failing so starts the cool-down over), and the fallback above answers it. Polled
+/// again before that `call`, the gate stays ready with the error kept; the `poll_ready` after
+/// the call asks the inner service again. Dropped before the call, the gate gives the probe
+/// slot back without a verdict.
 ///
 /// # Panics
 /// A `call` without a ready `poll_ready` follows the inner service's own contract while the
@@ -41,6 +51,10 @@ pub struct Gate<S> {
     /// `poll_ready` answered ready for a feature that is off, without the inner service: the
     /// next `call` is refused. Taken by `call`; a clone starts without it.
     refuse: bool,
+    /// The error the inner service's `poll_ready` failed with: the next `call` fails with it,
+    /// counted as the call's failure, without calling the inner service. Taken by `call`; a
+    /// clone starts without it.
+    not_ready: Option<BoxError>,
     /// The probe slot `poll_ready` took for the next `call`. Taken by `call`, given back when
     /// dropped; a clone starts without it.
     probe: Option<ProbeSlot>,
@@ -56,6 +70,7 @@ impl<S> Gate<S> {
         Gate {
             inner,
             refuse: false,
+            not_ready: None,
             probe: None,
             feature: stripes.pick().clone(),
             stripes,
@@ -83,10 +98,23 @@ impl<S: Clone> Clone for Gate<S> {
         Gate {
             inner: self.inner.clone(),
             refuse: false,
+            not_ready: None,
             probe: None,
             feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
+    }
+}
+
+impl<S> Gate<S> {
+    /// The inner service's readiness failed with `error`: ready, and the next call fails with
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn keep_not_ready(&mut self, error: BoxError) -> Poll<Result<(), BoxError>> {
+        tracing::debug!(target: "palisade_fallback", feature = %self.feature.name(), %error, "the feature's service did not get ready: its call fails with the error");
+        self.not_ready = Some(error);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -100,6 +128,10 @@ where
     type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.not_ready.is_some() {
+            // Polled again before the call that fails with the error kept: still ready.
+            return Poll::Ready(Ok(()));
+        }
         // A probe slot taken by an earlier poll that found the inner service not ready is kept
         // until the call.
         if self.probe.is_none() {
@@ -115,12 +147,12 @@ where
                 }
             }
         }
-        let ready = self.inner.poll_ready(cx).map_err(Into::into);
-        if let Poll::Ready(Err(_)) = ready {
-            // No call follows a failed readiness: the slot goes back at once.
-            self.probe = None;
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            // The probe slot, if held, is kept for the call, whose failure is the probe's.
+            Poll::Ready(Err(e)) => self.keep_not_ready(e.into()),
         }
-        ready
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -131,11 +163,16 @@ where
             Some(slot) => self.feature.admit_claimed(slot),
             None => self.feature.admit(),
         };
-        match ticket {
-            Some(ticket) => {
+        match (ticket, self.not_ready.take()) {
+            (Some(ticket), None) => {
                 GateFuture::admitted(self.inner.call(req), self.feature.clone(), ticket)
             }
-            None => GateFuture::off(self.feature.name().to_owned()),
+            // Admitted, but the inner service did not get ready: the call fails with its
+            // error, unsent, and the failure is counted as the call's.
+            (Some(ticket), Some(error)) => {
+                GateFuture::not_ready(error, self.feature.clone(), ticket)
+            }
+            (None, _) => GateFuture::off(self.feature.name().to_owned()),
         }
     }
 }

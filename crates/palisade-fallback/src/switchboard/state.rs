@@ -15,6 +15,13 @@ use tokio::time::Instant;
 /// The number of buckets a feature's failure window is divided into.
 const BUCKETS: usize = 10;
 
+/// The shortest failure window: one nanosecond per bucket.
+const MIN_WINDOW: Duration = Duration::from_nanos(BUCKETS as u64);
+
+/// The failure window must be shorter than this: 5,800 years of 365 days (a bucket, a tenth of
+/// the window, is counted in `u64` nanoseconds, which hold about 584 years).
+const MAX_WINDOW: Duration = Duration::from_secs(5_800 * 365 * 24 * 60 * 60);
+
 /// When a feature turns itself off and back on.
 ///
 /// Built from [`Default`] and changed field by field (the struct is `#[non_exhaustive]`, so a
@@ -39,7 +46,8 @@ pub struct FeatureConfig {
     /// count against the dependency's health (a client fault, a cancellation) are not counted.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub failures_to_turn_off: Option<u32>,
-    /// The window failures are counted over, sliding in tenths (default 60 s).
+    /// The window failures are counted over, sliding in tenths (default 60 s; at least 10 ns
+    /// and shorter than 5,800 years).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub window: Duration,
     /// How long it stays off after turning itself off before one probe call may try it again
@@ -75,9 +83,10 @@ impl FeatureConfig {
     /// # Errors
     /// `failures_to_turn_off` must be at least 1 when set (`None`, not 0, is how a feature
     /// never turns itself off); `window` must be at least 10 ns (one per bucket of its tenths)
-    /// and shorter than 5,800 years; `cooldown` and `probe_timeout` must each be at least one
-    /// millisecond (the resolution the end of an off period and the probe's hold are kept in:
-    /// a shorter cool-down would be no cool-down at all).
+    /// and shorter than 5,800 years (of 365 days); `cooldown` and `probe_timeout` must each
+    /// be at least one millisecond (the resolution the end of an off period and the probe's
+    /// hold are kept in: a shorter cool-down would be no cool-down at all). Each error names
+    /// its field and states its rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.failure_window(Instant::now()).map(drop)
     }
@@ -88,6 +97,20 @@ impl FeatureConfig {
             return Err(ConfigError::new(
                 "failures_to_turn_off",
                 "must be at least 1 (None, \"off\" in a configuration file, turns the rule off: the feature never turns itself off)",
+            ));
+        }
+        // Checked here, in the words of this configuration: the failure window's own checks
+        // speak of its buckets, which a feature's configuration does not set.
+        if self.window < MIN_WINDOW {
+            return Err(ConfigError::new(
+                "window",
+                "must be at least 10 ns (one nanosecond for each tenth of the window it slides in)",
+            ));
+        }
+        if self.window >= MAX_WINDOW {
+            return Err(ConfigError::new(
+                "window",
+                "must be shorter than 5,800 years",
             ));
         }
         if self.cooldown < Duration::from_millis(1) {

@@ -289,6 +289,52 @@ fn a_feature_config_checks_every_field() {
     assert_eq!(err.field(), "cooldown");
 }
 
+#[test]
+fn a_window_out_of_bounds_is_refused_with_the_documented_limits() {
+    let years = |n: u64| Duration::from_secs(n * 365 * 24 * 60 * 60);
+    let window = |window: Duration| FeatureConfig {
+        window,
+        ..FeatureConfig::default()
+    };
+    // Below 10 ns: the rule says 10 ns, not the failure window's "per bucket", which a
+    // feature's configuration does not set.
+    for short in [
+        Duration::ZERO,
+        Duration::from_nanos(5),
+        Duration::from_nanos(9),
+    ] {
+        let err = window(short).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: `window` must be at least 10 ns (one nanosecond for each \
+             tenth of the window it slides in)",
+            "{short:?}"
+        );
+    }
+    assert_eq!(window(Duration::from_nanos(10)).validate(), Ok(()));
+    // At 5,800 years and beyond: the documented limit, not a bucket's 584 years.
+    let just_under = years(5_800) - Duration::from_nanos(1);
+    assert_eq!(window(just_under).validate(), Ok(()));
+    for long in [years(5_800), years(6_000), Duration::MAX] {
+        let err = window(long).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: `window` must be shorter than 5,800 years",
+            "{long:?}"
+        );
+    }
+    // The switchboard says the same.
+    let board = Switchboard::new();
+    let err = board
+        .feature_with("f", window(Duration::from_nanos(5)))
+        .unwrap_err();
+    assert_eq!(err.field(), "window");
+    assert!(err.rule().starts_with("must be at least 10 ns"), "{err}");
+    let err = board.feature_with("f", window(years(6_000))).unwrap_err();
+    assert_eq!(err.rule(), "must be shorter than 5,800 years");
+    assert!(board.snapshot().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_one_millisecond_cool_down_refuses_calls_for_that_millisecond() {
     let config = FeatureConfig {
@@ -714,7 +760,9 @@ impl tower::Service<u32> for Unready {
 async fn a_gate_forwards_readiness_while_on_and_gives_its_inner_service_back() {
     let feature = Switchboard::new().feature("f");
     let mut gate = Gate::new(Unready { broken: true }, feature.clone());
-    let err = ServiceExt::<u32>::ready(&mut gate).await.unwrap_err();
+    // A readiness that fails fails the call that follows, with its error.
+    ServiceExt::<u32>::ready(&mut gate).await.unwrap();
+    let err = tower::Service::call(&mut gate, 1).await.unwrap_err();
     assert_eq!(err.to_string(), "not ready");
     // Turned off by hand, it answers ready without asking.
     feature.turn_off();
@@ -861,7 +909,7 @@ async fn a_feature_off_by_its_failures_answers_at_once_without_waiting_for_readi
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_probe_whose_readiness_fails_frees_the_probe_slot() {
+async fn a_probe_whose_readiness_fails_fails_at_its_call_and_frees_the_slot_if_dropped() {
     let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
     let mut gate = Gate::new(Unready { broken: false }, feature.clone());
     // Off by one failure (counted as a gate's call would count it).
@@ -871,17 +919,110 @@ async fn a_probe_whose_readiness_fails_frees_the_probe_slot() {
         ticket,
     );
     tokio::time::advance(Duration::from_secs(30)).await;
+    // The probe's readiness fails: ready all the same, the probe slot kept for its call.
     gate.get_mut().broken = true;
-    let err = ServiceExt::<u32>::ready(&mut gate).await.unwrap_err();
-    assert_eq!(err.to_string(), "not ready");
-    // The slot is free: another gate of the feature probes.
+    ServiceExt::<u32>::ready(&mut gate).await.unwrap();
     let mut other = Gate::new(Unready { broken: false }, feature.clone());
     ServiceExt::<u32>::ready(&mut other).await.unwrap();
+    let err = tower::Service::call(&mut other, 0).await.unwrap_err();
+    assert!(err.is::<FeatureOff>(), "the probe is out: {err}");
+    // Its call fails with the readiness's error, a failed probe: the cool-down starts over.
+    let err = tower::Service::call(&mut gate, 1).await.unwrap_err();
+    assert_eq!(err.to_string(), "not ready");
     assert_eq!(
-        tower::Service::call(&mut other, 1).await.unwrap(),
-        "summary 1"
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    // A gate dropped after its readiness failed, before its call, frees the slot without a
+    // verdict: another gate of the feature probes.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    ServiceExt::<u32>::ready(&mut gate).await.unwrap();
+    drop(gate);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::ZERO
+        }
+    );
+    ServiceExt::<u32>::ready(&mut other).await.unwrap();
+    assert_eq!(
+        tower::Service::call(&mut other, 2).await.unwrap(),
+        "summary 2"
     );
     assert_eq!(feature.state(), FeatureState::On);
+}
+
+/// A feature's service whose connection is refused: it fails in `poll_ready`, as tower's
+/// `Reconnect` does while it cannot connect. Counts the calls that reach it anyway.
+#[derive(Clone, Default)]
+struct Refused {
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<u32> for Refused {
+    type Response = String;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<String, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err("connection refused".into()))
+    }
+
+    fn call(&mut self, n: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(format!("summary {n}")))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feature_whose_service_cannot_get_ready_is_answered_and_turns_itself_off() {
+    let board = Switchboard::new();
+    let feature = board.feature("search");
+    let refused = Refused::default();
+    let svc =
+        FeatureLayer::new(feature.clone(), Constant("sorry".to_owned())).layer(refused.clone());
+    // Five readiness failures within the window, each answered and counted as a call's
+    // failure would be: the feature turns itself off (at 4 s, until 34 s).
+    for n in 0..5 {
+        assert_eq!(feature.state(), FeatureState::On);
+        let answer = svc.clone().oneshot(n).await.unwrap();
+        assert_eq!(answer.degraded().unwrap().class.category, Category::Network);
+        assert_eq!(answer.into_inner(), "sorry");
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(29)
+        }
+    );
+    assert_eq!(board.snapshot()[0].recent_failures, 5);
+    // Off: refused at once.
+    let answer = svc.clone().oneshot(5).await.unwrap();
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    // The probe after the cool-down cannot get ready either: a failed probe, answered.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let answer = svc.clone().oneshot(6).await.unwrap();
+    assert_eq!(answer.degraded().unwrap().class.category, Category::Network);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(
+        refused.calls.load(Ordering::SeqCst),
+        0,
+        "never called without its readiness"
+    );
 }
 
 #[tokio::test(start_paused = true)]
