@@ -330,9 +330,12 @@ pub struct DependencySnapshot {
     /// Mean latency since the previous check, in milliseconds, of the calls that were not
     /// refused (a refusal takes no time at the dependency), when the watch saw enough of them.
     pub latency_ms: Option<f64>,
-    /// Whether the error rate is anomalous now.
+    /// Whether the error rate is anomalous now (`false` at a check that saw too few calls to
+    /// judge). An anomaly is alerted when it starts: one that goes on after such checks raises
+    /// no second alert.
     pub error_anomaly: bool,
-    /// Whether the latency is anomalous now.
+    /// Whether the latency is anomalous now (`false` at a check that saw too few calls to
+    /// judge), alerted as the error rate's is.
     pub latency_anomaly: bool,
     /// Alerts raised for this dependency so far.
     pub alerts: u64,
@@ -366,8 +369,15 @@ struct Dependency {
     latency: Detector,
     trend: VecDeque<bool>,
     status: Status,
+    /// Whether this check found the error rate, the latency, anomalous (false without a
+    /// sample).
     error_anomaly: bool,
     latency_anomaly: bool,
+    /// Whether the last check that had a sample of each found it anomalous: an anomaly is
+    /// alerted when it starts, not again when it resumes after checks that saw too few calls
+    /// to judge (callers held by an open breaker complete no call for seconds).
+    error_episode: bool,
+    latency_episode: bool,
     alerts: u64,
 }
 
@@ -458,6 +468,8 @@ impl HealthMonitor {
                     status: Status::Unknown,
                     error_anomaly: false,
                     latency_anomaly: false,
+                    error_episode: false,
+                    latency_episode: false,
                     alerts: 0,
                 });
                 deps.len() - 1
@@ -529,7 +541,10 @@ impl Dependency {
         let mut healthy = components.iter().all(|c| c.reading.healthy);
 
         let (mut error_ratio, mut latency_ms) = (None, None);
-        let (was_error, was_latency) = (self.error_anomaly, self.latency_anomaly);
+        // The thresholds each sample was judged against, read before the sample moves them.
+        let (mut error_threshold, mut latency_threshold) = (0.0, 0.0);
+        // Alerts start an episode: raised where the last check with a sample was not anomalous.
+        let (mut error_started, mut latency_started) = (false, false);
         self.error_anomaly = false;
         self.latency_anomaly = false;
         if let Some(watched) = &self.watched {
@@ -544,7 +559,10 @@ impl Dependency {
                 // steady 1 % of failures would be flagged after every run of clean checks.
                 self.errors
                     .set_floor(settings.errors.floor().max(1.0 / delta.calls as f64));
+                error_threshold = self.errors.threshold();
                 self.error_anomaly = self.errors.observe(ratio);
+                error_started = self.error_anomaly && !self.error_episode;
+                self.error_episode = self.error_anomaly;
                 healthy &= ratio <= settings.max_error_ratio;
                 error_ratio = Some(ratio);
             }
@@ -555,7 +573,10 @@ impl Dependency {
                 let ms = delta.micros as f64 / timed as f64 / 1000.0;
                 self.latency
                     .set_floor((self.latency.mean() * 0.25).max(1.0));
+                latency_threshold = self.latency.threshold();
                 self.latency_anomaly = self.latency.observe(ms);
+                latency_started = self.latency_anomaly && !self.latency_episode;
+                self.latency_episode = self.latency_anomaly;
                 latency_ms = Some(ms);
             }
         }
@@ -570,22 +591,22 @@ impl Dependency {
 
         let name = &self.name;
         let mut raised: [Option<&'static str>; 3] = [None; 3];
-        if self.error_anomaly && !was_error {
+        if error_started {
             tracing::warn!(
                 target: "palisade::health",
                 dependency = %name,
                 error_ratio = ?error_ratio,
-                threshold = self.errors.threshold(),
+                threshold = error_threshold,
                 "error rate anomaly"
             );
             raised[0] = Some("error_rate");
         }
-        if self.latency_anomaly && !was_latency {
+        if latency_started {
             tracing::warn!(
                 target: "palisade::health",
                 dependency = %name,
                 latency_ms = ?latency_ms,
-                threshold_ms = self.latency.threshold(),
+                threshold_ms = latency_threshold,
                 "latency anomaly"
             );
             raised[1] = Some("latency");

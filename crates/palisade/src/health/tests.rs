@@ -821,3 +821,59 @@ async fn steady_background_errors_at_few_calls_per_check_are_no_anomaly() {
     assert!(dep.error_anomaly, "{dep:?}");
     assert!(!dep.healthy_now);
 }
+
+/// The alert gives the threshold the value crossed, read before the value moved the band.
+#[tokio::test(start_paused = true)]
+async fn an_anomaly_alert_gives_the_threshold_its_value_crossed() {
+    let events = palisade_test::Events::start();
+    let latency = Arc::new(AtomicU64::new(100));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("tool")
+        .layer(upstream(latency.clone(), Arc::new(AtomicBool::new(false))));
+    for i in 0..30 {
+        // 98 to 102 ms, so that the band has a width.
+        latency.store(98 + i % 5, Ordering::Relaxed);
+        calls(&svc, 10).await;
+        monitor.check();
+    }
+    latency.store(130, Ordering::Relaxed);
+    calls(&svc, 10).await;
+    let dep = monitor.check().dependency("tool").unwrap().clone();
+    assert!(dep.latency_anomaly, "{dep:?}");
+    let alerts = events.with_message("latency anomaly");
+    assert_eq!(alerts.len(), 1);
+    let value: f64 = alerts[0].field("latency_ms").unwrap()["Some(".len()..]
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let threshold: f64 = alerts[0].field("threshold_ms").unwrap().parse().unwrap();
+    assert_eq!(value, 130.0);
+    assert!(threshold < value, "{threshold} is the band it crossed");
+}
+
+/// Checks that see too few calls to judge (callers held by an open breaker complete none)
+/// do not end an anomaly: it is alerted once.
+#[tokio::test(start_paused = true)]
+async fn an_anomaly_that_goes_on_after_checks_without_calls_is_alerted_once() {
+    let events = palisade_test::Events::start();
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("llm")
+        .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    for _ in 0..20 {
+        calls(&svc, 10).await;
+        monitor.check();
+    }
+    failing.store(true, Ordering::Relaxed);
+    let mut anomalies = Vec::new();
+    for n in [10, 0, 10, 10] {
+        calls(&svc, n).await;
+        let snap = monitor.check();
+        anomalies.push(snap.dependency("llm").unwrap().error_anomaly);
+    }
+    // No sample, no verdict "now"; but the anomaly that resumes is the same one.
+    assert_eq!(anomalies, [true, false, true, true]);
+    assert_eq!(events.with_message("error rate anomaly").len(), 1);
+}
