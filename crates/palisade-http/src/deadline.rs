@@ -24,6 +24,67 @@
 //!   [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504. A request
 //!   whose deadline is already over (`grpc-timeout: 0n`) fails so at once, without running
 //!   the handler.
+//!
+//! # A limit the caller set on the request
+//!
+//! tonic's `Request::set_timeout` writes `grpc-timeout` on the request (so may any client
+//! that sets the header itself), and tonic's `Channel` ends each request it sends when that
+//! limit passes. Below a retry layer, that is **one attempt's** limit: each attempt is a copy
+//! of the caller's request, with the caller's header, so a hanging call with
+//! `set_timeout(200ms)` under a 30 s deadline runs 200 ms per attempt, three attempts and
+//! their backoff, well past the 200 ms the caller asked for. [`PropagateDeadline`] keeps a
+//! carried header that is shorter than the time left, and cannot tell it apart from one
+//! meant for one attempt.
+//!
+//! To make it the **whole call's** deadline, put [`ServerDeadlineLayer`] on the client, above
+//! the retry (above palisade's preset): it reads the header into palisade's deadline, and the
+//! call fails with [`DeadlineExceeded`] (`DEADLINE_EXCEEDED` for tonic, through
+//! [`GrpcStatus::from_error`](crate::grpc::GrpcStatus::from_error)) when it passes, retries
+//! and backoff included. [`PropagateDeadline`] below the retry then sees a deadline no later
+//! than the header's and sends each attempt the time left: 200 ms to the first, 150 ms to a
+//! retry 50 ms later, never the caller's 200 ms again.
+//!
+//! ```
+//! use http::{Request, Response};
+//! use palisade::retry::{Backoff, Jitter, RetryLayer};
+//! use palisade::{ServiceBuilderExt, preset};
+//! use palisade_core::BoxError;
+//! use palisade_http::deadline::{PropagateDeadlineLayer, ServerDeadlineLayer};
+//! use palisade_http::grpc::GrpcClassifier;
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // A server that answers the first attempt `UNAVAILABLE`, and notes what each one was told.
+//! let sent = Arc::new(Mutex::new(Vec::new()));
+//! let told = sent.clone();
+//! let channel = service_fn(move |req: Request<()>| {
+//!     let mut told = told.lock().unwrap();
+//!     told.push(req.headers()["grpc-timeout"].clone());
+//!     let status = if told.len() == 1 { "14" } else { "0" };
+//!     async move { Ok::<_, BoxError>(Response::builder().header("grpc-status", status).body(())?) }
+//! });
+//! let retry = RetryLayer::builder()
+//!     .backoff(Backoff::constant(Duration::from_millis(50)))
+//!     .jitter(Jitter::None)
+//!     .build()?;
+//! let client = ServiceBuilder::new()
+//!     // The caller's `grpc-timeout`: the whole call's deadline.
+//!     .layer(ServerDeadlineLayer::new())
+//!     .palisade(preset::recommended("greeter").classifier(GrpcClassifier::new()).retry(retry).build()?)
+//!     // Each attempt: the time left.
+//!     .layer(PropagateDeadlineLayer::new())
+//!     .service(channel);
+//! // What tonic's `set_timeout(Duration::from_millis(200))` writes.
+//! let req = Request::builder().header("grpc-timeout", "200000u").body(())?;
+//! client.oneshot(req).await?;
+//! assert_eq!(*sent.lock().unwrap(), ["200000u", "150m"]);
+//! # Ok(()) }
+//! ```
+//!
+//! The [`grpc`](crate::grpc#tonic-clients) module shows the whole stack for a tonic client.
 
 use std::fmt;
 use std::future::Future;
@@ -106,17 +167,24 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// [`PropagateDeadlineLayer`].
 ///
 /// With no deadline in force, the request goes as it is (headers the caller set are kept).
-/// The deadline is read from the context of the task that calls this service: below a
-/// `tower::buffer::Buffer` (tonic's `Channel` is one), a spawned task or a client with a task
-/// of its own, the context is not there, and no header is sent, unless
-/// `palisade::context::CarryLayer` above the boundary and `ResumeLayer` below it carry it
-/// across. A
-/// header the request already carries with a shorter limit than the time left (tonic's
-/// `Request::set_timeout` writes `grpc-timeout`) is kept too: the call ends at the earlier of
-/// the two, so that is what the server hears; a longer or malformed one is replaced. A
-/// deadline already past is written as the smallest value, `0n`/`0`: the server should not
-/// start the work ([`ServerDeadline`] answers such a request at once, without calling its
-/// handler).
+/// The deadline is read from the context of the task that calls this service: put it above
+/// the client, on the caller's task, as the other layers are. (Below a `tower::buffer::Buffer`,
+/// a spawned task or a client with a task of its own, the context is not there, and no header
+/// is sent, unless `palisade::context::CarryLayer` above the boundary and `ResumeLayer` below
+/// it carry it across. tonic's `Channel` is a buffer, but nothing can be put below it: with
+/// this layer and all of palisade's above the `Channel`, the pair is not needed.)
+///
+/// A header the request already carries with a shorter limit than the time left is kept; a
+/// longer or malformed one is replaced. Below a retry layer, a kept header is **one
+/// attempt's** limit, not the call's: every attempt is a copy of the caller's request,
+/// carrying the caller's header again, and the client (tonic's `Channel`, for the
+/// `grpc-timeout` that tonic's `Request::set_timeout` writes) ends each attempt when it
+/// passes. To make such a header the whole call's deadline, put [`ServerDeadlineLayer`] above
+/// the retry: the deadline this layer then reads is no later than the header's, so every
+/// attempt, the first and each retry, sends the time left (see the
+/// [module docs](self#a-limit-the-caller-set-on-the-request)). A deadline already past is
+/// written as the smallest value, `0n`/`0`: the server should not start the work
+/// ([`ServerDeadline`] answers such a request at once, without calling its handler).
 ///
 /// ```
 /// use http::Request;
@@ -212,6 +280,11 @@ fn millis(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
 
 /// Runs each incoming request under the deadline its headers ask for: see
 /// [`ServerDeadline`].
+///
+/// It serves a client too: above the retry layer of a client, it makes a limit the caller
+/// wrote on the request (tonic's `Request::set_timeout`) the whole call's deadline, where the
+/// client alone would apply it to each attempt (see
+/// [the module docs](self#a-limit-the-caller-set-on-the-request)).
 #[derive(Clone, Debug)]
 pub struct ServerDeadlineLayer {
     grpc: bool,
@@ -316,9 +389,22 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 /// - a response future first polled at or after its deadline is dropped unpolled (an `async`
 ///   handler's body runs only when polled).
 ///
-/// Once the handler's future has been polled, a result it has ready wins over a deadline
+/// Once the handler's future has been polled, an answer it has ready wins over a deadline
 /// that passed in the meantime, as with `tokio::time::timeout`: the work is done, and the
-/// answer is sent rather than thrown away.
+/// answer is sent rather than thrown away. An error it has ready at or past the deadline is
+/// the deadline's, [`DeadlineExceeded`]: the caller has given up by then, and below a client
+/// the attempt that ran out of time fails at that very instant with the transport's own
+/// timeout (tonic's `Channel` applies the `grpc-timeout` [`PropagateDeadline`] sent it),
+/// which would say less. An error before the deadline is the handler's.
+///
+/// # On a client
+///
+/// Above a client's retry layer, it runs each call under the limit the caller wrote on the
+/// request (`grpc-timeout`, which tonic's `Request::set_timeout` writes): the layers below
+/// read it as palisade's deadline (a `Deadline` layer below keeps the earlier of the two, a
+/// retry does not back off past it, [`PropagateDeadline`] sends each attempt the time left),
+/// and the call fails with [`DeadlineExceeded`] when it passes. See
+/// [the module docs](self#a-limit-the-caller-set-on-the-request).
 ///
 /// # Readiness
 ///
@@ -486,7 +572,14 @@ where
                 if *polled || Instant::now() < deadline {
                     *polled = true;
                     if let Poll::Ready(out) = context::with_deadline(deadline, || inner.poll(cx)) {
-                        return Poll::Ready(out.map_err(Into::into));
+                        return Poll::Ready(match out {
+                            Ok(response) => Ok(response),
+                            // Failed at or past the deadline: the deadline's failure (a client
+                            // below that applies the `grpc-timeout` sent to it gives up at the
+                            // same instant, with its own timeout error).
+                            Err(_) if Instant::now() >= deadline => Err(expired(*limit)),
+                            Err(e) => Err(e.into()),
+                        });
                     }
                     return match sleep.poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Err(expired(*limit))),
@@ -786,6 +879,33 @@ mod tests {
             .unwrap_err();
         assert!(err.is::<DeadlineExceeded>());
         assert_eq!(started.load(SeqCst), 2);
+    }
+
+    /// Below a client, the attempt that runs out of time fails with the transport's own
+    /// timeout at the deadline's instant (tonic's `Channel` applies the `grpc-timeout` it was
+    /// sent): an error ready at the deadline is the deadline's. One before it is the
+    /// handler's, as is an answer at it (above).
+    #[tokio::test(start_paused = true)]
+    async fn an_error_at_the_deadline_is_the_deadlines() {
+        let failing = |after: u64| {
+            ServerDeadlineLayer::new().layer(service_fn(move |_: Request<()>| async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                Err::<(), BoxError>("transport error".into())
+            }))
+        };
+        let start = Instant::now();
+        let err = failing(250)
+            .oneshot(request(&[("grpc-timeout", "250m")]))
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        assert!(err.is::<DeadlineExceeded>(), "{err}");
+        assert_eq!(err.to_string(), "deadline of 250 ms exceeded");
+        let err = failing(249)
+            .oneshot(request(&[("grpc-timeout", "250m")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "transport error");
     }
 
     /// A service whose `poll_ready` reserves a slot that `call` takes (as tower's `Buffer`

@@ -8,6 +8,116 @@
 //! [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers) reads them as the body
 //! ends. Codes and their meaning are those of
 //! [gRPC's status codes](https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+//!
+//! # tonic clients
+//!
+//! palisade's layers go between a tonic client (what tonic-build generates, over
+//! `tonic::client::Grpc`) and its `Channel`, outermost first:
+//!
+//! 1. **a `map_result` that gives tonic statuses**: a failing response restored with
+//!    [`FailedResponse::restore`](palisade_core::FailedResponse::restore), any other error
+//!    turned into the `tonic::Status` palisade recommends for it
+//!    ([`GrpcStatus::from_error`]);
+//! 2. [`ServerDeadlineLayer`](crate::deadline::ServerDeadlineLayer): a `grpc-timeout` the
+//!    caller set (`Request::set_timeout`) becomes the whole call's deadline, where the
+//!    `Channel` alone would apply it to each attempt (see
+//!    [`deadline`](crate::deadline#a-limit-the-caller-set-on-the-request));
+//! 3. [`ReplayLayer`](crate::body::ReplayLayer): tonic's request bodies are streams, not
+//!    `Clone`; kept for the retry ([`ReplayLayer::streaming`](crate::body::ReplayLayer::streaming)
+//!    for client-streaming and bidirectional calls);
+//! 4. palisade's preset (`palisade::preset::recommended`) with [`GrpcClassifier`] and a retry
+//!    layer built with [`ReplayAttempts`](crate::body::ReplayAttempts); for server streams, the
+//!    same layers by hand with [`StreamBreakerLayer`](crate::body::StreamBreakerLayer) in place
+//!    of the breaker;
+//! 5. [`PropagateDeadlineLayer`](crate::deadline::PropagateDeadlineLayer): each attempt tells
+//!    the server the time left;
+//! 6. a `map_request` from [`ReplayBody`](crate::body::ReplayBody) back to tonic's `Body`,
+//!    then the `Channel`.
+//!
+//! **Restore failing statuses.** The classify layer turns a response with a failing
+//! `grpc-status` into an error, a [`FailedResponse`](palisade_core::FailedResponse), so that
+//! the retry and the breaker see the failure. tonic's client reads a status from a response,
+//! but from an error only when it is a `tonic::Status`: any other error reaches the caller as
+//! `UNKNOWN`. So a tonic client must put
+//! `.map_result(|r| r.or_else(FailedResponse::<Response<Body>>::restore))` (or the same in
+//! its own `map_result`, as below) above the stack: then an `INVALID_ARGUMENT`, or an
+//! `UNAVAILABLE` once the retries give up, reaches the generated client with its code and
+//! message, as the server sent them. Restore the response type the stack answers: with
+//! [`StreamBreakerLayer`](crate::body::StreamBreakerLayer), `Response<JudgedBody<Body>>`.
+//!
+//! **palisade's own errors** are not statuses; tonic would make each of them `UNKNOWN`.
+//! [`GrpcStatus::from_error`] gives the code and message palisade recommends for them (its
+//! docs have the whole table): an open breaker's
+//! [`CircuitOpen`](palisade_core::failure::CircuitOpen) and
+//! [`NoHealthyEndpoint`](palisade_core::failure::NoHealthyEndpoint) are `UNAVAILABLE`
+//! (gRPC's "try again later"), [`DeadlineExceeded`](palisade_core::failure::DeadlineExceeded)
+//! and an attempt's [`Elapsed`](palisade_core::failure::Elapsed) `DEADLINE_EXCEEDED`, a
+//! failure palisade classifies as rate limited `RESOURCE_EXHAUSTED`, each with its own
+//! message (`circuit 'greeter' open, retry in 480 ms`). palisade does not depend on tonic:
+//! build the status with `tonic::Status::new(tonic::Code::from(status.code.as_i32()),
+//! status.message)`.
+//!
+//! **No context carrier is needed.** tonic's `Channel` is a `tower::buffer::Buffer`: its
+//! requests are served on a task of its own, where palisade's context (the deadline, the
+//! attempt) is not. Nothing can be put below that buffer, and nothing needs to be: with all
+//! of palisade's layers above the `Channel`, as here, every one of them runs on the caller's
+//! task, and `palisade::context::CarryLayer` and `ResumeLayer` are not needed.
+//!
+//! ```
+//! use http::{Request, Response};
+//! use palisade::classify::{BoxError, FailedResponse};
+//! use palisade::retry::{LayerLimit, RetryLayer};
+//! use palisade::{ServiceBuilderExt, preset};
+//! use palisade_http::body::{ReplayAttempts, ReplayBody, ReplayLayer};
+//! use palisade_http::deadline::{PropagateDeadlineLayer, ServerDeadlineLayer};
+//! use palisade_http::grpc::{GrpcClassifier, GrpcStatus};
+//! use tonic::body::Body;
+//! use tonic::transport::Channel;
+//! use tower::{Service, ServiceBuilder};
+//!
+//! /// A failing response back for tonic to read; any other error as the status palisade
+//! /// recommends.
+//! fn for_tonic(result: Result<Response<Body>, BoxError>) -> Result<Response<Body>, BoxError> {
+//!     result
+//!         .or_else(FailedResponse::<Response<Body>>::restore)
+//!         .map_err(|e| {
+//!             let status = GrpcStatus::from_error(&*e);
+//!             let code = tonic::Code::from(status.code.as_i32());
+//!             Box::new(tonic::Status::new(code, status.message)) as BoxError
+//!         })
+//! }
+//!
+//! /// The layers over a channel; the generated client takes the result:
+//! /// `GreeterClient::new(protected(channel)?)`.
+//! fn protected(
+//!     channel: Channel,
+//! ) -> Result<
+//!     impl Service<Request<Body>, Response = Response<Body>, Error = BoxError, Future: Send> + Clone,
+//!     BoxError,
+//! > {
+//!     let retry = RetryLayer::builder()
+//!         .name("greeter")
+//!         .max_attempts_with(ReplayAttempts::new(LayerLimit))
+//!         .build()?;
+//!     let preset = preset::recommended("greeter")
+//!         .classifier(GrpcClassifier::new())
+//!         .retry(retry)
+//!         .build()?;
+//!     Ok(ServiceBuilder::new()
+//!         .map_result(for_tonic)
+//!         .layer(ServerDeadlineLayer::new())
+//!         .layer(ReplayLayer::new(64 * 1024))
+//!         .palisade(preset)
+//!         .layer(PropagateDeadlineLayer::new())
+//!         .map_request(|req: Request<ReplayBody<Body>>| req.map(Body::new))
+//!         .service(channel))
+//! }
+//! # let _ = protected;
+//! ```
+//!
+//! `tests/grpc_unary.rs` runs this stack against a tonic server (a `set_timeout` that ends
+//! the call, a failing status through a `StreamBreaker`, an open breaker's refusal), and
+//! `cargo run -p palisade-http --example grpc_client` against a flaky one.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -269,6 +379,147 @@ impl HasClass for GrpcStatus {
     fn class(&self) -> Class {
         self.code.class().unwrap_or(Class::new(Category::Ignored))
     }
+}
+
+impl GrpcStatus {
+    /// The status palisade recommends for a call that ended with `err`: what a tonic client
+    /// (or a gRPC server) should answer in its place, so that the caller reads a code that
+    /// says what happened. Build tonic's status from it with
+    /// `tonic::Status::new(tonic::Code::from(status.code.as_i32()), status.message)`: palisade
+    /// does not depend on tonic.
+    ///
+    /// The first of these that applies, looking at `err` and then along its chain (its
+    /// [`source`](Error::source)s; the error inside a
+    /// [`Classified`](palisade_core::Classified) or an `io::Error`):
+    ///
+    /// | the error | code | message |
+    /// |---|---|---|
+    /// | a [`GrpcStatus`] (a failing status in the trailers, from [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers)) | kept (`OK`, which is no error, is `UNKNOWN`) | kept |
+    /// | [`CircuitOpen`] (an open breaker's refusal), [`NoHealthyEndpoint`], [`FeatureOff`] | `UNAVAILABLE` (14) | `err`'s: `circuit 'greeter' open, retry in 480 ms` |
+    /// | [`DeadlineExceeded`] (palisade-timeout's `Deadline`, [`ServerDeadline`](crate::deadline::ServerDeadline)), [`Elapsed`] (an attempt's timeout) | `DEADLINE_EXCEEDED` (4) | `err`'s |
+    ///
+    /// and otherwise by `err`'s class ([`class_of_dyn`](palisade_core::class_of_dyn): the
+    /// class a classify layer gave it, or palisade's default rules), with `err`'s message:
+    ///
+    /// | category | code |
+    /// |---|---|
+    /// | `Rejected` (a protecting layer refused to send the call) | `UNAVAILABLE` (14) |
+    /// | `Timeout` | `DEADLINE_EXCEEDED` (4) |
+    /// | `RateLimited`, `ResourceExhausted` | `RESOURCE_EXHAUSTED` (8) |
+    /// | `Cancelled` | `CANCELLED` (1) |
+    /// | `Validation` | `INVALID_ARGUMENT` (3) |
+    /// | `Authentication` | `UNAUTHENTICATED` (16); `PERMISSION_DENIED` (7) when the error is an `io::Error` of kind `PermissionDenied` |
+    /// | `NotFound` | `NOT_FOUND` (5) |
+    /// | any other (`Network`, `Transient`, `ServerError`, `Unknown`, `Ignored`), retryable | `UNAVAILABLE` (14): gRPC's code for "try again" |
+    /// | any other, not retryable | `UNKNOWN` (2): a caller must not retry it |
+    ///
+    /// A failing response that [`FailedResponse::restore`](palisade_core::FailedResponse::restore)
+    /// turned back into the response is not an error any more: tonic reads its own
+    /// `grpc-status` and `grpc-message` from it, exactly as the server sent them
+    /// (`INVALID_ARGUMENT: bad name`). Restore first, then map what is left: one that was not
+    /// restored (a body type the restore did not name) comes here and gets its class's code
+    /// (`INVALID_ARGUMENT` for a `FAILED_PRECONDITION`, whose class is `Validation`).
+    ///
+    /// Reads the error's message: this allocates, on the failure path only.
+    ///
+    /// [`CircuitOpen`]: palisade_core::failure::CircuitOpen
+    /// [`NoHealthyEndpoint`]: palisade_core::failure::NoHealthyEndpoint
+    /// [`FeatureOff`]: palisade_core::failure::FeatureOff
+    /// [`DeadlineExceeded`]: palisade_core::failure::DeadlineExceeded
+    /// [`Elapsed`]: palisade_core::failure::Elapsed
+    ///
+    /// ```
+    /// use palisade_core::BoxError;
+    /// use palisade_core::failure::{CircuitOpen, DeadlineExceeded};
+    /// use palisade_http::grpc::{Code, GrpcStatus};
+    /// use std::time::Duration;
+    ///
+    /// let open: BoxError = Box::new(CircuitOpen::new(
+    ///     "greeter".into(),
+    ///     palisade_breaker::State::Open,
+    ///     Some(Duration::from_millis(480)),
+    /// ));
+    /// let status = GrpcStatus::from_error(&*open);
+    /// assert_eq!((status.code, status.code.as_i32(), status.code.as_str()), (Code::Unavailable, 14, "UNAVAILABLE"));
+    /// assert_eq!(status.message, "circuit 'greeter' open, retry in 480 ms");
+    ///
+    /// let late = DeadlineExceeded::with_limit(Duration::from_millis(200));
+    /// assert_eq!(GrpcStatus::from_error(&late).code, Code::DeadlineExceeded);
+    /// // In a tonic client: tonic::Status::new(tonic::Code::from(status.code.as_i32()), status.message)
+    /// ```
+    pub fn from_error(err: &(dyn Error + 'static)) -> GrpcStatus {
+        use palisade_core::failure::{
+            CircuitOpen, DeadlineExceeded, Elapsed, FeatureOff, NoHealthyEndpoint,
+        };
+        let message = || err.to_string();
+        for e in chain(err) {
+            if let Some(status) = e.downcast_ref::<GrpcStatus>() {
+                let code = match status.code {
+                    Code::Ok => Code::Unknown,
+                    code => code,
+                };
+                return GrpcStatus {
+                    code,
+                    message: status.message.clone(),
+                };
+            }
+            let code =
+                if e.is::<CircuitOpen>() || e.is::<NoHealthyEndpoint>() || e.is::<FeatureOff>() {
+                    Code::Unavailable
+                } else if e.is::<DeadlineExceeded>() || e.is::<Elapsed>() {
+                    Code::DeadlineExceeded
+                } else {
+                    continue;
+                };
+            return GrpcStatus {
+                code,
+                message: message(),
+            };
+        }
+        let class = palisade_core::class_of_dyn(err);
+        let code = match class.category {
+            Category::Rejected => Code::Unavailable,
+            Category::Timeout => Code::DeadlineExceeded,
+            Category::RateLimited | Category::ResourceExhausted => Code::ResourceExhausted,
+            Category::Cancelled => Code::Cancelled,
+            Category::Validation => Code::InvalidArgument,
+            Category::Authentication if permission_denied(err) => Code::PermissionDenied,
+            Category::Authentication => Code::Unauthenticated,
+            Category::NotFound => Code::NotFound,
+            _ if class.retryable => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        GrpcStatus {
+            code,
+            message: message(),
+        }
+    }
+}
+
+/// `err` and the errors below it (at most 32): its source, the error inside a
+/// [`Classified`](palisade_core::Classified) (whose own `source` skips it) or an `io::Error`.
+fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(err), |&e| {
+        if let Some(classified) = e.downcast_ref::<palisade_core::Classified>() {
+            return Some(classified.inner() as &(dyn Error + 'static));
+        }
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        }
+    })
+    .take(32)
+}
+
+/// Whether `err`'s chain has an `io::Error` of kind `PermissionDenied`.
+fn permission_denied(err: &(dyn Error + 'static)) -> bool {
+    chain(err).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// `grpc-message` is percent-encoded; a malformed escape is kept as it is.
@@ -888,6 +1139,148 @@ mod tests {
             let err: BoxError = Box::new(status);
             assert_eq!(Some(palisade_core::class_of(&err)), code.class(), "{code}");
         }
+    }
+
+    /// Every row of `GrpcStatus::from_error`'s tables.
+    #[test]
+    fn the_status_palisade_recommends_for_each_error() {
+        use palisade_core::failure::{
+            BreakerState, CircuitOpen, DeadlineExceeded, Elapsed, FallbackFailed, FeatureOff,
+            NoHealthyEndpoint,
+        };
+        use palisade_core::{Classified, FailedResponse};
+        use std::io;
+        let status = |err: BoxError| {
+            let status = GrpcStatus::from_error(&*err);
+            (status.code.as_i32(), status.code.as_str(), status.message)
+        };
+        let open = || {
+            CircuitOpen::new(
+                "greeter".into(),
+                BreakerState::Open,
+                Some(Duration::from_millis(480)),
+            )
+        };
+        let ms = Duration::from_millis;
+        // A status read from trailers: kept, also inside a `Classified` or an `io::Error`.
+        let failing = GrpcStatus {
+            code: Code::FailedPrecondition,
+            message: "not yet".to_owned(),
+        };
+        for err in [
+            Box::new(failing.clone()) as BoxError,
+            Box::new(Classified::new(
+                Class::new(Category::Network),
+                failing.clone(),
+            )),
+            Box::new(io::Error::other(failing)),
+        ] {
+            assert_eq!(
+                status(err),
+                (9, "FAILED_PRECONDITION", "not yet".to_owned())
+            );
+        }
+        let ok = GrpcStatus {
+            code: Code::Ok,
+            message: String::new(),
+        };
+        assert_eq!(status(Box::new(ok)).0, 2);
+        // palisade's own failures, by type, with their messages.
+        for (err, want) in [
+            (
+                Box::new(open()) as BoxError,
+                (14, "circuit 'greeter' open, retry in 480 ms"),
+            ),
+            (
+                Box::new(NoHealthyEndpoint { retry_after: None }),
+                (14, "no healthy endpoint"),
+            ),
+            (
+                Box::new(FeatureOff {
+                    feature: "search".to_owned(),
+                }),
+                (14, "feature \"search\" is off"),
+            ),
+            (
+                Box::new(DeadlineExceeded::with_limit(ms(200))),
+                (4, "deadline of 200 ms exceeded"),
+            ),
+            (
+                Box::new(Elapsed::with_limit(ms(250))),
+                (4, "attempt timed out after 250 ms"),
+            ),
+            // Below another error: found in the chain, the outer message.
+            (
+                Box::new(FallbackFailed::new(Box::new(open()), Vec::new())),
+                (
+                    14,
+                    "the call and 0 fallback(s) failed: circuit 'greeter' open, retry in 480 ms",
+                ),
+            ),
+            (
+                Box::new(Classified::new(Class::new(Category::Network), open())),
+                (14, "circuit 'greeter' open, retry in 480 ms"),
+            ),
+        ] {
+            let (code, _, message) = status(err);
+            assert_eq!((code, message.as_str()), want);
+        }
+        // Any other error, by its class.
+        let classified =
+            |class: Class| -> BoxError { Box::new(Classified::new(class, "it failed")) };
+        use Category::*;
+        for (class, code, name) in [
+            (Class::new(Rejected), 14, "UNAVAILABLE"),
+            (
+                Class::new(Rejected).with_retryable(false),
+                14,
+                "UNAVAILABLE",
+            ),
+            (Class::new(Timeout), 4, "DEADLINE_EXCEEDED"),
+            (Class::new(RateLimited), 8, "RESOURCE_EXHAUSTED"),
+            (Class::new(ResourceExhausted), 8, "RESOURCE_EXHAUSTED"),
+            (Class::new(Cancelled), 1, "CANCELLED"),
+            (Class::new(Validation), 3, "INVALID_ARGUMENT"),
+            (Class::new(Authentication), 16, "UNAUTHENTICATED"),
+            (Class::new(NotFound), 5, "NOT_FOUND"),
+            (Class::new(Network), 14, "UNAVAILABLE"),
+            (Class::new(Transient), 14, "UNAVAILABLE"),
+            (Class::new(ServerError), 14, "UNAVAILABLE"),
+            (Class::new(Unknown), 14, "UNAVAILABLE"),
+            (Class::new(ServerError).with_retryable(false), 2, "UNKNOWN"),
+            (Class::new(Network).with_retryable(false), 2, "UNKNOWN"),
+            (Class::new(Ignored), 2, "UNKNOWN"),
+        ] {
+            assert_eq!(
+                status(classified(class)),
+                (code, name, "it failed".to_owned()),
+                "{class:?}"
+            );
+        }
+        // Refused permission: an io error says so.
+        let denied: BoxError = Box::new(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(status(denied).1, "PERMISSION_DENIED");
+        let denied: BoxError = Box::new(Classified::new(
+            Class::new(Authentication),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        ));
+        assert_eq!(status(denied).1, "PERMISSION_DENIED");
+        // Classified by the default rules: an io timeout.
+        let timed_out: BoxError = Box::new(io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(status(timed_out).1, "DEADLINE_EXCEEDED");
+        // A failed response that was not restored: its class, its message.
+        let failed: BoxError = Box::new(
+            FailedResponse::new(400u16, Class::new(Validation))
+                .with_summary("HTTP 400 Bad Request"),
+        );
+        assert_eq!(
+            status(failed),
+            (
+                3,
+                "INVALID_ARGUMENT",
+                "HTTP 400 Bad Request, classified as validation (low, not retryable)".to_owned()
+            )
+        );
     }
 
     #[test]

@@ -16,7 +16,13 @@
 //!   `grpc-retry-pushback-ms`, `x-should-retry`, and LLM APIs' `x-ratelimit-reset-*`. The
 //!   retry layer waits exactly as long as the server asked.
 //! - [`grpc`]: [`GrpcClassifier`](grpc::GrpcClassifier) for `grpc-status`, and the
-//!   `grpc-timeout` format.
+//!   `grpc-timeout` format; the [stack for a tonic client](grpc#tonic-clients), above which
+//!   a failing response must be restored (`.map_result(|r|
+//!   r.or_else(FailedResponse::<Response<Body>>::restore))`) for the generated client to read
+//!   its code, and the gRPC status palisade recommends for its own errors
+//!   ([`GrpcStatus::from_error`](grpc::GrpcStatus::from_error): an open breaker's
+//!   `CircuitOpen` and `NoHealthyEndpoint` `UNAVAILABLE`, `DeadlineExceeded` and `Elapsed`
+//!   `DEADLINE_EXCEEDED`), which tonic would otherwise make `UNKNOWN`.
 //! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer):
 //!   read before the first attempt, or, with
 //!   [`ReplayLayer::streaming`](body::ReplayLayer::streaming) for gRPC client-streaming and
@@ -25,7 +31,11 @@
 //!   timeout between frames, a whole-body limit, gRPC trailers); a breaker that judges a
 //!   streamed call when its body ends ([`StreamBreakerLayer`](body::StreamBreakerLayer)).
 //! - [`deadline`]: the time left until palisade's deadline, sent as `grpc-timeout` or a
-//!   millisecond header ([`PropagateDeadlineLayer`](deadline::PropagateDeadlineLayer)).
+//!   millisecond header ([`PropagateDeadlineLayer`](deadline::PropagateDeadlineLayer)). A
+//!   limit the caller wrote on the request (tonic's `Request::set_timeout`) is one attempt's
+//!   below a retry; [`ServerDeadlineLayer`](deadline::ServerDeadlineLayer) above the retry
+//!   makes it the whole call's deadline
+//!   ([more](deadline#a-limit-the-caller-set-on-the-request)).
 //!
 //! # Servers
 //!
@@ -38,7 +48,8 @@
 //! - [`health`]: `GET /health` and `GET /ready` from the breakers (and, feature `route`, the
 //!   routers) you register, as a tower service or an axum `Router`.
 //! - [`ServerDeadlineLayer`](deadline::ServerDeadlineLayer) runs each request under the
-//!   deadline its caller sent.
+//!   deadline its caller sent (on a client, above the retry: the limit the caller wrote on
+//!   the request).
 //!
 //! # Example
 //!
@@ -173,7 +184,14 @@
 //! [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
 //! request bodies are not `Clone` (buffered or [streaming](body::ReplayLayer::streaming)),
 //! with the retry layer built with [`ReplayAttempts`](body::ReplayAttempts), which ends a
-//! request whose body could not be kept with its attempt's own error. A server:
+//! request whose body could not be kept with its attempt's own error. A tonic client (see
+//! [`grpc`](grpc#tonic-clients)): the restore of failing responses and palisade's errors as
+//! statuses → [`ServerDeadline`](deadline::ServerDeadline) (the caller's `grpc-timeout` as
+//! the call's deadline) → [`Replay`](body::Replay) → the preset with
+//! [`GrpcClassifier`](grpc::GrpcClassifier) and a retry built with
+//! [`ReplayAttempts`](body::ReplayAttempts) → [`PropagateDeadline`](deadline::PropagateDeadline)
+//! → the `Channel`; all of palisade above the `Channel`, whose buffer nothing can go below, so
+//! that no `CarryLayer`/`ResumeLayer` pair is needed. A server:
 //! [`ErrorResponse`](respond::ErrorResponse) →
 //! [`ServerDeadline`](deadline::ServerDeadline) → your layers → the handlers.
 //!
@@ -183,8 +201,12 @@
 //!   flaky LLM provider, with and without palisade.
 //! - `cargo run -p palisade-http --example grpc_client`: a tonic client against a tonic server
 //!   that answers `UNAVAILABLE` and `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`, then
-//!   has an outage, with and without palisade's layers over the tonic channel (request
-//!   bodies kept for replay, retry honouring the pushback, breaker, [`GrpcClassifier`](grpc::GrpcClassifier)).
+//!   has an outage, with and without palisade's layers over the tonic channel, stacked as
+//!   [recommended for a tonic client](grpc#tonic-clients) (the caller's `grpc-timeout` as the
+//!   call's deadline, request bodies kept for replay, the preset with
+//!   [`GrpcClassifier`](grpc::GrpcClassifier): retry honouring the pushback, breaker; the
+//!   time left sent to the server; failing statuses restored and an open breaker's refusal
+//!   as `UNAVAILABLE`).
 //!   The messages and the service are written by hand with prost's derive and tonic's codec:
 //!   no `.proto` file, no build script.
 //! - `cargo run -p palisade-http --example axum_agent --features axum`: an axum server calling a

@@ -15,12 +15,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use palisade::breaker::{BreakerHandle, BreakerLayer, CircuitOpen, State};
-use palisade::classify::{BoxError, ClassifyLayer, FailedResponse};
+use palisade::breaker::{BreakerHandle, BreakerLayer, State};
+use palisade::classify::{BoxError, FailedResponse};
 use palisade::retry::budget::Unlimited;
-use palisade::retry::{Backoff, RetryLayer};
-use palisade_http::body::{ReplayBody, ReplayLayer};
-use palisade_http::grpc::GrpcClassifier;
+use palisade::retry::{Backoff, LayerLimit, RetryLayer};
+use palisade::{ServiceBuilderExt, preset};
+use palisade_http::body::{ReplayAttempts, ReplayBody, ReplayLayer};
+use palisade_http::deadline::{PropagateDeadlineLayer, ServerDeadlineLayer};
+use palisade_http::grpc::{GrpcClassifier, GrpcStatus};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::client::GrpcService;
@@ -208,12 +210,23 @@ where
     }
 }
 
-/// palisade's layers over a tonic channel, outermost first: request bodies kept for replay
-/// (tonic's are streams, not `Clone`) → retry (3 attempts; a server's pushback is the wait,
-/// stretched by up to a tenth; a negative one stops it) → breaker (opens after 5 failures in a row, for 1 s) →
-/// classify with [`GrpcClassifier`] (a failing `grpc-status` becomes an error with its class)
-/// → the channel. On the way out, a failing response the retry gave up on is restored for
-/// tonic to read its status, and an open breaker becomes `UNAVAILABLE`.
+/// palisade's recommended layers over a tonic channel, outermost first:
+///
+/// - on the way out, a failing response the retry gave up on is restored for tonic to read
+///   its status, and any other error (an open breaker's refusal, a deadline) becomes the
+///   status palisade recommends for it ([`GrpcStatus::from_error`]: `UNAVAILABLE` for the
+///   breaker, with its message);
+/// - [`ServerDeadlineLayer`]: a `grpc-timeout` the caller set (`Request::set_timeout`) is the
+///   whole call's deadline, not each attempt's;
+/// - request bodies kept for replay (tonic's are streams, not `Clone`);
+/// - palisade's preset: 30 s deadline → retry (3 attempts; a server's pushback is the wait,
+///   stretched by up to a tenth; a negative one stops it; a body that could not be kept gets
+///   one attempt; an open breaker's refusal returned at once) → breaker (opens after 5
+///   failures in a row, for 1 s) → 10 s per attempt → classify with [`GrpcClassifier`] (a
+///   failing `grpc-status` becomes an error with its class);
+/// - [`PropagateDeadlineLayer`]: each attempt sends the time left as `grpc-timeout`;
+/// - the channel. All of palisade is above it: nothing runs below the channel's buffer, so
+///   no `CarryLayer`/`ResumeLayer` pair is needed.
 fn palisade_stack(
     channel: Channel,
     breaker: BreakerLayer,
@@ -225,27 +238,36 @@ fn palisade_stack(
     let retry = RetryLayer::builder()
         .name("oracle")
         .max_attempts(3)
+        .max_attempts_with(ReplayAttempts::new(LayerLimit))
         .backoff(Backoff::exponential(Duration::from_millis(50), 2.0))
-        // A failure whose hint asks for longer (an open breaker's) comes back at once.
+        // The open breaker's refusal comes back at once, to show it: by default a refused
+        // call waits for the breaker's next probe, within the deadline.
+        .wait_for_breaker(false)
         .max_retry_after(Duration::from_millis(250))
         // The script is short: no budget to run out of. Keep the default budget in a real
         // client.
         .budget(Unlimited)
         .seed(7)
         .build()?;
+    let preset = preset::recommended("oracle")
+        .classifier(GrpcClassifier::new())
+        .retry(retry)
+        .breaker_layer(breaker)
+        .build()?;
     Ok(ServiceBuilder::new()
         .map_result(|result: Result<http::Response<Body>, BoxError>| {
             result
                 .or_else(FailedResponse::<http::Response<Body>>::restore)
-                .map_err(|e| match e.downcast::<CircuitOpen>() {
-                    Ok(open) => Box::new(Status::unavailable(open.to_string())) as BoxError,
-                    Err(e) => e,
+                .map_err(|e| {
+                    let status = GrpcStatus::from_error(&*e);
+                    let code = Code::from(status.code.as_i32());
+                    Box::new(Status::new(code, status.message)) as BoxError
                 })
         })
+        .layer(ServerDeadlineLayer::new())
         .layer(ReplayLayer::new(64 * 1024))
-        .layer(retry)
-        .layer(breaker)
-        .layer(ClassifyLayer::new(GrpcClassifier::new()))
+        .palisade(preset)
+        .layer(PropagateDeadlineLayer::new())
         .map_request(|req: http::Request<ReplayBody<Body>>| req.map(Body::new))
         .service(channel))
 }

@@ -1,8 +1,10 @@
 //! A tonic client calling a tonic server (in this program, on 127.0.0.1) that fails with
 //! `UNAVAILABLE` and `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`, then has an outage:
-//! once with no layers, once through palisade's layers (retry honouring the pushback, breaker,
-//! `GrpcClassifier`). The messages and the service are written by hand (prost's derive,
-//! tonic's codec): no `.proto` file, no build script. Prints each request's outcome.
+//! once with no layers, once through palisade's layers as recommended for a tonic client
+//! (`ServerDeadline`, replay, the preset with `GrpcClassifier`: retry honouring the pushback,
+//! breaker; `PropagateDeadline`; failing statuses restored, palisade's errors as gRPC statuses
+//! with `GrpcStatus::from_error`). The messages and the service are written by hand (prost's
+//! derive, tonic's codec): no `.proto` file, no build script. Prints each request's outcome.
 //!
 //! ```sh
 //! cargo run -p palisade-http --example grpc_client

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use palisade_breaker::{BreakerHandle, Permit, Refusal, State as BreakerState};
-use palisade_core::{BoxError, Class, class_of};
+use palisade_core::{BoxError, Class, Classified, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -123,6 +123,15 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// # Errors
 /// The inner service's errors, boxed; [`CircuitOpen`](palisade_breaker::CircuitOpen) when the
 /// breaker refuses the call.
+///
+/// A response the classify layer below judged a failure (a
+/// [`FailedResponse`]`<Response<B>>`, or a [`Classified`] around one) leaves as a
+/// `FailedResponse<Response<JudgedBody<B>>>`, the response type this service answers, with
+/// the same class and summary: `FailedResponse::<Response<JudgedBody<B>>>::restore` above
+/// gives it back (for tonic to read its `grpc-status`: an `INVALID_ARGUMENT` reaches the
+/// generated client as `INVALID_ARGUMENT`, not `UNKNOWN`). Its body judges nothing: the
+/// breaker counted the failure when the error left. (Hence `B: Send + 'static`, which any
+/// response body in a [`BoxError`] is.)
 ///
 /// # Readiness
 /// As `Breaker`: the breaker admits or refuses a call in `poll_ready`; a refused call makes
@@ -315,7 +324,7 @@ impl<S, Req, B> Service<Req> for StreamBreaker<S>
 where
     S: Service<Req, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: Body,
+    B: Body + Send + 'static,
 {
     type Response = Response<JudgedBody<B>>;
     type Error = BoxError;
@@ -413,7 +422,7 @@ impl<F, B, E> Future for StreamBreakerFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
-    B: Body,
+    B: Body + Send + 'static,
 {
     type Output = Result<Response<JudgedBody<B>>, BoxError>;
 
@@ -449,7 +458,7 @@ where
                     Err(e) => {
                         let e: BoxError = e.into();
                         permit.failure(class_of(&e));
-                        Err(e)
+                        Err(judged_failure::<B>(e))
                     }
                 })
             }
@@ -460,9 +469,53 @@ where
     }
 }
 
+/// A response the classify layer below failed (`FailedResponse<Response<B>>`, or a
+/// [`Classified`] around one), as one of the response type this service answers, so that
+/// `FailedResponse::<Response<JudgedBody<B>>>::restore` above finds it: the same class and
+/// summary, its body judging nothing (the breaker counted the failure already). Any other
+/// error is returned as it is.
+#[cold]
+#[inline(never)]
+fn judged_failure<B: Send + 'static>(err: BoxError) -> BoxError {
+    let err = match err.downcast::<FailedResponse<Response<B>>>() {
+        Ok(failed) => return Box::new(unjudged(*failed)),
+        Err(err) => err,
+    };
+    match err.downcast::<Classified>() {
+        Ok(classified) if classified.inner().is::<FailedResponse<Response<B>>>() => {
+            let class = classified.class();
+            Box::new(Classified::new(
+                class,
+                judged_failure::<B>(classified.into_inner()),
+            ))
+        }
+        Ok(classified) => classified,
+        Err(err) => err,
+    }
+}
+
+/// `failed`, its body in a [`JudgedBody`] that judges nothing.
+fn unjudged<B>(failed: FailedResponse<Response<B>>) -> FailedResponse<Response<JudgedBody<B>>> {
+    let class = failed.class();
+    let summary = failed.summary().map(str::to_owned);
+    let response = failed.into_response().map(|inner| JudgedBody {
+        inner,
+        permit: None,
+        grpc: None,
+    });
+    let rebuilt = FailedResponse::new(response, class);
+    match summary {
+        Some(summary) => rebuilt.with_summary(summary),
+        None => rebuilt,
+    }
+}
+
 pin_project! {
     /// A response body of [`StreamBreaker`]: records its call's outcome with the breaker when
     /// it ends, fails or is dropped (see there). Frames and errors pass through unchanged.
+    ///
+    /// The body of a failed response restored from [`StreamBreaker`]'s error (see its
+    /// "Errors") judges nothing: that call's outcome was recorded when the error left.
     pub struct JudgedBody<B> {
         #[pin]
         inner: B,

@@ -1458,6 +1458,75 @@ async fn a_stream_is_judged_when_its_body_ends() {
     assert_eq!(handle.state(), State::Closed);
 }
 
+/// A response the classify layer below failed leaves as one of the type the stack answers,
+/// `Response<JudgedBody<B>>`, with its class and summary (also inside a `Classified`, when a
+/// classifier between them judged it again): a caller restores it by that type (tonic, to read
+/// its `grpc-status`). Its failure was counted once; its body judges nothing.
+#[tokio::test(start_paused = true)]
+async fn a_failed_response_below_is_restored_as_a_judged_one() {
+    use palisade_core::{Classified, ClassifyLayer, FailedResponse};
+    let breaker = stream_breaker(5);
+    let handle = breaker.handle();
+    let unavailable = || {
+        Response::builder()
+            .header("grpc-status", "14")
+            .header("grpc-message", "backend%20down")
+            .body(Script::data(&["late"]))
+            .unwrap()
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(StreamBreakerLayer::new(handle.clone()))
+        .layer(ClassifyLayer::new(GrpcClassifier::new()))
+        .service(service_fn(move |_: ()| {
+            let response = unavailable();
+            async move { Ok::<_, BoxError>(response) }
+        }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "gRPC UNAVAILABLE: backend down, classified as network (medium, retryable)"
+    );
+    assert_eq!(class_of(&err).category, Category::Network);
+    assert_eq!(handle.metrics().failures, 1);
+    let response = FailedResponse::<Response<JudgedBody<Script>>>::restore(err).unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(
+        format!("{:?}", response.body()),
+        "JudgedBody { judged: true, .. }"
+    );
+    assert_eq!(collect(response.into_body()).await.unwrap().0, "late");
+    let m = handle.metrics();
+    assert_eq!(
+        (m.successes, m.failures),
+        (0, 1),
+        "counted once, at the head"
+    );
+
+    // Inside a `Classified` of another class: the same, the class kept.
+    let judged_again = Class::new(Category::ServerError).with_retryable(false);
+    let mut svc =
+        StreamBreakerLayer::new(handle.clone()).layer(service_fn(move |_: ()| {
+            let failed = FailedResponse::new(unavailable(), Class::new(Category::Network));
+            async move {
+                Err::<Response<Script>, BoxError>(Box::new(Classified::new(judged_again, failed)))
+            }
+        }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert_eq!(class_of(&err), judged_again);
+    assert_eq!(handle.metrics().failures, 2);
+    let response = FailedResponse::<Response<JudgedBody<Script>>>::restore(err).unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+
+    // Any other error passes as it is.
+    let mut svc = StreamBreakerLayer::new(handle.clone()).layer(service_fn(|_: ()| async {
+        Err::<Response<Script>, BoxError>(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))
+    }));
+    let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+    assert!(err.is::<std::io::Error>(), "{err:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_response_without_a_body_is_a_success_at_its_head() {
     use palisade_breaker::State;
