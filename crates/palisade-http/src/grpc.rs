@@ -567,7 +567,9 @@ fn hex(b: u8) -> Option<u8> {
 /// | `UNAVAILABLE` | `Network`, retryable (gRPC's one code that is always safe to retry) |
 ///
 /// A response with `grpc-status` in its headers (trailers-only) is classified by it; one
-/// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`); a
+/// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`),
+/// except a 429, which is `RateLimited` (retryable, not counted against the dependency's
+/// health, as for HTTP) where gRPC's mapping says `UNAVAILABLE`; a
 /// 200 without is a success as far as its head goes, its status coming in the trailers (see
 /// [`GuardLayer::grpc_trailers`](crate::body::GuardLayer::grpc_trailers)). A `grpc-status`
 /// that is present but malformed (`abc`, empty, `-1`, not UTF-8), in the headers or in the
@@ -638,6 +640,14 @@ impl GrpcClassifier {
         let headers = response.headers();
         let code = match Code::from_header_map(headers) {
             Some(code) => code,
+            // A 429 without `grpc-status` (a proxy or gateway pacing its callers): gRPC's
+            // mapping makes it UNAVAILABLE, but it is a rate limit, which does not count
+            // against the dependency's health (as HTTP's classifier and tonic's own message,
+            // "mapped from HTTP status code 429", read it).
+            None if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                let hints = ServerHints::from_headers_wall_clock(headers);
+                return Some(apply_hints(Class::new(Category::RateLimited), &hints));
+            }
             None => Code::from_http(response.status())?,
         };
         let class = self.classify_code(code)?;
@@ -923,6 +933,22 @@ mod tests {
         let r = Ok::<_, BoxError>(Response::builder().status(404).body(()).unwrap());
         assert!(!c.classify(&r).unwrap().retryable); // UNIMPLEMENTED
         assert_eq!(c.classify(&grpc(&[])), None);
+        // A proxy's 429: a rate limit, retryable, not counted against health, with its hint.
+        let r = Ok::<_, BoxError>(
+            Response::builder()
+                .status(429)
+                .header("retry-after", "2")
+                .body(())
+                .unwrap(),
+        );
+        let class = c.classify(&r).unwrap();
+        assert_eq!(class.category, Category::RateLimited);
+        assert!(class.retryable);
+        assert!(!class.counts_against_health());
+        assert_eq!(class.retry_after, Some(Duration::from_secs(2)));
+        // With a grpc-status of its own, the status decides.
+        let r = grpc(&[("grpc-status", "14")]);
+        assert_eq!(c.classify(&r).unwrap().category, Category::Network);
     }
 
     #[test]

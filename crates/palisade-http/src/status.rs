@@ -30,6 +30,11 @@ pub fn status_class(status: StatusCode) -> Option<Class> {
         429 => Category::RateLimited,
         401 | 403 | 407 => Category::Authentication,
         404 | 410 => Category::NotFound,
+        // Too Early: the server would not risk a replay of early data; RFC 8470 (section 5.2)
+        // lets a client send the request again.
+        425 => Category::Transient,
+        // nginx's "client closed request": the caller gave up, the server did nothing wrong.
+        499 => Category::Cancelled,
         400..=499 => Category::Validation,
         // Not implemented, HTTP version not supported: asking again cannot help.
         501 | 505 => return Some(Class::new(Category::ServerError).with_retryable(false)),
@@ -62,6 +67,8 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// | 429 Too Many Requests | `RateLimited`, retryable |
 /// | 401, 403, 407 | `Authentication`, not retryable |
 /// | 404, 410 | `NotFound`, not retryable |
+/// | 425 Too Early | `Transient`, retryable ([RFC 8470](https://www.rfc-editor.org/rfc/rfc8470#section-5.2): the request may be sent again) |
+/// | 499 (nginx: client closed request) | `Cancelled`, not retryable, not counted against health |
 /// | other 4xx | `Validation`, not retryable |
 /// | 500 and other 5xx | `ServerError`, retryable |
 /// | 501 Not Implemented, 505 HTTP Version Not Supported | `ServerError`, not retryable |
@@ -341,8 +348,10 @@ mod tests {
             (410, NotFound, false),
             (413, Validation, false),
             (422, Validation, false),
+            (425, Transient, true),
             (429, RateLimited, true),
-            (499, Validation, false),
+            (498, Validation, false),
+            (499, Cancelled, false),
             (500, ServerError, true),
             (501, ServerError, false),
             (502, Network, true),
