@@ -304,7 +304,10 @@ pub(crate) async fn run() -> Result<(Vec<Line>, Tool), BoxError> {
     // Wait out the open period; the tool is back by then.
     tool.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    lines.push(send("ask (tool back)", "POST", "/ask", &[]).await?);
+    // Three probes answered (the classic breaker's success threshold) close the breaker.
+    for _ in 0..3 {
+        lines.push(send("ask (tool back)", "POST", "/ask", &[]).await?);
+    }
     lines.push(send("readiness (closed again)", "GET", "/ready", &[]).await?);
     // A caller that gives up after 100 ms, asking a slow question: the app gives up too.
     lines.push(
