@@ -291,7 +291,11 @@ pub struct Class {
     pub category: Category,
     /// How bad it is.
     pub severity: Severity,
-    /// Whether retrying the same call may succeed.
+    /// Whether retrying the same call may succeed. [`Class::new`] takes the category's default
+    /// ([`Category::default_retryable`]); a class may say otherwise, as the category says what
+    /// kind of failure it is and this whether it can pass: an exhausted quota is
+    /// [`Category::RateLimited`] (the dependency refusing, not failing) but not retryable
+    /// (see [`DEFAULT_MESSAGE_RULES`](crate::DEFAULT_MESSAGE_RULES)).
     pub retryable: bool,
     /// How long the server asked the caller to wait before trying again, if it said.
     #[cfg_attr(feature = "serde", serde(default, with = "opt_duration_ms"))]

@@ -163,7 +163,24 @@ macro_rules! http_status {
     };
 }
 
-/// The default pattern rules, in order (first match wins). Each is case-insensitive.
+/// Words that say a call ran out of time: `timed out`, `deadline exceeded`, `deadline has
+/// elapsed` (a regex fragment).
+macro_rules! timed_out {
+    () => {
+        r"timed.?out|deadline.?(?:exceeded|expired)|deadline (?:has )?elapsed"
+    };
+}
+
+/// Words that say a call could not reach its peer: a refused or reset connection, reqwest's
+/// `error sending request` and `error trying to connect`, a `dns error` (a regex fragment).
+macro_rules! unreached {
+    () => {
+        r"connection (?:refused|reset)|error sending request|error trying to connect|dns error"
+    };
+}
+
+/// The default pattern rules, in order (first match wins), each with the class it gives. Each
+/// is case-insensitive.
 ///
 /// A status code counts only where a message says it is one: as the message or its first
 /// word (`503`, `503 Service Unavailable`), after `HTTP` (`HTTP 503`, `HTTP/1.1 503`), after
@@ -177,67 +194,208 @@ macro_rules! http_status {
 /// providers and gRPC give their errors (`Service Unavailable`, `rate_limit_error`,
 /// `RateLimitError`, `DEADLINE_EXCEEDED`, `ThrottlingException`, `status: Unavailable`) count
 /// on their own, as whole words: `rate limit` inside an identifier that names something else
-/// (`tool 'rate_limiter' crashed`) is not a rate limit.
-pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
+/// (`tool 'rate_limiter' crashed`), or joined by `-` or `/` into a longer name (the headers
+/// `x-ratelimit-limit-requests`, `anthropic-ratelimit-requests-limit`, `RateLimit-Remaining`,
+/// the URL `.../account/rate-limits`), is not a rate limit.
+///
+/// A rule's class is its category's ([`Class::new`]), but for two whose retryability is not
+/// their category's default ([`Class::retryable`] says whether the same call may succeed, the
+/// category what kind of failure it is): an exhausted quota is a [`Category::RateLimited`]
+/// (the dependency refusing, which does not count against its health) that is not retryable,
+/// and gRPC's `UNIMPLEMENTED` a [`Category::ServerError`] that is not retryable.
+///
+/// In order, the rules read:
+///
+/// 1. A request that cannot succeed as it is sent: [`Category::Validation`], whatever else the
+///    message says (a `429`, a rate-limit URL, gRPC's `RESOURCE_EXHAUSTED`). A message larger
+///    than gRPC's maximum (grpc-go's `received message larger than max`, tonic's `message
+///    length too large`); a request larger than a per-minute limit (OpenAI's `Request too large
+///    for gpt-4o ... on tokens per min (TPM) ... must be reduced`); a prompt longer than the
+///    model's context (`prompt is too long`, `maximum context length`, `exceeds the context
+///    window`, `exceeds the maximum number of tokens`, Cohere's `too many tokens: ...`).
+/// 2. An exhausted quota: [`Category::RateLimited`], not retryable. OpenAI's
+///    `insufficient_quota` and `please check your plan and billing details`, a Google quota
+///    metric per day (`Quota exceeded for quota metric '... requests per day'`), Bedrock's
+///    `ServiceQuotaExceededException`. A billing message that says when to come back (Gemini's
+///    `... check your plan and billing details ... Please retry in 15s.`) is a wait:
+///    retryable. A quota per minute, or one whose period the message does not say (`Quota
+///    exceeded`, `exceeded your current quota`), is a rate limit like others (rule 4).
+/// 3. The gRPC codes no word of the rules below reads, with the classes of palisade-http's
+///    `GrpcClassifier`, as tonic displays a `Status` (since tonic 0.14 `code: '<the code's
+///    description>', message: "..."`, as in `code: 'Some resource has been exhausted'`; before,
+///    `status: ResourceExhausted, message: ...`) and grpc-go an error (`rpc error: code =
+///    ResourceExhausted desc = ...`): `ALREADY_EXISTS`, `FAILED_PRECONDITION` and
+///    `OUT_OF_RANGE` [`Category::Validation`]; `RESOURCE_EXHAUSTED` [`Category::RateLimited`],
+///    retryable; `ABORTED` [`Category::Transient`]; `UNIMPLEMENTED` [`Category::ServerError`],
+///    not retryable. The other codes' descriptions and names are read by the rules below as
+///    words (`The service is currently unavailable`, `Deadline expired`, `not found`, `does not
+///    have permission`, `invalid argument`, `authentication credentials`, `cancelled`,
+///    `Internal error`), after what the message adds: `UNAVAILABLE` mapped from an HTTP 429
+///    is a rate limit, `CANCELLED` with tonic's `Timeout expired` a timeout. `UNKNOWN` and
+///    `DATA_LOSS` are what their message says, else unknown.
+/// 4. A rate limit: `rate limit`, `rate-limited`, `rate_limit_error`, `RateLimitError`, `Too
+///    Many Requests`, `throttl...`, `quota exceeded`, a 429.
+/// 5. Refused credentials: `unauthorized`, `unauthenticated`, `authentication_error`,
+///    `forbidden`, `permission denied`, `access denied`, an invalid API key, a 401 or 403.
+/// 6. The word `authentication` with a timeout ([`Category::Timeout`]) or a failure to connect
+///    ([`Category::Network`]) in the same message: a call for credentials that timed out or
+///    could not connect (`ManagedIdentityCredential authentication failed: error sending
+///    request: operation timed out`) is transient. The word alone is
+///    [`Category::Authentication`].
+/// 7. Then, in order: not found; a timeout (`timed out`, `deadline exceeded`); a server error
+///    (a 5xx, `Internal Server Error`, `Service Unavailable`, `Bad Gateway`, Envoy's `no
+///    healthy upstream`); a timeout (`timeout`); a network failure; an exhausted resource
+///    (`out of memory`, `overloaded`, a pool exhausted, Ollama's `server busy ... maximum
+///    pending requests exceeded`); a request the dependency refused as invalid (`invalid`,
+///    `bad request`, `too large`, a 400, 413 or 422); a cancellation (`cancelled`, nginx's
+///    `499` and `client closed request`).
+pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
+    (
+        concat!(
+            // gRPC's maximum message size: grpc-go's `grpc: received message larger than max
+            // (5000000 vs. 4194304)`, tonic's `decoded message length too large`.
+            r"larger than max|message length too large|",
+            // OpenAI's `Request too large for gpt-4o ... on tokens per min (TPM) ... The input
+            // or output tokens must be reduced`, sent with a 429 and a rate-limit URL.
+            r"request[\s_-]too[\s_-]large|tokens must be reduced|",
+            // A prompt longer than the model's context: Anthropic's, OpenAI's (chat and
+            // Responses), Gemini's, Cohere's (`too many tokens:`; Bedrock's throttling `Too
+            // many tokens, please wait` is not one).
+            r"(?:prompt|input) is too long|maximum context length|context[\s_-]length[\s_-]exceeded|",
+            r"exceeds? the context window|exceeds the maximum number of tokens|",
+            r"too many tokens\s*:|tokens in the prompt cannot exceed",
+        ),
+        Class::new(Category::Validation),
+    ),
+    (
+        r"insufficient_quota|ServiceQuotaExceeded|quota metric '[^'\n]*\bper[\s_-]?day\b",
+        Class::new(Category::RateLimited).with_retryable(false),
+    ),
+    (
+        concat!(
+            r"(?s:check your plan and billing.*",
+            r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*\d)",
+        ),
+        Class::new(Category::RateLimited),
+    ),
+    (
+        r"check your plan and billing",
+        Class::new(Category::RateLimited).with_retryable(false),
+    ),
+    (
+        concat!(
+            r"\bcode: '(?:Some entity that we attempted to create already exists|",
+            r"The system is not in a state required for the operation's execution|",
+            r"Operation was attempted past the valid range)'|",
+            r"(?:\bstatus: |\bcode = )(?:AlreadyExists|FailedPrecondition|OutOfRange)\b",
+        ),
+        Class::new(Category::Validation),
+    ),
+    (
+        r"\bcode: 'Some resource has been exhausted'|(?:\bstatus: |\bcode = )ResourceExhausted\b",
+        Class::new(Category::RateLimited),
+    ),
+    (
+        r"\bcode: 'The operation was aborted'|(?:\bstatus: |\bcode = )Aborted\b",
+        Class::new(Category::Transient),
+    ),
+    (
+        concat!(
+            r"\bcode: 'Operation is not implemented or not supported'|",
+            r"(?:\bstatus: |\bcode = )Unimplemented\b",
+        ),
+        Class::new(Category::ServerError).with_retryable(false),
+    ),
     (
         concat!(
             // "rate limit", "rate-limited", "ratelimit", "rate_limit_error", "RateLimitError",
             // "rate_limit_exceeded": words, or an identifier naming the condition; not one
-            // naming something that handles it ("rate_limiter", "rate_limit_config").
-            r"\brate[\s_-]?limit(?:s|ed|ing)?(?:[\s_-]?(?:error|exceeded|exception|reached))?\b|",
+            // naming something that handles it ("rate_limiter", "rate_limit_config"), nor a
+            // part of a longer name joined by `-` or `/` (the headers
+            // "x-ratelimit-limit-requests" and "RateLimit-Remaining", the URL
+            // ".../account/rate-limits"). No look-around: the characters on each side are
+            // read, a start or end of text, or a `-` or `/` that joins nothing.
+            r"(?:^|[^\w/-])rate[\s_-]?limit(?:s|ed|ing)?",
+            r"(?:[\s_-]?(?:error|exceeded|exception|reached))?(?:$|[^\w/-]|[/-](?:$|\W))|",
             r"too many requests|throttl|quota.?exceeded|exceeded your (?:current )?quota|",
             http_status!("429"),
         ),
-        Category::RateLimited,
+        Class::new(Category::RateLimited),
     ),
     (
         concat!(
-            r"unauthori[sz]ed|unauthenticated|authentication|forbidden|permission.?denied|",
+            r"unauthori[sz]ed|unauthenticated|authentication_error|forbidden|permission.?denied|",
             r"permission_error|does not have permission|access.?denied|",
             r"(?:invalid|incorrect) (?:x-)?api.?key|api.?key.?(?:not.?valid|invalid)|",
+            r"\bcode: 'The request does not have valid authentication credentials'|",
             http_status!("40[13]"),
         ),
-        Category::Authentication,
+        Class::new(Category::Authentication),
     ),
+    (
+        concat!(
+            r"(?s:authentication.*(?:",
+            timed_out!(),
+            r")|(?:",
+            timed_out!(),
+            r").*authentication)",
+        ),
+        Class::new(Category::Timeout),
+    ),
+    (
+        concat!(
+            r"(?s:authentication.*(?:",
+            unreached!(),
+            r")|(?:",
+            unreached!(),
+            r").*authentication)",
+        ),
+        Class::new(Category::Network),
+    ),
+    (r"authentication", Class::new(Category::Authentication)),
     (
         concat!(r"not.?found|does not exist|", http_status!("404")),
-        Category::NotFound,
+        Class::new(Category::NotFound),
     ),
-    (
-        r"timed.?out|deadline.?(?:exceeded|expired)|deadline (?:has )?elapsed",
-        Category::Timeout,
-    ),
+    (timed_out!(), Class::new(Category::Timeout)),
     (
         concat!(
             r"internal.?server|internal.?error|server.?error|server had an error|bad.?gateway|",
             r"service.?unavailable|\bunavailable\b|gateway.?time.?out|status: internal\b|",
+            r"no healthy upstream|",
             http_status!(r"5\d\d"),
         ),
-        Category::ServerError,
+        Class::new(Category::ServerError),
     ),
     // "timeout" anywhere (`ReadTimeout`), "time out" only as words: not "runtime out of
     // memory", "runtime output" or "datetime out of range".
-    (r"timeout|\btime[\s_-]?out\b", Category::Timeout),
+    (r"timeout|\btime[\s_-]?out\b", Class::new(Category::Timeout)),
     (
         concat!(
             r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|",
             r"connect(?:ion)? error|error trying to connect|transport error|refused.?stream|",
             r"unexpected (?:eof|end of file)",
         ),
-        Category::Network,
+        Class::new(Category::Network),
     ),
     (
-        r"out of memory|no space left|disk full|resource.?exhausted|pool (?:exhausted|depleted)|overloaded|capacity",
-        Category::ResourceExhausted,
+        concat!(
+            r"out of memory|no space left|disk full|resource.?exhausted|pool (?:exhausted|depleted)|",
+            r"overloaded|capacity|server (?:is )?busy|maximum pending requests",
+        ),
+        Class::new(Category::ResourceExhausted),
     ),
     (
         concat!(
             r"invalid|malformed|validation|bad request|unprocessable|too.?large|",
             http_status!("4(?:00|13|22)"),
         ),
-        Category::Validation,
+        Class::new(Category::Validation),
     ),
-    (r"cancell?ed", Category::Cancelled),
+    (
+        concat!(r"cancell?ed|client closed request|", http_status!("499")),
+        Class::new(Category::Cancelled),
+    ),
 ];
 
 /// The pattern that finds a retry hint in an error message: `retry after 30 seconds`,
@@ -250,10 +408,20 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Category)] = &[
 /// in 4m19.2s.` is 4 minutes 19.2 seconds, and `1m30s`, `6m0s`, `1h2m3.5s`, `1h30m` and `1h 30m`
 /// (a space between the parts) read the same way. Its first group is then the whole compound
 /// (see [`ClassifierBuilder::hint_pattern`]). Every form saturates at [`hint::LONGEST`].
+///
+/// A number grouped in thousands is read whole: `retry after 2,000 seconds` is 2000 seconds,
+/// `retry after 1,500 ms` 1.5 seconds. A number that goes on as part of something else is no
+/// wait, whatever pattern read it: one directly followed by `-`, `:` or `/`, or by `,`, `.`
+/// or `T` and a digit (a date, `2025-06-01T12:00:00Z`; a time, `12:00`; a range, `5-10
+/// seconds`; a rate, `30/min`; a version, `1.2.3`; a list, `30,60`). A number without a unit
+/// whose whole part has ten digits or more (`retry after 1717243200`) is a Unix time, not a
+/// wait, and no hint: read as seconds it would be over 31 years, past [`hint::LONGEST`].
 pub const DEFAULT_HINT_PATTERN: &str = concat!(
     r"(?:retry[-_ ]?after|try again in|retry in)\s*[:=]?\s*",
-    // A compound of two or three parts (`4m19.2s`, `1h30m`, `1h2m3.5s`), else a number.
-    r"((?:\d+h ?(?:\d+m ?)?\d+(?:\.\d+)?s|\d+h ?\d+m|\d+m ?\d+(?:\.\d+)?s)\b|\d+(?:\.\d+)?)",
+    // A compound of two or three parts (`4m19.2s`, `1h30m`, `1h2m3.5s`), else a number grouped
+    // in thousands (`2,000`), else a number.
+    r"((?:\d+h ?(?:\d+m ?)?\d+(?:\.\d+)?s|\d+h ?\d+m|\d+m ?\d+(?:\.\d+)?s)\b|",
+    r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)",
     r"\s*(ms|milliseconds?|msecs?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\b",
 );
 
@@ -497,11 +665,15 @@ pub fn io_class(kind: io::ErrorKind) -> Option<Class> {
 fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
     let caps = re.captures(text)?;
     let number = caps.get(1)?;
-    let value = number.as_str();
+    if goes_on(&text[number.end()..]) {
+        return None;
+    }
     // A compound (`4m19.2s`) carries its own units: a unit group after it is not read.
-    if let Some(after) = compound(value) {
+    if let Some(after) = compound(number.as_str()) {
         return Some(after);
     }
+    let value = ungrouped(number.as_str());
+    let value = value.as_ref();
     let unit = match caps.get(2).map(|m| m.as_str()) {
         Some(u) => unit_word(u),
         None => {
@@ -516,6 +688,11 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
             if same_line && between.trim().is_empty() && after.starts_with(char::is_alphabetic) {
                 return None;
             }
+            // Ten digits or more: a Unix time (`1717243200`), not a number of seconds.
+            let whole = value.split('.').next().unwrap_or(value);
+            if whole.len() >= 10 && whole.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
             Duration::from_secs(1)
         }
     };
@@ -524,6 +701,37 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
         let n: f64 = value.parse().ok()?;
         hint::secs_f64((n * unit.as_secs_f64()).min(f64::MAX))
     })
+}
+
+/// Whether a hint's number goes on, in `rest` (the text after it), as part of something that
+/// is not a wait: directly followed by `-`, `:` or `/` (a date, a time, a range, a rate), or by
+/// `,`, `.` or `T` and a digit (a list or a longer number, a version, an ISO 8601 date's time).
+fn goes_on(rest: &str) -> bool {
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some('-' | ':' | '/') => true,
+        Some(',' | '.' | 'T' | 't') => chars.next().is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+/// A number grouped in thousands (`2,000`, `1,000,000.5`) without its commas; any other
+/// number as it is.
+fn ungrouped(value: &str) -> Cow<'_, str> {
+    if !value.contains(',') {
+        return Cow::Borrowed(value);
+    }
+    let digits = |g: &str| g.bytes().all(|b| b.is_ascii_digit());
+    let whole = value.split('.').next().unwrap_or(value);
+    let mut groups = whole.split(',');
+    let first = groups
+        .next()
+        .is_some_and(|g| (1..=3).contains(&g.len()) && digits(g));
+    if first && groups.all(|g| g.len() == 3 && digits(g)) {
+        Cow::Owned(value.replace(',', ""))
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 /// The length of a unit read by a hint pattern's unit group: `ms` or a word starting `milli`
@@ -676,7 +884,11 @@ impl ClassifierBuilder {
     /// compound duration, each number glued to its unit (`ms`, `s`, `m`, `h`, `d`), the parts
     /// optionally separated by spaces (`4m19.2s`, `1h 30m`): it is read whole, as the
     /// [`DEFAULT_HINT_PATTERN`] reads OpenAI's `try again in 4m19.2s`, and the unit group is
-    /// not read. `None` disables hints.
+    /// not read. A number grouped in thousands (`2,000`) is read whole. Whatever the pattern, a
+    /// number that goes on as part of something else (directly followed by `-`, `:` or `/`, or
+    /// by `,`, `.` or `T` and a digit: `2025-06-01T12:00:00Z`, `12:00`, `30/min`) is no hint,
+    /// nor is a number without a unit of ten digits or more (a Unix time). `None` disables
+    /// hints.
     pub fn hint_pattern(mut self, pattern: Option<String>) -> Self {
         self.hint = pattern;
         self
@@ -711,9 +923,9 @@ impl ClassifierBuilder {
             classes.push(class);
         }
         if self.defaults {
-            for (pattern, category) in DEFAULT_MESSAGE_RULES {
+            for (pattern, class) in DEFAULT_MESSAGE_RULES {
                 patterns.push((*pattern).to_owned());
-                classes.push(Class::new(*category));
+                classes.push(*class);
             }
         }
         let messages = RegexSetBuilder::new(&patterns)

@@ -745,3 +745,179 @@ proptest::proptest! {
         }
     }
 }
+
+/// A rate-limit header's name (`x-ratelimit-limit-requests`, `anthropic-ratelimit-*`,
+/// `RateLimit-Remaining`) or a documentation URL (`.../account/rate-limits`) in a message says
+/// nothing of the failure: `rate limit` joined by `-` or `/` into a longer identifier is not a
+/// rate limit. The words and the names of the condition still are.
+#[test]
+fn rate_limit_header_names_and_urls_are_not_rate_limits() {
+    let mut wrong = Vec::new();
+    for m in [
+        "x-ratelimit-limit-requests: 10000",
+        "headers: {\"x-ratelimit-remaining-requests\": \"9999\"}",
+        "anthropic-ratelimit-requests-limit=4000",
+        "RateLimit-Remaining: 0",
+        "RateLimit-Policy: 100;w=60",
+        "x-ms-ratelimit-remaining-subscription-reads: 11999",
+        "see https://platform.openai.com/account/rate-limits",
+        "GET https://api.example.com/v1/rate_limit/status",
+    ] {
+        wrong.extend((cat(m) != Category::Unknown).then(|| (m, cat(m))));
+    }
+    assert_eq!(wrong, [], "read as rate limits");
+    for m in [
+        "rate limit",
+        "rate-limited",
+        "rate-limited.",
+        "(rate limited)",
+        "rate-limit-exceeded",
+        "ratelimit exceeded",
+        "Rate limit reached for gpt-4",
+        "RateLimitError: slow down",
+        "type: \"rate_limit_error\"",
+        "code: rate_limit_exceeded",
+        "rate limit - slow down",
+        "Requests rate limit exceeded",
+        "rate limit exceeded, see https://example.com/docs/rate-limits",
+        "429 Too Many Requests",
+    ] {
+        wrong.extend((cat(m) != Category::RateLimited).then(|| (m, cat(m))));
+    }
+    assert_eq!(wrong, [], "not read as rate limits");
+}
+
+/// An exhausted quota is a rate limit (the dependency refusing, which does not count against
+/// its health) that no retry gets past: not retryable. A quota per minute, or one the message
+/// gives a wait for, stays a retryable rate limit.
+#[test]
+fn an_exhausted_quota_is_a_rate_limit_not_worth_retrying() {
+    let exhausted = Class::new(Category::RateLimited).with_retryable(false);
+    for m in [
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+        "Quota exceeded for quota metric 'Generate Content API requests per day' and limit 'x'",
+        "ServiceQuotaExceededException: Your request exceeds the service quota for your account.",
+    ] {
+        let class = class_of(&boxed(m));
+        assert_eq!(class, exhausted, "{m}");
+        assert!(!class.counts_against_health(), "{m}");
+    }
+    for m in [
+        "Quota exceeded for quota metric 'Generate Content API requests per minute'",
+        "Quota exceeded for quota metric 'Requests' of service",
+        "You exceeded your current quota. Please retry in 43s.",
+        "You exceeded your current quota, please check your plan and billing details. Please retry in 15s.",
+        "quota exceeded",
+    ] {
+        let class = class_of(&boxed(m));
+        assert_eq!(
+            (class.category, class.retryable),
+            (Category::RateLimited, true),
+            "{m}"
+        );
+    }
+}
+
+/// A fetch of credentials that timed out or could not connect is transient: explicit timeout
+/// and network evidence wins over the bare word `authentication`, not over a refusal (a 401 or
+/// 403, `unauthorized`, `invalid api key`, `permission denied`, `authentication_error`).
+#[test]
+fn an_authentication_call_that_timed_out_is_a_timeout() {
+    let mut wrong = Vec::new();
+    for (m, category) in [
+        ("authentication token refresh timed out", Category::Timeout),
+        (
+            "deadline exceeded while fetching authentication token",
+            Category::Timeout,
+        ),
+        (
+            "authentication failed: error sending request for url (http://169.254.169.254/)",
+            Category::Network,
+        ),
+        (
+            "authentication failed: connection reset by peer",
+            Category::Network,
+        ),
+        (
+            "authentication failed: connection refused",
+            Category::Network,
+        ),
+        (
+            "authentication failed: error trying to connect: dns error: no record found",
+            Category::Network,
+        ),
+        ("authentication failed", Category::Authentication),
+        ("authentication required", Category::Authentication),
+        (
+            "401 Unauthorized: authentication timed out",
+            Category::Authentication,
+        ),
+        (
+            "unauthorized: token request timed out",
+            Category::Authentication,
+        ),
+        (
+            "invalid api key; authentication request timed out",
+            Category::Authentication,
+        ),
+        (
+            "permission denied: connection reset",
+            Category::Authentication,
+        ),
+        (
+            "authentication_error: request timed out",
+            Category::Authentication,
+        ),
+        (
+            "code: 'The request does not have valid authentication credentials', message: \"token refresh timed out\"",
+            Category::Authentication,
+        ),
+    ] {
+        wrong.extend((cat(m) != category).then(|| (m, cat(m), category)));
+    }
+    assert_eq!(wrong, []);
+}
+
+/// A number that is part of a date, a time, a range, a rate or a longer number is no number of
+/// seconds; a number grouped in thousands is read whole; a number without a unit that has ten
+/// digits or more is a Unix time, not a wait.
+#[test]
+fn hint_numbers_inside_dates_times_and_longer_numbers() {
+    let after = |m: &str| class_of(&boxed(m)).retry_after;
+    let mut wrong = Vec::new();
+    for m in [
+        "rate limited, retry after 2025-06-01T12:00:00Z",
+        "rate limited, retry after 2025-06-01",
+        "rate limited, retry after 20250601T120000Z",
+        "rate limited, retry after 12:00 UTC",
+        "rate limited, retry after 1717243200",
+        "rate limited, retry after 1717243200000",
+        "rate limited, retry after 1717243200.5",
+        "rate limited, retry after 30,60",
+        "rate limited, try again in 5-10 seconds",
+        "rate limited, retry after 30/min",
+        "rate limited, retry after 1.2.3",
+    ] {
+        wrong.extend(after(m).map(|d| (m, Some(d), None)));
+    }
+    for (m, want) in [
+        ("retry after 2,000 seconds", Duration::from_secs(2000)),
+        ("retry after 2,000", Duration::from_secs(2000)),
+        ("retry after 1,500 ms", Duration::from_millis(1500)),
+        ("retry after 1,000,000", Duration::from_secs(1_000_000)),
+        ("retry after 2,500.5 s", Duration::from_millis(2_500_500)),
+        ("retry after 30, please", Duration::from_secs(30)),
+        ("retry after 30 - then give up", Duration::from_secs(30)),
+        ("retry-after: 2", Duration::from_secs(2)),
+        ("retry after 999999999", hint::LONGEST),
+        ("retry after 1717243200 seconds", hint::LONGEST),
+        ("try again in 4m19.2s.", Duration::from_millis(259_200)),
+    ] {
+        let got = after(m);
+        if got != Some(want) {
+            wrong.push((m, got, Some(want)));
+        }
+    }
+    assert_eq!(wrong, []);
+}
