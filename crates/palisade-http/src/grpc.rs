@@ -561,7 +561,7 @@ fn hex(b: u8) -> Option<u8> {
 /// | `DEADLINE_EXCEEDED` | `Timeout`, retryable |
 /// | `NOT_FOUND` | `NotFound`, not retryable |
 /// | `PERMISSION_DENIED`, `UNAUTHENTICATED` | `Authentication`, not retryable |
-/// | `RESOURCE_EXHAUSTED` | `RateLimited`, retryable, with the server's pushback as its wait |
+/// | `RESOURCE_EXHAUSTED` | `RateLimited`, retryable, with the server's pushback as its wait; `Validation`, not retryable, when its `grpc-message` says the message was larger than the maximum (`received message larger than max`, `message length too large`) |
 /// | `ABORTED` | `Transient`, retryable |
 /// | `UNIMPLEMENTED`, `DATA_LOSS` | `ServerError`, not retryable |
 /// | `UNAVAILABLE` | `Network`, retryable (gRPC's one code that is always safe to retry) |
@@ -625,11 +625,28 @@ impl GrpcClassifier {
         code.class()
     }
 
+    /// The class of `code` in `headers`: [`classify_code`](Self::classify_code)'s, except a
+    /// `RESOURCE_EXHAUSTED` whose `grpc-message` says the message was larger than the peer's
+    /// maximum (grpc-go's `grpc: received message larger than max`, tonic's `message length
+    /// too large`), which is `Validation`, not retryable: the same request fails again, however
+    /// long it waits. A code given a class of its own ([`GrpcClassifierBuilder::code`]) keeps
+    /// it.
+    fn classify_code_in(&self, code: Code, headers: &HeaderMap) -> Option<Class> {
+        let overridden = self
+            .overrides
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|(c, _)| *c == code));
+        if code == Code::ResourceExhausted && !overridden && too_large(headers) {
+            return Some(Class::new(Category::Validation));
+        }
+        self.classify_code(code)
+    }
+
     /// The class of headers or trailers that carry a failing `grpc-status`, refined by their
     /// hints, and the status.
     pub fn classify_trailers(&self, headers: &HeaderMap) -> Option<(Class, GrpcStatus)> {
         let status = GrpcStatus::from_headers(headers)?;
-        let class = self.classify_code(status.code)?;
+        let class = self.classify_code_in(status.code, headers)?;
         let hints = ServerHints::from_headers_wall_clock(headers);
         Some((apply_hints(class, &hints), status))
     }
@@ -650,10 +667,18 @@ impl GrpcClassifier {
             }
             None => Code::from_http(response.status())?,
         };
-        let class = self.classify_code(code)?;
+        let class = self.classify_code_in(code, headers)?;
         let hints = ServerHints::from_headers_wall_clock(headers);
         Some(apply_hints(class, &hints))
     }
+}
+
+/// Whether `headers`' `grpc-message` says a message was larger than the peer accepts.
+fn too_large(headers: &HeaderMap) -> bool {
+    GrpcStatus::from_headers(headers).is_some_and(|status| {
+        let message = status.message.to_ascii_lowercase();
+        message.contains("larger than max") || message.contains("message length too large")
+    })
 }
 
 impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
@@ -949,6 +974,36 @@ mod tests {
         // With a grpc-status of its own, the status decides.
         let r = grpc(&[("grpc-status", "14")]);
         assert_eq!(c.classify(&r).unwrap().category, Category::Network);
+    }
+
+    /// A message larger than the peer's maximum fails the same way however often it is sent.
+    #[test]
+    fn a_message_too_large_is_not_retried() {
+        let c = GrpcClassifier::new();
+        let too_large = "grpc: received message larger than max (5000000 vs. 4194304)";
+        let r = grpc(&[("grpc-status", "8"), ("grpc-message", too_large)]);
+        let class = c.classify(&r).unwrap();
+        assert_eq!(class.category, Category::Validation);
+        assert!(!class.retryable);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "8".parse().unwrap());
+        trailers.insert("grpc-message", "Message Length Too Large".parse().unwrap());
+        assert!(!c.classify_trailers(&trailers).unwrap().0.retryable);
+        // Any other RESOURCE_EXHAUSTED is a rate limit; an override keeps its class.
+        let r = grpc(&[("grpc-status", "8"), ("grpc-message", "quota")]);
+        assert_eq!(c.classify(&r).unwrap().category, Category::RateLimited);
+        let mine = GrpcClassifier::builder()
+            .code(
+                Code::ResourceExhausted,
+                Class::new(Category::ResourceExhausted),
+            )
+            .build()
+            .unwrap();
+        let r = grpc(&[("grpc-status", "8"), ("grpc-message", too_large)]);
+        assert_eq!(
+            mine.classify(&r).unwrap().category,
+            Category::ResourceExhausted
+        );
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// Override any status with [`HttpClassifierBuilder::status`] (or declare it a success with
 /// [`HttpClassifierBuilder::success`]).
 ///
+/// The body is not read (it may be a stream the caller has not received yet): a 429 whose
+/// body says the account's quota is spent (OpenAI's `insufficient_quota`) is a rate limit,
+/// retried as any, where the same text in an error's message is not retried (palisade's
+/// default message rules). Where a provider answers so, read the body where it is buffered
+/// and fail with its text, or give that status a class of its own.
+///
 /// # Server hints
 ///
 /// A failing response's headers refine its class (see [`hint`](crate::hint)):
