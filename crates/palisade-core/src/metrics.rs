@@ -27,6 +27,13 @@
 //! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
 //! | `palisade.fallback.failed` | counter | `strategy` | palisade-fallback | every fallback strategy failed |
 //!
+//! `palisade.timeout.elapsed` and `palisade.fallback.*` carry no dependency: a timeout layer
+//! and a fallback strategy have no name, and their happy path holds nothing a label could
+//! come from. Per dependency, a [`MetricsLayer`] above the timeout counts what timed out as
+//! `palisade.calls{outcome="timeout"}` (below a retry, each attempt; above, each call), and a
+//! retry layer counts `palisade.retry.retries{category="timeout"}`; a fallback's answers are
+//! the calls of a `MetricsLayer` below it that failed.
+//!
 //! Per-key breakers (palisade-breaker's `KeyedBreakerLayer`) are named `name[key]`, so the
 //! `breaker` label takes one value per key ever seen: the series follow the keys seen, not
 //! the layer's `max_keys`, and an evicted key's series stay in the recorder (the facade
