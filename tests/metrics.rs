@@ -28,28 +28,67 @@ fn snapshotter() -> &'static Snapshotter {
 
 type Labels = Vec<(String, String)>;
 
-/// The counter `name` with exactly these labels (in any order), 0 if never registered: the
-/// sum of every snapshot so far (a debugging recorder's snapshot resets its counters).
-fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
-    static TOTALS: Mutex<BTreeMap<(String, Labels), u64>> = Mutex::new(BTreeMap::new());
-    let mut totals = TOTALS.lock().unwrap();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        if let DebugValue::Counter(n) = value {
-            let key = key.key();
-            let mut labels: Labels = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            labels.sort();
-            *totals.entry((key.name().to_owned(), labels)).or_default() += n;
-        }
-    }
-    let mut want: Labels = labels
+/// Every counter and gauge seen so far, by name and labels: counters summed over every
+/// snapshot (a debugging recorder's snapshot resets its counters), gauges at their last value.
+#[derive(Default)]
+struct Seen {
+    counters: BTreeMap<(String, Labels), u64>,
+    gauges: BTreeMap<(String, Labels), f64>,
+}
+
+fn labels_of(labels: &[(&str, &str)]) -> Labels {
+    let mut labels: Labels = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    want.sort();
-    totals.get(&(name.to_owned(), want)).copied().unwrap_or(0)
+    labels.sort();
+    labels
+}
+
+/// What the recorder has seen, with a new snapshot folded in.
+fn seen() -> std::sync::MutexGuard<'static, Seen> {
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Mutex::default).lock().unwrap();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Labels = key
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort();
+        let id = (key.name().to_owned(), labels);
+        match value {
+            DebugValue::Counter(n) => *seen.counters.entry(id).or_default() += n,
+            DebugValue::Gauge(g) => {
+                seen.gauges.insert(id, g.into_inner());
+            }
+            DebugValue::Histogram(_) => {}
+        }
+    }
+    seen
+}
+
+/// The counter `name` with exactly these labels (in any order), 0 if never registered.
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let id = (name.to_owned(), labels_of(labels));
+    seen().counters.get(&id).copied().unwrap_or(0)
+}
+
+/// The gauge `name` with exactly these labels, if it was ever set.
+fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let id = (name.to_owned(), labels_of(labels));
+    seen().gauges.get(&id).copied()
+}
+
+/// A breaker has a state series from the moment it is made: closed, 0.
+#[test]
+fn a_new_breaker_reads_closed() {
+    let _ = snapshotter();
+    let _breaker = BreakerLayer::new("never-opened");
+    assert_eq!(
+        gauge(names::BREAKER_STATE, &[("breaker", "never-opened")]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -314,6 +314,9 @@ impl Core {
                 .map(|t| Arc::new(CountWindow::new(t.window as usize))),
             cfg,
         };
+        // The state gauge has a series from the start: a dashboard shows a breaker that never
+        // opened as closed, not as missing.
+        palisade_core::metrics::breaker_state(&name, 0);
         Core {
             name,
             quiet: AtomicU64::new(live.quiet()),

@@ -21,7 +21,7 @@
 //! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
 //! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`, `breaker_open`) | palisade-retry | a failure was returned without a retry |
 //! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` (a state, or `evicted` for a per-key breaker dropped while not closed) | palisade-breaker | a state change |
-//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted. A transition is recorded when it happens: an open breaker whose open period ended with no call since stays at 1 until its next call probes (`BreakerHandle::state` and `/ready` read it as half-open already) |
+//! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | when the breaker is made (0), and at a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted. A transition is recorded when it happens: an open breaker whose open period ended with no call since stays at 1 until its next call probes (`BreakerHandle::state` and `/ready` read it as half-open already) |
 //! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |
 //! | `palisade.timeout.elapsed` | counter | `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
 //! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
@@ -146,6 +146,16 @@ pub fn breaker_transition(breaker: &str, from: &'static str, to: &'static str, c
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (breaker, from, to, code);
+}
+
+/// Sets a breaker's state gauge to `code` without a transition: a breaker made closed (0)
+/// has a series from the start, rather than none until it first opens.
+#[inline]
+pub fn breaker_state(breaker: &str, code: u8) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(names::BREAKER_STATE, "breaker" => label(breaker)).set(f64::from(code));
+    #[cfg(not(feature = "metrics"))]
+    let _ = (breaker, code);
 }
 
 /// Counts a call the breaker refused in `state`.
