@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::grpc::GrpcClassifier;
+use crate::grpc::{Code, GRPC_STATUS, GrpcClassifier, GrpcStatus};
 
 /// No frame of a response body arrived within the idle timeout.
 ///
@@ -121,7 +121,10 @@ impl GuardLayer {
 
     /// Reads the `grpc-status` of each body's trailers with `classifier`: a failing status is
     /// reported (see [`on_failure`](Self::on_failure)) and, with
-    /// [`trailers_as_errors`](Self::trailers_as_errors), turned into an error.
+    /// [`trailers_as_errors`](Self::trailers_as_errors), turned into an error. A body of a
+    /// `200` response whose head carried no `grpc-status` and that ends without one in its
+    /// trailers failed too, with `UNKNOWN`, as tonic and grpc-go read it: gRPC over HTTP/2
+    /// requires the final status, and a stream a proxy cut short ends so.
     pub fn grpc_trailers(mut self, classifier: GrpcClassifier) -> Self {
         self.config.grpc = Some(classifier);
         self
@@ -285,7 +288,14 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let config = this.config.take().unwrap_or_default();
-        Poll::Ready(Ok(response.map(|body| GuardedBody::new(body, config))))
+        // A gRPC call's final status: in the head (trailers-only), or not to be read from the
+        // body (a failing HTTP status, classified by its head); else it must come in the
+        // trailers.
+        let status_seen = response.status() != http::StatusCode::OK
+            || response.headers().contains_key(GRPC_STATUS);
+        Poll::Ready(Ok(
+            response.map(|body| GuardedBody::new(body, config, status_seen))
+        ))
     }
 }
 
@@ -300,6 +310,9 @@ pin_project! {
         whole: Option<Sleep>,
         config: Config,
         done: bool,
+        // Whether the call's `grpc-status` was read (in the head or the trailers), or is not to
+        // be looked for: with `grpc_trailers`, a body that ends without one failed.
+        status_seen: bool,
     }
 }
 
@@ -314,19 +327,44 @@ impl<B> fmt::Debug for GuardedBody<B> {
 }
 
 impl<B> GuardedBody<B> {
-    fn new(inner: B, config: Config) -> Self {
+    fn new(inner: B, config: Config, status_seen: bool) -> Self {
         GuardedBody {
             inner,
             idle: config.idle.map(sleep),
             whole: config.whole.map(sleep),
             config,
             done: false,
+            status_seen,
         }
     }
 
     /// The inner body.
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+}
+
+/// A gRPC body that ended without a `grpc-status` in its trailers (nor in its head): the call
+/// failed with `UNKNOWN`, as tonic and grpc-go read it (gRPC over HTTP/2 requires the status;
+/// a stream cut short by a proxy ends so), reported, and the body's error with
+/// `trailers_as_errors`.
+#[cold]
+fn ended_without_status<D>(
+    config: &Config,
+    grpc: &GrpcClassifier,
+) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+    let status = GrpcStatus {
+        code: Code::Unknown,
+        message: "the stream ended without a grpc-status (cut short by a proxy?)".to_owned(),
+    };
+    let class = grpc
+        .classify_code(Code::Unknown)
+        .unwrap_or_else(|| Class::new(Category::ServerError));
+    let err = fail(config, class, Box::new(status));
+    if config.trailers_fail {
+        Poll::Ready(Some(Err(err)))
+    } else {
+        Poll::Ready(None)
     }
 }
 
@@ -370,13 +408,14 @@ where
                         limit,
                     ));
                 }
-                if let (Some(grpc), Some(trailers)) = (&this.config.grpc, frame.trailers_ref())
-                    && let Some((class, status)) = grpc.classify_trailers(trailers)
-                {
-                    let err = fail(this.config, class, Box::new(status));
-                    if this.config.trailers_fail {
-                        *this.done = true;
-                        return Poll::Ready(Some(Err(err)));
+                if let (Some(grpc), Some(trailers)) = (&this.config.grpc, frame.trailers_ref()) {
+                    *this.status_seen |= trailers.contains_key(GRPC_STATUS);
+                    if let Some((class, status)) = grpc.classify_trailers(trailers) {
+                        let err = fail(this.config, class, Box::new(status));
+                        if this.config.trailers_fail {
+                            *this.done = true;
+                            return Poll::Ready(Some(Err(err)));
+                        }
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -389,6 +428,11 @@ where
             }
             Poll::Ready(None) => {
                 *this.done = true;
+                if let Some(grpc) = &this.config.grpc
+                    && !*this.status_seen
+                {
+                    return ended_without_status(this.config, grpc);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use palisade_breaker::{BreakerHandle, Permit, Refusal, State as BreakerState};
-use palisade_core::{BoxError, Class, Classified, FailedResponse, class_of};
+use palisade_core::{BoxError, Category, Class, Classified, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::grpc::GrpcClassifier;
+use crate::grpc::{Code, GRPC_STATUS, GrpcClassifier};
 
 /// A circuit breaker for streamed responses: see [`StreamBreaker`].
 #[derive(Clone, Debug)]
@@ -69,6 +69,7 @@ impl<S> Layer<S> for StreamBreakerLayer {
 /// | its body ends (`None`, or a frame after which the body says it has ended), or has already ended when the head arrives (a 204, a `HEAD`, an empty body) | a success |
 /// | its body yields an error | that error's class ([`class_of`]: the guard's timeouts are `Timeout`, a reset is `Network`) |
 /// | its trailers carry a failing `grpc-status` (with [`StreamBreakerLayer::grpc_trailers`]) | that code's class |
+/// | with [`StreamBreakerLayer::grpc_trailers`], its body ends without a `grpc-status`, after a `200` head without one (a stream a proxy cut short; tonic and grpc-go read it so) | `UNKNOWN`'s class |
 /// | its body is dropped before any of these (the caller stopped reading) | a cancellation, judged by the breaker's [`CancelPolicy`](palisade_breaker::CancelPolicy) (ignored by default) |
 /// | the inner service panics in its future or its body (the panic drops them) | a cancellation, as above |
 /// | the inner service panics in `call`, before it made a future | nothing: the call never started (a probe gives its slot back) |
@@ -439,20 +440,27 @@ where
                 let permit = permit.take().expect(POLLED_AFTER_COMPLETION);
                 Poll::Ready(match result {
                     Ok(response) => {
+                        let grpc = grpc.take();
+                        // A gRPC call's final status: in the head (trailers-only), or not to
+                        // be read from the body (a failing HTTP status); else it must come in
+                        // the trailers.
+                        let status_seen = grpc.is_none()
+                            || response.status() != http::StatusCode::OK
+                            || response.headers().contains_key(GRPC_STATUS);
                         // A body that has already ended (a 204, a HEAD, `content-length: 0`)
                         // leaves nothing to wait for, and a caller that reads the status only
-                        // drops it unpolled: the call succeeded now.
+                        // drops it unpolled: the call is judged now.
                         let permit = if response.body().is_end_stream() {
-                            permit.success();
+                            judge(&mut Some(permit), ended(grpc.as_ref(), status_seen));
                             None
                         } else {
                             Some(permit)
                         };
-                        let grpc = grpc.take();
                         Ok(response.map(|inner| JudgedBody {
                             inner,
                             permit,
                             grpc,
+                            status_seen,
                         }))
                     }
                     Err(e) => {
@@ -502,6 +510,7 @@ fn unjudged<B>(failed: FailedResponse<Response<B>>) -> FailedResponse<Response<J
         inner,
         permit: None,
         grpc: None,
+        status_seen: true,
     });
     let rebuilt = FailedResponse::new(response, class);
     match summary {
@@ -521,6 +530,8 @@ pin_project! {
         inner: B,
         permit: Option<Permit>,
         grpc: Option<GrpcClassifier>,
+        // Whether the call's `grpc-status` was read or is not to be looked for (see `ended`).
+        status_seen: bool,
     }
 }
 
@@ -536,6 +547,19 @@ impl<B> JudgedBody<B> {
     /// The inner body.
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+}
+
+/// The outcome of a body that ended: a success, but for a gRPC call (`grpc`) whose final
+/// status was never read, which failed with `UNKNOWN`, as tonic and grpc-go read it (gRPC over
+/// HTTP/2 requires the status; a stream a proxy cut short ends so).
+fn ended(grpc: Option<&GrpcClassifier>, status_seen: bool) -> Option<Class> {
+    match grpc {
+        Some(grpc) if !status_seen => Some(
+            grpc.classify_code(Code::Unknown)
+                .unwrap_or_else(|| Class::new(Category::ServerError)),
+        ),
+        _ => None,
     }
 }
 
@@ -564,14 +588,15 @@ where
         let mut this = self.project();
         Poll::Ready(match ready!(this.inner.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => {
-                if let (Some(grpc), Some(trailers)) = (&*this.grpc, frame.trailers_ref())
-                    && let Some((class, _)) = grpc.classify_trailers(trailers)
-                {
-                    judge(this.permit, Some(class));
+                if let (Some(grpc), Some(trailers)) = (&*this.grpc, frame.trailers_ref()) {
+                    *this.status_seen |= trailers.contains_key(GRPC_STATUS);
+                    if let Some((class, _)) = grpc.classify_trailers(trailers) {
+                        judge(this.permit, Some(class));
+                    }
                 }
                 // A body that knows it has ended may never be polled again.
                 if this.inner.is_end_stream() {
-                    judge(this.permit, None);
+                    judge(this.permit, ended(this.grpc.as_ref(), *this.status_seen));
                 }
                 Some(Ok(frame))
             }
@@ -581,7 +606,7 @@ where
                 Some(Err(e))
             }
             None => {
-                judge(this.permit, None);
+                judge(this.permit, ended(this.grpc.as_ref(), *this.status_seen));
                 None
             }
         })

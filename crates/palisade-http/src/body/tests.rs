@@ -1222,6 +1222,92 @@ async fn grpc_trailers_are_reported_and_passed_through_or_failed() {
     assert!(collect(guarded(layer, ok).await).await.is_ok());
 }
 
+/// A gRPC body that ends without a `grpc-status` (no trailers, or trailers without one) after a
+/// head without one failed with `UNKNOWN`, as tonic and grpc-go read it: a stream a proxy cut
+/// short ends so. A status in the head (trailers-only), or a head that failed, needs none.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_body_that_ends_without_a_status_failed() {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let r = reports.clone();
+    let layer = GuardLayer::new()
+        .grpc_trailers(GrpcClassifier::new())
+        .on_failure(move |class, err| r.lock().unwrap().push((class.category, err.to_string())));
+    let cut = || Script::data(&["\0\0\0\0\0"]);
+    let without = || {
+        Script::new(vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Ok(Frame::trailers(trailers(&[("x-other", "1")]))),
+        ])
+    };
+    // Passed through, but reported.
+    collect(guarded(layer.clone(), cut()).await).await.unwrap();
+    collect(guarded(layer.clone(), without()).await)
+        .await
+        .unwrap();
+    let seen = reports.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(c, e)| *c == Category::ServerError && e.starts_with("gRPC UNKNOWN")),
+        "{seen:?}"
+    );
+    // The body's error with trailers_as_errors.
+    let err = collect(guarded(layer.clone().trailers_as_errors(true), cut()).await)
+        .await
+        .unwrap_err();
+    assert_eq!(class_of(&err).category, Category::ServerError);
+    // A status in the trailers, OK or not, is the call's: nothing more is reported.
+    let ok = Script::new(vec![Ok(Frame::trailers(trailers(&[("grpc-status", "0")])))]);
+    collect(guarded(layer.clone(), ok).await).await.unwrap();
+    assert_eq!(reports.lock().unwrap().len(), 3); // the trailers_as_errors run above
+    // Without grpc_trailers, a body is not read as gRPC.
+    collect(guarded(GuardLayer::new().trailers_as_errors(true), cut()).await)
+        .await
+        .unwrap();
+    // A status in the head (trailers-only), or a head that failed, leaves the body nothing to
+    // say.
+    for (status, header) in [(200, Some("14")), (503, None)] {
+        let svc =
+            layer
+                .clone()
+                .trailers_as_errors(true)
+                .layer(service_fn(move |_: ()| async move {
+                    let mut response = Response::builder().status(status);
+                    if let Some(code) = header {
+                        response = response.header("grpc-status", code);
+                    }
+                    Ok::<_, Infallible>(response.body(Script::data(&[])).unwrap())
+                }));
+        let body = svc.oneshot(()).await.unwrap().into_body();
+        collect(body).await.unwrap();
+    }
+    assert_eq!(reports.lock().unwrap().len(), 3);
+}
+
+/// The stream breaker reads a gRPC body that ends without a `grpc-status` as a failed call
+/// (`UNKNOWN`), and one with an OK status in its trailers as a success.
+#[tokio::test(start_paused = true)]
+async fn a_stream_breaker_counts_a_grpc_body_without_a_status_as_failed() {
+    let breaker = stream_breaker(10);
+    let handle = breaker.handle();
+    let ok = || Script::new(vec![Ok(Frame::trailers(trailers(&[("grpc-status", "0")])))]);
+    let cut = || Script::data(&["\0\0\0\0\0"]);
+    let mut svc = StreamBreakerLayer::new(handle.clone())
+        .grpc_trailers(GrpcClassifier::new())
+        .layer(scripted(vec![ok(), cut(), Script::data(&[])]));
+    for expected in [(1, 0), (1, 1), (1, 2)] {
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        collect(r.into_body()).await.unwrap();
+        let m = handle.metrics();
+        assert_eq!((m.successes, m.failures), expected);
+    }
+    // Not read as gRPC, a body that ends is a success.
+    let mut plain = StreamBreakerLayer::new(handle.clone()).layer(scripted(vec![cut()]));
+    let r = plain.ready().await.unwrap().call(()).await.unwrap();
+    collect(r.into_body()).await.unwrap();
+    assert_eq!(handle.metrics().successes, 2);
+}
+
 /// A `grpc-status` in the trailers that is there but cannot be read (not a number, empty, not
 /// UTF-8, signed, with a space inside) is `UNKNOWN`, a failure, to the guard and to the stream
 /// breaker, not the success of a body that ended.
