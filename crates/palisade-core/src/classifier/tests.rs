@@ -921,3 +921,22 @@ fn hint_numbers_inside_dates_times_and_longer_numbers() {
     }
     assert_eq!(wrong, []);
 }
+
+/// Only a number grouped in threes after a first group of one to three digits loses its
+/// commas: whatever a user's hint pattern captures, a list or a decimal comma stays as it is
+/// (and reads as no number).
+#[test]
+fn only_numbers_grouped_in_thousands_are_ungrouped() {
+    for (grouped, plain) in [
+        ("2,000", "2000"),
+        ("1,000,000.5", "1000000.5"),
+        ("999,999", "999999"),
+    ] {
+        assert_eq!(super::ungrouped(grouped), plain);
+    }
+    for kept in [
+        "12,34", "1234,567", "1,0000", "a,000", "1,00a", ",000", "30",
+    ] {
+        assert_eq!(super::ungrouped(kept), kept);
+    }
+}
