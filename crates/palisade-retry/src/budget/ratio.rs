@@ -180,7 +180,7 @@ impl RatioBudget {
         self.per_request.load(Ordering::Relaxed) as f64 / MICRO as f64
     }
 
-    /// Changes `ratio` and `min_per_second` in place, keeping the requests and retries counted
+    /// Changes `ratio`, `min_per_second` and `floor_per_second` in place, keeping the requests and retries counted
     /// in the window: the balance is recomputed from them under the new settings (see the
     /// result). `f` gets a builder holding the current settings and returns the new ones; they
     /// are checked as [`build`](RatioBudgetBuilder::build) checks them, and nothing changes

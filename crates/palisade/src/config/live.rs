@@ -63,8 +63,12 @@ impl PresetConfig {
 /// |---|---|---|
 /// | `[breaker]` | yes, for every call from the next one | state, open period, back-off, failure streak, the window when its kind and size are the same ([`BreakerHandle::reconfigure`]) |
 /// | `[retry.budget]` `ratio`, `min_per_second`, `floor_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
-/// | `[route]` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
-/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `[retry.budget]` `ttl`, `[[endpoints]]`, `[features]` | no: build a new stack | — |
+/// | `[route]` but `seed` and `slow_start` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
+/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `[retry.budget]` `ttl`, `[route]` `seed` (a running router keeps its random sequence) and `slow_start` (it applies to endpoints discovered later; the file's are there from the start), `[[endpoints]]`, `[features]` | no: build a new stack | — |
+///
+/// The result, and its one `tracing` event (`preset reconfigured`), say which live keys
+/// changed ([`PresetReconfigured::changed`]), what each part kept and reset, and which keys
+/// need a new stack.
 ///
 /// The parts that are not live are read once per stack, on the per-call path; making them
 /// live would cost every call a load, so they are not (the happy path of the preset takes no
@@ -213,12 +217,45 @@ impl PresetHandle {
         differs("features", config.features != old.features);
         let route_changed = config.route != old.route;
         differs("route", route_changed && self.route.is_none());
+        if self.route.is_some() {
+            // A running router takes every `[route]` key but these: its random sequence is
+            // drawn from the seed it was built with, and slow start applies to endpoints
+            // discovered later, where the file's are all there from the start.
+            let (new, was) = (
+                config.route.unwrap_or_default(),
+                old.route.unwrap_or_default(),
+            );
+            differs("route.seed", new.seed != was.seed);
+            differs("route.slow_start", new.slow_start != was.slow_start);
+        }
+        // The live keys whose new values the running stack takes.
+        let b = config.retry.budget;
+        let ob = old.retry.budget;
+        let mut changed = Vec::new();
+        for (key, differ) in [
+            ("breaker", config.breaker != old.breaker),
+            ("retry.budget.ratio", b.ratio != ob.ratio),
+            (
+                "retry.budget.min_per_second",
+                b.min_per_second != ob.min_per_second,
+            ),
+            (
+                "retry.budget.floor_per_second",
+                b.floor_per_second != ob.floor_per_second,
+            ),
+            ("retry.budget.max_tokens", b.max_tokens != ob.max_tokens),
+            ("retry.budget.token_ratio", b.token_ratio != ob.token_ratio),
+            ("route", route_changed && self.route.is_some()),
+        ] {
+            if differ {
+                changed.push(key);
+            }
+        }
         // Everything is valid: from here on nothing can be refused.
         let breaker = self
             .breaker
             .reconfigure(config.breaker)
             .map_err(|e| super::breaker_error(e, &config.breaker))?;
-        let b = config.retry.budget;
         let budget = self
             .budget
             .budget()
@@ -255,6 +292,7 @@ impl PresetHandle {
             running.route = config.route;
         }
         let done = PresetReconfigured {
+            changed,
             breaker,
             budget,
             throttle,
@@ -264,6 +302,7 @@ impl PresetHandle {
         tracing::info!(
             target: "palisade",
             name = %running.name,
+            changed = %done.changed.join(", "),
             reset = %done,
             "preset reconfigured"
         );
@@ -275,6 +314,10 @@ impl PresetHandle {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct PresetReconfigured {
+    /// The keys whose new values the running stack took (`breaker` for any of its keys,
+    /// `retry.budget.ratio` and the budget's other keys each by name, `route` for any of the
+    /// router's); empty when nothing live changed.
+    pub changed: Vec<&'static str>,
     /// The breaker: its state, kept, and what could not be.
     pub breaker: Reconfigured,
     /// The retry budget's balance before and after its new ratio and reserve.
@@ -289,8 +332,13 @@ pub struct PresetReconfigured {
 }
 
 impl fmt::Display for PresetReconfigured {
-    /// One line: breaker, budget, throttle, router, and what needs a rebuild.
+    /// One line: what changed, breaker, budget, throttle, router, and what needs a rebuild.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changed.is_empty() {
+            f.write_str("nothing live changed; ")?;
+        } else {
+            write!(f, "changed: {}; ", self.changed.join(", "))?;
+        }
         write!(
             f,
             "breaker ({}): {}; budget: {}; throttle: {}",

@@ -213,4 +213,58 @@ async fn the_router_is_reconfigured_when_given_and_listed_otherwise() {
         handle.config().route.unwrap().cooldown,
         Duration::from_secs(7)
     );
+    assert_eq!(done_changed(&handle, |_| {}), Vec::<&str>::new());
+    // The keys a running router does not take are listed for a rebuild, the others applied.
+    let mut next = handle.config();
+    let route = next.route.as_mut().unwrap();
+    route.seed += 1;
+    route.slow_start = !route.slow_start;
+    route.cooldown = Duration::from_secs(3);
+    let done = handle.reconfigure(next).unwrap();
+    assert_eq!(done.needs_rebuild, ["route.seed", "route.slow_start"]);
+    assert_eq!(done.changed, ["route"]);
+    assert_eq!(router.config().cooldown, Duration::from_secs(3));
+}
+
+/// The keys a reconfigure with `change` applied to the running stack.
+fn done_changed(
+    handle: &super::PresetHandle,
+    change: impl FnOnce(&mut PresetConfig),
+) -> Vec<&'static str> {
+    let mut next = handle.config();
+    change(&mut next);
+    handle.reconfigure(next).unwrap().changed
+}
+
+/// The result and the event say which live keys changed; a file that changes none says so.
+#[tokio::test(start_paused = true)]
+async fn a_reconfigure_says_what_changed() {
+    let (_preset, handle) = config("").build_with_handle().unwrap();
+    let events = palisade_test::Events::start();
+    let changed = done_changed(&handle, |c| {
+        c.breaker.open_duration = Duration::from_secs(2);
+        c.breaker.max_open_duration = Duration::from_secs(2);
+        c.retry.budget.ratio = 0.05;
+    });
+    assert_eq!(changed, ["breaker", "retry.budget.ratio"]);
+    let event = events.with_message("preset reconfigured");
+    assert_eq!(
+        event[0].field("changed"),
+        Some("breaker, retry.budget.ratio")
+    );
+    assert!(
+        event[0]
+            .field("reset")
+            .unwrap()
+            .starts_with("changed: breaker, retry.budget.ratio; "),
+        "{:?}",
+        event[0]
+    );
+    // The same file again: nothing live changed.
+    let done = handle.reconfigure(handle.config()).unwrap();
+    assert!(done.changed.is_empty());
+    assert!(
+        done.to_string().starts_with("nothing live changed; "),
+        "{done}"
+    );
 }
