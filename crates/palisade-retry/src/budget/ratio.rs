@@ -180,13 +180,14 @@ impl RatioBudget {
         self.per_request.load(Ordering::Relaxed) as f64 / MICRO as f64
     }
 
-    /// Changes `ratio`, `min_per_second` and `floor_per_second` in place, keeping the requests and retries counted
-    /// in the window: the balance is recomputed from them under the new settings (see the
-    /// result). `f` gets a builder holding the current settings and returns the new ones; they
-    /// are checked as [`build`](RatioBudgetBuilder::build) checks them, and nothing changes
-    /// if one is refused. Requests and withdrawals racing the change are counted, never lost
-    /// (a withdrawal at that very instant may be judged by part of each). One `tracing` event (target
-    /// `palisade_retry`, `retry budget reconfigured`) gives the balance before and after.
+    /// Changes `ratio`, `min_per_second` and `floor_per_second` in place, keeping the requests
+    /// and retries counted in the window: the balance is recomputed from them under the new
+    /// settings (see the result). `f` gets a builder holding the current settings and returns
+    /// the new ones; they are checked as [`build`](RatioBudgetBuilder::build) checks them, and
+    /// nothing changes if one is refused. Requests and withdrawals racing the change are
+    /// counted, never lost (a withdrawal at that very instant may be judged by part of each).
+    /// One `tracing` event (target `palisade_retry`, `retry budget reconfigured`) gives the
+    /// balance before and after.
     ///
     /// The window (`ttl`) cannot change in place: the counts are kept in slots of `ttl / 10`;
     /// build a new budget for another window.
