@@ -1306,6 +1306,27 @@ mod tests {
             let (code, _, message) = status(err);
             assert_eq!((code, message.as_str()), want);
         }
+        // Each by its type, whatever class a layer above gave it.
+        let judged = |err: BoxError| -> BoxError {
+            Box::new(Classified::new(Class::new(Category::Validation), err))
+        };
+        for (err, code) in [
+            (judged(Box::new(open())), 14),
+            (
+                judged(Box::new(NoHealthyEndpoint { retry_after: None })),
+                14,
+            ),
+            (
+                judged(Box::new(FeatureOff {
+                    feature: "search".to_owned(),
+                })),
+                14,
+            ),
+            (judged(Box::new(DeadlineExceeded::with_limit(ms(200)))), 4),
+            (judged(Box::new(Elapsed::with_limit(ms(250)))), 4),
+        ] {
+            assert_eq!(status(err).0, code);
+        }
         // Any other error, by its class.
         let classified =
             |class: Class| -> BoxError { Box::new(Classified::new(class, "it failed")) };
