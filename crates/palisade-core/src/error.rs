@@ -140,11 +140,21 @@ impl<R> FailedResponse<R> {
 
 impl<R: Send + 'static> FailedResponse<R> {
     /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`, or
-    /// a [`Classified`] around one (a classifier above judged it again, with another class);
-    /// any other error comes back unchanged.
+    /// a [`Classified`] around one (a classifier above judged it again, with another class),
+    /// or an [`AfterTimeouts`](crate::failure::AfterTimeouts) around either (a retry's final
+    /// error after timed-out attempts); any other error comes back unchanged.
     pub fn restore(err: BoxError) -> Result<R, BoxError> {
         let err = match err.downcast::<FailedResponse<R>>() {
             Ok(failed) => return Ok(failed.into_response()),
+            Err(err) => err,
+        };
+        let err = match err.downcast::<crate::failure::AfterTimeouts>() {
+            Ok(after) => {
+                let timeouts = after.timeouts();
+                return Self::restore(after.into_inner()).map_err(|inner| {
+                    Box::new(crate::failure::AfterTimeouts::new(timeouts, inner)) as BoxError
+                });
+            }
             Err(err) => err,
         };
         match err.downcast::<Classified>() {

@@ -17,6 +17,7 @@
 //! | [`FallbackFailed`] | palisade-fallback | the original failure's, not retryable |
 //! | [`FeatureOff`] | palisade-fallback's switchboard | `Rejected`, not retryable |
 //! | [`Injected`] | palisade-chaos | the class the fault was given |
+//! | [`AfterTimeouts`] | palisade-retry, around a final error that followed timed-out attempts | the wrapped error's (transparent) |
 
 use std::error::Error;
 use std::fmt;
@@ -428,6 +429,92 @@ impl Error for FallbackFailed {
 impl HasClass for FallbackFailed {
     fn class(&self) -> Class {
         class_of(&self.original).with_retryable(false)
+    }
+}
+
+// ---- palisade-retry ----
+
+/// The final error of a request some of whose earlier attempts timed out: palisade-retry wraps
+/// the error it gives up with in this when at least one attempt before the last failed with
+/// [`Category::Timeout`] and the final error is not a timeout itself (which says so on its
+/// own).
+///
+/// A timed-out attempt may have reached the other side and taken effect there (only its
+/// answer was late), so a caller that must know whether a non-idempotent call may have
+/// happened cannot read it from the last attempt's error alone (an HTTP 500 after a timeout
+/// does not say the timed-out attempt did nothing). [`find`](Self::find) looks for this in an
+/// error's chain.
+///
+/// It is transparent: displayed as the wrapped error, whose error it is as
+/// [`source`](Error::source), and without a class of its own, so [`class_of`] reads the wrapped
+/// error's class exactly as if it were not there. A `downcast_ref` on the returned error
+/// itself finds this type, not the wrapped one: use [`inner`](Self::inner), or walk the
+/// chain. It is made on the failure path only, after a retry: a first attempt's error, and
+/// every error of a request with no timed-out attempt before its last, are returned as they
+/// are.
+///
+/// ```
+/// use palisade_core::failure::AfterTimeouts;
+/// use palisade_core::{BoxError, class_of};
+///
+/// let last: BoxError = "HTTP 500 internal server error".into();
+/// let class = class_of(&last);
+/// let err: BoxError = Box::new(AfterTimeouts::new(1, last));
+/// assert_eq!(err.to_string(), "HTTP 500 internal server error");
+/// assert_eq!(class_of(&err), class);
+/// assert_eq!(AfterTimeouts::find(&*err).map(AfterTimeouts::timeouts), Some(1));
+/// ```
+#[derive(Debug)]
+pub struct AfterTimeouts {
+    timeouts: u32,
+    inner: BoxError,
+}
+
+impl AfterTimeouts {
+    /// `inner`, the final error of a request `timeouts` of whose earlier attempts timed out.
+    pub fn new(timeouts: u32, inner: BoxError) -> Self {
+        AfterTimeouts { timeouts, inner }
+    }
+
+    /// How many attempts before the last timed out (at least 1 as palisade-retry makes it).
+    pub fn timeouts(&self) -> u32 {
+        self.timeouts
+    }
+
+    /// The final error, as the last attempt (or the retry layer) gave it.
+    pub fn inner(&self) -> &BoxError {
+        &self.inner
+    }
+
+    /// Unwraps the final error.
+    pub fn into_inner(self) -> BoxError {
+        self.inner
+    }
+
+    /// The first [`AfterTimeouts`] in the chain of `err` (`err` itself, then its sources).
+    pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a AfterTimeouts> {
+        std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source())
+            .take(64)
+            .find_map(|e| e.downcast_ref::<AfterTimeouts>())
+    }
+}
+
+impl fmt::Display for AfterTimeouts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl Error for AfterTimeouts {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.inner)
+    }
+}
+
+impl HasClass for AfterTimeouts {
+    /// The wrapped error's class.
+    fn class(&self) -> Class {
+        class_of(&self.inner)
     }
 }
 

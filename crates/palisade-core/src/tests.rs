@@ -493,3 +493,25 @@ mod context_parts {
         );
     }
 }
+
+/// A retry's final error after timed-out attempts keeps its failing response: `restore` finds
+/// it under the marker (and under a `Classified` inside it), and an error it cannot restore
+/// comes back still marked.
+#[test]
+fn a_failed_response_is_restored_from_under_the_timeouts_marker() {
+    use crate::failure::AfterTimeouts;
+    let failed = || FailedResponse::new(503u16, Class::new(Category::ServerError));
+    let marked = |inner: BoxError| -> BoxError { Box::new(AfterTimeouts::new(1, inner)) };
+    assert_eq!(
+        FailedResponse::<u16>::restore(marked(Box::new(failed()))).unwrap(),
+        503
+    );
+    let judged: BoxError = Box::new(Classified::new(Class::new(Category::Network), failed()));
+    assert_eq!(FailedResponse::<u16>::restore(marked(judged)).unwrap(), 503);
+    let other = FailedResponse::<u16>::restore(marked("connection reset".into())).unwrap_err();
+    assert_eq!(
+        AfterTimeouts::find(&*other).map(AfterTimeouts::timeouts),
+        Some(1)
+    );
+    assert_eq!(other.to_string(), "connection reset");
+}

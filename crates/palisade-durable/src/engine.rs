@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use palisade_core::{Category, Class, ConfigError};
+use palisade_core::{BoxError, Category, Class, ConfigError};
 use palisade_retry::{Backoff, Jitter};
 use tower::ServiceExt;
 
@@ -40,6 +40,9 @@ pub(crate) struct Writer {
     store: Arc<dyn Store>,
     owner: String,
     lease: Duration,
+    /// When the claim was last secured by this writer's journal entry: when the entry was
+    /// *sent* (the store sets the lease from the sender's clock then), by tokio's clock.
+    secured: Option<tokio::time::Instant>,
     pub(crate) info: SagaInfo,
 }
 
@@ -54,6 +57,7 @@ impl Writer {
             store,
             owner,
             lease,
+            secured: None,
             info,
         }
     }
@@ -62,14 +66,25 @@ impl Writer {
     /// [`SagaError::LeaseLost`] if another process took the saga over meanwhile (the work is
     /// then dropped, its outcome not journaled).
     async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
-        lease::renewing(&*self.store, &self.info.id, &self.owner, self.lease, work)
-            .await
-            .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
+        let secured = self.secured.unwrap_or_else(tokio::time::Instant::now);
+        lease::renewing(
+            &*self.store,
+            &self.info.id,
+            &self.owner,
+            self.lease,
+            secured,
+            work,
+        )
+        .await
+        .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
     }
 
     /// Writes `event` to the journal (durably), then applies it.
     pub(crate) async fn log(&mut self, event: Event) -> Result<(), SagaError> {
         let state = event.state_after(self.info.state);
+        // Taken before the append: the lease the entry sets runs from when it was sent, not
+        // from when the store answered (a slow write must not stretch the heartbeat's deadline).
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let append = Append::new(
             self.info.id.clone(),
@@ -84,6 +99,7 @@ impl Writer {
         )
         .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
         self.store.append(append).await?;
+        self.secured = Some(sent);
         self.info
             .apply(&event)
             .map_err(|reason| SagaError::Inconsistent {
@@ -117,14 +133,26 @@ impl Writer {
 ///   [idempotent](crate::saga::Step::idempotent) (with the same idempotency key); otherwise
 ///   it may have taken effect, so it fails as *interrupted* and is compensated like a
 ///   completed step (its compensation gets `output: None`), or escalated if it has no
-///   compensation;
+///   compensation. An idempotent step is repeated only until
+///   [`compensation_attempts`](SagasBuilder::compensation_attempts) of its attempts (default
+///   5) have started with no outcome: one that takes the process down every time (a panic on
+///   a poisonous input, an out-of-memory kill) then fails as interrupted too, and is
+///   compensated or escalated, instead of being run by every recovery forever;
 /// * a step that fails with an error of class [`Category::Timeout`] (as
 ///   [`class_of`](palisade_core::class_of) reads it: the error of palisade's timeout layer,
 ///   or any error that says it is a timeout) fails as *interrupted* too, idempotent or not: a
 ///   call cut off by a timeout may have reached the other side and taken effect there, only
 ///   its answer was late, so its outcome is unknown, exactly as with a crash. It is
-///   compensated (with `output: None`), or escalated if it has no compensation. Any other
-///   error says the step failed before taking effect: it is not compensated;
+///   compensated (with `output: None`), or escalated if it has no compensation. A timeout
+///   anywhere in the error's chain counts (a wrapper of the step's own does not hide it), and
+///   so does a timed-out *earlier* attempt of a retry: palisade-retry wraps the final error
+///   of a request some of whose earlier attempts timed out in
+///   [`AfterTimeouts`](palisade_core::failure::AfterTimeouts), so a non-idempotent step
+///   behind palisade's retry (a preset) whose first attempt timed out and whose last answered
+///   HTTP 500 is uncertain too, not failed: a retry around a non-idempotent step keeps this
+///   guarantee. (A retry layer of another crate must not retry a non-idempotent step after a
+///   timeout, or must say so in its error likewise.) Any other error says the step failed
+///   before taking effect: it is not compensated;
 /// * an idempotent step repeated after a crash whose repeat fails fails as *interrupted*,
 ///   whatever the repeat's error: the attempt the crash cut off may have taken effect, and
 ///   the repeat's failure does not say it did not. It is compensated, or escalated;
@@ -207,7 +235,9 @@ impl SagasBuilder {
         what: "sagas",
         work: "a step or a compensation runs",
         /// How many times a compensation is tried before it is escalated (default 5, at
-        /// least 1).
+        /// least 1). It also bounds how many attempts of an idempotent step are started
+        /// with no outcome (each one interrupted by a crash) before the step is treated as
+        /// possibly done (see *Write-ahead*).
         attempts: compensation_attempts,
         /// The delay between compensation attempts (default: 100 ms doubling to 10 s,
         /// ±10 %).
@@ -254,18 +284,36 @@ pub struct Recovery {
 ///
 /// * its class is [`Category::Timeout`]: the call was cut off while the other side may have
 ///   done the work, only the answer was late, exactly as with a crash;
+/// * an error anywhere in its chain (`err` itself or a source) is of class
+///   [`Category::Timeout`]: a wrapper of the step's own does not hide a timeout below it;
+/// * it is the final error of a retry some of whose earlier attempts timed out
+///   ([`AfterTimeouts`](palisade_core::failure::AfterTimeouts), which palisade-retry wraps it
+///   in): the attempt the timeout cut off may have taken effect, whatever the last attempt
+///   (an HTTP 500, say) answered;
 /// * it is a repeat (`attempt` above 1: an idempotent step repeated because a crash
 ///   interrupted the attempt before it): whatever the repeat says, the interrupted attempt
 ///   may have taken effect, and a failing repeat does not say it did not.
-fn may_have_taken_effect(error: &ErrorRecord, attempt: u32) -> bool {
-    error.class.category == Category::Timeout || attempt > 1
+fn may_have_taken_effect(error: &ErrorRecord, err: &BoxError, attempt: u32) -> bool {
+    if error.class.category == Category::Timeout || attempt > 1 {
+        return true;
+    }
+    let chain = std::iter::successors(Some(&**err as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .take(64);
+    palisade_core::failure::AfterTimeouts::find(&**err).is_some()
+        || chain
+            .into_iter()
+            .any(|e| palisade_core::class_of_dyn(e).category == Category::Timeout)
 }
 
 /// What to do next, decided from the journal alone.
 #[derive(Debug, PartialEq)]
 enum Action {
     Run(usize, u32),
-    Interrupt(usize),
+    /// Step `.0` was started and has no outcome: it may have taken effect. `.1`: it is
+    /// idempotent, but its repeats after crashes are spent.
+    Interrupt(usize, bool),
     Compensate(usize, u32),
     Escalate(usize, EscalationReason),
     Finish(SagaState),
@@ -326,10 +374,17 @@ fn next_action(
         for (i, s) in info.steps.iter().enumerate() {
             match s.status {
                 StepStatus::Completed => continue,
-                StepStatus::Started if def.steps[i].idempotent => {
+                // An attempt with no outcome journaled took the process down (or the process
+                // died of something else meanwhile): an idempotent step is repeated, but only
+                // until `max_attempts` attempts have started, so that one that crashes the
+                // process every time (a panic on a poisonous input) is not run by every
+                // recovery forever. Then it is treated as possibly done.
+                StepStatus::Started if def.steps[i].idempotent && s.attempts < max_attempts => {
                     return Ok(Action::Run(i, next_attempt(info, i, s.attempts, false)?));
                 }
-                StepStatus::Started => return Ok(Action::Interrupt(i)),
+                StepStatus::Started => {
+                    return Ok(Action::Interrupt(i, def.steps[i].idempotent));
+                }
                 _ => return Ok(Action::Run(i, 1)),
             }
         }
@@ -828,7 +883,7 @@ impl Sagas {
                         Ok(output) => w.log(Event::StepCompleted { step: i, output }).await?,
                         Err(e) => {
                             let error = ErrorRecord::of(&e, now_ms());
-                            let interrupted = may_have_taken_effect(&error, attempt);
+                            let interrupted = may_have_taken_effect(&error, &e, attempt);
                             if interrupted {
                                 tracing::warn!(saga = %id, step = i, attempt, class = %error.class,
                                     error = %error.message,
@@ -846,15 +901,28 @@ impl Sagas {
                         }
                     }
                 }
-                Action::Interrupt(i) => {
-                    tracing::warn!(saga = %id, step = i,
-                        "step was interrupted and is not idempotent; treating it as possibly done");
+                Action::Interrupt(i, repeats_spent) => {
+                    let message = if repeats_spent {
+                        tracing::warn!(saga = %id, step = i, attempts = w.info.steps[i].attempts,
+                            "idempotent step interrupted on every attempt; treating it as \
+                             possibly done");
+                        format!(
+                            "interrupted: the process stopped before the step's outcome was \
+                             journaled on each of its {} attempts (the step may take the process \
+                             down), and it is not repeated again",
+                            w.info.steps[i].attempts
+                        )
+                    } else {
+                        tracing::warn!(saga = %id, step = i,
+                            "step was interrupted and is not idempotent; treating it as possibly done");
+                        "interrupted: the process stopped before the step's outcome was \
+                         journaled, and the step is not idempotent"
+                            .to_owned()
+                    };
                     w.log(Event::StepFailed {
                         step: i,
                         error: ErrorRecord {
-                            message: "interrupted: the process stopped before the step's outcome \
-                                      was journaled, and the step is not idempotent"
-                                .into(),
+                            message,
                             class: Class::new(Category::Unknown).with_retryable(false),
                             at_ms: now_ms(),
                         },

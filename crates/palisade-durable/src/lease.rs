@@ -49,15 +49,17 @@ pub(crate) fn relied_on(lease: Duration) -> Duration {
 ///
 /// A claim counts as secured when the renewal that extended it was *sent* (the store sets its
 /// end to the sender's `now + lease`), whatever time the answer took. The claim held when
-/// `renewing` is called must have been secured just before, by the caller's journal entry or
-/// claim (each sets a whole lease from the sender's clock, as the engine and the coordinator
-/// do before every step, compensation, backoff and phase): it counts as secured at the call.
+/// `renewing` is called was secured at `secured`: when the caller's journal entry or claim
+/// that set a whole lease from the sender's clock was *sent* (as the engine and the
+/// coordinator do before every step, compensation, backoff and phase), not when the store
+/// acknowledged it, so a slow write does not push the deadline past the lease the store
+/// holds. The first renewal is sent a third of a lease after `secured`, the deadline is
+/// [`relied_on`] after it.
 ///
 /// The margin (a quarter of the lease, 15 s of the default 60 s) is what that assumes about
 /// clocks: the store judges expiry by the wall clock of the process that takes over, this
 /// process its deadline by its own monotonic clock, so the takeover's wall clock must not run
-/// ahead of this process's by a quarter of a lease, less the time the caller's journal entry
-/// took to be written before this call. That is within the third of a lease to which the
+/// ahead of this process's by a quarter of a lease. That is within the third of a lease to which the
 /// builders' `lease` documentation asks processes to keep their clocks in step (NTP). Two
 /// renewals are tried before the deadline (at one and two thirds of the lease); if both fail,
 /// or the second has not answered by the deadline, the work is dropped even though the claim
@@ -68,14 +70,15 @@ pub(crate) async fn renewing<F: Future>(
     id: &str,
     owner: &str,
     lease: Duration,
+    secured: Instant,
     work: F,
 ) -> Result<F::Output, Lost> {
     let period = lease / 3;
     let lease_ms = crate::settings::millis(lease);
     let relied = relied_on(lease);
     let mut work = pin!(work);
-    let mut tick = pin!(tokio::time::sleep(period));
-    let mut deadline = pin!(tokio::time::sleep(relied));
+    let mut tick = pin!(tokio::time::sleep_until(secured + period));
+    let mut deadline = pin!(tokio::time::sleep_until(secured + relied));
     // The renewal in flight, and when it was sent.
     let mut renewal: Option<(Instant, BoxFuture<'_, Result<(), StoreError>>)> = None;
     let past_deadline = || {

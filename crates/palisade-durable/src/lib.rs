@@ -52,6 +52,14 @@
 //! # }
 //! ```
 //!
+//! A completed step with no compensation is kept as it is when a later step fails: the
+//! steps with compensations are undone, and the saga still ends
+//! [`Compensated`](SagaState::Compensated). Discarding a review item (`review discard`)
+//! abandons the saga where it stands: the escalated compensation and those of the earlier
+//! steps still waiting behind it are not run. A step or a compensation that panics
+//! propagates the panic out of [`Sagas::run`] and [`Sagas::recover`], as a crash would (the
+//! journal says where it stopped): spawn them (`tokio::spawn`) to keep the caller alive.
+//!
 //! # Checkpoints
 //!
 //! [`Checkpoints`](checkpoint::Checkpoints) save an agent's state as numbered versions with a

@@ -502,6 +502,8 @@ impl CoordinatorBuilder {
 struct TxWriter<'a> {
     c: &'a CoordInner,
     info: TxInfo,
+    /// When the claim was last secured by this writer's journal entry: when it was *sent*.
+    secured: Option<tokio::time::Instant>,
 }
 
 impl TxWriter<'_> {
@@ -509,9 +511,17 @@ impl TxWriter<'_> {
     /// transaction; a [`SagaError::LeaseLost`] if another process took it over meanwhile.
     async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
         let s = &self.c.settings;
-        lease::renewing(&*self.c.store, &self.info.id, &s.owner, s.lease, work)
-            .await
-            .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
+        let secured = self.secured.unwrap_or_else(tokio::time::Instant::now);
+        lease::renewing(
+            &*self.c.store,
+            &self.info.id,
+            &s.owner,
+            s.lease,
+            secured,
+            work,
+        )
+        .await
+        .map_err(|lease::Lost| SagaError::LeaseLost(self.info.id.clone()))
     }
 
     /// Applies `event` and writes it to the journal. On an error the writer is spent: every
@@ -526,6 +536,7 @@ impl TxWriter<'_> {
                 saga: self.info.id.clone(),
                 reason,
             })?;
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let state = self.info.state;
         let append = Append::new(
@@ -541,7 +552,10 @@ impl TxWriter<'_> {
         )
         .with_release(state.is_final());
         match self.c.store.append(append).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.secured = Some(sent);
+                Ok(())
+            }
             Err(StoreError::Conflict(_)) if seq == 0 => {
                 Err(crate::journal::taken(&*self.c.store, &self.info.id, KIND).await)
             }
@@ -592,6 +606,7 @@ impl Coordinator {
         let mut w = TxWriter {
             c: &self.inner,
             info: TxInfo::fresh(id, name.to_owned(), participants, payload),
+            secured: None,
         };
         w.log(start).await?;
 
@@ -761,6 +776,7 @@ impl Coordinator {
         let mut w = TxWriter {
             c: &self.inner,
             info,
+            secured: None,
         };
         if w.info.decision.is_none() {
             tracing::warn!(tx = %id, "no decision journaled: presumed abort");

@@ -366,6 +366,37 @@ async fn a_holder_that_cannot_renew_drops_its_step_before_its_lease_runs_out() {
     assert_eq!(*effects.lock().unwrap(), ["undo book"]);
 }
 
+/// The journal entry that secures the claim before the step is acknowledged late (after 4 s
+/// of a 10 s lease): the lease runs from when it was sent, and so does the heartbeat's
+/// deadline. A holder that cannot renew drops its step before the lease it relied on runs out,
+/// not three quarters of a lease after the slow write returned.
+#[tokio::test(start_paused = true)]
+async fn a_slow_journal_write_does_not_stretch_the_deadline() {
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Semaphore::new(0));
+    let store = Arc::new(Edgy::default());
+    let a = engine(store.clone(), "a", trip(&effects, Some(gate)));
+    store.partitioned.store(true, Ordering::SeqCst);
+    // Every entry is acknowledged 4 s after it was written: the saga's start (sent at 0 s,
+    // back at 4 s), then the step's start (sent at 4 s, back at 8 s).
+    store.slow_appends_ms.store(4_000, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let ra = a.run("trip", "t1", json!({})).await;
+    let gave_up = t0.elapsed();
+    assert!(
+        matches!(&ra, Err(SagaError::LeaseLost(id)) if id == "t1"),
+        "{ra:?}"
+    );
+    // Three quarters of the lease after the step's entry was sent (at 4 s), not after it was
+    // acknowledged (at 8 s).
+    let sent = Duration::from_secs(4);
+    assert!(
+        gave_up >= sent + LEASE * 2 / 3 && gave_up <= sent + LEASE * 3 / 4,
+        "a gave up after {gave_up:?}"
+    );
+    assert!(effects.lock().unwrap().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_renewal_followed_by_one_that_works_keeps_the_step() {
     let effects = Arc::new(Mutex::new(Vec::new()));

@@ -199,6 +199,113 @@ async fn a_timed_out_step_is_compensated() {
     assert_eq!(*outputs.lock().unwrap(), [None]);
 }
 
+/// A non-idempotent step behind a retry: attempt 1 is cut off by the per-attempt timeout
+/// after it charged the card, attempts 2 and 3 answer HTTP 500. The last error is not a
+/// timeout, but the first attempt may have taken effect: the step is uncertain and
+/// compensated (with no output), not failed before taking effect.
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_timed_out_before_a_server_error_is_compensated() {
+    let world = World::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let w = world.clone();
+    let charge = service_fn(move |r: StepRequest| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let w = w.clone();
+        async move {
+            if n == 0 {
+                w.lock()
+                    .unwrap()
+                    .push(format!("charged {}", r.idempotency_key));
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<Value, BoxError>(json!({"charge": "C-1"}))
+            } else {
+                Err("HTTP 500 internal server error".into())
+            }
+        }
+    });
+    let retry = palisade_retry::RetryLayer::builder()
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let charge = ServiceBuilder::new()
+        .layer(retry)
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .service(charge);
+    let sagas = Sagas::builder(Arc::new(MemoryStore::new()))
+        .define(
+            SagaDefinition::new(
+                "trip",
+                vec![
+                    Step::new("charge", charge).compensate(cancel(&world)),
+                    pay(),
+                ],
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let info = sagas.run("trip", "t1", json!({})).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        info.steps[0].status,
+        StepStatus::Uncertain,
+        "{:?}",
+        info.steps[0]
+    );
+    assert_eq!(info.state, SagaState::Compensated);
+    // The journal keeps the last attempt's error and class.
+    let error = info.steps[0].error.as_ref().unwrap();
+    assert_eq!(error.message, "HTTP 500 internal server error");
+    assert_ne!(error.class.category, palisade_core::Category::Timeout);
+    assert_eq!(*world.lock().unwrap(), ["charged t1/0", "cancelled t1/0"]);
+}
+
+/// An error of the step's own that wraps a timeout (its source) says the step may have taken
+/// effect too, whatever class the wrapper gives itself.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_below_a_classified_wrapper_is_compensated() {
+    #[derive(Debug)]
+    struct Wrapped(palisade_core::failure::Elapsed);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("tool call failed")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let world = World::default();
+    let step = service_fn(|_r: StepRequest| async {
+        let inner = Wrapped(palisade_core::failure::Elapsed::new());
+        let classified = palisade_core::Classified::new(
+            palisade_core::Class::new(palisade_core::Category::ServerError),
+            inner,
+        );
+        Err::<Value, BoxError>(Box::new(classified))
+    });
+    let sagas = Sagas::builder(Arc::new(MemoryStore::new()))
+        .define(
+            SagaDefinition::new(
+                "trip",
+                vec![Step::new("charge", step).compensate(cancel(&world)), pay()],
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let info = sagas.run("trip", "t1", json!({})).await.unwrap();
+    assert_eq!(
+        info.steps[0].status,
+        StepStatus::Uncertain,
+        "{:?}",
+        info.steps[0]
+    );
+    assert_eq!(*world.lock().unwrap(), ["cancelled t1/0"]);
+}
+
 /// Without a compensation, a timed-out step is escalated to a person.
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_step_without_compensation_is_escalated() {
@@ -394,6 +501,62 @@ async fn a_compensation_that_crashes_the_process_is_escalated_once_its_attempts_
     );
 }
 
+/// An idempotent step that takes the process down every time (a panic on a poisonous input)
+/// is repeated by recovery only until its attempts are spent; then it is treated as possibly
+/// done: compensated with the steps before it.
+#[tokio::test(start_paused = true)]
+async fn an_idempotent_step_that_crashes_the_process_is_repeated_a_bounded_number_of_times() {
+    let world = World::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let plan = Step::new(
+        "plan",
+        service_fn(|_r: StepRequest| async { Ok::<_, BoxError>(json!(1)) }),
+    )
+    .compensate(cancel(&world));
+    let llm = Step::new(
+        "llm",
+        service_fn(move |_r: StepRequest| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if calls_never_stop() {
+                    panic!("poisonous input");
+                }
+                Ok::<Value, BoxError>(json!(1))
+            }
+        }),
+    )
+    .idempotent()
+    .compensate(cancel(&world));
+    let sagas = Sagas::builder(Arc::new(MemoryStore::new()))
+        .compensation_attempts(3)
+        .define(SagaDefinition::new("trip", vec![plan, llm]).unwrap())
+        .build()
+        .unwrap();
+    let s = sagas.clone();
+    let run = tokio::spawn(async move { s.run("trip", "t1", json!({})).await });
+    assert!(run.await.unwrap_err().is_panic());
+    let mut ended_on = None;
+    for restart in 1..=5 {
+        let s = sagas.clone();
+        if let Ok(r) = tokio::spawn(async move { s.recover().await }).await {
+            ended_on.get_or_insert(restart);
+            let r = r.unwrap();
+            assert!(r.resumed.iter().all(|i| i.state == SagaState::Compensated));
+        }
+    }
+    // Attempts 2 and 3 on the first two restarts; the third gives up on the step.
+    assert_eq!(ended_on, Some(3));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let info = sagas.inspect("t1").await.unwrap();
+    assert_eq!(info.state, SagaState::Compensated);
+    assert_eq!(info.steps[1].status, StepStatus::Uncertain);
+    assert_eq!(info.steps[1].attempts, 3);
+    let message = &info.steps[1].error.as_ref().unwrap().message;
+    assert!(message.contains("each of its 3 attempts"), "{message}");
+    assert_eq!(*world.lock().unwrap(), ["cancelled t1/1", "cancelled t1/0"]);
+}
+
 /// Appends `events` as the journal of saga `s1` of definition `d`, claimed by nobody alive.
 async fn written_by_hand(store: &MemoryStore, events: Vec<Value>) {
     for (seq, e) in events.into_iter().enumerate() {
@@ -402,11 +565,11 @@ async fn written_by_hand(store: &MemoryStore, events: Vec<Value>) {
     }
 }
 
-/// A hand-edited (or corrupt) attempt number that leaves no next attempt is reported as an
-/// inconsistent journal naming the entry, not a panic; the saga is left as it is, and can
-/// still be inspected.
+/// A hand-edited (or corrupt) attempt number past the limit is not a panic nor a repeat: the
+/// step's repeats are spent, so it is treated as possibly done (escalated here, as it has no
+/// compensation), and never called.
 #[tokio::test(start_paused = true)]
-async fn an_attempt_number_with_no_next_is_an_inconsistent_journal() {
+async fn an_attempt_number_past_the_limit_is_not_repeated() {
     let store = MemoryStore::new();
     written_by_hand(
         &store,
@@ -435,21 +598,11 @@ async fn an_attempt_number_with_no_next_is_an_inconsistent_journal() {
         .await
         .expect("recover panicked")
         .unwrap();
-    assert!(r.resumed.is_empty());
-    assert_eq!(r.failed.len(), 1);
-    let (saga, error) = &r.failed[0];
-    assert_eq!(saga, "s1");
-    let SagaError::Inconsistent { reason, .. } = error else {
-        panic!("{error}");
-    };
-    assert!(
-        reason.contains("entry 1") && reason.contains(&u32::MAX.to_string()),
-        "{reason}"
-    );
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.resumed.len(), 1);
+    assert_eq!(r.resumed[0].state, SagaState::Escalated);
+    assert_eq!(r.resumed[0].steps[0].status, StepStatus::Uncertain);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
-    let info = sagas.inspect("s1").await.unwrap();
-    assert_eq!(info.steps[0].attempts, u32::MAX);
-    assert_eq!(info.journal.len(), 2);
 }
 
 /// An entry the journal cannot apply is named in the error.

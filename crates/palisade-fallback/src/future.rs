@@ -134,14 +134,11 @@ fn unanswered<R: Send + 'static>(
     if !restore {
         return Err(error(original));
     }
-    match original.downcast::<FailedResponse<R>>() {
-        Ok(failed) => {
-            let class = failed.class();
-            Ok(Answer::Restored {
-                response: failed.into_response(),
-                class,
-            })
-        }
+    // A retry's final error after timed-out attempts carries the failing response inside
+    // its marker.
+    let class = class_of(&original);
+    match FailedResponse::<R>::restore(original) {
+        Ok(response) => Ok(Answer::Restored { response, class }),
         Err(original) => Err(error(original)),
     }
 }

@@ -1408,3 +1408,28 @@ async fn tiered_strategies_are_a_chain() {
     assert!(answer.is_degraded());
     assert_eq!(answer.into_inner(), "primary: report 3");
 }
+
+/// A retry below that gave up after timed-out attempts marks its final error: a failing
+/// response inside the marker still comes back restored when no strategy answers.
+#[tokio::test]
+async fn a_failing_response_under_the_timeouts_marker_comes_back_restored() {
+    use palisade_core::FailedResponse;
+    use palisade_core::failure::AfterTimeouts;
+    let marked = service_fn(|s: u16| async move {
+        let failed = FailedResponse::new(s, Class::new(Category::ServerError));
+        Err::<u16, BoxError>(Box::new(AfterTimeouts::new(1, Box::new(failed))))
+    });
+    let failing = FromError(|_: Class, _: &BoxError| Err::<u16, BoxError>("no fallback".into()));
+    match FallbackLayer::new(failing)
+        .layer(marked)
+        .oneshot(503)
+        .await
+        .unwrap()
+    {
+        Answer::Restored { response, class } => {
+            assert_eq!(response, 503);
+            assert_eq!(class.category, Category::ServerError);
+        }
+        other => panic!("expected a restored response, got {other:?}"),
+    }
+}

@@ -17,7 +17,9 @@ use http::header::{
     CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, Response, StatusCode};
-use palisade_core::failure::{CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint};
+use palisade_core::failure::{
+    AfterTimeouts, CircuitOpen, FallbackFailed, FeatureOff, NoHealthyEndpoint,
+};
 use palisade_core::{BoxError, Category, Class, ConfigError, FailedResponse, class_of};
 use palisade_fallback::Answer;
 use pin_project_lite::pin_project;
@@ -209,6 +211,11 @@ impl Responder {
             Ok(response) => return response,
             Err(err) => err,
         };
+        // A retry's final error after timed-out attempts: answered as the error it carries.
+        let err = match err.downcast::<AfterTimeouts>() {
+            Ok(after) => after.into_inner(),
+            Err(err) => err,
+        };
         let err = match err.downcast::<FallbackFailed>() {
             Ok(failed) => {
                 let (original, _) = (*failed).into_parts();
@@ -228,6 +235,11 @@ impl Responder {
     }
 
     fn build<B: From<String>>(&self, err: &(dyn Error + 'static), class: Class) -> Response<B> {
+        // Under a retry's marker of timed-out attempts, the error it carries decides.
+        let err = match err.downcast_ref::<AfterTimeouts>() {
+            Some(after) => &**after.inner(),
+            None => err,
+        };
         let status =
             if err.is::<CircuitOpen>() || err.is::<NoHealthyEndpoint>() || err.is::<FeatureOff>() {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -798,6 +810,43 @@ mod tests {
         let r = respond(odd);
         assert_eq!(r.status(), 500);
         assert_eq!(r.headers()["x-should-retry"], "true"); // unknown: retryable
+    }
+
+    /// A retry's final error after timed-out attempts is answered as the error it carries: a
+    /// failing response given back, a refusal a 503 with its wait.
+    #[test]
+    fn the_error_under_the_timeouts_marker_is_answered() {
+        let marked = |inner: BoxError| -> BoxError { Box::new(AfterTimeouts::new(2, inner)) };
+        let failed = FailedResponse::new(
+            Response::builder()
+                .status(502)
+                .body("bad gateway".to_owned())
+                .unwrap(),
+            Class::new(Category::Network),
+        );
+        let r = respond(marked(Box::new(failed)));
+        assert_eq!(
+            (r.status(), r.body().as_str()),
+            (StatusCode::BAD_GATEWAY, "bad gateway")
+        );
+        // A refusal by its type, whatever the table says of its class, also inside a failed
+        // fallback.
+        let teapot = Responder::builder()
+            .status(Category::Rejected, StatusCode::IM_A_TEAPOT)
+            .build()
+            .unwrap();
+        let off = || -> BoxError {
+            Box::new(FeatureOff {
+                feature: "search".to_owned(),
+            })
+        };
+        let r: Response<String> = teapot.respond(marked(off()));
+        assert_eq!(r.status(), 503);
+        let r: Response<String> =
+            teapot.respond(Box::new(FallbackFailed::new(marked(off()), Vec::new())));
+        assert_eq!(r.status(), 503);
+        let r = respond(marked(Box::new(NoHealthyEndpoint { retry_after: None })));
+        assert_eq!(r.status(), 503);
     }
 
     /// A wait too long to state in whole seconds rounded up (`Duration::MAX`, "not before the

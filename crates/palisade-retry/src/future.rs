@@ -15,6 +15,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::context::attempt::{self, Attempt};
+use palisade_core::failure::AfterTimeouts;
 use palisade_core::stripe::Stripe;
 use palisade_core::{BoxError, Category, class_of};
 use pin_project_lite::pin_project;
@@ -353,11 +354,13 @@ where
                     },
                 };
                 let (attempts, limit, request, retries) = track.take();
+                // The attempts before this one that timed out (this one is not counted yet).
+                let timeouts = retries.as_ref().map_or(0, |retries| retries.timeouts);
                 match after_failure(&handle.shared, (attempts, limit), error, request, retries) {
                     Ok(between) => State::Between { between },
                     Err(error) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(Err(error));
+                        return Poll::Ready(Err(after_timeouts(timeouts, error)));
                     }
                 }
             }
@@ -549,6 +552,18 @@ where
     })
 }
 
+/// The final error `error` of a request, marked ([`AfterTimeouts`]) if `timeouts` of the
+/// attempts before its last timed out and it is not a timeout itself: one of them may have
+/// taken effect, whatever the last says. A final timeout says so on its own, and comes back as
+/// it is. On the failure path only; the class is unchanged (the wrapper is transparent).
+#[cold]
+fn after_timeouts(timeouts: u32, error: BoxError) -> BoxError {
+    if timeouts == 0 || class_of(&error).category == Category::Timeout {
+        return error;
+    }
+    Box::new(AfterTimeouts::new(timeouts, error))
+}
+
 /// Ends a request whose retry the budget refused: traces it and returns its last error.
 fn budget_exhausted<B: Budget + ?Sized, A>(
     shared: &Shared<B, A>,
@@ -659,7 +674,7 @@ where
                 // the request and counts by its class as every final error does.
                 let error = std::mem::replace(&mut refresh.error, hook_error);
                 handle.shared.failed(&class_of(&error));
-                return Poll::Ready(Err(error));
+                return Poll::Ready(Err(after_timeouts(between.retries.timeouts, error)));
             }
             between.retries.refreshed = true;
         }
@@ -686,7 +701,10 @@ where
             let ready = ready!(attempt::scope(&mut next, || service.poll_ready(cx)));
             return Poll::Ready(match ready {
                 Ok(()) => Ok(Next::Send),
-                Err(error) => Err(not_ready(&handle.shared, attempts, error.into())),
+                Err(error) => Err(after_timeouts(
+                    retries.timeouts,
+                    not_ready(&handle.shared, attempts, error.into()),
+                )),
             });
         }
     }
@@ -741,12 +759,11 @@ where
             .take()
             .expect("a retry waiting for the budget keeps its error");
         let class = class_of(&error);
-        return Err(budget_exhausted(
-            shared,
-            between.retries.attempts,
-            &class,
-            error,
-        ));
+        // The error kept was counted among the timeouts if it is one: only the earlier count.
+        let earlier = (between.retries.timeouts)
+            .saturating_sub(u32::from(class.category == Category::Timeout));
+        let error = budget_exhausted(shared, between.retries.attempts, &class, error);
+        return Err(after_timeouts(earlier, error));
     }
     between.wait = Wait::Sleeping {
         timer: between.retries.timer_until(at),

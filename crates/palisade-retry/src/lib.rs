@@ -19,11 +19,31 @@
 //! Every retry needs an attempt left (the limit counts the first attempt, default 3; per request
 //! with [`max_attempts_fn`](RetryBuilder::max_attempts_fn); [`AdaptiveAttempts`] with the dependency's
 //! health) and a withdrawal from the [budget]. When any of them says no, the caller
-//! gets the **last real error**, unchanged: never an error made up by this layer. Under a
+//! gets the **last real error**: never an error made up by this layer, and unchanged unless an
+//! attempt before the last timed out (see *Timed-out attempts*). Under a
 //! deadline, a retry the budget refuses first waits for the budget to allow it, until the
 //! deadline ([`RetryBuilder::wait_for_budget`]; not for a 429 the server paced). A response
 //! that arrived (`Ok`) is final and never retried; failing responses reach this layer as errors
 //! ([`FailedResponse`](palisade_core::FailedResponse)) and can be restored by the caller.
+//!
+//! # Timed-out attempts
+//!
+//! An attempt cut off by a timeout may have reached the other side and taken effect there;
+//! only its answer was late. When a request fails in the end and at least one attempt
+//! *before* its last failed with [`Category::Timeout`](palisade_core::Category::Timeout),
+//! and the final error is not a timeout itself (which says so on its own), the final error
+//! is wrapped in [`AfterTimeouts`] (from `palisade_core::failure`), which says how many did. A caller that must know whether a non-idempotent call may have happened
+//! (a payment, a message sent; palisade-durable's sagas do this) looks for it with
+//! [`AfterTimeouts::find`]: an HTTP 500 from the last attempt does not say the timed-out one
+//! did nothing.
+//!
+//! The wrapper is transparent: it displays as the final error, has it as its `source()`, and
+//! has no class of its own, so [`class_of`](palisade_core::class_of) and every layer above
+//! read the final error's class as before. Only a `downcast_ref` on the returned error itself
+//! sees the wrapper (use [`AfterTimeouts::inner`], or walk the chain);
+//! [`FailedResponse::restore`](palisade_core::FailedResponse::restore) looks through it. A
+//! request that succeeds, fails on its first attempt or with a timeout, or had no timed-out
+//! attempt before its last gets its error exactly as the attempt returned it.
 //!
 //! # Example
 //!
@@ -215,6 +235,7 @@ pub use layer::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_RATE_LIMITED_DELAY, RetryBuilder,
     RetryLayer,
 };
+pub use palisade_core::failure::AfterTimeouts;
 /// The rng jitter draws from (rand's `SmallRng`), re-exported for
 /// [`RetryBuilder::rng_factory`].
 pub use rand::rngs::SmallRng;

@@ -2028,3 +2028,57 @@ mod debug {
         assert_eq!(svc.into_inner(), 6);
     }
 }
+
+/// A final error after an earlier attempt timed out is marked ([`crate::AfterTimeouts`]),
+/// transparently: same message, same class, the last error as its source. One with no
+/// timed-out attempt before its last is returned as it is.
+#[tokio::test(start_paused = true)]
+async fn a_final_error_after_a_timeout_is_marked() {
+    let script = Script::new([
+        err(Category::Timeout, "attempt timed out"),
+        err(Category::ServerError, "HTTP 500"),
+        err(Category::ServerError, "HTTP 500"),
+    ]);
+    let svc = layer().max_attempts(3).build().unwrap().layer(script);
+    let error = svc.oneshot(1).await.unwrap_err();
+    let marked = error
+        .downcast_ref::<crate::AfterTimeouts>()
+        .expect("marked");
+    assert_eq!(marked.timeouts(), 1);
+    assert_eq!(error.to_string(), "HTTP 500");
+    assert_eq!(
+        palisade_core::class_of(&error).category,
+        Category::ServerError
+    );
+    assert!(marked.inner().downcast_ref::<Classified>().is_some());
+    assert!(crate::AfterTimeouts::find(&*error).is_some());
+
+    // A final timeout says so on its own: returned as it is, unmarked.
+    let script = Script::new([
+        err(Category::Timeout, "t1"),
+        err(Category::Timeout, "t2"),
+        err(Category::Timeout, "t3"),
+    ]);
+    let svc = layer().max_attempts(3).build().unwrap().layer(script);
+    let error = svc.oneshot(1).await.unwrap_err();
+    assert!(crate::AfterTimeouts::find(&*error).is_none());
+    assert_eq!(error.to_string(), "t3");
+    assert_eq!(palisade_core::class_of(&error).category, Category::Timeout);
+
+    for answers in [
+        vec![
+            err(Category::ServerError, "e1"),
+            err(Category::ServerError, "e2"),
+        ],
+        vec![err(Category::Timeout, "t1")],
+        vec![err(Category::Validation, "bad")],
+    ] {
+        let svc = layer()
+            .max_attempts(answers.len() as u32)
+            .build()
+            .unwrap()
+            .layer(Script::new(answers));
+        let error = svc.oneshot(1).await.unwrap_err();
+        assert!(error.downcast_ref::<Classified>().is_some(), "{error:?}");
+    }
+}

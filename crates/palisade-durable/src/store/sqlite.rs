@@ -671,8 +671,14 @@ impl Store for SqliteStore {
                         agent: agent.clone(),
                         version,
                         at_ms: from_sql_int(r.get(0)?),
-                        checksum: r.get(1)?,
-                        data: r.get(2)?,
+                        // Read whatever the columns hold: a row edited by hand (TEXT where a
+                        // BLOB belongs, a NULL) is a corrupt checkpoint, which the checksum
+                        // then refuses, so loading falls back to an older version, not a
+                        // store error that stops it.
+                        checksum: lenient_bytes(r.get_ref(1)?)
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default(),
+                        data: lenient_bytes(r.get_ref(2)?).unwrap_or_default().to_vec(),
                     })
                 },
             )
@@ -698,8 +704,12 @@ impl Store for SqliteStore {
                     Ok(CheckpointMeta {
                         version: from_sql_int(r.get(0)?),
                         at_ms: from_sql_int(r.get(1)?),
-                        checksum: r.get(2)?,
-                        len: from_sql_int(r.get(3)?),
+                        // Leniently, as `checkpoint_get` reads it: a damaged row is listed,
+                        // then refused as corrupt when read.
+                        checksum: lenient_bytes(r.get_ref(2)?)
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default(),
+                        len: from_sql_int(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
                     })
                 })
                 .map_err(db)?;
@@ -726,6 +736,14 @@ impl Store for SqliteStore {
     }
 }
 
+/// The bytes of a TEXT or BLOB column; `None` for any other type (NULL, a number).
+fn lenient_bytes(value: rusqlite::types::ValueRef<'_>) -> Option<&[u8]> {
+    match value {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Some(b),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,6 +759,35 @@ mod tests {
             other => format!("{other:?}"),
         })
         .unwrap()
+    }
+
+    /// A newest checkpoint row edited by hand (TEXT in the BLOB column, a BLOB checksum) is a
+    /// corrupt version: loading falls back to the newest good one instead of failing.
+    #[tokio::test]
+    async fn a_damaged_checkpoint_row_falls_back_to_an_older_version() {
+        use crate::checkpoint::Checkpoints;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("cp.db")).unwrap());
+        let cps = Checkpoints::new(store.clone());
+        for n in 1..=4 {
+            cps.save("agent", &n).await.unwrap();
+        }
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "UPDATE checkpoints SET data = 'garbage' WHERE agent = 'agent' AND version = 4",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE checkpoints SET checksum = X'00FF' WHERE agent = 'agent' AND version = 3",
+                [],
+            )
+            .unwrap();
+        }
+        let loaded = cps.load_latest::<u32>("agent").await.unwrap();
+        assert_eq!((loaded.version, loaded.state), (2, 2));
+        assert_eq!(loaded.corrupt.len(), 2, "{:?}", loaded.corrupt);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub(crate) struct Edgy {
     pub(crate) listings: AtomicU32,
     /// Every listing of the review queue fails while set.
     pub(crate) fail_review_list: AtomicBool,
+    /// Each append is acknowledged this many ms after it was written (a busy database file, a
+    /// slow network): the lease it sets runs from when it was sent.
+    pub(crate) slow_appends_ms: AtomicU32,
 }
 
 impl std::fmt::Debug for Edgy {
@@ -41,7 +44,15 @@ impl std::fmt::Debug for Edgy {
 
 impl Store for Edgy {
     fn append(&self, a: Append) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.append(a)
+        let slow = self.slow_appends_ms.load(Ordering::SeqCst);
+        if slow == 0 {
+            return self.inner.append(a);
+        }
+        Box::pin(async move {
+            let r = self.inner.append(a).await;
+            tokio::time::sleep(std::time::Duration::from_millis(slow.into())).await;
+            r
+        })
     }
     fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
         self.inner.journal(id)
