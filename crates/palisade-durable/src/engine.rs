@@ -186,8 +186,9 @@ impl Writer {
 /// every journal entry and, while a step or a compensation runs (or waits for its backoff),
 /// by a heartbeat every third of the lease, so a step may take longer than a lease. A process that recovers
 /// takes the unfinished sagas nobody holds, those whose lease expired, and its own (a restart
-/// with the same owner resumes its sagas at once). Give each process of a fleet its own owner
-/// name.
+/// with the same owner resumes its sagas at once). Give each process of a fleet, and each
+/// engine of one process, its own owner name: two engines under one name take each other's
+/// sagas as their own and run the same step at once.
 ///
 /// A lease runs out only when its holder stops renewing it: the process died or stalled, or
 /// the store was unreachable for a whole lease. Another process may then take the saga over.

@@ -254,7 +254,9 @@ macro_rules! workflow_setters {
 
         #[doc = concat!(
             "The name this process claims ", $what, " under (default `\"local\"`). Each ",
-            "process sharing a store needs its own; a restarted process should keep its name."
+            "process sharing a store needs its own, and so does each engine of one process ",
+            "(two engines under one name each take the other's work as their own, at once); ",
+            "a restarted process should keep its name, to resume its work at once."
         )]
         pub fn owner(mut self, owner: impl Into<String>) -> Self {
             self.settings.owner = owner.into();

@@ -111,9 +111,16 @@ pub(crate) fn check_append(rec: &WorkflowRecord, owner: &str, seq: u64) -> Resul
             rec.owner.as_deref().unwrap_or("nobody")
         )));
     }
-    if seq != rec.entries {
+    if seq < rec.entries {
         return Err(StoreError::Conflict(format!(
-            "workflow {}: entry {seq} does not follow entry {}",
+            "workflow {}: entry {seq} is already written ({} entries): another engine under the \
+             owner name {owner} wrote to it (give each engine on a store its own owner name)",
+            rec.id, rec.entries
+        )));
+    }
+    if seq > rec.entries {
+        return Err(StoreError::Conflict(format!(
+            "workflow {}: entry {seq} would leave a gap after entry {}",
             rec.id,
             rec.entries.wrapping_sub(1)
         )));
@@ -383,5 +390,44 @@ impl MemoryStore {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod append_checks {
+    use super::*;
+
+    /// A journal entry written twice says another engine under the same name wrote it; one
+    /// past the end says it would leave a gap.
+    #[test]
+    fn an_append_out_of_turn_says_why() {
+        let rec = WorkflowRecord {
+            id: "s1".to_owned(),
+            kind: "saga".to_owned(),
+            name: "pipeline".to_owned(),
+            state: "running".to_owned(),
+            owner: Some("local".to_owned()),
+            lease_until_ms: 0,
+            created_ms: 0,
+            updated_ms: 0,
+            entries: 3,
+        };
+        assert!(check_append(&rec, "local", 3).is_ok());
+        let twice = check_append(&rec, "local", 2).unwrap_err().to_string();
+        assert!(
+            twice.contains("entry 2 is already written (3 entries)"),
+            "{twice}"
+        );
+        assert!(
+            twice.contains("another engine under the owner name local"),
+            "{twice}"
+        );
+        let gap = check_append(&rec, "local", 5).unwrap_err().to_string();
+        assert!(
+            gap.contains("entry 5 would leave a gap after entry 2"),
+            "{gap}"
+        );
+        let theirs = check_append(&rec, "other", 3).unwrap_err().to_string();
+        assert!(theirs.contains("claimed by local, not other"), "{theirs}");
     }
 }
