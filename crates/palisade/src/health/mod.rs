@@ -30,7 +30,8 @@
 //! during an outage says so) and the start of an anomaly are *alerts*: a `tracing` event (target
 //! `palisade::health`, `warn` when things get worse, `info` when they recover), a count in the
 //! snapshot, and, with the `metrics` feature, the counter `palisade.health.alerts` (labels
-//! `dependency`, `kind`) and the gauge `palisade.health.status` (0 healthy, 1 degrading,
+//! `dependency`, and `kind`: `error_rate` or `latency` for the start of an anomaly, `status`
+//! for a change of status) and the gauge `palisade.health.status` (0 healthy, 1 degrading,
 //! 2 unhealthy, labels `dependency`). The [`Snapshot`] implements `serde::Serialize`, ready
 //! for a readiness endpoint.
 //!
