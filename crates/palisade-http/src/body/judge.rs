@@ -444,8 +444,7 @@ where
                         // A gRPC call's final status: in the head (trailers-only), or not to
                         // be read from the body (a failing HTTP status); else it must come in
                         // the trailers.
-                        let status_seen = grpc.is_none()
-                            || response.status() != http::StatusCode::OK
+                        let status_seen = response.status() != http::StatusCode::OK
                             || response.headers().contains_key(GRPC_STATUS);
                         // A body that has already ended (a 204, a HEAD, `content-length: 0`)
                         // leaves nothing to wait for, and a caller that reads the status only

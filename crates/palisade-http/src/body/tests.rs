@@ -1306,6 +1306,40 @@ async fn a_stream_breaker_counts_a_grpc_body_without_a_status_as_failed() {
     let r = plain.ready().await.unwrap().call(()).await.unwrap();
     collect(r.into_body()).await.unwrap();
     assert_eq!(handle.metrics().successes, 2);
+    // A status in the head (trailers-only), or a failing head, leaves the body nothing to say.
+    for (status, header) in [(200, Some("0")), (503, None)] {
+        let mut svc = StreamBreakerLayer::new(handle.clone())
+            .grpc_trailers(GrpcClassifier::new())
+            .layer(service_fn(move |_: ()| async move {
+                let mut response = Response::builder().status(status);
+                if let Some(code) = header {
+                    response = response.header("grpc-status", code);
+                }
+                Ok::<_, BoxError>(response.body(cut()).unwrap())
+            }));
+        let r = svc.ready().await.unwrap().call(()).await.unwrap();
+        collect(r.into_body()).await.unwrap();
+    }
+    assert_eq!(handle.metrics().successes, 4);
+}
+
+/// An error from below that is not a failing response keeps its `Classified` through the
+/// stream breaker.
+#[tokio::test(start_paused = true)]
+async fn a_stream_breaker_returns_a_classified_error_as_it_came() {
+    let breaker = stream_breaker(10);
+    let svc = StreamBreakerLayer::new(breaker.handle()).layer(service_fn(|_: ()| async {
+        Err::<Response<Script>, BoxError>(Box::new(palisade_core::Classified::new(
+            Class::new(Category::Network),
+            "connection reset",
+        )))
+    }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert!(
+        err.downcast_ref::<palisade_core::Classified>().is_some(),
+        "{err:?}"
+    );
+    assert_eq!(class_of(&err).category, Category::Network);
 }
 
 /// A `grpc-status` in the trailers that is there but cannot be read (not a number, empty, not
