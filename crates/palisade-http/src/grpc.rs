@@ -642,6 +642,13 @@ impl GrpcClassifier {
         self.classify_code(code)
     }
 
+    /// The class of a call whose final status never came (a body that ended without a
+    /// `grpc-status`): `UNKNOWN`'s, as tonic and grpc-go read it.
+    pub(crate) fn missing_status(&self) -> Class {
+        self.classify_code(Code::Unknown)
+            .unwrap_or_else(|| Class::new(Category::ServerError))
+    }
+
     /// The class of headers or trailers that carry a failing `grpc-status`, refined by their
     /// hints, and the status.
     pub fn classify_trailers(&self, headers: &HeaderMap) -> Option<(Class, GrpcStatus)> {
@@ -671,6 +678,12 @@ impl GrpcClassifier {
         let hints = ServerHints::from_headers_wall_clock(headers);
         Some(apply_hints(class, &hints))
     }
+}
+
+/// Whether the head of `response` leaves its body no final status to carry: the status is in
+/// the head (trailers-only), or the HTTP status failed (classified by the head).
+pub(crate) fn status_in_head<B>(response: &Response<B>) -> bool {
+    response.status() != StatusCode::OK || response.headers().contains_key(GRPC_STATUS)
 }
 
 /// Whether `headers`' `grpc-message` says a message was larger than the peer accepts.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use palisade_core::{BoxError, Category, Classified};
 use tower::{Layer, ServiceExt, service_fn};
 
+use crate::tests::Refused;
 use crate::*;
 
 fn summariser(
@@ -952,31 +953,6 @@ async fn a_probe_whose_readiness_fails_fails_at_its_call_and_frees_the_slot_if_d
         "summary 2"
     );
     assert_eq!(feature.state(), FeatureState::On);
-}
-
-/// A feature's service whose connection is refused: it fails in `poll_ready`, as tower's
-/// `Reconnect` does while it cannot connect. Counts the calls that reach it anyway.
-#[derive(Clone, Default)]
-struct Refused {
-    calls: Arc<AtomicUsize>,
-}
-
-impl tower::Service<u32> for Refused {
-    type Response = String;
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<String, BoxError>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        std::task::Poll::Ready(Err("connection refused".into()))
-    }
-
-    fn call(&mut self, n: u32) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok(format!("summary {n}")))
-    }
 }
 
 #[tokio::test(start_paused = true)]

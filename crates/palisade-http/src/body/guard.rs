@@ -291,8 +291,7 @@ where
         // A gRPC call's final status: in the head (trailers-only), or not to be read from the
         // body (a failing HTTP status, classified by its head); else it must come in the
         // trailers.
-        let status_seen = response.status() != http::StatusCode::OK
-            || response.headers().contains_key(GRPC_STATUS);
+        let status_seen = crate::grpc::status_in_head(&response);
         Poll::Ready(Ok(
             response.map(|body| GuardedBody::new(body, config, status_seen))
         ))
@@ -357,10 +356,7 @@ fn ended_without_status<D>(
         code: Code::Unknown,
         message: "the stream ended without a grpc-status (cut short by a proxy?)".to_owned(),
     };
-    let class = grpc
-        .classify_code(Code::Unknown)
-        .unwrap_or_else(|| Class::new(Category::ServerError));
-    let err = fail(config, class, Box::new(status));
+    let err = fail(config, grpc.missing_status(), Box::new(status));
     if config.trailers_fail {
         Poll::Ready(Some(Err(err)))
     } else {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use palisade_breaker::{BreakerHandle, Permit, Refusal, State as BreakerState};
-use palisade_core::{BoxError, Category, Class, Classified, FailedResponse, class_of};
+use palisade_core::{BoxError, Class, Classified, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::grpc::{Code, GRPC_STATUS, GrpcClassifier};
+use crate::grpc::{GRPC_STATUS, GrpcClassifier};
 
 /// A circuit breaker for streamed responses: see [`StreamBreaker`].
 #[derive(Clone, Debug)]
@@ -444,8 +444,7 @@ where
                         // A gRPC call's final status: in the head (trailers-only), or not to
                         // be read from the body (a failing HTTP status); else it must come in
                         // the trailers.
-                        let status_seen = response.status() != http::StatusCode::OK
-                            || response.headers().contains_key(GRPC_STATUS);
+                        let status_seen = crate::grpc::status_in_head(&response);
                         // A body that has already ended (a 204, a HEAD, `content-length: 0`)
                         // leaves nothing to wait for, and a caller that reads the status only
                         // drops it unpolled: the call is judged now.
@@ -554,10 +553,7 @@ impl<B> JudgedBody<B> {
 /// HTTP/2 requires the status; a stream a proxy cut short ends so).
 fn ended(grpc: Option<&GrpcClassifier>, status_seen: bool) -> Option<Class> {
     match grpc {
-        Some(grpc) if !status_seen => Some(
-            grpc.classify_code(Code::Unknown)
-                .unwrap_or_else(|| Class::new(Category::ServerError)),
-        ),
+        Some(grpc) if !status_seen => Some(grpc.missing_status()),
         _ => None,
     }
 }
