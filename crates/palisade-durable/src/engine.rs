@@ -39,6 +39,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Writer {
     store: Arc<dyn Store>,
     owner: String,
+    /// The engine instance of `owner` writing (empty: any; see [`Store::claim`]).
+    instance: String,
     lease: Duration,
     /// When the claim was last secured by this writer's journal entry: when the entry was
     /// *sent* (the store sets the lease from the sender's clock then), by tokio's clock.
@@ -50,12 +52,14 @@ impl Writer {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         owner: String,
+        instance: String,
         lease: Duration,
         info: SagaInfo,
     ) -> Self {
         Writer {
             store,
             owner,
+            instance,
             lease,
             secured: None,
             info,
@@ -71,6 +75,7 @@ impl Writer {
             &*self.store,
             &self.info.id,
             &self.owner,
+            &self.instance,
             self.lease,
             secured,
             work,
@@ -97,6 +102,7 @@ impl Writer {
             self.owner.clone(),
             now.saturating_add(crate::settings::millis(self.lease)),
         )
+        .with_instance(self.instance.clone())
         .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
         self.store.append(append).await?;
         self.secured = Some(sent);
@@ -181,21 +187,43 @@ impl Writer {
 ///
 /// # Claims
 ///
-/// Each saga is claimed by one process ([`owner`](SagasBuilder::owner), default `"local"`)
-/// with a lease ([`lease`](SagasBuilder::lease), default 60 s, 1 s to 1 day) renewed by
-/// every journal entry and, while a step or a compensation runs (or waits for its backoff),
-/// by a heartbeat every third of the lease, so a step may take longer than a lease. A process that recovers
-/// takes the unfinished sagas nobody holds, those whose lease expired, and its own (a restart
-/// with the same owner resumes its sagas at once). Give each process of a fleet, and each
-/// engine of one process, its own owner name: two engines under one name take each other's
-/// sagas as their own and run the same step at once.
+/// Each saga is claimed by one engine with a lease ([`lease`](SagasBuilder::lease), default
+/// 60 s, 1 s to 1 day) renewed by every journal entry and, while a step or a compensation
+/// runs (or waits for its backoff), by a heartbeat every third of the lease, so a step may
+/// take longer than a lease. The claim names the engine twice: by its owner name
+/// ([`owner`](SagasBuilder::owner), default `"local"`, kept across restarts) and by an
+/// instance token the engine draws when it is built (new for every engine, and at every
+/// start). The store accepts journal entries, heartbeats and releases only from the instance
+/// that holds the claim.
+///
+/// A process that recovers takes the unfinished sagas:
+///
+/// * that nobody holds, or whose lease expired (the holder stopped renewing it for a whole
+///   lease);
+/// * that this very engine holds (those it is running in another task it leaves alone);
+/// * that another engine under the same owner name holds but whose claim it last renewed
+///   more than seven twelfths of the lease ago (35 s of the default 60 s).
+///
+/// The last rule is why a restart under the same name resumes its sagas soon, without waiting
+/// a whole lease, and yet two live engines under one name (two engines of one process, two
+/// replicas of a service both left at `"local"`) never take each other's sagas: a live
+/// engine renews its claim every third of the lease while it works, so its claim never looks
+/// that old, and one that can no longer renew drops its step half a lease after it last
+/// secured the claim (see [`lease`](SagasBuilder::lease)), before the other may take it.
+/// Only a claim that has visibly missed its heartbeat is taken. The twelfth of a lease
+/// between the two is the margin for a renewal that answers late and for clocks out of step.
+/// An engine under another owner name waits for the whole lease, as it always did.
 ///
 /// A lease runs out only when its holder stops renewing it: the process died or stalled, or
-/// the store was unreachable for a whole lease. Another process may then take the saga over.
-/// The first holder learns it from its next renewal, drops the step in flight (as a crash
-/// would) and returns [`SagaError::LeaseLost`], or from its next journal entry, which is
-/// refused ([`StoreError::Conflict`]); either way it stops touching the saga and never
-/// journals an outcome over the new holder's.
+/// the store was unreachable. Another engine may then take the saga over. The first holder
+/// learns it from its next renewal, drops the step in flight (as a crash would) and returns
+/// [`SagaError::LeaseLost`], or from its next journal entry, which is refused
+/// ([`StoreError::Conflict`]); either way it stops touching the saga and never journals an
+/// outcome over the new holder's.
+///
+/// Sagas journaled by an earlier version of this crate carry no instance nor renewal time:
+/// another engine under their owner's name takes them once their lease has run out, as one
+/// under another name does.
 #[derive(Clone)]
 pub struct Sagas {
     inner: Arc<Inner>,
@@ -247,12 +275,12 @@ impl SagasBuilder {
 
     /// Checks every option and builds the engine.
     pub fn build(self) -> Result<Sagas, ConfigError> {
-        self.settings.validate("compensation_attempts")?;
+        let settings = self.settings.built("compensation_attempts")?;
         Ok(Sagas {
             inner: Arc::new(Inner {
                 store: self.store,
                 defs: by_name(self.defs, |d| &d.name)?,
-                settings: self.settings,
+                settings,
                 active: Mutex::new(HashSet::new()),
             }),
         })
@@ -465,8 +493,8 @@ pub(crate) struct ActiveGuard<'a> {
     id: String,
 }
 
-/// Marks workflow `id` as driven by this process, in `set`; `None` if it is already. A
-/// process's recovery claims its own workflows back at once, those it is running included:
+/// Marks workflow `id` as driven by this process, in `set`; `None` if it is already. An
+/// engine's recovery claims its own workflows back at once, those it is running included:
 /// this is how it tells them apart.
 pub(crate) fn enter<'a>(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<ActiveGuard<'a>> {
     let mut active = set.lock().unwrap_or_else(|p| p.into_inner());
@@ -528,6 +556,7 @@ impl Sagas {
         Writer::new(
             self.inner.store.clone(),
             self.inner.settings.owner.clone(),
+            self.inner.settings.instance.clone(),
             self.inner.settings.lease,
             info,
         )
@@ -583,7 +612,8 @@ impl Sagas {
             SagaState::Running.as_str(),
             self.inner.settings.owner.clone(),
             self.inner.settings.lease_until(now),
-        );
+        )
+        .with_instance(self.inner.settings.instance.clone());
         match self.inner.store.append(append).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
@@ -818,6 +848,7 @@ impl Sagas {
                     self.inner.settings.lease_until(now),
                     1,
                 )
+                .with_instance(self.inner.settings.instance.clone())
                 .only(item.saga_id.clone()),
             )
             .await?;

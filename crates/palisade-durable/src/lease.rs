@@ -17,14 +17,25 @@ use crate::store::{BoxFuture, Store};
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Lost;
 
-/// How long this process relies on a claim secured for `lease`: three quarters of it. The
-/// quarter left is the safety margin (see [`renewing`]).
+/// How long this process relies on a claim secured for `lease`: half of it. Another process
+/// may take the workflow over once the lease has run out; another engine instance under the
+/// same owner name once the claim was last renewed more than seven twelfths of the lease ago
+/// ([`Store::claim`]). The twelfth left before the earlier of the two is the safety margin
+/// (see [`renewing`]).
 pub(crate) fn relied_on(lease: Duration) -> Duration {
-    lease - lease / 4
+    lease / 2
 }
 
-/// Runs `work` to its end while renewing `owner`'s claim on workflow `id` every third of
-/// `lease` ([`Store::renew`]), so the claim never runs out while this process is alive and
+/// How long after a renewal that failed (not a lost claim: the store could not be reached)
+/// the next is sent: a twelfth of the lease, so that a second one is tried before the
+/// deadline ([`relied_on`]).
+fn retry_after(lease: Duration) -> Duration {
+    lease / 12
+}
+
+/// Runs `work` to its end while renewing the claim instance `instance` of `owner` holds on
+/// workflow `id` every third of `lease` ([`Store::renew_instance`]), so the claim never runs
+/// out, nor looks abandoned to another instance of `owner`, while this process is alive and
 /// can reach the store.
 ///
 /// The renewals race the work inside this one future: no task is spawned, nothing is locked,
@@ -36,16 +47,19 @@ pub(crate) fn relied_on(lease: Duration) -> Duration {
 /// A renewal that reports the claim lost ([`StoreError::Conflict`]) ends the heartbeat and
 /// drops `work` unfinished, as a crash would: the process that took the workflow over now
 /// decides what became of it, and this one must not journal the outcome. Any other store
-/// error is logged and the renewal is tried again a third of a lease later.
+/// error is logged and the renewal is tried again a twelfth of a lease later (then every
+/// third of a lease once one succeeds).
 ///
 /// # The deadline
 ///
 /// A process that cannot reach the store never hears [`StoreError::Conflict`], yet once its
 /// lease has run out another process may take the workflow over and, say, compensate the
-/// step this one is still running. So the work is also dropped (with [`Lost`]) once the
-/// claim last secured is about to run out: [`relied_on`] (three quarters of `lease`) after
-/// it was secured, by tokio's clock, unless a renewal secured it further meanwhile. The work
-/// is not polled again once that time has passed, even if it could finish.
+/// step this one is still running; and another engine instance under the same owner name
+/// (this process restarted, or a replica left at the same name) may do so sooner, once the
+/// claim was last renewed more than seven twelfths of a lease ago. So the work is also
+/// dropped (with [`Lost`]) before either can happen: [`relied_on`] (half of `lease`) after
+/// the claim was secured, by tokio's clock, unless a renewal secured it further meanwhile.
+/// The work is not polled again once that time has passed, even if it could finish.
 ///
 /// A claim counts as secured when the renewal that extended it was *sent* (the store sets its
 /// end to the sender's `now + lease`), whatever time the answer took. The claim held when
@@ -56,19 +70,20 @@ pub(crate) fn relied_on(lease: Duration) -> Duration {
 /// holds. The first renewal is sent a third of a lease after `secured`, the deadline is
 /// [`relied_on`] after it.
 ///
-/// The margin (a quarter of the lease, 15 s of the default 60 s) is what that assumes about
-/// clocks: the store judges expiry by the wall clock of the process that takes over, this
-/// process its deadline by its own monotonic clock, so the takeover's wall clock must not run
-/// ahead of this process's by a quarter of a lease. That is within the third of a lease to which the
-/// builders' `lease` documentation asks processes to keep their clocks in step (NTP). Two
-/// renewals are tried before the deadline (at one and two thirds of the lease); if both fail,
-/// or the second has not answered by the deadline, the work is dropped even though the claim
-/// may still be this process's, which is the price of never driving a saga another process
-/// may have taken.
+/// The margin is what that assumes about clocks: the store judges expiry and staleness by
+/// the wall clock of the process that takes over, this process its deadline by its own
+/// monotonic clock, so the takeover's wall clock must not run ahead of this process's by a
+/// twelfth of a lease (5 s of the default 60 s) when both share an owner name, or by half a
+/// lease otherwise. The builders' `lease` documentation asks processes to keep their clocks
+/// in step (NTP). Renewals are tried at a third of the lease, and, if that one fails, again a
+/// twelfth later, before the deadline; if none succeeds, or the last has not answered by the
+/// deadline, the work is dropped even though the claim may still be this process's, which is
+/// the price of never driving a saga another process may have taken.
 pub(crate) async fn renewing<F: Future>(
     store: &dyn Store,
     id: &str,
     owner: &str,
+    instance: &str,
     lease: Duration,
     secured: Instant,
     work: F,
@@ -101,24 +116,31 @@ pub(crate) async fn renewing<F: Future>(
                 };
                 let sent = *sent;
                 renewal = None;
-                match result {
-                    Ok(()) => deadline.as_mut().reset(sent + relied),
+                let next = match result {
+                    Ok(()) => {
+                        deadline.as_mut().reset(sent + relied);
+                        period
+                    }
                     Err(StoreError::Conflict(reason)) => {
                         tracing::warn!(workflow = id, owner, %reason,
                             "claim lost while work was in flight; abandoning the work");
                         return Poll::Ready(Err(Lost));
                     }
-                    Err(e) => tracing::warn!(workflow = id, owner, error = %e,
-                        "lease renewal failed; trying again in a third of a lease"),
-                }
-                tick.as_mut().reset(Instant::now() + period);
+                    Err(e) => {
+                        tracing::warn!(workflow = id, owner, error = %e,
+                            "lease renewal failed; trying again in a twelfth of a lease");
+                        retry_after(lease)
+                    }
+                };
+                tick.as_mut().reset(Instant::now() + next);
             }
             if tick.as_mut().poll(cx).is_pending() {
                 break;
             }
+            let now = now_ms();
             renewal = Some((
                 Instant::now(),
-                store.renew(id, owner, now_ms().saturating_add(lease_ms)),
+                store.renew_instance(id, owner, instance, now, now.saturating_add(lease_ms)),
             ));
         }
         // A renewal may have moved the deadline: poll it again to be woken at the new one.

@@ -336,6 +336,7 @@ impl ReviewQueue {
         let mut w = Writer::new(
             self.store.clone(),
             self.owner.clone(),
+            String::new(),
             std::time::Duration::from_secs(60),
             info,
         );

@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_core::ConfigError;
 use palisade_retry::{Backoff, Jitter};
@@ -33,6 +34,22 @@ pub(crate) fn another_may_resume(error: &SagaError) -> bool {
     )
 }
 
+/// A new engine instance token, unique among the engines of this process (a counter) and,
+/// short of a collision of process id and start time to the nanosecond, of every other
+/// process: `{pid}-{ns since the epoch, hex}-{count}`. Real time, not tokio's (a paused test
+/// clock would repeat it across processes).
+pub(crate) fn new_instance() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{ns:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Whole milliseconds, saturating at `u64::MAX` (where `as u64` would wrap).
 pub(crate) use palisade_core::time::millis;
 
@@ -41,6 +58,9 @@ pub(crate) use palisade_core::time::millis;
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) owner: String,
+    /// This engine's instance token ([`new_instance`]), drawn by the builder's `build`; its
+    /// claims record it with the owner name (see [`Store::claim`]).
+    pub(crate) instance: String,
     pub(crate) lease: Duration,
     pub(crate) attempts: u32,
     pub(crate) backoff: Backoff,
@@ -52,6 +72,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             owner: "local".into(),
+            instance: String::new(),
             lease: Duration::from_secs(60),
             attempts: 5,
             backoff: Backoff::exponential(Duration::from_millis(100), 2.0)
@@ -86,12 +107,23 @@ impl Settings {
         now_ms.saturating_add(millis(self.lease))
     }
 
-    /// Renews this owner's claim on workflow `id` for a whole lease from now: `false` if
-    /// another process holds it now (a claimed workflow waiting its turn in recovery may have
-    /// been taken over).
+    /// Checks every option and draws the instance token: what the builders' `build` does.
+    pub(crate) fn built(mut self, attempts_field: &'static str) -> Result<Self, ConfigError> {
+        self.validate(attempts_field)?;
+        self.instance = new_instance();
+        Ok(self)
+    }
+
+    /// Renews this engine's claim on workflow `id` for a whole lease from now: `false` if
+    /// another process (or engine instance) holds it now (a claimed workflow waiting its turn
+    /// in recovery may have been taken over).
     pub(crate) async fn renew(&self, store: &dyn Store, id: &str) -> Result<bool, StoreError> {
-        let until = self.lease_until(crate::engine::now_ms());
-        match store.renew(id, &self.owner, until).await {
+        let now = crate::engine::now_ms();
+        let until = self.lease_until(now);
+        match store
+            .renew_instance(id, &self.owner, &self.instance, now, until)
+            .await
+        {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
@@ -112,7 +144,10 @@ impl Settings {
         if !another_may_resume(error) {
             return;
         }
-        match store.release(id, &self.owner).await {
+        match store
+            .release_instance(id, &self.owner, &self.instance)
+            .await
+        {
             Ok(()) => tracing::warn!(workflow = id, owner = %self.owner, %error,
                 "cannot resume this workflow here; claim given back for another process"),
             Err(StoreError::Unsupported(_)) => tracing::debug!(workflow = id,
@@ -204,7 +239,8 @@ impl Settings {
                 // `each` could not finish, those running in another task), oldest first, and
                 // without room for them the claim would never reach the ones behind.
                 seen.len().saturating_add(4),
-            );
+            )
+            .with_instance(self.instance.clone());
             let fresh: Vec<String> = store
                 .claim(claim)
                 .await?
@@ -253,10 +289,16 @@ macro_rules! workflow_setters {
         }
 
         #[doc = concat!(
-            "The name this process claims ", $what, " under (default `\"local\"`). Each ",
-            "process sharing a store needs its own, and so does each engine of one process ",
-            "(two engines under one name each take the other's work as their own, at once); ",
-            "a restarted process should keep its name, to resume its work at once."
+            "The name this process claims ", $what, " under (default `\"local\"`). ",
+            "Each engine also draws a token of its own when it is built (its *instance*), and ",
+            "its claims record both: another engine under the same name (two engines of one ",
+            "process, two replicas left at the default name, this process restarted) takes ",
+            "its unfinished work only once its heartbeat has visibly stopped, its claim last ",
+            "renewed more than seven twelfths of the lease ago (35 s of the default 60 s), ",
+            "never while it runs; an engine under another name waits for the whole lease. ",
+            "So a restarted process should keep its name, to resume its work soon after it ",
+            "starts; processes sharing a store may share a name, though one each says in the ",
+            "store whose work is whose."
         )]
         pub fn owner(mut self, owner: impl Into<String>) -> Self {
             self.settings.owner = owner.into();
@@ -270,16 +312,18 @@ macro_rules! workflow_setters {
             "Journal entries renew it, and so does a heartbeat every third of it while ", $work,
             ", so that work may take longer than this. It is how long one of the ", $what,
             " of a process that died waits before another process may take it over. ",
-            "Expiry is judged by the wall clock of the process that claims: the processes ",
-            "sharing a store need clocks kept in step (NTP) to well within a third of the ",
-            "lease, since one whose clock runs ahead by more than about two thirds of it may ",
-            "take over a live claim. The journal still refuses the displaced process's entries ",
-            "(each append checks the owner), but the step it was running may then run twice, ",
-            "so give steps with effects an idempotency key. ",
+            "Expiry (and a stopped heartbeat) is judged by the wall clock of the process that ",
+            "claims: the processes sharing a store need clocks kept in step (NTP), to well ",
+            "within a twelfth of the lease for engines under one owner name and half of it ",
+            "otherwise, since one whose clock runs ahead by more than about a quarter of it ",
+            "(under the same name) or two thirds of it (under another) may take over a live ",
+            "claim. The journal still refuses the displaced process's entries (each append ",
+            "checks the owner and the instance), but the step it was running may then run ",
+            "twice, so give steps with effects an idempotency key. ",
             "A process that cannot renew (its store unreachable) stops trusting its claim ",
-            "three quarters of a lease after it last secured it, by its own clock: it drops ",
-            "the work in flight and reports the claim lost, before another process may take ",
-            "it over."
+            "half a lease after it last secured it, by its own clock: it drops the work in ",
+            "flight and reports the claim lost, before another process, or another engine ",
+            "under its name, may take it over."
         )]
         pub fn lease(mut self, lease: Duration) -> Self {
             self.settings.lease = lease;

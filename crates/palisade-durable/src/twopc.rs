@@ -487,12 +487,12 @@ impl CoordinatorBuilder {
 
     /// Checks the options and builds the coordinator.
     pub fn build(self) -> Result<Coordinator, ConfigError> {
-        self.settings.validate("delivery_attempts")?;
+        let settings = self.settings.built("delivery_attempts")?;
         Ok(Coordinator {
             inner: Arc::new(CoordInner {
                 store: self.store,
                 defs: by_name(self.defs, |d| &d.name)?,
-                settings: self.settings,
+                settings,
                 active: Mutex::new(HashSet::new()),
             }),
         })
@@ -516,6 +516,7 @@ impl TxWriter<'_> {
             &*self.c.store,
             &self.info.id,
             &s.owner,
+            &s.instance,
             s.lease,
             secured,
             work,
@@ -550,6 +551,7 @@ impl TxWriter<'_> {
             self.c.settings.owner.clone(),
             self.c.settings.lease_until(now),
         )
+        .with_instance(self.c.settings.instance.clone())
         .with_release(state.is_final());
         match self.c.store.append(append).await {
             Ok(()) => {
@@ -705,7 +707,9 @@ impl Coordinator {
     /// Finishes every unfinished transaction this process may claim: those without a decision
     /// are aborted (presumed abort), the others get their decision delivered again. Those
     /// this process is running itself ([`run`](Coordinator::run) in another task) are left
-    /// to it: recovery claims this owner's transactions back at once. One that
+    /// to it: recovery claims this engine's transactions back at once (another engine under
+    /// the same owner name takes them only once their heartbeat stopped, as for
+    /// [sagas](crate::Sagas#claims)). One that
     /// cannot be finished (its definition is not registered here, or has other participants
     /// than the transaction was started with; the store fails) is reported in
     /// [`TxRecovery::failed`] and left as journaled; the others go on.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord, next_checkpoint_version,
+    StoredReview, WorkflowRecord, next_checkpoint_version, same_instance,
 };
 use crate::error::StoreError;
 
@@ -25,6 +25,9 @@ struct Inner {
     /// Who gave each released workflow back ([`Store::release`]), until it is claimed or
     /// appended to.
     released_by: HashMap<String, String>,
+    /// Which instance of its owner holds each workflow's claim, and when it was last renewed
+    /// (see [`Store::claim`]); meaningless while nobody holds it.
+    held: HashMap<String, Held>,
     reviews: BTreeMap<String, (u64, StoredReview)>,
     review_seq: u64,
     checkpoints: HashMap<String, BTreeMap<u64, StoredCheckpoint>>,
@@ -40,6 +43,23 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the store would, so a poisoned lock is taken over.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The instance holding a claim, and when the claim was last renewed (`None`: unknown, after
+/// a [`Store::renew`] that does not say).
+#[derive(Debug, Default)]
+struct Held {
+    instance: String,
+    renewed: Option<u64>,
+}
+
+impl Held {
+    fn new(instance: &str, renewed: u64) -> Self {
+        Held {
+            instance: instance.to_owned(),
+            renewed: Some(renewed),
+        }
     }
 }
 
@@ -74,6 +94,8 @@ impl Inner {
                 entries: 1,
             };
             self.order.push(a.id.clone());
+            self.held
+                .insert(a.id.clone(), Held::new(&a.instance, a.at_ms));
             self.workflows.insert(a.id, (rec, vec![entry]));
             return Ok(());
         }
@@ -83,7 +105,9 @@ impl Inner {
                 a.id
             )));
         };
-        check_append(rec, &a.owner, a.seq)?;
+        let held = self.held.entry(a.id.clone()).or_default();
+        check_append(rec, &held.instance, &a.owner, &a.instance, a.seq)?;
+        *held = Held::new(&a.instance, a.at_ms);
         self.released_by.remove(&a.id);
         journal.push(entry);
         rec.state = a.state;
@@ -95,6 +119,30 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// [`Store::renew_instance`]; with `now_ms` `None` ([`Store::renew`]), the renewal time
+    /// becomes unknown.
+    fn renew(
+        &mut self,
+        id: &str,
+        owner: &str,
+        instance: &str,
+        now_ms: Option<u64>,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let Some((rec, _)) = self.workflows.get_mut(id) else {
+            return Err(lost(id, owner));
+        };
+        let held = self.held.entry(id.to_owned()).or_default();
+        if rec.owner.as_deref() != Some(owner) || !same_instance(instance, &held.instance) {
+            return Err(lost(id, owner));
+        }
+        rec.lease_until_ms = rec.lease_until_ms.max(lease_until_ms);
+        held.renewed = now_ms.map(|now| held.renewed.map_or(now, |r| r.max(now)));
+        Ok(())
+    }
+}
+
 /// What [`Store::renew`] reports when `owner` does not hold workflow `id`.
 pub(crate) fn lost(id: &str, owner: &str) -> StoreError {
     StoreError::Conflict(format!(
@@ -102,8 +150,15 @@ pub(crate) fn lost(id: &str, owner: &str) -> StoreError {
     ))
 }
 
-/// The checks every store makes before appending entry `seq` for `owner`.
-pub(crate) fn check_append(rec: &WorkflowRecord, owner: &str, seq: u64) -> Result<(), StoreError> {
+/// The checks every store makes before appending entry `seq` for instance `instance` of
+/// `owner`, to workflow `rec` whose claim instance `held` of its owner holds.
+pub(crate) fn check_append(
+    rec: &WorkflowRecord,
+    held: &str,
+    owner: &str,
+    instance: &str,
+    seq: u64,
+) -> Result<(), StoreError> {
     if rec.owner.as_deref() != Some(owner) {
         return Err(StoreError::Conflict(format!(
             "workflow {} is claimed by {}, not {owner}",
@@ -111,10 +166,17 @@ pub(crate) fn check_append(rec: &WorkflowRecord, owner: &str, seq: u64) -> Resul
             rec.owner.as_deref().unwrap_or("nobody")
         )));
     }
+    if !same_instance(instance, held) {
+        return Err(StoreError::Conflict(format!(
+            "workflow {} is claimed by another engine instance of {owner} ({held:?}, not \
+             {instance:?}): it was taken over",
+            rec.id
+        )));
+    }
     if seq < rec.entries {
         return Err(StoreError::Conflict(format!(
             "workflow {}: entry {seq} is already written ({} entries): another engine under the \
-             owner name {owner} wrote to it (give each engine on a store its own owner name)",
+             owner name {owner} wrote to it (one that claimed with no instance)",
             rec.id, rec.entries
         )));
     }
@@ -170,6 +232,7 @@ impl Store for MemoryStore {
             order,
             workflows,
             released_by,
+            held,
             ..
         } = &mut *inner;
         let mut got = Vec::new();
@@ -177,11 +240,18 @@ impl Store for MemoryStore {
             if got.len() >= claim.limit {
                 break;
             }
+            let h = held.entry(id.clone()).or_default();
             if let Some((rec, _)) = workflows.get_mut(id)
-                && claim.may_take(rec, released_by.get(id).map(String::as_str))
+                && claim.may_take(
+                    rec,
+                    released_by.get(id).map(String::as_str),
+                    &h.instance,
+                    h.renewed,
+                )
             {
                 rec.owner = Some(claim.owner.clone());
                 rec.lease_until_ms = claim.lease_until_ms;
+                *h = Held::new(&claim.instance, claim.now_ms);
                 released_by.remove(id);
                 got.push(id.clone());
             }
@@ -190,14 +260,27 @@ impl Store for MemoryStore {
     }
 
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.release_instance(id, owner, "")
+    }
+
+    fn release_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut inner = self.lock();
         let Inner {
             workflows,
             released_by,
+            held,
             ..
         } = &mut *inner;
+        let held = held.get(id).map_or("", |h| h.instance.as_str());
         ready(match workflows.get_mut(id) {
-            Some((rec, _)) if rec.owner.as_deref() == Some(owner) => {
+            Some((rec, _))
+                if rec.owner.as_deref() == Some(owner) && same_instance(instance, held) =>
+            {
                 rec.owner = None;
                 released_by.insert(id.to_owned(), owner.to_owned());
                 Ok(())
@@ -212,6 +295,7 @@ impl Store for MemoryStore {
             order,
             workflows,
             released_by,
+            held,
             reviews,
             ..
         } = &mut *inner;
@@ -230,6 +314,7 @@ impl Store for MemoryStore {
         for id in &gone {
             workflows.remove(id);
             released_by.remove(id);
+            held.remove(id);
         }
         if !gone.is_empty() {
             order.retain(|id| workflows.contains_key(id));
@@ -246,14 +331,21 @@ impl Store for MemoryStore {
         owner: &'a str,
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let mut inner = self.lock();
-        ready(match inner.workflows.get_mut(id) {
-            Some((rec, _)) if rec.owner.as_deref() == Some(owner) => {
-                rec.lease_until_ms = rec.lease_until_ms.max(lease_until_ms);
-                Ok(())
-            }
-            _ => Err(lost(id, owner)),
-        })
+        ready(self.lock().renew(id, owner, "", None, lease_until_ms))
+    }
+
+    fn renew_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(
+            self.lock()
+                .renew(id, owner, instance, Some(now_ms), lease_until_ms),
+        )
     }
 
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -412,8 +504,10 @@ mod append_checks {
             updated_ms: 0,
             entries: 3,
         };
-        assert!(check_append(&rec, "local", 3).is_ok());
-        let twice = check_append(&rec, "local", 2).unwrap_err().to_string();
+        assert!(check_append(&rec, "", "local", "", 3).is_ok());
+        let twice = check_append(&rec, "", "local", "", 2)
+            .unwrap_err()
+            .to_string();
         assert!(
             twice.contains("entry 2 is already written (3 entries)"),
             "{twice}"
@@ -422,12 +516,26 @@ mod append_checks {
             twice.contains("another engine under the owner name local"),
             "{twice}"
         );
-        let gap = check_append(&rec, "local", 5).unwrap_err().to_string();
+        let gap = check_append(&rec, "", "local", "", 5)
+            .unwrap_err()
+            .to_string();
         assert!(
             gap.contains("entry 5 would leave a gap after entry 2"),
             "{gap}"
         );
-        let theirs = check_append(&rec, "other", 3).unwrap_err().to_string();
+        let theirs = check_append(&rec, "", "other", "", 3)
+            .unwrap_err()
+            .to_string();
         assert!(theirs.contains("claimed by local, not other"), "{theirs}");
+        // Another instance of the same owner holds it: refused; the empty instance matches any.
+        let taken = check_append(&rec, "i1", "local", "i2", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            taken.contains("claimed by another engine instance of local (\"i1\", not \"i2\")"),
+            "{taken}"
+        );
+        assert!(check_append(&rec, "i1", "local", "i1", 3).is_ok());
+        assert!(check_append(&rec, "i1", "local", "", 3).is_ok());
     }
 }

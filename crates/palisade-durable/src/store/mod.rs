@@ -27,6 +27,22 @@
 //! while a long step runs); [`Store::claim`] hands unowned or expired workflows (and a
 //! restarted owner's own) to a process.
 //!
+//! # Owners and instances
+//!
+//! A claim names its holder twice: the *owner* (the name a process claims under, kept across
+//! restarts) and the *instance* (a token each engine draws when it is built, new at every
+//! start: [`Append::with_instance`], [`Claim::with_instance`]). Appends, renewals
+//! ([`Store::renew_instance`]) and releases ([`Store::release_instance`]) must come from the
+//! instance that holds the claim, so two live engines that share an owner name do not write
+//! over each other. A claim of the same owner under another instance takes a workflow whose
+//! lease still runs only once its holder visibly stopped its heartbeat (see [`Store::claim`]):
+//! a restarted process resumes its own work after a fraction of a lease, and never takes the
+//! work of a live engine that happens to have its name.
+//!
+//! The empty instance (what [`Append::new`], [`Claim::new`], [`Store::renew`] and
+//! [`Store::release`] use) is the behaviour from before instances: it matches any instance of
+//! its owner.
+//!
 //! A process that holds a claim it cannot use (the workflow's definition is not in its version
 //! of the binary, during a rolling deploy) gives it back with [`Store::release`], so that a
 //! process that can drive the workflow gets it at once. Finished workflows are never deleted
@@ -46,6 +62,10 @@
 //! [`Store::checkpoint_put_next`] came later too: its default implementation works over the
 //! other checkpoint methods, retrying when concurrent saves for one agent collide; a store that
 //! can allocate the version in the same transaction as the insert should implement it.
+//! [`Store::renew_instance`] and [`Store::release_instance`] came last: their defaults call
+//! [`Store::renew`] and [`Store::release`], ignoring the instance. Such a store fences claims
+//! by owner name only, as before: two live engines under one name there still take each
+//! other's work.
 
 use std::fmt;
 use std::future::Future;
@@ -130,6 +150,10 @@ pub struct Append {
     pub lease_until_ms: u64,
     /// Give up the claim with this entry (the workflow finished, or waits for a person).
     pub release: bool,
+    /// The engine instance writing it, with `owner` (see *Owners and instances* in the
+    /// [module docs](self)); empty (the default) matches any instance of `owner`. The claim
+    /// is then held by this instance, renewed at `at_ms`.
+    pub instance: String,
 }
 
 impl Append {
@@ -157,12 +181,19 @@ impl Append {
             owner: owner.into(),
             lease_until_ms,
             release: false,
+            instance: String::new(),
         }
     }
 
     /// The same entry, giving up the claim or not.
     pub fn with_release(mut self, release: bool) -> Self {
         self.release = release;
+        self
+    }
+
+    /// The same entry, written by engine instance `instance` of its owner.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
         self
     }
 }
@@ -202,9 +233,10 @@ pub struct WorkflowRecord {
 }
 
 /// A request to claim workflows: those of `kind` in one of `states` that nobody holds, whose
-/// claim expired before `now_ms`, or that `owner` itself held (a restarted process takes its
-/// own work back at once); one that `owner` gave back ([`Store::release`]) only once the lease
-/// it held has ended (see [`Store::claim`]).
+/// claim expired before `now_ms`, that `owner` itself holds under the same `instance`, or
+/// under another instance that stopped renewing it (a restarted process takes its own work
+/// back after a fraction of a lease); one that `owner` gave back ([`Store::release`]) only
+/// once the lease it held has ended (see [`Store::claim`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Claim {
@@ -222,6 +254,9 @@ pub struct Claim {
     pub limit: usize,
     /// Only this workflow, if set.
     pub only: Option<String>,
+    /// The engine instance claiming, with `owner` (see *Owners and instances* in the
+    /// [module docs](self)); empty (the default) matches any instance of `owner`.
+    pub instance: String,
 }
 
 impl Claim {
@@ -242,6 +277,7 @@ impl Claim {
             lease_until_ms,
             limit,
             only: None,
+            instance: String::new(),
         }
     }
 
@@ -251,18 +287,53 @@ impl Claim {
         self
     }
 
+    /// The same claim, by engine instance `instance` of its owner.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
     /// Whether this claim may take `rec`, which `released_by` gave back with
-    /// [`Store::release`] (and nobody claimed or appended to since): see
+    /// [`Store::release`] (and nobody claimed or appended to since), and whose claim is held
+    /// by instance `instance` of its owner, last renewed at `renewed_ms` (if known): see
     /// [`Store::claim`].
-    pub(crate) fn may_take(&self, rec: &WorkflowRecord, released_by: Option<&str>) -> bool {
+    pub(crate) fn may_take(
+        &self,
+        rec: &WorkflowRecord,
+        released_by: Option<&str>,
+        instance: &str,
+        renewed_ms: Option<u64>,
+    ) -> bool {
+        let expired = rec.lease_until_ms < self.now_ms;
         rec.kind == self.kind
             && self.states.contains(&rec.state)
             && self.only.as_ref().is_none_or(|id| *id == rec.id)
             && match &rec.owner {
-                None => released_by != Some(&*self.owner) || rec.lease_until_ms < self.now_ms,
-                Some(o) => *o == self.owner || rec.lease_until_ms < self.now_ms,
+                None => released_by != Some(&*self.owner) || expired,
+                Some(o) if *o == self.owner => {
+                    same_instance(&self.instance, instance)
+                        || expired
+                        || renewed_ms.is_some_and(|r| stale(r, rec.lease_until_ms, self.now_ms))
+                }
+                Some(_) => expired,
             }
     }
+}
+
+/// Whether instance `asked` (of a claim, an append, a renewal, a release) acts for the
+/// holder's instance `held`, of the same owner: the same one, or the empty instance, which
+/// matches any (the behaviour from before instances).
+pub(crate) fn same_instance(asked: &str, held: &str) -> bool {
+    asked.is_empty() || asked == held
+}
+
+/// Whether a claim renewed at `renewed_ms` until `lease_until_ms` has visibly missed its
+/// heartbeat at `now_ms`: it was last renewed more than seven twelfths of the lease it then
+/// took ago (a third, the heartbeat's period, plus a quarter as margin), in whole
+/// milliseconds, rounding the lease's twelfth down. The SQL stores compute the same in their
+/// claim queries. See [`Store::claim`].
+pub(crate) fn stale(renewed_ms: u64, lease_until_ms: u64, now_ms: u64) -> bool {
+    now_ms > renewed_ms && now_ms - renewed_ms > lease_until_ms.saturating_sub(renewed_ms) / 12 * 7
 }
 
 /// A request to delete finished workflows and their journals ([`Store::purge`]): those of
@@ -376,10 +447,12 @@ const CHECKPOINT_PUT_ATTEMPTS: usize = 64;
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends one entry and sets the workflow's state, in one transaction.
     ///
-    /// `seq` 0 creates the workflow (with `owner` holding the claim); a workflow that exists
-    /// already is a [`StoreError::Conflict`]. Any other `seq` must be one more than the last
-    /// entry's, and `owner` must hold the claim (an expired lease still counts while nobody
-    /// else has claimed the workflow); otherwise [`StoreError::Conflict`].
+    /// `seq` 0 creates the workflow (with `owner` and `instance` holding the claim); a workflow
+    /// that exists already is a [`StoreError::Conflict`]. Any other `seq` must be one more than
+    /// the last entry's, and `owner` must hold the claim, under `instance` unless that is empty
+    /// (an expired lease still counts while nobody else has claimed the workflow); otherwise
+    /// [`StoreError::Conflict`]. The claim is then `instance`'s, renewed at `at_ms` until
+    /// `lease_until_ms`.
     fn append(&self, append: Append) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The journal of workflow `id`, oldest first (empty if there is none).
@@ -401,17 +474,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// never get the same workflow.
     ///
     /// A workflow may be claimed if it is of `claim.kind`, in one of `claim.states` (and is
-    /// `claim.only`, if set), and: `claim.owner` holds it already; or its lease ended before
-    /// `claim.now_ms`; or nobody holds it, unless `claim.owner` itself gave it back with
-    /// [`release`](Store::release) (and nobody claimed or appended to it since), in which case
-    /// `claim.owner` may take it again only once the lease it held has ended. At most
-    /// `claim.limit`, oldest first; each gets owner `claim.owner` and lease
-    /// `claim.lease_until_ms`.
+    /// `claim.only`, if set), and:
+    ///
+    /// * `claim.owner` holds it already under `claim.instance` (or `claim.instance` is empty);
+    /// * or `claim.owner` holds it under another instance that has visibly missed its
+    ///   heartbeat: the claim was last renewed (by the append, claim or
+    ///   [`renew_instance`](Store::renew_instance) that set it, at `renewed`) more than seven
+    ///   twelfths of the lease it then took ago, `now_ms - renewed > (lease_until_ms -
+    ///   renewed) / 12 * 7` in whole milliseconds (the engines renew every third of a lease
+    ///   while they work, so a live holder never looks like that; the rest is margin for a
+    ///   slow renewal and for clocks). A claim renewed by [`renew`](Store::renew), or written
+    ///   by an earlier version of the store, has no known renewal time and waits for its
+    ///   lease to end;
+    /// * or its lease ended before `claim.now_ms`;
+    /// * or nobody holds it, unless `claim.owner` itself gave it back with
+    ///   [`release`](Store::release) (and nobody claimed or appended to it since), in which
+    ///   case `claim.owner` may take it again only once the lease it held has ended.
+    ///
+    /// At most `claim.limit`, oldest first; each gets owner `claim.owner`, instance
+    /// `claim.instance`, lease `claim.lease_until_ms`, renewed at `claim.now_ms`.
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
-    /// Extends the claim `owner` holds on workflow `id` to `lease_until_ms` (a lease never
-    /// shrinks: a renewal earlier than the current end changes nothing), without writing an
-    /// entry: the heartbeat of a process whose step runs longer than a lease.
+    /// Extends the claim `owner` holds on workflow `id` (under any instance) to
+    /// `lease_until_ms` (a lease never shrinks: a renewal earlier than the current end changes
+    /// nothing), without writing an entry: the heartbeat of a process whose step runs longer
+    /// than a lease. The engines call [`renew_instance`](Store::renew_instance) instead; this
+    /// one records no renewal time, so the claim waits for its lease to end before another
+    /// instance of `owner` may take it.
     ///
     /// A [`StoreError::Conflict`] if `owner` does not hold the claim: another process took it
     /// over, it was released, or the workflow does not exist. The caller has then lost the
@@ -423,7 +512,30 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Gives back the claim `owner` holds on workflow `id`, without writing an entry: the
+    /// [`renew`](Store::renew) for one engine instance: extends the claim `owner` holds on
+    /// workflow `id` under `instance` (any instance, if empty) to `lease_until_ms`, and records
+    /// that it was renewed at `now_ms` (a renewal time never goes back), which tells the other
+    /// instances of `owner` that this one is alive (see [`claim`](Store::claim)).
+    ///
+    /// A [`StoreError::Conflict`] if `owner` does not hold the claim under `instance`: another
+    /// instance or process took it over, it was released, or the workflow does not exist.
+    ///
+    /// The default implementation, for stores written before this method existed, calls
+    /// [`renew`](Store::renew), ignoring `instance` and `now_ms`.
+    fn renew_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (instance, now_ms);
+        self.renew(id, owner, lease_until_ms)
+    }
+
+    /// Gives back the claim `owner` holds on workflow `id` (under any instance; see
+    /// [`release_instance`](Store::release_instance)), without writing an entry: the
     /// workflow then has no owner, and any *other* process may claim it at once. `owner`
     /// itself may claim it again only once the lease it held has ended (so that a process that
     /// cannot drive the workflow does not take it straight back on its next recovery, and does
@@ -441,6 +553,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let _ = (id, owner);
         Box::pin(std::future::ready(Err(StoreError::Unsupported("release"))))
+    }
+
+    /// [`release`](Store::release) for one engine instance: gives back the claim `owner` holds
+    /// on workflow `id` under `instance` (any instance, if empty); a
+    /// [`StoreError::Conflict`] if another instance holds it.
+    ///
+    /// The default implementation, for stores written before this method existed, calls
+    /// [`release`](Store::release), ignoring `instance`.
+    fn release_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = instance;
+        self.release(id, owner)
     }
 
     /// Deletes the workflows `purge` selects, with their journals and their review items
@@ -559,6 +687,47 @@ pub(crate) async fn release_hands_w_from_a_to_b(store: &dyn Store) {
     store.release("w", "a").await.unwrap();
     assert!(store.claim(claim("a")).await.unwrap().is_empty());
     assert_eq!(store.claim(claim("b")).await.unwrap(), ["w"]);
+}
+
+/// For the SQL stores' migration tests: workflow `v`, a compensating saga that `a` holds
+/// until 10 000 in a row of a version before instances (no instance, no renewal time). An
+/// engine instance of `a` takes it only once its lease has run out (nothing says when it was
+/// last renewed), not before; an old process (the empty instance) still renews it; once taken,
+/// only that instance writes, and another instance takes it from that one by the new rule.
+#[cfg(test)]
+pub(crate) async fn an_old_claim_waits_its_lease_for_an_instance(store: &dyn Store) {
+    let claim = |instance: &str, now: u64| {
+        Claim::new("saga", &["compensating"], "a", now, now + 12_000, 10).with_instance(instance)
+    };
+    let conflict = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Conflict(_)));
+    assert!(store.claim(claim("x", 9_999)).await.unwrap().is_empty());
+    assert!(conflict(
+        store.renew_instance("v", "a", "x", 5, 10_000).await
+    ));
+    store.renew("v", "a", 10_000).await.unwrap();
+    assert!(store.claim(claim("x", 10_000)).await.unwrap().is_empty());
+    assert_eq!(store.claim(claim("x", 10_001)).await.unwrap(), ["v"]);
+    let append = |instance: &str| {
+        Append::new(
+            "v",
+            "saga",
+            "d",
+            1,
+            10_002,
+            serde_json::json!({}),
+            "compensating",
+            "a",
+            22_002,
+        )
+        .with_instance(instance)
+    };
+    assert!(conflict(store.append(append("y")).await));
+    store.append(append("x")).await.unwrap();
+    // Renewed at 10 002 for 12 s: another instance waits seven twelfths of it (7 s).
+    assert!(store.claim(claim("y", 17_002)).await.unwrap().is_empty());
+    assert_eq!(store.claim(claim("y", 17_003)).await.unwrap(), ["v"]);
+    let v = store.workflow("v").await.unwrap().unwrap();
+    assert_eq!((v.owner.as_deref(), v.entries), (Some("a"), 2));
 }
 
 #[cfg(test)]

@@ -47,9 +47,12 @@ use crate::error::StoreError;
 /// outcome cannot be recorded. The store never queries inside them, so it loses nothing by
 /// it. A database created with `jsonb` columns by an earlier version is converted on connect
 /// (once; it rewrites those two tables), and one created without the `released_by` column of
-/// [`Store::release`] gets it added (the earlier version's rows read as never released), and
-/// one without the `reviews_workflow` index (review items by workflow, for
-/// [`Store::purge`]) gets that.
+/// [`Store::release`] gets it added (the earlier version's rows read as never released), one
+/// without the `instance` and `renewed` columns (a claim's engine instance and renewal time,
+/// see [`Store::claim`]) gets them (the earlier version's rows read as held by the empty
+/// instance, renewed at an unknown time: another instance of their owner waits for their
+/// lease to end, as another owner does), and one without the `reviews_workflow` index
+/// (review items by workflow, for [`Store::purge`]) gets that.
 pub struct PostgresStore {
     conns: Vec<Mutex<Client>>,
     next: AtomicUsize,
@@ -114,7 +117,8 @@ END $$;
 ";
 
 /// The columns and indexes added since the first version, for databases it created (and
-/// fresh ones: [`SCHEMA`] is the first version's): `released_by` for [`Store::release`], and
+/// fresh ones: [`SCHEMA`] is the first version's): `released_by` for [`Store::release`],
+/// `instance` and `renewed` for claims by engine instance ([`Store::claim`]), and
 /// `reviews_workflow`, through which a [`purge`](Store::purge) deletes the review items of
 /// the workflows it deletes. Checked first: `ALTER TABLE` and `CREATE INDEX` lock the table
 /// even when they have nothing to do, and every process runs this on connect.
@@ -125,6 +129,12 @@ BEGIN
                    WHERE table_schema = current_schema() AND table_name = 'workflows'
                      AND column_name = 'released_by') THEN
         ALTER TABLE workflows ADD COLUMN released_by TEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'workflows'
+                     AND column_name = 'instance') THEN
+        ALTER TABLE workflows ADD COLUMN instance TEXT NOT NULL DEFAULT '',
+                              ADD COLUMN renewed BIGINT;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_indexes
                    WHERE schemaname = current_schema() AND indexname = 'reviews_workflow') THEN
@@ -277,9 +287,10 @@ impl PostgresStore {
         if a.seq == 0 {
             let n = tx
                 .execute(
-                    "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1) ON CONFLICT (id) DO NOTHING",
-                    &[&a.id, &a.kind, &a.name, &a.state, &owner, &sql_int(a.lease_until_ms), &sql_int(a.at_ms)],
+                    "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated,
+                       entries, instance, renewed)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8, $7) ON CONFLICT (id) DO NOTHING",
+                    &[&a.id, &a.kind, &a.name, &a.state, &owner, &sql_int(a.lease_until_ms), &sql_int(a.at_ms), &a.instance],
                 )
                 .await
                 .map_err(pg)?;
@@ -292,22 +303,27 @@ impl PostgresStore {
         } else {
             let row = tx
                 .query_opt(
-                    &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1 FOR UPDATE"),
+                    &format!(
+                        "SELECT {WORKFLOW_COLUMNS}, instance FROM workflows WHERE id = $1 FOR UPDATE"
+                    ),
                     &[&a.id],
                 )
                 .await
                 .map_err(pg)?
                 .ok_or_else(|| StoreError::Conflict(format!("workflow {} does not exist", a.id)))?;
-            check_append(&workflow_row(&row), &a.owner, a.seq)?;
+            let held: String = row.get(9);
+            check_append(&workflow_row(&row), &held, &a.owner, &a.instance, a.seq)?;
             tx.execute(
                 "UPDATE workflows SET state = $2, owner = $3, lease_until = $4, updated = $5,
-                 entries = entries + 1, released_by = NULL WHERE id = $1",
+                 entries = entries + 1, released_by = NULL, instance = $6, renewed = $5
+                 WHERE id = $1",
                 &[
                     &a.id,
                     &a.state,
                     &owner,
                     &sql_int(a.lease_until_ms),
                     &sql_int(a.at_ms),
+                    &a.instance,
                 ],
             )
             .await
@@ -355,6 +371,31 @@ impl PostgresStore {
         Ok(version)
     }
 
+    /// [`Store::renew_instance`]; with `now_ms` `None` ([`Store::renew`]), the renewal time
+    /// becomes unknown.
+    async fn renew_held(
+        &self,
+        id: &str,
+        owner: &str,
+        instance: &str,
+        now_ms: Option<u64>,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        let now = now_ms.map(sql_int);
+        let n = c
+            .execute(
+                "UPDATE workflows SET lease_until = GREATEST(lease_until, $3),
+                   renewed = CASE WHEN $5::BIGINT IS NULL THEN NULL
+                                  ELSE GREATEST(renewed, $5) END
+                 WHERE id = $1 AND owner = $2 AND ($4::TEXT = '' OR instance = $4)",
+                &[&id, &owner, &sql_int(lease_until_ms), &instance, &now],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 1 { Ok(()) } else { Err(lost(id, owner)) }
+    }
+
     async fn claim_tx(&self, c: Claim) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(pg)?;
@@ -362,7 +403,9 @@ impl PostgresStore {
             .query(
                 "SELECT id FROM workflows
                  WHERE kind = $1 AND state = ANY($2) AND ($3::TEXT IS NULL OR id = $3)
-                   AND (owner = $4 OR lease_until < $5
+                   AND ((owner = $4 AND ($7::TEXT = '' OR instance = $7 OR (renewed < $5
+                          AND $5 - renewed > GREATEST(lease_until - renewed, 0) / 12 * 7)))
+                        OR lease_until < $5
                         OR (owner IS NULL AND (released_by IS NULL OR released_by <> $4)))
                  ORDER BY ord LIMIT $6 FOR UPDATE SKIP LOCKED",
                 &[
@@ -372,6 +415,7 @@ impl PostgresStore {
                     &c.owner,
                     &sql_int(c.now_ms),
                     &(c.limit.min(i64::MAX as usize) as i64),
+                    &c.instance,
                 ],
             )
             .await
@@ -379,9 +423,15 @@ impl PostgresStore {
         let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !ids.is_empty() {
             tx.execute(
-                "UPDATE workflows SET owner = $2, lease_until = $3, released_by = NULL
-                 WHERE id = ANY($1)",
-                &[&ids, &c.owner, &sql_int(c.lease_until_ms)],
+                "UPDATE workflows SET owner = $2, lease_until = $3, released_by = NULL,
+                 instance = $4, renewed = $5 WHERE id = ANY($1)",
+                &[
+                    &ids,
+                    &c.owner,
+                    &sql_int(c.lease_until_ms),
+                    &c.instance,
+                    &sql_int(c.now_ms),
+                ],
             )
             .await
             .map_err(pg)?;
@@ -499,28 +549,37 @@ impl Store for PostgresStore {
         owner: &'a str,
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let c = self.conn().await?;
-            let n = c
-                .execute(
-                    "UPDATE workflows SET lease_until = GREATEST(lease_until, $3)
-                     WHERE id = $1 AND owner = $2",
-                    &[&id, &owner, &sql_int(lease_until_ms)],
-                )
-                .await
-                .map_err(pg)?;
-            if n == 1 { Ok(()) } else { Err(lost(id, owner)) }
-        })
+        Box::pin(self.renew_held(id, owner, "", None, lease_until_ms))
+    }
+
+    fn renew_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.renew_held(id, owner, instance, Some(now_ms), lease_until_ms))
     }
 
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.release_instance(id, owner, "")
+    }
+
+    fn release_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let c = self.conn().await?;
             let n = c
                 .execute(
                     "UPDATE workflows SET owner = NULL, released_by = $2
-                     WHERE id = $1 AND owner = $2",
-                    &[&id, &owner],
+                     WHERE id = $1 AND owner = $2 AND ($3::TEXT = '' OR instance = $3)",
+                    &[&id, &owner, &instance],
                 )
                 .await
                 .map_err(pg)?;
@@ -917,9 +976,11 @@ mod tests {
         assert_eq!(types().await, ["journal.event json", "reviews.body json"]);
     }
 
-    /// A database made by the previous version (no `released_by` column, a claimed workflow
-    /// in it): connecting adds the column and keeps the rows, which read as never released;
-    /// release and claim then work; connecting again finds nothing to add. The
+    /// A database made by the first version (no `released_by`, `instance` nor `renewed`
+    /// column, claimed workflows in it): connecting adds the columns and keeps the rows,
+    /// which read as never released, held by no instance in particular, renewed at an
+    /// unknown time; release, claims (by owner and by instance) and appends then work;
+    /// connecting again finds nothing to add. The
     /// `reviews_workflow` index, which a purge deletes review items through, is added too.
     #[tokio::test(start_paused = true)]
     async fn a_database_of_the_previous_version_gets_the_new_column() {
@@ -931,8 +992,10 @@ mod tests {
         old.batch_execute(&format!(
             "CREATE SCHEMA {schema}; SET search_path TO {schema}; {SCHEMA}
              INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated,
-               entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1);
-             INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{{}}')"
+               entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1),
+               ('v', 'saga', 'd', 'compensating', 'a', 10000, 1, 1, 1);
+             INSERT INTO journal (workflow, seq, at, event)
+               VALUES ('w', 0, 1, '{{}}'), ('v', 0, 1, '{{}}')"
         ))
         .await
         .unwrap();
@@ -940,7 +1003,7 @@ mod tests {
             old.query_one(
                 "SELECT count(*) FROM information_schema.columns
                  WHERE table_schema = $1 AND table_name = 'workflows'
-                   AND column_name = 'released_by'",
+                   AND column_name IN ('released_by', 'instance', 'renewed')",
                 &[&schema],
             )
             .await
@@ -962,12 +1025,13 @@ mod tests {
         let store = PostgresStore::connect_with(&url, Some(&schema), 1)
             .await
             .unwrap();
-        assert_eq!((columns().await, indexes().await), (1, 1));
+        assert_eq!((columns().await, indexes().await), (3, 1));
         crate::store::release_hands_w_from_a_to_b(&*store).await;
+        crate::store::an_old_claim_waits_its_lease_for_an_instance(&*store).await;
         let store = PostgresStore::connect_with(&url, Some(&schema), 1)
             .await
             .unwrap();
-        assert_eq!((columns().await, indexes().await), (1, 1));
+        assert_eq!((columns().await, indexes().await), (3, 1));
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!((w.owner.as_deref(), w.lease_until_ms), (Some("b"), 6));
         assert_eq!(store.journal("w").await.unwrap().len(), 1);

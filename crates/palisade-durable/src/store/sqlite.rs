@@ -79,8 +79,11 @@ pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// # Schema
 ///
 /// Tables are created when the file is opened, if missing. A file made by an earlier version
-/// (without the `released_by` column of [`Store::release`]) gets the column added then, in
-/// the same transaction; the earlier version's rows read as never released. One without the
+/// (without the `released_by` column of [`Store::release`], or the `instance` and `renewed`
+/// columns of a claim's engine instance and renewal time) gets the columns added then, in
+/// the same transaction; the earlier version's rows read as never released, held by the
+/// empty instance, renewed at an unknown time (so another instance of their owner waits for
+/// their lease to end, as another owner does). One without the
 /// `reviews_workflow` index (review items by workflow, through which a
 /// [`purge`](Store::purge) deletes the items of the workflows it deletes) gets that too.
 ///
@@ -157,7 +160,45 @@ const SELECT_WORKFLOW: &str = concat!(
     " FROM workflows WHERE id = ?1"
 );
 
+/// One workflow by id, then the instance holding its claim.
+const SELECT_HELD_WORKFLOW: &str = concat!(
+    "SELECT ",
+    workflow_columns!(),
+    ", instance FROM workflows WHERE id = ?1"
+);
+
 impl SqliteStore {
+    /// [`Store::renew_instance`]; with `now_ms` `None` ([`Store::renew`]), the renewal time
+    /// becomes unknown.
+    fn renew_held(
+        &self,
+        id: &str,
+        owner: &str,
+        instance: &str,
+        now_ms: Option<u64>,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (id, owner, instance) = (id.to_owned(), owner.to_owned(), instance.to_owned());
+        let now = now_ms.map(sql_int);
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE workflows SET lease_until = max(lease_until, ?3),
+                       renewed = CASE WHEN ?5 IS NULL THEN NULL
+                                      ELSE max(coalesce(renewed, ?5), ?5) END
+                     WHERE id = ?1 AND owner = ?2 AND (?4 = '' OR instance = ?4)",
+                )
+                .map_err(db)?
+                .execute(params![id, owner, sql_int(lease_until_ms), instance, now])
+                .map_err(db)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(lost(&id, &owner))
+            }
+        })
+    }
+
     /// Opens (or creates) the store at `path` with the default, durable options.
     ///
     /// A [`StoreError::Open`] naming `path` if the file cannot be opened or set up (it is not
@@ -261,6 +302,17 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     if released_by == 0 {
         tx.execute_batch("ALTER TABLE workflows ADD COLUMN released_by TEXT")?;
     }
+    let instance: i64 = tx.query_row(
+        "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'instance'",
+        [],
+        |r| r.get(0),
+    )?;
+    if instance == 0 {
+        tx.execute_batch(
+            "ALTER TABLE workflows ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+             ALTER TABLE workflows ADD COLUMN renewed INTEGER",
+        )?;
+    }
     tx.execute_batch(INDEXES)?;
     tx.commit()
 }
@@ -273,11 +325,21 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
         .map_err(db)?;
     if a.seq == 0 {
         tx.prepare_cached(
-            "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated, entries)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1)",
+            "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created, updated,
+               entries, instance, renewed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 1, ?8, ?7)",
         )
         .map_err(db)?
-        .execute(params![a.id, a.kind, a.name, a.state, owner, sql_int(a.lease_until_ms), sql_int(a.at_ms)])
+        .execute(params![
+            a.id,
+            a.kind,
+            a.name,
+            a.state,
+            owner,
+            sql_int(a.lease_until_ms),
+            sql_int(a.at_ms),
+            a.instance
+        ])
         .map_err(|e| {
             if is_constraint(&e) {
                 StoreError::Conflict(format!("workflow {} exists already", a.id))
@@ -286,17 +348,18 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
             }
         })?;
     } else {
-        let rec = tx
-            .prepare_cached(SELECT_WORKFLOW)
+        let (rec, held) = tx
+            .prepare_cached(SELECT_HELD_WORKFLOW)
             .map_err(db)?
-            .query_row([&a.id], workflow_row)
+            .query_row([&a.id], |r| Ok((workflow_row(r)?, r.get::<_, String>(9)?)))
             .optional()
             .map_err(db)?
             .ok_or_else(|| StoreError::Conflict(format!("workflow {} does not exist", a.id)))?;
-        check_append(&rec, &a.owner, a.seq)?;
+        check_append(&rec, &held, &a.owner, &a.instance, a.seq)?;
         tx.prepare_cached(
             "UPDATE workflows SET state = ?2, owner = ?3, lease_until = ?4, updated = ?5,
-             entries = entries + 1, released_by = NULL WHERE id = ?1",
+             entries = entries + 1, released_by = NULL, instance = ?6, renewed = ?5
+             WHERE id = ?1",
         )
         .map_err(db)?
         .execute(params![
@@ -304,7 +367,8 @@ fn append(conn: &mut Connection, a: Append) -> Result<(), StoreError> {
             a.state,
             owner,
             sql_int(a.lease_until_ms),
-            sql_int(a.at_ms)
+            sql_int(a.at_ms),
+            a.instance
         ])
         .map_err(db)?;
     }
@@ -333,14 +397,17 @@ fn placeholders(first: usize, n: usize) -> String {
 /// the states included, so that SQLite reads only the workflows it may hand out (through the
 /// `workflows_kind_state` index) and `LIMIT` counts only those; finished workflows, however
 /// many, are never read. Parameters: `?1` kind, `?2` the only id (or NULL), `?3` owner, `?4`
-/// now, `?5` limit, then the states. The text depends only on how many states there are, so
-/// the statement cache keeps one statement per count (the engines always pass the same few).
+/// now, `?5` limit, `?6` instance, then the states. The text depends only on how many states
+/// there are, so the statement cache keeps one statement per count (the engines always pass
+/// the same few). The third line is [`stale`](super::stale).
 fn claim_query(states: usize) -> String {
-    let placeholders = placeholders(6, states);
+    let placeholders = placeholders(7, states);
     format!(
         "SELECT id FROM workflows
          WHERE kind = ?1 AND state IN ({placeholders}) AND (?2 IS NULL OR id = ?2)
-           AND (owner = ?3 OR lease_until < ?4
+           AND ((owner = ?3 AND (?6 = '' OR instance = ?6 OR (renewed < ?4
+                  AND ?4 - renewed > max(lease_until - renewed, 0) / 12 * 7)))
+                OR lease_until < ?4
                 OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
          ORDER BY rowid LIMIT ?5"
     )
@@ -355,7 +422,8 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
             .prepare_cached(&claim_query(c.states.len()))
             .map_err(db)?;
         let (now, limit) = (sql_int(c.now_ms), c.limit.min(i64::MAX as usize) as i64);
-        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&c.kind, &c.only, &c.owner, &now, &limit];
+        let mut args: Vec<&dyn rusqlite::ToSql> =
+            vec![&c.kind, &c.only, &c.owner, &now, &limit, &c.instance];
         args.extend(c.states.iter().map(|s| s as &dyn rusqlite::ToSql));
         let rows = stmt
             .query_map(&args[..], |r| r.get::<_, String>(0))
@@ -364,10 +432,17 @@ fn claim(conn: &mut Connection, c: Claim) -> Result<Vec<String>, StoreError> {
     };
     for id in &candidates {
         tx.prepare_cached(
-            "UPDATE workflows SET owner = ?2, lease_until = ?3, released_by = NULL WHERE id = ?1",
+            "UPDATE workflows SET owner = ?2, lease_until = ?3, released_by = NULL,
+             instance = ?4, renewed = ?5 WHERE id = ?1",
         )
         .map_err(db)?
-        .execute(params![id, c.owner, sql_int(c.lease_until_ms)])
+        .execute(params![
+            id,
+            c.owner,
+            sql_int(c.lease_until_ms),
+            c.instance,
+            sql_int(c.now_ms)
+        ])
         .map_err(db)?;
     }
     tx.commit().map_err(db)?;
@@ -516,34 +591,39 @@ impl Store for SqliteStore {
         owner: &'a str,
         lease_until_ms: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.run(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE workflows SET lease_until = max(lease_until, ?3)
-                     WHERE id = ?1 AND owner = ?2",
-                )
-                .map_err(db)?
-                .execute(params![id, owner, sql_int(lease_until_ms)])
-                .map_err(db)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(lost(&id, &owner))
-            }
-        })
+        self.renew_held(id, owner, "", None, lease_until_ms)
+    }
+
+    fn renew_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.renew_held(id, owner, instance, Some(now_ms), lease_until_ms)
     }
 
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.release_instance(id, owner, "")
+    }
+
+    fn release_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (id, owner, instance) = (id.to_owned(), owner.to_owned(), instance.to_owned());
         self.run(move |c| {
             let n = c
                 .prepare_cached(
                     "UPDATE workflows SET owner = NULL, released_by = ?2
-                     WHERE id = ?1 AND owner = ?2",
+                     WHERE id = ?1 AND owner = ?2 AND (?3 = '' OR instance = ?3)",
                 )
                 .map_err(db)?
-                .execute(params![id, owner])
+                .execute(params![id, owner, instance])
                 .map_err(db)?;
             if n == 1 {
                 Ok(())
@@ -941,20 +1021,22 @@ mod tests {
         }
     }
 
-    fn has_released_by(path: &Path) -> bool {
+    fn has_column(path: &Path, column: &str) -> bool {
         let c = Connection::open(path).unwrap();
         c.query_row(
-            "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = 'released_by'",
-            [],
+            "SELECT count(*) FROM pragma_table_info('workflows') WHERE name = ?1",
+            [column],
             |r| r.get::<_, i64>(0),
         )
         .unwrap()
             == 1
     }
 
-    /// A file made by the previous version (no `released_by` column, a claimed workflow in
-    /// it): opening it adds the column and keeps the rows, which read as never released;
-    /// release and claim then work; opening it again finds nothing to add.
+    /// A file made by the first version (no `released_by`, `instance` nor `renewed` column,
+    /// claimed workflows in it): opening it adds the columns and keeps the rows, which read
+    /// as never released, held by no instance in particular, renewed at an unknown time;
+    /// release, claims (by owner and by instance) and appends then work; opening it again
+    /// finds nothing to add.
     #[tokio::test(start_paused = true)]
     async fn a_file_of_the_previous_version_gets_the_new_column() {
         let dir = tempfile::tempdir().unwrap();
@@ -964,19 +1046,24 @@ mod tests {
             old.execute_batch(SCHEMA).unwrap();
             old.execute_batch(
                 "INSERT INTO workflows (id, kind, name, state, owner, lease_until, created,
-                   updated, entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1);
-                 INSERT INTO journal (workflow, seq, at, event) VALUES ('w', 0, 1, '{}')",
+                   updated, entries) VALUES ('w', 'saga', 'd', 'running', 'a', 10000, 1, 1, 1),
+                   ('v', 'saga', 'd', 'compensating', 'a', 10000, 1, 1, 1);
+                 INSERT INTO journal (workflow, seq, at, event)
+                   VALUES ('w', 0, 1, '{}'), ('v', 0, 1, '{}')",
             )
             .unwrap();
         }
-        assert!(!has_released_by(&path));
+        let columns = || ["released_by", "instance", "renewed"].map(|c| has_column(&path, c));
+        assert_eq!(columns(), [false; 3]);
         let store = SqliteStore::open(&path).unwrap();
-        assert!(has_released_by(&path));
+        assert_eq!(columns(), [true; 3]);
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!((w.owner.as_deref(), w.entries), (Some("a"), 1));
         crate::store::release_hands_w_from_a_to_b(&store).await;
+        crate::store::an_old_claim_waits_its_lease_for_an_instance(&store).await;
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(columns(), [true; 3]);
         let w = store.workflow("w").await.unwrap().unwrap();
         assert_eq!((w.owner.as_deref(), w.lease_until_ms), (Some("b"), 6));
         assert_eq!(store.journal("w").await.unwrap().len(), 1);

@@ -88,8 +88,35 @@ impl Store for Edgy {
         }
         self.inner.renew(id, owner, until)
     }
+    fn renew_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+        now_ms: u64,
+        until: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .fail_renewals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing || self.partitioned.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::backend("network down")) });
+        }
+        self.inner
+            .renew_instance(id, owner, instance, now_ms, until)
+    }
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.release(id, owner)
+    }
+    fn release_instance<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a str,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release_instance(id, owner, instance)
     }
     fn purge(&self, p: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.purge(p)

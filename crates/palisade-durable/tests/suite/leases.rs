@@ -28,14 +28,14 @@ use super::sagas::{Act, Calls, crash, saga, step, undoable};
 
 type Log = Arc<Calls>;
 
-const LEASE: Duration = Duration::from_secs(10);
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
 
 /// `store`, with the paused clock held still while its operations run.
-fn still(store: Arc<dyn Store>) -> Arc<dyn Store> {
+pub(crate) fn still(store: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(Faulty::new(store))
 }
 
-fn engine(store: &Arc<dyn Store>, owner: &str, def: SagaDefinition) -> Sagas {
+pub(crate) fn engine(store: &Arc<dyn Store>, owner: &str, def: SagaDefinition) -> Sagas {
     Sagas::builder(store.clone())
         .owner(owner)
         .lease(LEASE)
@@ -59,7 +59,7 @@ async fn watch(log: &Log, store: &Arc<dyn Store>, b: &Sagas, id: &str, leases: u
     resumed
 }
 
-fn lines_starting(log: &[String], prefix: &str) -> usize {
+pub(crate) fn lines_starting(log: &[String], prefix: &str) -> usize {
     log.iter().filter(|l| l.starts_with(prefix)).count()
 }
 
@@ -72,11 +72,22 @@ async fn outlast_three_leases(
     id: &str,
     steps: impl Fn(&Log, &Arc<Semaphore>) -> Vec<Step>,
 ) -> (SagaInfo, Vec<String>) {
+    outlast_three_leases_against(store, id, "b", steps).await
+}
+
+/// [`outlast_three_leases`], with engine `b` under owner name `b_owner` (`"a"`: two engines
+/// under one name).
+pub(crate) async fn outlast_three_leases_against(
+    store: Arc<dyn Store>,
+    id: &str,
+    b_owner: &str,
+    steps: impl Fn(&Log, &Arc<Semaphore>) -> Vec<Step>,
+) -> (SagaInfo, Vec<String>) {
     let store = still(store);
     let log = Log::default();
     let gate = Arc::new(Semaphore::new(0));
     let def = || saga("t", steps(&log, &gate));
-    let (a, b) = (engine(&store, "a", def()), engine(&store, "b", def()));
+    let (a, b) = (engine(&store, "a", def()), engine(&store, b_owner, def()));
     let t0 = Instant::now();
     let (info, resumed) = tokio::join!(a.run("t", id, json!(0)), async {
         let resumed = watch(&log, &store, &b, id, 3).await;
@@ -144,8 +155,8 @@ pub(crate) async fn a_partitioned_process_loses_the_saga_and_drops_its_step(stor
         log.hung().await;
         sleep(LEASE + Duration::from_secs(1)).await;
         // a could not renew its claim, so it dropped its step before its lease ran out
-        // (three quarters of a lease after it last secured it), without hearing from the
-        // store that the claim was lost.
+        // (half a lease after it last secured it), without hearing from the store that the
+        // claim was lost.
         assert!(a_done.load(Ordering::Relaxed), "a still runs its step");
         // a's lease ran out: b takes the saga over and finishes it (the step is idempotent,
         // so b repeats it).
@@ -172,7 +183,7 @@ pub(crate) async fn a_partitioned_process_loses_the_saga_and_drops_its_step(stor
     assert_eq!(
         faulty.renewals.load(Ordering::Relaxed),
         2,
-        "two renewals failed within three quarters of the lease, then a gave up"
+        "two renewals failed within half the lease, then a gave up"
     );
     // a's step was dropped unfinished: the gate opened after that let nothing through.
     tokio::task::yield_now().await;

@@ -4,12 +4,14 @@
 
 pub(crate) mod faults;
 pub(crate) mod housekeeping;
+pub(crate) mod instances;
 pub(crate) mod leases;
 pub(crate) mod sagas;
 pub(crate) mod twopc;
 
 pub(crate) use faults::*;
 pub(crate) use housekeeping::*;
+pub(crate) use instances::*;
 pub(crate) use leases::*;
 pub(crate) use sagas::*;
 pub(crate) use twopc::*;

@@ -505,6 +505,13 @@ pub(crate) async fn requested_retry_runs_on_recover(store: Arc<dyn Store>) {
 /// Runs saga `id` until a step or compensation hangs, then drops it: the process died there.
 /// (No timer: on the paused clock a pending timer would fire while a networked store's query
 /// is in flight.)
+/// Waits, after a [`crash`], until a restarted engine (a new instance under the dead one's
+/// owner name) may take its sagas over: once their claims were last renewed more than seven
+/// twelfths of the lease ago (35 s of the default 60 s; a shorter lease's run out by then).
+pub(crate) async fn restart_later() {
+    tokio::time::sleep(Duration::from_secs(36)).await;
+}
+
 pub(crate) async fn crash(sagas: &Sagas, log: &Log, name: &str, id: &str) {
     tokio::select! {
         r = sagas.run(name, id, json!("in")) => panic!("the saga was meant to hang: {r:?}"),
@@ -525,6 +532,7 @@ pub(crate) async fn recover_repeats_an_idempotent_step(store: Arc<dyn Store>) {
         )
     };
     crash(&engine(&store, vec![def()]), &log, "t", "i1").await;
+    restart_later().await;
     assert_eq!(
         store.workflow("i1").await.unwrap().unwrap().state,
         "running"
@@ -555,6 +563,7 @@ pub(crate) async fn recover_compensates_an_interrupted_step(store: Arc<dyn Store
         )
     };
     crash(&engine(&store, vec![def()]), &log, "t", "n1").await;
+    restart_later().await;
     log.take();
     let r = engine(&store, vec![def()]).recover().await.unwrap();
     let info = &r.resumed[0];
@@ -582,6 +591,7 @@ pub(crate) async fn recover_escalates_an_uncertain_step(store: Arc<dyn Store>) {
         )
     };
     crash(&engine(&store, vec![def()]), &log, "t", "u1").await;
+    restart_later().await;
     log.take();
     let sagas = engine(&store, vec![def()]);
     let r = sagas.recover().await.unwrap();
@@ -609,6 +619,7 @@ pub(crate) async fn recover_reruns_an_interrupted_compensation_once(store: Arc<d
         )
     };
     crash(&engine(&store, vec![def()]), &log, "t", "c1").await;
+    restart_later().await;
     assert_eq!(
         store.workflow("c1").await.unwrap().unwrap().state,
         "compensating"
@@ -677,6 +688,7 @@ pub(crate) async fn unknown_definition_on_recovery(store: Arc<dyn Store>) {
     let log = Log::default();
     let def = saga("t", vec![step("a", &log, Act::HangFirst(1))]);
     crash(&engine(&store, vec![def]), &log, "t", "d1").await;
+    restart_later().await;
     let other = engine(&store, vec![saga("other", vec![step("x", &log, Act::Ok)])]);
     let r = other.recover().await.unwrap();
     assert!(r.resumed.is_empty());
@@ -953,6 +965,7 @@ pub(crate) async fn recovery_gets_past_sagas_it_cannot_resume(store: Arc<dyn Sto
     }
     let t = || saga("t", vec![step("a", &log, Act::HangFirst(1)).idempotent()]);
     crash(&engine(&store, vec![t()]), &log, "t", "t1").await;
+    restart_later().await;
     log.take();
     let sagas = engine(&store, vec![t()]);
     let r = sagas.recover().await.unwrap();

@@ -208,6 +208,7 @@ pub(crate) async fn tx_presumed_abort_after_a_crash(store: Arc<dyn Store>) {
         () = log.hung() => {}
     }
     assert_eq!(short(&log), ["a Prepare", "b Prepare", "c Prepare"]);
+    super::sagas::restart_later().await;
     let restarted = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
     let done = restarted.recover().await.unwrap().finished;
     assert_eq!(done[0].state, TxState::Aborted);
@@ -265,6 +266,7 @@ pub(crate) async fn tx_recovery_reports_unknown_definitions_and_goes_on(store: A
         r = dying.run("other", "t8", json!(null)) => panic!("meant to hang: {r:?}"),
         () = log.hung() => {}
     }
+    super::sagas::restart_later().await;
     // A process that knows only "other" finishes t8 and reports t7.
     let r = other(YES).recover().await.unwrap();
     assert_eq!(r.finished.len(), 1);
