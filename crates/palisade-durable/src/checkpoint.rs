@@ -113,27 +113,61 @@ impl Checkpoints {
     /// newest stored when it is written, and none fails because of the others (the store
     /// allocates the version, [`Store::checkpoint_put_next`]). Which of them gets which
     /// version is the order the store writes them in.
+    ///
+    /// An agent name holding a NUL character is refused with
+    /// [`CheckpointError::InvalidAgent`] (PostgreSQL cannot store one; every store refuses it
+    /// alike), and nothing is written.
     pub async fn save_bytes(
         &self,
         agent: &str,
         data: Vec<u8>,
     ) -> Result<CheckpointMeta, CheckpointError> {
+        self.put(agent, data, None).await
+    }
+
+    /// Saves `state` as exactly version `version` of `agent` (checked as
+    /// [`save`](Checkpoints::save) checks it): a [`StoreError::Conflict`] if that version
+    /// exists. The fenced write of [`Lifecycle`](crate::lifecycle::Lifecycle).
+    pub(crate) async fn save_at<T: Serialize + ?Sized>(
+        &self,
+        agent: &str,
+        state: &T,
+        version: u64,
+    ) -> Result<CheckpointMeta, CheckpointError> {
+        let data = encode(agent, state)?;
+        self.put(agent, data, Some(version)).await
+    }
+
+    /// Saves `data` as the next version of `agent`, or as exactly `version`.
+    async fn put(
+        &self,
+        agent: &str,
+        data: Vec<u8>,
+        version: Option<u64>,
+    ) -> Result<CheckpointMeta, CheckpointError> {
+        if agent.contains('\0') {
+            return Err(CheckpointError::InvalidAgent(agent.to_owned()));
+        }
         let mut meta = CheckpointMeta {
             version: 0,
             at_ms: now_ms(),
             checksum: checksum(&data),
             len: data.len() as u64,
         };
-        meta.version = self
-            .store
-            .checkpoint_put_next(StoredCheckpoint {
-                agent: agent.to_owned(),
-                version: 0,
-                at_ms: meta.at_ms,
-                checksum: meta.checksum.clone(),
-                data,
-            })
-            .await?;
+        let cp = StoredCheckpoint {
+            agent: agent.to_owned(),
+            version: version.unwrap_or(0),
+            at_ms: meta.at_ms,
+            checksum: meta.checksum.clone(),
+            data,
+        };
+        meta.version = match version {
+            Some(v) => {
+                self.store.checkpoint_put(cp).await?;
+                v
+            }
+            None => self.store.checkpoint_put_next(cp).await?,
+        };
         if let Some(keep) = self.keep
             && let Err(e) = self.store.checkpoint_prune(agent, keep).await
         {
@@ -181,31 +215,39 @@ impl Checkpoints {
         agent: &str,
         state: &T,
     ) -> Result<CheckpointMeta, CheckpointError> {
-        let data = serde_json::to_vec(state)?;
-        if text_nests_deeper_than(&data, MAX_DEPTH) {
-            return Err(CheckpointError::InvalidState {
-                agent: agent.to_owned(),
-                reason: format!(
-                    "it nests arrays and objects deeper than {MAX_DEPTH} levels, which loading \
-                     could not read back"
-                ),
-            });
-        }
-        // Non-finite floats are written as `null`: none can hide in JSON without one.
-        if data.windows(4).any(|w| w == b"null")
-            && let Err((value, path)) = finite::check(state)
-        {
-            return Err(CheckpointError::InvalidState {
-                agent: agent.to_owned(),
-                reason: format!(
-                    "state{path} is {value}, which JSON cannot hold: it would be written as \
-                     null, which loading could not read back as that number"
-                ),
-            });
-        }
+        let data = encode(agent, state)?;
         self.save_bytes(agent, data).await
     }
+}
 
+/// `state` as JSON, refused if it could not be loaded back (see [`Checkpoints::save`]).
+fn encode<T: Serialize + ?Sized>(agent: &str, state: &T) -> Result<Vec<u8>, CheckpointError> {
+    let data = serde_json::to_vec(state)?;
+    if text_nests_deeper_than(&data, MAX_DEPTH) {
+        return Err(CheckpointError::InvalidState {
+            agent: agent.to_owned(),
+            reason: format!(
+                "it nests arrays and objects deeper than {MAX_DEPTH} levels, which loading \
+                     could not read back"
+            ),
+        });
+    }
+    // Non-finite floats are written as `null`: none can hide in JSON without one.
+    if data.windows(4).any(|w| w == b"null")
+        && let Err((value, path)) = finite::check(state)
+    {
+        return Err(CheckpointError::InvalidState {
+            agent: agent.to_owned(),
+            reason: format!(
+                "state{path} is {value}, which JSON cannot hold: it would be written as \
+                     null, which loading could not read back as that number"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+impl Checkpoints {
     fn verify(cp: StoredCheckpoint) -> Result<StoredCheckpoint, CheckpointError> {
         let actual = checksum(&cp.data);
         if actual != cp.checksum {

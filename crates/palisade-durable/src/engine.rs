@@ -86,7 +86,7 @@ impl Writer {
 
     /// Writes `event` to the journal (durably), then applies it.
     pub(crate) async fn log(&mut self, event: Event) -> Result<(), SagaError> {
-        let state = event.state_after(self.info.state);
+        let state = event.state_after();
         // Taken before the append: the lease the entry sets runs from when it was sent, not
         // from when the store answered (a slow write must not stretch the heartbeat's deadline).
         let sent = tokio::time::Instant::now();
@@ -586,7 +586,7 @@ impl Sagas {
         id: &str,
         input: serde_json::Value,
     ) -> Result<SagaInfo, SagaError> {
-        if id.is_empty() || id.len() > 200 {
+        if !crate::journal::valid_id(id) {
             return Err(SagaError::InvalidId(id.to_owned()));
         }
         let def = self.definition(name)?;
@@ -1059,11 +1059,11 @@ impl Sagas {
         mut item: ReviewItem,
         info: SagaInfo,
     ) -> Result<SagaInfo, SagaError> {
-        item.status = if info.discarded {
-            ReviewStatus::Discarded
-        } else {
-            ReviewStatus::Retried
-        };
+        // A discard an earlier version left half-written is finished first.
+        self.review_queue()
+            .finish_interrupted_discard(&info)
+            .await?;
+        item.status = crate::review::closed_as(&info);
         item.updated_ms = now_ms();
         self.inner.store.review_put(item.to_stored()).await?;
         Ok(info)
@@ -1124,7 +1124,13 @@ mod tests {
             .unwrap();
         let tx = coordinator.run("t", &"t".repeat(200), Value::Null).await;
         assert_eq!(tx.unwrap().state, crate::twopc::TxState::Committed);
-        for bad in [String::new(), "y".repeat(201)] {
+        // PostgreSQL cannot store a NUL character: refused on every store alike.
+        for bad in [
+            String::new(),
+            "y".repeat(201),
+            "crawl-\0-1".into(),
+            "\0".into(),
+        ] {
             let r = sagas.run("d", &bad, Value::Null).await;
             assert!(
                 matches!(r, Err(SagaError::InvalidId(ref id)) if *id == bad),

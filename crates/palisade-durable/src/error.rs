@@ -110,8 +110,10 @@ pub enum SagaError {
         /// The kind that was asked for.
         expected: &'static str,
     },
-    /// A saga id that is empty or longer than 200 bytes.
-    #[error("invalid saga id {0:?}: must be 1 to 200 bytes")]
+    /// A saga (or transaction) id that is empty, longer than 200 bytes, or holds a NUL
+    /// character (which PostgreSQL cannot store; refused on every store alike). Nothing was
+    /// written.
+    #[error("invalid id {0:?}: must be 1 to 200 bytes, without a NUL character")]
     InvalidId(String),
     /// The saga's input (or the transaction's payload) cannot be journaled: it nests deeper
     /// than [`MAX_DEPTH`](crate::journal::MAX_DEPTH) levels. Nothing was written or run.
@@ -236,6 +238,10 @@ pub enum CheckpointError {
     /// The state could not be serialized or deserialized.
     #[error("checkpoint state could not be (de)serialized: {0}")]
     Serde(#[from] serde_json::Error),
+    /// An agent name holding a NUL character (which PostgreSQL cannot store; refused on
+    /// every store alike). Nothing was written.
+    #[error("invalid agent name {0:?}: must not contain a NUL character")]
+    InvalidAgent(String),
 }
 
 /// An agent lifecycle operation failed.
@@ -248,6 +254,26 @@ pub enum LifecycleError {
     /// Saving or loading the checkpoint failed.
     #[error(transparent)]
     Checkpoint(CheckpointError),
+    /// This handle is stale: another handle of the same agent (another process, or another
+    /// [`resume`](crate::lifecycle::Lifecycle::resume)) saved a newer checkpoint since this
+    /// one last read or wrote (`known`, its newest version). Nothing was saved, and this
+    /// handle is left as it was: [`resume`](crate::lifecycle::Lifecycle::resume) the agent
+    /// again to go on from its newest state, which may be final.
+    #[error(
+        "agent {agent:?}: this lifecycle handle is stale (it knows version {known}, and another \
+         handle has saved a newer one); nothing was saved: resume the agent to go on"
+    )]
+    Stale {
+        /// The agent.
+        agent: String,
+        /// The newest version this handle knew of.
+        known: u64,
+    },
+    /// [`Lifecycle::start`](crate::lifecycle::Lifecycle::start) of an agent that has
+    /// checkpoints already. Nothing was saved or deleted:
+    /// [`resume`](crate::lifecycle::Lifecycle::resume) it instead.
+    #[error("agent {0:?} exists already (it has checkpoints): resume it instead of starting it")]
+    Exists(String),
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub(crate) fn text_nests_deeper_than(json: &[u8], max: usize) -> bool {
     false
 }
 
+/// Whether `id` may name a saga or a transaction: 1 to 200 bytes, without a NUL character
+/// (which PostgreSQL cannot store in text; refused on every store, so that they agree).
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 200 && !id.contains('\0')
+}
+
 /// [`SagaError::InvalidInput`] if `value`, the input of workflow `id`, nests deeper than
 /// [`MAX_DEPTH`].
 pub(crate) fn check_depth(id: &str, value: &Value) -> Result<(), SagaError> {
@@ -289,7 +295,16 @@ pub enum Event {
         /// The review item's id.
         review: String,
     },
-    /// A person discarded the escalated work: it will not be done.
+    /// A person discarded the escalated work: it will not be done, and the saga ends
+    /// [`Failed`](SagaState::Failed) with this entry (one entry, so that no crash can come
+    /// between the discard and the saga's end).
+    ///
+    /// Earlier versions of this crate wrote a [`SagaFinished`](Event::SagaFinished) after it;
+    /// journals with both read the same. One that stopped between the two (the discard
+    /// journaled, the saga's record still `escalated`) reads as failed too, and is finished in
+    /// the store by the next [`ReviewQueue`](crate::ReviewQueue) or
+    /// [`Sagas::retry_review`](crate::Sagas::retry_review) call on its item, which refuses a
+    /// retry of it.
     ReviewDiscarded {
         /// The review item's id.
         review: String,
@@ -304,8 +319,8 @@ pub enum Event {
 }
 
 impl Event {
-    /// The saga's state once this event is written, given the state before it.
-    pub(crate) fn state_after(&self, before: SagaState) -> SagaState {
+    /// The saga's state once this event is written (whatever it was before).
+    pub(crate) fn state_after(&self) -> SagaState {
         match self {
             Event::SagaStarted { .. } | Event::StepStarted { .. } | Event::StepCompleted { .. } => {
                 SagaState::Running
@@ -316,7 +331,9 @@ impl Event {
             | Event::CompensationFailed { .. }
             | Event::ReviewRetried { .. } => SagaState::Compensating,
             Event::Escalated { .. } => SagaState::Escalated,
-            Event::ReviewDiscarded { .. } => before,
+            // Final at once: a discard is one entry. An earlier version's `SagaFinished`
+            // after it says the same again.
+            Event::ReviewDiscarded { .. } => SagaState::Failed,
             Event::SagaFinished { state } => *state,
         }
     }
@@ -502,7 +519,7 @@ impl SagaInfo {
 
     /// Applies one event (already written) to the view.
     pub(crate) fn apply(&mut self, event: &Event) -> Result<(), String> {
-        self.state = event.state_after(self.state);
+        self.state = event.state_after();
         match event {
             Event::SagaStarted { .. } => return Err("a second start".into()),
             Event::StepStarted { step, attempt } => {
@@ -903,11 +920,26 @@ mod tests {
         ];
         let info = fold(&events);
         assert!(info.discarded);
-        assert_eq!(info.state, SagaState::Escalated);
+        // One entry ends the saga: no crash can leave it discarded but escalated.
+        assert_eq!(info.state, SagaState::Failed);
         assert_eq!(info.review.as_deref(), Some("r1"));
         assert_eq!(info.steps[0].compensation, CompensationStatus::Settled);
         assert_eq!(info.steps[1].compensation, CompensationStatus::Completed);
         assert_eq!(info.steps[2].compensation, CompensationStatus::NotNeeded);
+        // An earlier version's journal, with the saga's end written after the discard, reads
+        // the same.
+        let mut old = events.clone();
+        old.push(Event::SagaFinished {
+            state: SagaState::Failed,
+        });
+        let old = fold(&old);
+        assert_eq!(old.state, SagaState::Failed);
+        assert!(old.discarded);
+        assert_eq!(old.steps, info.steps);
+        assert_eq!(old.journal.len(), info.journal.len() + 1);
+        // The discard's entry is final, so writing it gives the claim back.
+        let discard = events.last().unwrap();
+        assert!(discard.state_after().is_final());
     }
 
     /// Steps `ran` run (step `uncertain`, if any, interrupted rather than completed), the

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::checkpoint::Checkpoints;
 use crate::engine::now_ms;
-use crate::error::{CheckpointError, LifecycleError};
+use crate::error::{CheckpointError, LifecycleError, StoreError};
 use crate::store::CheckpointMeta;
 
 /// Where an agent is in its lifecycle.
@@ -95,6 +95,17 @@ pub struct AgentState {
 /// An agent's lifecycle: each transition is checked, then checkpointed (a new version, with
 /// its SHA-256) before it counts.
 ///
+/// # One agent, several handles
+///
+/// A handle writes each transition as exactly the version after the newest it knows of (the
+/// one it started, resumed or last wrote; a corrupt newer version [`resume`](Lifecycle::resume)
+/// skipped counts too), and only if no newer version is stored. If another handle of the same
+/// agent moved it on meanwhile (a process that resumed it while this one still ran, or a
+/// second `resume` in one process), the transition is refused with
+/// [`LifecycleError::Stale`] and nothing is saved: a stale handle's check against its own
+/// phase cannot undo what the other did (reopen a completed agent). Resume the agent again to
+/// go on from its newest state.
+///
 /// ```
 /// use std::sync::Arc;
 /// use palisade_durable::checkpoint::Checkpoints;
@@ -121,11 +132,28 @@ pub struct Lifecycle {
     checkpoints: Checkpoints,
     state: AgentState,
     version: u64,
+    /// The newest version of the agent this handle knows of (read or written): its next
+    /// transition is written as the one after it, and only if none newer is stored.
+    newest: u64,
 }
 
 impl Lifecycle {
-    /// A new agent, `initialized`, checkpointed.
+    /// A new agent, `initialized`, checkpointed as its version 1.
+    ///
+    /// An agent that has checkpoints already is refused with [`LifecycleError::Exists`], and
+    /// nothing is saved or deleted: [`resume`](Lifecycle::resume) it (starting it again would
+    /// hide its state behind a new `initialized` one, and with
+    /// [`keep_last`](Checkpoints::keep_last) delete it). Two starts of one agent at once: one
+    /// succeeds, the other gets [`LifecycleError::Exists`].
     pub async fn start(checkpoints: Checkpoints, agent: &str) -> Result<Self, LifecycleError> {
+        if !checkpoints
+            .versions(agent)
+            .await
+            .map_err(CheckpointError::from)?
+            .is_empty()
+        {
+            return Err(LifecycleError::Exists(agent.to_owned()));
+        }
         let state = AgentState {
             agent: agent.to_owned(),
             phase: Phase::Initialized,
@@ -134,11 +162,17 @@ impl Lifecycle {
             next: None,
             updated_ms: now_ms(),
         };
-        let meta = checkpoints.save(agent, &state).await?;
+        let meta = match checkpoints.save_at(agent, &state, 1).await {
+            Err(CheckpointError::Store(StoreError::Conflict(_))) => {
+                return Err(LifecycleError::Exists(agent.to_owned()));
+            }
+            saved => saved?,
+        };
         Ok(Lifecycle {
             checkpoints,
             state,
             version: meta.version,
+            newest: meta.version,
         })
     }
 
@@ -146,19 +180,26 @@ impl Lifecycle {
     /// logged).
     pub async fn resume(checkpoints: Checkpoints, agent: &str) -> Result<Self, LifecycleError> {
         let loaded = checkpoints.load_latest::<AgentState>(agent).await?;
+        let mut newest = loaded.version;
         for c in &loaded.corrupt {
             tracing::warn!(agent, error = %c, "skipped a corrupt checkpoint");
+            if let CheckpointError::Corrupt { version, .. } = c {
+                newest = newest.max(*version);
+            }
         }
         Ok(Lifecycle {
             checkpoints,
             state: loaded.state,
             version: loaded.version,
+            newest,
         })
     }
 
     /// Moves to `to` with `data`, and checkpoints it. An invalid transition is
     /// [`LifecycleError::InvalidTransition`] and changes nothing; a failed save changes nothing
-    /// either.
+    /// either. If another handle of the agent saved a newer version since this one last read
+    /// or wrote, the transition is [`LifecycleError::Stale`] and nothing is saved (see *One
+    /// agent, several handles*).
     pub async fn transition(
         &mut self,
         to: Phase,
@@ -176,9 +217,28 @@ impl Lifecycle {
         next.phase = to;
         next.data = data;
         next.updated_ms = now_ms();
-        let meta = self.checkpoints.save(&next.agent, &next).await?;
+        let stale = || LifecycleError::Stale {
+            agent: next.agent.clone(),
+            known: self.newest,
+        };
+        // Checked first, then fenced by the write itself: a version another handle wrote is
+        // a conflict; a newer one (the version after ours pruned by `keep_last`) is found here.
+        let stored = self
+            .checkpoints
+            .versions(&next.agent)
+            .await
+            .map_err(CheckpointError::from)?;
+        let version = match self.newest.checked_add(1) {
+            Some(v) if stored.iter().all(|m| m.version <= self.newest) => v,
+            _ => return Err(stale()),
+        };
+        let meta = match self.checkpoints.save_at(&next.agent, &next, version).await {
+            Err(CheckpointError::Store(StoreError::Conflict(_))) => return Err(stale()),
+            saved => saved?,
+        };
         self.state = next;
         self.version = meta.version;
+        self.newest = meta.version;
         Ok(meta)
     }
 
@@ -301,9 +361,12 @@ mod tests {
 
         // A restart after the newest checkpoint was corrupted: back one version.
         store.corrupt_checkpoint("classifier", 4, b"{}".to_vec());
-        let b = Lifecycle::resume(cps, "classifier").await.unwrap();
+        let mut b = Lifecycle::resume(cps, "classifier").await.unwrap();
         assert_eq!((b.phase(), b.version()), (Phase::Processing, 3));
         assert_eq!(b.state().data, json!({"doc": 1}));
         assert_eq!(b.state().next.as_deref(), Some("reporter"));
+        // It goes on after the corrupt version, which it knows of: not a stale handle.
+        let meta = b.transition(Phase::Waiting, json!(null)).await.unwrap();
+        assert_eq!((meta.version, b.version()), (5, 5));
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{SagaError, StoreError};
 use crate::journal::{
     CompensationStatus, ErrorRecord, EscalationReason, Event, KIND, SagaInfo, SagaState,
 };
-use crate::store::{Claim, Store, StoredReview};
+use crate::store::{Claim, Store, StoredReview, UNREADABLE_BODY};
 
 /// Where a review item stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,8 +184,39 @@ impl ReviewItem {
     }
 
     pub(crate) fn from_stored(s: StoredReview) -> Result<Self, StoreError> {
+        // A body the store could not parse (see `UNREADABLE_BODY`) says why itself.
+        if let Some(why) = s
+            .body
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.get(UNREADABLE_BODY))
+            .and_then(Value::as_str)
+        {
+            return Err(StoreError::Corrupt(format!("review item {}: {why}", s.id)));
+        }
         serde_json::from_value(s.body)
             .map_err(|e| StoreError::Corrupt(format!("review item {}: {e}", s.id)))
+    }
+}
+
+/// Decodes a stored item ([`Store::review_list`], [`Store::review_get`]); a
+/// [`StoreError::Corrupt`] naming it if it cannot be decoded (written by a later version,
+/// edited by hand, a body the store could not parse: [`UNREADABLE_BODY`]). For a listing that
+/// goes on past such an item, where [`ReviewQueue::list`] stops.
+impl TryFrom<StoredReview> for ReviewItem {
+    type Error = StoreError;
+    fn try_from(s: StoredReview) -> Result<Self, StoreError> {
+        ReviewItem::from_stored(s)
+    }
+}
+
+/// The status a pending item of saga `info`, which is over, is closed with: what its journal
+/// says happened.
+pub(crate) fn closed_as(info: &SagaInfo) -> ReviewStatus {
+    if info.discarded {
+        ReviewStatus::Discarded
+    } else {
+        ReviewStatus::Retried
     }
 }
 
@@ -210,6 +241,64 @@ impl ReviewQueue {
             store,
             owner: "review-queue".into(),
         }
+    }
+
+    /// Finishes in the store a discard an earlier version of this crate left half-written:
+    /// it journaled a discard as two entries ([`Event::ReviewDiscarded`], then
+    /// [`Event::SagaFinished`]), and a crash (or a store failure) between them left the
+    /// discard journaled and the saga's record `escalated`, held by the queue. Saga `info`
+    /// reads as failed (the discard is final); this writes the missing end, so that its
+    /// record says `failed` too (listed so, purged in time) and its claim is given back.
+    ///
+    /// Anything else is left alone, as is a saga another process holds (the next call on its
+    /// item finishes it).
+    pub(crate) async fn finish_interrupted_discard(
+        &self,
+        info: &SagaInfo,
+    ) -> Result<(), SagaError> {
+        if !matches!(
+            info.journal.last().map(|r| &r.event),
+            Some(Event::ReviewDiscarded { .. })
+        ) {
+            return Ok(());
+        }
+        let escalated = SagaState::Escalated.as_str();
+        match self.store.workflow(&info.id).await? {
+            Some(rec) if rec.state == escalated => {}
+            _ => return Ok(()),
+        }
+        let now = now_ms();
+        let claimed = self
+            .store
+            .claim(
+                Claim::new(KIND, &[escalated], self.owner.clone(), now, now + 60_000, 1)
+                    .only(info.id.clone()),
+            )
+            .await?;
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let info = SagaInfo::from_journal(&info.id, self.store.journal(&info.id).await?)?;
+        let mut w = Writer::new(
+            self.store.clone(),
+            self.owner.clone(),
+            String::new(),
+            std::time::Duration::from_secs(60),
+            info,
+        );
+        if matches!(
+            w.info.journal.last().map(|r| &r.event),
+            Some(Event::ReviewDiscarded { .. })
+        ) {
+            tracing::info!(saga = %w.info.id, "finishing a discard an earlier version left half-written");
+            w.log(Event::SagaFinished {
+                state: SagaState::Failed,
+            })
+            .await?;
+        } else {
+            self.store.release(&w.info.id, &self.owner).await.ok();
+        }
+        Ok(())
     }
 
     /// Every item, oldest first (pending and closed). A saga's items go when the saga is
@@ -247,6 +336,10 @@ impl ReviewQueue {
     /// journaling the escalation (the saga is still `compensating`), the request is kept all
     /// the same: the restarted service's recovery escalates the saga again, to this item,
     /// keeps the request, and runs it.
+    ///
+    /// An open item whose saga is over (a crash came between the saga's last entry and the
+    /// item's update: a discard, or a retry that ran) is closed as the journal says, and the
+    /// request refused with a [`SagaError::WrongState`]: there is nothing left to retry.
     pub async fn request_retry(&self, id: &str) -> Result<ReviewItem, SagaError> {
         let mut item = self.inspect(id).await?;
         if item.status != ReviewStatus::Open {
@@ -255,6 +348,19 @@ impl ReviewQueue {
                 id: item.id,
                 state: item.status.to_string(),
                 rule: "only an open item can be retried",
+            });
+        }
+        let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
+        if info.state.is_final() {
+            self.finish_interrupted_discard(&info).await?;
+            item.status = closed_as(&info);
+            item.updated_ms = now_ms();
+            self.store.review_put(item.to_stored()).await?;
+            return Err(SagaError::WrongState {
+                what: "saga",
+                id: item.saga_id,
+                state: info.state.to_string(),
+                rule: "only the review item of an unfinished saga can be retried",
             });
         }
         item.status = ReviewStatus::RetryRequested;
@@ -283,11 +389,8 @@ impl ReviewQueue {
         if info.state.is_final() {
             // A crash came between the saga's last entry and this item's update: the journal
             // is right, the item follows it.
-            item.status = if info.discarded {
-                ReviewStatus::Discarded
-            } else {
-                ReviewStatus::Retried
-            };
+            self.finish_interrupted_discard(&info).await?;
+            item.status = closed_as(&info);
             item.updated_ms = now_ms();
             self.store.review_put(item.to_stored()).await?;
             return Err(SagaError::WrongState {
@@ -333,6 +436,17 @@ impl ReviewQueue {
             return Err(SagaError::Claimed(item.saga_id));
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
+        if info.state != SagaState::Escalated || info.review.as_deref() != Some(id) {
+            // It changed between the first read and the claim (a retry ran, another process
+            // finished it): nothing is written; asking again reads it as it is now.
+            self.store.release(&item.saga_id, &self.owner).await.ok();
+            return Err(SagaError::WrongState {
+                what: "saga",
+                id: item.saga_id,
+                state: info.state.to_string(),
+                rule: "only the review item of an escalated saga can be discarded",
+            });
+        }
         let mut w = Writer::new(
             self.store.clone(),
             self.owner.clone(),
@@ -340,13 +454,11 @@ impl ReviewQueue {
             std::time::Duration::from_secs(60),
             info,
         );
+        // One entry ends the saga `Failed` and gives the claim back: no crash can come
+        // between the discard and the saga's end.
         w.log(Event::ReviewDiscarded {
             review: id.to_owned(),
             note: note.to_owned(),
-        })
-        .await?;
-        w.log(Event::SagaFinished {
-            state: SagaState::Failed,
         })
         .await?;
         item.status = ReviewStatus::Discarded;

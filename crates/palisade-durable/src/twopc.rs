@@ -586,7 +586,7 @@ impl Coordinator {
     /// ([`SagaError::InvalidId`]), a payload nested deeper than
     /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]), a store failure.
     pub async fn run(&self, name: &str, id: &str, payload: Value) -> Result<TxInfo, SagaError> {
-        if id.is_empty() || id.len() > 200 {
+        if !crate::journal::valid_id(id) {
             return Err(SagaError::InvalidId(id.to_owned()));
         }
         let def = self

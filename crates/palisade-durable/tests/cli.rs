@@ -229,6 +229,73 @@ async fn checkpoints_on_disk_fall_back_and_list() {
     assert!(out.contains(&checksum(br#"{"page":2}"#)), "{out}");
 }
 
+/// Rows a person (or a torn write) damaged: a review item whose body is not JSON is named,
+/// and the other items are listed all the same; a checkpoint whose time is not a number is
+/// listed (at 0) with the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_named_and_the_others_listed() {
+    use palisade_durable::checkpoint::Checkpoints;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let sagas = Sagas::builder(store.clone())
+        .define(definition())
+        .build()
+        .unwrap();
+    for id in ["m1", "m2"] {
+        let info = sagas.run("mail", id, json!({ "to": id })).await.unwrap();
+        assert_eq!(info.state, SagaState::Escalated);
+    }
+    let cps = Checkpoints::new(store.clone());
+    for page in 1..=2u32 {
+        cps.save("crawler", &page).await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        r#"UPDATE reviews SET body = '{"input": {"to": trunc' WHERE id = 'm1/1'"#,
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE checkpoints SET at = 'garbage' WHERE agent = 'crawler' AND version = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let (ok, out, err) = cli(&db, &["review", "list"]);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        out.lines().skip(1).collect::<Vec<_>>(),
+        [
+            "m2/1                                 open             send             compensation failed    1",
+            "1 item(s)"
+        ]
+    );
+    assert!(
+        err.contains("review item m1/1: its body is not JSON"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 review item(s) could not be read: m1/1"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&db, &["review", "list", "--json"]);
+    assert!(!ok && err.contains("m1/1"), "{err}");
+    let items: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["id"], "m2/1");
+
+    let (ok, out, err) = cli(&db, &["checkpoints", "list", "crawler"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2 version(s)"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("2 ") && l.contains(" 0 ")),
+        "{out}"
+    );
+}
+
 /// What the participants heard, in order.
 type Heard = Arc<std::sync::Mutex<Vec<String>>>;
 

@@ -625,3 +625,57 @@ async fn an_entry_that_cannot_be_applied_is_named() {
     };
     assert!(reason.starts_with("entry 2: "), "{reason}");
 }
+
+/// On SQLite, a review row whose body is not JSON at all (edited by hand, a torn write) is
+/// one unreadable item, as on the other stores: recovery reports it, naming it, and runs the
+/// retries requested on the others; the list names it instead of failing with a bare parse
+/// error.
+#[cfg(feature = "sqlite")]
+#[tokio::test(start_paused = true)]
+async fn a_sqlite_review_row_that_is_not_json_is_one_unreadable_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let store = Arc::new(palisade_durable::store::SqliteStore::open(&path).unwrap());
+    let sagas = escalated_with_a_retry_requested(store.clone()).await;
+    store
+        .review_put(stored_review(
+            "other/0",
+            "other",
+            "retry_requested",
+            json!({"id": "other/0"}),
+        ))
+        .await
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            r#"UPDATE reviews SET body = '{"input": {"to": trunc' WHERE id = 'other/0'"#,
+            [],
+        )
+        .unwrap();
+    let stored = store.review_list().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let listed = sagas.review_queue().list().await.unwrap_err();
+    assert!(
+        matches!(&listed, SagaError::Store(StoreError::Corrupt(m)) if m.contains("other/0")),
+        "{listed}"
+    );
+    let err = sagas.review_queue().inspect("other/0").await.unwrap_err();
+    assert!(err.to_string().contains("other/0"), "{err}");
+    let r = sagas.recover().await.unwrap();
+    assert!(r.review_error.is_none(), "{:?}", r.review_error);
+    assert_eq!(
+        r.resumed
+            .iter()
+            .map(|i| (i.id.as_str(), i.state))
+            .collect::<Vec<_>>(),
+        [("t1", SagaState::Compensated)]
+    );
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    let (saga, error) = &r.failed[0];
+    assert_eq!(saga, "other");
+    assert!(
+        matches!(error, SagaError::Store(StoreError::Corrupt(m)) if m.contains("other/0") && m.contains("not JSON")),
+        "{error}"
+    );
+}

@@ -37,6 +37,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use palisade_durable::error::SagaError;
 use palisade_durable::journal::{Journal, SagaState, WorkflowSummary};
+use palisade_durable::review::ReviewItem;
 use palisade_durable::store::{SqliteStore, Store};
 use palisade_durable::twopc::{Coordinator, Decision, Transactions, TxState, Vote};
 use palisade_durable::{ReviewQueue, Sagas, checkpoint::Checkpoints};
@@ -350,17 +351,40 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Review(cmd) => {
-            let queue = ReviewQueue::new(store);
+            let queue = ReviewQueue::new(store.clone());
             match cmd {
                 ReviewCmd::List { all } => {
-                    let items: Vec<_> = queue
-                        .list()
-                        .await?
-                        .into_iter()
-                        .filter(|i| all || i.status.is_pending())
-                        .collect();
+                    // Item by item: one that cannot be read is named (on stderr, and in the
+                    // exit status), and the others are listed all the same.
+                    let mut items = Vec::new();
+                    let mut unreadable = Vec::new();
+                    for stored in store.review_list().await? {
+                        let closed = ["retried", "discarded"].contains(&stored.status.as_str());
+                        let id = stored.id.clone();
+                        match ReviewItem::try_from(stored) {
+                            Ok(i) if all || i.status.is_pending() => items.push(i),
+                            Ok(_) => {}
+                            Err(e) if all || !closed => {
+                                eprintln!("error: {e}");
+                                unreadable.push(id);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    let unreadable = || -> Result<(), Error> {
+                        if unreadable.is_empty() {
+                            return Ok(());
+                        }
+                        Err(format!(
+                            "{} review item(s) could not be read: {}",
+                            unreadable.len(),
+                            unreadable.join(", ")
+                        )
+                        .into())
+                    };
                     if cli.json {
-                        return print_json(&items);
+                        print_json(&items)?;
+                        return unreadable();
                     }
                     out!(
                         "{:<36} {:<16} {:<16} {:<22} ERRORS",
@@ -380,6 +404,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         );
                     }
                     out!("{} item(s)", items.len());
+                    unreadable()?;
                 }
                 ReviewCmd::Show { id } => {
                     let i = queue.inspect(&id).await?;

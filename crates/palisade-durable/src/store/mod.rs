@@ -379,6 +379,15 @@ impl Purge {
     }
 }
 
+/// The one key of the [`body`](StoredReview::body) a store hands over for a review item whose
+/// stored body it cannot parse as JSON (a row edited by hand, a torn write):
+/// `{"$unreadable": "<why>"}`. Only that item then fails to decode (a
+/// [`StoreError::Corrupt`] naming it, from [`ReviewQueue`](crate::ReviewQueue) and
+/// [`ReviewItem::try_from`](crate::review::ReviewItem)), instead of every listing of the queue
+/// failing ([`Store::review_list`]) with an error that does not say which item it is. The
+/// SQLite store does this; the memory and PostgreSQL stores hold parsed JSON only.
+pub const UNREADABLE_BODY: &str = "$unreadable";
+
 /// A stored review item: an id, the saga it belongs to, its status, and its body (JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredReview {
@@ -390,7 +399,8 @@ pub struct StoredReview {
     pub status: String,
     /// When it last changed (ms since the Unix epoch).
     pub updated_ms: u64,
-    /// Everything else, as JSON (a review item's details).
+    /// Everything else, as JSON (a review item's details); `{"$unreadable": "<why>"}`
+    /// ([`UNREADABLE_BODY`]) for one the store could not parse.
     pub body: serde_json::Value,
 }
 

@@ -510,7 +510,11 @@ fn review_from(
         workflow_id,
         status,
         updated_ms: from_sql_int(updated),
-        body: json(&body)?,
+        // A body that is not JSON is this item's problem, not the list's: carried as such,
+        // for decoding to refuse, naming the item.
+        body: json(&body).unwrap_or_else(|e| {
+            serde_json::json!({ super::UNREADABLE_BODY: format!("its body is not JSON ({e})") })
+        }),
     })
 }
 
@@ -719,7 +723,7 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
             let newest: Option<i64> = tx
-                .prepare_cached("SELECT max(version) FROM checkpoints WHERE agent = ?1")
+                .prepare_cached("SELECT max(version) FROM checkpoints WHERE agent = ?1 AND typeof(version) = 'integer'")
                 .map_err(db)?
                 .query_row([&cp.agent], |r| r.get(0))
                 .map_err(db)?;
@@ -750,7 +754,8 @@ impl Store for SqliteStore {
                     Ok(StoredCheckpoint {
                         agent: agent.clone(),
                         version,
-                        at_ms: from_sql_int(r.get(0)?),
+                        // Leniently too: a damaged time is no reason to fail the load.
+                        at_ms: lenient_int(r.get_ref(0)?),
                         // Read whatever the columns hold: a row edited by hand (TEXT where a
                         // BLOB belongs, a NULL) is a corrupt checkpoint, which the checksum
                         // then refuses, so loading falls back to an older version, not a
@@ -782,8 +787,10 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map([agent], |r| {
                     Ok(CheckpointMeta {
-                        version: from_sql_int(r.get(0)?),
-                        at_ms: from_sql_int(r.get(1)?),
+                        // A damaged version lists as 0, which no save writes: reading it
+                        // finds nothing, and loading goes on to the next one.
+                        version: lenient_int(r.get_ref(0)?),
+                        at_ms: lenient_int(r.get_ref(1)?),
                         // Leniently, as `checkpoint_get` reads it: a damaged row is listed,
                         // then refused as corrupt when read.
                         checksum: lenient_bytes(r.get_ref(2)?)
@@ -813,6 +820,15 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             Ok(n as u64)
         })
+    }
+}
+
+/// An INTEGER column as a `u64` (a negative one as 0, as [`from_sql_int`]); 0 for any other
+/// type (TEXT, a NULL, a REAL: a row edited by hand).
+fn lenient_int(value: rusqlite::types::ValueRef<'_>) -> u64 {
+    match value {
+        rusqlite::types::ValueRef::Integer(n) => from_sql_int(n),
+        _ => 0,
     }
 }
 
@@ -868,6 +884,54 @@ mod tests {
         let loaded = cps.load_latest::<u32>("agent").await.unwrap();
         assert_eq!((loaded.version, loaded.state), (2, 2));
         assert_eq!(loaded.corrupt.len(), 2, "{:?}", loaded.corrupt);
+    }
+
+    /// A checkpoint row whose `at` (or `version`) column was damaged (not an integer) is read
+    /// as it can be, as the data and checksum columns are: it is listed (saved at 0), and
+    /// loading and listing do not fail on it.
+    #[tokio::test]
+    async fn a_damaged_checkpoint_time_does_not_fail_the_load() {
+        use crate::checkpoint::Checkpoints;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("cp.db")).unwrap());
+        let cps = Checkpoints::new(store.clone());
+        for n in 1..=3u32 {
+            cps.save("agent", &n).await.unwrap();
+        }
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "UPDATE checkpoints SET at = 'garbage' WHERE agent = 'agent' AND version = 3",
+                [],
+            )
+            .unwrap();
+        }
+        let versions = cps.versions("agent").await.unwrap();
+        assert_eq!(
+            versions
+                .iter()
+                .map(|m| (m.version, m.at_ms == 0))
+                .collect::<Vec<_>>(),
+            [(3, true), (2, false), (1, false)]
+        );
+        let loaded = cps.load_latest::<u32>("agent").await.unwrap();
+        assert_eq!((loaded.version, loaded.state, loaded.at_ms), (3, 3, 0));
+        assert!(loaded.corrupt.is_empty());
+        // A damaged version number: the row is listed under 0, which no save writes, and
+        // loading goes on to the good versions.
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE checkpoints SET version = 'x' WHERE agent = 'agent' AND version = 3",
+                [],
+            )
+            .unwrap();
+        let versions = cps.versions("agent").await.unwrap();
+        assert_eq!(versions.len(), 3);
+        let loaded = cps.load_latest::<u32>("agent").await.unwrap();
+        assert_eq!((loaded.version, loaded.state), (2, 2));
     }
 
     #[test]

@@ -522,3 +522,114 @@ pub(crate) async fn a_failed_prune_does_not_undo_a_saved_checkpoint(store: Arc<d
         .collect();
     assert_eq!(versions, [4, 3], "the next save pruned");
 }
+
+/// A discard cut off by a store failure, then a retry a person asks for on the item: the
+/// retry either runs (the compensation is called) or is refused, never turned into a discard
+/// (the saga `failed`, the item `retried`, nothing run). A discard is one journal entry, so
+/// the cut cannot come between the discard and the saga's end; a journal an earlier version
+/// left half-written (the discard journaled, the saga's end not) reads as failed, a retry of
+/// its item is refused, and the saga's record is finished too.
+pub(crate) async fn an_interrupted_discard_is_not_turned_into_a_retry(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let sagas = Sagas::builder(faulty.clone())
+        .define(definition(&log, Act::FailFirst(1, "400 bad")))
+        .build()
+        .unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let undone_b = |log: &Calls| {
+        log.take()
+            .iter()
+            .filter(|l| l.starts_with("undo b"))
+            .count()
+    };
+    assert_eq!(
+        sagas.run("t", "d1", json!(1)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    undone_b(&log);
+    // The store fails the saga's end, should the discard write one.
+    *faulty.fail_append.lock().unwrap() = Some("saga_finished");
+    let discarded = queue.discard("d1/1", "refunded by hand").await;
+    *faulty.fail_append.lock().unwrap() = None;
+    let retry = queue.request_retry("d1/1").await;
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    let r = sagas.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let item = queue.inspect("d1/1").await.unwrap();
+    let undone = undone_b(&log);
+    assert!(
+        undone > 0 || item.status != ReviewStatus::Retried,
+        "the retry was turned into a discard: item {}, compensation not called",
+        item.status
+    );
+    // The discard is one entry, which the failure did not touch: it took effect, and the
+    // retry was refused.
+    assert_eq!(discarded.unwrap().status, ReviewStatus::Discarded);
+    let err = retry.unwrap_err();
+    assert!(matches!(err, SagaError::WrongState { .. }), "{err:?}");
+    assert_eq!(item.status, ReviewStatus::Discarded);
+    assert_eq!(undone, 0);
+    let rec = store.workflow("d1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("failed", None));
+
+    // An earlier version's discard, cut between its two entries.
+    let log = Arc::new(Calls::default());
+    let sagas = Sagas::builder(faulty.clone())
+        .define(definition(&log, Act::FailFirst(1, "400 bad")))
+        .build()
+        .unwrap();
+    assert_eq!(
+        sagas.run("t", "d2", json!(2)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    undone_b(&log);
+    let next = store.journal("d2").await.unwrap().len() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let claim = Claim::new("saga", &["escalated"], "review-queue", now, now + 60_000, 1);
+    assert_eq!(store.claim(claim.only("d2")).await.unwrap(), ["d2"]);
+    store
+        .append(Append::new(
+            "d2",
+            "saga",
+            "t",
+            next,
+            now,
+            json!({"type": "review_discarded", "review": "d2/1", "note": "by hand"}),
+            "escalated",
+            "review-queue",
+            now + 60_000,
+        ))
+        .await
+        .unwrap();
+    let info = sagas.inspect("d2").await.unwrap();
+    assert_eq!((info.state, info.discarded), (SagaState::Failed, true));
+    assert_eq!(
+        queue.inspect("d2/1").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    let err = queue.request_retry("d2/1").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"saga "d2" is failed; only the review item of an unfinished saga can be retried"#
+    );
+    assert_eq!(
+        queue.inspect("d2/1").await.unwrap().status,
+        ReviewStatus::Discarded
+    );
+    // The saga's record is finished too: failed, held by nobody, its journal as an earlier
+    // version's complete discard.
+    let rec = store.workflow("d2").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("failed", None));
+    let journal = store.journal("d2").await.unwrap();
+    assert_eq!(journal.len() as u64, next + 2);
+    assert_eq!(journal.last().unwrap().event["type"], "saga_finished");
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    let r = sagas.recover().await.unwrap();
+    assert!(r.failed.is_empty() && r.resumed.is_empty(), "{r:?}");
+    assert_eq!(undone_b(&log), 0);
+    assert_eq!(sagas.inspect("d2").await.unwrap().state, SagaState::Failed);
+}

@@ -687,3 +687,156 @@ fn purge(limit: usize) -> Purge {
         limit,
     )
 }
+
+/// Two handles of one agent (a resumed process next to the one it replaced, two resumes in
+/// one process): the stale one's transition is refused, whatever its own phase allows, and
+/// nothing is saved, so a completed agent stays completed; with `keep_last` too, where the
+/// version after the stale handle's was pruned. `start` of an agent that exists is refused
+/// and keeps its state.
+pub(crate) async fn a_stale_lifecycle_handle_is_refused(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::error::LifecycleError;
+    use palisade_durable::lifecycle::{AgentState, Lifecycle, Phase};
+    let cps = Checkpoints::new(store.clone());
+    let phases = |cps: Checkpoints, agent: &'static str| async move {
+        let mut v = Vec::new();
+        for m in cps.versions(agent).await.unwrap().iter().rev() {
+            let s = cps
+                .load_version::<AgentState>(agent, m.version)
+                .await
+                .unwrap();
+            v.push(s.state.phase);
+        }
+        v
+    };
+    let mut a = Lifecycle::start(cps.clone(), "crawler").await.unwrap();
+    let mut stale = Lifecycle::resume(cps.clone(), "crawler").await.unwrap();
+    a.transition(Phase::Waiting, json!(null)).await.unwrap();
+    a.transition(Phase::Processing, json!(null)).await.unwrap();
+    a.transition(Phase::Completed, json!({"pages": 10}))
+        .await
+        .unwrap();
+    let err = stale
+        .transition(Phase::Waiting, json!(null))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::Stale { ref agent, known: 1 } if agent == "crawler"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("stale"), "{err}");
+    assert_eq!((stale.phase(), stale.version()), (Phase::Initialized, 1));
+    use Phase::*;
+    assert_eq!(
+        phases(cps.clone(), "crawler").await,
+        [Initialized, Waiting, Processing, Completed]
+    );
+    let resumed = Lifecycle::resume(cps.clone(), "crawler").await.unwrap();
+    assert_eq!((resumed.phase(), resumed.version()), (Completed, 4));
+
+    // The version after the stale handle's was pruned: refused all the same.
+    let kept = Checkpoints::new(store.clone()).keep_last(1).unwrap();
+    let mut a = Lifecycle::start(kept.clone(), "mailer").await.unwrap();
+    let mut stale = Lifecycle::resume(kept.clone(), "mailer").await.unwrap();
+    a.transition(Phase::Waiting, json!(null)).await.unwrap();
+    a.transition(Phase::Processing, json!({"page": 42}))
+        .await
+        .unwrap();
+    let err = stale
+        .transition(Phase::Waiting, json!(null))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::Stale { known: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(phases(kept.clone(), "mailer").await, [Processing]);
+    // A fresh handle goes on.
+    let mut b = Lifecycle::resume(kept.clone(), "mailer").await.unwrap();
+    assert_eq!(
+        b.transition(Phase::Completed, json!(1))
+            .await
+            .unwrap()
+            .version,
+        4
+    );
+    // And the first handle, now stale in turn, cannot reopen it.
+    assert!(matches!(
+        a.transition(Phase::Waiting, json!(null)).await,
+        Err(LifecycleError::Stale { known: 3, .. })
+    ));
+
+    // Starting an agent that exists is refused; its state is kept (keep_last(1) would have
+    // pruned it behind a new `initialized` version).
+    let mut c = Lifecycle::start(kept.clone(), "reporter").await.unwrap();
+    c.transition(Phase::Waiting, json!(null)).await.unwrap();
+    c.transition(Phase::Processing, json!({"page": 42}))
+        .await
+        .unwrap();
+    let err = Lifecycle::start(kept.clone(), "reporter")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::Exists(ref agent) if agent == "reporter"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("resume"), "{err}");
+    let resumed = Lifecycle::resume(kept, "reporter").await.unwrap();
+    assert_eq!(
+        (resumed.phase(), &resumed.state().data),
+        (Processing, &json!({"page": 42}))
+    );
+}
+
+/// An id or agent name with a NUL character, which PostgreSQL cannot store, is refused the
+/// same way on every store, with a typed error naming the rule, and nothing is written.
+pub(crate) async fn ids_with_a_nul_character_are_refused(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::error::{CheckpointError, SagaError};
+    use palisade_durable::twopc::{
+        Coordinator, Participant, PhaseRequest, TransactionDefinition, Vote,
+    };
+    let sagas = palisade_durable::Sagas::builder(store.clone())
+        .define(
+            palisade_durable::SagaDefinition::new(
+                "d",
+                vec![palisade_durable::Step::new(
+                    "a",
+                    tower::service_fn(|_r: palisade_durable::saga::StepRequest| async {
+                        Ok::<_, palisade_core::BoxError>(json!(1))
+                    }),
+                )],
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let err = sagas.run("d", "crawl-\0-1", json!({})).await.unwrap_err();
+    assert!(
+        matches!(err, SagaError::InvalidId(ref id) if id == "crawl-\0-1"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("without a NUL character"), "{err}");
+    let participant = Participant::new(
+        "p",
+        tower::service_fn(|_r: PhaseRequest| async { Ok::<_, palisade_core::BoxError>(Vote::Yes) }),
+    );
+    let coordinator = Coordinator::builder(store.clone())
+        .define(TransactionDefinition::new("t", vec![participant]).unwrap())
+        .build()
+        .unwrap();
+    let err = coordinator.run("t", "tx\0", json!({})).await.unwrap_err();
+    assert!(matches!(err, SagaError::InvalidId(_)), "{err:?}");
+    let cps = Checkpoints::new(store.clone());
+    let err = cps.save("agent\0x", &1u32).await.unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::InvalidAgent(ref a) if a == "agent\0x"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("NUL character"), "{err}");
+    assert!(matches!(
+        cps.save_bytes("\0", vec![1]).await,
+        Err(CheckpointError::InvalidAgent(_))
+    ));
+    assert!(store.workflows(None).await.unwrap().is_empty());
+}
