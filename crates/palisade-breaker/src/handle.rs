@@ -178,7 +178,12 @@ impl BreakerHandle {
     }
 
     /// Opens the breaker now for one open period, as if it had tripped (it then probes as
-    /// usual). Used to propagate an open parent to its children.
+    /// usual): from closed, from half-open, and from open once its open period is over (it
+    /// reads [`State::HalfOpen`] then). Used to propagate an open parent to its children.
+    ///
+    /// It does not override an operator: a breaker [isolated](Self::isolate) or
+    /// [bypassed](Self::bypass) stays so until [closed](Self::close) or [reset](Self::reset).
+    /// Nor does it lengthen an open period still running.
     pub fn trip(&self) {
         self.shared().core.trip_now(self.shared().now_ms());
     }

@@ -58,7 +58,8 @@
 //!   open period ends, one an operator isolated or bypassed while any other key can go); and
 //!   a **hierarchy**: a
 //!   parent breaker above per-key children fails them all fast while open, and
-//!   [`KeyedHandle::propagate`] trips every child when the parent opens.
+//!   [`KeyedHandle::propagate`] trips every child when the parent opens (but those an
+//!   operator isolated or bypassed).
 //!
 //! # Example
 //!
@@ -146,8 +147,11 @@
 //! says so once more at `INFO` through [`KeyedHandle::propagate`] (`parent opened: tripping
 //! its children`); when it re-opens after a failed probe, it trips its half-open children again
 //! at `DEBUG` (`parent re-opened: tripping its children again`, and `circuit tripped again by
-//! hand` for each child). A reconfiguration is one `INFO` line, `breaker reconfigured`.
-//! Metrics and [`Listener`]s hear every transition and rejection whatever the log level.
+//! hand` for each child, as for a child still open whose open period is over). A
+//! reconfiguration is one `INFO` line, `breaker reconfigured`. Metrics and [`Listener`]s hear
+//! every transition and rejection whatever the log level (a trip of an open breaker whose
+//! period is over is none: they never heard it leave open). A transition's line is written
+//! before the listeners hear it, so what they do about it is logged after it.
 //!
 //! # Performance
 //! The closed happy path takes no lock, allocates nothing, boxes nothing and reads no clock

@@ -271,7 +271,8 @@ pub(crate) struct Core {
     /// Probes in flight, tagged with the generation they belong to (high 32 bits), so a
     /// count from an earlier half-open period is never mistaken for this one's.
     probes: AtomicU64,
-    /// Successful probes, tagged the same way.
+    /// Successful probes, tagged the same way, and whether one of them claimed the close
+    /// ([`CLOSING`]).
     probe_successes: AtomicU64,
     /// When the latest probe was admitted, ms since origin (never decreases). Written before
     /// the probe's slot is taken, so a caller that finds every slot taken reads a time no
@@ -296,6 +297,29 @@ impl fmt::Debug for Core {
 }
 
 const TAG_MASK: u64 = 0xffff_ffff;
+
+/// In [`Core::probe_successes`]' count (its low 32 bits): set by the first successful probe of
+/// a generation to reach the success threshold, which then closes the breaker. Only that one
+/// clears what the close forgets (see `close_from`), so a probe reaching the threshold later,
+/// whose close would lose its compare-exchange, never clears what a call admitted after the
+/// close recorded meanwhile.
+const CLOSING: u64 = 1 << 31;
+/// The successful probes themselves, below [`CLOSING`].
+const PROBE_SUCCESSES: u64 = CLOSING - 1;
+
+/// `probe_successes` (`p`) after one more successful probe of the generation tagged `tag`
+/// (counting from none when `p` is another generation's), [`CLOSING`] set from when the count
+/// reaches `threshold`. Saturating.
+fn probe_succeeded(p: u64, tag: u64, threshold: u64) -> u64 {
+    let p = if p >> 32 == tag { p } else { tag << 32 };
+    let count = ((p & PROBE_SUCCESSES) + 1).min(PROBE_SUCCESSES);
+    let closing = if count >= threshold.min(PROBE_SUCCESSES) {
+        CLOSING
+    } else {
+        p & CLOSING
+    };
+    (tag << 32) | closing | count
+}
 
 const fn pack(generation: u64, state: State) -> u64 {
     (generation << 3) | state as u64
@@ -741,7 +765,11 @@ impl Core {
         match from_code(word) {
             State::Closed => {
                 let consecutive = if failure {
-                    self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+                    // Saturating: with no streak rule (or one never met) failures may come in a
+                    // row for longer than a `u32` counts.
+                    self.consecutive
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(1))
+                        .map_or(u32::MAX, |c| c + 1)
                 } else {
                     if self.consecutive.load(Ordering::Relaxed) != 0 {
                         self.consecutive.store(0, Ordering::Relaxed);
@@ -788,19 +816,16 @@ impl Core {
                     self.trip(word, hint, now(), true);
                 } else {
                     let tag = ticket.generation() & TAG_MASK;
+                    let threshold = u64::from(live.cfg.success_threshold);
+                    let counted = |p: u64| probe_succeeded(p, tag, threshold);
                     let before = self
                         .probe_successes
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                            let count = if p >> 32 == tag { p & TAG_MASK } else { 0 };
-                            Some((tag << 32) | (count + 1))
-                        })
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(counted(p)))
                         .unwrap_or(0);
-                    let count = if before >> 32 == tag {
-                        (before & TAG_MASK) + 1
-                    } else {
-                        1
-                    };
-                    if count >= u64::from(live.cfg.success_threshold) {
+                    // Of the probes that reach the threshold, the first closes it (see
+                    // `close_from`); the others are successes of a generation that is over.
+                    let claimed = |p: u64| p >> 32 == tag && p & CLOSING != 0;
+                    if claimed(counted(before)) && !claimed(before) {
                         self.close_from(word, now());
                     }
                 }
@@ -889,7 +914,13 @@ impl Core {
     /// period then grows). Returns whether it did: of racing callers, one opens it, and only
     /// that one counts a re-opening.
     fn trip(&self, from_word: u64, hint: Option<Duration>, now: u64, reopening: bool) -> bool {
-        let reopens = self.reopens.load(Ordering::Acquire) + u32::from(reopening);
+        // Opening from closed starts an outage with no re-opening behind it: none, whatever the
+        // count reads (a close publishes Closed before it zeroes the count, see `close_from`).
+        let reopens = if reopening {
+            self.reopens.load(Ordering::Acquire).saturating_add(1)
+        } else {
+            0
+        };
         let period = self.open_period(reopens, hint);
         let until = now.saturating_add(millis(period));
         // Publish the end of the period (and, opening from closed, the start of the outage)
@@ -912,9 +943,13 @@ impl Core {
             return false;
         }
         if reopening {
-            self.reopens.fetch_add(1, Ordering::AcqRel);
+            // Saturating: a count that wrapped round would cut the back-off to nothing.
+            let _ = self
+                .reopens
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_add(1));
         }
-        self.announce(from_code(from_word), State::Open);
+        // Logged before the listeners hear it, so that what they do about it (a parent's
+        // children tripped, a close by hand) is logged after it.
         if reopening {
             // The outage goes on: one line per failed probe would be a line every open
             // period for as long as it lasts. The close says how many there were.
@@ -934,24 +969,46 @@ impl Core {
                 "circuit opened"
             );
         }
+        self.announce(from_code(from_word), State::Open);
         true
     }
 
+    /// Closes the breaker from exactly `from_word` (half-open), its probes having answered;
+    /// called by the one probe that claimed the close (see [`CLOSING`]).
+    ///
+    /// What the close forgets (the failure streak, the rate windows and the throttle's, the
+    /// throttle's silence timer) is cleared before Closed is published: a call admitted the
+    /// moment it is (by another thread, or by a listener hearing the close) then counts from
+    /// nothing, not on top of the failures that tripped it, which would re-open it at once
+    /// (and have the close wipe the counts of that new opening). If the compare-exchange loses
+    /// (a probe failed or timed out, an operator moved it), clearing them took nothing that
+    /// counts: while half-open nothing writes them (an outcome admitted in an earlier
+    /// generation is dropped, and probes write neither streak nor window), an open or isolated
+    /// breaker does not read them, a close clears them anyway, and a bypassed one only reports
+    /// its window.
+    ///
+    /// The re-open count and `answered` wait for the compare-exchange: a probe failing
+    /// meanwhile re-opens it with the back-off it has earned, and only a close says that the
+    /// dependency answered. A trip from closed reads no re-open count (see `trip`).
     fn close_from(&self, from_word: u64, now: u64) {
-        if self.transition(from_word, State::Closed, now) {
-            let failed_probes = self.reopens.swap(0, Ordering::AcqRel);
-            tracing::info!(
-                target: "palisade_breaker",
-                breaker = %self.name,
-                open_ms = now.saturating_sub(self.opened.load(Ordering::Acquire)),
-                failed_probes,
-                "circuit closed"
-            );
-            self.consecutive.store(0, Ordering::Release);
-            self.answered.store(true, Ordering::Relaxed);
-            self.silent_since.store(0, Ordering::Relaxed);
-            self.reset_rates();
+        self.consecutive.store(0, Ordering::Release);
+        self.reset_rates();
+        // After the windows are emptied (as in `clear_by_hand`).
+        self.silent_since.store(0, Ordering::Relaxed);
+        if !self.swap_state(from_word, State::Closed, now) {
+            return;
         }
+        let failed_probes = self.reopens.swap(0, Ordering::AcqRel);
+        self.answered.store(true, Ordering::Relaxed);
+        // Logged before the listeners hear it, so that an opening they cause is logged after.
+        tracing::info!(
+            target: "palisade_breaker",
+            breaker = %self.name,
+            open_ms = now.saturating_sub(self.opened.load(Ordering::Acquire)),
+            failed_probes,
+            "circuit closed"
+        );
+        self.announce(from_code(from_word), State::Closed);
     }
 
     /// Clears the rate windows and the throttle's: a breaker that closes starts afresh, its
@@ -1011,28 +1068,37 @@ impl Core {
 
     /// Forces a state by hand (isolate, close, bypass). Returns the state it left.
     pub(crate) fn force(&self, to: State, now: u64) -> State {
+        self.force_as(to, now, false)
+    }
+
+    /// [`force`](Self::force); a close that is a `reset` also makes it a new breaker (see
+    /// [`clear_by_hand`](Self::clear_by_hand)).
+    fn force_as(&self, to: State, now: u64, reset: bool) -> State {
         loop {
             let word = self.word.load(Ordering::Acquire);
-            if from_code(word) == to {
-                // Already there: no transition to announce, but a close by hand still clears
-                // the counts, as `close` says, on a breaker that was closed already.
-                if to == State::Closed {
-                    self.clear_by_hand();
-                }
+            let from = from_code(word);
+            if to == State::Closed {
+                // Before Closed is published, as a close by probes does (see `close_from`),
+                // so that a failure the moment it is counts from nothing; and on a breaker
+                // closed already, which a close by hand still clears, as `close` says. Again
+                // on each try: a try that loses to another move is followed by one that wins.
+                self.clear_by_hand(reset);
+            }
+            if from == to {
+                // Already there: no transition to announce.
                 return to;
             }
-            if self.transition(word, to, now) {
+            if self.swap_state(word, to, now) {
+                // Logged before the listeners hear it, so that what they do is logged after.
                 tracing::info!(
                     target: "palisade_breaker",
                     breaker = %self.name,
-                    from = %from_code(word),
+                    %from,
                     %to,
                     "circuit state set by hand"
                 );
-                if to == State::Closed {
-                    self.clear_by_hand();
-                }
-                return from_code(word);
+                self.announce(from, to);
+                return from;
             }
         }
     }
@@ -1045,53 +1111,79 @@ impl Core {
     /// from the dependency (no probe answered, so it is not set), but what the breaker learnt
     /// since it was made still holds (only `reset` makes it a new breaker), and the throttle
     /// acts again, as after any close, once its window holds a fifth of its size.
-    fn clear_by_hand(&self) {
+    ///
+    /// A `reset` also forgets that the dependency answered and zeroes the metrics' counters:
+    /// a new breaker.
+    fn clear_by_hand(&self, reset: bool) {
         self.reopens.store(0, Ordering::Release);
         self.consecutive.store(0, Ordering::Release);
         self.reset_rates();
         // After the windows are emptied: a timer started from the old window is gone.
         self.silent_since.store(0, Ordering::Relaxed);
+        if reset {
+            // A new breaker's throttle refuses nothing before the dependency has answered once.
+            self.answered.store(false, Ordering::Relaxed);
+            for s in &self.successes {
+                s.store(0, Ordering::Relaxed);
+            }
+            self.failures.store(0, Ordering::Relaxed);
+            self.rejections.store(0, Ordering::Relaxed);
+        }
     }
 
-    /// Opens the breaker by hand for one open period (as if it had tripped).
+    /// Opens the breaker by hand for one open period (as if it had tripped), from closed or
+    /// half-open, or from open once its open period is over (it reads half-open then, its
+    /// next call a probe). Left as they are: a breaker open for the rest of its period, and
+    /// one an operator isolated or bypassed, whose setting holds until closed or reset by
+    /// hand.
     pub(crate) fn trip_now(&self, now: u64) {
         loop {
             let word = self.word.load(Ordering::Acquire);
             let from = from_code(word);
-            if matches!(from, State::Open | State::Isolated) {
-                return;
-            }
-            let period = self.open_period(self.reopens.load(Ordering::Acquire), None);
+            // As `observed` reads it: open while its period lasts, half-open after.
+            let over = match from {
+                State::Isolated | State::Bypassed => return,
+                State::Open if self.open_until.load(Ordering::Acquire) > now => return,
+                State::Open => true,
+                State::Closed | State::HalfOpen => false,
+            };
+            // From closed, an outage with no re-opening behind it (see `trip`).
+            let reopens = match from {
+                State::Closed => 0,
+                _ => self.reopens.load(Ordering::Acquire),
+            };
+            let period = self.open_period(reopens, None);
             self.open_until
                 .store(now.saturating_add(millis(period)), Ordering::Release);
-            if from != State::HalfOpen {
+            if from == State::Closed {
                 // A new outage starts (published before the state, as in `trip`).
                 self.opened.store(now, Ordering::Release);
             }
-            if self.transition(word, State::Open, now) {
-                if from == State::HalfOpen {
-                    // Still the same outage (a parent re-opened, tripping its children
-                    // again): as quiet as a failed probe.
-                    tracing::debug!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped again by hand");
-                } else {
-                    tracing::info!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped by hand");
-                }
-                return;
+            // The next generation even from open: a call that found the period over and is
+            // about to start probing from this word fails its compare-exchange.
+            if !self.swap_state(word, State::Open, now) {
+                continue;
             }
+            if from == State::Closed {
+                tracing::info!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped by hand");
+            } else {
+                // Still the same outage (a parent re-opened, tripping its children again): as
+                // quiet as a failed probe.
+                tracing::debug!(target: "palisade_breaker", breaker = %self.name, open_ms = millis(period), "circuit tripped again by hand");
+            }
+            // Open to open is no transition a listener or the metrics have to hear: they never
+            // heard it leave open (its probing starts with a call, and none came).
+            if !over {
+                self.announce(from, State::Open);
+            }
+            return;
         }
     }
 
-    /// Back to a new breaker's state: closed, all counts cleared.
+    /// Back to a new breaker's state: closed, all counts cleared, before it says it is closed
+    /// (see [`force_as`](Self::force_as)).
     pub(crate) fn reset(&self, now: u64) {
-        // Clears the streak, the back-off, the windows and the silence timer, closed or not.
-        self.force(State::Closed, now);
-        // A new breaker's throttle refuses nothing before the dependency has answered once.
-        self.answered.store(false, Ordering::Relaxed);
-        for s in &self.successes {
-            s.store(0, Ordering::Relaxed);
-        }
-        self.failures.store(0, Ordering::Relaxed);
-        self.rejections.store(0, Ordering::Relaxed);
+        self.force_as(State::Closed, now, true);
     }
 
     fn emit(&self, event: Event) {

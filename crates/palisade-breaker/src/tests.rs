@@ -1414,3 +1414,176 @@ async fn the_throttle_waits_for_a_full_fifth_of_a_window_not_a_multiple_of_five(
         assert!(h.try_acquire().is_ok(), "seed {seed}");
     }
 }
+
+// ---- What a close clears before it is published, and what trip leaves alone ----
+
+/// A listener that, when the breaker it watches is announced closed, makes one call through
+/// it at once and fails it: what another thread's call admitted right after a close does.
+struct FailOnClose(Arc<std::sync::OnceLock<BreakerHandle>>);
+
+impl Listener for FailOnClose {
+    fn on_event(&self, _: &str, event: Event) {
+        if let Event::Transition {
+            to: State::Closed, ..
+        } = event
+            && let Ok(p) = self.0.get().unwrap().try_acquire()
+        {
+            p.failure(network());
+        }
+    }
+}
+
+/// A breaker under `builder`, with a [`FailOnClose`] listener.
+fn failing_on_close(builder: BreakerBuilder) -> BreakerHandle {
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let h = builder
+        .listener(FailOnClose(cell.clone()))
+        .build()
+        .unwrap()
+        .handle();
+    cell.set(h.clone()).unwrap();
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failure_right_after_a_probe_closes_the_breaker_is_one_in_an_empty_window() {
+    // The defaults: 95 % of at least 30 calls. The window that tripped it is gone by the time
+    // the close is published, so one failure then is one failure among none.
+    let h = failing_on_close(BreakerLayer::builder("t"));
+    while h.state() != State::Open {
+        h.try_acquire().unwrap().failure(network());
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.try_acquire().unwrap().success();
+    h.try_acquire().unwrap().success(); // the second probe closes it
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.window_calls, m.failure_ratio),
+        (State::Closed, Some(1), Some(1.0))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failure_right_after_a_probe_closes_the_breaker_starts_a_new_streak() {
+    // Five in a row trip it; the streak that did is gone by the time the close is published.
+    let h = failing_on_close(BreakerLayer::builder("t").config(classic(|_| {})));
+    for _ in 0..5 {
+        h.try_acquire().unwrap().failure(network());
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probes: Vec<_> = (0..3).map(|_| h.try_acquire().unwrap()).collect();
+    for p in probes {
+        p.success();
+    }
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.consecutive_failures, m.reopens),
+        (State::Closed, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failure_right_after_a_close_or_reset_by_hand_is_counted_from_nothing() {
+    let h = failing_on_close(BreakerLayer::builder("t").config(classic(|_| {})));
+    for _ in 0..5 {
+        h.try_acquire().unwrap().failure(network());
+    }
+    // "Closes the breaker at once, clearing its failure counts": before it says it is closed.
+    h.close();
+    let m = h.metrics();
+    assert_eq!((m.state, m.consecutive_failures), (State::Closed, 1));
+    // A reset clears the metrics' counters before it says so too: the failure made after it
+    // is counted.
+    for _ in 0..4 {
+        h.try_acquire().unwrap().failure(network());
+    }
+    assert_eq!(h.state(), State::Open);
+    h.reset();
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.consecutive_failures, m.failures, m.successes),
+        (State::Closed, 1, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_is_logged_before_the_opening_that_follows_it_and_keeps_its_counts() {
+    use tracing::Level;
+
+    let recorded = palisade_test::Events::start();
+    // One failure trips it: the failure made as it closes opens it again, for good reasons,
+    // and the close, published before, neither wipes that opening's counts nor is logged
+    // after it.
+    let h = failing_on_close(
+        BreakerLayer::builder("t").config(classic(|c| c.consecutive_failures = Some(1))),
+    );
+    h.try_acquire().unwrap().failure(network());
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probes: Vec<_> = (0..3).map(|_| h.try_acquire().unwrap()).collect();
+    let _ = recorded.take();
+    for p in probes {
+        p.success();
+    }
+    let m = h.metrics();
+    assert_eq!((m.state, m.consecutive_failures), (State::Open, 1));
+    let lines: Vec<String> = recorded
+        .take()
+        .into_iter()
+        .filter(|e| e.target == "palisade_breaker" && e.level <= Level::INFO)
+        .map(|e| e.message().to_owned())
+        .collect();
+    assert_eq!(lines, ["circuit closed", "circuit opened"]);
+    // The same by hand.
+    h.close();
+    let lines: Vec<String> = recorded
+        .take()
+        .into_iter()
+        .filter(|e| e.target == "palisade_breaker" && e.level <= Level::INFO)
+        .map(|e| e.message().to_owned())
+        .collect();
+    assert_eq!(lines, ["circuit state set by hand", "circuit opened"]);
+    assert_eq!(h.metrics().consecutive_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trip_opens_a_breaker_whose_open_period_is_over_for_a_new_one() {
+    let log = Arc::new(TransitionLog::default());
+    let h = BreakerLayer::builder("t")
+        .config(classic(|c| c.consecutive_failures = Some(1)))
+        .listener(log.clone())
+        .build()
+        .unwrap()
+        .handle();
+    h.try_acquire().unwrap().failure(network());
+    assert_eq!(log.take(), [(State::Closed, State::Open)]);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(h.state(), State::HalfOpen); // its next call would probe
+    // "Opens the breaker now for one open period."
+    h.trip();
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.retry_after, m.time_in_state),
+        (State::Open, Some(Duration::from_secs(30)), Duration::ZERO)
+    );
+    assert_eq!(h.try_acquire().unwrap_err().state, State::Open);
+    // Listeners heard it open and never heard it leave: nothing to announce.
+    assert_eq!(log.take(), []);
+    // It probes as usual once the new period is over.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _probe = h.try_acquire().unwrap();
+    assert_eq!(log.take(), [(State::Open, State::HalfOpen)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn trip_leaves_a_bypassed_breaker_bypassed() {
+    let h = BreakerLayer::new("t").handle();
+    // "Lets every call through ... until closed or reset by hand."
+    h.bypass();
+    h.trip();
+    assert_eq!(h.state(), State::Bypassed);
+    assert!(h.try_acquire().is_ok());
+    // As an isolated one stays isolated.
+    h.isolate();
+    h.trip();
+    assert_eq!(h.state(), State::Isolated);
+}

@@ -222,6 +222,23 @@ fn adjust(counter: &AtomicU32, was: bool, now: bool) {
     }
 }
 
+/// Counts of `calls` outcomes, more than a `u32` holds (over 4 billion in one time window),
+/// scaled down to `u32::MAX` calls: the ratios the rules judge stay as they are, where cutting
+/// each count would raise them (and wrapping round make failures outnumber calls).
+#[cold]
+#[inline(never)]
+fn scaled(calls: u64, failures: u64, slow: u64) -> Counts {
+    let scale = |n: u64| {
+        let n = u128::from(n.min(calls)) * u128::from(u32::MAX) / u128::from(calls);
+        u32::try_from(n).unwrap_or(u32::MAX)
+    };
+    Counts {
+        calls: u32::MAX,
+        failures: scale(failures),
+        slow: scale(slow),
+    }
+}
+
 /// Outcomes over the last `buckets × width` of time, in fixed buckets: O(1) per record,
 /// O(buckets) per read, memory independent of traffic. The buckets are palisade-core's
 /// [`SlotRing`] (shared with its `ErrorStats`), with three counters: calls, failures, slow.
@@ -254,10 +271,14 @@ impl TimeWindow {
 
     pub(crate) fn counts(&self, now_ms: u64) -> Counts {
         let [calls, failures, slow] = self.ring.sum(now_ms / self.width_ms);
-        Counts {
-            calls: calls as u32,
-            failures: failures as u32,
-            slow: slow as u32,
+        let most = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        match u32::try_from(calls) {
+            Ok(calls) => Counts {
+                calls,
+                failures: most(failures),
+                slow: most(slow),
+            },
+            Err(_) => scaled(calls, failures, slow),
         }
     }
 
@@ -271,6 +292,27 @@ impl TimeWindow {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_time_window_holding_more_than_a_count_holds_keeps_its_ratios() {
+        // 6 billion calls over two buckets, half of them failed: the counts are scaled down
+        // to what a `u32` holds, not wrapped round (which would make failures outnumber
+        // calls) nor cut at its largest each (which would make the ratio 0.7).
+        let w = TimeWindow::new(2, 1);
+        for slot in 0..2 {
+            let b = w.ring.enter(slot).unwrap();
+            b[0].fetch_add(3_000_000_000, Ordering::Relaxed);
+            b[1].fetch_add(1_500_000_000, Ordering::Relaxed);
+        }
+        assert_eq!(
+            w.counts(1),
+            Counts {
+                calls: u32::MAX,
+                failures: u32::MAX / 2,
+                slow: 0
+            }
+        );
+    }
 
     #[test]
     fn count_window_slides_one_outcome_at_a_time() {

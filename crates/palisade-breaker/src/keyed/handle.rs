@@ -114,7 +114,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
         Ok(done)
     }
 
-    /// Trips every key's breaker (see [`BreakerHandle::trip`]).
+    /// Trips every key's breaker (see [`BreakerHandle::trip`]: one isolated or bypassed by
+    /// an operator stays so, one open stays open for the rest of its period).
     pub fn trip_all(&self) {
         self.registry.for_each(|_, stripes| {
             let shared = &stripes.get().shared;
@@ -122,7 +123,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> KeyedHandle<K> {
         });
     }
 
-    /// A [`Listener`] for a parent breaker that trips every child here when the parent opens.
+    /// A [`Listener`] for a parent breaker that trips every child here when the parent opens
+    /// (as [`trip_all`](Self::trip_all): a child an operator isolated or bypassed is left so).
     pub fn propagate(&self) -> impl Listener + 'static
     where
         K: Send + Sync + 'static,

@@ -1025,3 +1025,35 @@ async fn the_sample_moves_round_robin_so_the_oldest_key_goes_within_three_evicti
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_opening_parent_trips_again_a_child_whose_open_period_is_over_but_no_bypassed_one() {
+    let children = keyed(16);
+    let child_handle = children.handle();
+    let parent = BreakerLayer::builder("provider")
+        .config(classic(|_| {}))
+        .listener(child_handle.propagate())
+        .build()
+        .unwrap()
+        .handle();
+    let mut svc = children.layer(models());
+    open_key(&mut svc, "a").await;
+    use_key(&mut svc, "b").await;
+    let (a, b) = (
+        child_handle.get(&"a").unwrap(),
+        child_handle.get(&"b").unwrap(),
+    );
+    b.bypass();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    // "a"'s open period is over: its next call would probe.
+    assert_eq!(a.state(), State::HalfOpen);
+    parent.trip();
+    // Tripped again for a whole open period, so it probes on its own afterwards.
+    let m = a.metrics();
+    assert_eq!(
+        (m.state, m.retry_after),
+        (State::Open, Some(Duration::from_secs(30)))
+    );
+    // An operator's bypass holds until closed or reset by hand.
+    assert_eq!(b.state(), State::Bypassed);
+}

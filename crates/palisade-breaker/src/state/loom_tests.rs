@@ -119,6 +119,68 @@ fn loom_a_probe_success_racing_a_probe_failure_never_leaves_it_stuck() {
 }
 
 #[test]
+fn loom_a_failure_the_moment_a_probe_closes_it_starts_a_new_streak() {
+    loom::model(|| {
+        // Two failures in a row trip it; one probe, whose success closes it.
+        let c = LoomArc::new(Core::new("l".into(), cfg(1, 1, 2), Vec::new()));
+        open(&c, 2);
+        let probe = c.admit(|| 30_000).unwrap();
+        let c1 = c.clone();
+        let other = thread::spawn(move || {
+            // Refused while the probe holds the slot; a probe itself (answering nothing) in
+            // the moment between the slot given back and the close; a call, failing, once the
+            // probe closed it.
+            if let Ok(t) = c1.admit(|| 30_000) {
+                let outcome = if t.probe() {
+                    Outcome::Neutral
+                } else {
+                    Outcome::Failure(None)
+                };
+                c1.record(t, outcome, false, 1, || 30_000);
+            }
+        });
+        c.record(probe, Outcome::Success, false, 0, || 30_000);
+        other.join().unwrap();
+        // However soon after the close that failure came, it is the first of a new streak,
+        // not the third of the one that tripped it.
+        assert_eq!(c.state(), State::Closed);
+        assert!(c.consecutive.load(Ordering::SeqCst) <= 1);
+    });
+}
+
+#[test]
+fn loom_a_second_probe_reaching_the_threshold_clears_nothing_after_the_close() {
+    loom::model(|| {
+        // Two probes, one success closes it.
+        let c = LoomArc::new(Core::new("l".into(), cfg(2, 1, 2), Vec::new()));
+        open(&c, 2);
+        let a = c.admit(|| 30_000).unwrap();
+        let b = c.admit(|| 30_000).unwrap();
+        let c1 = c.clone();
+        let first = thread::spawn(move || {
+            c1.record(a, Outcome::Success, false, 0, || 30_000);
+            // A call admitted after the close fails (one admitted as a probe, before it,
+            // answers nothing).
+            let t = c1.admit(|| 30_000).ok()?;
+            if t.probe() {
+                c1.record(t, Outcome::Neutral, false, 0, || 30_000);
+                return None;
+            }
+            c1.record(t, Outcome::Failure(None), false, 0, || 30_000);
+            Some(())
+        });
+        let c2 = c.clone();
+        let second = thread::spawn(move || c2.record(b, Outcome::Success, false, 1, || 30_000));
+        let failed = first.join().unwrap().is_some();
+        second.join().unwrap();
+        assert_eq!(c.state(), State::Closed);
+        // The other probe's success, however late, never wiped the failure that came after
+        // the close.
+        assert_eq!(c.consecutive.load(Ordering::SeqCst), u32::from(failed));
+    });
+}
+
+#[test]
 fn loom_a_probe_being_admitted_is_never_mistaken_for_a_hung_one() {
     loom::model(|| {
         // One probe at a time, two successes to close, a probe timeout of 60 s.

@@ -1490,3 +1490,26 @@ fn a_rate_trips_at_exactly_its_ratio() {
         }
     }
 }
+
+#[test]
+fn a_streak_and_the_re_open_count_stop_at_their_largest_rather_than_overflow() {
+    // No rule that a streak trips: failures may come in a row for as long as they like.
+    let c = core(BreakerConfig {
+        consecutive_failures: None,
+        failure_rate: None,
+        ..BreakerConfig::default()
+    });
+    c.consecutive.store(u32::MAX - 1, Ordering::Relaxed);
+    assert!(fail(&c, 0));
+    assert!(fail(&c, 0));
+    assert_eq!(c.numbers(0).consecutive_failures, u32::MAX);
+    assert_eq!(c.state(), State::Closed);
+    // A probe failing after as many re-openings as a count holds: one more is still that.
+    let c = core(no_jitter());
+    c.trip_now(0);
+    c.reopens.store(u32::MAX, Ordering::Relaxed);
+    let t = u64::MAX / 4;
+    assert!(fail(&c, t));
+    let n = c.numbers(t);
+    assert_eq!((n.state, n.reopens), (State::Open, u32::MAX));
+}
