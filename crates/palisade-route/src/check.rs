@@ -202,10 +202,8 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
         let now = ms_since(self.shared.origin, Instant::now());
         let n = endpoints.len();
         let max_ejected = cfg.outlier.max_ejected(n);
-        let mut ejected = endpoints
-            .iter()
-            .filter(|(_, s)| s.ejected_until() > now)
-            .count();
+        let count = || endpoints.iter().filter(|(_, s)| s.ejected_at(now)).count();
+        let mut ejected = count();
         let volumes: Vec<(u64, u64)> = endpoints.iter().map(|(_, s)| s.take_interval()).collect();
         let judged: Vec<usize> = (0..n)
             .filter(|&i| volumes[i].0 + volumes[i].1 >= cfg.outlier.request_volume)
@@ -217,9 +215,10 @@ impl<K: Clone + Send + Sync + 'static> RouteHandle<K> {
         let failed = |i: usize| volumes[i].1 as f64 / (volumes[i].0 + volumes[i].1) as f64;
         let mut eject = |i: usize, why: &str| {
             let state = &endpoints[i].1;
-            if ejected < max_ejected && state.ejected_until() <= now {
+            // Claimed, then counted again: a router ejecting on another thread meanwhile does
+            // not take the ejections past the cap (see `EndpointState::try_eject`).
+            if ejected < max_ejected && state.try_eject(cfg, now, || count() <= max_ejected) {
                 tracing::warn!(endpoint = %state.label(), rule = why, "outlier detected");
-                state.eject(cfg, now);
                 ejected += 1;
             }
         };

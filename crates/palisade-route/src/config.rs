@@ -28,7 +28,9 @@ use crate::HealthConfig;
 #[non_exhaustive]
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint (`Some(5)`; `None` turns the rule off; at
-    /// least 1).
+    /// least 1). Failures while it is ejected (of calls in flight when it was ejected, or sent
+    /// to it in panic mode) do not count: they would eject it again the moment its ejection
+    /// ends, without a trial.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub consecutive_failures: Option<u32>,
     /// The first ejection's length; the n-th in a row lasts n times as long (30 s; more than
@@ -171,7 +173,8 @@ pub struct RouteConfig {
     /// A tier keeps all traffic while `healthy fraction × overprovisioning ≥ 1` (1.4, as
     /// Envoy; finite, at least 1); below that, the rest spills to the next tier.
     pub overprovisioning: f64,
-    /// How long a rate-limited endpoint is skipped when the server gave no retry hint (1 s).
+    /// How long a rate-limited endpoint is skipped when the server gave no retry hint (1 s;
+    /// at least 1 ms: the cool-down has no off switch).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub cooldown: Duration,
     /// The longest cool-down a server's retry hint can impose (60 s; at least `cooldown`).
@@ -229,6 +232,14 @@ impl RouteConfig {
         }
         if self.trend_window < Duration::from_millis(10) {
             return Err(ConfigError::new("trend_window", "must be at least 10 ms"));
+        }
+        if self.cooldown < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "cooldown",
+                "must be at least 1 ms (cool-downs count whole milliseconds, and a rate limit's \
+                 cool-down has no off switch: below that, with max_cooldown as low, a 429 would \
+                 cool nothing down)",
+            ));
         }
         if self.max_cooldown < self.cooldown {
             return Err(ConfigError::new(
@@ -358,6 +369,20 @@ mod tests {
             refused(|c| c.trend_window = Duration::from_millis(10)),
             None
         );
+        // A zero cool-down is no off switch, with or without a zero max_cooldown.
+        assert_eq!(
+            refused(|c| c.cooldown = Duration::ZERO).as_deref(),
+            Some("cooldown")
+        );
+        let r = refused(|c| {
+            c.cooldown = Duration::ZERO;
+            c.max_cooldown = Duration::ZERO;
+        });
+        assert_eq!(r.as_deref(), Some("cooldown"));
+        // Nor is one that whole milliseconds round down to zero.
+        let r = refused(|c| c.cooldown = Duration::from_micros(999));
+        assert_eq!(r.as_deref(), Some("cooldown"));
+        assert_eq!(refused(|c| c.cooldown = Duration::from_millis(1)), None);
         let r = refused(|c| c.max_cooldown = Duration::from_millis(999));
         assert_eq!(r.as_deref(), Some("max_cooldown"));
         assert_eq!(refused(|c| c.max_cooldown = Duration::from_secs(1)), None);

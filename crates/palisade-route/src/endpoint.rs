@@ -69,7 +69,13 @@ pub(crate) struct EndpointState {
     last_check: AtomicU64,
     /// The category of the last failure + 1 (0: none).
     last_error: AtomicU8,
-    /// Active check history for the trend: a ring of per-bucket (slot+1, healthy, total).
+    /// Active check history for the trend: a ring of per-bucket (slot, healthy, total), the
+    /// slot being the bucket's number modulo 2^32, compared with wrapping arithmetic (buckets
+    /// of 1 ms, the smallest, wrap every 49.7 days); a cell with no check is 0. Each check
+    /// empties the cells that left its window, and [`trend`](Self::trend) reads none while
+    /// the last check (kept in full, `last_check`) is out of the window; a check after a
+    /// pause of 2^30 buckets empties them all first. So an old cell is never taken for a
+    /// recent one.
     trend: [AtomicU64; TREND_BUCKETS],
     /// The router instances that waited for this endpoint's readiness, woken when it is taken
     /// out of traffic.
@@ -77,6 +83,11 @@ pub(crate) struct EndpointState {
 }
 
 pub(crate) const TREND_BUCKETS: usize = 10;
+
+/// The slot (a bucket number modulo 2^32) of a trend cell.
+fn unpack_slot(v: u64) -> u32 {
+    (v >> 32) as u32
+}
 
 /// One lane's reference to an endpoint's state, kept in a [`CachePadded`] (see [`Lanes`]) so
 /// that it has cache lines of its own.
@@ -255,6 +266,59 @@ impl EndpointState {
         until
     }
 
+    /// Ejects it as [`eject`](Self::eject) does, unless it is ejected already or
+    /// `within_cap` (asked once this ejection is visible to every other counter) finds too
+    /// many endpoints ejected; returns whether it did.
+    ///
+    /// Ejectors on other threads (another router clone's pick, the checker) each count the
+    /// ejected endpoints, then eject: counted before ejecting, two of them could both see room
+    /// for one more and exceed the cap. So the ejection is claimed first, by a compare-and-swap
+    /// of its end (which also keeps two ejectors from ejecting one endpoint twice, a strike
+    /// too many), then the count is taken, with read-modify-writes
+    /// ([`ejected_at`](Self::ejected_at)); over the cap, the claim is undone and nothing else
+    /// changed. Of two ejectors racing, at least one sees the other's claim (each reads the
+    /// other's endpoint by a read-modify-write after its own claim, so one of them reads after
+    /// the other's claim), and they never both keep theirs; they may both give up, and the
+    /// next pick ejects.
+    pub(crate) fn try_eject(
+        &self,
+        cfg: &RouteConfig,
+        now_ms: u64,
+        within_cap: impl FnOnce() -> bool,
+    ) -> bool {
+        let before = self.ejected_until.load(Ordering::Acquire);
+        if before > now_ms {
+            return false;
+        }
+        let (_, claim) = self.health().eject(cfg, now_ms);
+        let claim = claim.max(now_ms + 1);
+        if self
+            .ejected_until
+            .compare_exchange(before, claim, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        if !within_cap() {
+            let _ = self.ejected_until.compare_exchange(
+                claim,
+                before,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return false;
+        }
+        self.eject(cfg, now_ms);
+        true
+    }
+
+    /// Whether it is ejected at `now_ms`, as an ejector counts (see
+    /// [`try_eject`](Self::try_eject)): by a read-modify-write that changes nothing, which
+    /// reads the latest end (a load may read an older one). The ejection path only.
+    pub(crate) fn ejected_at(&self, now_ms: u64) -> bool {
+        self.ejected_until.fetch_add(0, Ordering::AcqRel) > now_ms
+    }
+
     /// A successful call: the hot path. Two relaxed increments when the endpoint is settled
     /// (the configuration is loaded only when it is not).
     pub(crate) fn on_success(&self, lane: usize, now_ms: impl FnOnce() -> u64) {
@@ -286,8 +350,13 @@ impl EndpointState {
             }
             HealthImpact::Full => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                // Counted before the health update bumps the epoch, so the next pick sees it.
-                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                // Counted before the health update bumps the epoch, so the next pick sees it;
+                // not while ejected (calls in flight when it was ejected, or sent to it in
+                // panic mode): the ejection already answered those failures, and counted they
+                // would eject it again the moment its ejection ends, without its trial.
+                if self.ejected_until() <= now_ms {
+                    self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                }
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);
                 self.update_health(|h| h.on_outcome(false, cfg, now_ms));
@@ -303,28 +372,61 @@ impl EndpointState {
         now_ms: u64,
         trend_bucket_ms: u64,
     ) {
-        self.last_check.store(now_ms + 1, Ordering::Relaxed);
+        let previous = self.last_check.swap(now_ms + 1, Ordering::Relaxed);
         self.update_health(|h| h.on_check(healthy, cfg, now_ms));
-        // Trend ring: (slot + 1) << 32 | healthy << 16 | total, one CAS.
-        let slot = now_ms / trend_bucket_ms.max(1) + 1;
-        let cell = &self.trend[(slot % TREND_BUCKETS as u64) as usize];
+        // Trend ring: slot << 32 | healthy << 16 | total, one CAS. The slot is the bucket's
+        // number modulo 2^32 (with 1 ms buckets, the smallest, it wraps every 49.7 days), and
+        // ages are taken with wrapping arithmetic; a cell in use has a total of at least 1.
+        let bucket = now_ms / trend_bucket_ms.max(1);
+        let slot = bucket as u32;
+        // After a pause of checks long enough for ages to wrap (2^30 buckets: 12 days with
+        // buckets of 1 ms), every cell is stale: emptied, before a wrapped slot can pass for a
+        // recent one.
+        if previous != 0
+            && bucket.saturating_sub((previous - 1) / trend_bucket_ms.max(1)) >= 1 << 30
+        {
+            self.clear_trend();
+        }
+        let cell = &self.trend[(bucket % TREND_BUCKETS as u64) as usize];
         let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-            let (s, ok, total) = (v >> 32, (v >> 16) & 0xffff, v & 0xffff);
-            let (ok, total) = if s == slot { (ok, total) } else { (0, 0) };
+            let (s, ok, total) = (unpack_slot(v), (v >> 16) & 0xffff, v & 0xffff);
+            let (ok, total) = if s == slot && total > 0 {
+                (ok, total)
+            } else {
+                (0, 0)
+            };
             let ok = (ok + u64::from(healthy)).min(0xffff);
             let total = (total + 1).min(0xffff);
-            Some((slot << 32) | (ok << 16) | total)
+            Some((u64::from(slot) << 32) | (ok << 16) | total)
         });
+        // The cells that left the window are emptied, so that no cell stays untouched for
+        // 2^32 buckets, long enough for its wrapped slot to look recent again: after a check,
+        // every cell in use is from that check's window, or after it (a check racing this one
+        // with a later clock: a negative age, left alone).
+        for cell in &self.trend {
+            let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let age = slot.wrapping_sub(unpack_slot(v)) as i32;
+                (v != 0 && age >= TREND_BUCKETS as i32).then_some(0)
+            });
+        }
     }
 
     /// Healthy and total checks in the trend window ending at `now_ms`.
     pub(crate) fn trend(&self, now_ms: u64, trend_bucket_ms: u64) -> (u64, u64) {
-        let newest = now_ms / trend_bucket_ms.max(1) + 1;
-        let oldest = newest.saturating_sub(TREND_BUCKETS as u64 - 1);
+        let bucket = trend_bucket_ms.max(1);
+        let newest = now_ms / bucket;
+        // No check in the window, by the last check's full time: nothing, and no cell read by
+        // its wrapped slot, which could look recent again 2^32 buckets later.
+        let recent = |last: u64| newest.saturating_sub(last / bucket) < TREND_BUCKETS as u64;
+        if !self.last_check().is_some_and(recent) {
+            return (0, 0);
+        }
+        let newest = newest as u32;
         self.trend.iter().fold((0, 0), |(ok, total), cell| {
             let v = cell.load(Ordering::Acquire);
-            let s = v >> 32;
-            if s >= oldest && s <= newest && s != 0 {
+            // Its age in buckets, wrapping: a check after now's bucket is "older" than any.
+            let age = newest.wrapping_sub(unpack_slot(v));
+            if v & 0xffff != 0 && age < TREND_BUCKETS as u32 {
                 (ok + ((v >> 16) & 0xffff), total + (v & 0xffff))
             } else {
                 (ok, total)
@@ -472,6 +574,39 @@ mod tests {
     }
 
     #[test]
+    fn the_trend_wraps_its_slots_without_going_blind() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        // Buckets of 1 ms: the slot wraps every 2^32 ms.
+        let wrap = 1u64 << 32;
+        s.on_check(true, &cfg, 3, 1);
+        assert_eq!(s.trend(3, 1), (1, 1));
+        // Out of the window, and 2^32 buckets later, when its slot comes round again: nothing.
+        assert_eq!(s.trend(13, 1), (0, 0));
+        assert_eq!(s.trend(wrap + 3, 1), (0, 0));
+        // Checks around the wrap: seen, whatever their slots, and the window slides on.
+        for now in [wrap - 2, wrap - 1, wrap, wrap + 1] {
+            s.on_check(now != wrap, &cfg, now, 1);
+        }
+        assert_eq!(s.trend(wrap + 1, 1), (3, 4));
+        assert_eq!(s.trend(wrap + 7, 1), (3, 4));
+        assert_eq!(s.trend(wrap + 8, 1), (2, 3));
+        // The check at 3, whose slot is that of wrap + 3, was emptied by the first check after
+        // the pause: it does not come back in this window.
+        assert_eq!(s.trend(wrap + 3, 1), (3, 4));
+        // Checks racing with a later clock are kept by an earlier one.
+        s.on_check(true, &cfg, wrap + 30, 1);
+        s.on_check(false, &cfg, wrap + 25, 1);
+        assert_eq!(s.trend(wrap + 30, 1), (1, 2));
+        // Weeks of checks at 1 ms buckets: each seen.
+        for day in 1..=200u64 {
+            let now = 2 * wrap + day * 86_400_000 + 7;
+            s.on_check(true, &cfg, now, 1);
+            assert_eq!(s.trend(now, 1), (1, 1), "day {day}");
+        }
+    }
+
+    #[test]
     fn waiters_list_each_instance_once_and_prune_the_dropped() {
         let waiters = Waiters::default();
         let listed = || lock(&waiters.slots).len();
@@ -510,6 +645,27 @@ mod tests {
         assert_eq!(s.last_error(), Some(Category::ServerError));
         assert_eq!(s.take_interval(), (1, 5));
         assert_eq!(s.take_interval(), (0, 0));
+    }
+
+    #[test]
+    fn failures_while_ejected_do_not_count_in_a_row() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        let failure = Class::new(Category::ServerError);
+        for _ in 0..5 {
+            s.on_failure(failure, &cfg, 0);
+        }
+        assert_eq!(s.eject(&cfg, 0), 30_000);
+        assert_eq!(s.consecutive_failures(), 0);
+        // Calls in flight when it was ejected fail: counted in the interval, not in a row.
+        for _ in 0..5 {
+            s.on_failure(failure, &cfg, 29_999);
+        }
+        assert_eq!(s.consecutive_failures(), 0);
+        assert_eq!(s.take_interval(), (0, 10));
+        // Once the ejection is over, failures count again.
+        s.on_failure(failure, &cfg, 30_000);
+        assert_eq!(s.consecutive_failures(), 1);
     }
 
     #[test]

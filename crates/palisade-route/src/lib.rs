@@ -85,9 +85,16 @@
 //!   fresh clone. A change of the endpoint that takes it out of traffic (a failure, an
 //!   ejection, a rate limit) wakes the task waiting for it, so that it picks again; one that
 //!   comes with time alone (another endpoint's hold ending) does not, and is seen at the next
-//!   wake-up. Likewise a reservation that a `poll_ready` made is kept by the next one (a
-//!   `Buffer`'s worker polls ready before its next request comes) only while the pick could
-//!   still give the call to its endpoint; else it is let go, and the router picks again.
+//!   wake-up. A pass that ends ready (another endpoint took the call, or none is eligible)
+//!   stops waiting for every endpoint that was not ready and drops what their pending
+//!   readiness held the same way: kept, a place freed in such an endpoint's queue would go to
+//!   this router instance, which may not poll it again for long (an idle connection's clone),
+//!   and the endpoint would refuse every other caller meanwhile. Likewise a reservation that
+//!   a `poll_ready` made is kept by the next one (a caller that polled ready and then did not
+//!   call: a `ready()` that lost a race against a timeout, say; a `Buffer`'s worker polls
+//!   ready only once it holds a request, and calls at once) only while the pick could still
+//!   give the call to its endpoint; else it is let go, and the router picks again. A verdict
+//!   that no endpoint is eligible is not kept: the next `poll_ready` picks afresh.
 //! * **A circuit breaker inside each endpoint** is redundant with the router and hides failures
 //!   from it: a breaker's refusal is a local rejection, which does not count against the
 //!   endpoint's health (the endpoint was not called), so while a per-endpoint breaker is open

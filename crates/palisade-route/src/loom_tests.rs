@@ -219,3 +219,47 @@ fn loom_a_pick_that_sees_the_new_epoch_sees_the_new_health() {
         writer.join().unwrap();
     });
 }
+
+/// An endpoint as the pick sees it, for `eject_due`.
+struct Listed(LoomArc<EndpointState>);
+
+impl AsRef<EndpointState> for Listed {
+    fn as_ref(&self) -> &EndpointState {
+        &self.0
+    }
+}
+
+#[test]
+fn loom_two_clones_ejecting_at_once_keep_to_the_cap() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        // Two endpoints, each due for ejection (five failures in a row), and a cap of one:
+        // two router clones picking on two threads eject one at most, never both, and never
+        // one twice.
+        let cfg = RouteConfig::default();
+        let endpoints: LoomArc<[Listed; 2]> = LoomArc::new([
+            Listed(endpoint(Health::HEALTHY).0),
+            Listed(endpoint(Health::HEALTHY).0),
+        ]);
+        for e in endpoints.iter() {
+            for _ in 0..5 {
+                e.0.on_failure(failure(), &cfg, NOW);
+            }
+        }
+        let clones: Vec<_> = (0..2)
+            .map(|_| {
+                let endpoints = endpoints.clone();
+                thread::spawn(move || {
+                    crate::pick::eject_due(&endpoints[..], &RouteConfig::default(), NOW)
+                })
+            })
+            .collect();
+        for clone in clones {
+            clone.join().unwrap();
+        }
+        let ejected = endpoints.iter().filter(|e| e.0.ejected_at(NOW)).count();
+        assert!(ejected <= 1, "{ejected} ejected, over the cap of one");
+        assert!(endpoints.iter().all(|e| e.0.ejections() <= 1));
+    });
+}

@@ -42,8 +42,11 @@ use crate::{NoHealthyEndpoint, RouteConfig};
 pub(crate) struct Slot {
     /// The traffic share health allows, zero while ejected or cooling down.
     pub(crate) weight: f64,
-    /// What it counts for in the capacity panic mode and the tiers weigh: its weight, or all
-    /// of it for a new endpoint in slow start, which is healthy (see [`panics`]).
+    /// What it counts for in the capacity panic mode and the tiers weigh: its health's share
+    /// (zero while ejected), or all of it for a new endpoint in slow start, which is healthy
+    /// (see [`panics`]). A cool-down does not lower it: a rate limit paces an endpoint, it
+    /// says nothing of its health, and the picks' weights ([`weight`], [`last_resort`])
+    /// already keep calls off it.
     pub(crate) counted: f64,
     pub(crate) tier: u8,
     pub(crate) cooling: bool,
@@ -60,9 +63,9 @@ pub(crate) struct Slot {
 pub(crate) const CACHED: usize = 64;
 
 /// Looks at one endpoint at `now`: its weight (its health's share, zero while ejected or
-/// cooling down), tier, whether it cools down, and when it comes back by itself. Without
-/// active checks, an endpoint the health machine holds out comes back for a trial when its
-/// hold ends.
+/// cooling down), what it counts for in the healthy capacity (its health's share, cooling down
+/// or not), tier, whether it cools down, and when it comes back by itself. Without active
+/// checks, an endpoint the health machine holds out comes back for a trial when its hold ends.
 pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
     let ejected = s.ejected_until();
     let cooldown = s.cooldown_until();
@@ -75,10 +78,13 @@ pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
         health.share(&cfg.health, now, trials)
     };
     let (weight, cooled) = if cooling { (0.0, share) } else { (share, 0.0) };
-    let counted = if weight > 0.0 && s.starting(health) {
+    // By the share, not the weight: a healthy endpoint cooling down after a rate limit is
+    // healthy capacity, and counted as lost it would start panic mode, which sends calls to
+    // the ejected endpoints while a healthy one could take them.
+    let counted = if share > 0.0 && s.starting(health) {
         1.0
     } else {
-        weight
+        share
     };
     let held = if trials {
         health.held_until(&cfg.health)
@@ -117,16 +123,20 @@ pub(crate) fn eject_due<E: AsRef<EndpointState>>(endpoints: &[E], cfg: &RouteCon
         return;
     }
     let max_ejected = cfg.outlier.max_ejected(endpoints.len());
-    let mut ejected = endpoints
-        .iter()
-        .filter(|e| e.as_ref().ejected_until() > now)
-        .count();
+    let count = || {
+        endpoints
+            .iter()
+            .filter(|e| e.as_ref().ejected_at(now))
+            .count()
+    };
+    let mut ejected = count();
     for e in endpoints {
         if ejected >= max_ejected {
             break;
         }
-        if due(e.as_ref()) {
-            e.as_ref().eject(cfg, now);
+        // Claimed, then counted again: another clone ejecting on another thread meanwhile
+        // does not take the ejections past the cap (see `EndpointState::try_eject`).
+        if due(e.as_ref()) && e.as_ref().try_eject(cfg, now, || count() <= max_ejected) {
             ejected += 1;
         }
     }
@@ -137,9 +147,10 @@ pub(crate) fn eject_due<E: AsRef<EndpointState>>(endpoints: &[E], cfg: &RouteCon
 #[derive(Debug)]
 pub(crate) struct Scan<'a> {
     cache: &'a [Slot; CACHED],
-    /// Endpoints with some weight.
+    /// Endpoints with some health share (cooling down or not): some healthy capacity.
     pub(crate) available: usize,
-    /// The sum of their weights: the share of the endpoints' capacity health lets through.
+    /// The sum of what they count for ([`Slot::counted`]): the share of the endpoints'
+    /// capacity health lets through. A cool-down takes nothing from it.
     pub(crate) capacity: f64,
     /// Every endpoint at full weight, all in the first endpoint's tier: plainly healthy.
     pub(crate) uniform: bool,
@@ -164,7 +175,7 @@ impl<'a> Scan<'a> {
         let first_tier = endpoints[0].as_ref().tier;
         for (i, e) in endpoints.iter().enumerate() {
             let slot = look(e.as_ref(), cfg, now);
-            if slot.weight > 0.0 {
+            if slot.counted > 0.0 {
                 available += 1;
                 capacity += slot.counted;
             }
@@ -202,9 +213,14 @@ impl<'a> Scan<'a> {
 
 /// Whether `n` endpoints panic: health lets through less than
 /// [`panic_ratio`](RouteConfig::panic_ratio) of their traffic (`capacity`, the sum of their
-/// weights: an endpoint recovering at a fifth of its share counts a fifth). Never when panic
-/// mode is off. With tiers, this is asked of each tier, when the tiers together lack healthy
-/// capacity ([`panicking`]).
+/// health shares, [`Slot::counted`]: an endpoint recovering at a fifth of its share counts a
+/// fifth). Never when panic mode is off. With tiers, this is asked of each tier, when the
+/// tiers together lack healthy capacity ([`panicking`]).
+///
+/// An endpoint cooling down after a rate limit counts its health's share: it is healthy, and
+/// the server only asked for a pause, which [`weight`] keeps. Counted as lost, one 429 from a
+/// healthy endpoint among three, one of them ejected, started panic mode, and the ejected
+/// endpoint took two calls in five while the third, healthy, could have taken them all.
 ///
 /// Counted by weight, not by endpoints with any: when every endpoint has been out (an outage
 /// of them all) and the first comes back on trial at the ramp's first step, a count would end
@@ -245,8 +261,9 @@ impl Panicking {
     }
 }
 
-/// The tiers of the `n` endpoints, in increasing order, each with the sum of its slots'
-/// weights and its number of endpoints.
+/// The tiers of the `n` endpoints, in increasing order, each with the healthy capacity of its
+/// slots (the sum of [`Slot::counted`]: cool-downs take nothing from it) and its number of
+/// endpoints.
 fn tiers(n: usize, get: impl Fn(usize) -> Slot + Copy) -> impl Iterator<Item = (u8, f64, usize)> {
     let first = (0..n).map(|i| get(i).tier).min();
     let next = move |&t: &u8| (0..n).map(|i| get(i).tier).filter(|u| *u > t).min();
@@ -262,12 +279,13 @@ fn tiers(n: usize, get: impl Fn(usize) -> Slot + Copy) -> impl Iterator<Item = (
 /// Which tiers panic, as Envoy's
 /// [panic threshold](https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/panic_threshold)
 /// works with priority levels: only while the tiers together lack healthy capacity (the sum
-/// over tiers of `min(1, mean weight × overprovisioning)`, Envoy's normalized total
+/// over tiers of `min(1, mean health share × overprovisioning)`, Envoy's normalized total
 /// availability, is below 1), each tier whose own health lets through less than the ratio of
-/// its traffic ([`panics`]). A tier with no weight at all panics only when no tier has any
-/// (Envoy's total panic): while another tier can take calls, the tier choice gives it none,
-/// as Envoy gives such a priority no load. With one tier, that tier panics whenever
-/// [`panics`] says so.
+/// its traffic ([`panics`]). Health, not cool-downs: an endpoint cooling down counts its
+/// health's share here, as in [`panics`]. A tier with no healthy capacity at all panics only
+/// when no tier has any (Envoy's total panic): while another tier can take calls, the tier
+/// choice gives it none, as Envoy gives such a priority no load. With one tier, that tier
+/// panics whenever [`panics`] says so.
 ///
 /// Without the tiers' condition, a panicking tier weighs all of its endpoints in full and
 /// keeps every call: two primaries down with one healthy standby (a third of the endpoints'
@@ -294,9 +312,9 @@ pub(crate) fn panicking(
     if total >= 1.0 {
         return out;
     }
-    let any_weight = scan.available > 0;
+    let any_capacity = scan.available > 0;
     for (tier, sum, count) in tiers(n, get) {
-        if panics(cfg, sum, count) && (sum > 0.0 || !any_weight) {
+        if panics(cfg, sum, count) && (sum > 0.0 || !any_capacity) {
             out.insert(tier);
         }
     }
@@ -783,12 +801,13 @@ mod tests {
         );
         let slot = look(&s, &cfg, 0);
         assert_eq!((slot.weight, slot.counted), (0.2, 1.0));
-        // Cooling down after a rate limit (no strike: still in slow start): nothing.
+        // Cooling down after a rate limit (no strike: still in slow start): no weight, and
+        // still healthy capacity, in full.
         let mut limited = Class::new(Category::RateLimited);
         limited.retry_after = Some(Duration::from_millis(2));
         s.on_failure(limited, &cfg, 0);
         let slot = look(&s, &cfg, 1);
-        assert_eq!((slot.cooling, slot.weight, slot.counted), (true, 0.0, 0.0));
+        assert_eq!((slot.cooling, slot.weight, slot.counted), (true, 0.0, 1.0));
         assert!(s.starting(s.health()));
         // Ejected: nothing, in slow start or not.
         s.eject(&cfg, 0);
@@ -840,6 +859,14 @@ mod tests {
             ),
             (0.0, 2_000, true, 1.0)
         );
+        assert_eq!(cooling.counted, 1.0, "healthy capacity while it cools down");
+        // Cooling down and degraded: its share counts; ejected as well: nothing.
+        fail(&s, 3, 0);
+        assert_eq!(look(&s, &cfg, 1_999).counted, 0.5);
+        s.eject(&cfg, 0);
+        assert_eq!(look(&s, &cfg, 1_999).counted, 0.0);
+        let s = state(0);
+        s.on_failure(limited, &cfg, 0);
         assert_eq!(look(&s, &cfg, 2_000).weight, 1.0);
         assert!(!look(&s, &cfg, 2_000).cooling);
 
@@ -965,10 +992,63 @@ mod tests {
         let eps: Vec<_> = slots.iter().map(|s| state(s.tier)).collect();
         let mut scan = Scan::new(&mut cache, &eps, &cfg, 0);
         // The scan's counts, of the given slots rather than of the states.
-        scan.available = slots.iter().filter(|s| s.weight > 0.0).count();
-        scan.capacity = slots.iter().map(|s| s.weight).sum();
+        scan.available = slots.iter().filter(|s| s.counted > 0.0).count();
+        scan.capacity = slots.iter().map(|s| s.counted).sum();
         let set = panicking(&cfg, slots.len(), |i| slots[i], &scan);
         (0..=u8::MAX).filter(|t| set.contains(*t)).collect()
+    }
+
+    #[test]
+    fn an_endpoint_cooling_down_is_healthy_capacity_for_panic_mode() {
+        let cfg = RouteConfig::default();
+        let plain_at = AtomicU64::new(u64::MAX);
+        let mut rng = rng();
+        let mut cache = [Slot::default(); CACHED];
+        // a ejected, b cooling down after a rate limit, c healthy: two thirds of the
+        // endpoints' traffic is healthy, no panic; the calls go to c alone.
+        let eps = [state(0), state(0), state(0)];
+        eps[0].eject(&cfg, 0);
+        let mut limited = Class::new(Category::RateLimited);
+        limited.retry_after = Some(Duration::from_secs(60));
+        eps[1].on_failure(limited, &cfg, 0);
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        assert_eq!((scan.available, scan.capacity), (2, 2.0));
+        let get = |i: usize| scan.slot(&eps, &cfg, i, 0);
+        assert!(!panicking(&cfg, 3, get, &scan).any());
+        for _ in 0..200 {
+            assert_eq!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
+                Ok(2)
+            );
+        }
+        // Tiers: a primary ejected and one cooling down, a healthy standby. The primaries'
+        // tier is at half its health (70 % with overprovisioning) and the standby adds the
+        // rest: no tier panics, and the calls go to the standby, never to the ejected primary.
+        let eps = [state(0), state(0), state(1)];
+        eps[0].eject(&cfg, 0);
+        eps[1].on_failure(limited, &cfg, 0);
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        let get = |i: usize| scan.slot(&eps, &cfg, i, 0);
+        assert!(!panicking(&cfg, 3, get, &scan).any());
+        for _ in 0..200 {
+            assert_eq!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
+                Ok(2)
+            );
+        }
+        // A standby ejected as well: the one cooling down is still healthy capacity, so the
+        // empty standby tier does not panic (no total panic), and the primary cooling down
+        // takes the calls as the last resort rather than an ejected endpoint.
+        eps[2].eject(&cfg, 0);
+        let scan = Scan::new(&mut cache, &eps, &cfg, 0);
+        let get = |i: usize| scan.slot(&eps, &cfg, i, 0);
+        assert!(!panicking(&cfg, 3, get, &scan).any());
+        for _ in 0..200 {
+            assert_eq!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
+                Ok(1)
+            );
+        }
     }
 
     #[test]
@@ -1545,17 +1625,30 @@ mod tests {
             }),
             Ok(0)
         );
-        // Panic mode never sends to an endpoint cooling down.
+        // Panic mode never sends to an endpoint cooling down: with two of three ejected,
+        // health lets a third through, and the calls go to the ejected ones.
         cfg.panic_ratio = Some(0.5);
         let mut limited = Class::new(Category::RateLimited);
         limited.retry_after = Some(Duration::from_secs(60));
+        let eps = [state(0), state(0), state(0)];
+        eps[0].on_failure(limited, &cfg, 0);
+        eps[1].eject(&cfg, 0);
+        eps[2].eject(&cfg, 0);
+        for _ in 0..100 {
+            assert_ne!(
+                pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
+                Ok(0)
+            );
+        }
+        // With one of two ejected, the one cooling down is half of the endpoints' health: no
+        // panic, and it takes the calls as the last resort, never the ejected one.
         let eps = [state(0), state(0)];
         eps[0].on_failure(limited, &cfg, 0);
         eps[1].eject(&cfg, 0);
         for _ in 0..100 {
             assert_eq!(
                 pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0),
-                Ok(1)
+                Ok(0)
             );
         }
     }
@@ -1595,8 +1688,8 @@ mod tests {
             seen[pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap()] += 1;
         }
         assert!((1_850..2_150).contains(&seen[0]), "{seen:?}");
-        // In panic mode, alike.
-        cfg.panic_ratio = Some(0.5);
+        // In panic mode (health lets three quarters through, below a ratio of 1), alike.
+        cfg.panic_ratio = Some(1.0);
         let mut seen = [0; 2];
         for _ in 0..3_000 {
             seen[pick(&eps, &cfg, &plain_at, &mut rng, None, Avoid::NONE, || 0).unwrap()] += 1;

@@ -71,8 +71,11 @@ pub(crate) struct Shared<K> {
 /// `poll_ready` applies discovery changes if the stream woke, picks an endpoint and waits for
 /// that endpoint to be ready. When no endpoint is eligible it reports ready anyway and the call
 /// fails at once with [`NoHealthyEndpoint`] (the `LoadShed` shape), so retry and fallback above
-/// can act. `poll_ready` never returns an error, which tower would take as the end of the
-/// router. An endpoint whose `poll_ready` fails counts that failure against its own health, as
+/// can act; a second `poll_ready` before that call picks afresh. An endpoint that is not ready
+/// yet gives way to another ready one, and a `poll_ready` that ends ready drops what the
+/// endpoints it did not wait for queued for (a place in a concurrency limit's queue) by
+/// replacing their services with fresh clones. `poll_ready` never returns an error, which
+/// tower would take as the end of the router. An endpoint whose `poll_ready` fails counts that failure against its own health, as
 /// a failed call, gets a fresh clone of its service, and the router picks again, not that
 /// endpoint while another is eligible (in another tier if need be), so one `poll_ready` tries
 /// every eligible endpoint before any twice, in panic mode as well; when every pick of one
@@ -112,11 +115,19 @@ pub struct Route<D: Discover> {
     /// call goes to the instance's copy, so no call clones a service (tower's `Balance` owns
     /// its services the same way).
     services: Vec<D::Service>,
-    /// The endpoints whose readiness failed during the current `poll_ready`, one bit per
-    /// position in `endpoints`: that `poll_ready`'s next picks avoid them. Sized at the first
-    /// readiness failure (the failure path; it keeps its size), emptied when `endpoints`
+    /// The endpoints whose readiness failed, or that were not ready yet, during the current
+    /// `poll_ready`, one bit per position in `endpoints`: that `poll_ready`'s next picks avoid
+    /// them. Sized at the first such endpoint (it keeps its size), emptied when `endpoints`
     /// changes, all clear between calls of `poll_ready`.
     unready: Vec<u64>,
+    /// The endpoints whose service in `services` returned `Pending` to a `poll_ready` of this
+    /// instance and was neither ready nor replaced since: each holds what its pending
+    /// readiness queued for (a place in a concurrency limit's queue, and the permit handed to
+    /// it later), one bit per position in `endpoints`. A pass that ends ready lets them go
+    /// (see [`let_go`](Self::let_go)). Empty while none is (the common case: one check at the
+    /// end of a pass); sized at the first (it keeps its capacity), emptied when `endpoints`
+    /// changes.
+    queued: Vec<u64>,
     /// The endpoint `poll_ready` chose, whose service in `services` is ready.
     ready: Option<usize>,
     /// The endpoint `poll_ready` chose that was not ready yet.
@@ -151,6 +162,7 @@ where
             // Clones of the original's services: what its poll_ready reserved stays with it.
             services: self.services.clone(),
             unready: Vec::new(),
+            queued: Vec::new(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -303,6 +315,7 @@ where
             seeds: AtomicU64::new(config.seed ^ 0x2545_f491_4f6c_dd1d),
             services: Vec::new(),
             unready: Vec::new(),
+            queued: Vec::new(),
             ready: None,
             pending: None,
             unavailable: None,
@@ -386,12 +399,18 @@ where
     fn refresh(&mut self, version: u64) {
         let list = self.set.list();
         // By the id of the service, not the endpoint's token: an endpoint inserted again keeps
-        // its token (and state) but not its service.
+        // its token (and state) but not its service. A service queued for readiness is let go
+        // (its endpoint gets a fresh clone), but for the endpoint this instance waits for,
+        // which keeps its place.
+        let queued = std::mem::take(&mut self.queued);
+        let drop_queued = |pos: usize| Some(pos) != self.pending && is_marked(&queued, pos);
         let mut old: HashMap<u64, D::Service> = self
             .endpoints
             .iter()
             .map(|e| e.id)
             .zip(std::mem::take(&mut self.services))
+            .enumerate()
+            .filter_map(|(pos, kept)| (!drop_queued(pos)).then_some(kept))
             .collect();
         let now_at = |i: Option<usize>| {
             let id = self.endpoints[i?].id;
@@ -411,6 +430,9 @@ where
         self.endpoints = list;
         self.config = self.shared.config.load_full();
         self.version = version;
+        if let Some(w) = self.pending {
+            self.mark_queued(w);
+        }
     }
 }
 
@@ -485,8 +507,8 @@ where
         let origin = self.shared.origin;
         let now = || ms_since(origin, Instant::now());
         if let Some(i) = self.ready {
-            // A reservation from an earlier `poll_ready` (a `Buffer`'s worker polls ready, then
-            // waits for its next request) stands while the pick would still use its endpoint:
+            // A reservation from an earlier `poll_ready` (of a caller that polled ready and
+            // then did not call) stands while the pick would still use its endpoint:
             // at once while nothing changed since every endpoint was plainly healthy, else
             // after a look. Once the endpoint is out (failed, ejected, ...), the reservation is
             // let go and the router picks again.
@@ -498,9 +520,10 @@ where
             self.ready = None;
             self.abandon(i);
         }
-        if self.unavailable.is_some() {
-            return Poll::Ready(Ok(()));
-        }
+        // A verdict that no endpoint was eligible is as old as the pass that gave it: an
+        // ejection may have ended since. The call it was for never came; this pass picks
+        // afresh.
+        self.unavailable = None;
         let avoid = attempt::current().and_then(|a| a.avoid);
         // Whether an endpoint was marked in `unready` in this pass: its readiness failed, or
         // it was not ready yet.
@@ -566,6 +589,7 @@ where
                         // it could pick is not ready. Every one polled has our waker.
                         waiting.get_or_insert(i);
                         self.mark_unready(i);
+                        self.mark_queued(i);
                         unready = true;
                     }
                 }
@@ -584,6 +608,13 @@ where
         };
         if unready {
             self.unready.fill(0);
+        }
+        // A pass that ends ready no longer waits for the endpoints that were not ready: what
+        // their pending readiness queued for is let go, or a place freed for it would be
+        // handed to this instance, which may not poll that service again for long (an idle
+        // connection's clone), and kept from every other caller.
+        if poll.is_ready() && !self.queued.is_empty() {
+            self.let_go();
         }
         if let (Poll::Pending, Some(w)) = (&poll, self.pending) {
             self.wait_for(w, avoid, cx, now);
@@ -631,6 +662,7 @@ where
         tracing::debug!(endpoint = %state.label(), error = %e, "endpoint failed its readiness");
         state.on_failure(class_of(&e), &self.config, state.now_ms());
         self.services[i] = self.endpoints[i].service();
+        self.unqueue(i);
     }
 
     /// Whether endpoint `i`, picked at an earlier `poll_ready` (not ready then, or reserved),
@@ -648,11 +680,7 @@ where
     /// (the pick had nothing else left).
     #[cold]
     fn holds_up(&self, w: usize, i: usize) -> bool {
-        self.endpoints[i].state.tier > self.endpoints[w].state.tier
-            || self
-                .unready
-                .get(i / 64)
-                .is_some_and(|word| word & (1 << (i % 64)) != 0)
+        self.endpoints[i].state.tier > self.endpoints[w].state.tier || is_marked(&self.unready, i)
     }
 
     /// The pass waits for endpoint `w`: besides the wakers every endpoint polled has, the task
@@ -682,6 +710,43 @@ where
         let state = &self.endpoints[i].state;
         tracing::debug!(endpoint = %state.label(), "stopped waiting for an endpoint no longer picked");
         self.services[i] = self.endpoints[i].service();
+        self.unqueue(i);
+    }
+
+    /// The pass ended ready (with the endpoint in `ready`, or the verdict that none is
+    /// eligible): every other endpoint whose service is queued for readiness is abandoned
+    /// ([`abandon`](Self::abandon)), so that what it queued for goes to another caller.
+    #[cold]
+    fn let_go(&mut self) {
+        let keep = self.ready;
+        for word in 0..self.queued.len() {
+            let mut bits = self.queued[word];
+            while bits != 0 {
+                let i = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if Some(i) != keep {
+                    self.abandon(i);
+                }
+            }
+        }
+        // Emptied, keeping its capacity: the next mark allocates nothing.
+        self.queued.clear();
+    }
+
+    /// Marks endpoint `i`'s service as queued for readiness: it returned `Pending`.
+    #[cold]
+    fn mark_queued(&mut self, i: usize) {
+        if self.queued.is_empty() {
+            self.queued.resize(self.endpoints.len().div_ceil(64), 0);
+        }
+        self.queued[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Endpoint `i`'s service was replaced by a fresh clone: nothing of it is queued.
+    fn unqueue(&mut self, i: usize) {
+        if let Some(word) = self.queued.get_mut(i / 64) {
+            *word &= !(1 << (i % 64));
+        }
     }
 
     /// Marks endpoint `i` as one whose readiness failed, or which was not ready yet, in this
@@ -733,4 +798,11 @@ where
             }
         }
     }
+}
+
+/// Whether bit `i` of the bitset `words` (bit `i % 64` of word `i / 64`) is set.
+fn is_marked(words: &[u64], i: usize) -> bool {
+    words
+        .get(i / 64)
+        .is_some_and(|word| word & (1 << (i % 64)) != 0)
 }

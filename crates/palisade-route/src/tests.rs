@@ -3147,3 +3147,187 @@ fn a_pass_marks_no_epoch_plainly_healthy_from_a_list_older_than_the_epoch() {
     }
     assert!(changed > 0);
 }
+
+/// A 429 with a one-minute hint, as an endpoint answers it.
+fn rate_limited_for_a_minute() -> Class {
+    Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(60))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_on_a_healthy_endpoint_does_not_send_calls_to_an_ejected_one() {
+    let mut route = Route::new([up("a"), up("b"), up("c")]);
+    let handle = route.handle();
+    // a fails five calls in a row: ejected at the next pick.
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    // b, healthy, answers one 429: it cools down, and c takes the calls. Health still lets
+    // two thirds of the traffic through (b's share counts): no panic mode, a gets nothing.
+    handle.report_failure(&1, rate_limited_for_a_minute());
+    let answers = names(&mut route, 40).await;
+    let st = handle.status();
+    assert!(st[0].ejected && st[1].cooling_down, "{st:?}");
+    assert!(answers.iter().all(|n| *n == "c"), "{answers:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_on_a_healthy_endpoint_makes_no_calls_fail_on_an_ejected_one() {
+    let up = flags(3);
+    up[0].store(false, Ordering::SeqCst);
+    let mut route = route_of(RouteConfig::default(), &up);
+    let handle = route.handle();
+    // a fails until ejected (five errors).
+    for _ in 0..40 {
+        let _ = call(&mut route).await;
+    }
+    assert!(handle.status()[0].ejected);
+    handle.report_failure(&1, rate_limited_for_a_minute());
+    let mut errors = 0;
+    for _ in 0..100 {
+        if call(&mut route).await.is_err() {
+            errors += 1;
+        }
+        tokio::time::advance(ms(100)).await;
+    }
+    assert_eq!(
+        errors, 0,
+        "calls failed on the ejected endpoint while c was healthy"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_that_moves_on_from_a_busy_endpoint_lets_its_place_go() {
+    let (a, release) = one_at_a_time("a");
+    // Another caller of endpoint a holds its only place.
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let mut route = Route::new([a.clone(), up("b")]);
+    // Passes that poll a (queued for its place) go on to b.
+    for _ in 0..16 {
+        let answer = tokio::time::timeout(ms(1), call(&mut route)).await;
+        assert_eq!(answer.expect("waited for a busy endpoint").unwrap(), "b");
+    }
+    // a's place is freed while the router is idle (still alive): it must not go to a queue
+    // entry of the router's that nobody will use.
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+    let next = tokio::time::timeout(Duration::from_secs(60), a.oneshot(())).await;
+    assert_eq!(next.expect("the idle router kept a's place").unwrap(), "a");
+    drop(route);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_router_that_waited_for_two_busy_endpoints_lets_the_other_place_go() {
+    for seed in 0..8 {
+        let (a, release_a) = one_at_a_time("a");
+        let (b, release_b) = one_at_a_time("b");
+        let held_a = tokio::spawn(a.clone().oneshot(()));
+        let held_b = tokio::spawn(b.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        let original = Route::new([a, b.clone()]);
+        // Each clone draws differently: some wait for a first, some for b.
+        for _ in 0..seed {
+            drop(original.clone());
+        }
+        let mut route = original.clone();
+        drop(original);
+        let waiter = tokio::spawn(async move {
+            let answer = call(&mut route).await;
+            (answer, route)
+        });
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        // a frees its place first: the call goes to a, and the router, idle but alive, must
+        // not keep its queue entry for b.
+        release_a.send(true).unwrap();
+        assert_eq!(held_a.await.unwrap().unwrap(), "a");
+        let (answer, route) = tokio::time::timeout(ms(1), waiter).await.unwrap().unwrap();
+        assert_eq!(answer.unwrap(), "a", "seed {seed}");
+        release_b.send(true).unwrap();
+        assert_eq!(held_b.await.unwrap().unwrap(), "b");
+        let next = tokio::time::timeout(Duration::from_secs(60), b.oneshot(())).await;
+        assert_eq!(
+            next.unwrap_or_else(|_| panic!("seed {seed}: the idle router kept b's place"))
+                .unwrap(),
+            "b"
+        );
+        drop(route);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_no_endpoint_verdict_is_looked_at_again_by_the_next_poll_ready() {
+    let mut route = Route::builder([up("a")]).panic_ratio(None).build().unwrap();
+    let handle = route.handle();
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert!(handle.status()[0].ejected);
+    // The ejection ends; the caller polls ready again (ahead of its next request), then calls.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(handle.is_ready());
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(poll_now(route.call(())), "a");
+    // And the other way: a verdict of one endpoint, while a new pass finds none either.
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert!(route.poll_ready(&mut cx).is_ready());
+    let e = route.call(()).await.unwrap_err();
+    assert!(e.is::<NoHealthyEndpoint>(), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_trend_sees_the_checks_after_2_pow_32_buckets() {
+    // Buckets of 1 ms: 2^32 of them are 49.7 days.
+    let route = Route::builder([up("a")])
+        .trend_window(ms(10))
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let pass = check_fn(|_: &usize| async { Ok::<(), BoxError>(()) });
+    handle.check_once(&pass, Duration::from_secs(1)).await;
+    assert_eq!(handle.status()[0].healthy_ratio, Some(1.0), "day 0");
+    for day in [50, 100, 1_000] {
+        tokio::time::advance(Duration::from_secs(50 * 86_400)).await;
+        handle.check_once(&pass, Duration::from_secs(1)).await;
+        assert_eq!(handle.status()[0].healthy_ratio, Some(1.0), "day {day}");
+    }
+}
+
+#[test]
+fn a_zero_cooldown_is_refused_not_an_off_switch() {
+    let built = Route::builder([up("a"), up("b")])
+        .cooldown(Duration::ZERO)
+        .max_cooldown(Duration::ZERO)
+        .build();
+    assert_eq!(built.unwrap_err().field(), "cooldown");
+    let built = Route::builder([up("a")]).cooldown(Duration::ZERO).build();
+    assert_eq!(built.unwrap_err().field(), "cooldown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_of_calls_in_flight_while_ejected_do_not_eject_it_again_at_once() {
+    let mut route = Route::new([up("a"), up("b"), up("c")]);
+    let handle = route.handle();
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    let _ = names(&mut route, 1).await;
+    assert_eq!(handle.status()[0].ejections, 1);
+    // Calls that were in flight when it was ejected fail afterwards.
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    // When the ejection ends, the endpoint gets its trial, not a second ejection at once.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = names(&mut route, 1).await;
+    let st = &handle.status()[0];
+    assert!(!st.ejected, "{st:?}");
+    assert_eq!(st.ejections, 1, "{st:?}");
+}
