@@ -249,6 +249,16 @@ macro_rules! unreached {
 ///    pending requests exceeded`); a request the dependency refused as invalid (`invalid`,
 ///    `bad request`, `too large`, a 400, 413 or 422); a cancellation (`cancelled`, nginx's
 ///    `499` and `client closed request`).
+/// 8. A tower `Buffer` out of service, [`Category::Transient`] (the service is unavailable
+///    for now: palisade-http's error responder answers it 503, where an unknown failure gets
+///    500): `buffer's worker closed unexpectedly` (its
+///    `Closed`), and `buffered service failed: ...` (its `ServiceError`) when the error it
+///    carries matched nothing above; a class that error's type has (an `io::Error`'s kind,
+///    palisade's own errors) decides first, as types always do.
+///
+/// tower's other errors are known too: `timeout`'s `Elapsed` by its type (feature `tower`), a
+/// [`Category::Timeout`]; `load_shed`'s `Overloaded` (`service overloaded`) by rule 7, a
+/// [`Category::ResourceExhausted`].
 pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
     (
         concat!(
@@ -395,6 +405,14 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
     (
         concat!(r"cancell?ed|client closed request|", http_status!("499")),
         Class::new(Category::Cancelled),
+    ),
+    // tower's `Buffer` out of service: `buffer::error::Closed` (its worker gone) and
+    // `ServiceError` (the buffered service failed; its message ends with the inner error's,
+    // which the rules above read first). tower's `buffer` feature is not a dependency here,
+    // so they are known by their messages.
+    (
+        r"buffer's worker closed unexpectedly|buffered service failed",
+        Class::new(Category::Transient),
     ),
 ];
 

@@ -108,21 +108,19 @@ pub const X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-
 
 /// Writes the time left until the current deadline on outgoing requests: see the
 /// [module docs](self).
-#[derive(Clone, Debug)]
+///
+/// It writes one form of the time left, chosen by what the dependency speaks: `grpc-timeout`
+/// by default, for a gRPC server; the millisecond header named by
+/// [`millis_header`](Self::millis_header) instead, for a plain HTTP one. Both, with
+/// `.millis_header(..).grpc_timeout(true)` (a proxy in front of gRPC servers that reads the
+/// other).
+#[derive(Clone, Debug, Default)]
 pub struct PropagateDeadlineLayer {
-    grpc: bool,
+    /// Whether to write `grpc-timeout`, when [`grpc_timeout`](Self::grpc_timeout) said;
+    /// `None`: unless a millisecond header is named.
+    grpc: Option<bool>,
     millis: Option<HeaderName>,
     margin: Duration,
-}
-
-impl Default for PropagateDeadlineLayer {
-    fn default() -> Self {
-        PropagateDeadlineLayer {
-            grpc: true,
-            millis: None,
-            margin: Duration::ZERO,
-        }
-    }
 }
 
 impl PropagateDeadlineLayer {
@@ -131,17 +129,26 @@ impl PropagateDeadlineLayer {
         Self::default()
     }
 
-    /// Writes the time left in milliseconds in `header` (such as [`X_REQUEST_TIMEOUT_MS`]),
-    /// too.
+    /// Writes the time left in milliseconds in `header` (such as [`X_REQUEST_TIMEOUT_MS`])
+    /// **instead of** `grpc-timeout`: naming a millisecond header chooses the plain HTTP
+    /// form, and a plain HTTP dependency is not sent a gRPC header it has no use for. To send
+    /// both, add [`grpc_timeout(true)`](Self::grpc_timeout) (before or after this call).
     pub fn millis_header(mut self, header: HeaderName) -> Self {
         self.millis = Some(header);
         self
     }
 
-    /// Whether to write `grpc-timeout` (default `true`).
+    /// Whether to write `grpc-timeout` (default: `true`, unless
+    /// [`millis_header`](Self::millis_header) named a header). Said here, it holds whatever
+    /// `millis_header` does.
     pub fn grpc_timeout(mut self, enabled: bool) -> Self {
-        self.grpc = enabled;
+        self.grpc = Some(enabled);
         self
+    }
+
+    /// Whether `grpc-timeout` is written.
+    fn writes_grpc(&self) -> bool {
+        self.grpc.unwrap_or(self.millis.is_none())
     }
 
     /// Sends `margin` less than the time left (default zero), for the time the request and
@@ -174,8 +181,9 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 /// it carry it across. tonic's `Channel` is a buffer, but nothing can be put below it: with
 /// this layer and all of palisade's above the `Channel`, the pair is not needed.)
 ///
-/// A header the request already carries with a shorter limit than the time left is kept; a
-/// longer or malformed one is replaced. Below a retry layer, a kept header is **one
+/// A header the request already carries with a shorter limit than the time left is kept (its
+/// limit is the shortest of its values, over repeated headers and comma-separated values, as
+/// [`ServerDeadline`] reads them); a longer or malformed one is replaced, every value of it. Below a retry layer, a kept header is **one
 /// attempt's** limit, not the call's: every attempt is a copy of the caller's request,
 /// carrying the caller's header again, and the client (tonic's `Channel`, for the
 /// `grpc-timeout` that tonic's `Request::set_timeout` writes) ends each attempt when it
@@ -202,8 +210,9 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 ///     .layer(PropagateDeadlineLayer::new().millis_header(X_REQUEST_TIMEOUT_MS))
 ///     .service(echo);
 /// let sent = svc.oneshot(Request::new(())).await.unwrap();
-/// assert_eq!(sent["grpc-timeout"], "250m");
 /// assert_eq!(sent["x-request-timeout-ms"], "250");
+/// // A millisecond header is the plain HTTP form: no `grpc-timeout` beside it.
+/// assert!(!sent.contains_key("grpc-timeout"));
 /// # }
 /// ```
 #[derive(Clone, Debug)]
@@ -249,7 +258,7 @@ where
             let headers = req.headers_mut();
             // A shorter limit the request already carries (tonic's `Request::set_timeout`
             // writes `grpc-timeout`) is the call's deadline: it stays.
-            if self.layer.grpc
+            if self.layer.writes_grpc()
                 && grpc_timeout(headers).is_none_or(|carried| carried > left)
                 && let Ok(v) = timeout_header(left)
             {
@@ -266,16 +275,53 @@ where
     }
 }
 
-/// The limit in `headers`' `grpc-timeout`, if it has a valid one.
+/// The shortest limit in `headers`' `grpc-timeout`, over every value (each header, and each
+/// part of a comma-separated one) that is valid; `None` when none is.
+///
+/// A value has at most eight digits (gRPC over HTTP/2), so it cannot overflow: a longer one
+/// is malformed, and ignored as such.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    crate::hint::text(headers, GRPC_TIMEOUT).and_then(parse_timeout)
+    shortest(headers, GRPC_TIMEOUT, parse_timeout)
 }
 
-/// The limit in `headers`' millisecond header `name`, if it has a valid one.
+/// The shortest limit in `headers`' millisecond header `name`, over every value (each
+/// header, and each part of a comma-separated one) that is valid; `None` when none is.
+///
+/// A number of milliseconds too large for a `u64` is the longest limit there is
+/// (`u64::MAX` ms), not a malformed value: a caller that asks for more than a ceiling gets
+/// the ceiling.
 fn millis(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
-    crate::hint::text(headers, name.as_str())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
+    shortest(headers, name.as_str(), parse_millis)
+}
+
+/// A number of milliseconds: ASCII digits (a `+` sign allowed, as `u64`'s parser allows),
+/// saturating at `u64::MAX`.
+fn parse_millis(value: &str) -> Option<Duration> {
+    match value.parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Some(Duration::from_millis(u64::MAX))
+        }
+        Err(_) => None,
+    }
+}
+
+/// The smallest of the values of every header `name` in `headers`, each split at commas
+/// (RFC 9110 §5.3: several headers of one name are one list), trimmed, and read by `parse`;
+/// the parts that do not parse are ignored. A proxy that appends its own, shorter limit to
+/// the caller's is obeyed, whichever comes first.
+fn shortest(
+    headers: &HeaderMap,
+    name: &str,
+    parse: impl Fn(&str) -> Option<Duration>,
+) -> Option<Duration> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|part| parse(part.trim()))
+        .min()
 }
 
 /// Runs each incoming request under the deadline its headers ask for: see
@@ -305,7 +351,8 @@ impl Default for ServerDeadlineLayer {
 }
 
 impl ServerDeadlineLayer {
-    /// Reads `grpc-timeout` and `x-request-timeout-ms`, with no ceiling and no default.
+    /// Reads `grpc-timeout` and `x-request-timeout-ms` (the shortest of all their values),
+    /// with no ceiling and no default.
     pub fn new() -> Self {
         Self::default()
     }
@@ -323,19 +370,44 @@ impl ServerDeadlineLayer {
         self
     }
 
-    /// Grants no call more than `max`, whatever it asks for.
+    /// Grants no call more than `max`, whatever it asks for, and whether it asks at all: a
+    /// request without a valid deadline header gets
+    /// [`default_limit`](Self::default_limit) when one is set, else `max`. A value too large
+    /// to read (`x-request-timeout-ms: 99999999999999999999999`) asks for the longest limit
+    /// there is, and gets `max` too.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use palisade_http::deadline::ServerDeadlineLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = ServerDeadlineLayer::new().max(Duration::from_secs(10));
+    /// let asks = |value: &str| Request::get("/").header("x-request-timeout-ms", value).body(()).unwrap();
+    /// assert_eq!(layer.limit_for(asks("250").headers()), Some(Duration::from_millis(250)));
+    /// assert_eq!(layer.limit_for(asks("60000").headers()), Some(Duration::from_secs(10)));
+    /// assert_eq!(layer.limit_for(asks("99999999999999999999999").headers()), Some(Duration::from_secs(10)));
+    /// // No header: the ceiling, unless a default is set.
+    /// let none = Request::get("/").body(()).unwrap();
+    /// assert_eq!(layer.limit_for(none.headers()), Some(Duration::from_secs(10)));
+    /// let layer = layer.default_limit(Duration::from_secs(2));
+    /// assert_eq!(layer.limit_for(none.headers()), Some(Duration::from_secs(2)));
+    /// ```
     pub fn max(mut self, max: Duration) -> Self {
         self.max = Some(max);
         self
     }
 
-    /// Grants a call that asks for nothing `limit` (default: no deadline).
+    /// Grants a call that asks for nothing (no header, or none with a valid value) `limit`,
+    /// capped by [`max`](Self::max) (default: `max` if set, else no deadline).
     pub fn default_limit(mut self, limit: Duration) -> Self {
         self.default = Some(limit);
         self
     }
 
-    /// The limit a request with these headers gets, if any: the shortest it asks for, capped.
+    /// The limit a request with these headers gets, if any: the shortest it asks for over
+    /// every value of the headers read (several headers of one name, comma-separated values;
+    /// malformed ones ignored), capped by [`max`](Self::max); for a request that asks for
+    /// nothing, [`default_limit`](Self::default_limit), else `max`, else none.
     pub fn limit_for(&self, headers: &http::HeaderMap) -> Option<Duration> {
         let grpc = self.grpc.then(|| grpc_timeout(headers)).flatten();
         let millis = self.millis.as_ref().and_then(|name| millis(headers, name));
@@ -343,7 +415,8 @@ impl ServerDeadlineLayer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let limit = asked.or(self.default)?;
+        // Asking for nothing: the default, else the ceiling.
+        let limit = asked.or(self.default).or(self.max)?;
         Some(match self.max {
             Some(max) => limit.min(max),
             None => limit,
@@ -363,11 +436,12 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 }
 
 /// Runs each call under the deadline its request's headers ask for (`grpc-timeout`,
-/// `x-request-timeout-ms`; the shortest when both are present; capped by
-/// [`max`](ServerDeadlineLayer::max)): published to the layers below through
-/// [`context::deadline`], and failing the call with [`DeadlineExceeded`] when it passes. A
-/// request that asks for nothing runs as before (or under
-/// [`default_limit`](ServerDeadlineLayer::default_limit)); a malformed value is ignored.
+/// `x-request-timeout-ms`; the shortest of every value present, both headers, repeated
+/// headers and comma-separated values alike; capped by [`max`](ServerDeadlineLayer::max)):
+/// published to the layers below through [`context::deadline`], and failing the call with
+/// [`DeadlineExceeded`] when it passes. A malformed value is ignored; a request that asks for
+/// nothing runs under [`default_limit`](ServerDeadlineLayer::default_limit) if set, else
+/// under [`max`](ServerDeadlineLayer::max) if set, else without a deadline.
 ///
 /// The clock starts when the request is called: the time it spent on the way is not known
 /// here (see [`PropagateDeadlineLayer::margin`] on the caller's side).
@@ -659,6 +733,132 @@ mod tests {
         let none = ServerDeadlineLayer::new().grpc_timeout(false);
         assert_eq!(
             none.limit_for(request(&[("grpc-timeout", "1S")]).headers()),
+            None
+        );
+    }
+
+    /// A millisecond value too large for a `u64` asks for longer than any other: capped by
+    /// `max` like `u64::MAX - 1` is, not ignored as malformed (which would leave the request
+    /// to `default_limit`, or to no deadline at all).
+    #[tokio::test(start_paused = true)]
+    async fn an_overflowing_millisecond_value_is_capped_not_ignored() {
+        let ms = Duration::from_millis;
+        let capped = ServerDeadlineLayer::new().max(Duration::from_secs(5));
+        for (huge, uncapped) in [
+            ("18446744073709551614", u64::MAX - 1),
+            ("18446744073709551615", u64::MAX),
+            ("18446744073709551616", u64::MAX),
+            ("99999999999999999999999", u64::MAX),
+            (" 99999999999999999999999999999999999999 ", u64::MAX),
+        ] {
+            let headers = request(&[("x-request-timeout-ms", huge)]);
+            assert_eq!(
+                capped.limit_for(headers.headers()),
+                Some(Duration::from_secs(5)),
+                "{huge:?}"
+            );
+            // Without a ceiling: the longest a millisecond header can say.
+            assert_eq!(
+                ServerDeadlineLayer::new().limit_for(headers.headers()),
+                Some(ms(uncapped)),
+                "{huge:?}"
+            );
+        }
+        // Still malformed: a sign, a fraction, an exponent, a unit.
+        for bad in ["-99999999999999999999999", "1.5", "1e3", "5s", ""] {
+            assert_eq!(
+                ServerDeadlineLayer::new()
+                    .limit_for(request(&[("x-request-timeout-ms", bad)]).headers()),
+                None,
+                "{bad:?}"
+            );
+        }
+        // The work is bounded by `max`.
+        let hanging = service_fn(|_: Request<()>| std::future::pending::<Result<(), BoxError>>());
+        let start = Instant::now();
+        let err = capped
+            .layer(hanging)
+            .oneshot(request(&[(
+                "x-request-timeout-ms",
+                "99999999999999999999999",
+            )]))
+            .await
+            .unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    /// Every value counts, the shortest wins: a second header a proxy appended, or values
+    /// joined by commas in one (RFC 9110 §5.3 makes the two the same).
+    #[test]
+    fn every_value_of_a_deadline_header_counts_and_the_shortest_wins() {
+        let l = ServerDeadlineLayer::new();
+        let ms = Duration::from_millis;
+        for (headers, want) in [
+            (
+                &[
+                    ("x-request-timeout-ms", "5000"),
+                    ("x-request-timeout-ms", "100"),
+                ][..],
+                Some(ms(100)),
+            ),
+            (&[("x-request-timeout-ms", "5000, 100")], Some(ms(100))),
+            (&[("x-request-timeout-ms", "100,5000")], Some(ms(100))),
+            (&[("x-request-timeout-ms", "soon, 200")], Some(ms(200))),
+            (&[("x-request-timeout-ms", ", ,")], None),
+            (
+                &[("grpc-timeout", "1S"), ("grpc-timeout", "100m")],
+                Some(ms(100)),
+            ),
+            (&[("grpc-timeout", "1S, 100m")], Some(ms(100))),
+            (&[("grpc-timeout", "100m,soon")], Some(ms(100))),
+            (
+                &[
+                    ("grpc-timeout", "1S, 300m"),
+                    ("x-request-timeout-ms", "2000, 400"),
+                ],
+                Some(ms(300)),
+            ),
+            // A value too large for the type counts as the longest, not as the shortest.
+            (
+                &[("x-request-timeout-ms", "99999999999999999999999, 700")],
+                Some(ms(700)),
+            ),
+        ] {
+            assert_eq!(l.limit_for(request(headers).headers()), want, "{headers:?}");
+        }
+    }
+
+    /// `max` is a ceiling for every request: one that asks for nothing (or for something
+    /// malformed) gets `default_limit` when set, else `max`.
+    #[test]
+    fn max_bounds_a_request_that_asks_for_nothing() {
+        let ms = Duration::from_millis;
+        let capped = ServerDeadlineLayer::new().max(ms(100));
+        for headers in [
+            &[][..],
+            &[("x-request-timeout-ms", "soon")],
+            &[("grpc-timeout", "1x")],
+        ] {
+            assert_eq!(
+                capped.limit_for(request(headers).headers()),
+                Some(ms(100)),
+                "{headers:?}"
+            );
+        }
+        // A default under the ceiling: the default.
+        let both = ServerDeadlineLayer::new()
+            .max(ms(100))
+            .default_limit(ms(50));
+        assert_eq!(both.limit_for(request(&[]).headers()), Some(ms(50)));
+        // A default over the ceiling: the ceiling.
+        let over = ServerDeadlineLayer::new()
+            .default_limit(ms(500))
+            .max(ms(100));
+        assert_eq!(over.limit_for(request(&[]).headers()), Some(ms(100)));
+        // Neither: no deadline.
+        assert_eq!(
+            ServerDeadlineLayer::new().limit_for(request(&[]).headers()),
             None
         );
     }
@@ -1013,7 +1213,11 @@ mod tests {
         use palisade::timeout::DeadlineLayer;
         let svc = ServiceBuilder::new()
             .layer(DeadlineLayer::new(Duration::from_secs(5)))
-            .layer(PropagateDeadlineLayer::new().millis_header(X_REQUEST_TIMEOUT_MS))
+            .layer(
+                PropagateDeadlineLayer::new()
+                    .millis_header(X_REQUEST_TIMEOUT_MS)
+                    .grpc_timeout(true),
+            )
             .service(service_fn(|req: Request<()>| async move {
                 Ok::<_, BoxError>(req.headers().clone())
             }));
@@ -1039,6 +1243,83 @@ mod tests {
             .unwrap();
         assert_eq!(sent["grpc-timeout"], "5S");
         assert_eq!(sent["x-request-timeout-ms"], "5000");
+    }
+
+    /// A carried limit is the smallest of the header's values: `5000, 100` is 100 ms, kept
+    /// under a 1 s deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_carried_limit_is_the_shortest_of_its_values() {
+        use palisade::timeout::DeadlineLayer;
+        let svc = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_secs(1)))
+            .layer(
+                PropagateDeadlineLayer::new()
+                    .grpc_timeout(true)
+                    .millis_header(X_REQUEST_TIMEOUT_MS),
+            )
+            .service(service_fn(|req: Request<()>| async move {
+                Ok::<_, BoxError>(req.headers().clone())
+            }));
+        let sent = svc
+            .clone()
+            .oneshot(request(&[
+                ("grpc-timeout", "5S, 100m"),
+                ("x-request-timeout-ms", "5000"),
+                ("x-request-timeout-ms", "100"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(sent["grpc-timeout"], "5S, 100m");
+        let millis: Vec<_> = sent.get_all("x-request-timeout-ms").iter().collect();
+        assert_eq!(millis, ["5000", "100"]);
+        // Every value longer than the time left: replaced, all of them.
+        let sent = svc
+            .oneshot(request(&[
+                ("grpc-timeout", "5S, 3S"),
+                ("x-request-timeout-ms", "5000"),
+                ("x-request-timeout-ms", "3000"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(sent["grpc-timeout"], "1S");
+        let millis: Vec<_> = sent.get_all("x-request-timeout-ms").iter().collect();
+        assert_eq!(millis, ["1000"]);
+    }
+
+    /// Naming a millisecond header chooses the plain-HTTP form: `grpc-timeout` is not sent
+    /// with it unless asked for, in either order.
+    #[tokio::test(start_paused = true)]
+    async fn a_millis_header_is_sent_alone_unless_grpc_timeout_is_asked_for() {
+        use palisade::timeout::DeadlineLayer;
+        let sent = |layer: PropagateDeadlineLayer| {
+            ServiceBuilder::new()
+                .layer(DeadlineLayer::new(Duration::from_secs(1)))
+                .layer(layer)
+                .service(service_fn(|req: Request<()>| async move {
+                    Ok::<_, BoxError>(req.headers().clone())
+                }))
+                .oneshot(request(&[]))
+        };
+        let http = sent(PropagateDeadlineLayer::new().millis_header(X_REQUEST_TIMEOUT_MS))
+            .await
+            .unwrap();
+        assert!(!http.contains_key("grpc-timeout"), "{http:?}");
+        assert_eq!(http["x-request-timeout-ms"], "1000");
+        for both in [
+            PropagateDeadlineLayer::new()
+                .millis_header(X_REQUEST_TIMEOUT_MS)
+                .grpc_timeout(true),
+            PropagateDeadlineLayer::new()
+                .grpc_timeout(true)
+                .millis_header(X_REQUEST_TIMEOUT_MS),
+        ] {
+            let both = sent(both).await.unwrap();
+            assert_eq!(both["grpc-timeout"], "1S");
+            assert_eq!(both["x-request-timeout-ms"], "1000");
+        }
+        let grpc = sent(PropagateDeadlineLayer::new()).await.unwrap();
+        assert_eq!(grpc["grpc-timeout"], "1S");
+        assert!(!grpc.contains_key("x-request-timeout-ms"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1079,6 +1360,7 @@ mod tests {
                     .layer(
                         PropagateDeadlineLayer::new()
                             .millis_header(X_REQUEST_TIMEOUT_MS)
+                            .grpc_timeout(true)
                             .margin(Duration::from_millis(10)),
                     )
                     .service(client.clone());

@@ -260,27 +260,17 @@ impl Health {
 
     /// The endpoints as an axum `Router`, to merge into an app
     /// (`app.merge(health.router())`).
+    ///
+    /// The two paths are served by [`service`](Self::service), so the answers are the same
+    /// byte for byte: a method other than `GET` or `HEAD` gets its 405 with `Allow: GET, HEAD`
+    /// and a JSON body, not axum's own (empty) 405.
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
-        use axum::routing::get;
-        let live = self.clone();
-        let ready = self.clone();
+        let service = self.service();
         axum::Router::new()
-            .route(
-                self.health_path_str(),
-                get(move || {
-                    let (status, body) = live.liveness();
-                    std::future::ready(json::<axum::body::Body>(status, body))
-                }),
-            )
-            .route(
-                self.ready_path_str(),
-                get(move || {
-                    let (status, body) = ready.readiness();
-                    std::future::ready(json::<axum::body::Body>(status, body))
-                }),
-            )
+            .route_service(self.health_path_str(), service.clone())
+            .route_service(self.ready_path_str(), service)
     }
 }
 
@@ -508,6 +498,60 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The axum `Router` answers every request as the tower service does: a wrong method
+    /// gets the same 405, `Allow: GET, HEAD` and JSON body, not axum's own empty 405.
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn the_router_answers_as_the_service_does() {
+        let health = Health::new().check("warm", || true).ready_path("/readyz");
+        let router: axum::Router = health.router();
+        for path in ["/readyz", "/health"] {
+            for method in [
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ] {
+                let request = || {
+                    Request::builder()
+                        .method(method.clone())
+                        .uri(path)
+                        .body(axum::body::Body::empty())
+                        .unwrap()
+                };
+                let ours = health.service().oneshot(request()).await.unwrap();
+                let axum = router.clone().oneshot(request()).await.unwrap();
+                assert_eq!(axum.status(), ours.status(), "{method} {path}");
+                for name in [ALLOW, CONTENT_TYPE] {
+                    assert_eq!(
+                        axum.headers().get(&name),
+                        ours.headers().get(&name),
+                        "{method} {path}: {name}"
+                    );
+                }
+                let ours = ours.into_body().collect().await.unwrap().to_bytes();
+                let axum = axum.into_body().collect().await.unwrap().to_bytes();
+                if method != Method::HEAD {
+                    assert_eq!(axum, ours, "{method} {path}");
+                }
+            }
+        }
+        let r = router
+            .oneshot(
+                Request::post("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, r#"{"error":"method not allowed"}"#);
     }
 
     #[cfg(feature = "route")]

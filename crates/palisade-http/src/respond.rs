@@ -131,6 +131,10 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 /// `map_response`: `ServiceBuilder::new().palisade(preset).map_response(|r: Response<MyBody>|
 /// r.map(axum::body::Body::new)).service(client)`.
 ///
+/// A dependency's 4xx given back reaches the caller as this server's own 4xx (a dependency's
+/// 401 reads as the caller's credentials refused): a server that is not a proxy can have it
+/// answered 502 instead with [`ResponderBuilder::client_errors_as_bad_gateway`].
+///
 /// The headers that describe the dependency's connection to this server rather than the
 /// response are dropped, as [RFC 9110 §7.6.1](https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1)
 /// requires of an intermediary that forwards a message: `Connection` and every header it
@@ -158,6 +162,8 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 pub struct Responder {
     statuses: [StatusCode; Category::ALL.len()],
     messages: bool,
+    /// Whether a dependency's failing 4xx response (but 429) is answered 502, not given back.
+    client_errors_as_bad_gateway: bool,
 }
 
 impl Default for Responder {
@@ -184,6 +190,7 @@ impl Responder {
         Responder {
             statuses: Category::ALL.map(default_status),
             messages: true,
+            client_errors_as_bad_gateway: false,
         }
     }
 
@@ -207,7 +214,7 @@ impl Responder {
     where
         B: From<String> + Send + 'static,
     {
-        let err = match restore::<B>(err) {
+        let err = match self.give_back::<B>(err) {
             Ok(response) => return response,
             Err(err) => err,
         };
@@ -219,7 +226,7 @@ impl Responder {
         let err = match err.downcast::<FallbackFailed>() {
             Ok(failed) => {
                 let (original, _) = (*failed).into_parts();
-                match restore::<B>(original) {
+                match self.give_back::<B>(original) {
                     Ok(response) => return response,
                     Err(original) => {
                         // Answer for the failure of the call itself, which the fallbacks
@@ -234,6 +241,24 @@ impl Responder {
         self.build(&*err, class)
     }
 
+    /// The failing response `err` carries, given back (see [`restore`]); a dependency's 4xx
+    /// answered 502 instead when [`ResponderBuilder::client_errors_as_bad_gateway`] said so.
+    fn give_back<B>(&self, err: BoxError) -> Result<Response<B>, BoxError>
+    where
+        B: From<String> + Send + 'static,
+    {
+        let class = self.client_errors_as_bad_gateway.then(|| class_of(&err));
+        let response = restore::<B>(err)?;
+        let status = response.status();
+        match class {
+            Some(class) if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS => {
+                let message = format!("the dependency answered {status}");
+                Ok(self.answer(StatusCode::BAD_GATEWAY, class, &message))
+            }
+            _ => Ok(response),
+        }
+    }
+
     fn build<B: From<String>>(&self, err: &(dyn Error + 'static), class: Class) -> Response<B> {
         // Under a retry's marker of timed-out attempts, the error it carries decides.
         let err = match err.downcast_ref::<AfterTimeouts>() {
@@ -246,11 +271,21 @@ impl Responder {
             } else {
                 self.status(class.category)
             };
+        self.answer(status, class, &err.to_string())
+    }
+
+    /// A response of `status` for a failure of `class` that says `message`.
+    fn answer<B: From<String>>(
+        &self,
+        status: StatusCode,
+        class: Class,
+        message: &str,
+    ) -> Response<B> {
         let body = if self.messages {
             format!(
                 r#"{{"error":{{"type":"{}","message":{}}}}}"#,
                 class.category.as_str(),
-                json_string(&err.to_string())
+                json_string(message)
             )
         } else {
             format!(r#"{{"error":{{"type":"{}"}}}}"#, class.category.as_str())
@@ -376,6 +411,45 @@ impl ResponderBuilder {
         self
     }
 
+    /// Whether a dependency's failing response with a 4xx status (but 429), given back by
+    /// default (see [Which failing responses pass
+    /// through](Responder#which-failing-responses-pass-through)), is answered
+    /// `502 Bad Gateway` instead (default `false`).
+    ///
+    /// Given back, a dependency's 401 or 404 reaches this server's caller as this server's
+    /// own: the caller reads that *its* credentials were refused, or that *the resource it
+    /// asked for* does not exist, when it was this server's request to the dependency that
+    /// failed. A 502 says that: the body is palisade's JSON, of the failure's class (its
+    /// `type` is the category the classifier gave the dependency's response), with the
+    /// message `the dependency answered 404 Not Found`, and `x-should-retry` as its class
+    /// says. A 429 still passes through, with its `Retry-After`: slowing down is what the
+    /// caller should do too. Leave it off for a proxy, whose caller's request *is* the
+    /// dependency's.
+    ///
+    /// ```
+    /// use http::Response;
+    /// use palisade_core::{BoxError, Category, Class, FailedResponse};
+    /// use palisade_http::respond::Responder;
+    ///
+    /// let not_found = || -> BoxError {
+    ///     let response = Response::builder().status(404).body("no such model".to_owned()).unwrap();
+    ///     Box::new(FailedResponse::new(response, Class::new(Category::NotFound)))
+    /// };
+    /// let given_back: Response<String> = Responder::new().respond(not_found());
+    /// assert_eq!(given_back.status(), 404);
+    /// let responder = Responder::builder().client_errors_as_bad_gateway(true).build().unwrap();
+    /// let ours: Response<String> = responder.respond(not_found());
+    /// assert_eq!(ours.status(), 502);
+    /// assert_eq!(
+    ///     ours.body(),
+    ///     r#"{"error":{"type":"not_found","message":"the dependency answered 404 Not Found"}}"#
+    /// );
+    /// ```
+    pub fn client_errors_as_bad_gateway(mut self, enabled: bool) -> Self {
+        self.responder.client_errors_as_bad_gateway = enabled;
+        self
+    }
+
     /// Builds the responder.
     ///
     /// # Errors
@@ -399,6 +473,27 @@ impl ResponderBuilder {
 }
 
 /// Turns the errors of the service below into responses: see [`ErrorResponse`].
+///
+/// # Behind an HTTP handler: failing fast during an outage
+///
+/// An open breaker's refusal is answered 503 with `Retry-After` (the time until its next
+/// probe), but only once it reaches this layer. palisade's retry layer (in
+/// `palisade::preset::recommended`, by default) waits for that probe instead, up to the
+/// deadline: with a long deadline (the preset's 30 s, or the caller's through a
+/// [`ServerDeadlineLayer`](crate::deadline::ServerDeadlineLayer)), a request that comes during
+/// an outage is held until the probe, not answered at once. A server that prefers to fail
+/// fast, and let its callers come back when `Retry-After` says, turns the wait off:
+///
+/// ```
+/// use palisade::retry::RetryLayer;
+/// use palisade::preset;
+///
+/// # fn main() -> Result<(), palisade::classify::ConfigError> {
+/// let retry = RetryLayer::builder().name("llm").wait_for_breaker(false).build()?;
+/// let preset = preset::recommended("llm").retry(retry).build()?;
+/// # let _ = preset;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorResponseLayer {
     responder: Responder,
@@ -1010,6 +1105,67 @@ mod tests {
         assert!(!r.body().contains("secret"));
     }
 
+    /// Opted in, a dependency's 4xx given back is answered 502, also from a failed
+    /// fallback and through the layer; a 429 and a 5xx still pass through; by default every
+    /// one does.
+    #[tokio::test]
+    async fn a_dependencys_client_error_can_be_answered_as_bad_gateway() {
+        use tower::ServiceExt;
+        let failed = |status: u16, category: Category| -> BoxError {
+            let response = Response::builder()
+                .status(status)
+                .header("www-authenticate", "Bearer")
+                .body(format!("dependency's {status}"))
+                .unwrap();
+            Box::new(FailedResponse::new(response, Class::new(category)))
+        };
+        let opted = Responder::builder()
+            .client_errors_as_bad_gateway(true)
+            .build()
+            .unwrap();
+        for (status, category) in [
+            (401, Category::Authentication),
+            (404, Category::NotFound),
+            (422, Category::Validation),
+        ] {
+            let given_back: Response<String> = respond(failed(status, category));
+            assert_eq!(given_back.status(), status);
+            assert_eq!(given_back.body(), &format!("dependency's {status}"));
+            let r: Response<String> = opted.respond(failed(status, category));
+            assert_eq!(r.status(), 502, "{status}");
+            assert!(!r.headers().contains_key("www-authenticate"), "{status}");
+            assert_eq!(r.headers()["x-should-retry"], "false");
+            let reason = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                r.body(),
+                &format!(
+                    r#"{{"error":{{"type":"{}","message":"the dependency answered {reason}"}}}}"#,
+                    category.as_str()
+                )
+            );
+            let fallback_failed: BoxError = Box::new(FallbackFailed::new(
+                failed(status, category),
+                vec![("static", "no page".into())],
+            ));
+            let r: Response<String> = opted.respond(fallback_failed);
+            assert_eq!(r.status(), 502, "{status}");
+        }
+        for (status, category) in [(429, Category::RateLimited), (503, Category::ServerError)] {
+            let r: Response<String> = opted.respond(failed(status, category));
+            assert_eq!(r.status(), status);
+            assert_eq!(r.body(), &format!("dependency's {status}"));
+        }
+        // Through the layer.
+        let layer = ErrorResponseLayer::builder()
+            .client_errors_as_bad_gateway(true)
+            .layer()
+            .unwrap();
+        let svc = layer.layer(tower::service_fn(move |_: ()| async move {
+            Err::<Response<String>, BoxError>(failed(404, Category::NotFound))
+        }));
+        assert_eq!(svc.oneshot(()).await.unwrap().status(), 502);
+    }
+
     #[test]
     fn statuses_can_be_changed_but_not_to_successes() {
         let r = Responder::builder()
@@ -1061,6 +1217,72 @@ mod tests {
             .layer()
             .unwrap_err();
         assert_eq!(err.field(), "status[unknown]");
+    }
+
+    /// tower's middleware on a server, below this layer: a dead `Buffer` is a 503 (the
+    /// service is unavailable, for now), as a shed load is; tower's timeout a 504.
+    #[tokio::test(start_paused = true)]
+    async fn towers_own_middleware_errors_get_their_statuses() {
+        use tower::{ServiceBuilder, ServiceExt};
+        let handler = || {
+            tower::service_fn(|_: ()| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, BoxError>(Response::new("done".to_owned()))
+            })
+        };
+        // The buffer's worker is gone.
+        let (buffer, worker) = tower::buffer::Buffer::pair(handler(), 4);
+        drop(worker);
+        let r = ErrorResponseLayer::new()
+            .layer(buffer)
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{}", r.body());
+        assert_eq!(
+            r.body(),
+            r#"{"error":{"type":"transient","message":"buffer's worker closed unexpectedly"}}"#
+        );
+        assert_eq!(r.headers()["x-should-retry"], "true");
+        // The buffered service failed to get ready.
+        struct FailsReady;
+        impl Service<()> for FailsReady {
+            type Response = Response<String>;
+            type Error = BoxError;
+            type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                Poll::Ready(Err("the pool said no".into()))
+            }
+            fn call(&mut self, _: ()) -> Self::Future {
+                std::future::ready(Ok(Response::new(String::new())))
+            }
+        }
+        let buffer = tower::buffer::Buffer::new(FailsReady, 4);
+        let r = ErrorResponseLayer::new()
+            .layer(buffer)
+            .oneshot(())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{}", r.body());
+        assert!(r.body().contains("buffered service failed"), "{}", r.body());
+        // A load shed; tower's timeout.
+        let shed = ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .load_shed()
+            .concurrency_limit(1)
+            .service(handler());
+        let mut busy = shed.clone();
+        let first = busy.ready().await.unwrap().call(());
+        let r = shed.clone().oneshot(()).await.unwrap();
+        assert_eq!(r.status(), 503, "{}", r.body());
+        assert!(r.body().contains("overloaded"), "{}", r.body());
+        assert_eq!(first.await.unwrap().status(), 200);
+        let timed = ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .timeout(Duration::from_millis(100))
+            .service(handler());
+        let r = timed.oneshot(()).await.unwrap();
+        assert_eq!(r.status(), 504, "{}", r.body());
     }
 
     #[test]

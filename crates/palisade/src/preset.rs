@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tower::layer::util::Stack;
 
-use crate::breaker::{BreakerConfig, BreakerLayer};
+use crate::breaker::{BreakerConfig, BreakerHandle, BreakerLayer};
 use crate::classify::{ClassifyLayer, ConfigError, DefaultClassifier};
 use crate::retry::budget::Throttled;
 use crate::retry::{LayerLimit, RetryLayer};
@@ -96,6 +96,33 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///   ([`TimeoutLayer::share_deadline_timer`](crate::timeout::TimeoutLayer::share_deadline_timer));
 /// - the default classifier.
 ///
+/// The breaker's [`BreakerHandle`] (for `/ready`, metrics, an operator's `isolate`) comes with
+/// the stack from [`PresetBuilder::build_with_breaker`]; [`PresetBuilder::breaker_layer`]
+/// takes a breaker built beforehand, whose handle you keep; a preset read from a file gives
+/// it through [`PresetHandle::breaker`](crate::config::PresetHandle::breaker) (feature
+/// `config`).
+///
+/// # Behind an HTTP handler
+///
+/// The retry layer waits for an open breaker's next probe, up to the deadline. Behind a
+/// server's handler, with a deadline longer than the caller will wait (the caller's own,
+/// through palisade-http's `ServerDeadlineLayer`, or the preset's 30 s), a request that comes
+/// during an outage is held for that probe instead of being answered 503 with `Retry-After`
+/// at once by palisade-http's `ErrorResponseLayer`. A server that prefers to fail fast, and
+/// let its callers retry when `Retry-After` says, gives the preset a retry layer that does
+/// not wait for the breaker:
+///
+/// ```
+/// use palisade::retry::RetryLayer;
+/// use palisade::preset;
+///
+/// # fn main() -> Result<(), palisade::classify::ConfigError> {
+/// let retry = RetryLayer::builder().name("llm").wait_for_breaker(false).build()?;
+/// let (preset, breaker) = preset::recommended("llm").retry(retry).build_with_breaker()?;
+/// # let _ = (preset, breaker);
+/// # Ok(()) }
+/// ```
+///
 /// `cargo run --release -p palisade-sim` runs this stack (with each scenario's deadline and
 /// attempt timeout), tower's own retry and timeout layers and two baselines through outages,
 /// rate limits, latency spikes and brownouts in virtual time, and prints what each achieved.
@@ -169,7 +196,9 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
 
     /// A breaker built beforehand, whose [`handle`](BreakerLayer::handle) you keep (to
     /// watch it, or to [`reconfigure`](crate::breaker::BreakerHandle::reconfigure) it live),
-    /// used instead of one built from [`breaker`](Self::breaker)'s configuration.
+    /// used instead of one built from [`breaker`](Self::breaker)'s configuration. To get the
+    /// handle of the breaker the preset builds, use
+    /// [`build_with_breaker`](Self::build_with_breaker).
     pub fn breaker_layer(mut self, layer: BreakerLayer) -> Self {
         self.breaker_layer = Some(layer);
         self
@@ -199,6 +228,42 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// `deadline` when it is zero (every call would fail before it starts), or one of the
     /// timeout's or the breaker's.
     pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
+        self.build_with_breaker().map(|(preset, _)| preset)
+    }
+
+    /// Builds the stack, and gives its breaker's handle: to register in palisade-http's
+    /// `Health` for `/ready`, to watch, or to [`isolate`](BreakerHandle::isolate) and
+    /// [`reconfigure`](BreakerHandle::reconfigure) the breaker while it runs. The same
+    /// handle as [`breaker_layer`](Self::breaker_layer)'s, when one was given.
+    ///
+    /// ```
+    /// # #[cfg(not(feature = "http-layers"))]
+    /// # fn main() {}
+    /// # #[cfg(feature = "http-layers")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), palisade::classify::BoxError> {
+    /// use palisade::classify::BoxError;
+    /// use palisade::http::health::Health;
+    /// use palisade::{ServiceBuilderExt, preset};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// let (preset, breaker) = preset::recommended("llm").build_with_breaker()?;
+    /// let llm = ServiceBuilder::new()
+    ///     .palisade(preset)
+    ///     .service(service_fn(|prompt: String| async move { Ok::<_, BoxError>(prompt) }));
+    /// let health = Health::new().breaker(breaker.clone());
+    ///
+    /// // `/ready`: served by `health.service()`, or `health.router()` with `http-axum`.
+    /// assert_eq!(health.readiness().0, 200);
+    /// breaker.isolate();
+    /// assert_eq!(health.readiness().0, 503);
+    /// assert!(llm.oneshot("hi".to_owned()).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn build_with_breaker(self) -> Result<(Preset<C, B, A>, BreakerHandle), ConfigError> {
         check_name(&self.name)?;
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be greater than zero"));
@@ -221,7 +286,8 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
                 .config(self.breaker)
                 .build()?,
         };
-        Ok(Stack::new(
+        let handle = breaker.handle();
+        let preset = Stack::new(
             ClassifyLayer::new(self.classifier),
             Stack::new(
                 timeout,
@@ -230,7 +296,8 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
                     Stack::new(retry, DeadlineLayer::new(self.deadline)),
                 ),
             ),
-        ))
+        );
+        Ok((preset, handle))
     }
 }
 
@@ -283,6 +350,36 @@ mod tests {
                 .build()
                 .is_ok()
         );
+    }
+
+    /// The handle `build_with_breaker` gives is the stack's breaker's: a call through the
+    /// stack is counted by it, and isolating it refuses the next call. With a breaker given
+    /// whole, the same handle as that layer's.
+    #[tokio::test(start_paused = true)]
+    async fn build_with_breaker_gives_the_stacks_breaker() {
+        use crate::ServiceBuilderExt;
+        use crate::breaker::State;
+        use crate::classify::BoxError;
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        let (preset, handle) = recommended("llm").build_with_breaker().unwrap();
+        assert_eq!(handle.name(), "llm");
+        let svc = ServiceBuilder::new()
+            .palisade(preset)
+            .service(service_fn(|x: u8| async move { Ok::<_, BoxError>(x) }));
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+        assert_eq!(handle.metrics().successes, 1);
+        handle.isolate();
+        assert_eq!(handle.state(), State::Isolated);
+        assert!(svc.oneshot(2).await.is_err());
+
+        let given = BreakerLayer::new("search");
+        let (_, handle) = recommended("search")
+            .breaker_layer(given.clone())
+            .build_with_breaker()
+            .unwrap();
+        handle.trip();
+        assert_eq!(given.handle().state(), State::Open);
     }
 
     /// Without [`PresetBuilder::retry`], the preset's retry layer is named after the dependency

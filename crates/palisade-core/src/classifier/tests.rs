@@ -234,6 +234,63 @@ async fn elapsed_errors_are_timeouts() {
     assert_eq!(class_of(&err).category, Category::Timeout);
 }
 
+/// A service whose `poll_ready` fails with `err`.
+struct FailsReady(&'static str);
+
+impl tower::Service<()> for FailsReady {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err(self.0.into()))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// tower's own middleware errors: a dead `Buffer` (its worker gone, or its service failed)
+/// is a transient unavailability, not an unknown failure; `load_shed`'s `Overloaded` an
+/// exhausted resource; `timeout`'s `Elapsed` a timeout.
+#[tokio::test]
+async fn tower_middleware_errors_have_classes() {
+    use tower::ServiceExt;
+    use tower::buffer::Buffer;
+
+    // The worker dropped: `Closed`.
+    let (mut buffer, worker) =
+        Buffer::<(), _>::pair(tower::service_fn(|()| async { Ok::<_, BoxError>(()) }), 1);
+    drop(worker);
+    let closed = buffer.ready().await.map(|_| ()).unwrap_err();
+    assert!(closed.is::<tower::buffer::error::Closed>(), "{closed}");
+    let class = class_of(&closed);
+    assert_eq!(class.category, Category::Transient, "{closed}");
+    assert!(class.retryable);
+
+    // The buffered service failed (its `poll_ready`): `ServiceError`, for this call and
+    // every later one, whatever the inner error says.
+    let mut buffer = Buffer::<(), _>::new(FailsReady("the pool said no"), 1);
+    let failed = buffer.clone().oneshot(()).await.unwrap_err();
+    assert!(
+        failed.is::<tower::buffer::error::ServiceError>(),
+        "{failed}"
+    );
+    assert_eq!(class_of(&failed).category, Category::Transient, "{failed}");
+    let again = buffer.ready().await.map(|_| ()).unwrap_err();
+    assert!(again.is::<tower::buffer::error::ServiceError>(), "{again}");
+    assert_eq!(class_of(&again).category, Category::Transient, "{again}");
+
+    let overloaded: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+    assert_eq!(class_of(&overloaded).category, Category::ResourceExhausted);
+    let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+    assert_eq!(class_of(&elapsed).category, Category::Timeout);
+}
+
 #[test]
 fn classified_and_failed_responses_keep_their_class() {
     let class = Class::new(Category::ResourceExhausted).with_retry_after(Duration::from_secs(9));

@@ -155,7 +155,8 @@ pub(crate) async fn app(tool: SocketAddr) -> Result<App, BoxError> {
         .route("/ask-or-fallback", post(ask_or_fallback))
         .with_state(state)
         // palisade on the Router: the caller's deadline (`grpc-timeout`,
-        // `x-request-timeout-ms`, at most 5 s) bounds each request, and failures become
+        // `x-request-timeout-ms`, at most 5 s; 5 s when it sends none) bounds each request,
+        // and failures become
         // responses (an `Infallible` error, as axum wants).
         .layer(
             ServiceBuilder::new()
