@@ -201,6 +201,34 @@ fn a_file_that_is_not_a_store_is_named_with_why() {
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
 }
 
+/// Another program's SQLite database is refused, named, and left as it was: no store tables
+/// are added to it and its journal mode is not switched to WAL.
+#[test]
+fn another_program_s_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);")
+        .unwrap();
+    drop(conn);
+    let before = std::fs::read(&db).unwrap();
+    for args in [&["sagas", "list"][..], &["review", "list"], &["tx", "list"]] {
+        let (ok, out, err) = cli(&db, args);
+        assert!(!ok && out.is_empty(), "{args:?}: {out}");
+        assert_eq!(
+            err.trim(),
+            format!(
+                "error: {} is not a palisade-durable store: it is an SQLite database without a \
+                 workflows table (its tables: users); it was left as it was",
+                db.display()
+            ),
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    assert!(!dir.path().join("app.db-wal").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_on_disk_fall_back_and_list() {
     use palisade_durable::checkpoint::{Checkpoints, checksum};

@@ -106,6 +106,9 @@ use crate::grpc::{GRPC_TIMEOUT, parse_timeout, timeout_header};
 /// `x-request-timeout-ms`: a conventional millisecond header for plain HTTP.
 pub const X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
+/// [`GRPC_TIMEOUT`] as a header name, parsed once: looked up on every request.
+const GRPC_TIMEOUT_NAME: HeaderName = HeaderName::from_static(GRPC_TIMEOUT);
+
 /// Writes the time left until the current deadline on outgoing requests: see the
 /// [module docs](self).
 ///
@@ -262,7 +265,7 @@ where
                 && grpc_timeout(headers).is_none_or(|carried| carried > left)
                 && let Ok(v) = timeout_header(left)
             {
-                headers.insert(GRPC_TIMEOUT, v);
+                headers.insert(GRPC_TIMEOUT_NAME, v);
             }
             if let Some(name) = &self.layer.millis {
                 let ms = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
@@ -281,7 +284,7 @@ where
 /// A value has at most eight digits (gRPC over HTTP/2), so it cannot overflow: a longer one
 /// is malformed, and ignored as such.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    shortest(headers, GRPC_TIMEOUT, parse_timeout)
+    shortest(headers, &GRPC_TIMEOUT_NAME, parse_timeout)
 }
 
 /// The shortest limit in `headers`' millisecond header `name`, over every value (each
@@ -291,7 +294,7 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// (`u64::MAX` ms), not a malformed value: a caller that asks for more than a ceiling gets
 /// the ceiling.
 fn millis(headers: &HeaderMap, name: &HeaderName) -> Option<Duration> {
-    shortest(headers, name.as_str(), parse_millis)
+    shortest(headers, name, parse_millis)
 }
 
 /// A number of milliseconds: ASCII digits (a `+` sign allowed, as `u64`'s parser allows),
@@ -310,9 +313,12 @@ fn parse_millis(value: &str) -> Option<Duration> {
 /// (RFC 9110 §5.3: several headers of one name are one list), trimmed, and read by `parse`;
 /// the parts that do not parse are ignored. A proxy that appends its own, shorter limit to
 /// the caller's is obeyed, whichever comes first.
+///
+/// `name` is a [`HeaderName`], not a `&str`: a string would be parsed into a header name
+/// again on every lookup (about 200 instructions each, on every request).
 fn shortest(
     headers: &HeaderMap,
-    name: &str,
+    name: &HeaderName,
     parse: impl Fn(&str) -> Option<Duration>,
 ) -> Option<Duration> {
     headers

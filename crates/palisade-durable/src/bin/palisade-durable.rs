@@ -299,10 +299,37 @@ fn print_summaries<S: std::fmt::Display + serde::Serialize>(
     Ok(())
 }
 
+/// Refuses an SQLite database that is not a store: opening it as one would add the store's
+/// tables to it and switch it to WAL mode, changing another program's file. Read without
+/// writing (a read-only connection); a file SQLite cannot read is left to the store's own
+/// open, whose error names the file and why.
+fn not_another_database(path: &std::path::Path) -> Result<(), Error> {
+    use rusqlite::{Connection, OpenFlags};
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Ok(());
+    };
+    let tables: Result<Vec<String>, _> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect());
+    match tables {
+        Ok(tables) if !tables.is_empty() && !tables.iter().any(|t| t == "workflows") => {
+            Err(format!(
+                "{} is not a palisade-durable store: it is an SQLite database without a workflows \
+             table (its tables: {}); it was left as it was",
+                path.display(),
+                tables.join(", ")
+            )
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     if !cli.db.exists() {
         return Err(format!("no store at {}", cli.db.display()).into());
     }
+    not_another_database(&cli.db)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cli.db)?);
     match cli.command {
         Command::Sagas(SagasCmd::List { state }) => {
