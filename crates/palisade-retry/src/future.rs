@@ -145,9 +145,12 @@ struct Retries<S, Req> {
     avoid: Option<u64>,
     /// The backoff timer of an earlier retry, kept to be reset rather than allocated again.
     timer: Option<Pin<Box<Sleep>>>,
-    /// While the next retry waits for the budget: the error it returns if the budget does not
-    /// allow it before the deadline.
-    owed: Option<BoxError>,
+    /// Between two attempts: the last attempt's error, which the request returns if the next
+    /// attempt is never sent (a failed refresh, a budget that does not allow it before the
+    /// deadline, a deadline that passed while it waited). Dropped when the next one is sent.
+    last: Option<BoxError>,
+    /// The next retry waits for the budget (it was refused it).
+    owed: bool,
 }
 
 impl<S, Req> Retries<S, Req> {
@@ -162,7 +165,8 @@ impl<S, Req> Retries<S, Req> {
             previous: Duration::ZERO,
             avoid: None,
             timer: None,
-            owed: None,
+            last: None,
+            owed: false,
         })
     }
 
@@ -190,8 +194,8 @@ struct Between<S, Req> {
 
 /// What the next attempt waits for.
 enum Wait {
-    /// The credential refresh hook (boxed with its error: as rare as it is large, it does not
-    /// make every future larger).
+    /// The credential refresh hook (boxed: as rare as it is large, it does not make every
+    /// future larger).
     Refreshing(Box<Refresh>),
     /// The backoff.
     Sleeping { timer: Pin<Box<Sleep>> },
@@ -199,12 +203,11 @@ enum Wait {
     Ready,
 }
 
-/// A credential refresh in progress.
+/// A credential refresh in progress (the authentication failure, returned if the hook fails,
+/// is the request's last error, kept in [`Retries::last`]).
 struct Refresh {
     /// The hook's future.
     hook: RefreshFuture,
-    /// The authentication failure, returned if the hook fails.
-    error: BoxError,
 }
 
 impl Wait {
@@ -456,8 +459,7 @@ where
             return Err(give_up(shared, attempts, &class, Stop::Attempts, error));
         }
     };
-    let mut error = Some(error);
-    let mut owed = None;
+    let mut owed = false;
     let reservation = if !policy::spends_budget(&class) {
         None
     } else if let Some(withdrawal) = shared.budget.try_withdraw() {
@@ -475,16 +477,16 @@ where
             balance = shared.budget.balance(),
             "retry budget exhausted; waiting for it",
         );
-        owed = error.take();
+        owed = true;
         None
     } else {
-        let error = error.take().expect("not moved yet");
         return Err(budget_exhausted(shared, attempts, &class, error));
     };
     let mut retries = retries.unwrap_or_else(|| Retries::new(attempts, limit, None));
     retries.limit = limit;
-    // Kept for the end: the request fails with it if the budget never allows the retry.
     retries.owed = owed;
+    // Kept for the end: the request fails with it if the next attempt is never sent.
+    retries.last = Some(error);
     if class.category == Category::Timeout {
         retries.timeouts += 1;
     }
@@ -514,15 +516,12 @@ where
                 "refreshing credentials before retrying",
             );
             palisade_core::metrics::retried(&shared.name, class.category);
-            Wait::Refreshing(Box::new(Refresh {
-                hook: hook(),
-                error: error.expect("a refresh does not wait for the budget"),
-            }))
+            Wait::Refreshing(Box::new(Refresh { hook: hook() }))
         }
         Retry::After(delay) => {
             // A retry waiting for the budget is logged and counted once the budget allows it
             // (`settle_budget`): it may never be sent.
-            if retries.owed.is_none() {
+            if !retries.owed {
                 tracing::debug!(
                     target: "palisade_retry",
                     dependency = %shared.name,
@@ -670,9 +669,9 @@ where
                     error = %hook_error,
                     "credential refresh failed; returning the authentication error",
                 );
-                // The hook's error, logged, takes the place of the one returned, which ends
-                // the request and counts by its class as every final error does.
-                let error = std::mem::replace(&mut refresh.error, hook_error);
+                // The hook's error is only logged: the authentication failure ends the request
+                // and counts by its class as every final error does.
+                let error = last_error(&mut between.retries);
                 handle.shared.failed(&class_of(&error));
                 return Poll::Ready(Err(after_timeouts(between.retries.timeouts, error)));
             }
@@ -680,7 +679,7 @@ where
         }
         Wait::Sleeping { timer } => ready!(timer.as_mut().poll(cx)),
         Wait::Ready => {
-            if between.retries.owed.is_some() {
+            if between.retries.owed {
                 if let Err(error) = settle_budget(between, handle) {
                     return Poll::Ready(Err(error));
                 }
@@ -700,6 +699,16 @@ where
                 .get_or_insert_with(|| handle.retry_service());
             let ready = ready!(attempt::scope(&mut next, || service.poll_ready(cx)));
             return Poll::Ready(match ready {
+                // The last look at the deadline, once nothing is left to wait for: whatever
+                // the wait was (a backoff, a hold for a breaker or the budget, a refresh, this
+                // readiness) and however late the task is polled, no attempt is sent at or
+                // after it.
+                Ok(()) if deadline_passed() => {
+                    let error = last_error(retries);
+                    let class = class_of(&error);
+                    let error = give_up(&handle.shared, attempts, &class, Stop::Deadline, error);
+                    Err(after_timeouts(retries.timeouts, error))
+                }
                 Ok(()) => Ok(Next::Send),
                 Err(error) => Err(after_timeouts(
                     retries.timeouts,
@@ -727,6 +736,12 @@ where
     B: Budget + ?Sized,
 {
     let shared = &handle.shared;
+    let now = Instant::now();
+    // A look that comes at or after the deadline (the task was polled late): the request ends
+    // as if the budget had refused it to the end, and takes nothing from it.
+    if ctx::deadline().is_some_and(|deadline| now >= deadline) {
+        return Err(held_until_the_deadline(between, shared));
+    }
     if let Some(withdrawal) = shared.budget.try_withdraw() {
         allowed(
             between,
@@ -736,7 +751,6 @@ where
         );
         return Ok(());
     }
-    let now = Instant::now();
     if let Some(withdrawal) = shared
         .probe
         .try_claim(now)
@@ -753,22 +767,41 @@ where
     }
     let at = now + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
     if ctx::deadline().is_none_or(|deadline| at >= deadline) {
-        let error = between
-            .retries
-            .owed
-            .take()
-            .expect("a retry waiting for the budget keeps its error");
-        let class = class_of(&error);
-        // The error kept was counted among the timeouts if it is one: only the earlier count.
-        let earlier = (between.retries.timeouts)
-            .saturating_sub(u32::from(class.category == Category::Timeout));
-        let error = budget_exhausted(shared, between.retries.attempts, &class, error);
-        return Err(after_timeouts(earlier, error));
+        return Err(held_until_the_deadline(between, shared));
     }
     between.wait = Wait::Sleeping {
         timer: between.retries.timer_until(at),
     };
     Ok(())
+}
+
+/// Ends a request whose retry the budget did not allow before the deadline with the error
+/// kept for it.
+fn held_until_the_deadline<S, Req, B: Budget + ?Sized, A>(
+    between: &mut Between<S, Req>,
+    shared: &Shared<B, A>,
+) -> BoxError {
+    let error = last_error(&mut between.retries);
+    let class = class_of(&error);
+    // The error kept was counted among the timeouts if it is one: only the earlier count.
+    let earlier =
+        (between.retries.timeouts).saturating_sub(u32::from(class.category == Category::Timeout));
+    let error = budget_exhausted(shared, between.retries.attempts, &class, error);
+    after_timeouts(earlier, error)
+}
+
+/// The error of the last attempt, kept between two attempts for the request to end with.
+fn last_error<S, Req>(retries: &mut Retries<S, Req>) -> BoxError {
+    retries
+        .last
+        .take()
+        .expect("the last error is kept until the next attempt is sent")
+}
+
+/// Whether the deadline, if any, has passed: an attempt that waited for it cannot be sent.
+/// Reads the clock only under a deadline, and only before a retry.
+fn deadline_passed() -> bool {
+    ctx::deadline().is_some_and(|deadline| Instant::now() >= deadline)
 }
 
 /// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) and
@@ -780,8 +813,9 @@ fn allowed<S, Req, B: Budget + ?Sized, A>(
     message: &'static str,
 ) {
     between.reservation = Some(withdrawal);
-    if let Some(error) = between.retries.owed.take() {
-        let category = class_of(&error).category;
+    if std::mem::take(&mut between.retries.owed) {
+        let error = (between.retries.last.as_ref()).expect("a held retry keeps its error");
+        let category = class_of(error).category;
         tracing::debug!(
             target: "palisade_retry",
             dependency = %shared.name,
@@ -812,6 +846,8 @@ where
         ..
     } = between;
     retries.attempts += 1;
+    // The attempt goes out: the error of the one before is no longer the request's last.
+    retries.last = None;
     // A copy for a later attempt, unless this is the last one; waiting for a breaker (under a
     // deadline), even the last attempt may be refused and followed by another.
     let another_may_follow =

@@ -167,7 +167,14 @@
 //! the last error is returned at once. Otherwise the random part of the wait (the jitter, a
 //! hint's stretch) is drawn within the time left: such a wait that can end before the deadline
 //! is never given up at random. A wait for an open breaker is the exception, checked as
-//! drawn (see [`wait_for_breaker`](RetryBuilder::wait_for_breaker)). Each attempt is made with
+//! drawn (see [`wait_for_breaker`](RetryBuilder::wait_for_breaker)). The deadline is looked
+//! at again when the wait ends (a backoff, a hold for an open breaker or for the budget, a
+//! credential refresh, the service's readiness), just before the attempt is sent: however
+//! late the task is polled (a busy runtime, a refresh that outlasts a deadline carried into
+//! a task), no attempt is sent at or after the deadline; the request ends with its last error
+//! and gives back the budget withdrawal reserved for it. (tokio's timer fires on whole
+//! milliseconds, so a wait drawn to end in the deadline's last millisecond fires at its tick
+//! and ends the request so.) Each attempt is made with
 //! the number of earlier attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
 //! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),

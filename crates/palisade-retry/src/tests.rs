@@ -1199,8 +1199,9 @@ mod context {
                 .backoff(Backoff::constant(ms(1000)))
                 .jitter(Jitter::Full)
         };
+        let mut at_the_tick = [0; 2];
         for seed in 0..100 {
-            for (first, least, left, builder) in [
+            for (case, (first, least, left, builder)) in [
                 (limited.clone(), ms(950), ms(1000), layer()),
                 (
                     err(Category::ServerError, "503"),
@@ -1208,24 +1209,45 @@ mod context {
                     ms(500),
                     jittered(),
                 ),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 let start = Instant::now();
                 hooks::DEADLINE.set(Some(start + left));
+                let message = match &first {
+                    Answer::Err(_, message) => *message,
+                    _ => unreachable!("both fail first"),
+                };
                 let s = Script::new([first, Answer::Ok(7)]);
                 let svc = builder.seed(seed).build().unwrap().layer(s.clone());
                 let out = run(svc).await;
                 hooks::DEADLINE.set(None);
                 let calls = s.calls();
+                if out.is_err() {
+                    // Drawn to end before the deadline, but in its last millisecond: tokio's
+                    // timer fires on whole milliseconds, at the deadline's tick, when no
+                    // attempt is sent any more (it could not start before the deadline).
+                    assert_eq!(out, Err(message.into()), "seed {seed}");
+                    assert_eq!(calls, [ms(0)], "seed {seed}");
+                    assert_eq!(start.elapsed(), left, "seed {seed}");
+                    at_the_tick[case] += 1;
+                    continue;
+                }
                 assert_eq!(out, Ok(7), "seed {seed}: {calls:?}");
-                // Drawn to end before the deadline; tokio's timer fires on whole milliseconds,
-                // so a wait drawn in the last one fires at the deadline's tick.
                 assert!(
-                    calls[1] >= least && calls[1] <= left,
+                    calls[1] >= least && calls[1] < left,
                     "seed {seed}: waited {:?}, at least {least:?}, before {left:?}",
                     calls[1]
                 );
             }
         }
+        // One millisecond of the 50 ms a hint's stretch is drawn in, of the 500 ms of the
+        // jitter's: a few requests at most.
+        assert!(
+            at_the_tick[0] <= 6 && at_the_tick[1] <= 2,
+            "{at_the_tick:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1577,6 +1599,120 @@ mod context {
             assert_eq!(s.count(), 1);
         }
         hooks::DEADLINE.set(None);
+    }
+
+    /// The error a finished poll gave, as text.
+    fn error_of(out: Poll<Result<u32, BoxError>>) -> String {
+        match out {
+            Poll::Ready(Err(error)) => error.to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// A retry whose backoff ended before the deadline but whose task is polled again only at
+    /// or after it (a busy runtime) is not sent: the request ends with its last error, and the
+    /// budget withdrawal reserved for the retry comes back. Polled before it, the retry goes.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_polled_at_or_after_the_deadline_is_not_sent() {
+        for (polled_at, sent) in [(ms(1_500), false), (ms(1_000), false), (ms(999), true)] {
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(1_000)));
+            let budget = Shut::until(start);
+            let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+            let svc = layer()
+                .budget(budget.clone())
+                .backoff(Backoff::constant(ms(500)))
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            let mut fut = Box::pin(svc.oneshot(0));
+            assert!(futures_poll(&mut fut).is_pending(), "backing off 500 ms");
+            advance(polled_at).await;
+            let out = futures_poll(&mut fut);
+            if sent {
+                assert!(matches!(out, Poll::Ready(Ok(7))), "{polled_at:?}: {out:?}");
+                assert_eq!(s.calls(), [ms(0), polled_at]);
+                assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+            } else {
+                assert_eq!(error_of(out), "503", "{polled_at:?}");
+                assert_eq!(s.calls(), [ms(0)], "{polled_at:?}");
+                assert_eq!(budget.refunded.load(Ordering::SeqCst), 1, "{polled_at:?}");
+            }
+        }
+        hooks::DEADLINE.set(None);
+    }
+
+    /// The same after a wait for an open breaker below: the refusal is returned, and the
+    /// request held for the breaker is not sent again after the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_for_a_breaker_is_not_sent_after_the_deadline() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(1_000)));
+        let s = Script::new([open(100), Answer::Ok(7)]);
+        let svc = layer().build().unwrap().layer(s.clone());
+        let mut fut = Box::pin(svc.oneshot(0));
+        assert!(
+            futures_poll(&mut fut).is_pending(),
+            "waiting for the breaker"
+        );
+        advance(ms(1_500)).await;
+        assert_eq!(error_of(futures_poll(&mut fut)), "circuit open");
+        assert_eq!(s.calls(), [ms(0)]);
+        hooks::DEADLINE.set(None);
+    }
+
+    /// The same after a wait for the budget, which opened meanwhile: nothing is taken from it
+    /// past the deadline, and the request ends with its last error.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_held_for_the_budget_is_not_sent_after_the_deadline() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(3_000)));
+        let budget = Shut::until(start + ms(2_000));
+        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+        let svc = layer()
+            .budget(budget.clone())
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let mut fut = Box::pin(svc.oneshot(0));
+        assert!(futures_poll(&mut fut).is_pending(), "held for the budget");
+        advance(ms(3_500)).await;
+        assert_eq!(error_of(futures_poll(&mut fut)), "503");
+        assert_eq!(s.calls(), [ms(0)]);
+        assert_eq!(
+            budget.asked.load(Ordering::SeqCst),
+            1,
+            "only the first refusal"
+        );
+        assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        hooks::DEADLINE.set(None);
+    }
+
+    /// Under a deadline carried only in `palisade_core::context` (no `Deadline` future above to
+    /// end the call, as under `Resume` in a spawned task), a credential refresh that ends after
+    /// the deadline is not followed by a retry: the authentication failure is returned.
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_ends_after_a_carried_deadline_sends_no_retry() {
+        use palisade_core::context;
+
+        let start = Instant::now();
+        let at = start + ms(1_000);
+        let s = Script::new([err(Category::Authentication, "401"), Answer::Ok(7)]);
+        let mut svc = layer()
+            .refresh(|| async {
+                tokio::time::sleep(ms(2_000)).await;
+                Ok::<(), BoxError>(())
+            })
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let mut fut = std::pin::pin!(svc.call(0));
+        let out = std::future::poll_fn(|cx| context::with_deadline(at, || fut.as_mut().poll(cx)))
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(out, Err("401".into()));
+        assert_eq!(s.calls(), [ms(0)]);
+        assert_eq!(start.elapsed(), ms(2_000));
     }
 }
 

@@ -225,8 +225,9 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// # Errors
     /// A [`ConfigError`] naming the invalid field: `name` when it is empty or only
     /// whitespace (it names the dependency in the breaker's errors, metrics and spans),
-    /// `deadline` when it is zero (every call would fail before it starts), or one of the
-    /// timeout's or the breaker's.
+    /// `deadline` when it is zero (every call would fail before it starts), `timeout` when
+    /// the [attempt timeout](Self::attempt_timeout) is zero (with or without escalation), or
+    /// another of the timeout's (`factor`, `cap`) or one of the breaker's.
     pub fn build(self) -> Result<Preset<C, B, A>, ConfigError> {
         self.build_with_breaker().map(|(preset, _)| preset)
     }
@@ -268,12 +269,15 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be greater than zero"));
         }
+        // Through the builder with or without escalation: it refuses a zero timeout, which
+        // `TimeoutLayer::new` would take (every attempt would time out before it starts).
         let timeout = match self.escalation {
-            Some((factor, cap)) => TimeoutLayer::builder(self.attempt_timeout)
-                .escalate(factor, cap)
-                .build()?,
-            None => TimeoutLayer::new(self.attempt_timeout),
+            Some((factor, cap)) => {
+                TimeoutLayer::builder(self.attempt_timeout).escalate(factor, cap)
+            }
+            None => TimeoutLayer::builder(self.attempt_timeout),
         }
+        .build()?
         // The deadline above wakes the attempts: one timer per call, not two.
         .share_deadline_timer();
         let retry = match self.retry {
@@ -350,6 +354,81 @@ mod tests {
                 .build()
                 .is_ok()
         );
+    }
+
+    /// A zero attempt timeout would time every attempt out before it starts: refused at build
+    /// time, naming the timeout's field, without escalation as with it (it was taken without).
+    #[test]
+    fn a_zero_attempt_timeout_is_refused_at_build_time() {
+        for escalation in [None, Some((2.0, Duration::from_millis(100)))] {
+            let Err(err) = recommended("llm")
+                .attempt_timeout(Duration::ZERO, escalation)
+                .build()
+            else {
+                panic!("a zero attempt timeout is refused ({escalation:?})");
+            };
+            assert_eq!(err.field(), "timeout", "{escalation:?}");
+            assert_eq!(err.rule(), "must be greater than zero");
+            assert!(
+                recommended("llm")
+                    .attempt_timeout(
+                        Duration::from_nanos(1),
+                        escalation.map(|(f, _)| (f, Duration::from_secs(1)))
+                    )
+                    .build()
+                    .is_ok()
+            );
+        }
+    }
+
+    /// A call whose task is polled again only after its deadline (a busy runtime), while its
+    /// retry's backoff had ended before it, sends no attempt after the deadline: the retry
+    /// looks at the deadline before each attempt after the first, and ends the request with
+    /// the last attempt's error.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_polled_after_its_deadline_sends_no_more_attempts() {
+        use std::sync::{Arc, Mutex};
+        use std::task::{Context, Poll, Waker};
+
+        use crate::classify::BoxError;
+        use crate::retry::budget::Unlimited;
+        use crate::retry::{Backoff, Jitter};
+        use tokio::time::Instant;
+        use tower::{Layer, Service, ServiceExt, service_fn};
+
+        let start = Instant::now();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let preset = recommended("llm")
+            .deadline(Duration::from_millis(1_000))
+            .retry(
+                RetryLayer::builder()
+                    .budget(Unlimited)
+                    .jitter(Jitter::None)
+                    .backoff(Backoff::constant(Duration::from_millis(500)))
+                    .seed(1)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut svc = preset.layer(service_fn(move |_: u8| {
+            seen.lock().unwrap().push(start.elapsed());
+            async { Err::<u8, BoxError>("503 service unavailable".into()) }
+        }));
+        svc.ready().await.unwrap();
+        let mut fut = std::pin::pin!(svc.call(1));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            fut.as_mut().poll(&mut cx).is_pending(),
+            "backing off 500 ms"
+        );
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        let Poll::Ready(Err(err)) = fut.as_mut().poll(&mut cx) else {
+            panic!("the deadline has passed");
+        };
+        assert_eq!(err.to_string(), "503 service unavailable");
+        assert_eq!(*calls.lock().unwrap(), [Duration::ZERO]);
     }
 
     /// The handle `build_with_breaker` gives is the stack's breaker's: a call through the
