@@ -1574,6 +1574,38 @@ async fn trip_opens_a_breaker_whose_open_period_is_over_for_a_new_one() {
     assert_eq!(log.take(), [(State::Open, State::HalfOpen)]);
 }
 
+/// trip() on a breaker open for the rest of its period leaves that period as it is; at the
+/// very instant the period ends (it reads half-open then) it opens it for a new one.
+#[tokio::test(start_paused = true)]
+async fn trip_neither_lengthens_a_running_open_period_nor_skips_one_that_just_ended() {
+    let h = BreakerLayer::builder("t")
+        .config(classic(|c| c.consecutive_failures = Some(1)))
+        .build()
+        .unwrap()
+        .handle();
+    h.try_acquire().unwrap().failure(network());
+    tokio::time::advance(Duration::from_secs(10)).await;
+    h.trip();
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.retry_after, m.time_in_state),
+        (
+            State::Open,
+            Some(Duration::from_secs(20)),
+            Duration::from_secs(10)
+        )
+    );
+    // Exactly at its end: half-open, so the trip opens it again for a whole period.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(h.state(), State::HalfOpen);
+    h.trip();
+    let m = h.metrics();
+    assert_eq!(
+        (m.state, m.retry_after),
+        (State::Open, Some(Duration::from_secs(30)))
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn trip_leaves_a_bypassed_breaker_bypassed() {
     let h = BreakerLayer::new("t").handle();
