@@ -931,6 +931,29 @@ impl Transactions {
         if self.store.claim(claim).await?.is_empty() {
             return Err(SagaError::Claimed(id.to_owned()));
         }
+        let resolved = self
+            .resolve_claimed(id, decision, note, now, lease_until)
+            .await;
+        if resolved.is_err() {
+            // Nothing was decided (or the store cannot tell): give the claim back, so that
+            // the coordinator's next recovery, or another try, does not wait out the
+            // operator's lease. A claim the entry already released, or that another process
+            // holds, is not this call's to give back: that refusal says nothing new.
+            let _ = self.store.release(id, OPERATOR).await;
+        }
+        resolved
+    }
+
+    /// [`resolve`](Self::resolve)'s work once the operator holds transaction `id`'s claim
+    /// (taken at `now`, until `lease_until`).
+    async fn resolve_claimed(
+        &self,
+        id: &str,
+        decision: Decision,
+        note: &str,
+        now: u64,
+        lease_until: u64,
+    ) -> Result<TxInfo, SagaError> {
         // Read again under the claim: the coordinator may have written a vote in between.
         let mut info = self.inspect(id).await?;
         resolvable(&info, decision)?;

@@ -56,6 +56,7 @@ macro_rules! store_suite {
                 a_process_without_the_definition_gives_the_saga_back,
                 a_store_that_cannot_release_keeps_the_claim,
                 tx_a_coordinator_without_the_definition_gives_it_back,
+                tx_a_resolve_that_fails_to_write_gives_its_claim_back,
                 purge_finished_deletes_old_finished_workflows_only,
                 purge_finished_goes_on_past_a_full_batch,
                 purge_leaves_a_held_workflow,

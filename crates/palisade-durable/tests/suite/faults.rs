@@ -23,7 +23,7 @@ use super::sagas::{Act, Calls, saga, step, undoable};
 #[derive(Debug)]
 pub(crate) struct Faulty {
     inner: Arc<dyn Store>,
-    fail_append: Mutex<Option<&'static str>>,
+    pub(crate) fail_append: Mutex<Option<&'static str>>,
     pub(crate) fail_review: Mutex<Option<&'static str>>,
     pub(crate) partitioned: AtomicBool,
     /// Fail every checkpoint prune while set.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use palisade_core::BoxError;
 use palisade_durable::store::Store;
 use palisade_durable::twopc::{
-    Coordinator, Decision, Participant, Phase, PhaseRequest, TransactionDefinition, TxEvent,
-    TxState, Vote,
+    Coordinator, Decision, Participant, Phase, PhaseRequest, TransactionDefinition, Transactions,
+    TxEvent, TxState, Vote,
 };
 use palisade_retry::{Backoff, Jitter};
 use serde_json::json;
@@ -439,4 +439,40 @@ pub(crate) async fn an_id_of_the_other_kind_says_what_it_is(store: Arc<dyn Store
     );
     assert_eq!(sagas.inspect("s-7").await.unwrap().input, json!(1));
     assert!(log.take().is_empty(), "no participant was asked");
+}
+
+/// A person's resolve whose decision cannot be journaled (the store fails the write) gives
+/// the operator's claim back: the coordinator's next recovery decides the transaction at
+/// once, instead of after the operator's 60 s lease.
+pub(crate) async fn tx_a_resolve_that_fails_to_write_gives_its_claim_back(store: Arc<dyn Store>) {
+    let faulty = Arc::new(super::faults::Faulty::new(store));
+    let store: Arc<dyn Store> = faulty.clone();
+    let log = Log::default();
+    let hangs = P {
+        hang_in: Some(Phase::Prepare),
+        ..YES
+    };
+    let c = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", hangs)], 5);
+    tokio::select! {
+        r = c.run("order", "t9", json!(null)) => panic!("meant to hang: {r:?}"),
+        () = log.hung() => {}
+    }
+    log.take();
+    // The coordinator is gone: its lease runs out, and a person may decide.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    *faulty.fail_append.lock().unwrap() = Some("resolved");
+    let err = Transactions::new(store.clone())
+        .resolve("t9", Decision::Abort, "by hand")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    let restarted = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
+    let done = restarted.recover().await.unwrap().finished;
+    assert_eq!(
+        done.iter()
+            .map(|t| (t.id.as_str(), t.state))
+            .collect::<Vec<_>>(),
+        [("t9", TxState::Aborted)],
+        "the coordinator decides at once"
+    );
 }
