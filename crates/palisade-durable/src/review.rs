@@ -352,21 +352,35 @@ impl ReviewQueue {
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
         if info.state.is_final() {
-            self.finish_interrupted_discard(&info).await?;
-            item.status = closed_as(&info);
-            item.updated_ms = now_ms();
-            self.store.review_put(item.to_stored()).await?;
-            return Err(SagaError::WrongState {
-                what: "saga",
-                id: item.saga_id,
-                state: info.state.to_string(),
-                rule: "only the review item of an unfinished saga can be retried",
-            });
+            let rule = "only the review item of an unfinished saga can be retried";
+            return Err(self.close_after_the_saga(item, &info, rule).await?);
         }
         item.status = ReviewStatus::RetryRequested;
         item.updated_ms = now_ms();
         self.store.review_put(item.to_stored()).await?;
         Ok(item)
+    }
+
+    /// Item `item`, still pending, of a saga that `info` says has finished: a crash came
+    /// between the saga's last entry and the item's update. The journal is right, so the item
+    /// follows it (closed as the saga ended; a discard an earlier version left half-written is
+    /// finished first), and the person's request is refused with `rule`: the error returned.
+    async fn close_after_the_saga(
+        &self,
+        mut item: ReviewItem,
+        info: &SagaInfo,
+        rule: &'static str,
+    ) -> Result<SagaError, SagaError> {
+        self.finish_interrupted_discard(info).await?;
+        item.status = closed_as(info);
+        item.updated_ms = now_ms();
+        self.store.review_put(item.to_stored()).await?;
+        Ok(SagaError::WrongState {
+            what: "saga",
+            id: item.saga_id,
+            state: info.state.to_string(),
+            rule,
+        })
     }
 
     /// Discards item `id`: its saga's remaining compensations will not run, and the saga ends
@@ -387,18 +401,8 @@ impl ReviewQueue {
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
         if info.state.is_final() {
-            // A crash came between the saga's last entry and this item's update: the journal
-            // is right, the item follows it.
-            self.finish_interrupted_discard(&info).await?;
-            item.status = closed_as(&info);
-            item.updated_ms = now_ms();
-            self.store.review_put(item.to_stored()).await?;
-            return Err(SagaError::WrongState {
-                what: "saga",
-                id: item.saga_id,
-                state: info.state.to_string(),
-                rule: "only the review item of an escalated saga can be discarded",
-            });
+            let rule = "only the review item of an escalated saga can be discarded";
+            return Err(self.close_after_the_saga(item, &info, rule).await?);
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
             // This item was retried and the saga escalated another step since (a crash came
