@@ -372,7 +372,9 @@ impl EndpointState {
         now_ms: u64,
         trend_bucket_ms: u64,
     ) {
-        let previous = self.last_check.swap(now_ms + 1, Ordering::Relaxed);
+        // The newest check's time, whatever order racing checks are stored in (their clocks
+        // read apart): a check stored after a later one does not make the trend look older.
+        let previous = self.last_check.fetch_max(now_ms + 1, Ordering::Relaxed);
         self.update_health(|h| h.on_check(healthy, cfg, now_ms));
         // Trend ring: slot << 32 | healthy << 16 | total, one CAS. The slot is the bucket's
         // number modulo 2^32 (with 1 ms buckets, the smallest, it wraps every 49.7 days), and
@@ -604,6 +606,65 @@ mod tests {
             s.on_check(true, &cfg, now, 1);
             assert_eq!(s.trend(now, 1), (1, 1), "day {day}");
         }
+    }
+
+    #[test]
+    fn a_check_stored_after_a_later_one_keeps_the_trend_of_the_later_one() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        // Two checks race: the one that read the later clock (14 ms) is stored first.
+        s.on_check(true, &cfg, 14, 1);
+        s.on_check(false, &cfg, 5, 1);
+        assert_eq!(s.last_check(), Some(14));
+        // At 15 ms the check at 14 is in the window (the one at 5 just left it).
+        assert_eq!(s.trend(15, 1), (1, 1));
+    }
+
+    #[test]
+    fn a_cell_left_behind_while_checks_go_on_does_not_come_back_with_its_slot() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        // Buckets of 1 ms: a failed check in cell 7, slot 7.
+        s.on_check(false, &cfg, 7, 1);
+        // Checks go on, each less than 2^30 buckets after the last (no pause that clears the
+        // ring), all in cell 0, for more than 2^32 buckets: cell 7 is never written again.
+        for k in 1..=8u64 {
+            s.on_check(true, &cfg, k * 500_000_000, 1);
+        }
+        let wrap = 1u64 << 32;
+        s.on_check(true, &cfg, wrap + 5, 1);
+        // At wrap + 7 the old cell's slot is that of now again: it was emptied when it left
+        // the window, so only the check at wrap + 5 counts.
+        assert_eq!(s.trend(wrap + 7, 1), (1, 1));
+    }
+
+    #[test]
+    fn a_bucket_counts_at_most_65535_checks_and_still_counts_them() {
+        let cfg = RouteConfig::default();
+        let s = state();
+        // Bucket 0 (slot 0) of 1000 s: its total saturates at 2^16 - 1, healthy ones stay 0.
+        for _ in 0..70_000 {
+            s.on_check(false, &cfg, 0, 1_000_000);
+        }
+        assert_eq!(s.trend(0, 1_000_000), (0, 65_535));
+        s.on_check(true, &cfg, 1, 1_000_000);
+        assert_eq!(s.trend(1, 1_000_000), (1, 65_535));
+    }
+
+    #[test]
+    fn an_ejection_is_claimed_before_the_cap_is_asked_even_under_a_millisecond() {
+        // An ejection shorter than a millisecond ends, in whole milliseconds, when it starts:
+        // its claim still lasts past now, so the cap's count sees it.
+        let mut cfg = RouteConfig::default();
+        cfg.outlier.base_ejection = Duration::from_micros(500);
+        cfg.outlier.max_ejection = Duration::from_micros(500);
+        let s = state();
+        assert!(s.try_eject(&cfg, 7, || s.ejected_at(7)));
+        assert_eq!(s.ejections(), 1);
+        // Over the cap, the claim is undone and nothing else changes.
+        let t = state();
+        assert!(!t.try_eject(&cfg, 7, || !t.ejected_at(7)));
+        assert_eq!((t.ejections(), t.ejected_until()), (0, 0));
     }
 
     #[test]

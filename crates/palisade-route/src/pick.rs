@@ -825,6 +825,31 @@ mod tests {
     }
 
     #[test]
+    fn a_new_endpoint_with_no_share_yet_is_no_capacity() {
+        // A linear slow start from 0 %: at its very start it has no share, so it is neither
+        // weighted nor counted (not available); a millisecond later it counts in full.
+        let mut cfg = RouteConfig::default();
+        cfg.health.ramp = crate::Ramp::Linear {
+            window: Duration::from_secs(10),
+            min_ratio: 0.0,
+            aggression: 1.0,
+        };
+        let s = EndpointState::new(
+            0,
+            "new".to_owned(),
+            Health::ramping(0),
+            crate::endpoint::live(cfg),
+            Instant::now(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        assert!(s.starting(s.health()));
+        let slot = look(&s, &cfg, 0);
+        assert_eq!((slot.weight, slot.counted), (0.0, 0.0));
+        let slot = look(&s, &cfg, 1);
+        assert!(slot.weight > 0.0 && slot.counted == 1.0, "{slot:?}");
+    }
+
+    #[test]
     fn look_reads_health_ejection_and_cool_down() {
         let cfg = RouteConfig::default();
         let s = state(2);
