@@ -3216,6 +3216,47 @@ async fn a_pass_that_moves_on_from_a_busy_endpoint_lets_its_place_go() {
     drop(route);
 }
 
+/// The same past the first 64 endpoints (the second word of the router's bitsets): 64 ready
+/// endpoints, then 4 busy ones that passes poll now and then; every busy one's place freed
+/// while the router is idle, each must then serve another caller.
+#[tokio::test(start_paused = true)]
+async fn a_pass_lets_go_of_busy_endpoints_past_the_first_64() {
+    let mut busy = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (svc, release) = one_at_a_time("busy");
+        held.push(tokio::spawn(svc.clone().oneshot(())));
+        busy.push((svc, release));
+    }
+    tokio::task::yield_now().await;
+    let endpoints = (0..64)
+        .map(|_| up("ready"))
+        .chain(busy.iter().map(|(svc, _)| svc.clone()));
+    let mut route = Route::new(endpoints);
+    for _ in 0..400 {
+        let answer = tokio::time::timeout(ms(1), call(&mut route)).await;
+        assert_eq!(
+            answer.expect("waited for a busy endpoint").unwrap(),
+            "ready"
+        );
+    }
+    for (_, release) in &busy {
+        release.send(true).unwrap();
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap(), "busy");
+    }
+    for (i, (svc, _)) in busy.iter().enumerate() {
+        let next = tokio::time::timeout(Duration::from_secs(60), svc.clone().oneshot(())).await;
+        assert!(
+            next.is_ok(),
+            "the idle router kept endpoint {}'s place",
+            64 + i
+        );
+    }
+    drop(route);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_router_that_waited_for_two_busy_endpoints_lets_the_other_place_go() {
     for seed in 0..8 {
