@@ -195,10 +195,12 @@
 //!
 //! # Retries and the attempt context
 //!
-//! A retry layer above runs each attempt, its `poll_ready`, its `call` and every poll of its
-//! future, inside an [`attempt` scope](palisade_core::context::attempt) that names the
-//! endpoint that failed the previous attempt of the request (`avoid`). The router reads it in
-//! three places:
+//! A retry layer above runs each attempt after the first (its `poll_ready`, its `call` and
+//! every poll of its future), and the first attempt's `call` and polls, inside an
+//! [`attempt` scope](palisade_core::context::attempt) that names the endpoint that failed the
+//! previous attempt of the request (`avoid`). The first attempt's `poll_ready` comes before
+//! the retry's own `call` and runs outside it (it has nothing to avoid; under nested retries
+//! it sees the enclosing one's attempt). The router reads the scope in three places:
 //!
 //! * `poll_ready` picks an endpoint other than `avoid` when another is eligible, in another
 //!   tier when `avoid` is the only eligible endpoint of the tier the call would go to (see
