@@ -22,7 +22,9 @@
 //! earliest, an inner attempt scope shadows the outer one. Outside any scope, [`deadline`] is
 //! `None`, [`attempt::current`] is `None`, [`attempt::timeouts_so_far`] is 0 and
 //! [`attempt::timing_out`] is `false`. Reading a part costs a thread-local read, and a layer
-//! that does not need a part never reads it.
+//! that does not need a part never reads it. Code that runs inside a request's poll on behalf
+//! of something else (the tasks of a `LocalSet` driven from a handler) inherits that request's
+//! context: run it under [`isolated`].
 //!
 //! The deadline is **lazy**: a `Deadline` whose clock has not started yet (its first poll)
 //! publishes only its limit, and the clock is read when a layer below first asks for
@@ -100,3 +102,44 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 
 pub use carry::{Carried, Carrier, CarryLayer, ResumeLayer};
 pub use deadline::{deadline, deadline_after, with_deadline, with_lazy_deadline};
+
+/// Runs `f` outside every enclosing scope of this thread: no [`deadline`], no
+/// [`attempt::current`], no [`attempt::timeouts_so_far`], not [`attempt::timing_out`] (unless
+/// `f` sets them), and the enclosing ones back afterwards, even if `f` panics.
+///
+/// The context follows the poll, so code that runs *inside* a request's poll on behalf of
+/// something else inherits that request's deadline and attempt: the tasks of a
+/// `tokio::task::LocalSet` driven from a request's future (`local.run_until(..)` inside an
+/// async handler), a hand-written executor, a cache that completes other callers' work.
+/// Wrap such polls in `isolated`. [`ResumeLayer`] does: below it, a call sees the context its
+/// request carried and nothing of the thread it happens to run on.
+///
+/// A shared [`timer`] owner needs no isolating: it serves only the polls made with its own
+/// waker.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_core::context::{self, attempt::{self, Attempt}};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let at = Instant::now() + Duration::from_secs(5);
+/// let mut state = Attempt { number: 2, avoid: None };
+/// context::with_deadline(at, || {
+///     attempt::scope(&mut state, || {
+///         context::isolated(|| {
+///             assert_eq!(context::deadline(), None);
+///             assert_eq!(attempt::current(), None);
+///             attempt::report_failed_endpoint(7); // outside any attempt: goes nowhere
+///         });
+///         assert_eq!(context::deadline(), Some(at));
+///     });
+/// });
+/// assert_eq!(state.avoid, None);
+/// # }
+/// ```
+#[inline]
+pub fn isolated<R>(f: impl FnOnce() -> R) -> R {
+    deadline::without_deadline(|| attempt::without_attempt(f))
+}

@@ -697,7 +697,11 @@ where
             let service = retries
                 .service
                 .get_or_insert_with(|| handle.retry_service());
-            let ready = ready!(attempt::scope(&mut next, || service.poll_ready(cx)));
+            let ready = attempt::scope(&mut next, || service.poll_ready(cx));
+            // An endpoint reported failing here (a router whose pick failed at once) is
+            // avoided too, whether or not the service is ready yet.
+            retries.avoid = next.avoid;
+            let ready = ready!(ready);
             return Poll::Ready(match ready {
                 // The last look at the deadline, once nothing is left to wait for: whatever
                 // the wait was (a backoff, a hold for a breaker or the budget, a refresh, this

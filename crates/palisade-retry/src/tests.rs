@@ -1776,6 +1776,66 @@ impl Service<u32> for Router {
     }
 }
 
+/// A router that reports the endpoint it failed on before any future is polled: from a
+/// retry's readiness check, or from its `call` (the second attempt's; a report from the first
+/// attempt's `call` is documented as not kept). Fails the first two attempts.
+#[derive(Clone)]
+struct ReportsEarly {
+    in_call: bool,
+    seen: Arc<Mutex<Vec<Option<palisade_core::attempt::Attempt>>>>,
+}
+
+impl Service<u32> for ReportsEarly {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        use palisade_core::attempt;
+        if !self.in_call && attempt::current().is_some_and(|a| a.number == 2) {
+            attempt::report_failed_endpoint(77);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: u32) -> Self::Future {
+        use palisade_core::attempt;
+        let current = attempt::current();
+        self.seen.lock().unwrap().push(current);
+        let number = current.map_or(0, |a| a.number);
+        if self.in_call && number == 2 {
+            attempt::report_failed_endpoint(55);
+        }
+        std::future::ready(if number < 3 {
+            Err(Box::new(Classified::new(Class::new(Category::Network), "reset")) as BoxError)
+        } else {
+            Ok(number)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_reported_in_a_retrys_call_or_readiness_is_avoided() {
+    use palisade_core::attempt::Attempt;
+    for (in_call, token) in [(true, 55), (false, 77)] {
+        let router = ReportsEarly {
+            in_call,
+            seen: Arc::default(),
+        };
+        let svc = layer().build().unwrap().layer(router.clone());
+        assert_eq!(svc.oneshot(0).await.unwrap(), 3);
+        assert_eq!(
+            router.seen.lock().unwrap()[2],
+            Some(Attempt {
+                number: 3,
+                avoid: Some(token)
+            }),
+            "reported in {}",
+            if in_call { "call" } else { "poll_ready" }
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempts_tell_the_router_which_endpoint_failed() {
     use palisade_core::attempt::Attempt;

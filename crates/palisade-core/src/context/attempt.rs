@@ -122,6 +122,12 @@ pub fn current() -> Option<Attempt> {
 
 /// Records that the endpoint with `token` failed this attempt (does nothing outside a scope,
 /// or for the reserved token 0).
+///
+/// Report from the attempt's response future, as palisade-route does when its call fails or
+/// times out: palisade-retry keeps what is reported there, in a retry's `poll_ready` and in a
+/// retry's `call`. A report from the *first* attempt's `call` is not kept (reading it back
+/// would cost every call on the happy path, for a router that fails before it has a future):
+/// return a future that reports when polled instead.
 pub fn report_failed_endpoint(token: u64) {
     if NUMBER.get() & IN_SCOPE != 0 && token != 0 {
         AVOID.set(token);
@@ -200,6 +206,22 @@ pub fn with_timeouts_so_far<R>(n: u32, f: impl FnOnce() -> R) -> R {
     let restore = RestoreTimeouts(TIMEOUTS.replace(n));
     let out = f();
     drop(restore);
+    out
+}
+
+/// Runs `f` outside every enclosing attempt scope, with no earlier timeouts and not timing out
+/// ([`current`] is `None`, [`timeouts_so_far`] 0 and [`timing_out`] `false` inside, unless `f`
+/// sets them), and puts the enclosing values back afterwards, even if `f` panics.
+#[inline]
+pub(super) fn without_attempt<R>(f: impl FnOnce() -> R) -> R {
+    let restore = Restore {
+        number: NUMBER.replace(0),
+        avoid: AVOID.replace(0),
+    };
+    let timeouts = RestoreTimeouts(TIMEOUTS.replace(0));
+    let timing_out = RestoreTimingOut(TIMING_OUT.replace(false));
+    let out = f();
+    drop((timing_out, timeouts, restore));
     out
 }
 
@@ -290,5 +312,40 @@ mod tests {
             assert_eq!(timeouts_so_far(), 3);
         });
         assert_eq!(timeouts_so_far(), 0);
+    }
+
+    /// Inside: no attempt, no timeouts, not timing out, and a report goes nowhere; outside
+    /// again: the enclosing values, even after a panic inside.
+    #[test]
+    fn without_attempt_sets_the_attempt_aside() {
+        let mut state = Attempt {
+            number: 3,
+            avoid: Some(5),
+        };
+        scope(&mut state, || {
+            with_timeouts_so_far(2, || {
+                time_out(|| {
+                    without_attempt(|| {
+                        assert_eq!(current(), None);
+                        assert_eq!((timeouts_so_far(), timing_out()), (0, false));
+                        report_failed_endpoint(9);
+                    });
+                    assert!(timing_out());
+                    let caught = std::panic::catch_unwind(|| without_attempt(|| panic!("inside")));
+                    assert!(caught.is_err());
+                    assert!(timing_out());
+                });
+                assert_eq!(timeouts_so_far(), 2);
+            });
+            assert_eq!(
+                current(),
+                Some(Attempt {
+                    number: 3,
+                    avoid: Some(5)
+                })
+            );
+        });
+        assert_eq!(state.avoid, Some(5), "the report inside went nowhere");
+        assert_eq!(current(), None);
     }
 }

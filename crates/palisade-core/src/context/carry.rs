@@ -96,7 +96,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -105,7 +105,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::attempt::{self, Attempt};
-use super::{deadline, with_deadline};
+use super::{deadline, isolated, with_deadline};
 
 /// The context of one call, as it crosses a task boundary inside the request.
 ///
@@ -320,7 +320,14 @@ impl<S> Layer<S> for ResumeLayer {
 /// Takes the context a [`Carry`] above put in the request and sets it again around the call
 /// and every poll of the call's future; see the [module docs](self).
 ///
-/// A request that carries nothing is passed through untouched.
+/// The call and its polls see the carried context and nothing else: whatever context the
+/// thread has where they run (the caller's, behind a `Buffer`; another request's, on a
+/// `LocalSet` driven from a handler) is set aside ([`isolated`]), so a
+/// request that carries nothing runs with no context at all.
+///
+/// When it runs inside an attempt scope that is not the one its request carries, a retry layer
+/// sits between the pair: it warns once per process (`tracing`), since the layers below would
+/// see the attempt [`Carry`] captured above that retry.
 ///
 /// # Panics
 /// `Resume` reserves nothing in `poll_ready`: `poll_ready`, `call` and polls of its response
@@ -387,14 +394,19 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let Some(mut carried) = req.take_context() else {
+        let carried = req.take_context();
+        check_position(carried.as_ref());
+        let inner = &mut self.inner;
+        let Some(mut carried) = carried else {
             return ResumeFuture {
-                inner: self.inner.call(req),
+                inner: isolated(|| inner.call(req)),
                 carried: None,
             };
         };
-        let (inner, timeouts) = (&mut self.inner, carried.timeouts);
-        let future = carried.run(|| attempt::with_timeouts_so_far(timeouts, || inner.call(req)));
+        let timeouts = carried.timeouts;
+        let future = isolated(|| {
+            carried.run(|| attempt::with_timeouts_so_far(timeouts, || inner.call(req)))
+        });
         ResumeFuture {
             inner: future,
             carried: Some(carried),
@@ -418,11 +430,50 @@ impl<F: Future> Future for ResumeFuture<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some(carried) = this.carried else {
-            return this.inner.poll(cx);
-        };
+        check_position(this.carried.as_ref());
         let inner = this.inner;
-        carried.run(|| inner.poll(cx))
+        match this.carried {
+            Some(carried) => isolated(|| carried.run(|| inner.poll(cx))),
+            None => isolated(|| inner.poll(cx)),
+        }
+    }
+}
+
+/// Set once the misplaced-pair warning was logged: once per process.
+static MISPLACED_WARNED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+thread_local! {
+    /// How often this thread saw a misplaced pair (the warning itself is once per process).
+    static MISPLACED_SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A [`Resume`] that runs inside an attempt scope other than the one its request carries has a
+/// retry layer between it and its [`Carry`] (or runs inside another request's poll): warns
+/// once per process, since the layers below see the carried attempt, not that retry's.
+#[inline]
+fn check_position(carried: Option<&Carried>) {
+    let Some(here) = attempt::current() else {
+        return;
+    };
+    if carried.and_then(|c| c.attempt).map(|a| a.number) != Some(here.number) {
+        misplaced();
+    }
+}
+
+#[cold]
+fn misplaced() {
+    #[cfg(test)]
+    MISPLACED_SEEN.with(|n| n.set(n.get() + 1));
+    if !MISPLACED_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "palisade's ResumeLayer ran inside an attempt scope other than the one its request \
+             carries: a retry layer sits between CarryLayer and ResumeLayer (or the Resume runs \
+             inside another request's poll, such as a LocalSet driven from a handler). The \
+             layers below see the attempt CarryLayer captured, not that retry's, so they count \
+             and route its retries wrongly. Fix: put CarryLayer just above the task boundary, \
+             below every retry (warned once per process)"
+        );
     }
 }
 
@@ -611,6 +662,140 @@ mod tests {
         // Polled under a scope whose avoid was cleared: nothing reported below, nothing set.
         drive(&mut state_after, call).await.unwrap();
         assert_eq!(state_after.avoid, None);
+    }
+
+    /// The request's own context and nothing of the thread's: a `Resume` polled inside another
+    /// request's scopes (a `LocalSet` driven from a handler, the caller's task behind a
+    /// `Buffer`) sets them aside.
+    #[tokio::test(start_paused = true)]
+    async fn resume_sets_the_threads_context_aside() {
+        let outer_deadline = Instant::now() + Duration::from_secs(1);
+        let carried_deadline = Instant::now() + Duration::from_secs(9);
+        let mut outer = Attempt {
+            number: 4,
+            avoid: None,
+        };
+        // A request that carries nothing, called and polled inside another request's scopes.
+        let mut bare = Resume::new(Below { report: 6 });
+        let call = with_deadline(outer_deadline, || {
+            attempt::scope(&mut outer, || {
+                attempt::with_timeouts_so_far(3, || bare.call(Req(None)))
+            })
+        });
+        let mut call = std::pin::pin!(call);
+        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
+            with_deadline(outer_deadline, || {
+                attempt::scope(&mut outer, || call.as_mut().poll(cx))
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!((at_call, at_poll), (Seen::default(), Seen::default()));
+        assert_eq!(
+            outer.avoid, None,
+            "a report below does not reach the other request"
+        );
+
+        // A request that carries a later deadline and its own attempt: it sees exactly those.
+        let mut own = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let carried = with_deadline(carried_deadline, || {
+            attempt::scope(&mut own, Carried::capture)
+        });
+        let mut svc = Resume::new(Below { report: 0 });
+        let call = with_deadline(outer_deadline, || {
+            attempt::scope(&mut outer, || svc.call(Req(carried)))
+        });
+        let mut call = std::pin::pin!(call);
+        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
+            with_deadline(outer_deadline, || {
+                attempt::scope(&mut outer, || call.as_mut().poll(cx))
+            })
+        })
+        .await
+        .unwrap();
+        let expected = Seen {
+            deadline: Some(carried_deadline),
+            attempt: Some(own),
+            timeouts: 0,
+        };
+        assert_eq!((at_call, at_poll), (expected, expected));
+        // The thread's scopes are back afterwards.
+        assert_eq!((deadline(), attempt::current()), (None, None));
+    }
+
+    /// The tasks of a `LocalSet` driven from inside a request run inside that request's poll.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_set_driven_from_a_request_does_not_leak_its_context() {
+        let at = Instant::now() + Duration::from_secs(2);
+        let mut state = Attempt {
+            number: 2,
+            avoid: None,
+        };
+        let request = async {
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async {
+                    let mut svc = Resume::new(Below { report: 8 });
+                    tokio::task::spawn_local(async move { svc.call(Req(None)).await })
+                        .await
+                        .unwrap()
+                })
+                .await
+        };
+        let mut request = std::pin::pin!(request);
+        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
+            with_deadline(at, || {
+                attempt::scope(&mut state, || request.as_mut().poll(cx))
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!((at_call, at_poll), (Seen::default(), Seen::default()));
+        assert_eq!(state.avoid, None);
+    }
+
+    /// A retry's scope between `Carry` and `Resume` is told apart from a well-placed pair.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_between_the_pair_is_noticed() {
+        MISPLACED_SEEN.set(0);
+        // Well placed: the retry above Carry; its scope is the one carried.
+        let mut svc = across_a_task(0);
+        let mut state = Attempt {
+            number: 2,
+            avoid: None,
+        };
+        let call = attempt::scope(&mut state, || svc.call(Req(None)));
+        drive(&mut state, call).await.unwrap();
+        // No context at all, and a request carrying none outside any scope: nothing to notice.
+        across_a_task(0).call(Req(None)).await.unwrap();
+        assert_eq!(MISPLACED_SEEN.get(), 0);
+
+        // Misplaced: Carry captured attempt 1 above, a retry below it is on attempt 3.
+        let mut first = Attempt {
+            number: 1,
+            avoid: None,
+        };
+        let carried = attempt::scope(&mut first, Carried::capture);
+        let mut resume = Resume::new(Below { report: 0 });
+        let mut retry = Attempt {
+            number: 3,
+            avoid: None,
+        };
+        let call = attempt::scope(&mut retry, || resume.call(Req(carried)));
+        drive(&mut retry, call).await.unwrap();
+        assert!(
+            MISPLACED_SEEN.get() >= 2,
+            "seen at the call and at the polls"
+        );
+
+        // Carry above every retry captured nothing: a retry's scope below still shows.
+        MISPLACED_SEEN.set(0);
+        let call = attempt::scope(&mut retry, || resume.call(Req(None)));
+        drive(&mut retry, call).await.unwrap();
+        assert!(MISPLACED_SEEN.get() >= 1);
     }
 
     #[cfg(feature = "http")]

@@ -72,6 +72,37 @@ impl Drop for Restore {
     }
 }
 
+/// Puts back the three cells [`without_deadline`] cleared, even if its closure panics.
+struct RestoreAll {
+    started: Option<Instant>,
+    lazy: Option<Duration>,
+    now: Option<Instant>,
+}
+
+impl Drop for RestoreAll {
+    #[inline]
+    fn drop(&mut self) {
+        STARTED.set(self.started);
+        LAZY.set(self.lazy);
+        NOW.set(self.now);
+    }
+}
+
+/// Runs `f` outside every enclosing deadline scope ([`deadline`] is `None` inside, unless `f`
+/// sets one), and puts them back afterwards as they were: a lazy deadline whose clock had not
+/// started still has not.
+#[inline]
+pub(super) fn without_deadline<R>(f: impl FnOnce() -> R) -> R {
+    let restore = RestoreAll {
+        started: STARTED.replace(None),
+        lazy: LAZY.replace(None),
+        now: NOW.replace(None),
+    };
+    let out = f();
+    drop(restore);
+    out
+}
+
 // Each scope below calls its closure exactly once, so that the compiler inlines it and builds
 // what it returns (a response future, typically) in place.
 
@@ -261,5 +292,46 @@ mod lazy_tests {
         assert!(caught.is_err());
         assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
         assert_eq!(STARTED.get(), None);
+    }
+
+    /// Outside every deadline inside, the enclosing ones back afterwards exactly: a lazy one
+    /// not started stays not started (a read inside the isolated scope does not start it), a
+    /// started one keeps its reading, and a panic inside restores all three cells.
+    #[test]
+    fn without_deadline_sets_every_enclosing_deadline_aside() {
+        let rt = crate::context::paused_runtime();
+        let _guard = rt.enter();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+
+        let mut lazy = None;
+        with_deadline(t0 + ms(500), || {
+            with_lazy_deadline(&mut ms(100), &mut lazy, || {
+                without_deadline(|| {
+                    assert_eq!(deadline(), None);
+                    assert_eq!((STARTED.get(), LAZY.get(), NOW.get()), (None, None, None));
+                    // A deadline set inside stands alone.
+                    with_deadline(t0 + ms(900), || assert_eq!(deadline(), Some(t0 + ms(900))));
+                });
+                assert_eq!(LAZY.get(), Some(ms(100)));
+                assert_eq!(NOW.get(), None, "not started by the isolated read");
+                assert_eq!(STARTED.get(), Some(t0 + ms(500)));
+            });
+        });
+        assert_eq!(lazy, None);
+
+        let mut read = None;
+        with_lazy_deadline(&mut ms(100), &mut read, || {
+            let seen = deadline();
+            without_deadline(|| assert_eq!(deadline(), None));
+            assert_eq!(NOW.get(), Some(t0), "the reading is kept");
+            assert_eq!(deadline(), seen);
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                without_deadline(|| panic!("a poll inside panicked"))
+            }));
+            assert!(caught.is_err());
+            assert_eq!((LAZY.get(), NOW.get()), (Some(ms(100)), Some(t0)));
+        });
+        assert_eq!((deadline(), NOW.get(), LAZY.get()), (None, None, None));
     }
 }
