@@ -814,6 +814,123 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
     assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), "ok");
 }
 
+/// What a [`Scripted`] endpoint's readiness is: ready, not ready yet, or failing.
+const READY: usize = 0;
+const NOT_READY: usize = 1;
+const REFUSED: usize = 2;
+
+/// An endpoint whose readiness is what `mode` says (see [`READY`]), that counts its clones and
+/// must be made ready on the very instance that is called.
+#[derive(Debug)]
+struct Scripted {
+    name: &'static str,
+    mode: Arc<AtomicUsize>,
+    clones: Arc<AtomicUsize>,
+    ready: bool,
+}
+
+impl Scripted {
+    fn new(name: &'static str, mode: usize) -> Self {
+        Scripted {
+            name,
+            mode: Arc::new(AtomicUsize::new(mode)),
+            clones: Arc::new(AtomicUsize::new(0)),
+            ready: false,
+        }
+    }
+
+    fn clones(&self) -> usize {
+        self.clones.load(Ordering::SeqCst)
+    }
+}
+
+impl Clone for Scripted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Scripted {
+            name: self.name,
+            mode: self.mode.clone(),
+            clones: self.clones.clone(),
+            ready: false,
+        }
+    }
+}
+
+impl Service<()> for Scripted {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self.mode.load(Ordering::SeqCst) {
+            READY => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
+            NOT_READY => Poll::Pending,
+            _ => Poll::Ready(Err("connection refused".into())),
+        }
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        assert!(self.ready, "called without poll_ready on this instance");
+        self.ready = false;
+        std::future::ready(Ok(self.name))
+    }
+}
+
+/// A service queued for its readiness (not ready at an earlier pass) whose readiness then
+/// fails is replaced by one fresh clone, and that clone is not queued (`Route::unqueue`): the
+/// pass that ends ready later lets go of nothing of it, so it is not replaced a second time.
+/// The endpoint is the second one, so that its mark is not in bit 0.
+#[tokio::test(start_paused = true)]
+async fn a_queued_service_whose_readiness_fails_is_replaced_once() {
+    let (a, b) = (Scripted::new("a", NOT_READY), Scripted::new("b", NOT_READY));
+    let mut route = Route::new([a.clone(), b.clone()]);
+    let made = b.clones();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Neither is ready: the router waits, queued at both.
+    assert!(route.poll_ready(&mut cx).is_pending());
+    assert_eq!(b.clones(), made);
+    // b's readiness fails: a fresh clone replaces it. a is still not ready.
+    b.mode.store(REFUSED, Ordering::SeqCst);
+    assert!(route.poll_ready(&mut cx).is_pending());
+    assert_eq!(b.clones(), made + 1);
+    // a gets ready: the pass ends ready, and b's fresh clone, queued for nothing, is kept.
+    a.mode.store(READY, Ordering::SeqCst);
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(poll_now(route.call(())), "a");
+    assert_eq!(b.clones(), made + 1, "b's fresh clone was replaced again");
+}
+
+/// A discovery change keeps this instance's services of the endpoints that stayed
+/// (`Route::refresh`), with what `poll_ready` reserved: the reserved service is still the one
+/// made ready for the call, not a fresh clone.
+#[tokio::test(start_paused = true)]
+async fn a_discovery_change_keeps_the_services_of_the_endpoints_that_stayed() {
+    let (a, b) = (Scripted::new("a", READY), Scripted::new("b", READY));
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (key, svc) in [(0, &a), (1, &b)] {
+        let svc = tower::util::BoxCloneService::new(svc.clone());
+        tx.send(Change::Insert(key, svc)).unwrap();
+    }
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(route.poll_ready(&mut cx).is_ready());
+    let reserved = route.reserved().expect("an endpoint is reserved");
+    tx.send(Change::Insert(2, up("c"))).unwrap();
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(keys(&route), [0, 1, 2]);
+    assert_eq!(route.reserved(), Some(reserved));
+    let answer = poll_now(route.call(()));
+    let status = route.handle().status();
+    let at = status.iter().position(|s| s.token == reserved).unwrap();
+    assert_eq!(answer, ["a", "b"][at]);
+}
+
 /// An endpoint that answers its name and fails its readiness while `refusals`, shared by
 /// every endpoint made with it, is above zero (each failure takes one off).
 #[derive(Clone)]
@@ -2549,6 +2666,40 @@ async fn an_endpoint_waited_for_keeps_its_place_in_its_queue() {
     // The place went to the router, first in line: it is ready at once.
     assert!(route.poll_ready(&mut cx).is_ready());
     assert_eq!(route.call(()).await.unwrap(), "a");
+    assert_eq!(other.await.unwrap().unwrap(), "a");
+}
+
+/// A discovery change while the router waits for a busy endpoint keeps that endpoint's
+/// service, and with it the place it queued for (`Route::refresh` lets go of the other
+/// queued services, not of the one waited for): the place freed meanwhile is the router's.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_waited_for_keeps_its_place_in_its_queue_across_a_discovery_change() {
+    let (a, release) = one_at_a_time("a");
+    let held = tokio::spawn(a.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Change::Insert(0, a.clone())).unwrap();
+    let mut route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // The router queues for a's one place, then another caller does.
+    assert!(route.poll_ready(&mut cx).is_pending());
+    let other = tokio::spawn(a.oneshot(()));
+    tokio::task::yield_now().await;
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), "a");
+    // The place went to the router, first in line. Discovery adds a ready endpoint before the
+    // router polls again: the router still has a's place, so it takes a, at once.
+    tx.send(Change::Insert(1, up("b"))).unwrap();
+    assert!(route.poll_ready(&mut cx).is_ready());
+    assert_eq!(keys(&route), [0, 1]);
+    assert_eq!(
+        route.call(()).await.unwrap(),
+        "a",
+        "the discovery change gave a's place away"
+    );
     assert_eq!(other.await.unwrap().unwrap(), "a");
 }
 
