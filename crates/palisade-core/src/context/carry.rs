@@ -465,7 +465,13 @@ fn check_position(carried: Option<&Carried>) {
 fn misplaced() {
     #[cfg(test)]
     MISPLACED_SEEN.with(|n| n.set(n.get() + 1));
-    if !MISPLACED_WARNED.swap(true, Ordering::Relaxed) {
+    warn_misplaced_once(&MISPLACED_WARNED);
+}
+
+/// Logs the misplaced-pair warning unless `warned` says it was logged; whether it logged.
+fn warn_misplaced_once(warned: &AtomicBool) -> bool {
+    let first = !warned.swap(true, Ordering::Relaxed);
+    if first {
         tracing::warn!(
             "palisade's ResumeLayer ran inside an attempt scope other than the one its request \
              carries: a retry layer sits between CarryLayer and ResumeLayer (or the Resume runs \
@@ -475,6 +481,7 @@ fn misplaced() {
              below every retry (warned once per process)"
         );
     }
+    first
 }
 
 #[cfg(test)]
@@ -796,6 +803,12 @@ mod tests {
         let call = attempt::scope(&mut retry, || resume.call(Req(None)));
         drive(&mut retry, call).await.unwrap();
         assert!(MISPLACED_SEEN.get() >= 1);
+
+        // The warning itself: once per flag.
+        let warned = AtomicBool::new(false);
+        assert!(warn_misplaced_once(&warned));
+        assert!(!warn_misplaced_once(&warned));
+        assert!(warned.load(Ordering::Relaxed));
     }
 
     #[cfg(feature = "http")]
