@@ -787,11 +787,10 @@ fn held_until_the_deadline<S, Req, B: Budget + ?Sized, A>(
 ) -> BoxError {
     let error = last_error(&mut between.retries);
     let class = class_of(&error);
-    // The error kept was counted among the timeouts if it is one: only the earlier count.
-    let earlier =
-        (between.retries.timeouts).saturating_sub(u32::from(class.category == Category::Timeout));
     let error = budget_exhausted(shared, between.retries.attempts, &class, error);
-    after_timeouts(earlier, error)
+    // A last error that is a timeout is returned as it is; any other is marked with the
+    // attempts that timed out before it.
+    after_timeouts(between.retries.timeouts, error)
 }
 
 /// The error of the last attempt, kept between two attempts for the request to end with.

@@ -1381,6 +1381,42 @@ mod context {
         }
     }
 
+    /// A budget that allows the first retry and refuses every later one.
+    struct FirstOnly(AtomicUsize);
+
+    impl Budget for FirstOnly {
+        fn try_withdraw(&self) -> Option<crate::budget::Withdrawal> {
+            (self.0.fetch_add(1, Ordering::SeqCst) == 0)
+                .then_some(crate::budget::Withdrawal::new(0))
+        }
+
+        fn refund(&self, _: crate::budget::Withdrawal) {}
+    }
+
+    /// A request held for the budget until its deadline ends with its last error, marked with
+    /// the attempts that timed out before it, as any final error is.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_held_for_the_budget_until_the_deadline_keeps_the_timeouts_before_it() {
+        let start = Instant::now();
+        hooks::DEADLINE.set(Some(start + ms(3_000)));
+        let s = Script::new([
+            err(Category::Timeout, "attempt timed out"),
+            err(Category::ServerError, "503"),
+            Answer::Ok(7),
+        ]);
+        let svc = layer()
+            .budget(Arc::new(FirstOnly(AtomicUsize::new(0))) as Arc<dyn Budget>)
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let error = svc.oneshot(1).await.unwrap_err();
+        hooks::DEADLINE.set(None);
+        assert_eq!(s.count(), 2, "the third attempt was never allowed");
+        assert_eq!(error.to_string(), "503");
+        let marked = crate::AfterTimeouts::find(&*error).expect("marked");
+        assert_eq!(marked.timeouts(), 1);
+    }
+
     /// Under a deadline, a retry the budget refuses waits for it, asking again every 250 ms
     /// (stretched by up to half), and goes out once it is allowed.
     #[tokio::test(start_paused = true)]
