@@ -102,7 +102,12 @@ async fn every_layer_reports_what_it_did() {
     breaker.consecutive_failures = Some(2);
     let svc = ServiceBuilder::new()
         .layer(MetricsLayer::new("tool"))
-        .layer(FallbackLayer::new(Constant("sorry")))
+        .layer(
+            FallbackLayer::builder(Constant("sorry"))
+                .name("tool")
+                .build()
+                .unwrap(),
+        )
         .layer(
             RetryLayer::builder()
                 .name("tool")
@@ -149,7 +154,11 @@ async fn every_layer_reports_what_it_did() {
     assert_eq!(
         counter(
             names::FALLBACK_ANSWERS,
-            &[("strategy", "constant"), ("category", "server_error")]
+            &[
+                ("dependency", "tool"),
+                ("strategy", "constant"),
+                ("category", "server_error")
+            ]
         ),
         1
     );
@@ -172,25 +181,97 @@ async fn every_layer_reports_what_it_did() {
         ) >= 1
     );
 
-    // A timeout and a deadline that fire are counted by kind.
+    // A timeout and a deadline that fire are counted by dependency and kind; unnamed, each
+    // layer is the dependency.
     let slow = service_fn(|_: ()| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok::<_, BoxError>(())
     });
-    let before = counter(names::TIMEOUT_ELAPSED, &[("kind", "attempt")]);
+    let attempt = [("dependency", "timeout"), ("kind", "attempt")];
+    let before = counter(names::TIMEOUT_ELAPSED, &attempt);
     let timed = TimeoutLayer::new(Duration::from_millis(100)).layer(slow);
     assert!(timed.oneshot(()).await.is_err());
-    assert_eq!(
-        counter(names::TIMEOUT_ELAPSED, &[("kind", "attempt")]),
-        before + 1
-    );
-    let before = counter(names::TIMEOUT_ELAPSED, &[("kind", "deadline")]);
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &attempt), before + 1);
+    let deadline = [("dependency", "deadline"), ("kind", "deadline")];
+    let before = counter(names::TIMEOUT_ELAPSED, &deadline);
     let bounded = palisade::timeout::DeadlineLayer::new(Duration::from_millis(100)).layer(slow);
     assert!(bounded.oneshot(()).await.is_err());
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &deadline), before + 1);
+}
+
+/// Two timeout layers named after two dependencies count their timeouts apart, whether each
+/// keeps a timer of its own or shares a deadline's.
+#[tokio::test(start_paused = true)]
+async fn two_named_timeouts_count_separately() {
+    let _ = snapshotter();
+    let slow = service_fn(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, BoxError>(ms)
+    });
+    let timeout = |name: &str| {
+        TimeoutLayer::builder(Duration::from_millis(100))
+            .name(name)
+            .build()
+            .unwrap()
+    };
+    let search = timeout("timeouts-search").layer(slow);
+    let db = ServiceBuilder::new()
+        .layer(
+            palisade::timeout::DeadlineLayer::builder(Duration::from_secs(10))
+                .name("timeouts-db")
+                .build()
+                .unwrap(),
+        )
+        .layer(timeout("timeouts-db").share_deadline_timer())
+        .service(slow);
+    for _ in 0..2 {
+        assert!(search.clone().oneshot(500).await.is_err());
+    }
+    assert_eq!(search.clone().oneshot(50).await.unwrap(), 50);
+    assert!(db.clone().oneshot(500).await.is_err());
+    assert_eq!(db.oneshot(50).await.unwrap(), 50);
+    let attempt = |dependency| [("dependency", dependency), ("kind", "attempt")];
     assert_eq!(
-        counter(names::TIMEOUT_ELAPSED, &[("kind", "deadline")]),
-        before + 1
+        counter(names::TIMEOUT_ELAPSED, &attempt("timeouts-search")),
+        2
     );
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &attempt("timeouts-db")), 1);
+    assert_eq!(
+        counter(
+            names::TIMEOUT_ELAPSED,
+            &[("dependency", "timeouts-db"), ("kind", "deadline")]
+        ),
+        0
+    );
+}
+
+/// Every metric of the preset carries its dependency's name: its timeout and deadline are
+/// named after it as its retry layer and breaker are.
+#[tokio::test(start_paused = true)]
+async fn the_presets_timeouts_are_labelled_with_its_dependency() {
+    let _ = snapshotter();
+    let slow = service_fn(|ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, BoxError>(ms)
+    });
+    let preset = |deadline, attempt| {
+        let preset = palisade::preset::recommended("preset-llm")
+            .deadline(Duration::from_millis(deadline))
+            .attempt_timeout(Duration::from_millis(attempt), None)
+            .build()
+            .unwrap();
+        ServiceBuilder::new().layer(preset).service(slow)
+    };
+    let kind = |kind| [("dependency", "preset-llm"), ("kind", kind)];
+    // Each attempt times out (three, by the default attempts), well within the deadline.
+    assert!(preset(60_000, 100).oneshot(10_000).await.is_err());
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &kind("attempt")), 3);
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &kind("deadline")), 0);
+    // The deadline ends the call before its attempt times out.
+    assert!(preset(250, 10_000).oneshot(10_000).await.is_err());
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &kind("attempt")), 3);
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &kind("deadline")), 1);
+    assert_eq!(counter(names::TIMEOUT_ELAPSED, &[("kind", "attempt")]), 0);
 }
 
 /// A budget that refuses every retry until `opens`.

@@ -10,8 +10,8 @@
 //! Names follow the OpenTelemetry conventions (dotted, lower case, unit in the instrument, not
 //! the name; an exporter for Prometheus turns `palisade.calls` into `palisade_calls_total`).
 //! Labels name the dependency the way each layer knows it: the retry layer's
-//! [name](https://docs.rs/palisade-retry), the breaker's name, the name given to
-//! [`MetricsLayer`].
+//! [name](https://docs.rs/palisade-retry), the breaker's name, the timeout's, deadline's and
+//! fallback's names, the name given to [`MetricsLayer`].
 //!
 //! | name | kind | labels | recorded by | when |
 //! |---|---|---|---|---|
@@ -23,16 +23,17 @@
 //! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` (a state, or `evicted` for a per-key breaker dropped while not closed) | palisade-breaker | a state change |
 //! | `palisade.breaker.state` | gauge | `breaker` | palisade-breaker | when the breaker is made (0), and at a state change: 0 closed, 1 open, 2 half-open, 3 isolated, 4 bypassed; 0 when a per-key breaker is evicted. A transition is recorded when it happens: an open breaker whose open period ended with no call since stays at 1 until its next call probes (`BreakerHandle::state` and `/ready` read it as half-open already) |
 //! | `palisade.breaker.rejections` | counter | `breaker`, `state` | palisade-breaker | a call refused without reaching the dependency |
-//! | `palisade.timeout.elapsed` | counter | `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
-//! | `palisade.fallback.answers` | counter | `strategy`, `category` | palisade-fallback | a degraded answer was served |
-//! | `palisade.fallback.failed` | counter | `strategy` | palisade-fallback | every fallback strategy failed |
+//! | `palisade.timeout.elapsed` | counter | `dependency`, `kind` (`attempt`, `deadline`) | palisade-timeout | a timeout or deadline fired |
+//! | `palisade.fallback.answers` | counter | `dependency`, `strategy`, `category` | palisade-fallback | a degraded answer was served |
+//! | `palisade.fallback.failed` | counter | `dependency`, `strategy` | palisade-fallback | every fallback strategy failed |
 //!
-//! `palisade.timeout.elapsed` and `palisade.fallback.*` carry no dependency: a timeout layer
-//! and a fallback strategy have no name, and their happy path holds nothing a label could
-//! come from. Per dependency, a [`MetricsLayer`] above the timeout counts what timed out as
-//! `palisade.calls{outcome="timeout"}` (below a retry, each attempt; above, each call), and a
-//! retry layer counts `palisade.retry.retries{category="timeout"}`; a fallback's answers are
-//! the calls of a `MetricsLayer` below it that failed.
+//! The timeout layers and the fallback layer take the dependency's name from their builders
+//! (`TimeoutBuilder::name`, `DeadlineBuilder::name`, `FallbackBuilder::name`), as the retry
+//! layer does; unnamed, each is labelled after itself (`timeout`, `deadline`, `fallback`, as an
+//! unnamed retry layer is `retry`). palisade's preset names its deadline and per-attempt
+//! timeout after its dependency, so all of a preset's series carry the same `dependency`. A
+//! timeout layer keeps its name as a [`Name`], interned when the layer is built: a call carries
+//! four bytes for it and does nothing with it unless the timeout fires.
 //!
 //! Per-key breakers (palisade-breaker's `KeyedBreakerLayer`) are named `name[key]`, so the
 //! `breaker` label takes one value per key ever seen: the series follow the keys seen, not
@@ -168,30 +169,107 @@ pub fn breaker_rejected(breaker: &str, state: &'static str) {
     let _ = (breaker, state);
 }
 
-/// Counts a timeout (`"attempt"`) or a deadline (`"deadline"`) that fired.
+/// Counts a timeout (`"attempt"`) or a deadline (`"deadline"`) of `dependency` that fired.
 #[inline]
-pub fn timeout_elapsed(kind: &'static str) {
+pub fn timeout_elapsed(dependency: &str, kind: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::TIMEOUT_ELAPSED, "kind" => kind).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = kind;
-}
-
-/// Counts a degraded answer from `strategy` to a failure of `category`.
-#[inline]
-pub fn fallback_answered(strategy: &'static str, category: crate::Category) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!(names::FALLBACK_ANSWERS, "strategy" => strategy, "category" => category.as_str())
+    metrics::counter!(names::TIMEOUT_ELAPSED, "dependency" => label(dependency), "kind" => kind)
         .increment(1);
     #[cfg(not(feature = "metrics"))]
-    let _ = (strategy, category);
+    let _ = (dependency, kind);
 }
 
-/// Counts a call that no fallback strategy could answer.
+/// Counts a degraded answer from `strategy` to a failure of `category` of `dependency`.
 #[inline]
-pub fn fallback_failed(strategy: &'static str) {
+pub fn fallback_answered(dependency: &str, strategy: &'static str, category: crate::Category) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::FALLBACK_FAILED, "strategy" => strategy).increment(1);
+    metrics::counter!(names::FALLBACK_ANSWERS, "dependency" => label(dependency), "strategy" => strategy, "category" => category.as_str())
+        .increment(1);
     #[cfg(not(feature = "metrics"))]
-    let _ = strategy;
+    let _ = (dependency, strategy, category);
+}
+
+/// Counts a call to `dependency` that no fallback strategy could answer.
+#[inline]
+pub fn fallback_failed(dependency: &str, strategy: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::FALLBACK_FAILED, "dependency" => label(dependency), "strategy" => strategy)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (dependency, strategy);
+}
+
+/// A dependency's name, interned: four bytes, `Copy`, for the layers whose response futures
+/// hold no shared state to reach a name through (the timeout and the deadline), so that
+/// carrying it costs a call almost nothing.
+///
+/// [`Name::new`] interns the text once for the process: a second layer built with the same
+/// name (a rebuilt stack, a clone of a configuration) gets the same `Name` and keeps nothing
+/// more. Each distinct name is kept until the process ends, so name layers after
+/// dependencies, a bounded set, never after per-request data. [`Name::as_str`] reads the
+/// table under a read lock: the layers read it only when a timer fires, never on a call that
+/// answers in time.
+///
+/// ```
+/// use palisade_core::metrics::Name;
+///
+/// let llm = Name::new("llm");
+/// assert_eq!(llm.as_str(), "llm");
+/// assert_eq!(llm, Name::new(&String::from("llm")));
+/// assert_eq!(std::mem::size_of::<Name>(), 4);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(u32);
+
+/// The interned names: the text of `Name(i)` is `list[i]`.
+struct Names {
+    list: Vec<&'static str>,
+    index: std::collections::BTreeMap<&'static str, u32>,
+}
+
+static NAMES: std::sync::RwLock<Names> = std::sync::RwLock::new(Names {
+    list: Vec::new(),
+    index: std::collections::BTreeMap::new(),
+});
+
+impl Name {
+    /// The interned name `name`: the same `Name` every time for the same text.
+    ///
+    /// # Panics
+    /// If more than `u32::MAX` distinct names were interned (names are dependencies', not
+    /// per-request data).
+    pub fn new(name: &str) -> Name {
+        use std::sync::PoisonError;
+
+        // Build time only (a layer is built, never a call), so a lock is fine here.
+        let mut names = NAMES.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&i) = names.index.get(name) {
+            return Name(i);
+        }
+        let i = u32::try_from(names.list.len()).expect("fewer than 2^32 distinct names");
+        let text: &'static str = Box::leak(Box::from(name));
+        names.list.push(text);
+        names.index.insert(text, i);
+        Name(i)
+    }
+
+    /// The name.
+    pub fn as_str(self) -> &'static str {
+        let names = NAMES
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        names.list[self.0 as usize]
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -185,7 +185,11 @@ where
                                 class: run.class,
                                 strategy: run.name,
                             };
-                            palisade_core::metrics::fallback_answered(run.name, run.class.category);
+                            palisade_core::metrics::fallback_answered(
+                                &this.config.name,
+                                run.name,
+                                run.class.category,
+                            );
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Answer::Fallback { response, degraded }));
                         }
@@ -211,7 +215,7 @@ where
                         run.fut = fut;
                         continue;
                     }
-                    every_fallback_failed(strategy.name(), run.failures.len());
+                    every_fallback_failed(&this.config.name, strategy.name(), run.failures.len());
                     let StateReplace::Fallback { run } =
                         this.state.as_mut().project_replace(State::Done)
                     else {
@@ -233,6 +237,7 @@ where
             }
             tracing::info!(
                 target: "palisade_fallback",
+                dependency = &*this.config.name,
                 strategy = this.config.strategy.name(),
                 category = class.category.as_str(),
                 "answering a failure with a fallback"
@@ -247,7 +252,7 @@ where
                         "a fallback chain with no members answers no failure"
                     );
                 }
-                every_fallback_failed(strategy.name(), 0);
+                every_fallback_failed(&this.config.name, strategy.name(), 0);
                 this.state.set(State::Done);
                 return Poll::Ready(unanswered(error, this.config.restore, |original| {
                     Box::new(FallbackFailed::new(original, Vec::new()))
@@ -267,9 +272,10 @@ where
     }
 }
 
-/// Reports a call no strategy answered: `failures` strategies were tried, and failed.
+/// Reports a call to `dependency` no strategy answered: `failures` strategies were tried, and
+/// failed.
 #[cold]
-fn every_fallback_failed(strategy: &'static str, failures: usize) {
-    tracing::warn!(target: "palisade_fallback", strategy, failures, "every fallback failed");
-    palisade_core::metrics::fallback_failed(strategy);
+fn every_fallback_failed(dependency: &str, strategy: &'static str, failures: usize) {
+    tracing::warn!(target: "palisade_fallback", dependency, strategy, failures, "every fallback failed");
+    palisade_core::metrics::fallback_failed(dependency, strategy);
 }

@@ -16,6 +16,8 @@ pub(crate) type Handles = Arc<dyn Fn(&Class) -> bool + Send + Sync>;
 /// reference count.
 pub(crate) struct Config<St> {
     pub(crate) strategy: Arc<St>,
+    /// The dependency's name, for the metrics of the failure path.
+    pub(crate) name: Arc<str>,
     pub(crate) handles: Handles,
     pub(crate) restore: bool,
     /// Whether a call found the strategy an empty chain yet: warned of once per layer, at the
@@ -27,6 +29,7 @@ impl<St> Clone for Config<St> {
     fn clone(&self) -> Self {
         Config {
             strategy: self.strategy.clone(),
+            name: self.name.clone(),
             handles: self.handles.clone(),
             restore: self.restore,
             warned_empty: self.warned_empty.clone(),
@@ -38,6 +41,7 @@ impl<St: fmt::Debug> fmt::Debug for Config<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("strategy", &self.strategy)
+            .field("name", &self.name)
             .field("restore", &self.restore)
             .finish_non_exhaustive()
     }
@@ -81,7 +85,16 @@ pub fn handles_by_default(class: &Class) -> bool {
     )
 }
 
+/// The name of an unnamed [`FallbackLayer`], in its metrics.
+const DEFAULT_NAME: &str = "fallback";
+
 /// Answers failures of the inner service with a strategy; see the [crate docs](crate).
+///
+/// # Metrics
+/// A degraded answer is counted as `palisade.fallback.answers{dependency, strategy,
+/// category}`, a call no strategy answered as `palisade.fallback.failed{dependency,
+/// strategy}` (feature `metrics` of palisade-core), `dependency` being the name given to
+/// [`FallbackBuilder::name`], `"fallback"` by default.
 pub struct FallbackLayer<St> {
     pub(crate) config: Config<St>,
 }
@@ -105,13 +118,15 @@ impl<St> FallbackLayer<St> {
     ///
     /// * the failures answered are the dependency's ([`handles_by_default`]);
     /// * a failing response no fallback answers is handed back as
-    ///   [`Answer::Restored`](crate::Answer::Restored).
+    ///   [`Answer::Restored`](crate::Answer::Restored);
+    /// * its metrics name the dependency `"fallback"`.
     ///
-    /// [`builder`](Self::builder) changes either.
+    /// [`builder`](Self::builder) changes any of them.
     pub fn new(strategy: St) -> Self {
         FallbackLayer {
             config: Config {
                 strategy: Arc::new(strategy),
+                name: Arc::from(DEFAULT_NAME),
                 handles: Arc::new(handles_by_default),
                 restore: true,
                 warned_empty: Arc::new(AtomicBool::new(false)),
@@ -125,6 +140,11 @@ impl<St> FallbackLayer<St> {
         FallbackBuilder {
             layer: Self::new(strategy),
         }
+    }
+
+    /// The dependency's name, as its metrics are labelled ([`FallbackBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.config.name
     }
 }
 
@@ -155,6 +175,25 @@ impl<St> FallbackBuilder<St> {
     /// (default `true`); otherwise the error stays an error.
     pub fn restore_failed_responses(mut self, restore: bool) -> Self {
         self.layer.config.restore = restore;
+        self
+    }
+
+    /// The name of the dependency whose failures this layer answers for (`"fallback"` by
+    /// default): its answers and its calls left unanswered are counted
+    /// with it as the `dependency` label of `palisade.fallback.answers` and
+    /// `palisade.fallback.failed`, as the retry layer's and the breaker's metrics are labelled
+    /// with theirs. The response futures reach it through the configuration they already
+    /// share, so it costs a call nothing.
+    ///
+    /// ```
+    /// use palisade_fallback::{Constant, FallbackLayer};
+    ///
+    /// let layer = FallbackLayer::builder(Constant("sorry")).name("llm").build().unwrap();
+    /// assert_eq!(layer.name(), "llm");
+    /// assert_eq!(FallbackLayer::new(Constant("sorry")).name(), "fallback");
+    /// ```
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.layer.config.name = name.into();
         self
     }
 

@@ -767,6 +767,114 @@ async fn a_call_no_strategy_answered_is_counted_and_warned_of_even_for_an_empty_
     );
 }
 
+/// Every counter with its name, labels (sorted by key) and value, as `snapshotter` has it now
+/// (a snapshot resets the counters: take one).
+fn counters(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> Vec<(String, Vec<(String, String)>, u64)> {
+    let mut out: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let mut labels: Vec<(String, String)> = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            let n = match value {
+                metrics_util::debugging::DebugValue::Counter(n) => n,
+                _ => 0,
+            };
+            (key.key().name().to_owned(), labels, n)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut labels: Vec<_> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// A layer's answers and the calls it left unanswered are counted under its name (the
+/// `dependency` label, `fallback` when unnamed), so that two dependencies' fallbacks, even
+/// with the same strategy, are told apart.
+#[tokio::test(start_paused = true)]
+async fn answers_and_failures_are_counted_by_the_layers_name() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let constant = || Constant("sorry".to_owned());
+    let llm = FallbackLayer::builder(constant())
+        .name("llm")
+        .build()
+        .unwrap();
+    assert_eq!(llm.name(), "llm");
+    let search = FallbackLayer::builder(constant())
+        .name(String::from("search"))
+        .build()
+        .unwrap();
+    let unnamed = FallbackLayer::new(constant());
+    assert_eq!(unnamed.name(), "fallback");
+    let failing = FallbackLayer::builder(FromError(|_: Class, _: &BoxError| {
+        Err::<String, BoxError>("no".into())
+    }))
+    .name(Arc::<str>::from("tool"))
+    .build()
+    .unwrap();
+    for _ in 0..2 {
+        let answer = llm.layer(agent("503 overloaded")).oneshot(req("fail").0);
+        assert_eq!(answer.await.unwrap().into_inner(), "sorry");
+    }
+    let answer = search.layer(agent("timed out")).oneshot(req("fail").0);
+    assert_eq!(answer.await.unwrap().into_inner(), "sorry");
+    let answer = unnamed
+        .layer(agent("503 overloaded"))
+        .oneshot(req("fail").0);
+    assert_eq!(answer.await.unwrap().into_inner(), "sorry");
+    let answer = failing
+        .layer(agent("503 overloaded"))
+        .oneshot(req("fail").0);
+    assert!(answer.await.is_err());
+
+    let answers = |dependency, category| {
+        labels(&[
+            ("dependency", dependency),
+            ("strategy", "constant"),
+            ("category", category),
+        ])
+    };
+    let all = counters(&snapshotter);
+    let counted = |name: &str| {
+        all.iter()
+            .filter(|(n, ..)| n == name)
+            .map(|(_, labels, value)| (labels.clone(), *value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counted(palisade_core::metrics::names::FALLBACK_ANSWERS),
+        [
+            (answers("fallback", "server_error"), 1),
+            (answers("llm", "server_error"), 2),
+            (answers("search", "timeout"), 1),
+        ]
+    );
+    assert_eq!(
+        counted(palisade_core::metrics::names::FALLBACK_FAILED),
+        [(
+            labels(&[("dependency", "tool"), ("strategy", "from_error")]),
+            1
+        )]
+    );
+}
+
 #[test]
 fn debug_and_display_say_what_they_are() {
     let class = Class::new(Category::ServerError);
@@ -781,12 +889,14 @@ fn debug_and_display_say_what_they_are() {
     let layer = FallbackLayer::new(Constant(7u8));
     assert_eq!(
         format!("{layer:?}"),
-        "FallbackLayer(Config { strategy: Constant(7), restore: true, .. })"
+        r#"FallbackLayer(Config { strategy: Constant(7), name: "fallback", restore: true, .. })"#
     );
-    let builder = FallbackLayer::builder(Constant(7u8)).restore_failed_responses(false);
+    let builder = FallbackLayer::builder(Constant(7u8))
+        .restore_failed_responses(false)
+        .name("llm");
     assert_eq!(
         format!("{builder:?}"),
-        "FallbackBuilder(Config { strategy: Constant(7), restore: false, .. })"
+        r#"FallbackBuilder(Config { strategy: Constant(7), name: "llm", restore: false, .. })"#
     );
     let svc = layer.layer(Unready {
         id: 2,

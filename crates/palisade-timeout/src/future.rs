@@ -10,6 +10,7 @@ use std::time::Duration;
 use palisade_core::BoxError;
 use palisade_core::context::timer;
 use palisade_core::context::{self, attempt};
+use palisade_core::metrics::Name;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 
@@ -36,6 +37,8 @@ pin_project! {
         inner: Option<F>,
         #[pin]
         timer: Timer<K::Timer>,
+        // The dependency's name, read only when the timer fires (for the metrics).
+        name: Name,
     }
 }
 
@@ -44,6 +47,7 @@ impl<F: fmt::Debug, K: TimerKind> fmt::Debug for ResponseFuture<F, K> {
         f.debug_struct("ResponseFuture")
             .field("inner", &self.inner)
             .field("timer", &self.timer)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -69,15 +73,16 @@ pin_project! {
 
 impl<F, K: TimerKind> ResponseFuture<F, K> {
     /// `nanos`: the limit, as [`state::nanos`] gives it; `unscoped`: an escalating timeout
-    /// whose `call` ran outside any attempt scope.
+    /// whose `call` ran outside any attempt scope; `name`: the dependency's, for the metrics.
     #[inline]
-    pub(crate) fn new(inner: F, nanos: u64, unscoped: bool) -> Self {
+    pub(crate) fn new(inner: F, nanos: u64, unscoped: bool, name: Name) -> Self {
         debug_assert!(nanos <= NANOS);
         ResponseFuture {
             inner: Some(inner),
             timer: Timer::Idle {
                 limit: nanos | if unscoped { UNSCOPED } else { 0 },
             },
+            name,
         }
     }
 }
@@ -154,7 +159,7 @@ where
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
         this.timer.set(Timer::Over);
-        palisade_core::metrics::timeout_elapsed("attempt");
+        palisade_core::metrics::timeout_elapsed(this.name.as_str(), "attempt");
         Poll::Ready(Err(Elapsed::with_limit(limit).into()))
     }
 }
@@ -210,7 +215,12 @@ pin_project! {
         // No timer: `limit` is the time the call is granted, `started` when the clock
         // started, `None` until somebody needed it. A clock started in the call holds them
         // already bounded by an enclosing deadline that ends first (see `DeadlineFuture::new`).
-        Idle { started: Option<Instant>, limit: Duration },
+        Idle {
+            started: Option<Instant>,
+            limit: Duration,
+            // The dependency's name, read only when the deadline expires (for the metrics).
+            name: Name,
+        },
         // The inner future returned `Pending`: the timer runs until the deadline, or until the
         // earliest instant a sharing timeout below asked for, if that comes first. `granted`
         // is the time from the start to the deadline in nanoseconds (the limit, or less under
@@ -220,6 +230,7 @@ pin_project! {
             sleep: Sleep,
             deadline: Instant,
             granted: u64,
+            name: Name,
         },
     }
 }
@@ -231,11 +242,15 @@ impl<F> DeadlineFuture<F> {
     /// reports the instant the call fails at before the first poll too, and the time granted
     /// is what `DeadlineExceeded` reports.
     #[inline]
-    pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>) -> Self {
+    pub(crate) fn new(inner: F, limit: Duration, started: Option<Instant>, name: Name) -> Self {
         DeadlineFuture {
             state: State::Running {
                 inner,
-                clock: Clock::Idle { started, limit },
+                clock: Clock::Idle {
+                    started,
+                    limit,
+                    name,
+                },
             },
         }
     }
@@ -266,7 +281,7 @@ where
             };
             let waker = cx.waker();
             let (polled, wake) = match clock.as_mut().project() {
-                ClockProj::Idle { started, limit } => timer::with_owner(waker, None, || {
+                ClockProj::Idle { started, limit, .. } => timer::with_owner(waker, None, || {
                     context::with_lazy_deadline(limit, started, || inner.poll(cx))
                 }),
                 ClockProj::Armed {
@@ -283,7 +298,13 @@ where
                 this.state.set(State::Finished);
                 return Poll::Ready(out.map_err(Into::into));
             }
-            if let ClockProj::Idle { started, limit } = clock.as_mut().project() {
+            if let ClockProj::Idle {
+                started,
+                limit,
+                name,
+            } = clock.as_mut().project()
+            {
+                let name = *name;
                 let start = *started.get_or_insert_with(Instant::now);
                 // An enclosing deadline that ends first bounds this one. On this task the
                 // enclosing future's timer would end the call then anyway; across a task
@@ -297,12 +318,14 @@ where
                     sleep: sleep_until(wake.map_or(deadline, |w| w.min(deadline))),
                     deadline,
                     granted: state::nanos(granted),
+                    name,
                 });
             }
             let ClockProj::Armed {
                 mut sleep,
                 deadline,
                 granted,
+                name,
             } = clock.project()
             else {
                 unreachable!("the clock was armed just above");
@@ -313,10 +336,10 @@ where
             }
             ready!(sleep.poll(cx));
             if at >= deadline {
-                let granted = Duration::from_nanos(*granted);
+                let (granted, name) = (Duration::from_nanos(*granted), *name);
                 // Expired: drop the inner future (and whatever it holds) and the timer now.
                 this.state.set(State::Finished);
-                palisade_core::metrics::timeout_elapsed("deadline");
+                palisade_core::metrics::timeout_elapsed(name.as_str(), "deadline");
                 return Poll::Ready(Err(DeadlineExceeded::with_limit(granted).into()));
             }
             // A sharing timeout's instant passed before the deadline: poll again, so that it
@@ -330,7 +353,7 @@ impl Clock {
     #[inline]
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Clock::Idle { started, limit } => {
+            Clock::Idle { started, limit, .. } => {
                 started.map(|start| context::deadline_after(start, *limit))
             }
             Clock::Armed { deadline, .. } => Some(*deadline),

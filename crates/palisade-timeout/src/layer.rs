@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use palisade_core::ConfigError;
+use palisade_core::metrics::Name;
 use tower_layer::Layer;
 
 use crate::state::Limit;
@@ -31,26 +32,39 @@ use crate::{Deadline, Timeout};
 ///
 /// `K` says how each response future keeps its timer: [`OwnTimer`] (the default), or
 /// [`SharedTimer`] after [`share_deadline_timer`](Self::share_deadline_timer).
+///
+/// # Metrics
+/// A timeout that fires is counted as `palisade.timeout.elapsed{dependency, kind="attempt"}`
+/// (feature `metrics` of palisade-core), `dependency` being the name given to
+/// [`TimeoutBuilder::name`], `"timeout"` by default.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeoutLayer<K = OwnTimer> {
     limit: Limit,
+    name: Name,
     kind: PhantomData<K>,
 }
+
+/// The name of an unnamed [`TimeoutLayer`], in its metrics.
+pub const DEFAULT_TIMEOUT_NAME: &str = "timeout";
+
+/// The name of an unnamed [`DeadlineLayer`], in its metrics.
+pub const DEFAULT_DEADLINE_NAME: &str = "deadline";
 
 impl TimeoutLayer {
     /// Fails each call that does not finish within `timeout` with
     /// [`Elapsed`](crate::error::Elapsed). Every attempt gets the same limit (no
     /// escalation); a zero `timeout` fails every call that is not ready at its first poll.
     pub fn new(timeout: Duration) -> Self {
-        TimeoutLayer::with_limit(Limit::new(timeout))
+        TimeoutLayer::with_limit(Limit::new(timeout), Name::new(DEFAULT_TIMEOUT_NAME))
     }
 
-    /// A builder for a timeout of `timeout` with options (escalation), validated by
+    /// A builder for a timeout of `timeout` with options (escalation, name), validated by
     /// [`build`](TimeoutBuilder::build).
     pub fn builder(timeout: Duration) -> TimeoutBuilder {
         TimeoutBuilder {
             timeout,
             escalation: None,
+            name: None,
         }
     }
 
@@ -83,16 +97,22 @@ impl TimeoutLayer {
     /// # }
     /// ```
     pub fn share_deadline_timer(self) -> TimeoutLayer<SharedTimer> {
-        TimeoutLayer::with_limit(self.limit)
+        TimeoutLayer::with_limit(self.limit, self.name)
     }
 }
 
 impl<K: TimerKind> TimeoutLayer<K> {
-    fn with_limit(limit: Limit) -> Self {
+    fn with_limit(limit: Limit, name: Name) -> Self {
         TimeoutLayer {
             limit,
+            name,
             kind: PhantomData,
         }
+    }
+
+    /// The dependency's name, as its metrics are labelled ([`TimeoutBuilder::name`]).
+    pub fn name(&self) -> &str {
+        self.name.as_str()
     }
 
     /// The base (first attempt's) timeout.
@@ -112,6 +132,7 @@ impl<K: TimerKind> TimeoutLayer<K> {
 pub struct TimeoutBuilder {
     timeout: Duration,
     escalation: Option<(f64, Duration)>,
+    name: Option<Name>,
 }
 
 impl TimeoutBuilder {
@@ -123,6 +144,18 @@ impl TimeoutBuilder {
     /// `per_try_timeout` with backoff suggest for tail latency. Default: no escalation.
     pub fn escalate(mut self, factor: f64, cap: Duration) -> Self {
         self.escalation = Some((factor, cap));
+        self
+    }
+
+    /// The name of the dependency whose attempts this layer limits (`"timeout"`,
+    /// [`DEFAULT_TIMEOUT_NAME`], by default): a timeout that fires is counted with it as the
+    /// `dependency` label of `palisade.timeout.elapsed`, as the retry layer's and the breaker's
+    /// metrics are labelled with theirs. The preset names it after the dependency.
+    ///
+    /// The name is interned ([`Name`]) when this is called: each distinct name is kept once
+    /// for the life of the process, and a response future carries four bytes for it.
+    pub fn name(mut self, name: impl AsRef<str>) -> Self {
+        self.name = Some(Name::new(name.as_ref()));
         self
     }
 
@@ -139,7 +172,8 @@ impl TimeoutBuilder {
         if let Some((factor, cap)) = self.escalation {
             limit = limit.escalate(factor, cap)?;
         }
-        Ok(TimeoutLayer::with_limit(limit))
+        let name = self.name.unwrap_or_else(|| Name::new(DEFAULT_TIMEOUT_NAME));
+        Ok(TimeoutLayer::with_limit(limit, name))
     }
 }
 
@@ -147,27 +181,61 @@ impl<S, K: TimerKind> Layer<S> for TimeoutLayer<K> {
     type Service = Timeout<S, K>;
 
     fn layer(&self, inner: S) -> Timeout<S, K> {
-        Timeout::with_limit(inner, self.limit)
+        Timeout::with_limit(inner, self.limit, self.name)
     }
 }
 
 /// Applies one [`Deadline`] over the whole call of the wrapped service (retries and backoff
 /// included when the wrapped service retries).
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_timeout::DeadlineLayer;
+///
+/// // Unnamed: infallible.
+/// let unnamed = DeadlineLayer::new(Duration::from_secs(30));
+/// assert_eq!(unnamed.name(), "deadline");
+///
+/// // With options: validated when built.
+/// let named = DeadlineLayer::builder(Duration::from_secs(30)).name("llm").build()?;
+/// assert_eq!((named.limit(), named.name()), (Duration::from_secs(30), "llm"));
+/// # Ok::<(), palisade_core::ConfigError>(())
+/// ```
+///
+/// # Metrics
+/// A deadline that expires is counted as `palisade.timeout.elapsed{dependency,
+/// kind="deadline"}` (feature `metrics` of palisade-core), `dependency` being the name given
+/// to [`DeadlineBuilder::name`], `"deadline"` by default.
 #[derive(Clone, Copy, Debug)]
 pub struct DeadlineLayer {
     limit: Duration,
+    name: Name,
 }
 
 impl DeadlineLayer {
     /// Fails each call that does not finish within `limit` of the call with
     /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
     pub fn new(limit: Duration) -> Self {
-        DeadlineLayer { limit }
+        DeadlineLayer {
+            limit,
+            name: Name::new(DEFAULT_DEADLINE_NAME),
+        }
+    }
+
+    /// A builder for a deadline of `limit` with options (the name), validated by
+    /// [`build`](DeadlineBuilder::build).
+    pub fn builder(limit: Duration) -> DeadlineBuilder {
+        DeadlineBuilder { limit, name: None }
     }
 
     /// The time each call is granted.
     pub fn limit(&self) -> Duration {
         self.limit
+    }
+
+    /// The dependency's name, as its metrics are labelled ([`DeadlineBuilder::name`]).
+    pub fn name(&self) -> &str {
+        self.name.as_str()
     }
 }
 
@@ -175,6 +243,45 @@ impl<S> Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline::new(inner, self.limit)
+        Deadline::with_name(inner, self.limit, self.name)
+    }
+}
+
+/// Builds a [`DeadlineLayer`]; made by [`DeadlineLayer::builder`].
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct DeadlineBuilder {
+    limit: Duration,
+    name: Option<Name>,
+}
+
+impl DeadlineBuilder {
+    /// The name of the dependency whose calls this layer limits (`"deadline"`,
+    /// [`DEFAULT_DEADLINE_NAME`], by default): a deadline that expires is counted with it as
+    /// the `dependency` label of `palisade.timeout.elapsed`, as the retry layer's and the
+    /// breaker's metrics are labelled with theirs. The preset names it after the dependency.
+    ///
+    /// The name is interned ([`Name`]) when this is called: each distinct name is kept once
+    /// for the life of the process, and a response future carries four bytes for it.
+    pub fn name(mut self, name: impl AsRef<str>) -> Self {
+        self.name = Some(Name::new(name.as_ref()));
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `deadline` if the limit is zero (every call would fail before
+    /// it starts; [`DeadlineLayer::new`] takes it).
+    pub fn build(self) -> Result<DeadlineLayer, ConfigError> {
+        if self.limit.is_zero() {
+            return Err(ConfigError::new("deadline", "must be greater than zero"));
+        }
+        Ok(DeadlineLayer {
+            limit: self.limit,
+            name: self
+                .name
+                .unwrap_or_else(|| Name::new(DEFAULT_DEADLINE_NAME)),
+        })
     }
 }

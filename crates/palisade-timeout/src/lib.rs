@@ -149,7 +149,10 @@ mod service;
 mod state;
 pub mod timer;
 
-pub use layer::{DeadlineLayer, TimeoutBuilder, TimeoutLayer};
+pub use layer::{
+    DEFAULT_DEADLINE_NAME, DEFAULT_TIMEOUT_NAME, DeadlineBuilder, DeadlineLayer, TimeoutBuilder,
+    TimeoutLayer,
+};
 pub use service::{Deadline, Timeout};
 
 #[cfg(test)]

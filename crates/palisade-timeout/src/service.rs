@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use palisade_core::BoxError;
 use palisade_core::context::{self, attempt};
+use palisade_core::metrics::Name;
 use tower_service::Service;
 
 use crate::future::{DeadlineFuture, ResponseFuture};
+use crate::layer::{DEFAULT_DEADLINE_NAME, DEFAULT_TIMEOUT_NAME};
 use crate::state::Limit;
 use crate::timer::{OwnTimer, TimerKind};
 
@@ -27,22 +29,28 @@ use crate::timer::{OwnTimer, TimerKind};
 pub struct Timeout<S, K = OwnTimer> {
     inner: S,
     limit: Limit,
+    /// The dependency's name, for the metrics of a timeout that fires: four bytes, copied into
+    /// each response future.
+    name: Name,
     kind: PhantomData<K>,
 }
 
 impl<S> Timeout<S> {
     /// Wraps `inner` with a per-call `timeout` (no escalation; use
-    /// [`TimeoutBuilder::escalate`](crate::TimeoutBuilder::escalate) for that).
+    /// [`TimeoutBuilder::escalate`](crate::TimeoutBuilder::escalate) for that), named
+    /// `"timeout"` in its metrics (use [`TimeoutBuilder::name`](crate::TimeoutBuilder::name)
+    /// for another name).
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self::with_limit(inner, Limit::new(timeout))
+        Self::with_limit(inner, Limit::new(timeout), Name::new(DEFAULT_TIMEOUT_NAME))
     }
 }
 
 impl<S, K> Timeout<S, K> {
-    pub(crate) fn with_limit(inner: S, limit: Limit) -> Self {
+    pub(crate) fn with_limit(inner: S, limit: Limit, name: Name) -> Self {
         Timeout {
             inner,
             limit,
+            name,
             kind: PhantomData,
         }
     }
@@ -50,6 +58,11 @@ impl<S, K> Timeout<S, K> {
     /// The base timeout.
     pub fn timeout(&self) -> Duration {
         self.limit.base()
+    }
+
+    /// The dependency's name, as its metrics are labelled.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
     }
 
     /// The inner service.
@@ -94,7 +107,7 @@ where
                 attempt::current().is_none(),
             ),
         };
-        ResponseFuture::new(self.inner.call(req), nanos, unscoped)
+        ResponseFuture::new(self.inner.call(req), nanos, unscoped, self.name)
     }
 }
 
@@ -115,17 +128,30 @@ where
 pub struct Deadline<S> {
     inner: S,
     limit: Duration,
+    /// The dependency's name, for the metrics of a deadline that expires: four bytes, copied
+    /// into each response future.
+    name: Name,
 }
 
 impl<S> Deadline<S> {
-    /// Wraps `inner`, granting each call `limit`.
+    /// Wraps `inner`, granting each call `limit`, named `"deadline"` in its metrics (use
+    /// [`DeadlineBuilder::name`](crate::DeadlineBuilder::name) for another name).
     pub fn new(inner: S, limit: Duration) -> Self {
-        Deadline { inner, limit }
+        Self::with_name(inner, limit, Name::new(DEFAULT_DEADLINE_NAME))
+    }
+
+    pub(crate) fn with_name(inner: S, limit: Duration, name: Name) -> Self {
+        Deadline { inner, limit, name }
     }
 
     /// The time each call is granted.
     pub fn limit(&self) -> Duration {
         self.limit
+    }
+
+    /// The dependency's name, as its metrics are labelled.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
     }
 
     /// The inner service.
@@ -164,10 +190,10 @@ where
         // there (a `CarryLayer` about to send the call to another task) starts the clock now;
         // otherwise nobody reads it, no clock is read, and the clock starts at the first poll.
         let mut started = None;
-        let (inner, mut limit) = (&mut self.inner, self.limit);
+        let (inner, mut limit, name) = (&mut self.inner, self.limit, self.name);
         // Built inside the scope, right where the inner call returns its future, so that the
         // compiler can build the response future in place rather than move it.
         let future = context::with_lazy_deadline(&mut limit, &mut started, || inner.call(req));
-        DeadlineFuture::new(future, limit, started)
+        DeadlineFuture::new(future, limit, started, name)
     }
 }

@@ -726,3 +726,50 @@ async fn a_clock_started_in_the_call_reports_the_enclosing_deadline_when_it_ends
     let fut = context::with_deadline(start + ms(1_000), || svc.call(500));
     assert_eq!(fut.deadline(), Some(start + ms(100)));
 }
+
+/// Each layer is named after itself unless given a name, keeps its name through
+/// `share_deadline_timer` and hands it to its services; a deadline built with a builder is
+/// checked like a timeout.
+#[test]
+fn layers_take_a_name_for_their_metrics() {
+    use crate::{DEFAULT_DEADLINE_NAME, DEFAULT_TIMEOUT_NAME};
+
+    let unnamed = TimeoutLayer::new(ms(10));
+    assert_eq!(unnamed.name(), DEFAULT_TIMEOUT_NAME);
+    assert_eq!(DEFAULT_TIMEOUT_NAME, "timeout");
+    let built = TimeoutLayer::builder(ms(10)).build().unwrap();
+    assert_eq!(built.name(), "timeout");
+    let named = TimeoutLayer::builder(ms(10))
+        .escalate(2.0, ms(40))
+        .name("llm")
+        .build()
+        .unwrap()
+        .share_deadline_timer();
+    assert_eq!(named.name(), "llm");
+    let svc = named.layer(service_fn(|x: u64| ready(Ok::<_, BoxError>(x))));
+    assert_eq!(svc.name(), "llm");
+    assert_eq!(Timeout::new((), ms(1)).name(), "timeout");
+
+    let unnamed = DeadlineLayer::new(ms(10));
+    assert_eq!(unnamed.name(), DEFAULT_DEADLINE_NAME);
+    assert_eq!(DEFAULT_DEADLINE_NAME, "deadline");
+    let named = DeadlineLayer::builder(ms(10))
+        .name(String::from("db"))
+        .build()
+        .unwrap();
+    assert_eq!((named.limit(), named.name()), (ms(10), "db"));
+    assert_eq!(named.layer(()).name(), "db");
+    assert_eq!(Deadline::new((), ms(1)).name(), "deadline");
+    assert_eq!(
+        DeadlineLayer::builder(ms(10)).build().unwrap().name(),
+        "deadline"
+    );
+    let err = DeadlineLayer::builder(Duration::ZERO)
+        .name("db")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (err.field(), err.rule()),
+        ("deadline", "must be greater than zero")
+    );
+}

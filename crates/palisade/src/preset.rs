@@ -94,7 +94,9 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 /// - a 10 s timeout per attempt, doubled after each timed-out attempt up to 30 s, which
 ///   shares the deadline's timer
 ///   ([`TimeoutLayer::share_deadline_timer`](crate::timeout::TimeoutLayer::share_deadline_timer));
-/// - the default classifier.
+/// - the default classifier;
+/// - the deadline, retry, breaker and timeout all named `name`, so that every metric they
+///   record carries `dependency` (`breaker` for the breaker's) = `name`.
 ///
 /// The breaker's [`BreakerHandle`] (for `/ready`, metrics, an operator's `isolate`) comes with
 /// the stack from [`PresetBuilder::build_with_breaker`]; [`PresetBuilder::breaker_layer`]
@@ -277,6 +279,8 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
             }
             None => TimeoutLayer::builder(self.attempt_timeout),
         }
+        // Its metrics, as the deadline's, labelled with the dependency like the others'.
+        .name(&self.name)
         .build()?
         // The deadline above wakes the attempts: one timer per call, not two.
         .share_deadline_timer();
@@ -286,20 +290,17 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
         };
         let breaker = match self.breaker_layer {
             Some(layer) => layer,
-            None => BreakerLayer::builder(self.name)
+            None => BreakerLayer::builder(self.name.as_str())
                 .config(self.breaker)
                 .build()?,
         };
         let handle = breaker.handle();
+        let deadline = DeadlineLayer::builder(self.deadline)
+            .name(&self.name)
+            .build()?;
         let preset = Stack::new(
             ClassifyLayer::new(self.classifier),
-            Stack::new(
-                timeout,
-                Stack::new(
-                    breaker,
-                    Stack::new(retry, DeadlineLayer::new(self.deadline)),
-                ),
-            ),
+            Stack::new(timeout, Stack::new(breaker, Stack::new(retry, deadline))),
         );
         Ok((preset, handle))
     }
@@ -477,5 +478,23 @@ mod tests {
         assert!(format!("{given:?}").contains("retry: Given"), "{given:?}");
         let preset = format!("{:?}", given.build().unwrap());
         assert!(preset.contains(r#"Retry { name: "retry""#), "{preset}");
+    }
+
+    /// The preset's deadline and per-attempt timeout are named after the dependency, as its
+    /// retry layer and breaker are, so that their metrics carry the same `dependency`.
+    #[test]
+    fn the_deadline_and_timeout_are_named_after_the_dependency() {
+        let preset = format!("{:?}", recommended("llm").build().unwrap());
+        assert!(
+            preset.contains(r#"DeadlineLayer { limit: 30s, name: "llm" }"#),
+            "{preset}"
+        );
+        assert!(
+            preset.contains(r#"TimeoutLayer { limit: Limit"#),
+            "{preset}"
+        );
+        assert!(!preset.contains(r#"name: "timeout""#), "{preset}");
+        assert!(!preset.contains(r#"name: "deadline""#), "{preset}");
+        assert_eq!(preset.matches(r#"name: "llm""#).count(), 4, "{preset}");
     }
 }

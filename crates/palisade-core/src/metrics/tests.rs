@@ -71,9 +71,11 @@ fn each_function_records_its_metric_with_its_labels() {
         gave_up("db", "attempts_spent");
         breaker_transition("db", "closed", "open", 1);
         breaker_rejected("db", "open");
-        timeout_elapsed("attempt");
-        fallback_answered("cache", Category::Timeout);
-        fallback_failed("cache");
+        timeout_elapsed("llm", "attempt");
+        timeout_elapsed("db", "attempt");
+        timeout_elapsed("db", "deadline");
+        fallback_answered("llm", "cache", Category::Timeout);
+        fallback_failed("llm", "cache");
     });
     let mut want = vec![
         metric(
@@ -108,22 +110,50 @@ fn each_function_records_its_metric_with_its_labels() {
         ),
         metric(
             names::TIMEOUT_ELAPSED,
-            &[("kind", "attempt")],
+            &[("dependency", "llm"), ("kind", "attempt")],
+            Value::Counter(1),
+        ),
+        metric(
+            names::TIMEOUT_ELAPSED,
+            &[("dependency", "db"), ("kind", "attempt")],
+            Value::Counter(1),
+        ),
+        metric(
+            names::TIMEOUT_ELAPSED,
+            &[("dependency", "db"), ("kind", "deadline")],
             Value::Counter(1),
         ),
         metric(
             names::FALLBACK_ANSWERS,
-            &[("strategy", "cache"), ("category", "timeout")],
+            &[
+                ("dependency", "llm"),
+                ("strategy", "cache"),
+                ("category", "timeout"),
+            ],
             Value::Counter(1),
         ),
         metric(
             names::FALLBACK_FAILED,
-            &[("strategy", "cache")],
+            &[("dependency", "llm"), ("strategy", "cache")],
             Value::Counter(1),
         ),
     ];
     want.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(got, want);
+}
+
+/// A name is interned once: the same text gives the same `Name` (the same pointer, so a
+/// rebuilt layer keeps nothing more), different texts different ones.
+#[test]
+fn names_are_interned_once() {
+    let llm = Name::new("interned-llm");
+    let again = Name::new(&String::from("interned-llm"));
+    assert!(std::ptr::eq(llm.as_str(), again.as_str()));
+    assert_eq!(llm, again);
+    let db = Name::new("interned-db");
+    assert_ne!(llm, db);
+    assert_eq!((llm.as_str(), db.as_str()), ("interned-llm", "interned-db"));
+    assert_eq!(format!("{llm} {llm:?}"), r#"interned-llm "interned-llm""#);
 }
 
 #[test]
