@@ -539,6 +539,45 @@ impl DefaultClassifier {
             None => class,
         }
     }
+
+    /// The class the message rules give `text`, read as an error's message would be: the
+    /// first rule that matches (yours, then the built-in [`DEFAULT_MESSAGE_RULES`] unless
+    /// switched off), with a retry hint in the text (`try again in 1.8s`) as its wait when the
+    /// rule gives none; `None` when no rule matches, where
+    /// [`classify_error`](Self::classify_error) would give the *unknown* class.
+    ///
+    /// For text that is not an error's message: the body of a failing HTTP response
+    /// (palisade-http's `HttpClassifier` reads an excerpt of it so), a log line. The type
+    /// rules are not tried: there is no error to read them from.
+    ///
+    /// ```
+    /// use palisade_core::{Category, DefaultClassifier};
+    ///
+    /// let rules = DefaultClassifier::new();
+    /// let body = r#"{"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "code": "insufficient_quota"}}"#;
+    /// let class = rules.classify_message(body).unwrap();
+    /// assert_eq!(class.category, Category::RateLimited);
+    /// assert!(!class.retryable, "a spent quota is not retried");
+    ///
+    /// let busy = rules.classify_message("Rate limit reached. Please try again in 1.5s.").unwrap();
+    /// assert!(busy.retryable);
+    /// assert_eq!(busy.retry_after, Some(std::time::Duration::from_millis(1500)));
+    ///
+    /// assert_eq!(rules.classify_message("the flux capacitor wobbled"), None);
+    /// ```
+    pub fn classify_message(&self, text: &str) -> Option<Class> {
+        let rules = self.rules();
+        let class = first_rule(rules, text)?;
+        if class.retry_after.is_some() || class.category == Category::Ignored {
+            return Some(class);
+        }
+        Some(
+            match rules.hint.as_ref().and_then(|re| message_hint(re, text)) {
+                Some(after) => class.with_retry_after(after),
+                None => class,
+            },
+        )
+    }
 }
 
 impl<Res> Classify<Res, BoxError> for DefaultClassifier {
@@ -586,10 +625,9 @@ fn by_message(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
     let mut wrapper = None;
     for e in chain(err) {
         let text = e.to_string();
-        let Some(i) = rules.messages.matches(&text).iter().next() else {
+        let Some(class) = first_rule(rules, &text) else {
             continue;
         };
-        let class = rules.message_classes[i];
         let trimmed = text.trim();
         if WRAPPER_MESSAGES
             .iter()
@@ -601,6 +639,12 @@ fn by_message(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
         return Some(class);
     }
     wrapper
+}
+
+/// The class of the first message rule that matches `text`.
+fn first_rule(rules: &Rules, text: &str) -> Option<Class> {
+    let i = rules.messages.matches(text).iter().next()?;
+    Some(rules.message_classes[i])
 }
 
 fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {

@@ -9,7 +9,11 @@
 //!   authentication; other 4xx client faults; per-status overrides) and hyper's and
 //!   hyper-util's client errors by kind ([`transport`]: connect, closed, timeout, protocol).
 //!   Give it to the classify layer, or to palisade's preset, and a 503 that arrives as `Ok` is
-//!   retried and counted by the breaker like any failure.
+//!   retried and counted by the breaker like any failure. With
+//!   [`PeekLayer`](body::PeekLayer) below the classify layer, it reads what a failing
+//!   response's body says too, through palisade's message rules: OpenAI's 429 whose body says
+//!   `insufficient_quota` is a spent quota, not retried, rather than a rate limit retried for
+//!   nothing ([example](body::Peek#example)).
 //! - [`hint`]: the server's word in the response headers, through palisade's shared parsers:
 //!   `retry-after-ms`, `Retry-After` (seconds or an HTTP-date,
 //!   [RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)),
@@ -29,7 +33,9 @@
 //!   bidirectional calls and uploads, sent as they stream and recorded on the way); response
 //!   bodies watched while they stream ([`GuardLayer`](body::GuardLayer): an idle
 //!   timeout between frames, a whole-body limit, gRPC trailers); a breaker that judges a
-//!   streamed call when its body ends ([`StreamBreakerLayer`](body::StreamBreakerLayer)).
+//!   streamed call when its body ends ([`StreamBreakerLayer`](body::StreamBreakerLayer));
+//!   the start of failing responses' bodies read for the classifier, the whole body still
+//!   given to the caller ([`PeekLayer`](body::PeekLayer)).
 //! - [`deadline`]: the time left until palisade's deadline, sent as `grpc-timeout` or a
 //!   millisecond header ([`PropagateDeadlineLayer`](deadline::PropagateDeadlineLayer)). A
 //!   limit the caller wrote on the request (tonic's `Request::set_timeout`) is one attempt's
@@ -180,8 +186,8 @@
 //!
 //! A client, outermost first: deadline → retry → breaker (for streamed responses,
 //! [`StreamBreaker`](body::StreamBreaker)) → attempt timeout → classify (with
-//! [`HttpClassifier`]) → [`PropagateDeadline`](deadline::PropagateDeadline) →
-//! [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
+//! [`HttpClassifier`]) → [`Peek`](body::Peek) (failing bodies read for the classifier) →
+//! [`PropagateDeadline`](deadline::PropagateDeadline) → [`Guard`](body::Guard) → the client. [`Replay`](body::Replay) goes above the retry when the
 //! request bodies are not `Clone` (buffered or [streaming](body::ReplayLayer::streaming)),
 //! with the retry layer built with [`ReplayAttempts`](body::ReplayAttempts), which ends a
 //! request whose body could not be kept with its attempt's own error. A tonic client (see

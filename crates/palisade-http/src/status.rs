@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 use palisade_core::{BoxError, Category, Class, Classify, ConfigError, DefaultClassifier};
 
+use crate::body::BodyExcerpt;
 use crate::hint::ServerHints;
 
 /// The class of a status code by the rules of [`HttpClassifier`], without overrides or hints;
@@ -80,11 +81,33 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// Override any status with [`HttpClassifierBuilder::status`] (or declare it a success with
 /// [`HttpClassifierBuilder::success`]).
 ///
-/// The body is not read (it may be a stream the caller has not received yet): a 429 whose
-/// body says the account's quota is spent (OpenAI's `insufficient_quota`) is a rate limit,
-/// retried as any, where the same text in an error's message is not retried (palisade's
-/// default message rules). Where a provider answers so, read the body where it is buffered
-/// and fail with its text, or give that status a class of its own.
+/// # The body
+///
+/// The classifier does not read a body (it may be a stream the caller has not received
+/// yet), but it reads the [`BodyExcerpt`] that [`PeekLayer`](crate::body::PeekLayer) put in
+/// a failing response's extensions: the start of its body, read below the classify layer,
+/// and the whole body still given to the caller. Without that layer, a 429 whose body says
+/// the account's quota is spent (OpenAI's `insufficient_quota`) is a rate limit, retried as
+/// any; with it, the excerpt's text goes through the message rules an error's message goes
+/// through ([`DefaultClassifier::classify_message`]: palisade's default rules, or those of
+/// the classifier given to [`HttpClassifierBuilder::errors`]), and what they find refines the
+/// status's class (override or default) by two rules:
+///
+/// - **The same category**: the body can take the retries away and give a wait. OpenAI's
+///   429 with `insufficient_quota`, Google's 429 for a quota per day, Bedrock's
+///   `ServiceQuotaExceededException` are `RateLimited`, not retryable; a 429 whose body says
+///   `Please try again in 1.8s` waits 1.8 s (unless a header says how long, below).
+/// - **Another category**, for a client error (4xx) only, when the body says the request
+///   cannot succeed (a class not retryable): the body's class. A 4xx says less than the body
+///   where one status stands for several failures: OpenAI answers `429` to a request larger
+///   than the tokens-per-minute limit (`Request too large ... tokens per min`), which is
+///   `Validation`, not retryable, and to a spent quota a `RateLimited` one.
+///
+/// The body never makes a failure retryable, and never changes a server error's (5xx)
+/// category: a proxy's error page that mentions `invalid` or `not found` stays the 502 it is.
+/// Then the headers apply as below, and have the last word: a `Retry-After` is the wait
+/// whatever the body said, and `x-should-retry: true` makes even a spent quota retryable
+/// (the server's own word on this request).
 ///
 /// # Server hints
 ///
@@ -93,8 +116,8 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// [`Class::retry_after`]; a negative or malformed `grpc-retry-pushback-ms` makes it not
 /// retryable; for a rate-limited response without any of those, the reset of the exhausted
 /// limit (`x-ratelimit-reset-requests`/`-tokens`) is the wait; `x-should-retry: true|false`
-/// then decides retryability, whatever the status. A successful response is a success whatever
-/// its headers say.
+/// then decides retryability, whatever the status and the body. A successful response is a
+/// success whatever its headers and body say.
 ///
 /// # Errors
 ///
@@ -192,9 +215,14 @@ impl HttpClassifier {
         status_class(status)
     }
 
-    /// The class of a response: its status, refined by its headers; `None` for a success.
+    /// The class of a response: its status, refined by its body's [`BodyExcerpt`] if it
+    /// carries one, then by its headers; `None` for a success.
     pub fn classify_response<B>(&self, response: &Response<B>) -> Option<Class> {
-        let class = self.classify_status(response.status())?;
+        let status = response.status();
+        let mut class = self.classify_status(status)?;
+        if let Some(excerpt) = response.extensions().get::<BodyExcerpt>() {
+            class = self.refine_by_body(class, status, &excerpt.text());
+        }
         if !self.hints.enabled {
             return Some(class);
         }
@@ -205,6 +233,29 @@ impl HttpClassifier {
             ServerHints::from_headers_wall_clock(headers)
         };
         Some(apply_hints(class, &hints))
+    }
+
+    /// Refines `class`, the class of `status`, with what a failing response's body says
+    /// (see [The body](#the-body)).
+    fn refine_by_body(&self, class: Class, status: StatusCode, body: &str) -> Class {
+        let said = match &self.errors {
+            Some(errors) => errors.classify_message(body),
+            None => crate::transport::classify_message(body),
+        };
+        let Some(said) = said else {
+            return class;
+        };
+        if said.category == class.category {
+            let refined = class.with_retryable(class.retryable && said.retryable);
+            match (class.retry_after, said.retry_after) {
+                (None, Some(after)) => refined.with_retry_after(after),
+                _ => refined,
+            }
+        } else if status.is_client_error() && !said.retryable {
+            said
+        } else {
+            class
+        }
     }
 
     /// The class of a client error: the [`transport`](crate::transport) rules, then palisade's
@@ -620,6 +671,133 @@ mod tests {
             HttpClassifier::new().classify_error(&*err).category,
             Category::Unknown
         );
+    }
+
+    /// A response of `status` with `headers` whose body starts with `body` (as `PeekLayer`
+    /// leaves it).
+    fn with_body(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Response<()>, BoxError> {
+        let mut r = response(status, headers)?;
+        r.extensions_mut().insert(BodyExcerpt::new(
+            bytes::Bytes::copy_from_slice(body.as_bytes()),
+            true,
+        ));
+        Ok(r)
+    }
+
+    const SPENT: &str = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+
+    #[test]
+    fn the_body_takes_the_retries_away_within_the_category() {
+        let c = HttpClassifier::new();
+        let quota = c.classify(&with_body(429, &[], SPENT)).unwrap();
+        assert_eq!(quota.category, Category::RateLimited);
+        assert!(!quota.retryable);
+        // Without the excerpt: a passing rate limit.
+        assert!(c.classify(&response(429, &[])).unwrap().retryable);
+        // Google's quota per day, Bedrock's service quota.
+        let google = "Quota exceeded for quota metric 'Generate Content API requests per day'";
+        assert!(!c.classify(&with_body(429, &[], google)).unwrap().retryable);
+        let bedrock = r#"{"__type":"ServiceQuotaExceededException","message":"..."}"#;
+        assert!(!c.classify(&with_body(429, &[], bedrock)).unwrap().retryable);
+        // A rate limit that says how long: its wait, unless a header says.
+        let tpm =
+            "Rate limit reached for gpt-4o on tokens per min (TPM). Please try again in 1.8s.";
+        let busy = c.classify(&with_body(429, &[], tpm)).unwrap();
+        assert!(busy.retryable);
+        assert_eq!(busy.retry_after, Some(Duration::from_millis(1800)));
+        let busy = c
+            .classify(&with_body(429, &[("retry-after-ms", "200")], tpm))
+            .unwrap();
+        assert_eq!(busy.retry_after, Some(Duration::from_millis(200)));
+        // The body never makes a failure retryable: a 501 whose body says "internal error".
+        let c501 = c
+            .classify(&with_body(501, &[], "Internal Server Error"))
+            .unwrap();
+        assert_eq!(c501.category, Category::ServerError);
+        assert!(!c501.retryable);
+        // Nothing the rules know: the status's class.
+        let odd = c
+            .classify(&with_body(429, &[], "the flux capacitor wobbled"))
+            .unwrap();
+        assert!(odd.retryable);
+    }
+
+    #[test]
+    fn the_body_changes_a_client_errors_category_only_to_say_it_cannot_succeed() {
+        let c = HttpClassifier::new();
+        // OpenAI's 429 for a request larger than the per-minute limit.
+        let large = "Request too large for gpt-4o in organization org-x on tokens per min (TPM): \
+            Limit 30000, Requested 50000. The input or output tokens must be reduced.";
+        let v = c.classify(&with_body(429, &[], large)).unwrap();
+        assert_eq!((v.category, v.retryable), (Category::Validation, false));
+        // A spent quota on a 400 or a 403 is a spent quota.
+        let v = c.classify(&with_body(403, &[], SPENT)).unwrap();
+        assert_eq!((v.category, v.retryable), (Category::RateLimited, false));
+        // A retryable verdict of another category is not taken: a 400 that names a timeout.
+        let v = c
+            .classify(&with_body(
+                400,
+                &[],
+                "Invalid value for 'timeout': must be positive",
+            ))
+            .unwrap();
+        assert_eq!((v.category, v.retryable), (Category::Validation, false));
+        // A server error keeps its category: a proxy's page that says "not found", an
+        // overloaded 503.
+        let v = c
+            .classify(&with_body(502, &[], "<h1>upstream not found</h1>"))
+            .unwrap();
+        assert_eq!((v.category, v.retryable), (Category::Network, true));
+        let v = c.classify(&with_body(503, &[], "overloaded")).unwrap();
+        assert_eq!((v.category, v.retryable), (Category::ServerError, true));
+        let v = c.classify(&with_body(503, &[], SPENT)).unwrap();
+        assert_eq!((v.category, v.retryable), (Category::ServerError, true));
+    }
+
+    #[test]
+    fn headers_have_the_last_word_over_the_body() {
+        let c = HttpClassifier::new();
+        let v = c
+            .classify(&with_body(429, &[("x-should-retry", "true")], SPENT))
+            .unwrap();
+        assert!(v.retryable);
+        let v = c
+            .classify(&with_body(429, &[("retry-after", "7")], SPENT))
+            .unwrap();
+        assert!(!v.retryable);
+        assert_eq!(v.retry_after, Some(Duration::from_secs(7)));
+        // A success is a success whatever its body says.
+        assert_eq!(c.classify(&with_body(200, &[], SPENT)), None);
+        // As is a status declared one.
+        let lenient = HttpClassifier::builder().success(429).build().unwrap();
+        assert_eq!(lenient.classify(&with_body(429, &[], SPENT)), None);
+    }
+
+    #[test]
+    fn the_bodys_rules_are_the_error_classifiers() {
+        // A 402 whose body says the credits are spent, by a rule of one's own.
+        let errors = palisade_core::DefaultClassifier::builder()
+            .message(
+                "credits? (?:are |is )?(?:exhausted|spent)",
+                Class::new(Category::RateLimited).with_retryable(false),
+            )
+            .build()
+            .unwrap();
+        let c = HttpClassifier::builder().errors(errors).build().unwrap();
+        let v = c
+            .classify(&with_body(402, &[], "your credits are exhausted"))
+            .unwrap();
+        assert_eq!((v.category, v.retryable), (Category::RateLimited, false));
+        let v = HttpClassifier::new()
+            .classify(&with_body(402, &[], "your credits are exhausted"))
+            .unwrap();
+        assert_eq!(v.category, Category::Validation);
+        // The built-in rules still follow the user's.
+        assert!(!c.classify(&with_body(429, &[], SPENT)).unwrap().retryable);
     }
 
     #[test]

@@ -121,6 +121,12 @@ pub(crate) fn classify_error(err: &(dyn Error + 'static)) -> Class {
     DEFAULT.classify_error(err)
 }
 
+/// The class the default message rules give `text` (a failing response's body); `None` when
+/// none matches.
+pub(crate) fn classify_message(text: &str) -> Option<Class> {
+    DEFAULT.classify_message(text)
+}
+
 #[cfg(all(test, feature = "hyper"))]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use palisade::ServiceBuilderExt;
 use palisade::classify::BoxError;
 use palisade_http::HttpClassifier;
-use palisade_http::body::{ReplayBody, ReplayLayer};
+use palisade_http::body::{PeekLayer, ReplayBody, ReplayLayer};
 use palisade_http::deadline::PropagateDeadlineLayer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -31,7 +31,7 @@ async fn the_client_stack_is_called_from_a_spawned_task() {
             let sent = req.headers().contains_key("grpc-timeout");
             let body = req.into_body().collect().await?.to_bytes();
             let response = if first {
-                Response::builder().status(503).body(String::new())?
+                Response::builder().status(503).body("busy".to_owned())?
             } else {
                 let body = String::from_utf8_lossy(&body);
                 Response::builder()
@@ -52,12 +52,13 @@ async fn the_client_stack_is_called_from_a_spawned_task() {
                 .build()
                 .unwrap(),
         )
+        .layer(PeekLayer::new())
         .layer(PropagateDeadlineLayer::new())
         .service(api);
     let answer = tokio::spawn(async move {
         let request = Request::new(Full::new(Bytes::from_static(b"hello")));
         let response = svc.ready().await?.call(request).await?;
-        Ok::<_, BoxError>(response.into_body())
+        Ok::<_, BoxError>(response.into_body().collect().await?.to_bytes())
     })
     .await
     .unwrap()

@@ -30,7 +30,7 @@
 //! | `metrics` | yes | metrics through the `metrics` facade (`classify::metrics`) |
 //! | `http` | yes | `http::Request` carries the layers' [`context`] across task boundaries |
 //! | `serde` | no (`config` turns it on) | `Serialize`/`Deserialize` for classes and the layers' configurations |
-//! | `http-layers` | no | `http` (`palisade-http`): HTTP and gRPC classifiers, hyper's errors by kind, server retry hints, error responses for servers (`Responder`, `ErrorResponseLayer`), `/health` and `/ready` as a tower service, deadline propagation, replayable bodies |
+//! | `http-layers` | no | `http` (`palisade-http`): HTTP and gRPC classifiers, hyper's errors by kind, server retry hints, error responses for servers (`Responder`, `ErrorResponseLayer`), `/health` and `/ready` as a tower service, deadline propagation, replayable bodies, failing responses' bodies read for the classifier (`PeekLayer`: a 429 that says the quota is spent is not retried) |
 //! | `http-axum` | no | `http-layers`, and axum: `IntoResponse` for palisade's errors and answers (`HttpError`, `HttpAnswer`) and `Health::router`, the health endpoints as an axum `Router` |
 //! | `http-route` | no | `http-layers` and `route`, and routers in `/ready` (`Health::route`) |
 //! | `http-tower-http` | no | `http-layers`, and adapters to and from tower-http's `classify` module (`http::tower_http`) |

@@ -209,6 +209,12 @@ impl<C, B: ?Sized, A> PresetBuilder<C, B, A> {
     /// The classifier at the bottom of the stack: any [`Classify`](crate::classify::Classify)
     /// implementation (an HTTP or gRPC classifier for an HTTP client, a
     /// [`ClassifierBuilder`](crate::classify::ClassifierBuilder)'s, your own).
+    ///
+    /// For an HTTP client, palisade-http's `HttpClassifier` (feature `http-layers`) judges a
+    /// response by its status and headers; add palisade-http's `body::PeekLayer` right below
+    /// the preset (`.palisade(preset).layer(PeekLayer::new())`) for it to read what a failing
+    /// response's body says too: an LLM API's 429 that says the account's quota is spent
+    /// (OpenAI's `insufficient_quota`) is then not retried.
     pub fn classifier<C2>(self, classifier: C2) -> PresetBuilder<C2, B, A> {
         PresetBuilder {
             name: self.name,

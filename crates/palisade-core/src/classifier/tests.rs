@@ -997,3 +997,52 @@ fn only_numbers_grouped_in_thousands_are_ungrouped() {
         assert_eq!(super::ungrouped(kept), kept);
     }
 }
+
+/// `classify_message` gives the first matching rule's class (the user's before the built-in
+/// ones), a wait from the same text, and `None` where `classify_error` would give the unknown
+/// class.
+#[test]
+fn classify_message_reads_text_by_the_message_rules() {
+    let rules = DefaultClassifier::new();
+    let quota = rules
+        .classify_message(r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota"}}"#)
+        .unwrap();
+    assert_eq!(quota.category, Category::RateLimited);
+    assert!(!quota.retryable);
+    assert_eq!(quota.retry_after, None);
+    let billing = rules
+        .classify_message("Please check your plan and billing details. Please retry in 15s.")
+        .unwrap();
+    assert!(billing.retryable);
+    assert_eq!(billing.retry_after, Some(Duration::from_secs(15)));
+    assert_eq!(rules.classify_message("the flux capacitor wobbled"), None);
+    assert_eq!(rules.classify_message(""), None);
+    // The same as an error's message would get, when a rule matches.
+    for text in [
+        "503 service unavailable",
+        "invalid api key",
+        "quota exceeded, retry after 2",
+    ] {
+        assert_eq!(
+            rules.classify_message(text),
+            Some(rules.classify_error(&*boxed(text))),
+            "{text}"
+        );
+    }
+    let own = DefaultClassifier::builder()
+        .message("model is loading", Class::new(Category::Transient))
+        .build()
+        .unwrap();
+    assert_eq!(
+        own.classify_message("model is loading: 503")
+            .unwrap()
+            .category,
+        Category::Transient
+    );
+    let none = DefaultClassifier::builder()
+        .defaults(false)
+        .hint_pattern(None)
+        .build()
+        .unwrap();
+    assert_eq!(none.classify_message("insufficient_quota"), None);
+}

@@ -2302,3 +2302,329 @@ async fn a_clone_of_a_body_not_kept_stands_for_the_whole_body() {
     assert_eq!(clone.size_hint().exact(), Some(0));
     assert!(clone.frame().await.is_none());
 }
+
+// ---- Peek: failing responses' bodies read for the classifier ----
+
+/// A service answering `status` with `body`, once.
+fn answering_with<B>(
+    status: u16,
+    body: B,
+) -> impl Service<(), Response = Response<B>, Error = BoxError> {
+    let body = Mutex::new(Some(body));
+    service_fn(move |()| {
+        let body = body.lock().unwrap().take().expect("one call");
+        async move { Ok::<_, BoxError>(Response::builder().status(status).body(body).unwrap()) }
+    })
+}
+
+fn peek_layer(limit: usize) -> PeekLayer {
+    PeekLayer::builder().limit(limit).build().unwrap()
+}
+
+/// Reads every frame of `body`: each data frame as text, trailers as `trailers`, an error as
+/// `error: ..`.
+async fn frames_of<B>(body: B) -> Vec<String>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut seen = Vec::new();
+    while let Some(frame) = body.frame().await {
+        seen.push(match frame {
+            Ok(f) if f.is_data() => String::from_utf8(f.into_data().unwrap().to_vec()).unwrap(),
+            Ok(_) => "trailers".to_owned(),
+            Err(e) => format!("error: {e}"),
+        });
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_failing_body_larger_than_the_limit_is_read_up_to_it_and_given_whole() {
+    let body = Script::data(&["aaaa", "bbbb", "cccc", "dddd"]);
+    let polls = body.polls.clone();
+    let response = peek_layer(6)
+        .layer(answering_with(429, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    // Two frames make 8 bytes, past the limit of 6: nothing more was read.
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap().clone();
+    assert_eq!(excerpt.text(), "aaaabb");
+    assert!(!excerpt.is_complete());
+    assert!(response.body().is_peeked());
+    assert!(!response.body().is_end_stream());
+    // Every frame, in order, as the body gave them.
+    assert_eq!(
+        frames_of(response.into_body()).await,
+        ["aaaa", "bbbb", "cccc", "dddd"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_body_of_exactly_the_limit_is_read_whole() {
+    let body = Script::data(&["abc", "def"]);
+    let polls = body.polls.clone();
+    let response = peek_layer(6)
+        .layer(answering_with(500, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 2, "not polled past the limit");
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert_eq!(excerpt.bytes(), "abcdef");
+    // The body said it had nothing more.
+    assert!(excerpt.is_complete());
+    assert_eq!(frames_of(response.into_body()).await, ["abc", "def"]);
+    // One byte more: the excerpt is the limit, the body all of it.
+    let response = peek_layer(6)
+        .layer(answering_with(500, Script::data(&["abc", "defg"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert_eq!(excerpt.bytes(), "abcdef");
+    assert!(!excerpt.is_complete());
+    assert_eq!(frames_of(response.into_body()).await, ["abc", "defg"]);
+}
+
+#[tokio::test]
+async fn one_frame_larger_than_the_limit_is_held_whole_and_sized() {
+    let response = peek_layer(4)
+        .layer(answering_with(
+            503,
+            http_body_util::Full::new(Bytes::from_static(b"0123456789")),
+        ))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert_eq!(excerpt.bytes(), "0123");
+    assert!(!excerpt.is_complete(), "the body ended, past the excerpt");
+    let body = response.into_body();
+    assert_eq!(body.size_hint().exact(), Some(10));
+    let (data, trailers) = collect(body.map_err(BoxError::from)).await.unwrap();
+    assert_eq!(data, "0123456789");
+    assert_eq!(trailers, None);
+}
+
+#[tokio::test]
+async fn an_error_while_the_body_is_read_comes_at_its_place() {
+    let body = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"abc"))),
+        Err("connection reset".into()),
+        Ok(Frame::data(Bytes::from_static(b"never"))),
+    ]);
+    let polls = body.polls.clone();
+    let response = peek_layer(100)
+        .layer(answering_with(502, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert_eq!(excerpt.text(), "abc");
+    assert!(!excerpt.is_complete());
+    assert_eq!(response.body().size_hint().lower(), 3);
+    assert_eq!(response.body().size_hint().upper(), None);
+    assert_eq!(
+        frames_of(response.into_body()).await,
+        ["abc", "error: connection reset"]
+    );
+    // Not polled after its error.
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+
+    // An error after the limit comes from the rest of the body, at its place too.
+    let body = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"abcdef"))),
+        Ok(Frame::data(Bytes::from_static(b"gh"))),
+        Err("connection reset".into()),
+    ]);
+    let response = peek_layer(3)
+        .layer(answering_with(502, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(
+        frames_of(response.into_body()).await,
+        ["abcdef", "gh", "error: connection reset"]
+    );
+}
+
+#[tokio::test]
+async fn trailers_read_with_a_failing_body_are_given_on() {
+    let body = Script::new(vec![
+        Ok(Frame::data(Bytes::from_static(b"{\"error\":\"x\"}"))),
+        Ok(Frame::trailers(trailers(&[("x-checksum", "abc")]))),
+    ]);
+    let response = peek_layer(100)
+        .layer(answering_with(400, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert!(excerpt.is_complete());
+    assert!(!response.body().is_end_stream());
+    let (data, got) = collect(response.into_body()).await.unwrap();
+    assert_eq!(data, "{\"error\":\"x\"}");
+    assert_eq!(got.unwrap()["x-checksum"], "abc");
+}
+
+#[tokio::test]
+async fn a_success_is_not_read() {
+    let mut body = Script::data(&["hello", " world"]);
+    body.hint = Some(11);
+    let polls = body.polls.clone();
+    let response = peek_layer(4)
+        .layer(answering_with(200, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+    assert!(response.extensions().get::<BodyExcerpt>().is_none());
+    assert!(!response.body().is_peeked());
+    // The inner body's own size and end, frame for frame.
+    assert_eq!(response.body().size_hint().exact(), Some(11));
+    assert!(!response.body().is_end_stream());
+    assert_eq!(frames_of(response.into_body()).await, ["hello", " world"]);
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+    // 3xx too.
+    let response = peek_layer(4)
+        .layer(answering_with(304, Script::data(&["x"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert!(!response.body().is_peeked());
+}
+
+#[tokio::test]
+async fn an_empty_failing_body_is_not_read() {
+    let body = Script::data(&[]);
+    let polls = body.polls.clone();
+    let response = PeekLayer::new()
+        .layer(answering_with(429, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 0);
+    assert!(response.extensions().get::<BodyExcerpt>().is_none());
+    assert!(response.body().is_end_stream());
+    assert!(frames_of(response.into_body()).await.is_empty());
+    // One that says so only at its end: read, an empty excerpt.
+    let response = peek_layer(8)
+        .layer(answering_with(
+            429,
+            Script::new(vec![Ok(Frame::data(Bytes::new()))]),
+        ))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert!(excerpt.bytes().is_empty());
+    assert!(excerpt.is_complete());
+    assert_eq!(frames_of(response.into_body()).await, [""]);
+}
+
+#[tokio::test]
+async fn only_the_statuses_chosen_are_read() {
+    let layer = PeekLayer::builder().statuses([429, 400]).build().unwrap();
+    let response = layer
+        .layer(answering_with(503, Script::data(&["down"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert!(!response.body().is_peeked());
+    let response = layer
+        .layer(answering_with(429, Script::data(&["slow down"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<BodyExcerpt>().unwrap().text(),
+        "slow down"
+    );
+    // Every status from 400 up by default, 600 and over included.
+    let response = PeekLayer::new()
+        .layer(answering_with(600, Script::data(&["odd"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert!(response.body().is_peeked());
+    let response = PeekLayer::new()
+        .layer(answering_with(399, Script::data(&["odd"])))
+        .oneshot(())
+        .await
+        .unwrap();
+    assert!(!response.body().is_peeked());
+    assert_eq!(
+        format!("{layer:?}"),
+        "PeekLayer { limit: 8192, statuses: [400, 429] }"
+    );
+}
+
+#[tokio::test]
+async fn data_in_several_pieces_is_read_whole() {
+    use bytes::Buf;
+    struct Chained(Option<bytes::buf::Chain<Bytes, Bytes>>);
+    impl Body for Chained {
+        type Data = bytes::buf::Chain<Bytes, Bytes>;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, BoxError>>> {
+            Poll::Ready(self.0.take().map(|d| Ok(Frame::data(d))))
+        }
+    }
+    let data = Bytes::from_static(b"insufficient").chain(Bytes::from_static(b"_quota"));
+    let response = peek_layer(100)
+        .layer(answering_with(429, Chained(Some(data))))
+        .oneshot(())
+        .await
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert_eq!(excerpt.text(), "insufficient_quota");
+    assert!(excerpt.is_complete());
+    let mut body = std::pin::pin!(response.into_body());
+    let mut data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(data.copy_to_bytes(data.remaining()), "insufficient_quota");
+    assert!(body.frame().await.is_none());
+}
+
+#[test]
+fn peek_config_errors_name_the_field() {
+    let err = PeekLayer::builder().limit(0).build().unwrap_err();
+    assert_eq!(err.field(), "limit");
+    assert!(err.to_string().contains("at least 1 byte"), "{err}");
+    let err = PeekLayer::builder()
+        .limit(PeekLayer::MAX_LIMIT + 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "limit");
+    assert!(
+        PeekLayer::builder()
+            .limit(PeekLayer::MAX_LIMIT)
+            .build()
+            .is_ok()
+    );
+    let err = PeekLayer::builder().statuses([]).build().unwrap_err();
+    assert_eq!(err.field(), "statuses");
+    let err = PeekLayer::builder()
+        .statuses([429, 200])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "status[1]");
+    let err = PeekLayer::builder()
+        .statuses([429, 600])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "status[1]");
+    let err = PeekLayer::builder()
+        .statuses([429, 500, 429])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "status[2]");
+    assert!(err.to_string().contains("429 a second time"), "{err}");
+    assert_eq!(PeekLayer::new().limit(), PeekLayer::DEFAULT_LIMIT);
+    assert_eq!(PeekLayer::default().limit(), 8192);
+}
