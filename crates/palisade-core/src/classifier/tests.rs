@@ -1045,4 +1045,25 @@ fn classify_message_reads_text_by_the_message_rules() {
         .build()
         .unwrap();
     assert_eq!(none.classify_message("insufficient_quota"), None);
+    // A rule's own wait is kept over one in the text, and an ignored class takes none, as for
+    // an error's message.
+    let waits = DefaultClassifier::builder()
+        .message(
+            "busy",
+            Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(5)),
+        )
+        .message("benign", Class::new(Category::Ignored))
+        .build()
+        .unwrap();
+    for text in ["busy: try again in 1.5s", "benign: try again in 1.5s"] {
+        assert_eq!(
+            waits.classify_message(text),
+            Some(waits.classify_error(&*boxed(text))),
+            "{text}"
+        );
+    }
+    let busy = waits.classify_message("busy: try again in 1.5s").unwrap();
+    assert_eq!(busy.retry_after, Some(Duration::from_secs(5)));
+    let benign = waits.classify_message("benign: try again in 1.5s").unwrap();
+    assert_eq!(benign.retry_after, None);
 }
