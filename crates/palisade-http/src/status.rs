@@ -98,7 +98,10 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 ///   `ServiceQuotaExceededException` are `RateLimited`, not retryable; a 429 whose body says
 ///   `Please try again in 1.8s` waits 1.8 s (unless a header says how long, below).
 /// - **Another category**, for a client error (4xx) only, when the body says the request
-///   cannot succeed (a class not retryable): the body's class. A 4xx says less than the body
+///   cannot succeed (a class not retryable, of `Validation`, `Authentication`, `NotFound` or
+///   `RateLimited`): the body's class. A body that reads as a cancellation or an ignored
+///   outcome (a 409 "cannot update a cancelled order") does not take the failure out of the
+///   dependency's health. A 4xx says less than the body
 ///   where one status stands for several failures: OpenAI answers `429` to a request larger
 ///   than the tokens-per-minute limit (`Request too large ... tokens per min`), which is
 ///   `Validation`, not retryable, and to a spent quota a `RateLimited` one.
@@ -251,7 +254,7 @@ impl HttpClassifier {
                 (None, Some(after)) => refined.with_retry_after(after),
                 _ => refined,
             }
-        } else if status.is_client_error() && !said.retryable {
+        } else if status.is_client_error() && !said.retryable && cannot_succeed(said.category) {
             said
         } else {
             class
@@ -370,6 +373,20 @@ impl HttpClassifierBuilder {
             hints: self.hints,
         })
     }
+}
+
+/// Whether a failure of `category` says the request cannot succeed as sent, so that a client
+/// error's body may name it (see *The body* in [`HttpClassifier`]'s docs): not a
+/// cancellation, an ignored outcome or a local refusal, which would take the failure out of
+/// the dependency's health, nor a failure of the server's side.
+fn cannot_succeed(category: Category) -> bool {
+    matches!(
+        category,
+        Category::Validation
+            | Category::Authentication
+            | Category::NotFound
+            | Category::RateLimited
+    )
 }
 
 #[cfg(test)]

@@ -443,16 +443,50 @@ impl<F, B: Body> fmt::Debug for PeekFuture<F, B> {
 }
 
 /// Copies up to `room` bytes of `data` to `excerpt`; `false` when not all of `data` was in
-/// view as slices (a `Buf` of more pieces than it shows at once).
+/// view as slices (a `Buf` that shows only part of itself at once, such as one that shows
+/// only its first chunk).
 fn copy_into<D: Buf>(excerpt: &mut BytesMut, data: &D, room: usize) -> bool {
     if room == 0 {
         return true;
     }
-    let mut slices = [IoSlice::new(&[]); 16];
-    let n = data.chunks_vectored(&mut slices);
+    let wanted = data.remaining().min(room);
+    let mut stack = [IoSlice::new(&[]); 16];
+    let n = data.chunks_vectored(&mut stack);
+    if n < stack.len() || shown(&stack) >= wanted {
+        return copy_slices(excerpt, &stack[..n], data.remaining(), room);
+    }
+    // More pieces than 16 in view: ask again with room for more (an allocation, on this
+    // unusual path only), until the `Buf` shows all it will or enough for the excerpt.
+    let mut size = stack.len();
+    loop {
+        size *= 2;
+        let mut heap = vec![IoSlice::new(&[]); size];
+        let n = data.chunks_vectored(&mut heap);
+        if n < size || shown(&heap) >= wanted || size >= MAX_SLICES {
+            return copy_slices(excerpt, &heap[..n], data.remaining(), room);
+        }
+    }
+}
+
+/// The most slices [`copy_into`] asks a `Buf` to show at once.
+const MAX_SLICES: usize = 1 << 16;
+
+/// How many bytes `slices` show.
+fn shown(slices: &[IoSlice<'_>]) -> usize {
+    slices.iter().map(|slice| slice.len()).sum()
+}
+
+/// Copies up to `room` bytes of `slices`, which show part or all of a `Buf` of `remaining`
+/// bytes, to `excerpt`; `false` when they showed less than all of it and less than `room`.
+fn copy_slices(
+    excerpt: &mut BytesMut,
+    slices: &[IoSlice<'_>],
+    remaining: usize,
+    room: usize,
+) -> bool {
     let mut seen = 0;
     let mut left = room;
-    for slice in &slices[..n] {
+    for slice in slices {
         seen += slice.len();
         let take = slice.len().min(left);
         excerpt.extend_from_slice(&slice[..take]);
@@ -461,7 +495,7 @@ fn copy_into<D: Buf>(excerpt: &mut BytesMut, data: &D, room: usize) -> bool {
             return true;
         }
     }
-    seen >= data.remaining()
+    seen >= remaining
 }
 
 impl<F, B, E> Future for PeekFuture<F, B>

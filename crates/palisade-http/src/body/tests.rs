@@ -2628,3 +2628,203 @@ fn peek_config_errors_name_the_field() {
     assert_eq!(PeekLayer::new().limit(), PeekLayer::DEFAULT_LIMIT);
     assert_eq!(PeekLayer::default().limit(), 8192);
 }
+
+// ---- Review: PeekLayer and the classifier, failing tests ----
+
+/// A `Buf` of many pieces that shows them all in `chunks_vectored`, as many as `dst` holds.
+struct Pieces(VecDeque<Bytes>);
+
+impl bytes::Buf for Pieces {
+    fn remaining(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+    fn chunk(&self) -> &[u8] {
+        self.0.front().map_or(&[], |b| &b[..])
+    }
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, piece) in dst.iter_mut().zip(&self.0) {
+            *slot = std::io::IoSlice::new(piece);
+            n += 1;
+        }
+        n
+    }
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let front = self.0.front_mut().unwrap();
+            let take = cnt.min(front.len());
+            bytes::Buf::advance(front, take);
+            cnt -= take;
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+        }
+    }
+}
+
+struct OnePieces(Option<Pieces>);
+
+impl Body for OnePieces {
+    type Data = Pieces;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Pieces>, BoxError>>> {
+        Poll::Ready(self.0.take().map(|d| Ok(Frame::data(d))))
+    }
+}
+
+/// Data in more pieces than the 16 slices first asked for is read whole, up to the limit: the
+/// excerpt of a spent quota keeps the words that say so.
+#[tokio::test]
+async fn data_in_more_than_sixteen_pieces_is_read_whole() {
+    // OpenAI's spent quota as one frame of 21 small pieces (a rope, a chain of reads): every
+    // piece is in view through `chunks_vectored` when asked for enough slices.
+    const SPENT: &str =
+        r#"{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota"}}"#;
+    let pieces: VecDeque<Bytes> = SPENT
+        .as_bytes()
+        .chunks(4)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    assert_eq!(pieces.len(), 21);
+    let response = peek_layer(1024)
+        .layer(answering_with(429, OnePieces(Some(Pieces(pieces)))))
+        .oneshot(())
+        .await
+        .unwrap();
+    let class = crate::HttpClassifier::new()
+        .classify_response(&response)
+        .unwrap();
+    let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+    assert!(
+        !class.retryable,
+        "a spent quota, retried: the excerpt is {:?}",
+        excerpt.text()
+    );
+    assert_eq!(
+        excerpt.text(),
+        SPENT,
+        "the limit is 1024, the body {} bytes",
+        SPENT.len()
+    );
+    assert!(excerpt.is_complete());
+}
+
+/// A word in a client error's body that reads as a cancellation (or another outcome that
+/// leaves the dependency's health alone) does not relabel the failure.
+#[test]
+fn a_bodys_word_does_not_make_a_4xx_a_cancellation() {
+    use crate::HttpClassifier;
+    let with = |status: u16, body: &str| {
+        let mut r = Response::builder().status(status).body(()).unwrap();
+        r.extensions_mut().insert(BodyExcerpt::new(
+            Bytes::copy_from_slice(body.as_bytes()),
+            true,
+        ));
+        r
+    };
+    let c = HttpClassifier::new();
+    // A conflict whose message names the state of the resource, not this call.
+    let v = c
+        .classify_response(&with(409, r#"{"error":"cannot update a cancelled order"}"#))
+        .unwrap();
+    assert_eq!(v.category, Category::Validation, "{v:?}");
+}
+
+/// A frame in many pieces is cut at the limit, not past it.
+#[tokio::test]
+async fn data_in_many_pieces_is_cut_at_the_limit() {
+    let text = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123";
+    let pieces: VecDeque<Bytes> = text
+        .as_bytes()
+        .chunks(3)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    assert!(pieces.len() > 16);
+    for limit in [5, 50] {
+        let response = peek_layer(limit)
+            .layer(answering_with(429, OnePieces(Some(Pieces(pieces.clone())))))
+            .oneshot(())
+            .await
+            .unwrap();
+        let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
+        assert_eq!(excerpt.text(), &text[..limit]);
+        assert!(!excerpt.is_complete());
+    }
+}
+
+/// A body that can tell its end only when polled (a stream's): once its held frames are out,
+/// the peeked body says it has ended, since the read saw the end.
+#[tokio::test]
+async fn a_body_read_to_its_end_says_so_once_its_frames_are_out() {
+    let stream = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(
+        b"overloaded",
+    )))]);
+    let body = http_body_util::StreamBody::new(stream);
+    assert!(!body.is_end_stream());
+    let response = peek_layer(64)
+        .layer(answering_with(503, body))
+        .oneshot(())
+        .await
+        .unwrap();
+    let mut body = std::pin::pin!(response.into_body());
+    assert!(!body.is_end_stream(), "a frame is still held");
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "overloaded");
+    assert!(body.is_end_stream(), "the read saw the end");
+}
+
+/// A service ready only once `ready` is set, answering 503 with an empty body.
+#[derive(Clone)]
+struct ReadyWhen(Arc<std::sync::atomic::AtomicBool>);
+
+impl Service<()> for ReadyWhen {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.0.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        std::future::ready(Ok(Response::builder()
+            .status(503)
+            .body(String::new())
+            .unwrap()))
+    }
+}
+
+/// `Peek` is ready when its service is, and its parts describe themselves.
+#[tokio::test]
+async fn peek_forwards_readiness_and_describes_itself() {
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut peek = PeekLayer::new().layer(ReadyWhen(ready.clone()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        peek.poll_ready(&mut cx).is_pending(),
+        "the service below is not ready"
+    );
+    ready.store(true, Ordering::SeqCst);
+    assert!(matches!(peek.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+
+    let excerpt = BodyExcerpt::new(Bytes::from_static(b"busy"), true);
+    assert_eq!(
+        format!("{excerpt:?}"),
+        r#"BodyExcerpt { text: "busy", complete: true }"#
+    );
+    let future = peek.call(());
+    let shown = format!("{future:?}");
+    assert!(
+        shown.contains("PeekFuture") && shown.contains("limit: 8192"),
+        "{shown}"
+    );
+    let body = PeekedBody::new(String::from("ok"));
+    assert!(format!("{body:?}").contains("PeekedBody"), "{body:?}");
+}
