@@ -27,14 +27,17 @@ async fn llm_client_palisade_answers_what_the_bare_client_cannot() {
     let report = llm_client::run(12).await.unwrap();
     println!("{report}");
     let ok = |o: &[llm_client::Outcome]| o.iter().filter(|o| o.status == Some(200)).count();
-    // Bare: every fault reaches the caller (429s, 503s; the stalls answer, late).
-    assert_eq!(ok(&report.bare), 8);
+    // Bare: every fault reaches the caller (429s, 503s; the stall answers, late).
+    assert_eq!(ok(&report.bare), 7);
     assert!(report.bare.iter().all(|o| o.calls == 1));
     assert_eq!(report.bare[5].took, Duration::from_secs(3));
-    // palisade: all but request 9 (down every time) answered.
-    assert_eq!(ok(&report.palisade), 11);
+    // palisade: all but request 9 (down every time) and 11 (quota spent) answered.
+    assert_eq!(ok(&report.palisade), 10);
     assert_eq!(report.palisade[9].status, Some(503));
     assert_eq!(report.palisade[9].calls, 3);
+    // The spent quota is read from the 429's body and not retried.
+    assert_eq!(report.palisade[11].status, Some(429));
+    assert_eq!(report.palisade[11].calls, 1);
     // The 429 waited the server's 150 ms (stretched by up to a tenth), the stall was cut at
     // 500 ms.
     assert!(waited_hint(report.palisade[1].took, 150));

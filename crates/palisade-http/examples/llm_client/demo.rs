@@ -20,6 +20,7 @@ use palisade::ServiceBuilderExt;
 use palisade::classify::{BoxError, FailedResponse, class_of};
 use palisade::retry::{Backoff, RetryLayer};
 use palisade_http::HttpClassifier;
+use palisade_http::body::{PeekLayer, PeekedBody};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -28,6 +29,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 pub(crate) fn script(id: usize, attempt: usize) -> Fault {
     if id == 9 {
         return Fault::Unavailable; // down for this request, every time
+    }
+    if id == 11 {
+        return Fault::QuotaSpent; // the account's quota is spent: no retry can help
     }
     if attempt > 0 {
         return Fault::None;
@@ -49,6 +53,8 @@ pub(crate) enum Fault {
     RateLimited,
     /// 503.
     Unavailable,
+    /// 429 whose body says the quota is spent (OpenAI's `insufficient_quota`), no hint.
+    QuotaSpent,
     /// Answers 200, but only after 3 s.
     Stall,
 }
@@ -108,6 +114,11 @@ async fn answer(
             r
         }
         Fault::Unavailable => json(503, r#"{"error":{"type":"overloaded"}}"#.to_owned()),
+        Fault::QuotaSpent => json(
+            429,
+            r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","code":"insufficient_quota"}}"#
+                .to_owned(),
+        ),
         Fault::Stall => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             json(200, format!(r#"{{"answer":"late answer {id}"}}"#))
@@ -206,7 +217,9 @@ pub(crate) async fn run(requests: usize) -> Result<Report, BoxError> {
 
     // palisade's recommended stack for an LLM API, classifying HTTP responses: 429 and 503 are
     // retried (after the server's `retry-after-ms` when it gives one), a stalled attempt is cut
-    // at 500 ms and tried again, the whole call gets 5 s.
+    // at 500 ms and tried again, the whole call gets 5 s. `PeekLayer` below the classifier
+    // reads the start of a failing response's body, so that a 429 whose body says the quota is
+    // spent is not retried (the caller still gets the whole body).
     let addr = provider().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let preset = palisade::preset::recommended("llm")
@@ -222,13 +235,14 @@ pub(crate) async fn run(requests: usize) -> Result<Report, BoxError> {
         .build()?;
     let mut guarded = ServiceBuilder::new()
         .palisade(preset)
+        .layer(PeekLayer::new())
         .service(counting(client, calls.clone()));
     for id in 0..requests {
         let before = calls.load(Ordering::SeqCst);
         let start = Instant::now();
         let result = guarded.ready().await?.call(request(addr, id)).await;
         // A failing response comes back as an error carrying it: restore it for the caller.
-        let result = result.or_else(FailedResponse::<Response<Incoming>>::restore);
+        let result = result.or_else(FailedResponse::<Response<PeekedBody<Incoming>>>::restore);
         report.palisade.push(
             outcome(
                 result,
@@ -266,11 +280,10 @@ where
     tower::util::MapRequest::new(client, count)
 }
 
-async fn outcome(
-    result: Result<Response<Incoming>, BoxError>,
-    calls: usize,
-    took: Duration,
-) -> Outcome {
+async fn outcome<B>(result: Result<Response<B>, BoxError>, calls: usize, took: Duration) -> Outcome
+where
+    B: http_body::Body,
+{
     match result {
         Ok(response) => {
             let status = response.status();
