@@ -3523,3 +3523,50 @@ async fn failures_of_calls_in_flight_while_ejected_do_not_eject_it_again_at_once
     assert!(!st.ejected, "{st:?}");
     assert_eq!(st.ejections, 1, "{st:?}");
 }
+
+/// An endpoint whose readiness is always pending (a concurrency limit that never frees up).
+#[derive(Clone)]
+struct Busy;
+
+impl Service<()> for Busy {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<&'static str, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Pending
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+/// Past the first 64 endpoints (the bitsets' first word), a pass still tries every eligible
+/// endpoint before it waits: `busy` endpoints always pending and one always ready, at the
+/// start, at the word boundary or last; no pass may wait.
+#[tokio::test(start_paused = true)]
+async fn a_pass_past_64_busy_endpoints_finds_the_ready_one() {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for busy in [63, 64, 65, 69, 128] {
+        for at in [0, 63, 64, busy].into_iter().filter(|&at| at <= busy) {
+            let mut endpoints: Vec<Svc> = (0..busy)
+                .map(|_| tower::util::BoxCloneService::new(Busy))
+                .collect();
+            endpoints.insert(at, up("ready"));
+            for seed in [0x5eed, 1] {
+                let mut route = Route::builder(endpoints.clone())
+                    .seed(seed)
+                    .build()
+                    .unwrap();
+                for round in 0..100 {
+                    assert!(
+                        route.poll_ready(&mut cx).is_ready(),
+                        "{busy} busy, the ready one at {at}, seed {seed}: pass {round} waited"
+                    );
+                    assert_eq!(poll_now(route.call(())), "ready");
+                }
+            }
+        }
+    }
+}
