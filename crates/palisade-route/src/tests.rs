@@ -740,55 +740,10 @@ async fn failure_percentage_outliers_are_ejected_by_the_checker() {
     assert!(!st[3].ejected, "{:?}", st[3]);
 }
 
-/// An endpoint that counts its clones, must be made ready on the very instance that is called
-/// (as a semaphore-backed client must), and fails its readiness while `broken` is set.
-#[derive(Debug)]
-struct Counted {
-    clones: Arc<std::sync::atomic::AtomicUsize>,
-    broken: Arc<AtomicBool>,
-    ready: bool,
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        self.clones.fetch_add(1, Ordering::SeqCst);
-        Counted {
-            clones: self.clones.clone(),
-            broken: self.broken.clone(),
-            ready: false,
-        }
-    }
-}
-
-impl Service<()> for Counted {
-    type Response = &'static str;
-    type Error = BoxError;
-    type Future = std::future::Ready<Result<&'static str, BoxError>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.broken.swap(false, Ordering::SeqCst) {
-            return Poll::Ready(Err("connection refused".into()));
-        }
-        self.ready = true;
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: ()) -> Self::Future {
-        assert!(self.ready, "called without poll_ready on this instance");
-        self.ready = false;
-        std::future::ready(Ok("ok"))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
-    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let broken = Arc::new(AtomicBool::new(false));
-    let endpoint = Counted {
-        clones: clones.clone(),
-        broken: broken.clone(),
-        ready: false,
-    };
+    let endpoint = Scripted::new("ok", READY);
+    let (clones, mode) = (endpoint.clones.clone(), endpoint.mode.clone());
     let mut route = Route::new([endpoint]);
     let made = clones.load(Ordering::SeqCst);
     for _ in 0..100 {
@@ -802,7 +757,7 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
 
     // A readiness failure spends the instance: the router takes a fresh clone, which works.
     // The one endpoint failed its readiness, so this call fails; the router itself is ready.
-    broken.store(true, Ordering::SeqCst);
+    mode.store(REFUSED_ONCE, Ordering::SeqCst);
     let err = route.ready().await.unwrap().call(()).await.unwrap_err();
     assert!(err.is::<NoHealthyEndpoint>(), "{err}");
     assert_eq!(clones.load(Ordering::SeqCst), made + 1);
@@ -814,13 +769,15 @@ async fn calls_clone_no_service_and_a_failed_readiness_gets_a_fresh_one() {
     assert_eq!(other.ready().await.unwrap().call(()).await.unwrap(), "ok");
 }
 
-/// What a [`Scripted`] endpoint's readiness is: ready, not ready yet, or failing.
+/// What a [`Scripted`] endpoint's readiness is: ready, not ready yet, failing, or failing
+/// once and then ready.
 const READY: usize = 0;
 const NOT_READY: usize = 1;
 const REFUSED: usize = 2;
+const REFUSED_ONCE: usize = 3;
 
 /// An endpoint whose readiness is what `mode` says (see [`READY`]), that counts its clones and
-/// must be made ready on the very instance that is called.
+/// must be made ready on the very instance that is called (as a semaphore-backed client must).
 #[derive(Debug)]
 struct Scripted {
     name: &'static str,
@@ -868,6 +825,10 @@ impl Service<()> for Scripted {
                 Poll::Ready(Ok(()))
             }
             NOT_READY => Poll::Pending,
+            REFUSED_ONCE => {
+                self.mode.store(READY, Ordering::SeqCst);
+                Poll::Ready(Err("connection refused".into()))
+            }
             _ => Poll::Ready(Err("connection refused".into())),
         }
     }

@@ -569,6 +569,16 @@ mod tests {
         std::future::poll_fn(|cx| attempt::scope(state, || future.as_mut().poll(cx))).await
     }
 
+    /// Polls `future` to its end inside a deadline at `at` and the attempt `state`: another
+    /// request's scopes, as far as the future is concerned.
+    async fn drive_inside<F: Future>(at: Instant, state: &mut Attempt, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            with_deadline(at, || attempt::scope(state, || future.as_mut().poll(cx)))
+        })
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_context_crosses_a_spawned_task_both_ways() {
         let at = Instant::now() + Duration::from_secs(3);
@@ -689,14 +699,9 @@ mod tests {
                 attempt::with_timeouts_so_far(3, || bare.call(Req(None)))
             })
         });
-        let mut call = std::pin::pin!(call);
-        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
-            with_deadline(outer_deadline, || {
-                attempt::scope(&mut outer, || call.as_mut().poll(cx))
-            })
-        })
-        .await
-        .unwrap();
+        let (at_call, at_poll, _) = drive_inside(outer_deadline, &mut outer, call)
+            .await
+            .unwrap();
         assert_eq!((at_call, at_poll), (Seen::default(), Seen::default()));
         assert_eq!(
             outer.avoid, None,
@@ -715,14 +720,9 @@ mod tests {
         let call = with_deadline(outer_deadline, || {
             attempt::scope(&mut outer, || svc.call(Req(carried)))
         });
-        let mut call = std::pin::pin!(call);
-        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
-            with_deadline(outer_deadline, || {
-                attempt::scope(&mut outer, || call.as_mut().poll(cx))
-            })
-        })
-        .await
-        .unwrap();
+        let (at_call, at_poll, _) = drive_inside(outer_deadline, &mut outer, call)
+            .await
+            .unwrap();
         let expected = Seen {
             deadline: Some(carried_deadline),
             attempt: Some(own),
@@ -752,14 +752,7 @@ mod tests {
                 })
                 .await
         };
-        let mut request = std::pin::pin!(request);
-        let (at_call, at_poll, _) = std::future::poll_fn(|cx| {
-            with_deadline(at, || {
-                attempt::scope(&mut state, || request.as_mut().poll(cx))
-            })
-        })
-        .await
-        .unwrap();
+        let (at_call, at_poll, _) = drive_inside(at, &mut state, request).await.unwrap();
         assert_eq!((at_call, at_poll), (Seen::default(), Seen::default()));
         assert_eq!(state.avoid, None);
     }
