@@ -112,6 +112,10 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// whatever the body said, and `x-should-retry: true` makes even a spent quota retryable
 /// (the server's own word on this request).
 ///
+/// The failure's message quotes the excerpt after the status, on one line and at most 200
+/// characters long, so that a log of the error says what the server said:
+/// `HTTP 429 Too Many Requests: {"error": {"message": "You exceeded your current quota, ...`.
+///
 /// # Server hints
 ///
 /// A failing response's headers refine its class (see [`hint`](crate::hint)):
@@ -298,8 +302,58 @@ impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
         }
     }
 
+    /// The status in a few words (`HTTP 429 Too Many Requests`), followed by the start of
+    /// the body when [`PeekLayer`](crate::body::PeekLayer) read it: at most 200 characters,
+    /// on one line, `…` where the body goes on.
     fn describe(&self, response: &Response<B>) -> Option<Cow<'static, str>> {
-        Some(describe_status(response.status()))
+        let status = describe_status(response.status());
+        Some(match response.extensions().get::<BodyExcerpt>() {
+            Some(excerpt) if !excerpt.bytes().is_empty() => {
+                let mut text = status.into_owned();
+                text.push_str(": ");
+                quote(&mut text, &excerpt.text(), excerpt.is_complete());
+                Cow::Owned(text)
+            }
+            _ => status,
+        })
+    }
+}
+
+/// The most characters of a failing response's body its error's message quotes: enough for
+/// a JSON error object's `message` and `code` (OpenAI's, Anthropic's, Google's), short
+/// enough for a log line.
+const QUOTED_CHARS: usize = 200;
+
+/// Appends `body` to `out` on one line: each run of whitespace (a JSON body's newlines and
+/// indentation) as one space, other control characters escaped, at most [`QUOTED_CHARS`]
+/// characters, and `…` when the body goes on (cut here, or not `complete`).
+fn quote(out: &mut String, body: &str, complete: bool) {
+    let mut chars = 0;
+    let mut words = body.split_whitespace().peekable();
+    while let Some(word) = words.next() {
+        for c in word.chars() {
+            if chars == QUOTED_CHARS {
+                out.push('…');
+                return;
+            }
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+            chars += 1;
+        }
+        if words.peek().is_some() {
+            if chars == QUOTED_CHARS {
+                out.push('…');
+                return;
+            }
+            out.push(' ');
+            chars += 1;
+        }
+    }
+    if !complete {
+        out.push('…');
     }
 }
 
@@ -632,6 +686,55 @@ mod tests {
         assert_eq!(
             describe_status(StatusCode::from_u16(599).unwrap()),
             "HTTP 599"
+        );
+    }
+
+    #[test]
+    fn describe_quotes_the_start_of_the_body() {
+        let c = HttpClassifier::new();
+        let describe = |r: &Response<()>| {
+            Classify::<Response<()>, BoxError>::describe(&c, r)
+                .unwrap()
+                .into_owned()
+        };
+        let spent = with_body(429, &[], SPENT).unwrap();
+        assert_eq!(
+            describe(&spent),
+            format!("HTTP 429 Too Many Requests: {SPENT}")
+        );
+        // One line: whitespace runs become one space, other control characters are escaped.
+        let pretty = with_body(503, &[], "{\n  \"error\":\t\"down\"\r\n}\u{7}").unwrap();
+        assert_eq!(
+            describe(&pretty),
+            "HTTP 503 Service Unavailable: { \"error\": \"down\" }\\u{7}"
+        );
+        // An empty excerpt says nothing more than the status.
+        let empty = with_body(503, &[], "").unwrap();
+        assert_eq!(describe(&empty), "HTTP 503 Service Unavailable");
+        // At most QUOTED_CHARS characters (not bytes), then `…`.
+        let long = "é".repeat(QUOTED_CHARS + 1);
+        let text = describe(&with_body(500, &[], &long).unwrap());
+        let quoted = text
+            .strip_prefix("HTTP 500 Internal Server Error: ")
+            .unwrap();
+        assert_eq!(quoted, format!("{}…", "é".repeat(QUOTED_CHARS)));
+        // Exactly QUOTED_CHARS: whole, no mark.
+        let fits = "a".repeat(QUOTED_CHARS);
+        let text = describe(&with_body(500, &[], &fits).unwrap());
+        assert!(text.ends_with(&format!(": {fits}")), "{text}");
+        // A space that would be the 201st character is cut too.
+        let words = format!("{} b", "a".repeat(QUOTED_CHARS));
+        let text = describe(&with_body(500, &[], &words).unwrap());
+        assert!(text.ends_with(&format!(": {fits}…")), "{text}");
+        // An excerpt the limit stopped goes on past what it shows.
+        let mut cut = response(502, &[]).unwrap();
+        cut.extensions_mut().insert(BodyExcerpt::new(
+            bytes::Bytes::from_static(b"upstream connect error"),
+            false,
+        ));
+        assert_eq!(
+            describe(&cut),
+            "HTTP 502 Bad Gateway: upstream connect error…"
         );
     }
 

@@ -283,7 +283,13 @@ impl PeekLayerBuilder {
 /// one is read frame by frame until `limit` bytes of data have arrived or the body ends, and
 /// its excerpt copied (an allocation of at most `limit` bytes, fewer when the body's size
 /// hint says it is smaller); the frames read are held, not copied, so one frame larger than
-/// the limit is held whole. An empty body (its `is_end_stream`) is not read. The body is
+/// the limit is held whole. An empty body (its `is_end_stream`) is not read.
+///
+/// The excerpt is copied from what each data frame shows through
+/// [`Buf::chunks_vectored`](bytes::Buf::chunks_vectored). `Bytes` (hyper's, reqwest's and
+/// `http-body-util`'s bodies) shows all of itself; a `Buf` of its own that keeps the trait's
+/// default shows only its first chunk, and the excerpt then stops at the end of that chunk,
+/// marked not [complete](BodyExcerpt::is_complete) (the caller still gets every byte). The body is
 /// boxed on this path, so that a body that must stay pinned (a
 /// [`GuardedBody`](super::GuardedBody)'s timers) can be read by the future and then moved into
 /// the response.
@@ -335,6 +341,8 @@ impl PeekLayerBuilder {
 /// let class = class_of(&err);
 /// assert_eq!(class.category, Category::RateLimited);
 /// assert!(!class.retryable);
+/// // Its message says what the server said.
+/// assert!(err.to_string().starts_with(r#"HTTP 429 Too Many Requests: {"error": {"message": "You exceeded"#));
 /// // The response, body and all, as the server sent it.
 /// let response = FailedResponse::<Response<PeekedBody<Full<Bytes>>>>::restore(err).unwrap();
 /// assert_eq!(response.into_body().collect().await?.to_bytes(), SPENT);
