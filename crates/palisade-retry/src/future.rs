@@ -707,7 +707,7 @@ where
                 // the wait was (a backoff, a hold for a breaker or the budget, a refresh, this
                 // readiness) and however late the task is polled, no attempt is sent at or
                 // after it.
-                Ok(()) if deadline_passed() => {
+                Ok(()) if deadline_passed(handle.shared.policy.min_attempt_time) => {
                     let error = last_error(retries);
                     let class = class_of(&error);
                     let error = give_up(&handle.shared, attempts, &class, Stop::Deadline, error);
@@ -743,7 +743,8 @@ where
     let now = Instant::now();
     // A look that comes at or after the deadline (the task was polled late): the request ends
     // as if the budget had refused it to the end, and takes nothing from it.
-    if ctx::deadline().is_some_and(|deadline| now >= deadline) {
+    let floor = shared.policy.min_attempt_time;
+    if ctx::deadline().is_some_and(|deadline| policy::too_late(now, deadline, floor)) {
         return Err(held_until_the_deadline(between, shared));
     }
     if let Some(withdrawal) = shared.budget.try_withdraw() {
@@ -770,7 +771,7 @@ where
         return Ok(());
     }
     let at = now + policy::spread(policy::BUDGET_RECHECK, &mut shared.rng.next());
-    if ctx::deadline().is_none_or(|deadline| at >= deadline) {
+    if ctx::deadline().is_none_or(|deadline| policy::too_late(at, deadline, floor)) {
         return Err(held_until_the_deadline(between, shared));
     }
     between.wait = Wait::Sleeping {
@@ -801,10 +802,12 @@ fn last_error<S, Req>(retries: &mut Retries<S, Req>) -> BoxError {
         .expect("the last error is kept until the next attempt is sent")
 }
 
-/// Whether the deadline, if any, has passed: an attempt that waited for it cannot be sent.
-/// Reads the clock only under a deadline, and only before a retry.
-fn deadline_passed() -> bool {
-    ctx::deadline().is_some_and(|deadline| Instant::now() >= deadline)
+/// Whether the deadline, if any, is too near for an attempt (no more than `floor` left, see
+/// [`RetryBuilder::min_attempt_time`](crate::RetryBuilder::min_attempt_time)): an attempt
+/// that waited for it cannot be sent. Reads the clock only under a deadline, and only before a
+/// retry.
+fn deadline_passed(floor: Duration) -> bool {
+    ctx::deadline().is_some_and(|deadline| policy::too_late(Instant::now(), deadline, floor))
 }
 
 /// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) and

@@ -27,6 +27,10 @@ pub const DEFAULT_RATE_LIMITED_DELAY: Duration = Duration::from_secs(5);
 /// The default ceiling on a server's retry hint: 60 s. A longer hint is not waited for.
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// The default least time before the deadline a retry starts with: 10 ms (see
+/// [`RetryBuilder::min_attempt_time`]).
+pub const DEFAULT_MIN_ATTEMPT_TIME: Duration = Duration::from_millis(10);
+
 /// Retries failed calls as their class allows, with backoff, within a budget and a deadline.
 ///
 /// Clones share everything: the budget, the adaptive limit and the rng. See the
@@ -55,6 +59,7 @@ impl RetryLayer {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             wait_for_breaker: true,
             wait_for_budget: true,
+            min_attempt_time: DEFAULT_MIN_ATTEMPT_TIME,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             adaptive: None,
             budget: Arc::new(Throttled::default()),
@@ -135,6 +140,7 @@ pub struct RetryBuilder<B: ?Sized = Throttled, A = LayerLimit> {
     max_retry_after: Duration,
     wait_for_breaker: bool,
     wait_for_budget: bool,
+    min_attempt_time: Duration,
     max_attempts: u32,
     adaptive: Option<AdaptiveAttempts>,
     budget: Arc<B>,
@@ -207,9 +213,9 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// last attempt, and for a request of one attempt (a non-idempotent one, whose refusal
     /// means it was never sent): the layer keeps a copy of the request for each attempt then
     /// (see the crate's *Clone requirement*). In palisade's
-    /// simulator this takes the preset's success through a 10 s outage from 75.8 % to 98.2 %
+    /// simulator this takes the preset's success through a 10 s outage from 75.8 % to 98.3 %
     /// (requests sent during it are answered once the dependency is back, within their 10 s
-    /// deadline) and through a dependency flapping every 2 s from 66.7 % to 93.8 %, at 0.99
+    /// deadline) and through a dependency flapping every 2 s from 66.7 % to 93.8 %, at 1.00
     /// and 1.01 upstream calls per request (0.77 and 0.74 without).
     ///
     /// With `false`, a refusal that says when the breaker probes again is returned at once,
@@ -265,6 +271,21 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// until then: with `false`, a service that must fail fast under load sheds instead.
     pub fn wait_for_budget(mut self, wait: bool) -> Self {
         self.wait_for_budget = wait;
+        self
+    }
+
+    /// The least time an attempt is given: a retry starts only while more than this is left
+    /// before the request's deadline. Default: 10 ms ([`DEFAULT_MIN_ATTEMPT_TIME`]).
+    ///
+    /// An attempt sent in a deadline's last moments is cut off before any dependency can
+    /// answer it, yet the dependency still takes the call and does the work: load at the
+    /// worst moment, for nothing. Its wait (a backoff, a server's hint, a hold for the breaker
+    /// or the budget) is fitted to end earlier instead, and a request that cannot start a
+    /// retry in time ends with its last error, its gave-up reason `deadline`. Set it near the
+    /// dependency's fastest useful answer: `Duration::ZERO` sends a retry however little time
+    /// is left. Requests without a deadline are not affected.
+    pub fn min_attempt_time(mut self, time: Duration) -> Self {
+        self.min_attempt_time = time;
         self
     }
 
@@ -326,6 +347,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             max_retry_after: self.max_retry_after,
             wait_for_breaker: self.wait_for_breaker,
             wait_for_budget: self.wait_for_budget,
+            min_attempt_time: self.min_attempt_time,
             max_attempts: self.max_attempts,
             adaptive: self.adaptive,
             budget: budget.into_shared(),
@@ -351,6 +373,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
             max_retry_after: self.max_retry_after,
             wait_for_breaker: self.wait_for_breaker,
             wait_for_budget: self.wait_for_budget,
+            min_attempt_time: self.min_attempt_time,
             max_attempts: self.max_attempts,
             adaptive: self.adaptive,
             budget: self.budget,
@@ -381,6 +404,7 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
                 max_retry_after: self.max_retry_after,
                 wait_for_breaker: self.wait_for_breaker,
                 wait_for_budget: self.wait_for_budget,
+                min_attempt_time: self.min_attempt_time,
             },
             max_attempts: self.max_attempts,
             adaptive: self
@@ -411,6 +435,7 @@ impl<B: fmt::Debug + ?Sized, A: fmt::Debug> fmt::Debug for RetryBuilder<B, A> {
             .field("max_retry_after", &self.max_retry_after)
             .field("wait_for_breaker", &self.wait_for_breaker)
             .field("wait_for_budget", &self.wait_for_budget)
+            .field("min_attempt_time", &self.min_attempt_time)
             .field("adaptive", &self.adaptive)
             .field("budget", &self.budget)
             .field("rng", &self.rng)

@@ -161,20 +161,24 @@
 //!
 //! # Deadlines and timeouts
 //!
-//! Inside a deadline set by palisade-timeout's `Deadline` layer, retry never sleeps past it:
-//! when the next attempt could not start before the deadline (after its backoff or a server
-//! hint, at their least: the lower bound of the jitter's range, the hint before its stretch),
-//! the last error is returned at once. Otherwise the random part of the wait (the jitter, a
-//! hint's stretch) is drawn within the time left: such a wait that can end before the deadline
-//! is never given up at random. A wait for an open breaker is the exception, checked as
-//! drawn (see [`wait_for_breaker`](RetryBuilder::wait_for_breaker)). The deadline is looked
-//! at again when the wait ends (a backoff, a hold for an open breaker or for the budget, a
-//! credential refresh, the service's readiness), just before the attempt is sent: however
-//! late the task is polled (a busy runtime, a refresh that outlasts a deadline carried into
-//! a task), no attempt is sent at or after the deadline; the request ends with its last error
-//! and gives back the budget withdrawal reserved for it. (tokio's timer fires on whole
-//! milliseconds, so a wait drawn to end in the deadline's last millisecond fires at its tick
-//! and ends the request so.) Each attempt is made with
+//! Inside a deadline set by palisade-timeout's `Deadline` layer, retry never sleeps past it,
+//! and starts an attempt only with at least
+//! [`min_attempt_time`](RetryBuilder::min_attempt_time) (10 ms) left: an attempt sent in a
+//! deadline's last moments is cut off before it can be answered, yet loads the dependency.
+//! Below, "the deadline" is that last moment an attempt may start. When the next attempt could
+//! not start before the deadline (after its backoff or a server hint, at their least: the
+//! lower bound of the jitter's range, the hint before its stretch), the last error is
+//! returned at once. Otherwise the random part of the wait (the jitter, a hint's stretch) is
+//! drawn within the time left: such a wait that can end before the deadline is never given up
+//! at random. A wait for an open breaker is the exception, checked as drawn (see
+//! [`wait_for_breaker`](RetryBuilder::wait_for_breaker)). The deadline is looked at again when
+//! the wait ends (a backoff, a hold for an open breaker or for the budget, a credential
+//! refresh, the service's readiness), just before the attempt is sent: however late the task
+//! is polled (a busy runtime, a refresh that outlasts a deadline carried into a task), no
+//! attempt is sent after it; the request ends with its last error and gives back the budget
+//! withdrawal reserved for it. (tokio's timer fires on whole milliseconds; with
+//! `min_attempt_time` set to zero, a wait drawn to end in the request deadline's last
+//! millisecond fires at its tick and ends the request so.) Each attempt is made with
 //! the number of earlier attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
 //! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),
@@ -239,8 +243,8 @@ pub use adaptive::AdaptiveAttempts;
 pub use attempts::{LayerLimit, MaxAttempts, MaxAttemptsFn, max_attempts_fn};
 pub use backoff::{Backoff, DEFAULT_CAP, Jitter};
 pub use layer::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_RATE_LIMITED_DELAY, RetryBuilder,
-    RetryLayer,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RETRY_AFTER, DEFAULT_MIN_ATTEMPT_TIME,
+    DEFAULT_RATE_LIMITED_DELAY, RetryBuilder, RetryLayer,
 };
 pub use palisade_core::failure::AfterTimeouts;
 /// The rng jitter draws from (rand's `SmallRng`), re-exported for

@@ -25,6 +25,9 @@ pub(crate) struct Policy {
     /// Whether a retry the budget refuses waits for it, under a deadline
     /// ([`RetryBuilder::wait_for_budget`](crate::RetryBuilder::wait_for_budget)).
     pub(crate) wait_for_budget: bool,
+    /// The least time before the deadline a retry must start with
+    /// ([`RetryBuilder::min_attempt_time`](crate::RetryBuilder::min_attempt_time)).
+    pub(crate) min_attempt_time: Duration,
 }
 
 /// How much a wait for a refusing breaker or for the budget is stretched, at most (a random
@@ -287,7 +290,10 @@ impl Policy {
             // the simulator's brownout at 67 requests a second (seeds 2 and 6), redrawing them
             // answered 70.7 % and 70.2 % of requests against 71.9 % and 72.1 %, and served 94 %
             // and 91 % of what the returning capacity allowed against 101 %.
-            if deadline.is_some_and(|d| now.checked_add(delay).is_none_or(|at| at >= d)) {
+            if deadline.is_some_and(|d| {
+                now.checked_add(delay)
+                    .is_none_or(|at| too_late(at, d, self.min_attempt_time))
+            }) {
                 return Err(Stop::Deadline);
             }
             return Ok(Retry::WaitForBreaker(delay));
@@ -296,7 +302,7 @@ impl Policy {
             return Err(Stop::Attempts);
         }
         if let Some(hook) = refresh {
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| too_late(now, d, self.min_attempt_time)) {
                 return Err(Stop::Deadline);
             }
             return Ok(Retry::Refresh(hook));
@@ -331,14 +337,26 @@ impl Policy {
                 }
             }
         };
-        fit(now, deadline, least, delay, rng).map(Retry::After)
+        fit(now, deadline, self.min_attempt_time, least, delay, rng).map(Retry::After)
     }
 }
 
-/// Fits a retry's wait before the deadline. `least` is the least the retry must wait (a
-/// server's hint, the backoff's lower bound), `drawn` the wait drawn from it (with the stretch
-/// or the jitter), from `rng` (`None` when nothing was drawn). (A wait for an open breaker is
-/// not fitted; see `Policy::decide`.)
+/// Whether an attempt starting at `at` comes too late for `deadline`: at or after it, or with
+/// less than `floor` (the least time an attempt is given) before it.
+pub(crate) fn too_late(at: Instant, deadline: Instant, floor: Duration) -> bool {
+    deadline.saturating_duration_since(at) < least_left(floor)
+}
+
+/// The least time before the deadline an attempt may start with: `floor`, and never none.
+fn least_left(floor: Duration) -> Duration {
+    floor.max(Duration::from_nanos(1))
+}
+
+/// Fits a retry's wait before the deadline, leaving the attempt at least `floor`. `least` is
+/// the least the retry must wait (a server's hint, the backoff's lower bound), `drawn` the
+/// wait drawn from it (with the stretch or the jitter), from `rng` (`None` when nothing was
+/// drawn). (A wait for an open breaker is not fitted; see `Policy::decide`.) Below, "the
+/// deadline" is the last moment the attempt may start: `floor` before the request's.
 ///
 /// Only `least` decides whether the next attempt can start before the deadline: if it cannot,
 /// the request stops. The random part spreads the requests over the time left, and is never a
@@ -350,6 +368,7 @@ impl Policy {
 fn fit<R: Rng>(
     now: Instant,
     deadline: Option<Instant>,
+    floor: Duration,
     least: Duration,
     drawn: Duration,
     rng: Option<R>,
@@ -357,16 +376,19 @@ fn fit<R: Rng>(
     let Some(deadline) = deadline else {
         return Ok(drawn);
     };
-    let left = deadline.saturating_duration_since(now);
-    if least >= left {
-        // A retry that would start at or after the deadline cannot finish before it.
+    // The longest wait that still leaves the attempt its time.
+    let room = deadline
+        .saturating_duration_since(now)
+        .checked_sub(least_left(floor));
+    let Some(room) = room.filter(|room| least <= *room) else {
+        // A retry that would start too late cannot finish before the deadline.
         return Err(Stop::Deadline);
-    }
-    if drawn < left {
+    };
+    if drawn <= room {
         return Ok(drawn);
     }
     // Nothing drawn: the wait is `least`, which fits.
-    Ok(rng.map_or(least, |mut rng| rng.random_range(least..left)))
+    Ok(rng.map_or(least, |mut rng| rng.random_range(least..=room)))
 }
 
 #[cfg(test)]
@@ -387,6 +409,7 @@ mod tests {
             max_retry_after: ms(5000),
             wait_for_breaker: true,
             wait_for_budget: true,
+            min_attempt_time: Duration::ZERO,
         }
     }
 
@@ -901,6 +924,85 @@ mod tests {
             panic!("expected a retry, got {decision:?}");
         };
         assert!(delay >= ms(50) && delay < ms(51), "{delay:?}");
+    }
+
+    #[test]
+    fn a_retry_starts_only_with_more_than_the_least_attempt_time_left() {
+        let p = Policy {
+            min_attempt_time: ms(10),
+            ..policy()
+        };
+        let now = Instant::now();
+        let network = failure(Category::Network, 1);
+        let at = |p: &Policy, f: &Failure, left: u64, seed: u64| {
+            p.decide(f, now, Some(now + ms(left)), NO_HOOK, || {
+                SmallRng::seed_from_u64(seed)
+            })
+        };
+        // The backoff's 100 ms: it must end at least 10 ms before the deadline.
+        assert_eq!(at(&p, &network, 110, 0), Ok(Retry::After(ms(100))));
+        assert_eq!(at(&p, &network, 109, 0), Err(Stop::Deadline));
+        // Without a deadline, nothing changes.
+        assert_eq!(
+            p.decide(&network, now, None, NO_HOOK, no_rng),
+            Ok(Retry::After(ms(100)))
+        );
+        // A hint's stretch drawn again ends at least 10 ms before the deadline: 2 s asked,
+        // 2.05 s left, every draw within 2 s..=2.04 s.
+        let mut hinted = failure(Category::RateLimited, 1);
+        hinted.class = hinted.class.with_retry_after(ms(2000));
+        for seed in 0..40 {
+            let Ok(Retry::After(delay)) = at(&p, &hinted, 2050, seed) else {
+                panic!("seed {seed}: expected a retry");
+            };
+            assert!(delay >= ms(2000) && delay <= ms(2040), "{delay:?}");
+        }
+        assert_eq!(at(&p, &hinted, 2010, 0), Ok(Retry::After(ms(2000))));
+        assert_eq!(at(&p, &hinted, 2009, 0), Err(Stop::Deadline));
+        // The same jitter with no least time may end in the deadline's last 10 ms.
+        let late = (0..40)
+            .map(|seed| match at(&policy(), &hinted, 2050, seed) {
+                Ok(Retry::After(delay)) => delay,
+                other => panic!("seed {seed}: {other:?}"),
+            })
+            .filter(|delay| *delay > ms(2040))
+            .count();
+        assert!(late > 0, "no draw in the last 10 ms");
+        // A wait for the breaker that ends less than 10 ms before the deadline stops, one that
+        // leaves 10 ms waits.
+        let Ok(Retry::WaitForBreaker(drawn)) = at(&p, &refused(1, ms(1000)), 10_000, 3) else {
+            panic!("expected a wait for the breaker");
+        };
+        let breaker = |deadline| {
+            p.decide(&refused(1, ms(1000)), now, Some(deadline), NO_HOOK, || {
+                SmallRng::seed_from_u64(3)
+            })
+        };
+        let leaves_10_ms = now + drawn + ms(10);
+        assert_eq!(breaker(leaves_10_ms), Ok(Retry::WaitForBreaker(drawn)));
+        assert_eq!(
+            breaker(leaves_10_ms - Duration::from_nanos(1)),
+            Err(Stop::Deadline)
+        );
+        // A credential refresh, sent at once: at least 10 ms left.
+        let auth = failure(Category::Authentication, 1);
+        let refresh = |left: u64| p.decide(&auth, now, Some(now + ms(left)), Some("hook"), no_rng);
+        assert_eq!(refresh(10), Ok(Retry::Refresh("hook")));
+        assert_eq!(refresh(9), Err(Stop::Deadline));
+        // The rule itself: at least the floor, and never at or after the deadline.
+        assert!(!too_late(now, now + ms(10), ms(10)));
+        assert!(too_late(
+            now,
+            now + ms(10) - Duration::from_nanos(1),
+            ms(10)
+        ));
+        assert!(too_late(now, now, Duration::ZERO));
+        assert!(!too_late(
+            now,
+            now + Duration::from_nanos(1),
+            Duration::ZERO
+        ));
+        assert!(too_late(now + ms(20), now + ms(10), Duration::ZERO));
     }
 
     #[test]

@@ -1199,55 +1199,70 @@ mod context {
                 .backoff(Backoff::constant(ms(1000)))
                 .jitter(Jitter::Full)
         };
-        let mut at_the_tick = [0; 2];
-        for seed in 0..100 {
-            for (case, (first, least, left, builder)) in [
-                (limited.clone(), ms(950), ms(1000), layer()),
-                (
-                    err(Category::ServerError, "503"),
-                    ms(0),
-                    ms(500),
-                    jittered(),
-                ),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let start = Instant::now();
-                hooks::DEADLINE.set(Some(start + left));
-                let message = match &first {
-                    Answer::Err(_, message) => *message,
-                    _ => unreachable!("both fail first"),
-                };
-                let s = Script::new([first, Answer::Ok(7)]);
-                let svc = builder.seed(seed).build().unwrap().layer(s.clone());
-                let out = run(svc).await;
-                hooks::DEADLINE.set(None);
-                let calls = s.calls();
-                if out.is_err() {
-                    // Drawn to end before the deadline, but in its last millisecond: tokio's
-                    // timer fires on whole milliseconds, at the deadline's tick, when no
-                    // attempt is sent any more (it could not start before the deadline).
-                    assert_eq!(out, Err(message.into()), "seed {seed}");
-                    assert_eq!(calls, [ms(0)], "seed {seed}");
-                    assert_eq!(start.elapsed(), left, "seed {seed}");
-                    at_the_tick[case] += 1;
-                    continue;
+        // With no least attempt time, a wait may be drawn to end in the deadline's last
+        // millisecond; with the default 10 ms, never.
+        for floor in [Duration::ZERO, crate::DEFAULT_MIN_ATTEMPT_TIME] {
+            let mut at_the_tick = [0; 2];
+            for seed in 0..100 {
+                for (case, (first, least, left, builder)) in [
+                    (limited.clone(), ms(950), ms(1000), layer()),
+                    (
+                        err(Category::ServerError, "503"),
+                        ms(0),
+                        ms(500),
+                        jittered(),
+                    ),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let start = Instant::now();
+                    hooks::DEADLINE.set(Some(start + left));
+                    let message = match &first {
+                        Answer::Err(_, message) => *message,
+                        _ => unreachable!("both fail first"),
+                    };
+                    let s = Script::new([first, Answer::Ok(7)]);
+                    let svc = builder
+                        .min_attempt_time(floor)
+                        .seed(seed)
+                        .build()
+                        .unwrap()
+                        .layer(s.clone());
+                    let out = run(svc).await;
+                    hooks::DEADLINE.set(None);
+                    let calls = s.calls();
+                    if out.is_err() {
+                        // Drawn to end before the deadline, but in its last millisecond: tokio's
+                        // timer fires on whole milliseconds, at the deadline's tick, when no
+                        // attempt is sent any more (it could not start before the deadline).
+                        assert_eq!(out, Err(message.into()), "seed {seed}");
+                        assert_eq!(calls, [ms(0)], "seed {seed}");
+                        assert_eq!(start.elapsed(), left, "seed {seed}");
+                        at_the_tick[case] += 1;
+                        continue;
+                    }
+                    assert_eq!(out, Ok(7), "seed {seed}: {calls:?}");
+                    assert!(
+                        calls[1] >= least && calls[1] < left && left - calls[1] >= floor,
+                        "seed {seed}: waited {:?}, at least {least:?}, before {left:?} less {floor:?}",
+                        calls[1]
+                    );
                 }
-                assert_eq!(out, Ok(7), "seed {seed}: {calls:?}");
+            }
+            if floor.is_zero() {
+                // One millisecond of the 50 ms a hint's stretch is drawn in, of the 500 ms of the
+                // jitter's: a few requests at most.
                 assert!(
-                    calls[1] >= least && calls[1] < left,
-                    "seed {seed}: waited {:?}, at least {least:?}, before {left:?}",
-                    calls[1]
+                    at_the_tick[0] <= 6 && at_the_tick[1] <= 2,
+                    "{at_the_tick:?}"
                 );
+            } else {
+                // Drawn to end at least 10 ms before a deadline on a whole millisecond, every
+                // wait's timer fires in time.
+                assert_eq!(at_the_tick, [0, 0]);
             }
         }
-        // One millisecond of the 50 ms a hint's stretch is drawn in, of the 500 ms of the
-        // jitter's: a few requests at most.
-        assert!(
-            at_the_tick[0] <= 6 && at_the_tick[1] <= 2,
-            "{at_the_tick:?}"
-        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1647,15 +1662,26 @@ mod context {
 
     /// A retry whose backoff ended before the deadline but whose task is polled again only at
     /// or after it (a busy runtime) is not sent: the request ends with its last error, and the
-    /// budget withdrawal reserved for the retry comes back. Polled before it, the retry goes.
+    /// budget withdrawal reserved for the retry comes back. Polled before it, with at least
+    /// the least attempt time left (10 ms by default), the retry goes.
     #[tokio::test(start_paused = true)]
     async fn a_retry_polled_at_or_after_the_deadline_is_not_sent() {
-        for (polled_at, sent) in [(ms(1_500), false), (ms(1_000), false), (ms(999), true)] {
+        let default = crate::DEFAULT_MIN_ATTEMPT_TIME;
+        assert_eq!(default, ms(10));
+        for (floor, polled_at, sent) in [
+            (default, ms(1_500), false),
+            (default, ms(1_000), false),
+            (default, ms(991), false),
+            (default, ms(990), true),
+            (Duration::ZERO, ms(1_000), false),
+            (Duration::ZERO, ms(999), true),
+        ] {
             let start = Instant::now();
             hooks::DEADLINE.set(Some(start + ms(1_000)));
             let budget = Shut::until(start);
             let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
             let svc = layer()
+                .min_attempt_time(floor)
                 .budget(budget.clone())
                 .backoff(Backoff::constant(ms(500)))
                 .build()
@@ -1698,29 +1724,45 @@ mod context {
     }
 
     /// The same after a wait for the budget, which opened meanwhile: nothing is taken from it
-    /// past the deadline, and the request ends with its last error.
+    /// past the deadline, or with less than the least attempt time left, and the request ends
+    /// with its last error.
     #[tokio::test(start_paused = true)]
     async fn a_retry_held_for_the_budget_is_not_sent_after_the_deadline() {
-        let start = Instant::now();
-        hooks::DEADLINE.set(Some(start + ms(3_000)));
-        let budget = Shut::until(start + ms(2_000));
-        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
-        let svc = layer()
-            .budget(budget.clone())
-            .build()
-            .unwrap()
-            .layer(s.clone());
-        let mut fut = Box::pin(svc.oneshot(0));
-        assert!(futures_poll(&mut fut).is_pending(), "held for the budget");
-        advance(ms(3_500)).await;
-        assert_eq!(error_of(futures_poll(&mut fut)), "503");
-        assert_eq!(s.calls(), [ms(0)]);
-        assert_eq!(
-            budget.asked.load(Ordering::SeqCst),
-            1,
-            "only the first refusal"
-        );
-        assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        let default = crate::DEFAULT_MIN_ATTEMPT_TIME;
+        for (floor, polled_at, sent) in [
+            (default, ms(3_500), false),
+            (default, ms(2_995), false),
+            (Duration::ZERO, ms(2_995), true),
+        ] {
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(3_000)));
+            let budget = Shut::until(start + ms(2_000));
+            let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+            let svc = layer()
+                .min_attempt_time(floor)
+                .budget(budget.clone())
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            let mut fut = Box::pin(svc.oneshot(0));
+            assert!(futures_poll(&mut fut).is_pending(), "held for the budget");
+            advance(polled_at).await;
+            let out = futures_poll(&mut fut);
+            if sent {
+                assert!(matches!(out, Poll::Ready(Ok(7))), "{out:?}");
+                assert_eq!(s.calls(), [ms(0), polled_at]);
+                assert_eq!(budget.asked.load(Ordering::SeqCst), 2);
+            } else {
+                assert_eq!(error_of(out), "503", "{polled_at:?}");
+                assert_eq!(s.calls(), [ms(0)]);
+                assert_eq!(
+                    budget.asked.load(Ordering::SeqCst),
+                    1,
+                    "only the first refusal"
+                );
+            }
+            assert_eq!(budget.refunded.load(Ordering::SeqCst), 0);
+        }
         hooks::DEADLINE.set(None);
     }
 

@@ -14,6 +14,7 @@
 //! max_attempts = 3
 //! wait_for_breaker = true      # a call the open breaker refuses waits for its next probe
 //! wait_for_budget = true       # a retry the budget refuses waits for it, until the deadline
+//! min_attempt_time = "10ms"    # no retry starts with less than this left before the deadline
 //! backoff = { exponential = { initial = "1s", factor = 2.0 } }  # or constant/linear
 //! cap = "1m"                   # the longest backoff delay
 //! jitter = { proportional = 0.1 }                              # or "none", "full", "equal", "decorrelated"
@@ -279,6 +280,10 @@ pub struct RetryConfig {
     /// `true`; see
     /// [`RetryBuilder::wait_for_budget`](crate::retry::RetryBuilder::wait_for_budget)).
     pub wait_for_budget: bool,
+    /// The least time before the deadline a retry starts with (default 10 ms; see
+    /// [`RetryBuilder::min_attempt_time`](crate::retry::RetryBuilder::min_attempt_time)).
+    #[serde(with = "palisade_core::serde_duration")]
+    pub min_attempt_time: Duration,
     /// The retry budget (`[retry.budget]`).
     pub budget: BudgetConfig,
 }
@@ -354,6 +359,7 @@ impl Default for RetryConfig {
             max_attempts: 3,
             wait_for_breaker: true,
             wait_for_budget: true,
+            min_attempt_time: palisade_retry::DEFAULT_MIN_ATTEMPT_TIME,
             backoff: BackoffConfig::Exponential {
                 initial: Duration::from_secs(1),
                 factor: 2.0,
@@ -653,6 +659,7 @@ impl PresetConfig {
             .max_attempts(r.max_attempts)
             .wait_for_breaker(r.wait_for_breaker)
             .wait_for_budget(r.wait_for_budget)
+            .min_attempt_time(r.min_attempt_time)
             .backoff(backoff)
             .jitter(jitter);
         if let Some(seed) = r.seed {
@@ -1548,6 +1555,7 @@ mod tests {
             seed = 7
             wait_for_breaker = false
             wait_for_budget = false
+            min_attempt_time = "25ms"
             [breaker]
             consecutive_failures = 5
             open_duration = "10s"
@@ -1566,6 +1574,11 @@ mod tests {
         assert!(!config.retry.wait_for_breaker);
         assert!(RetryConfig::default().wait_for_breaker);
         assert!(!config.retry.wait_for_budget);
+        assert_eq!(config.retry.min_attempt_time, Duration::from_millis(25));
+        assert_eq!(
+            RetryConfig::default().min_attempt_time,
+            Duration::from_millis(10)
+        );
         assert!(RetryConfig::default().wait_for_budget);
         assert_eq!(
             config.retry.backoff,

@@ -210,6 +210,10 @@ impl PresetHandle {
             config.retry.wait_for_budget != old.retry.wait_for_budget,
         );
         differs(
+            "retry.min_attempt_time",
+            config.retry.min_attempt_time != old.retry.min_attempt_time,
+        );
+        differs(
             "retry.budget.ttl",
             config.retry.budget.ttl != old.retry.budget.ttl,
         );

@@ -56,6 +56,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
         max_attempts = 4
         wait_for_breaker = false
         wait_for_budget = false
+        min_attempt_time = "50ms"
         [retry.budget]
         ratio = 0.5
         floor_per_second = 3
@@ -84,6 +85,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
             "retry.max_attempts",
             "retry.wait_for_breaker",
             "retry.wait_for_budget",
+            "retry.min_attempt_time",
             "retry.budget.ttl"
         ]
     );
@@ -91,7 +93,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert!(
         said.contains(
             "needs a rebuild: attempt_timeout, retry.max_attempts, retry.wait_for_breaker, \
-             retry.wait_for_budget, retry.budget.ttl"
+             retry.wait_for_budget, retry.min_attempt_time, retry.budget.ttl"
         ),
         "{said}"
     );
@@ -104,6 +106,7 @@ async fn an_open_breaker_and_the_budgets_counts_survive_a_new_file() {
     assert_eq!(now.retry.max_attempts, 1);
     assert!(now.retry.wait_for_breaker);
     assert!(now.retry.wait_for_budget);
+    assert_eq!(now.retry.min_attempt_time, Duration::from_millis(10));
     // Reconfiguring to what runs now changes nothing and needs no rebuild.
     let again = handle.reconfigure(now).unwrap();
     assert!(again.needs_rebuild.is_empty());
