@@ -37,6 +37,20 @@ pub(crate) struct Faulty {
     pub(crate) renewals: AtomicU32,
     /// Every claim asked, in order.
     pub(crate) claims: Mutex<Vec<Claim>>,
+    /// Run once, just before the next claim reaches the store: another process's work
+    /// between a caller's first read and its claim.
+    pub(crate) before_claim: BeforeClaim,
+}
+
+/// A future [`Faulty`] runs once, before the next claim.
+#[derive(Default)]
+pub(crate) struct BeforeClaim(pub(crate) Mutex<Option<BoxFuture<'static, ()>>>);
+
+impl std::fmt::Debug for BeforeClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().unwrap().is_some();
+        f.debug_tuple("BeforeClaim").field(&set).finish()
+    }
 }
 
 impl Faulty {
@@ -52,6 +66,7 @@ impl Faulty {
             releases: AtomicU32::new(0),
             renewals: AtomicU32::new(0),
             claims: Mutex::new(Vec::new()),
+            before_claim: BeforeClaim::default(),
         }
     }
 }
@@ -109,7 +124,14 @@ impl Store for Faulty {
     }
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         self.claims.lock().unwrap().push(claim.clone());
-        self.still(move |s| s.claim(claim))
+        let before = self.before_claim.0.lock().unwrap().take();
+        let claimed = self.still(move |s| s.claim(claim));
+        Box::pin(async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            claimed.await
+        })
     }
     fn renew<'a>(
         &'a self,
@@ -611,11 +633,23 @@ pub(crate) async fn an_interrupted_discard_is_not_turned_into_a_retry(store: Arc
         queue.inspect("d2/1").await.unwrap().status,
         ReviewStatus::Open
     );
+    faulty.claims.lock().unwrap().clear();
     let err = queue.request_retry("d2/1").await.unwrap_err();
     assert_eq!(
         err.to_string(),
         r#"saga "d2" is failed; only the review item of an unfinished saga can be retried"#
     );
+    // The queue claimed the saga to finish it, for a minute's lease: time for its one entry,
+    // and a saga freed soon if the process stops between the claim and the entry.
+    let claims = faulty.claims.lock().unwrap().clone();
+    let [claim] = &claims[..] else {
+        panic!("one claim: {claims:?}")
+    };
+    assert_eq!(
+        (claim.only.as_deref(), claim.owner.as_str()),
+        (Some("d2"), "review-queue")
+    );
+    assert_eq!(claim.lease_until_ms - claim.now_ms, 60_000);
     assert_eq!(
         queue.inspect("d2/1").await.unwrap().status,
         ReviewStatus::Discarded
@@ -632,4 +666,72 @@ pub(crate) async fn an_interrupted_discard_is_not_turned_into_a_retry(store: Arc
     assert!(r.failed.is_empty() && r.resumed.is_empty(), "{r:?}");
     assert_eq!(undone_b(&log), 0);
     assert_eq!(sagas.inspect("d2").await.unwrap().state, SagaState::Failed);
+}
+
+/// A discard whose saga changes between the queue's first read and its claim: a person asked
+/// for a retry of the item meanwhile, and the retry escalated the saga again at another step,
+/// to another item. The discard reads the journal again once it holds the claim, writes
+/// nothing and gives the claim back: the new item's work is left for someone to look at.
+pub(crate) async fn a_discard_of_an_item_retried_meanwhile_writes_nothing(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = saga(
+        "t",
+        vec![
+            undoable("a", &log, Act::Ok, Act::FailFirst(1, "400 bad")),
+            undoable("b", &log, Act::Ok, Act::FailFirst(1, "400 bad")),
+            step("c", &log, Act::Fail("HTTP 503")),
+        ],
+    );
+    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = sagas.run("t", "r1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("r1/1"))
+    );
+    // Between the discard's first read and its claim: the retry runs, b's compensation
+    // succeeds, a's fails, and the saga is escalated to item r1/0.
+    let (other, retried) = (
+        sagas.clone(),
+        palisade_durable::ReviewQueue::new(faulty.clone()),
+    );
+    *faulty.before_claim.0.lock().unwrap() = Some(Box::pin(async move {
+        retried.request_retry("r1/1").await.unwrap();
+        let r = other.recover().await.unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+    }));
+    let err = queue.discard("r1/1", "refunded by hand").await.unwrap_err();
+    assert!(
+        faulty.before_claim.0.lock().unwrap().is_none(),
+        "the retry ran"
+    );
+    assert!(
+        matches!(
+            &err,
+            SagaError::WrongState { what: "saga", state, .. } if state == "escalated"
+        ),
+        "{err:?}"
+    );
+    let info = sagas.inspect("r1").await.unwrap();
+    assert_eq!(
+        (info.state, info.review.as_deref(), info.discarded),
+        (SagaState::Escalated, Some("r1/0"), false)
+    );
+    assert!(
+        !store
+            .journal("r1")
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.event["type"] == "review_discarded"),
+        "nothing discarded"
+    );
+    // The claim was given back, and the new item is open.
+    let rec = store.workflow("r1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
+    assert_eq!(
+        queue.inspect("r1/0").await.unwrap().status,
+        ReviewStatus::Open
+    );
 }
