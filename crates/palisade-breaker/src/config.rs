@@ -172,6 +172,9 @@ pub enum CancelPolicy {
     ),
 }
 
+/// The default [`BreakerConfig::max_hint`]: 60 s.
+pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(60);
+
 /// The configuration of a breaker.
 ///
 /// # Defaults, and why
@@ -210,7 +213,8 @@ pub enum CancelPolicy {
 ///   750 ms, ±10 % jitter, one probe at a time, two successes in a row close it. While open
 ///   the breaker costs the dependency under two probes a second, and it closes within about
 ///   three quarters of a second of the dependency's recovery. A long open period (the classic
-///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures.
+///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures. A
+///   server's hint on the tripping failure lengthens the period, up to a minute (`max_hint`).
 /// - **A probe gets a minute** (`probe_timeout`, 60 s): with one probe at a time, a probe that
 ///   never answers would otherwise keep the breaker half-open, refusing everything, for as
 ///   long as it hangs. A minute is longer than most calls legitimately take (LLM completions
@@ -279,6 +283,16 @@ pub struct BreakerConfig {
     /// The longest open period (750 ms; at least `open_duration`).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub max_open_duration: Duration,
+    /// The longest a server's hint keeps the breaker open (60 s; `Duration::ZERO` ignores
+    /// hints). The failure that trips the breaker may say how long the dependency wants to be
+    /// left alone (a 503's `Retry-After`, a gRPC pushback, read by the classifier into
+    /// [`Class::retry_after`](palisade_core::Class::retry_after)): the open period is then
+    /// at least that long, up to this. A longer hint opens it for this long, and the probe
+    /// that follows asks again: one call a minute, by default, rather than none for as long as
+    /// a misconfigured proxy's `Retry-After: 86400` says. (palisade-retry waits for hints up
+    /// to the same 60 s by default, its `max_retry_after`.)
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
+    pub max_hint: Duration,
     /// Spread of the open period, as a fraction of it: ±10 % by default (0.1; within
     /// `0.0..1.0`, 0 for none).
     pub jitter_ratio: f64,
@@ -322,6 +336,7 @@ impl Default for BreakerConfig {
             open_duration: Duration::from_millis(500),
             open_backoff: 1.5,
             max_open_duration: Duration::from_millis(750),
+            max_hint: DEFAULT_MAX_HINT,
             jitter_ratio: 0.1,
             half_open_probes: 1,
             success_threshold: 2,
@@ -588,6 +603,13 @@ macro_rules! config_setters {
         /// [`BreakerConfig::max_open_duration`](crate::BreakerConfig::max_open_duration).
         pub fn max_open_duration(mut self, d: std::time::Duration) -> Self {
             self.config.max_open_duration = d;
+            self
+        }
+
+        /// The longest a server's hint keeps the breaker open (60 s). See
+        /// [`BreakerConfig::max_hint`](crate::BreakerConfig::max_hint).
+        pub fn max_hint(mut self, d: std::time::Duration) -> Self {
+            self.config.max_hint = d;
             self
         }
 

@@ -518,11 +518,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_hint_bounds_the_open_period() {
         let h = handle(|c| c.consecutive_failures = Some(1));
-        let class = Class::new(Category::ServerError).with_retry_after(Duration::from_secs(90));
+        let class = Class::new(Category::ServerError).with_retry_after(Duration::from_secs(50));
         h.try_acquire().unwrap().failure(class);
         assert_eq!(
             h.try_acquire().unwrap_err().retry_after,
-            Some(Duration::from_secs(90))
+            Some(Duration::from_secs(50))
         );
     }
 

@@ -30,7 +30,7 @@
 //!   above it can act. The open period starts at [`open_duration`](BreakerConfig::open_duration),
 //!   grows by [`open_backoff`](BreakerConfig::open_backoff) with each failed probe, is
 //!   jittered and capped, and is never shorter than a server's `retry_after` on the failure
-//!   that tripped it.
+//!   that tripped it, up to [`max_hint`](BreakerConfig::max_hint) (60 s).
 //! * **Half-open** admits at most [`half_open_probes`](BreakerConfig::half_open_probes) calls
 //!   at once; a probe's slot comes back when it completes or is dropped (a panic in its
 //!   future or in the inner service's `call` included: see [`CancelPolicy`]), and a probe
@@ -181,7 +181,7 @@ mod state;
 mod tests;
 mod window;
 
-pub use config::{BreakerConfig, CancelPolicy, Rate, Throttle, Window};
+pub use config::{BreakerConfig, CancelPolicy, DEFAULT_MAX_HINT, Rate, Throttle, Window};
 pub use error::CircuitOpen;
 pub use handle::{BreakerHandle, Metrics, Permit, Refusal};
 pub use keyed::{KeyedBreaker, KeyedBreakerBuilder, KeyedBreakerLayer, KeyedHandle};

@@ -878,8 +878,8 @@ impl Core {
     }
 
     /// The open period after `reopens` consecutive re-openings: base × backoff^reopens,
-    /// jittered, capped, and never shorter than the server's hint. Any duration is fine,
-    /// up to `Duration::MAX`.
+    /// jittered, capped, and never shorter than the server's hint (itself cut to
+    /// `max_hint`). Any duration is fine, up to `Duration::MAX`.
     fn open_period(&self, reopens: u32, hint: Option<Duration>) -> Duration {
         let live = self.live.load();
         let cfg = &live.cfg;
@@ -895,7 +895,9 @@ impl Core {
         // At least 1 ms (never above `max`, validated at least that): the breaker keeps time
         // in whole milliseconds, so a shorter period, as jitter can make of a 1 ms
         // `open_duration`, would round to none.
-        period.max(MIN_OPEN).max(hint.unwrap_or(Duration::ZERO))
+        period
+            .max(MIN_OPEN)
+            .max(hint.unwrap_or(Duration::ZERO).min(cfg.max_hint))
     }
 
     /// splitmix64 over an atomic: reproducible from the seed, lock-free, only on transitions.

@@ -1560,6 +1560,7 @@ mod tests {
             consecutive_failures = 5
             open_duration = "10s"
             max_open_duration = "1m"
+            max_hint = "2m"
             "#,
         )
         .unwrap();
@@ -1574,6 +1575,7 @@ mod tests {
         assert!(!config.retry.wait_for_breaker);
         assert!(RetryConfig::default().wait_for_breaker);
         assert!(!config.retry.wait_for_budget);
+        assert_eq!(config.breaker.max_hint, Duration::from_secs(120));
         assert_eq!(config.retry.min_attempt_time, Duration::from_millis(25));
         assert_eq!(
             RetryConfig::default().min_attempt_time,

@@ -89,7 +89,8 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 ///   the last second's, at least 10, where 30 calls reach back further)
 ///   failed, throttles adaptively while closed (the Google SRE book's client-side throttling,
 ///   `k` = 3 over the last 100 requests), stays open 500 ms (×1.5 per failed probe, at most
-///   750 ms), probes one call at a time and closes after 2 successes. Pass
+///   750 ms; longer where the failure that tripped it carried a server's hint, up to 60 s),
+///   probes one call at a time and closes after 2 successes. Pass
 ///   [`BreakerConfig::classic`] to [`PresetBuilder::breaker`] for 5 failures in a row and
 ///   30 s open;
 /// - a 10 s timeout per attempt, doubled after each timed-out attempt up to 30 s, which

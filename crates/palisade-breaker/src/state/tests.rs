@@ -1390,10 +1390,41 @@ fn an_open_period_of_any_length_saturates_instead_of_panicking_or_wrapping() {
 }
 
 #[test]
-fn a_server_hint_of_any_length_keeps_the_breaker_open_that_long() {
+fn a_server_hint_keeps_the_breaker_open_up_to_max_hint() {
+    let open_for = |max_hint: Duration, hint: Duration| {
+        let c = core(BreakerConfig {
+            consecutive_failures: Some(1),
+            max_hint,
+            ..no_jitter()
+        });
+        let t = c.admit(|| 0).unwrap();
+        c.record(t, Outcome::Failure(Some(hint)), false, 0, || 0);
+        c.admit(|| 0).unwrap_err().retry_after_ms.unwrap()
+    };
+    let default = BreakerConfig::default().max_hint;
+    assert_eq!(default, Duration::from_secs(60));
+    // The open period here is 30 s: a shorter hint leaves it, a longer one lengthens it up to
+    // max_hint, and a longer one than that is cut to it.
+    assert_eq!(open_for(default, Duration::from_secs(10)), 30_000);
+    assert_eq!(open_for(default, Duration::from_secs(45)), 45_000);
+    assert_eq!(open_for(default, Duration::from_secs(60)), 60_000);
+    assert_eq!(open_for(default, Duration::from_secs(86_400)), 60_000);
+    assert_eq!(open_for(default, Duration::MAX), 60_000);
+    assert_eq!(open_for(default, WRAPS_TO_384_MS), 60_000);
+    // No hint is heeded with zero; any, with Duration::MAX (below).
+    assert_eq!(open_for(Duration::ZERO, Duration::from_secs(45)), 30_000);
+    assert_eq!(
+        open_for(Duration::MAX, Duration::from_secs(86_400)),
+        86_400_000
+    );
+}
+
+#[test]
+fn a_server_hint_of_any_length_keeps_the_breaker_open_that_long_without_a_cap() {
     for (hint, now) in [(Duration::MAX, 5), (WRAPS_TO_384_MS, 0)] {
         let c = core(BreakerConfig {
             consecutive_failures: Some(1),
+            max_hint: Duration::MAX,
             ..no_jitter()
         });
         let t = c.admit(|| now).unwrap();
