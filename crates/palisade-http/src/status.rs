@@ -726,6 +726,14 @@ mod tests {
         let words = format!("{} b", "a".repeat(QUOTED_CHARS));
         let text = describe(&with_body(500, &[], &words).unwrap());
         assert!(text.ends_with(&format!(": {fits}…")), "{text}");
+        // The spaces between words count too: 100 words of "ab" are 299 characters.
+        let spaced = "ab ".repeat(100);
+        let text = describe(&with_body(500, &[], &spaced).unwrap());
+        let quoted = text
+            .strip_prefix("HTTP 500 Internal Server Error: ")
+            .unwrap();
+        assert_eq!(quoted, format!("{}ab…", "ab ".repeat(66)));
+        assert_eq!(quoted.chars().count(), QUOTED_CHARS + 1);
         // An excerpt the limit stopped goes on past what it shows.
         let mut cut = response(502, &[]).unwrap();
         cut.extensions_mut().insert(BodyExcerpt::new(
