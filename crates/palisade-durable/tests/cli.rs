@@ -313,6 +313,26 @@ async fn damaged_rows_are_named_and_the_others_listed() {
     let items: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["id"], "m2/1");
+    // Closed, the unreadable item is left out of the default list, as a readable closed one
+    // is, and named again with --all.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE reviews SET status = 'discarded' WHERE id = 'm1/1'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (ok, out, err) = cli(&db, &["review", "list"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.ends_with("1 item(s)\n") && !err.contains("m1/1"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&db, &["review", "list", "--all"]);
+    assert!(
+        !ok && err.contains("1 review item(s) could not be read: m1/1"),
+        "{err}"
+    );
 
     let (ok, out, err) = cli(&db, &["checkpoints", "list", "crawler"]);
     assert!(ok, "{out}{err}");
