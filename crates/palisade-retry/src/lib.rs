@@ -184,8 +184,9 @@
 //! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),
 //! [`with_timeouts_so_far`](palisade_core::context::attempt::with_timeouts_so_far)): retry
 //! does not depend on palisade-timeout. Like the rest of that context they follow one poll on
-//! one thread, so they do not reach through a `Buffer` or a spawned task between the layers
-//! (see [the context's docs](palisade_core::context#boundaries-it-does-not-cross-yet)).
+//! one thread, so they do not by themselves reach through a `Buffer` or a spawned task between
+//! the layers: put palisade-core's `CarryLayer` above such a boundary and `ResumeLayer` below
+//! it (see [the context's docs](palisade_core::context#task-boundaries)).
 //!
 //! # Attempts and routing
 //!
