@@ -134,9 +134,9 @@
 //!
 //! | Level | Message | When, and its fields |
 //! |---|---|---|
-//! | `WARN` | `circuit opened` | the breaker trips while closed: `open_ms`, the open period |
+//! | `WARN` | `circuit opened` | the breaker trips while closed: `open_ms`, the open period; `hint_ms`, the server's hint on the failure that tripped it, if any (the period is at least that, up to [`max_hint`](BreakerConfig::max_hint)) |
 //! | `INFO` | `circuit closed` | its probes close it: `open_ms`, how long since it first opened; `failed_probes`, how many probes failed (or timed out) meanwhile |
-//! | `DEBUG` | `circuit re-opened: a probe failed` | each failed probe while the outage goes on: `open_ms`, the grown period; `reopens`, how many so far |
+//! | `DEBUG` | `circuit re-opened: a probe failed` | each failed probe while the outage goes on: `open_ms`, the grown period; `hint_ms`, the probe's failure's hint, if any; `reopens`, how many so far |
 //! | `DEBUG` | `half-open probe timed out: counted as failed` | a probe held its slot for [`probe_timeout`](BreakerConfig::probe_timeout) |
 //! | `DEBUG` | `circuit state changed` | every transition: `from`, `to` |
 //!

@@ -959,6 +959,7 @@ impl Core {
                 target: "palisade_breaker",
                 breaker = %self.name,
                 open_ms = millis(period),
+                hint_ms = hint.map(millis),
                 reopens,
                 "circuit re-opened: a probe failed"
             );
@@ -967,6 +968,7 @@ impl Core {
                 target: "palisade_breaker",
                 breaker = %self.name,
                 open_ms = millis(period),
+                hint_ms = hint.map(millis),
                 reopens,
                 "circuit opened"
             );

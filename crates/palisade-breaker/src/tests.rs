@@ -1072,6 +1072,38 @@ impl Listener for Arc<Transitions> {
     }
 }
 
+/// A server's hint longer than `max_hint`: the opening says both what the server asked and
+/// the period it got, so that a breaker probing again after a minute is not a surprise.
+#[tokio::test(start_paused = true)]
+async fn the_opening_says_the_hint_it_was_given() {
+    use tracing::Level;
+
+    let recorded = palisade_test::Events::start();
+    let l = BreakerLayer::builder("llm")
+        .consecutive_failures(1)
+        .failure_rate(None)
+        .jitter_ratio(0.0)
+        .build()
+        .unwrap();
+    let h = l.handle();
+    let class = palisade_core::Class::new(Category::ServerError)
+        .with_retry_after(Duration::from_secs(3600));
+    h.try_acquire().unwrap().failure(class);
+    assert_eq!(
+        h.try_acquire().unwrap_err().retry_after,
+        Some(Duration::from_secs(60))
+    );
+    let events: Vec<_> = recorded
+        .take()
+        .into_iter()
+        .filter(|e| e.target == "palisade_breaker" && e.level == Level::WARN)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].message(), "circuit opened");
+    assert_eq!(events[0].field("open_ms"), Some("60000"));
+    assert_eq!(events[0].field("hint_ms"), Some("3600000"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sustained_outage_warns_once_and_its_end_says_how_long_it_lasted() {
     use tokio::time::{Instant, sleep};
