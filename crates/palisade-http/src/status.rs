@@ -303,18 +303,17 @@ impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
     }
 
     /// The status in a few words (`HTTP 429 Too Many Requests`), followed by the start of
-    /// the body when [`PeekLayer`](crate::body::PeekLayer) read it: at most 200 characters,
-    /// on one line, `…` where the body goes on.
+    /// the body when [`PeekLayer`](crate::body::PeekLayer) read it and it has anything but
+    /// whitespace: at most 200 characters, on one line, then `…` where the body goes on.
     fn describe(&self, response: &Response<B>) -> Option<Cow<'static, str>> {
         let status = describe_status(response.status());
-        Some(match response.extensions().get::<BodyExcerpt>() {
-            Some(excerpt) if !excerpt.bytes().is_empty() => {
-                let mut text = status.into_owned();
-                text.push_str(": ");
-                quote(&mut text, &excerpt.text(), excerpt.is_complete());
-                Cow::Owned(text)
-            }
-            _ => status,
+        let quoted = response
+            .extensions()
+            .get::<BodyExcerpt>()
+            .and_then(|excerpt| quote(&excerpt.text(), excerpt.is_complete()));
+        Some(match quoted {
+            Some(quoted) => Cow::Owned(format!("{status}: {quoted}")),
+            None => status,
         })
     }
 }
@@ -324,37 +323,63 @@ impl<B> Classify<Response<B>, BoxError> for HttpClassifier {
 /// enough for a log line.
 const QUOTED_CHARS: usize = 200;
 
-/// Appends `body` to `out` on one line: each run of whitespace (a JSON body's newlines and
-/// indentation) as one space, other control characters escaped, at most [`QUOTED_CHARS`]
-/// characters, and `…` when the body goes on (cut here, or not `complete`).
-fn quote(out: &mut String, body: &str, complete: bool) {
+/// `body` on one line, for an error's message: each run of whitespace (a JSON body's newlines
+/// and indentation) as one space, control characters and the invisible ones that reorder or
+/// hide text in a log line (bidirectional overrides, zero-width characters) escaped, at most
+/// [`QUOTED_CHARS`] characters written (an escape counts as what it writes), then `…` when the
+/// body goes on (cut here, or not `complete`). `None` when it has nothing but whitespace.
+fn quote(body: &str, complete: bool) -> Option<String> {
+    let mut out = String::new();
     let mut chars = 0;
-    let mut words = body.split_whitespace().peekable();
-    while let Some(word) = words.next() {
+    // Appends `piece` if it fits; otherwise the mark that the body goes on.
+    let mut push = |out: &mut String, piece: &str| {
+        let width = piece.chars().count();
+        if chars + width > QUOTED_CHARS {
+            out.push('…');
+            return false;
+        }
+        out.push_str(piece);
+        chars += width;
+        true
+    };
+    let mut buf = [0; 4];
+    for (n, word) in body.split_whitespace().enumerate() {
+        if n > 0 && !push(&mut out, " ") {
+            return Some(out);
+        }
         for c in word.chars() {
-            if chars == QUOTED_CHARS {
-                out.push('…');
-                return;
-            }
-            if c.is_control() {
-                out.extend(c.escape_default());
+            let fits = if hidden_in_a_log(c) {
+                push(&mut out, &c.escape_unicode().to_string())
             } else {
-                out.push(c);
+                push(&mut out, c.encode_utf8(&mut buf))
+            };
+            if !fits {
+                return Some(out);
             }
-            chars += 1;
         }
-        if words.peek().is_some() {
-            if chars == QUOTED_CHARS {
-                out.push('…');
-                return;
-            }
-            out.push(' ');
-            chars += 1;
-        }
+    }
+    if out.is_empty() {
+        return None;
     }
     if !complete {
         out.push('…');
     }
+    Some(out)
+}
+
+/// Whether `c` would not show as itself in a log line: a control character, or a format
+/// character that reorders or hides the text around it (bidirectional embeddings, overrides
+/// and isolates, zero-width characters, the byte-order mark).
+fn hidden_in_a_log(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Builds an [`HttpClassifier`]; see [`HttpClassifier::builder`].
@@ -708,9 +733,31 @@ mod tests {
             describe(&pretty),
             "HTTP 503 Service Unavailable: { \"error\": \"down\" }\\u{7}"
         );
-        // An empty excerpt says nothing more than the status.
-        let empty = with_body(503, &[], "").unwrap();
-        assert_eq!(describe(&empty), "HTTP 503 Service Unavailable");
+        // An empty excerpt, or one of whitespace alone (a proxy's "\r\n"), says nothing more
+        // than the status, whole or not.
+        for body in ["", " \r\n", "\n"] {
+            let blank = with_body(503, &[], body).unwrap();
+            assert_eq!(describe(&blank), "HTTP 503 Service Unavailable", "{body:?}");
+        }
+        let mut cut_blank = response(503, &[]).unwrap();
+        cut_blank
+            .extensions_mut()
+            .insert(BodyExcerpt::new(bytes::Bytes::from_static(b"   "), false));
+        assert_eq!(describe(&cut_blank), "HTTP 503 Service Unavailable");
+        // An escape counts as what it writes: 300 control characters are quoted as 200
+        // characters of escapes (`\u{9f}` is 6), then the mark.
+        let controls = "\u{9f}".repeat(300);
+        let text = describe(&with_body(500, &[], &controls).unwrap());
+        let quoted = text
+            .strip_prefix("HTTP 500 Internal Server Error: ")
+            .unwrap();
+        assert_eq!(quoted, format!("{}…", "\\u{9f}".repeat(33)));
+        // Characters that reorder or hide text in a log line are escaped too.
+        let sneaky = with_body(400, &[], "ok\u{202E}txt.exe\u{200B}").unwrap();
+        assert_eq!(
+            describe(&sneaky),
+            "HTTP 400 Bad Request: ok\\u{202e}txt.exe\\u{200b}"
+        );
         // At most QUOTED_CHARS characters (not bytes), then `…`.
         let long = "é".repeat(QUOTED_CHARS + 1);
         let text = describe(&with_body(500, &[], &long).unwrap());

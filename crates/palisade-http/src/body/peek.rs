@@ -59,7 +59,9 @@ impl BodyExcerpt {
     }
 
     /// Whether the excerpt is the whole body: the body ended within the limit. `false` when
-    /// the limit stopped the read, or the body failed while it was read.
+    /// the limit (or the most frames read) stopped the read, or the body failed while it was
+    /// read. A streamed body of exactly the limit reads as not complete unless it said it had
+    /// ended (its `is_end_stream`): the read stops at the limit without asking for more.
     pub fn is_complete(&self) -> bool {
         self.complete
     }
@@ -273,7 +275,8 @@ impl PeekLayerBuilder {
 /// quota, not retried, where without it the 429 is a passing rate limit, retried for nothing.
 ///
 /// The caller gets every byte of the body, in order: the frames read (data and trailers, as
-/// the body gave them), then the rest of the body as it streams. A body that fails while it
+/// the body gave them, less the empty data frames, which carry nothing), then the rest of the
+/// body as it streams. A body that fails while it
 /// is read gives its frames read, then its error, at the same place.
 ///
 /// # Costs
@@ -282,8 +285,10 @@ impl PeekLayerBuilder {
 /// or locked, and its body ([`PeekedBody`]) forwards each call to the inner body. A failing
 /// one is read frame by frame until `limit` bytes of data have arrived or the body ends, and
 /// its excerpt copied (an allocation of at most `limit` bytes, fewer when the body's size
-/// hint says it is smaller); the frames read are held, not copied, so one frame larger than
-/// the limit is held whole. An empty body (its `is_end_stream`) is not read.
+/// hint says it is smaller, and copied to its length when it came out much shorter); the
+/// frames read are held, not copied, so one frame larger than the limit is held whole. At most
+/// 1024 frames are read (a body sent a byte at a time is read up to 1024 bytes), and empty
+/// data frames are dropped (they count toward the 1024). An empty body (its `is_end_stream`) is not read.
 ///
 /// The excerpt is copied from what each data frame shows through
 /// [`Buf::chunks_vectored`](bytes::Buf::chunks_vectored). `Bytes` (hyper's, reqwest's and
@@ -413,6 +418,8 @@ struct Reading<B: Body> {
     frames: VecDeque<Frame<B::Data>>,
     /// Data bytes read so far.
     len: usize,
+    /// Frames read so far, empty ones included (those are not kept).
+    read: usize,
     excerpt: BytesMut,
     /// Every data byte read so far is in the excerpt (up to the limit): false once a frame's
     /// data was not in view as slices.
@@ -476,6 +483,14 @@ fn copy_into<D: Buf>(excerpt: &mut BytesMut, data: &D, room: usize) -> bool {
     }
 }
 
+/// The most frames read before the failing response is given on: with one frame per byte
+/// (a chunked body sent a byte at a time), the frames held, about a hundred bytes each, would
+/// otherwise come to a hundred times the limit.
+const MAX_FRAMES: usize = 1024;
+
+/// The most unused capacity an excerpt keeps; one with more is copied to its length.
+const SPARE: usize = 1024;
+
 /// The most slices [`copy_into`] asks a `Buf` to show at once.
 const MAX_SLICES: usize = 1 << 16;
 
@@ -534,6 +549,7 @@ where
                             body: Box::pin(body),
                             frames: VecDeque::new(),
                             len: 0,
+                            read: 0,
                             excerpt: BytesMut::with_capacity(capacity),
                             visible: true,
                         }),
@@ -545,13 +561,21 @@ where
                     };
                     // Until `limit` bytes of data, or the end of the body.
                     let (ended, error) = loop {
-                        if r.len >= *this.limit {
+                        if r.len >= *this.limit || r.read >= MAX_FRAMES {
                             // Not polled again, but it may know it has nothing more.
                             break (r.body.is_end_stream(), None);
                         }
                         match ready!(r.body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
+                                r.read += 1;
                                 if let Some(data) = frame.data_ref() {
+                                    if !data.has_remaining() {
+                                        // Nothing to keep: an empty frame says nothing the
+                                        // caller needs. It still counts toward the most
+                                        // frames read, so that a body of nothing but empty
+                                        // frames is given on.
+                                        continue;
+                                    }
                                     if r.visible {
                                         let room = this.limit.saturating_sub(r.excerpt.len());
                                         r.visible = copy_into(&mut r.excerpt, data, room);
@@ -571,14 +595,21 @@ where
                         len,
                         excerpt,
                         visible,
+                        ..
                     }) = read.take()
                     else {
                         panic!("`PeekFuture` polled after completion");
                     };
                     let complete = ended && error.is_none() && visible && len == excerpt.len();
-                    parts
-                        .extensions
-                        .insert(BodyExcerpt::new(excerpt.freeze(), complete));
+                    // The excerpt lives as long as the error that carries it: a short one
+                    // read into room for the whole limit (a body that did not say its size)
+                    // is copied out, not kept with the limit's capacity.
+                    let excerpt = if excerpt.capacity() - excerpt.len() > SPARE {
+                        Bytes::copy_from_slice(&excerpt)
+                    } else {
+                        excerpt.freeze()
+                    };
+                    parts.extensions.insert(BodyExcerpt::new(excerpt, complete));
                     let body = PeekedBody {
                         kind: Kind::Peeked {
                             frames,
