@@ -741,10 +741,10 @@ where
 {
     let shared = &handle.shared;
     let now = Instant::now();
-    // A look that comes at or after the deadline (the task was polled late): the request ends
-    // as if the budget had refused it to the end, and takes nothing from it.
+    // A look that comes too late (the task was polled late): the request ends as if the
+    // budget had refused it to the end, and takes nothing from it.
     let floor = shared.policy.min_attempt_time;
-    if ctx::deadline().is_some_and(|deadline| policy::too_late(now, deadline, floor)) {
+    if ctx::deadline().is_some_and(|deadline| policy::too_late_on_waking(now, deadline, floor)) {
         return Err(held_until_the_deadline(between, shared));
     }
     if let Some(withdrawal) = shared.budget.try_withdraw() {
@@ -802,12 +802,13 @@ fn last_error<S, Req>(retries: &mut Retries<S, Req>) -> BoxError {
         .expect("the last error is kept until the next attempt is sent")
 }
 
-/// Whether the deadline, if any, is too near for an attempt (no more than `floor` left, see
-/// [`RetryBuilder::min_attempt_time`](crate::RetryBuilder::min_attempt_time)): an attempt
-/// that waited for it cannot be sent. Reads the clock only under a deadline, and only before a
-/// retry.
+/// Whether the deadline, if any, is too near for an attempt whose wait just ended (less than
+/// `floor` left, a timer tick allowed; see
+/// [`RetryBuilder::min_attempt_time`](crate::RetryBuilder::min_attempt_time)): such an
+/// attempt cannot be sent. Reads the clock only under a deadline, and only before a retry.
 fn deadline_passed(floor: Duration) -> bool {
-    ctx::deadline().is_some_and(|deadline| policy::too_late(Instant::now(), deadline, floor))
+    ctx::deadline()
+        .is_some_and(|deadline| policy::too_late_on_waking(Instant::now(), deadline, floor))
 }
 
 /// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) and

@@ -274,16 +274,20 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
         self
     }
 
-    /// The least time an attempt is given: a retry starts only while more than this is left
-    /// before the request's deadline. Default: 10 ms ([`DEFAULT_MIN_ATTEMPT_TIME`]).
+    /// The least time an attempt is given: a retry starts only while at least this is left
+    /// before the request's deadline. Default: 10 ms ([`DEFAULT_MIN_ATTEMPT_TIME`]). The first
+    /// attempt is the caller's, sent as it comes.
     ///
     /// An attempt sent in a deadline's last moments is cut off before any dependency can
     /// answer it, yet the dependency still takes the call and does the work: load at the
     /// worst moment, for nothing. Its wait (a backoff, a server's hint, a hold for the breaker
     /// or the budget) is fitted to end earlier instead, and a request that cannot start a
-    /// retry in time ends with its last error, its gave-up reason `deadline`. Set it near the
-    /// dependency's fastest useful answer: `Duration::ZERO` sends a retry however little time
-    /// is left. Requests without a deadline are not affected.
+    /// retry in time ends with its last error, its gave-up reason `deadline`. Waits are fitted
+    /// to end by the last start, and tokio's timer fires on whole milliseconds, up to one after
+    /// the time asked: a retry whose wait ended is sent with one millisecond less left, never
+    /// at or after the deadline. Set it near the dependency's fastest useful answer:
+    /// `Duration::ZERO` sends a retry with any time left before the deadline. Requests without
+    /// a deadline are not affected.
     pub fn min_attempt_time(mut self, time: Duration) -> Self {
         self.min_attempt_time = time;
         self

@@ -162,9 +162,9 @@
 //! # Deadlines and timeouts
 //!
 //! Inside a deadline set by palisade-timeout's `Deadline` layer, retry never sleeps past it,
-//! and starts an attempt only with at least
-//! [`min_attempt_time`](RetryBuilder::min_attempt_time) (10 ms) left: an attempt sent in a
-//! deadline's last moments is cut off before it can be answered, yet loads the dependency.
+//! and starts a retry only with at least [`min_attempt_time`](RetryBuilder::min_attempt_time)
+//! (10 ms) left: an attempt sent in a deadline's last moments is cut off before it can be
+//! answered, yet loads the dependency.
 //! Below, "the deadline" is that last moment an attempt may start. When the next attempt could
 //! not start before the deadline (after its backoff or a server hint, at their least: the
 //! lower bound of the jitter's range, the hint before its stretch), the last error is
@@ -176,9 +176,11 @@
 //! refresh, the service's readiness), just before the attempt is sent: however late the task
 //! is polled (a busy runtime, a refresh that outlasts a deadline carried into a task), no
 //! attempt is sent after it; the request ends with its last error and gives back the budget
-//! withdrawal reserved for it. (tokio's timer fires on whole milliseconds; with
-//! `min_attempt_time` set to zero, a wait drawn to end in the request deadline's last
-//! millisecond fires at its tick and ends the request so.) Each attempt is made with
+//! withdrawal reserved for it. (tokio's timer fires on whole milliseconds, up to one after
+//! the time asked, so that last look allows a millisecond less than `min_attempt_time`, but
+//! never the deadline itself: with `min_attempt_time` set to zero, a wait drawn to end in the
+//! deadline's last millisecond fires at its tick and ends the request so.) Each attempt is
+//! made with
 //! the number of earlier attempts of the request that timed out, so a `Timeout` layer below with escalation
 //! configured gives a timed-out request a longer timeout on its next attempt. Both pass through
 //! [`palisade_core::context`] ([`deadline`](palisade_core::context::deadline),

@@ -347,6 +347,18 @@ pub(crate) fn too_late(at: Instant, deadline: Instant, floor: Duration) -> bool 
     deadline.saturating_duration_since(at) < least_left(floor)
 }
 
+/// How late tokio's timer may fire: on the first whole millisecond at or after the time it was
+/// asked for.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Whether an attempt whose wait has just ended, at `now`, comes too late for `deadline`: as
+/// [`too_late`], allowing for the timer's rounding, since a wait fitted to end by the last
+/// start (`floor` before the deadline, which need not fall on a whole millisecond) may fire up
+/// to a tick after it. Never at or after the deadline.
+pub(crate) fn too_late_on_waking(now: Instant, deadline: Instant, floor: Duration) -> bool {
+    too_late(now, deadline, floor.saturating_sub(TIMER_TICK))
+}
+
 /// The least time before the deadline an attempt may start with: `floor`, and never none.
 fn least_left(floor: Duration) -> Duration {
     floor.max(Duration::from_nanos(1))
@@ -927,7 +939,7 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_starts_only_with_more_than_the_least_attempt_time_left() {
+    fn a_retry_starts_only_with_at_least_the_least_attempt_time_left() {
         let p = Policy {
             min_attempt_time: ms(10),
             ..policy()
@@ -1003,6 +1015,20 @@ mod tests {
             Duration::ZERO
         ));
         assert!(too_late(now + ms(20), now + ms(10), Duration::ZERO));
+        // Waking, a tick is allowed for the timer's rounding, but never the deadline itself.
+        assert!(!too_late_on_waking(now, now + ms(9), ms(10)));
+        assert!(too_late_on_waking(
+            now,
+            now + ms(9) - Duration::from_nanos(1),
+            ms(10)
+        ));
+        assert!(!too_late_on_waking(
+            now,
+            now + Duration::from_nanos(1),
+            ms(1)
+        ));
+        assert!(too_late_on_waking(now, now, ms(1)));
+        assert!(too_late_on_waking(now, now, Duration::ZERO));
     }
 
     #[test]

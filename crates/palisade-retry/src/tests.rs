@@ -1201,7 +1201,11 @@ mod context {
         };
         // With no least attempt time, a wait may be drawn to end in the deadline's last
         // millisecond; with the default 10 ms, never.
-        for floor in [Duration::ZERO, crate::DEFAULT_MIN_ATTEMPT_TIME] {
+        // Under a real `Deadline` layer the deadline falls anywhere within a millisecond: with
+        // the default, half a millisecond past one too.
+        let default = crate::DEFAULT_MIN_ATTEMPT_TIME;
+        let half = Duration::from_micros(500);
+        for (floor, past) in [(Duration::ZERO, ms(0)), (default, ms(0)), (default, half)] {
             let mut at_the_tick = [0; 2];
             for seed in 0..100 {
                 for (case, (first, least, left, builder)) in [
@@ -1216,6 +1220,7 @@ mod context {
                 .into_iter()
                 .enumerate()
                 {
+                    let left = left + past;
                     let start = Instant::now();
                     hooks::DEADLINE.set(Some(start + left));
                     let message = match &first {
@@ -1243,6 +1248,8 @@ mod context {
                         continue;
                     }
                     assert_eq!(out, Ok(7), "seed {seed}: {calls:?}");
+                    // At least the floor left, less the millisecond the timer may fire late.
+                    let floor = floor.saturating_sub(ms(1));
                     assert!(
                         calls[1] >= least && calls[1] < left && left - calls[1] >= floor,
                         "seed {seed}: waited {:?}, at least {least:?}, before {left:?} less {floor:?}",
@@ -1258,9 +1265,9 @@ mod context {
                     "{at_the_tick:?}"
                 );
             } else {
-                // Drawn to end at least 10 ms before a deadline on a whole millisecond, every
-                // wait's timer fires in time.
-                assert_eq!(at_the_tick, [0, 0]);
+                // Drawn to end at least 10 ms before the deadline, every wait's timer fires in
+                // time, wherever the deadline falls within its millisecond.
+                assert_eq!(at_the_tick, [0, 0], "{past:?} past the millisecond");
             }
         }
     }
@@ -1663,7 +1670,8 @@ mod context {
     /// A retry whose backoff ended before the deadline but whose task is polled again only at
     /// or after it (a busy runtime) is not sent: the request ends with its last error, and the
     /// budget withdrawal reserved for the retry comes back. Polled before it, with at least
-    /// the least attempt time left (10 ms by default), the retry goes.
+    /// the least attempt time left (10 ms by default, less the millisecond tokio's timer may
+    /// fire late), the retry goes.
     #[tokio::test(start_paused = true)]
     async fn a_retry_polled_at_or_after_the_deadline_is_not_sent() {
         let default = crate::DEFAULT_MIN_ATTEMPT_TIME;
@@ -1671,7 +1679,8 @@ mod context {
         for (floor, polled_at, sent) in [
             (default, ms(1_500), false),
             (default, ms(1_000), false),
-            (default, ms(991), false),
+            (default, ms(992), false),
+            (default, ms(991), true),
             (default, ms(990), true),
             (Duration::ZERO, ms(1_000), false),
             (Duration::ZERO, ms(999), true),
@@ -1704,6 +1713,27 @@ mod context {
         hooks::DEADLINE.set(None);
     }
 
+    /// A wait fitted to end exactly at the last start, under a deadline half a millisecond
+    /// past a whole one (as a real `Deadline` layer's falls): tokio's timer fires at the next
+    /// whole millisecond, half a millisecond late, and the retry still goes, with 9.5 ms left
+    /// of the 10 ms asked. Without the allowance it was given up at random, a wait that ended
+    /// in time.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_fitted_to_the_last_start_is_sent_when_its_timer_fires_late() {
+        let start = Instant::now();
+        let half = Duration::from_micros(500);
+        hooks::DEADLINE.set(Some(start + ms(1_000) + half));
+        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+        let svc = layer()
+            .backoff(Backoff::constant(ms(990) + half))
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        assert_eq!(run(svc).await, Ok(7));
+        assert_eq!(s.calls(), [ms(0), ms(991)]);
+        hooks::DEADLINE.set(None);
+    }
+
     /// The same after a wait for an open breaker below: the refusal is returned, and the
     /// request held for the breaker is not sent again after the deadline.
     #[tokio::test(start_paused = true)]
@@ -1720,6 +1750,31 @@ mod context {
         advance(ms(1_500)).await;
         assert_eq!(error_of(futures_poll(&mut fut)), "circuit open");
         assert_eq!(s.calls(), [ms(0)]);
+        hooks::DEADLINE.set(None);
+    }
+
+    /// A held retry's next look at the budget is not armed when it would leave less than the
+    /// least attempt time: the request ends at this look rather than sleeping to a look that
+    /// could not send it. Floor 200 ms, deadline 480 ms: the look after the backoff's 100 ms is
+    /// in time (380 ms left), the next one (250–375 ms later) would leave at most 130 ms.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_retry_ends_at_its_last_look_that_leaves_an_attempt_time() {
+        for seed in 0..10 {
+            let start = Instant::now();
+            hooks::DEADLINE.set(Some(start + ms(480)));
+            let budget = Shut::until(start + ms(60_000));
+            let s = Script::new([err(Category::ServerError, "503")]);
+            let svc = layer()
+                .min_attempt_time(ms(200))
+                .budget(budget.clone())
+                .seed(seed)
+                .build()
+                .unwrap()
+                .layer(s.clone());
+            assert_eq!(run(svc).await, Err("503".into()));
+            assert_eq!(start.elapsed(), ms(100), "seed {seed}");
+            assert_eq!(budget.asked.load(Ordering::SeqCst), 2, "seed {seed}");
+        }
         hooks::DEADLINE.set(None);
     }
 
