@@ -2426,6 +2426,35 @@ async fn a_failing_body_of_many_small_frames_is_read_for_1024_frames() {
     );
 }
 
+/// A body that does not say its size is read into room for the whole limit; an excerpt that
+/// came out much shorter is copied to its length, not kept with the limit's buffer for as
+/// long as the error that carries it lives. One within 1 KiB of the room keeps it.
+#[tokio::test]
+async fn a_short_excerpt_does_not_keep_the_limits_buffer() {
+    async fn capacity_of_excerpt(len: usize) -> usize {
+        let data = Bytes::from(vec![b'x'; len]);
+        let response = peek_layer(8192)
+            .layer(answering_with(
+                503,
+                Script::new(vec![Ok(Frame::data(data))]),
+            ))
+            .oneshot(())
+            .await
+            .unwrap();
+        let (mut parts, _) = response.into_parts();
+        let excerpt = parts.extensions.remove::<BodyExcerpt>().unwrap();
+        let bytes = excerpt.bytes().clone();
+        drop(excerpt);
+        assert_eq!(bytes.len(), len);
+        bytes.try_into_mut().expect("the only reference").capacity()
+    }
+    assert_eq!(capacity_of_excerpt(20).await, 20);
+    assert_eq!(capacity_of_excerpt(7000).await, 7000);
+    // 1024 bytes or less to spare: kept as read.
+    assert_eq!(capacity_of_excerpt(8192 - 1024).await, 8192);
+    assert_eq!(capacity_of_excerpt(7500).await, 8192);
+}
+
 #[tokio::test]
 async fn a_failing_body_of_exactly_the_limit_is_read_whole() {
     let body = Script::data(&["abc", "def"]);
