@@ -64,6 +64,41 @@ impl Error for Classified {
     }
 }
 
+/// `err` and the errors below it, at most 64: each one's `source()`, except where that skips an
+/// error. A [`Classified`]'s next is the error it wraps (its own `source()`, being
+/// transparent, is that error's source), and an `io::Error` that wraps an error
+/// (`io::Error::other(e)`) gives `e` (its `source()` is `e`'s source). So a marker such as
+/// [`AfterTimeouts`](crate::failure::AfterTimeouts) is found under a classify layer that
+/// wrapped it, and across an io boundary.
+///
+/// ```
+/// use palisade_core::error::{Classified, chain};
+/// use palisade_core::{BoxError, Category, Class};
+///
+/// let cause = std::io::Error::other("connection reset");
+/// let err: BoxError = Box::new(Classified::new(Class::new(Category::Network), cause));
+/// let texts: Vec<String> = chain(&*err).map(|e| e.to_string()).collect();
+/// assert_eq!(texts, ["connection reset"; 3]);
+/// ```
+pub fn chain<'a>(
+    err: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    // Bounded so that a cyclic `source()` cannot hang the caller.
+    std::iter::successors(Some(err), |&e| {
+        if let Some(classified) = e.downcast_ref::<Classified>() {
+            return Some(classified.inner() as &(dyn Error + 'static));
+        }
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        }
+    })
+    .take(64)
+}
+
 /// A response that arrived but was judged a failure (an HTTP 503, a gRPC status in an `Ok`).
 ///
 /// It travels up the stack as an error so that retry, breaker and route treat it as the failure

@@ -491,11 +491,11 @@ impl AfterTimeouts {
         self.inner
     }
 
-    /// The first [`AfterTimeouts`] in the chain of `err` (`err` itself, then its sources).
+    /// The first [`AfterTimeouts`] in the chain of `err`: `err` itself, then the errors below
+    /// it as [`error::chain`](crate::error::chain) walks them (into a [`Classified`](crate::Classified)
+    /// a classify layer above the retry wrapped it in, whose own `source()` skips it).
     pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a AfterTimeouts> {
-        std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source())
-            .take(64)
-            .find_map(|e| e.downcast_ref::<AfterTimeouts>())
+        crate::error::chain(err).find_map(|e| e.downcast_ref::<AfterTimeouts>())
     }
 }
 

@@ -494,6 +494,23 @@ mod context_parts {
     }
 }
 
+/// The marker keeps its count and its error, and is found under other wrappers.
+#[test]
+fn the_timeouts_marker_keeps_its_count() {
+    use crate::failure::AfterTimeouts;
+    for n in [0, 2, 7] {
+        let marked = AfterTimeouts::new(n, "HTTP 503".into());
+        assert_eq!(marked.timeouts(), n);
+        assert_eq!(marked.inner().to_string(), "HTTP 503");
+        let wrapped: BoxError =
+            Box::new(Classified::new(Class::new(Category::ServerError), marked));
+        assert_eq!(
+            AfterTimeouts::find(&*wrapped).map(AfterTimeouts::timeouts),
+            Some(n)
+        );
+    }
+}
+
 /// A retry's final error after timed-out attempts keeps its failing response: `restore` finds
 /// it under the marker (and under a `Classified` inside it), and an error it cannot restore
 /// comes back still marked.

@@ -326,13 +326,8 @@ fn may_have_taken_effect(error: &ErrorRecord, err: &BoxError, attempt: u32) -> b
     if error.class.category == Category::Timeout || attempt > 1 {
         return true;
     }
-    let chain = std::iter::successors(Some(&**err as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .take(64);
     palisade_core::failure::AfterTimeouts::find(&**err).is_some()
-        || chain
-            .into_iter()
+        || palisade_core::error::chain(&**err)
             .any(|e| palisade_core::class_of_dyn(e).category == Category::Timeout)
 }
 

@@ -205,6 +205,18 @@ async fn a_timed_out_step_is_compensated() {
 /// compensated (with no output), not failed before taking effect.
 #[tokio::test(start_paused = true)]
 async fn a_retry_that_timed_out_before_a_server_error_is_compensated() {
+    retried_after_a_timeout(false).await;
+}
+
+/// The same with a classify layer above the retry, which wraps the retry's final error (and
+/// the mark of its timed-out attempts) in a `Classified`, whose own `source()` skips it: the
+/// mark is still found, and the step is still uncertain.
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_timed_out_under_a_classify_layer_is_compensated() {
+    retried_after_a_timeout(true).await;
+}
+
+async fn retried_after_a_timeout(classify_above: bool) {
     let world = World::default();
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
@@ -228,10 +240,14 @@ async fn a_retry_that_timed_out_before_a_server_error_is_compensated() {
         .max_attempts(3)
         .build()
         .unwrap();
-    let charge = ServiceBuilder::new()
-        .layer(retry)
-        .layer(TimeoutLayer::new(Duration::from_secs(1)))
-        .service(charge);
+    let charge =
+        ServiceBuilder::new()
+            .option_layer(classify_above.then(|| {
+                palisade_core::ClassifyLayer::new(palisade_core::DefaultClassifier::new())
+            }))
+            .layer(retry)
+            .layer(TimeoutLayer::new(Duration::from_secs(1)))
+            .service(charge);
     let sagas = Sagas::builder(Arc::new(MemoryStore::new()))
         .define(
             SagaDefinition::new(

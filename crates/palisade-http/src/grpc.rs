@@ -452,7 +452,7 @@ impl GrpcStatus {
             CircuitOpen, DeadlineExceeded, Elapsed, FeatureOff, NoHealthyEndpoint,
         };
         let message = || err.to_string();
-        for e in chain(err) {
+        for e in palisade_core::error::chain(err) {
             if let Some(status) = e.downcast_ref::<GrpcStatus>() {
                 let code = match status.code {
                     Code::Ok => Code::Unknown,
@@ -496,27 +496,9 @@ impl GrpcStatus {
     }
 }
 
-/// `err` and the errors below it (at most 32): its source, the error inside a
-/// [`Classified`](palisade_core::Classified) (whose own `source` skips it) or an `io::Error`.
-fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
-    std::iter::successors(Some(err), |&e| {
-        if let Some(classified) = e.downcast_ref::<palisade_core::Classified>() {
-            return Some(classified.inner() as &(dyn Error + 'static));
-        }
-        match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn Error + 'static)),
-            None => e.source(),
-        }
-    })
-    .take(32)
-}
-
 /// Whether `err`'s chain has an `io::Error` of kind `PermissionDenied`.
 fn permission_denied(err: &(dyn Error + 'static)) -> bool {
-    chain(err).any(|e| {
+    palisade_core::error::chain(err).any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
     })
