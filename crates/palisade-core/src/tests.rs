@@ -502,6 +502,10 @@ fn the_timeouts_marker_keeps_its_count() {
         let marked = AfterTimeouts::new(n, "HTTP 503".into());
         assert_eq!(marked.timeouts(), n);
         assert_eq!(marked.inner().to_string(), "HTTP 503");
+        // Transparent: it reads as the error it marks, which is its source.
+        assert_eq!(marked.to_string(), "HTTP 503");
+        let source = std::error::Error::source(&marked).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("HTTP 503"));
         let wrapped: BoxError =
             Box::new(Classified::new(Class::new(Category::ServerError), marked));
         assert_eq!(
