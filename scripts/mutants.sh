@@ -9,6 +9,8 @@
 # mutants.out/<crate>/ (outcomes.json, caught.txt, missed.txt, timeout.txt, unviable.txt);
 # exclusions of truly equivalent mutants, each with its reason, are in .cargo/mutants.toml.
 # The score TESTING.md quotes is (caught + timeouts) / (caught + timeouts + missed).
+# One job at a time. With `-j 2` or more, leave CARGO_TARGET_DIR unset: jobs that share one
+# target directory overwrite each other's test binaries and report mutants they never tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --version 27.1.0 --locked
