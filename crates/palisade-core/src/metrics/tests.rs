@@ -70,6 +70,7 @@ fn each_function_records_its_metric_with_its_labels() {
         budget_exhausted("llm");
         gave_up("db", "attempts_spent");
         breaker_transition("db", "closed", "open", 1);
+        breaker_state("cache", 0);
         breaker_rejected("db", "open");
         timeout_elapsed("llm", "attempt");
         timeout_elapsed("db", "attempt");
@@ -102,6 +103,11 @@ fn each_function_records_its_metric_with_its_labels() {
             names::BREAKER_STATE,
             &[("breaker", "db")],
             Value::Gauge(1.0),
+        ),
+        metric(
+            names::BREAKER_STATE,
+            &[("breaker", "cache")],
+            Value::Gauge(0.0),
         ),
         metric(
             names::BREAKER_REJECTIONS,
