@@ -1188,6 +1188,17 @@ mod recovery {
             (rec.strategy, rec.elapsed),
             (Step::Retry, Duration::from_secs(30))
         );
+        // A hint of exactly the limit is within it.
+        let m = manager(&sink)
+            .max_retry_after(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let (mut a, _) = agent(1, "429 rate limited, retry after 30 seconds");
+        let (_, rec) = m.run(&mut a, 10).await.unwrap();
+        assert_eq!(
+            (rec.strategy, rec.elapsed),
+            (Step::Retry, Duration::from_secs(30))
+        );
         // A longer limit waits the two hours.
         let m = manager(&sink)
             .max_retry_after(Duration::from_secs(3 * 3600))

@@ -909,6 +909,26 @@ async fn a_feature_off_by_its_failures_answers_at_once_without_waiting_for_readi
     );
 }
 
+/// A call admitted without a probe slot from readiness (its gate was ready while the feature
+/// was on, the feature turned itself off before the call) is the probe once the cool-down is
+/// over and no probe is out; the next one, while it is out, is refused.
+#[tokio::test(start_paused = true)]
+async fn a_call_made_after_the_cool_down_without_a_slot_is_the_probe() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let ticket = feature.admit().unwrap();
+    feature.outcome(
+        Some(palisade_core::Class::new(Category::ServerError)),
+        ticket,
+    );
+    assert!(feature.admit().is_none(), "cooling down");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = feature.admit().expect("the probe");
+    assert!(probe.is_probe());
+    assert!(feature.admit().is_none(), "the probe is out");
+    feature.outcome(None, probe);
+    assert_eq!(feature.state(), FeatureState::On);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_readiness_fails_fails_at_its_call_and_frees_the_slot_if_dropped() {
     let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
