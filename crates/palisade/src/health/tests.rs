@@ -447,6 +447,27 @@ async fn a_router_is_healthy_while_more_than_half_its_endpoints_serve() {
         reading(&monitor),
         Reading::new(false, "1 of 3 endpoints serving")
     );
+    // Exactly half serving is not more than half (2 of 4), nor is 1 of 2.
+    for (endpoints, failed, healthy) in [(4, 2, false), (4, 1, true), (2, 1, false)] {
+        let route = Route::new(vec![endpoint; endpoints]);
+        let handle = route.handle();
+        let monitor = HealthMonitor::new();
+        monitor.add("tools", handle.clone());
+        for key in 0..failed {
+            while handle.status()[key].traffic_ratio > 0.0 {
+                assert!(handle.report_failure(&key, Class::new(Category::ServerError)));
+            }
+        }
+        let serving = endpoints - failed;
+        assert_eq!(
+            reading(&monitor),
+            Reading::new(
+                healthy,
+                format!("{serving} of {endpoints} endpoints serving")
+            ),
+            "{failed} of {endpoints} failed"
+        );
+    }
     // A rate limit on every endpoint of a fresh router: the server paces its callers, and
     // every endpoint still serves.
     let route = Route::new([endpoint, endpoint, endpoint]);
