@@ -330,30 +330,18 @@ const QUOTED_CHARS: usize = 200;
 /// body goes on (cut here, or not `complete`). `None` when it has nothing but whitespace.
 fn quote(body: &str, complete: bool) -> Option<String> {
     let mut out = String::new();
-    let mut chars = 0;
-    // Appends `piece` if it fits; otherwise the mark that the body goes on.
-    let mut push = |out: &mut String, piece: &str| {
-        let width = piece.chars().count();
-        if chars + width > QUOTED_CHARS {
-            out.push('…');
-            return false;
-        }
-        out.push_str(piece);
-        chars += width;
-        true
-    };
-    let mut buf = [0; 4];
+    let mut written = 0;
     for (n, word) in body.split_whitespace().enumerate() {
-        if n > 0 && !push(&mut out, " ") {
+        if n > 0 && !append(&mut out, &mut written, std::iter::once(' ')) {
             return Some(out);
         }
         for c in word.chars() {
-            let fits = if hidden_in_a_log(c) {
-                push(&mut out, &c.escape_unicode().to_string())
+            let appended = if hidden_in_a_log(c) {
+                append(&mut out, &mut written, c.escape_unicode())
             } else {
-                push(&mut out, c.encode_utf8(&mut buf))
+                append(&mut out, &mut written, std::iter::once(c))
             };
-            if !fits {
+            if !appended {
                 return Some(out);
             }
         }
@@ -365,6 +353,22 @@ fn quote(body: &str, complete: bool) -> Option<String> {
         out.push('…');
     }
     Some(out)
+}
+
+/// Appends `piece` to `out` if it fits in the [`QUOTED_CHARS`] left after the `written` so
+/// far; otherwise the mark that the body goes on, and `false`.
+fn append(
+    out: &mut String,
+    written: &mut usize,
+    piece: impl ExactSizeIterator<Item = char>,
+) -> bool {
+    if *written + piece.len() > QUOTED_CHARS {
+        out.push('…');
+        return false;
+    }
+    *written += piece.len();
+    out.extend(piece);
+    true
 }
 
 /// Whether `c` would not show as itself in a log line: a control character, or a format
@@ -722,6 +726,13 @@ mod tests {
                 .unwrap()
                 .into_owned()
         };
+        // What a 500 whose body starts with `body` quotes of it.
+        let quoted_500 = |body: &str| {
+            let text = describe(&with_body(500, &[], body).unwrap());
+            text.strip_prefix("HTTP 500 Internal Server Error: ")
+                .unwrap_or_else(|| panic!("{text}"))
+                .to_owned()
+        };
         let spent = with_body(429, &[], SPENT).unwrap();
         assert_eq!(
             describe(&spent),
@@ -747,10 +758,7 @@ mod tests {
         // An escape counts as what it writes: 300 control characters are quoted as 200
         // characters of escapes (`\u{9f}` is 6), then the mark.
         let controls = "\u{9f}".repeat(300);
-        let text = describe(&with_body(500, &[], &controls).unwrap());
-        let quoted = text
-            .strip_prefix("HTTP 500 Internal Server Error: ")
-            .unwrap();
+        let quoted = quoted_500(&controls);
         assert_eq!(quoted, format!("{}…", "\\u{9f}".repeat(33)));
         // Characters that reorder or hide text in a log line are escaped too.
         let sneaky = with_body(400, &[], "ok\u{202E}txt.exe\u{200B}").unwrap();
@@ -760,10 +768,7 @@ mod tests {
         );
         // At most QUOTED_CHARS characters (not bytes), then `…`.
         let long = "é".repeat(QUOTED_CHARS + 1);
-        let text = describe(&with_body(500, &[], &long).unwrap());
-        let quoted = text
-            .strip_prefix("HTTP 500 Internal Server Error: ")
-            .unwrap();
+        let quoted = quoted_500(&long);
         assert_eq!(quoted, format!("{}…", "é".repeat(QUOTED_CHARS)));
         // Exactly QUOTED_CHARS: whole, no mark.
         let fits = "a".repeat(QUOTED_CHARS);
@@ -775,10 +780,7 @@ mod tests {
         assert!(text.ends_with(&format!(": {fits}…")), "{text}");
         // The spaces between words count too: 100 words of "ab" are 299 characters.
         let spaced = "ab ".repeat(100);
-        let text = describe(&with_body(500, &[], &spaced).unwrap());
-        let quoted = text
-            .strip_prefix("HTTP 500 Internal Server Error: ")
-            .unwrap();
+        let quoted = quoted_500(&spaced);
         assert_eq!(quoted, format!("{}ab…", "ab ".repeat(66)));
         assert_eq!(quoted.chars().count(), QUOTED_CHARS + 1);
         // An excerpt the limit stopped goes on past what it shows.

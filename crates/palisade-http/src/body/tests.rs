@@ -2321,6 +2321,15 @@ fn peek_layer(limit: usize) -> PeekLayer {
     PeekLayer::builder().limit(limit).build().unwrap()
 }
 
+/// The response a `PeekLayer` of `limit` gives for a response of `status` with `body`.
+async fn peeked<B: Body>(limit: usize, status: u16, body: B) -> Response<PeekedBody<B>> {
+    peek_layer(limit)
+        .layer(answering_with(status, body))
+        .oneshot(())
+        .await
+        .unwrap()
+}
+
 /// Reads every frame of `body`: each data frame as text, trailers as `trailers`, an error as
 /// `error: ..`.
 async fn frames_of<B>(body: B) -> Vec<String>
@@ -2343,11 +2352,7 @@ where
 async fn a_failing_body_larger_than_the_limit_is_read_up_to_it_and_given_whole() {
     let body = Script::data(&["aaaa", "bbbb", "cccc", "dddd"]);
     let polls = body.polls.clone();
-    let response = peek_layer(6)
-        .layer(answering_with(429, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(6, 429, body).await;
     // Two frames make 8 bytes, past the limit of 6: nothing more was read.
     assert_eq!(polls.load(Ordering::SeqCst), 2);
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap().clone();
@@ -2372,11 +2377,7 @@ async fn a_failing_body_of_many_small_frames_is_read_for_1024_frames() {
         .collect();
     let body = Script::new(bytes);
     let polls = body.polls.clone();
-    let response = peek_layer(8192)
-        .layer(answering_with(503, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(8192, 503, body).await;
     assert_eq!(polls.load(Ordering::SeqCst), 1024);
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap().clone();
     assert_eq!(excerpt.bytes().len(), 1024);
@@ -2394,11 +2395,7 @@ async fn a_failing_body_of_many_small_frames_is_read_for_1024_frames() {
         Ok(Frame::data(Bytes::from_static(b" spent"))),
         Ok(Frame::trailers(trailers(&[("x-why", "quota")]))),
     ]);
-    let response = peek_layer(8192)
-        .layer(answering_with(429, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(8192, 429, body).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap().clone();
     assert_eq!(
         (excerpt.text().as_ref(), excerpt.is_complete()),
@@ -2412,11 +2409,7 @@ async fn a_failing_body_of_many_small_frames_is_read_for_1024_frames() {
     // Nothing but empty frames: given on after 1024 of them, with an empty excerpt.
     let body = Script::new((0..5000).map(|_| empty()).collect());
     let polls = body.polls.clone();
-    let response = peek_layer(8192)
-        .layer(answering_with(503, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(8192, 503, body).await;
     assert_eq!(polls.load(Ordering::SeqCst), 1024);
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap().clone();
     assert!(excerpt.bytes().is_empty() && !excerpt.is_complete());
@@ -2433,14 +2426,7 @@ async fn a_failing_body_of_many_small_frames_is_read_for_1024_frames() {
 async fn a_short_excerpt_does_not_keep_the_limits_buffer() {
     async fn capacity_of_excerpt(len: usize) -> usize {
         let data = Bytes::from(vec![b'x'; len]);
-        let response = peek_layer(8192)
-            .layer(answering_with(
-                503,
-                Script::new(vec![Ok(Frame::data(data))]),
-            ))
-            .oneshot(())
-            .await
-            .unwrap();
+        let response = peeked(8192, 503, Script::new(vec![Ok(Frame::data(data))])).await;
         let (mut parts, _) = response.into_parts();
         let excerpt = parts.extensions.remove::<BodyExcerpt>().unwrap();
         let bytes = excerpt.bytes().clone();
@@ -2459,11 +2445,7 @@ async fn a_short_excerpt_does_not_keep_the_limits_buffer() {
 async fn a_failing_body_of_exactly_the_limit_is_read_whole() {
     let body = Script::data(&["abc", "def"]);
     let polls = body.polls.clone();
-    let response = peek_layer(6)
-        .layer(answering_with(500, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(6, 500, body).await;
     assert_eq!(polls.load(Ordering::SeqCst), 2, "not polled past the limit");
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert_eq!(excerpt.bytes(), "abcdef");
@@ -2471,11 +2453,7 @@ async fn a_failing_body_of_exactly_the_limit_is_read_whole() {
     assert!(excerpt.is_complete());
     assert_eq!(frames_of(response.into_body()).await, ["abc", "def"]);
     // One byte more: the excerpt is the limit, the body all of it.
-    let response = peek_layer(6)
-        .layer(answering_with(500, Script::data(&["abc", "defg"])))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(6, 500, Script::data(&["abc", "defg"])).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert_eq!(excerpt.bytes(), "abcdef");
     assert!(!excerpt.is_complete());
@@ -2484,14 +2462,12 @@ async fn a_failing_body_of_exactly_the_limit_is_read_whole() {
 
 #[tokio::test]
 async fn one_frame_larger_than_the_limit_is_held_whole_and_sized() {
-    let response = peek_layer(4)
-        .layer(answering_with(
-            503,
-            http_body_util::Full::new(Bytes::from_static(b"0123456789")),
-        ))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(
+        4,
+        503,
+        http_body_util::Full::new(Bytes::from_static(b"0123456789")),
+    )
+    .await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert_eq!(excerpt.bytes(), "0123");
     assert!(!excerpt.is_complete(), "the body ended, past the excerpt");
@@ -2510,11 +2486,7 @@ async fn an_error_while_the_body_is_read_comes_at_its_place() {
         Ok(Frame::data(Bytes::from_static(b"never"))),
     ]);
     let polls = body.polls.clone();
-    let response = peek_layer(100)
-        .layer(answering_with(502, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(100, 502, body).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert_eq!(excerpt.text(), "abc");
     assert!(!excerpt.is_complete());
@@ -2533,11 +2505,7 @@ async fn an_error_while_the_body_is_read_comes_at_its_place() {
         Ok(Frame::data(Bytes::from_static(b"gh"))),
         Err("connection reset".into()),
     ]);
-    let response = peek_layer(3)
-        .layer(answering_with(502, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(3, 502, body).await;
     assert_eq!(
         frames_of(response.into_body()).await,
         ["abcdef", "gh", "error: connection reset"]
@@ -2550,11 +2518,7 @@ async fn trailers_read_with_a_failing_body_are_given_on() {
         Ok(Frame::data(Bytes::from_static(b"{\"error\":\"x\"}"))),
         Ok(Frame::trailers(trailers(&[("x-checksum", "abc")]))),
     ]);
-    let response = peek_layer(100)
-        .layer(answering_with(400, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(100, 400, body).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert!(excerpt.is_complete());
     assert!(!response.body().is_end_stream());
@@ -2568,11 +2532,7 @@ async fn a_success_is_not_read() {
     let mut body = Script::data(&["hello", " world"]);
     body.hint = Some(11);
     let polls = body.polls.clone();
-    let response = peek_layer(4)
-        .layer(answering_with(200, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(4, 200, body).await;
     assert_eq!(polls.load(Ordering::SeqCst), 0);
     assert!(response.extensions().get::<BodyExcerpt>().is_none());
     assert!(!response.body().is_peeked());
@@ -2582,11 +2542,7 @@ async fn a_success_is_not_read() {
     assert_eq!(frames_of(response.into_body()).await, ["hello", " world"]);
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     // 3xx too.
-    let response = peek_layer(4)
-        .layer(answering_with(304, Script::data(&["x"])))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(4, 304, Script::data(&["x"])).await;
     assert!(!response.body().is_peeked());
 }
 
@@ -2604,14 +2560,7 @@ async fn an_empty_failing_body_is_not_read() {
     assert!(response.body().is_end_stream());
     assert!(frames_of(response.into_body()).await.is_empty());
     // One that says so only at its end: read, an empty excerpt.
-    let response = peek_layer(8)
-        .layer(answering_with(
-            429,
-            Script::new(vec![Ok(Frame::data(Bytes::new()))]),
-        ))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(8, 429, Script::new(vec![Ok(Frame::data(Bytes::new()))])).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert!(excerpt.bytes().is_empty());
     assert!(excerpt.is_complete());
@@ -2671,11 +2620,7 @@ async fn data_in_several_pieces_is_read_whole() {
         }
     }
     let data = Bytes::from_static(b"insufficient").chain(Bytes::from_static(b"_quota"));
-    let response = peek_layer(100)
-        .layer(answering_with(429, Chained(Some(data))))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(100, 429, Chained(Some(data))).await;
     let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
     assert_eq!(excerpt.text(), "insufficient_quota");
     assert!(excerpt.is_complete());
@@ -2783,11 +2728,7 @@ async fn data_in_more_than_sixteen_pieces_is_read_whole() {
         .map(Bytes::copy_from_slice)
         .collect();
     assert_eq!(pieces.len(), 21);
-    let response = peek_layer(1024)
-        .layer(answering_with(429, OnePieces(Some(Pieces(pieces)))))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(1024, 429, OnePieces(Some(Pieces(pieces)))).await;
     let class = crate::HttpClassifier::new()
         .classify_response(&response)
         .unwrap();
@@ -2838,11 +2779,7 @@ async fn data_in_many_pieces_is_cut_at_the_limit() {
         .collect();
     assert!(pieces.len() > 16);
     for limit in [5, 50] {
-        let response = peek_layer(limit)
-            .layer(answering_with(429, OnePieces(Some(Pieces(pieces.clone())))))
-            .oneshot(())
-            .await
-            .unwrap();
+        let response = peeked(limit, 429, OnePieces(Some(Pieces(pieces.clone())))).await;
         let excerpt = response.extensions().get::<BodyExcerpt>().unwrap();
         assert_eq!(excerpt.text(), &text[..limit]);
         assert!(!excerpt.is_complete());
@@ -2858,11 +2795,7 @@ async fn a_body_read_to_its_end_says_so_once_its_frames_are_out() {
     )))]);
     let body = http_body_util::StreamBody::new(stream);
     assert!(!body.is_end_stream());
-    let response = peek_layer(64)
-        .layer(answering_with(503, body))
-        .oneshot(())
-        .await
-        .unwrap();
+    let response = peeked(64, 503, body).await;
     let mut body = std::pin::pin!(response.into_body());
     assert!(!body.is_end_stream(), "a frame is still held");
     let frame = body.frame().await.unwrap().unwrap();
