@@ -488,6 +488,39 @@ async fn a_router_is_healthy_while_more_than_half_its_endpoints_serve() {
     );
 }
 
+/// An endpoint the router ejected (five failures in a row) is counted in the reading's detail,
+/// and does not serve.
+#[cfg(feature = "route")]
+#[tokio::test(start_paused = true)]
+async fn an_ejected_endpoint_is_counted_in_the_router_s_reading() {
+    use palisade_route::Route;
+    let endpoint = |up: bool| {
+        tower::util::BoxCloneService::new(service_fn(move |_: ()| async move {
+            if up {
+                Ok(())
+            } else {
+                Err::<(), BoxError>(Box::new(Classified::new(
+                    Class::new(Category::ServerError),
+                    "503",
+                )))
+            }
+        }))
+    };
+    let mut route = Route::new([endpoint(true), endpoint(false), endpoint(true)]);
+    let handle = route.handle();
+    let monitor = HealthMonitor::new();
+    monitor.add("tools", handle.clone());
+    for _ in 0..100 {
+        let _ = route.ready().await.unwrap().call(()).await;
+    }
+    assert!(handle.status()[1].ejected, "{:?}", handle.status());
+    let snap = monitor.check();
+    assert_eq!(
+        snap.dependency("tools").unwrap().components[0].reading,
+        Reading::new(true, "2 of 3 endpoints serving, 1 ejected")
+    );
+}
+
 #[cfg(feature = "fallback")]
 #[tokio::test(start_paused = true)]
 async fn a_feature_that_turned_itself_off_says_when_it_probes_again() {
@@ -841,6 +874,42 @@ async fn steady_background_errors_at_few_calls_per_check_are_no_anomaly() {
     assert_eq!(dep.error_ratio, Some(0.3));
     assert!(dep.error_anomaly, "{dep:?}");
     assert!(!dep.healthy_now);
+}
+
+/// The error detector's own floor holds at many calls a check, where `1 / calls` is below it:
+/// with a floor of 0.2 and 100 calls a check, 15 % failures after a clean run are within the
+/// band, 25 % are not.
+#[tokio::test(start_paused = true)]
+async fn the_error_detector_s_floor_holds_above_one_failure_a_check() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::builder()
+        .error_detector(Detector::builder().floor(0.2).build().unwrap())
+        .build()
+        .unwrap();
+    let svc = monitor
+        .watch("llm")
+        .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
+    let check_with = |failures: usize| {
+        let (svc, failing) = (svc.clone(), failing.clone());
+        async move {
+            failing.store(true, Ordering::Relaxed);
+            calls(&svc, failures).await;
+            failing.store(false, Ordering::Relaxed);
+            calls(&svc, 100 - failures).await;
+        }
+    };
+    for _ in 0..10 {
+        check_with(0).await;
+        assert!(!monitor.check().dependency("llm").unwrap().error_anomaly);
+    }
+    check_with(15).await;
+    let dep = monitor.check().dependency("llm").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.15));
+    assert!(!dep.error_anomaly, "{dep:?}");
+    check_with(25).await;
+    let dep = monitor.check().dependency("llm").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.25));
+    assert!(dep.error_anomaly, "{dep:?}");
 }
 
 /// The alert gives the threshold the value crossed, read before the value moved the band.
