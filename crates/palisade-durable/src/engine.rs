@@ -156,7 +156,9 @@ impl Writer {
 ///   [`AfterTimeouts`](palisade_core::failure::AfterTimeouts), so a non-idempotent step
 ///   behind palisade's retry (a preset) whose first attempt timed out and whose last answered
 ///   HTTP 500 is uncertain too, not failed: a retry around a non-idempotent step keeps this
-///   guarantee. (A retry layer of another crate must not retry a non-idempotent step after a
+///   guarantee, also under layers that wrap the retry's error again (a classify layer's
+///   [`Classified`](palisade_core::Classified), an `io::Error` a transport made of it), since
+///   the mark is looked for along the whole chain ([`palisade_core::error::chain`]). (A retry layer of another crate must not retry a non-idempotent step after a
 ///   timeout, or must say so in its error likewise.) Any other error says the step failed
 ///   before taking effect: it is not compensated;
 /// * an idempotent step repeated after a crash whose repeat fails fails as *interrupted*,
@@ -317,8 +319,9 @@ pub struct Recovery {
 ///   [`Category::Timeout`]: a wrapper of the step's own does not hide a timeout below it;
 /// * it is the final error of a retry some of whose earlier attempts timed out
 ///   ([`AfterTimeouts`](palisade_core::failure::AfterTimeouts), which palisade-retry wraps it
-///   in): the attempt the timeout cut off may have taken effect, whatever the last attempt
-///   (an HTTP 500, say) answered;
+///   in, found under any wrapper along [`palisade_core::error::chain`], such as a classify
+///   layer's [`Classified`](palisade_core::Classified) over the retry): the attempt the timeout
+///   cut off may have taken effect, whatever the last attempt (an HTTP 500, say) answered;
 /// * it is a repeat (`attempt` above 1: an idempotent step repeated because a crash
 ///   interrupted the attempt before it): whatever the repeat says, the interrupted attempt
 ///   may have taken effect, and a failing repeat does not say it did not.
