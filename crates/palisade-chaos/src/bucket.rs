@@ -64,20 +64,57 @@ impl Rate {
     }
 }
 
+/// A bucket's clock: time since the layer's origin, the earlier of its epoch and the instant
+/// it was built. Calls before an epoch set in the future run at the rate the epoch starts
+/// with, and refill the bucket as time passes: the schedule's clock stands still until the
+/// epoch, the bucket's does not.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Clock {
+    /// Time since the origin.
+    pub(crate) now: Duration,
+    /// How long after the origin the epoch is (zero unless the epoch was set in the future).
+    pub(crate) lead: Duration,
+}
+
+impl Clock {
+    /// The clock of a layer whose epoch is the origin: `now` is time since the epoch.
+    #[cfg(test)]
+    pub(crate) fn at(now: Duration) -> Self {
+        Clock {
+            now,
+            lead: Duration::ZERO,
+        }
+    }
+
+    /// The time since the epoch (zero before it) of the clock reading `at`.
+    fn since_epoch(&self, at: Duration) -> Duration {
+        at.saturating_sub(self.lead)
+    }
+
+    /// The calls `rate` admits over `[0, at)` of this clock: the epoch's rate until the
+    /// epoch, then the rate's own integral.
+    fn integral(&self, rate: &Rate, at: Duration) -> f64 {
+        rate.at(Duration::ZERO) * at.min(self.lead).as_secs_f64()
+            + rate.integral(self.since_epoch(at))
+    }
+}
+
 /// A token bucket's state.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Bucket {
     tokens: f64,
-    /// When the bucket was last refilled; `None` before the first call (the bucket is full).
+    /// When the bucket was last refilled, on its [`Clock`]; `None` before the first call (the
+    /// bucket is full).
     last: Option<Duration>,
 }
 
 impl Bucket {
-    /// Admits a call at `now` if a token is left, taking it.
-    pub(crate) fn try_take(&mut self, rate: &Rate, burst: Option<f64>, now: Duration) -> bool {
+    /// Admits a call at `clock` if a token is left, taking it.
+    pub(crate) fn try_take(&mut self, rate: &Rate, burst: Option<f64>, clock: Clock) -> bool {
+        let now = clock.now;
         // No burst while the rate is zero: a capacity of 0 calls a second admits nothing,
         // whatever burst it was given for the times it is above zero.
-        let r = rate.at(now);
+        let r = rate.at(clock.since_epoch(now));
         let cap = match burst {
             _ if r <= 0.0 => 0.0,
             Some(b) => b,
@@ -86,7 +123,7 @@ impl Bucket {
         self.tokens = match self.last {
             None => cap,
             Some(last) if now > last => {
-                let added = rate.integral(now) - rate.integral(last);
+                let added = clock.integral(rate, now) - clock.integral(rate, last);
                 (self.tokens + added.max(0.0)).min(cap)
             }
             Some(_) => self.tokens.min(cap),
@@ -149,15 +186,17 @@ mod tests {
         let rate = Rate::Fixed(100.0);
         let mut b = Bucket::default();
         // Default burst: a tenth of a second of calls.
-        let first: usize = (0..20).filter(|_| b.try_take(&rate, None, ms(0))).count();
+        let first: usize = (0..20)
+            .filter(|_| b.try_take(&rate, None, Clock::at(ms(0))))
+            .count();
         assert_eq!(first, 10);
         // One token every 10 ms.
-        assert!(!b.try_take(&rate, None, ms(9)));
-        assert!(b.try_take(&rate, None, ms(10)));
-        assert!(!b.try_take(&rate, None, ms(10)));
+        assert!(!b.try_take(&rate, None, Clock::at(ms(9))));
+        assert!(b.try_take(&rate, None, Clock::at(ms(10))));
+        assert!(!b.try_take(&rate, None, Clock::at(ms(10))));
         // A long pause fills it up to the burst only.
         let later: usize = (0..20)
-            .filter(|_| b.try_take(&rate, None, ms(10_000)))
+            .filter(|_| b.try_take(&rate, None, Clock::at(ms(10_000))))
             .count();
         assert_eq!(later, 10);
     }
@@ -166,26 +205,60 @@ mod tests {
     fn explicit_burst_and_zero_rate() {
         let mut b = Bucket::default();
         let n = (0..10)
-            .filter(|_| b.try_take(&Rate::Fixed(1.0), Some(3.0), ms(0)))
+            .filter(|_| b.try_take(&Rate::Fixed(1.0), Some(3.0), Clock::at(ms(0))))
             .count();
         assert_eq!(n, 3);
         let mut z = Bucket::default();
-        assert!(!z.try_take(&Rate::Fixed(0.0), None, ms(0)));
-        assert!(!z.try_take(&Rate::Fixed(0.0), None, ms(100_000)));
+        assert!(!z.try_take(&Rate::Fixed(0.0), None, Clock::at(ms(0))));
+        assert!(!z.try_take(&Rate::Fixed(0.0), None, Clock::at(ms(100_000))));
         // A slow rate still admits whole calls.
         let mut slow = Bucket::default();
-        assert!(slow.try_take(&Rate::Fixed(0.5), None, ms(0)));
-        assert!(!slow.try_take(&Rate::Fixed(0.5), None, ms(1_999)));
-        assert!(slow.try_take(&Rate::Fixed(0.5), None, ms(2_000)));
+        assert!(slow.try_take(&Rate::Fixed(0.5), None, Clock::at(ms(0))));
+        assert!(!slow.try_take(&Rate::Fixed(0.5), None, Clock::at(ms(1_999))));
+        assert!(slow.try_take(&Rate::Fixed(0.5), None, Clock::at(ms(2_000))));
+    }
+
+    /// Before an epoch set in the future, the bucket refills at the rate the epoch starts
+    /// with: a capacity is not a burst followed by nothing until the epoch.
+    #[test]
+    fn before_a_future_epoch_the_bucket_refills_at_the_starting_rate() {
+        let lead = Duration::from_secs(60);
+        let at = |now| Clock { now: ms(now), lead };
+        let mut b = Bucket::default();
+        let rate = Rate::Fixed(10.0);
+        assert!(b.try_take(&rate, None, at(0)));
+        assert!(!b.try_take(&rate, None, at(50)));
+        assert!(b.try_take(&rate, None, at(100)));
+        // Across the epoch: 59.95 s to 60.05 s is 0.1 s of refill.
+        assert!(b.try_take(&rate, None, at(59_950)));
+        assert!(b.try_take(&rate, None, at(60_050)));
+        assert!(!b.try_take(&rate, None, at(60_100)));
+        // A ramp from 0 admits nothing before its epoch, then counts from it.
+        let ramp = Rate::Ramp {
+            from: 0.0,
+            to: 100.0,
+            start: Duration::ZERO,
+            ramp: Duration::from_secs(10),
+        };
+        let mut r = Bucket::default();
+        assert!(!r.try_take(&ramp, None, at(30_000)));
+        assert!(!r.try_take(&ramp, None, at(60_000)));
+        // 1 s into the ramp: 5 calls admitted over it, the burst of a 10/s rate is 1.
+        assert!(r.try_take(&ramp, None, at(61_000)));
+        assert!(!r.try_take(&ramp, None, at(61_000)));
+        // Reading the same instants with no lead and the epoch at the origin gives the same.
+        let mut same = Bucket::default();
+        assert!(!same.try_take(&ramp, None, Clock::at(ms(0))));
+        assert!(same.try_take(&ramp, None, Clock::at(ms(1_000))));
     }
 
     #[test]
     fn time_going_backwards_adds_nothing() {
         let rate = Rate::Fixed(10.0);
         let mut b = Bucket::default();
-        assert!(b.try_take(&rate, None, ms(1_000)));
-        assert!(!b.try_take(&rate, None, ms(500)));
-        assert!(!b.try_take(&rate, None, ms(1_050)));
-        assert!(b.try_take(&rate, None, ms(1_100)));
+        assert!(b.try_take(&rate, None, Clock::at(ms(1_000))));
+        assert!(!b.try_take(&rate, None, Clock::at(ms(500))));
+        assert!(!b.try_take(&rate, None, Clock::at(ms(1_050))));
+        assert!(b.try_take(&rate, None, Clock::at(ms(1_100))));
     }
 }

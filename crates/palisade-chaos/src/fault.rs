@@ -195,7 +195,9 @@ impl<Res> fmt::Debug for Fault<Res> {
 /// Admission is a token bucket refilled continuously at the current rate; it starts full. By
 /// default the bucket holds a tenth of a second of calls (rounded up, at least 1 while the rate is
 /// above zero); [`burst`](Capacity::burst) sets it. A call refused by the capacity takes no
-/// token. Every clone of the layer and its services shares the bucket.
+/// token of it. With several capacities, each is asked in turn, as limits in series are: a
+/// call one admits has taken its token even if a later one refuses it, or a fault then fails
+/// it. Every clone of the layer and its services shares the bucket.
 ///
 /// ```
 /// use palisade_chaos::{Capacity, Effect};

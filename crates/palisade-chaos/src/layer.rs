@@ -8,6 +8,7 @@ use palisade_core::{Class, ConfigError};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
+use crate::bucket::Clock;
 use crate::handle::{ChaosHandle, Shared, bump};
 use crate::rng::Draws;
 use crate::{Capacity, Chaos, Effect, Fault};
@@ -18,6 +19,9 @@ pub(crate) struct Config<Res> {
     pub(crate) capacities: Vec<Capacity<Res>>,
     pub(crate) seed: u64,
     pub(crate) epoch: Instant,
+    /// The earlier of the epoch and the instant the layer was built: the capacities' buckets
+    /// keep time from here (see [`Clock`]).
+    pub(crate) origin: Instant,
 }
 
 impl<Res> fmt::Debug for Config<Res> {
@@ -27,6 +31,7 @@ impl<Res> fmt::Debug for Config<Res> {
             .field("capacities", &self.capacities)
             .field("seed", &self.seed)
             .field("epoch", &self.epoch)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -46,10 +51,15 @@ pub(crate) enum Decision<Res> {
 }
 
 impl<Res> Config<Res> {
-    /// Decides the fate of a call made `since` after the epoch, and whether a capacity refused
+    /// Decides the fate of a call made at `now`, and whether a capacity refused
     /// it; [`Decision::record`] counts both, once the decision is carried out (a disable in
     /// between passes the call on, counted nowhere).
-    pub(crate) fn decide(&self, shared: &Shared, since: Duration) -> (Decision<Res>, bool) {
+    pub(crate) fn decide(&self, shared: &Shared, now: Instant) -> (Decision<Res>, bool) {
+        let since = now.saturating_duration_since(self.epoch);
+        let clock = Clock {
+            now: now.saturating_duration_since(self.origin),
+            lead: self.epoch.saturating_duration_since(self.origin),
+        };
         let mut draws = Draws::new(self.seed, &shared.draws);
         let mut delay = Duration::ZERO;
         let mut decision = None;
@@ -62,7 +72,7 @@ impl<Res> Config<Res> {
             let admitted = bucket
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .try_take(&capacity.rate, capacity.burst, since);
+                .try_take(&capacity.rate, capacity.burst, clock);
             if !admitted {
                 over = true;
                 decision = apply(&capacity.over, None, &mut draws, &mut delay);
@@ -261,6 +271,8 @@ impl<Res> ChaosBuilder<Res> {
     }
 
     /// The instant schedules and ramps count from (default: when [`build`](Self::build) runs).
+    /// Before an epoch in the future, schedules read it as the epoch itself, and capacities
+    /// admit the rate they start with.
     pub fn epoch(mut self, epoch: Instant) -> Self {
         self.epoch = Some(epoch);
         self
@@ -290,12 +302,15 @@ impl<Res> ChaosBuilder<Res> {
             capacity.validate(&format!("capacities[{i}]"))?;
         }
         let shared = Shared::new(self.enabled, self.capacities.len());
+        let built = Instant::now();
+        let epoch = self.epoch.unwrap_or(built);
         Ok(ChaosLayer {
             config: Arc::new(Config {
                 faults: self.faults,
                 capacities: self.capacities,
                 seed: self.seed,
-                epoch: self.epoch.unwrap_or_else(Instant::now),
+                epoch,
+                origin: epoch.min(built),
             }),
             shared: Arc::new(shared),
         })

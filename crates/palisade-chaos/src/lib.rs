@@ -74,7 +74,9 @@
 //!
 //! A delayed call calls the inner service at once, in [`Service::call`](tower_service::Service::call)
 //! as the tower contract requires after `poll_ready`, holds its future, and polls it only once the
-//! delay has elapsed: the inner service sees the call early, its answer is seen late.
+//! delay has elapsed. What the inner service does in `call` itself happens at once; what its
+//! future does (the body of an `async` block, the request of most clients) starts after the
+//! delay, as if the call had spent the delay on the way there.
 //!
 //! A hanging call's future stays pending until it is dropped, typically by a timeout above the
 //! layer, or until the layer is switched off.
@@ -104,7 +106,9 @@
 //! # Time
 //!
 //! Schedules and capacity ramps count from the layer's epoch ([`ChaosLayer::epoch`]: when it
-//! was built, unless [`ChaosBuilder::epoch`] says otherwise). All time is `tokio::time`, so
+//! was built, unless [`ChaosBuilder::epoch`] says otherwise). Before an epoch set in the
+//! future, time counts as the epoch itself: schedules wait for it, and capacities admit the
+//! rate they start with (their buckets refill as time passes). All time is `tokio::time`, so
 //! tests on a paused clock and simulations in virtual time control it.
 //!
 //! # Clones
@@ -122,7 +126,9 @@
 //! future, leaving a clone in the layer's service, so that [`ChaosHandle::disable`] can still
 //! pass it on: whatever the readiness holds (a concurrency slot, a buffer place) stays with the
 //! call, as it would with a real slow dependency, and comes back when the wait ends or the call
-//! is dropped. A delayed call calls the inner service at once, as any call let through.
+//! is dropped. A delayed call calls the inner service at once, as any call let through, and
+//! its future keeps what the readiness gave for the delay and the call together: a delay under
+//! a concurrency limit holds a slot for as long as it lasts.
 //!
 //! # Errors
 //!

@@ -112,8 +112,7 @@ impl<S, Res> Chaos<S, Res> {
     where
         S: Service<Req, Response = Res> + Clone,
     {
-        let since = Instant::now().saturating_duration_since(self.config.epoch);
-        let (decision, over) = self.config.decide(&self.shared, since);
+        let (decision, over) = self.config.decide(&self.shared, Instant::now());
         if decision.waits() {
             return self.call_held(decision, over, req);
         }

@@ -407,6 +407,26 @@ async fn offer<S: Service<u32, Response = u32, Error = BoxError>>(
     passed
 }
 
+/// A layer whose epoch is a minute away: its schedules wait for it, but a capacity admits its
+/// rate from the start (it used to admit its burst, then nothing until the epoch).
+#[tokio::test(start_paused = true)]
+async fn a_capacity_admits_its_rate_before_a_future_epoch() {
+    let start = Instant::now();
+    let chaos = ChaosLayer::builder()
+        .capacity(Capacity::fixed(
+            100.0,
+            Effect::Fail(class(Category::RateLimited)),
+        ))
+        .epoch(start + secs(60))
+        .build()
+        .unwrap();
+    let mut svc = chaos.layer_on(echo(Arc::default()));
+    // 10 calls a second for 30 s, all under the capacity; then 200 a second for 2 s.
+    assert_eq!(offer(&mut svc, start, 10, 30).await, [10; 30]);
+    let passed = offer(&mut svc, start + secs(30), 200, 2).await;
+    assert!(passed.iter().all(|n| (100..=110).contains(n)), "{passed:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn fixed_capacity_admits_its_rate() {
     let throttled = class(Category::RateLimited).with_retry_after(secs(1));
