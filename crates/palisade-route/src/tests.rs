@@ -108,6 +108,7 @@ fn down_where(dead: impl Fn(&usize) -> bool + Send + Sync + 'static) -> impl Hea
 
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_eject_and_the_ejection_ends() {
+    let events = palisade_test::Events::start();
     let up = flags(3);
     up[1].store(false, Ordering::SeqCst);
     let mut route = route_of(RouteConfig::default(), &up);
@@ -136,6 +137,26 @@ async fn consecutive_failures_eject_and_the_ejection_ends() {
     let st = handle.status();
     assert!(st[1].ejected);
     assert_eq!(st[1].ejections, 2);
+    // Each ejection is logged with its count and length.
+    let logged: Vec<_> = events
+        .with_message("endpoint ejected")
+        .iter()
+        .map(|e| {
+            (
+                e.level,
+                e.field("ejections").unwrap().to_owned(),
+                e.field("for_ms").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let warn = tracing::Level::WARN;
+    assert_eq!(
+        logged,
+        [
+            (warn, "1".to_owned(), "30000".to_owned()),
+            (warn, "2".to_owned(), "60000".to_owned())
+        ]
+    );
     tokio::time::advance(Duration::from_millis(59_999)).await;
     assert!(handle.status()[1].ejected);
     tokio::time::advance(Duration::from_millis(1)).await;

@@ -141,9 +141,14 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
         ScenarioKind::Brownout => {
             let served = pal.served.unwrap_or(0.0);
             let load = pal.load_ramp.unwrap_or(f64::INFINITY);
+            let (applies, why) = match pal.served {
+                _ if !ramp => (false, NO_RAMP),
+                None => (false, "the ramp is too short to allow one call"),
+                Some(_) => (true, ""),
+            };
             j.check_if(
-                ramp,
-                NO_RAMP,
+                applies,
+                why,
                 "≥ 95 % of what the returning capacity allowed is served".into(),
                 pct(served),
                 served >= 0.95,
@@ -189,7 +194,10 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
             );
         }
         ScenarioKind::RateLimit => {
-            j.check(
+            // Without a limit there is no 429 and no hint to retry early against.
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "no retry before its hint".into(),
                 pal.early_retries.to_string(),
                 pal.early_retries == 0,
@@ -232,7 +240,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 format!("{:.3}", pal.load),
                 pal.load <= 1.2,
             );
-            j.check(
+            j.check_if(
+                fault,
+                NO_FAULT,
                 "429s never open the breaker (no request rejected locally)".into(),
                 pal.local.to_string(),
                 pal.local == 0,
@@ -276,8 +286,8 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 sent_in_fault,
                 not_sent,
                 "traffic on the standby within 1 s of the primary failing".into(),
-                opt_ms(pal.detect_ms),
-                pal.detect_ms.is_some_and(|d| d <= 1000.0),
+                opt_ms(pal.standby_ms),
+                pal.standby_ms.is_some_and(|d| d <= 1000.0),
             );
         }
         ScenarioKind::Degraded => {
@@ -371,6 +381,7 @@ mod tests {
             p99_ms: 0.0,
             max_ms: 0.0,
             detect_ms: None,
+            standby_ms: None,
             recover_ms: None,
             recovered: None,
             bad_share: None,
@@ -474,16 +485,30 @@ mod tests {
         // With a ramp and no outage before it, the ramp is judged.
         let mut pal = figures(k, StackKind::Palisade);
         pal.load_ramp = Some(1.5);
+        pal.served = Some(0.5);
         let v = verdicts(&no_fault(k), &pal);
         assert_eq!((v[0].2, v[1].2), (Some(false), Some(false)));
+        // A ramp too short to allow one call has nothing to serve against.
+        pal.served = None;
+        let v = verdicts(&no_fault(k), &pal);
+        na(&v[0], "the ramp is too short to allow one call");
+        assert_eq!(v[1].2, Some(false));
+        pal.served = Some(0.5);
         // A ramp in which no request was sent (too low a rate) has no load to judge.
         pal.load_ramp = None;
         let v = verdicts(&no_fault(k), &pal);
         assert_eq!(v[0].2, Some(false));
         na(&v[1], "no request was sent in it (too low a rate)");
+        // Rate limit without a limit: no 429, no hint, nothing to open the breaker; only the
+        // load is judged.
+        let k = ScenarioKind::RateLimit;
+        let v = verdicts(&no_fault(k), &figures(k, StackKind::Palisade));
+        for i in [0, 1, 2, 4] {
+            na(&v[i], "no fault in this run");
+        }
+        assert_eq!(v[3].2, Some(true), "{v:?}");
         // Rate limit: a limit at the request rate and no hinted retry leave the hint
         // unjudged; one hinted retry, or a limit below the rate, and it is judged.
-        let k = ScenarioKind::RateLimit;
         let mut s = Scenario::new(k);
         s.params.capacity = s.params.rate;
         let mut pal = figures(k, StackKind::Palisade);
@@ -598,7 +623,8 @@ mod tests {
     fn brownout_goals_and_their_edges() {
         let k = ScenarioKind::Brownout;
         let mut pal = figures(k, StackKind::Palisade);
-        // Not measured: nothing served.
+        // Nothing served.
+        pal.served = Some(0.0);
         pal.load_ramp = Some(f64::INFINITY);
         assert_eq!(
             judged(k, &pal),
@@ -778,15 +804,17 @@ mod tests {
         let k = ScenarioKind::Failover;
         let mut pal = figures(k, StackKind::Palisade);
         pal.success = 0.99;
-        pal.detect_ms = Some(1000.0);
+        pal.standby_ms = Some(1000.0);
+        // Leaving the primary alone is not enough: the traffic must reach the standby.
+        pal.detect_ms = Some(100.0);
         assert_eq!(
             judged(k, &pal),
             [("99.00 %".to_owned(), true), ("1000 ms".to_owned(), true)]
         );
         pal.success = 0.9899;
-        pal.detect_ms = Some(1000.1);
+        pal.standby_ms = Some(1000.1);
         assert_eq!(met(k, &pal), [false, false]);
-        pal.detect_ms = None;
+        pal.standby_ms = None;
         assert_eq!(judged(k, &pal)[1], ("never".to_owned(), false));
     }
 

@@ -31,7 +31,11 @@ pub struct Figures {
     pub success_fault: Option<f64>,
     /// The same, for requests sent after the fault (`None`: none was).
     pub success_after: Option<f64>,
-    /// Upstream calls per request sent during the fault (`None`: no request was sent in it).
+    /// Upstream calls made during the fault, per request sent during it: the load the stack
+    /// put on the upstream while it failed, whichever requests the calls were for (`None`: no
+    /// request was sent in it). Calls held through the fault and sent after it count after
+    /// it, where the series shows them (palisade's requests held through an outage go out
+    /// when it ends, metered by its adaptive throttle to what the upstream answers).
     pub load_fault: Option<f64>,
     /// Upstream calls per request over the whole run (the measured requests' attempts).
     pub load: f64,
@@ -56,8 +60,14 @@ pub struct Figures {
     /// scenario has no recovery).
     pub recovered: Option<bool>,
     /// Share of attempts that went to the faulty replica after detection, until the fault ended
-    /// (`None`: not detected, or no attempt at all in that time).
+    /// (`None`: not detected, no attempt at all in that time, or every replica is faulty, as
+    /// in `outage`, where there is nowhere else to go).
     pub bad_share: Option<f64>,
+    /// From the fault's start until the replicas that did not fail took, over a whole second,
+    /// at least 90 % as many attempts as requests were sent: the traffic is on them (`None`:
+    /// never within the run, or no replica stays up in this scenario; see `detect_ms` for
+    /// when the faulty one was left alone).
+    pub standby_ms: Option<f64>,
     /// Requests whose caller gave up at its deadline before the stack answered.
     pub cut_off: usize,
     /// Requests the stack answered without sending a single attempt upstream (an open
@@ -65,10 +75,12 @@ pub struct Figures {
     pub local: usize,
     /// Retries that reached the upstream before the server's retry hint allowed them.
     pub early_retries: u64,
-    /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp;
-    /// `rate-limit`: while the limit lasts, which is the fault's window, by default the whole
-    /// run, against its rate and the burst its buckets start with; `None` in a run without a
-    /// fault, which has no limit).
+    /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp,
+    /// against the capacity up to the request rate, so that retries of requests held from the
+    /// outage, which use capacity above that rate, can take it past 100 %; `rate-limit`: while
+    /// the limit lasts, which is the fault's window, by default the whole run, against its
+    /// rate and the burst its buckets start with; `None` in a run without a fault, which has
+    /// no limit, or with a ramp too short to allow one call).
     pub served: Option<f64>,
     /// Upstream calls per request while capacity returns (`brownout`; `None` where no request
     /// was sent during the ramp).
@@ -80,7 +92,10 @@ pub struct Figures {
     pub hint_wait_ms: Option<f64>,
     /// The mean of those hints, in milliseconds.
     pub hint_ms: Option<f64>,
-    /// `bad-replica`: from the replica's recovery until it served a call again.
+    /// `bad-replica`: from the replica's recovery until it served a call again, seen also in
+    /// the traffic that goes on for a deadline past the run's end (sent so that the run's last
+    /// requests meet the same load as the others, and not measured otherwise): a return that
+    /// the run's end cut short is not a miss.
     pub returned_ms: Option<f64>,
     /// Per second: requests sent, answered, and attempts at the upstream.
     pub series: Vec<Second>,
@@ -95,7 +110,8 @@ pub struct Second {
     pub sent: u32,
     /// Of those, answered by the upstream.
     pub ok: u32,
-    /// Attempts that reached the upstream in this second.
+    /// Attempts that reached the upstream in this second (within the run: none of the
+    /// traffic past its end).
     pub attempts: u32,
 }
 
@@ -127,6 +143,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     let mut ok = vec![0usize; bins];
     let mut attempts = vec![0usize; bins + 1];
     let mut to_bad = vec![0usize; bins + 1];
+    let mut to_good = vec![0usize; bins + 1];
     for r in &log.requests {
         let b = bin_of(r.sent).min(bins - 1);
         sent[b] += 1;
@@ -134,8 +151,10 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
     }
     for a in &log.attempts {
         let b = bin_of(a.at).min(bins);
-        attempts[b] += 1;
+        // The series counts the run's attempts only: the last bin may run past its end.
+        attempts[b] += usize::from(a.at < p.duration);
         to_bad[b] += usize::from(is_bad(a));
+        to_good[b] += usize::from(!is_bad(a) && a.at < p.duration);
     }
 
     let n = log.requests.len();
@@ -188,7 +207,9 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         })
         .flatten();
     let detect_at = detect.map(|b| BIN * b as u32);
-    let bad_share = detect_at.and_then(|d| {
+    // With every replica faulty, every attempt goes to a faulty one: no share to tell.
+    let everywhere = bad.len() >= p.replicas;
+    let bad_share = detect_at.filter(|_| !everywhere).and_then(|d| {
         let window = log
             .attempts
             .iter()
@@ -198,6 +219,20 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         });
         ratio(to, all)
     });
+
+    // The standby: the first bin of the fault from which, for a whole second inside the run,
+    // the replicas that stayed up took at least 90 % as many attempts as requests were sent.
+    let standby = (!bad.is_empty() && !everywhere)
+        .then(|| {
+            let (b0, b1) = (bin_of(fault_start), bin_of(fault_end).min(bins));
+            let last = bin_of(p.duration);
+            (b0..b1).take_while(|&b| b + SECOND <= last).find(|&b| {
+                let good: usize = to_good[b..b + SECOND].iter().sum();
+                let sent_sum: usize = sent[b..b + SECOND].iter().sum();
+                sent_sum > 0 && good as f64 >= 0.9 * sent_sum as f64
+            })
+        })
+        .flatten();
 
     // Recovery: from the recovery on, the last 1 s window below 99 % ends it.
     let (recover, recovered) = match scenario.recovery_at() {
@@ -236,8 +271,9 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
                 .count();
             let calls = log.attempts.iter().filter(|a| in_ramp(a.at)).count();
             let requests = log.requests.iter().filter(|r| in_ramp(r.sent)).count();
+            // A ramp too short to allow one call has nothing to serve against.
             (
-                Some(done as f64 / possible.max(1.0)),
+                (possible >= 1.0).then(|| done as f64 / possible),
                 ratio(calls, requests),
             )
         }
@@ -317,6 +353,7 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
         detect_ms: detect_at.map(|d| ms(d.saturating_sub(fault_start))),
+        standby_ms: standby.map(|b| ms((BIN * b as u32).saturating_sub(fault_start))),
         recover_ms: recover,
         recovered,
         bad_share,
@@ -631,6 +668,86 @@ mod tests {
         assert_eq!(
             measure(&scenario(), StackKind::Palisade, &log).returned_ms,
             None
+        );
+    }
+
+    /// The standby's traffic: the first whole second from which the replicas that stayed up
+    /// took at least 90 % as many attempts as requests were sent. A stack that leaves the
+    /// faulty replica alone by refusing every call itself never puts traffic on the standby.
+    #[test]
+    fn the_standby_takes_the_traffic_when_it_gets_nine_attempts_in_ten() {
+        let mut s = Scenario::new(ScenarioKind::Failover);
+        s.params.duration = Duration::from_secs(10);
+        s.params.fault_start = Duration::from_secs(2);
+        s.params.fault_len = Duration::from_secs(4);
+        // Ten requests a second; to the primary until 2.3 s, then to the standby; or, for
+        // the second log, refused without an attempt from 2.3 s to the fault's end.
+        let run = |moved: bool| {
+            let mut log = Log::default();
+            for i in 0..100u64 {
+                let t = i * 100;
+                let away = (2_300..6_000).contains(&t);
+                let attempt_made = moved || !away;
+                log.requests.push(request(
+                    t,
+                    50,
+                    !(2_000..2_300).contains(&t) && attempt_made,
+                    u32::from(attempt_made),
+                ));
+                if attempt_made {
+                    let replica = u16::from(away);
+                    log.attempts
+                        .push(attempt(t, replica, i, !(2_000..2_300).contains(&t)));
+                }
+            }
+            measure(&s, StackKind::Palisade, &log)
+        };
+        let f = run(true);
+        // From 2.2 s: 2.2 s still to the primary, then nine bins to the standby: 9 of 10.
+        assert_eq!(f.standby_ms, Some(200.0));
+        let f = run(false);
+        assert_eq!(f.detect_ms, Some(300.0), "the primary is left alone");
+        assert_eq!(f.standby_ms, None, "but nothing reaches the standby");
+        // With every replica faulty there is no standby, and no share to the faulty one.
+        let f = measure(
+            &scenario(),
+            StackKind::Palisade,
+            &log(|t| t < 2_000, |t| (2_500..4_000).contains(&t)),
+        );
+        assert_eq!(f.standby_ms, None);
+        let mut two = scenario();
+        two.params.replicas = 2;
+        let mut spread = log(
+            |t| !(2_000..4_000).contains(&t),
+            |t| (2_500..4_000).contains(&t),
+        );
+        spread.attempts.push(attempt(3_000, 1, 30, false));
+        let f = measure(&two, StackKind::Palisade, &spread);
+        assert!(f.detect_ms.is_some(), "{f:?}");
+        assert_eq!(f.bad_share, None, "both replicas fail in an outage");
+    }
+
+    /// The series counts the run's attempts only: with a run that ends within a 100 ms bin,
+    /// the attempts after its end (of the traffic that goes on past it) are not in its last
+    /// second.
+    #[test]
+    fn the_series_stops_at_the_run_s_end() {
+        let mut s = scenario();
+        s.params.duration = ms(9_550);
+        let mut log = log(|_| true, |_| false);
+        log.requests.truncate(96);
+        log.attempts.truncate(96);
+        log.attempts.push(attempt(9_560, 0, 95, true));
+        let f = measure(&s, StackKind::None, &log);
+        assert_eq!(f.series.len(), 10);
+        assert_eq!(
+            f.series[9],
+            Second {
+                t: 9,
+                sent: 6,
+                ok: 6,
+                attempts: 6
+            }
         );
     }
 
