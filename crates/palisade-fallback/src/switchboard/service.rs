@@ -1,10 +1,13 @@
 //! [`Gate`]: the service that lets calls through to a feature while it is on.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use palisade_core::BoxError;
 use palisade_core::stripe::{Stripe, Striped};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::future::GateFuture;
@@ -31,6 +34,15 @@ use super::state::{Feature, ProbeSlot, Readiness};
 /// [`probe_timeout`](super::FeatureConfig::probe_timeout) from then, waiting for readiness
 /// and the call together: a probe still out after that is counted as failed and loses the
 /// slot, so a probe that never answers, or never gets ready, cannot keep the feature off.
+/// Nor does it keep its caller: a gate still waiting for readiness when its slot's hold ends
+/// is woken then, lets the slot go, and answers as the feature's state says (ready at once,
+/// its call refused, while the failed probe's cool-down runs). A gate polled again after the
+/// feature was turned on or off by hand lets its slot go at once and does the same.
+///
+/// A gate that made the inner service ready while the feature was on, and whose call was then
+/// refused because the feature went off in between, keeps that readiness (a concurrency
+/// permit, a buffer place) for its next call, as tower's `Filter` does with a call its
+/// predicate rejects, or until it is dropped.
 ///
 /// A readiness that fails is a failure of the feature like a call's: the gate answers ready
 /// and keeps the error (and the probe slot, if it holds one), and the `call` that follows does
@@ -58,6 +70,10 @@ pub struct Gate<S> {
     /// The probe slot `poll_ready` took for the next `call`. Taken by `call`, given back when
     /// dropped; a clone starts without it.
     probe: Option<ProbeSlot>,
+    /// Wakes a gate that waits for the inner service's readiness with the probe slot when the
+    /// slot's hold ends. Made once per probe that has to wait (never while the feature is
+    /// on); a clone starts without it.
+    probe_ends: Option<Pin<Box<Sleep>>>,
     /// The feature, striped: each gate instance reads its own stripe and its futures hold that
     /// stripe's reference, so instances on different threads never share a reference count.
     stripes: Arc<Striped<Feature>>,
@@ -72,6 +88,7 @@ impl<S> Gate<S> {
             refuse: false,
             not_ready: None,
             probe: None,
+            probe_ends: None,
             feature: stripes.pick().clone(),
             stripes,
         }
@@ -100,6 +117,7 @@ impl<S: Clone> Clone for Gate<S> {
             refuse: false,
             not_ready: None,
             probe: None,
+            probe_ends: None,
             feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
@@ -107,6 +125,31 @@ impl<S: Clone> Clone for Gate<S> {
 }
 
 impl<S> Gate<S> {
+    /// Lets the probe slot go (given back, or counted as a failed probe if its hold is over)
+    /// with the timer for its end.
+    #[cold]
+    #[inline(never)]
+    fn let_probe_go(&mut self) {
+        self.probe = None;
+        self.probe_ends = None;
+    }
+
+    /// Waits for the end of the probe slot's hold, arming the timer the first time.
+    #[cold]
+    #[inline(never)]
+    fn poll_probe_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.probe_ends.is_none() {
+            let Some(end) = self.probe.as_ref().and_then(ProbeSlot::ends_at) else {
+                return Poll::Pending;
+            };
+            self.probe_ends = Some(Box::pin(tokio::time::sleep_until(end)));
+        }
+        match &mut self.probe_ends {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
     /// The inner service's readiness failed with `error`: ready, and the next call fails with
     /// it.
     #[cold]
@@ -132,30 +175,47 @@ where
             // Polled again before the call that fails with the error kept: still ready.
             return Poll::Ready(Ok(()));
         }
-        // A probe slot taken by an earlier poll that found the inner service not ready is kept
-        // until the call.
-        if self.probe.is_none() {
-            match self.feature.readiness() {
-                Readiness::Forward => self.refuse = false,
-                Readiness::Refuse => {
-                    self.refuse = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Readiness::Probe(slot) => {
-                    self.refuse = false;
-                    self.probe = Some(slot);
+        loop {
+            // A probe slot taken by an earlier poll that found the inner service not ready is
+            // kept until the call, while it is still the probe's: once its hold is over, or
+            // the feature was turned on or off by hand, it is let go (a hold that is over
+            // counted as a failed probe) and the feature's state is read again.
+            if self.probe.as_ref().is_some_and(|slot| !slot.is_current()) {
+                self.let_probe_go();
+            }
+            if self.probe.is_none() {
+                match self.feature.readiness() {
+                    Readiness::Forward => self.refuse = false,
+                    Readiness::Refuse => {
+                        self.refuse = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Readiness::Probe(slot) => {
+                        self.refuse = false;
+                        self.probe = Some(slot);
+                    }
                 }
             }
-        }
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-            // The probe slot, if held, is kept for the call, whose failure is the probe's.
-            Poll::Ready(Err(e)) => self.keep_not_ready(e.into()),
+            return match self.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                // The probe slot, if held, is kept for the call, whose failure is the probe's.
+                Poll::Ready(Err(e)) => self.keep_not_ready(e.into()),
+                Poll::Pending if self.probe.is_some() => {
+                    if self.poll_probe_end(cx).is_ready() {
+                        // The hold is over: the slot is let go (a failed probe), and the
+                        // state read again.
+                        self.let_probe_go();
+                        continue;
+                    }
+                    Poll::Pending
+                }
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.probe_ends = None;
         if std::mem::take(&mut self.refuse) {
             return GateFuture::off(self.feature.name().to_owned());
         }

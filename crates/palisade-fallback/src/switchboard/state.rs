@@ -327,6 +327,28 @@ pub(crate) struct ProbeSlot {
     ticket: Option<Ticket>,
 }
 
+impl ProbeSlot {
+    /// Whether the slot is still this gate's probe: the feature still off by its failures in
+    /// the epoch the slot was taken in, and the hold not over nor taken back.
+    pub(crate) fn is_current(&self) -> bool {
+        self.ticket
+            .is_some_and(|ticket| self.feature.is_current(ticket, Instant::now()))
+    }
+
+    /// When the slot's hold ends (the probe timeout from when it was taken); `None` past what
+    /// an `Instant` can say (a probe timeout of centuries).
+    pub(crate) fn ends_at(&self) -> Option<Instant> {
+        let until_ms = self
+            .ticket
+            .and_then(|ticket| ticket.hold)
+            .map_or(0, Hold::until_ms);
+        self.feature
+            .inner
+            .origin
+            .checked_add(Duration::from_millis(until_ms))
+    }
+}
+
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket {
@@ -468,15 +490,8 @@ impl Feature {
     /// not over; otherwise the slot is freed (a hold that is over counted as a failed probe)
     /// and the call is admitted (or not) as any other.
     pub(crate) fn admit_claimed(&self, mut slot: ProbeSlot) -> Option<Ticket> {
-        let word = self.inner.load();
         match slot.ticket {
-            Some(ticket)
-                if word.state() == AUTO_OFF
-                    && word.epoch() == ticket.epoch
-                    && ticket
-                        .hold
-                        .is_some_and(|hold| self.holds(hold, Instant::now())) =>
-            {
+            Some(ticket) if self.is_current(ticket, Instant::now()) => {
                 slot.ticket = None;
                 Some(ticket)
             }
@@ -554,6 +569,15 @@ impl Feature {
                 }
             }
         }
+    }
+
+    /// Whether the probe of `ticket` is still the feature's at `now`: off by its failures in
+    /// the ticket's epoch, and the ticket's hold still the slot's and not over.
+    fn is_current(&self, ticket: Ticket, now: Instant) -> bool {
+        let word = self.inner.load();
+        word.state() == AUTO_OFF
+            && word.epoch() == ticket.epoch
+            && ticket.hold.is_some_and(|hold| self.holds(hold, now))
     }
 
     /// Whether `hold` is the probe slot's still, and not over at `now`.

@@ -909,6 +909,85 @@ async fn a_feature_off_by_its_failures_answers_at_once_without_waiting_for_readi
     );
 }
 
+/// A gate that waits for readiness with the probe slot is woken when the slot's hold ends and
+/// answers as the feature says then: its probe failed, the cool-down starts over, its call is
+/// refused and the fallback answers. It used to wait for the inner service for good, however
+/// the feature changed, while other gates took the slot back. Polled again after the feature
+/// was turned off or on by hand, it lets the slot go at once.
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_readiness_lets_its_caller_go_when_its_hold_ends() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    wedged.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let start = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(60), svc.clone().oneshot(1))
+        .await
+        .expect("answered by the end of the probe's hold")
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(answer.into_inner(), "off");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the probe never reached it"
+    );
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        },
+        "the probe failed: the cool-down starts over"
+    );
+    // The next probe waits; the feature is turned off by hand 3 s in.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let start = tokio::time::Instant::now();
+    let mut probe = Box::pin(svc.clone().oneshot(2));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut probe)
+            .await
+            .is_err()
+    );
+    feature.turn_off();
+    let answer = probe.await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert!(answer.is_degraded());
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A gate polled after the feature was turned on by hand lets its slot go and forwards.
+    feature.turn_on();
+    let ticket = feature.admit().unwrap();
+    feature.outcome(
+        Some(palisade_core::Class::new(Category::ServerError)),
+        ticket,
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut gate = Gate::new(
+        Wedged {
+            wedged: wedged.clone(),
+            calls: calls.clone(),
+        },
+        feature.clone(),
+    );
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(tower::Service::<u32>::poll_ready(&mut gate, &mut cx).is_pending());
+    feature.turn_on();
+    wedged.store(false, Ordering::SeqCst);
+    assert!(tower::Service::<u32>::poll_ready(&mut gate, &mut cx).is_ready());
+    let _ = tower::Service::call(&mut gate, 3).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "forwarded, not refused");
+}
+
 /// A call admitted without a probe slot from readiness (its gate was ready while the feature
 /// was on, the feature turned itself off before the call) is the probe once the cool-down is
 /// over and no probe is out; the next one, while it is out, is refused.
