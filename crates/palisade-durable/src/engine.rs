@@ -334,6 +334,15 @@ fn may_have_taken_effect(error: &ErrorRecord, err: &BoxError, attempt: u32) -> b
             .any(|e| palisade_core::class_of_dyn(e).category == Category::Timeout)
 }
 
+/// Who asks for a review item's retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// A caller of [`Sagas::retry_review`], now, on an item open or with a retry requested.
+    Now,
+    /// Recovery, for the retry requested on the item: only while that request stands.
+    ByRequest,
+}
+
 /// What to do next, decided from the journal alone.
 #[derive(Debug, PartialEq)]
 enum Action {
@@ -710,7 +719,7 @@ impl Sagas {
                 }
             };
             if item.status == ReviewStatus::RetryRequested {
-                match self.retry_review(&item.id).await {
+                match self.retry(&item.id, Asked::ByRequest).await {
                     Ok(info) => {
                         report.resumed.retain(|r| r.id != info.id);
                         report.resumed.push(info);
@@ -805,9 +814,27 @@ impl Sagas {
     /// An item that is still pending but whose retry already ran (the saga then escalated
     /// another step, to another item, or finished) is closed as it ended, and the saga is
     /// returned as it stands: a request is used once, never for another item.
+    ///
+    /// The saga is read again once this process holds its claim: if it changed since the item
+    /// was read (another process ran a retry meanwhile, and the saga escalated again, to this
+    /// item or another), nothing is written, the claim is given back (this process may claim
+    /// the saga again once a lease has passed, any other process at once, as after
+    /// [`Store::release`]) and a [`SagaError::WrongState`] says where the saga stands.
+    /// A retry is for the escalation its item was read at.
     pub async fn retry_review(&self, id: &str) -> Result<SagaInfo, SagaError> {
+        self.retry(id, Asked::Now).await
+    }
+
+    /// [`retry_review`](Self::retry_review), now or for a request on the item.
+    async fn retry(&self, id: &str, asked: Asked) -> Result<SagaInfo, SagaError> {
         let queue = self.review_queue();
         let item = queue.inspect(id).await?;
+        if asked == Asked::ByRequest && item.status != ReviewStatus::RetryRequested {
+            // The request was used meanwhile (by another process's recovery, which read the
+            // queue after this one): the item is open again if the retry escalated to it
+            // again, and only a person's new request retries it.
+            return Err(SagaError::Claimed(item.saga_id));
+        }
         if !item.status.is_pending() {
             return Err(SagaError::WrongState {
                 what: "review item",
@@ -857,6 +884,46 @@ impl Sagas {
             &item.saga_id,
             self.inner.store.journal(&item.saga_id).await?,
         )?;
+        // Read again with the claim held: between the first reads and the claim, another
+        // process may have run this retry (the saga then escalated again, to this item or to
+        // another) or a person may have used the request. Then nothing is written here: the
+        // claim is given back, and the saga and its items are left as they are now.
+        let used = if asked == Asked::ByRequest {
+            queue.inspect(id).await?.status != ReviewStatus::RetryRequested
+        } else {
+            false
+        };
+        // The escalation the item was read at: a retry is for the escalation its asker saw,
+        // not for one that a retry run meanwhile led to.
+        let escalations = info
+            .journal
+            .iter()
+            .filter(|r| matches!(&r.event, Event::Escalated { review, .. } if review == id))
+            .count();
+        if used
+            || info.state != SagaState::Escalated
+            || info.review.as_deref() != Some(id)
+            || u32::try_from(escalations).ok() != Some(item.escalations)
+        {
+            self.inner
+                .store
+                .release(&item.saga_id, &self.inner.settings.owner)
+                .await
+                .ok();
+            if asked == Asked::ByRequest {
+                // Used by another process: nothing left to do here.
+                return Err(SagaError::Claimed(item.saga_id));
+            }
+            return Err(SagaError::WrongState {
+                what: "saga",
+                id: item.saga_id,
+                state: match info.review {
+                    Some(review) => format!("{} at review item {review:?}", info.state),
+                    None => info.state.to_string(),
+                },
+                rule: "a retry is for the escalation its item was read at, and the saga changed since: read the item again",
+            });
+        }
         let mut w = self.writer(info);
         w.log(Event::ReviewRetried {
             review: id.to_owned(),

@@ -37,8 +37,9 @@ pub(crate) struct Faulty {
     pub(crate) renewals: AtomicU32,
     /// Every claim asked, in order.
     pub(crate) claims: Mutex<Vec<Claim>>,
-    /// Run once, just before the next claim reaches the store: another process's work
-    /// between a caller's first read and its claim.
+    /// Run once, just before the next claim of one named saga (`Claim::only`: a discard's, a
+    /// review retry's) reaches the store: another process's work between a caller's first
+    /// read and its claim. Recovery's claims of whatever is stale go by.
     pub(crate) before_claim: BeforeClaim,
 }
 
@@ -124,7 +125,11 @@ impl Store for Faulty {
     }
     fn claim(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         self.claims.lock().unwrap().push(claim.clone());
-        let before = self.before_claim.0.lock().unwrap().take();
+        let before = claim
+            .only
+            .is_some()
+            .then(|| self.before_claim.0.lock().unwrap().take())
+            .flatten();
         let claimed = self.still(move |s| s.claim(claim));
         Box::pin(async move {
             if let Some(before) = before {
@@ -666,6 +671,94 @@ pub(crate) async fn an_interrupted_discard_is_not_turned_into_a_retry(store: Arc
     assert!(r.failed.is_empty() && r.resumed.is_empty(), "{r:?}");
     assert_eq!(undone_b(&log), 0);
     assert_eq!(sagas.inspect("d2").await.unwrap().state, SagaState::Failed);
+}
+
+/// A retry a person requested runs once, whichever processes recover: a recovery that read
+/// the queue before another process's recovery ran the retry (which failed again and
+/// escalated to the same item, open again) finds the request used once it holds the claim,
+/// writes nothing, and gives the claim back. It used to run the retry a second time, with
+/// nobody asking.
+pub(crate) async fn a_requested_retry_runs_once_across_recoveries(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = || {
+        saga(
+            "t",
+            vec![
+                undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+                step("b", &log, Act::Fail("HTTP 503")),
+            ],
+        )
+    };
+    let build = |owner: &str| {
+        Sagas::builder(faulty.clone())
+            .define(def())
+            .owner(owner)
+            .compensation_attempts(1)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a"), build("b"));
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = a.run("t", "q1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("q1/0"))
+    );
+    // The compensations of `a` since the last look.
+    let undone = |log: &Calls| {
+        log.take()
+            .iter()
+            .filter(|l| l.starts_with("undo a"))
+            .count()
+    };
+    assert_eq!(undone(&log), 1);
+    queue.request_retry("q1/0").await.unwrap();
+    // Between b's read of the item and its claim, a's recovery runs the retry.
+    let other = a.clone();
+    *faulty.before_claim.0.lock().unwrap() = Some(Box::pin(async move {
+        let r = other.recover().await.unwrap();
+        assert_eq!(r.resumed.len(), 1, "{r:?}");
+    }));
+    let r = b.recover().await.unwrap();
+    assert!(
+        faulty.before_claim.0.lock().unwrap().is_none(),
+        "a's recovery ran"
+    );
+    assert!(r.failed.is_empty() && r.resumed.is_empty(), "{r:?}");
+    assert_eq!(undone(&log), 1, "one retry for one request");
+    let journal = store.journal("q1").await.unwrap();
+    let retried = journal
+        .iter()
+        .filter(|e| e.event["type"] == "review_retried")
+        .count();
+    assert_eq!(retried, 1);
+    let item = queue.inspect("q1/0").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 2));
+    let rec = store.workflow("q1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
+    // A retry asked now on the item as it was read before another retry ran is refused with
+    // the saga as it stands, and the claim given back (to this process after a lease, as a
+    // release does); asked again then, it runs.
+    let other = a.clone();
+    let requeue = palisade_durable::ReviewQueue::new(faulty.clone());
+    *faulty.before_claim.0.lock().unwrap() = Some(Box::pin(async move {
+        requeue.request_retry("q1/0").await.unwrap();
+        other.recover().await.unwrap();
+    }));
+    let err = b.retry_review("q1/0").await.unwrap_err();
+    assert!(
+        matches!(&err, SagaError::WrongState { what: "saga", .. }),
+        "{err:?}"
+    );
+    assert_eq!(undone(&log), 1, "the other process's retry alone");
+    let rec = store.workflow("q1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    let info = b.retry_review("q1/0").await.unwrap();
+    assert_eq!(info.state, SagaState::Escalated);
+    assert_eq!(undone(&log), 1);
+    assert_eq!(queue.inspect("q1/0").await.unwrap().escalations, 4);
 }
 
 /// A discard whose saga changes between the queue's first read and its claim: a person asked
