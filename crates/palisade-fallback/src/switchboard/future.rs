@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use palisade_core::stripe::Stripe;
-use palisade_core::{BoxError, Category, class_of};
+use palisade_core::{BoxError, Category, Class, class_of};
 use pin_project_lite::pin_project;
 
 use super::FeatureOff;
@@ -117,9 +117,16 @@ where
                     class if class.counts_against_health() => feature.outcome(Some(class), ticket),
                     // An error the classifier accepted as a normal outcome is a success.
                     class if class.category == Category::Ignored => feature.outcome(None, ticket),
-                    // A rate limit, a client fault or a cancellation says neither that the
-                    // feature works nor that it fails: no verdict, as for a dropped call (a
-                    // probe frees its slot, and the next call after the cool-down probes).
+                    // A rate limit with a hint: no verdict, but a probe so answered holds
+                    // the next probe back for the hint (at most a cool-down).
+                    Class {
+                        category: Category::RateLimited,
+                        retry_after: Some(hint),
+                        ..
+                    } => feature.paced(ticket, hint),
+                    // A rate limit without a hint, a client fault or a cancellation says
+                    // neither that the feature works nor that it fails: no verdict, as for a
+                    // dropped call (a probe frees its slot, and the next call probes).
                     _ => feature.no_verdict(ticket),
                 },
             }

@@ -145,7 +145,8 @@ pub enum FeatureState {
     /// failure that counts against health starts the cool-down over, and so does a probe
     /// still out after [`probe_timeout`](FeatureConfig::probe_timeout) (from the end of its
     /// hold); one answered with a failure that does not count (a rate limit, a client fault,
-    /// a cancellation) gives no verdict, and the next call probes again.
+    /// a cancellation) gives no verdict, and the next call probes again, but not before the
+    /// retry hint of a rate limit that gave one (at most a cool-down).
     AutoOff {
         /// Time left before a probe may try it.
         retry_after: Duration,
@@ -636,6 +637,40 @@ impl Feature {
         if let Some(hold) = ticket.hold {
             self.end_probe(hold, Instant::now());
         }
+    }
+
+    /// A call the dependency answered by pacing its callers (a rate limit with a retry hint):
+    /// no verdict, as [`no_verdict`](Self::no_verdict), but a probe so answered also holds
+    /// the next probe back for the hint, at most a cool-down, so that a feature off by its
+    /// failures does not send its dependency a probe after every refusal while that
+    /// dependency asks its callers to wait. No failure is counted.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn paced(&self, ticket: Ticket, hint: Duration) {
+        let Some(hold) = ticket.hold else {
+            return;
+        };
+        let now = Instant::now();
+        // The next probe's earliest start is published before the slot is freed: a gate that
+        // finds the slot free then finds the hold too.
+        if self.holds(hold, now) {
+            let wait = hint.min(self.inner.config.cooldown);
+            let until_ms = self.ms(now).saturating_add(millis(wait));
+            let mut current = self.inner.load();
+            while current.state() == AUTO_OFF
+                && current.epoch() == ticket.epoch
+                && current.until_ms() < until_ms
+            {
+                match self
+                    .inner
+                    .replace(current, Word::new(AUTO_OFF, ticket.epoch, until_ms))
+                {
+                    Ok(()) => break,
+                    Err(found) => current = found,
+                }
+            }
+        }
+        self.end_probe(hold, now);
     }
 
     /// Counts a finished call's outcome: `failure` is the class of a failure that counts

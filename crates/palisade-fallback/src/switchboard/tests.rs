@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Category, Classified};
+use palisade_core::{BoxError, Category, Class, Classified};
 use tower::{Layer, ServiceExt, service_fn};
 
 use crate::tests::Refused;
@@ -788,6 +788,12 @@ fn answering()
             "ok" => Ok("fine".to_owned()),
             "503" => Err::<String, BoxError>("503 overloaded".into()),
             "429" => Err("429 rate limited".into()),
+            "429 2s" | "429 1h" => Err(Classified::new(
+                Class::new(Category::RateLimited)
+                    .with_retry_after(Duration::from_secs(if kind == "429 2s" { 2 } else { 3600 })),
+                "429 rate limited",
+            )
+            .into()),
             "cancelled" => {
                 Err(Classified::new(Category::Cancelled.into(), "caller went away").into())
             }
@@ -795,6 +801,55 @@ fn answering()
             _ => Err("400 invalid request".into()),
         }
     })
+}
+
+/// A probe answered by a rate limit with a hint is no verdict either, but the next probe waits
+/// for the hint (at most a cool-down): the feature does not send its dependency a probe after
+/// every refusal while the dependency asks its callers to wait. No failure is counted.
+#[tokio::test(start_paused = true)]
+async fn a_probe_answered_by_a_rate_limit_with_a_hint_holds_the_next_probe_back() {
+    let board = Switchboard::new();
+    let feature = board.feature_with("f", limit(1)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(
+        tower::ServiceBuilder::new()
+            .map_request(move |kind: &'static str| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                kind
+            })
+            .service(answering()),
+    );
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let answer = svc.clone().oneshot("429 2s").await.unwrap();
+    assert!(answer.is_degraded());
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(2)
+        }
+    );
+    assert_eq!(board.snapshot()[0].recent_failures, 1, "no failure counted");
+    // Within the hint the fallback answers, without a call.
+    let _ = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // A hint of an hour holds it back for a cool-down, no longer.
+    let _ = svc.clone().oneshot("429 1h").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        feature.state(),
+        FeatureState::AutoOff {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        svc.clone().oneshot("ok").await.unwrap(),
+        Answer::Primary("fine".to_owned())
+    );
+    assert_eq!(feature.state(), FeatureState::On);
 }
 
 #[tokio::test(start_paused = true)]
