@@ -21,7 +21,9 @@
 //!   call under that deadline: the layers below read it through `context::deadline` (a retry
 //!   stops backing off past it), and the call fails with
 //!   [`DeadlineExceeded`] when it passes, which
-//!   [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504. A request
+//!   [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504, or, on a
+//!   gRPC server, [`ErrorResponseLayer::grpc`](crate::respond::ErrorResponseLayer::grpc)
+//!   with `DEADLINE_EXCEEDED` (a gRPC client reads a 504 as `UNAVAILABLE`, and retries it). A request
 //!   whose deadline is already over (`grpc-timeout: 0n`) fails so at once, without running
 //!   the handler.
 //!
@@ -455,7 +457,9 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 /// # Expiry
 ///
 /// When the deadline passes, the call fails with [`DeadlineExceeded`] (a `Timeout`, which
-/// [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504) and the
+/// [`ErrorResponseLayer`](crate::respond::ErrorResponseLayer) answers with 504, and
+/// [`ErrorResponseLayer::grpc`](crate::respond::ErrorResponseLayer::grpc) with
+/// `DEADLINE_EXCEEDED`) and the
 /// handler's future is dropped. The error says the limit the request was granted (what its
 /// headers asked for, capped by [`max`](ServerDeadlineLayer::max), or the
 /// [`default_limit`](ServerDeadlineLayer::default_limit)): `deadline of 250 ms exceeded`. A deadline that is over before the handler starts fails the

@@ -118,6 +118,36 @@
 //! `tests/grpc_unary.rs` runs this stack against a tonic server (a `set_timeout` that ends
 //! the call, a failing status through a `StreamBreaker`, an open breaker's refusal), and
 //! `cargo run -p palisade-http --example grpc_client` against a flaky one.
+//!
+//! # Idempotency
+//!
+//! A retryable code says the failure may pass, not that the call had no effect: a call that
+//! timed out, or whose connection broke (`UNAVAILABLE`), may have been carried out. gRPC's
+//! own retry design ([A6](https://github.com/grpc/proposal/blob/master/A6-client-retries.md))
+//! leaves it to the service's configuration to say which methods may be retried. Every gRPC
+//! call is an HTTP `POST`, so `Method::is_idempotent` cannot tell them apart: name the
+//! methods that may be repeated by their path, and give the others one attempt, with
+//! [`RetryBuilder::max_attempts_fn`](palisade_retry::RetryBuilder::max_attempts_fn):
+//!
+//! ```
+//! use http::Request;
+//! use palisade_retry::RetryLayer;
+//!
+//! # fn main() -> Result<(), palisade_core::ConfigError> {
+//! const REPEATABLE: &[&str] = &["/helloworld.Greeter/SayHello", "/shop.Orders/Get"];
+//! let retry = RetryLayer::builder()
+//!     .max_attempts_fn(|req: &Request<()>| (!REPEATABLE.contains(&req.uri().path())).then_some(1))
+//!     .build()?;
+//! # let _ = retry;
+//! # Ok(()) }
+//! ```
+//!
+//! # gRPC servers
+//!
+//! On a tonic server, [`ErrorResponseLayer::grpc`](crate::respond::ErrorResponseLayer::grpc)
+//! answers palisade's failures as the statuses [`GrpcStatus::from_error`] gives, in a
+//! trailers-only response; the default `ErrorResponseLayer` answers HTTP statuses (a 504 for
+//! a deadline), which a gRPC client reads as `UNAVAILABLE`.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -546,7 +576,7 @@ fn hex(b: u8) -> Option<u8> {
 /// | `RESOURCE_EXHAUSTED` | `RateLimited`, retryable, with the server's pushback as its wait; `Validation`, not retryable, when its `grpc-message` says the message was larger than the maximum (`received message larger than max`, `message length too large`) |
 /// | `ABORTED` | `Transient`, retryable |
 /// | `UNIMPLEMENTED`, `DATA_LOSS` | `ServerError`, not retryable |
-/// | `UNAVAILABLE` | `Network`, retryable (gRPC's one code that is always safe to retry) |
+/// | `UNAVAILABLE` | `Network`, retryable (transient, as gRPC's status codes say; like every retryable code here, it does not say the call had no effect: see [Idempotency](#idempotency)) |
 ///
 /// A response with `grpc-status` in its headers (trailers-only) is classified by it; one
 /// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`),

@@ -18,7 +18,9 @@
 //!   `retry-after-ms`, `Retry-After` (seconds or an HTTP-date,
 //!   [RFC 9110 §10.2.3](https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3)),
 //!   `grpc-retry-pushback-ms`, `x-should-retry`, and LLM APIs' `x-ratelimit-reset-*`. The
-//!   retry layer waits exactly as long as the server asked.
+//!   retry layer waits at least as long as the server asked (stretched by up to a tenth, so
+//!   that callers told the same wait do not come back together), and does not wait a hint
+//!   longer than its `max_retry_after` (60 s by default): it gives up at once instead.
 //! - [`grpc`]: [`GrpcClassifier`](grpc::GrpcClassifier) for `grpc-status`, and the
 //!   `grpc-timeout` format; the [stack for a tonic client](grpc#tonic-clients), above which
 //!   a failing response must be restored (`.map_result(|r|
@@ -26,7 +28,9 @@
 //!   its code, and the gRPC status palisade recommends for its own errors
 //!   ([`GrpcStatus::from_error`](grpc::GrpcStatus::from_error): an open breaker's
 //!   `CircuitOpen` and `NoHealthyEndpoint` `UNAVAILABLE`, `DeadlineExceeded` and `Elapsed`
-//!   `DEADLINE_EXCEEDED`), which tonic would otherwise make `UNKNOWN`.
+//!   `DEADLINE_EXCEEDED`), which tonic would otherwise make `UNKNOWN`; on a gRPC server,
+//!   [`ErrorResponseLayer::grpc`](respond::ErrorResponseLayer::grpc) answers palisade's
+//!   failures with those statuses.
 //! - [`body`]: request bodies kept for replay by a retry ([`ReplayLayer`](body::ReplayLayer):
 //!   read before the first attempt, or, with
 //!   [`ReplayLayer::streaming`](body::ReplayLayer::streaming) for gRPC client-streaming and

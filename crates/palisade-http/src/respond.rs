@@ -14,7 +14,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::{
-    CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use palisade_core::failure::{
@@ -138,11 +138,12 @@ impl<B> IntoHttpResponse for Answer<Response<B>> {
 /// The headers that describe the dependency's connection to this server rather than the
 /// response are dropped, as [RFC 9110 §7.6.1](https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1)
 /// requires of an intermediary that forwards a message: `Connection` and every header it
-/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` and
-/// `Upgrade`. Left in, they would speak for this server's own connection to its caller: a
-/// dependency's `Connection: close` would close the caller's keep-alive connection. The
-/// end-to-end headers (`Content-Type`, `Retry-After`, `grpc-*`, an `x-` header that
-/// `Connection` does not name) pass through.
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`. Left
+/// in, they would speak for this server's own connection to its caller: a dependency's
+/// `Connection: close` would close the caller's keep-alive connection. The end-to-end
+/// headers (`Content-Type`, `Retry-After`, `Trailer`, `grpc-*`, an `x-` header that
+/// `Connection` does not name) pass through; `Trailer` must, for hyper to send a chunked
+/// HTTP/1.1 body's trailers at all.
 ///
 /// ```
 /// use http::Response;
@@ -164,6 +165,8 @@ pub struct Responder {
     messages: bool,
     /// Whether a dependency's failing 4xx response (but 429) is answered 502, not given back.
     client_errors_as_bad_gateway: bool,
+    /// Whether failures are answered as gRPC statuses (Trailers-Only responses).
+    grpc: bool,
 }
 
 impl Default for Responder {
@@ -191,6 +194,7 @@ impl Responder {
             statuses: Category::ALL.map(default_status),
             messages: true,
             client_errors_as_bad_gateway: false,
+            grpc: false,
         }
     }
 
@@ -214,6 +218,12 @@ impl Responder {
     where
         B: From<String> + Send + 'static,
     {
+        if self.grpc {
+            return match restore::<B>(err) {
+                Ok(response) => response,
+                Err(err) => self.grpc_status(&*err),
+            };
+        }
         let err = match self.give_back::<B>(err) {
             Ok(response) => return response,
             Err(err) => err,
@@ -239,6 +249,37 @@ impl Responder {
         };
         let class = class_of(&err);
         self.build(&*err, class)
+    }
+
+    /// A gRPC failure as gRPC's Trailers-Only response: HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` with [`GrpcStatus::from_error`]'s code,
+    /// `grpc-message` (percent-encoded, unless messages are off), `grpc-retry-pushback-ms`
+    /// for a class with a wait, and an empty body.
+    ///
+    /// [`GrpcStatus::from_error`]: crate::grpc::GrpcStatus::from_error
+    fn grpc_status<B: From<String>>(&self, err: &(dyn Error + 'static)) -> Response<B> {
+        let status = crate::grpc::GrpcStatus::from_error(err);
+        let class = class_of_dyn_after_timeouts(err);
+        let mut response = Response::new(B::from(String::new()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            crate::grpc::GRPC_STATUS,
+            HeaderValue::from(status.code.as_i32()),
+        );
+        if self.messages
+            && !status.message.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&grpc_percent_encode(&status.message))
+        {
+            headers.insert(crate::grpc::GRPC_MESSAGE, value);
+        }
+        if let Some(after) = class.retry_after.filter(|_| class.retryable) {
+            headers.insert(
+                crate::hint::GRPC_RETRY_PUSHBACK_MS,
+                HeaderValue::from(ceil_millis(after)),
+            );
+        }
+        response
     }
 
     /// The failing response `err` carries, given back (see [`restore`]); a dependency's 4xx
@@ -329,7 +370,8 @@ fn restore_as_is<B: Send + 'static>(err: BoxError) -> Result<Response<B>, BoxErr
 
 /// Removes the hop-by-hop headers of a response about to be forwarded (RFC 9110 §7.6.1):
 /// those that every `Connection` header names (comma-separated, any case), then `Connection`,
-/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`.
+/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`. `Trailer` is
+/// end-to-end (RFC 9110 §6.6.2) and stays, unless `Connection` names it.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -340,7 +382,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
         headers.remove(name);
     }
     for name in ["keep-alive", "proxy-connection"] {
@@ -363,6 +405,28 @@ fn ceil_secs(d: Duration) -> u64 {
 
 fn ceil_millis(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// The class of `err`, or of the error a retry's marker of timed-out attempts carries.
+fn class_of_dyn_after_timeouts(err: &(dyn Error + 'static)) -> Class {
+    match err.downcast_ref::<AfterTimeouts>() {
+        Some(after) => palisade_core::class_of_dyn(&**after.inner()),
+        None => palisade_core::class_of_dyn(err),
+    }
+}
+
+/// `message` as a `grpc-message` value: percent-encoded, every byte outside visible ASCII
+/// and space, and `%` itself, as `%XX` (gRPC over HTTP/2, "Responses").
+fn grpc_percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `s` as a JSON string literal.
@@ -450,6 +514,40 @@ impl ResponderBuilder {
         self
     }
 
+    /// Whether failures are answered as gRPC statuses, for a gRPC server (a tonic one)
+    /// (default `false`): a Trailers-Only response, HTTP 200 with `content-type:
+    /// application/grpc`, `grpc-status` as [`GrpcStatus::from_error`] maps the failure
+    /// (`DEADLINE_EXCEEDED` for a deadline or a timeout, `UNAVAILABLE` for an open breaker,
+    /// `RESOURCE_EXHAUSTED` for a rate limit...), `grpc-message` (percent-encoded; left out
+    /// with [`messages`](Self::messages) off), and `grpc-retry-pushback-ms` when the failure
+    /// says how long to wait and may be retried. A gRPC client reads an HTTP 504 without
+    /// `grpc-status` as `UNAVAILABLE`, which it retries: a deadline that ran out would be
+    /// retried. The category statuses and
+    /// [`client_errors_as_bad_gateway`](Self::client_errors_as_bad_gateway) do not apply; a
+    /// failing response that can be given back is, as it was (a gRPC dependency's).
+    ///
+    /// ```
+    /// use http::Response;
+    /// use palisade_core::BoxError;
+    /// use palisade_core::failure::DeadlineExceeded;
+    /// use palisade_http::respond::Responder;
+    /// use std::time::Duration;
+    ///
+    /// let late: BoxError = Box::new(DeadlineExceeded::with_limit(Duration::from_millis(200)));
+    /// let responder = Responder::builder().grpc(true).build().unwrap();
+    /// let response: Response<String> = responder.respond(late);
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.headers()["content-type"], "application/grpc");
+    /// assert_eq!(response.headers()["grpc-status"], "4"); // DEADLINE_EXCEEDED
+    /// assert!(response.body().is_empty());
+    /// ```
+    ///
+    /// [`GrpcStatus::from_error`]: crate::grpc::GrpcStatus::from_error
+    pub fn grpc(mut self, enabled: bool) -> Self {
+        self.responder.grpc = enabled;
+        self
+    }
+
     /// Builds the responder.
     ///
     /// # Errors
@@ -508,6 +606,17 @@ impl ErrorResponseLayer {
     /// A builder for the mapping; finish it with [`ResponderBuilder::layer`].
     pub fn builder() -> ResponderBuilder {
         Responder::builder()
+    }
+
+    /// The layer for a gRPC server: failures answered as gRPC statuses
+    /// ([`ResponderBuilder::grpc`]).
+    pub fn grpc() -> Self {
+        ErrorResponseLayer {
+            responder: Responder {
+                grpc: true,
+                ..Responder::new()
+            },
+        }
     }
 }
 
@@ -1082,7 +1191,105 @@ mod tests {
             response,
             Class::new(Category::ServerError),
         )));
-        assert_eq!(names(&r), vec!["grpc-status", "x-c"]);
+        // `Trailer` is end-to-end: without it hyper sends no trailers on HTTP/1.1.
+        assert_eq!(names(&r), vec!["grpc-status", "trailer", "x-c"]);
+        // Unless `Connection` names it.
+        let response = Response::builder()
+            .status(502)
+            .header("connection", "trailer")
+            .header("trailer", "x-checksum")
+            .body(String::new())
+            .unwrap();
+        let r = respond(Box::new(FailedResponse::new(
+            response,
+            Class::new(Category::ServerError),
+        )));
+        assert!(r.headers().is_empty(), "{:?}", r.headers());
+    }
+
+    /// A gRPC server's failures are gRPC statuses (Trailers-Only): a deadline that ran out is
+    /// `DEADLINE_EXCEEDED`, which a client does not read as `UNAVAILABLE` (what it makes of
+    /// an HTTP 504 without `grpc-status`); an open breaker `UNAVAILABLE` with its pushback; a
+    /// rate limit `RESOURCE_EXHAUSTED`; the message percent-encoded, or left out.
+    #[tokio::test]
+    async fn a_grpc_server_answers_its_failures_as_grpc_statuses() {
+        use crate::grpc::{Code, GrpcStatus};
+        use palisade_core::failure::{BreakerState, DeadlineExceeded};
+        use tower::ServiceExt;
+        let grpc = Responder::builder().grpc(true).build().unwrap();
+        let late: BoxError = Box::new(AfterTimeouts::new(
+            2,
+            Box::new(DeadlineExceeded::with_limit(Duration::from_millis(200))),
+        ));
+        let r: Response<String> = grpc.respond(late);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.headers()["grpc-status"], "4");
+        assert!(r.body().is_empty());
+        assert!(!r.headers().contains_key("retry-after"));
+        let read = GrpcStatus::from_headers(r.headers()).unwrap();
+        assert_eq!(read.code, Code::DeadlineExceeded);
+        assert!(!read.message.is_empty());
+        // Through the layer, an open breaker.
+        let svc = ErrorResponseLayer::grpc().layer(tower::service_fn(|_: ()| async {
+            Err::<Response<String>, BoxError>(Box::new(CircuitOpen::new(
+                "greeter".into(),
+                BreakerState::Open,
+                Some(Duration::from_millis(480)),
+            )))
+        }));
+        let r = svc.oneshot(()).await.unwrap();
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-retry-pushback-ms"], "480");
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "circuit 'greeter' open, retry in 480 ms"
+        );
+        // A rate limit, its message percent-encoded; without messages, none.
+        let limited = || -> BoxError {
+            Box::new(palisade_core::Classified::new(
+                Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(2)),
+                "quota 100% used \u{e9}t\u{e9}\n",
+            ))
+        };
+        let r: Response<String> = grpc.respond(limited());
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(r.headers()["grpc-retry-pushback-ms"], "2000");
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "quota 100%25 used %C3%A9t%C3%A9%0A"
+        );
+        assert_eq!(
+            GrpcStatus::from_headers(r.headers()).unwrap().message,
+            "quota 100% used \u{e9}t\u{e9}\n"
+        );
+        let quiet = Responder::builder()
+            .grpc(true)
+            .messages(false)
+            .build()
+            .unwrap();
+        let r: Response<String> = quiet.respond(limited());
+        assert!(!r.headers().contains_key("grpc-message"));
+        // A failure that may not be retried gets no pushback.
+        let bad: BoxError = Box::new(palisade_core::Classified::new(
+            Class::new(Category::Validation),
+            "no such field",
+        ));
+        let r: Response<String> = grpc.respond(bad);
+        assert_eq!(r.headers()["grpc-status"], "3");
+        assert!(!r.headers().contains_key("grpc-retry-pushback-ms"));
+        // A gRPC dependency's failing response passes through as it was.
+        let response = Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body(String::new())
+            .unwrap();
+        let r: Response<String> = grpc.respond(Box::new(FailedResponse::new(
+            response,
+            Class::new(Category::Network),
+        )));
+        assert_eq!(r.headers()["grpc-status"], "14");
     }
 
     #[test]

@@ -141,7 +141,9 @@ impl ClassifyResponse for HttpClassifier {
     }
 }
 
-/// The end of a gRPC stream, for tower-http: the trailers' `grpc-status`.
+/// The end of a gRPC stream, for tower-http: the trailers' `grpc-status`. A stream that ends
+/// without one (no trailers, or trailers without it) failed with `UNKNOWN`, as gRPC clients
+/// read it and as palisade's [`GuardLayer`](crate::body::GuardLayer) judges it.
 #[derive(Clone, Debug)]
 pub struct GrpcEos(GrpcClassifier);
 
@@ -149,9 +151,14 @@ impl ClassifyEos for GrpcEos {
     type FailureClass = Class;
 
     fn classify_eos(self, trailers: Option<&HeaderMap>) -> Result<(), Class> {
-        match trailers.and_then(|t| self.0.classify_trailers(t)) {
-            Some((class, _)) => Err(class),
-            None => Ok(()),
+        match trailers {
+            Some(t) if t.contains_key(crate::grpc::GRPC_STATUS) => {
+                match self.0.classify_trailers(t) {
+                    Some((class, _)) => Err(class),
+                    None => Ok(()),
+                }
+            }
+            _ => Err(self.0.missing_status()),
         }
     }
 
@@ -276,7 +283,13 @@ mod tests {
             Category::Timeout
         );
         trailers.insert("grpc-status", "0".parse().unwrap());
-        assert!(eos.classify_eos(Some(&trailers)).is_ok());
+        assert!(eos.clone().classify_eos(Some(&trailers)).is_ok());
+        // A stream that ends without a status failed (`UNKNOWN`), as the body guard says.
+        let unknown = GrpcClassifier::new().missing_status();
+        assert_eq!(eos.clone().classify_eos(None), Err(unknown));
+        let mut other = HeaderMap::new();
+        other.insert("x-checksum", "1".parse().unwrap());
+        assert_eq!(eos.classify_eos(Some(&other)), Err(unknown));
         // A trailers-only answer (grpc-status 0 in the headers) is a success at once: nothing
         // to wait for.
         let r = Response::builder()
