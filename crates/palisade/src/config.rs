@@ -56,7 +56,9 @@
 //!
 //! Every key is optional except `name`; what a file leaves out keeps the preset's default
 //! (see [`preset::recommended`]), inside a table too (`failure_rate = { ratio = 0.5 }` keeps
-//! the default `min_calls`). A cap left out yields to a longer delay the file sets: with
+//! the default `min_calls`). A rule that is off by default has no defaults to keep: turning
+//! it on names all its keys (`slow_call_rate = { ratio = 0.5, min_calls = 20 }`), and one
+//! left out is an error naming it. A cap left out yields to a longer delay the file sets: with
 //! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, and with a
 //! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule).
 //!
@@ -97,7 +99,10 @@
 //! (`PALISADE_FEATURES__WEB_SEARCH__…` for `[features.web-search]`). A variable naming a
 //! whole table (`PALISADE_FEATURES='{ summarise = { cooldown = "45s" } }'`,
 //! `PALISADE_ENDPOINTS='[{ address = "a" }]'`) replaces it, and is read and checked like the
-//! file. Sections with fixed keys (`[retry]`, `[route]`, …) may be added by an override:
+//! file, before the variables that set keys inside it: variables apply shallowest first
+//! (`PALISADE_RETRY` before `PALISADE_RETRY__MAX_ATTEMPTS`), then by name, so the result
+//! never depends on the order of the environment. Sections with fixed keys (`[retry]`,
+//! `[route]`, …) may be added by an override:
 //! their keys are checked as the file's are.
 //!
 //! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
@@ -461,6 +466,7 @@ impl PresetConfig {
         // (`endpoints[1].tier`, `features.web-search.cooldown`), to name the variable in an
         // error about what it set.
         let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut set: Vec<(Vec<String>, String, String)> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
             let Some(path) = var.strip_prefix(ENV_PREFIX) else {
@@ -470,9 +476,17 @@ impl PresetConfig {
             if keys.iter().any(String::is_empty) {
                 return Err(names_no_key(var));
             }
-            let path = set_var(&mut doc, var, &keys, parse_value(value.as_ref()))
-                .map_err(|e| from_var(e, var))?;
-            overrides.push((var.to_owned(), path));
+            set.push((keys, var.to_owned(), value.as_ref().to_owned()));
+        }
+        // Shallowest first, then by name: a variable that sets a whole table
+        // (`PALISADE_RETRY`) applies before those that set keys inside it
+        // (`PALISADE_RETRY__MAX_ATTEMPTS`), whatever the order of the environment, which
+        // would otherwise decide whether the key's value survives.
+        set.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.1.cmp(&b.1)));
+        for (keys, var, value) in set {
+            let path = set_var(&mut doc, &var, &keys, parse_value(&value))
+                .map_err(|e| from_var(e, &var))?;
+            overrides.push((var, path));
         }
         // The override that set `field`, or a table holding it; the last one, as it won. Else
         // one that set a key inside `field`: `PALISADE_DEADLINE__SECS` made `deadline` a
@@ -631,8 +645,8 @@ impl PresetConfig {
     /// The preset's builder with these settings (add a classifier, then build).
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the key path of a retry or timeout setting that breaks its
-    /// rule.
+    /// A [`ConfigError`] naming the key path of a retry, timeout or breaker setting that
+    /// breaks its rule.
     pub fn builder(&self) -> Result<PresetBuilder, ConfigError> {
         self.builder_sharing(Arc::new(self.retry.budget.build()?))
     }
@@ -682,6 +696,21 @@ impl PresetConfig {
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be greater than zero"));
         }
+        // With retries, one must be able to start: a request has no more time than the
+        // deadline, and a retry needs `min_attempt_time` of it left.
+        if r.max_attempts > 1 && r.min_attempt_time >= self.deadline {
+            return Err(ConfigError::new(
+                "retry.min_attempt_time",
+                format!(
+                    "must be less than the deadline ({:?}), or no retry could ever start",
+                    self.deadline
+                ),
+            ));
+        }
+        // The breaker's rules, checked here too so that the error names the key path.
+        self.breaker
+            .validate()
+            .map_err(|e| breaker_error(e, &self.breaker))?;
         Ok(preset::recommended(self.name.clone())
             .deadline(self.deadline)
             .attempt_timeout(self.attempt_timeout.limit, escalation)
@@ -1577,6 +1606,29 @@ mod tests {
         assert!(!config.retry.wait_for_budget);
         assert_eq!(config.breaker.max_hint, Duration::from_secs(120));
         assert_eq!(config.retry.min_attempt_time, Duration::from_millis(25));
+        // A least attempt time as long as the deadline leaves no retry a chance to start.
+        let err = PresetConfig::from_toml(
+            "name = \"llm\"\ndeadline = \"1s\"\n[retry]\nmin_attempt_time = \"1s\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "retry.min_attempt_time");
+        assert!(
+            err.rule()
+                .starts_with("must be less than the deadline (1s)"),
+            "{err}"
+        );
+        // A configuration edited in code is checked by `builder` too, by key path.
+        let mut edited = PresetConfig::from_toml("name = \"llm\"").unwrap();
+        edited.breaker.half_open_probes = 0;
+        let Err(err) = edited.builder() else {
+            panic!("a breaker with no probe accepted");
+        };
+        assert_eq!(err.field(), "breaker.half_open_probes");
+        // Without retries it does not matter.
+        PresetConfig::from_toml(
+            "name = \"llm\"\ndeadline = \"1s\"\n[retry]\nmax_attempts = 1\nmin_attempt_time = \"5s\"",
+        )
+        .unwrap();
         assert_eq!(
             RetryConfig::default().min_attempt_time,
             Duration::from_millis(10)
@@ -2266,16 +2318,50 @@ mod tests {
             (err.field(), err.rule()),
             ("retry.max_attempts", "must be at least 1")
         );
-        // The error names the variable whose value won: the last.
+        // The error names the variable whose value won: the deepest, which applies last.
         let err = PresetConfig::from_toml_with_env(
             "name = \"llm\"",
             [
-                ("PALISADE_RETRY__MAX_ATTEMPTS", "5"),
-                ("PALISADE_RETRY", "{ max_attempts = 0 }"),
+                ("PALISADE_RETRY__MAX_ATTEMPTS", "0"),
+                ("PALISADE_RETRY", "{ max_attempts = 5 }"),
             ],
         )
         .unwrap_err();
-        assert!(err.rule().starts_with("(from `PALISADE_RETRY`) "), "{err}");
+        assert!(
+            err.rule()
+                .starts_with("(from `PALISADE_RETRY__MAX_ATTEMPTS`) "),
+            "{err}"
+        );
+        // Whatever the order of the environment: the whole table first, then its key.
+        for vars in [
+            [
+                ("PALISADE_RETRY__MAX_ATTEMPTS", "5"),
+                ("PALISADE_RETRY", "{ max_attempts = 0, cap = \"1s\" }"),
+            ],
+            [
+                ("PALISADE_RETRY", "{ max_attempts = 0, cap = \"1s\" }"),
+                ("PALISADE_RETRY__MAX_ATTEMPTS", "5"),
+            ],
+        ] {
+            let config = PresetConfig::from_toml_with_env("name = \"llm\"", vars)
+                .unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+            assert_eq!(
+                (config.retry.max_attempts, config.retry.cap),
+                (5, Duration::from_secs(1)),
+                "{vars:?}"
+            );
+        }
+        // A keyed table's entry set by a whole-table variable can be changed by a deeper one
+        // named before it.
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [
+                ("PALISADE_FEATURES__NEW__COOLDOWN", "9s"),
+                ("PALISADE_FEATURES", "{ new = { cooldown = \"1s\" } }"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.features["new"].cooldown, Duration::from_secs(9));
         // An error that names its variable already is kept as it is.
         let err = env_error(file, "PALISADE_FEATURES__SEARC__WINDOW", "1");
         assert!(

@@ -64,7 +64,7 @@ impl PresetConfig {
 /// | `[breaker]` | yes, for every call from the next one | state, open period, back-off, failure streak, the window when its kind and size are the same ([`BreakerHandle::reconfigure`]) |
 /// | `[retry.budget]` `ratio`, `min_per_second`, `floor_per_second`, `max_tokens`, `token_ratio` | yes | the requests and retries counted, the tokens (cut to a smaller bucket) |
 /// | `[route]` but `seed` and `slow_start` | yes, with [`with_route`](Self::with_route) | each endpoint's health, ejection, cool-down, ramp ([`RouteHandle::reconfigure`]) |
-/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `[retry.budget]` `ttl`, `[route]` `seed` (a running router keeps its random sequence) and `slow_start` (it applies to endpoints discovered later; the file's are there from the start), `[[endpoints]]`, `[features]` | no: build a new stack | — |
+/// | `name`, `deadline`, `[attempt_timeout]`, `[retry]` `max_attempts`, `backoff`, `cap`, `jitter`, `seed`, `wait_for_breaker`, `wait_for_budget`, `min_attempt_time`, `[retry.budget]` `ttl`, `[route]` `seed` (a running router keeps its random sequence) and `slow_start` (it applies to endpoints discovered later; the file's are there from the start), `[[endpoints]]`, `[features]` | no: build a new stack | — |
 ///
 /// The result, and its one `tracing` event (`preset reconfigured`), say which live keys
 /// changed ([`PresetReconfigured::changed`]), what each part kept and reset, and which keys
@@ -219,18 +219,27 @@ impl PresetHandle {
         );
         differs("endpoints", config.endpoints != old.endpoints);
         differs("features", config.features != old.features);
-        let route_changed = config.route != old.route;
-        differs("route", route_changed && self.route.is_none());
+        // No `[route]` section reads as its defaults: leaving it out, or writing the defaults,
+        // changes nothing.
+        let (new_route, was_route) = (
+            config.route.unwrap_or_default(),
+            old.route.unwrap_or_default(),
+        );
+        // What a running router takes: every `[route]` key but these two, which stay as built
+        // (and in force): its random sequence is drawn from the seed it was built with, and
+        // slow start applies to endpoints discovered later, where the file's are all there
+        // from the start.
+        let mut live_route = new_route;
+        live_route.seed = was_route.seed;
+        live_route.slow_start = was_route.slow_start;
+        let route_changed = live_route != was_route;
+        differs("route", new_route != was_route && self.route.is_none());
         if self.route.is_some() {
-            // A running router takes every `[route]` key but these: its random sequence is
-            // drawn from the seed it was built with, and slow start applies to endpoints
-            // discovered later, where the file's are all there from the start.
-            let (new, was) = (
-                config.route.unwrap_or_default(),
-                old.route.unwrap_or_default(),
+            differs("route.seed", new_route.seed != was_route.seed);
+            differs(
+                "route.slow_start",
+                new_route.slow_start != was_route.slow_start,
             );
-            differs("route.seed", new.seed != was.seed);
-            differs("route.slow_start", new.slow_start != was.slow_start);
         }
         // The live keys whose new values the running stack takes.
         let b = config.retry.budget;
@@ -276,7 +285,7 @@ impl PresetHandle {
             .map_err(|e| e.within("retry.budget"))?;
         let route = match (&self.route, route_changed) {
             (Some(route), true) => {
-                let settings = config.route.unwrap_or_default();
+                let settings = live_route;
                 Some(
                     route
                         .reconfigure(settings)
@@ -293,7 +302,7 @@ impl PresetHandle {
         running.retry.budget.max_tokens = b.max_tokens;
         running.retry.budget.token_ratio = b.token_ratio;
         if route.is_some() {
-            running.route = config.route;
+            running.route = Some(live_route);
         }
         let done = PresetReconfigured {
             changed,

@@ -554,7 +554,10 @@ impl Dependency {
             self.last = now;
             let min_calls = settings.min_calls.max(1);
             if delta.calls >= min_calls {
-                let ratio = delta.failures as f64 / delta.calls as f64;
+                // The counters are read one by one while calls run: a failure counted after
+                // `calls` was read shows in this delta without its call (which the next delta
+                // has). Clamped, a ratio never passes 1.
+                let ratio = delta.failures.min(delta.calls) as f64 / delta.calls as f64;
                 // One failure among the check's calls is sampling noise, never an anomaly by
                 // itself: among 10 calls it is 0.1, above the usual floor of 0.05, and a
                 // steady 1 % of failures would be flagged after every run of clean checks.
@@ -569,7 +572,9 @@ impl Dependency {
             }
             // Refusals have no latency (the watch adds none for them): the mean is over the
             // calls that were answered, and needs as many of them as a sample does.
-            let timed = delta.calls.wrapping_sub(delta.refused);
+            // Likewise a refusal counted without its call: never more refusals than calls,
+            // or the difference would wrap into a huge count of timed calls.
+            let timed = delta.calls.saturating_sub(delta.refused);
             if timed >= min_calls {
                 let ms = delta.micros as f64 / timed as f64 / 1000.0;
                 self.latency

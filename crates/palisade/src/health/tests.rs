@@ -912,6 +912,23 @@ async fn the_error_detector_s_floor_holds_above_one_failure_a_check() {
     assert!(dep.error_anomaly, "{dep:?}");
 }
 
+/// The counters are read one by one while calls run, so a check may see failures and
+/// refusals whose calls it has not counted yet: the error ratio stays within 1, and the
+/// refusals never wrap the count of timed calls into a huge one with a latency of 0 ms.
+#[test]
+fn counts_read_while_calls_run_stay_within_their_bounds() {
+    let monitor = HealthMonitor::new();
+    let watch = monitor.watch("db");
+    watch.watched.add(12, 15, 14);
+    let dep = monitor.check().dependency("db").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(1.0));
+    assert_eq!(dep.latency_ms, None, "no call was timed");
+    // The next check has the calls.
+    watch.watched.add(10, 0, 0);
+    let dep = monitor.check().dependency("db").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.0));
+}
+
 /// The alert gives the threshold the value crossed, read before the value moved the band.
 #[tokio::test(start_paused = true)]
 async fn an_anomaly_alert_gives_the_threshold_its_value_crossed() {

@@ -77,6 +77,18 @@ impl Watched {
     }
 }
 
+#[cfg(test)]
+impl Watched {
+    /// Adds to the counters directly, as a check reading them while calls run may find them:
+    /// failures and refusals whose calls it has not counted yet.
+    pub(crate) fn add(&self, calls: u64, failures: u64, refused: u64) {
+        let s = &self.stripes[0];
+        s.calls.fetch_add(calls, Ordering::Relaxed);
+        s.failures.fetch_add(failures, Ordering::Relaxed);
+        s.refused.fetch_add(refused, Ordering::Relaxed);
+    }
+}
+
 /// Counts the calls of the service it wraps, their failures and their latency, for a
 /// [`HealthMonitor`](super::HealthMonitor)'s anomaly detection. Made by
 /// [`HealthMonitor::watch`](super::HealthMonitor::watch). Each call counts by its outcome:

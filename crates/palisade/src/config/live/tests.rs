@@ -223,10 +223,43 @@ async fn the_router_is_reconfigured_when_given_and_listed_otherwise() {
     route.seed += 1;
     route.slow_start = !route.slow_start;
     route.cooldown = Duration::from_secs(3);
-    let done = handle.reconfigure(next).unwrap();
+    let done = handle.reconfigure(next.clone()).unwrap();
     assert_eq!(done.needs_rebuild, ["route.seed", "route.slow_start"]);
     assert_eq!(done.changed, ["route"]);
     assert_eq!(router.config().cooldown, Duration::from_secs(3));
+    // They stay as built, and in force: the handle says so, and the same file read again
+    // still lists them, changing nothing.
+    let built = config.route.unwrap();
+    let in_force = handle.config().route.unwrap();
+    assert_eq!(
+        (in_force.seed, in_force.slow_start, in_force.cooldown),
+        (built.seed, built.slow_start, Duration::from_secs(3))
+    );
+    let again = handle.reconfigure(next.clone()).unwrap();
+    assert_eq!(again.needs_rebuild, ["route.seed", "route.slow_start"]);
+    assert!(again.changed.is_empty(), "{:?}", again.changed);
+    // The seed alone changes nothing the router takes.
+    let mut seed_only = handle.config();
+    seed_only.route.as_mut().unwrap().seed += 5;
+    let done = handle.reconfigure(seed_only).unwrap();
+    assert!(done.changed.is_empty(), "{:?}", done.changed);
+    assert_eq!(done.needs_rebuild, ["route.seed"]);
+}
+
+/// A stack built without `[route]` reads a file that writes the route's defaults as the same:
+/// nothing to rebuild.
+#[tokio::test(start_paused = true)]
+async fn a_route_section_of_defaults_is_no_change() {
+    let (_preset, handle) = config("").build_with_handle().unwrap();
+    let mut next = handle.config();
+    next.route = Some(palisade_route::RouteConfig::default());
+    let done = handle.reconfigure(next).unwrap();
+    assert!(done.needs_rebuild.is_empty(), "{:?}", done.needs_rebuild);
+    let mut next = handle.config();
+    let mut route = palisade_route::RouteConfig::default();
+    route.panic_ratio = None;
+    next.route = Some(route);
+    assert_eq!(handle.reconfigure(next).unwrap().needs_rebuild, ["route"]);
 }
 
 /// The keys a reconfigure with `change` applied to the running stack.
