@@ -108,6 +108,14 @@ impl Rate {
 /// 750 ms by default), as when a dependency fails everything again just after the breaker
 /// closed, the breaker opens rather than refuse almost everything.
 ///
+/// Outcomes that do not count against the dependency's health (a rate limit's 429, a
+/// caller's own fault, a cancellation) count neither as requests nor as accepts. The SRE
+/// book counts a backend's refusal for quota as a non-accept; here a dependency that paces
+/// its callers is not failing, the retry layer waits for its hints, and a throttle that
+/// counted its 429s would refuse calls locally that its limit would still have admitted (the
+/// limit is the dependency's to enforce; `palisade-sim`'s `rate-limit` scenario checks that no
+/// request is refused locally).
+///
 /// The default is `k` = 3 over the last 100 requests (see [`BreakerConfig`]'s *Defaults, and
 /// why*).
 #[derive(Clone, Copy, Debug, PartialEq)]

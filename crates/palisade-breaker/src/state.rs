@@ -232,6 +232,22 @@ const MIN_OPEN: Duration = Duration::from_millis(1);
 /// The seconds-free encoding of "no slow-call threshold" in [`Core::slow_ns`].
 const NO_LIMIT: u64 = u64::MAX;
 
+/// Bits of `open_until` below the end of the open period that tag the trip that wrote it.
+const UNTIL_TAG_BITS: u32 = 16;
+
+/// `open_until`'s value for an open period that ends at or past 2^48 ms (8 900 years) from
+/// the origin: kept untagged, as "never" (`u64::MAX`), the saturated end.
+const FOREVER: u64 = u64::MAX;
+
+/// The end of the open period (ms since origin) in a value of `open_until`.
+const fn until_of(value: u64) -> u64 {
+    if value == FOREVER {
+        FOREVER
+    } else {
+        value >> UNTIL_TAG_BITS
+    }
+}
+
 /// The shared state of one breaker.
 pub(crate) struct Core {
     pub(crate) name: Arc<str>,
@@ -252,8 +268,11 @@ pub(crate) struct Core {
     reconfiguring: palisade_core::sync::Mutex<()>,
     /// Generation (bits 3..) and state (bits 0..3).
     word: AtomicU64,
-    /// When the open period ends, ms since origin.
+    /// When the open period ends, ms since origin, above the tag of the trip that wrote it
+    /// (see [`Core::tag_until`]); read with [`until_of`].
     open_until: AtomicU64,
+    /// Counts the trips, for their tags.
+    trips: AtomicU64,
     /// When the current state was entered, ms since origin.
     entered: AtomicU64,
     /// When the breaker last opened from closed (or bypassed), ms since origin: the start of
@@ -350,6 +369,7 @@ impl Core {
             reconfiguring: palisade_core::sync::Mutex::new(()),
             word: AtomicU64::new(pack(0, State::Closed)),
             open_until: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
             entered: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             reopens: AtomicU32::new(0),
@@ -424,9 +444,7 @@ impl Core {
         }
         // The end of the period is published before the state (see `trip`): whoever sees
         // Open sees it.
-        match self
-            .open_until
-            .load(Ordering::Acquire)
+        match until_of(self.open_until.load(Ordering::Acquire))
             .checked_sub(now())
             .filter(|&left| left > 0)
         {
@@ -470,7 +488,7 @@ impl Core {
                 State::Isolated => return Err(self.refusal(word, State::Isolated, None)),
                 State::Open => {
                     let now = now();
-                    let until = self.open_until.load(Ordering::Acquire);
+                    let until = until_of(self.open_until.load(Ordering::Acquire));
                     if now < until {
                         return Err(self.refusal(word, State::Open, Some(until - now)));
                     }
@@ -663,7 +681,7 @@ impl Core {
             // Nobody may have looked since the open period ended: the state word still says
             // Open, but the next call is a probe.
             let now = now();
-            let until = self.open_until.load(Ordering::Acquire);
+            let until = until_of(self.open_until.load(Ordering::Acquire));
             if now >= until {
                 return false;
             }
@@ -900,6 +918,33 @@ impl Core {
             .max(hint.unwrap_or(Duration::ZERO).min(cfg.max_hint))
     }
 
+    /// `until` (ms since origin) as a value of `open_until`, tagged with this trip's number,
+    /// so that a trip that lost the race to open can tell its own value from the winner's
+    /// when both computed the same end; [`FOREVER`] from 2^48 ms on.
+    fn tag_until(&self, until: u64) -> u64 {
+        if until >= 1 << (64 - UNTIL_TAG_BITS) {
+            return FOREVER;
+        }
+        let tag = self.trips.fetch_add(1, Ordering::Relaxed) & ((1 << UNTIL_TAG_BITS) - 1);
+        // Never `FOREVER` itself: the end is below 2^48.
+        (until << UNTIL_TAG_BITS) | tag
+    }
+
+    /// A trip that lost the race to open undoes its write of `open_until`, `until`, if it is
+    /// still there: back to `previous`, the value it replaced. Not when its end was
+    /// [`FOREVER`], which carries no tag to tell it from a winner's: an open period of
+    /// thousands of years is left as it is.
+    fn undo_until(&self, until: u64, previous: u64) {
+        if until != FOREVER {
+            let _ = self.open_until.compare_exchange(
+                until,
+                previous,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
     /// splitmix64 over an atomic: reproducible from the seed, lock-free, only on transitions.
     fn next_random(&self) -> f64 {
         let mut z = self
@@ -924,24 +969,21 @@ impl Core {
             0
         };
         let period = self.open_period(reopens, hint);
-        let until = now.saturating_add(millis(period));
+        let until = self.tag_until(now.saturating_add(millis(period)));
         // Publish the end of the period (and, opening from closed, the start of the outage)
         // before the state, so whoever sees Open sees them.
         let previous = self.open_until.swap(until, Ordering::AcqRel);
-        let opened = (!reopening).then(|| self.opened.swap(now, Ordering::AcqRel));
+        if !reopening {
+            self.opened.store(now, Ordering::Release);
+        }
         if !self.swap_state(from_word, State::Open, now) {
-            // Someone else moved the breaker first; undo our times if they are still ours.
-            let _ = self.open_until.compare_exchange(
-                until,
-                previous,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            if let Some(opened) = opened {
-                let _ =
-                    self.opened
-                        .compare_exchange(now, opened, Ordering::AcqRel, Ordering::Acquire);
-            }
+            // Someone else moved the breaker first: our end of the period is undone if it is
+            // still ours. Ours by its tag: a trip that won with the same end, written after
+            // ours, must not be undone (it would read half-open at once, its period and any
+            // server hint skipped). The start of the outage is left: whoever won wrote one
+            // as well, at the same moment, or moved the breaker out of the open states,
+            // where no one reads it.
+            self.undo_until(until, previous);
             return false;
         }
         if reopening {
@@ -1147,7 +1189,7 @@ impl Core {
             // As `observed` reads it: open while its period lasts, half-open after.
             let over = match from {
                 State::Isolated | State::Bypassed => return,
-                State::Open if self.open_until.load(Ordering::Acquire) > now => return,
+                State::Open if until_of(self.open_until.load(Ordering::Acquire)) > now => return,
                 State::Open => true,
                 State::Closed | State::HalfOpen => false,
             };
@@ -1157,8 +1199,8 @@ impl Core {
                 _ => self.reopens.load(Ordering::Acquire),
             };
             let period = self.open_period(reopens, None);
-            self.open_until
-                .store(now.saturating_add(millis(period)), Ordering::Release);
+            let until = self.tag_until(now.saturating_add(millis(period)));
+            let previous = self.open_until.swap(until, Ordering::AcqRel);
             if from == State::Closed {
                 // A new outage starts (published before the state, as in `trip`).
                 self.opened.store(now, Ordering::Release);
@@ -1166,6 +1208,8 @@ impl Core {
             // The next generation even from open: a call that found the period over and is
             // about to start probing from this word fails its compare-exchange.
             if !self.swap_state(word, State::Open, now) {
+                // As in `trip`: a trip that won keeps its end of the period (its hint).
+                self.undo_until(until, previous);
                 continue;
             }
             if from == State::Closed {

@@ -58,11 +58,22 @@ impl Tally {
             && self.calls.load(Ordering::Relaxed) as usize == len
     }
 
+    /// The counts now. Each write adjusts them after its slot's swap, so two writes to one
+    /// slot (or a write racing a reset) may apply their adjustments in the other order, and a
+    /// count may pass below zero for a moment, wrapping round: read as 0 (no window holds 2^31
+    /// outcomes), and failures and slow calls never more than the calls, so that a moment's
+    /// wrap never reads as a window of failures (a success recorded then would trip the
+    /// breaker).
     fn counts(&self) -> Counts {
+        let read = |c: &AtomicU32| {
+            let v = c.load(Ordering::Relaxed);
+            if v > i32::MAX as u32 { 0 } else { v }
+        };
+        let calls = read(&self.calls);
         Counts {
-            calls: self.calls.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            slow: self.slow.load(Ordering::Relaxed),
+            calls,
+            failures: read(&self.failures).min(calls),
+            slow: read(&self.slow).min(calls),
         }
     }
 }
@@ -290,6 +301,47 @@ impl TimeWindow {
 #[cfg(test)]
 #[cfg(not(palisade_loom))]
 mod tests {
+
+    /// Two writes to one slot whose adjustments land in the other order pass a count below
+    /// zero for a moment: read as none, never as 4 294 967 295 failures (a review reproduced
+    /// the wrap with loom; a success recorded then tripped the breaker).
+    #[test]
+    fn a_count_that_wraps_for_a_moment_reads_as_none() {
+        let w = CountWindow::new(1);
+        // The second write's adjustment (a failure replaced by a success) before the first's
+        // (an empty slot filled with a failure).
+        w.tally.replace(FAILURE, SUCCESS);
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 0,
+                failures: 0,
+                slow: 0
+            }
+        );
+        w.tally.replace(EMPTY, FAILURE);
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+        // Slow calls and failures never outnumber the calls either.
+        let v = CountWindow::new(4);
+        v.tally.replace(EMPTY, SUCCESS);
+        v.tally.replace(SUCCESS, FAILURE | SLOW);
+        v.tally.replace(SUCCESS, FAILURE | SLOW);
+        assert_eq!(
+            v.counts(),
+            Counts {
+                calls: 1,
+                failures: 1,
+                slow: 1
+            }
+        );
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -68,7 +68,10 @@ where
         let shared = &stripe.shared;
         match shared.core.admit(|| shared.now_ms()) {
             Ok(ticket) => {
-                ResponseFuture::admitted(self.inner.call(req), Guard::reserve(stripe, ticket))
+                // The guard first: an inner `call` that panics drops it, which gives a probe
+                // slot back, as `Breaker::call` does.
+                let guard = Guard::reserve(stripe, ticket);
+                ResponseFuture::admitted(self.inner.call(req), guard)
             }
             Err(refused) => ResponseFuture::rejected(refused),
         }

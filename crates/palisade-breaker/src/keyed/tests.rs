@@ -1057,3 +1057,51 @@ async fn an_opening_parent_trips_again_a_child_whose_open_period_is_over_but_no_
     // An operator's bypass holds until closed or reset by hand.
     assert_eq!(b.state(), State::Bypassed);
 }
+
+/// A probe whose inner `call` panics gives its slot back, as the plain breaker's does: the
+/// key's next call is the probe, not refused until the probe timeout (the guard used to be
+/// made after the inner call, so a panic there left the slot taken).
+#[tokio::test(start_paused = true)]
+async fn a_keyed_probe_whose_call_panics_gives_its_slot_back() {
+    let layer = keyed(16);
+    let handle = layer.handle();
+    let mut svc = layer.layer(models());
+    for _ in 0..5 {
+        let _ = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Call {
+                model: "big",
+                ok: false,
+            })
+            .await;
+    }
+    assert_eq!(handle.get(&"big").unwrap().state(), State::Open);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut panicking = layer.layer(service_fn(
+        |_: Call| -> std::future::Ready<Result<(), BoxError>> {
+            panic!("the service panicked in call")
+        },
+    ));
+    panicking.ready().await.unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(panicking.call(Call {
+            model: "big",
+            ok: true,
+        }))
+    }))
+    .is_err();
+    assert!(panicked);
+    // The slot is free: the next call is the probe.
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Call {
+            model: "big",
+            ok: true,
+        })
+        .await
+        .unwrap();
+    assert_ne!(handle.get(&"big").unwrap().state(), State::Open);
+}

@@ -65,6 +65,68 @@ fn loom_racing_failures_open_it_exactly_once() {
     });
 }
 
+/// Two failures that each trip the breaker at the same instant compute the same end of the
+/// open period (no jitter): whichever loses the race must not undo the winner's end, which
+/// would leave it open for 0 ms, its next call a probe at once (a review's finding).
+#[test]
+fn loom_two_trips_with_the_same_end_leave_it_open_for_its_period() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), cfg(1, 1, 1), Vec::new()));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    if let Ok(t) = c.admit(|| 0) {
+                        c.record(t, Outcome::Failure(None), false, 0, || 0);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(c.observed(|| 0), (State::Open, Some(30_000)));
+    });
+}
+
+/// A trip by hand racing a trip with a server's hint: the one that opens the breaker keeps its
+/// end of the period; the other's end does not stay behind (the hint was lost to the trip by
+/// hand's plain store, a review found).
+#[test]
+fn loom_a_trip_by_hand_does_not_overwrite_the_end_of_a_trip_that_won() {
+    loom::model(|| {
+        let c = LoomArc::new(Core::new("l".into(), cfg(1, 1, 1), Vec::new()));
+        let t = c.admit(|| 0).unwrap();
+        let hinted = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.record(
+                    t,
+                    Outcome::Failure(Some(Duration::from_secs(50))),
+                    false,
+                    0,
+                    || 0,
+                );
+            })
+        };
+        let by_hand = {
+            let c = c.clone();
+            thread::spawn(move || c.trip_now(10))
+        };
+        hinted.join().unwrap();
+        by_hand.join().unwrap();
+        // Either opened it, and its end stands: the hint's 50 s from 0, or the hand's 30 s
+        // from 10; never the loser's end under the winner's state.
+        let winner_at = c.entered.load(Ordering::Acquire);
+        let expected = if winner_at == 0 { 49_990 } else { 30_000 };
+        assert_eq!(
+            c.observed(|| 10),
+            (State::Open, Some(expected)),
+            "opened at {winner_at}"
+        );
+    });
+}
+
 #[test]
 fn loom_half_open_never_admits_more_probes_than_configured_and_loses_none() {
     loom::model(|| {
