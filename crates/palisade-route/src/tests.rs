@@ -205,6 +205,7 @@ async fn nothing_eligible_fails_fast_with_the_soonest_return() {
 
 #[tokio::test(start_paused = true)]
 async fn panic_mode_spreads_over_all_rather_than_fail() {
+    let events = palisade_test::Events::start();
     let up = flags(4);
     let mut route = route_of(RouteConfig::default(), &up);
     let handle = route.handle();
@@ -233,6 +234,10 @@ async fn panic_mode_spreads_over_all_rather_than_fail() {
         seen[NAMES.iter().position(|n| *n == name).unwrap()] += 1;
     }
     assert!(seen[1..].iter().sum::<i32>() >= 4, "{seen:?}");
+    // Each pick in panic mode says so (at DEBUG).
+    let said = events.with_message("panic mode: ignoring health");
+    assert!(!said.is_empty());
+    assert_eq!(said[0].field("endpoints"), Some("4"));
     for _ in 0..400 {
         let name = call(&mut route).await.unwrap();
         seen[NAMES.iter().position(|n| *n == name).unwrap()] += 1;
