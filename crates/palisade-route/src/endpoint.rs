@@ -195,6 +195,14 @@ impl EndpointState {
         }
     }
 
+    /// Wakes every router instance waiting for this endpoint's readiness, whatever its health:
+    /// discovery removed it, or replaced its service, so what they wait for is gone.
+    pub(crate) fn wake_every_waiter(&self) {
+        if self.waiters.armed.load(Ordering::SeqCst) {
+            self.waiters.wake(self.token);
+        }
+    }
+
     /// Someone waits for this endpoint: wakes them if it has no share of traffic now (ejected,
     /// held, cooling down, failed), not for a change that leaves it one (a first failure).
     #[cold]

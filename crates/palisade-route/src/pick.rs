@@ -358,37 +358,73 @@ pub(crate) fn last_resort(slot: Slot, panic: bool) -> f64 {
     }
 }
 
-/// The tier the call goes to. Tiers in increasing order; each with some weight keeps
-/// `min(1, mean weight × overprovisioning)` of what reaches it (a draw of `rng` decides, only
-/// when that is below 1) and spills the rest to the next. A call spilled past the last tier
-/// with weight stays on it. `None` when no tier has weight.
+/// The tier the call goes to, as Envoy shares load among priority levels. Each tier with an
+/// endpoint to pick (some `weight`) has a capacity, `min(1, mean health × overprovisioning)`
+/// by `health` (the endpoints' health shares, panic mode aside: a tier in panic picks among
+/// all its endpoints, but is worth only its healthy ones). In increasing order, each tier
+/// takes its capacity of the load, up to what the tiers before it left; when the capacities
+/// add up to less than a whole, each takes its share of their sum; when they add up to
+/// nothing (every tier in panic, nothing healthy), the first takes it all. One draw of `rng`
+/// decides, none when the first tier takes everything. `None` when no tier has weight.
 pub(crate) fn choose_tier(
     n: usize,
     get: impl Fn(usize) -> Slot,
     weight: impl Fn(Slot) -> f64,
+    health: impl Fn(Slot) -> f64,
     overprovisioning: f64,
     rng: &mut impl Rng,
 ) -> Option<u8> {
-    let mut tier = (0..n).map(|i| get(i).tier).min().unwrap_or(0);
-    let mut chosen = None;
-    loop {
-        let (sum, count) = (0..n)
+    let next = |t: u8| (0..n).map(|i| get(i).tier).filter(|u| *u > t).min();
+    // A tier's capacity, if it has an endpoint to pick.
+    let capacity = |tier: u8| {
+        let (sum, healthy, count) = (0..n)
             .map(&get)
             .filter(|s| s.tier == tier)
-            .fold((0.0, 0usize), |(sum, c), s| (sum + weight(s), c + 1));
-        if sum > 0.0 {
-            chosen = Some(tier);
-            let capacity = (sum / count as f64 * overprovisioning).min(1.0);
-            if capacity >= 1.0 || rng.random::<f64>() < capacity {
+            .fold((0.0, 0.0, 0usize), |(sum, h, c), s| {
+                (sum + weight(s), h + health(s), c + 1)
+            });
+        (sum > 0.0).then(|| (healthy / count as f64 * overprovisioning).clamp(0.0, 1.0))
+    };
+    let tiers = || std::iter::successors((0..n).map(|i| get(i).tier).min(), move |t| next(*t));
+    let mut first = None;
+    let mut total = 0.0;
+    for tier in tiers() {
+        if let Some(c) = capacity(tier) {
+            first.get_or_insert((tier, c));
+            total += c;
+            if total >= 1.0 {
                 break;
             }
         }
-        match (0..n).map(|i| get(i).tier).filter(|t| *t > tier).min() {
-            Some(next) => tier = next,
-            None => break,
+    }
+    let (first, first_capacity) = first?;
+    if total <= 0.0 || first_capacity >= 1.0 {
+        return Some(first);
+    }
+    // Below a whole, the loads are the capacities' shares of their sum.
+    let scale = if total < 1.0 { total } else { 1.0 };
+    let draw = rng.random::<f64>();
+    let (mut taken, mut last) = (0.0, first);
+    for tier in tiers() {
+        let Some(c) = capacity(tier) else {
+            continue;
+        };
+        let load = if total < 1.0 {
+            c / scale
+        } else {
+            c.min(1.0 - taken)
+        };
+        if load <= 0.0 {
+            continue;
+        }
+        last = tier;
+        taken += load;
+        if draw < taken {
+            return Some(tier);
         }
     }
-    chosen
+    // Rounding past the end: the last tier that took some.
+    Some(last)
 }
 
 /// How long until the first endpoint comes back by itself (ejection, cool-down or hold over),
@@ -651,11 +687,20 @@ fn scanning<E: AsRef<EndpointState>>(
     let panic = |s: Slot| panic.contains(s.tier);
     // 5. The tier; failing that, the endpoints that cool down, as a last resort.
     let mut resort = false;
-    let tier = match choose_tier(n, get, |s| weight(s, panic(s)), cfg.overprovisioning, rng) {
+    let health = |s| weight(s, false);
+    let tier = match choose_tier(
+        n,
+        get,
+        |s| weight(s, panic(s)),
+        health,
+        cfg.overprovisioning,
+        rng,
+    ) {
         Some(tier) => tier,
         None => {
             let cooled = |s| last_resort(s, panic(s));
-            match choose_tier(n, get, cooled, cfg.overprovisioning, rng) {
+            let cooled_health = |s| last_resort(s, false);
+            match choose_tier(n, get, cooled, cooled_health, cfg.overprovisioning, rng) {
                 Some(tier) => {
                     tracing::debug!(
                         endpoints = n,
@@ -1135,7 +1180,14 @@ mod tests {
         let mut rng = rng();
         let mut counts = [0; 4];
         for _ in 0..runs {
-            let tier = choose_tier(slots.len(), |i| slots[i], |s| s.weight, 1.4, &mut rng);
+            let tier = choose_tier(
+                slots.len(),
+                |i| slots[i],
+                |s| s.weight,
+                |s| s.weight,
+                1.4,
+                &mut rng,
+            );
             counts[tier.map_or(3, usize::from)] += 1;
         }
         counts
@@ -1147,7 +1199,7 @@ mod tests {
         let slots = [slot(1.0, 0), slot(1.0, 0), slot(1.0, 1)];
         let (mut a, mut b) = (rng(), rng());
         assert_eq!(
-            choose_tier(3, |i| slots[i], |s| s.weight, 1.4, &mut a),
+            choose_tier(3, |i| slots[i], |s| s.weight, |s| s.weight, 1.4, &mut a),
             Some(0)
         );
         assert_eq!(a.random::<u64>(), b.random::<u64>());

@@ -279,6 +279,8 @@ where
             known.key = key;
             known.id = id;
             known.svc = Mutex::new(svc);
+            // Instances waiting for the old service's readiness take the new one.
+            known.state.wake_every_waiter();
             return;
         }
         let now = ms_since(shared.origin, Instant::now());
@@ -317,6 +319,11 @@ where
         let gone = Arc::make_mut(&mut list).remove(i);
         tracing::debug!(endpoint = %gone.state.label(), "endpoint removed");
         registry.retain(|(k, _)| k != key);
+        // Every instance waiting for its readiness, not only the one driving discovery (whose
+        // task the set's wakeup holds): the endpoint is out of every instance's next pick,
+        // which a parked instance would otherwise make only once the removed service got
+        // ready, maybe never.
+        gone.state.wake_every_waiter();
         true
     }
 

@@ -35,6 +35,7 @@ fn flags(n: usize) -> Vec<Arc<AtomicBool>> {
 }
 
 const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+const NAMES_7: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 
 fn route_of(cfg: RouteConfig, up: &[Arc<AtomicBool>]) -> Route<Static<Svc>> {
     Route::builder(
@@ -1754,6 +1755,48 @@ async fn a_task_waiting_on_a_removed_endpoint_is_woken_by_discovery() {
     );
 }
 
+/// Every clone waiting on a removed endpoint is woken, not only the one that drove discovery
+/// (whose task the channel wakes): the others used to stay parked until the removed
+/// service got ready, maybe never.
+#[tokio::test(start_paused = true)]
+async fn every_clone_waiting_on_a_removed_endpoint_is_woken() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stuck = Gate {
+        name: "stuck",
+        open: Arc::new(AtomicBool::new(false)),
+    };
+    tx.send(Change::Insert(1, tower::util::BoxCloneService::new(stuck)))
+        .unwrap();
+    let route = Route::discover_builder(Channel(rx))
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let mut route = route.clone();
+            tokio::spawn(async move {
+                let answer = tokio::time::timeout(Duration::from_secs(1), call(&mut route)).await;
+                (answer, start.elapsed())
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert!(tasks.iter().all(|t| !t.is_finished()), "both wait");
+    tx.send(Change::Remove(1)).unwrap();
+    tx.send(Change::Insert(2, up("b"))).unwrap();
+    for task in tasks {
+        let (answer, waited) = task.await.unwrap();
+        assert_eq!(answer.expect("woken by the change").unwrap(), "b");
+        assert_eq!(
+            waited,
+            Duration::ZERO,
+            "woken by the change, not by the timer"
+        );
+    }
+}
+
 // The avoid hint at call time: poll_ready ran outside the attempt scope (behind a boundary),
 // call inside it.
 
@@ -2439,6 +2482,48 @@ async fn a_tier_panics_only_when_the_tiers_together_lack_healthy_capacity() {
         }
     }
     assert!((350..650).contains(&a), "{a}");
+}
+
+/// A primary tier in panic is worth only its healthy endpoints: a standby with healthy
+/// capacity takes its share, as Envoy shares load among priorities by health (panic changes
+/// only which endpoints a priority picks among). Tier 0: one healthy of five (0.2 × 1.4 =
+/// 0.28), below half of what the tiers need together, so it panics; tier 1: one healthy of
+/// two (0.7). Their capacities add up to 0.98: tier 0 takes 0.28 / 0.98 of the calls, tier 1
+/// the rest. It used to take them all, four in five failing, the standby idle.
+#[tokio::test(start_paused = true)]
+async fn a_primary_tier_in_panic_leaves_a_healthy_standby_its_share() {
+    let up = flags(7);
+    let ep = |i: usize| endpoint(NAMES_7[i], up[i].clone(), "503 service unavailable");
+    let mut route = Route::builder([ep(0), ep(1), ep(2), ep(3), ep(4)])
+        .tier(1, [ep(5), ep(6)])
+        .config(no_slow_start())
+        .build()
+        .unwrap();
+    let handle = route.handle();
+    let dead = |k: &usize| (1..5).contains(k) || *k == 6;
+    for (i, flag) in up.iter().enumerate() {
+        flag.store(!dead(&i), Ordering::SeqCst);
+    }
+    let check = down_where(dead);
+    for _ in 0..10 {
+        handle.check_once(&check, Duration::from_secs(1)).await;
+    }
+    let (mut primary, mut standby, mut failed) = (0, 0, 0);
+    for _ in 0..2_000 {
+        match call(&mut route).await {
+            Ok("a") => primary += 1,
+            Ok("f") => standby += 1,
+            Ok(other) => panic!("{other} is down"),
+            Err(_) => failed += 1,
+        }
+    }
+    // Tier 0's 28.6 % spread over its five (one in five answers), tier 1's 71.4 % on its
+    // healthy one.
+    assert!(
+        (1_300..1_550).contains(&standby),
+        "{primary} {standby} {failed}"
+    );
+    assert!((350..800).contains(&failed), "{primary} {standby} {failed}");
 }
 
 #[tokio::test(start_paused = true)]
