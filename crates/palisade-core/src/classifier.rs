@@ -171,6 +171,19 @@ macro_rules! timed_out {
     };
 }
 
+/// A server's own failure stated outright: a 5xx status, `Service Unavailable`, `Bad Gateway`,
+/// `Internal Server Error` (a regex fragment). Evidence that wins over the bare words
+/// `authentication` and `not found`, which a 5xx's message may name as what failed
+/// ("503 Service Unavailable: authentication backend is down").
+macro_rules! server_failed {
+    () => {
+        concat!(
+            r"service.?unavailable|bad.?gateway|internal.?server.?error|",
+            http_status!(r"5\d\d")
+        )
+    };
+}
+
 /// Words that say a call could not reach its peer: a refused or reset connection, reqwest's
 /// `error sending request` and `error trying to connect`, a `dns error` (a regex fragment).
 macro_rules! unreached {
@@ -362,7 +375,27 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
         ),
         Class::new(Category::Network),
     ),
+    (
+        concat!(
+            r"(?s:authentication.*(?:",
+            server_failed!(),
+            r")|(?:",
+            server_failed!(),
+            r").*authentication)",
+        ),
+        Class::new(Category::ServerError),
+    ),
     (r"authentication", Class::new(Category::Authentication)),
+    (
+        concat!(
+            r"(?s:(?:not.?found|does not exist).*(?:",
+            server_failed!(),
+            r")|(?:",
+            server_failed!(),
+            r").*(?:not.?found|does not exist))",
+        ),
+        Class::new(Category::ServerError),
+    ),
     (
         concat!(r"not.?found|does not exist|", http_status!("404")),
         Class::new(Category::NotFound),
@@ -523,8 +556,17 @@ impl DefaultClassifier {
     /// The class of an error, walking its `source()` chain.
     pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Class {
         let rules = self.rules();
-        let class = chain(err)
-            .find_map(|e| known_class(rules, e))
+        let known = chain(err).find_map(|e| known_class(rules, e).map(|class| (e, class)));
+        // A verdict an error carries (a classify layer's `Classified`, a response's class) is
+        // final: its classifier read the message already, with its own hint rule (or none),
+        // and a second reading would add a wait it chose not to give.
+        if let Some((e, class)) = known
+            && (e.is::<Classified>() || e.is::<ResponseClass>())
+        {
+            return class;
+        }
+        let class = known
+            .map(|(_, class)| class)
             .or_else(|| by_message(rules, err))
             .unwrap_or(rules.unknown);
         if class.retry_after.is_some() || class.category == Category::Ignored {

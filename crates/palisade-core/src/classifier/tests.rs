@@ -1067,3 +1067,61 @@ fn classify_message_reads_text_by_the_message_rules() {
     let benign = waits.classify_message("benign: try again in 1.5s").unwrap();
     assert_eq!(benign.retry_after, None);
 }
+
+/// A server's failure stated outright (a 5xx status, `Service Unavailable`, `Bad Gateway`,
+/// `Internal Server Error`) wins over the bare words `authentication` and `not found`, which
+/// its message may name as what failed; a refusal (401, 403, `unauthorized`) and a plain
+/// `not found` keep their classes.
+#[test]
+fn a_stated_server_failure_wins_over_the_words_authentication_and_not_found() {
+    let mut wrong = Vec::new();
+    for (m, category) in [
+        (
+            "HTTP 503 Service Unavailable: authentication backend is down",
+            Category::ServerError,
+        ),
+        (
+            "authentication token refresh failed: 500 Internal Server Error",
+            Category::ServerError,
+        ),
+        (
+            "502 Bad Gateway (authentication proxy)",
+            Category::ServerError,
+        ),
+        (
+            "503 Service Unavailable: model not found in cache, retry",
+            Category::ServerError,
+        ),
+        ("authentication failed", Category::Authentication),
+        (
+            "401 Unauthorized: authentication service unavailable",
+            Category::Authentication,
+        ),
+        ("model not found", Category::NotFound),
+        ("HTTP 404 Not Found", Category::NotFound),
+    ] {
+        let class = class_of(&boxed(m));
+        if class.category != category {
+            wrong.push((m, class.category));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+/// A verdict an error carries is final: `class_of` above a classify layer that gave no wait
+/// adds none from the message (the layer's classifier read it already, with its own rule).
+#[test]
+fn a_carried_class_gets_no_wait_from_the_message() {
+    let limited = Class::new(Category::RateLimited);
+    let err: BoxError = Box::new(Classified::new(
+        limited,
+        "429: rate limit reached, retry after 3600 seconds",
+    ));
+    assert_eq!(class_of(&err), limited);
+    // Found by the message rules, the wait is read.
+    let plain: BoxError = "429: rate limit reached, retry after 3600 seconds".into();
+    assert_eq!(
+        class_of(&plain).retry_after,
+        Some(std::time::Duration::from_secs(3600))
+    );
+}
