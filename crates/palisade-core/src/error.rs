@@ -176,8 +176,10 @@ impl<R> FailedResponse<R> {
 impl<R: Send + 'static> FailedResponse<R> {
     /// Turns an error back into the response it carried, when it is a `FailedResponse<R>`, or
     /// a [`Classified`] around one (a classifier above judged it again, with another class),
-    /// or an [`AfterTimeouts`](crate::failure::AfterTimeouts) around either (a retry's final
-    /// error after timed-out attempts); any other error comes back unchanged.
+    /// or an [`AfterTimeouts`](crate::failure::AfterTimeouts) around one (a retry's final
+    /// error after timed-out attempts), these wrappers nested in any order (a classify layer
+    /// above a retry wraps the retry's `AfterTimeouts` in its `Classified`); any other error
+    /// comes back unchanged.
     pub fn restore(err: BoxError) -> Result<R, BoxError> {
         let err = match err.downcast::<FailedResponse<R>>() {
             Ok(failed) => return Ok(failed.into_response()),
@@ -193,12 +195,29 @@ impl<R: Send + 'static> FailedResponse<R> {
             Err(err) => err,
         };
         match err.downcast::<Classified>() {
-            Ok(classified) if classified.inner.is::<FailedResponse<R>>() => {
+            Ok(classified) if Self::carried_by(&*classified.inner) => {
                 Self::restore(classified.into_inner())
             }
             Ok(classified) => Err(classified),
             Err(err) => Err(err),
         }
+    }
+}
+
+impl<R: Send + 'static> FailedResponse<R> {
+    /// Whether `err` carries a `FailedResponse<R>` that [`restore`](Self::restore) gives back:
+    /// it is one, or a `Classified` or an `AfterTimeouts` around one, at any depth.
+    fn carried_by(err: &(dyn Error + 'static)) -> bool {
+        if err.is::<FailedResponse<R>>() {
+            return true;
+        }
+        if let Some(classified) = err.downcast_ref::<Classified>() {
+            return Self::carried_by(&*classified.inner);
+        }
+        if let Some(after) = err.downcast_ref::<crate::failure::AfterTimeouts>() {
+            return Self::carried_by(&**after.inner());
+        }
+        false
     }
 }
 

@@ -535,4 +535,21 @@ fn a_failed_response_is_restored_from_under_the_timeouts_marker() {
         Some(1)
     );
     assert_eq!(other.to_string(), "connection reset");
+    // A classify layer above the retry wraps the marker in its own verdict: found under both.
+    let above: BoxError = Box::new(Classified::new(
+        Class::new(Category::ServerError),
+        marked(Box::new(failed())),
+    ));
+    assert_eq!(FailedResponse::<u16>::restore(above).unwrap(), 503);
+    // Nothing to restore under them: the error comes back as it was.
+    let nothing: BoxError = Box::new(Classified::new(
+        Class::new(Category::ServerError),
+        marked("connection reset".into()),
+    ));
+    let back = FailedResponse::<u16>::restore(nothing).unwrap_err();
+    assert!(back.is::<Classified>());
+    assert_eq!(
+        AfterTimeouts::find(&*back).map(AfterTimeouts::timeouts),
+        Some(1)
+    );
 }
