@@ -20,7 +20,10 @@ use crate::timer::{OwnTimer, TimerKind};
 /// # Panics
 /// `Timeout` reserves nothing in `poll_ready`: it forwards `poll_ready` and `call` to the inner
 /// service, whose own contract applies to a `call` without a ready `poll_ready`. Its response
-/// future panics if polled after it completed, as tower's futures do.
+/// future panics if polled after it timed out; after the inner future answered, it keeps
+/// that future (and its timer, if one was armed) until it is dropped, as tower's `Timeout`
+/// does, so that the happy path pays for no clean-up, and a poll after that answer polls
+/// the inner future again, whose own contract applies.
 ///
 /// `K` says how its response future keeps its timer: [`OwnTimer`] (the default) or
 /// [`SharedTimer`](crate::timer::SharedTimer), made by
