@@ -576,7 +576,7 @@ fn hex(b: u8) -> Option<u8> {
 /// | `RESOURCE_EXHAUSTED` | `RateLimited`, retryable, with the server's pushback as its wait; `Validation`, not retryable, when its `grpc-message` says the message was larger than the maximum (`received message larger than max`, `message length too large`) |
 /// | `ABORTED` | `Transient`, retryable |
 /// | `UNIMPLEMENTED`, `DATA_LOSS` | `ServerError`, not retryable |
-/// | `UNAVAILABLE` | `Network`, retryable (transient, as gRPC's status codes say; like every retryable code here, it does not say the call had no effect: see [Idempotency](#idempotency)) |
+/// | `UNAVAILABLE` | `Network`, retryable (transient, as gRPC's status codes say; like every retryable code here, it does not say the call had no effect: see [Idempotency](crate::grpc#idempotency)) |
 ///
 /// A response with `grpc-status` in its headers (trailers-only) is classified by it; one
 /// without, by its HTTP status ([`Code::from_http`]: a 503 from a proxy is `UNAVAILABLE`),
