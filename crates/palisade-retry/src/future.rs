@@ -208,6 +208,9 @@ enum Wait {
 struct Refresh {
     /// The hook's future.
     hook: RefreshFuture,
+    /// When a server's hint allows the retry (`None` without a hint): a refresh done sooner
+    /// waits for it.
+    until: Option<Instant>,
 }
 
 impl Wait {
@@ -482,6 +485,8 @@ where
     } else {
         return Err(budget_exhausted(shared, attempts, &class, error));
     };
+    // Refunded if what follows panics (the refresh hook is the user's code).
+    let reservation = Held::new(&*shared.budget, reservation);
     let mut retries = retries.unwrap_or_else(|| Retries::new(attempts, limit, None));
     retries.limit = limit;
     retries.owed = owed;
@@ -506,7 +511,7 @@ where
                 timer: retries.timer_until(policy::wake_at(now, delay)),
             }
         }
-        Retry::Refresh(hook) => {
+        Retry::Refresh(hook, least) => {
             tracing::debug!(
                 target: "palisade_retry",
                 dependency = %shared.name,
@@ -516,7 +521,11 @@ where
                 "refreshing credentials before retrying",
             );
             palisade_core::metrics::retried(&shared.name, class.category);
-            Wait::Refreshing(Box::new(Refresh { hook: hook() }))
+            let until = (!least.is_zero()).then(|| policy::wake_at(now, least));
+            Wait::Refreshing(Box::new(Refresh {
+                hook: hook(),
+                until,
+            }))
         }
         Retry::After(delay) => {
             // A retry waiting for the budget is logged and counted once the budget allows it
@@ -546,9 +555,37 @@ where
     Ok(Between {
         request,
         retries,
-        reservation,
+        reservation: reservation.keep(),
         wait,
     })
+}
+
+/// A budget withdrawal on its way to being kept or spent: refunded if dropped first, as when a
+/// user's refresh hook, a request's clone or the inner service's `call` panics on the way, so
+/// that a retry never sent costs the budget nothing (the rule [`ResponseFuture`]'s drop keeps
+/// for a retry waiting). Never on the happy path: only a retry holds a withdrawal.
+struct Held<'a, B: Budget + ?Sized> {
+    budget: &'a B,
+    withdrawal: Option<Withdrawal>,
+}
+
+impl<'a, B: Budget + ?Sized> Held<'a, B> {
+    fn new(budget: &'a B, withdrawal: Option<Withdrawal>) -> Self {
+        Held { budget, withdrawal }
+    }
+
+    /// The withdrawal, no longer refunded when this is dropped.
+    fn keep(mut self) -> Option<Withdrawal> {
+        self.withdrawal.take()
+    }
+}
+
+impl<B: Budget + ?Sized> Drop for Held<'_, B> {
+    fn drop(&mut self) {
+        if let Some(withdrawal) = self.withdrawal.take() {
+            self.budget.refund(withdrawal);
+        }
+    }
 }
 
 /// The final error `error` of a request, marked ([`AfterTimeouts`]) if `timeouts` of the
@@ -676,6 +713,12 @@ where
                 return Poll::Ready(Err(after_timeouts(between.retries.timeouts, error)));
             }
             between.retries.refreshed = true;
+            // The server's hint outlasts the refresh: the rest of it is waited for.
+            if let Some(until) = refresh.until.filter(|until| *until > Instant::now()) {
+                let timer = between.retries.timer_until(until);
+                between.wait = Wait::Sleeping { timer };
+                return Poll::Ready(Ok(Next::Readiness));
+            }
         }
         Wait::Sleeping { timer } => ready!(timer.as_mut().poll(cx)),
         Wait::Ready => {
@@ -845,13 +888,16 @@ fn send<S, Req, B, A>(
 where
     S: Service<Req> + Clone,
     Req: Clone,
-    B: ?Sized,
+    B: Budget + ?Sized,
 {
     let Between {
         request,
         mut retries,
+        reservation,
         ..
     } = between;
+    // Spent once the attempt is sent; refunded if the request's clone or the call panics.
+    let reservation = Held::new(&*handle.shared.budget, reservation);
     retries.attempts += 1;
     // The attempt goes out: the error of the one before is no longer the request's last.
     retries.last = None;
@@ -884,6 +930,8 @@ where
         ctx::with_timeouts(timeouts, || service.call(request))
     });
     retries.avoid = attempt.avoid;
+    // Sent: the retry has spent its withdrawal.
+    let _spent = reservation.keep();
     State::Calling {
         future,
         track: Track::Boxed(retries),

@@ -327,8 +327,12 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
 
     /// An async hook that refreshes credentials. When an attempt fails with
     /// `Category::Authentication`, the hook runs and, if it succeeds, the request is retried
-    /// once at once (within the attempt limit and the budget). If it fails, the authentication
-    /// error is returned. Without a hook, authentication failures are not retried.
+    /// once, as soon as the hook is done (within the attempt limit and the budget). A server's
+    /// hint on the failure (a 401 with `Retry-After`) holds: the retry waits until it has
+    /// passed too, and a hint above [`max_retry_after`](Self::max_retry_after) or past the
+    /// deadline returns the error without running the hook. If the hook fails, the
+    /// authentication error is returned. Without a hook, authentication failures are not
+    /// retried.
     ///
     /// Concurrent failing requests each call the hook; make it coalesce refreshes if that
     /// matters (a shared `tokio::sync::OnceCell` or a generation counter).

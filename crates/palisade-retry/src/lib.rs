@@ -13,7 +13,7 @@
 //! | with a server hint (`retry_after`) | waits that long instead of the backoff (gRPC A6, RFC 9110's `Retry-After`), stretched by a random 0–10 % so that callers refused together do not return together (never less than the hint; under a deadline, drawn within the time it leaves); a hint above [`max_retry_after`](RetryBuilder::max_retry_after) (60 s) is not waited for: the error is returned |
 //! | `Rejected` (a breaker below refused it) | with a `retry_after` (an open breaker's remaining period): retries after it, spending no budget and not closing the throttle, since the refused attempt added no load and the breaker decides what goes through; under a deadline the refused attempt does not count toward the attempt limit either, and the wait is stretched by a random 0–50 % so that held requests do not return together: the request waits for the breaker while its stretched wait ends before its deadline, even with a limit of one attempt (a request whose stretched wait passes its deadline fails at once, so the held requests are not crowded into the moments before their deadlines) ([`RetryBuilder::wait_for_breaker`]; with it off, the refusal is returned at once); without a `retry_after` (a throttle shedding load): an ordinary retry, within the budget |
 //! | `RateLimited` without a hint | starts its backoff from its own, longer delay ([`rate_limited_delay`](RetryBuilder::rate_limited_delay), 5 s) |
-//! | `Authentication`, with a [`refresh`](RetryBuilder::refresh) hook | runs the hook, then retries once at once |
+//! | `Authentication`, with a [`refresh`](RetryBuilder::refresh) hook | runs the hook, then retries once, as soon as the hook is done and a server hint (a 401's `Retry-After`) has passed; a hint above [`max_retry_after`](RetryBuilder::max_retry_after), or one that ends past the deadline, returns the error without running the hook |
 //! | `Timeout` | retries; an escalating per-attempt timeout below lengthens the next attempt (see *Deadlines and timeouts*) |
 //!
 //! Every retry needs an attempt left (the limit counts the first attempt, default 3; per request
@@ -22,7 +22,8 @@
 //! gets the **last real error**: never an error made up by this layer, and unchanged unless an
 //! attempt before the last timed out (see *Timed-out attempts*). Under a
 //! deadline, a retry the budget refuses first waits for the budget to allow it, until the
-//! deadline ([`RetryBuilder::wait_for_budget`]; not for a 429 the server paced). A response
+//! deadline ([`RetryBuilder::wait_for_budget`]; not for a 429 the server paced, nor for a
+//! credential refresh). A response
 //! that arrived (`Ok`) is final and never retried; failing responses reach this layer as errors
 //! ([`FailedResponse`](palisade_core::FailedResponse)) and can be restored by the caller.
 //!

@@ -138,8 +138,9 @@ pub(crate) type Decision<H> = Result<Retry<H>, Stop>;
 /// How to retry a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Retry<H> {
-    /// Call this refresh hook, then retry at once.
-    Refresh(H),
+    /// Call this refresh hook, then retry once it is done and at least this long (a server's
+    /// hint; zero without one) has passed since the failure.
+    Refresh(H, Duration),
     /// Retry after this delay.
     After(Duration),
     /// The attempt was refused by a breaker below, which probes again after about this delay:
@@ -302,10 +303,23 @@ impl Policy {
             return Err(Stop::Attempts);
         }
         if let Some(hook) = refresh {
-            if deadline.is_some_and(|d| too_late(now, d, self.min_attempt_time)) {
+            // A server's hint holds for a refreshed retry too (a 401 with a Retry-After): the
+            // retry is sent once the refresh is done and the hint has passed, and a hint beyond
+            // the most the policy waits returns the error, as for any other failure.
+            let least = match class.retry_after {
+                Some(hint) if hint > self.max_retry_after => {
+                    return Err(Stop::RetryAfterTooLong);
+                }
+                Some(hint) => hint,
+                None => Duration::ZERO,
+            };
+            if deadline.is_some_and(|d| {
+                now.checked_add(least)
+                    .is_none_or(|at| too_late(at, d, self.min_attempt_time))
+            }) {
                 return Err(Stop::Deadline);
             }
-            return Ok(Retry::Refresh(hook));
+            return Ok(Retry::Refresh(hook, least));
         }
 
         // The least the retry waits, the wait drawn from it, and the rng it was drawn from.
@@ -999,7 +1013,7 @@ mod tests {
         // A credential refresh, sent at once: at least 10 ms left.
         let auth = failure(Category::Authentication, 1);
         let refresh = |left: u64| p.decide(&auth, now, Some(now + ms(left)), Some("hook"), no_rng);
-        assert_eq!(refresh(10), Ok(Retry::Refresh("hook")));
+        assert_eq!(refresh(10), Ok(Retry::Refresh("hook", Duration::ZERO)));
         assert_eq!(refresh(9), Err(Stop::Deadline));
         // The rule itself: at least the floor, and never at or after the deadline.
         assert!(!too_late(now, now + ms(10), ms(10)));
@@ -1039,7 +1053,7 @@ mod tests {
         let mut f = failure(Category::Authentication, 1);
         assert_eq!(
             p.decide(&f, now, None, hook, no_rng),
-            Ok(Retry::Refresh("hook"))
+            Ok(Retry::Refresh("hook", Duration::ZERO))
         );
         f.refreshed = true;
         f.attempts = 2;

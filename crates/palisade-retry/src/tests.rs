@@ -29,6 +29,8 @@ enum Answer {
     Err(Class, &'static str),
     /// Never answers.
     Hang,
+    /// Panics in `call`.
+    Panic,
 }
 
 fn err(category: Category, msg: &'static str) -> Answer {
@@ -88,11 +90,15 @@ impl<Req> Service<Req> for Script {
             .unwrap()
             .pop_front()
             .unwrap_or(Answer::Ok(0));
+        if let Answer::Panic = answer {
+            panic!("the inner service panicked in call");
+        }
         Box::pin(async move {
             match answer {
                 Answer::Ok(v) => Ok(v),
                 Answer::Err(class, msg) => Err(Box::new(Classified::new(class, msg)) as BoxError),
                 Answer::Hang => std::future::pending().await,
+                Answer::Panic => unreachable!("panics in call"),
             }
         })
     }
@@ -387,6 +393,132 @@ async fn authentication_refreshes_then_retries_once() {
     assert_eq!(run(svc).await, Err("401 bad key".into()));
     assert_eq!(script.count(), 1);
     assert_eq!(cap.balance(), 5);
+}
+
+/// A 401 may carry a server's hint too (`Retry-After` on any status, read by palisade-http):
+/// the refreshed retry goes once the refresh is done and the hint has passed, whichever is
+/// later; a hint beyond `max_retry_after`, or past the deadline, returns the 401 without a
+/// refresh.
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_retry_waits_for_the_servers_hint() {
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let refreshes = refreshes.clone();
+        move || {
+            let refreshes = refreshes.clone();
+            async move {
+                refreshes.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(ms(30)).await;
+                Ok::<(), BoxError>(())
+            }
+        }
+    };
+    let auth = |hint: Duration, msg| {
+        Answer::Err(
+            Class::new(Category::Authentication).with_retry_after(hint),
+            msg,
+        )
+    };
+    // The hint outlasts the 30 ms refresh: sent at the hint, exactly (no stretch: only the
+    // refresh's own time spreads such retries).
+    let script = Script::new([auth(ms(2000), "401 come back in 2 s"), Answer::Ok(7)]);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(7));
+    assert_eq!(script.calls(), [ms(0), ms(2000)]);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    // The refresh outlasts the hint: sent when the refresh is done.
+    let script = Script::new([auth(ms(10), "401"), Answer::Ok(7)]);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(7));
+    assert_eq!(script.calls(), [ms(0), ms(30)]);
+    // A hint beyond the most the policy waits: the 401 is returned, nothing refreshed.
+    let script = Script::new([auth(Duration::from_secs(600), "401 in 10 minutes")]);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Err("401 in 10 minutes".into()));
+    assert_eq!(script.count(), 1);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 2);
+    // A hint that ends past the deadline: returned at once, nothing refreshed.
+    let start = Instant::now();
+    crate::ctx::hooks::DEADLINE.set(Some(start + ms(1999)));
+    let script = Script::new([auth(ms(2000), "401 in 2 s")]);
+    let svc = layer().refresh(hook).build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Err("401 in 2 s".into()));
+    crate::ctx::hooks::DEADLINE.set(None);
+    assert_eq!(script.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 2);
+}
+
+/// A retry that is never sent costs the budget nothing, even when user code panics on the
+/// way: the refresh hook itself (called as the retry is decided), its future, or the inner
+/// service's `call` for the retry.
+#[tokio::test(start_paused = true)]
+async fn a_panic_on_the_way_to_a_retry_gives_its_withdrawal_back() {
+    fn poll_panics<F: Future + Unpin>(fut: &mut F) {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| futures_poll(fut)));
+        assert!(polled.is_err(), "the poll should have panicked");
+    }
+    // The hook panics when called.
+    let cap = Arc::new(rate_cap(5, Duration::from_secs(1)));
+    let script = Script::new([err(Category::Authentication, "401")]);
+    let mut svc = layer()
+        .budget(cap.clone())
+        .refresh(|| -> std::future::Ready<Result<(), BoxError>> { panic!("hook panicked") })
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = svc.call(0);
+    poll_panics(&mut fut);
+    drop(fut);
+    assert_eq!(script.count(), 1);
+    assert_eq!(cap.balance(), 5);
+    // The hook's future panics.
+    let script = Script::new([err(Category::Authentication, "401")]);
+    let mut svc = layer()
+        .budget(cap.clone())
+        .refresh(|| async { panic!("hook future panicked") })
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = svc.call(0);
+    poll_panics(&mut fut);
+    drop(fut);
+    assert_eq!(cap.balance(), 5);
+    // The retry's call panics (no backoff: the retry is sent in the same poll).
+    let script = Script::new([err(Category::ServerError, "503"), Answer::Panic]);
+    let mut svc = layer()
+        .budget(cap.clone())
+        .backoff(Backoff::constant(Duration::ZERO))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    let mut fut = svc.call(0);
+    poll_panics(&mut fut);
+    drop(fut);
+    assert_eq!(script.count(), 2);
+    assert_eq!(cap.balance(), 5);
+    // Sent, it is spent.
+    let script = Script::new([err(Category::ServerError, "503"), Answer::Ok(1)]);
+    let svc = layer()
+        .budget(cap.clone())
+        .backoff(Backoff::constant(Duration::ZERO))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(1));
+    assert_eq!(cap.balance(), 4);
 }
 
 #[tokio::test(start_paused = true)]

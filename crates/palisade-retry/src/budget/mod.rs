@@ -98,9 +98,11 @@ impl Withdrawal {
 /// A retry budget: decides whether one more retry may be sent, system-wide.
 ///
 /// The retry layer calls [`on_request`](Budget::on_request) once per request (not per attempt),
-/// [`on_success`](Budget::on_success) when a request succeeds, [`on_failure`](Budget::on_failure)
-/// for every failed attempt whose class is retryable, and [`try_withdraw`](Budget::try_withdraw)
-/// before each retry. Every method has a default that does nothing (and `try_withdraw` allows),
+/// [`on_success`](Budget::on_success) when a request succeeds (or ends in an error classified
+/// `Ignored`, which says nothing about the dependency), [`on_failure`](Budget::on_failure)
+/// for every failed attempt whose class is retryable, except a rate limit the server paced
+/// with a hint and a protecting layer's refusal (`Rejected`: it never reached the
+/// dependency), and [`try_withdraw`](Budget::try_withdraw) before each retry. Every method has a default that does nothing (and `try_withdraw` allows),
 /// so a budget implements only what its model counts.
 ///
 /// Budgets read the time themselves (from `tokio::time`) so that layers that do not need the
