@@ -65,6 +65,7 @@ macro_rules! store_suite {
                 purge_deletes_the_review_items_of_the_workflows_it_deletes,
                 a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga,
                 concurrent_checkpoint_saves_take_consecutive_versions,
+                checkpoint_saves_and_exact_writes_at_once,
                 no_checkpoint_version_after_the_last);
         }
     };
@@ -93,10 +94,10 @@ store_suite!(sqlite, |_name| async {
     Some((Arc::new(store) as Arc<dyn Store>, dir))
 });
 
-/// A store in a fresh schema of the database at `TEST_PALISADE_PG_URL`; without it, the test is
-/// skipped with a message, unless `CI` is set: then it fails.
+/// The database at `TEST_PALISADE_PG_URL` and a fresh schema name for test `name`; without
+/// the variable, the test is skipped with a message, unless `CI` is set: then it fails.
 #[cfg(feature = "postgres")]
-async fn pg_store(name: &str) -> Option<(Arc<dyn Store>, ())> {
+fn pg_schema(name: &str) -> Option<(String, String)> {
     let Ok(url) = std::env::var("TEST_PALISADE_PG_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -112,11 +113,102 @@ async fn pg_store(name: &str) -> Option<(Arc<dyn Store>, ())> {
         .unwrap()
         .subsec_nanos();
     let short: String = name.chars().take(30).collect();
-    let schema = format!("t_{short}_{}_{nanos}", std::process::id());
+    Some((url, format!("t_{short}_{}_{nanos}", std::process::id())))
+}
+
+/// A store in a fresh schema of the database at `TEST_PALISADE_PG_URL` (see [`pg_schema`]).
+#[cfg(feature = "postgres")]
+async fn pg_store(name: &str) -> Option<(Arc<dyn Store>, ())> {
+    let (url, schema) = pg_schema(name)?;
     let store = palisade_durable::store::PostgresStore::connect_with(&url, Some(&schema), 4)
         .await
         .unwrap();
     Some((store as Arc<dyn Store>, ()))
+}
+
+/// PostgreSQL: a write of an exact checkpoint version (a lifecycle's fenced write) waits while
+/// a save of the next version is between its read of the newest and its insert (played here
+/// by a second connection under the same advisory lock), and then finds its version taken.
+/// Before it took the lock, it landed in between, and the save's insert failed with a
+/// unique violation reported as a backend error.
+#[cfg(feature = "postgres")]
+#[tokio::test(start_paused = true)]
+async fn postgres_an_exact_checkpoint_write_waits_for_a_save_in_progress() {
+    use palisade_durable::store::StoredCheckpoint;
+    let Some((url, schema)) = pg_schema("exact_checkpoint_waits") else {
+        return;
+    };
+    let store = palisade_durable::store::PostgresStore::connect_with(&url, Some(&schema), 2)
+        .await
+        .unwrap();
+    let (save, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    save.batch_execute(&format!("SET search_path TO {schema}; BEGIN"))
+        .await
+        .unwrap();
+    save.execute(
+        "SELECT pg_advisory_xact_lock(7317002, hashtext(current_schema() || '/' || $1::TEXT))",
+        &[&"agent"],
+    )
+    .await
+    .unwrap();
+    let newest: Option<i64> = save
+        .query_one(
+            "SELECT max(version) FROM checkpoints WHERE agent = 'agent'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(newest, None);
+    let checkpoint = |data: &[u8]| StoredCheckpoint {
+        agent: "agent".into(),
+        version: 1,
+        at_ms: 1,
+        checksum: palisade_durable::checkpoint::checksum(data),
+        data: data.to_vec(),
+    };
+    let exact = tokio::spawn({
+        let store = store.clone();
+        let cp = checkpoint(b"1");
+        async move { store.checkpoint_put(cp).await }
+    });
+    // Until the exact write either waits for the lock or lands (read committed: the save's
+    // connection sees it once committed).
+    let mut waits = false;
+    for _ in 0..100_000 {
+        let row = save
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted),
+                        (SELECT count(*) FROM checkpoints WHERE agent = 'agent')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (waiting, landed): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(landed, 0, "the exact write landed inside the save");
+        if waiting > 0 {
+            waits = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(waits, "the exact write neither waited nor landed");
+    save.execute(
+        "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ('agent', 1, 1, $1, $2)",
+        &[&palisade_durable::checkpoint::checksum(b"2"), &b"2".as_slice()],
+    )
+    .await
+    .unwrap();
+    save.batch_execute("COMMIT").await.unwrap();
+    assert!(matches!(
+        exact.await.unwrap(),
+        Err(palisade_durable::error::StoreError::Conflict(_))
+    ));
+    let stored = store.checkpoint_get("agent", 1).await.unwrap().unwrap();
+    assert_eq!(stored.data, b"2");
 }
 
 #[cfg(feature = "postgres")]

@@ -146,6 +146,12 @@ END $$;
 const WORKFLOW_COLUMNS: &str =
     "id, kind, name, state, owner, lease_until, created, updated, entries";
 
+/// The transaction-scoped advisory lock on one agent's checkpoints (`$1`, in this schema),
+/// taken by every write of a version, so that allocating the next one (read the newest,
+/// insert one more) is not raced by a write of an exact version.
+const CHECKPOINT_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(7317002, hashtext(current_schema() || '/' || $1::TEXT))";
+
 fn workflow_row(r: &Row) -> WorkflowRecord {
     WorkflowRecord {
         id: r.get(0),
@@ -339,18 +345,15 @@ impl PostgresStore {
     }
 
     /// [`Store::checkpoint_put_next`]: the newest version is read and the next inserted in one
-    /// transaction, under an advisory lock on the agent (in this schema) that saves of the same
-    /// agent take too, so that no other writer, in this process or another, takes that version
+    /// transaction, under an advisory lock on the agent (in this schema, [`CHECKPOINT_LOCK`])
+    /// that every write of the agent's checkpoints takes too (`checkpoint_put` as well), so that no other writer, in this process or another, takes that version
     /// in between. (A unique index alone would make concurrent saves fail, not wait.)
     async fn checkpoint_put_next_tx(&self, cp: StoredCheckpoint) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(7317002, hashtext(current_schema() || '/' || $1::TEXT))",
-            &[&cp.agent],
-        )
-        .await
-        .map_err(pg)?;
+        tx.execute(CHECKPOINT_LOCK, &[&cp.agent])
+            .await
+            .map_err(pg)?;
         let newest: Option<i64> = tx
             .query_one(
                 "SELECT max(version) FROM checkpoints WHERE agent = $1",
@@ -639,8 +642,15 @@ impl Store for PostgresStore {
 
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.conn().await?;
-            c.execute(
+            // Under the agent's advisory lock, as `checkpoint_put_next` takes it: a version
+            // written here between its read of the newest and its insert would fail its insert
+            // (a lifecycle's fenced write and a `Checkpoints::save` of the same agent).
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await.map_err(pg)?;
+            tx.execute(CHECKPOINT_LOCK, &[&cp.agent])
+                .await
+                .map_err(pg)?;
+            tx.execute(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
                 &[&cp.agent, &sql_int(cp.version), &sql_int(cp.at_ms), &cp.checksum, &cp.data],
             )
@@ -650,6 +660,7 @@ impl Store for PostgresStore {
                     format!("checkpoint {} version {} exists already", cp.agent, cp.version)
                 })
             })?;
+            tx.commit().await.map_err(pg)?;
             Ok(())
         })
     }

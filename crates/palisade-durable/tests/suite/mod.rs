@@ -478,6 +478,64 @@ pub(crate) async fn concurrent_checkpoint_saves_take_consecutive_versions(store:
     assert_eq!(latest.version, 2 * N);
 }
 
+/// Saves of the next version (`Checkpoints::save`) and writes of an exact version (a
+/// lifecycle's fenced write) of one agent at once: every save succeeds with a version of its
+/// own, an exact write either lands or finds its version taken (`Conflict`), never another
+/// error. (PostgreSQL: exact writes take the agent's advisory lock too; without it one landing
+/// between a save's read of the newest and its insert failed the save with a unique
+/// violation reported as a backend error.)
+pub(crate) async fn checkpoint_saves_and_exact_writes_at_once(store: Arc<dyn Store>) {
+    use palisade_durable::checkpoint::Checkpoints;
+    use palisade_durable::store::StoredCheckpoint;
+    const N: u64 = 12;
+    let cps = Checkpoints::new(store.clone());
+    let mut saves = Vec::new();
+    let mut exact = Vec::new();
+    for i in 0..N {
+        let cps = cps.clone();
+        saves.push(tokio::spawn(async move { cps.save("mixed", &i).await }));
+        let store = store.clone();
+        exact.push(tokio::spawn(async move {
+            let version = i + 1;
+            let data = serde_json::to_vec(&(100 + i)).unwrap();
+            let cp = StoredCheckpoint {
+                agent: "mixed".into(),
+                version,
+                at_ms: 1,
+                checksum: palisade_durable::checkpoint::checksum(&data),
+                data,
+            };
+            (version, store.checkpoint_put(cp).await)
+        }));
+    }
+    let mut taken = Vec::new();
+    for t in saves {
+        let saved = t.await.unwrap();
+        taken.push(
+            saved
+                .expect("a save never fails for a version another took")
+                .version,
+        );
+    }
+    for t in exact {
+        match t.await.unwrap() {
+            (version, Ok(())) => taken.push(version),
+            (_, Err(StoreError::Conflict(_))) => {}
+            (version, Err(e)) => panic!("exact write of version {version}: {e:?}"),
+        }
+    }
+    taken.sort_unstable();
+    let stored: Vec<u64> = store
+        .checkpoint_versions("mixed")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .rev()
+        .collect();
+    assert_eq!(taken, stored, "each version written once, by one writer");
+}
+
 /// A checkpoint version at the end of what the store holds (written by hand) has no next: a
 /// save is a conflict, not an overflow or a wrapped version, and nothing is written.
 pub(crate) async fn no_checkpoint_version_after_the_last(store: Arc<dyn Store>) {
