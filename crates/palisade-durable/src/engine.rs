@@ -42,9 +42,10 @@ pub(crate) struct Writer {
     /// The engine instance of `owner` writing (empty: any; see [`Store::claim`]).
     instance: String,
     lease: Duration,
-    /// When the claim was last secured by this writer's journal entry: when the entry was
-    /// *sent* (the store sets the lease from the sender's clock then), by tokio's clock.
-    secured: Option<tokio::time::Instant>,
+    /// When the claim was last secured, by tokio's clock: when the claim, the renewal or this
+    /// writer's latest journal entry that set it was *sent* (the store sets the lease from the
+    /// sender's clock then), never later: the heartbeat's deadline counts from it.
+    secured: tokio::time::Instant,
     pub(crate) info: SagaInfo,
 }
 
@@ -54,6 +55,7 @@ impl Writer {
         owner: String,
         instance: String,
         lease: Duration,
+        secured: tokio::time::Instant,
         info: SagaInfo,
     ) -> Self {
         Writer {
@@ -61,7 +63,7 @@ impl Writer {
             owner,
             instance,
             lease,
-            secured: None,
+            secured,
             info,
         }
     }
@@ -70,14 +72,13 @@ impl Writer {
     /// [`SagaError::LeaseLost`] if another process took the saga over meanwhile (the work is
     /// then dropped, its outcome not journaled).
     async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
-        let secured = self.secured.unwrap_or_else(tokio::time::Instant::now);
         lease::renewing(
             &*self.store,
             &self.info.id,
             &self.owner,
             &self.instance,
             self.lease,
-            secured,
+            self.secured,
             work,
         )
         .await
@@ -105,7 +106,7 @@ impl Writer {
         .with_instance(self.instance.clone())
         .with_release(state.is_final() || matches!(event, Event::Escalated { .. }));
         self.store.append(append).await?;
-        self.secured = Some(sent);
+        self.secured = sent;
         self.info
             .apply(&event)
             .map_err(|reason| SagaError::Inconsistent {
@@ -559,12 +560,15 @@ impl Sagas {
         enter(&self.inner.active, id)
     }
 
-    fn writer(&self, info: SagaInfo) -> Writer {
+    /// A writer for `info`, whose claim was secured at `secured` (when the write that set it
+    /// was sent).
+    fn writer(&self, info: SagaInfo, secured: tokio::time::Instant) -> Writer {
         Writer::new(
             self.inner.store.clone(),
             self.inner.settings.owner.clone(),
             self.inner.settings.instance.clone(),
             self.inner.settings.lease,
+            secured,
             info,
         )
     }
@@ -608,6 +612,7 @@ impl Sagas {
             input,
         };
         let event = serde_json::to_value(&start).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let append = Append::new(
             id,
@@ -636,7 +641,7 @@ impl Sagas {
                 event,
             }],
         )?;
-        self.drive(def, self.writer(info)).await
+        self.drive(def, self.writer(info, sent)).await
     }
 
     /// Resumes every unfinished saga this process may claim (see *Claims*), then runs the
@@ -738,6 +743,9 @@ impl Sagas {
         let Some(_guard) = self.enter(id) else {
             return Ok(None);
         };
+        // The claim is secured when the renewal is sent: the journal's read after it, however
+        // slow, does not move the heartbeat's deadline past the lease the store holds.
+        let sent = tokio::time::Instant::now();
         if !self.inner.settings.renew(&*self.inner.store, id).await? {
             return Ok(None);
         }
@@ -759,7 +767,7 @@ impl Sagas {
             }
         };
         tracing::info!(saga = id, state = %info.state, "resuming saga");
-        self.drive(def, self.writer(info)).await.map(Some)
+        self.drive(def, self.writer(info, sent)).await.map(Some)
     }
 
     /// Deletes the finished sagas (completed, compensated or failed:
@@ -860,6 +868,7 @@ impl Sagas {
         // Before the claim: a saga of another definition is left as it is, free for a
         // process that has the right one (or for a person to discard).
         started_with(&info, def)?;
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let claimed = self
             .inner
@@ -924,7 +933,7 @@ impl Sagas {
                 rule: "a retry is for the escalation its item was read at, and the saga changed since: read the item again",
             });
         }
-        let mut w = self.writer(info);
+        let mut w = self.writer(info, sent);
         w.log(Event::ReviewRetried {
             review: id.to_owned(),
         })

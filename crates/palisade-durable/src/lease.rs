@@ -75,8 +75,9 @@ fn retry_after(lease: Duration) -> Duration {
 /// monotonic clock, so the takeover's wall clock must not run ahead of this process's by a
 /// twelfth of a lease (5 s of the default 60 s) when both share an owner name, or by half a
 /// lease otherwise. The builders' `lease` documentation asks processes to keep their clocks
-/// in step (NTP). Renewals are tried at a third of the lease, and, if that one fails, again a
-/// twelfth later, before the deadline; if none succeeds, or the last has not answered by the
+/// in step (NTP). A renewal is sent a third of a lease after the claim was last secured (the
+/// sending of the last renewal that succeeded, or of the caller's write), and, if that one
+/// fails, again a twelfth later, before the deadline; if none succeeds, or the last has not answered by the
 /// deadline, the work is dropped even though the claim may still be this process's, which is
 /// the price of never driving a saga another process may have taken.
 pub(crate) async fn renewing<F: Future>(
@@ -116,10 +117,14 @@ pub(crate) async fn renewing<F: Future>(
                 };
                 let sent = *sent;
                 renewal = None;
+                // After a renewal, the next one is due a third of a lease after this one was
+                // sent, as the deadline counts from its sending: counted from its answer, each
+                // round's latency came off the margin, and two renewals answering in a twelfth
+                // of a lease each lost a long step its claim.
                 let next = match result {
                     Ok(()) => {
                         deadline.as_mut().reset(sent + relied);
-                        period
+                        sent + period
                     }
                     Err(StoreError::Conflict(reason)) => {
                         tracing::warn!(workflow = id, owner, %reason,
@@ -129,10 +134,10 @@ pub(crate) async fn renewing<F: Future>(
                     Err(e) => {
                         tracing::warn!(workflow = id, owner, error = %e,
                             "lease renewal failed; trying again in a twelfth of a lease");
-                        retry_after(lease)
+                        Instant::now() + retry_after(lease)
                     }
                 };
-                tick.as_mut().reset(Instant::now() + next);
+                tick.as_mut().reset(next);
             }
             if tick.as_mut().poll(cx).is_pending() {
                 break;

@@ -267,6 +267,7 @@ impl ReviewQueue {
             Some(rec) if rec.state == escalated => {}
             _ => return Ok(()),
         }
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let claimed = self
             .store
@@ -284,6 +285,7 @@ impl ReviewQueue {
             self.owner.clone(),
             String::new(),
             std::time::Duration::from_secs(60),
+            sent,
             info,
         );
         if matches!(
@@ -421,6 +423,7 @@ impl ReviewQueue {
                 rule: "only its latest review item can be discarded",
             });
         }
+        let sent = tokio::time::Instant::now();
         let now = now_ms();
         let claimed = self
             .store
@@ -456,6 +459,7 @@ impl ReviewQueue {
             self.owner.clone(),
             String::new(),
             std::time::Duration::from_secs(60),
+            sent,
             info,
         );
         // One entry ends the saga `Failed` and gives the claim back: no crash can come

@@ -502,8 +502,9 @@ impl CoordinatorBuilder {
 struct TxWriter<'a> {
     c: &'a CoordInner,
     info: TxInfo,
-    /// When the claim was last secured by this writer's journal entry: when it was *sent*.
-    secured: Option<tokio::time::Instant>,
+    /// When the claim was last secured, by tokio's clock: when the claim, the renewal or this
+    /// writer's latest journal entry that set it was *sent*, never later.
+    secured: tokio::time::Instant,
 }
 
 impl TxWriter<'_> {
@@ -511,7 +512,7 @@ impl TxWriter<'_> {
     /// transaction; a [`SagaError::LeaseLost`] if another process took it over meanwhile.
     async fn renewing<F: std::future::Future>(&self, work: F) -> Result<F::Output, SagaError> {
         let s = &self.c.settings;
-        let secured = self.secured.unwrap_or_else(tokio::time::Instant::now);
+        let secured = self.secured;
         lease::renewing(
             &*self.c.store,
             &self.info.id,
@@ -555,7 +556,7 @@ impl TxWriter<'_> {
         .with_release(state.is_final());
         match self.c.store.append(append).await {
             Ok(()) => {
-                self.secured = Some(sent);
+                self.secured = sent;
                 Ok(())
             }
             Err(StoreError::Conflict(_)) if seq == 0 => {
@@ -605,10 +606,11 @@ impl Coordinator {
             participants: participants.clone(),
             payload: payload.clone(),
         };
+        // Nothing is claimed until the start is journaled, which sets `secured` again.
         let mut w = TxWriter {
             c: &self.inner,
             info: TxInfo::fresh(id, name.to_owned(), participants, payload),
-            secured: None,
+            secured: tokio::time::Instant::now(),
         };
         w.log(start).await?;
 
@@ -766,6 +768,9 @@ impl Coordinator {
         let Some(_guard) = enter(&self.inner.active, id) else {
             return Ok(None);
         };
+        // The claim is secured when the renewal is sent: the journal's reads after it, however
+        // slow, do not move the heartbeat's deadline past the lease the store holds.
+        let secured = tokio::time::Instant::now();
         if !self.inner.settings.renew(&*self.inner.store, id).await? {
             return Ok(None);
         }
@@ -780,7 +785,7 @@ impl Coordinator {
         let mut w = TxWriter {
             c: &self.inner,
             info,
-            secured: None,
+            secured,
         };
         if w.info.decision.is_none() {
             tracing::warn!(tx = %id, "no decision journaled: presumed abort");
