@@ -328,6 +328,17 @@ mod tests {
                 slow: 0
             }
         );
+        // The calls themselves: a slot emptied (a reset) before the write that filled it.
+        let r = CountWindow::new(1);
+        r.tally.replace(SUCCESS, EMPTY);
+        assert_eq!(
+            r.counts(),
+            Counts {
+                calls: 0,
+                failures: 0,
+                slow: 0
+            }
+        );
         // Slow calls and failures never outnumber the calls either.
         let v = CountWindow::new(4);
         v.tally.replace(EMPTY, SUCCESS);

@@ -1544,3 +1544,49 @@ fn a_streak_and_the_re_open_count_stop_at_their_largest_rather_than_overflow() {
     let n = c.numbers(t);
     assert_eq!((n.state, n.reopens), (State::Open, u32::MAX));
 }
+
+/// The end of an open period carries its trip's number below it: consecutive trips with the
+/// same end write different values (so a trip that lost the race can tell its own write from
+/// the winner's), the end reads back unchanged for the whole range of trip numbers (the tag
+/// wraps within its 16 bits, never into the end), and an end from 2^48 ms on is "never".
+#[test]
+fn an_open_period_s_end_is_tagged_with_its_trip() {
+    let c = core(no_jitter());
+    let end = 30_000;
+    let (a, b) = (c.tag_until(end), c.tag_until(end));
+    assert_ne!(a, b);
+    assert_eq!((until_of(a), until_of(b)), (end, end));
+    for trips in [0xffff, 0x1_0000, 0x1_ffff, u64::MAX] {
+        c.trips.store(trips, Ordering::Relaxed);
+        let tagged = c.tag_until(end);
+        assert_eq!(until_of(tagged), end, "after {trips:#x} trips");
+        assert_eq!(tagged & 0xffff, trips & 0xffff, "after {trips:#x} trips");
+    }
+    let last = (1 << 48) - 1;
+    assert_eq!(until_of(c.tag_until(last)), last);
+    assert_eq!(c.tag_until(1 << 48), FOREVER);
+    assert_eq!(until_of(FOREVER), FOREVER);
+}
+
+/// A trip that lost the race undoes its own write of the end, and only its own: not a value
+/// another trip wrote since (the same end with another tag), and not "never", which carries no
+/// tag to tell whose it is.
+#[test]
+fn a_losing_trip_undoes_only_its_own_end() {
+    let c = core(no_jitter());
+    let previous = c.tag_until(10_000);
+    c.open_until.store(previous, Ordering::Relaxed);
+    let ours = c.tag_until(30_000);
+    c.open_until.store(ours, Ordering::Relaxed);
+    c.undo_until(ours, previous);
+    assert_eq!(c.open_until.load(Ordering::Relaxed), previous);
+
+    let theirs = c.tag_until(30_000);
+    c.open_until.store(theirs, Ordering::Relaxed);
+    c.undo_until(ours, previous);
+    assert_eq!(c.open_until.load(Ordering::Relaxed), theirs);
+
+    c.open_until.store(FOREVER, Ordering::Relaxed);
+    c.undo_until(FOREVER, previous);
+    assert_eq!(c.open_until.load(Ordering::Relaxed), FOREVER);
+}

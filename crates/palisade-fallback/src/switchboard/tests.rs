@@ -852,6 +852,49 @@ async fn a_probe_answered_by_a_rate_limit_with_a_hint_holds_the_next_probe_back(
     assert_eq!(feature.state(), FeatureState::On);
 }
 
+/// A paced probe's hold is for the outage the probe belongs to: if the feature was turned on
+/// by hand while the probe was out, the rate limit it met does not turn the feature off
+/// again; and if the feature went off again since, by failures of its own, the newer outage's
+/// hold is kept, not cut short to the probe's hint.
+#[tokio::test(start_paused = true)]
+async fn a_paced_probe_holds_only_its_own_outage() {
+    let board = Switchboard::new();
+    let feature = board.feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(service_fn(
+        |kind: &'static str| async move {
+            if kind == "slow 429 2s" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            answering().oneshot(kind.trim_start_matches("slow ")).await
+        },
+    ));
+    for trip_again in [false, true] {
+        feature.turn_on();
+        let _ = svc.clone().oneshot("503").await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // The probe goes out (and is answered 5 s later); meanwhile, the feature is turned on.
+        let probe = svc.clone().oneshot("slow 429 2s");
+        let meanwhile = async {
+            tokio::task::yield_now().await;
+            feature.turn_on();
+            if trip_again {
+                // Off again, by a failure of the new outage: held for its cool-down.
+                let _ = svc.clone().oneshot("503").await.unwrap();
+            }
+        };
+        let (answer, ()) = tokio::join!(probe, meanwhile);
+        assert!(answer.unwrap().is_degraded());
+        let expected = if trip_again {
+            FeatureState::AutoOff {
+                retry_after: Duration::from_secs(25),
+            }
+        } else {
+            FeatureState::On
+        };
+        assert_eq!(feature.state(), expected, "tripped again: {trip_again}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_probe_answered_with_a_failure_that_does_not_count_is_no_verdict() {
     let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
