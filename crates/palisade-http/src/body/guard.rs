@@ -461,7 +461,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
+        // A gRPC body whose inner body ended without a status still has its failure to give
+        // (on the next poll): not ended until then, so that a reader trusting this (hyper, the
+        // stream breaker above) reads it.
+        self.done
+            || (self.inner.is_end_stream() && (self.config.grpc.is_none() || self.status_seen))
     }
 
     fn size_hint(&self) -> SizeHint {

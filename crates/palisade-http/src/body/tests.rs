@@ -1323,6 +1323,47 @@ async fn a_stream_breaker_counts_a_grpc_body_without_a_status_as_failed() {
     assert_eq!(handle.metrics().successes, 4);
 }
 
+/// A guarded gRPC body with a failure still to give (it ended without a `grpc-status`) does
+/// not say it ended until that failure is read: http-body's `is_end_stream` promises that the
+/// next poll gives nothing, and a reader that trusts it (hyper forwarding the body, the stream
+/// breaker judging it) stopped before the failure. Over the guard, the stream breaker counted
+/// such a cut stream (one DATA frame with END_STREAM, or no frame at all) as a success.
+#[tokio::test(start_paused = true)]
+async fn a_guarded_grpc_body_with_a_failure_to_give_has_not_ended() {
+    use http_body_util::{Empty, Full};
+    let layer = GuardLayer::new()
+        .grpc_trailers(GrpcClassifier::new())
+        .trailers_as_errors(true);
+    let svc = layer.clone().layer(service_fn(|_: ()| async {
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    }));
+    let mut body = std::pin::pin!(svc.oneshot(()).await.unwrap().into_body());
+    assert!(!body.is_end_stream());
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(class_of(&err).category, Category::ServerError);
+    assert!(body.is_end_stream());
+    assert!(body.frame().await.is_none());
+    // Without gRPC, an empty body has ended from the start.
+    let plain = GuardLayer::new().layer(service_fn(|_: ()| async {
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    }));
+    assert!(plain.oneshot(()).await.unwrap().into_body().is_end_stream());
+
+    let breaker = stream_breaker(10);
+    let handle = breaker.handle();
+    for cut in [&b"\0\0\0\0\0"[..], &b""[..]] {
+        let svc = StreamBreakerLayer::new(handle.clone()).layer(layer.clone().layer(service_fn(
+            move |_: ()| async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(cut)))) },
+        )));
+        let err = collect(svc.oneshot(()).await.unwrap().into_body())
+            .await
+            .unwrap_err();
+        assert_eq!(class_of(&err).category, Category::ServerError);
+    }
+    let m = handle.metrics();
+    assert_eq!((m.successes, m.failures), (0, 2));
+}
+
 /// An error from below that is not a failing response keeps its `Classified` through the
 /// stream breaker.
 #[tokio::test(start_paused = true)]
