@@ -129,6 +129,11 @@ pub struct ServerHints {
     /// `anthropic-ratelimit-*-reset`; see [`rate_limit_reset`]); read apart from `retry_after`
     /// because it only means "wait" for a rate-limited response.
     pub rate_limit_reset: Option<Duration>,
+    /// Whether [`rate_limit_reset`](Self::rate_limit_reset) is the reset of a limit the
+    /// headers say is used up (its remaining count `0`); `false` when no limit says so and it
+    /// is only the soonest of the resets given, a guess that a wait the body states
+    /// (`Please try again in 3s`) beats.
+    pub rate_limit_exhausted: bool,
 }
 
 impl ServerHints {
@@ -162,11 +167,13 @@ impl ServerHints {
                 Some(Pushback::After(d)) => Some(d),
                 _ => None,
             });
+        let (rate_limit_reset, rate_limit_exhausted) = resets(headers, &now);
         ServerHints {
             retry_after,
             should_retry: text(headers, X_SHOULD_RETRY).and_then(hint::should_retry),
             pushback,
-            rate_limit_reset: resets(headers, &now),
+            rate_limit_reset,
+            rate_limit_exhausted,
         }
     }
 
@@ -215,11 +222,12 @@ fn server_clock(headers: &HeaderMap) -> SystemTime {
 /// assert_eq!(rate_limit_reset(&headers, now), Some(Duration::from_secs(60)));
 /// ```
 pub fn rate_limit_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    resets(headers, &|| now)
+    resets(headers, &|| now).0
 }
 
-/// [`rate_limit_reset`], the clock read (once) only for a date.
-fn resets(headers: &HeaderMap, now: &dyn Fn() -> SystemTime) -> Option<Duration> {
+/// [`rate_limit_reset`], the clock read (once) only for a date, and whether the reset is an
+/// exhausted limit's.
+fn resets(headers: &HeaderMap, now: &dyn Fn() -> SystemTime) -> (Option<Duration>, bool) {
     let mut clock = None;
     let mut exhausted: Option<Duration> = None;
     let mut soonest: Option<Duration> = None;
@@ -239,7 +247,10 @@ fn resets(headers: &HeaderMap, now: &dyn Fn() -> SystemTime) -> Option<Duration>
         }
         soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
     }
-    exhausted.or(soonest)
+    match exhausted {
+        Some(wait) => (Some(wait), true),
+        None => (soonest, false),
+    }
 }
 
 /// Parses an RFC 3339 date, as Anthropic's `anthropic-ratelimit-*-reset` headers carry it

@@ -122,7 +122,8 @@ pub fn describe_status(status: StatusCode) -> Cow<'static, str> {
 /// `retry-after-ms`, `Retry-After` and `grpc-retry-pushback-ms` set
 /// [`Class::retry_after`]; a negative or malformed `grpc-retry-pushback-ms` makes it not
 /// retryable; for a rate-limited response without any of those, the reset of the exhausted
-/// limit (`x-ratelimit-reset-requests`/`-tokens`) is the wait; `x-should-retry: true|false`
+/// limit (`x-ratelimit-reset-requests`/`-tokens`) is the wait, and when no limit says it is
+/// used up, the soonest reset given, unless the body stated a wait; `x-should-retry: true|false`
 /// then decides retryability, whatever the status and the body. A successful response is a
 /// success whatever its headers and body say.
 ///
@@ -282,7 +283,12 @@ pub fn apply_hints(mut class: Class, hints: &ServerHints) -> Class {
         class.retry_after = Some(after);
     } else if class.category == Category::RateLimited
         && let Some(reset) = hints.rate_limit_reset
+        && (hints.rate_limit_exhausted || class.retry_after.is_none())
     {
+        // The reset of a limit that is used up is the server's word; the soonest reset of
+        // limits not known to be is a guess, which a wait the body stated beats (an OpenAI
+        // 429 for tokens per minute whose body says `try again in 3s` while the requests
+        // limit, not used up, resets in 120 ms).
         class.retry_after = Some(reset);
     }
     if hints.pushback == Some(palisade_core::hint::Pushback::DoNotRetry) {
@@ -890,6 +896,24 @@ mod tests {
             .classify(&with_body(429, &[("retry-after-ms", "200")], tpm))
             .unwrap();
         assert_eq!(busy.retry_after, Some(Duration::from_millis(200)));
+        // The reset of a limit that is used up is a header saying how long; the soonest reset
+        // of limits that are not used up is a guess, and the body's wait beats it.
+        let not_spent = [
+            ("x-ratelimit-remaining-requests", "499"),
+            ("x-ratelimit-reset-requests", "120ms"),
+            ("x-ratelimit-remaining-tokens", "500"),
+            ("x-ratelimit-reset-tokens", "3s"),
+        ];
+        let busy = c.classify(&with_body(429, &not_spent, tpm)).unwrap();
+        assert_eq!(busy.retry_after, Some(Duration::from_millis(1800)));
+        let busy = c.classify(&response(429, &not_spent)).unwrap();
+        assert_eq!(busy.retry_after, Some(Duration::from_millis(120)));
+        let spent = [
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6s"),
+        ];
+        let busy = c.classify(&with_body(429, &spent, tpm)).unwrap();
+        assert_eq!(busy.retry_after, Some(Duration::from_secs(6)));
         // The body never makes a failure retryable: a 501 whose body says "internal error".
         let c501 = c
             .classify(&with_body(501, &[], "Internal Server Error"))
