@@ -1352,9 +1352,11 @@ async fn a_guarded_grpc_body_with_a_failure_to_give_has_not_ended() {
     let breaker = stream_breaker(10);
     let handle = breaker.handle();
     for cut in [&b"\0\0\0\0\0"[..], &b""[..]] {
-        let svc = StreamBreakerLayer::new(handle.clone()).layer(layer.clone().layer(service_fn(
-            move |_: ()| async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(cut)))) },
-        )));
+        let svc = StreamBreakerLayer::new(handle.clone()).layer(
+            layer.clone().layer(service_fn(move |_: ()| async move {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(cut))))
+            })),
+        );
         let err = collect(svc.oneshot(()).await.unwrap().into_body())
             .await
             .unwrap_err();
