@@ -1211,6 +1211,14 @@ mod tests {
         let [zero, one, ..] = tier_counts(&slots, 10_000);
         assert!((6_700..7_300).contains(&zero), "{zero}");
         assert_eq!(zero + one, 10_000);
+        // Below a whole together, each tier takes its share of their sum: a quarter healthy in
+        // tier 0 (0.35 with overprovisioning) and a tenth in tier 1 (0.14) share 5 to 2.
+        let mut slots = vec![slot(1.0, 0), slot(0.0, 0), slot(0.0, 0), slot(0.0, 0)];
+        slots.push(slot(1.0, 1));
+        slots.extend((0..9).map(|_| slot(0.0, 1)));
+        let [zero, one, ..] = tier_counts(&slots, 10_000);
+        assert!((6_900..7_400).contains(&zero), "{zero}");
+        assert_eq!(zero + one, 10_000);
         // Spilled past the last tier with weight: it stays on that one.
         let slots = [slot(1.0, 0), slot(0.0, 0), slot(0.0, 1)];
         assert_eq!(tier_counts(&slots, 1000), [1000, 0, 0, 0]);
