@@ -70,8 +70,87 @@ pub fn register<T: HasClass>() {
 
 /// The class of `err` itself (not its sources) if its type is registered.
 ///
-/// Only runs on the failure path; takes a read lock that is never held across a call out.
+/// Only runs on the failure path. The read lock is taken for each probe in turn and let go
+/// before the probe runs: a probe runs the type's own `class`, which may call `class_of`
+/// again (a wrapper asking for the class of what it wraps), and holding the lock across it
+/// would take it twice on one thread, which deadlocks as soon as a writer (a type registered
+/// on another thread) queues in between. Probes are only ever appended, so an index stays
+/// the same probe.
 pub(crate) fn registered_class(err: &(dyn Error + 'static)) -> Option<Class> {
-    let probes = PROBES.read().unwrap_or_else(|e| e.into_inner());
-    probes.iter().find_map(|(_, probe)| probe(err))
+    (0..)
+        .map_while(|i| {
+            let probes = PROBES.read().unwrap_or_else(|e| e.into_inner());
+            probes.get(i).map(|(_, probe)| *probe)
+        })
+        .find_map(|probe| probe(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BoxError, Category, class_of};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A wrapper error that, like palisade's own `AfterTimeouts`, takes its class from the error
+    /// it wraps with `class_of`.
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            std::fmt::Display::fmt(&self.0, f)
+        }
+    }
+    impl Error for Wrapper {}
+    impl HasClass for Wrapper {
+        fn class(&self) -> Class {
+            // Another thread registers a type of its own now (palisade-http registers its
+            // types lazily, on the first error of each kind): wait until its writer queues.
+            let writer = std::thread::spawn(register::<Late>);
+            while PROBES.try_read().is_ok() {
+                std::hint::spin_loop();
+                if writer.is_finished() {
+                    break;
+                }
+            }
+            class_of(&self.0)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Late;
+    impl std::fmt::Display for Late {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("late")
+        }
+    }
+    impl Error for Late {}
+    impl HasClass for Late {
+        fn class(&self) -> Class {
+            Class::new(Category::NotFound)
+        }
+    }
+
+    /// A registered type whose `class` calls `class_of` (as `AfterTimeouts` does) while another
+    /// thread registers a type: the registry's lock is not held across the call, which took it
+    /// twice on one thread and hung both threads once the writer queued.
+    #[test]
+    fn a_registered_class_that_reads_class_of_while_a_type_registers_does_not_deadlock() {
+        register::<Wrapper>();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let err: BoxError = Box::new(Wrapper(
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+            ));
+            let _ = tx.send(class_of(&err).category);
+        });
+        // A watchdog only, so that a deadlock fails the test rather than hanging the run: the
+        // classification takes microseconds when it does not hang.
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            got,
+            Ok(Category::Network),
+            "class_of deadlocked on the registry's lock"
+        );
+    }
 }

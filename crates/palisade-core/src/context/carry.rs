@@ -259,8 +259,12 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let carried = Carried::capture();
         let report = carried.as_ref().and_then(|c| c.report.clone());
-        if let Some(carried) = carried {
-            req.carry_context(carried);
+        match carried {
+            Some(carried) => req.carry_context(carried),
+            // Nothing to carry: a context the request still holds (from an earlier hop whose
+            // Resume it never met) is not this call's, and the Resume below must not run the
+            // call under its deadline and attempt.
+            None => drop(req.take_context()),
         }
         CarryFuture {
             inner: self.inner.call(req),
@@ -802,6 +806,25 @@ mod tests {
         assert!(warn_misplaced_once(&warned));
         assert!(!warn_misplaced_once(&warned));
         assert!(warned.load(Ordering::Relaxed));
+    }
+
+    /// A request that still holds a context from an earlier hop, sent through a Carry where
+    /// there is no context: the Resume below runs the call with none, not under the stale
+    /// deadline and attempt.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_context_in_the_request_is_not_resumed() {
+        let stale_deadline = Instant::now() + Duration::from_millis(1);
+        let mut old = Attempt {
+            number: 7,
+            avoid: Some(3),
+        };
+        let stale = with_deadline(stale_deadline, || {
+            attempt::scope(&mut old, Carried::capture)
+        });
+        assert!(stale.is_some());
+        let mut svc = across_a_task(0);
+        let (at_call, _, _) = svc.call(Req(stale)).await.unwrap();
+        assert_eq!(at_call, Seen::default());
     }
 
     #[cfg(feature = "http")]

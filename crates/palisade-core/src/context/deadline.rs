@@ -122,7 +122,10 @@ pub fn with_deadline<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` under a deadline of `*limit` from `*started`; when `*started` is `None`, the clock
 /// has not started: it starts at the first [`deadline`] read inside `f`, and `*started` is set
-/// to that instant afterwards (it stays `None` if nobody read it).
+/// to that instant afterwards. It stays `None` if nobody read it, unless an enclosing lazy
+/// deadline's clock had started already (read before this scope began, in the same poll): then
+/// it is that reading, and `*limit` is cut to what the enclosing deadline grants from it, the
+/// deadline the scope was under.
 ///
 /// When the clock starts inside `f`, `*limit` becomes the time the deadline those reads saw
 /// grants from `*started`: cut to an enclosing deadline that ends first, so that `*started`
