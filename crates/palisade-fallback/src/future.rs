@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use palisade_core::{BoxError, Class, FailedResponse, class_of};
+use palisade_core::{BoxError, Category, Class, FailedResponse, class_of};
 use pin_project_lite::pin_project;
 
 use palisade_core::stripe::Stripe;
@@ -176,7 +176,7 @@ where
                 StateProj::Fallback { run } => {
                     let result = ready!(run.fut.as_mut().poll(cx));
                     let strategy = &*this.config.strategy;
-                    match result {
+                    let cancelled = match result {
                         Ok(response) => {
                             if strategy.members().is_some() {
                                 tracing::info!(target: "palisade_fallback", strategy = run.name, "chain member answered");
@@ -195,27 +195,41 @@ where
                         }
                         Err(failed) => {
                             tracing::debug!(target: "palisade_fallback", strategy = run.name, error = %failed, "fallback strategy failed");
+                            // A member that failed because the caller cancelled ends the chain:
+                            // the cancelled call is not answered by the next member.
+                            let cancelled = class_of(&failed).category == Category::Cancelled;
                             // A strategy that ran others itself lists their failures by name.
                             match failed.downcast::<ChainErrors>() {
                                 Ok(chain) => run.failures.extend(chain.0),
                                 Err(other) => run.failures.push((run.name, other)),
                             }
+                            cancelled
                         }
-                    }
+                    };
                     run.member += 1;
-                    if let Some((name, fut)) = start(
-                        strategy,
-                        run.member,
-                        this.kept,
-                        *this.key,
-                        run.class,
-                        &run.original,
-                    ) {
+                    if !cancelled
+                        && let Some((name, fut)) = start(
+                            strategy,
+                            run.member,
+                            this.kept,
+                            *this.key,
+                            run.class,
+                            &run.original,
+                        )
+                    {
                         run.name = name;
                         run.fut = fut;
                         continue;
                     }
-                    every_fallback_failed(&this.config.name, strategy.name(), run.failures.len());
+                    if cancelled {
+                        tracing::debug!(target: "palisade_fallback", strategy = run.name, "the caller cancelled while a fallback answered; the chain stops");
+                    } else {
+                        every_fallback_failed(
+                            &this.config.name,
+                            strategy.name(),
+                            run.failures.len(),
+                        );
+                    }
                     let StateReplace::Fallback { run } =
                         this.state.as_mut().project_replace(State::Done)
                     else {

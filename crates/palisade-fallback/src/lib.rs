@@ -85,8 +85,10 @@
 //! answers it as any failed call ([`Fallback`]'s *Readiness*).
 //!
 //! # Performance
-//! On success the layer adds no allocation and no lock (a [`LastGood`] strategy records the
-//! response under a short lock); strategies allocate only after a failure. Each service
+//! On success the layer adds no allocation and no lock. The strategies that need something
+//! from a successful call take it then: [`LastGood`] records a clone of the response under a
+//! short lock, and [`FromRequest`] and [`Alternative`] keep a clone of the request before the
+//! call (see *Requests*); [`Constant`] and a [`Chain`] of such take nothing. Each service
 //! instance's futures share the layer's settings through the instance's own stripe (see
 //! [`palisade_core::stripe`]), so clones on different threads never write the same
 //! reference count.

@@ -29,6 +29,9 @@ pub enum Step {
     Escalated,
     /// The caller cancelled: nothing to recover, nobody to tell.
     Cancelled,
+    /// The agent's error is a normal outcome ([`Category::Ignored`], as its classifier
+    /// decided: a cache miss, nothing new): returned as it is, nothing recovered.
+    Outcome,
 }
 
 /// What recovery did for one call.
@@ -154,8 +157,11 @@ type Degrade<Req, R> = Arc<dyn Fn(&Req, Class) -> Option<R> + Send + Sync>;
 /// a person through the [`EscalationSink`]. The caller's own cancellation is never retried nor
 /// escalated: a call cancelled (its class [`Category::Cancelled`]) at its first attempt,
 /// during the retries or while the fallback agent answers for it ends there, with
-/// [`Step::Cancelled`], neither degraded nor escalated. Failures per agent are counted and
-/// reset by a success.
+/// [`Step::Cancelled`], neither degraded nor escalated. An error the classifier calls a normal
+/// outcome ([`Category::Ignored`]) is the agent's answer: returned at once with
+/// [`Step::Outcome`], neither compensated, retried nor escalated. Failures per agent are
+/// counted and reset by a success; neither a cancellation nor a normal outcome is a failure
+/// of the agent.
 ///
 /// A manager is `Send + Sync`: one `Arc<RecoveryManager>` serves every task, and
 /// [`run`](Self::run)'s future is `Send` when the request, the response, the agent and its
@@ -348,6 +354,14 @@ where
                 recovery: finish(recovery, Step::Cancelled),
             });
         }
+        // A normal outcome, as the classifier says (its fault level would read it as a logic
+        // fault): nothing to undo, retry or tell anyone about.
+        if class.category == Category::Ignored {
+            return Err(Unrecovered {
+                error,
+                recovery: finish(recovery, Step::Outcome),
+            });
+        }
 
         // By the first failure's fault level, kept for the whole call: retries for L1 and L2
         // (after clean-up and reset), none for L3. A retry failing otherwise (a validation
@@ -451,8 +465,12 @@ where
         match &result {
             Ok(_) => self.failures.store(0, Ordering::Relaxed),
             Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                recovery.errors.push((class_of(e), e.to_string()));
+                let class = class_of(e);
+                // The caller's cancellation and a normal outcome say nothing of the agent.
+                if !matches!(class.category, Category::Cancelled | Category::Ignored) {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                recovery.errors.push((class, e.to_string()));
             }
         }
         result

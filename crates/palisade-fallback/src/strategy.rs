@@ -343,6 +343,11 @@ where
 /// whatever the cache holds: a hash lookup and a few links, no scan. An answer is given while
 /// it is younger than `ttl`; each recorded success also drops up to two expired answers from
 /// the oldest end, so stale answers do not stay in memory while new ones come in.
+///
+/// An answer is stored, and its age counted, when its call completes: of two calls for one key
+/// that overlap, the one that completes last is kept, even if it was sent first (reading the
+/// clock as each call starts would cost every call of every strategy a clock read). Where the
+/// data's own age matters, carry it in the response.
 pub struct LastGood<R, F> {
     key: F,
     ttl: Duration,

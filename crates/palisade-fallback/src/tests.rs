@@ -234,6 +234,23 @@ async fn a_chain_tries_in_order_and_reports_every_error() {
     );
 }
 
+/// A member that fails because the caller cancelled (its client's "request cancelled")
+/// ends the chain: the next member does not answer the cancelled call, and no fallback is
+/// counted as failed for it.
+#[tokio::test]
+async fn a_member_failing_with_a_cancellation_ends_the_chain() {
+    let cancelled =
+        service_fn(|_: Req| async { Err::<String, BoxError>("request cancelled".into()) });
+    let chain = Chain::new()
+        .then(Alternative::new(cancelled))
+        .then(Constant("canned".to_owned()));
+    let svc = FallbackLayer::new(chain).layer(agent("503 primary down"));
+    let err = svc.oneshot(req("fail").0).await.unwrap_err();
+    let failed = err.downcast_ref::<FallbackFailed>().unwrap();
+    let names: Vec<&str> = failed.failures().iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["service"]);
+}
+
 #[tokio::test]
 async fn chain_members_receive_the_original_error() {
     let refused = service_fn(|_: Req| async {
@@ -1267,6 +1284,40 @@ mod recovery {
         assert_eq!(err.recovery.strategy, Step::Cancelled);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(sink.list().is_empty());
+    }
+
+    /// An error its classifier calls a normal outcome (`Ignored`: a cache miss) is the agent's
+    /// answer: returned at once, neither compensated, retried nor escalated, and not a failure
+    /// of the agent.
+    #[tokio::test(start_paused = true)]
+    async fn a_normal_outcome_is_returned_as_it_is() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let compensated = Arc::new(AtomicUsize::new(0));
+        let c = compensated.clone();
+        let m = RecoveryManager::<u32, String>::builder("cache", sink.clone())
+            .compensate(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut miss = service_fn(move |_: u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err::<String, BoxError>(Box::new(palisade_core::Classified::new(
+                    Class::new(Category::Ignored),
+                    "cache miss",
+                )))
+            }
+        });
+        let err = m.run(&mut miss, 1).await.unwrap_err();
+        assert_eq!(err.recovery.strategy, Step::Outcome);
+        assert_eq!(err.error.to_string(), "cache miss");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(compensated.load(Ordering::SeqCst), 0);
+        assert!(sink.list().is_empty());
+        assert_eq!(m.failures(), 0);
     }
 
     /// An agent that fails with each of `errors` in turn, then answers.
