@@ -155,6 +155,9 @@ where
         };
         ready!(sleep.as_mut().poll(cx));
         let limit = sleep.limit();
+        if context::deadline().is_some_and(|deadline| deadline < sleep.end()) {
+            return deadline_first(this.inner, this.timer, this.name.as_str());
+        }
         // Elapsed: drop the attempt now, marked as timed out, so that a router below records
         // a timeout of its endpoint; any later drop of a future in there is neutral.
         attempt::time_out(|| this.inner.set(None));
@@ -162,6 +165,23 @@ where
         palisade_core::metrics::timeout_elapsed(this.name.as_str(), "attempt");
         Poll::Ready(Err(Elapsed::with_limit(limit).into()))
     }
+}
+
+/// The caller's deadline ended before this attempt's time was up, and both timers fired at
+/// once (tokio's timer rounds each up to its next millisecond): the call fails as the deadline
+/// would have failed it, with [`DeadlineExceeded`], and the attempt is dropped unmarked, as a
+/// deadline's drop is (the caller's time is spent, which says nothing against the endpoint).
+#[cold]
+#[inline(never)]
+fn deadline_first<F, T, S>(
+    mut inner: Pin<&mut Option<F>>,
+    mut timer: Pin<&mut Timer<S>>,
+    name: &str,
+) -> Poll<Result<T, BoxError>> {
+    inner.set(None);
+    timer.set(Timer::Over);
+    palisade_core::metrics::timeout_elapsed(name, "deadline");
+    Poll::Ready(Err(DeadlineExceeded::new().into()))
 }
 
 pin_project! {

@@ -773,3 +773,34 @@ fn layers_take_a_name_for_their_metrics() {
         ("deadline", "must be greater than zero")
     );
 }
+
+/// A deadline that ends before an attempt's time is up, both timers firing in the same tick
+/// of tokio's millisecond timer (100.2 ms over 100.6 ms): the call fails with the deadline's
+/// error and the attempt is dropped unmarked (not blamed on its endpoint), with the attempt's
+/// own timer as with one shared with the deadline. (With its own timer, it failed with the
+/// attempt's retryable `Elapsed`, marked as timed out.) A tie, 100 ms over 100 ms, is the
+/// attempt's timeout with either timer.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_ending_first_in_the_same_tick_fails_the_call_as_the_deadline() {
+    for shared in [false, true] {
+        for (deadline, attempt, deadline_wins) in
+            [(100_200, 100_600, true), (100_000, 100_000, false)]
+        {
+            let seen = Arc::default();
+            let deadline = DeadlineLayer::new(Duration::from_micros(deadline));
+            let timeout = TimeoutLayer::new(Duration::from_micros(attempt));
+            let err = if shared {
+                let mut svc =
+                    deadline.layer(timeout.share_deadline_timer().layer(hanging(&seen, false)));
+                svc.ready().await.unwrap().call(0).await.unwrap_err()
+            } else {
+                let mut svc = deadline.layer(timeout.layer(hanging(&seen, false)));
+                svc.ready().await.unwrap().call(0).await.unwrap_err()
+            };
+            let case = format!("shared {shared}, deadline wins {deadline_wins}: {err}");
+            assert_eq!(err.is::<DeadlineExceeded>(), deadline_wins, "{case}");
+            assert_eq!(err.is::<Elapsed>(), !deadline_wins, "{case}");
+            assert_eq!(seen_so_far(&seen), [!deadline_wins], "{case}");
+        }
+    }
+}

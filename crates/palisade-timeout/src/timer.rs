@@ -36,6 +36,9 @@ pub trait AttemptTimer: sealed::Sealed + Future<Output = ()> + fmt::Debug {
     /// The limit it was started with (at most about 292 years: a longer one is kept as that),
     /// which the attempt's [`Elapsed`](crate::error::Elapsed) reports.
     fn limit(&self) -> Duration;
+
+    /// The instant the attempt's time is up.
+    fn end(&self) -> Instant;
 }
 
 /// A timeout with a tokio [`Sleep`] of its own, kept inline in its response future (96 bytes,
@@ -88,6 +91,10 @@ impl AttemptTimer for OwnSleep {
 
     fn limit(&self) -> Duration {
         Duration::from_nanos(self.limit)
+    }
+
+    fn end(&self) -> Instant {
+        self.sleep.deadline()
     }
 }
 
@@ -154,6 +161,10 @@ impl AttemptTimer for SharedSleep {
 
     fn limit(&self) -> Duration {
         Duration::from_nanos(self.limit)
+    }
+
+    fn end(&self) -> Instant {
+        SharedSleep::end(self)
     }
 }
 
