@@ -349,20 +349,31 @@ async fn a_success_is_final() {
     assert_eq!(script.count(), 2);
 }
 
+/// A credential refresh hook that takes 30 ms, and the count of its runs.
+fn refresh_hook() -> (
+    impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+    Arc<AtomicUsize>,
+) {
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let counted = refreshes.clone();
+    let hook = move || {
+        let counted = counted.clone();
+        Box::pin(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(ms(30)).await;
+            Ok::<(), BoxError>(())
+        }) as std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
+    };
+    (hook, refreshes)
+}
+
 #[tokio::test(start_paused = true)]
 async fn authentication_refreshes_then_retries_once() {
-    let refreshes = Arc::new(AtomicUsize::new(0));
-    let hook = {
-        let refreshes = refreshes.clone();
-        move || {
-            let refreshes = refreshes.clone();
-            async move {
-                refreshes.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(ms(30)).await;
-                Ok::<(), BoxError>(())
-            }
-        }
-    };
+    let (hook, refreshes) = refresh_hook();
     let script = Script::new([
         err(Category::Authentication, "401 unauthorized"),
         err(Category::Authentication, "401 again"),
@@ -401,18 +412,7 @@ async fn authentication_refreshes_then_retries_once() {
 /// refresh.
 #[tokio::test(start_paused = true)]
 async fn a_refreshed_retry_waits_for_the_servers_hint() {
-    let refreshes = Arc::new(AtomicUsize::new(0));
-    let hook = {
-        let refreshes = refreshes.clone();
-        move || {
-            let refreshes = refreshes.clone();
-            async move {
-                refreshes.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(ms(30)).await;
-                Ok::<(), BoxError>(())
-            }
-        }
-    };
+    let (hook, refreshes) = refresh_hook();
     let auth = |hint: Duration, msg| {
         Answer::Err(
             Class::new(Category::Authentication).with_retry_after(hint),
