@@ -34,6 +34,29 @@ pub(crate) struct Edgy {
     /// Each append is acknowledged this many ms after it was written (a busy database file, a
     /// slow network): the lease it sets runs from when it was sent.
     pub(crate) slow_appends_ms: AtomicU32,
+    /// Each renewal is acknowledged this many ms after it took effect.
+    pub(crate) slow_renewals_ms: AtomicU32,
+    /// The next journal read takes this many ms (then none).
+    pub(crate) slow_journal_ms: AtomicU32,
+    /// Once that slow journal read is done, the instance of the latest renewal is cut off.
+    pub(crate) cut_after_journal: AtomicBool,
+    /// The engine instance cut off from the store: its claims, renewals and releases fail.
+    pub(crate) cut: Mutex<Option<String>>,
+    /// The instance of the latest renewal.
+    pub(crate) last_instance: Mutex<String>,
+    /// Each renewal of an instance: when it was sent, and whether it succeeded.
+    pub(crate) renewals_sent: Mutex<Vec<(tokio::time::Instant, bool)>>,
+}
+
+impl Edgy {
+    /// Whether `instance` is cut off from the store.
+    fn is_cut(&self, instance: &str) -> bool {
+        self.cut.lock().unwrap().as_deref() == Some(instance)
+    }
+}
+
+fn network_down<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, StoreError>> {
+    Box::pin(async { Err(StoreError::backend("network down")) })
 }
 
 impl std::fmt::Debug for Edgy {
@@ -55,7 +78,17 @@ impl Store for Edgy {
         })
     }
     fn journal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<JournalEntry>, StoreError>> {
-        self.inner.journal(id)
+        let slow = self.slow_journal_ms.swap(0, Ordering::SeqCst);
+        if slow == 0 {
+            return self.inner.journal(id);
+        }
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(slow.into())).await;
+            if self.cut_after_journal.swap(false, Ordering::SeqCst) {
+                *self.cut.lock().unwrap() = Some(self.last_instance.lock().unwrap().clone());
+            }
+            self.inner.journal(id).await
+        })
     }
     fn workflows<'a>(
         &'a self,
@@ -70,6 +103,9 @@ impl Store for Edgy {
         self.inner.workflow(id)
     }
     fn claim(&self, c: Claim) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        if self.is_cut(&c.instance) {
+            return network_down();
+        }
         self.inner.claim(c)
     }
     fn renew<'a>(
@@ -101,13 +137,28 @@ impl Store for Edgy {
             .fail_renewals
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        if failing || self.partitioned.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::backend("network down")) });
+        let sent = tokio::time::Instant::now();
+        *self.last_instance.lock().unwrap() = instance.to_owned();
+        if failing || self.partitioned.load(Ordering::SeqCst) || self.is_cut(instance) {
+            self.renewals_sent.lock().unwrap().push((sent, false));
+            return network_down();
         }
-        self.inner
-            .renew_instance(id, owner, instance, now_ms, until)
+        let slow = self.slow_renewals_ms.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let r = self
+                .inner
+                .renew_instance(id, owner, instance, now_ms, until)
+                .await;
+            self.renewals_sent.lock().unwrap().push((sent, r.is_ok()));
+            tokio::time::sleep(std::time::Duration::from_millis(slow.into())).await;
+            r
+        })
     }
     fn release<'a>(&'a self, id: &'a str, owner: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        // A release that names no instance, while one is cut off, is taken to be that one's.
+        if self.cut.lock().unwrap().is_some() {
+            return network_down();
+        }
         self.inner.release(id, owner)
     }
     fn release_instance<'a>(
@@ -116,6 +167,9 @@ impl Store for Edgy {
         owner: &'a str,
         instance: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if self.is_cut(instance) {
+            return network_down();
+        }
         self.inner.release_instance(id, owner, instance)
     }
     fn purge(&self, p: Purge) -> BoxFuture<'_, Result<u64, StoreError>> {
