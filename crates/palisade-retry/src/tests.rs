@@ -439,7 +439,19 @@ async fn a_refreshed_retry_waits_for_the_servers_hint() {
         .layer(script.clone());
     assert_eq!(run(svc).await, Ok(7));
     assert_eq!(script.calls(), [ms(0), ms(30)]);
-    // A hint beyond the most the policy waits: the 401 is returned, nothing refreshed.
+    // A hint of the most the policy waits (60 s) is waited for.
+    let script = Script::new([
+        auth(Duration::from_secs(60), "401 in a minute"),
+        Answer::Ok(8),
+    ]);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(8));
+    assert_eq!(script.calls(), [ms(0), Duration::from_secs(60)]);
+    // A hint beyond it: the 401 is returned, nothing refreshed.
     let script = Script::new([auth(Duration::from_secs(600), "401 in 10 minutes")]);
     let svc = layer()
         .refresh(hook.clone())
@@ -448,7 +460,7 @@ async fn a_refreshed_retry_waits_for_the_servers_hint() {
         .layer(script.clone());
     assert_eq!(run(svc).await, Err("401 in 10 minutes".into()));
     assert_eq!(script.count(), 1);
-    assert_eq!(refreshes.load(Ordering::SeqCst), 2);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 3);
     // A hint that ends past the deadline: returned at once, nothing refreshed.
     let start = Instant::now();
     crate::ctx::hooks::DEADLINE.set(Some(start + ms(1999)));
@@ -458,7 +470,7 @@ async fn a_refreshed_retry_waits_for_the_servers_hint() {
     crate::ctx::hooks::DEADLINE.set(None);
     assert_eq!(script.count(), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert_eq!(refreshes.load(Ordering::SeqCst), 2);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 3);
 }
 
 /// A retry that is never sent costs the budget nothing, even when user code panics on the
