@@ -904,15 +904,11 @@ impl Sagas {
         };
         // The escalation the item was read at: a retry is for the escalation its asker saw,
         // not for one that a retry run meanwhile led to.
-        let escalations = info
-            .journal
-            .iter()
-            .filter(|r| matches!(&r.event, Event::Escalated { review, .. } if review == id))
-            .count();
+        let escalations = info.escalations_to(id);
         if used
             || info.state != SagaState::Escalated
             || info.review.as_deref() != Some(id)
-            || u32::try_from(escalations).ok() != Some(item.escalations)
+            || escalations != item.escalations
         {
             self.inner
                 .store

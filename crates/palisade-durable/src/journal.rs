@@ -446,6 +446,16 @@ pub struct Record {
 }
 
 impl SagaInfo {
+    /// How many times the journal escalated the saga to review item `review`.
+    pub(crate) fn escalations_to(&self, review: &str) -> u32 {
+        let n = self
+            .journal
+            .iter()
+            .filter(|r| matches!(&r.event, Event::Escalated { review: to, .. } if to == review))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// Folds a saga's journal.
     pub fn from_journal(id: &str, entries: Vec<JournalEntry>) -> Result<Self, SagaError> {
         let bad = |reason: String| SagaError::Inconsistent {

@@ -112,14 +112,7 @@ impl ReviewItem {
         now: u64,
     ) -> Self {
         let id = crate::saga::step_key(&info.id, step);
-        let journaled = info
-            .journal
-            .iter()
-            .filter(|r| matches!(&r.event, Event::Escalated { review, .. } if *review == id))
-            .count();
-        let escalations = u32::try_from(journaled)
-            .unwrap_or(u32::MAX)
-            .saturating_add(1);
+        let escalations = info.escalations_to(&id).saturating_add(1);
         let status = match &previous {
             Some(p) if p.status == ReviewStatus::RetryRequested && p.escalations == escalations => {
                 ReviewStatus::RetryRequested
