@@ -478,47 +478,47 @@ async fn a_refreshed_retry_waits_for_the_servers_hint() {
 /// service's `call` for the retry.
 #[tokio::test(start_paused = true)]
 async fn a_panic_on_the_way_to_a_retry_gives_its_withdrawal_back() {
-    fn poll_panics<F: Future + Unpin>(fut: &mut F) {
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| futures_poll(fut)));
+    /// Calls `svc` and polls the call once, which panics; the call is dropped then.
+    fn call_panics<S: Service<u32>>(mut svc: S)
+    where
+        S::Future: Unpin,
+    {
+        let mut fut = svc.call(0);
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| futures_poll(&mut fut)));
         assert!(polled.is_err(), "the poll should have panicked");
     }
     // The hook panics when called.
     let cap = Arc::new(rate_cap(5, Duration::from_secs(1)));
     let script = Script::new([err(Category::Authentication, "401")]);
-    let mut svc = layer()
+    let svc = layer()
         .budget(cap.clone())
         .refresh(|| -> std::future::Ready<Result<(), BoxError>> { panic!("hook panicked") })
         .build()
         .unwrap()
         .layer(script.clone());
-    let mut fut = svc.call(0);
-    poll_panics(&mut fut);
-    drop(fut);
+    call_panics(svc);
     assert_eq!(script.count(), 1);
     assert_eq!(cap.balance(), 5);
     // The hook's future panics.
     let script = Script::new([err(Category::Authentication, "401")]);
-    let mut svc = layer()
+    let svc = layer()
         .budget(cap.clone())
         .refresh(|| async { panic!("hook future panicked") })
         .build()
         .unwrap()
         .layer(script.clone());
-    let mut fut = svc.call(0);
-    poll_panics(&mut fut);
-    drop(fut);
+    call_panics(svc);
     assert_eq!(cap.balance(), 5);
     // The retry's call panics (no backoff: the retry is sent in the same poll).
     let script = Script::new([err(Category::ServerError, "503"), Answer::Panic]);
-    let mut svc = layer()
+    let svc = layer()
         .budget(cap.clone())
         .backoff(Backoff::constant(Duration::ZERO))
         .build()
         .unwrap()
         .layer(script.clone());
-    let mut fut = svc.call(0);
-    poll_panics(&mut fut);
-    drop(fut);
+    call_panics(svc);
     assert_eq!(script.count(), 2);
     assert_eq!(cap.balance(), 5);
     // Sent, it is spent.
