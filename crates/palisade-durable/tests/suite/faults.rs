@@ -828,3 +828,79 @@ pub(crate) async fn a_discard_of_an_item_retried_meanwhile_writes_nothing(store:
         ReviewStatus::Open
     );
 }
+
+/// A retry asked now of an item whose saga changes between the first reads and the claim:
+/// another process ran the item's retry meanwhile, and the saga escalated again at another
+/// step, to another item, while the escalations to this item stayed as they were read. The
+/// retry reads the journal again once it holds the claim, writes nothing and gives the claim
+/// back: the new item's compensation is not run on this item's account.
+pub(crate) async fn a_retry_of_an_item_retried_meanwhile_to_another_item_writes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let build = |owner: &str| {
+        Sagas::builder(faulty.clone())
+            .define(saga(
+                "t",
+                vec![
+                    undoable("a", &log, Act::Ok, Act::FailFirst(1, "400 bad")),
+                    undoable("b", &log, Act::Ok, Act::FailFirst(1, "400 bad")),
+                    step("c", &log, Act::Fail("HTTP 503")),
+                ],
+            ))
+            .owner(owner)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a"), build("b"));
+    let run = a.run("t", "s1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("s1/1"))
+    );
+    log.take();
+    // Between b's first reads and its claim: a person asks for the retry and a's recovery runs
+    // it; b's compensation succeeds, a's fails, and the saga is escalated to item s1/0.
+    let (other, queue) = (
+        a.clone(),
+        palisade_durable::ReviewQueue::new(faulty.clone()),
+    );
+    *faulty.before_claim.0.lock().unwrap() = Some(Box::pin(async move {
+        queue.request_retry("s1/1").await.unwrap();
+        let r = other.recover().await.unwrap();
+        assert_eq!(r.resumed.len(), 1, "{r:?}");
+    }));
+    let err = b.retry_review("s1/1").await.unwrap_err();
+    assert!(
+        faulty.before_claim.0.lock().unwrap().is_none(),
+        "a's retry ran"
+    );
+    assert!(
+        matches!(
+            &err,
+            SagaError::WrongState { what: "saga", state, .. }
+                if state == r#"escalated at review item "s1/0""#
+        ),
+        "{err:?}"
+    );
+    let undone = log.take();
+    assert_eq!(
+        undone.iter().filter(|l| l.starts_with("undo a")).count(),
+        1,
+        "a's compensation ran once, in a's retry: {undone:?}"
+    );
+    let journal = store.journal("s1").await.unwrap();
+    let retried = journal
+        .iter()
+        .filter(|e| e.event["type"] == "review_retried")
+        .count();
+    assert_eq!(retried, 1, "a's retry alone");
+    let info = b.inspect("s1").await.unwrap();
+    assert_eq!(
+        (info.state, info.review.as_deref()),
+        (SagaState::Escalated, Some("s1/0"))
+    );
+    let rec = store.workflow("s1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
+}
