@@ -101,6 +101,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
     let not_sent = if fault { NO_REQUEST } else { NO_FAULT };
     let ends = fault && scenario.fault_window().1 < p.duration;
     let recovers = fault && scenario.recovery_at().is_some();
+    // A recovery inside the run with no request sent from it on has nothing to time
+    // (`recovered` is `None` then, and only then, for such a recovery).
+    let timed = recovers && pal.recovered.is_some();
     let (ramp_start, ramp_end) = scenario.ramp();
     let ramp = ramp_start < ramp_end.min(p.duration);
     let no_end = if fault {
@@ -108,7 +111,9 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
     } else {
         NO_FAULT
     };
-    let no_recovery = if ends {
+    let no_recovery = if recovers {
+        NO_REQUEST
+    } else if ends {
         "the run ends within a second of the fault's end"
     } else {
         no_end
@@ -126,7 +131,7 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 load <= 0.10,
             );
             j.check_if(
-                recovers,
+                timed,
                 no_recovery,
                 "≥ 99 % success in every 1 s window from 1 s after the recovery".into(),
                 opt_ms(pal.recover_ms),
@@ -595,7 +600,7 @@ mod tests {
         let k = ScenarioKind::Outage;
         let mut pal = figures(k, StackKind::Palisade);
         pal.load_fault = Some(0.1);
-        pal.recover_ms = Some(1000.0);
+        (pal.recover_ms, pal.recovered) = (Some(1000.0), Some(true));
         assert_eq!(
             judged(k, &pal),
             [
@@ -615,8 +620,15 @@ mod tests {
                 ("2 cut off".to_owned(), false),
             ]
         );
-        pal.recover_ms = None;
+        (pal.recover_ms, pal.recovered) = (None, Some(false));
         assert_eq!(judged(k, &pal)[1], ("never".to_owned(), false));
+        // No request sent from the recovery on: nothing to time, not "never".
+        pal.recovered = None;
+        let goals = judge(&Scenario::new(k), std::slice::from_ref(&pal));
+        assert_eq!(
+            (goals[1].measured.as_str(), goals[1].met),
+            (NO_REQUEST, None)
+        );
     }
 
     #[test]

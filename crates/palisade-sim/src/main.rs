@@ -255,6 +255,23 @@ impl Args {
     }
 }
 
+/// How long a run would show what follows a fault that ends at `end`: 10 s more, within the
+/// longest run there is; a fault that ends in the longest run's last second leaves none.
+fn longer_run(end: Duration) -> String {
+    let longest = palisade_sim::scenario::MAX_LENGTH;
+    let want = (end + Duration::from_secs(10)).min(longest);
+    if want < end + Duration::from_secs(1) {
+        return format!(
+            "no run can show what follows it (a run lasts at most {} s)",
+            longest.as_secs()
+        );
+    }
+    format!(
+        "`--duration {}` shows what follows it",
+        want.as_secs_f64().ceil()
+    )
+}
+
 /// The progress bar on stderr: drawn only on a terminal, and only once the run has taken more
 /// than a second (most invocations finish sooner, and print nothing but the table).
 #[derive(Debug)]
@@ -367,6 +384,11 @@ fn run(args: &Args) -> Result<(), Failure> {
             return Err(cannot("it is not a directory".to_owned()));
         }
         std::fs::create_dir_all(dir).map_err(|e| cannot(e.to_string()))?;
+        // A directory that exists but cannot be written to (read-only, a pseudo file system)
+        // fails here too: a file made and removed again.
+        let probe = dir.join(".palisade-sim-probe");
+        std::fs::write(&probe, b"").map_err(|e| cannot(e.to_string()))?;
+        std::fs::remove_file(&probe).map_err(|e| cannot(e.to_string()))?;
     }
     let started = std::time::Instant::now();
     let mut bar = Progress::new(std::io::stderr().is_terminal());
@@ -379,6 +401,24 @@ fn run(args: &Args) -> Result<(), Failure> {
     // Real time goes to stderr, so the same seed prints the same output, byte for byte.
     let real_time = || eprintln!("\n({:.1} s of real time)", started.elapsed().as_secs_f64());
     if args.sweep {
+        // Every variant within the scenarios' limits before any runs: a value the plain run
+        // takes may be moved past one (a fault of 40 minutes, by half again, lasts an hour).
+        for s in &scenarios {
+            let variants = match args.seeds {
+                None => palisade_sim::sweep::variants(s),
+                Some(seeds) => palisade_sim::sweep::crossed(s, seeds),
+            };
+            for v in variants {
+                v.scenario.validate().map_err(|e| {
+                    Failure::Usage(format!(
+                        "--sweep: scenario {}, variant \"{}\": {e} (the sweep moves the rate, \
+                         the fault's length, with the run, and the capacity by half again \
+                         either way: give values that stay within their limits so moved)",
+                        s.kind, v.label
+                    ))
+                })?;
+            }
+        }
         let swept = match args.seeds {
             None => palisade_sim::sweep::sweep(&scenarios, &stacks, progress),
             Some(seeds) => palisade_sim::sweep::sweep_crossed(&scenarios, &stacks, seeds, progress),
@@ -398,12 +438,11 @@ fn run(args: &Args) -> Result<(), Failure> {
         if let Some(end) = s.fault_outlasts_run() {
             eprintln!(
                 "palisade-sim: {}: its fault ends at {} s, after the {} s run: nothing after it \
-                 is measured (`-` in the table, null in the JSON); `--duration {}` shows what \
-                 follows it",
+                 is measured (`-` in the table, null in the JSON); {}",
                 s.kind,
                 end.as_secs_f64(),
                 s.params.duration.as_secs_f64(),
-                (end + Duration::from_secs(10)).as_secs_f64().ceil(),
+                longer_run(end),
             );
         }
     }

@@ -234,8 +234,13 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         })
         .flatten();
 
-    // Recovery: from the recovery on, the last 1 s window below 99 % ends it.
-    let (recover, recovered) = match scenario.recovery_at() {
+    // Recovery: from the recovery on, the last 1 s window below 99 % ends it. Without a fault
+    // there is nothing to recover from, and without a request sent from the recovery on
+    // nothing to time it over: no figure either way, not "recovered at once".
+    let recovery = scenario
+        .recovery_at()
+        .filter(|&at| scenario.has_fault() && sent[bin_of(at).min(bins)..].iter().any(|&s| s > 0));
+    let (recover, recovered) = match recovery {
         Some(at) => {
             let first = bin_of(at);
             let last_start = bins.saturating_sub(SECOND + 1);
@@ -836,6 +841,61 @@ mod tests {
         let (_, log) = two_replicas(8_000, bad, |_| true, 0..0);
         let f = measure(&late, StackKind::None, &log);
         assert_eq!(f.detect_ms, None, "{f:?}");
+    }
+
+    /// A recovery with nothing to time it over has no figure, in the table (`-`) and the
+    /// JSON (`null`): with no fault (`--fault-len 0`) there is nothing to recover from, and
+    /// with no request sent from the recovery on nothing was measured. Both read "0 ms,
+    /// recovered" once.
+    #[test]
+    fn a_recovery_with_nothing_to_time_has_no_figure() {
+        let mut quiet = scenario();
+        quiet.params.fault_len = Duration::ZERO;
+        assert!(!quiet.has_fault());
+        let f = measure(&quiet, StackKind::None, &log(|_| true, |_| true));
+        assert_eq!((f.recover_ms, f.recovered), (None, None), "no fault");
+
+        // A fault from 2 s to 4 s, and no request sent after 1.5 s.
+        let s = scenario();
+        let mut early = log(|_| true, |_| false);
+        early.requests.retain(|r| r.sent < ms(1_500));
+        early.attempts.retain(|a| a.at < ms(1_500));
+        let f = measure(&s, StackKind::None, &early);
+        assert_eq!(f.success_after, None, "nothing sent after the fault");
+        assert_eq!(
+            (f.recover_ms, f.recovered),
+            (None, None),
+            "nothing sent after the recovery"
+        );
+        // One request after it is enough to time the recovery over.
+        let mut one = log(|_| true, |_| false);
+        one.requests
+            .retain(|r| r.sent < ms(1_500) || r.sent == ms(4_500));
+        let f = measure(&s, StackKind::None, &one);
+        assert_eq!((f.recover_ms, f.recovered), (Some(0.0), Some(true)));
+    }
+
+    /// Above 1 000 requests a second tokio's millisecond timer sends the last measured
+    /// request at the run's very end (at 1 500/s, request 22 499 is due at 14.9993 s and
+    /// sent at 15 s). It is measured when it was due, inside the run: a fault that outlasts
+    /// the run has no "after" figure (it once had one, of that request alone), and every
+    /// measured request is in a second of the series.
+    #[test]
+    fn a_request_the_timer_sends_at_the_run_s_end_is_measured_when_it_was_due() {
+        let mut s = Scenario::new(ScenarioKind::Outage);
+        s.params.rate = 1_500.0;
+        s.params.duration = Duration::from_secs(15);
+        assert!(s.fault_outlasts_run().is_some());
+        let log = crate::run::record(&s, StackKind::None).unwrap();
+        let late = log
+            .requests
+            .iter()
+            .filter(|r| r.sent >= s.params.duration)
+            .count();
+        let f = measure(&s, StackKind::None, &log);
+        assert_eq!((late, f.success_after), (0, None));
+        let in_series: usize = f.series.iter().map(|b| b.sent as usize).sum();
+        assert_eq!(in_series, f.requests);
     }
 
     /// A window with no request in it has no figures: not 0 % and 0 calls per request.

@@ -17,9 +17,12 @@ use crate::{Reply, Req};
 /// One request the traffic sent.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RequestRecord {
-    /// When it was sent, since the run's start.
+    /// When it was due, since the run's start: the open loop's schedule (`id / rate`), which
+    /// tokio's millisecond timer may send up to a millisecond late; in the closed loop, when it
+    /// was sent. Every measured request is due within the run, so it falls in one of the run's
+    /// seconds even when the timer sends it at the run's very end.
     pub sent: Duration,
-    /// How long until the caller had its answer or gave up.
+    /// How long until the caller had its answer or gave up, from when it was sent.
     pub latency: Duration,
     /// Whether the caller got a real answer from the upstream.
     pub ok: bool,
@@ -100,8 +103,9 @@ impl Recorder {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a finished request (trailing ones are not recorded).
-    pub fn request(&self, id: u64, sent: Instant, ok: bool, cut_off: bool) {
+    /// Records a finished request (trailing ones are not recorded), due at `due` and sent at
+    /// `sent`.
+    pub fn request(&self, id: u64, due: Instant, sent: Instant, ok: bool, cut_off: bool) {
         if id >= self.measured {
             return;
         }
@@ -109,7 +113,7 @@ impl Recorder {
         let mut log = self.lock();
         let attempts = log.per_request.get(id as usize).copied().unwrap_or(0);
         log.requests.push(RequestRecord {
-            sent: sent - self.epoch,
+            sent: due - self.epoch,
             latency: now - sent,
             ok,
             attempts,
@@ -253,12 +257,12 @@ mod tests {
         attempt(&mut upstream, 1).await.unwrap();
         attempt(&mut upstream, 1).await.unwrap();
         advance(ms(5)).await;
-        recorder.request(1, sent1, true, false);
+        recorder.request(1, sent1, sent1, true, false);
         // Sent earlier, finished later, cut off, never attempted.
-        recorder.request(0, epoch + ms(50), false, true);
+        recorder.request(0, epoch + ms(50), epoch + ms(50), false, true);
         // Trailing: its attempts are recorded, the request is not.
         attempt(&mut upstream, 2).await.unwrap();
-        recorder.request(2, epoch + ms(200), true, false);
+        recorder.request(2, epoch + ms(200), epoch + ms(200), true, false);
 
         let log = recorder.finish();
         assert_eq!(

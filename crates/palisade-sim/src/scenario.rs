@@ -163,7 +163,10 @@ const MAX_REQUESTS: f64 = 5_000_000.0;
 /// The most clients a closed-loop run may have.
 pub const MAX_CLIENTS: usize = 10_000;
 
-/// The longest any of a scenario's durations may be.
+/// The longest any of a scenario's durations may be (the run, the fault, the ramp, the hint,
+/// the deadline, the attempt timeout): an hour.
+pub const MAX_LENGTH: Duration = HOUR;
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 const fn secs(s: u64) -> Duration {

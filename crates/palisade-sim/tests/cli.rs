@@ -334,6 +334,69 @@ fn charts_are_written_where_asked_and_a_bad_place_fails() {
         )
     );
     assert!(out.stdout.is_empty());
+
+    // A directory that exists but cannot be written to fails before the run too (Linux's
+    // /proc: root, which CI may run as, can write to a directory that is only read-only by
+    // its mode).
+    if Path::new("/proc/self").is_dir() {
+        let out = exits(1, &[&SHORT[..], &["--svg", "/proc"]].concat());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("palisade-sim: writing charts to /proc: "),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// A sweep whose moved values break a scenario's limit is a usage error naming the variant,
+/// before anything runs: an hour's fault is a valid run, but the sweep lengthens it by half
+/// again, past the hour.
+#[test]
+fn a_sweep_variant_past_a_limit_is_named() {
+    let out = exits(
+        2,
+        &[
+            "-s",
+            "outage",
+            "--fault-len",
+            "3600",
+            "--stack",
+            "none",
+            "--sweep",
+        ],
+    );
+    assert_eq!(
+        text(&out.stderr).lines().next().unwrap(),
+        "palisade-sim: --sweep: scenario outage, variant \"fault 5400.0 s\": invalid \
+         configuration: `fault_len` must be at most an hour (the sweep moves the \
+         rate, the fault's length, with the run, and the capacity by half again either way: \
+         give values that stay within their limits so moved)"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+/// A fault that outlasts the run: stderr says how long a run would show what follows it, never
+/// longer than a run may be.
+#[test]
+fn the_run_suggested_for_a_fault_past_the_end_is_one_that_can_run() {
+    let said = |fault: &str| {
+        let out = exits(
+            0,
+            &[&SHORT[..], &["--stack", "none", "--fault-len", fault]].concat(),
+        );
+        text(&out.stderr).lines().next().unwrap().to_owned()
+    };
+    // From 10 s: ends at 25 s, shown by a 35 s run.
+    assert!(
+        said("15").ends_with("`--duration 35` shows what follows it"),
+        "{}",
+        said("15")
+    );
+    // Ends at 3595 s: the longest run, an hour, shows it.
+    assert!(said("3585").ends_with("`--duration 3600` shows what follows it"));
+    // Ends at 3605 s: nothing can.
+    assert!(said("3595").ends_with("no run can show what follows it (a run lasts at most 3600 s)"));
 }
 
 #[test]
