@@ -6,7 +6,7 @@
 //! | hyper-util: the request was refused before it was sent (unsupported method or version, a relative URI) | `Validation`, not retryable |
 //! | hyper: a timeout (`is_timeout`) | `Timeout` |
 //! | hyper: the connection closed before the message completed, the channel closed, the request was canceled because its connection went away, a shutdown error (`is_incomplete_message`, `is_closed`, `is_canceled`, `is_shutdown`) | `Network`, retryable |
-//! | hyper: a message that is not valid HTTP (`is_parse`) | `ServerError`, retryable: a protocol fault of the server or a proxy |
+//! | hyper: a message that is not valid HTTP (`is_parse`, or a body hyper could not decode: a malformed chunk) | `ServerError`, retryable: a protocol fault of the server or a proxy |
 //! | hyper: the caller aborted the body (`is_body_write_aborted`) | `Cancelled` |
 //! | hyper: a user error with a cause (a request body that failed) | the cause's class |
 //! | a request body that could not be replayed ([`NotReplayable`]) | `Validation`, not retryable |
@@ -109,11 +109,27 @@ fn hyper_class(err: &hyper::Error) -> Option<Class> {
         || err.is_shutdown()
     {
         class(Category::Network)
-    } else if err.is_parse() {
+    } else if err.is_parse() || invalid_body(err) {
         Some(Class::new(Category::ServerError).with_retryable(true))
     } else {
         None
     }
+}
+
+/// Whether `err` is a body the peer sent that is not valid HTTP (a chunk-size line that is
+/// not hex, a chunk extension with a newline): hyper reports it as a body error whose source
+/// is an `io::Error` of kind `InvalidData` or `InvalidInput`, which the default rules would
+/// read as the caller's `Validation`. (`is_user` errors, the caller's own body, are read above.)
+#[cfg(feature = "hyper")]
+fn invalid_body(err: &hyper::Error) -> bool {
+    err.source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        })
 }
 
 /// The class of an error by the transport rules, then palisade's defaults.

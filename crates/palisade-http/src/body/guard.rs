@@ -309,6 +309,8 @@ pin_project! {
         whole: Option<Sleep>,
         config: Config,
         done: bool,
+        // Whether `on_failure` has been told of this body's failure: at most once.
+        reported: bool,
         // Whether the call's `grpc-status` was read (in the head or the trailers), or is not to
         // be looked for: with `grpc_trailers`, a body that ends without one failed.
         status_seen: bool,
@@ -333,6 +335,7 @@ impl<B> GuardedBody<B> {
             whole: config.whole.map(sleep),
             config,
             done: false,
+            reported: false,
             status_seen,
         }
     }
@@ -350,13 +353,14 @@ impl<B> GuardedBody<B> {
 #[cold]
 fn ended_without_status<D>(
     config: &Config,
+    reported: &mut bool,
     grpc: &GrpcClassifier,
 ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
     let status = GrpcStatus {
         code: Code::Unknown,
         message: "the stream ended without a grpc-status (cut short by a proxy?)".to_owned(),
     };
-    let err = fail(config, grpc.missing_status(), Box::new(status));
+    let err = fail(config, reported, grpc.missing_status(), Box::new(status));
     if config.trailers_fail {
         Poll::Ready(Some(Err(err)))
     } else {
@@ -364,14 +368,16 @@ fn ended_without_status<D>(
     }
 }
 
-fn fail(config: &Config, class: Class, err: BoxError) -> BoxError {
+fn fail(config: &Config, reported: &mut bool, class: Class, err: BoxError) -> BoxError {
     tracing::debug!(
         target: "palisade_http::body",
         category = class.category.as_str(),
         error = %err,
         "response body failed"
     );
-    if let Some(report) = &config.report {
+    if let Some(report) = &config.report
+        && !std::mem::replace(reported, true)
+    {
         report(class, &*err);
     }
     Box::new(Classified::new(class, err))
@@ -393,6 +399,26 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
+        // The whole-body limit first: a body whose frames are always ready (a fast server
+        // read by a slow consumer) never returns `Pending`, and must still end at the limit.
+        if let Some(whole) = this.whole.as_mut().as_pin_mut()
+            && whole.poll(cx).is_ready()
+        {
+            *this.done = true;
+            // So that `class_of` reads its class on its own too (unwrapped from the
+            // `Classified`, in the report): the default rules do not know this crate's
+            // types. On this error path only.
+            palisade_core::register::<BodyTimeout>();
+            let err = BodyTimeout {
+                after: this.config.whole.unwrap_or_default(),
+            };
+            return Poll::Ready(Some(Err(fail(
+                this.config,
+                this.reported,
+                err.class(),
+                Box::new(err),
+            ))));
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(limit), Some(idle)) =
@@ -407,7 +433,7 @@ where
                 if let (Some(grpc), Some(trailers)) = (&this.config.grpc, frame.trailers_ref()) {
                     *this.status_seen |= trailers.contains_key(GRPC_STATUS);
                     if let Some((class, status)) = grpc.classify_trailers(trailers) {
-                        let err = fail(this.config, class, Box::new(status));
+                        let err = fail(this.config, this.reported, class, Box::new(status));
                         if this.config.trailers_fail {
                             *this.done = true;
                             return Poll::Ready(Some(Err(err)));
@@ -420,31 +446,18 @@ where
                 *this.done = true;
                 let e: BoxError = e.into();
                 let class = crate::transport::classify_error(&*e);
-                Poll::Ready(Some(Err(fail(this.config, class, e))))
+                Poll::Ready(Some(Err(fail(this.config, this.reported, class, e))))
             }
             Poll::Ready(None) => {
                 *this.done = true;
                 if let Some(grpc) = &this.config.grpc
                     && !*this.status_seen
                 {
-                    return ended_without_status(this.config, grpc);
+                    return ended_without_status(this.config, this.reported, grpc);
                 }
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if let Some(whole) = this.whole.as_mut().as_pin_mut()
-                    && whole.poll(cx).is_ready()
-                {
-                    *this.done = true;
-                    // So that `class_of` reads its class on its own too (unwrapped from the
-                    // `Classified`, in the report): the default rules do not know this crate's
-                    // types. On this error path only.
-                    palisade_core::register::<BodyTimeout>();
-                    let err = BodyTimeout {
-                        after: this.config.whole.unwrap_or_default(),
-                    };
-                    return Poll::Ready(Some(Err(fail(this.config, err.class(), Box::new(err)))));
-                }
                 if let Some(idle) = this.idle.as_mut().as_pin_mut()
                     && idle.poll(cx).is_ready()
                 {
@@ -453,7 +466,12 @@ where
                     let err = IdleTimeout {
                         after: this.config.idle.unwrap_or_default(),
                     };
-                    return Poll::Ready(Some(Err(fail(this.config, err.class(), Box::new(err)))));
+                    return Poll::Ready(Some(Err(fail(
+                        this.config,
+                        this.reported,
+                        err.class(),
+                        Box::new(err),
+                    ))));
                 }
                 Poll::Pending
             }
