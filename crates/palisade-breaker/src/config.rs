@@ -147,6 +147,12 @@ impl Default for Throttle {
 
 /// What a dropped call (the caller's own cancellation, an outer timeout) means for the breaker.
 ///
+/// A call that fails with
+/// [`DeadlineExceeded`](palisade_core::failure::DeadlineExceeded) from a layer below is judged
+/// the same way: the caller's deadline ended it (palisade-timeout's per-attempt timeout fails a
+/// call so when the deadline ends first, in the same timer tick or earlier), as the deadline's
+/// drop of the call from above would have.
+///
 /// A half-open probe that is dropped gives its probe slot back, and is judged by this policy
 /// like any other call; one that ran for
 /// [`probe_timeout`](crate::BreakerConfig::probe_timeout) or longer is a failure whatever the

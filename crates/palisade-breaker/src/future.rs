@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use palisade_core::failure::DeadlineExceeded;
 use palisade_core::{BoxError, class_of};
 use pin_project_lite::pin_project;
 
@@ -131,7 +132,9 @@ impl Drop for Guard {
 }
 
 impl Guard {
-    /// Dropped before [`finish`](Guard::finish): a reservation never called, or a cancellation.
+    /// Dropped before [`finish`](Guard::finish): a reservation never called, or a cancellation;
+    /// or a call that ended with the caller's deadline from a layer below (`DeadlineExceeded`),
+    /// judged as the cancellation it stands for.
     #[cold]
     #[inline(never)]
     fn unfinished(&mut self) {
@@ -251,10 +254,15 @@ where
                     polled_after_completion();
                 }
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
-                guard.finish(match &result {
-                    Ok(_) => Outcome::Success,
-                    Err(e) => outcome_of(e),
-                });
+                match &result {
+                    Ok(_) => guard.finish(Outcome::Success),
+                    // The caller's deadline ran out below: a timeout that saw it end first
+                    // fails the call as the deadline above would have dropped it. The caller's
+                    // time is spent, which says nothing of the dependency: a cancellation,
+                    // judged by the cancel policy as the deadline's drop would have been.
+                    Err(e) if e.is::<DeadlineExceeded>() => guard.unfinished(),
+                    Err(e) => guard.finish(outcome_of(e)),
+                }
                 // The inner future stays until this one is dropped (as tower's futures keep
                 // theirs): dropping it here would cost a second pass over it. The finished
                 // guard marks the output returned.

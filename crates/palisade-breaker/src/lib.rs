@@ -24,7 +24,10 @@
 //!   faults, rate limits and ignored errors are neither successes nor failures. A call the
 //!   caller dropped counts as its [`CancelPolicy`] says (ignored by default; or a failure; or a
 //!   failure after a duration, so a hung backend under an outer timeout is still seen), and so
-//!   does a call whose future panicked: the panic drops it (see [`CancelPolicy`]).
+//!   do a call whose future panicked (the panic drops it; see [`CancelPolicy`]) and a call that
+//!   ends with the caller's deadline from a layer below
+//!   ([`DeadlineExceeded`](palisade_core::failure::DeadlineExceeded): a timeout that saw the
+//!   deadline end first fails the call as the deadline above would have dropped it).
 //! * **Open** fails fast: `poll_ready` is ready at once and the call returns [`CircuitOpen`]
 //!   with the time left as its `retry_after` (the `LoadShed` shape), so retry and fallback
 //!   above it can act. The open period starts at [`open_duration`](BreakerConfig::open_duration),

@@ -410,6 +410,37 @@ async fn a_hung_backend_under_an_outer_timeout_is_seen_with_failure_after() {
     assert_eq!(l.handle().state(), State::Open);
 }
 
+/// A call that fails with the caller's deadline from a layer below (a per-attempt timeout
+/// that saw the deadline end first, in its own timer tick) is the cancellation the deadline's
+/// drop from above would have been: judged by the cancel policy, not counted as the
+/// dependency's `Timeout`; its error reaches the caller unchanged.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_exceeded_from_below_is_judged_as_a_cancellation() {
+    use palisade_core::failure::DeadlineExceeded;
+    for (cancel, failures) in [
+        (CancelPolicy::Ignore, 0),
+        (CancelPolicy::FailureAfter(Duration::from_secs(1)), 0),
+        (CancelPolicy::FailureAfter(Duration::from_millis(100)), 1),
+        (CancelPolicy::Failure, 1),
+    ] {
+        let l = layer(|c| c.cancel = cancel);
+        let svc = l.layer(service_fn(|_: ()| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err::<(), BoxError>(Box::new(DeadlineExceeded::new()))
+        }));
+        let err = svc.oneshot(()).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>(), "{err}");
+        assert_eq!(l.handle().metrics().failures, failures, "{cancel:?}");
+    }
+    // Any other `Timeout` is the dependency's.
+    let l = layer(|_| {});
+    let svc = l.layer(service_fn(|_: ()| async {
+        Err::<(), BoxError>("request timed out".into())
+    }));
+    svc.oneshot(()).await.unwrap_err();
+    assert_eq!(l.handle().metrics().failures, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn slow_calls_trip_it_by_rate() {
     let l = layer(|c| {

@@ -19,7 +19,7 @@
 //! |---|---|---|---|---|
 //! | `palisade.calls` | counter | `dependency`, `outcome` (`success` or the failure's [`Category`](crate::Category), e.g. `server_error`; `cancelled` for a call dropped before it completed) | [`MetricsLayer`] | every call, when it completes or is dropped before |
 //! | `palisade.call.duration` | histogram, seconds | `dependency`, `outcome` (`success`, `failure`; a call dropped before it completed is a `failure`, timed until the drop) | [`MetricsLayer`] | every call, when it completes or is dropped before |
-//! | `palisade.retry.retries` | counter | `dependency`, `category` | palisade-retry | a failed attempt is retried |
+//! | `palisade.retry.retries` | counter | `dependency`, `category` | palisade-retry | a retry of a failed attempt is sent (not one decided and then never sent: the deadline passed first, a refresh failed, the caller went away) |
 //! | `palisade.retry.budget_exhausted` | counter | `dependency` | palisade-retry | a retry was refused by the retry budget |
 //! | `palisade.retry.gave_up` | counter | `dependency`, `reason` (`attempts_spent`, `not_retryable`, `deadline`, `retry_after_too_long`, `breaker_open`) | palisade-retry | a failure was returned without a retry |
 //! | `palisade.breaker.transitions` | counter | `breaker`, `from`, `to` (a state, or `evicted` for a per-key breaker dropped while not closed) | palisade-breaker | a state change |

@@ -151,6 +151,10 @@ struct Retries<S, Req> {
     last: Option<BoxError>,
     /// The next retry waits for the budget (it was refused it).
     owed: bool,
+    /// The class of failure the next retry is for, counted in the retries metric when it is
+    /// sent (never for a retry decided but not sent: a deadline that passed, a failed refresh,
+    /// a caller that went away).
+    retrying: Option<Category>,
 }
 
 impl<S, Req> Retries<S, Req> {
@@ -167,6 +171,7 @@ impl<S, Req> Retries<S, Req> {
             timer: None,
             last: None,
             owed: false,
+            retrying: None,
         })
     }
 
@@ -392,6 +397,12 @@ where
 
 /// Polls an attempt inside the attempt context, so that a router below knows which attempt
 /// this is and can report the endpoint that failed it. Always inlined: it is the happy path.
+///
+/// A retry's attempt is polled with the count of earlier attempts that timed out as well, as
+/// its `call` was: a layer of the user's between this one and a timeout that calls the
+/// timeout from its future, not its own `call` (`async move { inner.oneshot(req).await }`),
+/// makes the timeout's `call` during this poll, and the timeout escalates from that count. A
+/// first attempt's polls publish nothing more (its count is 0, published at its `call`).
 #[inline(always)]
 fn poll_attempt<F: Future, S, Req>(
     future: Pin<&mut F>,
@@ -400,7 +411,15 @@ fn poll_attempt<F: Future, S, Req>(
 ) -> Poll<F::Output> {
     let (number, avoid) = track.attempt();
     let mut attempt = Attempt { number, avoid };
-    let out = attempt::scope(&mut attempt, || future.poll(cx));
+    let out = match track {
+        Track::Boxed(retries) => {
+            let timeouts = retries.timeouts;
+            attempt::scope(&mut attempt, || {
+                attempt::with_timeouts_so_far(timeouts, || future.poll(cx))
+            })
+        }
+        _ => attempt::scope(&mut attempt, || future.poll(cx)),
+    };
     if attempt.avoid != avoid {
         track.retries().avoid = attempt.avoid;
     }
@@ -506,7 +525,7 @@ where
                 delay_ms = delay.as_millis() as u64,
                 "refused by the breaker below; waiting for its next probe",
             );
-            palisade_core::metrics::retried(&shared.name, class.category);
+            retries.retrying = Some(class.category);
             Wait::Sleeping {
                 timer: retries.timer_until(policy::wake_at(now, delay)),
             }
@@ -520,7 +539,7 @@ where
                 balance = shared.budget.balance(),
                 "refreshing credentials before retrying",
             );
-            palisade_core::metrics::retried(&shared.name, class.category);
+            retries.retrying = Some(class.category);
             let until = (!least.is_zero()).then(|| policy::wake_at(now, least));
             Wait::Refreshing(Box::new(Refresh {
                 hook: hook(),
@@ -528,8 +547,9 @@ where
             }))
         }
         Retry::After(delay) => {
-            // A retry waiting for the budget is logged and counted once the budget allows it
-            // (`settle_budget`): it may never be sent.
+            // Counted when sent. A retry waiting for the budget is logged once the budget
+            // allows it (`settle_budget`): it may never be sent.
+            retries.retrying = Some(class.category);
             if !retries.owed {
                 tracing::debug!(
                     target: "palisade_retry",
@@ -540,7 +560,6 @@ where
                     balance = shared.budget.balance(),
                     "retrying",
                 );
-                palisade_core::metrics::retried(&shared.name, class.category);
             }
             retries.previous = delay;
             if delay.is_zero() {
@@ -854,8 +873,8 @@ fn deadline_passed(floor: Duration) -> bool {
         .is_some_and(|deadline| policy::too_late_on_waking(Instant::now(), deadline, floor))
 }
 
-/// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) and
-/// counted as retried now that it is sent.
+/// A retry that waited for the budget goes out with `withdrawal`: logged (`message`) now that
+/// the budget allows it (counted as retried when it is sent).
 fn allowed<S, Req, B: Budget + ?Sized, A>(
     between: &mut Between<S, Req>,
     shared: &Shared<B, A>,
@@ -874,7 +893,6 @@ fn allowed<S, Req, B: Budget + ?Sized, A>(
             balance = shared.budget.balance(),
             "{message}",
         );
-        palisade_core::metrics::retried(&shared.name, category);
     }
 }
 
@@ -930,8 +948,11 @@ where
         ctx::with_timeouts(timeouts, || service.call(request))
     });
     retries.avoid = attempt.avoid;
-    // Sent: the retry has spent its withdrawal.
+    // Sent: the retry has spent its withdrawal, and counts as retried.
     let _spent = reservation.keep();
+    if let Some(category) = retries.retrying.take() {
+        palisade_core::metrics::retried(&handle.shared.name, category);
+    }
     State::Calling {
         future,
         track: Track::Boxed(retries),
