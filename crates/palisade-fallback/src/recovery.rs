@@ -406,6 +406,13 @@ where
                 recovery: finish(recovery, Step::Cancelled),
             });
         }
+        // A retry answered with a normal outcome: the agent's answer, as at the first attempt.
+        if class.category == Category::Ignored {
+            return Err(Unrecovered {
+                error,
+                recovery: finish(recovery, Step::Outcome),
+            });
+        }
         // A call whose first failure was unrecoverable (L3) goes to a person after
         // compensation; the rest (L1, L2 still failing after the retries) may still be
         // answered by another agent or degraded.

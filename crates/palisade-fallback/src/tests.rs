@@ -1495,6 +1495,38 @@ mod recovery {
         assert!(sink.take().is_empty());
     }
 
+    /// A normal outcome (`Ignored`, a cache miss) that a retry returns is the agent's answer
+    /// too, as at the first attempt: returned with `Step::Outcome`, not a failure to page a
+    /// person about.
+    #[tokio::test(start_paused = true)]
+    async fn a_normal_outcome_from_a_retry_is_not_escalated() {
+        let sink = Arc::new(MemorySink::new(8).unwrap());
+        let m = RecoveryManager::<u32, String>::new("cache", sink.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut a = service_fn(move |_: u32| {
+            let i = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if i == 0 {
+                    Err::<String, BoxError>("503 overloaded".into())
+                } else {
+                    Err::<String, BoxError>(Box::new(palisade_core::Classified::new(
+                        Class::new(Category::Ignored),
+                        "cache miss",
+                    )))
+                }
+            }
+        });
+        let err = m.run(&mut a, 1).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(
+            sink.list().is_empty(),
+            "a person paged for a normal outcome: {:?}",
+            sink.list()
+        );
+        assert_eq!(err.recovery.strategy, Step::Outcome);
+    }
+
     #[test]
     fn the_sink_is_bounded() {
         assert_eq!(MemorySink::new(0).unwrap_err().field(), "capacity");

@@ -33,8 +33,9 @@ pub struct OutlierConfig {
     /// ends, without a trial.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub consecutive_failures: Option<u32>,
-    /// The first ejection's length; the n-th in a row lasts n times as long (30 s; more than
-    /// zero). Also how long the health machine holds an endpoint at 0 % without active checks
+    /// The first ejection's length; the n-th in a row lasts n times as long, up to
+    /// `max_ejection`, and from the 31st in a row on `max_ejection` whatever the base (30 s;
+    /// more than zero). Also how long the health machine holds an endpoint at 0 % without active checks
     /// before its [trial](crate#without-active-checks-trials).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub base_ejection: Duration,

@@ -367,7 +367,14 @@ impl EndpointState {
                 }
                 self.last_error
                     .store(class.category.index() as u8 + 1, Ordering::Relaxed);
-                self.update_health(|h| h.on_outcome(false, cfg, now_ms));
+                let ejected = self.ejected_until();
+                self.update_health(|h| {
+                    if ejected > now_ms {
+                        h.on_failure_while_ejected(cfg, now_ms, ejected)
+                    } else {
+                        h.on_outcome(false, cfg, now_ms)
+                    }
+                });
             }
         }
     }

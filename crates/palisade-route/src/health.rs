@@ -148,9 +148,13 @@ const MS_MASK: u64 = (1 << 40) - 1;
 const MAX_STRIKES: u8 = (1 << 5) - 1;
 
 /// How long the `strikes`-th exclusion in a row lasts: base × strikes, capped (Envoy's
-/// ejection time).
+/// ejection time). The count stops at [`MAX_STRIKES`]: from there on every exclusion is the
+/// longest, so that a base below a 31st of the cap still reaches it.
 fn exclusion_ms(cfg: &RouteConfig, strikes: u8) -> u64 {
     let o = &cfg.outlier;
+    if strikes >= MAX_STRIKES {
+        return millis(o.max_ejection);
+    }
     millis(
         o.base_ejection
             .saturating_mul(u32::from(strikes.max(1)))
@@ -369,6 +373,28 @@ impl Health {
         self
     }
 
+    /// A failed real call while the endpoint is ejected until `ejected_until` (a call that
+    /// was in flight when it was ejected): as a failed [`on_outcome`](Self::on_outcome), but
+    /// a hold it starts belongs to the ejection's bad spell, one strike with it: it ends with
+    /// the ejection, as an ejection of a held endpoint ends with the hold.
+    #[must_use]
+    pub(crate) fn on_failure_while_ejected(
+        self,
+        cfg: &RouteConfig,
+        now_ms: u64,
+        ejected_until: u64,
+    ) -> Health {
+        let next = self.on_outcome(false, cfg, now_ms);
+        if next.is_out(&cfg.health) && !self.is_out(&cfg.health) {
+            return Health {
+                strikes: self.strikes,
+                ms: ejected_until.min(MS_MASK),
+                ..next
+            };
+        }
+        next
+    }
+
     /// The outcome of a real call. Failures are unhealthy signals. A success is a healthy
     /// signal too, except that an endpoint still serving traffic while degraded goes straight
     /// back to healthy after `min_healthy_checks` successes in a row (it never stopped
@@ -509,6 +535,31 @@ mod tests {
             h = h.eject(&cfg, 0).0;
         }
         assert_eq!(h.eject(&cfg, 0).1, 300_000);
+    }
+
+    /// "The n-th in a row lasts n times as long", capped at `max_ejection`, whatever the base
+    /// (5 s under a 300 s cap here). The count of strikes stops at 31, where ejections
+    /// stopped growing (at 155 s, never reaching the cap): from the 31st on, each lasts
+    /// `max_ejection`.
+    #[test]
+    fn ejections_reach_max_ejection_whatever_the_base() {
+        let mut cfg = RouteConfig::default();
+        cfg.outlier.base_ejection = Duration::from_secs(5);
+        cfg.outlier.max_ejection = Duration::from_secs(300);
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut h = Health::HEALTHY;
+        let mut lengths = Vec::new();
+        let mut now = 0;
+        for _ in 0..70 {
+            let (next, until) = h.eject(&cfg, now);
+            lengths.push(until - now);
+            h = next;
+            now = until;
+        }
+        assert_eq!(lengths[0], 5_000);
+        assert_eq!(lengths[29], 150_000, "the 30th ejection: 30 x 5 s");
+        assert_eq!(lengths[30], 300_000, "the 31st on: max_ejection");
+        assert_eq!(*lengths.last().unwrap(), 300_000);
     }
 
     #[test]

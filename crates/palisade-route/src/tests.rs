@@ -3642,3 +3642,31 @@ async fn a_pass_past_64_busy_endpoints_finds_the_ready_one() {
         }
     }
 }
+
+/// Calls in flight when an endpoint was ejected that fail afterwards took its health to
+/// Failed, which held it out with a second strike of the same bad spell: until 60 s while its
+/// ejection ended at 30 s. An ejection and a hold of one bad spell are one strike ("so one bad
+/// spell lengthens the next one once"), and when the ejection ends the endpoint gets its
+/// trial.
+#[tokio::test(start_paused = true)]
+async fn failures_in_flight_while_ejected_do_not_hold_it_past_its_ejection() {
+    let mut route = Route::new([up("a"), up("b"), up("c")]);
+    let handle = route.handle();
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    let _ = names(&mut route, 1).await;
+    assert_eq!(handle.status()[0].ejections, 1);
+    // Calls that were in flight when it was ejected fail afterwards.
+    for _ in 0..5 {
+        handle.report_failure(&0, Class::new(Category::ServerError));
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let _ = names(&mut route, 1).await;
+    let st = &handle.status()[0];
+    assert!(!st.ejected, "{st:?}");
+    assert!(
+        st.traffic_ratio > 0.0,
+        "its ejection is over, yet it gets no traffic: {st:?}"
+    );
+}
