@@ -82,7 +82,8 @@
 //! `PALISADE_DEADLINE=45s`, `PALISADE_RETRY__MAX_ATTEMPTS=5`,
 //! `PALISADE_BREAKER__OPEN_DURATION=10s`. A value is read as a TOML value when it parses as
 //! one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string. Every
-//! variable with that prefix is read as a key, and an unknown one is an error naming it, so a
+//! variable with that prefix, in any case (`palisade_retry__max_attempts` too, as the key after
+//! it is read in any case), is read as a key, and an unknown one is an error naming it, so a
 //! typo never passes unnoticed: keep other settings of your own out of the `PALISADE_` prefix
 //! (this project's test database is `TEST_PALISADE_PG_URL` for that reason).
 //!
@@ -469,7 +470,13 @@ impl PresetConfig {
         let mut set: Vec<(Vec<String>, String, String)> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
-            let Some(path) = var.strip_prefix(ENV_PREFIX) else {
+            // The prefix in any case, as the keys after it: `palisade_retry__max_attempts` is
+            // read (and checked), not skipped without a word.
+            let Some(path) = var
+                .get(..ENV_PREFIX.len())
+                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                .map(|_| &var[ENV_PREFIX.len()..])
+            else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -2505,5 +2512,26 @@ mod tests {
         let err = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_NAME__X", "3")])
             .unwrap_err();
         assert_eq!(err.field(), "name");
+    }
+
+    /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
+    /// `retry.max_attempts`), and so is the prefix: `palisade_retry__max_attempts=0` (lower
+    /// case, as a shell user may write it) was skipped without a word.
+    #[test]
+    fn a_prefix_in_another_case_is_not_silently_ignored() {
+        let mixed = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("PALISADE_Retry__Max_Attempts", "0")],
+        );
+        assert_eq!(mixed.unwrap_err().field(), "retry.max_attempts");
+        let lower = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("palisade_retry__max_attempts", "0")],
+        );
+        assert!(
+            lower.is_err(),
+            "palisade_retry__max_attempts=0 was ignored: {:?}",
+            lower.map(|c| c.retry.max_attempts)
+        );
     }
 }

@@ -17,7 +17,9 @@
 //!   [`Detector`]s. A single
 //!   failure is never an error-rate anomaly by itself (the error band is at least one call's
 //!   share of the check's calls), so a steady trickle of failures at a few calls a check
-//!   raises no alarm.
+//!   raises no alarm; likewise one slow call is never a latency anomaly by itself (the
+//!   latency is judged on the mean of the check's calls but its slowest), so a steady tail
+//!   (a p99 of seconds) raises none.
 //!
 //! Each [`check`](HealthMonitor::check) reads them all once. A check is *healthy* when every
 //! component is healthy, neither detector flags an anomaly, and the error rate is at most
@@ -226,11 +228,15 @@ impl Component for palisade_breaker::BreakerHandle {
         palisade_breaker::BreakerHandle::name(self).to_owned()
     }
 
-    /// Healthy unless open, half-open (probing) or isolated by hand.
+    /// Healthy unless open or isolated by hand. Half-open is healthy, as palisade-http's
+    /// `/ready` reads it: a breaker whose open period is over reads half-open before any call
+    /// probes, and a dependency called unhealthy then (taken out of a load balancer, say)
+    /// would get no call to probe with, and stay unhealthy for ever; a probe that fails opens
+    /// it again.
     fn reading(&self) -> Reading {
         use palisade_breaker::State;
         let state = self.state();
-        let healthy = !matches!(state, State::Open | State::HalfOpen | State::Isolated);
+        let healthy = !matches!(state, State::Open | State::Isolated);
         Reading::new(healthy, state.as_str())
     }
 }
@@ -336,7 +342,9 @@ pub struct DependencySnapshot {
     /// no second alert.
     pub error_anomaly: bool,
     /// Whether the latency is anomalous now (`false` at a check that saw too few calls to
-    /// judge), alerted as the error rate's is.
+    /// judge), alerted as the error rate's is. Judged on the mean without the check's slowest
+    /// call: one slow call is sampling noise (a steady tail would otherwise flag every check
+    /// that holds one), a slowdown moves the mean of the rest.
     pub latency_anomaly: bool,
     /// Alerts raised for this dependency so far.
     pub alerts: u64,
@@ -552,6 +560,7 @@ impl Dependency {
             let now = watched.totals();
             let delta = now.since(self.last);
             self.last = now;
+            let slowest = watched.take_slowest();
             let min_calls = settings.min_calls.max(1);
             if delta.calls >= min_calls {
                 // The counters are read one by one while calls run: a failure counted after
@@ -577,10 +586,21 @@ impl Dependency {
             let timed = delta.calls.saturating_sub(delta.refused);
             if timed >= min_calls {
                 let ms = delta.micros as f64 / timed as f64 / 1000.0;
+                // One slow call among the check's calls is sampling noise, as one failure is:
+                // the detector judges the mean of the others. With a steady tail (1 call in
+                // 100 taking 2 s, 10 calls a check), the mean of one check in ten jumps
+                // fivefold, and judged on it the dependency was never healthy; a slowdown of
+                // the calls, or of more than one of them, still moves the mean of the rest.
+                let judged = if timed >= 2 {
+                    let rest = delta.micros.saturating_sub(slowest.min(delta.micros));
+                    rest as f64 / (timed - 1) as f64 / 1000.0
+                } else {
+                    ms
+                };
                 self.latency
                     .set_floor((self.latency.mean() * 0.25).max(1.0));
                 latency_threshold = self.latency.threshold();
-                self.latency_anomaly = self.latency.observe(ms);
+                self.latency_anomaly = self.latency.observe(judged);
                 latency_started = self.latency_anomaly && !self.latency_episode;
                 self.latency_episode = self.latency_anomaly;
                 latency_ms = Some(ms);

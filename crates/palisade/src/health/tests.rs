@@ -984,3 +984,121 @@ async fn an_anomaly_that_goes_on_after_checks_without_calls_is_alerted_once() {
     assert_eq!(anomalies, [true, false, true, true]);
     assert_eq!(events.with_message("error rate anomaly").len(), 1);
 }
+
+/// Steady traffic with a latency tail: 99 in 100 calls answer in 50 ms and 1 in 100 in 2 s (a
+/// p99 of 2 s, as an LLM API's), at the default `min_calls` (10 calls a check, so one check in
+/// ten holds the slow call). Nothing changes over time, so after the warm-up nothing is an
+/// anomaly and the trend stays healthy. Judged on the whole mean, every check with the slow
+/// call was flagged (its mean five times the level), and the dependency was never healthy.
+#[tokio::test(start_paused = true)]
+async fn a_steady_latency_tail_is_no_anomaly() {
+    let n = Arc::new(AtomicU64::new(0));
+    let monitor = HealthMonitor::new();
+    let counter = n.clone();
+    let svc = monitor.watch("llm").layer(service_fn(move |_: ()| {
+        let i = counter.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let ms = if i % 100 == 57 { 2_000 } else { 50 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(())
+        }
+    }));
+    // Warm-up: 100 checks (ten of them with the slow call).
+    for _ in 0..100 {
+        calls(&svc, 10).await;
+        monitor.check();
+    }
+    let (mut anomalies, mut not_healthy) = (0, 0);
+    for _ in 0..600 {
+        calls(&svc, 10).await;
+        let snap = monitor.check();
+        let dep = snap.dependency("llm").unwrap();
+        anomalies += usize::from(dep.latency_anomaly);
+        not_healthy += usize::from(dep.status != Status::Healthy);
+    }
+    let alerts_after_warmup = monitor.check().dependency("llm").unwrap().alerts;
+    assert_eq!(
+        (anomalies, not_healthy),
+        (0, 0),
+        "steady traffic: {anomalies} latency anomalies and {not_healthy} checks not healthy in \
+         600, {alerts_after_warmup} alerts"
+    );
+}
+
+/// One slow call among a check's calls is judged noise; two are a latency anomaly, and so is
+/// a slowdown of every call. The check still reports the mean of all its calls.
+#[tokio::test(start_paused = true)]
+async fn one_slow_call_is_noise_two_are_an_anomaly() {
+    let latency = Arc::new(AtomicU64::new(50));
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("llm")
+        .layer(upstream(latency.clone(), failing.clone()));
+    let steady = async |monitor: &HealthMonitor| {
+        for _ in 0..30 {
+            calls(&svc, 10).await;
+            assert!(!monitor.check().dependency("llm").unwrap().latency_anomaly);
+        }
+    };
+    // A check of 10 calls with `slow` of them at 2 s.
+    let with_slow = async |slow: usize| {
+        latency.store(2_000, Ordering::Relaxed);
+        calls(&svc, slow).await;
+        latency.store(50, Ordering::Relaxed);
+        calls(&svc, 10 - slow).await;
+        let snap = monitor.check();
+        let dep = snap.dependency("llm").unwrap();
+        (dep.latency_anomaly, dep.latency_ms.unwrap())
+    };
+    steady(&monitor).await;
+    assert_eq!(with_slow(1).await, (false, 245.0));
+    steady(&monitor).await;
+    assert_eq!(with_slow(2).await, (true, 440.0));
+    steady(&monitor).await;
+    assert_eq!(with_slow(10).await, (true, 2_000.0));
+}
+
+/// A breaker that opened, then saw no traffic (a load balancer took the instance out, the
+/// night came): once its open period is over it reads half-open, waiting for a call to probe
+/// with. No call comes, so nothing is probing; palisade-http's `/ready` says ready then
+/// (`readiness_recovers_once_the_open_period_ends_with_no_calls`), so that traffic comes
+/// back to probe. The monitor, whose snapshot is "what a readiness endpoint serves", called
+/// that dependency unhealthy for ever.
+#[cfg(feature = "breaker")]
+#[tokio::test(start_paused = true)]
+async fn a_breaker_waiting_for_its_first_probe_is_not_unhealthy_for_ever() {
+    use palisade_breaker::{BreakerLayer, State};
+    let monitor = HealthMonitor::builder().window(10).build().unwrap();
+    let breaker = BreakerLayer::builder("llm")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    monitor.add("llm", handle.clone());
+    let mut svc = breaker.layer(service_fn(|_: ()| async {
+        Err::<(), BoxError>(Box::new(Classified::new(
+            Class::new(Category::ServerError),
+            "503",
+        )))
+    }));
+    let _ = svc.ready().await.unwrap().call(()).await;
+    assert_eq!(handle.state(), State::Open);
+    // Ten minutes without a call, checked every second.
+    let mut snap = monitor.check();
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        snap = monitor.check();
+    }
+    assert_eq!(handle.state(), State::HalfOpen, "no probe was ever sent");
+    assert_eq!(handle.metrics().reopens, 0);
+    let dep = snap.dependency("llm").unwrap();
+    assert!(
+        dep.healthy_now && dep.status != Status::Unhealthy,
+        "{:?}: {} of {} checks healthy, breaker {:?}",
+        dep.status,
+        dep.healthy_checks,
+        dep.checks,
+        dep.components[0].reading
+    );
+}

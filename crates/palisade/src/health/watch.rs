@@ -23,6 +23,8 @@ pub(crate) struct Counts {
     /// Of the failures, the refusals: counted in `calls` and `failures`, not in `micros`.
     refused: AtomicU64,
     micros: AtomicU64,
+    /// The slowest answered call since the monitor last took it, in microseconds.
+    slowest: AtomicU64,
 }
 
 /// Totals since the watch was made.
@@ -74,6 +76,17 @@ impl Watched {
             t.micros = t.micros.wrapping_add(s.micros.load(Ordering::Relaxed));
         }
         t
+    }
+
+    /// The slowest call answered since the last time it was taken, in microseconds (0 with
+    /// none): taken by each check, so that one slow call among a check's calls can be told
+    /// from a slowdown. A call that ends while it is taken may land in either check.
+    pub(crate) fn take_slowest(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.slowest.swap(0, Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -216,6 +229,10 @@ impl Counts {
         let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.micros.fetch_add(micros, Ordering::Relaxed);
+        // A read first: most calls are not the slowest, and leave the line unwritten.
+        if micros > self.slowest.load(Ordering::Relaxed) {
+            self.slowest.fetch_max(micros, Ordering::Relaxed);
+        }
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
