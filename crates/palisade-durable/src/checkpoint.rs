@@ -45,6 +45,11 @@ pub struct Loaded<T> {
     pub corrupt: Vec<CheckpointError>,
 }
 
+/// The longest agent name, in bytes: 200, as saga and transaction ids. PostgreSQL indexes a
+/// checkpoint by its agent and version, and an index key cannot be much above 2 kB: a longer
+/// name would save on one store and fail on another.
+pub const MAX_AGENT_LEN: usize = 200;
+
 /// Saves and loads agents' checkpoints in a store.
 ///
 /// Each save is a new version (1, 2, ...) with the time and the SHA-256 of the data; saves
@@ -114,9 +119,9 @@ impl Checkpoints {
     /// allocates the version, [`Store::checkpoint_put_next`]). Which of them gets which
     /// version is the order the store writes them in.
     ///
-    /// An agent name holding a NUL character is refused with
-    /// [`CheckpointError::InvalidAgent`] (PostgreSQL cannot store one; every store refuses it
-    /// alike), and nothing is written.
+    /// An agent name longer than [`MAX_AGENT_LEN`] bytes or holding a NUL character is refused
+    /// with [`CheckpointError::InvalidAgent`] (PostgreSQL cannot store a NUL, nor index a key
+    /// much above 2 kB; every store refuses them alike), and nothing is written.
     pub async fn save_bytes(
         &self,
         agent: &str,
@@ -145,7 +150,7 @@ impl Checkpoints {
         data: Vec<u8>,
         version: Option<u64>,
     ) -> Result<CheckpointMeta, CheckpointError> {
-        if agent.contains('\0') {
+        if agent.len() > MAX_AGENT_LEN || agent.contains('\0') {
             return Err(CheckpointError::InvalidAgent(agent.to_owned()));
         }
         let mut meta = CheckpointMeta {

@@ -238,9 +238,10 @@ pub enum CheckpointError {
     /// The state could not be serialized or deserialized.
     #[error("checkpoint state could not be (de)serialized: {0}")]
     Serde(#[from] serde_json::Error),
-    /// An agent name holding a NUL character (which PostgreSQL cannot store; refused on
+    /// An agent name longer than [`MAX_AGENT_LEN`](crate::checkpoint::MAX_AGENT_LEN) (200)
+    /// bytes or holding a NUL character (which PostgreSQL cannot store or index; refused on
     /// every store alike). Nothing was written.
-    #[error("invalid agent name {0:?}: must not contain a NUL character")]
+    #[error("invalid agent name {0:?}: must be at most 200 bytes, without a NUL character")]
     InvalidAgent(String),
 }
 

@@ -164,12 +164,20 @@ pub struct SagaDefinition {
 }
 
 impl SagaDefinition {
-    /// A definition named `name` with `steps`, checked: a non-empty name, at least one step,
-    /// step names that are unique and non-empty.
+    /// A definition named `name` with `steps`, checked: a non-empty name without a NUL
+    /// character (which PostgreSQL cannot store: refused on every store alike), at least one
+    /// step, step names that are unique and non-empty.
     pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Result<Self, ConfigError> {
         let name = name.into();
         if name.is_empty() {
             return Err(ConfigError::new("saga.name", "must not be empty"));
+        }
+        // Stored in a text column: PostgreSQL cannot hold a NUL character.
+        if name.contains('\0') {
+            return Err(ConfigError::new(
+                "saga.name",
+                "must not hold a NUL character",
+            ));
         }
         if steps.is_empty() {
             return Err(ConfigError::new(

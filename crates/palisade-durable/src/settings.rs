@@ -89,6 +89,11 @@ impl Settings {
         if self.owner.is_empty() {
             return Err(ConfigError::new("owner", "must not be empty"));
         }
+        // Stored in a text column: PostgreSQL cannot hold a NUL character (refused on every
+        // store alike, as ids are).
+        if self.owner.contains('\0') {
+            return Err(ConfigError::new("owner", "must not hold a NUL character"));
+        }
         if self.lease < Duration::from_secs(1) {
             return Err(ConfigError::new("lease", "must be at least 1 s"));
         }
@@ -289,7 +294,8 @@ macro_rules! workflow_setters {
         }
 
         #[doc = concat!(
-            "The name this process claims ", $what, " under (default `\"local\"`). ",
+            "The name this process claims ", $what, " under (default `\"local\"`; not empty, ",
+            "without a NUL character, which PostgreSQL cannot store: `build` refuses it). ",
             "Each engine also draws a token of its own when it is built (its *instance*), and ",
             "its claims record both: another engine under the same name (two engines of one ",
             "process, two replicas left at the default name, this process restarted) takes ",

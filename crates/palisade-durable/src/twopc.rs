@@ -142,8 +142,8 @@ pub struct TransactionDefinition {
 }
 
 impl TransactionDefinition {
-    /// A definition named `name`: a non-empty name, at least one participant, unique
-    /// non-empty participant names.
+    /// A definition named `name`: a non-empty name without a NUL character (which PostgreSQL
+    /// cannot store), at least one participant, unique non-empty participant names.
     pub fn new(
         name: impl Into<String>,
         participants: Vec<Participant>,
@@ -151,6 +151,13 @@ impl TransactionDefinition {
         let name = name.into();
         if name.is_empty() {
             return Err(ConfigError::new("transaction.name", "must not be empty"));
+        }
+        // Stored in a text column: PostgreSQL cannot hold a NUL character.
+        if name.contains('\0') {
+            return Err(ConfigError::new(
+                "transaction.name",
+                "must not hold a NUL character",
+            ));
         }
         if participants.is_empty() {
             return Err(ConfigError::new(

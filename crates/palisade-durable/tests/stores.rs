@@ -67,7 +67,10 @@ macro_rules! store_suite {
                 a_purged_saga_s_retry_request_does_not_retry_its_id_s_next_saga,
                 concurrent_checkpoint_saves_take_consecutive_versions,
                 checkpoint_saves_and_exact_writes_at_once,
-                no_checkpoint_version_after_the_last);
+                no_checkpoint_version_after_the_last,
+                a_long_agent_name_is_saved_or_refused_alike,
+                names_with_a_nul_character_are_stored_or_refused_alike,
+                claim_level_operations_agree_with_the_memory_store);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -2,17 +2,21 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod differential;
 pub(crate) mod faults;
 pub(crate) mod housekeeping;
 pub(crate) mod instances;
 pub(crate) mod leases;
+pub(crate) mod odd;
 pub(crate) mod sagas;
 pub(crate) mod twopc;
 
+pub(crate) use differential::*;
 pub(crate) use faults::*;
 pub(crate) use housekeeping::*;
 pub(crate) use instances::*;
 pub(crate) use leases::*;
+pub(crate) use odd::*;
 pub(crate) use sagas::*;
 pub(crate) use twopc::*;
 
