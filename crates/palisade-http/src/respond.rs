@@ -221,7 +221,20 @@ impl Responder {
         if self.grpc {
             return match restore::<B>(err) {
                 Ok(response) => response,
-                Err(err) => self.grpc_status(&*err),
+                // A failing response no fallback could answer is given back as well, as it
+                // is on the HTTP path below.
+                Err(err) => match err.downcast::<FallbackFailed>() {
+                    Ok(failed) => {
+                        let (original, failures) = (*failed).into_parts();
+                        match restore::<B>(original) {
+                            Ok(response) => response,
+                            Err(original) => {
+                                self.grpc_status(&FallbackFailed::new(original, failures))
+                            }
+                        }
+                    }
+                    Err(err) => self.grpc_status(&*err),
+                },
             };
         }
         let err = match self.give_back::<B>(err) {
@@ -306,12 +319,16 @@ impl Responder {
             Some(after) => &**after.inner(),
             None => err,
         };
-        let status =
-            if err.is::<CircuitOpen>() || err.is::<NoHealthyEndpoint>() || err.is::<FeatureOff>() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                self.status(class.category)
-            };
+        // Looked for along the chain (inside a classify layer's `Classified` too, which a
+        // classify layer right above a router wraps its `NoHealthyEndpoint` in), as
+        // `GrpcStatus::from_error` does.
+        let refused = palisade_core::error::chain(err)
+            .any(|e| e.is::<CircuitOpen>() || e.is::<NoHealthyEndpoint>() || e.is::<FeatureOff>());
+        let status = if refused {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            self.status(class.category)
+        };
         self.answer(status, class, &err.to_string())
     }
 
