@@ -255,7 +255,11 @@ macro_rules! unreached {
 ///    could not connect (`ManagedIdentityCredential authentication failed: error sending
 ///    request: operation timed out`) is transient. The word alone is
 ///    [`Category::Authentication`].
-/// 7. Then, in order: not found; a timeout (`timed out`, `deadline exceeded`); a server error
+/// 7. Then, in order: not found (`not found`, `model_not_found`, `NotFound`; not a part of a
+///    URL's path, `.../not-found-pages/42`, which a transport error prints); a 400, 413 or 422
+///    stated as a status ([`Category::Validation`],
+///    whatever words the message adds: `HTTP 400: invalid 'timeout' parameter` names the field
+///    that was wrong, no timeout); a timeout (`timed out`, `deadline exceeded`); a server error
 ///    (a 5xx, `Internal Server Error`, `Service Unavailable`, `Bad Gateway`, Envoy's `no
 ///    healthy upstream`); a timeout (`timeout`); a network failure; an exhausted resource
 ///    (`out of memory`, `overloaded`, a pool exhausted, Ollama's `server busy ... maximum
@@ -397,8 +401,22 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
         Class::new(Category::ServerError),
     ),
     (
-        concat!(r"not.?found|does not exist|", http_status!("404")),
+        concat!(
+            // "not found", "model_not_found", "NotFound", "ResourceNotFoundException"; not a
+            // part of a URL's path or a name joined by `-` or `/` (".../v1/not-found-pages",
+            // which a transport error's message prints with its URL). No look-around, as
+            // for rate limits above.
+            r"(?:^|[^/-])not.?found(?:$|[^/-]|[/-](?:$|\W))|does not exist|",
+            http_status!("404"),
+        ),
         Class::new(Category::NotFound),
+    ),
+    // A request the dependency answered as invalid, stated as a status: the words of the
+    // rules below (`timeout`, `network`, `capacity`) then name what was wrong with it (a
+    // `timeout` parameter), not what happened.
+    (
+        http_status!("4(?:00|13|22)"),
+        Class::new(Category::Validation),
     ),
     (timed_out!(), Class::new(Category::Timeout)),
     (
@@ -555,31 +573,7 @@ impl DefaultClassifier {
 
     /// The class of an error, walking its `source()` chain.
     pub fn classify_error(&self, err: &(dyn Error + 'static)) -> Class {
-        let rules = self.rules();
-        let known = chain(err).find_map(|e| known_class(rules, e).map(|class| (e, class)));
-        // A verdict an error carries (a classify layer's `Classified`, a response's class) is
-        // final: its classifier read the message already, with its own hint rule (or none),
-        // and a second reading would add a wait it chose not to give.
-        if let Some((e, class)) = known
-            && (e.is::<Classified>() || e.is::<ResponseClass>())
-        {
-            return class;
-        }
-        let class = known
-            .map(|(_, class)| class)
-            .or_else(|| by_message(rules, err))
-            .unwrap_or(rules.unknown);
-        if class.retry_after.is_some() || class.category == Category::Ignored {
-            return class;
-        }
-        match rules
-            .hint
-            .as_ref()
-            .and_then(|re| chain(err).find_map(|e| message_hint(re, &e.to_string())))
-        {
-            Some(after) => class.with_retry_after(after),
-            None => class,
-        }
+        classify_with(self.rules(), err)
     }
 
     /// The class the message rules give `text`, read as an error's message would be: the
@@ -655,6 +649,34 @@ pub fn class_of_dyn(err: &(dyn Error + 'static)) -> Class {
     DefaultClassifier::default().classify_error(err)
 }
 
+/// [`DefaultClassifier::classify_error`] with `rules`.
+fn classify_with(rules: &Rules, err: &(dyn Error + 'static)) -> Class {
+    let known = chain(err).find_map(|e| known_class(rules, e).map(|class| (e, class)));
+    // A verdict an error carries (a classify layer's `Classified`, a response's class) is
+    // final: its classifier read the message already, with its own hint rule (or none),
+    // and a second reading would add a wait it chose not to give.
+    if let Some((e, class)) = known
+        && (e.is::<Classified>() || e.is::<ResponseClass>())
+    {
+        return class;
+    }
+    let class = known
+        .map(|(_, class)| class)
+        .or_else(|| by_message(rules, err))
+        .unwrap_or(rules.unknown);
+    if class.retry_after.is_some() || class.category == Category::Ignored {
+        return class;
+    }
+    match rules
+        .hint
+        .as_ref()
+        .and_then(|re| chain(err).find_map(|e| message_hint(re, &e.to_string())))
+    {
+        Some(after) => class.with_retry_after(after),
+        None => class,
+    }
+}
+
 /// Messages that say only that a layer below failed, not how: tonic's `transport error`, whose
 /// source says what happened (`Timeout expired`, a refused connection). An error whose whole
 /// message is one of these takes the class of the first error below it that a message rule
@@ -714,6 +736,10 @@ fn known_class(rules: &Rules, err: &(dyn Error + 'static)) -> Option<Class> {
     }
     if let Some(class) = rules.type_rules.iter().find_map(|rule| rule(err)) {
         return Some(class);
+    }
+    // A failed fallback's class is its original failure's, as the classifier in use reads it.
+    if let Some(failed) = err.downcast_ref::<crate::failure::FallbackFailed>() {
+        return Some(classify_with(rules, &**failed.original()).with_retryable(false));
     }
     if let Some(class) = crate::failure::own_class(err) {
         return Some(class);

@@ -315,8 +315,9 @@ where
                 }
             };
             if let Poll::Ready(out) = polled {
+                let out = out.map_err(|e| with_granted(e.into(), &clock));
                 this.state.set(State::Finished);
-                return Poll::Ready(out.map_err(Into::into));
+                return Poll::Ready(out);
             }
             if let ClockProj::Idle {
                 started,
@@ -366,6 +367,24 @@ where
             // fails its attempt (the timer says so through `elapsed`).
         }
     }
+}
+
+/// A `DeadlineExceeded` that knows no limit, from a timeout below whose timer saw this
+/// deadline pass first (both fired in the same tick), names the time this call was granted.
+#[cold]
+#[inline(never)]
+fn with_granted(err: BoxError, clock: &Clock) -> BoxError {
+    if let Clock::Armed {
+        deadline, granted, ..
+    } = clock
+        && err
+            .downcast_ref::<DeadlineExceeded>()
+            .is_some_and(|e| e.limit().is_none())
+        && Instant::now() >= *deadline
+    {
+        return DeadlineExceeded::with_limit(Duration::from_nanos(*granted)).into();
+    }
+    err
 }
 
 impl Clock {

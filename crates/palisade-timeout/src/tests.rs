@@ -804,3 +804,33 @@ async fn a_deadline_ending_first_in_the_same_tick_fails_the_call_as_the_deadline
         }
     }
 }
+
+// ---- review: which limit the caller's error names ----
+
+/// The docs (crate `# Errors`): a `DeadlineExceeded` says the time the call was granted. When
+/// the deadline ends first but both timers fire in the same millisecond tick, the attempt's
+/// own timer sees it first and fails the call with `DeadlineExceeded::new()`: no limit, and the
+/// message `deadline exceeded` instead of `deadline of 100.2 ms exceeded`. With a shared timer
+/// the same call reports the limit.
+#[tokio::test(start_paused = true)]
+async fn review_same_tick_deadline_error_names_the_granted_limit() {
+    for shared in [true, false] {
+        let seen = Arc::default();
+        let deadline = DeadlineLayer::new(Duration::from_micros(100_200));
+        let timeout = TimeoutLayer::new(Duration::from_micros(100_600));
+        let err = if shared {
+            let mut svc =
+                deadline.layer(timeout.share_deadline_timer().layer(hanging(&seen, false)));
+            svc.ready().await.unwrap().call(0).await.unwrap_err()
+        } else {
+            let mut svc = deadline.layer(timeout.layer(hanging(&seen, false)));
+            svc.ready().await.unwrap().call(0).await.unwrap_err()
+        };
+        assert!(err.is::<DeadlineExceeded>(), "shared {shared}: {err}");
+        assert_eq!(
+            limit_of::<DeadlineExceeded>(&err),
+            Some(Duration::from_micros(100_200)),
+            "shared {shared}: {err}"
+        );
+    }
+}

@@ -1125,3 +1125,75 @@ fn a_carried_class_gets_no_wait_from_the_message() {
         Some(std::time::Duration::from_secs(3600))
     );
 }
+
+/// A 400, 413 or 422 stated as a status is a `Validation` (a request that cannot succeed as
+/// sent), whatever words its body adds: one naming the offending parameter `timeout` (OpenAI's
+/// `invalid_request_error` for a bad `timeout` param), or `network` inside an identifier, was
+/// classified by those bare words, a retryable failure counted against the endpoint's health.
+#[test]
+fn a_stated_400_naming_a_timeout_or_network_field_is_validation() {
+    for msg in [
+        "Error code: 400 - {'error': {'message': \"Invalid type for 'timeout': expected a decimal, but got a string instead.\", 'type': 'invalid_request_error', 'param': 'timeout', 'code': 'invalid_type'}}",
+        "HTTP 400 Bad Request: invalid 'timeout' parameter",
+        "Error code: 422 - {'detail': 'timeout must be a positive number'}",
+        "HTTP 400 Bad Request: network_id is invalid",
+    ] {
+        let class = class_of(&BoxError::from(msg));
+        assert_eq!(
+            (class.category, class.retryable),
+            (Category::Validation, false),
+            "{msg}"
+        );
+    }
+}
+
+/// A URL in a transport error's message (reqwest prints it in every error) whose path holds
+/// `not-found` or `notfound` made a lost connection a non-retryable `NotFound`; the words and
+/// names that say "not found" still do.
+#[test]
+fn not_found_in_a_url_path_does_not_make_a_network_error_permanent() {
+    for msg in [
+        "error sending request for url (https://api.example.com/v1/not-found-pages/42): connection closed before message completed",
+        "error sending request for url (https://api.example.com/notfound/): connection closed before message completed",
+    ] {
+        let class = class_of(&BoxError::from(msg));
+        assert_eq!(
+            (class.category, class.retryable),
+            (Category::Network, true),
+            "{msg}"
+        );
+    }
+    for msg in [
+        "404 Not Found",
+        "model_not_found",
+        "The model `gpt-5` does not exist",
+        "status: NotFound, message: \"no such table\"",
+        "ResourceNotFoundException: Requested resource not found",
+        "model \"llama3\" not found, try pulling it first",
+        "not-found",
+    ] {
+        assert_eq!(cat(msg), Category::NotFound, "{msg}");
+    }
+}
+
+/// `FallbackFailed`'s class is "the original failure's class, made not retryable", as the
+/// classifier in use reads it: under a classifier with rules of its own, the original was
+/// read with the built-in rules only, and the user's rules never saw it.
+#[test]
+fn fallback_failed_takes_the_original_class_from_the_classifier_in_use() {
+    let classifier = DefaultClassifier::builder()
+        .message("model is loading", Class::new(Category::Transient))
+        .build()
+        .unwrap();
+    let original: BoxError = "Model is loading, please wait".into();
+    assert_eq!(
+        classifier.classify_error(&*original).category,
+        Category::Transient
+    );
+    let failed = crate::failure::FallbackFailed::new(original, vec![("static", "no page".into())]);
+    assert_eq!(
+        classifier.classify_error(&failed).category,
+        Category::Transient,
+        "{failed}"
+    );
+}
