@@ -298,6 +298,9 @@ pub(crate) struct Core {
     /// earlier than any probe in flight was admitted.
     probe_since: AtomicU64,
     rng: AtomicU64,
+    /// Mixed into the seed: 0 for a breaker of its own (its draws are the seed's), a hash of
+    /// its name for a per-key breaker, so that the keys' jitters differ (see [`Core::salted`]).
+    salt: u64,
     /// Successes per stripe (the happy path writes only its own cache line): a power of two
     /// of them, [`stripe::count`].
     successes: Box<[CachePadded<AtomicU64>]>,
@@ -380,6 +383,7 @@ impl Core {
             probe_successes: AtomicU64::new(0),
             probe_since: AtomicU64::new(0),
             rng: AtomicU64::new(cfg.seed),
+            salt: 0,
             successes: (0..stripe::count())
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
@@ -387,6 +391,20 @@ impl Core {
             rejections: AtomicU64::new(0),
             listeners,
         }
+    }
+
+    /// This breaker with its random draws salted by its name (FNV-1a: the same name gives the
+    /// same draws in every run): the per-key breakers of one layer share its seed, and would
+    /// otherwise jitter alike, so that children a parent trips together would all probe in the
+    /// same millisecond. Kept across a reconfiguration that changes the seed.
+    pub(crate) fn salted(mut self) -> Core {
+        let salt = self.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        self.salt = salt;
+        let seed = self.live.load().cfg.seed;
+        self.rng.store(seed ^ salt, Ordering::Relaxed);
+        self
     }
 
     /// This breaker, made `now` (ms since its origin) rather than at its origin: it has been
@@ -1333,7 +1351,7 @@ impl Core {
             }
         }
         if cfg.seed != old.cfg.seed {
-            self.rng.store(cfg.seed, Ordering::Relaxed);
+            self.rng.store(cfg.seed ^ self.salt, Ordering::Relaxed);
         }
         let live = Arc::new(Live {
             cfg,

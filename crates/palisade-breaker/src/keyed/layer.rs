@@ -28,9 +28,10 @@ use crate::BreakerConfig;
 ///   new key arrives (looked for at most 64 times per idle timeout, so a key may outlive it
 ///   by up to a 64th of it, counted from when it could go: see below for the breakers that
 ///   are kept). A key is in use from the start of each call until the call's response
-///   future completes or is dropped (and while a [`Permit`](crate::Permit) taken through its
-///   handle is held): its idle time counts from its last call's start, or from the last time
-///   eviction found a call still running, whichever is later.
+///   future is dropped (a completed future its caller keeps holds it in use too, as tower's
+///   futures keep what they own until dropped; and while a [`Permit`](crate::Permit) taken
+///   through its handle is held): its idle time counts from its last call's start, or from
+///   the last time eviction found a call still running, whichever is later.
 /// * At [`max_keys`](KeyedBreakerBuilder::max_keys), a new key makes room by dropping the
 ///   least recently used key (to the millisecond) whose breaker admits calls and has no call
 ///   in flight, chosen among the keys of four shards (its own, then the others in turn):

@@ -462,6 +462,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 writer.config,
                 Vec::new(),
             )
+            .salted()
             .made_at(now),
             origin: self.origin,
         }));

@@ -1105,3 +1105,34 @@ async fn a_keyed_probe_whose_call_panics_gives_its_slot_back() {
         .unwrap();
     assert_ne!(handle.get(&"big").unwrap().state(), State::Open);
 }
+
+/// Per-key breakers share their layer's seed, but not their draws: eight models a provider's
+/// breaker trips together (`propagate`) are open for periods of their own (±10 % jitter), so
+/// they do not all probe in the same millisecond. They all drew the same 503 ms once. The
+/// draws stay the same from run to run (salted by each breaker's name).
+#[tokio::test(start_paused = true)]
+async fn children_tripped_together_by_a_parent_get_spread_open_periods() {
+    let periods = || async {
+        let children = KeyedBreakerLayer::builder("model", |m: &u32| *m)
+            .build()
+            .unwrap();
+        let child_handle = children.handle();
+        let parent = BreakerLayer::builder("provider")
+            .listener(child_handle.propagate())
+            .build()
+            .unwrap()
+            .handle();
+        let mut svc = children.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(()) }));
+        for model in 0..8u32 {
+            svc.ready().await.unwrap().call(model).await.unwrap();
+        }
+        parent.trip();
+        (0..8u32)
+            .map(|m| child_handle.get(&m).unwrap().metrics().retry_after.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = periods().await;
+    let distinct: std::collections::BTreeSet<_> = first.iter().collect();
+    assert!(distinct.len() >= 6, "{first:?}");
+    assert_eq!(periods().await, first, "reproducible");
+}

@@ -7,9 +7,9 @@
 //!
 //! | budget | model | a retry is allowed when |
 //! |---|---|---|
-//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `ratio` × requests in the last `ttl` + `min_per_second` × `ttl`, or < `floor_per_second` × `ttl` |
+//! | [`RatioBudget`] | Finagle's `RetryBudget` | retries in the last `ttl` < `ratio` × requests in the last `ttl` + `min_per_second` × `ttl`, or < `floor_per_second` × `ttl` (the last `ttl` read in ten slots: 0.9 × `ttl` to `ttl`) |
 //! | [`TokenBucket`] | gRPC's retry throttling | the bucket holds more than half of `max_tokens` (a failure costs one token, a success gives back `token_ratio`) |
-//! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the last `window` |
+//! | [`RateCap`] | a fixed system-wide rate | fewer than `per_second` × `window` retries were sent in the window's ten slots (the last 0.9 × `window` to `window`) |
 //! | [`Throttled`] (the default of [`RetryLayer::new`](crate::RetryLayer::new)) | a budget (12 % of requests, at least 8 a second) behind gRPC's throttling | the throttle holds more than half its tokens **and** the budget allows one |
 //!
 //! # One budget per failure domain

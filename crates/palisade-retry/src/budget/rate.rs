@@ -10,14 +10,17 @@ use tokio::time::Instant;
 use super::{Budget, Rebalanced, Withdrawal};
 use crate::window::{self, Clock, SLOTS, Take};
 
-/// A fixed system-wide retry budget: at most `per_second` × `window` retries in
-/// any sliding `window` (defaults, [`RateCap::new`]: 10 per second over 10 s, so 100 retries
-/// per 10 s; other settings through [`RateCap::builder`]).
+/// A fixed system-wide retry budget: at most `per_second` × `window` retries in the window's
+/// ten slots (defaults, [`RateCap::new`]: 10 per second over 10 s, so 100 retries per 10 s;
+/// other settings through [`RateCap::builder`]).
 ///
 /// It does not depend on the request rate: it caps retry load absolutely, which suits a
 /// dependency with a known capacity. A fixed ring of ten slots of `window / 10`; withdrawals are
 /// serialised by a compare-and-swap on the current slot (see [`RatioBudget`](super::RatioBudget)
-/// for the guarantees at slot boundaries).
+/// for the guarantees at slot boundaries). A retry stops counting when its slot leaves the
+/// ring, between 0.9 × `window` and `window` after it was sent: any span of 0.9 × `window`
+/// holds at most the limit, while a span of a whole `window` may hold up to twice it (a burst
+/// at the end of one slot and another ten slots later).
 ///
 /// # Example
 /// ```

@@ -1096,3 +1096,39 @@ async fn only_a_throttle_lets_a_probe_through() {
     open.refund(probe);
     assert_eq!(retries(&open), 0);
 }
+
+/// What a rate cap holds, as its docs say: the limit over the window's ten slots. A burst at
+/// the end of the first slot and another ten slots later are both granted in full, 200 within
+/// 9.001 s of a 10 s window (a span of a whole window may hold twice the limit); any span of
+/// 0.9 × the window holds at most the limit.
+#[test]
+fn a_rate_cap_holds_its_limit_over_its_slots() {
+    let t0 = Instant::now();
+    let cap = cap_at(t0, 10, Duration::from_secs(10));
+    let mut granted = Vec::new();
+    for ms in [999u64, 10_000] {
+        let now = t0 + Duration::from_millis(ms);
+        for _ in 0..200 {
+            if cap.try_withdraw_at(now).is_some() {
+                granted.push(ms);
+            }
+        }
+    }
+    assert_eq!(granted.len(), 200);
+    assert_eq!(granted.iter().filter(|&&ms| ms == 999).count(), 100);
+    // Every 9 s span (ms apart) holds one burst at most.
+    let most_in = |span: u64| {
+        granted
+            .iter()
+            .map(|&start| {
+                granted
+                    .iter()
+                    .filter(|&&t| t >= start && t < start + span)
+                    .count()
+            })
+            .max()
+            .unwrap()
+    };
+    assert_eq!(most_in(9_000), 100);
+    assert_eq!(most_in(10_000), 200);
+}
