@@ -107,8 +107,10 @@
 //!
 //! Schedules and capacity ramps count from the layer's epoch ([`ChaosLayer::epoch`]: when it
 //! was built, unless [`ChaosBuilder::epoch`] says otherwise). Before an epoch set in the
-//! future, time counts as the epoch itself: schedules wait for it, and capacities admit the
-//! rate they start with (their buckets refill as time passes). All time is `tokio::time`, so
+//! future, time counts as the epoch itself: a schedule that applies at 0 (`Always`, a window
+//! or a flapping schedule from 0) applies throughout the wait, one that starts later waits for its start
+//! after the epoch, and capacities admit the rate they start with (their buckets refill as
+//! time passes). See [`Schedule`]. All time is `tokio::time`, so
 //! tests on a paused clock and simulations in virtual time control it.
 //!
 //! # Clones

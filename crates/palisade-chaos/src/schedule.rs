@@ -9,7 +9,10 @@ use crate::rng::Draws;
 /// When a fault or a capacity applies, in time since the layer's epoch
 /// ([`ChaosLayer::epoch`](crate::ChaosLayer::epoch), by default the instant the layer was built).
 ///
-/// Times before the epoch count as the epoch itself.
+/// Times before the epoch count as the epoch itself: a schedule that applies at 0
+/// ([`Schedule::Always`], a window or a flapping schedule from 0, which starts down) applies
+/// for the whole wait before an epoch set in the future, and one that starts later waits for
+/// its start after the epoch. To keep a fault away until the epoch, start its window after 0.
 ///
 /// [`build`](crate::ChaosBuilder::build) refuses a schedule that can never apply, naming the
 /// field: a window (alone, in a list, or the span of a flapping schedule) must end after it
@@ -164,6 +167,12 @@ impl Schedule {
 }
 
 /// Latency added before a call proceeds, or before an injected outcome is returned.
+///
+/// The wait is a `tokio::time` sleep, whose timer counts whole milliseconds and rounds a
+/// deadline up to the next one: a latency below a millisecond waits one, a uniform latency
+/// within one millisecond (`10 ms` to `11 ms`) waits its `max`, and a random latency waits
+/// about half a millisecond longer than drawn, on average. Give latencies of a few
+/// milliseconds or more where their exact spread matters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Latency {
     /// Always this long.
@@ -194,8 +203,10 @@ impl Latency {
                     return *min;
                 }
                 let span = (*max - *min).as_secs_f64() * draws.unit();
+                // Rounded to the nearest nanosecond, the top of the span would reach `max`:
+                // kept below it, `[min, max)` as documented (`max` is at least 1 ns here).
                 min.saturating_add(Duration::try_from_secs_f64(span).unwrap_or(*max - *min))
-                    .min(*max)
+                    .min(*max - Duration::from_nanos(1))
             }
             Latency::Exponential { mean, max } => {
                 // `unit()` is in [0, 1), so `1 - u` is in (0, 1] and its logarithm is finite.

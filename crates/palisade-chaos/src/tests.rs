@@ -854,6 +854,21 @@ fn uniform_latency_is_spread_evenly_between_its_bounds() {
     );
 }
 
+/// A uniform latency stays below its `max`, even over a span of a few nanoseconds, where
+/// rounding a draw to the nearest nanosecond put about a quarter of the samples on `max`.
+#[test]
+fn uniform_latency_never_reaches_its_max() {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let min = ms(10);
+    let max = min + Duration::from_nanos(2);
+    let latency = Latency::Uniform { min, max };
+    let samples: Vec<_> = (0..1_000)
+        .map(|_| latency.sample(&mut crate::rng::Draws::new(42, &counter)))
+        .collect();
+    assert!(samples.iter().all(|d| (min..max).contains(d)));
+    assert!(samples.contains(&(min + Duration::from_nanos(1))));
+}
+
 #[test]
 fn capacity_reports_its_rate_over_time() {
     let over = || Effect::<u32>::Fail(class(Category::RateLimited));
