@@ -199,7 +199,8 @@ pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(60);
 ///
 /// - **A failure rate, not a streak**: at least 95 % of the last 30 calls failed
 ///   (`failure_rate` over `Window::Recent { calls: 30, within: 1 s, min_calls: 10 }`;
-///   `consecutive_failures` is off), so one success in 30 keeps it closed. Where 30 calls
+///   `consecutive_failures` is off), so two successes in 30 keep it closed (one in 30 is 97 %
+///   failed, at least 95 %: it opens). Where 30 calls
 ///   reach back further than a second (below 30 requests a second), 95 % of the last
 ///   second's calls, if there are at least 10, open it too: see [`Window::Recent`]. A dependency that still answers some of its calls (one
 ///   failing half of them, one whose capacity is coming back) is better served by retries

@@ -163,9 +163,11 @@
 //! reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner
-//! future plus 24 bytes. A count window (the default) costs a success three shared loads
-//! while it holds only successes, and its atomic updates once it holds a failure; a time
-//! window costs its updates and a clock read on every call; slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
+//! future plus 24 bytes. A count window costs a success three shared loads while it holds
+//! only successes, and its atomic updates once it holds a failure; the default
+//! [`Window::Recent`] costs the same, and a clock read per recorded outcome once it holds a
+//! failure (it judges the last second too); a time window costs its updates and a clock read
+//! on every call; slow-call and cancel-after rules add a clock read per call. `cargo bench -p palisade-benches --bench
 //! breaker` measures it beside tower-resilience's and failsafe's breakers.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1682,3 +1682,29 @@ async fn trip_leaves_a_bypassed_breaker_bypassed() {
     h.trip();
     assert_eq!(h.state(), State::Isolated);
 }
+
+/// The default rule, at least 95 % of the last 30 calls failed, at its edge: one success in
+/// 30 (97 % failed) opens the breaker, two (93 %) keep it closed.
+#[tokio::test(start_paused = true)]
+async fn two_successes_in_thirty_keep_the_default_breaker_closed() {
+    for (successes, state) in [(1, State::Open), (2, State::Closed)] {
+        let l = BreakerLayer::builder("t")
+            .config({
+                let mut c = BreakerConfig::default();
+                c.throttle = None;
+                c
+            })
+            .build()
+            .unwrap();
+        let h = l.handle();
+        for i in 0..30 {
+            let permit = h.try_acquire().unwrap();
+            if i < successes {
+                permit.success();
+            } else {
+                permit.failure(palisade_core::Class::new(Category::ServerError));
+            }
+        }
+        assert_eq!(h.state(), state, "{successes} success(es) in 30");
+    }
+}
