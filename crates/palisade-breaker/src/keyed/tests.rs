@@ -1136,3 +1136,41 @@ async fn children_tripped_together_by_a_parent_get_spread_open_periods() {
     assert!(distinct.len() >= 6, "{first:?}");
     assert_eq!(periods().await, first, "reproducible");
 }
+
+/// The per-key spread holds whatever the seed (none where every bit is 0 or 1), and after a
+/// reconfiguration that changes the seed.
+#[tokio::test(start_paused = true)]
+async fn the_keys_jitter_apart_at_any_seed_and_after_a_new_one() {
+    let config = |seed: u64| {
+        let mut c = BreakerConfig::default();
+        c.seed = seed;
+        c
+    };
+    let spread = |handle: &KeyedHandle<u32>| {
+        let periods: std::collections::BTreeSet<_> = (0..8u32)
+            .map(|m| handle.get(&m).unwrap().metrics().retry_after.unwrap())
+            .collect();
+        periods.len()
+    };
+    for (seed, next) in [(0, u64::MAX), (u64::MAX, 0)] {
+        let children = KeyedBreakerLayer::builder("model", |m: &u32| *m)
+            .config(config(seed))
+            .build()
+            .unwrap();
+        let handle = children.handle();
+        let mut svc = children.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(()) }));
+        for model in 0..8u32 {
+            svc.ready().await.unwrap().call(model).await.unwrap();
+        }
+        for m in 0..8u32 {
+            handle.get(&m).unwrap().trip();
+        }
+        assert!(spread(&handle) >= 6, "seed {seed:#x}");
+        handle.reconfigure(config(next)).unwrap();
+        for m in 0..8u32 {
+            handle.get(&m).unwrap().close();
+            handle.get(&m).unwrap().trip();
+        }
+        assert!(spread(&handle) >= 6, "seed {seed:#x}, then {next:#x}");
+    }
+}
