@@ -1518,6 +1518,34 @@ mod context {
         assert_eq!(palisade_core::context::attempt::timeouts_so_far(), 0);
     }
 
+    /// The same count as the attempt's future is polled, for a layer between this one and a
+    /// timeout that calls the service below from its future (`async move { inner.oneshot(req)
+    /// .await }`) rather than its own `call`: each poll of a retry's attempt sees the count
+    /// its `call` saw. Polls read the count the caller's context had (0) before.
+    #[tokio::test(start_paused = true)]
+    async fn each_retry_s_polls_see_its_timeouts_too() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let script = Script::new([
+            err(Category::Timeout, "timed out"),
+            err(Category::Timeout, "timed out"),
+            Answer::Ok(1),
+        ]);
+        let deferring = tower::service_fn(move |req: u32| {
+            let (log, script) = (log.clone(), script.clone());
+            async move {
+                // Read at the first poll, where such a layer would call the timeout below.
+                log.lock()
+                    .unwrap()
+                    .push(palisade_core::context::attempt::timeouts_so_far());
+                script.oneshot(req).await
+            }
+        });
+        let retry = layer().max_attempts(3).build().unwrap().layer(deferring);
+        assert_eq!(run(retry).await, Ok(1));
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    }
+
     /// A budget that refuses every retry until `opens`, then allows each; it counts the asks
     /// and the refunds.
     struct Shut {
