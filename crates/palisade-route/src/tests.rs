@@ -3669,4 +3669,15 @@ async fn failures_in_flight_while_ejected_do_not_hold_it_past_its_ejection() {
         st.traffic_ratio > 0.0,
         "its ejection is over, yet it gets no traffic: {st:?}"
     );
+    // Its trial fails: the bad spell's second strike holds it 60 s (not a third's 90 s).
+    handle.report_failure(&0, Class::new(Category::ServerError));
+    let _ = names(&mut route, 1).await;
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    let _ = names(&mut route, 1).await;
+    assert_eq!(handle.status()[0].traffic_ratio, 0.0, "held 60 s");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let _ = names(&mut route, 1).await;
+    let st = &handle.status()[0];
+    assert!(st.traffic_ratio > 0.0, "on trial again after 60 s: {st:?}");
 }
