@@ -620,7 +620,16 @@ where
                         tracing::info!(target: "palisade_fallback", strategy = m.name(), "chain member answered");
                         return Ok(r);
                     }
-                    Err(e) => errors.push((m.name(), e)),
+                    Err(e) => {
+                        // A member that failed because the caller cancelled ends the chain,
+                        // as under a fallback layer: the next member does not answer it.
+                        let cancelled = palisade_core::class_of(&e).category
+                            == palisade_core::Category::Cancelled;
+                        errors.push((m.name(), e));
+                        if cancelled {
+                            break;
+                        }
+                    }
                 }
             }
             Err(Box::new(ChainErrors(errors)) as BoxError)

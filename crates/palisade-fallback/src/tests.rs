@@ -1638,3 +1638,21 @@ async fn a_failing_response_under_the_timeouts_marker_comes_back_restored() {
         other => panic!("expected a restored response, got {other:?}"),
     }
 }
+
+/// A chain run by a strategy of its own (through `Strategy::fallback`, as `Opaque` does)
+/// stops at a member that failed because the caller cancelled, as the layer's own run of a
+/// chain does: the cancelled call was answered by the next member.
+#[tokio::test]
+async fn a_chain_run_by_hand_stops_at_a_cancelled_member() {
+    let cancelled =
+        service_fn(|_: Req| async { Err::<String, BoxError>("request cancelled".into()) });
+    let chain = Chain::new()
+        .then(Alternative::new(cancelled))
+        .then(Constant("canned".to_owned()));
+    let svc = FallbackLayer::new(Opaque(chain)).layer(agent("503 primary down"));
+    let result = svc.oneshot(req("fail").0).await;
+    assert!(
+        result.is_err(),
+        "the cancelled call was answered by the next member: {result:?}"
+    );
+}

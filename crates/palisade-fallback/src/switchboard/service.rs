@@ -26,7 +26,10 @@ use super::state::{Feature, ProbeSlot, Readiness};
 /// refused with [`FeatureOff`](super::FeatureOff) even if the feature was turned on in between,
 /// so the inner service is never called without its own `poll_ready`. Like an open breaker,
 /// an off feature thus never parks its caller on a dependency that cannot get ready (a full
-/// buffer, a pool whose connections are all stuck): the fallback answers at once. Once the
+/// buffer, a pool whose connections are all stuck): the fallback answers at once. A caller
+/// already waiting for the inner service's readiness when the feature goes off is not woken
+/// by the switch: it is answered when it is polled again (the inner service wakes it, or a
+/// timeout above it fires), so put a timeout above a gate whose service can wedge. Once the
 /// cool-down of an automatic off is over, the first gate to be polled takes the probe slot
 /// and then waits for the inner service's readiness; it keeps the slot for its next `call`
 /// (even when that readiness fails: see below), and gives it back if the gate is dropped first

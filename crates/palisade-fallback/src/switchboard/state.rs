@@ -377,6 +377,19 @@ impl Feature {
             .unwrap_or(u64::MAX)
     }
 
+    /// `now` in whole ms since the origin, rounded up: where a period starts, so that a
+    /// period counted from it (a cool-down, a probe's hold, a pacing hint) is never cut short
+    /// by the part of a millisecond `now` is past [`ms`](Self::ms).
+    fn ms_ceil(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.inner.origin);
+        let ms = self.ms(now);
+        if since.subsec_nanos().is_multiple_of(1_000_000) {
+            ms
+        } else {
+            ms.saturating_add(1)
+        }
+    }
+
     /// The feature's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -553,7 +566,9 @@ impl Feature {
                 // The slot is free, or held by a probe of an earlier epoch: this call is the
                 // probe, if no other call took the slot meanwhile.
                 _ => {
-                    let until_ms = now_ms.saturating_add(millis(self.inner.config.probe_timeout));
+                    let until_ms = self
+                        .ms_ceil(now)
+                        .saturating_add(millis(self.inner.config.probe_timeout));
                     let hold = Hold::new(word.epoch(), until_ms);
                     if self
                         .inner
@@ -655,7 +670,7 @@ impl Feature {
         // finds the slot free then finds the hold too.
         if self.holds(hold, now) {
             let wait = hint.min(self.inner.config.cooldown);
-            let until_ms = self.ms(now).saturating_add(millis(wait));
+            let until_ms = self.ms_ceil(now).saturating_add(millis(wait));
             let mut current = self.inner.load();
             while current.state() == AUTO_OFF
                 && current.epoch() == ticket.epoch
@@ -697,7 +712,7 @@ impl Feature {
                 if ticket.is_probe()
                     || limit.is_some_and(|limit| failures.total(now) >= u64::from(limit))
                 {
-                    self.auto_off(ticket.epoch, self.ms(now));
+                    self.auto_off(ticket.epoch, self.ms_ceil(now));
                 }
             }
         }

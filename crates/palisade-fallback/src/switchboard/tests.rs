@@ -1686,3 +1686,36 @@ async fn a_probe_of_an_earlier_epoch_still_out_does_not_block_the_next_probe() {
     assert_eq!(feature.state(), FeatureState::On);
     assert_eq!(calls.load(Ordering::SeqCst), 5);
 }
+
+/// A feature stays off for its whole cool-down, also when it turned off between two
+/// milliseconds: no probe (and no `retry_after` of zero) before `cooldown` has passed. The
+/// start was rounded down to the millisecond, and a probe went out up to 1 ms early.
+#[tokio::test(start_paused = true)]
+async fn the_cool_down_is_never_cut_short_by_rounding() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned()))
+        .layer(hanging(calls.clone()));
+    // Off at 0.9 ms after the feature's registration.
+    tokio::time::advance(Duration::from_micros(900)).await;
+    let _ = svc.clone().oneshot("503").await.unwrap();
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    // 29.9995 s later: the 30 s cool-down is not over.
+    tokio::time::advance(Duration::from_micros(29_999_500)).await;
+    let state = feature.state();
+    let answer = svc.clone().oneshot("ok").await.unwrap();
+    assert_eq!(
+        (state, calls.load(Ordering::SeqCst), answer.is_degraded()),
+        (
+            FeatureState::AutoOff {
+                retry_after: Duration::from_millis(1)
+            },
+            1,
+            true
+        ),
+        "0.5 ms before the cool-down ends: (state, calls, degraded)"
+    );
+    // Once it is over, the next call is the probe.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!svc.clone().oneshot("ok").await.unwrap().is_degraded());
+}
