@@ -11,7 +11,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::future::GateFuture;
-use super::state::{Feature, ProbeSlot, Readiness};
+use super::state::{Feature, ProbeSlot, Readiness, Waiter};
 
 /// Lets calls through to a feature while it is on, fails them at once with
 /// [`FeatureOff`](super::FeatureOff) while it is off, and counts its failures (those that count
@@ -26,10 +26,9 @@ use super::state::{Feature, ProbeSlot, Readiness};
 /// refused with [`FeatureOff`](super::FeatureOff) even if the feature was turned on in between,
 /// so the inner service is never called without its own `poll_ready`. Like an open breaker,
 /// an off feature thus never parks its caller on a dependency that cannot get ready (a full
-/// buffer, a pool whose connections are all stuck): the fallback answers at once. A caller
-/// already waiting for the inner service's readiness when the feature goes off is not woken
-/// by the switch: it is answered when it is polled again (the inner service wakes it, or a
-/// timeout above it fires), so put a timeout above a gate whose service can wedge. Once the
+/// buffer, a pool whose connections are all stuck): the fallback answers at once, and a
+/// caller already waiting for the inner service's readiness when the feature goes off (by
+/// hand or by its failures) is woken and answered by the fallback too. Once the
 /// cool-down of an automatic off is over, the first gate to be polled takes the probe slot
 /// and then waits for the inner service's readiness; it keeps the slot for its next `call`
 /// (even when that readiness fails: see below), and gives it back if the gate is dropped first
@@ -77,6 +76,9 @@ pub struct Gate<S> {
     /// slot's hold ends. Made once per probe that has to wait (never while the feature is
     /// on); a clone starts without it.
     probe_ends: Option<Pin<Box<Sleep>>>,
+    /// Where a switch off finds this gate's waker while it waits for the inner service's
+    /// readiness with the feature on. Made on its first such wait; a clone starts without it.
+    waiter: Option<Arc<Waiter>>,
     /// The feature, striped: each gate instance reads its own stripe and its futures hold that
     /// stripe's reference, so instances on different threads never share a reference count.
     stripes: Arc<Striped<Feature>>,
@@ -92,6 +94,7 @@ impl<S> Gate<S> {
             not_ready: None,
             probe: None,
             probe_ends: None,
+            waiter: None,
             feature: stripes.pick().clone(),
             stripes,
         }
@@ -121,6 +124,7 @@ impl<S: Clone> Clone for Gate<S> {
             not_ready: None,
             probe: None,
             probe_ends: None,
+            waiter: None,
             feature: self.stripes.pick().clone(),
             stripes: self.stripes.clone(),
         }
@@ -212,7 +216,16 @@ where
                     }
                     Poll::Pending
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    // On, and waiting for the inner service: a switch off wakes this caller,
+                    // whose next poll is refused and answered by the fallback.
+                    self.feature.waiting(&mut self.waiter, cx.waker());
+                    if !self.feature.is_on() {
+                        // Off meanwhile (before the waker was left): read the state again.
+                        continue;
+                    }
+                    Poll::Pending
+                }
             };
         }
     }

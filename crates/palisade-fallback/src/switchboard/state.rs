@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use palisade_core::sync::CachePadded;
@@ -261,6 +262,23 @@ struct Inner {
     /// Failures in the window. Cleared when the feature is turned back on; read and written
     /// only after a failure and for a status page, never on the success path.
     failures: ErrorStats,
+    /// The gates waiting for their service's readiness while the feature was on, woken when
+    /// it goes off so that the fallback answers them (see [`Feature::waiting`]). Locked only
+    /// by a gate whose service is not ready and by a switch off, never on a call's way.
+    waiters: Mutex<Vec<Weak<Waiter>>>,
+}
+
+/// Where a gate leaves its task's waker while its service is not ready.
+#[derive(Debug, Default)]
+pub(crate) struct Waiter(Mutex<Option<Waker>>);
+
+impl Waiter {
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 impl Inner {
@@ -368,6 +386,7 @@ impl Feature {
                 word: CachePadded::new(AtomicU64::new(Word::new(ON, 0, 0).0)),
                 probing: AtomicU64::new(0),
                 failures,
+                waiters: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -425,10 +444,53 @@ impl Feature {
             {
                 Ok(()) => {
                     tracing::info!(target: "palisade_fallback", feature = %self.inner.name, "feature turned off by hand");
+                    self.wake_waiters();
                     return;
                 }
                 Err(found) => current = found,
             }
+        }
+    }
+
+    /// Leaves `waker` where a switch off finds it: a gate whose service is not ready, while the
+    /// feature is on, calls this with its own `waiter` (made on its first wait, `None` until
+    /// then) before it returns `Pending`, so that turning the feature off (by hand or by its
+    /// failures) wakes its caller to be answered by the fallback, rather than leaving it
+    /// parked on a service that may never get ready. Registered once per gate; gates dropped
+    /// since are forgotten at the next registration.
+    pub(crate) fn waiting(&self, waiter: &mut Option<Arc<Waiter>>, waker: &Waker) {
+        let slot = match waiter {
+            Some(slot) => slot,
+            None => {
+                let slot = Arc::new(Waiter::default());
+                let mut waiters = self
+                    .inner
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                waiters.retain(|w| w.strong_count() > 0);
+                waiters.push(Arc::downgrade(&slot));
+                waiter.insert(slot)
+            }
+        };
+        let mut held = slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *held = Some(waker.clone());
+        }
+    }
+
+    /// Wakes the gates waiting for their service's readiness: the feature went off.
+    fn wake_waiters(&self) {
+        let waiters: Vec<Arc<Waiter>> = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for waiter in waiters {
+            waiter.wake();
         }
     }
 
@@ -750,6 +812,7 @@ impl Feature {
                 Ok(()) => {
                     if current.state() == ON {
                         tracing::warn!(target: "palisade_fallback", feature = %self.inner.name, cooldown_ms, "feature turned itself off after its failures");
+                        self.wake_waiters();
                     }
                     return;
                 }

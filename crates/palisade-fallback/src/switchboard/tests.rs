@@ -1719,3 +1719,53 @@ async fn the_cool_down_is_never_cut_short_by_rounding() {
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(!svc.clone().oneshot("ok").await.unwrap().is_degraded());
 }
+
+/// Callers already waiting for a wedged dependency's readiness when the feature goes off are
+/// woken and answered by the fallback: by hand, and by its failures (another caller's). Nothing
+/// woke them, and they waited for the dependency as if the feature were still on.
+#[tokio::test(start_paused = true)]
+async fn turning_a_feature_off_answers_the_callers_waiting_for_readiness() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let wedged = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    // Two callers, on tasks of their own, wait for the wedged dependency while it is on.
+    let waiting = [
+        tokio::spawn(svc.clone().oneshot(1)),
+        tokio::spawn(svc.clone().oneshot(2)),
+    ];
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    feature.turn_off();
+    for w in waiting {
+        let answer = tokio::time::timeout(Duration::from_secs(1), w)
+            .await
+            .expect("answered once the feature is off")
+            .unwrap()
+            .unwrap();
+        assert!(answer.is_degraded());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // On again; a caller waits, and a failure elsewhere (another service behind the same
+    // feature) turns it off by itself.
+    feature.turn_on();
+    let waiting = tokio::spawn(svc.clone().oneshot(3));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!waiting.is_finished());
+    let failing = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(
+        tower::service_fn(|_: u32| async { Err::<String, BoxError>("503 overloaded".into()) }),
+    );
+    let _ = failing.oneshot(4).await.unwrap();
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    let answer = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("answered once the feature turned itself off")
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_degraded());
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
