@@ -1059,6 +1059,27 @@ async fn one_slow_call_is_noise_two_are_an_anomaly() {
     assert_eq!(with_slow(10).await, (true, 2_000.0));
 }
 
+/// The latency judged is the mean of a check's calls without its slowest, exactly: at the
+/// band's floor of 1 ms above a level of 2 ms, a check of ten calls of 3.05 ms each is an
+/// anomaly (judged 3.05 ms), one of 2.95 ms is not. A judged mean off by a call (dividing
+/// the other nine calls' time by ten or eleven) would put both below the band.
+#[tokio::test(start_paused = true)]
+async fn the_latency_judged_is_the_mean_of_the_other_calls() {
+    for (micros, anomaly) in [(3_050, true), (2_950, false)] {
+        let monitor = HealthMonitor::new();
+        let watch = monitor.watch("llm");
+        for _ in 0..30 {
+            watch.watched.add_timed(10, 2_000);
+            assert!(!monitor.check().dependency("llm").unwrap().latency_anomaly);
+        }
+        watch.watched.add_timed(10, micros);
+        let snap = monitor.check();
+        let dep = snap.dependency("llm").unwrap();
+        assert_eq!(dep.latency_anomaly, anomaly, "{micros} us: {dep:?}");
+        assert_eq!(dep.latency_ms, Some(micros as f64 / 1000.0));
+    }
+}
+
 /// A breaker that opened, then saw no traffic (a load balancer took the instance out, the
 /// night came): once its open period is over it reads half-open, waiting for a call to probe
 /// with. No call comes, so nothing is probing; palisade-http's `/ready` says ready then

@@ -94,6 +94,13 @@ impl Watched {
 impl Watched {
     /// Adds to the counters directly, as a check reading them while calls run may find them:
     /// failures and refusals whose calls it has not counted yet.
+    /// Records `calls` answered calls of `micros` each, as the watch records them.
+    pub(crate) fn add_timed(&self, calls: u64, micros: u64) {
+        for _ in 0..calls {
+            self.stripes[0].record(std::time::Duration::from_micros(micros), false);
+        }
+    }
+
     pub(crate) fn add(&self, calls: u64, failures: u64, refused: u64) {
         let s = &self.stripes[0];
         s.calls.fetch_add(calls, Ordering::Relaxed);
