@@ -395,6 +395,10 @@ fn the_run_suggested_for_a_fault_past_the_end_is_one_that_can_run() {
     );
     // Ends at 3595 s: the longest run, an hour, shows it.
     assert!(said("3585").ends_with("`--duration 3600` shows what follows it"));
+    // Ends at 3599 s: an hour's run has the second after it that a recovery needs; at
+    // 3600 s, none has.
+    assert!(said("3589").ends_with("`--duration 3600` shows what follows it"));
+    assert!(said("3590").ends_with("no run can show what follows it (a run lasts at most 3600 s)"));
     // Ends at 3605 s: nothing can.
     assert!(said("3595").ends_with("no run can show what follows it (a run lasts at most 3600 s)"));
 }
