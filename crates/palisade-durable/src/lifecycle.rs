@@ -221,8 +221,9 @@ impl Lifecycle {
             agent: next.agent.clone(),
             known: self.newest,
         };
-        // Checked first, then fenced by the write itself: a version another handle wrote is
-        // a conflict; a newer one (the version after ours pruned by `keep_last`) is found here.
+        // Checked first, then fenced by the write itself: the store refuses a version that
+        // exists or has a newer one (the version after ours written by another handle, then
+        // pruned by `keep_last`). The check here only spares a write to a store that does not.
         let stored = self
             .checkpoints
             .versions(&next.agent)

@@ -24,6 +24,8 @@
 //! asked), journals each vote, then journals the **decision** (commit on unanimous yes, abort
 //! otherwise) *before* sending it to anyone. It then delivers the decision to every
 //! participant, retrying a failed delivery with backoff, and journals each acknowledgement.
+//! A participant still unreachable after its attempts does not hold up the others: they are
+//! told (and release what they prepared) while it waits for the next recovery.
 //!
 //! # Recovery: presumed abort
 //!
@@ -485,8 +487,9 @@ impl CoordinatorBuilder {
         what: "transactions",
         work: "a participant is asked anything (or waits to be asked again)",
         /// How many times a decision is sent to a participant before [`Coordinator::run`]
-        /// gives up for now (default 5, at least 1); the transaction stays undelivered and
-        /// the next [`Coordinator::recover`] goes on.
+        /// gives up on it for now (default 5, at least 1) and goes on to the next one; the
+        /// transaction stays undelivered and the next [`Coordinator::recover`] tries the
+        /// participants that have not acknowledged again.
         attempts: delivery_attempts,
         /// The delay between deliveries (default 100 ms doubling to 10 s, ±10 %, seeded).
         backoff: delivery_backoff,
@@ -666,13 +669,18 @@ impl Coordinator {
             Decision::Commit => Phase::Commit,
             Decision::Abort => Phase::Abort,
         };
+        // Each participant gets its attempts whatever became of the ones before it: one that
+        // stays unreachable must not keep the others holding their prepared state (their
+        // locks) until it is back.
+        let mut undelivered = false;
         for (i, p) in def.participants.iter().enumerate() {
             let mut tries = 0;
             while !w.info.acknowledged[i] {
                 if tries == self.inner.settings.attempts {
                     tracing::warn!(tx = %w.info.id, participant = %p.name,
                         "decision not delivered; recovery will go on");
-                    return Ok(w.info);
+                    undelivered = true;
+                    break;
                 }
                 let pause = (tries > 0)
                     .then(|| self.inner.settings.delay(DELAY_SALT, &w.info.id, i, tries));
@@ -697,6 +705,9 @@ impl Coordinator {
                     }
                 }
             }
+        }
+        if undelivered {
+            return Ok(w.info);
         }
         let state = match decision {
             Decision::Commit => TxState::Committed,

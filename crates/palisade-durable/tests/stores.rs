@@ -70,7 +70,10 @@ macro_rules! store_suite {
                 no_checkpoint_version_after_the_last,
                 a_long_agent_name_is_saved_or_refused_alike,
                 names_with_a_nul_character_are_stored_or_refused_alike,
-                claim_level_operations_agree_with_the_memory_store);
+                claim_level_operations_agree_with_the_memory_store,
+                a_stale_lifecycle_write_after_a_pruned_version_is_refused,
+                a_second_start_after_a_pruned_first_version_is_refused,
+                tx_one_unreachable_participant_does_not_starve_the_others);
         }
     };
     (@tests $make:expr; $($name:ident),*) => {

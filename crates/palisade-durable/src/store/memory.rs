@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord, next_checkpoint_version, same_instance,
+    StoredReview, WorkflowRecord, checkpoint_conflict, next_checkpoint_version, same_instance,
 };
 use crate::error::StoreError;
 
@@ -384,11 +384,12 @@ impl Store for MemoryStore {
             .checkpoints
             .entry(checkpoint.agent.clone())
             .or_default();
-        if versions.contains_key(&checkpoint.version) {
-            return ready(Err(StoreError::Conflict(format!(
-                "checkpoint {} version {} exists already",
-                checkpoint.agent, checkpoint.version
-            ))));
+        if let Some(newest) = versions.range(checkpoint.version..).next_back() {
+            return ready(Err(checkpoint_conflict(
+                &checkpoint.agent,
+                checkpoint.version,
+                *newest.0,
+            )));
         }
         versions.insert(checkpoint.version, checkpoint);
         ready(Ok(()))

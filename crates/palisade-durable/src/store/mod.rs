@@ -122,6 +122,16 @@ pub(crate) fn next_checkpoint_version(
     })
 }
 
+/// The [`StoreError::Conflict`] of a [`Store::checkpoint_put`] of `agent`'s `version` when
+/// the store holds `newest`, that version or a newer one.
+pub(crate) fn checkpoint_conflict(agent: &str, version: u64, newest: u64) -> StoreError {
+    StoreError::Conflict(if newest == version {
+        format!("checkpoint {agent} version {version} exists already")
+    } else {
+        format!("checkpoint {agent} has version {newest}, newer than the version {version} written")
+    })
+}
+
 /// The future a [`Store`] method returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -621,7 +631,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Every review item, oldest first.
     fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>>;
 
-    /// Saves a checkpoint; a version that exists already is a [`StoreError::Conflict`].
+    /// Saves a checkpoint at exactly `checkpoint.version`. If that version, or any newer
+    /// one, exists already for the agent, nothing is written and the answer is a
+    /// [`StoreError::Conflict`].
+    ///
+    /// Newer counts too, and the check and the insert are one atomic step: this is the fence
+    /// of a [`Lifecycle`](crate::lifecycle::Lifecycle)'s transition. A handle that knows
+    /// version `n` writes `n + 1`; if another handle has meanwhile written `n + 1` and
+    /// `n + 2`, and `keep_last` pruned `n + 1`, the slot is free again, but the write must
+    /// still be refused, or the stale handle's state would sit below a newer one it never
+    /// saw (and a second `Lifecycle::start` of the same agent would succeed). A store that
+    /// checks only the exact version lets that through.
     fn checkpoint_put(&self, checkpoint: StoredCheckpoint)
     -> BoxFuture<'_, Result<(), StoreError>>;
 

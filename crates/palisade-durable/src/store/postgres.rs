@@ -11,7 +11,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord, next_checkpoint_version,
+    StoredReview, WorkflowRecord, checkpoint_conflict, next_checkpoint_version,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -650,6 +650,23 @@ impl Store for PostgresStore {
             tx.execute(CHECKPOINT_LOCK, &[&cp.agent])
                 .await
                 .map_err(pg)?;
+            // This version or a newer one (see `Store::checkpoint_put`); under the lock, no
+            // other checkpoint write of the agent comes between this read and the insert.
+            let newest: Option<i64> = tx
+                .query_one(
+                    "SELECT max(version) FROM checkpoints WHERE agent = $1 AND version >= $2",
+                    &[&cp.agent, &sql_int(cp.version)],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if let Some(newest) = newest {
+                return Err(checkpoint_conflict(
+                    &cp.agent,
+                    cp.version,
+                    from_sql_int(newest),
+                ));
+            }
             tx.execute(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES ($1, $2, $3, $4, $5)",
                 &[&cp.agent, &sql_int(cp.version), &sql_int(cp.at_ms), &cp.checksum, &cp.data],

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::memory::{check_append, lost};
 use super::{
     Append, BoxFuture, CheckpointMeta, Claim, JournalEntry, Purge, Store, StoredCheckpoint,
-    StoredReview, WorkflowRecord, next_checkpoint_version,
+    StoredReview, WorkflowRecord, checkpoint_conflict, next_checkpoint_version,
 };
 use super::{from_sql_int, sql_int};
 use crate::error::StoreError;
@@ -696,10 +696,27 @@ impl Store for SqliteStore {
 
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
         self.run(move |c| {
-            c.execute(
+            // `IMMEDIATE`, as in `checkpoint_put_next`: no other connection writes between the
+            // look for this version or a newer one and the insert.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let newest: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT max(version) FROM checkpoints
+                     WHERE agent = ?1 AND version >= ?2 AND typeof(version) = 'integer'",
+                )
+                .map_err(db)?
+                .query_row(params![cp.agent, sql_int(cp.version)], |r| r.get(0))
+                .map_err(db)?;
+            if let Some(newest) = newest {
+                return Err(checkpoint_conflict(&cp.agent, cp.version, from_sql_int(newest)));
+            }
+            tx.prepare_cached(
                 "INSERT INTO checkpoints (agent, version, at, checksum, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![cp.agent, sql_int(cp.version), sql_int(cp.at_ms), cp.checksum, cp.data],
             )
+            .map_err(db)?
+            .execute(params![cp.agent, sql_int(cp.version), sql_int(cp.at_ms), cp.checksum, cp.data])
             .map_err(|e| {
                 if is_constraint(&e) {
                     StoreError::Conflict(format!(
@@ -710,6 +727,7 @@ impl Store for SqliteStore {
                     db(e)
                 }
             })?;
+            tx.commit().map_err(db)?;
             Ok(())
         })
     }
@@ -813,8 +831,12 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let n = c
                 .execute(
+                    // Only integer versions count as the newest: a damaged one (TEXT sorts
+                    // after every integer) would be kept in place of the save just made. A
+                    // damaged row, which no load can read, goes with the old ones.
                     "DELETE FROM checkpoints WHERE agent = ?1 AND version NOT IN
-                     (SELECT version FROM checkpoints WHERE agent = ?1 ORDER BY version DESC LIMIT ?2)",
+                     (SELECT version FROM checkpoints WHERE agent = ?1 AND typeof(version) = 'integer'
+                      ORDER BY version DESC LIMIT ?2)",
                     params![agent, keep.min(i64::MAX as usize) as i64],
                 )
                 .map_err(db)?;
@@ -932,6 +954,42 @@ mod tests {
         assert_eq!(versions.len(), 3);
         let loaded = cps.load_latest::<u32>("agent").await.unwrap();
         assert_eq!((loaded.version, loaded.state), (2, 2));
+    }
+
+    /// A checkpoint row whose version was damaged (TEXT, listed as 0) is not the newest to
+    /// prune around: with `keep_last(1)`, a save after it must keep the version it saved.
+    #[tokio::test(start_paused = true)]
+    async fn a_damaged_version_row_does_not_make_pruning_delete_the_new_save() {
+        use crate::checkpoint::Checkpoints;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("cp.db")).unwrap());
+        let cps = Checkpoints::new(store.clone()).keep_last(1).unwrap();
+        for n in 1..=3u32 {
+            cps.save("agent", &n).await.unwrap();
+        }
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE checkpoints SET version = 'x' WHERE agent = 'agent' AND version = 3",
+                [],
+            )
+            .unwrap();
+        let saved = cps.save("agent", &4u32).await.unwrap();
+        let versions: Vec<u64> = cps
+            .versions("agent")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        let loaded = cps.load_latest::<u32>("agent").await;
+        assert!(
+            matches!(&loaded, Ok(l) if (l.version, l.state) == (saved.version, 4)),
+            "saved version {} is gone: versions listed {versions:?}, load_latest {loaded:?}",
+            saved.version
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub(crate) struct Faulty {
     /// review retry's) reaches the store: another process's work between a caller's first
     /// read and its claim. Recovery's claims of whatever is stale go by.
     pub(crate) before_claim: BeforeClaim,
+    /// Run once, just before the next exact checkpoint write (`Store::checkpoint_put`, a
+    /// lifecycle's fenced write) reaches the store: another handle's work between the
+    /// writer's check of the stored versions and its write.
+    pub(crate) before_checkpoint_put: BeforeClaim,
 }
 
 /// A future [`Faulty`] runs once, before the next claim.
@@ -68,6 +72,7 @@ impl Faulty {
             renewals: AtomicU32::new(0),
             claims: Mutex::new(Vec::new()),
             before_claim: BeforeClaim::default(),
+            before_checkpoint_put: BeforeClaim::default(),
         }
     }
 }
@@ -223,7 +228,14 @@ impl Store for Faulty {
         self.still(|s| s.review_list())
     }
     fn checkpoint_put(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.still(move |s| s.checkpoint_put(cp))
+        let before = self.before_checkpoint_put.0.lock().unwrap().take();
+        let put = self.still(move |s| s.checkpoint_put(cp));
+        Box::pin(async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            put.await
+        })
     }
     fn checkpoint_put_next(&self, cp: StoredCheckpoint) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.still(move |s| s.checkpoint_put_next(cp))

@@ -4,6 +4,7 @@
 
 pub(crate) mod differential;
 pub(crate) mod faults;
+pub(crate) mod fences;
 pub(crate) mod housekeeping;
 pub(crate) mod instances;
 pub(crate) mod leases;
@@ -13,6 +14,7 @@ pub(crate) mod twopc;
 
 pub(crate) use differential::*;
 pub(crate) use faults::*;
+pub(crate) use fences::*;
 pub(crate) use housekeeping::*;
 pub(crate) use instances::*;
 pub(crate) use leases::*;
