@@ -869,6 +869,22 @@ fn uniform_latency_never_reaches_its_max() {
     assert!(samples.contains(&(min + Duration::from_nanos(1))));
 }
 
+/// The widest span a uniform latency can have, from a second to `Duration::MAX`: every
+/// sample is within its bounds and nothing on the way overflows.
+#[test]
+fn uniform_latency_over_the_widest_span_stays_within_its_bounds() {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let min = secs(1);
+    let latency = Latency::Uniform {
+        min,
+        max: Duration::MAX,
+    };
+    for seed in 0..200 {
+        let d = latency.sample(&mut crate::rng::Draws::new(seed, &counter));
+        assert!((min..Duration::MAX).contains(&d), "{d:?}");
+    }
+}
+
 #[test]
 fn capacity_reports_its_rate_over_time() {
     let over = || Effect::<u32>::Fail(class(Category::RateLimited));
