@@ -479,6 +479,16 @@ impl Feature {
         }
     }
 
+    /// How many gates the list of waiters holds, dropped ones not yet forgotten included.
+    #[cfg(test)]
+    pub(crate) fn waiters_listed(&self) -> usize {
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Wakes the gates waiting for their service's readiness: the feature went off.
     fn wake_waiters(&self) {
         let waiters: Vec<Arc<Waiter>> = self

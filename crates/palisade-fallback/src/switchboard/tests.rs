@@ -1769,3 +1769,40 @@ async fn turning_a_feature_off_answers_the_callers_waiting_for_readiness() {
     assert!(answer.is_degraded());
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+/// Gates dropped while they waited for readiness (their callers gave up) are forgotten by the
+/// next gate that waits: the list of waiters does not grow with every caller that ever
+/// waited.
+#[tokio::test(start_paused = true)]
+async fn gates_dropped_while_waiting_are_forgotten() {
+    let feature = Switchboard::new().feature_with("f", limit(1)).unwrap();
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: Arc::new(AtomicBool::new(true)),
+        calls: Arc::new(AtomicUsize::new(0)),
+    });
+    let waiting: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(svc.clone().oneshot(i)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(feature.waiters_listed(), 3);
+    for w in &waiting {
+        w.abort();
+    }
+    for w in waiting {
+        assert!(w.await.unwrap_err().is_cancelled());
+    }
+    let last = tokio::spawn(svc.clone().oneshot(9));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        feature.waiters_listed(),
+        1,
+        "the three dropped gates are forgotten"
+    );
+    feature.turn_off();
+    let answer = tokio::time::timeout(Duration::from_secs(1), last)
+        .await
+        .expect("the gate still listed is woken")
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_degraded());
+}
