@@ -337,10 +337,20 @@ pub(crate) async fn checkpoints_store(store: Arc<dyn Store>) {
     for v in 1..=4 {
         store.checkpoint_put(cp(v)).await.unwrap();
     }
-    assert!(matches!(
-        store.checkpoint_put(cp(2)).await,
-        Err(StoreError::Conflict(_))
-    ));
+    // An older version is refused as one a newer has passed, the newest as existing.
+    match store.checkpoint_put(cp(2)).await {
+        Err(StoreError::Conflict(m)) => assert_eq!(
+            m,
+            "checkpoint crawler has version 4, newer than the version 2 written"
+        ),
+        other => panic!("{other:?}"),
+    }
+    match store.checkpoint_put(cp(4)).await {
+        Err(StoreError::Conflict(m)) => {
+            assert_eq!(m, "checkpoint crawler version 4 exists already")
+        }
+        other => panic!("{other:?}"),
+    }
     let versions = store.checkpoint_versions("crawler").await.unwrap();
     assert_eq!(
         versions.iter().map(|m| m.version).collect::<Vec<_>>(),
