@@ -376,7 +376,9 @@ impl Health {
     /// A failed real call while the endpoint is ejected until `ejected_until` (a call that
     /// was in flight when it was ejected): as a failed [`on_outcome`](Self::on_outcome), but
     /// a hold it starts belongs to the ejection's bad spell, one strike with it: it ends with
-    /// the ejection, as an ejection of a held endpoint ends with the hold.
+    /// the ejection, as an ejection of a held endpoint ends with the hold. That is so whether
+    /// the failure takes the endpoint out or fails its trial (a trial call in flight when an
+    /// outlier ejection took the endpoint on trial out again).
     #[must_use]
     pub(crate) fn on_failure_while_ejected(
         self,
@@ -384,8 +386,9 @@ impl Health {
         now_ms: u64,
         ejected_until: u64,
     ) -> Health {
+        let h = &cfg.health;
         let next = self.on_outcome(false, cfg, now_ms);
-        if next.is_out(&cfg.health) && !self.is_out(&cfg.health) {
+        if next.is_out(h) && (!self.is_out(h) || self.on_trial(h, now_ms)) {
             return Health {
                 strikes: self.strikes,
                 ms: ejected_until.min(MS_MASK),
@@ -639,6 +642,28 @@ mod tests {
         assert_eq!(ok(struck, 2).eject(&cfg, 40_000).1, 100_000);
         // The third clears it: 30 s again.
         assert_eq!(ok(struck, 3).eject(&cfg, 40_000).1, 70_000);
+    }
+
+    /// A trial call in flight when an outlier ejection took the endpoint on trial out again
+    /// fails: the ejection already struck for that bad spell, so the failure keeps the
+    /// ejection's end and strike instead of holding it for the next strike's longer time.
+    #[test]
+    fn a_trial_failing_while_ejected_ends_with_the_ejection() {
+        let cfg = RouteConfig::default();
+        let h = &cfg.health;
+        let held = (0..10).fold(Health::HEALTHY, |h, _| h.on_outcome(false, &cfg, 0));
+        assert_eq!(held.held_until(h), 30_000);
+        // On trial from 30 s; ejected at 31 s, the second strike: 60 s.
+        let (ejected, until) = held.eject(&cfg, 31_000);
+        assert_eq!(until, 91_000);
+        let failed = ejected.on_failure_while_ejected(&cfg, 32_000, until);
+        assert_eq!(failed.held_until(h), until);
+        assert_eq!(failed.strikes, ejected.strikes);
+        // Without the ejection, the failed trial is that second strike itself.
+        assert_eq!(held.on_outcome(false, &cfg, 32_000).held_until(h), 92_000);
+        // A failure of an endpoint held and not yet on trial changes no hold either way.
+        let early = held.on_failure_while_ejected(&cfg, 1_000, 30_000);
+        assert_eq!((early.held_until(h), early.strikes), (30_000, held.strikes));
     }
 
     #[test]
