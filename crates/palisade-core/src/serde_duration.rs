@@ -88,7 +88,14 @@ impl<'de> Visitor<'de> for HumanDuration {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
         if v.is_finite() && v >= 0.0 {
-            Duration::try_from_secs_f64(v / 1000.0).map_err(E::custom)
+            // `try_from_secs_f64`'s own error speaks of float seconds, "too big or NaN".
+            Duration::try_from_secs_f64(v / 1000.0).map_err(|_| {
+                E::custom(format_args!(
+                    "a duration of {v} milliseconds is too long: a duration is at most \
+                     {} milliseconds (about 585 billion years)",
+                    Duration::MAX.as_millis()
+                ))
+            })
         } else {
             Err(E::custom(
                 "a duration must be a finite number of milliseconds, at least 0",

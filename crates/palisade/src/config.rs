@@ -81,7 +81,9 @@
 //! `PALISADE_<KEY>` override the file, with `__` between the levels of a nested key:
 //! `PALISADE_DEADLINE=45s`, `PALISADE_RETRY__MAX_ATTEMPTS=5`,
 //! `PALISADE_BREAKER__OPEN_DURATION=10s`. A value is read as a TOML value when it parses as
-//! one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string. Every
+//! exactly one (`5`, `0.5`, `true`, `{ ratio = 0.5, min_calls = 20 }`), else as a string: a
+//! value with more after its first (`5` and a line `bogus = 1`) is a string, so the key's type
+//! refuses it rather than its first value being taken and the rest dropped. Every
 //! variable with that prefix, in any case (`palisade_retry__max_attempts` too, as the key after
 //! it is read in any case), is read as a key, and an unknown one is an error naming it, so a
 //! typo never passes unnoticed: keep other settings of your own out of the `PALISADE_` prefix
@@ -95,7 +97,8 @@
 //! `PALISADE_FEATURES__SUMARISE__…` would otherwise add a feature of its own with default
 //! settings, leaving `summarise` as it was, and nothing would tell. Likewise
 //! `PALISADE_ENDPOINTS__1__TIER=2` changes the file's second endpoint (the first is `0`), and
-//! naming one past the last is an error. A feature is named as the file writes it, or in
+//! naming one past the last is an error. A feature is named as the file writes it (in any
+//! case: `Web-Search` or `web-search` for `[features.Web-Search]`), or in
 //! lower case with `_` for every character a variable name cannot hold
 //! (`PALISADE_FEATURES__WEB_SEARCH__…` for `[features.web-search]`). A variable naming a
 //! whole table (`PALISADE_FEATURES='{ summarise = { cooldown = "45s" } }'`,
@@ -482,6 +485,11 @@ impl PresetConfig {
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
             if keys.iter().any(String::is_empty) {
                 return Err(names_no_key(var));
+            }
+            // Deeper than any key: refused before its tables are built, as dropping thousands
+            // of nested tables overflows the stack.
+            if keys.len() > MAX_LEVELS {
+                return Err(too_deep(var, keys.len()));
             }
             set.push((keys, var.to_owned(), value.as_ref().to_owned()));
         }
@@ -918,10 +926,13 @@ fn not_toml(text: &str, e: &toml::de::Error) -> ConfigError {
     )
 }
 
-/// Reads an environment value as TOML when it is one, else as a string.
+/// Reads an environment value as TOML when it is one, else as a string. One value: text that
+/// reads as a value and then more (`5` and a line `bogus = 1`) is a string, not its first
+/// value with the rest dropped.
 fn parse_value(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
+        .filter(|t| t.len() == 1)
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
@@ -1041,7 +1052,7 @@ enum Known<'k> {
 }
 
 /// The entry among `keys` that `name` (as a variable spells it) names: the one written so, or
-/// else the one whose [`spelling`] it is.
+/// else the one written so in another case, or whose [`spelling`] it is.
 fn entry_key<'k>(keys: &[&'k String], name: &str) -> Result<String, Known<'k>> {
     if let Some(key) = keys.iter().find(|key| **key == name) {
         return Ok((*key).clone());
@@ -1049,7 +1060,8 @@ fn entry_key<'k>(keys: &[&'k String], name: &str) -> Result<String, Known<'k>> {
     let matches: Vec<&String> = keys
         .iter()
         .copied()
-        .filter(|key| spelling(key) == name)
+        // The key is read in any case: `Web-Search` as the file writes it is `web-search` here.
+        .filter(|key| key.to_ascii_lowercase() == name || spelling(key) == name)
         .collect();
     match matches[..] {
         [key] => Ok(key.clone()),
@@ -1122,6 +1134,21 @@ fn names_no_key(var: &str) -> ConfigError {
         format!(
             "has a variable naming no key, `{var}`: a variable is `{ENV_PREFIX}` followed by the \
              key's path, its levels joined by `__` (`{ENV_PREFIX}RETRY__MAX_ATTEMPTS`)"
+        ),
+    )
+}
+
+/// The most levels a variable's key path may have: far more than any key has
+/// (`route.health.ramp.linear.window` has 5).
+const MAX_LEVELS: usize = 16;
+
+/// The error of a variable whose key path has more than [`MAX_LEVELS`] levels.
+fn too_deep(var: &str, levels: usize) -> ConfigError {
+    ConfigError::new(
+        "(environment)",
+        format!(
+            "has a variable naming a key {levels} levels deep, `{var}`: no key is more than \
+             {MAX_LEVELS} levels deep"
         ),
     )
 }
@@ -2512,6 +2539,115 @@ mod tests {
         let err = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_NAME__X", "3")])
             .unwrap_err();
         assert_eq!(err.field(), "name");
+    }
+
+    /// An override's value is one TOML value or a string: a value holding more than one
+    /// (`5` and a line more) was cut to its first, and the rest dropped without a word.
+    #[test]
+    fn an_override_value_with_more_than_one_toml_value_is_not_cut_short() {
+        let err = env_error(
+            "name = \"llm\"",
+            "PALISADE_RETRY__MAX_ATTEMPTS",
+            "5\nbogus = 1",
+        );
+        assert_eq!(err.field(), "retry.max_attempts", "{err}");
+        assert!(
+            err.rule()
+                .starts_with("(from `PALISADE_RETRY__MAX_ATTEMPTS`) invalid type: string"),
+            "{err}"
+        );
+        // What follows the first line is not dropped: `max_attempts = 0` is not read, and the
+        // deadline is not a 5 s one.
+        let err = env_error(
+            "name = \"llm\"",
+            "PALISADE_DEADLINE",
+            "\"5s\"\n[retry]\nmax_attempts = 0",
+        );
+        assert_eq!(err.field(), "deadline", "{err}");
+        assert!(
+            err.rule()
+                .starts_with("(from `PALISADE_DEADLINE`) invalid duration"),
+            "{err}"
+        );
+        // One value, with blanks, a comment or a trailing newline, is still read as it.
+        for value in ["5", " 5 ", "5 # five", "5\n"] {
+            let config = PresetConfig::from_toml_with_env(
+                "name = \"llm\"",
+                [("PALISADE_RETRY__MAX_ATTEMPTS", value)],
+            )
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert_eq!(config.retry.max_attempts, 5, "{value:?}");
+        }
+    }
+
+    /// A feature is named as the file writes it: `[features.Web-Search]` by
+    /// `PALISADE_FEATURES__Web-Search__…` (or `web-search`, as the key is read in any case),
+    /// not refused with "did you mean `Web-Search`?".
+    #[test]
+    fn an_override_names_a_feature_as_the_file_writes_it_in_any_case() {
+        let file = "name = \"x\"\n[features.Web-Search]\ncooldown = \"1s\"";
+        for var in [
+            "PALISADE_FEATURES__Web-Search__COOLDOWN",
+            "PALISADE_FEATURES__web-search__COOLDOWN",
+            "PALISADE_FEATURES__WEB_SEARCH__COOLDOWN",
+        ] {
+            let config = PresetConfig::from_toml_with_env(file, [(var, "2s")])
+                .unwrap_or_else(|e| panic!("{var}: {e}"));
+            assert_eq!(
+                config.features["Web-Search"].cooldown,
+                Duration::from_secs(2),
+                "{var}"
+            );
+            assert_eq!(config.features.len(), 1, "{var}");
+        }
+    }
+
+    /// A variable naming a key thousands of levels deep (a long run of `__`) is an error,
+    /// not a stack overflow that aborts the process while the nested tables it built are
+    /// dropped.
+    #[test]
+    fn an_override_nested_thousands_of_levels_deep_is_an_error_not_an_abort() {
+        let var = format!("PALISADE_RETRY__{}X", "A__".repeat(50_000));
+        let err = env_error("name = \"llm\"", &var, "1");
+        assert_eq!(err.field(), "(environment)", "{}", err.rule().len());
+        assert!(
+            err.rule().contains("50002 levels deep"),
+            "{}",
+            &err.rule()[..200]
+        );
+        // A deep but plausible typo is still an unknown key, named.
+        let err = env_error("name = \"llm\"", "PALISADE_RETRY__BUDGET__RATIO__A__B", "1");
+        assert_eq!(err.field(), "retry.budget.ratio", "{err}");
+    }
+
+    /// A number of milliseconds too large for a duration says so in milliseconds, not in
+    /// "float seconds" "too big or NaN" (a file's number is never NaN here).
+    #[test]
+    fn a_number_of_milliseconds_too_large_says_so_in_milliseconds() {
+        for text in [
+            "deadline = 1e300",
+            "deadline = \"1e300\"",
+            "deadline = 1.9e22",
+        ] {
+            let err = PresetConfig::from_toml(&format!("name = \"llm\"\n{text}")).unwrap_err();
+            if text.contains('"') {
+                // Text with an exponent is humantime's to read: refused, in its words.
+                assert_eq!(err.field(), "deadline", "{err}");
+                continue;
+            }
+            assert_eq!(err.field(), "deadline", "{text}: {err}");
+            assert!(!err.rule().contains("float seconds"), "{text}: {err}");
+            assert!(!err.rule().contains("NaN"), "{text}: {err}");
+            assert!(err.rule().contains("milliseconds"), "{text}: {err}");
+            assert!(err.rule().contains("at most"), "{text}: {err}");
+        }
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("PALISADE_DEADLINE", "\"99999999999999999999999999.5\"")],
+        )
+        .unwrap_err();
+        assert!(err.rule().contains("milliseconds"), "{err}");
+        assert!(err.rule().contains("at most"), "{err}");
     }
 
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
