@@ -436,9 +436,17 @@ impl ReviewQueue {
             return Err(SagaError::Claimed(item.saga_id));
         }
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
-        if info.state != SagaState::Escalated || info.review.as_deref() != Some(id) {
+        // The item read again too, with the claim held (no engine can escalate the saga
+        // now): a retry that ran meanwhile and escalated the saga again, to this very item,
+        // rewrote it with new errors the person has not seen.
+        let fresh = self.inspect(id).await?;
+        if info.state != SagaState::Escalated
+            || info.review.as_deref() != Some(id)
+            || fresh.escalations != item.escalations
+        {
             // It changed between the first read and the claim (a retry ran, another process
-            // finished it): nothing is written; asking again reads it as it is now.
+            // finished it or escalated it again): nothing is written, not even the item as
+            // it was read over the newer one; asking again reads it as it is now.
             self.store.release(&item.saga_id, &self.owner).await.ok();
             return Err(SagaError::WrongState {
                 what: "saga",

@@ -27,6 +27,7 @@ macro_rules! store_suite {
                 tx_decision_redelivered_after_a_crash, store_faults_leave_recoverable_sagas,
                 an_interrupted_discard_is_not_turned_into_a_retry,
                 a_discard_of_an_item_retried_meanwhile_writes_nothing,
+                a_discard_of_an_item_escalated_again_meanwhile_writes_nothing,
                 a_retry_of_an_item_retried_meanwhile_to_another_item_writes_nothing,
                 a_requested_retry_runs_once_across_recoveries,
                 a_stale_lifecycle_handle_is_refused,

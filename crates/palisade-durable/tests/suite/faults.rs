@@ -916,3 +916,71 @@ pub(crate) async fn a_retry_of_an_item_retried_meanwhile_to_another_item_writes_
     let rec = store.workflow("s1").await.unwrap().unwrap();
     assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
 }
+
+/// A discard of an item whose saga was retried meanwhile and escalated again *to the same
+/// item* (the same compensation failed again, with a new error): between the discard's first
+/// read and its claim, the item the person read went stale. As for a retry (which is "for the
+/// escalation its item was read at"), the discard writes nothing and gives the claim back; it
+/// must not abandon the saga on the strength of the older escalation, nor write the stale item
+/// (one escalation, one error) over the newer one (two, two).
+pub(crate) async fn a_discard_of_an_item_escalated_again_meanwhile_writes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = saga(
+        "t",
+        vec![
+            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+            step("b", &log, Act::Fail("HTTP 503")),
+        ],
+    );
+    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = sagas.run("t", "d1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("d1/0"))
+    );
+    let item = queue.inspect("d1/0").await.unwrap();
+    assert_eq!((item.escalations, item.errors.len()), (1, 1));
+    // Between the discard's first read and its claim: another process retries the item; a's
+    // compensation fails again and the saga is escalated again, to the same item.
+    let other = sagas.clone();
+    *faulty.before_claim.0.lock().unwrap() = Some(Box::pin(async move {
+        let info = other.retry_review("d1/0").await.unwrap();
+        assert_eq!(info.state, SagaState::Escalated);
+    }));
+    let err = queue.discard("d1/0", "refunded by hand").await.unwrap_err();
+    assert!(
+        faulty.before_claim.0.lock().unwrap().is_none(),
+        "the retry ran"
+    );
+    assert!(
+        matches!(&err, SagaError::WrongState { what: "saga", .. }),
+        "{err:?}"
+    );
+    let info = sagas.inspect("d1").await.unwrap();
+    assert_eq!(
+        (info.state, info.discarded),
+        (SagaState::Escalated, false),
+        "nothing discarded"
+    );
+    // The item says what the journal says: two escalations, two errors, open.
+    let item = queue.inspect("d1/0").await.unwrap();
+    assert_eq!(
+        (item.status, item.escalations, item.errors.len()),
+        (ReviewStatus::Open, 2, 2)
+    );
+    // The claim was given back: once the lease the queue held has ended (a release keeps
+    // the releasing owner off for that long), a discard of the item as it is now goes through.
+    let rec = store.workflow("d1").await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.owner), ("escalated", None));
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    let item = queue.discard("d1/0", "refunded by hand").await.unwrap();
+    assert_eq!(
+        (item.status, item.escalations, item.errors.len()),
+        (ReviewStatus::Discarded, 2, 2)
+    );
+    assert_eq!(sagas.inspect("d1").await.unwrap().state, SagaState::Failed);
+}
