@@ -1689,10 +1689,9 @@ async fn trip_leaves_a_bypassed_breaker_bypassed() {
 async fn two_successes_in_thirty_keep_the_default_breaker_closed() {
     for (successes, state) in [(1, State::Open), (2, State::Closed)] {
         let l = BreakerLayer::builder("t")
-            .config({
-                let mut c = BreakerConfig::default();
-                c.throttle = None;
-                c
+            .config(BreakerConfig {
+                throttle: None,
+                ..BreakerConfig::default()
             })
             .build()
             .unwrap();

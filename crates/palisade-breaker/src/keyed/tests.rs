@@ -1141,10 +1141,9 @@ async fn children_tripped_together_by_a_parent_get_spread_open_periods() {
 /// reconfiguration that changes the seed.
 #[tokio::test(start_paused = true)]
 async fn the_keys_jitter_apart_at_any_seed_and_after_a_new_one() {
-    let config = |seed: u64| {
-        let mut c = BreakerConfig::default();
-        c.seed = seed;
-        c
+    let config = |seed: u64| BreakerConfig {
+        seed,
+        ..BreakerConfig::default()
     };
     let spread = |handle: &KeyedHandle<u32>| {
         let periods: std::collections::BTreeSet<_> = (0..8u32)
