@@ -225,7 +225,7 @@ pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(60);
 ///   `k` = 2, the book's value, also throttles a dependency that fails half its calls at
 ///   random; 3 leaves such a dependency to the retry budget.
 /// - **A short open period that probes often**: 500 ms, ×1.5 after each failed probe, at most
-///   750 ms, ±10 % jitter, one probe at a time, two successes in a row close it. While open
+///   750 ms, ±10 % jitter (712.5 to 750 ms once at the cap), one probe at a time, two successes in a row close it. While open
 ///   the breaker costs the dependency under two probes a second, and it closes within about
 ///   three quarters of a second of the dependency's recovery. A long open period (the classic
 ///   30 s, see [`BreakerConfig::classic`]) turns a 10 s outage into 30 s of failures. A
@@ -309,7 +309,11 @@ pub struct BreakerConfig {
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub max_hint: Duration,
     /// Spread of the open period, as a fraction of it: ±10 % by default (0.1; within
-    /// `0.0..1.0`, 0 for none).
+    /// `0.0..1.0`, 0 for none). Where that spread would reach past `max_open_duration`, capping
+    /// the draw would put half of them on the cap itself, and breakers opened together would
+    /// probe in the same millisecond: the period is drawn evenly from the upper half of the
+    /// range below the cap instead, which keeps the capped draws' mean (with the defaults,
+    /// every re-opening after a failed probe: 712.5 to 750 ms).
     pub jitter_ratio: f64,
     /// Probes admitted at once while half-open (1; at least 1).
     pub half_open_probes: u32,

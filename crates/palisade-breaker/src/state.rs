@@ -923,8 +923,18 @@ impl Core {
         let base = cfg.open_duration.as_secs_f64() * cfg.open_backoff.powi(reopens as i32);
         let base = base.min(cfg.max_open_duration.as_secs_f64());
         let r = self.next_random();
-        let jittered = base * (1.0 + cfg.jitter_ratio * (2.0 * r - 1.0));
         let max = cfg.max_open_duration;
+        let jittered = if base * (1.0 + cfg.jitter_ratio) > max.as_secs_f64() {
+            // The spread reaches past the cap. Capped as drawn, every draw above the cap (half
+            // of them at the cap) would be the cap itself, and breakers opened together would
+            // probe in the same millisecond. Drawn evenly from the upper half of what is left
+            // below the cap instead: spread, with the mean the capped draws had (at a base at
+            // the cap, `(low + 3 × max) / 4` either way).
+            let low = (base * (1.0 - cfg.jitter_ratio) + max.as_secs_f64()) / 2.0;
+            low + (max.as_secs_f64() - low) * r
+        } else {
+            base * (1.0 + cfg.jitter_ratio * (2.0 * r - 1.0))
+        };
         // `max` in seconds as an `f64` may round up past what a `Duration` holds.
         let period = Duration::try_from_secs_f64(jittered.clamp(0.0, max.as_secs_f64()))
             .map_or(max, |period| period.min(max));

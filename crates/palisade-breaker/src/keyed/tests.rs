@@ -1173,3 +1173,42 @@ async fn the_keys_jitter_apart_at_any_seed_and_after_a_new_one() {
         assert!(spread(&handle) >= 6, "seed {seed:#x}, then {next:#x}");
     }
 }
+
+/// Children a parent trips together with an open period at its cap (here `max_open_duration`
+/// is `open_duration`, as after a failed probe with the defaults) still get open periods of
+/// their own: not half of them exactly the cap, probing in the same millisecond.
+#[tokio::test(start_paused = true)]
+async fn children_tripped_together_at_the_cap_get_spread_open_periods() {
+    let children = KeyedBreakerLayer::builder("model", |m: &u32| *m)
+        .max_open_duration(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let child_handle = children.handle();
+    let parent = BreakerLayer::builder("provider")
+        .listener(child_handle.propagate())
+        .build()
+        .unwrap()
+        .handle();
+    let mut svc = children.layer(service_fn(|_: u32| async { Ok::<_, BoxError>(()) }));
+    for model in 0..16u32 {
+        svc.ready().await.unwrap().call(model).await.unwrap();
+    }
+    parent.trip();
+    let periods: Vec<_> = (0..16u32)
+        .map(|m| child_handle.get(&m).unwrap().metrics().retry_after.unwrap())
+        .collect();
+    assert!(
+        periods
+            .iter()
+            .all(|p| (Duration::from_millis(475)..=Duration::from_millis(500)).contains(p)),
+        "{periods:?}"
+    );
+    let at_cap = periods
+        .iter()
+        .filter(|&&p| p == Duration::from_millis(500))
+        .count();
+    assert!(
+        at_cap <= 1,
+        "{at_cap} of 16 children at the cap: {periods:?}"
+    );
+}

@@ -1590,3 +1590,40 @@ fn a_losing_trip_undoes_only_its_own_end() {
     c.undo_until(FOREVER, previous);
     assert_eq!(c.open_until.load(Ordering::Relaxed), FOREVER);
 }
+
+/// At the cap, the jitter still spreads the open period, over the upper half of its range
+/// below the cap (keeping the mean of the capped draws), rather than piling every draw that
+/// would have gone above it (half of them) onto the cap itself. The defaults reach the cap
+/// with the first failed probe (500 ms × 1.5 = 750 ms): every re-opening after it is at the
+/// cap, and breakers re-opened together would otherwise probe in the same millisecond half
+/// the time.
+#[test]
+fn jitter_still_spreads_an_open_period_at_its_cap() {
+    let periods: Vec<u64> = (0..400u64)
+        .map(|seed| {
+            let c = core(BreakerConfig {
+                seed,
+                ..BreakerConfig::default()
+            });
+            c.trip_now(0);
+            let until = c.numbers(0).open_for_ms.unwrap();
+            // The probe fails: re-opened for 750 ms, ±10 %, at most 750 ms: 712.5 to 750 ms.
+            let t = c.admit(|| until).unwrap();
+            assert!(t.probe());
+            c.record(t, Outcome::Failure(None), false, 0, || until);
+            c.numbers(until).open_for_ms.unwrap()
+        })
+        .collect();
+    assert!(
+        periods.iter().all(|p| (712..=750).contains(p)),
+        "{periods:?}"
+    );
+    let at_cap = periods.iter().filter(|&&p| p == 750).count();
+    assert!(at_cap <= 20, "{at_cap} of 400 periods exactly at the cap");
+    // Spread evenly below it: about a quarter in each quarter of the range, and the mean
+    // the capped draws had (731.25 ms), within about 5 standard errors.
+    let low = periods.iter().filter(|&&p| p < 722).count();
+    assert!((70..=130).contains(&low), "{low}");
+    let mean = periods.iter().sum::<u64>() as f64 / 400.0;
+    assert!((728.0..=734.5).contains(&mean), "{mean}");
+}
