@@ -1627,3 +1627,32 @@ fn jitter_still_spreads_an_open_period_at_its_cap() {
     let mean = periods.iter().sum::<u64>() as f64 / 400.0;
     assert!((728.0..=734.5).contains(&mean), "{mean}");
 }
+
+/// A spread that just reaches the cap (500 ms ± 50 % with a cap of 750 ms) is the plain
+/// jitter, its whole range from 250 ms: only a spread past the cap is drawn from its upper
+/// half below the cap.
+#[test]
+fn a_spread_that_just_reaches_the_cap_keeps_its_whole_range() {
+    let periods: Vec<u64> = (0..200u64)
+        .map(|seed| {
+            let c = core(BreakerConfig {
+                seed,
+                jitter_ratio: 0.5,
+                open_duration: Duration::from_millis(500),
+                max_open_duration: Duration::from_millis(750),
+                ..BreakerConfig::default()
+            });
+            c.trip_now(0);
+            c.numbers(0).open_for_ms.unwrap()
+        })
+        .collect();
+    assert!(
+        periods.iter().all(|p| (250..=750).contains(p)),
+        "{periods:?}"
+    );
+    let below_half = periods.iter().filter(|&&p| p < 500).count();
+    assert!(
+        (70..=130).contains(&below_half),
+        "{below_half} of 200 below 500 ms"
+    );
+}
