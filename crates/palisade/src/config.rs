@@ -1061,7 +1061,7 @@ fn entry_key<'k>(keys: &[&'k String], name: &str) -> Result<String, Known<'k>> {
         .iter()
         .copied()
         // The key is read in any case: `Web-Search` as the file writes it is `web-search` here.
-        .filter(|key| key.to_ascii_lowercase() == name || spelling(key) == name)
+        .filter(|key| key.eq_ignore_ascii_case(name) || spelling(key) == name)
         .collect();
     match matches[..] {
         [key] => Ok(key.clone()),

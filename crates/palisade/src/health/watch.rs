@@ -92,8 +92,6 @@ impl Watched {
 
 #[cfg(test)]
 impl Watched {
-    /// Adds to the counters directly, as a check reading them while calls run may find them:
-    /// failures and refusals whose calls it has not counted yet.
     /// Records `calls` answered calls of `micros` each, as the watch records them.
     pub(crate) fn add_timed(&self, calls: u64, micros: u64) {
         for _ in 0..calls {
@@ -101,6 +99,8 @@ impl Watched {
         }
     }
 
+    /// Adds to the counters directly, as a check reading them while calls run may find them:
+    /// failures and refusals whose calls it has not counted yet.
     pub(crate) fn add(&self, calls: u64, failures: u64, refused: u64) {
         let s = &self.stripes[0];
         s.calls.fetch_add(calls, Ordering::Relaxed);
