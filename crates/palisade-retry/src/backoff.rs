@@ -158,7 +158,7 @@ impl Default for Backoff {
 /// | `None` | exactly `d` |
 /// | `Full` | `[0, d]` |
 /// | `Equal` | `[d/2, d]` |
-/// | `Decorrelated` | `[initial, 3 × previous delay]` (AWS's "decorrelated jitter"; the first uses `previous = initial`) |
+/// | `Decorrelated` | `[initial, 3 × previous delay]` (AWS's "decorrelated jitter"; the first uses `previous = initial`; a wait for a server's `Retry-After` is not a previous delay) |
 /// | `Proportional(f)` | `[d × (1 − f), d × (1 + f)]`, `0 ≤ f ≤ 1` |
 ///
 /// More kinds may be added: the enum is `#[non_exhaustive]`.

@@ -561,7 +561,12 @@ where
                     "retrying",
                 );
             }
-            retries.previous = delay;
+            // Decorrelated jitter grows from the previous backoff delay; a server's hint
+            // waited for is not one (a 20 s hint would let the next unhinted delay reach
+            // 60 s).
+            if class.retry_after.is_none() {
+                retries.previous = delay;
+            }
             if delay.is_zero() {
                 Wait::Ready
             } else {

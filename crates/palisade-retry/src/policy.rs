@@ -128,7 +128,7 @@ pub(crate) struct Failure {
     pub(crate) limit: u32,
     /// Whether credentials were already refreshed for this request.
     pub(crate) refreshed: bool,
-    /// The previous delay (zero before the first retry).
+    /// The previous backoff delay (zero before the first; a wait for a server's hint is not one).
     pub(crate) previous: Duration,
 }
 

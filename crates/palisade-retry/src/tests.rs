@@ -210,6 +210,41 @@ async fn a_fixed_seed_gives_exact_jittered_delays() {
     }
 }
 
+/// Decorrelated jitter grows from the previous *backoff* delay: a server's hint waited for
+/// before it is not one. A 20 s hint used to become the previous delay, so the next unhinted
+/// retry could wait up to 60 s (3 × 20 s, bounded only by the backoff's cap).
+#[tokio::test(start_paused = true)]
+async fn a_servers_hint_does_not_feed_decorrelated_jitter() {
+    let backoff = Backoff::exponential(ms(100), 2.0).with_cap(Duration::from_secs(120));
+    for seed in 0..50 {
+        let script = Script::new([
+            Answer::Err(
+                Class::new(Category::RateLimited).with_retry_after(Duration::from_secs(20)),
+                "429",
+            ),
+            err(Category::ServerError, "503"),
+        ]);
+        let svc = layer()
+            .backoff(backoff)
+            .jitter(Jitter::Decorrelated)
+            .max_attempts(3)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .layer(script.clone());
+        assert_eq!(run(svc).await, Ok(0));
+        let calls = script.calls();
+        after_hints(&calls[..2], &[Duration::from_secs(20)]);
+        // No backoff delay came before: the first decorrelated draw is from the initial
+        // delay to three times it (100-300 ms), on tokio's millisecond tick.
+        let wait = calls[2] - calls[1];
+        assert!(
+            wait >= ms(100) && wait <= ms(301),
+            "seed {seed}: waited {wait:?} after a 503 that followed a 20 s hint"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn boundaries_one_millisecond_either_side() {
     async fn step(d: Duration) {
