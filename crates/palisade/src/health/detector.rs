@@ -21,7 +21,8 @@ use palisade_core::ConfigError;
 ///
 /// Defaults (`Detector::new()`): `α = 0.1` (about the last 10 checks weigh most), `k = 4`,
 /// `warmup = 5`, `floor = 0`. [`HealthMonitor`](super::HealthMonitor) uses one for error
-/// rates (floor 0.05, and at least one failure's share of the check's calls) and one for mean
+/// rates (floor 0.05, at least one failure's share of the check's calls, and above the
+/// binomial sampling noise of the long-run failure rate) and one for mean
 /// latency, without the check's slowest call (floor a quarter of the mean, at least 1 ms).
 ///
 /// ```

@@ -16,8 +16,10 @@
 //!   check into an error rate and a mean latency and feeds them to two streaming
 //!   [`Detector`]s. A single
 //!   failure is never an error-rate anomaly by itself (the error band is at least one call's
-//!   share of the check's calls), so a steady trickle of failures at a few calls a check
-//!   raises no alarm; likewise one slow call is never a latency anomaly by itself (the
+//!   share of the check's calls), nor is a count of failures that the dependency's long-run
+//!   failure rate gives in one check in 10 000 or more (binomial sampling noise: at 25 calls a
+//!   check and a steady 1 %, two failures come in one check in 40), so a steady trickle of
+//!   failures at a few calls a check raises no alarm; likewise one slow call is never a latency anomaly by itself (the
 //!   latency is judged on the mean of the check's calls but its slowest), so a steady tail
 //!   (a p99 of seconds) raises none.
 //!
@@ -375,6 +377,9 @@ struct Dependency {
     watched: Option<Arc<Watched>>,
     last: Totals,
     errors: Detector,
+    /// The base failure rate the error band's sampling noise is judged at: failures and
+    /// calls per check, each averaged over about the last 50 checks with a sample.
+    base: BaseRate,
     latency: Detector,
     trend: VecDeque<bool>,
     status: Status,
@@ -431,7 +436,8 @@ impl Default for HealthMonitor {
 impl HealthMonitor {
     /// A monitor with the defaults: a window of 60 checks, at least 10 calls between two
     /// checks for a sample, `max_error_ratio` 0.5, an error-rate detector with a floor of
-    /// 0.05 (at least `1 / calls` of the sample) and a latency detector whose floor is a
+    /// 0.05 (at least `1 / calls` of the sample, and above the sampling noise of the
+    /// long-run failure rate) and a latency detector whose floor is a
     /// quarter of the mean (at least 1 ms), both otherwise [`Detector::new`]'s.
     pub fn new() -> Self {
         Self::builder().build().expect("the defaults are valid")
@@ -471,6 +477,7 @@ impl HealthMonitor {
                     watched: None,
                     last: Totals::default(),
                     errors: self.settings.errors.clone(),
+                    base: BaseRate::default(),
                     latency: self.settings.latency.clone(),
                     // The usual window up front; a longer one grows with the checks.
                     trend: VecDeque::with_capacity(self.settings.window.min(PREALLOCATED)),
@@ -570,8 +577,21 @@ impl Dependency {
                 // One failure among the check's calls is sampling noise, never an anomaly by
                 // itself: among 10 calls it is 0.1, above the usual floor of 0.05, and a
                 // steady 1 % of failures would be flagged after every run of clean checks.
-                self.errors
-                    .set_floor(settings.errors.floor().max(1.0 / delta.calls as f64));
+                // Nor is a count of failures that the base rate makes as often as one check
+                // in 10 000: at 25 calls a check and a steady 1 %, two failures (8 %) come in
+                // one check in 40, three in one in 500. The base rate is the long run's, not
+                // the detector's mean: over 10 checks of 25 calls a 1 % rate is 2.5 failures,
+                // and after a few clean checks the mean says a third of that.
+                let base = self.base.rate().unwrap_or(self.errors.mean());
+                let noise = (binomial_threshold(base, delta.calls) - self.errors.mean()).max(0.0);
+                self.base.add(delta.failures.min(delta.calls), delta.calls);
+                self.errors.set_floor(
+                    settings
+                        .errors
+                        .floor()
+                        .max(1.0 / delta.calls as f64)
+                        .max(noise),
+                );
                 error_threshold = self.errors.threshold();
                 self.error_anomaly = self.errors.observe(ratio);
                 error_started = self.error_anomaly && !self.error_episode;
@@ -714,7 +734,9 @@ impl HealthMonitorBuilder {
 
     /// The error-rate detector (default: a floor of 0.05, otherwise [`Detector::new`]). At
     /// each check its floor is at least `1 / calls` of that check's sample, so that one
-    /// failure is never an anomaly by itself.
+    /// failure is never an anomaly by itself, and the threshold is at least the failure ratio
+    /// the dependency's long-run failure rate (over about the last 50 checks) reaches in fewer
+    /// than one check in 10 000 at that many calls, so that sampling noise is never one.
     pub fn error_detector(mut self, detector: Detector) -> Self {
         self.settings.errors = detector;
         self
@@ -743,6 +765,81 @@ impl HealthMonitorBuilder {
             dependencies: Arc::default(),
         })
     }
+}
+
+/// How often a steady failure rate may cross the error band by chance: once in 10 000 checks.
+const NOISE_PER_CHECK: f64 = 1e-4;
+
+/// The weight of each check in [`BaseRate`]'s averages: about the last 50 checks count.
+const BASE_WEIGHT: f64 = 0.02;
+
+/// A dependency's long-run failure rate: failures and calls per check, each an exponentially
+/// weighted average, and their ratio.
+#[derive(Clone, Copy, Debug, Default)]
+struct BaseRate {
+    failures: f64,
+    calls: f64,
+}
+
+impl BaseRate {
+    /// Folds in one check's sample.
+    fn add(&mut self, failures: u64, calls: u64) {
+        let (f, c) = (failures as f64, calls as f64);
+        if self.calls == 0.0 {
+            (self.failures, self.calls) = (f, c);
+        } else {
+            self.failures += BASE_WEIGHT * (f - self.failures);
+            self.calls += BASE_WEIGHT * (c - self.calls);
+        }
+    }
+
+    /// The failure rate, once a check with calls was added.
+    fn rate(&self) -> Option<f64> {
+        (self.calls > 0.0).then(|| (self.failures / self.calls).clamp(0.0, 1.0))
+    }
+}
+
+/// The failure ratio a check of `calls` calls reaches, at a steady failure rate `p`, with a
+/// probability below [`NOISE_PER_CHECK`] (binomial sampling noise): a threshold halfway
+/// between the count that rare and the one below it, 1 when no count is that rare. Exact while
+/// `calls × p` is at most 600, where the binomial's tail can be far heavier than a normal one
+/// (at 25 calls and 1 %, three failures come in one check in 500, more than 7 standard
+/// deviations above the mean); above that, the normal approximation with the Cornish-Fisher
+/// correction for its skew and a continuity correction. 0 for a rate of 0 (any failure is
+/// news; the monitor's other floors judge it) and for no calls.
+fn binomial_threshold(p: f64, calls: u64) -> f64 {
+    if p.is_nan() || p <= 0.0 || calls == 0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let n = calls as f64;
+    let expected = n * p;
+    // The smallest count of failures whose chance, at rate p, is below the noise allowed.
+    let critical = if expected <= 600.0 {
+        // P(X = 0) = (1 − p)^n, at least about e^-600 here: no underflow. Then each term
+        // from the one before, until what is left of the distribution is rare enough.
+        let mut pmf = (n * (-p).ln_1p()).exp();
+        let mut below = 0.0;
+        let mut x = 0u64;
+        loop {
+            below += pmf;
+            if 1.0 - below < NOISE_PER_CHECK || x >= calls {
+                break x as f64 + 1.0;
+            }
+            x += 1;
+            pmf *= (n - (x - 1) as f64) / x as f64 * p / (1.0 - p);
+        }
+    } else {
+        // z for a one-sided normal tail of 1e-4, corrected for the binomial's skew.
+        const Z: f64 = 3.719;
+        let sd = (expected * (1.0 - p)).sqrt();
+        let skew = (1.0 - 2.0 * p) / sd;
+        let z = Z + (Z * Z - 1.0) * skew / 6.0;
+        (expected + z * sd + 0.5).ceil()
+    };
+    ((critical - 0.5) / n).min(1.0)
 }
 
 #[cfg(test)]

@@ -1123,3 +1123,89 @@ async fn a_breaker_waiting_for_its_first_probe_is_not_unhealthy_for_ever() {
         dep.components[0].reading
     );
 }
+
+/// A steady 1 % of failures at 20 to 30 calls a check is sampling noise, not an anomaly: two
+/// failures among 25 calls (8 %) happen in about one check in 40 at that rate, and were
+/// flagged, one alert every few minutes at a check every 10 s. The band is at least four
+/// binomial standard deviations of the learned rate at the check's calls. A real rise stands
+/// out: 5 failures in 25 calls (20 %).
+#[tokio::test(start_paused = true)]
+async fn a_steady_one_percent_at_tens_of_calls_a_check_is_no_anomaly() {
+    /// splitmix64: a seeded stream of draws, the same on every run.
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    for (n, seed) in [(20usize, 1u64), (25, 2), (30, 3)] {
+        let failing = Arc::new(AtomicBool::new(false));
+        let monitor = HealthMonitor::new();
+        let svc = monitor
+            .watch("llm")
+            .layer(upstream(Arc::new(AtomicU64::new(0)), failing.clone()));
+        let mut rng = seed;
+        let (mut failures, mut checks_with_two) = (0, 0);
+        for i in 0..2000 {
+            let mut in_check = 0;
+            for _ in 0..n {
+                let fail = next(&mut rng) % 100 == 0;
+                in_check += usize::from(fail);
+                failing.store(fail, Ordering::Relaxed);
+                calls(&svc, 1).await;
+            }
+            failures += in_check;
+            checks_with_two += usize::from(in_check >= 2);
+            let snap = monitor.check();
+            let dep = snap.dependency("llm").unwrap();
+            assert!(
+                !dep.error_anomaly,
+                "{n} calls a check, check {i}: {in_check} failures flagged: {dep:?}"
+            );
+        }
+        // The draws were what the test says: about 1 %, and checks with two failures or more
+        // among them (the case that was flagged).
+        let rate = failures as f64 / (2000 * n) as f64;
+        assert!((0.008..0.012).contains(&rate), "{n}: {rate}");
+        assert!(checks_with_two >= 20, "{n}: {checks_with_two}");
+        failing.store(true, Ordering::Relaxed);
+        calls(&svc, 5).await;
+        failing.store(false, Ordering::Relaxed);
+        calls(&svc, 20).await;
+        let dep = monitor.check().dependency("llm").unwrap().clone();
+        assert!(dep.error_anomaly, "{n}: 5 failures in 25 calls: {dep:?}");
+    }
+}
+
+/// The noise threshold against exact binomial tails (computed apart, in log space): the
+/// ratio halfway below the smallest count a steady rate reaches in fewer than one check in
+/// 10 000, on both sides of the switch to the skew-corrected normal approximation.
+#[test]
+fn the_noise_threshold_is_the_binomial_tail_s() {
+    for (p, calls, critical) in [
+        (0.01, 25, 5),
+        (0.01, 20, 4),
+        (0.01, 10, 4),
+        (0.05, 100, 16),
+        (0.01, 10_000, 140),
+        (0.01, 100_000, 1120),
+        (0.001, 1_000_000, 1121),
+        (0.5, 20_000, 10_264),
+    ] {
+        let want = (critical as f64 - 0.5) / calls as f64;
+        let got = binomial_threshold(p, calls);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "p {p}, {calls} calls: {got} against {want}"
+        );
+    }
+    // No count is that rare: never flagged by noise.
+    assert_eq!(binomial_threshold(0.99, 700), 1.0);
+    assert_eq!(binomial_threshold(0.5, 3), 1.0);
+    // No rate, no calls: no noise band.
+    assert_eq!(binomial_threshold(0.0, 25), 0.0);
+    assert_eq!(binomial_threshold(f64::NAN, 25), 0.0);
+    assert_eq!(binomial_threshold(0.01, 0), 0.0);
+    assert_eq!(binomial_threshold(1.0, 25), 1.0);
+}
