@@ -1150,7 +1150,7 @@ async fn a_steady_one_percent_at_tens_of_calls_a_check_is_no_anomaly() {
         for i in 0..2000 {
             let mut in_check = 0;
             for _ in 0..n {
-                let fail = next(&mut rng) % 100 == 0;
+                let fail = next(&mut rng).is_multiple_of(100);
                 in_check += usize::from(fail);
                 failing.store(fail, Ordering::Relaxed);
                 calls(&svc, 1).await;
