@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use palisade_core::context::attempt::{self, Attempt};
-use palisade_core::failure::AfterTimeouts;
+use palisade_core::failure::{AfterTimeouts, FallbackFailed};
 use palisade_core::stripe::Stripe;
 use palisade_core::{BoxError, Category, class_of};
 use pin_project_lite::pin_project;
@@ -464,13 +464,18 @@ where
             .as_ref()
             .map_or(Duration::ZERO, |retries| retries.previous),
     };
-    let decision = shared.policy.decide(
-        &failure,
-        now,
-        ctx::deadline(),
-        shared.refresh.as_ref(),
-        || shared.rng.next(),
-    );
+    // A fallback chain that failed is final for the layers above it (its class is made not
+    // retryable), an authentication failure inside it too: refreshing would re-run the call
+    // and every fallback.
+    let refresh = shared
+        .refresh
+        .as_ref()
+        .filter(|_| !error.is::<FallbackFailed>());
+    let decision = shared
+        .policy
+        .decide(&failure, now, ctx::deadline(), refresh, || {
+            shared.rng.next()
+        });
     let (retry, request) = match (decision, request) {
         (Ok(retry), Some(request)) => (retry, request),
         (Err(stop), _) => return Err(give_up(shared, attempts, &class, stop, error)),

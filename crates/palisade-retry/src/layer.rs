@@ -332,7 +332,8 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
     /// passed too, and a hint above [`max_retry_after`](Self::max_retry_after) or past the
     /// deadline returns the error without running the hook. If the hook fails, the
     /// authentication error is returned. Without a hook, authentication failures are not
-    /// retried.
+    /// retried; nor is one inside a fallback chain that failed below
+    /// (`palisade_core::failure::FallbackFailed`), which is final for the layers above it.
     ///
     /// Concurrent failing requests each call the hook; make it coalesce refreshes if that
     /// matters (a shared `tokio::sync::OnceCell` or a generation counter).

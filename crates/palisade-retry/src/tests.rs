@@ -445,6 +445,40 @@ async fn authentication_refreshes_then_retries_once() {
 /// the refreshed retry goes once the refresh is done and the hint has passed, whichever is
 /// later; a hint beyond `max_retry_after`, or past the deadline, returns the 401 without a
 /// refresh.
+/// A fallback chain that failed is final for the layers above it (`FallbackFailed`: its class
+/// is made not retryable), a 401 inside it too: the refresh hook does not re-run the call and
+/// every fallback. A 401 from the call itself is still refreshed.
+#[tokio::test(start_paused = true)]
+async fn a_failed_fallback_chain_is_not_refreshed() {
+    let (hook, refreshes) = refresh_hook();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let chain = tower::service_fn(move |_: u32| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            let unauthorized: BoxError = Box::new(Classified::new(
+                Class::new(Category::Authentication),
+                "401 unauthorized",
+            ));
+            let fallback: BoxError = "no cached answer".into();
+            Err::<u32, BoxError>(Box::new(palisade_core::failure::FallbackFailed::new(
+                unauthorized,
+                vec![("cache", fallback)],
+            )))
+        }
+    });
+    let svc = layer().refresh(hook.clone()).build().unwrap().layer(chain);
+    let e = svc.oneshot(0).await.unwrap_err();
+    assert!(e.is::<palisade_core::failure::FallbackFailed>(), "{e}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+
+    let script = Script::new([err(Category::Authentication, "401"), Answer::Ok(3)]);
+    let svc = layer().refresh(hook).build().unwrap().layer(script.clone());
+    assert_eq!(run(svc).await, Ok(3));
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refreshed_retry_waits_for_the_servers_hint() {
     let (hook, refreshes) = refresh_hook();
