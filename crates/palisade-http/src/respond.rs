@@ -267,7 +267,8 @@ impl Responder {
     /// A gRPC failure as gRPC's Trailers-Only response: HTTP 200, `content-type:
     /// application/grpc`, `grpc-status` with [`GrpcStatus::from_error`]'s code,
     /// `grpc-message` (percent-encoded, unless messages are off), `grpc-retry-pushback-ms`
-    /// for a class with a wait, and an empty body.
+    /// for a class with a wait (`-1`, do not retry, for a class not retryable whose code a
+    /// retry policy may list), and an empty body.
     ///
     /// [`GrpcStatus::from_error`]: crate::grpc::GrpcStatus::from_error
     fn grpc_status<B: From<String>>(&self, err: &(dyn Error + 'static)) -> Response<B> {
@@ -290,6 +291,15 @@ impl Responder {
             headers.insert(
                 crate::hint::GRPC_RETRY_PUSHBACK_MS,
                 HeaderValue::from(ceil_millis(after)),
+            );
+        } else if !class.retryable && may_be_retried(status.code) {
+            // A negative pushback: "do not retry" (gRPC proposal A6), as `x-should-retry:
+            // false` says over HTTP. Without it, a client whose retry policy lists the code
+            // (`UNAVAILABLE` above all) retries an isolated breaker, a feature switched off,
+            // a deadline that ran out.
+            headers.insert(
+                crate::hint::GRPC_RETRY_PUSHBACK_MS,
+                HeaderValue::from_static("-1"),
             );
         }
         response
@@ -420,6 +430,23 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
+/// Whether gRPC clients' retry policies commonly list `code` among the codes they retry:
+/// those that say the call may succeed if tried again (gRPC's status code guide: "retry at a
+/// higher level" or "the service is currently unavailable"). The others say it will not, and
+/// no retry policy lists them.
+fn may_be_retried(code: crate::grpc::Code) -> bool {
+    use crate::grpc::Code;
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+    )
+}
+
 fn ceil_millis(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
@@ -537,7 +564,10 @@ impl ResponderBuilder {
     /// (`DEADLINE_EXCEEDED` for a deadline or a timeout, `UNAVAILABLE` for an open breaker,
     /// `RESOURCE_EXHAUSTED` for a rate limit...), `grpc-message` (percent-encoded; left out
     /// with [`messages`](Self::messages) off), and `grpc-retry-pushback-ms` when the failure
-    /// says how long to wait and may be retried. A gRPC client reads an HTTP 504 without
+    /// says how long to wait and may be retried, or `-1` ("do not retry", gRPC proposal A6,
+    /// as `x-should-retry: false` over HTTP) when it may not be retried and its code is one
+    /// a client's retry policy may list (an isolated breaker's or a switched-off feature's
+    /// `UNAVAILABLE`, a `DEADLINE_EXCEEDED`). A gRPC client reads an HTTP 504 without
     /// `grpc-status` as `UNAVAILABLE`, which it retries: a deadline that ran out would be
     /// retried. The category statuses and
     /// [`client_errors_as_bad_gateway`](Self::client_errors_as_bad_gateway) do not apply; a
@@ -1287,7 +1317,7 @@ mod tests {
             .unwrap();
         let r: Response<String> = quiet.respond(limited());
         assert!(!r.headers().contains_key("grpc-message"));
-        // A failure that may not be retried gets no pushback.
+        // A failure that may not be retried gets no pushback when its code says so already...
         let bad: BoxError = Box::new(palisade_core::Classified::new(
             Class::new(Category::Validation),
             "no such field",
@@ -1295,6 +1325,32 @@ mod tests {
         let r: Response<String> = grpc.respond(bad);
         assert_eq!(r.headers()["grpc-status"], "3");
         assert!(!r.headers().contains_key("grpc-retry-pushback-ms"));
+        // ... and a negative one, "do not retry", where a client's retry policy may list its
+        // code: an isolated breaker, a feature switched off (`UNAVAILABLE`), a deadline that
+        // ran out (`DEADLINE_EXCEEDED`). A palisade client reads it as not retryable.
+        let isolated: BoxError = Box::new(CircuitOpen::new(
+            "greeter".into(),
+            BreakerState::Isolated,
+            None,
+        ));
+        let off: BoxError = Box::new(FeatureOff {
+            feature: "search".into(),
+        });
+        let late: BoxError = Box::new(DeadlineExceeded::with_limit(Duration::from_millis(200)));
+        for (err, code) in [(isolated, "14"), (off, "14"), (late, "4")] {
+            let r: Response<String> = grpc.respond(err);
+            assert_eq!(r.headers()["grpc-status"], code);
+            assert_eq!(
+                r.headers()["grpc-retry-pushback-ms"],
+                "-1",
+                "{:?}",
+                r.headers()
+            );
+            let (read, _) = crate::grpc::GrpcClassifier::new()
+                .classify_trailers(r.headers())
+                .unwrap();
+            assert!(!read.retryable, "{read:?}");
+        }
         // A gRPC dependency's failing response passes through as it was.
         let response = Response::builder()
             .status(200)
