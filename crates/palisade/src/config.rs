@@ -87,7 +87,11 @@
 //! variable with that prefix, in any case (`palisade_retry__max_attempts` too, as the key after
 //! it is read in any case), is read as a key, and an unknown one is an error naming it, so a
 //! typo never passes unnoticed: keep other settings of your own out of the `PALISADE_` prefix
-//! (this project's test database is `TEST_PALISADE_PG_URL` for that reason).
+//! (this project's test database is `TEST_PALISADE_PG_URL` for that reason). Two variables
+//! naming the same key (`PALISADE_DEADLINE` and `palisade_deadline`, a feature by two
+//! spellings, an endpoint as `1` and `01`) must agree: with different values, which one won
+//! would depend on nothing you wrote, so it is an error naming both; with the same value (as
+//! text, or as TOML reads it: `5` and ` 5 `) it is read.
 //!
 //! An override changes what the file (or the defaults) define; it adds nothing to a table
 //! whose entries the file names, the features (by name) and the endpoints (by position):
@@ -456,7 +460,9 @@ impl PresetConfig {
     /// a value of the wrong type or one that breaks its rule) names the key path and the
     /// variable; one naming a feature or an endpoint the file does not define names the key
     /// path, the variable and the name (see the [module docs](self)); a variable that names
-    /// no key (`PALISADE_`, `PALISADE_RETRY__`) is an error naming it.
+    /// no key (`PALISADE_`, `PALISADE_RETRY__`) is an error naming it; two variables naming
+    /// the same key (`PALISADE_DEADLINE` and `palisade_deadline`) with different values are
+    /// an error naming the key path and both variables.
     pub fn from_toml_with_env<K, V>(
         text: &str,
         vars: impl IntoIterator<Item = (K, V)>,
@@ -498,9 +504,20 @@ impl PresetConfig {
         // (`PALISADE_RETRY__MAX_ATTEMPTS`), whatever the order of the environment, which
         // would otherwise decide whether the key's value survives.
         set.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.1.cmp(&b.1)));
-        for (keys, var, value) in set {
-            let path = set_var(&mut doc, &var, &keys, parse_value(&value))
-                .map_err(|e| from_var(e, &var))?;
+        // Each key path an override set, with its variable and value: two variables naming
+        // the same key (in two cases, or a feature by two spellings) must agree.
+        let mut values: BTreeMap<String, (String, String, toml::Value)> = BTreeMap::new();
+        for (keys, var, raw) in set {
+            let value = parse_value(&raw);
+            let path =
+                set_var(&mut doc, &var, &keys, value.clone()).map_err(|e| from_var(e, &var))?;
+            if let Some((other, other_raw, other_value)) = values.get(&path)
+                && *other_raw != raw
+                && *other_value != value
+            {
+                return Err(set_twice(path, other, &var));
+            }
+            values.insert(path.clone(), (var.clone(), raw, value));
             overrides.push((var, path));
         }
         // The override that set `field`, or a table holding it; the last one, as it won. Else
@@ -1123,6 +1140,26 @@ fn from_var(e: ConfigError, var: &str) -> ConfigError {
         return e;
     }
     ConfigError::new(e.field().to_owned(), format!("(from `{var}`) {}", e.rule()))
+}
+
+/// The error of two variables naming the same key with different values (`PALISADE_DEADLINE`
+/// and `palisade_deadline`): which one wins would depend on nothing the user wrote. The
+/// variables are named in order, whatever the order of the environment; their values are not
+/// (a value may hold a secret, as an address with a password).
+fn set_twice(field: String, var: &str, other: &str) -> ConfigError {
+    let (first, second) = if var < other {
+        (var, other)
+    } else {
+        (other, var)
+    };
+    ConfigError::new(
+        field,
+        format!(
+            "is set by two variables with different values, `{first}` and `{second}`: both name \
+             this key (a variable's name is read in any case), and neither is taken over the \
+             other; set one"
+        ),
+    )
 }
 
 /// The error of a variable whose name, past the prefix, has an empty level (`PALISADE_`,
@@ -2648,6 +2685,65 @@ mod tests {
         .unwrap_err();
         assert!(err.rule().contains("milliseconds"), "{err}");
         assert!(err.rule().contains("at most"), "{err}");
+    }
+
+    /// Two variables naming the same key (`PALISADE_DEADLINE` and `palisade_deadline`, a
+    /// feature by two spellings, an endpoint as `1` and `01`) with different values are an
+    /// error naming both, whatever the order of the environment: the lower-case one won
+    /// without a word. With the same value, either would do, and it is read.
+    #[test]
+    fn two_variables_naming_the_same_key_with_different_values_are_an_error() {
+        let file = "name = \"llm\"\n[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \"b\"\n\
+                    [features.web-search]";
+        let cases = [
+            ("PALISADE_DEADLINE", "palisade_deadline", "deadline"),
+            (
+                "PALISADE_RETRY__MAX_ATTEMPTS",
+                "PALISADE_Retry__Max_Attempts",
+                "retry.max_attempts",
+            ),
+            (
+                "PALISADE_FEATURES__WEB_SEARCH__COOLDOWN",
+                "PALISADE_FEATURES__web-search__COOLDOWN",
+                "features.web-search.cooldown",
+            ),
+            (
+                "PALISADE_ENDPOINTS__1__TIER",
+                "PALISADE_ENDPOINTS__01__TIER",
+                "endpoints[1].tier",
+            ),
+        ];
+        for (a, b, field) in cases {
+            let (first, second) = if a < b { (a, b) } else { (b, a) };
+            let rule = format!(
+                "is set by two variables with different values, `{first}` and `{second}`: both \
+                 name this key (a variable's name is read in any case), and neither is taken \
+                 over the other; set one"
+            );
+            for vars in [
+                [(a, "20"), (b, "30")],
+                [(b, "30"), (a, "20")],
+                [(b, "20"), (a, "30")],
+            ] {
+                let err = PresetConfig::from_toml_with_env(file, vars).unwrap_err();
+                assert_eq!(
+                    (err.field(), err.rule()),
+                    (field, rule.as_str()),
+                    "{vars:?}"
+                );
+            }
+            // The same value twice is that value.
+            for vars in [[(a, "20"), (b, "20")], [(b, "20"), (a, " 20 ")]] {
+                PresetConfig::from_toml_with_env(file, vars)
+                    .unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+            }
+        }
+        let config = PresetConfig::from_toml_with_env(
+            file,
+            [("palisade_deadline", "2s"), ("PALISADE_DEADLINE", "\"2s\"")],
+        )
+        .unwrap();
+        assert_eq!(config.deadline, Duration::from_secs(2));
     }
 
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
