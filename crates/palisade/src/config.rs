@@ -199,7 +199,8 @@ pub struct PresetConfig {
     /// The router's endpoints (`[[endpoints]]`), in key order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointConfig>,
-    /// Switchboard features by name (`[features.NAME]`).
+    /// Switchboard features by name (`[features.NAME]`); a name must not be empty or only
+    /// whitespace (`[features.""]` is refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, FeatureConfig>,
 }
@@ -582,6 +583,7 @@ impl PresetConfig {
             }
         }
         for (name, feature) in &self.features {
+            check_feature_name(name)?;
             feature
                 .validate()
                 .map_err(|e| e.within(&format!("features.{name}")))?;
@@ -663,10 +665,12 @@ impl PresetConfig {
     /// ```
     ///
     /// # Errors
-    /// A feature's [`ConfigError`], its field prefixed with `features.NAME.`.
+    /// A feature's [`ConfigError`], its field prefixed with `features.NAME.`; an empty or
+    /// blank name is an error too.
     pub fn switchboard(&self) -> Result<Switchboard, ConfigError> {
         let board = Switchboard::new();
         for (name, feature) in &self.features {
+            check_feature_name(name)?;
             board
                 .feature_with(name, *feature)
                 .map_err(|e| e.within(&format!("features.{name}")))?;
@@ -749,6 +753,19 @@ impl PresetConfig {
             .breaker(self.breaker)
             .retry(retry))
     }
+}
+
+/// A feature's name names it in the switchboard, its metrics and errors: not empty or only
+/// whitespace (`[features.""]`). The field quotes it, as TOML does (`features.""`).
+fn check_feature_name(name: &str) -> Result<(), ConfigError> {
+    if !name.trim().is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        format!("features.\"{name}\""),
+        "must not be empty or only whitespace: a feature is named by its key \
+         (`[features.summarise]`)",
+    ))
 }
 
 /// A retry layer's error with its field as the file's key path: the layer names the backoff's
@@ -2744,6 +2761,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.deadline, Duration::from_secs(2));
+    }
+
+    /// A feature's name names it in the switchboard, its metrics and its errors: an empty or
+    /// blank one (`[features.""]`) is refused, from the file, from a variable that sets the
+    /// whole table, by `validate` and by `switchboard`; a variable with an empty level where
+    /// a name goes names no key.
+    #[test]
+    fn an_empty_feature_name_is_refused() {
+        let rule = "must not be empty or only whitespace: a feature is named by its key \
+                    (`[features.summarise]`)";
+        for (name, field) in [("", "features.\"\""), (" \\t", "features.\" \t\"")] {
+            let err = PresetConfig::from_toml(&format!(
+                "name = \"llm\"\n[features.\"{name}\"]\ncooldown = \"1s\""
+            ))
+            .unwrap_err();
+            assert_eq!((err.field(), err.rule()), (field, rule), "{name:?}");
+        }
+        let err = env_error(
+            "name = \"llm\"",
+            "PALISADE_FEATURES",
+            "{ \"\" = { cooldown = \"1s\" } }",
+        );
+        assert_eq!(err.field(), "features.\"\"");
+        assert_eq!(err.rule(), format!("(from `PALISADE_FEATURES`) {rule}"));
+        for var in ["PALISADE_FEATURES____COOLDOWN", "PALISADE_FEATURES__"] {
+            let err = env_error("name = \"llm\"\n[features.search]", var, "1s");
+            assert_eq!(err.field(), "(environment)", "{var}");
+            assert!(
+                err.rule().contains(&format!("naming no key, `{var}`")),
+                "{err}"
+            );
+        }
+        let mut config = PresetConfig::from_toml("name = \"llm\"\n[features.search]").unwrap();
+        let search = config.features.remove("search").unwrap();
+        config.features.insert(String::new(), search);
+        assert_eq!(config.validate().unwrap_err().field(), "features.\"\"");
+        assert_eq!(config.switchboard().unwrap_err().field(), "features.\"\"");
     }
 
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
