@@ -115,7 +115,10 @@
 //!
 //! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
 //! a [`ConfigError`] whose field is the key's path (`breaker.failure_rate.ratio`,
-//! `retry.max_attempts`) and whose rule says what was wrong:
+//! `retry.max_attempts`) and whose rule says what was wrong. An error about what a variable
+//! set names the variable; so does one a variable caused on another key, through a rule
+//! between the two (`PALISADE_DEADLINE=5ms` leaves the default `retry.min_attempt_time`,
+//! 10 ms, too long: the error names `retry.min_attempt_time`, the variable and `deadline`):
 //!
 //! ```
 //! use palisade::config::PresetConfig;
@@ -148,6 +151,12 @@
 //! assert_eq!(err.field(), "features.sumarise");
 //! assert!(err.rule().contains("`PALISADE_FEATURES__SUMARISE__COOLDOWN` names feature `sumarise`"));
 //! assert!(err.rule().contains("did you mean `summarise`?"));
+//!
+//! // An override that breaks a rule on another key is named, with the key it set.
+//! let err = PresetConfig::from_toml_with_env("name = \"llm\"", [("PALISADE_DEADLINE", "5ms")])
+//!     .unwrap_err();
+//! assert_eq!(err.field(), "retry.min_attempt_time");
+//! assert!(err.rule().starts_with("(from `PALISADE_DEADLINE`, which set `deadline`) must be less"));
 //! # Ok::<(), palisade::classify::ConfigError>(())
 //! ```
 
@@ -463,7 +472,11 @@ impl PresetConfig {
     /// path, the variable and the name (see the [module docs](self)); a variable that names
     /// no key (`PALISADE_`, `PALISADE_RETRY__`) is an error naming it; two variables naming
     /// the same key (`PALISADE_DEADLINE` and `palisade_deadline`) with different values are
-    /// an error naming the key path and both variables.
+    /// an error naming the key path and both variables. An error on a key no variable set,
+    /// about a rule between it and a key one did set, names that variable and its key too:
+    /// with `PALISADE_DEADLINE=5ms`, "`retry.min_attempt_time` (from `PALISADE_DEADLINE`,
+    /// which set `deadline`) must be less than `deadline` (5ms) …". Such a variable is one
+    /// without which the error goes away.
     pub fn from_toml_with_env<K, V>(
         text: &str,
         vars: impl IntoIterator<Item = (K, V)>,
@@ -472,12 +485,8 @@ impl PresetConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| not_toml(text, &e))?;
-        // Each override's variable and the key path it set, as errors spell it
-        // (`endpoints[1].tier`, `features.web-search.cooldown`), to name the variable in an
-        // error about what it set.
-        let mut overrides: Vec<(String, String)> = Vec::new();
-        let mut set: Vec<(Vec<String>, String, String)> = Vec::new();
+        let file: toml::Table = toml::from_str(text).map_err(|e| not_toml(text, &e))?;
+        let mut set: Vec<Override> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
             // The prefix in any case, as the keys after it: `palisade_retry__max_attempts` is
@@ -505,60 +514,30 @@ impl PresetConfig {
         // (`PALISADE_RETRY__MAX_ATTEMPTS`), whatever the order of the environment, which
         // would otherwise decide whether the key's value survives.
         set.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.1.cmp(&b.1)));
-        // Each key path an override set, with its variable and value: two variables naming
-        // the same key (in two cases, or a feature by two spellings) must agree.
-        let mut values: BTreeMap<String, (String, String, toml::Value)> = BTreeMap::new();
-        for (keys, var, raw) in set {
-            let value = parse_value(&raw);
-            let path =
-                set_var(&mut doc, &var, &keys, value.clone()).map_err(|e| from_var(e, &var))?;
-            if let Some((other, other_raw, other_value)) = values.get(&path)
-                && *other_raw != raw
-                && *other_value != value
-            {
-                return Err(set_twice(path, other, &var));
+        let (doc, overrides) = apply(file.clone(), &set)?;
+        read(doc).map_err(|e| {
+            if let Some(var) = set_by(&overrides, e.field()) {
+                return from_var(e, var);
             }
-            values.insert(path.clone(), (var.clone(), raw, value));
-            overrides.push((var, path));
-        }
-        // The override that set `field`, or a table holding it; the last one, as it won. Else
-        // one that set a key inside `field`: `PALISADE_DEADLINE__SECS` made `deadline` a
-        // table, which is the error.
-        let from_override = |e: ConfigError| {
-            let field = e.field();
-            let within = |inner: &str, outer: &str| {
-                inner
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-            };
-            let set_by = overrides
+            // No override set the key the error names: one may have broken a rule between
+            // it and the key it set (`PALISADE_DEADLINE=5ms` and the default
+            // `retry.min_attempt_time`). Those without which the file and the other overrides
+            // read, or fail on another key, did.
+            let caused: Vec<&(String, String)> = overrides
                 .iter()
-                .rev()
-                .find(|(_, path)| within(field, path))
-                .or_else(|| overrides.iter().rev().find(|(_, path)| within(path, field)));
-            match set_by {
-                Some((var, _)) => from_var(e, var),
-                None => e,
-            }
-        };
-        let caps = DefaultCaps::left_out_by(&doc);
-        keep_defaults(&mut doc);
-        let mut config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                ConfigError::new(
-                    if path == "." {
-                        "(file)".to_owned()
-                    } else {
-                        path
-                    },
-                    in_file_words(e.into_inner().message()),
-                )
-            })
-            .map_err(from_override)?;
-        caps.raise(&mut config);
-        config.validate().map_err(from_override)?;
-        Ok(config)
+                .filter(|(var, _)| {
+                    let others: Vec<Override> =
+                        set.iter().filter(|o| o.1 != *var).cloned().collect();
+                    match apply(file.clone(), &others).map(|(doc, _)| read(doc)) {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(other)) => other.field() != e.field(),
+                        // The others need it (a table a deeper variable changes): no telling.
+                        Err(_) => false,
+                    }
+                })
+                .collect();
+            caused_by(e, &caused)
+        })
     }
 
     /// Checks every value against its rule (reading a file does this already).
@@ -738,8 +717,9 @@ impl PresetConfig {
             return Err(ConfigError::new(
                 "retry.min_attempt_time",
                 format!(
-                    "must be less than the deadline ({:?}), or no retry could ever start",
-                    self.deadline
+                    "must be less than `deadline` ({:?}) while `retry.max_attempts` is above 1, \
+                     or no retry could ever start (it is {:?})",
+                    self.deadline, r.min_attempt_time
                 ),
             ));
         }
@@ -820,6 +800,92 @@ fn route_error(e: ConfigError, route: &RouteConfig) -> ConfigError {
         _ => return e.within("route"),
     };
     ConfigError::new(field, e.rule().to_owned()).within("route")
+}
+
+/// An override: the key path a variable names (its levels in lower case), the variable, and
+/// its value.
+type Override = (Vec<String>, String, String);
+
+/// Applies the overrides `set` (in the order they apply) to the file's document `doc`, and
+/// returns it with each override's variable and the key path it set, as errors spell it
+/// (`endpoints[1].tier`, `features.web-search.cooldown`), to name the variable in an error
+/// about what it set.
+fn apply(
+    mut doc: toml::Table,
+    set: &[Override],
+) -> Result<(toml::Table, Vec<(String, String)>), ConfigError> {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    // Each key path an override set, with its variable and value: two variables naming the
+    // same key (in two cases, or a feature by two spellings) must agree.
+    let mut values: BTreeMap<String, (&str, &str, toml::Value)> = BTreeMap::new();
+    for (keys, var, raw) in set {
+        let value = parse_value(raw);
+        let path = set_var(&mut doc, var, keys, value.clone()).map_err(|e| from_var(e, var))?;
+        if let Some((other, other_raw, other_value)) = values.get(&path)
+            && other_raw != raw
+            && *other_value != value
+        {
+            return Err(set_twice(path, other, var));
+        }
+        values.insert(path.clone(), (var, raw, value));
+        overrides.push((var.clone(), path));
+    }
+    Ok((doc, overrides))
+}
+
+/// Reads the document `doc`, overrides applied, as a [`PresetConfig`], and checks it.
+fn read(mut doc: toml::Table) -> Result<PresetConfig, ConfigError> {
+    let caps = DefaultCaps::left_out_by(&doc);
+    keep_defaults(&mut doc);
+    let mut config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(
+                if path == "." {
+                    "(file)".to_owned()
+                } else {
+                    path
+                },
+                in_file_words(e.into_inner().message()),
+            )
+        })?;
+    caps.raise(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+/// The variable among `overrides` (variables and the key paths they set) that set `field`, or
+/// a table holding it; the last one, as it won. Else one that set a key inside `field`:
+/// `PALISADE_DEADLINE__SECS` made `deadline` a table, which is the error.
+fn set_by<'o>(overrides: &'o [(String, String)], field: &str) -> Option<&'o str> {
+    let within = |inner: &str, outer: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    overrides
+        .iter()
+        .rev()
+        .find(|(_, path)| within(field, path))
+        .or_else(|| overrides.iter().rev().find(|(_, path)| within(path, field)))
+        .map(|(var, _)| var.as_str())
+}
+
+/// `e`, about a key no override set, naming the overrides (variables and the key paths they
+/// set) that caused it: "`retry.min_attempt_time` (from `PALISADE_DEADLINE`, which set
+/// `deadline`) must be less than `deadline` …". With none, `e` as it is.
+fn caused_by(e: ConfigError, caused: &[&(String, String)]) -> ConfigError {
+    if caused.is_empty() {
+        return e;
+    }
+    let named: Vec<String> = caused
+        .iter()
+        .map(|(var, path)| format!("`{var}`, which set `{path}`"))
+        .collect();
+    ConfigError::new(
+        e.field().to_owned(),
+        format!("(from {}) {}", named.join(", and "), e.rule()),
+    )
 }
 
 /// serde's message in a configuration file's words: `expected struct RetryConfig` (a Rust
@@ -1701,8 +1767,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.field(), "retry.min_attempt_time");
         assert!(
-            err.rule()
-                .starts_with("must be less than the deadline (1s)"),
+            err.rule().starts_with("must be less than `deadline` (1s)"),
             "{err}"
         );
         // A configuration edited in code is checked by `builder` too, by key path.
@@ -2798,6 +2863,77 @@ mod tests {
         config.features.insert(String::new(), search);
         assert_eq!(config.validate().unwrap_err().field(), "features.\"\"");
         assert_eq!(config.switchboard().unwrap_err().field(), "features.\"\"");
+    }
+
+    /// An override can break a rule between two keys on the other key: `PALISADE_DEADLINE=5ms`
+    /// makes the default `retry.min_attempt_time` (10 ms) too long. The error names the key
+    /// the rule is about, and the variable and the key it set (it named neither): the
+    /// variables without which the error goes away.
+    #[test]
+    fn an_error_an_override_caused_on_another_key_names_the_variable_and_its_key() {
+        let err = env_error("name = \"llm\"", "PALISADE_DEADLINE", "5ms");
+        assert_eq!(err.field(), "retry.min_attempt_time");
+        assert_eq!(
+            err.rule(),
+            "(from `PALISADE_DEADLINE`, which set `deadline`) must be less than `deadline` \
+             (5ms) while `retry.max_attempts` is above 1, or no retry could ever start (it is \
+             10ms)"
+        );
+        // A layer's own rule between two keys: the timeout's cap, and the limit set.
+        let err = env_error(
+            "name = \"llm\"\n[attempt_timeout]\nescalate = { factor = 2.0, cap = \"30s\" }",
+            "PALISADE_ATTEMPT_TIMEOUT__LIMIT",
+            "40s",
+        );
+        assert_eq!(err.field(), "attempt_timeout.escalate.cap");
+        assert!(
+            err.rule().starts_with(
+                "(from `PALISADE_ATTEMPT_TIMEOUT__LIMIT`, which set `attempt_timeout.limit`) "
+            ),
+            "{err}"
+        );
+        // Among other overrides, the one that made the error; two when it takes both.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [
+                ("PALISADE_RETRY__CAP", "10s"),
+                ("PALISADE_DEADLINE", "5ms"),
+                ("PALISADE_BREAKER__OPEN_DURATION", "600ms"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.rule()
+                .starts_with("(from `PALISADE_DEADLINE`, which set `deadline`) must be"),
+            "{err}"
+        );
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[retry]\nmax_attempts = 1",
+            [
+                ("PALISADE_RETRY__MAX_ATTEMPTS", "3"),
+                ("PALISADE_DEADLINE", "5ms"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "retry.min_attempt_time");
+        assert!(
+            err.rule().starts_with(
+                "(from `PALISADE_DEADLINE`, which set `deadline`, and \
+                 `PALISADE_RETRY__MAX_ATTEMPTS`, which set `retry.max_attempts`) must be"
+            ),
+            "{err}"
+        );
+        // An error the file makes without the override is the file's.
+        let err = env_error(
+            "name = \"llm\"\ndeadline = \"5ms\"",
+            "PALISADE_DEADLINE",
+            "6ms",
+        );
+        assert_eq!(err.field(), "retry.min_attempt_time");
+        assert!(
+            err.rule().starts_with("must be less than `deadline` (6ms)"),
+            "{err}"
+        );
     }
 
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
