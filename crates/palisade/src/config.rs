@@ -115,10 +115,14 @@
 //!
 //! **Errors.** An unknown key, a value of the wrong type and a value that breaks a rule are all
 //! a [`ConfigError`] whose field is the key's path (`breaker.failure_rate.ratio`,
-//! `retry.max_attempts`) and whose rule says what was wrong. An error about what a variable
-//! set names the variable; so does one a variable caused on another key, through a rule
-//! between the two (`PALISADE_DEADLINE=5ms` leaves the default `retry.min_attempt_time`,
-//! 10 ms, too long: the error names `retry.min_attempt_time`, the variable and `deadline`):
+//! `retry.max_attempts`) and whose rule says what was wrong, in TOML's words: a key that
+//! takes one of a few shapes (`retry.backoff`, `retry.jitter`, `breaker.window`, a rule that
+//! is a table or `"off"`) given another lists those it takes (`retry.jitter`: invalid value:
+//! string "proportional", expected `"none"`, …, or `{ proportional = 0.1 }`). An error about
+//! what a variable set names the variable; so does one a variable caused on another key,
+//! through a rule between the two (`PALISADE_DEADLINE=5ms` leaves the default
+//! `retry.min_attempt_time`, 10 ms, too long: the error names `retry.min_attempt_time`, the
+//! variable and `deadline`):
 //!
 //! ```
 //! use palisade::config::PresetConfig;
@@ -836,17 +840,23 @@ fn apply(
 /// Reads the document `doc`, overrides applied, as a [`PresetConfig`], and checks it.
 fn read(mut doc: toml::Table) -> Result<PresetConfig, ConfigError> {
     let caps = DefaultCaps::left_out_by(&doc);
+    // As written, to quote a value of the wrong shape without the defaults filled in.
+    let written = doc.clone();
     keep_defaults(&mut doc);
     let mut config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
         .map_err(|e| {
             let path = e.path().to_string();
+            let message = e.into_inner().message().to_owned();
+            if let Some(e) = wrong_shape(&path, &message, &written) {
+                return e;
+            }
             ConfigError::new(
                 if path == "." {
                     "(file)".to_owned()
                 } else {
                     path
                 },
-                in_file_words(e.into_inner().message()),
+                in_file_words(&message),
             )
         })?;
     caps.raise(&mut config);
@@ -888,23 +898,147 @@ fn caused_by(e: ConfigError, caused: &[&(String, String)]) -> ConfigError {
     )
 }
 
-/// serde's message in a configuration file's words: `expected struct RetryConfig` (a Rust
-/// type's name) reads `expected a table of settings`.
+/// serde's message in a configuration file's words: `expected struct RetryConfig` and
+/// `expected struct variant Window::Time` (Rust types' names) read `expected a table of
+/// settings`; `u32`, `f64`, `a boolean`, `a sequence` read as [`serde_off`]'s messages do
+/// (`a whole number, at least 0`, `a number`, `true or false`, `an array`), and a `map` or
+/// `sequence` found reads `table` or `array`.
+///
+/// [`serde_off`]: palisade_core::serde_off
 fn in_file_words(message: &str) -> String {
     const STRUCT: &str = "expected struct ";
     let message = message.trim_end();
-    let Some(at) = message.find(STRUCT) else {
-        return message.to_owned();
+    let message = match message.find(STRUCT) {
+        None => message.to_owned(),
+        Some(at) => {
+            let rest = &message[at + STRUCT.len()..];
+            let rest = rest.strip_prefix("variant ").unwrap_or(rest);
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            format!(
+                "{}expected a table of settings{}",
+                &message[..at],
+                &rest[end..]
+            )
+        }
     };
-    let rest = &message[at + STRUCT.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    format!(
-        "{}expected a table of settings{}",
-        &message[..at],
-        &rest[end..]
-    )
+    let Some((found, expected)) = message.rsplit_once(", expected ") else {
+        return message;
+    };
+    let found = match found {
+        "invalid type: map" => "invalid type: table",
+        "invalid type: sequence" => "invalid type: array",
+        found => found,
+    };
+    let expected = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u16" | "u32" | "u64" | "usize" => "a whole number, at least 0",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        expected => expected,
+    };
+    format!("{found}, expected {expected}")
+}
+
+/// The keys whose value takes one of a few shapes (a kind of backoff, window or ramp; a word
+/// or a table; a table or `"off"`), with those shapes as a file writes them. serde's error
+/// for a value of another shape speaks of Rust (`invalid type: unit variant, expected newtype
+/// variant`, `expected string only`, `struct variant BackoffConfig::Exponential`), and names
+/// the kind given as a key (`retry.backoff.exponential` for `backoff = "exponential"`); the
+/// error names the key and these shapes instead ([`wrong_shape`]). The kinds are serde's to
+/// read: a kind missing here is still read, only not offered.
+const SHAPES: [(&str, &str); 9] = [
+    (
+        "retry.backoff",
+        "a table naming one kind of backoff: `{ constant = { delay = \"1s\" } }`, \
+         `{ linear = { initial = \"1s\", step = \"1s\" } }` or \
+         `{ exponential = { initial = \"1s\", factor = 2.0 } }`",
+    ),
+    (
+        "retry.jitter",
+        "`\"none\"`, `\"full\"`, `\"equal\"`, `\"decorrelated\"`, or `{ proportional = 0.1 }` \
+         (a fraction of the delay, 0 to 1)",
+    ),
+    (
+        "attempt_timeout.escalate",
+        "a table `{ factor = 2.0, cap = \"30s\" }`, or `\"off\"` for a fixed limit",
+    ),
+    (
+        "breaker.window",
+        "a table naming one kind of window: `{ count = 100 }`, \
+         `{ time = { span = \"10s\", buckets = 10 } }` or \
+         `{ recent = { calls = 30, within = \"1s\", min_calls = 10 } }`",
+    ),
+    (
+        "breaker.failure_rate",
+        "a table `{ ratio = 0.5, min_calls = 20 }`, or `\"off\"` to turn the rule off",
+    ),
+    (
+        "breaker.slow_call_rate",
+        "a table `{ ratio = 0.5, min_calls = 20 }`, or `\"off\"` to turn the rule off",
+    ),
+    (
+        "breaker.throttle",
+        "a table `{ k = 2.0, window = 100 }`, or `\"off\"` to turn the rule off",
+    ),
+    (
+        "breaker.cancel",
+        "`\"ignore\"`, `\"failure\"`, or `{ failure_after = \"5s\" }`",
+    ),
+    (
+        "route.health.ramp",
+        "a table naming one kind of ramp: `{ steps = { steps = 5, interval = \"30s\" } }` or \
+         `{ linear = { window = \"1m\", min_ratio = 0.1, aggression = 1.0 } }`",
+    ),
+];
+
+/// serde's error `message` at the key path `path` as an error on a key of [`SHAPES`], when it
+/// is about the shape of the key's value: the value as `doc` (the document as written, the
+/// overrides applied) has it, and the shapes the key takes. An error inside a shape that is
+/// right (`retry.backoff.linear` without `step`, `breaker.window.count = "x"`) is left as it
+/// is.
+fn wrong_shape(path: &str, message: &str, doc: &toml::Table) -> Option<ConfigError> {
+    let (key, shapes) = SHAPES.iter().find(|(key, _)| {
+        path.strip_prefix(key).is_some_and(|rest| {
+            // The key itself: its type, an unknown kind, two kinds in one table.
+            (rest.is_empty()
+                && ["invalid type", "invalid length", "unknown variant", "wanted exactly"]
+                    .iter()
+                    .any(|start| message.starts_with(start)))
+                // A kind the key names (`exponential` in `{ exponential = 5 }`, or the word
+                // `"exponential"`) with the wrong settings, or none.
+                || (rest.strip_prefix('.').is_some_and(|kind| !kind.contains(['.', '[']))
+                    && (message.contains("variant") || message.starts_with("expected table")))
+        })
+    })?;
+    let mut levels = key.split('.');
+    let first = doc.get(levels.next()?)?;
+    let value = levels.try_fold(first, |value, level| value.get(level))?;
+    // As serde says what it found (`string "x"`, `integer `5``), the value quoted when short.
+    let kind = match value {
+        toml::Value::String(_) => "string",
+        toml::Value::Integer(_) => "integer",
+        toml::Value::Float(_) => "floating point",
+        toml::Value::Boolean(_) => "boolean",
+        toml::Value::Datetime(_) => "date-time",
+        toml::Value::Array(_) => "array",
+        toml::Value::Table(_) => "table",
+    };
+    let text = value.to_string();
+    let found = if text.len() > 60 || text.contains('\n') {
+        kind.to_owned()
+    } else if value.is_str() {
+        format!("{kind} {text}")
+    } else {
+        format!("{kind} `{text}`")
+    };
+    Some(ConfigError::new(
+        *key,
+        format!("invalid value: {found}, expected {shapes}"),
+    ))
 }
 
 /// Which caps a document leaves to their defaults, found before [`keep_defaults`] fills them
@@ -2248,6 +2382,166 @@ mod tests {
         );
     }
 
+    /// A value of the wrong shape for a key that takes one of a few (a kind of backoff, of
+    /// window or ramp, a word or a table, a table or `"off"`) names the key and says what it
+    /// takes, as TOML writes it: serde's message spoke of Rust's enums ("invalid type: unit
+    /// variant, expected newtype variant", "expected string only") or Rust's types (`u32`,
+    /// `f64`, `struct variant BackoffConfig::Exponential`, `map`).
+    #[test]
+    fn a_value_of_the_wrong_shape_says_what_the_key_takes_in_a_files_words() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            (
+                "retry.backoff",
+                &[
+                    "\"exponential\"",
+                    "5",
+                    "true",
+                    "[]",
+                    "{ exponential = 5 }",
+                    "{ constant = \"1s\" }",
+                    "{ exponentail = { initial = \"1s\" } }",
+                    "{ constant = { delay = \"1s\" }, linear = { initial = \"1s\", step = \"1s\" } }",
+                ],
+                "`{ exponential = { initial = \"1s\", factor = 2.0 } }`",
+            ),
+            (
+                "retry.jitter",
+                &[
+                    "\"proportional\"",
+                    "\"maybe\"",
+                    "0.1",
+                    "true",
+                    "{ full = true }",
+                    "{ propotional = 0.1 }",
+                ],
+                "`{ proportional = 0.1 }`",
+            ),
+            (
+                "attempt_timeout.escalate",
+                &["5", "true", "[1]", "\"on\""],
+                "`{ factor = 2.0, cap = \"30s\" }`",
+            ),
+            (
+                "breaker.failure_rate",
+                &["\"maybe\"", "0.5", "true"],
+                "`{ ratio = 0.5, min_calls = 20 }`",
+            ),
+            (
+                "breaker.window",
+                &["\"count\"", "5", "{ time = 5 }", "{ counts = 5 }"],
+                "`{ count = 100 }`",
+            ),
+            (
+                "breaker.cancel",
+                &["\"later\"", "5"],
+                "`{ failure_after = \"5s\" }`",
+            ),
+            (
+                "route.health.ramp",
+                &["\"steps\"", "5", "{ steps = 5 }"],
+                "`{ steps = { steps = 5, interval = \"30s\" } }`",
+            ),
+        ];
+        let rust = [
+            "variant",
+            "string only",
+            "wanted",
+            "struct",
+            "u32",
+            "f64",
+            "map",
+            "sequence",
+            "::",
+        ];
+        for (key, values, form) in cases {
+            for value in *values {
+                let text = format!("name = \"llm\"\n{key} = {value}");
+                let err = PresetConfig::from_toml(&text).unwrap_err();
+                assert_eq!(err.field(), *key, "{text}: {err}");
+                assert!(err.rule().contains(form), "{text}: {err}");
+                for word in rust {
+                    assert!(!err.rule().contains(word), "{text}: {err}");
+                }
+            }
+        }
+        let err = PresetConfig::from_toml("name = \"llm\"\n[retry]\nbackoff = \"exponential\"")
+            .unwrap_err();
+        assert_eq!(
+            err.rule(),
+            "invalid value: string \"exponential\", expected a table naming one kind of backoff: \
+             `{ constant = { delay = \"1s\" } }`, `{ linear = { initial = \"1s\", step = \"1s\" } }` \
+             or `{ exponential = { initial = \"1s\", factor = 2.0 } }`"
+        );
+        let err = env_error("name = \"llm\"", "PALISADE_RETRY__JITTER", "proportional");
+        assert_eq!(
+            (err.field(), err.rule()),
+            (
+                "retry.jitter",
+                "(from `PALISADE_RETRY__JITTER`) invalid value: string \"proportional\", expected \
+                 `\"none\"`, `\"full\"`, `\"equal\"`, `\"decorrelated\"`, or \
+                 `{ proportional = 0.1 }` (a fraction of the delay, 0 to 1)"
+            )
+        );
+        // Numbers, booleans, arrays and tables are named as TOML names them.
+        let cases = [
+            (
+                "[retry]\nmax_attempts = \"3\"",
+                "retry.max_attempts",
+                "invalid type: string \"3\", expected a whole number, at least 0",
+            ),
+            (
+                "[retry]\njitter = { proportional = \"x\" }",
+                "retry.jitter.proportional",
+                "invalid type: string \"x\", expected a number",
+            ),
+            (
+                "[retry]\nwait_for_budget = \"yes\"",
+                "retry.wait_for_budget",
+                "invalid type: string \"yes\", expected true or false",
+            ),
+            (
+                "[[endpoints]]\naddress = \"a\"\ntier = 300",
+                "endpoints[0].tier",
+                "invalid value: integer `300`, expected a whole number from 0 to 255",
+            ),
+            (
+                "endpoints = 5",
+                "endpoints",
+                "invalid type: integer `5`, expected an array",
+            ),
+            (
+                "deadline = { secs = 5 }",
+                "deadline",
+                "invalid type: table, expected a duration such as",
+            ),
+            (
+                "[breaker]\nwindow = { count = \"x\" }",
+                "breaker.window.count",
+                "invalid type: string \"x\", expected a whole number, at least 0",
+            ),
+        ];
+        for (body, field, starts) in cases {
+            let text = format!("name = \"llm\"\n{body}");
+            let err = PresetConfig::from_toml(&text).unwrap_err();
+            assert_eq!(err.field(), field, "{text}: {err}");
+            assert!(err.rule().starts_with(starts), "{text}: {err}");
+        }
+    }
+
+    /// Every form an error offers for a key of a few shapes is one the key takes.
+    #[test]
+    fn every_form_a_shape_error_offers_is_read() {
+        for (key, forms) in SHAPES {
+            let offered: Vec<&str> = forms.split('`').skip(1).step_by(2).collect();
+            assert!(offered.len() >= 2, "{key}: {forms}");
+            for form in offered {
+                let text =
+                    format!("name = \"llm\"\nbreaker.slow_call_duration = \"1s\"\n{key} = {form}");
+                PresetConfig::from_toml(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            }
+        }
+    }
+
     /// The error mappers leave alone what is already the file's key path, and what they do
     /// not know.
     #[test]
@@ -2337,12 +2631,13 @@ mod tests {
         assert_eq!(err.field(), "attempt_timeout.escalate");
         assert_eq!(
             err.rule(),
-            "invalid type: string \"of\", expected a table of settings, or \"off\" to turn the rule off"
+            "invalid value: string \"of\", expected a table `{ factor = 2.0, cap = \"30s\" }`, or \
+             `\"off\"` for a fixed limit"
         );
         assert_eq!(
             err.to_string(),
-            "invalid configuration: `attempt_timeout.escalate` invalid type: string \"of\", \
-             expected a table of settings, or \"off\" to turn the rule off"
+            "invalid configuration: `attempt_timeout.escalate` invalid value: string \"of\", \
+             expected a table `{ factor = 2.0, cap = \"30s\" }`, or `\"off\"` for a fixed limit"
         );
     }
 
@@ -2566,13 +2861,13 @@ mod tests {
                 "PALISADE_DEADLINE__SECS",
                 "5",
                 "deadline",
-                "(from `PALISADE_DEADLINE__SECS`) invalid type: map",
+                "(from `PALISADE_DEADLINE__SECS`) invalid type: table",
             ),
             (
                 "PALISADE_RETRY__BUDGET__RATIO__X",
                 "5",
                 "retry.budget.ratio",
-                "(from `PALISADE_RETRY__BUDGET__RATIO__X`) invalid type: map",
+                "(from `PALISADE_RETRY__BUDGET__RATIO__X`) invalid type: table",
             ),
         ];
         for (var, value, field, starts) in cases {
