@@ -179,9 +179,12 @@ impl Args {
             let stack = if is_stack_file(name) {
                 let text = std::fs::read_to_string(name)
                     .map_err(|e| format!("cannot read the stack file {name}: {e}"))?;
-                let config =
-                    palisade::config::PresetConfig::from_toml_with_env(&text, std::env::vars())
-                        .map_err(|e| format!("{name}: {e}"))?;
+                // `vars_os`, not `vars`, which panics on any variable that is not UTF-8.
+                let config = palisade::config::env_vars()
+                    .and_then(|vars| {
+                        palisade::config::PresetConfig::from_toml_with_env(&text, vars)
+                    })
+                    .map_err(|e| format!("{name}: {e}"))?;
                 let taken: Vec<StackKind> = stacks.iter().map(|&(k, _)| k).collect();
                 let label = file_label(name, &taken);
                 (

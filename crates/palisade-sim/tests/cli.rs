@@ -147,6 +147,45 @@ fn a_stack_file_builds_a_palisade_stack_and_says_so() {
     assert!(!stdout.contains("classic: "), "{stdout}");
 }
 
+/// A variable that is not UTF-8, however unrelated, does not stop a stack file from being read
+/// (`std::env::vars` panicked on it); a `PALISADE_…` one is refused, named, as a usage error.
+#[cfg(unix)]
+#[test]
+fn a_variable_that_is_not_utf8_is_left_out_of_a_stack_files_overrides_unless_it_is_ours() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let file = classic();
+    let args = [&SHORT[..], &["--stack", &file]].concat();
+    let run = |name: &str, value: &[u8]| {
+        Command::new(env!("CARGO_BIN_EXE_palisade-sim"))
+            .args(&args)
+            .env(name, OsStr::from_bytes(value))
+            .output()
+            .expect("the binary runs")
+    };
+    let out = run("UNRELATED", b"caf\xe9");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run("PALISADE_DEADLINE", b"5\xffs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains(
+            "has a variable whose value is not UTF-8, `PALISADE_DEADLINE`: a `PALISADE_` \
+             variable is read as text"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `--stack palisade --stack FILE.toml` runs both, the file's under its own name, in the
 /// table, the goals and the JSON; each is judged on its own.
 #[test]

@@ -165,6 +165,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +184,71 @@ pub use live::{PresetHandle, PresetReconfigured};
 
 /// The prefix of the environment variables [`PresetConfig::from_toml_with_env`] reads.
 pub const ENV_PREFIX: &str = "PALISADE_";
+
+/// The process's `PALISADE_…` variables (the prefix in any case), for
+/// [`PresetConfig::from_toml_with_env`]. They are read with [`std::env::vars_os`]:
+/// [`std::env::vars`] panics on any variable whose name or value is not UTF-8, however
+/// unrelated. Such a variable is left out, unless it is a `PALISADE_…` one, which is an
+/// error: an override that cannot be read is not skipped without a word.
+///
+/// ```
+/// use palisade::config::{env_vars, PresetConfig};
+///
+/// match PresetConfig::from_toml_with_env("name = \"llm\"", env_vars()?) {
+///     Ok(config) => {
+///         let preset = config.builder()?.build()?;
+///         # let _ = preset;
+///     }
+///     // A `PALISADE_…` variable that is wrong, named.
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # Ok::<(), palisade::classify::ConfigError>(())
+/// ```
+///
+/// # Errors
+/// A [`ConfigError`] on `(environment)` naming a `PALISADE_…` variable whose name or value is
+/// not UTF-8 (its name with `\u{FFFD}` for the bytes that are not).
+pub fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    prefixed_vars(std::env::vars_os())
+}
+
+/// The `PALISADE_…` variables among `vars`, as [`env_vars`] reads them.
+fn prefixed_vars(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut ours = Vec::new();
+    for (name, value) in vars {
+        let text = name.to_string_lossy();
+        if env_path(&text).is_none() {
+            continue;
+        }
+        let what = match (name.to_str(), value.into_string()) {
+            (Some(name), Ok(value)) => {
+                ours.push((name.to_owned(), value));
+                continue;
+            }
+            (None, _) => "name",
+            (Some(_), Err(_)) => "value",
+        };
+        return Err(ConfigError::new(
+            "(environment)",
+            format!(
+                "has a variable whose {what} is not UTF-8, `{text}`: a `{ENV_PREFIX}` variable \
+                 is read as text"
+            ),
+        ));
+    }
+    Ok(ours)
+}
+
+/// The key path of `var` when it is a `PALISADE_…` variable: what follows the prefix, which
+/// is read in any case, as the keys after it (`palisade_retry__max_attempts` is read, and
+/// checked, not skipped without a word).
+fn env_path(var: &str) -> Option<&str> {
+    var.get(..ENV_PREFIX.len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+        .map(|_| &var[ENV_PREFIX.len()..])
+}
 
 /// The recommended stack's settings; see the [module docs](self).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -467,7 +533,7 @@ impl PresetConfig {
     }
 
     /// Reads a TOML document, then applies the `PALISADE_…` variables among `vars` (pass
-    /// `std::env::vars()`; other variables are ignored).
+    /// [`env_vars`]`()?` for the process's; other variables are ignored).
     ///
     /// # Errors
     /// As [`from_toml`](Self::from_toml). An error about what an override set (an unknown key,
@@ -493,13 +559,7 @@ impl PresetConfig {
         let mut set: Vec<Override> = Vec::new();
         for (key, value) in vars {
             let var = key.as_ref();
-            // The prefix in any case, as the keys after it: `palisade_retry__max_attempts` is
-            // read (and checked), not skipped without a word.
-            let Some(path) = var
-                .get(..ENV_PREFIX.len())
-                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
-                .map(|_| &var[ENV_PREFIX.len()..])
-            else {
+            let Some(path) = env_path(var) else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -3229,6 +3289,48 @@ mod tests {
             err.rule().starts_with("must be less than `deadline` (6ms)"),
             "{err}"
         );
+    }
+
+    /// The process's variables are read with `vars_os`, as `std::env::vars` panics on one
+    /// that is not UTF-8: such a variable is left out, or refused when it is a `PALISADE_…`
+    /// one, named.
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_left_out_unless_it_is_ours() {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let text = |s: &str| OsString::from(s);
+        let vars = prefixed_vars([
+            (text("HOME"), bytes(b"/home/\xff")),
+            (bytes(b"X\xff"), text("1")),
+            (bytes(b"\xffPALISADE_DEADLINE"), text("1")),
+            (text("palisade_retry__max_attempts"), text("5")),
+            (text("OTHER"), text("x")),
+        ])
+        .unwrap();
+        assert_eq!(
+            vars,
+            [("palisade_retry__max_attempts".to_owned(), "5".to_owned())]
+        );
+        let err = prefixed_vars([(text("PALISADE_DEADLINE"), bytes(b"4\xff5s"))]).unwrap_err();
+        assert_eq!(
+            (err.field(), err.rule()),
+            (
+                "(environment)",
+                "has a variable whose value is not UTF-8, `PALISADE_DEADLINE`: a `PALISADE_` \
+                 variable is read as text"
+            )
+        );
+        let err = prefixed_vars([(bytes(b"Palisade_DEAD\xffLINE"), text("45s"))]).unwrap_err();
+        assert_eq!(
+            err.rule(),
+            "has a variable whose name is not UTF-8, `Palisade_DEAD\u{FFFD}LINE`: a `PALISADE_` \
+             variable is read as text"
+        );
+        // The process's, all ours.
+        for (name, _) in env_vars().unwrap() {
+            assert!(env_path(&name).is_some(), "{name}");
+        }
     }
 
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
