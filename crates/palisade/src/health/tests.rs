@@ -1209,3 +1209,20 @@ fn the_noise_threshold_is_the_binomial_tail_s() {
     assert_eq!(binomial_threshold(0.01, 0), 0.0);
     assert_eq!(binomial_threshold(1.0, 25), 1.0);
 }
+
+/// The base rate is the ratio of two averages over about the last 50 checks (each check
+/// weighs 2 %), none before a check with calls: the noise band of a clean dependency that
+/// starts failing is judged on its clean past, not on the failures themselves.
+#[test]
+fn the_base_rate_averages_failures_and_calls_over_checks() {
+    let mut base = BaseRate::default();
+    assert_eq!(base.rate(), None, "no check yet");
+    base.add(0, 0);
+    assert_eq!(base.rate(), None, "a check without calls says nothing");
+    base.add(1, 20);
+    assert_eq!(base.rate(), Some(0.05), "the first check is the average");
+    base.add(21, 40);
+    // failures 1 + 0.02 × (21 − 1) = 1.4, calls 20 + 0.02 × (40 − 20) = 20.4.
+    let rate = base.rate().unwrap();
+    assert!((rate - 1.4 / 20.4).abs() < 1e-12, "{rate}");
+}
