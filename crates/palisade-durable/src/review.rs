@@ -317,12 +317,18 @@ impl ReviewQueue {
 
     /// Item `id`.
     pub async fn inspect(&self, id: &str) -> Result<ReviewItem, SagaError> {
+        Ok(self.read(id).await?.0)
+    }
+
+    /// Item `id`, and the stored item it was decoded from: what a write of the item changed
+    /// ([`Store::review_put_if`]) expects to find still stored.
+    pub(crate) async fn read(&self, id: &str) -> Result<(ReviewItem, StoredReview), SagaError> {
         let stored = self
             .store
             .review_get(id)
             .await?
             .ok_or_else(|| SagaError::NoReviewItem(id.to_owned()))?;
-        Ok(ReviewItem::from_stored(stored)?)
+        Ok((ReviewItem::from_stored(stored.clone())?, stored))
     }
 
     /// Asks for item `id` to be retried by the next recovery.
@@ -335,8 +341,19 @@ impl ReviewQueue {
     /// An open item whose saga is over (a crash came between the saga's last entry and the
     /// item's update: a discard, or a retry that ran) is closed as the journal says, and the
     /// request refused with a [`SagaError::WrongState`]: there is nothing left to retry.
+    ///
+    /// The request is for the item as this call read it, as a retry is for the escalation its
+    /// item was read at, and it is written only over that item ([`Store::review_put_if`]):
+    /// if the item changed in between (another process retried the saga and it was escalated
+    /// again, to this item, with new errors; another person asked first; the saga ended and
+    /// its item was closed), nothing is written and a [`SagaError::WrongState`] says where the
+    /// item stands now (a [`SagaError::NoReviewItem`] if it is gone): read it and ask again.
+    /// Written as it was read, the item would go back to an escalation the journal has
+    /// passed, and no recovery would ever run the request. No claim is taken, so a request
+    /// is still accepted while the saga is held (still compensating, as above, or being
+    /// retried by another process).
     pub async fn request_retry(&self, id: &str) -> Result<ReviewItem, SagaError> {
-        let mut item = self.inspect(id).await?;
+        let (mut item, read) = self.read(id).await?;
         if item.status != ReviewStatus::Open {
             return Err(SagaError::WrongState {
                 what: "review item",
@@ -352,8 +369,21 @@ impl ReviewQueue {
         }
         item.status = ReviewStatus::RetryRequested;
         item.updated_ms = now_ms();
-        self.store.review_put(item.to_stored()).await?;
-        Ok(item)
+        if self
+            .store
+            .review_put_if(Some(read), item.to_stored())
+            .await?
+        {
+            return Ok(item);
+        }
+        let now = self.inspect(id).await?;
+        Err(SagaError::WrongState {
+            what: "review item",
+            id: now.id,
+            state: format!("{} at escalation {}", now.status, now.escalations),
+            rule: "it changed while the retry was being requested (a request is for the \
+                   escalation its item was read at): read it again",
+        })
     }
 
     /// Item `item`, still pending, of a saga that `info` says has finished: a crash came

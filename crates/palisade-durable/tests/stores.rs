@@ -14,7 +14,7 @@ macro_rules! store_suite {
             store_suite!(@tests $make;
                 append_and_read, append_conflicts, claims,
                 a_claim_s_limit_counts_only_claimable_workflows, claims_are_exclusive,
-                reviews, checkpoints_store,
+                reviews, a_review_item_is_written_only_over_the_one_read, checkpoints_store,
                 saga_completes, saga_compensates_in_reverse, saga_first_step_fails,
                 compensation_retried_then_escalated_then_retried,
                 hopeless_compensation_escalates_at_once_and_discard,
@@ -28,6 +28,7 @@ macro_rules! store_suite {
                 an_interrupted_discard_is_not_turned_into_a_retry,
                 a_discard_of_an_item_retried_meanwhile_writes_nothing,
                 a_discard_of_an_item_escalated_again_meanwhile_writes_nothing,
+                a_retry_request_of_an_item_escalated_again_meanwhile_writes_nothing,
                 a_retry_of_an_item_retried_meanwhile_to_another_item_writes_nothing,
                 a_requested_retry_runs_once_across_recoveries,
                 a_stale_lifecycle_handle_is_refused,

@@ -361,6 +361,24 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        item: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut inner = self.lock();
+        let n = match (inner.reviews.get(&item.id), expected) {
+            (Some((n, stored)), Some(expected)) if *stored == expected => *n,
+            (None, None) => {
+                inner.review_seq += 1;
+                inner.review_seq
+            }
+            _ => return ready(Ok(false)),
+        };
+        inner.reviews.insert(item.id.clone(), (n, item));
+        ready(Ok(true))
+    }
+
     fn review_get<'a>(
         &'a self,
         id: &'a str,

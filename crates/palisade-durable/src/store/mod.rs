@@ -62,10 +62,12 @@
 //! [`Store::checkpoint_put_next`] came later too: its default implementation works over the
 //! other checkpoint methods, retrying when concurrent saves for one agent collide; a store that
 //! can allocate the version in the same transaction as the insert should implement it.
-//! [`Store::renew_instance`] and [`Store::release_instance`] came last: their defaults call
+//! [`Store::renew_instance`] and [`Store::release_instance`] came next: their defaults call
 //! [`Store::renew`] and [`Store::release`], ignoring the instance. Such a store fences claims
 //! by owner name only, as before: two live engines under one name there still take each
-//! other's work.
+//! other's work. [`Store::review_put_if`] came last: its default compares and writes in two
+//! steps, so a review item another process writes in between can still be lost there, as
+//! before.
 
 use std::fmt;
 use std::future::Future;
@@ -622,6 +624,36 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Inserts or replaces a review item.
     fn review_put(&self, item: StoredReview) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Writes review item `item` only if the item stored under its id is still `expected`,
+    /// as [`review_get`](Store::review_get) returned it (every field equal), or, with
+    /// `expected` `None`, only if there is none; returns whether it wrote. The comparison and
+    /// the write are one atomic step.
+    ///
+    /// This is how the review queue and the engines write an item they read and changed (a
+    /// retry requested, an item closed, an escalation over the item before it): a process
+    /// whose read went stale meanwhile (another process escalated the saga again to the
+    /// item, asked for its retry, discarded it with a note) writes nothing, and reads again,
+    /// instead of writing the item as it read it over the newer one.
+    ///
+    /// The default implementation, for stores written before this method existed, reads the
+    /// item, compares, and writes with [`review_put`](Store::review_put): it refuses an item
+    /// that changed before its read, but not one changed between its read and its write, which
+    /// is then lost as it was before this method existed. Implement it atomically (a
+    /// transaction that locks the row, a conditional update) to close that window.
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        item: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if self.review_get(&item.id).await? != expected {
+                return Ok(false);
+            }
+            self.review_put(item).await?;
+            Ok(true)
+        })
+    }
+
     /// Review item `id`.
     fn review_get<'a>(
         &'a self,
@@ -971,6 +1003,38 @@ mod tests {
         );
         assert_eq!(store.1.asked.load(Relaxed), 64);
         assert!(store.checkpoint_versions("a").await.unwrap().is_empty());
+    }
+
+    /// The default `review_put_if`, for a store written before it: it writes only over the
+    /// item expected (or where there is none, expecting none), and says whether it wrote.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_review_put_if_writes_only_over_the_item_expected() {
+        let store = Legacy::default();
+        let item = |status: &str| StoredReview {
+            id: "w/0".into(),
+            workflow_id: "w".into(),
+            status: status.into(),
+            updated_ms: 1,
+            body: serde_json::json!({ "status": status }),
+        };
+        assert!(
+            !store
+                .review_put_if(Some(item("open")), item("retried"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.review_get("w/0").await.unwrap(), None);
+        assert!(store.review_put_if(None, item("open")).await.unwrap());
+        assert!(!store.review_put_if(None, item("retried")).await.unwrap());
+        let put = store.review_put_if(Some(item("retry_requested")), item("retried"));
+        assert!(!put.await.unwrap());
+        assert_eq!(store.review_get("w/0").await.unwrap(), Some(item("open")));
+        let put = store.review_put_if(Some(item("open")), item("retry_requested"));
+        assert!(put.await.unwrap());
+        assert_eq!(
+            store.review_get("w/0").await.unwrap(),
+            Some(item("retry_requested"))
+        );
     }
 
     #[test]

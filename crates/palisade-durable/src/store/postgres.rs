@@ -609,6 +609,66 @@ impl Store for PostgresStore {
         })
     }
 
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        item: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await.map_err(pg)?;
+            // The row is locked as it is read (`FOR UPDATE`): no other writer changes it
+            // between the comparison and the update. An item that does not exist yet has no
+            // row to lock: two inserts at once meet on the primary key, and the second finds
+            // nothing inserted (`DO NOTHING`).
+            let stored = tx
+                .query_opt(
+                    "SELECT id, workflow, status, updated, body FROM reviews WHERE id = $1
+                     FOR UPDATE",
+                    &[&item.id],
+                )
+                .await
+                .map_err(pg)?
+                .as_ref()
+                .map(review_row)
+                .transpose()?;
+            if stored != expected {
+                return Ok(false);
+            }
+            let written = if stored.is_some() {
+                tx.execute(
+                    "UPDATE reviews SET workflow = $2, status = $3, updated = $4, body = $5
+                     WHERE id = $1",
+                    &[
+                        &item.id,
+                        &item.workflow_id,
+                        &item.status,
+                        &sql_int(item.updated_ms),
+                        &item.body,
+                    ],
+                )
+                .await
+                .map_err(pg)?
+            } else {
+                tx.execute(
+                    "INSERT INTO reviews (id, workflow, status, updated, body)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &item.id,
+                        &item.workflow_id,
+                        &item.status,
+                        &sql_int(item.updated_ms),
+                        &item.body,
+                    ],
+                )
+                .await
+                .map_err(pg)?
+            };
+            tx.commit().await.map_err(pg)?;
+            Ok(written == 1)
+        })
+    }
+
     fn review_get<'a>(
         &'a self,
         id: &'a str,

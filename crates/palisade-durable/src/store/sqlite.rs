@@ -660,6 +660,51 @@ impl Store for SqliteStore {
         })
     }
 
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        item: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.run(move |c| {
+            // `IMMEDIATE`: the write lock is taken before the item is read, so no other
+            // connection (another process on the same file) writes it between the comparison
+            // and the write.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let stored = tx
+                .prepare_cached(
+                    "SELECT id, workflow, status, updated, body FROM reviews WHERE id = ?1",
+                )
+                .map_err(db)?
+                .query_row([&item.id], review_row)
+                .optional()
+                .map_err(db)?
+                .map(review_from)
+                .transpose()?;
+            if stored != expected {
+                return Ok(false);
+            }
+            // Updated in place, so the item keeps its place in the list (its rowid).
+            tx.prepare_cached(
+                "INSERT INTO reviews (id, workflow, status, updated, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET workflow = excluded.workflow,
+                   status = excluded.status, updated = excluded.updated, body = excluded.body",
+            )
+            .map_err(db)?
+            .execute(params![
+                item.id,
+                item.workflow_id,
+                item.status,
+                sql_int(item.updated_ms),
+                item.body.to_string()
+            ])
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+    }
+
     fn review_get<'a>(
         &'a self,
         id: &'a str,

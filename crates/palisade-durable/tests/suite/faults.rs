@@ -18,7 +18,7 @@ use super::sagas::{Act, Calls, saga, step, undoable};
 
 /// Delegates to a store, with the paused clock held still while an operation runs (see
 /// `Faulty::still`), failing the next append of an event of type `fail_append`, the next
-/// review update to status `fail_review`, and every lease renewal while `partitioned` (the
+/// review update (`review_put` or `review_put_if`) to status `fail_review`, and every lease renewal while `partitioned` (the
 /// process cannot reach the store to send its heartbeat).
 #[derive(Debug)]
 pub(crate) struct Faulty {
@@ -45,6 +45,10 @@ pub(crate) struct Faulty {
     /// lifecycle's fenced write) reaches the store: another handle's work between the
     /// writer's check of the stored versions and its write.
     pub(crate) before_checkpoint_put: BeforeClaim,
+    /// Run once, just after the next read of a review item (`Store::review_get`) answers,
+    /// before its caller sees it: another process's work between a caller's read of an item
+    /// and its write.
+    pub(crate) after_review_get: BeforeClaim,
 }
 
 /// A future [`Faulty`] runs once, before the next claim.
@@ -73,6 +77,7 @@ impl Faulty {
             claims: Mutex::new(Vec::new()),
             before_claim: BeforeClaim::default(),
             before_checkpoint_put: BeforeClaim::default(),
+            after_review_get: BeforeClaim::default(),
         }
     }
 }
@@ -217,12 +222,32 @@ impl Store for Faulty {
         }
         self.still(move |s| s.review_put(item))
     }
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        item: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut f = self.fail_review.lock().unwrap();
+        if f.is_some_and(|s| item.status == s) {
+            *f = None;
+            return Box::pin(async { Err(injected()) });
+        }
+        self.still(move |s| s.review_put_if(expected, item))
+    }
     fn review_get<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredReview>, StoreError>> {
         let id = id.to_owned();
-        self.still(move |s| Box::pin(async move { s.review_get(&id).await }))
+        let after = self.after_review_get.0.lock().unwrap().take();
+        let read = self.still(move |s| Box::pin(async move { s.review_get(&id).await }));
+        Box::pin(async move {
+            let read = read.await;
+            if let Some(after) = after {
+                after.await;
+            }
+            read
+        })
     }
     fn review_list(&self) -> BoxFuture<'_, Result<Vec<StoredReview>, StoreError>> {
         self.still(|s| s.review_list())
@@ -983,4 +1008,96 @@ pub(crate) async fn a_discard_of_an_item_escalated_again_meanwhile_writes_nothin
         (ReviewStatus::Discarded, 2, 2)
     );
     assert_eq!(sagas.inspect("d1").await.unwrap().state, SagaState::Failed);
+}
+
+/// A request for a retry of an item whose saga another process retried meanwhile, and
+/// escalated again *to the same item* (the same compensation failed again, with a new error):
+/// between the request's read of the item and its write, the item went stale. The request
+/// must not write the item as it read it (one escalation, one error, retry requested) over
+/// the newer one (two, two, open): every recovery then skipped the request (its escalation
+/// count disagreed with the journal), a retry of the item was refused, and only a discard
+/// ended it. It writes nothing and says the item changed; asked again, it stands, and the next
+/// recovery runs it.
+pub(crate) async fn a_retry_request_of_an_item_escalated_again_meanwhile_writes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = saga(
+        "t",
+        vec![
+            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+            step("b", &log, Act::Fail("HTTP 503")),
+        ],
+    );
+    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = sagas.run("t", "e1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("e1/0"))
+    );
+    let undone = |log: &Calls| {
+        log.take()
+            .iter()
+            .filter(|l| l.starts_with("undo a"))
+            .count()
+    };
+    assert_eq!(undone(&log), 1);
+    // Between the request's read of the item and its write: another process retries the item;
+    // a's compensation fails again and the saga is escalated again, to the same item.
+    let other = sagas.clone();
+    *faulty.after_review_get.0.lock().unwrap() = Some(Box::pin(async move {
+        let info = other.retry_review("e1/0").await.unwrap();
+        assert_eq!(info.state, SagaState::Escalated);
+    }));
+    let asked = queue.request_retry("e1/0").await;
+    assert!(
+        faulty.after_review_get.0.lock().unwrap().is_none(),
+        "the retry ran"
+    );
+    assert_eq!(undone(&log), 1, "the other process's retry");
+    // The item says what the journal says: two escalations, two errors, open.
+    let item = queue.inspect("e1/0").await.unwrap();
+    assert_eq!(
+        (item.status, item.escalations, item.errors.len()),
+        (ReviewStatus::Open, 2, 2),
+        "the request wrote the item it read over the newer one: {asked:?}"
+    );
+    let err = asked.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SagaError::WrongState {
+                what: "review item",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"review item "e1/0" is open at escalation 2; it changed while the retry was being requested (a request is for the escalation its item was read at): read it again"#
+    );
+    // Asked again, the request stands, and the next recovery runs it (once).
+    let item = queue.request_retry("e1/0").await.unwrap();
+    assert_eq!(
+        (item.status, item.escalations),
+        (ReviewStatus::RetryRequested, 2)
+    );
+    let r = sagas.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(
+        r.resumed
+            .iter()
+            .map(|i| (i.id.as_str(), i.state))
+            .collect::<Vec<_>>(),
+        [("e1", SagaState::Escalated)]
+    );
+    assert_eq!(undone(&log), 1, "the requested retry ran");
+    let item = queue.inspect("e1/0").await.unwrap();
+    assert_eq!(
+        (item.status, item.escalations, item.errors.len()),
+        (ReviewStatus::Open, 3, 3)
+    );
 }

@@ -326,6 +326,90 @@ pub(crate) async fn reviews(store: Arc<dyn Store>) {
     );
 }
 
+/// `review_put_if` writes an item only over the one its caller read (every field alike), or
+/// only where there is none; it says whether it wrote, and one that does not write changes
+/// nothing. Of writers that read the same item and write at once, exactly one writes.
+pub(crate) async fn a_review_item_is_written_only_over_the_one_read(store: Arc<dyn Store>) {
+    let item = |status: &str, n: u64| StoredReview {
+        id: "r1".into(),
+        workflow_id: "a".into(),
+        status: status.into(),
+        updated_ms: n,
+        body: json!({ "errors": [n], "status": status }),
+    };
+    let get = || async { store.review_get("r1").await.unwrap() };
+    // Where there is none: only a write that expects none.
+    assert!(
+        !store
+            .review_put_if(Some(item("open", 1)), item("open", 2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(get().await, None, "nothing written");
+    assert!(store.review_put_if(None, item("open", 1)).await.unwrap());
+    assert_eq!(get().await, Some(item("open", 1)));
+    assert!(!store.review_put_if(None, item("open", 2)).await.unwrap());
+    assert_eq!(get().await, Some(item("open", 1)), "not replaced");
+    // Over the item read: written. Over any other, in any field: not.
+    let read = get().await.unwrap();
+    let other = |f: &dyn Fn(&mut StoredReview)| {
+        let mut r = read.clone();
+        f(&mut r);
+        r
+    };
+    for stale in [
+        other(&|r| r.status = "retry_requested".into()),
+        other(&|r| r.updated_ms = 2),
+        other(&|r| r.body = json!({ "errors": [1, 2], "status": "open" })),
+        other(&|r| r.workflow_id = "b".into()),
+    ] {
+        let put = store.review_put_if(Some(stale.clone()), item("retried", 3));
+        assert!(!put.await.unwrap(), "written over {stale:?}");
+        assert_eq!(get().await, Some(item("open", 1)));
+    }
+    // Another item, put after this one.
+    let r0 = StoredReview {
+        id: "r0".into(),
+        ..item("open", 0)
+    };
+    store.review_put(r0).await.unwrap();
+    assert!(
+        store
+            .review_put_if(Some(read), item("retry_requested", 3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(get().await, Some(item("retry_requested", 3)));
+    // Replaced in place: the list keeps it where it was.
+    let ids = |list: Vec<StoredReview>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.review_list().await.unwrap()), ["r1", "r0"]);
+    // Eight writers read the same item and write at once: one writes, the others find it
+    // changed.
+    let read = get().await.unwrap();
+    let writers: Vec<_> = (0..8u64)
+        .map(|n| {
+            let (store, read) = (store.clone(), read.clone());
+            tokio::spawn(async move {
+                let wrote = store
+                    .review_put_if(Some(read), item("retried", 10 + n))
+                    .await;
+                (n, wrote.unwrap())
+            })
+        })
+        .collect();
+    let mut wrote = Vec::new();
+    for w in writers {
+        let (n, ok) = w.await.unwrap();
+        if ok {
+            wrote.push(n);
+        }
+    }
+    let [n] = wrote[..] else {
+        panic!("writers that wrote: {wrote:?}")
+    };
+    assert_eq!(get().await, Some(item("retried", 10 + n)));
+}
+
 pub(crate) async fn checkpoints_store(store: Arc<dyn Store>) {
     let cp = |v: u64| StoredCheckpoint {
         agent: "crawler".into(),
