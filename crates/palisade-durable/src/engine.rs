@@ -18,7 +18,7 @@ use crate::lease;
 use crate::review::{ReviewItem, ReviewQueue, ReviewStatus};
 use crate::saga::{CompensationRequest, SagaDefinition, StepRequest, compensation_key, step_key};
 use crate::settings::{Settings, by_name, workflow_setters};
-use crate::store::{Append, Claim, Store};
+use crate::store::{Append, Claim, Store, StoredReview};
 
 /// Mixed into the seed of compensation delays.
 const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
@@ -836,7 +836,7 @@ impl Sagas {
     /// [`retry_review`](Self::retry_review), now or for a request on the item.
     async fn retry(&self, id: &str, asked: Asked) -> Result<SagaInfo, SagaError> {
         let queue = self.review_queue();
-        let item = queue.inspect(id).await?;
+        let (item, read) = queue.read(id).await?;
         if asked == Asked::ByRequest && item.status != ReviewStatus::RetryRequested {
             // The request was used meanwhile (by another process's recovery, which read the
             // queue after this one): the item is open again if the retry escalated to it
@@ -857,13 +857,13 @@ impl Sagas {
         };
         let info = self.inspect(&item.saga_id).await?;
         if info.state.is_final() {
-            return self.close_settled(item, info).await;
+            return self.close_settled(read, info).await;
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
             // This item's retry ran already, and the saga went on to escalate another step
             // (whose item nobody has looked at): the request is used up, not leave to retry
             // that one.
-            return self.close_settled(item, info).await;
+            return self.close_settled(read, info).await;
         }
         // Before the claim: a saga of another definition is left as it is, free for a
         // process that has the right one (or for a person to discard).
@@ -1112,30 +1112,30 @@ impl Sagas {
 
     /// Marks review item `review` retried if it is still pending: its saga went on past it.
     async fn close_retried(&self, review: &str) -> Result<(), SagaError> {
-        if let Ok(mut item) = self.review_queue().inspect(review).await
+        let queue = self.review_queue();
+        if let Ok((item, read)) = queue.read(review).await
             && item.status.is_pending()
         {
-            item.status = ReviewStatus::Retried;
-            item.updated_ms = now_ms();
-            self.inner.store.review_put(item.to_stored()).await?;
+            queue.close(read, ReviewStatus::Retried, None).await?;
         }
         Ok(())
     }
 
-    /// Closes pending `item` of saga `info`, which is already over (a crash came between the
-    /// saga's last entry and the item's update); returns the saga.
+    /// Closes item `read`, pending when read, of saga `info`, which has gone past it (a crash
+    /// came between the saga's last entry and the item's update, or another process is about
+    /// to update it): as the journal says, over the item as it is now
+    /// ([`ReviewQueue::close`]); returns the saga.
     async fn close_settled(
         &self,
-        mut item: ReviewItem,
+        read: StoredReview,
         info: SagaInfo,
     ) -> Result<SagaInfo, SagaError> {
+        let queue = self.review_queue();
         // A discard an earlier version left half-written is finished first.
-        self.review_queue()
-            .finish_interrupted_discard(&info)
+        queue.finish_interrupted_discard(&info).await?;
+        queue
+            .close(read, crate::review::closed_as(&info), None)
             .await?;
-        item.status = crate::review::closed_as(&info);
-        item.updated_ms = now_ms();
-        self.inner.store.review_put(item.to_stored()).await?;
         Ok(info)
     }
 

@@ -213,6 +213,10 @@ pub(crate) fn closed_as(info: &SagaInfo) -> ReviewStatus {
     }
 }
 
+/// How many times [`ReviewQueue::close`] writes an item that other writers keep changing
+/// before it gives up.
+const CLOSE_ATTEMPTS: usize = 16;
+
 /// The review queue of a store: list, inspect, ask for a retry, discard.
 ///
 /// It needs no saga definitions, so the command-line tool can use it on the store's file
@@ -365,7 +369,7 @@ impl ReviewQueue {
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
         if info.state.is_final() {
             let rule = "only the review item of an unfinished saga can be retried";
-            return Err(self.close_after_the_saga(item, &info, rule).await?);
+            return Err(self.close_after_the_saga(read, &info, rule).await?);
         }
         item.status = ReviewStatus::RetryRequested;
         item.updated_ms = now_ms();
@@ -386,26 +390,71 @@ impl ReviewQueue {
         })
     }
 
-    /// Item `item`, still pending, of a saga that `info` says has finished: a crash came
-    /// between the saga's last entry and the item's update. The journal is right, so the item
-    /// follows it (closed as the saga ended; a discard an earlier version left half-written is
-    /// finished first), and the person's request is refused with `rule`: the error returned.
+    /// Item `read`, still pending when read, of a saga that `info` says has finished: a crash
+    /// came between the saga's last entry and the item's update, or another process is about
+    /// to update it. The journal is right, so the item follows it (closed as the saga ended,
+    /// by [`close`](Self::close); a discard an earlier version left half-written is finished
+    /// first), and the person's request is refused with `rule`: the error returned.
     async fn close_after_the_saga(
         &self,
-        mut item: ReviewItem,
+        read: StoredReview,
         info: &SagaInfo,
         rule: &'static str,
     ) -> Result<SagaError, SagaError> {
         self.finish_interrupted_discard(info).await?;
-        item.status = closed_as(info);
-        item.updated_ms = now_ms();
-        self.store.review_put(item.to_stored()).await?;
+        self.close(read, closed_as(info), None).await?;
         Ok(SagaError::WrongState {
             what: "saga",
-            id: item.saga_id,
+            id: info.id.clone(),
             state: info.state.to_string(),
             rule,
         })
+    }
+
+    /// Closes the item read as `read` with `status` (and `note`, a discard's), where the
+    /// journal says its saga went past it; returns the item as it is then.
+    ///
+    /// Written only over the item as read ([`Store::review_put_if`]). If another process
+    /// wrote it meanwhile, the item as it is now is closed instead (keeping what that process
+    /// wrote: a discard's note, the errors of a newer escalation), unless it is closed already
+    /// and there is no `note` to add to it; then it is left alone. Each write this loses to
+    /// was another process's, so it ends; a store that keeps refusing (one of another crate
+    /// whose `review_put_if` is broken) gets a [`StoreError::Conflict`] after
+    /// [`CLOSE_ATTEMPTS`] tries. An item that is gone (its saga purged) is returned as it
+    /// would have been written.
+    pub(crate) async fn close(
+        &self,
+        mut read: StoredReview,
+        status: ReviewStatus,
+        note: Option<&str>,
+    ) -> Result<ReviewItem, SagaError> {
+        for _ in 0..CLOSE_ATTEMPTS {
+            let mut item = ReviewItem::from_stored(read.clone())?;
+            if !item.status.is_pending() && note.is_none_or(|n| item.note.as_deref() == Some(n)) {
+                return Ok(item);
+            }
+            item.status = status;
+            if let Some(note) = note {
+                item.note = Some(note.to_owned());
+            }
+            item.updated_ms = now_ms();
+            if self
+                .store
+                .review_put_if(Some(read), item.to_stored())
+                .await?
+            {
+                return Ok(item);
+            }
+            read = match self.store.review_get(&item.id).await? {
+                Some(now) => now,
+                None => return Ok(item),
+            };
+        }
+        Err(StoreError::Conflict(format!(
+            "review item {}: changed by another writer at each of {CLOSE_ATTEMPTS} attempts to close it",
+            read.id
+        ))
+        .into())
     }
 
     /// Discards item `id`: its saga's remaining compensations will not run, and the saga ends
@@ -414,8 +463,12 @@ impl ReviewQueue {
     /// [`Settled`](crate::journal::CompensationStatus::Settled), and those of the earlier steps,
     /// whose turn will not come,
     /// [`Abandoned`](crate::journal::CompensationStatus::Abandoned).
+    ///
+    /// The item is written only over the item as read ([`Store::review_put_if`]): what
+    /// another process wrote meanwhile (a retry request, a closing without the note) is read
+    /// again and the note written into that.
     pub async fn discard(&self, id: &str, note: &str) -> Result<ReviewItem, SagaError> {
-        let mut item = self.inspect(id).await?;
+        let (item, read) = self.read(id).await?;
         if !item.status.is_pending() {
             return Err(SagaError::WrongState {
                 what: "review item",
@@ -427,15 +480,13 @@ impl ReviewQueue {
         let info = SagaInfo::from_journal(&item.saga_id, self.store.journal(&item.saga_id).await?)?;
         if info.state.is_final() {
             let rule = "only the review item of an escalated saga can be discarded";
-            return Err(self.close_after_the_saga(item, &info, rule).await?);
+            return Err(self.close_after_the_saga(read, &info, rule).await?);
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
             // This item was retried and the saga escalated another step since (a crash came
             // before this item was closed): discarding it would discard the other item's
             // work, which nobody has looked at.
-            item.status = ReviewStatus::Retried;
-            item.updated_ms = now_ms();
-            self.store.review_put(item.to_stored()).await?;
+            self.close(read, ReviewStatus::Retried, None).await?;
             return Err(SagaError::WrongState {
                 what: "saga",
                 id: item.saga_id,
@@ -469,7 +520,7 @@ impl ReviewQueue {
         // The item read again too, with the claim held (no engine can escalate the saga
         // now): a retry that ran meanwhile and escalated the saga again, to this very item,
         // rewrote it with new errors the person has not seen.
-        let fresh = self.inspect(id).await?;
+        let (fresh, read) = self.read(id).await?;
         if info.state != SagaState::Escalated
             || info.review.as_deref() != Some(id)
             || fresh.escalations != item.escalations
@@ -500,10 +551,6 @@ impl ReviewQueue {
             note: note.to_owned(),
         })
         .await?;
-        item.status = ReviewStatus::Discarded;
-        item.note = Some(note.to_owned());
-        item.updated_ms = now_ms();
-        self.store.review_put(item.to_stored()).await?;
-        Ok(item)
+        self.close(read, ReviewStatus::Discarded, Some(note)).await
     }
 }

@@ -1101,3 +1101,79 @@ pub(crate) async fn a_retry_request_of_an_item_escalated_again_meanwhile_writes_
         (ReviewStatus::Open, 3, 3)
     );
 }
+
+/// An item closed because its saga ended, by a caller that read it before another process's
+/// discard wrote its note into it: a request for a retry (the queue closes the item as the
+/// journal says, `close_after_the_saga`), a discard (the same), a retry asked now (the
+/// engine's `close_settled`). Each read the item open, then the journal, which the discard
+/// had ended, and wrote the item as it read it, closed, over the discarded one: the person's
+/// note was gone from the item. Each now writes only over the item it read, and finds it
+/// closed.
+pub(crate) async fn an_item_closed_after_its_saga_ended_keeps_the_discard_s_note(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = saga(
+        "t",
+        vec![
+            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+            step("b", &log, Act::Fail("HTTP 503")),
+        ],
+    );
+    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let mut closed = Vec::new();
+    for (saga, by) in [("n1", "request"), ("n2", "discard"), ("n3", "retry")] {
+        let run = sagas.run("t", saga, json!(1)).await.unwrap();
+        assert_eq!(run.state, SagaState::Escalated);
+        let item = format!("{saga}/0");
+        // Between the caller's read of the item and its write: a person discards the item
+        // in another process, with a note.
+        let (other, id) = (
+            palisade_durable::ReviewQueue::new(faulty.clone()),
+            item.clone(),
+        );
+        *faulty.after_review_get.0.lock().unwrap() = Some(Box::pin(async move {
+            let item = other.discard(&id, "refunded by hand").await.unwrap();
+            assert_eq!(item.note.as_deref(), Some("refunded by hand"));
+        }));
+        let refused = match by {
+            "request" => queue.request_retry(&item).await.map(drop),
+            "discard" => queue.discard(&item, "no, by me").await.map(drop),
+            _ => {
+                let info = sagas.retry_review(&item).await.unwrap();
+                assert_eq!(info.state, SagaState::Failed);
+                Err(SagaError::NoReviewItem("none: the saga is returned".into()))
+            }
+        };
+        assert!(
+            faulty.after_review_get.0.lock().unwrap().is_none(),
+            "{by}: the discard ran"
+        );
+        let err = refused.unwrap_err();
+        assert!(
+            matches!(&err, SagaError::WrongState { what: "saga", state, .. } if state == "failed")
+                || by == "retry",
+            "{by}: {err:?}"
+        );
+        let stored = queue.inspect(&item).await.unwrap();
+        closed.push((by, stored.status, stored.note));
+        assert_eq!(sagas.inspect(saga).await.unwrap().state, SagaState::Failed);
+    }
+    let note = Some("refunded by hand".to_owned());
+    assert_eq!(
+        closed,
+        [
+            ("request", ReviewStatus::Discarded, note.clone()),
+            ("discard", ReviewStatus::Discarded, note.clone()),
+            ("retry", ReviewStatus::Discarded, note),
+        ]
+    );
+    let undone = log.take();
+    assert_eq!(
+        undone.iter().filter(|l| l.starts_with("undo a")).count(),
+        3,
+        "a's compensation ran once per saga, before its escalation: {undone:?}"
+    );
+}
