@@ -23,6 +23,10 @@ use crate::store::{Append, Claim, Store, StoredReview};
 /// Mixed into the seed of compensation delays.
 const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// How many times an escalation writes its review item that other writers keep changing
+/// before it gives up (see `Sagas::put_review`).
+const PUT_REVIEW_ATTEMPTS: usize = 16;
+
 /// Now, in ms since the Unix epoch.
 ///
 /// Wall time, not `tokio::time::Instant`, because it is persisted: journal and review
@@ -1139,6 +1143,18 @@ impl Sagas {
         Ok(info)
     }
 
+    /// Writes the review item escalating step `step` of saga `info`, whose claim this engine
+    /// holds, before the escalation is journaled.
+    ///
+    /// Over the item of that id as read ([`Store::review_put_if`]): if it changed meanwhile
+    /// (a person asked for its retry, which [`ReviewItem::from_saga`] keeps when it is for
+    /// this escalation), it is read again and the item made anew. And fenced by the claim:
+    /// the claim is renewed between the read and the write, and a [`SagaError::LeaseLost`]
+    /// (nothing written) says another process took the saga over, after this one stalled
+    /// past its lease. That process may have escalated the saga further, to this item, and
+    /// the journal this one holds would write an older escalation over the newer one. (Had
+    /// the other process written the item after the renewal, the write finds it changed,
+    /// reads again and renews again, which fails then.)
     async fn put_review(
         &self,
         info: &SagaInfo,
@@ -1146,13 +1162,33 @@ impl Sagas {
         reason: EscalationReason,
     ) -> Result<(), SagaError> {
         let id = step_key(&info.id, step);
-        let previous = match self.inner.store.review_get(&id).await? {
-            Some(s) => Some(ReviewItem::from_stored(s)?),
-            None => None,
-        };
-        let item = ReviewItem::from_saga(info, step, reason, previous, now_ms());
-        self.inner.store.review_put(item.to_stored()).await?;
-        Ok(())
+        for _ in 0..PUT_REVIEW_ATTEMPTS {
+            let read = self.inner.store.review_get(&id).await?;
+            let previous = read.clone().map(ReviewItem::from_stored).transpose()?;
+            let item = ReviewItem::from_saga(info, step, reason, previous, now_ms());
+            if !self
+                .inner
+                .settings
+                .renew(&*self.inner.store, &info.id)
+                .await?
+            {
+                tracing::warn!(saga = %info.id, review = %id,
+                    "claim lost before the review item was written; writing nothing");
+                return Err(SagaError::LeaseLost(info.id.clone()));
+            }
+            if self
+                .inner
+                .store
+                .review_put_if(read, item.to_stored())
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "review item {id}: changed by another writer at each of {PUT_REVIEW_ATTEMPTS} attempts to write it"
+        ))
+        .into())
     }
 }
 

@@ -1177,3 +1177,131 @@ pub(crate) async fn an_item_closed_after_its_saga_ended_keeps_the_discard_s_note
         "a's compensation ran once per saga, before its escalation: {undone:?}"
     );
 }
+
+/// Recovery escalates again a saga whose escalation was not journaled (the store failed the
+/// entry after the item was written), and a person asks for the item's retry while it does:
+/// between recovery's read of the item (open) and its write, the request is written. Recovery
+/// wrote the item as open over it: the request the person was told was taken was gone, and
+/// nothing ran. The escalation now writes only over the item it read; it reads the request
+/// and keeps it, and the same recovery runs it.
+pub(crate) async fn a_retry_requested_while_recovery_escalates_again_is_kept(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let sagas = Sagas::builder(faulty.clone())
+        .define(definition(&log, Act::FailFirst(1, "400 bad")))
+        .build()
+        .unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    *faulty.fail_append.lock().unwrap() = Some("escalated");
+    assert!(sagas.run("t", "k1", json!(1)).await.is_err());
+    assert_eq!(
+        sagas.inspect("k1").await.unwrap().state,
+        SagaState::Compensating
+    );
+    let item = queue.inspect("k1/1").await.unwrap();
+    assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 1));
+    log.take();
+    // Between recovery's read of the item and its write: the person's request.
+    let (requested, asker) = (
+        Arc::new(Mutex::new(None)),
+        palisade_durable::ReviewQueue::new(faulty.clone()),
+    );
+    let answer = requested.clone();
+    *faulty.after_review_get.0.lock().unwrap() = Some(Box::pin(async move {
+        *answer.lock().unwrap() = Some(asker.request_retry("k1/1").await.map(|i| i.status));
+    }));
+    let r = sagas.recover().await.unwrap();
+    assert!(
+        faulty.after_review_get.0.lock().unwrap().is_none(),
+        "the request was made"
+    );
+    let requested = requested.lock().unwrap().take().unwrap();
+    assert_eq!(requested.unwrap(), ReviewStatus::RetryRequested);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let undone = log.take();
+    assert_eq!(
+        (
+            sagas.inspect("k1").await.unwrap().state,
+            queue.inspect("k1/1").await.unwrap().status,
+            undone.iter().filter(|l| l.starts_with("undo b")).count(),
+        ),
+        (SagaState::Compensated, ReviewStatus::Retried, 1),
+        "the request taken was run: {undone:?}"
+    );
+}
+
+/// A process stalls (a long pause, a partition) after its compensation failed and before it
+/// writes the review item; its lease runs out, another process takes the saga over, escalates
+/// it, and a person's retry fails again: the item is at its second escalation. The stalled
+/// process then wrote the item as it saw the saga (first escalation, one error) over the newer
+/// one, before its journal entry was refused: item and journal disagreed, and the item could
+/// not be retried. The write is fenced by the claim now: the stalled process finds it lost the
+/// saga, writes nothing, and stops with `LeaseLost`.
+pub(crate) async fn a_stalled_process_does_not_write_an_older_escalation_over_a_newer_one(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let build = |owner: &str| {
+        Sagas::builder(faulty.clone())
+            .define(saga(
+                "t",
+                vec![
+                    undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+                    step("b", &log, Act::Fail("HTTP 503")),
+                ],
+            ))
+            .owner(owner)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a"), build("b"));
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    // a stalls between its read of the item (there is none yet) and its write; meanwhile its
+    // lease runs out and b takes the saga over, escalates it, and retries it for a person.
+    let other = b.clone();
+    *faulty.after_review_get.0.lock().unwrap() = Some(Box::pin(async move {
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        let r = other.recover().await.unwrap();
+        assert_eq!(
+            r.resumed.iter().map(|i| i.state).collect::<Vec<_>>(),
+            [SagaState::Escalated]
+        );
+        let info = other.retry_review("z1/0").await.unwrap();
+        assert_eq!(info.state, SagaState::Escalated);
+    }));
+    let stalled = a.run("t", "z1", json!(1)).await;
+    assert!(
+        faulty.after_review_get.0.lock().unwrap().is_none(),
+        "b took over"
+    );
+    let undone = |log: &Calls| {
+        log.take()
+            .iter()
+            .filter(|l| l.starts_with("undo a"))
+            .count()
+    };
+    assert_eq!(undone(&log), 2, "a's, then b's retry");
+    // The item says what the journal says: two escalations, two errors.
+    let item = queue.inspect("z1/0").await.unwrap();
+    let info = b.inspect("z1").await.unwrap();
+    assert_eq!(info.steps[0].compensation_errors.len(), 2);
+    assert_eq!(
+        (item.status, item.escalations, item.errors.len()),
+        (ReviewStatus::Open, 2, 2),
+        "the stalled process wrote its escalation over the newer one: {stalled:?}"
+    );
+    assert!(
+        matches!(&stalled, Err(SagaError::LeaseLost(id)) if id == "z1"),
+        "{stalled:?}"
+    );
+    // The item can be retried as it stands.
+    queue.request_retry("z1/0").await.unwrap();
+    let r = b.recover().await.unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.resumed.len(), 1, "{r:?}");
+    assert_eq!(undone(&log), 1);
+    assert_eq!(queue.inspect("z1/0").await.unwrap().escalations, 3);
+}
