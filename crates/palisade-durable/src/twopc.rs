@@ -39,6 +39,11 @@
 //! acknowledge it. Participants must therefore accept a repeated commit or abort (they get
 //! the same idempotency key each time) and treat an abort of something they never prepared as
 //! done.
+//!
+//! A key names the transaction, the participant and the phase, and no two transactions or
+//! participants share one ([`PhaseRequest::idempotency_key`]). How a transaction's keys are
+//! built is journaled when it starts ([`KeyFormat`]): a transaction that an earlier version
+//! started, whose participants may already hold its keys, keeps them after an upgrade.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -88,10 +93,55 @@ pub struct PhaseRequest {
     pub participant: String,
     /// The phase.
     pub phase: Phase,
-    /// `"{tx_id}/{participant}/{phase}"`: the same every time this phase is sent again.
+    /// `"{tx_id}/{participant}/{phase}"`, the same every time this phase is sent again
+    /// (`phase` is `prepare`, `commit` or `abort`). A participant name holding a `/` or a
+    /// `%` is percent-escaped in it (`%` as `%25`, `/` as `%2F`), so that no two
+    /// transactions or participants share a key: transaction `a/b` with participant `c`
+    /// gets `a/b/c/commit`, transaction `a` with participant `b/c` gets `a/b%2Fc/commit`.
+    /// Every other name is as it is, as the transaction id always is. A transaction started
+    /// by an earlier version of this crate keeps the keys it started with, the name as it is
+    /// ([`KeyFormat`]).
     pub idempotency_key: String,
     /// The transaction's payload.
     pub payload: Value,
+}
+
+/// How a transaction's idempotency keys ([`PhaseRequest::idempotency_key`]) are built:
+/// journaled with its start ([`TxEvent::TxStarted`]), so that the participants of a transaction
+/// hear the same key for a phase sent again after the coordinator restarted, whichever version
+/// of this crate sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyFormat {
+    /// `"{tx_id}/{participant}/{phase}"`, the name as it is: the keys of the transactions
+    /// that earlier versions started (their journals do not say). Ambiguous when a
+    /// participant's name holds a `/`: transaction `a/b` with participant `c` and transaction
+    /// `a` with participant `b/c` both get `a/b/c/commit`.
+    Joined,
+    /// The same, with the participant's name percent-escaped when it holds a `/` or a `%`:
+    /// unambiguous (the phase is the key's last `/`-separated part, the escaped name the one
+    /// before, the transaction id the rest), and the same keys as [`Joined`](Self::Joined)
+    /// for every other name. What this version starts transactions with.
+    Escaped,
+}
+
+impl KeyFormat {
+    /// The format of a journal that does not say: one an earlier version wrote.
+    fn of_earlier_versions() -> Self {
+        KeyFormat::Joined
+    }
+
+    /// The idempotency key of `phase` for `participant` of transaction `tx`.
+    fn key(self, tx: &str, participant: &str, phase: &str) -> String {
+        match self {
+            KeyFormat::Escaped if participant.contains(['/', '%']) => {
+                let escaped = participant.replace('%', "%25").replace('/', "%2F");
+                format!("{tx}/{escaped}/{phase}")
+            }
+            _ => format!("{tx}/{participant}/{phase}"),
+        }
+    }
 }
 
 /// A participant's answer to `Prepare` (its answer to `Commit` and `Abort` is ignored: `Ok`
@@ -272,6 +322,10 @@ pub enum TxEvent {
         participants: Vec<String>,
         /// The payload.
         payload: Value,
+        /// How its idempotency keys are built; [`KeyFormat::Joined`] in a journal that does
+        /// not say (one an earlier version wrote).
+        #[serde(default = "KeyFormat::of_earlier_versions")]
+        keys: KeyFormat,
     },
     /// A participant voted (an error is a `No` with its record).
     Voted {
@@ -354,6 +408,7 @@ impl TxInfo {
             name,
             participants,
             payload,
+            ..
         }) = events.first().cloned()
         else {
             return Err(bad("entry 0 does not start a transaction".into()));
@@ -615,6 +670,7 @@ impl Coordinator {
             name: name.to_owned(),
             participants: participants.clone(),
             payload: payload.clone(),
+            keys: KeyFormat::Escaped,
         };
         // Nothing is claimed until the start is journaled, which sets `secured` again.
         let mut w = TxWriter {
@@ -864,9 +920,15 @@ fn request(info: &TxInfo, participant: usize, phase: Phase) -> PhaseRequest {
         Phase::Commit => "commit",
         Phase::Abort => "abort",
     };
+    // As the transaction started: its participants may hold the keys of phases sent before
+    // this process (of another version) took it over.
+    let keys = match info.journal.first() {
+        Some(TxEvent::TxStarted { keys, .. }) => *keys,
+        _ => KeyFormat::of_earlier_versions(),
+    };
     PhaseRequest {
         tx_id: info.id.clone(),
-        idempotency_key: format!("{}/{name}/{p}", info.id),
+        idempotency_key: keys.key(&info.id, &name, p),
         participant: name,
         phase,
         payload: info.payload.clone(),
@@ -1040,6 +1102,131 @@ mod tests {
             name: "transfer".into(),
             participants: vec!["debit".into(), "credit".into()],
             payload: Value::Null,
+            keys: KeyFormat::Escaped,
+        }
+    }
+
+    /// A participant that votes yes, and records the idempotency key of every phase it hears.
+    fn recorder(name: &str, keys: &Arc<Mutex<Vec<String>>>) -> Participant {
+        let keys = keys.clone();
+        Participant::new(
+            name,
+            tower::service_fn(move |req: PhaseRequest| {
+                keys.lock().unwrap().push(req.idempotency_key);
+                async { Ok::<_, BoxError>(Vote::Yes) }
+            }),
+        )
+    }
+
+    /// Transaction "a/b" with participant "c", and transaction "a" with participant "b/c": the
+    /// keys joined with `/` were the same ("a/b/c/prepare", "a/b/c/commit"), and a participant
+    /// that remembers keys took the second transaction for a repeat of the first. A name
+    /// without a `/` or a `%` keeps the keys it had.
+    #[tokio::test(start_paused = true)]
+    async fn two_transactions_never_share_an_idempotency_key() {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let c = Coordinator::builder(Arc::new(crate::store::MemoryStore::new()))
+            .define(TransactionDefinition::new("x", vec![recorder("c", &keys)]).unwrap())
+            .define(TransactionDefinition::new("y", vec![recorder("b/c", &keys)]).unwrap())
+            .build()
+            .unwrap();
+        let mut heard = Vec::new();
+        for (def, tx) in [("x", "a/b"), ("y", "a")] {
+            let info = c.run(def, tx, Value::Null).await.unwrap();
+            assert_eq!(info.state, TxState::Committed);
+            heard.push(std::mem::take(&mut *keys.lock().unwrap()));
+        }
+        assert_eq!(heard[0], ["a/b/c/prepare", "a/b/c/commit"]);
+        assert!(
+            heard[1].iter().all(|k| !heard[0].contains(k)),
+            "shared keys: {heard:?}"
+        );
+    }
+
+    /// A transaction an earlier version started, and left deciding: its journal does not say
+    /// how its keys are built. Recovery delivers its decision under the keys it started with
+    /// (participant `b/c` as it is), which its participants may hold from before the restart;
+    /// a transaction started now gets the escaped name.
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_started_by_an_earlier_version_keeps_its_keys() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let journal = [
+            (
+                serde_json::json!({"type": "tx_started", "name": "y", "participants": ["b/c"],
+                    "payload": null}),
+                "preparing",
+            ),
+            (
+                serde_json::json!({"type": "voted", "participant": 0, "vote": "yes",
+                    "error": null}),
+                "preparing",
+            ),
+            (
+                serde_json::json!({"type": "decided", "decision": "commit", "presumed": false}),
+                "committing",
+            ),
+        ];
+        for (seq, (event, state)) in journal.into_iter().enumerate() {
+            let append = Append::new("a", KIND, "y", seq as u64, 1, event, state, "old", 2);
+            store.append(append).await.unwrap();
+        }
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let c = Coordinator::builder(store.clone())
+            .define(TransactionDefinition::new("y", vec![recorder("b/c", &keys)]).unwrap())
+            .build()
+            .unwrap();
+        let r = c.recover().await.unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(r.finished[0].state, TxState::Committed);
+        assert_eq!(*keys.lock().unwrap(), ["a/b/c/commit"]);
+        keys.lock().unwrap().clear();
+        c.run("y", "a2", Value::Null).await.unwrap();
+        assert_eq!(
+            *keys.lock().unwrap(),
+            ["a2/b%2Fc/prepare", "a2/b%2Fc/commit"]
+        );
+    }
+
+    /// The transaction, participant and phase an escaped key was built from: the phase is
+    /// its last `/`-separated part, the escaped name the one before, the transaction the rest.
+    fn read_key(key: &str) -> (String, String, String) {
+        let mut parts = key.rsplitn(3, '/');
+        let (phase, escaped, tx) = (parts.next(), parts.next(), parts.next());
+        let (Some(phase), Some(escaped), Some(tx)) = (phase, escaped, tx) else {
+            panic!("not a key: {key:?}");
+        };
+        let mut name = String::new();
+        let mut rest = escaped;
+        while let Some(at) = rest.find('%') {
+            name.push_str(&rest[..at]);
+            match rest.get(at..at + 3) {
+                Some("%25") => name.push('%'),
+                Some("%2F") => name.push('/'),
+                other => panic!("{other:?} in {key:?}"),
+            }
+            rest = &rest[at + 3..];
+        }
+        name.push_str(rest);
+        (tx.to_owned(), name, phase.to_owned())
+    }
+
+    proptest::proptest! {
+        /// An escaped key says which transaction, participant and phase it is for, so no two
+        /// share one; a name without a `/` or a `%` has the key it had, joined.
+        #[test]
+        fn an_escaped_key_names_its_transaction_participant_and_phase(
+            tx in "[ab/%25F]{1,8}",
+            name in "[ab/%25F]{1,8}",
+            phase in proptest::sample::select(vec!["prepare", "commit", "abort"]),
+        ) {
+            let key = KeyFormat::Escaped.key(&tx, &name, phase);
+            proptest::prop_assert_eq!(
+                read_key(&key),
+                (tx.clone(), name.clone(), phase.to_owned())
+            );
+            if !name.contains(['/', '%']) {
+                proptest::prop_assert_eq!(key, KeyFormat::Joined.key(&tx, &name, phase));
+            }
         }
     }
 

@@ -7,7 +7,8 @@ use palisade_core::BoxError;
 use palisade_durable::saga::{CompensationRequest, StepRequest};
 use palisade_durable::store::{Append, SqliteStore, Store};
 use palisade_durable::twopc::{
-    Coordinator, Participant, PhaseRequest, TransactionDefinition, TxEvent, TxState, Vote,
+    Coordinator, KeyFormat, Participant, PhaseRequest, TransactionDefinition, TxEvent, TxState,
+    Vote,
 };
 use palisade_durable::{SagaDefinition, SagaState, Sagas, Step};
 use serde_json::{Value, json};
@@ -374,6 +375,7 @@ async fn died_preparing(
         name: "transfer".into(),
         participants: vec!["debit".into(), "credit".into()],
         payload: json!({ "amount": 5 }),
+        keys: KeyFormat::Escaped,
     }];
     events.extend(votes.iter().enumerate().map(|(i, v)| TxEvent::Voted {
         participant: i,
