@@ -2532,6 +2532,21 @@ mod tests {
              `{ constant = { delay = \"1s\" } }`, `{ linear = { initial = \"1s\", step = \"1s\" } }` \
              or `{ exponential = { initial = \"1s\", factor = 2.0 } }`"
         );
+        // The value is quoted up to 60 characters as TOML writes it (quotes included), and
+        // named by its kind alone when longer or on several lines.
+        let quoted = |value: &str| {
+            let text = format!("name = \"llm\"\n[retry]\njitter = {value}");
+            PresetConfig::from_toml(&text)
+                .unwrap_err()
+                .rule()
+                .to_owned()
+        };
+        let sixty = format!("\"{}\"", "x".repeat(58));
+        assert!(quoted(&sixty).starts_with(&format!("invalid value: string {sixty}, expected")));
+        let longer = format!("\"{}\"", "x".repeat(59));
+        assert!(quoted(&longer).starts_with("invalid value: string, expected"));
+        assert!(quoted("\"\"\"a\nb\"\"\"").starts_with("invalid value: string, expected"));
+        assert!(quoted("5").starts_with("invalid value: integer `5`, expected"));
         let err = env_error("name = \"llm\"", "PALISADE_RETRY__JITTER", "proportional");
         assert_eq!(
             (err.field(), err.rule()),
