@@ -1192,6 +1192,10 @@ fn the_noise_threshold_is_the_binomial_tail_s() {
         (0.01, 100_000, 1120),
         (0.001, 1_000_000, 1121),
         (0.5, 20_000, 10_264),
+        // Where the skew's correction decides the count (a correction of (z² + 1) or z²
+        // instead of (z² − 1) gives 761 and 1901).
+        (0.34, 2_000, 760),
+        (0.93, 2_000, 1_902),
     ] {
         let want = (critical as f64 - 0.5) / calls as f64;
         let got = binomial_threshold(p, calls);
