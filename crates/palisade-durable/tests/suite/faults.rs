@@ -718,15 +718,7 @@ pub(crate) async fn an_interrupted_discard_is_not_turned_into_a_retry(store: Arc
 pub(crate) async fn a_requested_retry_runs_once_across_recoveries(store: Arc<dyn Store>) {
     let log = Arc::new(Calls::default());
     let faulty = Arc::new(Faulty::new(store.clone()));
-    let def = || {
-        saga(
-            "t",
-            vec![
-                undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-                step("b", &log, Act::Fail("HTTP 503")),
-            ],
-        )
-    };
+    let def = || undo_of_a_fails(&log);
     let build = |owner: &str| {
         Sagas::builder(faulty.clone())
             .define(def())
@@ -951,24 +943,7 @@ pub(crate) async fn a_retry_of_an_item_retried_meanwhile_to_another_item_writes_
 pub(crate) async fn a_discard_of_an_item_escalated_again_meanwhile_writes_nothing(
     store: Arc<dyn Store>,
 ) {
-    let log = Arc::new(Calls::default());
-    let faulty = Arc::new(Faulty::new(store.clone()));
-    let def = saga(
-        "t",
-        vec![
-            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-            step("b", &log, Act::Fail("HTTP 503")),
-        ],
-    );
-    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
-    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
-    let run = sagas.run("t", "d1", json!(1)).await.unwrap();
-    assert_eq!(
-        (run.state, run.review.as_deref()),
-        (SagaState::Escalated, Some("d1/0"))
-    );
-    let item = queue.inspect("d1/0").await.unwrap();
-    assert_eq!((item.escalations, item.errors.len()), (1, 1));
+    let (_log, faulty, sagas, queue) = escalated_once(store.clone(), "d1").await;
     // Between the discard's first read and its claim: another process retries the item; a's
     // compensation fails again and the saga is escalated again, to the same item.
     let other = sagas.clone();
@@ -1021,22 +996,7 @@ pub(crate) async fn a_discard_of_an_item_escalated_again_meanwhile_writes_nothin
 pub(crate) async fn a_retry_request_of_an_item_escalated_again_meanwhile_writes_nothing(
     store: Arc<dyn Store>,
 ) {
-    let log = Arc::new(Calls::default());
-    let faulty = Arc::new(Faulty::new(store.clone()));
-    let def = saga(
-        "t",
-        vec![
-            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-            step("b", &log, Act::Fail("HTTP 503")),
-        ],
-    );
-    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
-    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
-    let run = sagas.run("t", "e1", json!(1)).await.unwrap();
-    assert_eq!(
-        (run.state, run.review.as_deref()),
-        (SagaState::Escalated, Some("e1/0"))
-    );
+    let (log, faulty, sagas, queue) = escalated_once(store, "e1").await;
     let undone = |log: &Calls| {
         log.take()
             .iter()
@@ -1114,14 +1074,10 @@ pub(crate) async fn an_item_closed_after_its_saga_ended_keeps_the_discard_s_note
 ) {
     let log = Arc::new(Calls::default());
     let faulty = Arc::new(Faulty::new(store.clone()));
-    let def = saga(
-        "t",
-        vec![
-            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-            step("b", &log, Act::Fail("HTTP 503")),
-        ],
-    );
-    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let sagas = Sagas::builder(faulty.clone())
+        .define(undo_of_a_fails(&log))
+        .build()
+        .unwrap();
     let queue = palisade_durable::ReviewQueue::new(faulty.clone());
     let mut closed = Vec::new();
     for (saga, by) in [("n1", "request"), ("n2", "discard"), ("n3", "retry")] {
@@ -1246,13 +1202,7 @@ pub(crate) async fn a_stalled_process_does_not_write_an_older_escalation_over_a_
     let faulty = Arc::new(Faulty::new(store.clone()));
     let build = |owner: &str| {
         Sagas::builder(faulty.clone())
-            .define(saga(
-                "t",
-                vec![
-                    undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-                    step("b", &log, Act::Fail("HTTP 503")),
-                ],
-            ))
+            .define(undo_of_a_fails(&log))
             .owner(owner)
             .build()
             .unwrap()
@@ -1304,4 +1254,46 @@ pub(crate) async fn a_stalled_process_does_not_write_an_older_escalation_over_a_
     assert_eq!(r.resumed.len(), 1, "{r:?}");
     assert_eq!(undone(&log), 1);
     assert_eq!(queue.inspect("z1/0").await.unwrap().escalations, 3);
+}
+
+/// Saga "t": step `a` done and not undoable (its compensation answers 400), then step `b`
+/// failing (503): every run of it ends escalated for a person, at item `<id>/0`.
+fn undo_of_a_fails(log: &Arc<Calls>) -> SagaDefinition {
+    saga(
+        "t",
+        vec![
+            undoable("a", log, Act::Ok, Act::Fail("400 bad")),
+            step("b", log, Act::Fail("HTTP 503")),
+        ],
+    )
+}
+
+/// [`undo_of_a_fails`] run once as `id` over a [`Faulty`] `store`: the call log, the store,
+/// the engine and a review queue, with the saga escalated at item `<id>/0` (one escalation,
+/// one error).
+async fn escalated_once(
+    store: Arc<dyn Store>,
+    id: &str,
+) -> (
+    Arc<Calls>,
+    Arc<Faulty>,
+    Sagas,
+    palisade_durable::ReviewQueue,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store));
+    let sagas = Sagas::builder(faulty.clone())
+        .define(undo_of_a_fails(&log))
+        .build()
+        .unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = sagas.run("t", id, json!(1)).await.unwrap();
+    let item = format!("{id}/0");
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some(item.as_str()))
+    );
+    let read = queue.inspect(&item).await.unwrap();
+    assert_eq!((read.escalations, read.errors.len()), (1, 1));
+    (log, faulty, sagas, queue)
 }
