@@ -16,8 +16,8 @@
 //!   check into an error rate and a mean latency and feeds them to two streaming
 //!   [`Detector`]s. A single
 //!   failure is never an error-rate anomaly by itself (the error band is at least one call's
-//!   share of the check's calls), nor is a count of failures that the dependency's long-run
-//!   failure rate gives in one check in 10 000 or more (binomial sampling noise: at 25 calls a
+//!   share of the check's calls), nor is a count of failures that the dependency's usual
+//!   failure rate (outages left out) gives in one check in 10 000 or more (binomial sampling noise: at 25 calls a
 //!   check and a steady 1 %, two failures come in one check in 40), so a steady trickle of
 //!   failures at a few calls a check raises no alarm; likewise one slow call is never a latency anomaly by itself (the
 //!   latency is judged on the mean of the check's calls but its slowest), so a steady tail
@@ -378,7 +378,8 @@ struct Dependency {
     last: Totals,
     errors: Detector,
     /// The base failure rate the error band's sampling noise is judged at: failures and
-    /// calls per check, each averaged over about the last 50 checks with a sample.
+    /// calls per check, each averaged over about the last 50 checks with a sample that were
+    /// neither anomalous nor over the error ceiling.
     base: BaseRate,
     latency: Detector,
     trend: VecDeque<bool>,
@@ -584,7 +585,6 @@ impl Dependency {
                 // and after a few clean checks the mean says a third of that.
                 let base = self.base.rate().unwrap_or(self.errors.mean());
                 let noise = (binomial_threshold(base, delta.calls) - self.errors.mean()).max(0.0);
-                self.base.add(delta.failures.min(delta.calls), delta.calls);
                 self.errors.set_floor(
                     settings
                         .errors
@@ -594,6 +594,12 @@ impl Dependency {
                 );
                 error_threshold = self.errors.threshold();
                 self.error_anomaly = self.errors.observe(ratio);
+                // The base rate is the dependency's usual noise: learnt from the checks that
+                // were neither anomalous nor over the error ceiling. Learnt from an outage too,
+                // it kept error bursts after it below the band for 75 checks and more.
+                if !self.error_anomaly && ratio <= settings.max_error_ratio {
+                    self.base.add(delta.failures.min(delta.calls), delta.calls);
+                }
                 error_started = self.error_anomaly && !self.error_episode;
                 self.error_episode = self.error_anomaly;
                 healthy &= ratio <= settings.max_error_ratio;
@@ -735,7 +741,8 @@ impl HealthMonitorBuilder {
     /// The error-rate detector (default: a floor of 0.05, otherwise [`Detector::new`]). At
     /// each check its floor is at least `1 / calls` of that check's sample, so that one
     /// failure is never an anomaly by itself, and the threshold is at least the failure ratio
-    /// the dependency's long-run failure rate (over about the last 50 checks) reaches in fewer
+    /// the dependency's usual failure rate (over about the last 50 checks that were neither
+    /// anomalous nor over `max_error_ratio`) reaches in fewer
     /// than one check in 10 000 at that many calls, so that sampling noise is never one.
     pub fn error_detector(mut self, detector: Detector) -> Self {
         self.settings.errors = detector;

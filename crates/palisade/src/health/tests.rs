@@ -1230,3 +1230,37 @@ fn the_base_rate_averages_failures_and_calls_over_checks() {
     let rate = base.rate().unwrap();
     assert!((rate - 1.4 / 20.4).abs() < 1e-12, "{rate}");
 }
+
+/// The base rate the noise band is judged at is the dependency's usual noise: an outage (every
+/// call failing, over the error ceiling) does not teach it. Taught by one (20 checks of
+/// failures), it held a third of the calls failing below the band for 100 checks after the
+/// outage; now the error detector's own memory decides, as before the base rate: 50.
+#[tokio::test(start_paused = true)]
+async fn an_outage_does_not_teach_the_base_rate() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let monitor = HealthMonitor::new();
+    let svc = monitor
+        .watch("llm")
+        .layer(upstream(Arc::new(AtomicU64::new(0)), failing.clone()));
+    let check_with = |failures: usize| {
+        let (svc, failing) = (svc.clone(), failing.clone());
+        async move {
+            failing.store(true, Ordering::Relaxed);
+            calls(&svc, failures).await;
+            failing.store(false, Ordering::Relaxed);
+            calls(&svc, 25 - failures).await;
+        }
+    };
+    for (failures, checks) in [(0, 30), (25, 20), (0, 60)] {
+        for _ in 0..checks {
+            check_with(failures).await;
+            monitor.check();
+        }
+    }
+    check_with(8).await;
+    let dep = monitor.check().dependency("llm").unwrap().clone();
+    assert!(
+        dep.error_anomaly,
+        "8 failures in 25 calls, 60 checks after an outage: {dep:?}"
+    );
+}
