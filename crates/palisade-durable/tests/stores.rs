@@ -30,6 +30,7 @@ macro_rules! store_suite {
                 a_discard_of_an_item_escalated_again_meanwhile_writes_nothing,
                 a_retry_request_of_an_item_escalated_again_meanwhile_writes_nothing,
                 an_item_closed_after_its_saga_ended_keeps_the_discard_s_note,
+                a_discard_writes_its_note_into_an_item_another_process_closed_meanwhile,
                 a_retry_requested_while_recovery_escalates_again_is_kept,
                 a_stalled_process_does_not_write_an_older_escalation_over_a_newer_one,
                 a_retry_of_an_item_retried_meanwhile_to_another_item_writes_nothing,

@@ -49,6 +49,10 @@ pub(crate) struct Faulty {
     /// before its caller sees it: another process's work between a caller's read of an item
     /// and its write.
     pub(crate) after_review_get: BeforeClaim,
+    /// Run once, just before the next conditional write of a review item
+    /// (`Store::review_put_if`) reaches the store: another process's work between a caller's
+    /// last read of an item and its write, when no read comes between them.
+    pub(crate) before_review_put_if: BeforeClaim,
 }
 
 /// A future [`Faulty`] runs once, before the next claim.
@@ -78,6 +82,7 @@ impl Faulty {
             before_claim: BeforeClaim::default(),
             before_checkpoint_put: BeforeClaim::default(),
             after_review_get: BeforeClaim::default(),
+            before_review_put_if: BeforeClaim::default(),
         }
     }
 }
@@ -232,7 +237,14 @@ impl Store for Faulty {
             *f = None;
             return Box::pin(async { Err(injected()) });
         }
-        self.still(move |s| s.review_put_if(expected, item))
+        let before = self.before_review_put_if.0.lock().unwrap().take();
+        let put = self.still(move |s| s.review_put_if(expected, item));
+        Box::pin(async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            put.await
+        })
     }
     fn review_get<'a>(
         &'a self,
@@ -1132,6 +1144,58 @@ pub(crate) async fn an_item_closed_after_its_saga_ended_keeps_the_discard_s_note
         3,
         "a's compensation ran once per saga, before its escalation: {undone:?}"
     );
+}
+
+/// A discard whose saga is ended (its entry journaled) but whose item is not yet written,
+/// when another person's retry request comes in between: the request reads the item open and
+/// the journal ended, and closes the item as the journal says (discarded), without a note,
+/// which it does not know. The discard's write then finds the item changed, reads it again,
+/// closed, and must still write its note into it: closed already is not enough when the note
+/// is not there (it was written only when the closed item held the same note already, the
+/// opposite, and the note was lost).
+pub(crate) async fn a_discard_writes_its_note_into_an_item_another_process_closed_meanwhile(
+    store: Arc<dyn Store>,
+) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let def = saga(
+        "t",
+        vec![
+            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
+            step("b", &log, Act::Fail("HTTP 503")),
+        ],
+    );
+    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
+    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
+    let run = sagas.run("t", "m1", json!(1)).await.unwrap();
+    assert_eq!(
+        (run.state, run.review.as_deref()),
+        (SagaState::Escalated, Some("m1/0"))
+    );
+    // Between the discard's journal entry and its write of the item: another person's
+    // request, refused, closes the item as the journal says.
+    let (asked, asker) = (
+        Arc::new(Mutex::new(None)),
+        palisade_durable::ReviewQueue::new(faulty.clone()),
+    );
+    let answer = asked.clone();
+    *faulty.before_review_put_if.0.lock().unwrap() = Some(Box::pin(async move {
+        *answer.lock().unwrap() = Some(asker.request_retry("m1/0").await);
+    }));
+    let item = queue.discard("m1/0", "refunded by hand").await.unwrap();
+    let asked = asked.lock().unwrap().take().expect("the request was made");
+    assert!(
+        matches!(&asked, Err(SagaError::WrongState { what: "saga", state, .. }) if state == "failed"),
+        "{asked:?}"
+    );
+    let stored = queue.inspect("m1/0").await.unwrap();
+    assert_eq!(
+        (stored.status, stored.note.as_deref()),
+        (ReviewStatus::Discarded, Some("refunded by hand")),
+        "the discard's note was lost"
+    );
+    assert_eq!(item.note, stored.note);
+    assert_eq!(sagas.inspect("m1").await.unwrap().state, SagaState::Failed);
 }
 
 /// Recovery escalates again a saga whose escalation was not journaled (the store failed the

@@ -383,6 +383,14 @@ pub(crate) async fn a_review_item_is_written_only_over_the_one_read(store: Arc<d
     // Replaced in place: the list keeps it where it was.
     let ids = |list: Vec<StoredReview>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(ids(store.review_list().await.unwrap()), ["r1", "r0"]);
+    // An item it inserts goes after the ones already there, as `review_put`'s do, whatever
+    // its id ("q1" sorts first).
+    let q1 = StoredReview {
+        id: "q1".into(),
+        ..item("open", 4)
+    };
+    assert!(store.review_put_if(None, q1).await.unwrap());
+    assert_eq!(ids(store.review_list().await.unwrap()), ["r1", "r0", "q1"]);
     // Eight writers read the same item and write at once: one writes, the others find it
     // changed.
     let read = get().await.unwrap();
