@@ -470,7 +470,7 @@ where
     let refresh = shared
         .refresh
         .as_ref()
-        .filter(|_| !error.is::<FallbackFailed>());
+        .filter(|_| !palisade_core::error::chain(&*error).any(|e| e.is::<FallbackFailed>()));
     let decision = shared
         .policy
         .decide(&failure, now, ctx::deadline(), refresh, || {

@@ -467,10 +467,26 @@ async fn a_failed_fallback_chain_is_not_refreshed() {
             )))
         }
     });
-    let svc = layer().refresh(hook.clone()).build().unwrap().layer(chain);
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(chain.clone());
     let e = svc.oneshot(0).await.unwrap_err();
     assert!(e.is::<palisade_core::failure::FallbackFailed>(), "{e}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+    // Also where a layer between them classified the failed chain again.
+    let reclassified = tower::ServiceExt::map_err(chain, |e: BoxError| -> BoxError {
+        Box::new(Classified::new(Class::new(Category::Authentication), e))
+    });
+    let svc = layer()
+        .refresh(hook.clone())
+        .build()
+        .unwrap()
+        .layer(reclassified);
+    svc.oneshot(0).await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(refreshes.load(Ordering::SeqCst), 0);
 
     let script = Script::new([err(Category::Authentication, "401"), Answer::Ok(3)]);
