@@ -29,6 +29,18 @@ fn upstream(
     })
 }
 
+/// `total` calls, the first `failures` of them failing (through the `failing` switch of
+/// [`upstream`]).
+async fn calls_failing<S>(svc: &S, failing: &AtomicBool, failures: usize, total: usize)
+where
+    S: Service<(), Response = (), Error = BoxError> + Clone,
+{
+    failing.store(true, Ordering::Relaxed);
+    calls(svc, failures).await;
+    failing.store(false, Ordering::Relaxed);
+    calls(svc, total - failures).await;
+}
+
 async fn calls<S>(svc: &S, n: usize)
 where
     S: Service<(), Response = (), Error = BoxError> + Clone,
@@ -851,12 +863,7 @@ async fn steady_background_errors_at_few_calls_per_check_are_no_anomaly() {
         .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
     let check_with = |failures: usize| {
         let (svc, failing) = (svc.clone(), failing.clone());
-        async move {
-            failing.store(true, Ordering::Relaxed);
-            calls(&svc, failures).await;
-            failing.store(false, Ordering::Relaxed);
-            calls(&svc, 10 - failures).await;
-        }
+        async move { calls_failing(&svc, &failing, failures, 10).await }
     };
     // One failure in every 9th check, then in every 13th: about 1 % of the calls.
     for i in 0..240 {
@@ -891,12 +898,7 @@ async fn the_error_detector_s_floor_holds_above_one_failure_a_check() {
         .layer(upstream(Arc::new(AtomicU64::new(5)), failing.clone()));
     let check_with = |failures: usize| {
         let (svc, failing) = (svc.clone(), failing.clone());
-        async move {
-            failing.store(true, Ordering::Relaxed);
-            calls(&svc, failures).await;
-            failing.store(false, Ordering::Relaxed);
-            calls(&svc, 100 - failures).await;
-        }
+        async move { calls_failing(&svc, &failing, failures, 100).await }
     };
     for _ in 0..10 {
         check_with(0).await;
@@ -1244,12 +1246,7 @@ async fn an_outage_does_not_teach_the_base_rate() {
         .layer(upstream(Arc::new(AtomicU64::new(0)), failing.clone()));
     let check_with = |failures: usize| {
         let (svc, failing) = (svc.clone(), failing.clone());
-        async move {
-            failing.store(true, Ordering::Relaxed);
-            calls(&svc, failures).await;
-            failing.store(false, Ordering::Relaxed);
-            calls(&svc, 25 - failures).await;
-        }
+        async move { calls_failing(&svc, &failing, failures, 25).await }
     };
     for (failures, checks) in [(0, 30), (25, 20), (0, 60)] {
         for _ in 0..checks {
