@@ -1156,22 +1156,7 @@ pub(crate) async fn an_item_closed_after_its_saga_ended_keeps_the_discard_s_note
 pub(crate) async fn a_discard_writes_its_note_into_an_item_another_process_closed_meanwhile(
     store: Arc<dyn Store>,
 ) {
-    let log = Arc::new(Calls::default());
-    let faulty = Arc::new(Faulty::new(store.clone()));
-    let def = saga(
-        "t",
-        vec![
-            undoable("a", &log, Act::Ok, Act::Fail("400 bad")),
-            step("b", &log, Act::Fail("HTTP 503")),
-        ],
-    );
-    let sagas = Sagas::builder(faulty.clone()).define(def).build().unwrap();
-    let queue = palisade_durable::ReviewQueue::new(faulty.clone());
-    let run = sagas.run("t", "m1", json!(1)).await.unwrap();
-    assert_eq!(
-        (run.state, run.review.as_deref()),
-        (SagaState::Escalated, Some("m1/0"))
-    );
+    let (_log, faulty, sagas, queue) = escalated_once(store, "m1").await;
     // Between the discard's journal entry and its write of the item: another person's
     // request, refused, closes the item as the journal says.
     let (asked, asker) = (
