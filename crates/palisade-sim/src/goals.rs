@@ -399,6 +399,7 @@ mod tests {
             hint_wait_ms: None,
             hint_ms: None,
             returned_ms: None,
+            unanswered: Vec::new(),
             series: Vec::new(),
         }
     }

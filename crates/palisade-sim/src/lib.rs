@@ -39,7 +39,9 @@
 //! See [`metrics::Figures`]: success overall, during the fault and after it; upstream calls per
 //! request; latency percentiles; time to detect the fault and to recover from it; the share of
 //! attempts that still went to a bad replica; retries sent before the server's hint; calls
-//! served against the capacity the upstream had.
+//! served against the capacity the upstream had; and, in the JSON, how the requests that were
+//! not answered ended ([`metrics::Unanswered`]: cut off at the deadline, or the class of the
+//! error the stack returned, with the attempts each sent and their mean latency).
 
 pub mod goals;
 pub mod health;

@@ -97,8 +97,33 @@ pub struct Figures {
     /// requests meet the same load as the others, and not measured otherwise): a return that
     /// the run's end cut short is not a miss.
     pub returned_ms: Option<f64>,
+    /// How the requests that were not answered ended, in groups of the same ending and the
+    /// same number of attempts, most requests first: where a stack's failures come from (a
+    /// budget that held retries to the deadline, attempts spent on a failing upstream, an
+    /// open breaker's refusals).
+    pub unanswered: Vec<Unanswered>,
     /// Per second: requests sent, answered, and attempts at the upstream.
     pub series: Vec<Second>,
+}
+
+/// A group of requests that were not answered, all ending the same way after the same number
+/// of attempts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Unanswered {
+    /// How they ended: `cut_off` where the caller gave up at its deadline before the stack
+    /// answered, otherwise the category of the error the stack returned (`server_error`,
+    /// `rate_limited`, `timeout` for an attempt's or the deadline's timeout, `rejected` for a
+    /// local refusal such as an open breaker's, ...).
+    pub ending: &'static str,
+    /// Attempts each sent to the upstream.
+    pub attempts: u32,
+    /// How many requests.
+    pub requests: usize,
+    /// How many of them were sent during the fault.
+    pub in_fault: usize,
+    /// Their mean latency, in milliseconds: near the deadline where they waited for it (held
+    /// for a budget or a breaker).
+    pub mean_ms: f64,
 }
 
 /// One second of a run.
@@ -371,8 +396,56 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
         hint_wait_ms,
         hint_ms,
         returned_ms,
+        unanswered: unanswered(log, in_fault),
         series,
     }
+}
+
+/// The unanswered requests grouped by ending and attempts, largest group first (ties by
+/// ending, then attempts, so that the order is the same on every run).
+fn unanswered(log: &Log, in_fault: impl Fn(Duration) -> bool) -> Vec<Unanswered> {
+    let mut groups: Vec<(Unanswered, Duration)> = Vec::new();
+    for r in log.requests.iter().filter(|r| !r.ok) {
+        let ending = match r.error {
+            Some(category) => category.as_str(),
+            None => "cut_off",
+        };
+        let at = match groups
+            .iter()
+            .position(|(g, _)| g.ending == ending && g.attempts == r.attempts)
+        {
+            Some(at) => at,
+            None => {
+                let group = Unanswered {
+                    ending,
+                    attempts: r.attempts,
+                    requests: 0,
+                    in_fault: 0,
+                    mean_ms: 0.0,
+                };
+                groups.push((group, Duration::ZERO));
+                groups.len() - 1
+            }
+        };
+        let (group, total) = &mut groups[at];
+        group.requests += 1;
+        group.in_fault += usize::from(in_fault(r.sent));
+        *total += r.latency;
+    }
+    let mut groups: Vec<Unanswered> = groups
+        .into_iter()
+        .map(|(mut g, total)| {
+            g.mean_ms = ms(total) / g.requests as f64;
+            g
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then(a.ending.cmp(b.ending))
+            .then(a.attempts.cmp(&b.attempts))
+    });
+    groups
 }
 
 /// Calls the upstream could have served in `[from, to)`: the capacity, or the request rate
@@ -422,6 +495,7 @@ mod tests {
                 ok: ok(t),
                 attempts: u32::from(!local(t)),
                 cut_off: false,
+                error: None,
             });
             if !local(t) {
                 log.attempts.push(AttemptRecord {
@@ -468,6 +542,51 @@ mod tests {
     }
 
     #[test]
+    fn unanswered_requests_are_grouped_by_ending_and_attempts() {
+        use palisade::classify::Category;
+        let s = scenario();
+        let failed =
+            |sent: u64, latency: u64, attempts: u32, error: Option<Category>| RequestRecord {
+                cut_off: error.is_none(),
+                error,
+                ..request(sent, latency, false, attempts)
+            };
+        let mut log = Log::default();
+        log.requests = vec![
+            request(0, 50, true, 1),
+            // In the fault (2 s to 4 s): two held to the deadline after one attempt, one
+            // refused locally, one cut off.
+            failed(2_000, 9_900, 1, Some(Category::ServerError)),
+            failed(2_100, 9_700, 1, Some(Category::ServerError)),
+            failed(2_200, 10, 0, Some(Category::Rejected)),
+            failed(3_000, 10_000, 2, None),
+            // After it: the same ending with another number of attempts, and one with the
+            // same as two in the fault.
+            failed(5_000, 3_000, 3, Some(Category::ServerError)),
+            failed(6_000, 100, 1, Some(Category::ServerError)),
+        ];
+        let f = measure(&s, StackKind::Palisade, &log);
+        let groups: Vec<_> = f
+            .unanswered
+            .iter()
+            .map(|g| (g.ending, g.attempts, g.requests, g.in_fault, g.mean_ms))
+            .collect();
+        // Most requests first; ties in the order of the ending's name, then of attempts.
+        assert_eq!(
+            groups,
+            [
+                ("server_error", 1, 3, 2, (9_900.0 + 9_700.0 + 100.0) / 3.0),
+                ("cut_off", 2, 1, 1, 10_000.0),
+                ("rejected", 0, 1, 1, 10.0),
+                ("server_error", 3, 1, 0, 3_000.0),
+            ]
+        );
+        // Every request answered: nothing to group.
+        log.requests.retain(|r| r.ok);
+        assert!(measure(&s, StackKind::Palisade, &log).unanswered.is_empty());
+    }
+
+    #[test]
     fn detection_and_recovery_are_timed() {
         let s = scenario();
         // Failing from 2 s; refused locally from 2.5 s to 4 s; failing again until 5 s,
@@ -505,6 +624,7 @@ mod tests {
             ok,
             attempts,
             cut_off: false,
+            error: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct RequestRecord {
     pub attempts: u32,
     /// Whether the caller had to give up at its deadline: the stack had not answered by then.
     pub cut_off: bool,
+    /// The category of the error the stack returned (`None`: answered, or cut off).
+    pub error: Option<Category>,
 }
 
 /// What became of an attempt.
@@ -104,8 +106,14 @@ impl Recorder {
     }
 
     /// Records a finished request (trailing ones are not recorded), due at `due` and sent at
-    /// `sent`.
-    pub fn request(&self, id: u64, due: Instant, sent: Instant, ok: bool, cut_off: bool) {
+    /// `sent`, with what its caller got: `None` where it gave up at its deadline first.
+    pub fn request(
+        &self,
+        id: u64,
+        due: Instant,
+        sent: Instant,
+        answer: Option<&Result<Reply, BoxError>>,
+    ) {
         if id >= self.measured {
             return;
         }
@@ -115,9 +123,13 @@ impl Recorder {
         log.requests.push(RequestRecord {
             sent: due - self.epoch,
             latency: now - sent,
-            ok,
+            ok: matches!(answer, Some(Ok(_))),
             attempts,
-            cut_off,
+            cut_off: answer.is_none(),
+            error: match answer {
+                Some(Err(e)) => Some(class_of(e).category),
+                _ => None,
+            },
         });
     }
 
@@ -248,8 +260,8 @@ mod tests {
     async fn requests_are_recorded_with_their_attempts_sorted_by_sending() {
         advance(ms(1_000)).await;
         let epoch = Instant::now();
-        // Two measured requests, then one trailing.
-        let recorder = Recorder::new(epoch, 2, 1);
+        // Three measured requests, then one trailing.
+        let recorder = Recorder::new(epoch, 3, 1);
         let mut upstream = recorder.replica(3, replica(|_| None));
 
         advance(ms(100)).await;
@@ -257,12 +269,15 @@ mod tests {
         attempt(&mut upstream, 1).await.unwrap();
         attempt(&mut upstream, 1).await.unwrap();
         advance(ms(5)).await;
-        recorder.request(1, sent1, sent1, true, false);
+        recorder.request(1, sent1, sent1, Some(&Ok(Reply)));
         // Sent earlier, finished later, cut off, never attempted.
-        recorder.request(0, epoch + ms(50), epoch + ms(50), false, true);
+        recorder.request(0, epoch + ms(50), epoch + ms(50), None);
+        // Failed by the stack with a rate limit's error, never attempted.
+        let limited: BoxError = Box::new(Injected::new(Class::new(Category::RateLimited)));
+        recorder.request(2, epoch + ms(120), epoch + ms(120), Some(&Err(limited)));
         // Trailing: its attempts are recorded, the request is not.
-        attempt(&mut upstream, 2).await.unwrap();
-        recorder.request(2, epoch + ms(200), epoch + ms(200), true, false);
+        attempt(&mut upstream, 3).await.unwrap();
+        recorder.request(3, epoch + ms(200), epoch + ms(200), Some(&Ok(Reply)));
 
         let log = recorder.finish();
         assert_eq!(
@@ -274,6 +289,7 @@ mod tests {
                     ok: false,
                     attempts: 0,
                     cut_off: true,
+                    error: None,
                 },
                 RequestRecord {
                     sent: ms(100),
@@ -281,6 +297,15 @@ mod tests {
                     ok: true,
                     attempts: 2,
                     cut_off: false,
+                    error: None,
+                },
+                RequestRecord {
+                    sent: ms(120),
+                    latency: ms(5),
+                    ok: false,
+                    attempts: 0,
+                    cut_off: false,
+                    error: Some(Category::RateLimited),
                 },
             ]
         );
@@ -289,7 +314,7 @@ mod tests {
             .iter()
             .map(|a| (a.at, a.replica, a.req))
             .collect();
-        assert_eq!(at, [(ms(100), 3, 1), (ms(110), 3, 1), (ms(125), 3, 2)]);
+        assert_eq!(at, [(ms(100), 3, 1), (ms(110), 3, 1), (ms(125), 3, 3)]);
         assert!(log.attempts.iter().all(|a| a.outcome == AttemptOutcome::Ok));
     }
 

@@ -207,7 +207,7 @@ async fn open_loop(
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
             let answer = tokio::time::timeout(deadline, client.oneshot(Req { id })).await;
-            recorder.request(id, at, sent, matches!(answer, Ok(Ok(_))), answer.is_err());
+            recorder.request(id, at, sent, answer.as_ref().ok());
         }));
     }
     for task in tasks {
@@ -248,7 +248,7 @@ async fn closed_loop(
                     let id = id.fetch_add(1, Ordering::Relaxed);
                     let answer =
                         tokio::time::timeout(deadline, client.clone().oneshot(Req { id })).await;
-                    recorder.request(id, sent, sent, matches!(answer, Ok(Ok(_))), answer.is_err());
+                    recorder.request(id, sent, sent, answer.as_ref().ok());
                     at = sent + gap;
                 }
             })
