@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p palisade-sim                       # everything, as a table
 //! cargo run --release -p palisade-sim -- -s outage --fault-len 15 --rate 150
+//! cargo run --release -p palisade-sim -- -s degraded --endings # how the failures ended
 //! cargo run --release -p palisade-sim -- --json > report.json
 //! cargo run --release -p palisade-sim -- --svg charts/
 //! cargo run --release -p palisade-sim -- --sweep           # the goals off the defaults
@@ -80,6 +81,12 @@ struct Args {
     /// alarms and detection delays (with `--json`, in the JSON).
     #[arg(long)]
     health: bool,
+    /// Also print, after the table, how the requests that were not answered ended in each
+    /// run: cut off at the caller's deadline, or the class of the error the stack returned,
+    /// with the attempts each sent and their mean latency (always in `--json`, as
+    /// `unanswered`).
+    #[arg(long, conflicts_with = "sweep")]
+    endings: bool,
     /// Write one SVG chart per scenario into this directory.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
@@ -497,6 +504,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             outln!();
         }
         out!("{}", report.table());
+        if args.endings {
+            out!("\n{}", report.endings(4));
+        }
         if args.health {
             out!("\n{}", palisade_sim::health::table(&health()?));
         }

@@ -198,6 +198,53 @@ impl Report {
         out
     }
 
+    /// How the requests that were not answered ended, a line per scenario and stack: how many
+    /// there were, then their most common endings ([`Figures::unanswered`]), each as the
+    /// ending, the attempts each request sent (`×N`), how many requests and their mean
+    /// latency; at most `most` endings a line, and how many more there were.
+    pub fn endings(&self, most: usize) -> String {
+        let mut out = String::from(
+            "how the requests not answered ended (the error's class, or cut_off at the caller's \
+             deadline; ×N: attempts sent; mean latency):\n",
+        );
+        let width = |f: fn(&Figures) -> String| {
+            self.runs
+                .iter()
+                .map(|r| f(r).chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let (w_scenario, w_stack) = (
+            width(|r| r.scenario.to_string()),
+            width(|r| r.stack.to_string()),
+        );
+        for f in &self.runs {
+            let unanswered: usize = f.unanswered.iter().map(|g| g.requests).sum();
+            let _ = write!(
+                out,
+                "{:<w_scenario$}  {:<w_stack$}  {unanswered:>5} of {}",
+                f.scenario.to_string(),
+                f.stack.to_string(),
+                f.requests,
+            );
+            let mut sep = ": ";
+            for g in f.unanswered.iter().take(most) {
+                let _ = write!(
+                    out,
+                    "{sep}{} ×{} {} ({:.0} ms)",
+                    g.ending, g.attempts, g.requests, g.mean_ms
+                );
+                sep = ", ";
+            }
+            if let Some(rest) = f.unanswered.get(most..).filter(|r| !r.is_empty()) {
+                let requests: usize = rest.iter().map(|g| g.requests).sum();
+                let _ = write!(out, ", and {requests} more in {} other ways", rest.len());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// The report as pretty-printed JSON.
     ///
     /// # Errors
@@ -501,6 +548,58 @@ mod tests {
         let (twelve, svg) = lines(12);
         assert_eq!(twelve, ten);
         assert!(svg.contains("f7"), "every stack in the legend");
+    }
+
+    /// Each run's line of endings gives how many requests were not answered, then the most
+    /// common endings, then how many more there were.
+    #[test]
+    fn the_endings_list_the_most_common_first_and_count_the_rest() {
+        use crate::metrics::Unanswered;
+        let mut outage = Scenario::new(ScenarioKind::Outage);
+        outage.params.duration = std::time::Duration::from_secs(15);
+        let base = crate::run(&outage, StackKind::None).unwrap();
+        let group = |ending, attempts, requests, mean_ms| Unanswered {
+            ending,
+            attempts,
+            requests,
+            in_fault: requests,
+            mean_ms,
+        };
+        let palisade = Figures {
+            stack: StackKind::Palisade,
+            requests: 1_500,
+            unanswered: vec![
+                group("rejected", 0, 30, 9_560.4),
+                group("server_error", 1, 20, 9_868.0),
+                group("cut_off", 2, 3, 10_000.0),
+                group("timeout", 1, 2, 1_000.0),
+            ],
+            ..base.clone()
+        };
+        let answered = Figures {
+            stack: StackKind::Tower,
+            requests: 1_500,
+            unanswered: Vec::new(),
+            ..base
+        };
+        let report = Report {
+            scenarios: vec![outage],
+            runs: vec![palisade, answered],
+            goals: Vec::new(),
+            health: None,
+        };
+        let text = report.endings(2);
+        let lines: Vec<_> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "outage  palisade     55 of 1500: rejected ×0 30 (9560 ms), server_error ×1 20 \
+                 (9868 ms), and 5 more in 2 other ways",
+                "outage  tower         0 of 1500",
+            ]
+        );
+        // Room for every ending: none left to count.
+        assert!(!report.endings(4).contains("more in"));
     }
 
     /// The detection and recovery columns tell "never happened" from "does not apply".

@@ -619,3 +619,34 @@ fn a_scenario_named_twice_runs_once() {
     let goals = stdout.lines().filter(|l| l.starts_with("  ")).count();
     assert_eq!(goals, 4, "{stdout}");
 }
+
+#[test]
+fn endings_follow_the_table_when_asked_for() {
+    let args = [
+        &SHORT[..],
+        &["--stack", "none", "--stack", "palisade", "--endings"],
+    ]
+    .concat();
+    let out = exits(0, &args);
+    let stdout = text(&out.stdout);
+    let (table, endings) = stdout
+        .split_once("how the requests not answered ended")
+        .expect("the endings follow the table");
+    assert!(table.contains("palisade's goals"), "{stdout}");
+    let line = |stack: &str| {
+        endings
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .find(|l| l.starts_with(&format!("outage {stack} ")))
+            .unwrap_or_else(|| panic!("no line for {stack}: {endings}"))
+    };
+    // Without a retry, every request of the 10 s outage fails once, fast.
+    assert_eq!(
+        line("none"),
+        "outage none 1000 of 2000: server_error ×1 1000 (50 ms)"
+    );
+    assert!(line("palisade").contains(" of 2000"), "{endings}");
+    // Not asked for: not printed.
+    let out = exits(0, &[&SHORT[..], &["--stack", "none"]].concat());
+    assert!(!text(&out.stdout).contains("how the requests not answered ended"));
+}
