@@ -1422,6 +1422,59 @@ mod tests {
         }
     }
 
+    /// A saga whose step `a` is undone by a compensation that fails with an error retrying
+    /// cannot fix, and whose step `b` fails: it escalates step `a` at once, to item `s/0`.
+    async fn escalate_over(
+        store: &Arc<crate::store::losing::Losing>,
+    ) -> Result<SagaInfo, SagaError> {
+        let undo = service_fn(|_req: CompensationRequest| async {
+            Err::<(), BoxError>("401 unauthorized".into())
+        });
+        let fails = Step::new(
+            "b",
+            service_fn(|_req: StepRequest| async { Err::<Value, BoxError>("HTTP 502".into()) }),
+        );
+        let sagas = Sagas::builder(store.clone())
+            .define(SagaDefinition::new("d", vec![ok_step("a").compensate(undo), fails]).unwrap())
+            .build()
+            .unwrap();
+        sagas.run("d", "s", Value::Null).await
+    }
+
+    /// An escalation whose every write of its review item loses (a store whose
+    /// `review_put_if` is broken): it gives up after 16 writes with a conflict naming the
+    /// item, writes no item and does not journal the escalation (recovery escalates again).
+    #[tokio::test(start_paused = true)]
+    async fn an_escalation_gives_up_after_16_lost_writes_of_its_item() {
+        let store = Arc::new(crate::store::losing::Losing::default());
+        store.lose(usize::MAX);
+        match escalate_over(&store).await {
+            Err(SagaError::Store(StoreError::Conflict(m))) => assert_eq!(
+                m,
+                "review item s/0: changed by another writer at each of 16 attempts to write it"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.asked(), 16);
+        assert_eq!(store.review_get("s/0").await.unwrap(), None);
+        let info = SagaInfo::from_journal("s", store.journal("s").await.unwrap()).unwrap();
+        assert_eq!((info.state, info.review), (SagaState::Compensating, None));
+    }
+
+    /// The same with 15 writes lost: the 16th writes the item and the escalation is journaled.
+    #[tokio::test(start_paused = true)]
+    async fn an_escalation_writes_its_item_at_the_16th_attempt() {
+        let store = Arc::new(crate::store::losing::Losing::default());
+        store.lose(15);
+        let info = escalate_over(&store).await.unwrap();
+        assert_eq!(info.state, SagaState::Escalated);
+        assert_eq!(info.review.as_deref(), Some("s/0"));
+        assert_eq!(store.asked(), 16);
+        let item = ReviewItem::from_stored(store.review_get("s/0").await.unwrap().unwrap());
+        let item = item.unwrap();
+        assert_eq!((item.status, item.escalations), (ReviewStatus::Open, 1));
+    }
+
     #[test]
     fn states_round_trip_and_events_keep_their_shape() {
         for s in SagaState::ALL {

@@ -554,3 +554,72 @@ impl ReviewQueue {
         self.close(read, ReviewStatus::Discarded, Some(note)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::losing::Losing;
+
+    /// A queue over a store holding open item `s/1`, whose next `losses` conditional writes
+    /// lose; and the item as stored.
+    async fn queue_over_an_open_item(losses: usize) -> (Arc<Losing>, ReviewQueue, StoredReview) {
+        let item = ReviewItem {
+            id: "s/1".into(),
+            saga_id: "s".into(),
+            saga_name: "d".into(),
+            step: 1,
+            step_name: "b".into(),
+            reason: EscalationReason::CompensationFailed,
+            status: ReviewStatus::Open,
+            input: Value::Null,
+            output: None,
+            cause: None,
+            errors: Vec::new(),
+            escalations: 1,
+            note: None,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        let store = Arc::new(Losing::default());
+        store.review_put(item.to_stored()).await.unwrap();
+        store.lose(losses);
+        (store.clone(), ReviewQueue::new(store), item.to_stored())
+    }
+
+    /// Closing an item over a store whose every write of it loses (its `review_put_if`
+    /// broken): `close` gives up after 16 writes with a conflict naming the item, and the
+    /// item is left as it was.
+    #[tokio::test(start_paused = true)]
+    async fn close_gives_up_after_16_lost_writes() {
+        let (store, queue, read) = queue_over_an_open_item(usize::MAX).await;
+        let closed = queue
+            .close(read.clone(), ReviewStatus::Discarded, Some("refunded"))
+            .await;
+        match closed {
+            Err(SagaError::Store(StoreError::Conflict(m))) => assert_eq!(
+                m,
+                "review item s/1: changed by another writer at each of 16 attempts to close it"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.asked(), 16);
+        assert_eq!(store.review_get("s/1").await.unwrap(), Some(read));
+    }
+
+    /// The same with 15 writes lost: the 16th closes the item.
+    #[tokio::test(start_paused = true)]
+    async fn close_writes_at_the_16th_attempt() {
+        let (store, queue, read) = queue_over_an_open_item(15).await;
+        let item = queue
+            .close(read, ReviewStatus::Discarded, Some("refunded"))
+            .await
+            .unwrap();
+        assert_eq!(item.status, ReviewStatus::Discarded);
+        assert_eq!(item.note.as_deref(), Some("refunded"));
+        assert_eq!(store.asked(), 16);
+        assert_eq!(
+            store.review_get("s/1").await.unwrap(),
+            Some(item.to_stored())
+        );
+    }
+}

@@ -79,6 +79,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
+#[cfg(test)]
+pub(crate) mod losing;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
