@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,10 +23,6 @@ use crate::store::{Append, Claim, Store, StoredReview};
 
 /// Mixed into the seed of compensation delays.
 const DELAY_SALT: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// How many times an escalation writes its review item that other writers keep changing
-/// before it gives up (see `Sagas::put_review`).
-const PUT_REVIEW_ATTEMPTS: usize = 16;
 
 /// Now, in ms since the Unix epoch.
 ///
@@ -1161,9 +1158,9 @@ impl Sagas {
         step: usize,
         reason: EscalationReason,
     ) -> Result<(), SagaError> {
-        let id = step_key(&info.id, step);
-        for _ in 0..PUT_REVIEW_ATTEMPTS {
-            let read = self.inner.store.review_get(&id).await?;
+        let id = &step_key(&info.id, step);
+        crate::review::write_over_other_writers(id, "write it", (), |()| async move {
+            let read = self.inner.store.review_get(id).await?;
             let previous = read.clone().map(ReviewItem::from_stored).transpose()?;
             let item = ReviewItem::from_saga(info, step, reason, previous, now_ms());
             if !self
@@ -1176,19 +1173,14 @@ impl Sagas {
                     "claim lost before the review item was written; writing nothing");
                 return Err(SagaError::LeaseLost(info.id.clone()));
             }
-            if self
-                .inner
-                .store
-                .review_put_if(read, item.to_stored())
-                .await?
-            {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "review item {id}: changed by another writer at each of {PUT_REVIEW_ATTEMPTS} attempts to write it"
-        ))
-        .into())
+            let put = self.inner.store.review_put_if(read, item.to_stored());
+            Ok(if put.await? {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })
+        .await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The review queue: escalated work waiting for a person, who may retry or discard it.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use palisade_core::{Category, Class};
@@ -213,9 +214,36 @@ pub(crate) fn closed_as(info: &SagaInfo) -> ReviewStatus {
     }
 }
 
-/// How many times [`ReviewQueue::close`] writes an item that other writers keep changing
-/// before it gives up.
-const CLOSE_ATTEMPTS: usize = 16;
+/// How many times an item that other writers keep changing is written (closed by
+/// [`ReviewQueue::close`], escalated to by `Sagas::put_review`) before the writer gives up.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// Writes review item `id` with `attempt`, one compare-and-set ([`Store::review_put_if`])
+/// and the reads it needs, until an attempt is done ([`Break`](ControlFlow::Break)) or
+/// fails. Each [`Continue`](ControlFlow::Continue) is a write lost to another writer; it
+/// carries what the next attempt starts from (the item read again, if the attempt read it).
+/// After [`WRITE_ATTEMPTS`] lost writes it gives up with a [`StoreError::Conflict`] naming
+/// the item and `to`, what the writes were for (`"close it"`).
+pub(crate) async fn write_over_other_writers<S, T, F>(
+    id: &str,
+    to: &str,
+    mut from: S,
+    mut attempt: impl FnMut(S) -> F,
+) -> Result<T, SagaError>
+where
+    F: Future<Output = Result<ControlFlow<T, S>, SagaError>>,
+{
+    for _ in 0..WRITE_ATTEMPTS {
+        match attempt(from).await? {
+            ControlFlow::Break(done) => return Ok(done),
+            ControlFlow::Continue(next) => from = next,
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "review item {id}: changed by another writer at each of {WRITE_ATTEMPTS} attempts to {to}"
+    ))
+    .into())
+}
 
 /// The review queue of a store: list, inspect, ask for a retry, discard.
 ///
@@ -420,18 +448,19 @@ impl ReviewQueue {
     /// and there is no `note` to add to it; then it is left alone. Each write this loses to
     /// was another process's, so it ends; a store that keeps refusing (one of another crate
     /// whose `review_put_if` is broken) gets a [`StoreError::Conflict`] after
-    /// [`CLOSE_ATTEMPTS`] tries. An item that is gone (its saga purged) is returned as it
+    /// [`WRITE_ATTEMPTS`] tries. An item that is gone (its saga purged) is returned as it
     /// would have been written.
     pub(crate) async fn close(
         &self,
-        mut read: StoredReview,
+        read: StoredReview,
         status: ReviewStatus,
         note: Option<&str>,
     ) -> Result<ReviewItem, SagaError> {
-        for _ in 0..CLOSE_ATTEMPTS {
+        let id = read.id.clone();
+        write_over_other_writers(&id, "close it", read, |read| async move {
             let mut item = ReviewItem::from_stored(read.clone())?;
             if !item.status.is_pending() && note.is_none_or(|n| item.note.as_deref() == Some(n)) {
-                return Ok(item);
+                return Ok(ControlFlow::Break(item));
             }
             item.status = status;
             if let Some(note) = note {
@@ -443,18 +472,14 @@ impl ReviewQueue {
                 .review_put_if(Some(read), item.to_stored())
                 .await?
             {
-                return Ok(item);
+                return Ok(ControlFlow::Break(item));
             }
-            read = match self.store.review_get(&item.id).await? {
-                Some(now) => now,
-                None => return Ok(item),
-            };
-        }
-        Err(StoreError::Conflict(format!(
-            "review item {}: changed by another writer at each of {CLOSE_ATTEMPTS} attempts to close it",
-            read.id
-        ))
-        .into())
+            Ok(match self.store.review_get(&item.id).await? {
+                Some(now) => ControlFlow::Continue(now),
+                None => ControlFlow::Break(item),
+            })
+        })
+        .await
     }
 
     /// Discards item `id`: its saga's remaining compensations will not run, and the saga ends
