@@ -4,7 +4,11 @@
 //! palisade turns a rule off with `None` and only with `None`. When a rule's default is on
 //! (`Some`), a file cannot say `None` by leaving the key out (that keeps the default), and
 //! TOML has no null; so the word `"off"` reads as `None`, and anything else is read as `T`
-//! would be, with `T`'s own errors. `None` is written as `"off"`.
+//! would be, with `T`'s own errors. An error about the value as a whole (`true`, or a table,
+//! where a number goes) offers `"off"` too (`expected a whole number, at least 0, or "off" to
+//! turn the rule off`), whatever the value's type; one about an entry of a table or an array
+//! (`min_calls = "x"`) is `T`'s alone, as `"off"` could not have replaced that entry. `None`
+//! is written as `"off"`.
 //!
 //! ```
 //! #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -38,6 +42,7 @@
 //! assert!(err.to_string().contains("\"off\""), "{err}");
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -82,31 +87,94 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OrOff<T> {
         if v == OFF {
             return Ok(None);
         }
-        Self::value(v.into_deserializer()).map_err(|e: E| E::custom(or_off(&e.to_string())))
+        Self::value(v.into_deserializer()).map_err(offered)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Self::value(v.into_deserializer())
+        Self::value(v.into_deserializer()).map_err(offered)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Self::value(v.into_deserializer())
+        Self::value(v.into_deserializer()).map_err(offered)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Self::value(v.into_deserializer())
+        Self::value(v.into_deserializer()).map_err(offered)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Self::value(v.into_deserializer())
+        Self::value(v.into_deserializer()).map_err(offered)
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Self::value(MapAccessDeserializer::new(map))
+        let read = Cell::new(false);
+        Self::value(MapAccessDeserializer::new(Watched {
+            access: map,
+            read: &read,
+        }))
+        .map_err(|e| if read.get() { e } else { offered(e) })
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Self::value(SeqAccessDeserializer::new(seq))
+        let read = Cell::new(false);
+        Self::value(SeqAccessDeserializer::new(Watched {
+            access: seq,
+            read: &read,
+        }))
+        .map_err(|e| if read.get() { e } else { offered(e) })
+    }
+}
+
+/// `T`'s error about the value as a whole (`true` where a number goes), with `"off"` offered
+/// too, as the value could have been `"off"`.
+fn offered<E: de::Error>(e: E) -> E {
+    E::custom(or_off(&e.to_string()))
+}
+
+/// A table's or an array's entries, noting whether `T` read any: an error before it did is
+/// about the value as a whole (a table where a number goes), which `"off"` could have
+/// replaced; one after is about an entry (`min_calls = "x"`), which it could not.
+struct Watched<'r, A> {
+    access: A,
+    read: &'r Cell<bool>,
+}
+
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Watched<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.read.set(true);
+        self.access.next_key_seed(seed)
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.access.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.access.size_hint()
+    }
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Watched<'_, A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.read.set(true);
+        self.access.next_element_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.access.size_hint()
     }
 }
 
@@ -258,6 +326,107 @@ mod tests {
             super::or_off("bad duration\n"),
             r#"bad duration, or "off" to turn the rule off"#
         );
+    }
+
+    /// A value of the wrong type for the rule's type offers `"off"` as well, for every type
+    /// and every kind of value (`true` where a number goes said only "a whole number, at
+    /// least 0"); an error about an entry of a table or an array does not, as `"off"` could
+    /// not replace the entry.
+    #[test]
+    fn a_value_of_the_wrong_type_offers_off_for_every_type() {
+        let off = r#", or "off" to turn the rule off"#;
+        let cases = [
+            (
+                r#"{"streak":true}"#,
+                "invalid type: boolean `true`, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"streak":-1}"#,
+                "invalid value: integer `-1`, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"streak":4294967296}"#,
+                "invalid value: integer `4294967296`, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"streak":1.5}"#,
+                "invalid type: floating point `1.5`, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"streak":{}}"#,
+                "invalid type: map, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"streak":[1]}"#,
+                "invalid type: sequence, expected a whole number, at least 0",
+            ),
+            (
+                r#"{"ratio":true}"#,
+                "invalid type: boolean `true`, expected a number",
+            ),
+            (
+                r#"{"ratio":{"a":1}}"#,
+                "invalid type: map, expected a number",
+            ),
+            (
+                r#"{"ratio":[]}"#,
+                "invalid type: sequence, expected a number",
+            ),
+            (
+                r#"{"delta":false}"#,
+                "invalid type: boolean `false`, expected a whole number",
+            ),
+            (
+                r#"{"delta":2.5}"#,
+                "invalid type: floating point `2.5`, expected a whole number",
+            ),
+            (
+                r#"{"delta":9223372036854775807}"#,
+                "invalid value: integer `9223372036854775807`, expected a whole number",
+            ),
+            (
+                r#"{"flag":1}"#,
+                "invalid type: integer `1`, expected true or false",
+            ),
+            (
+                r#"{"flag":[true]}"#,
+                "invalid type: sequence, expected true or false",
+            ),
+            (
+                r#"{"rate":true}"#,
+                "invalid type: boolean `true`, expected a table of settings",
+            ),
+            (
+                r#"{"rate":0.5}"#,
+                "invalid type: floating point `0.5`, expected a table of settings",
+            ),
+            (
+                r#"{"name":true}"#,
+                "invalid type: boolean `true`, expected a string",
+            ),
+            (r#"{"name":{}}"#, "invalid type: map, expected a string"),
+            (
+                r#"{"list":5}"#,
+                "invalid type: integer `5`, expected a sequence",
+            ),
+            (r#"{"list":{}}"#, "invalid type: map, expected a sequence"),
+        ];
+        for (json, rule) in cases {
+            let err = read(json).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{rule}{off}")), "{json}: {err}");
+        }
+        // About an entry: the type's error alone.
+        for json in [
+            r#"{"rate":{"ratio":0.5,"min_calls":"x"}}"#,
+            r#"{"rate":{"ratio":0.5}}"#,
+            r#"{"rate":{}}"#,
+            r#"{"rate":[0.5]}"#,
+            r#"{"list":[300]}"#,
+            r#"{"list":[true]}"#,
+        ] {
+            let err = read(json).unwrap_err().to_string();
+            assert!(!err.contains(r#""off""#), "{json}: {err}");
+        }
     }
 
     #[test]

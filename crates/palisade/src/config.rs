@@ -3348,6 +3348,64 @@ mod tests {
         }
     }
 
+    /// Every key that takes a value or `"off"` says so when given a value of the wrong type:
+    /// `consecutive_failures = true` said "expected a whole number, at least 0", without the
+    /// `"off"` it also takes. The keys whose value is a table say so in their shapes.
+    #[test]
+    fn an_off_able_key_given_the_wrong_type_offers_off() {
+        let number = "a whole number, at least 0, or \"off\" to turn the rule off";
+        let fraction = "a number, or \"off\" to turn the rule off";
+        let keys = [
+            ("breaker", "consecutive_failures", number),
+            ("route", "panic_ratio", fraction),
+            ("route.outlier", "consecutive_failures", number),
+            ("route.outlier", "failure_ratio", fraction),
+            ("route.outlier", "success_rate_stdev_factor", fraction),
+            ("features.summarise", "failures_to_turn_off", number),
+        ];
+        for (section, key, expected) in keys {
+            let field = format!("{section}.{key}");
+            for (value, found) in [
+                ("true", "invalid type: boolean `true`"),
+                ("[1]", "invalid type: array"),
+                ("{ a = 1 }", "invalid type: table"),
+                ("\"yes\"", "invalid type: string \"yes\""),
+            ] {
+                let err =
+                    PresetConfig::from_toml(&format!("name = \"x\"\n[{section}]\n{key} = {value}"))
+                        .unwrap_err();
+                assert_eq!(
+                    (err.field(), err.rule()),
+                    (
+                        field.as_str(),
+                        format!("{found}, expected {expected}").as_str()
+                    ),
+                );
+            }
+            let var = format!("PALISADE_{}__{key}", section.replace('.', "__")).to_uppercase();
+            let err = env_error("name = \"x\"\n[features.summarise]", &var, "true");
+            assert_eq!(
+                (err.field(), err.rule()),
+                (
+                    field.as_str(),
+                    format!("(from `{var}`) invalid type: boolean `true`, expected {expected}")
+                        .as_str()
+                ),
+            );
+        }
+        for (section, key) in [
+            ("attempt_timeout", "escalate"),
+            ("breaker", "failure_rate"),
+            ("breaker", "slow_call_rate"),
+            ("breaker", "throttle"),
+        ] {
+            let err = PresetConfig::from_toml(&format!("name = \"x\"\n[{section}]\n{key} = true"))
+                .unwrap_err();
+            assert_eq!(err.field(), format!("{section}.{key}"));
+            assert!(err.rule().contains("`\"off\"`"), "{err}");
+        }
+    }
+
     /// The key after the prefix is read in any case (`PALISADE_Retry__Max_Attempts` sets
     /// `retry.max_attempts`), and so is the prefix: `palisade_retry__max_attempts=0` (lower
     /// case, as a shell user may write it) was skipped without a word.
