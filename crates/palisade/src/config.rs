@@ -62,6 +62,15 @@
 //! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, and with a
 //! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule).
 //!
+//! A key that names a kind (`retry.backoff`, `retry.jitter`, `breaker.window`,
+//! `breaker.cancel`, `route.health.ramp`) takes a kind without settings as a word
+//! (`jitter = "full"`, `cancel = "ignore"`) and one with settings as a table holding them
+//! (`{ proportional = 0.1 }`). The default's kind with an empty table keeps the default's
+//! settings (`backoff = { exponential = {} }`), as any table does; any other kind with an empty
+//! table or array is refused with the shapes the key takes: `{ constant = {} }` has no delay,
+//! `{ count = {} }` no count, and `{ full = {} }` (which the toml crate would read as
+//! `"full"`) is not how a word is written.
+//!
 //! Durations are written as people write them (`"250ms"`, `"30s"`, `"1m 30s"`); a bare
 //! number is milliseconds
 //! ([`palisade_core::serde_duration`]), so `deadline = 30` and `PALISADE_DEADLINE=30` mean
@@ -361,7 +370,9 @@ pub struct RetryConfig {
     /// leaves it out and sets a longer initial delay gets that delay as the cap.
     #[serde(with = "palisade_core::serde_duration")]
     pub cap: Duration,
-    /// The jitter (default ±10 %).
+    /// The jitter (default ±10 %): in a file `"none"`, `"full"`, `"equal"`,
+    /// `"decorrelated"` (words, not tables: `{ full = {} }` is refused), or
+    /// `{ proportional = 0.1 }`.
     pub jitter: JitterConfig,
     /// The seed of the jitter's random numbers (default: from the operating system).
     pub seed: Option<u64>,
@@ -903,6 +914,9 @@ fn read(mut doc: toml::Table) -> Result<PresetConfig, ConfigError> {
     // As written, to quote a value of the wrong shape without the defaults filled in.
     let written = doc.clone();
     keep_defaults(&mut doc);
+    if let Some(e) = empty_kind(&doc, &written) {
+        return Err(e);
+    }
     let mut config: PresetConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
         .map_err(|e| {
             let path = e.path().to_string();
@@ -1069,14 +1083,47 @@ fn wrong_shape(path: &str, message: &str, doc: &toml::Table) -> Option<ConfigErr
                     .iter()
                     .any(|start| message.starts_with(start)))
                 // A kind the key names (`exponential` in `{ exponential = 5 }`, or the word
-                // `"exponential"`) with the wrong settings, or none.
+                // `"exponential"`) with the wrong settings, or none; or a kind that takes no
+                // settings given some (`{ full = { x = 1 } }`: toml's "expected empty table").
                 || (rest.strip_prefix('.').is_some_and(|kind| !kind.contains(['.', '[']))
-                    && (message.contains("variant") || message.starts_with("expected table")))
+                    && (message.contains("variant")
+                        || message.starts_with("expected table")
+                        || message.starts_with("expected empty")))
         })
     })?;
+    shape_error(key, shapes, doc)
+}
+
+/// A key of [`SHAPES`] whose value in `doc` (defaults filled in) is a table naming a kind
+/// with nothing for its settings, `{ full = {} }` or `{ full = [] }`, as an error on the key
+/// quoting `written` (the document as written): a kind that takes no settings is a word
+/// (`jitter = "full"`; the toml crate reads the table as the word, which no shape offers), and
+/// one that takes settings needs them (`{ constant = {} }` has no delay, `{ count = {} }` no
+/// count). A kind whose settings the defaults hold is filled in before this
+/// (`backoff = { exponential = {} }` is the default backoff), as any table keeps its defaults.
+fn empty_kind(doc: &toml::Table, written: &toml::Table) -> Option<ConfigError> {
+    SHAPES.iter().find_map(|(key, shapes)| {
+        let table = lookup(doc, key)?.as_table()?;
+        let (_, settings) = table.iter().next().filter(|_| table.len() == 1)?;
+        let empty = match settings {
+            toml::Value::Table(t) => t.is_empty(),
+            toml::Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        empty.then(|| shape_error(key, shapes, written)).flatten()
+    })
+}
+
+/// The value at the dotted key path `key` in `doc`.
+fn lookup<'d>(doc: &'d toml::Table, key: &str) -> Option<&'d toml::Value> {
     let mut levels = key.split('.');
     let first = doc.get(levels.next()?)?;
-    let value = levels.try_fold(first, |value, level| value.get(level))?;
+    levels.try_fold(first, |value, level| value.get(level))
+}
+
+/// The error on `key` (one of [`SHAPES`]) that it takes `shapes`, quoting its value in `doc`.
+fn shape_error(key: &'static str, shapes: &str, doc: &toml::Table) -> Option<ConfigError> {
+    let value = lookup(doc, key)?;
     // As serde says what it found (`string "x"`, `integer `5``), the value quoted when short.
     let kind = match value {
         toml::Value::String(_) => "string",
@@ -1096,7 +1143,7 @@ fn wrong_shape(path: &str, message: &str, doc: &toml::Table) -> Option<ConfigErr
         format!("{kind} `{text}`")
     };
     Some(ConfigError::new(
-        *key,
+        key,
         format!("invalid value: {found}, expected {shapes}"),
     ))
 }
@@ -3346,6 +3393,66 @@ mod tests {
         for (name, _) in env_vars().unwrap() {
             assert!(env_path(&name).is_some(), "{name}");
         }
+    }
+
+    /// A kind that takes no settings is a word: written as a table with empty settings
+    /// (`jitter = { full = {} }`, which the toml crate reads as `"full"`) it was accepted
+    /// without a word, and with settings (`{ full = { x = 1 } }`) refused as "expected empty
+    /// table". Each is refused with the key's shapes, as a kind that takes settings and is
+    /// given none (`backoff = { constant = {} }`, `window = { count = {} }`) is, for every
+    /// key naming a kind. The default's kind with an empty table keeps the default's settings.
+    #[test]
+    fn a_kind_written_as_a_table_without_its_settings_is_refused() {
+        let cases = [
+            ("retry", "jitter", "{ full = {} }"),
+            ("retry", "jitter", "{ none = [] }"),
+            ("retry", "jitter", "{ decorrelated = {} }"),
+            ("retry", "jitter", "{ equal = { x = 1 } }"),
+            ("retry", "jitter", "{ full = [1] }"),
+            ("breaker", "cancel", "{ ignore = {} }"),
+            ("breaker", "cancel", "{ failure = [] }"),
+            ("breaker", "cancel", "{ failure = { x = 1 } }"),
+            ("retry", "backoff", "{ constant = {} }"),
+            ("retry", "backoff", "{ linear = [] }"),
+            ("breaker", "window", "{ count = {} }"),
+            ("breaker", "window", "{ time = {} }"),
+            ("breaker", "window", "{ recent = [] }"),
+            ("route.health", "ramp", "{ linear = {} }"),
+        ];
+        for (section, key, value) in cases {
+            let field = format!("{section}.{key}");
+            let shapes = SHAPES.iter().find(|(k, _)| *k == field).unwrap().1;
+            let rule = format!("invalid value: table `{value}`, expected {shapes}");
+            let err =
+                PresetConfig::from_toml(&format!("name = \"x\"\n[{section}]\n{key} = {value}"))
+                    .unwrap_err();
+            assert_eq!((err.field(), err.rule()), (field.as_str(), rule.as_str()));
+            let var = format!("PALISADE_{}__{key}", section.replace('.', "__")).to_uppercase();
+            let err = env_error("name = \"x\"", &var, value);
+            assert_eq!(
+                (err.field(), err.rule()),
+                (field.as_str(), format!("(from `{var}`) {rule}").as_str())
+            );
+        }
+        // The words, and the default's kind with its settings left out, are read.
+        let config = PresetConfig::from_toml(
+            "name = \"x\"\n[retry]\njitter = \"full\"\nbackoff = { exponential = {} }\n\
+             [breaker]\ncancel = \"failure\"\nwindow = { recent = {} }\n\
+             [route.health]\nramp = { steps = {} }",
+        )
+        .unwrap();
+        let defaults = PresetConfig::from_toml("name = \"x\"\n[route]").unwrap();
+        assert_eq!(config.retry.jitter, JitterConfig::Full);
+        assert_eq!(config.retry.backoff, defaults.retry.backoff);
+        assert_eq!(
+            config.breaker.cancel,
+            palisade_breaker::CancelPolicy::Failure
+        );
+        assert_eq!(config.breaker.window, defaults.breaker.window);
+        assert_eq!(
+            config.route.unwrap().health.ramp,
+            defaults.route.unwrap().health.ramp
+        );
     }
 
     /// Every key that takes a value or `"off"` says so when given a value of the wrong type:
