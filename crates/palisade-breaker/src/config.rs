@@ -335,7 +335,10 @@ pub struct BreakerConfig {
     /// requests; `None` turns it off).
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub throttle: Option<Throttle>,
-    /// The seed of the jitter and of the throttle's draws (`0x0b4e_a4e5`).
+    /// The seed of the jitter and of the throttle's draws (`0x0b4e_a4e5`). In a
+    /// configuration file any `u64`: one above 9223372036854775807, TOML's largest integer,
+    /// is written as a string of digits (`palisade_core::serde_seed`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_seed"))]
     pub seed: u64,
 }
 

@@ -121,6 +121,8 @@ mod registry;
 pub mod serde_duration;
 #[cfg(feature = "serde")]
 pub mod serde_off;
+#[cfg(feature = "serde")]
+pub mod serde_seed;
 mod service;
 mod stats;
 pub mod stripe;

@@ -188,7 +188,9 @@ pub struct RouteConfig {
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub trend_window: Duration,
     /// The seed of the picking rng (`0x5eed`; clones and runs with the same seed pick the
-    /// same).
+    /// same). In a configuration file any `u64`: one above 9223372036854775807, TOML's
+    /// largest integer, is written as a string of digits (`palisade_core::serde_seed`).
+    #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_seed"))]
     pub seed: u64,
 }
 

@@ -77,7 +77,11 @@
 //! 30 ms: write the unit. A rule that is on by default is turned off
 //! with the word `"off"` (`failure_rate = "off"`, `escalate = "off"`,
 //! `outlier = { consecutive_failures = "off" }`): leaving the key out keeps the default, and
-//! TOML has no null ([`palisade_core::serde_off`]).
+//! TOML has no null ([`palisade_core::serde_off`]). A seed (`retry.seed`, `breaker.seed`,
+//! `route.seed`) is any `u64`, but TOML's integers stop at 9223372036854775807: a seed above
+//! that is written as a string of digits, `seed = "18446744073709551615"`
+//! ([`palisade_core::serde_seed`]); written as a number it is not TOML, and the error names
+//! the key.
 //!
 //! **Live reconfiguration.** [`PresetConfig::build_with_handle`] returns the stack and a
 //! [`PresetHandle`] whose [`reconfigure`](PresetHandle::reconfigure) applies a new file to the
@@ -374,7 +378,10 @@ pub struct RetryConfig {
     /// `"decorrelated"` (words, not tables: `{ full = {} }` is refused), or
     /// `{ proportional = 0.1 }`.
     pub jitter: JitterConfig,
-    /// The seed of the jitter's random numbers (default: from the operating system).
+    /// The seed of the jitter's random numbers (default: from the operating system). Any
+    /// `u64`: one above 9223372036854775807, TOML's largest integer, is written as a string
+    /// of digits (`seed = "18446744073709551615"`; [`palisade_core::serde_seed`]).
+    #[serde(with = "palisade_core::serde_seed::option")]
     pub seed: Option<u64>,
     /// Whether a call refused by the open breaker waits for its next probe, within the
     /// deadline and without using an attempt (default `true`; see
@@ -1248,14 +1255,17 @@ fn keep_defaults(doc: &mut toml::Table) {
 /// the parser's message.
 fn not_toml(text: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim_end();
-    let Some((before, at)) = e
+    let Some((span, before, at)) = e
         .span()
-        .and_then(|span| Some((text.get(..span.start)?, text.get(span)?)))
+        .and_then(|span| Some((span.clone(), text.get(..span.start)?, text.get(span)?)))
     else {
         return ConfigError::new("(file)", format!("is not valid TOML: {message}"));
     };
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    if let Some(e) = beyond_i64(text, span, at, (line, column)) {
+        return e;
+    }
     let at = if at.is_empty() || at.contains('\n') || at.chars().count() > 40 {
         String::new()
     } else {
@@ -1265,6 +1275,84 @@ fn not_toml(text: &str, e: &toml::de::Error) -> ConfigError {
         "(file)",
         format!("is not valid TOML at line {line}, column {column}{at}: {message}"),
     )
+}
+
+/// The error of a file whose decimal integer `at` (at `span` in `text`, at `line` and
+/// `column`) is beyond TOML's integers (an `i64`), when it is one: it names the key, found by
+/// reading the file again with a string in its place, and for a seed (a `u64`) above
+/// `i64::MAX` says how to write it. The parser's own message ("u64 value was too large")
+/// names neither.
+fn beyond_i64(
+    text: &str,
+    span: std::ops::Range<usize>,
+    at: &str,
+    (line, column): (usize, usize),
+) -> Option<ConfigError> {
+    let digits = at.strip_prefix(['+', '-']).unwrap_or(at);
+    if !digits.bytes().any(|b| b.is_ascii_digit())
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        || at.replace('_', "").parse::<i64>().is_ok()
+    {
+        return None;
+    }
+    // A string no file holds: TOML's escape for a control character, which a file's string
+    // cannot hold as it is.
+    const MARK: &str = "\u{1}palisade: the integer beyond TOML's";
+    let marked = format!(
+        "{}\"\\u0001{}\"{}",
+        &text[..span.start],
+        &MARK[1..],
+        &text[span.end..]
+    );
+    let field = toml::from_str::<toml::Table>(&marked)
+        .ok()
+        .and_then(|doc| path_to(&toml::Value::Table(doc), MARK, String::new()))
+        .unwrap_or_else(|| "(file)".to_owned());
+    let (side, bound) = if at.starts_with('-') {
+        ("below", i64::MIN.to_string())
+    } else {
+        ("above", i64::MAX.to_string())
+    };
+    // A seed (a `u64`) is written as a string; no other integer key takes one.
+    let seed = digits.replace('_', "");
+    let hint = if field.ends_with(".seed") && seed.parse::<u64>().is_ok() {
+        format!(" (a seed above it is written as a string of digits: `\"{seed}\"`)")
+    } else {
+        String::new()
+    };
+    Some(ConfigError::new(
+        field,
+        format!(
+            "is not valid TOML at line {line}, column {column}: `{at}` is {side} {bound}, \
+             TOML's {} integer{hint}",
+            if side == "above" {
+                "largest"
+            } else {
+                "smallest"
+            },
+        ),
+    ))
+}
+
+/// The key path, as errors spell it (`retry.seed`, `endpoints[0].tier`), of the string `mark`
+/// within `value`, whose own path is `path`.
+fn path_to(value: &toml::Value, mark: &str, path: String) -> Option<String> {
+    match value {
+        toml::Value::String(s) if s == mark => Some(path),
+        toml::Value::Table(table) => table.iter().find_map(|(key, value)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            path_to(value, mark, inner)
+        }),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, value)| path_to(value, mark, format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Reads an environment value as TOML when it is one, else as a string. One value: text that
@@ -3393,6 +3481,148 @@ mod tests {
         for (name, _) in env_vars().unwrap() {
             assert!(env_path(&name).is_some(), "{name}");
         }
+    }
+
+    /// A seed is a `u64`, a TOML integer an `i64`: a seed above `i64::MAX` is written as a
+    /// string of digits, in the file and in a variable (where it was refused as "invalid type:
+    /// string", expected a whole number), for each seed key, and a config holding one writes
+    /// it so and reads it back (`toml::to_string` refused it).
+    #[test]
+    fn a_seed_above_tomls_largest_integer_is_written_as_a_string() {
+        let file = |seed: &str| {
+            format!(
+                "name = \"x\"\n[retry]\nseed = {seed}\n[breaker]\nseed = {seed}\n[route]\nseed = {seed}"
+            )
+        };
+        for (seed, value) in [
+            ("\"18446744073709551615\"", u64::MAX),
+            ("\"9223372036854775808\"", 1 << 63),
+            ("9223372036854775807", i64::MAX as u64),
+            ("\"0\"", 0),
+            ("5", 5),
+        ] {
+            let config = PresetConfig::from_toml(&file(seed)).unwrap();
+            let seeds = (
+                config.retry.seed,
+                config.breaker.seed,
+                config.route.unwrap().seed,
+            );
+            assert_eq!(seeds, (Some(value), value, value), "{seed}");
+            let text = toml::to_string(&config).unwrap();
+            assert_eq!(PresetConfig::from_toml(&text).unwrap(), config, "{text}");
+            config.builder().unwrap();
+        }
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"x\"",
+            [
+                ("PALISADE_RETRY__SEED", "18446744073709551615"),
+                ("PALISADE_BREAKER__SEED", "18446744073709551614"),
+                ("PALISADE_ROUTE__SEED", "\"18446744073709551613\""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.retry.seed, Some(u64::MAX));
+        assert_eq!(config.breaker.seed, u64::MAX - 1);
+        assert_eq!(config.route.unwrap().seed, u64::MAX - 2);
+    }
+
+    /// A seed that is not one is refused naming the key and the range, with how to write one
+    /// above TOML's largest integer; such an integer written bare is not TOML, and the error
+    /// names the key it is the value of (it said "`(file)` … u64 value was too large").
+    #[test]
+    fn a_seed_that_is_not_one_is_refused_naming_the_key_and_the_range() {
+        let expected = "a seed, a whole number from 0 to 18446744073709551615 (written as a \
+                        string above 9223372036854775807, TOML's largest integer: \
+                        \"18446744073709551615\")";
+        for key in ["retry", "breaker", "route"] {
+            let field = format!("{key}.seed");
+            for (seed, found) in [
+                ("-1", "invalid value: integer `-1`"),
+                ("\"-1\"", "invalid value: string \"-1\""),
+                ("\"seven\"", "invalid value: string \"seven\""),
+                (
+                    "\"18446744073709551616\"",
+                    "invalid value: string \"18446744073709551616\"",
+                ),
+                ("1.5", "invalid type: floating point `1.5`"),
+            ] {
+                let err = PresetConfig::from_toml(&format!("name = \"x\"\n[{key}]\nseed = {seed}"))
+                    .unwrap_err();
+                assert_eq!(
+                    (err.field(), err.rule()),
+                    (
+                        field.as_str(),
+                        format!("{found}, expected {expected}").as_str()
+                    )
+                );
+            }
+            let err = PresetConfig::from_toml(&format!(
+                "name = \"x\"\n[{key}]\nseed = 18446744073709551615"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                (err.field(), err.rule()),
+                (
+                    field.as_str(),
+                    "is not valid TOML at line 3, column 8: `18446744073709551615` is above \
+                     9223372036854775807, TOML's largest integer (a seed above it is written \
+                     as a string of digits: `\"18446744073709551615\"`)"
+                )
+            );
+        }
+        let err = env_error("name = \"x\"", "PALISADE_RETRY__SEED", "-1");
+        assert_eq!(err.field(), "retry.seed");
+        assert_eq!(
+            err.rule(),
+            format!(
+                "(from `PALISADE_RETRY__SEED`) invalid value: integer `-1`, expected {expected}"
+            )
+        );
+        // Any integer beyond TOML's names its key; only a seed is offered the string.
+        for (text, field, rule) in [
+            (
+                "[retry]\nmax_attempts = 9_223_372_036_854_775_808",
+                "retry.max_attempts",
+                "is not valid TOML at line 3, column 16: `9_223_372_036_854_775_808` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+            (
+                "[retry]\nmax_attempts = -9223372036854775809",
+                "retry.max_attempts",
+                "is not valid TOML at line 3, column 16: `-9223372036854775809` is below \
+                 -9223372036854775808, TOML's smallest integer",
+            ),
+            (
+                "[route]\noutlier = { consecutive_failures = +99999999999999999999 }",
+                "route.outlier.consecutive_failures",
+                "is not valid TOML at line 3, column 36: `+99999999999999999999` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+            (
+                "[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \"b\"\ntier = 1e99\n\
+                 [retry]\nseed = 99999999999999999999",
+                "retry.seed",
+                "is not valid TOML at line 8, column 8: `99999999999999999999` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+            (
+                "[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \"b\"\n\
+                 tier = 18446744073709551615",
+                "endpoints[1].tier",
+                "is not valid TOML at line 6, column 8: `18446744073709551615` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+        ] {
+            let err = PresetConfig::from_toml(&format!("name = \"x\"\n{text}")).unwrap_err();
+            assert_eq!((err.field(), err.rule()), (field, rule), "{text}");
+        }
+        // The largest and smallest integers are TOML, and other errors are the parser's.
+        let err =
+            PresetConfig::from_toml("name = \"x\"\n[retry]\nmax_attempts = -9223372036854775808")
+                .unwrap_err();
+        assert_eq!(err.field(), "retry.max_attempts");
+        let err = PresetConfig::from_toml("name = \"x\"\n[retry]\nseed = 12_").unwrap_err();
+        assert_eq!(err.field(), "(file)");
     }
 
     /// A kind that takes no settings is a word: written as a table with empty settings
