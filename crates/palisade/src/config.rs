@@ -59,8 +59,10 @@
 //! the default `min_calls`). A rule that is off by default has no defaults to keep: turning
 //! it on names all its keys (`slow_call_rate = { ratio = 0.5, min_calls = 20 }`), and one
 //! left out is an error naming it. A cap left out yields to a longer delay the file sets: with
-//! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, and with a
-//! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule).
+//! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, with a
+//! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule), and with
+//! `open_duration = "5s"` alone the breaker's `max_open_duration` is 5 s, not the default
+//! 750 ms.
 //!
 //! A key that names a kind (`retry.backoff`, `retry.jitter`, `breaker.window`,
 //! `breaker.cancel`, `route.health.ramp`) takes a kind without settings as a word
@@ -1157,12 +1159,15 @@ fn shape_error(key: &'static str, shapes: &str, doc: &toml::Table) -> Option<Con
 
 /// Which caps a document leaves to their defaults, found before [`keep_defaults`] fills them
 /// in: a cap the file did not write yields to a longer delay the file did write, rather than
-/// refusing it (`limit = "40s"` alone is not refused for the default escalation's 30 s cap).
+/// refusing it (`limit = "40s"` alone is not refused for the default escalation's 30 s cap,
+/// nor `open_duration = "5s"` for the breaker's default 750 ms `max_open_duration`).
 struct DefaultCaps {
     /// `attempt_timeout.escalate.cap`, when the escalation is on.
     timeout: bool,
     /// `retry.cap`.
     retry: bool,
+    /// `breaker.max_open_duration`.
+    breaker: bool,
 }
 
 impl DefaultCaps {
@@ -1178,11 +1183,13 @@ impl DefaultCaps {
         DefaultCaps {
             timeout,
             retry: lacks_cap(section("retry")),
+            breaker: section("breaker").is_none_or(|t| !t.contains_key("max_open_duration")),
         }
     }
 
     /// Raises each defaulted cap to the delay it caps, if that is longer: the timeout's limit,
-    /// the backoff's first delay (the retry layer's own rule for a backoff without a cap).
+    /// the backoff's first delay (the retry layer's own rule for a backoff without a cap), the
+    /// breaker's first open period.
     fn raise(&self, config: &mut PresetConfig) {
         let timeout = &mut config.attempt_timeout;
         if let (true, Some(escalate)) = (self.timeout, timeout.escalate.as_mut()) {
@@ -1195,6 +1202,10 @@ impl DefaultCaps {
                 | BackoffConfig::Exponential { initial, .. } => initial,
             };
             config.retry.cap = config.retry.cap.max(first);
+        }
+        if self.breaker {
+            let breaker = &mut config.breaker;
+            breaker.max_open_duration = breaker.max_open_duration.max(breaker.open_duration);
         }
     }
 }
@@ -2259,6 +2270,39 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field(), "retry.cap");
+    }
+
+    /// The breaker's open period raised alone (in the file or by a variable) raises the
+    /// default `max_open_duration` (750 ms) it would break, as the other caps left out do; a
+    /// `max_open_duration` the file writes is kept, and checked.
+    #[test]
+    fn an_open_duration_raised_alone_raises_the_default_max_open_duration() {
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[breaker]\nopen_duration = \"5s\"").unwrap();
+        assert_eq!(config.breaker.open_duration, Duration::from_secs(5));
+        assert_eq!(config.breaker.max_open_duration, Duration::from_secs(5));
+        config.builder().unwrap().build().unwrap();
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"",
+            [("PALISADE_BREAKER__OPEN_DURATION", "10s")],
+        )
+        .unwrap();
+        assert_eq!(config.breaker.max_open_duration, Duration::from_secs(10));
+        // A shorter period keeps the default.
+        let config =
+            PresetConfig::from_toml("name = \"llm\"\n[breaker]\nopen_duration = \"100ms\"")
+                .unwrap();
+        assert_eq!(
+            config.breaker.max_open_duration,
+            BreakerConfig::default().max_open_duration
+        );
+        // A cap the file writes is the file's: too short, it is refused.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[breaker]\nmax_open_duration = \"1s\"",
+            [("PALISADE_BREAKER__OPEN_DURATION", "5s")],
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "breaker.max_open_duration");
     }
 
     /// A file that leaves the retry settings out builds the retry layer `preset::recommended`
