@@ -127,6 +127,64 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 /// # Ok(()) }
 /// ```
 ///
+/// # Requests that are not `Clone`
+///
+/// The retry layer keeps a copy of each request for the next attempt, so the preset asks for
+/// `Req: Clone`. A server's request (`Request<axum::body::Body>`,
+/// `Request<hyper::body::Incoming>`) is not: over an axum `Router` the stack does not compile
+/// (``the trait bound `Body: Clone` is not satisfied``; rustc's hint to borrow the request
+/// does not help). palisade-http's `body::ReplayLayer` (feature `http-layers`) above the
+/// preset keeps each body for replay, and `body::ReplayAttempts` on the retry layer gives one
+/// attempt to a body too large to keep:
+///
+/// ```
+/// # #[cfg(not(feature = "http-axum"))]
+/// # fn main() {}
+/// # #[cfg(feature = "http-axum")]
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), palisade::classify::BoxError> {
+/// use axum::body::Body;
+/// use axum::http::{Request, StatusCode};
+/// use axum::{Router, routing::post};
+/// use palisade::http::body::{ReplayAttempts, ReplayLayer};
+/// use palisade::http::{ErrorResponseLayer, HttpClassifier};
+/// use palisade::retry::{LayerLimit, RetryLayer};
+/// use palisade::{ServiceBuilderExt, preset};
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// // A handler that fails its first call with a 503, then echoes the body.
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let counted = calls.clone();
+/// let app = Router::new().route(
+///     "/echo",
+///     post(move |body: String| async move {
+///         match counted.fetch_add(1, Ordering::SeqCst) {
+///             0 => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
+///             _ => (StatusCode::OK, body),
+///         }
+///     }),
+/// );
+/// let retry = RetryLayer::builder()
+///     .name("app")
+///     .max_attempts_with(ReplayAttempts::new(LayerLimit))
+///     .build()?;
+/// let server = ServiceBuilder::new()
+///     .layer(ErrorResponseLayer::new())
+///     .layer(ReplayLayer::new(64 * 1024))
+///     .palisade(preset::recommended("app").classifier(HttpClassifier::new()).retry(retry).build()?)
+///     .service(app);
+///
+/// let request = Request::post("/echo").body(Body::from("hello"))?;
+/// let response = server.oneshot(request).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// assert_eq!(calls.load(Ordering::SeqCst), 2, "the 503 was retried, with the body replayed");
+/// let body = axum::body::to_bytes(response.into_body(), 1024).await?;
+/// assert_eq!(&body[..], b"hello");
+/// # Ok(()) }
+/// ```
+///
 /// `cargo run --release -p palisade-sim` runs this stack (with each scenario's deadline and
 /// attempt timeout), tower's own retry and timeout layers and two baselines through outages,
 /// rate limits, latency spikes and brownouts in virtual time, and prints what each achieved.
