@@ -9,7 +9,8 @@
 //!   authentication; other 4xx client faults; per-status overrides) and hyper's and
 //!   hyper-util's client errors by kind ([`transport`]: connect, closed, timeout, protocol).
 //!   Give it to the classify layer, or to palisade's preset, and a 503 that arrives as `Ok` is
-//!   retried and counted by the breaker like any failure. With
+//!   retried and counted by the breaker like any failure, and reaches the caller as an error
+//!   ([more](#failing-responses-come-back-as-errors)). With
 //!   [`PeekLayer`](body::PeekLayer) below the classify layer, it reads what a failing
 //!   response's body says too, through palisade's message rules: OpenAI's 429 whose body says
 //!   `insufficient_quota` is a spent quota, not retried, rather than a rate limit retried for
@@ -99,6 +100,44 @@
 //! // It waited the server's 200 ms, stretched by up to a tenth so that callers refused
 //! // together do not all come back together.
 //! assert!((200..=220).contains(&start.elapsed().as_millis()));
+//! # Ok(()) }
+//! ```
+//!
+//! # Failing responses come back as errors
+//!
+//! The classify layer turns a response the classifier judges a failure into an error, a
+//! [`FailedResponse`](palisade_core::FailedResponse) that carries it, so that the layers above
+//! treat it as the failure it is. The caller gets that error too: a 503 once the retries are
+//! spent, and a 404 (not retryable) at once, as `Err`, not as `Ok(response)`. Its message
+//! names the status and the class (`HTTP 404 Not Found, classified as not_found (low, not
+//! retryable)`); [`FailedResponse::restore`](palisade_core::FailedResponse::restore) gives the
+//! response back, for a caller that reads failing responses itself. On a server,
+//! [`ErrorResponseLayer`] restores it.
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use palisade::{ServiceBuilderExt, preset};
+//! use palisade_core::{BoxError, FailedResponse};
+//! use palisade_http::HttpClassifier;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let api = service_fn(|_: Request<String>| async {
+//!     Ok::<_, BoxError>(Response::builder().status(404).body("no such model".to_owned())?)
+//! });
+//! let llm = ServiceBuilder::new()
+//!     .palisade(preset::recommended("llm").classifier(HttpClassifier::new()).build()?)
+//!     .service(api);
+//!
+//! let err = llm.clone().oneshot(Request::new(String::new())).await.unwrap_err();
+//! assert_eq!(err.to_string(), "HTTP 404 Not Found, classified as not_found (low, not retryable)");
+//! let response = llm
+//!     .oneshot(Request::new(String::new()))
+//!     .await
+//!     .or_else(FailedResponse::<Response<String>>::restore)?;
+//! assert_eq!(response.status(), StatusCode::NOT_FOUND);
+//! assert_eq!(response.body(), "no such model");
 //! # Ok(()) }
 //! ```
 //!
