@@ -289,7 +289,22 @@ pub struct BreakerConfig {
     /// the breaker): the dependency is still too slow.
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub slow_call_rate: Option<Rate>,
-    /// The first open period (500 ms; at least 1 ms).
+    /// The first open period (500 ms; at least 1 ms, and at most
+    /// [`max_open_duration`](Self::max_open_duration), 750 ms by default: a first period
+    /// longer than that needs `max_open_duration` raised with it).
+    ///
+    /// ```
+    /// use palisade_breaker::BreakerLayer;
+    /// use std::time::Duration;
+    ///
+    /// let err = BreakerLayer::builder("llm").open_duration(Duration::from_secs(5)).build();
+    /// assert_eq!(err.unwrap_err().field(), "max_open_duration");
+    /// let breaker = BreakerLayer::builder("llm")
+    ///     .open_duration(Duration::from_secs(5))
+    ///     .max_open_duration(Duration::from_secs(60))
+    ///     .build();
+    /// assert!(breaker.is_ok());
+    /// ```
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub open_duration: Duration,
     /// Each consecutive re-open (a failed probe) multiplies the open period by this (1.5; a
@@ -607,7 +622,8 @@ macro_rules! config_setters {
             self
         }
 
-        /// The first open period (500 ms). See
+        /// The first open period (500 ms; at most [`max_open_duration`](Self::max_open_duration),
+        /// 750 ms by default, so a longer one needs that raised too). See
         /// [`BreakerConfig::open_duration`](crate::BreakerConfig::open_duration).
         pub fn open_duration(mut self, d: std::time::Duration) -> Self {
             self.config.open_duration = d;
