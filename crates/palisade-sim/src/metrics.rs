@@ -3,8 +3,10 @@
 //! Requests are placed in time by when they were **sent**; attempts by when they reached the
 //! upstream. Time is cut into 100 ms bins for the figures that look for a moment.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use palisade::classify::Category;
 use serde::Serialize;
 
 use crate::record::{AttemptOutcome, AttemptRecord, Log};
@@ -404,47 +406,29 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
 /// The unanswered requests grouped by ending and attempts, largest group first (ties by
 /// ending, then attempts, so that the order is the same on every run).
 fn unanswered(log: &Log, in_fault: impl Fn(Duration) -> bool) -> Vec<Unanswered> {
-    let mut groups: Vec<(Unanswered, Duration)> = Vec::new();
+    // Per ending and attempts: requests, those in the fault, their total latency.
+    let mut groups: BTreeMap<(&'static str, u32), (usize, usize, Duration)> = BTreeMap::new();
     for r in log.requests.iter().filter(|r| !r.ok) {
-        let ending = match r.error {
-            Some(category) => category.as_str(),
-            None => "cut_off",
-        };
-        let at = match groups
-            .iter()
-            .position(|(g, _)| g.ending == ending && g.attempts == r.attempts)
-        {
-            Some(at) => at,
-            None => {
-                let group = Unanswered {
-                    ending,
-                    attempts: r.attempts,
-                    requests: 0,
-                    in_fault: 0,
-                    mean_ms: 0.0,
-                };
-                groups.push((group, Duration::ZERO));
-                groups.len() - 1
-            }
-        };
-        let (group, total) = &mut groups[at];
-        group.requests += 1;
-        group.in_fault += usize::from(in_fault(r.sent));
-        *total += r.latency;
+        let ending = r.error.map_or("cut_off", Category::as_str);
+        let group = groups.entry((ending, r.attempts)).or_default();
+        group.0 += 1;
+        group.1 += usize::from(in_fault(r.sent));
+        group.2 += r.latency;
     }
     let mut groups: Vec<Unanswered> = groups
         .into_iter()
-        .map(|(mut g, total)| {
-            g.mean_ms = ms(total) / g.requests as f64;
-            g
-        })
+        .map(
+            |((ending, attempts), (requests, in_fault, total))| Unanswered {
+                ending,
+                attempts,
+                requests,
+                in_fault,
+                mean_ms: ms(total) / requests as f64,
+            },
+        )
         .collect();
-    groups.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
-            .then(a.ending.cmp(b.ending))
-            .then(a.attempts.cmp(&b.attempts))
-    });
+    // Stable: equal counts keep the map's order, by ending, then attempts.
+    groups.sort_by(|a, b| b.requests.cmp(&a.requests));
     groups
 }
 
@@ -505,7 +489,7 @@ mod tests {
                     outcome: if ok(t) {
                         AttemptOutcome::Ok
                     } else {
-                        AttemptOutcome::Failed(palisade::classify::Category::ServerError)
+                        AttemptOutcome::Failed(Category::ServerError)
                     },
                 });
             }
@@ -543,7 +527,6 @@ mod tests {
 
     #[test]
     fn unanswered_requests_are_grouped_by_ending_and_attempts() {
-        use palisade::classify::Category;
         let s = scenario();
         let failed =
             |sent: u64, latency: u64, attempts: u32, error: Option<Category>| RequestRecord {
@@ -636,7 +619,7 @@ mod tests {
             outcome: if ok {
                 AttemptOutcome::Ok
             } else {
-                AttemptOutcome::Failed(palisade::classify::Category::ServerError)
+                AttemptOutcome::Failed(Category::ServerError)
             },
         }
     }
