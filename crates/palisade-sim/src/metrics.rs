@@ -428,7 +428,7 @@ fn unanswered(log: &Log, in_fault: impl Fn(Duration) -> bool) -> Vec<Unanswered>
         )
         .collect();
     // Stable: equal counts keep the map's order, by ending, then attempts.
-    groups.sort_by(|a, b| b.requests.cmp(&a.requests));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.requests));
     groups
 }
 
