@@ -135,7 +135,12 @@ fn default_retry(name: &str) -> Result<RetryLayer, ConfigError> {
 /// (``the trait bound `Body: Clone` is not satisfied``; rustc's hint to borrow the request
 /// does not help). palisade-http's `body::ReplayLayer` (feature `http-layers`) above the
 /// preset keeps each body for replay, and `body::ReplayAttempts` on the retry layer gives one
-/// attempt to a body too large to keep:
+/// attempt to a body too large to keep (below). Over a server, a retry runs the handler
+/// again, with whatever it does: keep retries there for handlers that are safe to run twice
+/// (reads, idempotent writes). Where a handler calls a dependency, the retry usually belongs
+/// on that outgoing client instead (the preset, or the layers one by one), with only
+/// `ErrorResponseLayer` and a server deadline over the `Router`, as palisade-http's
+/// `axum_agent` example has it.
 ///
 /// ```
 /// # #[cfg(not(feature = "http-axum"))]
