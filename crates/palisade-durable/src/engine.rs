@@ -166,7 +166,7 @@ impl Writer {
 /// * an idempotent step repeated after a crash whose repeat fails fails as *interrupted*,
 ///   whatever the repeat's error: the attempt the crash cut off may have taken effect, and
 ///   the repeat's failure does not say it did not. It is compensated, or escalated;
-/// * a step whose output nests deeper than [`MAX_DEPTH`](crate::journal::MAX_DEPTH) took
+/// * a step whose output nests deeper than [`MAX_DEPTH`] took
 ///   effect, but its output cannot be journaled (the journal could not read it back): it
 ///   fails as interrupted too (idempotent or not: a repeat would return the same), and is
 ///   compensated with `output: None` or escalated;
@@ -589,7 +589,7 @@ impl Sagas {
     /// ([`SagaError::AlreadyExists`]; [`SagaError::WrongKind`] if it is a two-phase-commit
     /// transaction's), an id that is empty or longer than 200 bytes
     /// ([`SagaError::InvalidId`]), an input nested deeper than
-    /// [`MAX_DEPTH`](crate::journal::MAX_DEPTH) ([`SagaError::InvalidInput`]; nothing is
+    /// [`MAX_DEPTH`] ([`SagaError::InvalidInput`]; nothing is
     /// written), a store failure (the saga then stays as journaled and the next
     /// [`recover`](Sagas::recover) resumes it).
     pub async fn run(
