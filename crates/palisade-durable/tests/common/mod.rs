@@ -178,6 +178,13 @@ impl Store for Edgy {
     fn review_put(&self, r: StoredReview) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.review_put(r)
     }
+    fn review_put_if(
+        &self,
+        expected: Option<StoredReview>,
+        r: StoredReview,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.review_put_if(expected, r)
+    }
     fn review_get<'a>(
         &'a self,
         id: &'a str,
