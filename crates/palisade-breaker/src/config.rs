@@ -290,20 +290,33 @@ pub struct BreakerConfig {
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_off"))]
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; at least 1 ms, and at most
-    /// [`max_open_duration`](Self::max_open_duration), 750 ms by default: a first period
-    /// longer than that needs `max_open_duration` raised with it).
+    /// [`max_open_duration`](Self::max_open_duration), 750 ms by default). The builders'
+    /// [`open_duration`](crate::BreakerBuilder::open_duration) setter, like a configuration
+    /// file that sets `open_duration` alone, raises a `max_open_duration` nobody set to match
+    /// (the breaker then opens for that long each time); one set explicitly, or written in a
+    /// whole `BreakerConfig`, is kept and checked.
     ///
     /// ```
-    /// use palisade_breaker::BreakerLayer;
+    /// use palisade_breaker::{BreakerConfig, BreakerLayer};
     /// use std::time::Duration;
     ///
-    /// let err = BreakerLayer::builder("llm").open_duration(Duration::from_secs(5)).build();
-    /// assert_eq!(err.unwrap_err().field(), "max_open_duration");
+    /// // Alone: 5 s each time it opens.
+    /// assert!(BreakerLayer::builder("llm").open_duration(Duration::from_secs(5)).build().is_ok());
+    /// // 5 s, growing by half after each failed probe up to a minute.
     /// let breaker = BreakerLayer::builder("llm")
     ///     .open_duration(Duration::from_secs(5))
     ///     .max_open_duration(Duration::from_secs(60))
     ///     .build();
     /// assert!(breaker.is_ok());
+    /// // A cap under the first period is refused, naming the field.
+    /// let err = BreakerLayer::builder("llm")
+    ///     .open_duration(Duration::from_secs(5))
+    ///     .max_open_duration(Duration::from_secs(1))
+    ///     .build();
+    /// assert_eq!(err.unwrap_err().field(), "max_open_duration");
+    /// let mut config = BreakerConfig::default();
+    /// config.open_duration = Duration::from_secs(5);
+    /// assert_eq!(config.validate().unwrap_err().field(), "max_open_duration");
     /// ```
     #[cfg_attr(feature = "serde", serde(with = "palisade_core::serde_duration"))]
     pub open_duration: Duration,
@@ -572,18 +585,30 @@ impl BreakerConfig {
 /// field's documented default and rule ([`BreakerConfig::validate`] checks them at `build`).
 macro_rules! config_setters {
     () => {
-        /// The whole configuration at once (replacing what earlier setters set); the setters
-        /// below change one field of it.
+        /// The whole configuration at once (replacing what earlier setters set), taken as
+        /// written; the setters below change one field of it.
         pub fn config(mut self, config: $crate::BreakerConfig) -> Self {
             self.config = config;
+            self.max_open_set = true;
             self
         }
 
         /// Changes the configuration in place (several fields at once, or one relative to
-        /// another).
+        /// another), taken as written.
         pub fn configure(mut self, f: impl FnOnce(&mut $crate::BreakerConfig)) -> Self {
             f(&mut self.config);
+            self.max_open_set = true;
             self
+        }
+
+        /// The configuration to build with: a `max_open_duration` nobody set is raised to
+        /// the first open period (see [`open_duration`](Self::open_duration)).
+        fn settled(&self) -> $crate::BreakerConfig {
+            let mut config = self.config.clone();
+            if !self.max_open_set {
+                config.max_open_duration = config.max_open_duration.max(config.open_duration);
+            }
+            config
         }
 
         /// Consecutive failures that open the breaker, at least 1; `None` (the default) turns
@@ -622,9 +647,11 @@ macro_rules! config_setters {
             self
         }
 
-        /// The first open period (500 ms; at most [`max_open_duration`](Self::max_open_duration),
-        /// 750 ms by default, so a longer one needs that raised too). See
-        /// [`BreakerConfig::open_duration`](crate::BreakerConfig::open_duration).
+        /// The first open period (500 ms; at least 1 ms). Unless
+        /// [`max_open_duration`](Self::max_open_duration) is set too (or came with
+        /// [`config`](Self::config) or [`configure`](Self::configure)), a longer one raises
+        /// it to match, so the breaker opens for this long each time; set it to let the
+        /// period grow. See [`BreakerConfig::open_duration`](crate::BreakerConfig::open_duration).
         pub fn open_duration(mut self, d: std::time::Duration) -> Self {
             self.config.open_duration = d;
             self
@@ -637,10 +664,12 @@ macro_rules! config_setters {
             self
         }
 
-        /// The longest open period (750 ms). See
+        /// The longest open period (750 ms, or the first open period where that is longer;
+        /// at least the first). See
         /// [`BreakerConfig::max_open_duration`](crate::BreakerConfig::max_open_duration).
         pub fn max_open_duration(mut self, d: std::time::Duration) -> Self {
             self.config.max_open_duration = d;
+            self.max_open_set = true;
             self
         }
 

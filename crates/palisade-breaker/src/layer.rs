@@ -70,6 +70,7 @@ impl BreakerLayer {
         BreakerBuilder {
             name: name.into(),
             config: BreakerConfig::default(),
+            max_open_set: false,
             listeners: Vec::new(),
         }
     }
@@ -94,6 +95,8 @@ impl<S> Layer<S> for BreakerLayer {
 pub struct BreakerBuilder {
     name: String,
     config: BreakerConfig,
+    /// Whether `max_open_duration` was set (or came with a whole configuration).
+    max_open_set: bool,
     listeners: Vec<Arc<dyn Listener>>,
 }
 
@@ -121,10 +124,11 @@ impl BreakerBuilder {
     /// # Errors
     /// A [`ConfigError`] naming the first invalid field (see [`BreakerConfig::validate`]).
     pub fn build(self) -> Result<BreakerLayer, ConfigError> {
-        self.config.validate()?;
+        let config = self.settled();
+        config.validate()?;
         Ok(BreakerLayer {
             stripes: stripes(Arc::new(Shared {
-                core: Core::new(self.name.into(), self.config, self.listeners),
+                core: Core::new(self.name.into(), config, self.listeners),
                 origin: Instant::now(),
             })),
         })

@@ -1707,3 +1707,52 @@ async fn two_successes_in_thirty_keep_the_default_breaker_closed() {
         assert_eq!(h.state(), state, "{successes} success(es) in 30");
     }
 }
+
+#[test]
+fn an_open_duration_set_alone_raises_the_cap_nobody_set_and_keeps_one_set() {
+    let secs = Duration::from_secs;
+    let max_open =
+        |b: crate::BreakerBuilder| b.build().map(|l| l.handle().config().max_open_duration);
+    // Alone, longer than the default cap (750 ms): the cap follows it.
+    assert_eq!(
+        max_open(BreakerLayer::builder("t").open_duration(secs(5))),
+        Ok(secs(5))
+    );
+    // Shorter: the default cap stays.
+    let short = BreakerLayer::builder("t").open_duration(Duration::from_millis(100));
+    assert_eq!(
+        max_open(short),
+        Ok(BreakerConfig::default().max_open_duration)
+    );
+    // A cap set, before or after, is kept: raised explicitly it holds, under the period it is refused.
+    let grown = BreakerLayer::builder("t")
+        .max_open_duration(secs(60))
+        .open_duration(secs(5));
+    assert_eq!(max_open(grown), Ok(secs(60)));
+    for b in [
+        BreakerLayer::builder("t")
+            .open_duration(secs(5))
+            .max_open_duration(secs(1)),
+        BreakerLayer::builder("t")
+            .max_open_duration(secs(1))
+            .open_duration(secs(5)),
+        // A whole configuration, or one changed in place, is taken as written.
+        BreakerLayer::builder("t").configure(|c| c.open_duration = secs(5)),
+        BreakerLayer::builder("t").config(BreakerConfig {
+            open_duration: secs(5),
+            ..BreakerConfig::default()
+        }),
+    ] {
+        assert_eq!(b.build().unwrap_err().field(), "max_open_duration");
+    }
+    // The keyed builder follows the same rule.
+    let keyed = crate::KeyedBreakerLayer::builder("t", |k: &u32| *k).open_duration(secs(5));
+    assert_eq!(
+        keyed.build().map(|l| l.handle().config().max_open_duration),
+        Ok(secs(5))
+    );
+    let keyed = crate::KeyedBreakerLayer::builder("t", |k: &u32| *k)
+        .open_duration(secs(5))
+        .max_open_duration(secs(2));
+    assert_eq!(keyed.build().unwrap_err().field(), "max_open_duration");
+}

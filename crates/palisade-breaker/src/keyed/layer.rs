@@ -105,6 +105,8 @@ pub struct KeyedBreakerBuilder<K, F> {
     name: String,
     key: F,
     config: BreakerConfig,
+    /// Whether `max_open_duration` was set (or came with a whole configuration).
+    max_open_set: bool,
     max_keys: usize,
     idle: Duration,
     _key: PhantomData<fn() -> K>,
@@ -186,6 +188,7 @@ impl<K, F> KeyedBreakerLayer<K, F> {
             name: name.into(),
             key,
             config: BreakerConfig::default(),
+            max_open_set: false,
             max_keys: 1024,
             idle: Duration::from_secs(3600),
             _key: PhantomData,
@@ -217,7 +220,8 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
     /// # Errors
     /// A [`ConfigError`] naming the invalid field (see [`BreakerConfig::validate`]).
     pub fn build(self) -> Result<KeyedBreakerLayer<K, F>, ConfigError> {
-        self.config.validate()?;
+        let config = self.settled();
+        config.validate()?;
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
@@ -228,12 +232,7 @@ impl<K, F> KeyedBreakerBuilder<K, F> {
             ));
         }
         Ok(KeyedBreakerLayer {
-            registry: Arc::new(Registry::new(
-                self.name,
-                self.max_keys,
-                self.idle,
-                self.config,
-            )),
+            registry: Arc::new(Registry::new(self.name, self.max_keys, self.idle, config)),
             key: self.key,
         })
     }
