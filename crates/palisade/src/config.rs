@@ -1288,21 +1288,28 @@ fn not_toml(text: &str, e: &toml::de::Error) -> ConfigError {
     )
 }
 
-/// The error of a file whose decimal integer `at` (at `span` in `text`, at `line` and
-/// `column`) is beyond TOML's integers (an `i64`), when it is one: it names the key, found by
-/// reading the file again with a string in its place, and for a seed (a `u64`) above
-/// `i64::MAX` says how to write it. The parser's own message ("u64 value was too large")
-/// names neither.
+/// The error of a file whose integer `at` (at `span` in `text`, at `line` and `column`;
+/// decimal, or hexadecimal, octal or binary with TOML's `0x`, `0o` or `0b`) is beyond TOML's
+/// integers (an `i64`), when it is one: it names the key, found by reading the file again with
+/// a string in its place, and for a seed (a `u64`) above `i64::MAX` says how to write it. The
+/// parser's own message ("u64 value was too large") names neither.
 fn beyond_i64(
     text: &str,
     span: std::ops::Range<usize>,
     at: &str,
     (line, column): (usize, usize),
 ) -> Option<ConfigError> {
-    let digits = at.strip_prefix(['+', '-']).unwrap_or(at);
-    if !digits.bytes().any(|b| b.is_ascii_digit())
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-        || at.replace('_', "").parse::<i64>().is_ok()
+    // TOML's other bases take no sign.
+    let (digits, radix) = match at.get(..2) {
+        Some("0x") => (&at[2..], 16),
+        Some("0o") => (&at[2..], 8),
+        Some("0b") => (&at[2..], 2),
+        _ => (at.strip_prefix(['+', '-']).unwrap_or(at), 10),
+    };
+    let digit = |b: u8| char::from(b).is_digit(radix);
+    if !digits.bytes().any(digit)
+        || !digits.bytes().all(|b| digit(b) || b == b'_')
+        || i64::from_str_radix(&digits.replace('_', ""), radix).is_ok()
     {
         return None;
     }
@@ -1324,12 +1331,14 @@ fn beyond_i64(
     } else {
         ("above", i64::MAX.to_string())
     };
-    // A seed (a `u64`) is written as a string; no other integer key takes one.
-    let seed = digits.replace('_', "");
-    let hint = if field.ends_with(".seed") && seed.parse::<u64>().is_ok() {
-        format!(" (a seed above it is written as a string of digits: `\"{seed}\"`)")
-    } else {
-        String::new()
+    // A seed (a `u64`) is written as a string of decimal digits; no other integer key takes
+    // one.
+    let seed = u64::from_str_radix(&digits.replace('_', ""), radix).ok();
+    let hint = match seed {
+        Some(seed) if field.ends_with(".seed") && !at.starts_with('-') => {
+            format!(" (a seed above it is written as a string of digits: `\"{seed}\"`)")
+        }
+        _ => String::new(),
     };
     Some(ConfigError::new(
         field,
@@ -3650,6 +3659,26 @@ mod tests {
                  9223372036854775807, TOML's largest integer",
             ),
             (
+                "[retry]\nseed = 0xFFFF_FFFF_FFFF_FFFF",
+                "retry.seed",
+                "is not valid TOML at line 3, column 8: `0xFFFF_FFFF_FFFF_FFFF` is above \
+                 9223372036854775807, TOML's largest integer (a seed above it is written as a \
+                 string of digits: `\"18446744073709551615\"`)",
+            ),
+            (
+                "[retry]\nmax_attempts = 0o1000000000000000000000",
+                "retry.max_attempts",
+                "is not valid TOML at line 3, column 16: `0o1000000000000000000000` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+            (
+                "[retry]\nseed = 0b1_0000000000000000000000000000000000000000000000000000000000000000",
+                "retry.seed",
+                "is not valid TOML at line 3, column 8: \
+                 `0b1_0000000000000000000000000000000000000000000000000000000000000000` is above \
+                 9223372036854775807, TOML's largest integer",
+            ),
+            (
                 "[[endpoints]]\naddress = \"a\"\n[[endpoints]]\naddress = \"b\"\n\
                  tier = 18446744073709551615",
                 "endpoints[1].tier",
@@ -3667,6 +3696,14 @@ mod tests {
         assert_eq!(err.field(), "retry.max_attempts");
         let err = PresetConfig::from_toml("name = \"x\"\n[retry]\nseed = 12_").unwrap_err();
         assert_eq!(err.field(), "(file)");
+        let config =
+            PresetConfig::from_toml("name = \"x\"\n[retry]\nseed = 0x7FFF_FFFF_FFFF_FFFF").unwrap();
+        assert_eq!(config.retry.seed, Some(i64::MAX as u64));
+        for text in ["seed = 0xG1", "seed = -0x1", "seed = 0x"] {
+            let err =
+                PresetConfig::from_toml(&format!("name = \"x\"\n[retry]\n{text}")).unwrap_err();
+            assert_eq!(err.field(), "(file)", "{text}");
+        }
     }
 
     /// A kind that takes no settings is a word: written as a table with empty settings
