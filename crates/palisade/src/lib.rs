@@ -14,6 +14,11 @@
 //! | [`health`] | (this crate) | a monitor that gathers breakers, routers and call counts into one snapshot per dependency, with a trend and anomaly detection |
 //! | [`chaos`] | `palisade-chaos` | injects seeded faults to test all of the above: failures, responses, latency, hangs, outage windows, capacity limits; a passthrough when switched off |
 //!
+//! A module is its crate, so the examples in its pages name the crate: `palisade_retry::RetryLayer`
+//! there is `palisade::retry::RetryLayer` here, `palisade_http::HttpClassifier` is
+//! `palisade::http::HttpClassifier`, and `palisade_core` is [`classify`] (its `context` module
+//! also at [`context`]). With `palisade` as the only dependency, write the `palisade::` paths.
+//!
 //! Two modules are not in `full` and need their own feature: `http` (feature `http-layers`,
 //! `palisade-http`: classifiers, hints and endpoints for HTTP, hyper, axum and gRPC) and
 //! `durable` (feature `durable`, `palisade-durable`: sagas with compensation on a
