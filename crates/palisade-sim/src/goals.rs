@@ -339,6 +339,46 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
     j.goals
 }
 
+/// A stack that is not palisade's and did better than a palisade stack on both counts in one
+/// scenario: it answered more requests, at no more upstream load (calls per request).
+///
+/// This is not one of the goals (each of which palisade meets or misses on its own terms):
+/// it says whether a miss of "success at least X's" was bought with load. A stack that
+/// answers more only by calling more is a different trade, not a better stack; one that
+/// answers more for the same load or less outdoes palisade outright.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outdone {
+    /// The scenario.
+    pub scenario: ScenarioKind,
+    /// The palisade stack outdone.
+    pub stack: StackKind,
+    /// The stack that outdid it.
+    pub by: StackKind,
+    /// Both stacks' success and upstream calls per request.
+    pub measured: String,
+}
+
+/// Each palisade stack's runs in `scenario` (among `runs`, every stack's figures for it)
+/// outdone by a stack that is not palisade's: one with more requests answered at no more
+/// upstream load. Empty where none was, or where no palisade stack ran.
+pub fn outdone(scenario: &Scenario, runs: &[Figures]) -> Vec<Outdone> {
+    let (pal, others): (Vec<&Figures>, Vec<&Figures>) =
+        runs.iter().partition(|f| f.stack.is_palisade());
+    pal.iter()
+        .flat_map(|p| {
+            others
+                .iter()
+                .filter(|o| o.success > p.success && o.load <= p.load)
+                .map(|o| Outdone {
+                    scenario: scenario.kind,
+                    stack: p.stack,
+                    by: o.stack,
+                    measured: versus(p, o, false),
+                })
+        })
+        .collect()
+}
+
 /// Why a goal about the fault has nothing to judge.
 const NO_FAULT: &str = "no fault in this run";
 /// Why a goal about the brownout's ramp has nothing to judge.
@@ -367,12 +407,12 @@ fn versus(pal: &Figures, other: &Figures, ok: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
     /// Figures of `stack` in `kind` that meet no goal by accident: everything zero or `None`.
-    fn figures(kind: ScenarioKind, stack: StackKind) -> Figures {
+    pub(crate) fn figures(kind: ScenarioKind, stack: StackKind) -> Figures {
         Figures {
             scenario: kind,
             stack,
@@ -402,6 +442,48 @@ mod tests {
             unanswered: Vec::new(),
             series: Vec::new(),
         }
+    }
+
+    #[test]
+    fn palisade_is_outdone_only_by_more_success_at_no_more_load() {
+        let k = ScenarioKind::Degraded;
+        let run = |stack: StackKind, success: f64, load: f64| Figures {
+            success,
+            load,
+            ..figures(k, stack)
+        };
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("mine", config));
+        let runs = [
+            run(StackKind::None, 0.5, 1.0),
+            run(StackKind::Naive, 0.9, 1.7),
+            run(StackKind::Tower, 0.7, 1.2),
+            run(StackKind::Palisade, 0.6, 1.2),
+            run(file, 0.65, 1.19),
+        ];
+        let found: Vec<_> = outdone(&Scenario::new(k), &runs)
+            .into_iter()
+            .map(|o| (o.stack, o.by, o.measured))
+            .collect();
+        // Tower answered more at the same load: palisade is outdone. Naive's lead was bought
+        // with load and none answered less; the file's stack is judged on its own, its load
+        // under tower's, and palisade's stacks are not compared with each other.
+        assert_eq!(
+            found,
+            [(
+                StackKind::Palisade,
+                StackKind::Tower,
+                "60.00 % against 70.00 %, at 1.20 against 1.20 calls/req".to_owned()
+            )]
+        );
+        // Equal success is not more.
+        let tie = [
+            run(StackKind::Tower, 0.6, 1.0),
+            run(StackKind::Palisade, 0.6, 1.2),
+        ];
+        assert!(outdone(&Scenario::new(k), &tie).is_empty());
+        // Without palisade, nothing to judge.
+        assert!(outdone(&Scenario::new(k), &runs[..3]).is_empty());
     }
 
     /// Palisade's goals in `kind`, judged on `pal` alone: (measured, met) per goal.

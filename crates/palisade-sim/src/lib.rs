@@ -13,10 +13,12 @@
 //! byte.
 //!
 //! `cargo run --release -p palisade-sim` runs every scenario on every stack and prints one
-//! table, then palisade's goals, judged ([`goals`]); `--json` prints the whole report as JSON and
-//! `--svg DIR` draws a chart per scenario. `--sweep` runs every scenario again with other seeds
-//! and with its rate, fault length and capacity moved by half again either way, and says of
-//! each goal in how many of these variants it held ([`sweep`]).
+//! table, then palisade's goals, judged ([`goals`]), and whether another stack outdid palisade
+//! anywhere by answering more requests at no more upstream load ([`goals::outdone`]); `--json`
+//! prints the whole report as JSON and `--svg DIR` draws a chart per scenario. `--sweep` runs
+//! every scenario again with other seeds and with its rate, fault length and capacity moved by
+//! half again either way, and says of each goal in how many of these variants it held, and of
+//! palisade in how many another stack outdid it ([`sweep`]).
 //!
 //! # Example
 //!

@@ -6,11 +6,55 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::goals::Goal;
+use crate::goals::{self, Goal, Outdone};
 use crate::health::HealthRow;
 use crate::metrics::Figures;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioKind};
 use crate::stack::StackKind;
+
+/// The lines saying whether palisade was outdone ([`goals::outdone`]) in the `judged` runs
+/// (`of` names them: scenarios, variants), each outdone run with the stack that outdid it.
+pub(crate) fn outdone_lines(outdone: &[(&str, &Outdone)], judged: usize, of: &str) -> String {
+    let mut out = String::new();
+    if outdone.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot outdone in any of the {judged} {of}: no other stack answered more requests at no \
+             more upstream load"
+        );
+        return out;
+    }
+    // A run outdone by two stacks counts once.
+    let mut runs: Vec<(&str, ScenarioKind, StackKind)> = Vec::new();
+    for &(label, o) in outdone {
+        let run = (label, o.scenario, o.stack);
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\noutdone in {} of the {judged} {of}: another stack answered more requests at no more \
+         upstream load",
+        runs.len()
+    );
+    for &(label, o) in outdone {
+        let at = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{label}: ")
+        };
+        let _ = writeln!(
+            out,
+            "  {:<13} {at}{} by {}: {}",
+            o.scenario.to_string(),
+            o.stack,
+            o.by,
+            o.measured
+        );
+    }
+    out
+}
 
 /// Everything one invocation measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -194,8 +238,32 @@ impl Report {
                     g.measured
                 );
             }
+            let (outdone, judged) = self.outdone();
+            if judged > 0 {
+                let outdone: Vec<_> = outdone.iter().map(|o| ("", o)).collect();
+                out.push_str(&outdone_lines(&outdone, judged, "scenarios"));
+            }
         }
         out
+    }
+
+    /// The palisade runs outdone by another stack ([`goals::outdone`]: more requests answered
+    /// at no more upstream load), and in how many scenarios palisade ran beside another stack.
+    pub fn outdone(&self) -> (Vec<Outdone>, usize) {
+        let mut outdone = Vec::new();
+        let mut judged = 0;
+        for runs in self.runs.chunk_by(|a, b| a.scenario == b.scenario) {
+            let Some(scenario) = self.scenarios.iter().find(|s| s.kind == runs[0].scenario) else {
+                continue;
+            };
+            if runs.iter().any(|f| f.stack.is_palisade())
+                && runs.iter().any(|f| !f.stack.is_palisade())
+            {
+                judged += 1;
+                outdone.extend(goals::outdone(scenario, runs));
+            }
+        }
+        (outdone, judged)
     }
 
     /// How the requests that were not answered ended, a line per scenario and stack: how many
@@ -449,6 +517,66 @@ mod tests {
                 .table()
                 .contains("\n\npalisade's goals: 1 of 2 met\n")
         );
+    }
+
+    /// After the goals, whether another stack answered more at no more load, scenario by
+    /// scenario, counting only those where palisade ran beside another stack.
+    #[test]
+    fn the_table_says_where_another_stack_outdid_palisade() {
+        let run = |kind, stack, success, load| Figures {
+            success,
+            load,
+            ..crate::goals::tests::figures(kind, stack)
+        };
+        let (outage, degraded) = (ScenarioKind::Outage, ScenarioKind::Degraded);
+        let mut report = Report {
+            scenarios: vec![Scenario::new(outage), Scenario::new(degraded)],
+            runs: vec![
+                run(outage, StackKind::Tower, 0.75, 1.07),
+                run(outage, StackKind::Palisade, 0.98, 0.99),
+                run(degraded, StackKind::Naive, 0.93, 1.73),
+                run(degraded, StackKind::Tower, 0.68, 1.22),
+                run(degraded, StackKind::Palisade, 0.66, 1.13),
+            ],
+            goals: Vec::new(),
+            health: None,
+        };
+        report.goals = report
+            .scenarios
+            .iter()
+            .flat_map(|s| {
+                let runs: Vec<Figures> = report
+                    .runs
+                    .iter()
+                    .filter(|f| f.scenario == s.kind)
+                    .cloned()
+                    .collect();
+                crate::goals::judge(s, &runs)
+            })
+            .collect();
+        assert!(
+            report.table().ends_with(
+                "\nnot outdone in any of the 2 scenarios: no other stack answered more requests \
+                 at no more upstream load\n"
+            ),
+            "{}",
+            report.table()
+        );
+        // Tower's 68 % at palisade's load or less: outdone there.
+        report.runs[3].load = 1.13;
+        assert!(
+            report.table().ends_with(
+                "\noutdone in 1 of the 2 scenarios: another stack answered more requests at no \
+                 more upstream load\n  \
+                 degraded      palisade by tower: 66.00 % against 68.00 %, at 1.13 against 1.13 \
+                 calls/req\n"
+            ),
+            "{}",
+            report.table()
+        );
+        // A scenario palisade ran in alone is not counted.
+        report.runs.remove(0);
+        assert!(report.table().contains("\noutdone in 1 of the 1 scenarios"));
     }
 
     /// With more than one palisade stack, each has its own count and each goal its stack.

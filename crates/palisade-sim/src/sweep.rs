@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use palisade::classify::BoxError;
 use serde::Serialize;
 
-use crate::goals::{self, Goal};
+use crate::goals::{self, Goal, Outdone};
 use crate::metrics::Figures;
 use crate::scenario::{Scenario, ScenarioKind};
 use crate::stack::StackKind;
@@ -191,6 +191,17 @@ pub struct Miss {
     pub measured: String,
 }
 
+/// A variant in which a stack that is not palisade's outdid palisade's ([`goals::outdone`]:
+/// more requests answered at no more upstream load).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutdoneIn {
+    /// The variant's [`label`](Variant::label).
+    pub variant: String,
+    /// The scenario, the stacks and what was measured.
+    #[serde(flatten)]
+    pub outdone: Outdone,
+}
+
 /// What [`sweep`] found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Sweep {
@@ -202,6 +213,10 @@ pub struct Sweep {
     pub seeds: Option<u64>,
     /// Each goal of palisade's, in the order [`goals::judge`] gives them, scenario by scenario.
     pub goals: Vec<GoalSweep>,
+    /// The variants in which palisade ran beside another stack.
+    pub judged: usize,
+    /// Where palisade was outdone: another stack answered more at no more upstream load.
+    pub outdone: Vec<OutdoneIn>,
 }
 
 /// Runs every scenario's [`variants`] on every stack, judges palisade's goals in each, and
@@ -255,11 +270,22 @@ fn sweep_these(
         .collect();
     let mut figures = crate::run::run_each(&jobs, &mut progress)?.into_iter();
     let mut goals = Vec::new();
+    let mut outdone = Vec::new();
+    let side_by_side =
+        stacks.iter().any(|s| s.is_palisade()) && stacks.iter().any(|s| !s.is_palisade());
     for these in &all {
         let judged = these
             .iter()
             .map(|variant| {
                 let runs: Vec<Figures> = figures.by_ref().take(stacks.len()).collect();
+                outdone.extend(
+                    goals::outdone(&variant.scenario, &runs)
+                        .into_iter()
+                        .map(|o| OutdoneIn {
+                            variant: variant.label.clone(),
+                            outdone: o,
+                        }),
+                );
                 (
                     variant.label.clone(),
                     goals::judge(&variant.scenario, &runs),
@@ -268,10 +294,13 @@ fn sweep_these(
             .collect();
         goals.extend(tally(judged));
     }
+    let variants = all.iter().map(Vec::len).sum();
     Ok(Sweep {
-        variants: all.iter().map(Vec::len).sum(),
+        variants,
         seeds,
         goals,
+        judged: if side_by_side { variants } else { 0 },
+        outdone,
     })
 }
 
@@ -380,6 +409,18 @@ impl Sweep {
         }
         let (held, of) = self.held_everywhere();
         let _ = writeln!(out, "goals held in every variant: {held} of {of}");
+        if self.judged > 0 {
+            let outdone: Vec<_> = self
+                .outdone
+                .iter()
+                .map(|o| (o.variant.as_str(), &o.outdone))
+                .collect();
+            out.push_str(&crate::report::outdone_lines(
+                &outdone,
+                self.judged,
+                "variants",
+            ));
+        }
         out
     }
 
@@ -600,6 +641,8 @@ mod tests {
                     ],
                 },
             ],
+            judged: 0,
+            outdone: Vec::new(),
         };
         assert_eq!(sweep.held_everywhere(), (1, 2));
         let table = sweep.table();
@@ -628,6 +671,44 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
         assert_eq!(json["seeds"], 3);
+        // Where palisade ran beside other stacks, whether one outdid it: none did, then tower
+        // and naive both did in one variant (counted once), in the order found.
+        sweep.judged = 9;
+        assert!(
+            sweep.table().ends_with(
+                "goals held in every variant: 1 of 2\n\nnot outdone in any of the 9 variants: \
+                 no other stack answered more requests at no more upstream load\n"
+            ),
+            "{}",
+            sweep.table()
+        );
+        for by in [StackKind::Tower, StackKind::Naive] {
+            sweep.outdone.push(OutdoneIn {
+                variant: "seed 2".into(),
+                outdone: Outdone {
+                    scenario: ScenarioKind::Degraded,
+                    stack: StackKind::Palisade,
+                    by,
+                    measured: format!("{by} measured"),
+                },
+            });
+        }
+        let table = sweep.table();
+        assert!(
+            table.ends_with(
+                "\noutdone in 1 of the 9 variants: another stack answered more requests at no more \
+                 upstream load\n  \
+                 degraded      seed 2: palisade by tower: tower measured\n  \
+                 degraded      seed 2: palisade by naive: naive measured\n"
+            ),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
+        assert_eq!(json["judged"], 9);
+        assert_eq!(json["outdone"][1]["variant"], "seed 2");
+        assert_eq!(json["outdone"][1]["by"], "naive");
+        sweep.outdone.clear();
+        sweep.judged = 0;
         // A goal judged in some variants counts by those; one judged in none counts not at
         // all.
         sweep.goals[0].runs = 6;

@@ -460,8 +460,9 @@ fn the_sweep_prints_each_goal_across_the_variants() {
     );
     // The outage's own three goals and the one against none, each judged in 8 variants but
     // the recovery: a 20 s run ends with its fault, so there is no recovery to judge, except
-    // where the fault is shorter (6.7 s), and the variants with none are counted apart.
-    assert_eq!(lines.len(), 1 + 4 + 1, "{stdout}");
+    // where the fault is shorter (6.7 s), and the variants with none are counted apart; then
+    // whether none outdid palisade in any of the 8 variants.
+    assert_eq!(lines.len(), 1 + 4 + 1 + 2, "{stdout}");
     assert!(
         lines[1].starts_with("   8/8  outage ≤ 0.10 upstream calls"),
         "{stdout}"
@@ -472,6 +473,12 @@ fn the_sweep_prints_each_goal_across_the_variants() {
         "{stdout}"
     );
     assert_eq!(lines[5], "goals held in every variant: 4 of 4", "{stdout}");
+    assert_eq!(
+        lines[7],
+        "not outdone in any of the 8 variants: no other stack answered more requests at no more \
+         upstream load",
+        "{stdout}"
+    );
     assert!(text(&out.stderr).ends_with(" s of real time)\n"));
 
     let out = exits(
