@@ -24,10 +24,10 @@ pub(crate) fn outdone_lines(outdone: &[(&str, &Outdone)], judged: usize, of: &st
         );
         return out;
     }
-    // A run outdone by two stacks counts once.
-    let mut runs: Vec<(&str, ScenarioKind, StackKind)> = Vec::new();
+    // A scenario (or variant) counts once, whichever stacks were outdone in it and by whom.
+    let mut runs: Vec<(&str, ScenarioKind)> = Vec::new();
     for &(label, o) in outdone {
-        let run = (label, o.scenario, o.stack);
+        let run = (label, o.scenario);
         if !runs.contains(&run) {
             runs.push(run);
         }

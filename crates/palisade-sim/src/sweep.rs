@@ -672,7 +672,8 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
         assert_eq!(json["seeds"], 3);
         // Where palisade ran beside other stacks, whether one outdid it: none did, then tower
-        // and naive both did in one variant (counted once), in the order found.
+        // and naive both did in one variant, and tower outdid a file's stack there too (the
+        // variant counted once), listed in the order found.
         sweep.judged = 9;
         assert!(
             sweep.table().ends_with(
@@ -682,12 +683,18 @@ mod tests {
             "{}",
             sweep.table()
         );
-        for by in [StackKind::Tower, StackKind::Naive] {
+        let config = palisade::config::PresetConfig::from_toml("name = \"llm\"\n").unwrap();
+        let file = StackKind::File(crate::stack::StackFile::new("mine", config));
+        for (stack, by) in [
+            (StackKind::Palisade, StackKind::Tower),
+            (StackKind::Palisade, StackKind::Naive),
+            (file, StackKind::Tower),
+        ] {
             sweep.outdone.push(OutdoneIn {
                 variant: "seed 2".into(),
                 outdone: Outdone {
                     scenario: ScenarioKind::Degraded,
-                    stack: StackKind::Palisade,
+                    stack,
                     by,
                     measured: format!("{by} measured"),
                 },
@@ -699,7 +706,8 @@ mod tests {
                 "\noutdone in 1 of the 9 variants: another stack answered more requests at no more \
                  upstream load\n  \
                  degraded      seed 2: palisade by tower: tower measured\n  \
-                 degraded      seed 2: palisade by naive: naive measured\n"
+                 degraded      seed 2: palisade by naive: naive measured\n  \
+                 degraded      seed 2: mine by tower: tower measured\n"
             ),
             "{table}"
         );
