@@ -16,11 +16,17 @@ use crate::stack::StackKind;
 /// (`of` names them: scenarios, variants), each outdone run with the stack that outdid it.
 pub(crate) fn outdone_lines(outdone: &[(&str, &Outdone)], judged: usize, of: &str) -> String {
     let mut out = String::new();
+    // `of` is a plural; one run is "the one scenario".
+    let one = format!("the one {}", of.strip_suffix('s').unwrap_or(of));
     if outdone.is_empty() {
+        let all = if judged == 1 {
+            one
+        } else {
+            format!("any of the {judged} {of}")
+        };
         let _ = writeln!(
             out,
-            "\nnot outdone in any of the {judged} {of}: no other stack answered more requests at no \
-             more upstream load"
+            "\nnot outdone in {all}: no other stack answered more requests at no more upstream load"
         );
         return out;
     }
@@ -32,11 +38,14 @@ pub(crate) fn outdone_lines(outdone: &[(&str, &Outdone)], judged: usize, of: &st
             runs.push(run);
         }
     }
+    let some = if judged == 1 {
+        one
+    } else {
+        format!("{} of the {judged} {of}", runs.len())
+    };
     let _ = writeln!(
         out,
-        "\noutdone in {} of the {judged} {of}: another stack answered more requests at no more \
-         upstream load",
-        runs.len()
+        "\noutdone in {some}: another stack answered more requests at no more upstream load"
     );
     for &(label, o) in outdone {
         let at = if label.is_empty() {
@@ -576,7 +585,13 @@ mod tests {
         );
         // A scenario palisade ran in alone is not counted.
         report.runs.remove(0);
-        assert!(report.table().contains("\noutdone in 1 of the 1 scenarios"));
+        assert!(
+            report
+                .table()
+                .contains("\noutdone in the one scenario: another stack")
+        );
+        report.runs[2].load = 1.14;
+        assert!(report.table().ends_with("\nnot outdone in the one scenario: no other stack answered more requests at no more upstream load\n"));
     }
 
     /// With more than one palisade stack, each has its own count and each goal its stack.
