@@ -164,6 +164,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_streaks_read_back_as_given() {
+        let a = AdaptiveAttempts::new(20, 3).unwrap();
+        assert_eq!((a.grow_after(), a.shrink_after()), (20, 3));
+        let a = AdaptiveAttempts::default();
+        assert_eq!((a.grow_after(), a.shrink_after()), (10, 5));
+    }
+
+    #[test]
     fn grows_to_twice_the_base_and_shrinks_to_one() {
         let a = AdaptiveLimit::new(AdaptiveAttempts::new(3, 2).unwrap(), 2);
         assert_eq!(a.limit(), 2);

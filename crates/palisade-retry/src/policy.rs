@@ -862,7 +862,9 @@ mod tests {
         let now = Instant::now();
         assert_eq!(wake_at(now, ms(250)), now + ms(250));
         assert_eq!(wake_at(now, Duration::ZERO), now);
-        // What `tokio::time::sleep(Duration::MAX)` does, rather than an overflow panic.
+        // What `tokio::time::sleep(Duration::MAX)` does, rather than an overflow panic: 30
+        // years of 365 days.
+        assert_eq!(FAR_FUTURE, Duration::from_secs(946_080_000));
         assert_eq!(wake_at(now, Duration::MAX), now + FAR_FUTURE);
         assert_eq!(
             wake_at(now, Duration::from_secs(u64::MAX / 2)),
