@@ -293,14 +293,14 @@ pub struct BreakerConfig {
     /// [`max_open_duration`](Self::max_open_duration), 750 ms by default). The builders'
     /// [`open_duration`](crate::BreakerBuilder::open_duration) setter, like a configuration
     /// file that sets `open_duration` alone, raises a `max_open_duration` nobody set to match
-    /// (the breaker then opens for that long each time); one set explicitly, or written in a
-    /// whole `BreakerConfig`, is kept and checked.
+    /// (the breaker then opens for about that long each time, within its jitter); one set
+    /// explicitly, or written in a whole `BreakerConfig`, is kept and checked.
     ///
     /// ```
     /// use palisade_breaker::{BreakerConfig, BreakerLayer};
     /// use std::time::Duration;
     ///
-    /// // Alone: 5 s each time it opens.
+    /// // Alone: about 5 s each time it opens (its jitter spreads it by up to 10 %).
     /// assert!(BreakerLayer::builder("llm").open_duration(Duration::from_secs(5)).build().is_ok());
     /// // 5 s, growing by half after each failed probe up to a minute.
     /// let breaker = BreakerLayer::builder("llm")
@@ -650,7 +650,7 @@ macro_rules! config_setters {
         /// The first open period (500 ms; at least 1 ms). Unless
         /// [`max_open_duration`](Self::max_open_duration) is set too (or came with
         /// [`config`](Self::config) or [`configure`](Self::configure)), a longer one raises
-        /// it to match, so the breaker opens for this long each time; set it to let the
+        /// it to match, so the breaker opens for about this long each time; set it to let the
         /// period grow. See [`BreakerConfig::open_duration`](crate::BreakerConfig::open_duration).
         pub fn open_duration(mut self, d: std::time::Duration) -> Self {
             self.config.open_duration = d;
