@@ -807,7 +807,7 @@ mod tests {
         let mut failover = Scenario::new(ScenarioKind::Failover);
         failover.params.duration = Duration::from_secs(35);
         let swept = sweep_crossed(
-            &[failover],
+            std::slice::from_ref(&failover),
             &[StackKind::None, StackKind::Palisade],
             2,
             |_, _| {},
@@ -817,5 +817,15 @@ mod tests {
         assert_eq!((swept.variants, swept.seeds), (10, Some(2)));
         assert!(swept.goals.iter().all(|g| g.runs == 10), "{swept:?}");
         assert_eq!(swept.goals[0].held, 10);
+        // Palisade beside another stack in every variant, and never outdone by none.
+        assert_eq!(swept.judged, 10);
+        assert!(swept.outdone.is_empty(), "{:?}", swept.outdone);
+        // With palisade alone, or without it, no variant is judged for being outdone.
+        for alone in [StackKind::Palisade, StackKind::None] {
+            let swept =
+                sweep_crossed(std::slice::from_ref(&failover), &[alone], 1, |_, _| {}).unwrap();
+            assert_eq!((swept.variants, swept.judged), (5, 0), "{alone}");
+            assert!(!swept.table().contains("outdone"), "{alone}");
+        }
     }
 }
