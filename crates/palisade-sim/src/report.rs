@@ -322,12 +322,22 @@ impl Report {
         out
     }
 
-    /// The report as pretty-printed JSON.
+    /// The report as pretty-printed JSON, with the runs in which another stack outdid
+    /// palisade ([`Report::outdone`]) as `outdone` (empty where none did).
     ///
     /// # Errors
     /// Never in practice: every figure is a plain number or string.
     pub fn json(&self) -> serde_json::Result<String> {
-        serde_json::to_string_pretty(self)
+        #[derive(Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            outdone: Vec<Outdone>,
+        }
+        serde_json::to_string_pretty(&Json {
+            report: self,
+            outdone: self.outdone().0,
+        })
     }
 
     /// One SVG chart per scenario in `dir` (created if missing), `<scenario>.svg`: success rate
@@ -571,6 +581,8 @@ mod tests {
             "{}",
             report.table()
         );
+        let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+        assert_eq!(json["outdone"], serde_json::json!([]));
         // Tower's 68 % at palisade's load or less: outdone there.
         report.runs[3].load = 1.13;
         assert!(
@@ -583,6 +595,10 @@ mod tests {
             "{}",
             report.table()
         );
+        let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+        assert_eq!(json["outdone"][0]["scenario"], "degraded");
+        assert_eq!(json["outdone"][0]["by"], "tower");
+        assert_eq!(json["runs"].as_array().unwrap().len(), 5);
         // A scenario palisade ran in alone is not counted.
         report.runs.remove(0);
         assert!(
