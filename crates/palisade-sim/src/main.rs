@@ -82,9 +82,9 @@ struct Args {
     #[arg(long)]
     health: bool,
     /// Also print, after the table, how the requests that were not answered ended in each
-    /// run: cut off at the caller's deadline, or the class of the error the stack returned,
-    /// with the attempts each sent and their mean latency (always in `--json`, as
-    /// `unanswered`).
+    /// run (and how many of them were sent during the fault): cut off at the caller's
+    /// deadline, or the class of the error the stack returned, with the attempts each sent and
+    /// their mean latency (always in `--json`, as `unanswered`).
     #[arg(long, conflicts_with = "sweep")]
     endings: bool,
     /// Write one SVG chart per scenario into this directory.

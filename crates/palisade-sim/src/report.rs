@@ -276,13 +276,15 @@ impl Report {
     }
 
     /// How the requests that were not answered ended, a line per scenario and stack: how many
-    /// there were, then their most common endings ([`Figures::unanswered`]), each as the
+    /// there were and how many of them were sent during the fault, then their most common
+    /// endings ([`Figures::unanswered`]), each as the
     /// ending, the attempts each request sent (`×N`), how many requests and their mean
     /// latency; at most `most` endings a line, and how many more there were.
     pub fn endings(&self, most: usize) -> String {
         let mut out = String::from(
-            "how the requests not answered ended (the error's class, or cut_off at the caller's \
-             deadline; ×N: attempts sent; mean latency):\n",
+            "how the requests not answered ended (how many were sent during the fault; the \
+             error's class, or cut_off at the caller's deadline; ×N: attempts sent; mean \
+             latency):\n",
         );
         let width = |f: fn(&Figures) -> String| {
             self.runs
@@ -304,6 +306,10 @@ impl Report {
                 f.stack.to_string(),
                 f.requests,
             );
+            if unanswered > 0 {
+                let in_fault: usize = f.unanswered.iter().map(|g| g.in_fault).sum();
+                let _ = write!(out, " ({in_fault} sent in the fault)");
+            }
             let mut sep = ": ";
             for g in f.unanswered.iter().take(most) {
                 let _ = write!(
@@ -709,8 +715,9 @@ mod tests {
         assert!(svg.contains("f7"), "every stack in the legend");
     }
 
-    /// Each run's line of endings gives how many requests were not answered, then the most
-    /// common endings, then how many more there were.
+    /// Each run's line of endings gives how many requests were not answered and how many of
+    /// them were sent during the fault, then the most common endings, then how many more there
+    /// were.
     #[test]
     fn the_endings_list_the_most_common_first_and_count_the_rest() {
         use crate::metrics::Unanswered;
@@ -731,7 +738,10 @@ mod tests {
                 group("rejected", 0, 30, 9_560.4),
                 group("server_error", 1, 20, 9_868.0),
                 group("cut_off", 2, 3, 10_000.0),
-                group("timeout", 1, 2, 1_000.0),
+                Unanswered {
+                    in_fault: 0,
+                    ..group("timeout", 1, 2, 1_000.0)
+                },
             ],
             ..base.clone()
         };
@@ -752,8 +762,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "outage  palisade     55 of 1500: rejected ×0 30 (9560 ms), server_error ×1 20 \
-                 (9868 ms), and 5 more in 2 other ways",
+                "outage  palisade     55 of 1500 (53 sent in the fault): rejected ×0 30 (9560 \
+                 ms), server_error ×1 20 (9868 ms), and 5 more in 2 other ways",
                 "outage  tower         0 of 1500",
             ]
         );

@@ -650,7 +650,7 @@ fn endings_follow_the_table_when_asked_for() {
     // Without a retry, every request of the 10 s outage fails once, fast.
     assert_eq!(
         line("none"),
-        "outage none 1000 of 2000: server_error ×1 1000 (50 ms)"
+        "outage none 1000 of 2000 (1000 sent in the fault): server_error ×1 1000 (50 ms)"
     );
     assert!(line("palisade").contains(" of 2000"), "{endings}");
     // Not asked for: not printed.
