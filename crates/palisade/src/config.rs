@@ -3666,6 +3666,14 @@ mod tests {
                  string of digits: `\"18446744073709551615\"`)",
             ),
             (
+                // A negative one is no seed: no string is offered (the digits alone, without
+                // their sign, were).
+                "[retry]\nseed = -18446744073709551615",
+                "retry.seed",
+                "is not valid TOML at line 3, column 8: `-18446744073709551615` is below \
+                 -9223372036854775808, TOML's smallest integer",
+            ),
+            (
                 "[retry]\nmax_attempts = 0o1000000000000000000000",
                 "retry.max_attempts",
                 "is not valid TOML at line 3, column 16: `0o1000000000000000000000` is above \
