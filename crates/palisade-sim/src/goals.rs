@@ -11,6 +11,11 @@
 //! configuration files, `--stack FILE.toml`), each is judged on its own, against the goals'
 //! bounds and against the stacks that are not palisade's (none, naive, tower); palisade's
 //! stacks are not compared with one another. Each goal names the stack it judged.
+//!
+//! A miss of another stack's success that no stack could close without more upstream load
+//! than tower's (which every scenario also caps palisade at) says so after its measure, with
+//! the least load it would take: in `degraded`, whose faults strike each call on its own, an
+//! answer costs calls at a price `none`'s run measures (see `least_load`).
 
 use serde::Serialize;
 
@@ -119,6 +124,21 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
         no_end
     };
     let opt_ms = |x: Option<f64>| x.map_or("never".to_owned(), |v| format!("{v:.0} ms"));
+    // A miss of another stack's success that no stack could close within tower's load, which
+    // every scenario also asks palisade to stay under: said after the measure.
+    let out_of_reach = |o: &Figures, ok: bool| -> String {
+        let (Some(none), Some(tower)) = (other(StackKind::None), other(StackKind::Tower)) else {
+            return String::new();
+        };
+        match least_load(scenario, none, o.success * o.requests as f64) {
+            Some((load, p)) if !ok && load > tower.load => format!(
+                "; out of reach at tower's load: {}'s answers need ≥ {load:.2} calls/req \
+                 (p = {p:.3} per call in the fault)",
+                o.stack
+            ),
+            _ => String::new(),
+        }
+    };
 
     match scenario.kind {
         ScenarioKind::Outage => {
@@ -305,7 +325,7 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                         fault,
                         NO_FAULT,
                         format!("more real answers than {k}"),
-                        versus(pal, o, ok),
+                        versus(pal, o, ok) + &out_of_reach(o, ok),
                         ok,
                     );
                 }
@@ -325,7 +345,7 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
         let ok = pal.success >= o.success;
         j.check(
             format!("success at least {}'s", o.stack),
-            versus(pal, o, ok),
+            versus(pal, o, ok) + &out_of_reach(o, ok),
             ok,
         );
     }
@@ -377,6 +397,40 @@ pub fn outdone(scenario: &Scenario, runs: &[Figures]) -> Vec<Outdone> {
                 })
         })
         .collect()
+}
+
+/// The fewest upstream calls per request with which any stack could answer `answers` of the
+/// run's requests, and the chance `p` of an answer per call it is priced at; `None` unless
+/// the fault strikes each call on its own ([`Scenario::faults_each_call_alone`]) and the
+/// `none` stack's run (`none`: one call per request) measured that chance.
+///
+/// The requests whose whole deadline lies inside the fault (those sent in the whole seconds
+/// from the fault's start to its end less the deadline) can be answered only by calls made
+/// during it, each answering with the chance `p` that `none`'s answers to them measure, so in
+/// expectation each of their answers costs `1 / p` calls. Every other request costs at
+/// least the one call that answers it, and they are counted first: a lower bound. For
+/// `degraded` at the defaults, `p` is 0.44 (0.98 × 0.9 × 0.5: no hang, no 429, no 503).
+fn least_load(scenario: &Scenario, none: &Figures, answers: f64) -> Option<(f64, f64)> {
+    if !scenario.faults_each_call_alone() || none.requests == 0 {
+        return None;
+    }
+    let (start, end) = scenario.fault_window();
+    let last = end.checked_sub(scenario.params.deadline)?.as_secs_f64();
+    let first = start.as_secs_f64().ceil();
+    let (sent, ok) = none
+        .series
+        .iter()
+        .filter(|s| f64::from(s.t) >= first && f64::from(s.t) + 1.0 <= last)
+        .fold((0_usize, 0_usize), |(sent, ok), s| {
+            (sent + s.sent as usize, ok + s.ok as usize)
+        });
+    if ok == 0 {
+        return None;
+    }
+    let p = ok as f64 / sent as f64;
+    let rest = none.requests.saturating_sub(sent) as f64;
+    let calls = answers.min(rest) + (answers - rest).max(0.0) / p;
+    Some((calls / none.requests as f64, p))
 }
 
 /// Why a goal about the fault has nothing to judge.
@@ -961,6 +1015,90 @@ pub(crate) mod tests {
             .map(|g| g.met.unwrap())
             .collect();
         assert_eq!(met, [true, false, true]);
+    }
+
+    /// In `degraded`, a miss of another stack's success says when no stack could have met it
+    /// within tower's load: the answers of the requests whose deadline lies inside the fault
+    /// cost `1 / p` calls each, `p` measured from `none`'s answers to them.
+    #[test]
+    fn a_degraded_miss_says_when_no_stack_could_close_it_within_tower_s_load() {
+        let k = ScenarioKind::Degraded;
+        // The fault is [5 s, 35 s) and the deadline 10 s: requests sent from 5 s to 25 s see
+        // only the fault. `none` answers half of them; the seconds either side (4 s, 25 s)
+        // answer nothing, and would lower `p` if they were counted.
+        let mut none = figures(k, StackKind::None);
+        none.requests = 4000;
+        none.series = (0..40)
+            .map(|t| crate::metrics::Second {
+                t,
+                sent: 100,
+                ok: match t {
+                    5..25 => 50,
+                    4 | 25 => 0,
+                    _ => 100,
+                },
+                attempts: 100,
+            })
+            .collect();
+        let run = |stack, success, load| Figures {
+            requests: 4000,
+            success,
+            load,
+            ..figures(k, stack)
+        };
+        // Naive's 3800 answers: 2000 from the requests outside, 1800 inside at 2 calls each.
+        let naive = run(StackKind::Naive, 0.95, 1.9);
+        let pal = run(StackKind::Palisade, 0.7, 1.1);
+        let measured = |runs: &[Figures], goal: &str| {
+            judge(&Scenario::new(k), runs)
+                .into_iter()
+                .find(|g| g.goal == goal)
+                .map(|g| g.measured)
+                .unwrap()
+        };
+        let beyond = "70.00 % against 95.00 %, at 1.10 against 1.90 calls/req; out of reach at \
+                      tower's load: naive's answers need ≥ 1.40 calls/req (p = 0.500 per call \
+                      in the fault)";
+        let tower = run(StackKind::Tower, 0.75, 1.2);
+        let runs = [none.clone(), naive.clone(), tower, pal.clone()];
+        assert_eq!(measured(&runs, "success at least naive's"), beyond);
+        assert_eq!(measured(&runs, "more real answers than naive"), beyond);
+        // Tower's own answers need 2000 + 1000 / 0.5 = 4000 calls, 1.00 per request: a miss
+        // within reach says nothing more.
+        assert_eq!(
+            measured(&runs, "success at least tower's"),
+            "70.00 % against 75.00 %, at 1.10 against 1.20 calls/req"
+        );
+        // Within reach of a tower that spends 1.40 calls per request (to the call: not
+        // beyond it), and unjudged without a `none` run to price a call or a tower to bound
+        // the load.
+        let plain = "70.00 % against 95.00 %, at 1.10 against 1.90 calls/req";
+        let tower = run(StackKind::Tower, 0.75, 1.4);
+        let runs = [none.clone(), naive.clone(), tower.clone(), pal.clone()];
+        assert_eq!(measured(&runs, "success at least naive's"), plain);
+        let runs = [naive.clone(), tower, pal.clone()];
+        assert_eq!(measured(&runs, "success at least naive's"), plain);
+        let runs = [none.clone(), naive.clone(), pal.clone()];
+        assert_eq!(measured(&runs, "success at least naive's"), plain);
+        // A goal met says nothing of reach.
+        let tower = run(StackKind::Tower, 0.75, 1.2);
+        let ahead = run(StackKind::Palisade, 0.96, 1.1);
+        let runs = [none.clone(), naive.clone(), tower.clone(), ahead];
+        assert_eq!(
+            measured(&runs, "success at least naive's"),
+            "96.00 % against 95.00 %"
+        );
+        // Another scenario's faults do not strike each call alone: no price to bound with.
+        let outage = |f: &Figures| Figures {
+            scenario: ScenarioKind::Outage,
+            ..f.clone()
+        };
+        let runs: Vec<_> = [none, naive, tower, pal].iter().map(outage).collect();
+        let goal = judge(&Scenario::new(ScenarioKind::Outage), &runs)
+            .into_iter()
+            .find(|g| g.goal == "success at least naive's")
+            .unwrap();
+        assert_eq!(goal.measured, plain);
     }
 
     /// Without a degradation every stack answers everything with one call: "more real

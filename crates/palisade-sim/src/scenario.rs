@@ -380,6 +380,15 @@ impl Scenario {
         (end > p.duration).then_some(end)
     }
 
+    /// Whether the fault strikes each call on its own, at rates that depend neither on who
+    /// sends the call nor on what came before it (`degraded`: a hang, a 429 and a 503 drawn
+    /// for each call). A call made during such a fault answers with the same chance whichever
+    /// stack makes it, so answers cost calls at a price one run can measure
+    /// ([`goals`](crate::goals) uses it to show which goals no stack could meet together).
+    pub fn faults_each_call_alone(&self) -> bool {
+        self.kind == ScenarioKind::Degraded
+    }
+
     /// Whether the run has a fault in it: a [`fault_window`](Self::fault_window) of some
     /// length (`--fault-len 0` gives none).
     pub fn has_fault(&self) -> bool {
