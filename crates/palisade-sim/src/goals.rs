@@ -1088,13 +1088,16 @@ pub(crate) mod tests {
             measured(&runs, "success at least naive's"),
             "96.00 % against 95.00 %"
         );
-        // Another scenario's faults do not strike each call alone: no price to bound with.
-        let outage = |f: &Figures| Figures {
-            scenario: ScenarioKind::Outage,
+        // Flapping's faults do not strike each call alone (its down phases fail every call),
+        // although its fault lasts as long as degraded's: no price to bound with.
+        let flapping = |f: &Figures| Figures {
+            scenario: ScenarioKind::Flapping,
             ..f.clone()
         };
-        let runs: Vec<_> = [none, naive, tower, pal].iter().map(outage).collect();
-        let goal = judge(&Scenario::new(ScenarioKind::Outage), &runs)
+        let runs: Vec<_> = [none, naive, tower, pal].iter().map(flapping).collect();
+        let s = Scenario::new(ScenarioKind::Flapping);
+        assert_eq!(s.fault_window(), Scenario::new(k).fault_window());
+        let goal = judge(&s, &runs)
             .into_iter()
             .find(|g| g.goal == "success at least naive's")
             .unwrap();
