@@ -37,6 +37,9 @@ pub struct Breaker<S> {
     /// For a refusal in `slot`: the state word it was decided on (kept apart so that the slot,
     /// moved on every call, stays as small as it was).
     refused_on: u64,
+    /// Whether the last `poll_ready` returned `Ready(Ok(()))`: an admission reserved by one that
+    /// returned `Pending` (the inner service not ready) is held, but is no permission to call.
+    ready: bool,
 }
 
 impl<S: Clone> Clone for Breaker<S> {
@@ -63,6 +66,7 @@ impl<S> Breaker<S> {
             stripes,
             slot: None,
             refused_on: 0,
+            ready: false,
         }
     }
 
@@ -148,9 +152,11 @@ impl<S> Breaker<S> {
             // The stale admission goes first: a probe slot it holds is from a period now over.
             self.slot = None;
             if !self.reserve() {
+                self.ready = true;
                 return Poll::Ready(Ok(()));
             }
         }
+        self.ready = false;
         Poll::Pending
     }
 
@@ -242,12 +248,17 @@ where
         }
         if matches!(self.slot, Some(Err(_))) {
             // Open: ready at once, and the call fails fast (the `LoadShed` shape).
+            self.ready = true;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                self.ready = true;
+                Poll::Ready(Ok(()))
+            }
             Poll::Pending => self.pending(),
             Poll::Ready(Err(e)) => {
+                self.ready = false;
                 let e: BoxError = e.into();
                 if let Some(Ok(mut guard)) = self.slot.take() {
                     guard.finish(outcome_of(&e));
@@ -259,7 +270,11 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let Some(slot) = self.slot.take() else {
+        // Only after a `poll_ready` that returned `Ready(Ok(()))`: one that returned `Pending`
+        // leaves its admission reserved (given back here, as the call panics) but the service
+        // not ready.
+        let ready = std::mem::replace(&mut self.ready, false);
+        let Some(slot) = self.slot.take().filter(|_| ready) else {
             panic!("`Breaker::call` without a successful `poll_ready`: call `poll_ready` first");
         };
         match slot {

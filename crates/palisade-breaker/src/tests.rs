@@ -561,6 +561,66 @@ fn a_call_after_poll_ready_failed_panics() {
     drop(svc.call(()));
 }
 
+/// A service that is never ready and does not check its own contract: a `call` reaches it
+/// (counted) whether or not it was ready, as a hand-written client's would.
+#[derive(Clone)]
+struct NeverReady(Arc<AtomicUsize>);
+
+impl Service<()> for NeverReady {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Pending
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// `poll_ready` returned `Pending` (the service is not ready): the admission it reserved is
+/// no permission to call, and `call` panics as documented instead of calling a service that
+/// is not ready. A probe slot it holds comes back when the service is dropped.
+#[tokio::test(start_paused = true)]
+async fn a_call_after_poll_ready_returned_pending_panics_without_reaching_the_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let l = layer(|c| {
+        c.half_open_probes = 1;
+        c.success_threshold = 1;
+    });
+    let h = l.handle();
+    let mut cx = Context::from_waker(Waker::noop());
+    for half_open in [false, true] {
+        if half_open {
+            h.trip();
+            tokio::time::advance(Duration::from_secs(30)).await;
+        }
+        let mut svc = l.layer(NeverReady(calls.clone()));
+        assert!(svc.poll_ready(&mut cx).is_pending());
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(svc.call(()))));
+        let panic = called.expect_err("a call after `Pending` panics");
+        let msg = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or(panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or_default();
+        assert!(
+            msg.contains("`Breaker::call` without a successful `poll_ready`"),
+            "{msg}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the service was not ready");
+        drop(svc);
+    }
+    // The probe slot the half-open reservation held is back: a ready service probes and closes.
+    assert_eq!(h.state(), State::HalfOpen);
+    let mut ok = l.layer(service_fn(|_: ()| async { Ok::<_, BoxError>(()) }));
+    ok.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+}
+
 /// Polls `fut` to completion (it answers at once), then once more.
 fn poll_twice<F: Future>(fut: F) {
     let mut cx = Context::from_waker(Waker::noop());
