@@ -291,10 +291,14 @@ pub struct BreakerConfig {
     pub slow_call_rate: Option<Rate>,
     /// The first open period (500 ms; at least 1 ms, and at most
     /// [`max_open_duration`](Self::max_open_duration), 750 ms by default). The builders'
-    /// [`open_duration`](crate::BreakerBuilder::open_duration) setter, like a configuration
-    /// file that sets `open_duration` alone, raises a `max_open_duration` nobody set to match
-    /// (the breaker then opens for about that long each time, within its jitter); one set
-    /// explicitly, or written in a whole `BreakerConfig`, is kept and checked.
+    /// [`open_duration`](crate::BreakerBuilder::open_duration) setter, like the `palisade`
+    /// facade's configuration file (`palisade::config`) when it sets `open_duration` alone,
+    /// raises a `max_open_duration` nobody set to match (the breaker then opens for about that
+    /// long each time, within its jitter); one set explicitly, or written in a whole
+    /// `BreakerConfig`, is kept and checked. A `BreakerConfig` read on its own with this
+    /// crate's `serde` feature has no such rule: a field it leaves out takes its default, so
+    /// `open_duration = "5s"` alone fails [`validate`](Self::validate) on
+    /// `max_open_duration`, naming it.
     ///
     /// ```
     /// use palisade_breaker::{BreakerConfig, BreakerLayer};

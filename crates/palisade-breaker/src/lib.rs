@@ -146,7 +146,9 @@
 //! An operator's actions are one `INFO` line each: `circuit state set by hand` (`from`, `to`)
 //! for [`isolate`](BreakerHandle::isolate), [`close`](BreakerHandle::close),
 //! [`bypass`](BreakerHandle::bypass) and [`reset`](BreakerHandle::reset), and
-//! `circuit tripped by hand` for [`trip`](BreakerHandle::trip). A parent breaker that opens
+//! `circuit tripped by hand` for [`trip`](BreakerHandle::trip) of a closed breaker (of one
+//! already half-open, or open with its period over, the same outage goes on: `DEBUG`,
+//! `circuit tripped again by hand`, as for a failed probe). A parent breaker that opens
 //! says so once more at `INFO` through [`KeyedHandle::propagate`] (`parent opened: tripping
 //! its children`); when it re-opens after a failed probe, it trips its half-open children again
 //! at `DEBUG` (`parent re-opened: tripping its children again`, and `circuit tripped again by
@@ -163,7 +165,9 @@
 //! reference count taken for the call's guard (on a counter striped per service
 //! instance, so clones on different threads do not contend), and on success an increment of
 //! the stripe's counter and a load of the failure streak. The response future is the inner
-//! future plus 24 bytes. A count window costs a success three shared loads while it holds
+//! future plus 24 bytes of its own and the enum's tag where the inner future leaves no room
+//! for it: 24 to 40 bytes more in all (measured over a ready future, 24 → 48; an async block
+//! awaiting a `sleep`, 104 → 136; a future of no size, 0 → 40). A count window costs a success three shared loads while it holds
 //! only successes, and its atomic updates once it holds a failure; the default
 //! [`Window::Recent`] costs the same, and a clock read per recorded outcome once it holds a
 //! failure (it judges the last second too); a time window costs its updates and a clock read
