@@ -1253,6 +1253,38 @@ async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
     assert_eq!((st.state, st.traffic_ratio), (HealthState::Healthy, 1.0));
 }
 
+/// A zero `degraded_ratio` takes a degraded endpoint out "as a failed one": on trial, its
+/// successes bring it back through recovering and the ramp, as a failed one's do, not straight
+/// to its full share (which is for a degraded endpoint that kept its traffic throughout).
+#[tokio::test(start_paused = true)]
+async fn with_a_zero_degraded_ratio_a_degraded_endpoint_back_on_trial_ramps_up() {
+    let mut cfg = RouteConfig::default();
+    cfg.health.degraded_ratio = 0.0;
+    let b_up = Arc::new(AtomicBool::new(false));
+    let (mut route, log) = three_with_b_logged(cfg, &b_up);
+    let handle = route.handle();
+    drive(&mut route, 10_000).await;
+    // Three failures: degraded, with no traffic, held for the first ejection time.
+    assert_eq!(log.lock().unwrap().len(), 3);
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Degraded, 0.0));
+    b_up.store(true, Ordering::SeqCst);
+    // On trial once the hold is over: three successes in a row, and it ramps from the first
+    // step.
+    let mut waited = 0;
+    while log.lock().unwrap().len() < 6 {
+        drive(&mut route, 100).await;
+        waited += 100;
+        assert!(waited < 60_000, "no trial calls: {:?}", log.lock().unwrap());
+    }
+    let st = &handle.status()[1];
+    assert_eq!(
+        (st.state, st.traffic_ratio),
+        (HealthState::Recovering, 0.2),
+        "{st:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
     let mut cfg = no_panic();
