@@ -1316,6 +1316,48 @@ async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
     assert_eq!(none.retry_after, Some(Duration::from_secs(60)));
 }
 
+/// Under active checks an endpoint they found failed comes back through them alone: its
+/// cool-down or ejection ending is no return, so `NoHealthyEndpoint` gives no `retry_after` for
+/// it (when the soonest endpoint comes back by itself, if any will), rather than "one returns
+/// in 1 s", which a retry (or a breaker's open time) would wait for in vain.
+#[tokio::test(start_paused = true)]
+async fn endpoints_out_by_their_checks_give_no_retry_after() {
+    let up = flags(2);
+    let mut route = route_of(no_panic(), &up);
+    let handle = route.handle();
+    let all_down = down_where(|_| true);
+    for _ in 0..10 {
+        handle.check_once(&all_down, Duration::from_secs(1)).await;
+    }
+    // A rate limit reported for one (a streamed body's 429, say), the other ejected.
+    handle.report_failure(&0, Class::new(Category::RateLimited));
+    let cfg = handle.config();
+    let states = handle.endpoints();
+    states[1].1.eject(&cfg, states[1].1.now_ms());
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, None, "{none}");
+    // Indeed, with the cool-down and the ejection over, still none is back.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(
+        call(&mut route)
+            .await
+            .unwrap_err()
+            .is::<NoHealthyEndpoint>()
+    );
+    // An endpoint the checks find healthy does come back when its ejection ends.
+    let mut route = route_of(no_panic(), &flags(2));
+    let handle = route.handle();
+    for _ in 0..10 {
+        handle.check_once(&down(0), Duration::from_secs(1)).await;
+    }
+    let states = handle.endpoints();
+    states[1].1.eject(&cfg, states[1].1.now_ms());
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, Some(Duration::from_secs(30)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_active_checks_the_checks_decide_the_return() {
     let up = flags(3);
