@@ -402,10 +402,12 @@ impl Health {
     /// signal too, except that an endpoint still serving traffic while degraded goes straight
     /// back to healthy after `min_healthy_checks` successes in a row (it never stopped
     /// receiving traffic, so there is nothing to ramp), instead of dropping to 0 % as a
-    /// recovering endpoint would.
+    /// recovering endpoint would. A degraded endpoint with no traffic (a zero
+    /// [`degraded_ratio`](HealthConfig::degraded_ratio)) is out as a failed one is, and comes
+    /// back as one: recovering, then ramping.
     #[must_use]
     pub(crate) fn on_outcome(mut self, success: bool, cfg: &RouteConfig, now_ms: u64) -> Health {
-        if success && self.phase == Phase::Degraded {
+        if success && self.phase == Phase::Degraded && !self.is_out(&cfg.health) {
             self.unhealthy = 0;
             self.healthy = self.healthy.saturating_add(1);
             if self.healthy >= cfg.health.min_healthy_checks {

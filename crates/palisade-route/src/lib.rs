@@ -50,7 +50,9 @@
 //!   [Discovery](#discovery)).
 //! * **No eligible endpoint** (every one ejected or held out, none cooling down, panic mode
 //!   off or not reached): the call fails at once with [`NoHealthyEndpoint`], whose
-//!   `retry_after` is the soonest ejection, hold or cool-down to end.
+//!   `retry_after` is the soonest ejection, hold or cool-down to end that gives an endpoint
+//!   back its share (none for an endpoint that active checks took out of traffic: only they
+//!   bring it back).
 //! * **An endpoint whose readiness fails** (its `poll_ready` returns an error) has failed, not
 //!   the router: the error counts against that endpoint as a failed call of its class would
 //!   (toward its health and outlier ejection), its spent service is replaced by a fresh clone,

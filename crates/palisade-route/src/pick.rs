@@ -54,8 +54,9 @@ pub(crate) struct Slot {
     /// weight when every endpoint that could take the call cools down ([`last_resort`]).
     /// Zero otherwise.
     pub(crate) cooled: f64,
-    /// When it comes back by itself (end of ejection, cool-down or hold), if later than now;
-    /// 0 otherwise.
+    /// When it comes back by itself (end of ejection, cool-down or hold), if later than now
+    /// and its health gives it a share then; 0 otherwise (one that active checks took out of
+    /// traffic comes back through them alone, whatever its ejection or cool-down).
     pub(crate) back: u64,
 }
 
@@ -92,13 +93,21 @@ pub(crate) fn look(s: &EndpointState, cfg: &RouteConfig, now: u64) -> Slot {
         0
     };
     let back = ejected.max(cooldown).max(held);
+    // A return only if its health lets it take calls then: without active checks a hold ends
+    // in a trial, but one the checks found failed stays out when its ejection or cool-down
+    // ends, and a `retry_after` naming that instant would be waited for in vain.
+    let back = if back > now && health.share(&cfg.health, back, trials) > 0.0 {
+        back
+    } else {
+        0
+    };
     Slot {
         weight,
         counted,
         tier: s.tier,
         cooling,
         cooled,
-        back: if back > now { back } else { 0 },
+        back,
     }
 }
 

@@ -1253,6 +1253,38 @@ async fn an_endpoint_failed_by_the_health_machine_alone_comes_back() {
     assert_eq!((st.state, st.traffic_ratio), (HealthState::Healthy, 1.0));
 }
 
+/// A zero `degraded_ratio` takes a degraded endpoint out "as a failed one": on trial, its
+/// successes bring it back through recovering and the ramp, as a failed one's do, not straight
+/// to its full share (which is for a degraded endpoint that kept its traffic throughout).
+#[tokio::test(start_paused = true)]
+async fn with_a_zero_degraded_ratio_a_degraded_endpoint_back_on_trial_ramps_up() {
+    let mut cfg = RouteConfig::default();
+    cfg.health.degraded_ratio = 0.0;
+    let b_up = Arc::new(AtomicBool::new(false));
+    let (mut route, log) = three_with_b_logged(cfg, &b_up);
+    let handle = route.handle();
+    drive(&mut route, 10_000).await;
+    // Three failures: degraded, with no traffic, held for the first ejection time.
+    assert_eq!(log.lock().unwrap().len(), 3);
+    let st = &handle.status()[1];
+    assert_eq!((st.state, st.traffic_ratio), (HealthState::Degraded, 0.0));
+    b_up.store(true, Ordering::SeqCst);
+    // On trial once the hold is over: three successes in a row, and it ramps from the first
+    // step.
+    let mut waited = 0;
+    while log.lock().unwrap().len() < 6 {
+        drive(&mut route, 100).await;
+        waited += 100;
+        assert!(waited < 60_000, "no trial calls: {:?}", log.lock().unwrap());
+    }
+    let st = &handle.status()[1];
+    assert_eq!(
+        (st.state, st.traffic_ratio),
+        (HealthState::Recovering, 0.2),
+        "{st:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
     let mut cfg = no_panic();
@@ -1282,6 +1314,48 @@ async fn a_held_endpoint_is_the_retry_after_of_no_healthy_endpoint() {
     let err = call(&mut route).await.unwrap_err();
     let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
     assert_eq!(none.retry_after, Some(Duration::from_secs(60)));
+}
+
+/// Under active checks an endpoint they found failed comes back through them alone: its
+/// cool-down or ejection ending is no return, so `NoHealthyEndpoint` gives no `retry_after` for
+/// it (when the soonest endpoint comes back by itself, if any will), rather than "one returns
+/// in 1 s", which a retry (or a breaker's open time) would wait for in vain.
+#[tokio::test(start_paused = true)]
+async fn endpoints_out_by_their_checks_give_no_retry_after() {
+    let up = flags(2);
+    let mut route = route_of(no_panic(), &up);
+    let handle = route.handle();
+    let all_down = down_where(|_| true);
+    for _ in 0..10 {
+        handle.check_once(&all_down, Duration::from_secs(1)).await;
+    }
+    // A rate limit reported for one (a streamed body's 429, say), the other ejected.
+    handle.report_failure(&0, Class::new(Category::RateLimited));
+    let cfg = handle.config();
+    let states = handle.endpoints();
+    states[1].1.eject(&cfg, states[1].1.now_ms());
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, None, "{none}");
+    // Indeed, with the cool-down and the ejection over, still none is back.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(
+        call(&mut route)
+            .await
+            .unwrap_err()
+            .is::<NoHealthyEndpoint>()
+    );
+    // An endpoint the checks find healthy does come back when its ejection ends.
+    let mut route = route_of(no_panic(), &flags(2));
+    let handle = route.handle();
+    for _ in 0..10 {
+        handle.check_once(&down(0), Duration::from_secs(1)).await;
+    }
+    let states = handle.endpoints();
+    states[1].1.eject(&cfg, states[1].1.now_ms());
+    let err = call(&mut route).await.unwrap_err();
+    let none = err.downcast_ref::<NoHealthyEndpoint>().unwrap();
+    assert_eq!(none.retry_after, Some(Duration::from_secs(30)));
 }
 
 #[tokio::test(start_paused = true)]
