@@ -21,7 +21,11 @@ use crate::HealthConfig;
 /// The defaults are Envoy's: `consecutive_5xx` 5, `base_ejection_time` 30 s,
 /// `max_ejection_time` 300 s, `max_ejection_percent` 10 (here a ratio, 0.1),
 /// `failure_percentage_threshold` 85 (0.85), `success_rate_stdev_factor` 1900 (1.9),
-/// `success_rate_minimum_hosts` 5 and `success_rate_request_volume` 100.
+/// `success_rate_minimum_hosts` 5 and `success_rate_request_volume` 100, with two
+/// differences in the failure-ratio rule: it is on here, where Envoy computes it but enforces
+/// it only once `enforcing_failure_percentage` is raised from 0, and it is judged from the
+/// same `min_hosts` and `request_volume` as the success-rate rule (Envoy's
+/// `failure_percentage_request_volume` is 50).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]

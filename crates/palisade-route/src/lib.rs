@@ -154,9 +154,10 @@
 //!
 //! With the defaults, a replica that fails every call is out for 30 s after its first five
 //! failures, comes back degraded at half its share (five more failures), then is out for 60 s,
-//! 90 s, ... up to 300 s, each trial costing one failed call. At 100 calls per second over
-//! three replicas that is 5 of the 3,000 calls of the first 30 s after detection (0.17 %),
-//! then one call per minute or more. A replica that was bad for less than 30 s is back at
+//! 90 s, ... up to 300 s, each trial costing one failed call, and any others its 20 % share
+//! sends it before that failure returns (none where failures are quick). At 100 calls per
+//! second over three replicas that is 5 of the 3,000 calls of the first 30 s after detection
+//! (0.17 %), then one call per minute or more. A replica that was bad for less than 30 s is back at
 //! half its share when its ejection ends and at its full share after three successes; one
 //! that reached Failed gets a trial when its hold ends and its full share 120 s (the ramp)
 //! after three successes. The defaults are Envoy's (`base_ejection_time` 30 s,

@@ -20,8 +20,9 @@ pub struct RouteReconfigured {
     /// The endpoints whose health state, ejection, cool-down, failure streak, strikes and ramp
     /// were kept.
     pub endpoints: usize,
-    /// The trend window before and after, when it changed: the trend's buckets are a tenth of
-    /// it wide, so every endpoint's trend history was dropped and starts again.
+    /// The trend window before and after, when the change moved the width of the trend's
+    /// buckets (a tenth of the window, in whole milliseconds): every endpoint's trend history
+    /// was dropped and starts again. `None` when the width stayed, history and all.
     pub trend_reset: Option<(Duration, Duration)>,
 }
 
@@ -59,10 +60,13 @@ impl<K: Clone> RouteHandle<K> {
     /// follows the new [`Ramp`](crate::Ramp) from the time it started). New thresholds apply to
     /// the next signal: an endpoint whose streak already reaches a lowered
     /// `consecutive_failures` is ejected at the next pick, not by the change itself.
-    /// [`slow_start`](RouteConfig::slow_start) applies to endpoints discovered afterwards; a
-    /// new [`seed`](RouteConfig::seed) to routers built afterwards (running instances keep
-    /// their random sequence). Dropped, and said in the result and in the event: the trend
-    /// history when [`trend_window`](RouteConfig::trend_window) changes.
+    /// [`slow_start`](RouteConfig::slow_start) applies to endpoints discovered afterwards. A
+    /// new [`seed`](RouteConfig::seed) changes no pick: each router seeds its rng when it is
+    /// built (from its builder's configuration) and its clones from it, so running instances
+    /// and their clones keep their random sequences. Dropped, and said in the result and in
+    /// the event: the trend history when a new [`trend_window`](RouteConfig::trend_window)
+    /// changes the width of its buckets (a tenth of the window, in whole milliseconds;
+    /// windows that round to the same width keep it).
     ///
     /// Each router instance takes the new configuration at its next `poll_ready` (the same
     /// atomic load that tells it of discovery changes), so a call costs nothing more; the
