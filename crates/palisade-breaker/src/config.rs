@@ -344,8 +344,9 @@ pub struct BreakerConfig {
     /// `0.0..1.0`, 0 for none). Where that spread would reach past `max_open_duration`, capping
     /// the draw would put half of them on the cap itself, and breakers opened together would
     /// probe in the same millisecond: the period is drawn evenly from the upper half of the
-    /// range below the cap instead, which keeps the capped draws' mean (with the defaults,
-    /// every re-opening after a failed probe: 712.5 to 750 ms).
+    /// range below the cap instead (with the defaults, every re-opening after a failed probe:
+    /// 712.5 to 750 ms). For a period grown to the cap that keeps the capped draws' mean; for
+    /// one just below the cap the mean is a little higher (about 2 % at 95 % of the cap).
     pub jitter_ratio: f64,
     /// Probes admitted at once while half-open (1; at least 1).
     pub half_open_probes: u32,

@@ -928,8 +928,8 @@ impl Core {
             // The spread reaches past the cap. Capped as drawn, every draw above the cap (half
             // of them at the cap) would be the cap itself, and breakers opened together would
             // probe in the same millisecond. Drawn evenly from the upper half of what is left
-            // below the cap instead: spread, with the mean the capped draws had (at a base at
-            // the cap, `(low + 3 × max) / 4` either way).
+            // below the cap instead: spread, with the mean the capped draws had at a base at
+            // the cap (`(low + 3 × max) / 4` either way), a little above it for a base below.
             let low = (base * (1.0 - cfg.jitter_ratio) + max.as_secs_f64()) / 2.0;
             low + (max.as_secs_f64() - low) * r
         } else {
