@@ -133,11 +133,14 @@ impl ClassifyResponse for HttpClassifier {
         }
     }
 
+    /// The error's text through [`HttpClassifier::classify_error`]: the rules given to
+    /// [`HttpClassifierBuilder::errors`](crate::HttpClassifierBuilder::errors) when there are
+    /// some, as palisade's layers read them.
     fn classify_error<E>(self, error: &E) -> Class
     where
         E: fmt::Display + 'static,
     {
-        text_class(error)
+        HttpClassifier::classify_error(&self, &*BoxError::from(error.to_string()))
     }
 }
 
@@ -301,5 +304,23 @@ mod tests {
             ClassifyResponse::classify_response(GrpcClassifier::new(), &r),
             ClassifiedResponse::Ready(Ok(()))
         ));
+    }
+
+    /// `TraceLayer` logs the verdict palisade's layers act on: an error is classified by the
+    /// rules given to [`HttpClassifierBuilder::errors`](crate::HttpClassifierBuilder::errors)
+    /// on both sides, not by the default rules on tower-http's.
+    #[test]
+    fn tower_http_errors_get_the_classifiers_own_rules() {
+        let errors = palisade_core::DefaultClassifier::builder()
+            .message("model is loading", Class::new(Category::Transient))
+            .build()
+            .unwrap();
+        let c = HttpClassifier::builder().errors(errors).build().unwrap();
+        let message = "model is loading, try later";
+        let palisade = c
+            .classify(&Err::<Response<()>, BoxError>(message.into()))
+            .unwrap();
+        assert_eq!(palisade.category, Category::Transient);
+        assert_eq!(ClassifyResponse::classify_error(c, &message), palisade);
     }
 }
