@@ -180,9 +180,9 @@ impl ClassifyResponse for GrpcClassifier {
     fn classify_response<B>(self, res: &Response<B>) -> ClassifiedResponse<Class, GrpcEos> {
         match GrpcClassifier::classify_response(&self, res) {
             Some(class) => ClassifiedResponse::Ready(Err(class)),
-            None if res.headers().contains_key(crate::grpc::GRPC_STATUS) => {
-                ClassifiedResponse::Ready(Ok(()))
-            }
+            // The status is in the head (trailers-only), or the HTTP status failed and a
+            // code override made it a success: no trailers to wait for.
+            None if crate::grpc::status_in_head(res) => ClassifiedResponse::Ready(Ok(())),
             None => ClassifiedResponse::RequiresEos(GrpcEos(self)),
         }
     }
@@ -322,5 +322,23 @@ mod tests {
             .unwrap();
         assert_eq!(palisade.category, Category::Transient);
         assert_eq!(ClassifyResponse::classify_error(c, &message), palisade);
+    }
+
+    /// A gRPC response whose failing HTTP status a code override makes a success has its
+    /// verdict in its head, as palisade's guard and stream breaker read it: tower-http is not
+    /// told to wait for trailers that such a response never carries.
+    #[test]
+    fn a_non_200_grpc_response_made_a_success_is_ready_at_its_head() {
+        let lenient = GrpcClassifier::builder()
+            .success(Code::Unimplemented)
+            .build()
+            .unwrap();
+        let r = Response::builder().status(404).body(()).unwrap();
+        assert_eq!(lenient.classify(&Ok::<_, BoxError>(r)), None);
+        let r = Response::builder().status(404).body(()).unwrap();
+        assert!(matches!(
+            ClassifyResponse::classify_response(lenient, &r),
+            ClassifiedResponse::Ready(Ok(()))
+        ));
     }
 }
