@@ -266,10 +266,12 @@ pub fn reset_date(value: &str, now: SystemTime) -> Option<Duration> {
             if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) =>
         {
             let digit = |b: &u8| u64::from(b - b'0');
-            let minutes = (digit(h1) * 10 + digit(h2)) * 60 + digit(m1) * 10 + digit(m2);
-            if minutes >= 24 * 60 {
+            let (hours, minutes) = (digit(h1) * 10 + digit(h2), digit(m1) * 10 + digit(m2));
+            // RFC 3339's `time-hour` is 00-23 and `time-minute` 00-59.
+            if hours > 23 || minutes > 59 {
                 return None;
             }
+            let minutes = hours * 60 + minutes;
             // The offset's six bytes are ASCII: the rest ends on a character boundary.
             let local = &v[..v.len() - 6];
             let seconds = Duration::from_secs(minutes * 60);
@@ -563,6 +565,29 @@ mod tests {
         ] {
             assert_eq!(reset_date(bad, now), None, "{bad:?}");
         }
+    }
+
+    /// RFC 3339's offset is `time-hour ":" time-minute`, each in its range (00-23, 00-59): an
+    /// offset whose minutes are 60 or more is malformed, not that many minutes.
+    #[test]
+    fn an_offset_with_minutes_out_of_range_is_not_a_date() {
+        let now = new_year();
+        for bad in [
+            "2024-01-01T01:15:30+00:75",
+            "2024-01-01T00:00:30+05:60",
+            "2024-01-01T00:00:30-00:99",
+        ] {
+            assert_eq!(reset_date(bad, now), None, "{bad:?}");
+        }
+        // The largest offsets that are well formed.
+        assert_eq!(
+            reset_date("2024-01-01T23:59:30+23:59", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            reset_date("2023-12-31T00:01:30-23:59", now),
+            Some(Duration::from_secs(30))
+        );
     }
 
     #[test]

@@ -133,11 +133,14 @@ impl ClassifyResponse for HttpClassifier {
         }
     }
 
+    /// The error's text through [`HttpClassifier::classify_error`]: the rules given to
+    /// [`HttpClassifierBuilder::errors`](crate::HttpClassifierBuilder::errors) when there are
+    /// some, as palisade's layers read them.
     fn classify_error<E>(self, error: &E) -> Class
     where
         E: fmt::Display + 'static,
     {
-        text_class(error)
+        HttpClassifier::classify_error(&self, &*BoxError::from(error.to_string()))
     }
 }
 
@@ -177,9 +180,9 @@ impl ClassifyResponse for GrpcClassifier {
     fn classify_response<B>(self, res: &Response<B>) -> ClassifiedResponse<Class, GrpcEos> {
         match GrpcClassifier::classify_response(&self, res) {
             Some(class) => ClassifiedResponse::Ready(Err(class)),
-            None if res.headers().contains_key(crate::grpc::GRPC_STATUS) => {
-                ClassifiedResponse::Ready(Ok(()))
-            }
+            // The status is in the head (trailers-only), or the HTTP status failed and a
+            // code override made it a success: no trailers to wait for.
+            None if crate::grpc::status_in_head(res) => ClassifiedResponse::Ready(Ok(())),
             None => ClassifiedResponse::RequiresEos(GrpcEos(self)),
         }
     }
@@ -299,6 +302,42 @@ mod tests {
             .unwrap();
         assert!(matches!(
             ClassifyResponse::classify_response(GrpcClassifier::new(), &r),
+            ClassifiedResponse::Ready(Ok(()))
+        ));
+    }
+
+    /// `TraceLayer` logs the verdict palisade's layers act on: an error is classified by the
+    /// rules given to [`HttpClassifierBuilder::errors`](crate::HttpClassifierBuilder::errors)
+    /// on both sides, not by the default rules on tower-http's.
+    #[test]
+    fn tower_http_errors_get_the_classifiers_own_rules() {
+        let errors = palisade_core::DefaultClassifier::builder()
+            .message("model is loading", Class::new(Category::Transient))
+            .build()
+            .unwrap();
+        let c = HttpClassifier::builder().errors(errors).build().unwrap();
+        let message = "model is loading, try later";
+        let palisade = c
+            .classify(&Err::<Response<()>, BoxError>(message.into()))
+            .unwrap();
+        assert_eq!(palisade.category, Category::Transient);
+        assert_eq!(ClassifyResponse::classify_error(c, &message), palisade);
+    }
+
+    /// A gRPC response whose failing HTTP status a code override makes a success has its
+    /// verdict in its head, as palisade's guard and stream breaker read it: tower-http is not
+    /// told to wait for trailers that such a response never carries.
+    #[test]
+    fn a_non_200_grpc_response_made_a_success_is_ready_at_its_head() {
+        let lenient = GrpcClassifier::builder()
+            .success(Code::Unimplemented)
+            .build()
+            .unwrap();
+        let r = Response::builder().status(404).body(()).unwrap();
+        assert_eq!(lenient.classify(&Ok::<_, BoxError>(r)), None);
+        let r = Response::builder().status(404).body(()).unwrap();
+        assert!(matches!(
+            ClassifyResponse::classify_response(lenient, &r),
             ClassifiedResponse::Ready(Ok(()))
         ));
     }
