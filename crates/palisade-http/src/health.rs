@@ -50,6 +50,7 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use palisade_breaker::{BreakerHandle, State};
+use palisade_core::ConfigError;
 use tower_service::Service;
 
 use crate::respond::json_string;
@@ -180,16 +181,51 @@ impl Health {
         self
     }
 
-    /// Serves liveness at `path` instead of `/health`.
+    /// Serves liveness at `path` instead of `/health`: a literal path, checked by
+    /// [`validate`](Self::validate) (and by `router`).
     pub fn health_path(mut self, path: impl Into<Arc<str>>) -> Self {
         self.health_path = Some(path.into());
         self
     }
 
-    /// Serves readiness at `path` instead of `/ready`.
+    /// Serves readiness at `path` instead of `/ready`: a literal path, checked by
+    /// [`validate`](Self::validate) (and by `router`).
     pub fn ready_path(mut self, path: impl Into<Arc<str>>) -> Self {
         self.ready_path = Some(path.into());
         self
+    }
+
+    /// Checks the two paths: each must be a literal URI path that starts with `/` (no query,
+    /// no fragment, no space), with no `{`, `}` and no segment starting with `:` or `*`
+    /// (which routers such as axum read as captures and wildcards, or refuse), and the two
+    /// must differ. A path that breaks these would never be matched by
+    /// [`service`](Self::service), and would make axum panic when `router` adds it.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `health_path` or `ready_path` and the rule it breaks.
+    ///
+    /// ```
+    /// use palisade_http::health::Health;
+    ///
+    /// assert!(Health::new().health_path("/healthz").validate().is_ok());
+    /// let err = Health::new().ready_path("readyz").validate().unwrap_err();
+    /// assert_eq!(err.field(), "ready_path");
+    /// let err = Health::new().ready_path("/health").validate().unwrap_err();
+    /// assert_eq!(err.rule(), "must differ from health_path (`/health`)");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_path("health_path", self.health_path_str())?;
+        check_path("ready_path", self.ready_path_str())?;
+        if self.health_path_str() == self.ready_path_str() {
+            return Err(ConfigError::new(
+                "ready_path",
+                format!(
+                    "must differ from health_path (`{}`)",
+                    self.health_path_str()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn health_path_str(&self) -> &str {
@@ -259,19 +295,42 @@ impl Health {
     }
 
     /// The endpoints as an axum `Router`, to merge into an app
-    /// (`app.merge(health.router())`).
+    /// (`app.merge(health.router()?)`).
     ///
     /// The two paths are served by [`service`](Self::service), so the answers are the same
     /// byte for byte: a method other than `GET` or `HEAD` gets its 405 with `Allow: GET, HEAD`
     /// and a JSON body, not axum's own (empty) 405.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] from [`validate`](Self::validate) for paths axum would refuse (it
+    /// panics on a path without a leading `/`, on one given twice, on a segment starting with
+    /// `:` or `*`) or read as a pattern.
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Result<axum::Router<S>, ConfigError> {
+        self.validate()?;
         let service = self.service();
-        axum::Router::new()
+        Ok(axum::Router::new()
             .route_service(self.health_path_str(), service.clone())
-            .route_service(self.ready_path_str(), service)
+            .route_service(self.ready_path_str(), service))
     }
+}
+
+/// Whether `path` is a literal URI path a router matches as written (see
+/// [`Health::validate`]); `field` names it in the error.
+fn check_path(field: &'static str, path: &str) -> Result<(), ConfigError> {
+    let rule = if !path.starts_with('/') {
+        "must start with `/`"
+    } else if !http::uri::PathAndQuery::try_from(path)
+        .is_ok_and(|p| p.path() == path && p.query().is_none())
+    {
+        "must be a URI path alone: no query, fragment, space or control character"
+    } else if path.contains(['{', '}']) || path.split('/').any(|s| s.starts_with([':', '*'])) {
+        "must be a literal path: no `{`, `}` or segment starting with `:` or `*`"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::new(field, format!("{rule} (`{path}`)")))
 }
 
 fn json<B: From<String>>(status: StatusCode, body: String) -> Response<B> {
@@ -500,13 +559,77 @@ mod tests {
         }
     }
 
+    /// Paths a router cannot take as written are a [`ConfigError`] naming the path's field,
+    /// not axum's panic when `router` adds them (a path without its `/`, the same path for
+    /// both, a capture or a wildcard) and not a service that never matches (a query).
+    #[test]
+    fn paths_a_router_cannot_take_are_an_error_naming_them() {
+        let rule = |h: Health| {
+            h.validate()
+                .map_err(|e| (e.field().to_owned(), e.rule().to_owned()))
+        };
+        let err = |field: &str, rule: &str| Err((field.to_owned(), rule.to_owned()));
+        assert_eq!(rule(Health::new()), Ok(()));
+        assert_eq!(
+            rule(Health::new().health_path("/livez").ready_path("/v1/readyz")),
+            Ok(())
+        );
+        assert_eq!(
+            rule(Health::new().health_path("healthz")),
+            err("health_path", "must start with `/` (`healthz`)")
+        );
+        assert_eq!(
+            rule(Health::new().ready_path("")),
+            err("ready_path", "must start with `/` (``)")
+        );
+        assert_eq!(
+            rule(Health::new().health_path("/ready")),
+            err("ready_path", "must differ from health_path (`/ready`)")
+        );
+        let query = "must be a URI path alone: no query, fragment, space or control character";
+        for path in ["/ready?full=1", "/re ady", "/ready#top"] {
+            assert_eq!(
+                rule(Health::new().ready_path(path)),
+                err("ready_path", &format!("{query} (`{path}`)"))
+            );
+        }
+        let literal = "must be a literal path: no `{`, `}` or segment starting with `:` or `*`";
+        for path in ["/{name}", "/x/:id", "/*rest", "/a}"] {
+            assert_eq!(
+                rule(Health::new().health_path(path)),
+                err("health_path", &format!("{literal} (`{path}`)"))
+            );
+        }
+        // `:` and `*` inside a segment are literal.
+        assert_eq!(rule(Health::new().health_path("/a:b/c*")), Ok(()));
+    }
+
+    /// `router` returns the paths' error where axum would have panicked adding them.
+    #[cfg(feature = "axum")]
+    #[test]
+    fn the_router_refuses_what_axum_would_panic_on() {
+        for health in [
+            Health::new().health_path("healthz"),
+            Health::new().ready_path("/health"),
+            Health::new().ready_path("/:id"),
+        ] {
+            let err = health.router::<()>().unwrap_err();
+            assert!(
+                ["health_path", "ready_path"].contains(&err.field()),
+                "{err}"
+            );
+        }
+        // What is accepted, axum takes without a panic.
+        let _: axum::Router = Health::new().health_path("/a:b/c*").router().unwrap();
+    }
+
     /// The axum `Router` answers every request as the tower service does: a wrong method
     /// gets the same 405, `Allow: GET, HEAD` and JSON body, not axum's own empty 405.
     #[cfg(feature = "axum")]
     #[tokio::test]
     async fn the_router_answers_as_the_service_does() {
         let health = Health::new().check("warm", || true).ready_path("/readyz");
-        let router: axum::Router = health.router();
+        let router: axum::Router = health.router().unwrap();
         for path in ["/readyz", "/health"] {
             for method in [
                 Method::GET,

@@ -49,7 +49,7 @@
 //! # fn main() {}
 //! # #[cfg(all(feature = "http-axum", feature = "breaker"))]
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::body::Body;
 //! use axum::extract::State;
 //! use axum::http::{Request, StatusCode};
@@ -76,7 +76,7 @@
 //! let app = Router::new()
 //!     .route("/ask", get(ask))
 //!     .with_state(BoxCloneSyncService::new(llm))
-//!     .merge(health.router());
+//!     .merge(health.router()?); // a ConfigError for paths axum cannot take
 //!
 //! let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
 //! assert_eq!(app.clone().oneshot(get("/ask")).await.unwrap().status(), StatusCode::OK);
@@ -89,6 +89,7 @@
 //!     StatusCode::SERVICE_UNAVAILABLE
 //! );
 //! assert_eq!(app.oneshot(get("/health")).await.unwrap().status(), StatusCode::OK);
+//! # Ok(())
 //! # }
 //! ```
 //!

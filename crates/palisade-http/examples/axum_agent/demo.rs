@@ -163,7 +163,7 @@ pub(crate) async fn app(tool: SocketAddr) -> Result<App, BoxError> {
                 .layer(ErrorResponseLayer::new())
                 .layer(ServerDeadlineLayer::new().max(Duration::from_secs(5))),
         )
-        .merge(health.router());
+        .merge(health.router()?);
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
