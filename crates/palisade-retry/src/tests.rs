@@ -2608,6 +2608,23 @@ mod debug {
             "{shown}"
         );
         assert!(shown.contains("rng: Seeded { seed: 7 }"), "{shown}");
+        // Every setting the builder shows, the built layer shows too: the three that decide
+        // what a request does while a breaker is open, the budget is spent or its deadline is
+        // near were missing.
+        for field in [
+            "jitter: Proportional(0.1)",
+            "rate_limited_delay: 5s",
+            "max_retry_after: 60s",
+            "wait_for_breaker: true",
+            "wait_for_budget: true",
+            "min_attempt_time: 10ms",
+            "adaptive: None",
+            "budget: Unlimited",
+            "refresh: false",
+            "attempts: LayerLimit",
+        ] {
+            assert!(shown.contains(field), "{field} in {shown}");
+        }
         let svc = layer.layer(7u8);
         assert_eq!(svc.max_attempts(), 4);
         assert_eq!(svc.budget().balance(), i64::MAX);
