@@ -169,8 +169,11 @@ impl<B: ?Sized, A> RetryBuilder<B, A> {
         self
     }
 
-    /// The initial delay before retrying a `RateLimited` failure (the backoff's shape and cap
-    /// still apply). A failure with a server's `retry_after` waits for that hint instead.
+    /// The initial delay before retrying a `RateLimited` failure. The backoff's shape still
+    /// applies, and so does its cap, except that a cap below this delay is raised to it: with
+    /// `Backoff::exponential(100 ms, 2.0).with_cap(1 s)` and the default 5 s, each retry of a
+    /// rate limit waits up to 5 s (the jitter's draw, below the raised cap), not 1 s. A
+    /// failure with a server's `retry_after` waits for that hint instead.
     pub fn rate_limited_delay(mut self, delay: Duration) -> Self {
         self.rate_limited = delay;
         self

@@ -333,6 +333,20 @@ async fn rate_limited_failures_start_from_their_own_delay() {
     assert_eq!(run(svc).await, Ok(0));
     // 5 s by default, then the backoff's factor: 10 s.
     assert_eq!(script.calls(), [ms(0), ms(5_000), ms(15_000)]);
+
+    // A backoff capped below the rate-limited delay: the cap is raised to that delay (as
+    // `rate_limited_delay` says), so each retry of a rate limit waits 5 s, not the 1 s cap.
+    let script = Script::new([
+        err(Category::RateLimited, "429"),
+        err(Category::RateLimited, "429"),
+    ]);
+    let svc = layer()
+        .backoff(Backoff::exponential(ms(100), 2.0).with_cap(ms(1_000)))
+        .build()
+        .unwrap()
+        .layer(script.clone());
+    assert_eq!(run(svc).await, Ok(0));
+    assert_eq!(script.calls(), [ms(0), ms(5_000), ms(10_000)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -2594,6 +2608,23 @@ mod debug {
             "{shown}"
         );
         assert!(shown.contains("rng: Seeded { seed: 7 }"), "{shown}");
+        // Every setting the builder shows, the built layer shows too: the three that decide
+        // what a request does while a breaker is open, the budget is spent or its deadline is
+        // near were missing.
+        for field in [
+            "jitter: Proportional(0.1)",
+            "rate_limited_delay: 5s",
+            "max_retry_after: 60s",
+            "wait_for_breaker: true",
+            "wait_for_budget: true",
+            "min_attempt_time: 10ms",
+            "adaptive: None",
+            "budget: Unlimited",
+            "refresh: false",
+            "attempts: LayerLimit",
+        ] {
+            assert!(shown.contains(field), "{field} in {shown}");
+        }
         let svc = layer.layer(7u8);
         assert_eq!(svc.max_attempts(), 4);
         assert_eq!(svc.budget().balance(), i64::MAX);
