@@ -5,7 +5,12 @@ use std::fmt;
 /// Reads a per-request attempt limit from the request itself, overriding the layer's.
 ///
 /// `None` keeps the layer's limit (fixed or adaptive); `Some(n)` allows `n` attempts in all,
-/// the first included (`Some(0)` is read as 1).
+/// the first included. `Some(1)` still lets an attempt that an open breaker below refused be
+/// sent again once the breaker lets calls through (under a deadline, with
+/// [`wait_for_breaker`](crate::RetryBuilder::wait_for_breaker)): the refused attempt reached
+/// nothing. `Some(0)` says a copy of the request cannot be sent at all (its body goes with
+/// the attempt): one attempt, no copy kept, and a refused attempt ends the request with the
+/// breaker's refusal.
 ///
 /// The limit is read before the first attempt, and again after each failed attempt from the
 /// copy of the request kept for the next one; a later read can only lower it. So a request

@@ -446,12 +446,19 @@ where
     }
     // The request's own limit, read again from the copy kept for the next attempt: it may
     // have dropped since the first (a request body streamed past what could be kept for
-    // another attempt). It only ever lowers the limit.
+    // another attempt). It only ever lowers the limit. A copy that says it cannot be sent at
+    // all (`Some(0)`: its body went with the attempt) is dropped: no attempt follows, not
+    // even the one a breaker refused, and the request ends with this attempt's error.
+    let mut request = request;
     let limit = match request
         .as_ref()
         .and_then(|req| shared.attempts.max_attempts(req))
     {
-        Some(n) => limit.min(n.max(1)),
+        Some(0) => {
+            request = None;
+            limit.min(1)
+        }
+        Some(n) => limit.min(n),
         None => limit,
     };
     let now = Instant::now();

@@ -59,15 +59,17 @@ impl<B: ?Sized, A> Shared<B, A> {
         self.policy.wait_for_breaker && ctx::deadline().is_some()
     }
 
-    /// The limit of `req`.
+    /// The limit of `req`, and whether a copy of it may be sent (`false` where its
+    /// [`MaxAttempts`] says `Some(0)`: only the request itself can be sent).
     #[inline]
-    pub(crate) fn limit_for<Req>(&self, req: &Req) -> u32
+    pub(crate) fn limit_for<Req>(&self, req: &Req) -> (u32, bool)
     where
         A: MaxAttempts<Req>,
     {
         match self.attempts.max_attempts(req) {
-            Some(n) => n.max(1),
-            None => self.limit(),
+            Some(0) => (1, false),
+            Some(n) => (n, true),
+            None => (self.limit(), true),
         }
     }
 }
@@ -274,13 +276,15 @@ where
         if shared.budget.counts_requests() {
             shared.budget.on_request();
         }
-        let limit = shared.limit_for(&req);
+        let (limit, copies) = shared.limit_for(&req);
         // Keep a copy only if another attempt may follow: a retry, or, for a request of one
         // attempt, the same attempt again after a breaker's refusal, which under a deadline
-        // does not count (as `send` keeps one for a last attempt). The deadline is read only
-        // for a request of one attempt: under a `Deadline` whose clock has not started,
-        // reading it starts the clock, at this call rather than at the first poll.
-        let retained = (limit > 1 || shared.refusal_may_be_waited_for()).then(|| req.clone());
+        // does not count (as `send` keeps one for a last attempt), unless the request says a
+        // copy of it cannot be sent. The deadline is read only for a request of one attempt
+        // that may be copied: under a `Deadline` whose clock has not started, reading it
+        // starts the clock, at this call rather than at the first poll.
+        let retained =
+            (limit > 1 || (copies && shared.refusal_may_be_waited_for())).then(|| req.clone());
         // The first attempt's call runs inside its attempt scope, as every later one does:
         // nothing is to be avoided yet, but a layer below can tell that a retry is above it,
         // and a `CarryLayer` below carries the attempt (and its report channel) across a task

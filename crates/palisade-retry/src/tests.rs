@@ -1368,6 +1368,88 @@ mod context {
         }
     }
 
+    /// A request whose copy cannot be sent (palisade-http's `ReplayBody` streamed once: its
+    /// copies are `Taken`, and `ReplayAttempts` says `Some(0)` of them) is refused by an open
+    /// breaker under a deadline: it ends with the refusal, not with the unsendable copy sent
+    /// once the breaker lets calls through (which failed with the copy's own "not replayable"
+    /// error, a validation failure no fallback above would answer).
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_request_whose_copy_cannot_be_sent_ends_with_the_refusal() {
+        /// A request whose body goes with its first send: its copies cannot be sent.
+        #[derive(Debug)]
+        struct Once {
+            copy: bool,
+            clones: Arc<AtomicUsize>,
+        }
+        impl Clone for Once {
+            fn clone(&self) -> Self {
+                self.clones.fetch_add(1, Ordering::SeqCst);
+                Once {
+                    copy: true,
+                    clones: self.clones.clone(),
+                }
+            }
+        }
+        hooks::DEADLINE.set(Some(Instant::now() + ms(10_000)));
+        // The request itself says one attempt (sendable), its copies none: a copy is kept for
+        // the refusal and found unsendable when it comes.
+        let clones = Arc::new(AtomicUsize::new(0));
+        let s = Script::new([open(500), Answer::Ok(7)]);
+        let svc = layer()
+            .max_attempts_fn(|r: &Once| Some(if r.copy { 0 } else { 1 }))
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let start = Instant::now();
+        let out = svc
+            .oneshot(Once {
+                copy: false,
+                clones: clones.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(out, Err("circuit open".to_owned()));
+        assert_eq!(s.count(), 1, "the copy is never sent");
+        assert_eq!(start.elapsed(), Duration::ZERO, "nothing is waited for");
+        assert_eq!(clones.load(Ordering::SeqCst), 1);
+        // The request itself says so from the start: no copy is even made.
+        let clones = Arc::new(AtomicUsize::new(0));
+        let s = Script::new([open(500), Answer::Ok(7)]);
+        let svc = layer()
+            .max_attempts_fn(|_: &Once| Some(0))
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let out = svc
+            .oneshot(Once {
+                copy: false,
+                clones: clones.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(out, Err("circuit open".to_owned()));
+        assert_eq!((s.count(), clones.load(Ordering::SeqCst)), (1, 0));
+        // A copy that can be sent after a retryable failure as well: `Some(0)` ends it there
+        // too, with that failure.
+        let s = Script::new([err(Category::ServerError, "503"), Answer::Ok(7)]);
+        let svc = layer()
+            .max_attempts(3)
+            .max_attempts_fn(|r: &Once| r.copy.then_some(0))
+            .build()
+            .unwrap()
+            .layer(s.clone());
+        let out = svc
+            .oneshot(Once {
+                copy: false,
+                clones: Arc::new(AtomicUsize::new(0)),
+            })
+            .await
+            .map_err(|e| e.to_string());
+        hooks::DEADLINE.set(None);
+        assert_eq!(out, Err("503".to_owned()));
+        assert_eq!(s.count(), 1);
+    }
+
     /// A request of one attempt (a non-idempotent one, say, whose refusal means it was never
     /// sent) refused by an open breaker under a deadline waits for the breaker like any last
     /// attempt: the refused attempt does not count, so it does not use up the only one.

@@ -733,11 +733,15 @@ impl<A, B> MaxAttempts<Request<ReplayBody<B>>> for ReplayAttempts<A>
 where
     A: MaxAttempts<Request<ReplayBody<B>>>,
 {
+    /// `inner`'s limit for a body kept for replay; `Some(0)` for one that is not (only the
+    /// request itself can be sent: a copy's body is gone), which the retry layer reads as one
+    /// attempt and no copy, so that not even an attempt an open breaker refused is sent
+    /// again, with a body that would fail as [`NotReplayable`].
     fn max_attempts(&self, req: &Request<ReplayBody<B>>) -> Option<u32> {
         if req.body().is_replayable() {
             self.inner.max_attempts(req)
         } else {
-            Some(1)
+            Some(0)
         }
     }
 }

@@ -215,12 +215,57 @@ fn replay_attempts_give_a_body_not_kept_one_attempt() {
     let kept = Request::new(ReplayBody::<Script>::full(Bytes::from_static(b"x"), None));
     assert_eq!(attempts.max_attempts(&kept), None);
     let once = Request::new(ReplayBody::once([], Script::data(&["x"])));
-    assert_eq!(attempts.max_attempts(&once), Some(1));
+    assert_eq!(attempts.max_attempts(&once), Some(0));
     let five = ReplayAttempts::new(palisade_retry::max_attempts_fn(
         |_: &Request<ReplayBody<Script>>| Some(5),
     ));
     assert_eq!(five.max_attempts(&kept), Some(5));
-    assert_eq!(five.max_attempts(&once), Some(1));
+    assert_eq!(five.max_attempts(&once), Some(0));
+}
+
+/// A body too large to keep, whose only attempt an open breaker below refuses under a
+/// deadline: the request ends with the refusal (a fallback above answers it; an HTTP server
+/// maps it to a 503), not with a copy sent once the breaker lets calls through, whose body
+/// is gone ([`NotReplayable`], a validation failure).
+#[tokio::test(start_paused = true)]
+async fn a_body_not_kept_whose_attempt_a_breaker_refused_ends_with_the_refusal() {
+    use palisade_retry::{RetryLayer, budget::Unlimited};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let refused_then_up = service_fn(move |req: Request<ReplayBody<Script>>| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                let open =
+                    Class::new(Category::Rejected).with_retry_after(Duration::from_millis(500));
+                return Err::<(), BoxError>(
+                    palisade_core::Classified::new(open, "circuit open").into(),
+                );
+            }
+            collect(req.into_body()).await?;
+            Ok(())
+        }
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(ReplayLayer::new(64))
+        .layer(
+            RetryLayer::builder()
+                .budget(Unlimited)
+                .max_attempts_with(ReplayAttempts::new(LayerLimit))
+                .build()
+                .unwrap(),
+        )
+        .service(refused_then_up);
+    let at = Instant::now() + Duration::from_secs(10);
+    let request = Request::new(Script::data(&[LONG, LONG]));
+    let mut call = std::pin::pin!(palisade_core::context::with_deadline(at, || svc.call(request)));
+    let out = std::future::poll_fn(|cx| {
+        palisade_core::context::with_deadline(at, || call.as_mut().poll(cx))
+    })
+    .await;
+    let err = out.unwrap_err();
+    assert_eq!(class_of(&err).category, Category::Rejected, "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -711,8 +756,9 @@ async fn past_the_limit_the_retry_stops_with_the_attempts_own_error() {
 }
 
 /// [`ReplayAttempts`] on a streaming body: the layer's limit while everything read so far is
-/// recorded, on the copy the retry keeps as on the one an attempt reads; one attempt on every
-/// copy once more than the limit has been read, or once the caller's body failed.
+/// recorded, on the copy the retry keeps as on the one an attempt reads; `Some(0)` (no copy
+/// can be sent) on every copy once more than the limit has been read, or once the caller's
+/// body failed.
 #[tokio::test(start_paused = true)]
 async fn replay_attempts_read_a_streaming_body_before_and_after_the_limit() {
     let attempts = ReplayAttempts::new(LayerLimit);
@@ -730,21 +776,21 @@ async fn replay_attempts_read_a_streaming_body_before_and_after_the_limit() {
     assert_eq!(limit_of(&kept), None, "exactly the limit: recorded");
     feed.data("e");
     assert_eq!(next_frame(&mut reader).await.unwrap().unwrap(), "e");
-    assert_eq!(limit_of(&kept), Some(1), "past the limit");
-    assert_eq!(limit_of(&reader), Some(1));
+    assert_eq!(limit_of(&kept), Some(0), "past the limit");
+    assert_eq!(limit_of(&reader), Some(0));
     let five = ReplayAttempts::new(palisade_retry::max_attempts_fn(
         |_: &Request<ReplayBody<Fed>>| Some(5),
     ));
-    assert_eq!(five.max_attempts(&Request::new(kept)), Some(1));
+    assert_eq!(five.max_attempts(&Request::new(kept)), Some(0));
 
-    // A caller's body that failed: one attempt, whatever the inner limit.
+    // A caller's body that failed: no copy can be sent, whatever the inner limit.
     let (feed, body) = fed(None);
     let mut reader = ReplayBody::streaming(body, 64);
     let kept = reader.clone();
     assert_eq!(five.max_attempts(&Request::new(kept.clone())), Some(5));
     feed.fail("client went away");
     assert!(next_frame(&mut reader).await.unwrap().is_err());
-    assert_eq!(five.max_attempts(&Request::new(kept)), Some(1));
+    assert_eq!(five.max_attempts(&Request::new(kept)), Some(0));
 }
 
 /// Each copy of a streaming body tells its own size and end: the original as its source
