@@ -236,10 +236,20 @@ where
                         unreachable!("the state was Fallback a moment ago")
                     };
                     let Running {
-                        original, failures, ..
+                        original,
+                        mut failures,
+                        ..
                     } = *run;
+                    // The caller's cancellation, the failure just pushed, is the call's outcome:
+                    // given back as it is (unless a failing response is handed back), so that
+                    // the layers above read a cancellation, not the call's own failure, which a
+                    // fallback above would answer and a breaker above would count.
+                    let cancellation = if cancelled { failures.pop() } else { None };
                     return Poll::Ready(unanswered(original, this.config.restore, |original| {
-                        Box::new(FallbackFailed::new(original, failures))
+                        match cancellation {
+                            Some((_, cancellation)) => cancellation,
+                            None => Box::new(FallbackFailed::new(original, failures)),
+                        }
                     }));
                 }
                 StateProj::Done => panic!("`Fallback` response future polled after completion"),

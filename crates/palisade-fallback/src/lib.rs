@@ -78,7 +78,11 @@
 //! [`restore_failed_responses`](FallbackBuilder::restore_failed_responses) is on (the
 //! default), the answer is that response handed back, [`Answer::Restored`], not an error.
 //! Either way the call is counted in `palisade.fallback.failed` (with palisade-core's
-//! `metrics` feature on).
+//! `metrics` feature on). A strategy that fails because the caller cancelled (its failure's
+//! class is [`Category::Cancelled`](palisade_core::Category::Cancelled)) ends the run: no
+//! further member is tried, nothing is counted as failed, and the call fails with that
+//! cancellation as it is (where no failing response is handed back), so that the layers
+//! above read a cancellation, not a failure of the dependency.
 //!
 //! A dependency whose readiness fails (`poll_ready`: a connection refused, a buffer whose
 //! worker is gone) fails the call that follows instead, without being called: the layer

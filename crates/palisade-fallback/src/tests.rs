@@ -235,8 +235,8 @@ async fn a_chain_tries_in_order_and_reports_every_error() {
 }
 
 /// A member that fails because the caller cancelled (its client's "request cancelled")
-/// ends the chain: the next member does not answer the cancelled call, and no fallback is
-/// counted as failed for it.
+/// ends the chain: the next member does not answer the cancelled call, no fallback is
+/// counted as failed for it, and the call fails with the cancellation.
 #[tokio::test]
 async fn a_member_failing_with_a_cancellation_ends_the_chain() {
     let cancelled =
@@ -246,9 +246,8 @@ async fn a_member_failing_with_a_cancellation_ends_the_chain() {
         .then(Constant("canned".to_owned()));
     let svc = FallbackLayer::new(chain).layer(agent("503 primary down"));
     let err = svc.oneshot(req("fail").0).await.unwrap_err();
-    let failed = err.downcast_ref::<FallbackFailed>().unwrap();
-    let names: Vec<&str> = failed.failures().iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["service"]);
+    assert_eq!(err.to_string(), "request cancelled");
+    assert_eq!(class_of(&err).category, Category::Cancelled);
 }
 
 #[tokio::test]
@@ -1655,4 +1654,35 @@ async fn a_chain_run_by_hand_stops_at_a_cancelled_member() {
         result.is_err(),
         "the cancelled call was answered by the next member: {result:?}"
     );
+}
+
+/// A fallback that stops because the caller cancelled while it answered gives the caller's
+/// cancellation back, so that the layers above read it as one (the crate docs: the caller's
+/// cancellation stays an error, and is not answered). It gave back a `FallbackFailed` classed
+/// as the call's own failure (here a server error): a fallback layer above (a feature's
+/// fallback under the stack's last resort) answered the cancelled call, and a breaker above
+/// would have counted it against the dependency's health.
+#[tokio::test]
+async fn a_cancellation_while_a_fallback_answers_stays_a_cancellation_above() {
+    let cancelled =
+        service_fn(|_: Req| async { Err::<String, BoxError>("request cancelled".into()) });
+    let strategies: [Box<dyn Strategy<Req, String>>; 2] = [
+        Box::new(Alternative::new(cancelled)),
+        Box::new(
+            Chain::new()
+                .then(Alternative::new(cancelled))
+                .then(Constant("canned".to_owned())),
+        ),
+    ];
+    for strategy in strategies {
+        let inner = FallbackLayer::new(strategy).layer(agent("503 primary down"));
+        let err = inner.clone().oneshot(req("fail").0).await.unwrap_err();
+        assert_eq!(class_of(&err).category, Category::Cancelled, "{err}");
+        assert_eq!(err.to_string(), "request cancelled");
+
+        let outer =
+            FallbackLayer::new(Constant(Answer::Primary("last resort".to_owned()))).layer(inner);
+        let err = outer.oneshot(req("fail").0).await.unwrap_err();
+        assert_eq!(class_of(&err).category, Category::Cancelled, "{err}");
+    }
 }

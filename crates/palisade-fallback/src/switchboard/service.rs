@@ -77,7 +77,8 @@ pub struct Gate<S> {
     /// on); a clone starts without it.
     probe_ends: Option<Pin<Box<Sleep>>>,
     /// Where a switch off finds this gate's waker while it waits for the inner service's
-    /// readiness with the feature on. Made on its first such wait; a clone starts without it.
+    /// readiness (with the feature on, or as its probe). Made on its first such wait; a clone
+    /// starts without it.
     waiter: Option<Arc<Waiter>>,
     /// The feature, striped: each gate instance reads its own stripe and its futures hold that
     /// stripe's reference, so instances on different threads never share a reference count.
@@ -212,6 +213,14 @@ where
                         // The hold is over: the slot is let go (a failed probe), and the
                         // state read again.
                         self.let_probe_go();
+                        continue;
+                    }
+                    // A switch off by hand wakes this caller too, whose next poll lets the
+                    // slot go and is refused.
+                    self.feature.waiting(&mut self.waiter, cx.waker());
+                    if self.probe.as_ref().is_some_and(|slot| !slot.is_current()) {
+                        // Turned on or off meanwhile (before the waker was left): read the
+                        // state again.
                         continue;
                     }
                     Poll::Pending

@@ -262,8 +262,8 @@ struct Inner {
     /// Failures in the window. Cleared when the feature is turned back on; read and written
     /// only after a failure and for a status page, never on the success path.
     failures: ErrorStats,
-    /// The gates waiting for their service's readiness while the feature was on, woken when
-    /// it goes off so that the fallback answers them (see [`Feature::waiting`]). Locked only
+    /// The gates waiting for their service's readiness while the feature was on (or with the
+    /// probe slot), woken when it goes off so that the fallback answers them (see [`Feature::waiting`]). Locked only
     /// by a gate whose service is not ready and by a switch off, never on a call's way.
     waiters: Mutex<Vec<Weak<Waiter>>>,
 }
@@ -453,10 +453,10 @@ impl Feature {
     }
 
     /// Leaves `waker` where a switch off finds it: a gate whose service is not ready, while the
-    /// feature is on, calls this with its own `waiter` (made on its first wait, `None` until
-    /// then) before it returns `Pending`, so that turning the feature off (by hand or by its
-    /// failures) wakes its caller to be answered by the fallback, rather than leaving it
-    /// parked on a service that may never get ready. Registered once per gate; gates dropped
+    /// feature is on or while it holds the probe slot, calls this with its own `waiter` (made
+    /// on its first wait, `None` until then) before it returns `Pending`, so that turning the
+    /// feature off (by hand or by its failures) wakes its caller to be answered by the
+    /// fallback, rather than leaving it parked on a service that may never get ready. Registered once per gate; gates dropped
     /// since are forgotten at the next registration.
     pub(crate) fn waiting(&self, waiter: &mut Option<Arc<Waiter>>, waker: &Waker) {
         let slot = match waiter {

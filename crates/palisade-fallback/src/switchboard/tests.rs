@@ -1806,3 +1806,48 @@ async fn gates_dropped_while_waiting_are_forgotten() {
         .unwrap();
     assert!(answer.is_degraded());
 }
+
+/// A probe waiting, on a task of its own, for a wedged dependency's readiness when an operator
+/// turns the feature off by hand is woken and answered by the fallback at once, as every other
+/// caller waiting for readiness is (the crate's *Readiness* docs). It was not woken: only a gate
+/// waiting with the feature on left its waker for a switch off, so the probe's caller waited
+/// for the end of the probe's hold (10 s here, 60 s by default).
+#[tokio::test(start_paused = true)]
+async fn turning_a_feature_off_by_hand_answers_a_probe_waiting_for_readiness() {
+    let feature = Switchboard::new()
+        .feature_with("f", probe_timeout_10s())
+        .unwrap();
+    let (wedged, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let svc = FeatureLayer::new(feature.clone(), Constant("off".to_owned())).layer(Wedged {
+        wedged: wedged.clone(),
+        calls: calls.clone(),
+    });
+    let _ = svc.clone().oneshot(0).await.unwrap();
+    assert!(matches!(feature.state(), FeatureState::AutoOff { .. }));
+    wedged.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = tokio::spawn(svc.clone().oneshot(1));
+    tokio::task::yield_now().await;
+    assert!(!probe.is_finished(), "the probe waits for readiness");
+    let start = tokio::time::Instant::now();
+    feature.turn_off();
+    let answer = tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .expect("answered once the feature is turned off")
+        .unwrap()
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(
+        answer.degraded().unwrap().class.category,
+        Category::Rejected
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the probe never reached it"
+    );
+    assert_eq!(feature.state(), FeatureState::TurnedOff);
+}
