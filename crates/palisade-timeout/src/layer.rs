@@ -213,8 +213,10 @@ pub struct DeadlineLayer {
 }
 
 impl DeadlineLayer {
-    /// Fails each call that does not finish within `limit` of the call with
-    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded).
+    /// Fails each call that does not finish within `limit` with
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded), counted from the first poll of
+    /// its response future (or from `call`, if a layer below reads the deadline there; see
+    /// the [crate docs](crate)).
     pub fn new(limit: Duration) -> Self {
         DeadlineLayer {
             limit,

@@ -25,7 +25,12 @@
 //! What does not cross: "this attempt is being dropped because its time is up"
 //! ([`attempt::timing_out`]). Behind a `Buffer` it needs no carrying (the response future
 //! below the buffer is dropped on the caller's task, inside the timeout's drop); across a
-//! spawned task the future below is not dropped with the one above at all.
+//! spawned task the future below is not dropped with the one above at all. Nor does the
+//! carried deadline end the work below by itself: a per-attempt timeout there reads it only
+//! when its own limit is up, so an attempt on the spawned task runs to that limit after the
+//! caller has given up. To bound it by the caller's deadline, put a deadline layer (such as
+//! palisade-timeout's `Deadline`) just below [`ResumeLayer`]: it takes the carried deadline
+//! as its enclosing one and drops the work below when it ends.
 //!
 //! # The request carries it
 //!
