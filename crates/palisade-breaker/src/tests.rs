@@ -563,9 +563,11 @@ fn a_call_after_poll_ready_failed_panics() {
 
 /// A service that is never ready and does not check its own contract: a `call` reaches it
 /// (counted) whether or not it was ready, as a hand-written client's would.
+#[cfg(debug_assertions)]
 #[derive(Clone)]
 struct NeverReady(Arc<AtomicUsize>);
 
+#[cfg(debug_assertions)]
 impl Service<()> for NeverReady {
     type Response = ();
     type Error = BoxError;
@@ -582,8 +584,10 @@ impl Service<()> for NeverReady {
 }
 
 /// `poll_ready` returned `Pending` (the service is not ready): the admission it reserved is
-/// no permission to call, and `call` panics as documented instead of calling a service that
-/// is not ready. A probe slot it holds comes back when the service is dropped.
+/// no permission to call, and `call` panics as documented (with debug assertions, as tests
+/// run) instead of calling a service that is not ready. A probe slot it holds comes back when
+/// the service is dropped.
+#[cfg(debug_assertions)]
 #[tokio::test(start_paused = true)]
 async fn a_call_after_poll_ready_returned_pending_panics_without_reaching_the_service() {
     let calls = Arc::new(AtomicUsize::new(0));
