@@ -654,9 +654,14 @@ fn classify_with(rules: &Rules, err: &(dyn Error + 'static)) -> Class {
     let known = chain(err).find_map(|e| known_class(rules, e).map(|class| (e, class)));
     // A verdict an error carries (a classify layer's `Classified`, a response's class) is
     // final: its classifier read the message already, with its own hint rule (or none),
-    // and a second reading would add a wait it chose not to give.
+    // and a second reading would add a wait it chose not to give. So is a failed fallback's:
+    // its original was classified whole, hints included, and the messages a second reading
+    // would add are the fallback strategies' (how long a backup asked to wait), or the
+    // original's, read again past a verdict that gave no wait.
     if let Some((e, class)) = known
-        && (e.is::<Classified>() || e.is::<ResponseClass>())
+        && (e.is::<Classified>()
+            || e.is::<ResponseClass>()
+            || e.is::<crate::failure::FallbackFailed>())
     {
         return class;
     }

@@ -1197,3 +1197,48 @@ fn fallback_failed_takes_the_original_class_from_the_classifier_in_use() {
         "{failed}"
     );
 }
+
+/// A failed fallback's wait is its original failure's, as the classifier reads that failure:
+/// not a hint in a fallback strategy's message (how long the *backup* asked to wait), and not
+/// one in the message of an original whose classify layer chose to give none (its verdict is
+/// final). Before, the whole chain's messages were read again for a hint after the original's
+/// class was taken, so both gave the failed fallback a `retry_after` its original did not have.
+#[test]
+fn a_failed_fallback_waits_as_long_as_its_original_asked_not_its_fallbacks() {
+    use crate::failure::FallbackFailed;
+    let secs = Duration::from_secs;
+
+    // The backup's hint is not the original call's.
+    let original: BoxError = "HTTP 503 Service Unavailable".into();
+    let expected = class_of(&original).with_retryable(false);
+    assert_eq!(expected.retry_after, None);
+    let failed: BoxError = Box::new(FallbackFailed::new(
+        original,
+        vec![(
+            "backup",
+            "backup rate limited, retry after 5 seconds".into(),
+        )],
+    ));
+    assert_eq!(class_of(&failed), expected, "{failed}");
+    assert_eq!(
+        class_of(&failed),
+        HasClass::class(failed.downcast_ref::<FallbackFailed>().unwrap())
+    );
+
+    // A classify layer's verdict without a wait stays without one.
+    let verdict = Class::new(Category::RateLimited);
+    let original: BoxError = Box::new(Classified::new(
+        verdict,
+        "rate limit, retry after 30 seconds",
+    ));
+    let failed: BoxError = Box::new(FallbackFailed::new(original, Vec::new()));
+    assert_eq!(class_of(&failed), verdict.with_retryable(false), "{failed}");
+
+    // The original's own hint is still its wait.
+    let original: BoxError = "rate limit reached, retry after 30 seconds".into();
+    let failed: BoxError = Box::new(FallbackFailed::new(
+        original,
+        vec![("backup", "retry after 5 seconds".into())],
+    ));
+    assert_eq!(class_of(&failed).retry_after, Some(secs(30)));
+}
