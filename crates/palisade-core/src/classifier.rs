@@ -261,7 +261,9 @@ macro_rules! unreached {
 ///    whatever words the message adds: `HTTP 400: invalid 'timeout' parameter` names the field
 ///    that was wrong, no timeout); a timeout (`timed out`, `deadline exceeded`); a server error
 ///    (a 5xx, `Internal Server Error`, `Service Unavailable`, `Bad Gateway`, Envoy's `no
-///    healthy upstream`); a timeout (`timeout`); a network failure; an exhausted resource
+///    healthy upstream`); a timeout (`timeout`); a network failure (also hyper's `operation was canceled` and hyper-util's `client error
+///    (Canceled)` as whole messages: a request dropped unsent because its connection closed,
+///    not a cancellation); an exhausted resource
 ///    (`out of memory`, `overloaded`, a pool exhausted, Ollama's `server busy ... maximum
 ///    pending requests exceeded`); a request the dependency refused as invalid (`invalid`,
 ///    `bad request`, `too large`, a 400, 413 or 422); a cancellation (`cancelled`, nginx's
@@ -435,7 +437,12 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
         concat!(
             r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|",
             r"connect(?:ion)? error|error trying to connect|transport error|refused.?stream|",
-            r"unexpected (?:eof|end of file)",
+            r"unexpected (?:eof|end of file)|",
+            // hyper's `Canceled`, whole (hyper 1 displays its kind alone, the reason is its
+            // source) and as hyper-util's legacy client wraps it: a request dropped before it
+            // was sent because its connection closed or was not ready, not the caller's
+            // cancellation (a caller that gives up drops the future and sees no error).
+            r"^operation was canceled$|^client error \(canceled\)$",
         ),
         Class::new(Category::Network),
     ),

@@ -1242,3 +1242,56 @@ fn a_failed_fallback_waits_as_long_as_its_original_asked_not_its_fallbacks() {
     ));
     assert_eq!(class_of(&failed).retry_after, Some(secs(30)));
 }
+
+/// An error shaped like hyper 1's and hyper-util's: its `Display` is its kind's description
+/// alone, and what caused it is its `source()`.
+#[derive(Debug)]
+struct Described(&'static str, Option<BoxError>);
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Error for Described {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// hyper's `Canceled` is a request dropped before it was sent because its connection closed
+/// or was not ready (`hyper::Error::is_canceled`), not the caller's cancellation: hyper 1
+/// displays it as `operation was canceled` with the reason as its source, and hyper-util's
+/// legacy client as `client error (Canceled)` above that. Read top first, the word
+/// `canceled` made it [`Category::Cancelled`]: never retried and never counted against the
+/// endpoint, for a connection that closed. hyper 0.14's joined form, `operation was
+/// canceled: connection closed`, was a network failure already (the corpus).
+#[test]
+fn hypers_canceled_request_is_a_connection_failure_not_the_callers_cancellation() {
+    let hyper = |cause: &'static str| -> BoxError {
+        Box::new(Described("operation was canceled", Some(cause.into())))
+    };
+    for err in [
+        hyper("connection closed"),
+        hyper("connection was not ready"),
+        Box::new(Described("operation was canceled", None)),
+        Box::new(Described(
+            "client error (Canceled)",
+            Some(hyper("connection closed")),
+        )),
+        Box::new(Described("client error (Canceled)", None)),
+    ] {
+        let class = class_of(&err);
+        assert_eq!(class.category, Category::Network, "{err}");
+        assert!(class.retryable, "{err}");
+    }
+    // The caller's own cancellations are still cancellations.
+    for msg in [
+        "request cancelled",
+        "rpc error: code = Canceled desc = context canceled",
+        "the operation was canceled by the user",
+    ] {
+        assert_eq!(cat(msg), Category::Cancelled, "{msg}");
+    }
+}
