@@ -838,9 +838,18 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
             Duration::from_secs(1)
         }
     };
-    // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`).
+    // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`), but not
+    // the words a float reads (`NaN`, `inf`): nonsense is no hint, as for the hint parsers.
     hint::decimal(value, unit).or_else(|| {
         let n: f64 = value.parse().ok()?;
+        if n.is_nan()
+            || value
+                .trim_start_matches(['+', '-'])
+                .starts_with(char::is_alphabetic)
+        {
+            return None;
+        }
+        // Past an `f64` (`1e400`): the longest wait, as long digits are.
         hint::secs_f64((n * unit.as_secs_f64()).min(f64::MAX))
     })
 }

@@ -549,6 +549,24 @@ fn a_non_decimal_hint_is_scaled_by_its_unit() {
     );
 }
 
+/// A user's hint pattern that captures a word Rust reads as a float (`NaN`, `inf`) finds no
+/// wait in it, as the hint parsers find none in nonsense: `NaN` was clamped to `f64::MAX`
+/// seconds and read as [`hint::LONGEST`], a year; a number too long for an `f64` (`1e400`)
+/// is still the longest wait, as long digits are.
+#[test]
+fn a_hint_that_is_not_a_number_is_no_hint() {
+    let c = DefaultClassifier::builder()
+        .hint_pattern(Some(r"wait (\S+?) ?(ms|s)?\b".to_owned()))
+        .build()
+        .unwrap();
+    let after = |msg: &str| c.classify_error(&*boxed(msg)).retry_after;
+    for word in ["NaN", "nan", "-NaN", "inf", "+inf", "Infinity", "-inf"] {
+        assert_eq!(after(&format!("503, wait {word} s")), None, "{word}");
+    }
+    assert_eq!(after("503, wait 1e400 s"), Some(hint::LONGEST));
+    assert_eq!(after("503, wait 1e1 s"), Some(Duration::from_secs(10)));
+}
+
 #[test]
 fn the_builder_debug_output_names_its_settings() {
     let b = DefaultClassifier::builder().message("boom", Class::new(Category::ServerError));
