@@ -261,7 +261,9 @@ macro_rules! unreached {
 ///    whatever words the message adds: `HTTP 400: invalid 'timeout' parameter` names the field
 ///    that was wrong, no timeout); a timeout (`timed out`, `deadline exceeded`); a server error
 ///    (a 5xx, `Internal Server Error`, `Service Unavailable`, `Bad Gateway`, Envoy's `no
-///    healthy upstream`); a timeout (`timeout`); a network failure; an exhausted resource
+///    healthy upstream`); a timeout (`timeout`); a network failure (also hyper's `operation was canceled` and hyper-util's `client error
+///    (Canceled)` as whole messages: a request dropped unsent because its connection closed,
+///    not a cancellation); an exhausted resource
 ///    (`out of memory`, `overloaded`, a pool exhausted, Ollama's `server busy ... maximum
 ///    pending requests exceeded`); a request the dependency refused as invalid (`invalid`,
 ///    `bad request`, `too large`, a 400, 413 or 422); a cancellation (`cancelled`, nginx's
@@ -435,7 +437,12 @@ pub const DEFAULT_MESSAGE_RULES: &[(&str, Class)] = &[
         concat!(
             r"connection (?:refused|reset|closed|aborted)|broken pipe|network|unreachable|dns|",
             r"connect(?:ion)? error|error trying to connect|transport error|refused.?stream|",
-            r"unexpected (?:eof|end of file)",
+            r"unexpected (?:eof|end of file)|",
+            // hyper's `Canceled`, whole (hyper 1 displays its kind alone, the reason is its
+            // source) and as hyper-util's legacy client wraps it: a request dropped before it
+            // was sent because its connection closed or was not ready, not the caller's
+            // cancellation (a caller that gives up drops the future and sees no error).
+            r"^operation was canceled$|^client error \(canceled\)$",
         ),
         Class::new(Category::Network),
     ),
@@ -654,9 +661,14 @@ fn classify_with(rules: &Rules, err: &(dyn Error + 'static)) -> Class {
     let known = chain(err).find_map(|e| known_class(rules, e).map(|class| (e, class)));
     // A verdict an error carries (a classify layer's `Classified`, a response's class) is
     // final: its classifier read the message already, with its own hint rule (or none),
-    // and a second reading would add a wait it chose not to give.
+    // and a second reading would add a wait it chose not to give. So is a failed fallback's:
+    // its original was classified whole, hints included, and the messages a second reading
+    // would add are the fallback strategies' (how long a backup asked to wait), or the
+    // original's, read again past a verdict that gave no wait.
     if let Some((e, class)) = known
-        && (e.is::<Classified>() || e.is::<ResponseClass>())
+        && (e.is::<Classified>()
+            || e.is::<ResponseClass>()
+            || e.is::<crate::failure::FallbackFailed>())
     {
         return class;
     }
@@ -826,9 +838,18 @@ fn message_hint(re: &Regex, text: &str) -> Option<Duration> {
             Duration::from_secs(1)
         }
     };
-    // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`).
+    // A plain decimal, exactly; a user's pattern may capture other numbers (`1e3`), but not
+    // the words a float reads (`NaN`, `inf`): nonsense is no hint, as for the hint parsers.
     hint::decimal(value, unit).or_else(|| {
         let n: f64 = value.parse().ok()?;
+        if n.is_nan()
+            || value
+                .trim_start_matches(['+', '-'])
+                .starts_with(char::is_alphabetic)
+        {
+            return None;
+        }
+        // Past an `f64` (`1e400`): the longest wait, as long digits are.
         hint::secs_f64((n * unit.as_secs_f64()).min(f64::MAX))
     })
 }

@@ -549,6 +549,24 @@ fn a_non_decimal_hint_is_scaled_by_its_unit() {
     );
 }
 
+/// A user's hint pattern that captures a word Rust reads as a float (`NaN`, `inf`) finds no
+/// wait in it, as the hint parsers find none in nonsense: `NaN` was clamped to `f64::MAX`
+/// seconds and read as [`hint::LONGEST`], a year; a number too long for an `f64` (`1e400`)
+/// is still the longest wait, as long digits are.
+#[test]
+fn a_hint_that_is_not_a_number_is_no_hint() {
+    let c = DefaultClassifier::builder()
+        .hint_pattern(Some(r"wait (\S+?) ?(ms|s)?\b".to_owned()))
+        .build()
+        .unwrap();
+    let after = |msg: &str| c.classify_error(&*boxed(msg)).retry_after;
+    for word in ["NaN", "nan", "-NaN", "inf", "+inf", "Infinity", "-inf"] {
+        assert_eq!(after(&format!("503, wait {word} s")), None, "{word}");
+    }
+    assert_eq!(after("503, wait 1e400 s"), Some(hint::LONGEST));
+    assert_eq!(after("503, wait 1e1 s"), Some(Duration::from_secs(10)));
+}
+
 #[test]
 fn the_builder_debug_output_names_its_settings() {
     let b = DefaultClassifier::builder().message("boom", Class::new(Category::ServerError));
@@ -1196,4 +1214,102 @@ fn fallback_failed_takes_the_original_class_from_the_classifier_in_use() {
         Category::Transient,
         "{failed}"
     );
+}
+
+/// A failed fallback's wait is its original failure's, as the classifier reads that failure:
+/// not a hint in a fallback strategy's message (how long the *backup* asked to wait), and not
+/// one in the message of an original whose classify layer chose to give none (its verdict is
+/// final). Before, the whole chain's messages were read again for a hint after the original's
+/// class was taken, so both gave the failed fallback a `retry_after` its original did not have.
+#[test]
+fn a_failed_fallback_waits_as_long_as_its_original_asked_not_its_fallbacks() {
+    use crate::failure::FallbackFailed;
+    let secs = Duration::from_secs;
+
+    // The backup's hint is not the original call's.
+    let original: BoxError = "HTTP 503 Service Unavailable".into();
+    let expected = class_of(&original).with_retryable(false);
+    assert_eq!(expected.retry_after, None);
+    let failed: BoxError = Box::new(FallbackFailed::new(
+        original,
+        vec![(
+            "backup",
+            "backup rate limited, retry after 5 seconds".into(),
+        )],
+    ));
+    assert_eq!(class_of(&failed), expected, "{failed}");
+    assert_eq!(
+        class_of(&failed),
+        HasClass::class(failed.downcast_ref::<FallbackFailed>().unwrap())
+    );
+
+    // A classify layer's verdict without a wait stays without one.
+    let verdict = Class::new(Category::RateLimited);
+    let original: BoxError = Box::new(Classified::new(
+        verdict,
+        "rate limit, retry after 30 seconds",
+    ));
+    let failed: BoxError = Box::new(FallbackFailed::new(original, Vec::new()));
+    assert_eq!(class_of(&failed), verdict.with_retryable(false), "{failed}");
+
+    // The original's own hint is still its wait.
+    let original: BoxError = "rate limit reached, retry after 30 seconds".into();
+    let failed: BoxError = Box::new(FallbackFailed::new(
+        original,
+        vec![("backup", "retry after 5 seconds".into())],
+    ));
+    assert_eq!(class_of(&failed).retry_after, Some(secs(30)));
+}
+
+/// An error shaped like hyper 1's and hyper-util's: its `Display` is its kind's description
+/// alone, and what caused it is its `source()`.
+#[derive(Debug)]
+struct Described(&'static str, Option<BoxError>);
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Error for Described {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// hyper's `Canceled` is a request dropped before it was sent because its connection closed
+/// or was not ready (`hyper::Error::is_canceled`), not the caller's cancellation: hyper 1
+/// displays it as `operation was canceled` with the reason as its source, and hyper-util's
+/// legacy client as `client error (Canceled)` above that. Read top first, the word
+/// `canceled` made it [`Category::Cancelled`]: never retried and never counted against the
+/// endpoint, for a connection that closed. hyper 0.14's joined form, `operation was
+/// canceled: connection closed`, was a network failure already (the corpus).
+#[test]
+fn hypers_canceled_request_is_a_connection_failure_not_the_callers_cancellation() {
+    let hyper = |cause: &'static str| -> BoxError {
+        Box::new(Described("operation was canceled", Some(cause.into())))
+    };
+    for err in [
+        hyper("connection closed"),
+        hyper("connection was not ready"),
+        Box::new(Described("operation was canceled", None)),
+        Box::new(Described(
+            "client error (Canceled)",
+            Some(hyper("connection closed")),
+        )),
+        Box::new(Described("client error (Canceled)", None)),
+    ] {
+        let class = class_of(&err);
+        assert_eq!(class.category, Category::Network, "{err}");
+        assert!(class.retryable, "{err}");
+    }
+    // The caller's own cancellations are still cancellations.
+    for msg in [
+        "request cancelled",
+        "rpc error: code = Canceled desc = context canceled",
+        "the operation was canceled by the user",
+    ] {
+        assert_eq!(cat(msg), Category::Cancelled, "{msg}");
+    }
 }
