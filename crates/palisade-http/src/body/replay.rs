@@ -8,7 +8,7 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::{BoxError, Category, Class, HasClass};
@@ -179,6 +179,15 @@ impl<B> ReplayBody<B> {
     pub fn bytes(&self) -> Option<&Bytes> {
         match &self.kind {
             Kind::Full { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The pieces a body sent once holds before the rest of the caller's body, and their bytes.
+    #[cfg(test)]
+    pub(super) fn prefix(&self) -> Option<(usize, usize)> {
+        match &self.kind {
+            Kind::Once { prefix, .. } => Some((prefix.len(), prefix.iter().map(Bytes::len).sum())),
             _ => None,
         }
     }
@@ -542,8 +551,7 @@ where
                 read: Some(Reading {
                     parts,
                     body,
-                    chunks: Vec::new(),
-                    len: 0,
+                    kept: Kept::default(),
                     trailers: None,
                     service,
                 }),
@@ -556,10 +564,53 @@ where
 struct Reading<S, B> {
     parts: http::request::Parts,
     body: B,
-    chunks: Vec<Bytes>,
-    len: usize,
+    kept: Kept,
     trailers: Option<HeaderMap>,
     service: S,
+}
+
+/// Frames of at least this many bytes are kept as they came (held, not copied); smaller ones
+/// are copied together (see [`Kept`]).
+const SMALL_FRAME: usize = 1024;
+
+/// The data of a body being read whole: the first frame and every frame of at least
+/// [`SMALL_FRAME`] bytes held as they came, each run of smaller ones between them copied into
+/// one piece. A body sent a byte or a few at a time (a chunked upload in tiny chunks) is then
+/// kept in a few pieces, not as one `Bytes` per frame (each a 32-byte handle, and perhaps a
+/// hold on the read buffer it points into): at most two pieces per large frame, plus two.
+/// Each byte of a small frame is copied once more than before, when the pieces are joined.
+#[derive(Default)]
+struct Kept {
+    chunks: Vec<Bytes>,
+    /// Small frames since the last piece, copied together.
+    small: BytesMut,
+    /// Bytes read so far.
+    len: usize,
+}
+
+impl Kept {
+    fn push(&mut self, mut data: impl Buf) {
+        let n = data.remaining();
+        self.len += n;
+        if n >= SMALL_FRAME || (self.chunks.is_empty() && self.small.is_empty()) {
+            self.flush();
+            self.chunks.push(data.copy_to_bytes(n));
+        } else {
+            self.small.put(data);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push(self.small.split().freeze());
+        }
+    }
+
+    /// The pieces, in order, and the bytes they hold.
+    fn into_parts(mut self) -> (Vec<Bytes>, usize) {
+        self.flush();
+        (self.chunks, self.len)
+    }
 }
 
 pin_project! {
@@ -643,11 +694,9 @@ where
                     let done = loop {
                         match ready!(Pin::new(&mut r.body).poll_frame(cx)) {
                             Some(Ok(frame)) => match frame.into_data() {
-                                Ok(mut data) => {
-                                    let chunk = data.copy_to_bytes(data.remaining());
-                                    r.len += chunk.len();
-                                    r.chunks.push(chunk);
-                                    if r.len > *this.limit {
+                                Ok(data) => {
+                                    r.kept.push(data);
+                                    if r.kept.len > *this.limit {
                                         break false;
                                     }
                                 }
@@ -670,14 +719,14 @@ where
                     let Some(Reading {
                         parts,
                         body,
-                        chunks,
-                        len,
+                        kept,
                         trailers,
                         mut service,
                     }) = read.take()
                     else {
                         return Poll::Ready(Err("replay future polled after completion".into()));
                     };
+                    let (chunks, len) = kept.into_parts();
                     let body = if done {
                         ReplayBody::full(concat(chunks, len), trailers)
                     } else {

@@ -209,6 +209,60 @@ async fn a_body_that_fails_while_read_fails_the_call_before_the_service() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// A body read whole in tiny frames (a chunked upload sent a byte at a time) is kept as a few
+/// pieces, not one `Bytes` handle per frame: frames under a kilobyte are copied together, the
+/// first frame and larger ones held as they came. Its bytes are the same either way.
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_kept_in_a_few_pieces() {
+    type Seen = Arc<Mutex<Vec<(Option<(usize, usize)>, Option<Bytes>)>>>;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let look = service_fn(move |req: Request<ReplayBody<Script>>| {
+        let body = req.body();
+        s.lock()
+            .unwrap()
+            .push((body.prefix(), body.bytes().cloned()));
+        async { Ok::<(), BoxError>(()) }
+    });
+    let bytes = vec!["x"; 5000];
+    // Kept whole: the same 5 000 bytes.
+    let whole = ServiceBuilder::new()
+        .layer(ReplayLayer::new(10_000))
+        .service(look.clone());
+    whole
+        .oneshot(Request::new(Script::data(&bytes)))
+        .await
+        .unwrap();
+    // Past a limit of 3 000: the 3 001 bytes read are sent first in two pieces (the first
+    // frame, then one copy of the rest), where each frame was one before.
+    let past = ServiceBuilder::new()
+        .layer(ReplayLayer::new(3_000))
+        .service(look.clone());
+    past.oneshot(Request::new(Script::data(&bytes)))
+        .await
+        .unwrap();
+    // Large frames are held as they came, a small one between them copied on its own.
+    let big: &'static str = Box::leak("y".repeat(2_000).into_boxed_str());
+    let past = ServiceBuilder::new()
+        .layer(ReplayLayer::new(3_000))
+        .service(look);
+    past.oneshot(Request::new(Script::data(&["a", big, "b", big])))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], (None, Some(Bytes::from("x".repeat(5000)))));
+    assert_eq!(
+        seen[1].0,
+        Some((2, 3001)),
+        "the first frame, then one copy of the rest"
+    );
+    assert_eq!(
+        seen[2].0,
+        Some((4, 4002)),
+        "a, the first 2 000, b, the second 2 000"
+    );
+}
+
 #[test]
 fn replay_attempts_give_a_body_not_kept_one_attempt() {
     let attempts = ReplayAttempts::new(LayerLimit);
