@@ -58,6 +58,7 @@ macro_rules! store_suite {
                 recovery_gets_past_sagas_it_cannot_resume,
                 a_used_retry_request_does_not_retry_the_next_escalation,
                 a_stale_review_item_acts_on_no_other_escalation,
+                a_retry_request_of_a_stale_item_is_refused,
                 recovery_leaves_this_process_s_live_transaction_alone,
                 a_failed_prune_does_not_undo_a_saved_checkpoint,
                 release_gives_a_claim_back,
