@@ -994,7 +994,11 @@ impl Transactions {
     /// * [`SagaError::WrongState`]: it is decided already, or `decision` is commit and not
     ///   every participant voted yes;
     /// * [`SagaError::Claimed`]: a coordinator holds it (its lease has not run out): it will
-    ///   decide itself.
+    ///   decide itself. Also for a minute after a resolve of it that failed to journal its
+    ///   decision (a store failure): that resolve gave its claim back at once, so that the
+    ///   coordinator's next recovery decides the transaction (presuming an abort) without
+    ///   waiting, and a claim given back is kept from the one that gave it (the operator)
+    ///   until the lease it held, one minute, has ended ([`Store::release`]).
     pub async fn resolve(
         &self,
         id: &str,
@@ -1021,9 +1025,10 @@ impl Transactions {
             .await;
         if resolved.is_err() {
             // Nothing was decided (or the store cannot tell): give the claim back, so that
-            // the coordinator's next recovery, or another try, does not wait out the
-            // operator's lease. A claim the entry already released, or that another process
-            // holds, is not this call's to give back: that refusal says nothing new.
+            // the coordinator's next recovery does not wait out the operator's lease. (Another
+            // try by a person does: a release keeps its owner off for the lease it held.) A
+            // claim the entry already released, or that another process holds, is not this
+            // call's to give back: that refusal says nothing new.
             let _ = self.store.release(id, OPERATOR).await;
         }
         resolved
