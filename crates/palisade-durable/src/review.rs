@@ -576,8 +576,12 @@ impl ReviewQueue {
             return Err(SagaError::WrongState {
                 what: "saga",
                 id: item.saga_id,
-                state: info.state.to_string(),
-                rule: "only the review item of an escalated saga can be discarded",
+                state: match info.review {
+                    Some(review) => format!("{} at review item {review:?}", info.state),
+                    None => info.state.to_string(),
+                },
+                rule: "a discard is for the escalation its item was read at, and the saga \
+                       changed since: read the item again",
             });
         }
         let mut w = Writer::new(
