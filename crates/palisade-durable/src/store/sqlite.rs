@@ -498,18 +498,26 @@ fn purge(conn: &mut Connection, p: Purge) -> Result<u64, StoreError> {
     Ok(gone.len() as u64)
 }
 
-fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, u64, String)> {
+    // The time leniently, as a checkpoint's: a damaged one (edited by hand, not an integer)
+    // reads as 0 and is this item's, not a reason to fail every listing of the queue.
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        lenient_int(r.get_ref(3)?),
+        r.get(4)?,
+    ))
 }
 
 fn review_from(
-    (id, workflow_id, status, updated, body): (String, String, String, i64, String),
+    (id, workflow_id, status, updated_ms, body): (String, String, String, u64, String),
 ) -> Result<StoredReview, StoreError> {
     Ok(StoredReview {
         id,
         workflow_id,
         status,
-        updated_ms: from_sql_int(updated),
+        updated_ms,
         // A body that is not JSON is this item's problem, not the list's: carried as such,
         // for decoding to refuse, naming the item.
         body: json(&body).unwrap_or_else(|e| {
