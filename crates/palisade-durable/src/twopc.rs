@@ -38,7 +38,12 @@
 //! always safe. One with a decision has it delivered again to the participants that did not
 //! acknowledge it. Participants must therefore accept a repeated commit or abort (they get
 //! the same idempotency key each time) and treat an abort of something they never prepared as
-//! done.
+//! done, and remember it: a prepare of that transaction that arrives afterwards must be
+//! refused (vote no, hold nothing). A coordinator that lost its claim drops its call, but the
+//! prepare it had sent may still be on the way (a slow network, a message queue) and reach the
+//! participant after the coordinator that took over presumed the abort and delivered it;
+//! prepared then, the participant would hold its work for a decision that never comes, since
+//! the transaction is over and nobody will ask it again.
 //!
 //! A key names the transaction, the participant and the phase, and no two transactions or
 //! participants share one ([`PhaseRequest::idempotency_key`]). How a transaction's keys are
@@ -79,7 +84,8 @@ pub enum Phase {
     Prepare,
     /// Make the prepared work final.
     Commit,
-    /// Drop the prepared work (or nothing, if there is none).
+    /// Drop the prepared work (or nothing, if there is none, remembering that the transaction
+    /// was aborted: see *Recovery: presumed abort* in the [module docs](self)).
     Abort,
 }
 
