@@ -43,6 +43,7 @@ macro_rules! store_suite {
                 a_live_engine_s_saga_is_not_taken_by_another_under_its_name,
                 a_restart_under_the_same_name_takes_over_before_the_lease_ends,
                 another_owner_still_waits_the_whole_lease,
+                a_saga_given_back_goes_to_another_instance_of_its_owner_at_once,
                 a_compensation_longer_than_the_lease_keeps_its_claim,
                 a_partitioned_process_loses_the_saga_and_drops_its_step,
                 a_saga_taken_over_while_waiting_its_turn_is_left_alone,

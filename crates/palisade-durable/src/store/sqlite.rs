@@ -399,7 +399,8 @@ fn placeholders(first: usize, n: usize) -> String {
 /// many, are never read. Parameters: `?1` kind, `?2` the only id (or NULL), `?3` owner, `?4`
 /// now, `?5` limit, `?6` instance, then the states. The text depends only on how many states
 /// there are, so the statement cache keeps one statement per count (the engines always pass
-/// the same few). The third line is [`stale`](super::stale).
+/// the same few). The third line is [`stale`](super::stale), the last one
+/// [`other_instance`](super::other_instance).
 fn claim_query(states: usize) -> String {
     let placeholders = placeholders(7, states);
     format!(
@@ -408,7 +409,8 @@ fn claim_query(states: usize) -> String {
            AND ((owner = ?3 AND (?6 = '' OR instance = ?6 OR (renewed < ?4
                   AND ?4 - renewed > max(lease_until - renewed, 0) / 12 * 7)))
                 OR lease_until < ?4
-                OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
+                OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3
+                    OR (?6 <> '' AND instance <> '' AND instance <> ?6))))
          ORDER BY rowid LIMIT ?5"
     )
 }
