@@ -372,7 +372,11 @@ impl ReviewQueue {
     ///
     /// An open item whose saga is over (a crash came between the saga's last entry and the
     /// item's update: a discard, or a retry that ran) is closed as the journal says, and the
-    /// request refused with a [`SagaError::WrongState`]: there is nothing left to retry.
+    /// request refused with a [`SagaError::WrongState`]: there is nothing left to retry. So is
+    /// an open item whose retry ran and whose saga then escalated another step, to another
+    /// item (a crash came before this one was closed): it is closed as retried, and the
+    /// request refused with a [`SagaError::WrongState`] naming the saga's latest item, the one
+    /// to retry.
     ///
     /// The request is for the item as this call read it, as a retry is for the escalation its
     /// item was read at, and it is written only over that item ([`Store::review_put_if`]):
@@ -398,6 +402,21 @@ impl ReviewQueue {
         if info.state.is_final() {
             let rule = "only the review item of an unfinished saga can be retried";
             return Err(self.close_after_the_saga(read, &info, rule).await?);
+        }
+        if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
+            // This item was retried and the saga escalated another step since (a crash came
+            // before this item was closed): no recovery would run a request for it (it closes
+            // the item), so it is closed now and the request refused, as a discard is.
+            self.close(read, ReviewStatus::Retried, None).await?;
+            return Err(SagaError::WrongState {
+                what: "saga",
+                id: item.saga_id,
+                state: format!(
+                    "escalated to review item {:?}",
+                    info.review.unwrap_or_default()
+                ),
+                rule: "only its latest review item can be retried",
+            });
         }
         item.status = ReviewStatus::RetryRequested;
         item.updated_ms = now_ms();
@@ -557,8 +576,12 @@ impl ReviewQueue {
             return Err(SagaError::WrongState {
                 what: "saga",
                 id: item.saga_id,
-                state: info.state.to_string(),
-                rule: "only the review item of an escalated saga can be discarded",
+                state: match info.review {
+                    Some(review) => format!("{} at review item {review:?}", info.state),
+                    None => info.state.to_string(),
+                },
+                rule: "a discard is for the escalation its item was read at, and the saga \
+                       changed since: read the item again",
             });
         }
         let mut w = Writer::new(

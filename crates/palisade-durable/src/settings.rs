@@ -138,7 +138,7 @@ impl Settings {
     /// Gives back this owner's claim on workflow `id`, which recovery claimed but this process
     /// cannot drive, when `error` says another process may do better ([`another_may_resume`]),
     /// so that a process that can (one running another version of the binary) gets it at
-    /// once, and this owner's own recoveries do not take it back for a lease
+    /// once, and this engine's own recoveries do not take it back for a lease
     /// ([`Store::release`]); after any other error the claim is kept. Call it while `id` is
     /// entered as active.
     ///
@@ -209,7 +209,7 @@ impl Settings {
     /// The loop of both recoveries: claims the workflows of `kind` in `states` that this
     /// owner may take, a few at a time, and hands each one to `each` (once), until none is left
     /// to claim. One that `each` cannot drive it gives back ([`Settings::give_back`]); the
-    /// store then keeps it from this owner's claims for a lease, so the loop does not take it
+    /// store then keeps it from this engine instance's claims for a lease, so the loop does not take it
     /// again (and were the lease to run out during a long pass, `seen` still keeps it from
     /// `each`, and the next pass gives it back again). Returns what `each` gave back (`None`s left out) and the workflows it failed
     /// on, with their errors; a failed claim ends the loop with that error.

@@ -38,7 +38,12 @@
 //! always safe. One with a decision has it delivered again to the participants that did not
 //! acknowledge it. Participants must therefore accept a repeated commit or abort (they get
 //! the same idempotency key each time) and treat an abort of something they never prepared as
-//! done.
+//! done, and remember it: a prepare of that transaction that arrives afterwards must be
+//! refused (vote no, hold nothing). A coordinator that lost its claim drops its call, but the
+//! prepare it had sent may still be on the way (a slow network, a message queue) and reach the
+//! participant after the coordinator that took over presumed the abort and delivered it;
+//! prepared then, the participant would hold its work for a decision that never comes, since
+//! the transaction is over and nobody will ask it again.
 //!
 //! A key names the transaction, the participant and the phase, and no two transactions or
 //! participants share one ([`PhaseRequest::idempotency_key`]). How a transaction's keys are
@@ -79,7 +84,8 @@ pub enum Phase {
     Prepare,
     /// Make the prepared work final.
     Commit,
-    /// Drop the prepared work (or nothing, if there is none).
+    /// Drop the prepared work (or nothing, if there is none, remembering that the transaction
+    /// was aborted: see *Recovery: presumed abort* in the [module docs](self)).
     Abort,
 }
 
@@ -994,7 +1000,11 @@ impl Transactions {
     /// * [`SagaError::WrongState`]: it is decided already, or `decision` is commit and not
     ///   every participant voted yes;
     /// * [`SagaError::Claimed`]: a coordinator holds it (its lease has not run out): it will
-    ///   decide itself.
+    ///   decide itself. Also for a minute after a resolve of it that failed to journal its
+    ///   decision (a store failure): that resolve gave its claim back at once, so that the
+    ///   coordinator's next recovery decides the transaction (presuming an abort) without
+    ///   waiting, and a claim given back is kept from the one that gave it (the operator)
+    ///   until the lease it held, one minute, has ended ([`Store::release`]).
     pub async fn resolve(
         &self,
         id: &str,
@@ -1021,9 +1031,10 @@ impl Transactions {
             .await;
         if resolved.is_err() {
             // Nothing was decided (or the store cannot tell): give the claim back, so that
-            // the coordinator's next recovery, or another try, does not wait out the
-            // operator's lease. A claim the entry already released, or that another process
-            // holds, is not this call's to give back: that refusal says nothing new.
+            // the coordinator's next recovery does not wait out the operator's lease. (Another
+            // try by a person does: a release keeps its owner off for the lease it held.) A
+            // claim the entry already released, or that another process holds, is not this
+            // call's to give back: that refusal says nothing new.
             let _ = self.store.release(id, OPERATOR).await;
         }
         resolved

@@ -695,3 +695,45 @@ async fn a_sqlite_review_row_that_is_not_json_is_one_unreadable_item() {
         "{error}"
     );
 }
+
+/// A SQLite review row whose time was damaged (edited by hand: not an integer) is read as the
+/// others are, its time as 0, as a damaged checkpoint time is: the queue is still listed and
+/// the retries requested on it run. Before, reading the row failed, and with it every listing
+/// of the queue: `recover` ran no requested retry (`review_error`), and `review list` listed
+/// nothing.
+#[cfg(feature = "sqlite")]
+#[tokio::test(start_paused = true)]
+async fn a_sqlite_review_row_with_a_damaged_time_does_not_hide_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let store = Arc::new(palisade_durable::store::SqliteStore::open(&path).unwrap());
+    let sagas = escalated_with_a_retry_requested(store.clone()).await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE reviews SET updated = 'yesterday' WHERE id = 't1/0'",
+            [],
+        )
+        .unwrap();
+    let stored = store.review_get("t1/0").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status.as_str(), stored.updated_ms),
+        ("retry_requested", 0)
+    );
+    let listed = sagas.review_queue().list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let r = sagas.recover().await.unwrap();
+    assert!(r.review_error.is_none(), "{:?}", r.review_error);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(
+        r.resumed
+            .iter()
+            .map(|i| (i.id.as_str(), i.state))
+            .collect::<Vec<_>>(),
+        [("t1", SagaState::Compensated)]
+    );
+    let item = sagas.review_queue().inspect("t1/0").await.unwrap();
+    assert_eq!(item.status, ReviewStatus::Retried);
+    let stored = store.review_get("t1/0").await.unwrap().unwrap();
+    assert!(stored.updated_ms > 0, "written again: {stored:?}");
+}

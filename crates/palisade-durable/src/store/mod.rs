@@ -250,7 +250,8 @@ pub struct WorkflowRecord {
 /// claim expired before `now_ms`, that `owner` itself holds under the same `instance`, or
 /// under another instance that stopped renewing it (a restarted process takes its own work
 /// back after a fraction of a lease); one that `owner` gave back ([`Store::release`]) only
-/// once the lease it held has ended (see [`Store::claim`]).
+/// once the lease it held has ended, unless it is another instance than the one that gave it
+/// back (see [`Store::claim`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Claim {
@@ -309,8 +310,8 @@ impl Claim {
 
     /// Whether this claim may take `rec`, which `released_by` gave back with
     /// [`Store::release`] (and nobody claimed or appended to since), and whose claim is held
-    /// by instance `instance` of its owner, last renewed at `renewed_ms` (if known): see
-    /// [`Store::claim`].
+    /// (or, given back, was last held) by instance `instance` of its owner, last renewed at
+    /// `renewed_ms` (if known): see [`Store::claim`].
     pub(crate) fn may_take(
         &self,
         rec: &WorkflowRecord,
@@ -323,7 +324,11 @@ impl Claim {
             && self.states.contains(&rec.state)
             && self.only.as_ref().is_none_or(|id| *id == rec.id)
             && match &rec.owner {
-                None => released_by != Some(&*self.owner) || expired,
+                None => {
+                    released_by != Some(&*self.owner)
+                        || expired
+                        || other_instance(&self.instance, instance)
+                }
                 Some(o) if *o == self.owner => {
                     same_instance(&self.instance, instance)
                         || expired
@@ -339,6 +344,13 @@ impl Claim {
 /// matches any (the behaviour from before instances).
 pub(crate) fn same_instance(asked: &str, held: &str) -> bool {
     asked.is_empty() || asked == held
+}
+
+/// Whether instance `asked` of an owner (claiming) is known to be another engine than instance
+/// `held` of the same owner (which held the claim): both named, and not the same. The empty
+/// instance is any instance, so it is never known to be another.
+pub(crate) fn other_instance(asked: &str, held: &str) -> bool {
+    !asked.is_empty() && !held.is_empty() && asked != held
 }
 
 /// Whether a claim renewed at `renewed_ms` until `lease_until_ms` has visibly missed its
@@ -513,7 +525,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// * or its lease ended before `claim.now_ms`;
     /// * or nobody holds it, unless `claim.owner` itself gave it back with
     ///   [`release`](Store::release) (and nobody claimed or appended to it since), in which
-    ///   case `claim.owner` may take it again only once the lease it held has ended.
+    ///   case `claim.owner` may take it again only once the lease it held has ended; but
+    ///   another engine instance of `claim.owner` than the one that held it may take it at
+    ///   once (`claim.instance` and the instance that held the claim both not empty, and
+    ///   different): the instance gives the workflow back, not every process under its name.
     ///
     /// At most `claim.limit`, oldest first; each gets owner `claim.owner`, instance
     /// `claim.instance`, lease `claim.lease_until_ms`, renewed at `claim.now_ms`.
@@ -563,8 +578,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// workflow then has no owner, and any *other* process may claim it at once. `owner`
     /// itself may claim it again only once the lease it held has ended (so that a process that
     /// cannot drive the workflow does not take it straight back on its next recovery, and does
-    /// take it back if no other process did within a lease). State, journal and lease end are
-    /// unchanged.
+    /// take it back if no other process did within a lease), except from another engine
+    /// instance than the one that held the claim (see [`claim`](Store::claim)): another
+    /// process under the same owner name takes it at once too. State, journal and lease end
+    /// are unchanged.
     ///
     /// Fenced like [`renew`](Store::renew): a [`StoreError::Conflict`] if `owner` does not
     /// hold the claim (another process took it over, it was released, or the workflow does

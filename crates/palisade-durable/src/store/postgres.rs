@@ -409,7 +409,8 @@ impl PostgresStore {
                    AND ((owner = $4 AND ($7::TEXT = '' OR instance = $7 OR (renewed < $5
                           AND $5 - renewed > GREATEST(lease_until - renewed, 0) / 12 * 7)))
                         OR lease_until < $5
-                        OR (owner IS NULL AND (released_by IS NULL OR released_by <> $4)))
+                        OR (owner IS NULL AND (released_by IS NULL OR released_by <> $4
+                            OR ($7::TEXT <> '' AND instance <> '' AND instance <> $7))))
                  ORDER BY ord LIMIT $6 FOR UPDATE SKIP LOCKED",
                 &[
                     &c.kind,

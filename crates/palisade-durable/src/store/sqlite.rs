@@ -399,7 +399,8 @@ fn placeholders(first: usize, n: usize) -> String {
 /// many, are never read. Parameters: `?1` kind, `?2` the only id (or NULL), `?3` owner, `?4`
 /// now, `?5` limit, `?6` instance, then the states. The text depends only on how many states
 /// there are, so the statement cache keeps one statement per count (the engines always pass
-/// the same few). The third line is [`stale`](super::stale).
+/// the same few). The third line is [`stale`](super::stale), the last one
+/// [`other_instance`](super::other_instance).
 fn claim_query(states: usize) -> String {
     let placeholders = placeholders(7, states);
     format!(
@@ -408,7 +409,8 @@ fn claim_query(states: usize) -> String {
            AND ((owner = ?3 AND (?6 = '' OR instance = ?6 OR (renewed < ?4
                   AND ?4 - renewed > max(lease_until - renewed, 0) / 12 * 7)))
                 OR lease_until < ?4
-                OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3)))
+                OR (owner IS NULL AND (released_by IS NULL OR released_by <> ?3
+                    OR (?6 <> '' AND instance <> '' AND instance <> ?6))))
          ORDER BY rowid LIMIT ?5"
     )
 }
@@ -498,18 +500,26 @@ fn purge(conn: &mut Connection, p: Purge) -> Result<u64, StoreError> {
     Ok(gone.len() as u64)
 }
 
-fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, u64, String)> {
+    // The time leniently, as a checkpoint's: a damaged one (edited by hand, not an integer)
+    // reads as 0 and is this item's, not a reason to fail every listing of the queue.
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        lenient_int(r.get_ref(3)?),
+        r.get(4)?,
+    ))
 }
 
 fn review_from(
-    (id, workflow_id, status, updated, body): (String, String, String, i64, String),
+    (id, workflow_id, status, updated_ms, body): (String, String, String, u64, String),
 ) -> Result<StoredReview, StoreError> {
     Ok(StoredReview {
         id,
         workflow_id,
         status,
-        updated_ms: from_sql_int(updated),
+        updated_ms,
         // A body that is not JSON is this item's problem, not the list's: carried as such,
         // for decoding to refuse, naming the item.
         body: json(&body).unwrap_or_else(|e| {

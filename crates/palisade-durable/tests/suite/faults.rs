@@ -565,6 +565,62 @@ pub(crate) async fn a_stale_review_item_acts_on_no_other_escalation(store: Arc<d
     );
 }
 
+/// A retry asked for on a stale item (its retry ran and the saga escalated another step, but
+/// the store failed the item's closing, so it is still open) is refused as a discard of it is,
+/// and the item closed: nothing would run it, yet the request was accepted (`review retry`
+/// printed that the service runs it) and recovery then closed the item as retried without
+/// running anything, while the saga waited at the other item.
+pub(crate) async fn a_retry_request_of_a_stale_item_is_refused(store: Arc<dyn Store>) {
+    let log = Arc::new(Calls::default());
+    let faulty = Arc::new(Faulty::new(store.clone()));
+    let sagas = Sagas::builder(faulty.clone())
+        .define(saga(
+            "t",
+            vec![
+                undoable("a", &log, Act::Ok, Act::Fail("400 bad request")),
+                undoable("b", &log, Act::Ok, Act::FailFirst(1, "400 bad request")),
+                step("c", &log, Act::Fail("HTTP 502")),
+            ],
+        ))
+        .build()
+        .unwrap();
+    let queue = palisade_durable::ReviewQueue::new(store.clone());
+    assert_eq!(
+        sagas.run("t", "s", json!(1)).await.unwrap().state,
+        SagaState::Escalated
+    );
+    // The retry undoes b, escalates a's compensation to s/0, and fails to close s/1.
+    *faulty.fail_review.lock().unwrap() = Some("retried");
+    let err = sagas.retry_review("s/1").await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    let info = sagas.inspect("s").await.unwrap();
+    assert_eq!(
+        (info.state, info.review.as_deref()),
+        (SagaState::Escalated, Some("s/0"))
+    );
+    assert_eq!(
+        queue.inspect("s/1").await.unwrap().status,
+        ReviewStatus::Open
+    );
+    log.take();
+    let err = queue.request_retry("s/1").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"saga "s" is escalated to review item "s/0"; only its latest review item can be retried"#
+    );
+    assert_eq!(
+        queue.inspect("s/1").await.unwrap().status,
+        ReviewStatus::Retried
+    );
+    let r = sagas.recover().await.unwrap();
+    assert!(r.failed.is_empty() && r.resumed.is_empty(), "{r:?}");
+    assert!(log.take().is_empty(), "nothing ran");
+    assert_eq!(
+        queue.inspect("s/0").await.unwrap().status,
+        ReviewStatus::Open
+    );
+}
+
 /// Pruning old checkpoints fails (the disk is full, the database busy) after the new one was
 /// saved: the save succeeded and says so; the next save prunes. An error here told the caller
 /// the checkpoint was not saved when it was: a lifecycle kept its old phase in memory while
@@ -840,12 +896,11 @@ pub(crate) async fn a_discard_of_an_item_retried_meanwhile_writes_nothing(store:
         faulty.before_claim.0.lock().unwrap().is_none(),
         "the retry ran"
     );
-    assert!(
-        matches!(
-            &err,
-            SagaError::WrongState { what: "saga", state, .. } if state == "escalated"
-        ),
-        "{err:?}"
+    // Where the saga stands, and why the item cannot be discarded: it said "saga "r1" is
+    // escalated; only the review item of an escalated saga can be discarded".
+    assert_eq!(
+        err.to_string(),
+        r#"saga "r1" is escalated at review item "r1/0"; a discard is for the escalation its item was read at, and the saga changed since: read the item again"#
     );
     let info = sagas.inspect("r1").await.unwrap();
     assert_eq!(
@@ -968,9 +1023,9 @@ pub(crate) async fn a_discard_of_an_item_escalated_again_meanwhile_writes_nothin
         faulty.before_claim.0.lock().unwrap().is_none(),
         "the retry ran"
     );
-    assert!(
-        matches!(&err, SagaError::WrongState { what: "saga", .. }),
-        "{err:?}"
+    assert_eq!(
+        err.to_string(),
+        r#"saga "d1" is escalated at review item "d1/0"; a discard is for the escalation its item was read at, and the saga changed since: read the item again"#
     );
     let info = sagas.inspect("d1").await.unwrap();
     assert_eq!(

@@ -220,3 +220,59 @@ pub(crate) async fn another_owner_still_waits_the_whole_lease(store: Arc<dyn Sto
     let after = taken_over_after(store, "r2", "b").await;
     assert_eq!(after, Duration::from_millis(10_500), "{after:?}");
 }
+
+/// A rolling deploy with every replica under one owner name (the default `"local"`): the
+/// engine of a version without the saga's definition recovers first and gives the saga back;
+/// the engine of a version with it, under the same name, takes it at its next recovery, as an
+/// engine under another name does, and finishes it. A release kept every engine of the name
+/// off for the lease the first had just taken (so the saga waited that lease, and longer while
+/// the first kept taking it back first), although the docs say a process that can drive it
+/// gets it at once. In the store: only the instance that gave the claim back waits for its
+/// lease, and so does the empty instance (any instance).
+pub(crate) async fn a_saga_given_back_goes_to_another_instance_of_its_owner_at_once(
+    store: Arc<dyn Store>,
+) {
+    let store = still(store);
+    let log = Arc::new(Calls::default());
+    let def = || {
+        saga(
+            "t",
+            vec![step("slow", &log, Act::HangFirst(1)).idempotent()],
+        )
+    };
+    let first = engine(&store, "local", def());
+    crash(&first, &log, "t", "d1").await;
+    drop(first);
+    sleep(LEASE + Duration::from_secs(1)).await;
+    let old = engine(
+        &store,
+        "local",
+        saga("other", vec![step("o", &log, Act::Ok)]),
+    );
+    let new = engine(&store, "local", def());
+    let r = old.recover().await.unwrap();
+    assert!(
+        matches!(&r.failed[..], [(id, palisade_durable::error::SagaError::UnknownDefinition(_))] if id == "d1"),
+        "{r:?}"
+    );
+    let r = new.recover().await.unwrap();
+    assert_eq!(
+        r.resumed
+            .iter()
+            .map(|i| (i.id.as_str(), i.state))
+            .collect::<Vec<_>>(),
+        [("d1", SagaState::Completed)]
+    );
+    // In the store: given back by i1 of a, it is kept from i1 and from the empty instance
+    // (any instance of a) for the lease i1 held, not from i2.
+    store.append(by("g", 0, "i1", 1_000, 13_000)).await.unwrap();
+    store.release_instance("g", "a", "i1").await.unwrap();
+    for instance in ["i1", ""] {
+        let got = store.claim(claim("a", instance, "g", 2_000)).await.unwrap();
+        assert!(got.is_empty(), "{instance:?} took g back");
+    }
+    assert_eq!(
+        store.claim(claim("a", "i2", "g", 2_000)).await.unwrap(),
+        ["g"]
+    );
+}

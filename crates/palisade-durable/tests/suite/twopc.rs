@@ -447,7 +447,8 @@ pub(crate) async fn an_id_of_the_other_kind_says_what_it_is(store: Arc<dyn Store
 
 /// A person's resolve whose decision cannot be journaled (the store fails the write) gives
 /// the operator's claim back: the coordinator's next recovery decides the transaction at
-/// once, instead of after the operator's 60 s lease.
+/// once, instead of after the operator's 60 s lease; the operator's own second try is the one
+/// that waits that lease (`resolve` documents it: its code said another try would not).
 pub(crate) async fn tx_a_resolve_that_fails_to_write_gives_its_claim_back(store: Arc<dyn Store>) {
     let faulty = Arc::new(super::faults::Faulty::new(store));
     let store: Arc<dyn Store> = faulty.clone();
@@ -470,6 +471,15 @@ pub(crate) async fn tx_a_resolve_that_fails_to_write_gives_its_claim_back(store:
         .await
         .unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");
+    // The claim given back is kept from the operator itself for the lease it held (as every
+    // release keeps its owner off): trying again at once is refused, as `resolve` says.
+    let again = Transactions::new(store.clone())
+        .resolve("t9", Decision::Abort, "by hand")
+        .await;
+    assert!(
+        matches!(&again, Err(palisade_durable::error::SagaError::Claimed(id)) if id == "t9"),
+        "{again:?}"
+    );
     let restarted = coordinator(&store, &log, [("a", YES), ("b", YES), ("c", YES)], 5);
     let done = restarted.recover().await.unwrap().finished;
     assert_eq!(
