@@ -808,7 +808,8 @@ impl BaseRate {
 
 /// The failure ratio a check of `calls` calls reaches, at a steady failure rate `p`, with a
 /// probability below [`NOISE_PER_CHECK`] (binomial sampling noise): a threshold halfway
-/// between the count that rare and the one below it, 1 when no count is that rare. Exact while
+/// between the count that rare and the one below it, 1 when no count is that rare. Exact (in
+/// logarithms, as the chance of no failure at all can be too small for an `f64`) while
 /// `calls × p` is at most 600, where the binomial's tail can be far heavier than a normal one
 /// (at 25 calls and 1 %, three failures come in one check in 500, more than 7 standard
 /// deviations above the mean); above that, the normal approximation with the Cornish-Fisher
@@ -825,18 +826,22 @@ fn binomial_threshold(p: f64, calls: u64) -> f64 {
     let expected = n * p;
     // The smallest count of failures whose chance, at rate p, is below the noise allowed.
     let critical = if expected <= 600.0 {
-        // P(X = 0) = (1 − p)^n, at least about e^-600 here: no underflow. Then each term
-        // from the one before, until what is left of the distribution is rare enough.
-        let mut pmf = (n * (-p).ln_1p()).exp();
-        let mut below = 0.0;
+        // In logarithms: P(X = 0) = (1 − p)^n is below what an f64 holds where
+        // n·ln(1/(1 − p)) passes about 745 (at 40 % and 1 480 calls, 1e-328, though n·p is
+        // 592), and has a few bits left just above. ln P(X = 0), then each term from the one
+        // before, until what is left of the distribution is rare enough.
+        let ln_odds = (p / (1.0 - p)).ln();
+        let mut ln_pmf = n * (-p).ln_1p();
+        let mut ln_below = f64::NEG_INFINITY;
         let mut x = 0u64;
         loop {
-            below += pmf;
-            if 1.0 - below < NOISE_PER_CHECK || x >= calls {
+            ln_below = ln_add(ln_below, ln_pmf);
+            // 1 − P(X ≤ x), without the cancellation of `1 − below`.
+            if -ln_below.exp_m1() < NOISE_PER_CHECK || x >= calls {
                 break x as f64 + 1.0;
             }
             x += 1;
-            pmf *= (n - (x - 1) as f64) / x as f64 * p / (1.0 - p);
+            ln_pmf += ((n - (x - 1) as f64) / x as f64).ln() + ln_odds;
         }
     } else {
         // z for a one-sided normal tail of 1e-4, corrected for the binomial's skew.
@@ -847,6 +852,15 @@ fn binomial_threshold(p: f64, calls: u64) -> f64 {
         (expected + z * sd + 0.5).ceil()
     };
     ((critical - 0.5) / n).min(1.0)
+}
+
+/// `ln(eᵃ + eᵇ)`, without leaving the logarithms (`a` may be −∞: nothing yet).
+fn ln_add(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
 }
 
 #[cfg(test)]

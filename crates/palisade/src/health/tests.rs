@@ -1261,3 +1261,52 @@ async fn an_outage_does_not_teach_the_base_rate() {
         "8 failures in 25 calls, 60 checks after an outage: {dep:?}"
     );
 }
+
+/// The exact binomial tail where `(1 − p)^calls`, the chance of no failure at all, is below
+/// what an `f64` holds (about 1e-308, and nothing at all below 5e-324), though `calls × p` is
+/// within 600: at 40 % and 1 480 calls it is 1e-328. The sum that started from it was 0, and
+/// the threshold 1 (no rise ever above the noise); a little above, in the subnormal range, it
+/// had a few bits of precision (at 37 % and 1 610 calls, a critical count of 619 for 669). The counts
+/// here are the exact tails, computed apart in log space.
+#[test]
+fn the_noise_threshold_holds_where_no_failure_at_all_is_too_rare_for_an_f64() {
+    for (p, calls, critical) in [
+        (0.4, 1_480, 663),
+        (0.45, 1_300, 653),
+        (0.5, 1_100, 613),
+        (0.6, 1_000, 658),
+        (0.9, 600, 566),
+        (0.37, 1_610, 669),
+        // Just inside an f64's normal range, as before.
+        (0.5, 1_000, 560),
+    ] {
+        assert!(calls as f64 * p <= 600.0, "the exact branch");
+        let want = (critical as f64 - 0.5) / calls as f64;
+        let got = binomial_threshold(p, calls);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "p {p}, {calls} calls: {got} against {want}"
+        );
+    }
+}
+
+/// A dependency whose usual failure rate is high (40 %, under the default error ceiling of
+/// 50 %) at 1 480 calls a check: a rise to 50 % is far above its sampling noise (one check in
+/// 10 000 reaches 44.8 %), and is an anomaly. The noise band was 1 here (the binomial tail
+/// underflowed), so no rise below the ceiling was ever flagged.
+#[test]
+fn a_rise_from_a_high_steady_failure_rate_at_many_calls_is_an_anomaly() {
+    let monitor = HealthMonitor::new();
+    let watch = monitor.watch("scraper");
+    for i in 0..30 {
+        watch.watched.add(1_480, 592, 0);
+        let dep = monitor.check().dependency("scraper").unwrap().clone();
+        assert!(!dep.error_anomaly, "check {i}, a steady 40 %: {dep:?}");
+        assert!(dep.healthy_now, "check {i}: {dep:?}");
+    }
+    watch.watched.add(1_480, 740, 0);
+    let dep = monitor.check().dependency("scraper").unwrap().clone();
+    assert_eq!(dep.error_ratio, Some(0.5));
+    assert!(dep.error_anomaly, "40 % to 50 % at 1 480 calls: {dep:?}");
+    assert!(!dep.healthy_now, "{dep:?}");
+}
