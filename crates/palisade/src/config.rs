@@ -62,7 +62,8 @@
 //! `limit = "40s"` alone the escalation's cap is 40 s, not the default 30 s, with a
 //! backoff from 2 minutes `retry.cap` is 2 minutes (the retry layer's own rule), and with
 //! `open_duration = "5s"` alone the breaker's `max_open_duration` is 5 s, not the default
-//! 750 ms.
+//! 750 ms; the router's `max_cooldown` and `outlier.max_ejection` likewise yield to a longer
+//! `cooldown` and `outlier.base_ejection`.
 //!
 //! A key that names a kind (`retry.backoff`, `retry.jitter`, `breaker.window`,
 //! `breaker.cancel`, `route.health.ramp`) takes a kind without settings as a word
@@ -1160,7 +1161,8 @@ fn shape_error(key: &'static str, shapes: &str, doc: &toml::Table) -> Option<Con
 /// Which caps a document leaves to their defaults, found before [`keep_defaults`] fills them
 /// in: a cap the file did not write yields to a longer delay the file did write, rather than
 /// refusing it (`limit = "40s"` alone is not refused for the default escalation's 30 s cap,
-/// nor `open_duration = "5s"` for the breaker's default 750 ms `max_open_duration`).
+/// nor `open_duration = "5s"` for the breaker's default 750 ms `max_open_duration`, nor the
+/// router's `cooldown = "2m"` for its default 60 s `max_cooldown`).
 struct DefaultCaps {
     /// `attempt_timeout.escalate.cap`, when the escalation is on.
     timeout: bool,
@@ -1168,6 +1170,10 @@ struct DefaultCaps {
     retry: bool,
     /// `breaker.max_open_duration`.
     breaker: bool,
+    /// `route.max_cooldown`.
+    cooldown: bool,
+    /// `route.outlier.max_ejection`, when `route.outlier` is a table or left out.
+    ejection: bool,
 }
 
 impl DefaultCaps {
@@ -1180,16 +1186,25 @@ impl DefaultCaps {
             // "off", or a value serde refuses.
             Some(_) => false,
         };
+        let route = section("route");
+        let ejection = match route.and_then(|t| t.get("outlier")) {
+            None => true,
+            Some(toml::Value::Table(outlier)) => !outlier.contains_key("max_ejection"),
+            // A value serde refuses.
+            Some(_) => false,
+        };
         DefaultCaps {
             timeout,
             retry: lacks_cap(section("retry")),
             breaker: section("breaker").is_none_or(|t| !t.contains_key("max_open_duration")),
+            cooldown: route.is_none_or(|t| !t.contains_key("max_cooldown")),
+            ejection,
         }
     }
 
     /// Raises each defaulted cap to the delay it caps, if that is longer: the timeout's limit,
     /// the backoff's first delay (the retry layer's own rule for a backoff without a cap), the
-    /// breaker's first open period.
+    /// breaker's first open period, the router's cool-down without a hint and first ejection.
     fn raise(&self, config: &mut PresetConfig) {
         let timeout = &mut config.attempt_timeout;
         if let (true, Some(escalate)) = (self.timeout, timeout.escalate.as_mut()) {
@@ -1206,6 +1221,15 @@ impl DefaultCaps {
         if self.breaker {
             let breaker = &mut config.breaker;
             breaker.max_open_duration = breaker.max_open_duration.max(breaker.open_duration);
+        }
+        if let Some(route) = config.route.as_mut() {
+            if self.cooldown {
+                route.max_cooldown = route.max_cooldown.max(route.cooldown);
+            }
+            if self.ejection {
+                let outlier = &mut route.outlier;
+                outlier.max_ejection = outlier.max_ejection.max(outlier.base_ejection);
+            }
         }
     }
 }
@@ -2312,6 +2336,57 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field(), "breaker.max_open_duration");
+    }
+
+    /// The router's two caps yield as the others do: a cool-down after a rate limit or a
+    /// base ejection raised alone (in the file or by a variable) raises the default
+    /// `max_cooldown` (60 s) or `outlier.max_ejection` (300 s) it would break, instead of the
+    /// file being refused for a cap it never wrote. A cap the file writes is kept, and checked.
+    #[test]
+    fn the_routers_delays_raised_alone_raise_the_default_caps_they_would_break() {
+        let config = PresetConfig::from_toml("name = \"llm\"\n[route]\ncooldown = \"2m\"").unwrap();
+        let route = config.route.unwrap();
+        assert_eq!(route.cooldown, Duration::from_secs(120));
+        assert_eq!(route.max_cooldown, Duration::from_secs(120));
+        let config = PresetConfig::from_toml(
+            "name = \"llm\"\n[route]\noutlier = { base_ejection = \"10m\" }",
+        )
+        .unwrap();
+        let outlier = config.route.unwrap().outlier;
+        assert_eq!(outlier.base_ejection, Duration::from_secs(600));
+        assert_eq!(outlier.max_ejection, Duration::from_secs(600));
+        let config = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[[endpoints]]\naddress = \"a\"",
+            [
+                ("PALISADE_ROUTE__COOLDOWN", "90s"),
+                ("PALISADE_ROUTE__OUTLIER__BASE_EJECTION", "6m"),
+            ],
+        )
+        .unwrap();
+        let route = config.route.unwrap();
+        assert_eq!(route.max_cooldown, Duration::from_secs(90));
+        assert_eq!(route.outlier.max_ejection, Duration::from_secs(360));
+        config.route(|_| ()).unwrap().unwrap();
+        // Shorter delays keep the defaults.
+        let config = PresetConfig::from_toml(
+            "name = \"llm\"\n[route]\ncooldown = \"5s\"\noutlier = { base_ejection = \"1m\" }",
+        )
+        .unwrap();
+        let (route, defaults) = (config.route.unwrap(), RouteConfig::default());
+        assert_eq!(route.max_cooldown, defaults.max_cooldown);
+        assert_eq!(route.outlier.max_ejection, defaults.outlier.max_ejection);
+        // A cap the file writes is the file's: too short, it is refused.
+        let err = PresetConfig::from_toml_with_env(
+            "name = \"llm\"\n[route]\nmax_cooldown = \"1m\"",
+            [("PALISADE_ROUTE__COOLDOWN", "2m")],
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "route.max_cooldown");
+        let err = PresetConfig::from_toml(
+            "name = \"llm\"\n[route.outlier]\nbase_ejection = \"10m\"\nmax_ejection = \"5m\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "route.outlier.max_ejection");
     }
 
     /// A file that leaves the retry settings out builds the retry layer `preset::recommended`
