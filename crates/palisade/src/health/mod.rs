@@ -21,7 +21,10 @@
 //!   check and a steady 1 %, two failures come in one check in 40), so a steady trickle of
 //!   failures at a few calls a check raises no alarm; likewise one slow call is never a latency anomaly by itself (the
 //!   latency is judged on the mean of the check's calls but its slowest), so a steady tail
-//!   (a p99 of seconds) raises none.
+//!   (a p99 of seconds) raises none while its slow calls come one to a check. Two in the same
+//!   check can: with 1 % of calls slow at random, at 25 calls a check, two or more fall in
+//!   one check about once in 40 checks, and such a check's mean may be flagged. Unlike the
+//!   error rate's, the latency's band has no allowance for that sampling noise yet.
 //!
 //! Each [`check`](HealthMonitor::check) reads them all once. A check is *healthy* when every
 //! component is healthy, neither detector flags an anomaly, and the error rate is at most
