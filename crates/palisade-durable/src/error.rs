@@ -160,8 +160,9 @@ pub enum SagaError {
         /// What would be allowed: `only an open item can be retried`.
         rule: &'static str,
     },
-    /// Another process holds the saga's claim.
-    #[error("saga {0:?} is claimed by another process")]
+    /// Another process holds the claim on this saga or two-phase-commit transaction (its id;
+    /// the message names no kind, since both use it).
+    #[error("{0:?} is claimed by another process")]
     Claimed(String),
     /// This process lost its claim on the saga (or transaction) while a step, a compensation
     /// or a phase was in flight: its lease ran out (the store could not be reached to renew
@@ -333,6 +334,16 @@ mod tests {
             Some(Box::new(Chain("disk full", None))),
         );
         assert_eq!(with_sources(&repeats), "disk full: disk full");
+    }
+
+    /// A claim held elsewhere is reported for sagas and two-phase-commit transactions alike:
+    /// the message names the id, not a kind it may not be (it said "saga" for both).
+    #[test]
+    fn a_claim_held_elsewhere_names_no_kind() {
+        assert_eq!(
+            SagaError::Claimed("tx-7".into()).to_string(),
+            "\"tx-7\" is claimed by another process"
+        );
     }
 
     #[test]
