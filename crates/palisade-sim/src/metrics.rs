@@ -82,7 +82,8 @@ pub struct Figures {
     /// outage, which use capacity above that rate, can take it past 100 %; `rate-limit`: while
     /// the limit lasts, which is the fault's window, by default the whole run, against its
     /// rate and the burst its buckets start with; `None` in a run without a fault, which has
-    /// no limit, or with a ramp too short to allow one call).
+    /// no limit, with a limit that allows no call (a capacity of 0), or with a ramp too short
+    /// to allow one call).
     pub served: Option<f64>,
     /// Upstream calls per request while capacity returns (`brownout`; `None` where no request
     /// was sent during the ramp).
@@ -317,14 +318,19 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             // limit's buckets start full: they admit their burst on top of the rate, as far
             // as the requests sent ask for it.
             let during = |t: Duration| t >= fault_start && t < fault_end;
-            let possible = (possible(scenario, fault_start, fault_end) + scenario.limit_burst())
-                .min(p.rate * (fault_end - fault_start).as_secs_f64());
+            let allowed = possible(scenario, fault_start, fault_end) + scenario.limit_burst();
+            let possible = allowed.min(p.rate * (fault_end - fault_start).as_secs_f64());
             let done = log
                 .attempts
                 .iter()
                 .filter(|a| during(a.at) && a.outcome == AttemptOutcome::Ok)
                 .count();
-            (Some(done as f64 / possible.max(1.0)), None)
+            // A limit that allows no call at all (a capacity of 0; above 0, its buckets
+            // start with one call at least) has nothing to serve against: no share, not 0 %.
+            (
+                (allowed >= 1.0).then(|| done as f64 / possible.max(1.0)),
+                None,
+            )
         }
         _ => (None, None),
     };
@@ -756,6 +762,27 @@ mod tests {
         // Other scenarios measure neither.
         let f = measure(&scenario(), StackKind::Palisade, &log);
         assert_eq!((f.served, f.load_ramp), (None, None));
+    }
+
+    /// A limit of 0 calls a second allows no call at all: what it served is a share of
+    /// nothing, with no figure (`-` in the table, `null` in the JSON), not 0 %.
+    #[test]
+    fn a_limit_that_allows_no_call_has_no_served_share() {
+        let mut s = Scenario::new(ScenarioKind::RateLimit);
+        s.params.rate = 10.0;
+        s.params.duration = Duration::from_secs(10);
+        s.params.capacity = 0.0;
+        assert!(s.has_fault());
+        let mut log = Log::default();
+        for i in 0..100u64 {
+            log.requests.push(request(100 * i, 0, false, 1));
+            log.attempts.push(attempt(100 * i, 0, i, false));
+        }
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!(f.served, None, "{:?}", f.served);
+        // The slowest limit above 0 still admits its bucket's one call, and is measured.
+        s.params.capacity = 0.01;
+        assert_eq!(measure(&s, StackKind::Palisade, &log).served, Some(0.0));
     }
 
     #[test]
