@@ -653,3 +653,87 @@ fn a_window_without_requests_has_no_figures() {
         ("no request was sent in it (too low a rate)", None)
     );
 }
+
+/// The figures the README's prose quotes after the table, from the same runs: the outage's
+/// held requests going out when it ends, the brownout's first calls of the ramp and its load
+/// during it, and the price of an answer in a degradation that outlasts the run. The table's
+/// rows are pinned above; these were not, and fell behind the code.
+#[test]
+fn the_readme_s_prose_quotes_what_the_runs_print() {
+    // Read as the rendered page reads, whatever the line breaks.
+    let readme = include_str!("../../../README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let quoted = |text: String| {
+        assert!(readme.contains(&text), "the README does not say {text:?}");
+    };
+    let attempts = |f: &Figures, t: usize| f.series[t].attempts;
+    // The outage (10 s to 20 s): the calls of its first two seconds after it, and the mean
+    // latency of the requests sent during it and answered.
+    let outage = pal(ScenarioKind::Outage);
+    quoted(format!(
+        "{} calls in its first second and {} in the next",
+        attempts(outage, 20),
+        attempts(outage, 21)
+    ));
+    let s = Scenario::new(ScenarioKind::Outage);
+    let log = palisade_sim::run::record(&s, StackKind::Palisade).unwrap();
+    let (start, end) = s.fault_window();
+    let held: Vec<Duration> = log
+        .requests
+        .iter()
+        .filter(|r| r.ok && r.sent >= start && r.sent < end)
+        .map(|r| r.latency)
+        .collect();
+    let mean = held.iter().sum::<Duration>().as_secs_f64() * 1000.0 / held.len() as f64;
+    let thousands = |n: f64| {
+        let n = n.round() as u64;
+        if n >= 1000 {
+            format!("{} {:03}", n / 1000, n % 1000)
+        } else {
+            n.to_string()
+        }
+    };
+    quoted(format!(
+        "{:.1} % of the requests sent during the outage are answered, {} ms after they were \
+         sent on average",
+        outage.success_fault.unwrap() * 100.0,
+        thousands(mean),
+    ));
+    // The brownout: the ramp's first five seconds (20 s to 25 s), and its calls per request
+    // during the fault against naive's.
+    let brownout = pal(ScenarioKind::Brownout);
+    let first: Vec<String> = (20..25)
+        .map(|t| attempts(brownout, t).to_string())
+        .collect();
+    quoted(format!(
+        "palisade sends {}, {}, {}, {} and {} calls in the ramp's first five seconds",
+        first[0], first[1], first[2], first[3], first[4]
+    ));
+    let naive = figures(ScenarioKind::Brownout, StackKind::Naive);
+    let naive_first = (20..25).map(|t| attempts(naive, t));
+    quoted(format!(
+        "first five seconds, against naive's {}–{}",
+        naive_first.clone().min().unwrap(),
+        naive_first.max().unwrap()
+    ));
+    quoted(format!(
+        "{:.2} during the brownout against {:.2}",
+        naive.load_fault.unwrap(),
+        brownout.load_fault.unwrap()
+    ));
+    // A degradation that outlasts the run: each stack's success above none's per call per
+    // request above none's.
+    let mut degraded = Scenario::new(ScenarioKind::Degraded);
+    degraded.params.fault_len = Duration::from_secs(45);
+    let report = palisade_sim::run_all(&[degraded], &StackKind::ALL, |_, _| {}).unwrap();
+    let none = &report.runs[0];
+    let price = |f: &Figures| (f.success - none.success) / (f.load - none.load);
+    quoted(format!(
+        "{:.3} for naive, {:.3} for tower, {:.3} for palisade",
+        price(&report.runs[1]),
+        price(&report.runs[2]),
+        price(&report.runs[3])
+    ));
+}
