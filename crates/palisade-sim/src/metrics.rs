@@ -447,16 +447,20 @@ fn unanswered(log: &Log, in_fault: impl Fn(Duration) -> bool) -> Vec<Unanswered>
 
 /// Calls the upstream could have served in `[from, to)`: the capacity, or the request rate
 /// where that is lower, integrated in 10 ms steps, each at its middle (exact where the
-/// capacity is linear, as a ramp is).
+/// capacity is linear, as a ramp is); the last step ends at `to`, however short that leaves
+/// it.
 fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
     let step = Duration::from_millis(10);
     let rate = scenario.params.rate;
     let mut t = from;
     let mut sum = 0.0;
     while t < to {
-        let cap = scenario.capacity_at(t + step / 2).unwrap_or(f64::INFINITY);
-        sum += cap.min(rate) * step.as_secs_f64();
-        t += step;
+        let end = (t + step).min(to);
+        let cap = scenario
+            .capacity_at(t + (end - t) / 2)
+            .unwrap_or(f64::INFINITY);
+        sum += cap.min(rate) * (end - t).as_secs_f64();
+        t = end;
     }
     sum
 }
@@ -814,6 +818,24 @@ mod tests {
         s.params.replicas = 3;
         let log = crate::run::record(&s, StackKind::None).unwrap();
         assert_eq!(measure(&s, StackKind::None, &log).served, Some(1.0));
+    }
+
+    /// What the capacity allowed is integrated over its window and no further: a window that
+    /// is not a whole number of 10 ms steps ends within its last step. A brownout whose ramp
+    /// lasts 1 ns allows no call (none to serve against, the goal not judged); it counted
+    /// the whole 10 ms step past it, a call at 100 requests a second, and read 0 % served.
+    #[test]
+    fn what_a_capacity_allowed_stops_at_its_window_s_end() {
+        let mut s = Scenario::new(ScenarioKind::Brownout);
+        s.params.ramp = Duration::from_nanos(1);
+        let (start, end) = s.ramp();
+        let allowed = possible(&s, start, end);
+        assert!(allowed < 1e-6, "{allowed}");
+        // Half a step of a capacity above the request rate: half a step of requests.
+        let half = possible(&s, ms(1_000), ms(1_005));
+        assert!((half - 0.5).abs() < 1e-9, "{half}");
+        let log = crate::run::record(&s, StackKind::None).unwrap();
+        assert_eq!(measure(&s, StackKind::None, &log).served, None);
     }
 
     #[test]
