@@ -737,3 +737,54 @@ fn the_readme_s_prose_quotes_what_the_runs_print() {
         price(&report.runs[3])
     ));
 }
+
+/// The README's table of palisade at low request rates "with today's defaults" is what the
+/// runs give today: each scenario at 5, 10, 20 and 40 requests a second (`--rate N`), its
+/// flapping and brownout success, the brownout's calls per request during the ramp, the
+/// degraded success and load, and the goals met.
+#[test]
+fn the_readme_s_low_rate_rows_are_today_s() {
+    let readme = include_str!("../../../README.md");
+    let mut missing = Vec::new();
+    for rate in [5.0, 10.0, 20.0, 40.0] {
+        let scenarios: Vec<Scenario> = ScenarioKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let mut s = Scenario::new(kind);
+                s.params.rate = rate;
+                s
+            })
+            .collect();
+        let report = palisade_sim::run_all(&scenarios, &StackKind::ALL, |_, _| {}).unwrap();
+        let pal = |kind| {
+            report
+                .runs
+                .iter()
+                .find(|f| f.scenario == kind && f.stack == StackKind::Palisade)
+                .unwrap()
+        };
+        let pct = |x: f64| format!("{:.2} %", x * 100.0);
+        let (flapping, brownout, degraded) = (
+            pal(ScenarioKind::Flapping),
+            pal(ScenarioKind::Brownout),
+            pal(ScenarioKind::Degraded),
+        );
+        let met = report.goals.iter().filter(|g| g.met == Some(true)).count();
+        let row = format!(
+            "| {rate} | {} | {}; {:.3} | {} at {:.2} | {met} |",
+            pct(flapping.success),
+            pct(brownout.success),
+            brownout.load_ramp.unwrap(),
+            pct(degraded.success),
+            degraded.load,
+        );
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the README does not show:\n{}",
+        missing.join("\n")
+    );
+}
