@@ -788,3 +788,41 @@ fn the_readme_s_low_rate_rows_are_today_s() {
         missing.join("\n")
     );
 }
+
+/// The README's "With replicas" figures of today: the degraded upstream's success and the
+/// brownout's served share and load during the ramp, on two replicas against one.
+#[test]
+fn the_readme_s_replica_figures_are_today_s() {
+    let readme = include_str!("../../../README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let pal = |kind, replicas| {
+        let mut s = Scenario::new(kind);
+        s.params.replicas = replicas;
+        palisade_sim::run(&s, StackKind::Palisade).unwrap()
+    };
+    let quoted = |text: String| {
+        assert!(readme.contains(&text), "the README does not say {text:?}");
+    };
+    let (two, one) = (
+        pal(ScenarioKind::Degraded, 2),
+        pal(ScenarioKind::Degraded, 1),
+    );
+    quoted(format!(
+        "{:.1} % degraded, as with one replica ({:.1} %)",
+        two.success * 100.0,
+        one.success * 100.0
+    ));
+    let (two, one) = (
+        pal(ScenarioKind::Brownout, 2),
+        pal(ScenarioKind::Brownout, 1),
+    );
+    quoted(format!(
+        "{:.1} % at {:.2} now (one replica: {:.1} % at {:.2})",
+        two.served.unwrap() * 100.0,
+        two.load_ramp.unwrap(),
+        one.served.unwrap() * 100.0,
+        one.load_ramp.unwrap()
+    ));
+}
