@@ -2,9 +2,9 @@
 //!
 //! A goal whose subject the run does not hold — decided from the scenario's parameters, not
 //! from what palisade did: no fault (`--fault-len 0`), a fault that lasts to the end of the
-//! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate, a
-//! window of the run (the fault, the ramp) in which the traffic's rate sent no request — is
-//! listed as `n/a` with the reason and counted neither as met nor as missed, so that a
+//! run (no recovery to time), no brownout ramp, a rate limit at or above the request rate or
+//! one that allows no call (a capacity of 0), a window of the run (the fault, the ramp) in
+//! which the traffic's rate sent no request — is listed as `n/a` with the reason and counted neither as met nor as missed, so that a
 //! "what if" run does not report misses of things that never happened.
 //!
 //! Where several palisade stacks run side by side (the built-in one and stacks from
@@ -228,9 +228,17 @@ fn judge_one(scenario: &Scenario, pal: &Figures, others: &[&Figures]) -> Vec<Goa
                 pal.early_retries == 0,
             );
             let served = pal.served.unwrap_or(0.0);
+            // A limit of 0 calls a second allows none: nothing to serve a share of.
+            let (applies, why) = if !fault {
+                (false, NO_FAULT)
+            } else if p.capacity <= 0.0 {
+                (false, "the limit allows no call (a capacity of 0)")
+            } else {
+                (true, "")
+            };
             j.check_if(
-                fault,
-                NO_FAULT,
+                applies,
+                why,
                 "≥ 98 % of what the limit allows is served".into(),
                 pct(served),
                 served >= 0.98,
@@ -676,6 +684,27 @@ pub(crate) mod tests {
         s.params.hint = s.params.deadline;
         pal.hint_wait_ms = Some(10_000.0);
         assert_eq!(verdicts(&s, &pal)[2].2, Some(true));
+    }
+
+    /// A limit of 0 calls a second allows nothing: "≥ 98 % of what the limit allows is
+    /// served" has nothing to judge (it read a miss of 0.00 %); the goals that do not
+    /// depend on what was allowed are still judged.
+    #[test]
+    fn a_limit_that_allows_no_call_leaves_its_share_unjudged() {
+        let k = ScenarioKind::RateLimit;
+        let mut s = Scenario::new(k);
+        s.params.capacity = 0.0;
+        let mut pal = figures(k, StackKind::Palisade);
+        pal.served = None;
+        pal.load = 1.1;
+        let v = verdicts(&s, &pal);
+        assert_eq!(v[1].0, "≥ 98 % of what the limit allows is served");
+        assert_eq!(
+            (v[1].1.as_str(), v[1].2),
+            ("the limit allows no call (a capacity of 0)", None)
+        );
+        assert_eq!(v[0].2, Some(true), "no retry before its hint");
+        assert_eq!(v[3].2, Some(true), "the load");
     }
 
     #[test]

@@ -80,9 +80,11 @@ pub struct Figures {
     /// Calls served against what the upstream's capacity allowed (`brownout`: during the ramp,
     /// against the capacity up to the request rate, so that retries of requests held from the
     /// outage, which use capacity above that rate, can take it past 100 %; `rate-limit`: while
-    /// the limit lasts, which is the fault's window, by default the whole run, against its
-    /// rate and the burst its buckets start with; `None` in a run without a fault, which has
-    /// no limit, or with a ramp too short to allow one call).
+    /// the limit lasts, which is the fault's window, by default the whole run, against the
+    /// burst its buckets start with and the calls their rate refills before the window ends,
+    /// as far as the requests sent ask for them; `None` in a run without a fault, which has
+    /// no limit, with a limit that allows no call (a capacity of 0), or with a ramp too short
+    /// to allow one call).
     pub served: Option<f64>,
     /// Upstream calls per request while capacity returns (`brownout`; `None` where no request
     /// was sent during the ramp).
@@ -317,14 +319,25 @@ pub fn measure(scenario: &Scenario, stack: StackKind, log: &Log) -> Figures {
             // limit's buckets start full: they admit their burst on top of the rate, as far
             // as the requests sent ask for it.
             let during = |t: Duration| t >= fault_start && t < fault_end;
-            let possible = (possible(scenario, fault_start, fault_end) + scenario.limit_burst())
-                .min(p.rate * (fault_end - fault_start).as_secs_f64());
+            // Each replica's bucket admits its burst at once, then each call its rate refills
+            // before the window ends: one refilled at the end itself is a call of the next
+            // window (at 0.5 calls a second for 40 s, 1 + 19 calls, not 1 + 20).
+            let replicas = p.replicas as f64;
+            let each = possible(scenario, fault_start, fault_end) / replicas;
+            let refilled = ((each - 1e-6).ceil() - 1.0).max(0.0) * replicas;
+            let allowed = refilled + scenario.limit_burst();
+            let possible = allowed.min(p.rate * (fault_end - fault_start).as_secs_f64());
             let done = log
                 .attempts
                 .iter()
                 .filter(|a| during(a.at) && a.outcome == AttemptOutcome::Ok)
                 .count();
-            (Some(done as f64 / possible.max(1.0)), None)
+            // A limit that allows no call at all (a capacity of 0; above 0, its buckets
+            // start with one call at least) has nothing to serve against: no share, not 0 %.
+            (
+                (allowed >= 1.0).then(|| done as f64 / possible.max(1.0)),
+                None,
+            )
         }
         _ => (None, None),
     };
@@ -434,16 +447,20 @@ fn unanswered(log: &Log, in_fault: impl Fn(Duration) -> bool) -> Vec<Unanswered>
 
 /// Calls the upstream could have served in `[from, to)`: the capacity, or the request rate
 /// where that is lower, integrated in 10 ms steps, each at its middle (exact where the
-/// capacity is linear, as a ramp is).
+/// capacity is linear, as a ramp is); the last step ends at `to`, however short that leaves
+/// it.
 fn possible(scenario: &Scenario, from: Duration, to: Duration) -> f64 {
     let step = Duration::from_millis(10);
     let rate = scenario.params.rate;
     let mut t = from;
     let mut sum = 0.0;
     while t < to {
-        let cap = scenario.capacity_at(t + step / 2).unwrap_or(f64::INFINITY);
-        sum += cap.min(rate) * step.as_secs_f64();
-        t += step;
+        let end = (t + step).min(to);
+        let cap = scenario
+            .capacity_at(t + (end - t) / 2)
+            .unwrap_or(f64::INFINITY);
+        sum += cap.min(rate) * (end - t).as_secs_f64();
+        t = end;
     }
     sum
 }
@@ -730,7 +747,8 @@ mod tests {
         s.params.duration = Duration::from_secs(10);
         s.params.capacity = 5.0;
         // 5/s for 10 s, and the one call (a tenth of a second of them, rounded up) the
-        // limit's bucket holds at the start.
+        // limit's bucket holds at the start: 1 + 49 calls, the 50th refilled at 10 s, too
+        // late for the window.
         assert!((possible(&s, Duration::ZERO, s.params.duration) - 50.0).abs() < 1e-9);
         assert_eq!(s.limit_burst(), 1.0);
         let mut log = Log::default();
@@ -742,7 +760,7 @@ mod tests {
         log.attempts.push(attempt(10_000, 0, 40, true));
         let f = measure(&s, StackKind::Palisade, &log);
         let served = f.served.unwrap();
-        assert!((served - 30.0 / 51.0).abs() < 1e-9, "{served}");
+        assert!((served - 30.0 / 50.0).abs() < 1e-9, "{served}");
         assert_eq!(f.load_ramp, None);
         // Three replicas of 25 calls a second start with 3 × 3 calls; and a limit above the
         // request rate allows what was asked, no more.
@@ -756,6 +774,68 @@ mod tests {
         // Other scenarios measure neither.
         let f = measure(&scenario(), StackKind::Palisade, &log);
         assert_eq!((f.served, f.load_ramp), (None, None));
+    }
+
+    /// A limit of 0 calls a second allows no call at all: what it served is a share of
+    /// nothing, with no figure (`-` in the table, `null` in the JSON), not 0 %.
+    #[test]
+    fn a_limit_that_allows_no_call_has_no_served_share() {
+        let mut s = Scenario::new(ScenarioKind::RateLimit);
+        s.params.rate = 10.0;
+        s.params.duration = Duration::from_secs(10);
+        s.params.capacity = 0.0;
+        assert!(s.has_fault());
+        let mut log = Log::default();
+        for i in 0..100u64 {
+            log.requests.push(request(100 * i, 0, false, 1));
+            log.attempts.push(attempt(100 * i, 0, i, false));
+        }
+        let f = measure(&s, StackKind::Palisade, &log);
+        assert_eq!(f.served, None, "{:?}", f.served);
+        // The slowest limit above 0 still admits its bucket's one call, and is measured.
+        s.params.capacity = 0.01;
+        assert_eq!(measure(&s, StackKind::Palisade, &log).served, Some(0.0));
+    }
+
+    /// What a limit allows over its window is its buckets' burst and each call its rate
+    /// refills before the window ends: at 0.5 calls a second for the whole 40 s run, the
+    /// call at the start and one every 2 s from 2 s to 38 s, 20; the one refilled at 40 s
+    /// comes too late. Every stack is served all 20 (none of them could be served more),
+    /// which read 95.24 % of 21 and missed palisade's "≥ 98 % of what the limit allows".
+    #[test]
+    fn a_limit_allows_the_calls_it_refills_before_its_end() {
+        let mut s = Scenario::new(ScenarioKind::RateLimit);
+        s.params.capacity = 0.5;
+        let log = crate::run::record(&s, StackKind::None).unwrap();
+        let during = log
+            .attempts
+            .iter()
+            .filter(|a| a.at < s.params.duration && a.outcome == AttemptOutcome::Ok)
+            .count();
+        assert_eq!(during, 20);
+        assert_eq!(measure(&s, StackKind::None, &log).served, Some(1.0));
+        // Three replicas of 0.5 a second each: 3 × 20.
+        s.params.replicas = 3;
+        let log = crate::run::record(&s, StackKind::None).unwrap();
+        assert_eq!(measure(&s, StackKind::None, &log).served, Some(1.0));
+    }
+
+    /// What the capacity allowed is integrated over its window and no further: a window that
+    /// is not a whole number of 10 ms steps ends within its last step. A brownout whose ramp
+    /// lasts 1 ns allows no call (none to serve against, the goal not judged); it counted
+    /// the whole 10 ms step past it, a call at 100 requests a second, and read 0 % served.
+    #[test]
+    fn what_a_capacity_allowed_stops_at_its_window_s_end() {
+        let mut s = Scenario::new(ScenarioKind::Brownout);
+        s.params.ramp = Duration::from_nanos(1);
+        let (start, end) = s.ramp();
+        let allowed = possible(&s, start, end);
+        assert!(allowed < 1e-6, "{allowed}");
+        // Half a step of a capacity above the request rate: half a step of requests.
+        let half = possible(&s, ms(1_000), ms(1_005));
+        assert!((half - 0.5).abs() < 1e-9, "{half}");
+        let log = crate::run::record(&s, StackKind::None).unwrap();
+        assert_eq!(measure(&s, StackKind::None, &log).served, None);
     }
 
     #[test]

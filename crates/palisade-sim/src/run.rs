@@ -162,7 +162,7 @@ async fn traffic(
     // The requests measured, sent during the run, then as many again as a deadline's worth,
     // unmeasured: retries still pending at the end compete with traffic as they would in
     // a service that keeps running, instead of finding an idle upstream.
-    let count = (p.duration.as_secs_f64() * p.rate).floor() as usize;
+    let count = measured(p);
     let trailing = (p.deadline.as_secs_f64() * p.rate).ceil() as usize;
     // Closed loop: each client may round its schedule up by one request, measured and
     // trailing alike.
@@ -190,6 +190,26 @@ async fn traffic(
     Ok(recorder.finish())
 }
 
+/// When request `id` of the open loop is due, since the run's start: at `id / rate`.
+fn due(p: &Params, id: u64) -> Duration {
+    Duration::from_secs_f64(id as f64 / p.rate)
+}
+
+/// How many requests the open loop sends before the run's end, every one of them measured:
+/// those [`due`] before it, `rate × duration` rounded up (counted from the due times
+/// themselves, which floating point cannot put a hair off a whole number). The closed loop
+/// numbers its measured requests within this count and one more per client.
+fn measured(p: &Params) -> usize {
+    let mut count = (p.duration.as_secs_f64() * p.rate).ceil() as u64;
+    while count > 0 && due(p, count - 1) >= p.duration {
+        count -= 1;
+    }
+    while due(p, count) < p.duration {
+        count += 1;
+    }
+    count as usize
+}
+
 /// Open loop: request `id` is sent at `id / rate`, whatever happened to the others.
 async fn open_loop(
     p: &Params,
@@ -200,7 +220,7 @@ async fn open_loop(
 ) -> Result<(), BoxError> {
     let mut tasks = Vec::with_capacity(requests);
     for id in 0..requests as u64 {
-        let at = epoch + Duration::from_secs_f64(id as f64 / p.rate);
+        let at = epoch + due(p, id);
         tokio::time::sleep_until(at).await;
         let (client, recorder) = (client.clone(), recorder.clone());
         let deadline = p.deadline;
@@ -258,4 +278,29 @@ async fn closed_loop(
         task.await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::ScenarioKind;
+
+    /// Every request the open loop sends before the run's end is measured, whatever the
+    /// rounding of `rate × duration`: at 66.666667 requests a second (2 666.67 in 40 s) the
+    /// request due at 39.99 s is one of them, and at 0.29 a second for 100 s (28.999… in
+    /// floating point, 29 exactly) the one due at 96.55 s. Neither was: sent as trailing
+    /// traffic, its attempt counted in the run's last seconds with no request sent in them.
+    #[test]
+    fn every_request_sent_before_the_run_s_end_is_measured() {
+        for (rate, duration, due) in [(66.666667, 40, 2_667), (0.29, 100, 29), (100.0, 40, 4_000)] {
+            let mut s = Scenario::new(ScenarioKind::Outage);
+            s.params.rate = rate;
+            s.params.duration = Duration::from_secs(duration);
+            let f = crate::run(&s, StackKind::None).unwrap();
+            assert_eq!(f.requests, due, "{rate}/s for {duration} s");
+            // Without retries, each request sent in the run is one attempt in it.
+            let attempts: u32 = f.series.iter().map(|b| b.attempts).sum();
+            assert_eq!(attempts as usize, due, "{rate}/s for {duration} s");
+        }
+    }
 }

@@ -242,8 +242,9 @@ impl Params {
                 "must be above 0 and at most an hour",
             ));
         }
-        // The run sends `rate × duration` measured requests, rounded down: with none, every
-        // figure would be over nothing and every goal met by default.
+        // The run measures the requests due before its end, `rate × duration` rounded up:
+        // below one request's worth, every figure would rest on the single request sent at
+        // its start.
         if self.rate * self.duration.as_secs_f64() < 1.0 {
             return Err(ConfigError::new(
                 "rate",

@@ -653,3 +653,176 @@ fn a_window_without_requests_has_no_figures() {
         ("no request was sent in it (too low a rate)", None)
     );
 }
+
+/// The figures the README's prose quotes after the table, from the same runs: the outage's
+/// held requests going out when it ends, the brownout's first calls of the ramp and its load
+/// during it, and the price of an answer in a degradation that outlasts the run. The table's
+/// rows are pinned above; these were not, and fell behind the code.
+#[test]
+fn the_readme_s_prose_quotes_what_the_runs_print() {
+    // Read as the rendered page reads, whatever the line breaks.
+    let readme = include_str!("../../../README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let quoted = |text: String| {
+        assert!(readme.contains(&text), "the README does not say {text:?}");
+    };
+    let attempts = |f: &Figures, t: usize| f.series[t].attempts;
+    // The outage (10 s to 20 s): the calls of its first two seconds after it, and the mean
+    // latency of the requests sent during it and answered.
+    let outage = pal(ScenarioKind::Outage);
+    quoted(format!(
+        "{} calls in its first second and {} in the next",
+        attempts(outage, 20),
+        attempts(outage, 21)
+    ));
+    let s = Scenario::new(ScenarioKind::Outage);
+    let log = palisade_sim::run::record(&s, StackKind::Palisade).unwrap();
+    let (start, end) = s.fault_window();
+    let held: Vec<Duration> = log
+        .requests
+        .iter()
+        .filter(|r| r.ok && r.sent >= start && r.sent < end)
+        .map(|r| r.latency)
+        .collect();
+    let mean = held.iter().sum::<Duration>().as_secs_f64() * 1000.0 / held.len() as f64;
+    let thousands = |n: f64| {
+        let n = n.round() as u64;
+        if n >= 1000 {
+            format!("{} {:03}", n / 1000, n % 1000)
+        } else {
+            n.to_string()
+        }
+    };
+    quoted(format!(
+        "{:.1} % of the requests sent during the outage are answered, {} ms after they were \
+         sent on average",
+        outage.success_fault.unwrap() * 100.0,
+        thousands(mean),
+    ));
+    // The brownout: the ramp's first five seconds (20 s to 25 s), and its calls per request
+    // during the fault against naive's.
+    let brownout = pal(ScenarioKind::Brownout);
+    let first: Vec<String> = (20..25)
+        .map(|t| attempts(brownout, t).to_string())
+        .collect();
+    quoted(format!(
+        "palisade sends {}, {}, {}, {} and {} calls in the ramp's first five seconds",
+        first[0], first[1], first[2], first[3], first[4]
+    ));
+    let naive = figures(ScenarioKind::Brownout, StackKind::Naive);
+    let naive_first = (20..25).map(|t| attempts(naive, t));
+    quoted(format!(
+        "first five seconds, against naive's {}–{}",
+        naive_first.clone().min().unwrap(),
+        naive_first.max().unwrap()
+    ));
+    quoted(format!(
+        "{:.2} during the brownout against {:.2}",
+        naive.load_fault.unwrap(),
+        brownout.load_fault.unwrap()
+    ));
+    // A degradation that outlasts the run: each stack's success above none's per call per
+    // request above none's.
+    let mut degraded = Scenario::new(ScenarioKind::Degraded);
+    degraded.params.fault_len = Duration::from_secs(45);
+    let report = palisade_sim::run_all(&[degraded], &StackKind::ALL, |_, _| {}).unwrap();
+    let none = &report.runs[0];
+    let price = |f: &Figures| (f.success - none.success) / (f.load - none.load);
+    quoted(format!(
+        "{:.3} for naive, {:.3} for tower, {:.3} for palisade",
+        price(&report.runs[1]),
+        price(&report.runs[2]),
+        price(&report.runs[3])
+    ));
+}
+
+/// The README's table of palisade at low request rates "with today's defaults" is what the
+/// runs give today: each scenario at 5, 10, 20 and 40 requests a second (`--rate N`), its
+/// flapping and brownout success, the brownout's calls per request during the ramp, the
+/// degraded success and load, and the goals met.
+#[test]
+fn the_readme_s_low_rate_rows_are_today_s() {
+    let readme = include_str!("../../../README.md");
+    let mut missing = Vec::new();
+    for rate in [5.0, 10.0, 20.0, 40.0] {
+        let scenarios: Vec<Scenario> = ScenarioKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let mut s = Scenario::new(kind);
+                s.params.rate = rate;
+                s
+            })
+            .collect();
+        let report = palisade_sim::run_all(&scenarios, &StackKind::ALL, |_, _| {}).unwrap();
+        let pal = |kind| {
+            report
+                .runs
+                .iter()
+                .find(|f| f.scenario == kind && f.stack == StackKind::Palisade)
+                .unwrap()
+        };
+        let pct = |x: f64| format!("{:.2} %", x * 100.0);
+        let (flapping, brownout, degraded) = (
+            pal(ScenarioKind::Flapping),
+            pal(ScenarioKind::Brownout),
+            pal(ScenarioKind::Degraded),
+        );
+        let met = report.goals.iter().filter(|g| g.met == Some(true)).count();
+        let row = format!(
+            "| {rate} | {} | {}; {:.3} | {} at {:.2} | {met} |",
+            pct(flapping.success),
+            pct(brownout.success),
+            brownout.load_ramp.unwrap(),
+            pct(degraded.success),
+            degraded.load,
+        );
+        if !readme.contains(&row) {
+            missing.push(row);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the README does not show:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The README's "With replicas" figures of today: the degraded upstream's success and the
+/// brownout's served share and load during the ramp, on two replicas against one.
+#[test]
+fn the_readme_s_replica_figures_are_today_s() {
+    let readme = include_str!("../../../README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let pal = |kind, replicas| {
+        let mut s = Scenario::new(kind);
+        s.params.replicas = replicas;
+        palisade_sim::run(&s, StackKind::Palisade).unwrap()
+    };
+    let quoted = |text: String| {
+        assert!(readme.contains(&text), "the README does not say {text:?}");
+    };
+    let (two, one) = (
+        pal(ScenarioKind::Degraded, 2),
+        pal(ScenarioKind::Degraded, 1),
+    );
+    quoted(format!(
+        "{:.1} % degraded, as with one replica ({:.1} %)",
+        two.success * 100.0,
+        one.success * 100.0
+    ));
+    let (two, one) = (
+        pal(ScenarioKind::Brownout, 2),
+        pal(ScenarioKind::Brownout, 1),
+    );
+    quoted(format!(
+        "{:.1} % at {:.2} now (one replica: {:.1} % at {:.2})",
+        two.served.unwrap() * 100.0,
+        two.load_ramp.unwrap(),
+        one.served.unwrap() * 100.0,
+        one.load_ramp.unwrap()
+    ));
+}
