@@ -404,19 +404,10 @@ impl ReviewQueue {
             return Err(self.close_after_the_saga(read, &info, rule).await?);
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
-            // This item was retried and the saga escalated another step since (a crash came
-            // before this item was closed): no recovery would run a request for it (it closes
-            // the item), so it is closed now and the request refused, as a discard is.
-            self.close(read, ReviewStatus::Retried, None).await?;
-            return Err(SagaError::WrongState {
-                what: "saga",
-                id: item.saga_id,
-                state: format!(
-                    "escalated to review item {:?}",
-                    info.review.unwrap_or_default()
-                ),
-                rule: "only its latest review item can be retried",
-            });
+            // No recovery would run a request for this item (it closes the item), so it is
+            // closed now and the request refused, as a discard is.
+            let rule = "only its latest review item can be retried";
+            return Err(self.close_behind_the_saga(read, &info, rule).await?);
         }
         item.status = ReviewStatus::RetryRequested;
         item.updated_ms = now_ms();
@@ -454,6 +445,28 @@ impl ReviewQueue {
             what: "saga",
             id: info.id.clone(),
             state: info.state.to_string(),
+            rule,
+        })
+    }
+
+    /// Item `read`, still pending when read, of a saga that `info` says is escalated to another
+    /// item: this one was retried and the saga escalated another step since (a crash came
+    /// before this item was closed). It is closed as retried, and the person's request
+    /// refused with `rule`, naming the saga's latest item: the error returned.
+    async fn close_behind_the_saga(
+        &self,
+        read: StoredReview,
+        info: &SagaInfo,
+        rule: &'static str,
+    ) -> Result<SagaError, SagaError> {
+        self.close(read, ReviewStatus::Retried, None).await?;
+        Ok(SagaError::WrongState {
+            what: "saga",
+            id: info.id.clone(),
+            state: format!(
+                "escalated to review item {:?}",
+                info.review.as_deref().unwrap_or_default()
+            ),
             rule,
         })
     }
@@ -527,19 +540,9 @@ impl ReviewQueue {
             return Err(self.close_after_the_saga(read, &info, rule).await?);
         }
         if info.state == SagaState::Escalated && info.review.as_deref() != Some(id) {
-            // This item was retried and the saga escalated another step since (a crash came
-            // before this item was closed): discarding it would discard the other item's
-            // work, which nobody has looked at.
-            self.close(read, ReviewStatus::Retried, None).await?;
-            return Err(SagaError::WrongState {
-                what: "saga",
-                id: item.saga_id,
-                state: format!(
-                    "escalated to review item {:?}",
-                    info.review.unwrap_or_default()
-                ),
-                rule: "only its latest review item can be discarded",
-            });
+            // Discarding it would discard the other item's work, which nobody has looked at.
+            let rule = "only its latest review item can be discarded";
+            return Err(self.close_behind_the_saga(read, &info, rule).await?);
         }
         let sent = tokio::time::Instant::now();
         let now = now_ms();
