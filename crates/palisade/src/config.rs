@@ -1179,26 +1179,25 @@ struct DefaultCaps {
 impl DefaultCaps {
     fn left_out_by(doc: &toml::Table) -> Self {
         let section = |name: &str| doc.get(name).and_then(toml::Value::as_table);
-        let lacks_cap = |table: Option<&toml::Table>| table.is_none_or(|t| !t.contains_key("cap"));
-        let timeout = match section("attempt_timeout").and_then(|t| t.get("escalate")) {
+        // Whether `table` (`None`: left out) leaves `key` out.
+        let lacks =
+            |table: Option<&toml::Table>, key: &str| table.is_none_or(|t| !t.contains_key(key));
+        // The same for the table written at `key` of `table`: left out, or a table without
+        // `cap`; any other value ("off", or one serde refuses) has no default cap to raise.
+        let lacks_in = |table: Option<&toml::Table>, key: &str, cap: &str| match table
+            .and_then(|t| t.get(key))
+        {
             None => true,
-            Some(toml::Value::Table(escalate)) => lacks_cap(Some(escalate)),
-            // "off", or a value serde refuses.
+            Some(toml::Value::Table(inner)) => !inner.contains_key(cap),
             Some(_) => false,
         };
         let route = section("route");
-        let ejection = match route.and_then(|t| t.get("outlier")) {
-            None => true,
-            Some(toml::Value::Table(outlier)) => !outlier.contains_key("max_ejection"),
-            // A value serde refuses.
-            Some(_) => false,
-        };
         DefaultCaps {
-            timeout,
-            retry: lacks_cap(section("retry")),
-            breaker: section("breaker").is_none_or(|t| !t.contains_key("max_open_duration")),
-            cooldown: route.is_none_or(|t| !t.contains_key("max_cooldown")),
-            ejection,
+            timeout: lacks_in(section("attempt_timeout"), "escalate", "cap"),
+            retry: lacks(section("retry"), "cap"),
+            breaker: lacks(section("breaker"), "max_open_duration"),
+            cooldown: lacks(route, "max_cooldown"),
+            ejection: lacks_in(route, "outlier", "max_ejection"),
         }
     }
 
