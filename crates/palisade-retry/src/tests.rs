@@ -1390,6 +1390,17 @@ mod context {
                 }
             }
         }
+        /// `svc`'s answer to a request of its own body (not a copy), counting its clones.
+        async fn send<S>(svc: S, clones: &Arc<AtomicUsize>) -> Result<u32, String>
+        where
+            S: Service<Once, Response = u32, Error = BoxError>,
+        {
+            let once = Once {
+                copy: false,
+                clones: clones.clone(),
+            };
+            svc.oneshot(once).await.map_err(|e| e.to_string())
+        }
         hooks::DEADLINE.set(Some(Instant::now() + ms(10_000)));
         // The request itself says one attempt (sendable), its copies none: a copy is kept for
         // the refusal and found unsendable when it comes.
@@ -1401,13 +1412,7 @@ mod context {
             .unwrap()
             .layer(s.clone());
         let start = Instant::now();
-        let out = svc
-            .oneshot(Once {
-                copy: false,
-                clones: clones.clone(),
-            })
-            .await
-            .map_err(|e| e.to_string());
+        let out = send(svc, &clones).await;
         assert_eq!(out, Err("circuit open".to_owned()));
         assert_eq!(s.count(), 1, "the copy is never sent");
         assert_eq!(start.elapsed(), Duration::ZERO, "nothing is waited for");
@@ -1420,13 +1425,7 @@ mod context {
             .build()
             .unwrap()
             .layer(s.clone());
-        let out = svc
-            .oneshot(Once {
-                copy: false,
-                clones: clones.clone(),
-            })
-            .await
-            .map_err(|e| e.to_string());
+        let out = send(svc, &clones).await;
         assert_eq!(out, Err("circuit open".to_owned()));
         assert_eq!((s.count(), clones.load(Ordering::SeqCst)), (1, 0));
         // A copy that can be sent after a retryable failure as well: `Some(0)` ends it there
@@ -1438,13 +1437,7 @@ mod context {
             .build()
             .unwrap()
             .layer(s.clone());
-        let out = svc
-            .oneshot(Once {
-                copy: false,
-                clones: Arc::new(AtomicUsize::new(0)),
-            })
-            .await
-            .map_err(|e| e.to_string());
+        let out = send(svc, &Arc::default()).await;
         hooks::DEADLINE.set(None);
         assert_eq!(out, Err("503".to_owned()));
         assert_eq!(s.count(), 1);
